@@ -1,0 +1,229 @@
+"""The ``edge`` command: what a field technician runs on the gateway.
+
+Every command validates its input first and exits with status 2 and a one-line reason
+when the site file or an option is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import Progress, TaskID
+from rich.table import Table as RichTable
+
+from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
+from drivers.clock import Clock, ScaledClock, SystemClock
+from drivers.model import Quality, Reading
+from drivers.poller import Poller
+from drivers.profiles import builtin_profiles
+from edge_agent.poll_view import reading_table, readings_json_line
+from edge_agent.scan import ScanHit, parse_id_range, scan_bus
+from edge_agent.site_config import SiteConfig, SiteConfigError, load_site
+
+app = typer.Typer(
+    help="HazardWatch edge agent: poll, scan and (later) run a monitoring gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+COMM_FAILURE = Quality.TIMEOUT | Quality.CRC_ERROR | Quality.EXCEPTION | Quality.NO_CONNECTION
+
+
+def _fail(message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def _load(config: Path) -> SiteConfig:
+    try:
+        return load_site(config)
+    except SiteConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def make_clock(speed: float, origin: str | None, anchor: float | None) -> Clock:
+    """Build the clock the CLI options describe (the real clock unless sped up or shifted)."""
+    if speed == 1.0 and origin is None:
+        return SystemClock()
+    start = None
+    if origin is not None:
+        try:
+            start = datetime.fromisoformat(origin).timestamp()
+        except ValueError:
+            raise _fail(f"--origin {origin!r} is not an ISO 8601 time") from None
+    return ScaledClock(speed, origin=start, anchor=anchor)
+
+
+SpeedOpt = Annotated[
+    float, typer.Option(min=0.001, help="Simulated seconds per real second (match hwsim).")
+]
+OriginOpt = Annotated[
+    str | None, typer.Option(help="Simulated start time, ISO 8601 (match hwsim).")
+]
+AnchorOpt = Annotated[
+    float | None, typer.Option(help="Wall-clock epoch at which simulated time == origin.")
+]
+
+
+@app.command()
+def poll(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Site file (TOML).")],
+    once: Annotated[bool, typer.Option(help="Poll every device once and exit.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many real seconds.")
+    ] = None,
+    speed: SpeedOpt = 1.0,
+    origin: OriginOpt = None,
+    anchor: AnchorOpt = None,
+) -> None:
+    """Print every channel with its value, unit and quality.
+
+    With --once the exit status is 1 when any device failed to answer.
+    """
+    site = _load(config)
+    clock = make_clock(speed, origin, anchor)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if once:
+        readings = asyncio.run(_poll_once(site, clock))
+        if json_out:
+            console.print_json(readings_json_line(readings))
+        else:
+            latest = {r.channel_id: r for r in readings}
+            console.print(reading_table(latest, {}, f"{site.name}: one poll"))
+        if any(r.quality & COMM_FAILURE for r in readings):
+            raise typer.Exit(code=1)
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_poll_live(site, clock, json_out, duration))
+
+
+async def _poll_once(site: SiteConfig, clock: Clock) -> list[Reading]:
+    poller = Poller(site.buses, site.devices, clock)
+    try:
+        return await poller.poll_all_once()
+    finally:
+        await poller.close()
+
+
+async def _poll_live(
+    site: SiteConfig, clock: Clock, json_out: bool, duration: float | None
+) -> None:
+    title = f"{site.name} ({site.source})"
+    if json_out:
+
+        def emit(readings: list[Reading]) -> None:
+            sys.stdout.write(readings_json_line(readings) + "\n")
+            sys.stdout.flush()
+
+        await _run_for(Poller(site.buses, site.devices, clock, emit), duration)
+        return
+    poller = Poller(site.buses, site.devices, clock)
+
+    def render() -> RichTable:
+        health = {d.config.name: d.health for d in poller.devices}
+        return reading_table(poller.latest, health, title)
+
+    with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
+        poller.sink = lambda _readings: live.update(render())
+        await _run_for(poller, duration)
+
+
+async def _run_for(poller: Poller, duration: float | None) -> None:
+    task = asyncio.create_task(poller.run())
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=duration)
+    except TimeoutError:
+        pass
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _bus_from_options(tcp: str | None, serial: str | None, baud: int) -> BusConfig:
+    if (tcp is None) == (serial is None):
+        raise _fail("give exactly one of --tcp HOST:PORT or --serial DEVICE")
+    if tcp is not None:
+        host, _, port_text = tcp.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise _fail(f"--tcp {tcp!r} must look like 127.0.0.1:5020")
+        return TcpBusConfig("scan", host, int(port_text))
+    assert serial is not None
+    return SerialBusConfig("scan", serial, baudrate=baud)
+
+
+@app.command()
+def scan(
+    tcp: Annotated[str | None, typer.Option(help="Modbus TCP gateway, HOST:PORT.")] = None,
+    serial: Annotated[str | None, typer.Option(help="Serial port, e.g. /dev/ttyUSB0.")] = None,
+    ids: Annotated[str, typer.Option(help="Unit ids to try, e.g. 1-247 or 1,2,192.")] = "1-247",
+    bauds: Annotated[
+        str, typer.Option(help="Baud rates to try on a serial port, comma separated.")
+    ] = "9600",
+    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds to wait per unit id.")] = 0.2,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Walk unit ids (and baud rates) on a bus and list who answered and what it may be."""
+    try:
+        unit_ids = parse_id_range(ids)
+        rates = [int(b) for b in bauds.split(",")] if serial else [0]
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    profiles = list(builtin_profiles().values())
+    hits: list[ScanHit] = []
+    with Progress(console=err_console, transient=True) as progress:
+        for rate in rates:
+            bus = _bus_from_options(tcp, serial, rate or 9600)
+            label = f"{serial} @ {rate} baud" if serial else f"tcp {tcp}"
+            task = progress.add_task(f"scanning {label}", total=len(unit_ids))
+
+            def advance(_unit_id: int, task: TaskID = task) -> None:
+                progress.advance(task)
+
+            hits += asyncio.run(
+                scan_bus(bus, unit_ids, profiles, timeout, rate or None, progress=advance)
+            )
+    if json_out:
+        console.print_json(
+            data=[
+                {
+                    "unit_id": h.unit_id,
+                    "baudrate": h.baudrate,
+                    "answer": h.answer,
+                    "matches": list(h.matches),
+                }
+                for h in hits
+            ]
+        )
+        return
+    table = RichTable(title=f"{len(hits)} device(s) answered")
+    for column in ("unit id", "baud", "answer", "probably"):
+        table.add_column(column)
+    for h in hits:
+        table.add_row(
+            str(h.unit_id), str(h.baudrate or "-"), h.answer, ", ".join(h.matches) or "unknown"
+        )
+    console.print(table)
+
+
+@app.command()
+def profiles() -> None:
+    """List the device profiles shipped with HazardWatch."""
+    table = RichTable(title="Shipped device profiles")
+    for column in ("name", "model", "vendor", "unit id", "channels"):
+        table.add_column(column)
+    for name, p in builtin_profiles().items():
+        table.add_row(name, p.model, p.vendor, str(p.default_unit_id), str(len(p.channels)))
+    console.print(table)
