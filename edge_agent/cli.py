@@ -227,3 +227,7 @@ def profiles() -> None:
     for name, p in builtin_profiles().items():
         table.add_row(name, p.model, p.vendor, str(p.default_unit_id), str(len(p.channels)))
     console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -17,7 +17,7 @@ from drivers.poller import DeviceHealth
 
 
 def _when(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%H:%M:%S")
 
 
 def _value(reading: Reading) -> str:
@@ -28,9 +28,15 @@ def reading_table(
     readings: Mapping[str, Reading], health: Mapping[str, DeviceHealth], title: str
 ) -> RichTable:
     """Build a table of the newest reading per channel, with its device's fault counts."""
-    table = RichTable(title=title, expand=False)
-    for column in ("channel", "value", "unit", "quality", "time (UTC)", "device faults"):
-        table.add_column(column, justify="right" if column == "value" else "left")
+    newest = max((r.timestamp for r in readings.values()), default=None)
+    day = "" if newest is None else datetime.fromtimestamp(newest, UTC).strftime(" %Y-%m-%d")
+    table = RichTable(title=f"{title}{day}", expand=False)
+    table.add_column("channel", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("unit", no_wrap=True)
+    table.add_column("quality", no_wrap=True)
+    table.add_column("UTC", no_wrap=True)
+    table.add_column("device faults")
     for channel_id in sorted(readings):
         reading = readings[channel_id]
         device = channel_id.split(".", 1)[0]

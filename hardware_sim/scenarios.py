@@ -41,7 +41,7 @@ def _require_non_negative(name: str, value: float) -> None:
     _require(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
 
 
-def _gaussian_noise(seed: int, t: float) -> float:
+def gaussian_noise(seed: int, t: float) -> float:
     """Standard normal deviate that depends only on ``seed`` and ``t`` to the millisecond.
 
     A hash rather than a generator keeps the noise independent of call order and rate.
@@ -385,7 +385,7 @@ class CreepingSlope:
         truth = self.displacement_mm(t)
         if self.noise_mm == 0:
             return truth
-        return truth + self.noise_mm * _gaussian_noise(self.seed, t)
+        return truth + self.noise_mm * gaussian_noise(self.seed, t)
 
     def describe(self) -> dict[str, float | int]:
         """Parameters of the slope, for logs and the demo."""

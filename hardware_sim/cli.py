@@ -1,0 +1,218 @@
+"""The ``hwsim`` command: serve a simulated station over real Modbus, list device profiles.
+
+It runs in the foreground until Ctrl-C or SIGTERM and only ever listens on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from contextlib import AsyncExitStack, ExitStack
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from drivers.clock import ScaledClock
+from drivers.profiles import builtin_profiles
+from hardware_sim.demo import run_demo
+from hardware_sim.device import SimulatedDevice
+from hardware_sim.pty_link import PtyLinkError, PtyPair
+from hardware_sim.server import LOOPBACK, serve_rtu, serve_tcp
+from hardware_sim.station import (
+    LinkSpec,
+    Station,
+    StationError,
+    StationSpec,
+    load_station,
+    resolve_station,
+)
+
+app = typer.Typer(
+    help="Simulated HazardWatch field hardware that speaks real Modbus (TCP and RTU over a pty).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+
+
+def _parse_origin(text: str | None, default: float) -> float:
+    if text is None:
+        return default
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        msg = f"not an ISO 8601 time: {text!r} (e.g. 2024-09-17T06:00:00Z)"
+        raise typer.BadParameter(msg, param_hint="--origin") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _print_clock(clock: ScaledClock) -> None:
+    console.print(
+        f"simulated time starts at {_iso(clock.origin)} and runs {clock.speed:g}x; give the "
+        f"agent the same clock: --speed {clock.speed:g} --origin {_iso(clock.origin)} "
+        f"--anchor {clock.anchor!r}"
+    )
+
+
+def _print_devices(station: Station, link: str) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("unit", "device", "profile", "signals"):
+        table.add_column(column)
+    for spec in station.spec.devices:
+        if spec.link == link:
+            bound = "\n".join(f"{c} = {b.source}" for c, b in spec.signals.items()) or "-"
+            table.add_row(str(spec.unit_id), spec.name, spec.profile.name, bound)
+    console.print(table)
+
+
+async def _serve_link(
+    link: LinkSpec,
+    devices: list[SimulatedDevice],
+    tcp_port: int,
+    buses: AsyncExitStack,
+    ptys: ExitStack,
+) -> str:
+    """Start serving one link and return where the agent should connect."""
+    name = escape(link.name)
+    if link.kind == "tcp":
+        bus = await buses.enter_async_context(serve_tcp(devices, LOOPBACK, tcp_port))
+        return (
+            f"[bold]{name}[/]: Modbus TCP listening on {bus.host}:{bus.port}; "
+            f"agent connects to tcp://{bus.host}:{bus.port}"
+        )
+    pty = ptys.enter_context(PtyPair(agent_end=link.path))
+    settings = (link.baudrate, link.parity, link.stopbits, link.bytesize)
+    await buses.enter_async_context(serve_rtu(devices, str(pty.device_end), *settings))
+    return (
+        f"[bold]{name}[/]: Modbus RTU on {escape(str(pty.device_end))}; agent opens "
+        f"{escape(str(pty.agent_end))} at {link.baudrate} {link.bytesize}{link.parity}"
+        f"{link.stopbits}"
+    )
+
+
+async def _run(
+    spec: StationSpec, clock: ScaledClock, seed: int | None, tcp_port: int | None
+) -> None:
+    station = spec.build(clock, clock.origin, seed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    tcp_links = [link.name for link in spec.links if link.kind == "tcp"]
+    with ExitStack() as ptys:
+        async with AsyncExitStack() as buses:
+            for link in spec.links:
+                if tcp_port is None or link.kind != "tcp":
+                    port = link.port
+                else:
+                    port = tcp_port + tcp_links.index(link.name) if tcp_port else 0
+                devices = station.devices_on(link.name)
+                console.print(await _serve_link(link, devices, port, buses, ptys))
+                _print_devices(station, link.name)
+            _print_clock(clock)
+            console.print("serving; Ctrl-C or SIGTERM stops")
+            await stop.wait()
+    console.print("stopped")
+
+
+@app.command()
+def serve(
+    station: Annotated[str, typer.Argument(help="Station file, or the name of a shipped station.")],
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    origin: Annotated[
+        str | None,
+        typer.Option(help="Simulated time at the anchor, ISO 8601 (UTC if no zone); default: now."),
+    ] = None,
+    anchor: Annotated[
+        float | None,
+        typer.Option(help="Wall-clock epoch seconds at which simulated time equals the origin."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the station's seed.")] = None,
+    tcp_port: Annotated[
+        int | None,
+        typer.Option(help="Port for the first TCP link (later ones count up); 0 picks free ports."),
+    ] = None,
+) -> None:
+    """Serve a station's simulated devices until Ctrl-C or SIGTERM."""
+    try:
+        spec = load_station(resolve_station(station))
+    except StationError as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if speed <= 0:
+        raise typer.BadParameter(f"must be positive, got {speed}", param_hint="--speed")
+    # Millisecond anchors print exactly, so an agent given the printed numbers agrees.
+    wall = round(time.time(), 3) if anchor is None else anchor
+    clock = ScaledClock(speed, _parse_origin(origin, wall), wall)
+    try:
+        asyncio.run(_run(spec, clock, seed, tcp_port))
+    except (OSError, PtyLinkError) as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def demo(
+    station: Annotated[str, typer.Argument(help="Station file or shipped station name.")] = (
+        "creek_village"
+    ),
+    duration: Annotated[float, typer.Option(help="Real seconds to run.")] = 90.0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 240.0,
+) -> None:
+    """Serve a station and poll it live with ``edge poll``: a storm compressed into minutes."""
+    try:
+        spec = load_station(resolve_station(station))
+    except StationError as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    if speed <= 0 or duration <= 0:
+        raise typer.BadParameter("--speed and --duration must be positive")
+    wall = round(time.time(), 3)
+    clock = ScaledClock(speed, wall, wall)
+    built = spec.build(clock, clock.origin)
+    console.print(
+        f"[bold]HazardWatch demo[/]: station {escape(spec.name)} at {speed:g}x for {duration:g} s "
+        f"(about {duration * speed / 3600:.1f} simulated hours; the storm starts 30 min in). "
+        "Ctrl-C stops."
+    )
+    try:
+        status = asyncio.run(run_demo(spec, built, clock, duration))
+    except KeyboardInterrupt:
+        status = 0
+    except OSError as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    raise typer.Exit(status)
+
+
+@app.command()
+def profiles() -> None:
+    """List the device profiles shipped with HazardWatch."""
+    table = Table(show_header=True, header_style="bold")
+    for column in ("profile", "model", "vendor", "unit", "channels"):
+        table.add_column(column)
+    for name, profile in builtin_profiles().items():
+        table.add_row(
+            name,
+            profile.model,
+            profile.vendor,
+            str(profile.default_unit_id),
+            ", ".join(c.name for c in profile.channels),
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

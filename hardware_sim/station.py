@@ -1,0 +1,595 @@
+"""Station files: a simulated site (scenarios, links, devices, faults) described in TOML.
+
+Everything is validated when the file is loaded, with messages of the form
+``FILE: device 'name': problem``; building a loaded station never fails on input. Times in
+a station file are seconds after the simulation origin, so one file replays any date.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import tomllib
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from drivers.clock import Clock
+from drivers.profiles import DeviceProfile, ProfileError, resolve_profile
+from hardware_sim.device import SimulatedDevice, fits
+from hardware_sim.faults import DeviceFaults
+from hardware_sim.scenarios import (
+    CreekLevel,
+    CreepingSlope,
+    DesignStorm,
+    ExtensometerProjection,
+    GnssProjection,
+    InclinometerProjection,
+    gaussian_noise,
+)
+
+BUILTIN_DIR = Path(__file__).parent / "stations"
+
+
+class StationError(ProfileError):
+    """A station file is invalid; the message names the file, the device and the problem."""
+
+    def __init__(self, source: str | Path, problem: str, device: str | None = None) -> None:
+        super().__init__(source, f"device '{device}': {problem}" if device else problem)
+        self.problem = problem
+        self.device = device
+
+
+@dataclass(frozen=True, slots=True)
+class ElapsedTime:
+    """The ``clock`` pseudo-scenario: seconds since the simulation origin."""
+
+    origin: float
+
+    def elapsed_s(self, t: float) -> float:
+        """Seconds of simulated time since the origin."""
+        return t - self.origin
+
+
+# Required parameters map to None, optional ones to their default.
+_SCENARIO_PARAMS: dict[str, dict[str, float | None]] = {
+    "storm": {
+        "start_s": 0.0,
+        "duration_s": None,
+        "peak_mm_h": None,
+        "peak_position": 0.4,
+        "step_s": 60.0,
+        "variability": 0.2,
+    },
+    "creek": {
+        "base_level_m": None,
+        "catchment_gain_m_per_mm": None,
+        "recession_s": None,
+        "lag_s": 0.0,
+    },
+    "slope": {
+        "failure_s": None,
+        "onset_s": None,
+        "creep_mm_per_day": None,
+        "creep_start_s": 0.0,
+        "initial_displacement_mm": 0.0,
+        "noise_mm": 0.0,
+    },
+    "gnss": {"azimuth_deg": None, "dip_deg": None},
+    "extensometer": {"gain": 1.0},
+    "inclinometer": {"mm_per_deg_x": None, "mm_per_deg_y": None},
+}
+_NEEDS = {"creek": "storm", "gnss": "slope", "extensometer": "slope", "inclinometer": "slope"}
+#: Scenario methods a channel may be bound to, by scenario name.
+SIGNAL_SOURCES: dict[str, tuple[str, ...]] = {
+    "clock": ("elapsed_s",),
+    "storm": ("cumulative_mm", "intensity_mm_h", "window_sum_mm"),
+    "creek": ("level_m", "storage_mm", "rate_of_rise_m_per_h"),
+    "slope": ("displacement_mm", "measured_displacement_mm", "velocity_mm_s"),
+    "gnss": ("east_mm", "north_mm", "up_mm"),
+    "extensometer": ("extension_mm",),
+    "inclinometer": ("tilt_x_deg", "tilt_y_deg"),
+}
+
+
+def build_scenarios(
+    params: Mapping[str, Mapping[str, float]], origin: float, seed: int
+) -> dict[str, object]:
+    """Build scenario objects from validated parameters, times counted from ``origin``.
+
+    Raises:
+        ValueError: when the scenarios reject a parameter.
+    """
+    built: dict[str, object] = {"clock": ElapsedTime(origin)}
+    if (p := params.get("storm")) is not None:
+        built["storm"] = storm = DesignStorm(
+            origin + p["start_s"],
+            p["duration_s"],
+            p["peak_mm_h"],
+            peak_position=p["peak_position"],
+            step_s=p["step_s"],
+            variability=p["variability"],
+            seed=seed,
+        )
+        if (c := params.get("creek")) is not None:
+            built["creek"] = CreekLevel(
+                storm,
+                c["base_level_m"],
+                c["catchment_gain_m_per_mm"],
+                c["recession_s"],
+                lag_s=c["lag_s"],
+            )
+    if (p := params.get("slope")) is not None:
+        built["slope"] = slope = CreepingSlope.from_creep_rate(
+            origin + p["failure_s"],
+            origin + p["onset_s"],
+            p["creep_mm_per_day"],
+            origin + p["creep_start_s"],
+            initial_displacement_mm=p["initial_displacement_mm"],
+            noise_mm=p["noise_mm"],
+            seed=seed,
+        )
+        if (g := params.get("gnss")) is not None:
+            built["gnss"] = GnssProjection(slope, g["azimuth_deg"], g["dip_deg"])
+        if (e := params.get("extensometer")) is not None:
+            built["extensometer"] = ExtensometerProjection(slope, e["gain"])
+        if (i := params.get("inclinometer")) is not None:
+            built["inclinometer"] = InclinometerProjection(
+                slope, i["mm_per_deg_x"], i["mm_per_deg_y"]
+            )
+    return built
+
+
+@dataclass(frozen=True, slots=True)
+class SignalBinding:
+    """A channel driven by ``scale * scenario.method(t, *args) + offset`` plus sensor noise.
+
+    ``noise`` is the standard deviation, in the scenario signal's units (before ``scale``),
+    of the measurement noise every real transmitter shows; without it a level at rest would
+    read perfectly constant. Channels of one device bound to the same source see the same
+    noise, so derived channels (air gap = height - level) stay consistent.
+    """
+
+    source: str
+    scale: float = 1.0
+    offset: float = 0.0
+    args: tuple[float, ...] = ()
+    noise: float = 0.0
+
+    def bind(self, scenarios: Mapping[str, object], seed: int = 0) -> Callable[[float], float]:
+        """Return the signal as a function of simulated time; ``seed`` fixes the noise."""
+        name, method = self.source.split(".")
+        function: Callable[..., float] = getattr(scenarios[name], method)
+        scale, offset, args, noise = self.scale, self.offset, self.args, self.noise
+
+        def signal(t: float) -> float:
+            value = function(t, *args)
+            if noise:
+                value += noise * gaussian_noise(seed, t)
+            return scale * value + offset
+
+        return signal
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """Where a group of devices is reached: a TCP port, or the agent end of a pty pair."""
+
+    name: str
+    kind: Literal["tcp", "pty"]
+    port: int = 0
+    path: Path | None = None
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """Faults a device starts with; outage windows are in seconds after the origin."""
+
+    dead: bool = False
+    exception_code: int | None = None
+    corrupt_crc: bool = False
+    stuck: bool = False
+    spike_probability: float = 0.0
+    spike_magnitude: float = 0.0
+    outages: tuple[tuple[float, float], ...] = ()
+
+    def build(self, origin: float, seed: int) -> DeviceFaults:
+        """Return live faults with the outage windows placed on the simulated time axis.
+
+        Raises:
+            TypeError, ValueError: when a field is not a valid fault setting.
+        """
+        return DeviceFaults(
+            dead=self.dead,
+            exception_code=self.exception_code,
+            corrupt_crc=self.corrupt_crc,
+            stuck=self.stuck,
+            spike_probability=self.spike_probability,
+            spike_magnitude=self.spike_magnitude,
+            outages=[(origin + start, origin + end) for start, end in self.outages],
+            seed=seed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """One simulated device of a station, as the file describes it."""
+
+    name: str
+    link: str
+    profile: DeviceProfile
+    unit_id: int
+    signals: Mapping[str, SignalBinding]
+    values: Mapping[str, float]
+    faults: FaultSpec
+
+
+@dataclass(frozen=True, slots=True)
+class StationSpec:
+    """A validated station file; ``build`` turns it into live simulated devices."""
+
+    name: str
+    source: str
+    seed: int
+    description: str
+    scenarios: Mapping[str, Mapping[str, float]]
+    links: tuple[LinkSpec, ...]
+    devices: tuple[DeviceSpec, ...]
+
+    def build(self, clock: Clock, origin: float, seed: int | None = None) -> Station:
+        """Create the scenarios and devices, with times counted from ``origin``.
+
+        ``seed`` overrides the file's seed for the scenarios and the spike generators.
+        """
+        seed = self.seed if seed is None else seed
+        scenarios = build_scenarios(self.scenarios, origin, seed)
+        devices: dict[str, SimulatedDevice] = {}
+        for spec in self.devices:
+            # Each device gets its own spike sequence, fixed by the seed and its name.
+            device_seed = seed ^ zlib.crc32(spec.name.encode())
+            devices[spec.name] = SimulatedDevice(
+                spec.profile,
+                spec.unit_id,
+                clock,
+                {
+                    channel: b.bind(scenarios, device_seed ^ zlib.crc32(b.source.encode()))
+                    for channel, b in spec.signals.items()
+                },
+                values=spec.values,
+                faults=spec.faults.build(origin, device_seed),
+                name=spec.name,
+            )
+        return Station(self, origin, seed, scenarios, devices)
+
+
+@dataclass
+class Station:
+    """A running site: its scenarios and its simulated devices by name."""
+
+    spec: StationSpec
+    origin: float
+    seed: int
+    scenarios: dict[str, object]
+    devices: dict[str, SimulatedDevice]
+
+    def devices_on(self, link: str) -> list[SimulatedDevice]:
+        """Return the devices wired to the link called ``link``."""
+        return [self.devices[d.name] for d in self.spec.devices if d.link == link]
+
+
+def _table(source: str, raw: Any, what: str, device: str | None = None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise StationError(source, f"{what} must be a table", device)
+    return raw
+
+
+def _check_keys(
+    source: str, raw: Mapping[str, Any], allowed: Any, what: str, device: str | None = None
+) -> None:
+    if bad := sorted(set(raw) - set(allowed)):
+        known = ", ".join(sorted(allowed))
+        raise StationError(
+            source, f"unknown key(s) in {what}: {', '.join(bad)} (known: {known})", device
+        )
+
+
+def _number(source: str, raw: Any, what: str, device: str | None = None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise StationError(source, f"{what} must be a finite number, got {raw!r}", device)
+    return float(raw)
+
+
+def _integer(source: str, raw: Any, what: str, lo: int, hi: int, device: str | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not lo <= raw <= hi:
+        raise StationError(
+            source, f"{what} must be an integer within {lo}..{hi}, got {raw!r}", device
+        )
+    return raw
+
+
+def _parse_scenarios(source: str, raw: Any) -> dict[str, dict[str, float]]:
+    table = _table(source, raw, "[scenario]")
+    _check_keys(source, table, _SCENARIO_PARAMS, "[scenario]")
+    params: dict[str, dict[str, float]] = {}
+    for name, raw_params in table.items():
+        spec = _SCENARIO_PARAMS[name]
+        given = _table(source, raw_params, f"[scenario.{name}]")
+        _check_keys(source, given, spec, f"[scenario.{name}]")
+        values: dict[str, float] = {}
+        for key, default in spec.items():
+            if key in given:
+                values[key] = _number(source, given[key], f"[scenario.{name}] {key}")
+            elif default is None:
+                raise StationError(source, f"[scenario.{name}] needs '{key}'")
+            else:
+                values[key] = default
+        params[name] = values
+    for name, needed in _NEEDS.items():
+        if name in params and needed not in params:
+            raise StationError(source, f"[scenario.{name}] needs a [scenario.{needed}]")
+    try:
+        build_scenarios(params, 0.0, 0)
+    except ValueError as exc:
+        raise StationError(source, f"[scenario]: {exc}") from exc
+    return params
+
+
+def _parse_link(source: str, index: int, raw: Any) -> LinkSpec:
+    table = _table(source, raw, f"[[link]] #{index + 1}")
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise StationError(source, f"[[link]] #{index + 1} needs a 'name'")
+    what = f"link '{name}'"
+    kind = table.get("kind")
+    if kind == "tcp":
+        _check_keys(source, table, {"name", "kind", "port"}, what)
+        port = _integer(source, table.get("port"), f"{what} port", 0, 65535)
+        return LinkSpec(name, "tcp", port=port)
+    if kind == "pty":
+        allowed = {"name", "kind", "path", "baudrate", "parity", "stopbits", "bytesize"}
+        _check_keys(source, table, allowed, what)
+        path = table.get("path")
+        if not isinstance(path, str) or not path:
+            raise StationError(source, f"{what} needs a 'path' for the agent end of the pty")
+        parity = table.get("parity", "N")
+        if parity not in ("N", "E", "O"):
+            raise StationError(source, f"{what} parity must be N, E or O, got {parity!r}")
+        return LinkSpec(
+            name,
+            "pty",
+            path=Path(path),
+            baudrate=_integer(
+                source, table.get("baudrate", 9600), f"{what} baudrate", 300, 4_000_000
+            ),
+            parity=parity,
+            stopbits=_integer(source, table.get("stopbits", 1), f"{what} stopbits", 1, 2),
+            bytesize=_integer(source, table.get("bytesize", 8), f"{what} bytesize", 7, 8),
+        )
+    raise StationError(source, f"{what}: kind must be 'tcp' or 'pty', got {kind!r}")
+
+
+def _parse_binding(
+    source: str, device: str, channel: str, raw: Any, scenarios: Mapping[str, object]
+) -> SignalBinding:
+    what = f"signal for channel '{channel}'"
+    if isinstance(raw, str):
+        raw = {"signal": raw}
+    table = _table(source, raw, f'{what} (a "scenario.method" string or a table)', device)
+    _check_keys(source, table, {"signal", "scale", "offset", "args", "noise"}, what, device)
+    ref = table.get("signal")
+    name, _, method = str(ref).partition(".")
+    if not isinstance(ref, str) or method not in SIGNAL_SOURCES.get(name, ()):
+        known = ", ".join(f"{n}.{m}" for n, methods in SIGNAL_SOURCES.items() for m in methods)
+        raise StationError(source, f"{what}: unknown signal {ref!r} (known: {known})", device)
+    if name not in scenarios:
+        raise StationError(source, f"{what}: '{ref}' needs a [scenario.{name}]", device)
+    raw_args = table.get("args", [])
+    if not isinstance(raw_args, list):
+        raise StationError(source, f"{what}: 'args' must be a list of numbers", device)
+    args = tuple(_number(source, a, f"{what} args", device) for a in raw_args)
+    expected = len(inspect.signature(getattr(scenarios[name], method)).parameters) - 1
+    if len(args) != expected:
+        raise StationError(
+            source,
+            f"{what}: '{ref}' takes {expected} argument(s) after the time, got {len(args)}",
+            device,
+        )
+    return SignalBinding(
+        ref,
+        scale=_number(source, table.get("scale", 1.0), f"{what} scale", device),
+        offset=_number(source, table.get("offset", 0.0), f"{what} offset", device),
+        args=args,
+        noise=_non_negative(source, table.get("noise", 0.0), f"{what} noise", device),
+    )
+
+
+def _non_negative(source: str, raw: Any, what: str, device: str) -> float:
+    value = _number(source, raw, what, device)
+    if value < 0:
+        raise StationError(source, f"{what} must not be negative, got {value}", device)
+    return value
+
+
+def _parse_device(
+    source: str,
+    index: int,
+    raw: Any,
+    links: Mapping[str, LinkSpec],
+    scenarios: Mapping[str, object],
+    base_dir: Path,
+) -> DeviceSpec:
+    table = _table(source, raw, f"[[device]] #{index + 1}")
+    name = table.get("name")
+    if not isinstance(name, str) or not name:
+        raise StationError(source, f"[[device]] #{index + 1} needs a 'name'")
+    allowed = {"name", "link", "profile", "unit_id", "signals", "values", "faults"}
+    _check_keys(source, table, allowed, "the device", name)
+    link = table.get("link")
+    if not isinstance(link, str) or link not in links:
+        raise StationError(
+            source, f"unknown link {link!r} (links: {', '.join(links) or 'none'})", name
+        )
+    ref = table.get("profile")
+    if not isinstance(ref, str) or not ref:
+        raise StationError(source, "needs a 'profile' (a built-in name or a file)", name)
+    try:
+        profile = resolve_profile(ref, base_dir)
+    except ProfileError as exc:
+        raise StationError(source, str(exc), name) from exc
+    unit_id = _integer(
+        source, table.get("unit_id", profile.default_unit_id), "unit_id", 1, 247, name
+    )
+    channels = {c.name: c for c in profile.channels}
+
+    def channel_names(key: str) -> dict[str, Any]:
+        given = _table(source, table.get(key, {}), f"'{key}'", name)
+        if bad := sorted(set(given) - set(channels)):
+            known = ", ".join(channels)
+            raise StationError(
+                source,
+                f"'{key}' names unknown channel(s) {', '.join(bad)} of profile "
+                f"'{profile.name}' (channels: {known})",
+                name,
+            )
+        return given
+
+    signals = {
+        channel: _parse_binding(source, name, channel, raw_binding, scenarios)
+        for channel, raw_binding in channel_names("signals").items()
+    }
+    values: dict[str, float] = {}
+    for channel, raw_value in channel_names("values").items():
+        if channel in signals:
+            raise StationError(source, f"channel '{channel}' has both a signal and a value", name)
+        values[channel] = _number(source, raw_value, f"value of channel '{channel}'", name)
+        if not fits(channels[channel], values[channel]):
+            spec = channels[channel]
+            raise StationError(
+                source,
+                f"value {values[channel]} of channel '{channel}' does not fit its {spec.dtype} "
+                f"register(s) (scale {spec.scale}, offset {spec.offset})",
+                name,
+            )
+    faults = _parse_faults(source, name, table.get("faults", {}), links[link])
+    return DeviceSpec(name, link, profile, unit_id, signals, values, faults)
+
+
+def _parse_faults(source: str, device: str, raw: Any, link: LinkSpec) -> FaultSpec:
+    table = _table(source, raw, "'faults'", device)
+    _check_keys(source, table, FaultSpec.__slots__, "'faults'", device)
+    if table.get("corrupt_crc") and link.kind != "pty":
+        raise StationError(
+            source, f"corrupt_crc needs a serial link; link '{link.name}' is Modbus TCP", device
+        )
+    outages = table.get("outages", [])
+    if not isinstance(outages, list) or not all(
+        isinstance(w, list) and len(w) == 2 for w in outages
+    ):
+        raise StationError(source, "outages must be a list of [start_s, end_s] pairs", device)
+    windows = tuple(
+        (_number(source, a, "outage start", device), _number(source, b, "outage end", device))
+        for a, b in outages
+    )
+    spec = FaultSpec(**{**table, "outages": windows})
+    try:
+        spec.build(0.0, 0)
+    except (TypeError, ValueError) as exc:
+        raise StationError(source, f"faults: {exc}", device) from exc
+    return spec
+
+
+def parse_station(data: Mapping[str, Any], source: str, base_dir: Path) -> StationSpec:
+    """Validate an already-parsed station document.
+
+    Raises:
+        StationError: naming ``source``, the device when there is one, and the problem.
+    """
+    _check_keys(source, data, {"station", "scenario", "link", "device"}, "the top level")
+    station = _table(source, data.get("station"), "[station]")
+    _check_keys(source, station, {"name", "seed", "description"}, "[station]")
+    name = station.get("name")
+    if not isinstance(name, str) or not name:
+        raise StationError(source, "[station] needs a 'name'")
+    seed = _integer(source, station.get("seed", 0), "[station] seed", 0, 2**32 - 1)
+    scenario_params = _parse_scenarios(source, data.get("scenario", {}))
+    scenarios = build_scenarios(scenario_params, 0.0, seed)
+    raw_links = data.get("link", [])
+    if not isinstance(raw_links, list) or not raw_links:
+        raise StationError(source, "a station needs at least one [[link]]")
+    links: dict[str, LinkSpec] = {}
+    for index, raw in enumerate(raw_links):
+        link = _parse_link(source, index, raw)
+        if link.name in links:
+            raise StationError(source, f"duplicate link name '{link.name}'")
+        links[link.name] = link
+    raw_devices = data.get("device", [])
+    if not isinstance(raw_devices, list) or not raw_devices:
+        raise StationError(source, "a station needs at least one [[device]]")
+    devices: list[DeviceSpec] = []
+    for index, raw in enumerate(raw_devices):
+        device = _parse_device(source, index, raw, links, scenarios, base_dir)
+        for other in devices:
+            if other.name == device.name:
+                raise StationError(source, "duplicate device name", device.name)
+            if other.link == device.link and other.unit_id == device.unit_id:
+                raise StationError(
+                    source,
+                    f"unit id {device.unit_id} is already used by device '{other.name}' on "
+                    f"link '{device.link}'",
+                    device.name,
+                )
+        devices.append(device)
+    return StationSpec(
+        name=name,
+        source=source,
+        seed=seed,
+        description=str(station.get("description", "")),
+        scenarios=scenario_params,
+        links=tuple(links.values()),
+        devices=tuple(devices),
+    )
+
+
+def load_station(path: str | Path) -> StationSpec:
+    """Load and validate a station file.
+
+    Raises:
+        StationError: when the file is missing, is not TOML, or is invalid.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StationError(path, f"cannot read station file: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StationError(path, f"not valid TOML: {exc}") from exc
+    return parse_station(data, str(path), path.parent)
+
+
+def builtin_stations() -> dict[str, Path]:
+    """Return the station files shipped with the simulator, by name."""
+    return {p.stem: p for p in sorted(BUILTIN_DIR.glob("*.toml"))}
+
+
+def resolve_station(ref: str | Path) -> Path:
+    """Find a station file by path, or by the name of a shipped station.
+
+    Raises:
+        StationError: when there is no such file or shipped station.
+    """
+    path = Path(ref)
+    if path.exists():
+        return path
+    shipped = builtin_stations()
+    if str(ref) in shipped:
+        return shipped[str(ref)]
+    known = ", ".join(shipped)
+    raise StationError(ref, f"no such station file or shipped station (shipped: {known})")

@@ -1,0 +1,148 @@
+"""The technician's ``edge`` commands, run as real subprocesses against simulated devices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from drivers.bus import TcpBusConfig
+from drivers.clock import SystemClock
+from drivers.profiles import builtin_profiles
+from edge_agent.scan import parse_id_range, scan_bus
+from hardware_sim.device import SimulatedDevice
+from tests.wire import served
+
+PROFILES = builtin_profiles()
+EDGE = [sys.executable, "-m", "edge_agent.cli"]
+
+SITE = """
+[site]
+id = "test-site"
+name = "Test site"
+
+[[bus]]
+name = "field"
+kind = "tcp"
+host = "127.0.0.1"
+port = {port}
+
+[[device]]
+name = "rain"
+bus = "field"
+profile = "dfrobot_sen0575"
+channels = ["rain_total", "tips"]
+
+[[device]]
+name = "tilt"
+bus = "field"
+profile = "inclinometer_dual_axis"
+unit_id = 3
+timeout_s = 0.2
+"""
+
+
+async def edge(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *EDGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def stations() -> list[SimulatedDevice]:
+    clock = SystemClock()
+    return [
+        SimulatedDevice(
+            PROFILES["dfrobot_sen0575"],
+            192,
+            clock,
+            values={"rain_total": 42.5, "tips": 152, "window_hours": 1},
+        ),
+        SimulatedDevice(
+            PROFILES["inclinometer_dual_axis"], 3, clock, values={"tilt_x": 2.5, "tilt_y": -1.25}
+        ),
+        SimulatedDevice(PROFILES["relay_module_8ch"], 10, clock),
+    ]
+
+
+async def test_poll_once_json_prints_every_channel_with_value_unit_and_quality(tmp_path: Path):
+    async with served("tcp", stations()) as (bus, _):
+        assert isinstance(bus, TcpBusConfig)
+        site = tmp_path / "site.toml"
+        site.write_text(SITE.format(port=bus.port))
+        code, out, err = await edge("poll", "--config", str(site), "--once", "--json")
+    assert code == 0, err
+    readings = {r["channel"]: r for r in json.loads(out)["readings"]}
+    assert set(readings) == {"rain.rain_total", "rain.tips", "tilt.tilt_x", "tilt.tilt_y"}
+    assert readings["rain.rain_total"]["value"] == 42.5
+    assert readings["rain.rain_total"]["unit"] == "mm"
+    assert readings["tilt.tilt_y"]["value"] == -1.25
+    assert {q for r in readings.values() for q in r["quality"]} == {"ok"}
+
+
+async def test_poll_once_exits_1_and_flags_a_silent_device(tmp_path: Path):
+    devices = stations()
+    devices[1].faults.dead = True
+    async with served("tcp", devices) as (bus, _):
+        site = tmp_path / "site.toml"
+        site.write_text(SITE.format(port=bus.port))
+        code, out, _ = await edge("poll", "--config", str(site), "--once", "--json")
+    assert code == 1
+    readings = {r["channel"]: r for r in json.loads(out)["readings"]}
+    assert readings["tilt.tilt_x"]["quality"] == ["timeout"]
+    assert readings["tilt.tilt_x"]["value"] is None
+    assert readings["rain.rain_total"]["quality"] == ["ok"]
+
+
+async def test_poll_refuses_a_bad_site_file_with_the_reason(tmp_path: Path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(port=502).replace("unit_id = 3", "unit_id = 0"))
+    code, _, err = await edge("poll", "--config", str(site), "--once")
+    assert code == 2
+    assert f"{site}: device 'tilt': 'unit_id' = 0 is outside 1..247" in " ".join(err.split())
+
+
+async def test_scan_finds_who_answers_and_what_it_probably_is():
+    async with served("tcp", stations()) as (bus, _):
+        assert isinstance(bus, TcpBusConfig)
+        hits = await scan_bus(bus, [*range(1, 12), 192, 200], PROFILES.values(), timeout_s=0.1)
+        code, out, err = await edge(
+            "scan",
+            "--tcp",
+            f"127.0.0.1:{bus.port}",
+            "--ids",
+            "1-4,190-193",
+            "--json",
+            "--timeout",
+            "0.1",
+        )
+    found = {h.unit_id: h for h in hits}
+    assert set(found) == {3, 10, 192}
+    assert found[192].matches[0] == "dfrobot_sen0575"
+    assert found[3].matches[0] == "inclinometer_dual_axis"
+    assert found[10].matches == ("relay_module_8ch",)
+    assert code == 0, err
+    assert {(h["unit_id"], h["matches"][0]) for h in json.loads(out)} == {
+        (3, "inclinometer_dual_axis"),
+        (192, "dfrobot_sen0575"),
+    }
+
+
+def test_id_ranges_parse_and_bad_ones_say_why():
+    assert parse_id_range("1-3,10") == [1, 2, 3, 10]
+    with pytest.raises(ValueError, match=r"within 1\.\.247"):
+        parse_id_range("0-3")
+    with pytest.raises(ValueError, match="bad unit id range 'a-b'"):
+        parse_id_range("a-b")
+
+
+async def test_edge_help_lists_the_commands():
+    code, out, _ = await edge("--help")
+    assert code == 0
+    for command in ("poll", "scan", "profiles"):
+        assert command in out
