@@ -171,7 +171,7 @@ def demo(
     duration: Annotated[float, typer.Option(help="Real seconds to run.")] = 90.0,
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 240.0,
 ) -> None:
-    """Serve a station and poll it live with ``edge poll``: a storm compressed into minutes."""
+    """Serve a station and poll it live with edge poll: a storm compressed into minutes."""
     try:
         spec = load_station(resolve_station(station))
     except StationError as exc:
