@@ -138,6 +138,7 @@ async def _poll_live(
     with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
         poller.sink = lambda _readings: live.update(render())
         await _run_for(poller, duration)
+    console.print()
 
 
 async def _run_for(poller: Poller, duration: float | None) -> None:

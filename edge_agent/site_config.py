@@ -6,7 +6,6 @@ problem, so a technician can fix the file at the site. Never opens a port.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
 from drivers.poller import DeviceConfig
 from drivers.profiles import ProfileError, resolve_profile
+from drivers.tomlfile import read_toml
 
 _SITE_KEYS = {"id", "name", "description"}
 _SERIAL_KEYS = {"name", "kind", "device", "baudrate", "parity", "stopbits", "bytesize"}
@@ -233,12 +233,5 @@ def load_site(path: str | Path) -> SiteConfig:
         SiteConfigError: when the file is missing, is not TOML, or is invalid.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SiteConfigError(path, f"cannot read site file: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SiteConfigError(path, f"not valid TOML: {exc}") from exc
+    data = read_toml(path, "site file", SiteConfigError)
     return parse_site(data, str(path), path.parent)

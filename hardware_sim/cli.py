@@ -54,6 +54,14 @@ def _parse_origin(text: str | None, default: float) -> float:
     return moment.timestamp()
 
 
+def _load_or_exit(station: str) -> StationSpec:
+    try:
+        return load_station(resolve_station(station))
+    except StationError as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -146,11 +154,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve a station's simulated devices until Ctrl-C or SIGTERM."""
-    try:
-        spec = load_station(resolve_station(station))
-    except StationError as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+    spec = _load_or_exit(station)
     if speed <= 0:
         raise typer.BadParameter(f"must be positive, got {speed}", param_hint="--speed")
     # Millisecond anchors print exactly, so an agent given the printed numbers agrees.
@@ -172,11 +176,7 @@ def demo(
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 240.0,
 ) -> None:
     """Serve a station and poll it live with edge poll: a storm compressed into minutes."""
-    try:
-        spec = load_station(resolve_station(station))
-    except StationError as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from exc
+    spec = _load_or_exit(station)
     if speed <= 0 or duration <= 0:
         raise typer.BadParameter("--speed and --duration must be positive")
     wall = round(time.time(), 3)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import tomllib
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, Literal
 
 from drivers.clock import Clock
 from drivers.profiles import DeviceProfile, ProfileError, resolve_profile
+from drivers.tomlfile import read_toml
 from hardware_sim.device import SimulatedDevice, fits
 from hardware_sim.faults import DeviceFaults
 from hardware_sim.scenarios import (
@@ -563,14 +563,7 @@ def load_station(path: str | Path) -> StationSpec:
         StationError: when the file is missing, is not TOML, or is invalid.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StationError(path, f"cannot read station file: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StationError(path, f"not valid TOML: {exc}") from exc
+    data = read_toml(path, "station file", StationError)
     return parse_station(data, str(path), path.parent)
 
 

@@ -7,7 +7,6 @@ a message naming the file, the channel and the problem; it never guesses.
 from __future__ import annotations
 
 import itertools
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +23,7 @@ from drivers.codec import (
     WordOrder,
     register_width,
 )
+from drivers.tomlfile import read_toml
 
 BUILTIN_DIR = Path(__file__).parent
 
@@ -444,14 +444,7 @@ def load_profile(path: str | Path) -> DeviceProfile:
         ProfileError: when the file is missing, is not TOML, or is invalid.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ProfileError(path, f"cannot read profile: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(path, f"not valid TOML: {exc}") from exc
+    data = read_toml(path, "profile", ProfileError)
     return parse_profile(data, str(path), path.stem)
 
 
