@@ -1,8 +1,9 @@
 """One owner per physical Modbus bus: serialises transactions and classifies failures.
 
-Every request on a bus goes through its ``ModbusBus``, one at a time, with the timeout of
-the device it addresses. A failure comes back as a ``TransactionError`` carrying a quality
-flag; it never escapes as a pymodbus exception and never stalls the bus past that timeout.
+Every request on a bus goes through its ``ModbusBus``, one at a time (actuation
+first), with the timeout of the device it addresses. A failure comes back as a
+``TransactionError`` carrying a quality flag; it never escapes as a pymodbus exception
+and never stalls the bus past that timeout.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ModbusPDU
 
+from drivers.bus_turns import BusTurns
 from drivers.model import Quality
 from drivers.profiles import Table
 
@@ -88,7 +90,7 @@ class ModbusBus:
         self.config = config
         self.stats = BusStats()
         self._client: AsyncModbusSerialClient | AsyncModbusTcpClient | None = None
-        self._lock = asyncio.Lock()
+        self._turns = BusTurns()
         self._received = bytearray()
         self._silence = (
             rtu_silence_s(config.baudrate) if isinstance(config, SerialBusConfig) else 0.0
@@ -135,15 +137,23 @@ class ModbusBus:
 
     async def close(self) -> None:
         """Close the connection; the next transaction reopens it."""
-        async with self._lock:
+        async with self._turns.turn():
             if self._client is not None:
                 self._client.close()
                 self._client = None
 
     async def read(
-        self, unit_id: int, table: Table, address: int, count: int, timeout_s: float
+        self,
+        unit_id: int,
+        table: Table,
+        address: int,
+        count: int,
+        timeout_s: float,
+        urgent: bool = False,
     ) -> list[int] | list[bool]:
         """Read ``count`` registers or bits from one table of one device.
+
+        ``urgent`` reads (an actuator's read-back) go before queued polls.
 
         Raises:
             TransactionError: on timeout, exception response, CRC error or lost connection.
@@ -158,7 +168,7 @@ class ModbusBus:
             }
             return readers[table](address, count=count, device_id=unit_id)
 
-        response = await self._transact(unit_id, timeout_s, call)
+        response = await self._transact(unit_id, timeout_s, call, urgent)
         if table.is_bits:
             return list(response.bits[:count])
         registers = list(response.registers)
@@ -170,9 +180,16 @@ class ModbusBus:
         return registers
 
     async def write_coils(
-        self, unit_id: int, address: int, values: Sequence[bool], timeout_s: float
+        self,
+        unit_id: int,
+        address: int,
+        values: Sequence[bool],
+        timeout_s: float,
+        urgent: bool = False,
     ) -> None:
         """Write one or more coils (FC05 for one, FC15 for several).
+
+        ``urgent`` transactions (actuation) go before queued polls.
 
         Raises:
             TransactionError: as for ``read``.
@@ -182,12 +199,14 @@ class ModbusBus:
                 unit_id,
                 timeout_s,
                 lambda c: c.write_coil(address, bool(values[0]), device_id=unit_id),
+                urgent,
             )
         else:
             await self._transact(
                 unit_id,
                 timeout_s,
                 lambda c: c.write_coils(address, list(values), device_id=unit_id),
+                urgent,
             )
 
     async def write_registers(
@@ -205,9 +224,13 @@ class ModbusBus:
         )
 
     async def _transact(
-        self, unit_id: int, timeout_s: float, call: Callable[[Any], Awaitable[ModbusPDU]]
+        self,
+        unit_id: int,
+        timeout_s: float,
+        call: Callable[[Any], Awaitable[ModbusPDU]],
+        urgent: bool = False,
     ) -> ModbusPDU:
-        async with self._lock:
+        async with self._turns.turn(urgent):
             self.stats.transactions += 1
             try:
                 response = await self._execute(timeout_s, call)

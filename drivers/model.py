@@ -48,7 +48,9 @@ class Reading:
     """One sample of one channel as the poller produced it.
 
     ``value`` is NaN when the device gave nothing usable; the quality says why.
-    ``seq`` is assigned later, when the local store commits the reading.
+    ``seq`` is assigned later, when the local store commits the reading. ``mono`` is the
+    monotonic time of the sample, kept for readings taken before the wall clock was
+    synchronised so their timestamps can be corrected later.
     """
 
     timestamp: float
@@ -56,6 +58,7 @@ class Reading:
     value: float
     unit: str
     quality: Quality
+    mono: float | None = None
 
     @property
     def good(self) -> bool:

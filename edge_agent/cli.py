@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import sys
+from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,12 +28,14 @@ from drivers.clock import Clock, ScaledClock, SystemClock
 from drivers.model import Quality, Reading
 from drivers.poller import Poller
 from drivers.profiles import builtin_profiles
-from edge_agent.poll_view import reading_table, readings_json_line
+from edge_agent.control import SOCKET_NAME, ControlError, request
+from edge_agent.poll_view import alarm_tables, reading_table, readings_json_line, status_tables
 from edge_agent.scan import ScanHit, parse_id_range, scan_bus
-from edge_agent.site_config import SiteConfig, SiteConfigError, load_site
+from edge_agent.site_config import SiteConfig, load_site
+from edge_agent.site_errors import SiteConfigError
 
 app = typer.Typer(
-    help="HazardWatch edge agent: poll, scan and (later) run a monitoring gateway.",
+    help="HazardWatch edge agent: run a monitoring gateway, poll and scan its buses.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -217,6 +222,151 @@ def scan(
             str(h.unit_id), str(h.baudrate or "-"), h.answer, ", ".join(h.matches) or "unknown"
         )
     console.print(table)
+
+
+DataDirOpt = Annotated[
+    Path,
+    typer.Option("--data-dir", "-d", help="The agent's data directory (store, control socket)."),
+]
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Site file (TOML).")],
+    data_dir: DataDirOpt,
+    speed: SpeedOpt = 1.0,
+    origin: OriginOpt = None,
+    anchor: AnchorOpt = None,
+    backend: Annotated[str, typer.Option(help="Alarm kernels: auto, numba or python.")] = "auto",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Poll, store, detect and actuate until stopped; needs no network at all."""
+    site = _load(config)
+    clock = make_clock(speed, origin, anchor)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
+    from edge_agent.agent import Agent  # noqa: PLC0415 - keeps numba out of the quick commands
+
+    synced = None if isinstance(clock, SystemClock) else (lambda: True)
+    agent = Agent(site, data_dir, clock, backend, **({"clock_synced": synced} if synced else {}))
+    asyncio.run(_run_until_signal(agent.run()))
+
+
+async def _run_until_signal(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _ask(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
+    try:
+        reply = asyncio.run(request(data_dir / SOCKET_NAME, command, **args))
+    except ControlError as exc:
+        raise _fail(str(exc)) from None
+    if not reply.get("ok", False):
+        raise _fail(str(reply.get("error") or reply.get("detail") or reply))
+    return reply
+
+
+@app.command()
+def status(
+    data_dir: DataDirOpt,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the running agent: buses, last polls, channel values, alarm levels, backlog."""
+    reply = _ask(data_dir, "status")
+    if json_out:
+        console.print_json(data=reply)
+        return
+    console.print(
+        f"[bold]{reply['site']}[/] agent {reply['version']}, up {reply['uptime_s']} s, "
+        f"site level [bold]{reply['level']}[/], backlog {reply['store']['backlog']} readings"
+    )
+    console.print(status_tables(reply))
+
+
+@app.command()
+def alarms(
+    data_dir: DataDirOpt,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List alarm levels per rule and the recent alarm history."""
+    reply = _ask(data_dir, "alarms")
+    if json_out:
+        console.print_json(data=reply)
+        return
+    console.print(alarm_tables(reply))
+
+
+@app.command()
+def ack(
+    rule: Annotated[str, typer.Argument(help="Rule id whose latched alarm to acknowledge.")],
+    data_dir: DataDirOpt,
+    by: Annotated[str, typer.Option(help="Who acknowledges (kept in the event log).")] = "local",
+) -> None:
+    """Acknowledge a latched alarm so its level may fall again."""
+    reply = _ask(data_dir, "ack", rule=rule, by=by)
+    console.print(f"acknowledged {rule}; its level is now {reply['level']}")
+
+
+siren_app = typer.Typer(help="Siren commands.", no_args_is_help=True)
+app.add_typer(siren_app, name="siren")
+
+
+@siren_app.command("test")
+def siren_test(
+    data_dir: DataDirOpt,
+    audible: Annotated[bool, typer.Option(help="Sound the test pattern briefly.")] = False,
+) -> None:
+    """Read every relay back (silent), or sound the test pattern (--audible)."""
+    reply = _ask(data_dir, "siren_test", audible=audible)
+    console.print_json(data=reply)
+
+
+@app.command()
+def replay(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Site file (TOML).")],
+    data_dir: DataDirOpt,
+    start: Annotated[str | None, typer.Option("--from", help="ISO 8601 start.")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ISO 8601 end.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, numba or python.")] = "auto",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Re-evaluate the site's rules over stored history; print the alarms that would fire."""
+    site = _load(config)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
+    from edge_agent.replay import replay_store  # noqa: PLC0415
+
+    try:
+        changes = replay_store(site, data_dir, _epoch(start), _epoch(end), backend)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from None
+    for change in changes:
+        if json_out:
+            console.print_json(data=change)
+        else:
+            console.print(
+                f"{change['time']}  {change['rule']:<24} {change['from']:>7} -> {change['to']:<7} "
+                f"{change['detail']}",
+                highlight=False,
+            )
+    if not json_out:
+        console.print(f"{len(changes)} level change(s)")
+
+
+def _epoch(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise _fail(f"{text!r} is not an ISO 8601 time") from None
 
 
 @app.command()

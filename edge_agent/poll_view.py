@@ -1,4 +1,4 @@
-"""How the technician sees readings: a rich table, or JSON for scripts.
+"""How the technician sees readings and agent status: rich tables, or JSON for scripts.
 
 Pure formatting of readings the poller already produced; never talks to a device.
 """
@@ -9,7 +9,9 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
+from rich.console import Group
 from rich.table import Table as RichTable
 
 from drivers.model import Reading
@@ -71,3 +73,65 @@ def reading_json(reading: Reading) -> dict[str, object]:
 def readings_json_line(readings: Iterable[Reading]) -> str:
     """Return one JSON line holding a batch of readings."""
     return json.dumps({"readings": [reading_json(r) for r in readings]})
+
+
+def _level_style(level: str) -> str:
+    return {"blue": "blue", "yellow": "yellow", "orange": "dark_orange", "red": "bold red"}.get(
+        level, ""
+    )
+
+
+def status_tables(status: Mapping[str, Any]) -> Group:
+    """Render the agent's status reply: alarms, actuators, channels, buses."""
+    alarms = RichTable(title="alarm rules")
+    for column in ("rule", "level", "metrics"):
+        alarms.add_column(column)
+    for rule, info in status["alarms"].items():
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in info["metrics"].items())
+        alarms.add_row(rule, info["level"], metrics, style=_level_style(info["level"]))
+    actuators = RichTable(title="actuators")
+    for column in ("actuator", "pattern", "wanted", "read back", "fault"):
+        actuators.add_column(column)
+    for name, info in status["actuators"].items():
+        on = ", ".join(k for k, v in info["wanted"].items() if v) or "all off"
+        back = ", ".join(k for k, v in info["read_back"].items() if v) or "all off"
+        actuators.add_row(name, str(info["pattern"]), on, back, "yes" if info["fault"] else "")
+    channels = RichTable(title="channels")
+    for column in ("channel", "value", "unit", "quality", "UTC"):
+        channels.add_column(column)
+    for channel, info in status["channels"].items():
+        value = (
+            "—"
+            if info["value"] is None or info["value"] != info["value"]
+            else f"{info['value']:.4g}"
+        )
+        channels.add_row(channel, value, info["unit"], ",".join(info["quality"]), _when(info["t"]))
+    buses = RichTable(title="buses")
+    for column in ("bus", "transactions", "failures", "last success"):
+        buses.add_column(column)
+    for name, info in status["buses"].items():
+        failures = ", ".join(f"{k}={v}" for k, v in info["failures"].items())
+        last = "never" if info["last_success"] is None else _when(info["last_success"])
+        buses.add_row(name, str(info["transactions"]), failures, last)
+    return Group(alarms, actuators, channels, buses)
+
+
+def alarm_tables(reply: Mapping[str, Any]) -> Group:
+    """Render the agent's alarms reply: current level per rule, then recent history."""
+    active = RichTable(title="alarm levels")
+    active.add_column("rule")
+    active.add_column("level")
+    for rule, info in reply["active"].items():
+        active.add_row(rule, info["level"], style=_level_style(info["level"]))
+    history = RichTable(title="recent alarm events")
+    for column in ("UTC", "rule", "change", "detail"):
+        history.add_column(column)
+    for event in reply["history"]:
+        change = f"{event.get('from', '')} -> {event.get('to', '')}" if "to" in event else "ack"
+        history.add_row(
+            _when(event["t"]),
+            str(event["rule"]),
+            change,
+            str(event.get("detail", event.get("by", ""))),
+        )
+    return Group(active, history)

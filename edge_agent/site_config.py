@@ -6,8 +6,8 @@ problem, so a technician can fix the file at the site. Never opens a port.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,11 @@ from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
 from drivers.poller import DeviceConfig
 from drivers.profiles import ProfileError, resolve_profile
 from drivers.tomlfile import read_toml
+from edge_agent.actuation import LEVEL_NAMES, ActuationSpec
+from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
+from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
+from edge_agent.site_actuation import parse_actuation
+from edge_agent.site_errors import SiteConfigError
 
 _SITE_KEYS = {"id", "name", "description"}
 _SERIAL_KEYS = {"name", "kind", "device", "baudrate", "parity", "stopbits", "bytesize"}
@@ -32,15 +37,13 @@ _DEVICE_KEYS = {
 }
 
 
-class SiteConfigError(ValueError):
-    """The site file is invalid; the message names the file, the item and the problem."""
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """How the daemon runs: store quota and actuation timing."""
 
-    def __init__(self, source: str | Path, problem: str, item: str | None = None) -> None:
-        self.source = str(source)
-        self.item = item
-        self.problem = problem
-        where = f"{self.source}: {item}" if item else self.source
-        super().__init__(f"{where}: {problem}")
+    quota_bytes: int = 512 * 1024 * 1024
+    reassert_s: float = 10.0
+    self_test_every_s: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,10 @@ class SiteConfig:
     name: str
     buses: tuple[BusConfig, ...]
     devices: tuple[DeviceConfig, ...]
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    actuation: ActuationSpec = field(default_factory=ActuationSpec)
+    rules: tuple[RuleSpec, ...] = ()
+    siren_nodes: tuple[SirenNodeSpec, ...] = ()
 
 
 class _Reader:
@@ -179,7 +186,9 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
     Raises:
         SiteConfigError: naming ``source``, the bus or device, and the problem.
     """
-    allowed_top = {"site", "bus", "device"}
+    allowed_top = {
+        "site", "bus", "device", "agent", "actuator", "player", "actions", "rule", "siren_node",
+    }  # fmt: skip
     if unknown := sorted(set(data) - allowed_top):
         raise SiteConfigError(source, f"unknown section(s): {', '.join(unknown)}")
     site = _Reader(source, "[site]", data.get("site", {}), _SITE_KEYS)
@@ -217,13 +226,101 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
                 f"device '{dev.name}'",
             )
         addresses[key] = dev.name
+    agent = _parse_agent(source, data.get("agent", {}))
+    by_device = {d.name: d for d in devices}
     return SiteConfig(
         source=source,
         site_id=site.text("id", "site"),
         name=site.text("name", site.text("id", "site")),
         buses=tuple(buses),
         devices=tuple(devices),
+        agent=agent,
+        actuation=parse_actuation(source, base_dir, data, by_device, agent.reassert_s),
+        rules=_parse_rules(source, data.get("rule", []), devices),
+        siren_nodes=tuple(
+            _parse_siren_node(source, raw, i, by_device)
+            for i, raw in enumerate(data.get("siren_node", []))
+        ),
     )
+
+
+_NODE_KEYS = {
+    "device", "heartbeat_timeout_s", "fallback_rain_mm", "fallback_window_s", "mm_per_tip",
+    "fallback_level",
+}  # fmt: skip
+_NODE_CHANNELS = ("heartbeat", "fallback_active", "heartbeat_silent", "siren", *SETTINGS)
+
+
+def _parse_siren_node(
+    source: str, raw: Any, index: int, devices: Mapping[str, DeviceConfig]
+) -> SirenNodeSpec:
+    item = f"[[siren_node]] #{index + 1}"
+    if not isinstance(raw, dict):
+        raise SiteConfigError(source, "must be a table", item)
+    r = _Reader(source, item, raw, _NODE_KEYS)
+    device = devices.get(r.text("device"))
+    if device is None:
+        r.fail(f"unknown device {raw['device']!r} (devices: {', '.join(devices)})")
+        raise AssertionError  # unreachable: fail() raises
+    names = {c.name for c in device.profile.channels}
+    if missing := [c for c in _NODE_CHANNELS if c not in names]:
+        r.fail(f"device '{device.name}' is not a siren node: no channel(s) {', '.join(missing)}")
+    timeout = r.number("heartbeat_timeout_s", 120.0, 9.0, 3600.0)
+    if timeout < 3 * device.poll_interval_s:
+        r.fail(
+            f"heartbeat_timeout_s {timeout} is under 3 poll intervals of '{device.name}' "
+            f"({device.poll_interval_s} s): one slow poll would start the node's fallback"
+        )
+    level = raw.get("fallback_level", "red")
+    if level not in LEVEL_NAMES[1:]:
+        r.fail(f"fallback_level must be one of {', '.join(LEVEL_NAMES[1:])}, got {level!r}")
+    return SirenNodeSpec(
+        device=device,
+        heartbeat_timeout_s=timeout,
+        fallback_rain_mm=r.number("fallback_rain_mm", 30.0, 0.0, 6553.5),
+        fallback_window_s=r.number("fallback_window_s", 3600.0, 59.0, 43200.0),
+        mm_per_tip=r.number("mm_per_tip", 0.2, 0.0, 6.5535),
+        fallback_level=LEVEL_NAMES.index(level),
+    )
+
+
+def _parse_agent(source: str, raw: Any) -> AgentSettings:
+    if not isinstance(raw, dict):
+        raise SiteConfigError(source, "[agent] must be a table")
+    r = _Reader(source, "[agent]", raw, {"quota_mb", "reassert_s", "self_test_every_s"})
+    return AgentSettings(
+        quota_bytes=int(r.number("quota_mb", 512, 1.0, 1_000_000) * 1024 * 1024),
+        reassert_s=r.number("reassert_s", 10.0, 0.0, 3600.0),
+        self_test_every_s=r.number("self_test_every_s", 86400.0, 0.0, 30 * 86400.0),
+    )
+
+
+def channel_infos(devices: Sequence[DeviceConfig]) -> dict[str, ChannelInfo]:
+    """What the alarm rules may know of each polled channel, by site channel id.
+
+    Integer counters get their wrap-around modulus (2^bits x scale), so a rain counter
+    that wraps is not mistaken for a reset.
+    """
+    infos: dict[str, ChannelInfo] = {}
+    for device in devices:
+        names = device.channels or tuple(c.name for c in device.profile.channels)
+        for name in names:
+            ch = device.profile.channel(name)
+            modulus = None
+            if ch.dtype in ("uint16", "uint32") and ch.quantity in ("rain_total", "rain_tips"):
+                modulus = float(2 ** (16 * ch.width)) * ch.scale
+            infos[device.channel_id(name)] = ChannelInfo(ch.quantity, ch.unit, modulus)
+    return infos
+
+
+def _parse_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tuple[RuleSpec, ...]:
+    if not isinstance(raw, list):
+        raise SiteConfigError(source, "[[rule]] must be an array of tables")
+    try:
+        return parse_rules(raw, source, channel_infos(devices))
+    except RuleError as exc:
+        # RuleError already reads "FILE: rule 'id': problem"; keep it whole.
+        raise SiteConfigError(source, str(exc).removeprefix(f"{source}: ")) from None
 
 
 def load_site(path: str | Path) -> SiteConfig:

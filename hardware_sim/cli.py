@@ -10,6 +10,7 @@ import signal
 import time
 from contextlib import AsyncExitStack, ExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,10 +20,13 @@ from rich.table import Table
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
+from drivers.siren_node.registers import DEFAULT_UNIT_ID
 from hardware_sim.demo import run_demo
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.pty_link import PtyLinkError, PtyPair
+from hardware_sim.scenarios import DesignStorm
 from hardware_sim.server import LOOPBACK, serve_rtu, serve_tcp
+from hardware_sim.siren_node import RainSignal, serve_siren_node
 from hardware_sim.station import (
     LinkSpec,
     Station,
@@ -175,7 +179,7 @@ def demo(
     duration: Annotated[float, typer.Option(help="Real seconds to run.")] = 90.0,
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 240.0,
 ) -> None:
-    """Serve a station and poll it live with edge poll: a storm compressed into minutes."""
+    """Serve a station in a storm and let the real agent guard it: minutes for hours."""
     spec = _load_or_exit(station)
     if speed <= 0 or duration <= 0:
         raise typer.BadParameter("--speed and --duration must be positive")
@@ -188,7 +192,7 @@ def demo(
         "Ctrl-C stops."
     )
     try:
-        status = asyncio.run(run_demo(spec, built, clock, duration))
+        status = asyncio.run(run_demo(spec, built, clock, duration, console))
     except KeyboardInterrupt:
         status = 0
     except OSError as exc:
@@ -212,6 +216,65 @@ def profiles() -> None:
             ", ".join(c.name for c in profile.channels),
         )
     console.print(table)
+
+
+async def _run_siren_node(
+    clock: ScaledClock, rain_mm: RainSignal, path: Path, unit_id: int
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with serve_siren_node(clock, rain_mm, agent_end=path, unit_id=unit_id) as (bus, node):
+        console.print(
+            f"[bold]siren node[/] (unit {unit_id}) on Modbus RTU; agent opens "
+            f"{escape(bus.device)} at {bus.baudrate} 8N1"
+        )
+        _print_clock(clock)
+        console.print("serving; Ctrl-C or SIGTERM stops")
+        await stop.wait()
+    for change in node.siren_log:
+        console.print(f"siren {'on' if change.value else 'off'} at {_iso(change.sim_time)}")
+    console.print("stopped")
+
+
+@app.command("siren-node")
+def siren_node(
+    station: Annotated[
+        str, typer.Argument(help="Station file or shipped station whose storm fills the bucket.")
+    ] = "creek_village",
+    path: Annotated[
+        Path, typer.Option(help="Where the agent's end of the node's RS485 pty appears.")
+    ] = Path("/tmp/hazardwatch/siren-node"),
+    unit_id: Annotated[int, typer.Option(min=1, max=247, help="Modbus unit id.")] = (
+        DEFAULT_UNIT_ID
+    ),
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    origin: Annotated[
+        str | None,
+        typer.Option(help="Simulated time at the anchor, ISO 8601 (UTC if no zone); default: now."),
+    ] = None,
+    anchor: Annotated[
+        float | None,
+        typer.Option(help="Wall-clock epoch seconds at which simulated time equals the origin."),
+    ] = None,
+) -> None:
+    """Run the siren node's firmware logic behind a pty until Ctrl-C or SIGTERM."""
+    spec = _load_or_exit(station)
+    if speed <= 0:
+        raise typer.BadParameter(f"must be positive, got {speed}", param_hint="--speed")
+    wall = round(time.time(), 3) if anchor is None else anchor
+    clock = ScaledClock(speed, _parse_origin(origin, wall), wall)
+    storm = spec.build(clock, clock.origin).scenarios.get("storm")
+    if not isinstance(storm, DesignStorm):
+        problem = f"station {spec.name} has no [scenario.storm] to rain on the node's bucket"
+        errors.print(f"[red]error:[/] {escape(problem)}")
+        raise typer.Exit(2)
+    try:
+        asyncio.run(_run_siren_node(clock, storm.cumulative_mm, path, unit_id))
+    except (OSError, PtyLinkError) as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from drivers.bus import SerialBusConfig, TcpBusConfig
-from edge_agent.site_config import SiteConfigError, load_site
+from edge_agent.site_config import load_site
+from edge_agent.site_errors import SiteConfigError
 
 GOOD = """
 [site]

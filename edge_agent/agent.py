@@ -1,0 +1,348 @@
+"""The gateway daemon: poll -> store -> detect -> actuate, with no network needed.
+
+On start it replays the stored history the rules need, so window sums, latched alarms
+and levels survive a restart, then asserts the outputs at once. The alarm path is
+synchronous from a reading to ``Actuation.set_level``; storage and events are handed
+to background tasks so a slow disk never delays a siren.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drivers.clock import Clock
+from drivers.model import Quality, Reading
+from drivers.poller import Poller
+from edge_agent.actuation import LEVEL_NAMES, Actuation
+from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
+from edge_agent.control import SOCKET_NAME, serve_control
+from edge_agent.faults import FaultTracker
+from edge_agent.sdnotify import notify, watchdog_interval_s
+from edge_agent.siren_node_link import SirenNodeLink
+from edge_agent.site_config import SiteConfig
+from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+
+
+def system_clock_synced() -> bool:
+    """Return True when the kernel says the wall clock is synchronised (adjtimex)."""
+    import ctypes  # noqa: PLC0415 - only real gateways ask the kernel
+
+    class Timex(ctypes.Structure):
+        _fields_ = [("modes", ctypes.c_uint), ("pad", ctypes.c_byte * 512)]
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        state = libc.adjtimex(ctypes.byref(Timex()))
+    except (OSError, AttributeError):
+        return True  # cannot tell: do not mark every reading as suspect
+    return bool(state != 5)
+
+
+class Agent:
+    """One gateway: its site, its store, its alarm engine and its outputs."""
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        data_dir: Path,
+        clock: Clock,
+        backend: str = "auto",
+        clock_synced: Callable[[], bool] = system_clock_synced,
+    ) -> None:
+        self.site = site
+        self.data_dir = data_dir
+        self.clock = clock
+        self.clock_synced = clock_synced
+        self.store = LocalStore(data_dir, site.agent.quota_bytes)
+        self.engine = AlarmEngine(site.rules, backend)
+        self.poller = Poller(site.buses, site.devices, clock, self._on_readings)
+        self.actuation = Actuation(site.actuation, self.poller.buses, self._emit)
+        self.nodes = [
+            SirenNodeLink(spec, self.poller.buses[spec.device.bus], clock, self._emit)
+            for spec in site.siren_nodes
+        ]
+        self.faults = FaultTracker(
+            lambda kind, subject, detail: self._emit(kind, subject, None, detail)
+        )
+        self.ready = asyncio.Event()
+        self.started = time.monotonic()
+        self._events: asyncio.Queue[tuple[float, str, str | None, int | None, dict[str, Any]]] = (
+            asyncio.Queue()
+        )
+        self._watched = {r.channel for r in site.rules if isinstance(r, ChannelRule)}
+        self._synced = True
+
+    # --- the alarm path ----------------------------------------------------------------
+
+    def _on_readings(self, readings: list[Reading]) -> None:
+        if not self._synced:
+            mono = time.monotonic()
+            readings = [
+                dataclasses.replace(r, quality=r.quality | Quality.CLOCK_UNSYNCED, mono=mono)
+                for r in readings
+            ]
+        self.store.add_readings(readings)
+        node_level = self._node_level()
+        for node in self.nodes:
+            node.observe(
+                [r for r in readings if r.channel_id.startswith(f"{node.spec.device.name}.")]
+            )
+        changes: list[LevelChange] = []
+        for reading in readings:
+            self.faults.update(reading)
+            if reading.channel_id in self._watched:
+                changes += self.engine.push(
+                    reading.channel_id, reading.timestamp, reading.value, reading.good
+                )
+        if changes:
+            self._apply(changes, record=True)
+        elif self._node_level() != node_level:
+            self.actuation.set_level(self.site_level(), "siren node fallback")
+        if not self.ready.is_set() and all(d.health.polls for d in self.poller.devices):
+            self.ready.set()
+
+    def _apply(self, changes: list[LevelChange], record: bool) -> None:
+        for change in changes:
+            log.warning(
+                "alarm %s: %s -> %s (%s)",
+                change.rule_id,
+                LEVEL_NAMES[change.old],
+                LEVEL_NAMES[change.new],
+                change.detail,
+            )
+            if record:
+                self._emit(
+                    "alarm",
+                    change.rule_id,
+                    change.new,
+                    {
+                        "from": LEVEL_NAMES[change.old],
+                        "to": LEVEL_NAMES[change.new],
+                        "kind": change.kind,
+                        "metric": change.metric,
+                        "detail": change.detail,
+                        "at": change.t,
+                    },
+                )
+        cause = "; ".join(f"{c.rule_id}: {c.detail}" for c in changes[-3:])
+        self.actuation.set_level(self.site_level(), cause)
+
+    def site_level(self) -> int:
+        """The highest level of any rule or siren-node fallback: what the sirens show."""
+        return max(*self.engine.levels().values(), self._node_level(), 0)
+
+    def _node_level(self) -> int:
+        return max((n.level for n in self.nodes), default=0)
+
+    def _emit(
+        self, kind: str, subject: str | None, level: int | None, detail: dict[str, Any]
+    ) -> None:
+        self._events.put_nowait((self.clock.now(), kind, subject, level, detail))
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def _replay_history(self) -> None:
+        since = self.clock.now() - self.engine.history_needed_s
+        series = {}
+        for channel in sorted(self._watched):
+            history = self.store.history(channel, since)
+            series[channel] = (history.t, history.value, history.good)
+        replayed = self.engine.replay(series)
+        acked: dict[str, float] = {}
+        latched: dict[str, tuple[float, int]] = {}
+        for event in self.store.events(["alarm", "ack"]):
+            if event.kind == "ack" and event.subject:
+                acked[event.subject] = event.ts
+            elif event.detail.get("kind") == "rise" and event.subject and event.level:
+                latched[event.subject] = (event.ts, event.level)
+        for rule_id, (ts, level) in latched.items():
+            if acked.get(rule_id, -1.0) < ts and rule_id in self.engine.levels():
+                self.engine.restore_latch(rule_id, level)
+        log.info(
+            "replayed %d level changes from %d channels; levels now %s",
+            len(replayed),
+            len(series),
+            self.engine.levels(),
+        )
+
+    # --- background tasks ----------------------------------------------------------------
+
+    async def _write_events(self) -> None:
+        while True:
+            ts, kind, subject, level, detail = await self._events.get()
+            try:
+                await self.store.record_event(ts, kind, subject, level, detail)
+            except Exception:
+                log.exception(
+                    "could not record %s event; it is logged here instead: %s", kind, detail
+                )
+
+    async def _flush_readings(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await self.store.flush()
+            except Exception:
+                log.exception("could not commit readings; they stay buffered")
+
+    async def _watch_clock(self) -> None:
+        while True:
+            synced = self.clock_synced()
+            if synced and not self._synced:
+                fixed = await self.store.correct_unsynced(self.clock.now(), time.monotonic())
+                self._emit("clock_synced", None, None, {"corrected_readings": fixed})
+            self._synced = synced
+            await asyncio.sleep(30)
+
+    async def _feed_watchdog(self) -> None:
+        await self.ready.wait()
+        notify("READY=1")
+        interval = watchdog_interval_s()
+        while interval:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _self_test_daily(self) -> None:
+        while True:
+            await self.clock.sleep(self.site.agent.self_test_every_s)
+            await self.actuation.self_test(audible=False)
+
+    # --- control channel -----------------------------------------------------------------
+
+    async def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        latest = self.poller.latest
+        return {
+            "ok": True,
+            "site": self.site.site_id,
+            "version": AGENT_VERSION,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "now": self.clock.now(),
+            "level": LEVEL_NAMES[self.site_level()],
+            "buses": {
+                name: {
+                    "transactions": bus.stats.transactions,
+                    "failures": dict(bus.stats.failures),
+                    "last_success": bus.stats.last_success,
+                }
+                for name, bus in self.poller.buses.items()
+            },
+            "devices": {
+                d.config.name: {"last_poll": d.health.last_poll, "faults": dict(d.health.faults)}
+                for d in self.poller.devices
+            },
+            "channels": {
+                ch: {
+                    "value": r.value,
+                    "unit": r.unit,
+                    "quality": r.quality.names(),
+                    "t": r.timestamp,
+                }
+                for ch, r in sorted(latest.items())
+            },
+            "alarms": self._alarm_table(),
+            "actuators": self.actuation.status(),
+            "store": {
+                "readings": self.store.last_reading_seq(),
+                "buffered": self.store.pending,
+                "backlog": self.store.last_reading_seq() - self.store.watermark("readings"),
+            },
+        }
+
+    def _alarm_table(self) -> dict[str, Any]:
+        metrics = self.engine.metrics()
+        table = {
+            rule: {"level": LEVEL_NAMES[level], "metrics": metrics.get(rule, {})}
+            for rule, level in self.engine.levels().items()
+        }
+        for node in self.nodes:
+            table[node.spec.alarm_id] = {"level": LEVEL_NAMES[node.level], "metrics": {}}
+        return table
+
+    async def _alarms(self, _request: dict[str, Any]) -> dict[str, Any]:
+        history = [
+            {"t": e.ts, "rule": e.subject, **e.detail}
+            for e in self.store.events(["alarm", "ack"])[-50:]
+        ]
+        return {"ok": True, "active": self._alarm_table(), "history": history}
+
+    async def _ack(self, request: dict[str, Any]) -> dict[str, Any]:
+        rule = str(request.get("rule", ""))
+        for node in self.nodes:
+            if rule == node.spec.alarm_id:
+                node.acknowledge()
+                await self.store.record_event(
+                    self.clock.now(), "ack", rule, None, {"by": str(request.get("by", "local"))}
+                )
+                self.actuation.set_level(self.site_level(), f"{rule} acknowledged")
+                return {"ok": True, "rule": rule, "level": LEVEL_NAMES[node.level]}
+        if rule not in self.engine.levels():
+            return {
+                "ok": False,
+                "error": f"no rule '{rule}' (rules: {', '.join(self.engine.levels())})",
+            }
+        changes = self.engine.acknowledge(rule, self.clock.now())
+        by = str(request.get("by", "local"))
+        await self.store.record_event(self.clock.now(), "ack", rule, None, {"by": by})
+        if changes:
+            self._apply(changes, record=True)
+        return {"ok": True, "rule": rule, "level": LEVEL_NAMES[self.engine.levels()[rule]]}
+
+    async def _siren_test(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.actuation.self_test(audible=bool(request.get("audible")))
+
+    # --- run -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled (SIGTERM in the CLI); commits what is buffered on the way out."""
+        self.store.open()
+        server: asyncio.Server | None = None
+        try:
+            self._synced = self.clock_synced()
+            self._replay_history()
+            self._emit(
+                "agent_start", None, None, {"version": AGENT_VERSION, "site": self.site.site_id}
+            )
+            for node in self.nodes:
+                await node.prepare()
+            self.actuation.set_level(self.site_level(), "state after restart")
+            server = await serve_control(
+                self.data_dir / SOCKET_NAME,
+                {
+                    "status": self._status,
+                    "alarms": self._alarms,
+                    "ack": self._ack,
+                    "siren_test": self._siren_test,
+                },
+            )
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.actuation.run(), name="actuation")
+                group.create_task(self.poller.run(), name="poller")
+                group.create_task(self._write_events(), name="events")
+                group.create_task(self._flush_readings(), name="flush")
+                group.create_task(self._watch_clock(), name="clock")
+                group.create_task(self._feed_watchdog(), name="watchdog")
+                group.create_task(self._self_test_daily(), name="self-test")
+                for node in self.nodes:
+                    group.create_task(node.run(), name=f"heartbeat {node.spec.device.name}")
+        finally:
+            if server is not None:
+                server.close()
+            await self._drain_events()
+            await asyncio.to_thread(self.store.close)
+
+    async def _drain_events(self) -> None:
+        while not self._events.empty():
+            ts, kind, subject, level, detail = self._events.get_nowait()
+            with contextlib.suppress(Exception):
+                await self.store.record_event(ts, kind, subject, level, detail)

@@ -1,0 +1,141 @@
+"""Words and headline numbers for level changes and status displays.
+
+Turns a backend's metric snapshot into ``LevelChange.metric`` / ``detail`` and into the
+named values of ``AlarmEngine.metrics()``. Pure formatting: never changes a level.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Literal
+
+from edge_agent.alarms.model import LevelChange, RawChange
+from edge_agent.alarms.specs import (
+    AntecedentRainRule,
+    DisplacementAccelerationRule,
+    DisplacementVelocityRule,
+    IntensityDurationRule,
+    InverseVelocityRule,
+    RainWindowRule,
+    RateOfRiseRule,
+    SampleRule,
+    TangentAngleRule,
+    WaterLevelRule,
+    level_name,
+)
+
+_YEAR_10000 = 253402300800.0
+
+
+def value_names(rule: SampleRule) -> tuple[str, ...]:
+    """Names of the values in a rule's metric snapshot, in snapshot order."""
+    match rule:
+        case RainWindowRule():
+            return tuple(f"{w.name}_mm" for w in rule.windows)
+        case AntecedentRainRule():
+            return ("ear_mm",)
+        case IntensityDurationRule():
+            return ("intensity_mm_h", "duration_h", "event_mm")
+        case WaterLevelRule():
+            return ("level",)
+        case RateOfRiseRule():
+            return ("rate_per_h",)
+        case DisplacementVelocityRule():
+            return ("velocity_mm_day",)
+        case DisplacementAccelerationRule():
+            return ("acceleration_mm_day2", "velocity_mm_day")
+        case TangentAngleRule():
+            return ("angle_deg", "velocity_mm_day")
+        case InverseVelocityRule():
+            return ("lead_h", "failure_t", "velocity_mm_day", "r2")
+
+
+def named_values(rule: SampleRule, values: tuple[float, ...]) -> dict[str, float]:
+    """The snapshot as a name -> value mapping, for status displays."""
+    return dict(zip(value_names(rule), values, strict=False))
+
+
+def _iso(t: float) -> str:
+    if not 0.0 <= t < _YEAR_10000:
+        return "(beyond the calendar)"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number(x: float | None, unit: str = "") -> str:
+    return "-" if x is None else f"{x:g}{unit}"
+
+
+def _rain_window(rule: RainWindowRule, values: tuple[float, ...], level: int) -> int:
+    """Index of the window closest to (or furthest past) its threshold for ``level``."""
+    best, best_ratio = 0, -math.inf
+    for w, window in enumerate(rule.windows):
+        threshold = window.thresholds[level - 1]
+        if threshold is not None and values[w] / threshold > best_ratio:
+            best, best_ratio = w, values[w] / threshold
+    return best
+
+
+def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[float, str, str]:
+    """Return (metric, what it is in words, its threshold for ``level`` in words)."""
+    threshold: float | None
+    match rule:
+        case RainWindowRule():
+            w = _rain_window(rule, values, level)
+            window = rule.windows[w]
+            what = f"{window.name} window {values[w]:.1f} mm"
+            return values[w], what, _number(window.thresholds[level - 1])
+        case IntensityDurationRule():
+            intensity, duration_h, event_mm = values
+            what = f"event of {duration_h:.1f} h, {event_mm:.1f} mm, at {intensity:.2f} mm/h"
+            curve = rule.curves[level - 1]
+            if curve is None:
+                return intensity, what, "-"
+            at = curve.at(duration_h) if duration_h > 0 else math.inf
+            return intensity, what, f"{at:.2f} mm/h = {curve.a:g}*D^{curve.b:g}"
+        case InverseVelocityRule():
+            lead_h, failure_t, _, _ = values
+            horizon = rule.horizons_h[level - 1]
+            if not math.isfinite(lead_h):
+                what = "no velocity trend yet" if math.isnan(lead_h) else "no failure predicted"
+                return lead_h, what, _number(horizon, " h")
+            what = f"predicted failure at {_iso(failure_t)} (t={failure_t:.0f}), in {lead_h:.1f} h"
+            return lead_h, what, _number(horizon, " h")
+        case AntecedentRainRule():
+            what, threshold = f"EAR {values[0]:.1f} mm", rule.thresholds[level - 1]
+        case WaterLevelRule():
+            what, threshold = f"water level {values[0]:.4g}", rule.thresholds[level - 1]
+        case RateOfRiseRule():
+            what, threshold = f"rate of rise {values[0]:.4g}/h", rule.thresholds[level - 1]
+        case DisplacementVelocityRule():
+            what, threshold = f"velocity {values[0]:.2f} mm/day", rule.thresholds[level - 1]
+        case DisplacementAccelerationRule():
+            what = f"acceleration {values[0]:.2f} mm/day^2 (v {values[1]:.2f} mm/day)"
+            threshold = rule.thresholds[level - 1]
+        case TangentAngleRule():
+            what = f"tangent angle {values[0]:.1f} deg (v {values[1]:.2f} mm/day)"
+            threshold = rule.thresholds[level - 1]
+    return values[0], what, _number(threshold)
+
+
+def describe(
+    rule: SampleRule, raw: RawChange, t: float, kind: Literal["rise", "fall", "ack"]
+) -> LevelChange:
+    """Word a backend's change of ``rule`` at time ``t``."""
+    # The threshold that matters is the higher level's: the one met on a rise, the one
+    # left (or released) on a fall or acknowledgement.
+    level = max(raw.old, raw.new, 1)
+    metric, what, threshold = _headline(rule, raw.values, level)
+    colour = level_name(level)
+    horizon = isinstance(rule, InverseVelocityRule)
+    if kind == "rise":
+        detail = f"{what} {'<=' if horizon else '>='} {threshold} ({colour})"
+    elif kind == "fall":
+        margin = f" {'+' if horizon else '-'} {rule.hysteresis:g}" if rule.hysteresis else ""
+        detail = (
+            f"{what} {'>' if horizon else '<'} {threshold}{margin} ({colour}) "
+            f"for {rule.hold_s:g} s, now {level_name(raw.new)}"
+        )
+    else:
+        detail = f"acknowledged {level_name(raw.old)}; {what}; now {level_name(raw.new)}"
+    return LevelChange(rule.id, t, raw.old, raw.new, kind, metric, detail)

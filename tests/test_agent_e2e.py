@@ -1,0 +1,293 @@
+"""The gateway warns the village with no network: the real agent against simulated hardware.
+
+Each test runs ``edge run`` as a subprocess on a shared fast clock; assertions read the
+simulator's coil log and the agent's own SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from drivers.clock import ScaledClock
+from drivers.profiles import builtin_profiles
+from hardware_sim.device import SimulatedDevice
+from hardware_sim.scenarios import DesignStorm
+from tests.agent_harness import events, readings, sim_site, wait_for
+
+PROFILES = builtin_profiles()
+ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
+POLL_S = 60.0
+THRESHOLDS = {"blue": 5.0, "yellow": 12.0, "orange": 20.0, "red": 30.0}
+LEVELS = ["normal", "blue", "yellow", "orange", "red"]
+
+SITE = """
+[site]
+id = "test-village"
+
+[agent]
+reassert_s = 1
+
+[[bus]]
+name = "field"
+kind = "tcp"
+host = "127.0.0.1"
+port = {port}
+
+[[device]]
+name = "rain"
+bus = "field"
+profile = "dfrobot_sen0575"
+poll_interval_s = 60
+timeout_s = 0.2
+channels = ["rain_total"]
+
+[[device]]
+name = "creek"
+bus = "field"
+profile = "hlk_ld8001h"
+poll_interval_s = 60
+timeout_s = 0.2
+channels = ["water_level"]
+
+[[device]]
+name = "relays"
+bus = "field"
+profile = "relay_module_8ch"
+poll_interval_s = 60
+timeout_s = 0.2
+channels = ["relay1", "relay2"]
+
+[[rule]]
+id = "rain_1h"
+kind = "rain_windows"
+channel = "rain.rain_total"
+latch_from = "red"
+hold_s = 1800
+windows = { "1h" = { blue = 5, yellow = 12, orange = 20, red = 30 } }
+
+[[rule]]
+id = "creek"
+kind = "water_level"
+channel = "creek.water_level"
+thresholds = { blue = 1500, yellow = 2000, orange = 2500, red = 3500 }
+hold_s = 600
+
+[[actuator]]
+id = "siren"
+device = "relays"
+patterns = { strobe = ["relay2"], warble = ["relay1", "relay2"] }
+test_pattern = "warble"
+
+[player]
+command = [
+    PYTHON, "-c", "import sys; open(sys.argv[2], 'a').write(sys.argv[1] + chr(10))",
+    "{clip}", CLIPLOG,
+]
+
+[actions]
+blue = { siren = "strobe" }
+yellow = { siren = "strobe", clip = "prepare_to_evacuate" }
+orange = { siren = "warble", clip = "prepare_to_evacuate" }
+red = { siren = "warble", clip = "evacuate_now" }
+"""
+
+
+def site_text(tmp: Path) -> str:
+    return SITE.replace("PYTHON", json.dumps(sys.executable)).replace(
+        "CLIPLOG", json.dumps(str(tmp / "clips.log"))
+    )
+
+
+def station(clock: ScaledClock, storm: DesignStorm | None, level_mm: float = 800.0):
+    rain = SimulatedDevice(
+        PROFILES["dfrobot_sen0575"],
+        192,
+        clock,
+        {"rain_total": storm.cumulative_mm} if storm else None,
+        values={"window_hours": 1},
+    )
+    # A few millimetres of ripple: a perfectly constant level would be flagged as stuck.
+    creek = SimulatedDevice(
+        PROFILES["hlk_ld8001h"],
+        1,
+        clock,
+        {"water_level": lambda t: level_mm + 3 * math.sin(t / 97)},
+    )
+    relays = SimulatedDevice(PROFILES["relay_module_8ch"], 10, clock)
+    return rain, creek, relays
+
+
+def make_clock(speed: float) -> ScaledClock:
+    return ScaledClock(speed, origin=ORIGIN, anchor=round(time.time(), 3))
+
+
+def rises(data_dir: Path, rule: str) -> dict[str, float]:
+    return {
+        e["to"]: e["at"]
+        for e in events(data_dir, "alarm")
+        if e["subject"] == rule and e["kind"] == "rise"
+    }
+
+
+def window_sum_at(samples: list[float], storm: DesignStorm, t: float, window_s: float) -> float:
+    """Rain in (t - W, t] as a gauge sampled at ``samples`` shows it, from the scenario."""
+    before = [s for s in samples if s <= t - window_s]
+    base = before[-1] if before else samples[0]
+    return storm.cumulative_mm(t) - storm.cumulative_mm(base)
+
+
+def coil_on_times(relays: SimulatedDevice, address: int) -> list[float]:
+    return [c.sim_time for c in relays.coil_log if c.address == address and c.value]
+
+
+async def test_storm_raises_each_level_at_the_first_crossing_sample_and_switches_the_siren(
+    tmp_path,
+):
+    clock = make_clock(400)
+    storm = DesignStorm(ORIGIN + 600, 7200, 60.0, step_s=300, seed=3)
+    rain, creek, relays = station(clock, storm)
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: "red" in rises(agent.data_dir, "rain_1h"), 90, "a red rain alarm")
+        await wait_for(lambda: coil_on_times(relays, 0), 10, "the siren coil")
+        await agent.stop()
+    levels = rises(agent.data_dir, "rain_1h")
+    samples = [t for t, _, q in readings(agent.data_dir, "rain.rain_total") if q == 0]
+    for name, threshold in THRESHOLDS.items():
+        t = levels[name]
+        previous = max(s for s in samples if s < t)
+        assert window_sum_at(samples, storm, t, 3600) >= threshold, name
+        assert window_sum_at(samples, storm, previous, 3600) < threshold, name
+    # Strobe (relay2) from blue, warble (relay1) from orange: each within one poll interval.
+    strobe_on = coil_on_times(relays, 1)[0]
+    siren_on = coil_on_times(relays, 0)[0]
+    assert levels["blue"] <= strobe_on < levels["blue"] + POLL_S
+    assert levels["orange"] <= siren_on < levels["orange"] + POLL_S
+    clips = [Path(p).stem for p in (tmp_path / "clips.log").read_text().split()]
+    assert clips == ["prepare_to_evacuate", "prepare_to_evacuate", "evacuate_now"]
+
+
+async def test_dead_or_faulty_sensors_are_events_not_sirens_and_never_lower_an_alarm(tmp_path):
+    clock = make_clock(600)
+    rain, creek, relays = station(clock, None, level_mm=2200.0)  # creek at yellow
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: "yellow" in rises(agent.data_dir, "creek"), 60, "the creek alarm")
+        await wait_for(lambda: relays.coil(1), 10, "the strobe on")
+        strobe_before = list(relays.coil_log)
+        rain.faults.dead = True
+        creek.faults.dead = True
+        faults = lambda: {e["subject"] for e in events(agent.data_dir, "sensor_fault")}  # noqa: E731
+        await wait_for(lambda: {"rain.rain_total", "creek.water_level"} <= faults(), 30, "faults")
+        dead_since = clock.now()
+        # Longer than the rule's hold time: bad samples must not let the level fall.
+        await wait_for(lambda: clock.now() > dead_since + 1200, 30, "twenty simulated minutes")
+        creek.faults.dead = False
+        await wait_for(
+            lambda: any(
+                e["subject"] == "creek.water_level" for e in events(agent.data_dir, "sensor_ok")
+            ),
+            30,
+            "the creek gauge back",
+        )
+        falls = [e for e in events(agent.data_dir, "alarm") if e["kind"] == "fall"]
+        coils_after_outage = list(relays.coil_log)
+        # Far beyond what the level can do between two polls (max_rate 100 mm/s), while
+        # the bus is slowed by the dead rain gauge's timeouts.
+        creek.faults.spike_magnitude = 30_000.0
+        creek.faults.spike_probability = 1.0
+        await wait_for(
+            lambda: any("spike" in e["quality"] for e in events(agent.data_dir, "sensor_fault")),
+            30,
+            "a spike fault",
+        )
+        creek.faults.spike_probability = 0.0
+        relay_polls = relays.requests[1]
+        await wait_for(lambda: relays.requests[1] > relay_polls + 3, 30, "the relay module polled")
+        await agent.stop()
+    assert falls == []  # twenty dead minutes, longer than the hold time, lowered nothing
+    assert coils_after_outage == strobe_before  # the outage switched nothing
+    assert relays.coil(1) is True  # the strobe stayed on through every fault
+    rain_faults = [
+        e for e in events(agent.data_dir, "sensor_fault") if e["subject"] == "rain.rain_total"
+    ]
+    assert rain_faults[0]["quality"] == ["timeout"]
+    spikes = [e for e in events(agent.data_dir, "alarm") if e["metric"] > 10_000]
+    assert spikes == []  # a spike is a fault, never an alarm
+
+
+async def test_sigkill_mid_storm_keeps_the_latch_the_window_sums_and_reasserts_the_siren(tmp_path):
+    clock = make_clock(400)
+    storm = DesignStorm(ORIGIN + 600, 7200, 60.0, step_s=300, seed=3)
+    rain, creek, relays = station(clock, storm)
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: "red" in rises(agent.data_dir, "rain_1h"), 90, "a red rain alarm")
+        await wait_for(lambda: relays.coil(0), 10, "the siren coil")
+        agent.kill()
+        await agent.process.wait()
+        relays.power_cycle()  # the relay module browned out while the agent was dead
+        assert not relays.coil(0)
+        polls_before = rain.requests[4]
+        restarted = await site.start_agent()
+        # Re-asserted before the restarted agent's second poll of the gauge.
+        await wait_for(lambda: relays.coil(0) and relays.coil(1), 30, "the siren re-asserted")
+        assert rain.requests[4] <= polls_before + 2
+        await wait_for(lambda: rain.requests[4] > polls_before + 3, 30, "polling after restart")
+        status = await control(restarted.data_dir, "status")
+        await restarted.stop()
+    assert status["alarms"]["rain_1h"]["level"] == "red"  # still latched
+    samples = [t for t, _, q in readings(restarted.data_dir, "rain.rain_total") if q == 0]
+    metrics = status["alarms"]["rain_1h"]["metrics"]
+    last = max(s for s in samples if s <= status["now"])
+    expected = window_sum_at(samples, storm, last, 3600)
+    assert metrics["1h_mm"] == pytest.approx(expected, abs=0.01)
+    conn = sqlite3.connect(restarted.data_dir / "store.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+async def test_power_cycled_relay_module_is_restored_within_the_reassert_period(tmp_path):
+    clock = make_clock(600)
+    rain, creek, relays = station(clock, None, level_mm=2700.0)  # creek at orange: warble
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: relays.coil(0) and relays.coil(1), 60, "the siren on")
+        relays.power_cycle()
+        cut = time.monotonic()
+        await wait_for(lambda: relays.coil(0) and relays.coil(1), 5, "the siren restored")
+        restored = time.monotonic() - cut
+        await agent.stop()
+    assert restored <= 1.0 + 0.5  # reassert_s = 1 in the site file, plus scheduling slack
+
+
+async def control(data_dir: Path, command: str, **args):
+    from edge_agent.control import SOCKET_NAME, request  # noqa: PLC0415
+
+    return await request(data_dir / SOCKET_NAME, command, **args)
+
+
+async def test_control_socket_acks_a_latched_alarm_and_refuses_an_unknown_rule(tmp_path):
+    clock = make_clock(400)
+    storm = DesignStorm(ORIGIN + 600, 7200, 60.0, step_s=300, seed=3)
+    rain, creek, relays = station(clock, storm)
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: "red" in rises(agent.data_dir, "rain_1h"), 90, "a red rain alarm")
+        sock = agent.data_dir / "control.sock"
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"
+        refused = await control(agent.data_dir, "ack", rule="nope")
+        acked = await control(agent.data_dir, "ack", rule="rain_1h", by="technician")
+        await agent.stop()
+    assert refused["ok"] is False
+    assert "no rule 'nope'" in refused["error"]
+    assert acked["ok"] is True
+    assert [e["by"] for e in events(agent.data_dir, "ack")] == ["technician"]

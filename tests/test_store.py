@@ -1,0 +1,180 @@
+"""The local store: seq order, durability across SIGKILL, quota policy, clock correction."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from drivers.model import Quality, Reading
+from edge_agent.store import LocalStore
+
+
+def reading(
+    t: float, channel: str = "rain.total", value: float = 1.0, quality=Quality.OK, mono=None
+):
+    return Reading(t, channel, value, "mm", quality, mono)
+
+
+async def test_readings_get_increasing_seq_and_come_back_as_channel_history(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        store.add_readings(
+            [
+                reading(10, value=1),
+                reading(11, "level.mm", 5),
+                reading(12, value=math.nan, quality=Quality.TIMEOUT),
+            ]
+        )
+        assert await store.flush() == 3
+        store.add_readings([reading(13, value=2), reading(14, value=9, quality=Quality.SPIKE)])
+        await store.flush()
+        seqs = [row[0] for row in store.conn.execute("SELECT seq FROM readings ORDER BY seq")]
+        history = store.history("rain.total", since=0)
+    assert seqs == [1, 2, 3, 4, 5]
+    assert list(history.t) == [10, 12, 13, 14]
+    assert math.isnan(history.value[1])
+    assert list(history.good) == [True, False, True, False]
+
+
+async def test_seq_is_never_reused_after_old_readings_are_deleted(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(t) for t in range(5)])
+        await store.flush()
+        store.conn.execute("DELETE FROM readings")
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(99)])
+        await store.flush()
+        assert store.last_reading_seq() == 6
+
+
+async def test_watermark_only_moves_forward(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        await store.set_watermark("readings", 10)
+        await store.set_watermark("readings", 4)
+        assert store.watermark("readings") == 10
+        assert store.watermark("events") == 0
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from drivers.model import Quality, Reading
+    from edge_agent.store import LocalStore
+
+    async def main():
+        store = LocalStore(Path(sys.argv[1])).open()
+        t = 0.0
+        while True:
+            for _ in range(20):
+                t += 1
+                store.add_readings([Reading(t, "rain.total", t, "mm", Quality.OK)])
+            committed = await store.flush()
+            seq = await store.record_event(t, "alarm", "rain", 2, {"note": "yellow"})
+            print(f"event {seq} readings {int(t)}", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_sigkill_loses_no_recorded_event_and_no_committed_reading(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    confirmed_events, confirmed_readings = [], 0
+    for line in child.stdout:
+        _, seq, _, count = line.split()
+        confirmed_events.append(int(seq))
+        confirmed_readings = int(count)
+        if len(confirmed_events) >= 40:
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    store = LocalStore(tmp_path).open()
+    try:
+        stored_events = {e.seq for e in store.events()}
+        assert set(confirmed_events) <= stored_events
+        assert store.reading_count() >= confirmed_readings
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
+
+
+async def test_quota_drops_acknowledged_readings_first_and_never_events(tmp_path):
+    async with LocalStore(tmp_path, quota_bytes=None) as store:
+        for chunk in range(20):
+            store.add_readings([reading(chunk * 1000 + i, value=i) for i in range(1000)])
+            await store.flush()
+        for i in range(50):
+            await store.record_event(i, "alarm", "rain", 1)
+        acked = 12_000
+        await store.set_watermark("readings", acked)
+        full = store.size_bytes()
+        store.quota_bytes = full // 2
+        store.add_readings([reading(99_999)])
+        await store.flush()
+        remaining_min = store.conn.execute("SELECT min(seq) FROM readings").fetchone()[0]
+        unacked_kept = store.conn.execute(
+            "SELECT count(*) FROM readings WHERE seq > ?", (acked,)
+        ).fetchone()[0]
+        assert store.size_bytes() <= full // 2
+        assert remaining_min > 1  # the oldest acknowledged readings went first
+        assert unacked_kept == 20_000 - acked + 1  # nothing the fleet lacks was dropped
+        assert len(store.events()) == 50
+
+
+async def test_quota_thins_old_unacknowledged_readings_when_it_must(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        for chunk in range(10):
+            store.add_readings([reading(chunk * 1000 + i) for i in range(1000)])
+            await store.flush()
+        await store.record_event(1, "alarm", "rain", 4)
+        store.quota_bytes = store.size_bytes() // 2
+        store.add_readings([reading(20_000)])
+        await store.flush()
+        count = store.reading_count()
+        newest = store.conn.execute("SELECT max(ts) FROM readings").fetchone()[0]
+        assert store.size_bytes() <= store.quota_bytes
+        assert 0 < count < 10_001
+        assert newest == 20_000  # the newest readings survive thinning
+        assert len(store.events()) == 1
+
+
+async def test_unsynced_readings_are_corrected_once_the_clock_is_known(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        # Before sync the Pi thinks it is 1970: timestamps are junk, mono is what counts.
+        store.add_readings(
+            [
+                reading(5.0, quality=Quality.CLOCK_UNSYNCED, mono=100.0),
+                reading(6.0, quality=Quality.CLOCK_UNSYNCED | Quality.SPIKE, mono=101.0),
+            ]
+        )
+        await store.flush()
+        fixed = await store.correct_unsynced(wall_now=1_800_000_000.0, mono_now=110.0)
+        rows = store.conn.execute("SELECT ts, quality FROM readings ORDER BY seq").fetchall()
+    assert fixed == 2
+    assert rows == [(1_799_999_990.0, 0), (1_799_999_991.0, int(Quality.SPIKE))]
+
+
+def test_store_file_is_in_wal_mode(tmp_path: Path):
+    store = LocalStore(tmp_path).open()
+    try:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("value", [math.inf, -1e300])
+async def test_extreme_values_round_trip(tmp_path, value):
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(1, value=value)])
+        await store.flush()
+        assert store.history("rain.total", 0).value[0] == value
