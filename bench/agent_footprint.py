@@ -16,20 +16,21 @@ import threading
 import time
 from pathlib import Path
 
-from bench.agent_harness_bench import emit, notify_socket, peak_rss_mb, site_file, start_agent
+from agent_harness_bench import emit, notify_socket, peak_rss_mb, site_file, start_agent
+
 from drivers.clock import SystemClock
 from drivers.profiles import builtin_profiles
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.server import serve_tcp
 
 
-def one_start(port: int, tmp: Path) -> tuple[float, float]:
+def one_start(port: int, tmp: Path, backend: str = "auto") -> tuple[float, float]:
     """Return (seconds to READY=1, peak RSS MiB) of one agent start."""
     site = site_file(tmp, f'kind = "tcp"\nhost = "127.0.0.1"\nport = {port}', 1.0)
     with notify_socket() as (sock, path):
         sock.settimeout(60)
         started = time.perf_counter()
-        agent = start_agent(site, tmp / "data", notify=path)
+        agent = start_agent(site, tmp / "data", notify=path, backend=backend)
         try:
             while sock.recv(4096) != b"READY=1":
                 pass
@@ -70,6 +71,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="hw-footprint-") as folder:
             cold, _ = one_start(port_box[0], Path(folder))
             warm = [one_start(port_box[0], Path(folder)) for _ in range(args.runs)]
+            reference = one_start(port_box[0], Path(folder), backend="reference")
     finally:
         stop.set()
         thread.join()
@@ -80,6 +82,8 @@ def main() -> None:
             "first_start_s": round(cold, 3),
             "warm_start_to_ready_s": round(ready, 3),
             "peak_rss_mb": round(rss, 1),
+            "reference_backend_start_s": round(reference[0], 3),
+            "reference_backend_peak_rss_mb": round(reference[1], 1),
             "target_start_s": 2.0,
             "target_rss_mb": 150,
             "meets_target": ready <= 2.0 and rss <= 150,

@@ -89,14 +89,16 @@ def notify_socket() -> Iterator[tuple[socket.socket, str]]:
             sock.close()
 
 
-def start_agent(site: Path, data_dir: Path, notify: str | None = None) -> subprocess.Popen[bytes]:
+def start_agent(
+    site: Path, data_dir: Path, notify: str | None = None, backend: str = "auto"
+) -> subprocess.Popen[bytes]:
     """Start ``edge run`` with the benchmark's numba cache."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba")}
     if notify:
         env["NOTIFY_SOCKET"] = notify
     return subprocess.Popen(
         [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(site),
-         "--data-dir", str(data_dir), "--log-level", "WARNING"],
+         "--data-dir", str(data_dir), "--log-level", "WARNING", "--backend", backend],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -15,14 +15,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.agent_harness_bench import emit, percentile, site_file, start_agent
+from agent_harness_bench import emit, percentile, site_file, start_agent
+
 from drivers.clock import SystemClock
 from drivers.profiles import builtin_profiles
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.pty_link import PtyPair
 from hardware_sim.server import serve_rtu, serve_tcp
 
-HIGH, LOW = 2500.0, 500.0
+# A small step across the threshold: a jump of metres in one poll would (rightly) be
+# flagged as a spike and held back until confirmed.
+HIGH, LOW = 2010.0, 1990.0
 
 
 async def crossings(transport: str, poll_s: float, count: int) -> list[float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -237,7 +238,7 @@ def run(
     speed: SpeedOpt = 1.0,
     origin: OriginOpt = None,
     anchor: AnchorOpt = None,
-    backend: Annotated[str, typer.Option(help="Alarm kernels: auto, numba or python.")] = "auto",
+    backend: Annotated[str, typer.Option(help="Alarm kernels: auto, numba or reference.")] = "auto",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
@@ -335,7 +336,7 @@ def replay(
     data_dir: DataDirOpt,
     start: Annotated[str | None, typer.Option("--from", help="ISO 8601 start.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="ISO 8601 end.")] = None,
-    backend: Annotated[str, typer.Option(help="auto, numba or python.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, numba or reference.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Re-evaluate the site's rules over stored history; print the alarms that would fire."""
@@ -349,7 +350,7 @@ def replay(
         raise _fail(str(exc)) from None
     for change in changes:
         if json_out:
-            console.print_json(data=change)
+            sys.stdout.write(json.dumps(change) + "\n")
         else:
             console.print(
                 f"{change['time']}  {change['rule']:<24} {change['from']:>7} -> {change['to']:<7} "

@@ -87,6 +87,7 @@ def parse_actuation(
     data: Mapping[str, Any],
     devices: Mapping[str, DeviceConfig],
     reassert_s: float,
+    test_duration_s: float = 5.0,
 ) -> ActuationSpec:
     """Validate [[actuator]], [player] and [actions.LEVEL] of a site document.
 
@@ -130,4 +131,4 @@ def parse_actuation(
                 )
             patterns[key] = value
         actions[LEVEL_NAMES.index(level_name)] = LevelAction(patterns, clip)
-    return ActuationSpec(actuators, player, actions, reassert_s)
+    return ActuationSpec(actuators, player, actions, reassert_s, test_duration_s)

@@ -44,6 +44,7 @@ class AgentSettings:
     quota_bytes: int = 512 * 1024 * 1024
     reassert_s: float = 10.0
     self_test_every_s: float = 86400.0
+    test_duration_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,9 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
         buses=tuple(buses),
         devices=tuple(devices),
         agent=agent,
-        actuation=parse_actuation(source, base_dir, data, by_device, agent.reassert_s),
+        actuation=parse_actuation(
+            source, base_dir, data, by_device, agent.reassert_s, agent.test_duration_s
+        ),
         rules=_parse_rules(source, data.get("rule", []), devices),
         siren_nodes=tuple(
             _parse_siren_node(source, raw, i, by_device)
@@ -287,11 +290,14 @@ def _parse_siren_node(
 def _parse_agent(source: str, raw: Any) -> AgentSettings:
     if not isinstance(raw, dict):
         raise SiteConfigError(source, "[agent] must be a table")
-    r = _Reader(source, "[agent]", raw, {"quota_mb", "reassert_s", "self_test_every_s"})
+    r = _Reader(
+        source, "[agent]", raw, {"quota_mb", "reassert_s", "self_test_every_s", "test_duration_s"}
+    )
     return AgentSettings(
         quota_bytes=int(r.number("quota_mb", 512, 1.0, 1_000_000) * 1024 * 1024),
         reassert_s=r.number("reassert_s", 10.0, 0.0, 3600.0),
         self_test_every_s=r.number("self_test_every_s", 86400.0, 0.0, 30 * 86400.0),
+        test_duration_s=r.number("test_duration_s", 5.0, 0.0, 600.0),
     )
 
 

@@ -65,18 +65,32 @@ class SimSite:
             path.write_text(self.site_text.replace("{port}", port))
         return path
 
-    async def start_agent(self, name: str = "gw", *extra: str) -> AgentProcess:
+    async def kill_all(self) -> None:
+        """SIGKILL every agent this site started that is still running."""
+        for agent in self.agents:
+            if agent.process.returncode is None:
+                agent.kill()
+                await agent.process.wait()
+
+    async def start_agent(
+        self, name: str = "gw", *extra: str, env: dict[str, str] | None = None
+    ) -> AgentProcess:
         data_dir = self.tmp / name
         data_dir.mkdir(exist_ok=True)
         log = data_dir / "agent.log"
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE), "PYTHONUNBUFFERED": "1"}
+        merged = {
+            **os.environ,
+            "NUMBA_CACHE_DIR": str(NUMBA_CACHE),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "edge_agent.cli", "run",
             "--config", str(self.site_path), "--data-dir", str(data_dir),
             "--speed", repr(self.clock.speed),
             "--origin", _iso(self.clock.origin), "--anchor", repr(self.clock.anchor),
             *extra,
-            stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, env=env,
+            stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, env=merged,
         )  # fmt: skip
         agent = AgentProcess(process, data_dir, log)
         self.agents.append(agent)
@@ -99,10 +113,7 @@ async def sim_site(
         try:
             yield site
         finally:
-            for agent in site.agents:
-                if agent.process.returncode is None:
-                    agent.kill()
-                    await agent.process.wait()
+            await site.kill_all()
 
 
 def events(data_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:

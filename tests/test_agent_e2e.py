@@ -6,8 +6,11 @@ simulator's coil log and the agent's own SQLite file.
 
 from __future__ import annotations
 
+import asyncio
+import configparser
 import json
 import math
+import socket
 import sqlite3
 import sys
 import time
@@ -34,6 +37,7 @@ id = "test-village"
 
 [agent]
 reassert_s = 1
+test_duration_s = 0.5
 
 [[bus]]
 name = "field"
@@ -173,6 +177,18 @@ async def test_storm_raises_each_level_at_the_first_crossing_sample_and_switches
     assert levels["orange"] <= siren_on < levels["orange"] + POLL_S
     clips = [Path(p).stem for p in (tmp_path / "clips.log").read_text().split()]
     assert clips == ["prepare_to_evacuate", "prepare_to_evacuate", "evacuate_now"]
+    # What-if replay over the stored history gives the same rises at the same samples.
+    replay = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent.cli", "replay", "--config", str(site.site_path),
+        "--data-dir", str(agent.data_dir), "--json", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(replay.communicate(), 120)
+    assert replay.returncode == 0
+    replayed = [json.loads(line) for line in out.decode().splitlines()]
+    replay_rises = {
+        c["to"]: c["t"] for c in replayed if c["rule"] == "rain_1h" and c["kind"] == "rise"
+    }
+    assert replay_rises == levels
 
 
 async def test_dead_or_faulty_sensors_are_events_not_sirens_and_never_lower_an_alarm(tmp_path):
@@ -291,3 +307,50 @@ async def test_control_socket_acks_a_latched_alarm_and_refuses_an_unknown_rule(t
     assert "no rule 'nope'" in refused["error"]
     assert acked["ok"] is True
     assert [e["by"] for e in events(agent.data_dir, "ack")] == ["technician"]
+
+
+async def test_siren_test_reads_back_silently_and_sounds_briefly_when_audible(tmp_path):
+    clock = make_clock(60)
+    rain, creek, relays = station(clock, None)
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: relays.requests[1] > 0, 30, "the relay module polled")
+        await wait_for((agent.data_dir / "control.sock").exists, 30, "the agent")
+        silent = await control(agent.data_dir, "siren_test", audible=False)
+        audible = await control(agent.data_dir, "siren_test", audible=True)
+        await wait_for(lambda: not relays.coil(0), 10, "the siren off after the test")
+        await agent.stop()
+    assert silent == {"ok": True, "results": {"siren": True}}
+    assert audible["ok"] is True
+    switched = [(c.address, c.value) for c in relays.coil_log]
+    assert switched == [(0, True), (1, True), (0, False), (1, False)]  # warble, then off
+    kinds = [e["kind"] for e in events(agent.data_dir) if e["kind"] in ("self_test", "broadcast")]
+    assert kinds == ["self_test", "broadcast", "self_test"]
+
+
+async def test_agent_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path):
+    clock = make_clock(60)
+    rain, creek, relays = station(clock, None)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    extra = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
+    try:
+        async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+            agent = await site.start_agent("gw", env=extra)
+            messages = [await asyncio.wait_for(loop.sock_recv(sock, 64), 30) for _ in range(3)]
+            await agent.stop()
+    finally:
+        sock.close()
+    assert messages == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1"]
+
+
+def test_systemd_unit_restarts_always_and_uses_the_watchdog():
+    unit = configparser.ConfigParser(strict=False)
+    unit.read(Path(__file__).parent.parent / "edge_agent/systemd/hazardwatch-edge.service")
+    service = unit["Service"]
+    assert service["Restart"] == "always"
+    assert service["Type"] == "notify"
+    assert int(service["WatchdogSec"]) > 0
+    assert "edge run" in service["ExecStart"]

@@ -80,7 +80,7 @@ async def test_while_the_agent_runs_the_node_obeys_it_and_never_sounds_by_itself
     rain = storm()
     async with serve_siren_node(clock, rain.cumulative_mm) as (bus, node):
         site = SimSite(clock, None, tmp_path, SITE.format(agent_end=bus.device, yellow=8, red=14))
-        agent = await site.start_agent()
+        await site.start_agent()
         try:
             # Red at 14 mm in the hour: the agent commands the siren on.
             await wait_for(lambda: node.siren, 120, "the siren on the agent's command")
@@ -90,7 +90,7 @@ async def test_while_the_agent_runs_the_node_obeys_it_and_never_sounds_by_itself
             since = clock.now()
             await wait_for(lambda: clock.now() > since + 3 * HEARTBEAT_TIMEOUT_S, 60, "time")
         finally:
-            await agent.stop()
+            await site.kill_all()
     assert node.node.fallback.activations == 0
     assert all(change.value for change in node.siren_log)  # never switched off meanwhile
 
@@ -104,37 +104,44 @@ async def test_sigkill_in_a_storm_the_node_sounds_alone_and_the_agent_takes_over
     text = SITE.format(agent_end="{agent_end}", yellow=500, red=900)
     async with serve_siren_node(clock, rain.cumulative_mm) as (bus, node):
         site = SimSite(clock, None, tmp_path, text.replace("{agent_end}", bus.device))
-        agent = await site.start_agent()
-        await wait_for(lambda: node.node.heartbeat.last_ms > 0, 60, "a heartbeat from the agent")
-        killed_at = clock.now()
-        agent.kill()
-        await agent.process.wait()
-        await wait_for(lambda: node.siren, 600 / SPEED + 120, "the node's own siren")
-        sounded_at = node.siren_log[-1].sim_time
-
-        # Its own gauge counts 0.2 mm tips and may run up to 1/60 of the window ahead of
-        # the true sum; it must not sound before either condition could hold, and must
-        # sound within one rain sample (1 s) of both holding for sure.
-        def first(condition):
-            return next(
-                t for t in range(int(killed_at) - 3600, int(sounded_at) + 3600) if condition(t)
+        try:
+            agent = await site.start_agent()
+            await wait_for(
+                lambda: node.node.heartbeat.last_ms > 0, 60, "a heartbeat from the agent"
             )
+            killed_at = clock.now()
+            agent.kill()
+            await agent.process.wait()
+            await wait_for(lambda: node.siren, 600 / SPEED + 120, "the node's own siren")
+            sounded_at = node.siren_log[-1].sim_time
 
-        rain_surely = first(lambda t: rain.window_sum_mm(t, 3600) >= FALLBACK_MM + 0.2)
-        assert rain.window_sum_mm(sounded_at, 3600) >= FALLBACK_MM * 59 / 60 - 0.2
-        assert sounded_at >= killed_at + HEARTBEAT_TIMEOUT_S - 20 - 1  # last beat <= 1 poll early
-        step = 0.05 * SPEED  # the simulated node steps every few real milliseconds
-        latest = max(killed_at + HEARTBEAT_TIMEOUT_S, rain_surely) + 1 + step
-        assert sounded_at <= latest
-        ons_before_restart = len(node.siren_log)
-        restarted = await site.start_agent()
-        took_over = lambda: any(  # noqa: E731
-            e["kind"] == "siren_node_fallback" for e in events(restarted.data_dir)
-        )
-        await wait_for(took_over, 60, "the agent noticing the node's fallback")
-        await wait_for(lambda: node.node.siren_command, 30, "the agent commanding the siren")
-        await wait_for(lambda: not node.node.fallback.sounding, 30, "the fallback handed over")
-        await restarted.stop()
+            # Its own gauge counts 0.2 mm tips and may run up to 1/60 of the window ahead of
+            # the true sum; it must not sound before either condition could hold, and must
+            # sound within one rain sample (1 s) of both holding for sure.
+            def first(condition):
+                return next(
+                    t for t in range(int(killed_at) - 3600, int(sounded_at) + 3600) if condition(t)
+                )
+
+            rain_surely = first(lambda t: rain.window_sum_mm(t, 3600) >= FALLBACK_MM + 0.2)
+            assert rain.window_sum_mm(sounded_at, 3600) >= FALLBACK_MM * 59 / 60 - 0.2
+            assert (
+                sounded_at >= killed_at + HEARTBEAT_TIMEOUT_S - 20 - 1
+            )  # last beat <= 1 poll early
+            step = 0.05 * SPEED  # the simulated node steps every few real milliseconds
+            latest = max(killed_at + HEARTBEAT_TIMEOUT_S, rain_surely) + 1 + step
+            assert sounded_at <= latest
+            ons_before_restart = len(node.siren_log)
+            restarted = await site.start_agent()
+            took_over = lambda: any(  # noqa: E731
+                e["kind"] == "siren_node_fallback" for e in events(restarted.data_dir)
+            )
+            await wait_for(took_over, 60, "the agent noticing the node's fallback")
+            await wait_for(lambda: node.node.siren_command, 30, "the agent commanding the siren")
+            await wait_for(lambda: not node.node.fallback.sounding, 30, "the fallback handed over")
+            await restarted.stop()
+        finally:
+            await site.kill_all()
     # The relay never dropped between the node's fallback and the agent's command.
     assert node.siren_log[ons_before_restart - 1 :] == node.siren_log[-1:]
     assert node.siren is True

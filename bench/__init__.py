@@ -1,1 +1,0 @@
-"""Benchmarks: each prints a JSON object as its last line."""
