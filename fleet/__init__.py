@@ -1,5 +1,6 @@
-"""County fleet service: enrollment, signed configuration, health and store-and-forward ingest.
+"""County fleet service: enrollment, MQTT ingest with exactly-once storage, health and REST.
 
-Not built yet; this package reserves the name so the project layout matches DESIGN.md.
-It must never import ``edge_agent``.
+``fleet serve`` runs the FastAPI console with the MQTT ingest in its lifespan; storage sits
+behind ``fleet.repository.Repository``. It must never import ``edge_agent``: what it shares
+with gateways is the ``protocol`` package.
 """

@@ -109,7 +109,6 @@ async def test_slope_levels_rise_in_order_before_failure_and_the_lead_time_is_re
     predicted = [e for e in reds if e["subject"] == "slope_failure_time"]
     assert "predicted failure at" in predicted[0]["detail"]
     lead_h = (FAILURE - first_rise[4]) / 3600
-    print(
-        f"red lead time: {lead_h:.2f} h before the known failure; agent said: {predicted[0]['detail']}"
-    )
+    said = predicted[0]["detail"]
+    print(f"red lead time: {lead_h:.2f} h before the known failure; agent said: {said}")
     assert lead_h > 0.5
