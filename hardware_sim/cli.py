@@ -66,6 +66,24 @@ def _load_or_exit(station: str) -> StationSpec:
         raise typer.Exit(2) from exc
 
 
+OriginOpt = Annotated[
+    str | None,
+    typer.Option(help="Simulated time at the anchor, ISO 8601 (UTC if no zone); default: now."),
+]
+AnchorOpt = Annotated[
+    float | None,
+    typer.Option(help="Wall-clock epoch seconds at which simulated time equals the origin."),
+]
+
+
+def _clock(speed: float, origin: str | None, anchor: float | None) -> ScaledClock:
+    if speed <= 0:
+        raise typer.BadParameter(f"must be positive, got {speed}", param_hint="--speed")
+    # Millisecond anchors print exactly, so an agent given the printed numbers agrees.
+    wall = round(time.time(), 3) if anchor is None else anchor
+    return ScaledClock(speed, _parse_origin(origin, wall), wall)
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
@@ -143,14 +161,8 @@ async def _run(
 def serve(
     station: Annotated[str, typer.Argument(help="Station file, or the name of a shipped station.")],
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
-    origin: Annotated[
-        str | None,
-        typer.Option(help="Simulated time at the anchor, ISO 8601 (UTC if no zone); default: now."),
-    ] = None,
-    anchor: Annotated[
-        float | None,
-        typer.Option(help="Wall-clock epoch seconds at which simulated time equals the origin."),
-    ] = None,
+    origin: OriginOpt = None,
+    anchor: AnchorOpt = None,
     seed: Annotated[int | None, typer.Option(help="Override the station's seed.")] = None,
     tcp_port: Annotated[
         int | None,
@@ -159,11 +171,7 @@ def serve(
 ) -> None:
     """Serve a station's simulated devices until Ctrl-C or SIGTERM."""
     spec = _load_or_exit(station)
-    if speed <= 0:
-        raise typer.BadParameter(f"must be positive, got {speed}", param_hint="--speed")
-    # Millisecond anchors print exactly, so an agent given the printed numbers agrees.
-    wall = round(time.time(), 3) if anchor is None else anchor
-    clock = ScaledClock(speed, _parse_origin(origin, wall), wall)
+    clock = _clock(speed, origin, anchor)
     try:
         asyncio.run(_run(spec, clock, seed, tcp_port))
     except (OSError, PtyLinkError) as exc:
@@ -250,21 +258,12 @@ def siren_node(
         DEFAULT_UNIT_ID
     ),
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
-    origin: Annotated[
-        str | None,
-        typer.Option(help="Simulated time at the anchor, ISO 8601 (UTC if no zone); default: now."),
-    ] = None,
-    anchor: Annotated[
-        float | None,
-        typer.Option(help="Wall-clock epoch seconds at which simulated time equals the origin."),
-    ] = None,
+    origin: OriginOpt = None,
+    anchor: AnchorOpt = None,
 ) -> None:
     """Run the siren node's firmware logic behind a pty until Ctrl-C or SIGTERM."""
     spec = _load_or_exit(station)
-    if speed <= 0:
-        raise typer.BadParameter(f"must be positive, got {speed}", param_hint="--speed")
-    wall = round(time.time(), 3) if anchor is None else anchor
-    clock = ScaledClock(speed, _parse_origin(origin, wall), wall)
+    clock = _clock(speed, origin, anchor)
     storm = spec.build(clock, clock.origin).scenarios.get("storm")
     if not isinstance(storm, DesignStorm):
         problem = f"station {spec.name} has no [scenario.storm] to rain on the node's bucket"
