@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ async def crossings(transport: str, poll_s: float, count: int) -> list[float]:
     gauge = SimulatedDevice(profiles["hlk_ld8001h"], 1, clock, values={"water_level": LOW})
     relays = SimulatedDevice(profiles["relay_module_8ch"], 10, clock)
     latencies: list[float] = []
+    phase = random.Random(20261125)
     with tempfile.TemporaryDirectory(prefix="hw-latency-") as folder:
         tmp = Path(folder)
         with PtyPair() as pty:
@@ -52,6 +54,9 @@ async def crossings(transport: str, poll_s: float, count: int) -> list[float]:
                 try:
                     await until(lambda: gauge.requests[3] > 2, 120)
                     for _ in range(count):
+                        # A random phase against the agent's poll schedule, seeded: the
+                        # latency is then spread over one poll interval as in the field.
+                        await asyncio.sleep(phase.uniform(0, poll_s))
                         changes = len(relays.coil_log)
                         gauge.set_value("water_level", HIGH)
                         raised = time.monotonic()
