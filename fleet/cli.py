@@ -1,0 +1,331 @@
+"""The ``fleet`` command: run the county service and manage tokens and broker files.
+
+``serve`` runs REST with ingest (and the embedded broker unless ``--mqtt`` names an
+external one); ``ingest`` runs only the MQTT worker. The token, API token and
+broker-config commands work on the data directory directly, with the service stopped
+or running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from fleet.broker_files import (
+    ACL_FILE,
+    CONF_FILE,
+    PASSWORD_FILE,
+    Listener,
+    mosquitto_conf,
+)
+from fleet.enrollment import BUNDLE_TTL_S
+from fleet.main import create_app
+from fleet.repository import Role
+from fleet.schemas import SITE_ID_PATTERN
+from fleet.service import open_enrollment, open_repository, run_fleet
+from fleet.settings import FleetSettings
+from fleet.sqlite_repository import iso
+
+app = typer.Typer(help="HazardWatch county fleet service.", no_args_is_help=True)
+token_app = typer.Typer(help="One-time enrollment tokens for gateways.", no_args_is_help=True)
+apitoken_app = typer.Typer(help="API tokens for the REST console.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(apitoken_app, name="apitoken")
+
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="HAZARDWATCH_FLEET_DIR",
+        help="Database, signing key and broker files live here.",
+    ),
+]
+DEFAULT_DATA_DIR = Path("fleet-data")
+Mqtt = Annotated[
+    str | None,
+    typer.Option(
+        "--mqtt", help="External broker (mosquitto), e.g. mqtt://127.0.0.1:1883 or mqtts://..."
+    ),
+]
+Broker = Annotated[
+    str, typer.Option("--broker", help="'embedded': run amqtt in-process (ignored with --mqtt).")
+]
+MqttCa = Annotated[
+    Path | None, typer.Option("--mqtt-ca", help="CA file to verify an mqtts broker.")
+]
+BrokerHost = Annotated[str, typer.Option("--broker-host", help="Embedded broker bind address.")]
+BrokerPort = Annotated[int, typer.Option("--broker-port", help="Embedded broker port.")]
+PublicBroker = Annotated[
+    str | None,
+    typer.Option("--public-broker-url", help="Broker URL handed to gateways (default: --mqtt)."),
+]
+PublicCa = Annotated[
+    Path | None, typer.Option("--public-broker-ca", help="CA PEM handed to gateways for mqtts.")
+]
+FleetUrl = Annotated[
+    str, typer.Option("--fleet-url", help="This service's URL as gateways reach it.")
+]
+PidFile = Annotated[
+    Path | None,
+    typer.Option("--mosquitto-pid-file", help="SIGHUP this mosquitto after each enrollment."),
+]
+Connections = Annotated[
+    int, typer.Option("--ingest-connections", min=1, help="MQTT ingest sessions ($share).")
+]
+LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``15m``, ``24h`` or ``30d``."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        msg = f"{text!r} is not a duration like 3600, 15m, 24h or 30d"
+        raise typer.BadParameter(msg)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _site(site: str) -> str:
+    if not re.fullmatch(SITE_ID_PATTERN, site):
+        msg = f"site id {site!r}: use lower-case letters, digits, '-' and '_' (e.g. creek-village)"
+        raise typer.BadParameter(msg)
+    return site
+
+
+def _settings(
+    data_dir: Path,
+    broker: str,
+    mqtt: str | None,
+    mqtt_ca: Path | None,
+    broker_host: str,
+    broker_port: int,
+    public_broker_url: str | None,
+    public_broker_ca: Path | None,
+    fleet_url: str,
+    mosquitto_pid_file: Path | None,
+    connections: int,
+) -> FleetSettings:
+    if mqtt is None and broker != "embedded":
+        msg = f"--broker {broker!r}: use --broker embedded, or --mqtt URL for an external broker"
+        raise typer.BadParameter(msg)
+    return FleetSettings(
+        data_dir=data_dir,
+        broker="external" if mqtt else "embedded",
+        mqtt_url=mqtt,
+        mqtt_ca=mqtt_ca,
+        embedded_host=broker_host,
+        embedded_port=broker_port,
+        public_broker_url=public_broker_url,
+        public_broker_ca=public_broker_ca,
+        fleet_url=fleet_url,
+        mosquitto_pid_file=mosquitto_pid_file,
+        ingest_connections=connections,
+    )
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # The embedded broker logs every connection and state change at INFO.
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    host: Annotated[str, typer.Option(help="REST bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="REST port.")] = 8080,
+    broker: Broker = "embedded",
+    mqtt: Mqtt = None,
+    mqtt_ca: MqttCa = None,
+    broker_host: BrokerHost = "127.0.0.1",
+    broker_port: BrokerPort = 1883,
+    public_broker_url: PublicBroker = None,
+    public_broker_ca: PublicCa = None,
+    fleet_url: FleetUrl = "",
+    mosquitto_pid_file: PidFile = None,
+    ingest_connections: Connections = 1,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan."""
+    _logging(log_level)
+    settings = _settings(
+        data_dir,
+        broker,
+        mqtt,
+        mqtt_ca,
+        broker_host,
+        broker_port,
+        public_broker_url,
+        public_broker_ca,
+        fleet_url or f"http://{host}:{port}",
+        mosquitto_pid_file,
+        ingest_connections,
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
+
+
+@app.command()
+def ingest(
+    mqtt: Annotated[
+        str, typer.Option("--mqtt", help="The external broker, e.g. mqtt://127.0.0.1:1883.")
+    ],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    mqtt_ca: MqttCa = None,
+    worker: Annotated[
+        str, typer.Option("--worker", help="Name unique among workers (MQTT client id).")
+    ] = "1",
+    ingest_connections: Connections = 1,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run an extra MQTT ingest worker beside ``fleet serve`` (same data directory).
+
+    Workers and serve share one subscription, so the broker splits messages among them
+    and SQLite serialises their commits; acks stay exact whichever worker commits.
+    """
+    _logging(log_level)
+    settings = FleetSettings(
+        data_dir=data_dir,
+        broker="external",
+        mqtt_url=mqtt,
+        mqtt_ca=mqtt_ca,
+        ingest_connections=ingest_connections,
+    )
+
+    async def run() -> None:
+        client_id = f"hazardwatch-fleet-worker-{worker}"
+        async with run_fleet(settings, client_id=client_id, as_worker=True) as service:
+            assert service.ingest_task is not None
+            await service.ingest_task
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@token_app.command("create")
+def token_create(
+    site: Annotated[str, typer.Option("--site", help="Site id the gateway will belong to.")],
+    ttl: Annotated[str, typer.Option("--ttl", help="Validity, e.g. 24h or 7d.")] = "24h",
+    note: Annotated[str | None, typer.Option(help="Free text, e.g. who installs it.")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Create a one-time enrollment token and print it (shown only now)."""
+    repository = open_repository(FleetSettings(data_dir=data_dir))
+    try:
+        token, secret = repository.create_enrollment_token(
+            _site(site), time.time() + parse_duration(ttl), "cli", note, time.time()
+        )
+    finally:
+        repository.close()
+    typer.echo(secret)
+    typer.echo(f"site {token.site_id}, valid until {iso(token.expires_at)}, works once", err=True)
+
+
+@token_app.command("bundle")
+def token_bundle(
+    site: Annotated[str, typer.Option("--site", help="Site id the gateway will belong to.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle file to write (mode 0600).")],
+    ttl: Annotated[str, typer.Option("--ttl", help="Validity, e.g. 30d.")] = "",
+    note: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    fleet_url: FleetUrl = "http://127.0.0.1:8080",
+    public_broker_url: PublicBroker = None,
+    public_broker_ca: PublicCa = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Write an offline enrollment bundle for a USB stick (`edge enroll --bundle FILE`)."""
+    settings = FleetSettings(
+        data_dir=data_dir,
+        fleet_url=fleet_url,
+        public_broker_url=public_broker_url,
+        public_broker_ca=public_broker_ca,
+    )
+    repository = open_repository(settings)
+    try:
+        enrollment = open_enrollment(settings, repository)
+        ttl_s = parse_duration(ttl) if ttl else BUNDLE_TTL_S
+        bundle = enrollment.bundle(_site(site), ttl_s, "cli", note, time.time())
+    finally:
+        repository.close()
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(bundle.model_dump_json(indent=2) + "\n")
+    typer.echo(f"wrote {out}: site {site}, valid until {iso(bundle.expires_at)}, works once")
+
+
+@app.command("broker-config")
+def broker_config(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    listen: Annotated[
+        list[str] | None, typer.Option("--listen", help="Plain listener HOST:PORT (repeatable).")
+    ] = None,
+    tls_listen: Annotated[
+        str | None, typer.Option("--tls-listen", help="TLS listener HOST:PORT.")
+    ] = None,
+    certfile: Annotated[Path | None, typer.Option(help="Broker certificate (TLS).")] = None,
+    keyfile: Annotated[Path | None, typer.Option(help="Broker private key (TLS).")] = None,
+    cafile: Annotated[Path | None, typer.Option(help="CA file for the TLS listener.")] = None,
+    mosquitto_pid_file: PidFile = None,
+) -> None:
+    """Write mosquitto's password file, ACL and a config snippet for all enrolled gateways."""
+    settings = FleetSettings(data_dir=data_dir, mosquitto_pid_file=mosquitto_pid_file)
+    repository = open_repository(settings)
+    try:
+        open_enrollment(settings, repository).sync_broker()
+        gateways = len(repository.broker_accounts())
+    finally:
+        repository.close()
+    listeners = [_listener(text) for text in (listen or ["127.0.0.1:1883"])]
+    if tls_listen:
+        if certfile is None or keyfile is None:
+            msg = "--tls-listen needs --certfile and --keyfile"
+            raise typer.BadParameter(msg)
+        listeners.append(_listener(tls_listen, certfile, keyfile))
+    conf = settings.broker_dir / CONF_FILE
+    conf.write_text(mosquitto_conf(settings.broker_dir, listeners, cafile))
+    for name in (PASSWORD_FILE, ACL_FILE, CONF_FILE):
+        typer.echo(settings.broker_dir / name)
+    typer.echo(
+        f"{gateways} gateways; run mosquitto -c {conf} (or include it from conf.d)", err=True
+    )
+
+
+def _listener(text: str, certfile: Path | None = None, keyfile: Path | None = None) -> Listener:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        msg = f"{text!r}: expected HOST:PORT, e.g. 0.0.0.0:8883"
+        raise typer.BadParameter(msg)
+    return Listener(int(port), host or "127.0.0.1", certfile, keyfile)
+
+
+@apitoken_app.command("create")
+def apitoken_create(
+    name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
+    role: Annotated[Role, typer.Option("--role", help="viewer, operator or admin.")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Create an API token and print it (shown only now; stored hashed)."""
+    repository = open_repository(FleetSettings(data_dir=data_dir))
+    try:
+        token, secret = repository.create_api_token(name, role, time.time())
+    finally:
+        repository.close()
+    typer.echo(secret)
+    typer.echo(json.dumps({"id": token.id, "name": token.name, "role": token.role}), err=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,331 @@
+"""MQTT ingest: validate gateway messages, commit them in groups, then ack what is stored.
+
+Messages are parsed on the event loop while the previous group commits on one writer
+thread; an ack is published only after its batch's transaction has committed. A bad
+message is counted and logged (first time per gateway and reason at WARNING) and never
+stops ingest. Queued commands are delivered to gateways from here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+from pydantic import ValidationError
+
+from fleet.mqtt_connection import BrokerConnection
+from fleet.repository import CommitResult, Received, Repository
+from protocol import (
+    MAX_PAYLOAD_BYTES,
+    Ack,
+    Command,
+    CommandResult,
+    DataBatch,
+    EventBatch,
+    GatewayState,
+    Health,
+    Stream,
+    Topic,
+    gateway_topic,
+    parse_topic,
+    subscription,
+)
+
+log = logging.getLogger(__name__)
+
+UPLINK: dict[
+    Topic,
+    type[DataBatch] | type[EventBatch] | type[Health] | type[GatewayState] | type[CommandResult],
+] = {
+    Topic.DATA: DataBatch,
+    Topic.EVENTS: EventBatch,
+    Topic.HEALTH: Health,
+    Topic.STATE: GatewayState,
+    Topic.CMD_RESULT: CommandResult,
+}
+#: Most rows one commit takes; bigger groups gain little and delay the first acks.
+MAX_COMMIT_ROWS = 50_000
+#: How often queued commands are looked for when nobody wakes the outbox.
+OUTBOX_POLL_S = 5.0
+_RECONNECT_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that was not stored, and why (``reason`` is a counter name)."""
+
+    gateway_id: str | None
+    reason: str
+    detail: str
+
+
+def decode(topic: str, payload: bytes, *, retained: bool, now: float) -> Received | Rejection:
+    """Validate one uplink message against the topic it came on.
+
+    Reasons: ``unknown_topic``, ``oversize``, ``malformed_json``, ``schema``,
+    ``gateway_mismatch`` (the payload names another gateway than the topic).
+    """
+    parsed = parse_topic(topic)
+    if parsed is None or parsed[1] not in UPLINK:
+        return Rejection(None, "unknown_topic", f"not an uplink topic: {topic!r}")
+    gateway_id, kind = parsed
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        detail = f"{kind.value} payload of {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
+        return Rejection(gateway_id, "oversize", detail)
+    try:
+        message = UPLINK[kind].model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "payload"
+        if first["type"] == "json_invalid":
+            return Rejection(gateway_id, "malformed_json", f"{kind.value}: {first['msg']}")
+        if first["type"] == "too_long" and where == "rows":
+            return Rejection(gateway_id, "oversize", f"{kind.value}: rows: {first['msg']}")
+        detail = f"{kind.value}: {where}: {first['msg']} ({exc.error_count()} errors)"
+        return Rejection(gateway_id, "schema", detail)
+    claimed = getattr(message, "gateway_id", gateway_id)
+    if claimed != gateway_id:
+        detail = f"{kind.value} on {gateway_id}'s topic claims gateway {claimed!r}"
+        return Rejection(gateway_id, "gateway_mismatch", detail)
+    return Received(gateway_id, now, message, retained)
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters since start; ``rejected`` by reason."""
+
+    messages: int = 0
+    batches: int = 0
+    rows_stored: int = 0
+    rows_duplicate: int = 0
+    commits: int = 0
+    acks_sent: int = 0
+    commands_sent: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+class IngestWorker:
+    """Subscribes to every gateway's uplink topics and stores what arrives exactly once.
+
+    With ``shared_group`` every connection subscribes as a member of that shared
+    subscription (``$share/{group}/...``, mosquitto only): the broker hands each message to
+    one member, so several connections and several ``fleet ingest`` processes split the
+    load. ``client_id`` must be unique per process. Run with ``await worker.run()``;
+    ``ready`` is set once every connection has subscribed.
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        broker: BrokerConnection,
+        *,
+        client_id: str = "hazardwatch-fleet-ingest",
+        connections: int = 1,
+        shared_group: str | None = None,
+    ) -> None:
+        self.repository = repository
+        self.broker = broker
+        self.client_id = client_id
+        self.connections = connections
+        self.shared_group = shared_group
+        self.stats = IngestStats()
+        self.ready = asyncio.Event()
+        self._clients: list[aiomqtt.Client | None] = [None] * connections
+        self._subscribed: set[int] = set()
+        self._pending: list[Received] = []
+        self._has_pending = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-commit")
+        self._logged: set[tuple[str | None, str]] = set()
+        self._commit_failing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled: the connections, the commit loop and the command outbox."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index in range(self.connections):
+                    group.create_task(self._connection(index), name=f"ingest-{index}")
+                group.create_task(self._commit_loop(), name="ingest-commit")
+                group.create_task(self._outbox(), name="ingest-outbox")
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            self._writer.shutdown(wait=True)
+
+    def wake_outbox(self) -> None:
+        """Deliver queued commands now; safe to call from any thread."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._outbox_wake.set)
+
+    # --- receiving --------------------------------------------------------------------------
+
+    async def _connection(self, index: int) -> None:
+        delay = 1.0
+        identifier = f"{self.client_id}-{index}"
+        while True:
+            try:
+                # A clean session: the gateways' stores are the buffer, not the broker. A
+                # persistent member of a shared subscription would have the broker queue its
+                # share while it is down; gateways resend whatever is not acked anyway.
+                async with self.broker.client(identifier, clean_session=True) as client:
+                    for kind in UPLINK:
+                        await client.subscribe(subscription(kind, self.shared_group), qos=1)
+                    self._clients[index] = client
+                    self._subscribed.add(index)
+                    if len(self._subscribed) == self.connections:
+                        self.ready.set()
+                    log.info("ingest connection %d subscribed at %s", index, self.broker.url)
+                    delay = 1.0
+                    async for message in client.messages:
+                        try:
+                            self._on_message(message)
+                        except Exception:  # a bug must cost one message, not the ingest
+                            log.exception("could not handle a message on %s", message.topic)
+                            self.stats.rejected["internal_error"] += 1
+            except aiomqtt.MqttError as exc:
+                level = logging.ERROR if delay == 1.0 else logging.DEBUG
+                log.log(level, "ingest connection %d to %s lost: %s", index, self.broker.url, exc)
+            finally:
+                self._clients[index] = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RECONNECT_MAX_S)
+
+    def _on_message(self, message: aiomqtt.Message) -> None:
+        self.stats.messages += 1
+        raw = message.payload
+        payload = raw if isinstance(raw, bytes) else str(raw or "").encode()
+        decoded = decode(str(message.topic), payload, retained=message.retain, now=time.time())
+        if isinstance(decoded, Rejection):
+            self._reject(decoded.gateway_id, decoded.reason, decoded.detail)
+            return
+        self._pending.append(decoded)
+        self._has_pending.set()
+
+    def _reject(self, gateway_id: str | None, reason: str, detail: str) -> None:
+        self.stats.rejected[reason] += 1
+        key = (gateway_id, reason)
+        level = logging.DEBUG if key in self._logged else logging.WARNING
+        self._logged.add(key)
+        log.log(level, "rejected message from %s (%s): %s", gateway_id or "?", reason, detail)
+
+    # --- committing ---------------------------------------------------------------------------
+
+    def _take_group(self) -> list[Received]:
+        taken = rows = 0
+        for item in self._pending:
+            size = len(item.payload.rows) if isinstance(item.payload, DataBatch | EventBatch) else 0
+            if taken and rows + size > MAX_COMMIT_ROWS:
+                break
+            taken += 1
+            rows += size
+        group, self._pending = self._pending[:taken], self._pending[taken:]
+        if not self._pending:
+            self._has_pending.clear()
+        return group
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._has_pending.wait()
+            group = self._take_group()
+            try:
+                result = await loop.run_in_executor(self._writer, self.repository.commit, group)
+            except Exception:
+                # Nothing is acked, so every gateway resends these; ingest goes on. The first
+                # failure is logged with its traceback, repeats quietly until a commit works.
+                level = logging.DEBUG if self._commit_failing else logging.ERROR
+                log.log(level, "could not commit %d messages", len(group), exc_info=True)
+                self._commit_failing = True
+                self.stats.rejected["storage_error"] += len(group)
+                continue
+            if self._commit_failing:
+                log.warning("commits work again")
+                self._commit_failing = False
+            self._account(group, result)
+            if result.acks:
+                self._spawn(self._send_acks(result.acks))
+
+    def _account(self, group: Sequence[Received], result: CommitResult) -> None:
+        self.stats.commits += 1
+        self.stats.batches += sum(isinstance(r.payload, DataBatch | EventBatch) for r in group)
+        self.stats.rows_stored += result.rows_stored
+        self.stats.rows_duplicate += result.rows_duplicate
+        for gateway_id, reason, detail in result.rejected:
+            self._reject(gateway_id, reason, detail)
+
+    def _client(self) -> aiomqtt.Client | None:
+        return next((c for c in self._clients if c is not None), None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_acks(self, acks: dict[tuple[str, Stream], int]) -> None:
+        client = self._client()
+        if client is None:
+            return  # the gateways resend after their ack timeout and are acked then
+        results = await asyncio.gather(
+            *(
+                client.publish(
+                    gateway_topic(gateway_id, Topic.ACK),
+                    Ack(stream=stream, seq=seq).model_dump_json(),
+                    qos=1,
+                )
+                for (gateway_id, stream), seq in acks.items()
+            ),
+            return_exceptions=True,
+        )
+        failed = sum(isinstance(r, BaseException) for r in results)
+        self.stats.acks_sent += len(results) - failed
+        if failed:
+            log.debug("%d acks not published; those gateways will resend", failed)
+
+    # --- commands ------------------------------------------------------------------------------
+
+    async def _outbox(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox_wake.wait(), OUTBOX_POLL_S)
+            self._outbox_wake.clear()
+            client = self._client()
+            if client is None:
+                continue
+            try:
+                await self._deliver_commands(client)
+            except Exception:
+                log.exception("could not deliver commands; will try again")
+
+    async def _deliver_commands(self, client: aiomqtt.Client) -> None:
+        claimed = await asyncio.to_thread(self.repository.claim_commands, time.time())
+        for queued in claimed:
+            command = Command(
+                id=queued.id,
+                name=queued.name,
+                args=queued.args,
+                issued_at=queued.issued_at,
+                issued_by=queued.issued_by,
+            )
+            try:
+                await client.publish(
+                    gateway_topic(queued.gateway_id, Topic.CMD),
+                    command.model_dump_json(),
+                    qos=1,
+                )
+                self.stats.commands_sent += 1
+            except aiomqtt.MqttError as exc:
+                log.warning("could not deliver command %s, will retry: %s", queued.id, exc)
+                await asyncio.to_thread(self.repository.release_command, queued.id)

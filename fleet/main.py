@@ -1,0 +1,58 @@
+"""Builds the county console: the FastAPI app, its routers, and the fleet in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from fleet.routers import alarms, api_tokens, enrollment, gateways, ingest, readings
+from fleet.service import run_fleet
+from fleet.settings import FleetSettings
+
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: FleetSettings) -> FastAPI:
+    """The REST app; its lifespan runs storage, the broker (if embedded) and ingest."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with run_fleet(settings) as service:
+            app.state.service = service
+            app.state.repository = service.repository
+            app.state.enrollment = service.enrollment
+            app.state.ingest = service.ingest
+            yield
+
+    app = FastAPI(
+        title="HazardWatch fleet",
+        version=API_VERSION,
+        summary="County console: gateways, readings, alarms, enrollment and API tokens.",
+        lifespan=lifespan,
+    )
+    for module in (gateways, readings, alarms, enrollment, api_tokens, ingest):
+        app.include_router(module.router)
+    app.include_router(enrollment.enroll_router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    """422 whose ``detail`` says in one line what is wrong, with the full list in ``errors``."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    problems = []
+    for error in errors:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        content={
+            "detail": "; ".join(problems),
+            "errors": [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors],
+        },
+    )

@@ -1,0 +1,1 @@
+"""REST routers of the county console, one per resource, each checking roles as a dependency."""

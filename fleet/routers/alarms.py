@@ -1,0 +1,89 @@
+"""Alarms: active and history, acknowledge (operator), confirm receipt of the warning (operator).
+
+Acknowledging also queues an ``ack_alarm`` command, so a latched siren at the gateway is
+released; the alarm stays active until the gateway reports its level back to normal.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+
+from fleet.dependencies import Operator, Repo, get_ingest, require
+from fleet.ingest import IngestWorker
+from fleet.repository import ConflictError, NotFoundError, Role
+from fleet.schemas import AcknowledgeIn, AlarmOut, ReceiptIn
+from protocol import ACK_ALARM_COMMAND
+
+router = APIRouter(
+    prefix="/api/v1/alarms", tags=["alarms"], dependencies=[Depends(require(Role.VIEWER))]
+)
+
+
+@router.get("")
+def list_alarms(
+    repository: Repo,
+    active: Annotated[bool | None, Query(description="true: active; false: ended")] = None,
+    gateway_id: str | None = None,
+    since: Annotated[float | None, Query(description="still active at or after (epoch s)")] = None,
+    until: Annotated[float | None, Query(description="raised before (epoch s)")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> list[AlarmOut]:
+    """Alarms, newest first."""
+    alarms = repository.alarms(
+        active=active, gateway_id=gateway_id, since=since, until=until, limit=limit
+    )
+    return [AlarmOut.of(a) for a in alarms]
+
+
+@router.get("/{alarm_id}")
+def get_alarm(alarm_id: int, repository: Repo) -> AlarmOut:
+    """One alarm with its receipts."""
+    try:
+        return AlarmOut.of(repository.get_alarm(alarm_id))
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+@router.post("/{alarm_id}/acknowledge")
+def acknowledge_alarm(
+    alarm_id: int,
+    body: AcknowledgeIn,
+    principal: Operator,
+    repository: Repo,
+    ingest: Annotated[IngestWorker | None, Depends(get_ingest)],
+) -> AlarmOut:
+    """Record the acknowledgement and tell the gateway (409 if already acknowledged)."""
+    now = time.time()
+    try:
+        alarm = repository.acknowledge_alarm(alarm_id, principal.name, body.note, now)
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except ConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    repository.queue_command(
+        alarm.gateway_id,
+        ACK_ALARM_COMMAND,
+        {"rule": alarm.rule, "by": principal.name},
+        principal.name,
+        now,
+    )
+    if ingest is not None:
+        ingest.wake_outbox()
+    return AlarmOut.of(alarm)
+
+
+@router.post("/{alarm_id}/receipts", status_code=status.HTTP_201_CREATED)
+def confirm_receipt(
+    alarm_id: int, body: ReceiptIn, principal: Operator, repository: Repo
+) -> AlarmOut:
+    """Record that the responsible person confirmed they received the warning."""
+    try:
+        alarm = repository.confirm_receipt(
+            alarm_id, body.person, body.via, body.note, principal.name, time.time()
+        )
+    except NotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return AlarmOut.of(alarm)

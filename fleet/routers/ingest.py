@@ -1,0 +1,36 @@
+"""Ingest counters: messages, rows stored and duplicate, and rejected messages by reason."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from fleet.dependencies import get_ingest, require
+from fleet.ingest import IngestWorker
+from fleet.repository import Role
+from fleet.schemas import IngestOut
+
+router = APIRouter(
+    prefix="/api/v1/ingest", tags=["ingest"], dependencies=[Depends(require(Role.VIEWER))]
+)
+
+
+@router.get("")
+def ingest_stats(ingest: Annotated[IngestWorker | None, Depends(get_ingest)]) -> IngestOut:
+    """Counters of the ingest worker in this process (``running`` false when it runs elsewhere)."""
+    if ingest is None:
+        return IngestOut(running=False, ready=False)
+    s = ingest.stats
+    return IngestOut(
+        running=True,
+        ready=ingest.ready.is_set(),
+        messages=s.messages,
+        batches=s.batches,
+        rows_stored=s.rows_stored,
+        rows_duplicate=s.rows_duplicate,
+        commits=s.commits,
+        acks_sent=s.acks_sent,
+        commands_sent=s.commands_sent,
+        rejected=dict(s.rejected),
+    )

@@ -1,0 +1,65 @@
+"""Where the fleet keeps its files and how it reaches (or runs) the MQTT broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+DB_FILE = "fleet.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSettings:
+    """Everything ``fleet serve`` and ``fleet ingest`` need to start.
+
+    ``broker="embedded"`` runs amqtt in-process on ``embedded_host:embedded_port``;
+    ``"external"`` connects to ``mqtt_url`` (a mosquitto using the files in
+    ``broker_dir``, reloaded through ``mosquitto_pid_file``). Gateways are told
+    ``public_broker_url`` (default: the URL the fleet itself uses) and, for mqtts,
+    the CA in ``public_broker_ca`` (default: ``mqtt_ca``).
+    """
+
+    data_dir: Path
+    broker: Literal["embedded", "external"] = "embedded"
+    mqtt_url: str | None = None
+    mqtt_ca: Path | None = None
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = 1883
+    public_broker_url: str | None = None
+    public_broker_ca: Path | None = None
+    fleet_url: str = "http://127.0.0.1:8080"
+    mosquitto_pid_file: Path | None = None
+    ingest: bool = True
+    ingest_connections: int = 1
+    durable: bool = True
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file."""
+        return self.data_dir / DB_FILE
+
+    @property
+    def broker_dir(self) -> Path:
+        """Where the broker's password file and ACL are written."""
+        return self.data_dir / "broker"
+
+    @property
+    def broker_url(self) -> str:
+        """The URL the fleet's own ingest connects to."""
+        if self.broker == "external":
+            if not self.mqtt_url:
+                msg = "an external broker needs mqtt_url (e.g. mqtt://127.0.0.1:1883)"
+                raise ValueError(msg)
+            return self.mqtt_url
+        return f"mqtt://{self.embedded_host}:{self.embedded_port}"
+
+    @property
+    def gateway_broker_url(self) -> str:
+        """The broker URL handed to gateways at enrollment."""
+        return self.public_broker_url or self.broker_url
+
+    @property
+    def gateway_broker_ca(self) -> Path | None:
+        """The CA file handed to gateways for mqtts, if any."""
+        return self.public_broker_ca or self.mqtt_ca

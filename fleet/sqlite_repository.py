@@ -1,0 +1,676 @@
+"""The embedded storage backend: one SQLite file (WAL) through sqlite-utils.
+
+Readings and events are keyed by (gateway, seq), so a resent row is ignored, and
+``stream_marks`` holds each stream's highest contiguous seq, updated in the same
+transaction as the rows, which is what makes the ack exact across crashes. Each thread
+gets its own connection; SQLite serialises the writers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from fleet.credentials import new_secret, token_hash
+from fleet.repository import (
+    Alarm,
+    ApiToken,
+    CommitResult,
+    ConflictError,
+    EnrollmentRefusedError,
+    EnrollmentToken,
+    Gateway,
+    NewGateway,
+    NotFoundError,
+    QueuedCommand,
+    ReadingBucket,
+    ReadingPoint,
+    Receipt,
+    Received,
+    Role,
+)
+from fleet.sqlite_ingest import IngestWriter
+from protocol import (
+    BAD_QUALITY_MASK,
+    Stream,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS gateways (
+    num INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    site_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    mqtt_password_hash TEXT NOT NULL,
+    hostname TEXT,
+    agent_version TEXT,
+    enrolled_at REAL NOT NULL,
+    state TEXT,
+    state_at REAL,
+    last_seen REAL,
+    health TEXT,
+    health_at REAL
+);
+CREATE TABLE IF NOT EXISTS stream_marks (
+    gw INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    contiguous INTEGER NOT NULL,
+    PRIMARY KEY (gw, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stream_ranges (
+    gw INTEGER NOT NULL,
+    stream TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (gw, stream, first_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS channels (
+    id INTEGER PRIMARY KEY,
+    gw INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (gw, name)
+);
+CREATE TABLE IF NOT EXISTS readings (
+    gw INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    channel INTEGER NOT NULL,
+    value REAL,
+    quality INTEGER NOT NULL,
+    PRIMARY KEY (gw, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS readings_by_channel ON readings (channel, ts);
+CREATE TABLE IF NOT EXISTS events (
+    gw INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT,
+    level INTEGER,
+    detail TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (gw, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY,
+    gw INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    peak_level INTEGER NOT NULL,
+    raised_at REAL NOT NULL,
+    cleared_at REAL,
+    last_seq INTEGER NOT NULL,
+    detail TEXT,
+    acknowledged_at REAL,
+    acknowledged_by TEXT,
+    ack_note TEXT
+);
+CREATE INDEX IF NOT EXISTS alarms_by_rule ON alarms (gw, rule, cleared_at);
+CREATE TABLE IF NOT EXISTS alarm_receipts (
+    id INTEGER PRIMARY KEY,
+    alarm_id INTEGER NOT NULL REFERENCES alarms(id),
+    person TEXT NOT NULL,
+    via TEXT,
+    note TEXT,
+    confirmed_at REAL NOT NULL,
+    recorded_by TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrollment_tokens (
+    id INTEGER PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    site_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    created_by TEXT,
+    note TEXT,
+    used_at REAL,
+    gateway_id TEXT,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY,
+    gw INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    args TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    issued_by TEXT,
+    status TEXT NOT NULL,
+    sent_at REAL,
+    result_at REAL,
+    result_detail TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_pending ON commands (status, issued_at);
+"""
+
+
+def iso(ts: float) -> str:
+    """A timestamp as ISO 8601 UTC to the second, for messages people read."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SQLiteRepository:
+    """``Repository`` on one SQLite file; safe to share between threads.
+
+    ``durable`` (the default) fsyncs every commit, so an ack is never sent for rows a
+    power cut could take back; ``durable=False`` survives process crashes only.
+    ``hold_before_commit`` is fault injection for crash tests (see ``IngestWriter``).
+    """
+
+    def __init__(
+        self, path: Path, *, durable: bool = True, hold_before_commit: Path | None = None
+    ) -> None:
+        self.path = path
+        self._ingest = IngestWriter(hold_before_commit)
+        self._synchronous = "FULL" if durable else "NORMAL"
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock_fds: list[int] = []
+        self._lock_path = path.with_name(path.name + ".write-lock")
+        self._lock = threading.Lock()
+        self._gateway_nums: dict[str, int] = {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+
+    # --- connections ----------------------------------------------------------------------
+
+    def _db(self) -> sqlite_utils.Database:
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is None:
+            conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            self._local.db = db
+            with self._lock:
+                self._connections.append(conn)
+        return db
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Exclusive right to write, across threads and processes (ingest workers, REST).
+
+        SQLite's own busy handler polls with growing sleeps, so back-to-back ingest commits
+        from several processes would starve each other and the console; a blocking
+        ``flock`` hands the lock over the moment it is released.
+        """
+        fd: int | None = getattr(self._local, "lock_fd", None)
+        if fd is None:
+            fd = self._local.lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            with self._lock:
+                self._lock_fds.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction holding the write lock from the start (no upgrade deadlocks)."""
+        db = self._db()
+        with self._write_lock():
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                raise
+            db.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            for fd in self._lock_fds:
+                os.close(fd)
+            self._connections.clear()
+            self._lock_fds.clear()
+        self._local = threading.local()
+
+    # --- API tokens -------------------------------------------------------------------------
+
+    def create_api_token(self, name: str, role: Role, now: float) -> tuple[ApiToken, str]:
+        """Store a new API token; return it with its secret (shown once)."""
+        secret = new_secret("hwt_")
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
+                [name, role.value, token_hash(secret), now],
+            )
+        return ApiToken(_rowid(cursor), name, role, now), secret
+
+    def api_token_for_secret(self, secret: str) -> ApiToken | None:
+        """The active token with this secret, or None."""
+        rows = self._db().query(
+            "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
+            [token_hash(secret)],
+        )
+        row = next(rows, None)
+        return _api_token(row) if row else None
+
+    def list_api_tokens(self) -> list[ApiToken]:
+        """All API tokens, revoked ones included."""
+        return [_api_token(r) for r in self._db().query("SELECT * FROM api_tokens ORDER BY id")]
+
+    def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
+        """Revoke a token; raises NotFoundError."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+                [now, token_id],
+            )
+            row = next(db.query("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
+        if row is None:
+            raise NotFoundError(f"no API token with id {token_id}")
+        return _api_token(row)
+
+    # --- enrollment ------------------------------------------------------------------------
+
+    def create_enrollment_token(
+        self, site_id: str, expires_at: float, created_by: str | None, note: str | None, now: float
+    ) -> tuple[EnrollmentToken, str]:
+        """Store a one-time token for ``site_id``; return it with its secret."""
+        secret = new_secret("hwe_")
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at, "
+                "created_by, note) VALUES (?, ?, ?, ?, ?, ?)",
+                [token_hash(secret), site_id, now, expires_at, created_by, note],
+            )
+        token = EnrollmentToken(_rowid(cursor), site_id, now, expires_at, created_by, note)
+        return token, secret
+
+    def list_enrollment_tokens(self) -> list[EnrollmentToken]:
+        """All enrollment tokens, newest first."""
+        rows = self._db().query("SELECT * FROM enrollment_tokens ORDER BY id DESC")
+        return [_enrollment_token(r) for r in rows]
+
+    def revoke_enrollment_token(self, token_id: int, now: float) -> EnrollmentToken:
+        """Revoke an unused token; raises NotFoundError or ConflictError."""
+        with self._write() as db:
+            row = next(db.query("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]), None)
+            if row is None:
+                raise NotFoundError(f"no enrollment token with id {token_id}")
+            if row["used_at"] is not None:
+                msg = f"enrollment token {token_id} was already used by gateway {row['gateway_id']}"
+                raise ConflictError(msg)
+            db.execute(
+                "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
+                [now, token_id],
+            )
+            row = next(db.query("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]))
+        return _enrollment_token(row)
+
+    def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
+        """Atomically use the token and register the gateway; raises EnrollmentRefusedError."""
+        with self._write() as db:
+            row = next(
+                db.query(
+                    "SELECT * FROM enrollment_tokens WHERE token_hash = ?", [token_hash(secret)]
+                ),
+                None,
+            )
+            if row is None:
+                msg = (
+                    "unknown enrollment token: check that it was copied completely, "
+                    "or ask the county for a new one"
+                )
+                raise EnrollmentRefusedError(msg, gone=False)
+            if row["revoked_at"] is not None:
+                msg = f"this enrollment token was revoked at {iso(row['revoked_at'])}"
+                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
+            if row["used_at"] is not None:
+                msg = (
+                    f"this enrollment token was already used at {iso(row['used_at'])} "
+                    f"(gateway {row['gateway_id']}); a token works once, "
+                    "ask the county for a new one"
+                )
+                raise EnrollmentRefusedError(msg, gone=True)
+            if now >= row["expires_at"]:
+                msg = f"this enrollment token expired at {iso(row['expires_at'])}"
+                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
+            db.execute(
+                "INSERT INTO gateways (id, site_id, public_key, mqtt_password_hash, hostname, "
+                "agent_version, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    gateway.gateway_id,
+                    row["site_id"],
+                    gateway.public_key,
+                    gateway.mqtt_password_hash,
+                    gateway.hostname,
+                    gateway.agent_version,
+                    now,
+                ],
+            )
+            db.execute(
+                "UPDATE enrollment_tokens SET used_at = ?, gateway_id = ? WHERE id = ?",
+                [now, gateway.gateway_id, row["id"]],
+            )
+        return self.get_gateway(gateway.gateway_id)
+
+    def broker_accounts(self) -> list[tuple[str, str]]:
+        """``(username, mosquitto password hash)`` of every enrolled gateway."""
+        rows = self._db().query("SELECT id, mqtt_password_hash FROM gateways ORDER BY id")
+        return [(r["id"], r["mqtt_password_hash"]) for r in rows]
+
+    # --- gateways ----------------------------------------------------------------------------
+
+    def list_gateways(self) -> list[Gateway]:
+        """All gateways with their last state, health and highest active alarm level."""
+        return self._gateways("")
+
+    def get_gateway(self, gateway_id: str) -> Gateway:
+        """One gateway; raises NotFoundError."""
+        found = self._gateways("WHERE g.id = ?", [gateway_id])
+        if not found:
+            raise NotFoundError(f"no gateway {gateway_id!r}")
+        return found[0]
+
+    def _gateways(self, where: str, params: Sequence[Any] = ()) -> list[Gateway]:
+        db = self._db()
+        marks: dict[int, dict[str, int]] = {}
+        for r in db.query("SELECT gw, stream, contiguous FROM stream_marks"):
+            marks.setdefault(r["gw"], {})[r["stream"]] = r["contiguous"]
+        rows = db.query(
+            "SELECT g.*, (SELECT max(a.level) FROM alarms a WHERE a.gw = g.num "
+            f"AND a.cleared_at IS NULL) AS alarm_level FROM gateways g {where} ORDER BY g.id",
+            list(params),
+        )
+        return [
+            Gateway(
+                id=r["id"],
+                site_id=r["site_id"],
+                public_key=r["public_key"],
+                hostname=r["hostname"],
+                agent_version=r["agent_version"],
+                enrolled_at=r["enrolled_at"],
+                state=r["state"],
+                state_at=r["state_at"],
+                last_seen=r["last_seen"],
+                health=json.loads(r["health"]) if r["health"] else None,
+                health_at=r["health_at"],
+                alarm_level=r["alarm_level"] or 0,
+                streams={s.value: marks.get(r["num"], {}).get(s.value, 0) for s in Stream},
+            )
+            for r in rows
+        ]
+
+    def _gateway_num(self, gateway_id: str) -> int | None:
+        num = self._gateway_nums.get(gateway_id)
+        if num is None:
+            row = (
+                self._db()
+                .conn.execute("SELECT num FROM gateways WHERE id = ?", (gateway_id,))
+                .fetchone()
+            )
+            if row is None:
+                return None
+            num = self._gateway_nums[gateway_id] = int(row[0])
+        return num
+
+    # --- ingest ------------------------------------------------------------------------------
+
+    def commit(self, received: Sequence[Received]) -> CommitResult:
+        """Store messages in one transaction (see ``fleet.sqlite_ingest``); acks what committed."""
+        conn = self._db().conn
+        with self._write_lock():
+            return self._ingest.commit(conn, received)
+
+    # --- readings -----------------------------------------------------------------------------
+
+    def _channel_id(self, gateway_id: str, channel: str) -> int:
+        gw = self._gateway_num(gateway_id)
+        if gw is None:
+            raise NotFoundError(f"no gateway {gateway_id!r}")
+        row = (
+            self._db()
+            .conn.execute("SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, channel))
+            .fetchone()
+        )
+        if row is None:
+            known = ", ".join(self.channels(gateway_id)) or "none yet"
+            raise NotFoundError(f"gateway {gateway_id} has no channel {channel!r} (has: {known})")
+        return int(row[0])
+
+    def channels(self, gateway_id: str) -> list[str]:
+        """Names of the channels a gateway has uploaded readings of."""
+        rows = self._db().query(
+            "SELECT c.name FROM channels c JOIN gateways g ON g.num = c.gw WHERE g.id = ? "
+            "ORDER BY c.name",
+            [gateway_id],
+        )
+        return [r["name"] for r in rows]
+
+    def readings(
+        self, gateway_id: str, channel: str, since: float, until: float, limit: int
+    ) -> list[ReadingPoint]:
+        """Readings of a channel with ``since <= ts < until``, oldest first."""
+        cid = self._channel_id(gateway_id, channel)
+        rows = self._db().conn.execute(
+            "SELECT seq, ts, value, quality FROM readings WHERE channel = ? AND ts >= ? "
+            "AND ts < ? ORDER BY ts, seq LIMIT ?",
+            (cid, since, until, limit),
+        )
+        return [ReadingPoint(*r) for r in rows]
+
+    def reading_buckets(
+        self, gateway_id: str, channel: str, since: float, until: float, step: float
+    ) -> list[ReadingBucket]:
+        """Min/avg/max of good readings per ``step`` seconds; empty buckets are left out."""
+        cid = self._channel_id(gateway_id, channel)
+        rows = self._db().conn.execute(
+            "SELECT CAST((ts - :since) / :step AS INTEGER) AS bucket, count(v), "
+            "count(*) - count(v), min(v), avg(v), max(v) FROM ("
+            "  SELECT ts, CASE WHEN (quality & :bad) = 0 THEN value END AS v FROM readings"
+            "  WHERE channel = :channel AND ts >= :since AND ts < :until"
+            ") GROUP BY bucket ORDER BY bucket",
+            {"since": since, "until": until, "step": step, "bad": BAD_QUALITY_MASK, "channel": cid},
+        )
+        return [
+            ReadingBucket(since + b * step, n, bad, lo, avg, hi) for b, n, bad, lo, avg, hi in rows
+        ]
+
+    # --- alarms and commands ------------------------------------------------------------------
+
+    def alarms(
+        self,
+        *,
+        active: bool | None,
+        gateway_id: str | None,
+        since: float | None,
+        until: float | None,
+        limit: int,
+    ) -> list[Alarm]:
+        """Alarms, newest first; ``active`` True for those not back to normal."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if active is not None:
+            clauses.append("a.cleared_at IS NULL" if active else "a.cleared_at IS NOT NULL")
+        if gateway_id is not None:
+            clauses.append("g.id = ?")
+            params.append(gateway_id)
+        if since is not None:
+            clauses.append("coalesce(a.cleared_at, 1e300) >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("a.raised_at < ?")
+            params.append(until)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        params.append(limit)
+        return self._alarms(f"{where} ORDER BY a.raised_at DESC, a.id DESC LIMIT ?", params)
+
+    def _alarms(self, tail: str, params: Sequence[Any]) -> list[Alarm]:
+        db = self._db()
+        rows = list(
+            db.query(
+                "SELECT a.*, g.id AS gateway_id FROM alarms a "
+                f"JOIN gateways g ON g.num = a.gw {tail}",
+                list(params),
+            )
+        )
+        receipts: dict[int, list[Receipt]] = {}
+        if rows:
+            ids = [r["id"] for r in rows]
+            for r in db.query(
+                f"SELECT * FROM alarm_receipts WHERE alarm_id IN ({','.join('?' * len(ids))}) "
+                "ORDER BY confirmed_at",
+                ids,
+            ):
+                receipts.setdefault(r["alarm_id"], []).append(
+                    Receipt(r["person"], r["via"], r["note"], r["confirmed_at"], r["recorded_by"])
+                )
+        return [
+            Alarm(
+                id=r["id"],
+                gateway_id=r["gateway_id"],
+                rule=r["rule"],
+                level=r["level"],
+                peak_level=r["peak_level"],
+                raised_at=r["raised_at"],
+                cleared_at=r["cleared_at"],
+                detail=r["detail"],
+                acknowledged_at=r["acknowledged_at"],
+                acknowledged_by=r["acknowledged_by"],
+                ack_note=r["ack_note"],
+                receipts=tuple(receipts.get(r["id"], ())),
+            )
+            for r in rows
+        ]
+
+    def get_alarm(self, alarm_id: int) -> Alarm:
+        """One alarm with its receipts; raises NotFoundError."""
+        found = self._alarms("WHERE a.id = ?", [alarm_id])
+        if not found:
+            raise NotFoundError(f"no alarm with id {alarm_id}")
+        return found[0]
+
+    def acknowledge_alarm(self, alarm_id: int, by: str, note: str | None, now: float) -> Alarm:
+        """Record who acknowledged an alarm; raises NotFoundError or ConflictError."""
+        alarm = self.get_alarm(alarm_id)
+        if alarm.acknowledged_at is not None:
+            msg = (
+                f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} "
+                f"at {iso(alarm.acknowledged_at)}"
+            )
+            raise ConflictError(msg)
+        with self._write() as db:
+            db.execute(
+                "UPDATE alarms SET acknowledged_at = ?, acknowledged_by = ?, ack_note = ? "
+                "WHERE id = ? AND acknowledged_at IS NULL",
+                [now, by, note, alarm_id],
+            )
+        return self.get_alarm(alarm_id)
+
+    def confirm_receipt(
+        self,
+        alarm_id: int,
+        person: str,
+        via: str | None,
+        note: str | None,
+        recorded_by: str,
+        now: float,
+    ) -> Alarm:
+        """Record that ``person`` confirmed receiving the warning; raises NotFoundError."""
+        self.get_alarm(alarm_id)
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO alarm_receipts (alarm_id, person, via, note, confirmed_at, "
+                "recorded_by) VALUES (?, ?, ?, ?, ?, ?)",
+                [alarm_id, person, via, note, now, recorded_by],
+            )
+        return self.get_alarm(alarm_id)
+
+    def queue_command(
+        self, gateway_id: str, name: str, args: dict[str, Any], by: str | None, now: float
+    ) -> QueuedCommand:
+        """Queue a command for delivery to a gateway."""
+        gw = self._gateway_num(gateway_id)
+        if gw is None:
+            raise NotFoundError(f"no gateway {gateway_id!r}")
+        command = QueuedCommand(uuid.uuid4().hex, gateway_id, name, args, now, by, "pending")
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO commands (id, gw, name, args, issued_at, issued_by, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                [command.id, gw, name, json.dumps(args), now, by],
+            )
+        return command
+
+    def claim_commands(self, now: float) -> list[QueuedCommand]:
+        """Take the pending commands for delivery (marked sent), oldest first.
+
+        Atomic, so with several ingest workers each command is delivered by one of them.
+        """
+        pending = "SELECT 1 FROM commands WHERE status = 'pending' LIMIT 1"
+        if self._db().conn.execute(pending).fetchone() is None:
+            return []
+        with self._write() as db:
+            rows = db.conn.execute(
+                "UPDATE commands SET status = 'sent', sent_at = ? WHERE status = 'pending' "
+                "RETURNING id, gw, name, args, issued_at, issued_by",
+                (now,),
+            ).fetchall()
+        names = {num: gid for gid, num in self._gateway_ids()}
+        commands = [
+            QueuedCommand(cid, names[gw], name, json.loads(args), issued, by, "sent")
+            for cid, gw, name, args, issued, by in rows
+        ]
+        return sorted(commands, key=lambda c: c.issued_at)
+
+    def release_command(self, command_id: str) -> None:
+        """Put a claimed command back for the next delivery attempt."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE commands SET status = 'pending', sent_at = NULL WHERE id = ?",
+                [command_id],
+            )
+
+    def _gateway_ids(self) -> list[tuple[str, int]]:
+        return [(r["id"], r["num"]) for r in self._db().query("SELECT id, num FROM gateways")]
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    if cursor.lastrowid is None:
+        msg = "insert returned no row id"
+        raise RuntimeError(msg)
+    return cursor.lastrowid
+
+
+def _api_token(row: dict[str, Any]) -> ApiToken:
+    return ApiToken(row["id"], row["name"], Role(row["role"]), row["created_at"], row["revoked_at"])
+
+
+def _enrollment_token(row: dict[str, Any]) -> EnrollmentToken:
+    return EnrollmentToken(
+        id=row["id"],
+        site_id=row["site_id"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        created_by=row["created_by"],
+        note=row["note"],
+        used_at=row["used_at"],
+        gateway_id=row["gateway_id"],
+        revoked_at=row["revoked_at"],
+    )

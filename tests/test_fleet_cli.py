@@ -1,0 +1,94 @@
+"""The ``fleet`` command's offline commands, run as real subprocesses on a data directory."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fleet.credentials import mosquitto_verify
+from fleet.repository import NewGateway, Role
+from fleet.signing import KEY_FILE_NAME, SigningKey
+from fleet.sqlite_repository import SQLiteRepository
+from protocol import OfflineBundle
+
+
+def fleet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fleet.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_apitoken_create_prints_a_working_token(tmp_path: Path) -> None:
+    done = fleet(
+        "apitoken", "create", "--name", "duty", "--role", "operator", "--data-dir", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    token = SQLiteRepository(tmp_path / "fleet.sqlite").api_token_for_secret(done.stdout.strip())
+    assert token is not None
+    assert (token.name, token.role) == ("duty", Role.OPERATOR)
+
+
+def test_token_create_prints_a_one_time_token_and_refuses_bad_sites(tmp_path: Path) -> None:
+    done = fleet(
+        "token", "create", "--site", "creek-village", "--ttl", "2h", "--data-dir", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "site creek-village, valid until" in done.stderr
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    gateway = repository.redeem_enrollment_token(
+        done.stdout.strip(), NewGateway("gw-aaaaaaaaaa", "k" * 44, "$7$x", None, None), time.time()
+    )
+    assert gateway.site_id == "creek-village"
+
+    bad = fleet("token", "create", "--site", "Creek Village", "--data-dir", str(tmp_path))
+    assert bad.returncode == 2
+    assert "site id 'Creek Village'" in bad.stderr
+
+
+def test_token_bundle_writes_a_private_file_with_the_trust_anchor(tmp_path: Path) -> None:
+    out = tmp_path / "usb" / "enroll.json"
+    out.parent.mkdir()
+    done = fleet(
+        *("token", "bundle", "--site", "ridge", "--out", str(out), "--data-dir", str(tmp_path)),
+        *("--fleet-url", "https://fleet.county.example"),
+        *("--public-broker-url", "mqtts://mqtt.county.example:8883"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / KEY_FILE_NAME).stat().st_mode) == 0o600
+    bundle = OfflineBundle.model_validate_json(out.read_text())
+    assert bundle.fleet_url == "https://fleet.county.example"
+    assert bundle.broker_url == "mqtts://mqtt.county.example:8883"
+    assert bundle.fleet_signing_key == SigningKey.load_or_create(tmp_path).public_key_b64
+    assert bundle.expires_at - time.time() > 29 * 24 * 3600
+
+
+def test_broker_config_writes_password_file_acl_and_config(tmp_path: Path) -> None:
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    _token, secret = repository.create_enrollment_token("s", time.time() + 60, None, None, 0)
+    repository.redeem_enrollment_token(
+        secret, NewGateway("gw-aaaaaaaaaa", "k" * 44, "$7$101$abc$def", None, None), time.time()
+    )
+    done = fleet(
+        *("broker-config", "--data-dir", str(tmp_path), "--listen", "0.0.0.0:1883"),
+        *("--tls-listen", "0.0.0.0:8883", "--certfile", "/etc/c.pem", "--keyfile", "/etc/k.pem"),
+    )
+    assert done.returncode == 0, done.stderr
+    broker = tmp_path / "broker"
+    users = dict(line.split(":", 1) for line in (broker / "passwd").read_text().splitlines())
+    assert users["gw-aaaaaaaaaa"] == "$7$101$abc$def"
+    assert mosquitto_verify(_fleet_password(tmp_path), users["fleet_ingest"])
+    acl = (broker / "acl").read_text()
+    assert "pattern write hw/v1/%u/data" in acl
+    assert "pattern read hw/v1/%u/cmd" in acl
+    conf = (broker / "hazardwatch.conf").read_text()
+    assert "allow_anonymous false" in conf
+    assert "listener 8883 0.0.0.0\ncertfile /etc/c.pem\nkeyfile /etc/k.pem" in conf
+
+
+def _fleet_password(data_dir: Path) -> str:
+    return str(json.loads((data_dir / "mqtt_account.json").read_text())["password"])

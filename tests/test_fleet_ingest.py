@@ -1,0 +1,341 @@
+"""Ingest through a real mosquitto: exactly-once storage, acks, health, bad input, ACLs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from fleet.broker_files import FleetAccount
+from fleet.ingest import IngestWorker
+from fleet.mqtt_connection import BrokerConnection
+from fleet.repository import Role
+from fleet.service import INGEST_GROUP
+from fleet.simgateway import EncodedBatch
+from fleet.sqlite_repository import SQLiteRepository
+from protocol import (
+    MAX_PAYLOAD_BYTES,
+    MAX_READING_ROWS,
+    DataBatch,
+    EventBatch,
+    EventRow,
+    GatewayState,
+    Health,
+    Stream,
+    Topic,
+    gateway_topic,
+)
+from tests.mosquitto import FleetUnderTest, auth, eventually, fleet_with_mosquitto
+
+T0 = 1_750_000_000.0
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[FleetUnderTest]:
+    async with fleet_with_mosquitto(tmp_path) as running:
+        yield running
+
+
+def data_batch(gateway_id: str, first: int, last: int, channel: str = "rain_total") -> DataBatch:
+    rows = [(seq, T0 + seq, channel, seq * 0.5, 0) for seq in range(first, last + 1)]
+    return DataBatch(gateway_id=gateway_id, first_seq=first, last_seq=last, rows=rows)
+
+
+def stored_seqs(fleet: FleetUnderTest, gateway_id: str) -> list[int]:
+    with sqlite3.connect(fleet.settings.db_path) as db:
+        rows = db.execute(
+            "SELECT r.seq FROM readings r JOIN gateways g ON g.num = r.gw WHERE g.id = ? "
+            "ORDER BY r.seq",
+            (gateway_id,),
+        )
+        return [seq for (seq,) in rows]
+
+
+async def test_batches_are_stored_once_and_acked_with_the_contiguous_seq(
+    fleet: FleetUnderTest,
+) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    async with fleet.gateway(enrolled) as gateway:
+        first = data_batch(gid, 1, 100).model_dump_json()
+        await gateway.publish(Topic.DATA, first)
+        await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 100), 10)
+        # 201..300 arrives before 101..200: stored, but the ack waits for the gap to close.
+        await gateway.publish(Topic.DATA, data_batch(gid, 201, 300).model_dump_json())
+        await gateway.publish(Topic.DATA, first)  # a resend: acked again, stored once
+        await gateway.publish(Topic.DATA, data_batch(gid, 101, 200).model_dump_json())
+        await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 300), 10)
+
+    assert stored_seqs(fleet, gid) == list(range(1, 301))
+    answer = await fleet.http.get(
+        f"/api/v1/gateways/{gid}/readings",
+        params={"channel": "rain_total", "since": T0, "until": T0 + 1000},
+        headers=auth(fleet.admin_token),
+    )
+    assert answer.status_code == 200, answer.text
+    readings = answer.json()["readings"]
+    assert [r["seq"] for r in readings] == list(range(1, 301))
+    assert readings[0]["value"] == 0.5
+
+
+async def test_a_thinned_range_counts_as_contiguous(fleet: FleetUnderTest) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    # The gateway thinned 11..20 under its disk quota: the batch covers 1..30 without them.
+    rows = [(s, T0 + s, "level", 1.0, 0) for s in [*range(1, 11), *range(21, 31)]]
+    batch = DataBatch(gateway_id=gid, first_seq=1, last_seq=30, rows=rows)
+    async with fleet.gateway(enrolled) as gateway:
+        await gateway.publish(Topic.DATA, batch.model_dump_json())
+        await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 30), 10)
+    assert len(stored_seqs(fleet, gid)) == 20
+
+
+async def test_upload_with_window_stores_every_reading_exactly_once(fleet: FleetUnderTest) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    batches = [EncodedBatch.of(data_batch(gid, s, s + 499)) for s in range(1, 5001, 500)]
+    async with fleet.gateway(enrolled, window=3) as gateway:
+        await asyncio.wait_for(gateway.upload(batches), 20)
+    assert stored_seqs(fleet, gid) == list(range(1, 5001))
+    detail = (
+        await fleet.http.get(f"/api/v1/gateways/{gid}", headers=auth(fleet.admin_token))
+    ).json()
+    assert detail["streams"] == {"readings": 5000, "events": 0}
+
+
+async def test_bad_messages_are_counted_and_ingest_carries_on(fleet: FleetUnderTest) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    too_many = [(s, T0 + s, "x", 1.0, 0) for s in range(1, MAX_READING_ROWS + 2)]
+    oversized_rows = json.dumps(
+        {"v": 1, "gateway_id": gid, "first_seq": 1, "last_seq": len(too_many), "rows": too_many}
+    )
+    async with fleet.gateway(enrolled) as gateway:
+        await gateway.publish(Topic.DATA, b"{not json")
+        await gateway.publish(Topic.DATA, json.dumps({"v": 1, "gateway_id": gid, "rows": "x"}))
+        await gateway.publish(Topic.DATA, oversized_rows)
+        await gateway.publish(Topic.DATA, b"[" + b" " * MAX_PAYLOAD_BYTES + b"]")
+        await gateway.publish(Topic.DATA, data_batch("gw-someoneelse", 1, 5).model_dump_json())
+        await gateway.publish(Topic.DATA, data_batch(gid, 1, 5).model_dump_json())
+        await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 5), 10)
+
+    stats = (await fleet.http.get("/api/v1/ingest", headers=auth(fleet.admin_token))).json()
+    assert stats["rejected"] == {
+        "malformed_json": 1,
+        "schema": 1,
+        "oversize": 2,
+        "gateway_mismatch": 1,
+    }
+    assert stored_seqs(fleet, gid) == [1, 2, 3, 4, 5]
+
+
+async def test_a_gateway_cannot_publish_into_another_gateways_topics(
+    fleet: FleetUnderTest,
+) -> None:
+    a, b = await fleet.enroll(), await fleet.enroll()
+    async with fleet.gateway(a) as gateway_a:
+        # Forged as B on B's own topic: the broker drops it, so it never reaches the fleet.
+        forged = data_batch(b.gateway_id, 1, 10).model_dump_json()
+        await gateway_a.client.publish(gateway_topic(b.gateway_id, Topic.DATA), forged, qos=1)
+        # A's own batch afterwards: once it is acked, anything before it was processed.
+        await gateway_a.publish(Topic.DATA, data_batch(a.gateway_id, 1, 3).model_dump_json())
+        await asyncio.wait_for(gateway_a.wait_acked(Stream.READINGS, 3), 10)
+    assert stored_seqs(fleet, b.gateway_id) == []
+    assert fleet.ingest.stats.messages == 1
+    assert f"Denied PUBLISH from {a.gateway_id}" in fleet.mosquitto.log()
+
+
+async def test_a_gateway_cannot_subscribe_to_another_gateways_commands(
+    fleet: FleetUnderTest,
+) -> None:
+    a, b = await fleet.enroll(), await fleet.enroll()
+    async with fleet.gateway(a) as gateway_a, fleet.gateway(b) as gateway_b:
+        # mosquitto grants the subscription but never delivers what the ACL does not allow.
+        await gateway_a.client.subscribe(gateway_topic(b.gateway_id, Topic.CMD), qos=1)
+        fleet.repository.queue_command(b.gateway_id, "siren_test", {"for": "b"}, "test", T0)
+        fleet.ingest.wake_outbox()
+        for_b = await asyncio.wait_for(gateway_b.commands.get(), 10)
+        assert json.loads(for_b.payload)["args"] == {"for": "b"}
+        # Then one for A: the broker delivers in order, so had it let A read B's command,
+        # that would arrive first.
+        fleet.repository.queue_command(a.gateway_id, "siren_test", {"for": "a"}, "test", T0 + 1)
+        fleet.ingest.wake_outbox()
+        first_for_a = await asyncio.wait_for(gateway_a.commands.get(), 10)
+        assert json.loads(first_for_a.payload)["args"] == {"for": "a"}
+        assert gateway_a.commands.empty()
+
+
+async def test_health_and_last_will_show_online_then_offline(
+    fleet: FleetUnderTest, tmp_path: Path
+) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    health = Health(
+        gateway_id=gid,
+        ts=T0,
+        uptime_s=12.0,
+        agent_version="0.1.0",
+        backlog_readings=40,
+        backlog_events=2,
+        cpu_temp_c=51.5,
+        battery_v=12.6,
+    )
+    async with fleet.gateway(enrolled) as gateway:
+        await gateway.publish(
+            Topic.STATE, GatewayState(state="online").model_dump_json(), retain=True
+        )
+        await gateway.publish(Topic.HEALTH, health.model_dump_json(), retain=True)
+        await gateway.publish(Topic.DATA, data_batch(gid, 1, 1).model_dump_json())
+        await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 1), 10)
+
+    listed = (await fleet.http.get("/api/v1/gateways", headers=auth(fleet.admin_token))).json()
+    row = next(g for g in listed if g["id"] == gid)
+    assert row["status"] == "online"
+    assert row["backlog"] == 42
+    detail = (
+        await fleet.http.get(f"/api/v1/gateways/{gid}", headers=auth(fleet.admin_token))
+    ).json()
+    assert detail["health"]["cpu_temp_c"] == 51.5
+    assert detail["health"]["battery_v"] == 12.6
+
+    # A gateway process that dies without saying goodbye: the broker publishes its Last Will.
+    script = tmp_path / "dies.py"
+    script.write_text(DYING_GATEWAY)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        enrolled.broker_url,
+        gid,
+        enrolled.mqtt.password,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert await asyncio.wait_for(process.stdout.readline(), 10) == b"connected\n"
+    process.kill()
+    await process.wait()
+
+    await eventually(
+        lambda: fleet.repository.get_gateway(gid).state == "offline", 10, "the Last Will"
+    )
+    listed = (await fleet.http.get("/api/v1/gateways", headers=auth(fleet.admin_token))).json()
+    row = next(g for g in listed if g["id"] == gid)
+    assert row["status"] == "offline"
+    assert row["last_seen"] is not None
+
+
+DYING_GATEWAY = """
+import asyncio, sys
+from fleet.mqtt_connection import BrokerConnection
+from fleet.simgateway import SimulatedGateway
+
+async def main():
+    url, gid, password = sys.argv[1:]
+    async with SimulatedGateway(gid, BrokerConnection(url, gid, password)):
+        print("connected", flush=True)
+        await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_alarm_events_become_alarms_that_operators_handle(fleet: FleetUnderTest) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    rise = EventRow(
+        seq=1,
+        ts=T0,
+        kind="alarm",
+        subject="creek_level",
+        level=3,
+        detail={"from": "normal", "to": "orange", "kind": "rise", "detail": "level 2.4 m >= 2.2"},
+    )
+    events = EventBatch(gateway_id=gid, first_seq=1, last_seq=1, rows=[rise])
+    viewer, operator = fleet.api_token(Role.VIEWER), fleet.api_token(Role.OPERATOR)
+    async with fleet.gateway(enrolled) as gateway:
+        await gateway.publish(Topic.EVENTS, events.model_dump_json())
+        await asyncio.wait_for(gateway.wait_acked(Stream.EVENTS, 1), 10)
+        active = (
+            await fleet.http.get("/api/v1/alarms", params={"active": True}, headers=auth(viewer))
+        ).json()
+        assert [(a["gateway_id"], a["rule"], a["level_name"]) for a in active] == [
+            (gid, "creek_level", "orange")
+        ]
+        alarm_id = active[0]["id"]
+
+        refused = await fleet.http.post(
+            f"/api/v1/alarms/{alarm_id}/acknowledge", json={}, headers=auth(viewer)
+        )
+        assert refused.status_code == 403
+        assert "needs the operator role" in refused.json()["detail"]
+
+        acked = await fleet.http.post(
+            f"/api/v1/alarms/{alarm_id}/acknowledge",
+            json={"note": "spoke to the village head"},
+            headers=auth(operator),
+        )
+        assert acked.status_code == 200, acked.text
+        assert acked.json()["acknowledged_by"] == "operator"
+        command = json.loads((await asyncio.wait_for(gateway.commands.get(), 10)).payload)
+        assert command["name"] == "ack_alarm"
+        assert command["args"] == {"rule": "creek_level", "by": "operator"}
+
+        again = await fleet.http.post(
+            f"/api/v1/alarms/{alarm_id}/acknowledge", json={}, headers=auth(operator)
+        )
+        assert again.status_code == 409
+        assert "already acknowledged by operator" in again.json()["detail"]
+
+        receipt = await fleet.http.post(
+            f"/api/v1/alarms/{alarm_id}/receipts",
+            json={"person": "Village head Ana", "via": "phone"},
+            headers=auth(operator),
+        )
+        assert receipt.status_code == 201, receipt.text
+        [confirmed] = receipt.json()["receipts"]
+        assert confirmed["person"] == "Village head Ana"
+        assert confirmed["recorded_by"] == "operator"
+
+        fall = rise.model_copy(update={"seq": 2, "ts": T0 + 600, "level": 0})
+        ended = EventBatch(gateway_id=gid, first_seq=2, last_seq=2, rows=[fall])
+        await gateway.publish(Topic.EVENTS, ended.model_dump_json())
+        await asyncio.wait_for(gateway.wait_acked(Stream.EVENTS, 2), 10)
+    history = (
+        await fleet.http.get("/api/v1/alarms", params={"active": False}, headers=auth(viewer))
+    ).json()
+    assert [(a["id"], a["cleared_at"], a["peak_level"]) for a in history] == [
+        (alarm_id, T0 + 600, 3)
+    ]
+
+
+async def test_two_ingest_workers_split_the_load_and_store_each_reading_once(
+    fleet: FleetUnderTest,
+) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    account = FleetAccount.load_or_create(fleet.settings.data_dir)
+    second = IngestWorker(
+        SQLiteRepository(fleet.settings.db_path),
+        BrokerConnection(fleet.settings.broker_url, account.username, account.password),
+        client_id="test-worker-2",
+        shared_group=INGEST_GROUP,
+    )
+    running = asyncio.create_task(second.run())
+    try:
+        await asyncio.wait_for(second.ready.wait(), 10)
+        batches = [EncodedBatch.of(data_batch(gid, s, s + 249)) for s in range(1, 10_001, 250)]
+        async with fleet.gateway(enrolled, window=8) as gateway:
+            await asyncio.wait_for(gateway.upload(batches), 30)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert stored_seqs(fleet, gid) == list(range(1, 10_001))
+    # The broker handed batches to both workers, and SQLite serialised their commits.
+    assert fleet.ingest.stats.batches > 0
+    assert second.stats.batches > 0

@@ -1,0 +1,114 @@
+"""The SQLite repository's ingest rules: contiguous acks, dedup, alarm episodes (real SQLite)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet.repository import EnrollmentRefusedError, NewGateway, Received
+from fleet.sqlite_repository import SQLiteRepository
+from protocol import DataBatch, EventBatch, EventRow, Stream
+
+T0 = 1_750_000_000.0
+GW = "gw-0123456789"
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> SQLiteRepository:
+    repo = SQLiteRepository(tmp_path / "fleet.sqlite", durable=False)
+    _token, secret = repo.create_enrollment_token("site", T0 + 60, None, None, T0)
+    repo.redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), T0)
+    return repo
+
+
+def data(first: int, last: int, seqs: list[int] | None = None) -> Received:
+    seqs = list(range(first, last + 1)) if seqs is None else seqs
+    rows = [(s, T0 + s, "rain", 1.0, 0) for s in seqs]
+    return Received(GW, T0, DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows))
+
+
+def ack(repository: SQLiteRepository, *batches: Received) -> int:
+    return repository.commit(batches).acks[(GW, Stream.READINGS)]
+
+
+def test_the_ack_is_the_end_of_the_contiguous_ranges(repository: SQLiteRepository) -> None:
+    assert ack(repository, data(1, 10)) == 10
+    assert ack(repository, data(21, 30)) == 10  # a gap 11..20
+    assert ack(repository, data(41, 50)) == 10
+    assert ack(repository, data(11, 20)) == 30  # joins 21..30, not 41..50
+    assert ack(repository, data(31, 40)) == 50
+    assert repository.get_gateway(GW).streams == {"readings": 50, "events": 0}
+
+
+def test_resends_with_other_boundaries_are_stored_once(repository: SQLiteRepository) -> None:
+    repository.commit([data(1, 100)])
+    result = repository.commit([data(51, 150)])
+    assert (result.rows_stored, result.rows_duplicate) == (50, 50)
+    result = repository.commit([data(1, 150)])
+    assert (result.rows_stored, result.rows_duplicate, result.acks) == (
+        0,
+        150,
+        {(GW, Stream.READINGS): 150},
+    )
+    stored = repository.readings(GW, "rain", 0, T0 + 1000, 1000)
+    assert [p.seq for p in stored] == list(range(1, 151))
+
+
+def test_a_group_commit_acks_each_gateway_once_with_its_final_mark(
+    repository: SQLiteRepository,
+) -> None:
+    result = repository.commit([data(1, 10), data(11, 20, seqs=[11, 15]), data(21, 22)])
+    assert result.acks == {(GW, Stream.READINGS): 22}
+    assert result.rows_stored == 14
+
+
+def test_messages_from_unknown_gateways_are_rejected_not_stored(
+    repository: SQLiteRepository,
+) -> None:
+    batch = DataBatch(gateway_id="gw-9999999999", first_seq=1, last_seq=1, rows=[])
+    result = repository.commit([Received("gw-9999999999", T0, batch), data(1, 1)])
+    assert result.rejected == [("gw-9999999999", "unknown_gateway", "not enrolled")]
+    assert result.acks == {(GW, Stream.READINGS): 1}
+
+
+def event(seq: int, level: int, kind: str = "alarm", **detail: object) -> EventRow:
+    return EventRow(seq=seq, ts=T0 + seq, kind=kind, subject="slope", level=level, detail=detail)
+
+
+def events(*rows: EventRow) -> Received:
+    batch = EventBatch(gateway_id=GW, first_seq=rows[0].seq, last_seq=rows[-1].seq, rows=rows)
+    return Received(GW, T0, batch)
+
+
+def test_alarm_events_open_raise_acknowledge_and_close_one_episode(
+    repository: SQLiteRepository,
+) -> None:
+    repository.commit([events(event(1, 2), event(2, 4), event(3, 0, "ack", by="button"))])
+    [alarm] = repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    assert (alarm.level, alarm.peak_level, alarm.raised_at) == (4, 4, T0 + 1)
+    assert alarm.acknowledged_by == "button (at the gateway)"
+    assert repository.get_gateway(GW).alarm_level == 4
+    # A resend of old events changes nothing; the fall to normal ends the episode.
+    repository.commit([events(event(1, 2), event(2, 4))])
+    repository.commit([events(event(4, 1), event(5, 0))])
+    assert repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10) == []
+    [ended] = repository.alarms(active=False, gateway_id=GW, since=None, until=None, limit=10)
+    assert (ended.id, ended.peak_level, ended.cleared_at) == (alarm.id, 4, T0 + 5)
+    assert repository.get_gateway(GW).alarm_level == 0
+
+
+def test_a_token_cannot_be_redeemed_twice_even_concurrently_written(
+    repository: SQLiteRepository,
+) -> None:
+    _token, secret = repository.create_enrollment_token("site", time.time() + 60, None, None, T0)
+    repository.redeem_enrollment_token(
+        secret, NewGateway("gw-aaaaaaaaaa", "k" * 44, "$7$x", None, None), time.time()
+    )
+    with pytest.raises(EnrollmentRefusedError, match="already used") as refused:
+        repository.redeem_enrollment_token(
+            secret, NewGateway("gw-bbbbbbbbbb", "k" * 44, "$7$x", None, None), time.time()
+        )
+    assert refused.value.gone
+    assert [user for user, _ in repository.broker_accounts()] == [GW, "gw-aaaaaaaaaa"]

@@ -1,0 +1,271 @@
+"""The county REST console: roles on every endpoint, enrollment rules, readings, clear 4xx."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleet.main import create_app
+from fleet.repository import Received, Role
+from fleet.settings import FleetSettings
+from fleet.simgateway import enrollment_request
+from fleet.sqlite_repository import SQLiteRepository
+from protocol import BAD_QUALITY_MASK, DataBatch, EnrollmentResponse
+from tests.mosquitto import auth
+
+T0 = 1_750_000_000.0
+
+
+@dataclass
+class Console:
+    http: httpx.AsyncClient
+    repository: SQLiteRepository
+    tokens: dict[Role, str]
+
+    def as_(self, role: Role) -> dict[str, str]:
+        return auth(self.tokens[role])
+
+    async def new_token(self, site_id: str = "creek-village", ttl_s: float = 3600) -> str:
+        answer = await self.http.post(
+            "/api/v1/enrollment-tokens",
+            json={"site_id": site_id, "ttl_s": ttl_s},
+            headers=self.as_(Role.ADMIN),
+        )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["token"])
+
+    async def enroll(self, token: str) -> httpx.Response:
+        return await self.http.post(
+            "/api/v1/enroll", json=enrollment_request(token, "pi-01").model_dump()
+        )
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[Console]:
+    # REST alone: no broker, no ingest (as with `fleet serve` beside a separate `fleet ingest`).
+    settings = FleetSettings(
+        data_dir=tmp_path, broker="external", mqtt_url="mqtt://127.0.0.1:9", ingest=False
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        repository: SQLiteRepository = app.state.repository
+        tokens = {
+            role: repository.create_api_token(role.value, role, time.time())[1] for role in Role
+        }
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fleet") as http:
+            yield Console(http, repository, tokens)
+
+
+async def test_every_endpoint_but_enroll_needs_an_api_token(console: Console) -> None:
+    schema = (await console.http.get("/openapi.json")).json()
+    checked = 0
+    for template, operations in schema["paths"].items():
+        path = template.replace("{gateway_id}", "gw-0000000000").replace("{alarm_id}", "1")
+        path = path.replace("{token_id}", "1")
+        for method in operations:
+            answer = await console.http.request(method, path)
+            if template == "/api/v1/enroll":
+                assert answer.status_code == 422  # no body; no API token expected
+                continue
+            assert answer.status_code == 401, (method, path, answer.text)
+            assert "missing API token" in answer.json()["detail"]
+            checked += 1
+    assert checked >= 14
+
+
+async def test_a_viewer_cannot_create_enrollment_tokens_or_api_tokens(console: Console) -> None:
+    answer = await console.http.post(
+        "/api/v1/enrollment-tokens", json={"site_id": "x"}, headers=console.as_(Role.VIEWER)
+    )
+    assert answer.status_code == 403
+    assert answer.json()["detail"] == (
+        "this needs the admin role; API token 'viewer' has the viewer role"
+    )
+    answer = await console.http.post(
+        "/api/v1/api-tokens",
+        json={"name": "x", "role": "admin"},
+        headers=console.as_(Role.OPERATOR),
+    )
+    assert answer.status_code == 403
+
+
+async def test_a_revoked_or_unknown_api_token_is_refused(console: Console) -> None:
+    created = await console.http.post(
+        "/api/v1/api-tokens",
+        json={"name": "script", "role": "viewer"},
+        headers=console.as_(Role.ADMIN),
+    )
+    assert created.status_code == 201
+    secret, token_id = created.json()["token"], created.json()["id"]
+    assert (await console.http.get("/api/v1/gateways", headers=auth(secret))).status_code == 200
+    assert (
+        await console.http.delete(f"/api/v1/api-tokens/{token_id}", headers=console.as_(Role.ADMIN))
+    ).status_code == 200
+    answer = await console.http.get("/api/v1/gateways", headers=auth(secret))
+    assert answer.status_code == 401
+    assert answer.json()["detail"] == "unknown or revoked API token"
+    stored = [t.name for t in console.repository.list_api_tokens()]
+    assert "script" in stored
+    with console.repository._db().conn as db:
+        hashes = [h for (h,) in db.execute("SELECT token_hash FROM api_tokens")]
+    assert secret not in hashes
+
+
+async def test_an_enrollment_token_works_once(console: Console) -> None:
+    token = await console.new_token()
+    first = await console.enroll(token)
+    assert first.status_code == 201, first.text
+    enrolled = EnrollmentResponse.model_validate(first.json())
+    assert enrolled.site_id == "creek-village"
+    assert enrolled.mqtt.username == enrolled.gateway_id
+    assert enrolled.topic_prefix == f"hw/v1/{enrolled.gateway_id}"
+    assert enrolled.broker_url == "mqtt://127.0.0.1:9"
+
+    again = await console.enroll(token)
+    assert again.status_code == 410
+    assert "already used" in again.json()["detail"]
+    assert enrolled.gateway_id in again.json()["detail"]
+    listed = (
+        await console.http.get("/api/v1/enrollment-tokens", headers=console.as_(Role.ADMIN))
+    ).json()
+    assert [(t["status"], t["gateway_id"]) for t in listed] == [("used", enrolled.gateway_id)]
+
+
+async def test_expired_unknown_and_revoked_tokens_are_refused_with_a_reason(
+    console: Console,
+) -> None:
+    expired = await console.new_token(ttl_s=0.001)
+    answer = await console.enroll(expired)
+    assert answer.status_code == 410
+    assert "expired at" in answer.json()["detail"]
+
+    answer = await console.enroll("hwe_" + "n" * 43)
+    assert answer.status_code == 403
+    assert "unknown enrollment token" in answer.json()["detail"]
+
+    revoked = await console.new_token()
+    token_id = (
+        await console.http.get("/api/v1/enrollment-tokens", headers=console.as_(Role.ADMIN))
+    ).json()[0]["id"]
+    await console.http.delete(
+        f"/api/v1/enrollment-tokens/{token_id}", headers=console.as_(Role.ADMIN)
+    )
+    answer = await console.enroll(revoked)
+    assert answer.status_code == 410
+    assert "revoked" in answer.json()["detail"]
+
+
+async def test_an_enrollment_signed_with_another_key_is_refused(console: Console) -> None:
+    token = await console.new_token()
+    request = enrollment_request(token)
+    forged = request.model_copy(update={"public_key": enrollment_request(token).public_key})
+    answer = await console.http.post("/api/v1/enroll", json=forged.model_dump())
+    assert answer.status_code == 403
+    assert "signature does not verify" in answer.json()["detail"]
+    # The token was not spent on the forgery.
+    assert (await console.enroll(token)).status_code == 201
+
+
+async def test_an_offline_bundle_carries_the_trust_anchor_and_a_working_token(
+    console: Console,
+) -> None:
+    answer = await console.http.post(
+        "/api/v1/enrollment-tokens/bundles",
+        json={"site_id": "ridge"},
+        headers=console.as_(Role.ADMIN),
+    )
+    assert answer.status_code == 201, answer.text
+    bundle = answer.json()
+    assert bundle["format"] == "hazardwatch-enrollment-bundle"
+    assert bundle["expires_at"] - time.time() > 29 * 24 * 3600
+    enrolled = (await console.enroll(bundle["token"])).json()
+    assert enrolled["fleet_signing_key"] == bundle["fleet_signing_key"]
+    assert enrolled["site_id"] == "ridge"
+
+
+async def test_bad_requests_say_what_is_wrong(console: Console) -> None:
+    admin = console.as_(Role.ADMIN)
+    answer = await console.http.post(
+        "/api/v1/enrollment-tokens", json={"site_id": "Creek Village!"}, headers=admin
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"].startswith("site_id: String should match pattern")
+
+    answer = await console.http.post("/api/v1/enroll", json={"token": "x"})
+    assert answer.status_code == 422
+    assert "public_key: Field required" in answer.json()["detail"]
+
+    answer = await console.http.get("/api/v1/gateways/gw-nosuchthing", headers=admin)
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == "no gateway 'gw-nosuchthing'"
+
+    answer = await console.http.post(
+        "/api/v1/alarms/999/acknowledge", json={}, headers=console.as_(Role.OPERATOR)
+    )
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == "no alarm with id 999"
+
+    gateway_id = (await console.enroll(await console.new_token())).json()["gateway_id"]
+    readings = f"/api/v1/gateways/{gateway_id}/readings"
+    answer = await console.http.get(readings, params={"channel": "nope"}, headers=admin)
+    assert answer.status_code == 404
+    assert answer.json()["detail"] == f"gateway {gateway_id} has no channel 'nope' (has: none yet)"
+    answer = await console.http.get(
+        readings, params={"channel": "x", "since": 10, "until": 5}, headers=admin
+    )
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == "since (10.0) must be before until (5.0)"
+    answer = await console.http.get(
+        readings, params={"channel": "x", "since": 0, "until": 86400, "step": 1}, headers=admin
+    )
+    assert answer.status_code == 400
+    assert "86400 buckets; at most 10000" in answer.json()["detail"]
+    answer = await console.http.get(readings, params={"channel": "x", "step": -1}, headers=admin)
+    assert answer.status_code == 422
+    assert answer.json()["detail"] == "query.step: Input should be greater than 0"
+
+
+async def test_readings_downsample_to_min_avg_max_of_good_values(console: Console) -> None:
+    gateway_id = (await console.enroll(await console.new_token())).json()["gateway_id"]
+    rows = [(s, T0 + s, "level", float(s), 0) for s in range(1, 121)]
+    rows[10] = (11, T0 + 11, "level", 999.0, BAD_QUALITY_MASK & 0b100000)  # a spike
+    batch = DataBatch(gateway_id=gateway_id, first_seq=1, last_seq=120, rows=rows)
+    console.repository.commit([Received(gateway_id, time.time(), batch)])
+    answer = await console.http.get(
+        f"/api/v1/gateways/{gateway_id}/readings",
+        params={"channel": "level", "since": T0, "until": T0 + 120, "step": 60},
+        headers=console.as_(Role.VIEWER),
+    )
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["buckets"]
+    assert (first["count"], first["bad"], first["min"], first["max"]) == (58, 1, 1.0, 59.0)
+    assert (second["count"], second["min"], second["max"], second["avg"]) == (60, 60.0, 119.0, 89.5)
+    raw = await console.http.get(
+        f"/api/v1/gateways/{gateway_id}/readings",
+        params={"channel": "level", "since": T0, "until": T0 + 200, "limit": 100},
+        headers=console.as_(Role.VIEWER),
+    )
+    assert len(raw.json()["readings"]) == 100
+    assert raw.json()["truncated"] is True
+
+
+async def test_the_openapi_schema_documents_every_resource(console: Console) -> None:
+    schema = (await console.http.get("/openapi.json")).json()
+    assert {
+        "/api/v1/gateways",
+        "/api/v1/gateways/{gateway_id}",
+        "/api/v1/gateways/{gateway_id}/readings",
+        "/api/v1/alarms",
+        "/api/v1/alarms/{alarm_id}/acknowledge",
+        "/api/v1/alarms/{alarm_id}/receipts",
+        "/api/v1/enroll",
+        "/api/v1/enrollment-tokens",
+        "/api/v1/enrollment-tokens/bundles",
+        "/api/v1/api-tokens",
+    } <= set(schema["paths"])
