@@ -23,11 +23,14 @@ from drivers.poller import Poller
 from edge_agent.actuation import LEVEL_NAMES, Actuation
 from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
 from edge_agent.control import SOCKET_NAME, serve_control
+from edge_agent.enroll import enrollment_state
 from edge_agent.faults import FaultTracker
 from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_config import SiteConfig
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
+from edge_agent.uplink import Uplink
+from protocol import ACK_ALARM_COMMAND
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,19 @@ class Agent:
         )
         self._watched = {r.channel for r in site.rules if isinstance(r, ChannelRule)}
         self._synced = True
+        # The uplink runs only on an enrolled gateway (or one holding an offline bundle).
+        self.uplink = (
+            Uplink(
+                data_dir,
+                self.store,
+                site.uplink,
+                AGENT_VERSION,
+                self,
+                {ACK_ALARM_COMMAND: self._ack},
+            )
+            if enrollment_state(data_dir) in ("enrolled", "pending")
+            else None
+        )
 
     # --- the alarm path ----------------------------------------------------------------
 
@@ -323,6 +339,7 @@ class Agent:
                     "alarms": self._alarms,
                     "ack": self._ack,
                     "siren_test": self._siren_test,
+                    **({"uplink": self.uplink.control} if self.uplink else {}),
                 },
             )
             async with asyncio.TaskGroup() as group:
@@ -335,6 +352,8 @@ class Agent:
                 group.create_task(self._self_test_daily(), name="self-test")
                 for node in self.nodes:
                     group.create_task(node.run(), name=f"heartbeat {node.spec.device.name}")
+                if self.uplink is not None:
+                    group.create_task(self.uplink.run(), name="uplink")
         finally:
             if server is not None:
                 server.close()

@@ -34,6 +34,7 @@ from edge_agent.poll_view import alarm_tables, reading_table, readings_json_line
 from edge_agent.scan import ScanHit, parse_id_range, scan_bus
 from edge_agent.site_config import SiteConfig, load_site
 from edge_agent.site_errors import SiteConfigError
+from edge_agent.uplink_cli import enroll, uplink_app
 
 app = typer.Typer(
     help="HazardWatch edge agent: run a monitoring gateway, poll and scan its buses.",
@@ -318,6 +319,8 @@ def ack(
 
 siren_app = typer.Typer(help="Siren commands.", no_args_is_help=True)
 app.add_typer(siren_app, name="siren")
+app.command()(enroll)
+app.add_typer(uplink_app, name="uplink")
 
 
 @siren_app.command("test")

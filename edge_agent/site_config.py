@@ -20,6 +20,13 @@ from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
 from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
 from edge_agent.site_actuation import parse_actuation
 from edge_agent.site_errors import SiteConfigError
+from protocol import (
+    ACK_TIMEOUT_S,
+    HEALTH_INTERVAL_S,
+    MAX_EVENT_ROWS,
+    MAX_INFLIGHT_BATCHES,
+    MAX_READING_ROWS,
+)
 
 _SITE_KEYS = {"id", "name", "description"}
 _SERIAL_KEYS = {"name", "kind", "device", "baudrate", "parity", "stopbits", "bytesize"}
@@ -48,6 +55,19 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UplinkSettings:
+    """How the uplink talks to the fleet once the gateway is enrolled; times in real seconds."""
+
+    batch_rows: int = 500
+    event_batch_rows: int = 100
+    max_inflight: int = MAX_INFLIGHT_BATCHES
+    ack_timeout_s: float = ACK_TIMEOUT_S
+    health_interval_s: float = HEALTH_INTERVAL_S
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
 class SiteConfig:
     """A validated site file."""
 
@@ -60,6 +80,7 @@ class SiteConfig:
     actuation: ActuationSpec = field(default_factory=ActuationSpec)
     rules: tuple[RuleSpec, ...] = ()
     siren_nodes: tuple[SirenNodeSpec, ...] = ()
+    uplink: UplinkSettings = field(default_factory=UplinkSettings)
 
 
 class _Reader:
@@ -189,6 +210,7 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
     """
     allowed_top = {
         "site", "bus", "device", "agent", "actuator", "player", "actions", "rule", "siren_node",
+        "uplink",
     }  # fmt: skip
     if unknown := sorted(set(data) - allowed_top):
         raise SiteConfigError(source, f"unknown section(s): {', '.join(unknown)}")
@@ -244,6 +266,7 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
             _parse_siren_node(source, raw, i, by_device)
             for i, raw in enumerate(data.get("siren_node", []))
         ),
+        uplink=_parse_uplink(source, data.get("uplink", {})),
     )
 
 
@@ -298,6 +321,28 @@ def _parse_agent(source: str, raw: Any) -> AgentSettings:
         reassert_s=r.number("reassert_s", 10.0, 0.0, 3600.0),
         self_test_every_s=r.number("self_test_every_s", 86400.0, 0.0, 30 * 86400.0),
         test_duration_s=r.number("test_duration_s", 5.0, 0.0, 600.0),
+    )
+
+
+def _parse_uplink(source: str, raw: Any) -> UplinkSettings:
+    if not isinstance(raw, dict):
+        raise SiteConfigError(source, "[uplink] must be a table")
+    r = _Reader(source, "[uplink]", raw, set(UplinkSettings.__dataclass_fields__))
+    defaults = UplinkSettings()
+    low = r.number("reconnect_min_s", defaults.reconnect_min_s, 0.0, 3600.0)
+    high = r.number("reconnect_max_s", defaults.reconnect_max_s, 0.0, 86400.0)
+    if high < low:
+        r.fail(f"'reconnect_max_s' = {high} is below 'reconnect_min_s' = {low}")
+    return UplinkSettings(
+        batch_rows=r.integer("batch_rows", defaults.batch_rows, 1, MAX_READING_ROWS),
+        event_batch_rows=r.integer(
+            "event_batch_rows", defaults.event_batch_rows, 1, MAX_EVENT_ROWS
+        ),
+        max_inflight=r.integer("max_inflight", defaults.max_inflight, 1, 64),
+        ack_timeout_s=r.number("ack_timeout_s", defaults.ack_timeout_s, 0.0, 3600.0),
+        health_interval_s=r.number("health_interval_s", defaults.health_interval_s, 0.0, 86400.0),
+        reconnect_min_s=low,
+        reconnect_max_s=high,
     )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +77,16 @@ def password_text(accounts: Iterable[tuple[str, str]]) -> str:
     return "".join(f"{user}:{hashed}\n" for user, hashed in accounts)
 
 
+#: Enrollments may run in parallel request threads: hold this while reading the accounts
+#: and rewriting the files, so the last file written always lists every gateway.
+ACCESS_FILES_LOCK = threading.RLock()
+
+
 def _write_atomically(path: Path, text: str, mode: int = 0o640) -> None:
     # A broker reloading at the wrong moment must see the old file or the new one, never half.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # A unique name per write: two enrollments at once must not share a temporary file.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     with os.fdopen(fd, "w") as file:
         file.write(text)
         file.flush()
@@ -92,6 +100,13 @@ def write_access_files(
 ) -> None:
     """Write ``passwd`` and ``acl`` for the fleet account and the given gateway accounts."""
     broker_dir.mkdir(parents=True, exist_ok=True)
+    with ACCESS_FILES_LOCK:
+        _write_access_files(broker_dir, fleet, gateways)
+
+
+def _write_access_files(
+    broker_dir: Path, fleet: FleetAccount, gateways: Iterable[tuple[str, str]]
+) -> None:
     accounts = [(fleet.username, fleet.password_hash), *gateways]
     _write_atomically(broker_dir / PASSWORD_FILE, password_text(accounts))
     _write_atomically(broker_dir / ACL_FILE, acl_text(fleet.username))

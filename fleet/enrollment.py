@@ -12,7 +12,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.broker_files import FleetAccount, reload_mosquitto, write_access_files
+from fleet.broker_files import (
+    ACCESS_FILES_LOCK,
+    FleetAccount,
+    reload_mosquitto,
+    write_access_files,
+)
 from fleet.credentials import mosquitto_hash, new_secret
 from fleet.repository import EnrollmentToken, NewGateway, Repository
 from fleet.signing import SigningKey, verify_signature
@@ -122,7 +127,9 @@ class Enrollment:
 
     def sync_broker(self) -> None:
         """Rewrite the broker's password file and ACL, and make mosquitto reread them."""
-        write_access_files(self.broker_dir, self.fleet_account, self.repository.broker_accounts())
+        with ACCESS_FILES_LOCK:
+            accounts = self.repository.broker_accounts()
+            write_access_files(self.broker_dir, self.fleet_account, accounts)
         if self.mosquitto_pid_file is not None and not reload_mosquitto(self.mosquitto_pid_file):
             log.error(
                 "could not signal mosquitto (pid file %s); new gateways can connect only "

@@ -1,43 +1,80 @@
-"""The quickstart demo: a simulated creek village in a storm, guarded by the real agent.
+"""The quickstart demo: three simulated stations in one storm, three real gateways, the fleet.
 
-The simulator serves the station over Modbus TCP; the gateway runs as a separate
-``edge run`` process with the example site file and no network configured. This module
-shows what the simulator sees (the storm, the creek, the relay coils) next to the
-agent's own log, so the two sides can be compared. It never imports the agent: it finds
-the example site file on disk and starts ``edge`` as a subprocess.
+The simulator serves a creek village, a creeping slope and a river gauge over Modbus TCP;
+the county fleet runs with its embedded broker; each station's gateway is enrolled with
+``edge enroll`` and runs as ``edge run`` with the agent's example site file. At the end the
+gateways are stopped and drained and the fleet's readings are checked against each
+gateway's store. It never imports the agent or the fleet: it finds the example site files
+on disk, starts both as subprocesses and reads the fleet over REST.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import os
+import signal
+import sqlite3
 import sys
 import tempfile
-from contextlib import AsyncExitStack
+import time
+import tomllib
+from contextlib import AsyncExitStack, closing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from drivers.clock import ScaledClock
-from hardware_sim.device import SimulatedDevice
-from hardware_sim.scenarios import CreekLevel, DesignStorm
+from hardware_sim.demo_fleet import DemoFleet, run_cli
+from hardware_sim.demo_view import (
+    Exactness,
+    GatewayView,
+    alarm_table,
+    coil_table,
+    exactness_table,
+    live_view,
+)
+from hardware_sim.scenarios import CreepingSlope
 from hardware_sim.server import LOOPBACK, serve_tcp
-from hardware_sim.station import Station, StationSpec
+from hardware_sim.station import Station, builtin_stations, load_station
 
-#: The second rain gauge falls silent for this window (seconds after the origin), so the
-#: demo shows a dead sensor reported while the rest of the bus carries on.
+#: The creek's second rain gauge falls silent for this window (seconds after the origin),
+#: so the demo shows a dead sensor reported while the rest of the bus carries on.
 DEMO_OUTAGE_S = (9000.0, 10800.0)
 DEMO_OUTAGE_DEVICE = "rain_generic"
-EXAMPLE_PORT_LINE = "port = 5020"
+#: The slope runs faster than the storm so that its two days of creep end, inside the
+#: demo, in the failure its gateway must warn of; this is the share of the demo it takes.
+SLOPE_SHARE = 0.9
+AGENT_STOP_S = 30.0
+#: Real seconds between starting the gateways and the simulation origin. A gateway
+#: compiles its alarm kernels on its first samples; on a fast clock a stall of seconds
+#: would be hours of missing data, so the gateways start early, in the calm before the
+#: storm, and the storm's clock starts once they are warm.
+WARM_UP_S = 8.0
 
 
-def example_site(port: int) -> str:
-    """The agent's example creek-village site file, pointed at ``port``.
+@dataclass(frozen=True, slots=True)
+class DemoSite:
+    """A shipped station and the agent's example site file that guards it."""
+
+    station: str
+    example: str
+    port_line: str
+
+
+DEMO_SITES = (
+    DemoSite("creek_village", "creek_village.toml", "port = 5020"),
+    DemoSite("slope", "slope_road.toml", "port = 5021"),
+    DemoSite("river_gauge", "river_gauge.toml", "port = 5022"),
+)
+
+
+def example_site(name: str, port_line: str, port: int) -> str:
+    """One of the agent's example site files, its Modbus TCP port set to ``port``.
 
     Raises:
         FileNotFoundError: when the edge agent is not installed beside the simulator.
@@ -46,103 +83,227 @@ def example_site(port: int) -> str:
     if spec is None or not spec.submodule_search_locations:
         msg = "the edge agent package is not installed"
         raise FileNotFoundError(msg)
-    path = Path(next(iter(spec.submodule_search_locations))) / "examples" / "creek_village.toml"
+    path = Path(next(iter(spec.submodule_search_locations))) / "examples" / name
     text = path.read_text(encoding="utf-8")
-    if EXAMPLE_PORT_LINE not in text:
-        msg = f"{path} no longer says '{EXAMPLE_PORT_LINE}'"
+    if port_line not in text:
+        msg = f"{path} no longer says '{port_line}'"
         raise FileNotFoundError(msg)
-    return text.replace(EXAMPLE_PORT_LINE, f"port = {port}")
+    return text.replace(port_line, f"port = {port}")
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def _view(station: Station, clock: ScaledClock, log: Path) -> Group:
-    now = clock.now()
-    storm = station.scenarios.get("storm")
-    creek = station.scenarios.get("creek")
-    relays = station.devices.get("siren_relays")
-    table = Table(title=f"simulated field, {datetime.fromtimestamp(now, UTC):%Y-%m-%d %H:%M} UTC")
-    for column in (
-        "rain so far",
-        "rain last 1 h",
-        "creek stage",
-        "siren (relay1)",
-        "strobe (relay2)",
-    ):
-        table.add_column(column, justify="right")
-    on = Text("ON", style="bold red")
-    off = Text("off")
-    table.add_row(
-        f"{storm.cumulative_mm(now):.1f} mm" if isinstance(storm, DesignStorm) else "-",
-        f"{storm.window_sum_mm(now, 3600):.1f} mm" if isinstance(storm, DesignStorm) else "-",
-        f"{creek.level_m(now):.2f} m" if isinstance(creek, CreekLevel) else "-",
-        on if relays and relays.coil(0) else off,
-        on if relays and relays.coil(1) else off,
+@dataclass
+class DemoGateway:
+    """One station, its clock, and the gateway process that guards it."""
+
+    site: DemoSite
+    data_dir: Path
+    site_id: str
+    gateway_id: str = ""
+    station: Station | None = None
+    clock: ScaledClock | None = None
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def log(self) -> Path:
+        """The agent's log file."""
+        return self.data_dir / "agent.log"
+
+    def view(self) -> GatewayView:
+        """What the live view shows of this gateway."""
+        assert self.station is not None
+        assert self.clock is not None
+        return GatewayView(self.site.station, self.gateway_id, self.station, self.clock, self.log)
+
+
+def _speed(station: Station, origin: float, speed: float, duration_s: float) -> float:
+    slope = station.scenarios.get("slope")
+    if isinstance(slope, CreepingSlope):
+        return max(speed, (slope.failure_time - origin) / (SLOPE_SHARE * duration_s))
+    return speed
+
+
+async def _enroll(gateway: DemoGateway, fleet: DemoFleet, token: str) -> None:
+    await run_cli(
+        "edge_agent.cli", "enroll", "-d", str(gateway.data_dir), "--fleet", fleet.url,
+        "--token", token,
+    )  # fmt: skip
+    enrollment = json.loads((gateway.data_dir / "enrollment.json").read_text())
+    gateway.gateway_id = str(enrollment["gateway_id"])
+
+
+def _numba_cache() -> Path:
+    """Where the gateways keep their compiled alarm kernels.
+
+    The cache outlives the demo, so only the first demo on a machine compiles them.
+    """
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache_home) / "hazardwatch" / "numba"
+
+
+async def _start_agent(gateway: DemoGateway, site_file: Path, numba_cache: Path) -> None:
+    clock = gateway.clock
+    assert clock is not None
+    gateway.process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent.cli", "run",
+        "--config", str(site_file), "--data-dir", str(gateway.data_dir),
+        "--speed", repr(clock.speed), "--origin", _iso(clock.origin),
+        "--anchor", repr(clock.anchor), "--log-level", "WARNING",
+        stdout=gateway.log.open("wb"), stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)},
+        start_new_session=True,  # Ctrl-C is for the demo, which stops its gateways itself
+    )  # fmt: skip
+
+
+async def _stop_agent(gateway: DemoGateway) -> int:
+    process = gateway.process
+    if process is None:
+        return 0
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), AGENT_STOP_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    code = process.returncode or 0
+    return 0 if code in (0, -signal.SIGTERM) else code
+
+
+def _stored_seqs(data_dir: Path) -> list[int]:
+    """The reading seqs in a stopped gateway's store (its SQLite file, read-only)."""
+    uri = f"file:{data_dir / 'store.sqlite'}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as db:
+        return [seq for (seq,) in db.execute("SELECT seq FROM readings ORDER BY seq")]
+
+
+async def _check(gateway: DemoGateway, fleet: DemoFleet) -> Exactness:
+    drained = True
+    try:
+        await run_cli("edge_agent.cli", "uplink", "drain", "-d", str(gateway.data_dir))
+    except RuntimeError:
+        drained = False
+    ours = await asyncio.to_thread(_stored_seqs, gateway.data_dir)
+    theirs = await fleet.reading_seqs(gateway.gateway_id)
+    return Exactness(
+        station=gateway.site.station,
+        gateway_id=gateway.gateway_id,
+        stored=len(ours),
+        at_fleet=len(theirs),
+        missing=len(set(ours) - set(theirs)),
+        extra=len(set(theirs) - set(ours)),
+        twice=len(theirs) - len(set(theirs)),
+        drained=drained,
     )
-    lines = log.read_text(errors="replace").splitlines()[-10:] if log.exists() else []
-    return Group(
-        table, Text("agent log (alarms and actuation):", style="bold"), *map(_short, lines)
-    )
 
 
-def _short(line: str) -> Text:
-    """'2026-11-25 11:42:47,142 WARNING edge_agent.agent: alarm ...' -> '11:42:47 alarm ...'."""
-    parts = line.split(" ", 4)
-    if len(parts) == 5 and parts[3].endswith(":"):
-        return Text(f"{parts[1][:8]} {parts[4]}", style="red" if parts[2] == "ERROR" else "")
-    return Text(line)
+async def _enroll_all(folder: Path, fleet: DemoFleet, console: Console) -> list[DemoGateway]:
+    gateways = []
+    for site in DEMO_SITES:
+        example = tomllib.loads(example_site(site.example, site.port_line, 0))
+        gateways.append(DemoGateway(site, folder / site.station, str(example["site"]["id"])))
+    tokens = await asyncio.gather(*(fleet.token(g.site_id) for g in gateways))
+    for gateway, token in zip(gateways, tokens, strict=True):
+        await _enroll(gateway, fleet, token)  # one at a time, as technicians in the field do
+    for g in gateways:
+        console.print(f"enrolled {g.site.station} as {g.gateway_id} (site {g.site_id})")
+    return gateways
 
 
-def _summary(relays: SimulatedDevice | None) -> Table:
-    table = Table(title="relay coil changes (simulated time)")
-    for column in ("UTC", "coil", "state"):
-        table.add_column(column)
-    for change in relays.coil_log if relays else []:
-        stamp = datetime.fromtimestamp(change.sim_time, UTC).strftime("%H:%M:%S")
-        table.add_row(stamp, f"relay{change.address + 1}", "on" if change.value else "off")
-    return table
+async def _serve_and_start(
+    gateway: DemoGateway,
+    stack: AsyncExitStack,
+    folder: Path,
+    wall: float,
+    speed: float,
+    duration_s: float,
+) -> None:
+    """Serve the gateway's station on a free port; start its agent on the station's clock.
 
-
-async def run_demo(
-    spec: StationSpec, station: Station, clock: ScaledClock, duration_s: float, console: Console
-) -> int:
-    """Serve the station, run the agent against it for ``duration_s``; return its status."""
+    ``wall`` is the wall-clock time of the simulation origin, shared by every station.
+    """
+    spec = load_station(builtin_stations()[gateway.site.station])
+    # Built once at the storm's speed to learn the scenario, then on its own clock.
+    at_storm_speed = spec.build(ScaledClock(speed, wall, wall), wall)
+    gateway.clock = ScaledClock(_speed(at_storm_speed, wall, speed, duration_s), wall, wall)
+    station = gateway.station = spec.build(gateway.clock, wall)
     if DEMO_OUTAGE_DEVICE in station.devices:
         start, end = DEMO_OUTAGE_S
-        station.devices[DEMO_OUTAGE_DEVICE].faults.outages = [
-            (clock.origin + start, clock.origin + end)
-        ]
-    tcp = [link for link in spec.links if link.kind == "tcp"]
-    async with AsyncExitStack() as stack:
-        bus = await stack.enter_async_context(
-            serve_tcp(station.devices_on(tcp[0].name), LOOPBACK, 0)
-        )
-        assert bus.port is not None
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hwsim-demo-")))
-        site = folder / "site.toml"
-        site.write_text(example_site(bus.port))
-        log = folder / "agent.log"
-        agent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge_agent.cli", "run",
-            "--config", str(site), "--data-dir", str(folder / "data"),
-            "--speed", repr(clock.speed), "--origin", _iso(clock.origin),
-            "--anchor", repr(clock.anchor), "--log-level", "WARNING",
-            stdout=log.open("wb"), stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-        status: dict[str, Any] = {}
+        station.devices[DEMO_OUTAGE_DEVICE].faults.outages = [(wall + start, wall + end)]
+    bus = await stack.enter_async_context(
+        serve_tcp(station.devices_on(spec.links[0].name), LOOPBACK, 0)
+    )
+    assert bus.port is not None
+    site_file = folder / f"{gateway.site.station}.toml"
+    site_file.write_text(example_site(gateway.site.example, gateway.site.port_line, bus.port))
+    await _start_agent(gateway, site_file, _numba_cache())
+    stack.push_async_callback(_stop_agent, gateway)
+
+
+async def _watch(
+    gateways: list[DemoGateway], fleet: DemoFleet, until: float, console: Console
+) -> None:
+    """The live view until wall time ``until``, a gateway dies, or Ctrl-C (then the checks)."""
+    views = [g.view() for g in gateways]
+    with Live(await live_view(views, fleet), console=console, refresh_per_second=2) as live:
         try:
-            with Live(_view(station, clock, log), console=console, refresh_per_second=4) as live:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + duration_s
-                while loop.time() < deadline and agent.returncode is None:
-                    live.update(_view(station, clock, log))
-                    await asyncio.sleep(0.25)
-        finally:
-            if agent.returncode is None:
-                agent.terminate()
-            status["code"] = await agent.wait()
-        console.print(_summary(station.devices.get("siren_relays")))
-    code = int(status["code"])
-    return 0 if code in (0, -15) else code
+            while time.time() < until and all(
+                g.process is not None and g.process.returncode is None for g in gateways
+            ):
+                await asyncio.sleep(1.0)
+                live.update(await live_view(views, fleet))
+        except asyncio.CancelledError:
+            console.print("stopped early; checking what was stored so far")
+
+
+async def _finish(gateways: list[DemoGateway], fleet: DemoFleet, console: Console) -> int:
+    """Stop and drain the gateways, show what happened, and check the fleet holds it all."""
+    codes = await asyncio.gather(*(_stop_agent(g) for g in gateways))
+    console.print("gateways stopped; draining what they stored since the last ack ...")
+    checks = await asyncio.gather(*(_check(g, fleet) for g in gateways))
+    views = [g.view() for g in gateways]
+    console.print(await alarm_table(views, fleet))
+    console.print(coil_table(views))
+    console.print(exactness_table(checks))
+    ingest = await fleet.get("/api/v1/ingest")
+    exact = all(c.exact for c in checks)
+    if exact:
+        console.print(
+            f"[bold green]exactly once:[/] the fleet holds exactly the "
+            f"{sum(c.stored for c in checks)} readings the {len(checks)} gateways stored (none "
+            f"missing, none twice; {ingest['rows_duplicate']} resent rows recognised and ignored)"
+        )
+    else:
+        console.print("[bold red]the fleet does not hold exactly what the gateways stored[/]")
+    failed = [g.site.station for g, code in zip(gateways, codes, strict=True) if code]
+    if failed:
+        console.print(f"[bold red]gateway(s) exited with an error:[/] {', '.join(failed)}")
+    return 0 if exact and not failed else 1
+
+
+async def run_demo(duration_s: float, speed: float, console: Console) -> int:
+    """Run the whole system for ``duration_s`` real seconds; 0 when every check passed."""
+    async with AsyncExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hwsim-demo-")))
+        fleet = DemoFleet(folder)
+        stack.push_async_callback(fleet.stop)
+        console.print("starting the county fleet (REST, SQLite, embedded MQTT broker) ...")
+        await fleet.start()
+        console.print(
+            f"fleet at {fleet.url} (OpenAPI at /docs), MQTT broker on "
+            f"127.0.0.1:{fleet.broker_port}",
+            highlight=False,
+        )
+        gateways = await _enroll_all(folder, fleet, console)
+        origin = round(time.time() + WARM_UP_S, 3)
+        for gateway in gateways:
+            await _serve_and_start(gateway, stack, folder, origin, speed, duration_s)
+        await _watch(gateways, fleet, origin + duration_s, console)
+        return await _finish(gateways, fleet, console)
+    raise AssertionError  # unreachable: the block returns

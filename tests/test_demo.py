@@ -1,23 +1,49 @@
-"""The quickstart demo end to end: a storm on the simulator, the real agent sounding the siren."""
+"""The quickstart demo end to end: fleet, three stations in a storm, three real gateways."""
 
+import os
+import re
 import subprocess
 import sys
 
 
-def test_demo_storm_raises_levels_and_the_agent_switches_the_siren_on():
+def row(out: str, *cells: str) -> str:
+    """The first table line holding every one of ``cells``."""
+    return next(line for line in out.splitlines() if all(c in line for c in cells))
+
+
+def test_demo_storm_sounds_sirens_reaches_the_fleet_and_every_reading_arrives_once():
     result = subprocess.run(
         [sys.executable, "-m", "hardware_sim.cli", "demo", "--duration", "25", "--speed", "600"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=150,
         check=False,
+        env={**os.environ, "COLUMNS": "160"},  # wide tables: one line per row
     )
     out = result.stdout
-    assert result.returncode == 0, result.stderr
-    assert "alarm rain_county: normal -> blue" in out
-    assert "site level orange -> red" in out or "-> red" in out
-    summary = out[out.index("relay coil changes") :]
-    assert "relay1" in summary  # the siren (warble) switched
-    assert "relay2" in summary  # the strobe switched
+    assert result.returncode == 0, out[-3000:] + result.stderr
+    for station, site in (
+        ("creek_village", "creek-village"),
+        ("slope", "slope-road"),
+        ("river_gauge", "river-gauge"),
+    ):
+        assert re.search(rf"enrolled {station} as gw-[0-9a-f]{{10}} \(site {site}\)", out)
+    # The alarms reached the fleet through the gateways' event uploads.
+    alarms = out[out.index("alarms at the fleet") :]
+    assert "red" in row(alarms, "creek_village", "rain_county")
+    assert "red" in row(alarms, "river_gauge", "river_stage")
+    assert "slope_angle" in alarms
+    # The sirens (relay1) and strobes (relay2) switched on in the flooded places.
+    coils = out[out.index("relay coil changes") :]
+    for station in ("creek_village", "river_gauge"):
+        assert "on" in row(coils, station, "relay1")
+        assert "on" in row(coils, station, "relay2")
+    # The closing check: each gateway's stored readings, exactly once at the fleet.
+    check = out[out.index("readings: gateway store vs fleet") :]
+    for station in ("creek_village", "slope", "river_gauge"):
+        line = row(check, station, "gw-")
+        assert line.rstrip(" │").endswith("exact"), line
+    assert "exactly once: the fleet holds exactly the" in out
+    assert "MISMATCH" not in out
     assert "Traceback" not in out + result.stderr
     assert ">>>>>" not in out + result.stderr  # no raw frame dumps from pymodbus

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -269,3 +270,14 @@ async def test_the_openapi_schema_documents_every_resource(console: Console) -> 
         "/api/v1/enrollment-tokens/bundles",
         "/api/v1/api-tokens",
     } <= set(schema["paths"])
+
+
+async def test_simultaneous_enrollments_all_succeed_and_every_gateway_gets_broker_access(
+    console: Console, tmp_path: Path
+) -> None:
+    tokens = [await console.new_token() for _ in range(6)]
+    answers = await asyncio.gather(*(console.enroll(t) for t in tokens))
+    assert [a.status_code for a in answers] == [201] * 6, [a.text for a in answers]
+    ids = {a.json()["gateway_id"] for a in answers}
+    passwd = await asyncio.to_thread(lambda: next(tmp_path.rglob("passwd")).read_text())
+    assert ids <= {line.split(":", 1)[0] for line in passwd.splitlines()}

@@ -1,0 +1,142 @@
+"""The uplink's parts on their own: batches from a real store, ack bookkeeping, backoff, health."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+from drivers.model import Quality, Reading
+from edge_agent.health import cpu_temperature, host_health, memory
+from edge_agent.store import LocalStore
+from edge_agent.upload_progress import Backoff, StreamProgress
+from edge_agent.upload_source import UploadSource, event_row, stored_progress
+from protocol import MAX_PAYLOAD_BYTES, DataBatch, EventBatch, Stream
+
+GATEWAY = "gw-0123456789"
+
+
+def reading(t: float, channel: str = "rain.rain_total", value: float = 1.0) -> Reading:
+    quality = Quality.TIMEOUT if math.isnan(value) else Quality.OK
+    return Reading(t, channel, value, "mm", quality, None)
+
+
+async def test_batches_cover_whole_seq_ranges_even_where_the_quota_thinned_rows(
+    tmp_path: Path,
+) -> None:
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(float(t), value=t) for t in range(1, 11)])
+        store.add_readings([reading(11.0, "creek.level", math.nan)])
+        await store.flush()
+        store.conn.execute("DELETE FROM readings WHERE seq IN (3, 4)")  # thinned
+        source = UploadSource(store.path, GATEWAY, {Stream.READINGS: 4, Stream.EVENTS: 10})
+        try:
+            first = await source.batch(Stream.READINGS, 0)
+            second = await source.batch(Stream.READINGS, 6)
+            third = await source.batch(Stream.READINGS, 10)
+            done = await source.batch(Stream.READINGS, 11)
+        finally:
+            source.close()
+    assert first is not None
+    assert second is not None
+    assert third is not None
+    one = DataBatch.model_validate_json(first.payload)
+    assert (one.first_seq, one.last_seq) == (1, 6)  # seqs 3 and 4 are gone: no gap
+    assert [row[0] for row in one.rows] == [1, 2, 5, 6]
+    assert (second.first_seq, second.last_seq, second.rows) == (7, 10, 4)
+    three = DataBatch.model_validate_json(third.payload)
+    assert three.rows == [(11, 11.0, "creek.level", None, int(Quality.TIMEOUT))]  # NaN is null
+    assert done is None
+
+
+async def test_an_event_too_big_for_one_message_is_sent_as_a_stub_not_dropped(
+    tmp_path: Path,
+) -> None:
+    async with LocalStore(tmp_path) as store:
+        await store.record_event(1.0, "alarm", "rain_1h", 4, {"to": "red"})
+        await store.record_event(2.0, "config", None, None, {"blob": "x" * MAX_PAYLOAD_BYTES})
+        source = UploadSource(store.path, GATEWAY, {Stream.READINGS: 10, Stream.EVENTS: 10})
+        try:
+            first = await source.batch(Stream.EVENTS, 0)
+            assert first is not None
+            second = await source.batch(Stream.EVENTS, first.last_seq)
+        finally:
+            source.close()
+    assert second is not None
+    assert (first.first_seq, first.last_seq) == (1, 1)  # split off the oversized one
+    assert EventBatch.model_validate_json(first.payload).rows[0].detail == {"to": "red"}
+    stub = EventBatch.model_validate_json(second.payload).rows[0]
+    assert stub.seq == 2
+    assert stub.detail["truncated_bytes"] > MAX_PAYLOAD_BYTES
+    assert len(second.payload) <= MAX_PAYLOAD_BYTES
+
+
+def test_event_fields_the_wire_cannot_carry_are_clipped_into_range() -> None:
+    row = event_row(7, 1.0, "k" * 40, "s" * 200, 9, '{"a": 1}')
+    assert len(row.kind) == 32
+    assert row.subject is not None
+    assert len(row.subject) == 128
+    assert row.level is None
+    assert row.detail == {"a": 1, "level": 9}
+
+
+async def test_stored_progress_reads_last_seq_and_watermark_without_the_agent(
+    tmp_path: Path,
+) -> None:
+    assert stored_progress(tmp_path / "store.sqlite")[Stream.READINGS] == (0, 0)
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(float(t)) for t in range(5)])
+        await store.flush()
+        await store.set_watermark("readings", 3)
+    assert stored_progress(tmp_path / "store.sqlite")[Stream.READINGS] == (5, 3)
+
+
+def test_acks_advance_the_watermark_only_up_to_what_was_sent() -> None:
+    progress = StreamProgress(Stream.READINGS)
+    progress.sent(100, 100, now=0.0)
+    progress.sent(200, 100, now=1.0)
+    assert not progress.acknowledge(0, now=2.0)
+    assert progress.acknowledge(150, now=2.0)  # a partial ack: the fleet lacks 151..200
+    assert list(progress.inflight) == [200]
+    assert progress.acknowledge(10_000, now=3.0)  # never beyond what was sent
+    assert progress.acked == 200
+    assert not progress.inflight
+    progress.sent(300, 100, now=4.0)
+    progress.restart(now=5.0)  # a reconnect: resend from watermark + 1
+    assert (progress.next_after, list(progress.inflight)) == (200, [])
+
+
+def test_backoff_grows_to_its_cap_with_jitter_and_resets() -> None:
+    backoff = Backoff(0.5, 8.0, random.Random(1))
+    delays = [backoff.next() for _ in range(8)]
+    ceilings = [0.5, 1, 2, 4, 8, 8, 8, 8]
+    assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
+    assert len({round(d, 6) for d in delays[4:]}) == 4  # jittered, not lockstep
+    backoff.reset()
+    assert backoff.next() <= 0.5
+
+
+def test_host_health_reads_this_machine(tmp_path: Path) -> None:
+    health = host_health(tmp_path)
+    assert health.load is not None
+    assert health.mem_total is not None
+    assert health.mem_available is not None
+    assert 0 < health.mem_available <= health.mem_total
+    assert health.disk_total is not None
+    assert health.disk_free is not None
+    assert 0 < health.disk_free <= health.disk_total
+    assert health.store_bytes is None  # no store here
+    assert memory(tmp_path / "missing") == (None, None)
+
+
+def test_cpu_temperature_prefers_the_cpu_zone_and_is_none_without_zones(tmp_path: Path) -> None:
+    assert cpu_temperature(tmp_path) is None
+    for name, kind, milli in (
+        ("thermal_zone0", "battery", "30000"),
+        ("thermal_zone1", "cpu-thermal", "51234"),
+    ):
+        zone = tmp_path / name
+        zone.mkdir()
+        (zone / "type").write_text(kind + "\n")
+        (zone / "temp").write_text(milli + "\n")
+    assert cpu_temperature(tmp_path) == 51.234
