@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -257,11 +259,32 @@ def run(
     asyncio.run(_run_until_signal(agent.run()))
 
 
+#: Longest a clean stop may take before the process dumps its stacks and exits anyway.
+STOP_GRACE_S = 10.0
+
+
+def _stop_stuck() -> None:
+    logging.getLogger("edge_agent").error(
+        "stop did not finish within %s s; thread stacks follow, then exit", STOP_GRACE_S
+    )
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(1)
+
+
 async def _run_until_signal(work: Coroutine[Any, Any, None]) -> None:
     task = asyncio.create_task(work)
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        task.cancel()
+        # A stop that hangs (a stuck thread, a wedged bus) must not keep a restart from
+        # happening: a thread timer, independent of the event loop, ends the process.
+        timer = threading.Timer(STOP_GRACE_S, _stop_stuck)
+        timer.daemon = True
+        timer.start()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
+        loop.add_signal_handler(signum, stop)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
