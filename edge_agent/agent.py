@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,26 @@ def system_clock_synced() -> bool:
     except (OSError, AttributeError):
         return True  # cannot tell: do not mark every reading as suspect
     return bool(state != 5)
+
+
+#: How long a stopping agent waits for the uplink to say goodbye to the broker.
+UPLINK_STOP_S = 5.0
+
+
+async def _bounded_stop(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work``; when cancelled, give it UPLINK_STOP_S to finish, then leave it.
+
+    A broker that stops answering mid-disconnect must not hold up the agent's stop (and
+    so a restart under systemd); the Last Will tells the fleet the gateway went offline.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), UPLINK_STOP_S)
+        raise
 
 
 class Agent:
@@ -353,7 +373,7 @@ class Agent:
                 for node in self.nodes:
                     group.create_task(node.run(), name=f"heartbeat {node.spec.device.name}")
                 if self.uplink is not None:
-                    group.create_task(self.uplink.run(), name="uplink")
+                    group.create_task(_bounded_stop(self.uplink.run()), name="uplink")
         finally:
             if server is not None:
                 server.close()

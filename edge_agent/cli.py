@@ -260,7 +260,7 @@ def run(
 
 
 #: Longest a clean stop may take before the process dumps its stacks and exits anyway.
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 25.0
 
 
 def _stop_stuck() -> None:
