@@ -173,6 +173,17 @@ class DevicePoller:
         log.log(level, "device %s (unit %d): %s", name, self.config.unit_id, failure.detail)
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a library swallowed.
+
+    pymodbus waits for answers with ``asyncio.wait_for``, which on Python 3.11 can swallow
+    a cancel that arrives together with the answer; a stopping agent would then poll on.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Poller:
     """All devices of a site, each polled on its own schedule over its bus's owner."""
 
@@ -215,6 +226,7 @@ class Poller:
         next_due = self.clock.now()
         while True:
             self._deliver(await device.poll_once())
+            raise_if_cancelled()
             next_due += device.next_interval()
             now = self.clock.now()
             # After a stall, poll at once and carry on from now instead of bursting

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.bus import ModbusBus, TransactionError
-from drivers.poller import DeviceConfig
+from drivers.poller import DeviceConfig, raise_if_cancelled
 from drivers.profiles import ChannelSpec
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,7 @@ class Actuation:
             self._wake.clear()
             if not self._testing:
                 await asyncio.gather(*(r.assert_state(reason) for r in self.relays))
+                raise_if_cancelled()
             with contextlib.suppress(TimeoutError):
                 # Real time on purpose: re-assertion is about the physical relays, and a
                 # simulated clock running 100x must not flood the bus.

@@ -263,10 +263,13 @@ def run(
 STOP_GRACE_S = 25.0
 
 
-def _stop_stuck() -> None:
+def _stop_stuck(loop: asyncio.AbstractEventLoop) -> None:
     logging.getLogger("edge_agent").error(
-        "stop did not finish within %s s; thread stacks follow, then exit", STOP_GRACE_S
+        "stop did not finish within %s s; task and thread stacks follow, then exit", STOP_GRACE_S
     )
+    # Best effort from another thread: the loop is stuck waiting, not running these.
+    for task in list(asyncio.all_tasks(loop)):
+        task.print_stack(file=sys.stderr)
     faulthandler.dump_traceback(all_threads=True)
     os._exit(1)
 
@@ -279,7 +282,7 @@ async def _run_until_signal(work: Coroutine[Any, Any, None]) -> None:
         task.cancel()
         # A stop that hangs (a stuck thread, a wedged bus) must not keep a restart from
         # happening: a thread timer, independent of the event loop, ends the process.
-        timer = threading.Timer(STOP_GRACE_S, _stop_stuck)
+        timer = threading.Timer(STOP_GRACE_S, _stop_stuck, args=(loop,))
         timer.daemon = True
         timer.start()
 
