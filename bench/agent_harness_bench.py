@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,12 +122,3 @@ def percentile(values: list[float], q: float) -> float:
 def emit(result: dict[str, object]) -> None:
     """Print the benchmark record as the last line."""
     print(json.dumps(result))
-
-
-def wait(condition: object, within_s: float, what: str) -> None:
-    """Poll a callable until truthy; exit with a message after ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            sys.exit(f"timed out waiting for {what}")
-        time.sleep(0.001)
