@@ -8,14 +8,15 @@ gateway sends when it enrolls.
 from __future__ import annotations
 
 import base64
-import binascii
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleet.credentials import create_private_file
+from ota.document import verify_signature
+
+__all__ = ["KEY_FILE_NAME", "SigningKey", "verify_signature"]
 
 KEY_FILE_NAME = "signing_key.pem"
 
@@ -54,14 +55,3 @@ class SigningKey:
     def sign(self, message: bytes) -> str:
         """Sign ``message``; the signature as standard base64."""
         return base64.b64encode(self._private.sign(message)).decode()
-
-
-def verify_signature(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
-    """Return True when ``signature_b64`` is a valid Ed25519 signature of ``message``."""
-    try:
-        raw_key = base64.b64decode(public_key_b64, validate=True)
-        signature = base64.b64decode(signature_b64, validate=True)
-        Ed25519PublicKey.from_public_bytes(raw_key).verify(signature, message)
-    except (binascii.Error, ValueError, InvalidSignature):
-        return False
-    return True

@@ -1,4 +1,5 @@
-"""Signed documents and update bundles shared by the fleet and the gateway.
+"""Over-the-air updates shared by the fleet and the gateway.
 
-Not built yet; this package reserves the name so the project layout matches DESIGN.md.
+``ota.document`` is the signed envelope both site configurations and release manifests
+travel in; the gateway verifies it against the trust anchor pinned at enrollment.
 """

@@ -26,12 +26,13 @@ class Topic(enum.StrEnum):
     STATE = "state"  # gateway -> fleet: GatewayState, QoS 1, retained; the Last Will says offline
     ACK = "ack"  # fleet -> gateway: Ack, QoS 1
     CONFIG = "config"  # fleet -> gateway: signed configuration document, QoS 1, retained
+    RELEASE = "release"  # fleet -> gateway: signed release manifest, QoS 1, retained
     CMD = "cmd"  # fleet -> gateway: Command, QoS 1
     CMD_RESULT = "cmd/result"  # gateway -> fleet: CommandResult, QoS 1
 
 
 GATEWAY_PUBLISHES = (Topic.DATA, Topic.EVENTS, Topic.HEALTH, Topic.STATE, Topic.CMD_RESULT)
-GATEWAY_SUBSCRIBES = (Topic.ACK, Topic.CONFIG, Topic.CMD)
+GATEWAY_SUBSCRIBES = (Topic.ACK, Topic.CONFIG, Topic.RELEASE, Topic.CMD)
 
 
 def valid_gateway_id(gateway_id: str) -> bool:
