@@ -9,10 +9,11 @@ and never stalls the bus past that timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,15 @@ class TcpBusConfig:
 
 
 BusConfig = SerialBusConfig | TcpBusConfig
+
+
+def same_line(a: BusConfig, b: BusConfig) -> bool:
+    """Whether two bus settings address the same physical line (port or TCP endpoint)."""
+    if isinstance(a, SerialBusConfig) and isinstance(b, SerialBusConfig):
+        return a.device == b.device
+    if isinstance(a, TcpBusConfig) and isinstance(b, TcpBusConfig):
+        return (a.host, a.port) == (b.host, b.port)
+    return False
 
 
 class TransactionError(Exception):
@@ -141,6 +151,24 @@ class ModbusBus:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+    @contextlib.asynccontextmanager
+    async def lend(self, config: BusConfig) -> AsyncIterator[ModbusBus]:
+        """Lend the line to a probe with other settings (a candidate configuration).
+
+        Holds an urgent turn, so polls and actuation on this bus wait until the probe is
+        done; the probe's connection is closed afterwards and this bus reconnects with its
+        own settings on its next transaction.
+        """
+        async with self._turns.turn(urgent=True):
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            probe = ModbusBus(config)
+            try:
+                yield probe
+            finally:
+                await probe.close()
 
     async def read(
         self,

@@ -22,6 +22,8 @@ from drivers.model import Quality, Reading
 from drivers.poller import Poller
 from edge_agent.actuation import LEVEL_NAMES, Actuation
 from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
+from edge_agent.config_probe import probe_site
+from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
 from edge_agent.control import SOCKET_NAME, serve_control
 from edge_agent.enroll import enrollment_state
 from edge_agent.faults import FaultTracker
@@ -30,7 +32,8 @@ from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_config import SiteConfig
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.uplink import Uplink
-from protocol import ACK_ALARM_COMMAND
+from ota.report import OtaReport
+from protocol import ACK_ALARM_COMMAND, Topic
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,17 @@ async def _bounded_stop(work: Coroutine[Any, Any, None]) -> None:
         raise
 
 
+class RestartRequestedError(Exception):
+    """The agent stops so that it can start again in place (a new configuration)."""
+
+
 class Agent:
-    """One gateway: its site, its store, its alarm engine and its outputs."""
+    """One gateway: its site, its store, its alarm engine and its outputs.
+
+    With ``config_path`` (the site file it was started from) it also takes signed
+    configurations over the air; ``restart_requested`` is set when it stopped to start
+    again on a new (or restored) site file.
+    """
 
     def __init__(
         self,
@@ -82,6 +94,8 @@ class Agent:
         clock: Clock,
         backend: str = "auto",
         clock_synced: Callable[[], bool] = system_clock_synced,
+        config_path: Path | None = None,
+        confirm_deadline_s: float = CONFIRM_DEADLINE_S,
     ) -> None:
         self.site = site
         self.data_dir = data_dir
@@ -105,6 +119,23 @@ class Agent:
         )
         self._watched = {r.channel for r in site.rules if isinstance(r, ChannelRule)}
         self._synced = True
+        self.restart_requested = asyncio.Event()
+        self.config_updater = (
+            ConfigUpdater(
+                config_path,
+                data_dir,
+                self._report_update,
+                lambda candidate: probe_site(candidate, self.poller.buses),
+                self._confirm_config,
+                self.restart_requested.set,
+                confirm_deadline_s,
+            )
+            if config_path is not None
+            else None
+        )
+        documents = (
+            {Topic.CONFIG: self.config_updater.offer} if self.config_updater is not None else {}
+        )
         # The uplink runs only on an enrolled gateway (or one holding an offline bundle).
         self.uplink = (
             Uplink(
@@ -114,6 +145,7 @@ class Agent:
                 AGENT_VERSION,
                 self,
                 {ACK_ALARM_COMMAND: self._ack},
+                documents=documents,
             )
             if enrollment_state(data_dir) in ("enrolled", "pending")
             else None
@@ -185,6 +217,34 @@ class Agent:
         self, kind: str, subject: str | None, level: int | None, detail: dict[str, Any]
     ) -> None:
         self._events.put_nowait((self.clock.now(), kind, subject, level, detail))
+
+    # --- updates over the air ----------------------------------------------------------------
+
+    def _report_update(self, report: OtaReport) -> None:
+        self._emit("ota", report.subject.value, None, report.detail())
+
+    async def _confirm_config(self, deadline_s: float) -> str | None:
+        """After a switch: every device answered and the actuators read back, in time."""
+        give_up = time.monotonic() + deadline_s
+        while time.monotonic() < give_up:
+            if all(d.health.last_success is not None for d in self.poller.devices):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            silent = [d.config.name for d in self.poller.devices if d.health.last_success is None]
+            return f"no answer within {deadline_s:g} s from {', '.join(silent)}"
+        result = await self.actuation.self_test(audible=False)
+        if not result["ok"]:
+            return f"actuators did not read back: {result['results']}"
+        return None
+
+    async def _update_status(self, _request: dict[str, Any]) -> dict[str, Any]:
+        config = self.config_updater.status() if self.config_updater else None
+        return {"ok": True, "version": AGENT_VERSION, "config": config}
+
+    async def _restart_on_request(self) -> None:
+        await self.restart_requested.wait()
+        raise RestartRequestedError
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -360,25 +420,35 @@ class Agent:
                     "ack": self._ack,
                     "siren_test": self._siren_test,
                     **({"uplink": self.uplink.control} if self.uplink else {}),
+                    "update": self._update_status,
                 },
             )
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.actuation.run(), name="actuation")
-                group.create_task(self.poller.run(), name="poller")
-                group.create_task(self._write_events(), name="events")
-                group.create_task(self._flush_readings(), name="flush")
-                group.create_task(self._watch_clock(), name="clock")
-                group.create_task(self._feed_watchdog(), name="watchdog")
-                group.create_task(self._self_test_daily(), name="self-test")
-                for node in self.nodes:
-                    group.create_task(node.run(), name=f"heartbeat {node.spec.device.name}")
-                if self.uplink is not None:
-                    group.create_task(_bounded_stop(self.uplink.run()), name="uplink")
+            try:
+                await self._run_tasks()
+            except* RestartRequestedError:
+                log.warning("stopping to restart on the new site file")
         finally:
             if server is not None:
                 server.close()
             await self._drain_events()
             await asyncio.to_thread(self.store.close)
+
+    async def _run_tasks(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.actuation.run(), name="actuation")
+            group.create_task(self.poller.run(), name="poller")
+            group.create_task(self._write_events(), name="events")
+            group.create_task(self._flush_readings(), name="flush")
+            group.create_task(self._watch_clock(), name="clock")
+            group.create_task(self._feed_watchdog(), name="watchdog")
+            group.create_task(self._self_test_daily(), name="self-test")
+            for node in self.nodes:
+                group.create_task(node.run(), name=f"heartbeat {node.spec.device.name}")
+            if self.uplink is not None:
+                group.create_task(_bounded_stop(self.uplink.run()), name="uplink")
+            if self.config_updater is not None:
+                group.create_task(self.config_updater.run(), name="config-update")
+            group.create_task(self._restart_on_request(), name="restart")
 
     async def _drain_events(self) -> None:
         while not self._events.empty():

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -243,8 +243,15 @@ def run(
     anchor: AnchorOpt = None,
     backend: Annotated[str, typer.Option(help="Alarm kernels: auto, numba or reference.")] = "auto",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    confirm_deadline: Annotated[
+        float,
+        typer.Option(help="Seconds a configuration received over the air has to prove itself."),
+    ] = 60.0,
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
+    from edge_agent.config_update import prepare_start  # noqa: PLC0415
+
+    prepare_start(config, data_dir)
     site = _load(config)
     clock = make_clock(speed, origin, anchor)
     logging.basicConfig(
@@ -255,8 +262,57 @@ def run(
     from edge_agent.agent import Agent  # noqa: PLC0415 - keeps numba out of the quick commands
 
     synced = None if isinstance(clock, SystemClock) else (lambda: True)
-    agent = Agent(site, data_dir, clock, backend, **({"clock_synced": synced} if synced else {}))
+    agent = Agent(
+        site,
+        data_dir,
+        clock,
+        backend,
+        **({"clock_synced": synced} if synced else {}),
+        config_path=config,
+        confirm_deadline_s=confirm_deadline,
+    )
     asyncio.run(_run_until_signal(agent.run()))
+    if agent.restart_requested.is_set():
+        _restart_in_place(clock, speed, backend, log_level, confirm_deadline)
+
+
+def _restart_in_place(
+    clock: Clock, speed: float, backend: str, log_level: str, confirm_deadline: float
+) -> None:
+    """Start again in this process (same pid for systemd) on the site file as it is now.
+
+    Simulated time carries on: the restarted agent gets this clock's origin and anchor.
+    """
+    argv = [sys.executable, "-m", "edge_agent.cli", *sys.argv[1:]]
+    if isinstance(clock, ScaledClock):
+        argv = _without_options(argv, ("--origin", "--anchor", "--speed"))
+        argv += [
+            "--speed",
+            str(speed),
+            "--origin",
+            datetime.fromtimestamp(clock.origin, tz=UTC).isoformat(),
+            "--anchor",
+            repr(clock.anchor),
+        ]
+    logging.getLogger("edge_agent").warning("restarting in place: %s", " ".join(argv[3:]))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """Drop ``--name value`` and ``--name=value`` occurrences of the given options."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{n}=" for n in names)):
+            out.append(arg)
+    return out
 
 
 #: Longest a clean stop may take before the process dumps its stacks and exits anyway.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from edge_agent.atomic_file import write_atomic
 from protocol import EnrollmentRequest, EnrollmentResponse, OfflineBundle, enrollment_message
 
 KEY_FILE = "gateway_key.pem"
@@ -62,22 +62,7 @@ class PendingEnrollment(OfflineBundle):
 
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with mode 0600, fsynced, the directory too."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        # A temporary file left by an earlier crash keeps its old mode: set it explicitly.
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomic(path, data, 0o600)
 
 
 def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:

@@ -87,7 +87,9 @@ class Uplink:
     """One gateway's link to the fleet; ``run`` until cancelled, ``drain`` to empty the store.
 
     ``agent`` (absent when draining a stopped gateway's store) supplies the health report
-    and ``commands`` handles fleet commands by name (e.g. ``ack_alarm``).
+    and ``commands`` handles fleet commands by name (e.g. ``ack_alarm``); ``documents``
+    takes the signed documents of the retained ``config`` and ``release`` topics (each
+    handler only queues the bytes: receiving never waits on an update).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class Uplink:
         agent: AgentView | None = None,
         commands: Mapping[str, CommandHandler] | None = None,
         rng: random.Random | None = None,
+        documents: Mapping[Topic, Callable[[bytes], None]] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -106,6 +109,7 @@ class Uplink:
         self.agent_version = agent_version
         self.agent = agent
         self.commands = dict(commands or {})
+        self.documents = dict(documents or {})
         self.backoff = Backoff(
             settings.reconnect_min_s, settings.reconnect_max_s, rng or random.Random()
         )
@@ -289,6 +293,8 @@ class Uplink:
         async with self._client(enrollment) as client:
             await client.subscribe(self._topic(Topic.ACK), qos=1)
             await client.subscribe(self._topic(Topic.CMD), qos=1)
+            for kind in self.documents:
+                await client.subscribe(self._topic(kind), qos=1)
             online = GatewayState(state="online", ts=time.time(), agent_version=self.agent_version)
             await client.publish(
                 self._topic(Topic.STATE), online.model_dump_json(), qos=1, retain=True
@@ -340,6 +346,7 @@ class Uplink:
     async def _receive(self, client: aiomqtt.Client) -> None:
         ack_topic = self._topic(Topic.ACK)
         cmd_topic = self._topic(Topic.CMD)
+        document_topics = [(self._topic(kind), handler) for kind, handler in self.documents.items()]
         async for message in client.messages:
             raw = message.payload
             payload = raw if isinstance(raw, bytes) else str(raw or "").encode()
@@ -347,6 +354,10 @@ class Uplink:
                 await self._on_ack(payload)
             elif message.topic.matches(cmd_topic):
                 await self._on_command(client, payload)
+            else:
+                for topic, handler in document_topics:
+                    if message.topic.matches(topic) and payload:
+                        handler(payload)
 
     async def _on_ack(self, payload: bytes) -> None:
         try:

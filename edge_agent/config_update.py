@@ -1,0 +1,321 @@
+"""Site configuration over the air: verify, validate, probe, switch, confirm or roll back.
+
+A signed configuration arrives on the gateway's retained ``config`` topic. In order:
+
+1. Verify it (signature, target, anti-rollback) against the trust anchor pinned at
+   enrollment; a refusal is reported ``rejected`` with its reason.
+2. Validate it with the same parser as a local site file; ``rejected`` with the message.
+3. Write it atomically beside the site file as ``SITE.toml.candidate``.
+4. Probe it while the current configuration keeps polling and alarming: every device
+   answers and every actuator reads back (``config_probe``). A failure removes the
+   candidate and reports ``rolled_back`` with the probe's reason: nothing changed.
+5. Keep the current file as ``SITE.toml.prev``, rename the candidate over the site file
+   and restart the agent in place. Alarm state comes back from the store exactly as after
+   any restart (window sums replayed, latches restored), so unchanged rules keep theirs.
+6. The restarted agent confirms within the deadline (every device answered since the
+   start, the actuators read back) and reports ``applied``; otherwise it restores
+   ``SITE.toml.prev``, reports ``rolled_back`` with the reason and restarts on it.
+
+A configuration that crashes the agent at every start is caught before the site file is
+loaded (``prepare_start``): after ``MAX_CONFIRM_STARTS`` the previous file is restored.
+State lives in ``DATA_DIR/config_ota.json``, written atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import tomllib
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent.atomic_file import replace_durably, write_atomic
+from edge_agent.enroll import load_enrollment
+from edge_agent.site_config import SiteConfig, parse_site
+from edge_agent.site_errors import SiteConfigError
+from ota.document import DocumentKind, DocumentRefusedError, read_unverified, verify_document
+from ota.report import OtaReport, OtaState, OtaSubject
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "config_ota.json"
+#: Starts allowed while a new configuration awaits confirmation before it is given up.
+MAX_CONFIRM_STARTS = 3
+#: Default time the restarted agent has to show the new configuration working.
+CONFIRM_DEADLINE_S = 60.0
+
+Probe = Callable[[SiteConfig], Awaitable[str | None]]
+Confirm = Callable[[float], Awaitable[str | None]]
+
+
+@dataclass
+class ConfigOtaState:
+    """What the gateway remembers about configuration updates."""
+
+    installed_version: int = 0  # signed version of the site file in use (0: installed locally)
+    handled_version: int = 0  # newest verified version dealt with, whatever the outcome
+    confirming: int | None = None  # version switched to and not yet confirmed
+    confirm_starts: int = 0
+    previous_version: int = 0
+    refused_digest: str | None = None  # the last refused document, not reported twice
+    unreported: list[dict[str, Any]] = field(default_factory=list)
+    last: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, data_dir: Path) -> ConfigOtaState:
+        """Read the state; a missing file is the initial state."""
+        path = data_dir / STATE_FILE
+        if not path.exists():
+            return cls()
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, data_dir: Path) -> None:
+        """Write the state atomically."""
+        write_atomic(data_dir / STATE_FILE, json.dumps(asdict(self), indent=1).encode(), 0o600)
+
+
+def candidate_path(config_path: Path) -> Path:
+    """Where a new configuration waits for its probe."""
+    return config_path.with_name(config_path.name + ".candidate")
+
+
+def previous_path(config_path: Path) -> Path:
+    """Where the configuration replaced by the last switch is kept."""
+    return config_path.with_name(config_path.name + ".prev")
+
+
+def _restore_previous(config_path: Path, state: ConfigOtaState, reason: str) -> OtaReport:
+    version = state.confirming or 0
+    previous = previous_path(config_path)
+    if previous.exists():
+        replace_durably(previous, config_path)
+    report = OtaReport(OtaSubject.CONFIG, version, OtaState.ROLLED_BACK, reason)
+    state.confirming = None
+    state.confirm_starts = 0
+    state.installed_version = state.previous_version
+    state.last = {"at": time.time(), **report.detail()}
+    return report
+
+
+def prepare_start(config_path: Path, data_dir: Path) -> None:
+    """Before the site file is loaded: count starts of an unconfirmed configuration.
+
+    Past ``MAX_CONFIRM_STARTS`` (the agent keeps dying with it), restore the previous file
+    and leave a ``rolled_back`` report for the agent to send once it runs.
+    """
+    state = ConfigOtaState.load(data_dir)
+    if state.confirming is None:
+        return
+    state.confirm_starts += 1
+    if state.confirm_starts > MAX_CONFIRM_STARTS:
+        reason = (
+            f"configuration version {state.confirming} did not confirm within "
+            f"{MAX_CONFIRM_STARTS} starts; previous configuration restored"
+        )
+        log.error("%s", reason)
+        state.unreported.append(asdict_report(_restore_previous(config_path, state, reason)))
+    state.save(data_dir)
+
+
+def asdict_report(report: OtaReport) -> dict[str, Any]:
+    """A report as JSON-able data (for the state file)."""
+    return {"subject": report.subject.value, **report.detail()}
+
+
+def _report_from(data: dict[str, Any]) -> OtaReport:
+    extra = {k: v for k, v in data.items() if k not in ("subject", "version", "state", "reason")}
+    return OtaReport(
+        OtaSubject(data["subject"]),
+        int(data["version"]),
+        OtaState(data["state"]),
+        data.get("reason"),
+        extra or None,
+    )
+
+
+def parse_site_text(text: Any, source: str, base_dir: Path) -> SiteConfig:
+    """Validate a site file's text exactly as ``load_site`` validates a file.
+
+    Raises:
+        SiteConfigError: when the text is missing, is not TOML, or is invalid.
+    """
+    if not isinstance(text, str):
+        raise SiteConfigError(source, "payload has no 'site_toml' text")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SiteConfigError(source, f"not valid TOML: {exc}") from None
+    return parse_site(raw, source, base_dir)
+
+
+class ConfigUpdater:
+    """Receives signed configurations and takes each through the steps above."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        data_dir: Path,
+        emit: Callable[[OtaReport], None],
+        probe: Probe,
+        confirm: Confirm,
+        restart: Callable[[], None],
+        confirm_deadline_s: float = CONFIRM_DEADLINE_S,
+    ) -> None:
+        self.config_path = config_path
+        self.data_dir = data_dir
+        self.emit = emit
+        self.probe = probe
+        self.confirm = confirm
+        self.restart = restart
+        self.confirm_deadline_s = confirm_deadline_s
+        self.state = ConfigOtaState.load(data_dir)
+        self.busy = False
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+
+    def offer(self, data: bytes) -> None:
+        """Hand over a document from the uplink; never blocks the receiver."""
+        if self._inbox.full():
+            self._inbox.get_nowait()  # only the newest retained document matters
+        self._inbox.put_nowait(data)
+
+    def status(self) -> dict[str, Any]:
+        """For ``edge status`` and health: versions, a pending confirmation, the last outcome."""
+        return {
+            "installed_version": self.state.installed_version,
+            "confirming": self.state.confirming,
+            "last": self.state.last,
+        }
+
+    async def run(self) -> None:
+        """Send left-over reports, confirm a fresh switch, then handle documents forever."""
+        for pending in self.state.unreported:
+            self.emit(_report_from(pending))
+        if self.state.unreported:
+            self.state.unreported = []
+            self._save()
+        if self.state.confirming is not None:
+            await self._confirm()
+        while True:
+            data = await self._inbox.get()
+            self.busy = True
+            try:
+                await self._handle(data)
+            except Exception:
+                log.exception("configuration update failed unexpectedly; nothing was switched")
+            finally:
+                self.busy = False
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.state.save(self.data_dir)
+
+    def _report(self, report: OtaReport) -> None:
+        if report.state.final:
+            self.state.last = {"at": time.time(), **report.detail()}
+            self._save()
+        level = (
+            logging.WARNING
+            if report.state in (OtaState.REJECTED, OtaState.ROLLED_BACK)
+            else logging.INFO
+        )
+        log.log(
+            level,
+            "configuration v%d %s%s",
+            report.version,
+            report.state.value,
+            f": {report.reason}" if report.reason else "",
+        )
+        self.emit(report)
+
+    def _refuse(self, data: bytes, version: int, reason: str) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self.state.refused_digest:
+            return  # the same retained document again after a reconnect
+        self.state.refused_digest = digest
+        self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, reason))
+
+    async def _handle(self, data: bytes) -> None:
+        try:
+            claimed = read_unverified(data).version
+        except DocumentRefusedError:
+            claimed = 0
+        if claimed and claimed == self.state.handled_version:
+            return  # the retained copy of what was already dealt with
+        enrollment = load_enrollment(self.data_dir)
+        if enrollment is None:
+            self._refuse(data, claimed, "this gateway is not enrolled: no trust anchor")
+            return
+        try:
+            document = verify_document(
+                data,
+                enrollment.fleet_signing_key,
+                enrollment.gateway_id,
+                DocumentKind.CONFIG,
+                self.state.handled_version,
+            )
+        except DocumentRefusedError as refusal:
+            self._refuse(data, claimed, str(refusal))
+            return
+        self.state.handled_version = document.version
+        self._save()
+        self._report(OtaReport(OtaSubject.CONFIG, document.version, OtaState.DELIVERED))
+        text = document.payload.get("site_toml")
+        site = self._validate(document.version, text)
+        if site is None or not isinstance(text, str):
+            return
+        candidate = candidate_path(self.config_path)
+        write_atomic(candidate, text.encode())
+        problem = await self.probe(site)
+        if problem is not None:
+            candidate.unlink(missing_ok=True)
+            self._report(
+                OtaReport(
+                    OtaSubject.CONFIG,
+                    document.version,
+                    OtaState.ROLLED_BACK,
+                    f"health probe failed, previous configuration kept: {problem}",
+                )
+            )
+            return
+        self._switch(document.version, candidate)
+
+    def _validate(self, version: int, text: Any) -> SiteConfig | None:
+        try:
+            return parse_site_text(text, f"configuration v{version}", self.config_path.parent)
+        except SiteConfigError as exc:
+            self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, str(exc)))
+            return None
+
+    def _switch(self, version: int, candidate: Path) -> None:
+        previous = previous_path(self.config_path)
+        write_atomic(previous, self.config_path.read_bytes())
+        self.state.previous_version = self.state.installed_version
+        self.state.confirming = version
+        self.state.confirm_starts = 0
+        self._save()
+        replace_durably(candidate, self.config_path)
+        log.warning("configuration v%d passed its probe; restarting on it", version)
+        self.restart()
+
+    async def _confirm(self) -> None:
+        version = self.state.confirming
+        assert version is not None
+        problem = await self.confirm(self.confirm_deadline_s)
+        if problem is None:
+            self.state.installed_version = version
+            self.state.confirming = None
+            self.state.confirm_starts = 0
+            self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.APPLIED))
+            return
+        report = _restore_previous(
+            self.config_path, self.state, f"{problem}; previous configuration restored"
+        )
+        self._save()
+        self._report(report)
+        self.restart()

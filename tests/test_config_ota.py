@@ -1,0 +1,207 @@
+"""Configuration over the air on a real gateway: real mosquitto, fleet, agent and devices.
+
+The fleet's signing key signs documents that are published retained on the gateway's
+config topic, as the fleet does. Evidence comes from the agent's own store (its ``ota``
+events, which travel to the fleet exactly once), its site file and its process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from edge_agent.config_update import candidate_path
+from fleet.broker_files import FleetAccount
+from fleet.signing import SigningKey
+from hardware_sim.scenarios import DesignStorm
+from ota.document import Document, DocumentKind, Target, sign_document
+from tests.agent_harness import AgentProcess, events, sim_site, wait_for
+from tests.test_uplink_exactly_once import ORIGIN, make_clock
+from tests.uplink_harness import SITE, enroll, running_broker, running_fleet, storm_station
+
+
+async def publish_config(fleet_dir: Path, port: int, gateway_id: str, envelope: bytes) -> None:
+    """Publish ``envelope`` retained on the gateway's config topic, as the fleet does."""
+    account = FleetAccount.load_or_create(fleet_dir)
+    async with aiomqtt.Client(
+        "127.0.0.1", port, username=account.username, password=account.password
+    ) as client:
+        await client.publish(f"hw/v1/{gateway_id}/config", envelope, qos=1, retain=True)
+
+
+def config_doc(version: int, gateway_id: str, text: str) -> Document:
+    """A configuration document for one gateway."""
+    return Document(DocumentKind.CONFIG, version, Target((gateway_id,)), 1.0, {"site_toml": text})
+
+
+def ota_reports(agent: AgentProcess) -> list[dict[str, Any]]:
+    """The agent's configuration reports, oldest first."""
+    return [e for e in events(agent.data_dir, "ota") if e["subject"] == "config"]
+
+
+def report(agent: AgentProcess, version: int, state: str) -> dict[str, Any] | None:
+    """The report of ``state`` for ``version``, once the agent has stored it."""
+    return next(
+        (r for r in ota_reports(agent) if r["version"] == version and r["state"] == state), None
+    )
+
+
+def starts(agent: AgentProcess) -> int:
+    """How many times the agent started on this data directory."""
+    return len(events(agent.data_dir, "agent_start"))
+
+
+def site_text(port: int | None, replace: tuple[str, str] | None = None) -> str:
+    """The test site with the simulator's port, optionally with one edit."""
+    assert port is not None
+    text = SITE.replace("{port}", str(port))
+    if replace is not None:
+        assert replace[0] in text
+        text = text.replace(*replace)
+    return text
+
+
+async def test_a_good_configuration_is_applied_after_a_restart_in_place_keeping_alarms(
+    tmp_path: Path,
+) -> None:
+    clock = make_clock(600)
+    storm = DesignStorm(ORIGIN + 600, 7200, 60.0, step_s=300, seed=3)
+    devices = storm_station(clock, storm)
+    with (
+        running_broker(tmp_path / "fleet", tmp_path / "mosquitto") as broker,
+        running_fleet(tmp_path / "fleet", broker) as fleet,
+    ):
+        gateway_id = enroll(tmp_path / "gw", fleet)
+        key = SigningKey.load_or_create(fleet.data_dir)
+        async with sim_site(tmp_path, devices, SITE, clock) as site:
+            assert site.bus is not None
+            agent = await site.start_agent("gw")
+            await wait_for(
+                lambda: any(e["to"] == "red" for e in events(agent.data_dir, "alarm")),
+                60,
+                "the latched red alarm",
+            )
+            new_text = site_text(site.bus.port, ("reassert_s = 1", "reassert_s = 2"))
+            envelope = sign_document(config_doc(1, gateway_id, new_text), key)
+            await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
+
+            applied = await wait_for(lambda: report(agent, 1, "applied"), 60, "applied")
+            assert report(agent, 1, "delivered") is not None
+            assert site.site_path.read_text() == new_text
+            assert agent.process.returncode is None  # restarted in place: the same process
+            assert starts(agent) == 2
+            # The unchanged, latched rule is still red after the restart: nothing fell.
+            rain = [e for e in events(agent.data_dir, "alarm") if e["subject"] == "rain_1h"]
+            assert rain[-1]["to"] == "red"
+            assert all(e["kind"] == "rise" for e in rain)
+            assert devices[2].coil(0)  # the siren stayed on
+            state = json.loads((agent.data_dir / "config_ota.json").read_text())
+            assert state["installed_version"] == 1
+            assert state["confirming"] is None
+            assert applied["reason"] is None
+
+            # The retained document comes back after every reconnect: it is not applied twice.
+            await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
+            assert await agent.stop() == 0
+            assert len([r for r in ota_reports(agent) if r["state"] == "applied"]) == 1
+
+
+async def test_a_configuration_that_breaks_the_bus_is_rolled_back_and_alarms_keep_working(
+    tmp_path: Path,
+) -> None:
+    clock = make_clock(600)
+    storm = DesignStorm(ORIGIN + 1800, 7200, 60.0, step_s=300, seed=3)
+    devices = storm_station(clock, storm)
+    relays = devices[2]
+    with (
+        running_broker(tmp_path / "fleet", tmp_path / "mosquitto") as broker,
+        running_fleet(tmp_path / "fleet", broker) as fleet,
+    ):
+        gateway_id = enroll(tmp_path / "gw", fleet)
+        key = SigningKey.load_or_create(fleet.data_dir)
+        async with sim_site(tmp_path, devices, SITE, clock) as site:
+            assert site.bus is not None
+            agent = await site.start_agent("gw")
+            await wait_for(lambda: starts(agent) == 1, 30, "the agent to start")
+            original = site.site_path.read_text()
+            # Valid on paper, but no device answers at unit 7 on that bus.
+            broken = site_text(
+                site.bus.port,
+                ('profile = "hlk_ld8001h"\n', 'profile = "hlk_ld8001h"\nunit_id = 7\n'),
+            )
+            envelope = sign_document(config_doc(1, gateway_id, broken), key)
+            await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
+
+            rolled = await wait_for(lambda: report(agent, 1, "rolled_back"), 60, "rolled back")
+            assert "device creek (unit 7) did not answer" in rolled["reason"]
+            assert site.site_path.read_text() == original
+            assert not candidate_path(site.site_path).exists()
+            assert starts(agent) == 1  # never switched, never restarted
+            # The storm arrives afterwards: the old configuration raises red and sounds.
+            await wait_for(
+                lambda: any(e["to"] == "red" for e in events(agent.data_dir, "alarm")),
+                60,
+                "red on the old configuration",
+            )
+            await wait_for(lambda: relays.coil(0), 10, "the siren on the old configuration")
+            assert report(agent, 1, "applied") is None
+            assert await agent.stop() == 0
+
+
+async def test_bad_documents_are_each_rejected_with_their_reason_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    clock = make_clock(60)
+    devices = storm_station(clock, None)
+    with (
+        running_broker(tmp_path / "fleet", tmp_path / "mosquitto") as broker,
+        running_fleet(tmp_path / "fleet", broker) as fleet,
+    ):
+        gateway_id = enroll(tmp_path / "gw", fleet)
+        key = SigningKey.load_or_create(fleet.data_dir)
+        other_key = SigningKey.load_or_create(tmp_path / "impostor")
+        async with sim_site(tmp_path, devices, SITE, clock) as site:
+            assert site.bus is not None
+            agent = await site.start_agent("gw")
+            await wait_for(lambda: starts(agent) == 1, 30, "the agent to start")
+            original = site.site_path.read_text()
+            good_text = site_text(site.bus.port, ("reassert_s = 1", "reassert_s = 3"))
+
+            def tampered() -> bytes:
+                envelope = json.loads(sign_document(config_doc(2, gateway_id, good_text), key))
+                envelope["body"] = envelope["body"].replace("reassert_s = 3", "reassert_s = 9")
+                return json.dumps(envelope).encode()
+
+            def unsigned() -> bytes:
+                envelope = json.loads(sign_document(config_doc(3, gateway_id, good_text), key))
+                del envelope["signature"]
+                return json.dumps(envelope).encode()
+
+            # Thresholds that fall with rising level: signed, but invalid.
+            invalid = site_text(site.bus.port, ("orange = 20, red = 30", "orange = 20, red = 15"))
+            cases = [
+                (tampered(), 2, "bad_signature"),
+                (unsigned(), 3, "unsigned"),
+                (sign_document(config_doc(4, gateway_id, good_text), other_key), 4, "unknown_key"),
+                (
+                    sign_document(config_doc(5, "gw-someone-else", good_text), key),
+                    5,
+                    "wrong_target",
+                ),
+                (sign_document(config_doc(7, gateway_id, invalid), key), 7, "rule 'rain_1h'"),
+                (sign_document(config_doc(6, gateway_id, good_text), key), 6, "stale_version"),
+            ]
+            for envelope, version, reason in cases:
+                await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
+                refused = await wait_for(
+                    lambda v=version: report(agent, v, "rejected"), 30, f"refusal of v{version}"
+                )
+                assert reason in refused["reason"], refused
+                print(f"v{version}: {refused['reason']}")
+            assert site.site_path.read_text() == original
+            assert starts(agent) == 1
+            assert not any(r["state"] == "applied" for r in ota_reports(agent))
+            assert await agent.stop() == 0
