@@ -7,6 +7,7 @@ events, which travel to the fleet exactly once), its site file and its process.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,9 @@ async def test_bad_documents_are_each_rejected_with_their_reason_and_change_noth
             for envelope, version, reason in cases:
                 await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
                 refused = await wait_for(
-                    lambda v=version: report(agent, v, "rejected"), 30, f"refusal of v{version}"
+                    functools.partial(report, agent, version, "rejected"),
+                    30,
+                    f"refusal of v{version}",
                 )
                 assert reason in refused["reason"], refused
                 print(f"v{version}: {refused['reason']}")
