@@ -78,12 +78,13 @@ class Harness:
     def __init__(self, site: Path, probe: str | None = None, confirm: str | None = None):
         self.reports: list[OtaReport] = []
         self.restarts = 0
+        self.changed = asyncio.Event()
         self.probe_answer = probe
         self.confirm_answer = confirm
         self.updater = ConfigUpdater(
             site,
             site.parent / "data",
-            self.reports.append,
+            self._report,
             self._probe,
             self._confirm,
             self._restart,
@@ -96,8 +97,13 @@ class Harness:
     async def _confirm(self, _deadline: float) -> str | None:
         return self.confirm_answer
 
+    def _report(self, report: OtaReport) -> None:
+        self.reports.append(report)
+        self.changed.set()
+
     def _restart(self) -> None:
         self.restarts += 1
+        self.changed.set()
 
     def states(self) -> list[tuple[int, str]]:
         return [(r.version, r.state.value) for r in self.reports]
@@ -108,9 +114,15 @@ class Harness:
         try:
             async with asyncio.timeout(10):
                 while len(self.reports) < count or self.restarts < restarts:
-                    await asyncio.sleep(0.01)
+                    await self.changed.wait()
+                    self.changed.clear()
         finally:
             task.cancel()
+
+
+def text(path: Path) -> str:
+    """The file's content (read synchronously: it is small and local)."""
+    return path.read_text()
 
 
 def _doc(key: SigningKey, version: int, text: str) -> bytes:
@@ -125,8 +137,8 @@ async def test_a_probed_config_is_switched_then_confirmed(site: Path, key: Signi
     await first.run_until(1, restarts=1)
     assert first.states() == [(3, "delivered")]
     assert first.restarts == 1
-    assert site.read_text() == NEW
-    assert previous_path(site).read_text() == OLD
+    assert text(site) == NEW
+    assert text(previous_path(site)) == OLD
     assert not candidate_path(site).exists()
     # The restarted agent confirms.
     second = Harness(site)
@@ -147,7 +159,7 @@ async def test_a_failed_confirmation_restores_the_previous_file(
     assert second.states() == [(3, "rolled_back")]
     assert "no answer within 1 s from creek" in str(second.reports[0].reason)
     assert second.restarts == 1
-    assert site.read_text() == OLD
+    assert text(site) == OLD
     state = ConfigOtaState.load(site.parent / "data")
     assert (state.installed_version, state.confirming, state.handled_version) == (0, None, 3)
 
@@ -158,7 +170,7 @@ async def test_a_failed_probe_changes_nothing(site: Path, key: SigningKey) -> No
     await harness.run_until(2)
     assert harness.states() == [(3, "delivered"), (3, "rolled_back")]
     assert harness.restarts == 0
-    assert site.read_text() == OLD
+    assert text(site) == OLD
     assert not candidate_path(site).exists()
 
 
@@ -173,9 +185,9 @@ def test_a_config_that_crash_loops_is_given_up_before_it_is_loaded(
     )
     for _ in range(MAX_CONFIRM_STARTS):
         prepare_start(site, data)
-        assert site.read_text() == NEW
+        assert text(site) == NEW
     prepare_start(site, data)
-    assert site.read_text() == OLD
+    assert text(site) == OLD
     state = ConfigOtaState.load(data)
     assert (state.confirming, state.installed_version) == (None, 2)
     assert state.unreported[0]["state"] == "rolled_back"
