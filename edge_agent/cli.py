@@ -15,10 +15,11 @@ import os
 import signal
 import sys
 import threading
+import tomllib
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,17 +27,21 @@ from rich.live import Live
 from rich.progress import Progress, TaskID
 from rich.table import Table as RichTable
 
-from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
 from drivers.clock import Clock, ScaledClock, SystemClock
 from drivers.model import Quality, Reading
-from drivers.poller import Poller
 from drivers.profiles import builtin_profiles
 from edge_agent.control import SOCKET_NAME, ControlError, request
-from edge_agent.poll_view import alarm_tables, reading_table, readings_json_line, status_tables
-from edge_agent.scan import ScanHit, parse_id_range, scan_bus
-from edge_agent.site_config import SiteConfig, load_site
 from edge_agent.site_errors import SiteConfigError
 from edge_agent.uplink_cli import enroll, uplink_app
+
+if TYPE_CHECKING:
+    from drivers.bus import BusConfig
+    from drivers.poller import Poller
+    from edge_agent.scan import ScanHit
+    from edge_agent.site_config import SiteConfig
+
+# Modbus, the site parser and the views are imported inside the commands that use them:
+# `edge run` loads its alarm kernels before anything else (see edge_agent.alarms.preload).
 
 app = typer.Typer(
     help="HazardWatch edge agent: run a monitoring gateway, poll and scan its buses.",
@@ -55,6 +60,8 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _load(config: Path) -> SiteConfig:
+    from edge_agent.site_config import load_site  # noqa: PLC0415
+
     try:
         return load_site(config)
     except SiteConfigError as exc:
@@ -101,6 +108,8 @@ def poll(
 
     With --once the exit status is 1 when any device failed to answer.
     """
+    from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
+
     site = _load(config)
     clock = make_clock(speed, origin, anchor)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -119,6 +128,8 @@ def poll(
 
 
 async def _poll_once(site: SiteConfig, clock: Clock) -> list[Reading]:
+    from drivers.poller import Poller  # noqa: PLC0415
+
     poller = Poller(site.buses, site.devices, clock)
     try:
         return await poller.poll_all_once()
@@ -129,6 +140,9 @@ async def _poll_once(site: SiteConfig, clock: Clock) -> list[Reading]:
 async def _poll_live(
     site: SiteConfig, clock: Clock, json_out: bool, duration: float | None
 ) -> None:
+    from drivers.poller import Poller  # noqa: PLC0415
+    from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
+
     title = f"{site.name} ({site.source})"
     if json_out:
 
@@ -163,6 +177,8 @@ async def _run_for(poller: Poller, duration: float | None) -> None:
 
 
 def _bus_from_options(tcp: str | None, serial: str | None, baud: int) -> BusConfig:
+    from drivers.bus import SerialBusConfig, TcpBusConfig  # noqa: PLC0415
+
     if (tcp is None) == (serial is None):
         raise _fail("give exactly one of --tcp HOST:PORT or --serial DEVICE")
     if tcp is not None:
@@ -186,6 +202,8 @@ def scan(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Walk unit ids (and baud rates) on a bus and list who answered and what it may be."""
+    from edge_agent.scan import parse_id_range, scan_bus  # noqa: PLC0415
+
     try:
         unit_ids = parse_id_range(ids)
         rates = [int(b) for b in bauds.split(",")] if serial else [0]
@@ -249,16 +267,27 @@ def run(
     ] = 60.0,
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
+    from edge_agent.alarms.preload import (  # noqa: PLC0415 - numba is heavy
+        preload_kernels,
+        rules_for_kinds,
+    )
     from edge_agent.config_update import prepare_start  # noqa: PLC0415
 
-    prepare_start(config, data_dir)
-    site = _load(config)
-    clock = make_clock(speed, origin, anchor)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
+    # The alarm kernels load first, while the process is small, and the compiler's pages
+    # are handed back before Modbus, the uplink and the models are imported.
+    kinds = _rule_kinds(config)
+    try:
+        preload_kernels(backend, None if kinds is None else rules_for_kinds(kinds))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    prepare_start(config, data_dir)
+    site = _load(config)
+    clock = make_clock(speed, origin, anchor)
     from edge_agent.agent import Agent  # noqa: PLC0415 - keeps numba out of the quick commands
 
     synced = None if isinstance(clock, SystemClock) else (lambda: True)
@@ -274,6 +303,17 @@ def run(
     asyncio.run(_run_until_signal(agent.run()))
     if agent.restart_requested.is_set():
         _restart_in_place(clock, speed, backend, log_level, confirm_deadline)
+
+
+def _rule_kinds(config: Path) -> set[str] | None:
+    """The rule kinds a site file names, read cheaply; None when it cannot be read."""
+    try:
+        rules = tomllib.loads(config.read_text()).get("rule", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # _load reports the problem; meanwhile every kernel is loaded
+    if not isinstance(rules, list):
+        return None
+    return {str(rule.get("kind")) for rule in rules if isinstance(rule, dict)}
 
 
 def _restart_in_place(
@@ -372,6 +412,8 @@ def status(
         f"[bold]{reply['site']}[/] agent {reply['version']}, up {reply['uptime_s']} s, "
         f"site level [bold]{reply['level']}[/], backlog {reply['store']['backlog']} readings"
     )
+    from edge_agent.poll_view import status_tables  # noqa: PLC0415
+
     console.print(status_tables(reply))
 
 
@@ -385,6 +427,8 @@ def alarms(
     if json_out:
         console.print_json(data=reply)
         return
+    from edge_agent.poll_view import alarm_tables  # noqa: PLC0415
+
     console.print(alarm_tables(reply))
 
 

@@ -16,18 +16,6 @@ import typer
 from rich.console import Console
 
 from edge_agent.control import SOCKET_NAME, ControlError, request
-from edge_agent.enroll import (
-    KEY_FILE,
-    EnrollmentError,
-    EnrollmentRefusedError,
-    FleetUnreachableError,
-    enroll_online,
-    enrollment_state,
-    load_enrollment,
-    load_pending,
-    store_bundle,
-)
-from edge_agent.upload_source import stored_progress
 
 uplink_app = typer.Typer(
     help="The gateway's link to the county fleet: status, and draining a stopped gateway.",
@@ -77,6 +65,14 @@ def enroll(
     first reaches the fleet.
     """
     from edge_agent.agent import AGENT_VERSION  # noqa: PLC0415 - the daemon's own version
+    from edge_agent.enroll import (  # noqa: PLC0415 - keeps `edge run` light until it polls
+        KEY_FILE,
+        EnrollmentError,
+        EnrollmentRefusedError,
+        FleetUnreachableError,
+        enroll_online,
+        store_bundle,
+    )
 
     if bundle is not None and (fleet or token):
         raise _fail("give either --bundle FILE, or --fleet URL with --token TOKEN")
@@ -129,6 +125,9 @@ def _live(data_dir: Path) -> dict[str, Any] | None:
 
 def uplink_report(data_dir: Path) -> dict[str, Any]:
     """Enrollment, store progress and (when the agent runs) the live link, JSON-ready."""
+    from edge_agent.enroll import enrollment_state, load_enrollment, load_pending  # noqa: PLC0415
+    from edge_agent.upload_source import stored_progress  # noqa: PLC0415
+
     state = enrollment_state(data_dir)
     enrollment: dict[str, Any] = {"state": state}
     stored = load_enrollment(data_dir)
@@ -213,9 +212,11 @@ def drain(
     Exit status 1 when the fleet did not acknowledge everything within --timeout.
     """
     from edge_agent.agent import AGENT_VERSION  # noqa: PLC0415
+    from edge_agent.enroll import enrollment_state  # noqa: PLC0415
     from edge_agent.site_config import UplinkSettings  # noqa: PLC0415
     from edge_agent.store import LocalStore  # noqa: PLC0415
     from edge_agent.uplink import Uplink  # noqa: PLC0415
+    from edge_agent.upload_source import stored_progress  # noqa: PLC0415
 
     if _live(data_dir) is not None:
         raise _fail("the agent is running and uploads by itself; stop it first to drain")

@@ -1,20 +1,15 @@
 """The wire contract between gateways and the county fleet: MQTT topics and payloads.
 
 Imported by both ``edge_agent`` and ``fleet``; it depends on pydantic only and must never
-import either side (or ``hardware_sim``). Every payload is versioned JSON; receivers
+import either side (or ``hardware_sim``). Limits and topics load eagerly, the models on
+first use. Every payload is versioned JSON; receivers
 ignore fields they do not know, so a minor addition never needs a new version.
 """
 
-from protocol.enrollment import (
-    BUNDLE_FORMAT,
-    EnrollmentRefusal,
-    EnrollmentRequest,
-    EnrollmentResponse,
-    MqttCredentials,
-    OfflineBundle,
-    enrollment_message,
-)
-from protocol.payloads import (
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from protocol.limits import (
     ACK_ALARM_COMMAND,
     ACK_TIMEOUT_S,
     BAD_QUALITY_MASK,
@@ -26,17 +21,6 @@ from protocol.payloads import (
     OFFLINE_AFTER_S,
     PROTOCOL_VERSION,
     QUALITY_BITS,
-    Ack,
-    BusHealth,
-    Command,
-    CommandResult,
-    DataBatch,
-    EventBatch,
-    EventRow,
-    GatewayState,
-    Health,
-    ReadingRow,
-    Stream,
 )
 from protocol.topics import (
     GATEWAY_ID_PATTERN,
@@ -49,6 +33,64 @@ from protocol.topics import (
     subscription,
     valid_gateway_id,
 )
+
+if TYPE_CHECKING:
+    from protocol.enrollment import (
+        BUNDLE_FORMAT,
+        EnrollmentRefusal,
+        EnrollmentRequest,
+        EnrollmentResponse,
+        MqttCredentials,
+        OfflineBundle,
+        enrollment_message,
+    )
+    from protocol.payloads import (
+        Ack,
+        BusHealth,
+        Command,
+        CommandResult,
+        DataBatch,
+        EventBatch,
+        EventRow,
+        GatewayState,
+        Health,
+        ReadingRow,
+        Stream,
+    )
+
+# The models load on first use: a site file or the alarm path never pays for pydantic.
+_LAZY = {
+    "BUNDLE_FORMAT": "protocol.enrollment",
+    "EnrollmentRefusal": "protocol.enrollment",
+    "EnrollmentRequest": "protocol.enrollment",
+    "EnrollmentResponse": "protocol.enrollment",
+    "MqttCredentials": "protocol.enrollment",
+    "OfflineBundle": "protocol.enrollment",
+    "enrollment_message": "protocol.enrollment",
+    "Ack": "protocol.payloads",
+    "BusHealth": "protocol.payloads",
+    "Command": "protocol.payloads",
+    "CommandResult": "protocol.payloads",
+    "DataBatch": "protocol.payloads",
+    "EventBatch": "protocol.payloads",
+    "EventRow": "protocol.payloads",
+    "GatewayState": "protocol.payloads",
+    "Health": "protocol.payloads",
+    "ReadingRow": "protocol.payloads",
+    "Stream": "protocol.payloads",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module defining ``name`` on first access (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'protocol' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ACK_ALARM_COMMAND",

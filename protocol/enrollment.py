@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol.payloads import PROTOCOL_VERSION
+from protocol.limits import PROTOCOL_VERSION
 
 BUNDLE_FORMAT: Final = "hazardwatch-enrollment-bundle"
 

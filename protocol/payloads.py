@@ -22,57 +22,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from protocol.topics import GATEWAY_ID_PATTERN
-
-PROTOCOL_VERSION: Final = 1
-
-#: Largest MQTT payload the fleet accepts on any topic, in bytes.
-MAX_PAYLOAD_BYTES = 256 * 1024
-#: Most reading rows in one ``DataBatch`` (about 50 bytes each as JSON).
-MAX_READING_ROWS = 2000
-#: Most event rows in one ``EventBatch``.
-MAX_EVENT_ROWS = 200
-#: Recommended most unacknowledged batches a gateway keeps in flight per stream.
-MAX_INFLIGHT_BATCHES = 4
-#: Resend from watermark + 1 when no ack has advanced for this long.
-ACK_TIMEOUT_S = 15.0
-#: How often a gateway publishes ``Health``.
-HEALTH_INTERVAL_S = 60.0
-#: The fleet shows a gateway offline after this long without any message from it.
-OFFLINE_AFTER_S = 3 * HEALTH_INTERVAL_S
-
-#: Reading quality bits (the values of ``drivers.model.Quality``); 0 is a good sample.
-QUALITY_BITS = {
-    "timeout": 1 << 0,
-    "crc_error": 1 << 1,
-    "exception": 1 << 2,
-    "out_of_range": 1 << 3,
-    "stuck": 1 << 4,
-    "spike": 1 << 5,
-    "clock_unsynced": 1 << 6,
-    "simulated": 1 << 7,
-    "no_connection": 1 << 8,
-}
-#: Bits that make a value untrustworthy: such readings never enter min/avg/max.
-BAD_QUALITY_MASK = sum(
-    QUALITY_BITS[name]
-    for name in (
-        "timeout",
-        "crc_error",
-        "exception",
-        "out_of_range",
-        "stuck",
-        "spike",
-        "no_connection",
-    )
+from protocol.limits import (
+    MAX_EVENT_ROWS,
+    MAX_READING_ROWS,
+    PROTOCOL_VERSION,
 )
-
-#: Command name: acknowledge a latched alarm remotely; args ``{"rule": str, "by": str}``.
-ACK_ALARM_COMMAND = "ack_alarm"
+from protocol.topics import GATEWAY_ID_PATTERN
 
 Seq = Annotated[int, Field(ge=1)]
 Quality = Annotated[int, Field(ge=0, lt=1 << 16)]

@@ -294,6 +294,11 @@ class NumbaSlopeGroup:
         """The state of each member rule, by id."""
         return self._members
 
+    def load_kernels(self) -> None:
+        """Call each member's kernel once on no records, so its machine code is loaded."""
+        for member in self._members.values():
+            member.consume(self._records, 0)
+
     def process(self, t: FloatArray, v: FloatArray, good: BoolArray) -> list[tuple[str, RawChange]]:
         """Fit the batch once, then let every member rule consume the velocity records."""
         changes: list[tuple[str, RawChange]] = []
@@ -324,3 +329,20 @@ def evaluators(rules: list[SampleRule]) -> list[NumbaRule | NumbaSlopeGroup]:
             groups.setdefault((rule.window_s, rule.eval_every_s), []).append(rule)
     out += [NumbaSlopeGroup(group) for group in groups.values()]
     return out
+
+
+def load_kernels(rules: list[SampleRule]) -> None:
+    """Run every kernel ``rules`` need once, on throwaway state and empty input.
+
+    Loading a kernel from numba's cache goes through LLVM; doing it for all of them up
+    front means the compiler is never needed again while the agent runs.
+    """
+    t = np.zeros(0, dtype=np.float64)
+    good = np.zeros(0, dtype=np.bool_)
+    for evaluator in evaluators(rules):
+        evaluator.process(t, t, good)
+        if isinstance(evaluator, NumbaSlopeGroup):
+            evaluator.load_kernels()
+        for state in evaluator.states.values():
+            state.restore_latch(1)
+            state.acknowledge()

@@ -1,0 +1,104 @@
+"""Load the alarm kernels first, then give the JIT compiler's pages back to the kernel.
+
+Loading numba and its cached kernels maps tens of megabytes of LLVM code that is needed
+only while loading: the kernels then run as plain machine code. ``edge run`` calls
+``preload_kernels`` before it imports anything else of the agent (Modbus, the uplink,
+the models), so the process is at its smallest when LLVM is in use; afterwards the
+read-only pages of ``libllvmlite`` are handed back with ``madvise(MADV_PAGEOUT)``
+(Linux 5.4+; elsewhere nothing happens). They are clean file pages: should the compiler
+be needed again, they are read back in. Every kernel is loaded, whatever the site file
+says: one rule of each kind (``warm_up_rules``) reaches them all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+
+from edge_agent.alarms.backends import resolve_backend
+from edge_agent.alarms.specs import (
+    AntecedentRainRule,
+    CombinationRule,
+    IntensityDurationRule,
+    PowerLaw,
+    RainWindow,
+    RainWindowRule,
+    RateOfRiseRule,
+    RuleSpec,
+    WaterLevelRule,
+)
+
+log = logging.getLogger(__name__)
+
+MADV_PAGEOUT = 21
+#: Rule kinds evaluated by the two slope kernels.
+SLOPE_KINDS = frozenset(
+    {
+        "rate_of_rise",
+        "displacement_velocity",
+        "displacement_acceleration",
+        "tangent_angle",
+        "inverse_velocity",
+    }
+)
+COMPILER_LIBRARY = "libllvmlite"
+
+
+def release_compiler_pages() -> int:
+    """Hand the read-only pages of the LLVM library back; the bytes advised (0 if none)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    advised = 0
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            if len(fields) < 6 or COMPILER_LIBRARY not in fields[5] or "w" in fields[1]:
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_PAGEOUT):
+                return advised  # an older kernel: keep the pages, nothing else changes
+            advised += end - start
+    return advised
+
+
+def warm_up_rules() -> list[RuleSpec]:
+    """One rule of each kernel: rain windows, antecedent rain, intensity-duration, level, slope.
+
+    Every slope rule (rate of rise, velocity, acceleration, tangent angle, inverse
+    velocity) runs on the same two kernels, so one of them stands for all.
+    """
+    levels = (1.0, 2.0, 3.0, 4.0)
+    return [
+        RainWindowRule(id="w", channel="r", windows=(RainWindow("1h", 3600.0, levels),)),
+        AntecedentRainRule(id="a", channel="r", decay_per_day=0.8, thresholds=levels),
+        IntensityDurationRule(id="i", channel="r", curves=(PowerLaw(2.2, -0.44), None, None, None)),
+        WaterLevelRule(id="l", channel="c", thresholds=levels),
+        RateOfRiseRule(id="s", channel="c", window_s=600.0, thresholds=levels),
+    ]
+
+
+def rules_for_kinds(kinds: Iterable[str]) -> list[RuleSpec]:
+    """The warm-up rules whose kernels the rule ``kinds`` of a site file run on."""
+    wanted = set(kinds)
+    slope = bool(wanted & SLOPE_KINDS)
+    return [
+        r for r in warm_up_rules() if r.kind in wanted or (slope and isinstance(r, RateOfRiseRule))
+    ]
+
+
+def preload_kernels(backend: str, rules: Sequence[RuleSpec] | None = None) -> str:
+    """Load the kernels of ``rules`` (default: all) in ``backend``; the backend resolved."""
+    rules = warm_up_rules() if rules is None else rules
+    resolved = resolve_backend(backend)
+    if resolved != "numba":
+        return resolved
+    from edge_agent.alarms.numba_backend import load_kernels  # noqa: PLC0415 - numba is optional
+
+    release_compiler_pages()  # numba's own start-up touched them; loading touches fewer
+    load_kernels([r for r in rules if not isinstance(r, CombinationRule)])
+    advised = release_compiler_pages()
+    log.debug("alarm kernels loaded; %.0f MB of compiler pages handed back", advised / 2**20)
+    return resolved

@@ -1,0 +1,72 @@
+"""Preloading the kernels: every kind is covered, and the compiler's pages are handed back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from edge_agent.alarms.preload import SLOPE_KINDS, rules_for_kinds, warm_up_rules
+from tests.agent_harness import NUMBA_CACHE
+
+PROBE = """
+import json, re
+from edge_agent.alarms.preload import preload_kernels
+from edge_agent.alarms import AlarmEngine, WaterLevelRule
+
+def llvm_rss_kb():
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = "libllvmlite" in line
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+preload_kernels("numba")
+after_preload = llvm_rss_kb()
+engine = AlarmEngine(
+    [WaterLevelRule(id="creek", channel="c", thresholds=(1.0, 2.0, 3.0, 4.0))], "numba"
+)
+changes = engine.push("c", 10.0, 3.5, True)
+print(json.dumps({
+    "after_preload_kb": after_preload,
+    "after_use_kb": llvm_rss_kb(),
+    "level": engine.levels()["creek"],
+    "changes": len(changes),
+}))
+"""
+
+
+def test_one_warm_up_rule_per_kernel_and_slope_kinds_share_one() -> None:
+    kinds = [rule.kind for rule in warm_up_rules()]
+    assert len(kinds) == len(set(kinds)) == 5
+    assert [r.kind for r in rules_for_kinds({"tangent_angle"})] == ["rate_of_rise"]
+    assert {r.kind for r in rules_for_kinds({"water_level", "rain_windows"})} == {
+        "water_level",
+        "rain_windows",
+    }
+    assert rules_for_kinds({"all_of"}) == []
+    assert "inverse_velocity" in SLOPE_KINDS
+
+
+def test_after_preloading_the_compiler_pages_are_released_and_kernels_still_run() -> None:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    print(figures)
+    # libllvmlite.so maps ~170 MB and loading touches tens of MB of it; afterwards only a
+    # few pages stay, and evaluating with the loaded kernels does not bring LLVM back.
+    assert figures["after_preload_kb"] < 8 * 1024
+    assert figures["after_use_kb"] < 8 * 1024
+    assert figures["level"] == 3
+    assert figures["changes"] == 1
