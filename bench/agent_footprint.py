@@ -3,13 +3,16 @@
 Starts ``edge run`` against a simulated station with systemd's notify protocol pointed
 at this process; READY=1 arrives once every device has been polled and the alarm engine
 has replayed its history. One cold start warms the numba cache, then the warm starts
-are measured. Prints JSON on the last line; targets: <= 2 s and <= 150 MB.
+are measured, without and with an enrollment (the uplink running against a broker it
+cannot reach). Prints JSON on the last line; targets: <= 2 s and <= 150 MB.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import statistics
 import tempfile
 import threading
@@ -24,13 +27,35 @@ from hardware_sim.device import SimulatedDevice
 from hardware_sim.server import serve_tcp
 
 
-def one_start(port: int, tmp: Path, backend: str = "auto") -> tuple[float, float]:
+def enroll_offline(data_dir: Path) -> None:
+    """Make ``data_dir`` an enrolled gateway whose broker is unreachable (network down).
+
+    The agent then runs its uplink too (the MQTT client, the models, the reconnect
+    loop), as every gateway in the field does.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    enrollment = {
+        "gateway_id": "gw-footprint",
+        "site_id": "bench",
+        "mqtt": {"username": "gw-footprint", "password": "x" * 24, "client_id": "gw-footprint"},
+        "broker_url": "mqtt://127.0.0.1:9",
+        "fleet_signing_key": base64.b64encode(bytes(32)).decode(),
+        "topic_prefix": "hw/v1/gw-footprint",
+        "fleet_url": "http://127.0.0.1:9",
+        "enrolled_at": 1.0,
+    }
+    (data_dir / "enrollment.json").write_text(json.dumps(enrollment))
+
+
+def one_start(
+    port: int, tmp: Path, backend: str = "auto", data: str = "data"
+) -> tuple[float, float]:
     """Return (seconds to READY=1, peak RSS MiB) of one agent start."""
     site = site_file(tmp, f'kind = "tcp"\nhost = "127.0.0.1"\nport = {port}', 1.0)
     with notify_socket() as (sock, path):
         sock.settimeout(60)
         started = time.perf_counter()
-        agent = start_agent(site, tmp / "data", notify=path, backend=backend)
+        agent = start_agent(site, tmp / data, notify=path, backend=backend)
         try:
             while sock.recv(4096) != b"READY=1":
                 pass
@@ -72,11 +97,14 @@ def main() -> None:
             cold, _ = one_start(port_box[0], Path(folder))
             warm = [one_start(port_box[0], Path(folder)) for _ in range(args.runs)]
             reference = one_start(port_box[0], Path(folder), backend="reference")
+            enroll_offline(Path(folder) / "enrolled")
+            enrolled = [one_start(port_box[0], Path(folder), data="enrolled") for _ in range(2)]
     finally:
         stop.set()
         thread.join()
     ready = statistics.median(r for r, _ in warm)
     rss = max(m for _, m in warm)
+    enrolled_rss = max(m for _, m in enrolled)
     emit(
         {
             "first_start_s": round(cold, 3),
@@ -84,9 +112,11 @@ def main() -> None:
             "peak_rss_mb": round(rss, 1),
             "reference_backend_start_s": round(reference[0], 3),
             "reference_backend_peak_rss_mb": round(reference[1], 1),
+            "enrolled_offline_start_s": round(statistics.median(r for r, _ in enrolled), 3),
+            "enrolled_offline_peak_rss_mb": round(enrolled_rss, 1),
             "target_start_s": 2.0,
             "target_rss_mb": 150,
-            "meets_target": ready <= 2.0 and rss <= 150,
+            "meets_target": ready <= 2.0 and max(rss, enrolled_rss) <= 150,
         }
     )
 

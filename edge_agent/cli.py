@@ -6,18 +6,12 @@ when the site file or an option is wrong.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import faulthandler
 import json
 import logging
 import os
-import signal
 import sys
-import threading
-import tomllib
-from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,21 +21,21 @@ from rich.live import Live
 from rich.progress import Progress, TaskID
 from rich.table import Table as RichTable
 
-from drivers.clock import Clock, ScaledClock, SystemClock
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
-from edge_agent.control import SOCKET_NAME, ControlError, request
 from edge_agent.site_errors import SiteConfigError
 from edge_agent.uplink_cli import enroll, uplink_app
 
 if TYPE_CHECKING:
     from drivers.bus import BusConfig
+    from drivers.clock import Clock
     from drivers.poller import Poller
     from edge_agent.scan import ScanHit
     from edge_agent.site_config import SiteConfig
 
-# Modbus, the site parser and the views are imported inside the commands that use them:
-# `edge run` loads its alarm kernels before anything else (see edge_agent.alarms.preload).
+# asyncio, Modbus, the site parser and the views are imported inside the commands that
+# use them: `edge run` loads its alarm kernels before anything else (see
+# edge_agent.alarms.preload), and every module imported before that raises its peak.
 
 app = typer.Typer(
     help="HazardWatch edge agent: run a monitoring gateway, poll and scan its buses.",
@@ -70,6 +64,8 @@ def _load(config: Path) -> SiteConfig:
 
 def make_clock(speed: float, origin: str | None, anchor: float | None) -> Clock:
     """Build the clock the CLI options describe (the real clock unless sped up or shifted)."""
+    from drivers.clock import ScaledClock, SystemClock  # noqa: PLC0415
+
     if speed == 1.0 and origin is None:
         return SystemClock()
     start = None
@@ -108,6 +104,8 @@ def poll(
 
     With --once the exit status is 1 when any device failed to answer.
     """
+    import asyncio  # noqa: PLC0415
+
     from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
 
     site = _load(config)
@@ -165,6 +163,8 @@ async def _poll_live(
 
 
 async def _run_for(poller: Poller, duration: float | None) -> None:
+    import asyncio  # noqa: PLC0415
+
     task = asyncio.create_task(poller.run())
     try:
         await asyncio.wait_for(asyncio.shield(task), timeout=duration)
@@ -202,6 +202,8 @@ def scan(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Walk unit ids (and baud rates) on a bus and list who answered and what it may be."""
+    import asyncio  # noqa: PLC0415
+
     from edge_agent.scan import parse_id_range, scan_bus  # noqa: PLC0415
 
     try:
@@ -267,128 +269,30 @@ def run(
     ] = 60.0,
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
-    from edge_agent.alarms.preload import (  # noqa: PLC0415 - numba is heavy
-        preload_kernels,
-        rules_for_kinds,
-    )
-    from edge_agent.config_update import prepare_start  # noqa: PLC0415
+    from edge_agent.alarms.preload import preload_for_site  # noqa: PLC0415 - numba is heavy
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
     # The alarm kernels load first, while the process is small, and the compiler's pages
-    # are handed back before Modbus, the uplink and the models are imported.
-    kinds = _rule_kinds(config)
+    # are handed back before Modbus, asyncio, the uplink and the models are imported.
     try:
-        preload_kernels(backend, None if kinds is None else rules_for_kinds(kinds))
+        preload_for_site(config, backend)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    from edge_agent.config_update import prepare_start  # noqa: PLC0415
+    from edge_agent.daemon import run_daemon  # noqa: PLC0415
+
     prepare_start(config, data_dir)
     site = _load(config)
     clock = make_clock(speed, origin, anchor)
-    from edge_agent.agent import Agent  # noqa: PLC0415 - keeps numba out of the quick commands
-
-    synced = None if isinstance(clock, SystemClock) else (lambda: True)
-    agent = Agent(
-        site,
-        data_dir,
-        clock,
-        backend,
-        **({"clock_synced": synced} if synced else {}),
-        config_path=config,
-        confirm_deadline_s=confirm_deadline,
-    )
-    asyncio.run(_run_until_signal(agent.run()))
-    if agent.restart_requested.is_set():
-        _restart_in_place(clock, speed, backend, log_level, confirm_deadline)
-
-
-def _rule_kinds(config: Path) -> set[str] | None:
-    """The rule kinds a site file names, read cheaply; None when it cannot be read."""
-    try:
-        rules = tomllib.loads(config.read_text()).get("rule", [])
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None  # _load reports the problem; meanwhile every kernel is loaded
-    if not isinstance(rules, list):
-        return None
-    return {str(rule.get("kind")) for rule in rules if isinstance(rule, dict)}
-
-
-def _restart_in_place(
-    clock: Clock, speed: float, backend: str, log_level: str, confirm_deadline: float
-) -> None:
-    """Start again in this process (same pid for systemd) on the site file as it is now.
-
-    Simulated time carries on: the restarted agent gets this clock's origin and anchor.
-    """
-    argv = [sys.executable, "-m", "edge_agent.cli", *sys.argv[1:]]
-    if isinstance(clock, ScaledClock):
-        argv = _without_options(argv, ("--origin", "--anchor", "--speed"))
-        argv += [
-            "--speed",
-            str(speed),
-            "--origin",
-            datetime.fromtimestamp(clock.origin, tz=UTC).isoformat(),
-            "--anchor",
-            repr(clock.anchor),
-        ]
-    logging.getLogger("edge_agent").warning("restarting in place: %s", " ".join(argv[3:]))
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, argv)
-
-
-def _without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    """Drop ``--name value`` and ``--name=value`` occurrences of the given options."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in names:
-            skip = True
-        elif not arg.startswith(tuple(f"{n}=" for n in names)):
-            out.append(arg)
-    return out
-
-
-#: Longest a clean stop may take before the process dumps its stacks and exits anyway.
-STOP_GRACE_S = 25.0
-
-
-def _stop_stuck(loop: asyncio.AbstractEventLoop) -> None:
-    logging.getLogger("edge_agent").error(
-        "stop did not finish within %s s; task and thread stacks follow, then exit", STOP_GRACE_S
-    )
-    # Best effort from another thread: the loop is stuck waiting, not running these.
-    for task in list(asyncio.all_tasks(loop)):
-        task.print_stack(file=sys.stderr)
-    faulthandler.dump_traceback(all_threads=True)
-    os._exit(1)
-
-
-async def _run_until_signal(work: Coroutine[Any, Any, None]) -> None:
-    task = asyncio.create_task(work)
-    loop = asyncio.get_running_loop()
-
-    def stop() -> None:
-        task.cancel()
-        # A stop that hangs (a stuck thread, a wedged bus) must not keep a restart from
-        # happening: a thread timer, independent of the event loop, ends the process.
-        timer = threading.Timer(STOP_GRACE_S, _stop_stuck, args=(loop,))
-        timer.daemon = True
-        timer.start()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline)
 
 
 def _ask(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
+    import asyncio  # noqa: PLC0415
+
+    from edge_agent.control import SOCKET_NAME, ControlError, request  # noqa: PLC0415
+
     try:
         reply = asyncio.run(request(data_dir / SOCKET_NAME, command, **args))
     except ControlError as exc:

@@ -6,7 +6,6 @@ the gateway's MQTT password or private key.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-
-from edge_agent.control import SOCKET_NAME, ControlError, request
 
 uplink_app = typer.Typer(
     help="The gateway's link to the county fleet: status, and draining a stopped gateway.",
@@ -116,6 +113,10 @@ def _restart_hint(data_dir: Path) -> None:
 
 def _live(data_dir: Path) -> dict[str, Any] | None:
     """The running agent's uplink state; ``{"state": "off"}`` when it runs without one."""
+    import asyncio  # noqa: PLC0415 - `edge run` imports this module before its kernels load
+
+    from edge_agent.control import SOCKET_NAME, ControlError, request  # noqa: PLC0415
+
     try:
         reply = asyncio.run(request(data_dir / SOCKET_NAME, "uplink"))
     except ControlError:
@@ -211,6 +212,8 @@ def drain(
 
     Exit status 1 when the fleet did not acknowledge everything within --timeout.
     """
+    import asyncio  # noqa: PLC0415
+
     from edge_agent.agent import AGENT_VERSION  # noqa: PLC0415
     from edge_agent.enroll import enrollment_state  # noqa: PLC0415
     from edge_agent.site_config import UplinkSettings  # noqa: PLC0415

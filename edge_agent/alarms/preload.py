@@ -15,7 +15,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import sys
+import tomllib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from edge_agent.alarms.backends import resolve_backend
 from edge_agent.alarms.specs import (
@@ -102,3 +104,20 @@ def preload_kernels(backend: str, rules: Sequence[RuleSpec] | None = None) -> st
     advised = release_compiler_pages()
     log.debug("alarm kernels loaded; %.0f MB of compiler pages handed back", advised / 2**20)
     return resolved
+
+
+def rule_kinds(config: Path) -> set[str] | None:
+    """The rule kinds a site file names, read cheaply; None when it cannot be read."""
+    try:
+        rules = tomllib.loads(config.read_text()).get("rule", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # the site loader reports the problem; meanwhile every kernel loads
+    if not isinstance(rules, list):
+        return None
+    return {str(rule.get("kind")) for rule in rules if isinstance(rule, dict)}
+
+
+def preload_for_site(config: Path, backend: str) -> str:
+    """Preload the kernels a site file's rules need (all of them if it cannot be read)."""
+    kinds = rule_kinds(config)
+    return preload_kernels(backend, None if kinds is None else rules_for_kinds(kinds))

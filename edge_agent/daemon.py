@@ -1,0 +1,121 @@
+"""``edge run`` once the kernels are loaded: the agent until a signal, and restarts in place.
+
+Imported by the CLI only after ``edge_agent.alarms.preload`` has run, so asyncio, Modbus,
+the uplink and the models load after the alarm kernels (see that module for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from drivers.clock import Clock, ScaledClock, SystemClock
+from edge_agent.agent import Agent
+from edge_agent.site_config import SiteConfig
+
+#: Longest a clean stop may take before the process dumps its stacks and exits anyway.
+STOP_GRACE_S = 25.0
+
+
+def run_daemon(
+    site: SiteConfig,
+    config: Path,
+    data_dir: Path,
+    clock: Clock,
+    backend: str,
+    log_level: str,
+    confirm_deadline: float,
+) -> None:
+    """Run the agent until SIGTERM/SIGINT; restart in place when it asks to."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    synced = None if isinstance(clock, SystemClock) else (lambda: True)
+    agent = Agent(
+        site,
+        data_dir,
+        clock,
+        backend,
+        **({"clock_synced": synced} if synced else {}),
+        config_path=config,
+        confirm_deadline_s=confirm_deadline,
+    )
+    asyncio.run(_run_until_signal(agent.run()))
+    if agent.restart_requested.is_set():
+        _restart_in_place(clock)
+
+
+def _restart_in_place(clock: Clock) -> None:
+    """Start again in this process (same pid for systemd) on the site file as it is now.
+
+    Simulated time carries on: the restarted agent gets this clock's origin and anchor.
+    """
+    argv = [sys.executable, "-m", "edge_agent.cli", *sys.argv[1:]]
+    if isinstance(clock, ScaledClock):
+        argv = without_options(argv, ("--origin", "--anchor", "--speed"))
+        argv += [
+            "--speed",
+            repr(clock.speed),
+            "--origin",
+            datetime.fromtimestamp(clock.origin, tz=UTC).isoformat(),
+            "--anchor",
+            repr(clock.anchor),
+        ]
+    logging.getLogger("edge_agent").warning("restarting in place: %s", " ".join(argv[3:]))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
+
+
+def without_options(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """Drop ``--name value`` and ``--name=value`` occurrences of the given options."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{n}=" for n in names)):
+            out.append(arg)
+    return out
+
+
+def _stop_stuck(loop: asyncio.AbstractEventLoop) -> None:
+    logging.getLogger("edge_agent").error(
+        "stop did not finish within %s s; task and thread stacks follow, then exit", STOP_GRACE_S
+    )
+    # Best effort from another thread: the loop is stuck waiting, not running these.
+    for task in list(asyncio.all_tasks(loop)):
+        task.print_stack(file=sys.stderr)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(1)
+
+
+async def _run_until_signal(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        task.cancel()
+        # A stop that hangs (a stuck thread, a wedged bus) must not keep a restart from
+        # happening: a thread timer, independent of the event loop, ends the process.
+        timer = threading.Timer(STOP_GRACE_S, _stop_stuck, args=(loop,))
+        timer.daemon = True
+        timer.start()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
