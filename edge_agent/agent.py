@@ -25,14 +25,18 @@ from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
 from edge_agent.config_probe import probe_site
 from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
 from edge_agent.control import SOCKET_NAME, serve_control
-from edge_agent.enroll import enrollment_state
+from edge_agent.enroll import enrollment_state, load_enrollment
 from edge_agent.faults import FaultTracker
+from edge_agent.release_intake import ReleaseIntake
 from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_config import SiteConfig
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
+from edge_agent.updater import ReleaseUpdater
 from edge_agent.uplink import Uplink
+from ota.download import basic_auth
 from ota.report import OtaReport
+from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
 
 log = logging.getLogger(__name__)
@@ -96,6 +100,7 @@ class Agent:
         clock_synced: Callable[[], bool] = system_clock_synced,
         config_path: Path | None = None,
         confirm_deadline_s: float = CONFIRM_DEADLINE_S,
+        slots_root: Path | None = None,
     ) -> None:
         self.site = site
         self.data_dir = data_dir
@@ -120,6 +125,7 @@ class Agent:
         self._watched = {r.channel for r in site.rules if isinstance(r, ChannelRule)}
         self._synced = True
         self.restart_requested = asyncio.Event()
+        self.exit_for_update = False
         self.config_updater = (
             ConfigUpdater(
                 config_path,
@@ -133,9 +139,12 @@ class Agent:
             if config_path is not None
             else None
         )
-        documents = (
-            {Topic.CONFIG: self.config_updater.offer} if self.config_updater is not None else {}
-        )
+        documents: dict[Topic, Callable[[bytes], None]] = {}
+        if self.config_updater is not None:
+            documents[Topic.CONFIG] = self.config_updater.offer
+        self.release_intake = self._release_intake(slots_root)
+        if self.release_intake is not None:
+            documents[Topic.RELEASE] = self.release_intake.offer
         # The uplink runs only on an enrolled gateway (or one holding an offline bundle).
         self.uplink = (
             Uplink(
@@ -219,6 +228,43 @@ class Agent:
         self._events.put_nowait((self.clock.now(), kind, subject, level, detail))
 
     # --- updates over the air ----------------------------------------------------------------
+
+    def _release_intake(self, slots_root: Path | None) -> ReleaseIntake | None:
+        """Releases need an enrollment (trust anchor, download credentials)."""
+        enrollment = load_enrollment(self.data_dir)
+        if enrollment is None:
+            return None
+        updater = None
+        if slots_root is not None:
+            updater = ReleaseUpdater(
+                SlotTree(slots_root),
+                enrollment.fleet_url,
+                self._store_report,
+                headers=basic_auth(enrollment.mqtt.username, enrollment.mqtt.password),
+            )
+        return ReleaseIntake(self.data_dir, updater, self._store_report, self._exit_for_update)
+
+    async def _store_report(self, report: OtaReport) -> None:
+        """Record an update report durably before the updater moves on."""
+        await self.store.record_event(
+            self.clock.now(), "ota", report.subject.value, None, report.detail()
+        )
+
+    def _exit_for_update(self) -> None:
+        self.exit_for_update = True
+        self.restart_requested.set()
+
+    async def _release_healthy(self) -> str | None:
+        """A version on trial is healthy once everything it runs is known to work."""
+        silent = [d.config.name for d in self.poller.devices if d.health.last_success is None]
+        if silent:
+            return f"no answer yet from {', '.join(silent)}"
+        if not self.ready.is_set():
+            return "the alarm engine is not ready"
+        uplink = self.uplink
+        if uplink is not None and uplink.state != "connected" and uplink.last_error is None:
+            return "the uplink has not connected yet and reports no reason"
+        return None
 
     def _report_update(self, report: OtaReport) -> None:
         self._emit("ota", report.subject.value, None, report.detail())
@@ -426,7 +472,10 @@ class Agent:
             try:
                 await self._run_tasks()
             except* RestartRequestedError:
-                log.warning("stopping to restart on the new site file")
+                log.warning(
+                    "stopping to start %s",
+                    "another release slot" if self.exit_for_update else "on the new site file",
+                )
         finally:
             if server is not None:
                 server.close()
@@ -448,6 +497,10 @@ class Agent:
                 group.create_task(_bounded_stop(self.uplink.run()), name="uplink")
             if self.config_updater is not None:
                 group.create_task(self.config_updater.run(), name="config-update")
+            if self.release_intake is not None:
+                group.create_task(
+                    self.release_intake.run(self._release_healthy), name="release-update"
+                )
             group.create_task(self._restart_on_request(), name="restart")
 
     async def _drain_events(self) -> None:

@@ -24,6 +24,7 @@ from rich.table import Table as RichTable
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
 from edge_agent.site_errors import SiteConfigError
+from edge_agent.update_cli import update_app
 from edge_agent.uplink_cli import enroll, uplink_app
 
 if TYPE_CHECKING:
@@ -267,6 +268,10 @@ def run(
         float,
         typer.Option(help="Seconds a configuration received over the air has to prove itself."),
     ] = 60.0,
+    slots: Annotated[
+        Path | None,
+        typer.Option(help="Release slot tree this agent runs from (takes releases over the air)."),
+    ] = None,
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
     from edge_agent.alarms.preload import preload_for_site  # noqa: PLC0415 - numba is heavy
@@ -285,7 +290,7 @@ def run(
     prepare_start(config, data_dir)
     site = _load(config)
     clock = make_clock(speed, origin, anchor)
-    run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline)
+    run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline, slots)
 
 
 def _ask(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
@@ -351,6 +356,7 @@ siren_app = typer.Typer(help="Siren commands.", no_args_is_help=True)
 app.add_typer(siren_app, name="siren")
 app.command()(enroll)
 app.add_typer(uplink_app, name="uplink")
+app.add_typer(update_app, name="update")
 
 
 @siren_app.command("test")

@@ -35,8 +35,13 @@ def run_daemon(
     backend: str,
     log_level: str,
     confirm_deadline: float,
+    slots_root: Path | None = None,
 ) -> None:
-    """Run the agent until SIGTERM/SIGINT; restart in place when it asks to."""
+    """Run the agent until SIGTERM/SIGINT; restart in place when it asks to.
+
+    After switching release slots (or rolling one back) the process exits with status 0:
+    the service manager starts it again from the slot ``current`` now points at.
+    """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -49,8 +54,12 @@ def run_daemon(
         **({"clock_synced": synced} if synced else {}),
         config_path=config,
         confirm_deadline_s=confirm_deadline,
+        slots_root=slots_root,
     )
     asyncio.run(_run_until_signal(agent.run()))
+    if agent.exit_for_update:
+        logging.getLogger("edge_agent").warning("exiting so the service starts the other slot")
+        return
     if agent.restart_requested.is_set():
         _restart_in_place(clock)
 

@@ -1,0 +1,117 @@
+"""Agent releases over the air inside the running agent: confirm at start, take new ones.
+
+At every start, a version on trial (switched to, not yet committed) must show itself
+healthy within its deadline: every device answered, the alarm engine is ready, and the
+uplink is connected or the reason it is not is known. Then the updater commits it, or
+rolls back and the agent exits so the service manager starts the previous slot. Signed
+release documents from the retained ``release`` topic are verified against the trust
+anchor and handed to ``ReleaseUpdater`` one at a time; a switch ends with the agent
+exiting so the new slot starts. Without a slot tree (``edge run`` without ``--slots``)
+every release is refused with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from edge_agent.enroll import load_enrollment
+from edge_agent.updater import AfterApply, HealthProbe, ReleaseUpdater
+from ota.document import DocumentKind, DocumentRefusedError, read_unverified, verify_document
+from ota.download import DownloadError
+from ota.report import OtaReport, OtaState, OtaSubject
+from ota.slots import SlotBusyError
+
+log = logging.getLogger(__name__)
+
+#: Wait before trying a release again after the link failed mid-download.
+RETRY_AFTER_S = 60.0
+
+
+class ReleaseIntake:
+    """Takes release documents from the uplink to the updater, one at a time."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        updater: ReleaseUpdater | None,
+        emit: Callable[[OtaReport], Awaitable[None]],
+        exit_for_update: Callable[[], None],
+    ) -> None:
+        self.data_dir = data_dir
+        self.updater = updater
+        self.emit = emit
+        self.exit_for_update = exit_for_update
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+        self._refused: str | None = None
+
+    def offer(self, data: bytes) -> None:
+        """Hand over a document from the uplink; never blocks the receiver."""
+        if self._inbox.full():
+            self._inbox.get_nowait()  # only the newest retained document matters
+        self._inbox.put_nowait(data)
+
+    async def run(self, healthy: HealthProbe) -> None:
+        """Confirm a version on trial, then take release documents forever."""
+        if self.updater is not None:
+            decided = await self.updater.confirm_started(healthy)
+            log.info("release check at start: %s", decided.value)
+            if decided.restart:
+                self.exit_for_update()
+                return
+        while True:
+            data = await self._inbox.get()
+            try:
+                await self._handle(data)
+            except (DownloadError, SlotBusyError) as exc:
+                log.warning("release download failed, trying again in %g s: %s", RETRY_AFTER_S, exc)
+                asyncio.get_running_loop().call_later(RETRY_AFTER_S, self._retry, data)
+            except Exception:
+                log.exception("release update failed unexpectedly; this version keeps running")
+
+    def _retry(self, data: bytes) -> None:
+        if self._inbox.empty():
+            self._inbox.put_nowait(data)
+
+    async def _refuse(self, data: bytes, version: int, reason: str) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == self._refused:
+            return  # the same retained document again after a reconnect
+        self._refused = digest
+        log.warning("release document v%d refused: %s", version, reason)
+        await self.emit(OtaReport(OtaSubject.RELEASE, version, OtaState.REJECTED, reason))
+
+    async def _handle(self, data: bytes) -> None:
+        try:
+            claimed = read_unverified(data).version
+        except DocumentRefusedError:
+            claimed = 0
+        enrollment = load_enrollment(self.data_dir)
+        if enrollment is None:
+            await self._refuse(data, claimed, "this gateway is not enrolled: no trust anchor")
+            return
+        if self.updater is None:
+            reason = "this agent does not run from release slots (edge run --slots ROOT)"
+            await self._refuse(data, claimed, reason)
+            return
+        installed = self.updater.installed_document_version()
+        if claimed and claimed == installed:
+            return  # the retained copy of the release already dealt with
+        try:
+            document = verify_document(
+                data,
+                enrollment.fleet_signing_key,
+                enrollment.gateway_id,
+                DocumentKind.RELEASE,
+                installed,
+            )
+        except DocumentRefusedError as refusal:
+            await self._refuse(data, claimed, str(refusal))
+            return
+        after = await self.updater.apply(document)
+        if after is AfterApply.RESTART:
+            log.warning("release v%d installed and switched; exiting to start it", document.version)
+            self.exit_for_update()

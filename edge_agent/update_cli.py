@@ -1,0 +1,214 @@
+"""``edge update``: the agent release slots of this gateway, as a technician sees them.
+
+``status`` shows the current, previous and pending slot, the starts counted for a version
+on trial and the last outcome. The hidden ``apply`` and ``confirm`` run a signed release
+document through ``ReleaseUpdater`` and one agent start's confirmation; crash tests and
+manual recovery use them, and they store their reports in the agent's store as the agent
+does. Also runnable as ``python -m edge_agent.update_cli``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ota.supervisor import DEFAULT_ROOT, Outcome, SlotRelease, StateFileError
+
+if TYPE_CHECKING:
+    from edge_agent.updater import AfterApply, Emit
+    from ota.slots import SlotStatus
+
+# The agent's own modules load inside the commands: `edge` imports this module for every
+# command, and `edge run` must load its alarm kernels before anything heavy.
+
+update_app = typer.Typer(
+    help="Agent releases on this gateway: slots, a version on trial, the last outcome.",
+    no_args_is_help=True,
+)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+RootOpt = Annotated[Path, typer.Option("--root", help="The release slot tree.")]
+DataDirOpt = Annotated[
+    Path, typer.Option("--data-dir", "-d", help="The agent's data directory (store, enrollment).")
+]
+T = TypeVar("T")
+
+
+def run_async(work: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run``, with asyncio imported only by the commands that need it."""
+    import asyncio  # noqa: PLC0415 - `edge run` loads its kernels before asyncio
+
+    return asyncio.run(work)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _release(release: SlotRelease | None) -> str:
+    if release is None:
+        return "none"
+    return f"{release.version} (release document {release.doc_version})"
+
+
+def _outcome(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "none"
+    reason = f": {outcome.reason}" if outcome.reason else ""
+    sent = "reported" if outcome.reported else "not reported yet"
+    return f"{outcome.state} {_release(outcome.release)} at {_when(outcome.at)}{reason} ({sent})"
+
+
+def _status_json(view: SlotStatus) -> dict[str, Any]:
+    return {
+        "root": str(view.root),
+        **view.state.to_json(),
+        "links": {"current": view.current_link, "previous": view.previous_link},
+        "slots": list(view.slots),
+        "unfinished": list(view.partial),
+    }
+
+
+@update_app.command()
+def status(
+    root: RootOpt = DEFAULT_ROOT,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Show the current, previous and pending release slots and the last outcome."""
+    from ota.slots import SlotTree  # noqa: PLC0415
+
+    if not root.is_dir():
+        raise _fail(f"no release slots under {root}")
+    try:
+        view = SlotTree(root).status()
+    except StateFileError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        console.print_json(json.dumps(_status_json(view)))
+        return
+    state = view.state
+    pending = state.pending
+    if pending is None:
+        console.print(f"current   {_release(state.committed)}", highlight=False)
+        console.print(f"previous  {_release(state.previous)}", highlight=False)
+    else:
+        console.print(
+            f"current   {_release(pending.release)} [bold]pending[/]: start "
+            f"{pending.boots} of {pending.max_boots}, must be healthy within "
+            f"{pending.health_deadline_s:g} s; switched {_when(pending.switched_at)}",
+            highlight=False,
+        )
+        console.print(f"previous  {_release(state.committed)} (the rollback)", highlight=False)
+    console.print(f"links     current -> {view.current_link}, previous -> {view.previous_link}")
+    unfinished = f" (unfinished: {', '.join(view.partial)})" if view.partial else ""
+    console.print(f"slots     {', '.join(view.slots) or 'none'}{unfinished}", markup=False)
+    console.print(f"last      {_outcome(view.last_outcome)}", markup=False, highlight=False)
+
+
+async def _with_reports(data_dir: Path, work: Callable[[Emit], Awaitable[T]]) -> T:
+    """Run ``work`` with an ``emit`` that stores each report as the agent does, and shows it."""
+    from edge_agent.store import LocalStore  # noqa: PLC0415
+    from ota.report import OTA_EVENT_KIND, OtaReport  # noqa: PLC0415
+
+    async with LocalStore(data_dir) as store:
+
+        async def emit(report: OtaReport) -> None:
+            detail = report.detail()
+            await store.record_event(
+                time.time(), OTA_EVENT_KIND, report.subject.value, None, detail
+            )
+            console.print(f"report {json.dumps(detail)}", highlight=False)
+
+        return await work(emit)
+
+
+@update_app.command(hidden=True)
+def apply(
+    document: Annotated[Path, typer.Argument(help="A signed release document (JSON).")],
+    data_dir: DataDirOpt,
+    root: RootOpt = DEFAULT_ROOT,
+    max_boots: Annotated[int, typer.Option(min=1)] = 3,
+    health_deadline: Annotated[float, typer.Option(min=1.0)] = 120.0,
+    compile_bytecode: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="Precompile the new slot.")
+    ] = True,
+) -> None:
+    """Verify a release document and take it up to the switch (the agent does this itself)."""
+    from edge_agent.enroll import load_enrollment  # noqa: PLC0415
+    from edge_agent.updater import ReleaseUpdater  # noqa: PLC0415
+    from ota.document import DocumentKind, DocumentRefusedError, verify_document  # noqa: PLC0415
+    from ota.download import DownloadError  # noqa: PLC0415
+    from ota.slots import SlotError, SlotTree  # noqa: PLC0415
+
+    enrollment = load_enrollment(data_dir)
+    if enrollment is None:
+        raise _fail(f"{data_dir} holds no enrollment: enroll the gateway first")
+    tree = SlotTree(root, compile_bytecode=compile_bytecode)
+
+    async def work(emit: Emit) -> AfterApply:
+        updater = ReleaseUpdater(
+            tree, enrollment.fleet_url, emit, max_boots=max_boots, health_deadline_s=health_deadline
+        )
+        verified = verify_document(
+            document.read_bytes(),
+            enrollment.fleet_signing_key,
+            enrollment.gateway_id,
+            DocumentKind.RELEASE,
+            updater.installed_document_version(),
+        )
+        return await updater.apply(verified)
+
+    try:
+        after = run_async(_with_reports(data_dir, work))
+    except (DocumentRefusedError, DownloadError, SlotError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"result {after.value}")
+
+
+async def _agent_loads() -> str | None:
+    try:
+        importlib.import_module("edge_agent.cli")
+    except Exception as exc:  # whatever breaks the import is the reason
+        return f"the agent does not load: {exc!r}"
+    return None
+
+
+@update_app.command(hidden=True)
+def confirm(
+    data_dir: DataDirOpt,
+    root: RootOpt = DEFAULT_ROOT,
+    probe_interval: Annotated[float, typer.Option(min=0.01)] = 2.0,
+) -> None:
+    """One agent start's confirmation: commit this version on trial once the agent loads."""
+    from edge_agent.updater import ReleaseUpdater  # noqa: PLC0415
+    from ota.slots import SlotError, SlotTree  # noqa: PLC0415
+
+    tree = SlotTree(root)
+
+    async def work(emit: Emit) -> str:
+        updater = ReleaseUpdater(tree, "", emit, probe_interval_s=probe_interval)
+        decided = await updater.confirm_started(_agent_loads)
+        return f"running {updater.running_version}: {decided.value}"
+
+    try:
+        console.print(run_async(_with_reports(data_dir, work)), highlight=False)
+    except (SlotError, StateFileError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+if __name__ == "__main__":
+    update_app(prog_name="edge update")
