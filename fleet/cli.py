@@ -31,6 +31,7 @@ from fleet.broker_files import (
 from fleet.enrollment import BUNDLE_TTL_S
 from fleet.main import create_app
 from fleet.repository import Role
+from fleet.rollout_cli import release_app, rollout_app
 from fleet.schemas import SITE_ID_PATTERN
 from fleet.service import open_enrollment, open_repository, run_fleet
 from fleet.settings import FleetSettings
@@ -41,6 +42,8 @@ token_app = typer.Typer(help="One-time enrollment tokens for gateways.", no_args
 apitoken_app = typer.Typer(help="API tokens for the REST console.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(apitoken_app, name="apitoken")
+app.add_typer(release_app, name="release")
+app.add_typer(rollout_app, name="rollout")
 
 DataDir = Annotated[
     Path,

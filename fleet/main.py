@@ -9,15 +9,29 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fleet.routers import alarms, api_tokens, enrollment, gateways, ingest, readings
+from fleet.rollouts import RolloutTiming, running_scheduler
+from fleet.routers import (
+    alarms,
+    api_tokens,
+    configs,
+    enrollment,
+    gateways,
+    ingest,
+    readings,
+    releases,
+    rollouts,
+)
 from fleet.service import run_fleet
 from fleet.settings import FleetSettings
 
 API_VERSION = "0.1.0"
 
 
-def create_app(settings: FleetSettings) -> FastAPI:
-    """The REST app; its lifespan runs storage, the broker (if embedded) and ingest."""
+def create_app(settings: FleetSettings, rollout_timing: RolloutTiming | None = None) -> FastAPI:
+    """The REST app; its lifespan runs storage, the broker (if embedded), ingest and rollouts.
+
+    ``rollout_timing`` sets the rollout scheduler's clock and tick (tests inject a clock).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -26,17 +40,27 @@ def create_app(settings: FleetSettings) -> FastAPI:
             app.state.repository = service.repository
             app.state.enrollment = service.enrollment
             app.state.ingest = service.ingest
-            yield
+            wake_outbox = service.ingest.wake_outbox if service.ingest else None
+            async with running_scheduler(
+                service.repository, service.enrollment.signing_key, rollout_timing, wake_outbox
+            ) as scheduler:
+                app.state.rollouts = scheduler
+                yield
 
     app = FastAPI(
         title="HazardWatch fleet",
         version=API_VERSION,
-        summary="County console: gateways, readings, alarms, enrollment and API tokens.",
+        summary=(
+            "County console: gateways, readings, alarms, enrollment, API tokens, "
+            "configs, releases and rollouts."
+        ),
         lifespan=lifespan,
     )
     for module in (gateways, readings, alarms, enrollment, api_tokens, ingest):
         app.include_router(module.router)
     app.include_router(enrollment.enroll_router)
+    for router in (*configs.routers, releases.router, rollouts.router):
+        app.include_router(router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     return app
 

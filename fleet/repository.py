@@ -8,10 +8,13 @@ method is synchronous and may block on the disk: call it from a worker thread.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
+from ota.document import DocumentKind
+from ota.manifest import ReleaseManifest
 from protocol import CommandResult, DataBatch, EventBatch, GatewayState, Health, Stream
 
 
@@ -196,8 +199,349 @@ class CommitResult:
     rejected: list[tuple[str, str, str]] = field(default_factory=list)  # gateway, reason, detail
 
 
+#: Builds the signed document of ``version`` for ``gateways``: storage allocates the version
+#: (inside its transaction, so versions never repeat) and keeps the bytes it returns.
+DocumentIssuer = Callable[[int, tuple[str, ...]], bytes]
+
+
+class ConfigState(enum.StrEnum):
+    """Where a signed configuration stands on one gateway (DESIGN section 7)."""
+
+    PENDING = "pending"  # issued, the gateway has not confirmed receipt
+    DELIVERED = "delivered"  # the gateway verified the document
+    APPLIED = "applied"
+    REJECTED = "rejected"
+    ROLLED_BACK = "rolled_back"
+    SUPERSEDED = "superseded"  # a newer configuration was issued before this one ended
+
+    @property
+    def final(self) -> bool:
+        """Whether the gateway has said the last word on this version."""
+        return self in (ConfigState.APPLIED, ConfigState.REJECTED, ConfigState.ROLLED_BACK)
+
+
+class RolloutState(enum.StrEnum):
+    """A rollout's state; halted, aborted and completed rollouts send nothing more."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    HALTED = "halted"
+    ABORTED = "aborted"
+    COMPLETED = "completed"
+
+    @property
+    def active(self) -> bool:
+        """Whether the rollout still holds its gateways (a halted one does until aborted)."""
+        return self in (RolloutState.RUNNING, RolloutState.PAUSED, RolloutState.HALTED)
+
+
+class DeviceState(enum.StrEnum):
+    """One gateway's part in a rollout."""
+
+    WAITING = "waiting"  # its wave has not started
+    IN_PROGRESS = "in_progress"  # sent; no final report yet, deadline running
+    SUCCEEDED = "succeeded"  # reported ``applied`` for this rollout's document
+    FAILED = "failed"  # reported ``rejected`` or ``rolled_back``
+    TIMED_OUT = "timed_out"  # no final report before its deadline: counts as a failure
+    CANCELLED = "cancelled"  # the rollout was aborted before this device ended
+
+    @property
+    def final(self) -> bool:
+        """Whether this device's outcome is settled."""
+        return self not in (DeviceState.WAITING, DeviceState.IN_PROGRESS)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayGroup:
+    """A named set of gateways that configs and rollouts can address."""
+
+    name: str
+    gateways: tuple[str, ...]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewSiteConfig:
+    """A validated site file for one gateway (``gateway_id``) or a group (``group``)."""
+
+    site_toml: str
+    gateway_id: str | None
+    group: str | None
+    note: str | None
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfigRecord:
+    """A stored site configuration; ``revision`` counts per gateway or group.
+
+    ``version`` is the signed document it was published with (None: stored only, to be
+    sent by a rollout); ``gateways`` are the ones addressed when it was created.
+    """
+
+    id: int
+    scope: str  # "gateway" or "group"
+    target: str
+    revision: int
+    site_toml: str
+    sha256: str
+    gateways: tuple[str, ...]
+    note: str | None
+    created_at: float
+    created_by: str | None
+    version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDelivery:
+    """One signed configuration document on one gateway."""
+
+    gateway_id: str
+    version: int
+    config_id: int
+    revision: int
+    rollout_id: int | None
+    state: ConfigState
+    reason: str | None
+    issued_at: float
+    published_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    """A registered release; ``uploaded`` names the files stored and verified so far."""
+
+    manifest: ReleaseManifest
+    created_at: float
+    created_by: str | None
+    uploaded: frozenset[str]
+
+    @property
+    def version(self) -> str:
+        """The release's PEP 440 version."""
+        return self.manifest.version
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Files of the manifest not uploaded yet, in manifest order."""
+        return tuple(f.name for f in self.manifest.files if f.name not in self.uploaded)
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutWave:
+    """One wave: its spec as written (``1``, ``25%``), its gateways, its document."""
+
+    index: int
+    spec: str
+    gateways: tuple[str, ...]
+    doc_version: int | None
+    started_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutDevice:
+    """One gateway in a rollout; ``reported`` is the gateway's last report for its document."""
+
+    gateway_id: str
+    wave: int
+    state: DeviceState
+    doc_version: int | None
+    sent_at: float | None
+    deadline: float | None
+    reported: str | None
+    reason: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewRollout:
+    """A planned rollout of a release (``release_version``) or a config (``config_id``)."""
+
+    kind: DocumentKind
+    release_version: str | None
+    config_id: int | None
+    group: str | None
+    waves: tuple[tuple[str, tuple[str, ...]], ...]  # (spec, gateways) per wave
+    success_threshold: float
+    error_threshold: float
+    device_timeout_s: float
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A rollout with its waves and devices; ``current_wave`` is -1 before the first.
+
+    ``revision`` changes with every stored change (reports included), so a decision taken
+    on one snapshot is applied only if nothing moved meanwhile.
+    """
+
+    id: int
+    kind: DocumentKind
+    release_version: str | None
+    config_id: int | None
+    group: str | None
+    success_threshold: float
+    error_threshold: float
+    device_timeout_s: float
+    state: RolloutState
+    current_wave: int
+    reason: str | None
+    revision: int
+    created_at: float
+    created_by: str | None
+    updated_at: float
+    waves: tuple[RolloutWave, ...]
+    devices: tuple[RolloutDevice, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutStep:
+    """What the rollout logic decided for one snapshot (``revision``) of a rollout."""
+
+    rollout_id: int
+    revision: int
+    timed_out: tuple[str, ...]
+    start_wave: int | None
+    state: RolloutState
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxDocument:
+    """A signed document to publish, retained, on a gateway's ``config`` or ``release`` topic."""
+
+    gateway_id: str
+    kind: DocumentKind
+    version: int
+    document: bytes
+
+
+class OtaRepository(Protocol):
+    """Storage of over-the-air configs, releases and rollouts (``Repository.ota``)."""
+
+    # --- groups ---------------------------------------------------------------------------
+    def set_group(self, name: str, gateway_ids: Sequence[str], now: float) -> GatewayGroup:
+        """Create or replace a group; raises NotFoundError for an unknown gateway."""
+        ...
+
+    def get_group(self, name: str) -> GatewayGroup:
+        """One group; raises NotFoundError."""
+        ...
+
+    def list_groups(self) -> list[GatewayGroup]:
+        """All groups by name."""
+        ...
+
+    # --- configurations -------------------------------------------------------------------
+    def create_config(
+        self, config: NewSiteConfig, now: float, issue: DocumentIssuer | None
+    ) -> SiteConfigRecord:
+        """Store a config; with ``issue``, also sign and queue it for its gateways at once.
+
+        Raises NotFoundError (gateway, group) or ConflictError (empty group, or a gateway
+        held by an active config rollout).
+        """
+        ...
+
+    def get_config(self, config_id: int) -> SiteConfigRecord:
+        """One config; raises NotFoundError."""
+        ...
+
+    def list_configs(
+        self, *, gateway_id: str | None, group: str | None, limit: int
+    ) -> list[SiteConfigRecord]:
+        """Configs newest first, optionally those addressing a gateway or a group."""
+        ...
+
+    def config_deliveries(self, gateway_id: str, limit: int) -> list[ConfigDelivery]:
+        """A gateway's configuration documents, newest first; raises NotFoundError."""
+        ...
+
+    # --- releases -------------------------------------------------------------------------
+    def add_release(self, manifest: ReleaseManifest, by: str | None, now: float) -> ReleaseRecord:
+        """Register a release; the same manifest again is a no-op, another one ConflictError."""
+        ...
+
+    def get_release(self, version: str) -> ReleaseRecord:
+        """One release; raises NotFoundError."""
+        ...
+
+    def list_releases(self) -> list[ReleaseRecord]:
+        """All releases, newest registration first."""
+        ...
+
+    def release_upload_path(self, version: str, name: str) -> Path:
+        """A fresh temporary file to receive ``name`` of ``version``; raises NotFoundError."""
+        ...
+
+    def store_release_file(
+        self, version: str, name: str, upload: Path, now: float
+    ) -> ReleaseRecord:
+        """Check ``upload`` against the manifest (size, sha256) and keep it, or raise ValueError."""
+        ...
+
+    def release_file(self, version: str, name: str) -> Path:
+        """The stored, verified file; raises NotFoundError."""
+        ...
+
+    def gateway_password_hash(self, gateway_id: str) -> str | None:
+        """The gateway's MQTT password hash (gateways download releases with it), or None."""
+        ...
+
+    # --- rollouts -------------------------------------------------------------------------
+    def create_rollout(self, rollout: NewRollout, now: float) -> Rollout:
+        """Store a rollout (running, no wave started); NotFoundError or ConflictError."""
+        ...
+
+    def get_rollout(self, rollout_id: int) -> Rollout:
+        """One rollout with waves and devices; raises NotFoundError."""
+        ...
+
+    def list_rollouts(self, limit: int) -> list[Rollout]:
+        """Rollouts, newest first."""
+        ...
+
+    def active_rollout_ids(self) -> list[int]:
+        """Rollouts that may still change by themselves (running, paused, halted)."""
+        ...
+
+    def control_rollout(
+        self, rollout_id: int, state: RolloutState, reason: str, now: float
+    ) -> Rollout:
+        """Pause, resume (``RUNNING``) or abort; ConflictError if the state does not allow it."""
+        ...
+
+    def apply_rollout_step(
+        self, step: RolloutStep, now: float, issue: DocumentIssuer | None
+    ) -> bool:
+        """Apply ``step`` if the rollout is still at ``step.revision``; False if it moved.
+
+        Starting a wave signs one document (``issue``) for the wave's gateways and queues it.
+        """
+        ...
+
+    # --- outbox ---------------------------------------------------------------------------
+    def claim_documents(self, now: float) -> list[OutboxDocument]:
+        """Take the documents waiting to be published (and claims older than a minute)."""
+        ...
+
+    def finish_documents(
+        self, published: Sequence[OutboxDocument], failed: Sequence[OutboxDocument], now: float
+    ) -> None:
+        """Record what was published; put failed ones back for the next attempt."""
+        ...
+
+
 class Repository(Protocol):
     """Everything the fleet stores. Implementations must make ``commit`` atomic per batch."""
+
+    @property
+    def ota(self) -> OtaRepository:
+        """Over-the-air configs, releases and rollouts."""
+        ...
 
     def close(self) -> None:
         """Release connections."""

@@ -152,14 +152,21 @@ class SimulatedGateway:
             await self._ack_changed.wait()
 
     async def upload(
-        self, batches: Sequence[EncodedBatch], stream: Stream = Stream.READINGS
+        self,
+        batches: Sequence[EncodedBatch],
+        stream: Stream = Stream.READINGS,
+        *,
+        window_sent: asyncio.Event | None = None,
     ) -> None:
         """Publish ``batches`` (in seq order) until the fleet acked the last one.
 
         Keeps at most ``window`` batches beyond the watermark in flight; when no ack moves
         for ``ack_timeout``, starts again from the first batch beyond the watermark.
+        ``window_sent`` is set once the first window is published (the broker has it).
         """
         if not batches:
+            if window_sent is not None:
+                window_sent.set()
             return
         kind = Topic.DATA if stream is Stream.READINGS else Topic.EVENTS
         final = batches[-1].last_seq
@@ -173,6 +180,8 @@ class SimulatedGateway:
             while next_index < len(batches) and next_index - lowest < self.window:
                 await self.publish(kind, batches[next_index].payload)
                 next_index += 1
+            if window_sent is not None:
+                window_sent.set()
             self._ack_changed.clear()
             if self.acked[stream] != watermark:
                 continue

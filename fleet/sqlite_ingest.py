@@ -2,9 +2,10 @@
 
 Each stream keeps its highest contiguous seq (``stream_marks``) plus the committed ranges
 above it (``stream_ranges``); both change in the same transaction as the rows, so an ack
-computed here is true after any crash. Readings go in as multi-row INSERTs: one SQLite
-call per thousand rows holds the GIL only to bind values and does the B-tree work without
-it, so parsing the next messages runs alongside.
+computed here is true after any crash. Readings go in as one multi-row INSERT per batch
+that binds the gateway once and the batch's flat row list (``DataBatch.flat_rows``, made
+when it was validated, before the write lock) with only the channel names replaced by
+ids, so little Python runs while the write lock is held.
 """
 
 from __future__ import annotations
@@ -12,38 +13,47 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from bisect import bisect_right
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from fleet.repository import CommitResult, Received
+from fleet.sqlite_ota import record_ota_report
+from ota.report import OTA_EVENT_KIND
 from protocol import CommandResult, DataBatch, EventBatch, EventRow, GatewayState, Health, Stream
+from protocol.limits import MAX_READING_ROWS
+from protocol.payloads import READING_FIELDS
 
-#: Rows per INSERT statement (6 values each; SQLite allows 32766 per statement).
-ROWS_PER_STATEMENT = 1000
-_READING_COLUMNS = 6
-_INSERT = "INSERT OR IGNORE INTO readings (gw, seq, ts, channel, value, quality) VALUES "
+#: Most rows per INSERT statement: a whole batch (5 values a row and the gateway once;
+#: SQLite allows 32766 values per statement).
+ROWS_PER_STATEMENT = MAX_READING_ROWS
 
 
+@lru_cache(maxsize=64)  # batches mostly have the same few sizes
 def _insert_sql(rows: int) -> str:
-    return _INSERT + ",".join(["(?,?,?,?,?,?)"] * rows)
+    # ?1 is the gateway in every row; each bare ? takes the next number after it.
+    values = ",".join(["(?1,?,?,?,?,?)"] * rows)
+    return f"INSERT OR IGNORE INTO readings (gw, seq, ts, channel, value, quality) VALUES {values}"
 
 
-_FULL_STATEMENT = _insert_sql(ROWS_PER_STATEMENT)
+def insert_readings(conn: sqlite3.Connection, values: list[Any]) -> int:
+    """Insert one gateway's readings: ``[gw, seq, ts, channel, value, quality, seq, ...]``.
 
-
-def insert_readings(conn: sqlite3.Connection, flat: list[Any]) -> int:
-    """Insert readings given as one flat list of (gw, seq, ts, channel, value, quality) values.
-
-    Returns how many rows were new; rows already held are ignored.
+    The gateway number comes once, then five values per row. Returns how many rows were
+    new; rows already held are ignored.
     """
     before = conn.total_changes
-    step = ROWS_PER_STATEMENT * _READING_COLUMNS
-    full = len(flat) - len(flat) % step
-    for start in range(0, full, step):
-        conn.execute(_FULL_STATEMENT, flat[start : start + step])
-    if full < len(flat):
-        conn.execute(_insert_sql((len(flat) - full) // _READING_COLUMNS), flat[full:])
+    rows = (len(values) - 1) // READING_FIELDS
+    if rows <= ROWS_PER_STATEMENT:
+        if rows:
+            conn.execute(_insert_sql(rows), values)
+        return conn.total_changes - before
+    step = ROWS_PER_STATEMENT * READING_FIELDS
+    for start in range(1, len(values), step):
+        chunk = [values[0], *values[start : start + step]]
+        conn.execute(_insert_sql((len(chunk) - 1) // READING_FIELDS), chunk)
     return conn.total_changes - before
 
 
@@ -120,9 +130,7 @@ class IngestWriter:
                 result.acks[(item.gateway_id, Stream.READINGS)] = mark
                 stored = 0
                 if payload.last_seq > held:
-                    # Batch by batch: binding one while SQLite writes the previous one lets
-                    # the event loop parse in between (the B-tree work runs without the GIL).
-                    stored = insert_readings(conn, self._flatten(conn, gw, payload, held))
+                    stored = insert_readings(conn, self._bind_values(conn, gw, payload, held))
                 result.rows_stored += stored
                 result.rows_duplicate += len(payload.rows) - stored
             elif isinstance(payload, EventBatch):
@@ -188,21 +196,24 @@ class IngestWriter:
         )
         return held, mark
 
-    def _flatten(self, conn: sqlite3.Connection, gw: int, batch: DataBatch, held: int) -> list[Any]:
-        """The batch's rows newer than ``held`` as one flat list of column values."""
+    def _bind_values(
+        self, conn: sqlite3.Connection, gw: int, batch: DataBatch, held: int
+    ) -> list[Any]:
+        """``gw`` and the batch's rows newer than ``held``, channel ids for names (in C)."""
+        flat = batch.flat_rows()
+        if batch.first_seq <= held:  # rows are in seq order: skip those up to held
+            flat = flat[READING_FIELDS * bisect_right(flat[::READING_FIELDS], held) :]
+        names = flat[2::READING_FIELDS]
         ids = self._channel_ids.setdefault(gw, {})
-        for name in {row[2] for row in batch.rows} - ids.keys():
+        for name in set(names) - ids.keys():
             conn.execute("INSERT OR IGNORE INTO channels (gw, name) VALUES (?, ?)", (gw, name))
             found = conn.execute(
                 "SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, name)
             ).fetchone()
             ids[name] = int(found[0])
-        out: list[Any] = []
-        extend = out.extend
-        rows = batch.rows if batch.first_seq > held else [r for r in batch.rows if r[0] > held]
-        for seq, ts, channel, value, quality in rows:
-            extend((gw, seq, ts, ids[channel], value, quality))
-        return out
+        values = [gw, *flat]
+        values[3::READING_FIELDS] = map(ids.__getitem__, names)
+        return values
 
     def _insert_events(
         self, conn: sqlite3.Connection, gw: int, events: Sequence[EventRow], received_at: float
@@ -227,6 +238,8 @@ class IngestWriter:
                 stored += 1
                 if event.subject:
                     _track_alarm(conn, gw, event)
+                if event.kind == OTA_EVENT_KIND:
+                    record_ota_report(conn, gw, event, received_at)
         return stored
 
     @staticmethod

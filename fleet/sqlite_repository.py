@@ -41,6 +41,7 @@ from fleet.repository import (
     Role,
 )
 from fleet.sqlite_ingest import IngestWriter
+from fleet.sqlite_ota import SQLiteOta
 from protocol import (
     BAD_QUALITY_MASK,
     Stream,
@@ -191,6 +192,7 @@ class SQLiteRepository:
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
+        self.ota = SQLiteOta(self._db, self._write, path.parent / "releases")
 
     # --- connections ----------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from fleet.ingest import IngestWorker
 from fleet.main import create_app
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import Role
+from fleet.rollouts import RolloutTiming
 from fleet.settings import FleetSettings
 from fleet.simgateway import SimulatedGateway, enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
@@ -310,9 +311,12 @@ def auth(token: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def fleet_with_mosquitto(
-    tmp_path: Path, tls: TlsFiles | None = None
+    tmp_path: Path, tls: TlsFiles | None = None, rollout_timing: RolloutTiming | None = None
 ) -> AsyncIterator[FleetUnderTest]:
-    """A mosquitto using the fleet's access files, and the fleet app connected to it."""
+    """A mosquitto using the fleet's access files, and the fleet app connected to it.
+
+    ``rollout_timing`` gives the rollout scheduler its clock and tick.
+    """
     data_dir = tmp_path / "fleet"
     broker_dir = FleetSettings(data_dir=data_dir).broker_dir
     write_access_files(broker_dir, FleetAccount.load_or_create(data_dir), [])
@@ -324,7 +328,7 @@ async def fleet_with_mosquitto(
             mqtt_ca=tls.ca_file if tls else None,
             mosquitto_pid_file=broker.pid_file,
         )
-        app = create_app(settings)
+        app = create_app(settings, rollout_timing)
         async with app.router.lifespan_context(app):
             worker: IngestWorker = app.state.ingest
             await asyncio.wait_for(worker.ready.wait(), 10)

@@ -1,0 +1,305 @@
+"""Site configurations: validated at the door, signed, sent retained to a gateway or a group.
+
+A config is checked with the gateway's own site-file validator before it is stored, so a
+file a gateway would refuse is refused here, with the same message. Groups (named sets of
+gateways that configs and rollouts address) are managed here too, and each gateway's
+configuration state: pending, delivered, applied, rejected, rolled back.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from typing import Annotated, Literal, Self
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fleet.dependencies import Operator, Repo, get_ingest, require
+from fleet.ingest import IngestWorker
+from fleet.repository import (
+    ConfigDelivery,
+    ConfigState,
+    ConflictError,
+    GatewayGroup,
+    NewSiteConfig,
+    NotFoundError,
+    Role,
+    SiteConfigRecord,
+)
+from fleet.rollouts import config_payload, document_issuer
+from fleet.signing import SigningKey
+from ota.document import DocumentKind
+
+GROUP_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+GroupName = Annotated[str, Field(pattern=GROUP_PATTERN, examples=["north-valley"])]
+#: Largest site file accepted; its signed document must fit one MQTT message with room.
+MAX_SITE_TOML = 64_000
+
+_viewer = [Depends(require(Role.VIEWER))]
+router = APIRouter(prefix="/api/v1/configs", tags=["configs"], dependencies=_viewer)
+groups_router = APIRouter(prefix="/api/v1/groups", tags=["groups"], dependencies=_viewer)
+gateway_router = APIRouter(prefix="/api/v1/gateways", tags=["configs"], dependencies=_viewer)
+routers = (router, groups_router, gateway_router)
+
+
+def get_signing_key(request: Request) -> SigningKey:
+    """The fleet's signing key (the gateways' trust anchor)."""
+    key: SigningKey = request.app.state.enrollment.signing_key
+    return key
+
+
+Ingest = Annotated[IngestWorker | None, Depends(get_ingest)]
+FleetKey = Annotated[SigningKey, Depends(get_signing_key)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class GroupIn(BaseModel):
+    """The gateways of a group (replaces its members)."""
+
+    gateways: Annotated[list[str], Field(max_length=100_000, examples=[["gw-3f2a9c01d4"]])]
+
+
+class GroupOut(_Out):
+    """A named set of gateways."""
+
+    name: str
+    gateways: list[str]
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def of(cls, group: GatewayGroup) -> GroupOut:
+        """The REST view of a group."""
+        return cls(
+            name=group.name,
+            gateways=list(group.gateways),
+            created_at=group.created_at,
+            updated_at=group.updated_at,
+        )
+
+
+class ConfigIn(BaseModel):
+    """A site file (TOML) for one gateway or for every gateway of a group."""
+
+    gateway_id: str | None = None
+    group: GroupName | None = None
+    site_toml: Annotated[str, Field(min_length=1, max_length=MAX_SITE_TOML)]
+    note: Annotated[str, Field(max_length=500)] | None = None
+    publish: bool = Field(
+        default=True, description="false: store only, to be sent by a rollout in waves"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.gateway_id is None) == (self.group is None):
+            msg = "give either gateway_id or group"
+            raise ValueError(msg)
+        return self
+
+
+class ConfigOut(_Out):
+    """A stored site configuration; ``version`` is its signed document when published."""
+
+    id: int
+    scope: Literal["gateway", "group"]
+    target: str
+    revision: int = Field(description="counts the configs of this gateway or group")
+    sha256: str
+    gateways: list[str]
+    note: str | None
+    created_at: float
+    created_by: str | None
+    version: int | None
+    site_toml: str
+
+    @classmethod
+    def of(cls, config: SiteConfigRecord) -> ConfigOut:
+        """The REST view of a config."""
+        return cls(
+            id=config.id,
+            scope="group" if config.scope == "group" else "gateway",
+            target=config.target,
+            revision=config.revision,
+            sha256=config.sha256,
+            gateways=list(config.gateways),
+            note=config.note,
+            created_at=config.created_at,
+            created_by=config.created_by,
+            version=config.version,
+            site_toml=config.site_toml,
+        )
+
+
+class ConfigDeliveryOut(_Out):
+    """One signed configuration document on a gateway."""
+
+    version: int
+    config_id: int
+    revision: int
+    rollout_id: int | None
+    state: ConfigState
+    reason: str | None
+    issued_at: float
+    published_at: float | None = Field(description="when the broker took the document")
+    updated_at: float
+
+    @classmethod
+    def of(cls, delivery: ConfigDelivery) -> ConfigDeliveryOut:
+        """The REST view of a delivery."""
+        return cls(
+            version=delivery.version,
+            config_id=delivery.config_id,
+            revision=delivery.revision,
+            rollout_id=delivery.rollout_id,
+            state=delivery.state,
+            reason=delivery.reason,
+            issued_at=delivery.issued_at,
+            published_at=delivery.published_at,
+            updated_at=delivery.updated_at,
+        )
+
+
+class GatewayConfigOut(_Out):
+    """A gateway's configuration state: the newest document and the ones before it."""
+
+    gateway_id: str
+    state: ConfigState | None = Field(description="null: the fleet never sent it a config")
+    reason: str | None
+    version: int | None
+    config_id: int | None
+    updated_at: float | None
+    history: list[ConfigDeliveryOut]
+
+
+def check_site_toml(text: str) -> None:
+    """Refuse (422) a site file that is not even a site file: not TOML, or no ``[site] id``.
+
+    Full validation (profiles, addresses, thresholds rising with level) is the gateway's:
+    it validates every configuration with the same parser as a local file and reports a
+    refusal as ``rejected`` with that parser's message, shown in the gateway's config
+    state. The fleet never imports the gateway's code (DESIGN section 1).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"site.toml: not valid TOML: {exc}"
+        ) from exc
+    site = data.get("site")
+    if not isinstance(site, dict) or not isinstance(site.get("id"), str) or not site["id"]:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "site.toml: a [site] table with a non-empty string 'id' is required",
+        )
+
+
+def _http(exc: Exception) -> HTTPException:
+    code = status.HTTP_404_NOT_FOUND if isinstance(exc, NotFoundError) else status.HTTP_409_CONFLICT
+    return HTTPException(code, str(exc))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={404: {"description": "unknown gateway or group"}, 409: {"description": "busy"}},
+)
+def create_config(
+    body: ConfigIn, principal: Operator, repository: Repo, key: FleetKey, ingest: Ingest
+) -> ConfigOut:
+    """Validate, store and (unless ``publish`` is false) sign and send a site config.
+
+    The document goes retained to each addressed gateway, so one that is offline gets
+    the newest on reconnect. 409 if a gateway is in an active config rollout.
+    """
+    check_site_toml(body.site_toml)
+    now = time.time()
+    issue = None
+    if body.publish:
+        payload = config_payload(body.site_toml)
+        issue = document_issuer(DocumentKind.CONFIG, payload, body.group, key, now)
+    new = NewSiteConfig(body.site_toml, body.gateway_id, body.group, body.note, principal.name)
+    try:
+        config = repository.ota.create_config(new, now, issue)
+    except (NotFoundError, ConflictError) as exc:
+        raise _http(exc) from exc
+    if issue is not None and ingest is not None:
+        ingest.wake_outbox()
+    return ConfigOut.of(config)
+
+
+@router.get("")
+def list_configs(
+    repository: Repo,
+    gateway_id: Annotated[str | None, Query(description="configs addressing this gateway")] = None,
+    group: Annotated[str | None, Query(description="configs made for this group")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[ConfigOut]:
+    """Configs, newest first (the history of a gateway or a group with a filter)."""
+    configs = repository.ota.list_configs(gateway_id=gateway_id, group=group, limit=limit)
+    return [ConfigOut.of(c) for c in configs]
+
+
+@router.get("/{config_id}")
+def get_config(config_id: int, repository: Repo) -> ConfigOut:
+    """One config with its site file."""
+    try:
+        return ConfigOut.of(repository.ota.get_config(config_id))
+    except NotFoundError as exc:
+        raise _http(exc) from exc
+
+
+@gateway_router.get("/{gateway_id}/config")
+def gateway_config(
+    gateway_id: str,
+    repository: Repo,
+    history: Annotated[int, Query(ge=1, le=1000, description="documents listed")] = 20,
+) -> GatewayConfigOut:
+    """The gateway's configuration state, with the reason when it was refused or rolled back."""
+    try:
+        deliveries = repository.ota.config_deliveries(gateway_id, history)
+    except NotFoundError as exc:
+        raise _http(exc) from exc
+    newest = deliveries[0] if deliveries else None
+    return GatewayConfigOut(
+        gateway_id=gateway_id,
+        state=newest.state if newest else None,
+        reason=newest.reason if newest else None,
+        version=newest.version if newest else None,
+        config_id=newest.config_id if newest else None,
+        updated_at=newest.updated_at if newest else None,
+        history=[ConfigDeliveryOut.of(d) for d in deliveries],
+    )
+
+
+@groups_router.get("")
+def list_groups(repository: Repo) -> list[GroupOut]:
+    """Every group with its gateways."""
+    return [GroupOut.of(g) for g in repository.ota.list_groups()]
+
+
+@groups_router.get("/{name}")
+def get_group(name: str, repository: Repo) -> GroupOut:
+    """One group."""
+    try:
+        return GroupOut.of(repository.ota.get_group(name))
+    except NotFoundError as exc:
+        raise _http(exc) from exc
+
+
+@groups_router.put("/{name}")
+def put_group(
+    name: Annotated[str, PathParam(pattern=GROUP_PATTERN)],
+    body: GroupIn,
+    _principal: Operator,
+    repository: Repo,
+) -> GroupOut:
+    """Create a group or replace its gateways (404 names unknown gateways)."""
+    try:
+        return GroupOut.of(repository.ota.set_group(name, body.gateways, time.time()))
+    except NotFoundError as exc:
+        raise _http(exc) from exc
