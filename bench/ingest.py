@@ -1,14 +1,24 @@
 """Fleet ingest throughput: simulated gateways flush their backlogs through mosquitto.
 
 Three measurements in one run, on the same messages:
-- end to end: the real ``fleet serve`` process (ingest, SQLite, acks) while every gateway
-  uploads its backlog by the protocol (window of batches, watermark moved by acks); time
-  from the first publish until every gateway holds the ack of its last batch;
-- broker ceiling: the same messages published to a bare subscriber that only counts them;
+- end to end: the real fleet processes (``fleet serve`` plus ``fleet ingest`` workers:
+  validation, SQLite, acks) while every gateway uploads its backlog by the protocol
+  (window of batches, watermark moved by acks); until every gateway holds the ack of its
+  last batch;
+- broker ceiling: the same messages to a bare subscriber (its own process) that only
+  counts them;
 - storage ceiling: the same rows, their values ready to bind, inserted straight into the
-  fleet's SQLite schema with its multi-row INSERT (the fastest way found; the plain
-  ``executemany`` rate is reported beside it), in transactions as large as ingest's
-  biggest group, same durability.
+  fleet's SQLite schema in the same commit groups, same durability; the best of ingest's
+  per-batch INSERT and the classic six-values-a-row multi-row INSERT (``executemany`` is
+  reported beside them).
+
+With ``--load preload`` (the default) the receivers (fleet processes, bare subscriber)
+are stopped while the gateways publish their first window, so the broker holds it for
+their sessions as after an outage; the window opens when they continue. The simulated
+gateways, other machines in the field, then only take their acks inside the window and
+run niced. ``--load live`` times from the first publish instead. CPU seconds inside each
+window are reported per part, with what other programs on the machine (and the kernel's
+I/O threads) used meanwhile, since the machine may be shared.
 
 Gateways are real MQTT sessions with their own credentials and ACL, spread over a few
 publisher processes. Prints a JSON object as its last line; target: >= 200,000 readings/s
@@ -32,13 +42,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-from fleet.broker_files import FleetAccount, Listener, mosquitto_conf, write_access_files
+# Run as a script, bench/ comes first on sys.path, where a bench named like a package
+# (bench/ota.py) would stand in for that package: the repository must come first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fleet.broker_files import (
+    FleetAccount,
+    Listener,
+    mosquitto_conf,
+    write_access_files,
+)
 from fleet.credentials import mosquitto_hash, new_secret
-from fleet.ingest import MAX_COMMIT_ROWS
+from fleet.ingest import group_size
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import NewGateway, Role
 from fleet.simgateway import EncodedBatch, SimulatedGateway
@@ -98,6 +119,18 @@ def encode_backlog(gateway_id: str, readings: int, batch: int) -> list[EncodedBa
 # --- publisher processes ---------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PublishRun:
+    """One flush by every publisher: the measured window and what it cost."""
+
+    start: float
+    done: float
+    resends: int
+    publisher_cpu: float
+    watched_cpu: list[float]
+    machine_cpu: tuple[float, float]  # busy and stolen CPU seconds of the whole machine
+
+
 def publisher_main(
     url: str,
     accounts: list[tuple[str, str]],
@@ -107,8 +140,14 @@ def publisher_main(
     window: int,
     barrier: Barrier,
     results: mp.Queue[Any],
+    niceness: int,
 ) -> None:
-    """One publisher process: its share of the gateways, connected before the barrier."""
+    """One publisher process: its share of the gateways, connected before the barrier.
+
+    It runs at ``niceness`` so the simulated gateways, other machines in the field, yield
+    the CPU to the fleet and the broker under test.
+    """
+    os.nice(niceness)
     asyncio.run(_publish(url, accounts, readings, batch, mode, window, barrier, results))
 
 
@@ -136,21 +175,30 @@ async def _publish(
     await asyncio.gather(*(connect(g) for g in gateways))
     await asyncio.to_thread(barrier.wait)
     cpu_start = time.process_time()
+    sent = [asyncio.Event() for _ in gateways]
 
-    async def flush(gateway: SimulatedGateway) -> None:
+    async def flush(gateway: SimulatedGateway, window_sent: asyncio.Event) -> None:
         batches = backlogs[gateway.gateway_id]
         if mode == "e2e":
-            await gateway.upload(batches)
+            await gateway.upload(batches, window_sent=window_sent)
         else:
             for encoded in batches:
                 await gateway.publish(Topic.DATA, encoded.payload)
+            window_sent.set()
 
-    await asyncio.gather(*(flush(g) for g in gateways))
+    flushing = asyncio.gather(*(flush(g, e) for g, e in zip(gateways, sent, strict=True)))
+    await asyncio.wait(
+        [flushing, asyncio.ensure_future(asyncio.gather(*(e.wait() for e in sent)))],
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    results.put({"kind": "sent", "cpu": time.process_time() - cpu_start})
+    cpu_window = time.process_time()
+    await flushing
     done = time.time()
-    cpu = time.process_time() - cpu_start
+    cpu = time.process_time() - cpu_window
     resends = sum(g.resends for g in gateways)
     await asyncio.gather(*(g.__aexit__(None, None, None) for g in gateways))
-    results.put({"done": done, "resends": resends, "cpu": cpu})
+    results.put({"kind": "done", "done": done, "resends": resends, "cpu": cpu})
 
 
 def run_publishers(
@@ -158,8 +206,19 @@ def run_publishers(
     accounts: list[tuple[str, str]],
     args: argparse.Namespace,
     mode: str,
-) -> tuple[float, float, int, float]:
-    """Start the publishers, release them together; return start, last done, resends, CPU s."""
+    consumers: Sequence[int],
+    watch: Sequence[int] = (),
+    finished: Callable[[], float] | None = None,
+) -> PublishRun:
+    """Flush every gateway's backlog; ``consumers`` are the processes that receive it.
+
+    ``--load preload`` (the default) stops the consumers (SIGSTOP) while the gateways
+    publish their first window, so the broker holds it for their sessions, as after an
+    outage; the window opens when they are continued. ``--load live`` opens it when the
+    publishers start, so their CPU competes with the consumers'. The window closes when
+    the last gateway holds its last ack, or when ``finished`` (which blocks) returns that
+    time. The CPU seconds that ``consumers`` and ``watch`` used inside it are returned.
+    """
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(args.publishers + 1)
     results: mp.Queue[Any] = ctx.Queue()
@@ -167,90 +226,222 @@ def run_publishers(
     processes = [
         ctx.Process(
             target=publisher_main,
-            args=(url, share, args.readings, args.batch, mode, args.window, barrier, results),
+            args=(
+                *(url, share, args.readings, args.batch, mode, args.window),
+                *(barrier, results, args.publisher_nice),
+            ),
         )
         for share in shares
     ]
     for process in processes:
         process.start()
-    barrier.wait(timeout=300)
-    start = time.time()
-    reports = [results.get(timeout=600) for _ in processes]
+    watched = [*consumers, *watch]
+    preload = args.load == "preload"
+    reports: dict[str, list[dict[str, Any]]] = {"sent": [], "done": []}
+    if preload:
+        for pid in consumers:
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        barrier.wait(timeout=300)
+        start = time.time()
+        cpu_before = [cpu_seconds(pid) for pid in watched]
+        machine_before = machine_cpu()
+        while len(reports["sent"]) < len(processes):
+            report = results.get(timeout=600)
+            reports[report["kind"]].append(report)
+        if preload:
+            start = time.time()
+            cpu_before = [cpu_seconds(pid) for pid in watched]
+            machine_before = machine_cpu()
+    finally:
+        if preload:
+            for pid in consumers:
+                os.kill(pid, signal.SIGCONT)
+    while len(reports["done"]) < len(processes):
+        report = results.get(timeout=600)
+        reports[report["kind"]].append(report)
+    done = max(r["done"] for r in reports["done"]) if finished is None else finished()
+    cpu_after = [cpu_seconds(pid) for pid in watched]
+    machine_after = machine_cpu()
     for process in processes:
         process.join(timeout=60)
-    done = max(r["done"] for r in reports)
-    return start, done, sum(r["resends"] for r in reports), sum(r["cpu"] for r in reports)
+    publisher_cpu = sum(r["cpu"] for r in reports["done"])
+    if not preload:
+        publisher_cpu += sum(r["cpu"] for r in reports["sent"])
+    return PublishRun(
+        start=start,
+        done=done,
+        resends=sum(r["resends"] for r in reports["done"]),
+        publisher_cpu=publisher_cpu,
+        watched_cpu=[after - before for before, after in zip(cpu_before, cpu_after, strict=True)],
+        machine_cpu=(
+            machine_after[0] - machine_before[0],
+            machine_after[1] - machine_before[1],
+        ),
+    )
 
 
 # --- the three measurements -----------------------------------------------------------------
 
 
-def storage_rates(work: Path, gateways: int, readings: int, batch: int) -> tuple[float, float]:
-    """Rows/s straight into the fleet schema: (multi-row INSERT, executemany) for reference.
+def per_row_sql(rows: int) -> str:
+    return EXECUTEMANY_SQL.removesuffix("(?, ?, ?, ?, ?, ?)") + ",".join(["(?,?,?,?,?,?)"] * rows)
 
-    No MQTT, no parsing, no acks: values ready to bind, in commits as large as ingest's
-    largest group, synchronous=FULL as the fleet's durable default.
+
+PER_ROW_STATEMENT = per_row_sql(1000)
+
+
+def insert_per_row(conn: sqlite3.Connection, values: list[Any]) -> None:
+    """The classic multi-row INSERT: six values a row, 1,000 rows a statement."""
+    full = len(values) - len(values) % 6000
+    for start in range(0, full, 6000):
+        conn.execute(PER_ROW_STATEMENT, values[start : start + 6000])
+    if full < len(values):
+        conn.execute(per_row_sql((len(values) - full) // 6), values[full:])
+
+
+def storage_rates(work: Path, gateways: int, readings: int, batch: int) -> dict[str, float]:
+    """Rows/s straight into the fleet schema, by three ways of inserting; the best counts.
+
+    No MQTT, no parsing, no acks: values ready to bind, in the same order and the same
+    commit groups as ingest takes them at most (``group_size`` over the payload sizes),
+    synchronous=FULL as the fleet's durable default. ``per-batch`` is ingest's own
+    ``insert_readings`` (one statement per batch, the gateway bound once); ``per-row`` is
+    the classic multi-row INSERT of six values a row, 1,000 rows a statement;
+    ``executemany`` one row per step.
     """
-    rates = []
-    for method in ("multi-row", "executemany"):
+    messages = []  # (gw, rows, payload bytes) in the order the gateways publish them
+    for first in range(1, readings + 1, batch):
+        rows = make_rows(first, min(batch, readings + 1 - first))
+        last = first + len(rows) - 1
+        wire = DataBatch(gateway_id=f"gw-{0:010d}", first_seq=first, last_seq=last, rows=rows)
+        size = len(wire.model_dump_json())  # as long as every gateway's (ids are fixed width)
+        messages += [(gw, rows, size) for gw in range(1, gateways + 1)]
+    rates = {}
+    for method in ("per-batch", "per-row", "executemany"):
         path = work / f"storage-{method}.sqlite"
         SQLiteRepository(path).close()  # the fleet's schema, in WAL mode
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA synchronous=FULL")
-        channel_ids = {}
+        ids = {}
         for gw in range(1, gateways + 1):
             for name in CHANNELS:
                 cur = conn.execute("INSERT INTO channels (gw, name) VALUES (?, ?)", (gw, name))
-                channel_ids[(gw, name)] = cur.lastrowid
-        groups: list[list[tuple[Any, ...]]] = [[]]
-        for first in range(1, readings + 1, batch):
-            rows = make_rows(first, min(batch, readings + 1 - first))
-            for gw in range(1, gateways + 1):
-                if len(groups[-1]) >= MAX_COMMIT_ROWS:
-                    groups.append([])
-                groups[-1] += [(gw, s, t, channel_ids[(gw, c)], v, q) for s, t, c, v, q in rows]
-        flat = [[value for row in group for value in row] for group in groups]
-        total = sum(len(group) for group in groups)
+                ids[(gw, name)] = cur.lastrowid
+        groups: list[list[list[Any]]] = []  # per commit, per batch: the values to bind
+        queued = messages
+        while queued:
+            taken = group_size(size for _gw, _rows, size in queued)
+            group = []
+            for gw, rows, _size in queued[:taken]:
+                values: list[Any] = []
+                if method == "per-batch":
+                    values.append(gw)
+                    for s, t, c, v, q in rows:
+                        values += (s, t, ids[(gw, c)], v, q)
+                else:
+                    for s, t, c, v, q in rows:
+                        values += (gw, s, t, ids[(gw, c)], v, q)
+                group.append(values)
+            groups.append(group)
+            queued = queued[taken:]
         start = time.perf_counter()
-        for group, values in zip(groups, flat, strict=True):
+        for group in groups:
             conn.execute("BEGIN IMMEDIATE")
-            if method == "multi-row":
-                insert_readings(conn, values)
-            else:
-                conn.executemany(EXECUTEMANY_SQL, group)
+            for values in group:
+                if method == "per-batch":
+                    insert_readings(conn, values)
+                elif method == "per-row":
+                    insert_per_row(conn, values)
+                else:
+                    conn.executemany(EXECUTEMANY_SQL, zip(*[iter(values)] * 6, strict=True))
             conn.execute("COMMIT")
-        rates.append(total / (time.perf_counter() - start))
+        rates[method] = readings * gateways / (time.perf_counter() - start)
         conn.close()
-    return rates[0], rates[1]
+    return rates
 
 
-async def bare_subscriber(
-    url: str, account: FleetAccount, expected: int, ready: asyncio.Event
-) -> float:
-    """Count messages on every gateway's data topic; return when the last one arrived."""
-    connection = BrokerConnection(url, account.username, account.password)
+def bare_subscriber_main(
+    url: str, username: str, password: str, expected: int, results: mp.Queue[Any]
+) -> None:
+    """Count messages on every gateway's data topic; report when the last one arrived."""
+    asyncio.run(_bare_subscriber(url, username, password, expected, results))
+
+
+async def _bare_subscriber(
+    url: str, username: str, password: str, expected: int, results: mp.Queue[Any]
+) -> None:
+    connection = BrokerConnection(url, username, password)
     async with connection.client("bench-bare-subscriber") as client:
         await client.subscribe(subscription(Topic.DATA), qos=1)
-        ready.set()
+        results.put("ready")
         seen = 0
         async for _message in client.messages:
             seen += 1
             if seen == expected:
-                return time.time()
-    msg = "subscriber stopped early"
-    raise RuntimeError(msg)
+                results.put({"last": time.time()})
+                return
+    results.put({"error": "the bare subscriber stopped early"})
 
 
-async def broker_ceiling(
-    url: str, account: FleetAccount, accounts: list[tuple[str, str]], args: argparse.Namespace
-) -> tuple[float, float]:
+def broker_ceiling(
+    url: str,
+    broker_pid: int,
+    account: FleetAccount,
+    accounts: list[tuple[str, str]],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Readings/s from the broker to a subscriber that only counts them, loaded like ingest."""
     messages = len(accounts) * -(-args.readings // args.batch)
-    ready = asyncio.Event()
-    counting = asyncio.create_task(bare_subscriber(url, account, messages, ready))
-    await ready.wait()
-    start, _published, _, _ = await asyncio.to_thread(run_publishers, url, accounts, args, "bare")
-    last = await asyncio.wait_for(counting, 600)
-    return start, last
+    ctx = mp.get_context("spawn")
+    results: mp.Queue[Any] = ctx.Queue()
+    counter = ctx.Process(
+        target=bare_subscriber_main,
+        args=(url, account.username, account.password, messages, results),
+    )
+    counter.start()
+    try:
+        if results.get(timeout=60) != "ready":
+            msg = "the bare subscriber did not subscribe"
+            raise RuntimeError(msg)
+        assert counter.pid is not None
+
+        def last_message() -> float:
+            report = results.get(timeout=600)
+            if "error" in report:
+                raise RuntimeError(report["error"])
+            return float(report["last"])
+
+        run = run_publishers(url, accounts, args, "bare", [counter.pid], [broker_pid], last_message)
+    finally:
+        counter.join(timeout=10)
+        if counter.is_alive():
+            counter.kill()
+    total = len(accounts) * args.readings
+    return {
+        "rate": total / (run.done - run.start),
+        "seconds": run.done - run.start,
+        "cpu_s": {
+            "subscriber": round(run.watched_cpu[0], 2),
+            "broker": round(run.watched_cpu[1], 2),
+            "publishers": round(run.publisher_cpu, 2),
+            **others_cpu(run, sum(run.watched_cpu) + run.publisher_cpu),
+        },
+    }
+
+
+def machine_cpu() -> tuple[float, float]:
+    """Busy and stolen CPU seconds of the whole machine so far, all CPUs (Linux)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+def others_cpu(run: PublishRun, ours: float) -> dict[str, float]:
+    """CPU seconds that other programs on the machine used inside the window, and stolen."""
+    busy, steal = run.machine_cpu
+    return {"others": round(max(busy - ours, 0.0), 2), "stolen": round(steal, 2)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -299,7 +490,11 @@ def fleet_end_to_end(
             )
         )
     try:
-        wait_port(port, 30)
+        try:
+            wait_port(port, 30)
+        except RuntimeError:
+            sys.stderr.write(log_path.read_text()[-4000:])
+            raise
         headers = {"Authorization": f"Bearer {api_token}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
             while not http.get("/api/v1/ingest").json()["ready"]:
@@ -307,9 +502,8 @@ def fleet_end_to_end(
             workers_ready = (args.ingest_workers - 1) * args.ingest_connections
             while log_path.read_text().count("subscribed at") < workers_ready:
                 time.sleep(0.05)
-            cpu_before = [cpu_seconds(p.pid) for p in fleet] + [cpu_seconds(broker_pid)]
-            start, done, resends, publisher_cpu = run_publishers(url, accounts, args, "e2e")
-            cpu_after = [cpu_seconds(p.pid) for p in fleet] + [cpu_seconds(broker_pid)]
+            pids = [p.pid for p in fleet]
+            run = run_publishers(url, accounts, args, "e2e", pids, [broker_pid])
             stats = http.get("/api/v1/ingest").json()
     finally:
         for process in fleet:
@@ -323,16 +517,16 @@ def fleet_end_to_end(
     if stored != total or tuple(marks) != (len(accounts), args.readings):
         msg = f"fleet stored {stored} readings with marks {marks}, expected {total}"
         raise RuntimeError(msg)
-    used = [after - before for before, after in zip(cpu_before, cpu_after, strict=True)]
     return {
-        "rate": total / (done - start),
-        "seconds": done - start,
-        "resends": resends,
+        "rate": total / (run.done - run.start),
+        "seconds": run.done - run.start,
+        "resends": run.resends,
         "serve_commits": int(stats["commits"]),
         "cpu_s": {
-            "fleet": round(sum(used[:-1]), 2),
-            "broker": round(used[-1], 2),
-            "publishers": round(publisher_cpu, 2),
+            "fleet": round(sum(run.watched_cpu[:-1]), 2),
+            "broker": round(run.watched_cpu[-1], 2),
+            "publishers": round(run.publisher_cpu, 2),
+            **others_cpu(run, sum(run.watched_cpu) + run.publisher_cpu),
         },
     }
 
@@ -387,9 +581,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="readings per message")
     parser.add_argument("--window", type=int, default=4, help="unacked batches per gateway")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
+    parser.add_argument(
+        "--publisher-nice",
+        type=int,
+        default=10,
+        help="niceness of the publishers: simulated gateways yield the CPU to what is measured",
+    )
     parser.add_argument("--ingest-connections", type=int, default=1, help="per process")
     parser.add_argument(
         "--ingest-workers", type=int, default=2, help="fleet processes: serve + N-1 `fleet ingest`"
+    )
+    parser.add_argument(
+        "--load",
+        choices=("preload", "live"),
+        default="preload",
+        help="preload: the broker holds the first window while the receivers are stopped, "
+        "as after an outage; live: publishers run inside the measured window",
     )
     args = parser.parse_args()
     files = raise_file_limit()
@@ -404,14 +611,16 @@ def main() -> None:
         total = args.gateways * args.readings
         print(f"{args.gateways} gateways x {args.readings} readings in batches of {args.batch}")
 
-        storage, executemany = storage_rates(work, args.gateways, args.readings, args.batch)
+        inserts = storage_rates(work, args.gateways, args.readings, args.batch)
+        storage = max(inserts["per-batch"], inserts["per-row"])
         print(f"storage ceiling (raw SQLite insert): {storage:,.0f} readings/s")
-        print(f"  (executemany, for reference:       {executemany:,.0f} readings/s)")
+        for method, rate in inserts.items():
+            print(f"  ({method + ',':12} {rate:,.0f} readings/s)")
 
         broker_process, url = start_mosquitto(data_dir, work)
         try:
-            start, last = asyncio.run(broker_ceiling(url, account, accounts, args))
-            broker = total / (last - start)
+            bare = broker_ceiling(url, broker_process.pid, account, accounts, args)
+            broker = bare["rate"]
             print(f"broker ceiling (bare subscriber):     {broker:,.0f} readings/s")
             run = fleet_end_to_end(data_dir, url, broker_process.pid, accounts, args)
             e2e = run["rate"]
@@ -428,16 +637,19 @@ def main() -> None:
         "batch_rows": args.batch,
         "window": args.window,
         "publisher_processes": args.publishers,
+        "publisher_nice": args.publisher_nice,
         "ingest_workers": args.ingest_workers,
         "ingest_connections": args.ingest_connections,
+        "load": args.load,
         "cpus": os.cpu_count(),
         "e2e_readings_per_s": round(e2e),
         "broker_ceiling_readings_per_s": round(broker),
         "storage_ceiling_readings_per_s": round(storage),
-        "storage_executemany_readings_per_s": round(executemany),
+        "storage_by_method_readings_per_s": {k: round(v) for k, v in inserts.items()},
         "ratio_to_lower_ceiling": round(e2e / lower, 3),
         "e2e_seconds": round(run["seconds"], 2),
         "cpu_seconds_during_e2e": run["cpu_s"],
+        "cpu_seconds_during_broker_ceiling": bare["cpu_s"],
         "resends": run["resends"],
         "target_readings_per_s": TARGET,
         "target_ratio": RATIO_TARGET,

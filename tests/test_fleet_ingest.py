@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet.broker_files import FleetAccount
-from fleet.ingest import IngestWorker
+from fleet.ingest import MAX_COMMIT_BYTES, IngestWorker, group_size
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import Role
 from fleet.service import INGEST_GROUP
@@ -40,6 +40,14 @@ T0 = 1_750_000_000.0
 async def fleet(tmp_path: Path) -> AsyncIterator[FleetUnderTest]:
     async with fleet_with_mosquitto(tmp_path) as running:
         yield running
+
+
+def test_a_commit_takes_queued_messages_up_to_its_byte_budget() -> None:
+    assert group_size([]) == 0
+    half = MAX_COMMIT_BYTES // 2
+    assert group_size([half, half, 1, 1]) == 2
+    assert group_size([MAX_COMMIT_BYTES * 3, 1]) == 1  # one larger message goes alone
+    assert group_size(iter([1] * 10)) == 10
 
 
 def data_batch(gateway_id: str, first: int, last: int, channel: str = "rain_total") -> DataBatch:
@@ -100,8 +108,10 @@ async def test_upload_with_window_stores_every_reading_exactly_once(fleet: Fleet
     enrolled = await fleet.enroll()
     gid = enrolled.gateway_id
     batches = [EncodedBatch.of(data_batch(gid, s, s + 499)) for s in range(1, 5001, 500)]
+    window_sent = asyncio.Event()
     async with fleet.gateway(enrolled, window=3) as gateway:
-        await asyncio.wait_for(gateway.upload(batches), 20)
+        await asyncio.wait_for(gateway.upload(batches, window_sent=window_sent), 20)
+    assert window_sent.is_set()
     assert stored_seqs(fleet, gid) == list(range(1, 5001))
     detail = (
         await fleet.http.get(f"/api/v1/gateways/{gid}", headers=auth(fleet.admin_token))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 from fleet.repository import EnrollmentRefusedError, NewGateway, Received
+from fleet.sqlite_ingest import ROWS_PER_STATEMENT, insert_readings
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import DataBatch, EventBatch, EventRow, Stream
 
@@ -54,6 +56,42 @@ def test_resends_with_other_boundaries_are_stored_once(repository: SQLiteReposit
     )
     stored = repository.readings(GW, "rain", 0, T0 + 1000, 1000)
     assert [p.seq for p in stored] == list(range(1, 151))
+
+
+def test_a_partial_resend_stores_the_new_rows_with_their_channels_and_values(
+    repository: SQLiteRepository,
+) -> None:
+    def batch(first: int, last: int) -> Received:
+        rows = [
+            (s, T0 + s, ("rain", "level", "tilt")[s % 3], s * 0.5, s % 2)
+            for s in range(first, last + 1)
+        ]
+        return Received(GW, T0, DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows))
+
+    repository.commit([batch(1, 10)])
+    result = repository.commit([batch(6, 15)])  # 6..10 held: skipped, 11..15 stored
+    assert (result.rows_stored, result.rows_duplicate) == (5, 5)
+    for index, channel in enumerate(("rain", "level", "tilt")):
+        stored = repository.readings(GW, channel, 0, T0 + 1000, 1000)
+        expected = [s for s in range(1, 16) if s % 3 == index]
+        assert [p.seq for p in stored] == expected
+        assert [(p.ts, p.value, p.quality) for p in stored] == [
+            (T0 + s, s * 0.5, s % 2) for s in expected
+        ]
+
+
+def test_insert_readings_splits_what_one_statement_cannot_bind(
+    repository: SQLiteRepository,
+) -> None:
+    rows = ROWS_PER_STATEMENT * 2 + 7
+    with sqlite3.connect(repository.path, isolation_level=None) as conn:
+        values: list[object] = [1]
+        for seq in range(1, rows + 1):
+            values += (seq, T0 + seq, 1, 0.0, 0)
+        assert insert_readings(conn, values) == rows
+        assert insert_readings(conn, values) == 0  # every row already held
+        assert insert_readings(conn, [1]) == 0
+        assert conn.execute("SELECT count(*), max(seq) FROM readings").fetchone() == (rows, rows)
 
 
 def test_a_group_commit_acks_each_gateway_once_with_its_final_mark(

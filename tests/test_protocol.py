@@ -65,6 +65,16 @@ def test_a_data_batch_is_compact_json_rows() -> None:
     assert DataBatch.model_validate_json(batch.model_dump_json()) == batch
 
 
+def test_flat_rows_follow_the_rows_even_after_a_copy() -> None:
+    rows = [(7, 1.5, "rain_total", 0.2, 0), (9, 2.5, "level", None, 1)]
+    batch = DataBatch(gateway_id="gw-3f2a9c01d4", first_seq=7, last_seq=9, rows=rows)
+    assert batch.flat_rows() == [7, 1.5, "rain_total", 0.2, 0, 9, 2.5, "level", None, 1]
+    parsed = DataBatch.model_validate_json(batch.model_dump_json())
+    assert parsed.flat_rows() == batch.flat_rows()
+    copied = batch.model_copy(update={"rows": [(8, 3.5, "tilt", 1.0, 0)]})
+    assert copied.flat_rows() == [8, 3.5, "tilt", 1.0, 0]
+
+
 @pytest.mark.parametrize(
     ("first", "last", "seqs", "problem"),
     [
