@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import importlib.metadata
+import logging
 import os
+import subprocess
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,8 @@ from ota.manifest import DIST_NAME, ReleaseManifest
 from ota.report import OtaReport, OtaState, OtaSubject
 from ota.slots import ReleaseRefusedError, SlotBusyError, SlotError, SlotTree
 from ota.supervisor import Outcome
+
+log = logging.getLogger(__name__)
 
 #: Crash tests: the step to freeze at (download, verify, install, switch, start, commit).
 PAUSE_AT_ENV = "HW_OTA_PAUSE_AT"
@@ -74,6 +79,40 @@ def pause_for_crash_tests(root: Path) -> Checkpoint:
             threading.Event().wait()
 
     return checkpoint
+
+
+def warm_kernels(slot: Path, timeout_s: float = 900.0) -> float | None:
+    """Compile the new slot's alarm kernels into the agent's numba cache before the switch.
+
+    numba keys its cache by source path, so a new slot would otherwise compile every
+    kernel at its first start, before it polls anything. Done here, while this version
+    still runs the site, the new one starts as fast as after any restart. Without a
+    cache directory (or numba in the slot) there is nothing to warm: returns None, as on
+    failure (logged; the new version then compiles at its first start).
+    """
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        return None
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [
+                str(slot / "bin" / "python"),
+                "-c",
+                "from edge_agent.alarms.preload import preload_kernels; preload_kernels('auto')",
+            ],
+            cwd=slot,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("could not warm the new slot's kernels: %s", exc)
+        return None
+    if result.returncode != 0:
+        log.warning("could not warm the new slot's kernels: %s", result.stderr.strip()[-500:])
+        return None
+    return round(time.monotonic() - started, 1)
 
 
 class ReleaseUpdater:
@@ -174,6 +213,9 @@ class ReleaseUpdater:
             except (FileRejectedError, SlotError) as exc:
                 return await self._reject(document, str(exc))
             extra.update(download=fetched.as_dict(), install_s=round(installed.seconds, 1))
+        warmed = await asyncio.to_thread(warm_kernels, self.tree.slot(manifest.version))
+        if warmed is not None:
+            extra["kernels_warmed_s"] = warmed
         await self._report(document, OtaState.INSTALLED, None, **extra)
         await asyncio.to_thread(
             self.tree.switch,

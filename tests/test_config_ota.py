@@ -1,8 +1,10 @@
 """Configuration over the air on a real gateway: real mosquitto, fleet, agent and devices.
 
-The fleet's signing key signs documents that are published retained on the gateway's
-config topic, as the fleet does. Evidence comes from the agent's own store (its ``ota``
-events, which travel to the fleet exactly once), its site file and its process.
+Good and broken configurations go through the fleet's REST API (stored, signed, published
+retained); the bad documents a fleet would never sign (tampered, unsigned, another key)
+are published straight to the broker. Evidence comes from the agent's own store (its
+``ota`` events, which travel to the fleet exactly once), its site file and process, and
+the fleet's record of each gateway's configuration state.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from hardware_sim.scenarios import DesignStorm
 from ota.document import Document, DocumentKind, Target, sign_document
 from tests.agent_harness import AgentProcess, events, sim_site, wait_for
 from tests.test_uplink_exactly_once import ORIGIN, make_clock
-from tests.uplink_harness import SITE, enroll, running_broker, running_fleet, storm_station
+from tests.uplink_harness import SITE, FleetProcess, fleet_and_gateway, storm_station
 
 
 async def publish_config(fleet_dir: Path, port: int, gateway_id: str, envelope: bytes) -> None:
@@ -55,6 +57,21 @@ def starts(agent: AgentProcess) -> int:
     return len(events(agent.data_dir, "agent_start"))
 
 
+def post_config(fleet: FleetProcess, gateway_id: str, text: str) -> int:
+    """Create a config for one gateway through REST; the signed document's version."""
+    created = fleet.rest(
+        "POST", "/api/v1/configs", json={"gateway_id": gateway_id, "site_toml": text}
+    )
+    return int(created["version"])
+
+
+def fleet_state(fleet: FleetProcess, gateway_id: str, version: int) -> dict[str, Any] | None:
+    """The fleet's config state of the gateway once it reached a final state for ``version``."""
+    state: dict[str, Any] = fleet.rest("GET", f"/api/v1/gateways/{gateway_id}/config")
+    final = state["version"] == version and state["state"] in ("applied", "rejected", "rolled_back")
+    return state if final else None
+
+
 def site_text(port: int | None, replace: tuple[str, str] | None = None) -> str:
     """The test site with the simulator's port, optionally with one edit."""
     assert port is not None
@@ -71,11 +88,7 @@ async def test_a_good_configuration_is_applied_after_a_restart_in_place_keeping_
     clock = make_clock(600)
     storm = DesignStorm(ORIGIN + 600, 7200, 60.0, step_s=300, seed=3)
     devices = storm_station(clock, storm)
-    with (
-        running_broker(tmp_path / "fleet", tmp_path / "mosquitto") as broker,
-        running_fleet(tmp_path / "fleet", broker) as fleet,
-    ):
-        gateway_id = enroll(tmp_path / "gw", fleet)
+    with fleet_and_gateway(tmp_path) as (broker, fleet, gateway_id):
         key = SigningKey.load_or_create(fleet.data_dir)
         async with sim_site(tmp_path, devices, SITE, clock) as site:
             assert site.bus is not None
@@ -86,11 +99,12 @@ async def test_a_good_configuration_is_applied_after_a_restart_in_place_keeping_
                 "the latched red alarm",
             )
             new_text = site_text(site.bus.port, ("reassert_s = 1", "reassert_s = 2"))
-            envelope = sign_document(config_doc(1, gateway_id, new_text), key)
-            await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
+            version = post_config(fleet, gateway_id, new_text)
 
-            applied = await wait_for(lambda: report(agent, 1, "applied"), 60, "applied")
-            assert report(agent, 1, "delivered") is not None
+            applied = await wait_for(lambda: report(agent, version, "applied"), 60, "applied")
+            assert report(agent, version, "delivered") is not None
+            shown = await wait_for(lambda: fleet_state(fleet, gateway_id, version), 30, "fleet")
+            assert shown["state"] == "applied"
             assert site.site_path.read_text() == new_text
             assert agent.process.returncode is None  # restarted in place: the same process
             assert starts(agent) == 2
@@ -100,11 +114,12 @@ async def test_a_good_configuration_is_applied_after_a_restart_in_place_keeping_
             assert all(e["kind"] == "rise" for e in rain)
             assert devices[2].coil(0)  # the siren stayed on
             state = json.loads((agent.data_dir / "config_ota.json").read_text())
-            assert state["installed_version"] == 1
+            assert state["installed_version"] == version
             assert state["confirming"] is None
             assert applied["reason"] is None
 
             # The retained document comes back after every reconnect: it is not applied twice.
+            envelope = sign_document(config_doc(version, gateway_id, new_text), key)
             await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
             assert await agent.stop() == 0
             assert len([r for r in ota_reports(agent) if r["state"] == "applied"]) == 1
@@ -117,12 +132,7 @@ async def test_a_configuration_that_breaks_the_bus_is_rolled_back_and_alarms_kee
     storm = DesignStorm(ORIGIN + 1800, 7200, 60.0, step_s=300, seed=3)
     devices = storm_station(clock, storm)
     relays = devices[2]
-    with (
-        running_broker(tmp_path / "fleet", tmp_path / "mosquitto") as broker,
-        running_fleet(tmp_path / "fleet", broker) as fleet,
-    ):
-        gateway_id = enroll(tmp_path / "gw", fleet)
-        key = SigningKey.load_or_create(fleet.data_dir)
+    with fleet_and_gateway(tmp_path) as (_broker, fleet, gateway_id):
         async with sim_site(tmp_path, devices, SITE, clock) as site:
             assert site.bus is not None
             agent = await site.start_agent("gw")
@@ -133,11 +143,15 @@ async def test_a_configuration_that_breaks_the_bus_is_rolled_back_and_alarms_kee
                 site.bus.port,
                 ('profile = "hlk_ld8001h"\n', 'profile = "hlk_ld8001h"\nunit_id = 7\n'),
             )
-            envelope = sign_document(config_doc(1, gateway_id, broken), key)
-            await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
+            version = post_config(fleet, gateway_id, broken)
 
-            rolled = await wait_for(lambda: report(agent, 1, "rolled_back"), 60, "rolled back")
+            rolled = await wait_for(
+                lambda: report(agent, version, "rolled_back"), 60, "rolled back"
+            )
             assert "device creek (unit 7) did not answer" in rolled["reason"]
+            shown = await wait_for(lambda: fleet_state(fleet, gateway_id, version), 30, "fleet")
+            assert shown["state"] == "rolled_back"
+            assert "device creek (unit 7) did not answer" in shown["reason"]
             assert site.site_path.read_text() == original
             assert not candidate_path(site.site_path).exists()
             assert starts(agent) == 1  # never switched, never restarted
@@ -148,7 +162,7 @@ async def test_a_configuration_that_breaks_the_bus_is_rolled_back_and_alarms_kee
                 "red on the old configuration",
             )
             await wait_for(lambda: relays.coil(0), 10, "the siren on the old configuration")
-            assert report(agent, 1, "applied") is None
+            assert report(agent, version, "applied") is None
             assert await agent.stop() == 0
 
 
@@ -157,11 +171,7 @@ async def test_bad_documents_are_each_rejected_with_their_reason_and_change_noth
 ) -> None:
     clock = make_clock(60)
     devices = storm_station(clock, None)
-    with (
-        running_broker(tmp_path / "fleet", tmp_path / "mosquitto") as broker,
-        running_fleet(tmp_path / "fleet", broker) as fleet,
-    ):
-        gateway_id = enroll(tmp_path / "gw", fleet)
+    with fleet_and_gateway(tmp_path) as (broker, fleet, gateway_id):
         key = SigningKey.load_or_create(fleet.data_dir)
         other_key = SigningKey.load_or_create(tmp_path / "impostor")
         async with sim_site(tmp_path, devices, SITE, clock) as site:
@@ -181,8 +191,14 @@ async def test_bad_documents_are_each_rejected_with_their_reason_and_change_noth
                 del envelope["signature"]
                 return json.dumps(envelope).encode()
 
-            # Thresholds that fall with rising level: signed, but invalid.
+            # Thresholds that fall with rising level: the fleet signs and sends it, the
+            # gateway's validator refuses it, and the fleet shows why.
             invalid = site_text(site.bus.port, ("orange = 20, red = 30", "orange = 20, red = 15"))
+            version = post_config(fleet, gateway_id, invalid)
+            assert version == 1
+            shown = await wait_for(lambda: fleet_state(fleet, gateway_id, version), 30, "fleet")
+            assert shown["state"] == "rejected"
+            assert "'windows.1h' must increase with level" in shown["reason"]
             cases = [
                 (tampered(), 2, "bad_signature"),
                 (unsigned(), 3, "unsigned"),

@@ -306,6 +306,18 @@ def running_fleet(
         fleet.kill()
 
 
+@contextlib.contextmanager
+def fleet_and_gateway(
+    tmp: Path, name: str = "gw"
+) -> Iterator[tuple[BrokerProcess, FleetProcess, str]]:
+    """A broker, the fleet on it, and a gateway enrolled in ``tmp / name``: its id."""
+    with (
+        running_broker(tmp / "fleet", tmp / "mosquitto") as broker,
+        running_fleet(tmp / "fleet", broker) as fleet,
+    ):
+        yield broker, fleet, enroll(tmp / name, fleet)
+
+
 # --- the gateway ---------------------------------------------------------------------------------
 
 

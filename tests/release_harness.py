@@ -1,0 +1,201 @@
+"""A gateway installed in release slots, run the way systemd runs it, for end-to-end tests.
+
+``SlotService`` plays the service manager of ``hazardwatch-edge-slots.service``: before
+every start it runs the supervisor from ``bin/hw-supervisor`` with the system Python,
+then starts ``edge run --slots`` from whatever slot ``current`` points at, and starts it
+again whenever it exits (``Restart=always``). Releases are built from this source tree
+with ``ota.bundle.build_release`` and published with the ``fleet`` CLI, as an operator
+would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drivers.clock import ScaledClock
+from fleet.repository import Role
+from fleet.sqlite_repository import SQLiteRepository
+from ota.bundle import WHEELS_DIR, build_release
+from ota.manifest import ReleaseManifest
+from ota.slots import SUPERVISOR_FILE, SlotTree
+from tests.agent_harness import events, sim_site, wait_for
+from tests.uplink_harness import SITE, FleetProcess, enroll, storm_station
+
+REPO = Path(__file__).resolve().parents[1]
+WHEEL_CACHE = REPO / ".cache" / "ota-wheels"
+SYSTEM_PYTHON = getattr(sys, "_base_executable", sys.executable)
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", ".cache", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+)
+#: systemd's RestartSec in the slots unit is 2 s; the tests keep it short.
+RESTART_S = 0.3
+
+
+@dataclass(frozen=True)
+class Release:
+    """A built bundle: ``manifest.json`` and ``wheels/``."""
+
+    version: str
+    bundle: Path
+    manifest: ReleaseManifest
+
+
+def build(base: Path, version: str, source: Path = REPO) -> Release:
+    """Build ``version`` of ``source`` (this tree by default) into ``base``."""
+    bundle = base / f"bundle-{version}"
+    return Release(version, bundle, build_release(source, bundle, version, "0.1.0", WHEEL_CACHE))
+
+
+def build_broken(base: Path, version: str) -> Release:
+    """A release whose agent raises as soon as it is imported."""
+    source = base / f"source-{version}"
+    shutil.copytree(REPO, source, ignore=NOT_SOURCE, symlinks=True)
+    init = source / "edge_agent" / "__init__.py"
+    init.write_text(init.read_text() + f'\nraise RuntimeError("{version} crashes at import")\n')
+    return build(base, version, source)
+
+
+def install_first(root: Path, release: Release) -> SlotTree:
+    """The first slot, as a technician installs it from a USB stick: committed, quiet."""
+    tree = SlotTree(root, compile_bytecode=False)
+    tree.install(release.manifest, release.bundle / WHEELS_DIR)
+    # Document version 0: no signed release document was involved.
+    tree.switch(release.version, 0, max_boots=3, health_deadline_s=60)
+    tree.commit()
+    tree.mark_reported(tree.unreported())
+    return tree
+
+
+@dataclass
+class SlotService:
+    """``edge run --slots`` under a restart-always supervisor loop, like systemd."""
+
+    root: Path
+    args: list[str]
+    cwd: Path
+    log: Path
+    starts: list[str] = field(default_factory=list)  # the slot each start ran from
+    exits: list[int] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the next starts
+    _process: asyncio.subprocess.Process | None = None
+    _task: asyncio.Task[None] | None = None
+    _stopping: bool = False
+
+    def _supervise(self) -> None:
+        subprocess.run(
+            [SYSTEM_PYTHON, "-I", "-S", str(self.root / SUPERVISOR_FILE), "--root", str(self.root)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+
+    async def _loop(self) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("HW_OTA_", "PYTHONPATH"))}
+        base["PYTHONUNBUFFERED"] = "1"
+        while not self._stopping:
+            env = {**base, **self.env}
+            await asyncio.to_thread(self._supervise)
+            slot = (self.root / "current").resolve()
+            self.starts.append(slot.name)
+            with self.log.open("ab") as out:
+                self._process = await asyncio.create_subprocess_exec(
+                    str(slot / "bin" / "python"), "-m", "edge_agent.cli", "run",
+                    "--slots", str(self.root), *self.args,
+                    cwd=self.cwd, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
+            self.exits.append(await self._process.wait())
+            if not self._stopping:
+                await asyncio.sleep(RESTART_S)  # RestartSec: a modelled delay, not a wait
+
+    def start(self) -> None:
+        """Start the loop (the first start runs at once)."""
+        self._task = asyncio.create_task(self._loop())
+
+    def kill(self) -> None:
+        """SIGKILL the running agent, as a power cut would; the loop starts it again."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+
+    async def stop(self) -> None:
+        """Stop like ``systemctl stop``: SIGTERM the agent, no more restarts."""
+        self._stopping = True
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._task, 40)
+
+
+def run_fleet_cli(*args: str, timeout: float = 300) -> str:
+    """One ``fleet`` CLI command from this repository's environment; its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"fleet {' '.join(args[:2])}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def elapsed(since: float) -> float:
+    """Seconds since ``since`` (a ``time.monotonic`` reading), for reports."""
+    return round(time.monotonic() - since, 2)
+
+
+def iso(epoch: float) -> str:
+    """An epoch as ISO 8601 UTC (what ``edge run --origin`` takes)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def admin_token(fleet_dir: Path) -> str:
+    """A fresh admin API token, written straight into the fleet's database."""
+    repository = SQLiteRepository(fleet_dir / "fleet.sqlite")
+    try:
+        _token, secret = repository.create_api_token("release-admin", Role.ADMIN, time.time())
+    finally:
+        repository.close()
+    return secret
+
+
+@contextlib.asynccontextmanager
+async def slot_gateway(
+    tmp: Path,
+    fleet: FleetProcess,
+    first: Release,
+    clock: ScaledClock,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[str, SlotService]]:
+    """An enrolled gateway installed in slots with ``first``, running under ``SlotService``.
+
+    Yields its gateway id and the service, once the agent has started and polls a
+    simulated creek station (rain gauge, creek radar, siren relays).
+    """
+    root = tmp / "opt-hazardwatch"
+    install_first(root, first)
+    gateway_id = enroll(tmp / "gw", fleet)
+    async with sim_site(tmp, storm_station(clock, None), SITE, clock) as site:
+        data = tmp / "gw"
+        service = SlotService(
+            root,
+            [
+                "--config", str(site.site_path), "--data-dir", str(data),
+                "--backend", "reference", "--speed", repr(clock.speed),
+                "--origin", iso(clock.origin), "--anchor", repr(clock.anchor),
+            ],
+            cwd=data,
+            log=data / "service.log",
+            env=dict(env or {}),
+        )  # fmt: skip
+        service.start()
+        try:
+            await wait_for(lambda: len(events(data, "agent_start")) == 1, 60, "the first start")
+            yield gateway_id, service
+        finally:
+            await service.stop()
