@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from tests.mosquitto import fleet_with_mosquitto  # noqa: E402
 from tests.release_harness import (  # noqa: E402
     admin_token,
     build,
+    create_rollout,
     run_fleet_cli,
     slot_gateway,
 )
@@ -61,23 +61,7 @@ async def one_gateway(tmp: Path) -> dict[str, Any]:
         run_fleet_cli("release", "publish", str(second.bundle), *cli)
         async with slot_gateway(tmp, fleet, first, make_clock(60)) as (gateway_id, service):
             published = time.monotonic()
-            created = json.loads(
-                await asyncio.to_thread(
-                    run_fleet_cli,
-                    "rollout",
-                    "create",
-                    "--release",
-                    "0.1.2",
-                    "--gateway",
-                    gateway_id,
-                    "--waves",
-                    "1",
-                    "--device-timeout",
-                    "10m",
-                    *cli,
-                    "--json",
-                )
-            )
+            created = await create_rollout(cli, "0.1.2", [gateway_id])
 
             def completed() -> bool:
                 answer = fleet.rest("GET", f"/api/v1/rollouts/{created['id']}")

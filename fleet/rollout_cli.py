@@ -226,37 +226,27 @@ def _control(action: str, rollout_id: int, fleet: str, token: str, as_json: bool
     _show(rollout, as_json)
 
 
-@rollout_app.command("pause")
-def rollout_pause(
-    rollout_id: RolloutId,
-    fleet: FleetUrl = DEFAULT_FLEET,
-    token: Token = "",
-    as_json: JsonOut = False,
-) -> None:
-    """Start no further wave (gateways already sent keep reporting)."""
-    _control("pause", rollout_id, fleet, token, as_json)
+def _control_command(action: str, summary: str) -> None:
+    """Register ``fleet rollout ACTION ID``: one POST to the rollout's ``action``."""
+
+    def command(
+        rollout_id: RolloutId,
+        fleet: FleetUrl = DEFAULT_FLEET,
+        token: Token = "",
+        as_json: JsonOut = False,
+    ) -> None:
+        _control(action, rollout_id, fleet, token, as_json)
+
+    command.__doc__ = summary
+    rollout_app.command(action)(command)
 
 
-@rollout_app.command("resume")
-def rollout_resume(
-    rollout_id: RolloutId,
-    fleet: FleetUrl = DEFAULT_FLEET,
-    token: Token = "",
-    as_json: JsonOut = False,
-) -> None:
-    """Continue a paused rollout."""
-    _control("resume", rollout_id, fleet, token, as_json)
-
-
-@rollout_app.command("abort")
-def rollout_abort(
-    rollout_id: RolloutId,
-    fleet: FleetUrl = DEFAULT_FLEET,
-    token: Token = "",
-    as_json: JsonOut = False,
-) -> None:
-    """Stop for good: gateways not yet sent the document never get it."""
-    _control("abort", rollout_id, fleet, token, as_json)
+for _action, _summary in (
+    ("pause", "Start no further wave (gateways already sent keep reporting)."),
+    ("resume", "Continue a paused rollout."),
+    ("abort", "Stop for good: gateways not yet sent the document never get it."),
+):
+    _control_command(_action, _summary)
 
 
 def _show(rollout: dict[str, Any], as_json: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from drivers.clock import ScaledClock
 from fleet.repository import Role
@@ -199,3 +201,31 @@ async def slot_gateway(
             yield gateway_id, service
         finally:
             await service.stop()
+
+
+async def create_rollout(
+    cli: tuple[str, ...],
+    release: str,
+    gateways: list[str],
+    waves: str = "1",
+    *options: str,
+) -> dict[str, Any]:
+    """``fleet rollout create`` (in a thread: simulated devices share the event loop)."""
+    targets = [arg for gateway in gateways for arg in ("--gateway", gateway)]
+    out = await asyncio.to_thread(
+        run_fleet_cli,
+        "rollout",
+        "create",
+        "--release",
+        release,
+        *targets,
+        "--waves",
+        waves,
+        "--device-timeout",
+        "10m",
+        *options,
+        *cli,
+        "--json",
+    )
+    created: dict[str, Any] = json.loads(out)
+    return created

@@ -11,8 +11,6 @@ events, and the fleet's rollout record.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from tests.release_harness import (
     admin_token,
     build,
     build_broken,
+    create_rollout,
     elapsed,
     run_fleet_cli,
     slot_gateway,
@@ -49,11 +48,6 @@ def rollout_in(fleet: FleetProcess, rollout_id: int, state: str) -> dict[str, An
     """The rollout once it is in ``state`` (REST; quick, so the simulator keeps answering)."""
     answer: dict[str, Any] = fleet.rest("GET", f"/api/v1/rollouts/{rollout_id}")
     return answer if answer["state"] == state else None
-
-
-async def fleet_cli(*args: str) -> str:
-    """A ``fleet`` CLI command in a thread: the simulated devices share this event loop."""
-    return await asyncio.to_thread(run_fleet_cli, *args)
 
 
 def release_reports(data_dir: Path) -> list[tuple[int, str, str | None]]:
@@ -83,10 +77,7 @@ async def test_a_release_rolls_out_to_a_real_gateway_and_a_crashing_one_halts_at
 
             # A good release: downloaded, installed, switched, confirmed, committed.
             started = time.monotonic()
-            create = ("rollout", "create", "--gateway", gateway_id, "--device-timeout", "10m")
-            created = json.loads(
-                await fleet_cli(*create, "--release", "0.1.2", "--waves", "1", *cli, "--json")
-            )
+            created = await create_rollout(cli, "0.1.2", [gateway_id])
             done = await wait_for(
                 lambda: rollout_in(fleet, created["id"], "completed"), 240, "0.1.2 complete"
             )
@@ -102,20 +93,8 @@ async def test_a_release_rolls_out_to_a_real_gateway_and_a_crashing_one_halts_at
 
             # A release that crashes at start: rolled back within its starts; the fleet
             # sees the failure and the rollout halts at the canary.
-            targets = ("--gateway", idle[0], "--gateway", idle[1])
-            created = json.loads(
-                await fleet_cli(
-                    *create,
-                    *targets,
-                    "--release",
-                    "0.1.3",
-                    "--waves",
-                    "1,100%",
-                    "--error-threshold",
-                    "0",
-                    *cli,
-                    "--json",
-                )
+            created = await create_rollout(
+                cli, "0.1.3", [gateway_id, *idle], "1,100%", "--error-threshold", "0"
             )
             halted = await wait_for(
                 lambda: rollout_in(fleet, created["id"], "halted"), 240, "0.1.3 halted"
@@ -155,22 +134,7 @@ async def test_a_real_agent_killed_at_each_step_of_an_update_ends_on_a_working_v
             service,
         ):
             root = tmp_path / "opt-hazardwatch"
-            created = json.loads(
-                await fleet_cli(
-                    "rollout",
-                    "create",
-                    "--release",
-                    "0.1.2",
-                    "--gateway",
-                    gateway_id,
-                    "--waves",
-                    "1",
-                    "--device-timeout",
-                    "10m",
-                    *cli,
-                    "--json",
-                )
-            )
+            created = await create_rollout(cli, "0.1.2", [gateway_id])
             marker = root / f"paused-at-{step}"
             await wait_for(marker.exists, 240, f"the agent frozen at {step}")
             service.env.clear()
