@@ -17,10 +17,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
-import aiomqtt
-
 from fleet.mqtt_connection import BrokerConnection
-from fleet.simgateway import EncodedBatch, SimulatedGateway
+from fleet.simgateway import EncodedBatch, SimulatedGateway, cancel_and_wait
 from ota.document import (
     Document,
     DocumentKind,
@@ -94,9 +92,7 @@ class SimulatedOtaGateway:
         tb: TracebackType | None,
     ) -> None:
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._worker
+            await cancel_and_wait(self._worker)
         await self.uplink.__aexit__(exc_type, exc, tb)
 
     def versions(self, kind: DocumentKind) -> list[int]:

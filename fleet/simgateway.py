@@ -60,6 +60,20 @@ class EncodedBatch:
         return cls(batch.first_seq, batch.last_seq, batch.model_dump_json().encode())
 
 
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again if it carried on.
+
+    On Python 3.11 ``asyncio.wait_for`` (inside aiomqtt's publish, and in ``upload``) can
+    swallow a cancellation that races with its result; one ``cancel()`` is then lost and
+    the task would wait for its next message for ever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+        task.result()
+
+
 class SimulatedGateway:
     """One gateway's MQTT session: publishes uplink messages and follows acks.
 
@@ -119,9 +133,7 @@ class SimulatedGateway:
         tb: TracebackType | None,
     ) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._reader
+            await cancel_and_wait(self._reader)
         if self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(exc_type, exc, tb)

@@ -6,8 +6,9 @@ only while loading: the kernels then run as plain machine code. ``edge run`` cal
 the models), so the process is at its smallest when LLVM is in use; afterwards the
 read-only pages of ``libllvmlite`` are handed back with ``madvise(MADV_PAGEOUT)``
 (Linux 5.4+; elsewhere nothing happens). They are clean file pages: should the compiler
-be needed again, they are read back in. Every kernel is loaded, whatever the site file
-says: one rule of each kind (``warm_up_rules``) reaches them all.
+be needed again, they are read back in; pages another process maps too stay mapped.
+The kernels loaded are those the site file's rule kinds run on (one rule of each kind
+in ``warm_up_rules`` reaches them all); when the file cannot be read, all of them.
 """
 
 from __future__ import annotations
