@@ -7,6 +7,7 @@ plain directories; ``test_ota_crash`` runs it against real venvs.
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -153,3 +154,15 @@ def test_it_also_runs_as_a_module_without_site_packages(tree: SlotTree) -> None:
     command = [SYSTEM_PYTHON, "-S", "-m", "ota.supervisor", "--root", str(tree.root)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True, cwd=REPO)
     assert done.stdout == "hw-supervisor: 0.1.2 pending, start 1 of 3\n"
+
+
+def test_the_slots_unit_runs_the_supervisor_first_and_the_agent_from_the_current_slot() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(Path(__file__).parent.parent / "edge_agent/systemd/hazardwatch-edge-slots.service")
+    service = unit["Service"]
+    assert service["Restart"] == "always"
+    assert service["Type"] == "notify"
+    assert "hw-supervisor --root /opt/hazardwatch" in service["ExecStartPre"]
+    start = service["ExecStart"].split()
+    assert start[0] == "/opt/hazardwatch/current/bin/edge"
+    assert start[start.index("--slots") + 1] == "/opt/hazardwatch"  # takes releases
