@@ -24,7 +24,6 @@ State lives in ``DATA_DIR/config_ota.json``, written atomically.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -38,8 +37,14 @@ from edge_agent.atomic_file import replace_durably, write_atomic
 from edge_agent.enroll import load_enrollment
 from edge_agent.site_config import SiteConfig, parse_site
 from edge_agent.site_errors import SiteConfigError
-from ota.document import DocumentKind, DocumentRefusedError, read_unverified, verify_document
-from ota.report import OtaReport, OtaState, OtaSubject
+from ota.document import (
+    DocumentKind,
+    DocumentRefusedError,
+    claimed_version,
+    digest,
+    verify_document,
+)
+from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject, parse_report
 
 log = logging.getLogger(__name__)
 
@@ -127,17 +132,6 @@ def asdict_report(report: OtaReport) -> dict[str, Any]:
     return {"subject": report.subject.value, **report.detail()}
 
 
-def _report_from(data: dict[str, Any]) -> OtaReport:
-    extra = {k: v for k, v in data.items() if k not in ("subject", "version", "state", "reason")}
-    return OtaReport(
-        OtaSubject(data["subject"]),
-        int(data["version"]),
-        OtaState(data["state"]),
-        data.get("reason"),
-        extra or None,
-    )
-
-
 def parse_site_text(text: Any, source: str, base_dir: Path) -> SiteConfig:
     """Validate a site file's text exactly as ``load_site`` validates a file.
 
@@ -174,7 +168,6 @@ class ConfigUpdater:
         self.restart = restart
         self.confirm_deadline_s = confirm_deadline_s
         self.state = ConfigOtaState.load(data_dir)
-        self.busy = False
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
 
     def offer(self, data: bytes) -> None:
@@ -194,7 +187,10 @@ class ConfigUpdater:
     async def run(self) -> None:
         """Send left-over reports, confirm a fresh switch, then handle documents forever."""
         for pending in self.state.unreported:
-            self.emit(_report_from(pending))
+            detail = {k: v for k, v in pending.items() if k != "subject"}
+            report = parse_report(OTA_EVENT_KIND, pending.get("subject"), detail)
+            if report is not None:
+                self.emit(report)
         if self.state.unreported:
             self.state.unreported = []
             self._save()
@@ -202,13 +198,10 @@ class ConfigUpdater:
             await self._confirm()
         while True:
             data = await self._inbox.get()
-            self.busy = True
             try:
                 await self._handle(data)
             except Exception:
                 log.exception("configuration update failed unexpectedly; nothing was switched")
-            finally:
-                self.busy = False
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -234,17 +227,14 @@ class ConfigUpdater:
         self.emit(report)
 
     def _refuse(self, data: bytes, version: int, reason: str) -> None:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self.state.refused_digest:
+        refused = digest(data)
+        if refused == self.state.refused_digest:
             return  # the same retained document again after a reconnect
-        self.state.refused_digest = digest
+        self.state.refused_digest = refused
         self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, reason))
 
     async def _handle(self, data: bytes) -> None:
-        try:
-            claimed = read_unverified(data).version
-        except DocumentRefusedError:
-            claimed = 0
+        claimed = claimed_version(data)
         if claimed and claimed == self.state.handled_version:
             return  # the retained copy of what was already dealt with
         enrollment = load_enrollment(self.data_dir)

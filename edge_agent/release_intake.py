@@ -13,14 +13,19 @@ every release is refused with that reason.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edge_agent.enroll import load_enrollment
 from edge_agent.updater import AfterApply, HealthProbe, ReleaseUpdater
-from ota.document import DocumentKind, DocumentRefusedError, read_unverified, verify_document
+from ota.document import (
+    DocumentKind,
+    DocumentRefusedError,
+    claimed_version,
+    digest,
+    verify_document,
+)
 from ota.download import DownloadError
 from ota.report import OtaReport, OtaState, OtaSubject
 from ota.slots import SlotBusyError
@@ -77,18 +82,15 @@ class ReleaseIntake:
             self._inbox.put_nowait(data)
 
     async def _refuse(self, data: bytes, version: int, reason: str) -> None:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self._refused:
+        refused = digest(data)
+        if refused == self._refused:
             return  # the same retained document again after a reconnect
-        self._refused = digest
+        self._refused = refused
         log.warning("release document v%d refused: %s", version, reason)
         await self.emit(OtaReport(OtaSubject.RELEASE, version, OtaState.REJECTED, reason))
 
     async def _handle(self, data: bytes) -> None:
-        try:
-            claimed = read_unverified(data).version
-        except DocumentRefusedError:
-            claimed = 0
+        claimed = claimed_version(data)
         enrollment = load_enrollment(self.data_dir)
         if enrollment is None:
             await self._refuse(data, claimed, "this gateway is not enrolled: no trust anchor")

@@ -228,6 +228,23 @@ def read_unverified(data: bytes) -> Document:
     return _parse_body(str(_envelope(data)["body"]).encode())
 
 
+def claimed_version(data: bytes) -> int:
+    """The version a document says it has, unverified (0 when it cannot be read).
+
+    Used to recognise the retained copy of a document already dealt with, and to name a
+    refused document in its report.
+    """
+    try:
+        return read_unverified(data).version
+    except DocumentRefusedError:
+        return 0
+
+
+def digest(data: bytes) -> str:
+    """A document's sha256, to report a refused (retained) document only once."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def verify_document(
     data: bytes,
     trust_anchor_b64: str,

@@ -118,11 +118,19 @@ async def test_a_good_configuration_is_applied_after_a_restart_in_place_keeping_
             assert state["confirming"] is None
             assert applied["reason"] is None
 
-            # The retained document comes back after every reconnect: it is not applied twice.
-            envelope = sign_document(config_doc(version, gateway_id, new_text), key)
-            await publish_config(fleet.data_dir, broker.port, gateway_id, envelope)
+            # The retained document comes back after every reconnect: it is not applied
+            # twice. The agent handles documents in order, so once the next config is
+            # applied, the copy sent before it has been dealt with.
+            copy = sign_document(config_doc(version, gateway_id, new_text), key)
+            await publish_config(fleet.data_dir, broker.port, gateway_id, copy)
+            newer = post_config(
+                fleet, gateway_id, new_text.replace("reassert_s = 2", "reassert_s = 3")
+            )
+            await wait_for(lambda: report(agent, newer, "applied"), 60, "the next config")
+            assert starts(agent) == 3  # one restart per config, none for the copy
+            applied = [r["version"] for r in ota_reports(agent) if r["state"] == "applied"]
+            assert applied == [version, newer]
             assert await agent.stop() == 0
-            assert len([r for r in ota_reports(agent) if r["state"] == "applied"]) == 1
 
 
 async def test_a_configuration_that_breaks_the_bus_is_rolled_back_and_alarms_keep_working(
