@@ -12,6 +12,12 @@ Three measurements in one run, on the same messages:
   per-batch INSERT and the classic six-values-a-row multi-row INSERT (``executemany`` is
   reported beside them).
 
+The fleet already holds ``--history`` readings of every gateway (default 2,000), as a
+county fleet in service does when a backlog arrives after an outage; every measurement
+starts from that database. ``--history 0`` starts from an empty one instead, where the
+storage ceiling appends every row, in key order, at the end of the table (SQLite's
+fastest path), which rows split among two ingest processes by the broker do not get.
+
 With ``--load preload`` (the default) the receivers (fleet processes, bare subscriber)
 are stopped while the gateways publish their first window, so the broker holds it for
 their sessions as after an outage; the window opens when they continue. The simulated
@@ -65,7 +71,7 @@ from fleet.repository import NewGateway, Role
 from fleet.simgateway import EncodedBatch, SimulatedGateway
 from fleet.sqlite_ingest import insert_readings
 from fleet.sqlite_repository import SQLiteRepository
-from protocol import DataBatch, Topic, subscription
+from protocol import DataBatch, Stream, Topic, subscription
 
 T0 = 1_750_000_000.0
 CHANNELS = ("rain_total", "rain_rate", "water_level", "tilt_x", "tilt_y", "crack", "battery_v")
@@ -102,17 +108,23 @@ def make_rows(first: int, count: int) -> list[tuple[int, float, str, float, int]
     ]
 
 
-def encode_backlog(gateway_id: str, readings: int, batch: int) -> list[EncodedBatch]:
+def batch_spans(first: int, readings: int, batch: int) -> list[tuple[int, int]]:
+    """(first seq, rows) of each batch of a backlog of ``readings`` from seq ``first``."""
+    end = first + readings
+    return [(start, min(batch, end - start)) for start in range(first, end, batch)]
+
+
+def encode_backlog(gateway_id: str, first: int, readings: int, batch: int) -> list[EncodedBatch]:
     return [
         EncodedBatch.of(
             DataBatch(
                 gateway_id=gateway_id,
-                first_seq=first,
-                last_seq=min(first + batch, readings + 1) - 1,
-                rows=make_rows(first, min(batch, readings + 1 - first)),
+                first_seq=start,
+                last_seq=start + rows - 1,
+                rows=make_rows(start, rows),
             )
         )
-        for first in range(1, readings + 1, batch)
+        for start, rows in batch_spans(first, readings, batch)
     ]
 
 
@@ -134,6 +146,7 @@ class PublishRun:
 def publisher_main(
     url: str,
     accounts: list[tuple[str, str]],
+    first: int,
     readings: int,
     batch: int,
     mode: str,
@@ -148,12 +161,13 @@ def publisher_main(
     the CPU to the fleet and the broker under test.
     """
     os.nice(niceness)
-    asyncio.run(_publish(url, accounts, readings, batch, mode, window, barrier, results))
+    asyncio.run(_publish(url, accounts, first, readings, batch, mode, window, barrier, results))
 
 
 async def _publish(
     url: str,
     accounts: list[tuple[str, str]],
+    first: int,
     readings: int,
     batch: int,
     mode: str,
@@ -161,7 +175,7 @@ async def _publish(
     barrier: Barrier,
     results: mp.Queue[Any],
 ) -> None:
-    backlogs = {gid: encode_backlog(gid, readings, batch) for gid, _ in accounts}
+    backlogs = {gid: encode_backlog(gid, first, readings, batch) for gid, _ in accounts}
     gateways = [
         SimulatedGateway(gid, BrokerConnection(url, gid, pw), ack_timeout=120, window=window)
         for gid, pw in accounts
@@ -227,7 +241,7 @@ def run_publishers(
         ctx.Process(
             target=publisher_main,
             args=(
-                *(url, share, args.readings, args.batch, mode, args.window),
+                *(url, share, args.history + 1, args.readings, args.batch, mode, args.window),
                 *(barrier, results, args.publisher_nice),
             ),
         )
@@ -300,52 +314,90 @@ def insert_per_row(conn: sqlite3.Connection, values: list[Any]) -> None:
         conn.execute(per_row_sql((len(values) - full) // 6), values[full:])
 
 
-def storage_rates(work: Path, gateways: int, readings: int, batch: int) -> dict[str, float]:
+def channel_ids(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
+    """Every gateway's channel ids, giving the bench's channels one where missing."""
+    nums = [int(num) for (num,) in conn.execute("SELECT num FROM gateways ORDER BY num")]
+    conn.executemany(
+        "INSERT OR IGNORE INTO channels (gw, name) VALUES (?, ?)",
+        [(gw, name) for gw in nums for name in CHANNELS],
+    )
+    rows = conn.execute("SELECT gw, name, id FROM channels").fetchall()
+    return {(int(gw), str(name)): int(cid) for gw, name, cid in rows}
+
+
+def bind_values(gw: int, rows: list[tuple[int, float, str, float, int]], ids: Any) -> list[Any]:
+    """Ingest's bind list for one batch: the gateway, then five values a row."""
+    values: list[Any] = [gw]
+    for s, t, c, v, q in rows:
+        values += (s, t, ids[(gw, c)], v, q)
+    return values
+
+
+def store_history(db_path: Path, history: int, batch: int) -> None:
+    """Store ``history`` readings (seq 1..history) and the stream mark of every gateway.
+
+    As a fleet that has been running holds them before a backlog arrives.
+    """
+    if history <= 0:
+        return
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        ids = channel_ids(conn)
+        nums = sorted({gw for gw, _name in ids})
+        for start, count in batch_spans(1, history, batch):
+            rows = make_rows(start, count)
+            for gw in nums:
+                insert_readings(conn, bind_values(gw, rows, ids))
+        conn.executemany(
+            "INSERT INTO stream_marks (gw, stream, contiguous) VALUES (?, ?, ?)",
+            [(gw, Stream.READINGS.value, history) for gw in nums],
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def storage_rates(
+    work: Path, base: Path, first: int, readings: int, batch: int
+) -> dict[str, float]:
     """Rows/s straight into the fleet schema, by three ways of inserting; the best counts.
 
-    No MQTT, no parsing, no acks: values ready to bind, in the same order and the same
-    commit groups as ingest takes them at most (``group_size`` over the payload sizes),
-    synchronous=FULL as the fleet's durable default. ``per-batch`` is ingest's own
-    ``insert_readings`` (one statement per batch, the gateway bound once); ``per-row`` is
-    the classic multi-row INSERT of six values a row, 1,000 rows a statement;
-    ``executemany`` one row per step.
+    Each method starts from a copy of ``base``: the fleet's database with its gateways
+    enrolled and their history stored. No MQTT, no parsing, no acks: values ready to bind,
+    in the order the gateways publish them and in the biggest commit groups ingest takes
+    (``group_size`` over the payload sizes), synchronous=FULL as the fleet's durable
+    default. ``per-batch`` is ingest's own ``insert_readings`` (one statement per batch,
+    the gateway bound once); ``per-row`` is the classic multi-row INSERT of six values a
+    row, 1,000 rows a statement; ``executemany`` one row per step.
     """
-    messages = []  # (gw, rows, payload bytes) in the order the gateways publish them
-    for first in range(1, readings + 1, batch):
-        rows = make_rows(first, min(batch, readings + 1 - first))
-        last = first + len(rows) - 1
-        wire = DataBatch(gateway_id=f"gw-{0:010d}", first_seq=first, last_seq=last, rows=rows)
-        size = len(wire.model_dump_json())  # as long as every gateway's (ids are fixed width)
-        messages += [(gw, rows, size) for gw in range(1, gateways + 1)]
     rates = {}
     for method in ("per-batch", "per-row", "executemany"):
         path = work / f"storage-{method}.sqlite"
-        SQLiteRepository(path).close()  # the fleet's schema, in WAL mode
+        shutil.copyfile(base, path)
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA synchronous=FULL")
-        ids = {}
-        for gw in range(1, gateways + 1):
-            for name in CHANNELS:
-                cur = conn.execute("INSERT INTO channels (gw, name) VALUES (?, ?)", (gw, name))
-                ids[(gw, name)] = cur.lastrowid
+        ids = channel_ids(conn)
+        nums = sorted({gw for gw, _name in ids})
+        messages = []  # (gw, rows, payload bytes) in the order the gateways publish them
+        for start, count in batch_spans(first, readings, batch):
+            rows = make_rows(start, count)
+            wire = DataBatch(
+                gateway_id=f"gw-{0:010d}", first_seq=start, last_seq=start + count - 1, rows=rows
+            )
+            size = len(wire.model_dump_json())  # as long as every gateway's (fixed-width ids)
+            messages += [(gw, rows, size) for gw in nums]
         groups: list[list[list[Any]]] = []  # per commit, per batch: the values to bind
         queued = messages
         while queued:
             taken = group_size(size for _gw, _rows, size in queued)
             group = []
             for gw, rows, _size in queued[:taken]:
-                values: list[Any] = []
-                if method == "per-batch":
-                    values.append(gw)
-                    for s, t, c, v, q in rows:
-                        values += (s, t, ids[(gw, c)], v, q)
-                else:
-                    for s, t, c, v, q in rows:
-                        values += (gw, s, t, ids[(gw, c)], v, q)
+                values = bind_values(gw, rows, ids)
+                if method != "per-batch":  # the gateway in every row
+                    values = [x for i in range(1, len(values), 5) for x in (gw, *values[i : i + 5])]
                 group.append(values)
             groups.append(group)
             queued = queued[taken:]
-        start = time.perf_counter()
+        start_time = time.perf_counter()
         for group in groups:
             conn.execute("BEGIN IMMEDIATE")
             for values in group:
@@ -356,7 +408,7 @@ def storage_rates(work: Path, gateways: int, readings: int, batch: int) -> dict[
                 else:
                     conn.executemany(EXECUTEMANY_SQL, zip(*[iter(values)] * 6, strict=True))
             conn.execute("COMMIT")
-        rates[method] = readings * gateways / (time.perf_counter() - start)
+        rates[method] = readings * len(nums) / (time.perf_counter() - start_time)
         conn.close()
     return rates
 
@@ -513,9 +565,10 @@ def fleet_end_to_end(
     with contextlib.closing(sqlite3.connect(data_dir / "fleet.sqlite")) as db:
         stored = int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
         marks = db.execute("SELECT count(*), min(contiguous) FROM stream_marks").fetchone()
+    held = args.history + args.readings
     total = len(accounts) * args.readings
-    if stored != total or tuple(marks) != (len(accounts), args.readings):
-        msg = f"fleet stored {stored} readings with marks {marks}, expected {total}"
+    if stored != len(accounts) * held or tuple(marks) != (len(accounts), held):
+        msg = f"fleet holds {stored} readings with marks {marks}, expected {len(accounts) * held}"
         raise RuntimeError(msg)
     return {
         "rate": total / (run.done - run.start),
@@ -579,6 +632,13 @@ def main() -> None:
     parser.add_argument("--gateways", type=int, default=1000)
     parser.add_argument("--readings", type=int, default=2000, help="backlog per gateway")
     parser.add_argument("--batch", type=int, default=1000, help="readings per message")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=2000,
+        help="readings per gateway the fleet already holds before the backlogs arrive "
+        "(0: an empty fleet, every row appended at the end of the table)",
+    )
     parser.add_argument("--window", type=int, default=4, help="unacked batches per gateway")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
     parser.add_argument(
@@ -608,10 +668,15 @@ def main() -> None:
         data_dir = work / "fleet"
         accounts = enroll_gateways(data_dir, args.gateways)
         account = FleetAccount.load_or_create(data_dir)
+        store_history(data_dir / "fleet.sqlite", args.history, args.batch)
         total = args.gateways * args.readings
-        print(f"{args.gateways} gateways x {args.readings} readings in batches of {args.batch}")
+        print(
+            f"{args.gateways} gateways x {args.readings} readings in batches of {args.batch}, "
+            f"{args.history} readings each already held"
+        )
 
-        inserts = storage_rates(work, args.gateways, args.readings, args.batch)
+        first = args.history + 1
+        inserts = storage_rates(work, data_dir / "fleet.sqlite", first, args.readings, args.batch)
         storage = max(inserts["per-batch"], inserts["per-row"])
         print(f"storage ceiling (raw SQLite insert): {storage:,.0f} readings/s")
         for method, rate in inserts.items():
@@ -635,6 +700,7 @@ def main() -> None:
         "gateways": args.gateways,
         "readings": total,
         "batch_rows": args.batch,
+        "history_per_gateway": args.history,
         "window": args.window,
         "publisher_processes": args.publishers,
         "publisher_nice": args.publisher_nice,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
@@ -61,6 +62,10 @@ UPLINK: dict[
 MAX_COMMIT_BYTES = 2 * 1024 * 1024
 #: How often queued commands are looked for when nobody wakes the outbox.
 OUTBOX_POLL_S = 5.0
+#: GIL switch interval while ingest runs (Python's default is 5 ms). sqlite3 gives up the
+#: GIL for every statement and must get it back from the event loop thread; at the default
+#: a commit holding the write lock can wait up to 5 ms per statement that way.
+SWITCH_INTERVAL_S = 0.0005
 _RECONNECT_MAX_S = 30.0
 
 
@@ -181,6 +186,8 @@ class IngestWorker:
     async def run(self) -> None:
         """Run until cancelled: the connections, the commit loop and the command outbox."""
         self._loop = asyncio.get_running_loop()
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
         try:
             async with asyncio.TaskGroup() as group:
                 for index in range(self.connections):
@@ -191,6 +198,7 @@ class IngestWorker:
             for task in list(self._tasks):
                 task.cancel()
             self._writer.shutdown(wait=True)
+            sys.setswitchinterval(switch_interval)
 
     def wake_outbox(self) -> None:
         """Deliver queued commands now; safe to call from any thread."""

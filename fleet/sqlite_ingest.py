@@ -3,9 +3,10 @@
 Each stream keeps its highest contiguous seq (``stream_marks``) plus the committed ranges
 above it (``stream_ranges``); both change in the same transaction as the rows, so an ack
 computed here is true after any crash. Readings go in as one multi-row INSERT per batch
-that binds the gateway once and the batch's flat row list (``DataBatch.flat_rows``, made
-when it was validated, before the write lock) with only the channel names replaced by
-ids, so little Python runs while the write lock is held.
+that binds the gateway once and the batch's flat row list (``DataBatch.flat_rows``) with
+the channel names replaced by ids. ``IngestWriter.prepare`` builds those values before
+the write lock is taken, from the channel ids already committed, so that little Python
+runs while it is held: only a new channel, or rows already held, need work inside.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlite3
 import threading
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,19 @@ def insert_readings(conn: sqlite3.Connection, values: list[Any]) -> int:
     return conn.total_changes - before
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A received message with what could be worked out before the write lock.
+
+    ``values`` are a data batch's readings ready to bind (``gw`` first), or None when the
+    batch names a channel that has no committed id yet (it gets one inside the lock).
+    """
+
+    item: Received
+    gw: int | None = None
+    values: list[Any] | None = None
+
+
 class IngestWriter:
     """Commits groups of received messages; used from the repository's writer thread.
 
@@ -67,10 +82,34 @@ class IngestWriter:
     def __init__(self, hold_before_commit: Path | None = None) -> None:
         self._hold_before_commit = hold_before_commit
         self._gateway_nums: dict[str, int] = {}
+        #: Channel ids per gateway number. Outside a transaction every id here is committed:
+        #: a rollback clears it (ids handed out inside a rolled-back transaction are void).
         self._channel_ids: dict[int, dict[str, int]] = {}
 
-    def commit(self, conn: sqlite3.Connection, received: Sequence[Received]) -> CommitResult:
-        """Store ``received`` in one transaction and return the acks to publish.
+    def prepare(self, conn: sqlite3.Connection, received: Sequence[Received]) -> list[Prepared]:
+        """Look up gateways and bind readings ahead of the transaction (reads only).
+
+        Call it outside a transaction, on the thread that then commits: committed ids
+        never change, so what it binds stays true however long the lock takes to get.
+        """
+        prepared = []
+        for item in received:
+            gw = self._gateway_num(conn, item.gateway_id)
+            values = None
+            if gw is not None and isinstance(item.payload, DataBatch):
+                values = self._known_channel_values(gw, item.payload)
+                if values is None:  # maybe another ingest process gave them ids: look
+                    self._load_channel_ids(conn, gw)
+                    values = self._known_channel_values(gw, item.payload)
+            prepared.append(Prepared(item, gw, values))
+        return prepared
+
+    def _load_channel_ids(self, conn: sqlite3.Connection, gw: int) -> None:
+        rows = conn.execute("SELECT name, id FROM channels WHERE gw = ?", (gw,)).fetchall()
+        self._channel_ids.setdefault(gw, {}).update(rows)
+
+    def commit(self, conn: sqlite3.Connection, prepared: Sequence[Prepared]) -> CommitResult:
+        """Store ``prepared`` in one transaction and return the acks to publish.
 
         If SQLite refuses the data of some message (a constraint, not the disk), the group
         is retried one message at a time so only that message is rejected. Operational
@@ -79,7 +118,7 @@ class IngestWriter:
         result = CommitResult()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            self._write(conn, received, result)
+            self._write(conn, prepared, result)
             if self._hold_before_commit is not None and result.rows_stored:
                 self._hold_before_commit.touch()
                 threading.Event().wait()
@@ -89,19 +128,19 @@ class IngestWriter:
             raise
         except sqlite3.Error as exc:
             self._rollback(conn)
-            if len(received) == 1:
-                item = received[0]
+            if len(prepared) == 1:
+                item = prepared[0].item
                 return CommitResult(rejected=[(item.gateway_id, "storage_error", str(exc))])
-            return self._one_by_one(conn, received)
+            return self._one_by_one(conn, prepared)
         except BaseException:
             self._rollback(conn)
             raise
         return result
 
-    def _one_by_one(self, conn: sqlite3.Connection, received: Sequence[Received]) -> CommitResult:
+    def _one_by_one(self, conn: sqlite3.Connection, prepared: Sequence[Prepared]) -> CommitResult:
         merged = CommitResult()
-        for item in received:
-            single = self.commit(conn, [item])
+        for entry in prepared:
+            single = self.commit(conn, [entry])
             merged.acks.update(single.acks)
             merged.rows_stored += single.rows_stored
             merged.rows_duplicate += single.rows_duplicate
@@ -114,11 +153,12 @@ class IngestWriter:
         self._channel_ids.clear()  # ids handed out inside the rolled-back transaction
 
     def _write(
-        self, conn: sqlite3.Connection, received: Sequence[Received], result: CommitResult
+        self, conn: sqlite3.Connection, prepared: Sequence[Prepared], result: CommitResult
     ) -> None:
         last_seen: dict[int, float] = {}
-        for item in received:
-            gw = self._gateway_num(conn, item.gateway_id)
+        for entry in prepared:
+            item = entry.item
+            gw = entry.gw if entry.gw is not None else self._gateway_num(conn, item.gateway_id)
             if gw is None:
                 result.rejected.append((item.gateway_id, "unknown_gateway", "not enrolled"))
                 continue
@@ -130,7 +170,8 @@ class IngestWriter:
                 result.acks[(item.gateway_id, Stream.READINGS)] = mark
                 stored = 0
                 if payload.last_seq > held:
-                    stored = insert_readings(conn, self._bind_values(conn, gw, payload, held))
+                    values = entry.values or self._channel_values(conn, gw, payload)
+                    stored = insert_readings(conn, _newer_than(values, payload, held))
                 result.rows_stored += stored
                 result.rows_duplicate += len(payload.rows) - stored
             elif isinstance(payload, EventBatch):
@@ -196,23 +237,28 @@ class IngestWriter:
         )
         return held, mark
 
-    def _bind_values(
-        self, conn: sqlite3.Connection, gw: int, batch: DataBatch, held: int
-    ) -> list[Any]:
-        """``gw`` and the batch's rows newer than ``held``, channel ids for names (in C)."""
+    def _known_channel_values(self, gw: int, batch: DataBatch) -> list[Any] | None:
+        """``gw`` and the batch's flat rows with channel ids, if every id is known."""
+        ids = self._channel_ids.get(gw)
         flat = batch.flat_rows()
-        if batch.first_seq <= held:  # rows are in seq order: skip those up to held
-            flat = flat[READING_FIELDS * bisect_right(flat[::READING_FIELDS], held) :]
         names = flat[2::READING_FIELDS]
+        if ids is None or not ids.keys() >= set(names):
+            return None
+        values = [gw, *flat]
+        values[3::READING_FIELDS] = map(ids.__getitem__, names)  # in C
+        return values
+
+    def _channel_values(self, conn: sqlite3.Connection, gw: int, batch: DataBatch) -> list[Any]:
+        """Like ``_known_channel_values``, first giving new channels an id (in the lock)."""
         ids = self._channel_ids.setdefault(gw, {})
-        for name in set(names) - ids.keys():
+        for name in set(batch.flat_rows()[2::READING_FIELDS]) - ids.keys():
             conn.execute("INSERT OR IGNORE INTO channels (gw, name) VALUES (?, ?)", (gw, name))
             found = conn.execute(
                 "SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, name)
             ).fetchone()
             ids[name] = int(found[0])
-        values = [gw, *flat]
-        values[3::READING_FIELDS] = map(ids.__getitem__, names)
+        values = self._known_channel_values(gw, batch)
+        assert values is not None  # every name has an id now
         return values
 
     def _insert_events(
@@ -269,6 +315,14 @@ class IngestWriter:
                     gw,
                 ),
             )
+
+
+def _newer_than(values: list[Any], batch: DataBatch, held: int) -> list[Any]:
+    """``values`` (gateway, then rows in seq order) without the rows up to ``held``."""
+    if batch.first_seq > held:
+        return values
+    skip = bisect_right(values[1::READING_FIELDS], held)
+    return [values[0], *values[1 + READING_FIELDS * skip :]]
 
 
 def _seen_now(item: Received) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -46,6 +47,12 @@ from protocol import (
     BAD_QUALITY_MASK,
     Stream,
 )
+
+log = logging.getLogger(__name__)
+
+#: WAL length, in pages, past which an ingest commit restarts the WAL (see ``commit``):
+#: about 16 MB, a few commits' worth.
+WAL_RESTART_FRAMES = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS gateways (
@@ -185,7 +192,6 @@ class SQLiteRepository:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock_fds: list[int] = []
-        self._lock_path = path.with_name(path.name + ".write-lock")
         self._lock = threading.Lock()
         self._gateway_nums: dict[str, int] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,14 +221,27 @@ class SQLiteRepository:
         from several processes would starve each other and the console; a blocking
         ``flock`` hands the lock over the moment it is released.
         """
-        fd: int | None = getattr(self._local, "lock_fd", None)
+        with self._flock("write-lock", wait=True):
+            yield
+
+    @contextmanager
+    def _flock(self, name: str, *, wait: bool) -> Iterator[bool]:
+        """Hold the lock file ``<database>.<name>``; yields False if taken and not ``wait``."""
+        fds: dict[str, int] = getattr(self._local, "lock_fds", None) or {}
+        self._local.lock_fds = fds
+        fd = fds.get(name)
         if fd is None:
-            fd = self._local.lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            lock_path = self.path.with_name(f"{self.path.name}.{name}")
+            fd = fds[name] = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             with self._lock:
                 self._lock_fds.append(fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -435,10 +454,53 @@ class SQLiteRepository:
     # --- ingest ------------------------------------------------------------------------------
 
     def commit(self, received: Sequence[Received]) -> CommitResult:
-        """Store messages in one transaction (see ``fleet.sqlite_ingest``); acks what committed."""
-        conn = self._db().conn
+        """Store messages in one transaction (see ``fleet.sqlite_ingest``); acks what committed.
+
+        Only the transaction holds the write lock: the values to bind are prepared before
+        it and the WAL is checkpointed after it (this connection never checkpoints inside
+        a commit), so another ingest process can commit meanwhile. SQLite starts the WAL
+        over only when a transaction begins with every page of it checkpointed, which a
+        checkpoint taken while another process writes never leaves behind; under steady
+        load from several processes the WAL would grow for as long as the load lasts, and
+        every page look-up would search a longer WAL index. So past
+        ``WAL_RESTART_FRAMES`` a commit first checkpoints, inside the write lock, the
+        little committed since (after any checkpoint already running): its own
+        transaction then starts the WAL over.
+        """
+        conn = self._ingest_connection()
+        prepared = self._ingest.prepare(conn, received)
         with self._write_lock():
-            return self._ingest.commit(conn, received)
+            if getattr(self._local, "wal_frames", 0) > WAL_RESTART_FRAMES:
+                self._checkpoint(conn, wait=True)
+            result = self._ingest.commit(conn, prepared)
+        frames = self._checkpoint(conn, wait=False)
+        if frames is not None:
+            self._local.wal_frames = frames
+        return result
+
+    def _ingest_connection(self) -> sqlite3.Connection:
+        conn = self._db().conn
+        if not getattr(self._local, "manual_checkpoints", False):
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._local.manual_checkpoints = True
+        return conn
+
+    def _checkpoint(self, conn: sqlite3.Connection, *, wait: bool) -> int | None:
+        """Copy committed WAL pages into the database file; returns the WAL's length in pages.
+
+        Ingest checkpoints take turns through a lock file, so they never find each other
+        busy. Without ``wait``, one finding another under way skips (returns None): that
+        one copies most of these pages, and a later commit the rest.
+        """
+        with self._flock("checkpoint-lock", wait=wait) as held:
+            if not held:
+                return None
+            try:
+                busy, frames, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.OperationalError as exc:
+                log.debug("checkpoint skipped: %s", exc)
+                return None
+        return None if busy else int(frames)
 
     # --- readings -----------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -78,6 +80,101 @@ def test_a_partial_resend_stores_the_new_rows_with_their_channels_and_values(
         assert [(p.ts, p.value, p.quality) for p in stored] == [
             (T0 + s, s * 0.5, s % 2) for s in expected
         ]
+
+
+def mixed(first: int, last: int, names: tuple[str, ...] = ("rain", "level", "tilt")) -> Received:
+    rows = [(s, T0 + s, names[s % len(names)], s * 0.5, s % 2) for s in range(first, last + 1)]
+    return Received(GW, T0, DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows))
+
+
+def test_a_second_writer_binds_the_channels_the_first_one_created(
+    repository: SQLiteRepository,
+) -> None:
+    # Two ingest processes share the file: the second must bind the first one's channel
+    # ids (looked up before its write lock), and give ids to a channel new to both.
+    other = SQLiteRepository(repository.path, durable=False)
+    repository.commit([mixed(1, 9)])
+    result = other.commit([mixed(10, 18), mixed(19, 27, ("rain", "level", "tilt", "crack"))])
+    assert (result.rows_stored, result.acks) == (18, {(GW, Stream.READINGS): 27})
+    with sqlite3.connect(repository.path) as conn:
+        names = conn.execute("SELECT name FROM channels ORDER BY id").fetchall()
+    assert sorted(name for (name,) in names) == ["crack", "level", "rain", "tilt"]
+    stored = {c: other.readings(GW, c, 0, T0 + 100, 100) for c in ("rain", "level", "tilt")}
+    for index, channel in enumerate(("rain", "level", "tilt")):
+        expected = [s for s in range(1, 19) if s % 3 == index]
+        expected += [s for s in range(19, 28) if s % 4 == index]
+        assert [(p.seq, p.value, p.quality) for p in stored[channel]] == [
+            (s, s * 0.5, s % 2) for s in expected
+        ]
+    assert [p.seq for p in other.readings(GW, "crack", 0, T0 + 100, 100)] == [19, 23, 27]
+    other.close()
+
+
+WAL_WRITER = """
+import sys
+from pathlib import Path
+
+import fleet.sqlite_repository as storage
+from fleet.repository import Received
+from protocol import DataBatch
+
+path, gateway, ready, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+storage.WAL_RESTART_FRAMES = 64
+repository = storage.SQLiteRepository(path, durable=False)
+ready.touch()
+while not go.exists():
+    pass
+wal = path.with_name(path.name + "-wal")
+largest = 0
+for first in range(1, 200_001, 5000):
+    repository.commit([
+        Received(gateway, 0.0, DataBatch(
+            gateway_id=gateway, first_seq=start, last_seq=start + 999,
+            rows=[(s, 1.75e9 + s, "rain", 1.0, 0) for s in range(start, start + 1000)],
+        ))
+        for start in range(first, first + 5000, 1000)
+    ])
+    largest = max(largest, wal.stat().st_size)
+print(largest)
+"""
+
+
+def test_the_wal_stays_short_while_two_ingest_processes_commit_in_turn(
+    repository: SQLiteRepository, tmp_path: Path
+) -> None:
+    # Each process checkpoints outside the write lock, while the other writes; without
+    # restarting it now and then, the WAL would grow for as long as the load lasts.
+    second = "gw-1111111111"
+    _token, secret = repository.create_enrollment_token("site", T0 + 60, None, None, T0)
+    repository.redeem_enrollment_token(secret, NewGateway(second, "k" * 44, "$7$x", None, None), T0)
+    go = tmp_path / "go"
+    writers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WAL_WRITER,
+                str(repository.path),
+                gw,
+                str(tmp_path / gw),
+                str(go),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for gw in (GW, second)
+    ]
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / gw).exists() for gw in (GW, second)):
+        assert time.monotonic() < deadline, "the writers did not start"
+        time.sleep(0.01)
+    go.touch()
+    largest = [int(w.communicate(timeout=120)[0]) for w in writers]
+    assert all(w.returncode == 0 for w in writers)
+    assert repository.get_gateway(GW).streams["readings"] == 200_000
+    assert repository.get_gateway(second).streams["readings"] == 200_000
+    # Each commit adds about 60 pages of 4 KB; without restarts the WAL reaches 7 MB here.
+    assert max(largest) < 3_000_000, f"the WAL grew to {max(largest):,} bytes"
 
 
 def test_insert_readings_splits_what_one_statement_cannot_bind(
