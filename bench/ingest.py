@@ -437,19 +437,21 @@ async def _bare_subscriber(
 
 
 def broker_ceiling(
-    url: str,
-    broker_pid: int,
+    broker: Broker,
     account: FleetAccount,
     accounts: list[tuple[str, str]],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """Readings/s from the broker to a subscriber that only counts them, loaded like ingest."""
+    """Readings/s from the broker to a subscriber that only counts them, loaded like ingest.
+
+    The subscriber uses the fleet's account on the fleet's listener, as ingest does.
+    """
     messages = len(accounts) * -(-args.readings // args.batch)
     ctx = mp.get_context("spawn")
     results: mp.Queue[Any] = ctx.Queue()
     counter = ctx.Process(
         target=bare_subscriber_main,
-        args=(url, account.username, account.password, messages, results),
+        args=(broker.fleet_url, account.username, account.password, messages, results),
     )
     counter.start()
     try:
@@ -464,7 +466,9 @@ def broker_ceiling(
                 raise RuntimeError(report["error"])
             return float(report["last"])
 
-        run = run_publishers(url, accounts, args, "bare", [counter.pid], [broker_pid], last_message)
+        run = run_publishers(
+            broker.url, accounts, args, "bare", [counter.pid], [broker.pid], last_message
+        )
     finally:
         counter.join(timeout=10)
         if counter.is_alive():
@@ -504,8 +508,7 @@ def cpu_seconds(pid: int) -> float:
 
 def fleet_end_to_end(
     data_dir: Path,
-    url: str,
-    broker_pid: int,
+    broker: Broker,
     accounts: list[tuple[str, str]],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
@@ -522,7 +525,8 @@ def fleet_end_to_end(
         subprocess.Popen(
             [
                 *(sys.executable, "-m", "fleet.cli", "serve", "--data-dir", str(data_dir)),
-                *("--port", str(port), "--mqtt", url, "--log-level", "warning"),
+                *("--port", str(port), "--mqtt", broker.fleet_url, "--log-level", "warning"),
+                *("--public-broker-url", broker.url),
                 *("--ingest-connections", str(args.ingest_connections)),
             ],
             stdout=log,
@@ -534,7 +538,8 @@ def fleet_end_to_end(
             subprocess.Popen(
                 [
                     *(sys.executable, "-m", "fleet.cli", "ingest", "--data-dir", str(data_dir)),
-                    *("--mqtt", url, "--worker", str(worker), "--log-level", "info"),
+                    *("--mqtt", broker.fleet_url, "--worker", str(worker)),
+                    *("--log-level", "info"),
                     *("--ingest-connections", str(args.ingest_connections)),
                 ],
                 stdout=log,
@@ -555,7 +560,7 @@ def fleet_end_to_end(
             while log_path.read_text().count("subscribed at") < workers_ready:
                 time.sleep(0.05)
             pids = [p.pid for p in fleet]
-            run = run_publishers(url, accounts, args, "e2e", pids, [broker_pid])
+            run = run_publishers(broker.url, accounts, args, "e2e", pids, [broker.pid])
             stats = http.get("/api/v1/ingest").json()
     finally:
         for process in fleet:
@@ -607,17 +612,33 @@ def enroll_gateways(data_dir: Path, count: int) -> list[tuple[str, str]]:
     return accounts
 
 
-def start_mosquitto(data_dir: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """The mosquitto under test: its process and its gateway and fleet listeners."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    fleet_url: str
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id."""
+        return self.process.pid
+
+
+def start_mosquitto(data_dir: Path, work: Path) -> Broker:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = mosquitto_conf(data_dir / "broker", [Listener(port)], None)
+    port, fleet_port = free_port(), free_port()
+    listeners = [Listener(port), Listener(fleet_port, fleet=True)]
+    conf = mosquitto_conf(data_dir / "broker", listeners, None)
     conf += "persistence false\nlog_dest none\n"
     if os.geteuid() == 0:
         conf += "user root\n"
     (work / "mosquitto.conf").write_text(conf)
     process = subprocess.Popen([mosquitto, "-c", str(work / "mosquitto.conf")])
     wait_port(port, 10)
-    return process, f"mqtt://127.0.0.1:{port}"
+    wait_port(fleet_port, 10)
+    return Broker(process, f"mqtt://127.0.0.1:{port}", f"mqtt://127.0.0.1:{fleet_port}")
 
 
 def raise_file_limit() -> int:
@@ -682,17 +703,17 @@ def main() -> None:
         for method, rate in inserts.items():
             print(f"  ({method + ',':12} {rate:,.0f} readings/s)")
 
-        broker_process, url = start_mosquitto(data_dir, work)
+        mosquitto = start_mosquitto(data_dir, work)
         try:
-            bare = broker_ceiling(url, broker_process.pid, account, accounts, args)
+            bare = broker_ceiling(mosquitto, account, accounts, args)
             broker = bare["rate"]
             print(f"broker ceiling (bare subscriber):     {broker:,.0f} readings/s")
-            run = fleet_end_to_end(data_dir, url, broker_process.pid, accounts, args)
+            run = fleet_end_to_end(data_dir, mosquitto, accounts, args)
             e2e = run["rate"]
             print(f"end to end (published->committed->acked): {e2e:,.0f} readings/s")
         finally:
-            broker_process.terminate()
-            broker_process.wait(timeout=10)
+            mosquitto.process.terminate()
+            mosquitto.process.wait(timeout=10)
 
     lower = min(broker, storage)
     result = {

@@ -24,6 +24,7 @@ import uvicorn
 from fleet.broker_files import (
     ACL_FILE,
     CONF_FILE,
+    FLEET_PASSWORD_FILE,
     PASSWORD_FILE,
     Listener,
     mosquitto_conf,
@@ -57,7 +58,9 @@ DEFAULT_DATA_DIR = Path("fleet-data")
 Mqtt = Annotated[
     str | None,
     typer.Option(
-        "--mqtt", help="External broker (mosquitto), e.g. mqtt://127.0.0.1:1883 or mqtts://..."
+        "--mqtt",
+        help="External broker (mosquitto): its fleet listener (see broker-config), "
+        "e.g. mqtt://127.0.0.1:1884.",
     ),
 ]
 Broker = Annotated[
@@ -70,7 +73,10 @@ BrokerHost = Annotated[str, typer.Option("--broker-host", help="Embedded broker 
 BrokerPort = Annotated[int, typer.Option("--broker-port", help="Embedded broker port.")]
 PublicBroker = Annotated[
     str | None,
-    typer.Option("--public-broker-url", help="Broker URL handed to gateways (default: --mqtt)."),
+    typer.Option(
+        "--public-broker-url",
+        help="Broker URL handed to gateways, its gateway listener (default: --mqtt).",
+    ),
 ]
 PublicCa = Annotated[
     Path | None, typer.Option("--public-broker-ca", help="CA PEM handed to gateways for mqtts.")
@@ -185,7 +191,8 @@ def serve(
 @app.command()
 def ingest(
     mqtt: Annotated[
-        str, typer.Option("--mqtt", help="The external broker, e.g. mqtt://127.0.0.1:1883.")
+        str,
+        typer.Option("--mqtt", help="The broker's fleet listener, e.g. mqtt://127.0.0.1:1884."),
     ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
     mqtt_ca: MqttCa = None,
@@ -278,6 +285,14 @@ def broker_config(
     tls_listen: Annotated[
         str | None, typer.Option("--tls-listen", help="TLS listener HOST:PORT.")
     ] = None,
+    fleet_listen: Annotated[
+        str,
+        typer.Option(
+            "--fleet-listen",
+            help="The fleet's own listener HOST:PORT (fleet account only; its connections "
+            "keep their client ids). Point `fleet serve --mqtt` and `fleet ingest` here.",
+        ),
+    ] = "127.0.0.1:1884",
     certfile: Annotated[Path | None, typer.Option(help="Broker certificate (TLS).")] = None,
     keyfile: Annotated[Path | None, typer.Option(help="Broker private key (TLS).")] = None,
     cafile: Annotated[Path | None, typer.Option(help="CA file for the TLS listener.")] = None,
@@ -297,21 +312,24 @@ def broker_config(
             msg = "--tls-listen needs --certfile and --keyfile"
             raise typer.BadParameter(msg)
         listeners.append(_listener(tls_listen, certfile, keyfile))
+    listeners.append(_listener(fleet_listen, fleet=True))
     conf = settings.broker_dir / CONF_FILE
     conf.write_text(mosquitto_conf(settings.broker_dir, listeners, cafile))
-    for name in (PASSWORD_FILE, ACL_FILE, CONF_FILE):
+    for name in (PASSWORD_FILE, FLEET_PASSWORD_FILE, ACL_FILE, CONF_FILE):
         typer.echo(settings.broker_dir / name)
     typer.echo(
         f"{gateways} gateways; run mosquitto -c {conf} (or include it from conf.d)", err=True
     )
 
 
-def _listener(text: str, certfile: Path | None = None, keyfile: Path | None = None) -> Listener:
+def _listener(
+    text: str, certfile: Path | None = None, keyfile: Path | None = None, *, fleet: bool = False
+) -> Listener:
     host, _, port = text.rpartition(":")
     if not port.isdigit():
         msg = f"{text!r}: expected HOST:PORT, e.g. 0.0.0.0:8883"
         raise typer.BadParameter(msg)
-    return Listener(int(port), host or "127.0.0.1", certfile, keyfile)
+    return Listener(int(port), host or "127.0.0.1", certfile, keyfile, fleet)
 
 
 @apitoken_app.command("create")

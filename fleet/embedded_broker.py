@@ -2,8 +2,9 @@
 
 It binds to loopback unless told otherwise (amqtt's own default is every interface) and
 enforces the same rules as the generated mosquitto files: users and ``$7$`` hashes from
-the same password file, and each gateway confined to its own topics. It has no shared
-subscriptions, so ingest uses one connection with it.
+the same password file, each gateway confined to its own topics and connecting only under
+its own client id (its user name). It has no shared subscriptions, so ingest uses one
+connection with it.
 """
 
 from __future__ import annotations
@@ -43,14 +44,16 @@ class PasswordFileAuth(BaseAuthPlugin):  # type: ignore[misc]
     """Checks user name and password against the mosquitto-format password file.
 
     The file is reread when its modification time changes, so a new enrollment can
-    connect at once.
+    connect at once. A gateway must use its user name as client id: it could otherwise
+    connect under another gateway's id and knock that gateway off.
     """
 
     @dataclass
     class Config:
-        """Where the password file is."""
+        """Where the password file is, and the fleet's user name (any client ids)."""
 
         password_file: str = ""
+        fleet_username: str = FLEET_USERNAME
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -69,8 +72,15 @@ class PasswordFileAuth(BaseAuthPlugin):  # type: ignore[misc]
         return self._users
 
     async def authenticate(self, *, session: Session) -> bool:
-        """Refuse anonymous clients and wrong passwords."""
+        """Refuse anonymous clients, wrong passwords and borrowed client ids."""
         if session is None or not session.username or session.password is None:
+            return False
+        if session.username not in (self.config.fleet_username, session.client_id):
+            log.warning(
+                "refused %s: it connected with client id %r, not its user name",
+                session.username,
+                session.client_id,
+            )
             return False
         hashed = self._current_users().get(session.username)
         password = session.password
@@ -121,6 +131,7 @@ class EmbeddedBroker:
             "plugins": {
                 f"{__name__}.PasswordFileAuth": {
                     "password_file": str(broker_dir / "passwd"),
+                    "fleet_username": FLEET_USERNAME,
                 },
                 f"{__name__}.GatewayTopicAcl": {"fleet_username": FLEET_USERNAME},
             },

@@ -49,7 +49,7 @@ class FleetSettings:
         """The URL the fleet's own ingest connects to."""
         if self.broker == "external":
             if not self.mqtt_url:
-                msg = "an external broker needs mqtt_url (e.g. mqtt://127.0.0.1:1883)"
+                msg = "an external broker needs mqtt_url (e.g. mqtt://127.0.0.1:1884)"
                 raise ValueError(msg)
             return self.mqtt_url
         return f"mqtt://{self.embedded_host}:{self.embedded_port}"

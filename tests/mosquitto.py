@@ -175,11 +175,17 @@ class Mosquitto:
     tls_port: int | None
     pid_file: Path
     log_file: Path
+    fleet_port: int
 
     @property
     def url(self) -> str:
-        """Plain MQTT URL."""
+        """Plain MQTT URL of the gateway listener."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def fleet_url(self) -> str:
+        """The fleet's own listener (the fleet account only, client ids kept)."""
+        return f"mqtt://127.0.0.1:{self.fleet_port}"
 
     @property
     def tls_url(self) -> str:
@@ -204,8 +210,8 @@ class Mosquitto:
 def start_mosquitto(broker_dir: Path, work_dir: Path, tls: TlsFiles | None = None) -> Mosquitto:
     """Start mosquitto using the access files in ``broker_dir``; return once it listens."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    listeners = [Listener(port)]
+    port, fleet_port = free_port(), free_port()
+    listeners = [Listener(port), Listener(fleet_port, fleet=True)]
     tls_port = None
     if tls is not None:
         tls_port = free_port()
@@ -224,12 +230,12 @@ def start_mosquitto(broker_dir: Path, work_dir: Path, tls: TlsFiles | None = Non
         process = subprocess.Popen(
             [MOSQUITTO, "-c", str(conf_file)], stdout=log, stderr=subprocess.STDOUT
         )
-    broker = Mosquitto(process, port, tls_port, pid_file, log_file)
+    broker = Mosquitto(process, port, tls_port, pid_file, log_file, fleet_port)
     try:
         wait_until(
             lambda: (
                 process.poll() is None
-                and all(port_open(p) for p in (port, tls_port) if p)
+                and all(port_open(p) for p in (port, tls_port, fleet_port) if p)
                 and pid_file.exists()
             ),
             10,
@@ -324,8 +330,9 @@ async def fleet_with_mosquitto(
         settings = FleetSettings(
             data_dir=data_dir,
             broker="external",
-            mqtt_url=broker.tls_url if tls else broker.url,
-            mqtt_ca=tls.ca_file if tls else None,
+            mqtt_url=broker.fleet_url,
+            public_broker_url=broker.tls_url if tls else broker.url,
+            public_broker_ca=tls.ca_file if tls else None,
             mosquitto_pid_file=broker.pid_file,
         )
         app = create_app(settings, rollout_timing)

@@ -92,6 +92,30 @@ async def test_a_broker_certificate_from_another_ca_is_refused(tmp_path: Path) -
                 pass
 
 
+async def test_no_gateway_can_take_over_another_gateways_session(tmp_path: Path) -> None:
+    async with fleet_with_mosquitto(tmp_path) as fleet:
+        a, b = await fleet.enroll(), await fleet.enroll()
+        own = BrokerConnection(a.broker_url, a.mqtt.username, a.mqtt.password)
+        async with fleet.gateway(b) as victim:
+            # On the gateway listener A's client id is its user name, whatever it asks for.
+            async with own.client(b.gateway_id):
+                await victim.publish(Topic.DATA, one_batch(b.gateway_id))
+                await asyncio.wait_for(victim.wait_acked(Stream.READINGS, 3), 10)
+            assert "closing old connection" not in fleet.mosquitto.log()
+            # The fleet's listener knows no gateway account at all.
+            borrowed = BrokerConnection(fleet.mosquitto.fleet_url, a.mqtt.username, a.mqtt.password)
+            with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user"):
+                async with borrowed.client(b.gateway_id):
+                    pass
+            # There the fleet's connections keep their own ids: a second one leaves ingest be.
+            account = FleetAccount.load_or_create(fleet.settings.data_dir)
+            extra = BrokerConnection(fleet.mosquitto.fleet_url, account.username, account.password)
+            async with extra.client("fleet-extra"):
+                await victim.publish(Topic.DATA, one_batch(b.gateway_id, last=5))
+                await asyncio.wait_for(victim.wait_acked(Stream.READINGS, 5), 10)
+        assert "closing old connection" not in fleet.mosquitto.log()
+
+
 def test_embedded_acl_confines_gateways_to_their_own_prefix() -> None:
     fleet = "fleet_ingest"
     assert topic_allowed(
@@ -153,6 +177,10 @@ async def test_embedded_broker_serves_the_fleet_on_loopback_only(tmp_path: Path)
             async with BrokerConnection(a.broker_url).client():
                 pass
         connection = BrokerConnection(a.broker_url, a.mqtt.username, a.mqtt.password)
+        # A gateway may connect under its own client id only (it would knock B off).
+        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user"):
+            async with connection.client(b.gateway_id):
+                pass
         async with SimulatedGateway(a.gateway_id, connection) as gateway:
             # A's forgery on B's topic is dropped by the broker; A's own batch is acked.
             await gateway.client.publish(

@@ -85,9 +85,27 @@ def test_broker_config_writes_password_file_acl_and_config(tmp_path: Path) -> No
     acl = (broker / "acl").read_text()
     assert "pattern write hw/v1/%u/data" in acl
     assert "pattern read hw/v1/%u/cmd" in acl
-    conf = (broker / "hazardwatch.conf").read_text()
-    assert "allow_anonymous false" in conf
-    assert "listener 8883 0.0.0.0\ncertfile /etc/c.pem\nkeyfile /etc/k.pem" in conf
+    fleet_users = (broker / "fleet_passwd").read_text().splitlines()
+    assert [line.split(":", 1)[0] for line in fleet_users] == ["fleet_ingest"]
+    sections: dict[str, list[str]] = {}
+    for line in (broker / "hazardwatch.conf").read_text().splitlines():
+        if line.startswith("listener "):
+            sections[line] = section = []
+        elif sections and line and not line.startswith("#"):
+            section.append(line)
+    assert sections.keys() == {
+        "listener 1883 0.0.0.0",
+        "listener 8883 0.0.0.0",
+        "listener 1884 127.0.0.1",  # the fleet's own, by default
+    }
+    for name, section in sections.items():
+        fleet_only = name.endswith("1884 127.0.0.1")
+        assert "allow_anonymous false" in section
+        assert f"acl_file {broker / 'acl'}" in section
+        passwords = broker / ("fleet_passwd" if fleet_only else "passwd")
+        assert f"password_file {passwords}" in section
+        assert ("use_username_as_clientid true" in section) is not fleet_only
+    assert {"certfile /etc/c.pem", "keyfile /etc/k.pem"} <= set(sections["listener 8883 0.0.0.0"])
 
 
 def _fleet_password(data_dir: Path) -> str:

@@ -45,7 +45,8 @@ class FleetProcess:
         command = [
             *(sys.executable, "-m", "fleet.cli", "serve"),
             *("--data-dir", str(self.data_dir), "--port", str(self.port)),
-            *("--mqtt", self.broker.url, "--mosquitto-pid-file", str(self.broker.pid_file)),
+            *("--mqtt", self.broker.fleet_url, "--public-broker-url", self.broker.url),
+            *("--mosquitto-pid-file", str(self.broker.pid_file)),
             *("--log-level", "warning"),
         ]
         log = (self.data_dir / "fleet.log").open("ab")

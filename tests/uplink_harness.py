@@ -142,8 +142,9 @@ class BrokerProcess:
         work_dir.mkdir(parents=True, exist_ok=True)
         self.work_dir = work_dir
         self.port = free_port()
+        self.fleet_port = free_port()
         self.tls_port = free_port() if tls else None
-        listeners = [Listener(self.port)]
+        listeners = [Listener(self.port), Listener(self.fleet_port, fleet=True)]
         if tls is not None and self.tls_port is not None:
             listeners.append(Listener(self.tls_port, certfile=tls.cert_file, keyfile=tls.key_file))
         self.pid_file = work_dir / "mosquitto.pid"
@@ -159,8 +160,13 @@ class BrokerProcess:
 
     @property
     def url(self) -> str:
-        """Plain MQTT URL."""
+        """Plain MQTT URL of the gateway listener."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def fleet_url(self) -> str:
+        """The fleet's own listener (the fleet account only, client ids kept)."""
+        return f"mqtt://127.0.0.1:{self.fleet_port}"
 
     @property
     def tls_url(self) -> str:
@@ -178,9 +184,14 @@ class BrokerProcess:
                 [MOSQUITTO, "-c", str(self.work_dir / "mosquitto.conf")], stdout=log, stderr=log
             )
         self.mosquitto = Mosquitto(
-            process, self.port, self.tls_port, self.pid_file, self.work_dir / "mosquitto.log"
+            process,
+            self.port,
+            self.tls_port,
+            self.pid_file,
+            self.work_dir / "mosquitto.log",
+            self.fleet_port,
         )
-        ports = [p for p in (self.port, self.tls_port) if p]
+        ports = [p for p in (self.port, self.tls_port, self.fleet_port) if p]
         wait_until(
             lambda: process.poll() is None and all(port_open(p) for p in ports),
             10,
@@ -230,11 +241,10 @@ class FleetProcess:
         """Start and wait until REST listens and ingest has subscribed."""
         command = [
             *FLEET, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-            "--mqtt", self.broker.url, "--mosquitto-pid-file", str(self.broker.pid_file),
+            "--mqtt", self.broker.fleet_url, "--mosquitto-pid-file", str(self.broker.pid_file),
             "--log-level", "warning",
+            "--public-broker-url", self.public_broker_url or self.broker.url,
         ]  # fmt: skip
-        if self.public_broker_url:
-            command += ["--public-broker-url", self.public_broker_url]
         if self.public_broker_ca:
             command += ["--public-broker-ca", str(self.public_broker_ca)]
         log = (self.data_dir / "fleet.log").open("ab")
