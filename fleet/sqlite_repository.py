@@ -345,7 +345,12 @@ class SQLiteRepository:
         return _enrollment_token(row)
 
     def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
-        """Atomically use the token and register the gateway; raises EnrollmentRefusedError."""
+        """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
+
+        A used token presented again, before it expires, with the key of the gateway it
+        enrolled is that gateway retrying after it lost the answer (a dropped connection,
+        a power cut): it keeps its id and gets the new password in place of the old one.
+        """
         with self._write() as db:
             row = next(
                 db.query(
@@ -362,6 +367,15 @@ class SQLiteRepository:
             if row["revoked_at"] is not None:
                 msg = f"this enrollment token was revoked at {iso(row['revoked_at'])}"
                 raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
+            retry = row["used_at"] is not None and now < row["expires_at"]
+            if retry and self._reissue(db, row["gateway_id"], gateway):
+                log.warning(
+                    "enrollment token %s redeemed again by gateway %s (same key): "
+                    "credentials issued anew",
+                    row["id"],
+                    row["gateway_id"],
+                )
+                return self.get_gateway(row["gateway_id"])
             if row["used_at"] is not None:
                 msg = (
                     f"this enrollment token was already used at {iso(row['used_at'])} "
@@ -390,6 +404,22 @@ class SQLiteRepository:
                 [now, gateway.gateway_id, row["id"]],
             )
         return self.get_gateway(gateway.gateway_id)
+
+    @staticmethod
+    def _reissue(db: sqlite_utils.Database, gateway_id: str, gateway: NewGateway) -> bool:
+        """Give ``gateway_id`` the new password if it holds ``gateway``'s public key."""
+        cursor = db.execute(
+            "UPDATE gateways SET mqtt_password_hash = ?, hostname = coalesce(?, hostname), "
+            "agent_version = coalesce(?, agent_version) WHERE id = ? AND public_key = ?",
+            [
+                gateway.mqtt_password_hash,
+                gateway.hostname,
+                gateway.agent_version,
+                gateway_id,
+                gateway.public_key,
+            ],
+        )
+        return cursor.rowcount == 1
 
     def broker_accounts(self) -> list[tuple[str, str]]:
         """``(username, mosquitto password hash)`` of every enrolled gateway."""

@@ -23,6 +23,7 @@ from fleet.sqlite_repository import SQLiteRepository
 from protocol import DataBatch, EnrollmentResponse, Stream, Topic, gateway_topic
 from tests.mosquitto import (
     auth,
+    eventually,
     fleet_with_mosquitto,
     free_port,
     make_tls_files,
@@ -114,6 +115,41 @@ async def test_no_gateway_can_take_over_another_gateways_session(tmp_path: Path)
                 await victim.publish(Topic.DATA, one_batch(b.gateway_id, last=5))
                 await asyncio.wait_for(victim.wait_acked(Stream.READINGS, 5), 10)
         assert "closing old connection" not in fleet.mosquitto.log()
+
+
+async def test_a_gateway_that_lost_its_enrollment_answer_enrolls_again_with_its_key(
+    tmp_path: Path,
+) -> None:
+    async with fleet_with_mosquitto(tmp_path) as fleet:
+        created = await fleet.http.post(
+            "/api/v1/enrollment-tokens", json={"site_id": "ridge"}, headers=auth(fleet.admin_token)
+        )
+        token = created.json()["token"]
+        request = enrollment_request(token).model_dump()
+        answers = [await fleet.http.post("/api/v1/enroll", json=request) for _ in range(2)]
+        assert [answer.status_code for answer in answers] == [201, 201]
+        lost, kept = (EnrollmentResponse.model_validate(answer.json()) for answer in answers)
+        assert kept.gateway_id == lost.gateway_id
+        assert kept.mqtt.password != lost.mqtt.password
+        assert [g.id for g in fleet.repository.list_gateways()] == [kept.gateway_id]
+
+        stale = BrokerConnection(lost.broker_url, lost.mqtt.username, lost.mqtt.password)
+
+        async def stale_password_refused() -> bool:
+            try:
+                async with stale.client(lost.gateway_id):
+                    return False
+            except aiomqtt.MqttError:
+                return True
+
+        await eventually(stale_password_refused, 10, "mosquitto to drop the lost password")
+        async with fleet.gateway(kept) as gateway:
+            await gateway.publish(Topic.DATA, one_batch(kept.gateway_id))
+            await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 3), 10)
+        # Another device holding the same token is still refused.
+        other = await fleet.http.post("/api/v1/enroll", json=enrollment_request(token).model_dump())
+        assert other.status_code == 410
+        assert "already used" in other.json()["detail"]
 
 
 def test_embedded_acl_confines_gateways_to_their_own_prefix() -> None:

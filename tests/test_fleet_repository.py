@@ -243,7 +243,25 @@ def test_a_token_cannot_be_redeemed_twice_even_concurrently_written(
     )
     with pytest.raises(EnrollmentRefusedError, match="already used") as refused:
         repository.redeem_enrollment_token(
-            secret, NewGateway("gw-bbbbbbbbbb", "k" * 44, "$7$x", None, None), time.time()
+            secret, NewGateway("gw-bbbbbbbbbb", "j" * 44, "$7$x", None, None), time.time()
         )
     assert refused.value.gone
+    assert [user for user, _ in repository.broker_accounts()] == [GW, "gw-aaaaaaaaaa"]
+
+
+def test_the_enrolled_gateway_may_redeem_its_token_again_until_it_expires(
+    repository: SQLiteRepository,
+) -> None:
+    # Its first answer was lost: same key, so same gateway, and only the new password.
+    _token, secret = repository.create_enrollment_token("site", T0 + 60, None, None, T0)
+    first = NewGateway("gw-aaaaaaaaaa", "k" * 44, "$7$first", "pi", None)
+    repository.redeem_enrollment_token(secret, first, T0)
+    again = NewGateway("gw-cccccccccc", "k" * 44, "$7$again", None, "1.2.0")
+    assert repository.redeem_enrollment_token(secret, again, T0 + 30).id == "gw-aaaaaaaaaa"
+    assert dict(repository.broker_accounts())["gw-aaaaaaaaaa"] == "$7$again"
+    gateway = repository.get_gateway("gw-aaaaaaaaaa")
+    assert (gateway.hostname, gateway.agent_version) == ("pi", "1.2.0")
+    with pytest.raises(EnrollmentRefusedError, match="already used"):
+        repository.redeem_enrollment_token(secret, again, T0 + 60)  # expired now
+    assert dict(repository.broker_accounts())["gw-aaaaaaaaaa"] == "$7$again"
     assert [user for user, _ in repository.broker_accounts()] == [GW, "gw-aaaaaaaaaa"]
