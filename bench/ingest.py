@@ -333,6 +333,12 @@ def bind_values(gw: int, rows: list[tuple[int, float, str, float, int]], ids: An
     return values
 
 
+def per_row_values(values: list[Any]) -> list[Any]:
+    """``bind_values`` with the gateway repeated in every row: six values a row."""
+    gw = values[0]
+    return [x for i in range(1, len(values), 5) for x in (gw, *values[i : i + 5])]
+
+
 def store_history(db_path: Path, history: int, batch: int) -> None:
     """Store ``history`` readings (seq 1..history) and the stream mark of every gateway.
 
@@ -369,36 +375,34 @@ def storage_rates(
     the gateway bound once); ``per-row`` is the classic multi-row INSERT of six values a
     row, 1,000 rows a statement; ``executemany`` one row per step.
     """
+    ready = work / "storage-base.sqlite"  # the base with the bench's channels given ids
+    shutil.copyfile(base, ready)
+    with contextlib.closing(sqlite3.connect(ready, isolation_level=None)) as conn:
+        ids = channel_ids(conn)
+    nums = sorted({gw for gw, _name in ids})
+    messages = []  # (gw, rows, payload bytes) in the order the gateways publish them
+    for start, count in batch_spans(first, readings, batch):
+        rows = make_rows(start, count)
+        wire = DataBatch(
+            gateway_id=f"gw-{0:010d}", first_seq=start, last_seq=start + count - 1, rows=rows
+        )
+        size = len(wire.model_dump_json())  # as long as every gateway's (fixed-width ids)
+        messages += [(gw, rows, size) for gw in nums]
+    groups: list[list[list[Any]]] = []  # per commit, per batch: ingest's values to bind
+    while messages:
+        taken = group_size(size for _gw, _rows, size in messages)
+        groups.append([bind_values(gw, rows, ids) for gw, rows, _size in messages[:taken]])
+        messages = messages[taken:]
+    six_a_row = [[per_row_values(values) for values in group] for group in groups]
     rates = {}
     for method in ("per-batch", "per-row", "executemany"):
         path = work / f"storage-{method}.sqlite"
-        shutil.copyfile(base, path)
+        shutil.copyfile(ready, path)
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA synchronous=FULL")
-        ids = channel_ids(conn)
-        nums = sorted({gw for gw, _name in ids})
-        messages = []  # (gw, rows, payload bytes) in the order the gateways publish them
-        for start, count in batch_spans(first, readings, batch):
-            rows = make_rows(start, count)
-            wire = DataBatch(
-                gateway_id=f"gw-{0:010d}", first_seq=start, last_seq=start + count - 1, rows=rows
-            )
-            size = len(wire.model_dump_json())  # as long as every gateway's (fixed-width ids)
-            messages += [(gw, rows, size) for gw in nums]
-        groups: list[list[list[Any]]] = []  # per commit, per batch: the values to bind
-        queued = messages
-        while queued:
-            taken = group_size(size for _gw, _rows, size in queued)
-            group = []
-            for gw, rows, _size in queued[:taken]:
-                values = bind_values(gw, rows, ids)
-                if method != "per-batch":  # the gateway in every row
-                    values = [x for i in range(1, len(values), 5) for x in (gw, *values[i : i + 5])]
-                group.append(values)
-            groups.append(group)
-            queued = queued[taken:]
+        method_groups = groups if method == "per-batch" else six_a_row
         start_time = time.perf_counter()
-        for group in groups:
+        for group in method_groups:
             conn.execute("BEGIN IMMEDIATE")
             for values in group:
                 if method == "per-batch":
@@ -446,7 +450,7 @@ def broker_ceiling(
 
     The subscriber uses the fleet's account on the fleet's listener, as ingest does.
     """
-    messages = len(accounts) * -(-args.readings // args.batch)
+    messages = len(accounts) * len(batch_spans(args.history + 1, args.readings, args.batch))
     ctx = mp.get_context("spawn")
     results: mp.Queue[Any] = ctx.Queue()
     counter = ctx.Process(
