@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from agent_harness_bench import emit  # noqa: E402
 
+from drivers.clock import ManualClock  # noqa: E402
 from fleet.repository import RolloutState  # noqa: E402
 from fleet.rollouts import RolloutTiming  # noqa: E402
 from tests.agent_harness import events, wait_for  # noqa: E402
@@ -40,7 +41,7 @@ from tests.release_harness import (  # noqa: E402
     run_fleet_cli,
     slot_gateway,
 )
-from tests.test_rollout_mosquitto import ManualClock, Rig  # noqa: E402
+from tests.test_rollout_mosquitto import Rig  # noqa: E402
 from tests.test_uplink_exactly_once import make_clock  # noqa: E402
 from tests.uplink_harness import running_broker, running_fleet  # noqa: E402
 
@@ -91,7 +92,7 @@ async def one_gateway(tmp: Path) -> dict[str, Any]:
 async def twenty_gateways(tmp: Path) -> dict[str, Any]:
     """A 3-wave rollout across 20 simulated gateways through mosquitto."""
     clock = ManualClock(time.time())
-    timing = RolloutTiming(clock=clock, tick_s=0.05)
+    timing = RolloutTiming(clock=clock.now, tick_s=0.05)
     async with (
         fleet_with_mosquitto(tmp, rollout_timing=timing) as fleet,
         AsyncExitStack() as stack,

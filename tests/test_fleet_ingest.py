@@ -110,8 +110,11 @@ async def test_upload_with_window_stores_every_reading_exactly_once(fleet: Fleet
     batches = [EncodedBatch.of(data_batch(gid, s, s + 499)) for s in range(1, 5001, 500)]
     window_sent = asyncio.Event()
     async with fleet.gateway(enrolled, window=3) as gateway:
-        await asyncio.wait_for(gateway.upload(batches, window_sent=window_sent), 20)
-    assert window_sent.is_set()
+        upload = asyncio.create_task(gateway.upload(batches, window_sent=window_sent))
+        await asyncio.wait_for(window_sent.wait(), 10)
+        # The first window (3 of 10 batches) is out; the last batch cannot be acked yet.
+        assert gateway.acked[Stream.READINGS] < batches[-1].last_seq
+        await asyncio.wait_for(upload, 20)
     assert stored_seqs(fleet, gid) == list(range(1, 5001))
     detail = (
         await fleet.http.get(f"/api/v1/gateways/{gid}", headers=auth(fleet.admin_token))

@@ -60,18 +60,16 @@ def test_resends_with_other_boundaries_are_stored_once(repository: SQLiteReposit
     assert [p.seq for p in stored] == list(range(1, 151))
 
 
+def mixed(first: int, last: int, names: tuple[str, ...] = ("rain", "level", "tilt")) -> Received:
+    rows = [(s, T0 + s, names[s % len(names)], s * 0.5, s % 2) for s in range(first, last + 1)]
+    return Received(GW, T0, DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows))
+
+
 def test_a_partial_resend_stores_the_new_rows_with_their_channels_and_values(
     repository: SQLiteRepository,
 ) -> None:
-    def batch(first: int, last: int) -> Received:
-        rows = [
-            (s, T0 + s, ("rain", "level", "tilt")[s % 3], s * 0.5, s % 2)
-            for s in range(first, last + 1)
-        ]
-        return Received(GW, T0, DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows))
-
-    repository.commit([batch(1, 10)])
-    result = repository.commit([batch(6, 15)])  # 6..10 held: skipped, 11..15 stored
+    repository.commit([mixed(1, 10)])
+    result = repository.commit([mixed(6, 15)])  # 6..10 held: skipped, 11..15 stored
     assert (result.rows_stored, result.rows_duplicate) == (5, 5)
     for index, channel in enumerate(("rain", "level", "tilt")):
         stored = repository.readings(GW, channel, 0, T0 + 1000, 1000)
@@ -80,11 +78,6 @@ def test_a_partial_resend_stores_the_new_rows_with_their_channels_and_values(
         assert [(p.ts, p.value, p.quality) for p in stored] == [
             (T0 + s, s * 0.5, s % 2) for s in expected
         ]
-
-
-def mixed(first: int, last: int, names: tuple[str, ...] = ("rain", "level", "tilt")) -> Received:
-    rows = [(s, T0 + s, names[s % len(names)], s * 0.5, s % 2) for s in range(first, last + 1)]
-    return Received(GW, T0, DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows))
 
 
 def test_a_second_writer_binds_the_channels_the_first_one_created(
@@ -112,6 +105,7 @@ def test_a_second_writer_binds_the_channels_the_first_one_created(
 
 WAL_WRITER = """
 import sys
+import time
 from pathlib import Path
 
 import fleet.sqlite_repository as storage
@@ -122,8 +116,10 @@ path, gateway, ready, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Pa
 storage.WAL_RESTART_FRAMES = 64
 repository = storage.SQLiteRepository(path, durable=False)
 ready.touch()
-while not go.exists():
-    pass
+deadline = time.monotonic() + 60
+while not go.exists():  # both writers start together
+    assert time.monotonic() < deadline, "never told to go"
+    time.sleep(0.001)
 wal = path.with_name(path.name + "-wal")
 largest = 0
 for first in range(1, 200_001, 5000):
@@ -164,12 +160,18 @@ def test_the_wal_stays_short_while_two_ingest_processes_commit_in_turn(
         )
         for gw in (GW, second)
     ]
-    deadline = time.monotonic() + 30
-    while not all((tmp_path / gw).exists() for gw in (GW, second)):
-        assert time.monotonic() < deadline, "the writers did not start"
-        time.sleep(0.01)
-    go.touch()
-    largest = [int(w.communicate(timeout=120)[0]) for w in writers]
+    try:
+        deadline = time.monotonic() + 30
+        while not all((tmp_path / gw).exists() for gw in (GW, second)):
+            assert time.monotonic() < deadline, "the writers did not start"
+            time.sleep(0.01)
+        go.touch()
+        largest = [int(w.communicate(timeout=120)[0]) for w in writers]
+    finally:
+        for writer in writers:
+            if writer.poll() is None:
+                writer.kill()
+                writer.wait()
     assert all(w.returncode == 0 for w in writers)
     assert repository.get_gateway(GW).streams["readings"] == 200_000
     assert repository.get_gateway(second).streams["readings"] == 200_000

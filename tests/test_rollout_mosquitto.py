@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from drivers.clock import ManualClock
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import DeviceState, Role, Rollout, RolloutState
 from fleet.rollouts import RolloutTiming
@@ -36,17 +37,6 @@ WHEELS = {
     "hazardwatch-1.4.0-py3-none-any.whl": b"hazardwatch wheel " * 200,
     "tinydep-2.0-py3-none-any.whl": b"dependency wheel " * 50,
 }
-
-
-@dataclass
-class ManualClock:
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -124,7 +114,7 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     clock = ManualClock(time.time())
-    timing = RolloutTiming(clock=clock, tick_s=0.05)
+    timing = RolloutTiming(clock=clock.now, tick_s=0.05)
     async with (
         fleet_with_mosquitto(tmp_path, rollout_timing=timing) as fleet,
         AsyncExitStack() as stack,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.clock import ManualClock
 from fleet.repository import (
     DeviceState,
     NewGateway,
@@ -40,17 +41,6 @@ from protocol import EventBatch, EventRow
 
 T0 = 1_790_000_000.0
 GATEWAYS = [f"gw-{i:02d}-sim" for i in range(20)]
-
-
-@dataclass
-class ManualClock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def specs(*texts: str | int) -> list[WaveSpec]:
@@ -165,17 +155,17 @@ def test_a_new_rollout_starts_its_first_wave() -> None:
 
 
 def test_a_device_that_only_received_the_document_is_not_a_success() -> None:
-    clock = ManualClock()
+    clock = ManualClock(T0)
     rollout = make_rollout([["a1"], ["b1"]], current=0)
     clock.advance(599)
-    assert next_step(rollout, clock()) is None  # in progress until applied or deadline
+    assert next_step(rollout, clock.now()) is None  # in progress until applied or deadline
 
 
 def test_a_silent_device_times_out_at_its_deadline_and_counts_as_a_failure() -> None:
-    clock = ManualClock()
+    clock = ManualClock(T0)
     rollout = make_rollout([["a1"], ["b1"]], current=0)
     clock.advance(600)
-    step = next_step(rollout, clock())
+    step = next_step(rollout, clock.now())
     assert step is not None
     assert step.timed_out == ("a1",)
     assert step.state is RolloutState.HALTED
@@ -271,10 +261,10 @@ class Fleet:
         self.seqs[gateway_id] = seq = self.seqs.get(gateway_id, 0) + 1
         detail = OtaReport(OtaSubject.RELEASE, version, state, reason).detail()
         row = EventRow(
-            seq=seq, ts=self.clock(), kind=OTA_EVENT_KIND, subject="release", detail=detail
+            seq=seq, ts=self.clock.now(), kind=OTA_EVENT_KIND, subject="release", detail=detail
         )
         batch = EventBatch(gateway_id=gateway_id, first_seq=seq, last_seq=seq, rows=[row])
-        self.repository.commit([Received(gateway_id, self.clock(), batch)])
+        self.repository.commit([Received(gateway_id, self.clock.now(), batch)])
 
     def start(self, gateways: list[str], waves: list[str], **bounds: float) -> int:
         new = NewRollout(
@@ -288,7 +278,7 @@ class Fleet:
             device_timeout_s=bounds.get("timeout", 600),
             created_by="test",
         )
-        return self.repository.ota.create_rollout(new, self.clock()).id
+        return self.repository.ota.create_rollout(new, self.clock.now()).id
 
 
 @pytest.fixture
@@ -315,9 +305,9 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     upload = repository.ota.release_upload_path("1.4.0", manifest.files[0].name)
     upload.write_bytes(wheel)
     repository.ota.store_release_file("1.4.0", manifest.files[0].name, upload, T0)
-    clock = ManualClock()
+    clock = ManualClock(T0)
     key = SigningKey.load_or_create(tmp_path)
-    scheduler = RolloutScheduler(repository, key, RolloutTiming(clock=clock))
+    scheduler = RolloutScheduler(repository, key, RolloutTiming(clock=clock.now))
     yield Fleet(repository, key, clock, scheduler, {})
     repository.close()
 
@@ -325,7 +315,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 def test_each_wave_gets_one_signed_document_with_a_newer_version(fleet: Fleet) -> None:
     rollout_id = fleet.start(GATEWAYS[:4], ["1", "100%"])
     fleet.scheduler.advance(rollout_id)
-    first = fleet.repository.ota.claim_documents(fleet.clock())
+    first = fleet.repository.ota.claim_documents(fleet.clock.now())
     assert [(d.gateway_id, d.version) for d in first] == [(GATEWAYS[0], 1)]
     document = verify_document(
         first[0].document, fleet.key.public_key_b64, GATEWAYS[0], DocumentKind.RELEASE, 0
@@ -338,7 +328,7 @@ def test_each_wave_gets_one_signed_document_with_a_newer_version(fleet: Fleet) -
     fleet.report(GATEWAYS[0], 1, OtaState.APPLIED)
     rollout = fleet.scheduler.advance(rollout_id)
     assert rollout.current_wave == 1
-    second = fleet.repository.ota.claim_documents(fleet.clock())
+    second = fleet.repository.ota.claim_documents(fleet.clock.now())
     assert [(d.gateway_id, d.version) for d in second] == [(g, 2) for g in GATEWAYS[1:4]]
     assert read_unverified(second[0].document).target.gateways == tuple(GATEWAYS[1:4])
 
@@ -381,9 +371,9 @@ def test_a_decision_taken_on_an_old_snapshot_is_not_applied(fleet: Fleet) -> Non
     snapshot = fleet.repository.ota.get_rollout(rollout_id)
     fleet.report(GATEWAYS[0], 1, OtaState.ROLLED_BACK, "health check failed")
     fleet.clock.advance(600)
-    stale = next_step(snapshot, fleet.clock())
+    stale = next_step(snapshot, fleet.clock.now())
     assert stale is not None
-    assert not fleet.repository.ota.apply_rollout_step(stale, fleet.clock(), None)
+    assert not fleet.repository.ota.apply_rollout_step(stale, fleet.clock.now(), None)
     rollout = fleet.scheduler.advance(rollout_id)
     assert rollout.devices[0].state is DeviceState.FAILED
     assert rollout.devices[0].reason == "rolled_back: health check failed"
