@@ -34,7 +34,6 @@ from edge_agent.site_config import SiteConfig
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater
 from edge_agent.uplink import Uplink
-from ota.download import basic_auth
 from ota.report import OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
@@ -236,11 +235,8 @@ class Agent:
             return None
         updater = None
         if slots_root is not None:
-            updater = ReleaseUpdater(
-                SlotTree(slots_root),
-                enrollment.fleet_url,
-                self._store_report,
-                headers=basic_auth(enrollment.mqtt.username, enrollment.mqtt.password),
+            updater = ReleaseUpdater.for_enrollment(
+                SlotTree(slots_root), enrollment, self._store_report
             )
         return ReleaseIntake(self.data_dir, updater, self._store_report, self._exit_for_update)
 

@@ -160,8 +160,8 @@ def apply(
     tree = SlotTree(root, compile_bytecode=compile_bytecode)
 
     async def work(emit: Emit) -> AfterApply:
-        updater = ReleaseUpdater(
-            tree, enrollment.fleet_url, emit, max_boots=max_boots, health_deadline_s=health_deadline
+        updater = ReleaseUpdater.for_enrollment(
+            tree, enrollment, emit, max_boots=max_boots, health_deadline_s=health_deadline
         )
         verified = verify_document(
             document.read_bytes(),

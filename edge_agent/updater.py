@@ -20,16 +20,19 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ota.document import Document, DocumentKind
-from ota.download import Checkpoint, FileRejectedError, fetch_release, no_checkpoint
+from ota.download import Checkpoint, FileRejectedError, basic_auth, fetch_release, no_checkpoint
 from ota.manifest import DIST_NAME, ReleaseManifest
 from ota.report import OtaReport, OtaState, OtaSubject
 from ota.slots import ReleaseRefusedError, SlotBusyError, SlotError, SlotTree
 from ota.supervisor import Outcome
+
+if TYPE_CHECKING:
+    from edge_agent.enroll import StoredEnrollment
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +147,14 @@ class ReleaseUpdater:
         self.running_version = running_version or importlib.metadata.version(DIST_NAME)
         self._checkpoint = checkpoint or pause_for_crash_tests(tree.root)
         self.headers = dict(headers or {})
+
+    @classmethod
+    def for_enrollment(
+        cls, tree: SlotTree, enrollment: StoredEnrollment, emit: Emit, **options: Any
+    ) -> ReleaseUpdater:
+        """An updater downloading from the enrollment's fleet with its credentials."""
+        headers = basic_auth(enrollment.mqtt.username, enrollment.mqtt.password)
+        return cls(tree, enrollment.fleet_url, emit, headers=headers, **options)
 
     def installed_document_version(self) -> int:
         """The newest release document acted on here; verify new ones against it."""

@@ -1,17 +1,21 @@
 """A real HTTP server for release files, with the faults a metered rural link has.
 
 Serves ``/api/v1/releases/{version}/files/{name}`` from a wheels directory per version,
-honours ``Range: bytes=N-`` with 206, and can cut the next response for a file after N
+honours ``Range: bytes=N-`` with 206, answers 401 without the gateway's HTTP Basic
+credentials when given them (as the fleet does), and can cut the next response for a file after N
 body bytes (a dropped link), ignore ranges (answer 200 with the whole file) or serve other
 bytes than the file holds (tampering). It logs every response it sent.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import socket
 import threading
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +45,8 @@ class ReleaseFileServer:
     #: File name -> cut the next response for it after this many body bytes (once).
     cut_after: dict[str, int] = field(default_factory=dict)
     ignore_range: bool = False
+    #: (user, password) every request must send with HTTP Basic, as the fleet demands.
+    credentials: tuple[str, str] | None = None
     log: list[Served] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -98,6 +104,18 @@ class ReleaseFileServer:
             return self.cut_after.pop(name, None)
 
 
+def _basic(headers: Message) -> tuple[str, str] | None:
+    """The (user, password) of an HTTP Basic Authorization header, if there is one."""
+    scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+    if scheme != "Basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return user, password
+
+
 def _handler_for(server: ReleaseFileServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -107,6 +125,9 @@ def _handler_for(server: ReleaseFileServer) -> type[BaseHTTPRequestHandler]:
             content = server._content(*match.groups()) if match else None
             name = match.group(2) if match else self.path
             asked = self.headers.get("Range")
+            if server.credentials is not None and _basic(self.headers) != server.credentials:
+                self._answer(name, asked, 401, b"credentials required\n", {})
+                return
             if content is None:
                 self._answer(name, asked, 404, b"not found\n", {})
                 return

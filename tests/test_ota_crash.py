@@ -87,7 +87,8 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
 
 @pytest.fixture(scope="module")
 def server(releases: dict[str, Release]) -> Iterator[ReleaseFileServer]:
-    with ReleaseFileServer({v: r.bundle / WHEELS_DIR for v, r in releases.items()}) as running:
+    wheels = {v: r.bundle / WHEELS_DIR for v, r in releases.items()}
+    with ReleaseFileServer(wheels, credentials=(GATEWAY, "secret")) as running:
         yield running
 
 
