@@ -34,7 +34,7 @@ from edge_agent.site_config import SiteConfig
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater
 from edge_agent.uplink import Uplink
-from ota.report import OtaReport
+from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
 
@@ -129,7 +129,7 @@ class Agent:
             ConfigUpdater(
                 config_path,
                 data_dir,
-                self._report_update,
+                self._store_report,
                 lambda candidate: probe_site(candidate, self.poller.buses),
                 self._confirm_config,
                 self.restart_requested.set,
@@ -243,7 +243,7 @@ class Agent:
     async def _store_report(self, report: OtaReport) -> None:
         """Record an update report durably before the updater moves on."""
         await self.store.record_event(
-            self.clock.now(), "ota", report.subject.value, None, report.detail()
+            self.clock.now(), OTA_EVENT_KIND, report.subject.value, None, report.detail()
         )
 
     def _exit_for_update(self) -> None:
@@ -261,9 +261,6 @@ class Agent:
         if uplink is not None and uplink.state != "connected" and uplink.last_error is None:
             return "the uplink has not connected yet and reports no reason"
         return None
-
-    def _report_update(self, report: OtaReport) -> None:
-        self._emit("ota", report.subject.value, None, report.detail())
 
     async def _confirm_config(self, deadline_s: float) -> str | None:
         """After a switch: every device answered and the actuators read back, in time."""

@@ -154,7 +154,7 @@ class ConfigUpdater:
         self,
         config_path: Path,
         data_dir: Path,
-        emit: Callable[[OtaReport], None],
+        emit: Callable[[OtaReport], Awaitable[None]],
         probe: Probe,
         confirm: Confirm,
         restart: Callable[[], None],
@@ -185,12 +185,16 @@ class ConfigUpdater:
         }
 
     async def run(self) -> None:
-        """Send left-over reports, confirm a fresh switch, then handle documents forever."""
+        """Send left-over reports, confirm a fresh switch, then handle documents forever.
+
+        ``emit`` stores a report durably; left-over reports are dropped from the state
+        file only once every one of them is stored.
+        """
         for pending in self.state.unreported:
             detail = {k: v for k, v in pending.items() if k != "subject"}
             report = parse_report(OTA_EVENT_KIND, pending.get("subject"), detail)
             if report is not None:
-                self.emit(report)
+                await self.emit(report)
         if self.state.unreported:
             self.state.unreported = []
             self._save()
@@ -208,7 +212,7 @@ class ConfigUpdater:
     def _save(self) -> None:
         self.state.save(self.data_dir)
 
-    def _report(self, report: OtaReport) -> None:
+    async def _report(self, report: OtaReport) -> None:
         if report.state.final:
             self.state.last = {"at": time.time(), **report.detail()}
             self._save()
@@ -224,14 +228,14 @@ class ConfigUpdater:
             report.state.value,
             f": {report.reason}" if report.reason else "",
         )
-        self.emit(report)
+        await self.emit(report)
 
-    def _refuse(self, data: bytes, version: int, reason: str) -> None:
+    async def _refuse(self, data: bytes, version: int, reason: str) -> None:
         refused = digest(data)
         if refused == self.state.refused_digest:
             return  # the same retained document again after a reconnect
         self.state.refused_digest = refused
-        self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, reason))
+        await self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, reason))
 
     async def _handle(self, data: bytes) -> None:
         claimed = claimed_version(data)
@@ -239,7 +243,7 @@ class ConfigUpdater:
             return  # the retained copy of what was already dealt with
         enrollment = load_enrollment(self.data_dir)
         if enrollment is None:
-            self._refuse(data, claimed, "this gateway is not enrolled: no trust anchor")
+            await self._refuse(data, claimed, "this gateway is not enrolled: no trust anchor")
             return
         try:
             document = verify_document(
@@ -250,13 +254,13 @@ class ConfigUpdater:
                 self.state.handled_version,
             )
         except DocumentRefusedError as refusal:
-            self._refuse(data, claimed, str(refusal))
+            await self._refuse(data, claimed, str(refusal))
             return
         self.state.handled_version = document.version
         self._save()
-        self._report(OtaReport(OtaSubject.CONFIG, document.version, OtaState.DELIVERED))
+        await self._report(OtaReport(OtaSubject.CONFIG, document.version, OtaState.DELIVERED))
         text = document.payload.get("site_toml")
-        site = self._validate(document.version, text)
+        site = await self._validate(document.version, text)
         if site is None or not isinstance(text, str):
             return
         candidate = candidate_path(self.config_path)
@@ -264,7 +268,7 @@ class ConfigUpdater:
         problem = await self.probe(site)
         if problem is not None:
             candidate.unlink(missing_ok=True)
-            self._report(
+            await self._report(
                 OtaReport(
                     OtaSubject.CONFIG,
                     document.version,
@@ -275,11 +279,11 @@ class ConfigUpdater:
             return
         self._switch(document.version, candidate)
 
-    def _validate(self, version: int, text: Any) -> SiteConfig | None:
+    async def _validate(self, version: int, text: Any) -> SiteConfig | None:
         try:
             return parse_site_text(text, f"configuration v{version}", self.config_path.parent)
         except SiteConfigError as exc:
-            self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, str(exc)))
+            await self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, str(exc)))
             return None
 
     def _switch(self, version: int, candidate: Path) -> None:
@@ -301,11 +305,11 @@ class ConfigUpdater:
             self.state.installed_version = version
             self.state.confirming = None
             self.state.confirm_starts = 0
-            self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.APPLIED))
+            await self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.APPLIED))
             return
         report = _restore_previous(
             self.config_path, self.state, f"{problem}; previous configuration restored"
         )
         self._save()
-        self._report(report)
+        await self._report(report)
         self.restart()

@@ -97,7 +97,7 @@ class Harness:
     async def _confirm(self, _deadline: float) -> str | None:
         return self.confirm_answer
 
-    def _report(self, report: OtaReport) -> None:
+    async def _report(self, report: OtaReport) -> None:
         self.reports.append(report)
         self.changed.set()
 
@@ -203,3 +203,20 @@ async def test_left_over_reports_are_sent_once_the_agent_runs(site: Path) -> Non
     await harness.run_until(1)
     assert harness.states() == [(3, "rolled_back")]
     assert ConfigOtaState.load(data).unreported == []
+
+
+async def test_left_over_reports_stay_saved_until_they_are_stored(site: Path) -> None:
+    # Storing the report fails (the agent dies, the disk is full): it must stay on file.
+    data = site.parent / "data"
+    left_over = {"subject": "config", "version": 3, "state": "rolled_back", "reason": "x"}
+    ConfigOtaState(unreported=[left_over]).save(data)
+    harness = Harness(site)
+
+    async def store_fails(_report: OtaReport) -> None:
+        raise OSError("no space left on device")
+
+    harness.updater.emit = store_fails
+    with pytest.raises(OSError, match="no space"):
+        async with asyncio.timeout(10):
+            await harness.updater.run()
+    assert ConfigOtaState.load(data).unreported == [left_over]
