@@ -275,19 +275,21 @@ def run(
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
     from edge_agent.alarms.preload import preload_for_site  # noqa: PLC0415 - numba is heavy
+    from edge_agent.config_state import prepare_start  # noqa: PLC0415
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
-    # The alarm kernels load first, while the process is small, and the compiler's pages
+    # A configuration that keeps the agent from starting is given up first, so that the
+    # kernels are chosen from the site file that will run.
+    prepare_start(config, data_dir)
+    # The alarm kernels load next, while the process is small, and the compiler's pages
     # are handed back before Modbus, asyncio, the uplink and the models are imported.
     try:
         preload_for_site(config, backend)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    from edge_agent.config_update import prepare_start  # noqa: PLC0415
     from edge_agent.daemon import run_daemon  # noqa: PLC0415
 
-    prepare_start(config, data_dir)
     site = _load(config)
     clock = make_clock(speed, origin, anchor)
     run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline, slots)

@@ -24,16 +24,20 @@ State lives in ``DATA_DIR/config_ota.json``, written atomically.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import tomllib
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent.atomic_file import replace_durably, write_atomic
+from edge_agent.config_state import (
+    ConfigOtaState,
+    candidate_path,
+    previous_path,
+    restore_previous,
+)
 from edge_agent.enroll import load_enrollment
 from edge_agent.site_config import SiteConfig, parse_site
 from edge_agent.site_errors import SiteConfigError
@@ -48,88 +52,11 @@ from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject, parse_re
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "config_ota.json"
-#: Starts allowed while a new configuration awaits confirmation before it is given up.
-MAX_CONFIRM_STARTS = 3
 #: Default time the restarted agent has to show the new configuration working.
 CONFIRM_DEADLINE_S = 60.0
 
 Probe = Callable[[SiteConfig], Awaitable[str | None]]
 Confirm = Callable[[float], Awaitable[str | None]]
-
-
-@dataclass
-class ConfigOtaState:
-    """What the gateway remembers about configuration updates."""
-
-    installed_version: int = 0  # signed version of the site file in use (0: installed locally)
-    handled_version: int = 0  # newest verified version dealt with, whatever the outcome
-    confirming: int | None = None  # version switched to and not yet confirmed
-    confirm_starts: int = 0
-    previous_version: int = 0
-    refused_digest: str | None = None  # the last refused document, not reported twice
-    unreported: list[dict[str, Any]] = field(default_factory=list)
-    last: dict[str, Any] | None = None
-
-    @classmethod
-    def load(cls, data_dir: Path) -> ConfigOtaState:
-        """Read the state; a missing file is the initial state."""
-        path = data_dir / STATE_FILE
-        if not path.exists():
-            return cls()
-        return cls(**json.loads(path.read_text()))
-
-    def save(self, data_dir: Path) -> None:
-        """Write the state atomically."""
-        write_atomic(data_dir / STATE_FILE, json.dumps(asdict(self), indent=1).encode(), 0o600)
-
-
-def candidate_path(config_path: Path) -> Path:
-    """Where a new configuration waits for its probe."""
-    return config_path.with_name(config_path.name + ".candidate")
-
-
-def previous_path(config_path: Path) -> Path:
-    """Where the configuration replaced by the last switch is kept."""
-    return config_path.with_name(config_path.name + ".prev")
-
-
-def _restore_previous(config_path: Path, state: ConfigOtaState, reason: str) -> OtaReport:
-    version = state.confirming or 0
-    previous = previous_path(config_path)
-    if previous.exists():
-        replace_durably(previous, config_path)
-    report = OtaReport(OtaSubject.CONFIG, version, OtaState.ROLLED_BACK, reason)
-    state.confirming = None
-    state.confirm_starts = 0
-    state.installed_version = state.previous_version
-    state.last = {"at": time.time(), **report.detail()}
-    return report
-
-
-def prepare_start(config_path: Path, data_dir: Path) -> None:
-    """Before the site file is loaded: count starts of an unconfirmed configuration.
-
-    Past ``MAX_CONFIRM_STARTS`` (the agent keeps dying with it), restore the previous file
-    and leave a ``rolled_back`` report for the agent to send once it runs.
-    """
-    state = ConfigOtaState.load(data_dir)
-    if state.confirming is None:
-        return
-    state.confirm_starts += 1
-    if state.confirm_starts > MAX_CONFIRM_STARTS:
-        reason = (
-            f"configuration version {state.confirming} did not confirm within "
-            f"{MAX_CONFIRM_STARTS} starts; previous configuration restored"
-        )
-        log.error("%s", reason)
-        state.unreported.append(asdict_report(_restore_previous(config_path, state, reason)))
-    state.save(data_dir)
-
-
-def asdict_report(report: OtaReport) -> dict[str, Any]:
-    """A report as JSON-able data (for the state file)."""
-    return {"subject": report.subject.value, **report.detail()}
 
 
 def parse_site_text(text: Any, source: str, base_dir: Path) -> SiteConfig:
@@ -307,7 +234,7 @@ class ConfigUpdater:
             self.state.confirm_starts = 0
             await self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.APPLIED))
             return
-        report = _restore_previous(
+        report = restore_previous(
             self.config_path, self.state, f"{problem}; previous configuration restored"
         )
         self._save()

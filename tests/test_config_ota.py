@@ -16,7 +16,7 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent.config_update import candidate_path
+from edge_agent.config_state import candidate_path
 from fleet.broker_files import FleetAccount
 from fleet.signing import SigningKey
 from hardware_sim.scenarios import DesignStorm

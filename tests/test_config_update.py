@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from edge_agent.config_update import (
+from edge_agent.config_state import (
     MAX_CONFIRM_STARTS,
     ConfigOtaState,
-    ConfigUpdater,
     candidate_path,
     prepare_start,
     previous_path,
 )
+from edge_agent.config_update import ConfigUpdater
 from edge_agent.enroll import ENROLLMENT_FILE
 from fleet.signing import SigningKey
 from ota.document import Document, DocumentKind, Target, sign_document
