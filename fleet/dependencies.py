@@ -15,7 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fleet.enrollment import Enrollment
 from fleet.ingest import IngestWorker
-from fleet.repository import Repository, Role
+from fleet.repository import ConflictError, NotFoundError, Repository, Role
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -86,3 +86,10 @@ Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 Repo = Annotated[Repository, Depends(get_repository)]
 EnrollmentService = Annotated[Enrollment, Depends(get_enrollment)]
+Ingest = Annotated[IngestWorker | None, Depends(get_ingest)]
+
+
+def http_error(exc: NotFoundError | ConflictError) -> HTTPException:
+    """404 for something unknown, 409 for a conflict, with the storage's message."""
+    code = status.HTTP_404_NOT_FOUND if isinstance(exc, NotFoundError) else status.HTTP_409_CONFLICT
+    return HTTPException(code, str(exc))

@@ -211,7 +211,7 @@ def next_step(rollout: Rollout, now: float) -> RolloutStep | None:
     elif state in (RolloutState.RUNNING, RolloutState.PAUSED) and current >= 0:
         wave = tally(
             [
-                DeviceState.TIMED_OUT if d.gateway_id in timed_out else d.state
+                DeviceState.TIMED_OUT if _expired(d, now) else d.state
                 for d in rollout.devices
                 if d.wave == current
             ]
@@ -277,7 +277,7 @@ class RolloutTiming:
 
 
 class RolloutScheduler:
-    """Moves active rollouts along: every ``tick_s``, and at once when woken.
+    """Moves active rollouts along, every ``tick_s``.
 
     Decisions are applied only to the snapshot they were taken on (the rollout's
     revision), so a report or a pause arriving meanwhile is never overwritten.
@@ -294,24 +294,12 @@ class RolloutScheduler:
         self.signer = signer
         self.timing = timing or RolloutTiming()
         self.wake_outbox = wake_outbox
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        with contextlib.suppress(RuntimeError):  # made outside a loop: bound when it runs
-            self._loop = asyncio.get_running_loop()
         self._failing = False
-
-    def wake(self) -> None:
-        """Look at the rollouts now; safe to call from any thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
         """Run until cancelled."""
-        self._loop = asyncio.get_running_loop()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.timing.tick_s)
-            self._wake.clear()
+            await asyncio.sleep(self.timing.tick_s)
             try:
                 await asyncio.to_thread(self.tick)
             except Exception:

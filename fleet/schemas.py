@@ -19,7 +19,9 @@ GatewayStatus = Literal["online", "offline", "never_seen"]
 LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
 
 
-class _Out(BaseModel):
+class Out(BaseModel):
+    """Base of every response model: immutable."""
+
     model_config = ConfigDict(frozen=True)
 
 
@@ -32,7 +34,7 @@ def gateway_status(gateway: Gateway, now: float) -> GatewayStatus:
     return "online"
 
 
-class GatewaySummary(_Out):
+class GatewaySummary(Out):
     """One row of the gateway list."""
 
     id: str
@@ -93,7 +95,7 @@ class GatewayDetail(GatewaySummary):
         )
 
 
-class ReadingOut(_Out):
+class ReadingOut(Out):
     """One stored reading; ``quality`` holds the protocol's quality bits (0 = good)."""
 
     seq: int
@@ -102,7 +104,7 @@ class ReadingOut(_Out):
     quality: int
 
 
-class BucketOut(_Out):
+class BucketOut(Out):
     """Good readings in ``[start, start + step)``: count, min, avg, max; ``bad`` the others."""
 
     start: float
@@ -113,7 +115,7 @@ class BucketOut(_Out):
     max: float | None
 
 
-class ReadingsOut(_Out):
+class ReadingsOut(Out):
     """Readings of one channel: raw (``readings``) or downsampled (``buckets``, with ``step``)."""
 
     gateway_id: str
@@ -126,7 +128,7 @@ class ReadingsOut(_Out):
     truncated: bool = Field(default=False, description="more than `limit`: narrow the range")
 
 
-class ReceiptOut(_Out):
+class ReceiptOut(Out):
     """A confirmation that a responsible person got the warning."""
 
     person: str
@@ -136,7 +138,7 @@ class ReceiptOut(_Out):
     recorded_by: str
 
 
-class AlarmOut(_Out):
+class AlarmOut(Out):
     """An alarm episode; active while ``cleared_at`` is null."""
 
     id: int
@@ -206,7 +208,7 @@ class EnrollmentTokenIn(BaseModel):
     note: Annotated[str, Field(max_length=500)] | None = None
 
 
-class EnrollmentTokenOut(_Out):
+class EnrollmentTokenOut(Out):
     """An enrollment token (without its secret)."""
 
     id: int
@@ -257,7 +259,7 @@ class ApiTokenIn(BaseModel):
     role: Role
 
 
-class ApiTokenOut(_Out):
+class ApiTokenOut(Out):
     """An API token (without its secret)."""
 
     id: int
@@ -284,7 +286,7 @@ class ApiTokenCreated(ApiTokenOut):
     token: str
 
 
-class IngestOut(_Out):
+class IngestOut(Out):
     """The in-process ingest worker's counters since start."""
 
     running: bool

@@ -10,7 +10,6 @@ the outcome: applied, rolled back, delivered and then nothing, or nothing at all
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import hashlib
 import time
@@ -24,7 +23,7 @@ from ota.document import (
     DocumentKind,
     DocumentRefusedError,
     Refusal,
-    read_unverified,
+    claimed_version,
     verify_document,
 )
 from ota.manifest import ReleaseFile, ReleaseManifest
@@ -116,9 +115,7 @@ class SimulatedOtaGateway:
         except DocumentRefusedError as exc:
             self.refused.append(exc)
             if exc.code is not Refusal.STALE_VERSION:  # a stale copy of what it has: no news
-                with contextlib.suppress(DocumentRefusedError):
-                    version = read_unverified(data).version
-                    await self._report(kind, version, OtaState.REJECTED, exc.reason)
+                await self._report(kind, claimed_version(data), OtaState.REJECTED, exc.reason)
             return
         self.seen[kind] = document.version
         self.received.append(document)

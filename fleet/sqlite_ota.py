@@ -42,6 +42,7 @@ from fleet.repository import (
     SiteConfigRecord,
 )
 from ota.document import DocumentKind
+from ota.download import sha256_file
 from ota.manifest import ReleaseManifest
 from ota.report import OtaState, parse_report
 from protocol import EventRow
@@ -159,7 +160,7 @@ CREATE INDEX IF NOT EXISTS rollout_devices_by_document ON rollout_devices (gw, d
 #: A claim older than this is taken to be from a worker that died before publishing.
 STALE_CLAIM_S = 60.0
 _ACTIVE = tuple(s.value for s in RolloutState if s.active)
-_OPEN_DEVICE = (DeviceState.WAITING.value, DeviceState.IN_PROGRESS.value)
+_OPEN_DEVICE = tuple(s.value for s in DeviceState if not s.final)
 #: What a gateway's report makes of a configuration's state, and the states it may replace.
 _CONFIG_STATE = {
     OtaState.DELIVERED: ConfigState.DELIVERED,
@@ -169,7 +170,7 @@ _CONFIG_STATE = {
     OtaState.REJECTED: ConfigState.REJECTED,
     OtaState.ROLLED_BACK: ConfigState.ROLLED_BACK,
 }
-_NOT_FINAL = (ConfigState.PENDING.value, ConfigState.DELIVERED.value, ConfigState.SUPERSEDED.value)
+_NOT_FINAL = tuple(s.value for s in ConfigState if not s.final)
 _BEFORE_DELIVERED = (ConfigState.PENDING.value,)
 
 
@@ -575,16 +576,11 @@ class SQLiteOta:
             problem = None
             if actual_size != size:
                 problem = f"{name}: {actual_size} bytes, the manifest says {size}"
-            else:
-                digest = hashlib.sha256()
-                with upload.open("rb") as file:
-                    while chunk := file.read(1 << 20):
-                        digest.update(chunk)
-                if digest.hexdigest() != sha256:
-                    problem = (
-                        f"{name}: sha256 {digest.hexdigest()} does not match the manifest's "
-                        f"{sha256} (corrupted upload or another build)"
-                    )
+            elif (actual := sha256_file(upload)) != sha256:
+                problem = (
+                    f"{name}: sha256 {actual} does not match the manifest's "
+                    f"{sha256} (corrupted upload or another build)"
+                )
             if problem is not None:
                 raise ValueError(problem)
             os.replace(upload, self.files_dir / version / name)

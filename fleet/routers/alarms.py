@@ -11,8 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from fleet.dependencies import Operator, Repo, get_ingest, require
-from fleet.ingest import IngestWorker
+from fleet.dependencies import Ingest, Operator, Repo, require
 from fleet.repository import ConflictError, NotFoundError, Role
 from fleet.schemas import AcknowledgeIn, AlarmOut, ReceiptIn
 from protocol import ACK_ALARM_COMMAND
@@ -53,7 +52,7 @@ def acknowledge_alarm(
     body: AcknowledgeIn,
     principal: Operator,
     repository: Repo,
-    ingest: Annotated[IngestWorker | None, Depends(get_ingest)],
+    ingest: Ingest,
 ) -> AlarmOut:
     """Record the acknowledgement and tell the gateway (409 if already acknowledged)."""
     now = time.time()

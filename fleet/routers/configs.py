@@ -12,12 +12,11 @@ import time
 import tomllib
 from typing import Annotated, Literal, Self
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from fleet.dependencies import Operator, Repo, get_ingest, require
-from fleet.ingest import IngestWorker
+from fleet.dependencies import EnrollmentService, Ingest, Operator, Repo, http_error, require
 from fleet.repository import (
     ConfigDelivery,
     ConfigState,
@@ -29,10 +28,11 @@ from fleet.repository import (
     SiteConfigRecord,
 )
 from fleet.rollouts import config_payload, document_issuer
+from fleet.schemas import SITE_ID_PATTERN, Out
 from fleet.signing import SigningKey
 from ota.document import DocumentKind
 
-GROUP_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+GROUP_PATTERN = SITE_ID_PATTERN  # group names follow the site id rules
 GroupName = Annotated[str, Field(pattern=GROUP_PATTERN, examples=["north-valley"])]
 #: Largest site file accepted; its signed document must fit one MQTT message with room.
 MAX_SITE_TOML = 64_000
@@ -44,18 +44,12 @@ gateway_router = APIRouter(prefix="/api/v1/gateways", tags=["configs"], dependen
 routers = (router, groups_router, gateway_router)
 
 
-def get_signing_key(request: Request) -> SigningKey:
+def get_signing_key(enrollment: EnrollmentService) -> SigningKey:
     """The fleet's signing key (the gateways' trust anchor)."""
-    key: SigningKey = request.app.state.enrollment.signing_key
-    return key
+    return enrollment.signing_key
 
 
-Ingest = Annotated[IngestWorker | None, Depends(get_ingest)]
 FleetKey = Annotated[SigningKey, Depends(get_signing_key)]
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(frozen=True)
 
 
 class GroupIn(BaseModel):
@@ -64,7 +58,7 @@ class GroupIn(BaseModel):
     gateways: Annotated[list[str], Field(max_length=100_000, examples=[["gw-3f2a9c01d4"]])]
 
 
-class GroupOut(_Out):
+class GroupOut(Out):
     """A named set of gateways."""
 
     name: str
@@ -102,7 +96,7 @@ class ConfigIn(BaseModel):
         return self
 
 
-class ConfigOut(_Out):
+class ConfigOut(Out):
     """A stored site configuration; ``version`` is its signed document when published."""
 
     id: int
@@ -135,7 +129,7 @@ class ConfigOut(_Out):
         )
 
 
-class ConfigDeliveryOut(_Out):
+class ConfigDeliveryOut(Out):
     """One signed configuration document on a gateway."""
 
     version: int
@@ -164,7 +158,7 @@ class ConfigDeliveryOut(_Out):
         )
 
 
-class GatewayConfigOut(_Out):
+class GatewayConfigOut(Out):
     """A gateway's configuration state: the newest document and the ones before it."""
 
     gateway_id: str
@@ -198,11 +192,6 @@ def check_site_toml(text: str) -> None:
         )
 
 
-def _http(exc: Exception) -> HTTPException:
-    code = status.HTTP_404_NOT_FOUND if isinstance(exc, NotFoundError) else status.HTTP_409_CONFLICT
-    return HTTPException(code, str(exc))
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -226,7 +215,7 @@ def create_config(
     try:
         config = repository.ota.create_config(new, now, issue)
     except (NotFoundError, ConflictError) as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
     if issue is not None and ingest is not None:
         ingest.wake_outbox()
     return ConfigOut.of(config)
@@ -250,7 +239,7 @@ def get_config(config_id: int, repository: Repo) -> ConfigOut:
     try:
         return ConfigOut.of(repository.ota.get_config(config_id))
     except NotFoundError as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
 
 
 @gateway_router.get("/{gateway_id}/config")
@@ -263,7 +252,7 @@ def gateway_config(
     try:
         deliveries = repository.ota.config_deliveries(gateway_id, history)
     except NotFoundError as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
     newest = deliveries[0] if deliveries else None
     return GatewayConfigOut(
         gateway_id=gateway_id,
@@ -288,7 +277,7 @@ def get_group(name: str, repository: Repo) -> GroupOut:
     try:
         return GroupOut.of(repository.ota.get_group(name))
     except NotFoundError as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
 
 
 @groups_router.put("/{name}")
@@ -302,4 +291,4 @@ def put_group(
     try:
         return GroupOut.of(repository.ota.set_group(name, body.gateways, time.time()))
     except NotFoundError as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import APIRouter, Depends
 
-from fleet.dependencies import get_ingest, require
-from fleet.ingest import IngestWorker
+from fleet.dependencies import Ingest, require
 from fleet.repository import Role
 from fleet.schemas import IngestOut
 
@@ -17,7 +14,7 @@ router = APIRouter(
 
 
 @router.get("")
-def ingest_stats(ingest: Annotated[IngestWorker | None, Depends(get_ingest)]) -> IngestOut:
+def ingest_stats(ingest: Ingest) -> IngestOut:
     """Counters of the ingest worker in this process (``running`` false when it runs elsewhere)."""
     if ingest is None:
         return IngestOut(running=False, ready=False)

@@ -17,12 +17,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.requests import ClientDisconnect
 
 from fleet.credentials import mosquitto_verify
-from fleet.dependencies import Admin, Repo, bearer, require
+from fleet.dependencies import Admin, Repo, bearer, http_error, require
 from fleet.repository import ConflictError, NotFoundError, ReleaseRecord, Role
+from fleet.schemas import Out
 from ota.manifest import ReleaseManifest
 
 router = APIRouter(prefix="/api/v1/releases", tags=["releases"])
@@ -33,10 +34,8 @@ gateway_basic = HTTPBasic(
 _viewer = require(Role.VIEWER)
 
 
-class ReleaseFileOut(BaseModel):
+class ReleaseFileOut(Out):
     """One file of a release and whether it has been uploaded and verified."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     sha256: str
@@ -44,10 +43,8 @@ class ReleaseFileOut(BaseModel):
     uploaded: bool
 
 
-class ReleaseOut(BaseModel):
+class ReleaseOut(Out):
     """A registered release; ``complete`` once every file is uploaded (it can roll out)."""
-
-    model_config = ConfigDict(frozen=True)
 
     version: str
     min_upgrade_from: str
@@ -104,10 +101,6 @@ def downloader(
     return _viewer(token, repository).name
 
 
-def _not_found(exc: NotFoundError) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -125,7 +118,7 @@ def register_release(
     try:
         release = repository.ota.add_release(manifest, principal.name, now)
     except ConflictError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+        raise http_error(exc) from exc
     if release.created_at != now:
         response.status_code = status.HTTP_200_OK
     return ReleaseOut.of(release)
@@ -143,7 +136,7 @@ def get_release(version: str, repository: Repo) -> ReleaseOut:
     try:
         return ReleaseOut.of(repository.ota.get_release(version))
     except NotFoundError as exc:
-        raise _not_found(exc) from exc
+        raise http_error(exc) from exc
 
 
 @router.put(
@@ -161,7 +154,7 @@ async def upload_file(
         release = await asyncio.to_thread(ota.get_release, version)
         upload = await asyncio.to_thread(ota.release_upload_path, version, name)
     except NotFoundError as exc:
-        raise _not_found(exc) from exc
+        raise http_error(exc) from exc
     expected = next(f.size for f in release.manifest.files if f.name == name)
     try:
         received = 0
@@ -203,5 +196,5 @@ def download_file(
     try:
         path = repository.ota.release_file(version, name)
     except NotFoundError as exc:
-        raise _not_found(exc) from exc
+        raise http_error(exc) from exc
     return FileResponse(path, media_type="application/octet-stream", filename=name)

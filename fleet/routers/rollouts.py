@@ -11,9 +11,9 @@ import time
 from typing import Annotated, Self
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from fleet.dependencies import Operator, Repo, require
+from fleet.dependencies import Operator, Repo, http_error, require
 from fleet.repository import (
     ConflictError,
     DeviceState,
@@ -26,6 +26,7 @@ from fleet.repository import (
 )
 from fleet.rollouts import RolloutScheduler, WaveSpec, plan_waves, verdict, wave_tallies
 from fleet.routers.configs import GroupName
+from fleet.schemas import Out
 from ota.document import DocumentKind
 
 router = APIRouter(
@@ -84,10 +85,8 @@ class RolloutIn(BaseModel):
         return self
 
 
-class DeviceOut(BaseModel):
+class DeviceOut(Out):
     """One gateway in a rollout; ``reported`` is its last report for the rollout's document."""
-
-    model_config = ConfigDict(frozen=True)
 
     gateway_id: str
     wave: int
@@ -115,10 +114,8 @@ class DeviceOut(BaseModel):
         )
 
 
-class WaveOut(BaseModel):
+class WaveOut(Out):
     """One wave: its spec, its document and how its gateways fared."""
-
-    model_config = ConfigDict(frozen=True)
 
     number: int
     spec: str
@@ -136,10 +133,8 @@ class WaveOut(BaseModel):
     failure_rate: float
 
 
-class RolloutOut(BaseModel):
+class RolloutOut(Out):
     """A rollout, its waves and (in the detail view) its devices."""
-
-    model_config = ConfigDict(frozen=True)
 
     id: int
     kind: DocumentKind
@@ -201,11 +196,6 @@ class RolloutOut(BaseModel):
         )
 
 
-def _http(exc: Exception) -> HTTPException:
-    code = status.HTTP_404_NOT_FOUND if isinstance(exc, NotFoundError) else status.HTTP_409_CONFLICT
-    return HTTPException(code, str(exc))
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -239,7 +229,7 @@ def create_rollout(
             gateways = list(config.gateways)
             group = config.target if config.scope == "group" else None
     except NotFoundError as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
     try:
         waves = plan_waves(gateways, [WaveSpec.parse(w) for w in body.waves])
     except ValueError as exc:
@@ -258,7 +248,7 @@ def create_rollout(
     try:
         rollout = ota.create_rollout(new, time.time())
     except (NotFoundError, ConflictError) as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
     return RolloutOut.of(scheduler.advance(rollout.id))
 
 
@@ -276,7 +266,7 @@ def get_rollout(rollout_id: int, repository: Repo) -> RolloutOut:
     try:
         return RolloutOut.of(repository.ota.get_rollout(rollout_id))
     except NotFoundError as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
 
 
 def _control(
@@ -287,7 +277,7 @@ def _control(
             rollout_id, state, f"{verb} by {principal.name}", time.time()
         )
     except (NotFoundError, ConflictError) as exc:
-        raise _http(exc) from exc
+        raise http_error(exc) from exc
 
 
 @router.post("/{rollout_id}/pause")
