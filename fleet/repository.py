@@ -473,8 +473,8 @@ class OtaRepository(Protocol):
         """All releases, newest registration first."""
         ...
 
-    def release_upload_path(self, version: str, name: str) -> Path:
-        """A fresh temporary file to receive ``name`` of ``version``; raises NotFoundError."""
+    def release_upload_path(self, version: str, name: str) -> tuple[Path, int]:
+        """A fresh temporary file for ``name`` of ``version`` and its size; NotFoundError."""
         ...
 
     def store_release_file(

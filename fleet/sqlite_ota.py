@@ -373,10 +373,12 @@ class SQLiteOta:
     def _groups(self, where: str, params: list[Any]) -> list[GatewayGroup]:
         with self._read() as db:
             rows = list(db.query(f"SELECT * FROM gateway_groups {where} ORDER BY name", params))
+            names = [r["name"] for r in rows]
             members: dict[str, list[str]] = {}
             for r in db.query(
                 "SELECT m.grp, g.id FROM group_members m JOIN gateways g ON g.num = m.gw "
-                "ORDER BY g.id"
+                f"WHERE m.grp IN ({','.join('?' * len(names))}) ORDER BY g.id",
+                names,
             ):
                 members.setdefault(r["grp"], []).append(r["id"])
         return [
@@ -538,8 +540,13 @@ class SQLiteOta:
             rows = list(
                 db.query(f"SELECT * FROM releases {where} ORDER BY created_at DESC", params)
             )
+            versions = [r["version"] for r in rows]
             uploaded: dict[str, set[str]] = {}
-            for r in db.query("SELECT version, name FROM release_files"):
+            for r in db.query(
+                "SELECT version, name FROM release_files "
+                f"WHERE version IN ({','.join('?' * len(versions))})",
+                versions,
+            ):
                 uploaded.setdefault(r["version"], set()).add(r["name"])
         return [
             ReleaseRecord(
@@ -559,12 +566,15 @@ class SQLiteOta:
         listed = ", ".join(f.name for f in release.manifest.files)
         raise NotFoundError(f"release {version} has no file {name!r} (its files: {listed})")
 
-    def release_upload_path(self, version: str, name: str) -> Path:
-        """A fresh temporary file to receive ``name`` of ``version``; raises NotFoundError."""
-        self._release_entry(version, name)
+    def release_upload_path(self, version: str, name: str) -> tuple[Path, int]:
+        """A fresh temporary file to receive ``name`` of ``version``, and the size expected.
+
+        Raises NotFoundError for an unknown release or file.
+        """
+        _, size, _ = self._release_entry(version, name)
         directory = self.files_dir / version
         directory.mkdir(parents=True, exist_ok=True)
-        return directory / f".{name}.{uuid.uuid4().hex}.part"
+        return directory / f".{name}.{uuid.uuid4().hex}.part", size
 
     def store_release_file(
         self, version: str, name: str, upload: Path, now: float
@@ -822,19 +832,23 @@ class SQLiteOta:
             rows = db.conn.execute(
                 "UPDATE ota_outbox SET status = 'publishing', claimed_at = ? "
                 "WHERE status = 'pending' OR (status = 'publishing' AND claimed_at < ?) "
-                "RETURNING gw, kind, version",
+                "RETURNING (SELECT id FROM gateways WHERE num = ota_outbox.gw), kind, version",
                 (now, now - STALE_CLAIM_S),
             ).fetchall()
-            claimed = []
-            for gw, kind, version in rows:
-                gateway_id, document = db.conn.execute(
-                    "SELECT g.id, d.document FROM gateways g, ota_documents d "
-                    "WHERE g.num = ? AND d.kind = ? AND d.version = ?",
-                    (gw, kind, version),
-                ).fetchone()
-                claimed.append(
-                    OutboxDocument(gateway_id, DocumentKind(kind), version, bytes(document))
+            # A wave's gateways share one document: read each once, hand out the same bytes.
+            documents = {
+                (kind, version): bytes(
+                    db.conn.execute(
+                        "SELECT document FROM ota_documents WHERE kind = ? AND version = ?",
+                        (kind, version),
+                    ).fetchone()[0]
                 )
+                for kind, version in {(kind, version) for _, kind, version in rows}
+            }
+        claimed = [
+            OutboxDocument(gateway_id, DocumentKind(kind), version, documents[(kind, version)])
+            for gateway_id, kind, version in rows
+        ]
         return sorted(claimed, key=lambda d: (d.kind, d.version, d.gateway_id))
 
     def finish_documents(
@@ -851,24 +865,22 @@ class SQLiteOta:
         key = "gw = (SELECT num FROM gateways WHERE id = ?) AND kind = ?"
         with self._write() as db:
             conn = db.conn
-            for doc in published:
-                where = (doc.gateway_id, doc.kind.value)
-                conn.execute(
-                    "UPDATE ota_outbox SET status = 'published', published_at = ? "
-                    f"WHERE {key} AND version = ? AND status = 'publishing'",
-                    (now, *where, doc.version),
-                )
-                conn.execute(
-                    f"UPDATE ota_outbox SET status = 'pending' WHERE {key} AND version > ? "
-                    "AND status IN ('publishing', 'published')",
-                    (*where, doc.version),
-                )
-                if doc.kind is DocumentKind.CONFIG:
-                    conn.execute(
-                        "UPDATE config_deliveries SET published_at = coalesce(published_at, ?) "
-                        "WHERE gw = (SELECT num FROM gateways WHERE id = ?) AND version = ?",
-                        (now, doc.gateway_id, doc.version),
-                    )
+            keyed = [(d.gateway_id, d.kind.value, d.version) for d in published]
+            conn.executemany(
+                "UPDATE ota_outbox SET status = 'published', published_at = ? "
+                f"WHERE {key} AND version = ? AND status = 'publishing'",
+                [(now, *k) for k in keyed],
+            )
+            conn.executemany(
+                f"UPDATE ota_outbox SET status = 'pending' WHERE {key} AND version > ? "
+                "AND status IN ('publishing', 'published')",
+                keyed,
+            )
+            conn.executemany(
+                "UPDATE config_deliveries SET published_at = coalesce(published_at, ?) "
+                "WHERE gw = (SELECT num FROM gateways WHERE id = ?) AND version = ?",
+                [(now, d.gateway_id, d.version) for d in published if d.kind == "config"],
+            )
             conn.executemany(
                 f"UPDATE ota_outbox SET status = 'pending' WHERE {key} AND version = ? "
                 "AND status = 'publishing'",

@@ -302,7 +302,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         ),
     )
     repository.ota.add_release(manifest, "test", T0)
-    upload = repository.ota.release_upload_path("1.4.0", manifest.files[0].name)
+    upload, _size = repository.ota.release_upload_path("1.4.0", manifest.files[0].name)
     upload.write_bytes(wheel)
     repository.ota.store_release_file("1.4.0", manifest.files[0].name, upload, T0)
     clock = ManualClock(T0)

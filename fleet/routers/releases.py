@@ -151,11 +151,9 @@ async def upload_file(
     """Upload one file of the release as the raw body; 422 if it differs from the manifest."""
     ota = repository.ota
     try:
-        release = await asyncio.to_thread(ota.get_release, version)
-        upload = await asyncio.to_thread(ota.release_upload_path, version, name)
+        upload, expected = await asyncio.to_thread(ota.release_upload_path, version, name)
     except NotFoundError as exc:
         raise http_error(exc) from exc
-    expected = next(f.size for f in release.manifest.files if f.name == name)
     try:
         received = 0
         file = await asyncio.to_thread(upload.open, "wb")
