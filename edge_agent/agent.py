@@ -32,7 +32,7 @@ from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_config import SiteConfig
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
-from edge_agent.updater import ReleaseUpdater
+from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
 from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
@@ -250,11 +250,16 @@ class Agent:
         self.exit_for_update = True
         self.restart_requested.set()
 
+    async def _devices_answered(self) -> str | None:
+        """None once every device has answered since the start, else which have not."""
+        silent = [d.config.name for d in self.poller.devices if d.health.last_success is None]
+        return f"no answer yet from {', '.join(silent)}" if silent else None
+
     async def _release_healthy(self) -> str | None:
         """A version on trial is healthy once everything it runs is known to work."""
-        silent = [d.config.name for d in self.poller.devices if d.health.last_success is None]
-        if silent:
-            return f"no answer yet from {', '.join(silent)}"
+        silent = await self._devices_answered()
+        if silent is not None:
+            return silent
         if not self.ready.is_set():
             return "the alarm engine is not ready"
         uplink = self.uplink
@@ -264,14 +269,9 @@ class Agent:
 
     async def _confirm_config(self, deadline_s: float) -> str | None:
         """After a switch: every device answered and the actuators read back, in time."""
-        give_up = time.monotonic() + deadline_s
-        while time.monotonic() < give_up:
-            if all(d.health.last_success is not None for d in self.poller.devices):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            silent = [d.config.name for d in self.poller.devices if d.health.last_success is None]
-            return f"no answer within {deadline_s:g} s from {', '.join(silent)}"
+        silent = await wait_healthy(self._devices_answered, deadline_s, 0.1)
+        if silent is not None:
+            return f"{silent} after {deadline_s:g} s"
         result = await self.actuation.self_test(audible=False)
         if not result["ok"]:
             return f"actuators did not read back: {result['results']}"

@@ -118,6 +118,27 @@ def warm_kernels(slot: Path, timeout_s: float = 900.0) -> float | None:
     return round(time.monotonic() - started, 1)
 
 
+async def wait_healthy(healthy: HealthProbe, deadline_s: float, interval_s: float) -> str | None:
+    """Ask ``healthy`` every ``interval_s`` until it answers None (healthy) or time is up.
+
+    Returns None, or the last reason it gave when ``deadline_s`` passed.
+    """
+    reason = "no health answer"
+    try:
+        async with asyncio.timeout(deadline_s):
+            while True:
+                try:
+                    answer = await healthy()
+                except Exception as exc:  # a failing probe is an answer, not a crash
+                    answer = f"the health probe failed: {exc!r}"
+                if answer is None:
+                    return None
+                reason = answer
+                await asyncio.sleep(interval_s)
+    except TimeoutError:
+        return reason
+
+
 class ReleaseUpdater:
     """Brings verified release documents onto this gateway's slots and confirms them.
 
@@ -135,7 +156,6 @@ class ReleaseUpdater:
         health_deadline_s: float = 120.0,
         probe_interval_s: float = 2.0,
         running_version: str | None = None,
-        checkpoint: Checkpoint | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.tree = tree
@@ -145,7 +165,7 @@ class ReleaseUpdater:
         self.health_deadline_s = health_deadline_s
         self.probe_interval_s = probe_interval_s
         self.running_version = running_version or importlib.metadata.version(DIST_NAME)
-        self._checkpoint = checkpoint or pause_for_crash_tests(tree.root)
+        self._checkpoint = pause_for_crash_tests(tree.root)
         self.headers = dict(headers or {})
 
     @classmethod
@@ -250,7 +270,7 @@ class ReleaseUpdater:
             await self.flush_reports()
             return AfterStart.NOTHING_PENDING
         self._checkpoint("start")
-        reason = await self._wait_healthy(healthy, pending.health_deadline_s)
+        reason = await wait_healthy(healthy, pending.health_deadline_s, self.probe_interval_s)
         if reason is None:
             await asyncio.to_thread(self.tree.commit, self._checkpoint)
             decided = AfterStart.COMMITTED
@@ -264,10 +284,6 @@ class ReleaseUpdater:
         await self.flush_reports()
         return decided
 
-    def pending_reports(self) -> list[OtaReport]:
-        """Outcomes recorded but not yet reported (rollbacks by the supervisor, commits)."""
-        return [_outcome_report(o) for o in self.tree.unreported()]
-
     async def flush_reports(self) -> int:
         """Emit each unreported outcome, then mark it reported; returns how many."""
         outcomes = self.tree.unreported()
@@ -275,22 +291,6 @@ class ReleaseUpdater:
             await self.emit(_outcome_report(outcome))
             await asyncio.to_thread(self.tree.mark_reported, [outcome])
         return len(outcomes)
-
-    async def _wait_healthy(self, healthy: HealthProbe, deadline_s: float) -> str | None:
-        reason = "no health answer"
-        try:
-            async with asyncio.timeout(deadline_s):
-                while True:
-                    try:
-                        answer = await healthy()
-                    except Exception as exc:  # a failing probe is an answer, not a crash
-                        answer = f"the health probe failed: {exc!r}"
-                    if answer is None:
-                        return None
-                    reason = answer
-                    await asyncio.sleep(self.probe_interval_s)
-        except TimeoutError:
-            return reason
 
     async def _reject(self, document: Document, reason: str, **extra: Any) -> AfterApply:
         await self._report(document, OtaState.REJECTED, reason, **extra)

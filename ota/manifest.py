@@ -69,8 +69,3 @@ class ReleaseManifest(BaseModel):
     def payload(self) -> dict[str, Any]:
         """The manifest as the payload of a signed release document."""
         return self.model_dump(mode="json")
-
-
-def newer(candidate: str, installed: str) -> bool:
-    """Return True when version ``candidate`` is newer than ``installed`` (PEP 440)."""
-    return Version(candidate) > Version(installed)

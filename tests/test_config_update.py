@@ -154,10 +154,10 @@ async def test_a_failed_confirmation_restores_the_previous_file(
     first = Harness(site)
     first.updater.offer(_doc(key, 3, NEW))
     await first.run_until(1, restarts=1)
-    second = Harness(site, confirm="no answer within 1 s from creek")
+    second = Harness(site, confirm="no answer yet from creek after 1 s")
     await second.run_until(1, restarts=1)
     assert second.states() == [(3, "rolled_back")]
-    assert "no answer within 1 s from creek" in str(second.reports[0].reason)
+    assert "no answer yet from creek after 1 s" in str(second.reports[0].reason)
     assert second.restarts == 1
     assert text(site) == OLD
     state = ConfigOtaState.load(site.parent / "data")
