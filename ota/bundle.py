@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from ota.download import sha256_file
 from ota.manifest import DIST_NAME, MANIFEST_FILE, ReleaseFile, ReleaseManifest
+from ota.supervisor import write_durably
 
 WHEELS_DIR = "wheels"
 #: Every slot gets pip, so the agent running in it can install the next release offline.
@@ -102,7 +103,7 @@ def build_release(
             for p in sorted(wheels.glob("*.whl"))
         ),
     )
-    _write_atomically(out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
+    write_durably(out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
     return manifest
 
 
@@ -155,12 +156,3 @@ def _pip(*args: str | Path, quiet_failure: bool = False) -> None:
         detail = "" if quiet_failure else done.stderr.strip()[-2000:]
         msg = f"pip {args[0]} failed (exit {done.returncode}): {detail}"
         raise BundleError(msg)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)

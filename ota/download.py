@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ota.manifest import ReleaseFile, ReleaseManifest
+from ota.supervisor import fsync_dir
 
 CHUNK = 64 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -309,8 +310,4 @@ def _verify_into_cache(file: ReleaseFile, part: Path, cache: WheelCache) -> None
         part.unlink()
         raise HashMismatchError(file.name, file.sha256, actual)
     os.replace(part, cache.path(file.sha256))
-    directory = os.open(cache.directory, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_dir(cache.directory)

@@ -233,7 +233,9 @@ class SlotTree:
                 supervisor.fsync_dir(slot.parent)
                 self._build(slot, staging, manifest)
                 checkpoint("install")
-                _write_durably(slot / SLOT_RECORD, manifest.model_dump_json(indent=2).encode())
+                supervisor.write_durably(
+                    slot / SLOT_RECORD, manifest.model_dump_json(indent=2).encode()
+                )
                 self._keep_in_cache(manifest, staging)
             except BaseException:
                 self._discard(manifest.version)
@@ -331,7 +333,7 @@ class SlotTree:
         """Copy the supervisor (this release's) to ``bin/hw-supervisor``, atomically."""
         target = self.root / SUPERVISOR_FILE
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_durably(target, Path(supervisor.__file__).read_bytes(), mode=0o755)
+        supervisor.write_durably(target, Path(supervisor.__file__).read_bytes(), mode=0o755)
         return target
 
     # --- internals ---------------------------------------------------------------------
@@ -443,16 +445,3 @@ def _readlink(path: Path) -> str | None:
         return os.readlink(path)
     except OSError:
         return None
-
-
-def _write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    supervisor.fsync_dir(path.parent)

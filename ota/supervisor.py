@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,6 @@ class SlotRelease:
     version: str
     doc_version: int
 
-    def to_json(self) -> dict[str, Any]:
-        """The release as stored."""
-        return {"version": self.version, "doc_version": self.doc_version}
-
     @classmethod
     def from_json(cls, data: Any) -> SlotRelease:
         """Read a stored release; raises ``StateFileError`` when malformed."""
@@ -68,16 +64,6 @@ class PendingSwitch:
     max_boots: int
     health_deadline_s: float
     switched_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        """The pending switch as stored."""
-        return {
-            "release": self.release.to_json(),
-            "boots": self.boots,
-            "max_boots": self.max_boots,
-            "health_deadline_s": self.health_deadline_s,
-            "switched_at": self.switched_at,
-        }
 
     @classmethod
     def from_json(cls, data: Any) -> PendingSwitch:
@@ -101,17 +87,6 @@ class Outcome:
     at: float
     starts: int = 0
     reported: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """The outcome as stored."""
-        return {
-            "release": self.release.to_json(),
-            "state": self.state,
-            "reason": self.reason,
-            "at": self.at,
-            "starts": self.starts,
-            "reported": self.reported,
-        }
 
     @classmethod
     def from_json(cls, data: Any) -> Outcome:
@@ -163,15 +138,8 @@ class SlotState:
         return replace(self, outcomes=tuple(outcomes))
 
     def to_json(self) -> dict[str, Any]:
-        """The state as stored."""
-        return {
-            "format": STATE_FORMAT,
-            "committed": self.committed.to_json() if self.committed else None,
-            "previous": self.previous.to_json() if self.previous else None,
-            "pending": self.pending.to_json() if self.pending else None,
-            "tried_doc_version": self.tried_doc_version,
-            "outcomes": [o.to_json() for o in self.outcomes],
-        }
+        """The state as stored (every field, nested records as objects)."""
+        return {"format": STATE_FORMAT, **asdict(self)}
 
     @classmethod
     def from_json(cls, data: Any) -> SlotState:
@@ -242,19 +210,31 @@ def load_state(root: Path) -> SlotState:
 
 
 def write_state(root: Path, state: SlotState) -> None:
-    """Write the state atomically: temporary file, fsync, rename, fsync the directory."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / STATE_FILE
+    """Write the state file durably (see ``write_durably``)."""
+    write_durably(root / STATE_FILE, json.dumps(state.to_json(), indent=2).encode())
+
+
+def write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data``, permission ``mode``: a power cut leaves old or new.
+
+    A temporary file beside it is written and fsynced, renamed over ``path``, and the
+    directory fsynced. The project's one way to do this (the supervisor must stay
+    stdlib-only, so it lives here).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(state.to_json(), indent=2).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
+        # A temporary file left by an earlier crash keeps its old mode: set it explicitly.
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(root)
+    fsync_dir(path.parent)
 
 
 def point_link(root: Path, name: str, version: str | None) -> bool:
