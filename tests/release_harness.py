@@ -51,6 +51,23 @@ class Release:
     bundle: Path
     manifest: ReleaseManifest
 
+    @property
+    def own_wheel_size(self) -> int:
+        """Bytes of the project's own wheel (the file a new version really changes)."""
+        return next(f.size for f in self.manifest.files if f.name.startswith("hazardwatch-"))
+
+
+def supervisor_command(root: Path) -> list[str]:
+    """The slots unit's ExecStartPre: the stdlib-only supervisor, by the system Python."""
+    return [SYSTEM_PYTHON, "-I", "-S", str(root / SUPERVISOR_FILE), "--root", str(root)]
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    """The environment without the test run's OTA pauses and import path, plus ``extra``."""
+    inherited = os.environ.items()
+    base = {k: v for k, v in inherited if not k.startswith(("HW_OTA_", "PYTHONPATH"))}
+    return {**base, **extra}
+
 
 def build(base: Path, version: str, source: Path = REPO) -> Release:
     """Build ``version`` of ``source`` (this tree by default) into ``base``."""
@@ -95,13 +112,11 @@ class SlotService:
 
     def _supervise(self) -> None:
         subprocess.run(
-            [SYSTEM_PYTHON, "-I", "-S", str(self.root / SUPERVISOR_FILE), "--root", str(self.root)],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            supervisor_command(self.root), capture_output=True, text=True, timeout=30, check=False
+        )
 
     async def _loop(self) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("HW_OTA_", "PYTHONPATH"))}
-        base["PYTHONUNBUFFERED"] = "1"
+        base = agent_env(PYTHONUNBUFFERED="1")
         while not self._stopping:
             env = {**base, **self.env}
             await asyncio.to_thread(self._supervise)

@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,40 +25,18 @@ import pytest
 from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment, write_private
 from edge_agent.store import LocalStore
 from fleet.signing import SigningKey
-from ota.bundle import WHEELS_DIR, build_release
+from ota.bundle import WHEELS_DIR
 from ota.document import Document, DocumentKind, Target, sign_document
 from ota.download import fetch_release
-from ota.manifest import ReleaseManifest
 from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, parse_report
-from ota.slots import SUPERVISOR_FILE, SlotTree
+from ota.slots import SlotTree
 from ota.supervisor import APPLIED, ROLLED_BACK, SlotState
 from protocol import MqttCredentials
 from tests.http_files import ReleaseFileServer
+from tests.release_harness import Release, agent_env, build, build_broken, supervisor_command
 
-REPO = Path(__file__).resolve().parents[1]
-WHEEL_CACHE = REPO / ".cache" / "ota-wheels"
-SYSTEM_PYTHON = getattr(sys, "_base_executable", sys.executable)
 GATEWAY = "gw-creek-1"
 MAX_BOOTS = 2
-NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", ".cache", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
-)
-
-
-@dataclass(frozen=True)
-class Release:
-    version: str
-    bundle: Path
-    manifest: ReleaseManifest
-
-    @property
-    def own_wheel_size(self) -> int:
-        return next(f.size for f in self.manifest.files if f.name.startswith("hazardwatch-"))
-
-
-def _build(base: Path, version: str, source: Path = REPO) -> Release:
-    bundle = base / f"bundle-{version}"
-    return Release(version, bundle, build_release(source, bundle, version, "0.1.0", WHEEL_CACHE))
 
 
 Releases = dict[str, Release]
@@ -69,7 +46,7 @@ Releases = dict[str, Release]
 def releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
     """0.1.1 and 0.1.2 of this very code."""
     base = tmp_path_factory.mktemp("releases")
-    yield {v: _build(base, v) for v in ("0.1.1", "0.1.2")}
+    yield {v: build(base, v) for v in ("0.1.1", "0.1.2")}
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -77,11 +54,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:
 def broken(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     """0.1.3, whose agent raises as soon as it is imported."""
     base = tmp_path_factory.mktemp("broken")
-    source = base / "source"
-    shutil.copytree(REPO, source, ignore=NOT_SOURCE, symlinks=True)
-    init = source / "edge_agent" / "__init__.py"
-    init.write_text(init.read_text() + '\nraise RuntimeError("0.1.3 is broken: crash at import")\n')
-    yield _build(base, "0.1.3", source)
+    yield build_broken(base, "0.1.3")
     shutil.rmtree(base, ignore_errors=True)
 
 
@@ -194,10 +167,7 @@ def _slot_python(gw: Gateway) -> str:
 
 
 def _env(pause: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HW_OTA_", "PYTHONPATH"))}
-    if pause is not None:
-        env["HW_OTA_PAUSE_AT"] = pause
-    return env
+    return agent_env() if pause is None else agent_env(HW_OTA_PAUSE_AT=pause)
 
 
 def _updater(gw: Gateway, document: Path, pause: str | None = None) -> subprocess.Popen[str]:
@@ -257,8 +227,7 @@ class Start:
 def _start(gw: Gateway, pause: str | None = None) -> Start:
     """One start as systemd does it: the supervisor, then the current slot's agent."""
     supervisor = subprocess.run(
-        [SYSTEM_PYTHON, "-I", "-S", str(gw.root / SUPERVISOR_FILE), "--root", str(gw.root)],
-        capture_output=True, text=True, timeout=30, check=True,
+        supervisor_command(gw.root), capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     command = [
         _slot_python(gw), "-m", "edge_agent.update_cli", "confirm",
@@ -453,7 +422,7 @@ def test_a_release_that_crashes_at_start_is_rolled_back_within_its_starts(
     for boot, crash in enumerate(crashes, start=1):
         assert crash.supervisor == f"hw-supervisor: 0.1.3 pending, start {boot} of {MAX_BOOTS}\n"
         assert crash.returncode != 0
-        assert "0.1.3 is broken: crash at import" in crash.output
+        assert "0.1.3 crashes at import" in crash.output
     reason = f"version 0.1.3 did not commit after {MAX_BOOTS} starts"
     back = _start(gw)
     assert back.supervisor == f"hw-supervisor: rolled back to 0.1.1: {reason}\n"
