@@ -7,7 +7,6 @@ arrive; the MQTT round trip itself is in ``test_rollout_mosquitto``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,21 +20,24 @@ from typer.testing import CliRunner
 
 from fleet.cli import app as fleet_cli
 from fleet.main import create_app
-from fleet.repository import Received, Role
+from fleet.repository import Role
 from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
 from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
 from ota.document import DocumentKind, verify_document
-from ota.manifest import MANIFEST_FILE, ReleaseFile, ReleaseManifest
-from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject
-from protocol import EnrollmentResponse, EventBatch, EventRow
+from ota.manifest import MANIFEST_FILE
+from ota.report import OtaReport, OtaState, OtaSubject
+from protocol import EnrollmentResponse
 from tests.mosquitto import auth, eventually, free_port
+from tests.ota_fixtures import commit_ota_report, manifest_of
+from tests.ota_fixtures import register_release as register_via_rest
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 SITE = (EXAMPLES / "creek_village.toml").read_text()
+OWN_WHEEL = "hazardwatch-1.4.0-py3-none-any.whl"
 WHEELS = {
-    "hazardwatch-1.4.0-py3-none-any.whl": b"PK\x03\x04 hazardwatch 1.4.0 " * 40,
+    OWN_WHEEL: b"PK\x03\x04 hazardwatch 1.4.0 " * 40,
     "tinydep-2.0-py3-none-any.whl": b"PK\x03\x04 tinydep " * 9,
 }
 
@@ -65,25 +67,8 @@ class Console:
         self, gateway_id: str, subject: OtaSubject, version: int, state: OtaState, reason: str = ""
     ) -> None:
         """Store an ``ota`` event as ingest does once it arrived from the gateway."""
-        self.seqs[gateway_id] = seq = self.seqs.get(gateway_id, 0) + 1
-        detail = OtaReport(subject, version, state, reason or None).detail()
-        row = EventRow(
-            seq=seq, ts=time.time(), kind=OTA_EVENT_KIND, subject=subject.value, detail=detail
-        )
-        batch = EventBatch(gateway_id=gateway_id, first_seq=seq, last_seq=seq, rows=[row])
-        self.repository.commit([Received(gateway_id, time.time(), batch)])
-
-
-def manifest_of(files: dict[str, bytes], version: str = "1.4.0") -> ReleaseManifest:
-    return ReleaseManifest(
-        version=version,
-        min_upgrade_from="1.0",
-        created_at=1_790_000_000.0,
-        files=tuple(
-            ReleaseFile(name=name, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-            for name, data in files.items()
-        ),
-    )
+        report = OtaReport(subject, version, state, reason or None)
+        commit_ota_report(self.repository, self.seqs, gateway_id, report, time.time())
 
 
 def settings_for(tmp_path: Path) -> FleetSettings:
@@ -105,17 +90,7 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
 
 
 async def register_release(console: Console, files: dict[str, bytes] = WHEELS) -> None:
-    admin = console.as_(Role.ADMIN)
-    manifest = manifest_of(files)
-    answer = await console.http.post(
-        "/api/v1/releases", json=manifest.model_dump(mode="json"), headers=admin
-    )
-    assert answer.status_code in (200, 201), answer.text
-    for name, data in files.items():
-        put = await console.http.put(
-            f"/api/v1/releases/1.4.0/files/{name}", content=data, headers=admin
-        )
-        assert put.status_code == 200, put.text
+    await register_via_rest(console.http, console.as_(Role.ADMIN), files)
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -510,11 +485,12 @@ async def test_release_publish_and_rollout_commands_drive_a_running_fleet(tmp_pa
 
         bundle = write_bundle(tmp_path / "bundle", WHEELS)
         out = await run("release", "publish", str(bundle), *fleet)
-        assert "hazardwatch-1.4.0-py3-none-any.whl: uploaded (920 bytes), sha256 verified" in out
-        assert out.rstrip().endswith("release 1.4.0: 2 files, 1037 bytes, complete")
+        own, total = len(WHEELS[OWN_WHEEL]), sum(map(len, WHEELS.values()))
+        assert f"{OWN_WHEEL}: uploaded ({own} bytes), sha256 verified" in out
+        assert out.rstrip().endswith(f"release 1.4.0: 2 files, {total} bytes, complete")
         again = await run("release", "publish", str(bundle), *fleet)
         assert again.count("already on the fleet") == 2
-        assert "1.4.0\t2 files\t1037 bytes\tcomplete\tfrom 1.0" in await run(
+        assert f"1.4.0\t2 files\t{total} bytes\tcomplete\tfrom 1.0" in await run(
             "release", "list", *fleet
         )
 

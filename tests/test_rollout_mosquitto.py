@@ -9,7 +9,6 @@ waits on conditions with a timeout.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -27,9 +26,10 @@ from fleet.repository import DeviceState, Role, Rollout, RolloutState
 from fleet.rollouts import RolloutTiming
 from fleet.sim_ota_gateway import Fetch, OtaPlan, SimulatedOtaGateway
 from ota.document import DocumentKind
-from ota.manifest import ReleaseFile, ReleaseManifest
+from ota.manifest import ReleaseFile
 from protocol import EnrollmentResponse
 from tests.mosquitto import FleetUnderTest, auth, eventually, fleet_with_mosquitto
+from tests.ota_fixtures import register_release
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 SITE = (EXAMPLES / "creek_village.toml").read_text()
@@ -74,25 +74,7 @@ class Rig:
         return await self.stack.enter_async_context(gateway)
 
     async def release(self) -> None:
-        manifest = ReleaseManifest(
-            version="1.4.0",
-            min_upgrade_from="1.0",
-            created_at=time.time(),
-            files=tuple(
-                ReleaseFile(name=n, sha256=hashlib.sha256(d).hexdigest(), size=len(d))
-                for n, d in WHEELS.items()
-            ),
-        )
-        http = self.fleet.http
-        answer = await http.post(
-            "/api/v1/releases", json=manifest.model_dump(mode="json"), headers=self.admin
-        )
-        assert answer.status_code == 201, answer.text
-        for name, data in WHEELS.items():
-            put = await http.put(
-                f"/api/v1/releases/1.4.0/files/{name}", content=data, headers=self.admin
-            )
-            assert put.status_code == 200, put.text
+        await register_release(self.fleet.http, self.admin, WHEELS)
 
     async def rollout(self, gateways: Sequence[str], **body: Any) -> int:
         answer = await self.fleet.http.post(

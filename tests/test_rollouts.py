@@ -5,7 +5,6 @@ Time is a manual clock: a deadline passes when the test moves the clock, never b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from fleet.repository import (
     DeviceState,
     NewGateway,
     NewRollout,
-    Received,
     Rollout,
     RolloutDevice,
     RolloutState,
@@ -35,9 +33,8 @@ from fleet.rollouts import (
 from fleet.signing import SigningKey
 from fleet.sqlite_repository import SQLiteRepository
 from ota.document import DocumentKind, read_unverified, verify_document
-from ota.manifest import ReleaseFile, ReleaseManifest
-from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject
-from protocol import EventBatch, EventRow
+from ota.report import OtaReport, OtaState, OtaSubject
+from tests.ota_fixtures import commit_ota_report, manifest_of
 
 T0 = 1_790_000_000.0
 GATEWAYS = [f"gw-{i:02d}-sim" for i in range(20)]
@@ -258,13 +255,8 @@ class Fleet:
         self, gateway_id: str, version: int, state: OtaState, reason: str | None = None
     ) -> None:
         """Commit an ``ota`` event as ingest would after it arrived from the gateway."""
-        self.seqs[gateway_id] = seq = self.seqs.get(gateway_id, 0) + 1
-        detail = OtaReport(OtaSubject.RELEASE, version, state, reason).detail()
-        row = EventRow(
-            seq=seq, ts=self.clock.now(), kind=OTA_EVENT_KIND, subject="release", detail=detail
-        )
-        batch = EventBatch(gateway_id=gateway_id, first_seq=seq, last_seq=seq, rows=[row])
-        self.repository.commit([Received(gateway_id, self.clock.now(), batch)])
+        report = OtaReport(OtaSubject.RELEASE, version, state, reason)
+        commit_ota_report(self.repository, self.seqs, gateway_id, report, self.clock.now())
 
     def start(self, gateways: list[str], waves: list[str], **bounds: float) -> int:
         new = NewRollout(
@@ -289,18 +281,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         gateway = NewGateway(gateway_id, "k" * 44, "$7$x", None, None)
         repository.redeem_enrollment_token(secret, gateway, T0)
     wheel = b"not really a wheel"
-    manifest = ReleaseManifest(
-        version="1.4.0",
-        min_upgrade_from="1.0",
-        created_at=T0,
-        files=(
-            ReleaseFile(
-                name="hazardwatch-1.4.0-py3-none-any.whl",
-                sha256=hashlib.sha256(wheel).hexdigest(),
-                size=len(wheel),
-            ),
-        ),
-    )
+    manifest = manifest_of({"hazardwatch-1.4.0-py3-none-any.whl": wheel}, created_at=T0)
     repository.ota.add_release(manifest, "test", T0)
     upload, _size = repository.ota.release_upload_path("1.4.0", manifest.files[0].name)
     upload.write_bytes(wheel)
