@@ -558,10 +558,16 @@ def fleet_end_to_end(
             raise
         headers = {"Authorization": f"Bearer {api_token}"}
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
-            while not http.get("/api/v1/ingest").json()["ready"]:
-                time.sleep(0.05)
             workers_ready = (args.ingest_workers - 1) * args.ingest_connections
-            while log_path.read_text().count("subscribed at") < workers_ready:
+            deadline = time.monotonic() + 60
+            while not (
+                http.get("/api/v1/ingest").json()["ready"]
+                and log_path.read_text().count("subscribed at") >= workers_ready
+            ):
+                if time.monotonic() > deadline or any(p.poll() is not None for p in fleet):
+                    sys.stderr.write(log_path.read_text()[-4000:])
+                    msg = "the fleet's ingest did not subscribe within 60 s"
+                    raise RuntimeError(msg)
                 time.sleep(0.05)
             pids = [p.pid for p in fleet]
             run = run_publishers(broker.url, accounts, args, "e2e", pids, [broker.pid])

@@ -42,8 +42,7 @@ from tests.release_harness import (  # noqa: E402
     slot_gateway,
 )
 from tests.test_rollout_mosquitto import Rig  # noqa: E402
-from tests.test_uplink_exactly_once import make_clock  # noqa: E402
-from tests.uplink_harness import running_broker, running_fleet  # noqa: E402
+from tests.uplink_harness import make_clock, running_broker, running_fleet  # noqa: E402
 
 
 async def one_gateway(tmp: Path) -> dict[str, Any]:

@@ -88,7 +88,7 @@ class SimSite:
             sys.executable, "-m", "edge_agent.cli", "run",
             "--config", str(self.site_path), "--data-dir", str(data_dir),
             "--speed", repr(self.clock.speed),
-            "--origin", _iso(self.clock.origin), "--anchor", repr(self.clock.anchor),
+            "--origin", iso(self.clock.origin), "--anchor", repr(self.clock.anchor),
             *extra,
             stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT, env=merged,
         )  # fmt: skip
@@ -97,7 +97,8 @@ class SimSite:
         return agent
 
 
-def _iso(epoch: float) -> str:
+def iso(epoch: float) -> str:
+    """An epoch as ISO 8601 UTC (what ``edge run --origin`` takes)."""
     from datetime import UTC, datetime  # noqa: PLC0415
 
     return datetime.fromtimestamp(epoch, UTC).isoformat()

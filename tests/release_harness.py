@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from fleet.sqlite_repository import SQLiteRepository
 from ota.bundle import WHEELS_DIR, build_release
 from ota.manifest import ReleaseManifest
 from ota.slots import SUPERVISOR_FILE, SlotTree
-from tests.agent_harness import events, sim_site, wait_for
+from tests.agent_harness import events, iso, sim_site, wait_for
 from tests.uplink_harness import SITE, FleetProcess, enroll, storm_station
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,11 +163,6 @@ def run_fleet_cli(*args: str, timeout: float = 300) -> str:
 def elapsed(since: float) -> float:
     """Seconds since ``since`` (a ``time.monotonic`` reading), for reports."""
     return round(time.monotonic() - since, 2)
-
-
-def iso(epoch: float) -> str:
-    """An epoch as ISO 8601 UTC (what ``edge run --origin`` takes)."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def admin_token(fleet_dir: Path) -> str:

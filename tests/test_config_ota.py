@@ -22,8 +22,14 @@ from fleet.signing import SigningKey
 from hardware_sim.scenarios import DesignStorm
 from ota.document import Document, DocumentKind, Target, sign_document
 from tests.agent_harness import AgentProcess, events, sim_site, wait_for
-from tests.test_uplink_exactly_once import ORIGIN, make_clock
-from tests.uplink_harness import SITE, FleetProcess, fleet_and_gateway, storm_station
+from tests.uplink_harness import (
+    ORIGIN,
+    SITE,
+    FleetProcess,
+    fleet_and_gateway,
+    make_clock,
+    storm_station,
+)
 
 
 async def publish_config(fleet_dir: Path, port: int, gateway_id: str, envelope: bytes) -> None:

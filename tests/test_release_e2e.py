@@ -30,8 +30,13 @@ from tests.release_harness import (
     run_fleet_cli,
     slot_gateway,
 )
-from tests.test_uplink_exactly_once import make_clock
-from tests.uplink_harness import FleetProcess, enroll, running_broker, running_fleet
+from tests.uplink_harness import (
+    FleetProcess,
+    enroll,
+    make_clock,
+    running_broker,
+    running_fleet,
+)
 
 
 @pytest.fixture(scope="module")

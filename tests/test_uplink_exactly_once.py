@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-from drivers.clock import ScaledClock
 from fleet.service import HOLD_BEFORE_COMMIT_ENV
 from hardware_sim.scenarios import DesignStorm
 from tests.agent_harness import events, sim_site, wait_for
 from tests.uplink_harness import (
+    ORIGIN,
     SITE,
     BrokerObserver,
     assert_exactly_once,
@@ -29,16 +27,11 @@ from tests.uplink_harness import (
     fleet_gateway,
     fleet_seqs,
     gateway_marks,
+    make_clock,
     running_broker,
     running_fleet,
     storm_station,
 )
-
-ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
-
-
-def make_clock(speed: float) -> ScaledClock:
-    return ScaledClock(speed, origin=ORIGIN, anchor=round(time.time(), 3))
 
 
 def acked(data_dir: Path, stream: str = "readings") -> int:

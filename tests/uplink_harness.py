@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,15 @@ blue = { siren = "strobe" }
 orange = { siren = "warble" }
 red = { siren = "warble" }
 """
+
+
+#: Simulated time starts on 1 July 2026 (UTC), in the rainy season.
+ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
+
+
+def make_clock(speed: float) -> ScaledClock:
+    """A clock running ``speed`` times faster than real time from ``ORIGIN``."""
+    return ScaledClock(speed, origin=ORIGIN, anchor=round(time.time(), 3))
 
 
 def storm_station(clock: ScaledClock, storm: DesignStorm | None) -> list[SimulatedDevice]:
