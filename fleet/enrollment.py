@@ -20,7 +20,8 @@ from fleet.broker_files import (
 )
 from fleet.credentials import mosquitto_hash, new_secret
 from fleet.repository import EnrollmentToken, NewGateway, Repository
-from fleet.signing import SigningKey, verify_signature
+from fleet.signing import SigningKey
+from ota.document import verify_signature
 from protocol import (
     TOPIC_ROOT,
     EnrollmentRequest,

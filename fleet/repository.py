@@ -508,10 +508,8 @@ class OtaRepository(Protocol):
         """Rollouts that may still change by themselves (running, paused, halted)."""
         ...
 
-    def control_rollout(
-        self, rollout_id: int, state: RolloutState, reason: str, now: float
-    ) -> Rollout:
-        """Pause, resume (``RUNNING``) or abort; ConflictError if the state does not allow it."""
+    def control_rollout(self, rollout_id: int, state: RolloutState, by: str, now: float) -> Rollout:
+        """Pause, resume (``RUNNING``) or abort, by whom; ConflictError if the state forbids it."""
         ...
 
     def apply_rollout_step(

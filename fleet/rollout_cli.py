@@ -18,6 +18,7 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from ota.download import file_url
 from ota.manifest import MANIFEST_FILE, ReleaseManifest
 
 release_app = typer.Typer(help="Agent releases: build, publish, list.", no_args_is_help=True)
@@ -130,7 +131,6 @@ def release_publish(
             raise typer.Exit(1)
     client = FleetClient(fleet, token)
     release = client.call("POST", "/api/v1/releases", manifest.model_dump(mode="json"))
-    version = urllib.parse.quote(manifest.version)
     for entry in release["files"]:
         if entry["uploaded"]:
             typer.echo(f"{entry['name']}: already on the fleet")
@@ -138,7 +138,7 @@ def release_publish(
         with (bundle / WHEELS_DIR / entry["name"]).open("rb") as file:
             release = client.call(
                 "PUT",
-                f"/api/v1/releases/{version}/files/{urllib.parse.quote(entry['name'])}",
+                file_url("", manifest.version, entry["name"]),  # a path on the fleet
                 upload=file,
                 size=entry["size"],
             )

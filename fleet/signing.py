@@ -14,9 +14,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleet.credentials import create_private_file
-from ota.document import verify_signature
-
-__all__ = ["KEY_FILE_NAME", "SigningKey", "verify_signature"]
 
 KEY_FILE_NAME = "signing_key.pem"
 

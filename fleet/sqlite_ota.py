@@ -432,7 +432,7 @@ class SQLiteOta:
                     config.created_by,
                 ),
             )
-            config_id = int(cursor.lastrowid or 0)
+            config_id = rowid(cursor)
             if issue is not None:
                 version = _issue(
                     conn, DocumentKind.CONFIG, targets, issue, now, config_id=config_id
@@ -656,7 +656,7 @@ class SQLiteOta:
                     now,
                 ),
             )
-            rollout_id = int(cursor.lastrowid or 0)
+            rollout_id = rowid(cursor)
             nums = dict(targets)
             position = 0
             for index, (spec, gateways) in enumerate(rollout.waves):
@@ -712,10 +712,8 @@ class SQLiteOta:
                     devices.setdefault(d["rollout_id"], []).append(d)
         return [_rollout(r, waves.get(r["id"], []), devices.get(r["id"], [])) for r in rows]
 
-    def control_rollout(
-        self, rollout_id: int, state: RolloutState, reason: str, now: float
-    ) -> Rollout:
-        """Pause, resume (``RUNNING``) or abort; ConflictError if the state does not allow it."""
+    def control_rollout(self, rollout_id: int, state: RolloutState, by: str, now: float) -> Rollout:
+        """Pause, resume (``RUNNING``) or abort, by whom; ConflictError if the state forbids it."""
         allowed = {
             RolloutState.PAUSED: (RolloutState.RUNNING,),
             RolloutState.RUNNING: (RolloutState.PAUSED,),
@@ -749,7 +747,7 @@ class SQLiteOta:
             db.conn.execute(
                 "UPDATE rollouts SET state = ?, reason = ?, revision = revision + 1, "
                 "updated_at = ? WHERE id = ?",
-                (state.value, reason, now, rollout_id),
+                (state.value, f"{verb} by {by}", now, rollout_id),
             )
         return self.get_rollout(rollout_id)
 
@@ -886,6 +884,14 @@ class SQLiteOta:
                 "AND status = 'publishing'",
                 [(d.gateway_id, d.kind.value, d.version) for d in failed],
             )
+
+
+def rowid(cursor: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just made (an insert without one is a bug)."""
+    if cursor.lastrowid is None:
+        msg = "insert returned no row id"
+        raise RuntimeError(msg)
+    return cursor.lastrowid
 
 
 def _config(row: dict[str, Any]) -> SiteConfigRecord:

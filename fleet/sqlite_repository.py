@@ -42,7 +42,7 @@ from fleet.repository import (
     Role,
 )
 from fleet.sqlite_ingest import IngestWriter
-from fleet.sqlite_ota import SQLiteOta
+from fleet.sqlite_ota import SQLiteOta, rowid
 from protocol import (
     BAD_QUALITY_MASK,
     Stream,
@@ -280,7 +280,7 @@ class SQLiteRepository:
                 "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
                 [name, role.value, token_hash(secret), now],
             )
-        return ApiToken(_rowid(cursor), name, role, now), secret
+        return ApiToken(rowid(cursor), name, role, now), secret
 
     def api_token_for_secret(self, secret: str) -> ApiToken | None:
         """The active token with this secret, or None."""
@@ -320,7 +320,7 @@ class SQLiteRepository:
                 "created_by, note) VALUES (?, ?, ?, ?, ?, ?)",
                 [token_hash(secret), site_id, now, expires_at, created_by, note],
             )
-        token = EnrollmentToken(_rowid(cursor), site_id, now, expires_at, created_by, note)
+        token = EnrollmentToken(rowid(cursor), site_id, now, expires_at, created_by, note)
         return token, secret
 
     def list_enrollment_tokens(self) -> list[EnrollmentToken]:
@@ -743,13 +743,6 @@ class SQLiteRepository:
 
     def _gateway_ids(self) -> list[tuple[str, int]]:
         return [(r["id"], r["num"]) for r in self._db().query("SELECT id, num FROM gateways")]
-
-
-def _rowid(cursor: sqlite3.Cursor) -> int:
-    if cursor.lastrowid is None:
-        msg = "insert returned no row id"
-        raise RuntimeError(msg)
-    return cursor.lastrowid
 
 
 def _api_token(row: dict[str, Any]) -> ApiToken:

@@ -270,12 +270,10 @@ def get_rollout(rollout_id: int, repository: Repo) -> RolloutOut:
 
 
 def _control(
-    rollout_id: int, state: RolloutState, verb: str, principal: Operator, repository: Repo
+    rollout_id: int, state: RolloutState, principal: Operator, repository: Repo
 ) -> Rollout:
     try:
-        return repository.ota.control_rollout(
-            rollout_id, state, f"{verb} by {principal.name}", time.time()
-        )
+        return repository.ota.control_rollout(rollout_id, state, principal.name, time.time())
     except (NotFoundError, ConflictError) as exc:
         raise http_error(exc) from exc
 
@@ -283,7 +281,7 @@ def _control(
 @router.post("/{rollout_id}/pause")
 def pause_rollout(rollout_id: int, principal: Operator, repository: Repo) -> RolloutOut:
     """Start no further wave; devices already sent keep reporting and timing out."""
-    return RolloutOut.of(_control(rollout_id, RolloutState.PAUSED, "paused", principal, repository))
+    return RolloutOut.of(_control(rollout_id, RolloutState.PAUSED, principal, repository))
 
 
 @router.post("/{rollout_id}/resume")
@@ -291,12 +289,12 @@ def resume_rollout(
     rollout_id: int, principal: Operator, repository: Repo, scheduler: Scheduler
 ) -> RolloutOut:
     """Continue a paused rollout (a halted one can only be aborted)."""
-    _control(rollout_id, RolloutState.RUNNING, "resumed", principal, repository)
+    _control(rollout_id, RolloutState.RUNNING, principal, repository)
     return RolloutOut.of(scheduler.advance(rollout_id))
 
 
 @router.post("/{rollout_id}/abort")
 def abort_rollout(rollout_id: int, principal: Operator, repository: Repo) -> RolloutOut:
     """Stop for good: gateways not yet sent the document never get it."""
-    rollout = _control(rollout_id, RolloutState.ABORTED, "aborted", principal, repository)
+    rollout = _control(rollout_id, RolloutState.ABORTED, principal, repository)
     return RolloutOut.of(rollout)
