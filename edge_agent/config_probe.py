@@ -1,17 +1,18 @@
 """Health probe of a candidate site configuration, run while the current one keeps working.
 
 Every device of the candidate must answer its first read and every relay actuator must
-read back its coils. A line the running agent already owns is borrowed briefly (its polls
-wait) when the candidate changes its settings, and shared as is when it does not; a line
-the running agent does not know is opened just for the probe. The answer is None when
+read back its coils. A line the running agent already owns is shared as is when the
+candidate keeps its settings, and borrowed when it changes them: one device or actuator
+at a time, so the running agent's polls and siren commands get the line in between. A
+line the running agent does not know is opened just for the probe. The answer is None when
 everything answered, else the first problem in words a duty officer can act on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 from drivers.bus import BusConfig, ModbusBus, SerialBusConfig, TransactionError, same_line
 from drivers.plan import plan_profile
@@ -26,18 +27,11 @@ def _describe(bus: BusConfig) -> str:
     return f"bus {bus.name} ({bus.host}:{bus.port})"
 
 
-def _same_settings(a: BusConfig, b: BusConfig) -> bool:
-    """Equal apart from the name: the same line with the same serial settings."""
-    mine: dict[str, Any] = {k: getattr(a, k) for k in a.__slots__ if k != "name"}
-    theirs: dict[str, Any] = {k: getattr(b, k) for k in b.__slots__ if k != "name"}
-    return mine == theirs
-
-
 @contextlib.asynccontextmanager
 async def _line(config: BusConfig, live: Mapping[str, ModbusBus]) -> AsyncIterator[ModbusBus]:
     """The bus to probe ``config`` through: shared, borrowed or opened for the probe."""
     owner = next((bus for bus in live.values() if same_line(bus.config, config)), None)
-    if owner is not None and _same_settings(owner.config, config):
+    if owner is not None and dataclasses.replace(owner.config, name=config.name) == config:
         yield owner
     elif owner is not None:
         async with owner.lend(config) as probe:
@@ -73,19 +67,18 @@ async def _probe_device(bus: ModbusBus, device: DeviceConfig) -> str | None:
 async def probe_site(site: SiteConfig, live: Mapping[str, ModbusBus]) -> str | None:
     """Probe every device and actuator of ``site``; None when all answered, else why not."""
     for bus_config in site.buses:
-        devices = [d for d in site.devices if d.bus == bus_config.name]
-        relays = [a for a in site.actuation.actuators if a.device.bus == bus_config.name]
-        async with _line(bus_config, live) as bus:
-            for device in devices:
+        for device in (d for d in site.devices if d.bus == bus_config.name):
+            async with _line(bus_config, live) as bus:
                 problem = await _probe_device(bus, device)
-                if problem:
-                    return f"{_describe(bus_config)}: {problem}"
-            for spec in relays:
-                try:
+            if problem:
+                return f"{_describe(bus_config)}: {problem}"
+        for spec in (a for a in site.actuation.actuators if a.device.bus == bus_config.name):
+            try:
+                async with _line(bus_config, live) as bus:
                     await RelayActuator(spec, bus, lambda *_: None).read_back()
-                except TransactionError as exc:
-                    return (
-                        f"{_describe(bus_config)}: actuator {spec.id} did not read back its "
-                        f"coils: {exc.detail}"
-                    )
+            except TransactionError as exc:
+                return (
+                    f"{_describe(bus_config)}: actuator {spec.id} did not read back its "
+                    f"coils: {exc.detail}"
+                )
     return None
