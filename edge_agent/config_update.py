@@ -23,7 +23,6 @@ State lives in ``DATA_DIR/config_ota.json``, written atomically.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import tomllib
@@ -38,15 +37,13 @@ from edge_agent.config_state import (
     previous_path,
     restore_previous,
 )
-from edge_agent.enroll import load_enrollment
+from edge_agent.document_inbox import DocumentInbox, verify_offered
 from edge_agent.site_config import SiteConfig, parse_site
 from edge_agent.site_errors import SiteConfigError
 from ota.document import (
     DocumentKind,
-    DocumentRefusedError,
     claimed_version,
     digest,
-    verify_document,
 )
 from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject, parse_report
 
@@ -95,13 +92,11 @@ class ConfigUpdater:
         self.restart = restart
         self.confirm_deadline_s = confirm_deadline_s
         self.state = ConfigOtaState.load(data_dir)
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+        self.inbox = DocumentInbox()
 
     def offer(self, data: bytes) -> None:
         """Hand over a document from the uplink; never blocks the receiver."""
-        if self._inbox.full():
-            self._inbox.get_nowait()  # only the newest retained document matters
-        self._inbox.put_nowait(data)
+        self.inbox.offer(data)
 
     def status(self) -> dict[str, Any]:
         """For ``edge status`` and health: versions, a pending confirmation, the last outcome."""
@@ -128,7 +123,7 @@ class ConfigUpdater:
         if self.state.confirming is not None:
             await self._confirm()
         while True:
-            data = await self._inbox.get()
+            data = await self.inbox.get()
             try:
                 await self._handle(data)
             except Exception:
@@ -168,20 +163,11 @@ class ConfigUpdater:
         claimed = claimed_version(data)
         if claimed and claimed == self.state.handled_version:
             return  # the retained copy of what was already dealt with
-        enrollment = load_enrollment(self.data_dir)
-        if enrollment is None:
-            await self._refuse(data, claimed, "this gateway is not enrolled: no trust anchor")
-            return
-        try:
-            document = verify_document(
-                data,
-                enrollment.fleet_signing_key,
-                enrollment.gateway_id,
-                DocumentKind.CONFIG,
-                self.state.handled_version,
-            )
-        except DocumentRefusedError as refusal:
-            await self._refuse(data, claimed, str(refusal))
+        document = verify_offered(
+            data, self.data_dir, DocumentKind.CONFIG, self.state.handled_version
+        )
+        if isinstance(document, str):
+            await self._refuse(data, claimed, document)
             return
         self.state.handled_version = document.version
         self._save()

@@ -17,14 +17,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from edge_agent.enroll import load_enrollment
+from edge_agent.document_inbox import DocumentInbox, verify_offered
 from edge_agent.updater import AfterApply, HealthProbe, ReleaseUpdater
 from ota.document import (
     DocumentKind,
-    DocumentRefusedError,
     claimed_version,
     digest,
-    verify_document,
 )
 from ota.download import DownloadError
 from ota.report import OtaReport, OtaState, OtaSubject
@@ -50,14 +48,12 @@ class ReleaseIntake:
         self.updater = updater
         self.emit = emit
         self.exit_for_update = exit_for_update
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+        self.inbox = DocumentInbox()
         self._refused: str | None = None
 
     def offer(self, data: bytes) -> None:
         """Hand over a document from the uplink; never blocks the receiver."""
-        if self._inbox.full():
-            self._inbox.get_nowait()  # only the newest retained document matters
-        self._inbox.put_nowait(data)
+        self.inbox.offer(data)
 
     async def run(self, healthy: HealthProbe) -> None:
         """Confirm a version on trial, then take release documents forever."""
@@ -68,18 +64,14 @@ class ReleaseIntake:
                 self.exit_for_update()
                 return
         while True:
-            data = await self._inbox.get()
+            data = await self.inbox.get()
             try:
                 await self._handle(data)
             except (DownloadError, SlotBusyError) as exc:
                 log.warning("release download failed, trying again in %g s: %s", RETRY_AFTER_S, exc)
-                asyncio.get_running_loop().call_later(RETRY_AFTER_S, self._retry, data)
+                asyncio.get_running_loop().call_later(RETRY_AFTER_S, self.inbox.offer_again, data)
             except Exception:
                 log.exception("release update failed unexpectedly; this version keeps running")
-
-    def _retry(self, data: bytes) -> None:
-        if self._inbox.empty():
-            self._inbox.put_nowait(data)
 
     async def _refuse(self, data: bytes, version: int, reason: str) -> None:
         refused = digest(data)
@@ -91,10 +83,6 @@ class ReleaseIntake:
 
     async def _handle(self, data: bytes) -> None:
         claimed = claimed_version(data)
-        enrollment = load_enrollment(self.data_dir)
-        if enrollment is None:
-            await self._refuse(data, claimed, "this gateway is not enrolled: no trust anchor")
-            return
         if self.updater is None:
             reason = "this agent does not run from release slots (edge run --slots ROOT)"
             await self._refuse(data, claimed, reason)
@@ -102,16 +90,9 @@ class ReleaseIntake:
         installed = self.updater.installed_document_version()
         if claimed and claimed == installed:
             return  # the retained copy of the release already dealt with
-        try:
-            document = verify_document(
-                data,
-                enrollment.fleet_signing_key,
-                enrollment.gateway_id,
-                DocumentKind.RELEASE,
-                installed,
-            )
-        except DocumentRefusedError as refusal:
-            await self._refuse(data, claimed, str(refusal))
+        document = verify_offered(data, self.data_dir, DocumentKind.RELEASE, installed)
+        if isinstance(document, str):
+            await self._refuse(data, claimed, document)
             return
         after = await self.updater.apply(document)
         if after is AfterApply.RESTART:
