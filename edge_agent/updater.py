@@ -29,7 +29,7 @@ from ota.download import Checkpoint, FileRejectedError, basic_auth, fetch_releas
 from ota.manifest import DIST_NAME, ReleaseManifest
 from ota.report import OtaReport, OtaState, OtaSubject
 from ota.slots import ReleaseRefusedError, SlotBusyError, SlotError, SlotTree
-from ota.supervisor import Outcome
+from ota.supervisor import Outcome, SlotState
 
 if TYPE_CHECKING:
     from edge_agent.enroll import StoredEnrollment
@@ -176,9 +176,9 @@ class ReleaseUpdater:
         headers = basic_auth(enrollment.mqtt.username, enrollment.mqtt.password)
         return cls(tree, enrollment.fleet_url, emit, headers=headers, **options)
 
-    def installed_document_version(self) -> int:
+    def installed_document_version(self, state: SlotState | None = None) -> int:
         """The newest release document acted on here; verify new ones against it."""
-        state = self.tree.state()
+        state = state or self.tree.state()
         committed = state.committed.doc_version if state.committed else 0
         return max(committed, state.tried_doc_version)
 
@@ -199,10 +199,11 @@ class ReleaseUpdater:
             where = ".".join(str(part) for part in first["loc"])
             return await self._reject(document, f"not a release manifest ({where}: {first['msg']})")
         state = self.tree.state()
-        if document.version <= self.installed_document_version():
+        newest = self.installed_document_version(state)
+        if document.version <= newest:
             reason = (
                 f"release document {document.version} is not newer than "
-                f"{self.installed_document_version()}, the newest one tried here"
+                f"{newest}, the newest one tried here"
             )
             return await self._reject(document, reason)
         running = state.committed
