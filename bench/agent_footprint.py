@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import statistics
 import tempfile
 import threading
@@ -23,8 +22,10 @@ from agent_harness_bench import emit, notify_socket, peak_rss_mb, site_file, sta
 
 from drivers.clock import SystemClock
 from drivers.profiles import builtin_profiles
+from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment, write_private
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.server import serve_tcp
+from protocol import MqttCredentials
 
 
 def enroll_offline(data_dir: Path) -> None:
@@ -33,18 +34,18 @@ def enroll_offline(data_dir: Path) -> None:
     The agent then runs its uplink too (the MQTT client, the models, the reconnect
     loop), as every gateway in the field does.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    enrollment = {
-        "gateway_id": "gw-footprint",
-        "site_id": "bench",
-        "mqtt": {"username": "gw-footprint", "password": "x" * 24, "client_id": "gw-footprint"},
-        "broker_url": "mqtt://127.0.0.1:9",
-        "fleet_signing_key": base64.b64encode(bytes(32)).decode(),
-        "topic_prefix": "hw/v1/gw-footprint",
-        "fleet_url": "http://127.0.0.1:9",
-        "enrolled_at": 1.0,
-    }
-    (data_dir / "enrollment.json").write_text(json.dumps(enrollment))
+    gateway = "gw-footprint"
+    enrollment = StoredEnrollment(
+        gateway_id=gateway,
+        site_id="bench",
+        mqtt=MqttCredentials(username=gateway, password="x" * 24, client_id=gateway),
+        broker_url="mqtt://127.0.0.1:9",
+        fleet_signing_key=base64.b64encode(bytes(32)).decode(),
+        topic_prefix=f"hw/v1/{gateway}",
+        fleet_url="http://127.0.0.1:9",
+        enrolled_at=1.0,
+    )
+    write_private(data_dir / ENROLLMENT_FILE, enrollment.model_dump_json().encode())
 
 
 def one_start(

@@ -54,10 +54,6 @@ from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
 
-# Run as a script, bench/ comes first on sys.path, where a bench named like a package
-# (bench/ota.py) would stand in for that package: the repository must come first.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from fleet.broker_files import (
     FleetAccount,
     Listener,

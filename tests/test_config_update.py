@@ -8,7 +8,6 @@ find, so the state machine's every branch is reached without waiting on devices.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,11 @@ from edge_agent.config_state import (
     previous_path,
 )
 from edge_agent.config_update import ConfigUpdater
-from edge_agent.enroll import ENROLLMENT_FILE
+from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment, write_private
 from fleet.signing import SigningKey
 from ota.document import Document, DocumentKind, Target, sign_document
 from ota.report import OtaReport
+from protocol import MqttCredentials
 
 GATEWAY = "gw-unit-1"
 OLD = """
@@ -56,17 +56,17 @@ def key(tmp_path: Path) -> SigningKey:
 def site(tmp_path: Path, key: SigningKey) -> Path:
     data = tmp_path / "data"
     data.mkdir()
-    enrollment = {
-        "gateway_id": GATEWAY,
-        "site_id": "unit",
-        "mqtt": {"username": GATEWAY, "password": "x" * 24, "client_id": GATEWAY},
-        "broker_url": "mqtt://127.0.0.1:1",
-        "fleet_signing_key": key.public_key_b64,
-        "topic_prefix": f"hw/v1/{GATEWAY}",
-        "fleet_url": "http://127.0.0.1:1",
-        "enrolled_at": 1.0,
-    }
-    (data / ENROLLMENT_FILE).write_text(json.dumps(enrollment))
+    enrollment = StoredEnrollment(
+        gateway_id=GATEWAY,
+        site_id="unit",
+        mqtt=MqttCredentials(username=GATEWAY, password="x" * 24, client_id=GATEWAY),
+        broker_url="mqtt://127.0.0.1:1",
+        fleet_signing_key=key.public_key_b64,
+        topic_prefix=f"hw/v1/{GATEWAY}",
+        fleet_url="http://127.0.0.1:1",
+        enrolled_at=1.0,
+    )
+    write_private(data / ENROLLMENT_FILE, enrollment.model_dump_json().encode())
     path = tmp_path / "site.toml"
     path.write_text(OLD)
     return path

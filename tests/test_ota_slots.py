@@ -224,12 +224,17 @@ def _probe(answers: list[str | None]) -> Callable[[], Awaitable[str | None]]:
     return healthy
 
 
+def _on_trial(tree: SlotTree, health_deadline_s: float) -> None:
+    """0.1.2 switched to under release document 3, on trial; nothing left to report."""
+    tree.mark_reported(tree.unreported())
+    _fake_slot(tree, "0.1.2")
+    tree.switch("0.1.2", 3, max_boots=3, health_deadline_s=health_deadline_s)
+
+
 async def test_a_version_on_trial_that_turns_healthy_is_committed_and_reported(
     tree: SlotTree,
 ) -> None:
-    tree.mark_reported(tree.unreported())
-    _fake_slot(tree, "0.1.2")
-    tree.switch("0.1.2", 3, max_boots=3, health_deadline_s=30)
+    _on_trial(tree, health_deadline_s=30)
     reports: list[OtaReport] = []
     updater = _updater(tree, "0.1.2", reports)
     decided = await updater.confirm_started(_probe(["buses starting", "buses starting", None]))
@@ -245,9 +250,7 @@ async def test_a_version_on_trial_that_turns_healthy_is_committed_and_reported(
 async def test_a_version_on_trial_unhealthy_past_its_deadline_is_rolled_back(
     tree: SlotTree,
 ) -> None:
-    tree.mark_reported(tree.unreported())
-    _fake_slot(tree, "0.1.2")
-    tree.switch("0.1.2", 3, max_boots=3, health_deadline_s=0.2)
+    _on_trial(tree, health_deadline_s=0.2)
     reports: list[OtaReport] = []
     decided = await _updater(tree, "0.1.2", reports).confirm_started(
         _probe(["bus 1 does not answer"])
@@ -261,9 +264,7 @@ async def test_a_version_on_trial_unhealthy_past_its_deadline_is_rolled_back(
 
 
 async def test_outcomes_decided_while_no_agent_ran_are_reported_once(tree: SlotTree) -> None:
-    tree.mark_reported(tree.unreported())
-    _fake_slot(tree, "0.1.2")
-    tree.switch("0.1.2", 3, max_boots=3, health_deadline_s=30)
+    _on_trial(tree, health_deadline_s=30)
     tree.rollback("version 0.1.2 did not commit after 3 starts")  # as the supervisor does
     reports: list[OtaReport] = []
     updater = _updater(tree, "0.1.1", reports)
