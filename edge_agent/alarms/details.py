@@ -15,6 +15,7 @@ from edge_agent.alarms.specs import (
     AntecedentRainRule,
     DisplacementAccelerationRule,
     DisplacementVelocityRule,
+    FailureForecastRule,
     IntensityDurationRule,
     InverseVelocityRule,
     RainWindowRule,
@@ -26,6 +27,16 @@ from edge_agent.alarms.specs import (
 )
 
 _YEAR_10000 = 253402300800.0
+#: The snapshot of a failure forecast, in the kernel's order (``forecast_kernels.OUT_SIZE``).
+FORECAST_VALUES = (
+    "lead_h",
+    "failure_t",
+    "failure_t_low",
+    "failure_t_high",
+    "alpha",
+    "velocity_mm_day",
+    "evidence",
+)
 
 
 def value_names(rule: SampleRule) -> tuple[str, ...]:
@@ -49,6 +60,8 @@ def value_names(rule: SampleRule) -> tuple[str, ...]:
             return ("angle_deg", "velocity_mm_day")
         case InverseVelocityRule():
             return ("lead_h", "failure_t", "velocity_mm_day", "r2")
+        case FailureForecastRule():
+            return FORECAST_VALUES
 
 
 def named_values(rule: SampleRule, values: tuple[float, ...]) -> dict[str, float]:
@@ -101,6 +114,28 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
                 return lead_h, what, _number(horizon, " h")
             what = f"predicted failure at {_iso(failure_t)} (t={failure_t:.0f}), in {lead_h:.1f} h"
             return lead_h, what, _number(horizon, " h")
+        case FailureForecastRule():
+            lead_h, failure_t, low_t, high_t, alpha, velocity, evidence = values
+            horizon = rule.horizons_h[level - 1]
+            if not math.isfinite(lead_h):
+                what = (
+                    "no forecast yet"
+                    if math.isnan(lead_h)
+                    else f"no failure in sight (v {velocity:.2f} mm/day)"
+                )
+                return lead_h, what, _number(horizon, " h")
+            if evidence < rule.min_evidence:
+                what = (
+                    f"no failure in sight (acceleration evidence {evidence:.0f} "
+                    f"< {rule.min_evidence:g}, v {velocity:.2f} mm/day)"
+                )
+                return math.inf, what, _number(horizon, " h")
+            what = (
+                f"predicted failure at {_iso(failure_t)} (t={failure_t:.0f}), in {lead_h:.1f} h "
+                f"[95% {_iso(low_t)} .. {_iso(high_t)}], alpha {alpha:.2f}, "
+                f"v {velocity:.2f} mm/day, evidence {evidence:.0f}"
+            )
+            return lead_h, what, _number(horizon, " h")
         case AntecedentRainRule():
             what, threshold = f"EAR {values[0]:.1f} mm", rule.thresholds[level - 1]
         case WaterLevelRule():
@@ -127,7 +162,7 @@ def describe(
     level = max(raw.old, raw.new, 1)
     metric, what, threshold = _headline(rule, raw.values, level)
     colour = level_name(level)
-    horizon = isinstance(rule, InverseVelocityRule)
+    horizon = isinstance(rule, InverseVelocityRule | FailureForecastRule)
     if kind == "rise":
         detail = f"{what} {'<=' if horizon else '>='} {threshold} ({colour})"
     elif kind == "fall":

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.alarms import forecast_kernels as fk
+from edge_agent.alarms import forecast_layout as fl
 from edge_agent.alarms import kernels as k
 from edge_agent.alarms import slope_kernels as sk
 from edge_agent.alarms.kernels import IntArray
@@ -24,6 +26,7 @@ from edge_agent.alarms.specs import (
     AnySlopeRule,
     DisplacementAccelerationRule,
     DisplacementVelocityRule,
+    FailureForecastRule,
     IntensityDurationRule,
     InverseVelocityRule,
     LevelThresholds,
@@ -316,12 +319,95 @@ class NumbaSlopeGroup:
                 return changes
 
 
-def evaluators(rules: list[SampleRule]) -> list[NumbaRule | NumbaSlopeGroup]:
+def forecast_cfg(rule: FailureForecastRule) -> FloatArray:
+    """The forecast kernel's cfg array for ``rule``."""
+    cfg = np.zeros(fk.CFG_SIZE, dtype=np.float64)
+    cfg[fk.WINDOW_S] = rule.window_s
+    cfg[fk.EVAL_EVERY_S] = rule.eval_every_s
+    cfg[fk.BIN_S] = rule.bin_s
+    cfg[fk.MIN_BINS] = rule.min_bins
+    cfg[fk.MIN_SPAN_S] = rule.min_span_s
+    cfg[fk.ALPHA_MIN], cfg[fk.ALPHA_MAX] = rule.alpha_range
+    cfg[fk.N_ALPHA] = fl.N_ALPHA_STEPS
+    cfg[fk.MIN_EVIDENCE] = rule.min_evidence
+    cfg[fk.CONFIRM] = rule.confirm
+    cfg[fk.OUTLIER_K] = fl.OUTLIER_SCALES
+    cfg[fk.MAX_LEAD_H] = fl.MAX_LEAD_HOURS
+    cfg[fk.MAX_SPREAD] = rule.max_spread
+    cfg[fk.HYSTERESIS] = rule.hysteresis
+    cfg[fk.HOLD_S] = rule.hold_s
+    cfg[fk.LATCH_FROM] = float(rule.latch_from)
+    return cfg
+
+
+class NumbaForecastRule(_LevelState):
+    """A failure-forecast rule run by ``forecast_kernel``."""
+
+    def __init__(self, rule: FailureForecastRule) -> None:
+        super().__init__(fl.OUT_SIZE)
+        self.rule = rule
+        self._cfg = forecast_cfg(rule)
+        self._thresholds = _thresholds(rule.horizons_h, negate=True)
+        self._ks = np.full(fk.KS_HISTORY + rule.confirm, math.inf, dtype=np.float64)
+        self._ks[fk.KS_NEXT] = -math.inf
+        self._ip: IntArray = np.zeros(2, dtype=np.int64)
+        self._bins = fk.bin_count(rule.window_s, rule.bin_s)
+        self._allocate(INITIAL_ROWS)
+        self._events = _Events(fl.OUT_SIZE)
+
+    def _allocate(self, rows: int) -> None:
+        if not hasattr(self, "_buf"):
+            self._buf = np.zeros((rows, 2), dtype=np.float64)
+        else:
+            self._buf = _grow(self._buf)
+        rows = max(self._buf.shape[0], self._bins)
+        self._scratch = np.zeros((rows, fk.SCRATCH_COLS), dtype=np.float64)
+        self._work = np.zeros(rows + fk.WORK_EXTRA, dtype=np.float64)
+
+    @property
+    def states(self) -> dict[str, NumbaForecastRule]:
+        """The state of the one rule evaluated, by id."""
+        return {self.rule.id: self}
+
+    def process(self, t: FloatArray, v: FloatArray, good: BoolArray) -> list[tuple[str, RawChange]]:
+        """Run the kernel over a batch, growing its buffers when it asks."""
+        changes: list[tuple[str, RawChange]] = []
+        i = 0
+        while True:
+            i, n_ev, need = fk.forecast_kernel(
+                t,
+                v,
+                good,
+                i,
+                0,
+                self._thresholds,
+                self._cfg,
+                self._sm,
+                self._ks,
+                self._ip,
+                self._buf,
+                self._scratch,
+                self._work,
+                self._snap,
+                *self._events.arrays(),
+            )
+            changes += self._events.take(self.rule.id, n_ev)
+            if need == 1:
+                self._allocate(2 * self._buf.shape[0])
+            elif need == 0:
+                return changes
+
+
+def evaluators(
+    rules: list[SampleRule],
+) -> list[NumbaRule | NumbaSlopeGroup | NumbaForecastRule]:
     """Evaluators for the rules of one channel, slope rules grouped by window and cadence."""
-    out: list[NumbaRule | NumbaSlopeGroup] = []
+    out: list[NumbaRule | NumbaSlopeGroup | NumbaForecastRule] = []
     groups: dict[tuple[float, float], list[AnySlopeRule]] = {}
     for rule in rules:
-        if isinstance(
+        if isinstance(rule, FailureForecastRule):
+            out.append(NumbaForecastRule(rule))
+        elif isinstance(
             rule, RainWindowRule | AntecedentRainRule | IntensityDurationRule | WaterLevelRule
         ):
             out.append(NumbaRule(rule))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from edge_agent.alarms.details import FORECAST_VALUES
 from edge_agent.alarms.model import RawChange
+from edge_agent.alarms.reference_forecast import ForecastMetric
 from edge_agent.alarms.reference_metrics import (
     NAN,
     AntecedentRain,
@@ -22,6 +24,7 @@ from edge_agent.alarms.reference_metrics import (
 from edge_agent.alarms.reference_slope import SlopeMetric
 from edge_agent.alarms.specs import (
     AntecedentRainRule,
+    FailureForecastRule,
     IntensityDurationRule,
     RainWindowRule,
     SampleRule,
@@ -96,7 +99,9 @@ class LevelState:
         self.prev_below = not math.isnan(self.last_t) and self.hold_level < self.level
 
 
-_Metric = RainWindows | AntecedentRain | IntensityDuration | WaterLevel | SlopeMetric
+_Metric = (
+    RainWindows | AntecedentRain | IntensityDuration | WaterLevel | SlopeMetric | ForecastMetric
+)
 
 
 def _metric_for(rule: SampleRule) -> tuple[_Metric, int]:
@@ -110,6 +115,8 @@ def _metric_for(rule: SampleRule) -> tuple[_Metric, int]:
             return IntensityDuration(rule), 3
         case WaterLevelRule():
             return WaterLevel(rule), 1
+        case FailureForecastRule():
+            return ForecastMetric(rule), len(FORECAST_VALUES)
         case _:
             return SlopeMetric(rule), 4
 

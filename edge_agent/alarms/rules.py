@@ -32,6 +32,13 @@ orange, red, strictly increasing with level; horizons strictly decreasing)::
                                    # thresholds = { yellow = 45, orange = 80, red = 85 }
     kind = "inverse_velocity"      # window_s, fit_window_s, eval_every_s = 60, min_r2 = 0.8,
                                    # horizons_h = { blue = 168, yellow = 72, orange = 24, red = 6 }
+    kind = "failure_forecast"      # Voight's law fitted to the displacement (see
+                                   # forecast_kernels.py): window_s = 604800,
+                                   # eval_every_s = 3600, bin_s = 3600, min_bins = 24,
+                                   # min_span_s = 86400, alpha_range = [1.5, 2.5],
+                                   # min_evidence = 100, max_spread = 0.5,
+                                   # confirm = 2, horizons_h =
+                                   # { yellow = 168, orange = 72, red = 36 }
     kind = "all_of" | "any_of"     # rules = ["id1", "id2"]; optional latch_from, description
 """
 
@@ -49,6 +56,7 @@ from edge_agent.alarms.specs import (
     CombinationRule,
     DisplacementAccelerationRule,
     DisplacementVelocityRule,
+    FailureForecastRule,
     IntensityDurationRule,
     InverseVelocityRule,
     LevelThresholds,
@@ -77,6 +85,8 @@ DISPLACEMENT_QUANTITIES = frozenset(
     {"displacement", "displacement_east", "displacement_north", "displacement_up", "crack_width"}
 )
 TANGENT_DEFAULTS: LevelThresholds = (None, 45.0, 80.0, 85.0)
+#: Forecasts a failure-forecast level may wait for in a row (see ``confirm``).
+MAX_CONFIRM = 6
 
 _COMMON = {"id", "kind", "channel", "hysteresis", "hold_s", "latch_from", "description"}
 _SLOPE = _COMMON | {"window_s", "eval_every_s", "thresholds"}
@@ -91,6 +101,19 @@ _KEYS: dict[str, set[str]] = {
     "displacement_acceleration": _SLOPE,
     "tangent_angle": _SLOPE | {"creep_rate_mm_day"},
     "inverse_velocity": (_SLOPE - {"thresholds"}) | {"fit_window_s", "min_r2", "horizons_h"},
+    "failure_forecast": _COMMON
+    | {
+        "window_s",
+        "eval_every_s",
+        "bin_s",
+        "min_bins",
+        "min_span_s",
+        "alpha_range",
+        "min_evidence",
+        "max_spread",
+        "confirm",
+        "horizons_h",
+    },
     "all_of": {"id", "kind", "rules", "latch_from", "description"},
     "any_of": {"id", "kind", "rules", "latch_from", "description"},
 }
@@ -328,6 +351,37 @@ def _slope(r: _RuleTable, kind: str, rule_id: str, channels: Mapping[str, Channe
     )
 
 
+def _forecast(
+    r: _RuleTable, rule_id: str, channels: Mapping[str, ChannelInfo]
+) -> FailureForecastRule:
+    channel, _ = r.channel(channels, DISPLACEMENT_QUANTITIES, "mm")
+    defaults = FailureForecastRule(id=rule_id, channel=channel, horizons_h=(None,) * 4)
+    window_s = r.number("window_s", defaults.window_s, at_least=86400.0)
+    bin_s = r.number("bin_s", defaults.bin_s, above=0.0, at_most=window_s / 8.0)
+    alpha = r.table.get("alpha_range", list(defaults.alpha_range))
+    if not isinstance(alpha, list) or len(alpha) != 2:
+        r.fail(f"'alpha_range' must be [low, high], got {alpha!r}")
+    low = r.number("alpha_range[0]", value=alpha[0], above=1.0)
+    high = r.number("alpha_range[1]", value=alpha[1], at_least=low, at_most=4.0)
+    confirm = r.number("confirm", defaults.confirm, at_least=1.0, at_most=MAX_CONFIRM)
+    min_bins = r.number("min_bins", defaults.min_bins, at_least=8.0)
+    if confirm != int(confirm) or min_bins != int(min_bins):
+        r.fail("'confirm' and 'min_bins' must be whole numbers")
+    return FailureForecastRule(
+        **_common(r, rule_id, channel),
+        window_s=window_s,
+        eval_every_s=r.number("eval_every_s", defaults.eval_every_s, above=0.0),
+        bin_s=bin_s,
+        min_bins=int(min_bins),
+        min_span_s=r.number("min_span_s", defaults.min_span_s, above=0.0, at_most=window_s),
+        alpha_range=(low, high),
+        min_evidence=r.number("min_evidence", defaults.min_evidence, above=0.0),
+        max_spread=r.number("max_spread", defaults.max_spread, above=0.0),
+        confirm=int(confirm),
+        horizons_h=r.levels("horizons_h", descending=True, positive=True),
+    )
+
+
 def _combination(r: _RuleTable, kind: str, rule_id: str) -> CombinationRule:
     members = r.table.get("rules")
     if members is None:
@@ -362,6 +416,8 @@ def _parse_one(source: str, raw: Any, index: int, channels: Mapping[str, Channel
         return _combination(r, kind, rule_id)
     if kind in ("rain_windows", "antecedent_rain", "rain_intensity_duration"):
         return _rain(r, kind, rule_id, channels)
+    if kind == "failure_forecast":
+        return _forecast(r, rule_id, channels)
     if kind == "water_level":
         channel, _ = r.channel(channels, LEVEL_QUANTITIES, None)
         return WaterLevelRule(**_common(r, rule_id, channel), thresholds=r.levels("thresholds"))

@@ -181,6 +181,32 @@ class InverseVelocityRule(SlopeRule):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FailureForecastRule(ChannelRule):
+    """Failure time forecast from Voight's law fitted to the displacement itself.
+
+    Every ``eval_every_s`` the samples of the last ``window_s`` are cleaned, averaged into
+    bins of ``bin_s`` and fitted with steady creep plus accelerating creep with exponent
+    ``alpha``. A forecast counts only when its evidence (the F statistic against steady
+    creep) reaches ``min_evidence`` from at least ``min_bins`` bins spanning ``min_span_s``,
+    its alpha lies in ``alpha_range`` and its 95 % interval is at most ``max_spread`` times
+    its lead time; level L needs ``confirm`` counting forecasts in a row that agree and put
+    the failure within ``horizons_h[L]`` hours. ``hysteresis`` is in hours.
+    """
+
+    kind: ClassVar[str] = "failure_forecast"
+    window_s: float = 604800.0
+    eval_every_s: float = 3600.0
+    bin_s: float = 3600.0
+    min_bins: int = 24
+    min_span_s: float = 86400.0
+    alpha_range: tuple[float, float] = (1.5, 2.5)
+    min_evidence: float = 100.0
+    max_spread: float = 0.5
+    confirm: int = 2
+    horizons_h: LevelThresholds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CombinationRule:
     """Level of other rules combined: ``all_of`` takes the minimum, ``any_of`` the maximum."""
 
@@ -201,6 +227,7 @@ RuleSpec: TypeAlias = (
     | DisplacementAccelerationRule
     | TangentAngleRule
     | InverseVelocityRule
+    | FailureForecastRule
     | CombinationRule
 )
 """Any validated rule."""
@@ -224,6 +251,7 @@ SampleRule: TypeAlias = (
     | DisplacementAccelerationRule
     | TangentAngleRule
     | InverseVelocityRule
+    | FailureForecastRule
 )
 """A rule evaluated on the samples of one channel (everything but combinations)."""
 
@@ -253,6 +281,8 @@ def history_needed_s(rule: RuleSpec) -> float:
             memory = 2.0 * rule.window_s
         case InverseVelocityRule():
             memory = rule.window_s + rule.fit_window_s
+        case FailureForecastRule():
+            memory = rule.window_s + rule.confirm * rule.eval_every_s
         case RateOfRiseRule() | DisplacementVelocityRule() | TangentAngleRule():
             memory = rule.window_s
     return memory + rule.hold_s

@@ -1,0 +1,536 @@
+"""Numba kernels of the failure-forecast rule: Voight's law fitted to the displacement.
+
+``forecast_window`` cleans the raw samples of the fit window (isolated outliers dropped,
+sensor re-installation steps taken out), averages them into bins, and fits
+``x(t) = a + c t + b G(t_f - t; alpha)`` (steady creep plus Voight's accelerating creep,
+integrated) by weighted least squares over a grid of failure times and exponents. It
+reports the failure time, its 95 % profile interval, the exponent, the velocity now and
+the statistical evidence that the fit explains the record better than steady creep.
+``forecast_kernel`` runs it over a batch of samples and turns forecasts into levels.
+Like ``kernels.py`` it mirrors its reference (``reference_forecast.py``) formula by
+formula, never allocates and never raises on data.
+"""
+
+from __future__ import annotations
+
+import math
+
+from edge_agent.alarms.forecast_layout import (
+    ALPHA,
+    ALPHA_MARGIN,
+    CHI2_95,
+    COARSE,
+    EVIDENCE,
+    FAILURE_HI,
+    FAILURE_LO,
+    FAILURE_T,
+    FINE,
+    GATE_EVIDENCE,
+    LEAD_H,
+    MIN_LEAD_H,
+    OUT_SIZE,
+    REFINE,
+    TRIED,
+    VELOCITY,
+)
+from edge_agent.alarms.kernels import (
+    CHAIN,
+    EVENTS_FULL,
+    IntArray,
+    jit,
+    record,
+    sm_evaluate,
+    threshold_levels,
+)
+from edge_agent.alarms.model import BoolArray, FloatArray
+
+# Layout of the rule's cfg.
+(
+    WINDOW_S,
+    EVAL_EVERY_S,
+    BIN_S,
+    MIN_BINS,
+    MIN_SPAN_S,
+    ALPHA_MIN,
+    ALPHA_MAX,
+    N_ALPHA,
+    MIN_EVIDENCE,
+    CONFIRM,
+    OUTLIER_K,
+    MAX_LEAD_H,
+    MAX_SPREAD,
+    HYSTERESIS,
+    HOLD_S,
+    LATCH_FROM,
+) = range(16)
+CFG_SIZE = 16
+# Columns of the scratch array: raw (t, x, keep), bins (u, x, w), profile (lead, rss).
+S_T, S_X, S_KEEP, S_U, S_BX, S_W, S_G, S_LEAD, S_RSS = range(9)
+SCRATCH_COLS = 9
+#: Extra cells ``work`` needs beyond one per raw sample: the profile over the grid.
+WORK_EXTRA = 2 * TRIED
+# ks layout: next evaluation time, then the last CONFIRM failure times (newest first).
+KS_NEXT = 0
+KS_HISTORY = 1
+MAX_CONFIRM = 6
+
+
+@jit
+def bin_count(window_s: float, bin_s: float) -> int:
+    """Bins a window of ``window_s`` is averaged into (the oldest may be partial)."""
+    return math.ceil(window_s / bin_s) + 1
+
+
+@jit
+def median_of(a: FloatArray, n: int) -> float:
+    """Median of ``a[:n]``, sorting it in place."""
+    a[:n].sort()
+    half = n // 2
+    if n % 2 == 1:
+        return float(a[half])
+    return float(0.5 * (a[half - 1] + a[half]))
+
+
+@jit
+def clean_window(
+    buf: FloatArray, start: int, end: int, k_sigma: float, s: FloatArray, work: FloatArray
+) -> int:
+    """Copy rows ``start:end`` of ``buf`` to ``s`` as (t, x, keep), cleaned; return the count.
+
+    An isolated outlier (a jump that comes straight back) gets keep = 0; a step with quiet
+    increments on both sides (a sensor re-installed) is taken out of every later sample;
+    a last sample that jumps after a quiet increment waits for the next one to confirm it.
+    Increments are judged against the median rate and a robust (MAD) scale.
+    """
+    n = end - start
+    for j in range(n):
+        s[j, S_T] = buf[start + j, 0]
+        s[j, S_X] = buf[start + j, 1]
+        s[j, S_KEEP] = 1.0
+    if n < 4:
+        return n
+    m = n - 1
+    for j in range(m):
+        work[j] = (s[j + 1, S_X] - s[j, S_X]) / (s[j + 1, S_T] - s[j, S_T])
+    rate = median_of(work, m)
+    for j in range(m):
+        work[j] = abs(s[j + 1, S_X] - s[j, S_X] - rate * (s[j + 1, S_T] - s[j, S_T]))
+    scale = 1.4826 * median_of(work, m)
+    threshold = k_sigma * scale
+    if not threshold > 0.0:
+        return n
+    offset = 0.0
+    previous = 0.0
+    for j in range(m):
+        r = s[j + 1, S_X] - s[j, S_X] - rate * (s[j + 1, S_T] - s[j, S_T])
+        s[j, S_X] -= offset
+        if abs(r) <= threshold:
+            previous = r
+            continue
+        if j + 2 <= m:
+            r_next = s[j + 2, S_X] - s[j + 1, S_X] - rate * (s[j + 2, S_T] - s[j + 1, S_T])
+            if abs(r_next) > threshold and r * r_next < 0.0 and abs(r + r_next) <= threshold:
+                s[j + 1, S_KEEP] = 0.0
+            elif abs(r_next) <= threshold and abs(previous) <= threshold:
+                offset += r
+        elif abs(previous) <= threshold:
+            s[j + 1, S_KEEP] = 0.0
+        previous = r
+    s[m, S_X] -= offset
+    return n
+
+
+@jit
+def bin_window(s: FloatArray, n: int, t_now: float, bin_s: float, n_bins: int) -> int:
+    """Average the kept rows of ``s`` into bins of ``bin_s`` ending at ``t_now``.
+
+    Fills columns (u hours before now, mean x, sample count) of ``s`` oldest first and
+    returns the number of non-empty bins.
+    """
+    for k in range(n_bins):
+        s[k, S_G] = 0.0
+        s[k, S_LEAD] = 0.0
+        s[k, S_RSS] = 0.0
+    for j in range(n):
+        if s[j, S_KEEP] == 0.0:
+            continue
+        k = int((t_now - s[j, S_T]) / bin_s)
+        if k >= n_bins:
+            k = n_bins - 1
+        s[k, S_G] += 1.0
+        s[k, S_LEAD] += (s[j, S_T] - t_now) / 3600.0
+        s[k, S_RSS] += s[j, S_X]
+    nb = 0
+    for k in range(n_bins - 1, -1, -1):
+        w = s[k, S_G]
+        if w == 0.0:
+            continue
+        s[nb, S_U] = s[k, S_LEAD] / w
+        s[nb, S_BX] = s[k, S_RSS] / w
+        s[nb, S_W] = w
+        nb += 1
+    return nb
+
+
+@jit
+def _log_taus(s: FloatArray, nb: int, lead_h: float) -> None:
+    """Put ln(hours from each bin to a failure ``lead_h`` ahead) in the S_LEAD column."""
+    for i in range(nb):
+        s[i, S_LEAD] = math.log(lead_h - s[i, S_U])
+
+
+@jit
+def _voight_rss(
+    s: FloatArray, nb: int, p: float, mu: float, mx: float, sw: float
+) -> tuple[float, float, float]:
+    """Weighted residual sum of squares of the Voight fit over the bins.
+
+    The S_LEAD column holds ln(tau) for the failure time tried (see ``_log_taus``).
+    Returns (rss, steady rate c, accelerating coefficient b); rss is inf when the fit is
+    degenerate or does not accelerate (b <= 0).
+    """
+    sg = 0.0
+    for i in range(nb):
+        g = -s[i, S_LEAD] if p == 1.0 else math.exp((1.0 - p) * s[i, S_LEAD]) / (p - 1.0)
+        s[i, S_G] = g
+        sg += s[i, S_W] * g
+    mg = sg / sw
+    suu = 0.0
+    sug = 0.0
+    sgg = 0.0
+    sux = 0.0
+    sgx = 0.0
+    sxx = 0.0
+    for i in range(nb):
+        w = s[i, S_W]
+        du = s[i, S_U] - mu
+        dg = s[i, S_G] - mg
+        dx = s[i, S_BX] - mx
+        suu += w * du * du
+        sug += w * du * dg
+        sgg += w * dg * dg
+        sux += w * du * dx
+        sgx += w * dg * dx
+        sxx += w * dx * dx
+    det = suu * sgg - sug * sug
+    if not det > 1e-12 * suu * sgg:
+        return math.inf, math.nan, math.nan
+    c = (sgg * sux - sug * sgx) / det
+    b = (suu * sgx - sug * sux) / det
+    if not b > 0.0:
+        return math.inf, c, b
+    rss = sxx - c * sux - b * sgx
+    return max(rss, 0.0), c, b
+
+
+@jit
+def _exponent(cfg: FloatArray, a: int) -> float:
+    """The ``a``-th Voight exponent p = 1 / (alpha - 1) of the searched alpha grid."""
+    low = max(cfg[ALPHA_MIN] - ALPHA_MARGIN, 1.05)
+    high = cfg[ALPHA_MAX] + ALPHA_MARGIN
+    alpha = low + (high - low) * a / (int(cfg[N_ALPHA]) - 1)
+    return float(1.0 / (alpha - 1.0))
+
+
+@jit
+def _profile(
+    s: FloatArray, nb: int, lead: float, cfg: FloatArray, mu: float, mx: float, sw: float
+) -> tuple[float, float]:
+    """Best rss over the exponents for a failure ``lead`` hours ahead, and its exponent."""
+    _log_taus(s, nb, lead)
+    best = math.inf
+    best_p = math.nan
+    for a in range(int(cfg[N_ALPHA])):
+        p = _exponent(cfg, a)
+        rss, _, _ = _voight_rss(s, nb, p, mu, mx, sw)
+        if rss < best:
+            best, best_p = rss, p
+    return best, best_p
+
+
+@jit
+def upward_curvature(s: FloatArray, nb: int, mu: float, mx: float, sw: float) -> float:
+    """F statistic of a parabola against a line through the bins, 0 if it curves down.
+
+    The cheap first look: a record that does not curve upward is not accelerating, and
+    the costly Voight fit is skipped.
+    """
+    suu = 0.0
+    sqq = 0.0
+    suq = 0.0
+    sux = 0.0
+    sqx = 0.0
+    sxx = 0.0
+    mq = 0.0
+    for i in range(nb):
+        du = s[i, S_U] - mu
+        mq += s[i, S_W] * du * du
+    mq /= sw
+    for i in range(nb):
+        w = s[i, S_W]
+        du = s[i, S_U] - mu
+        dq = du * du - mq
+        dx = s[i, S_BX] - mx
+        suu += w * du * du
+        sqq += w * dq * dq
+        suq += w * du * dq
+        sux += w * du * dx
+        sqx += w * dq * dx
+        sxx += w * dx * dx
+    det = suu * sqq - suq * suq
+    if not det > 1e-12 * suu * sqq or nb < 4:
+        return 0.0
+    c = (sqq * sux - suq * sqx) / det
+    q = (suu * sqx - suq * sux) / det
+    if not q > 0.0:
+        return 0.0
+    rss_quad = max(sxx - c * sux - q * sqx, 1e-12 * sxx)
+    rss_line = max(sxx - sux * sux / suu, 0.0)
+    return (rss_line - rss_quad) / (rss_quad / (nb - 3.0))
+
+
+@jit
+def _weighted_line(s: FloatArray, nb: int) -> tuple[float, float, float, float, float, float]:
+    """Weighted sums of the bins about their means: (sw, mean u, mean x, suu, sux, sxx)."""
+    sw = 0.0
+    su = 0.0
+    sx = 0.0
+    for i in range(nb):
+        sw += s[i, S_W]
+        su += s[i, S_W] * s[i, S_U]
+        sx += s[i, S_W] * s[i, S_BX]
+    mu = su / sw
+    mx = sx / sw
+    suu = 0.0
+    sux = 0.0
+    sxx = 0.0
+    for i in range(nb):
+        du = s[i, S_U] - mu
+        dx = s[i, S_BX] - mx
+        suu += s[i, S_W] * du * du
+        sux += s[i, S_W] * du * dx
+        sxx += s[i, S_W] * dx * dx
+    return sw, mu, mx, suu, sux, sxx
+
+
+@jit
+def _search(
+    s: FloatArray, nb: int, cfg: FloatArray, mu: float, mx: float, sw: float, work: FloatArray
+) -> tuple[float, float, float]:
+    """Best (rss, lead hours, p) over a coarse grid of failure times, then finer ones.
+
+    Each of the ``REFINE`` passes tries ``FINE`` leads between the best lead's neighbours
+    on the previous grid. Leaves the leads tried in ``work[:TRIED]`` and their profile rss
+    in ``work[TRIED:2 * TRIED]``.
+    """
+    step = math.log(cfg[MAX_LEAD_H] / MIN_LEAD_H) / (COARSE - 1)
+    best = math.inf
+    best_lead = MIN_LEAD_H
+    best_p = math.nan
+    for k in range(COARSE):
+        lead = MIN_LEAD_H * math.exp(step * k)
+        profile, p = _profile(s, nb, lead, cfg, mu, mx, sw)
+        work[k] = lead
+        work[TRIED + k] = profile
+        if profile < best:
+            best, best_lead, best_p = profile, lead, p
+    n = COARSE
+    for _ in range(REFINE):
+        lo = best_lead * math.exp(-step)
+        step = 2.0 * step / (FINE + 1)
+        for f in range(FINE):
+            lead = lo * math.exp(step * (f + 1))
+            profile, p = _profile(s, nb, lead, cfg, mu, mx, sw)
+            work[n] = lead
+            work[TRIED + n] = profile
+            n += 1
+            if profile < best:
+                best, best_lead, best_p = profile, lead, p
+    return best, best_lead, best_p
+
+
+@jit
+def _interval(work: FloatArray, limit: float, max_lead: float) -> tuple[float, float]:
+    """Lowest and highest lead tried whose profile rss is within ``limit`` (inf: unbounded)."""
+    lead_lo = math.inf
+    lead_hi = 0.0
+    for k in range(TRIED):
+        if work[TRIED + k] <= limit:
+            lead_lo = min(lead_lo, work[k])
+            lead_hi = max(lead_hi, work[k])
+    if lead_hi >= max_lead:
+        lead_hi = math.inf
+    return lead_lo, lead_hi
+
+
+@jit
+def forecast_window(
+    buf: FloatArray,
+    start: int,
+    end: int,
+    t_now: float,
+    cfg: FloatArray,
+    s: FloatArray,
+    work: FloatArray,
+    out: FloatArray,
+) -> bool:
+    """Fit Voight's law to the window ``buf[start:end]``; fill ``out``; False if too little data.
+
+    ``out`` = [lead hours, failure time, its 95 % low and high, alpha, velocity now in
+    mm/day, evidence]. With no accelerating fit the lead and times are inf and the
+    evidence is that of a parabola (see ``upward_curvature``); otherwise it is the F
+    statistic of the Voight fit against steady creep (a straight line).
+    """
+    for k in range(OUT_SIZE):
+        out[k] = math.nan
+    n = clean_window(buf, start, end, cfg[OUTLIER_K], s, work)
+    nb = bin_window(s, n, t_now, cfg[BIN_S], bin_count(cfg[WINDOW_S], cfg[BIN_S]))
+    if nb < cfg[MIN_BINS] or (s[nb - 1, S_U] - s[0, S_U]) * 3600.0 < cfg[MIN_SPAN_S]:
+        return False
+    sw, mu, mx, suu, sux, sxx = _weighted_line(s, nb)
+    out[VELOCITY] = sux / suu * 24.0
+    out[LEAD_H] = math.inf
+    out[FAILURE_T] = math.inf
+    out[FAILURE_LO] = math.inf
+    out[FAILURE_HI] = math.inf
+    out[EVIDENCE] = upward_curvature(s, nb, mu, mx, sw)
+    if not out[EVIDENCE] >= GATE_EVIDENCE or nb < 6:
+        return True
+    best, lead, p = _search(s, nb, cfg, mu, mx, sw, work)
+    if not best < math.inf:
+        return True
+    sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0)
+    lead_lo, lead_hi = _interval(work, best + CHI2_95 * sigma2, cfg[MAX_LEAD_H])
+    _log_taus(s, nb, lead)
+    _, c, b = _voight_rss(s, nb, p, mu, mx, sw)
+    out[EVIDENCE] = max(sxx - sux * sux / suu - best, 0.0) / sigma2
+    out[ALPHA] = 1.0 + 1.0 / p
+    out[VELOCITY] = (c + b * math.exp(-p * math.log(lead))) * 24.0
+    out[LEAD_H] = lead
+    out[FAILURE_T] = t_now + lead * 3600.0
+    out[FAILURE_LO] = t_now + lead_lo * 3600.0
+    out[FAILURE_HI] = t_now + lead_hi * 3600.0
+    return True
+
+
+@jit
+def _expire(buf: FloatArray, ip: IntArray, edge: float) -> bool:
+    """Drop rows at or before ``edge``; compact when full; False when buf must grow."""
+    start = ip[0]
+    end = ip[1]
+    while start < end and buf[start, 0] <= edge:
+        start += 1
+    ip[0] = start
+    if end < buf.shape[0]:
+        return True
+    if 2 * (end - start) > buf.shape[0]:
+        return False
+    for j in range(start, end):
+        buf[j - start, 0] = buf[j, 0]
+        buf[j - start, 1] = buf[j, 1]
+    ip[0] = 0
+    ip[1] = end - start
+    return True
+
+
+@jit
+def accepted_failure_t(fout: FloatArray, cfg: FloatArray) -> float:
+    """The forecast's failure time if it passed the evidence test, else inf.
+
+    It passes when the Voight fit beats steady creep by ``MIN_EVIDENCE``, its exponent
+    lies inside the rule's alpha range, and its 95 % interval is bounded and no wider than
+    ``MAX_SPREAD`` times the lead time.
+    """
+    lead = fout[LEAD_H]
+    if not fout[EVIDENCE] >= cfg[MIN_EVIDENCE] or not lead < math.inf:
+        return math.inf
+    if not cfg[ALPHA_MIN] - 1e-9 <= fout[ALPHA] <= cfg[ALPHA_MAX] + 1e-9:
+        return math.inf
+    if not (fout[FAILURE_HI] - fout[FAILURE_LO]) / 3600.0 <= cfg[MAX_SPREAD] * lead:
+        return math.inf
+    return float(fout[FAILURE_T])
+
+
+@jit
+def confirmed_lead(ks: FloatArray, confirm: int, t_now: float, max_spread: float) -> float:
+    """Hours to the latest of the last ``confirm`` accepted failure times; inf if unconfirmed.
+
+    They confirm each other when every one passed and they agree to within half of
+    ``max_spread`` of that lead: a forecast that keeps receding is no forecast.
+    """
+    latest = ks[KS_HISTORY]
+    earliest = ks[KS_HISTORY]
+    for k in range(1, confirm):
+        latest = max(latest, ks[KS_HISTORY + k])
+        earliest = min(earliest, ks[KS_HISTORY + k])
+    if not latest < math.inf:
+        return math.inf
+    lead = (latest - t_now) / 3600.0
+    if (latest - earliest) / 3600.0 > 0.5 * max_spread * lead:
+        return math.inf
+    return float(lead)
+
+
+@jit
+def forecast_kernel(
+    t: FloatArray,
+    v: FloatArray,
+    good: BoolArray,
+    i0: int,
+    n_ev: int,
+    thresholds: FloatArray,
+    cfg: FloatArray,
+    sm: FloatArray,
+    ks: FloatArray,
+    ip: IntArray,
+    buf: FloatArray,
+    s: FloatArray,
+    work: FloatArray,
+    snap: FloatArray,
+    ev_idx: IntArray,
+    ev_old: IntArray,
+    ev_new: IntArray,
+    ev_vals: FloatArray,
+) -> tuple[int, int, int]:
+    """Failure forecasts over a batch of samples, and the rule's level from them.
+
+    ks = [next evaluation time, failure times of the last ``CONFIRM`` forecasts, newest
+    first, inf where a forecast failed its evidence test]; ip = [start, end of buf], the
+    raw samples inside the fit window; s and work are scratch with at least as many rows
+    as buf and as the window has bins. The metric is minus the lead time of the latest of
+    the last ``CONFIRM`` failure times, so a level rises only when that many forecasts in
+    a row put the failure within its horizon (thresholds arrive negated). snap is the
+    forecast (see ``OUT_SIZE``). Returns (next sample, event count, code): 1 when buf and
+    the scratch must grow before resuming at that sample, ``EVENTS_FULL`` when the events
+    must be flushed, else 0.
+    """
+    confirm = int(cfg[CONFIRM])
+    for i in range(i0, t.shape[0]):
+        x = v[i]
+        if not good[i] or not math.isfinite(x):
+            sm[CHAIN] = 0.0
+            continue
+        ti = t[i]
+        if not _expire(buf, ip, ti - cfg[WINDOW_S]):
+            return i, n_ev, 1
+        buf[ip[1], 0] = ti
+        buf[ip[1], 1] = x
+        ip[1] += 1
+        if ti < ks[KS_NEXT]:
+            continue
+        ks[KS_NEXT] = ti + cfg[EVAL_EVERY_S]
+        ok = forecast_window(buf, ip[0], ip[1], ti, cfg, s, work, snap)
+        for k in range(confirm - 1, 0, -1):
+            ks[KS_HISTORY + k] = ks[KS_HISTORY + k - 1]
+        ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok else math.inf
+        if not ok:
+            sm[CHAIN] = 0.0
+            continue
+        metric = -confirmed_lead(ks, confirm, ti, cfg[MAX_SPREAD])
+        up, hold = threshold_levels(metric, thresholds, cfg[HYSTERESIS])
+        old = sm_evaluate(sm, ti, up, hold, cfg[HOLD_S], cfg[LATCH_FROM])
+        if old >= 0:
+            n_ev = record(i, old, sm, snap, ev_idx, ev_old, ev_new, ev_vals, n_ev)
+            if n_ev == ev_idx.shape[0]:
+                return i + 1, n_ev, EVENTS_FULL
+    return t.shape[0], n_ev, 0

@@ -1,0 +1,30 @@
+"""Numbers shared by the failure-forecast kernel and its plain-Python reference.
+
+The grids the fit searches, its statistical limits and the layout of a forecast. Pure
+data: importing it never imports numba.
+"""
+
+from __future__ import annotations
+
+#: Failure times tried on the coarse grid (hours ahead, geometric), then REFINE times
+#: FINE more between the best one's neighbours, each pass on a finer grid.
+COARSE = 48
+FINE = 12
+REFINE = 2
+TRIED = COARSE + REFINE * FINE
+MIN_LEAD_H = 0.25
+#: A parabola must beat a line by this F statistic before the Voight fit is tried.
+GATE_EVIDENCE = 10.0
+#: 95 % point of chi-square with one degree of freedom: the profile interval of t_f.
+CHI2_95 = 3.841
+#: Layout of a forecast (the rule's value snapshot).
+LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
+OUT_SIZE = 7
+#: Exponents tried, evenly from ALPHA_MARGIN below the rule's alpha_range to as far above:
+#: a best fit outside the range says the record does not accelerate the Voight way.
+N_ALPHA_STEPS = 13
+ALPHA_MARGIN = 0.3
+#: An increment this many robust scales off the median rate is an outlier or a step.
+OUTLIER_SCALES = 6.0
+#: Failure further ahead than this many hours is "no failure in sight".
+MAX_LEAD_HOURS = 1000.0

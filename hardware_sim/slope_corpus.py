@@ -1,0 +1,169 @@
+"""Seeded synthetic displacement records for judging slope-failure warnings.
+
+Two families, each drawn from a seed so that a record can be rebuilt exactly:
+
+- **failure records**: steady creep at ``creep_mm_day`` with an accelerating (tertiary)
+  part of the Voight kind superposed, ``v(t) = v_s * (1 + (T / (t_f - t)) ** (1 / (alpha - 1)))``,
+  up to the failure time ``t_f``. ``T`` is the length of the tertiary phase: the time before
+  failure at which the accelerating part equals the steady creep (the velocity has
+  doubled); before that it fades out, as measured creep curves do at the onset of
+  acceleration. For ``alpha = 2`` the inverse velocity of the accelerating part is a
+  straight line to zero at ``t_f`` (Fukuzono 1985).
+- **quiet site-years**: a year of steady creep with rain-driven seasonal accelerations that
+  slow down again, a sensor re-installation step, and daily temperature cycles, and no
+  failure.
+
+Both carry Gaussian noise, missing samples and occasional outliers. This module only makes
+data; it never evaluates a rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+HOUR = 3600.0
+DAY = 86400.0
+#: Records start here (2026-01-01T00:00Z), so times look like a gateway's.
+ORIGIN = 1_767_225_600.0
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class SlopeRecord:
+    """One displacement record and what is true about it.
+
+    ``failure_t`` is NaN for a record with no failure. ``t`` and ``x`` are the samples a
+    gateway would store (missing samples are absent, outliers included).
+    """
+
+    name: str
+    t: FloatArray
+    x: FloatArray
+    interval_s: float
+    noise_mm: float
+    failure_t: float
+    params: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fails(self) -> bool:
+        """True for a record that ends in failure."""
+        return not math.isnan(self.failure_t)
+
+
+def tertiary_displacement(
+    tau_s: FloatArray, creep_mm_day: float, tertiary_s: float, alpha: float
+) -> FloatArray:
+    """Displacement of the accelerating part at ``tau_s`` seconds before failure (up to a constant).
+
+    It is the integral of ``v_s * (T / tau) ** p`` with ``p = 1 / (alpha - 1)``.
+    """
+    v_s = creep_mm_day / DAY
+    p = 1.0 / (alpha - 1.0)
+    if abs(p - 1.0) < 1e-12:
+        return np.asarray(-v_s * tertiary_s * np.log(tau_s / tertiary_s), dtype=np.float64)
+    scaled = (tau_s / tertiary_s) ** (1.0 - p)
+    return np.asarray(v_s * tertiary_s * scaled / (p - 1.0), dtype=np.float64)
+
+
+def _sample_times(
+    rng: np.random.Generator, start: float, end: float, interval_s: float, missing: float
+) -> FloatArray:
+    n = int((end - start) // interval_s)
+    t = start + interval_s * np.arange(n + 1, dtype=np.float64)
+    t = t[t < end]
+    keep = np.asarray(rng.random(t.shape[0]) >= missing, dtype=np.bool_)
+    if rng.random() < 0.5 and t.shape[0] > 100:
+        # a telemetry gap of a few hours, as after a flat battery or a lost link
+        gap_start = rng.uniform(start, end - 12 * HOUR)
+        keep = keep & ~((t >= gap_start) & (t < gap_start + rng.uniform(2, 8) * HOUR))
+    return t[keep]
+
+
+def _outliers(rng: np.random.Generator, x: FloatArray, noise_mm: float, rate: float) -> FloatArray:
+    hit = rng.random(x.shape[0]) < rate
+    size = rng.uniform(10.0, 30.0, x.shape[0]) * noise_mm * rng.choice([-1.0, 1.0], x.shape[0])
+    return np.asarray(np.where(hit, x + size, x), dtype=np.float64)
+
+
+def failure_record(seed: int, interval_s: float | None = None) -> SlopeRecord:
+    """A creeping slope that accelerates to failure, drawn from ``seed``."""
+    rng = np.random.default_rng([11, seed])
+    interval = interval_s if interval_s is not None else float(rng.choice([600.0, 3600.0]))
+    creep = float(math.exp(rng.uniform(math.log(0.1), math.log(2.0))))
+    alpha = float(rng.uniform(1.5, 2.5))
+    tertiary_s = float(math.exp(rng.uniform(math.log(50.0), math.log(400.0)))) * HOUR
+    noise = float(rng.uniform(0.02, 0.1))
+    before_s = tertiary_s + rng.uniform(10.0, 20.0) * DAY
+    failure_t = ORIGIN + before_s + rng.uniform(0.0, interval)
+    t = _sample_times(rng, ORIGIN, failure_t, interval, missing=rng.uniform(0.0, 0.05))
+    tau = failure_t - t
+    x = 100.0 + creep / DAY * (t - ORIGIN)
+    x += tertiary_displacement(tau, creep, tertiary_s, alpha)
+    x -= x[0] - 100.0
+    cycle_mm = rng.uniform(0.0, 1.0) * noise
+    x += cycle_mm * np.sin(2 * math.pi * (t - ORIGIN) / DAY + rng.uniform(0, 2 * math.pi))
+    x += rng.normal(0.0, noise, t.shape[0])
+    x = _outliers(rng, x, noise, rate=rng.uniform(0.0, 0.003))
+    params = {
+        "creep_mm_day": creep,
+        "alpha": alpha,
+        "tertiary_h": tertiary_s / HOUR,
+        "cycle_mm": cycle_mm,
+    }
+    return SlopeRecord(f"failure-{seed}", t, x, interval, noise, failure_t, params)
+
+
+def _seasonal_velocity_factor(
+    rng: np.random.Generator, t: FloatArray, end: float
+) -> tuple[FloatArray, list[float]]:
+    """1 + the seasonal accelerations: each rises smoothly to a peak, then decays."""
+    factor = np.ones(t.shape[0])
+    peaks: list[float] = []
+    for _ in range(int(rng.integers(1, 3))):
+        peak_t = rng.uniform(ORIGIN + 30 * DAY, end - 30 * DAY)
+        rise_s = rng.uniform(5.0, 25.0) * DAY
+        decay_s = rng.uniform(10.0, 45.0) * DAY
+        gain = rng.uniform(1.0, 6.0)
+        rising = (t > peak_t - rise_s) & (t <= peak_t)
+        # raised cosine up to the peak, exponential slow-down after it
+        phase = (t[rising] - (peak_t - rise_s)) / rise_s
+        factor[rising] += gain * 0.5 * (1.0 - np.cos(math.pi * phase))
+        after = t > peak_t
+        factor[after] += gain * np.exp(-(t[after] - peak_t) / decay_s)
+        peaks.append(gain)
+    return factor, peaks
+
+
+def quiet_site_year(seed: int, interval_s: float | None = None) -> SlopeRecord:
+    """A year of a slow-moving slope that never fails, drawn from ``seed``."""
+    rng = np.random.default_rng([23, seed])
+    interval = interval_s if interval_s is not None else float(rng.choice([600.0, 3600.0]))
+    creep = float(math.exp(rng.uniform(math.log(0.1), math.log(2.0))))
+    noise = float(rng.uniform(0.02, 0.1))
+    end = ORIGIN + 365 * DAY
+    t = _sample_times(rng, ORIGIN, end, interval, missing=rng.uniform(0.0, 0.05))
+    factor, peaks = _seasonal_velocity_factor(rng, t, end)
+    dt = np.diff(t, prepend=t[0])
+    x = 100.0 + np.cumsum(creep / DAY * factor * dt)
+    cycle_mm = rng.uniform(0.2, 3.0) * noise
+    x += cycle_mm * np.sin(2 * math.pi * (t - ORIGIN) / DAY + rng.uniform(0, 2 * math.pi))
+    step_mm = 0.0
+    if rng.random() < 0.5:
+        # the sensor was re-installed: a jump, then the same creep from a new zero
+        step_t = rng.uniform(ORIGIN + 20 * DAY, end - 20 * DAY)
+        step_mm = float(rng.uniform(5.0, 50.0) * rng.choice([-1.0, 1.0]))
+        x = np.where(t >= step_t, x + step_mm, x)
+    x += rng.normal(0.0, noise, t.shape[0])
+    x = _outliers(rng, x, noise, rate=rng.uniform(0.0, 0.003))
+    params = {
+        "creep_mm_day": creep,
+        "cycle_mm": cycle_mm,
+        "step_mm": step_mm,
+        "seasonal_gain": max(peaks),
+    }
+    return SlopeRecord(f"quiet-{seed}", t, x, interval, noise, math.nan, params)
