@@ -1,12 +1,16 @@
 """How early, how exactly and how falsely the slope warning fires, on a seeded corpus.
 
 Runs the shipped failure-forecast rule (``edge_agent/examples/slope_road.toml``) through
-the real alarm engine over synthetic records from ``hardware_sim.slope_corpus``: failure
-records (tertiary creep, alpha 1.5-2.5, steady creep 0.1-2 mm/day, tertiary phase
-50-400 h, sampled every 10 min or hour, noise 0.02-0.1 mm, missing samples, outliers)
-and quiet site-years (steady creep, seasonal accelerations that slow down again, a sensor re-installation step, daily temperature
-cycles). Seeds below 1000 are the tuning set; the check set (seeds from 1000) was never
-used for tuning and is reported on its own.
+the real alarm engine over synthetic records from ``hardware_sim.slope_corpus``:
+
+- failure records: tertiary creep with alpha 1.5-2.5, steady creep 0.1-2 mm/day, a
+  tertiary phase of 50-400 h, sampled every 10 min or hour, noise 0.02-0.1 mm, missing
+  samples, telemetry gaps and outliers;
+- quiet site-years: steady creep, seasonal accelerations that slow down again, a sensor
+  re-installation step, daily temperature cycles.
+
+Seeds below 1000 are the tuning set; the check set (seeds from 1000) was never used for
+tuning and is reported on its own.
 
 Prints per set: lead times per level, the failure-time error at the first red as a
 fraction of the remaining time, false levels per site-year, each also split by sampling

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -374,14 +375,31 @@ def siren_test(
 @app.command()
 def replay(
     config: Annotated[Path, typer.Option("--config", "-c", help="Site file (TOML).")],
-    data_dir: DataDirOpt,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", "-d", help="Data directory whose store to replay."),
+    ] = None,
     start: Annotated[str | None, typer.Option("--from", help="ISO 8601 start.")] = None,
     end: Annotated[str | None, typer.Option("--to", help="ISO 8601 end.")] = None,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="A record to backtest: columns time, value.")
+    ] = None,
+    channel: Annotated[
+        str | None, typer.Option("--channel", help="Site channel the CSV stands for.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="With --csv: draw 1/v and the forecast here.")
+    ] = None,
     backend: Annotated[str, typer.Option(help="auto, numba or reference.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
-    """Re-evaluate the site's rules over stored history; print the alarms that would fire."""
+    """Re-evaluate the site's rules over stored history, or backtest them on a CSV record."""
     site = _load(config)
+    if csv_file is not None:
+        _replay_csv(site, csv_file, channel, plot, backend, json_out)
+        return
+    if data_dir is None:
+        raise _fail("give --data-dir (a gateway's store) or --csv FILE --channel NAME")
     os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
     from edge_agent.replay import replay_store  # noqa: PLC0415
 
@@ -389,6 +407,10 @@ def replay(
         changes = replay_store(site, data_dir, _epoch(start), _epoch(end), backend)
     except FileNotFoundError as exc:
         raise _fail(str(exc)) from None
+    _print_changes(changes, json_out)
+
+
+def _print_changes(changes: list[dict[str, Any]], json_out: bool) -> None:
     for change in changes:
         if json_out:
             sys.stdout.write(json.dumps(change) + "\n")
@@ -397,9 +419,53 @@ def replay(
                 f"{change['time']}  {change['rule']:<24} {change['from']:>7} -> {change['to']:<7} "
                 f"{change['detail']}",
                 highlight=False,
+                markup=False,
             )
     if not json_out:
         console.print(f"{len(changes)} level change(s)")
+
+
+def _replay_csv(
+    site: SiteConfig,
+    csv_file: Path,
+    channel: str | None,
+    plot: Path | None,
+    backend: str,
+    json_out: bool,
+) -> None:
+    from edge_agent.replay_csv import (  # noqa: PLC0415 - numba loads only when replaying
+        RecordError,
+        backtest,
+        change_rows,
+        forecast_steps,
+        plot_inverse_velocity,
+        read_record,
+    )
+
+    if channel is None:
+        raise _fail("--csv needs --channel NAME: the site channel the record stands for")
+    try:
+        t, x = read_record(csv_file)
+        result = backtest(site, channel, t, x, backend)
+        if plot is not None:
+            plot_inverse_velocity(site, result, plot)
+    except RecordError as exc:
+        raise _fail(str(exc)) from None
+    for step in forecast_steps(site, result):
+        when = datetime.fromtimestamp(step["t"], UTC).isoformat(timespec="seconds")
+        if json_out:
+            sys.stdout.write(json.dumps({"forecast": step, "time": when}) + "\n")
+        elif math.isfinite(step["lead_h"]):
+            console.print(
+                f"{when}  {step['rule']:<24} forecast: failure in {step['lead_h']:.1f} h "
+                f"(alpha {step['alpha']:.2f}, v {step['velocity_mm_day']:.3g} mm/day, "
+                f"evidence {step['evidence']:.0f})",
+                highlight=False,
+                markup=False,
+            )
+    _print_changes(change_rows(result.changes), json_out)
+    if plot is not None and not json_out:
+        console.print(f"plot written to {plot}")
 
 
 def _epoch(text: str | None) -> float | None:

@@ -17,6 +17,7 @@ from drivers.profiles import ProfileError, resolve_profile
 from drivers.tomlfile import read_toml
 from edge_agent.actuation import LEVEL_NAMES, ActuationSpec
 from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
+from edge_agent.rule_sampling import check_sample_counts
 from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
 from edge_agent.site_actuation import parse_actuation
 from edge_agent.site_errors import SiteConfigError
@@ -261,7 +262,7 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
         actuation=parse_actuation(
             source, base_dir, data, by_device, agent.reassert_s, agent.test_duration_s
         ),
-        rules=_parse_rules(source, data.get("rule", []), devices),
+        rules=_checked_rules(source, data.get("rule", []), devices),
         siren_nodes=tuple(
             _parse_siren_node(source, raw, i, by_device)
             for i, raw in enumerate(data.get("siren_node", []))
@@ -372,6 +373,17 @@ def _parse_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tupl
     except RuleError as exc:
         # RuleError already reads "FILE: rule 'id': problem"; keep it whole.
         raise SiteConfigError(source, str(exc).removeprefix(f"{source}: ")) from None
+
+
+def _checked_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tuple[RuleSpec, ...]:
+    rules = _parse_rules(source, raw, devices)
+    polls = {
+        device.channel_id(name): device.poll_interval_s
+        for device in devices
+        for name in (device.channels or tuple(c.name for c in device.profile.channels))
+    }
+    check_sample_counts(source, rules, polls)
+    return rules
 
 
 def load_site(path: str | Path) -> SiteConfig:

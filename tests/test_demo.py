@@ -32,7 +32,7 @@ def test_demo_storm_sounds_sirens_reaches_the_fleet_and_every_reading_arrives_on
     alarms = out[out.index("alarms at the fleet") :]
     assert "red" in row(alarms, "creek_village", "rain_county")
     assert "red" in row(alarms, "river_gauge", "river_stage")
-    assert "slope_angle" in alarms
+    assert "slope_velocity" in alarms
     # The sirens (relay1) and strobes (relay2) switched on in the flooded places.
     coils = out[out.index("relay coil changes") :]
     for station in ("creek_village", "river_gauge"):

@@ -226,9 +226,8 @@ def _voight_rss(
 @jit
 def _exponent(cfg: FloatArray, a: int) -> float:
     """The ``a``-th Voight exponent p = 1 / (alpha - 1) of the searched alpha grid."""
-    low = max(cfg[ALPHA_MIN] - ALPHA_MARGIN, 1.05)
-    high = cfg[ALPHA_MAX] + ALPHA_MARGIN
-    alpha = low + (high - low) * a / (int(cfg[N_ALPHA]) - 1)
+    step = (cfg[ALPHA_MAX] - cfg[ALPHA_MIN]) / (int(cfg[N_ALPHA]) - 1 - 2 * ALPHA_MARGIN)
+    alpha = max(cfg[ALPHA_MIN] + (a - ALPHA_MARGIN) * step, 1.05)
     return float(1.0 / (alpha - 1.0))
 
 

@@ -20,10 +20,11 @@ CHI2_95 = 3.841
 #: Layout of a forecast (the rule's value snapshot).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
 OUT_SIZE = 7
-#: Exponents tried, evenly from ALPHA_MARGIN below the rule's alpha_range to as far above:
-#: a best fit outside the range says the record does not accelerate the Voight way.
+#: Exponents tried: N_ALPHA_STEPS evenly spaced, the rule's alpha_range ends on the grid
+#: and ALPHA_MARGIN steps beyond each end (never below 1.05). A best fit outside the
+#: range says the record does not accelerate the Voight way.
 N_ALPHA_STEPS = 13
-ALPHA_MARGIN = 0.3
+ALPHA_MARGIN = 2
 #: An increment this many robust scales off the median rate is an outlier or a step.
 OUTLIER_SCALES = 6.0
 #: Failure further ahead than this many hours is "no failure in sight".

@@ -205,9 +205,9 @@ def voight_rss(b: Bins, p: float, mu: float, mx: float, sw: float) -> tuple[floa
 
 def exponent(rule: FailureForecastRule, a: int) -> float:
     """The ``a``-th Voight exponent p = 1 / (alpha - 1) of the searched alpha grid."""
-    low = max(rule.alpha_range[0] - ALPHA_MARGIN, 1.05)
-    high = rule.alpha_range[1] + ALPHA_MARGIN
-    alpha = low + (high - low) * a / (N_ALPHA_STEPS - 1)
+    low, high = rule.alpha_range
+    step = (high - low) / (N_ALPHA_STEPS - 1 - 2 * ALPHA_MARGIN)
+    alpha = max(low + (a - ALPHA_MARGIN) * step, 1.05)
     return 1.0 / (alpha - 1.0)
 
 

@@ -1,0 +1,208 @@
+"""Backtesting: run a site's rules over a displacement (or any channel) record from a CSV.
+
+Columns: time (ISO 8601 or Unix seconds), value. Reads the file and prints; it never writes
+to a store and never touches a bus. Optionally draws the inverse-velocity picture with
+matplotlib (an optional extra: ``pip install hazardwatch[plot]``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.actuation import LEVEL_NAMES
+from edge_agent.alarms import AlarmEngine, ChannelRule, FailureForecastRule, LevelChange
+from edge_agent.site_config import SiteConfig
+
+
+class RecordError(ValueError):
+    """The CSV record is unusable; the message names the file, the line and the problem."""
+
+
+@dataclass(slots=True)
+class Backtest:
+    """What a replay of one record gave: level changes, and each rule's value snapshot per step."""
+
+    changes: list[LevelChange]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    t: Any = None
+    x: Any = None
+
+
+def _time(text: str, where: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        msg = f"{where}: time {text!r} is neither ISO 8601 nor Unix seconds"
+        raise RecordError(msg) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def read_record(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Times and values of a two-column CSV (a header row is optional).
+
+    Raises:
+        RecordError: for an unreadable file, a bad row, or times that do not increase.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"{path}: cannot read the record: {exc}"
+        raise RecordError(msg) from None
+    times: list[float] = []
+    values: list[float] = []
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        where = f"{path}: line {number}"
+        if len(row) < 2:
+            msg = f"{where}: needs two columns (time, value), got {row!r}"
+            raise RecordError(msg)
+        if number == 1 and not times:
+            try:
+                float(row[1])
+            except ValueError:
+                continue  # a header
+        t = _time(row[0].strip(), where)
+        try:
+            value = float(row[1])
+        except ValueError:
+            msg = f"{where}: value {row[1]!r} is not a number"
+            raise RecordError(msg) from None
+        if not math.isfinite(t) or not math.isfinite(value):
+            msg = f"{where}: time and value must be finite numbers"
+            raise RecordError(msg)
+        if times and t <= times[-1]:
+            msg = f"{where}: time {row[0].strip()} does not come after the previous row"
+            raise RecordError(msg)
+        times.append(t)
+        values.append(value)
+    if not times:
+        msg = f"{path}: no rows"
+        raise RecordError(msg)
+    return np.array(times), np.array(values)
+
+
+def backtest(
+    site: SiteConfig, channel: str, t: np.ndarray, x: np.ndarray, backend: str = "auto"
+) -> Backtest:
+    """Run the site's rules on ``channel`` over the record, one evaluation step at a time.
+
+    Raises:
+        RecordError: when no rule of the site watches ``channel``.
+    """
+    rules = [r for r in site.rules if isinstance(r, ChannelRule) and r.channel == channel]
+    if not rules:
+        watched = sorted({r.channel for r in site.rules if isinstance(r, ChannelRule)})
+        msg = f"no rule of {site.source} watches '{channel}' (watched: {', '.join(watched)})"
+        raise RecordError(msg)
+    engine = AlarmEngine(rules, backend)
+    step_s = min(getattr(r, "eval_every_s", 0.0) or 3600.0 for r in rules)
+    result = Backtest([], t=t, x=x)
+    good = np.ones(t.shape[0], dtype=bool)
+    edges = np.searchsorted(t, np.arange(t[0] + step_s, t[-1] + step_s, step_s), side="left")
+    start = 0
+    for end in [*edges.tolist(), t.shape[0]]:
+        if end <= start:
+            continue
+        result.changes += engine.push_many(channel, t[start:end], x[start:end], good[start:end])
+        for rule_id, values in engine.metrics().items():
+            result.steps.append({"t": float(t[end - 1]), "rule": rule_id, **values})
+        start = end
+    return result
+
+
+def change_rows(changes: list[LevelChange]) -> list[dict[str, Any]]:
+    """Level changes as printable rows."""
+    return [
+        {
+            "time": datetime.fromtimestamp(c.t, UTC).isoformat(timespec="seconds"),
+            "t": c.t,
+            "rule": c.rule_id,
+            "from": LEVEL_NAMES[c.old],
+            "to": LEVEL_NAMES[c.new],
+            "kind": c.kind,
+            "detail": c.detail,
+        }
+        for c in changes
+    ]
+
+
+def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
+    """The failure forecasts among the steps, one row per evaluation that changed them."""
+    forecast_ids = {r.id for r in site.rules if isinstance(r, FailureForecastRule)}
+    rows: list[dict[str, Any]] = []
+    last: dict[str, tuple[float, ...]] = {}
+    for step in result.steps:
+        if step["rule"] not in forecast_ids:
+            continue
+        key = tuple(v for k, v in step.items() if k not in ("t", "rule"))
+        if last.get(step["rule"]) == key:
+            continue
+        last[step["rule"]] = key
+        rows.append(step)
+    return rows
+
+
+def plot_inverse_velocity(site: SiteConfig, result: Backtest, out: Path) -> None:
+    """Draw 1/v against time, the latest fitted curve, the predicted failure and level bands.
+
+    Raises:
+        RecordError: when matplotlib is not installed.
+    """
+    try:
+        import matplotlib  # noqa: PLC0415 - an optional extra
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        msg = "--plot needs matplotlib: pip install 'hazardwatch[plot]'"
+        raise RecordError(msg) from None
+    rows = [r for r in forecast_steps(site, result) if r["velocity_mm_day"] > 0]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    t0 = float(result.t[0])
+    hours = [(r["t"] - t0) / 3600.0 for r in rows]
+    ax.plot(hours, [1.0 / r["velocity_mm_day"] for r in rows], ".", ms=3, label="1/v (fit)")
+    accepted = [r for r in rows if math.isfinite(r["lead_h"])]
+    if accepted:
+        last = accepted[-1]
+        tau_now = last["lead_h"]
+        p = 1.0 / (last["alpha"] - 1.0)
+        span = np.linspace(max(0.0, tau_now * 4), 0.0, 200)
+        curve_t = (last["t"] - t0) / 3600.0 + tau_now - span
+        ax.plot(
+            curve_t,
+            (1.0 / last["velocity_mm_day"]) * (span / tau_now) ** p,
+            "-",
+            label=f"Voight fit, alpha {last['alpha']:.2f}",
+        )
+        failure_h = (last["failure_t"] - t0) / 3600.0
+        ax.axvline(failure_h, color="k", ls="--", label="predicted failure")
+        low = (last["failure_t_low"] - t0) / 3600.0
+        high = (last["failure_t_high"] - t0) / 3600.0
+        if math.isfinite(high):
+            ax.axvspan(low, high, color="grey", alpha=0.2, label="95 % interval")
+    colours = {2: "gold", 3: "darkorange", 4: "red"}
+    for change in result.changes:
+        if change.kind == "rise" and change.new in colours:
+            ax.axvline((change.t - t0) / 3600.0, color=colours[change.new], lw=2)
+    ax.set_xlabel(f"hours after {datetime.fromtimestamp(t0, UTC):%Y-%m-%d %H:%M}Z")
+    ax.set_ylabel("inverse velocity (day/mm)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right")
+    ax.set_title("Inverse velocity, forecast and level changes (yellow, orange, red lines)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,184 @@
+"""The failure-forecast rule: exact on clean records, silent on steady creep, backends agree."""
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_agent.alarms import AlarmEngine, FailureForecastRule
+from edge_agent.site_config import SiteConfigError, load_site
+from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
+
+pytest.importorskip("numba")
+
+HOUR = 3600.0
+DAY = 86400.0
+CHANNEL = "scarp.extension"
+
+
+def forecast_rule(**overrides):
+    fields = {
+        "id": "forecast",
+        "channel": CHANNEL,
+        "horizons_h": (None, 168.0, 72.0, 36.0),
+        "latch_from": 4,
+    }
+    return FailureForecastRule(**(fields | overrides))
+
+
+def failing_slope(days, creep_mm_day=0.5, tertiary_h=100.0, alpha=2.0, every_s=HOUR):
+    """Times, values and failure time of a noise-free slope failing after ``days``."""
+    failure_t = ORIGIN + days * DAY + 0.5
+    t = np.arange(ORIGIN, failure_t - every_s / 2, every_s)
+    x = 100.0 + creep_mm_day / DAY * (t - ORIGIN)
+    x += tertiary_displacement(failure_t - t, creep_mm_day, tertiary_h * HOUR, alpha)
+    return t, x, failure_t
+
+
+def replay(rule, t, x, backend="numba"):
+    engine = AlarmEngine([rule], backend)
+    changes = engine.replay({CHANNEL: (t, x, np.ones(t.shape[0], dtype=bool))})
+    return engine, changes
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, 2.5])
+def test_a_noise_free_record_predicts_failure_within_1_percent_a_day_ahead(alpha):
+    t, x, failure_t = failing_slope(20, alpha=alpha)
+    day_ahead = t <= failure_t - 24 * HOUR
+    engine, _ = replay(forecast_rule(), t[day_ahead], x[day_ahead])
+    forecast = engine.metrics()["forecast"]
+    remaining = failure_t - t[day_ahead][-1]
+    assert abs(forecast["failure_t"] - failure_t) / remaining < 0.01
+    assert abs(forecast["alpha"] - alpha) < 0.15
+    assert forecast["failure_t_low"] <= failure_t <= forecast["failure_t_high"] + 0.01 * remaining
+
+
+def test_red_comes_a_day_ahead_with_the_forecast_in_the_event():
+    t, x, failure_t = failing_slope(20)
+    _, changes = replay(forecast_rule(), t, x)
+    reds = [c for c in changes if c.new == 4]
+    assert reds, [c.detail for c in changes]
+    red = reds[0]
+    assert failure_t - red.t >= 24 * HOUR
+    assert "predicted failure at" in red.detail
+    assert "[95%" in red.detail
+    assert [c.new for c in changes if c.kind == "rise"] == sorted(
+        c.new for c in changes if c.kind == "rise"
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_steady_creep_with_noise_never_forecasts(seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(ORIGIN, ORIGIN + 60 * DAY, HOUR)
+    x = 50.0 + 0.8 / DAY * (t - ORIGIN) + rng.normal(0.0, 0.05, t.shape[0])
+    x += 0.05 * np.sin(2 * math.pi * (t - ORIGIN) / DAY)
+    engine, changes = replay(forecast_rule(min_evidence=30.0), t, x)
+    assert changes == []
+    assert engine.levels()["forecast"] == 0
+
+
+def test_a_sensor_reinstallation_step_is_not_an_acceleration():
+    rng = np.random.default_rng(5)
+    t = np.arange(ORIGIN, ORIGIN + 30 * DAY, HOUR)
+    x = 20.0 + 0.5 / DAY * (t - ORIGIN) + rng.normal(0.0, 0.03, t.shape[0])
+    x[t >= ORIGIN + 15 * DAY] += 25.0
+    engine, changes = replay(forecast_rule(min_evidence=30.0), t, x)
+    assert changes == []
+    assert not engine.metrics()["forecast"]["lead_h"] < math.inf
+
+
+def test_numba_and_the_reference_agree_exactly_on_awkward_input():
+    rng = np.random.default_rng(3)
+    t, x, _ = failing_slope(6, creep_mm_day=1.0, tertiary_h=60.0, alpha=1.8)
+    x = x + rng.normal(0.0, 0.02, t.shape[0])
+    x[40] += 2.0  # an outlier
+    x[20:] += 5.0  # a re-installation step
+    keep = rng.random(t.shape[0]) > 0.05  # missing samples
+    t, x = t[keep], x[keep]
+    rule = forecast_rule(
+        window_s=2 * DAY,
+        min_span_s=DAY,
+        min_bins=12,
+        eval_every_s=2 * HOUR,
+        min_evidence=10.0,
+        max_spread=2.0,
+        confirm=1,
+    )
+    compiled, compiled_changes = replay(rule, t, x, "numba")
+    reference, reference_changes = replay(rule, t, x, "reference")
+    assert compiled_changes == reference_changes
+    assert compiled.metrics() == reference.metrics()
+    assert compiled_changes, "the record should raise a level"
+
+
+def test_live_batches_equal_one_replay():
+    t, x, _ = failing_slope(6, creep_mm_day=1.0, tertiary_h=80.0)
+    rule = forecast_rule(window_s=3 * DAY, min_span_s=DAY, min_bins=12, eval_every_s=2 * HOUR)
+    _, whole = replay(rule, t, x)
+    live = AlarmEngine([rule], "numba")
+    pieces = []
+    for chunk in np.array_split(np.arange(t.shape[0]), 17):
+        pieces += live.push_many(CHANNEL, t[chunk], x[chunk], np.ones(chunk.shape[0], dtype=bool))
+    assert pieces == whole
+
+
+SITE = """
+[site]
+id = "ridge"
+
+[[bus]]
+name = "line"
+kind = "tcp"
+host = "127.0.0.1"
+port = 5020
+
+[[device]]
+name = "scarp"
+bus = "line"
+profile = "wire_extensometer"
+unit_id = 3
+poll_interval_s = {poll}
+channels = ["extension"]
+
+[[rule]]
+{rule}
+"""
+
+
+@pytest.mark.parametrize(
+    ("poll", "rule", "expected"),
+    [
+        (
+            3600,
+            'id = "fast"\nkind = "inverse_velocity"\nchannel = "scarp.extension"\n'
+            "window_s = 10800\nfit_window_s = 86400\nhorizons_h = { red = 6 }",
+            "rule 'fast': window_s = 10800 s holds 3 samples of 'scarp.extension' "
+            "(polled every 3600 s); it needs at least 6",
+        ),
+        (
+            7200,
+            'id = "forecast"\nkind = "failure_forecast"\nchannel = "scarp.extension"\n'
+            "window_s = 172800\nmin_bins = 30\nhorizons_h = { red = 36 }",
+            "rule 'forecast': window_s = 172800 s holds 24 hourly bins",
+        ),
+    ],
+)
+def test_a_window_with_too_few_samples_for_the_poll_interval_is_refused(
+    tmp_path, poll, rule, expected
+):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(poll=poll, rule=rule))
+    with pytest.raises(SiteConfigError) as caught:
+        load_site(site)
+    assert expected in str(caught.value)
+    assert str(site) in str(caught.value)
+
+
+def test_the_shipped_slope_example_uses_the_forecast_and_loads():
+    site = load_site("edge_agent/examples/slope_road.toml")
+    kinds = {rule.kind for rule in site.rules}
+    assert "failure_forecast" in kinds
+    assert not kinds & {"inverse_velocity", "tangent_angle"}
+    forecast = next(rule for rule in site.rules if rule.kind == "failure_forecast")
+    assert forecast.latch_from == 4
