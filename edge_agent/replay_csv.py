@@ -156,8 +156,26 @@ def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
     return rows
 
 
+def observed_inverse_velocity(
+    t: np.ndarray, x: np.ndarray, window_s: float = 6 * 3600.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly (time, 1/v in day/mm) from least-squares slopes stamped at their window's centre."""
+    centres = np.arange(t[0] + window_s / 2, t[-1] - window_s / 2, 3600.0)
+    out_t: list[float] = []
+    out_iv: list[float] = []
+    for centre in centres:
+        inside = (t >= centre - window_s / 2) & (t <= centre + window_s / 2)
+        if inside.sum() < 3:
+            continue
+        slope = np.polyfit(t[inside] - centre, x[inside], 1)[0] * 86400.0
+        if slope > 0:
+            out_t.append(float(centre))
+            out_iv.append(1.0 / slope)
+    return np.array(out_t), np.array(out_iv)
+
+
 def plot_inverse_velocity(site: SiteConfig, result: Backtest, out: Path) -> None:
-    """Draw 1/v against time, the latest fitted curve, the predicted failure and level bands.
+    """Draw 1/v against time, the fit at the first red (or the last forecast), level bands.
 
     Raises:
         RecordError: when matplotlib is not installed.
@@ -170,39 +188,55 @@ def plot_inverse_velocity(site: SiteConfig, result: Backtest, out: Path) -> None
     except ImportError:
         msg = "--plot needs matplotlib: pip install 'hazardwatch[plot]'"
         raise RecordError(msg) from None
-    rows = [r for r in forecast_steps(site, result) if r["velocity_mm_day"] > 0]
-    fig, ax = plt.subplots(figsize=(10, 5))
     t0 = float(result.t[0])
-    hours = [(r["t"] - t0) / 3600.0 for r in rows]
-    ax.plot(hours, [1.0 / r["velocity_mm_day"] for r in rows], ".", ms=3, label="1/v (fit)")
-    accepted = [r for r in rows if math.isfinite(r["lead_h"])]
-    if accepted:
-        last = accepted[-1]
-        tau_now = last["lead_h"]
-        p = 1.0 / (last["alpha"] - 1.0)
-        span = np.linspace(max(0.0, tau_now * 4), 0.0, 200)
-        curve_t = (last["t"] - t0) / 3600.0 + tau_now - span
-        ax.plot(
-            curve_t,
-            (1.0 / last["velocity_mm_day"]) * (span / tau_now) ** p,
-            "-",
-            label=f"Voight fit, alpha {last['alpha']:.2f}",
-        )
-        failure_h = (last["failure_t"] - t0) / 3600.0
-        ax.axvline(failure_h, color="k", ls="--", label="predicted failure")
-        low = (last["failure_t_low"] - t0) / 3600.0
-        high = (last["failure_t_high"] - t0) / 3600.0
-        if math.isfinite(high):
-            ax.axvspan(low, high, color="grey", alpha=0.2, label="95 % interval")
+
+    def hours(t: Any) -> Any:
+        return (np.asarray(t) - t0) / 3600.0
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    obs_t, obs_iv = observed_inverse_velocity(result.t, result.x)
+    ax.plot(hours(obs_t), obs_iv, ".", ms=3, color="tab:blue", label="1/v measured (6 h fits)")
+    forecast_ids = {r.id for r in site.rules if isinstance(r, FailureForecastRule)}
     colours = {2: "gold", 3: "darkorange", 4: "red"}
+    level_t: dict[int, float] = {}
     for change in result.changes:
-        if change.kind == "rise" and change.new in colours:
-            ax.axvline((change.t - t0) / 3600.0, color=colours[change.new], lw=2)
+        if change.rule_id in forecast_ids and change.kind == "rise":
+            for level in range(change.old + 1, change.new + 1):
+                level_t.setdefault(level, change.t)
+    end_h = float(hours(result.t[-1]))
+    for level, colour in colours.items():
+        if level in level_t:
+            ax.axvspan(float(hours(level_t[level])), end_h, color=colour, alpha=0.12, lw=0)
+    steps = [r for r in forecast_steps(site, result) if math.isfinite(r["lead_h"])]
+    chosen = [r for r in steps if 4 in level_t and r["t"] >= level_t[4]] or steps[-1:]
+    if chosen:
+        fit = chosen[0]
+        p = 1.0 / (fit["alpha"] - 1.0)
+        tau = np.linspace(fit["lead_h"] + 168.0, 0.0, 300)
+        curve = (1.0 / fit["velocity_mm_day"]) * (tau / fit["lead_h"]) ** p
+        fit_h = float(hours(fit["t"])) + fit["lead_h"] - tau
+        ax.plot(
+            fit_h,
+            curve,
+            "-",
+            color="tab:red",
+            label=f"fit at first red (accelerating part), alpha {fit['alpha']:.2f}",
+        )
+        ax.axvline(float(hours(fit["failure_t"])), color="k", ls="--", label="predicted failure")
+        if math.isfinite(fit["failure_t_high"]):
+            ax.axvspan(
+                float(hours(fit["failure_t_low"])),
+                float(hours(fit["failure_t_high"])),
+                color="grey",
+                alpha=0.3,
+                label="its 95 % interval",
+            )
     ax.set_xlabel(f"hours after {datetime.fromtimestamp(t0, UTC):%Y-%m-%d %H:%M}Z")
     ax.set_ylabel("inverse velocity (day/mm)")
-    ax.set_ylim(bottom=0)
+    top = float(np.percentile(obs_iv, 99)) * 1.2 if obs_iv.size else 1.0
+    ax.set_ylim(0, top)
     ax.legend(loc="upper right")
-    ax.set_title("Inverse velocity, forecast and level changes (yellow, orange, red lines)")
+    ax.set_title("Inverse velocity; shaded from when the forecast rose to yellow, orange, red")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

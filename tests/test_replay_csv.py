@@ -1,0 +1,88 @@
+"""``edge replay --csv``: a site's rules backtested on a displacement record, as a subprocess."""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
+
+EDGE = [sys.executable, "-m", "edge_agent.cli"]
+EXAMPLE = "edge_agent/examples/slope_road.toml"
+CHANNEL = "scarp_extensometer.extension"
+HOUR = 3600.0
+
+
+def edge(*args, cwd=None):
+    return subprocess.run(
+        [*EDGE, *args], capture_output=True, text=True, timeout=300, check=False, cwd=cwd
+    )
+
+
+@pytest.fixture(scope="module")
+def failing_record(tmp_path_factory):
+    """A scarp that creeps at 0.8 mm/day and fails 15 days in, sampled every 10 minutes."""
+    failure_t = ORIGIN + 15 * 86400.0
+    t = np.arange(ORIGIN, failure_t - 300.0, 600.0)
+    x = (
+        40.0
+        + 0.8 / 86400.0 * (t - ORIGIN)
+        + tertiary_displacement(failure_t - t, 0.8, 150 * HOUR, 2.0)
+    )
+    x += np.random.default_rng(1).normal(0.0, 0.02, t.shape[0])
+    path = tmp_path_factory.mktemp("record") / "scarp.csv"
+    rows = ["time,extension_mm"]
+    rows += [
+        f"{datetime.fromtimestamp(ti, UTC).isoformat(timespec='seconds')},{xi:.4f}"
+        for ti, xi in zip(t, x, strict=True)
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path, failure_t
+
+
+def test_replay_csv_prints_the_forecasts_and_the_levels_in_order(failing_record):
+    path, failure_t = failing_record
+    result = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL, "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    forecasts = [line["forecast"] for line in lines if "forecast" in line]
+    changes = [line for line in lines if "rule" in line]
+    assert forecasts, "a forecast at each evaluation step"
+    reds = [c for c in changes if c["rule"] == "slope_forecast" and c["to"] == "red"]
+    assert reds, changes
+    assert failure_t - reds[0]["t"] >= 24 * HOUR
+    assert "predicted failure at" in reds[0]["detail"]
+    rises = [c for c in changes if c["rule"] == "slope_forecast" and c["kind"] == "rise"]
+    assert [c["to"] for c in rises] == ["yellow", "orange", "red"][-len(rises) :]
+
+
+def test_replay_csv_draws_the_inverse_velocity_plot(failing_record, tmp_path):
+    path, _ = failing_record
+    out = tmp_path / "iv.png"
+    result = edge(
+        "replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL, "--plot", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "level change(s)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "channel", "message"),
+    [
+        ("time,value\n2026-01-01T00:00:00,1.0\n2026-01-01T00:00:00,1.1\n", CHANNEL, "line 3"),
+        ("time,value\n2026-01-01T00:00:00,abc\n", CHANNEL, "value 'abc' is not a number"),
+        ("time,value\nyesterday,1.0\n", CHANNEL, "neither ISO 8601 nor Unix seconds"),
+        ("time,value\n2026-01-01T00:00:00,1.0\n", "road_relays.relay1", "no rule of"),
+    ],
+)
+def test_replay_csv_refuses_a_bad_record_with_the_line(tmp_path, content, channel, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    result = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", channel)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
