@@ -17,7 +17,9 @@ import math
 
 from edge_agent.alarms.forecast_layout import (
     ALPHA,
+    ALPHA_FLOOR,
     ALPHA_MARGIN,
+    ALPHA_REFINE,
     CHI2_95,
     COARSE,
     EVIDENCE,
@@ -30,6 +32,7 @@ from edge_agent.alarms.forecast_layout import (
     MIN_LEAD_H,
     OUT_SIZE,
     REFINE,
+    STEP_SCALES,
     TRIED,
     VELOCITY,
 )
@@ -97,8 +100,9 @@ def clean_window(
 ) -> int:
     """Copy rows ``start:end`` of ``buf`` to ``s`` as (t, x, keep), cleaned; return the count.
 
-    An isolated outlier (a jump that comes straight back) gets keep = 0; a step with quiet
-    increments on both sides (a sensor re-installed) is taken out of every later sample;
+    An isolated outlier (a jump that comes straight back) gets keep = 0; a step of more
+    than ``STEP_SCALES`` robust scales with quiet increments on both sides (a sensor
+    re-installed) is taken out of every later sample;
     a last sample that jumps after a quiet increment waits for the next one to confirm it.
     Increments are judged against the median rate and a robust (MAD) scale.
     """
@@ -117,6 +121,7 @@ def clean_window(
         work[j] = abs(s[j + 1, S_X] - s[j, S_X] - rate * (s[j + 1, S_T] - s[j, S_T]))
     scale = 1.4826 * median_of(work, m)
     threshold = k_sigma * scale
+    step = STEP_SCALES * scale
     if not threshold > 0.0:
         return n
     offset = 0.0
@@ -131,7 +136,7 @@ def clean_window(
             r_next = s[j + 2, S_X] - s[j + 1, S_X] - rate * (s[j + 2, S_T] - s[j + 1, S_T])
             if abs(r_next) > threshold and r * r_next < 0.0 and abs(r + r_next) <= threshold:
                 s[j + 1, S_KEEP] = 0.0
-            elif abs(r_next) <= threshold and abs(previous) <= threshold:
+            elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
                 offset += r
         elif abs(previous) <= threshold:
             s[j + 1, S_KEEP] = 0.0
@@ -224,27 +229,46 @@ def _voight_rss(
 
 
 @jit
-def _exponent(cfg: FloatArray, a: int) -> float:
-    """The ``a``-th Voight exponent p = 1 / (alpha - 1) of the searched alpha grid."""
-    step = (cfg[ALPHA_MAX] - cfg[ALPHA_MIN]) / (int(cfg[N_ALPHA]) - 1 - 2 * ALPHA_MARGIN)
-    alpha = max(cfg[ALPHA_MIN] + (a - ALPHA_MARGIN) * step, 1.05)
-    return float(1.0 / (alpha - 1.0))
+def _rss_at(s: FloatArray, nb: int, alpha: float, mu: float, mx: float, sw: float) -> float:
+    """The Voight fit's rss at exponent ``alpha`` (inf at or below ``ALPHA_FLOOR``)."""
+    if not alpha > ALPHA_FLOOR:
+        return math.inf
+    rss, _, _ = _voight_rss(s, nb, 1.0 / (alpha - 1.0), mu, mx, sw)
+    return float(rss)
 
 
 @jit
 def _profile(
     s: FloatArray, nb: int, lead: float, cfg: FloatArray, mu: float, mx: float, sw: float
 ) -> tuple[float, float]:
-    """Best rss over the exponents for a failure ``lead`` hours ahead, and its exponent."""
+    """Best rss over alpha for a failure ``lead`` hours ahead, and its p = 1 / (alpha - 1).
+
+    A grid of alphas, then ``ALPHA_REFINE`` parabolic steps around the best, each on a
+    bracket a quarter as wide: alpha is searched continuously, not only on the grid.
+    """
     _log_taus(s, nb, lead)
+    h = (cfg[ALPHA_MAX] - cfg[ALPHA_MIN]) / (int(cfg[N_ALPHA]) - 1 - 2 * ALPHA_MARGIN)
     best = math.inf
-    best_p = math.nan
+    best_alpha = math.nan
     for a in range(int(cfg[N_ALPHA])):
-        p = _exponent(cfg, a)
-        rss, _, _ = _voight_rss(s, nb, p, mu, mx, sw)
+        alpha = max(cfg[ALPHA_MIN] + (a - ALPHA_MARGIN) * h, ALPHA_FLOOR + h / 8.0)
+        rss = _rss_at(s, nb, alpha, mu, mx, sw)
         if rss < best:
-            best, best_p = rss, p
-    return best, best_p
+            best, best_alpha = rss, alpha
+    if not best < math.inf:
+        return best, math.nan
+    for _ in range(ALPHA_REFINE):
+        left = _rss_at(s, nb, best_alpha - h, mu, mx, sw)
+        right = _rss_at(s, nb, best_alpha + h, mu, mx, sw)
+        curvature = left - 2.0 * best + right
+        if not (left < math.inf and right < math.inf and curvature > 0.0):
+            break
+        alpha = best_alpha + 0.5 * h * (left - right) / curvature
+        rss = _rss_at(s, nb, alpha, mu, mx, sw)
+        if rss < best:
+            best, best_alpha = rss, alpha
+        h = h / 4.0
+    return best, 1.0 / (best_alpha - 1.0)
 
 
 @jit

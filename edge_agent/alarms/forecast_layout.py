@@ -25,7 +25,13 @@ OUT_SIZE = 7
 #: range says the record does not accelerate the Voight way.
 N_ALPHA_STEPS = 13
 ALPHA_MARGIN = 2
-#: An increment this many robust scales off the median rate is an outlier or a step.
+#: Parabolic steps that refine alpha between grid points, and the lowest alpha tried.
+ALPHA_REFINE = 3
+ALPHA_FLOOR = 1.05
+#: An increment this many robust scales off the median rate is an outlier, if the next
+#: one comes back; a step (a re-installed sensor) must be STEP_SCALES off, since taking
+#: real motion out of the record would be far worse than leaving a small step in.
 OUTLIER_SCALES = 6.0
+STEP_SCALES = 20.0
 #: Failure further ahead than this many hours is "no failure in sight".
 MAX_LEAD_HOURS = 1000.0

@@ -11,7 +11,9 @@ import math
 from collections import deque
 
 from edge_agent.alarms.forecast_layout import (
+    ALPHA_FLOOR,
     ALPHA_MARGIN,
+    ALPHA_REFINE,
     CHI2_95,
     COARSE,
     FINE,
@@ -22,6 +24,7 @@ from edge_agent.alarms.forecast_layout import (
     OUT_SIZE,
     OUTLIER_SCALES,
     REFINE,
+    STEP_SCALES,
 )
 from edge_agent.alarms.reference_metrics import NAN, Evaluation, negated, threshold_levels
 from edge_agent.alarms.specs import FailureForecastRule
@@ -55,6 +58,7 @@ def clean_window(
         [abs(xs[j + 1] - xs[j] - rate * (ts[j + 1] - ts[j])) for j in range(m)]
     )
     threshold = k_sigma * scale
+    step = STEP_SCALES * scale
     if not threshold > 0.0:
         return ts, xs, keep
     offset = 0.0
@@ -69,7 +73,7 @@ def clean_window(
             r_next = xs[j + 2] - xs[j + 1] - rate * (ts[j + 2] - ts[j + 1])
             if abs(r_next) > threshold and r * r_next < 0.0 and abs(r + r_next) <= threshold:
                 keep[j + 1] = False
-            elif abs(r_next) <= threshold and abs(previous) <= threshold:
+            elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
                 offset += r
         elif abs(previous) <= threshold:
             keep[j + 1] = False
@@ -203,27 +207,42 @@ def voight_rss(b: Bins, p: float, mu: float, mx: float, sw: float) -> tuple[floa
     return max(sxx - c * sux - acc * sgx, 0.0), c, acc
 
 
-def exponent(rule: FailureForecastRule, a: int) -> float:
-    """The ``a``-th Voight exponent p = 1 / (alpha - 1) of the searched alpha grid."""
-    low, high = rule.alpha_range
-    step = (high - low) / (N_ALPHA_STEPS - 1 - 2 * ALPHA_MARGIN)
-    alpha = max(low + (a - ALPHA_MARGIN) * step, 1.05)
-    return 1.0 / (alpha - 1.0)
+def rss_at(b: Bins, alpha: float, mu: float, mx: float, sw: float) -> float:
+    """The Voight fit's rss at exponent ``alpha`` (inf at or below the floor)."""
+    if not alpha > ALPHA_FLOOR:
+        return INF
+    rss, _, _ = voight_rss(b, 1.0 / (alpha - 1.0), mu, mx, sw)
+    return rss
 
 
 def profile(
     b: Bins, lead: float, rule: FailureForecastRule, mu: float, mx: float, sw: float
 ) -> tuple[float, float]:
-    """Best rss over the exponents for a failure ``lead`` hours ahead, and its exponent."""
+    """Best rss over alpha for a failure ``lead`` hours ahead, and its p = 1 / (alpha - 1)."""
     b.log_tau = [math.log(lead - u) for u in b.u]
+    low, high = rule.alpha_range
+    h = (high - low) / (N_ALPHA_STEPS - 1 - 2 * ALPHA_MARGIN)
     best = INF
-    best_p = NAN
+    best_alpha = NAN
     for a in range(N_ALPHA_STEPS):
-        p = exponent(rule, a)
-        rss, _, _ = voight_rss(b, p, mu, mx, sw)
+        alpha = max(low + (a - ALPHA_MARGIN) * h, ALPHA_FLOOR + h / 8.0)
+        rss = rss_at(b, alpha, mu, mx, sw)
         if rss < best:
-            best, best_p = rss, p
-    return best, best_p
+            best, best_alpha = rss, alpha
+    if not best < INF:
+        return best, NAN
+    for _ in range(ALPHA_REFINE):
+        left = rss_at(b, best_alpha - h, mu, mx, sw)
+        right = rss_at(b, best_alpha + h, mu, mx, sw)
+        curvature = left - 2.0 * best + right
+        if not (left < INF and right < INF and curvature > 0.0):
+            break
+        alpha = best_alpha + 0.5 * h * (left - right) / curvature
+        rss = rss_at(b, alpha, mu, mx, sw)
+        if rss < best:
+            best, best_alpha = rss, alpha
+        h = h / 4.0
+    return best, 1.0 / (best_alpha - 1.0)
 
 
 def search(

@@ -33,7 +33,7 @@ orange, red, strictly increasing with level; horizons strictly decreasing)::
     kind = "inverse_velocity"      # window_s, fit_window_s, eval_every_s = 60, min_r2 = 0.8,
                                    # horizons_h = { blue = 168, yellow = 72, orange = 24, red = 6 }
     kind = "failure_forecast"      # Voight's law fitted to the displacement (see
-                                   # forecast_kernels.py): window_s = 604800,
+                                   # forecast_kernels.py): window_s = 1209600,
                                    # eval_every_s = 3600, bin_s = 3600, min_bins = 24,
                                    # min_span_s = 86400, alpha_range = [1.5, 2.5],
                                    # min_evidence = 100, max_spread = 0.5,

@@ -194,7 +194,7 @@ class FailureForecastRule(ChannelRule):
     """
 
     kind: ClassVar[str] = "failure_forecast"
-    window_s: float = 604800.0
+    window_s: float = 1209600.0
     eval_every_s: float = 3600.0
     bin_s: float = 3600.0
     min_bins: int = 24
