@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import subprocess
 import sys
@@ -208,6 +209,72 @@ def test_messages_from_unknown_gateways_are_rejected_not_stored(
     result = repository.commit([Received("gw-9999999999", T0, batch), data(1, 1)])
     assert result.rejected == [("gw-9999999999", "unknown_gateway", "not enrolled")]
     assert result.acks == {(GW, Stream.READINGS): 1}
+
+
+OTHER = "gw-abcdefabcd"
+
+
+def enroll_other(repository: SQLiteRepository) -> None:
+    _token, secret = repository.create_enrollment_token("site", T0 + 60, None, None, T0)
+    repository.redeem_enrollment_token(secret, NewGateway(OTHER, "o" * 44, "$7$y", None, None), T0)
+
+
+def other_data(first: int, last: int) -> Received:
+    rows = [(s, T0 + s, "rain", 2.0, 0) for s in range(first, last + 1)]
+    batch = DataBatch(gateway_id=OTHER, first_seq=first, last_seq=last, rows=rows)
+    return Received(OTHER, T0, batch)
+
+
+def unvalidated(first: int, last: int, rows: list[tuple[object, ...]]) -> Received:
+    """A batch that skipped validation: what a gap in the wire models would let through."""
+    batch = DataBatch.model_construct(gateway_id=GW, first_seq=first, last_seq=last, rows=rows)
+    return Received(GW, T0, batch)
+
+
+def test_a_message_that_raises_in_a_commit_costs_only_itself(
+    repository: SQLiteRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OverflowError is no sqlite3.Error: it used to drop the whole group, OTHER's batch too.
+    enroll_other(repository)
+    poisoned = unvalidated(2**63, 2**63, [])
+    result = repository.commit([other_data(1, 5), poisoned, other_data(6, 8)])
+    assert result.acks == {(OTHER, Stream.READINGS): 8}
+    assert result.rows_stored == 8
+    [(gateway, reason, detail)] = result.rejected
+    assert (gateway, reason) == (GW, "internal_error")
+    assert "OverflowError" in detail
+    assert "could not store a DataBatch from gw-0123456789" in caplog.text
+    assert [p.seq for p in repository.readings(OTHER, "rain", 0, T0 + 100, 100)] == list(
+        range(1, 9)
+    )
+    assert repository.get_gateway(GW).streams == {"readings": 0, "events": 0}
+
+
+def test_a_row_the_store_cannot_hold_is_refused_never_acked_as_stored(
+    repository: SQLiteRepository,
+) -> None:
+    # A NaN binds as NULL: INSERT OR IGNORE skipped the row and the batch was acked in full.
+    enroll_other(repository)
+    rows = [(1, T0, "rain", 1.0, 0), (2, math.nan, "rain", 1.0, 0), (3, T0, "rain", 1.0, 0)]
+    bad_event = EventRow.model_construct(seq=1, ts=math.nan, kind="fault", detail={})
+    bad_events = EventBatch.model_construct(
+        gateway_id=GW, first_seq=1, last_seq=1, rows=[bad_event]
+    )
+    result = repository.commit(
+        [unvalidated(1, 3, rows), other_data(1, 2), Received(GW, T0, bad_events)]
+    )
+    assert result.acks == {(OTHER, Stream.READINGS): 2}
+    assert [(g, reason) for g, reason, _detail in result.rejected] == [
+        (GW, "storage_error"),
+        (GW, "storage_error"),
+    ]
+    assert "NOT NULL constraint failed: readings.ts" in result.rejected[0][2]
+    with sqlite3.connect(repository.path) as conn:
+        held = conn.execute(
+            "SELECT count(*) FROM readings r JOIN gateways g ON g.num = r.gw WHERE g.id = ?", (GW,)
+        ).fetchone()
+    assert held == (0,)
+    assert repository.get_gateway(GW).streams == {"readings": 0, "events": 0}
 
 
 def event(seq: int, level: int, kind: str = "alarm", **detail: object) -> EventRow:
