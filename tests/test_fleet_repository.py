@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.repository import EnrollmentRefusedError, NewGateway, Received
+from fleet.credentials import token_hash
+from fleet.repository import API_TOKEN_TTL_S, EnrollmentRefusedError, NewGateway, Received
 from fleet.sqlite_ingest import ROWS_PER_STATEMENT, insert_readings
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import DataBatch, EventBatch, EventRow, Stream
@@ -301,6 +302,40 @@ def test_alarm_events_open_raise_acknowledge_and_close_one_episode(
     [ended] = repository.alarms(active=False, gateway_id=GW, since=None, until=None, limit=10)
     assert (ended.id, ended.peak_level, ended.cleared_at) == (alarm.id, 4, T0 + 5)
     assert repository.get_gateway(GW).alarm_level == 0
+
+
+OLD_API_TOKENS = """
+CREATE TABLE api_tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+"""
+
+
+def test_a_database_from_before_token_expiry_gives_its_tokens_90_days(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.sqlite"
+    secret = "hwt_" + "s" * 43
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_API_TOKENS)
+        conn.execute(
+            "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
+            ("old-script", "viewer", token_hash(secret), T0),
+        )
+    conn.close()
+    before = time.time()
+    repository = SQLiteRepository(path, durable=False)
+    again = SQLiteRepository(path, durable=False)  # a second process opening it: no change
+    token = repository.api_token_for_secret(secret, time.time())
+    assert token is not None
+    assert token.expires_at is not None
+    assert before + API_TOKEN_TTL_S <= token.expires_at <= time.time() + API_TOKEN_TTL_S
+    assert again.api_token_for_secret(secret, token.expires_at) is None
+    repository.close()
+    again.close()
 
 
 def test_a_token_cannot_be_redeemed_twice_even_concurrently_written(
