@@ -182,7 +182,7 @@ def build_health(
         store_bytes=host.store_bytes,
         backlog_readings=max(0, backlog.get(Stream.READINGS, 0)),
         backlog_events=max(0, backlog.get(Stream.EVENTS, 0)),
-        alarm_level=agent.site_level(),
+        alarm_level=int(agent.site_level()),  # strict on the wire: no numpy ints
         buses={
             name: BusHealth(
                 last_success=_timestamp(last_poll.get(name)),

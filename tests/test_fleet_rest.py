@@ -281,6 +281,21 @@ async def test_every_refusal_a_route_gives_is_in_the_openapi_schema(console: Con
     assert {"403", "410", "422"} <= set(enroll)
 
 
+async def test_a_stored_health_with_an_infinity_still_shows_the_gateway(console: Console) -> None:
+    # Stored by a version that let Infinity through: the page answered 500.
+    gateway_id = (await console.enroll(await console.new_token())).json()["gateway_id"]
+    health = f'{{"gateway_id":"{gateway_id}","ts":{T0},"uptime_s":Infinity,"agent_version":"0.1"}}'
+    with console.repository._db().conn as db:
+        db.execute(
+            "UPDATE gateways SET health = ?, health_at = ? WHERE id = ?", (health, T0, gateway_id)
+        )
+    answer = await console.http.get(
+        f"/api/v1/gateways/{gateway_id}", headers=console.as_(Role.VIEWER)
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["health"], answer.json()["health_at"]) == (None, T0)
+
+
 def owner_only(path: Path) -> bool:
     return path.stat().st_mode & 0o777 == 0o600
 
