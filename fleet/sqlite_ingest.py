@@ -102,15 +102,23 @@ class IngestWriter:
         """
         prepared = []
         for item in received:
-            gw = self._gateway_num(conn, item.gateway_id)
-            values = None
-            if gw is not None and isinstance(item.payload, DataBatch):
-                values = self._known_channel_values(gw, item.payload)
-                if values is None:  # maybe another ingest process gave them ids: look
-                    self._load_channel_ids(conn, gw)
-                    values = self._known_channel_values(gw, item.payload)
-            prepared.append(Prepared(item, gw, values))
+            try:
+                prepared.append(self._prepare(conn, item))
+            except sqlite3.OperationalError:
+                raise
+            except Exception:  # left to the transaction, where it costs this message only
+                prepared.append(Prepared(item))
         return prepared
+
+    def _prepare(self, conn: sqlite3.Connection, item: Received) -> Prepared:
+        gw = self._gateway_num(conn, item.gateway_id)
+        values = None
+        if gw is not None and isinstance(item.payload, DataBatch):
+            values = self._known_channel_values(gw, item.payload)
+            if values is None:  # maybe another ingest process gave them ids: look
+                self._load_channel_ids(conn, gw)
+                values = self._known_channel_values(gw, item.payload)
+        return Prepared(item, gw, values)
 
     def _load_channel_ids(self, conn: sqlite3.Connection, gw: int) -> None:
         rows = conn.execute("SELECT name, id FROM channels WHERE gw = ?", (gw,)).fetchall()

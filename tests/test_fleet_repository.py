@@ -251,6 +251,18 @@ def test_a_message_that_raises_in_a_commit_costs_only_itself(
     assert repository.get_gateway(GW).streams == {"readings": 0, "events": 0}
 
 
+def test_a_message_that_raises_before_the_transaction_costs_only_itself(
+    repository: SQLiteRepository,
+) -> None:
+    # An unhashable channel fails while the rows are bound, before the write lock.
+    enroll_other(repository)
+    poisoned = unvalidated(1, 1, [(1, T0, ["not", "a", "name"], 1.0, 0)])
+    result = repository.commit([poisoned, other_data(1, 3)])
+    assert result.acks == {(OTHER, Stream.READINGS): 3}
+    assert [(g, reason) for g, reason, _detail in result.rejected] == [(GW, "internal_error")]
+    assert "TypeError" in result.rejected[0][2]
+
+
 def test_a_row_the_store_cannot_hold_is_refused_never_acked_as_stored(
     repository: SQLiteRepository,
 ) -> None:

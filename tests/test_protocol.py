@@ -141,7 +141,7 @@ def test_acks_health_and_bundles_parse_their_documented_shapes() -> None:
         fleet_url="https://fleet.example",
         token="hwe_" + "x" * 43,
         site_id="creek-village",
-        expires_at=2.0,
+        expires_at=T0 + 3600,
         fleet_signing_key="A" * 43 + "=",
     )
     assert json.loads(bundle.model_dump_json())["format"] == "hazardwatch-enrollment-bundle"
@@ -243,6 +243,22 @@ def test_a_sender_flags_what_the_wire_cannot_carry_and_still_sends_it() -> None:
         "a": ["nan", str(2**64), 1.5],
         "b": True,
     }
+
+
+@pytest.mark.parametrize("expires_at", ["NaN", "Infinity", "1e300", "0"])
+def test_a_bundle_expiring_at_no_sane_time_is_refused(expires_at: str) -> None:
+    bundle = OfflineBundle(
+        fleet_url="https://fleet.example",
+        token="hwe_" + "x" * 43,
+        site_id="creek-village",
+        expires_at=T0,
+        fleet_signing_key="A" * 43 + "=",
+    )
+    text = bundle.model_dump_json().replace(f'"expires_at":{T0}', f'"expires_at":{expires_at}')
+    assert expires_at in text
+    with pytest.raises(ValidationError) as caught:
+        OfflineBundle.model_validate_json(text)
+    assert caught.value.errors()[0]["loc"] == ("expires_at",)
 
 
 def test_the_enrollment_proof_binds_token_and_key() -> None:
