@@ -70,6 +70,7 @@ def create_app(settings: FleetSettings, rollout_timing: RolloutTiming | None = N
         schemas = schema.get("components", {}).get("schemas", {})
         if "HTTPValidationError" in schemas:
             schemas["HTTPValidationError"] = VALIDATION_ERROR_SCHEMA
+        _document_unreadable_bodies(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -98,6 +99,19 @@ VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
         },
     },
 }
+
+
+def _document_unreadable_bodies(schema: dict[str, Any]) -> None:
+    """Declare the 400 FastAPI itself answers when a JSON body cannot even be decoded."""
+    unreadable = {
+        "description": "the body could not be read as JSON",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in body:
+                operation["responses"].setdefault("400", unreadable)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -278,7 +278,20 @@ async def test_every_refusal_a_route_gives_is_in_the_openapi_schema(console: Con
     for method, template in conflicts:
         assert "409" in schema["paths"][template][method]["responses"], (method, template)
     enroll = schema["paths"]["/api/v1/enroll"]["post"]["responses"]
-    assert {"403", "410", "422"} <= set(enroll)
+    assert {"400", "403", "410", "422"} <= set(enroll)
+
+
+async def test_a_body_that_is_not_even_text_gets_the_documented_400(console: Console) -> None:
+    schema = (await console.http.get("/openapi.json")).json()
+    answer = await console.http.post(
+        "/api/v1/api-tokens",
+        content=b"\xff\xfe\x00",
+        headers={**console.as_(Role.ADMIN), "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400
+    documented = schema["paths"]["/api/v1/api-tokens"]["post"]["responses"]["400"]
+    assert documented["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    assert isinstance(answer.json()["detail"], str)
 
 
 async def test_a_stored_health_with_an_infinity_still_shows_the_gateway(console: Console) -> None:
