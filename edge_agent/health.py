@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ from drivers.poller import Poller
 from edge_agent.faults import FaultTracker
 from edge_agent.site_config import SiteConfig
 from protocol import BusHealth, Health, Stream
+from protocol.payloads import sendable_timestamp
 
 THERMAL_DIR = Path("/sys/class/thermal")
 MEMINFO = Path("/proc/meminfo")
@@ -165,7 +167,7 @@ def build_health(
     found = voltages(agent)
     return Health(
         gateway_id=gateway_id,
-        ts=agent.clock.now(),
+        ts=sendable_timestamp(agent.clock.now()),
         uptime_s=round(time.monotonic() - agent.started, 1),
         agent_version=agent_version,
         config_version=site_config_version,
@@ -180,16 +182,26 @@ def build_health(
         store_bytes=host.store_bytes,
         backlog_readings=max(0, backlog.get(Stream.READINGS, 0)),
         backlog_events=max(0, backlog.get(Stream.EVENTS, 0)),
-        alarm_level=agent.site_level(),
+        alarm_level=int(agent.site_level()),  # strict on the wire: no numpy ints
         buses={
             name: BusHealth(
-                last_success=last_poll.get(name),
+                last_success=_timestamp(last_poll.get(name)),
                 transactions=bus.stats.transactions,
                 failures=sum(bus.stats.failures.values()),
             )
             for name, bus in agent.poller.buses.items()
         },
         sensor_faults=dict(agent.faults.counts),
-        supply_v=found.get("supply_v"),
-        battery_v=found.get("battery_v"),
+        supply_v=_finite(found.get("supply_v")),
+        battery_v=_finite(found.get("battery_v")),
     )
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None for what the wire refuses (NaN, an infinity)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _timestamp(value: float | None) -> float | None:
+    """``value`` clamped into the wire's time range (None stays None)."""
+    return None if value is None else sendable_timestamp(value)

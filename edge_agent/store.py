@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -82,6 +83,9 @@ class ChannelHistory:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
+    # Owner-only (0600) before sqlite3 creates it with the umask's mode: the store holds the
+    # site's whole history. SQLite gives its -wal and -shm files the same mode.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: every commit is fsynced, so a committed event survives a power cut.

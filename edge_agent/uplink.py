@@ -46,6 +46,7 @@ from protocol import (
     Topic,
     gateway_topic,
 )
+from protocol.payloads import sendable_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,9 @@ class Uplink:
             await client.subscribe(self._topic(Topic.CMD), qos=1)
             for kind in self.documents:
                 await client.subscribe(self._topic(kind), qos=1)
-            online = GatewayState(state="online", ts=time.time(), agent_version=self.agent_version)
+            online = GatewayState(
+                state="online", ts=sendable_timestamp(time.time()), agent_version=self.agent_version
+            )
             await client.publish(
                 self._topic(Topic.STATE), online.model_dump_json(), qos=1, retain=True
             )
@@ -321,7 +324,9 @@ class Uplink:
 
     async def _say_offline(self, client: aiomqtt.Client) -> None:
         """Publish the offline state before a clean disconnect (which sends no Last Will)."""
-        offline = GatewayState(state="offline", ts=time.time(), agent_version=self.agent_version)
+        offline = GatewayState(
+            state="offline", ts=sendable_timestamp(time.time()), agent_version=self.agent_version
+        )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
                 client.publish(
@@ -394,7 +399,9 @@ class Uplink:
                 reply.get("error") or ", ".join(f"{k} {v}" for k, v in reply.items() if k != "ok")
             )
         log.warning("fleet command %s %s: %s", command.name, "done" if ok else "failed", detail)
-        result = CommandResult(id=command.id, ok=ok, detail=detail[:1000], ts=time.time())
+        result = CommandResult(
+            id=command.id, ok=ok, detail=detail[:1000], ts=sendable_timestamp(time.time())
+        )
         await client.publish(self._topic(Topic.CMD_RESULT), result.model_dump_json(), qos=1)
 
     # --- sending ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protocol import MAX_PAYLOAD_BYTES, DataBatch, EventBatch, EventRow, ReadingRow, Stream
+from protocol.payloads import finite_json, sendable_reading, sendable_timestamp
 
 T = TypeVar("T")
 
@@ -41,19 +42,24 @@ def event_row(
     """A stored event as a wire row; fields the wire cannot carry are clipped, never dropped.
 
     A row the fleet would refuse would stall the events stream for good, so an over-long
-    kind or subject is shortened and an unexpected level moves into ``detail``.
+    kind or subject is shortened, an unexpected level moves into ``detail``, a NaN or
+    infinity in ``detail`` goes as text, and a time outside the wire's range is clamped
+    into it (the time as recorded is kept in ``detail.recorded_ts``).
     """
     try:
         parsed = json.loads(detail)
     except ValueError:
         parsed = detail
-    details: dict[str, Any] = parsed if isinstance(parsed, dict) else {"value": parsed}
+    details: dict[str, Any] = finite_json(parsed if isinstance(parsed, dict) else {"value": parsed})
     if level is not None and not 0 <= level <= 4:
         details = {**details, "level": level}
         level = None
+    sent_ts = sendable_timestamp(ts)
+    if sent_ts != ts:
+        details = {**details, "recorded_ts": repr(ts)}
     return EventRow(
         seq=seq,
-        ts=ts,
+        ts=sent_ts,
         kind=kind[:_KIND_MAX] or "event",
         subject=None if subject is None else subject[:_SUBJECT_MAX],
         level=level,
@@ -130,8 +136,10 @@ class UploadSource:
         return await self._run(lambda conn: self._events(conn, after_seq, limit))
 
     def _readings(self, conn: sqlite3.Connection, after: int, limit: int) -> EncodedBatch | None:
+        # sendable_reading flags what the wire cannot carry (NaN, infinities, an unset clock)
+        # instead of letting one such row stall the stream.
         rows: list[ReadingRow] = [
-            (seq, ts, name, value, quality)
+            sendable_reading(seq, ts, name, value, quality)
             for seq, ts, name, value, quality in conn.execute(
                 "SELECT r.seq, r.ts, c.name, r.value, r.quality FROM readings r "
                 "JOIN channels c ON c.id = r.channel WHERE r.seq > ? ORDER BY r.seq LIMIT ?",

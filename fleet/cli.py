@@ -31,9 +31,9 @@ from fleet.broker_files import (
 )
 from fleet.enrollment import BUNDLE_TTL_S
 from fleet.main import create_app
-from fleet.repository import Role
+from fleet.repository import ApiToken, ConflictError, NotFoundError, Role
 from fleet.rollout_cli import release_app, rollout_app
-from fleet.schemas import SITE_ID_PATTERN
+from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import open_enrollment, open_repository, run_fleet
 from fleet.settings import FleetSettings
 from fleet.sqlite_repository import iso
@@ -332,20 +332,83 @@ def _listener(
     return Listener(int(port), host or "127.0.0.1", certfile, keyfile, fleet)
 
 
+ApiTokenTtl = Annotated[
+    str,
+    typer.Option(
+        "--ttl", help="How long the token works, e.g. 30d or 12h (default 90d, at most 730d)."
+    ),
+]
+
+
+def _api_token_ttl(text: str) -> float:
+    ttl_s = parse_duration(text)
+    if not 0 < ttl_s <= MAX_API_TOKEN_TTL_S:
+        msg = f"--ttl {text}: give a lifetime above 0 and at most 730d; rotate tokens instead"
+        raise typer.BadParameter(msg)
+    return ttl_s
+
+
+def _print_api_token(token: ApiToken, secret: str) -> None:
+    """The secret on stdout (for a script to capture), what it is on stderr."""
+    typer.echo(secret)
+    about = {"id": token.id, "name": token.name, "role": token.role}
+    about["expires_at"] = iso(token.expires_at) if token.expires_at is not None else None
+    typer.echo(json.dumps(about), err=True)
+
+
 @apitoken_app.command("create")
 def apitoken_create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
     role: Annotated[Role, typer.Option("--role", help="viewer, operator or admin.")],
+    ttl: ApiTokenTtl = "90d",
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Create an API token and print it (shown only now; stored hashed)."""
+    ttl_s = _api_token_ttl(ttl)
     repository = open_repository(FleetSettings(data_dir=data_dir))
     try:
-        token, secret = repository.create_api_token(name, role, time.time())
+        token, secret = repository.create_api_token(name, role, time.time(), ttl_s)
     finally:
         repository.close()
-    typer.echo(secret)
-    typer.echo(json.dumps({"id": token.id, "name": token.name, "role": token.role}), err=True)
+    _print_api_token(token, secret)
+
+
+@apitoken_app.command("rotate")
+def apitoken_rotate(
+    token_id: Annotated[int, typer.Argument(help="The token's id (see apitoken list).")],
+    ttl: ApiTokenTtl = "90d",
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Give a token a new secret and expiry, and print the secret; the old one stops now."""
+    ttl_s = _api_token_ttl(ttl)
+    repository = open_repository(FleetSettings(data_dir=data_dir))
+    try:
+        token, secret = repository.rotate_api_token(token_id, time.time(), ttl_s)
+    except (NotFoundError, ConflictError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        repository.close()
+    _print_api_token(token, secret)
+
+
+@apitoken_app.command("list")
+def apitoken_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Every API token (never a secret): id, name, role, and until when it works."""
+    repository = open_repository(FleetSettings(data_dir=data_dir))
+    try:
+        tokens = repository.list_api_tokens()
+    finally:
+        repository.close()
+    now = time.time()
+    for token in tokens:
+        if token.revoked_at is not None:
+            state = f"revoked {iso(token.revoked_at)}"
+        elif token.expires_at is None or token.expires_at <= now:
+            state = "expired" + (f" {iso(token.expires_at)}" if token.expires_at else "")
+        else:
+            state = f"expires {iso(token.expires_at)}"
+        typer.echo(f"{token.id}\t{token.name}\t{token.role.value}\t{state}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,66 @@
-"""Dependencies shared by the routers: the repository, enrollment, and API-token roles.
+"""Dependencies shared by the routers: the repository, enrollment, API-token roles, limits.
 
 ``require(role)`` authenticates the bearer token on every request and refuses a token
-whose role is below ``role`` with 403 and a message naming both roles.
+whose role is below ``role`` with 403 and a message naming both roles. ``RowIdPath``
+bounds ids in paths to what SQLite holds, and ``refusals`` documents the 4xx answers a
+route gives in the OpenAPI schema. Nothing here may log or echo a token's secret.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from fleet.enrollment import Enrollment
 from fleet.ingest import IngestWorker
 from fleet.repository import ConflictError, NotFoundError, Repository, Role
+from protocol import MAX_WIRE_INT
 
 bearer = HTTPBearer(
     auto_error=False,
     description="An API token from `fleet apitoken create` or POST /api/v1/api-tokens.",
 )
+
+
+#: A record id in a path: a SQLite INTEGER (signed 64 bits). A larger one is refused with
+#: 422 here instead of overflowing in the query with a 500.
+RowIdPath = Annotated[int, Path(ge=1, le=MAX_WIRE_INT)]
+
+
+def FiniteQuery(**kwargs: Any) -> Any:  # noqa: N802 - used like fastapi.Query
+    """A float query parameter that refuses NaN and infinities (they cannot go back as JSON)."""
+    return Query(allow_inf_nan=False, **kwargs)
+
+
+class ErrorOut(BaseModel):
+    """A refusal: ``detail`` says in words what is wrong."""
+
+    detail: str
+
+
+_REFUSALS = {
+    400: "the request contradicts itself (e.g. a range that ends before it starts)",
+    401: "missing API token, or one that is unknown, revoked or expired",
+    403: "the API token's role is too low for this",
+    404: "no such record",
+    409: "the request contradicts the record's state",
+    410: "the record no longer works (expired, used or revoked)",
+}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses=`` entries for these 4xx codes, all shaped as ``ErrorOut``."""
+    return {code: {"model": ErrorOut, "description": _REFUSALS[code]} for code in codes}
+
+
+#: What every route behind an API token may answer.
+TOKEN_REFUSALS = refusals(401, 403)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +103,12 @@ def require(role: Role) -> Callable[..., Principal]:
                 "missing API token: send the header 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        token = repository.api_token_for_secret(credentials.credentials)
+        token = repository.api_token_for_secret(credentials.credentials, time.time())
         if token is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "unknown or revoked API token",
+                "unknown, revoked or expired API token "
+                "(an admin gives an expired one a new secret: fleet apitoken rotate ID)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         if token.role.rank < role.rank:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -62,11 +63,62 @@ def create_app(settings: FleetSettings, rollout_timing: RolloutTiming | None = N
     for router in (*configs.routers, releases.router, rollouts.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default_openapi()  # made once, then cached on the app
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = VALIDATION_ERROR_SCHEMA
+        _document_unreadable_bodies(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
+#: The OpenAPI schema of every 422 answer, in place of FastAPI's (which says ``detail`` is
+#: the list): one line a person reads in ``detail``, and for request validation the list
+#: of problems a program reads in ``errors``. Routes that refuse a body's content
+#: themselves (a site file, a release file, waves) answer 422 with ``detail`` alone.
+VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "HTTPValidationError",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "type": "string",
+            "title": "Detail",
+            "description": "what is wrong, in one line: 'where: problem; where: problem'",
+        },
+        "errors": {
+            "type": "array",
+            "title": "Errors",
+            "items": {"$ref": "#/components/schemas/ValidationError"},
+            "description": "each problem with its location (request validation only)",
+        },
+    },
+}
+
+
+def _document_unreadable_bodies(schema: dict[str, Any]) -> None:
+    """Declare the 400 FastAPI itself answers when a JSON body cannot even be decoded."""
+    unreadable = {
+        "description": "the body could not be read as JSON",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            body = operation.get("requestBody", {}).get("content", {})
+            if "application/json" in body:
+                operation["responses"].setdefault("400", unreadable)
+
+
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
-    """422 whose ``detail`` says in one line what is wrong, with the full list in ``errors``."""
+    """422 whose ``detail`` says in one line what is wrong, with the full list in ``errors``.
+
+    Its shape is ``VALIDATION_ERROR_SCHEMA``, which the OpenAPI schema documents.
+    """
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     problems = []

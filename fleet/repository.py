@@ -51,15 +51,25 @@ class EnrollmentRefusedError(PermissionError):
         self.gone = gone
 
 
+#: How long an API token works unless given another lifetime: a leaked token must not
+#: work for ever. ``fleet apitoken rotate`` (or ``POST /api/v1/api-tokens/{id}/rotate``)
+#: gives it a new secret and a new expiry.
+API_TOKEN_TTL_S = 90 * 86400.0
+
+
 @dataclass(frozen=True, slots=True)
 class ApiToken:
-    """A console user's API token (the secret itself is never stored)."""
+    """A console user's API token (the secret itself is never stored).
+
+    It works until ``expires_at`` unless revoked before.
+    """
 
     id: int
     name: str
     role: Role
     created_at: float
     revoked_at: float | None = None
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,12 +555,23 @@ class Repository(Protocol):
         """Release connections."""
 
     # --- API tokens ---------------------------------------------------------------------
-    def create_api_token(self, name: str, role: Role, now: float) -> tuple[ApiToken, str]:
-        """Store a new API token; return it with its secret (shown once)."""
+    def create_api_token(
+        self, name: str, role: Role, now: float, ttl_s: float = API_TOKEN_TTL_S
+    ) -> tuple[ApiToken, str]:
+        """Store a new API token valid for ``ttl_s``; return it with its secret (shown once)."""
         ...
 
-    def api_token_for_secret(self, secret: str) -> ApiToken | None:
-        """The active token with this secret, or None."""
+    def api_token_for_secret(self, secret: str, now: float) -> ApiToken | None:
+        """The token with this secret if it is neither revoked nor expired at ``now``."""
+        ...
+
+    def rotate_api_token(
+        self, token_id: int, now: float, ttl_s: float = API_TOKEN_TTL_S
+    ) -> tuple[ApiToken, str]:
+        """Give a token a new secret valid for ``ttl_s`` (the old one stops at once).
+
+        Raises NotFoundError, or ConflictError for a revoked token.
+        """
         ...
 
     def list_api_tokens(self) -> list[ApiToken]:

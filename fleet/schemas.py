@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fleet.repository import Alarm, ApiToken, EnrollmentToken, Gateway, Role
+from fleet.repository import API_TOKEN_TTL_S, Alarm, ApiToken, EnrollmentToken, Gateway, Role
 from protocol import OFFLINE_AFTER_S, Health
 
 SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -88,11 +88,25 @@ class GatewayDetail(GatewaySummary):
             enrolled_at=gateway.enrolled_at,
             state=gateway.state,
             state_at=gateway.state_at,
-            health=Health.model_validate(gateway.health) if gateway.health else None,
+            health=_health(gateway.health),
             health_at=gateway.health_at,
             streams=gateway.streams,
             channels=channels,
         )
+
+
+def _health(stored: dict[str, object] | None) -> Health | None:
+    """The stored health message, or None if it breaks today's rules.
+
+    A version before the wire refused non-finite numbers may have stored an infinite
+    uptime; the gateway page must still load.
+    """
+    if not stored:
+        return None
+    try:
+        return Health.model_validate(stored)
+    except ValidationError:
+        return None
 
 
 class ReadingOut(Out):
@@ -204,7 +218,8 @@ class EnrollmentTokenIn(BaseModel):
     """Create a one-time enrollment token for a site."""
 
     site_id: SiteId
-    ttl_s: Annotated[float, Field(gt=0, le=365 * 24 * 3600)] = 24 * 3600.0
+    # strict: JSON true is not 1 s (an int still is a number of seconds)
+    ttl_s: Annotated[float, Field(strict=True, gt=0, le=365 * 24 * 3600)] = 24 * 3600.0
     note: Annotated[str, Field(max_length=500)] | None = None
 
 
@@ -252,21 +267,42 @@ class EnrollmentTokenCreated(EnrollmentTokenOut):
     token: str
 
 
+#: Longest lifetime an API token may be given: a token is a password, rotate it.
+MAX_API_TOKEN_TTL_S = 2 * 365 * 86400.0
+ApiTokenTtl = Annotated[
+    float,
+    Field(
+        strict=True,
+        gt=0,
+        le=MAX_API_TOKEN_TTL_S,
+        description="seconds the token works (default 90 days, at most 2 years)",
+    ),
+]
+
+
 class ApiTokenIn(BaseModel):
     """Create an API token for a console user or script."""
 
     name: Annotated[str, Field(min_length=1, max_length=100)]
     role: Role
+    ttl_s: ApiTokenTtl = API_TOKEN_TTL_S
+
+
+class ApiTokenRotateIn(BaseModel):
+    """Give an API token a new secret and a new expiry; the old secret stops at once."""
+
+    ttl_s: ApiTokenTtl = API_TOKEN_TTL_S
 
 
 class ApiTokenOut(Out):
-    """An API token (without its secret)."""
+    """An API token (without its secret); it works until ``expires_at`` unless revoked."""
 
     id: int
     name: str
     role: Role
     created_at: float
     revoked_at: float | None
+    expires_at: float | None
 
     @classmethod
     def of(cls, token: ApiToken) -> ApiTokenOut:
@@ -277,6 +313,7 @@ class ApiTokenOut(Out):
             role=token.role,
             created_at=token.created_at,
             revoked_at=token.revoked_at,
+            expires_at=token.expires_at,
         )
 
 

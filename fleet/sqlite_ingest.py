@@ -12,6 +12,7 @@ runs while it is held: only a new channel, or rows already held, need work insid
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from bisect import bisect_right
@@ -32,12 +33,19 @@ from protocol.payloads import READING_FIELDS
 #: SQLite allows 32766 values per statement).
 ROWS_PER_STATEMENT = MAX_READING_ROWS
 
+log = logging.getLogger(__name__)
+
 
 @lru_cache(maxsize=64)  # batches mostly have the same few sizes
 def _insert_sql(rows: int) -> str:
     # ?1 is the gateway in every row; each bare ? takes the next number after it.
     values = ",".join(["(?1,?,?,?,?,?)"] * rows)
-    return f"INSERT OR IGNORE INTO readings (gw, seq, ts, channel, value, quality) VALUES {values}"
+    # ON CONFLICT names the key: only a row already held is skipped. INSERT OR IGNORE would
+    # also skip, without a word, a row that breaks NOT NULL, and the batch would be acked.
+    return (
+        f"INSERT INTO readings (gw, seq, ts, channel, value, quality) VALUES {values} "
+        "ON CONFLICT (gw, seq) DO NOTHING"
+    )
 
 
 def insert_readings(conn: sqlite3.Connection, values: list[Any]) -> int:
@@ -94,15 +102,23 @@ class IngestWriter:
         """
         prepared = []
         for item in received:
-            gw = self._gateway_num(conn, item.gateway_id)
-            values = None
-            if gw is not None and isinstance(item.payload, DataBatch):
-                values = self._known_channel_values(gw, item.payload)
-                if values is None:  # maybe another ingest process gave them ids: look
-                    self._load_channel_ids(conn, gw)
-                    values = self._known_channel_values(gw, item.payload)
-            prepared.append(Prepared(item, gw, values))
+            try:
+                prepared.append(self._prepare(conn, item))
+            except sqlite3.OperationalError:
+                raise
+            except Exception:  # left to the transaction, where it costs this message only
+                prepared.append(Prepared(item))
         return prepared
+
+    def _prepare(self, conn: sqlite3.Connection, item: Received) -> Prepared:
+        gw = self._gateway_num(conn, item.gateway_id)
+        values = None
+        if gw is not None and isinstance(item.payload, DataBatch):
+            values = self._known_channel_values(gw, item.payload)
+            if values is None:  # maybe another ingest process gave them ids: look
+                self._load_channel_ids(conn, gw)
+                values = self._known_channel_values(gw, item.payload)
+        return Prepared(item, gw, values)
 
     def _load_channel_ids(self, conn: sqlite3.Connection, gw: int) -> None:
         rows = conn.execute("SELECT name, id FROM channels WHERE gw = ?", (gw,)).fetchall()
@@ -111,9 +127,12 @@ class IngestWriter:
     def commit(self, conn: sqlite3.Connection, prepared: Sequence[Prepared]) -> CommitResult:
         """Store ``prepared`` in one transaction and return the acks to publish.
 
-        If SQLite refuses the data of some message (a constraint, not the disk), the group
-        is retried one message at a time so only that message is rejected. Operational
-        errors (disk full, lock timeout) propagate: nothing is acked, gateways resend.
+        If one message cannot be stored (SQLite refuses its data, or anything else raises
+        while it is written: an int too big to bind, a bug), the group is retried one
+        message at a time, so only that message is rejected (``storage_error`` or
+        ``internal_error``) and is not acked; every other gateway's batch commits. Only
+        operational errors (disk full, lock timeout) propagate: they are no message's
+        fault, nothing is acked, and the gateways resend.
         """
         result = CommitResult()
         try:
@@ -126,11 +145,10 @@ class IngestWriter:
         except sqlite3.OperationalError:
             self._rollback(conn)
             raise
-        except sqlite3.Error as exc:
+        except Exception as exc:  # not only sqlite3.Error: OverflowError dropped whole groups
             self._rollback(conn)
             if len(prepared) == 1:
-                item = prepared[0].item
-                return CommitResult(rejected=[(item.gateway_id, "storage_error", str(exc))])
+                return CommitResult(rejected=[_rejection(prepared[0].item, exc)])
             return self._one_by_one(conn, prepared)
         except BaseException:
             self._rollback(conn)
@@ -267,8 +285,8 @@ class IngestWriter:
         stored = 0
         for event in events:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO events (gw, seq, ts, kind, subject, level, detail, "
-                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (gw, seq, ts, kind, subject, level, detail, "
+                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gw, seq) DO NOTHING",
                 (
                     gw,
                     event.seq,
@@ -315,6 +333,19 @@ class IngestWriter:
                     gw,
                 ),
             )
+
+
+def _rejection(item: Received, exc: Exception) -> tuple[str, str, str]:
+    """Why ``item`` was not stored, as a ``CommitResult.rejected`` entry.
+
+    ``storage_error`` if SQLite refused its data, else ``internal_error``, logged with its
+    traceback: the wire models should have refused it.
+    """
+    what = type(item.payload).__name__
+    if isinstance(exc, sqlite3.Error):
+        return (item.gateway_id, "storage_error", f"{what}: {exc}")
+    log.error("could not store a %s from %s", what, item.gateway_id, exc_info=exc)
+    return (item.gateway_id, "internal_error", f"{what}: {type(exc).__name__}: {exc}")
 
 
 def _newer_than(values: list[Any], batch: DataBatch, held: int) -> list[Any]:

@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import sqlite_utils
 
 from fleet.credentials import new_secret, token_hash
 from fleet.repository import (
+    API_TOKEN_TTL_S,
     Alarm,
     ApiToken,
     CommitResult,
@@ -152,7 +154,8 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     role TEXT NOT NULL,
     token_hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    expires_at REAL
 );
 CREATE TABLE IF NOT EXISTS commands (
     id TEXT PRIMARY KEY,
@@ -195,10 +198,31 @@ class SQLiteRepository:
         self._lock = threading.Lock()
         self._gateway_nums: dict[str, int] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
+        self._migrate(time.time())
         self.ota = SQLiteOta(self._db, self._write, path.parent / "releases")
+
+    def _migrate(self, now: float) -> None:
+        """Bring a database made by an older version up to ``SCHEMA``.
+
+        API tokens made before tokens expired get the default lifetime from now: they keep
+        working for that long, then need ``fleet apitoken rotate``.
+        """
+        columns = {r["name"] for r in self._db().query("PRAGMA table_info(api_tokens)")}
+        if "expires_at" in columns:
+            return
+        with self._write() as db:  # another process may be migrating too: look again inside
+            columns = {r["name"] for r in db.query("PRAGMA table_info(api_tokens)")}
+            if "expires_at" not in columns:
+                db.execute("ALTER TABLE api_tokens ADD COLUMN expires_at REAL")
+                db.execute("UPDATE api_tokens SET expires_at = ?", [now + API_TOKEN_TTL_S])
+                log.warning(
+                    "API tokens now expire: existing ones work until %s",
+                    iso(now + API_TOKEN_TTL_S),
+                )
 
     # --- connections ----------------------------------------------------------------------
 
@@ -272,24 +296,53 @@ class SQLiteRepository:
 
     # --- API tokens -------------------------------------------------------------------------
 
-    def create_api_token(self, name: str, role: Role, now: float) -> tuple[ApiToken, str]:
-        """Store a new API token; return it with its secret (shown once)."""
+    def create_api_token(
+        self, name: str, role: Role, now: float, ttl_s: float = API_TOKEN_TTL_S
+    ) -> tuple[ApiToken, str]:
+        """Store a new API token valid for ``ttl_s``; return it with its secret (shown once)."""
         secret = new_secret("hwt_")
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                [name, role.value, token_hash(secret), now],
+                "INSERT INTO api_tokens (name, role, token_hash, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [name, role.value, token_hash(secret), now, now + ttl_s],
             )
-        return ApiToken(rowid(cursor), name, role, now), secret
+        return ApiToken(rowid(cursor), name, role, now, None, now + ttl_s), secret
 
-    def api_token_for_secret(self, secret: str) -> ApiToken | None:
-        """The active token with this secret, or None."""
+    def api_token_for_secret(self, secret: str, now: float) -> ApiToken | None:
+        """The token with this secret if it is neither revoked nor expired at ``now``."""
         rows = self._db().query(
-            "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
-            [token_hash(secret)],
+            "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL "
+            "AND coalesce(expires_at, 0) > ?",
+            [token_hash(secret), now],
         )
         row = next(rows, None)
         return _api_token(row) if row else None
+
+    def rotate_api_token(
+        self, token_id: int, now: float, ttl_s: float = API_TOKEN_TTL_S
+    ) -> tuple[ApiToken, str]:
+        """Give a token a new secret valid for ``ttl_s`` (the old one stops at once).
+
+        Raises NotFoundError, or ConflictError for a revoked token.
+        """
+        secret = new_secret("hwt_")
+        with self._write() as db:
+            row = next(db.query("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
+            if row is None:
+                raise NotFoundError(f"no API token with id {token_id}")
+            if row["revoked_at"] is not None:
+                msg = (
+                    f"API token {token_id} was revoked at {iso(row['revoked_at'])}; "
+                    "create a new one instead"
+                )
+                raise ConflictError(msg)
+            db.execute(
+                "UPDATE api_tokens SET token_hash = ?, expires_at = ? WHERE id = ?",
+                [token_hash(secret), now + ttl_s, token_id],
+            )
+            row = next(db.query("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
+        return _api_token(row), secret
 
     def list_api_tokens(self) -> list[ApiToken]:
         """All API tokens, revoked ones included."""
@@ -377,10 +430,10 @@ class SQLiteRepository:
                 )
                 return self.get_gateway(row["gateway_id"])
             if row["used_at"] is not None:
+                # Not which gateway: whoever holds a copy of the token must learn nothing.
                 msg = (
-                    f"this enrollment token was already used at {iso(row['used_at'])} "
-                    f"(gateway {row['gateway_id']}); a token works once, "
-                    "ask the county for a new one"
+                    f"this enrollment token was already used at {iso(row['used_at'])}; "
+                    "a token works once, ask the county for a new one"
                 )
                 raise EnrollmentRefusedError(msg, gone=True)
             if now >= row["expires_at"]:
@@ -746,7 +799,23 @@ class SQLiteRepository:
 
 
 def _api_token(row: dict[str, Any]) -> ApiToken:
-    return ApiToken(row["id"], row["name"], Role(row["role"]), row["created_at"], row["revoked_at"])
+    return ApiToken(
+        row["id"],
+        row["name"],
+        Role(row["role"]),
+        row["created_at"],
+        row["revoked_at"],
+        row["expires_at"],
+    )
+
+
+def create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600), if it does not exist.
+
+    It holds password and token hashes and every reading; sqlite3 would create it with the
+    umask's mode (often 0644). SQLite gives its -wal and -shm files the same mode.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def _enrollment_token(row: dict[str, Any]) -> EnrollmentToken:

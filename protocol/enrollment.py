@@ -4,7 +4,8 @@ The gateway ``POST``s an ``EnrollmentRequest`` to ``{fleet}/api/v1/enroll`` and 
 an ``EnrollmentResponse`` (HTTP 201), or an ``EnrollmentRefusal`` with HTTP 400 (malformed),
 403 (signature does not match the key) or 410 (token unknown, expired or used).
 Keys are Ed25519, sent as standard base64 of the raw 32-byte public key; nothing here
-does cryptography, so this module stays free of crypto dependencies.
+does cryptography, so this module stays free of crypto dependencies. Like every wire
+model, these refuse NaN and infinities, and a bundle's expiry lies in the sane time range.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol.limits import PROTOCOL_VERSION
+from protocol.limits import MAX_TIMESTAMP, MIN_TIMESTAMP, PROTOCOL_VERSION
 
 BUNDLE_FORMAT: Final = "hazardwatch-enrollment-bundle"
 
@@ -27,7 +28,7 @@ def enrollment_message(token: str, public_key: str) -> bytes:
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     v: Literal[1] = PROTOCOL_VERSION
 
@@ -94,7 +95,7 @@ class OfflineBundle(_Message):
     fleet_url: str
     token: Token
     site_id: str
-    expires_at: float
+    expires_at: Annotated[float, Field(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP)]
     fleet_signing_key: Base64Key
     broker_url: str | None = None
     broker_ca_pem: str | None = None

@@ -16,35 +16,116 @@ Upload rules (DESIGN section 5), per stream (``readings``, ``events``):
 Limits are checked before parsing: a payload over ``MAX_PAYLOAD_BYTES`` or a batch over
 its row limit is refused and counted, never partly stored. A refused message is never
 acked, so a sender validates with these same models and limits before publishing.
+
+Numbers: no model accepts NaN or an infinity anywhere (not even inside ``detail`` or
+``args``); every integer fits a signed 64-bit SQLite INTEGER (``MAX_WIRE_INT``); every
+timestamp lies in ``MIN_TIMESTAMP..MAX_TIMESTAMP``; a reading value is at most
+``MAX_READING_MAGNITUDE`` in size. Integers are strict: ``true`` is not a seq. A gateway
+passes stored rows through ``sendable_reading`` and ``finite_json``, so what its sensors
+or clock got wrong is flagged on the row and still sent, never left to stall its stream.
+This module must never import from ``edge_agent`` or ``fleet``.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Sequence
 from itertools import chain
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from protocol.limits import (
     MAX_EVENT_ROWS,
+    MAX_READING_MAGNITUDE,
     MAX_READING_ROWS,
+    MAX_TIMESTAMP,
+    MAX_WIRE_INT,
+    MIN_TIMESTAMP,
     PROTOCOL_VERSION,
+    QUALITY_BITS,
 )
 from protocol.topics import GATEWAY_ID_PATTERN
 
-Seq = Annotated[int, Field(ge=1)]
-Quality = Annotated[int, Field(ge=0, lt=1 << 16)]
+Seq = Annotated[int, Field(strict=True, ge=1, le=MAX_WIRE_INT)]
+#: A count or size: never negative, never more than storage holds.
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_WIRE_INT)]
+Quality = Annotated[int, Field(strict=True, ge=0, lt=1 << 16)]
+#: UTC seconds since the epoch, inside the sane range of ``protocol.limits``.
+Timestamp = Annotated[float, Field(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP, allow_inf_nan=False)]
+#: A measured value: finite and no larger than a float32 register can hold.
+ReadingValue = Annotated[
+    float, Field(ge=-MAX_READING_MAGNITUDE, le=MAX_READING_MAGNITUDE, allow_inf_nan=False)
+]
+#: Any other real number on the wire (temperatures, loads, voltages, uptimes).
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 ChannelName = Annotated[str, Field(min_length=1, max_length=64)]
 GatewayId = Annotated[str, Field(pattern=GATEWAY_ID_PATTERN)]
 
 #: One reading on the wire, a JSON array ``[seq, ts, channel, value, quality]``:
 #: ``ts`` in UTC seconds since the epoch (ms resolution), ``value`` null for NaN,
 #: ``quality`` the bits of ``drivers.model.Quality`` (0 is a good sample).
-ReadingRow = tuple[Seq, float, ChannelName, float | None, Quality]
+ReadingRow = tuple[Seq, Timestamp, ChannelName, ReadingValue | None, Quality]
 #: Values in one ``ReadingRow``.
 READING_FIELDS = 5
+
+_OUT_OF_RANGE = QUALITY_BITS["out_of_range"]
+_CLOCK_UNSYNCED = QUALITY_BITS["clock_unsynced"]
+
+
+def sendable_reading(
+    seq: int, ts: float, channel: str, value: float | None, quality: int
+) -> ReadingRow:
+    """A stored reading as the wire accepts it: flagged, never dropped.
+
+    A value the wire refuses (NaN, an infinity, beyond ``MAX_READING_MAGNITUDE``) goes as
+    null with the ``out_of_range`` bit; a time outside the sane range is clamped into it
+    with the ``clock_unsynced`` bit. A row the fleet refused would stall the stream.
+    """
+    if value is not None and not -MAX_READING_MAGNITUDE <= value <= MAX_READING_MAGNITUDE:
+        value = None  # the comparison is False for NaN too
+        quality |= _OUT_OF_RANGE
+    if not MIN_TIMESTAMP <= ts <= MAX_TIMESTAMP:
+        ts = MAX_TIMESTAMP if ts > MAX_TIMESTAMP else MIN_TIMESTAMP
+        quality |= _CLOCK_UNSYNCED
+    return (seq, ts, channel, value, quality)
+
+
+def sendable_timestamp(ts: float) -> float:
+    """``ts`` clamped into ``MIN_TIMESTAMP..MAX_TIMESTAMP`` (NaN becomes the lower bound)."""
+    if MIN_TIMESTAMP <= ts <= MAX_TIMESTAMP:
+        return ts
+    return MAX_TIMESTAMP if ts > MAX_TIMESTAMP else MIN_TIMESTAMP
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` (parsed JSON) with every non-finite float and over-long int as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_WIRE_INT:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def _refuse_non_finite(value: Any, where: str = "") -> None:
+    """Raise ValueError naming the first NaN, infinity or over-long int inside ``value``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = f"{where or 'value'} is {value!r}; only finite numbers are allowed"
+        raise ValueError(msg)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_WIRE_INT:
+        msg = f"{where or 'value'} does not fit 64 bits"
+        raise ValueError(msg)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _refuse_non_finite(item, f"{where}[{index}]")
 
 
 class Stream(enum.StrEnum):
@@ -55,7 +136,7 @@ class Stream(enum.StrEnum):
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     v: Literal[1] = PROTOCOL_VERSION
 
@@ -64,7 +145,7 @@ class _Batch(_Payload):
     gateway_id: GatewayId
     first_seq: Seq
     last_seq: Seq
-    sent_at: float | None = None
+    sent_at: Timestamp | None = None
 
     def _check_range(self, seqs: list[int]) -> None:
         if self.last_seq < self.first_seq:
@@ -123,14 +204,20 @@ class EventRow(BaseModel):
     and ``ack`` (``subject`` the rule id, ``detail.by`` who acknowledged).
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     seq: Seq
-    ts: float
+    ts: Timestamp
     kind: Annotated[str, Field(min_length=1, max_length=32)]
     subject: Annotated[str, Field(max_length=128)] | None = None
-    level: Annotated[int, Field(ge=0, le=4)] | None = None
+    level: Annotated[int, Field(strict=True, ge=0, le=4)] | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("detail")
+    @classmethod
+    def _finite_detail(cls, detail: dict[str, Any]) -> dict[str, Any]:
+        _refuse_non_finite(detail)
+        return detail
 
 
 class EventBatch(_Batch):
@@ -148,17 +235,17 @@ class Ack(_Payload):
     """Fleet -> gateway: every range of ``stream`` up to ``seq`` is committed."""
 
     stream: Stream
-    seq: Annotated[int, Field(ge=0)]
+    seq: Count
 
 
 class BusHealth(BaseModel):
     """One bus as the health message reports it."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
-    last_success: float | None = None
-    transactions: int = 0
-    failures: int = 0
+    last_success: Timestamp | None = None
+    transactions: Count = 0
+    failures: Count = 0
 
 
 class Health(_Payload):
@@ -169,33 +256,33 @@ class Health(_Payload):
     """
 
     gateway_id: GatewayId
-    ts: float
-    uptime_s: float
+    ts: Timestamp
+    uptime_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     agent_version: str
     config_version: str | None = None
-    cpu_temp_c: float | None = None
-    load_1m: float | None = None
-    load_5m: float | None = None
-    load_15m: float | None = None
-    mem_total: int | None = None
-    mem_available: int | None = None
-    disk_total: int | None = None
-    disk_free: int | None = None
-    store_bytes: int | None = None
-    backlog_readings: int = 0
-    backlog_events: int = 0
-    alarm_level: Annotated[int, Field(ge=0, le=4)] | None = None
+    cpu_temp_c: Finite | None = None
+    load_1m: Finite | None = None
+    load_5m: Finite | None = None
+    load_15m: Finite | None = None
+    mem_total: Count | None = None
+    mem_available: Count | None = None
+    disk_total: Count | None = None
+    disk_free: Count | None = None
+    store_bytes: Count | None = None
+    backlog_readings: Count = 0
+    backlog_events: Count = 0
+    alarm_level: Annotated[int, Field(strict=True, ge=0, le=4)] | None = None
     buses: dict[str, BusHealth] = Field(default_factory=dict)
-    sensor_faults: dict[str, int] = Field(default_factory=dict)
-    supply_v: float | None = None
-    battery_v: float | None = None
+    sensor_faults: dict[str, Count] = Field(default_factory=dict)
+    supply_v: Finite | None = None
+    battery_v: Finite | None = None
 
 
 class GatewayState(_Payload):
     """Retained online/offline state; the gateway sets ``offline`` as its Last Will."""
 
     state: Literal["online", "offline"]
-    ts: float | None = None
+    ts: Timestamp | None = None
     agent_version: str | None = None
 
 
@@ -205,8 +292,14 @@ class Command(_Payload):
     id: Annotated[str, Field(min_length=1, max_length=64)]
     name: Annotated[str, Field(min_length=1, max_length=64)]
     args: dict[str, Any] = Field(default_factory=dict)
-    issued_at: float
+    issued_at: Timestamp
     issued_by: str | None = None
+
+    @field_validator("args")
+    @classmethod
+    def _finite_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        _refuse_non_finite(args)
+        return args
 
 
 class CommandResult(_Payload):
@@ -215,4 +308,4 @@ class CommandResult(_Payload):
     id: Annotated[str, Field(min_length=1, max_length=64)]
     ok: bool
     detail: str | None = None
-    ts: float | None = None
+    ts: Timestamp | None = None

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fleet.credentials import mosquitto_verify
-from fleet.repository import NewGateway, Role
+from fleet.repository import API_TOKEN_TTL_S, NewGateway, Role
 from fleet.signing import KEY_FILE_NAME, SigningKey
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import OfflineBundle
@@ -27,9 +27,59 @@ def test_apitoken_create_prints_a_working_token(tmp_path: Path) -> None:
         "apitoken", "create", "--name", "duty", "--role", "operator", "--data-dir", str(tmp_path)
     )
     assert done.returncode == 0, done.stderr
-    token = SQLiteRepository(tmp_path / "fleet.sqlite").api_token_for_secret(done.stdout.strip())
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    token = repository.api_token_for_secret(done.stdout.strip(), time.time())
     assert token is not None
     assert (token.name, token.role) == ("duty", Role.OPERATOR)
+    assert token.expires_at is not None
+    assert token.expires_at - token.created_at == API_TOKEN_TTL_S
+    assert repository.api_token_for_secret(done.stdout.strip(), token.expires_at) is None
+
+
+def test_apitoken_rotate_replaces_the_secret_and_the_expiry(tmp_path: Path) -> None:
+    data_dir = ("--data-dir", str(tmp_path))
+    created = fleet(
+        "apitoken", "create", "--name", "cron", "--role", "viewer", "--ttl", "1d", *data_dir
+    )
+    assert created.returncode == 0, created.stderr
+    about = json.loads(created.stderr)
+    assert about["name"] == "cron"
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    now = time.time()
+    first = repository.api_token_for_secret(created.stdout.strip(), now)
+    assert first is not None
+    assert first.expires_at is not None
+    assert 86000 < first.expires_at - now <= 86400
+
+    rotated = fleet("apitoken", "rotate", str(about["id"]), "--ttl", "30d", *data_dir)
+    assert rotated.returncode == 0, rotated.stderr
+    assert rotated.stdout.strip() != created.stdout.strip()
+    assert repository.api_token_for_secret(created.stdout.strip(), time.time()) is None
+    second = repository.api_token_for_secret(rotated.stdout.strip(), time.time())
+    assert second is not None
+    assert (second.id, second.expires_at is not None) == (first.id, True)
+    assert second.expires_at is not None
+    assert 29 * 86400 < second.expires_at - time.time() <= 30 * 86400
+
+    listed = fleet("apitoken", "list", *data_dir)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith(f"{about['id']}\tcron\tviewer\texpires 20")
+    assert rotated.stdout.strip() not in listed.stdout
+
+    missing = fleet("apitoken", "rotate", "999", *data_dir)
+    assert (missing.returncode, missing.stderr) == (1, "error: no API token with id 999\n")
+    too_long = fleet("apitoken", "rotate", str(about["id"]), "--ttl", "1000d", *data_dir)
+    assert too_long.returncode == 2
+    assert "at most 730d" in too_long.stderr
+
+
+def test_the_database_is_created_readable_by_the_owner_only(tmp_path: Path) -> None:
+    done = fleet(
+        "apitoken", "create", "--name", "duty", "--role", "viewer", "--data-dir", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    database = tmp_path / "fleet.sqlite"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
 
 
 def test_token_create_prints_a_one_time_token_and_refuses_bad_sites(tmp_path: Path) -> None:

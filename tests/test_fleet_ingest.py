@@ -148,6 +148,55 @@ async def test_bad_messages_are_counted_and_ingest_carries_on(fleet: FleetUnderT
     assert stored_seqs(fleet, gid) == [1, 2, 3, 4, 5]
 
 
+async def test_unusable_numbers_are_refused_and_never_acked(fleet: FleetUnderTest) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+
+    def batch(first: int, last: int, rows: str) -> str:
+        return (
+            f'{{"v":1,"gateway_id":"{gid}","first_seq":{first},"last_seq":{last},"rows":[{rows}]}}'
+        )
+
+    nan_ts = f'[1,{T0},"rain",1.0,0],[2,NaN,"rain",2.0,0],[3,{T0},"rain",3.0,0]'
+    nan_event = (
+        f'{{"v":1,"gateway_id":"{gid}","first_seq":1,"last_seq":2,"rows":['
+        f'{{"seq":1,"ts":{T0},"kind":"fault"}},{{"seq":2,"ts":NaN,"kind":"fault"}}]}}'
+    )
+    good_health = Health(gateway_id=gid, ts=T0, uptime_s=5.0, agent_version="0.1.0")
+    infinite_health = good_health.model_dump_json().replace('"uptime_s":5.0', '"uptime_s":Infinity')
+    assert "Infinity" in infinite_health
+    async with fleet.gateway(enrolled) as gateway:
+        await gateway.publish(Topic.HEALTH, good_health.model_dump_json())
+        await gateway.publish(Topic.DATA, batch(1, 3, nan_ts))
+        await gateway.publish(Topic.DATA, batch(1, 1, f'[1,{T0},"rain",Infinity,0]'))
+        await gateway.publish(Topic.DATA, batch(1, 1, f'[1,{T0},"rain",-1e308,0]'))
+        await gateway.publish(Topic.DATA, batch(2**63, 2**63, ""))
+        await gateway.publish(Topic.EVENTS, nan_event)
+        await gateway.publish(Topic.HEALTH, infinite_health)
+        await gateway.publish(Topic.DATA, data_batch(gid, 4, 6).model_dump_json())
+        ok_event = EventBatch(
+            gateway_id=gid, first_seq=3, last_seq=3, rows=[EventRow(seq=3, ts=T0, kind="fault")]
+        )
+        await gateway.publish(Topic.EVENTS, ok_event.model_dump_json())
+        await eventually(lambda: stored_seqs(fleet, gid) == [4, 5, 6], 10, "readings 4..6")
+        await eventually(lambda: fleet.ingest.stats.rejected["schema"] == 6, 10, "6 refusals")
+        # Neither stream was acked past what was refused: 4..6 and event 3 wait for 1..3.
+        assert gateway.acked == {Stream.READINGS: 0, Stream.EVENTS: 0}
+        detail = await fleet.http.get(f"/api/v1/gateways/{gid}", headers=auth(fleet.admin_token))
+        assert detail.status_code == 200, detail.text
+        assert detail.json()["streams"] == {"readings": 0, "events": 0}
+        assert detail.json()["health"]["uptime_s"] == 5.0
+
+        # The gateway resends what it holds, now sendable: the acks close the whole range.
+        await gateway.publish(Topic.DATA, data_batch(gid, 1, 3).model_dump_json())
+        await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 6), 10)
+    assert stored_seqs(fleet, gid) == [1, 2, 3, 4, 5, 6]
+    with sqlite3.connect(fleet.settings.db_path) as db:
+        values = [v for (v,) in db.execute("SELECT value FROM readings ORDER BY seq")]
+    assert values == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]  # no infinity, no -1e308
+    assert dict(fleet.ingest.stats.rejected) == {"schema": 6}
+
+
 async def test_a_gateway_cannot_publish_into_another_gateways_topics(
     fleet: FleetUnderTest,
 ) -> None:

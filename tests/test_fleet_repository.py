@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.repository import EnrollmentRefusedError, NewGateway, Received
+from fleet.credentials import token_hash
+from fleet.repository import API_TOKEN_TTL_S, EnrollmentRefusedError, NewGateway, Received
 from fleet.sqlite_ingest import ROWS_PER_STATEMENT, insert_readings
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import DataBatch, EventBatch, EventRow, Stream
@@ -210,6 +212,84 @@ def test_messages_from_unknown_gateways_are_rejected_not_stored(
     assert result.acks == {(GW, Stream.READINGS): 1}
 
 
+OTHER = "gw-abcdefabcd"
+
+
+def enroll_other(repository: SQLiteRepository) -> None:
+    _token, secret = repository.create_enrollment_token("site", T0 + 60, None, None, T0)
+    repository.redeem_enrollment_token(secret, NewGateway(OTHER, "o" * 44, "$7$y", None, None), T0)
+
+
+def other_data(first: int, last: int) -> Received:
+    rows = [(s, T0 + s, "rain", 2.0, 0) for s in range(first, last + 1)]
+    batch = DataBatch(gateway_id=OTHER, first_seq=first, last_seq=last, rows=rows)
+    return Received(OTHER, T0, batch)
+
+
+def unvalidated(first: int, last: int, rows: list[tuple[object, ...]]) -> Received:
+    """A batch that skipped validation: what a gap in the wire models would let through."""
+    batch = DataBatch.model_construct(gateway_id=GW, first_seq=first, last_seq=last, rows=rows)
+    return Received(GW, T0, batch)
+
+
+def test_a_message_that_raises_in_a_commit_costs_only_itself(
+    repository: SQLiteRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OverflowError is no sqlite3.Error: it used to drop the whole group, OTHER's batch too.
+    enroll_other(repository)
+    poisoned = unvalidated(2**63, 2**63, [])
+    result = repository.commit([other_data(1, 5), poisoned, other_data(6, 8)])
+    assert result.acks == {(OTHER, Stream.READINGS): 8}
+    assert result.rows_stored == 8
+    [(gateway, reason, detail)] = result.rejected
+    assert (gateway, reason) == (GW, "internal_error")
+    assert "OverflowError" in detail
+    assert "could not store a DataBatch from gw-0123456789" in caplog.text
+    assert [p.seq for p in repository.readings(OTHER, "rain", 0, T0 + 100, 100)] == list(
+        range(1, 9)
+    )
+    assert repository.get_gateway(GW).streams == {"readings": 0, "events": 0}
+
+
+def test_a_message_that_raises_before_the_transaction_costs_only_itself(
+    repository: SQLiteRepository,
+) -> None:
+    # An unhashable channel fails while the rows are bound, before the write lock.
+    enroll_other(repository)
+    poisoned = unvalidated(1, 1, [(1, T0, ["not", "a", "name"], 1.0, 0)])
+    result = repository.commit([poisoned, other_data(1, 3)])
+    assert result.acks == {(OTHER, Stream.READINGS): 3}
+    assert [(g, reason) for g, reason, _detail in result.rejected] == [(GW, "internal_error")]
+    assert "TypeError" in result.rejected[0][2]
+
+
+def test_a_row_the_store_cannot_hold_is_refused_never_acked_as_stored(
+    repository: SQLiteRepository,
+) -> None:
+    # A NaN binds as NULL: INSERT OR IGNORE skipped the row and the batch was acked in full.
+    enroll_other(repository)
+    rows = [(1, T0, "rain", 1.0, 0), (2, math.nan, "rain", 1.0, 0), (3, T0, "rain", 1.0, 0)]
+    bad_event = EventRow.model_construct(seq=1, ts=math.nan, kind="fault", detail={})
+    bad_events = EventBatch.model_construct(
+        gateway_id=GW, first_seq=1, last_seq=1, rows=[bad_event]
+    )
+    result = repository.commit(
+        [unvalidated(1, 3, rows), other_data(1, 2), Received(GW, T0, bad_events)]
+    )
+    assert result.acks == {(OTHER, Stream.READINGS): 2}
+    assert [(g, reason) for g, reason, _detail in result.rejected] == [
+        (GW, "storage_error"),
+        (GW, "storage_error"),
+    ]
+    assert "NOT NULL constraint failed: readings.ts" in result.rejected[0][2]
+    with sqlite3.connect(repository.path) as conn:
+        held = conn.execute(
+            "SELECT count(*) FROM readings r JOIN gateways g ON g.num = r.gw WHERE g.id = ?", (GW,)
+        ).fetchone()
+    assert held == (0,)
+    assert repository.get_gateway(GW).streams == {"readings": 0, "events": 0}
+
+
 def event(seq: int, level: int, kind: str = "alarm", **detail: object) -> EventRow:
     return EventRow(seq=seq, ts=T0 + seq, kind=kind, subject="slope", level=level, detail=detail)
 
@@ -234,6 +314,40 @@ def test_alarm_events_open_raise_acknowledge_and_close_one_episode(
     [ended] = repository.alarms(active=False, gateway_id=GW, since=None, until=None, limit=10)
     assert (ended.id, ended.peak_level, ended.cleared_at) == (alarm.id, 4, T0 + 5)
     assert repository.get_gateway(GW).alarm_level == 0
+
+
+OLD_API_TOKENS = """
+CREATE TABLE api_tokens (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+"""
+
+
+def test_a_database_from_before_token_expiry_gives_its_tokens_90_days(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.sqlite"
+    secret = "hwt_" + "s" * 43
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_API_TOKENS)
+        conn.execute(
+            "INSERT INTO api_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)",
+            ("old-script", "viewer", token_hash(secret), T0),
+        )
+    conn.close()
+    before = time.time()
+    repository = SQLiteRepository(path, durable=False)
+    again = SQLiteRepository(path, durable=False)  # a second process opening it: no change
+    token = repository.api_token_for_secret(secret, time.time())
+    assert token is not None
+    assert token.expires_at is not None
+    assert before + API_TOKEN_TTL_S <= token.expires_at <= time.time() + API_TOKEN_TTL_S
+    assert again.api_token_for_secret(secret, token.expires_at) is None
+    repository.close()
+    again.close()
 
 
 def test_a_token_cannot_be_redeemed_twice_even_concurrently_written(

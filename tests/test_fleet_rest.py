@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from fleet.main import create_app
-from fleet.repository import Received, Role
+from fleet.repository import API_TOKEN_TTL_S, Received, Role
 from fleet.settings import FleetSettings
 from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
@@ -110,12 +110,214 @@ async def test_a_revoked_or_unknown_api_token_is_refused(console: Console) -> No
     ).status_code == 200
     answer = await console.http.get("/api/v1/gateways", headers=auth(secret))
     assert answer.status_code == 401
-    assert answer.json()["detail"] == "unknown or revoked API token"
+    assert answer.json()["detail"].startswith("unknown, revoked or expired API token")
     stored = [t.name for t in console.repository.list_api_tokens()]
     assert "script" in stored
     with console.repository._db().conn as db:
         hashes = [h for (h,) in db.execute("SELECT token_hash FROM api_tokens")]
     assert secret not in hashes
+
+
+async def test_api_tokens_expire_after_90_days_unless_rotated(console: Console) -> None:
+    admin = console.as_(Role.ADMIN)
+    created = await console.http.post(
+        "/api/v1/api-tokens", json={"name": "script", "role": "viewer"}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["expires_at"] - created.json()["created_at"] == API_TOKEN_TTL_S
+
+    # One made 91 days ago with the default lifetime has expired.
+    long_ago = time.time() - 91 * 86400
+    old, old_secret = console.repository.create_api_token("cron", Role.VIEWER, long_ago)
+    answer = await console.http.get("/api/v1/gateways", headers=auth(old_secret))
+    assert answer.status_code == 401
+    assert "expired" in answer.json()["detail"]
+    assert "fleet apitoken rotate" in answer.json()["detail"]
+
+    rotated = await console.http.post(
+        f"/api/v1/api-tokens/{old.id}/rotate", json={"ttl_s": 3600}, headers=admin
+    )
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["token"]
+    assert (rotated.json()["id"], rotated.json()["name"]) == (old.id, "cron")
+    assert 3500 < rotated.json()["expires_at"] - time.time() <= 3600
+    assert (await console.http.get("/api/v1/gateways", headers=auth(new_secret))).status_code == 200
+    assert (await console.http.get("/api/v1/gateways", headers=auth(old_secret))).status_code == 401
+
+    # No body: the default lifetime. The secret it replaces stops at once.
+    again = await console.http.post(f"/api/v1/api-tokens/{old.id}/rotate", headers=admin)
+    assert again.status_code == 200, again.text
+    assert (await console.http.get("/api/v1/gateways", headers=auth(new_secret))).status_code == 401
+
+    await console.http.delete(f"/api/v1/api-tokens/{old.id}", headers=admin)
+    revoked = await console.http.post(f"/api/v1/api-tokens/{old.id}/rotate", headers=admin)
+    assert revoked.status_code == 409
+    assert "was revoked at" in revoked.json()["detail"]
+    missing = await console.http.post("/api/v1/api-tokens/99999/rotate", headers=admin)
+    assert (missing.status_code, missing.json()["detail"]) == (404, "no API token with id 99999")
+    operator = await console.http.post(
+        f"/api/v1/api-tokens/{old.id}/rotate", headers=console.as_(Role.OPERATOR)
+    )
+    assert operator.status_code == 403
+
+
+@pytest.mark.parametrize("ttl_s", [True, 0, 3 * 365 * 86400])
+async def test_api_token_lifetimes_are_bounded_and_never_a_bool(
+    console: Console, ttl_s: object
+) -> None:
+    answer = await console.http.post(
+        "/api/v1/api-tokens",
+        json={"name": "x", "role": "viewer", "ttl_s": ttl_s},
+        headers=console.as_(Role.ADMIN),
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith("ttl_s: ")
+
+
+async def test_a_bool_is_no_enrollment_token_lifetime(console: Console) -> None:
+    admin = console.as_(Role.ADMIN)
+    answer = await console.http.post(
+        "/api/v1/enrollment-tokens", json={"site_id": "ridge", "ttl_s": True}, headers=admin
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith("ttl_s: Input should be a valid number")
+    answer = await console.http.post(
+        "/api/v1/enrollment-tokens", json={"site_id": "ridge", "ttl_s": 60}, headers=admin
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["expires_at"] - answer.json()["created_at"] == 60
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params"),
+    [
+        ("GET", f"/api/v1/alarms/{2**63}", {}),
+        ("GET", f"/api/v1/alarms/{2**64 + 1}", {}),
+        ("POST", f"/api/v1/alarms/{2**63}/acknowledge", {}),
+        ("DELETE", f"/api/v1/api-tokens/{2**63}", {}),
+        ("POST", f"/api/v1/api-tokens/{2**63}/rotate", {}),
+        ("DELETE", f"/api/v1/enrollment-tokens/{2**63}", {}),
+        ("GET", f"/api/v1/configs/{2**63}", {}),
+        ("GET", f"/api/v1/rollouts/{2**63}", {}),
+        ("POST", f"/api/v1/rollouts/{2**63}/abort", {}),
+        ("GET", "/api/v1/alarms/0", {}),
+        ("GET", "/api/v1/alarms", {"since": "inf"}),
+        ("GET", "/api/v1/alarms", {"until": "nan"}),
+        ("GET", "/api/v1/gateways/gw-0000000000/readings", {"channel": "x", "since": "-inf"}),
+        ("GET", "/api/v1/gateways/gw-0000000000/readings", {"channel": "x", "step": "inf"}),
+    ],
+)
+async def test_ids_beyond_64_bits_and_non_finite_times_are_refused_not_500(
+    console: Console, method: str, path: str, params: dict[str, str]
+) -> None:
+    answer = await console.http.request(
+        method, path, params=params, json={}, headers=console.as_(Role.ADMIN)
+    )
+    assert answer.status_code == 422, answer.text
+    assert isinstance(answer.json()["detail"], str)
+
+
+async def test_the_largest_64_bit_id_is_simply_not_found(console: Console) -> None:
+    answer = await console.http.get(f"/api/v1/alarms/{2**63 - 1}", headers=console.as_(Role.ADMIN))
+    assert (answer.status_code, answer.json()["detail"]) == (404, f"no alarm with id {2**63 - 1}")
+
+
+async def test_a_422_answer_has_the_shape_the_openapi_schema_documents(console: Console) -> None:
+    schema = (await console.http.get("/openapi.json")).json()
+    components = schema["components"]["schemas"]
+    documented = components["HTTPValidationError"]
+    item = components["ValidationError"]
+    create = schema["paths"]["/api/v1/enrollment-tokens"]["post"]["responses"]["422"]
+    ref = create["content"]["application/json"]["schema"]["$ref"]
+    assert ref == "#/components/schemas/HTTPValidationError"
+
+    answer = await console.http.post(
+        "/api/v1/enrollment-tokens",
+        json={"site_id": "Creek Village!", "ttl_s": -1},
+        headers=console.as_(Role.ADMIN),
+    )
+    assert answer.status_code == 422
+    body = answer.json()
+    assert set(body) <= set(documented["properties"])
+    assert set(documented["required"]) <= set(body)
+    assert documented["properties"]["detail"]["type"] == "string"
+    assert isinstance(body["detail"], str)
+    assert documented["properties"]["errors"]["type"] == "array"
+    assert len(body["errors"]) == 2
+    for error in body["errors"]:
+        assert set(item["required"]) <= set(error) <= set(item["properties"])
+        assert all(isinstance(part, str | int) for part in error["loc"])
+        assert isinstance(error["msg"], str)
+        assert isinstance(error["type"], str)
+
+
+async def test_every_refusal_a_route_gives_is_in_the_openapi_schema(console: Console) -> None:
+    schema = (await console.http.get("/openapi.json")).json()
+    undocumented = []
+    for template, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            expected = set()
+            if operation.get("security"):
+                expected |= {"401", "403"}
+            if "{" in template:
+                expected.add("404")
+            missing = expected - set(operation["responses"])
+            if missing:
+                undocumented.append((method, template, sorted(missing)))
+            for code in expected & set(operation["responses"]):
+                content = operation["responses"][code]["content"]["application/json"]
+                assert content["schema"]["$ref"] == "#/components/schemas/ErrorOut"
+    assert undocumented == []
+    conflicts = {
+        ("post", "/api/v1/alarms/{alarm_id}/acknowledge"),
+        ("delete", "/api/v1/enrollment-tokens/{token_id}"),
+        ("post", "/api/v1/api-tokens/{token_id}/rotate"),
+        ("post", "/api/v1/rollouts/{rollout_id}/abort"),
+        ("post", "/api/v1/configs"),
+    }
+    for method, template in conflicts:
+        assert "409" in schema["paths"][template][method]["responses"], (method, template)
+    enroll = schema["paths"]["/api/v1/enroll"]["post"]["responses"]
+    assert {"400", "403", "410", "422"} <= set(enroll)
+
+
+async def test_a_body_that_is_not_even_text_gets_the_documented_400(console: Console) -> None:
+    schema = (await console.http.get("/openapi.json")).json()
+    answer = await console.http.post(
+        "/api/v1/api-tokens",
+        content=b"\xff\xfe\x00",
+        headers={**console.as_(Role.ADMIN), "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400
+    documented = schema["paths"]["/api/v1/api-tokens"]["post"]["responses"]["400"]
+    assert documented["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    assert isinstance(answer.json()["detail"], str)
+
+
+async def test_a_stored_health_with_an_infinity_still_shows_the_gateway(console: Console) -> None:
+    # Stored by a version that let Infinity through: the page answered 500.
+    gateway_id = (await console.enroll(await console.new_token())).json()["gateway_id"]
+    health = f'{{"gateway_id":"{gateway_id}","ts":{T0},"uptime_s":Infinity,"agent_version":"0.1"}}'
+    with console.repository._db().conn as db:
+        db.execute(
+            "UPDATE gateways SET health = ?, health_at = ? WHERE id = ?", (health, T0, gateway_id)
+        )
+    answer = await console.http.get(
+        f"/api/v1/gateways/{gateway_id}", headers=console.as_(Role.VIEWER)
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["health"], answer.json()["health_at"]) == (None, T0)
+
+
+def owner_only(path: Path) -> bool:
+    return path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_the_database_file_is_readable_by_the_owner_only(console: Console) -> None:
+    # Created under this process's umask (0022 unless the caller set another).
+    database = console.repository.path
+    for name in (database.name, f"{database.name}-wal", f"{database.name}-shm"):
+        assert owner_only(database.with_name(name)), name
 
 
 async def test_an_enrollment_token_works_once(console: Console) -> None:
@@ -131,7 +333,9 @@ async def test_an_enrollment_token_works_once(console: Console) -> None:
     again = await console.enroll(token)
     assert again.status_code == 410
     assert "already used" in again.json()["detail"]
-    assert enrolled.gateway_id in again.json()["detail"]
+    # Whoever holds a copy of the token learns nothing about the gateway it enrolled.
+    assert enrolled.gateway_id not in again.json()["detail"]
+    assert "gw-" not in again.json()["detail"]
     listed = (
         await console.http.get("/api/v1/enrollment-tokens", headers=console.as_(Role.ADMIN))
     ).json()

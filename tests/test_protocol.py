@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import subprocess
 import sys
 
@@ -14,6 +16,7 @@ from protocol import (
     BAD_QUALITY_MASK,
     MAX_EVENT_ROWS,
     MAX_READING_ROWS,
+    MIN_TIMESTAMP,
     QUALITY_BITS,
     Ack,
     DataBatch,
@@ -29,6 +32,7 @@ from protocol import (
     parse_topic,
     subscription,
 )
+from protocol.payloads import finite_json, sendable_reading
 
 
 def test_topics_round_trip_under_the_gateway_prefix() -> None:
@@ -52,27 +56,35 @@ def test_gateway_ids_that_would_break_topics_are_refused(gateway_id: str) -> Non
         gateway_topic(gateway_id, Topic.DATA)
 
 
+#: A time in the wire's sane range (2025-06-15).
+T0 = 1_750_000_000.0
+GW = "gw-3f2a9c01d4"
+
+
 def test_a_data_batch_is_compact_json_rows() -> None:
     batch = DataBatch(
         gateway_id="gw-3f2a9c01d4",
         first_seq=7,
         last_seq=9,
-        rows=[(7, 1.5, "rain_total", 0.2, 0), (9, 2.5, "rain_total", None, 1)],
+        rows=[(7, T0 + 1.5, "rain_total", 0.2, 0), (9, T0 + 2.5, "rain_total", None, 1)],
     )
     wire = json.loads(batch.model_dump_json())
     assert wire["v"] == 1
-    assert wire["rows"] == [[7, 1.5, "rain_total", 0.2, 0], [9, 2.5, "rain_total", None, 1]]
+    assert wire["rows"] == [
+        [7, T0 + 1.5, "rain_total", 0.2, 0],
+        [9, T0 + 2.5, "rain_total", None, 1],
+    ]
     assert DataBatch.model_validate_json(batch.model_dump_json()) == batch
 
 
 def test_flat_rows_follow_the_rows_even_after_a_copy() -> None:
-    rows = [(7, 1.5, "rain_total", 0.2, 0), (9, 2.5, "level", None, 1)]
+    rows = [(7, T0, "rain_total", 0.2, 0), (9, T0 + 1, "level", None, 1)]
     batch = DataBatch(gateway_id="gw-3f2a9c01d4", first_seq=7, last_seq=9, rows=rows)
-    assert batch.flat_rows() == [7, 1.5, "rain_total", 0.2, 0, 9, 2.5, "level", None, 1]
+    assert batch.flat_rows() == [7, T0, "rain_total", 0.2, 0, 9, T0 + 1, "level", None, 1]
     parsed = DataBatch.model_validate_json(batch.model_dump_json())
     assert parsed.flat_rows() == batch.flat_rows()
-    copied = batch.model_copy(update={"rows": [(8, 3.5, "tilt", 1.0, 0)]})
-    assert copied.flat_rows() == [8, 3.5, "tilt", 1.0, 0]
+    copied = batch.model_copy(update={"rows": [(8, T0 + 2, "tilt", 1.0, 0)]})
+    assert copied.flat_rows() == [8, T0 + 2, "tilt", 1.0, 0]
 
 
 @pytest.mark.parametrize(
@@ -88,16 +100,16 @@ def test_flat_rows_follow_the_rows_even_after_a_copy() -> None:
 def test_rows_must_lie_in_the_batch_range_in_order(
     first: int, last: int, seqs: list[int], problem: str
 ) -> None:
-    rows = [(s, 0.0, "c", 1.0, 0) for s in seqs]
+    rows = [(s, T0, "c", 1.0, 0) for s in seqs]
     with pytest.raises(ValidationError, match=problem):
         DataBatch(gateway_id="gw-3f2a9c01d4", first_seq=first, last_seq=last, rows=rows)
 
 
 def test_batches_are_limited_in_rows() -> None:
-    rows = [(s, 0.0, "c", 1.0, 0) for s in range(1, MAX_READING_ROWS + 2)]
+    rows = [(s, T0, "c", 1.0, 0) for s in range(1, MAX_READING_ROWS + 2)]
     with pytest.raises(ValidationError, match="at most 2000"):
         DataBatch(gateway_id="gw-3f2a9c01d4", first_seq=1, last_seq=len(rows), rows=rows)
-    events = [{"seq": s, "ts": 0.0, "kind": "fault"} for s in range(1, MAX_EVENT_ROWS + 2)]
+    events = [{"seq": s, "ts": T0, "kind": "fault"} for s in range(1, MAX_EVENT_ROWS + 2)]
     with pytest.raises(ValidationError, match="at most 200"):
         EventBatch.model_validate(
             {"gateway_id": "gw-3f2a9c01d4", "first_seq": 1, "last_seq": 201, "rows": events}
@@ -121,7 +133,7 @@ def test_acks_health_and_bundles_parse_their_documented_shapes() -> None:
         stream=Stream.EVENTS, seq=42
     )
     health = Health.model_validate(
-        {"gateway_id": "gw-3f2a9c01d4", "ts": 1.0, "uptime_s": 5, "agent_version": "0.1.0"}
+        {"gateway_id": "gw-3f2a9c01d4", "ts": T0, "uptime_s": 5, "agent_version": "0.1.0"}
     )
     assert health.backlog_readings == 0
     assert health.buses == {}
@@ -129,10 +141,124 @@ def test_acks_health_and_bundles_parse_their_documented_shapes() -> None:
         fleet_url="https://fleet.example",
         token="hwe_" + "x" * 43,
         site_id="creek-village",
-        expires_at=2.0,
+        expires_at=T0 + 3600,
         fleet_signing_key="A" * 43 + "=",
     )
     assert json.loads(bundle.model_dump_json())["format"] == "hazardwatch-enrollment-bundle"
+
+
+def _batch_json(rows: str, first: int = 1, last: int = 3) -> str:
+    return f'{{"gateway_id":"{GW}","first_seq":{first},"last_seq":{last},"rows":[{rows}]}}'
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        (f'[1,{T0},"a",1,0],[2,NaN,"a",1,0],[3,{T0},"a",1,0]', "rows.1.1: finite"),
+        (f'[1,{T0},"a",Infinity,0]', "rows.0.3: finite"),
+        (f'[1,{T0},"a",-Infinity,0]', "rows.0.3: finite"),
+        (f'[1,{T0},"a",NaN,0]', "rows.0.3: finite"),
+        (f'[1,{T0},"a",-1e308,0]', "rows.0.3: greater than or equal to -34028"),
+        (f'[1,{T0},"a",3.5e38,0]', "rows.0.3: less than or equal to 34028"),
+        ('[1,0.0,"a",1,0]', "rows.0.1: greater than or equal to 946684800"),
+        ('[1,1e12,"a",1,0]', "rows.0.1: less than or equal to 4102444800"),
+        (f'[true,{T0},"a",1,0]', "rows.0.0: a valid integer"),
+        (f'[1,{T0},"a",1,true]', "rows.0.4: a valid integer"),
+    ],
+)
+def test_a_reading_batch_with_one_unusable_number_is_refused_whole(rows: str, problem: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        DataBatch.model_validate_json(_batch_json(rows))
+    first = caught.value.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    expected_where, expected_msg = problem.split(": ", maxsplit=1)
+    assert where == expected_where
+    assert expected_msg in first["msg"]
+
+
+@pytest.mark.parametrize("seq", [2**63, 2**64 + 5, 10**30])
+def test_seqs_beyond_64_bits_are_refused(seq: int) -> None:
+    with pytest.raises(ValidationError, match="less than or equal to 9223372036854775807"):
+        DataBatch.model_validate_json(_batch_json("", seq, seq))
+    with pytest.raises(ValidationError, match="less than or equal to 9223372036854775807"):
+        Ack.model_validate_json(f'{{"stream":"readings","seq":{seq}}}')
+    top = DataBatch.model_validate_json(_batch_json("", 2**63 - 1, 2**63 - 1))
+    assert top.last_seq == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("detail", "where"),
+    [('{"x":NaN}', "x"), ('{"a":{"b":[1,Infinity]}}', "a.b[1]"), ('{"big":1e400}', "big")],
+)
+def test_an_event_detail_with_a_non_finite_number_is_refused(detail: str, where: str) -> None:
+    row = f'{{"seq":1,"ts":{T0},"kind":"fault","detail":{detail}}}'
+    with pytest.raises(ValidationError, match=rf"{re.escape(where)} is (nan|inf)"):
+        EventBatch.model_validate_json(
+            f'{{"gateway_id":"{GW}","first_seq":1,"last_seq":1,"rows":[{row}]}}'
+        )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("uptime_s", "Infinity"),
+        ("uptime_s", "NaN"),
+        ("uptime_s", "-1"),
+        ("ts", "0"),
+        ("cpu_temp_c", "-Infinity"),
+        ("mem_total", str(2**63)),
+        ("mem_total", "-1"),
+        ("backlog_readings", "true"),
+    ],
+)
+def test_health_refuses_numbers_storage_and_json_cannot_hold(field: str, value: str) -> None:
+    health = {"gateway_id": GW, "ts": T0, "uptime_s": 5, "agent_version": "0.1.0"}
+    text = json.dumps(health)[:-1] + f', "{field}": {value}}}'
+    with pytest.raises(ValidationError) as caught:
+        Health.model_validate_json(text)
+    assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_a_sender_flags_what_the_wire_cannot_carry_and_still_sends_it() -> None:
+    bits = QUALITY_BITS
+    rows = [
+        sendable_reading(1, T0, "a", 2.5, 0),
+        sendable_reading(2, T0, "a", math.inf, 0),
+        sendable_reading(3, T0, "a", -1e308, 0),
+        sendable_reading(4, T0, "a", math.nan, bits["spike"]),
+        sendable_reading(5, 12.0, "a", 1.0, 0),
+        sendable_reading(6, math.nan, "a", 1.0, 0),
+    ]
+    assert rows == [
+        (1, T0, "a", 2.5, 0),
+        (2, T0, "a", None, bits["out_of_range"]),
+        (3, T0, "a", None, bits["out_of_range"]),
+        (4, T0, "a", None, bits["spike"] | bits["out_of_range"]),
+        (5, MIN_TIMESTAMP, "a", 1.0, bits["clock_unsynced"]),
+        (6, MIN_TIMESTAMP, "a", 1.0, bits["clock_unsynced"]),
+    ]
+    batch = DataBatch(gateway_id=GW, first_seq=1, last_seq=6, rows=rows)
+    assert all(row[4] & BAD_QUALITY_MASK for row in batch.rows[1:4])
+    assert finite_json({"a": [math.nan, 2**64, 1.5], "b": True}) == {
+        "a": ["nan", str(2**64), 1.5],
+        "b": True,
+    }
+
+
+@pytest.mark.parametrize("expires_at", ["NaN", "Infinity", "1e300", "0"])
+def test_a_bundle_expiring_at_no_sane_time_is_refused(expires_at: str) -> None:
+    bundle = OfflineBundle(
+        fleet_url="https://fleet.example",
+        token="hwe_" + "x" * 43,
+        site_id="creek-village",
+        expires_at=T0,
+        fleet_signing_key="A" * 43 + "=",
+    )
+    text = bundle.model_dump_json().replace(f'"expires_at":{T0}', f'"expires_at":{expires_at}')
+    assert expires_at in text
+    with pytest.raises(ValidationError) as caught:
+        OfflineBundle.model_validate_json(text)
+    assert caught.value.errors()[0]["loc"] == ("expires_at",)
 
 
 def test_the_enrollment_proof_binds_token_and_key() -> None:

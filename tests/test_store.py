@@ -172,6 +172,23 @@ def test_store_file_is_in_wal_mode(tmp_path: Path):
         store.close()
 
 
+def file_modes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()}
+
+
+async def test_store_files_are_readable_by_the_owner_only(tmp_path: Path):
+    old_umask = os.umask(0o022)  # the usual umask, under which sqlite3 makes 0644 files
+    try:
+        async with LocalStore(tmp_path) as store:
+            store.add_readings([reading(1_750_000_000.0)])
+            await store.flush()
+            modes = file_modes(tmp_path)
+    finally:
+        os.umask(old_umask)
+    files = ["store.sqlite", "store.sqlite-shm", "store.sqlite-wal"]
+    assert modes == dict.fromkeys(files, 0o600)
+
+
 @pytest.mark.parametrize("value", [math.inf, -1e300])
 async def test_extreme_values_round_trip(tmp_path, value):
     async with LocalStore(tmp_path) as store:

@@ -11,9 +11,18 @@ from edge_agent.health import cpu_temperature, host_health, memory
 from edge_agent.store import LocalStore
 from edge_agent.upload_progress import Backoff, StreamProgress
 from edge_agent.upload_source import UploadSource, event_row, stored_progress
-from protocol import MAX_PAYLOAD_BYTES, DataBatch, EventBatch, Stream
+from protocol import (
+    MAX_PAYLOAD_BYTES,
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
+    DataBatch,
+    EventBatch,
+    Stream,
+)
 
 GATEWAY = "gw-0123456789"
+#: A time inside the wire's range (2025-06-15).
+T0 = 1_750_000_000.0
 
 
 def reading(t: float, channel: str = "rain.rain_total", value: float = 1.0) -> Reading:
@@ -25,8 +34,8 @@ async def test_batches_cover_whole_seq_ranges_even_where_the_quota_thinned_rows(
     tmp_path: Path,
 ) -> None:
     async with LocalStore(tmp_path) as store:
-        store.add_readings([reading(float(t), value=t) for t in range(1, 11)])
-        store.add_readings([reading(11.0, "creek.level", math.nan)])
+        store.add_readings([reading(T0 + t, value=t) for t in range(1, 11)])
+        store.add_readings([reading(T0 + 11, "creek.level", math.nan)])
         await store.flush()
         store.conn.execute("DELETE FROM readings WHERE seq IN (3, 4)")  # thinned
         source = UploadSource(store.path, GATEWAY, {Stream.READINGS: 4, Stream.EVENTS: 10})
@@ -45,7 +54,7 @@ async def test_batches_cover_whole_seq_ranges_even_where_the_quota_thinned_rows(
     assert [row[0] for row in one.rows] == [1, 2, 5, 6]
     assert (second.first_seq, second.last_seq, second.rows) == (7, 10, 4)
     three = DataBatch.model_validate_json(third.payload)
-    assert three.rows == [(11, 11.0, "creek.level", None, int(Quality.TIMEOUT))]  # NaN is null
+    assert three.rows == [(11, T0 + 11, "creek.level", None, int(Quality.TIMEOUT))]  # NaN: null
     assert done is None
 
 
@@ -53,8 +62,8 @@ async def test_an_event_too_big_for_one_message_is_sent_as_a_stub_not_dropped(
     tmp_path: Path,
 ) -> None:
     async with LocalStore(tmp_path) as store:
-        await store.record_event(1.0, "alarm", "rain_1h", 4, {"to": "red"})
-        await store.record_event(2.0, "config", None, None, {"blob": "x" * MAX_PAYLOAD_BYTES})
+        await store.record_event(T0 + 1, "alarm", "rain_1h", 4, {"to": "red"})
+        await store.record_event(T0 + 2, "config", None, None, {"blob": "x" * MAX_PAYLOAD_BYTES})
         source = UploadSource(store.path, GATEWAY, {Stream.READINGS: 10, Stream.EVENTS: 10})
         try:
             first = await source.batch(Stream.EVENTS, 0)
@@ -72,12 +81,42 @@ async def test_an_event_too_big_for_one_message_is_sent_as_a_stub_not_dropped(
 
 
 def test_event_fields_the_wire_cannot_carry_are_clipped_into_range() -> None:
-    row = event_row(7, 1.0, "k" * 40, "s" * 200, 9, '{"a": 1}')
+    row = event_row(7, T0, "k" * 40, "s" * 200, 9, '{"a": 1}')
     assert len(row.kind) == 32
     assert row.subject is not None
     assert len(row.subject) == 128
     assert row.level is None
     assert row.detail == {"a": 1, "level": 9}
+    unset_clock = event_row(8, 1.0, "fault", None, None, '{"value": NaN, "big": Infinity}')
+    assert unset_clock.ts == MIN_TIMESTAMP
+    assert unset_clock.detail == {"value": "nan", "big": "inf", "recorded_ts": "1.0"}
+
+
+async def test_readings_the_wire_cannot_carry_are_sent_flagged_not_stalled(
+    tmp_path: Path,
+) -> None:
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(T0 + 1, value=math.inf), reading(T0 + 2, value=-1e308)])
+        store.add_readings([reading(5.0, value=2.0), reading(T0 + 4, value=3.0)])
+        await store.flush()
+        await store.record_event(math.inf, "fault", "radar", None, {"reading": math.nan})
+        source = UploadSource(store.path, GATEWAY, {Stream.READINGS: 10, Stream.EVENTS: 10})
+        try:
+            readings = await source.batch(Stream.READINGS, 0)
+            events = await source.batch(Stream.EVENTS, 0)
+        finally:
+            source.close()
+    assert readings is not None
+    assert events is not None
+    out, unsynced = int(Quality.OUT_OF_RANGE), int(Quality.CLOCK_UNSYNCED)
+    assert DataBatch.model_validate_json(readings.payload).rows == [
+        (1, T0 + 1, "rain.rain_total", None, out),
+        (2, T0 + 2, "rain.rain_total", None, out),
+        (3, MIN_TIMESTAMP, "rain.rain_total", 2.0, unsynced),
+        (4, T0 + 4, "rain.rain_total", 3.0, 0),
+    ]
+    event = EventBatch.model_validate_json(events.payload).rows[0]
+    assert (event.ts, event.detail) == (MAX_TIMESTAMP, {"reading": "nan", "recorded_ts": "inf"})
 
 
 async def test_stored_progress_reads_last_seq_and_watermark_without_the_agent(
@@ -85,7 +124,7 @@ async def test_stored_progress_reads_last_seq_and_watermark_without_the_agent(
 ) -> None:
     assert stored_progress(tmp_path / "store.sqlite")[Stream.READINGS] == (0, 0)
     async with LocalStore(tmp_path) as store:
-        store.add_readings([reading(float(t)) for t in range(5)])
+        store.add_readings([reading(T0 + t) for t in range(5)])
         await store.flush()
         await store.set_watermark("readings", 3)
     assert stored_progress(tmp_path / "store.sqlite")[Stream.READINGS] == (5, 3)

@@ -11,13 +11,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from fleet.dependencies import Ingest, Operator, Repo, require
+from fleet.dependencies import (
+    TOKEN_REFUSALS,
+    FiniteQuery,
+    Ingest,
+    Operator,
+    Repo,
+    RowIdPath,
+    refusals,
+    require,
+)
 from fleet.repository import ConflictError, NotFoundError, Role
 from fleet.schemas import AcknowledgeIn, AlarmOut, ReceiptIn
 from protocol import ACK_ALARM_COMMAND
 
 router = APIRouter(
-    prefix="/api/v1/alarms", tags=["alarms"], dependencies=[Depends(require(Role.VIEWER))]
+    prefix="/api/v1/alarms",
+    tags=["alarms"],
+    dependencies=[Depends(require(Role.VIEWER))],
+    responses=TOKEN_REFUSALS,
 )
 
 
@@ -26,8 +38,10 @@ def list_alarms(
     repository: Repo,
     active: Annotated[bool | None, Query(description="true: active; false: ended")] = None,
     gateway_id: str | None = None,
-    since: Annotated[float | None, Query(description="still active at or after (epoch s)")] = None,
-    until: Annotated[float | None, Query(description="raised before (epoch s)")] = None,
+    since: Annotated[
+        float | None, FiniteQuery(description="still active at or after (epoch s)")
+    ] = None,
+    until: Annotated[float | None, FiniteQuery(description="raised before (epoch s)")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
 ) -> list[AlarmOut]:
     """Alarms, newest first."""
@@ -37,8 +51,8 @@ def list_alarms(
     return [AlarmOut.of(a) for a in alarms]
 
 
-@router.get("/{alarm_id}")
-def get_alarm(alarm_id: int, repository: Repo) -> AlarmOut:
+@router.get("/{alarm_id}", responses=refusals(404))
+def get_alarm(alarm_id: RowIdPath, repository: Repo) -> AlarmOut:
     """One alarm with its receipts."""
     try:
         return AlarmOut.of(repository.get_alarm(alarm_id))
@@ -46,9 +60,9 @@ def get_alarm(alarm_id: int, repository: Repo) -> AlarmOut:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
 
-@router.post("/{alarm_id}/acknowledge")
+@router.post("/{alarm_id}/acknowledge", responses=refusals(404, 409))
 def acknowledge_alarm(
-    alarm_id: int,
+    alarm_id: RowIdPath,
     body: AcknowledgeIn,
     principal: Operator,
     repository: Repo,
@@ -74,9 +88,9 @@ def acknowledge_alarm(
     return AlarmOut.of(alarm)
 
 
-@router.post("/{alarm_id}/receipts", status_code=status.HTTP_201_CREATED)
+@router.post("/{alarm_id}/receipts", status_code=status.HTTP_201_CREATED, responses=refusals(404))
 def confirm_receipt(
-    alarm_id: int, body: ReceiptIn, principal: Operator, repository: Repo
+    alarm_id: RowIdPath, body: ReceiptIn, principal: Operator, repository: Repo
 ) -> AlarmOut:
     """Record that the responsible person confirmed they received the warning."""
     try:

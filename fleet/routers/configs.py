@@ -16,7 +16,17 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, model_validator
 
-from fleet.dependencies import EnrollmentService, Ingest, Operator, Repo, http_error, require
+from fleet.dependencies import (
+    TOKEN_REFUSALS,
+    EnrollmentService,
+    Ingest,
+    Operator,
+    Repo,
+    RowIdPath,
+    http_error,
+    refusals,
+    require,
+)
 from fleet.repository import (
     ConfigDelivery,
     ConfigState,
@@ -38,9 +48,15 @@ GroupName = Annotated[str, Field(pattern=GROUP_PATTERN, examples=["north-valley"
 MAX_SITE_TOML = 64_000
 
 _viewer = [Depends(require(Role.VIEWER))]
-router = APIRouter(prefix="/api/v1/configs", tags=["configs"], dependencies=_viewer)
-groups_router = APIRouter(prefix="/api/v1/groups", tags=["groups"], dependencies=_viewer)
-gateway_router = APIRouter(prefix="/api/v1/gateways", tags=["configs"], dependencies=_viewer)
+router = APIRouter(
+    prefix="/api/v1/configs", tags=["configs"], dependencies=_viewer, responses=TOKEN_REFUSALS
+)
+groups_router = APIRouter(
+    prefix="/api/v1/groups", tags=["groups"], dependencies=_viewer, responses=TOKEN_REFUSALS
+)
+gateway_router = APIRouter(
+    prefix="/api/v1/gateways", tags=["configs"], dependencies=_viewer, responses=TOKEN_REFUSALS
+)
 routers = (router, groups_router, gateway_router)
 
 
@@ -195,7 +211,7 @@ def check_site_toml(text: str) -> None:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={404: {"description": "unknown gateway or group"}, 409: {"description": "busy"}},
+    responses=refusals(404, 409),
 )
 def create_config(
     body: ConfigIn, principal: Operator, repository: Repo, key: FleetKey, ingest: Ingest
@@ -233,8 +249,8 @@ def list_configs(
     return [ConfigOut.of(c) for c in configs]
 
 
-@router.get("/{config_id}")
-def get_config(config_id: int, repository: Repo) -> ConfigOut:
+@router.get("/{config_id}", responses=refusals(404))
+def get_config(config_id: RowIdPath, repository: Repo) -> ConfigOut:
     """One config with its site file."""
     try:
         return ConfigOut.of(repository.ota.get_config(config_id))
@@ -242,7 +258,7 @@ def get_config(config_id: int, repository: Repo) -> ConfigOut:
         raise http_error(exc) from exc
 
 
-@gateway_router.get("/{gateway_id}/config")
+@gateway_router.get("/{gateway_id}/config", responses=refusals(404))
 def gateway_config(
     gateway_id: str,
     repository: Repo,
@@ -271,7 +287,7 @@ def list_groups(repository: Repo) -> list[GroupOut]:
     return [GroupOut.of(g) for g in repository.ota.list_groups()]
 
 
-@groups_router.get("/{name}")
+@groups_router.get("/{name}", responses=refusals(404))
 def get_group(name: str, repository: Repo) -> GroupOut:
     """One group."""
     try:
@@ -280,7 +296,7 @@ def get_group(name: str, repository: Repo) -> GroupOut:
         raise http_error(exc) from exc
 
 
-@groups_router.put("/{name}")
+@groups_router.put("/{name}", responses=refusals(404))
 def put_group(
     name: Annotated[str, PathParam(pattern=GROUP_PATTERN)],
     body: GroupIn,

@@ -6,7 +6,15 @@ import time
 
 from fastapi import APIRouter, Depends, HTTPException, status
 
-from fleet.dependencies import Admin, EnrollmentService, Repo, require
+from fleet.dependencies import (
+    TOKEN_REFUSALS,
+    Admin,
+    EnrollmentService,
+    Repo,
+    RowIdPath,
+    refusals,
+    require,
+)
 from fleet.enrollment import BUNDLE_TTL_S, InvalidProofError
 from fleet.repository import ConflictError, EnrollmentRefusedError, NotFoundError, Role
 from fleet.schemas import EnrollmentTokenCreated, EnrollmentTokenIn, EnrollmentTokenOut
@@ -17,6 +25,7 @@ router = APIRouter(
     prefix="/api/v1/enrollment-tokens",
     tags=["enrollment"],
     dependencies=[Depends(require(Role.ADMIN))],
+    responses=TOKEN_REFUSALS,
 )
 
 
@@ -67,8 +76,8 @@ def list_tokens(repository: Repo) -> list[EnrollmentTokenOut]:
     return [EnrollmentTokenOut.of(t, now) for t in repository.list_enrollment_tokens()]
 
 
-@router.delete("/{token_id}")
-def revoke_token(token_id: int, repository: Repo) -> EnrollmentTokenOut:
+@router.delete("/{token_id}", responses=refusals(404, 409))
+def revoke_token(token_id: RowIdPath, repository: Repo) -> EnrollmentTokenOut:
     """Revoke an unused token (409 if it was already used)."""
     now = time.time()
     try:

@@ -7,12 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, status
 
-from fleet.dependencies import Repo, require
+from fleet.dependencies import TOKEN_REFUSALS, Repo, refusals, require
 from fleet.repository import NotFoundError, Role
 from fleet.schemas import GatewayDetail, GatewaySummary
 
 router = APIRouter(
-    prefix="/api/v1/gateways", tags=["gateways"], dependencies=[Depends(require(Role.VIEWER))]
+    prefix="/api/v1/gateways",
+    tags=["gateways"],
+    dependencies=[Depends(require(Role.VIEWER))],
+    responses=TOKEN_REFUSALS,
 )
 
 GatewayIdPath = Annotated[str, Path(description="e.g. gw-3f2a9c01d4")]
@@ -25,7 +28,7 @@ def list_gateways(repository: Repo) -> list[GatewaySummary]:
     return [GatewaySummary.of(g, now) for g in repository.list_gateways()]
 
 
-@router.get("/{gateway_id}")
+@router.get("/{gateway_id}", responses=refusals(404))
 def get_gateway(gateway_id: GatewayIdPath, repository: Repo) -> GatewayDetail:
     """One gateway with its last health message and upload progress."""
     try:

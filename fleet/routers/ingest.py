@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from fleet.dependencies import Ingest, require
+from fleet.dependencies import TOKEN_REFUSALS, Ingest, require
 from fleet.repository import Role
 from fleet.schemas import IngestOut
 
 router = APIRouter(
-    prefix="/api/v1/ingest", tags=["ingest"], dependencies=[Depends(require(Role.VIEWER))]
+    prefix="/api/v1/ingest",
+    tags=["ingest"],
+    dependencies=[Depends(require(Role.VIEWER))],
+    responses=TOKEN_REFUSALS,
 )
 
 

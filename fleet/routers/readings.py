@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 
-from fleet.dependencies import Repo, require
+from fleet.dependencies import TOKEN_REFUSALS, FiniteQuery, Repo, refusals, require
 from fleet.repository import NotFoundError, Role
 from fleet.schemas import BucketOut, ReadingOut, ReadingsOut
 
@@ -16,6 +16,7 @@ router = APIRouter(
     prefix="/api/v1/gateways/{gateway_id}",
     tags=["readings"],
     dependencies=[Depends(require(Role.VIEWER))],
+    responses=TOKEN_REFUSALS,
 )
 
 #: Most buckets one downsampled answer may have; a smaller step needs a shorter range.
@@ -23,7 +24,7 @@ MAX_BUCKETS = 10_000
 MAX_LIMIT = 100_000
 
 
-@router.get("/channels")
+@router.get("/channels", responses=refusals(404))
 def list_channels(gateway_id: str, repository: Repo) -> list[str]:
     """Channel names the gateway has uploaded readings of."""
     try:
@@ -33,15 +34,20 @@ def list_channels(gateway_id: str, repository: Repo) -> list[str]:
     return repository.channels(gateway_id)
 
 
-@router.get("/readings")
+@router.get("/readings", responses=refusals(400, 404))
 def get_readings(
     gateway_id: str,
     repository: Repo,
     channel: Annotated[str, Query(min_length=1, description="channel name, e.g. rain_total")],
-    since: Annotated[float | None, Query(description="epoch seconds; default until - 24 h")] = None,
-    until: Annotated[float | None, Query(description="epoch s, exclusive; default now")] = None,
+    since: Annotated[
+        float | None, FiniteQuery(description="epoch seconds; default until - 24 h")
+    ] = None,
+    until: Annotated[
+        float | None, FiniteQuery(description="epoch s, exclusive; default now")
+    ] = None,
     step: Annotated[
-        float | None, Query(gt=0, description="downsample: min/avg/max per this many seconds")
+        float | None,
+        FiniteQuery(gt=0, description="downsample: min/avg/max per this many seconds"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 10_000,
 ) -> ReadingsOut:

@@ -21,12 +21,12 @@ from pydantic import Field
 from starlette.requests import ClientDisconnect
 
 from fleet.credentials import mosquitto_verify
-from fleet.dependencies import Admin, Repo, bearer, http_error, require
+from fleet.dependencies import TOKEN_REFUSALS, Admin, Repo, bearer, http_error, refusals, require
 from fleet.repository import ConflictError, NotFoundError, ReleaseRecord, Role
 from fleet.schemas import Out
 from ota.manifest import ReleaseManifest
 
-router = APIRouter(prefix="/api/v1/releases", tags=["releases"])
+router = APIRouter(prefix="/api/v1/releases", tags=["releases"], responses=TOKEN_REFUSALS)
 gateway_basic = HTTPBasic(
     auto_error=False,
     description="Gateways: their MQTT user name (the gateway id) and password.",
@@ -104,7 +104,7 @@ def downloader(
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={200: {"description": "already registered with this manifest"}},
+    responses={200: {"description": "already registered with this manifest"}, **refusals(409)},
 )
 def register_release(
     manifest: ReleaseManifest, principal: Admin, repository: Repo, response: Response
@@ -130,7 +130,7 @@ def list_releases(repository: Repo) -> list[ReleaseOut]:
     return [ReleaseOut.of(r) for r in repository.ota.list_releases()]
 
 
-@router.get("/{version}", dependencies=[Depends(_viewer)])
+@router.get("/{version}", dependencies=[Depends(_viewer)], responses=refusals(404))
 def get_release(version: str, repository: Repo) -> ReleaseOut:
     """One release with its files."""
     try:
@@ -141,6 +141,7 @@ def get_release(version: str, repository: Repo) -> ReleaseOut:
 
 @router.put(
     "/{version}/files/{name}",
+    responses=refusals(400, 404),
     openapi_extra={
         "requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}
     },
@@ -185,6 +186,7 @@ async def upload_file(
     responses={
         206: {"description": "the byte range asked for with a Range header"},
         416: {"description": "the range lies outside the file"},
+        **refusals(404),
     },
 )
 def download_file(

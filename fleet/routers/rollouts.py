@@ -13,7 +13,15 @@ from typing import Annotated, Self
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from fleet.dependencies import Operator, Repo, http_error, require
+from fleet.dependencies import (
+    TOKEN_REFUSALS,
+    Operator,
+    Repo,
+    RowIdPath,
+    http_error,
+    refusals,
+    require,
+)
 from fleet.repository import (
     ConflictError,
     DeviceState,
@@ -28,9 +36,13 @@ from fleet.rollouts import RolloutScheduler, WaveSpec, plan_waves, verdict, wave
 from fleet.routers.configs import GroupName
 from fleet.schemas import Out
 from ota.document import DocumentKind
+from protocol import MAX_WIRE_INT
 
 router = APIRouter(
-    prefix="/api/v1/rollouts", tags=["rollouts"], dependencies=[Depends(require(Role.VIEWER))]
+    prefix="/api/v1/rollouts",
+    tags=["rollouts"],
+    dependencies=[Depends(require(Role.VIEWER))],
+    responses=TOKEN_REFUSALS,
 )
 
 
@@ -47,7 +59,7 @@ class RolloutIn(BaseModel):
     """What to roll out (a release or a config), to whom, in which waves, with which bounds."""
 
     release: str | None = Field(default=None, examples=["1.4.0"])
-    config_id: int | None = None
+    config_id: Annotated[int, Field(ge=1, le=MAX_WIRE_INT)] | None = None
     gateways: Annotated[list[str], Field(min_length=1, max_length=100_000)] | None = None
     group: GroupName | None = None
     waves: Annotated[list[str | int], Field(min_length=1, max_length=20)] = Field(
@@ -199,7 +211,7 @@ class RolloutOut(Out):
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={404: {"description": "unknown release, config, gateway or group"}},
+    responses=refusals(404, 409),
 )
 def create_rollout(
     body: RolloutIn, principal: Operator, repository: Repo, scheduler: Scheduler
@@ -260,8 +272,8 @@ def list_rollouts(
     return [RolloutOut.of(r, devices=False) for r in repository.ota.list_rollouts(limit)]
 
 
-@router.get("/{rollout_id}")
-def get_rollout(rollout_id: int, repository: Repo) -> RolloutOut:
+@router.get("/{rollout_id}", responses=refusals(404))
+def get_rollout(rollout_id: RowIdPath, repository: Repo) -> RolloutOut:
     """One rollout with every wave and device."""
     try:
         return RolloutOut.of(repository.ota.get_rollout(rollout_id))
@@ -270,7 +282,7 @@ def get_rollout(rollout_id: int, repository: Repo) -> RolloutOut:
 
 
 def _control(
-    rollout_id: int, state: RolloutState, principal: Operator, repository: Repo
+    rollout_id: RowIdPath, state: RolloutState, principal: Operator, repository: Repo
 ) -> Rollout:
     try:
         return repository.ota.control_rollout(rollout_id, state, principal.name, time.time())
@@ -278,23 +290,23 @@ def _control(
         raise http_error(exc) from exc
 
 
-@router.post("/{rollout_id}/pause")
-def pause_rollout(rollout_id: int, principal: Operator, repository: Repo) -> RolloutOut:
+@router.post("/{rollout_id}/pause", responses=refusals(404, 409))
+def pause_rollout(rollout_id: RowIdPath, principal: Operator, repository: Repo) -> RolloutOut:
     """Start no further wave; devices already sent keep reporting and timing out."""
     return RolloutOut.of(_control(rollout_id, RolloutState.PAUSED, principal, repository))
 
 
-@router.post("/{rollout_id}/resume")
+@router.post("/{rollout_id}/resume", responses=refusals(404, 409))
 def resume_rollout(
-    rollout_id: int, principal: Operator, repository: Repo, scheduler: Scheduler
+    rollout_id: RowIdPath, principal: Operator, repository: Repo, scheduler: Scheduler
 ) -> RolloutOut:
     """Continue a paused rollout (a halted one can only be aborted)."""
     _control(rollout_id, RolloutState.RUNNING, principal, repository)
     return RolloutOut.of(scheduler.advance(rollout_id))
 
 
-@router.post("/{rollout_id}/abort")
-def abort_rollout(rollout_id: int, principal: Operator, repository: Repo) -> RolloutOut:
+@router.post("/{rollout_id}/abort", responses=refusals(404, 409))
+def abort_rollout(rollout_id: RowIdPath, principal: Operator, repository: Repo) -> RolloutOut:
     """Stop for good: gateways not yet sent the document never get it."""
     rollout = _control(rollout_id, RolloutState.ABORTED, principal, repository)
     return RolloutOut.of(rollout)
