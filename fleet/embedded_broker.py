@@ -156,7 +156,9 @@ class GatewayTopicAcl(BaseTopicPlugin):  # type: ignore[misc]
 
 
 class AclBroker(Broker):  # type: ignore[misc]
-    """amqtt's broker with two holes closed and a clean refusal of what it cannot parse.
+    """amqtt's broker with its access holes closed and a clean refusal of what it cannot parse.
+
+    (``PasswordFileAuth`` closes a fourth: amqtt publishes a Last Will without the ACL.)
 
     - amqtt 0.12 sends a connecting client the retained messages matching *every* session's
       subscriptions, with no ACL check (so a gateway that subscribes to nothing got other
