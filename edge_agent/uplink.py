@@ -2,9 +2,10 @@
 
 Batches go out with QoS 1, events before the readings backlog; the watermark advances
 only on the fleet's ack of its highest contiguous seq, and every (re)connection resends
-from watermark + 1. It reconnects forever with jittered backoff and contains every
-failure of its own, so trouble on the link never reaches polling, alarms or actuation;
-it never blocks the event loop on the network or the disk.
+from watermark + 1. It reconnects forever (``edge_agent.reconnect``: jittered backoff
+between full sessions, cheap probes that bring it back within seconds of a broker's
+return) and contains every failure of its own, so trouble on the link never reaches
+polling, alarms or actuation; it never blocks the event loop on the network or the disk.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -33,6 +35,7 @@ from edge_agent.enroll import (
     load_enrollment,
 )
 from edge_agent.health import AgentView, build_health, config_version, host_health
+from edge_agent.reconnect import ReconnectTiming, ReconnectWait, tcp_probe
 from edge_agent.site_config import UplinkSettings
 from edge_agent.store import LocalStore
 from edge_agent.upload_progress import Backoff, StreamProgress
@@ -103,6 +106,7 @@ class Uplink:
         commands: Mapping[str, CommandHandler] | None = None,
         rng: random.Random | None = None,
         documents: Mapping[Topic, Callable[[bytes], None]] | None = None,
+        reconnect: ReconnectTiming | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.store = store
@@ -111,9 +115,9 @@ class Uplink:
         self.agent = agent
         self.commands = dict(commands or {})
         self.documents = dict(documents or {})
-        self.backoff = Backoff(
-            settings.reconnect_min_s, settings.reconnect_max_s, rng or random.Random()
-        )
+        rng = rng or random.Random()
+        self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng)
+        self.reconnect = ReconnectWait(self.backoff, rng, reconnect)
         self.streams = {s: StreamProgress(s) for s in Stream}
         self.state: UplinkState = "starting"
         self.gateway_id: str | None = None
@@ -164,6 +168,7 @@ class Uplink:
             "last_health_at": self.last_health_at,
             "last_error": self.last_error,
             "counters": dict(self.counters),
+            "reconnect": {"probes": self.reconnect.probes, "returns": self.reconnect.returns},
             "streams": {
                 s.value: {
                     "acked": p.acked,
@@ -230,6 +235,8 @@ class Uplink:
                 Stream.EVENTS: self.settings.event_batch_rows,
             },
         )
+        _scheme, host, port = broker_address(enrollment.broker_url)
+        probe = partial(tcp_probe, host, port, self.reconnect.timing.probe_timeout_s)
         try:
             while True:
                 self.state = "connecting"
@@ -240,7 +247,7 @@ class Uplink:
                     self._failure(_leaf(exc))
                 self.connected_since = None
                 self.state = "waiting"
-                await asyncio.sleep(self.backoff.next())
+                await self.reconnect.wait(probe)
         finally:
             await asyncio.to_thread(source.close)
 

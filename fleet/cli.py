@@ -1,9 +1,9 @@
 """The ``fleet`` command: run the county service and manage tokens and broker files.
 
-``serve`` runs REST with ingest (and the embedded broker unless ``--mqtt`` names an
-external one); ``ingest`` runs only the MQTT worker. The token, API token and
-broker-config commands work on the data directory directly, with the service stopped
-or running.
+``serve`` runs REST with ingest (and the embedded broker, for the demo and trials,
+unless ``--mqtt`` names mosquitto, the production setup); ``ingest`` runs only the MQTT
+worker. The token, API token and broker-config commands work on the data directory
+directly, with the service stopped or running.
 """
 
 from __future__ import annotations
@@ -59,12 +59,17 @@ Mqtt = Annotated[
     str | None,
     typer.Option(
         "--mqtt",
-        help="External broker (mosquitto): its fleet listener (see broker-config), "
-        "e.g. mqtt://127.0.0.1:1884.",
+        help="External broker (mosquitto, the production setup): its fleet listener "
+        "(see broker-config), e.g. mqtt://127.0.0.1:1884.",
     ),
 ]
 Broker = Annotated[
-    str, typer.Option("--broker", help="'embedded': run amqtt in-process (ignored with --mqtt).")
+    str,
+    typer.Option(
+        "--broker",
+        help="'embedded': run amqtt in-process, for the demo, tests and trials on one host "
+        "(ignored with --mqtt; use mosquitto in production).",
+    ),
 ]
 MqttCa = Annotated[
     Path | None, typer.Option("--mqtt-ca", help="CA file to verify an mqtts broker.")

@@ -27,7 +27,7 @@ from typing import Any
 import aiomqtt
 from pydantic import ValidationError
 
-from fleet.mqtt_connection import BrokerConnection
+from fleet.mqtt_connection import BrokerConnection, wait_for_broker
 from fleet.repository import CommitResult, OutboxDocument, Received, Repository
 from protocol import (
     MAX_PAYLOAD_BYTES,
@@ -235,7 +235,7 @@ class IngestWorker:
                 log.log(level, "ingest connection %d to %s lost: %s", index, self.broker.url, exc)
             finally:
                 self._clients[index] = None
-            await asyncio.sleep(delay)
+            await wait_for_broker(self.broker, delay)
             delay = min(delay * 2, _RECONNECT_MAX_S)
 
     def _on_message(self, message: aiomqtt.Message) -> None:

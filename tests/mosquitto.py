@@ -196,6 +196,17 @@ class Mosquitto:
         """What mosquitto logged so far."""
         return self.log_file.read_text(errors="replace")
 
+    def restart(self) -> None:
+        """Start again after ``stop``, same config and ports; return once it listens."""
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.pid_file.parent / "mosquitto.conf")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        ports = (self.port, self.tls_port, self.fleet_port)
+        wait_until(lambda: all(port_open(p) for p in ports if p), 10, "mosquitto to listen again")
+
     def stop(self) -> None:
         """Terminate and reap the process."""
         if self.process.poll() is None:

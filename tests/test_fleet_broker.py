@@ -1,11 +1,19 @@
-"""Broker access: generated mosquitto files, TLS with a pinned CA, and the embedded broker."""
+"""Broker access: generated mosquitto files, TLS with a pinned CA, and the embedded broker.
+
+The access-control checks run against both brokers (``kind``): what one gateway may read
+or write of another's, anonymous clients, wrong passwords, client-id takeovers, forged
+wills and retained messages.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import shutil
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -20,7 +28,16 @@ from fleet.repository import Role
 from fleet.settings import FleetSettings
 from fleet.simgateway import SimulatedGateway, enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
-from protocol import DataBatch, EnrollmentResponse, Stream, Topic, gateway_topic
+from protocol import (
+    GATEWAY_SUBSCRIBES,
+    TOPIC_ROOT,
+    DataBatch,
+    EnrollmentResponse,
+    Stream,
+    Topic,
+    gateway_topic,
+)
+from tests.either_broker import BROKERS, BrokerKind, running_broker
 from tests.mosquitto import (
     auth,
     eventually,
@@ -49,20 +66,6 @@ def test_our_password_hashes_match_mosquitto_passwd(tmp_path: Path) -> None:
     assert mosquitto_verify("s3cret", theirs)
     assert not mosquitto_verify("wrong", theirs)
     assert mosquitto_verify("s3cret", mosquitto_hash("s3cret"))
-
-
-async def test_anonymous_and_wrong_password_clients_are_refused(tmp_path: Path) -> None:
-    account = FleetAccount.load_or_create(tmp_path / "fleet")
-    write_access_files(tmp_path / "broker", account, [])
-    with running_mosquitto(tmp_path / "broker", tmp_path / "mosquitto") as broker:
-        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed"):
-            async with BrokerConnection(broker.url).client():
-                pass
-        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user"):
-            async with BrokerConnection(broker.url, account.username, "wrong").client():
-                pass
-        async with BrokerConnection(broker.url, account.username, account.password).client():
-            pass
 
 
 async def test_uplink_works_over_mqtts_with_the_ca_handed_out_at_enrollment(
@@ -226,3 +229,238 @@ async def test_embedded_broker_serves_the_fleet_on_loopback_only(tmp_path: Path)
             await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 3), 10)
         assert repository.get_gateway(b.gateway_id).streams["readings"] == 0
         assert app.state.ingest.stats.messages == 1
+
+
+# --- access control, against both brokers ------------------------------------------------------
+
+Received = list[tuple[str, bytes]]
+
+
+@contextlib.asynccontextmanager
+async def inbox(client: aiomqtt.Client) -> AsyncIterator[Received]:
+    """Collect every message ``client`` receives, as (topic, payload), while in the block."""
+    got: Received = []
+
+    async def read() -> None:
+        async for message in client.messages:
+            payload = message.payload
+            got.append((str(message.topic), payload if isinstance(payload, bytes) else b""))
+
+    task = asyncio.create_task(read())
+    try:
+        yield got
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _string(value: bytes) -> bytes:
+    return len(value).to_bytes(2, "big") + value
+
+
+def _remaining_length(length: int) -> bytes:
+    out = b""
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        out += bytes([byte | (0x80 if length else 0)])
+        if not length:
+            return out
+
+
+def connect_packet(
+    client_id: str,
+    username: str,
+    password: str,
+    *,
+    level: int = 4,
+    will: tuple[str, bytes] | None = None,
+    properties: bytes = b"",
+) -> bytes:
+    """The raw bytes of a CONNECT (3.1.1 or, with ``level=5``, MQTT 5 with ``properties``)."""
+    flags = 0x80 | 0x40 | 0x02  # user name, password, clean session
+    if will is not None:
+        flags |= 0x04 | 0x08 | 0x20  # will, QoS 1, retained
+    variable = _string(b"MQTT") + bytes([level, flags]) + (60).to_bytes(2, "big")
+    if level == 5:
+        variable += bytes([len(properties)]) + properties
+    payload = _string(client_id.encode())
+    if will is not None:
+        payload += (b"\x00" if level == 5 else b"") + _string(will[0].encode()) + _string(will[1])
+    payload += _string(username.encode()) + _string(password.encode())
+    body = variable + payload
+    return b"\x10" + _remaining_length(len(body)) + body
+
+
+async def raw_exchange(port: int, packet: bytes) -> tuple[bytes, asyncio.StreamWriter]:
+    """Send ``packet`` on a new TCP connection; the first 4 bytes answered (b"" if closed)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(packet)
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.readexactly(4), 10)
+    except asyncio.IncompleteReadError as exc:
+        answer = exc.partial
+    return answer, writer
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_a_fresh_gateway_receives_no_retained_message_of_another_gateway(
+    kind: BrokerKind, tmp_path: Path
+) -> None:
+    async with running_broker(kind, tmp_path) as broker:
+        a, b = broker.gateways["a"].gateway_id, broker.gateways["b"].gateway_id
+        async with broker.fleet_connection().client("fleet-test") as fleet, inbox(fleet) as seen:
+            # A fleet subscriber on every topic: amqtt offered its filter to every client.
+            await fleet.subscribe(f"{TOPIC_ROOT}/#", qos=1)
+            await fleet.publish(gateway_topic(b, Topic.CONFIG), b"b's config", qos=1, retain=True)
+            await fleet.publish(gateway_topic(a, Topic.CONFIG), b"a's config", qos=1, retain=True)
+            async with broker.gateway("b").client(b) as gateway_b:
+                await gateway_b.subscribe(gateway_topic(b, Topic.CMD), qos=1)
+                for topic in (Topic.HEALTH, Topic.STATE):
+                    await gateway_b.publish(gateway_topic(b, topic), b"b's", qos=1, retain=True)
+                await eventually(lambda: len(seen) >= 4, 10, "the fleet to see B's messages")
+            async with broker.gateway("a").client(a) as gateway_a, inbox(gateway_a) as got:
+                # Anything leaked on connect arrives before the answers to these subscriptions.
+                for topic in GATEWAY_SUBSCRIBES:
+                    await gateway_a.subscribe(gateway_topic(a, topic), qos=1)
+                await eventually(
+                    lambda: (gateway_topic(a, Topic.CONFIG), b"a's config") in got,
+                    10,
+                    "A's own retained config",
+                )
+    assert got == [(gateway_topic(a, Topic.CONFIG), b"a's config")]
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_a_gateway_can_neither_read_nor_write_another_gateways_topics(
+    kind: BrokerKind, tmp_path: Path
+) -> None:
+    async with running_broker(kind, tmp_path) as broker:
+        a, b = broker.gateways["a"].gateway_id, broker.gateways["b"].gateway_id
+        async with (
+            broker.fleet_connection().client("fleet-test") as fleet,
+            inbox(fleet) as fleet_got,
+            broker.gateway("b").client(b) as gateway_b,
+            inbox(gateway_b) as b_got,
+            broker.gateway("a").client(a) as gateway_a,
+            inbox(gateway_a) as a_got,
+        ):
+            await fleet.subscribe(f"{TOPIC_ROOT}/+/data", qos=1)
+            await gateway_b.subscribe(gateway_topic(b, Topic.CMD), qos=1)
+            for topic in (Topic.CMD, Topic.ACK, Topic.CONFIG):
+                # The broker may grant or refuse these; either way nothing of B's may arrive.
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await gateway_a.subscribe(gateway_topic(b, topic), qos=1)
+            await gateway_a.subscribe(f"{TOPIC_ROOT}/+/cmd", qos=1)
+            await gateway_a.subscribe(gateway_topic(a, Topic.CMD), qos=1)
+            await gateway_a.publish(gateway_topic(b, Topic.DATA), b"forged by a", qos=1)
+            await gateway_a.publish(gateway_topic(a, Topic.DATA), b"a's own", qos=1)
+            await fleet.publish(gateway_topic(b, Topic.CMD), b"for b", qos=1)
+            await fleet.publish(gateway_topic(a, Topic.CMD), b"for a", qos=1)
+            await eventually(lambda: all([fleet_got, b_got, a_got]), 10, "every sentinel")
+    assert fleet_got == [(gateway_topic(a, Topic.DATA), b"a's own")]
+    assert b_got == [(gateway_topic(b, Topic.CMD), b"for b")]
+    assert a_got == [(gateway_topic(a, Topic.CMD), b"for a")]
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_anonymous_clients_and_wrong_passwords_are_refused_and_logged(
+    kind: BrokerKind, tmp_path: Path
+) -> None:
+    async with running_broker(kind, tmp_path) as broker:
+        a = broker.gateways["a"].gateway_id
+        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user|Connect"):
+            async with BrokerConnection(broker.url).client(a):
+                pass
+        with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authori[sz]ed|[Bb]ad user|Connect"):
+            async with broker.gateway("a", "not-the-password").client(a):
+                pass
+        async with broker.gateway("a").client(a):
+            pass
+        if kind == "embedded":
+            await eventually(lambda: broker.log().count("refused") == 2, 10, "two refusals")
+            assert f"refused {a!r} from 127.0.0.1" in broker.log()
+            assert "wrong password" in broker.log()
+        else:  # mosquitto logs each refusal, but names the client only when it can
+            await eventually(lambda: broker.log().count("not authorised") == 2, 10, "refusals")
+        assert "not-the-password" not in broker.log()
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_no_gateway_can_knock_another_off_with_its_client_id(
+    kind: BrokerKind, tmp_path: Path
+) -> None:
+    async with running_broker(kind, tmp_path) as broker:
+        a, b = broker.gateways["a"].gateway_id, broker.gateways["b"].gateway_id
+        async with (
+            broker.fleet_connection().client("fleet-test") as fleet,
+            broker.gateway("b").client(b) as gateway_b,
+            inbox(gateway_b) as b_got,
+        ):
+            await gateway_b.subscribe(gateway_topic(b, Topic.CMD), qos=1)
+            try:
+                # mosquitto gives A its own id whatever it asks for; the embedded broker refuses.
+                async with broker.gateway("a").client(b) as gateway_a:
+                    await gateway_a.publish(gateway_topic(a, Topic.STATE), b"a", qos=1)
+                assert kind == "mosquitto"
+            except aiomqtt.MqttError:
+                assert kind == "embedded"
+            await fleet.publish(gateway_topic(b, Topic.CMD), b"still there?", qos=1)
+            await eventually(lambda: len(b_got) == 1, 10, "B to get the fleet's command")
+            await gateway_b.publish(gateway_topic(b, Topic.STATE), b"yes", qos=1)
+        if kind == "mosquitto":
+            assert "closing old connection" not in broker.log()
+
+
+@pytest.mark.parametrize("kind", BROKERS)
+async def test_a_gateways_last_will_cannot_speak_for_another_gateway(
+    kind: BrokerKind, tmp_path: Path
+) -> None:
+    async with running_broker(kind, tmp_path) as broker:
+        a, b = broker.gateways["a"].gateway_id, broker.gateways["b"].gateway_id
+        async with broker.fleet_connection().client("fleet-test") as fleet, inbox(fleet) as got:
+            await fleet.subscribe(f"{TOPIC_ROOT}/+/state", qos=1)
+            packet = connect_packet(
+                a,
+                a,
+                broker.gateways["a"].password,
+                will=(gateway_topic(b, Topic.STATE), b"forged offline"),
+            )
+            answer, writer = await raw_exchange(broker.port, packet)
+            writer.transport.abort()  # no DISCONNECT: a broker that accepted the will sends it
+            assert answer[:2] in (b"\x20\x02", b"")
+            async with broker.gateway("a").client(a) as gateway_a:
+                await gateway_a.publish(gateway_topic(a, Topic.STATE), b"a's own", qos=1)
+            await eventually(lambda: (gateway_topic(a, Topic.STATE), b"a's own") in got, 10, "A")
+        async with broker.fleet_connection().client("fleet-late") as late, inbox(late) as kept:
+            await late.subscribe(f"{TOPIC_ROOT}/+/state", qos=1)
+            await late.publish(f"{TOPIC_ROOT}/sentinel/state", b"end", qos=1)
+            await eventually(lambda: (f"{TOPIC_ROOT}/sentinel/state", b"end") in kept, 10, "end")
+    assert all(topic != gateway_topic(b, Topic.STATE) for topic, _ in got + kept), got + kept
+
+
+async def test_the_embedded_broker_refuses_mqtt5_cleanly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with running_broker("embedded", tmp_path) as broker:
+        a = broker.gateways["a"]
+        bare = connect_packet(a.gateway_id, a.gateway_id, a.password, level=5)
+        # What an MQTT 5 client sends: properties (session expiry 3600 s) before the payload.
+        full = connect_packet(
+            a.gateway_id, a.gateway_id, a.password, level=5, properties=b"\x11\x00\x00\x0e\x10"
+        )
+        for packet in (bare, full):
+            answer, writer = await raw_exchange(broker.port, packet)
+            writer.close()
+            # CONNACK, "unacceptable protocol version" (the 3.1.1 return code 0x01).
+            assert answer == b"\x20\x02\x00\x01"
+        answer, writer = await raw_exchange(broker.port, b"GET / HTTP/1.1\r\n\r\n")
+        writer.close()
+        assert answer == b""
+        # A 3.1.1 client still gets in after all that.
+        async with broker.gateway("a").client(a.gateway_id):
+            pass
+        assert broker.log().count("MQTT 5 CONNECT; this broker speaks MQTT 3.1.1 only") == 2
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

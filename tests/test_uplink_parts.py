@@ -6,8 +6,11 @@ import math
 import random
 from pathlib import Path
 
+import pytest
+
 from drivers.model import Quality, Reading
 from edge_agent.health import cpu_temperature, host_health, memory
+from edge_agent.reconnect import ReconnectTiming, ReconnectWait
 from edge_agent.store import LocalStore
 from edge_agent.upload_progress import Backoff, StreamProgress
 from edge_agent.upload_source import UploadSource, event_row, stored_progress
@@ -153,6 +156,81 @@ def test_backoff_grows_to_its_cap_with_jitter_and_resets() -> None:
     assert len({round(d, 6) for d in delays[4:]}) == 4  # jittered, not lockstep
     backoff.reset()
     assert backoff.next() <= 0.5
+
+
+class FakeClock:
+    """Monotonic time that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.now += seconds
+
+
+async def return_delay(outage_s: float, seed: int, clock: FakeClock) -> tuple[float, int]:
+    """Seconds from the broker's return to the next session, and the probes made meanwhile.
+
+    The broker is down for ``outage_s``; every full session fails until then.
+    """
+    wait = ReconnectWait(
+        Backoff(1.0, 120.0, random.Random(seed)),
+        random.Random(seed + 1),
+        ReconnectTiming(),
+        clock.sleep,
+        clock,
+    )
+
+    async def probe() -> bool:
+        return clock.now >= outage_s
+
+    while clock.now < outage_s:  # each full session fails while the broker is down
+        await wait.wait(probe)
+    return clock.now - outage_s, wait.probes
+
+
+@pytest.mark.parametrize("outage_s", [5.0, 60.0, 3600.0])
+async def test_gateways_return_within_seconds_of_the_broker_after_any_outage(
+    outage_s: float,
+) -> None:
+    delays = []
+    for seed in range(200):
+        clock = FakeClock()
+        delay, probes = await return_delay(outage_s, seed, clock)
+        delays.append(delay)
+        # Probes are cheap but not a flood: at most one per half interval.
+        assert probes <= outage_s / 0.5 + 2
+    delays.sort()
+    p95 = delays[int(0.95 * len(delays))]
+    timing = ReconnectTiming()
+    assert delays[-1] <= 1.5 * timing.probe_interval_s + timing.return_spread_s
+    assert p95 < 5.0
+    # Spread, not lockstep: the returns fill most of the window.
+    assert delays[-1] - delays[0] > timing.return_spread_s / 2
+
+
+async def test_a_broker_that_answers_but_fails_sessions_gets_the_full_backoff() -> None:
+    clock = FakeClock()
+    wait = ReconnectWait(
+        Backoff(1.0, 120.0, random.Random(3)), random.Random(4), None, clock.sleep, clock
+    )
+
+    async def up() -> bool:
+        return True
+
+    waits = []
+    for _ in range(10):
+        start = clock.now
+        await wait.wait(up)
+        waits.append(clock.now - start)
+    ceilings = [1, 2, 4, 8, 16, 32, 64, 120, 120, 120]
+    assert all(c / 2 <= w <= c for w, c in zip(waits, ceilings, strict=True))
+    assert wait.probes == 10  # one probe per wait while the port answers
+    assert wait.returns == 0
 
 
 def test_host_health_reads_this_machine(tmp_path: Path) -> None:
