@@ -335,7 +335,12 @@ def _listener(
 @apitoken_app.command("create")
 def apitoken_create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
-    role: Annotated[Role, typer.Option("--role", help="viewer, operator or admin.")],
+    role: Annotated[
+        Role,
+        typer.Option(
+            "--role", help="viewer, operator, configurator (signs site configs) or admin."
+        ),
+    ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Create an API token and print it (shown only now; stored hashed)."""
