@@ -207,8 +207,9 @@ def create_rollout(
 ) -> RolloutOut:
     """Plan the waves and send the first one now.
 
-    409 when the release still lacks files or a gateway is in another active rollout of
-    the same kind; 422 when the waves do not fit the gateways.
+    403 unless an admin rolls out a release or a configurator a config; 409 when the
+    release still lacks files or a gateway is in another active rollout of the same kind;
+    422 when the waves do not fit the gateways or the stored site file is invalid.
     """
     kind = DocumentKind.RELEASE if body.release is not None else DocumentKind.CONFIG
     # Each wave is signed by the fleet: a release is the admin's to send, a site
