@@ -71,17 +71,16 @@ def _players(source: Path, raw: Any) -> dict[str, tuple[str, ...]]:
 
 
 def load_local_settings(path: Path) -> LocalSettings:
-    """Read ``path``; a missing file means the built-in defaults (aplay, shipped clips).
+    """Read ``path``; a missing file means the defaults: aplay, and the shipped clips.
 
-    ``clips_dir`` (default ``clips`` beside the file) adds its ``NAME.wav`` files to the
-    shipped clips, a local recording replacing a shipped one of the same name.
+    ``clips_dir`` (default ``clips`` beside the file, whether the file exists or not) adds
+    its ``NAME.wav`` files to the shipped clips, a local recording replacing a shipped one
+    of the same name.
 
     Raises:
         LocalSettingsError: when the file cannot be read, is not TOML, or is invalid.
     """
-    if not path.exists():
-        return LocalSettings(str(path))
-    data = read_toml(path, "agent settings", LocalSettingsError)
+    data = read_toml(path, "agent settings", LocalSettingsError) if path.exists() else {}
     if unknown := sorted(set(data) - {"players", "clips_dir"}):
         raise LocalSettingsError(
             path, f"unknown key(s): {', '.join(unknown)} (allowed: clips_dir, players)"

@@ -74,6 +74,16 @@ def test_without_agent_toml_the_site_gets_aplay_and_the_shipped_clips(tmp_path: 
     assert all(p.is_file() for p in player.clips.values())
 
 
+def test_a_local_recording_in_the_clips_folder_replaces_the_shipped_one(tmp_path: Path) -> None:
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "evacuate_now.wav").write_bytes(b"RIFF")
+    (tmp_path / "clips" / "not a name.wav").write_bytes(b"RIFF")  # never a clip name
+    settings = load_local_settings(tmp_path / "agent.toml")  # no agent.toml needed
+    player = bind_player(load_site(local_site(tmp_path)), settings)
+    assert player.clips["evacuate_now"] == tmp_path / "clips" / "evacuate_now.wav"
+    assert set(player.clips) == {"evacuate_now", "prepare_to_evacuate", "siren_test"}
+
+
 def test_a_player_named_in_agent_toml_is_the_one_that_runs(tmp_path: Path) -> None:
     (tmp_path / "clips").mkdir()
     (tmp_path / "clips" / "dialect_evacuate.wav").write_bytes(b"RIFF")
