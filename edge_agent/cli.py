@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table as RichTable
 
@@ -51,7 +52,8 @@ COMM_FAILURE = Quality.TIMEOUT | Quality.CRC_ERROR | Quality.EXCEPTION | Quality
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: site-file messages name items such as "[player]", which Rich would eat.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code=2)
 
 

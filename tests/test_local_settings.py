@@ -137,9 +137,7 @@ def test_edge_run_refuses_a_site_file_with_a_command_and_runs_nothing(tmp_path: 
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     said = " ".join(done.stderr.split())
-    # (The "[player]" of the message is lost to Rich markup on the terminal: issue 18, 8.)
-    assert f"{site}: " in said
-    assert "command ['sh', '-c', " in said
+    assert f"{site}: [player]: command ['sh', '-c', " in said
     assert "is not one of this gateway's players (aplay; " in said
     assert not marker.exists()
     assert not (data_dir / "store.sqlite").exists()  # refused before it started
