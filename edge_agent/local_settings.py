@@ -8,7 +8,6 @@ it or adds a command, and a clip is a file the gateway has, found by name, never
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +15,13 @@ from typing import Any
 
 from drivers.tomlfile import read_toml
 from edge_agent.actuation import DEFAULT_PLAYER_NAME, LEVEL_NAMES, SHIPPED_CLIPS, PlayerSpec
+from edge_agent.site_actuation import SYMBOL
 from edge_agent.site_config import SiteConfig
 from edge_agent.site_errors import SiteConfigError
 
 SETTINGS_FILE = "agent.toml"
 #: Always allowed, and what a site file without ``[player]`` gets.
 BUILTIN_PLAYERS: Mapping[str, tuple[str, ...]] = {DEFAULT_PLAYER_NAME: ("aplay", "-q", "{clip}")}
-#: Player and clip names: letters, digits, '_' and '-', never a path.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class LocalSettingsError(ValueError):
@@ -35,7 +33,7 @@ class LocalSettingsError(ValueError):
 
 
 def _clips_in(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.glob("*.wav")) if _NAME.fullmatch(p.stem)}
+    return {p.stem: p for p in sorted(folder.glob("*.wav")) if SYMBOL.fullmatch(p.stem)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +51,7 @@ def _players(source: Path, raw: Any) -> dict[str, tuple[str, ...]]:
     players = dict(BUILTIN_PLAYERS)
     for name, table in raw.items():
         item = f"[players.{name}]"
-        if not _NAME.fullmatch(name):
+        if not SYMBOL.fullmatch(name):
             raise LocalSettingsError(source, "a player's name takes letters, digits, _ and -", item)
         if not isinstance(table, dict) or set(table) != {"command"}:
             raise LocalSettingsError(source, "takes exactly one key, 'command'", item)
