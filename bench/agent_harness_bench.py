@@ -60,9 +60,6 @@ id = "siren"
 device = "relays"
 patterns = {{ warble = ["relay1"] }}
 
-[player]
-command = ["true", "{{clip}}"]
-
 [actions]
 red = {{ siren = "warble" }}
 """

@@ -50,12 +50,32 @@ class RelayActuatorSpec:
         return sorted((self.device.profile.channel(n) for n in names), key=lambda c: c.address)
 
 
+#: The player a site file gets when it names none (``aplay -q {clip}``, always allowed).
+DEFAULT_PLAYER_NAME = "aplay"
+
+
 @dataclass(frozen=True, slots=True)
 class PlayerSpec:
-    """How to play a clip: a command with ``{clip}`` standing for the file path."""
+    """How to play a clip: an allowed command with ``{clip}`` standing for the file path.
+
+    Built only from the gateway's local agent settings (``agent_settings``), never from a
+    site file: the clips are files the gateway has, found by name.
+    """
 
     command: tuple[str, ...]
     clips: Mapping[str, Path]
+
+
+@dataclass(frozen=True, slots=True)
+class PlayerChoice:
+    """Which of the gateway's allowed players a site file asks for.
+
+    By ``name``, or (site files written before players moved to the agent settings) by
+    the exact ``command`` of an allowed player. It is a request, never something to run.
+    """
+
+    name: str = DEFAULT_PLAYER_NAME
+    command: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +91,7 @@ class ActuationSpec:
     """The site's actuators and what each level makes them do."""
 
     actuators: tuple[RelayActuatorSpec, ...] = ()
-    player: PlayerSpec | None = None
+    player: PlayerChoice = field(default_factory=PlayerChoice)
     actions: Mapping[int, LevelAction] = field(default_factory=dict)
     reassert_s: float = 10.0
     test_duration_s: float = 5.0
@@ -205,15 +225,23 @@ class ClipPlayer:
 
 
 class Actuation:
-    """Turns the site's alarm level into relay patterns and broadcasts."""
+    """Turns the site's alarm level into relay patterns and broadcasts.
+
+    ``player`` is the site's choice bound to the gateway's allowed players
+    (``agent_settings.bind_player``); without one, levels sound no clip.
+    """
 
     def __init__(
-        self, spec: ActuationSpec, buses: Mapping[str, ModbusBus], emit: EventSink
+        self,
+        spec: ActuationSpec,
+        buses: Mapping[str, ModbusBus],
+        emit: EventSink,
+        player: PlayerSpec | None = None,
     ) -> None:
         self.spec = spec
         self.emit = emit
         self.relays = [RelayActuator(a, buses[a.device.bus], emit) for a in spec.actuators]
-        self.player = ClipPlayer(spec.player, emit) if spec.player else None
+        self.player = ClipPlayer(player, emit) if player else None
         self.level = 0
         self._testing = False
         self._wake = asyncio.Event()

@@ -27,6 +27,7 @@ from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
 from edge_agent.control import SOCKET_NAME, serve_control
 from edge_agent.enroll import enrollment_state, load_enrollment
 from edge_agent.faults import FaultTracker
+from edge_agent.local_settings import LocalSettings, bind_player
 from edge_agent.release_intake import ReleaseIntake
 from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
@@ -87,7 +88,8 @@ class Agent:
 
     With ``config_path`` (the site file it was started from) it also takes signed
     configurations over the air; ``restart_requested`` is set when it stopped to start
-    again on a new (or restored) site file.
+    again on a new (or restored) site file. ``settings`` (the gateway's agent.toml) says
+    which players the site may name; a site asking for another is refused.
     """
 
     def __init__(
@@ -100,7 +102,9 @@ class Agent:
         config_path: Path | None = None,
         confirm_deadline_s: float = CONFIRM_DEADLINE_S,
         slots_root: Path | None = None,
+        settings: LocalSettings | None = None,
     ) -> None:
+        settings = settings or LocalSettings()
         self.site = site
         self.data_dir = data_dir
         self.clock = clock
@@ -108,7 +112,9 @@ class Agent:
         self.store = LocalStore(data_dir, site.agent.quota_bytes)
         self.engine = AlarmEngine(site.rules, backend)
         self.poller = Poller(site.buses, site.devices, clock, self._on_readings)
-        self.actuation = Actuation(site.actuation, self.poller.buses, self._emit)
+        self.actuation = Actuation(
+            site.actuation, self.poller.buses, self._emit, bind_player(site, settings)
+        )
         self.nodes = [
             SirenNodeLink(spec, self.poller.buses[spec.device.bus], clock, self._emit)
             for spec in site.siren_nodes
@@ -134,6 +140,7 @@ class Agent:
                 self._confirm_config,
                 self.restart_requested.set,
                 confirm_deadline_s,
+                settings,
             )
             if config_path is not None
             else None

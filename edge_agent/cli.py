@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table as RichTable
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from drivers.bus import BusConfig
     from drivers.clock import Clock
     from drivers.poller import Poller
+    from edge_agent.local_settings import LocalSettings
     from edge_agent.scan import ScanHit
     from edge_agent.site_config import SiteConfig
 
@@ -51,7 +53,8 @@ COMM_FAILURE = Quality.TIMEOUT | Quality.CRC_ERROR | Quality.EXCEPTION | Quality
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: site-file messages name items such as "[player]", which Rich would eat.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code=2)
 
 
@@ -62,6 +65,23 @@ def _load(config: Path) -> SiteConfig:
         return load_site(config)
     except SiteConfigError as exc:
         raise _fail(str(exc)) from None
+
+
+def _local_settings(path: Path | None, data_dir: Path, site: SiteConfig) -> LocalSettings:
+    """The gateway's agent.toml, with the site's player checked against it."""
+    from edge_agent.local_settings import (  # noqa: PLC0415
+        SETTINGS_FILE,
+        LocalSettingsError,
+        bind_player,
+        load_local_settings,
+    )
+
+    try:
+        settings = load_local_settings(path or data_dir / SETTINGS_FILE)
+        bind_player(site, settings)
+    except (LocalSettingsError, SiteConfigError) as exc:
+        raise _fail(str(exc)) from None
+    return settings
 
 
 def make_clock(speed: float, origin: str | None, anchor: float | None) -> Clock:
@@ -273,6 +293,13 @@ def run(
         Path | None,
         typer.Option(help="Release slot tree this agent runs from (takes releases over the air)."),
     ] = None,
+    agent_settings: Annotated[
+        Path | None,
+        typer.Option(
+            help="The gateway's own settings: allowed players and clips "
+            "(default: agent.toml in the data directory)."
+        ),
+    ] = None,
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
     from edge_agent.alarms.preload import preload_for_site  # noqa: PLC0415 - numba is heavy
@@ -292,8 +319,9 @@ def run(
     from edge_agent.daemon import run_daemon  # noqa: PLC0415
 
     site = _load(config)
+    settings = _local_settings(agent_settings, data_dir, site)
     clock = make_clock(speed, origin, anchor)
-    run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline, slots)
+    run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline, slots, settings)
 
 
 def _ask(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:

@@ -4,7 +4,9 @@ A signed configuration arrives on the gateway's retained ``config`` topic. In or
 
 1. Verify it (signature, target, anti-rollback) against the trust anchor pinned at
    enrollment; a refusal is reported ``rejected`` with its reason.
-2. Validate it with the same parser as a local site file; ``rejected`` with the message.
+2. Validate it with the same parser as a local site file, held to what a pushed file may
+   name (shipped profiles, serial ports), and bind its player to the ones this gateway's
+   agent.toml allows; ``rejected`` with the message. Nothing in it is ever run.
 3. Write it atomically beside the site file as ``SITE.toml.candidate``.
 4. Probe it while the current configuration keeps polling and alarming: every device
    answers and every actuator reads back (``config_probe``). A failure removes the
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import time
-import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ from edge_agent.config_state import (
     restore_previous,
 )
 from edge_agent.document_inbox import DocumentInbox, verify_offered
-from edge_agent.site_config import SiteConfig, parse_site
+from edge_agent.local_settings import LocalSettings, bind_player
+from edge_agent.site_config import SiteConfig, parse_site_text
 from edge_agent.site_errors import SiteConfigError
 from ota.document import (
     DocumentKind,
@@ -56,21 +58,6 @@ Probe = Callable[[SiteConfig], Awaitable[str | None]]
 Confirm = Callable[[float], Awaitable[str | None]]
 
 
-def parse_site_text(text: Any, source: str, base_dir: Path) -> SiteConfig:
-    """Validate a site file's text exactly as ``load_site`` validates a file.
-
-    Raises:
-        SiteConfigError: when the text is missing, is not TOML, or is invalid.
-    """
-    if not isinstance(text, str):
-        raise SiteConfigError(source, "payload has no 'site_toml' text")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SiteConfigError(source, f"not valid TOML: {exc}") from None
-    return parse_site(raw, source, base_dir)
-
-
 class ConfigUpdater:
     """Receives signed configurations and takes each through the steps above."""
 
@@ -83,8 +70,10 @@ class ConfigUpdater:
         confirm: Confirm,
         restart: Callable[[], None],
         confirm_deadline_s: float = CONFIRM_DEADLINE_S,
+        settings: LocalSettings | None = None,
     ) -> None:
         self.config_path = config_path
+        self.settings = settings or LocalSettings()
         self.data_dir = data_dir
         self.emit = emit
         self.probe = probe
@@ -194,10 +183,12 @@ class ConfigUpdater:
 
     async def _validate(self, version: int, text: Any) -> SiteConfig | None:
         try:
-            return parse_site_text(text, f"configuration v{version}", self.config_path.parent)
+            site = parse_site_text(text, f"configuration v{version}")
+            bind_player(site, self.settings)
         except SiteConfigError as exc:
             await self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, str(exc)))
             return None
+        return site
 
     def _switch(self, version: int, candidate: Path) -> None:
         previous = previous_path(self.config_path)

@@ -21,6 +21,7 @@ from typing import Any
 
 from drivers.clock import Clock, ScaledClock, SystemClock
 from edge_agent.agent import Agent
+from edge_agent.local_settings import LocalSettings
 from edge_agent.site_config import SiteConfig
 
 #: Longest a clean stop may take before the process dumps its stacks and exits anyway.
@@ -36,6 +37,7 @@ def run_daemon(
     log_level: str,
     confirm_deadline: float,
     slots_root: Path | None = None,
+    settings: LocalSettings | None = None,
 ) -> None:
     """Run the agent until SIGTERM/SIGINT; restart in place when it asks to.
 
@@ -55,6 +57,7 @@ def run_daemon(
         config_path=config,
         confirm_deadline_s=confirm_deadline,
         slots_root=slots_root,
+        settings=settings,
     )
     asyncio.run(_run_until_signal(agent.run()))
     if agent.exit_for_update:

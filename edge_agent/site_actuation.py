@@ -1,28 +1,29 @@
 """The actuation part of the site file: relay actuators, the clip player, actions per level.
 
 Validated against the devices the site declares, with errors shaped like every other
-site-file error ("FILE: item: problem").
+site-file error ("FILE: item: problem"). A site file names its player and clips; it never
+gives a command or a path that the gateway would run or read (see ``agent_settings``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from drivers.poller import DeviceConfig
 from drivers.profiles import Table
 from edge_agent.actuation import (
     LEVEL_NAMES,
-    SHIPPED_CLIPS,
     ActuationSpec,
     LevelAction,
-    PlayerSpec,
+    PlayerChoice,
     RelayActuatorSpec,
 )
 from edge_agent.site_errors import SiteConfigError
 
-DEFAULT_PLAYER = ("aplay", "-q", "{clip}")
+#: A player or clip name: letters, digits, '_' and '-', so it can never be a path.
+SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def _actuator(
@@ -62,32 +63,62 @@ def _actuator(
     return RelayActuatorSpec(raw["id"], device, parsed, test)
 
 
-def _player(source: str, base_dir: Path, raw: Any) -> PlayerSpec:
-    clips = {p.stem: p for p in SHIPPED_CLIPS.glob("*.wav")}
+def _player(source: str, raw: Any, pushed: bool) -> PlayerChoice:
+    """The player the site asks for; what it runs is the gateway's business (agent.toml)."""
     if raw is None:
-        return PlayerSpec(DEFAULT_PLAYER, clips)
-    if not isinstance(raw, dict) or set(raw) - {"command", "clips"}:
-        raise SiteConfigError(source, "[player] takes only 'command' and 'clips'", "[player]")
-    command = raw.get("command", list(DEFAULT_PLAYER))
-    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
-        raise SiteConfigError(source, "'command' must be a non-empty list of strings", "[player]")
-    if not any("{clip}" in part for part in command):
-        raise SiteConfigError(source, "'command' must contain {clip}", "[player]")
-    for name, path in (raw.get("clips") or {}).items():
-        clip = (base_dir / str(path)).resolve()
-        if not clip.is_file():
-            raise SiteConfigError(source, f"clip '{name}': no file {clip}", "[player]")
-        clips[name] = clip
-    return PlayerSpec(tuple(command), clips)
+        return PlayerChoice()
+    if not isinstance(raw, dict):
+        raise SiteConfigError(source, "must be a table", "[player]")
+    if "clips" in raw:
+        raise SiteConfigError(
+            source,
+            "'clips' is not read from a site file: clips are the shipped ones and the "
+            "NAME.wav files of the gateway's clips directory (agent.toml 'clips_dir')",
+            "[player]",
+        )
+    if unknown := sorted(set(raw) - {"name", "command"}):
+        raise SiteConfigError(
+            source, f"unknown key(s): {', '.join(unknown)} (allowed: command, name)", "[player]"
+        )
+    if "name" in raw and "command" in raw:
+        raise SiteConfigError(source, "give 'name' or 'command', not both", "[player]")
+    if "command" in raw and pushed:
+        raise SiteConfigError(
+            source,
+            "a pushed configuration names its player ('name = \"aplay\"'), never a "
+            "command: the gateway runs only the players of its own agent.toml",
+            "[player]",
+        )
+    if "command" in raw:
+        command = raw["command"]
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(c, str) for c in command)
+        ):
+            raise SiteConfigError(
+                source, "'command' must be a non-empty list of strings", "[player]"
+            )
+        return PlayerChoice(command=tuple(command))
+    name = raw.get("name")
+    if not isinstance(name, str) or not SYMBOL.fullmatch(name):
+        raise SiteConfigError(
+            source,
+            f"'name' must name a player of the gateway's agent.toml (letters, digits, _ "
+            f"and -), got {name!r}",
+            "[player]",
+        )
+    return PlayerChoice(name=name)
 
 
 def parse_actuation(
     source: str,
-    base_dir: Path,
     data: Mapping[str, Any],
     devices: Mapping[str, DeviceConfig],
     reassert_s: float,
     test_duration_s: float = 5.0,
+    *,
+    pushed: bool = False,
 ) -> ActuationSpec:
     """Validate [[actuator]], [player] and [actions.LEVEL] of a site document.
 
@@ -101,7 +132,7 @@ def parse_actuation(
     by_id = {a.id: a for a in actuators}
     if len(by_id) != len(actuators):
         raise SiteConfigError(source, "two actuators share an id")
-    player = _player(source, base_dir, data.get("player"))
+    player = _player(source, data.get("player"), pushed)
     actions: dict[int, LevelAction] = {}
     raw_actions = data.get("actions", {})
     if not isinstance(raw_actions, dict):
@@ -115,9 +146,13 @@ def parse_actuation(
         if not isinstance(raw, dict):
             raise SiteConfigError(source, "must be a table", item)
         clip = raw.get("clip")
-        if clip is not None and clip not in player.clips:
-            known = ", ".join(sorted(player.clips))
-            raise SiteConfigError(source, f"unknown clip {clip!r} (clips: {known})", item)
+        # Only a name: the gateway looks it up among its own clips, never a path.
+        if clip is not None and (not isinstance(clip, str) or not SYMBOL.fullmatch(clip)):
+            raise SiteConfigError(
+                source,
+                f"clip must be a clip's name (letters, digits, _ and -), not a path: {clip!r}",
+                item,
+            )
         patterns: dict[str, str] = {}
         for key, value in raw.items():
             if key == "clip":

@@ -1,11 +1,16 @@
 """The site file: which buses a gateway has and which devices sit on them.
 
 Validated completely at load time; an error names the file, the bus or device, and the
-problem, so a technician can fix the file at the site. Never opens a port.
+problem, so a technician can fix the file at the site. Never opens a port. A pushed
+configuration (from the fleet) is held to more: it may name shipped profiles only and
+serial ports under /dev only, so it can never make the gateway read or write other files.
 """
 
 from __future__ import annotations
 
+import os.path
+import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +18,7 @@ from typing import Any
 
 from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
 from drivers.poller import DeviceConfig
-from drivers.profiles import ProfileError, resolve_profile
+from drivers.profiles import ProfileError, builtin_profiles, resolve_profile
 from drivers.tomlfile import read_toml
 from edge_agent.actuation import LEVEL_NAMES, ActuationSpec
 from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
@@ -30,6 +35,10 @@ from protocol import (
 )
 
 _SITE_KEYS = {"id", "name", "description"}
+#: Serial ports a pushed configuration may open: tty devices (ttyS0, ttyUSB0, ttyAMA0,
+#: ttyACM0 ...), the Raspberry Pi's serialN aliases and udev's stable links. Consoles
+#: (/dev/tty, /dev/ttyN), disks and ordinary files are out of reach.
+SERIAL_PORT = re.compile(r"/dev/(tty[A-Za-z]+[0-9]+|serial[0-9]+|serial/by-(id|path)/[^/]+)")
 _SERIAL_KEYS = {"name", "kind", "device", "baudrate", "parity", "stopbits", "bytesize"}
 _TCP_KEYS = {"name", "kind", "host", "port"}
 _DEVICE_KEYS = {
@@ -120,7 +129,7 @@ class _Reader:
         return float(value)
 
 
-def _parse_bus(source: str, raw: Any, index: int) -> BusConfig:
+def _parse_bus(source: str, raw: Any, index: int, pushed: bool) -> BusConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise SiteConfigError(source, "needs a table with a 'name'", f"[[bus]] #{index + 1}")
     item = f"bus '{raw['name']}'"
@@ -130,9 +139,15 @@ def _parse_bus(source: str, raw: Any, index: int) -> BusConfig:
         parity = raw.get("parity", "N")
         if parity not in ("N", "E", "O"):
             r.fail(f"parity must be N, E or O, got {parity!r}")
+        device = r.text("device")
+        if pushed and (os.path.normpath(device) != device or not SERIAL_PORT.fullmatch(device)):
+            r.fail(
+                f"device {device!r}: a pushed configuration may open serial ports only "
+                "(/dev/ttyS0, /dev/ttyUSB0 and the like, /dev/serialN, /dev/serial/by-id/...)"
+            )
         return SerialBusConfig(
             name=raw["name"],
-            device=r.text("device"),
+            device=device,
             baudrate=r.integer("baudrate", 9600, 300, 4_000_000),
             parity=parity,
             stopbits=r.integer("stopbits", 1, 1, 2),
@@ -147,7 +162,11 @@ def _parse_bus(source: str, raw: Any, index: int) -> BusConfig:
 
 
 def _parse_device(
-    source: str, base_dir: Path, raw: Any, index: int, buses: Mapping[str, BusConfig]
+    source: str,
+    base_dir: Path | None,
+    raw: Any,
+    index: int,
+    buses: Mapping[str, BusConfig],
 ) -> DeviceConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise SiteConfigError(source, "needs a table with a 'name'", f"[[device]] #{index + 1}")
@@ -156,8 +175,15 @@ def _parse_device(
     bus = r.text("bus")
     if bus not in buses:
         r.fail(f"unknown bus '{bus}' (buses: {', '.join(buses) or 'none'})")
+    ref = r.text("profile")
+    if base_dir is None and ref not in builtin_profiles():
+        # A path would be a file on the gateway, which a pushed configuration may not read.
+        r.fail(
+            f"profile {ref!r}: a pushed configuration may use shipped profiles only "
+            f"({', '.join(sorted(builtin_profiles()))})"
+        )
     try:
-        profile = resolve_profile(r.text("profile"), base_dir)
+        profile = resolve_profile(ref, base_dir)
     except ProfileError as exc:
         r.fail(f"profile problem: {exc}")
     poll = r.number("poll_interval_s", 10.0, 0.0, 86400.0)
@@ -203,8 +229,12 @@ def _unique(source: str, kind: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConfig:
+def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> SiteConfig:
     """Validate an already-parsed site document.
+
+    ``base_dir`` is the directory of a local site file, where its profile paths start;
+    None for a pushed configuration, which may name shipped profiles, serial ports under
+    /dev and its player by name only.
 
     Raises:
         SiteConfigError: naming ``source``, the bus or device, and the problem.
@@ -222,7 +252,7 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
         raise SiteConfigError(source, "a site needs at least one [[bus]]")
     if not isinstance(raw_devices, list) or not raw_devices:
         raise SiteConfigError(source, "a site needs at least one [[device]]")
-    buses = [_parse_bus(source, raw, i) for i, raw in enumerate(raw_buses)]
+    buses = [_parse_bus(source, raw, i, base_dir is None) for i, raw in enumerate(raw_buses)]
     _unique(source, "bus", [b.name for b in buses])
     ports: dict[str, str] = {}
     for bus in buses:
@@ -260,7 +290,12 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path) -> SiteConf
         devices=tuple(devices),
         agent=agent,
         actuation=parse_actuation(
-            source, base_dir, data, by_device, agent.reassert_s, agent.test_duration_s
+            source,
+            data,
+            by_device,
+            agent.reassert_s,
+            agent.test_duration_s,
+            pushed=base_dir is None,
         ),
         rules=_checked_rules(source, data.get("rule", []), devices),
         siren_nodes=tuple(
@@ -384,6 +419,24 @@ def _checked_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tu
     }
     check_sample_counts(source, rules, polls)
     return rules
+
+
+def parse_site_text(text: Any, source: str) -> SiteConfig:
+    """Validate a pushed configuration's text: as ``load_site`` does, with no local files.
+
+    The gateway runs this on every configuration it receives and the fleet on every one
+    before it signs it, so both refuse the same files with the same message.
+
+    Raises:
+        SiteConfigError: when the text is missing, is not TOML, or is invalid.
+    """
+    if not isinstance(text, str):
+        raise SiteConfigError(source, "payload has no 'site_toml' text")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SiteConfigError(source, f"not valid TOML: {exc}") from None
+    return parse_site(raw, source, None)
 
 
 def load_site(path: str | Path) -> SiteConfig:

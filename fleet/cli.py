@@ -364,7 +364,12 @@ def _print_api_token(token: ApiToken, secret: str) -> None:
 @apitoken_app.command("create")
 def apitoken_create(
     name: Annotated[str, typer.Option("--name", help="Who or what uses the token.")],
-    role: Annotated[Role, typer.Option("--role", help="viewer, operator or admin.")],
+    role: Annotated[
+        Role,
+        typer.Option(
+            "--role", help="viewer, operator, configurator (signs site configs) or admin."
+        ),
+    ],
     ttl: ApiTokenTtl = "90d",
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:

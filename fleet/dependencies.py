@@ -124,6 +124,7 @@ def require(role: Role) -> Callable[..., Principal]:
 
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
+Configurator = Annotated[Principal, Depends(require(Role.CONFIGURATOR))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 Repo = Annotated[Repository, Depends(get_repository)]
 EnrollmentService = Annotated[Enrollment, Depends(get_enrollment)]

@@ -19,15 +19,20 @@ from protocol import CommandResult, DataBatch, EventBatch, GatewayState, Health,
 
 
 class Role(enum.StrEnum):
-    """API token roles; each includes the rights of the ones before it."""
+    """API token roles; each includes the rights of the ones before it.
+
+    Signing a site configuration is the configurator's right, apart from the operator's
+    (acknowledging alarms): a configuration decides what every siren does.
+    """
 
     VIEWER = "viewer"
     OPERATOR = "operator"
+    CONFIGURATOR = "configurator"
     ADMIN = "admin"
 
     @property
     def rank(self) -> int:
-        """Order of privilege: viewer 0, operator 1, admin 2."""
+        """Order of privilege: viewer 0, operator 1, configurator 2, admin 3."""
         return list(Role).index(self)
 
 

@@ -91,10 +91,7 @@ patterns = { strobe = ["relay2"], warble = ["relay1", "relay2"] }
 test_pattern = "warble"
 
 [player]
-command = [
-    PYTHON, "-c", "import sys; open(sys.argv[2], 'a').write(sys.argv[1] + chr(10))",
-    "{clip}", CLIPLOG,
-]
+name = "cliplog"
 
 [actions]
 blue = { siren = "strobe" }
@@ -104,10 +101,25 @@ red = { siren = "warble", clip = "evacuate_now" }
 """
 
 
+#: The gateway's own settings: a player that logs each clip it is given to CLIPLOG.
+AGENT_TOML = """
+[players.cliplog]
+command = [
+    PYTHON, "-c", "import sys; open(sys.argv[2], 'a').write(sys.argv[1] + chr(10))",
+    "{clip}", CLIPLOG,
+]
+"""
+
+
 def site_text(tmp: Path) -> str:
-    return SITE.replace("PYTHON", json.dumps(sys.executable)).replace(
-        "CLIPLOG", json.dumps(str(tmp / "clips.log"))
+    """The site file; also writes the agent.toml that allows its player into ``tmp/gw``."""
+    (tmp / "gw").mkdir(exist_ok=True)
+    (tmp / "gw" / "agent.toml").write_text(
+        AGENT_TOML.replace("PYTHON", json.dumps(sys.executable)).replace(
+            "CLIPLOG", json.dumps(str(tmp / "clips.log"))
+        )
     )
+    return SITE
 
 
 def station(clock: ScaledClock, storm: DesignStorm | None, level_mm: float = 800.0):

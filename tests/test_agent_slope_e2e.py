@@ -76,9 +76,6 @@ id = "siren"
 device = "relays"
 patterns = { on = ["relay1"] }
 
-[player]
-command = ["true", "{clip}"]
-
 [actions]
 red = { siren = "on" }
 """

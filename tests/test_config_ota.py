@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import aiomqtt
 
 from edge_agent.config_state import candidate_path
 from fleet.broker_files import FleetAccount
+from fleet.repository import Role
 from fleet.signing import SigningKey
 from hardware_sim.scenarios import DesignStorm
 from ota.document import Document, DocumentKind, Target, sign_document
@@ -66,7 +68,10 @@ def starts(agent: AgentProcess) -> int:
 def post_config(fleet: FleetProcess, gateway_id: str, text: str) -> int:
     """Create a config for one gateway through REST; the signed document's version."""
     created = fleet.rest(
-        "POST", "/api/v1/configs", json={"gateway_id": gateway_id, "site_toml": text}
+        "POST",
+        "/api/v1/configs",
+        Role.CONFIGURATOR,
+        json={"gateway_id": gateway_id, "site_toml": text},
     )
     return int(created["version"])
 
@@ -205,15 +210,27 @@ async def test_bad_documents_are_each_rejected_with_their_reason_and_change_noth
                 del envelope["signature"]
                 return json.dumps(envelope).encode()
 
-            # Thresholds that fall with rising level: the fleet signs and sends it, the
-            # gateway's validator refuses it, and the fleet shows why.
+            # Thresholds that fall with rising level: the fleet refuses to sign it with the
+            # gateway parser's words; signed anyway (an older fleet did), the gateway
+            # refuses it with the same words.
             invalid = site_text(site.bus.port, ("orange = 20, red = 30", "orange = 20, red = 15"))
-            version = post_config(fleet, gateway_id, invalid)
-            assert version == 1
-            shown = await wait_for(lambda: fleet_state(fleet, gateway_id, version), 30, "fleet")
-            assert shown["state"] == "rejected"
-            assert "'windows.1h' must increase with level" in shown["reason"]
+            answer = fleet.request(
+                "POST",
+                "/api/v1/configs",
+                Role.CONFIGURATOR,
+                json={"gateway_id": gateway_id, "site_toml": invalid},
+            )
+            assert answer.status_code == 422
+            assert answer.json()["detail"] == (
+                "site.toml: rule 'rain_1h': 'windows.1h' must increase with level: "
+                "orange = 20, red = 15"
+            )
             cases = [
+                (
+                    sign_document(config_doc(1, gateway_id, invalid), key),
+                    1,
+                    "configuration v1: rule 'rain_1h': 'windows.1h' must increase with level",
+                ),
                 (tampered(), 2, "bad_signature"),
                 (unsigned(), 3, "unsigned"),
                 (sign_document(config_doc(4, gateway_id, good_text), other_key), 4, "unknown_key"),
@@ -237,4 +254,96 @@ async def test_bad_documents_are_each_rejected_with_their_reason_and_change_noth
             assert site.site_path.read_text() == original
             assert starts(agent) == 1
             assert not any(r["state"] == "applied" for r in ota_reports(agent))
+            assert await agent.stop() == 0
+
+
+#: A rule the storm-free test station meets at once (the creek stands at about 800 mm),
+#: and a red action that plays a clip.
+FIRES_AT_ONCE = """
+[[rule]]
+id = "creek_now"
+kind = "water_level"
+channel = "creek.water_level"
+thresholds = { blue = 100, yellow = 200, orange = 300, red = 400 }
+"""
+
+
+def with_player(port: int | None, player: str) -> str:
+    """The test site with a rule that is red at once, a clip for red, and ``player``."""
+    text = site_text(
+        port, ('red = { siren = "warble" }', 'red = { siren = "warble", clip = "evacuate_now" }')
+    )
+    return text.replace("[[actuator]]", f"{FIRES_AT_ONCE}\n{player}\n[[actuator]]", 1)
+
+
+async def test_a_config_that_names_a_command_is_refused_and_nothing_runs(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "owned"
+    cliplog = tmp_path / "clips.log"
+    attack = f'[player]\ncommand = ["sh", "-c", "id > {marker}; echo {{clip}}"]\n'
+    clock = make_clock(60)
+    devices = storm_station(clock, None)
+    # The gateway's own agent.toml allows aplay (built in) and a player that logs its clips.
+    (tmp_path / "gw").mkdir()
+    logger = f"import sys; open({str(cliplog)!r}, 'a').write(sys.argv[1] + chr(10))"
+    (tmp_path / "gw" / "agent.toml").write_text(
+        f"[players.cliplog]\ncommand = {json.dumps([sys.executable, '-c', logger, '{clip}'])}\n"
+    )
+    with fleet_and_gateway(tmp_path) as (broker, fleet, gateway_id):
+        key = SigningKey.load_or_create(fleet.data_dir)
+        async with sim_site(tmp_path, devices, SITE, clock) as site:
+            assert site.bus is not None
+            agent = await site.start_agent("gw")
+            await wait_for(lambda: starts(agent) == 1, 30, "the agent to start")
+            original = site.site_path.read_text()
+            port = site.bus.port
+
+            # An operator, who acknowledges alarms, may not sign configurations at all.
+            as_operator = fleet.request(
+                "POST",
+                "/api/v1/configs",
+                Role.OPERATOR,
+                json={"gateway_id": gateway_id, "site_toml": with_player(port, attack)},
+            )
+            assert as_operator.status_code == 403
+            # A configurator may, but the fleet refuses a command before signing it.
+            refused = fleet.request(
+                "POST",
+                "/api/v1/configs",
+                Role.CONFIGURATOR,
+                json={"gateway_id": gateway_id, "site_toml": with_player(port, attack)},
+            )
+            assert refused.status_code == 422
+            assert refused.json()["detail"].startswith(
+                "site.toml: [player]: a pushed configuration names its player"
+            )
+            # A player by name passes the fleet; this gateway has none of that name.
+            version = post_config(fleet, gateway_id, with_player(port, '[player]\nname = "sh"'))
+            shown = await wait_for(lambda: fleet_state(fleet, gateway_id, version), 30, "fleet")
+            assert (shown["state"], shown["reason"]) == (
+                "rejected",
+                f"configuration v{version}: [player]: player 'sh' is not one of this gateway's "
+                f"players (aplay, cliplog; {agent.data_dir / 'agent.toml'})",
+            )
+            # Signed with the fleet's own key all the same (a fleet that did not check):
+            # the gateway refuses it and runs nothing.
+            signed = sign_document(config_doc(2, gateway_id, with_player(port, attack)), key)
+            await publish_config(fleet.data_dir, broker.port, gateway_id, signed)
+            rejected = await wait_for(lambda: report(agent, 2, "rejected"), 30, "the refusal")
+            assert rejected["reason"].startswith(
+                "configuration v2: [player]: a pushed configuration names its player"
+            )
+            assert site.site_path.read_text() == original
+            assert starts(agent) == 1
+
+            # The same configuration naming an allowed player is applied, and its red
+            # action plays the clip through that player: rule and action do fire at once.
+            allowed = with_player(port, '[player]\nname = "cliplog"')
+            signed = sign_document(config_doc(3, gateway_id, allowed), key)
+            await publish_config(fleet.data_dir, broker.port, gateway_id, signed)
+            await wait_for(lambda: report(agent, 3, "applied"), 60, "the allowed player")
+            await wait_for(cliplog.exists, 30, "the clip to be played")
+            assert Path(cliplog.read_text().split()[0]).name == "evacuate_now.wav"
+            assert not marker.exists()
             assert await agent.stop() == 0

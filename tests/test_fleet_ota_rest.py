@@ -98,32 +98,95 @@ async def register_release(console: Console, files: dict[str, bytes] = WHEELS) -
 
 async def test_a_config_that_is_not_a_site_file_is_refused_at_once(console: Console) -> None:
     gateway_id = (await console.enroll()).gateway_id
-    operator = console.as_(Role.OPERATOR)
+    configurator = console.as_(Role.CONFIGURATOR)
     cases = {
         "[site\nid = 1": "site.toml: not valid TOML: ",
         SITE.replace('[site]\nid = "', '[place]\nid = "'): "site.toml: a [site] table",
     }
     for text, reason in cases.items():
         answer = await console.http.post(
-            "/api/v1/configs", json={"gateway_id": gateway_id, "site_toml": text}, headers=operator
+            "/api/v1/configs",
+            json={"gateway_id": gateway_id, "site_toml": text},
+            headers=configurator,
         )
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"].startswith(reason), answer.json()["detail"]
     both = await console.http.post(
         "/api/v1/configs",
         json={"gateway_id": gateway_id, "group": "north", "site_toml": SITE},
-        headers=operator,
+        headers=configurator,
     )
     assert both.status_code == 422
     assert "give either gateway_id or group" in both.json()["detail"]
-    listed = await console.http.get("/api/v1/configs", headers=operator)
+    listed = await console.http.get("/api/v1/configs", headers=configurator)
     assert listed.json() == []
     assert console.repository.ota.claim_documents(time.time()) == []
 
 
+async def test_a_site_file_a_gateway_would_refuse_is_refused_before_it_is_signed(
+    console: Console,
+) -> None:
+    gateway_id = (await console.enroll()).gateway_id
+    configurator = console.as_(Role.CONFIGURATOR)
+    bus = 'kind = "tcp"\nhost = "127.0.0.1"\nport = 5020'
+    cases = [
+        (
+            ("red = 80 }", "red = 50 }"),
+            "site.toml: rule 'rain_county': 'windows.1h' must increase with level",
+        ),
+        (("unit_id = 192", "unitid = 192"), "site.toml: device 'rain_sen0575': unknown key(s)"),
+        (
+            (
+                "[actions]",
+                '[player]\ncommand = ["sh", "-c", "id > /tmp/x; echo {clip}"]\n[actions]',
+            ),
+            "site.toml: [player]: a pushed configuration names its player",
+        ),
+        (
+            ('profile = "dfrobot_sen0575"', 'profile = "../../var/lib/hazardwatch/key.toml"'),
+            "site.toml: device 'rain_sen0575': profile '../../var/lib/hazardwatch/key.toml': "
+            "a pushed configuration may use shipped profiles only",
+        ),
+        (
+            (bus, 'kind = "serial"\ndevice = "/dev/sda"'),
+            "site.toml: bus 'cabinet-gateway': device '/dev/sda': a pushed configuration may "
+            "open serial ports only",
+        ),
+        (
+            ('clip = "evacuate_now"', 'clip = "../../../etc/shadow"'),
+            "site.toml: [actions.red]: clip must be a clip's name",
+        ),
+        (
+            ("[actions]", '[player]\nclips = { evacuate_now = "/etc/shadow" }\n[actions]'),
+            "site.toml: [player]: 'clips' is not read from a site file",
+        ),
+    ]
+    for (old, new), reason in cases:
+        assert old in SITE
+        answer = await console.http.post(
+            "/api/v1/configs",
+            json={"gateway_id": gateway_id, "site_toml": SITE.replace(old, new, 1)},
+            headers=configurator,
+        )
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["detail"].startswith(reason), answer.json()["detail"]
+    assert console.repository.ota.claim_documents(time.time()) == []  # nothing was signed
+    # A player by name and a serial port are fine: whether the gateway has that player is
+    # for its own agent.toml to say.
+    allowed = SITE.replace(bus, 'kind = "serial"\ndevice = "/dev/ttyUSB0"').replace(
+        "[actions]", '[player]\nname = "usb_speaker"\n[actions]'
+    )
+    answer = await console.http.post(
+        "/api/v1/configs",
+        json={"gateway_id": gateway_id, "site_toml": allowed},
+        headers=configurator,
+    )
+    assert answer.status_code == 201, answer.text
+
+
 async def test_a_gateways_config_state_follows_its_reports(console: Console) -> None:
     gateway_id = (await console.enroll()).gateway_id
-    operator = console.as_(Role.OPERATOR)
+    configurator = console.as_(Role.CONFIGURATOR)
     state_url = f"/api/v1/gateways/{gateway_id}/config"
     before = (await console.http.get(state_url, headers=console.as_(Role.VIEWER))).json()
     assert (before["state"], before["history"]) == (None, [])
@@ -131,7 +194,7 @@ async def test_a_gateways_config_state_follows_its_reports(console: Console) -> 
     created = await console.http.post(
         "/api/v1/configs",
         json={"gateway_id": gateway_id, "site_toml": SITE, "note": "new radar"},
-        headers=operator,
+        headers=configurator,
     )
     assert created.status_code == 201, created.text
     assert (created.json()["version"], created.json()["revision"]) == (1, 1)
@@ -160,7 +223,9 @@ async def test_a_gateways_config_state_follows_its_reports(console: Console) -> 
         (3, OtaState.ROLLED_BACK, "probe: device 'creek_radar' did not answer"),
     ):
         again = await console.http.post(
-            "/api/v1/configs", json={"gateway_id": gateway_id, "site_toml": SITE}, headers=operator
+            "/api/v1/configs",
+            json={"gateway_id": gateway_id, "site_toml": SITE},
+            headers=configurator,
         )
         assert again.json()["version"] == version
         console.report(gateway_id, OtaSubject.CONFIG, version, outcome, why)
@@ -175,15 +240,17 @@ async def test_a_gateways_config_state_follows_its_reports(console: Console) -> 
 
 async def test_a_newer_config_supersedes_one_still_pending(console: Console) -> None:
     gateway_id = (await console.enroll()).gateway_id
-    operator = console.as_(Role.OPERATOR)
+    configurator = console.as_(Role.CONFIGURATOR)
     for _ in range(2):
         await console.http.post(
-            "/api/v1/configs", json={"gateway_id": gateway_id, "site_toml": SITE}, headers=operator
+            "/api/v1/configs",
+            json={"gateway_id": gateway_id, "site_toml": SITE},
+            headers=configurator,
         )
     [queued] = console.repository.ota.claim_documents(time.time())
     assert queued.version == 2  # the broker retains only the newest for the topic
     history = (
-        await console.http.get(f"/api/v1/gateways/{gateway_id}/config", headers=operator)
+        await console.http.get(f"/api/v1/gateways/{gateway_id}/config", headers=configurator)
     ).json()["history"]
     assert [(h["version"], h["state"]) for h in history] == [(2, "pending"), (1, "superseded")]
 
@@ -198,7 +265,7 @@ async def test_a_failed_publish_is_retried_and_the_newest_document_is_published_
         answer = await console.http.post(
             "/api/v1/configs",
             json={"gateway_id": gateway_id, "site_toml": SITE},
-            headers=console.as_(Role.OPERATOR),
+            headers=console.as_(Role.CONFIGURATOR),
         )
         assert answer.status_code == 201, answer.text
 
@@ -222,22 +289,24 @@ async def test_a_group_config_goes_to_every_member_under_one_newer_version(
     console: Console,
 ) -> None:
     a, b = [(await console.enroll()).gateway_id for _ in range(2)]
-    operator = console.as_(Role.OPERATOR)
+    configurator = console.as_(Role.CONFIGURATOR)
     unknown = await console.http.put(
-        "/api/v1/groups/north", json={"gateways": [a, "gw-nosuchthing"]}, headers=operator
+        "/api/v1/groups/north", json={"gateways": [a, "gw-nosuchthing"]}, headers=configurator
     )
     assert unknown.status_code == 404
     assert unknown.json()["detail"] == "no gateway 'gw-nosuchthing'"
     group = await console.http.put(
-        "/api/v1/groups/north", json={"gateways": [b, a]}, headers=operator
+        "/api/v1/groups/north", json={"gateways": [b, a]}, headers=configurator
     )
     assert group.status_code == 200, group.text
     assert sorted(group.json()["gateways"]) == sorted([a, b])
-    empty = await console.http.put("/api/v1/groups/empty", json={"gateways": []}, headers=operator)
+    empty = await console.http.put(
+        "/api/v1/groups/empty", json={"gateways": []}, headers=configurator
+    )
     assert empty.status_code == 200
 
     created = await console.http.post(
-        "/api/v1/configs", json={"group": "north", "site_toml": SITE}, headers=operator
+        "/api/v1/configs", json={"group": "north", "site_toml": SITE}, headers=configurator
     )
     assert created.status_code == 201, created.text
     assert sorted(created.json()["gateways"]) == sorted([a, b])
@@ -249,19 +318,19 @@ async def test_a_group_config_goes_to_every_member_under_one_newer_version(
     assert (sorted(document.target.gateways), document.target.group) == (sorted([a, b]), "north")
 
     single = await console.http.post(
-        "/api/v1/configs", json={"gateway_id": a, "site_toml": SITE}, headers=operator
+        "/api/v1/configs", json={"gateway_id": a, "site_toml": SITE}, headers=configurator
     )
     assert single.json()["version"] == 2
     by_gateway = await console.http.get(
-        "/api/v1/configs", params={"gateway_id": a}, headers=operator
+        "/api/v1/configs", params={"gateway_id": a}, headers=configurator
     )
     assert [c["version"] for c in by_gateway.json()] == [2, 1]
     by_group = await console.http.get(
-        "/api/v1/configs", params={"group": "north"}, headers=operator
+        "/api/v1/configs", params={"group": "north"}, headers=configurator
     )
     assert [c["id"] for c in by_group.json()] == [created.json()["id"]]
     nobody = await console.http.post(
-        "/api/v1/configs", json={"group": "empty", "site_toml": SITE}, headers=operator
+        "/api/v1/configs", json={"group": "empty", "site_toml": SITE}, headers=configurator
     )
     assert nobody.status_code == 409
     assert nobody.json()["detail"] == "group 'empty' has no gateways: add some to it first"
@@ -276,6 +345,28 @@ async def test_roles_guard_configs_releases_and_rollouts(console: Console) -> No
     )
     assert viewer.status_code == 403
     operator = console.as_(Role.OPERATOR)
+    # Acknowledging alarms does not make a token fit to sign what every siren does.
+    config = await console.http.post(
+        "/api/v1/configs", json={"gateway_id": gateway_id, "site_toml": SITE}, headers=operator
+    )
+    assert config.status_code == 403
+    assert config.json()["detail"] == (
+        "this needs the configurator role; API token 'operator' has the operator role"
+    )
+    stored = await console.http.post(
+        "/api/v1/configs",
+        json={"gateway_id": gateway_id, "site_toml": SITE, "publish": False},
+        headers=console.as_(Role.CONFIGURATOR),
+    )
+    assert stored.status_code == 201, stored.text
+    config_rollout = await console.http.post(
+        "/api/v1/rollouts", json={"config_id": stored.json()["id"]}, headers=operator
+    )
+    assert config_rollout.status_code == 403
+    assert config_rollout.json()["detail"] == (
+        "rolling out a config needs the configurator role; API token 'operator' has the "
+        "operator role"
+    )
     release = await console.http.post(
         "/api/v1/releases", json=manifest_of(WHEELS).model_dump(mode="json"), headers=operator
     )
@@ -424,13 +515,15 @@ async def test_rollouts_that_cannot_work_are_refused_with_a_reason(console: Cons
 
 
 async def test_a_stored_config_rolls_out_to_its_group_in_waves(console: Console) -> None:
-    operator = console.as_(Role.OPERATOR)
+    configurator = console.as_(Role.CONFIGURATOR)
     gateways = sorted([(await console.enroll()).gateway_id for _ in range(4)])
-    await console.http.put("/api/v1/groups/north", json={"gateways": gateways}, headers=operator)
+    await console.http.put(
+        "/api/v1/groups/north", json={"gateways": gateways}, headers=configurator
+    )
     config = await console.http.post(
         "/api/v1/configs",
         json={"group": "north", "site_toml": SITE, "publish": False},
-        headers=operator,
+        headers=configurator,
     )
     assert config.json()["version"] is None
     assert console.repository.ota.claim_documents(time.time()) == []  # stored, not sent
@@ -438,7 +531,7 @@ async def test_a_stored_config_rolls_out_to_its_group_in_waves(console: Console)
     rollout = await console.http.post(
         "/api/v1/rollouts",
         json={"config_id": config.json()["id"], "waves": ["1", "100%"]},
-        headers=operator,
+        headers=configurator,
     )
     assert rollout.status_code == 201, rollout.text
     shown = rollout.json()
@@ -447,10 +540,10 @@ async def test_a_stored_config_rolls_out_to_its_group_in_waves(console: Console)
         ("1", 1, "in_progress"),
         ("100%", 3, "waiting"),
     ]
-    state = await console.http.get(f"/api/v1/gateways/{gateways[0]}/config", headers=operator)
+    state = await console.http.get(f"/api/v1/gateways/{gateways[0]}/config", headers=configurator)
     assert (state.json()["state"], state.json()["history"][0]["rollout_id"]) == ("pending", 1)
     direct = await console.http.post(
-        "/api/v1/configs", json={"gateway_id": gateways[3], "site_toml": SITE}, headers=operator
+        "/api/v1/configs", json={"gateway_id": gateways[3], "site_toml": SITE}, headers=configurator
     )
     assert direct.status_code == 409  # the rollout holds it until it ends
 

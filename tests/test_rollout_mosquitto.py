@@ -250,27 +250,27 @@ async def test_an_offline_gateway_gets_the_newest_config_and_its_state_shows_it(
 ) -> None:
     enrolled = await rig.fleet.enroll()
     url = f"/api/v1/gateways/{enrolled.gateway_id}/config"
-    operator = auth(rig.fleet.api_token(Role.OPERATOR))
+    configurator = auth(rig.fleet.api_token(Role.CONFIGURATOR))
     for note in ("first", "second"):
         created = await rig.fleet.http.post(
             "/api/v1/configs",
             json={"gateway_id": enrolled.gateway_id, "site_toml": SITE, "note": note},
-            headers=operator,
+            headers=configurator,
         )
         assert created.status_code == 201, created.text
 
     async def published() -> bool:
-        history = (await rig.fleet.http.get(url, headers=operator)).json()["history"]
+        history = (await rig.fleet.http.get(url, headers=configurator)).json()["history"]
         return history[0]["version"] == 2 and history[0]["published_at"] is not None
 
     await eventually(published, 30, "the broker to hold the newest config")
     gateway = await rig.connect(enrolled)
 
     async def applied() -> bool:
-        return (await rig.fleet.http.get(url, headers=operator)).json()["state"] == "applied"
+        return (await rig.fleet.http.get(url, headers=configurator)).json()["state"] == "applied"
 
     await eventually(applied, 30, "the gateway to apply it")
-    shown = (await rig.fleet.http.get(url, headers=operator)).json()
+    shown = (await rig.fleet.http.get(url, headers=configurator)).json()
     assert (shown["version"], shown["reason"]) == (2, None)
     assert [(h["version"], h["state"]) for h in shown["history"]] == [
         (2, "applied"),

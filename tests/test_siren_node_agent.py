@@ -58,9 +58,6 @@ id = "siren"
 device = "node"
 patterns = {{ on = ["siren"] }}
 
-[player]
-command = ["true", "{{clip}}"]
-
 [actions]
 red = {{ siren = "on" }}
 """

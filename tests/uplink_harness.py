@@ -101,9 +101,6 @@ id = "siren"
 device = "relays"
 patterns = { strobe = ["relay2"], warble = ["relay1", "relay2"] }
 
-[player]
-command = ["true", "{clip}"]
-
 [actions]
 blue = { siren = "strobe" }
 orange = { siren = "warble" }
@@ -240,7 +237,7 @@ class FleetProcess:
     public_broker_ca: Path | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    api_token: str | None = None
+    api_tokens: dict[Role, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -262,20 +259,26 @@ class FleetProcess:
         wait_until(lambda: port_open(self.port), 30, "the fleet's REST port")
         wait_until(lambda: bool(self.ingest()["ready"]), 30, "fleet ingest to subscribe")
 
-    def rest(self, method: str, path: str, **options: Any) -> Any:
-        """Call the REST API as the test operator; the decoded JSON answer."""
-        if self.api_token is None:
+    def rest(self, method: str, path: str, role: Role = Role.OPERATOR, **options: Any) -> Any:
+        """Call the REST API as ``test-{role}``; the decoded JSON answer."""
+        answer = self.request(method, path, role, **options)
+        answer.raise_for_status()
+        return answer.json()
+
+    def request(
+        self, method: str, path: str, role: Role = Role.OPERATOR, **options: Any
+    ) -> httpx.Response:
+        """Call the REST API as ``test-{role}``; the answer, whatever its status."""
+        if role not in self.api_tokens:
             repository = SQLiteRepository(self.data_dir / "fleet.sqlite")
             try:
-                _token, self.api_token = repository.create_api_token(
-                    "test-operator", Role.OPERATOR, time.time()
+                _token, self.api_tokens[role] = repository.create_api_token(
+                    f"test-{role.value}", role, time.time()
                 )
             finally:
                 repository.close()
-        headers = {"Authorization": f"Bearer {self.api_token}"}
-        answer = httpx.request(method, f"{self.url}{path}", headers=headers, **options)
-        answer.raise_for_status()
-        return answer.json()
+        headers = {"Authorization": f"Bearer {self.api_tokens[role]}"}
+        return httpx.request(method, f"{self.url}{path}", headers=headers, **options)
 
     def ingest(self) -> dict[str, Any]:
         """The fleet's ingest counters (GET /api/v1/ingest)."""

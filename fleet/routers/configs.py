@@ -1,23 +1,24 @@
 """Site configurations: validated at the door, signed, sent retained to a gateway or a group.
 
 A config is checked with the gateway's own site-file validator before it is stored, so a
-file a gateway would refuse is refused here, with the same message. Groups (named sets of
-gateways that configs and rollouts address) are managed here too, and each gateway's
-configuration state: pending, delivered, applied, rejected, rolled back.
+file a gateway would refuse is refused here, with the same message. Only a configurator
+(or an admin) may create one: the fleet signs it, and every gateway trusts that signature.
+Groups (named sets of gateways that configs and rollouts address) are managed here too,
+and each gateway's configuration state: pending, delivered, applied, rejected, rolled back.
 """
 
 from __future__ import annotations
 
 import time
-import tomllib
 from typing import Annotated, Literal, Self
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, Query, status
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, model_validator
 
 from fleet.dependencies import (
     TOKEN_REFUSALS,
+    Configurator,
     EnrollmentService,
     Ingest,
     Operator,
@@ -40,6 +41,7 @@ from fleet.repository import (
 from fleet.rollouts import config_payload, document_issuer
 from fleet.schemas import SITE_ID_PATTERN, Out
 from fleet.signing import SigningKey
+from fleet.site_validation import check_site_toml
 from ota.document import DocumentKind
 
 GROUP_PATTERN = SITE_ID_PATTERN  # group names follow the site id rules
@@ -186,37 +188,17 @@ class GatewayConfigOut(Out):
     history: list[ConfigDeliveryOut]
 
 
-def check_site_toml(text: str) -> None:
-    """Refuse (422) a site file that is not even a site file: not TOML, or no ``[site] id``.
-
-    Full validation (profiles, addresses, thresholds rising with level) is the gateway's:
-    it validates every configuration with the same parser as a local file and reports a
-    refusal as ``rejected`` with that parser's message, shown in the gateway's config
-    state. The fleet never imports the gateway's code (DESIGN section 1).
-    """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, f"site.toml: not valid TOML: {exc}"
-        ) from exc
-    site = data.get("site")
-    if not isinstance(site, dict) or not isinstance(site.get("id"), str) or not site["id"]:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "site.toml: a [site] table with a non-empty string 'id' is required",
-        )
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     responses=refusals(404, 409),
 )
 def create_config(
-    body: ConfigIn, principal: Operator, repository: Repo, key: FleetKey, ingest: Ingest
+    body: ConfigIn, principal: Configurator, repository: Repo, key: FleetKey, ingest: Ingest
 ) -> ConfigOut:
     """Validate, store and (unless ``publish`` is false) sign and send a site config.
+
+    The site file is checked with the gateway's own parser first: 422 with its message.
 
     The document goes retained to each addressed gateway, so one that is offline gets
     the newest on reconnect. 409 if a gateway is in an active config rollout.

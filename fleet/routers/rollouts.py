@@ -35,6 +35,7 @@ from fleet.repository import (
 from fleet.rollouts import RolloutScheduler, WaveSpec, plan_waves, verdict, wave_tallies
 from fleet.routers.configs import GroupName
 from fleet.schemas import Out
+from fleet.site_validation import check_site_toml
 from ota.document import DocumentKind
 from protocol import MAX_WIRE_INT
 
@@ -218,14 +219,18 @@ def create_rollout(
 ) -> RolloutOut:
     """Plan the waves and send the first one now.
 
-    409 when the release still lacks files or a gateway is in another active rollout of
-    the same kind; 422 when the waves do not fit the gateways.
+    403 unless an admin rolls out a release or a configurator a config; 409 when the
+    release still lacks files or a gateway is in another active rollout of the same kind;
+    422 when the waves do not fit the gateways or the stored site file is invalid.
     """
     kind = DocumentKind.RELEASE if body.release is not None else DocumentKind.CONFIG
-    if kind is DocumentKind.RELEASE and principal.role is not Role.ADMIN:
+    # Each wave is signed by the fleet: a release is the admin's to send, a site
+    # configuration the configurator's, never the operator's who acknowledges alarms.
+    needed = Role.ADMIN if kind is DocumentKind.RELEASE else Role.CONFIGURATOR
+    if principal.role.rank < needed.rank:
         detail = (
-            f"rolling out a release needs the admin role; API token '{principal.name}' "
-            f"has the {principal.role.value} role"
+            f"rolling out a {kind.value} needs the {needed.value} role; API token "
+            f"'{principal.name}' has the {principal.role.value} role"
         )
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail)
     ota = repository.ota
@@ -240,6 +245,9 @@ def create_rollout(
             config = ota.get_config(body.config_id)
             gateways = list(config.gateways)
             group = config.target if config.scope == "group" else None
+        if body.config_id is not None:
+            # Stored by an older fleet, it may predate the check at the door.
+            check_site_toml(ota.get_config(body.config_id).site_toml)
     except NotFoundError as exc:
         raise http_error(exc) from exc
     try:
