@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table as RichTable
 
@@ -323,6 +324,15 @@ def status(
         f"[bold]{reply['site']}[/] agent {reply['version']}, up {reply['uptime_s']} s, "
         f"site level [bold]{reply['level']}[/], backlog {reply['store']['backlog']} readings"
     )
+    store = reply["store"]
+    if store.get("unwritable"):
+        console.print(
+            f"[bold red]store cannot write[/] ({escape(store['unwritable'])}): "
+            f"{store['held_events']} events and {store['held_readings']} readings held in "
+            f"memory; {store['refused_writes']} writes refused, {store['readings_thinned']} "
+            f"readings thinned, {store['events_lost']} events lost",
+            highlight=False,
+        )
     from edge_agent.poll_view import status_tables  # noqa: PLC0415
 
     console.print(status_tables(reply))

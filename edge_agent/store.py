@@ -2,17 +2,21 @@
 
 WAL mode with synchronous=FULL: an event is on disk when ``record_event`` returns, and
 readings are committed in batches at least every second, so a SIGKILL or a power cut
-loses at most the last uncommitted second of readings and never an event. All writes
-happen on one dedicated thread; callers on the event loop never wait on the disk except
-when they choose to await durability.
+loses at most the last uncommitted second of readings and never a recorded event. All
+writes happen on one dedicated thread; callers on the event loop never wait on the disk
+except when they choose to await durability. When the disk refuses a write (full), rows
+wait in memory (``edge_agent.held_rows``) and are written, in order, once it accepts them;
+the store never raises on the alarm path and never deletes an event the fleet lacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import math
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.model import BAD_QUALITY, Quality, Reading
+from edge_agent.held_rows import MAX_HELD_EVENTS, MAX_HELD_READINGS, HeldEvent, HeldRows
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -58,6 +65,9 @@ CREATE TABLE IF NOT EXISTS watermarks (
 
 #: How often the reading buffer is committed (the most a crash can lose).
 FLUSH_INTERVAL_S = 1.0
+#: Most readings committed in one transaction: after a full disk, what was held goes in
+#: slices, so a little free space already takes the oldest of them.
+READINGS_PER_COMMIT = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +80,22 @@ class StoredEvent:
     subject: str | None
     level: int | None
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCondition:
+    """Whether the store can write, and what waits in memory because it could not.
+
+    ``refused_writes``, ``readings_thinned`` and ``events_lost`` count since start-up;
+    ``unwritable`` is the last refusal's reason while writes are refused, else None.
+    """
+
+    unwritable: str | None
+    refused_writes: int
+    held_events: int
+    held_readings: int
+    readings_thinned: int
+    events_lost: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,21 +118,31 @@ def _connect(path: Path) -> sqlite3.Connection:
 class LocalStore:
     """Durable local storage of one gateway.
 
-    Use ``open`` (or the async context manager) to create it; ``add_readings`` buffers in
-    memory, ``flush`` commits (the agent's flusher calls it every ``FLUSH_INTERVAL_S``),
-    ``record_event`` commits at once.
+    Use ``open`` (or the async context manager) to create it; ``add_readings`` and
+    ``add_event`` hold rows in memory, ``flush`` commits held events, then readings (the
+    agent's flusher calls it every ``FLUSH_INTERVAL_S``), ``write_events`` commits held
+    events at once, ``record_event`` commits one event or raises. A refused write (a full
+    disk) is logged once and counted in ``condition()``; the rows stay held.
     """
 
-    def __init__(self, data_dir: Path, quota_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        quota_bytes: int | None = None,
+        max_held_readings: int = MAX_HELD_READINGS,
+        max_held_events: int = MAX_HELD_EVENTS,
+    ) -> None:
         self.data_dir = data_dir
         self.path = data_dir / "store.sqlite"
         self.quota_bytes = quota_bytes
         self.boot_id = uuid.uuid4().hex[:12]
-        self._pending: list[Reading] = []
-        self._pending_lock = threading.Lock()
+        self._held = HeldRows(max_held_readings, max_held_events)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._conn: sqlite3.Connection | None = None
         self._channel_ids: dict[str, int] = {}
+        self._unwritable: str | None = None
+        self._refused_writes = 0
+        self._refused_before = 0  # refusals counted when the current condition began
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -120,19 +156,37 @@ class LocalStore:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("VACUUM")
         conn.executescript(SCHEMA)
-        rows = conn.execute("SELECT id, name FROM channels")
-        self._channel_ids = {name: cid for cid, name in rows}
+        self._channel_ids = {name: cid for cid, name in conn.execute(SELECT_CHANNELS)}
         self._conn = conn
         return self
 
     def close(self) -> None:
-        """Commit what is buffered and close the file."""
+        """Commit what is held and close the file; what the disk still refuses is logged."""
         if self._conn is None:
             return
         self._writer.submit(self._flush_sync).result()
         self._writer.shutdown(wait=True)
         self._conn.close()
         self._conn = None
+        events = self._held.take_events()
+        readings = self._held.take_readings()
+        if events or readings:
+            log.error(
+                "stopping with %d events and %d readings the store could not write (%s); "
+                "the events follow here so the log keeps them",
+                len(events),
+                len(readings),
+                self._unwritable,
+            )
+        for event in events:
+            log.error(
+                "unstored event: ts=%r kind=%s subject=%s level=%s detail=%s",
+                event.ts,
+                event.kind,
+                event.subject,
+                event.level,
+                event.detail,
+            )
 
     async def __aenter__(self) -> LocalStore:
         return self.open()
@@ -151,19 +205,61 @@ class LocalStore:
     # --- readings --------------------------------------------------------------------
 
     def add_readings(self, readings: Iterable[Reading]) -> None:
-        """Buffer readings for the next commit; never touches the disk."""
-        with self._pending_lock:
-            self._pending.extend(readings)
+        """Hold readings for the next commit; never touches the disk."""
+        self._held.add_readings(readings)
 
     @property
     def pending(self) -> int:
-        """Readings buffered but not yet committed."""
-        return len(self._pending)
+        """Readings held but not yet committed."""
+        return self._held.readings
+
+    def condition(self) -> WriteCondition:
+        """Whether writes go through, and what waits in memory."""
+        return WriteCondition(
+            self._unwritable,
+            self._refused_writes,
+            self._held.events,
+            self._held.readings,
+            self._held.readings_thinned,
+            self._held.events_lost,
+        )
 
     async def flush(self) -> int:
-        """Commit the buffered readings in one transaction; return how many."""
+        """Commit held events, then held readings; return how many readings.
+
+        Nothing is committed while the held events are refused: events go first.
+        """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._flush_sync)
+
+    def _refused(self, exc: sqlite3.OperationalError) -> None:
+        """Count a write the disk refused; say so once, without a traceback per retry."""
+        self._refused_writes += 1
+        if self._unwritable is None:
+            self._unwritable = str(exc)
+            self._refused_before = self._refused_writes - 1
+            log.warning(
+                "the store cannot write (%s): events and readings wait in memory (at most "
+                "%d events and %d readings) and are written in order when it can; later "
+                "refusals are only counted",
+                exc,
+                self._held.max_events,
+                self._held.max_readings,
+            )
+        if self.conn.in_transaction:  # SQLite rolls back some refusals itself, not all
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.rollback()
+
+    def _accepted(self) -> None:
+        """A flush wrote everything it took: the condition is over."""
+        if self._unwritable is not None:
+            log.warning(
+                "the store writes again (%d writes were refused); held events were written "
+                "in order with their original times",
+                self._refused_writes - self._refused_before,
+            )
+            self._unwritable = None
+            self._held.condition_cleared()
 
     def _channel_id(self, conn: sqlite3.Connection, reading: Reading) -> int:
         cid = self._channel_ids.get(reading.channel_id)
@@ -175,10 +271,34 @@ class LocalStore:
         return cid
 
     def _flush_sync(self) -> int:
-        with self._pending_lock:
-            batch, self._pending = self._pending, []
-        if not batch:
+        if self._write_events_sync() is None:
             return 0
+        batch = self._held.take_readings()
+        written = 0
+        while written < len(batch):
+            chunk = batch[written : written + READINGS_PER_COMMIT]
+            try:
+                self._insert_readings(chunk)
+            except sqlite3.OperationalError as exc:
+                self._held.put_back_readings(batch[written:])
+                self._refused(exc)
+                # The rolled-back transaction may have created channels: ask the file.
+                with contextlib.suppress(sqlite3.Error):
+                    self._channel_ids = {
+                        name: cid for cid, name in self.conn.execute(SELECT_CHANNELS)
+                    }
+                break
+            written += len(chunk)
+        else:
+            self._accepted()
+        if written and self.quota_bytes is not None:
+            try:
+                self._enforce_quota_sync()
+            except sqlite3.OperationalError as exc:
+                self._refused(exc)
+        return written
+
+    def _insert_readings(self, batch: list[Reading]) -> None:
         conn = self.conn
         with conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -198,9 +318,6 @@ class LocalStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        if self.quota_bytes is not None:
-            self._enforce_quota_sync()
-        return len(batch)
 
     def history(self, channel_id: str, since: float, until: float | None = None) -> ChannelHistory:
         """Return a channel's readings with ``since <= ts (<= until)``, in time order."""
@@ -235,6 +352,27 @@ class LocalStore:
 
     # --- events ----------------------------------------------------------------------
 
+    def add_event(
+        self,
+        ts: float,
+        kind: str,
+        subject: str | None = None,
+        level: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Hold one event for ``write_events`` (or the next flush); never touches the disk.
+
+        Raises:
+            ValueError: for an event no row could hold (a non-finite time, an empty kind).
+        """
+        self._held.add_event(_held_event(ts, kind, subject, level, detail))
+
+    async def write_events(self) -> int:
+        """Commit the held events in one transaction; return how many (0 when refused)."""
+        loop = asyncio.get_running_loop()
+        written = await loop.run_in_executor(self._writer, self._write_events_sync)
+        return len(written or ())
+
     async def record_event(
         self,
         ts: float,
@@ -243,21 +381,53 @@ class LocalStore:
         level: int | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        """Commit one event; when this returns the event is on disk. Returns its seq."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._writer, self._insert_event, ts, kind, subject, level, detail or {}
-        )
+        """Commit one event after those held; when this returns it is on disk. Returns its seq.
 
-    def _insert_event(
-        self, ts: float, kind: str, subject: str | None, level: int | None, detail: dict[str, Any]
-    ) -> int:
-        with self.conn:
-            cur = self.conn.execute(
-                "INSERT INTO events(ts, kind, subject, level, detail) VALUES (?, ?, ?, ?, ?)",
-                (ts, kind, subject, level, json.dumps(detail, default=str)),
-            )
-        return int(cur.lastrowid or 0)
+        Raises:
+            sqlite3.OperationalError: the disk refused the write. The event is then not
+                held either, so the caller may record it again without a duplicate.
+        """
+        event = _held_event(ts, kind, subject, level, detail)
+        self._held.add_event(event)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._record_sync, event)
+
+    def _record_sync(self, event: HeldEvent) -> int:
+        try:
+            written = self._write_events_sync(raise_refusal=True)
+        except sqlite3.OperationalError:
+            self._held.withdraw_event(event)
+            raise
+        for held, seq in written or ():
+            if held is event:
+                return seq
+        msg = "the event was dropped from memory before it could be written"
+        raise RuntimeError(msg)
+
+    def _write_events_sync(self, raise_refusal: bool = False) -> list[tuple[HeldEvent, int]] | None:
+        """Write every held event in one transaction; None when the disk refused."""
+        batch = self._held.take_events()
+        if not batch:
+            return []
+        written: list[tuple[HeldEvent, int]] = []
+        conn = self.conn
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                for event in batch:
+                    cur = conn.execute(
+                        "INSERT INTO events(ts, kind, subject, level, detail) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (event.ts, event.kind, event.subject, event.level, event.detail),
+                    )
+                    written.append((event, int(cur.lastrowid or 0)))
+        except sqlite3.OperationalError as exc:
+            self._held.put_back_events(batch)
+            self._refused(exc)
+            if raise_refusal:
+                raise
+            return None
+        return written
 
     def events(
         self, kinds: Sequence[str] | None = None, since_seq: int = 0, limit: int | None = None
@@ -356,3 +526,22 @@ class LocalStore:
     def integrity_check(self) -> str:
         """Run SQLite's integrity check; "ok" when the file is sound."""
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+SELECT_CHANNELS = "SELECT id, name FROM channels"
+
+
+def _held_event(
+    ts: float, kind: str, subject: str | None, level: int | None, detail: dict[str, Any] | None
+) -> HeldEvent:
+    """Check an event can be a row, and freeze its detail as JSON now, as it happened."""
+    if not math.isfinite(ts):
+        msg = f"event {kind!r}: time {ts!r} is not a finite number"
+        raise ValueError(msg)
+    if not kind:
+        msg = "an event needs a kind"
+        raise ValueError(msg)
+    if level is not None and not -(2**63) <= level < 2**63:
+        msg = f"event {kind!r}: level {level} does not fit a stored integer"
+        raise ValueError(msg)
+    return HeldEvent(float(ts), kind, subject, level, json.dumps(detail or {}, default=str))
