@@ -68,6 +68,15 @@ FLUSH_INTERVAL_S = 1.0
 #: Most readings committed in one transaction: after a full disk, what was held goes in
 #: slices, so a little free space already takes the oldest of them.
 READINGS_PER_COMMIT = 5000
+#: Share of the quota events may fill; beyond it, events the fleet holds give way first.
+EVENT_SHARE = 0.1
+#: Bytes an event row takes besides its text (row header, seq, ts, level, index entry),
+#: for the running estimate of the events' size; measured on a WAL store with 4 KiB pages.
+EVENT_ROW_OVERHEAD = 48
+#: The same estimate in SQL: kind and subject are stored twice (table and index).
+_EVENT_BYTES_SQL = (
+    f"length(detail) + 2 * length(kind) + 2 * ifnull(length(subject), 0) + {EVENT_ROW_OVERHEAD}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +152,8 @@ class LocalStore:
         self._unwritable: str | None = None
         self._refused_writes = 0
         self._refused_before = 0  # refusals counted when the current condition began
+        # Estimated bytes of the events table; counted once, on the first quota check.
+        self._event_bytes: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -427,6 +438,8 @@ class LocalStore:
             if raise_refusal:
                 raise
             return None
+        if self._event_bytes is not None:
+            self._event_bytes += sum(_event_bytes(event) for event in batch)
         return written
 
     def events(
@@ -478,8 +491,10 @@ class LocalStore:
         if quota is None or self.size_bytes() <= quota:
             return
         conn = self.conn
+        # 1. Events beyond their share that the fleet holds, oldest first.
+        self._trim_events_sync(int(quota * EVENT_SHARE))
         acked = self.watermark("readings")
-        # 1. Readings the fleet already holds go first, oldest first.
+        # 2. Readings the fleet already holds, oldest first.
         while self.size_bytes() > quota:
             with conn:
                 cur = conn.execute(
@@ -489,8 +504,9 @@ class LocalStore:
                 )
             if cur.rowcount == 0:
                 break
-        # 2. Then old raw readings are thinned: every other one of the oldest half, again
-        #    and again, so the recent past keeps full resolution longest.
+        # 3. Then old raw readings are thinned: every other one of the oldest half, again
+        #    and again, so the recent past keeps full resolution longest. Only events the
+        #    fleet does not hold yet can push readings below their share this way.
         while self.size_bytes() > quota:
             count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
             if count < 10:
@@ -502,8 +518,51 @@ class LocalStore:
                     "WHERE n <= ? AND n % 2 = 0)",
                     (count // 2,),
                 )
-        # Events are never deleted. Hand freed pages back to the file system.
+        # Hand freed pages back to the file system.
         conn.execute("PRAGMA incremental_vacuum")
+
+    def event_bytes(self) -> int:
+        """Estimated bytes the events take (text plus ``EVENT_ROW_OVERHEAD`` per row)."""
+        if self._event_bytes is None:
+            row = self.conn.execute(f"SELECT ifnull(sum({_EVENT_BYTES_SQL}), 0) FROM events")
+            self._event_bytes = int(row.fetchone()[0])
+        return self._event_bytes
+
+    def _trim_events_sync(self, share: int) -> None:
+        """Delete events the fleet holds, oldest first, until they fit in ``share`` bytes.
+
+        An event the fleet has not acknowledged is never deleted, and neither is the
+        newest ``rise`` alarm nor the newest ``ack`` of each rule: a restart reads them
+        to restore a latched alarm.
+        """
+        if self.event_bytes() <= share:
+            return
+        conn = self.conn
+        acked = self.watermark("events")
+        latch_state = [
+            seq
+            for (seq,) in conn.execute(
+                "SELECT max(seq) FROM events WHERE kind = 'ack' GROUP BY subject UNION "
+                "SELECT max(seq) FROM events WHERE kind = 'alarm' "
+                "AND json_extract(detail, '$.kind') = 'rise' GROUP BY subject"
+            )
+        ]
+        keep = ",".join(str(int(seq)) for seq in latch_state) or "0"
+        oldest = (
+            f"SELECT seq FROM events WHERE seq <= ? AND seq NOT IN ({keep}) ORDER BY seq LIMIT 500"
+        )
+        while self.event_bytes() > share:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                count, freed = conn.execute(
+                    f"SELECT count(*), ifnull(sum({_EVENT_BYTES_SQL}), 0) FROM events "
+                    f"WHERE seq IN ({oldest})",
+                    (acked,),
+                ).fetchone()
+                conn.execute(f"DELETE FROM events WHERE seq IN ({oldest})", (acked,))
+            if count == 0:
+                break
+            self._event_bytes = self.event_bytes() - int(freed)
 
     async def correct_unsynced(self, wall_now: float, mono_now: float) -> int:
         """Give unsynchronised readings of this boot real timestamps, now the clock is known.
@@ -545,3 +604,9 @@ def _held_event(
         msg = f"event {kind!r}: level {level} does not fit a stored integer"
         raise ValueError(msg)
     return HeldEvent(float(ts), kind, subject, level, json.dumps(detail or {}, default=str))
+
+
+def _event_bytes(event: HeldEvent) -> int:
+    """The Python side of ``_EVENT_BYTES_SQL``."""
+    subject = len(event.subject) if event.subject is not None else 0
+    return len(event.detail) + 2 * len(event.kind) + 2 * subject + EVENT_ROW_OVERHEAD
