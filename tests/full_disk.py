@@ -65,8 +65,8 @@ def small_disk(path: Path, size: str = "2m") -> Iterator[SmallDisk]:
     except FileNotFoundError:
         pytest.skip("a real full disk needs mount(8) for a tiny tmpfs, and it is not installed")
     if mounted.returncode != 0:
-        pytest.skip(f"a real full disk needs a tiny tmpfs; mount was refused (needs root): "
-                    f"{mounted.stderr.strip()}")  # fmt: skip
+        reason = mounted.stderr.strip()
+        pytest.skip(f"a real full disk needs a tiny tmpfs; mount was refused (root?): {reason}")
     try:
         yield SmallDisk(path)
     finally:

@@ -138,6 +138,21 @@ async def test_an_event_is_lost_only_when_no_held_reading_is_left(tmp_path: Path
     assert readings_stored == 0  # every held reading gave way first
 
 
+async def test_events_the_disk_still_refuses_at_stop_are_written_to_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "edge_agent")
+    with small_disk(tmp_path / "disk") as disk:
+        store = LocalStore(disk.path).open()
+        await fill(store, disk)
+        store.add_event(4000.0, "alarm", "creek", 4, {"to": "red"})
+        await asyncio.to_thread(store.close)
+    unstored = [r.getMessage() for r in caplog.records if "unstored event" in r.getMessage()]
+    assert unstored == [
+        'unstored event: ts=4000.0 kind=alarm subject=creek level=4 detail={"to": "red"}'
+    ]
+
+
 def test_an_event_time_must_be_a_finite_number(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     with pytest.raises(ValueError, match="not a finite number"):
