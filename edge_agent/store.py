@@ -243,7 +243,7 @@ class LocalStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._flush_sync)
 
-    def _refused(self, exc: sqlite3.OperationalError) -> None:
+    def _refused(self, exc: sqlite3.DatabaseError) -> None:
         """Count a write the disk refused; say so once, without a traceback per retry."""
         self._refused_writes += 1
         if self._unwritable is None:
@@ -395,8 +395,9 @@ class LocalStore:
         """Commit one event after those held; when this returns it is on disk. Returns its seq.
 
         Raises:
-            sqlite3.OperationalError: the disk refused the write. The event is then not
-                held either, so the caller may record it again without a duplicate.
+            sqlite3.DatabaseError: the file refused the write (OperationalError for a full
+                disk). The event is then not held either, so the caller may record it
+                again without a duplicate.
         """
         event = _held_event(ts, kind, subject, level, detail)
         self._held.add_event(event)
@@ -406,7 +407,7 @@ class LocalStore:
     def _record_sync(self, event: HeldEvent) -> int:
         try:
             written = self._write_events_sync(raise_refusal=True)
-        except sqlite3.OperationalError:
+        except sqlite3.DatabaseError:
             self._held.withdraw_event(event)
             raise
         for held, seq in written or ():
@@ -432,7 +433,9 @@ class LocalStore:
                         (event.ts, event.kind, event.subject, event.level, event.detail),
                     )
                     written.append((event, int(cur.lastrowid or 0)))
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
+            # Every held event is a valid row (``_held_event``), so any refusal is the
+            # file's (full, locked, damaged): keep them all, in order, and try again.
             self._held.put_back_events(batch)
             self._refused(exc)
             if raise_refusal:
