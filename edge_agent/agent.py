@@ -3,7 +3,7 @@
 On start it replays the stored history the rules need, so window sums, latched alarms
 and levels survive a restart, then asserts the outputs at once. The alarm path is
 synchronous from a reading to ``Actuation.set_level``; storage and events are handed
-to background tasks so a slow disk never delays a siren.
+to background tasks so a slow or full disk never delays a siren.
 """
 
 from __future__ import annotations
@@ -124,9 +124,7 @@ class Agent:
         )
         self.ready = asyncio.Event()
         self.started = time.monotonic()
-        self._events: asyncio.Queue[tuple[float, str, str | None, int | None, dict[str, Any]]] = (
-            asyncio.Queue()
-        )
+        self._events_waiting = asyncio.Event()
         self._watched = {r.channel for r in site.rules if isinstance(r, ChannelRule)}
         self._synced = True
         self.restart_requested = asyncio.Event()
@@ -231,7 +229,13 @@ class Agent:
     def _emit(
         self, kind: str, subject: str | None, level: int | None, detail: dict[str, Any]
     ) -> None:
-        self._events.put_nowait((self.clock.now(), kind, subject, level, detail))
+        # Called on the alarm path before the sirens switch: it must never raise.
+        try:
+            self.store.add_event(self.clock.now(), kind, subject, level, detail)
+        except Exception:
+            log.exception("could not hold %s event; it is logged here instead: %s", kind, detail)
+            return
+        self._events_waiting.set()
 
     # --- updates over the air ----------------------------------------------------------------
 
@@ -321,14 +325,15 @@ class Agent:
     # --- background tasks ----------------------------------------------------------------
 
     async def _write_events(self) -> None:
+        # Events are written as soon as they happen; while the disk refuses them they stay
+        # held in the store, in order, and every flush below tries again.
         while True:
-            ts, kind, subject, level, detail = await self._events.get()
+            await self._events_waiting.wait()
+            self._events_waiting.clear()
             try:
-                await self.store.record_event(ts, kind, subject, level, detail)
+                await self.store.write_events()
             except Exception:
-                log.exception(
-                    "could not record %s event; it is logged here instead: %s", kind, detail
-                )
+                log.exception("could not write events; they stay held")
 
     async def _flush_readings(self) -> None:
         while True:
@@ -336,7 +341,7 @@ class Agent:
             try:
                 await self.store.flush()
             except Exception:
-                log.exception("could not commit readings; they stay buffered")
+                log.exception("could not commit readings")
 
     async def _watch_clock(self) -> None:
         while True:
@@ -398,6 +403,7 @@ class Agent:
                 "readings": self.store.last_reading_seq(),
                 "buffered": self.store.pending,
                 "backlog": self.store.last_reading_seq() - self.store.watermark("readings"),
+                **dataclasses.asdict(self.store.condition()),
             },
         }
 
@@ -423,9 +429,7 @@ class Agent:
         for node in self.nodes:
             if rule == node.spec.alarm_id:
                 node.acknowledge()
-                await self.store.record_event(
-                    self.clock.now(), "ack", rule, None, {"by": str(request.get("by", "local"))}
-                )
+                await self._record_ack(rule, request)
                 self.actuation.set_level(self.site_level(), f"{rule} acknowledged")
                 return {"ok": True, "rule": rule, "level": LEVEL_NAMES[node.level]}
         if rule not in self.engine.levels():
@@ -434,11 +438,15 @@ class Agent:
                 "error": f"no rule '{rule}' (rules: {', '.join(self.engine.levels())})",
             }
         changes = self.engine.acknowledge(rule, self.clock.now())
-        by = str(request.get("by", "local"))
-        await self.store.record_event(self.clock.now(), "ack", rule, None, {"by": by})
+        await self._record_ack(rule, request)
         if changes:
             self._apply(changes, record=True)
         return {"ok": True, "rule": rule, "level": LEVEL_NAMES[self.engine.levels()[rule]]}
+
+    async def _record_ack(self, rule: str, request: dict[str, Any]) -> None:
+        """Store the acknowledgement before answering; on a full disk it waits in memory."""
+        self._emit("ack", rule, None, {"by": str(request.get("by", "local"))})
+        await self.store.write_events()
 
     async def _siren_test(self, request: dict[str, Any]) -> dict[str, Any]:
         return await self.actuation.self_test(audible=bool(request.get("audible")))
@@ -479,7 +487,6 @@ class Agent:
         finally:
             if server is not None:
                 server.close()
-            await self._drain_events()
             await asyncio.to_thread(self.store.close)
 
     async def _run_tasks(self) -> None:
@@ -502,9 +509,3 @@ class Agent:
                     self.release_intake.run(self._release_healthy), name="release-update"
                 )
             group.create_task(self._restart_on_request(), name="restart")
-
-    async def _drain_events(self) -> None:
-        while not self._events.empty():
-            ts, kind, subject, level, detail = self._events.get_nowait()
-            with contextlib.suppress(Exception):
-                await self.store.record_event(ts, kind, subject, level, detail)

@@ -352,6 +352,15 @@ def status(
         f"[bold]{reply['site']}[/] agent {reply['version']}, up {reply['uptime_s']} s, "
         f"site level [bold]{reply['level']}[/], backlog {reply['store']['backlog']} readings"
     )
+    store = reply["store"]
+    if store.get("unwritable"):
+        console.print(
+            f"[bold red]store cannot write[/] ({escape(store['unwritable'])}): "
+            f"{store['held_events']} events and {store['held_readings']} readings held in "
+            f"memory; {store['refused_writes']} writes refused, {store['readings_thinned']} "
+            f"readings thinned, {store['events_lost']} events lost",
+            highlight=False,
+        )
     from edge_agent.poll_view import status_tables  # noqa: PLC0415
 
     console.print(status_tables(reply))

@@ -2,18 +2,22 @@
 
 WAL mode with synchronous=FULL: an event is on disk when ``record_event`` returns, and
 readings are committed in batches at least every second, so a SIGKILL or a power cut
-loses at most the last uncommitted second of readings and never an event. All writes
-happen on one dedicated thread; callers on the event loop never wait on the disk except
-when they choose to await durability.
+loses at most the last uncommitted second of readings and never a recorded event. All
+writes happen on one dedicated thread; callers on the event loop never wait on the disk
+except when they choose to await durability. When the disk refuses a write (full), rows
+wait in memory (``edge_agent.held_rows``) and are written, in order, once it accepts them;
+the store never raises on the alarm path and never deletes an event the fleet lacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import math
 import os
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +29,9 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.model import BAD_QUALITY, Quality, Reading
+from edge_agent.held_rows import MAX_HELD_EVENTS, MAX_HELD_READINGS, HeldEvent, HeldRows
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
@@ -59,6 +66,18 @@ CREATE TABLE IF NOT EXISTS watermarks (
 
 #: How often the reading buffer is committed (the most a crash can lose).
 FLUSH_INTERVAL_S = 1.0
+#: Most readings committed in one transaction: after a full disk, what was held goes in
+#: slices, so a little free space already takes the oldest of them.
+READINGS_PER_COMMIT = 5000
+#: Share of the quota events may fill; beyond it, events the fleet holds give way first.
+EVENT_SHARE = 0.1
+#: Bytes an event row takes besides its text (row header, seq, ts, level, index entry),
+#: for the running estimate of the events' size; measured on a WAL store with 4 KiB pages.
+EVENT_ROW_OVERHEAD = 48
+#: The same estimate in SQL: kind and subject are stored twice (table and index).
+_EVENT_BYTES_SQL = (
+    f"length(detail) + 2 * length(kind) + 2 * ifnull(length(subject), 0) + {EVENT_ROW_OVERHEAD}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +90,22 @@ class StoredEvent:
     subject: str | None
     level: int | None
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCondition:
+    """Whether the store can write, and what waits in memory because it could not.
+
+    ``refused_writes``, ``readings_thinned`` and ``events_lost`` count since start-up;
+    ``unwritable`` is the last refusal's reason while writes are refused, else None.
+    """
+
+    unwritable: str | None
+    refused_writes: int
+    held_events: int
+    held_readings: int
+    readings_thinned: int
+    events_lost: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,21 +131,33 @@ def _connect(path: Path) -> sqlite3.Connection:
 class LocalStore:
     """Durable local storage of one gateway.
 
-    Use ``open`` (or the async context manager) to create it; ``add_readings`` buffers in
-    memory, ``flush`` commits (the agent's flusher calls it every ``FLUSH_INTERVAL_S``),
-    ``record_event`` commits at once.
+    Use ``open`` (or the async context manager) to create it; ``add_readings`` and
+    ``add_event`` hold rows in memory, ``flush`` commits held events, then readings (the
+    agent's flusher calls it every ``FLUSH_INTERVAL_S``), ``write_events`` commits held
+    events at once, ``record_event`` commits one event or raises. A refused write (a full
+    disk) is logged once and counted in ``condition()``; the rows stay held.
     """
 
-    def __init__(self, data_dir: Path, quota_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        quota_bytes: int | None = None,
+        max_held_readings: int = MAX_HELD_READINGS,
+        max_held_events: int = MAX_HELD_EVENTS,
+    ) -> None:
         self.data_dir = data_dir
         self.path = data_dir / "store.sqlite"
         self.quota_bytes = quota_bytes
         self.boot_id = uuid.uuid4().hex[:12]
-        self._pending: list[Reading] = []
-        self._pending_lock = threading.Lock()
+        self._held = HeldRows(max_held_readings, max_held_events)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._conn: sqlite3.Connection | None = None
         self._channel_ids: dict[str, int] = {}
+        self._unwritable: str | None = None
+        self._refused_writes = 0
+        self._refused_before = 0  # refusals counted when the current condition began
+        # Estimated bytes of the events table; counted once, on the first quota check.
+        self._event_bytes: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -124,19 +171,37 @@ class LocalStore:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("VACUUM")
         conn.executescript(SCHEMA)
-        rows = conn.execute("SELECT id, name FROM channels")
-        self._channel_ids = {name: cid for cid, name in rows}
+        self._channel_ids = {name: cid for cid, name in conn.execute(SELECT_CHANNELS)}
         self._conn = conn
         return self
 
     def close(self) -> None:
-        """Commit what is buffered and close the file."""
+        """Commit what is held and close the file; what the disk still refuses is logged."""
         if self._conn is None:
             return
         self._writer.submit(self._flush_sync).result()
         self._writer.shutdown(wait=True)
         self._conn.close()
         self._conn = None
+        events = self._held.take_events()
+        readings = self._held.take_readings()
+        if events or readings:
+            log.error(
+                "stopping with %d events and %d readings the store could not write (%s); "
+                "the events follow here so the log keeps them",
+                len(events),
+                len(readings),
+                self._unwritable,
+            )
+        for event in events:
+            log.error(
+                "unstored event: ts=%r kind=%s subject=%s level=%s detail=%s",
+                event.ts,
+                event.kind,
+                event.subject,
+                event.level,
+                event.detail,
+            )
 
     async def __aenter__(self) -> LocalStore:
         return self.open()
@@ -155,19 +220,61 @@ class LocalStore:
     # --- readings --------------------------------------------------------------------
 
     def add_readings(self, readings: Iterable[Reading]) -> None:
-        """Buffer readings for the next commit; never touches the disk."""
-        with self._pending_lock:
-            self._pending.extend(readings)
+        """Hold readings for the next commit; never touches the disk."""
+        self._held.add_readings(readings)
 
     @property
     def pending(self) -> int:
-        """Readings buffered but not yet committed."""
-        return len(self._pending)
+        """Readings held but not yet committed."""
+        return self._held.readings
+
+    def condition(self) -> WriteCondition:
+        """Whether writes go through, and what waits in memory."""
+        return WriteCondition(
+            self._unwritable,
+            self._refused_writes,
+            self._held.events,
+            self._held.readings,
+            self._held.readings_thinned,
+            self._held.events_lost,
+        )
 
     async def flush(self) -> int:
-        """Commit the buffered readings in one transaction; return how many."""
+        """Commit held events, then held readings; return how many readings.
+
+        Nothing is committed while the held events are refused: events go first.
+        """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self._flush_sync)
+
+    def _refused(self, exc: sqlite3.DatabaseError) -> None:
+        """Count a write the disk refused; say so once, without a traceback per retry."""
+        self._refused_writes += 1
+        if self._unwritable is None:
+            self._unwritable = str(exc)
+            self._refused_before = self._refused_writes - 1
+            log.warning(
+                "the store cannot write (%s): events and readings wait in memory (at most "
+                "%d events and %d readings) and are written in order when it can; later "
+                "refusals are only counted",
+                exc,
+                self._held.max_events,
+                self._held.max_readings,
+            )
+        if self.conn.in_transaction:  # SQLite rolls back some refusals itself, not all
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.rollback()
+
+    def _accepted(self) -> None:
+        """A flush wrote everything it took: the condition is over."""
+        if self._unwritable is not None:
+            log.warning(
+                "the store writes again (%d writes were refused); held events were written "
+                "in order with their original times",
+                self._refused_writes - self._refused_before,
+            )
+            self._unwritable = None
+            self._held.condition_cleared()
 
     def _channel_id(self, conn: sqlite3.Connection, reading: Reading) -> int:
         cid = self._channel_ids.get(reading.channel_id)
@@ -179,10 +286,34 @@ class LocalStore:
         return cid
 
     def _flush_sync(self) -> int:
-        with self._pending_lock:
-            batch, self._pending = self._pending, []
-        if not batch:
+        if self._write_events_sync() is None:
             return 0
+        batch = self._held.take_readings()
+        written = 0
+        while written < len(batch):
+            chunk = batch[written : written + READINGS_PER_COMMIT]
+            try:
+                self._insert_readings(chunk)
+            except sqlite3.OperationalError as exc:
+                self._held.put_back_readings(batch[written:])
+                self._refused(exc)
+                # The rolled-back transaction may have created channels: ask the file.
+                with contextlib.suppress(sqlite3.Error):
+                    self._channel_ids = {
+                        name: cid for cid, name in self.conn.execute(SELECT_CHANNELS)
+                    }
+                break
+            written += len(chunk)
+        else:
+            self._accepted()
+        if written and self.quota_bytes is not None:
+            try:
+                self._enforce_quota_sync()
+            except sqlite3.OperationalError as exc:
+                self._refused(exc)
+        return written
+
+    def _insert_readings(self, batch: list[Reading]) -> None:
         conn = self.conn
         with conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -202,9 +333,6 @@ class LocalStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        if self.quota_bytes is not None:
-            self._enforce_quota_sync()
-        return len(batch)
 
     def history(self, channel_id: str, since: float, until: float | None = None) -> ChannelHistory:
         """Return a channel's readings with ``since <= ts (<= until)``, in time order."""
@@ -239,6 +367,27 @@ class LocalStore:
 
     # --- events ----------------------------------------------------------------------
 
+    def add_event(
+        self,
+        ts: float,
+        kind: str,
+        subject: str | None = None,
+        level: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Hold one event for ``write_events`` (or the next flush); never touches the disk.
+
+        Raises:
+            ValueError: for an event no row could hold (a non-finite time, an empty kind).
+        """
+        self._held.add_event(_held_event(ts, kind, subject, level, detail))
+
+    async def write_events(self) -> int:
+        """Commit the held events in one transaction; return how many (0 when refused)."""
+        loop = asyncio.get_running_loop()
+        written = await loop.run_in_executor(self._writer, self._write_events_sync)
+        return len(written or ())
+
     async def record_event(
         self,
         ts: float,
@@ -247,21 +396,58 @@ class LocalStore:
         level: int | None = None,
         detail: dict[str, Any] | None = None,
     ) -> int:
-        """Commit one event; when this returns the event is on disk. Returns its seq."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._writer, self._insert_event, ts, kind, subject, level, detail or {}
-        )
+        """Commit one event after those held; when this returns it is on disk. Returns its seq.
 
-    def _insert_event(
-        self, ts: float, kind: str, subject: str | None, level: int | None, detail: dict[str, Any]
-    ) -> int:
-        with self.conn:
-            cur = self.conn.execute(
-                "INSERT INTO events(ts, kind, subject, level, detail) VALUES (?, ?, ?, ?, ?)",
-                (ts, kind, subject, level, json.dumps(detail, default=str)),
-            )
-        return int(cur.lastrowid or 0)
+        Raises:
+            sqlite3.DatabaseError: the file refused the write (OperationalError for a full
+                disk). The event is then not held either, so the caller may record it
+                again without a duplicate.
+        """
+        event = _held_event(ts, kind, subject, level, detail)
+        self._held.add_event(event)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._record_sync, event)
+
+    def _record_sync(self, event: HeldEvent) -> int:
+        try:
+            written = self._write_events_sync(raise_refusal=True)
+        except sqlite3.DatabaseError:
+            self._held.withdraw_event(event)
+            raise
+        for held, seq in written or ():
+            if held is event:
+                return seq
+        msg = "the event was dropped from memory before it could be written"
+        raise RuntimeError(msg)
+
+    def _write_events_sync(self, raise_refusal: bool = False) -> list[tuple[HeldEvent, int]] | None:
+        """Write every held event in one transaction; None when the disk refused."""
+        batch = self._held.take_events()
+        if not batch:
+            return []
+        written: list[tuple[HeldEvent, int]] = []
+        conn = self.conn
+        try:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                for event in batch:
+                    cur = conn.execute(
+                        "INSERT INTO events(ts, kind, subject, level, detail) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (event.ts, event.kind, event.subject, event.level, event.detail),
+                    )
+                    written.append((event, int(cur.lastrowid or 0)))
+        except sqlite3.DatabaseError as exc:
+            # Every held event is a valid row (``_held_event``), so any refusal is the
+            # file's (full, locked, damaged): keep them all, in order, and try again.
+            self._held.put_back_events(batch)
+            self._refused(exc)
+            if raise_refusal:
+                raise
+            return None
+        if self._event_bytes is not None:
+            self._event_bytes += sum(_event_bytes(event) for event in batch)
+        return written
 
     def events(
         self, kinds: Sequence[str] | None = None, since_seq: int = 0, limit: int | None = None
@@ -312,8 +498,10 @@ class LocalStore:
         if quota is None or self.size_bytes() <= quota:
             return
         conn = self.conn
+        # 1. Events beyond their share that the fleet holds, oldest first.
+        self._trim_events_sync(int(quota * EVENT_SHARE))
         acked = self.watermark("readings")
-        # 1. Readings the fleet already holds go first, oldest first.
+        # 2. Readings the fleet already holds, oldest first.
         while self.size_bytes() > quota:
             with conn:
                 cur = conn.execute(
@@ -323,8 +511,9 @@ class LocalStore:
                 )
             if cur.rowcount == 0:
                 break
-        # 2. Then old raw readings are thinned: every other one of the oldest half, again
-        #    and again, so the recent past keeps full resolution longest.
+        # 3. Then old raw readings are thinned: every other one of the oldest half, again
+        #    and again, so the recent past keeps full resolution longest. Only events the
+        #    fleet does not hold yet can push readings below their share this way.
         while self.size_bytes() > quota:
             count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
             if count < 10:
@@ -336,8 +525,51 @@ class LocalStore:
                     "WHERE n <= ? AND n % 2 = 0)",
                     (count // 2,),
                 )
-        # Events are never deleted. Hand freed pages back to the file system.
+        # Hand freed pages back to the file system.
         conn.execute("PRAGMA incremental_vacuum")
+
+    def event_bytes(self) -> int:
+        """Estimated bytes the events take (text plus ``EVENT_ROW_OVERHEAD`` per row)."""
+        if self._event_bytes is None:
+            row = self.conn.execute(f"SELECT ifnull(sum({_EVENT_BYTES_SQL}), 0) FROM events")
+            self._event_bytes = int(row.fetchone()[0])
+        return self._event_bytes
+
+    def _trim_events_sync(self, share: int) -> None:
+        """Delete events the fleet holds, oldest first, until they fit in ``share`` bytes.
+
+        An event the fleet has not acknowledged is never deleted, and neither is the
+        newest ``rise`` alarm nor the newest ``ack`` of each rule: a restart reads them
+        to restore a latched alarm.
+        """
+        if self.event_bytes() <= share:
+            return
+        conn = self.conn
+        acked = self.watermark("events")
+        latch_state = [
+            seq
+            for (seq,) in conn.execute(
+                "SELECT max(seq) FROM events WHERE kind = 'ack' GROUP BY subject UNION "
+                "SELECT max(seq) FROM events WHERE kind = 'alarm' "
+                "AND json_extract(detail, '$.kind') = 'rise' GROUP BY subject"
+            )
+        ]
+        keep = ",".join(str(int(seq)) for seq in latch_state) or "0"
+        oldest = (
+            f"SELECT seq FROM events WHERE seq <= ? AND seq NOT IN ({keep}) ORDER BY seq LIMIT 500"
+        )
+        while self.event_bytes() > share:
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                count, freed = conn.execute(
+                    f"SELECT count(*), ifnull(sum({_EVENT_BYTES_SQL}), 0) FROM events "
+                    f"WHERE seq IN ({oldest})",
+                    (acked,),
+                ).fetchone()
+                conn.execute(f"DELETE FROM events WHERE seq IN ({oldest})", (acked,))
+            if count == 0:
+                break
+            self._event_bytes = self.event_bytes() - int(freed)
 
     async def correct_unsynced(self, wall_now: float, mono_now: float) -> int:
         """Give unsynchronised readings of this boot real timestamps, now the clock is known.
@@ -360,3 +592,28 @@ class LocalStore:
     def integrity_check(self) -> str:
         """Run SQLite's integrity check; "ok" when the file is sound."""
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+SELECT_CHANNELS = "SELECT id, name FROM channels"
+
+
+def _held_event(
+    ts: float, kind: str, subject: str | None, level: int | None, detail: dict[str, Any] | None
+) -> HeldEvent:
+    """Check an event can be a row, and freeze its detail as JSON now, as it happened."""
+    if not math.isfinite(ts):
+        msg = f"event {kind!r}: time {ts!r} is not a finite number"
+        raise ValueError(msg)
+    if not kind:
+        msg = "an event needs a kind"
+        raise ValueError(msg)
+    if level is not None and not -(2**63) <= level < 2**63:
+        msg = f"event {kind!r}: level {level} does not fit a stored integer"
+        raise ValueError(msg)
+    return HeldEvent(float(ts), kind, subject, level, json.dumps(detail or {}, default=str))
+
+
+def _event_bytes(event: HeldEvent) -> int:
+    """The Python side of ``_EVENT_BYTES_SQL``."""
+    subject = len(event.subject) if event.subject is not None else 0
+    return len(event.detail) + 2 * len(event.kind) + 2 * subject + EVENT_ROW_OVERHEAD

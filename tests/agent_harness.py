@@ -73,11 +73,16 @@ class SimSite:
                 await agent.process.wait()
 
     async def start_agent(
-        self, name: str = "gw", *extra: str, env: dict[str, str] | None = None
+        self,
+        name: str = "gw",
+        *extra: str,
+        env: dict[str, str] | None = None,
+        data_dir: Path | None = None,
     ) -> AgentProcess:
-        data_dir = self.tmp / name
+        """Start ``edge run``; its log is in its data directory unless that is given."""
+        log = self.tmp / f"{name}.log" if data_dir else (self.tmp / name / "agent.log")
+        data_dir = data_dir or self.tmp / name
         data_dir.mkdir(exist_ok=True)
-        log = data_dir / "agent.log"
         merged = {
             **os.environ,
             "NUMBA_CACHE_DIR": str(NUMBA_CACHE),

@@ -108,7 +108,7 @@ def test_sigkill_loses_no_recorded_event_and_no_committed_reading(tmp_path):
         store.close()
 
 
-async def test_quota_drops_acknowledged_readings_first_and_never_events(tmp_path):
+async def test_quota_drops_acknowledged_readings_first_and_no_event_the_fleet_lacks(tmp_path):
     async with LocalStore(tmp_path, quota_bytes=None) as store:
         for chunk in range(20):
             store.add_readings([reading(chunk * 1000 + i, value=i) for i in range(1000)])
@@ -195,3 +195,66 @@ async def test_extreme_values_round_trip(tmp_path, value):
         store.add_readings([reading(1, value=value)])
         await store.flush()
         assert store.history("rain.total", 0).value[0] == value
+
+
+async def fill_with_events(store: LocalStore, count: int, first_ts: float = 0.0) -> None:
+    """``count`` fault events of about 200 bytes each, written in batches."""
+    for start in range(0, count, 5000):
+        for i in range(start, min(count, start + 5000)):
+            store.add_event(
+                first_ts + i, "sensor_fault", f"dev{i % 10}.level", None, {"pad": "x" * 120}
+            )
+        await store.write_events()
+
+
+async def test_events_keep_to_their_share_so_a_flush_of_readings_keeps_them_all(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        await fill_with_events(store, 30_000)
+        store.add_readings([reading(t) for t in range(1000)])
+        await store.flush()
+        await store.set_watermark("events", store.events()[-1].seq)  # the fleet holds them
+        # Events were never deleted, so they grew past the quota on their own.
+        store.quota_bytes = int(store.size_bytes() * 0.9)
+        kept = []
+        for flush in range(5):
+            first = 10_000 + flush * 100
+            store.add_readings([reading(first + i) for i in range(100)])
+            await store.flush()
+            kept.append(
+                store.conn.execute(
+                    "SELECT count(*) FROM readings WHERE ts >= ? AND ts < ?", (first, first + 100)
+                ).fetchone()[0]
+            )
+        event_pages = store.conn.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name IN ('events', 'events_kind')"
+        ).fetchone()[0]
+        size, quota = store.size_bytes(), store.quota_bytes
+        oldest_event = store.events(limit=1)[0].ts
+    assert kept == [100] * 5  # before events had a share, each flush kept 8
+    assert size <= quota
+    assert event_pages <= 0.1 * quota * 1.05  # events within their share
+    assert oldest_event > 20_000  # they gave way oldest first
+
+
+async def test_events_the_fleet_lacks_and_the_latch_state_are_never_deleted(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        # A latched red rise and an older ack of another rule, long before the flood.
+        await store.record_event(1, "alarm", "rain_1h", 4, {"kind": "rise", "to": "red"})
+        await store.record_event(2, "ack", "creek", None, {"by": "ana"})
+        await store.record_event(3, "alarm", "rain_1h", 3, {"kind": "fall", "to": "orange"})
+        await fill_with_events(store, 20_000, first_ts=10)
+        acked = store.events()[10_000].seq  # the fleet holds about the first half
+        await store.set_watermark("events", acked)
+        store.add_readings([reading(t) for t in range(1000)])
+        await store.flush()
+        store.quota_bytes = store.size_bytes()
+        store.add_readings([reading(5000 + t) for t in range(100)])
+        await store.flush()
+        last = store.events()[-1].seq
+        remaining = store.events()
+        readings_kept = store.conn.execute("SELECT count(*) FROM readings WHERE ts >= 5000")
+        assert readings_kept.fetchone()[0] > 0
+    # Unacknowledged events alone pass their share: every acknowledged one gave way but
+    # the newest red rise of rain_1h and the ack of creek, which a restart needs.
+    assert [(e.seq, e.kind) for e in remaining if e.seq <= acked] == [(1, "alarm"), (2, "ack")]
+    assert [e.seq for e in remaining if e.seq > acked] == list(range(acked + 1, last + 1))
