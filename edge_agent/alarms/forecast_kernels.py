@@ -3,12 +3,45 @@
 ``forecast_window`` cleans the raw samples of the fit window (isolated outliers dropped,
 sensor re-installation steps taken out), averages them into bins, and fits
 ``x(t) = a + c t + b G(t_f - t; alpha)`` (steady creep plus Voight's accelerating creep,
-integrated) by weighted least squares over a grid of failure times and exponents. It
-reports the failure time, its 95 % profile interval, the exponent, the velocity now and
-the statistical evidence that the fit explains the record better than steady creep.
+integrated: ``G' = (t_f - t) ** -p`` with ``p = 1 / (alpha - 1)``) by weighted least
+squares over a grid of failure times, with alpha refined continuously. It reports the
+failure time, its 95 % profile-likelihood interval, alpha, the velocity now and the
+evidence (an F statistic) that the fit explains the record better than steady creep.
 ``forecast_kernel`` runs it over a batch of samples and turns forecasts into levels.
 Like ``kernels.py`` it mirrors its reference (``reference_forecast.py``) formula by
 formula, never allocates and never raises on data.
+
+How it stands to the published methods:
+
+- Fukuzono (1985) found in flume tests that inverse velocity falls linearly to zero at
+  failure; Voight (1989) generalised this as ``d2x/dt2 = A (dx/dt) ** alpha``, the
+  materials failure forecast method, with alpha near 2. Both extrapolate the inverse
+  velocity, a differentiated and so noise-amplified series, and usually fix alpha = 2.
+  Here the integrated law is fitted to the displacement itself, where the noise stays
+  white, and alpha is estimated (1.5-2.5 by default): fixing it at 2 puts the failure of
+  an alpha = 1.5 slope late, the unsafe side.
+- Rose & Hungr (2007) fit the inverse-velocity trend in open-pit mines, smoothing the
+  velocities with moving averages and refitting as data arrive. The hourly refit on a
+  sliding window plays that part; the least-squares fit is the filter, and nothing is
+  stamped at a window's end (the late bias of the older ``inverse_velocity`` rule).
+- Carla et al. (2017) give guidelines for filtering inverse velocity (short- and
+  long-term moving averages) and for picking the onset of acceleration before fitting.
+  The evidence test against steady creep, the alpha range and the agreement of
+  consecutive forecasts take the place of a hand-picked onset; hourly bins and the
+  robust cleaning take the place of the filters.
+- Intrieri et al. (2019) review slope-scale forecasting: a forecast needs its
+  uncertainty, and temporary accelerations cause the false alarms. Each forecast carries
+  its 95 % interval; it counts only when the interval is bounded and narrow enough
+  (``max_spread``) and alpha lies in range. Seasonal accelerations, which have no
+  power-law singularity, fail those tests and their forecasts recede.
+- The SLO method (Mufundirwa et al. 2010) plots ``t * v`` against ``v``, a line whose
+  slope is the failure time when alpha = 2: no division by small velocities, but still
+  differentiated and still alpha = 2.
+- Xu Qiang's improved tangent angle (Xu et al. 2009), used with velocity thresholds in
+  the Heifangtai loess-landslide warnings (Xu et al. 2020), normalises displacement by the
+  steady creep rate and warns at 45, 80 and 85 degrees. It needs that rate entered by
+  hand, and its levels are velocity ratios, not times. Here the steady creep ``c`` is
+  fitted, and the levels are horizons on the forecast failure time.
 """
 
 from __future__ import annotations
