@@ -172,6 +172,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
             *("--exclude-path-regex", OWN_TOKEN_ENDING, "--request-timeout", "30"),
             *("--report", "json", "--report-dir", str(report_dir), "--no-color"),
         ],
+        cwd=tmp_path,  # its cache (.schemathesis/) goes there, not into the checkout
         capture_output=True,
         text=True,
         timeout=840,
