@@ -11,12 +11,17 @@ Derandomized with bounded example counts; ``HAZARDWATCH_FUZZ_EXAMPLES`` runs lon
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
+import struct
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from drivers.bus import ModbusBus, TcpBusConfig, TransactionError
 from drivers.codec import BYTE_ORDERS, DATA_TYPES, WORD_ORDERS, decode, register_width
 from drivers.model import BAD_QUALITY, Quality
 from drivers.plausibility import PlausibilityCheck
@@ -143,3 +148,34 @@ def test_a_sample_is_good_only_when_it_is_a_finite_number(
             assert quality & BAD_QUALITY
         elif spec.in_range(value) is False:
             assert quality & Quality.OUT_OF_RANGE
+
+
+async def _short_coil_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A Modbus TCP device that answers every read with a byte count of 0 and no data."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            header = await reader.readexactly(7)
+            transaction, _protocol, length, unit = struct.unpack(">HHHB", header)
+            pdu = await reader.readexactly(length - 1)
+            answer = bytes([pdu[0], 0])  # function code, byte count 0
+            writer.write(struct.pack(">HHHB", transaction, 0, len(answer) + 1, unit) + answer)
+            await writer.drain()
+    writer.close()
+
+
+async def test_a_coil_read_answered_with_no_bits_is_a_failed_transaction() -> None:
+    # A real socket and pymodbus client; the device is hand-written because no simulator
+    # can be made to send a malformed answer. Found by the decode fuzzing above: the empty
+    # list reached decode, whose refusal would have ended every device loop of the agent.
+    server = await asyncio.start_server(_short_coil_server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bus = ModbusBus(TcpBusConfig("field", "127.0.0.1", port))
+    try:
+        with pytest.raises(TransactionError, match="asked for 1 bits, got 0") as failed:
+            await bus.read(1, Table.COIL, 0, 1, timeout_s=2.0)
+        assert failed.value.quality == Quality.EXCEPTION
+        assert bus.stats.failures["short_response"] == 1
+    finally:
+        await bus.close()
+        server.close()
+        await server.wait_closed()
