@@ -9,7 +9,8 @@ documented refusal: pydantic's ``ValidationError``, ingest's ``Rejection``, ``No
 foreign topic, ``DocumentRefusedError``. Any other exception fails the test.
 
 Derandomized with bounded example counts so CI stays fast; set
-``HAZARDWATCH_FUZZ_EXAMPLES`` for a longer run (see the README's attack suite).
+``HAZARDWATCH_FUZZ_EXAMPLES`` (examples per property, 60 by default) for a longer run
+(see the README's attack suite).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from protocol import (
     parse_topic,
 )
 
-EXAMPLES = int(os.environ.get("HAZARDWATCH_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("HAZARDWATCH_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,
