@@ -198,7 +198,15 @@ class ModbusBus:
 
         response = await self._transact(unit_id, timeout_s, call, urgent)
         if table.is_bits:
-            return list(response.bits[:count])
+            # pymodbus pads bits to whole bytes, but a device may send fewer bytes than
+            # asked: too few bits are a failed read like too few registers, not a value.
+            bits = list(response.bits[:count])
+            if len(bits) != count:
+                self.stats.failures["short_response"] += 1
+                raise TransactionError(
+                    Quality.EXCEPTION, f"asked for {count} bits, got {len(bits)}"
+                )
+            return bits
         registers = list(response.registers)
         if len(registers) != count:
             self.stats.failures["short_response"] += 1

@@ -47,14 +47,14 @@ def decode(
     """Decode one value from its registers as read off the wire.
 
     Raises:
-        ValueError: when the number of registers does not match the type.
+        ValueError: when the number of registers (or bits) does not match the type.
     """
-    if dtype == "bool":
-        return float(bool(registers[0]))
     width = _WIDTH[dtype]
-    if len(registers) != width:
+    if len(registers) != width:  # an empty read of a coil too, not an IndexError
         msg = f"{dtype} needs {width} register(s), got {len(registers)}"
         raise ValueError(msg)
+    if dtype == "bool":
+        return float(bool(registers[0]))
     words = _arrange([int(r) & 0xFFFF for r in registers], word_order, byte_order)
     raw = b"".join(w.to_bytes(2, "big") for w in words)
     return float(struct.unpack(_STRUCT[dtype], raw)[0])

@@ -33,8 +33,13 @@ class PlausibilityCheck:
         self._run: tuple[float, float] | None = None
 
     def assess(self, t: float, value: float) -> Quality:
-        """Return the quality bits for ``value`` sampled at time ``t``."""
-        if math.isnan(value) or not self.spec.in_range(value):
+        """Return the quality bits for ``value`` sampled at time ``t``.
+
+        A value that is no finite number (a float32 register holding an infinity, or a
+        scaling that overflowed) is out of range whatever the limits: an alarm rule must
+        never see it as a measurement.
+        """
+        if not math.isfinite(value) or not self.spec.in_range(value):
             return Quality.OUT_OF_RANGE
         quality = self._spike(t, value)
         return quality | self._stuck(t, value)

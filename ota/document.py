@@ -155,7 +155,8 @@ def _refuse(code: Refusal, message: str) -> DocumentRefusedError:
 def _envelope(data: bytes) -> dict[str, Any]:
     try:
         envelope = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # A nesting too deep for the parser is as malformed as a missing brace.
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise _refuse(Refusal.MALFORMED, f"not a JSON document: {exc}") from None
     if not isinstance(envelope, dict):
         raise _refuse(Refusal.MALFORMED, "not a JSON object")
@@ -163,8 +164,13 @@ def _envelope(data: bytes) -> dict[str, Any]:
         raise _refuse(
             Refusal.MALFORMED, f"format is {envelope.get('format')!r}, expected {FORMAT!r}"
         )
-    if not isinstance(envelope.get("body"), str):
+    body = envelope.get("body")
+    if not isinstance(body, str):
         raise _refuse(Refusal.MALFORMED, "'body' is missing or not a string")
+    try:
+        body.encode()
+    except UnicodeEncodeError:  # JSON may spell a lone surrogate; no UTF-8 bytes carry one
+        raise _refuse(Refusal.MALFORMED, "'body' is not valid Unicode") from None
     return envelope
 
 
@@ -219,7 +225,8 @@ def _parse_body(body: bytes) -> Document:
             payload=payload,
             revert=bool(data.get("revert", False)),
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    # OverflowError: an integer time too large for a float; RecursionError: nesting too deep.
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
         raise _refuse(Refusal.MALFORMED, f"signed body is incomplete: {exc}") from None
 
 
