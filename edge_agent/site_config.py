@@ -243,9 +243,18 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
         "site", "bus", "device", "agent", "actuator", "player", "actions", "rule", "siren_node",
         "uplink",
     }  # fmt: skip
+    raw_site = data.get("site")
+    if (
+        not isinstance(raw_site, dict)
+        or not raw_site.get("id")
+        or not isinstance(raw_site["id"], str)
+    ):
+        # No default: the fleet, the uplink and the alarm history know a site by its id,
+        # and two gateways that both fell back to one would be confused for each other.
+        raise SiteConfigError(source, "a [site] table with a non-empty string 'id' is required")
     if unknown := sorted(set(data) - allowed_top):
         raise SiteConfigError(source, f"unknown section(s): {', '.join(unknown)}")
-    site = _Reader(source, "[site]", data.get("site", {}), _SITE_KEYS)
+    site = _Reader(source, "[site]", raw_site, _SITE_KEYS)
     raw_buses = data.get("bus", [])
     raw_devices = data.get("device", [])
     if not isinstance(raw_buses, list) or not raw_buses:
@@ -284,8 +293,8 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
     by_device = {d.name: d for d in devices}
     return SiteConfig(
         source=source,
-        site_id=site.text("id", "site"),
-        name=site.text("name", site.text("id", "site")),
+        site_id=site.text("id"),
+        name=site.text("name", site.text("id")),
         buses=tuple(buses),
         devices=tuple(devices),
         agent=agent,
@@ -419,6 +428,20 @@ def _checked_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tu
     }
     check_sample_counts(source, rules, polls)
     return rules
+
+
+def absent_serial_ports(site: SiteConfig) -> list[str]:
+    """One message per serial bus whose device file does not exist on this machine.
+
+    Checked where the file is used, never where it is parsed: the fleet validates a
+    configuration for a gateway whose ports it cannot see. Looks the path up only; never
+    opens it.
+    """
+    return [
+        f"{site.source}: bus '{bus.name}': serial device {bus.device} does not exist"
+        for bus in site.buses
+        if isinstance(bus, SerialBusConfig) and not os.path.exists(bus.device)
+    ]
 
 
 def parse_site_text(text: Any, source: str) -> SiteConfig:
