@@ -159,3 +159,34 @@ def test_edge_poll_warns_of_an_absent_serial_device_and_carries_on(tmp_path: Pat
     ) in done.stderr
     assert done.returncode == 1  # it polled, and the device did not answer
     assert '"level.' in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "item", "problem"),
+    [
+        ('kind = "serial"\n', "", "bus 'rs485'", "'kind' must be 'serial' or 'tcp', got None"),
+        ('device = "{device}"', "device = 5", "bus 'rs485'",
+         "'device' must be a non-empty string, got 5"),
+        ('device = "{device}"', "", "bus 'rs485'", "missing 'device'"),
+        ('device = "{device}"', 'device = "/dev/ttyS0"\nparity = "X"', "bus 'rs485'",
+         "'parity' must be 'N', 'E' or 'O', got 'X'"),
+        ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\nretries = true', "device 'level'",
+         "'retries' must be an integer, got True"),
+        ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\ntimeout_s = 31', "device 'level'",
+         "'timeout_s' = 31 must be above 0 and at most 30"),
+        ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\npoll_interval_s = nan',
+         "device 'level'", "'poll_interval_s' must be a finite number, got nan"),
+        ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\nchannels = [1]', "device 'level'",
+         "'channels[0]' must be a non-empty string, got 1"),
+        ('id = "creek"', 'id = "creek"\nowner = "x"', "[site]",
+         "unknown key(s): owner (allowed: description, id, name)"),
+    ],
+)  # fmt: skip
+def test_the_site_schema_words_each_problem_naming_file_item_and_key(
+    old: str, new: str, item: str, problem: str
+) -> None:
+    assert old in SITE
+    text = SITE.replace(old, new).format(device="/dev/ttyS0")
+    with pytest.raises(SiteConfigError) as caught:
+        parse_site_text(text, "site.toml")
+    assert str(caught.value) == f"site.toml: {item}: {problem}"

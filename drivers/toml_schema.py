@@ -1,0 +1,133 @@
+"""Pydantic schemas for the tables of our TOML files, and the one formatter of their errors.
+
+A table is declared as a ``TomlTable``: unknown keys are refused (``extra="forbid"``), types
+are strict (``true`` is not a number, ``"5"`` not an integer, 5 is a number), numbers are
+finite and bounds are ``Field`` constraints. ``table_problem`` words the first error the
+way a technician reads it: "'unit_id' = 300 is outside 1..247", "unknown key(s): baud
+(allowed: ...)", "missing 'device'"; the caller adds the file and the item. Never fills in
+a value the file does not give and the model does not default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import annotated_types as at
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "string_type": "a non-empty string",
+    "string_too_short": "a non-empty string",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+}
+
+
+class TomlTable(BaseModel):
+    """One table of a TOML file: unknown keys refused, strict types, frozen once read."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+def _bounds(metadata: Sequence[Any]) -> tuple[list[str], Any, Any]:
+    """The field's bounds in words, and its inclusive integer range ends (or None)."""
+    words: list[str] = []
+    lo = hi = None
+    for item in metadata:
+        if isinstance(item, at.Gt):
+            words.append(f"above {item.gt:g}")
+        elif isinstance(item, at.Ge):
+            words.append(f"at least {item.ge:g}")
+            lo = item.ge
+        elif isinstance(item, at.Lt):
+            words.append(f"below {item.lt:g}")
+        elif isinstance(item, at.Le):
+            words.append(f"at most {item.le:g}")
+            hi = item.le
+    return words, lo, hi
+
+
+def _field_metadata(model: type[BaseModel], loc: tuple[int | str, ...]) -> Sequence[Any]:
+    field = model.model_fields.get(str(loc[-1])) if len(loc) == 1 else None
+    return field.metadata if field is not None else ()
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    """``("windows", "1h")`` -> ``windows.1h``; list indexes as ``[0]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def _word(error: ErrorDetails, model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    key, kind, value = _key(loc), error["type"], error["input"]
+    if kind == "missing":
+        return f"missing '{key}'"
+    if kind in _TYPE_WORDS:
+        return f"'{key}' must be {_TYPE_WORDS[kind]}, got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        words, lo, hi = _bounds(_field_metadata(model, loc))
+        if isinstance(value, int) and lo is not None and hi is not None:
+            return f"'{key}' = {value} is outside {lo}..{hi}"
+        return f"'{key}' = {value} must be {' and '.join(words) or error['msg']}"
+    if kind == "literal_error":
+        return f"'{key}' must be {error.get('ctx', {}).get('expected')}, got {value!r}"
+    if kind == "too_short" and isinstance(value, list) and not value:
+        return f"'{key}' must not be empty"
+    if kind == "value_error":
+        # Raised by a model's own validator: its message is already in our words.
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return f"'{key}': {error['msg']}"
+
+
+def _one_of(choices: Sequence[str]) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'``."""
+    return " or ".join([", ".join(choices[:-1]), choices[-1]] if len(choices) > 1 else choices)
+
+
+#: A table's schema: one model, or one model per value of its ``kind`` key.
+Schema = type[BaseModel] | Mapping[str, type[BaseModel]]
+
+
+def table_problem(exc: ValidationError, schema: Schema) -> str:
+    """The first problem of a failed validation against ``schema``, in the words above.
+
+    Unknown keys come first, all named at once with the keys the table allows, as a
+    misspelt key is the likeliest mistake and explains the errors after it.
+    """
+    errors = exc.errors(include_url=False)
+
+    def split(loc: tuple[int | str, ...]) -> tuple[type[BaseModel], tuple[int | str, ...]]:
+        if isinstance(schema, type):
+            return schema, loc
+        return schema[str(loc[0])], loc[1:]
+
+    extras = [e for e in errors if e["type"] == "extra_forbidden"]
+    if extras:
+        model, _ = split(tuple(extras[0]["loc"]))
+        unknown = sorted(str(e["loc"][-1]) for e in extras)
+        allowed = sorted(f.alias or name for name, f in model.model_fields.items())
+        return f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+    first = errors[0]
+    loc = tuple(first["loc"])
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(
+        schema, Mapping
+    ):
+        kinds = [repr(tag) for tag in schema]
+        got = first["input"].get("kind") if isinstance(first["input"], dict) else None
+        return f"'kind' must be {_one_of(kinds)}, got {got!r}"
+    if first["type"] in ("model_type", "model_attributes_type", "dict_type") and not loc:
+        return "must be a table"
+    model, loc = split(loc)
+    return _word(first, model, loc)
