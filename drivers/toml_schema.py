@@ -20,8 +20,8 @@ from pydantic_core import ErrorDetails
 _TYPE_WORDS = {
     "int_type": "an integer",
     "int_parsing": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
+    "float_type": "a finite number",
+    "float_parsing": "a finite number",
     "string_type": "a non-empty string",
     "string_too_short": "a non-empty string",
     "finite_number": "a finite number",
@@ -39,27 +39,22 @@ class TomlTable(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
-def _bounds(metadata: Sequence[Any]) -> tuple[list[str], Any, Any]:
-    """The field's bounds in words, and its inclusive integer range ends (or None)."""
-    words: list[str] = []
-    lo = hi = None
-    for item in metadata:
-        if isinstance(item, at.Gt):
-            words.append(f"above {item.gt:g}")
-        elif isinstance(item, at.Ge):
-            words.append(f"at least {item.ge:g}")
-            lo = item.ge
-        elif isinstance(item, at.Lt):
-            words.append(f"below {item.lt:g}")
-        elif isinstance(item, at.Le):
-            words.append(f"at most {item.le:g}")
-            hi = item.le
-    return words, lo, hi
+def _integer_range(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[Any, Any]:
+    """The inclusive ``(low, high)`` of an integer field bounded on both sides, else Nones."""
+    field = model.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    if field is None or field.annotation not in (int, int | None):
+        return None, None
+    lows = [m.ge for m in field.metadata if isinstance(m, at.Ge)]
+    highs = [m.le for m in field.metadata if isinstance(m, at.Le)]
+    return (lows[0], highs[0]) if lows and highs else (None, None)
 
 
-def _field_metadata(model: type[BaseModel], loc: tuple[int | str, ...]) -> Sequence[Any]:
-    field = model.model_fields.get(str(loc[-1])) if len(loc) == 1 else None
-    return field.metadata if field is not None else ()
+_BOUND_WORDS = {
+    "greater_than": ("gt", "above"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "below"),
+    "less_than_equal": ("le", "at most"),
+}
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
@@ -76,18 +71,16 @@ def _word(error: ErrorDetails, model: type[BaseModel], loc: tuple[int | str, ...
         return f"missing '{key}'"
     if kind in _TYPE_WORDS:
         return f"'{key}' must be {_TYPE_WORDS[kind]}, got {value!r}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        words, lo, hi = _bounds(_field_metadata(model, loc))
-        if isinstance(value, int) and lo is not None and hi is not None:
-            return f"'{key}' = {value} is outside {lo}..{hi}"
-        return f"'{key}' = {value} must be {' and '.join(words) or error['msg']}"
+    if kind in _BOUND_WORDS:
+        low, high = _integer_range(model, loc)
+        if low is not None:
+            return f"'{key}' = {value} is outside {low}..{high}"
+        name, words = _BOUND_WORDS[kind]
+        return f"'{key}' = {value} must be {words} {error.get('ctx', {}).get(name):g}"
     if kind == "literal_error":
         return f"'{key}' must be {error.get('ctx', {}).get('expected')}, got {value!r}"
     if kind == "too_short" and isinstance(value, list) and not value:
         return f"'{key}' must not be empty"
-    if kind == "value_error":
-        # Raised by a model's own validator: its message is already in our words.
-        return str(error.get("ctx", {}).get("error", error["msg"]))
     return f"'{key}': {error['msg']}"
 
 

@@ -173,7 +173,7 @@ def test_edge_poll_warns_of_an_absent_serial_device_and_carries_on(tmp_path: Pat
         ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\nretries = true', "device 'level'",
          "'retries' must be an integer, got True"),
         ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\ntimeout_s = 31', "device 'level'",
-         "'timeout_s' = 31 must be above 0 and at most 30"),
+         "'timeout_s' = 31 must be at most 30"),
         ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\npoll_interval_s = nan',
          "device 'level'", "'poll_interval_s' must be a finite number, got nan"),
         ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\nchannels = [1]', "device 'level'",
