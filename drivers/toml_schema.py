@@ -22,7 +22,7 @@ _TYPE_WORDS = {
     "int_parsing": "an integer",
     "float_type": "a finite number",
     "float_parsing": "a finite number",
-    "string_type": "a non-empty string",
+    "string_type": "a string",
     "string_too_short": "a non-empty string",
     "finite_number": "a finite number",
     "bool_type": "true or false",
@@ -39,9 +39,20 @@ class TomlTable(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
+def _nested(model: type[BaseModel], part: int | str) -> type[BaseModel]:
+    """The model of the table at key ``part`` of ``model``."""
+    annotation = model.model_fields[str(part)].annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return model
+
+
 def _integer_range(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[Any, Any]:
     """The inclusive ``(low, high)`` of an integer field bounded on both sides, else Nones."""
-    field = model.model_fields.get(str(loc[0])) if len(loc) == 1 else None
+    *path, last = loc
+    for part in path:
+        model = _nested(model, part)
+    field = model.model_fields.get(str(last))
     if field is None or field.annotation not in (int, int | None):
         return None, None
     lows = [m.ge for m in field.metadata if isinstance(m, at.Ge)]
@@ -93,11 +104,13 @@ def _one_of(choices: Sequence[str]) -> str:
 Schema = type[BaseModel] | Mapping[str, type[BaseModel]]
 
 
-def table_problem(exc: ValidationError, schema: Schema) -> str:
+def table_problem(exc: ValidationError, schema: Schema, within: str | None = None) -> str:
     """The first problem of a failed validation against ``schema``, in the words above.
 
     Unknown keys come first, all named at once with the keys the table allows, as a
-    misspelt key is the likeliest mistake and explains the errors after it.
+    misspelt key is the likeliest mistake and explains the errors after it; a required key
+    missing beside them is named too, since a misspelling is both. ``within`` names the
+    table in that message when the caller's item does not ("[device.serial]").
     """
     errors = exc.errors(include_url=False)
 
@@ -108,10 +121,20 @@ def table_problem(exc: ValidationError, schema: Schema) -> str:
 
     extras = [e for e in errors if e["type"] == "extra_forbidden"]
     if extras:
-        model, _ = split(tuple(extras[0]["loc"]))
+        model, loc = split(tuple(extras[0]["loc"]))
+        *path, _ = loc
+        for part in path:  # a nested table, such as a profile's [device.serial]
+            model = _nested(model, part)
+        if within and path:
+            within = f"{within.removesuffix(']')}.{'.'.join(map(str, path))}]"
         unknown = sorted(str(e["loc"][-1]) for e in extras)
         allowed = sorted(f.alias or name for name, f in model.model_fields.items())
-        return f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+        where = f" in {within}" if within else ""
+        problem = f"unknown key(s){where}: {', '.join(unknown)} (allowed: {', '.join(allowed)})"
+        missing = [
+            _word(e, model, split(tuple(e["loc"]))[1]) for e in errors if e["type"] == "missing"
+        ]
+        return "; ".join([*missing, problem])
     first = errors[0]
     loc = tuple(first["loc"])
     if first["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(

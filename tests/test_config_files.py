@@ -166,7 +166,7 @@ def test_edge_poll_warns_of_an_absent_serial_device_and_carries_on(tmp_path: Pat
     [
         ('kind = "serial"\n', "", "bus 'rs485'", "'kind' must be 'serial' or 'tcp', got None"),
         ('device = "{device}"', "device = 5", "bus 'rs485'",
-         "'device' must be a non-empty string, got 5"),
+         "'device' must be a string, got 5"),
         ('device = "{device}"', "", "bus 'rs485'", "missing 'device'"),
         ('device = "{device}"', 'device = "/dev/ttyS0"\nparity = "X"', "bus 'rs485'",
          "'parity' must be 'N', 'E' or 'O', got 'X'"),
@@ -177,7 +177,7 @@ def test_edge_poll_warns_of_an_absent_serial_device_and_carries_on(tmp_path: Pat
         ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\npoll_interval_s = nan',
          "device 'level'", "'poll_interval_s' must be a finite number, got nan"),
         ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\nchannels = [1]', "device 'level'",
-         "'channels[0]' must be a non-empty string, got 1"),
+         "'channels[0]' must be a string, got 1"),
         ('id = "creek"', 'id = "creek"\nowner = "x"', "[site]",
          "unknown key(s): owner (allowed: description, id, name)"),
     ],
@@ -190,3 +190,39 @@ def test_the_site_schema_words_each_problem_naming_file_item_and_key(
     with pytest.raises(SiteConfigError) as caught:
         parse_site_text(text, "site.toml")
     assert str(caught.value) == f"site.toml: {item}: {problem}"
+
+
+PROFILE = """
+[device]
+model = "Gauge"
+[device.serial]
+baudrate = 9600
+[[channel]]
+name = "level"
+quantity = "water_level"
+unit = "mm"
+table = "holding"
+address = 0
+type = "uint16"
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("baudrate = 9600", "baud = 9600",
+         "unknown key(s) in [device.serial]: baud (allowed: baudrate, bytesize, parity, stopbits)"),
+        ("baudrate = 9600", "baudrate = 12", "'serial.baudrate' = 12 is outside 300..4000000"),
+        ("baudrate = 9600", 'parity = "X"', "'serial.parity' must be 'N', 'E' or 'O', got 'X'"),
+        ("address = 0", "adress = 0", "channel 'level': missing 'address'; unknown key(s): adress"),
+        ('unit = "mm"', "unit = 1", "channel 'level': 'unit' must be a string, got 1"),
+    ],
+)  # fmt: skip
+def test_the_profile_schema_words_each_problem_naming_file_table_and_key(
+    tmp_path: Path, old: str, new: str, problem: str
+) -> None:
+    path = tmp_path / "gauge.toml"
+    path.write_text(PROFILE.replace(old, new))
+    with pytest.raises(ProfileError) as caught:
+        load_profile(path)
+    assert str(caught.value).startswith(f"{path}: {problem}")
