@@ -90,8 +90,8 @@ def _word(error: ErrorDetails, model: type[BaseModel], loc: tuple[int | str, ...
         return f"'{key}' = {value} must be {words} {error.get('ctx', {}).get(name):g}"
     if kind == "literal_error":
         return f"'{key}' must be {error.get('ctx', {}).get('expected')}, got {value!r}"
-    if kind == "too_short" and isinstance(value, list) and not value:
-        return f"'{key}' must not be empty"
+    if kind == "too_short":
+        return f"'{key}' needs at least {error.get('ctx', {}).get('min_length')} item(s)"
     return f"'{key}': {error['msg']}"
 
 

@@ -226,3 +226,40 @@ def test_the_profile_schema_words_each_problem_naming_file_table_and_key(
     with pytest.raises(ProfileError) as caught:
         load_profile(path)
     assert str(caught.value).startswith(f"{path}: {problem}")
+
+
+RELAY_SITE = """
+[site]
+id = "creek"
+
+[[bus]]
+name = "field"
+kind = "tcp"
+host = "127.0.0.1"
+
+[[device]]
+name = "relays"
+bus = "field"
+profile = "relay_module_8ch"
+
+[[actuator]]
+id = "siren"
+device = "relays"
+patterns = { warble = ["relay1"] }
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ('patterns = { warble = ["relay1"] }', 'patterns = { warble = ["relay1"] }\ncolour = 1',
+         "unknown key(s): colour (allowed: device, id, patterns, test_pattern)"),
+        ('= { warble = ["relay1"] }', "= {}", "'patterns' needs at least 1 item(s)"),
+        ('["relay1"]', '"relay1"', "'patterns.warble' must be a list, got 'relay1'"),
+        ('["relay1"]', '["relay1", 3]', "'patterns.warble[1]' must be a string, got 3"),
+    ],
+)  # fmt: skip
+def test_the_actuator_schema_words_each_problem(old: str, new: str, problem: str) -> None:
+    with pytest.raises(SiteConfigError) as caught:
+        parse_site_text(RELAY_SITE.replace(old, new), "site.toml")
+    assert str(caught.value) == f"site.toml: actuator 'siren': {problem}"
