@@ -108,27 +108,6 @@ class SirenNodeTable(TomlTable):
     fallback_level: Literal["blue", "yellow", "orange", "red"] = "red"
 
 
-class AgentTable(TomlTable):
-    """``[agent]``."""
-
-    quota_mb: float = Field(512.0, gt=1.0, le=1_000_000.0)
-    reassert_s: float = Field(10.0, gt=0.0, le=3600.0)
-    self_test_every_s: float = Field(86400.0, gt=0.0, le=30 * 86400.0)
-    test_duration_s: float = Field(5.0, gt=0.0, le=600.0)
-
-
-class UplinkTable(TomlTable):
-    """``[uplink]``; the defaults are ``UplinkSettings``'s."""
-
-    batch_rows: int = Field(500, ge=1, le=MAX_READING_ROWS)
-    event_batch_rows: int = Field(100, ge=1, le=MAX_EVENT_ROWS)
-    max_inflight: int = Field(MAX_INFLIGHT_BATCHES, ge=1, le=64)
-    ack_timeout_s: float = Field(ACK_TIMEOUT_S, gt=0.0, le=3600.0)
-    health_interval_s: float = Field(HEALTH_INTERVAL_S, gt=0.0, le=86400.0)
-    reconnect_min_s: float = Field(1.0, gt=0.0, le=3600.0)
-    reconnect_max_s: float = Field(120.0, gt=0.0, le=86400.0)
-
-
 T = TypeVar("T", bound=TomlTable)
 
 
@@ -161,6 +140,32 @@ class UplinkSettings:
     health_interval_s: float = HEALTH_INTERVAL_S
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 120.0
+
+
+#: The defaults a site file's [agent] and [uplink] start from.
+_AGENT = AgentSettings()
+_UPLINK = UplinkSettings()
+
+
+class AgentTable(TomlTable):
+    """``[agent]``."""
+
+    quota_mb: float = Field(_AGENT.quota_bytes / 2**20, gt=1.0, le=1_000_000.0)
+    reassert_s: float = Field(_AGENT.reassert_s, gt=0.0, le=3600.0)
+    self_test_every_s: float = Field(_AGENT.self_test_every_s, gt=0.0, le=30 * 86400.0)
+    test_duration_s: float = Field(_AGENT.test_duration_s, gt=0.0, le=600.0)
+
+
+class UplinkTable(TomlTable):
+    """``[uplink]``."""
+
+    batch_rows: int = Field(_UPLINK.batch_rows, ge=1, le=MAX_READING_ROWS)
+    event_batch_rows: int = Field(_UPLINK.event_batch_rows, ge=1, le=MAX_EVENT_ROWS)
+    max_inflight: int = Field(_UPLINK.max_inflight, ge=1, le=64)
+    ack_timeout_s: float = Field(_UPLINK.ack_timeout_s, gt=0.0, le=3600.0)
+    health_interval_s: float = Field(_UPLINK.health_interval_s, gt=0.0, le=86400.0)
+    reconnect_min_s: float = Field(_UPLINK.reconnect_min_s, gt=0.0, le=3600.0)
+    reconnect_max_s: float = Field(_UPLINK.reconnect_max_s, gt=0.0, le=86400.0)
 
 
 @dataclass(frozen=True, slots=True)
