@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import Progress, TaskID
@@ -25,6 +24,7 @@ from rich.table import Table as RichTable
 
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
+from edge_agent.cli_console import console, err_console, fail, warn
 from edge_agent.site_errors import SiteConfigError
 from edge_agent.update_cli import update_app
 from edge_agent.uplink_cli import enroll, uplink_app
@@ -46,25 +46,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 COMM_FAILURE = Quality.TIMEOUT | Quality.CRC_ERROR | Quality.EXCEPTION | Quality.NO_CONNECTION
 
 
-def _fail(message: str) -> typer.Exit:
-    # Escaped: site-file messages name items such as "[player]", which Rich would eat.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=2)
+def _load(config: Path, *, opens_ports: bool = False) -> SiteConfig:
+    """The site file, validated; with ``opens_ports``, absent serial devices are named.
 
-
-def _load(config: Path) -> SiteConfig:
-    from edge_agent.site_config import load_site  # noqa: PLC0415
+    An absent device is a warning, not a refusal: a USB adapter unplugged at boot must not
+    keep the gateway's other buses from polling and its sirens from sounding. Its devices
+    read as no connection until it appears.
+    """
+    from edge_agent.site_config import absent_serial_ports, load_site  # noqa: PLC0415
 
     try:
-        return load_site(config)
+        site = load_site(config)
     except SiteConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
+    if opens_ports:
+        for problem in absent_serial_ports(site):
+            warn(f"{problem}; its devices will read as no connection until it appears")
+    return site
 
 
 def _local_settings(path: Path | None, data_dir: Path, site: SiteConfig) -> LocalSettings:
@@ -80,7 +82,7 @@ def _local_settings(path: Path | None, data_dir: Path, site: SiteConfig) -> Loca
         settings = load_local_settings(path or data_dir / SETTINGS_FILE)
         bind_player(site, settings)
     except (LocalSettingsError, SiteConfigError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return settings
 
 
@@ -95,7 +97,7 @@ def make_clock(speed: float, origin: str | None, anchor: float | None) -> Clock:
         try:
             start = datetime.fromisoformat(origin).timestamp()
         except ValueError:
-            raise _fail(f"--origin {origin!r} is not an ISO 8601 time") from None
+            raise fail(f"--origin {origin!r} is not an ISO 8601 time") from None
     return ScaledClock(speed, origin=start, anchor=anchor)
 
 
@@ -130,7 +132,7 @@ def poll(
 
     from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
 
-    site = _load(config)
+    site = _load(config, opens_ports=True)
     clock = make_clock(speed, origin, anchor)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if once:
@@ -202,11 +204,11 @@ def _bus_from_options(tcp: str | None, serial: str | None, baud: int) -> BusConf
     from drivers.bus import SerialBusConfig, TcpBusConfig  # noqa: PLC0415
 
     if (tcp is None) == (serial is None):
-        raise _fail("give exactly one of --tcp HOST:PORT or --serial DEVICE")
+        raise fail("give exactly one of --tcp HOST:PORT or --serial DEVICE")
     if tcp is not None:
         host, _, port_text = tcp.rpartition(":")
         if not host or not port_text.isdigit():
-            raise _fail(f"--tcp {tcp!r} must look like 127.0.0.1:5020")
+            raise fail(f"--tcp {tcp!r} must look like 127.0.0.1:5020")
         return TcpBusConfig("scan", host, int(port_text))
     assert serial is not None
     return SerialBusConfig("scan", serial, baudrate=baud)
@@ -232,7 +234,7 @@ def scan(
         unit_ids = parse_id_range(ids)
         rates = [int(b) for b in bauds.split(",")] if serial else [0]
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     profiles = list(builtin_profiles().values())
     hits: list[ScanHit] = []
     with Progress(console=err_console, transient=True) as progress:
@@ -315,10 +317,10 @@ def run(
     try:
         preload_for_site(config, backend)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     from edge_agent.daemon import run_daemon  # noqa: PLC0415
 
-    site = _load(config)
+    site = _load(config, opens_ports=True)
     settings = _local_settings(agent_settings, data_dir, site)
     clock = make_clock(speed, origin, anchor)
     run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline, slots, settings)
@@ -332,9 +334,9 @@ def _ask(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
     try:
         reply = asyncio.run(request(data_dir / SOCKET_NAME, command, **args))
     except ControlError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if not reply.get("ok", False):
-        raise _fail(str(reply.get("error") or reply.get("detail") or reply))
+        raise fail(str(reply.get("error") or reply.get("detail") or reply))
     return reply
 
 
@@ -436,14 +438,14 @@ def replay(
         _replay_csv(site, csv_file, channel, plot, backend, json_out)
         return
     if data_dir is None:
-        raise _fail("give --data-dir (a gateway's store) or --csv FILE --channel NAME")
+        raise fail("give --data-dir (a gateway's store) or --csv FILE --channel NAME")
     os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
     from edge_agent.replay import replay_store  # noqa: PLC0415
 
     try:
         changes = replay_store(site, data_dir, _epoch(start), _epoch(end), backend)
     except FileNotFoundError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print_changes(changes, json_out)
 
 
@@ -480,14 +482,14 @@ def _replay_csv(
     )
 
     if channel is None:
-        raise _fail("--csv needs --channel NAME: the site channel the record stands for")
+        raise fail("--csv needs --channel NAME: the site channel the record stands for")
     try:
         t, x = read_record(csv_file)
         result = backtest(site, channel, t, x, backend)
         if plot is not None:
             plot_inverse_velocity(site, result, plot)
     except RecordError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for step in forecast_steps(site, result):
         when = datetime.fromtimestamp(step["t"], UTC).isoformat(timespec="seconds")
         if json_out:
@@ -511,7 +513,7 @@ def _epoch(text: str | None) -> float | None:
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise _fail(f"{text!r} is not an ISO 8601 time") from None
+        raise fail(f"{text!r} is not an ISO 8601 time") from None
 
 
 @app.command()

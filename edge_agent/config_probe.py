@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os.path
 from collections.abc import AsyncIterator, Mapping
 
 from drivers.bus import BusConfig, ModbusBus, SerialBusConfig, TransactionError, same_line
@@ -25,6 +26,15 @@ def _describe(bus: BusConfig) -> str:
     if isinstance(bus, SerialBusConfig):
         return f"bus {bus.name} ({bus.device} at {bus.baudrate} baud)"
     return f"bus {bus.name} ({bus.host}:{bus.port})"
+
+
+def _absent(bus: SerialBusConfig) -> bool:
+    """True when the bus's device node is not there (a stat: nothing to wait for).
+
+    The fleet cannot see the gateway's ports, so this is where a pushed file naming the
+    wrong adapter is caught, with a reason better than a timeout.
+    """
+    return not os.path.exists(bus.device)
 
 
 @contextlib.asynccontextmanager
@@ -67,6 +77,8 @@ async def _probe_device(bus: ModbusBus, device: DeviceConfig) -> str | None:
 async def probe_site(site: SiteConfig, live: Mapping[str, ModbusBus]) -> str | None:
     """Probe every device and actuator of ``site``; None when all answered, else why not."""
     for bus_config in site.buses:
+        if isinstance(bus_config, SerialBusConfig) and _absent(bus_config):
+            return f"{_describe(bus_config)}: serial device {bus_config.device} does not exist"
         for device in (d for d in site.devices if d.bus == bus_config.name):
             async with _line(bus_config, live) as bus:
                 problem = await _probe_device(bus, device)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError
 
 from drivers.poller import DeviceConfig
 from drivers.profiles import Table
+from drivers.toml_schema import TomlTable, table_problem
 from edge_agent.actuation import (
     LEVEL_NAMES,
     ActuationSpec,
@@ -26,27 +29,30 @@ from edge_agent.site_errors import SiteConfigError
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
+class ActuatorTable(TomlTable):
+    """``[[actuator]]``: a relay module's named coil patterns."""
+
+    id: Annotated[str, Field(min_length=1)]
+    device: str
+    patterns: dict[str, list[str]] = Field(min_length=1)
+    test_pattern: str | None = None
+
+
 def _actuator(
     source: str, raw: Any, index: int, devices: Mapping[str, DeviceConfig]
 ) -> RelayActuatorSpec:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
         raise SiteConfigError(source, "needs a table with an 'id'", f"[[actuator]] #{index + 1}")
     item = f"actuator '{raw['id']}'"
-    if unknown := sorted(set(raw) - {"id", "device", "patterns", "test_pattern"}):
-        raise SiteConfigError(source, f"unknown key(s): {', '.join(unknown)}", item)
-    device = devices.get(str(raw.get("device")))
+    try:
+        table = ActuatorTable.model_validate(raw)
+    except ValidationError as exc:
+        raise SiteConfigError(source, table_problem(exc, ActuatorTable), item) from None
+    device = devices.get(table.device)
     if device is None:
         known = ", ".join(devices) or "none"
-        raise SiteConfigError(
-            source, f"unknown device {raw.get('device')!r} (devices: {known})", item
-        )
-    patterns = raw.get("patterns")
-    if not isinstance(patterns, dict) or not patterns:
-        raise SiteConfigError(source, "'patterns' must name at least one pattern", item)
-    parsed: dict[str, tuple[str, ...]] = {}
-    for name, coils in patterns.items():
-        if not isinstance(coils, list) or not all(isinstance(c, str) for c in coils):
-            raise SiteConfigError(source, f"pattern '{name}' must be a list of coil names", item)
+        raise SiteConfigError(source, f"unknown device {table.device!r} (devices: {known})", item)
+    for name, coils in table.patterns.items():
         for coil in coils:
             try:
                 channel = device.profile.channel(coil)
@@ -56,11 +62,11 @@ def _actuator(
                 raise SiteConfigError(
                     source, f"pattern '{name}': '{coil}' is not a writable coil", item
                 )
-        parsed[name] = tuple(coils)
-    test = raw.get("test_pattern")
+    parsed = {name: tuple(coils) for name, coils in table.patterns.items()}
+    test = table.test_pattern
     if test is not None and test not in parsed:
         raise SiteConfigError(source, f"test_pattern '{test}' is not one of its patterns", item)
-    return RelayActuatorSpec(raw["id"], device, parsed, test)
+    return RelayActuatorSpec(table.id, device, parsed, test)
 
 
 def _player(source: str, raw: Any, pushed: bool) -> PlayerChoice:

@@ -14,11 +14,14 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
 from drivers.poller import DeviceConfig
 from drivers.profiles import ProfileError, builtin_profiles, resolve_profile
+from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
 from edge_agent.actuation import LEVEL_NAMES, ActuationSpec
 from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
@@ -34,24 +37,86 @@ from protocol import (
     MAX_READING_ROWS,
 )
 
-_SITE_KEYS = {"id", "name", "description"}
 #: Serial ports a pushed configuration may open: tty devices (ttyS0, ttyUSB0, ttyAMA0,
 #: ttyACM0 ...), the Raspberry Pi's serialN aliases and udev's stable links. Consoles
 #: (/dev/tty, /dev/ttyN), disks and ordinary files are out of reach.
 SERIAL_PORT = re.compile(r"/dev/(tty[A-Za-z]+[0-9]+|serial[0-9]+|serial/by-(id|path)/[^/]+)")
-_SERIAL_KEYS = {"name", "kind", "device", "baudrate", "parity", "stopbits", "bytesize"}
-_TCP_KEYS = {"name", "kind", "host", "port"}
-_DEVICE_KEYS = {
-    "name",
-    "bus",
-    "profile",
-    "unit_id",
-    "poll_interval_s",
-    "timeout_s",
-    "retries",
-    "backoff_max_s",
-    "channels",
+
+Name = Annotated[str, Field(min_length=1)]
+
+
+class SiteTable(TomlTable):
+    """``[site]``."""
+
+    id: Name
+    name: Name | None = None
+    description: str = ""
+
+
+class SerialBusTable(TomlTable):
+    """``[[bus]]`` with ``kind = "serial"``."""
+
+    name: Name
+    kind: Literal["serial"]
+    device: Name
+    baudrate: int = Field(9600, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: int = Field(1, ge=1, le=2)
+    bytesize: int = Field(8, ge=7, le=8)
+
+
+class TcpBusTable(TomlTable):
+    """``[[bus]]`` with ``kind = "tcp"``."""
+
+    name: Name
+    kind: Literal["tcp"]
+    host: Name
+    port: int = Field(502, ge=1, le=65535)
+
+
+_BUS_KINDS: dict[str, type[SerialBusTable | TcpBusTable]] = {
+    "serial": SerialBusTable,
+    "tcp": TcpBusTable,
 }
+_BUS_TABLE: TypeAdapter[SerialBusTable | TcpBusTable] = TypeAdapter(
+    Annotated[SerialBusTable | TcpBusTable, Field(discriminator="kind")]
+)
+
+
+class DeviceTable(TomlTable):
+    """``[[device]]``; unset ``unit_id`` and ``timeout_s`` come from the profile."""
+
+    name: Name
+    bus: Name
+    profile: Name
+    unit_id: int | None = Field(None, ge=1, le=247)
+    poll_interval_s: float = Field(10.0, gt=0.0, le=86400.0)
+    timeout_s: float | None = Field(None, gt=0.0, le=30.0)
+    retries: int = Field(1, ge=0, le=5)
+    backoff_max_s: float = Field(60.0, gt=0.0, le=86400.0)
+    channels: list[Name] | None = Field(None, min_length=1)
+
+
+class SirenNodeTable(TomlTable):
+    """``[[siren_node]]``."""
+
+    device: Name
+    heartbeat_timeout_s: float = Field(120.0, gt=9.0, le=3600.0)
+    fallback_rain_mm: float = Field(30.0, gt=0.0, le=6553.5)
+    fallback_window_s: float = Field(3600.0, gt=59.0, le=43200.0)
+    mm_per_tip: float = Field(0.2, gt=0.0, le=6.5535)
+    fallback_level: Literal["blue", "yellow", "orange", "red"] = "red"
+
+
+T = TypeVar("T", bound=TomlTable)
+
+
+def _table(source: str, item: str, model: type[T], raw: Any) -> T:
+    """``raw`` validated as ``model``; a problem is raised naming the file and the item."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise SiteConfigError(source, table_problem(exc, model), item) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +142,32 @@ class UplinkSettings:
     reconnect_max_s: float = 120.0
 
 
+#: The defaults a site file's [agent] and [uplink] start from.
+_AGENT = AgentSettings()
+_UPLINK = UplinkSettings()
+
+
+class AgentTable(TomlTable):
+    """``[agent]``."""
+
+    quota_mb: float = Field(_AGENT.quota_bytes / 2**20, gt=1.0, le=1_000_000.0)
+    reassert_s: float = Field(_AGENT.reassert_s, gt=0.0, le=3600.0)
+    self_test_every_s: float = Field(_AGENT.self_test_every_s, gt=0.0, le=30 * 86400.0)
+    test_duration_s: float = Field(_AGENT.test_duration_s, gt=0.0, le=600.0)
+
+
+class UplinkTable(TomlTable):
+    """``[uplink]``."""
+
+    batch_rows: int = Field(_UPLINK.batch_rows, ge=1, le=MAX_READING_ROWS)
+    event_batch_rows: int = Field(_UPLINK.event_batch_rows, ge=1, le=MAX_EVENT_ROWS)
+    max_inflight: int = Field(_UPLINK.max_inflight, ge=1, le=64)
+    ack_timeout_s: float = Field(_UPLINK.ack_timeout_s, gt=0.0, le=3600.0)
+    health_interval_s: float = Field(_UPLINK.health_interval_s, gt=0.0, le=86400.0)
+    reconnect_min_s: float = Field(_UPLINK.reconnect_min_s, gt=0.0, le=3600.0)
+    reconnect_max_s: float = Field(_UPLINK.reconnect_max_s, gt=0.0, le=86400.0)
+
+
 @dataclass(frozen=True, slots=True)
 class SiteConfig:
     """A validated site file."""
@@ -93,72 +184,32 @@ class SiteConfig:
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
 
 
-class _Reader:
-    """Typed access to one TOML table with errors that say where the problem is."""
-
-    def __init__(self, source: str, item: str, table: Mapping[str, Any], allowed: set[str]):
-        self.source, self.item, self.table = source, item, table
-        if unknown := sorted(set(table) - allowed):
-            self.fail(
-                f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
-            )
-
-    def fail(self, problem: str) -> SiteConfigError:
-        raise SiteConfigError(self.source, problem, self.item)
-
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self.table.get(key, default)
-        if not isinstance(value, str) or not value:
-            self.fail(f"'{key}' must be a non-empty string, got {value!r}")
-        return str(value)
-
-    def integer(self, key: str, default: int | None, lo: int, hi: int) -> int:
-        value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"'{key}' must be an integer, got {value!r}")
-        if not lo <= value <= hi:
-            self.fail(f"'{key}' = {value} is outside {lo}..{hi}")
-        return int(value)
-
-    def number(self, key: str, default: float | None, lo: float, hi: float) -> float:
-        value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(f"'{key}' must be a number, got {value!r}")
-        if not lo < value <= hi:
-            self.fail(f"'{key}' = {value} must be above {lo} and at most {hi}")
-        return float(value)
-
-
 def _parse_bus(source: str, raw: Any, index: int, pushed: bool) -> BusConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise SiteConfigError(source, "needs a table with a 'name'", f"[[bus]] #{index + 1}")
     item = f"bus '{raw['name']}'"
-    kind = raw.get("kind")
-    if kind == "serial":
-        r = _Reader(source, item, raw, _SERIAL_KEYS)
-        parity = raw.get("parity", "N")
-        if parity not in ("N", "E", "O"):
-            r.fail(f"parity must be N, E or O, got {parity!r}")
-        device = r.text("device")
-        if pushed and (os.path.normpath(device) != device or not SERIAL_PORT.fullmatch(device)):
-            r.fail(
-                f"device {device!r}: a pushed configuration may open serial ports only "
-                "(/dev/ttyS0, /dev/ttyUSB0 and the like, /dev/serialN, /dev/serial/by-id/...)"
-            )
-        return SerialBusConfig(
-            name=raw["name"],
-            device=device,
-            baudrate=r.integer("baudrate", 9600, 300, 4_000_000),
-            parity=parity,
-            stopbits=r.integer("stopbits", 1, 1, 2),
-            bytesize=r.integer("bytesize", 8, 7, 8),
+    try:
+        table = _BUS_TABLE.validate_python(raw)
+    except ValidationError as exc:
+        raise SiteConfigError(source, table_problem(exc, _BUS_KINDS), item) from None
+    if isinstance(table, TcpBusTable):
+        return TcpBusConfig(name=table.name, host=table.host, port=table.port)
+    device = table.device
+    if pushed and (os.path.normpath(device) != device or not SERIAL_PORT.fullmatch(device)):
+        raise SiteConfigError(
+            source,
+            f"device {device!r}: a pushed configuration may open serial ports only "
+            "(/dev/ttyS0, /dev/ttyUSB0 and the like, /dev/serialN, /dev/serial/by-id/...)",
+            item,
         )
-    if kind == "tcp":
-        r = _Reader(source, item, raw, _TCP_KEYS)
-        return TcpBusConfig(
-            name=raw["name"], host=r.text("host"), port=r.integer("port", 502, 1, 65535)
-        )
-    raise SiteConfigError(source, f"'kind' must be 'serial' or 'tcp', got {kind!r}", item)
+    return SerialBusConfig(
+        name=table.name,
+        device=device,
+        baudrate=table.baudrate,
+        parity=table.parity,
+        stopbits=table.stopbits,
+        bytesize=table.bytesize,
+    )
 
 
 def _parse_device(
@@ -170,54 +221,49 @@ def _parse_device(
 ) -> DeviceConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise SiteConfigError(source, "needs a table with a 'name'", f"[[device]] #{index + 1}")
-    name = raw["name"]
-    r = _Reader(source, f"device '{name}'", raw, _DEVICE_KEYS)
-    bus = r.text("bus")
-    if bus not in buses:
-        r.fail(f"unknown bus '{bus}' (buses: {', '.join(buses) or 'none'})")
-    ref = r.text("profile")
+    item = f"device '{raw['name']}'"
+    table = _table(source, item, DeviceTable, raw)
+
+    def fail(problem: str) -> SiteConfigError:
+        return SiteConfigError(source, problem, item)
+
+    if table.bus not in buses:
+        raise fail(f"unknown bus '{table.bus}' (buses: {', '.join(buses) or 'none'})")
+    ref = table.profile
     if base_dir is None and ref not in builtin_profiles():
         # A path would be a file on the gateway, which a pushed configuration may not read.
-        r.fail(
+        raise fail(
             f"profile {ref!r}: a pushed configuration may use shipped profiles only "
             f"({', '.join(sorted(builtin_profiles()))})"
         )
     try:
         profile = resolve_profile(ref, base_dir)
     except ProfileError as exc:
-        r.fail(f"profile problem: {exc}")
-    poll = r.number("poll_interval_s", 10.0, 0.0, 86400.0)
-    timeout = r.number("timeout_s", profile.timeout_s, 0.0, 30.0)
-    retries = r.integer("retries", 1, 0, 5)
-    if timeout * (retries + 1) > poll:
-        r.fail(
-            f"timeout_s {timeout} x {retries + 1} attempts exceeds poll_interval_s {poll}: "
-            "a silent device would overrun its own schedule"
+        raise fail(f"profile problem: {exc}") from None
+    poll = table.poll_interval_s
+    timeout = profile.timeout_s if table.timeout_s is None else table.timeout_s
+    if timeout * (table.retries + 1) > poll:
+        raise fail(
+            f"timeout_s {timeout} x {table.retries + 1} attempts exceeds poll_interval_s "
+            f"{poll}: a silent device would overrun its own schedule"
         )
-    channels = raw.get("channels")
-    if channels is not None:
-        if (
-            not isinstance(channels, list)
-            or not channels
-            or not all(isinstance(c, str) for c in channels)
-        ):
-            r.fail("'channels' must be a non-empty list of channel names")
+    if table.channels is not None:
         known = {c.name for c in profile.channels}
-        if missing := [c for c in channels if c not in known]:
-            r.fail(
+        if missing := [c for c in table.channels if c not in known]:
+            raise fail(
                 f"profile '{profile.name}' has no channel(s) {', '.join(missing)} "
                 f"(channels: {', '.join(sorted(known))})"
             )
     return DeviceConfig(
-        name=name,
-        bus=bus,
+        name=table.name,
+        bus=table.bus,
         profile=profile,
-        unit_id=r.integer("unit_id", profile.default_unit_id, 1, 247),
+        unit_id=profile.default_unit_id if table.unit_id is None else table.unit_id,
         poll_interval_s=poll,
         timeout_s=timeout,
-        retries=retries,
-        backoff_max_s=r.number("backoff_max_s", 60.0, 0.0, 86400.0),
-        channels=None if channels is None else tuple(channels),
+        retries=table.retries,
+        backoff_max_s=table.backoff_max_s,
+        channels=None if table.channels is None else tuple(table.channels),
     )
 
 
@@ -243,9 +289,18 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
         "site", "bus", "device", "agent", "actuator", "player", "actions", "rule", "siren_node",
         "uplink",
     }  # fmt: skip
+    raw_site = data.get("site")
+    if (
+        not isinstance(raw_site, dict)
+        or not raw_site.get("id")
+        or not isinstance(raw_site["id"], str)
+    ):
+        # No default: the fleet, the uplink and the alarm history know a site by its id,
+        # and two gateways that both fell back to one would be confused for each other.
+        raise SiteConfigError(source, "a [site] table with a non-empty string 'id' is required")
     if unknown := sorted(set(data) - allowed_top):
         raise SiteConfigError(source, f"unknown section(s): {', '.join(unknown)}")
-    site = _Reader(source, "[site]", data.get("site", {}), _SITE_KEYS)
+    site = _table(source, "[site]", SiteTable, raw_site)
     raw_buses = data.get("bus", [])
     raw_devices = data.get("device", [])
     if not isinstance(raw_buses, list) or not raw_buses:
@@ -284,8 +339,8 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
     by_device = {d.name: d for d in devices}
     return SiteConfig(
         source=source,
-        site_id=site.text("id", "site"),
-        name=site.text("name", site.text("id", "site")),
+        site_id=site.id,
+        name=site.name or site.id,
         buses=tuple(buses),
         devices=tuple(devices),
         agent=agent,
@@ -306,10 +361,6 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
     )
 
 
-_NODE_KEYS = {
-    "device", "heartbeat_timeout_s", "fallback_rain_mm", "fallback_window_s", "mm_per_tip",
-    "fallback_level",
-}  # fmt: skip
 _NODE_CHANNELS = ("heartbeat", "fallback_active", "heartbeat_silent", "siren", *SETTINGS)
 
 
@@ -317,69 +368,53 @@ def _parse_siren_node(
     source: str, raw: Any, index: int, devices: Mapping[str, DeviceConfig]
 ) -> SirenNodeSpec:
     item = f"[[siren_node]] #{index + 1}"
-    if not isinstance(raw, dict):
-        raise SiteConfigError(source, "must be a table", item)
-    r = _Reader(source, item, raw, _NODE_KEYS)
-    device = devices.get(r.text("device"))
+    table = _table(source, item, SirenNodeTable, raw)
+    device = devices.get(table.device)
     if device is None:
-        r.fail(f"unknown device {raw['device']!r} (devices: {', '.join(devices)})")
-        raise AssertionError  # unreachable: fail() raises
+        problem = f"unknown device {table.device!r} (devices: {', '.join(devices)})"
+        raise SiteConfigError(source, problem, item)
     names = {c.name for c in device.profile.channels}
     if missing := [c for c in _NODE_CHANNELS if c not in names]:
-        r.fail(f"device '{device.name}' is not a siren node: no channel(s) {', '.join(missing)}")
-    timeout = r.number("heartbeat_timeout_s", 120.0, 9.0, 3600.0)
+        problem = f"device '{device.name}' is not a siren node: no channel(s) {', '.join(missing)}"
+        raise SiteConfigError(source, problem, item)
+    timeout = table.heartbeat_timeout_s
     if timeout < 3 * device.poll_interval_s:
-        r.fail(
+        raise SiteConfigError(
+            source,
             f"heartbeat_timeout_s {timeout} is under 3 poll intervals of '{device.name}' "
-            f"({device.poll_interval_s} s): one slow poll would start the node's fallback"
+            f"({device.poll_interval_s} s): one slow poll would start the node's fallback",
+            item,
         )
-    level = raw.get("fallback_level", "red")
-    if level not in LEVEL_NAMES[1:]:
-        r.fail(f"fallback_level must be one of {', '.join(LEVEL_NAMES[1:])}, got {level!r}")
     return SirenNodeSpec(
         device=device,
         heartbeat_timeout_s=timeout,
-        fallback_rain_mm=r.number("fallback_rain_mm", 30.0, 0.0, 6553.5),
-        fallback_window_s=r.number("fallback_window_s", 3600.0, 59.0, 43200.0),
-        mm_per_tip=r.number("mm_per_tip", 0.2, 0.0, 6.5535),
-        fallback_level=LEVEL_NAMES.index(level),
+        fallback_rain_mm=table.fallback_rain_mm,
+        fallback_window_s=table.fallback_window_s,
+        mm_per_tip=table.mm_per_tip,
+        fallback_level=LEVEL_NAMES.index(table.fallback_level),
     )
 
 
 def _parse_agent(source: str, raw: Any) -> AgentSettings:
-    if not isinstance(raw, dict):
-        raise SiteConfigError(source, "[agent] must be a table")
-    r = _Reader(
-        source, "[agent]", raw, {"quota_mb", "reassert_s", "self_test_every_s", "test_duration_s"}
-    )
+    table = _table(source, "[agent]", AgentTable, raw)
     return AgentSettings(
-        quota_bytes=int(r.number("quota_mb", 512, 1.0, 1_000_000) * 1024 * 1024),
-        reassert_s=r.number("reassert_s", 10.0, 0.0, 3600.0),
-        self_test_every_s=r.number("self_test_every_s", 86400.0, 0.0, 30 * 86400.0),
-        test_duration_s=r.number("test_duration_s", 5.0, 0.0, 600.0),
+        quota_bytes=int(table.quota_mb * 1024 * 1024),
+        reassert_s=table.reassert_s,
+        self_test_every_s=table.self_test_every_s,
+        test_duration_s=table.test_duration_s,
     )
 
 
 def _parse_uplink(source: str, raw: Any) -> UplinkSettings:
-    if not isinstance(raw, dict):
-        raise SiteConfigError(source, "[uplink] must be a table")
-    r = _Reader(source, "[uplink]", raw, set(UplinkSettings.__dataclass_fields__))
-    defaults = UplinkSettings()
-    low = r.number("reconnect_min_s", defaults.reconnect_min_s, 0.0, 3600.0)
-    high = r.number("reconnect_max_s", defaults.reconnect_max_s, 0.0, 86400.0)
-    if high < low:
-        r.fail(f"'reconnect_max_s' = {high} is below 'reconnect_min_s' = {low}")
-    return UplinkSettings(
-        batch_rows=r.integer("batch_rows", defaults.batch_rows, 1, MAX_READING_ROWS),
-        event_batch_rows=r.integer(
-            "event_batch_rows", defaults.event_batch_rows, 1, MAX_EVENT_ROWS
-        ),
-        max_inflight=r.integer("max_inflight", defaults.max_inflight, 1, 64),
-        ack_timeout_s=r.number("ack_timeout_s", defaults.ack_timeout_s, 0.0, 3600.0),
-        health_interval_s=r.number("health_interval_s", defaults.health_interval_s, 0.0, 86400.0),
-        reconnect_min_s=low,
-        reconnect_max_s=high,
-    )
+    table = _table(source, "[uplink]", UplinkTable, raw)
+    if table.reconnect_max_s < table.reconnect_min_s:
+        raise SiteConfigError(
+            source,
+            f"'reconnect_max_s' = {table.reconnect_max_s} is below 'reconnect_min_s' = "
+            f"{table.reconnect_min_s}",
+            "[uplink]",
+        )
+    return UplinkSettings(**table.model_dump())
 
 
 def channel_infos(devices: Sequence[DeviceConfig]) -> dict[str, ChannelInfo]:
@@ -419,6 +454,20 @@ def _checked_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tu
     }
     check_sample_counts(source, rules, polls)
     return rules
+
+
+def absent_serial_ports(site: SiteConfig) -> list[str]:
+    """One message per serial bus whose device file does not exist on this machine.
+
+    Checked where the file is used, never where it is parsed: the fleet validates a
+    configuration for a gateway whose ports it cannot see. Looks the path up only; never
+    opens it.
+    """
+    return [
+        f"{site.source}: bus '{bus.name}': serial device {bus.device} does not exist"
+        for bus in site.buses
+        if isinstance(bus, SerialBusConfig) and not os.path.exists(bus.device)
+    ]
 
 
 def parse_site_text(text: Any, source: str) -> SiteConfig:

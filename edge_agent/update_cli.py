@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from edge_agent.cli_console import console, fail
 from ota.supervisor import DEFAULT_ROOT, Outcome, SlotRelease, StateFileError
 
 if TYPE_CHECKING:
@@ -33,8 +33,6 @@ update_app = typer.Typer(
     help="Agent releases on this gateway: slots, a version on trial, the last outcome.",
     no_args_is_help=True,
 )
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
 RootOpt = Annotated[Path, typer.Option("--root", help="The release slot tree.")]
 DataDirOpt = Annotated[
@@ -48,11 +46,6 @@ def run_async(work: Coroutine[Any, Any, T]) -> T:
     import asyncio  # noqa: PLC0415 - `edge run` loads its kernels before asyncio
 
     return asyncio.run(work)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=code)
 
 
 def _when(ts: float) -> str:
@@ -92,11 +85,11 @@ def status(
     from ota.slots import SlotTree  # noqa: PLC0415
 
     if not root.is_dir():
-        raise _fail(f"no release slots under {root}")
+        raise fail(f"no release slots under {root}")
     try:
         view = SlotTree(root).status()
     except StateFileError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         console.print_json(json.dumps(_status_json(view)))
         return
@@ -156,7 +149,7 @@ def apply(
 
     enrollment = load_enrollment(data_dir)
     if enrollment is None:
-        raise _fail(f"{data_dir} holds no enrollment: enroll the gateway first")
+        raise fail(f"{data_dir} holds no enrollment: enroll the gateway first")
     tree = SlotTree(root, compile_bytecode=compile_bytecode)
 
     async def work(emit: Emit) -> AfterApply:
@@ -175,7 +168,7 @@ def apply(
     try:
         after = run_async(_with_reports(data_dir, work))
     except (DocumentRefusedError, DownloadError, SlotError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(f"result {after.value}")
 
 
@@ -207,7 +200,7 @@ def confirm(
     try:
         console.print(run_async(_with_reports(data_dir, work)), highlight=False)
     except (SlotError, StateFileError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -12,25 +12,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from edge_agent.cli_console import console, fail
 
 uplink_app = typer.Typer(
     help="The gateway's link to the county fleet: status, and draining a stopped gateway.",
     no_args_is_help=True,
 )
-# Soft wrap: messages stay on one line in logs and scripts.
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
 
 DataDirOpt = Annotated[
     Path,
     typer.Option("--data-dir", "-d", help="The agent's data directory (store, keys, enrollment)."),
 ]
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=code)
 
 
 def _when(ts: float | None) -> str:
@@ -72,7 +65,7 @@ def enroll(
     )
 
     if bundle is not None and (fleet or token):
-        raise _fail("give either --bundle FILE, or --fleet URL with --token TOKEN")
+        raise fail("give either --bundle FILE, or --fleet URL with --token TOKEN")
     try:
         if bundle is not None:
             pending = store_bundle(data_dir, bundle, time.time())
@@ -85,14 +78,14 @@ def enroll(
             _restart_hint(data_dir)
             return
         if not fleet or not token:
-            raise _fail("give --fleet URL and --token TOKEN (or --bundle FILE)")
+            raise fail("give --fleet URL and --token TOKEN (or --bundle FILE)")
         stored = enroll_online(data_dir, fleet, token, AGENT_VERSION)
     except EnrollmentRefusedError as exc:
-        raise _fail(f"enrollment refused: {exc}") from None
+        raise fail(f"enrollment refused: {exc}") from None
     except FleetUnreachableError as exc:
-        raise _fail(f"{exc}; not enrolled, try again", code=1) from None
+        raise fail(f"{exc}; not enrolled, try again", code=1) from None
     except EnrollmentError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(
         f"enrolled as [bold]{stored.gateway_id}[/] for site {stored.site_id}; broker "
         f"{stored.broker_url}; fleet signing key {stored.fleet_signing_key} kept as the trust "
@@ -222,9 +215,9 @@ def drain(
     from edge_agent.upload_source import stored_progress  # noqa: PLC0415
 
     if _live(data_dir) is not None:
-        raise _fail("the agent is running and uploads by itself; stop it first to drain")
+        raise fail("the agent is running and uploads by itself; stop it first to drain")
     if enrollment_state(data_dir) != "enrolled":
-        raise _fail("this gateway is not enrolled; see `edge uplink status`")
+        raise fail("this gateway is not enrolled; see `edge uplink status`")
 
     async def run() -> None:
         async with LocalStore(data_dir) as store:
@@ -234,7 +227,7 @@ def drain(
     try:
         asyncio.run(run())
     except TimeoutError:
-        raise _fail(f"the fleet did not acknowledge everything within {timeout:g} s", 1) from None
+        raise fail(f"the fleet did not acknowledge everything within {timeout:g} s", 1) from None
     progress = stored_progress(data_dir / "store.sqlite")
     for stream, (last, acked) in progress.items():
         console.print(f"{stream.value}: acknowledged up to {acked} of {last}")

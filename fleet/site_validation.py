@@ -9,8 +9,6 @@ which the fleet cannot see: the gateway refuses those with its reason.
 
 from __future__ import annotations
 
-import tomllib
-
 from fastapi import HTTPException, status
 
 #: How the fleet names the file in its messages ("site.toml: device 'x': ...").
@@ -24,13 +22,6 @@ def check_site_toml(text: str) -> None:
     from edge_agent.site_config import parse_site_text  # noqa: PLC0415
     from edge_agent.site_errors import SiteConfigError  # noqa: PLC0415
 
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _refuse(f"{SOURCE}: not valid TOML: {exc}") from exc
-    site = data.get("site")
-    if not isinstance(site, dict) or not isinstance(site.get("id"), str) or not site["id"]:
-        raise _refuse(f"{SOURCE}: a [site] table with a non-empty string 'id' is required")
     try:
         parse_site_text(text, SOURCE)
     except SiteConfigError as exc:

@@ -13,10 +13,13 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from drivers.clock import Clock
 from drivers.profiles import DeviceProfile, ProfileError, resolve_profile
+from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
 from hardware_sim.device import SimulatedDevice, fits
 from hardware_sim.faults import DeviceFaults
@@ -283,6 +286,82 @@ class Station:
         return [self.devices[d.name] for d in self.spec.devices if d.link == link]
 
 
+Name = Annotated[str, Field(min_length=1)]
+
+
+class StationTable(TomlTable):
+    """``[station]``."""
+
+    name: Name
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    description: str = ""
+
+
+class TcpLinkTable(TomlTable):
+    """``[[link]]`` with ``kind = "tcp"``: a Modbus TCP port (0 picks a free one)."""
+
+    name: Name
+    kind: Literal["tcp"]
+    port: int = Field(ge=0, le=65535)
+
+
+class PtyLinkTable(TomlTable):
+    """``[[link]]`` with ``kind = "pty"``: ``path`` is the agent end of the pty pair."""
+
+    name: Name
+    kind: Literal["pty"]
+    path: Name
+    baudrate: int = Field(9600, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: int = Field(1, ge=1, le=2)
+    bytesize: int = Field(8, ge=7, le=8)
+
+
+_LINK_KINDS: dict[str, type[TcpLinkTable | PtyLinkTable]] = {
+    "tcp": TcpLinkTable,
+    "pty": PtyLinkTable,
+}
+_LINK_TABLE: TypeAdapter[TcpLinkTable | PtyLinkTable] = TypeAdapter(
+    Annotated[TcpLinkTable | PtyLinkTable, Field(discriminator="kind")]
+)
+
+
+class BindingTable(TomlTable):
+    """A channel's signal: ``"scenario.method"``, or this table around it."""
+
+    signal: str
+    scale: float = 1.0
+    offset: float = 0.0
+    args: list[float] = Field(default_factory=list)
+    noise: float = Field(0.0, ge=0.0)
+
+
+class StationDeviceTable(TomlTable):
+    """``[[device]]``; signals, values and faults are checked against its profile after."""
+
+    name: Name
+    link: str
+    profile: str
+    unit_id: int | None = Field(None, ge=1, le=247)  # default: the profile's
+    signals: dict[str, Any] = Field(default_factory=dict)
+    values: dict[str, float] = Field(default_factory=dict)
+    faults: dict[str, Any] = Field(default_factory=dict)
+
+
+def _validated(
+    source: str, schema: Any, raw: Any, what: str | None, device: str | None = None
+) -> Any:
+    """``raw`` checked against ``schema`` (a model or an adapter); problems name ``what``."""
+    try:
+        if isinstance(schema, TypeAdapter):
+            return schema.validate_python(raw)
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        models = _LINK_KINDS if schema is _LINK_TABLE else schema
+        problem = table_problem(exc, models)
+        raise StationError(source, f"{what}: {problem}" if what else problem, device) from None
+
+
 def _table(source: str, raw: Any, what: str, device: str | None = None) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise StationError(source, f"{what} must be a table", device)
@@ -303,14 +382,6 @@ def _number(source: str, raw: Any, what: str, device: str | None = None) -> floa
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
         raise StationError(source, f"{what} must be a finite number, got {raw!r}", device)
     return float(raw)
-
-
-def _integer(source: str, raw: Any, what: str, lo: int, hi: int, device: str | None = None) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or not lo <= raw <= hi:
-        raise StationError(
-            source, f"{what} must be an integer within {lo}..{hi}, got {raw!r}", device
-        )
-    return raw
 
 
 def _parse_scenarios(source: str, raw: Any) -> dict[str, dict[str, float]]:
@@ -345,33 +416,18 @@ def _parse_link(source: str, index: int, raw: Any) -> LinkSpec:
     name = table.get("name")
     if not isinstance(name, str) or not name:
         raise StationError(source, f"[[link]] #{index + 1} needs a 'name'")
-    what = f"link '{name}'"
-    kind = table.get("kind")
-    if kind == "tcp":
-        _check_keys(source, table, {"name", "kind", "port"}, what)
-        port = _integer(source, table.get("port"), f"{what} port", 0, 65535)
-        return LinkSpec(name, "tcp", port=port)
-    if kind == "pty":
-        allowed = {"name", "kind", "path", "baudrate", "parity", "stopbits", "bytesize"}
-        _check_keys(source, table, allowed, what)
-        path = table.get("path")
-        if not isinstance(path, str) or not path:
-            raise StationError(source, f"{what} needs a 'path' for the agent end of the pty")
-        parity = table.get("parity", "N")
-        if parity not in ("N", "E", "O"):
-            raise StationError(source, f"{what} parity must be N, E or O, got {parity!r}")
-        return LinkSpec(
-            name,
-            "pty",
-            path=Path(path),
-            baudrate=_integer(
-                source, table.get("baudrate", 9600), f"{what} baudrate", 300, 4_000_000
-            ),
-            parity=parity,
-            stopbits=_integer(source, table.get("stopbits", 1), f"{what} stopbits", 1, 2),
-            bytesize=_integer(source, table.get("bytesize", 8), f"{what} bytesize", 7, 8),
-        )
-    raise StationError(source, f"{what}: kind must be 'tcp' or 'pty', got {kind!r}")
+    link = _validated(source, _LINK_TABLE, table, f"link '{name}'")
+    if isinstance(link, TcpLinkTable):
+        return LinkSpec(name, "tcp", port=link.port)
+    return LinkSpec(
+        name,
+        "pty",
+        path=Path(link.path),
+        baudrate=link.baudrate,
+        parity=link.parity,
+        stopbits=link.stopbits,
+        bytesize=link.bytesize,
+    )
 
 
 def _parse_binding(
@@ -380,40 +436,25 @@ def _parse_binding(
     what = f"signal for channel '{channel}'"
     if isinstance(raw, str):
         raw = {"signal": raw}
-    table = _table(source, raw, f'{what} (a "scenario.method" string or a table)', device)
-    _check_keys(source, table, {"signal", "scale", "offset", "args", "noise"}, what, device)
-    ref = table.get("signal")
-    name, _, method = str(ref).partition(".")
-    if not isinstance(ref, str) or method not in SIGNAL_SOURCES.get(name, ()):
+    _table(source, raw, f'{what} (a "scenario.method" string or a table)', device)
+    table: BindingTable = _validated(source, BindingTable, raw, what, device)
+    ref = table.signal
+    name, _, method = ref.partition(".")
+    if method not in SIGNAL_SOURCES.get(name, ()):
         known = ", ".join(f"{n}.{m}" for n, methods in SIGNAL_SOURCES.items() for m in methods)
         raise StationError(source, f"{what}: unknown signal {ref!r} (known: {known})", device)
     if name not in scenarios:
         raise StationError(source, f"{what}: '{ref}' needs a [scenario.{name}]", device)
-    raw_args = table.get("args", [])
-    if not isinstance(raw_args, list):
-        raise StationError(source, f"{what}: 'args' must be a list of numbers", device)
-    args = tuple(_number(source, a, f"{what} args", device) for a in raw_args)
     expected = len(inspect.signature(getattr(scenarios[name], method)).parameters) - 1
-    if len(args) != expected:
+    if len(table.args) != expected:
         raise StationError(
             source,
-            f"{what}: '{ref}' takes {expected} argument(s) after the time, got {len(args)}",
+            f"{what}: '{ref}' takes {expected} argument(s) after the time, got {len(table.args)}",
             device,
         )
     return SignalBinding(
-        ref,
-        scale=_number(source, table.get("scale", 1.0), f"{what} scale", device),
-        offset=_number(source, table.get("offset", 0.0), f"{what} offset", device),
-        args=args,
-        noise=_non_negative(source, table.get("noise", 0.0), f"{what} noise", device),
+        ref, scale=table.scale, offset=table.offset, args=tuple(table.args), noise=table.noise
     )
-
-
-def _non_negative(source: str, raw: Any, what: str, device: str) -> float:
-    value = _number(source, raw, what, device)
-    if value < 0:
-        raise StationError(source, f"{what} must not be negative, got {value}", device)
-    return value
 
 
 def _parse_device(
@@ -424,31 +465,27 @@ def _parse_device(
     scenarios: Mapping[str, object],
     base_dir: Path,
 ) -> DeviceSpec:
-    table = _table(source, raw, f"[[device]] #{index + 1}")
-    name = table.get("name")
+    raw_table = _table(source, raw, f"[[device]] #{index + 1}")
+    name = raw_table.get("name")
     if not isinstance(name, str) or not name:
         raise StationError(source, f"[[device]] #{index + 1} needs a 'name'")
-    allowed = {"name", "link", "profile", "unit_id", "signals", "values", "faults"}
-    _check_keys(source, table, allowed, "the device", name)
-    link = table.get("link")
-    if not isinstance(link, str) or link not in links:
+    table: StationDeviceTable = _validated(source, StationDeviceTable, raw_table, None, name)
+    link = table.link
+    if link not in links:
         raise StationError(
             source, f"unknown link {link!r} (links: {', '.join(links) or 'none'})", name
         )
-    ref = table.get("profile")
-    if not isinstance(ref, str) or not ref:
+    if not table.profile:
         raise StationError(source, "needs a 'profile' (a built-in name or a file)", name)
     try:
-        profile = resolve_profile(ref, base_dir)
+        profile = resolve_profile(table.profile, base_dir)
     except ProfileError as exc:
         raise StationError(source, str(exc), name) from exc
-    unit_id = _integer(
-        source, table.get("unit_id", profile.default_unit_id), "unit_id", 1, 247, name
-    )
+    unit_id = profile.default_unit_id if table.unit_id is None else table.unit_id
     channels = {c.name: c for c in profile.channels}
 
     def channel_names(key: str) -> dict[str, Any]:
-        given = _table(source, table.get(key, {}), f"'{key}'", name)
+        given: dict[str, Any] = getattr(table, key)
         if bad := sorted(set(given) - set(channels)):
             known = ", ".join(channels)
             raise StationError(
@@ -467,7 +504,7 @@ def _parse_device(
     for channel, raw_value in channel_names("values").items():
         if channel in signals:
             raise StationError(source, f"channel '{channel}' has both a signal and a value", name)
-        values[channel] = _number(source, raw_value, f"value of channel '{channel}'", name)
+        values[channel] = raw_value
         if not fits(channels[channel], values[channel]):
             spec = channels[channel]
             raise StationError(
@@ -476,7 +513,7 @@ def _parse_device(
                 f"register(s) (scale {spec.scale}, offset {spec.offset})",
                 name,
             )
-    faults = _parse_faults(source, name, table.get("faults", {}), links[link])
+    faults = _parse_faults(source, name, table.faults, links[link])
     return DeviceSpec(name, link, profile, unit_id, signals, values, faults)
 
 
@@ -512,11 +549,10 @@ def parse_station(data: Mapping[str, Any], source: str, base_dir: Path) -> Stati
     """
     _check_keys(source, data, {"station", "scenario", "link", "device"}, "the top level")
     station = _table(source, data.get("station"), "[station]")
-    _check_keys(source, station, {"name", "seed", "description"}, "[station]")
-    name = station.get("name")
-    if not isinstance(name, str) or not name:
+    if not isinstance(station.get("name"), str) or not station["name"]:
         raise StationError(source, "[station] needs a 'name'")
-    seed = _integer(source, station.get("seed", 0), "[station] seed", 0, 2**32 - 1)
+    header: StationTable = _validated(source, StationTable, station, "[station]")
+    name, seed = header.name, header.seed
     scenario_params = _parse_scenarios(source, data.get("scenario", {}))
     scenarios = build_scenarios(scenario_params, 0.0, seed)
     raw_links = data.get("link", [])
@@ -549,7 +585,7 @@ def parse_station(data: Mapping[str, Any], source: str, base_dir: Path) -> Stati
         name=name,
         source=source,
         seed=seed,
-        description=str(station.get("description", "")),
+        description=header.description,
         scenarios=scenario_params,
         links=tuple(links.values()),
         devices=tuple(devices),

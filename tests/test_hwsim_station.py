@@ -152,7 +152,7 @@ def test_seed_override_changes_the_storm(tmp_path: Path) -> None:
         (("[[100, 200]]", "[[200, 100]]"), "rain", "must start before it ends"),
         (("outages = [[100, 200]]", "corrupt_crc = true"), "rain", "corrupt_crc needs a serial"),
         (("outages = [[100, 200]]", "exception_code = 99"), "rain", "exception_code must be"),
-        (("unit_id = 2", "unit_id = 300"), "rain", "unit_id must be an integer within 1..247"),
+        (("unit_id = 2", "unit_id = 300"), "rain", "'unit_id' = 300 is outside 1..247"),
     ],
 )
 def test_device_errors_name_the_file_the_device_and_the_problem(
@@ -180,7 +180,7 @@ def test_duplicate_unit_ids_on_one_link_are_refused(tmp_path: Path) -> None:
         (("peak_mm_h = 30", ""), "[scenario.storm] needs 'peak_mm_h'"),
         (("peak_mm_h = 30", "peak_mm_h = 30\npeak_position = 2"), "peak_position must be within"),
         (("[scenario.storm]", "[scenario.hail]"), "unknown key(s) in [scenario]: hail"),
-        (('kind = "tcp"', 'kind = "udp"'), "kind must be 'tcp' or 'pty'"),
+        (('kind = "tcp"', 'kind = "udp"'), "link 'gw': 'kind' must be 'tcp' or 'pty', got 'udp'"),
         (("[station]", "[stations]"), "unknown key(s) in the top level: stations"),
     ],
 )

@@ -7,12 +7,14 @@ a message naming the file, the channel and the problem; it never guesses.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, TypeVar, cast
+
+from pydantic import Field, ValidationError
 
 from drivers.codec import (
     BYTE_ORDERS,
@@ -23,6 +25,7 @@ from drivers.codec import (
     WordOrder,
     register_width,
 )
+from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
 
 BUILTIN_DIR = Path(__file__).parent
@@ -177,104 +180,85 @@ class DeviceProfile:
         raise KeyError(msg)
 
 
-_DEVICE_KEYS = {
-    "model",
-    "vendor",
-    "description",
-    "default_unit_id",
-    "max_registers",
-    "max_bits",
-    "max_gap",
-    "timeout_s",
-    "serial",
-}
-_SERIAL_KEYS = {"baudrate", "parity", "stopbits", "bytesize"}
-_CHANNEL_KEYS = {
-    "name",
-    "quantity",
-    "unit",
-    "table",
-    "address",
-    "type",
-    "word_order",
-    "byte_order",
-    "scale",
-    "offset",
-    "range",
-    "writable",
-    "max_rate",
-    "stuck_after_s",
-    "description",
-}
-_REQUIRED_CHANNEL_KEYS = ("name", "quantity", "unit", "table", "address", "type")
+class SerialDefaultsTable(TomlTable):
+    """``[device.serial]``: the line settings the device ships with."""
+
+    baudrate: int = Field(9600, ge=300, le=4_000_000)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: int = Field(1, ge=1, le=2)
+    bytesize: int = Field(8, ge=7, le=8)
 
 
-def _unknown_keys(table: Mapping[str, Any], allowed: Iterable[str]) -> list[str]:
-    return sorted(set(table) - set(allowed))
+class DeviceTable(TomlTable):
+    """``[device]``, with its ``[device.serial]``."""
+
+    model: str
+    vendor: str = ""
+    description: str = ""
+    default_unit_id: int = Field(1, ge=1, le=247)
+    max_registers: int = Field(MODBUS_MAX_REGISTERS, ge=1, le=MODBUS_MAX_REGISTERS)
+    max_bits: int = Field(MODBUS_MAX_BITS, ge=1, le=MODBUS_MAX_BITS)
+    max_gap: int = Field(0, ge=0, le=MODBUS_MAX_REGISTERS)
+    timeout_s: float = Field(0.5, gt=0.0, le=30.0)
+    serial: SerialDefaultsTable = SerialDefaultsTable.model_validate({})
 
 
-def _number(source: str, channel: str | None, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProfileError(source, f"'{key}' must be a number, got {value!r}", channel)
-    return float(value)
+class ChannelTable(TomlTable):
+    """``[[channel]]``; names from closed sets are checked after, with the set in the message."""
+
+    name: str
+    quantity: str
+    unit: str
+    table: str
+    address: int = Field(ge=0, le=MODBUS_MAX_ADDRESS)
+    dtype: str = Field(alias="type")
+    word_order: str = "big"
+    byte_order: str = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    valid_range: list[float] | None = Field(None, alias="range")
+    writable: bool = False
+    max_rate: float | None = None
+    stuck_after_s: float | None = None
+    description: str = ""
 
 
-def _integer(source: str, channel: str | None, key: str, value: Any, *, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProfileError(source, f"'{key}' must be an integer, got {value!r}", channel)
-    if not lo <= value <= hi:
-        raise ProfileError(source, f"'{key}' = {value} is outside {lo}..{hi}", channel)
-    return value
+T = TypeVar("T", bound=TomlTable)
 
 
-def _parse_serial(source: str, raw: Any) -> SerialDefaults:
-    if not isinstance(raw, dict):
-        raise ProfileError(source, "[device.serial] must be a table")
-    if bad := _unknown_keys(raw, _SERIAL_KEYS):
-        raise ProfileError(source, f"unknown key(s) in [device.serial]: {', '.join(bad)}")
-    parity = raw.get("parity", "N")
-    if parity not in ("N", "E", "O"):
-        raise ProfileError(source, f"serial parity must be N, E or O, got {parity!r}")
-    return SerialDefaults(
-        baudrate=_integer(
-            source, None, "baudrate", raw.get("baudrate", 9600), lo=300, hi=4_000_000
-        ),
-        parity=parity,
-        stopbits=_integer(source, None, "stopbits", raw.get("stopbits", 1), lo=1, hi=2),
-        bytesize=_integer(source, None, "bytesize", raw.get("bytesize", 8), lo=7, hi=8),
-    )
+def _table(
+    source: str, model: type[T], raw: Any, channel: str | None = None, within: str | None = None
+) -> T:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ProfileError(source, table_problem(exc, model, within), channel) from None
 
 
-def _parse_numbers(source: str, name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a channel's scaling, valid range and plausibility limits."""
-    scale = _number(source, name, "scale", raw.get("scale", 1.0))
-    if scale == 0:
+def _parse_numbers(source: str, name: str, raw: ChannelTable) -> dict[str, Any]:
+    """Check a channel's scaling, valid range and plausibility limits."""
+    if raw.scale == 0:
         raise ProfileError(source, "scale must not be zero", name)
-    offset = _number(source, name, "offset", raw.get("offset", 0.0))
     valid_min = valid_max = None
-    if "range" in raw:
-        rng = raw["range"]
-        if not isinstance(rng, list) or len(rng) != 2:
-            raise ProfileError(source, f"'range' must be [min, max], got {rng!r}", name)
-        valid_min = _number(source, name, "range[0]", rng[0])
-        valid_max = _number(source, name, "range[1]", rng[1])
+    if raw.valid_range is not None:
+        if len(raw.valid_range) != 2:
+            raise ProfileError(source, f"'range' must be [min, max], got {raw.valid_range!r}", name)
+        valid_min, valid_max = raw.valid_range
         if valid_min >= valid_max:
             raise ProfileError(
                 source, f"range minimum {valid_min} is not below maximum {valid_max}", name
             )
-    max_rate = raw.get("max_rate")
-    if max_rate is not None and _number(source, name, "max_rate", max_rate) <= 0:
+    if raw.max_rate is not None and raw.max_rate <= 0:
         raise ProfileError(source, "max_rate must be positive", name)
-    stuck = raw.get("stuck_after_s")
-    if stuck is not None and _number(source, name, "stuck_after_s", stuck) <= 0:
+    if raw.stuck_after_s is not None and raw.stuck_after_s <= 0:
         raise ProfileError(source, "stuck_after_s must be positive", name)
     return {
-        "scale": scale,
-        "offset": offset,
+        "scale": raw.scale,
+        "offset": raw.offset,
         "valid_min": valid_min,
         "valid_max": valid_max,
-        "max_rate": None if max_rate is None else float(max_rate),
-        "stuck_after_s": None if stuck is None else float(stuck),
+        "max_rate": raw.max_rate,
+        "stuck_after_s": raw.stuck_after_s,
     }
 
 
@@ -284,27 +268,21 @@ def _parse_channel(source: str, index: int, raw: Any, max_registers: int) -> Cha
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ProfileError(source, f"[[channel]] #{index + 1} has no 'name'")
-    for key in _REQUIRED_CHANNEL_KEYS:
-        if key not in raw:
-            raise ProfileError(source, f"missing '{key}'", name)
-    if bad := _unknown_keys(raw, _CHANNEL_KEYS):
-        raise ProfileError(source, f"unknown key(s): {', '.join(bad)}", name)
-    quantity = raw["quantity"]
-    if quantity not in QUANTITIES:
+    ch = _table(source, ChannelTable, raw, name)
+    if ch.quantity not in QUANTITIES:
         raise ProfileError(
-            source, f"unknown quantity {quantity!r} (known: {', '.join(sorted(QUANTITIES))})", name
+            source,
+            f"unknown quantity {ch.quantity!r} (known: {', '.join(sorted(QUANTITIES))})",
+            name,
         )
-    unit = raw["unit"]
-    if not isinstance(unit, str) or not unit.strip():
+    if not ch.unit.strip():
         raise ProfileError(source, "missing 'unit' (use '1' for a dimensionless value)", name)
     try:
-        table = Table(raw["table"])
+        table = Table(ch.table)
     except ValueError:
         known = ", ".join(t.value for t in Table)
-        raise ProfileError(
-            source, f"unknown table {raw['table']!r} (known: {known})", name
-        ) from None
-    dtype = raw["type"]
+        raise ProfileError(source, f"unknown table {ch.table!r} (known: {known})", name) from None
+    dtype = ch.dtype
     if dtype not in DATA_TYPES:
         raise ProfileError(
             source, f"unknown data type {dtype!r} (known: {', '.join(DATA_TYPES)})", name
@@ -317,17 +295,15 @@ def _parse_channel(source: str, index: int, raw: Any, max_registers: int) -> Cha
         raise ProfileError(
             source, f"type 'bool' only fits coil or discrete tables, not {table.value}", name
         )
-    word_order = raw.get("word_order", "big")
-    if word_order not in WORD_ORDERS:
+    if ch.word_order not in WORD_ORDERS:
         raise ProfileError(
-            source, f"word_order must be 'big' or 'little', got {word_order!r}", name
+            source, f"word_order must be 'big' or 'little', got {ch.word_order!r}", name
         )
-    byte_order = raw.get("byte_order", "big")
-    if byte_order not in BYTE_ORDERS:
+    if ch.byte_order not in BYTE_ORDERS:
         raise ProfileError(
-            source, f"byte_order must be 'big' or 'little', got {byte_order!r}", name
+            source, f"byte_order must be 'big' or 'little', got {ch.byte_order!r}", name
         )
-    address = _integer(source, name, "address", raw["address"], lo=0, hi=MODBUS_MAX_ADDRESS)
+    address = ch.address
     width = register_width(cast(DataType, dtype))
     if address + width - 1 > MODBUS_MAX_ADDRESS:
         raise ProfileError(
@@ -340,25 +316,22 @@ def _parse_channel(source: str, index: int, raw: Any, max_registers: int) -> Cha
             "request (max_registers), so this channel could never be read",
             name,
         )
-    numbers = _parse_numbers(source, name, raw)
-    writable = raw.get("writable", False)
-    if not isinstance(writable, bool):
-        raise ProfileError(source, f"'writable' must be true or false, got {writable!r}", name)
-    if writable and table in (Table.INPUT, Table.DISCRETE):
+    numbers = _parse_numbers(source, name, ch)
+    if ch.writable and table in (Table.INPUT, Table.DISCRETE):
         raise ProfileError(
             source, f"a {table.value} channel is read-only and cannot be writable", name
         )
     return ChannelSpec(
         name=name,
-        quantity=quantity,
-        unit=unit,
+        quantity=ch.quantity,
+        unit=ch.unit,
         table=table,
         address=address,
         dtype=cast(DataType, dtype),
-        word_order=cast(WordOrder, word_order),
-        byte_order=cast(ByteOrder, byte_order),
-        writable=writable,
-        description=str(raw.get("description", "")),
+        word_order=cast(WordOrder, ch.word_order),
+        byte_order=cast(ByteOrder, ch.byte_order),
+        writable=ch.writable,
+        description=ch.description,
         **numbers,
     )
 
@@ -387,51 +360,33 @@ def parse_profile(data: Mapping[str, Any], source: str, name: str) -> DeviceProf
     Raises:
         ProfileError: naming ``source``, the channel and the problem.
     """
-    if bad := _unknown_keys(data, {"device", "channel"}):
+    if bad := sorted(set(data) - {"device", "channel"}):
         raise ProfileError(source, f"unknown top-level key(s): {', '.join(bad)}")
-    device = data.get("device")
-    if not isinstance(device, dict):
+    raw_device = data.get("device")
+    if not isinstance(raw_device, dict):
         raise ProfileError(source, "missing [device] table")
-    if bad := _unknown_keys(device, _DEVICE_KEYS):
-        raise ProfileError(source, f"unknown key(s) in [device]: {', '.join(bad)}")
-    model = device.get("model")
+    model = raw_device.get("model")
     if not isinstance(model, str) or not model:
         raise ProfileError(source, "[device] needs a 'model'")
-    max_registers = _integer(
-        source,
-        None,
-        "max_registers",
-        device.get("max_registers", MODBUS_MAX_REGISTERS),
-        lo=1,
-        hi=MODBUS_MAX_REGISTERS,
-    )
-    max_bits = _integer(
-        source, None, "max_bits", device.get("max_bits", MODBUS_MAX_BITS), lo=1, hi=MODBUS_MAX_BITS
-    )
-    max_gap = _integer(
-        source, None, "max_gap", device.get("max_gap", 0), lo=0, hi=MODBUS_MAX_REGISTERS
-    )
-    timeout_s = _number(source, None, "timeout_s", device.get("timeout_s", 0.5))
-    if not 0 < timeout_s <= 30:
-        raise ProfileError(source, f"timeout_s must be in (0, 30] seconds, got {timeout_s}")
+    device = _table(source, DeviceTable, raw_device, within="[device]")
     raw_channels = data.get("channel")
     if not isinstance(raw_channels, list) or not raw_channels:
         raise ProfileError(source, "a profile needs at least one [[channel]]")
-    channels = [_parse_channel(source, i, raw, max_registers) for i, raw in enumerate(raw_channels)]
+    channels = [
+        _parse_channel(source, i, raw, device.max_registers) for i, raw in enumerate(raw_channels)
+    ]
     _check_overlaps(source, channels)
     return DeviceProfile(
         name=name,
-        model=model,
-        vendor=str(device.get("vendor", "")),
-        description=str(device.get("description", "")),
-        default_unit_id=_integer(
-            source, None, "default_unit_id", device.get("default_unit_id", 1), lo=1, hi=247
-        ),
-        max_registers=max_registers,
-        max_bits=max_bits,
-        max_gap=max_gap,
-        timeout_s=timeout_s,
-        serial=_parse_serial(source, device.get("serial", {})),
+        model=device.model,
+        vendor=device.vendor,
+        description=device.description,
+        default_unit_id=device.default_unit_id,
+        max_registers=device.max_registers,
+        max_bits=device.max_bits,
+        max_gap=device.max_gap,
+        timeout_s=device.timeout_s,
+        serial=SerialDefaults(**device.serial.model_dump()),
         channels=tuple(channels),
         source=source,
     )

@@ -1,7 +1,10 @@
 """Parse and validate the ``[[rule]]`` tables of a site file into typed alarm rules.
 
 Every mistake is refused at the door with a message shaped ``"SOURCE: rule 'ID': problem"``;
-the parser never guesses a missing value and never evaluates a sample.
+the parser never guesses a missing value and never evaluates a sample. Each kind is a
+pydantic model (unknown keys refused, strict types and simple bounds), chosen by ``kind``
+as a discriminated union; what a model cannot check alone (level tables and their order,
+channels, bounds that depend on another key) is checked after it.
 
 TOML format (thresholds are tables keyed by colour, any non-empty subset of blue, yellow,
 orange, red, strictly increasing with level; horizons strictly decreasing)::
@@ -47,8 +50,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
+from pydantic import Field, TypeAdapter, ValidationError
+
+from drivers.toml_schema import TomlTable, table_problem
 from edge_agent.alarms.specs import (
     LEVEL_BY_NAME,
     AntecedentRainRule,
@@ -88,35 +94,156 @@ TANGENT_DEFAULTS: LevelThresholds = (None, 45.0, 80.0, 85.0)
 #: Forecasts a failure-forecast level may wait for in a row (see ``confirm``).
 MAX_CONFIRM = 6
 
-_COMMON = {"id", "kind", "channel", "hysteresis", "hold_s", "latch_from", "description"}
-_SLOPE = _COMMON | {"window_s", "eval_every_s", "thresholds"}
-_KEYS: dict[str, set[str]] = {
-    "rain_windows": _COMMON | {"windows", "counter_modulus"},
-    "antecedent_rain": _COMMON | {"decay_per_day", "thresholds", "counter_modulus"},
-    "rain_intensity_duration": _COMMON
-    | {"curves", "dry_gap_s", "min_duration_s", "max_duration_s", "counter_modulus"},
-    "water_level": _COMMON | {"thresholds"},
-    "rate_of_rise": _SLOPE,
-    "displacement_velocity": _SLOPE,
-    "displacement_acceleration": _SLOPE,
-    "tangent_angle": _SLOPE | {"creep_rate_mm_day"},
-    "inverse_velocity": (_SLOPE - {"thresholds"}) | {"fit_window_s", "min_r2", "horizons_h"},
-    "failure_forecast": _COMMON
-    | {
-        "window_s",
-        "eval_every_s",
-        "bin_s",
-        "min_bins",
-        "min_span_s",
-        "alpha_range",
-        "min_evidence",
-        "max_spread",
-        "confirm",
-        "horizons_h",
-    },
-    "all_of": {"id", "kind", "rules", "latch_from", "description"},
-    "any_of": {"id", "kind", "rules", "latch_from", "description"},
+Name = Annotated[str, Field(min_length=1)]
+#: A table checked after the model: level names, their order, windows, curves.
+Table = dict[str, Any]
+_FORECAST = FailureForecastRule(id="", channel="", horizons_h=(None, None, None, None))
+
+
+class _Rule(TomlTable):
+    id: Name
+    latch_from: str | None = None  # a level name, checked with the rule's own words
+    description: str = ""
+
+
+class _ChannelRule(_Rule):
+    channel: Name
+    hysteresis: float = Field(0.0, ge=0.0)
+    hold_s: float = Field(1800.0, ge=0.0)
+
+
+class _RainRule(_ChannelRule):
+    counter_modulus: float | None = Field(None, gt=0.0)  # default: the channel's
+
+
+class RainWindowsTable(_RainRule):
+    """``kind = "rain_windows"``."""
+
+    kind: Literal["rain_windows"]
+    windows: Table | None = None
+
+
+class AntecedentRainTable(_RainRule):
+    """``kind = "antecedent_rain"``."""
+
+    kind: Literal["antecedent_rain"]
+    decay_per_day: float | None = Field(None, gt=0.0, lt=1.0)
+    thresholds: Table | None = None
+
+
+class IntensityDurationTable(_RainRule):
+    """``kind = "rain_intensity_duration"``; ``max_duration_s`` above the minimum."""
+
+    kind: Literal["rain_intensity_duration"]
+    curves: Table | None = None
+    dry_gap_s: float = Field(21600.0, gt=0.0)
+    min_duration_s: float = Field(600.0, gt=0.0)
+    max_duration_s: float = 864000.0
+
+
+class WaterLevelTable(_ChannelRule):
+    """``kind = "water_level"``."""
+
+    kind: Literal["water_level"]
+    thresholds: Table | None = None
+
+
+class _SlopeRule(_ChannelRule):
+    window_s: float | None = Field(None, gt=0.0)
+    eval_every_s: float = Field(60.0, ge=0.0)
+
+
+class RateOfRiseTable(_SlopeRule):
+    """``kind = "rate_of_rise"``: evaluated on every sample unless told otherwise."""
+
+    kind: Literal["rate_of_rise"]
+    eval_every_s: float = Field(0.0, ge=0.0)
+    thresholds: Table | None = None
+
+
+class DisplacementVelocityTable(_SlopeRule):
+    """``kind = "displacement_velocity"``."""
+
+    kind: Literal["displacement_velocity"]
+    thresholds: Table | None = None
+
+
+class DisplacementAccelerationTable(_SlopeRule):
+    """``kind = "displacement_acceleration"``."""
+
+    kind: Literal["displacement_acceleration"]
+    thresholds: Table | None = None
+
+
+class TangentAngleTable(_SlopeRule):
+    """``kind = "tangent_angle"``; thresholds default to 45, 80, 85 degrees."""
+
+    kind: Literal["tangent_angle"]
+    thresholds: Table | None = None
+    creep_rate_mm_day: float | None = Field(None, gt=0.0)
+
+
+class InverseVelocityTable(_SlopeRule):
+    """``kind = "inverse_velocity"``."""
+
+    kind: Literal["inverse_velocity"]
+    fit_window_s: float | None = Field(None, gt=0.0)
+    min_r2: float = Field(0.8, ge=0.0, le=1.0)
+    horizons_h: Table | None = None
+
+
+class FailureForecastTable(_ChannelRule):
+    """``kind = "failure_forecast"``; bounds that depend on ``window_s`` are checked after."""
+
+    kind: Literal["failure_forecast"]
+    window_s: float = Field(_FORECAST.window_s, ge=86400.0)
+    eval_every_s: float = Field(_FORECAST.eval_every_s, gt=0.0)
+    bin_s: float = Field(_FORECAST.bin_s, gt=0.0)
+    min_bins: float = Field(_FORECAST.min_bins, ge=8.0)
+    min_span_s: float = Field(_FORECAST.min_span_s, gt=0.0)
+    alpha_range: list[float] = Field(default_factory=lambda: list(_FORECAST.alpha_range))
+    min_evidence: float = Field(_FORECAST.min_evidence, gt=0.0)
+    max_spread: float = Field(_FORECAST.max_spread, gt=0.0)
+    confirm: float = Field(_FORECAST.confirm, ge=1.0, le=MAX_CONFIRM)
+    horizons_h: Table | None = None
+
+
+class CombinationTable(_Rule):
+    """``kind = "all_of"`` or ``"any_of"``."""
+
+    kind: Literal["all_of", "any_of"]
+    rules: list[Name] | None = None
+
+
+RuleTable = (
+    RainWindowsTable
+    | AntecedentRainTable
+    | IntensityDurationTable
+    | WaterLevelTable
+    | RateOfRiseTable
+    | DisplacementVelocityTable
+    | DisplacementAccelerationTable
+    | TangentAngleTable
+    | InverseVelocityTable
+    | FailureForecastTable
+    | CombinationTable
+)
+#: The schema of a ``[[rule]]`` table, by kind: one model per kind, chosen by ``kind``.
+RULE_KINDS: dict[str, type[RuleTable]] = {
+    "rain_windows": RainWindowsTable,
+    "antecedent_rain": AntecedentRainTable,
+    "rain_intensity_duration": IntensityDurationTable,
+    "water_level": WaterLevelTable,
+    "rate_of_rise": RateOfRiseTable,
+    "displacement_velocity": DisplacementVelocityTable,
+    "displacement_acceleration": DisplacementAccelerationTable,
+    "tangent_angle": TangentAngleTable,
+    "inverse_velocity": InverseVelocityTable,
+    "failure_forecast": FailureForecastTable,
+    "all_of": CombinationTable,
+    "any_of": CombinationTable,
 }
+_RULE_TABLE: TypeAdapter[RuleTable] = TypeAdapter(Annotated[RuleTable, Field(discriminator="kind")])
 
 
 class RuleError(ValueError):
@@ -130,65 +257,50 @@ class RuleError(ValueError):
 
 
 class _RuleTable:
-    """Typed access to one ``[[rule]]`` table; every failure names file and rule."""
+    """The checks a rule's model cannot make alone, each failure naming file and rule.
 
-    def __init__(self, source: str, where: str, table: Mapping[str, Any]) -> None:
-        self.source, self.where, self.table = source, where, table
+    Level tables (names, numbers, order), windows, curves and bounds that depend on
+    another key of the rule.
+    """
+
+    def __init__(self, source: str, where: str) -> None:
+        self.source, self.where = source, where
 
     def fail(self, problem: str) -> NoReturn:
         raise RuleError(self.source, self.where, problem)
 
-    def check_keys(self, allowed: set[str]) -> None:
-        if unknown := sorted(set(self.table) - allowed):
-            self.fail(
-                f"unknown key(s): {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
-            )
-
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self.table.get(key, default)
-        if value is None:
-            self.fail(f"missing '{key}'")
-        if not isinstance(value, str) or (not value and default is None):
-            self.fail(f"'{key}' must be a non-empty string, got {value!r}")
-        return value
-
     def number(
         self,
         key: str,
-        default: float | None = None,
         *,
+        value: Any,
         above: float | None = None,
         at_least: float | None = None,
         below: float | None = None,
         at_most: float | None = None,
-        value: Any = None,
     ) -> float:
-        raw = self.table.get(key, default) if value is None else value
-        if raw is None:
-            self.fail(f"missing '{key}'")
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-            self.fail(f"'{key}' must be a finite number, got {raw!r}")
-        x = float(raw)
+        finite = isinstance(value, int | float) and math.isfinite(value)
+        if isinstance(value, bool) or not finite:
+            self.fail(f"'{key}' must be a finite number, got {value!r}")
+        x = float(value)
         if above is not None and not x > above:
-            self.fail(f"'{key}' = {raw} must be above {above:g}")
+            self.fail(f"'{key}' = {value} must be above {above:g}")
         if at_least is not None and not x >= at_least:
-            self.fail(f"'{key}' = {raw} must be at least {at_least:g}")
+            self.fail(f"'{key}' = {value} must be at least {at_least:g}")
         if below is not None and not x < below:
-            self.fail(f"'{key}' = {raw} must be below {below:g}")
+            self.fail(f"'{key}' = {value} must be below {below:g}")
         if at_most is not None and not x <= at_most:
-            self.fail(f"'{key}' = {raw} must be at most {at_most:g}")
+            self.fail(f"'{key}' = {value} must be at most {at_most:g}")
         return x
 
-    def level(self, key: str) -> int:
-        name = self.table.get(key)
+    def level(self, key: str, name: str | None) -> int:
         if name is None:
             return 0
         if not isinstance(name, str) or name not in LEVEL_BY_NAME:
             self.fail(f"'{key}' must be one of {', '.join(LEVEL_BY_NAME)}, got {name!r}")
         return LEVEL_BY_NAME[name]
 
-    def subtable(self, key: str, raw: Any = None) -> Mapping[str, Any]:
-        value = self.table.get(key) if raw is None else raw
+    def subtable(self, key: str, value: Any) -> Mapping[str, Any]:
         if value is None:
             self.fail(f"missing '{key}'")
         if not isinstance(value, dict) or not value:
@@ -196,7 +308,7 @@ class _RuleTable:
         return value
 
     def levels(
-        self, key: str, raw: Any = None, *, descending: bool = False, positive: bool = False
+        self, key: str, raw: Any, *, descending: bool = False, positive: bool = False
     ) -> LevelThresholds:
         """Read a ``{ blue = .., red = .. }`` table, checking names, numbers and order."""
         table = self.subtable(key, raw)
@@ -223,9 +335,12 @@ class _RuleTable:
         return (values[0], values[1], values[2], values[3])
 
     def channel(
-        self, channels: Mapping[str, ChannelInfo], quantities: frozenset[str], unit: str | None
+        self,
+        channel_id: str,
+        channels: Mapping[str, ChannelInfo],
+        quantities: frozenset[str],
+        unit: str | None,
     ) -> tuple[str, ChannelInfo]:
-        channel_id = self.text("channel")
         info = channels.get(channel_id)
         if info is None:
             self.fail(f"unknown channel '{channel_id}'")
@@ -239,29 +354,33 @@ class _RuleTable:
         return channel_id, info
 
 
-def _common(r: _RuleTable, rule_id: str, channel: str) -> dict[str, Any]:
+def _common(r: _RuleTable, t: _ChannelRule) -> dict[str, Any]:
     return {
-        "id": rule_id,
-        "channel": channel,
-        "hysteresis": r.number("hysteresis", 0.0, at_least=0.0),
-        "hold_s": r.number("hold_s", 1800.0, at_least=0.0),
-        "latch_from": r.level("latch_from"),
-        "description": r.text("description", ""),
+        "id": t.id,
+        "channel": t.channel,
+        "hysteresis": t.hysteresis,
+        "hold_s": t.hold_s,
+        "latch_from": r.level("latch_from", t.latch_from),
+        "description": t.description,
     }
 
 
-def _modulus(r: _RuleTable, info: ChannelInfo) -> float | None:
-    if "counter_modulus" in r.table:
-        return r.number("counter_modulus", above=0.0)
-    return info.counter_modulus
+def _required(r: _RuleTable, key: str, value: float | None) -> float:
+    if value is None:
+        r.fail(f"missing '{key}'")
+    return value
 
 
-def _rain(r: _RuleTable, kind: str, rule_id: str, channels: Mapping[str, ChannelInfo]) -> RuleSpec:
-    channel, info = r.channel(channels, RAIN_QUANTITIES, "mm")
-    common = _common(r, rule_id, channel)
-    modulus = _modulus(r, info)
-    if kind == "rain_windows":
-        table = r.subtable("windows")
+def _rain(
+    r: _RuleTable,
+    t: RainWindowsTable | AntecedentRainTable | IntensityDurationTable,
+    channels: Mapping[str, ChannelInfo],
+) -> RuleSpec:
+    _, info = r.channel(t.channel, channels, RAIN_QUANTITIES, "mm")
+    common = _common(r, t)
+    modulus = info.counter_modulus if t.counter_modulus is None else t.counter_modulus
+    if isinstance(t, RainWindowsTable):
+        table = r.subtable("windows", t.windows)
         if unknown := sorted(set(table) - set(WINDOWS_S)):
             r.fail(f"unknown window(s): {', '.join(unknown)} (windows: {', '.join(WINDOWS_S)})")
         windows = tuple(
@@ -270,19 +389,19 @@ def _rain(r: _RuleTable, kind: str, rule_id: str, channels: Mapping[str, Channel
             if name in table
         )
         return RainWindowRule(**common, windows=windows, counter_modulus=modulus)
-    if kind == "antecedent_rain":
+    if isinstance(t, AntecedentRainTable):
         return AntecedentRainRule(
             **common,
-            decay_per_day=r.number("decay_per_day", above=0.0, below=1.0),
-            thresholds=r.levels("thresholds", positive=True),
+            decay_per_day=_required(r, "decay_per_day", t.decay_per_day),
+            thresholds=r.levels("thresholds", t.thresholds, positive=True),
             counter_modulus=modulus,
         )
-    min_s = r.number("min_duration_s", 600.0, above=0.0)
-    max_s = r.number("max_duration_s", 864000.0, above=min_s)
+    min_s = t.min_duration_s
+    max_s = r.number("max_duration_s", value=t.max_duration_s, above=min_s)
     return IntensityDurationRule(
         **common,
-        curves=_curves(r, min_s / 3600.0, max_s / 3600.0),
-        dry_gap_s=r.number("dry_gap_s", 21600.0, above=0.0),
+        curves=_curves(r, t.curves, min_s / 3600.0, max_s / 3600.0),
+        dry_gap_s=t.dry_gap_s,
         min_duration_s=min_s,
         max_duration_s=max_s,
         counter_modulus=modulus,
@@ -290,20 +409,20 @@ def _rain(r: _RuleTable, kind: str, rule_id: str, channels: Mapping[str, Channel
 
 
 def _curves(
-    r: _RuleTable, min_h: float, max_h: float
+    r: _RuleTable, raw: Table | None, min_h: float, max_h: float
 ) -> tuple[PowerLaw | None, PowerLaw | None, PowerLaw | None, PowerLaw | None]:
-    table = r.subtable("curves")
+    table = r.subtable("curves", raw)
     if unknown := sorted(set(table) - set(LEVEL_BY_NAME)):
         r.fail(f"unknown level name(s) in 'curves': {', '.join(unknown)}")
     curves: list[PowerLaw | None] = [None] * 4
     for name, level in LEVEL_BY_NAME.items():
         if name not in table:
             continue
-        raw = r.subtable(f"curves.{name}", table[name])
-        if sorted(raw) != ["a", "b"]:
-            r.fail(f"'curves.{name}' needs exactly 'a' and 'b', got {', '.join(sorted(raw))}")
-        a = r.number(f"curves.{name}.a", value=raw["a"], above=0.0)
-        b = r.number(f"curves.{name}.b", value=raw["b"], above=-1.0, at_most=0.0)
+        law = r.subtable(f"curves.{name}", table[name])
+        if sorted(law) != ["a", "b"]:
+            r.fail(f"'curves.{name}' needs exactly 'a' and 'b', got {', '.join(sorted(law))}")
+        a = r.number(f"curves.{name}.a", value=law["a"], above=0.0)
+        b = r.number(f"curves.{name}.b", value=law["b"], above=-1.0, at_most=0.0)
         curves[level - 1] = PowerLaw(a, b)
     given = [(name, c) for name, c in zip(LEVEL_BY_NAME, curves, strict=True) if c is not None]
     # Two power laws cross at most once in log-log space, so checking both ends of the
@@ -318,86 +437,87 @@ def _curves(
     return (curves[0], curves[1], curves[2], curves[3])
 
 
-def _slope(r: _RuleTable, kind: str, rule_id: str, channels: Mapping[str, ChannelInfo]) -> RuleSpec:
-    if kind == "rate_of_rise":
-        channel, _ = r.channel(channels, LEVEL_QUANTITIES, None)
+SlopeTable = (
+    RateOfRiseTable
+    | DisplacementVelocityTable
+    | DisplacementAccelerationTable
+    | TangentAngleTable
+    | InverseVelocityTable
+)
+
+
+def _slope(r: _RuleTable, t: SlopeTable, channels: Mapping[str, ChannelInfo]) -> RuleSpec:
+    if isinstance(t, RateOfRiseTable):
+        r.channel(t.channel, channels, LEVEL_QUANTITIES, None)
     else:
-        channel, _ = r.channel(channels, DISPLACEMENT_QUANTITIES, "mm")
-    common = _common(r, rule_id, channel)
-    common["window_s"] = r.number("window_s", above=0.0)
-    common["eval_every_s"] = r.number(
-        "eval_every_s", 0.0 if kind == "rate_of_rise" else 60.0, at_least=0.0
-    )
-    if kind == "rate_of_rise":
-        return RateOfRiseRule(**common, thresholds=r.levels("thresholds"))
-    if kind == "displacement_velocity":
-        return DisplacementVelocityRule(**common, thresholds=r.levels("thresholds"))
-    if kind == "displacement_acceleration":
-        return DisplacementAccelerationRule(**common, thresholds=r.levels("thresholds"))
-    if kind == "tangent_angle":
-        thresholds = r.levels("thresholds") if "thresholds" in r.table else TANGENT_DEFAULTS
-        if any(x is not None and not 0.0 < x < 90.0 for x in thresholds):
+        r.channel(t.channel, channels, DISPLACEMENT_QUANTITIES, "mm")
+    common = _common(r, t)
+    common["window_s"] = _required(r, "window_s", t.window_s)
+    common["eval_every_s"] = t.eval_every_s
+    if isinstance(t, RateOfRiseTable):
+        return RateOfRiseRule(**common, thresholds=r.levels("thresholds", t.thresholds))
+    if isinstance(t, DisplacementVelocityTable):
+        return DisplacementVelocityRule(**common, thresholds=r.levels("thresholds", t.thresholds))
+    if isinstance(t, DisplacementAccelerationTable):
+        thresholds = r.levels("thresholds", t.thresholds)
+        return DisplacementAccelerationRule(**common, thresholds=thresholds)
+    if isinstance(t, TangentAngleTable):
+        angles = TANGENT_DEFAULTS if t.thresholds is None else r.levels("thresholds", t.thresholds)
+        if any(x is not None and not 0.0 < x < 90.0 for x in angles):
             r.fail("tangent-angle thresholds must lie strictly between 0 and 90 degrees")
         return TangentAngleRule(
             **common,
-            creep_rate_mm_day=r.number("creep_rate_mm_day", above=0.0),
-            thresholds=thresholds,
+            creep_rate_mm_day=_required(r, "creep_rate_mm_day", t.creep_rate_mm_day),
+            thresholds=angles,
         )
     return InverseVelocityRule(
         **common,
-        fit_window_s=r.number("fit_window_s", above=0.0),
-        min_r2=r.number("min_r2", 0.8, at_least=0.0, at_most=1.0),
-        horizons_h=r.levels("horizons_h", descending=True, positive=True),
+        fit_window_s=_required(r, "fit_window_s", t.fit_window_s),
+        min_r2=t.min_r2,
+        horizons_h=r.levels("horizons_h", t.horizons_h, descending=True, positive=True),
     )
 
 
 def _forecast(
-    r: _RuleTable, rule_id: str, channels: Mapping[str, ChannelInfo]
+    r: _RuleTable, t: FailureForecastTable, channels: Mapping[str, ChannelInfo]
 ) -> FailureForecastRule:
-    channel, _ = r.channel(channels, DISPLACEMENT_QUANTITIES, "mm")
-    defaults = FailureForecastRule(id=rule_id, channel=channel, horizons_h=(None,) * 4)
-    window_s = r.number("window_s", defaults.window_s, at_least=86400.0)
-    bin_s = r.number("bin_s", defaults.bin_s, above=0.0, at_most=window_s / 8.0)
-    alpha = r.table.get("alpha_range", list(defaults.alpha_range))
-    if not isinstance(alpha, list) or len(alpha) != 2:
-        r.fail(f"'alpha_range' must be [low, high], got {alpha!r}")
-    low = r.number("alpha_range[0]", value=alpha[0], above=1.0)
-    high = r.number("alpha_range[1]", value=alpha[1], at_least=low, at_most=4.0)
-    confirm = r.number("confirm", defaults.confirm, at_least=1.0, at_most=MAX_CONFIRM)
-    min_bins = r.number("min_bins", defaults.min_bins, at_least=8.0)
-    if confirm != int(confirm) or min_bins != int(min_bins):
+    r.channel(t.channel, channels, DISPLACEMENT_QUANTITIES, "mm")
+    bin_s = r.number("bin_s", value=t.bin_s, at_most=t.window_s / 8.0)
+    if len(t.alpha_range) != 2:
+        r.fail(f"'alpha_range' must be [low, high], got {t.alpha_range!r}")
+    low = r.number("alpha_range[0]", value=t.alpha_range[0], above=1.0)
+    high = r.number("alpha_range[1]", value=t.alpha_range[1], at_least=low, at_most=4.0)
+    if t.confirm != int(t.confirm) or t.min_bins != int(t.min_bins):
         r.fail("'confirm' and 'min_bins' must be whole numbers")
     return FailureForecastRule(
-        **_common(r, rule_id, channel),
-        window_s=window_s,
-        eval_every_s=r.number("eval_every_s", defaults.eval_every_s, above=0.0),
+        **_common(r, t),
+        window_s=t.window_s,
+        eval_every_s=t.eval_every_s,
         bin_s=bin_s,
-        min_bins=int(min_bins),
-        min_span_s=r.number("min_span_s", defaults.min_span_s, above=0.0, at_most=window_s),
+        min_bins=int(t.min_bins),
+        min_span_s=r.number("min_span_s", value=t.min_span_s, at_most=t.window_s),
         alpha_range=(low, high),
-        min_evidence=r.number("min_evidence", defaults.min_evidence, above=0.0),
-        max_spread=r.number("max_spread", defaults.max_spread, above=0.0),
-        confirm=int(confirm),
-        horizons_h=r.levels("horizons_h", descending=True, positive=True),
+        min_evidence=t.min_evidence,
+        max_spread=t.max_spread,
+        confirm=int(t.confirm),
+        horizons_h=r.levels("horizons_h", t.horizons_h, descending=True, positive=True),
     )
 
 
-def _combination(r: _RuleTable, kind: str, rule_id: str) -> CombinationRule:
-    members = r.table.get("rules")
+def _combination(r: _RuleTable, t: CombinationTable) -> CombinationRule:
+    members = t.rules
     if members is None:
         r.fail("missing 'rules'")
-    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-        r.fail(f"'rules' must be a list of rule ids, got {members!r}")
     if len(set(members)) != len(members) or len(members) < 2:
         r.fail(f"'rules' must name at least two different rules, got {members!r}")
-    if rule_id in members:
+    if t.id in members:
         r.fail("a combination cannot contain itself")
     return CombinationRule(
-        id=rule_id,
-        kind="all_of" if kind == "all_of" else "any_of",
+        id=t.id,
+        kind=t.kind,
         members=tuple(members),
-        latch_from=r.level("latch_from"),
-        description=r.text("description", ""),
+        latch_from=r.level("latch_from", t.latch_from),
+        description=t.description,
     )
 
 
@@ -407,21 +527,26 @@ def _parse_one(source: str, raw: Any, index: int, channels: Mapping[str, Channel
     rule_id = raw.get("id")
     if not isinstance(rule_id, str) or not rule_id:
         raise RuleError(source, f"rule #{index + 1}", f"needs a non-empty 'id', got {rule_id!r}")
-    r = _RuleTable(source, f"rule '{rule_id}'", raw)
-    kind = r.text("kind")
-    if kind not in _KEYS:
-        r.fail(f"unknown kind '{kind}' (kinds: {', '.join(_KEYS)})")
-    r.check_keys(_KEYS[kind])
-    if kind in ("all_of", "any_of"):
-        return _combination(r, kind, rule_id)
-    if kind in ("rain_windows", "antecedent_rain", "rain_intensity_duration"):
-        return _rain(r, kind, rule_id, channels)
-    if kind == "failure_forecast":
-        return _forecast(r, rule_id, channels)
-    if kind == "water_level":
-        channel, _ = r.channel(channels, LEVEL_QUANTITIES, None)
-        return WaterLevelRule(**_common(r, rule_id, channel), thresholds=r.levels("thresholds"))
-    return _slope(r, kind, rule_id, channels)
+    r = _RuleTable(source, f"rule '{rule_id}'")
+    kind = raw.get("kind")
+    if kind is None:
+        r.fail("missing 'kind'")
+    if kind not in RULE_KINDS:
+        r.fail(f"unknown kind {kind!r} (kinds: {', '.join(RULE_KINDS)})")
+    try:
+        t = _RULE_TABLE.validate_python(raw)
+    except ValidationError as exc:
+        r.fail(table_problem(exc, RULE_KINDS))
+    if isinstance(t, CombinationTable):
+        return _combination(r, t)
+    if isinstance(t, RainWindowsTable | AntecedentRainTable | IntensityDurationTable):
+        return _rain(r, t, channels)
+    if isinstance(t, FailureForecastTable):
+        return _forecast(r, t, channels)
+    if isinstance(t, WaterLevelTable):
+        r.channel(t.channel, channels, LEVEL_QUANTITIES, None)
+        return WaterLevelRule(**_common(r, t), thresholds=r.levels("thresholds", t.thresholds))
+    return _slope(r, t, channels)
 
 
 def combination_order(rules: tuple[RuleSpec, ...]) -> list[CombinationRule]:

@@ -1,0 +1,29 @@
+"""The consoles every ``edge`` command prints through, and its one way to report an error.
+
+Messages name TOML items such as ``[[bus]]`` and ``[device]``, which Rich would take for
+markup and drop, so an error is always escaped; and they are never wrapped, because a
+message cut at 80 columns in a log or a pipe no longer matches what a script greps for.
+Never prints anything but what it is given.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+# Soft wrap: a line longer than the terminal stays one line (the terminal folds it on
+# screen; a pipe or a log keeps it whole).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr, verbatim, and return the exit to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr, verbatim; the command carries on."""
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False)
