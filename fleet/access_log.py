@@ -1,8 +1,10 @@
-"""Keeps secrets and personal data out of the HTTP access log.
+"""Keeps secrets and personal data out of the HTTP logs, inbound and outbound.
 
 uvicorn logs every request's path with its query. Answer links carry a token, and
 Kannel's callbacks carry the callback key and the sender's mobile number, so those paths
-are logged with the secret parts replaced. This filter never drops a log line.
+are logged with the secret parts replaced. httpx logs every outgoing URL at INFO, and a
+work-chat webhook URL carries the robot's key, so httpx logs only warnings and worse.
+This never drops an access-log line.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ class RedactSecrets(logging.Filter):
 
 
 def install() -> None:
-    """Attach the filter to uvicorn's access logger (once)."""
+    """Attach the filter to uvicorn's access logger (once) and quiet httpx's request log."""
     logger = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactSecrets) for f in logger.filters):
         logger.addFilter(RedactSecrets())
+    outgoing = logging.getLogger("httpx")
+    outgoing.setLevel(max(logging.WARNING, outgoing.getEffectiveLevel()))

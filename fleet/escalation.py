@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Fault injection for the crash test: after the first calls are committed as planned,
+#: create the file this names and hold them unsent until the process is killed.
+HOLD_BEFORE_SEND_ENV = "HAZARDWATCH_FLEET_HOLD_BEFORE_SEND"
 #: A failed send is tried again after this long (or the repeat interval, if shorter).
 RETRY_S = 30.0
 #: SMS replies that mean "received" (叫应's answer).
@@ -83,6 +87,7 @@ class EscalationEngine:
         clock: Callable[[], float] = time.time,
         retry_s: float = RETRY_S,
         sms_callback_key: str | None = None,
+        hold_before_send: Path | None = None,
     ) -> None:
         self.store = store
         self.channels = list(channels)
@@ -92,6 +97,7 @@ class EscalationEngine:
         self.clock = clock
         self.retry_s = retry_s
         self.sms_callback_key = sms_callback_key
+        self._hold_before_send = hold_before_send
         self._recovered = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,6 +130,9 @@ class EscalationEngine:
         """One round: decide (committed), then send; returns the calls it sent."""
         now = self.clock()
         calls = await asyncio.to_thread(self._decide, now)
+        if calls and self._hold_before_send is not None:
+            self._hold_before_send.touch()
+            await asyncio.Event().wait()  # until killed
         await asyncio.gather(*(self._send(call) for call in calls))
         return calls
 
@@ -353,6 +362,7 @@ async def running_engine(
             fleet_url,
             clock=clock or time.time,
             sms_callback_key=settings.sms_callback_key,
+            hold_before_send=Path(hold) if (hold := os.environ.get(HOLD_BEFORE_SEND_ENV)) else None,
         )
         task = None
         if settings.tick_s is not None:

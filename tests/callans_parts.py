@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -74,12 +75,17 @@ class WebhookInbox:
     """A local HTTP server standing in for work-chat robots: keeps every POSTed JSON body."""
 
     posts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    received_at: list[tuple[str, float]] = field(default_factory=list)
     port: int = 0
     refuse: set[str] = field(default_factory=set)
 
     def url(self, name: str) -> str:
         """The robot URL of ``name`` (the path is its 'key')."""
         return f"http://127.0.0.1:{self.port}/robot/{name}"
+
+    def times(self, name: str) -> list[float]:
+        """When each post to ``name``'s robot arrived (wall clock)."""
+        return [at for path, at in self.received_at if path == f"/robot/{name}"]
 
     def to(self, name: str) -> list[dict[str, Any]]:
         """Bodies posted to ``name``'s robot."""
@@ -97,6 +103,7 @@ class WebhookInbox:
                     self.send_response(500)
                 else:
                     inbox.posts.append((self.path, json.loads(body)))
+                    inbox.received_at.append((self.path, time.time()))
                     self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b'{"errcode": 0}')
