@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -436,18 +436,30 @@ class SQLiteEscalation:
                 detail,
             )
 
-    def delivery_report(self, call_id: int, delivered: bool, detail: str, now: float) -> bool:
-        """A delivery report (e.g. Kannel's DLR) for a call; False if the call is unknown."""
+    def delivery_report(
+        self, call_id: int, outcome: Literal["delivered", "failed"] | None, detail: str, now: float
+    ) -> bool:
+        """A delivery report (e.g. Kannel's DLR) for a call; False if the call is unknown.
+
+        ``failed`` (the network could not deliver it) marks the call failed, so the engine
+        retries it like a send that failed; None (buffered, accepted) only goes on the record.
+        """
         calls = self.calls_by_id([call_id])
         if not calls:
             return False
         call = calls[0]
         with self._write() as db:
-            if delivered:
+            if outcome == "delivered":
                 db.execute(
                     "UPDATE escalation_calls SET status = 'delivered', delivered_at = ? "
                     "WHERE id = ? AND status IN ('sent', 'planned')",
                     [now, call_id],
+                )
+            elif outcome == "failed":
+                db.execute(
+                    "UPDATE escalation_calls SET status = 'failed' "
+                    "WHERE id = ? AND status IN ('sent', 'planned')",
+                    [call_id],
                 )
             self._record(
                 db,

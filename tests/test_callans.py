@@ -415,3 +415,21 @@ def test_an_answer_link_is_refused_once_expired_or_forged(tmp_path: Path) -> Non
         other.call_id(token, 1000.0)
     assert AnswerLinks.load_or_create(tmp_path).key == links.key  # kept across restarts
     assert (tmp_path / "answer-link.key").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_failed_delivery_report_is_recorded_and_the_call_retried(fleet: Fleet) -> None:
+    # Kannel's fake SMSC only ever reports success, so the failure report is sent here the
+    # way Kannel sends it (GET on the dlr-url); the call it names is a real one.
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    webhook = next(c for c in calls if c.channel == "webhook")
+    dlr = {"call": webhook.id, "type": 16}
+    refused = await fleet.http.get("/api/v1/sms/dlr", params={**dlr, "key": "wrong"})
+    assert refused.status_code == 404
+    answer = await fleet.http.get("/api/v1/sms/dlr", params={**dlr, "key": CALLBACK_KEY})
+    assert answer.json() == {"recorded": True}
+    view = (await fleet.alarm_view(alarm_id))["escalation"][0]
+    assert [s["detail"] for s in view["record"] if s["kind"] == "delivery"] == ["SMS rejected"]
+    assert next(c for c in view["calls"] if c["id"] == webhook.id)["status"] == "failed"
+    retried = await fleet.tick(30)
+    assert [c.channel for c in retried] == ["webhook"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import html
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote_to_bytes
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -31,6 +31,12 @@ sms_router = APIRouter(prefix="/api/v1/sms", tags=["answers"])
 #: Kannel's delivery-report types (its ``%d``): 1 delivered, 2 failed, 4 buffered,
 #: 8 accepted by the SMSC, 16 rejected by the SMSC.
 DLR_WORDS = {1: "delivered", 2: "failed", 4: "buffered", 8: "accepted by the SMSC", 16: "rejected"}
+#: The reports that settle a call: delivered, or failed (then it is retried).
+DLR_OUTCOMES: dict[int, Literal["delivered", "failed"]] = {
+    1: "delivered",
+    2: "failed",
+    16: "failed",
+}
 
 _PAGE = """<!doctype html><html lang="zh"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width"><title>HazardWatch 叫应</title></head>
@@ -95,7 +101,8 @@ def delivery_report(
     """Kannel's delivery report for a call (its dlr-url)."""
     _check_key(key, calls)
     word = DLR_WORDS.get(report, f"report type {report}")
-    known = calls.store.delivery_report(call, report == 1, f"SMS {word}", calls.clock())
+    outcome = DLR_OUTCOMES.get(report)
+    known = calls.store.delivery_report(call, outcome, f"SMS {word}", calls.clock())
     return {"recorded": known}
 
 
