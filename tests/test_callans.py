@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from fleet.escalation import EscalationEngine
 from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
 from fleet.settings import EscalationSettings, FleetSettings
+from fleet.sqlite_escalation import PlannedCall
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import EventBatch, EventRow
 from tests.callans_parts import Kannel, SmtpInbox, WebhookInbox, kannel_installed
@@ -433,3 +435,26 @@ async def test_a_failed_delivery_report_is_recorded_and_the_call_retried(fleet: 
     assert next(c for c in view["calls"] if c["id"] == webhook.id)["status"] == "failed"
     retried = await fleet.tick(30)
     assert [c.channel for c in retried] == ["webhook"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "answers"),
+    [("收到\uff01", 1), (" 1 ", 1), ("OK.", 1), ("2", 0), ("不在", 0)],  # \uff01: full-width !
+)
+async def test_a_reply_sms_answers_only_with_1_or_shoudao(
+    fleet: Fleet, reply: str, answers: int
+) -> None:
+    # The reply comes the way Kannel's sms-service sends it (text=%b, the UCS-2 bytes
+    # URL-encoded, charset=%C) to an escalation that texted the village monitor.
+    alarm_id = fleet.alarm(4)
+    await fleet.tick()
+    escalation = fleet.engine.store.escalations_of(alarm_id)[0]
+    village = fleet.engine.store.roster(SITE)[0]
+    (sms,) = fleet.engine.store.plan_calls([PlannedCall(escalation.id, village, "sms")], 0)
+    fleet.engine.store.call_done(sms, True, "Kannel: 0: Accepted for delivery", fleet.clock())
+    text = quote(reply.encode("utf-16-be"), safe="")
+    query = f"key={CALLBACK_KEY}&from={VILLAGE_MOBILE[1:]}&to=10086&text={text}&charset=UTF-16BE"
+    answer = await fleet.http.get(f"/api/v1/sms/mo?{query}")
+    assert answer.json() == {"answered": answers}
+    ended = (await fleet.alarm_view(alarm_id))["escalation"][0]["end_reason"]
+    assert ended == ("answered by 王建国 (village) via sms reply" if answers else None)
