@@ -32,7 +32,7 @@ from fleet.channels import (
     SendResult,
     WebhookChannel,
 )
-from fleet.escalation_policy import LEVEL_NAMES, EscalationPolicy, parse_policy
+from fleet.escalation_policy import LEVEL_NAMES, EscalationPolicy, PolicyError, parse_policy
 from fleet.repository import NotFoundError
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
@@ -103,9 +103,17 @@ class EscalationEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def policy_for(self, site_id: str) -> EscalationPolicy:
-        """The site's own policy, else the fleet default."""
+        """The site's own policy, else (or if it cannot be read) the fleet default."""
         document = self.store.site_policy(site_id)
-        return parse_policy(document) if document is not None else self.default_policy
+        if document is None:
+            return self.default_policy
+        try:
+            return parse_policy(document)
+        except PolicyError as exc:  # stored policies are checked; this is a damaged row
+            log.error(
+                "site %s: its escalation policy is unusable (%s); using the default", site_id, exc
+            )
+            return self.default_policy
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -150,19 +158,24 @@ class EscalationEngine:
             self._recovered = True
         planned: list[PlannedCall] = []
         for alarm in self.store.alarm_states():
-            escalation = None
-            if alarm.open_escalation is not None:
-                escalation = self.store.escalation(alarm.open_escalation)
-                reason = self._end_reason(alarm, escalation)
-                if reason is not None:
-                    self.store.end_escalation(escalation.id, reason, now)
-                    escalation = None
-            if escalation is None:
-                escalation = self._maybe_start(alarm, now)
-            if escalation is not None:
-                planned.extend(self._due_calls(escalation, now))
+            try:
+                planned.extend(self._decide_alarm(alarm, now))
+            except Exception:  # one alarm's fault must not silence the others
+                log.exception("escalation of alarm %d failed this round", alarm.alarm_id)
         calls.extend(self.store.plan_calls(planned, now))
         return calls
+
+    def _decide_alarm(self, alarm: AlarmState, now: float) -> list[PlannedCall]:
+        escalation = None
+        if alarm.open_escalation is not None:
+            escalation = self.store.escalation(alarm.open_escalation)
+            reason = self._end_reason(alarm, escalation)
+            if reason is not None:
+                self.store.end_escalation(escalation.id, reason, now)
+                escalation = None
+        if escalation is None:
+            escalation = self._maybe_start(alarm, now)
+        return [] if escalation is None else self._due_calls(escalation, now)
 
     def _end_reason(self, alarm: AlarmState, escalation: Escalation) -> str | None:
         if alarm.cleared:

@@ -458,3 +458,22 @@ async def test_a_reply_sms_answers_only_with_1_or_shoudao(
     assert answer.json() == {"answered": answers}
     ended = (await fleet.alarm_view(alarm_id))["escalation"][0]["end_reason"]
     assert ended == ("answered by 王建国 (village) via sms reply" if answers else None)
+
+
+async def test_a_damaged_record_or_policy_silences_no_other_alarm(
+    fleet: Fleet, robots: WebhookInbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = fleet.alarm(4, rule="slope")
+    await fleet.tick()
+    db = fleet.repository._db()  # damage the stored rows the way a bad disk or hand edit would
+    db.execute("UPDATE escalations SET policy = '{\"tiers\": 3}' WHERE alarm_id = ?", [first])
+    db.execute(
+        "INSERT INTO escalation_policies VALUES (?, '{\"levels\": {\"red\": 1}}', 'x', 0)", [SITE]
+    )
+    db.conn.commit()
+    fleet.alarm(4, rule="rain")
+    calls = await fleet.tick(1)
+    assert sorted(c.channel for c in calls) == ["email", "webhook"]  # by the default policy
+    assert len(robots.to("village")) == 2
+    assert f"escalation of alarm {first} failed this round" in caplog.text
+    assert "its escalation policy is unusable" in caplog.text
