@@ -219,15 +219,20 @@ class EscalationEngine:
         steps = escalation.policy.steps
         step, since = escalation.step, escalation.step_since
         while step < len(steps):
-            persons = self._persons(escalation.site_id, steps[step].tier)
+            tier = steps[step].tier
+            on_roster = self._persons(escalation.site_id, tier)
+            persons = [p for p in on_roster if any(c.reaches(p) for c in self.channels)]
             deadline = since + steps[step].deadline_s
             if persons and now < deadline:
                 break
             if persons:
-                why = f"nobody answered the {steps[step].tier.value} tier by its deadline"
+                why = f"nobody answered the {tier.value} tier by its deadline"
                 since = deadline
             else:
-                why = f"nobody on the roster for the {steps[step].tier.value} tier"
+                # a tier nobody can be called in is skipped at once, never waited on
+                why = f"nobody on the roster for the {tier.value} tier"
+                if on_roster:
+                    why = f"no configured channel reaches anyone of the {tier.value} tier"
                 log.error("site %s: %s", escalation.site_id, why)
                 since = max(since, min(now, deadline))
             step += 1

@@ -477,3 +477,24 @@ async def test_a_damaged_record_or_policy_silences_no_other_alarm(
     assert len(robots.to("village")) == 2
     assert f"escalation of alarm {first} failed this round" in caplog.text
     assert "its escalation policy is unusable" in caplog.text
+
+
+async def test_a_tier_no_configured_channel_reaches_is_skipped_not_waited_on(
+    fleet: Fleet,
+) -> None:
+    # this fleet has no SMS channel: a village monitor with only a mobile cannot be called
+    await fleet.http.put(
+        f"/api/v1/sites/{SITE}/roster",
+        json=[
+            {"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": VILLAGE_MOBILE},
+            {"tier": "township", "name": "李敏", "role": "乡镇值班", "email": "li@town.cn"},
+        ],
+        headers=fleet.as_(Role.ADMIN),
+    )
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    assert [c.person for c in calls] == ["李敏 (township)"]
+    record = (await fleet.alarm_view(alarm_id))["escalation"][0]["record"]
+    assert [s["detail"] for s in record if s["kind"] == "escalated"] == [
+        "no configured channel reaches anyone of the village tier"
+    ]
