@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -30,9 +31,11 @@ from fleet.broker_files import (
     mosquitto_conf,
 )
 from fleet.enrollment import BUNDLE_TTL_S
+from fleet.escalation_config import load_escalation_settings
 from fleet.main import create_app
 from fleet.repository import ApiToken, ConflictError, NotFoundError, Role
 from fleet.rollout_cli import release_app, rollout_app
+from fleet.roster_cli import roster_app
 from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import open_enrollment, open_repository, run_fleet
 from fleet.settings import FleetSettings
@@ -45,6 +48,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(apitoken_app, name="apitoken")
 app.add_typer(release_app, name="release")
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(roster_app, name="roster")
 
 DataDir = Annotated[
     Path,
@@ -97,6 +101,13 @@ Connections = Annotated[
     int, typer.Option("--ingest-connections", min=1, help="MQTT ingest sessions ($share).")
 ]
 LogLevel = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+EscalationFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--escalation",
+        help="叫应 settings (TOML): [smtp], [kannel], [policy.levels.*], sms_callback_key.",
+    ),
+]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -174,6 +185,7 @@ def serve(
     mosquitto_pid_file: PidFile = None,
     ingest_connections: Connections = 1,
     log_level: LogLevel = "info",
+    escalation: EscalationFile = None,
 ) -> None:
     """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan."""
     _logging(log_level)
@@ -190,6 +202,11 @@ def serve(
         mosquitto_pid_file,
         ingest_connections,
     )
+    if escalation is not None:
+        try:
+            settings = replace(settings, escalation=load_escalation_settings(escalation))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--escalation") from exc
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
 
 

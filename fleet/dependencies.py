@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from fleet.enrollment import Enrollment
+from fleet.escalation import EscalationEngine
 from fleet.ingest import IngestWorker
 from fleet.repository import ConflictError, NotFoundError, Repository, Role
 from protocol import MAX_WIRE_INT
@@ -90,6 +91,12 @@ def get_ingest(request: Request) -> IngestWorker | None:
     return worker
 
 
+def get_escalation(request: Request) -> EscalationEngine:
+    """The 叫应 engine (roster, policies, answers)."""
+    engine: EscalationEngine = request.app.state.escalation
+    return engine
+
+
 def require(role: Role) -> Callable[..., Principal]:
     """A dependency that admits API tokens with at least ``role``."""
 
@@ -129,6 +136,7 @@ Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 Repo = Annotated[Repository, Depends(get_repository)]
 EnrollmentService = Annotated[Enrollment, Depends(get_enrollment)]
 Ingest = Annotated[IngestWorker | None, Depends(get_ingest)]
+Calls = Annotated[EscalationEngine, Depends(get_escalation)]
 
 
 def http_error(exc: NotFoundError | ConflictError) -> HTTPException:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -10,9 +10,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from fleet import access_log
+from fleet.escalation import running_engine
 from fleet.rollouts import RolloutTiming, running_scheduler
 from fleet.routers import (
     alarms,
+    answers,
     api_tokens,
     configs,
     enrollment,
@@ -21,6 +24,7 @@ from fleet.routers import (
     readings,
     releases,
     rollouts,
+    roster,
 )
 from fleet.service import run_fleet
 from fleet.settings import FleetSettings
@@ -28,10 +32,15 @@ from fleet.settings import FleetSettings
 API_VERSION = "0.1.0"
 
 
-def create_app(settings: FleetSettings, rollout_timing: RolloutTiming | None = None) -> FastAPI:
-    """The REST app; its lifespan runs storage, the broker (if embedded), ingest and rollouts.
+def create_app(
+    settings: FleetSettings,
+    rollout_timing: RolloutTiming | None = None,
+    escalation_clock: Callable[[], float] | None = None,
+) -> FastAPI:
+    """The REST app; its lifespan runs storage, broker, ingest, rollouts and the 叫应 engine.
 
-    ``rollout_timing`` sets the rollout scheduler's clock and tick (tests inject a clock).
+    ``rollout_timing`` sets the rollout scheduler's clock and tick, ``escalation_clock``
+    the escalation engine's (tests inject a clock).
     """
 
     @asynccontextmanager
@@ -42,12 +51,23 @@ def create_app(settings: FleetSettings, rollout_timing: RolloutTiming | None = N
             app.state.enrollment = service.enrollment
             app.state.ingest = service.ingest
             wake_outbox = service.ingest.wake_outbox if service.ingest else None
-            async with running_scheduler(
-                service.repository, service.enrollment.signing_key, rollout_timing, wake_outbox
-            ) as scheduler:
+            async with (
+                running_scheduler(
+                    service.repository, service.enrollment.signing_key, rollout_timing, wake_outbox
+                ) as scheduler,
+                running_engine(
+                    service.repository.escalation,
+                    settings.escalation,
+                    settings.data_dir,
+                    settings.fleet_url,
+                    escalation_clock,
+                ) as engine,
+            ):
                 app.state.rollouts = scheduler
+                app.state.escalation = engine
                 yield
 
+    access_log.install()
     app = FastAPI(
         title="HazardWatch fleet",
         version=API_VERSION,
@@ -57,8 +77,10 @@ def create_app(settings: FleetSettings, rollout_timing: RolloutTiming | None = N
         ),
         lifespan=lifespan,
     )
-    for module in (gateways, readings, alarms, enrollment, api_tokens, ingest):
+    for module in (gateways, readings, alarms, enrollment, api_tokens, ingest, roster):
         app.include_router(module.router)
+    app.include_router(answers.link_router)
+    app.include_router(answers.sms_router)
     app.include_router(enrollment.enroll_router)
     for router in (*configs.routers, releases.router, rollouts.router):
         app.include_router(router)

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from fleet.channels import KannelSettings, SmtpSettings
+from fleet.escalation_policy import DEFAULT_POLICY, EscalationPolicy
+
 DB_FILE = "fleet.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationSettings:
+    """叫应: the default policy, the channels, and how often the engine looks.
+
+    ``smtp`` / ``kannel`` None: that channel is off (webhooks need nothing configured).
+    ``sms_callback_key`` guards the routes Kannel calls back (delivery reports, replies).
+    ``tick_s`` None: the engine does not run by itself (tests tick it with their clock).
+    """
+
+    policy: EscalationPolicy = DEFAULT_POLICY
+    smtp: SmtpSettings | None = None
+    kannel: KannelSettings | None = None
+    webhooks: bool = True
+    sms_callback_key: str | None = None
+    tick_s: float | None = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +53,7 @@ class FleetSettings:
     ingest: bool = True
     ingest_connections: int = 1
     durable: bool = True
+    escalation: EscalationSettings = field(default_factory=EscalationSettings)
 
     @property
     def db_path(self) -> Path:

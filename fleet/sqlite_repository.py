@@ -43,6 +43,7 @@ from fleet.repository import (
     Received,
     Role,
 )
+from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
 from fleet.sqlite_ota import SQLiteOta, rowid
 from protocol import (
@@ -204,6 +205,7 @@ class SQLiteRepository:
         db.executescript(SCHEMA)
         self._migrate(time.time())
         self.ota = SQLiteOta(self._db, self._write, path.parent / "releases")
+        self.escalation = SQLiteEscalation(self._db, self._write)
 
     def _migrate(self, now: float) -> None:
         """Bring a database made by an older version up to ``SCHEMA``.

@@ -63,16 +63,27 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
             yield Console(http, repository, tokens)
 
 
+#: Routes reached without an API token by design: an answer link (its token is signed), and
+#: Kannel's callbacks (a key in the query); without those they answer 404 and do nothing.
+OPEN_BY_DESIGN = {"/a/{token}", "/api/v1/sms/dlr", "/api/v1/sms/mo"}
+
+
 async def test_every_endpoint_but_enroll_needs_an_api_token(console: Console) -> None:
     schema = (await console.http.get("/openapi.json")).json()
     checked = 0
     for template, operations in schema["paths"].items():
         path = template.replace("{gateway_id}", "gw-0000000000").replace("{alarm_id}", "1")
-        path = path.replace("{token_id}", "1")
+        path = path.replace("{token_id}", "1").replace("{site_id}", "creek-village")
+        path = path.replace("{person_id}", "1").replace("{token}", "AAAA")
         for method in operations:
-            answer = await console.http.request(method, path)
+            answer = await console.http.request(
+                method, path, params={"key": "x", "call": 1, "type": 1, "from": "1"}
+            )
             if template == "/api/v1/enroll":
                 assert answer.status_code == 422  # no body; no API token expected
+                continue
+            if template in OPEN_BY_DESIGN:
+                assert answer.status_code == 404, (method, path, answer.text)
                 continue
             assert answer.status_code == 401, (method, path, answer.text)
             assert "missing API token" in answer.json()["detail"]

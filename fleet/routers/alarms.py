@@ -2,6 +2,8 @@
 
 Acknowledging also queues an ``ack_alarm`` command, so a latched siren at the gateway is
 released; the alarm stays active until the gateway reports its level back to normal.
+A receipt is an answer to 叫应 too: it stops the alarm's escalation. One alarm's view
+carries its escalation record (persons by name and tier, never their contacts).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from fleet.dependencies import (
     TOKEN_REFUSALS,
+    Calls,
     FiniteQuery,
     Ingest,
     Operator,
@@ -21,6 +24,7 @@ from fleet.dependencies import (
     refusals,
     require,
 )
+from fleet.escalation_schemas import AlarmDetailOut
 from fleet.repository import ConflictError, NotFoundError, Role
 from fleet.schemas import AcknowledgeIn, AlarmOut, ReceiptIn
 from protocol import ACK_ALARM_COMMAND
@@ -52,10 +56,10 @@ def list_alarms(
 
 
 @router.get("/{alarm_id}", responses=refusals(404))
-def get_alarm(alarm_id: RowIdPath, repository: Repo) -> AlarmOut:
-    """One alarm with its receipts."""
+def get_alarm(alarm_id: RowIdPath, repository: Repo, calls: Calls) -> AlarmDetailOut:
+    """One alarm with its receipts and its escalation record (calls, answers, times)."""
     try:
-        return AlarmOut.of(repository.get_alarm(alarm_id))
+        return AlarmDetailOut.with_escalation(repository.get_alarm(alarm_id), calls.store)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
 
@@ -90,13 +94,17 @@ def acknowledge_alarm(
 
 @router.post("/{alarm_id}/receipts", status_code=status.HTTP_201_CREATED, responses=refusals(404))
 def confirm_receipt(
-    alarm_id: RowIdPath, body: ReceiptIn, principal: Operator, repository: Repo
-) -> AlarmOut:
-    """Record that the responsible person confirmed they received the warning."""
+    alarm_id: RowIdPath, body: ReceiptIn, principal: Operator, repository: Repo, calls: Calls
+) -> AlarmDetailOut:
+    """Record that the responsible person confirmed they received the warning.
+
+    This is the operator's answer to 叫应: it ends the alarm's open escalation.
+    """
     try:
         alarm = repository.confirm_receipt(
             alarm_id, body.person, body.via, body.note, principal.name, time.time()
         )
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    return AlarmOut.of(alarm)
+    calls.answer_operator(alarm_id, body.person, principal.name)
+    return AlarmDetailOut.with_escalation(alarm, calls.store)

@@ -1,0 +1,213 @@
+"""叫应 channels: how a call reaches a person (e-mail, work-chat webhook, SMS through Kannel).
+
+Each adapter does one send and says whether it went; it never retries (the escalation
+engine does, on its schedule) and never raises for a refused or unreachable service, so
+one broken channel cannot hold up another. Contact details never go into the result text
+or a log line in clear.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Protocol
+
+import aiosmtplib
+import httpx
+
+from fleet.roster import Person, mask_email, mask_phone, mask_webhook
+
+log = logging.getLogger(__name__)
+
+#: No channel may take longer than this on one send; the engine sends in parallel anyway.
+SEND_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallMessage:
+    """What one call says: the warning, how to answer, and the call id for reports."""
+
+    call_id: int
+    subject: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A channel's answer: ``sent`` true if the service took the message."""
+
+    sent: bool
+    detail: str
+
+
+class Channel(Protocol):
+    """Sends one message to one person."""
+
+    name: str
+
+    def reaches(self, person: Person) -> bool:
+        """Whether the person has an address on this channel."""
+        ...
+
+    async def send(self, person: Person, message: CallMessage) -> SendResult:
+        """Send; never raises for a service that is down or refuses."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """An SMTP relay (plain, STARTTLS or implicit TLS) and the sender address."""
+
+    host: str
+    port: int
+    sender: str
+    username: str | None = None
+    password: str | None = None
+    start_tls: bool = False
+    use_tls: bool = False
+
+
+class EmailChannel:
+    """E-mail over SMTP with aiosmtplib."""
+
+    name = "email"
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+
+    def reaches(self, person: Person) -> bool:
+        """Has an e-mail address."""
+        return person.email is not None
+
+    async def send(self, person: Person, message: CallMessage) -> SendResult:
+        """One e-mail; the Message-ID carries the call id."""
+        assert person.email is not None
+        mail = EmailMessage()
+        mail["From"] = self.settings.sender
+        mail["To"] = person.email
+        mail["Subject"] = message.subject
+        mail["Message-ID"] = f"<call-{message.call_id}@hazardwatch>"
+        mail.set_content(message.text)
+        s = self.settings
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=s.host,
+                port=s.port,
+                username=s.username,
+                password=s.password,
+                start_tls=s.start_tls,
+                use_tls=s.use_tls,
+                timeout=SEND_TIMEOUT_S,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            log.warning("e-mail to %s failed: %s", mask_email(person.email), type(exc).__name__)
+            return SendResult(False, f"SMTP: {type(exc).__name__}: {_clean(exc, person)}")
+        return SendResult(True, f"accepted by {s.host}:{s.port} for {mask_email(person.email)}")
+
+
+class WebhookChannel:
+    """A work-chat robot (WeChat Work / DingTalk style): POST ``{"msgtype": "text", ...}``."""
+
+    name = "webhook"
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def reaches(self, person: Person) -> bool:
+        """Has a webhook URL."""
+        return person.webhook is not None
+
+    async def send(self, person: Person, message: CallMessage) -> SendResult:
+        """One POST; any 2xx counts as taken."""
+        assert person.webhook is not None
+        body = {"msgtype": "text", "text": {"content": f"{message.subject}\n{message.text}"}}
+        try:
+            answer = await self._client.post(person.webhook, json=body, timeout=SEND_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            where = mask_webhook(person.webhook)
+            log.warning("webhook %s failed: %s", where, type(exc).__name__)
+            return SendResult(False, f"webhook {where}: {type(exc).__name__}")
+        if not answer.is_success:
+            return SendResult(
+                False, f"webhook {mask_webhook(person.webhook)} answered {answer.status_code}"
+            )
+        return SendResult(
+            True, f"webhook {mask_webhook(person.webhook)} answered {answer.status_code}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KannelSettings:
+    """Kannel's smsbox ``sendsms`` interface, and where Kannel posts delivery reports.
+
+    ``dlr_url`` is the fleet's own callback with its key (see ``fleet.routers.sms``);
+    Kannel fills in ``%d`` (the report type) and the fleet adds the call id.
+    """
+
+    sendsms_url: str
+    username: str
+    password: str
+    sender: str
+    dlr_url: str | None = None
+
+
+class KannelSmsChannel:
+    """SMS through Kannel's HTTP ``sendsms`` (UTF-8 text, sent as UCS-2 for Chinese)."""
+
+    name = "sms"
+
+    def __init__(self, settings: KannelSettings, client: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self._client = client
+
+    def reaches(self, person: Person) -> bool:
+        """Has a mobile number."""
+        return person.mobile is not None
+
+    async def send(self, person: Person, message: CallMessage) -> SendResult:
+        """One sendsms POST; Kannel answers 202 (queued) or 200 (sent) when it took it.
+
+        POST with ``X-Kannel-*`` headers rather than GET with a query: URLs end up in logs
+        (httpx logs each request's URL), and this one would carry the number and password.
+        """
+        assert person.mobile is not None
+        s = self.settings
+        headers = {
+            "X-Kannel-Username": s.username,
+            "X-Kannel-Password": s.password,
+            "X-Kannel-From": s.sender,
+            "X-Kannel-To": person.mobile,
+            "X-Kannel-Coding": "2",  # UCS-2: Chinese text
+            "Content-Type": "text/plain; charset=UTF-8",
+        }
+        if s.dlr_url:
+            headers["X-Kannel-DLR-Mask"] = "31"  # delivered, failed, buffered, SMSC ack/nack
+            headers["X-Kannel-DLR-Url"] = f"{s.dlr_url}&call={message.call_id}&type=%d"
+        try:
+            answer = await self._client.post(
+                s.sendsms_url,
+                content=message.text.encode(),
+                headers=headers,
+                timeout=SEND_TIMEOUT_S,
+            )
+        except httpx.HTTPError as exc:
+            log.warning("SMS to %s failed: %s", mask_phone(person.mobile), type(exc).__name__)
+            return SendResult(False, f"Kannel: {type(exc).__name__}")
+        text = answer.text.strip()[:200]
+        if answer.status_code not in (200, 202):
+            return SendResult(False, f"Kannel answered {answer.status_code}: {text}")
+        return SendResult(True, f"Kannel: {text} (to {mask_phone(person.mobile)})")
+
+
+def _clean(exc: BaseException, person: Person) -> str:
+    """An exception's text with the person's contact details masked."""
+    text = str(exc)[:200]
+    for clear, masked in (
+        (person.email, mask_email(person.email)),
+        (person.mobile, mask_phone(person.mobile)),
+    ):
+        if clear and masked:
+            text = text.replace(clear, masked)
+    return text

@@ -1,0 +1,394 @@
+"""The 叫应 engine: calls the responsible persons of an alarm up the chain until one answers.
+
+Driven by an injectable clock, one ``tick`` at a time: it opens an escalation when an
+alarm reaches a level the policy covers, calls the current tier on every channel the
+person has, repeats unanswered calls, moves to the next tier at each deadline, and ends
+with a recorded reason (answered, level fell back, acknowledged with a note, cleared).
+Every decision is committed before a message leaves, so a killed fleet resumes where it
+stopped. It must never stop calling because a channel failed, and never log a contact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+import httpx
+
+from fleet.answer_link import AnswerLinks, LinkError
+from fleet.channels import (
+    CallMessage,
+    Channel,
+    EmailChannel,
+    KannelSmsChannel,
+    SendResult,
+    WebhookChannel,
+)
+from fleet.escalation_policy import LEVEL_NAMES, EscalationPolicy, PolicyError, parse_policy
+from fleet.repository import NotFoundError
+from fleet.roster import Person, Tier
+from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
+
+if TYPE_CHECKING:
+    from fleet.settings import EscalationSettings
+
+log = logging.getLogger(__name__)
+
+#: Fault injection for the crash test: after the first calls are committed as planned,
+#: create the file this names and hold them unsent until the process is killed.
+HOLD_BEFORE_SEND_ENV = "HAZARDWATCH_FLEET_HOLD_BEFORE_SEND"
+#: A failed send is tried again after this long (or the repeat interval, if shorter).
+RETRY_S = 30.0
+#: SMS replies that mean "received" (叫应's answer).
+ANSWER_WORDS = frozenset({"1", "收到", "ok"})
+#: Trailing punctuation a reply may carry: ASCII and full-width full stops and exclamations.
+_REPLY_PUNCTUATION = ".!\u3002\uff01"
+LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
+
+
+class AnswerRefusedError(ValueError):
+    """An answer that cannot be taken (unknown, expired or used link); ``gone`` for 410."""
+
+    def __init__(self, reason: str, *, gone: bool) -> None:
+        super().__init__(reason)
+        self.gone = gone
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTaken:
+    """An answer was recorded; ``ended`` says whether it stopped the escalation."""
+
+    escalation_id: int
+    person: str
+    ended: bool
+
+
+class EscalationEngine:
+    """Decides and makes the calls; state lives in ``store`` (SQLite), none in memory.
+
+    ``answer_url`` is the public base of answer links (``{answer_url}/a/{token}``).
+    """
+
+    def __init__(
+        self,
+        store: SQLiteEscalation,
+        channels: Sequence[Channel],
+        links: AnswerLinks,
+        default_policy: EscalationPolicy,
+        answer_url: str,
+        clock: Callable[[], float] = time.time,
+        retry_s: float = RETRY_S,
+        sms_callback_key: str | None = None,
+        hold_before_send: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = list(channels)
+        self.links = links
+        self.default_policy = default_policy
+        self.answer_url = answer_url.rstrip("/")
+        self.clock = clock
+        self.retry_s = retry_s
+        self.sms_callback_key = sms_callback_key
+        self._hold_before_send = hold_before_send
+        self._recovered = False
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def policy_for(self, site_id: str) -> EscalationPolicy:
+        """The site's own policy, else (or if it cannot be read) the fleet default."""
+        document = self.store.site_policy(site_id)
+        if document is None:
+            return self.default_policy
+        try:
+            return parse_policy(document)
+        except PolicyError as exc:  # stored policies are checked; this is a damaged row
+            log.error(
+                "site %s: its escalation policy is unusable (%s); using the default", site_id, exc
+            )
+            return self.default_policy
+
+    # --- the loop -------------------------------------------------------------------------
+
+    async def run(self, tick_s: float = 1.0) -> None:
+        """Tick until cancelled; a failing tick is logged and the loop goes on."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("escalation tick failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), tick_s)
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Tick soon (an answer was taken); safe to call from REST's worker threads."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def tick(self) -> list[Call]:
+        """One round: decide (committed), then send; returns the calls it sent."""
+        now = self.clock()
+        calls = await asyncio.to_thread(self._decide, now)
+        if calls and self._hold_before_send is not None:
+            self._hold_before_send.touch()
+            await asyncio.Event().wait()  # until killed
+        await asyncio.gather(*(self._send(call) for call in calls))
+        return calls
+
+    # --- deciding -------------------------------------------------------------------------
+
+    def _decide(self, now: float) -> list[Call]:
+        calls: list[Call] = []
+        if not self._recovered:
+            # Planned before a crash, not known to be sent: send now rather than lose them.
+            calls.extend(self.store.unsent_calls())
+            for call in calls:
+                self.store.note(
+                    call.escalation_id, now, "resumed", f"call {call.id} planned before a restart"
+                )
+            self._recovered = True
+        planned: list[PlannedCall] = []
+        for alarm in self.store.alarm_states():
+            try:
+                planned.extend(self._decide_alarm(alarm, now))
+            except Exception:  # one alarm's fault must not silence the others
+                log.exception("escalation of alarm %d failed this round", alarm.alarm_id)
+        calls.extend(self.store.plan_calls(planned, now))
+        return calls
+
+    def _decide_alarm(self, alarm: AlarmState, now: float) -> list[PlannedCall]:
+        escalation = None
+        if alarm.open_escalation is not None:
+            escalation = self.store.escalation(alarm.open_escalation)
+            reason = self._end_reason(alarm, escalation)
+            if reason is not None:
+                self.store.end_escalation(escalation.id, reason, now)
+                escalation = None
+        if escalation is None:
+            escalation = self._maybe_start(alarm, now)
+        return [] if escalation is None else self._due_calls(escalation, now)
+
+    def _end_reason(self, alarm: AlarmState, escalation: Escalation) -> str | None:
+        if alarm.cleared:
+            return "alarm back to normal"
+        if alarm.level < escalation.level:
+            return f"level fell back to {LEVEL_NAMES[alarm.level]}"
+        if alarm.level > escalation.level and self.policy_for(alarm.site_id).for_level(alarm.level):
+            return f"level rose to {LEVEL_NAMES[alarm.level]}: a new escalation calls again"
+        if (
+            alarm.ack_note
+            and alarm.acknowledged_at is not None
+            and alarm.acknowledged_at >= escalation.started_at
+        ):
+            return f"acknowledged by {alarm.acknowledged_by} with the note: {alarm.ack_note}"
+        return self._answered(escalation)
+
+    def _answered(self, escalation: Escalation) -> str | None:
+        required = escalation.policy.required_tier
+        for person, tier, via, _at in self.store.answers(escalation.id):
+            if tier.rank >= required.rank:
+                return f"answered by {person} via {via}"
+        return None
+
+    def _maybe_start(self, alarm: AlarmState, now: float) -> Escalation | None:
+        if alarm.cleared or alarm.level <= alarm.highest_escalated:
+            return None
+        policy = self.policy_for(alarm.site_id).for_level(alarm.level)
+        if policy is None:
+            return None
+        escalation = self.store.start_escalation(alarm, policy, now)
+        log.info(
+            "alarm %d at %s is %s: calling the %s tier",
+            alarm.alarm_id,
+            alarm.site_id,
+            LEVEL_NAMES[alarm.level],
+            policy.steps[0].tier.value,
+        )
+        return escalation
+
+    def _due_calls(self, escalation: Escalation, now: float) -> list[PlannedCall]:
+        steps = escalation.policy.steps
+        step, since = escalation.step, escalation.step_since
+        while step < len(steps):
+            tier = steps[step].tier
+            on_roster = self._persons(escalation.site_id, tier)
+            persons = [p for p in on_roster if any(c.reaches(p) for c in self.channels)]
+            deadline = since + steps[step].deadline_s
+            if persons and now < deadline:
+                break
+            if persons:
+                why = f"nobody answered the {tier.value} tier by its deadline"
+                since = deadline
+            else:
+                # a tier nobody can be called in is skipped at once, never waited on
+                why = f"nobody on the roster for the {tier.value} tier"
+                if on_roster:
+                    why = f"no configured channel reaches anyone of the {tier.value} tier"
+                log.error("site %s: %s", escalation.site_id, why)
+                since = max(since, min(now, deadline))
+            step += 1
+            next_tier = steps[min(step, len(steps) - 1)].tier
+            if step == len(steps):
+                why += "; every tier has been called, the last keeps being called"
+            self.store.advance(escalation.id, step, since, next_tier, why)
+        current = steps[min(step, len(steps) - 1)].tier
+        last = self.store.last_calls(escalation.id)
+        due: list[PlannedCall] = []
+        for person in self._persons(escalation.site_id, current):
+            for channel in self.channels:
+                if not channel.reaches(person):
+                    continue
+                previous = last.get((person.id, channel.name))
+                if previous is None or self._again(previous, escalation, now):
+                    due.append(PlannedCall(escalation.id, person, channel.name))
+        return due
+
+    def _again(self, previous: Call, escalation: Escalation, now: float) -> bool:
+        if previous.status == "failed":
+            return now >= previous.planned_at + min(self.retry_s, escalation.policy.repeat_s)
+        if previous.status in ("sent", "delivered"):
+            return now >= previous.planned_at + escalation.policy.repeat_s
+        return False  # still planned: being sent right now
+
+    def _persons(self, site_id: str, tier: Tier) -> list[Person]:
+        return [p for p in self.store.roster(site_id) if p.tier is tier]
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def _send(self, call: Call) -> None:
+        channel = next((c for c in self.channels if c.name == call.channel), None)
+        try:
+            person = await asyncio.to_thread(self.store.person, call.person_id)
+        except NotFoundError:
+            person = None
+        if channel is None or person is None or not channel.reaches(person):
+            result = SendResult(False, "the person or the channel is no longer configured")
+        else:
+            escalation = await asyncio.to_thread(self.store.escalation, call.escalation_id)
+            try:
+                result = await channel.send(person, self.message(escalation, call))
+            except Exception as exc:  # a channel bug must not stop the other calls
+                log.exception("channel %s failed on call %d", call.channel, call.id)
+                result = SendResult(False, f"{type(exc).__name__} in the {call.channel} channel")
+        await asyncio.to_thread(
+            self.store.call_done, call, result.sent, result.detail, self.clock()
+        )
+
+    def message(self, escalation: Escalation, call: Call) -> CallMessage:
+        """The warning text of one call, with its answer link."""
+        link = f"{self.answer_url}/a/{self.links.token(call.id, self.clock())}"
+        level = LEVEL_WORDS.get(escalation.level, str(escalation.level))
+        name = LEVEL_NAMES[escalation.level].upper()
+        subject = f"[HazardWatch] {name} {level}预警 {escalation.site_id}"
+        # Chinese text uses full-width punctuation, as the people reading it expect.
+        text = (
+            f"【HazardWatch {level}预警】站点 {escalation.site_id}（{escalation.rule}）。"  # noqa: RUF001
+            f"请回复 1 或 收到 确认，或打开 {link}"  # noqa: RUF001
+        )
+        return CallMessage(call.id, subject, text)
+
+    # --- answers --------------------------------------------------------------------------
+
+    def answer_link(self, token: str) -> AnswerTaken:
+        """Record the answer a link stands for (once); raises AnswerRefusedError."""
+        now = self.clock()
+        try:
+            call_id = self.links.call_id(token, now)
+        except LinkError as exc:
+            raise AnswerRefusedError(str(exc), gone="expired" in str(exc)) from None
+        calls = self.store.calls_by_id([call_id])
+        if not calls:
+            raise AnswerRefusedError("this answer link names no call", gone=False)
+        call = calls[0]
+        if not self.store.record_answer(
+            call.escalation_id, call.person, call.tier, "link", now, call_id=call.id
+        ):
+            raise AnswerRefusedError("this answer link was already used", gone=True)
+        return self._settled(call.escalation_id, call.person, now)
+
+    def answer_sms(self, sender: str, text: str) -> list[AnswerTaken]:
+        """A reply SMS: "1" or "收到" from a roster number answers its open escalations."""
+        now = self.clock()
+        if text.strip().rstrip(_REPLY_PUNCTUATION).strip().lower() not in ANSWER_WORDS:
+            return []
+        number = sender.strip()
+        if not number.startswith("+"):
+            number = "+" + number.lstrip("0")
+        taken: list[AnswerTaken] = []
+        for person in self.store.persons_with_mobile(number):
+            for escalation_id in self.store.recent_sms_escalations(person.id):
+                self.store.record_answer(escalation_id, person.label, person.tier, "sms reply", now)
+                taken.append(self._settled(escalation_id, person.label, now))
+        return taken
+
+    def answer_operator(self, alarm_id: int, person: str, operator: str) -> AnswerTaken | None:
+        """An operator confirms at the console that ``person`` answered (county tier)."""
+        now = self.clock()
+        open_ids = [e.id for e in self.store.escalations_of(alarm_id) if e.ended_at is None]
+        if not open_ids:
+            return None
+        label = f"{person} (recorded by {operator})"
+        self.store.record_answer(open_ids[-1], label, Tier.COUNTY, "operator", now)
+        return self._settled(open_ids[-1], label, now)
+
+    def _settled(self, escalation_id: int, person: str, now: float) -> AnswerTaken:
+        escalation = self.store.escalation(escalation_id)
+        if escalation.ended_at is not None:
+            return AnswerTaken(escalation_id, person, ended=False)
+        reason = self._answered(escalation)
+        if reason is not None:
+            self.store.end_escalation(escalation_id, reason, now)
+        self.wake()
+        return AnswerTaken(escalation_id, person, ended=reason is not None)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    store: SQLiteEscalation,
+    settings: EscalationSettings,
+    data_dir: Path,
+    fleet_url: str,
+    clock: Callable[[], float] | None = None,
+) -> AsyncIterator[EscalationEngine]:
+    """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``."""
+    async with httpx.AsyncClient() as client:
+        channels: list[Channel] = []
+        if settings.smtp is not None:
+            channels.append(EmailChannel(settings.smtp))
+        if settings.webhooks:
+            channels.append(WebhookChannel(client))
+        if settings.kannel is not None:
+            kannel = settings.kannel
+            if kannel.dlr_url is None and settings.sms_callback_key:
+                query = urlencode({"key": settings.sms_callback_key})
+                kannel = replace(kannel, dlr_url=f"{fleet_url.rstrip('/')}/api/v1/sms/dlr?{query}")
+            channels.append(KannelSmsChannel(kannel, client))
+        engine = EscalationEngine(
+            store,
+            channels,
+            AnswerLinks.load_or_create(data_dir),
+            settings.policy,
+            fleet_url,
+            clock=clock or time.time,
+            sms_callback_key=settings.sms_callback_key,
+            hold_before_send=Path(hold) if (hold := os.environ.get(HOLD_BEFORE_SEND_ENV)) else None,
+        )
+        task = None
+        if settings.tick_s is not None:
+            task = asyncio.create_task(engine.run(settings.tick_s), name="fleet-escalation")
+        try:
+            yield engine
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

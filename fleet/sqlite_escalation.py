@@ -1,0 +1,601 @@
+"""叫应 storage: the roster, per-site policies, and the record of every escalation.
+
+Lives in the fleet's SQLite file beside the alarms. A call is written as ``planned``
+(committed) before any channel sends it, which is what lets a restarted fleet finish an
+escalation without losing a call. Contact details are stored here and nowhere else: the
+record (``escalation_record``) names persons by label, never by number or address.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import sqlite_utils
+
+from fleet.escalation_policy import LevelPolicy, parse_level
+from fleet.repository import NotFoundError
+from fleet.roster import Person, PersonIn, Tier
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS roster_persons (
+    id INTEGER PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    mobile TEXT,
+    email TEXT,
+    webhook TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS roster_by_site ON roster_persons (site_id, tier);
+CREATE INDEX IF NOT EXISTS roster_by_mobile ON roster_persons (mobile);
+CREATE TABLE IF NOT EXISTS escalation_policies (
+    site_id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS escalations (
+    id INTEGER PRIMARY KEY,
+    alarm_id INTEGER NOT NULL REFERENCES alarms(id),
+    site_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    step INTEGER NOT NULL,
+    step_since REAL NOT NULL,
+    ended_at REAL,
+    end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS escalations_open ON escalations (ended_at, alarm_id);
+CREATE TABLE IF NOT EXISTS escalation_calls (
+    id INTEGER PRIMARY KEY,
+    escalation_id INTEGER NOT NULL REFERENCES escalations(id),
+    person_id INTEGER NOT NULL,
+    person TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    planned_at REAL NOT NULL,
+    sent_at REAL,
+    status TEXT NOT NULL,
+    detail TEXT,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS calls_by_escalation ON escalation_calls (escalation_id, person_id);
+CREATE INDEX IF NOT EXISTS calls_planned ON escalation_calls (status);
+CREATE TABLE IF NOT EXISTS escalation_record (
+    id INTEGER PRIMARY KEY,
+    escalation_id INTEGER NOT NULL REFERENCES escalations(id),
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    tier TEXT,
+    person TEXT,
+    channel TEXT,
+    call_id INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS record_by_escalation ON escalation_record (escalation_id, at);
+CREATE TABLE IF NOT EXISTS escalation_answers (
+    id INTEGER PRIMARY KEY,
+    escalation_id INTEGER NOT NULL REFERENCES escalations(id),
+    person TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at REAL NOT NULL,
+    call_id INTEGER UNIQUE
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmState:
+    """What the engine needs to know of an active alarm (or one with an open escalation)."""
+
+    alarm_id: int
+    site_id: str
+    rule: str
+    level: int
+    cleared: bool
+    acknowledged_at: float | None
+    acknowledged_by: str | None
+    ack_note: str | None
+    highest_escalated: int
+    open_escalation: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """One escalation of an alarm at one level."""
+
+    id: int
+    alarm_id: int
+    site_id: str
+    rule: str
+    level: int
+    policy: LevelPolicy
+    started_at: float
+    step: int
+    step_since: float
+    ended_at: float | None
+    end_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One message to one person over one channel."""
+
+    id: int
+    escalation_id: int
+    person_id: int
+    person: str
+    tier: Tier
+    channel: str
+    planned_at: float
+    sent_at: float | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCall:
+    """A call the engine decided to make, before it is stored."""
+
+    escalation_id: int
+    person: Person
+    channel: str
+
+
+class SQLiteEscalation:
+    """Roster, policies and escalation record on the repository's SQLite file."""
+
+    def __init__(
+        self,
+        db: Callable[[], sqlite_utils.Database],
+        write: Callable[[], AbstractContextManager[sqlite_utils.Database]],
+    ) -> None:
+        self._db = db
+        self._write = write
+        db().executescript(SCHEMA)
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite_utils.Database]:
+        db = self._db()
+        if db.conn.in_transaction:
+            yield db
+            return
+        db.conn.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.conn.execute("COMMIT")
+
+    # --- roster ---------------------------------------------------------------------------
+
+    def replace_roster(self, site_id: str, persons: Sequence[PersonIn], now: float) -> None:
+        """Make ``persons`` the whole roster of ``site_id`` (one transaction)."""
+        with self._write() as db:
+            db.execute("DELETE FROM roster_persons WHERE site_id = ?", [site_id])
+            for p in persons:
+                self._insert_person(db, site_id, p, now)
+
+    def add_person(self, site_id: str, person: PersonIn, now: float) -> Person:
+        """Add one person to a site's roster."""
+        with self._write() as db:
+            person_id = self._insert_person(db, site_id, person, now)
+        return self.person(person_id)
+
+    @staticmethod
+    def _insert_person(db: sqlite_utils.Database, site_id: str, p: PersonIn, now: float) -> int:
+        cursor = db.execute(
+            "INSERT INTO roster_persons (site_id, tier, name, role, mobile, email, webhook, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [site_id, p.tier.value, p.name, p.role, p.mobile, p.email, p.webhook, now],
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def delete_person(self, site_id: str, person_id: int) -> None:
+        """Remove a person; raises NotFoundError."""
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM roster_persons WHERE id = ? AND site_id = ?", [person_id, site_id]
+            )
+        if cursor.rowcount == 0:
+            raise NotFoundError(f"site {site_id!r} has no person with id {person_id}")
+
+    def person(self, person_id: int) -> Person:
+        """One person; raises NotFoundError."""
+        rows = list(self._db().query("SELECT * FROM roster_persons WHERE id = ?", [person_id]))
+        if not rows:
+            raise NotFoundError(f"no person with id {person_id}")
+        return _person(rows[0])
+
+    def site_known(self, site_id: str) -> bool:
+        """Whether the fleet knows the site: a gateway, an enrollment token or a roster there."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM gateways WHERE site_id = ? UNION ALL "
+                "SELECT 1 FROM enrollment_tokens WHERE site_id = ? UNION ALL "
+                "SELECT 1 FROM roster_persons WHERE site_id = ? LIMIT 1",
+                [site_id, site_id, site_id],
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def roster(self, site_id: str) -> list[Person]:
+        """A site's persons, by tier then name."""
+        rows = self._db().query(
+            "SELECT * FROM roster_persons WHERE site_id = ? ORDER BY "
+            "CASE tier WHEN 'village' THEN 0 WHEN 'township' THEN 1 ELSE 2 END, name, id",
+            [site_id],
+        )
+        return [_person(r) for r in rows]
+
+    def persons_with_mobile(self, mobile: str) -> list[Person]:
+        """Every person reached at ``mobile`` (E.164)."""
+        rows = self._db().query("SELECT * FROM roster_persons WHERE mobile = ?", [mobile])
+        return [_person(r) for r in rows]
+
+    # --- policies -------------------------------------------------------------------------
+
+    def site_policy(self, site_id: str) -> dict[str, Any] | None:
+        """The site's own policy document, or None (the fleet default applies)."""
+        rows = list(
+            self._db().query("SELECT policy FROM escalation_policies WHERE site_id = ?", [site_id])
+        )
+        return json.loads(rows[0]["policy"]) if rows else None
+
+    def set_site_policy(self, site_id: str, policy: dict[str, Any], by: str, now: float) -> None:
+        """Store a (validated) policy document for a site."""
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO escalation_policies (site_id, policy, set_by, set_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (site_id) DO UPDATE SET "
+                "policy = excluded.policy, set_by = excluded.set_by, set_at = excluded.set_at",
+                [site_id, json.dumps(policy), by, now],
+            )
+
+    def delete_site_policy(self, site_id: str) -> bool:
+        """Return the site to the fleet default; False if it had none of its own."""
+        with self._write() as db:
+            cursor = db.execute("DELETE FROM escalation_policies WHERE site_id = ?", [site_id])
+        return cursor.rowcount > 0
+
+    # --- the engine's view ----------------------------------------------------------------
+
+    def alarm_states(self) -> list[AlarmState]:
+        """Active alarms, and alarms whose escalation is still open (whatever their state)."""
+        rows = self._db().query(
+            "SELECT a.id, g.site_id, a.rule, a.level, a.cleared_at, a.acknowledged_at, "
+            "a.acknowledged_by, a.ack_note, "
+            "(SELECT max(level) FROM escalations e WHERE e.alarm_id = a.id) AS highest, "
+            "(SELECT id FROM escalations e WHERE e.alarm_id = a.id AND e.ended_at IS NULL) "
+            "AS open_id FROM alarms a JOIN gateways g ON g.num = a.gw "
+            "WHERE a.cleared_at IS NULL OR a.id IN "
+            "(SELECT alarm_id FROM escalations WHERE ended_at IS NULL)"
+        )
+        return [
+            AlarmState(
+                r["id"],
+                r["site_id"],
+                r["rule"],
+                r["level"],
+                r["cleared_at"] is not None,
+                r["acknowledged_at"],
+                r["acknowledged_by"],
+                r["ack_note"],
+                r["highest"] or 0,
+                r["open_id"],
+            )
+            for r in rows
+        ]
+
+    def start_escalation(self, alarm: AlarmState, policy: LevelPolicy, now: float) -> Escalation:
+        """Open an escalation at ``level`` with the policy as it is now (kept as it was)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO escalations (alarm_id, site_id, rule, level, policy, started_at, "
+                "step, step_since) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                [
+                    alarm.alarm_id,
+                    alarm.site_id,
+                    alarm.rule,
+                    alarm.level,
+                    json.dumps(policy.to_json()),
+                    now,
+                    now,
+                ],
+            )
+            assert cursor.lastrowid is not None
+            escalation_id = cursor.lastrowid
+            self._record(
+                db,
+                escalation_id,
+                now,
+                "started",
+                policy.steps[0].tier.value,
+                detail=f"level {alarm.level}",
+            )
+        return self.escalation(escalation_id)
+
+    def escalation(self, escalation_id: int) -> Escalation:
+        """One escalation; raises NotFoundError."""
+        rows = list(self._db().query("SELECT * FROM escalations WHERE id = ?", [escalation_id]))
+        if not rows:
+            raise NotFoundError(f"no escalation with id {escalation_id}")
+        return _escalation(rows[0])
+
+    def escalations_of(self, alarm_id: int) -> list[Escalation]:
+        """An alarm's escalations, oldest first."""
+        rows = self._db().query(
+            "SELECT * FROM escalations WHERE alarm_id = ? ORDER BY id", [alarm_id]
+        )
+        return [_escalation(r) for r in rows]
+
+    def end_escalation(self, escalation_id: int, reason: str, now: float) -> None:
+        """Stop calling, with the reason on the record (a second end is ignored)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE escalations SET ended_at = ?, end_reason = ? "
+                "WHERE id = ? AND ended_at IS NULL",
+                [now, reason, escalation_id],
+            )
+            if cursor.rowcount:
+                self._record(db, escalation_id, now, "ended", detail=reason)
+
+    def advance(self, escalation_id: int, step: int, since: float, tier: Tier, why: str) -> None:
+        """Move to the policy's ``step`` (the next tier), as of ``since``."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE escalations SET step = ?, step_since = ? WHERE id = ? AND ended_at IS NULL",
+                [step, since, escalation_id],
+            )
+            self._record(db, escalation_id, since, "escalated", tier.value, detail=why)
+
+    def note(self, escalation_id: int, now: float, kind: str, detail: str) -> None:
+        """Put a free-text step on the record (e.g. nobody on the roster for a tier)."""
+        with self._write() as db:
+            self._record(db, escalation_id, now, kind, detail=detail)
+
+    # --- calls ----------------------------------------------------------------------------
+
+    def last_calls(self, escalation_id: int) -> dict[tuple[int, str], Call]:
+        """The latest call to each (person, channel) in an escalation."""
+        rows = self._db().query(
+            "SELECT * FROM escalation_calls WHERE id IN (SELECT max(id) FROM escalation_calls "
+            "WHERE escalation_id = ? GROUP BY person_id, channel)",
+            [escalation_id],
+        )
+        return {(r["person_id"], r["channel"]): _call(r) for r in rows}
+
+    def plan_calls(self, planned: Sequence[PlannedCall], now: float) -> list[Call]:
+        """Store calls as ``planned`` (committed before anything is sent)."""
+        if not planned:
+            return []
+        ids: list[int] = []
+        with self._write() as db:
+            for p in planned:
+                cursor = db.execute(
+                    "INSERT INTO escalation_calls (escalation_id, person_id, person, tier, "
+                    "channel, planned_at, status) VALUES (?, ?, ?, ?, ?, ?, 'planned')",
+                    [
+                        p.escalation_id,
+                        p.person.id,
+                        p.person.label,
+                        p.person.tier.value,
+                        p.channel,
+                        now,
+                    ],
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+        return self.calls_by_id(ids)
+
+    def calls_by_id(self, ids: Sequence[int]) -> list[Call]:
+        """Calls by id, in id order."""
+        if not ids:
+            return []
+        rows = self._db().query(
+            f"SELECT * FROM escalation_calls WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id",
+            list(ids),
+        )
+        return [_call(r) for r in rows]
+
+    def unsent_calls(self) -> list[Call]:
+        """Calls planned but not known to be sent (a fleet that stopped in between)."""
+        rows = self._db().query(
+            "SELECT c.* FROM escalation_calls c JOIN escalations e ON e.id = c.escalation_id "
+            "WHERE c.status = 'planned' AND e.ended_at IS NULL ORDER BY c.id"
+        )
+        return [_call(r) for r in rows]
+
+    def call_done(self, call: Call, sent: bool, detail: str, now: float) -> None:
+        """Record a channel's answer to a send: ``sent`` or ``failed`` (retried later)."""
+        status = "sent" if sent else "failed"
+        with self._write() as db:
+            db.execute(
+                "UPDATE escalation_calls SET status = ?, sent_at = ?, detail = ? WHERE id = ?",
+                [status, now if sent else None, detail, call.id],
+            )
+            self._record(
+                db,
+                call.escalation_id,
+                now,
+                f"call_{status}",
+                call.tier.value,
+                call.person,
+                call.channel,
+                call.id,
+                detail,
+            )
+
+    def delivery_report(
+        self, call_id: int, outcome: Literal["delivered", "failed"] | None, detail: str, now: float
+    ) -> bool:
+        """A delivery report (e.g. Kannel's DLR) for a call; False if the call is unknown.
+
+        ``failed`` (the network could not deliver it) marks the call failed, so the engine
+        retries it like a send that failed; None (buffered, accepted) only goes on the record.
+        """
+        calls = self.calls_by_id([call_id])
+        if not calls:
+            return False
+        call = calls[0]
+        with self._write() as db:
+            if outcome == "delivered":
+                db.execute(
+                    "UPDATE escalation_calls SET status = 'delivered', delivered_at = ? "
+                    "WHERE id = ? AND status IN ('sent', 'planned')",
+                    [now, call_id],
+                )
+            elif outcome == "failed":
+                db.execute(
+                    "UPDATE escalation_calls SET status = 'failed' "
+                    "WHERE id = ? AND status IN ('sent', 'planned')",
+                    [call_id],
+                )
+            self._record(
+                db,
+                call.escalation_id,
+                now,
+                "delivery",
+                call.tier.value,
+                call.person,
+                call.channel,
+                call_id,
+                detail,
+            )
+        return True
+
+    # --- answers --------------------------------------------------------------------------
+
+    def record_answer(
+        self,
+        escalation_id: int,
+        person: str,
+        tier: Tier,
+        via: str,
+        now: float,
+        call_id: int | None = None,
+    ) -> bool:
+        """Record an answer; False if this call's one-time answer was already used."""
+        with self._write() as db:
+            if call_id is not None:
+                used = db.execute(
+                    "SELECT 1 FROM escalation_answers WHERE call_id = ?", [call_id]
+                ).fetchone()
+                if used:
+                    return False
+            db.execute(
+                "INSERT INTO escalation_answers (escalation_id, person, tier, via, at, call_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [escalation_id, person, tier.value, via, now, call_id],
+            )
+            self._record(db, escalation_id, now, "answer", tier.value, person, via, call_id)
+        return True
+
+    def answers(self, escalation_id: int) -> list[tuple[str, Tier, str, float]]:
+        """(person, tier, via, at) of each answer, oldest first."""
+        rows = self._db().query(
+            "SELECT person, tier, via, at FROM escalation_answers WHERE escalation_id = ? "
+            "ORDER BY at, id",
+            [escalation_id],
+        )
+        return [(r["person"], Tier(r["tier"]), r["via"], r["at"]) for r in rows]
+
+    def recent_sms_escalations(self, person_id: int) -> list[int]:
+        """Open escalations that texted this person, latest call first."""
+        rows = self._db().query(
+            "SELECT c.escalation_id FROM escalation_calls c JOIN escalations e "
+            "ON e.id = c.escalation_id WHERE c.person_id = ? AND c.channel = 'sms' "
+            "AND e.ended_at IS NULL GROUP BY c.escalation_id ORDER BY max(c.id) DESC",
+            [person_id],
+        )
+        return [r["escalation_id"] for r in rows]
+
+    # --- the record -----------------------------------------------------------------------
+
+    def record(self, escalation_id: int) -> list[dict[str, Any]]:
+        """Every step of an escalation in time order, as stored."""
+        with self._read() as db:
+            rows = db.query(
+                "SELECT at, kind, tier, person, channel, call_id, detail FROM escalation_record "
+                "WHERE escalation_id = ? ORDER BY at, id",
+                [escalation_id],
+            )
+            return [dict(r) for r in rows]
+
+    def calls(self, escalation_id: int) -> list[Call]:
+        """An escalation's calls, in order."""
+        rows = self._db().query(
+            "SELECT * FROM escalation_calls WHERE escalation_id = ? ORDER BY id", [escalation_id]
+        )
+        return [_call(r) for r in rows]
+
+    @staticmethod
+    def _record(
+        db: sqlite_utils.Database,
+        escalation_id: int,
+        at: float,
+        kind: str,
+        tier: str | None = None,
+        person: str | None = None,
+        channel: str | None = None,
+        call_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        db.execute(
+            "INSERT INTO escalation_record (escalation_id, at, kind, tier, person, channel, "
+            "call_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [escalation_id, at, kind, tier, person, channel, call_id, detail],
+        )
+
+
+def _person(r: dict[str, Any]) -> Person:
+    return Person(
+        r["id"],
+        r["site_id"],
+        Tier(r["tier"]),
+        r["name"],
+        r["role"],
+        r["mobile"],
+        r["email"],
+        r["webhook"],
+    )
+
+
+def _escalation(r: dict[str, Any]) -> Escalation:
+    return Escalation(
+        r["id"],
+        r["alarm_id"],
+        r["site_id"],
+        r["rule"],
+        r["level"],
+        parse_level(json.loads(r["policy"]), "stored policy"),
+        r["started_at"],
+        r["step"],
+        r["step_since"],
+        r["ended_at"],
+        r["end_reason"],
+    )
+
+
+def _call(r: dict[str, Any]) -> Call:
+    return Call(
+        r["id"],
+        r["escalation_id"],
+        r["person_id"],
+        r["person"],
+        Tier(r["tier"]),
+        r["channel"],
+        r["planned_at"],
+        r["sent_at"],
+        r["status"],
+    )

@@ -1,0 +1,500 @@
+"""叫应 at the fleet: real e-mail, webhook and Kannel SMS; escalation; answers stop it.
+
+A red alarm calls the village tier by e-mail (aiosmtpd), webhook (a local HTTP robot) and
+SMS (real Kannel with its fake SMSC), escalates at the deadline, and stops on an answer by
+reply SMS, by link or by an operator; every step has its time.
+
+The fleet app runs in-process under uvicorn (Kannel calls it back over HTTP); the engine's
+clock is injected and the tests tick it, so deadlines take no wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+import uvicorn
+
+from fleet.answer_link import AnswerLinks, LinkError
+from fleet.channels import KannelSettings, SmtpSettings
+from fleet.escalation import EscalationEngine
+from fleet.main import create_app
+from fleet.repository import NewGateway, Received, Role
+from fleet.settings import EscalationSettings, FleetSettings
+from fleet.sqlite_escalation import PlannedCall
+from fleet.sqlite_repository import SQLiteRepository
+from protocol import EventBatch, EventRow
+from tests.callans_parts import Kannel, SmtpInbox, WebhookInbox, kannel_installed
+from tests.mosquitto import auth, eventually, free_port
+
+SITE = "creek-village"
+GW = "gw-0123456789"
+VILLAGE_MOBILE = "+8613800000001"
+TOWNSHIP_MOBILE = "+8613900000002"
+CALLBACK_KEY = "kannel-callback-key-for-tests"
+
+needs_kannel = pytest.mark.skipif(
+    not kannel_installed(), reason="Kannel is not installed (./dev setup installs it)"
+)
+
+
+class Clock:
+    """The engine's injectable clock: starts at the real time, moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Fleet:
+    url: str
+    http: httpx.AsyncClient
+    repository: SQLiteRepository
+    engine: EscalationEngine
+    clock: Clock
+    tokens: dict[Role, str]
+    seq: int = 0
+
+    def as_(self, role: Role) -> dict[str, str]:
+        return auth(self.tokens[role])
+
+    def alarm(self, level: int, rule: str = "slope") -> int:
+        """The gateway reports ``rule`` at ``level``; returns the alarm's id."""
+        self.seq += 1
+        row = EventRow(
+            seq=self.seq, ts=self.clock(), kind="alarm", subject=rule, level=level, detail={}
+        )
+        batch = EventBatch(gateway_id=GW, first_seq=self.seq, last_seq=self.seq, rows=[row])
+        self.repository.commit([Received(GW, self.clock(), batch)])
+        return self.repository.alarms(active=None, gateway_id=GW, since=None, until=None, limit=1)[
+            0
+        ].id
+
+    async def tick(self, advance_s: float = 0) -> list[Any]:
+        self.clock.advance(advance_s)
+        return await self.engine.tick()
+
+    async def alarm_view(self, alarm_id: int, role: Role = Role.VIEWER) -> dict[str, Any]:
+        answer = await self.http.get(f"/api/v1/alarms/{alarm_id}", headers=self.as_(role))
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def record(self, alarm_id: int) -> list[tuple[str, str | None, str | None]]:
+        """(kind, person, channel) of every step of the alarm's latest escalation."""
+        view = await self.alarm_view(alarm_id)
+        steps = view["escalation"][-1]["record"]
+        return [(s["kind"], s["person"], s["channel"]) for s in steps]
+
+
+@pytest.fixture
+def smtp() -> AsyncIterator[SmtpInbox]:
+    with SmtpInbox() as inbox:
+        yield inbox  # type: ignore[misc]
+
+
+@pytest.fixture
+def robots() -> AsyncIterator[WebhookInbox]:
+    with WebhookInbox().running() as inbox:
+        yield inbox  # type: ignore[misc]
+
+
+async def _fleet(
+    tmp_path: Path, smtp: SmtpInbox, robots: WebhookInbox, kannel: Kannel | None, port: int
+) -> AsyncIterator[Fleet]:
+    clock = Clock()
+    escalation = EscalationSettings(
+        smtp=SmtpSettings("127.0.0.1", smtp.port, "alerts@county.example.cn"),
+        kannel=KannelSettings(kannel.sendsms_url, "fleet", "fleet-password", "10086")
+        if kannel
+        else None,
+        sms_callback_key=CALLBACK_KEY,
+        tick_s=None,
+    )
+    url = f"http://127.0.0.1:{port}"
+    settings = FleetSettings(
+        data_dir=tmp_path / "fleet",
+        broker="external",
+        mqtt_url="mqtt://127.0.0.1:9",
+        ingest=False,
+        fleet_url=url,
+        escalation=escalation,
+    )
+    app = create_app(settings, escalation_clock=clock)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: server.started, 20, "the fleet to serve")
+    repository: SQLiteRepository = app.state.repository
+    tokens = {role: repository.create_api_token(role.value, role, time.time())[1] for role in Role}
+    _token, secret = repository.create_enrollment_token(
+        SITE, time.time() + 60, None, None, time.time()
+    )
+    repository.redeem_enrollment_token(
+        secret, NewGateway(GW, "k" * 44, "$7$x", None, None), time.time()
+    )
+    async with httpx.AsyncClient(base_url=url) as http:
+        fleet = Fleet(url, http, repository, app.state.escalation, clock, tokens)
+        roster = [
+            {
+                "tier": "village",
+                "name": "王建国",
+                "role": "群测群防员",
+                "mobile": VILLAGE_MOBILE,
+                "email": "wang@village.example.cn",
+                "webhook": robots.url("village"),
+            },
+            {
+                "tier": "township",
+                "name": "李敏",
+                "role": "乡镇值班",
+                "mobile": TOWNSHIP_MOBILE,
+                "email": "li@town.example.cn",
+                "webhook": robots.url("township"),
+            },
+            {
+                "tier": "county",
+                "name": "county duty",
+                "role": "县值班",
+                "email": "duty@county.example.cn",
+            },
+        ]
+        answer = await http.put(
+            f"/api/v1/sites/{SITE}/roster", json=roster, headers=fleet.as_(Role.ADMIN)
+        )
+        assert answer.status_code == 200, answer.text
+        try:
+            yield fleet
+        finally:
+            server.should_exit = True
+            await serving
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, smtp: SmtpInbox, robots: WebhookInbox) -> AsyncIterator[Fleet]:
+    async for f in _fleet(tmp_path, smtp, robots, None, free_port()):
+        yield f
+
+
+@pytest.fixture
+async def fleet_with_sms(
+    tmp_path: Path, smtp: SmtpInbox, robots: WebhookInbox
+) -> AsyncIterator[tuple[Fleet, Kannel]]:
+    port = free_port()
+    (tmp_path / "kannel").mkdir()
+    kannel = Kannel(
+        tmp_path / "kannel", f"http://127.0.0.1:{port}/api/v1/sms/mo?key={CALLBACK_KEY}"
+    )
+    await asyncio.to_thread(kannel.start)
+    try:
+        async for f in _fleet(tmp_path, smtp, robots, kannel, port):
+            yield f, kannel
+    finally:
+        await asyncio.to_thread(kannel.stop)
+
+
+@needs_kannel
+async def test_red_calls_the_village_escalates_to_the_township_and_a_reply_sms_stops_it(
+    fleet_with_sms: tuple[Fleet, Kannel],
+    smtp: SmtpInbox,
+    robots: WebhookInbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fleet, kannel = fleet_with_sms
+    caplog.set_level(logging.DEBUG)
+    alarm_id = fleet.alarm(4)
+    started = fleet.clock()
+    calls = await fleet.tick()
+    assert sorted(c.channel for c in calls) == ["email", "sms", "webhook"]
+    assert {c.person for c in calls} == {"王建国 (village)"}
+    await eventually(lambda: len(kannel.received()) == 1, 20, "the village SMS at the fake SMSC")
+    sms = kannel.received()[0]
+    assert (sms.to, "红色预警" in sms.text, "/a/" in sms.text) == (VILLAGE_MOBILE, True, True)
+    assert len(smtp.to("wang@village.example.cn")) == 1
+    assert "红色预警" in robots.to("village")[0]["text"]["content"]
+
+    # Kannel's delivery report comes back over HTTP and goes on the record
+    async def delivered() -> bool:
+        return ("delivery", "王建国 (village)", "sms") in await fleet.record(alarm_id)
+
+    await eventually(delivered, 20, "Kannel's delivery report")
+
+    # unanswered: repeated after repeat_s (120 s), not before
+    assert await fleet.tick(60) == []
+    repeated = await fleet.tick(60)
+    assert sorted(c.channel for c in repeated) == ["email", "sms", "webhook"]
+    await eventually(lambda: len(kannel.received()) == 2, 20, "the repeated SMS")
+
+    # nobody answered by the village deadline (300 s): the township is called
+    escalated = await fleet.tick(180)
+    assert {c.person for c in escalated} == {"李敏 (township)"}
+    await eventually(
+        lambda: [s.to for s in kannel.received()][-1] == TOWNSHIP_MOBILE, 20, "the township SMS"
+    )
+
+    # the township answers by reply SMS: calling stops
+    fleet.clock.advance(30)
+    await asyncio.to_thread(kannel.reply, TOWNSHIP_MOBILE.lstrip("+"), "收到")
+
+    async def ended() -> bool:
+        return (await fleet.alarm_view(alarm_id))["escalation"][0]["ended_at"] is not None
+
+    await eventually(ended, 20, "the reply SMS to end the escalation")
+    assert await fleet.tick(600) == []
+
+    view = await fleet.alarm_view(alarm_id)
+    escalation = view["escalation"][0]
+    assert escalation["end_reason"] == "answered by 李敏 (township) via sms reply"
+    kinds = [s["kind"] for s in escalation["record"]]
+    assert kinds[0] == "started"
+    assert kinds.index("escalated") < kinds.index("answer") < kinds.index("ended")
+    assert kinds.count("call_sent") == 9  # village twice, township once, three channels each
+    times = [s["at"] for s in escalation["record"]]
+    assert times == sorted(times)
+    escalated_at = next(s["at"] for s in escalation["record"] if s["kind"] == "escalated")
+    assert escalated_at == pytest.approx(started + 300)
+    # no phone number in clear in a viewer's answer or in any log line
+    assert "GET /api/v1/sms/mo?*** HTTP/1.1" in caplog.text  # the access log saw the reply
+    for clear in (VILLAGE_MOBILE, TOWNSHIP_MOBILE, VILLAGE_MOBILE[1:], TOWNSHIP_MOBILE[1:]):
+        assert clear not in str(view)
+        assert clear not in caplog.text
+    assert CALLBACK_KEY not in caplog.text
+
+
+async def test_an_answer_link_stops_the_escalation_once(
+    fleet: Fleet, smtp: SmtpInbox, robots: WebhookInbox
+) -> None:
+    alarm_id = fleet.alarm(4)
+    await fleet.tick()
+    await eventually(lambda: len(smtp.messages) == 1, 10, "the village e-mail")
+    body = smtp.messages[0].get_payload(decode=True)
+    assert isinstance(body, bytes)
+    match = re.search(r"(http://\S+/a/[A-Za-z0-9_-]+)", body.decode())
+    assert match is not None
+    link = match.group(1)
+
+    # opening the link (as a chat app's preview does) shows the page but answers nothing
+    page = await fleet.http.get(link)
+    assert (page.status_code, "<form" in page.text) == (200, True)
+    assert sorted(await fleet.record(alarm_id), key=str) == [
+        ("call_sent", "王建国 (village)", "email"),
+        ("call_sent", "王建国 (village)", "webhook"),
+        ("started", None, None),
+    ]
+
+    fleet.clock.advance(45)
+    answered = await fleet.http.post(link)
+    assert answered.status_code == 200, answered.text
+    escalation = (await fleet.alarm_view(alarm_id))["escalation"][0]
+    assert escalation["end_reason"] == "answered by 王建国 (village) via link"
+    assert escalation["ended_at"] == pytest.approx(fleet.clock())
+    again = await fleet.http.post(link)
+    assert again.status_code == 410
+    assert "already used" in again.text
+    assert await fleet.tick(600) == []
+    forged = await fleet.http.post(link[:-2] + ("AA" if not link.endswith("AA") else "BB"))
+    assert forged.status_code == 404
+
+
+async def test_an_operator_receipt_stops_the_escalation(fleet: Fleet) -> None:
+    alarm_id = fleet.alarm(4)
+    await fleet.tick()
+    fleet.clock.advance(20)
+    answer = await fleet.http.post(
+        f"/api/v1/alarms/{alarm_id}/receipts",
+        json={"person": "王建国", "via": "phone"},
+        headers=fleet.as_(Role.OPERATOR),
+    )
+    assert answer.status_code == 201, answer.text
+    escalation = answer.json()["escalation"][0]
+    assert escalation["end_reason"] == "answered by 王建国 (recorded by operator) via operator"
+    assert await fleet.tick(600) == []
+
+
+async def test_a_level_that_falls_back_or_an_acknowledgement_with_a_note_ends_calling(
+    fleet: Fleet,
+) -> None:
+    alarm_id = fleet.alarm(4)
+    await fleet.tick()
+    # REST stamps acknowledgements with the wall clock: this test keeps the engine's clock
+    # there, so the acknowledgement below comes after the escalation it ends
+    fleet.alarm(2)  # back to yellow: not covered, and lower than red
+    assert await fleet.tick() == []
+    escalation = (await fleet.alarm_view(alarm_id))["escalation"][0]
+    assert escalation["end_reason"] == "level fell back to yellow"
+
+    other = fleet.alarm(3, rule="rain")
+    calls = await fleet.tick()
+    assert {c.person for c in calls} == {"王建国 (village)"}
+    answer = await fleet.http.post(
+        f"/api/v1/alarms/{other}/acknowledge",
+        json={"note": "patrol on site, slope stable"},
+        headers=fleet.as_(Role.OPERATOR),
+    )
+    assert answer.status_code == 200, answer.text
+    fleet.clock.now = time.time()
+    assert await fleet.tick() == []
+    escalation = (await fleet.alarm_view(other))["escalation"][0]
+    assert escalation["end_reason"] == (
+        "acknowledged by operator with the note: patrol on site, slope stable"
+    )
+
+
+async def test_a_failed_channel_is_retried_and_recorded_and_never_blocks_another(
+    fleet: Fleet, smtp: SmtpInbox, robots: WebhookInbox
+) -> None:
+    robots.refuse.add("village")
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    assert len(calls) == 2
+    assert len(smtp.to("wang@village.example.cn")) == 1  # e-mail went despite the robot
+    record = (await fleet.alarm_view(alarm_id))["escalation"][0]["record"]
+    failed = [s for s in record if s["kind"] == "call_failed"]
+    assert [(s["channel"], s["detail"]) for s in failed] == [
+        ("webhook", "webhook http://127.0.0.1/*** answered 500")
+    ]
+    robots.refuse.clear()
+    assert await fleet.tick(10) == []  # the retry waits RETRY_S (30 s)
+    retried = await fleet.tick(20)
+    assert [c.channel for c in retried] == ["webhook"]
+    assert len(robots.to("village")) == 1
+
+
+async def test_a_tier_with_nobody_on_the_roster_is_skipped_at_once_and_recorded(
+    fleet: Fleet,
+) -> None:
+    await fleet.http.put(
+        f"/api/v1/sites/{SITE}/roster",
+        json=[{"tier": "township", "name": "李敏", "role": "乡镇值班", "email": "li@town.cn"}],
+        headers=fleet.as_(Role.ADMIN),
+    )
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    assert [(c.person, c.channel) for c in calls] == [("李敏 (township)", "email")]
+    record = (await fleet.alarm_view(alarm_id))["escalation"][0]["record"]
+    escalated = [s for s in record if s["kind"] == "escalated"]
+    assert [(s["tier"], s["detail"], s["at"]) for s in escalated] == [
+        ("township", "nobody on the roster for the village tier", fleet.clock())
+    ]
+
+
+async def test_a_level_that_rises_starts_a_new_escalation_that_calls_again(fleet: Fleet) -> None:
+    alarm_id = fleet.alarm(3)
+    assert len(await fleet.tick()) == 2  # orange: the village by e-mail and webhook
+    fleet.alarm(4)
+    calls = await fleet.tick(30)
+    assert {c.person for c in calls} == {"王建国 (village)"}
+    first, second = (await fleet.alarm_view(alarm_id))["escalation"]
+    assert (first["level_name"], first["end_reason"]) == (
+        "orange",
+        "level rose to red: a new escalation calls again",
+    )
+    assert (second["level_name"], second["ended_at"]) == ("red", None)
+
+
+def test_an_answer_link_is_refused_once_expired_or_forged(tmp_path: Path) -> None:
+    links = AnswerLinks.load_or_create(tmp_path)
+    token = links.token(42, now=1000.0, ttl_s=60)
+    assert links.call_id(token, 1059.0) == 42
+    with pytest.raises(LinkError, match="expired"):
+        links.call_id(token, 1061.0)
+    other = AnswerLinks.load_or_create(tmp_path / "other")
+    with pytest.raises(LinkError, match="not an answer link"):
+        other.call_id(token, 1000.0)
+    assert AnswerLinks.load_or_create(tmp_path).key == links.key  # kept across restarts
+    assert (tmp_path / "answer-link.key").stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_failed_delivery_report_is_recorded_and_the_call_retried(fleet: Fleet) -> None:
+    # Kannel's fake SMSC only ever reports success, so the failure report is sent here the
+    # way Kannel sends it (GET on the dlr-url); the call it names is a real one.
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    webhook = next(c for c in calls if c.channel == "webhook")
+    dlr = {"call": webhook.id, "type": 16}
+    refused = await fleet.http.get("/api/v1/sms/dlr", params={**dlr, "key": "wrong"})
+    assert refused.status_code == 404
+    answer = await fleet.http.get("/api/v1/sms/dlr", params={**dlr, "key": CALLBACK_KEY})
+    assert answer.json() == {"recorded": True}
+    view = (await fleet.alarm_view(alarm_id))["escalation"][0]
+    assert [s["detail"] for s in view["record"] if s["kind"] == "delivery"] == ["SMS rejected"]
+    assert next(c for c in view["calls"] if c["id"] == webhook.id)["status"] == "failed"
+    retried = await fleet.tick(30)
+    assert [c.channel for c in retried] == ["webhook"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "answers"),
+    [("收到\uff01", 1), (" 1 ", 1), ("OK.", 1), ("2", 0), ("不在", 0)],  # \uff01: full-width !
+)
+async def test_a_reply_sms_answers_only_with_1_or_shoudao(
+    fleet: Fleet, reply: str, answers: int
+) -> None:
+    # The reply comes the way Kannel's sms-service sends it (text=%b, the UCS-2 bytes
+    # URL-encoded, charset=%C) to an escalation that texted the village monitor.
+    alarm_id = fleet.alarm(4)
+    await fleet.tick()
+    escalation = fleet.engine.store.escalations_of(alarm_id)[0]
+    village = fleet.engine.store.roster(SITE)[0]
+    (sms,) = fleet.engine.store.plan_calls([PlannedCall(escalation.id, village, "sms")], 0)
+    fleet.engine.store.call_done(sms, True, "Kannel: 0: Accepted for delivery", fleet.clock())
+    text = quote(reply.encode("utf-16-be"), safe="")
+    query = f"key={CALLBACK_KEY}&from={VILLAGE_MOBILE[1:]}&to=10086&text={text}&charset=UTF-16BE"
+    answer = await fleet.http.get(f"/api/v1/sms/mo?{query}")
+    assert answer.json() == {"answered": answers}
+    ended = (await fleet.alarm_view(alarm_id))["escalation"][0]["end_reason"]
+    assert ended == ("answered by 王建国 (village) via sms reply" if answers else None)
+
+
+async def test_a_damaged_record_or_policy_silences_no_other_alarm(
+    fleet: Fleet, robots: WebhookInbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = fleet.alarm(4, rule="slope")
+    await fleet.tick()
+    db = fleet.repository._db()  # damage the stored rows the way a bad disk or hand edit would
+    db.execute("UPDATE escalations SET policy = '{\"tiers\": 3}' WHERE alarm_id = ?", [first])
+    db.execute(
+        "INSERT INTO escalation_policies VALUES (?, '{\"levels\": {\"red\": 1}}', 'x', 0)", [SITE]
+    )
+    db.conn.commit()
+    fleet.alarm(4, rule="rain")
+    calls = await fleet.tick(1)
+    assert sorted(c.channel for c in calls) == ["email", "webhook"]  # by the default policy
+    assert len(robots.to("village")) == 2
+    assert f"escalation of alarm {first} failed this round" in caplog.text
+    assert "its escalation policy is unusable" in caplog.text
+
+
+async def test_a_tier_no_configured_channel_reaches_is_skipped_not_waited_on(
+    fleet: Fleet,
+) -> None:
+    # this fleet has no SMS channel: a village monitor with only a mobile cannot be called
+    await fleet.http.put(
+        f"/api/v1/sites/{SITE}/roster",
+        json=[
+            {"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": VILLAGE_MOBILE},
+            {"tier": "township", "name": "李敏", "role": "乡镇值班", "email": "li@town.cn"},
+        ],
+        headers=fleet.as_(Role.ADMIN),
+    )
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    assert [c.person for c in calls] == ["李敏 (township)"]
+    record = (await fleet.alarm_view(alarm_id))["escalation"][0]["record"]
+    assert [s["detail"] for s in record if s["kind"] == "escalated"] == [
+        "no configured channel reaches anyone of the village tier"
+    ]
