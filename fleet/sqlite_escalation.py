@@ -9,8 +9,8 @@ record (``escalation_record``) names persons by label, never by number or addres
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ import sqlite_utils
 from fleet.escalation_policy import LevelPolicy, parse_level
 from fleet.repository import NotFoundError
 from fleet.roster import Person, PersonIn, Tier
+from fleet.sqlite_ota import read_snapshot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS roster_persons (
@@ -162,17 +163,8 @@ class SQLiteEscalation:
         self._write = write
         db().executescript(SCHEMA)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite_utils.Database]:
-        db = self._db()
-        if db.conn.in_transaction:
-            yield db
-            return
-        db.conn.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            db.conn.execute("COMMIT")
+    def _read(self) -> AbstractContextManager[sqlite_utils.Database]:
+        return read_snapshot(self._db())
 
     # --- roster ---------------------------------------------------------------------------
 

@@ -314,6 +314,19 @@ def _check_not_in_rollout(
             raise ConflictError(msg)
 
 
+@contextmanager
+def read_snapshot(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One consistent snapshot for several queries (inside a write, that write's view)."""
+    if db.conn.in_transaction:
+        yield db
+        return
+    db.conn.execute("BEGIN")
+    try:
+        yield db
+    finally:
+        db.conn.execute("COMMIT")
+
+
 class SQLiteOta:
     """``OtaRepository`` on the repository's SQLite file and its ``releases/`` directory."""
 
@@ -328,18 +341,8 @@ class SQLiteOta:
         self.files_dir = files_dir
         db().executescript(SCHEMA)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite_utils.Database]:
-        """One consistent snapshot for several queries (inside a write, that write's view)."""
-        db = self._db()
-        if db.conn.in_transaction:
-            yield db
-            return
-        db.conn.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            db.conn.execute("COMMIT")
+    def _read(self) -> AbstractContextManager[sqlite_utils.Database]:
+        return read_snapshot(self._db())
 
     # --- groups ---------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ from edge_agent.alarms.kernels import (
     threshold_levels,
 )
 from edge_agent.alarms.model import BoolArray, FloatArray
+from edge_agent.alarms.slope_kernels import expire
 
 # Layout of the rule's cfg.
 (
@@ -470,26 +471,6 @@ def forecast_window(
 
 
 @jit
-def _expire(buf: FloatArray, ip: IntArray, edge: float) -> bool:
-    """Drop rows at or before ``edge``; compact when full; False when buf must grow."""
-    start = ip[0]
-    end = ip[1]
-    while start < end and buf[start, 0] <= edge:
-        start += 1
-    ip[0] = start
-    if end < buf.shape[0]:
-        return True
-    if 2 * (end - start) > buf.shape[0]:
-        return False
-    for j in range(start, end):
-        buf[j - start, 0] = buf[j, 0]
-        buf[j - start, 1] = buf[j, 1]
-    ip[0] = 0
-    ip[1] = end - start
-    return True
-
-
-@jit
 def accepted_failure_t(fout: FloatArray, cfg: FloatArray) -> float:
     """The forecast's failure time if it passed the evidence test, else inf.
 
@@ -567,7 +548,7 @@ def forecast_kernel(
             sm[CHAIN] = 0.0
             continue
         ti = t[i]
-        if not _expire(buf, ip, ti - cfg[WINDOW_S]):
+        if not expire(buf, ip, 0, ti - cfg[WINDOW_S]):
             return i, n_ev, 1
         buf[ip[1], 0] = ti
         buf[ip[1], 1] = x

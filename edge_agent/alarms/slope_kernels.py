@@ -111,7 +111,7 @@ def covered(
 
 
 @jit
-def _expire(buf: FloatArray, ip: IntArray, k: int, edge: float) -> bool:
+def expire(buf: FloatArray, ip: IntArray, k: int, edge: float) -> bool:
     """Drop rows at or before ``edge``; compact when full.
 
     Returns False when the buffer must grow first: it is full and at least half of it is
@@ -172,7 +172,7 @@ def velocity_kernel(
             ks[1] = 1.0
             continue
         ti = t[i]
-        if not _expire(buf, ip, 0, ti - cfg[V_WINDOW_S]):
+        if not expire(buf, ip, 0, ti - cfg[V_WINDOW_S]):
             return i, n_rec, 1
         _append(buf, ip, 0, ti, x)
         if ti < ks[0]:
@@ -290,7 +290,7 @@ def slope_rule_kernel(
         if rec_paused[r] != 0.0:
             sm[CHAIN] = 0.0
         ti = rec_t[r]
-        if derived and not _expire(dbuf, ip, 0, ti - cfg[DERIVED_WINDOW_S]):
+        if derived and not expire(dbuf, ip, 0, ti - cfg[DERIVED_WINDOW_S]):
             return r, n_ev, 1
         ok = not math.isnan(rec_slope[r])
         metric = math.nan
