@@ -4,9 +4,10 @@ One gateway runs as in the field: a simulated station on Modbus TCP (rain gauge,
 radar, siren relay module), a real ``edge run``, a real mosquitto with the fleet's access
 files and ``fleet serve``, on a fast simulated clock through a series of design storms
 whose alarm level rises to red and falls again. Each trial waits a random (seeded) time,
-then SIGKILLs the agent, the fleet or the broker, or SIGKILLs the fleet and restarts it
-with its hold-before-commit fault hook so that the next kill lands inside an ingest
-commit. What was killed is started again and the storm goes on.
+then SIGKILLs the agent, the fleet or the broker, or SIGKILLs the agent or the fleet and
+restarts it with its hold-before-commit fault hook so that the next kill lands inside a
+commit (the agent's store, the fleet's ingest). What was killed is started again and
+the storm goes on.
 
 At the end the agent is stopped, ``edge uplink drain`` empties its backlog, and the
 gateway's store is compared row by row with the fleet's database: readings as (seq, time,
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the harnesses live in tests/
     sys.path.insert(0, str(REPO))
 
+from edge_agent.store import HOLD_BEFORE_COMMIT_ENV as EDGE_HOLD_BEFORE_COMMIT_ENV  # noqa: E402
 from fleet.service import HOLD_BEFORE_COMMIT_ENV  # noqa: E402
 from hardware_sim.device import CoilChange, SimulatedDevice  # noqa: E402
 from hardware_sim.scenarios import DesignStorm  # noqa: E402
@@ -53,9 +55,10 @@ from tests.uplink_harness import (  # noqa: E402
     storm_station,
 )
 
-#: What a trial can kill. ``fleet_in_commit`` restarts the fleet with its fault hook and
-#: kills it again while it holds an ingest transaction open, just before COMMIT.
-TARGETS = ("agent", "fleet", "broker", "fleet_in_commit")
+#: What a trial can kill. ``..._in_commit`` kills the part, restarts it with its fault
+#: hook and kills it again while it holds a transaction open, just before COMMIT: the
+#: fleet an ingest commit, the agent a commit of readings to its store.
+TARGETS = ("agent", "fleet", "broker", "agent_in_commit", "fleet_in_commit")
 #: The test site without the red latch, so the level falls after each storm and the
 #: siren goes off and on again many times in one campaign.
 KILL_SITE = SITE.replace('latch_from = "red"\n', "")
@@ -114,11 +117,19 @@ class Campaign:
         await asyncio.sleep(self.rng.uniform(*self.plan.wait_s))  # the random moment
         down = self.rng.uniform(*self.plan.down_s)
         progress(f"trial {number}: SIGKILL {target}, down {down:.2f} s")
-        if target == "agent":
+        if target in ("agent", "agent_in_commit"):
             stored = gateway_marks(self.agent.data_dir)["readings"][0]
             self.agent.kill()
             await self.agent.process.wait()
             await asyncio.sleep(down)  # the outage itself, not synchronisation
+            if target == "agent_in_commit":
+                self.kills["agent"] += 1
+                marker = self.tmp / f"holding-{number}"
+                env = {EDGE_HOLD_BEFORE_COMMIT_ENV: str(marker)}
+                self.agent = await self.site.start_agent("gw", env=env)
+                await wait_for(marker.exists, 60, "the agent inside a readings commit")
+                self.agent.kill()  # readings written, not committed
+                await self.agent.process.wait()
             self.agent = await self.site.start_agent("gw")
             await wait_for(
                 lambda: gateway_marks(self.agent.data_dir)["readings"][0] > stored,
@@ -150,7 +161,7 @@ def progress(message: str) -> None:
 
 
 def deck(rng: random.Random, trials: int) -> list[str]:
-    """Targets for ``trials`` trials: each round of four holds every target once, shuffled.
+    """Targets for ``trials`` trials: each round holds every target once, shuffled.
 
     So even three trials kill three different parts, and a long campaign kills each
     about equally often, in an order nobody chose.
@@ -372,6 +383,7 @@ async def run_campaign(plan: Plan, tmp: Path) -> dict[str, Any]:
         **lost,
         **changed,
         "level_changes": len(needed),
+        "coil_changes": len(relays.coil_log),
         "siren_needed_s": round(siren_on_s(needed, end), 1),
         "siren_outages": len(outages),
         "longest_siren_outage_s": round(longest.seconds, 3) if longest else 0.0,
