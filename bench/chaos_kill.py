@@ -20,6 +20,7 @@ It only ever signals processes it started itself, and leaves none running.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -399,7 +400,7 @@ def subprocess_run(command: list[str]) -> int:
     return subprocess.run(command, stdout=sys.stderr, check=False, timeout=300).returncode
 
 
-def kill(args: Any) -> dict[str, Any]:
+def kill(args: argparse.Namespace) -> dict[str, Any]:
     """``bench/chaos.py kill``: the campaign in a fresh temporary directory."""
     plan = Plan(trials=args.trials, seed=args.seed, speed=args.speed)
     with tempfile.TemporaryDirectory(prefix="hw-chaos-kill-") as tmp:
