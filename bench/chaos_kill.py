@@ -374,7 +374,8 @@ async def run_campaign(plan: Plan, tmp: Path) -> dict[str, Any]:
         "seed": plan.seed,
         "speed": plan.speed,
         "trials": plan.trials,
-        "kills": campaign.kills,
+        "kills": campaign.kills,  # an ..._in_commit trial also kills its part at random
+        "sigkills": sum(campaign.kills.values()),
         "simulated_h": round((end - ORIGIN) / 3600, 1),
         "wall_s": round(time.monotonic() - started, 1),
         "agent_exit_status": code,
