@@ -15,7 +15,7 @@ Gateways are spread over ``--processes`` worker processes (a Raspberry Pi each, 
 field); the machine running this is shared, so the figures are a floor, not a ceiling.
 
 ``kill``: ``--trials`` random SIGKILLs of the agent, the fleet or the broker (or of the
-fleet inside an ingest commit, by its fault hook) during a series of storms on a fast
+agent or the fleet inside a commit, by their fault hooks) during a series of storms on a fast
 clock; then the gateway's store and the fleet's database are compared row by row, and
 the relay module's coil log with the alarm level (see ``chaos_kill``). Reported: lost,
 duplicated and changed readings and events, and the longest siren outage. Target: all
