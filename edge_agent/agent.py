@@ -307,14 +307,22 @@ class Agent:
         replayed = self.engine.replay(series)
         acked: dict[str, float] = {}
         latched: dict[str, tuple[float, int]] = {}
+        recorded: dict[str, int] = {}  # the level each rule's last alarm event set
         for event in self.store.events(["alarm", "ack"]):
             if event.kind == "ack" and event.subject:
                 acked[event.subject] = event.ts
-            elif event.detail.get("kind") == "rise" and event.subject and event.level:
-                latched[event.subject] = (event.ts, event.level)
+            elif event.kind == "alarm" and event.subject:
+                recorded[event.subject] = event.level or 0
+                if event.detail.get("kind") == "rise" and event.level:
+                    latched[event.subject] = (event.ts, event.level)
         for rule_id, (ts, level) in latched.items():
             if acked.get(rule_id, -1.0) < ts and rule_id in self.engine.levels():
                 self.engine.restore_latch(rule_id, level)
+        # A crash can lose the last readings but not the alarm event they raised: a level
+        # the siren sounded at is never dropped by a restart, only by the rule itself.
+        for rule_id, level in recorded.items():
+            if rule_id in self.engine.levels():
+                self.engine.restore_level(rule_id, level)
         log.info(
             "replayed %d level changes from %d channels; levels now %s",
             len(replayed),

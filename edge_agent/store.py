@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,10 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 """
 
+#: Fault injection for crash tests and ``bench/chaos.py kill``: hold the first readings
+#: transaction open, just before COMMIT, after creating the file this names, until the
+#: process is killed. Read from the agent's environment, never from a config.
+HOLD_BEFORE_COMMIT_ENV = "HAZARDWATCH_EDGE_HOLD_BEFORE_COMMIT"
 #: How often the reading buffer is committed (the most a crash can lose).
 FLUSH_INTERVAL_S = 1.0
 #: Most readings committed in one transaction: after a full disk, what was held goes in
@@ -158,6 +163,8 @@ class LocalStore:
         self._refused_before = 0  # refusals counted when the current condition began
         # Estimated bytes of the events table; counted once, on the first quota check.
         self._event_bytes: int | None = None
+        hold = os.environ.get(HOLD_BEFORE_COMMIT_ENV)
+        self._hold_before_commit = Path(hold) if hold else None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -333,6 +340,9 @@ class LocalStore:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if self._hold_before_commit is not None:
+                self._hold_before_commit.touch()
+                threading.Event().wait()  # until SIGKILL: the rows are written, not committed
 
     def history(self, channel_id: str, since: float, until: float | None = None) -> ChannelHistory:
         """Return a channel's readings with ``since <= ts (<= until)``, in time order."""

@@ -126,6 +126,24 @@ def test_restore_latch_reapplies_a_latched_level_after_a_restart(backend):
     assert (ack.old, ack.new) == (4, 0)
 
 
+def test_restore_level_keeps_the_recorded_level_until_the_hold_runs_out_after_restart(backend):
+    # The last readings before a crash were lost; the alarm event they raised was not.
+    engine = AlarmEngine([level_rule()], backend=backend)
+    feed(engine, [(0, 0.5)])  # the replayed history ends before the rise
+    engine.restore_level("creek", 3)
+    assert engine.levels() == {"creek": 3}
+    # The agent was down 30 minutes: that gap is no evidence, the hold counts from here.
+    assert feed(engine, [(30, 0.5), (39, 0.5)]) == []
+    assert feed(engine, [(40, 0.5)]) == [("creek", 40, 3, 0, "fall")]  # not latched
+    assert engine.acknowledge("creek", T0 + 3000.0) == []
+    engine.restore_level("creek", 1)  # never lowers a level
+    feed(engine, [(41, 3.5)])
+    engine.restore_level("creek", 2)
+    assert engine.levels() == {"creek": 3}
+    with pytest.raises(ValueError, match=r"level 5 is outside 0\.\.4"):
+        engine.restore_level("creek", 5)
+
+
 def test_restore_latch_ignores_a_level_the_rule_does_not_latch(backend):
     engine = AlarmEngine([level_rule(latch_from=4)], backend=backend)
     engine.restore_latch("creek", 3)  # e.g. latch_from was raised since the event was logged

@@ -86,6 +86,10 @@ class ReferenceEvaluator:
         """Re-apply a latched level recorded before a restart."""
         self._rule.restore_latch(level)
 
+    def restore_level(self, level: int) -> None:
+        """Re-apply a level recorded before a restart."""
+        self._rule.restore_level(level)
+
 
 def make_evaluators(rules: list[SampleRule], backend: Backend) -> list[ChannelEvaluator]:
     """Evaluators for the rules of one channel in a backend ``resolve_backend`` returned."""

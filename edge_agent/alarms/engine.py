@@ -278,6 +278,28 @@ class AlarmEngine:
             self._states[rule_id].restore_latch(level)
         self._follow_combinations(math.nan, self.levels())
 
+    def restore_level(self, rule_id: str, level: int) -> None:
+        """After a restart (and the replay of history), re-apply the level last recorded.
+
+        Readings of the last moments before a crash may be lost while the alarm event they
+        raised was stored; the replay then comes out lower than the level the siren was
+        sounding at. The rule's level becomes the higher of the two and falls only as any
+        level falls: after the hold time below threshold, counted from the next sample.
+        Combinations follow their inputs. No change is reported (see ``restore_latch``).
+
+        Raises:
+            KeyError: for an unknown rule id.
+            ValueError: for a level outside 0..4.
+        """
+        rule = self._rule(rule_id)
+        if not 0 <= level <= MAX_LEVEL:
+            msg = f"rule '{rule_id}': level {level} is outside 0..{MAX_LEVEL}"
+            raise ValueError(msg)
+        if isinstance(rule, CombinationRule):
+            return
+        self._states[rule_id].restore_level(level)
+        self._follow_combinations(math.nan, self.levels())
+
     def _rule(self, rule_id: str) -> RuleSpec:
         try:
             return self._rules[rule_id]

@@ -98,6 +98,14 @@ def sm_restore_latch(sm: FloatArray, level: int) -> None:
 
 
 @jit
+def sm_restore_level(sm: FloatArray, level: int) -> None:
+    """Raise to ``level`` recorded before a restart; hold evidence starts at the next sample."""
+    sm[LEVEL] = max(sm[LEVEL], level)
+    sm[BELOW_S] = 0.0
+    sm[PREV_BELOW] = 0.0
+
+
+@jit
 def threshold_levels(metric: float, thresholds: FloatArray, hysteresis: float) -> tuple[int, int]:
     """Return (highest level met, highest level still supported with hysteresis).
 

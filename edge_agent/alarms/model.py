@@ -88,6 +88,14 @@ class RuleState(Protocol):
         """Re-apply a latched ``level`` recorded before a restart (never lowers the level)."""
         ...
 
+    def restore_level(self, level: int) -> None:
+        """Re-apply a ``level`` recorded before a restart (never lowers it, never latches).
+
+        The hold evidence starts again at the next sample: the time the agent was down is
+        never counted as time below threshold.
+        """
+        ...
+
 
 class ChannelEvaluator(Protocol):
     """Evaluates one or more rules of one channel over batches of its samples.

@@ -123,6 +123,10 @@ class _LevelState:
         """Re-apply a latched level recorded before a restart."""
         k.sm_restore_latch(self._sm, level)
 
+    def restore_level(self, level: int) -> None:
+        """Re-apply a level recorded before a restart."""
+        k.sm_restore_level(self._sm, level)
+
 
 class NumbaRule(_LevelState):
     """A rain, antecedent, intensity-duration or water-level rule run by its kernel."""

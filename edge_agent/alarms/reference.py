@@ -98,6 +98,12 @@ class LevelState:
         self.below_s = 0.0
         self.prev_below = not math.isnan(self.last_t) and self.hold_level < self.level
 
+    def restore_level(self, level: int) -> None:
+        """Raise to ``level`` recorded before a restart; hold evidence starts at the next sample."""
+        self.level = max(self.level, level)
+        self.below_s = 0.0
+        self.prev_below = False
+
 
 _Metric = (
     RainWindows | AntecedentRain | IntensityDuration | WaterLevel | SlopeMetric | ForecastMetric
@@ -171,3 +177,7 @@ class ReferenceRule:
     def restore_latch(self, level: int) -> None:
         """Re-apply a latched level recorded before a restart."""
         self.state.restore_latch(level)
+
+    def restore_level(self, level: int) -> None:
+        """Re-apply a level recorded before a restart."""
+        self.state.restore_level(level)
