@@ -8,7 +8,6 @@ a station file are seconds after the simulation origin, so one file replays any 
 from __future__ import annotations
 
 import inspect
-import math
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,34 +55,6 @@ class ElapsedTime:
         return t - self.origin
 
 
-# Required parameters map to None, optional ones to their default.
-_SCENARIO_PARAMS: dict[str, dict[str, float | None]] = {
-    "storm": {
-        "start_s": 0.0,
-        "duration_s": None,
-        "peak_mm_h": None,
-        "peak_position": 0.4,
-        "step_s": 60.0,
-        "variability": 0.2,
-    },
-    "creek": {
-        "base_level_m": None,
-        "catchment_gain_m_per_mm": None,
-        "recession_s": None,
-        "lag_s": 0.0,
-    },
-    "slope": {
-        "failure_s": None,
-        "onset_s": None,
-        "creep_mm_per_day": None,
-        "creep_start_s": 0.0,
-        "initial_displacement_mm": 0.0,
-        "noise_mm": 0.0,
-    },
-    "gnss": {"azimuth_deg": None, "dip_deg": None},
-    "extensometer": {"gain": 1.0},
-    "inclinometer": {"mm_per_deg_x": None, "mm_per_deg_y": None},
-}
 _NEEDS = {"creek": "storm", "gnss": "slope", "extensometer": "slope", "inclinometer": "slope"}
 #: Scenario methods a channel may be bound to, by scenario name.
 SIGNAL_SOURCES: dict[str, tuple[str, ...]] = {
@@ -336,6 +307,107 @@ class BindingTable(TomlTable):
     noise: float = Field(0.0, ge=0.0)
 
 
+class StormTable(TomlTable):
+    """``[scenario.storm]``: a design storm, times in seconds after the origin."""
+
+    start_s: float = 0.0
+    duration_s: float
+    peak_mm_h: float
+    peak_position: float = 0.4
+    step_s: float = 60.0
+    variability: float = 0.2
+
+
+class CreekTable(TomlTable):
+    """``[scenario.creek]``: the creek level the storm drives."""
+
+    base_level_m: float
+    catchment_gain_m_per_mm: float
+    recession_s: float
+    lag_s: float = 0.0
+
+
+class SlopeTable(TomlTable):
+    """``[scenario.slope]``: a creeping slope that fails at ``failure_s``."""
+
+    failure_s: float
+    onset_s: float
+    creep_mm_per_day: float
+    creep_start_s: float = 0.0
+    initial_displacement_mm: float = 0.0
+    noise_mm: float = 0.0
+
+
+class GnssTable(TomlTable):
+    """``[scenario.gnss]``: the slope's movement seen by a GNSS antenna."""
+
+    azimuth_deg: float
+    dip_deg: float
+
+
+class ExtensometerTable(TomlTable):
+    """``[scenario.extensometer]``: the slope's movement seen by a wire extensometer."""
+
+    gain: float = 1.0
+
+
+class InclinometerTable(TomlTable):
+    """``[scenario.inclinometer]``: the slope's movement seen as tilt."""
+
+    mm_per_deg_x: float
+    mm_per_deg_y: float
+
+
+#: The model of each scenario's table, by scenario name.
+_SCENARIO_TABLES: dict[str, type[TomlTable]] = {
+    "storm": StormTable,
+    "creek": CreekTable,
+    "slope": SlopeTable,
+    "gnss": GnssTable,
+    "extensometer": ExtensometerTable,
+    "inclinometer": InclinometerTable,
+}
+
+
+class ScenarioTables(TomlTable):
+    """``[scenario]``: the scenarios a station runs.
+
+    Each is kept as a plain table here and checked against its own model after, so that a
+    problem names its ``[scenario.NAME]`` rather than a dotted key of ``[scenario]``.
+    """
+
+    storm: dict[str, Any] | None = None
+    creek: dict[str, Any] | None = None
+    slope: dict[str, Any] | None = None
+    gnss: dict[str, Any] | None = None
+    extensometer: dict[str, Any] | None = None
+    inclinometer: dict[str, Any] | None = None
+
+
+class FaultsTable(TomlTable):
+    """A device's ``faults``; their values are checked by ``FaultSpec.build`` after."""
+
+    dead: bool = False
+    exception_code: int | None = None
+    corrupt_crc: bool = False
+    stuck: bool = False
+    spike_probability: float = 0.0
+    spike_magnitude: float = 0.0
+    # [start_s, end_s] pairs; TOML has no tuples, and strict models take no list for one.
+    outages: list[Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=list
+    )
+
+
+class StationFile(TomlTable):
+    """The top level of a station file; each table is checked by its own model after."""
+
+    station: dict[str, Any]
+    scenario: dict[str, Any] = Field(default_factory=dict)
+    link: list[Any] = Field(default_factory=list)
+    device: list[Any] = Field(default_factory=list)
+
+
 class StationDeviceTable(TomlTable):
     """``[[device]]``; signals, values and faults are checked against its profile after."""
 
@@ -349,16 +421,24 @@ class StationDeviceTable(TomlTable):
 
 
 def _validated(
-    source: str, schema: Any, raw: Any, what: str | None, device: str | None = None
+    source: str,
+    schema: Any,
+    raw: Any,
+    what: str | None,
+    device: str | None = None,
+    within: str | None = None,
 ) -> Any:
-    """``raw`` checked against ``schema`` (a model or an adapter); problems name ``what``."""
+    """``raw`` checked against ``schema`` (a model or an adapter); problems name ``what``.
+
+    ``within`` names the table in an unknown-key message when ``what`` is None.
+    """
     try:
         if isinstance(schema, TypeAdapter):
             return schema.validate_python(raw)
         return schema.model_validate(raw)
     except ValidationError as exc:
         models = _LINK_KINDS if schema is _LINK_TABLE else schema
-        problem = table_problem(exc, models)
+        problem = table_problem(exc, models, within)
         raise StationError(source, f"{what}: {problem}" if what else problem, device) from None
 
 
@@ -368,39 +448,12 @@ def _table(source: str, raw: Any, what: str, device: str | None = None) -> dict[
     return raw
 
 
-def _check_keys(
-    source: str, raw: Mapping[str, Any], allowed: Any, what: str, device: str | None = None
-) -> None:
-    if bad := sorted(set(raw) - set(allowed)):
-        known = ", ".join(sorted(allowed))
-        raise StationError(
-            source, f"unknown key(s) in {what}: {', '.join(bad)} (known: {known})", device
-        )
-
-
-def _number(source: str, raw: Any, what: str, device: str | None = None) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        raise StationError(source, f"{what} must be a finite number, got {raw!r}", device)
-    return float(raw)
-
-
 def _parse_scenarios(source: str, raw: Any) -> dict[str, dict[str, float]]:
-    table = _table(source, raw, "[scenario]")
-    _check_keys(source, table, _SCENARIO_PARAMS, "[scenario]")
+    tables: ScenarioTables = _validated(source, ScenarioTables, raw, None, within="[scenario]")
     params: dict[str, dict[str, float]] = {}
-    for name, raw_params in table.items():
-        spec = _SCENARIO_PARAMS[name]
-        given = _table(source, raw_params, f"[scenario.{name}]")
-        _check_keys(source, given, spec, f"[scenario.{name}]")
-        values: dict[str, float] = {}
-        for key, default in spec.items():
-            if key in given:
-                values[key] = _number(source, given[key], f"[scenario.{name}] {key}")
-            elif default is None:
-                raise StationError(source, f"[scenario.{name}] needs '{key}'")
-            else:
-                values[key] = default
-        params[name] = values
+    for name, given in tables.model_dump(exclude_none=True).items():
+        table = _validated(source, _SCENARIO_TABLES[name], given, f"[scenario.{name}]")
+        params[name] = {key: float(value) for key, value in table.model_dump().items()}
     for name, needed in _NEEDS.items():
         if name in params and needed not in params:
             raise StationError(source, f"[scenario.{name}] needs a [scenario.{needed}]")
@@ -518,22 +571,20 @@ def _parse_device(
 
 
 def _parse_faults(source: str, device: str, raw: Any, link: LinkSpec) -> FaultSpec:
-    table = _table(source, raw, "'faults'", device)
-    _check_keys(source, table, FaultSpec.__slots__, "'faults'", device)
-    if table.get("corrupt_crc") and link.kind != "pty":
+    table: FaultsTable = _validated(source, FaultsTable, raw, "faults", device)
+    if table.corrupt_crc and link.kind != "pty":
         raise StationError(
             source, f"corrupt_crc needs a serial link; link '{link.name}' is Modbus TCP", device
         )
-    outages = table.get("outages", [])
-    if not isinstance(outages, list) or not all(
-        isinstance(w, list) and len(w) == 2 for w in outages
-    ):
-        raise StationError(source, "outages must be a list of [start_s, end_s] pairs", device)
-    windows = tuple(
-        (_number(source, a, "outage start", device), _number(source, b, "outage end", device))
-        for a, b in outages
+    spec = FaultSpec(
+        dead=table.dead,
+        exception_code=table.exception_code,
+        corrupt_crc=table.corrupt_crc,
+        stuck=table.stuck,
+        spike_probability=table.spike_probability,
+        spike_magnitude=table.spike_magnitude,
+        outages=tuple((start, end) for start, end in table.outages),
     )
-    spec = FaultSpec(**{**table, "outages": windows})
     try:
         spec.build(0.0, 0)
     except (TypeError, ValueError) as exc:
@@ -547,16 +598,16 @@ def parse_station(data: Mapping[str, Any], source: str, base_dir: Path) -> Stati
     Raises:
         StationError: naming ``source``, the device when there is one, and the problem.
     """
-    _check_keys(source, data, {"station", "scenario", "link", "device"}, "the top level")
-    station = _table(source, data.get("station"), "[station]")
+    top: StationFile = _validated(source, StationFile, data, None, within="the top level")
+    station = top.station
     if not isinstance(station.get("name"), str) or not station["name"]:
         raise StationError(source, "[station] needs a 'name'")
     header: StationTable = _validated(source, StationTable, station, "[station]")
     name, seed = header.name, header.seed
-    scenario_params = _parse_scenarios(source, data.get("scenario", {}))
+    scenario_params = _parse_scenarios(source, top.scenario)
     scenarios = build_scenarios(scenario_params, 0.0, seed)
-    raw_links = data.get("link", [])
-    if not isinstance(raw_links, list) or not raw_links:
+    raw_links = top.link
+    if not raw_links:
         raise StationError(source, "a station needs at least one [[link]]")
     links: dict[str, LinkSpec] = {}
     for index, raw in enumerate(raw_links):
@@ -564,8 +615,8 @@ def parse_station(data: Mapping[str, Any], source: str, base_dir: Path) -> Stati
         if link.name in links:
             raise StationError(source, f"duplicate link name '{link.name}'")
         links[link.name] = link
-    raw_devices = data.get("device", [])
-    if not isinstance(raw_devices, list) or not raw_devices:
+    raw_devices = top.device
+    if not raw_devices:
         raise StationError(source, "a station needs at least one [[device]]")
     devices: list[DeviceSpec] = []
     for index, raw in enumerate(raw_devices):

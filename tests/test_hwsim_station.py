@@ -152,6 +152,9 @@ def test_seed_override_changes_the_storm(tmp_path: Path) -> None:
         (("[[100, 200]]", "[[200, 100]]"), "rain", "must start before it ends"),
         (("outages = [[100, 200]]", "corrupt_crc = true"), "rain", "corrupt_crc needs a serial"),
         (("outages = [[100, 200]]", "exception_code = 99"), "rain", "exception_code must be"),
+        (("outages = [[100, 200]]", "stuck = 1"), "rain", "faults: 'stuck' must be true or false"),
+        (("outages = [[100, 200]]", "dead_on = true"), "rain", "faults: unknown key(s): dead_on"),
+        (("[[100, 200]]", "[[100]]"), "rain", "faults: 'outages[0]' needs at least 2 item(s)"),
         (("unit_id = 2", "unit_id = 300"), "rain", "'unit_id' = 300 is outside 1..247"),
     ],
 )
@@ -177,7 +180,15 @@ def test_duplicate_unit_ids_on_one_link_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (("peak_mm_h = 30", ""), "[scenario.storm] needs 'peak_mm_h'"),
+        (("peak_mm_h = 30", ""), "[scenario.storm]: missing 'peak_mm_h'"),
+        (
+            ("peak_mm_h = 30", "peak_mm_h = true"),
+            "[scenario.storm]: 'peak_mm_h' must be a finite number, got True",
+        ),
+        (
+            ("peak_mm_h = 30", "peak_mm_h = 30\npeak = 40"),
+            "[scenario.storm]: unknown key(s): peak (allowed: duration_s, peak_mm_h,",
+        ),
         (("peak_mm_h = 30", "peak_mm_h = 30\npeak_position = 2"), "peak_position must be within"),
         (("[scenario.storm]", "[scenario.hail]"), "unknown key(s) in [scenario]: hail"),
         (('kind = "tcp"', 'kind = "udp"'), "link 'gw': 'kind' must be 'tcp' or 'pty', got 'udp'"),
