@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from drivers.poller import DeviceConfig
 from drivers.profiles import Table
@@ -69,45 +69,73 @@ def _actuator(
     return RelayActuatorSpec(table.id, device, parsed, test)
 
 
+class PlayerTable(TomlTable):
+    """``[player]``: the name of a player of the gateway's agent.toml.
+
+    ``command`` is read only from an older local site file, and then only to match it to one
+    of those players (``local_settings.bind_player``); a pushed one is refused below.
+    """
+
+    name: str | None = None
+    command: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+class LevelActionTable(TomlTable):
+    """``[actions.LEVEL]``: ``{ siren = "warble", clip = "evacuate_now" }``.
+
+    Every key but ``clip`` is an actuator id, so this model cannot list them: it takes any
+    key whose value is a string (a pattern name), and ``parse_actuation`` refuses an id
+    the site does not declare, and a pattern that actuator lacks.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str]
+
+    clip: str | None = None
+
+
+class ActionsTable(TomlTable):
+    """``[actions]``: one table per alarm level above normal (``LEVEL_NAMES[1:]``).
+
+    Each is kept as a plain table here and checked as a ``LevelActionTable`` after, so a
+    problem names its ``[actions.LEVEL]`` rather than a dotted key of ``[actions]``.
+    """
+
+    blue: dict[str, Any] | None = None
+    yellow: dict[str, Any] | None = None
+    orange: dict[str, Any] | None = None
+    red: dict[str, Any] | None = None
+
+
 def _player(source: str, raw: Any, pushed: bool) -> PlayerChoice:
     """The player the site asks for; what it runs is the gateway's business (agent.toml)."""
     if raw is None:
         return PlayerChoice()
-    if not isinstance(raw, dict):
-        raise SiteConfigError(source, "must be a table", "[player]")
-    if "clips" in raw:
+    if isinstance(raw, dict) and "clips" in raw:
+        # Named apart from the other unknown keys: clips were paths here once.
         raise SiteConfigError(
             source,
             "'clips' is not read from a site file: clips are the shipped ones and the "
             "NAME.wav files of the gateway's clips directory (agent.toml 'clips_dir')",
             "[player]",
         )
-    if unknown := sorted(set(raw) - {"name", "command"}):
-        raise SiteConfigError(
-            source, f"unknown key(s): {', '.join(unknown)} (allowed: command, name)", "[player]"
-        )
-    if "name" in raw and "command" in raw:
+    try:
+        table = PlayerTable.model_validate(raw)
+    except ValidationError as exc:
+        raise SiteConfigError(source, table_problem(exc, PlayerTable), "[player]") from None
+    if table.name is not None and table.command is not None:
         raise SiteConfigError(source, "give 'name' or 'command', not both", "[player]")
-    if "command" in raw and pushed:
+    if table.command is not None and pushed:
         raise SiteConfigError(
             source,
             "a pushed configuration names its player ('name = \"aplay\"'), never a "
             "command: the gateway runs only the players of its own agent.toml",
             "[player]",
         )
-    if "command" in raw:
-        command = raw["command"]
-        if (
-            not isinstance(command, list)
-            or not command
-            or not all(isinstance(c, str) for c in command)
-        ):
-            raise SiteConfigError(
-                source, "'command' must be a non-empty list of strings", "[player]"
-            )
-        return PlayerChoice(command=tuple(command))
-    name = raw.get("name")
-    if not isinstance(name, str) or not SYMBOL.fullmatch(name):
+    if table.command is not None:
+        return PlayerChoice(command=tuple(table.command))
+    name = table.name
+    if name is None or not SYMBOL.fullmatch(name):
         raise SiteConfigError(
             source,
             f"'name' must name a player of the gateway's agent.toml (letters, digits, _ "
@@ -115,6 +143,35 @@ def _player(source: str, raw: Any, pushed: bool) -> PlayerChoice:
             "[player]",
         )
     return PlayerChoice(name=name)
+
+
+def _level_action(
+    source: str, level_name: str, raw: Any, by_id: Mapping[str, RelayActuatorSpec]
+) -> LevelAction:
+    item = f"[actions.{level_name}]"
+    try:
+        table = LevelActionTable.model_validate(raw)
+    except ValidationError as exc:
+        raise SiteConfigError(source, table_problem(exc, LevelActionTable), item) from None
+    clip = table.clip
+    # Only a name: the gateway looks it up among its own clips, never a path.
+    if clip is not None and not SYMBOL.fullmatch(clip):
+        raise SiteConfigError(
+            source,
+            f"clip must be a clip's name (letters, digits, _ and -), not a path: {clip!r}",
+            item,
+        )
+    patterns: dict[str, str] = {}
+    for key, value in table.__pydantic_extra__.items():
+        if key not in by_id:
+            raise SiteConfigError(source, f"unknown actuator '{key}'", item)
+        if value not in by_id[key].patterns:
+            known = ", ".join(by_id[key].patterns)
+            raise SiteConfigError(
+                source, f"actuator '{key}' has no pattern {value!r} (patterns: {known})", item
+            )
+        patterns[key] = value
+    return LevelAction(patterns, clip)
 
 
 def parse_actuation(
@@ -139,37 +196,12 @@ def parse_actuation(
     if len(by_id) != len(actuators):
         raise SiteConfigError(source, "two actuators share an id")
     player = _player(source, data.get("player"), pushed)
-    actions: dict[int, LevelAction] = {}
-    raw_actions = data.get("actions", {})
-    if not isinstance(raw_actions, dict):
-        raise SiteConfigError(source, "[actions] must be a table of levels")
-    for level_name, raw in raw_actions.items():
-        item = f"[actions.{level_name}]"
-        if level_name not in LEVEL_NAMES[1:]:
-            raise SiteConfigError(
-                source, f"unknown level (levels: {', '.join(LEVEL_NAMES[1:])})", item
-            )
-        if not isinstance(raw, dict):
-            raise SiteConfigError(source, "must be a table", item)
-        clip = raw.get("clip")
-        # Only a name: the gateway looks it up among its own clips, never a path.
-        if clip is not None and (not isinstance(clip, str) or not SYMBOL.fullmatch(clip)):
-            raise SiteConfigError(
-                source,
-                f"clip must be a clip's name (letters, digits, _ and -), not a path: {clip!r}",
-                item,
-            )
-        patterns: dict[str, str] = {}
-        for key, value in raw.items():
-            if key == "clip":
-                continue
-            if key not in by_id:
-                raise SiteConfigError(source, f"unknown actuator '{key}'", item)
-            if value not in by_id[key].patterns:
-                known = ", ".join(by_id[key].patterns)
-                raise SiteConfigError(
-                    source, f"actuator '{key}' has no pattern {value!r} (patterns: {known})", item
-                )
-            patterns[key] = value
-        actions[LEVEL_NAMES.index(level_name)] = LevelAction(patterns, clip)
+    try:
+        levels = ActionsTable.model_validate(data.get("actions", {}))
+    except ValidationError as exc:
+        raise SiteConfigError(source, table_problem(exc, ActionsTable), "[actions]") from None
+    actions = {
+        LEVEL_NAMES.index(level_name): _level_action(source, level_name, raw, by_id)
+        for level_name, raw in levels.model_dump(exclude_none=True).items()
+    }
     return ActuationSpec(actuators, player, actions, reassert_s, test_duration_s)

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 
 from drivers.profiles import ProfileError, load_profile
+from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.config_probe import probe_site
 from edge_agent.local_settings import LocalSettingsError, load_local_settings
+from edge_agent.site_actuation import ActionsTable
 from edge_agent.site_config import absent_serial_ports, load_site, parse_site_text
 from edge_agent.site_errors import SiteConfigError
 from hardware_sim.station import StationError, load_station
@@ -263,3 +265,39 @@ def test_the_actuator_schema_words_each_problem(old: str, new: str, problem: str
     with pytest.raises(SiteConfigError) as caught:
         parse_site_text(RELAY_SITE.replace(old, new), "site.toml")
     assert str(caught.value) == f"site.toml: actuator 'siren': {problem}"
+
+
+@pytest.mark.parametrize(
+    ("added", "item", "problem"),
+    [
+        ('[actions.red]\nsiren = 1\n', "[actions.red]", "'siren' must be a string, got 1"),
+        ('[actions.red]\nclip = ["x"]\n', "[actions.red]", "'clip' must be a string, got ['x']"),
+        ('[actions.red]\nhorn = "warble"\n', "[actions.red]", "unknown actuator 'horn'"),
+        ("[actions]\npurple = {}\n", "[actions]",
+         "unknown key(s): purple (allowed: blue, orange, red, yellow)"),
+        ("[actions]\nred = 1\n", "[actions]", "'red' must be a table, got 1"),
+        ("[player]\nname = 5\n", "[player]", "'name' must be a string, got 5"),
+        ("[player]\ncommand = []\n", "[player]", "'command' needs at least 1 item(s)"),
+        ('[player]\ncommand = ["aplay", 1]\n', "[player]", "'command[1]' must be a string, got 1"),
+        ('[player]\nnom = "aplay"\n', "[player]", "unknown key(s): nom (allowed: command, name)"),
+        ("[player]\n", "[player]", "'name' must name a player of the gateway's agent.toml"),
+    ],
+)  # fmt: skip
+def test_the_player_and_actions_schemas_word_each_problem(
+    added: str, item: str, problem: str
+) -> None:
+    with pytest.raises(SiteConfigError) as caught:
+        parse_site_text(RELAY_SITE + added, "site.toml")
+    assert str(caught.value).startswith(f"site.toml: {item}: {problem}")
+
+
+def test_the_actions_table_has_one_key_per_level_above_normal() -> None:
+    assert tuple(ActionsTable.model_fields) == LEVEL_NAMES[1:]
+
+
+def test_actions_name_actuators_and_clips_by_name() -> None:
+    site = parse_site_text(
+        RELAY_SITE + '[actions.red]\nsiren = "warble"\nclip = "evacuate_now"\n', "site.toml"
+    )
+    action = site.actuation.actions[LEVEL_NAMES.index("red")]
+    assert (dict(action.patterns), action.clip) == ({"siren": "warble"}, "evacuate_now")
