@@ -119,6 +119,24 @@ def _table(source: str, item: str, model: type[T], raw: Any) -> T:
         raise SiteConfigError(source, table_problem(exc, model), item) from None
 
 
+class SiteFile(TomlTable):
+    """The top level of a site file: which tables it may have.
+
+    Each is checked by its own model (or rule kind) after, so a problem names its table.
+    """
+
+    site: Any = None
+    bus: Any = None
+    device: Any = None
+    agent: Any = None
+    actuator: Any = None
+    player: Any = None
+    actions: Any = None
+    rule: Any = None
+    siren_node: Any = None
+    uplink: Any = None
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
     """How the daemon runs: store quota and actuation timing."""
@@ -285,10 +303,6 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
     Raises:
         SiteConfigError: naming ``source``, the bus or device, and the problem.
     """
-    allowed_top = {
-        "site", "bus", "device", "agent", "actuator", "player", "actions", "rule", "siren_node",
-        "uplink",
-    }  # fmt: skip
     raw_site = data.get("site")
     if (
         not isinstance(raw_site, dict)
@@ -298,8 +312,10 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
         # No default: the fleet, the uplink and the alarm history know a site by its id,
         # and two gateways that both fell back to one would be confused for each other.
         raise SiteConfigError(source, "a [site] table with a non-empty string 'id' is required")
-    if unknown := sorted(set(data) - allowed_top):
-        raise SiteConfigError(source, f"unknown section(s): {', '.join(unknown)}")
+    try:
+        SiteFile.model_validate(data)
+    except ValidationError as exc:
+        raise SiteConfigError(source, table_problem(exc, SiteFile, "the top level")) from None
     site = _table(source, "[site]", SiteTable, raw_site)
     raw_buses = data.get("bus", [])
     raw_devices = data.get("device", [])

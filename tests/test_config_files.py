@@ -301,3 +301,12 @@ def test_actions_name_actuators_and_clips_by_name() -> None:
     )
     action = site.actuation.actions[LEVEL_NAMES.index("red")]
     assert (dict(action.patterns), action.clip) == ({"siren": "warble"}, "evacuate_now")
+
+
+def test_an_unknown_table_of_a_site_file_is_named_with_the_allowed_ones() -> None:
+    with pytest.raises(SiteConfigError) as caught:
+        parse_site_text(RELAY_SITE + "[players]\n", "site.toml")
+    assert str(caught.value) == (
+        "site.toml: unknown key(s) in the top level: players (allowed: actions, actuator, "
+        "agent, bus, device, player, rule, siren_node, site, uplink)"
+    )

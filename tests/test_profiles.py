@@ -123,7 +123,10 @@ def test_bad_channel_is_refused_naming_file_channel_and_problem(tmp_path, change
     [
         (("max_registers = 4", "max_registers = 200"), "'max_registers' = 200 is outside 1..125"),
         (('model = "Test gauge"', ""), "needs a 'model'"),
-        (("[device]", "[devices]"), "unknown top-level key(s): devices"),
+        (
+            ("[device]", "[devices]"),
+            "unknown key(s) in the top level: devices (allowed: channel, device)",
+        ),
         (
             ("max_registers = 4", "max_registers = 4\ncolour = 1"),
             "unknown key(s) in [device]: colour",

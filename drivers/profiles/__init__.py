@@ -226,6 +226,13 @@ class ChannelTable(TomlTable):
 T = TypeVar("T", bound=TomlTable)
 
 
+class ProfileFile(TomlTable):
+    """The top level of a profile: ``[device]`` and ``[[channel]]``, each checked after."""
+
+    device: Any = None
+    channel: Any = None
+
+
 def _table(
     source: str, model: type[T], raw: Any, channel: str | None = None, within: str | None = None
 ) -> T:
@@ -360,8 +367,7 @@ def parse_profile(data: Mapping[str, Any], source: str, name: str) -> DeviceProf
     Raises:
         ProfileError: naming ``source``, the channel and the problem.
     """
-    if bad := sorted(set(data) - {"device", "channel"}):
-        raise ProfileError(source, f"unknown top-level key(s): {', '.join(bad)}")
+    _table(source, ProfileFile, data, within="the top level")
     raw_device = data.get("device")
     if not isinstance(raw_device, dict):
         raise ProfileError(source, "missing [device] table")
