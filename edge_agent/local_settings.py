@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, ValidationError
+
+from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
 from edge_agent.actuation import DEFAULT_PLAYER_NAME, LEVEL_NAMES, SHIPPED_CLIPS, PlayerSpec
 from edge_agent.site_actuation import SYMBOL
@@ -45,26 +48,36 @@ class LocalSettings:
     clips: Mapping[str, Path] = field(default_factory=lambda: _clips_in(SHIPPED_CLIPS))
 
 
-def _players(source: Path, raw: Any) -> dict[str, tuple[str, ...]]:
-    if not isinstance(raw, dict):
-        raise LocalSettingsError(source, "[players] must be a table of [players.NAME] tables")
+class AgentFile(TomlTable):
+    """agent.toml: each ``[players.NAME]`` is checked as a ``PlayerTable`` after."""
+
+    players: dict[str, Any] = Field(default_factory=dict)
+    clips_dir: Annotated[str, Field(min_length=1)] = "clips"
+
+
+class PlayerTable(TomlTable):
+    """``[players.NAME]``: the command that player runs, ``{clip}`` standing for the file."""
+
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+
+def _validated(source: Path, model: type[TomlTable], raw: Any, item: str | None) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise LocalSettingsError(source, table_problem(exc, model), item) from None
+
+
+def _players(source: Path, raw: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     players = dict(BUILTIN_PLAYERS)
-    for name, table in raw.items():
+    for name, given in raw.items():
         item = f"[players.{name}]"
         if not SYMBOL.fullmatch(name):
             raise LocalSettingsError(source, "a player's name takes letters, digits, _ and -", item)
-        if not isinstance(table, dict) or set(table) != {"command"}:
-            raise LocalSettingsError(source, "takes exactly one key, 'command'", item)
-        command = table["command"]
-        if (
-            not isinstance(command, list)
-            or not command
-            or not all(isinstance(c, str) and c for c in command)
-        ):
-            raise LocalSettingsError(source, "'command' must be a list of non-empty strings", item)
-        if not any("{clip}" in part for part in command):
+        table: PlayerTable = _validated(source, PlayerTable, given, item)
+        if not any("{clip}" in part for part in table.command):
             raise LocalSettingsError(source, "'command' must contain {clip}", item)
-        players[name] = tuple(command)
+        players[name] = tuple(table.command)
     return players
 
 
@@ -79,20 +92,14 @@ def load_local_settings(path: Path) -> LocalSettings:
         LocalSettingsError: when the file cannot be read, is not TOML, or is invalid.
     """
     data = read_toml(path, "agent settings", LocalSettingsError) if path.exists() else {}
-    if unknown := sorted(set(data) - {"players", "clips_dir"}):
-        raise LocalSettingsError(
-            path, f"unknown key(s): {', '.join(unknown)} (allowed: clips_dir, players)"
-        )
-    clips_dir = data.get("clips_dir", "clips")
-    if not isinstance(clips_dir, str) or not clips_dir:
-        raise LocalSettingsError(path, f"'clips_dir' must be a folder, got {clips_dir!r}")
-    folder = path.parent / clips_dir
+    settings: AgentFile = _validated(path, AgentFile, data, None)
+    folder = path.parent / settings.clips_dir
     if "clips_dir" in data and not folder.is_dir():
         raise LocalSettingsError(path, f"'clips_dir': no folder {folder}")
     clips = _clips_in(SHIPPED_CLIPS)
     if folder.is_dir():
         clips.update(_clips_in(folder))
-    return LocalSettings(str(path), _players(path, data.get("players", {})), clips)
+    return LocalSettings(str(path), _players(path, settings.players), clips)
 
 
 def bind_player(site: SiteConfig, settings: LocalSettings) -> PlayerSpec:

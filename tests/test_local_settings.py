@@ -187,9 +187,16 @@ def test_an_unknown_clip_name_is_refused_listing_the_gateways_clips(tmp_path: Pa
     ("text", "problem"),
     [
         ('[players.x]\ncommand = ["sh", "-c", "id"]\n', "[players.x]: 'command' must contain"),
-        ("[players.x]\ncommand = []\n", "[players.x]: 'command' must be a list"),
+        ("[players.x]\ncommand = []\n", "[players.x]: 'command' needs at least 1 item(s)"),
+        ('[players.x]\ncommand = ["x", ""]\n', "[players.x]: 'command[1]' must be a non-empty"),
+        ("[players]\nx = 1\n", "[players.x]: must be a table"),
+        ("players = 1\n", "'players' must be a table, got 1"),
+        ("clips_dir = 3\n", "'clips_dir' must be a string, got 3"),
         ('[players."../x"]\ncommand = ["x", "{clip}"]\n', "a player's name takes letters"),
-        ('[players.x]\ncmd = ["x", "{clip}"]\n', "[players.x]: takes exactly one key"),
+        (
+            '[players.x]\ncmd = ["x", "{clip}"]\n',
+            "[players.x]: missing 'command'; unknown key(s): cmd (allowed: command)",
+        ),
         ('clips_dir = "nowhere"\n', "'clips_dir': no folder"),
         ("sirens = 1\n", "unknown key(s): sirens"),
         ("[players\n", "not valid TOML"),
