@@ -472,10 +472,10 @@ def _replay_csv(
     backend: str,
     json_out: bool,
 ) -> None:
-    from edge_agent.replay_csv import (  # noqa: PLC0415 - numba loads only when replaying
+    from edge_agent.replay import change_rows  # noqa: PLC0415 - numba loads only when replaying
+    from edge_agent.replay_csv import (  # noqa: PLC0415
         RecordError,
         backtest,
-        change_rows,
         forecast_steps,
         plot_inverse_velocity,
         read_record,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.actuation import LEVEL_NAMES
-from edge_agent.alarms import AlarmEngine, ChannelRule
+from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
 from edge_agent.site_config import SiteConfig
 from edge_agent.store import LocalStore
 
@@ -42,6 +42,11 @@ def replay_store(
         changes = engine.replay(series)
     finally:
         store.close()
+    return change_rows(changes)
+
+
+def change_rows(changes: list[LevelChange]) -> list[dict[str, Any]]:
+    """Level changes as printable rows (JSON-ready)."""
     return [
         {
             "time": datetime.fromtimestamp(c.t, UTC).isoformat(timespec="seconds"),

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.alarms import AlarmEngine, ChannelRule, FailureForecastRule, LevelChange
 from edge_agent.site_config import SiteConfig
 
@@ -122,22 +121,6 @@ def backtest(
             result.steps.append({"t": float(t[end - 1]), "rule": rule_id, **values})
         start = end
     return result
-
-
-def change_rows(changes: list[LevelChange]) -> list[dict[str, Any]]:
-    """Level changes as printable rows."""
-    return [
-        {
-            "time": datetime.fromtimestamp(c.t, UTC).isoformat(timespec="seconds"),
-            "t": c.t,
-            "rule": c.rule_id,
-            "from": LEVEL_NAMES[c.old],
-            "to": LEVEL_NAMES[c.new],
-            "kind": c.kind,
-            "detail": c.detail,
-        }
-        for c in changes
-    ]
 
 
 def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
