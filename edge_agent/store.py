@@ -610,9 +610,14 @@ SELECT_CHANNELS = "SELECT id, name FROM channels"
 def _held_event(
     ts: float, kind: str, subject: str | None, level: int | None, detail: dict[str, Any] | None
 ) -> HeldEvent:
-    """Check an event can be a row, and freeze its detail as JSON now, as it happened."""
-    if not math.isfinite(ts):
-        msg = f"event {kind!r}: time {ts!r} is not a finite number"
+    """Check an event can be a row, and freeze its detail as JSON now, as it happened.
+
+    An infinite time is kept (the uplink sends it clamped and flagged, see
+    ``upload_source``); NaN cannot be stored at all and is refused here, before it could
+    block the queue of held events.
+    """
+    if math.isnan(ts):
+        msg = f"event {kind!r}: time {ts!r} is not a number"
         raise ValueError(msg)
     if not kind:
         msg = "an event needs a kind"
