@@ -36,6 +36,7 @@ from fleet.escalation_policy import LEVEL_NAMES, EscalationPolicy, PolicyError, 
 from fleet.repository import NotFoundError
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
+from fleet.worker_threads import in_thread
 
 if TYPE_CHECKING:
     from fleet.settings import EscalationSettings
@@ -137,7 +138,7 @@ class EscalationEngine:
     async def tick(self) -> list[Call]:
         """One round: decide (committed), then send; returns the calls it sent."""
         now = self.clock()
-        calls = await asyncio.to_thread(self._decide, now)
+        calls = await in_thread(self._decide, now)
         if calls and self._hold_before_send is not None:
             self._hold_before_send.touch()
             await asyncio.Event().wait()  # until killed
@@ -267,21 +268,19 @@ class EscalationEngine:
     async def _send(self, call: Call) -> None:
         channel = next((c for c in self.channels if c.name == call.channel), None)
         try:
-            person = await asyncio.to_thread(self.store.person, call.person_id)
+            person = await in_thread(self.store.person, call.person_id)
         except NotFoundError:
             person = None
         if channel is None or person is None or not channel.reaches(person):
             result = SendResult(False, "the person or the channel is no longer configured")
         else:
-            escalation = await asyncio.to_thread(self.store.escalation, call.escalation_id)
+            escalation = await in_thread(self.store.escalation, call.escalation_id)
             try:
                 result = await channel.send(person, self.message(escalation, call))
             except Exception as exc:  # a channel bug must not stop the other calls
                 log.exception("channel %s failed on call %d", call.channel, call.id)
                 result = SendResult(False, f"{type(exc).__name__} in the {call.channel} channel")
-        await asyncio.to_thread(
-            self.store.call_done, call, result.sent, result.detail, self.clock()
-        )
+        await in_thread(self.store.call_done, call, result.sent, result.detail, self.clock())
 
     def message(self, escalation: Escalation, call: Call) -> CallMessage:
         """The warning text of one call, with its answer link."""

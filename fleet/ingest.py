@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from fleet.mqtt_connection import BrokerConnection, wait_for_broker
 from fleet.repository import CommitResult, OutboxDocument, Received, Repository
+from fleet.worker_threads import in_thread
 from protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
@@ -358,7 +359,7 @@ class IngestWorker:
                 log.exception("could not deliver commands or documents; will try again")
 
     async def _deliver_commands(self, client: aiomqtt.Client) -> None:
-        claimed = await asyncio.to_thread(self.repository.claim_commands, time.time())
+        claimed = await in_thread(self.repository.claim_commands, time.time())
         for queued in claimed:
             command = Command(
                 id=queued.id,
@@ -376,11 +377,11 @@ class IngestWorker:
                 self.stats.commands_sent += 1
             except aiomqtt.MqttError as exc:
                 log.warning("could not deliver command %s, will retry: %s", queued.id, exc)
-                await asyncio.to_thread(self.repository.release_command, queued.id)
+                await in_thread(self.repository.release_command, queued.id)
 
     async def _deliver_documents(self, client: aiomqtt.Client) -> None:
         """Publish signed configs and releases, retained, so an offline gateway gets the last."""
-        claimed = await asyncio.to_thread(self.repository.ota.claim_documents, time.time())
+        claimed = await in_thread(self.repository.ota.claim_documents, time.time())
         if not claimed:
             return
         results = await asyncio.gather(
@@ -401,6 +402,4 @@ class IngestWorker:
             (failed if isinstance(result, Exception) else published).append(doc)
         if failed:
             log.warning("could not publish %d signed documents, will retry", len(failed))
-        await asyncio.to_thread(
-            self.repository.ota.finish_documents, published, failed, time.time()
-        )
+        await in_thread(self.repository.ota.finish_documents, published, failed, time.time())

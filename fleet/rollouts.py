@@ -29,6 +29,7 @@ from fleet.repository import (
     RolloutState,
     RolloutStep,
 )
+from fleet.worker_threads import in_thread
 from ota.document import Document, DocumentKind, Signer, Target, sign_document
 
 log = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ class RolloutScheduler:
         while True:
             await asyncio.sleep(self.timing.tick_s)
             try:
-                await asyncio.to_thread(self.tick)
+                await in_thread(self.tick)
             except Exception:
                 level = logging.DEBUG if self._failing else logging.ERROR
                 log.log(level, "could not move the rollouts along; will try again", exc_info=True)
