@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_agent.alarms import AlarmEngine, ChannelRule, FailureForecastRule, LevelChange
 from edge_agent.site_config import SiteConfig
+from protocol.limits import MAX_TIMESTAMP, MIN_TIMESTAMP
 
 
 class RecordError(ValueError):
@@ -80,8 +81,11 @@ def read_record(path: Path) -> tuple[np.ndarray, np.ndarray]:
         except ValueError:
             msg = f"{where}: value {row[1]!r} is not a number"
             raise RecordError(msg) from None
-        if not math.isfinite(t) or not math.isfinite(value):
-            msg = f"{where}: time and value must be finite numbers"
+        if not math.isfinite(value):
+            msg = f"{where}: value must be a finite number"
+            raise RecordError(msg)
+        if not MIN_TIMESTAMP <= t <= MAX_TIMESTAMP:
+            msg = f"{where}: time {row[0].strip()} is outside 2000-2100"
             raise RecordError(msg)
         if times and t <= times[-1]:
             msg = f"{where}: time {row[0].strip()} does not come after the previous row"

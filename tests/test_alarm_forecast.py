@@ -182,3 +182,24 @@ def test_the_shipped_slope_example_uses_the_forecast_and_loads():
     assert not kinds & {"inverse_velocity", "tangent_angle"}
     forecast = next(rule for rule in site.rules if rule.kind == "failure_forecast")
     assert forecast.latch_from == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("window_s = 1e12", "window_s"),
+        ("bin_s = 1", "bin_s"),
+        ("window_s = 5184000\nbin_s = 600", "at most 2000"),
+    ],
+)
+def test_a_forecast_window_too_large_to_fit_every_hour_is_refused(tmp_path, extra, message):
+    rule = (
+        'id = "forecast"\nkind = "failure_forecast"\nchannel = "scarp.extension"\n'
+        f"{extra}\nhorizons_h = {{ red = 36 }}"
+    )
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(poll=600, rule=rule))
+    with pytest.raises(SiteConfigError) as caught:
+        load_site(site)
+    assert "rule 'forecast'" in str(caught.value)
+    assert message in str(caught.value)

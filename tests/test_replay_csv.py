@@ -76,6 +76,9 @@ def test_replay_csv_draws_the_inverse_velocity_plot(failing_record, tmp_path):
         ("time,value\n2026-01-01T00:00:00,1.0\n2026-01-01T00:00:00,1.1\n", CHANNEL, "line 3"),
         ("time,value\n2026-01-01T00:00:00,abc\n", CHANNEL, "value 'abc' is not a number"),
         ("time,value\nyesterday,1.0\n", CHANNEL, "neither ISO 8601 nor Unix seconds"),
+        ("time,value\n1e300,1.0\n", CHANNEL, "outside 2000-2100"),
+        ("time,value\nnan,1.0\n", CHANNEL, "outside 2000-2100"),
+        ("time,value\n2026-01-01T00:00:00,inf\n", CHANNEL, "value must be a finite number"),
         ("time,value\n2026-01-01T00:00:00,1.0\n", "road_relays.relay1", "no rule of"),
     ],
 )

@@ -91,6 +91,10 @@ DISPLACEMENT_QUANTITIES = frozenset(
     {"displacement", "displacement_east", "displacement_north", "displacement_up", "crack_width"}
 )
 TANGENT_DEFAULTS: LevelThresholds = (None, 45.0, 80.0, 85.0)
+#: A forecast's window and its bins are bounded: every hourly fit walks every bin, and a
+#: pushed config must not be able to stall a gateway's alarm path.
+MAX_FORECAST_WINDOW_S = 60 * 86400.0
+MAX_FORECAST_BINS = 2000
 #: Forecasts a failure-forecast level may wait for in a row (see ``confirm``).
 MAX_CONFIRM = 6
 
@@ -196,9 +200,9 @@ class FailureForecastTable(_ChannelRule):
     """``kind = "failure_forecast"``; bounds that depend on ``window_s`` are checked after."""
 
     kind: Literal["failure_forecast"]
-    window_s: float = Field(_FORECAST.window_s, ge=86400.0)
+    window_s: float = Field(_FORECAST.window_s, ge=86400.0, le=MAX_FORECAST_WINDOW_S)
     eval_every_s: float = Field(_FORECAST.eval_every_s, gt=0.0)
-    bin_s: float = Field(_FORECAST.bin_s, gt=0.0)
+    bin_s: float = Field(_FORECAST.bin_s, ge=60.0)
     min_bins: float = Field(_FORECAST.min_bins, ge=8.0)
     min_span_s: float = Field(_FORECAST.min_span_s, gt=0.0)
     alpha_range: list[float] = Field(default_factory=lambda: list(_FORECAST.alpha_range))
@@ -483,6 +487,11 @@ def _forecast(
 ) -> FailureForecastRule:
     r.channel(t.channel, channels, DISPLACEMENT_QUANTITIES, "mm")
     bin_s = r.number("bin_s", value=t.bin_s, at_most=t.window_s / 8.0)
+    if t.window_s / bin_s > MAX_FORECAST_BINS:
+        r.fail(
+            f"window_s / bin_s = {t.window_s / bin_s:g} bins; at most {MAX_FORECAST_BINS} "
+            "(every fit goes over all of them): lengthen bin_s or shorten window_s"
+        )
     if len(t.alpha_range) != 2:
         r.fail(f"'alpha_range' must be [low, high], got {t.alpha_range!r}")
     low = r.number("alpha_range[0]", value=t.alpha_range[0], above=1.0)
