@@ -356,14 +356,12 @@ class NumbaForecastRule(_LevelState):
         self._ks[fk.KS_NEXT] = -math.inf
         self._ip: IntArray = np.zeros(2, dtype=np.int64)
         self._bins = fk.bin_count(rule.window_s, rule.bin_s)
-        self._allocate(INITIAL_ROWS)
+        self._buf = np.zeros((INITIAL_ROWS, 2), dtype=np.float64)
+        self._size_scratch()
         self._events = _Events(fl.OUT_SIZE)
 
-    def _allocate(self, rows: int) -> None:
-        if not hasattr(self, "_buf"):
-            self._buf = np.zeros((rows, 2), dtype=np.float64)
-        else:
-            self._buf = _grow(self._buf)
+    def _size_scratch(self) -> None:
+        """Scratch for as many rows as the buffer holds and the window has bins."""
         rows = max(self._buf.shape[0], self._bins)
         self._scratch = np.zeros((rows, fk.SCRATCH_COLS), dtype=np.float64)
         self._work = np.zeros(rows + fk.WORK_EXTRA, dtype=np.float64)
@@ -397,7 +395,8 @@ class NumbaForecastRule(_LevelState):
             )
             changes += self._events.take(self.rule.id, n_ev)
             if need == 1:
-                self._allocate(2 * self._buf.shape[0])
+                self._buf = _grow(self._buf)
+                self._size_scratch()
             elif need == 0:
                 return changes
 
