@@ -168,7 +168,7 @@ def build_health(
     return Health(
         gateway_id=gateway_id,
         ts=sendable_timestamp(agent.clock.now()),
-        uptime_s=round(time.monotonic() - agent.started, 1),
+        uptime_s=round(time.monotonic() - agent.started, 3),  # ms: a first report comes early
         agent_version=agent_version,
         config_version=site_config_version,
         cpu_temp_c=host.cpu_temp_c,
