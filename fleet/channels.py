@@ -16,7 +16,8 @@ from typing import Protocol
 import aiosmtplib
 import httpx
 
-from fleet.roster import Person, mask_email, mask_phone, mask_webhook
+from fleet.roster import Person, mask_email, mask_webhook
+from protocol.contacts import mask_phone
 
 log = logging.getLogger(__name__)
 

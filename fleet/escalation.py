@@ -37,6 +37,7 @@ from fleet.repository import NotFoundError
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
+from protocol.contacts import international, is_answer
 
 if TYPE_CHECKING:
     from fleet.settings import EscalationSettings
@@ -48,10 +49,6 @@ log = logging.getLogger(__name__)
 HOLD_BEFORE_SEND_ENV = "HAZARDWATCH_FLEET_HOLD_BEFORE_SEND"
 #: A failed send is tried again after this long (or the repeat interval, if shorter).
 RETRY_S = 30.0
-#: SMS replies that mean "received" (叫应's answer).
-ANSWER_WORDS = frozenset({"1", "收到", "ok"})
-#: Trailing punctuation a reply may carry: ASCII and full-width full stops and exclamations.
-_REPLY_PUNCTUATION = ".!\u3002\uff01"
 LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
 
 
@@ -176,7 +173,15 @@ class EscalationEngine:
                 escalation = None
         if escalation is None:
             escalation = self._maybe_start(alarm, now)
-        return [] if escalation is None else self._due_calls(escalation, now)
+        if escalation is None:
+            return []
+        # The village may have answered the gateway while the county was out of reach.
+        if self.store.take_gateway_answers(escalation):
+            reason = self._answered(escalation)
+            if reason is not None:
+                self.store.end_escalation(escalation.id, reason, now)
+                return []
+        return self._due_calls(escalation, now)
 
     def _end_reason(self, alarm: AlarmState, escalation: Escalation) -> str | None:
         if alarm.cleared:
@@ -219,8 +224,20 @@ class EscalationEngine:
     def _due_calls(self, escalation: Escalation, now: float) -> list[PlannedCall]:
         steps = escalation.policy.steps
         step, since = escalation.step, escalation.step_since
+        answered = {tier for _person, tier, _via, _at in self.store.answers(escalation.id)}
         while step < len(steps):
             tier = steps[step].tier
+            if tier in answered and step + 1 < len(steps):
+                # answered (at the gateway, say) but a higher tier is required: on to it
+                self.store.advance(
+                    escalation.id,
+                    step + 1,
+                    now,
+                    steps[step + 1].tier,
+                    f"the {tier.value} tier has answered",
+                )
+                step, since = step + 1, now
+                continue
             on_roster = self._persons(escalation.site_id, tier)
             persons = [p for p in on_roster if any(c.reaches(p) for c in self.channels)]
             deadline = since + steps[step].deadline_s
@@ -317,11 +334,9 @@ class EscalationEngine:
     def answer_sms(self, sender: str, text: str) -> list[AnswerTaken]:
         """A reply SMS: "1" or "收到" from a roster number answers its open escalations."""
         now = self.clock()
-        if text.strip().rstrip(_REPLY_PUNCTUATION).strip().lower() not in ANSWER_WORDS:
+        if not is_answer(text):
             return []
-        number = sender.strip()
-        if not number.startswith("+"):
-            number = "+" + number.lstrip("0")
+        number = international(sender)
         taken: list[AnswerTaken] = []
         for person in self.store.persons_with_mobile(number):
             for escalation_id in self.store.recent_sms_escalations(person.id):

@@ -12,9 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fleet.escalation_policy import LEVEL_NAMES
 from fleet.repository import Alarm, Role
-from fleet.roster import Person, Tier, mask_email, mask_phone, mask_webhook
+from fleet.roster import Person, Tier, mask_email, mask_webhook
 from fleet.schemas import AlarmOut
 from fleet.sqlite_escalation import Call, Escalation, SQLiteEscalation
+from protocol.contacts import mask_phone
 
 
 class PersonIn(BaseModel):

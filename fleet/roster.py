@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from protocol.contacts import E164
+
 
 class Tier(enum.StrEnum):
     """The chain of responsibility, lowest first: each tier answers for the ones below."""
@@ -28,8 +30,6 @@ class Tier(enum.StrEnum):
         return list(Tier).index(self)
 
 
-#: A mobile number in E.164: '+', country code, subscriber number, 8 to 15 digits in all.
-E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 CSV_COLUMNS = ("site_id", "tier", "name", "role", "mobile", "email", "webhook")
 SITE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -68,16 +68,6 @@ class Person:
     def label(self) -> str:
         """How the person appears in logs and the record: name and tier, no contact."""
         return f"{self.name} ({self.tier.value})"
-
-
-def mask_phone(number: str | None) -> str | None:
-    """``+8613812345678`` -> ``+861*******78``: enough to tell two numbers apart, no more."""
-    if number is None:
-        return None
-    keep_head, keep_tail = 4, 2
-    if len(number) <= keep_head + keep_tail:
-        return "*" * len(number)
-    return number[:keep_head] + "*" * (len(number) - keep_head - keep_tail) + number[-keep_tail:]
 
 
 def mask_email(address: str | None) -> str | None:

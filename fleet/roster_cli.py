@@ -13,9 +13,10 @@ from typing import Annotated
 
 import typer
 
-from fleet.roster import RosterError, mask_email, mask_phone, mask_webhook, parse_roster_csv
+from fleet.roster import RosterError, mask_email, mask_webhook, parse_roster_csv
 from fleet.service import open_repository
 from fleet.settings import FleetSettings
+from protocol.contacts import mask_phone
 
 roster_app = typer.Typer(
     help="The responsible persons (责任人) of each site, by tier.", no_args_is_help=True

@@ -493,6 +493,29 @@ class SQLiteEscalation:
             self._record(db, escalation_id, now, "answer", tier.value, person, via, call_id)
         return True
 
+    def take_gateway_answers(self, escalation: Escalation) -> int:
+        """Record the village answers gateways sent for this alarm at (or above) its level.
+
+        Each is recorded once per escalation; returns how many were new.
+        """
+        taken = 0
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT person, via, at FROM gateway_answers g WHERE alarm_id = ? AND level >= ? "
+                "AND NOT EXISTS (SELECT 1 FROM escalation_answers a WHERE a.escalation_id = ? "
+                "AND a.person = g.person AND a.via = g.via AND a.at = g.at) ORDER BY id",
+                [escalation.alarm_id, escalation.level, escalation.id],
+            ).fetchall()
+            for person, via, at in rows:
+                db.execute(
+                    "INSERT INTO escalation_answers (escalation_id, person, tier, via, at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [escalation.id, person, Tier.VILLAGE.value, via, at],
+                )
+                self._record(db, escalation.id, at, "answer", Tier.VILLAGE.value, person, via)
+                taken += 1
+        return taken
+
     def answers(self, escalation_id: int) -> list[tuple[str, Tier, str, float]]:
         """(person, tier, via, at) of each answer, oldest first."""
         rows = self._db().query(

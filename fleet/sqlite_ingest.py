@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 from bisect import bisect_right
@@ -375,6 +376,10 @@ def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
     ).fetchone()
     if open_alarm is not None and event.seq < open_alarm[1]:
         return
+    if event.kind == VILLAGE_ANSWER:
+        if open_alarm is not None:
+            _village_answer(conn, open_alarm[0], event)
+        return
     if event.kind == "ack":
         if open_alarm is not None:
             by = f"{event.detail.get('by', 'local')} (at the gateway)"
@@ -400,4 +405,29 @@ def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
         "UPDATE alarms SET level = ?, peak_level = max(peak_level, ?), last_seq = ?, "
         "detail = coalesce(?, detail), cleared_at = CASE WHEN ? = 0 THEN ? END WHERE id = ?",
         (event.level, event.level, event.seq, detail, event.level, event.ts, open_alarm[0]),
+    )
+
+
+#: The event a gateway records when a village person answered it (edge_agent.village_call).
+VILLAGE_ANSWER = "village_answer"
+
+
+def _village_answer(conn: sqlite3.Connection, alarm_id: int, event: EventRow) -> None:
+    """A village answer taken at the gateway: a receipt on the alarm, and one for 叫应.
+
+    The escalation engine reads ``gateway_answers`` and stops calling the village tier.
+    Gateways send these exactly once, so there is no duplicate to guard against here.
+    """
+    person = str(event.detail.get("person", "village"))[:128]
+    via = f"{str(event.detail.get('via', 'answer'))[:64]} (at the gateway)"
+    at = event.detail.get("at")
+    confirmed_at = float(at) if isinstance(at, int | float) and math.isfinite(at) else event.ts
+    conn.execute(
+        "INSERT INTO alarm_receipts (alarm_id, person, via, note, confirmed_at, recorded_by) "
+        "VALUES (?, ?, ?, NULL, ?, 'gateway')",
+        (alarm_id, person, via, confirmed_at),
+    )
+    conn.execute(
+        "INSERT INTO gateway_answers (alarm_id, level, person, via, at) VALUES (?, ?, ?, ?, ?)",
+        (alarm_id, event.level or 0, person, via, confirmed_at),
     )

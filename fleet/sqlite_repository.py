@@ -137,6 +137,15 @@ CREATE TABLE IF NOT EXISTS alarm_receipts (
     confirmed_at REAL NOT NULL,
     recorded_by TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS gateway_answers (
+    id INTEGER PRIMARY KEY,
+    alarm_id INTEGER NOT NULL REFERENCES alarms(id),
+    level INTEGER NOT NULL,
+    person TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gateway_answers_by_alarm ON gateway_answers (alarm_id);
 CREATE TABLE IF NOT EXISTS enrollment_tokens (
     id INTEGER PRIMARY KEY,
     token_hash TEXT NOT NULL UNIQUE,

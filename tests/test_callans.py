@@ -85,6 +85,25 @@ class Fleet:
             0
         ].id
 
+    def events(self, *rows: tuple[str, str, int, dict[str, Any]]) -> None:
+        """The gateway's (kind, rule, level, detail) events, in one batch as after an outage."""
+        first = self.seq + 1
+        batch_rows = []
+        for kind, rule, level, detail in rows:
+            self.seq += 1
+            batch_rows.append(
+                EventRow(
+                    seq=self.seq,
+                    ts=self.clock(),
+                    kind=kind,
+                    subject=rule,
+                    level=level,
+                    detail=detail,
+                )
+            )
+        batch = EventBatch(gateway_id=GW, first_seq=first, last_seq=self.seq, rows=batch_rows)
+        self.repository.commit([Received(GW, self.clock(), batch)])
+
     async def tick(self, advance_s: float = 0) -> list[Any]:
         self.clock.advance(advance_s)
         return await self.engine.tick()
@@ -498,3 +517,74 @@ async def test_a_tier_no_configured_channel_reaches_is_skipped_not_waited_on(
     assert [s["detail"] for s in record if s["kind"] == "escalated"] == [
         "no configured channel reaches anyone of the village tier"
     ]
+
+
+async def test_a_village_answer_taken_at_the_gateway_stops_the_calling_before_it_starts(
+    fleet: Fleet,
+) -> None:
+    # The link was down: the alarm, the gateway's own text and the reply arrive together.
+    answered_at = fleet.clock() - 120
+    fleet.events(
+        ("alarm", "slope", 4, {}),
+        ("village_call", "slope", 4, {"alarm_seq": 1, "person": "王建国 (village)"}),
+        (
+            "village_answer",
+            "slope",
+            4,
+            {"alarm_seq": 1, "person": "王建国 (village)", "via": "sms reply", "at": answered_at},
+        ),
+    )
+    alarm_id = fleet.repository.alarms(active=None, gateway_id=GW, since=None, until=None, limit=1)[
+        0
+    ].id
+    assert await fleet.tick() == []  # nobody is called
+    view = await fleet.alarm_view(alarm_id)
+    (escalation,) = view["escalation"]
+    assert escalation["end_reason"] == "answered by 王建国 (village) via sms reply (at the gateway)"
+    (receipt,) = view["receipts"]
+    assert (receipt["person"], receipt["recorded_by"]) == ("王建国 (village)", "gateway")
+    assert receipt["confirmed_at"] == pytest.approx(answered_at)
+    assert await fleet.tick(3600) == []
+
+
+async def test_a_village_answer_at_the_gateway_sends_the_calling_on_to_the_required_tier(
+    fleet: Fleet,
+) -> None:
+    policy = {
+        "levels": {
+            "red": {
+                "tiers": [
+                    {"tier": "village", "deadline_s": 300},
+                    {"tier": "township", "deadline_s": 600},
+                ],
+                "repeat_s": 120,
+                "required_tier": "township",
+            }
+        }
+    }
+    answer = await fleet.http.put(
+        f"/api/v1/sites/{SITE}/escalation-policy", json=policy, headers=fleet.as_(Role.ADMIN)
+    )
+    assert answer.status_code == 200, answer.text
+    fleet.events(
+        ("alarm", "slope", 4, {}),
+        ("village_answer", "slope", 4, {"person": "王建国 (village)", "via": "confirm button"}),
+    )
+    calls = await fleet.tick()
+    # the village answered the gateway: the township is called at once, the village not again
+    assert {c.person for c in calls} == {"李敏 (township)"}
+    alarm_id = fleet.repository.alarms(active=None, gateway_id=GW, since=None, until=None, limit=1)[
+        0
+    ].id
+    record = await fleet.record(alarm_id)
+    assert ("answer", "王建国 (village)", "confirm button (at the gateway)") in record
+    # An answer given to an orange alarm does not answer it once it is red.
+    fleet.events(("alarm", "slope", 0, {}))
+    await fleet.tick(1)
+    fleet.events(
+        ("alarm", "slope", 3, {}),
+        ("village_answer", "slope", 3, {"person": "王建国 (village)", "via": "confirm button"}),
+        ("alarm", "slope", 4, {}),
+    )
+    calls = await fleet.tick(1)
+    assert "王建国 (village)" in {c.person for c in calls}

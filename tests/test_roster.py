@@ -18,9 +18,10 @@ import pytest
 from fleet.escalation_config import load_escalation_settings
 from fleet.main import create_app
 from fleet.repository import Role
-from fleet.roster import RosterError, mask_phone, parse_roster_csv
+from fleet.roster import RosterError, parse_roster_csv
 from fleet.settings import FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
+from protocol.contacts import mask_phone
 from tests.mosquitto import auth
 
 MOBILE = "+8613812345678"

@@ -20,8 +20,8 @@ from fastapi.responses import HTMLResponse
 
 from fleet.dependencies import Calls, refusals
 from fleet.escalation import AnswerRefusedError
-from fleet.roster import mask_phone
 from fleet.sqlite_repository import iso
+from protocol.contacts import mask_phone
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,39 @@
+"""What the fleet and the gateway agree on about reaching a person: numbers and answers.
+
+A mobile number is E.164; a reply SMS that means "received" (叫应's answer) is one of a few
+words. Both sides use these, so a village monitor's "收到" counts the same whether the
+county's SMS gateway or the gateway's own modem took it. Nothing here may log a number:
+``mask_phone`` is what a log line shows.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: A mobile number in E.164: '+', country code, subscriber number, 8 to 15 digits in all.
+E164 = re.compile(r"^\+[1-9]\d{7,14}$")
+#: SMS replies that mean "received" (叫应's answer), compared after ``reply_word``.
+ANSWER_WORDS = frozenset({"1", "收到", "ok"})
+#: Trailing punctuation a reply may carry: ASCII and full-width full stops and exclamations.
+_REPLY_PUNCTUATION = ".!\u3002\uff01"
+
+
+def mask_phone(number: str | None) -> str | None:
+    """``+8613812345678`` -> ``+861*******78``: enough to tell two numbers apart, no more."""
+    if number is None:
+        return None
+    keep_head, keep_tail = 4, 2
+    if len(number) <= keep_head + keep_tail:
+        return "*" * len(number)
+    return number[:keep_head] + "*" * (len(number) - keep_head - keep_tail) + number[-keep_tail:]
+
+
+def is_answer(text: str) -> bool:
+    """True for a reply that confirms receipt: "1", "收到", "OK", with or without a full stop."""
+    return text.strip().rstrip(_REPLY_PUNCTUATION).strip().lower() in ANSWER_WORDS
+
+
+def international(sender: str) -> str:
+    """A sender as an SMS centre or modem reports it, written the E.164 way (leading '+')."""
+    number = sender.strip()
+    return number if number.startswith("+") else "+" + number.lstrip("0")
