@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fleet.roster import Person
 from ota.document import DocumentKind
 from ota.manifest import ReleaseManifest
 from protocol import CommandResult, DataBatch, EventBatch, GatewayState, Health, Stream
@@ -558,6 +559,10 @@ class Repository(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+    def roster(self, site_id: str) -> list[Person]:
+        """The responsible persons of ``site_id`` (叫应), every tier."""
+        ...
 
     # --- API tokens ---------------------------------------------------------------------
     def create_api_token(

@@ -29,6 +29,8 @@ from fleet.repository import (
     RolloutState,
     RolloutStep,
 )
+from fleet.roster import Person
+from fleet.village_roster import with_village_roster
 from fleet.worker_threads import in_thread
 from ota.document import Document, DocumentKind, Signer, Target, sign_document
 
@@ -248,9 +250,13 @@ def next_step(rollout: Rollout, now: float) -> RolloutStep | None:
     return RolloutStep(rollout.id, rollout.revision, timed_out, start, state, reason)
 
 
-def config_payload(site_toml: str) -> dict[str, Any]:
-    """The payload of a signed configuration document."""
-    return {"site_toml": site_toml}
+def config_payload(site_toml: str, roster_of: Callable[[str], Sequence[Person]]) -> dict[str, Any]:
+    """The payload of a signed configuration document: the village roster written in.
+
+    Raises:
+        VillageRosterError: the site file lists persons itself, or nobody can be texted.
+    """
+    return {"site_toml": with_village_roster(site_toml, roster_of)}
 
 
 def document_issuer(
@@ -345,7 +351,8 @@ class RolloutScheduler:
             payload = ota.get_release(rollout.release_version).manifest.payload()
         else:
             assert rollout.config_id is not None
-            payload = config_payload(ota.get_config(rollout.config_id).site_toml)
+            site_toml = ota.get_config(rollout.config_id).site_toml
+            payload = config_payload(site_toml, self.repository.roster)
         return document_issuer(rollout.kind, payload, rollout.group, self.signer, now)
 
 

@@ -9,7 +9,12 @@ which the fleet cannot see: the gateway refuses those with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from fastapi import HTTPException, status
+
+from fleet.roster import Person
+from fleet.village_roster import VillageRosterError, with_village_roster
 
 #: How the fleet names the file in its messages ("site.toml: device 'x': ...").
 SOURCE = "site.toml"
@@ -26,6 +31,16 @@ def check_site_toml(text: str) -> None:
         parse_site_text(text, SOURCE)
     except SiteConfigError as exc:
         raise _refuse(str(exc)) from exc
+
+
+def checked_for_signing(text: str, roster_of: Callable[[str], Sequence[Person]]) -> str:
+    """``text`` as a gateway will get it (the village roster written in), checked; or 422."""
+    try:
+        signed = with_village_roster(text, roster_of)
+    except VillageRosterError as exc:
+        raise _refuse(str(exc)) from None
+    check_site_toml(signed)
+    return signed
 
 
 def _refuse(message: str) -> HTTPException:

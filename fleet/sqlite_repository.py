@@ -43,6 +43,7 @@ from fleet.repository import (
     Received,
     Role,
 )
+from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
 from fleet.sqlite_ota import SQLiteOta, rowid
@@ -215,6 +216,10 @@ class SQLiteRepository:
         self._migrate(time.time())
         self.ota = SQLiteOta(self._db, self._write, path.parent / "releases")
         self.escalation = SQLiteEscalation(self._db, self._write)
+
+    def roster(self, site_id: str) -> list[Person]:
+        """The responsible persons of ``site_id`` (叫应), every tier."""
+        return self.escalation.roster(site_id)
 
     def _migrate(self, now: float) -> None:
         """Bring a database made by an older version up to ``SCHEMA``.

@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from edge_agent.site_config import parse_site_text
 from fleet.cli import app as fleet_cli
 from fleet.main import create_app
 from fleet.repository import Role
@@ -616,3 +617,52 @@ async def test_release_publish_and_rollout_commands_drive_a_running_fleet(tmp_pa
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_the_village_tier_of_the_roster_goes_into_the_signed_config_and_nowhere_else(
+    console: Console,
+) -> None:
+    gateway_id = (await console.enroll()).gateway_id
+    village_call = '\n[village_call]\nmodem = "/dev/ttyUSB2"\nconfirm = ["siren_relays.input1"]\n'
+    site = SITE + village_call
+    body = {"gateway_id": gateway_id, "site_toml": site}
+    configurator = console.as_(Role.CONFIGURATOR)
+    refused = await console.http.post("/api/v1/configs", json=body, headers=configurator)
+    assert refused.status_code == 422
+    assert "roster of site 'creek-village' has no village person" in refused.text
+    roster = [
+        {"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": "+8613800000001"},
+        {"tier": "village", "name": "张村长", "role": "村主任", "email": "z@village.example.cn"},
+        {"tier": "township", "name": "李敏", "role": "乡镇值班", "mobile": "+8613900000002"},
+    ]
+    put = await console.http.put(
+        "/api/v1/sites/creek-village/roster", json=roster, headers=console.as_(Role.ADMIN)
+    )
+    assert put.status_code == 200, put.text
+    created = await console.http.post("/api/v1/configs", json=body, headers=configurator)
+    assert created.status_code == 201, created.text
+    [queued] = console.repository.ota.claim_documents(time.time())
+    document = verify_document(
+        queued.document, console.key.public_key_b64, gateway_id, DocumentKind.CONFIG, 0
+    )
+    signed = document.payload["site_toml"]
+    parsed = parse_site_text(signed, "site.toml")
+    assert parsed.village_call is not None
+    # Only the village tier, only those with a mobile number; no township number.
+    assert [(p.name, p.mobile) for p in parsed.village_call.persons] == [
+        ("王建国", "+8613800000001")
+    ]
+    assert "+8613900000002" not in signed
+    # What a viewer reads back is the file as written, without the numbers.
+    shown = await console.http.get(
+        f"/api/v1/configs/{created.json()['id']}", headers=console.as_(Role.VIEWER)
+    )
+    assert shown.json()["site_toml"] == site
+    assert "+8613800000001" not in shown.text
+    # Persons written by hand would go stale beside the roster: refused.
+    by_hand = site + '\n[[village_call.person]]\nname = "x"\nmobile = "+8613800000009"\n'
+    refused = await console.http.post(
+        "/api/v1/configs", json={**body, "site_toml": by_hand}, headers=configurator
+    )
+    assert refused.status_code == 422
+    assert "must not list persons" in refused.text

@@ -38,10 +38,10 @@ from fleet.repository import (
     Role,
     SiteConfigRecord,
 )
-from fleet.rollouts import config_payload, document_issuer
+from fleet.rollouts import document_issuer
 from fleet.schemas import SITE_ID_PATTERN, Out
 from fleet.signing import SigningKey
-from fleet.site_validation import check_site_toml
+from fleet.site_validation import checked_for_signing
 from ota.document import DocumentKind
 
 GROUP_PATTERN = SITE_ID_PATTERN  # group names follow the site id rules
@@ -199,15 +199,17 @@ def create_config(
     """Validate, store and (unless ``publish`` is false) sign and send a site config.
 
     The site file is checked with the gateway's own parser first: 422 with its message.
+    A ``[village_call]`` table gets the village tier of the site's roster written in (the
+    stored text keeps none of their numbers); 422 if it lists persons or the roster none.
 
     The document goes retained to each addressed gateway, so one that is offline gets
     the newest on reconnect. 409 if a gateway is in an active config rollout.
     """
-    check_site_toml(body.site_toml)
+    signed = checked_for_signing(body.site_toml, repository.roster)
     now = time.time()
     issue = None
     if body.publish:
-        payload = config_payload(body.site_toml)
+        payload = {"site_toml": signed}
         issue = document_issuer(DocumentKind.CONFIG, payload, body.group, key, now)
     new = NewSiteConfig(body.site_toml, body.gateway_id, body.group, body.note, principal.name)
     try:

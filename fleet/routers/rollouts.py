@@ -35,7 +35,7 @@ from fleet.repository import (
 from fleet.rollouts import RolloutScheduler, WaveSpec, plan_waves, verdict, wave_tallies
 from fleet.routers.configs import GroupName
 from fleet.schemas import Out
-from fleet.site_validation import check_site_toml
+from fleet.site_validation import checked_for_signing
 from ota.document import DocumentKind
 from protocol import MAX_WIRE_INT
 
@@ -247,7 +247,7 @@ def create_rollout(
             group = config.target if config.scope == "group" else None
         if body.config_id is not None:
             # Stored by an older fleet, it may predate the check at the door.
-            check_site_toml(ota.get_config(body.config_id).site_toml)
+            checked_for_signing(ota.get_config(body.config_id).site_toml, repository.roster)
     except NotFoundError as exc:
         raise http_error(exc) from exc
     try:
