@@ -29,6 +29,7 @@ from edge_agent.rule_sampling import check_sample_counts
 from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
 from edge_agent.site_actuation import parse_actuation
 from edge_agent.site_errors import SiteConfigError
+from edge_agent.village_call_config import VillageCallSpec, parse_village_call
 from protocol import (
     ACK_TIMEOUT_S,
     HEALTH_INTERVAL_S,
@@ -135,6 +136,7 @@ class SiteFile(TomlTable):
     rule: Any = None
     siren_node: Any = None
     uplink: Any = None
+    village_call: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,14 @@ class SiteConfig:
     rules: tuple[RuleSpec, ...] = ()
     siren_nodes: tuple[SirenNodeSpec, ...] = ()
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
+    village_call: VillageCallSpec | None = None
+
+
+def serial_port_allowed(device: str, pushed: bool) -> bool:
+    """Whether a site file may open ``device``: any path locally, serial ports if pushed."""
+    return not pushed or (
+        os.path.normpath(device) == device and bool(SERIAL_PORT.fullmatch(device))
+    )
 
 
 def _parse_bus(source: str, raw: Any, index: int, pushed: bool) -> BusConfig:
@@ -213,7 +223,7 @@ def _parse_bus(source: str, raw: Any, index: int, pushed: bool) -> BusConfig:
     if isinstance(table, TcpBusTable):
         return TcpBusConfig(name=table.name, host=table.host, port=table.port)
     device = table.device
-    if pushed and (os.path.normpath(device) != device or not SERIAL_PORT.fullmatch(device)):
+    if not serial_port_allowed(device, pushed):
         raise SiteConfigError(
             source,
             f"device {device!r}: a pushed configuration may open serial ports only "
@@ -374,7 +384,26 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
             for i, raw in enumerate(data.get("siren_node", []))
         ),
         uplink=_parse_uplink(source, data.get("uplink", {})),
+        village_call=_parse_village_call(
+            source, data.get("village_call"), by_device, buses, pushed=base_dir is None
+        ),
     )
+
+
+def _parse_village_call(
+    source: str,
+    raw: Any,
+    devices: Mapping[str, DeviceConfig],
+    buses: Sequence[BusConfig],
+    *,
+    pushed: bool,
+) -> VillageCallSpec | None:
+    spec = parse_village_call(source, raw, devices, lambda port: serial_port_allowed(port, pushed))
+    for bus in buses:
+        if spec is not None and isinstance(bus, SerialBusConfig) and bus.device == spec.modem:
+            problem = f"modem {spec.modem!r} is the port of bus '{bus.name}'"
+            raise SiteConfigError(source, problem, "[village_call]")
+    return spec
 
 
 _NODE_CHANNELS = ("heartbeat", "fallback_active", "heartbeat_silent", "siren", *SETTINGS)
