@@ -75,6 +75,7 @@ class SimulatedModem:
         rssi: what ``AT+CSQ`` reports (0-31, 99 unknown).
         on_command: called with each command line, and with ``"<text>"`` when message
             text ends, before the modem answers (tests use it to interleave URCs).
+        on_sent: called with each SMS the gateway sent, once it is in the outbox.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class SimulatedModem:
         self.storage: dict[int, StoredSms] = {}
         self.commands: list[str] = []
         self.on_command: Callable[[str], None] | None = None
+        self.on_sent: Callable[[SentSms], None] | None = None
         self.echo = True
         self.text_mode = False
         self.charset = "GSM"
@@ -282,9 +284,12 @@ class SimulatedModem:
             return
         ref = self._next_ref
         self._next_ref = self._next_ref % 255 + 1
-        self.outbox.append(SentSms(number, text, ref))
+        sent = SentSms(number, text, ref)
+        self.outbox.append(sent)
         log.info("simulated modem: SMS %d to %s", ref, mask_number(number))
         self._send(f"\r\n+CMGS: {ref}\r\n\r\nOK\r\n")
+        if self.on_sent is not None:
+            self.on_sent(sent)
 
     def _answer(self, line: str) -> list[str]:
         upper = line.upper()

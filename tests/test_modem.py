@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import serial
@@ -21,6 +25,7 @@ VILLAGE_HEAD = "+8613800000001"
 MONITOR = "+8613800000002"
 WARNING = "【HazardWatch 红色预警】青石村滑坡监测点位移速率超限，请立即组织转移。回复1确认"  # noqa: RUF001 - Chinese punctuation
 TIMEOUT_S = 2.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -357,3 +362,43 @@ async def test_a_code_between_a_message_header_and_its_body_is_skipped(
 
     # The second message is empty: its header is followed straight by OK.
     assert lines == [InfoLine(header, to_ucs2_hex("收到")), InfoLine(header, "")]
+
+
+async def test_hwsim_modem_serves_a_pty_answers_with_the_reply_and_masks_numbers(
+    tmp_path: Path,
+) -> None:
+    port = tmp_path / "modem"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hardware_sim.cli",
+        "modem",
+        "--path",
+        str(port),
+        "--reply",
+        "收到",
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(10):
+            while b"serving" not in (line := await process.stdout.readline()):
+                assert line, "hwsim exited before serving"
+        async with SmsModem(str(port), timeout_s=TIMEOUT_S) as client:
+            await client.send_sms(VILLAGE_HEAD, WARNING)
+            async with asyncio.timeout(5):
+                while not (replies := await client.unread()):
+                    pass
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=10)
+
+    assert [(sms.sender, sms.text) for sms in replies] == [(VILLAGE_HEAD, "收到")]
+    text = output.decode()
+    assert f"SMS 1 to +86*******0001: {WARNING}" in text
+    assert "stopped; 1 SMS sent" in text
+    assert VILLAGE_HEAD not in text
+    assert process.returncode == 0
