@@ -4,8 +4,9 @@ One command at a time: it writes the command line, skips echo and unsolicited re
 codes (``+CMTI``, ``RING``, ...), and returns the information lines the command answered
 before ``OK``. An error result, a closed port or silence past the deadline raises
 ``ModemError`` naming the command. It never blocks the event loop (the tty is
-non-blocking and served by the loop's reader), and never puts a raw command line in a
-log or an error: every command carries a label, which callers mask.
+non-blocking and served by the loop's reader), and never puts a phone number in a log
+or an error: a command that carries one is named by a masked label, and a skipped line
+is logged by its command name only.
 """
 
 from __future__ import annotations
@@ -276,8 +277,9 @@ class AtChannel:
         """Run a command that prompts ``> `` for text (``AT+CMGS``), then send text and Ctrl-Z.
 
         The prompt must come within the channel's timeout; the final answer within
-        ``answer_timeout_s`` (sending waits for the network). On a timeout the modem is
-        sent ESC, which cancels the message if it still waits for text.
+        ``answer_timeout_s`` (sending waits for the network). When this fails or is
+        cancelled before the text is complete, the modem is sent ESC, which drops the
+        message: otherwise it would take the next commands for message text.
 
         Raises:
             ModemError: as for ``command``.
@@ -288,9 +290,10 @@ class AtChannel:
                 await self._within(self.timeout_s, label, self._write(line.encode("ascii") + b"\r"))
                 await self._within(self.timeout_s, label, self._prompt(label))
                 await self._within(self.timeout_s, label, self._write(text + CTRL_Z))
-            except ModemError:
-                await self._cancel_text()
+            except BaseException:
+                self._cancel_text()
                 raise
+            # A late OK (to an earlier ESC) came before the prompt, where it was skipped.
             return await self._within(
                 answer_timeout_s, label, self._answer(label, info, False, False)
             )
@@ -298,12 +301,13 @@ class AtChannel:
     async def cancel_text_entry(self) -> None:
         """Send ESC: a modem left waiting for message text (a crash mid-send) forgets it."""
         async with self._turn:
-            await self._cancel_text()
+            self._cancel_text()
 
-    async def _cancel_text(self) -> None:
-        with contextlib.suppress(ModemError, TimeoutError):
-            async with asyncio.timeout(self.timeout_s):
-                await self._write(ESC)
+    def _cancel_text(self) -> None:
+        # Synchronous, so that it also runs in a task being cancelled; one byte always fits.
+        if self._serial is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._serial.fileno(), ESC)
 
     @staticmethod
     async def _within(seconds: float, name: str, work: Awaitable[T]) -> T:

@@ -83,8 +83,9 @@ def _address(value: str) -> str:
             decoded = from_ucs2_hex(value)
         except Ucs2Error:
             return value
-        # '13800138' is also valid hex; a real address decodes to plain ASCII.
-        if decoded.isascii() and decoded.isprintable():
+        # An unencoded '13800138' is valid hex too; hex with letters, or that decodes to
+        # plain ASCII, is an encoded address (a name such as 中国移动 has letters).
+        if decoded.isprintable() and (decoded.isascii() or not value.isdigit()):
             return decoded
     return value
 
@@ -286,7 +287,7 @@ class SmsModem:
 
         None when the modem does not know it (99) or reports something else.
         """
-        answer = await self._channel.command("AT+CSQ", info="+CSQ:")
+        answer = await self._channel.command("AT+CSQ", info="+CSQ:", info_before_ok=True)
         fields = _fields(answer[0].head, "+CSQ:") if answer else []
         if fields and fields[0].isdigit() and 0 <= int(fields[0]) <= 31:
             return int(fields[0])

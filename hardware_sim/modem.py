@@ -76,6 +76,8 @@ class SimulatedModem:
         on_command: called with each command line, and with ``"<text>"`` when message
             text ends, before the modem answers (tests use it to interleave URCs).
         on_sent: called with each SMS the gateway sent, once it is in the outbox.
+        prompt_delay_s: how long ``AT+CMGS`` takes to prompt for text (a slow modem); it
+            takes text, and ESC, at once.
     """
 
     def __init__(
@@ -89,6 +91,8 @@ class SimulatedModem:
         self.commands: list[str] = []
         self.on_command: Callable[[str], None] | None = None
         self.on_sent: Callable[[SentSms], None] | None = None
+        self.prompt_delay_s = 0.0
+        self._prompt_later: asyncio.TimerHandle | None = None
         self.echo = True
         self.text_mode = False
         self.charset = "GSM"
@@ -112,6 +116,7 @@ class SimulatedModem:
         port, self._port = self._port, None
         if port is None:
             return
+        self._drop_prompt()
         with contextlib.suppress(OSError, ValueError):
             asyncio.get_running_loop().remove_reader(port.fileno())
         port.close()
@@ -188,7 +193,14 @@ class SimulatedModem:
         elif byte != ord("\n"):
             self._line.append(byte)
 
+    def _drop_prompt(self) -> None:
+        if self._prompt_later is not None:
+            self._prompt_later.cancel()
+            self._prompt_later = None
+
     def _take_text(self, byte: int) -> None:
+        if byte in (ESC, CTRL_Z):
+            self._drop_prompt()
         if byte == ESC:
             self._recipient = None
             self._line.clear()
@@ -261,7 +273,11 @@ class SimulatedModem:
             self._send(f"\r\n{exc}\r\n")
             return
         self._recipient = number
-        self._send("\r\n> ")
+        if self.prompt_delay_s > 0:
+            loop = asyncio.get_running_loop()
+            self._prompt_later = loop.call_later(self.prompt_delay_s, self._send, "\r\n> ")
+        else:
+            self._send("\r\n> ")
 
     def _submit(self, number: str, entered: str) -> None:
         if self._faults:

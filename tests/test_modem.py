@@ -91,6 +91,16 @@ async def test_a_reply_comes_back_decoded_with_its_sender_and_is_then_read(
     assert [sms.text for sms in await modem.received()] == ["收到"]
 
 
+async def test_a_named_sender_is_decoded_too(modem: SmsModem, sim: SimulatedModem) -> None:
+    sim.deliver("中国移动", "您的话费余额不足")
+    sim.deliver("10086", "ok")
+
+    assert [(sms.sender, sms.text) for sms in await modem.unread()] == [
+        ("中国移动", "您的话费余额不足"),
+        ("10086", "ok"),
+    ]
+
+
 async def test_delete_removes_the_message_from_the_modem(
     modem: SmsModem, sim: SimulatedModem
 ) -> None:
@@ -234,6 +244,23 @@ async def test_reopening_a_modem_left_in_ucs2_works(pty_pair: PtyPair, sim: Simu
     assert [sms.text for sms in sim.outbox] == ["测试", "测试"]
     # The second time the modem only understood the character set's name in UCS2.
     assert f'AT+CSCS="{to_ucs2_hex("UCS2")}"' in sim.commands
+
+
+async def test_a_send_cancelled_while_waiting_for_the_prompt_leaves_the_modem_usable(
+    modem: SmsModem, sim: SimulatedModem
+) -> None:
+    sim.prompt_delay_s = 1.0
+    sending = asyncio.create_task(modem.send_sms(VILLAGE_HEAD, WARNING))
+    await wait_until(lambda: any(c.startswith("AT+CMGS") for c in sim.commands), 5.0)
+
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+
+    # Left waiting for text, the modem would take these commands for the message.
+    assert await modem.signal() == sim.rssi
+    ref = await modem.send_sms(MONITOR, "测试")
+    assert sim.outbox == [SentSms(MONITOR, "测试", ref)]
 
 
 async def test_a_modem_left_waiting_for_text_by_a_crash_sends_nothing_stray(
