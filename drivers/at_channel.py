@@ -128,9 +128,13 @@ class AtChannel:
         return self._serial is not None
 
     def open(self) -> None:
-        """Open the port (exclusively) and start reading it; raises ModemError."""
-        if self._serial is not None:
+        """Open the port (exclusively) and start reading it; raises ModemError.
+
+        A port that failed (a modem unplugged) is closed and opened afresh.
+        """
+        if self._serial is not None and self._failure is None:
             return
+        self.close()
         try:
             # pyserial configures the tty (raw, speed) and opens it O_NONBLOCK.
             port = serial.Serial(self.port, self.baudrate, timeout=0, exclusive=True)
@@ -228,11 +232,18 @@ class AtChannel:
                 written = 0
             except OSError as exc:
                 msg = f"cannot write to modem port {self.port}: {exc}"
+                self._failure = msg
                 raise ModemError(msg) from exc
             view = view[written:]
             if view:
-                ready = loop.create_future()
-                loop.add_writer(port.fileno(), ready.set_result, None)
+                ready: asyncio.Future[None] = loop.create_future()
+
+                def writable(ready: asyncio.Future[None] = ready) -> None:
+                    # The loop may call this again before the writer is removed.
+                    if not ready.done():
+                        ready.set_result(None)
+
+                loop.add_writer(port.fileno(), writable)
                 try:
                     await ready
                 finally:

@@ -108,7 +108,8 @@ class SmsModem:
 
     Use ``async with SmsModem(port) as modem:`` (or ``open``/``close``). Calls are served
     one at a time. Every failure raises ``ModemError`` naming the command, with any
-    number in it masked.
+    number in it masked. After one, the next call may work (the modem refused) or fail
+    again (the port is gone): ``open`` again reopens a failed port and sets the modem up.
     """
 
     def __init__(
@@ -171,7 +172,7 @@ class SmsModem:
             await self._channel.command('AT+CSCS="UCS2"')
         except ModemError:
             # A modem still in UCS2 from an earlier run reads "UCS2" as hex, so it wants
-            # the name itself in UCS2 (27.007 §5.5: strings use the current set).
+            # the name itself in UCS2 (27.007 +CSCS: strings use the current set).
             await self._channel.command(f'AT+CSCS="{to_ucs2_hex("UCS2")}"')
 
     async def close(self) -> None:

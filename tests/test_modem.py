@@ -231,6 +231,26 @@ async def test_a_vanished_port_raises_instead_of_hanging(
     assert time.monotonic() - started < TIMEOUT_S + 1.0
 
 
+async def test_open_again_recovers_from_a_modem_unplugged_and_plugged_back(
+    tmp_path: Path,
+) -> None:
+    ends = {"agent_end": tmp_path / "ttyUSB2", "device_end": tmp_path / "device"}
+    client = SmsModem(str(ends["agent_end"]), timeout_s=TIMEOUT_S)
+    with PtyPair(**ends) as pty:
+        async with SimulatedModem(pty.device_end):
+            await client.open()
+            pty.close()
+            with pytest.raises(ModemError):
+                await client.signal()
+    with PtyPair(**ends) as pty:
+        async with SimulatedModem(pty.device_end) as sim:
+            await client.open()
+            ref = await client.send_sms(MONITOR, "测试")
+            await client.close()
+
+    assert sim.outbox == [SentSms(MONITOR, "测试", ref)]
+
+
 async def test_a_missing_port_is_named_on_open() -> None:
     with pytest.raises(ModemError, match="cannot open modem port /dev/ttyNOSUCHMODEM"):
         await SmsModem("/dev/ttyNOSUCHMODEM", timeout_s=TIMEOUT_S).open()
