@@ -35,6 +35,9 @@ _DIALLABLE = re.compile(r"^\+?[0-9]{3,20}$")
 _FIELD = re.compile(r'\s*(?:"([^"]*)"|([^,]*?))\s*(?:,|$)')
 _RECEIVED = ("REC UNREAD", "REC READ")
 _KNOWN_STATS = (*_RECEIVED, "STO UNSENT", "STO SENT")
+#: Store every new message and announce it with +CMTI: one routed straight to the port
+#: (+CMT, as another program may have set) is gone if nobody is reading just then.
+_STORE_NEW_MESSAGES = "AT+CNMI=2,1,0,0,0"
 #: SMS-SUBMIT, relative validity 24 h, no protocol id, data coding scheme 8: UCS2.
 _SUBMIT_PARAMETERS = "AT+CSMP=17,167,0,8"
 
@@ -144,7 +147,8 @@ class SmsModem:
         """Open the port and put the modem in UCS2 text mode.
 
         Cancels any message text a previous run left the modem waiting for, checks that
-        it answers, then sets: no echo, numeric errors, text mode, UCS2, UCS2 data coding.
+        it answers, then sets: no echo, numeric errors, text mode, new messages stored,
+        UCS2, UCS2 data coding.
 
         Raises:
             ModemError: the port cannot be opened or the modem refuses or does not answer.
@@ -160,6 +164,10 @@ class SmsModem:
             except ModemError as exc:
                 log.info("modem on %s keeps plain ERROR results: %s", self.port, exc)
             await self._channel.command("AT+CMGF=1")
+            try:
+                await self._channel.command(_STORE_NEW_MESSAGES)
+            except ModemError as exc:
+                log.warning("modem on %s may not store replies (%s)", self.port, exc)
             await self._select_ucs2()
             await self._channel.command(_SUBMIT_PARAMETERS)
         except BaseException:

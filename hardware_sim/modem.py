@@ -43,6 +43,7 @@ GSM_CHARS_PER_SMS = 160
 #: The modem's time zone in quarter hours, as 27.005 time stamps carry it (+32 is UTC+8).
 _ZONE_QUARTERS = 32
 _STATS = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT", "ALL")
+_CNMI = re.compile(r"^AT\+CNMI=([0-3])(?:,([0-3]))?(?:,[0-3]){0,3}$")
 _CSMP = re.compile(r"^AT\+CSMP=(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})$")
 
 
@@ -98,6 +99,9 @@ class SimulatedModem:
         self.charset = "GSM"
         self.data_coding = 0
         self.numeric_errors = False
+        #: <mt> of AT+CNMI: 0/1 store new messages (1 also sends +CMTI), 2 routes them
+        #: straight to the gateway as +CMT without storing them.
+        self.new_message_routing = 1
         self._faults: list[str] = []
         self._next_ref = 1
         self._line = bytearray()
@@ -136,9 +140,16 @@ class SimulatedModem:
     def deliver(self, sender: str, text: str) -> int:
         """Store an incoming SMS as unread, announce it with ``+CMTI``; return its index.
 
+        A modem told to route new messages straight to the gateway (``AT+CNMI=2,2``)
+        sends them as ``+CMT`` and stores nothing: then this returns 0.
+
         Raises:
             RuntimeError: the SIM storage is full (a real modem would leave it at the SMSC).
         """
+        if self.new_message_routing == 2:
+            head = f'+CMT: "{self._out(sender)}","","{self._timestamp()}"'
+            self.emit_urc(f"{head}\r\n{self._out(text)}")
+            return 0
         index = next((i for i in range(1, SIM_SLOTS + 1) if i not in self.storage), None)
         if index is None:
             msg = f"the simulated SIM holds {SIM_SLOTS} messages and is full"
@@ -316,6 +327,9 @@ class SimulatedModem:
             return []
         if upper in ("AT+CMEE=0", "AT+CMEE=1"):
             self.numeric_errors = upper == "AT+CMEE=1"
+            return []
+        if match := _CNMI.match(upper):
+            self.new_message_routing = int(match.group(2) or 0)
             return []
         if upper in ("AT+CMGF=0", "AT+CMGF=1"):
             self.text_mode = upper == "AT+CMGF=1"

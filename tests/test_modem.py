@@ -101,6 +101,19 @@ async def test_a_named_sender_is_decoded_too(modem: SmsModem, sim: SimulatedMode
     ]
 
 
+async def test_replies_are_stored_even_if_the_modem_was_left_routing_them_to_the_port(
+    pty_pair: PtyPair, sim: SimulatedModem
+) -> None:
+    sim.new_message_routing = 2  # as another program may leave it: +CMT, nothing stored
+
+    async with SmsModem(str(pty_pair.agent_end), timeout_s=TIMEOUT_S) as client:
+        index = sim.deliver(MONITOR, "收到")
+        replies = await client.unread()
+
+    assert [(sms.index, sms.text) for sms in replies] == [(index, "收到")]
+    assert index > 0
+
+
 async def test_delete_removes_the_message_from_the_modem(
     modem: SmsModem, sim: SimulatedModem
 ) -> None:
