@@ -250,7 +250,7 @@ class SimulatedModem:
         except _CommandError as exc:
             self._send(f"\r\n{exc}\r\n")
             return
-        self._send("".join(f"\r\n{part}" for part in info) + "\r\n\r\nOK\r\n")
+        self._send("".join(f"\r\n{part}\r\n" for part in info) + "\r\nOK\r\n")
 
     def _cms(self, code: int) -> _CommandError:
         return _CommandError(f"+CMS ERROR: {code}")
@@ -382,7 +382,7 @@ class SimulatedModem:
             message = self.storage[index]
             if wanted in ("ALL", message.status):
                 head, body = self._entry(message)
-                info += [f"+CMGL: {index},{head}", body]
+                info.append(f"+CMGL: {index},{head}\r\n{body}")
                 message.status = "REC READ"
         return info
 
@@ -399,7 +399,7 @@ class SimulatedModem:
             raise self._cms(321)
         head, body = self._entry(message)
         message.status = "REC READ"
-        return [f"+CMGR: {head}", body]
+        return [f"+CMGR: {head}\r\n{body}"]
 
     def _delete(self, argument: str) -> list[str]:
         index_text, _, flag = argument.partition(",")

@@ -462,3 +462,91 @@ async def test_hwsim_modem_serves_a_pty_answers_with_the_reply_and_masks_numbers
     assert "stopped; 1 SMS sent" in text
     assert VILLAGE_HEAD not in text
     assert process.returncode == 0
+
+
+class Terminal:
+    """A bare serial terminal on the gateway's end, typing AT commands at the simulator."""
+
+    def __init__(self, port: serial.Serial) -> None:
+        self.port = port
+        self.heard = bytearray()
+
+    async def type(self, keys: str, until: tuple[str, ...] = ("OK\r\n", "ERROR")) -> str:
+        """Send ``keys``; return what came back once it contains one of ``until``."""
+        self.heard.clear()
+        self.port.write(keys.encode())
+
+        def answered() -> bool:
+            self.heard.extend(self.port.read(self.port.in_waiting or 1))
+            return any(end.encode() in self.heard for end in until)
+
+        await wait_until(answered, 5.0)
+        return self.heard.decode()
+
+
+@pytest.fixture
+async def terminal(pty_pair: PtyPair, sim: SimulatedModem) -> AsyncIterator[Terminal]:
+    with serial.Serial(str(pty_pair.agent_end), 115200, timeout=0) as port:
+        yield Terminal(port)
+
+
+async def test_the_simulator_starts_like_a_modem_with_echo_and_in_pdu_mode(
+    terminal: Terminal,
+) -> None:
+    assert await terminal.type("AT\r") == "AT\r\r\nOK\r\n"
+    assert await terminal.type('AT+CMGS="+8613800000001"\r') == (
+        'AT+CMGS="+8613800000001"\r\r\n+CMS ERROR: 304\r\n'
+    )
+    assert await terminal.type("AT+NOSUCH\r") == "AT+NOSUCH\r\r\nERROR\r\n"
+
+
+async def test_the_simulator_sends_in_the_gsm_set_and_esc_cancels(
+    terminal: Terminal, sim: SimulatedModem
+) -> None:
+    assert await terminal.type("ATE0\r") == "ATE0\r\r\nOK\r\n"  # echoed, then off
+    for setting in ("AT+CMGF=1", 'AT+CSCS="GSM"'):
+        assert await terminal.type(setting + "\r") == "\r\nOK\r\n"
+
+    assert await terminal.type('AT+CMGS="10086"\r', until=("> ",)) == "\r\n> "
+    assert await terminal.type("never mind\x1b") == "\r\nOK\r\n"
+    assert await terminal.type('AT+CMGS="10086"\r', until=("> ",)) == "\r\n> "
+    assert await terminal.type("CXYE\x1a") == "\r\n+CMGS: 1\r\n\r\nOK\r\n"
+
+    assert sim.outbox == [SentSms("10086", "CXYE", 1)]
+
+
+async def test_the_simulator_garbles_chinese_without_the_ucs2_coding_scheme(
+    terminal: Terminal, sim: SimulatedModem
+) -> None:
+    for setting in ("ATE0", "AT+CMGF=1", 'AT+CSCS="UCS2"'):
+        await terminal.type(setting + "\r")
+
+    await terminal.type(f'AT+CMGS="{to_ucs2_hex("10086")}"\r', until=("> ",))
+    await terminal.type(to_ucs2_hex("CX 余额") + "\x1a")
+
+    # Data coding scheme 0 (the default) is the GSM alphabet, which has no 余额.
+    assert [sms.text for sms in sim.outbox] == ["CX ??"]
+
+
+async def test_the_simulator_reads_lists_and_deletes_stored_messages(
+    terminal: Terminal, sim: SimulatedModem
+) -> None:
+    for setting in ("ATE0", "AT+CMGF=1"):
+        await terminal.type(setting + "\r")
+    index = sim.deliver("+8613800000002", "1")
+    stamp = "26/12/03,12:05:00+32"
+
+    assert await terminal.type("", until=("+CMTI",)) == f'\r\n+CMTI: "SM",{index}\r\n'
+
+    assert await terminal.type("AT+CPMS?\r") == (
+        '\r\n+CPMS: "SM",1,30,"SM",1,30,"SM",1,30\r\n\r\nOK\r\n'
+    )
+    assert await terminal.type(f"AT+CMGR={index}\r") == (
+        f'\r\n+CMGR: "REC UNREAD","+8613800000002","","{stamp}"\r\n1\r\n\r\nOK\r\n'
+    )
+    assert await terminal.type('AT+CMGL="REC UNREAD"\r') == "\r\nOK\r\n"
+    assert await terminal.type('AT+CMGL="ALL"\r') == (
+        f'\r\n+CMGL: 1,"REC READ","+8613800000002","","{stamp}"\r\n1\r\n\r\nOK\r\n'
+    )
+    assert await terminal.type(f"AT+CMGD={index}\r") == "\r\nOK\r\n"
+    assert await terminal.type(f"AT+CMGR={index}\r") == "\r\n+CMS ERROR: 321\r\n"
