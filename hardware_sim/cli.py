@@ -1,5 +1,7 @@
 """The ``hwsim`` command: serve a simulated station over real Modbus, list device profiles.
 
+``hwsim modem`` serves a simulated SMS modem on a pty instead.
+
 It runs in the foreground until Ctrl-C or SIGTERM and only ever listens on loopback.
 """
 
@@ -21,8 +23,10 @@ from rich.table import Table
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from drivers.siren_node.registers import DEFAULT_UNIT_ID
+from drivers.sms_text import mask_number
 from hardware_sim.demo import run_demo
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.modem import SentSms, SimulatedModem
 from hardware_sim.pty_link import PtyLinkError, PtyPair
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.server import LOOPBACK, serve_rtu, serve_tcp
@@ -269,6 +273,55 @@ def siren_node(
         raise typer.Exit(2)
     try:
         asyncio.run(_run_siren_node(clock, storm.cumulative_mm, path, unit_id))
+    except (OSError, PtyLinkError) as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+
+
+async def _run_modem(path: Path, reply: str | None, rssi: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    with PtyPair(agent_end=path) as pty:
+        async with SimulatedModem(pty.device_end, rssi=rssi) as modem:
+
+            def sent(sms: SentSms) -> None:
+                console.print(f"SMS {sms.ref} to {mask_number(sms.number)}: {escape(sms.text)}")
+                if reply is not None:
+                    index = modem.deliver(sms.number, reply)
+                    who = mask_number(sms.number)
+                    console.print(f"reply from {who} stored at {index}: {escape(reply)}")
+
+            modem.on_sent = sent
+            console.print(
+                f"[bold]SMS modem[/] (AT commands, 27.005 text mode); the gateway opens "
+                f"{escape(str(pty.agent_end))}"
+            )
+            console.print("serving; Ctrl-C or SIGTERM stops")
+            await stop.wait()
+    console.print(f"stopped; {len(modem.outbox)} SMS sent")
+
+
+@app.command("modem")
+def modem(
+    path: Annotated[
+        Path, typer.Option(help="Where the gateway's end of the modem's serial pty appears.")
+    ] = Path("/tmp/hazardwatch/modem"),
+    reply: Annotated[
+        str | None,
+        typer.Option(help="Answer every SMS the gateway sends with this reply, e.g. 收到."),
+    ] = None,
+    rssi: Annotated[
+        int, typer.Option(min=0, max=99, help="Signal strength AT+CSQ reports (99: unknown).")
+    ] = 21,
+) -> None:
+    """Run a simulated SMS modem behind a pty until Ctrl-C or SIGTERM.
+
+    Prints every SMS the gateway sends (numbers masked).
+    """
+    try:
+        asyncio.run(_run_modem(path, reply, rssi))
     except (OSError, PtyLinkError) as exc:
         errors.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(1) from exc
