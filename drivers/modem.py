@@ -3,7 +3,7 @@
 A USB 4G modem (or HAT) on a serial port, driven with 3GPP TS 27.005 text-mode AT
 commands in the UCS2 character set, so that Chinese travels both ways. It never runs or
 forwards anything a message says (a reply is data for the caller), never logs a phone
-number in clear (``mask_number``), and never blocks the event loop or waits past its
+number in clear (``mask_phone``), and never blocks the event loop or waits past its
 timeouts.
 """
 
@@ -20,12 +20,12 @@ from drivers.sms_text import (
     Ucs2Error,
     from_ucs2_hex,
     looks_like_ucs2_hex,
-    mask_number,
     split_for_sms,
     to_ucs2_hex,
 )
+from protocol.contacts import mask_phone
 
-__all__ = ["IncomingSms", "ModemError", "SmsModem", "mask_number"]
+__all__ = ["IncomingSms", "ModemError", "SmsModem"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class IncomingSms:
     def __repr__(self) -> str:
         # A repr ends up in logs and tracebacks: the number stays masked there too.
         return (
-            f"IncomingSms(index={self.index}, sender={mask_number(self.sender)!r}, "
+            f"IncomingSms(index={self.index}, sender={mask_phone(self.sender)!r}, "
             f"received_at={self.received_at!r}, text={self.text!r})"
         )
 
@@ -217,11 +217,11 @@ class SmsModem:
             raise ModemError(msg)
         parts = split_for_sms(text)
         if not parts:
-            msg = f'AT+CMGS="{mask_number(number)}": the text is empty'
+            msg = f'AT+CMGS="{mask_phone(number)}": the text is empty'
             raise ModemError(msg)
         refs: list[int] = []
         for position, part in enumerate(parts, start=1):
-            label = f'AT+CMGS="{mask_number(number)}"'
+            label = f'AT+CMGS="{mask_phone(number)}"'
             if len(parts) > 1:
                 label += f" (part {position} of {len(parts)})"
             answer = await self._channel.command_with_text(
@@ -234,7 +234,7 @@ class SmsModem:
             refs.append(self._reference(label, answer))
         log.info(
             "sent SMS to %s in %d part(s), reference(s) %s",
-            mask_number(number),
+            mask_phone(number),
             len(parts),
             ", ".join(map(str, refs)),
         )

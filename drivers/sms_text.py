@@ -2,8 +2,8 @@
 
 With ``AT+CSCS="UCS2"`` every string parameter (numbers too) and every message body is
 UTF-16BE written as hexadecimal digits; one SMS carries at most 70 UTF-16 code units
-(140 octets, data coding scheme 8). Pure functions: nothing here logs, and nothing here
-may ever return a phone number unmasked from ``mask_number``.
+(140 octets, data coding scheme 8). Pure functions: nothing here logs. Numbers are masked
+with ``protocol.contacts.mask_phone``, the one masking the fleet and the gateway share.
 """
 
 from __future__ import annotations
@@ -69,15 +69,3 @@ def split_for_sms(text: str, units: int = UCS2_UNITS_PER_SMS) -> list[str]:
     if current:
         pieces.append("".join(current))
     return pieces
-
-
-def mask_number(number: str) -> str:
-    """``+8613800000001`` -> ``+86*******0001``: the country code and last four digits only.
-
-    Shorter numbers keep less: a number of fewer than 11 characters shows its last two.
-    """
-    if len(number) >= 11:
-        return number[:3] + "*" * (len(number) - 7) + number[-4:]
-    if len(number) > 4:
-        return "*" * (len(number) - 2) + number[-2:]
-    return "*" * len(number)

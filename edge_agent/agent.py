@@ -35,6 +35,7 @@ from edge_agent.site_config import SiteConfig
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
+from edge_agent.village_call import VillageCaller, open_modem
 from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
@@ -119,6 +120,20 @@ class Agent:
             SirenNodeLink(spec, self.poller.buses[spec.device.bus], clock, self._emit)
             for spec in site.siren_nodes
         ]
+        village_call = site.village_call
+        self.village_call = (
+            VillageCaller(
+                village_call,
+                site.site_id,
+                self.store,
+                clock,
+                self.engine.levels,
+                self.store.record_event,
+                lambda: open_modem(village_call),
+            )
+            if village_call is not None
+            else None
+        )
         self.faults = FaultTracker(
             lambda kind, subject, detail: self._emit(kind, subject, None, detail)
         )
@@ -180,6 +195,8 @@ class Agent:
                 [r for r in readings if r.channel_id.startswith(f"{node.spec.device.name}.")]
             )
         changes: list[LevelChange] = []
+        if self.village_call is not None:
+            self.village_call.observe(readings)
         for reading in readings:
             self.faults.update(reading)
             if reading.channel_id in self._watched:
@@ -508,6 +525,8 @@ class Agent:
             group.create_task(self._self_test_daily(), name="self-test")
             for node in self.nodes:
                 group.create_task(node.run(), name=f"heartbeat {node.spec.device.name}")
+            if self.village_call is not None:
+                group.create_task(self.village_call.run(), name="village-call")
             if self.uplink is not None:
                 group.create_task(_bounded_stop(self.uplink.run()), name="uplink")
             if self.config_updater is not None:

@@ -476,6 +476,18 @@ class LocalStore:
             for seq, ts, kind, subject, level, detail in self.conn.execute(query, args)
         ]
 
+    def last_event(self, kind: str, subject: str) -> StoredEvent | None:
+        """The newest stored event of ``kind`` about ``subject``, or None."""
+        row = self.conn.execute(
+            "SELECT seq, ts, kind, subject, level, detail FROM events "
+            "WHERE kind = ? AND subject = ? ORDER BY seq DESC LIMIT 1",
+            (kind, subject),
+        ).fetchone()
+        if row is None:
+            return None
+        seq, ts, kind, subject, level, detail = row
+        return StoredEvent(seq, ts, kind, subject, level, json.loads(detail))
+
     # --- watermarks and quota --------------------------------------------------------
 
     def watermark(self, stream: str) -> int:

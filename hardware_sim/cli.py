@@ -23,7 +23,6 @@ from rich.table import Table
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from drivers.siren_node.registers import DEFAULT_UNIT_ID
-from drivers.sms_text import mask_number
 from hardware_sim.demo import run_demo
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.modem import SentSms, SimulatedModem
@@ -39,6 +38,7 @@ from hardware_sim.station import (
     load_station,
     resolve_station,
 )
+from protocol.contacts import mask_phone
 
 app = typer.Typer(
     help="Simulated HazardWatch field hardware that speaks real Modbus (TCP and RTU over a pty).",
@@ -287,10 +287,10 @@ async def _run_modem(path: Path, reply: str | None, rssi: int) -> None:
         async with SimulatedModem(pty.device_end, rssi=rssi) as modem:
 
             def sent(sms: SentSms) -> None:
-                console.print(f"SMS {sms.ref} to {mask_number(sms.number)}: {escape(sms.text)}")
+                console.print(f"SMS {sms.ref} to {mask_phone(sms.number)}: {escape(sms.text)}")
                 if reply is not None:
                     index = modem.deliver(sms.number, reply)
-                    who = mask_number(sms.number)
+                    who = mask_phone(sms.number)
                     console.print(f"reply from {who} stored at {index}: {escape(reply)}")
 
             modem.on_sent = sent

@@ -27,10 +27,10 @@ from drivers.sms_text import (
     UCS2_UNITS_PER_SMS,
     Ucs2Error,
     from_ucs2_hex,
-    mask_number,
     to_ucs2_hex,
     ucs2_units,
 )
+from protocol.contacts import mask_phone
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class SimulatedModem:
         self._next_ref = self._next_ref % 255 + 1
         sent = SentSms(number, text, ref)
         self.outbox.append(sent)
-        log.info("simulated modem: SMS %d to %s", ref, mask_number(number))
+        log.info("simulated modem: SMS %d to %s", ref, mask_phone(number))
         self._send(f"\r\n+CMGS: {ref}\r\n\r\nOK\r\n")
         if self.on_sent is not None:
             self.on_sent(sent)

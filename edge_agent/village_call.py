@@ -1,0 +1,303 @@
+"""叫应 at the gateway: texts the village tier itself when the county cannot be reached.
+
+An alarm at or above ``from_level`` is the county's to call about as soon as the fleet has
+acknowledged its event. Until then, and once ``grace_s`` has passed since it was raised,
+the gateway texts each village person through its own cellular modem, again every
+``repeat_s``, until one answers: a reply SMS ("1", "收到") from a listed number, or a press
+of a confirm button at the village. Every call and answer is an event in the gateway's
+store, written before the modem is touched (calls) or before the SMS is deleted (answers),
+so they survive a crash and reach the fleet exactly once, with the other events, when the
+link returns. The fleet then does not call the village tier again.
+
+It must never run anything a message says, never log or record a number in clear, never
+hold up the alarm path (a dead modem is retried, logged, and changes no level), and never
+take an answer from a number that is not on the list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from drivers.clock import Clock
+from drivers.model import Reading
+from edge_agent.actuation import LEVEL_NAMES
+from edge_agent.store import LocalStore, StoredEvent
+from edge_agent.village_call_config import VillageCallSpec, VillagePerson
+from protocol import Stream
+from protocol.contacts import international, is_answer, mask_phone
+
+log = logging.getLogger(__name__)
+
+LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
+CALL = "village_call"
+ANSWER = "village_answer"
+
+
+class Incoming(Protocol):
+    """A received SMS as the modem lists it."""
+
+    @property
+    def index(self) -> int:
+        """Where the modem keeps it (for deleting)."""
+        ...
+
+    @property
+    def sender(self) -> str:
+        """The number it came from, as the network gives it."""
+        ...
+
+    @property
+    def text(self) -> str:
+        """What it says."""
+        ...
+
+
+class SmsLine(Protocol):
+    """What the caller needs of a modem (``drivers.modem.SmsModem``)."""
+
+    async def send_sms(self, number: str, text: str) -> int:
+        """Send ``text`` to ``number``; the message reference."""
+        ...
+
+    async def unread(self) -> Sequence[Incoming]:
+        """Messages received and not yet read (listing marks them read)."""
+        ...
+
+    async def received(self) -> Sequence[Incoming]:
+        """Every received message still in the modem, read or not."""
+        ...
+
+    async def delete(self, index: int) -> None:
+        """Delete a message from the modem's storage."""
+        ...
+
+
+#: Records one event durably and returns its seq (``LocalStore.record_event``).
+RecordEvent = Callable[[float, str, str, int, dict[str, Any]], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenCall:
+    """An alarm the gateway is (or may soon be) calling the village about."""
+
+    rule: str
+    level: int
+    alarm_seq: int
+    raised_at: float
+
+
+def warning_text(site_id: str, rule: str, level: int) -> str:
+    """The SMS: short enough for one UCS-2 message (70 characters) on a usual site name."""
+    words = LEVEL_WORDS.get(level, LEVEL_NAMES[level])
+    # Chinese text uses full-width punctuation, as the people reading it expect.
+    return f"【HazardWatch {words}预警】{site_id} {rule}。断网，本机发送。请回复1或收到确认。"  # noqa: RUF001
+
+
+class VillageCaller:
+    """Calls and takes answers for one site; all state it needs is in ``store``'s events."""
+
+    def __init__(
+        self,
+        spec: VillageCallSpec,
+        site_id: str,
+        store: LocalStore,
+        clock: Clock,
+        levels: Callable[[], Mapping[str, int]],
+        record: RecordEvent,
+        modem: Callable[[], AbstractAsyncContextManager[SmsLine]],
+    ) -> None:
+        self.spec = spec
+        self.site_id = site_id
+        self.store = store
+        self.clock = clock
+        self.levels = levels
+        self.record = record
+        self.modem = modem
+        self._buttons: dict[str, bool] = {}
+        self._presses: list[str] = []
+        self._wake = asyncio.Event()
+        self.modem_error: str | None = None
+
+    # --- what is open -------------------------------------------------------------------
+
+    def open_calls(self) -> list[OpenCall]:
+        """Alarms at a covered level now, with the event that raised them, not yet answered."""
+        found: list[OpenCall] = []
+        for rule, level in self.levels().items():
+            if level < self.spec.from_level:
+                continue
+            raised = self.store.last_event("alarm", rule)
+            if raised is None or raised.level != level:
+                continue  # its event is still held in memory: next round
+            if self._answered(rule, raised.seq):
+                continue
+            found.append(OpenCall(rule, level, raised.seq, raised.ts))
+        return found
+
+    def _answered(self, rule: str, alarm_seq: int) -> bool:
+        answer = self.store.last_event(ANSWER, rule)
+        return answer is not None and answer.detail.get("alarm_seq") == alarm_seq
+
+    def _county_has_it(self, call: OpenCall) -> bool:
+        return self.store.watermark(Stream.EVENTS.value) >= call.alarm_seq
+
+    def _last_calls(self, call: OpenCall) -> dict[str, StoredEvent]:
+        last: dict[str, StoredEvent] = {}
+        for event in self.store.events([CALL], since_seq=call.alarm_seq):
+            if event.subject == call.rule and event.detail.get("alarm_seq") == call.alarm_seq:
+                last[str(event.detail.get("person"))] = event
+        return last
+
+    def due(self, now: float) -> list[tuple[OpenCall, VillagePerson]]:
+        """Texts to send now: past the grace, the county silent, not sent within repeat_s."""
+        due: list[tuple[OpenCall, VillagePerson]] = []
+        for call in self.open_calls():
+            if now - call.raised_at < self.spec.grace_s or self._county_has_it(call):
+                continue
+            last = self._last_calls(call)
+            for person in self.spec.persons:
+                previous = last.get(person.label)
+                if previous is None:
+                    due.append((call, person))
+                    continue
+                again = self.spec.repeat_s
+                if previous.detail.get("status") == "failed":
+                    again = min(again, 60.0)
+                # "sending" with nothing after it: the agent stopped mid-send; send again
+                if previous.detail.get("status") == "sending" or now >= previous.ts + again:
+                    due.append((call, person))
+        return due
+
+    # --- the confirm button --------------------------------------------------------------
+
+    def observe(self, readings: Sequence[Reading]) -> None:
+        """Note presses of the confirm buttons (on the alarm path: never raises, never waits)."""
+        for reading in readings:
+            if reading.channel_id not in self.spec.confirm or not reading.good:
+                continue
+            pressed = bool(reading.value)
+            # A press is a change to pressed: a button stuck down, or down at start, is not.
+            if pressed and self._buttons.get(reading.channel_id) is False:
+                self._presses.append(reading.channel_id)
+                self._wake.set()
+            self._buttons[reading.channel_id] = pressed
+
+    async def _take_presses(self, now: float) -> None:
+        presses, self._presses = self._presses, []
+        for channel_id in presses:
+            calls = self.open_calls()
+            if not calls:
+                log.info("confirm button %s pressed with no alarm to answer", channel_id)
+            for call in calls:
+                await self._answer(call, f"village monitor at {channel_id}", "confirm button", now)
+
+    # --- the modem -----------------------------------------------------------------------
+
+    async def _take_replies(self, modem: SmsLine, now: float, everything: bool) -> None:
+        by_number = {p.mobile: p for p in self.spec.persons}
+        # After (re)opening, every message: one listed (so marked read) by a run that died
+        # before deleting it is still waiting. Then only the new ones.
+        for sms in await (modem.received() if everything else modem.unread()):
+            person = by_number.get(international(sms.sender))
+            if person is None:
+                log.warning("SMS from %s, not on the village list: ignored", mask_phone(sms.sender))
+            elif not is_answer(sms.text):
+                log.info('SMS from %s is not an answer ("1" or "收到")', person.label)
+            else:
+                for call in self.open_calls():
+                    if person.label in self._last_calls(call):
+                        await self._answer(call, person.label, "sms reply", now)
+            # recorded before it is deleted: a crash in between reads it again, and an
+            # answer already taken is not taken twice (open_calls leaves it out)
+            await modem.delete(sms.index)
+
+    async def _answer(self, call: OpenCall, person: str, via: str, now: float) -> None:
+        if self._answered(call.rule, call.alarm_seq):
+            return
+        detail = {"alarm_seq": call.alarm_seq, "person": person, "via": via, "at": now}
+        await self.record(now, ANSWER, call.rule, call.level, detail)
+        log.warning("alarm %s: answered by %s (%s)", call.rule, person, via)
+
+    async def _send(
+        self, modem: SmsLine, call: OpenCall, person: VillagePerson, now: float
+    ) -> None:
+        detail: dict[str, Any] = {
+            "alarm_seq": call.alarm_seq,
+            "person": person.label,
+            "to": mask_phone(person.mobile),
+            "via": "gateway modem",
+        }
+        await self.record(now, CALL, call.rule, call.level, {**detail, "status": "sending"})
+        try:
+            reference = await modem.send_sms(
+                person.mobile, warning_text(self.site_id, call.rule, call.level)
+            )
+        except Exception as exc:
+            log.warning("SMS to %s failed: %s", person.label, exc)
+            await self.record(
+                self.clock.now(),
+                CALL,
+                call.rule,
+                call.level,
+                {**detail, "status": "failed", "detail": str(exc)[:200]},
+            )
+            return
+        await self.record(
+            self.clock.now(),
+            CALL,
+            call.rule,
+            call.level,
+            {**detail, "status": "sent", "detail": f"message reference {reference}"},
+        )
+        log.warning("alarm %s: the county is out of reach; texted %s", call.rule, person.label)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def round(self, modem: SmsLine | None, first: bool = False) -> None:
+        """One round: presses, replies, then texts due; a modem fault propagates."""
+        now = self.clock.now()
+        await self._take_presses(now)
+        if modem is None:
+            return
+        await self._take_replies(modem, now, everything=first)
+        for call, person in self.due(now):
+            await self._send(modem, call, person, now)
+
+    async def run(self) -> None:
+        """Rounds every ``poll_s`` until cancelled; the modem is reopened after a fault."""
+        while True:
+            try:
+                async with self.modem() as modem:
+                    self.modem_error = None
+                    await self.round(modem, first=True)
+                    while True:
+                        await self._pause()
+                        await self.round(modem)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.modem_error != str(exc):
+                    log.error("village call modem %s: %s; trying again", self.spec.modem, exc)
+                self.modem_error = str(exc)
+                # the confirm buttons still answer without a modem
+                with contextlib.suppress(Exception):
+                    await self.round(None)
+                await self._pause()
+
+    async def _pause(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.spec.poll_s / self.clock.speed)
+        self._wake.clear()
+
+
+def open_modem(spec: VillageCallSpec) -> AbstractAsyncContextManager[SmsLine]:
+    """The site's modem, opened on entry (``drivers.modem``, loaded only by sites with one)."""
+    from drivers.modem import SmsModem  # noqa: PLC0415
+
+    return SmsModem(spec.modem, spec.baudrate)
