@@ -289,10 +289,10 @@ hold_s = 600
                 "the fleet to catch up after the outage",
             )
             # The gateway told the fleet what its site file says (for the county's map).
-            site = fleet.rest("GET", f"/api/v1/sites/{SITE_ID}")
-            rules = {r["id"]: r for r in site["rules"]}
+            told = fleet.rest("GET", f"/api/v1/sites/{SITE_ID}")
+            rules = {r["id"]: r for r in told["rules"]}
             assert rules["upper_creek"]["thresholds"]["red"] == 3500
-            assert MONITOR not in json.dumps(site)  # the summary carries no person
+            assert MONITOR not in json.dumps(told)  # the summary carries no person
             alarms = fleet.rest("GET", "/api/v1/alarms", params={"gateway_id": gateway_id})
             receipts = {
                 a["rule"]: [(r["person"], r["via"], r["recorded_by"]) for r in a["receipts"]]
