@@ -37,13 +37,14 @@ from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
 from edge_agent.village_call import VillageCaller, open_modem
+from ota.own_version import own_version
 from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
 
 log = logging.getLogger(__name__)
 
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = own_version()  # the installed release, not a constant
 
 
 def system_clock_synced() -> bool:
