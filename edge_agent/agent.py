@@ -433,6 +433,7 @@ class Agent:
                 "backlog": self.store.last_reading_seq() - self.store.watermark("readings"),
                 **dataclasses.asdict(self.store.condition()),
             },
+            **({"village_call": self.village_call.status()} if self.village_call else {}),
         }
 
     def _alarm_table(self) -> dict[str, Any]:

@@ -174,6 +174,20 @@ class VillageCaller:
                     due.append((call, person))
         return due
 
+    def status(self) -> dict[str, Any]:
+        """For ``edge status``: the modem, its last fault, and what is being called now."""
+        now = self.clock.now()
+        return {
+            "modem": self.spec.modem,
+            "modem_error": self.modem_error,
+            "persons": len(self.spec.persons),
+            "calling": [
+                {"rule": c.rule, "level": LEVEL_NAMES[c.level], "raised_at": c.raised_at}
+                for c in self.open_calls()
+                if now - c.raised_at >= self.spec.grace_s and not self._county_has_it(c)
+            ],
+        }
+
     # --- the confirm button --------------------------------------------------------------
 
     def observe(self, readings: Sequence[Reading]) -> None:
