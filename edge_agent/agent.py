@@ -449,7 +449,7 @@ class Agent:
     async def _alarms(self, _request: dict[str, Any]) -> dict[str, Any]:
         history = [
             {"t": e.ts, "rule": e.subject, **e.detail}
-            for e in self.store.events(["alarm", "ack"])[-50:]
+            for e in self.store.events(["alarm", "ack"], last=50)
         ]
         return {"ok": True, "active": self._alarm_table(), "history": history}
 
