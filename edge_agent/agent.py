@@ -20,7 +20,7 @@ from typing import Any
 from drivers.clock import Clock
 from drivers.model import Quality, Reading
 from drivers.poller import Poller
-from edge_agent.actuation import LEVEL_NAMES, Actuation
+from edge_agent.actuation import Actuation
 from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
 from edge_agent.config_probe import probe_site
 from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
@@ -41,6 +41,7 @@ from ota.own_version import own_version
 from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
+from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 

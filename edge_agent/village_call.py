@@ -26,11 +26,11 @@ from typing import Any, Protocol
 
 from drivers.clock import Clock
 from drivers.model import Reading
-from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.store import LocalStore, StoredEvent
 from edge_agent.village_call_config import VillageCallSpec, VillagePerson
 from protocol import Stream
 from protocol.contacts import international, is_answer, mask_phone
+from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 
