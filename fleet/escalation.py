@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from fleet.repository import NotFoundError
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
+from ota.crash_points import armed
 from protocol.contacts import international, is_answer
 from protocol.levels import LEVEL_NAMES
 
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Fault injection for the crash test: after the first calls are committed as planned,
-#: create the file this names and hold them unsent until the process is killed.
-HOLD_BEFORE_SEND_ENV = "HAZARDWATCH_FLEET_HOLD_BEFORE_SEND"
 #: A failed send is tried again after this long (or the repeat interval, if shorter).
 RETRY_S = 30.0
 LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
@@ -395,7 +392,7 @@ async def running_engine(
             fleet_url,
             clock=clock or time.time,
             sms_callback_key=settings.sms_callback_key,
-            hold_before_send=Path(hold) if (hold := os.environ.get(HOLD_BEFORE_SEND_ENV)) else None,
+            hold_before_send=armed("fleet.escalation.send"),  # crash tests only
         )
         task = None
         if settings.tick_s is not None:
