@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
@@ -33,7 +33,6 @@ from fleet.channels import (
     WebhookChannel,
 )
 from fleet.escalation_policy import LEVEL_NAMES, EscalationPolicy, PolicyError, parse_policy
-from fleet.repository import NotFoundError
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
@@ -49,6 +48,12 @@ log = logging.getLogger(__name__)
 HOLD_BEFORE_SEND_ENV = "HAZARDWATCH_FLEET_HOLD_BEFORE_SEND"
 #: A failed send is tried again after this long (or the repeat interval, if shorter).
 RETRY_S = 30.0
+#: At most this many messages in flight on one channel. A thousand sites raising red at
+#: once plan thousands of calls: unbounded, they queue in the HTTP client's pool, whose
+#: cost grows with the square of its queue (httpcore looks through it for every request),
+#: and open a connection each to the SMTP relay. Kept under httpx's 100 connections for
+#: the two HTTP channels sharing one client.
+CHANNEL_CONCURRENCY = 32
 LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
 
 
@@ -58,6 +63,15 @@ class AnswerRefusedError(ValueError):
     def __init__(self, reason: str, *, gone: bool) -> None:
         super().__init__(reason)
         self.gone = gone
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A committed call with what sending it needs (person None: no longer on the roster)."""
+
+    call: Call
+    person: Person | None
+    escalation: Escalation
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,16 +149,25 @@ class EscalationEngine:
     async def tick(self) -> list[Call]:
         """One round: decide (committed), then send; returns the calls it sent."""
         now = self.clock()
-        calls = await in_thread(self._decide, now)
-        if calls and self._hold_before_send is not None:
+        outgoing = await in_thread(self._decide, now)
+        if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
             await asyncio.Event().wait()  # until killed
-        await asyncio.gather(*(self._send(call) for call in calls))
-        return calls
+        await self._send_all(outgoing)
+        return [o.call for o in outgoing]
 
     # --- deciding -------------------------------------------------------------------------
 
-    def _decide(self, now: float) -> list[Call]:
+    def _decide(self, now: float) -> list[Outgoing]:
+        # One transaction for the round: a thousand alarms at once are one commit, not
+        # thousands, and it is still committed before anything is sent.
+        with self.store.batch():
+            calls = self._decide_calls(now)
+        persons = self.store.persons_by_id(c.person_id for c in calls)
+        escalations = self.store.escalations_by_id(c.escalation_id for c in calls)
+        return [Outgoing(c, persons.get(c.person_id), escalations[c.escalation_id]) for c in calls]
+
+    def _decide_calls(self, now: float) -> list[Call]:
         calls: list[Call] = []
         if not self._recovered:
             # Planned before a crash, not known to be sent: send now rather than lose them.
@@ -282,22 +305,57 @@ class EscalationEngine:
 
     # --- sending --------------------------------------------------------------------------
 
-    async def _send(self, call: Call) -> None:
-        channel = next((c for c in self.channels if c.name == call.channel), None)
+    async def _send_all(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send every call, each channel a few at a time; record outcomes as they come.
+
+        Breadth first: every person is reached on one channel before anyone gets a second
+        (see ``first_contact_order``). Outcomes are written in batches (one transaction for
+        all that finished while the previous batch was being written), so the record keeps
+        up with the channels.
+        """
+        outgoing = first_contact_order(outgoing)
+        gates: dict[str, asyncio.Semaphore] = {}
+        finished: list[tuple[Call, bool, str, float]] = []
+        news = asyncio.Event()
+
+        async def one(item: Outgoing) -> None:
+            gate = gates.setdefault(item.call.channel, asyncio.Semaphore(CHANNEL_CONCURRENCY))
+            async with gate:
+                result = await self._send(item)
+            finished.append((item.call, result.sent, result.detail, self.clock()))
+            news.set()
+
+        sending: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(one(item) for item in outgoing))
+        )
         try:
-            person = await in_thread(self.store.person, call.person_id)
-        except NotFoundError:
-            person = None
+            while not sending.done() or finished:
+                if not finished:
+                    waiting: asyncio.Future[Any] = asyncio.ensure_future(news.wait())
+                    either: set[asyncio.Future[Any]] = {waiting, sending}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    waiting.cancel()
+                news.clear()
+                done, finished[:] = finished[:], []
+                await in_thread(self.store.calls_done, done)
+            await sending
+        except asyncio.CancelledError:
+            sending.cancel()
+            # What went out is recorded, so a restart does not send it again.
+            with contextlib.suppress(Exception):
+                await in_thread(self.store.calls_done, finished)
+            raise
+
+    async def _send(self, item: Outgoing) -> SendResult:
+        call, person = item.call, item.person
+        channel = next((c for c in self.channels if c.name == call.channel), None)
         if channel is None or person is None or not channel.reaches(person):
-            result = SendResult(False, "the person or the channel is no longer configured")
-        else:
-            escalation = await in_thread(self.store.escalation, call.escalation_id)
-            try:
-                result = await channel.send(person, self.message(escalation, call))
-            except Exception as exc:  # a channel bug must not stop the other calls
-                log.exception("channel %s failed on call %d", call.channel, call.id)
-                result = SendResult(False, f"{type(exc).__name__} in the {call.channel} channel")
-        await in_thread(self.store.call_done, call, result.sent, result.detail, self.clock())
+            return SendResult(False, "the person or the channel is no longer configured")
+        try:
+            return await channel.send(person, self.message(item.escalation, call))
+        except Exception as exc:  # a channel bug must not stop the other calls
+            log.exception("channel %s failed on call %d", call.channel, call.id)
+            return SendResult(False, f"{type(exc).__name__} in the {call.channel} channel")
 
     def message(self, escalation: Escalation, call: Call) -> CallMessage:
         """The warning text of one call, with its answer link."""
@@ -363,6 +421,26 @@ class EscalationEngine:
             self.store.end_escalation(escalation_id, reason, now)
         self.wake()
         return AnswerTaken(escalation_id, person, ended=reason is not None)
+
+
+def first_contact_order(outgoing: Sequence[Outgoing]) -> list[Outgoing]:
+    """The calls in the order to start them: each person's first channel, then the second...
+
+    Each person's channels are taken in turn from a different place, so the first
+    messages of many persons are spread over every channel, each of which sends a few at
+    a time. When a thousand sites raise red at once, every village is then reached after
+    about a third of the messages have gone, not only when the slowest channel is through.
+    """
+    mine: dict[tuple[int, int], list[Outgoing]] = {}
+    for item in outgoing:
+        mine.setdefault((item.call.escalation_id, item.call.person_id), []).append(item)
+    ranked: list[tuple[int, int, Outgoing]] = []
+    for n, items in enumerate(mine.values()):
+        start = n % len(items)
+        for turn, item in enumerate(items[start:] + items[:start]):
+            ranked.append((turn, item.call.id, item))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    return [item for _turn, _id, item in ranked]
 
 
 @contextlib.asynccontextmanager
