@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import re
 import signal
@@ -204,6 +205,45 @@ def escalation_toml(smtp_port: int, kannel: Kannel | None, tick_s: float) -> str
     return text
 
 
+def machine_cpu() -> float:
+    """Busy CPU seconds of the whole machine so far, all CPUs (Linux)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its waited-for children so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuMark:
+    """CPU seconds used so far by the fleet, this process (the receivers), the machine."""
+
+    fleet: float
+    bench: float
+    machine: float
+
+    @classmethod
+    def now(cls, fleet_pid: int) -> CpuMark:
+        """The counters now."""
+        return cls(cpu_seconds(fleet_pid), cpu_seconds(os.getpid()), machine_cpu())
+
+    def since(self, start: CpuMark, wall_s: float) -> dict[str, Any]:
+        """CPU seconds used from ``start`` to this mark by each, and by everything else."""
+        fleet, bench = self.fleet - start.fleet, self.bench - start.bench
+        machine = self.machine - start.machine
+        return {
+            "wall_s": round(wall_s, 2),
+            "cores": os.cpu_count(),
+            "fleet_s": round(fleet, 2),
+            "receivers_s": round(bench, 2),
+            "kannel_and_others_s": round(max(machine - fleet - bench, 0.0), 2),
+        }
+
+
 @contextlib.contextmanager
 def fleet_process(data_dir: Path, port: int, settings: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``fleet serve`` on ``port`` until the block ends (SIGTERM, then SIGKILL)."""
@@ -378,6 +418,7 @@ class Rig:
     smtp: TimedSmtpInbox
     kannel: Kannel | None
     watch: SmscWatch | None
+    fleet_pid: int
 
     @property
     def channels(self) -> list[str]:
@@ -433,6 +474,7 @@ async def first_calls(rig: Rig, rng: random.Random) -> dict[str, Any]:
     count = len(rig.sites)
     order = list(rig.sites)
     rng.shuffle(order)
+    cpu_before = CpuMark.now(rig.fleet_pid)
     t0, commit_s = raise_red(rig.db_path, order)
     result: dict[str, Any] = {"alarm_commit_s": round(commit_s, 3)}
 
@@ -442,6 +484,8 @@ async def first_calls(rig: Rig, rng: random.Random) -> dict[str, Any]:
     # Looked at 4 times a second: this process's receivers need the CPU more.
     with contextlib.suppress(TimeoutError):
         await until(everyone_called, CALLS_WITHIN_S, "the calls", 0.25)
+    # The machine may be shared: what each part, and everything else, used meanwhile.
+    result["cpu_while_calling"] = CpuMark.now(rig.fleet_pid).since(cpu_before, time.time() - t0)
     seen = rig.arrivals()
     say(f"calls arrived: { {c: len(v) for c, v in seen.items()} }")
     if not everyone_called():
@@ -536,16 +580,9 @@ def rig_running(count: int, with_sms: bool, tick_s: float, keep: Path | None) ->
         set_up_sites(data_dir / "fleet.sqlite", sites, robots)
         settings = tmp / "escalation.toml"
         settings.write_text(escalation_toml(smtp.port, kannel, tick_s))
-        stack.enter_context(fleet_process(data_dir, port, settings))
-        yield Rig(
-            sites,
-            data_dir / "fleet.sqlite",
-            f"http://127.0.0.1:{port}",
-            robots,
-            smtp,
-            kannel,
-            watch,
-        )
+        fleet = stack.enter_context(fleet_process(data_dir, port, settings))
+        url = f"http://127.0.0.1:{port}"
+        yield Rig(sites, data_dir / "fleet.sqlite", url, robots, smtp, kannel, watch, fleet.pid)
 
 
 async def run(

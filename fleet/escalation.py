@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import httpx
 
 from fleet.answer_link import AnswerLinks, LinkError
+from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import (
     CallMessage,
     Channel,
@@ -51,9 +52,9 @@ RETRY_S = 30.0
 #: At most this many messages in flight on one channel. A thousand sites raising red at
 #: once plan thousands of calls: unbounded, they queue in the HTTP client's pool, whose
 #: cost grows with the square of its queue (httpcore looks through it for every request),
-#: and open a connection each to the SMTP relay. Kept under httpx's 100 connections for
-#: the two HTTP channels sharing one client.
-CHANNEL_CONCURRENCY = 32
+#: and open a connection each to the SMTP relay. A few suffice to keep a local service
+#: busy; more only cost the pool's bookkeeping.
+CHANNEL_CONCURRENCY = 16
 LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
 
 
@@ -63,15 +64,6 @@ class AnswerRefusedError(ValueError):
     def __init__(self, reason: str, *, gone: bool) -> None:
         super().__init__(reason)
         self.gone = gone
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A committed call with what sending it needs (person None: no longer on the roster)."""
-
-    call: Call
-    person: Person | None
-    escalation: Escalation
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,25 +301,22 @@ class EscalationEngine:
         """Send every call, each channel a few at a time; record outcomes as they come.
 
         Breadth first: every person is reached on one channel before anyone gets a second
-        (see ``first_contact_order``). Outcomes are written in batches (one transaction for
+        (see ``fleet.call_order``). Outcomes are written in batches (one transaction for
         all that finished while the previous batch was being written), so the record keeps
         up with the channels.
         """
-        outgoing = first_contact_order(outgoing)
-        gates: dict[str, asyncio.Semaphore] = {}
+        queue = FirstContactQueue(outgoing)
         finished: list[tuple[Call, bool, str, float]] = []
         news = asyncio.Event()
 
-        async def one(item: Outgoing) -> None:
-            gate = gates.setdefault(item.call.channel, asyncio.Semaphore(CHANNEL_CONCURRENCY))
-            async with gate:
+        async def sender(channel: str) -> None:
+            while (item := queue.take(channel)) is not None:
                 result = await self._send(item)
-            finished.append((item.call, result.sent, result.detail, self.clock()))
-            news.set()
+                finished.append((item.call, result.sent, result.detail, self.clock()))
+                news.set()
 
-        sending: asyncio.Future[Any] = asyncio.ensure_future(
-            asyncio.gather(*(one(item) for item in outgoing))
-        )
+        senders = [sender(c) for c in queue.channels for _ in range(CHANNEL_CONCURRENCY)]
+        sending: asyncio.Future[Any] = asyncio.gather(*senders)
         try:
             while not sending.done() or finished:
                 if not finished:
@@ -423,26 +412,6 @@ class EscalationEngine:
         return AnswerTaken(escalation_id, person, ended=reason is not None)
 
 
-def first_contact_order(outgoing: Sequence[Outgoing]) -> list[Outgoing]:
-    """The calls in the order to start them: each person's first channel, then the second...
-
-    Each person's channels are taken in turn from a different place, so the first
-    messages of many persons are spread over every channel, each of which sends a few at
-    a time. When a thousand sites raise red at once, every village is then reached after
-    about a third of the messages have gone, not only when the slowest channel is through.
-    """
-    mine: dict[tuple[int, int], list[Outgoing]] = {}
-    for item in outgoing:
-        mine.setdefault((item.call.escalation_id, item.call.person_id), []).append(item)
-    ranked: list[tuple[int, int, Outgoing]] = []
-    for n, items in enumerate(mine.values()):
-        start = n % len(items)
-        for turn, item in enumerate(items[start:] + items[:start]):
-            ranked.append((turn, item.call.id, item))
-    ranked.sort(key=lambda r: (r[0], r[1]))
-    return [item for _turn, _id, item in ranked]
-
-
 @contextlib.asynccontextmanager
 async def running_engine(
     store: SQLiteEscalation,
@@ -452,17 +421,26 @@ async def running_engine(
     clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[EscalationEngine]:
     """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``."""
-    async with httpx.AsyncClient() as client:
+    # Each HTTP channel has its own client, so one that hangs cannot take the other's
+    # connections, sized to what the channel has in flight and all kept alive: with
+    # httpx's defaults (20 kept of 100) a burst closes and reopens a connection per call,
+    # and the pool's bookkeeping grows with every connection it holds.
+    limits = httpx.Limits(
+        max_connections=CHANNEL_CONCURRENCY, max_keepalive_connections=CHANNEL_CONCURRENCY
+    )
+    async with contextlib.AsyncExitStack() as clients:
         channels: list[Channel] = []
         if settings.smtp is not None:
             channels.append(EmailChannel(settings.smtp))
         if settings.webhooks:
+            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
             channels.append(WebhookChannel(client))
         if settings.kannel is not None:
             kannel = settings.kannel
             if kannel.dlr_url is None and settings.sms_callback_key:
                 query = urlencode({"key": settings.sms_callback_key})
                 kannel = replace(kannel, dlr_url=f"{fleet_url.rstrip('/')}/api/v1/sms/dlr?{query}")
+            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
             channels.append(KannelSmsChannel(kannel, client))
         engine = EscalationEngine(
             store,

@@ -28,13 +28,9 @@ import pytest
 import uvicorn
 
 from fleet.answer_link import AnswerLinks, LinkError
+from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import KannelSettings, SmtpSettings
-from fleet.escalation import (
-    CHANNEL_CONCURRENCY,
-    EscalationEngine,
-    Outgoing,
-    first_contact_order,
-)
+from fleet.escalation import CHANNEL_CONCURRENCY, EscalationEngine
 from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
 from fleet.roster import PersonIn, Tier
@@ -627,11 +623,21 @@ def test_each_person_is_reached_on_one_channel_before_anyone_gets_a_second() -> 
             call = Call(len(outgoing) + 1, 1, person_id, f"p{person_id}", Tier.VILLAGE,
                         channel, 0.0, None, "planned")  # fmt: skip
             outgoing.append(Outgoing(call, None, None))  # type: ignore[arg-type]
-    order = [(o.call.person_id, o.call.channel) for o in first_contact_order(outgoing)]
-    first_turn = order[:3]
-    assert sorted(p for p, _c in first_turn) == [7, 8, 9]
-    assert sorted(c for _p, c in first_turn) == ["email", "sms", "webhook"]
-    assert sorted(order) == sorted((o.call.person_id, o.call.channel) for o in outgoing)
+    queue = FirstContactQueue(outgoing)
+    assert queue.channels == ["email", "sms", "webhook"]
+
+    def take(channel: str) -> tuple[int, str] | None:
+        item = queue.take(channel)
+        return None if item is None else (item.call.person_id, item.call.channel)
+
+    # e-mail takes persons 7 and 8 first; SMS gets 9, the one nobody has reached yet
+    assert [take("email"), take("email"), take("sms")] == [(7, "email"), (8, "email"), (9, "sms")]
+    # now everyone is reached: second calls, in the order their persons were reached
+    assert [take("sms"), take("sms"), take("sms")] == [(7, "sms"), (8, "sms"), None]
+    # a channel that hangs on its first calls holds back nobody else's
+    assert [take("webhook") for _ in range(4)] == [(7, "webhook"), (8, "webhook"),
+                                                  (9, "webhook"), None]  # fmt: skip
+    assert [take("email"), take("email")] == [(9, "email"), None]
 
 
 async def test_a_round_with_nothing_new_takes_no_write_lock(fleet: Fleet, tmp_path: Path) -> None:
