@@ -52,9 +52,13 @@ RETRY_S = 30.0
 #: At most this many messages in flight on one channel. A thousand sites raising red at
 #: once plan thousands of calls: unbounded, they queue in the HTTP client's pool, whose
 #: cost grows with the square of its queue (httpcore looks through it for every request),
-#: and open a connection each to the SMTP relay. A few suffice to keep a local service
-#: busy; more only cost the pool's bookkeeping.
-CHANNEL_CONCURRENCY = 16
+#: and open a connection each to the SMTP relay. An HTTP channel keeps a local service
+#: busy with a few; more cost the pool's bookkeeping, which looks at every connection it
+#: holds for each request.
+CHANNEL_CONCURRENCY = 8
+#: E-mail has no pool: each message is a session of six round trips, each waiting on a
+#: loop that is busy in a burst, so more sessions at once keep the relay busy.
+SMTP_CONCURRENCY = 32
 LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
 
 
@@ -315,7 +319,11 @@ class EscalationEngine:
                 finished.append((item.call, result.sent, result.detail, self.clock()))
                 news.set()
 
-        senders = [sender(c) for c in queue.channels for _ in range(CHANNEL_CONCURRENCY)]
+        senders = [
+            sender(c)
+            for c in queue.channels
+            for _ in range(SMTP_CONCURRENCY if c == EmailChannel.name else CHANNEL_CONCURRENCY)
+        ]
         sending: asyncio.Future[Any] = asyncio.gather(*senders)
         try:
             while not sending.done() or finished:
