@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -658,3 +659,30 @@ async def test_a_round_with_nothing_new_takes_no_write_lock(fleet: Fleet, tmp_pa
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
     assert took < 2, f"the round waited {took:.1f} s on the write lock"
+
+
+def test_a_batch_of_writes_commits_once_and_a_failed_write_undoes_only_itself(
+    tmp_path: Path,
+) -> None:
+    # The engine decides a round (a thousand new alarms, say) as one batch: one commit.
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    store = repository.escalation
+    watcher = sqlite3.connect(tmp_path / "fleet.sqlite")
+
+    def commits_seen() -> int:
+        return int(watcher.execute("PRAGMA data_version").fetchone()[0])
+
+    before = commits_seen()
+    with store.batch():
+        store.add_person(SITE, PersonIn(Tier.VILLAGE, "甲", "群测群防员", email="a@v.cn"), 0)
+        # a roster replaced by a list whose second person is bad: none of it happens
+        nameless = PersonIn(Tier.VILLAGE, None, "群测群防员", email="b@v.cn")  # type: ignore[arg-type]
+        replacement = [PersonIn(Tier.VILLAGE, "丙", "群测群防员", email="d@v.cn"), nameless]
+        with pytest.raises(sqlite3.IntegrityError):
+            store.replace_roster(SITE, replacement, 0)
+        store.add_person(SITE, PersonIn(Tier.TOWNSHIP, "乙", "乡镇值班", email="c@t.cn"), 0)
+        assert commits_seen() == before  # nothing is committed inside the batch
+    assert commits_seen() != before
+    assert [p.name for p in store.roster(SITE)] == ["甲", "乙"]
+    watcher.close()
+    repository.close()
