@@ -1,10 +1,58 @@
-"""Shared fixtures: a socat pty pair standing in for an RS485 cable."""
+"""Shared fixtures (a socat pty pair standing in for an RS485 cable) and the suite's marks.
+
+Each test file is marked by what it runs, so a developer can leave the slow parts out
+(``./dev test --quick`` runs ``-m "not e2e and not crash and not slow"``; CI runs all):
+
+- ``e2e``: the real agent, fleet, broker or browser as processes, end to end;
+- ``crash``: processes SIGKILLed at chosen points and started again;
+- ``slow``: long runs (API fuzzing, benches' smoke runs, building release bundles,
+  enrollment against a running fleet).
+"""
 
 from collections.abc import Iterator
 
 import pytest
 
 from hardware_sim.pty_link import PtyPair
+
+MARKS = {
+    "e2e": {
+        "test_agent_e2e.py",
+        "test_agent_restart_level.py",
+        "test_agent_slope_e2e.py",
+        "test_config_ota.py",
+        "test_console_browser.py",
+        "test_demo.py",
+        "test_full_disk.py",
+        "test_release_e2e.py",
+        "test_rollout_mosquitto.py",
+        "test_siren_node_agent.py",
+        "test_uplink_exactly_once.py",
+        "test_uplink_reconnect.py",
+        "test_uplink_tls.py",
+        "test_village_call.py",
+    },
+    "crash": {
+        "test_callans_crash.py",
+        "test_chaos_smoke.py",
+        "test_fleet_crash.py",
+        "test_ota_crash.py",
+    },
+    "slow": {
+        "test_bench_escalation.py",
+        "test_enroll.py",
+        "test_ota_slots.py",
+        "test_rest_schemathesis.py",
+    },
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its file (see MARKS)."""
+    for item in items:
+        for mark, files in MARKS.items():
+            if item.path.name in files:
+                item.add_marker(mark)
 
 
 @pytest.fixture
