@@ -1,0 +1,290 @@
+// The overview (一张图): every site on the county map coloured by its level, the active
+// alarms with their 叫应 state, and the gateway-health strip, all kept live by the stream.
+// A rising level from the stream is drawn at once; a falling one is drawn only once the
+// fleet confirms the site's level, so no alarm disappears from the map on a partial view.
+
+import { api } from "./api.js";
+import { debounce, h, when } from "./dom.js";
+import {
+  LEVEL_COLOURS,
+  byUrgency,
+  callState,
+  callStateView,
+  faultCount,
+  levelBadge,
+  levelNumber,
+  loadSites,
+} from "./fleet.js";
+import { levelName, t } from "./i18n.js";
+import { onLive } from "./live.js";
+
+const MAX_DETAILS = 50;
+const MAX_STRIP = 30;
+const LOW_BATTERY_V = 11.5;
+
+export async function showOverview(view) {
+  const mapBox = h("div.map", { id: "map", role: "region", "aria-label": t("map") });
+  const mapNote = h("p.map-note", { hidden: true });
+  const alarmList = h("ol.alarm-list", { id: "active-alarms", "aria-live": "polite" });
+  const strip = h("div.strip", { id: "health-strip" });
+  const jump = h("select", { id: "site-jump", "aria-label": t("open_site") });
+  view.replaceChildren(
+    h(
+      "div.overview",
+      {},
+      h("section.panel.map-panel", {}, h("h2", {}, t("map")), mapBox, mapNote, jump),
+      h("section.panel.alarms-panel", {}, h("h2", {}, t("active_alarms")), alarmList),
+      h("section.panel.health-panel", {}, h("h2", {}, t("health")), strip),
+    ),
+  );
+
+  const [index, county] = await Promise.all([loadSites(), api.get("/console/map")]);
+  const map = new SiteMap(mapBox, index);
+  await map.draw(county, mapNote);
+  fillJump(jump, index);
+  renderStrip(strip, index);
+  await renderAlarms(alarmList, index);
+
+  const refreshAlarms = debounce(() => renderAlarms(alarmList, index), 250);
+  const redrawStrip = debounce(() => renderStrip(strip, index), 500);
+  const unsubscribe = [
+    onLive("level", async (event) => {
+      const level = levelNumber(event.level);
+      const site = index.sites.get(event.site_id);
+      if (site && level > site.level) map.setLevel(site, level);
+      refreshAlarms();
+      if (site && level < site.level) {
+        const fresh = await api.get(`/api/v1/sites/${encodeURIComponent(site.site_id)}`);
+        map.setLevel(site, levelNumber(fresh.level));
+      }
+    }),
+    onLive("health", (event) => {
+      const site = index.sites.get(event.site_id);
+      const gateway = site?.gateways.find((g) => g.gateway_id === event.gateway_id);
+      if (gateway) Object.assign(gateway, event);
+      redrawStrip();
+    }),
+    onLive("escalation", (event) => {
+      const item = alarmList.querySelector(`[data-alarm-id="${Number(event.alarm_id)}"]`);
+      if (item) refreshCalls(item, Number(event.alarm_id));
+      else refreshAlarms();
+    }),
+    onLive("resync", async () => {
+      const fresh = await loadSites();
+      for (const site of fresh.list()) {
+        const old = index.sites.get(site.site_id);
+        if (old) map.setLevel(old, levelNumber(site.level));
+        Object.assign(old ?? {}, { gateways: site.gateways });
+      }
+      renderStrip(strip, index);
+      refreshAlarms();
+    }),
+  ];
+  return () => {
+    for (const stop of unsubscribe) stop();
+    map.remove();
+  };
+}
+
+class SiteMap {
+  constructor(box, index) {
+    this.index = index;
+    this.markers = new Map();
+    this.map = window.L.map(box, { zoomSnap: 0.25, attributionControl: false });
+  }
+
+  async draw(county, note) {
+    const L = window.L;
+    if (county.tile_url) {
+      L.tileLayer(county.tile_url, { attribution: county.tile_attribution, maxZoom: 18 }).addTo(
+        this.map,
+      );
+      L.control.attribution({ prefix: false }).addTo(this.map);
+    }
+    const problems = [];
+    if (county.problem) problems.push(t("map_problem") + county.problem);
+    let bounds = null;
+    try {
+      const boundary = await (await fetch(county.boundary_url)).json();
+      const layer = L.geoJSON(boundary, {
+        style: (feature) =>
+          feature.properties?.kind === "river"
+            ? { color: "#5b8fd6", weight: 2, fill: false }
+            : { color: "#4a4a4a", weight: 2, fillColor: "#eef1ea", fillOpacity: 1 },
+        interactive: false,
+      }).addTo(this.map);
+      bounds = layer.getBounds();
+    } catch (error) {
+      problems.push(t("map_problem") + error.message);
+    }
+    let unplaced = 0;
+    const sites = this.index.list().sort((a, b) => levelNumber(a.level) - levelNumber(b.level));
+    for (const site of sites) {
+      if (typeof site.lat !== "number" || typeof site.lon !== "number") {
+        unplaced += 1;
+        continue;
+      }
+      this.addMarker(site);
+      const here = L.latLng(site.lat, site.lon);
+      bounds = bounds ? bounds.extend(here) : L.latLngBounds(here, here);
+    }
+    if (unplaced) problems.push(t("no_position", { n: unplaced }));
+    note.hidden = problems.length === 0;
+    note.textContent = problems.join(" ");
+    if (bounds?.isValid()) this.map.fitBounds(bounds, { padding: [12, 12] });
+    else this.map.setView([35, 105], 4);
+  }
+
+  addMarker(site) {
+    const L = window.L;
+    const level = levelNumber(site.level);
+    const marker = L.circleMarker([site.lat, site.lon], markerStyle(level)).addTo(this.map);
+    const path = marker.getElement();
+    path.classList.add("site-marker");
+    path.dataset.siteId = site.site_id;
+    path.dataset.level = String(level);
+    path.setAttribute("role", "img");
+    marker.bindTooltip(() => h("span", {}, `${site.name} · ${levelName(site.level)}`));
+    marker.on("click", () => {
+      window.location.hash = `#/site/${encodeURIComponent(site.site_id)}`;
+    });
+    this.markers.set(site.site_id, marker);
+    this.label(site);
+  }
+
+  label(site) {
+    const path = this.markers.get(site.site_id)?.getElement();
+    if (path) path.setAttribute("aria-label", `${site.name}: ${levelName(site.level)}`);
+  }
+
+  setLevel(site, level) {
+    site.level = level;
+    const marker = this.markers.get(site.site_id);
+    if (!marker) return;
+    marker.setStyle(markerStyle(level));
+    const path = marker.getElement();
+    path.dataset.level = String(level);
+    this.label(site);
+    if (level > 0) marker.bringToFront();
+  }
+
+  remove() {
+    this.map.remove();
+  }
+}
+
+function markerStyle(level) {
+  return {
+    radius: level > 0 ? 9 : 6,
+    color: "#1a1a1a",
+    weight: 1.5,
+    fillColor: LEVEL_COLOURS[level] ?? LEVEL_COLOURS[0],
+    fillOpacity: 0.95,
+  };
+}
+
+function fillJump(select, index) {
+  const sites = index.list().sort((a, b) => b.level - a.level || a.name.localeCompare(b.name));
+  select.replaceChildren(
+    h("option", { value: "" }, `${t("open_site")}…`),
+    ...sites.map((s) => h("option", { value: s.site_id }, `${s.name} · ${levelName(s.level)}`)),
+  );
+  select.addEventListener("change", () => {
+    if (select.value) window.location.hash = `#/site/${encodeURIComponent(select.value)}`;
+  });
+}
+
+async function renderAlarms(list, index) {
+  const alarms = (await api.get("/api/v1/alarms", { active: true, limit: 500 })).sort(byUrgency);
+  if (!alarms.length) {
+    list.replaceChildren(h("li.empty", {}, t("no_active_alarms")));
+    return;
+  }
+  const items = alarms.map((alarm) => alarmItem(alarm, index));
+  list.replaceChildren(...items);
+  await Promise.all(
+    items.slice(0, MAX_DETAILS).map((item, i) => refreshCalls(item, alarms[i].id)),
+  );
+}
+
+function alarmItem(alarm, index) {
+  const site = index.siteFor(alarm.gateway_id);
+  const siteLink = site.site_id
+    ? h("a", { href: `#/site/${encodeURIComponent(site.site_id)}` }, site.name)
+    : h("span", {}, site.name);
+  const ack = alarm.acknowledged_at
+    ? h("span.ack.ok", {}, t("acknowledged_by", { who: alarm.acknowledged_by ?? "", at: when(alarm.acknowledged_at) }))
+    : h("span.ack.warn", {}, t("not_acknowledged"));
+  return h(
+    "li.alarm",
+    { dataset: { alarmId: String(alarm.id), level: String(alarm.level) } },
+    h("div.alarm-head", {}, levelBadge(alarm.level), siteLink),
+    h("div.alarm-meta", {}, `${t("rule")}: ${alarm.rule} · ${when(alarm.raised_at)} · `, ack),
+    h("div.alarm-calls"),
+  );
+}
+
+async function refreshCalls(item, alarmId) {
+  const slot = item.querySelector(".alarm-calls");
+  try {
+    const detail = await api.get(`/api/v1/alarms/${alarmId}`);
+    slot.replaceChildren(callStateView(callState(detail)));
+  } catch (error) {
+    slot.replaceChildren(h("p.muted", {}, t("error", { detail: error.message })));
+  }
+}
+
+function gatewayProblems(gateway) {
+  const problems = [];
+  if (gateway.state !== "online") problems.push(t(gateway.state === "never_seen" ? "never_seen" : "offline"));
+  const backlog = (gateway.backlog_readings ?? 0) + (gateway.backlog_events ?? 0);
+  if (backlog > 0) problems.push(`${t("backlog")} ${backlog}`);
+  if (typeof gateway.battery_v === "number" && gateway.battery_v < LOW_BATTERY_V) {
+    problems.push(`${t("battery")} ${gateway.battery_v.toFixed(1)} ${t("unit_v")}`);
+  }
+  const faults = faultCount(gateway.faults);
+  if (faults > 0) problems.push(`${t("faults")} ${faults}`);
+  return problems;
+}
+
+function renderStrip(strip, index) {
+  const counts = { online: 0, offline: 0, never_seen: 0 };
+  const chips = [];
+  for (const site of index.list()) {
+    for (const gateway of site.gateways ?? []) {
+      const state = gateway.state in counts ? gateway.state : "offline";
+      counts[state] += 1;
+      const problems = gatewayProblems(gateway);
+      if (problems.length) {
+        chips.push(
+          h(
+            `li.chip.${state}`,
+            { dataset: { gatewayId: gateway.gateway_id } },
+            h("a", { href: `#/site/${encodeURIComponent(site.site_id)}` }, site.name),
+            ` ${problems.join(" · ")}`,
+          ),
+        );
+      }
+    }
+  }
+  const summary = h(
+    "p.strip-counts",
+    {},
+    h("span.count.online", {}, `${t("online")} ${counts.online}`),
+    h("span.count.offline", {}, `${t("offline")} ${counts.offline}`),
+    counts.never_seen ? h("span.count.never", {}, `${t("never_seen")} ${counts.never_seen}`) : null,
+  );
+  const shown = chips.slice(0, MAX_STRIP);
+  const rest = chips.length - shown.length;
+  strip.replaceChildren(
+    summary,
+    chips.length
+      ? h(
+          "ul.chips",
+          {},
+          shown,
+          rest > 0 ? h("li.chip.more", {}, h("a", { href: "#/gateways" }, t("and_more", { n: rest }))) : null,
+        )
+      : h("p.ok", {}, t("all_healthy")),
+  );
+}
