@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
-import secrets
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from fleet.secret_key import load_or_create_key
 
 KEY_FILE = "answer-link.key"
 #: How long a link works: longer than any escalation, short enough not to linger.
@@ -43,13 +43,7 @@ class AnswerLinks:
     @classmethod
     def load_or_create(cls, data_dir: Path) -> AnswerLinks:
         """The key in ``data_dir/answer-link.key``, made (mode 0600) on first use."""
-        path = data_dir / KEY_FILE
-        if not path.exists():
-            data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-        return cls(path.read_bytes())
+        return cls(load_or_create_key(data_dir, KEY_FILE))
 
     def token(self, call_id: int, now: float, ttl_s: float = LINK_TTL_S) -> str:
         """A token for answering ``call_id`` until ``now + ttl_s``."""

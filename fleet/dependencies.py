@@ -1,7 +1,9 @@
 """Dependencies shared by the routers: the repository, enrollment, API-token roles, limits.
 
-``require(role)`` authenticates the bearer token on every request and refuses a token
-whose role is below ``role`` with 403 and a message naming both roles. ``RowIdPath``
+``require(role)`` authenticates the bearer token (or the console's session cookie, which
+stands for one) on every request and refuses a token whose role is below ``role`` with
+403 and a message naming both roles; with the cookie, a request that changes something
+must also carry the session's CSRF token. ``RowIdPath``
 bounds ids in paths to what SQLite holds, and ``refusals`` documents the 4xx answers a
 route gives in the OpenAPI schema. Nothing here may log or echo a token's secret.
 """
@@ -17,10 +19,17 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from fleet.console_session import (
+    COOKIE,
+    CSRF_HEADER,
+    ConsoleSessions,
+    Session,
+    SessionError,
+)
 from fleet.enrollment import Enrollment
 from fleet.escalation import EscalationEngine
 from fleet.ingest import IngestWorker
-from fleet.repository import ConflictError, NotFoundError, Repository, Role
+from fleet.repository import ApiToken, ConflictError, NotFoundError, Repository, Role
 from protocol import MAX_WIRE_INT
 
 bearer = HTTPBearer(
@@ -101,16 +110,22 @@ def require(role: Role) -> Callable[..., Principal]:
     """A dependency that admits API tokens with at least ``role``."""
 
     def check_token(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         repository: Annotated[Repository, Depends(get_repository)],
     ) -> Principal:
-        if credentials is None:
+        now = time.time()
+        if credentials is not None:
+            token = repository.api_token_for_secret(credentials.credentials, now)
+        elif (cookie := request.cookies.get(COOKIE)) is not None:
+            token = _session_token(request, cookie, repository, now)
+        else:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
-                "missing API token: send the header 'Authorization: Bearer <token>'",
+                "missing API token: send the header 'Authorization: Bearer <token>' "
+                "(or sign in to the console)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        token = repository.api_token_for_secret(credentials.credentials, time.time())
         if token is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -127,6 +142,53 @@ def require(role: Role) -> Callable[..., Principal]:
         return Principal(token.id, token.name, token.role)
 
     return check_token
+
+
+#: Methods that change nothing: a console session needs no CSRF token for them.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_sessions(request: Request) -> ConsoleSessions:
+    """The console's session signer."""
+    sessions: ConsoleSessions = request.app.state.sessions
+    return sessions
+
+
+def console_session(request: Request) -> Session | None:
+    """The request's console session if its cookie is good (checked again by ``require``)."""
+    cookie = request.cookies.get(COOKIE)
+    if cookie is None:
+        return None
+    try:
+        return get_sessions(request).check(cookie, time.time())
+    except SessionError:
+        return None
+
+
+def _session_token(
+    request: Request, cookie: str, repository: Repository, now: float
+) -> ApiToken | None:
+    """The API token behind a session cookie, held to the CSRF rule; None if it is gone."""
+    try:
+        session = get_sessions(request).check(cookie, now)
+    except SessionError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}
+        ) from None
+    if request.method not in SAFE_METHODS and not ConsoleSessions.csrf_matches(
+        session, request.headers.get(CSRF_HEADER)
+    ):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"missing or wrong CSRF token: a console request that changes something "
+            f"sends the header {CSRF_HEADER}",
+        )
+    token = next((t for t in repository.list_api_tokens() if t.id == session.token_id), None)
+    if token is None or token.revoked_at is not None:
+        return None
+    if token.expires_at is not None and now >= token.expires_at:
+        return None
+    return token
 
 
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]

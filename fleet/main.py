@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from fleet import access_log, console
+from fleet.console_session import ConsoleSessions
 from fleet.escalation import running_engine
 from fleet.rollouts import RolloutTiming, running_scheduler
 from fleet.routers import (
@@ -18,6 +19,7 @@ from fleet.routers import (
     answers,
     api_tokens,
     configs,
+    console_session,
     enrollment,
     gateways,
     ingest,
@@ -77,7 +79,17 @@ def create_app(
         ),
         lifespan=lifespan,
     )
-    for module in (gateways, readings, alarms, enrollment, api_tokens, ingest, roster):
+    app.state.sessions = ConsoleSessions.load_or_create(settings.data_dir)
+    for module in (
+        gateways,
+        readings,
+        alarms,
+        enrollment,
+        api_tokens,
+        ingest,
+        roster,
+        console_session,
+    ):
         app.include_router(module.router)
     app.include_router(answers.link_router)
     app.include_router(answers.sms_router)

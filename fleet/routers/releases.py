@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from pydantic import Field
 from starlette.requests import ClientDisconnect
 
+from fleet.console_session import COOKIE
 from fleet.credentials import mosquitto_verify
 from fleet.dependencies import TOKEN_REFUSALS, Admin, Repo, bearer, http_error, refusals, require
 from fleet.repository import ConflictError, NotFoundError, ReleaseRecord, Role
@@ -77,6 +78,7 @@ class ReleaseOut(Out):
 
 
 def downloader(
+    request: Request,
     token: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     basic: Annotated[HTTPBasicCredentials | None, Depends(gateway_basic)],
     repository: Repo,
@@ -91,14 +93,14 @@ def downloader(
                 headers={"WWW-Authenticate": "Basic"},
             )
         return basic.username
-    if token is None:
+    if token is None and COOKIE not in request.cookies:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing API token: send the header 'Authorization: Bearer <token>' "
             "(gateways: HTTP Basic with their MQTT user name and password)",
             headers={"WWW-Authenticate": "Bearer, Basic"},
         )
-    return _viewer(token, repository).name
+    return _viewer(request, token, repository).name
 
 
 @router.post(
