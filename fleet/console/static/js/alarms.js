@@ -125,7 +125,7 @@ function alarmRow(alarm, index, operator) {
     const ack = current.acknowledged_at
       ? h("div.ok", {}, t("acknowledged_by", { who: current.acknowledged_by ?? "", at: when(current.acknowledged_at) }))
       : h("div.warn", {}, t("not_acknowledged"));
-    const actions = h("td.actions");
+    const actions = h("div.actions");
     if (operator) {
       if (!current.acknowledged_at) {
         actions.append(
@@ -151,7 +151,7 @@ function alarmRow(alarm, index, operator) {
       h("td", {}, when(current.raised_at)),
       h("td", {}, current.active ? t("active") : `${t("ended")} ${when(current.cleared_at)}`, ack),
       h("td", {}, receipts),
-      actions,
+      h("td", {}, actions),
     );
   };
   fill(alarm);

@@ -117,22 +117,20 @@ class SiteMap {
     } catch (error) {
       problems.push(t("map_problem") + error.message);
     }
-    let unplaced = 0;
-    const sites = this.index.list().sort((a, b) => levelNumber(a.level) - levelNumber(b.level));
-    for (const site of sites) {
-      if (typeof site.lat !== "number" || typeof site.lon !== "number") {
-        unplaced += 1;
-        continue;
-      }
-      this.addMarker(site);
+    const placed = this.index.list().filter((s) => typeof s.lat === "number" && typeof s.lon === "number");
+    for (const site of placed) {
       const here = L.latLng(site.lat, site.lon);
       bounds = bounds ? bounds.extend(here) : L.latLngBounds(here, here);
     }
+    // The view comes first: Leaflet draws a vector marker only on a map that has one.
+    if (bounds?.isValid()) this.map.fitBounds(bounds, { padding: [12, 12] });
+    else this.map.setView([35, 105], 4);
+    placed.sort((a, b) => levelNumber(a.level) - levelNumber(b.level));
+    for (const site of placed) this.addMarker(site);
+    const unplaced = this.index.list().length - placed.length;
     if (unplaced) problems.push(t("no_position", { n: unplaced }));
     note.hidden = problems.length === 0;
     note.textContent = problems.join(" ");
-    if (bounds?.isValid()) this.map.fitBounds(bounds, { padding: [12, 12] });
-    else this.map.setView([35, 105], 4);
   }
 
   addMarker(site) {

@@ -6,7 +6,7 @@
 
 import { api, ApiError } from "./api.js";
 import { h, when } from "./dom.js";
-import { LEVEL_COLOURS, byUrgency, levelBadge, levelNumber } from "./fleet.js";
+import { LEVEL_COLOURS, levelBadge, levelNumber } from "./fleet.js";
 import { levelName, t } from "./i18n.js";
 import { onLive } from "./live.js";
 
@@ -162,6 +162,7 @@ function drawChart(box, channel, series, rules, alarms) {
     width: Math.max(280, holder.clientWidth || box.clientWidth || 600),
     height: 220,
     scales: { x: { time: true }, y: { range: [yRange[0] - pad, yRange[1] + pad] } },
+    axes: [{ values: (_u, splits, _axis, _space, step) => splits.map((v) => timeLabel(v, step)) }, {}],
     series: [
       {},
       { label: "avg", stroke: "#1d3f73", width: 1.5, spanGaps: false },
@@ -187,6 +188,15 @@ function drawChart(box, channel, series, rules, alarms) {
     destroy();
   };
   return plot;
+}
+
+/** "14:00" within a day ("07-01" at midnight), "07-01" for steps of a day or more. */
+function timeLabel(epochSeconds, step) {
+  const d = new Date(epochSeconds * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  const day = `${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  if (step >= 86400 || (d.getHours() === 0 && d.getMinutes() === 0)) return day;
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
 function drawBands(u, bands) {
@@ -238,7 +248,7 @@ function rosterPanel(siteId) {
         h(
           "table",
           {},
-          h("thead", {}, h("tr", {}, [t("tier"), t("name"), t("role"), t("mobile")].map((w) => h("th", { scope: "col" }, w)))),
+          h("thead", {}, h("tr", {}, [t("tier_col"), t("name"), t("role"), t("mobile")].map((w) => h("th", { scope: "col" }, w)))),
           h(
             "tbody",
             {},
@@ -261,10 +271,10 @@ function renderRecentAlarms(panel, alarms) {
       ? h(
           "ul.recent",
           {},
-          sorted.sort(byUrgency).map((a) =>
+          sorted.map((a) =>
             h("li", {}, levelBadge(a.peak_level), ` ${a.rule} · ${when(a.raised_at)} · ${a.active ? t("active") : t("ended")}`),
           ),
         )
-      : h("p.muted", {}, t("no_active_alarms")),
+      : h("p.muted", {}, t("no_alarms_period")),
   );
 }

@@ -1,0 +1,438 @@
+"""The county console in real Chromium, against a real county: mosquitto, ``fleet serve``,
+two enrolled gateways (``edge run``) polling simulated stations over Modbus TCP.
+
+``upper-village`` rains from the start, so it has a red alarm, readings and marks to show;
+``lower-village`` stays dry until a test opens its rain, and the open map must turn it
+red without a reload. Playwright drives Debian's ``/usr/bin/chromium`` (no browser
+download). Screenshots of every page go to ``HAZARDWATCH_SCREENSHOTS`` (default: a
+pytest temporary directory, printed at the end of the module).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright
+
+from drivers.clock import ScaledClock
+from drivers.profiles import builtin_profiles
+from fleet.repository import Role
+from hardware_sim.device import SimulatedDevice
+from hardware_sim.scenarios import DesignStorm
+from tests.agent_harness import sim_site, wait_for
+from tests.uplink_harness import FleetProcess, enroll, running_broker, running_fleet
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="the browser tests need Debian's chromium: apt-get install chromium",
+    ),
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.timeout(240),
+]
+
+PROFILES = builtin_profiles()
+#: Simulated seconds per real second: a storm of hours in seconds.
+SPEED = 600.0
+#: Simulated time starts three days back, so an hour of test stays in the browser's past
+#: and the charts' "last 24 h" holds it.
+ORIGIN_AGO_S = 3 * 86400
+UPPER, LOWER = "upper-village", "lower-village"
+#: The page's colours of red and of the four threshold bands (the level colour at 20 %).
+RED = (208, 0, 0)
+BAND_TINTS = {
+    "blue": (0x1F, 0x5F, 0xBF),
+    "yellow": (0xF2, 0xC3, 0x00),
+    "orange": (0xF0, 0x78, 0x00),
+    "red": (0xD0, 0x00, 0x00),
+}
+
+SITE = """
+[site]
+id = "{site_id}"
+name = "{name}"
+lat = {lat}
+lon = {lon}
+
+[agent]
+reassert_s = 1
+
+[uplink]
+batch_rows = 200
+ack_timeout_s = 2
+health_interval_s = 1
+reconnect_min_s = 0.2
+reconnect_max_s = 1
+
+[[bus]]
+name = "field"
+kind = "tcp"
+host = "127.0.0.1"
+port = {{port}}
+
+[[device]]
+name = "rain"
+bus = "field"
+profile = "dfrobot_sen0575"
+poll_interval_s = 60
+timeout_s = 0.5
+channels = ["rain_total"]
+
+[[device]]
+name = "creek"
+bus = "field"
+profile = "hlk_ld8001h"
+poll_interval_s = 60
+timeout_s = 0.5
+channels = ["water_level"]
+
+[[rule]]
+id = "rain_1h"
+kind = "rain_windows"
+channel = "rain.rain_total"
+windows = {{ "1h" = {{ blue = 5, yellow = 12, orange = 20, red = 30 }} }}
+
+[[rule]]
+id = "creek_level"
+kind = "water_level"
+channel = "creek.water_level"
+thresholds = {{ blue = 806, yellow = 810, orange = 815, red = 820 }}
+"""
+
+SITES = {
+    UPPER: ("上游村", 31.18, 103.62),
+    LOWER: ("下游村", 30.95, 103.95),
+}
+
+
+class RainTap:
+    """A rain gauge's cumulative rain: none until ``open``, then a design storm."""
+
+    def __init__(self) -> None:
+        self.storm: DesignStorm | None = None
+
+    def open(self, now: float) -> None:
+        """A 60 mm/h-peak storm from a simulated minute after ``now`` (red within ~1 h)."""
+        self.storm = DesignStorm(now + 60, 7200, 60.0, step_s=300, seed=3)
+
+    def cumulative_mm(self, t: float) -> float:
+        return 0.0 if self.storm is None else self.storm.cumulative_mm(t)
+
+
+def station(clock: ScaledClock, tap: RainTap) -> list[SimulatedDevice]:
+    rain = SimulatedDevice(
+        PROFILES["dfrobot_sen0575"],
+        192,
+        clock,
+        {"rain_total": tap.cumulative_mm},
+        values={"window_hours": 1},
+    )
+    creek = SimulatedDevice(PROFILES["hlk_ld8001h"], 1, clock, {"water_level": lambda t: 800.0})
+    return [rain, creek]
+
+
+@dataclass
+class County:
+    fleet: FleetProcess
+    clock: ScaledClock
+    gateways: dict[str, str]
+    taps: dict[str, RainTap]
+    shots: Path
+    secrets: dict[Role, str] = field(default_factory=dict)
+
+    def secret(self, role: Role) -> str:
+        """The secret of the fleet's ``test-{role}`` API token (made on first use)."""
+        self.fleet.request("GET", "/api/v1/gateways", role)
+        return self.fleet.api_tokens[role]
+
+    def alarms(self, site_id: str, **params: Any) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self.fleet.rest(
+            "GET", "/api/v1/alarms", params={"gateway_id": self.gateways[site_id], **params}
+        )
+        return answer
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    wanted = os.environ.get("HAZARDWATCH_SCREENSHOTS")
+    path = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    print(f"\nconsole screenshots: {path}")  # noqa: T201 - where to look, after the run
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> AsyncIterator[County]:
+    tmp = tmp_path_factory.mktemp("county")
+    now = time.time()
+    clock = ScaledClock(SPEED, origin=round(now) - ORIGIN_AGO_S, anchor=round(now, 3))
+    taps = {UPPER: RainTap(), LOWER: RainTap()}
+    taps[UPPER].open(clock.now())
+    with ExitStack() as processes:
+        broker = processes.enter_context(running_broker(tmp / "fleet", tmp / "mosquitto"))
+        fleet = processes.enter_context(running_fleet(tmp / "fleet", broker))
+        gateways = {}
+        async with AsyncExitStack() as sites:
+            for site_id, (name, lat, lon) in SITES.items():
+                text = SITE.format(site_id=site_id, name=name, lat=lat, lon=lon)
+                gateways[site_id] = enroll(tmp / site_id / "gw", fleet, fleet.token(site=site_id))
+                site = await sites.enter_async_context(
+                    sim_site(tmp / site_id, station(clock, taps[site_id]), text, clock)
+                )
+                await site.start_agent("gw")
+            county = County(fleet, clock, gateways, taps, shots)
+            await wait_for(
+                lambda: any(a["level"] == 4 for a in county.alarms(UPPER, active="true")),
+                90,
+                "a red alarm at upper-village",
+            )
+            yield county
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser, county: County) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookie, no stored language) at 1366 x 768."""
+    context = await browser.new_context(
+        viewport={"width": 1366, "height": 768}, base_url=county.fleet.url
+    )
+    tab = await context.new_page()
+    tab.set_default_timeout(20_000)
+    try:
+        yield tab
+    finally:
+        await context.close()
+
+
+async def sign_in(page: Page, secret: str) -> None:
+    """Sign in with the keyboard alone and wait for the overview."""
+    await page.goto("/")
+    await page.locator("#token").wait_for()
+    await page.keyboard.type(secret)  # the token field has the focus
+    await page.keyboard.press("Enter")
+    await ready(page, "overview")
+
+
+async def ready(page: Page, name: str) -> None:
+    await page.locator(f'#view[data-ready="true"][data-page="{name}"]').wait_for()
+
+
+async def marker_level(page: Page, site_id: str) -> str | None:
+    return await page.locator(f'path.site-marker[data-site-id="{site_id}"]').get_attribute(
+        "data-level"
+    )
+
+
+async def colour_pixels(page: Page, selector: str, colour: tuple[int, int, int], alpha: float) -> int:
+    """Pixels of the canvas under ``selector`` painted ``colour`` at ``alpha`` over white."""
+    return int(
+        await page.evaluate(
+            """([selector, colour, alpha]) => {
+                const canvas = document.querySelector(selector);
+                const ctx = canvas.getContext("2d");
+                const {data} = ctx.getImageData(0, 0, canvas.width, canvas.height);
+                const want = colour.map((c) => c * alpha + 255 * (1 - alpha));
+                let n = 0;
+                for (let i = 0; i < data.length; i += 4) {
+                    if (want.every((c, k) => Math.abs(data[i + k] - c) <= 6)) n += 1;
+                }
+                return n;
+            }""",
+            [selector, list(colour), alpha],
+        )
+    )
+
+
+async def test_sign_in_refuses_a_bad_token_and_opens_the_overview_with_a_good_one(
+    page: Page, county: County
+) -> None:
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    await page.goto("/")
+    await page.locator("#token").fill("not-a-token")
+    await page.locator("#token").press("Enter")
+    await page.locator("#signin-error").get_by_text("令牌无效").wait_for()
+    await page.screenshot(path=county.shots / "signin.png")
+
+    await sign_in(page, county.secret(Role.VIEWER))
+    assert await page.locator("#who").inner_text() == "test-viewer · 查看员"
+    for site_id in SITES:
+        assert await marker_level(page, site_id) is not None
+    # The cookie is HttpOnly: the page's scripts cannot read it.
+    assert "hw_session" not in await page.evaluate("document.cookie")
+    await page.locator("#active-alarms .alarm").first.wait_for()
+    await page.screenshot(path=county.shots / "overview.png")
+    # Offline by design: every request went to the fleet itself.
+    assert requests
+    assert all(url.startswith(county.fleet.url) for url in requests), requests
+
+
+async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    assert await marker_level(page, LOWER) == "0"
+    await page.locator('#live[data-state="on"]').wait_for()
+    await page.evaluate("window.sameDocument = true")
+
+    county.taps[LOWER].open(county.clock.now())
+    marker = page.locator(f'path.site-marker[data-site-id="{LOWER}"][data-level="4"]')
+    await marker.wait_for(state="attached", timeout=90_000)
+
+    assert await page.evaluate("window.sameDocument") is True  # no reload happened
+    assert await marker.get_attribute("fill") == "#d00000"
+    red = county.alarms(LOWER, active="true")
+    assert any(a["level"] == 4 for a in red)
+    lower_alarm = page.locator(f'#active-alarms .alarm[data-alarm-id="{red[0]["id"]}"]')
+    await lower_alarm.locator(".level-4").get_by_text("红色预警（Ⅰ级）").wait_for()
+    await page.screenshot(path=county.shots / "overview-storm.png")
+
+
+async def test_an_operator_acknowledges_an_alarm_and_records_an_answer(
+    page: Page, county: County
+) -> None:
+    alarm = next(a for a in county.alarms(UPPER, active="true") if a["level"] == 4)
+    await sign_in(page, county.secret(Role.OPERATOR))
+    await page.goto(f"/#/alarms?site={UPPER}")
+    await ready(page, "alarms")
+    row = page.locator(f'#alarm-rows tr[data-alarm-id="{alarm["id"]}"]')
+
+    if alarm["acknowledged_at"] is None:
+        await row.locator(".act-ack").click()
+        await row.locator(".ack-form input[name=note]").fill("已电话通知村支书")
+        await row.locator(".ack-form button[type=submit]").click()
+        await row.get_by_text("test-operator").first.wait_for()
+        stored = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")
+        assert stored["acknowledged_by"] == "test-operator"
+        assert stored["ack_note"] == "已电话通知村支书"
+    assert await row.locator(".act-ack").count() == 0  # acknowledged: no second button
+
+    await row.locator(".act-answer").click()
+    await row.locator(".answer-form input[name=person]").fill("王建国")
+    await row.locator(".answer-form select[name=via]").select_option("phone")
+    await row.locator(".answer-form button[type=submit]").click()
+    await row.get_by_text("王建国 (电话)").wait_for()
+    receipts = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")["receipts"]
+    assert [(r["person"], r["via"], r["recorded_by"]) for r in receipts][-1] == (
+        "王建国",
+        "phone",
+        "test-operator",
+    )
+    await page.screenshot(path=county.shots / "alarms.png", full_page=True)
+
+
+async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_refused(
+    page: Page, county: County, browser: Browser
+) -> None:
+    alarm = county.alarms(UPPER)[0]
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.goto("/#/alarms")
+    await ready(page, "alarms")
+    assert await page.locator("#alarm-rows tr").count() > 0
+    assert await page.locator("#view button").count() == 0
+
+    # An operator's session whose page (or another site) posts without the CSRF token.
+    context = await browser.new_context(base_url=county.fleet.url)
+    try:
+        operator = await context.new_page()
+        await sign_in(operator, county.secret(Role.OPERATOR))
+        forged = await operator.evaluate(
+            """async (id) => {
+                const answer = await fetch(`/api/v1/alarms/${id}/receipts`, {
+                    method: "POST", credentials: "same-origin",
+                    headers: {"Content-Type": "application/json"},
+                    body: JSON.stringify({person: "forged", via: "phone"}),
+                });
+                return [answer.status, (await answer.json()).detail];
+            }""",
+            alarm["id"],
+        )
+    finally:
+        await context.close()
+    assert forged[0] == 403, forged
+    assert "CSRF" in forged[1] or "csrf" in forged[1], forged
+    receipts = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")["receipts"]
+    assert all(r["person"] != "forged" for r in receipts)
+
+
+async def test_the_english_switch_translates_every_page_and_is_remembered(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator("#lang").click()
+    await ready(page, "overview")
+    assert await page.locator('#nav a[data-route="alarms"]').inner_text() == "Alarms"
+    badge = page.locator(f"#active-alarms .alarm .level-4").first
+    await badge.get_by_text("Red (level I)").wait_for()
+
+    await page.reload()
+    await ready(page, "overview")
+    assert await page.evaluate("document.documentElement.lang") == "en"
+    assert await page.locator("#who").inner_text() == "test-viewer · viewer"
+    # Never a bare number for a level: every badge carries its name.
+    names = {"Normal", "Blue (level IV)", "Yellow (level III)", "Orange (level II)", "Red (level I)"}
+    for text in await page.locator("#view .level").all_inner_texts():
+        assert text in names
+    await page.screenshot(path=county.shots / "overview-en.png")
+
+
+async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_marks(
+    page: Page, county: County
+) -> None:
+    county.fleet.rest(
+        "PUT",
+        f"/api/v1/sites/{UPPER}/roster",
+        Role.ADMIN,
+        json=[{"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": "+8613800000000"}],
+    )
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.goto(f"/#/site/{UPPER}")
+    await ready(page, "site")
+
+    level = page.locator('figure.chart[data-channel="water_level"]')
+    rain = page.locator('figure.chart[data-channel="rain_total"]')
+    await level.locator("canvas").wait_for()
+    await rain.locator("canvas").wait_for()
+    assert await level.get_attribute("data-bands") == "4"
+    assert int(await rain.get_attribute("data-points") or 0) > 10
+    for name, colour in BAND_TINTS.items():
+        painted = await colour_pixels(page, '[data-channel="water_level"] canvas', colour, 0.2)
+        assert painted > 100, f"the {name} band is not drawn"
+    # The red alarm is marked on the time axis of the rain chart, in the red of the level.
+    assert await colour_pixels(page, '[data-channel="rain_total"] canvas', RED, 1.0) > 20
+    # The rain rule's thresholds (on the 1 h sum, not the counter) are listed by name.
+    await rain.locator(".thresholds").get_by_text("红色预警（Ⅰ级） ≥ 30").wait_for()
+    roster = page.locator("#roster")
+    await roster.get_by_text("王建国").wait_for()
+    assert "13800000000" not in await roster.inner_text()  # a viewer sees the mobile masked
+    await page.screenshot(path=county.shots / "site.png", full_page=True)
+
+    await page.locator(".periods a", has_text="7 天").click()
+    await page.locator('.periods a[aria-current="true"]', has_text="7 天").wait_for()
+    await ready(page, "site")
+    await level.locator("canvas").wait_for()
+
+
+async def test_the_overview_fits_a_phone(page: Page, county: County) -> None:
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await sign_in(page, county.secret(Role.VIEWER))
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.screenshot(path=county.shots / "overview-phone.png", full_page=True)
