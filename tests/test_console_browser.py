@@ -1,11 +1,11 @@
-"""The county console in real Chromium, against a real county: mosquitto, ``fleet serve``,
-two enrolled gateways (``edge run``) polling simulated stations over Modbus TCP.
+"""The county console in real Chromium against a real county.
 
-``upper-village`` rains from the start, so it has a red alarm, readings and marks to show;
-``lower-village`` stays dry until a test opens its rain, and the open map must turn it
-red without a reload. Playwright drives Debian's ``/usr/bin/chromium`` (no browser
-download). Screenshots of every page go to ``HAZARDWATCH_SCREENSHOTS`` (default: a
-pytest temporary directory, printed at the end of the module).
+Mosquitto, ``fleet serve`` and two enrolled gateways (``edge run``) polling simulated
+stations over Modbus TCP. ``upper-village`` rains from the start, so it has a red alarm,
+readings and marks to show; ``lower-village`` stays dry until a test opens its rain,
+and the open map must turn it red without a reload. Playwright drives Debian's
+``/usr/bin/chromium`` (no browser download). Screenshots of every page go to
+``HAZARDWATCH_SCREENSHOTS`` (default: a pytest temporary directory, printed at the end).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ SPEED = 600.0
 #: and the charts' "last 24 h" holds it.
 ORIGIN_AGO_S = 3 * 86400
 UPPER, LOWER = "upper-village", "lower-village"
+RED_ZH = "红色预警（Ⅰ级）"  # noqa: RUF001 - as county staff read it
 #: The page's colours of red and of the four threshold bands (the level colour at 20 %).
 RED = (208, 0, 0)
 BAND_TINTS = {
@@ -167,7 +168,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
     path.mkdir(parents=True, exist_ok=True)
     yield path
-    print(f"\nconsole screenshots: {path}")  # noqa: T201 - where to look, after the run
+    print(f"\nconsole screenshots: {path}")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -241,7 +242,9 @@ async def marker_level(page: Page, site_id: str) -> str | None:
     )
 
 
-async def colour_pixels(page: Page, selector: str, colour: tuple[int, int, int], alpha: float) -> int:
+async def colour_pixels(
+    page: Page, selector: str, colour: tuple[int, int, int], alpha: float
+) -> int:
     """Pixels of the canvas under ``selector`` painted ``colour`` at ``alpha`` over white."""
     return int(
         await page.evaluate(
@@ -302,7 +305,7 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
     red = county.alarms(LOWER, active="true")
     assert any(a["level"] == 4 for a in red)
     lower_alarm = page.locator(f'#active-alarms .alarm[data-alarm-id="{red[0]["id"]}"]')
-    await lower_alarm.locator(".level-4").get_by_text("红色预警（Ⅰ级）").wait_for()
+    await lower_alarm.locator(".level-4").get_by_text(RED_ZH).wait_for()
     await page.screenshot(path=county.shots / "overview-storm.png")
 
 
@@ -380,7 +383,7 @@ async def test_the_english_switch_translates_every_page_and_is_remembered(
     await page.locator("#lang").click()
     await ready(page, "overview")
     assert await page.locator('#nav a[data-route="alarms"]').inner_text() == "Alarms"
-    badge = page.locator(f"#active-alarms .alarm .level-4").first
+    badge = page.locator("#active-alarms .alarm .level-4").first
     await badge.get_by_text("Red (level I)").wait_for()
 
     await page.reload()
@@ -388,7 +391,13 @@ async def test_the_english_switch_translates_every_page_and_is_remembered(
     assert await page.evaluate("document.documentElement.lang") == "en"
     assert await page.locator("#who").inner_text() == "test-viewer · viewer"
     # Never a bare number for a level: every badge carries its name.
-    names = {"Normal", "Blue (level IV)", "Yellow (level III)", "Orange (level II)", "Red (level I)"}
+    names = {
+        "Normal",
+        "Blue (level IV)",
+        "Yellow (level III)",
+        "Orange (level II)",
+        "Red (level I)",
+    }
     for text in await page.locator("#view .level").all_inner_texts():
         assert text in names
     await page.screenshot(path=county.shots / "overview-en.png")
@@ -401,7 +410,9 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
         "PUT",
         f"/api/v1/sites/{UPPER}/roster",
         Role.ADMIN,
-        json=[{"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": "+8613800000000"}],
+        json=[
+            {"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": "+8613800000000"}
+        ],
     )
     await sign_in(page, county.secret(Role.VIEWER))
     await page.goto(f"/#/site/{UPPER}")
@@ -419,7 +430,7 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
     # The red alarm is marked on the time axis of the rain chart, in the red of the level.
     assert await colour_pixels(page, '[data-channel="rain_total"] canvas', RED, 1.0) > 20
     # The rain rule's thresholds (on the 1 h sum, not the counter) are listed by name.
-    await rain.locator(".thresholds").get_by_text("红色预警（Ⅰ级） ≥ 30").wait_for()
+    await rain.locator(".thresholds").get_by_text(f"{RED_ZH} ≥ 30").wait_for()
     roster = page.locator("#roster")
     await roster.get_by_text("王建国").wait_for()
     assert "13800000000" not in await roster.inner_text()  # a viewer sees the mobile masked
