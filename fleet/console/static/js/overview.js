@@ -51,12 +51,17 @@ export async function showOverview(view) {
     onLive("level", async (event) => {
       const level = levelNumber(event.level);
       const site = index.sites.get(event.site_id);
-      if (site && level > site.level) map.setLevel(site, level);
       refreshAlarms();
-      if (site && level < site.level) {
-        const fresh = await api.get(`/api/v1/sites/${encodeURIComponent(site.site_id)}`);
-        map.setLevel(site, levelNumber(fresh.level));
+      if (!site) {
+        // A site enrolled since the page loaded: fetch it and put it on the map.
+        const fresh = await api.get(`/api/v1/sites/${encodeURIComponent(event.site_id)}`);
+        index.put(fresh);
+        if (typeof fresh.lat === "number" && typeof fresh.lon === "number") map.addMarker(fresh);
+        return;
       }
+      site.events = (site.events ?? 0) + 1;
+      if (level > site.level) map.setLevel(site, level);
+      else if (level < site.level) await confirmLevel(map, site);
     }),
     onLive("health", (event) => {
       const site = index.sites.get(event.site_id);
@@ -84,6 +89,21 @@ export async function showOverview(view) {
     for (const stop of unsubscribe) stop();
     map.remove();
   };
+}
+
+/**
+ * Draw the site's level as the fleet has it now. An answer that raced a newer event for
+ * the site is not drawn (it may predate that event); the level is asked for again.
+ */
+async function confirmLevel(map, site) {
+  for (;;) {
+    const seen = site.events;
+    const fresh = await api.get(`/api/v1/sites/${encodeURIComponent(site.site_id)}`);
+    if (seen === site.events) {
+      map.setLevel(site, levelNumber(fresh.level));
+      return;
+    }
+  }
 }
 
 class SiteMap {
