@@ -32,6 +32,7 @@ from edge_agent.release_intake import ReleaseIntake
 from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_config import SiteConfig
+from edge_agent.site_summary import site_summary
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
@@ -174,6 +175,7 @@ class Agent:
                 self,
                 {ACK_ALARM_COMMAND: self._ack},
                 documents=documents,
+                site=site_summary(site),
             )
             if enrollment_state(data_dir) in ("enrolled", "pending")
             else None

@@ -52,6 +52,8 @@ class SiteTable(TomlTable):
     id: Name
     name: Name | None = None
     description: str = ""
+    lat: float | None = Field(None, ge=-90.0, le=90.0)
+    lon: float | None = Field(None, ge=-180.0, le=180.0)
 
 
 class SerialBusTable(TomlTable):
@@ -203,6 +205,8 @@ class SiteConfig:
     siren_nodes: tuple[SirenNodeSpec, ...] = ()
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     village_call: VillageCallSpec | None = None
+    lat: float | None = None
+    lon: float | None = None
 
 
 def serial_port_allowed(device: str, pushed: bool) -> bool:
@@ -367,6 +371,8 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
         source=source,
         site_id=site.id,
         name=site.name or site.id,
+        lat=site.lat,
+        lon=site.lon,
         buses=tuple(buses),
         devices=tuple(devices),
         agent=agent,

@@ -45,6 +45,7 @@ from protocol import (
     Command,
     CommandResult,
     GatewayState,
+    SiteSummary,
     Stream,
     Topic,
     gateway_topic,
@@ -107,8 +108,10 @@ class Uplink:
         rng: random.Random | None = None,
         documents: Mapping[Topic, Callable[[bytes], None]] | None = None,
         reconnect: ReconnectTiming | None = None,
+        site: SiteSummary | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.site = site
         self.store = store
         self.settings = settings
         self.agent_version = agent_version
@@ -304,7 +307,10 @@ class Uplink:
             for kind in self.documents:
                 await client.subscribe(self._topic(kind), qos=1)
             online = GatewayState(
-                state="online", ts=sendable_timestamp(time.time()), agent_version=self.agent_version
+                state="online",
+                ts=sendable_timestamp(time.time()),
+                agent_version=self.agent_version,
+                site=self.site,
             )
             await client.publish(
                 self._topic(Topic.STATE), online.model_dump_json(), qos=1, retain=True

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fleet import access_log, console
 from fleet.console_session import ConsoleSessions
 from fleet.escalation import running_engine
+from fleet.live_feed import LiveFeed
 from fleet.rollouts import RolloutTiming, running_scheduler
 from fleet.routers import (
     alarms,
@@ -27,6 +28,8 @@ from fleet.routers import (
     releases,
     rollouts,
     roster,
+    sites,
+    stream,
 )
 from fleet.service import run_fleet
 from fleet.settings import FleetSettings
@@ -67,7 +70,12 @@ def create_app(
             ):
                 app.state.rollouts = scheduler
                 app.state.escalation = engine
-                yield
+                repository = service.repository
+                app.state.live = LiveFeed(repository.live_cursor, repository.live_changes)
+                try:
+                    yield
+                finally:
+                    await app.state.live.close()
 
     access_log.install()
     app = FastAPI(
@@ -88,6 +96,8 @@ def create_app(
         api_tokens,
         ingest,
         roster,
+        sites,
+        stream,
         console_session,
     ):
         app.include_router(module.router)

@@ -11,12 +11,15 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fleet.roster import Person
 from ota.document import DocumentKind
 from ota.manifest import ReleaseManifest
 from protocol import CommandResult, DataBatch, EventBatch, GatewayState, Health, Stream
+
+if TYPE_CHECKING:  # the live feed's cursor; imported lazily to keep this module light
+    from fleet.live_changes import LiveChange, LiveCursor
 
 
 class Role(enum.StrEnum):
@@ -109,7 +112,8 @@ class Gateway:
     """An enrolled gateway with what the fleet last heard from it.
 
     ``alarm_level`` is the highest level among its active alarms (0 when none);
-    ``streams`` maps each stream to the highest contiguous seq stored.
+    ``streams`` maps each stream to the highest contiguous seq stored; ``site`` is the
+    summary of its site file it sent with its last ``online`` state (a ``SiteSummary``).
     """
 
     id: str
@@ -125,6 +129,7 @@ class Gateway:
     health_at: float | None
     alarm_level: int = 0
     streams: dict[str, int] = field(default_factory=dict)
+    site: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,6 +567,14 @@ class Repository(Protocol):
 
     def roster(self, site_id: str) -> list[Person]:
         """The responsible persons of ``site_id`` (叫应), every tier."""
+        ...
+
+    def live_cursor(self) -> LiveCursor:
+        """A cursor at the present for ``live_changes``."""
+        ...
+
+    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
+        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
         ...
 
     # --- API tokens ---------------------------------------------------------------------

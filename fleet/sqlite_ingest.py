@@ -317,10 +317,12 @@ class IngestWriter:
                 (payload.model_dump_json(), payload.ts, payload.agent_version, gw, payload.ts),
             )
         elif isinstance(payload, GatewayState):
+            site = payload.site.model_dump_json() if payload.site is not None else None
             conn.execute(
                 "UPDATE gateways SET state = ?, state_at = ?, "
-                "agent_version = coalesce(?, agent_version) WHERE num = ?",
-                (payload.state, item.received_at, payload.agent_version, gw),
+                "agent_version = coalesce(?, agent_version), "
+                "site_summary = coalesce(?, site_summary) WHERE num = ?",
+                (payload.state, item.received_at, payload.agent_version, site, gw),
             )
         elif isinstance(payload, CommandResult):
             conn.execute(

@@ -25,6 +25,7 @@ from typing import Any
 import sqlite_utils
 
 from fleet.credentials import new_secret, token_hash
+from fleet.live_changes import LiveChange, LiveCursor, changes_since, start_cursor
 from fleet.repository import (
     API_TOKEN_TTL_S,
     Alarm,
@@ -72,7 +73,8 @@ CREATE TABLE IF NOT EXISTS gateways (
     state_at REAL,
     last_seen REAL,
     health TEXT,
-    health_at REAL
+    health_at REAL,
+    site_summary TEXT
 );
 CREATE TABLE IF NOT EXISTS stream_marks (
     gw INTEGER NOT NULL,
@@ -221,12 +223,26 @@ class SQLiteRepository:
         """The responsible persons of ``site_id`` (叫应), every tier."""
         return self.escalation.roster(site_id)
 
+    def live_cursor(self) -> LiveCursor:
+        """A cursor at the present for ``live_changes``."""
+        return start_cursor(self._db())
+
+    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
+        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
+        return changes_since(self._db(), cursor)
+
     def _migrate(self, now: float) -> None:
         """Bring a database made by an older version up to ``SCHEMA``.
 
         API tokens made before tokens expired get the default lifetime from now: they keep
         working for that long, then need ``fleet apitoken rotate``.
         """
+        gateway_columns = {r["name"] for r in self._db().query("PRAGMA table_info(gateways)")}
+        if "site_summary" not in gateway_columns:
+            with self._write() as db:
+                columns = {r["name"] for r in db.query("PRAGMA table_info(gateways)")}
+                if "site_summary" not in columns:  # what the gateway says of its site file
+                    db.execute("ALTER TABLE gateways ADD COLUMN site_summary TEXT")
         columns = {r["name"] for r in self._db().query("PRAGMA table_info(api_tokens)")}
         if "expires_at" in columns:
             return
@@ -533,6 +549,7 @@ class SQLiteRepository:
                 health_at=r["health_at"],
                 alarm_level=r["alarm_level"] or 0,
                 streams={s.value: marks.get(r["num"], {}).get(s.value, 0) for s in Stream},
+                site=json.loads(r["site_summary"]) if r["site_summary"] else None,
             )
             for r in rows
         ]

@@ -278,12 +278,63 @@ class Health(_Payload):
     battery_v: Finite | None = None
 
 
+Name = Annotated[str, Field(min_length=1, max_length=128)]
+LevelValues = dict[Literal["blue", "yellow", "orange", "red"], Finite]
+
+
+class SiteChannel(BaseModel):
+    """One polled channel of the site: what it measures and in which unit."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    channel: Name
+    quantity: Annotated[str, Field(max_length=64)]
+    unit: Annotated[str, Field(max_length=32)]
+
+
+class SiteRule(BaseModel):
+    """One alarm rule as the console draws it (the gateway's site file decides, not this).
+
+    ``thresholds`` are on the channel's value itself (water level); ``windows`` are rain
+    totals per sliding window (``"1h"`` -> level -> mm); ``horizons_h`` are the hours
+    before a forecast failure at which each level fires. Rules on derived metrics carry
+    none of them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    id: Name
+    kind: Annotated[str, Field(max_length=64)]
+    channel: Name | None = None
+    thresholds: LevelValues = Field(default_factory=dict)
+    windows: Annotated[dict[Name, LevelValues], Field(max_length=16)] = Field(default_factory=dict)
+    horizons_h: LevelValues = Field(default_factory=dict)
+
+
+class SiteSummary(BaseModel):
+    """What a gateway's site file says of the site, for the county's map and charts."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
+
+    site_id: Name
+    name: Name
+    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)] | None = None
+    channels: Annotated[list[SiteChannel], Field(max_length=512)] = Field(default_factory=list)
+    rules: Annotated[list[SiteRule], Field(max_length=256)] = Field(default_factory=list)
+
+
 class GatewayState(_Payload):
-    """Retained online/offline state; the gateway sets ``offline`` as its Last Will."""
+    """Retained online/offline state; the gateway sets ``offline`` as its Last Will.
+
+    ``online`` carries ``site``, the summary of the site file in use (absent from the
+    Last Will, so the fleet keeps the last one it was told).
+    """
 
     state: Literal["online", "offline"]
     ts: Timestamp | None = None
     agent_version: str | None = None
+    site: SiteSummary | None = None
 
 
 class Command(_Payload):

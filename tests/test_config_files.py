@@ -181,7 +181,7 @@ def test_edge_poll_warns_of_an_absent_serial_device_and_carries_on(tmp_path: Pat
         ('profile = "hlk_ld8001h"', 'profile = "hlk_ld8001h"\nchannels = [1]', "device 'level'",
          "'channels[0]' must be a string, got 1"),
         ('id = "creek"', 'id = "creek"\nowner = "x"', "[site]",
-         "unknown key(s): owner (allowed: description, id, name)"),
+         "unknown key(s): owner (allowed: description, id, lat, lon, name)"),
     ],
 )  # fmt: skip
 def test_the_site_schema_words_each_problem_naming_file_item_and_key(

@@ -11,6 +11,7 @@ that its village answers reach the real fleet once when it returns.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -287,6 +288,11 @@ hold_s = 600
                 90,
                 "the fleet to catch up after the outage",
             )
+            # The gateway told the fleet what its site file says (for the county's map).
+            told = fleet.rest("GET", f"/api/v1/sites/{SITE_ID}")
+            rules = {r["id"]: r for r in told["rules"]}
+            assert rules["upper_creek"]["thresholds"]["red"] == 3500
+            assert MONITOR not in json.dumps(told)  # the summary carries no person
             alarms = fleet.rest("GET", "/api/v1/alarms", params={"gateway_id": gateway_id})
             receipts = {
                 a["rule"]: [(r["person"], r["via"], r["recorded_by"]) for r in a["receipts"]]

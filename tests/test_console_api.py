@@ -1,0 +1,159 @@
+"""What the console reads: sites on the map and the live feed of changes (server-sent events).
+
+The fleet app runs under uvicorn in-process with its real SQLite store; gateways' messages
+go through the same commit path ingest uses (``repository.commit``). The live feed is read
+over a real HTTP stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from edge_agent.site_config import load_site
+from edge_agent.site_summary import site_summary
+from fleet.main import create_app
+from fleet.repository import NewGateway, Received, Role
+from fleet.settings import EscalationSettings, FleetSettings
+from fleet.sqlite_repository import SQLiteRepository
+from protocol import EventBatch, EventRow, GatewayState, Health
+from tests.mosquitto import auth, eventually, free_port
+
+EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
+
+
+@dataclass
+class Fleet:
+    url: str
+    repository: SQLiteRepository
+    viewer: str
+    seqs: dict[str, int]
+
+    def gateway(self, site_id: str, gateway_id: str) -> None:
+        _token, secret = self.repository.create_enrollment_token(
+            site_id, time.time() + 60, None, None, time.time()
+        )
+        self.repository.redeem_enrollment_token(
+            secret, NewGateway(gateway_id, "k" * 44, "$7$x", None, None), time.time()
+        )
+
+    def send(self, gateway_id: str, payload: Any) -> None:
+        self.repository.commit([Received(gateway_id, time.time(), payload)])
+
+    def alarm(self, gateway_id: str, rule: str, level: int) -> None:
+        seq = self.seqs[gateway_id] = self.seqs.get(gateway_id, 0) + 1
+        row = EventRow(seq=seq, ts=time.time(), kind="alarm", subject=rule, level=level, detail={})
+        self.send(
+            gateway_id, EventBatch(gateway_id=gateway_id, first_seq=seq, last_seq=seq, rows=[row])
+        )
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    port = free_port()
+    settings = FleetSettings(
+        data_dir=tmp_path,
+        broker="external",
+        mqtt_url="mqtt://127.0.0.1:9",
+        ingest=False,
+        fleet_url=f"http://127.0.0.1:{port}",
+        escalation=EscalationSettings(tick_s=None),
+    )
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    await eventually(lambda: server.started, 20, "the fleet to serve")
+    repository: SQLiteRepository = app.state.repository
+    viewer = repository.create_api_token("duty", Role.VIEWER, time.time())[1]
+    try:
+        yield Fleet(f"http://127.0.0.1:{port}", repository, viewer, {})
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_sites_are_placed_and_described_by_what_their_gateways_said(fleet: Fleet) -> None:
+    creek = site_summary(load_site(EXAMPLES / "creek_village.toml"))
+    fleet.gateway("creek-village", "gw-0000000001")
+    fleet.gateway("slope-road", "gw-0000000002")
+    fleet.send("gw-0000000001", GatewayState(state="online", ts=time.time(), site=creek))
+    fleet.alarm("gw-0000000002", "slope_forecast", 3)
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        sites = (await http.get("/api/v1/sites")).json()
+        # most alarmed first; a site whose gateway never said where it is has no place yet
+        assert [(s["site_id"], s["level_name"], s["lat"]) for s in sites] == [
+            ("slope-road", "orange", None),
+            ("creek-village", "normal", 25.1912),
+        ]
+        detail = (await http.get("/api/v1/sites/creek-village")).json()
+    assert (detail["name"], detail["lon"]) == ("Creek village", 111.5736)
+    assert detail["gateways"][0]["gateway_id"] == "gw-0000000001"
+    water = [r for r in detail["rules"] if r["kind"] == "water_level"]
+    assert water
+    assert set(water[0]["thresholds"]) <= {"blue", "yellow", "orange", "red"}
+    rain = [r for r in detail["rules"] if r["kind"] == "rain_windows"]
+    assert rain
+    assert rain[0]["windows"]
+    assert {c["channel"] for c in detail["channels"]} >= {water[0]["channel"]}
+    # The Last Will says nothing of the site: the fleet keeps what it was told.
+    fleet.send("gw-0000000001", GatewayState(state="offline"))
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        again = (await http.get("/api/v1/sites/creek-village")).json()
+        assert again["lat"] == 25.1912
+        assert again["gateways"][0]["state"] == "offline"
+        assert (await http.get("/api/v1/sites/no-such-site")).status_code == 404
+
+
+async def read_events(response: httpx.Response, into: list[tuple[str, dict[str, Any]]]) -> None:
+    kind = None
+    async for line in response.aiter_lines():
+        if line == ": connected":
+            into.append(("connected", {}))
+        elif line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: ") and kind is not None:
+            into.append((kind, json.loads(line.removeprefix("data: "))))
+            kind = None
+
+
+async def test_the_live_feed_carries_level_changes_and_health_within_two_seconds(
+    fleet: Fleet,
+) -> None:
+    fleet.gateway("creek-village", "gw-0000000001")
+    fleet.alarm("gw-0000000001", "creek", 1)  # before the console opened: not sent again
+    received: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer), timeout=30) as http,
+        http.stream("GET", "/api/v1/stream") as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        reader = asyncio.create_task(read_events(response, received))
+        await eventually(lambda: bool(received), 5, "the feed to open")
+        stored = time.monotonic()
+        fleet.alarm("gw-0000000001", "creek", 4)
+        await eventually(lambda: any(k == "level" for k, _ in received), 5, "the level change")
+        assert time.monotonic() - stored < 2.0
+        health = Health(gateway_id="gw-0000000001", ts=time.time(), uptime_s=5, agent_version="x")
+        fleet.send("gw-0000000001", health)
+        await eventually(lambda: any(k == "health" for k, _ in received), 5, "the health")
+        reader.cancel()
+    levels = [d for k, d in received if k == "level"]
+    assert [(d["rule"], d["level_name"], d["site_id"]) for d in levels] == [
+        ("creek", "red", "creek-village")
+    ]
+    assert levels[0]["alarm_id"] is not None
+
+
+async def test_the_live_feed_needs_a_viewer(fleet: Fleet) -> None:
+    async with httpx.AsyncClient(base_url=fleet.url) as http:
+        assert (await http.get("/api/v1/stream")).status_code == 401
