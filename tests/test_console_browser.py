@@ -10,6 +10,7 @@ and the open map must turn it red without a reload. Playwright drives Debian's
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,14 +42,14 @@ pytestmark = [
 ]
 
 PROFILES = builtin_profiles()
-#: Simulated seconds per real second: a storm of hours in seconds.
-SPEED = 600.0
-#: Simulated time starts three days back, so an hour of test stays in the browser's past
-#: and the charts' "last 24 h" holds it.
-ORIGIN_AGO_S = 3 * 86400
+#: Simulated seconds per real second: an hour of storm in 7.5 s.
+SPEED = 480.0
+#: Simulated time starts 22 h back: the module's two minutes or so (16 simulated hours)
+#: stay in the browser's past and within the site charts' "last 24 h".
+ORIGIN_AGO_S = 22 * 3600
 UPPER, LOWER = "upper-village", "lower-village"
 RED_ZH = "红色预警（Ⅰ级）"  # noqa: RUF001 - as county staff read it
-#: The page's colours of red and of the four threshold bands (the level colour at 20 %).
+#: The page's colours of red and of the four threshold bands (drawn at 20 % opacity).
 RED = (208, 0, 0)
 BAND_TINTS = {
     "blue": (0x1F, 0x5F, 0xBF),
@@ -100,6 +101,7 @@ channels = ["water_level"]
 id = "rain_1h"
 kind = "rain_windows"
 channel = "rain.rain_total"
+latch_from = "red"
 windows = {{ "1h" = {{ blue = 5, yellow = 12, orange = 20, red = 30 }} }}
 
 [[rule]]
@@ -122,8 +124,13 @@ class RainTap:
         self.storm: DesignStorm | None = None
 
     def open(self, now: float) -> None:
-        """A 60 mm/h-peak storm from a simulated minute after ``now`` (red within ~1 h)."""
-        self.storm = DesignStorm(now + 60, 7200, 60.0, step_s=300, seed=3)
+        """A long storm from a simulated minute after ``now``: red within about an hour.
+
+        It peaks at 80 mm/h after half an hour and keeps the hourly rain above the red
+        threshold for more than a simulated day (the whole module); a red alarm latches
+        besides.
+        """
+        self.storm = DesignStorm(now + 60, 48 * 3600, 80.0, peak_position=0.01, step_s=300, seed=3)
 
     def cumulative_mm(self, t: float) -> float:
         return 0.0 if self.storm is None else self.storm.cumulative_mm(t)
@@ -137,7 +144,9 @@ def station(clock: ScaledClock, tap: RainTap) -> list[SimulatedDevice]:
         {"rain_total": tap.cumulative_mm},
         values={"window_hours": 1},
     )
-    creek = SimulatedDevice(PROFILES["hlk_ld8001h"], 1, clock, {"water_level": lambda t: 800.0})
+    creek = SimulatedDevice(
+        PROFILES["hlk_ld8001h"], 1, clock, {"water_level": lambda t: 800 + 4 * math.sin(t / 3438)}
+    )
     return [rain, creek]
 
 
@@ -245,14 +254,14 @@ async def marker_level(page: Page, site_id: str) -> str | None:
 async def colour_pixels(
     page: Page, selector: str, colour: tuple[int, int, int], alpha: float
 ) -> int:
-    """Pixels of the canvas under ``selector`` painted ``colour`` at ``alpha`` over white."""
+    """Pixels of the (transparent) canvas under ``selector`` painted ``colour`` at ``alpha``."""
     return int(
         await page.evaluate(
             """([selector, colour, alpha]) => {
                 const canvas = document.querySelector(selector);
                 const ctx = canvas.getContext("2d");
                 const {data} = ctx.getImageData(0, 0, canvas.width, canvas.height);
-                const want = colour.map((c) => c * alpha + 255 * (1 - alpha));
+                const want = [...colour, alpha * 255];
                 let n = 0;
                 for (let i = 0; i < data.length; i += 4) {
                     if (want.every((c, k) => Math.abs(data[i + k] - c) <= 6)) n += 1;
@@ -306,6 +315,11 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
     assert any(a["level"] == 4 for a in red)
     lower_alarm = page.locator(f'#active-alarms .alarm[data-alarm-id="{red[0]["id"]}"]')
     await lower_alarm.locator(".level-4").get_by_text(RED_ZH).wait_for()
+    # Its 叫应 state: the tier being called, by name (the fleet here has no channel, so
+    # nobody can be reached and the calling moves up the tiers).
+    tier = await lower_alarm.locator(".calls dl div").first.locator("dd").inner_text()
+    assert tier in {"村级", "乡镇级", "县级"}
+    await lower_alarm.locator(".calls .calls-step").wait_for()
     await page.screenshot(path=county.shots / "overview-storm.png")
 
 
@@ -340,6 +354,12 @@ async def test_an_operator_acknowledges_an_alarm_and_records_an_answer(
         "test-operator",
     )
     await page.screenshot(path=county.shots / "alarms.png", full_page=True)
+
+    # The overview's 叫应 state of the alarm now names who answered.
+    await page.goto("/#/overview")
+    await ready(page, "overview")
+    item = page.locator(f'#active-alarms .alarm[data-alarm-id="{alarm["id"]}"]')
+    await item.locator(".calls dd.ok", has_text="王建国").wait_for()
 
 
 async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_refused(
@@ -418,19 +438,30 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
     await page.goto(f"/#/site/{UPPER}")
     await ready(page, "site")
 
-    level = page.locator('figure.chart[data-channel="water_level"]')
-    rain = page.locator('figure.chart[data-channel="rain_total"]')
-    await level.locator("canvas").wait_for()
-    await rain.locator("canvas").wait_for()
-    assert await level.get_attribute("data-bands") == "4"
+    level = page.locator('figure.chart[data-channel="creek.water_level"]')
+    rain = page.locator('figure.chart[data-channel="rain.rain_total"]:not([data-window])')
+    hourly = page.locator('figure.chart[data-channel="rain.rain_total"][data-window="1h"]')
+    for chart in (level, rain, hourly):
+        await chart.locator("canvas").wait_for()
     assert int(await rain.get_attribute("data-points") or 0) > 10
-    for name, colour in BAND_TINTS.items():
-        painted = await colour_pixels(page, '[data-channel="water_level"] canvas', colour, 0.2)
-        assert painted > 100, f"the {name} band is not drawn"
-    # The red alarm is marked on the time axis of the rain chart, in the red of the level.
-    assert await colour_pixels(page, '[data-channel="rain_total"] canvas', RED, 1.0) > 20
-    # The rain rule's thresholds (on the 1 h sum, not the counter) are listed by name.
-    await rain.locator(".thresholds").get_by_text(f"{RED_ZH} ≥ 30").wait_for()
+    # Water-level thresholds on the level itself; the rain rule's on the rain of its hour,
+    # never against the gauge's cumulative counter.
+    assert await level.get_attribute("data-bands") == "4"
+    assert await hourly.get_attribute("data-bands") == "4"
+    assert await rain.get_attribute("data-bands") == "0"
+    band_canvases = {
+        "water level": '[data-channel="creek.water_level"] canvas',
+        "hourly rain": '[data-channel="rain.rain_total"][data-window="1h"] canvas',
+    }
+    await page.screenshot(path=county.shots / "site.png", full_page=True)
+    for chart, canvas in band_canvases.items():
+        for name, colour in BAND_TINTS.items():
+            painted = await colour_pixels(page, canvas, colour, 0.2)
+            assert painted > 100, f"the {name} band of the {chart} is not drawn"
+    await hourly.locator(".thresholds").get_by_text(f"{RED_ZH} ≥ 30").wait_for()
+    # The red alarm is marked on the time axis, in the red of the level.
+    counter = '[data-channel="rain.rain_total"]:not([data-window]) canvas'
+    assert await colour_pixels(page, counter, RED, 1.0) > 20
     roster = page.locator("#roster")
     await roster.get_by_text("王建国").wait_for()
     assert "13800000000" not in await roster.inner_text()  # a viewer sees the mobile masked

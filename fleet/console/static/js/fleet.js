@@ -2,7 +2,7 @@
 // badges, and the 叫应 state of an alarm read from its escalation record.
 
 import { api } from "./api.js";
-import { h } from "./dom.js";
+import { h, when } from "./dom.js";
 import { LEVEL_BY_NAME, levelName, t } from "./i18n.js";
 
 //: Fill colours of the levels (0 normal .. 4 red); text on them is chosen for contrast.
@@ -78,9 +78,18 @@ export function duration(seconds) {
 export function callState(detail) {
   const escalation = detail.escalation?.at(-1);
   if (!escalation) return null;
-  const called = [...new Set(escalation.calls.map((c) => c.person))];
+  // Each person once, with their latest call: "王建国（短信·已发送）".
+  const latest = new Map();
+  for (const call of escalation.calls) latest.set(call.person, call);
+  const called = [...latest.values()].map((c) =>
+    t("called_as", { person: c.person, channel: word("channel", c.channel), status: word("call", c.status) }),
+  );
+  // An answer the operator recorded on the alarm counts too, after the calling ended.
   const answered = [
-    ...new Set(escalation.record.filter((r) => r.kind === "answer").map((r) => r.person)),
+    ...new Set([
+      ...escalation.record.filter((r) => r.kind === "answer").map((r) => r.person),
+      ...(detail.receipts ?? []).map((r) => r.person),
+    ]),
   ].filter(Boolean);
   let nextTierAt = null;
   if (escalation.ended_at === null) {
@@ -93,7 +102,9 @@ export function callState(detail) {
       nextTierAt = since + tiers[index].deadline_s;
     }
   }
+  const last = escalation.record.at(-1);
   return {
+    lastStep: last?.detail ? `${when(last.at)} ${last.detail}` : null,
     tier: escalation.tier,
     called,
     answered,
@@ -103,12 +114,19 @@ export function callState(detail) {
   };
 }
 
+/** The word for a known value (`call_sent`, `channel_sms`), else the value itself. */
+function word(prefix, value) {
+  const key = `${prefix}_${value}`;
+  const text = t(key);
+  return text === key ? value : text;
+}
+
 /** The element showing a call state; countdowns carry data-deadline for the ticker. */
 export function callStateView(state) {
   if (!state) return h("p.calls.muted", {}, t("no_escalation"));
   const rows = [
     h("div", {}, h("dt", {}, t("tier")), h("dd", {}, t(`tier_${state.tier}`))),
-    h("div", {}, h("dt", {}, t("called")), h("dd", {}, state.called.join("、") || t("none"))),
+    h("div", {}, h("dt", {}, t("called")), h("dd", {}, state.called.join(t("list_sep")) || t("none"))),
     h(
       "div",
       {},
@@ -116,7 +134,7 @@ export function callStateView(state) {
       h(
         "dd",
         { class: state.answered.length ? "ok" : "warn" },
-        state.answered.join("、") || t("not_answered"),
+        state.answered.join(t("list_sep")) || t("not_answered"),
       ),
     ),
   ];
@@ -127,7 +145,8 @@ export function callStateView(state) {
     footer = h("p.countdown", { dataset: { deadline: String(state.nextTierAt) } });
     tickCountdown(footer);
   }
-  return h("div.calls", {}, h("dl", {}, rows), footer);
+  const step = state.lastStep ? h("p.calls-step", {}, `${t("last_step")}: ${state.lastStep}`) : null;
+  return h("div.calls", {}, h("dl", {}, rows), footer, step);
 }
 
 export function tickCountdown(el) {

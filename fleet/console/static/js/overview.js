@@ -32,9 +32,9 @@ export async function showOverview(view) {
     h(
       "div.overview",
       {},
+      h("section.panel.health-panel", {}, h("h2", {}, t("health")), strip),
       h("section.panel.map-panel", {}, h("h2", {}, t("map")), mapBox, mapNote, jump),
       h("section.panel.alarms-panel", {}, h("h2", {}, t("active_alarms")), alarmList),
-      h("section.panel.health-panel", {}, h("h2", {}, t("health")), strip),
     ),
   );
 

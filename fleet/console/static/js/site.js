@@ -1,8 +1,8 @@
 // One site: a chart per channel over 24 h / 7 d / 30 d (min-avg-max per bucket), the rule
 // thresholds as coloured bands, alarm marks on the time axis, the roster and recent alarms.
-// Bands are drawn only where a rule's thresholds are in the channel's own units; other
-// rules (rain over a window, rates) list their thresholds under the chart instead of
-// drawing them against values they do not apply to.
+// A threshold is drawn only against the values it applies to: a water level's on the
+// channel itself, a rain window's on the rain of that window (computed here from the
+// gauge's cumulative counter), never a window's threshold against the counter.
 
 import { api, ApiError } from "./api.js";
 import { h, when } from "./dom.js";
@@ -12,9 +12,8 @@ import { onLive } from "./live.js";
 
 const PERIODS = { "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 const BUCKETS = 720;
-//: Rule kinds whose thresholds compare the channel's value itself.
-const VALUE_RULES = new Set(["water_level"]);
 const BAND_ORDER = ["blue", "yellow", "orange", "red"];
+const WINDOW_UNITS = { s: 1, min: 60, m: 60, h: 3600, d: 86400 };
 
 export async function showSite(view, siteId, params) {
   const period = params.get("period") in PERIODS ? params.get("period") : "24h";
@@ -60,13 +59,20 @@ export async function showSite(view, siteId, params) {
   for (const gateway of site.gateways) {
     for (const channel of await channelsOf(site, gateway)) {
       const rules = (site.rules ?? []).filter((r) => sameChannel(r.channel, channel.channel));
-      const box = h("figure.chart", { dataset: { channel: channel.channel } });
-      charts.append(box);
       const series = await api.get(
         `/api/v1/gateways/${encodeURIComponent(gateway.gateway_id)}/readings`,
         { channel: channel.channel, since, until, step: PERIODS[period] / BUCKETS },
       );
-      plots.push(drawChart(box, channel, series, rules, alarms));
+      const box = h("figure.chart", { dataset: { channel: channel.channel } });
+      charts.append(box);
+      plots.push(channelChart(box, channel, series, rules, alarms));
+      for (const rule of rules) {
+        for (const [name, thresholds] of Object.entries(rule.windows ?? {})) {
+          const windowBox = h("figure.chart", { dataset: { channel: channel.channel, window: name } });
+          charts.append(windowBox);
+          plots.push(windowChart(windowBox, channel, series, rule, name, thresholds, alarms));
+        }
+      }
     }
   }
   const stop = onLive("level", (event) => {
@@ -115,67 +121,141 @@ export function thresholdBands(thresholds) {
   return steps.map(([value, level], i) => [value, steps[i + 1]?.[0] ?? null, level]);
 }
 
-function drawChart(box, channel, series, rules, alarms) {
-  const buckets = series.buckets ?? [];
-  const step = series.step ?? 0;
-  const xs = buckets.map((b) => b.start + step / 2);
-  const title = `${channel.quantity ?? channel.channel}${channel.unit ? ` (${channel.unit})` : ""}`;
-  const bandRules = rules.filter((r) => r.thresholds && VALUE_RULES.has(r.kind));
-  const listedRules = rules.filter((r) => r.thresholds && !VALUE_RULES.has(r.kind));
-  const bands = bandRules.flatMap((r) => thresholdBands(r.thresholds));
-  box.dataset.bands = String(bands.length);
-  box.dataset.points = String(buckets.filter((b) => b.count > 0).length);
-  box.append(h("figcaption", {}, title));
-  const legend = [...bandRules, ...listedRules].map((r) =>
-    h(
-      "li",
-      {},
-      `${r.id} (${r.kind}): `,
-      thresholdBands(r.thresholds).map(([value, , level]) =>
-        h(`span.level.level-${level}`, {}, `${levelName(level)} ≥ ${value}`),
+function title(channel) {
+  return `${channel.quantity || channel.channel}${channel.unit ? ` (${channel.unit})` : ""}`;
+}
+
+function hasLevels(values) {
+  return values && BAND_ORDER.some((name) => typeof values[name] === "number");
+}
+
+function thresholdList(items) {
+  const list = items.filter(([, values]) => hasLevels(values));
+  if (!list.length) return null;
+  return h(
+    "ul.thresholds",
+    { "aria-label": t("thresholds") },
+    list.map(([label, values, sign = "≥"]) =>
+      h(
+        "li",
+        {},
+        `${label}: `,
+        thresholdBands(values).map(([value, , level]) =>
+          h(`span.level.level-${level}`, {}, `${levelName(level)} ${sign} ${value}`),
+        ),
       ),
     ),
   );
-  if (!xs.length || !buckets.some((b) => b.count > 0)) {
-    box.append(h("p.muted", {}, t("no_readings")));
-    if (legend.length) box.append(h("ul.thresholds", { "aria-label": t("thresholds") }, legend));
-    return null;
-  }
+}
+
+/** The channel's own values, with the bands of the rules whose thresholds are on them. */
+function channelChart(box, channel, series, rules, alarms) {
+  const buckets = series.buckets ?? [];
+  const valueRules = rules.filter((r) => hasLevels(r.thresholds));
+  const bands = valueRules.flatMap((r) => thresholdBands(r.thresholds));
+  const horizons = rules
+    .filter((r) => hasLevels(r.horizons_h))
+    .map((r) => [`${r.id} (${r.kind}, ${t("horizon_h")})`, r.horizons_h, "≤"]);
+  box.append(h("figcaption", {}, title(channel)));
   const data = [
-    xs,
+    buckets.map((b) => b.start + series.step / 2),
     buckets.map((b) => b.avg),
     buckets.map((b) => b.min),
     buckets.map((b) => b.max),
   ];
-  const values = buckets.flatMap((b) => [b.min, b.max]).filter((v) => v !== null);
+  const legend = thresholdList([...valueRules.map((r) => [`${r.id} (${r.kind})`, r.thresholds]), ...horizons]);
+  return plotInto(box, data, bands, alarms, series, legend);
+}
+
+/** Rain over one of a rule's windows, from the gauge's counter, with that window's bands. */
+function windowChart(box, channel, series, rule, name, thresholds, alarms) {
+  const buckets = series.buckets ?? [];
+  const windowS = windowSeconds(name);
+  box.append(h("figcaption", {}, `${rule.id}: ${t("window_rain", { window: name })}${channel.unit ? ` (${channel.unit})` : ""}`));
+  const legend = thresholdList([[`${rule.id} (${rule.kind}, ${name})`, thresholds]]);
+  if (!windowS || windowS < 2 * series.step) {
+    box.dataset.bands = "0";
+    box.append(h("p.muted", {}, t("window_too_short", { window: name })));
+    if (legend) box.append(legend);
+    return null;
+  }
+  const xs = buckets.map((b) => b.start + series.step / 2);
+  const sums = windowSums(xs, buckets.map((b) => b.max), windowS);
+  return plotInto(box, [xs, sums], thresholdBands(thresholds), alarms, series, legend);
+}
+
+/** "1h" -> 3600; null when the name is not a duration. */
+export function windowSeconds(name) {
+  const match = /^(\d+(?:\.\d+)?)\s*(s|min|m|h|d)$/.exec(name);
+  return match ? Number(match[1]) * WINDOW_UNITS[match[2]] : null;
+}
+
+/**
+ * Rain in (x - window, x] at each x from a cumulative counter (null where unknown). A
+ * counter that goes down was reset: its new value is what fell since.
+ */
+export function windowSums(xs, counter, windowS) {
+  const prefix = [0];
+  let last = null;
+  for (const value of counter) {
+    let increment = 0;
+    if (value !== null && last !== null) increment = value >= last ? value - last : value;
+    if (value !== null) last = value;
+    prefix.push(prefix.at(-1) + increment);
+  }
+  let start = 0;
+  return xs.map((x, i) => {
+    while (xs[start] <= x - windowS) start += 1;
+    // The first window lacks the rain before the chart begins: unknown, not zero.
+    if (x - windowS < xs[0] || counter[i] === null) return null;
+    return prefix[i + 1] - prefix[start];
+  });
+}
+
+/**
+ * uPlot into `box` over the whole period of `series` (since..until): data series 1 is the
+ * value, 2 and 3 (if given) its min and max per bucket.
+ */
+function plotInto(box, data, bands, alarms, series, legend) {
+  const values = data.slice(1).flat().filter((v) => v !== null && v !== undefined);
+  box.dataset.bands = String(bands.length);
+  box.dataset.points = String(data[1].filter((v) => v !== null).length);
+  if (!values.length) {
+    box.append(h("p.muted", {}, t("no_readings")));
+    if (legend) box.append(legend);
+    return null;
+  }
   const yRange = [Math.min(...values), Math.max(...values)];
   for (const [lower] of bands) {
     yRange[0] = Math.min(yRange[0], lower);
     yRange[1] = Math.max(yRange[1], lower);
   }
   const pad = (yRange[1] - yRange[0]) * 0.08 || 1;
-  const marks = alarms.filter((a) => a.raised_at >= xs[0] - step && a.raised_at <= xs.at(-1) + step);
+  const marks = alarms.filter((a) => a.raised_at >= series.since && a.raised_at <= series.until);
   const holder = h("div.plot");
   box.append(holder);
-  if (legend.length) box.append(h("ul.thresholds", { "aria-label": t("thresholds") }, legend));
+  if (legend) box.append(legend);
+  const lines = [{}, { label: "avg", stroke: "#1d3f73", width: 1.5 }];
   const options = {
     width: Math.max(280, holder.clientWidth || box.clientWidth || 600),
     height: 220,
-    scales: { x: { time: true }, y: { range: [yRange[0] - pad, yRange[1] + pad] } },
-    axes: [{ values: (_u, splits, _axis, _space, step) => splits.map((v) => timeLabel(v, step)) }, {}],
-    series: [
-      {},
-      { label: "avg", stroke: "#1d3f73", width: 1.5, spanGaps: false },
-      { label: "min", stroke: "rgba(29,63,115,0.35)", width: 1 },
-      { label: "max", stroke: "rgba(29,63,115,0.35)", width: 1 },
-    ],
-    bands: [{ series: [3, 2], fill: "rgba(29,63,115,0.12)" }],
+    scales: {
+      x: { time: true, range: [series.since, series.until] },
+      y: { range: [yRange[0] - pad, yRange[1] + pad] },
+    },
+    axes: [{ values: (_u, splits, _axis, _space, incr) => splits.map((v) => timeLabel(v, incr)) }, {}],
+    series: lines,
     legend: { show: false },
     hooks: {
       drawClear: [(u) => drawBands(u, bands)],
       draw: [(u) => drawAlarmMarks(u, marks)],
     },
   };
+  if (data.length === 4) {
+    lines.push({ label: "min", stroke: "rgba(29,63,115,0.35)", width: 1 });
+    lines.push({ label: "max", stroke: "rgba(29,63,115,0.35)", width: 1 });
+    options.bands = [{ series: [3, 2], fill: "rgba(29,63,115,0.12)" }];
+  }
   const plot = new window.uPlot(options, data, holder);
   const resize = new ResizeObserver(() => {
     const width = Math.max(280, holder.clientWidth);
