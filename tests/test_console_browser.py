@@ -10,8 +10,10 @@ and the open map must turn it red without a reload. Playwright drives Debian's
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, ExitStack
@@ -273,6 +275,19 @@ async def colour_pixels(
     )
 
 
+def stored_at(county: County, site_id: str, level: str) -> float:
+    """When the fleet stored the gateway's first alarm event rising to ``level``."""
+    path = county.fleet.data_dir / "fleet.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        row = db.execute(
+            "SELECT min(e.received_at) FROM events e JOIN gateways g ON g.num = e.gw "
+            "WHERE g.id = ? AND e.kind = 'alarm' AND json_extract(e.detail, '$.to') = ?",
+            (county.gateways[site_id], level),
+        ).fetchone()
+    assert row[0] is not None, f"no {level} alarm event stored for {site_id}"
+    return float(row[0])
+
+
 async def test_sign_in_refuses_a_bad_token_and_opens_the_overview_with_a_good_one(
     page: Page, county: County
 ) -> None:
@@ -303,13 +318,26 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
     await sign_in(page, county.secret(Role.VIEWER))
     assert await marker_level(page, LOWER) == "0"
     await page.locator('#live[data-state="on"]').wait_for()
-    await page.evaluate("window.sameDocument = true")
+    await page.evaluate(
+        """(site) => {
+            window.sameDocument = true;
+            const marker = document.querySelector(`path.site-marker[data-site-id="${site}"]`);
+            new MutationObserver(() => {
+                if (marker.dataset.level === "4" && !window.redAt) window.redAt = Date.now() / 1000;
+            }).observe(marker, {attributes: true});
+        }""",
+        LOWER,
+    )
 
     county.taps[LOWER].open(county.clock.now())
     marker = page.locator(f'path.site-marker[data-site-id="{LOWER}"][data-level="4"]')
     await marker.wait_for(state="attached", timeout=90_000)
 
     assert await page.evaluate("window.sameDocument") is True  # no reload happened
+    # Within 2 s of the fleet storing the red level change (same host, same clock).
+    latency = await page.evaluate("window.redAt") - stored_at(county, LOWER, "red")
+    print(f"\nred stored -> red on the map: {latency:.2f} s")
+    assert 0 <= latency <= 2.0
     assert await marker.get_attribute("fill") == "#d00000"
     red = county.alarms(LOWER, active="true")
     assert any(a["level"] == 4 for a in red)
