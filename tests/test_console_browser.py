@@ -49,7 +49,7 @@ SPEED = 480.0
 #: Simulated time starts 22 h back: the module's two minutes or so (16 simulated hours)
 #: stay in the browser's past and within the site charts' "last 24 h".
 ORIGIN_AGO_S = 22 * 3600
-UPPER, LOWER = "upper-village", "lower-village"
+UPPER, MIDDLE, LOWER = "upper-village", "middle-village", "lower-village"
 RED_ZH = "红色预警（Ⅰ级）"  # noqa: RUF001 - as county staff read it
 #: The page's colours of red and of the four threshold bands (drawn at 20 % opacity).
 RED = (208, 0, 0)
@@ -115,6 +115,7 @@ thresholds = {{ blue = 806, yellow = 810, orange = 815, red = 820 }}
 
 SITES = {
     UPPER: ("上游村", 31.18, 103.62),
+    MIDDLE: ("中游村", 31.05, 103.80),
     LOWER: ("下游村", 30.95, 103.95),
 }
 
@@ -187,7 +188,7 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
     tmp = tmp_path_factory.mktemp("county")
     now = time.time()
     clock = ScaledClock(SPEED, origin=round(now) - ORIGIN_AGO_S, anchor=round(now, 3))
-    taps = {UPPER: RainTap(), LOWER: RainTap()}
+    taps = {site_id: RainTap() for site_id in SITES}
     taps[UPPER].open(clock.now())
     with ExitStack() as processes:
         broker = processes.enter_context(running_broker(tmp / "fleet", tmp / "mosquitto"))
@@ -388,6 +389,30 @@ async def test_an_operator_acknowledges_an_alarm_and_records_an_answer(
     await ready(page, "overview")
     item = page.locator(f'#active-alarms .alarm[data-alarm-id="{alarm["id"]}"]')
     await item.locator(".calls dd.ok", has_text="王建国").wait_for()
+
+
+async def test_a_live_change_waits_while_an_operator_types_an_answer(
+    page: Page, county: County
+) -> None:
+    alarm = next(a for a in county.alarms(UPPER, active="true") if a["level"] == 4)
+    await sign_in(page, county.secret(Role.OPERATOR))
+    await page.goto("/#/alarms")
+    await ready(page, "alarms")
+    row = page.locator(f'#alarm-rows tr[data-alarm-id="{alarm["id"]}"]')
+    await row.locator(".act-answer").click()
+    person = row.locator(".answer-form input[name=person]")
+    await person.fill("赵六")
+
+    county.taps[MIDDLE].open(county.clock.now())  # level changes arrive on the stream
+    await page.locator('#alarm-rows[data-reload-waiting="true"]').wait_for(state="attached")
+    assert await person.input_value() == "赵六"  # the form was not wiped under the typing
+
+    await row.locator(".answer-form button[type=submit]").click()
+    await row.get_by_text("赵六").wait_for()
+    # Sent: the waiting reload ran, and the new alarm of middle-village is in the table.
+    await wait_for(lambda: county.alarms(MIDDLE), 60, "an alarm at middle-village")
+    middle = county.alarms(MIDDLE)[-1]
+    await page.locator(f'#alarm-rows tr[data-alarm-id="{middle["id"]}"]').wait_for()
 
 
 async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_refused(

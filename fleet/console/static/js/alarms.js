@@ -51,11 +51,22 @@ export async function showAlarms(view, params, session) {
     ),
   );
   const operator = roleAtLeast(session.role, "operator");
+  // A live change reloads the table, but never under an operator's half-typed form: the
+  // reload waits until the form is sent or cancelled.
+  let waiting = false;
   const load = async () => {
+    if (rows.querySelector("form")) {
+      waiting = true;
+      rows.dataset.reloadWaiting = "true";
+      return;
+    }
+    waiting = false;
+    delete rows.dataset.reloadWaiting;
     const alarms = await fetchAlarms(filters, index);
     count.textContent = t("count_alarms", { n: alarms.length });
     rows.replaceChildren(...alarms.map((a) => alarmRow(a, index, operator)));
   };
+  rows.addEventListener("formclosed", () => waiting && load());
   await load();
   return onLive("level", () => load());
 }
@@ -162,6 +173,13 @@ function viaName(via) {
   return VIAS.includes(via) ? t(`via_${via}`) : via;
 }
 
+/** Remove a form and tell the table, which may have a reload waiting. */
+function closeForm(form) {
+  const table = form.closest("tbody");
+  form.remove();
+  table?.dispatchEvent(new Event("formclosed"));
+}
+
 function openForm(cell, form) {
   for (const open of cell.querySelectorAll("form")) open.remove();
   cell.append(form);
@@ -174,15 +192,17 @@ function actionForm(className, fields, submitText, send) {
     `form.${className}`,
     {},
     fields,
-    h("div.form-buttons", {}, h("button", { type: "submit" }, submitText), h("button", { type: "button", onclick: () => form.remove() }, t("cancel"))),
+    h("div.form-buttons", {}, h("button", { type: "submit" }, submitText), h("button", { type: "button", onclick: () => closeForm(form) }, t("cancel"))),
     error,
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
+    const table = form.closest("tbody");
     try {
       await send(new FormData(form));
+      table?.dispatchEvent(new Event("formclosed"));
     } catch (failure) {
       error.hidden = false;
       error.textContent = failure.status === 403 ? t("forbidden") : t("error", { detail: failure.message });
