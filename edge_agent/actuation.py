@@ -21,10 +21,10 @@ from typing import Any
 from drivers.bus import ModbusBus, TransactionError
 from drivers.poller import DeviceConfig, raise_if_cancelled
 from drivers.profiles import ChannelSpec
+from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 
-LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
 SHIPPED_CLIPS = Path(__file__).parent / "clips"
 
 #: kind, subject, level, detail: hands an event to the store without waiting for it.

@@ -20,7 +20,7 @@ from typing import Any
 from drivers.clock import Clock
 from drivers.model import Quality, Reading
 from drivers.poller import Poller
-from edge_agent.actuation import LEVEL_NAMES, Actuation
+from edge_agent.actuation import Actuation
 from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
 from edge_agent.config_probe import probe_site
 from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
@@ -37,13 +37,15 @@ from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
 from edge_agent.village_call import VillageCaller, open_modem
+from ota.own_version import own_version
 from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
+from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 
-AGENT_VERSION = "0.1.0"
+AGENT_VERSION = own_version()  # the installed release, not a constant
 
 
 def system_clock_synced() -> bool:
@@ -432,6 +434,7 @@ class Agent:
                 "backlog": self.store.last_reading_seq() - self.store.watermark("readings"),
                 **dataclasses.asdict(self.store.condition()),
             },
+            **({"village_call": self.village_call.status()} if self.village_call else {}),
         }
 
     def _alarm_table(self) -> dict[str, Any]:
@@ -447,7 +450,7 @@ class Agent:
     async def _alarms(self, _request: dict[str, Any]) -> dict[str, Any]:
         history = [
             {"t": e.ts, "rule": e.subject, **e.detail}
-            for e in self.store.events(["alarm", "ack"])[-50:]
+            for e in self.store.events(["alarm", "ack"], last=50)
         ]
         return {"ok": True, "active": self._alarm_table(), "history": history}
 

@@ -363,6 +363,14 @@ def status(
             f"readings thinned, {store['events_lost']} events lost",
             highlight=False,
         )
+    if (calls := reply.get("village_call")) is not None:
+        modem = "[red]" + escape(calls["modem_error"]) + "[/]" if calls["modem_error"] else "ok"
+        calling = ", ".join(f"{c['rule']} ({c['level']})" for c in calls["calling"]) or "nobody"
+        console.print(
+            f"village call: modem {escape(calls['modem'])} {modem}; "
+            f"{calls['persons']} persons; texting about {calling}",
+            highlight=False,
+        )
     from edge_agent.poll_view import status_tables  # noqa: PLC0415
 
     console.print(status_tables(reply))

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
 from edge_agent.site_config import SiteConfig
 from edge_agent.store import LocalStore
+from protocol.levels import LEVEL_NAMES
 
 
 def replay_store(

@@ -21,7 +21,8 @@ from drivers.clock import Clock
 from drivers.codec import encode
 from drivers.model import Reading
 from drivers.poller import DeviceConfig
-from edge_agent.actuation import LEVEL_NAMES, EventSink
+from edge_agent.actuation import EventSink
+from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from drivers.poller import DeviceConfig
 from drivers.profiles import Table
 from drivers.toml_schema import TomlTable, table_problem
 from edge_agent.actuation import (
-    LEVEL_NAMES,
     ActuationSpec,
     LevelAction,
     PlayerChoice,
     RelayActuatorSpec,
 )
 from edge_agent.site_errors import SiteConfigError
+from protocol.levels import LEVEL_NAMES
 
 #: A player or clip name: letters, digits, '_' and '-', so it can never be a path.
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

@@ -23,7 +23,7 @@ from drivers.poller import DeviceConfig
 from drivers.profiles import ProfileError, builtin_profiles, resolve_profile
 from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
-from edge_agent.actuation import LEVEL_NAMES, ActuationSpec
+from edge_agent.actuation import ActuationSpec
 from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
 from edge_agent.rule_sampling import check_sample_counts
 from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
@@ -37,6 +37,7 @@ from protocol import (
     MAX_INFLIGHT_BATCHES,
     MAX_READING_ROWS,
 )
+from protocol.levels import LEVEL_NAMES
 
 #: Serial ports a pushed configuration may open: tty devices (ttyS0, ttyUSB0, ttyAMA0,
 #: ttyACM0 ...), the Raspberry Pi's serialN aliases and udev's stable links. Consoles

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.alarms.specs import (
     FailureForecastRule,
     InverseVelocityRule,
@@ -21,6 +20,7 @@ from edge_agent.alarms.specs import (
 )
 from edge_agent.site_config import SiteConfig, channel_infos
 from protocol import SiteChannel, SiteRule, SiteSummary
+from protocol.levels import LEVEL_NAMES
 
 LevelName = Literal["blue", "yellow", "orange", "red"]
 _LEVELS: tuple[LevelName, ...] = ("blue", "yellow", "orange", "red")

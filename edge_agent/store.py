@@ -157,6 +157,7 @@ class LocalStore:
         self._held = HeldRows(max_held_readings, max_held_events)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._channel_ids: dict[str, int] = {}
         self._unwritable: str | None = None
         self._refused_writes = 0
@@ -180,6 +181,12 @@ class LocalStore:
         conn.executescript(SCHEMA)
         self._channel_ids = {name: cid for cid, name in conn.execute(SELECT_CHANNELS)}
         self._conn = conn
+        # Reads from the event loop get their own read-only connection: the writer thread
+        # may hold a transaction open on ``conn`` at any moment, and reads on it would see
+        # (or disturb) that transaction. In WAL mode this one sees each committed state.
+        self._reader = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=30
+        )
         return self
 
     def close(self) -> None:
@@ -188,6 +195,9 @@ class LocalStore:
             return
         self._writer.submit(self._flush_sync).result()
         self._writer.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._conn.close()
         self._conn = None
         events = self._held.take_events()
@@ -218,11 +228,19 @@ class LocalStore:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """The open connection (for reads on the caller's thread)."""
+        """The writer's connection: for the writer thread (and tests), not for reads elsewhere."""
         if self._conn is None:
             msg = "store is not open"
             raise RuntimeError(msg)
         return self._conn
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """A read-only connection that sees committed rows, for reads off the writer thread."""
+        if self._reader is None:
+            msg = "store is not open"
+            raise RuntimeError(msg)
+        return self._reader
 
     # --- readings --------------------------------------------------------------------
 
@@ -355,7 +373,7 @@ class LocalStore:
         if until is not None:
             query += " AND ts <= ?"
             args.append(until)
-        rows = self.conn.execute(query + " ORDER BY ts, seq", args).fetchall()
+        rows = self.reader.execute(query + " ORDER BY ts, seq", args).fetchall()
         t = np.array([r[0] for r in rows], dtype=np.float64)
         value = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=np.float64)
         bad = int(BAD_QUALITY)
@@ -368,11 +386,13 @@ class LocalStore:
 
     def reading_count(self) -> int:
         """Number of stored readings."""
-        return int(self.conn.execute("SELECT count(*) FROM readings").fetchone()[0])
+        return int(self.reader.execute("SELECT count(*) FROM readings").fetchone()[0])
 
     def last_reading_seq(self) -> int:
         """Highest reading seq ever assigned (0 when none)."""
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
+        row = self.reader.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name='readings'"
+        ).fetchone()
         return int(row[0]) if row else 0
 
     # --- events ----------------------------------------------------------------------
@@ -460,25 +480,31 @@ class LocalStore:
         return written
 
     def events(
-        self, kinds: Sequence[str] | None = None, since_seq: int = 0, limit: int | None = None
+        self,
+        kinds: Sequence[str] | None = None,
+        since_seq: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
     ) -> list[StoredEvent]:
-        """Return stored events, oldest first, optionally of the given kinds."""
+        """Stored events, oldest first, optionally of some kinds; ``last``: only the newest N."""
         query = "SELECT seq, ts, kind, subject, level, detail FROM events WHERE seq > ?"
         args: list[Any] = [since_seq]
         if kinds:
             query += f" AND kind IN ({','.join('?' * len(kinds))})"
             args.extend(kinds)
+        if last is not None:  # the newest ``last``, still oldest first
+            query = f"SELECT * FROM ({query} ORDER BY seq DESC LIMIT {int(last)})"
         query += " ORDER BY seq"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         return [
             StoredEvent(seq, ts, kind, subject, level, json.loads(detail))
-            for seq, ts, kind, subject, level, detail in self.conn.execute(query, args)
+            for seq, ts, kind, subject, level, detail in self.reader.execute(query, args)
         ]
 
     def last_event(self, kind: str, subject: str) -> StoredEvent | None:
         """The newest stored event of ``kind`` about ``subject``, or None."""
-        row = self.conn.execute(
+        row = self.reader.execute(
             "SELECT seq, ts, kind, subject, level, detail FROM events "
             "WHERE kind = ? AND subject = ? ORDER BY seq DESC LIMIT 1",
             (kind, subject),
@@ -492,8 +518,7 @@ class LocalStore:
 
     def watermark(self, stream: str) -> int:
         """Highest seq of ``stream`` the fleet has acknowledged (0 when none)."""
-        row = self.conn.execute("SELECT seq FROM watermarks WHERE stream = ?", (stream,)).fetchone()
-        return int(row[0]) if row else 0
+        return _watermark(self.reader, stream)
 
     async def set_watermark(self, stream: str, seq: int) -> None:
         """Advance (never move back) the acknowledged seq of ``stream``."""
@@ -522,7 +547,7 @@ class LocalStore:
         conn = self.conn
         # 1. Events beyond their share that the fleet holds, oldest first.
         self._trim_events_sync(int(quota * EVENT_SHARE))
-        acked = self.watermark("readings")
+        acked = _watermark(conn, "readings")
         # 2. Readings the fleet already holds, oldest first.
         while self.size_bytes() > quota:
             with conn:
@@ -567,7 +592,7 @@ class LocalStore:
         if self.event_bytes() <= share:
             return
         conn = self.conn
-        acked = self.watermark("events")
+        acked = _watermark(self.conn, "events")
         latch_state = [
             seq
             for (seq,) in conn.execute(
@@ -617,6 +642,11 @@ class LocalStore:
 
 
 SELECT_CHANNELS = "SELECT id, name FROM channels"
+
+
+def _watermark(conn: sqlite3.Connection, stream: str) -> int:
+    row = conn.execute("SELECT seq FROM watermarks WHERE stream = ?", (stream,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _held_event(

@@ -26,11 +26,11 @@ from typing import Any, Protocol
 
 from drivers.clock import Clock
 from drivers.model import Reading
-from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.store import LocalStore, StoredEvent
 from edge_agent.village_call_config import VillageCallSpec, VillagePerson
 from protocol import Stream
 from protocol.contacts import international, is_answer, mask_phone
+from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +173,20 @@ class VillageCaller:
                 if previous.detail.get("status") == "sending" or now >= previous.ts + again:
                     due.append((call, person))
         return due
+
+    def status(self) -> dict[str, Any]:
+        """For ``edge status``: the modem, its last fault, and what is being called now."""
+        now = self.clock.now()
+        return {
+            "modem": self.spec.modem,
+            "modem_error": self.modem_error,
+            "persons": len(self.spec.persons),
+            "calling": [
+                {"rule": c.rule, "level": LEVEL_NAMES[c.level], "raised_at": c.raised_at}
+                for c in self.open_calls()
+                if now - c.raised_at >= self.spec.grace_s and not self._county_has_it(c)
+            ],
+        }
 
     # --- the confirm button --------------------------------------------------------------
 

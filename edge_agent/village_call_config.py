@@ -29,9 +29,9 @@ from pydantic import Field, ValidationError, field_validator
 
 from drivers.poller import DeviceConfig
 from drivers.toml_schema import TomlTable, table_problem
-from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.site_errors import SiteConfigError
 from protocol.contacts import E164, mask_phone
+from protocol.levels import LEVEL_NAMES
 
 ITEM = "[village_call]"
 Name = Annotated[str, Field(min_length=1, max_length=64)]

@@ -32,12 +32,13 @@ from fleet.channels import (
     SendResult,
     WebhookChannel,
 )
-from fleet.escalation_policy import LEVEL_NAMES, EscalationPolicy, PolicyError, parse_policy
+from fleet.escalation_policy import EscalationPolicy, PolicyError, parse_policy
 from fleet.repository import NotFoundError
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
 from protocol.contacts import international, is_answer
+from protocol.levels import LEVEL_NAMES
 
 if TYPE_CHECKING:
     from fleet.settings import EscalationSettings

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.roster import Tier
-
-LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
+from protocol.levels import LEVEL_NAMES
 
 
 class PolicyError(ValueError):

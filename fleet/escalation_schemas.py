@@ -10,12 +10,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet.escalation_policy import LEVEL_NAMES
 from fleet.repository import Alarm, Role
 from fleet.roster import Person, Tier, mask_email, mask_webhook
 from fleet.schemas import AlarmOut
 from fleet.sqlite_escalation import Call, Escalation, SQLiteEscalation
 from protocol.contacts import mask_phone
+from protocol.levels import LEVEL_NAMES
 
 
 class PersonIn(BaseModel):

@@ -13,8 +13,8 @@ from typing import Any
 
 import sqlite_utils
 
-from fleet.schemas import LEVEL_NAMES
 from fleet.sqlite_ota import read_snapshot
+from protocol.levels import LEVEL_NAMES
 
 #: A batch committed a little after another may carry an earlier receipt time: look back.
 _RECEIPT_SLACK_S = 5.0

@@ -33,8 +33,9 @@ from fleet.routers import (
 )
 from fleet.service import run_fleet
 from fleet.settings import FleetSettings
+from ota.own_version import own_version
 
-API_VERSION = "0.1.0"
+API_VERSION = own_version()  # the installed release, not a constant
 
 
 def create_app(

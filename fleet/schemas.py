@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet.repository import API_TOKEN_TTL_S, Alarm, ApiToken, EnrollmentToken, Gateway, Role
 from protocol import OFFLINE_AFTER_S, Health
+from protocol.levels import LEVEL_NAMES
 
 SITE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 SiteId = Annotated[str, Field(pattern=SITE_ID_PATTERN, examples=["creek-village"])]
 GatewayStatus = Literal["online", "offline", "never_seen"]
-LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
 
 
 class Out(BaseModel):

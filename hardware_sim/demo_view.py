@@ -20,6 +20,7 @@ from drivers.clock import ScaledClock
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import CreekLevel, DesignStorm, ExtensometerProjection
 from hardware_sim.station import Station
+from protocol.levels import LEVEL_NAMES
 
 LEVEL_STYLES = {
     "normal": "",
@@ -28,7 +29,6 @@ LEVEL_STYLES = {
     "orange": "bold dark_orange",
     "red": "bold red",
 }
-LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
 RELAY_PROFILE = "relay_module_8ch"
 LOG_LINES = 8
 

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from drivers.profiles import ProfileError, load_profile
-from edge_agent.actuation import LEVEL_NAMES
 from edge_agent.config_probe import probe_site
 from edge_agent.local_settings import LocalSettingsError, load_local_settings
 from edge_agent.site_actuation import ActionsTable
 from edge_agent.site_config import absent_serial_ports, load_site, parse_site_text
 from edge_agent.site_errors import SiteConfigError
 from hardware_sim.station import StationError, load_station
+from protocol.levels import LEVEL_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = """

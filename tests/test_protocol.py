@@ -278,3 +278,17 @@ def test_protocol_imports_neither_side() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_levels_read_as_county_staff_read_them_never_as_a_bare_number() -> None:
+    from protocol.levels import LEVEL_NAMES, AlarmLevel  # noqa: PLC0415
+
+    assert LEVEL_NAMES == ("normal", "blue", "yellow", "orange", "red")
+    assert [AlarmLevel(n).display_zh for n in (4, 3, 2, 1)] == [
+        "红色预警（Ⅰ级）",  # noqa: RUF001 - full-width brackets, as printed
+        "橙色预警（Ⅱ级）",  # noqa: RUF001
+        "黄色预警（Ⅲ级）",  # noqa: RUF001
+        "蓝色预警（Ⅳ级）",  # noqa: RUF001
+    ]
+    assert AlarmLevel.RED.display_en == "Red warning (level I)"
+    assert AlarmLevel.NORMAL.display_zh == "正常"

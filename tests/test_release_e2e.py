@@ -33,6 +33,7 @@ from tests.release_harness import (
 from tests.uplink_harness import (
     FleetProcess,
     enroll,
+    fleet_gateway,
     make_clock,
     running_broker,
     running_fleet,
@@ -95,6 +96,12 @@ async def test_a_release_rolls_out_to_a_real_gateway_and_a_crashing_one_halts_at
             assert "downloading" in states
             # "applied" only after the new version confirmed itself, never before.
             assert states.index("applied") > states.index("installed")
+            # The fleet sees the version that runs (the installed package's, not a constant).
+            await wait_for(
+                lambda: fleet_gateway(fleet.data_dir, gateway_id)["agent_version"] == "0.1.2",
+                60,
+                "the fleet to see 0.1.2 running",
+            )
 
             # A release that crashes at start: rolled back within its starts; the fleet
             # sees the failure and the rollout halts at the canary.

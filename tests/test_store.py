@@ -258,3 +258,24 @@ async def test_events_the_fleet_lacks_and_the_latch_state_are_never_deleted(tmp_
     # the newest red rise of rain_1h and the ack of creek, which a restart needs.
     assert [(e.seq, e.kind) for e in remaining if e.seq <= acked] == [(1, "alarm"), (2, "ack")]
     assert [e.seq for e in remaining if e.seq > acked] == list(range(acked + 1, last + 1))
+
+
+async def test_reads_off_the_writer_see_committed_rows_only_and_last_gives_the_newest(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        for n in range(5):
+            await store.record_event(1000.0 + n, "alarm", "creek", n % 5, {"n": n})
+        assert [e.detail["n"] for e in store.events(["alarm"], last=2)] == [3, 4]
+        # The writer holds a transaction open with a row not yet committed (as the writer
+        # thread may at any moment): the event loop's reads do not see it, and do not
+        # disturb the transaction.
+        store.conn.execute("BEGIN IMMEDIATE")
+        store.conn.execute(
+            "INSERT INTO events(ts, kind, subject, level, detail) VALUES (1, 'alarm', 'x', 1, '{}')"
+        )
+        assert len(store.events(["alarm"])) == 5
+        assert store.last_event("alarm", "x") is None
+        assert store.conn.in_transaction
+        store.conn.execute("COMMIT")
+        last = store.last_event("alarm", "x")
+        assert last is not None
+        assert last.level == 1

@@ -11,8 +11,10 @@ that its village answers reach the real fleet once when it returns.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,6 +154,16 @@ async def test_cut_off_the_gateway_texts_the_village_and_a_reply_sms_answers_onc
         assert {c["person"] for c in calls} == {"王建国 (village)", "张村长 (village)"}
         # The record names the person and a masked number, never the number itself.
         assert all(MONITOR not in str(c) and HEAD not in str(c) for c in calls)
+        # `edge status` shows what the gateway is texting about, and that the modem works.
+        shown = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_agent.cli", "status", "-d", str(agent.data_dir), "--json",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(shown.communicate(), 60)
+        assert shown.returncode == 0
+        village = json.loads(out)["village_call"]
+        assert (village["modem_error"], village["persons"]) == (None, 2)
+        assert [(c["rule"], c["level"]) for c in village["calling"]] == [("creek", "red")]
 
         sim.deliver(STRANGER, "收到")  # not on the list: no answer
         sim.deliver(MONITOR, "收到。")

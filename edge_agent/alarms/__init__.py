@@ -10,7 +10,6 @@ from edge_agent.alarms.model import LevelChange
 from edge_agent.alarms.rules import RuleError, parse_rules
 from edge_agent.alarms.specs import (
     LEVEL_BY_NAME,
-    LEVEL_NAMES,
     AntecedentRainRule,
     ChannelInfo,
     ChannelRule,
@@ -32,6 +31,7 @@ from edge_agent.alarms.specs import (
     history_needed_s,
     level_name,
 )
+from protocol.levels import LEVEL_NAMES
 
 __all__ = [
     "LEVEL_BY_NAME",

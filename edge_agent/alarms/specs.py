@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal, TypeAlias
 
-#: Level names by number; 0 is normal, 1..4 are the warning colours.
-LEVEL_NAMES = ("normal", "blue", "yellow", "orange", "red")
+from protocol.levels import LEVEL_NAMES
+
 #: Colour name -> level number, for the warning levels a rule may set thresholds for.
 LEVEL_BY_NAME = {name: level for level, name in enumerate(LEVEL_NAMES) if level > 0}
 MAX_LEVEL = 4

@@ -15,8 +15,9 @@ from pydantic import Field
 
 from fleet.dependencies import TOKEN_REFUSALS, Repo, refusals, require
 from fleet.repository import Gateway, Role
-from fleet.schemas import LEVEL_NAMES, SITE_ID_PATTERN, GatewayStatus, Out, gateway_status
+from fleet.schemas import SITE_ID_PATTERN, GatewayStatus, Out, gateway_status
 from protocol import SiteChannel, SiteRule, SiteSummary
+from protocol.levels import LEVEL_NAMES
 
 router = APIRouter(
     prefix="/api/v1/sites",
