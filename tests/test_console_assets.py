@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from fleet import console
 from fleet.console.map_settings import SAMPLE_BOUNDARY, load_county_map
+from protocol.levels import AlarmLevel
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = console.STATIC_DIR
@@ -164,3 +165,14 @@ def test_the_wheel_package_data_covers_every_console_asset() -> None:
             # fnmatch's * also crosses "/", so check the depth as setuptools' glob would.
             covered = [p for p in covered if p.count("/") == relative.count("/")]
             assert covered, f"{relative} would be missing from the wheel"
+
+
+def test_the_console_names_levels_as_the_protocol_does() -> None:
+    source = (STATIC / "js" / "i18n.js").read_text(encoding="utf-8")
+    table = source[
+        source.index("const LEVELS = {") : source.index("};", source.index("const LEVELS"))
+    ]
+    for lang, attribute in (("zh", "display_zh"), ("en", "display_en")):
+        block = table[table.index(f"{lang}: [") : table.index("]", table.index(f"{lang}: ["))]
+        names = re.findall(r'"([^"]+)"', block)
+        assert names == [getattr(level, attribute) for level in AlarmLevel], lang

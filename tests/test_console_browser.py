@@ -30,6 +30,7 @@ from drivers.profiles import builtin_profiles
 from fleet.repository import Role
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
+from protocol.levels import AlarmLevel
 from tests.agent_harness import sim_site, wait_for
 from tests.uplink_harness import FleetProcess, enroll, running_broker, running_fleet
 
@@ -457,20 +458,14 @@ async def test_the_english_switch_translates_every_page_and_is_remembered(
     await ready(page, "overview")
     assert await page.locator('#nav a[data-route="alarms"]').inner_text() == "Alarms"
     badge = page.locator("#active-alarms .alarm .level-4").first
-    await badge.get_by_text("Red (level I)").wait_for()
+    await badge.get_by_text("Red warning (level I)").wait_for()
 
     await page.reload()
     await ready(page, "overview")
     assert await page.evaluate("document.documentElement.lang") == "en"
     assert await page.locator("#who").inner_text() == "test-viewer · viewer"
     # Never a bare number for a level: every badge carries its name.
-    names = {
-        "Normal",
-        "Blue (level IV)",
-        "Yellow (level III)",
-        "Orange (level II)",
-        "Red (level I)",
-    }
+    names = {level.display_en for level in AlarmLevel}
     for text in await page.locator("#view .level").all_inner_texts():
         assert text in names
     await page.screenshot(path=county.shots / "overview-en.png")

@@ -1,4 +1,5 @@
-// Words of the console in Chinese (first) and English, and how levels are named.
+// Words of the console in Chinese (first) and English, and how levels are named (the
+// same names as protocol/levels.py; tests/test_console_assets.py holds them equal).
 // Internal levels run 1 (blue) to 4 (red); county staff read 红色预警（Ⅰ级） for 4, so a level
 // is only ever shown through levelName(), never as a bare number.
 
@@ -263,7 +264,13 @@ const WORDS = {
 
 const LEVELS = {
   zh: ["正常", "蓝色预警（Ⅳ级）", "黄色预警（Ⅲ级）", "橙色预警（Ⅱ级）", "红色预警（Ⅰ级）"],
-  en: ["Normal", "Blue (level IV)", "Yellow (level III)", "Orange (level II)", "Red (level I)"],
+  en: [
+    "Normal",
+    "Blue warning (level IV)",
+    "Yellow warning (level III)",
+    "Orange warning (level II)",
+    "Red warning (level I)",
+  ],
 };
 const UNKNOWN_LEVEL = { zh: "级别未知", en: "unknown level" };
 
@@ -301,7 +308,7 @@ export function t(key, vars = {}) {
   return word.replace(/\{(\w+)\}/g, (_, name) => String(vars[name] ?? ""));
 }
 
-/** "红色预警（Ⅰ级）" / "Red (level I)" for internal level 4; never the bare number. */
+/** "红色预警（Ⅰ级）" / "Red warning (level I)" for internal level 4; never the bare number. */
 export function levelName(level) {
   const n = typeof level === "string" ? LEVEL_BY_NAME[level] : level;
   return LEVELS[lang][n] ?? UNKNOWN_LEVEL[lang];
