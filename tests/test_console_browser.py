@@ -224,16 +224,30 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: Browser, county: County) -> AsyncIterator[Page]:
-    """A fresh browser context (no cookie, no stored language) at 1366 x 768."""
+    """A fresh browser context (no cookie, no stored language) at 1366 x 768.
+
+    Afterwards, the page must have thrown no error and broken no rule of its CSP.
+    """
     context = await browser.new_context(
         viewport={"width": 1366, "height": 768}, base_url=county.fleet.url
     )
     tab = await context.new_page()
     tab.set_default_timeout(20_000)
+    faults: list[str] = []
+    tab.on("pageerror", lambda error: faults.append(f"uncaught: {error}"))
+    tab.on(
+        "console",
+        lambda message: (
+            faults.append(f"CSP: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     try:
         yield tab
     finally:
         await context.close()
+    assert not faults, faults
 
 
 async def sign_in(page: Page, secret: str) -> None:
@@ -519,6 +533,35 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
     await page.locator('.periods a[aria-current="true"]', has_text="7 天").wait_for()
     await ready(page, "site")
     await level.locator("canvas").wait_for()
+
+
+async def test_the_gateways_page_lists_every_gateway_with_its_health(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator('#nav a[data-route="gateways"]').click()
+    await ready(page, "gateways")
+    for site_id, gateway_id in county.gateways.items():
+        row = page.locator(f'#gateway-rows tr[data-gateway-id="{gateway_id}"]')
+        await row.get_by_text(SITES[site_id][0]).wait_for()
+        assert await row.locator(".chip.online").inner_text() == "在线"
+    await page.locator("#rollouts").get_by_text("没有推送任务。").wait_for()
+    await page.screenshot(path=county.shots / "gateways.png", full_page=True)
+
+
+async def test_the_keyboard_opens_a_site_and_signs_out(page: Page, county: County) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator("#site-jump").focus()
+    await page.keyboard.press("ArrowDown")  # the first site, the most alarmed
+    await ready(page, "site")
+    assert page.url.split("#")[1].startswith("/site/")
+
+    await page.locator("#signout").focus()
+    await page.keyboard.press("Enter")
+    await page.locator("#token").wait_for()
+    # The session is over on the server too, not only in the page.
+    gone = await page.evaluate("fetch('/console/session').then((answer) => answer.status)")
+    assert gone == 401
 
 
 async def test_the_overview_fits_a_phone(page: Page, county: County) -> None:
