@@ -43,15 +43,26 @@ export async function showOverview(view) {
   await map.draw(county, mapNote);
   fillJump(jump, index);
   renderStrip(strip, index);
-  await renderAlarms(alarmList, index);
+  const details = new Map();
+  await renderAlarms(alarmList, index, details);
 
-  const refreshAlarms = debounce(() => renderAlarms(alarmList, index), 250);
+  // Alarms named by level events since the last render: their 叫应 state is asked again.
+  let stale = new Set();
+  const renderNow = debounce(() => {
+    const named = stale;
+    stale = new Set();
+    renderAlarms(alarmList, index, details, named);
+  }, 250);
+  const refreshAlarms = (alarmId) => {
+    if (alarmId) stale.add(Number(alarmId));
+    renderNow();
+  };
   const redrawStrip = debounce(() => renderStrip(strip, index), 500);
   const unsubscribe = [
     onLive("level", async (event) => {
       const level = levelNumber(event.level);
       const site = index.sites.get(event.site_id);
-      refreshAlarms();
+      refreshAlarms(event.alarm_id);
       if (!site) {
         // A site enrolled since the page loaded: fetch it and put it on the map.
         const fresh = await api.get(`/api/v1/sites/${encodeURIComponent(event.site_id)}`);
@@ -71,17 +82,25 @@ export async function showOverview(view) {
     }),
     onLive("escalation", (event) => {
       const item = alarmList.querySelector(`[data-alarm-id="${Number(event.alarm_id)}"]`);
-      if (item) refreshCalls(item, Number(event.alarm_id));
+      if (item) refreshCalls(item, Number(event.alarm_id), details);
       else refreshAlarms();
     }),
     onLive("resync", async () => {
       const fresh = await loadSites();
       for (const site of fresh.list()) {
-        const old = index.sites.get(site.site_id);
-        if (old) map.setLevel(old, levelNumber(site.level));
-        Object.assign(old ?? {}, { gateways: site.gateways });
+        const known = index.sites.get(site.site_id);
+        if (!known) {
+          index.put(site);
+          if (typeof site.lat === "number" && typeof site.lon === "number") map.addMarker(site);
+          continue;
+        }
+        known.events = (known.events ?? 0) + 1; // an answer in flight predates this one
+        map.setLevel(known, levelNumber(site.level));
+        known.gateways = site.gateways;
+        for (const gw of site.gateways) index.siteOfGateway.set(gw.gateway_id, site.site_id);
       }
       renderStrip(strip, index);
+      details.clear(); // events were missed: every 叫应 state may have changed
       refreshAlarms();
     }),
   ];
@@ -212,17 +231,36 @@ function fillJump(select, index) {
   });
 }
 
-async function renderAlarms(list, index) {
+/**
+ * The active alarms, most urgent first. The 叫应 state of each (one request per alarm)
+ * is kept between renders: only alarms not seen before and those in `stale` (named by
+ * an event) are asked for again, so a burst of level changes costs a few requests.
+ */
+async function renderAlarms(list, index, details, stale = new Set()) {
   const alarms = (await api.get("/api/v1/alarms", { active: true, limit: 500 })).sort(byUrgency);
   if (!alarms.length) {
     list.replaceChildren(h("li.empty", {}, t("no_active_alarms")));
+    details.clear();
     return;
   }
   const items = alarms.map((alarm) => alarmItem(alarm, index));
   list.replaceChildren(...items);
+  const active = new Set(alarms.map((a) => a.id));
+  for (const id of details.keys()) if (!active.has(id)) details.delete(id);
   await Promise.all(
-    items.slice(0, MAX_DETAILS).map((item, i) => refreshCalls(item, alarms[i].id)),
+    items.slice(0, MAX_DETAILS).map((item, i) => {
+      const id = alarms[i].id;
+      if (details.has(id) && !stale.has(id)) {
+        showCalls(item, details.get(id));
+        return null;
+      }
+      return refreshCalls(item, id, details);
+    }),
   );
+}
+
+function showCalls(item, detail) {
+  item.querySelector(".alarm-calls").replaceChildren(callStateView(callState(detail)));
 }
 
 function alarmItem(alarm, index) {
@@ -242,13 +280,13 @@ function alarmItem(alarm, index) {
   );
 }
 
-async function refreshCalls(item, alarmId) {
-  const slot = item.querySelector(".alarm-calls");
+async function refreshCalls(item, alarmId, details) {
   try {
     const detail = await api.get(`/api/v1/alarms/${alarmId}`);
-    slot.replaceChildren(callStateView(callState(detail)));
+    details.set(alarmId, detail);
+    showCalls(item, detail);
   } catch (error) {
-    slot.replaceChildren(h("p.muted", {}, t("error", { detail: error.message })));
+    item.querySelector(".alarm-calls").replaceChildren(h("p.muted", {}, t("error", { detail: error.message })));
   }
 }
 
