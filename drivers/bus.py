@@ -28,9 +28,18 @@ from drivers.model import Quality
 from drivers.profiles import Table
 
 log = logging.getLogger(__name__)
-# pymodbus logs every timeout at ERROR with a frame dump. Here every failure becomes a
-# quality flag and one log line per outage (see the poller), so its own log is muted.
-logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def quiet_pymodbus() -> None:
+    """Mute pymodbus's own log: for a process that polls through this bus owner.
+
+    pymodbus logs every timeout at ERROR with a frame dump. Here every failure becomes a
+    quality flag and one log line per outage (see the poller). Called by the programs
+    that set up logging (``edge run``, ``edge poll``), never on import, so a library user
+    keeps pymodbus's log as they set it.
+    """
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
 
 #: Characters per second on the wire: 11 bits per character (start, 8 data, parity/stop).
 BITS_PER_CHAR = 11

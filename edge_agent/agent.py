@@ -326,24 +326,18 @@ class Agent:
             history = self.store.history(channel, since)
             series[channel] = (history.t, history.value, history.good)
         replayed = self.engine.replay(series)
-        acked: dict[str, float] = {}
-        latched: dict[str, tuple[float, int]] = {}
-        recorded: dict[str, int] = {}  # the level each rule's last alarm event set
-        for event in self.store.events(["alarm", "ack"]):
-            if event.kind == "ack" and event.subject:
-                acked[event.subject] = event.ts
-            elif event.kind == "alarm" and event.subject:
-                recorded[event.subject] = event.level or 0
-                if event.detail.get("kind") == "rise" and event.level:
-                    latched[event.subject] = (event.ts, event.level)
-        for rule_id, (ts, level) in latched.items():
-            if acked.get(rule_id, -1.0) < ts and rule_id in self.engine.levels():
-                self.engine.restore_latch(rule_id, level)
-        # A crash can lose the last readings but not the alarm event they raised: a level
-        # the siren sounded at is never dropped by a restart, only by the rule itself.
-        for rule_id, level in recorded.items():
-            if rule_id in self.engine.levels():
-                self.engine.restore_level(rule_id, level)
+        # Per rule, its newest events only (not the whole event log): the last rise, the
+        # last acknowledgement, and the level its last alarm event set.
+        for rule_id in list(self.engine.levels()):
+            rise = self.store.last_event("alarm", rule_id, change="rise")
+            ack = self.store.last_event("ack", rule_id)
+            if rise is not None and rise.level and (ack is None or ack.ts < rise.ts):
+                self.engine.restore_latch(rule_id, rise.level)
+            # A crash can lose the last readings but not the alarm event they raised: a
+            # level the siren sounded at is never dropped by a restart, only by the rule.
+            recorded = self.store.last_event("alarm", rule_id)
+            if recorded is not None:
+                self.engine.restore_level(rule_id, recorded.level or 0)
         log.info(
             "replayed %d level changes from %d channels; levels now %s",
             len(replayed),

@@ -135,6 +135,9 @@ def poll(
     site = _load(config, opens_ports=True)
     clock = make_clock(speed, origin, anchor)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from drivers.bus import quiet_pymodbus  # noqa: PLC0415 - with the bus, only when polling
+
+    quiet_pymodbus()
     if once:
         readings = asyncio.run(_poll_once(site, clock))
         if json_out:

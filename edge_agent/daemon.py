@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drivers.bus import quiet_pymodbus
 from drivers.clock import Clock, ScaledClock, SystemClock
 from edge_agent.agent import Agent
 from edge_agent.local_settings import LocalSettings
@@ -47,6 +48,7 @@ def run_daemon(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_pymodbus()
     synced = None if isinstance(clock, SystemClock) else (lambda: True)
     agent = Agent(
         site,

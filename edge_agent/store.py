@@ -502,13 +502,19 @@ class LocalStore:
             for seq, ts, kind, subject, level, detail in self.reader.execute(query, args)
         ]
 
-    def last_event(self, kind: str, subject: str) -> StoredEvent | None:
-        """The newest stored event of ``kind`` about ``subject``, or None."""
-        row = self.reader.execute(
-            "SELECT seq, ts, kind, subject, level, detail FROM events "
-            "WHERE kind = ? AND subject = ? ORDER BY seq DESC LIMIT 1",
-            (kind, subject),
-        ).fetchone()
+    def last_event(self, kind: str, subject: str, change: str | None = None) -> StoredEvent | None:
+        """The newest stored event of ``kind`` about ``subject``, or None.
+
+        ``change`` narrows it to events whose ``detail.kind`` is that (``rise``: an alarm
+        that rose).
+        """
+        query = "SELECT seq, ts, kind, subject, level, detail FROM events "
+        query += "WHERE kind = ? AND subject = ?"
+        args: list[Any] = [kind, subject]
+        if change is not None:
+            query += " AND json_extract(detail, '$.kind') = ?"
+            args.append(change)
+        row = self.reader.execute(query + " ORDER BY seq DESC LIMIT 1", args).fetchone()
         if row is None:
             return None
         seq, ts, kind, subject, level, detail = row

@@ -7,14 +7,13 @@ answering that one call once; the one-time rule is enforced by the store.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.secret_key import load_or_create_key
+from fleet.secret_key import b64, load_or_create_key, unb64
 
 KEY_FILE = "answer-link.key"
 #: How long a link works: longer than any escalation, short enough not to linger.
@@ -24,14 +23,6 @@ _MAC_BYTES = 12
 
 class LinkError(ValueError):
     """A token that is malformed, forged or expired; the message says which."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,12 +40,12 @@ class AnswerLinks:
         """A token for answering ``call_id`` until ``now + ttl_s``."""
         payload = struct.pack(">QI", call_id, int(now + ttl_s))
         mac = hmac.new(self.key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
-        return _b64(payload + mac)
+        return b64(payload + mac)
 
     def call_id(self, token: str, now: float) -> int:
         """The call a token answers; raises LinkError if forged, malformed or expired."""
         try:
-            raw = _unb64(token)
+            raw = unb64(token)
         except ValueError:
             raise LinkError("not an answer link") from None
         if len(raw) != 12 + _MAC_BYTES:

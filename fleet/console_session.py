@@ -9,7 +9,6 @@ is derived from the cookie with the same key. Never logs a cookie or a CSRF toke
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -17,7 +16,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet.secret_key import load_or_create_key
+from fleet.secret_key import b64, load_or_create_key, unb64
 
 KEY_FILE = "console-session.key"
 COOKIE = "hw_session"
@@ -30,14 +29,6 @@ _MAC_BYTES = 16
 
 class SessionError(ValueError):
     """A cookie that is malformed, forged or expired."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +57,13 @@ class ConsoleSessions:
     def open(self, token_id: int, expires_at: float) -> tuple[str, Session]:
         """A new cookie value for ``token_id`` until ``expires_at``, and its session."""
         payload = _PAYLOAD.pack(token_id, int(expires_at), secrets.token_bytes(8))
-        cookie = _b64(payload + self._mac(b"session", payload))
-        return cookie, Session(token_id, int(expires_at), _b64(self._mac(b"csrf", payload)))
+        cookie = b64(payload + self._mac(b"session", payload))
+        return cookie, Session(token_id, int(expires_at), b64(self._mac(b"csrf", payload)))
 
     def check(self, cookie: str, now: float) -> Session:
         """The session a cookie stands for; raises SessionError if forged or expired."""
         try:
-            raw = _unb64(cookie)
+            raw = unb64(cookie)
         except ValueError:
             raise SessionError("not a console session") from None
         if len(raw) != _PAYLOAD.size + _MAC_BYTES:
@@ -83,7 +74,7 @@ class ConsoleSessions:
         token_id, expires, _nonce = _PAYLOAD.unpack(payload)
         if now >= expires:
             raise SessionError("the console session has ended: sign in again")
-        return Session(int(token_id), float(expires), _b64(self._mac(b"csrf", payload)))
+        return Session(int(token_id), float(expires), b64(self._mac(b"csrf", payload)))
 
     @staticmethod
     def csrf_matches(session: Session, sent: str | None) -> bool:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from drivers.bus import quiet_pymodbus
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from drivers.siren_node.registers import DEFAULT_UNIT_ID
@@ -47,6 +48,13 @@ app = typer.Typer(
 )
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
+
+
+@app.callback()
+def _quiet() -> None:
+    # Simulated hardware drops and refuses connections on purpose: pymodbus's own log of
+    # each is noise here, as in the agent.
+    quiet_pymodbus()
 
 
 def _parse_origin(text: str | None, default: float) -> float:

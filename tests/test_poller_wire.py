@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -281,3 +282,16 @@ async def test_polling_survives_an_unreachable_gateway_and_recovers_when_it_retu
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert got[-1].value == pytest.approx(7)
+
+
+def test_importing_the_bus_owner_leaves_pymodbus_logging_as_it_was() -> None:
+    # A fresh interpreter: importing drivers.bus must not change another library's logger.
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "import logging; logging.getLogger('pymodbus').setLevel(logging.INFO); "
+        "import drivers.bus; print(logging.getLogger('pymodbus').level)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(logging.INFO)
