@@ -551,6 +551,14 @@ async def test_the_gateways_page_lists_every_gateway_with_its_health(
 
 async def test_the_keyboard_opens_a_site_and_signs_out(page: Page, county: County) -> None:
     await sign_in(page, county.secret(Role.VIEWER))
+    # An alarmed site on the map takes the focus and opens with Enter.
+    await page.locator(f'path.site-marker[data-site-id="{UPPER}"]').focus()
+    await page.keyboard.press("Enter")
+    await ready(page, "site")
+    assert page.url.endswith(f"#/site/{UPPER}")
+    await page.goto("/#/overview")
+    await ready(page, "overview")
+
     await page.locator("#site-jump").focus()
     await page.keyboard.press("ArrowDown")  # the first site, the most alarmed
     await ready(page, "site")
@@ -569,3 +577,8 @@ async def test_the_overview_fits_a_phone(page: Page, county: County) -> None:
     await sign_in(page, county.secret(Role.VIEWER))
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await page.screenshot(path=county.shots / "overview-phone.png", full_page=True)
+    for route, name in ((f"#/site/{UPPER}", "site"), ("#/alarms", "alarms")):
+        await page.goto(f"/{route}")
+        await ready(page, name)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, name
+        await page.screenshot(path=county.shots / f"{name}-phone.png", full_page=True)

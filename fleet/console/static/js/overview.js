@@ -182,8 +182,14 @@ class SiteMap {
     path.dataset.level = String(level);
     path.setAttribute("role", "img");
     marker.bindTooltip(() => h("span", {}, `${site.name} · ${levelName(site.level)}`));
-    marker.on("click", () => {
+    const open = () => {
       window.location.hash = `#/site/${encodeURIComponent(site.site_id)}`;
+    };
+    marker.on("click", open);
+    // An alarmed site can be reached with Tab and opened with Enter; the list under the
+    // map opens any site (a thousand tab stops would bury the alarm list).
+    path.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") open();
     });
     this.markers.set(site.site_id, marker);
     this.label(site);
@@ -191,7 +197,10 @@ class SiteMap {
 
   label(site) {
     const path = this.markers.get(site.site_id)?.getElement();
-    if (path) path.setAttribute("aria-label", `${site.name}: ${levelName(site.level)}`);
+    if (!path) return;
+    path.setAttribute("aria-label", `${site.name}: ${levelName(site.level)}`);
+    if (levelNumber(site.level) > 0) path.setAttribute("tabindex", "0");
+    else path.removeAttribute("tabindex");
   }
 
   setLevel(site, level) {
