@@ -430,6 +430,34 @@ async def test_a_live_change_waits_while_an_operator_types_an_answer(
     await page.locator(f'#alarm-rows tr[data-alarm-id="{middle["id"]}"]').wait_for()
 
 
+async def test_the_alarm_history_filters_by_site_level_and_answer(
+    page: Page, county: County
+) -> None:
+    answered = county.alarms(UPPER)[0]
+    county.fleet.rest(
+        "POST", f"/api/v1/alarms/{answered['id']}/receipts", json={"person": "周敏", "via": "sms"}
+    )
+    await sign_in(page, county.secret(Role.VIEWER))
+
+    async def shown(query: str) -> set[int]:
+        await page.goto(f"/#/alarms?{query}")
+        await page.locator(f'#view[data-ready="true"][data-route="#/alarms?{query}"]').wait_for()
+        ids = await page.locator("#alarm-rows tr").evaluate_all(
+            "(rows) => rows.map((row) => Number(row.dataset.alarmId))"
+        )
+        return set(ids)
+
+    assert answered["id"] in await shown("answered=yes")
+    assert answered["id"] not in await shown("answered=no")
+    assert await shown(f"site={UPPER}") == {a["id"] for a in county.alarms(UPPER)}
+    assert answered["id"] not in await shown(f"site={LOWER}")
+    reds = await shown("level=4")
+    assert answered["id"] in reds
+    assert await page.locator("#alarm-rows .level").all_inner_texts() == [RED_ZH] * len(reds)
+    # The filters show what is chosen, for the keyboard as for the eye.
+    assert await page.locator("#filter-level").input_value() == "4"
+
+
 async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_refused(
     page: Page, county: County, browser: Browser
 ) -> None:

@@ -96,6 +96,7 @@ async function route() {
     if (ticket !== rendering) leave?.();
     else leavePage = leave ?? (() => {});
     view.dataset.page = page;
+    view.dataset.route = window.location.hash || "#/overview";
     view.dataset.ready = "true";
   } catch (failure) {
     if (failure instanceof ApiError && failure.status === 401) return;
