@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import time
 import tomllib
 from pathlib import Path
 
@@ -18,16 +19,25 @@ from fastapi.testclient import TestClient
 
 from fleet import console
 from fleet.console.map_settings import SAMPLE_BOUNDARY, load_county_map
+from fleet.repository import Role
+from fleet.sqlite_repository import SQLiteRepository
 from protocol.levels import AlarmLevel
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = console.STATIC_DIR
 
 
-def client(data_dir: Path) -> TestClient:
+def client(data_dir: Path, role: Role | None = Role.VIEWER) -> TestClient:
+    """The console on a bare app with the fleet's real repository; ``role``'s API token."""
     app = FastAPI()
+    repository = SQLiteRepository(data_dir / "fleet.sqlite")
+    app.state.repository = repository
     console.install(app, data_dir)
-    return TestClient(app)
+    headers = {}
+    if role is not None:
+        _token, secret = repository.create_api_token(f"test-{role.value}", role, time.time())
+        headers["Authorization"] = f"Bearer {secret}"
+    return TestClient(app, headers=headers)
 
 
 def write_settings(data_dir: Path, text: str) -> Path:
@@ -64,6 +74,14 @@ def test_every_asset_the_page_names_is_served_from_the_package(tmp_path: Path) -
     assert "/console/static/vendor/uplot/uPlot.iife.min.js" in names
     for name in set(names):
         assert http.get(name).status_code == 200, name
+
+
+def test_the_page_is_public_and_the_countys_map_needs_a_viewer(tmp_path: Path) -> None:
+    anonymous = client(tmp_path, role=None)
+    assert anonymous.get("/").status_code == 200  # the sign-in form is on it
+    assert anonymous.get("/console/static/js/app.js").status_code == 200
+    for path in ("/console/map", "/console/county.geojson"):
+        assert anonymous.get(path).status_code == 401, path
 
 
 def test_no_asset_of_ours_loads_anything_from_another_origin() -> None:

@@ -2,21 +2,25 @@
 
 Everything the browser needs is served from the package (``static/``: the page, its ES
 modules and the vendored Leaflet and uPlot), so the console works on an intranet with no
-internet. The page itself reads and changes nothing but through ``/api/v1`` and
-``/console/session``, which enforce the roles; this module serves files only. It must
-never serve a file from outside ``static/`` and the county's configured boundary, and
-never let the page load a script or a style from another origin (its CSP says so).
+internet. The page and its assets are public (the sign-in form is one of them); the
+county's map settings and boundary need a viewer, like the API. The page reads and
+changes nothing but through ``/api/v1`` and ``/console/session``, which enforce the
+roles. This module must never serve a file from outside ``static/`` and the county's
+configured boundary, and never let the page load a script or a style from another
+origin (its CSP says so).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from fleet.console.map_settings import load_county_map
+from fleet.dependencies import require
+from fleet.repository import Role
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PATH = "/console/static"
@@ -63,7 +67,9 @@ def console_router(data_dir: Path) -> APIRouter:
             },
         )
 
-    @router.get("/console/map")
+    viewer = [Depends(require(Role.VIEWER))]
+
+    @router.get("/console/map", dependencies=viewer)
     def county_map() -> JSONResponse:
         county = load_county_map(data_dir)
         return JSONResponse(
@@ -75,7 +81,7 @@ def console_router(data_dir: Path) -> APIRouter:
             }
         )
 
-    @router.get("/console/county.geojson")
+    @router.get("/console/county.geojson", dependencies=viewer)
     def county_boundary() -> FileResponse:
         return FileResponse(load_county_map(data_dir).boundary, media_type="application/geo+json")
 
