@@ -38,10 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the harnesses live in tests/
     sys.path.insert(0, str(REPO))
 
-from edge_agent.store import HOLD_BEFORE_COMMIT_ENV as EDGE_HOLD_BEFORE_COMMIT_ENV  # noqa: E402
-from fleet.service import HOLD_BEFORE_COMMIT_ENV  # noqa: E402
 from hardware_sim.device import CoilChange, SimulatedDevice  # noqa: E402
 from hardware_sim.scenarios import DesignStorm  # noqa: E402
+from ota.crash_points import crash_test_env  # noqa: E402
 from tests.agent_harness import AgentProcess, SimSite, sim_site, wait_for  # noqa: E402
 from tests.uplink_harness import (  # noqa: E402
     EDGE,
@@ -126,7 +125,7 @@ class Campaign:
             if target == "agent_in_commit":
                 self.kills["agent"] += 1
                 marker = self.tmp / f"holding-{number}"
-                env = {EDGE_HOLD_BEFORE_COMMIT_ENV: str(marker)}
+                env = crash_test_env("edge.store.commit", marker)
                 self.agent = await self.site.start_agent("gw", env=env)
                 await wait_for(marker.exists, 60, "the agent inside a readings commit")
                 self.agent.kill()  # readings written, not committed
@@ -149,7 +148,9 @@ class Campaign:
             if target == "fleet_in_commit":
                 self.kills["fleet"] += 1
                 marker = self.tmp / f"holding-{number}"
-                await asyncio.to_thread(self.fleet.start, **{HOLD_BEFORE_COMMIT_ENV: str(marker)})
+                await asyncio.to_thread(
+                    self.fleet.start, **crash_test_env("fleet.ingest.commit", marker)
+                )
                 await wait_for(marker.exists, 60, "the fleet inside an ingest commit")
                 await asyncio.to_thread(self.fleet.kill)  # rows written, not committed
             await asyncio.to_thread(self.fleet.start)

@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ import numpy.typing as npt
 
 from drivers.model import BAD_QUALITY, Quality, Reading
 from edge_agent.held_rows import MAX_HELD_EVENTS, MAX_HELD_READINGS, HeldEvent, HeldRows
+from ota.crash_points import armed, freeze
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,6 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 """
 
-#: Fault injection for crash tests and ``bench/chaos.py kill``: hold the first readings
-#: transaction open, just before COMMIT, after creating the file this names, until the
-#: process is killed. Read from the agent's environment, never from a config.
-HOLD_BEFORE_COMMIT_ENV = "HAZARDWATCH_EDGE_HOLD_BEFORE_COMMIT"
 #: How often the reading buffer is committed (the most a crash can lose).
 FLUSH_INTERVAL_S = 1.0
 #: Most readings committed in one transaction: after a full disk, what was held goes in
@@ -164,8 +160,8 @@ class LocalStore:
         self._refused_before = 0  # refusals counted when the current condition began
         # Estimated bytes of the events table; counted once, on the first quota check.
         self._event_bytes: int | None = None
-        hold = os.environ.get(HOLD_BEFORE_COMMIT_ENV)
-        self._hold_before_commit = Path(hold) if hold else None
+        # crash tests and `bench/chaos.py kill`: freeze inside the first readings commit
+        self._hold_before_commit = armed("edge.store.commit")
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -359,8 +355,7 @@ class LocalStore:
                 rows,
             )
             if self._hold_before_commit is not None:
-                self._hold_before_commit.touch()
-                threading.Event().wait()  # until SIGKILL: the rows are written, not committed
+                freeze(self._hold_before_commit)  # the rows are written, not committed
 
     def history(self, channel_id: str, since: float, until: float | None = None) -> ChannelHistory:
         """Return a channel's readings with ``since <= ts (<= until)``, in time order."""

@@ -16,7 +16,6 @@ import importlib.metadata
 import logging
 import os
 import subprocess
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from ota.crash_points import POINTS, armed, freeze
 from ota.document import Document, DocumentKind
 from ota.download import Checkpoint, FileRejectedError, basic_auth, fetch_release, no_checkpoint
 from ota.manifest import DIST_NAME, ReleaseManifest
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Crash tests: the step to freeze at (download, verify, install, switch, start, commit).
-PAUSE_AT_ENV = "HW_OTA_PAUSE_AT"
-#: Crash tests: the file created when frozen (default ``<root>/paused-at-<step>``).
-PAUSE_FILE_ENV = "HW_OTA_PAUSE_FILE"
 
 Emit = Callable[[OtaReport], Awaitable[None]]
 HealthProbe = Callable[[], Awaitable[str | None]]
@@ -65,21 +61,24 @@ class AfterStart(enum.Enum):
         return self is AfterStart.ROLLED_BACK
 
 
-def pause_for_crash_tests(root: Path) -> Checkpoint:
-    """A checkpoint freezing the process at the step ``HW_OTA_PAUSE_AT`` names, if any.
+#: The release steps a crash test can freeze at.
+STEPS = tuple(p.removeprefix("ota.") for p in POINTS if p.startswith("ota."))
 
-    At that step it creates the marker file and blocks forever, so a test can SIGKILL the
-    process exactly there. Without the variable it does nothing.
+
+def pause_for_crash_tests() -> Checkpoint:
+    """A checkpoint freezing the process at the release step a crash test arms, if any.
+
+    ``HAZARDWATCH_CRASH_TEST=ota.<step>=<marker>`` (see ``ota.crash_points``): at that step
+    it writes the marker and blocks forever, so a test can SIGKILL the process exactly
+    there. Unarmed, it does nothing.
     """
-    step = os.environ.get(PAUSE_AT_ENV)
-    if not step:
+    armed_at = {step: marker for step in STEPS if (marker := armed(f"ota.{step}")) is not None}
+    if not armed_at:
         return no_checkpoint
-    marker = Path(os.environ.get(PAUSE_FILE_ENV) or root / f"paused-at-{step}")
 
     def checkpoint(name: str) -> None:
-        if name == step:
-            marker.write_text(f"{os.getpid()}\n")
-            threading.Event().wait()
+        if (marker := armed_at.get(name)) is not None:
+            freeze(marker)
 
     return checkpoint
 
@@ -165,7 +164,7 @@ class ReleaseUpdater:
         self.health_deadline_s = health_deadline_s
         self.probe_interval_s = probe_interval_s
         self.running_version = running_version or importlib.metadata.version(DIST_NAME)
-        self._checkpoint = pause_for_crash_tests(tree.root)
+        self._checkpoint = pause_for_crash_tests()
         self.headers = dict(headers or {})
 
     @classmethod

@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
 
 from fleet.answer_link import AnswerLinks, LinkError
+from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import (
     CallMessage,
     Channel,
@@ -33,10 +33,10 @@ from fleet.channels import (
     WebhookChannel,
 )
 from fleet.escalation_policy import EscalationPolicy, PolicyError, parse_policy
-from fleet.repository import NotFoundError
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
+from ota.crash_points import armed
 from protocol.contacts import international, is_answer
 from protocol.levels import LEVEL_NAMES
 
@@ -45,11 +45,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Fault injection for the crash test: after the first calls are committed as planned,
-#: create the file this names and hold them unsent until the process is killed.
-HOLD_BEFORE_SEND_ENV = "HAZARDWATCH_FLEET_HOLD_BEFORE_SEND"
 #: A failed send is tried again after this long (or the repeat interval, if shorter).
 RETRY_S = 30.0
+#: At most this many messages in flight on one channel. A thousand sites raising red at
+#: once plan thousands of calls: unbounded, they queue in the HTTP client's pool, whose
+#: cost grows with the square of its queue (httpcore looks through it for every request),
+#: and open a connection each to the SMTP relay. An HTTP channel keeps a local service
+#: busy with a few; more cost the pool's bookkeeping, which looks at every connection it
+#: holds for each request.
+CHANNEL_CONCURRENCY = 8
+#: E-mail has no pool: each message is a session of six round trips, each waiting on a
+#: loop that is busy in a burst, so more sessions at once keep the relay busy.
+SMTP_CONCURRENCY = 32
 LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
 
 
@@ -136,16 +143,25 @@ class EscalationEngine:
     async def tick(self) -> list[Call]:
         """One round: decide (committed), then send; returns the calls it sent."""
         now = self.clock()
-        calls = await in_thread(self._decide, now)
-        if calls and self._hold_before_send is not None:
+        outgoing = await in_thread(self._decide, now)
+        if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
             await asyncio.Event().wait()  # until killed
-        await asyncio.gather(*(self._send(call) for call in calls))
-        return calls
+        await self._send_all(outgoing)
+        return [o.call for o in outgoing]
 
     # --- deciding -------------------------------------------------------------------------
 
-    def _decide(self, now: float) -> list[Call]:
+    def _decide(self, now: float) -> list[Outgoing]:
+        # One transaction for the round: a thousand alarms at once are one commit, not
+        # thousands, and it is still committed before anything is sent.
+        with self.store.batch():
+            calls = self._decide_calls(now)
+        persons = self.store.persons_by_id(c.person_id for c in calls)
+        escalations = self.store.escalations_by_id(c.escalation_id for c in calls)
+        return [Outgoing(c, persons.get(c.person_id), escalations[c.escalation_id]) for c in calls]
+
+    def _decide_calls(self, now: float) -> list[Call]:
         calls: list[Call] = []
         if not self._recovered:
             # Planned before a crash, not known to be sent: send now rather than lose them.
@@ -283,22 +299,58 @@ class EscalationEngine:
 
     # --- sending --------------------------------------------------------------------------
 
-    async def _send(self, call: Call) -> None:
-        channel = next((c for c in self.channels if c.name == call.channel), None)
+    async def _send_all(self, outgoing: Sequence[Outgoing]) -> None:
+        """Send every call, each channel a few at a time; record outcomes as they come.
+
+        Breadth first: every person is reached on one channel before anyone gets a second
+        (see ``fleet.call_order``). Outcomes are written in batches (one transaction for
+        all that finished while the previous batch was being written), so the record keeps
+        up with the channels.
+        """
+        queue = FirstContactQueue(outgoing)
+        finished: list[tuple[Call, bool, str, float]] = []
+        news = asyncio.Event()
+
+        async def sender(channel: str) -> None:
+            while (item := queue.take(channel)) is not None:
+                result = await self._send(item)
+                finished.append((item.call, result.sent, result.detail, self.clock()))
+                news.set()
+
+        senders = [
+            sender(c)
+            for c in queue.channels
+            for _ in range(SMTP_CONCURRENCY if c == EmailChannel.name else CHANNEL_CONCURRENCY)
+        ]
+        sending: asyncio.Future[Any] = asyncio.gather(*senders)
         try:
-            person = await in_thread(self.store.person, call.person_id)
-        except NotFoundError:
-            person = None
+            while not sending.done() or finished:
+                if not finished:
+                    waiting: asyncio.Future[Any] = asyncio.ensure_future(news.wait())
+                    either: set[asyncio.Future[Any]] = {waiting, sending}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    waiting.cancel()
+                news.clear()
+                done, finished[:] = finished[:], []
+                await in_thread(self.store.calls_done, done)
+            await sending
+        except asyncio.CancelledError:
+            sending.cancel()
+            # What went out is recorded, so a restart does not send it again.
+            with contextlib.suppress(Exception):
+                await in_thread(self.store.calls_done, finished)
+            raise
+
+    async def _send(self, item: Outgoing) -> SendResult:
+        call, person = item.call, item.person
+        channel = next((c for c in self.channels if c.name == call.channel), None)
         if channel is None or person is None or not channel.reaches(person):
-            result = SendResult(False, "the person or the channel is no longer configured")
-        else:
-            escalation = await in_thread(self.store.escalation, call.escalation_id)
-            try:
-                result = await channel.send(person, self.message(escalation, call))
-            except Exception as exc:  # a channel bug must not stop the other calls
-                log.exception("channel %s failed on call %d", call.channel, call.id)
-                result = SendResult(False, f"{type(exc).__name__} in the {call.channel} channel")
-        await in_thread(self.store.call_done, call, result.sent, result.detail, self.clock())
+            return SendResult(False, "the person or the channel is no longer configured")
+        try:
+            return await channel.send(person, self.message(item.escalation, call))
+        except Exception as exc:  # a channel bug must not stop the other calls
+            log.exception("channel %s failed on call %d", call.channel, call.id)
+            return SendResult(False, f"{type(exc).__name__} in the {call.channel} channel")
 
     def message(self, escalation: Escalation, call: Call) -> CallMessage:
         """The warning text of one call, with its answer link."""
@@ -375,17 +427,26 @@ async def running_engine(
     clock: Callable[[], float] | None = None,
 ) -> AsyncIterator[EscalationEngine]:
     """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``."""
-    async with httpx.AsyncClient() as client:
+    # Each HTTP channel has its own client, so one that hangs cannot take the other's
+    # connections, sized to what the channel has in flight and all kept alive: with
+    # httpx's defaults (20 kept of 100) a burst closes and reopens a connection per call,
+    # and the pool's bookkeeping grows with every connection it holds.
+    limits = httpx.Limits(
+        max_connections=CHANNEL_CONCURRENCY, max_keepalive_connections=CHANNEL_CONCURRENCY
+    )
+    async with contextlib.AsyncExitStack() as clients:
         channels: list[Channel] = []
         if settings.smtp is not None:
             channels.append(EmailChannel(settings.smtp))
         if settings.webhooks:
+            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
             channels.append(WebhookChannel(client))
         if settings.kannel is not None:
             kannel = settings.kannel
             if kannel.dlr_url is None and settings.sms_callback_key:
                 query = urlencode({"key": settings.sms_callback_key})
                 kannel = replace(kannel, dlr_url=f"{fleet_url.rstrip('/')}/api/v1/sms/dlr?{query}")
+            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
             channels.append(KannelSmsChannel(kannel, client))
         engine = EscalationEngine(
             store,
@@ -395,7 +456,7 @@ async def running_engine(
             fleet_url,
             clock=clock or time.time,
             sms_callback_key=settings.sms_callback_key,
-            hold_before_send=Path(hold) if (hold := os.environ.get(HOLD_BEFORE_SEND_ENV)) else None,
+            hold_before_send=armed("fleet.escalation.send"),  # crash tests only
         )
         task = None
         if settings.tick_s is not None:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from fleet.broker_files import FleetAccount
 from fleet.embedded_broker import EmbeddedBroker
@@ -23,13 +21,11 @@ from fleet.mqtt_connection import BrokerConnection
 from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
 from fleet.sqlite_repository import SQLiteRepository
+from ota.crash_points import armed
 
 #: The shared subscription every ingest connection joins on an external broker, so that
 #: ``fleet serve`` and any number of ``fleet ingest`` workers split the messages.
 INGEST_GROUP = "hazardwatch-ingest"
-#: Fault injection for the crash test: hold the first ingest transaction open, just before
-#: COMMIT, after creating the file this names, until the process is killed.
-HOLD_BEFORE_COMMIT_ENV = "HAZARDWATCH_FLEET_HOLD_BEFORE_COMMIT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +41,10 @@ class FleetService:
 
 def open_repository(settings: FleetSettings) -> SQLiteRepository:
     """The repository for ``settings`` (also used by the CLI's offline commands)."""
-    hold = os.environ.get(HOLD_BEFORE_COMMIT_ENV)
     return SQLiteRepository(
         settings.db_path,
         durable=settings.durable,
-        hold_before_commit=Path(hold) if hold else None,
+        hold_before_commit=armed("fleet.ingest.commit"),  # crash tests only
     )
 
 

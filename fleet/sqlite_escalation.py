@@ -9,8 +9,9 @@ record (``escalation_record``) names persons by label, never by number or addres
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -151,6 +152,14 @@ class PlannedCall:
     channel: str
 
 
+@dataclass(slots=True)
+class _Batch:
+    """The one transaction a thread's writes share inside ``SQLiteEscalation.batch``."""
+
+    stack: ExitStack
+    db: sqlite_utils.Database | None = None
+
+
 class SQLiteEscalation:
     """Roster, policies and escalation record on the repository's SQLite file."""
 
@@ -161,23 +170,62 @@ class SQLiteEscalation:
     ) -> None:
         self._db = db
         self._write = write
+        self._batches = threading.local()
         db().executescript(SCHEMA)
 
     def _read(self) -> AbstractContextManager[sqlite_utils.Database]:
         return read_snapshot(self._db())
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the writes of this thread inside the block one transaction: one commit, one sync.
+
+        The transaction begins at the first write, so a block that writes nothing takes no
+        lock. Each write stays all-or-nothing on its own (a savepoint); an error escaping
+        the block rolls back every write in it.
+        """
+        if getattr(self._batches, "open", None) is not None:
+            yield
+            return
+        with ExitStack() as stack:
+            self._batches.open = _Batch(stack)
+            try:
+                yield
+            finally:
+                self._batches.open = None
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction of its own, or a savepoint in this thread's open batch."""
+        batch: _Batch | None = getattr(self._batches, "open", None)
+        if batch is None:
+            with self._write() as db:
+                yield db
+            return
+        if batch.db is None:
+            batch.db = batch.stack.enter_context(self._write())
+        db = batch.db
+        db.conn.execute("SAVEPOINT escalation_write")
+        try:
+            yield db
+        except BaseException:
+            db.conn.execute("ROLLBACK TO escalation_write")
+            db.conn.execute("RELEASE escalation_write")
+            raise
+        db.conn.execute("RELEASE escalation_write")
+
     # --- roster ---------------------------------------------------------------------------
 
     def replace_roster(self, site_id: str, persons: Sequence[PersonIn], now: float) -> None:
         """Make ``persons`` the whole roster of ``site_id`` (one transaction)."""
-        with self._write() as db:
+        with self._writing() as db:
             db.execute("DELETE FROM roster_persons WHERE site_id = ?", [site_id])
             for p in persons:
                 self._insert_person(db, site_id, p, now)
 
     def add_person(self, site_id: str, person: PersonIn, now: float) -> Person:
         """Add one person to a site's roster."""
-        with self._write() as db:
+        with self._writing() as db:
             person_id = self._insert_person(db, site_id, person, now)
         return self.person(person_id)
 
@@ -193,12 +241,22 @@ class SQLiteEscalation:
 
     def delete_person(self, site_id: str, person_id: int) -> None:
         """Remove a person; raises NotFoundError."""
-        with self._write() as db:
+        with self._writing() as db:
             cursor = db.execute(
                 "DELETE FROM roster_persons WHERE id = ? AND site_id = ?", [person_id, site_id]
             )
         if cursor.rowcount == 0:
             raise NotFoundError(f"site {site_id!r} has no person with id {person_id}")
+
+    def persons_by_id(self, ids: Iterable[int]) -> dict[int, Person]:
+        """The persons of these ids that are still on a roster."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = self._db().query(
+            f"SELECT * FROM roster_persons WHERE id IN ({','.join('?' * len(wanted))})", wanted
+        )
+        return {r["id"]: _person(r) for r in rows}
 
     def person(self, person_id: int) -> Person:
         """One person; raises NotFoundError."""
@@ -246,7 +304,7 @@ class SQLiteEscalation:
 
     def set_site_policy(self, site_id: str, policy: dict[str, Any], by: str, now: float) -> None:
         """Store a (validated) policy document for a site."""
-        with self._write() as db:
+        with self._writing() as db:
             db.execute(
                 "INSERT INTO escalation_policies (site_id, policy, set_by, set_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (site_id) DO UPDATE SET "
@@ -256,7 +314,7 @@ class SQLiteEscalation:
 
     def delete_site_policy(self, site_id: str) -> bool:
         """Return the site to the fleet default; False if it had none of its own."""
-        with self._write() as db:
+        with self._writing() as db:
             cursor = db.execute("DELETE FROM escalation_policies WHERE site_id = ?", [site_id])
         return cursor.rowcount > 0
 
@@ -291,7 +349,7 @@ class SQLiteEscalation:
 
     def start_escalation(self, alarm: AlarmState, policy: LevelPolicy, now: float) -> Escalation:
         """Open an escalation at ``level`` with the policy as it is now (kept as it was)."""
-        with self._write() as db:
+        with self._writing() as db:
             cursor = db.execute(
                 "INSERT INTO escalations (alarm_id, site_id, rule, level, policy, started_at, "
                 "step, step_since) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
@@ -324,6 +382,16 @@ class SQLiteEscalation:
             raise NotFoundError(f"no escalation with id {escalation_id}")
         return _escalation(rows[0])
 
+    def escalations_by_id(self, ids: Iterable[int]) -> dict[int, Escalation]:
+        """The escalations of these ids."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        rows = self._db().query(
+            f"SELECT * FROM escalations WHERE id IN ({','.join('?' * len(wanted))})", wanted
+        )
+        return {r["id"]: _escalation(r) for r in rows}
+
     def escalations_of(self, alarm_id: int) -> list[Escalation]:
         """An alarm's escalations, oldest first."""
         rows = self._db().query(
@@ -333,7 +401,7 @@ class SQLiteEscalation:
 
     def end_escalation(self, escalation_id: int, reason: str, now: float) -> None:
         """Stop calling, with the reason on the record (a second end is ignored)."""
-        with self._write() as db:
+        with self._writing() as db:
             cursor = db.execute(
                 "UPDATE escalations SET ended_at = ?, end_reason = ? "
                 "WHERE id = ? AND ended_at IS NULL",
@@ -344,7 +412,7 @@ class SQLiteEscalation:
 
     def advance(self, escalation_id: int, step: int, since: float, tier: Tier, why: str) -> None:
         """Move to the policy's ``step`` (the next tier), as of ``since``."""
-        with self._write() as db:
+        with self._writing() as db:
             db.execute(
                 "UPDATE escalations SET step = ?, step_since = ? WHERE id = ? AND ended_at IS NULL",
                 [step, since, escalation_id],
@@ -353,7 +421,7 @@ class SQLiteEscalation:
 
     def note(self, escalation_id: int, now: float, kind: str, detail: str) -> None:
         """Put a free-text step on the record (e.g. nobody on the roster for a tier)."""
-        with self._write() as db:
+        with self._writing() as db:
             self._record(db, escalation_id, now, kind, detail=detail)
 
     # --- calls ----------------------------------------------------------------------------
@@ -372,7 +440,7 @@ class SQLiteEscalation:
         if not planned:
             return []
         ids: list[int] = []
-        with self._write() as db:
+        with self._writing() as db:
             for p in planned:
                 cursor = db.execute(
                     "INSERT INTO escalation_calls (escalation_id, person_id, person, tier, "
@@ -410,23 +478,30 @@ class SQLiteEscalation:
 
     def call_done(self, call: Call, sent: bool, detail: str, now: float) -> None:
         """Record a channel's answer to a send: ``sent`` or ``failed`` (retried later)."""
-        status = "sent" if sent else "failed"
-        with self._write() as db:
-            db.execute(
-                "UPDATE escalation_calls SET status = ?, sent_at = ?, detail = ? WHERE id = ?",
-                [status, now if sent else None, detail, call.id],
-            )
-            self._record(
-                db,
-                call.escalation_id,
-                now,
-                f"call_{status}",
-                call.tier.value,
-                call.person,
-                call.channel,
-                call.id,
-                detail,
-            )
+        self.calls_done([(call, sent, detail, now)])
+
+    def calls_done(self, done: Sequence[tuple[Call, bool, str, float]]) -> None:
+        """Record many channels' answers (call, sent, detail, at) in one transaction."""
+        if not done:
+            return
+        with self._writing() as db:
+            for call, sent, detail, now in done:
+                status = "sent" if sent else "failed"
+                db.execute(
+                    "UPDATE escalation_calls SET status = ?, sent_at = ?, detail = ? WHERE id = ?",
+                    [status, now if sent else None, detail, call.id],
+                )
+                self._record(
+                    db,
+                    call.escalation_id,
+                    now,
+                    f"call_{status}",
+                    call.tier.value,
+                    call.person,
+                    call.channel,
+                    call.id,
+                    detail,
+                )
 
     def delivery_report(
         self, call_id: int, outcome: Literal["delivered", "failed"] | None, detail: str, now: float
@@ -440,7 +515,7 @@ class SQLiteEscalation:
         if not calls:
             return False
         call = calls[0]
-        with self._write() as db:
+        with self._writing() as db:
             if outcome == "delivered":
                 db.execute(
                     "UPDATE escalation_calls SET status = 'delivered', delivered_at = ? "
@@ -478,7 +553,7 @@ class SQLiteEscalation:
         call_id: int | None = None,
     ) -> bool:
         """Record an answer; False if this call's one-time answer was already used."""
-        with self._write() as db:
+        with self._writing() as db:
             if call_id is not None:
                 used = db.execute(
                     "SELECT 1 FROM escalation_answers WHERE call_id = ?", [call_id]
@@ -498,14 +573,18 @@ class SQLiteEscalation:
 
         Each is recorded once per escalation; returns how many were new.
         """
+        new = (
+            "SELECT person, via, at FROM gateway_answers g WHERE alarm_id = ? AND level >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM escalation_answers a WHERE a.escalation_id = ? "
+            "AND a.person = g.person AND a.via = g.via AND a.at = g.at) ORDER BY id"
+        )
+        which = [escalation.alarm_id, escalation.level, escalation.id]
+        # Looked at every round for every open escalation: take the write lock only for news.
+        if self._db().execute(new, which).fetchone() is None:
+            return 0
         taken = 0
-        with self._write() as db:
-            rows = db.execute(
-                "SELECT person, via, at FROM gateway_answers g WHERE alarm_id = ? AND level >= ? "
-                "AND NOT EXISTS (SELECT 1 FROM escalation_answers a WHERE a.escalation_id = ? "
-                "AND a.person = g.person AND a.via = g.via AND a.at = g.at) ORDER BY id",
-                [escalation.alarm_id, escalation.level, escalation.id],
-            ).fetchall()
+        with self._writing() as db:
+            rows = db.execute(new, which).fetchall()
             for person, via, at in rows:
                 db.execute(
                     "INSERT INTO escalation_answers (escalation_id, person, tier, via, at) "

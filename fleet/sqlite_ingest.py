@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import sqlite3
-import threading
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 from fleet.repository import CommitResult, Received
 from fleet.sqlite_ota import record_ota_report
+from ota.crash_points import freeze
 from ota.report import OTA_EVENT_KIND
 from protocol import CommandResult, DataBatch, EventBatch, EventRow, GatewayState, Health, Stream
 from protocol.limits import MAX_READING_ROWS
@@ -140,8 +140,7 @@ class IngestWriter:
             conn.execute("BEGIN IMMEDIATE")
             self._write(conn, prepared, result)
             if self._hold_before_commit is not None and result.rows_stored:
-                self._hold_before_commit.touch()
-                threading.Event().wait()
+                freeze(self._hold_before_commit)
             conn.execute("COMMIT")
         except sqlite3.OperationalError:
             self._rollback(conn)

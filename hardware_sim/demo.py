@@ -11,6 +11,7 @@ on disk, starts both as subprocesses and reads the fleet over REST.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -29,12 +30,14 @@ from rich.console import Console
 from rich.live import Live
 
 from drivers.clock import ScaledClock
+from hardware_sim.demo_calls import VILLAGE_DEADLINE_S, DemoRobots, RobotMessage, red_policy
 from hardware_sim.demo_fleet import DemoFleet, run_cli
 from hardware_sim.demo_view import (
     Exactness,
     GatewayView,
     alarm_table,
     coil_table,
+    escalation_table,
     exactness_table,
     live_view,
 )
@@ -55,6 +58,9 @@ AGENT_STOP_S = 30.0
 #: would be hours of missing data, so the gateways start early, in the calm before the
 #: storm, and the storm's clock starts once they are warm.
 WARM_UP_S = 8.0
+#: After the storm, how long the demo waits for a township to have been called and to
+#: answer (a red alarm raised late in the storm reaches the township this much later).
+TOWNSHIP_WAIT_S = VILLAGE_DEADLINE_S + 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +268,62 @@ async def _watch(
             console.print("stopped early; checking what was stored so far")
 
 
+async def _set_up_calls(
+    gateways: list[DemoGateway], fleet: DemoFleet, robots: DemoRobots, folder: Path
+) -> str:
+    """The county's roster of every site (``fleet roster import``) and each site's policy."""
+    sites = [g.site_id for g in gateways]
+    roster = folder / "roster.csv"
+    roster.write_text(robots.roster_csv(sites), encoding="utf-8")
+    imported = await fleet.import_roster(roster)
+    for site_id in sites:
+        await fleet.put(f"/api/v1/sites/{site_id}/escalation-policy", red_policy())
+    return imported
+
+
+async def _township_answers(robots: DemoRobots, fleet: DemoFleet) -> RobotMessage:
+    """Nobody at a village answers; the first township officer called confirms by link."""
+    while True:
+        for message in robots.messages:
+            if message.robot.endswith("-township") and message.answer_link:
+                await fleet.answer(message.answer_link)
+                return message
+        await asyncio.sleep(0.2)
+
+
+async def _show_escalation(
+    gateways: list[DemoGateway],
+    fleet: DemoFleet,
+    answering: asyncio.Task[RobotMessage],
+    console: Console,
+) -> None:
+    """The record of the escalation the township answered (waiting a little for it)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(answering), TOWNSHIP_WAIT_S)
+    if not answering.done():
+        answering.cancel()
+        console.print(
+            f"[bold yellow]叫应:[/] no red alarm stayed red {VILLAGE_DEADLINE_S} s, so no "
+            "township was called"
+        )
+        return
+    robot = answering.result().robot
+    gateway = next(g for g in gateways if robot == f"{g.site_id}-township")
+    for alarm in await fleet.get("/api/v1/alarms", gateway_id=gateway.gateway_id, limit=100):
+        detail = await fleet.get(f"/api/v1/alarms/{alarm['id']}")
+        escalation = detail["escalation"][-1] if detail["escalation"] else None
+        if escalation and "(township) via link" in (escalation["end_reason"] or ""):
+            console.print(escalation_table(gateway.site.station, detail))
+            kinds = [step["kind"] for step in escalation["record"]]
+            console.print(
+                f"[bold green]叫应:[/] started, {kinds.count('call_sent')} call(s) sent, "
+                f"the village did not answer in {VILLAGE_DEADLINE_S} s so the township was "
+                f"called, and the escalation ended: {escalation['end_reason']}"
+            )
+            return
+    console.print("[bold red]叫应: the township's answer is not on the alarm's record[/]")
+
+
 async def _finish(gateways: list[DemoGateway], fleet: DemoFleet, console: Console) -> int:
     """Stop and drain the gateways, show what happened, and check the fleet holds it all."""
     codes = await asyncio.gather(*(_stop_agent(g) for g in gateways))
@@ -301,9 +363,21 @@ async def run_demo(duration_s: float, speed: float, console: Console) -> int:
             highlight=False,
         )
         gateways = await _enroll_all(folder, fleet, console)
+        robots = DemoRobots()
+        await robots.start()
+        stack.push_async_callback(robots.stop)
+        imported = await _set_up_calls(gateways, fleet, robots, folder)
+        console.print(
+            f"roster imported ({imported.replace(chr(10), ', ')}); red calls the village "
+            f"first, which has {VILLAGE_DEADLINE_S} s to answer, then the township",
+            highlight=False,
+        )
+        answering = asyncio.create_task(_township_answers(robots, fleet))
         origin = round(time.time() + WARM_UP_S, 3)
         for gateway in gateways:
             await _serve_and_start(gateway, stack, folder, origin, speed, duration_s)
         await _watch(gateways, fleet, origin + duration_s, console)
-        return await _finish(gateways, fleet, console)
+        code = await _finish(gateways, fleet, console)
+        await _show_escalation(gateways, fleet, answering, console)
+        return code
     raise AssertionError  # unreachable: the block returns

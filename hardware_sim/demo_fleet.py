@@ -52,6 +52,7 @@ class DemoFleet:
         self.log = folder / "fleet.log"
         self._process: asyncio.subprocess.Process | None = None
         self._api_token = ""
+        self._county_token = ""
 
     @property
     def url(self) -> str:
@@ -68,6 +69,10 @@ class DemoFleet:
             *self._cli("apitoken", "create", "--name", "demo", "--role", "viewer")
         )
         self._api_token = created.strip()
+        created = await run_cli(
+            *self._cli("apitoken", "create", "--name", "demo-county", "--role", "configurator")
+        )
+        self._county_token = created.strip()
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "fleet.cli", "serve", "--data-dir", str(self.data_dir),
             "--port", str(self.port), "--broker", "embedded",
@@ -117,6 +122,30 @@ class DemoFleet:
                 return json.loads(answer.read())
 
         return await asyncio.to_thread(fetch)
+
+    async def import_roster(self, csv_file: Path) -> str:
+        """Import a roster spreadsheet with ``fleet roster import``; returns what it said."""
+        return (await run_cli(*self._cli("roster", "import", str(csv_file)))).strip()
+
+    async def put(self, path: str, body: Any) -> Any:
+        """PUT a JSON body as the county's configurator."""
+        return await asyncio.to_thread(
+            self._send, "PUT", f"{self.url}{path}", json.dumps(body).encode(), self._county_token
+        )
+
+    async def answer(self, link: str) -> None:
+        """Confirm a warning by its answer link, as the person it was sent to (no login)."""
+        await asyncio.to_thread(self._send, "POST", link, b"", None)
+
+    @staticmethod
+    def _send(method: str, url: str, body: bytes, token: str | None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(url, data=body, headers=headers, method=method)
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            text = answer.read()
+        return json.loads(text) if answer.headers.get_content_type() == "application/json" else None
 
     async def reading_seqs(self, gateway_id: str) -> list[int]:
         """Every reading seq the fleet holds for a gateway, over all its channels."""

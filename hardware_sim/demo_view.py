@@ -230,3 +230,24 @@ def exactness_table(checks: list[Exactness]) -> Table:
             result,
         )
     return table
+
+
+def escalation_table(station: str, alarm: dict[str, Any]) -> Table:
+    """The 叫应 record of an alarm's latest escalation: each step, seconds from its start."""
+    escalation = alarm["escalation"][-1]
+    started = escalation["started_at"]
+    table = Table(
+        title=f"叫应 at {station}: {alarm['rule']} {escalation['level_name']} (alarm {alarm['id']})"
+    )
+    for column in ("at", "step", "tier", "person", "channel", "detail"):
+        table.add_column(column)
+    for step in escalation["record"]:
+        table.add_row(
+            f"+{step['at'] - started:.1f} s",
+            step["kind"],
+            step["tier"] or "",
+            step["person"] or "",
+            step["channel"] or "",
+            step["detail"] or "",
+        )
+    return table

@@ -78,6 +78,12 @@ class WebhookInbox:
     received_at: list[tuple[str, float]] = field(default_factory=list)
     port: int = 0
     refuse: set[str] = field(default_factory=set)
+    #: How long the robot takes over each post (a slow robot), and the most posts it was
+    #: handling at one moment.
+    answer_s: float = 0.0
+    most_at_once: int = 0
+    _at_once: int = 0
+    _count_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, name: str) -> str:
         """The robot URL of ``name`` (the path is its 'key')."""
@@ -97,21 +103,38 @@ class WebhookInbox:
         inbox = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as the robots' real servers: a client sends many posts per connection.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                with inbox._count_lock:
+                    inbox._at_once += 1
+                    inbox.most_at_once = max(inbox.most_at_once, inbox._at_once)
                 if self.path.rsplit("/", 1)[-1] in inbox.refuse:
                     self.send_response(500)
                 else:
                     inbox.posts.append((self.path, json.loads(body)))
                     inbox.received_at.append((self.path, time.time()))
                     self.send_response(200)
+                if inbox.answer_s:
+                    time.sleep(inbox.answer_s)  # the robot's own work, not a wait on anything
+                with inbox._count_lock:
+                    inbox._at_once -= 1
+                reply = b'{"errcode": 0}'
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
-                self.wfile.write(b'{"errcode": 0}')
+                self.wfile.write(reply)
 
             def log_message(self, *_args: object) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # socketserver's default backlog of 5 drops the SYNs of a burst of calls, which
+            # then wait out TCP's 1 s retransmission: a robot's real server queues them.
+            request_queue_size = 1024
+
+        server = Server(("127.0.0.1", 0), Handler)
         self.port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -228,6 +251,11 @@ get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
         self._stop_phone()
         ucs2 = quote(text.encode("utf-16-be"), safe="")
         self._start_phone([f"{sender} {SHORT_CODE} ucs2 {ucs2}"])
+
+    @property
+    def phone_logs(self) -> list[Path]:
+        """The fake SMSC's logs, oldest first (one per start; ``received`` reads them)."""
+        return list(self._phone_logs)
 
     def received(self) -> list[Sms]:
         """Every message the fake SMSC was sent, in order, long ones reassembled.

@@ -27,6 +27,7 @@ from drivers.clock import ScaledClock
 from fleet.repository import Role
 from fleet.sqlite_repository import SQLiteRepository
 from ota.bundle import WHEELS_DIR, build_release
+from ota.crash_points import ENV as CRASH_ENV
 from ota.manifest import ReleaseManifest
 from ota.slots import SUPERVISOR_FILE, SlotTree
 from tests.agent_harness import events, iso, sim_site, wait_for
@@ -62,9 +63,9 @@ def supervisor_command(root: Path) -> list[str]:
 
 
 def agent_env(**extra: str) -> dict[str, str]:
-    """The environment without the test run's OTA pauses and import path, plus ``extra``."""
+    """The environment without the test run's crash points and import path, plus ``extra``."""
     inherited = os.environ.items()
-    base = {k: v for k, v in inherited if not k.startswith(("HW_OTA_", "PYTHONPATH"))}
+    base = {k: v for k, v in inherited if k not in (CRASH_ENV, "PYTHONPATH")}
     return {**base, **extra}
 
 

@@ -11,8 +11,12 @@ clock is injected and the tests tick it, so deadlines take no wall time.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import re
+import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,12 +29,14 @@ import pytest
 import uvicorn
 
 from fleet.answer_link import AnswerLinks, LinkError
+from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import KannelSettings, SmtpSettings
-from fleet.escalation import EscalationEngine
+from fleet.escalation import CHANNEL_CONCURRENCY, EscalationEngine
 from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
+from fleet.roster import PersonIn, Tier
 from fleet.settings import EscalationSettings, FleetSettings
-from fleet.sqlite_escalation import PlannedCall
+from fleet.sqlite_escalation import Call, PlannedCall
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import EventBatch, EventRow
 from tests.callans_parts import Kannel, SmtpInbox, WebhookInbox, kannel_installed
@@ -588,3 +594,95 @@ async def test_a_village_answer_at_the_gateway_sends_the_calling_on_to_the_requi
     )
     calls = await fleet.tick(1)
     assert "王建国 (village)" in {c.person for c in calls}
+
+
+async def test_many_calls_go_out_a_few_at_a_time_on_each_channel(
+    fleet: Fleet, robots: WebhookInbox
+) -> None:
+    # A burst of calls (here 100 village persons of one site, as 1,000 sites raising red
+    # at once would be): unbounded, they pile up in the HTTP pool and at the SMTP relay.
+    village = [
+        PersonIn(Tier.VILLAGE, f"监测员{i}", "群测群防员", webhook=robots.url(f"v{i}"))
+        for i in range(100)
+    ]
+    fleet.engine.store.replace_roster(SITE, village, fleet.clock())
+    robots.answer_s = 0.2  # a robot that takes a moment, so posts overlap
+    fleet.alarm(4)
+    calls = await fleet.tick()
+    assert len(calls) == 100
+    assert len(robots.received_at) == 100
+    assert 1 < robots.most_at_once <= CHANNEL_CONCURRENCY
+    assert robots.most_at_once < 100  # not the whole burst at once
+    sent = [c for c in fleet.engine.store.calls(calls[0].escalation_id) if c.status == "sent"]
+    assert len(sent) == 100
+
+
+def test_each_person_is_reached_on_one_channel_before_anyone_gets_a_second() -> None:
+    outgoing = []
+    for person_id in (7, 8, 9):
+        for channel in ("email", "sms", "webhook"):
+            call = Call(len(outgoing) + 1, 1, person_id, f"p{person_id}", Tier.VILLAGE,
+                        channel, 0.0, None, "planned")  # fmt: skip
+            outgoing.append(Outgoing(call, None, None))  # type: ignore[arg-type]
+    queue = FirstContactQueue(outgoing)
+    assert queue.channels == ["email", "sms", "webhook"]
+
+    def take(channel: str) -> tuple[int, str] | None:
+        item = queue.take(channel)
+        return None if item is None else (item.call.person_id, item.call.channel)
+
+    # e-mail takes persons 7 and 8 first; SMS gets 9, the one nobody has reached yet
+    assert [take("email"), take("email"), take("sms")] == [(7, "email"), (8, "email"), (9, "sms")]
+    # now everyone is reached: second calls, in the order their persons were reached
+    assert [take("sms"), take("sms"), take("sms")] == [(7, "sms"), (8, "sms"), None]
+    # a channel that hangs on its first calls holds back nobody else's
+    assert [take("webhook") for _ in range(4)] == [(7, "webhook"), (8, "webhook"),
+                                                  (9, "webhook"), None]  # fmt: skip
+    assert [take("email"), take("email")] == [(9, "email"), None]
+
+
+async def test_a_round_with_nothing_new_takes_no_write_lock(fleet: Fleet, tmp_path: Path) -> None:
+    # Every open escalation is looked at every second: if that took the write lock, ingest
+    # and the console would wait on the engine all the time.
+    fleet.alarm(4)
+    assert len(await fleet.tick()) == 2
+    lock = os.open(tmp_path / "fleet" / "fleet.sqlite.write-lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # ingest is committing
+    release = threading.Timer(5, fcntl.flock, [lock, fcntl.LOCK_UN])
+    release.start()
+    try:
+        started = time.monotonic()
+        assert await fleet.tick(10) == []
+        took = time.monotonic() - started
+    finally:
+        release.cancel()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    assert took < 2, f"the round waited {took:.1f} s on the write lock"
+
+
+def test_a_batch_of_writes_commits_once_and_a_failed_write_undoes_only_itself(
+    tmp_path: Path,
+) -> None:
+    # The engine decides a round (a thousand new alarms, say) as one batch: one commit.
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    store = repository.escalation
+    watcher = sqlite3.connect(tmp_path / "fleet.sqlite")
+
+    def commits_seen() -> int:
+        return int(watcher.execute("PRAGMA data_version").fetchone()[0])
+
+    before = commits_seen()
+    with store.batch():
+        store.add_person(SITE, PersonIn(Tier.VILLAGE, "甲", "群测群防员", email="a@v.cn"), 0)
+        # a roster replaced by a list whose second person is bad: none of it happens
+        nameless = PersonIn(Tier.VILLAGE, None, "群测群防员", email="b@v.cn")  # type: ignore[arg-type]
+        replacement = [PersonIn(Tier.VILLAGE, "丙", "群测群防员", email="d@v.cn"), nameless]
+        with pytest.raises(sqlite3.IntegrityError):
+            store.replace_roster(SITE, replacement, 0)
+        store.add_person(SITE, PersonIn(Tier.TOWNSHIP, "乙", "乡镇值班", email="c@t.cn"), 0)
+        assert commits_seen() == before  # nothing is committed inside the batch
+    assert commits_seen() != before
+    assert [p.name for p in store.roster(SITE)] == ["甲", "乙"]
+    watcher.close()
+    repository.close()

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet.escalation import HOLD_BEFORE_SEND_ENV
 from fleet.repository import NewGateway, Received
 from fleet.roster import PersonIn, Tier
 from fleet.sqlite_repository import SQLiteRepository
+from ota.crash_points import crash_test_env
 from protocol import EventBatch, EventRow
 from tests.callans_parts import WebhookInbox
 from tests.mosquitto import free_port, port_open, wait_until
@@ -98,7 +98,7 @@ def test_a_fleet_killed_mid_escalation_resumes_it_losing_no_call_and_doubling_no
     fleet = FleetServe(data_dir)
     hold = tmp_path / "holding"
     try:
-        fleet.start(**{HOLD_BEFORE_SEND_ENV: str(hold)})
+        fleet.start(**crash_test_env("fleet.escalation.send", hold))
         row = EventRow(seq=1, ts=time.time(), kind="alarm", subject="slope", level=4, detail={})
         batch = EventBatch(gateway_id=GW, first_seq=1, last_seq=1, rows=[row])
         repository.commit([Received(GW, time.time(), batch)])

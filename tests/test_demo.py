@@ -5,18 +5,22 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 
 def row(out: str, *cells: str) -> str:
     """The first table line holding every one of ``cells``."""
     return next(line for line in out.splitlines() if all(c in line for c in cells))
 
 
+# The storm takes 25 s; a red raised late in it reaches the township up to 40 s later.
+@pytest.mark.timeout(240)
 def test_demo_storm_sounds_sirens_reaches_the_fleet_and_every_reading_arrives_once():
     result = subprocess.run(
         [sys.executable, "-m", "hardware_sim.cli", "demo", "--duration", "25", "--speed", "600"],
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=220,
         check=False,
         env={**os.environ, "COLUMNS": "160"},  # wide tables: one line per row
     )
@@ -44,6 +48,21 @@ def test_demo_storm_sounds_sirens_reaches_the_fleet_and_every_reading_arrives_on
         line = row(check, station, "gw-")
         assert line.rstrip(" │").endswith("exact"), line
     assert "exactly once: the fleet holds exactly the" in out
+    # 叫应: the village did not answer by its deadline, the township answered by its link.
+    assert re.search(r"roster imported \(creek-village: 3 person\(s\), ", out)
+    record = out[out.index("叫应 at ") :]
+    for step, person in (
+        ("started", ""),
+        ("call_sent", "王建国 (village)"),
+        ("escalated", ""),
+        ("call_sent", "李敏 (township)"),
+        ("answer", "李敏 (township)"),
+        ("ended", ""),
+    ):
+        assert row(record, step, person), (step, person)
+    assert "nobody answered the village tier by its deadline" in row(record, "escalated")
+    assert "answered by 李敏 (township) via link" in out
+    assert "the village did not answer in 20 s so the township was called" in out
     assert "MISMATCH" not in out
     assert "Traceback" not in out + result.stderr
     assert ">>>>>" not in out + result.stderr  # no raw frame dumps from pymodbus

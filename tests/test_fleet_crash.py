@@ -16,8 +16,8 @@ import pytest
 
 from fleet.broker_files import FleetAccount, write_access_files
 from fleet.mqtt_connection import BrokerConnection
-from fleet.service import HOLD_BEFORE_COMMIT_ENV
 from fleet.simgateway import EncodedBatch, SimulatedGateway, enrollment_request
+from ota.crash_points import crash_test_env
 from protocol import DataBatch, EnrollmentResponse, Stream
 from tests.mosquitto import (
     Mosquitto,
@@ -91,7 +91,7 @@ async def test_sigkill_inside_a_commit_loses_and_duplicates_nothing(
     marker = tmp_path / "holding"
     fleet = FleetProcess(data_dir, broker)
     token = fleet.api_token()
-    fleet.start(**{HOLD_BEFORE_COMMIT_ENV: str(marker)})
+    fleet.start(**crash_test_env("fleet.ingest.commit", marker))
     try:
         base = f"http://127.0.0.1:{fleet.port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:

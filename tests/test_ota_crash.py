@@ -2,7 +2,7 @@
 
 Real parts throughout: releases built from this source tree, a real HTTP release server,
 real venvs installed offline by pip, the updater running inside the installed slot and
-killed with SIGKILL exactly at a step (``HW_OTA_PAUSE_AT``), then a start as systemd does
+killed with SIGKILL exactly at a step (``ota.crash_points``), then a start as systemd does
 it: the supervisor from ``bin/hw-supervisor`` and the current slot's agent confirming
 itself. Venvs record their own path, so every test's gateway lives at the same path and
 is laid anew from hard-linked templates (0.1.1 committed; plus 0.1.2 installed). Slots
@@ -26,6 +26,7 @@ from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment, write_private
 from edge_agent.store import LocalStore
 from fleet.signing import SigningKey
 from ota.bundle import WHEELS_DIR
+from ota.crash_points import crash_test_env
 from ota.document import Document, DocumentKind, Target, sign_document
 from ota.download import fetch_release
 from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, parse_report
@@ -166,8 +167,10 @@ def _slot_python(gw: Gateway) -> str:
     return str((gw.root / "current").resolve() / "bin" / "python")
 
 
-def _env(pause: str | None) -> dict[str, str]:
-    return agent_env() if pause is None else agent_env(HW_OTA_PAUSE_AT=pause)
+def _env(gw: Gateway, pause: str | None) -> dict[str, str]:
+    if pause is None:
+        return agent_env()
+    return agent_env(**crash_test_env(f"ota.{pause}", gw.root / f"paused-at-{pause}"))
 
 
 def _updater(gw: Gateway, document: Path, pause: str | None = None) -> subprocess.Popen[str]:
@@ -181,7 +184,7 @@ def _updater(gw: Gateway, document: Path, pause: str | None = None) -> subproces
     return subprocess.Popen(
         command,
         cwd=gw.data,  # not the repository: its sources must not shadow the slot's
-        env=_env(pause),
+        env=_env(gw, pause),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -234,7 +237,7 @@ def _start(gw: Gateway, pause: str | None = None) -> Start:
         "--data-dir", str(gw.data), "--root", str(gw.root), "--probe-interval", "0.05",
     ]  # fmt: skip
     agent = subprocess.Popen(
-        command, cwd=gw.data, env=_env(pause), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command, cwd=gw.data, env=_env(gw, pause), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
     )  # fmt: skip
     if pause is not None:

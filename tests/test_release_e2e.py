@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from ota.crash_points import crash_test_env
 from tests.agent_harness import events, wait_for
 from tests.release_harness import (
     Release,
@@ -140,12 +141,12 @@ async def test_a_real_agent_killed_at_each_step_of_an_update_ends_on_a_working_v
     ):
         cli = ("--fleet", fleet.url, "--token", admin_token(fleet.data_dir))
         run_fleet_cli("release", "publish", str(releases["0.1.2"].bundle), *cli)
-        pause = {"HW_OTA_PAUSE_AT": step}
+        root = tmp_path / "opt-hazardwatch"
+        pause = crash_test_env(f"ota.{step}", root / f"paused-at-{step}")
         async with slot_gateway(tmp_path, fleet, releases["0.1.1"], clock, pause) as (
             gateway_id,
             service,
         ):
-            root = tmp_path / "opt-hazardwatch"
             created = await create_rollout(cli, "0.1.2", [gateway_id])
             marker = root / f"paused-at-{step}"
             await wait_for(marker.exists, 240, f"the agent frozen at {step}")

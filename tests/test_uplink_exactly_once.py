@@ -12,8 +12,8 @@ import json
 import signal
 from pathlib import Path
 
-from fleet.service import HOLD_BEFORE_COMMIT_ENV
 from hardware_sim.scenarios import DesignStorm
+from ota.crash_points import crash_test_env
 from tests.agent_harness import events, sim_site, wait_for
 from tests.uplink_harness import (
     ORIGIN,
@@ -139,7 +139,7 @@ async def test_fleet_sigkilled_inside_a_batch_commit_loses_and_duplicates_nothin
     ):
         gateway_id = enroll(tmp_path / "gw", fleet)
         fleet.stop()
-        fleet.start(**{HOLD_BEFORE_COMMIT_ENV: str(marker)})
+        fleet.start(**crash_test_env("fleet.ingest.commit", marker))
         async with sim_site(tmp_path, devices, SITE, clock) as site:
             agent = await site.start_agent("gw")
             await wait_for(marker.exists, 30, "the fleet inside its first commit")

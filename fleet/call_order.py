@@ -1,0 +1,70 @@
+"""The order a burst of 叫应 calls goes out in: everyone reached once before anyone twice.
+
+When a thousand sites raise red at once, each channel's senders first take the next
+person not yet reached on any channel; only when nobody is left unreached do they send
+the person's other channels. A slow or hanging channel then holds back only the persons
+it already took, never the others. This module only orders; it never sends or stores.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fleet.roster import Person
+from fleet.sqlite_escalation import Call, Escalation
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A committed call with what sending it needs (person None: no longer on the roster)."""
+
+    call: Call
+    person: Person | None
+    escalation: Escalation
+
+
+class FirstContactQueue:
+    """Hands each channel's senders the next call: a person's first, else a later one."""
+
+    def __init__(self, outgoing: Sequence[Outgoing]) -> None:
+        self._calls: dict[tuple[int, int], list[Outgoing]] = {}
+        for item in outgoing:
+            key = (item.call.escalation_id, item.call.person_id)
+            self._calls.setdefault(key, []).append(item)
+        self._first: dict[str, deque[tuple[int, int]]] = {}
+        self._later: dict[str, deque[Outgoing]] = {}
+        for key, items in self._calls.items():
+            for item in items:
+                self._first.setdefault(item.call.channel, deque()).append(key)
+                self._later.setdefault(item.call.channel, deque())
+        self._reached: set[tuple[int, int]] = set()
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels that have calls to send."""
+        return list(self._first)
+
+    def take(self, channel: str) -> Outgoing | None:
+        """The next call for ``channel``, or None when it has nothing left to send.
+
+        Taking a person's first call puts their other calls behind every first call of
+        those channels; once a channel's first calls are all taken, every later call it
+        will ever get is already queued, so None is final.
+        """
+        first = self._first.get(channel)
+        while first:
+            key = first.popleft()
+            if key in self._reached:
+                continue
+            self._reached.add(key)
+            mine = None
+            for item in self._calls[key]:
+                if item.call.channel == channel and mine is None:
+                    mine = item
+                else:
+                    self._later[item.call.channel].append(item)
+            return mine
+        later = self._later.get(channel)
+        return later.popleft() if later else None
