@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from fleet import access_log
+from fleet import access_log, console
 from fleet.console_session import ConsoleSessions
 from fleet.escalation import running_engine
 from fleet.live_feed import LiveFeed
@@ -107,6 +107,7 @@ def create_app(
     app.include_router(enrollment.enroll_router)
     for router in (*configs.routers, releases.router, rollouts.router):
         app.include_router(router)
+    console.install(app, settings.data_dir)
     app.add_exception_handler(RequestValidationError, _validation_error)
     default_openapi = app.openapi
 

@@ -1,0 +1,125 @@
+// The console's own logic, run by Node on the very modules the browser loads
+// (tests/test_console_logic.py runs it): level names, threshold bands, rain over a window
+// from a cumulative counter, and the 叫应 state of an alarm. Exits non-zero on a failure.
+
+import assert from "node:assert/strict";
+
+// The browser globals these modules touch when they load or switch language.
+const stored = new Map();
+globalThis.window = {
+  localStorage: { getItem: (k) => stored.get(k) ?? null, setItem: (k, v) => stored.set(k, v) },
+};
+globalThis.document = { documentElement: {} };
+
+const static_ = new URL("../fleet/console/static/js/", import.meta.url);
+const i18n = await import(new URL("i18n.js", static_));
+const fleet = await import(new URL("fleet.js", static_));
+const site = await import(new URL("site.js", static_));
+
+// Levels: never a bare number; Chinese first, English remembered.
+assert.equal(i18n.levelName(4), "红色预警（Ⅰ级）");
+assert.equal(i18n.levelName("blue"), "蓝色预警（Ⅳ级）");
+assert.equal(i18n.levelName(0), "正常");
+assert.equal(i18n.levelName(7), "级别未知");
+i18n.setLang("en");
+assert.equal(i18n.levelName(4), "Red warning (level I)");
+assert.equal(stored.get("hazardwatch.lang"), "en");
+assert.equal(globalThis.document.documentElement.lang, "en");
+i18n.setLang("zh");
+
+// Bands run from each threshold up to the next; the highest has no top.
+assert.deepEqual(site.thresholdBands({ red: 30, blue: 5, yellow: 12 }), [
+  [5, 12, 1],
+  [12, 30, 2],
+  [30, null, 4],
+]);
+assert.deepEqual(site.thresholdBands({}), []);
+
+// Windows by name.
+assert.equal(site.windowSeconds("1h"), 3600);
+assert.equal(site.windowSeconds("10min"), 600);
+assert.equal(site.windowSeconds("24h"), 86400);
+assert.equal(site.windowSeconds("soon"), null);
+
+// Rain over the last hour from a counter read every 10 minutes, 1 mm each time.
+const xs = Array.from({ length: 19 }, (_, i) => i * 600);
+const counter = xs.map((_, i) => 100 + i);
+let sums = site.windowSums(xs, counter, 3600);
+assert.deepEqual(sums.slice(0, 6), [null, null, null, null, null, null]); // unknown, not zero
+assert.deepEqual(sums.slice(6), Array(13).fill(6));
+// The counter restarts from 0 after the 10th reading (its next reading, 1 mm, is the rain
+// since): the hour's rain keeps counting across the reset.
+const reset = counter.map((v, i) => (i < 10 ? v : i - 9));
+sums = site.windowSums(xs, reset, 3600);
+assert.equal(sums[12], 6);
+// A missing reading (null) is unknown at that time; the next one catches up.
+const gap = counter.map((v, i) => (i === 8 ? null : v));
+sums = site.windowSums(xs, gap, 3600);
+assert.equal(sums[8], null);
+assert.equal(sums[9], 6);
+
+// 叫应: the tier, who was called, who answered, when the next tier is called.
+const policy = {
+  levels: {
+    red: {
+      tiers: [
+        { tier: "village", deadline_s: 300 },
+        { tier: "township", deadline_s: 600 },
+        { tier: "county", deadline_s: 900 },
+      ],
+    },
+  },
+};
+const escalation = (overrides) => ({
+  level: 4,
+  level_name: "red",
+  started_at: 1000,
+  tier: "village",
+  ended_at: null,
+  end_reason: null,
+  policy,
+  calls: [
+    { person: "王建国", channel: "sms", status: "failed" },
+    { person: "王建国", channel: "sms", status: "sent" },
+  ],
+  record: [{ at: 1000, kind: "started", tier: "village", person: null, detail: "level 4" }],
+  ...overrides,
+});
+let state = fleet.callState({ escalation: [escalation({})], receipts: [] });
+assert.equal(state.tier, "village");
+assert.deepEqual(state.called, ["王建国（短信·已发送）"]); // each person once, latest call
+assert.deepEqual(state.answered, []);
+assert.equal(state.nextTierAt, 1300);
+
+state = fleet.callState({
+  escalation: [
+    escalation({
+      tier: "township",
+      record: [
+        { at: 1000, kind: "started", tier: "village" },
+        { at: 1300, kind: "escalated", tier: "township", detail: "no answer" },
+        { at: 1400, kind: "answer", tier: "village", person: "李秀英" },
+      ],
+    }),
+  ],
+  receipts: [{ person: "张伟" }],
+});
+assert.equal(state.nextTierAt, 1900); // 600 s after the move to the township tier
+assert.deepEqual(state.answered, ["李秀英", "张伟"]); // answers and recorded receipts
+
+state = fleet.callState({ escalation: [escalation({ tier: "county" })], receipts: [] });
+assert.equal(state.nextTierAt, null); // the last tier: nobody above to call
+state = fleet.callState({
+  escalation: [escalation({ ended_at: 1200, end_reason: "answered" })],
+  receipts: [],
+});
+assert.equal(state.nextTierAt, null);
+assert.equal(state.endReason, "answered");
+assert.equal(fleet.callState({ escalation: [], receipts: [] }), null);
+
+// Fault counts in whatever shape health carries them.
+assert.equal(fleet.faultCount({ rain: 2, creek: 1 }), 3);
+assert.equal(fleet.faultCount(4), 4);
+assert.equal(fleet.faultCount(null), 0);
+
+console.log("console logic: ok");

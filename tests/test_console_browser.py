@@ -1,0 +1,612 @@
+"""The county console in real Chromium against a real county.
+
+Mosquitto, ``fleet serve`` and two enrolled gateways (``edge run``) polling simulated
+stations over Modbus TCP. ``upper-village`` rains from the start, so it has a red alarm,
+readings and marks to show; ``lower-village`` stays dry until a test opens its rain,
+and the open map must turn it red without a reload. Playwright drives Debian's
+``/usr/bin/chromium`` (no browser download). Screenshots of every page go to
+``HAZARDWATCH_SCREENSHOTS`` (default: a pytest temporary directory, printed at the end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright
+
+from drivers.clock import ScaledClock
+from drivers.profiles import builtin_profiles
+from fleet.repository import Role
+from hardware_sim.device import SimulatedDevice
+from hardware_sim.scenarios import DesignStorm
+from protocol.levels import AlarmLevel
+from tests.agent_harness import sim_site, wait_for
+from tests.uplink_harness import FleetProcess, enroll, running_broker, running_fleet
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="the browser tests need Debian's chromium: apt-get install chromium",
+    ),
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.timeout(240),
+]
+
+PROFILES = builtin_profiles()
+#: Simulated seconds per real second: an hour of storm in 7.5 s.
+SPEED = 480.0
+#: Simulated time starts 22 h back: the module's two minutes or so (16 simulated hours)
+#: stay in the browser's past and within the site charts' "last 24 h".
+ORIGIN_AGO_S = 22 * 3600
+UPPER, MIDDLE, LOWER = "upper-village", "middle-village", "lower-village"
+RED_ZH = "红色预警（Ⅰ级）"  # noqa: RUF001 - as county staff read it
+#: The page's colours of red and of the four threshold bands (drawn at 20 % opacity).
+RED = (208, 0, 0)
+BAND_TINTS = {
+    "blue": (0x1F, 0x5F, 0xBF),
+    "yellow": (0xF2, 0xC3, 0x00),
+    "orange": (0xF0, 0x78, 0x00),
+    "red": (0xD0, 0x00, 0x00),
+}
+
+SITE = """
+[site]
+id = "{site_id}"
+name = "{name}"
+lat = {lat}
+lon = {lon}
+
+[agent]
+reassert_s = 1
+
+[uplink]
+batch_rows = 200
+ack_timeout_s = 2
+health_interval_s = 1
+reconnect_min_s = 0.2
+reconnect_max_s = 1
+
+[[bus]]
+name = "field"
+kind = "tcp"
+host = "127.0.0.1"
+port = {{port}}
+
+[[device]]
+name = "rain"
+bus = "field"
+profile = "dfrobot_sen0575"
+poll_interval_s = 60
+timeout_s = 0.5
+channels = ["rain_total"]
+
+[[device]]
+name = "creek"
+bus = "field"
+profile = "hlk_ld8001h"
+poll_interval_s = 60
+timeout_s = 0.5
+channels = ["water_level"]
+
+[[rule]]
+id = "rain_1h"
+kind = "rain_windows"
+channel = "rain.rain_total"
+latch_from = "red"
+windows = {{ "1h" = {{ blue = 5, yellow = 12, orange = 20, red = 30 }} }}
+
+[[rule]]
+id = "creek_level"
+kind = "water_level"
+channel = "creek.water_level"
+thresholds = {{ blue = 806, yellow = 810, orange = 815, red = 820 }}
+"""
+
+SITES = {
+    UPPER: ("上游村", 25.235, 111.52),
+    MIDDLE: ("中游村", 25.2, 111.585),
+    LOWER: ("下游村", 25.16, 111.66),
+}
+
+
+class RainTap:
+    """A rain gauge's cumulative rain: none until ``open``, then a design storm."""
+
+    def __init__(self) -> None:
+        self.storm: DesignStorm | None = None
+
+    def open(self, now: float) -> None:
+        """A long storm from a simulated minute after ``now``: red within about an hour.
+
+        It peaks at 80 mm/h after half an hour and keeps the hourly rain above the red
+        threshold for more than a simulated day (the whole module); a red alarm latches
+        besides.
+        """
+        self.storm = DesignStorm(now + 60, 48 * 3600, 80.0, peak_position=0.01, step_s=300, seed=3)
+
+    def cumulative_mm(self, t: float) -> float:
+        return 0.0 if self.storm is None else self.storm.cumulative_mm(t)
+
+
+def station(clock: ScaledClock, tap: RainTap) -> list[SimulatedDevice]:
+    rain = SimulatedDevice(
+        PROFILES["dfrobot_sen0575"],
+        192,
+        clock,
+        {"rain_total": tap.cumulative_mm},
+        values={"window_hours": 1},
+    )
+    creek = SimulatedDevice(
+        PROFILES["hlk_ld8001h"], 1, clock, {"water_level": lambda t: 800 + 4 * math.sin(t / 3438)}
+    )
+    return [rain, creek]
+
+
+@dataclass
+class County:
+    fleet: FleetProcess
+    clock: ScaledClock
+    gateways: dict[str, str]
+    taps: dict[str, RainTap]
+    shots: Path
+    secrets: dict[Role, str] = field(default_factory=dict)
+
+    def secret(self, role: Role) -> str:
+        """The secret of the fleet's ``test-{role}`` API token (made on first use)."""
+        self.fleet.request("GET", "/api/v1/gateways", role)
+        return self.fleet.api_tokens[role]
+
+    def alarms(self, site_id: str, **params: Any) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self.fleet.rest(
+            "GET", "/api/v1/alarms", params={"gateway_id": self.gateways[site_id], **params}
+        )
+        return answer
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    wanted = os.environ.get("HAZARDWATCH_SCREENSHOTS")
+    path = Path(wanted) if wanted else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    print(f"\nconsole screenshots: {path}")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> AsyncIterator[County]:
+    tmp = tmp_path_factory.mktemp("county")
+    now = time.time()
+    clock = ScaledClock(SPEED, origin=round(now) - ORIGIN_AGO_S, anchor=round(now, 3))
+    taps = {site_id: RainTap() for site_id in SITES}
+    taps[UPPER].open(clock.now())
+    with ExitStack() as processes:
+        broker = processes.enter_context(running_broker(tmp / "fleet", tmp / "mosquitto"))
+        fleet = processes.enter_context(running_fleet(tmp / "fleet", broker))
+        gateways = {}
+        async with AsyncExitStack() as sites:
+            for site_id, (name, lat, lon) in SITES.items():
+                text = SITE.format(site_id=site_id, name=name, lat=lat, lon=lon)
+                gateways[site_id] = enroll(tmp / site_id / "gw", fleet, fleet.token(site=site_id))
+                site = await sites.enter_async_context(
+                    sim_site(tmp / site_id, station(clock, taps[site_id]), text, clock)
+                )
+                await site.start_agent("gw")
+            county = County(fleet, clock, gateways, taps, shots)
+            await wait_for(
+                lambda: any(a["level"] == 4 for a in county.alarms(UPPER, active="true")),
+                90,
+                "a red alarm at upper-village",
+            )
+            yield county
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser, county: County) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookie, no stored language) at 1366 x 768.
+
+    Afterwards, the page must have thrown no error and broken no rule of its CSP.
+    """
+    context = await browser.new_context(
+        viewport={"width": 1366, "height": 768}, base_url=county.fleet.url
+    )
+    tab = await context.new_page()
+    tab.set_default_timeout(20_000)
+    faults: list[str] = []
+    tab.on("pageerror", lambda error: faults.append(f"uncaught: {error}"))
+    tab.on(
+        "console",
+        lambda message: (
+            faults.append(f"CSP: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    try:
+        yield tab
+    finally:
+        await context.close()
+    assert not faults, faults
+
+
+async def sign_in(page: Page, secret: str) -> None:
+    """Sign in with the keyboard alone and wait for the overview."""
+    await page.goto("/")
+    await page.locator("#token").wait_for()
+    await page.keyboard.type(secret)  # the token field has the focus
+    await page.keyboard.press("Enter")
+    await ready(page, "overview")
+
+
+async def ready(page: Page, name: str) -> None:
+    await page.locator(f'#view[data-ready="true"][data-page="{name}"]').wait_for()
+
+
+async def marker_level(page: Page, site_id: str) -> str | None:
+    return await page.locator(f'path.site-marker[data-site-id="{site_id}"]').get_attribute(
+        "data-level"
+    )
+
+
+async def colour_pixels(
+    page: Page, selector: str, colour: tuple[int, int, int], alpha: float
+) -> int:
+    """Pixels of the (transparent) canvas under ``selector`` painted ``colour`` at ``alpha``."""
+    return int(
+        await page.evaluate(
+            """([selector, colour, alpha]) => {
+                const canvas = document.querySelector(selector);
+                const ctx = canvas.getContext("2d");
+                const {data} = ctx.getImageData(0, 0, canvas.width, canvas.height);
+                const want = [...colour, alpha * 255];
+                let n = 0;
+                for (let i = 0; i < data.length; i += 4) {
+                    if (want.every((c, k) => Math.abs(data[i + k] - c) <= 6)) n += 1;
+                }
+                return n;
+            }""",
+            [selector, list(colour), alpha],
+        )
+    )
+
+
+def stored_at(county: County, site_id: str, level: str) -> float:
+    """When the fleet stored the gateway's first alarm event rising to ``level``."""
+    path = county.fleet.data_dir / "fleet.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        row = db.execute(
+            "SELECT min(e.received_at) FROM events e JOIN gateways g ON g.num = e.gw "
+            "WHERE g.id = ? AND e.kind = 'alarm' AND json_extract(e.detail, '$.to') = ?",
+            (county.gateways[site_id], level),
+        ).fetchone()
+    assert row[0] is not None, f"no {level} alarm event stored for {site_id}"
+    return float(row[0])
+
+
+async def test_sign_in_refuses_a_bad_token_and_opens_the_overview_with_a_good_one(
+    page: Page, county: County
+) -> None:
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    await page.goto("/")
+    await page.locator("#token").fill("not-a-token")
+    await page.locator("#token").press("Enter")
+    await page.locator("#signin-error").get_by_text("令牌无效").wait_for()
+    await page.screenshot(path=county.shots / "signin.png")
+
+    await sign_in(page, county.secret(Role.VIEWER))
+    assert await page.locator("#who").inner_text() == "test-viewer · 查看员"
+    for site_id in SITES:
+        assert await marker_level(page, site_id) is not None
+    # The cookie is HttpOnly: the page's scripts cannot read it.
+    assert "hw_session" not in await page.evaluate("document.cookie")
+    await page.locator("#active-alarms .alarm").first.wait_for()
+    await page.screenshot(path=county.shots / "overview.png")
+    # Offline by design: every request went to the fleet itself.
+    assert requests
+    assert all(url.startswith(county.fleet.url) for url in requests), requests
+
+
+async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    assert await marker_level(page, LOWER) == "0"
+    await page.locator('#live[data-state="on"]').wait_for()
+    await page.evaluate(
+        """(site) => {
+            window.sameDocument = true;
+            const marker = document.querySelector(`path.site-marker[data-site-id="${site}"]`);
+            new MutationObserver(() => {
+                if (marker.dataset.level === "4" && !window.redAt) window.redAt = Date.now() / 1000;
+            }).observe(marker, {attributes: true});
+        }""",
+        LOWER,
+    )
+
+    county.taps[LOWER].open(county.clock.now())
+    marker = page.locator(f'path.site-marker[data-site-id="{LOWER}"][data-level="4"]')
+    await marker.wait_for(state="attached", timeout=90_000)
+
+    assert await page.evaluate("window.sameDocument") is True  # no reload happened
+    # Within 2 s of the fleet storing the red level change (same host, same clock).
+    latency = await page.evaluate("window.redAt") - stored_at(county, LOWER, "red")
+    print(f"\nred stored -> red on the map: {latency:.2f} s")
+    assert 0 <= latency <= 2.0
+    assert await marker.get_attribute("fill") == "#d00000"
+    red = county.alarms(LOWER, active="true")
+    assert any(a["level"] == 4 for a in red)
+    lower_alarm = page.locator(f'#active-alarms .alarm[data-alarm-id="{red[0]["id"]}"]')
+    await lower_alarm.locator(".level-4").get_by_text(RED_ZH).wait_for()
+    # Its 叫应 state: the tier being called, by name (the fleet here has no channel, so
+    # nobody can be reached and the calling moves up the tiers).
+    tier = await lower_alarm.locator(".calls dl div").first.locator("dd").inner_text()
+    assert tier in {"村级", "乡镇级", "县级"}
+    await lower_alarm.locator(".calls .calls-step").wait_for()
+    await page.screenshot(path=county.shots / "overview-storm.png")
+
+
+async def test_an_operator_acknowledges_an_alarm_and_records_an_answer(
+    page: Page, county: County
+) -> None:
+    alarm = next(a for a in county.alarms(UPPER, active="true") if a["level"] == 4)
+    await sign_in(page, county.secret(Role.OPERATOR))
+    await page.goto(f"/#/alarms?site={UPPER}")
+    await ready(page, "alarms")
+    row = page.locator(f'#alarm-rows tr[data-alarm-id="{alarm["id"]}"]')
+
+    if alarm["acknowledged_at"] is None:
+        await row.locator(".act-ack").click()
+        await row.locator(".ack-form input[name=note]").fill("已电话通知村支书")
+        await row.locator(".ack-form button[type=submit]").click()
+        await row.get_by_text("test-operator").first.wait_for()
+        stored = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")
+        assert stored["acknowledged_by"] == "test-operator"
+        assert stored["ack_note"] == "已电话通知村支书"
+    assert await row.locator(".act-ack").count() == 0  # acknowledged: no second button
+
+    await row.locator(".act-answer").click()
+    await row.locator(".answer-form input[name=person]").fill("王建国")
+    await row.locator(".answer-form select[name=via]").select_option("phone")
+    await row.locator(".answer-form button[type=submit]").click()
+    await row.get_by_text("王建国 (电话)").wait_for()
+    receipts = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")["receipts"]
+    assert [(r["person"], r["via"], r["recorded_by"]) for r in receipts][-1] == (
+        "王建国",
+        "phone",
+        "test-operator",
+    )
+    await page.screenshot(path=county.shots / "alarms.png", full_page=True)
+
+    # The overview's 叫应 state of the alarm now names who answered.
+    await page.goto("/#/overview")
+    await ready(page, "overview")
+    item = page.locator(f'#active-alarms .alarm[data-alarm-id="{alarm["id"]}"]')
+    await item.locator(".calls dd.ok", has_text="王建国").wait_for()
+
+
+async def test_a_live_change_waits_while_an_operator_types_an_answer(
+    page: Page, county: County
+) -> None:
+    alarm = next(a for a in county.alarms(UPPER, active="true") if a["level"] == 4)
+    await sign_in(page, county.secret(Role.OPERATOR))
+    await page.goto("/#/alarms")
+    await ready(page, "alarms")
+    row = page.locator(f'#alarm-rows tr[data-alarm-id="{alarm["id"]}"]')
+    await row.locator(".act-answer").click()
+    person = row.locator(".answer-form input[name=person]")
+    await person.fill("赵六")
+
+    county.taps[MIDDLE].open(county.clock.now())  # level changes arrive on the stream
+    await page.locator('#alarm-rows[data-reload-waiting="true"]').wait_for(state="attached")
+    assert await person.input_value() == "赵六"  # the form was not wiped under the typing
+
+    await row.locator(".answer-form button[type=submit]").click()
+    await row.get_by_text("赵六").wait_for()
+    # Sent: the waiting reload ran, and the new alarm of middle-village is in the table.
+    await wait_for(lambda: county.alarms(MIDDLE), 60, "an alarm at middle-village")
+    middle = county.alarms(MIDDLE)[-1]
+    await page.locator(f'#alarm-rows tr[data-alarm-id="{middle["id"]}"]').wait_for()
+
+
+async def test_the_alarm_history_filters_by_site_level_and_answer(
+    page: Page, county: County
+) -> None:
+    answered = county.alarms(UPPER)[0]
+    county.fleet.rest(
+        "POST", f"/api/v1/alarms/{answered['id']}/receipts", json={"person": "周敏", "via": "sms"}
+    )
+    await sign_in(page, county.secret(Role.VIEWER))
+
+    async def shown(query: str) -> set[int]:
+        await page.goto(f"/#/alarms?{query}")
+        await page.locator(f'#view[data-ready="true"][data-route="#/alarms?{query}"]').wait_for()
+        ids = await page.locator("#alarm-rows tr").evaluate_all(
+            "(rows) => rows.map((row) => Number(row.dataset.alarmId))"
+        )
+        return set(ids)
+
+    assert answered["id"] in await shown("answered=yes")
+    assert answered["id"] not in await shown("answered=no")
+    assert await shown(f"site={UPPER}") == {a["id"] for a in county.alarms(UPPER)}
+    assert answered["id"] not in await shown(f"site={LOWER}")
+    reds = await shown("level=4")
+    assert answered["id"] in reds
+    assert await page.locator("#alarm-rows .level").all_inner_texts() == [RED_ZH] * len(reds)
+    # The filters show what is chosen, for the keyboard as for the eye.
+    assert await page.locator("#filter-level").input_value() == "4"
+
+
+async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_refused(
+    page: Page, county: County, browser: Browser
+) -> None:
+    alarm = county.alarms(UPPER)[0]
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.goto("/#/alarms")
+    await ready(page, "alarms")
+    assert await page.locator("#alarm-rows tr").count() > 0
+    assert await page.locator("#view button").count() == 0
+
+    # An operator's session whose page (or another site) posts without the CSRF token.
+    context = await browser.new_context(base_url=county.fleet.url)
+    try:
+        operator = await context.new_page()
+        await sign_in(operator, county.secret(Role.OPERATOR))
+        forged = await operator.evaluate(
+            """async (id) => {
+                const answer = await fetch(`/api/v1/alarms/${id}/receipts`, {
+                    method: "POST", credentials: "same-origin",
+                    headers: {"Content-Type": "application/json"},
+                    body: JSON.stringify({person: "forged", via: "phone"}),
+                });
+                return [answer.status, (await answer.json()).detail];
+            }""",
+            alarm["id"],
+        )
+    finally:
+        await context.close()
+    assert forged[0] == 403, forged
+    assert "CSRF" in forged[1] or "csrf" in forged[1], forged
+    receipts = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")["receipts"]
+    assert all(r["person"] != "forged" for r in receipts)
+
+
+async def test_the_english_switch_translates_every_page_and_is_remembered(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator("#lang").click()
+    await ready(page, "overview")
+    assert await page.locator('#nav a[data-route="alarms"]').inner_text() == "Alarms"
+    badge = page.locator("#active-alarms .alarm .level-4").first
+    await badge.get_by_text("Red warning (level I)").wait_for()
+
+    await page.reload()
+    await ready(page, "overview")
+    assert await page.evaluate("document.documentElement.lang") == "en"
+    assert await page.locator("#who").inner_text() == "test-viewer · viewer"
+    # Never a bare number for a level: every badge carries its name.
+    names = {level.display_en for level in AlarmLevel}
+    for text in await page.locator("#view .level").all_inner_texts():
+        assert text in names
+    await page.screenshot(path=county.shots / "overview-en.png")
+
+
+async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_marks(
+    page: Page, county: County
+) -> None:
+    county.fleet.rest(
+        "PUT",
+        f"/api/v1/sites/{UPPER}/roster",
+        Role.ADMIN,
+        json=[
+            {"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": "+8613800000000"}
+        ],
+    )
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.goto(f"/#/site/{UPPER}")
+    await ready(page, "site")
+
+    level = page.locator('figure.chart[data-channel="creek.water_level"]')
+    rain = page.locator('figure.chart[data-channel="rain.rain_total"]:not([data-window])')
+    hourly = page.locator('figure.chart[data-channel="rain.rain_total"][data-window="1h"]')
+    for chart in (level, rain, hourly):
+        await chart.locator("canvas").wait_for()
+    assert int(await rain.get_attribute("data-points") or 0) > 10
+    # Water-level thresholds on the level itself; the rain rule's on the rain of its hour,
+    # never against the gauge's cumulative counter.
+    assert await level.get_attribute("data-bands") == "4"
+    assert await hourly.get_attribute("data-bands") == "4"
+    assert await rain.get_attribute("data-bands") == "0"
+    band_canvases = {
+        "water level": '[data-channel="creek.water_level"] canvas',
+        "hourly rain": '[data-channel="rain.rain_total"][data-window="1h"] canvas',
+    }
+    await page.screenshot(path=county.shots / "site.png", full_page=True)
+    for chart, canvas in band_canvases.items():
+        for name, colour in BAND_TINTS.items():
+            painted = await colour_pixels(page, canvas, colour, 0.2)
+            assert painted > 100, f"the {name} band of the {chart} is not drawn"
+    await hourly.locator(".thresholds").get_by_text(f"{RED_ZH} ≥ 30").wait_for()
+    # The red alarm is marked on the time axis, in the red of the level.
+    counter = '[data-channel="rain.rain_total"]:not([data-window]) canvas'
+    assert await colour_pixels(page, counter, RED, 1.0) > 20
+    roster = page.locator("#roster")
+    await roster.get_by_text("王建国").wait_for()
+    assert "13800000000" not in await roster.inner_text()  # a viewer sees the mobile masked
+    await page.screenshot(path=county.shots / "site.png", full_page=True)
+
+    await page.locator(".periods a", has_text="7 天").click()
+    await page.locator('.periods a[aria-current="true"]', has_text="7 天").wait_for()
+    await ready(page, "site")
+    await level.locator("canvas").wait_for()
+
+
+async def test_the_gateways_page_lists_every_gateway_with_its_health(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator('#nav a[data-route="gateways"]').click()
+    await ready(page, "gateways")
+    for site_id, gateway_id in county.gateways.items():
+        row = page.locator(f'#gateway-rows tr[data-gateway-id="{gateway_id}"]')
+        await row.get_by_text(SITES[site_id][0]).wait_for()
+        assert await row.locator(".chip.online").inner_text() == "在线"
+    await page.locator("#rollouts").get_by_text("没有推送任务。").wait_for()
+    await page.screenshot(path=county.shots / "gateways.png", full_page=True)
+
+
+async def test_the_keyboard_opens_a_site_and_signs_out(page: Page, county: County) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    # An alarmed site on the map takes the focus and opens with Enter.
+    await page.locator(f'path.site-marker[data-site-id="{UPPER}"]').focus()
+    await page.keyboard.press("Enter")
+    await ready(page, "site")
+    assert page.url.endswith(f"#/site/{UPPER}")
+    await page.goto("/#/overview")
+    await ready(page, "overview")
+
+    await page.locator("#site-jump").focus()
+    await page.keyboard.press("ArrowDown")  # the first site, the most alarmed
+    await ready(page, "site")
+    assert page.url.split("#")[1].startswith("/site/")
+
+    await page.locator("#signout").focus()
+    await page.keyboard.press("Enter")
+    await page.locator("#token").wait_for()
+    # The session is over on the server too, not only in the page.
+    gone = await page.evaluate("fetch('/console/session').then((answer) => answer.status)")
+    assert gone == 401
+
+
+async def test_the_overview_fits_a_phone(page: Page, county: County) -> None:
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await sign_in(page, county.secret(Role.VIEWER))
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.screenshot(path=county.shots / "overview-phone.png", full_page=True)
+    for route, name in ((f"#/site/{UPPER}", "site"), ("#/alarms", "alarms")):
+        await page.goto(f"/{route}")
+        await ready(page, name)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, name
+        await page.screenshot(path=county.shots / f"{name}-phone.png", full_page=True)
