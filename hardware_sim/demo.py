@@ -362,6 +362,13 @@ async def run_demo(duration_s: float, speed: float, console: Console) -> int:
             f"127.0.0.1:{fleet.broker_port}",
             highlight=False,
         )
+        # A throwaway viewer token of this demo's own fleet, shown so a person can watch
+        # the storm on the county console's map while the demo runs.
+        console.print(
+            f"county console: {fleet.url}/ (sign in with the demo's viewer token "
+            f"{fleet.viewer_token}; the storm shows on the map live)",
+            highlight=False,
+        )
         gateways = await _enroll_all(folder, fleet, console)
         robots = DemoRobots()
         await robots.start()
@@ -377,6 +384,12 @@ async def run_demo(duration_s: float, speed: float, console: Console) -> int:
         for gateway in gateways:
             await _serve_and_start(gateway, stack, folder, origin, speed, duration_s)
         await _watch(gateways, fleet, origin + duration_s, console)
+        placed = [
+            f"{s['site_id']} ({s['lat']:.4f}, {s['lon']:.4f}) {s['level_name']}"
+            for s in await fleet.get("/api/v1/sites")
+            if s["lat"] is not None
+        ]
+        console.print(f"on the console's map: {'; '.join(placed) or 'no site'}", highlight=False)
         code = await _finish(gateways, fleet, console)
         await _show_escalation(gateways, fleet, answering, console)
         return code

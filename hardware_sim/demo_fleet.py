@@ -55,6 +55,11 @@ class DemoFleet:
         self._county_token = ""
 
     @property
+    def viewer_token(self) -> str:
+        """The demo's viewer API token: what a person signs in to the console with."""
+        return self._api_token
+
+    @property
     def url(self) -> str:
         """The REST base URL, as gateways are given it for enrollment."""
         return f"http://127.0.0.1:{self.port}"

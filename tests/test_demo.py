@@ -50,6 +50,12 @@ def test_demo_storm_sounds_sirens_reaches_the_fleet_and_every_reading_arrives_on
     assert "exactly once: the fleet holds exactly the" in out
     # 叫应: the village did not answer by its deadline, the township answered by its link.
     assert re.search(r"roster imported \(creek-village: 3 person\(s\), ", out)
+    # The county console: its address and a viewer sign-in, and every site on its map.
+    assert re.search(r"county console: http://127\.0\.0\.1:\d+/ \(sign in with", out)
+    placed = re.search(r"on the console's map: (.*)", out)
+    assert placed, out[-2000:]
+    for site in ("creek-village", "slope-road", "river-gauge"):
+        assert re.search(rf"{site} \(25\.\d+, 111\.\d+\)", placed.group(1)), placed.group(1)
     record = out[out.index("叫应 at ") :]
     for step, person in (
         ("started", ""),
