@@ -41,6 +41,9 @@ from fleet.service import open_enrollment, open_repository, run_fleet
 from fleet.settings import FleetSettings
 from fleet.sqlite_repository import iso
 
+#: How long `fleet serve` lets requests finish after SIGTERM.
+SHUTDOWN_GRACE_S = 5
+
 app = typer.Typer(help="HazardWatch county fleet service.", no_args_is_help=True)
 token_app = typer.Typer(help="One-time enrollment tokens for gateways.", no_args_is_help=True)
 apitoken_app = typer.Typer(help="API tokens for the REST console.", no_args_is_help=True)
@@ -207,7 +210,15 @@ def serve(
             settings = replace(settings, escalation=load_escalation_settings(escalation))
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--escalation") from exc
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level.lower())
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        # An open console's live feed never ends by itself: on SIGTERM, wait this long
+        # for requests to finish, then close the streams, so a stop never hangs.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+    )
 
 
 @app.command()

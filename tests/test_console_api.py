@@ -8,6 +8,7 @@ over a real HTTP stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -157,3 +158,58 @@ async def test_the_live_feed_carries_level_changes_and_health_within_two_seconds
 async def test_the_live_feed_needs_a_viewer(fleet: Fleet) -> None:
     async with httpx.AsyncClient(base_url=fleet.url) as http:
         assert (await http.get("/api/v1/stream")).status_code == 401
+
+
+def test_fleet_serve_stops_on_sigterm_while_a_console_listens(tmp_path: Path) -> None:
+    # A live feed never ends by itself; `fleet serve` must still stop within its grace.
+    import signal  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from fleet.cli import SHUTDOWN_GRACE_S  # noqa: PLC0415
+    from tests.mosquitto import wait_until  # noqa: PLC0415
+
+    cli = [sys.executable, "-m", "fleet.cli"]
+    created = subprocess.run(
+        [*cli, "apitoken", "create", "--name", "v", "--role", "viewer",
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    token = created.stdout.strip()
+    port, broker_port = free_port(), free_port()
+    fleet = subprocess.Popen(
+        [*cli, "serve", "--data-dir", str(tmp_path), "--port", str(port),
+         "--broker", "embedded", "--broker-port", str(broker_port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    opened = threading.Event()
+
+    def listen() -> None:
+        url = f"http://127.0.0.1:{port}/api/v1/stream"
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream("GET", url, headers=auth(token), timeout=None) as response,
+        ):
+            for _line in response.iter_lines():
+                opened.set()
+
+    try:
+
+        def ready() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+            return False
+
+        wait_until(ready, 60, "fleet serve to answer")
+        threading.Thread(target=listen, daemon=True).start()
+        wait_until(opened.is_set, 10, "the console's live feed to open")
+        stopped = time.monotonic()
+        fleet.send_signal(signal.SIGTERM)
+        # uvicorn ends by re-raising the SIGTERM it handled: -15 is its normal stop
+        assert fleet.wait(SHUTDOWN_GRACE_S + 15) in (0, -signal.SIGTERM)
+        assert time.monotonic() - stopped < SHUTDOWN_GRACE_S + 5
+    finally:
+        if fleet.poll() is None:
+            fleet.kill()
+            fleet.wait()
