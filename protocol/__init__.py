@@ -24,8 +24,8 @@ from protocol.limits import (
     MIN_TIMESTAMP,
     OFFLINE_AFTER_S,
     PROTOCOL_VERSION,
-    QUALITY_BITS,
 )
+from protocol.quality import BAD_QUALITY, Quality
 from protocol.topics import (
     GATEWAY_ID_PATTERN,
     GATEWAY_PUBLISHES,
@@ -105,6 +105,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ACK_ALARM_COMMAND",
     "ACK_TIMEOUT_S",
+    "BAD_QUALITY",
     "BAD_QUALITY_MASK",
     "BUNDLE_FORMAT",
     "GATEWAY_ID_PATTERN",
@@ -121,7 +122,6 @@ __all__ = [
     "MIN_TIMESTAMP",
     "OFFLINE_AFTER_S",
     "PROTOCOL_VERSION",
-    "QUALITY_BITS",
     "TOPIC_ROOT",
     "Ack",
     "BusHealth",
@@ -137,6 +137,7 @@ __all__ = [
     "Health",
     "MqttCredentials",
     "OfflineBundle",
+    "Quality",
     "ReadingRow",
     "SiteChannel",
     "SiteRule",
