@@ -25,6 +25,7 @@ from typing import Any, Literal
 import aiomqtt
 from pydantic import ValidationError
 
+from edge_agent.control_messages import UplinkRequest
 from edge_agent.enroll import (
     EnrollmentError,
     EnrollmentRefusedError,
@@ -174,7 +175,7 @@ class Uplink:
             },
         }
 
-    async def control(self, _request: dict[str, Any]) -> dict[str, Any]:
+    async def control(self, _request: UplinkRequest) -> dict[str, Any]:
         """Control-socket handler: the status with ``ok``."""
         return {"ok": True, **self.status()}
 

@@ -48,6 +48,13 @@ if TYPE_CHECKING:
         OfflineBundle,
         enrollment_message,
     )
+    from protocol.events import (
+        ACK_EVENT_KIND,
+        ALARM_EVENT_KIND,
+        AckAlarmArgs,
+        AckEvent,
+        AlarmEvent,
+    )
     from protocol.payloads import (
         Ack,
         BusHealth,
@@ -74,6 +81,11 @@ _LAZY = {
     "MqttCredentials": "protocol.enrollment",
     "OfflineBundle": "protocol.enrollment",
     "enrollment_message": "protocol.enrollment",
+    "ACK_EVENT_KIND": "protocol.events",
+    "ALARM_EVENT_KIND": "protocol.events",
+    "AckAlarmArgs": "protocol.events",
+    "AckEvent": "protocol.events",
+    "AlarmEvent": "protocol.events",
     "Ack": "protocol.payloads",
     "BusHealth": "protocol.payloads",
     "Command": "protocol.payloads",
@@ -104,7 +116,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ACK_ALARM_COMMAND",
+    "ACK_EVENT_KIND",
     "ACK_TIMEOUT_S",
+    "ALARM_EVENT_KIND",
     "BAD_QUALITY",
     "BAD_QUALITY_MASK",
     "BUNDLE_FORMAT",
@@ -124,6 +138,9 @@ __all__ = [
     "PROTOCOL_VERSION",
     "TOPIC_ROOT",
     "Ack",
+    "AckAlarmArgs",
+    "AckEvent",
+    "AlarmEvent",
     "BusHealth",
     "Command",
     "CommandResult",

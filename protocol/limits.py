@@ -46,5 +46,5 @@ MAX_READING_MAGNITUDE = 3.4028234663852886e38
 #: min/avg/max.
 BAD_QUALITY_MASK: Final = int(BAD_QUALITY)
 
-#: Command name: acknowledge a latched alarm remotely; args ``{"rule": str, "by": str}``.
+#: Command name: acknowledge a latched alarm remotely; args ``protocol.events.AckAlarmArgs``.
 ACK_ALARM_COMMAND = "ack_alarm"

@@ -19,6 +19,9 @@ from protocol import (
     MAX_READING_ROWS,
     MIN_TIMESTAMP,
     Ack,
+    AckAlarmArgs,
+    AckEvent,
+    AlarmEvent,
     DataBatch,
     EnrollmentRequest,
     EventBatch,
@@ -339,3 +342,46 @@ def test_a_bad_broker_url_is_refused_naming_the_url_on_both_sides(url: str, erro
     assert error in str(parsed.value)
     with pytest.raises(ValueError, match=re.escape(error)):
         _ = BrokerConnection(url).port
+
+
+def test_an_alarm_event_is_written_in_the_shape_older_fleets_read() -> None:
+    event = AlarmEvent(
+        from_level="yellow",
+        to_level="red",
+        kind="rise",
+        metric=51.5,
+        detail="1h window 51.5 mm >= 50 (red)",
+        at=T0,
+    )
+    assert event.wire() == {
+        "from": "yellow",
+        "to": "red",
+        "kind": "rise",
+        "metric": 51.5,
+        "detail": "1h window 51.5 mm >= 50 (red)",
+        "at": T0,
+    }
+    assert AlarmEvent.tolerant(finite_json(event.wire())) == event
+    unmeasured = AlarmEvent(kind="ack", metric=math.nan)
+    sent = finite_json(unmeasured.wire())
+    assert sent == {"kind": "ack", "metric": "nan"}
+    assert math.isnan(AlarmEvent.tolerant(sent).metric or 0.0)
+
+
+def test_alarm_event_details_from_any_gateway_release_are_read_not_refused() -> None:
+    older = AlarmEvent.tolerant({"detail": "level 2.4 m >= 2.2"})
+    assert older == AlarmEvent(detail="level 2.4 m >= 2.2")
+    newer = AlarmEvent.tolerant({"to": "red", "kind": "rise", "confidence": 0.9})
+    assert (newer.to_level, newer.kind) == ("red", "rise")
+    garbled = AlarmEvent.tolerant({"from": 3, "kind": "sideways", "detail": "kept", "at": "x"})
+    assert garbled == AlarmEvent(detail="kept")
+    assert AckEvent.tolerant({}).by == "local"
+    assert AckEvent.tolerant({"by": ["not", "a", "name"]}).by == "local"
+
+
+def test_ack_alarm_arguments_are_what_the_fleet_sends() -> None:
+    args = AckAlarmArgs(rule="creek_level", by="operator").model_dump()
+    assert args == {"rule": "creek_level", "by": "operator"}
+    assert AckAlarmArgs.model_validate(args | {"note": "later field"}).rule == "creek_level"
+    with pytest.raises(ValidationError, match="rule"):
+        AckAlarmArgs.model_validate({"by": "operator"})
