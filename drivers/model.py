@@ -1,46 +1,18 @@
-"""The small data model every layer shares: quality flags and readings.
+"""The small data model every layer shares: the reading, with its quality flags.
 
-``drivers`` owns it because it sits at the bottom of the one-way data flow; nothing here
-may import the rest of the project.
+``drivers`` owns the reading because it sits at the bottom of the one-way data flow; the
+quality bits are wire vocabulary, so they come from ``protocol.quality`` and are
+re-exported here as the type of ``Reading.quality``. Nothing here may import the rest of
+the project but ``protocol``.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from protocol.quality import BAD_QUALITY, Quality
 
-class Quality(enum.IntFlag):
-    """Quality bits carried by every reading; ``OK`` (no bit set) means a good sample."""
-
-    OK = 0
-    TIMEOUT = 1 << 0
-    CRC_ERROR = 1 << 1
-    EXCEPTION = 1 << 2
-    OUT_OF_RANGE = 1 << 3
-    STUCK = 1 << 4
-    SPIKE = 1 << 5
-    CLOCK_UNSYNCED = 1 << 6
-    SIMULATED = 1 << 7
-    NO_CONNECTION = 1 << 8
-
-    def names(self) -> list[str]:
-        """Return the names of the set bits in lower case, ``["ok"]`` for a good sample."""
-        if self == Quality.OK:
-            return ["ok"]
-        return [str(flag.name).lower() for flag in Quality if flag.value and self & flag]
-
-
-#: Quality bits that mean the value is not a trustworthy measurement of the process.
-BAD_QUALITY = (
-    Quality.TIMEOUT
-    | Quality.CRC_ERROR
-    | Quality.EXCEPTION
-    | Quality.OUT_OF_RANGE
-    | Quality.STUCK
-    | Quality.SPIKE
-    | Quality.NO_CONNECTION
-)
+__all__ = ["BAD_QUALITY", "Quality", "Reading"]
 
 
 @dataclass(frozen=True, slots=True)

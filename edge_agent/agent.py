@@ -17,6 +17,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from drivers.clock import Clock
 from drivers.model import Quality, Reading
 from drivers.poller import Poller
@@ -25,6 +27,22 @@ from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
 from edge_agent.config_probe import probe_site
 from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
 from edge_agent.control import SOCKET_NAME, serve_control
+from edge_agent.control_messages import (
+    AckReply,
+    AckRequest,
+    AlarmHistoryEntry,
+    AlarmsReply,
+    AlarmsRequest,
+    AlarmStatus,
+    BusStatus,
+    ChannelStatus,
+    DeviceStatus,
+    ErrorReply,
+    SirenTestRequest,
+    StatusReply,
+    StatusRequest,
+    UpdateRequest,
+)
 from edge_agent.enroll import enrollment_state, load_enrollment
 from edge_agent.faults import FaultTracker
 from edge_agent.local_settings import LocalSettings, bind_player
@@ -41,6 +59,7 @@ from ota.own_version import own_version
 from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
+from protocol.events import ACK_EVENT_KIND, ALARM_EVENT_KIND, AckAlarmArgs, AckEvent, AlarmEvent
 from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -65,6 +84,23 @@ def system_clock_synced() -> bool:
 
 #: How long a stopping agent waits for the uplink to say goodbye to the broker.
 UPLINK_STOP_S = 5.0
+
+
+def _alarm_event(change: LevelChange) -> dict[str, Any]:
+    """The stored detail of ``change``; on the alarm path, so it never raises."""
+    try:
+        event = AlarmEvent(
+            from_level=LEVEL_NAMES[change.old],
+            to_level=LEVEL_NAMES[change.new],
+            kind=change.kind,
+            metric=change.metric,
+            detail=change.detail,
+            at=change.t,
+        )
+    except ValueError:  # not expected: the model takes what LevelChange holds
+        log.exception("alarm event of %s kept as text only", change.rule_id)
+        return {"detail": change.detail}
+    return event.wire()
 
 
 async def _bounded_stop(work: Coroutine[Any, Any, None]) -> None:
@@ -175,7 +211,7 @@ class Agent:
                 site.uplink,
                 AGENT_VERSION,
                 self,
-                {ACK_ALARM_COMMAND: self._ack},
+                {ACK_ALARM_COMMAND: self._fleet_ack},
                 documents=documents,
                 site=site_summary(site),
             )
@@ -224,19 +260,7 @@ class Agent:
                 change.detail,
             )
             if record:
-                self._emit(
-                    "alarm",
-                    change.rule_id,
-                    change.new,
-                    {
-                        "from": LEVEL_NAMES[change.old],
-                        "to": LEVEL_NAMES[change.new],
-                        "kind": change.kind,
-                        "metric": change.metric,
-                        "detail": change.detail,
-                        "at": change.t,
-                    },
-                )
+                self._emit(ALARM_EVENT_KIND, change.rule_id, change.new, _alarm_event(change))
         cause = "; ".join(f"{c.rule_id}: {c.detail}" for c in changes[-3:])
         self.actuation.set_level(self.site_level(), cause)
 
@@ -309,7 +333,7 @@ class Agent:
             return f"actuators did not read back: {result['results']}"
         return None
 
-    async def _update_status(self, _request: dict[str, Any]) -> dict[str, Any]:
+    async def _update_status(self, _request: UpdateRequest) -> dict[str, Any]:
         config = self.config_updater.status() if self.config_updater else None
         return {"ok": True, "version": AGENT_VERSION, "config": config}
 
@@ -329,13 +353,13 @@ class Agent:
         # Per rule, its newest events only (not the whole event log): the last rise, the
         # last acknowledgement, and the level its last alarm event set.
         for rule_id in list(self.engine.levels()):
-            rise = self.store.last_event("alarm", rule_id, change="rise")
-            ack = self.store.last_event("ack", rule_id)
+            rise = self.store.last_event(ALARM_EVENT_KIND, rule_id, change="rise")
+            ack = self.store.last_event(ACK_EVENT_KIND, rule_id)
             if rise is not None and rise.level and (ack is None or ack.ts < rise.ts):
                 self.engine.restore_latch(rule_id, rise.level)
             # A crash can lose the last readings but not the alarm event they raised: a
             # level the siren sounded at is never dropped by a restart, only by the rule.
-            recorded = self.store.last_event("alarm", rule_id)
+            recorded = self.store.last_event(ALARM_EVENT_KIND, rule_id)
             if recorded is not None:
                 self.engine.restore_level(rule_id, recorded.level or 0)
         log.info(
@@ -390,90 +414,99 @@ class Agent:
 
     # --- control channel -----------------------------------------------------------------
 
-    async def _status(self, _request: dict[str, Any]) -> dict[str, Any]:
+    async def _status(self, _request: StatusRequest) -> StatusReply:
         latest = self.poller.latest
-        return {
-            "ok": True,
-            "site": self.site.site_id,
-            "version": AGENT_VERSION,
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "now": self.clock.now(),
-            "level": LEVEL_NAMES[self.site_level()],
-            "buses": {
-                name: {
-                    "transactions": bus.stats.transactions,
-                    "failures": dict(bus.stats.failures),
-                    "last_success": bus.stats.last_success,
-                }
+        return StatusReply(
+            site=self.site.site_id,
+            version=AGENT_VERSION,
+            uptime_s=round(time.monotonic() - self.started, 1),
+            now=self.clock.now(),
+            level=LEVEL_NAMES[self.site_level()],
+            buses={
+                name: BusStatus(
+                    transactions=bus.stats.transactions,
+                    failures=dict(bus.stats.failures),
+                    last_success=bus.stats.last_success,
+                )
                 for name, bus in self.poller.buses.items()
             },
-            "devices": {
-                d.config.name: {"last_poll": d.health.last_poll, "faults": dict(d.health.faults)}
+            devices={
+                d.config.name: DeviceStatus(
+                    last_poll=d.health.last_poll, faults=dict(d.health.faults)
+                )
                 for d in self.poller.devices
             },
-            "channels": {
-                ch: {
-                    "value": r.value,
-                    "unit": r.unit,
-                    "quality": r.quality.names(),
-                    "t": r.timestamp,
-                }
+            channels={
+                ch: ChannelStatus(
+                    value=r.value, unit=r.unit, quality=r.quality.names(), t=r.timestamp
+                )
                 for ch, r in sorted(latest.items())
             },
-            "alarms": self._alarm_table(),
-            "actuators": self.actuation.status(),
-            "store": {
+            alarms=self._alarm_table(),
+            actuators=self.actuation.status(),
+            store={
                 "readings": self.store.last_reading_seq(),
                 "buffered": self.store.pending,
                 "backlog": self.store.last_reading_seq() - self.store.watermark("readings"),
                 **dataclasses.asdict(self.store.condition()),
             },
-            **({"village_call": self.village_call.status()} if self.village_call else {}),
-        }
+            village_call=self.village_call.status() if self.village_call else None,
+        )
 
-    def _alarm_table(self) -> dict[str, Any]:
+    def _alarm_table(self) -> dict[str, AlarmStatus]:
         metrics = self.engine.metrics()
         table = {
-            rule: {"level": LEVEL_NAMES[level], "metrics": metrics.get(rule, {})}
+            rule: AlarmStatus(level=LEVEL_NAMES[level], metrics=metrics.get(rule, {}))
             for rule, level in self.engine.levels().items()
         }
         for node in self.nodes:
-            table[node.spec.alarm_id] = {"level": LEVEL_NAMES[node.level], "metrics": {}}
+            table[node.spec.alarm_id] = AlarmStatus(level=LEVEL_NAMES[node.level], metrics={})
         return table
 
-    async def _alarms(self, _request: dict[str, Any]) -> dict[str, Any]:
+    async def _alarms(self, _request: AlarmsRequest) -> AlarmsReply:
         history = [
-            {"t": e.ts, "rule": e.subject, **e.detail}
-            for e in self.store.events(["alarm", "ack"], last=50)
+            AlarmHistoryEntry.model_validate(
+                {"t": e.ts, "rule": e.subject}
+                | {k: v for k, v in e.detail.items() if k not in ("t", "rule")}
+            )
+            for e in self.store.events([ALARM_EVENT_KIND, ACK_EVENT_KIND], last=50)
         ]
-        return {"ok": True, "active": self._alarm_table(), "history": history}
+        return AlarmsReply(active=self._alarm_table(), history=history)
 
-    async def _ack(self, request: dict[str, Any]) -> dict[str, Any]:
-        rule = str(request.get("rule", ""))
+    async def _ack(self, request: AckRequest) -> AckReply | ErrorReply:
+        rule = request.rule
         for node in self.nodes:
             if rule == node.spec.alarm_id:
                 node.acknowledge()
-                await self._record_ack(rule, request)
+                await self._record_ack(rule, request.by)
                 self.actuation.set_level(self.site_level(), f"{rule} acknowledged")
-                return {"ok": True, "rule": rule, "level": LEVEL_NAMES[node.level]}
+                return AckReply(rule=rule, level=LEVEL_NAMES[node.level])
         if rule not in self.engine.levels():
-            return {
-                "ok": False,
-                "error": f"no rule '{rule}' (rules: {', '.join(self.engine.levels())})",
-            }
+            return ErrorReply(error=f"no rule '{rule}' (rules: {', '.join(self.engine.levels())})")
         changes = self.engine.acknowledge(rule, self.clock.now())
-        await self._record_ack(rule, request)
+        await self._record_ack(rule, request.by)
         if changes:
             self._apply(changes, record=True)
-        return {"ok": True, "rule": rule, "level": LEVEL_NAMES[self.engine.levels()[rule]]}
+        return AckReply(rule=rule, level=LEVEL_NAMES[self.engine.levels()[rule]])
 
-    async def _record_ack(self, rule: str, request: dict[str, Any]) -> None:
+    async def _fleet_ack(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The fleet's ``ack_alarm`` command: the same acknowledgement as ``edge ack``."""
+        try:
+            ack = AckAlarmArgs.model_validate(args)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "args"
+            return {"ok": False, "error": f"bad ack_alarm arguments: {where}: {error['msg']}"}
+        reply = await self._ack(AckRequest(rule=ack.rule, by=ack.by))
+        return reply.wire()
+
+    async def _record_ack(self, rule: str, by: str) -> None:
         """Store the acknowledgement before answering; on a full disk it waits in memory."""
-        self._emit("ack", rule, None, {"by": str(request.get("by", "local"))})
+        self._emit(ACK_EVENT_KIND, rule, None, AckEvent(by=by).wire())
         await self.store.write_events()
 
-    async def _siren_test(self, request: dict[str, Any]) -> dict[str, Any]:
-        return await self.actuation.self_test(audible=bool(request.get("audible")))
+    async def _siren_test(self, request: SirenTestRequest) -> dict[str, Any]:
+        return await self.actuation.self_test(audible=request.audible)
 
     # --- run -------------------------------------------------------------------------------
 

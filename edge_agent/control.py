@@ -1,7 +1,8 @@
 """The local control channel: a Unix socket, owner-only, speaking one JSON line each way.
 
 The technician's ``edge status``, ``edge alarms``, ``edge ack`` and ``edge siren test``
-talk to the running agent through it. It never needs the network.
+talk to the running agent through it; each request is validated into its model
+(``edge_agent.control_messages``) before a handler sees it. It never needs the network.
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+from edge_agent.control_messages import BadRequestError, ControlReply, ErrorReply, parse_request
+
+#: Takes the request model of its command (``AckRequest`` for ``ack`` ...) and returns a
+#: reply model, or a plain JSON object for the replies without a model of their own.
+Handler = Callable[[Any], Awaitable[ControlReply | dict[str, Any]]]
 SOCKET_NAME = "control.sock"
+#: Longest request line; ``edge`` never sends more than a few hundred bytes.
 MAX_REQUEST = 64 * 1024
 
 
@@ -28,18 +34,21 @@ async def serve_control(path: Path, handlers: Mapping[str, Handler]) -> asyncio.
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await reader.readline()
             try:
-                request = json.loads(line[:MAX_REQUEST])
-                handler = handlers[request["cmd"]]
-            except (ValueError, KeyError, TypeError):
-                reply: dict[str, Any] = {
-                    "ok": False,
-                    "error": f"bad request; commands: {', '.join(sorted(handlers))}",
-                }
+                line = await reader.readline()
+            except ValueError:  # no newline within the stream's limit
+                reply: ControlReply | dict[str, Any] = ErrorReply(
+                    error=f"bad request: longer than {MAX_REQUEST} bytes"
+                )
             else:
-                reply = await handler(request)
-            writer.write(json.dumps(reply, default=str).encode() + b"\n")
+                try:
+                    request = parse_request(line, handlers)
+                except BadRequestError as exc:
+                    reply = ErrorReply(error=str(exc))
+                else:
+                    reply = await handlers[request.cmd](request)
+            data = reply.wire() if isinstance(reply, ControlReply) else reply
+            writer.write(json.dumps(data, default=str).encode() + b"\n")
             await writer.drain()
         finally:
             writer.close()
@@ -50,7 +59,7 @@ async def serve_control(path: Path, handlers: Mapping[str, Handler]) -> asyncio.
         os.unlink(path)  # a socket left by a killed agent
     old_umask = os.umask(0o177)
     try:
-        server = await asyncio.start_unix_server(client, path=str(path))
+        server = await asyncio.start_unix_server(client, path=str(path), limit=MAX_REQUEST)
     finally:
         os.umask(old_umask)
     os.chmod(path, 0o600)

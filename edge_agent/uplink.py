@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import aiomqtt
 from pydantic import ValidationError
 
+from edge_agent.control_messages import UplinkRequest
 from edge_agent.enroll import (
     EnrollmentError,
     EnrollmentRefusedError,
@@ -50,6 +50,7 @@ from protocol import (
     Topic,
     gateway_topic,
 )
+from protocol.broker_url import parse_broker_url
 from protocol.payloads import sendable_timestamp
 
 log = logging.getLogger(__name__)
@@ -64,22 +65,12 @@ STORE_POLL_S = 0.5
 MQTT_TIMEOUT_S = 10.0
 #: MQTT keepalive: the broker publishes the Last Will after 1.5 of these of silence.
 KEEPALIVE_S = 30
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 _TOPICS = {Stream.READINGS: Topic.DATA, Stream.EVENTS: Topic.EVENTS}
 
 CommandHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 UplinkState = Literal[
     "starting", "enrolling", "refused", "not_enrolled", "connecting", "connected", "waiting"
 ]
-
-
-def broker_address(url: str) -> tuple[str, str, int]:
-    """Split ``mqtt(s)://host[:port]`` into scheme, host and port."""
-    parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        msg = f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port"
-        raise ValueError(msg)
-    return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -184,7 +175,7 @@ class Uplink:
             },
         }
 
-    async def control(self, _request: dict[str, Any]) -> dict[str, Any]:
+    async def control(self, _request: UplinkRequest) -> dict[str, Any]:
         """Control-socket handler: the status with ``ok``."""
         return {"ok": True, **self.status()}
 
@@ -238,7 +229,7 @@ class Uplink:
                 Stream.EVENTS: self.settings.event_batch_rows,
             },
         )
-        _scheme, host, port = broker_address(enrollment.broker_url)
+        _scheme, host, port = parse_broker_url(enrollment.broker_url)
         probe = partial(tcp_probe, host, port, self.reconnect.timing.probe_timeout_s)
         try:
             while True:
@@ -269,7 +260,7 @@ class Uplink:
         self._failing = True
 
     def _client(self, enrollment: StoredEnrollment) -> aiomqtt.Client:
-        scheme, host, port = broker_address(enrollment.broker_url)
+        scheme, host, port = parse_broker_url(enrollment.broker_url)
         tls = None
         if scheme == "mqtts":
             # With the fleet's CA, only that CA is trusted; otherwise the system's.

@@ -14,14 +14,13 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiomqtt
 
+from protocol.broker_url import BrokerAddress, parse_broker_url
+
 MQTT_LOGGER = logging.getLogger("fleet.mqtt")
 MQTT_LOGGER.setLevel(logging.ERROR)
-
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +39,21 @@ class BrokerConnection:
     @property
     def host(self) -> str:
         """Host name or address from the URL."""
-        return self._split()[1]
+        return self.address.host
 
     @property
     def port(self) -> int:
         """Port from the URL (1883 for mqtt, 8883 for mqtts by default)."""
-        return self._split()[2]
+        return self.address.port
 
     @property
     def tls(self) -> bool:
         """True for ``mqtts://``."""
-        return self._split()[0] == "mqtts"
+        return self.address.tls
 
-    def _split(self) -> tuple[str, str, int]:
+    @property
+    def address(self) -> BrokerAddress:
+        """Scheme, host and port from the URL; ValueError if it is no broker URL."""
         return parse_broker_url(self.url)
 
     def client(
@@ -84,15 +85,6 @@ class BrokerConnection:
         )
         client.pending_calls_threshold = 1_000_000
         return client
-
-
-def parse_broker_url(url: str) -> tuple[str, str, int]:
-    """Split ``mqtt(s)://host[:port]`` into scheme, host and port; ValueError if malformed."""
-    parts = urlsplit(url)
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        msg = f"broker URL {url!r} must look like mqtt://host:port or mqtts://host:port"
-        raise ValueError(msg)
-    return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme]
 
 
 #: How often a reconnecting fleet connection probes the broker's port (a bare TCP connect).

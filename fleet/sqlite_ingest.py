@@ -27,6 +27,7 @@ from fleet.sqlite_ota import record_ota_report
 from ota.crash_points import freeze
 from ota.report import OTA_EVENT_KIND
 from protocol import CommandResult, DataBatch, EventBatch, EventRow, GatewayState, Health, Stream
+from protocol.events import ACK_EVENT_KIND, ALARM_EVENT_KIND, AckEvent, AlarmEvent
 from protocol.limits import MAX_READING_ROWS
 from protocol.payloads import READING_FIELDS
 
@@ -381,19 +382,20 @@ def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
         if open_alarm is not None:
             _village_answer(conn, open_alarm[0], event)
         return
-    if event.kind == "ack":
+    if event.kind == ACK_EVENT_KIND:
         if open_alarm is not None:
-            by = f"{event.detail.get('by', 'local')} (at the gateway)"
+            by = f"{AckEvent.tolerant(event.detail).by} (at the gateway)"
             conn.execute(
                 "UPDATE alarms SET acknowledged_at = coalesce(acknowledged_at, ?), "
                 "acknowledged_by = coalesce(acknowledged_by, ?) WHERE id = ?",
                 (event.ts, by, open_alarm[0]),
             )
         return
-    if event.kind != "alarm" or event.level is None:
+    if event.kind != ALARM_EVENT_KIND or event.level is None:
         return
-    text = event.detail.get("detail")
-    detail = str(text) if text is not None else None
+    # The level is the row's own; the detail is words only, so a gateway of any release
+    # (or one sending a malformed detail) still opens, raises and clears its alarm.
+    detail = AlarmEvent.tolerant(event.detail).detail
     if open_alarm is None:
         if event.level > 0:
             conn.execute(

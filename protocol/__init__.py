@@ -24,8 +24,8 @@ from protocol.limits import (
     MIN_TIMESTAMP,
     OFFLINE_AFTER_S,
     PROTOCOL_VERSION,
-    QUALITY_BITS,
 )
+from protocol.quality import BAD_QUALITY, Quality
 from protocol.topics import (
     GATEWAY_ID_PATTERN,
     GATEWAY_PUBLISHES,
@@ -47,6 +47,13 @@ if TYPE_CHECKING:
         MqttCredentials,
         OfflineBundle,
         enrollment_message,
+    )
+    from protocol.events import (
+        ACK_EVENT_KIND,
+        ALARM_EVENT_KIND,
+        AckAlarmArgs,
+        AckEvent,
+        AlarmEvent,
     )
     from protocol.payloads import (
         Ack,
@@ -74,6 +81,11 @@ _LAZY = {
     "MqttCredentials": "protocol.enrollment",
     "OfflineBundle": "protocol.enrollment",
     "enrollment_message": "protocol.enrollment",
+    "ACK_EVENT_KIND": "protocol.events",
+    "ALARM_EVENT_KIND": "protocol.events",
+    "AckAlarmArgs": "protocol.events",
+    "AckEvent": "protocol.events",
+    "AlarmEvent": "protocol.events",
     "Ack": "protocol.payloads",
     "BusHealth": "protocol.payloads",
     "Command": "protocol.payloads",
@@ -104,7 +116,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ACK_ALARM_COMMAND",
+    "ACK_EVENT_KIND",
     "ACK_TIMEOUT_S",
+    "ALARM_EVENT_KIND",
+    "BAD_QUALITY",
     "BAD_QUALITY_MASK",
     "BUNDLE_FORMAT",
     "GATEWAY_ID_PATTERN",
@@ -121,9 +136,11 @@ __all__ = [
     "MIN_TIMESTAMP",
     "OFFLINE_AFTER_S",
     "PROTOCOL_VERSION",
-    "QUALITY_BITS",
     "TOPIC_ROOT",
     "Ack",
+    "AckAlarmArgs",
+    "AckEvent",
+    "AlarmEvent",
     "BusHealth",
     "Command",
     "CommandResult",
@@ -137,6 +154,7 @@ __all__ = [
     "Health",
     "MqttCredentials",
     "OfflineBundle",
+    "Quality",
     "ReadingRow",
     "SiteChannel",
     "SiteRule",

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from protocol.quality import BAD_QUALITY
+
 PROTOCOL_VERSION: Final = 1
 
 #: Largest MQTT payload the fleet accepts on any topic, in bytes.
@@ -40,31 +42,9 @@ MAX_WIRE_INT = 2**63 - 1
 #: it, and a gateway sends such a value as null with the ``out_of_range`` bit instead.
 MAX_READING_MAGNITUDE = 3.4028234663852886e38
 
-#: Reading quality bits (the values of ``drivers.model.Quality``); 0 is a good sample.
-QUALITY_BITS = {
-    "timeout": 1 << 0,
-    "crc_error": 1 << 1,
-    "exception": 1 << 2,
-    "out_of_range": 1 << 3,
-    "stuck": 1 << 4,
-    "spike": 1 << 5,
-    "clock_unsynced": 1 << 6,
-    "simulated": 1 << 7,
-    "no_connection": 1 << 8,
-}
-#: Bits that make a value untrustworthy: such readings never enter min/avg/max.
-BAD_QUALITY_MASK = sum(
-    QUALITY_BITS[name]
-    for name in (
-        "timeout",
-        "crc_error",
-        "exception",
-        "out_of_range",
-        "stuck",
-        "spike",
-        "no_connection",
-    )
-)
+#: Bits that make a value untrustworthy, as a plain int for SQL: such readings never enter
+#: min/avg/max.
+BAD_QUALITY_MASK: Final = int(BAD_QUALITY)
 
-#: Command name: acknowledge a latched alarm remotely; args ``{"rule": str, "by": str}``.
+#: Command name: acknowledge a latched alarm remotely; args ``protocol.events.AckAlarmArgs``.
 ACK_ALARM_COMMAND = "ack_alarm"

@@ -44,14 +44,15 @@ from protocol.limits import (
     MAX_WIRE_INT,
     MIN_TIMESTAMP,
     PROTOCOL_VERSION,
-    QUALITY_BITS,
 )
+from protocol.quality import Quality
 from protocol.topics import GATEWAY_ID_PATTERN
 
 Seq = Annotated[int, Field(strict=True, ge=1, le=MAX_WIRE_INT)]
 #: A count or size: never negative, never more than storage holds.
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_WIRE_INT)]
-Quality = Annotated[int, Field(strict=True, ge=0, lt=1 << 16)]
+#: The bits of ``protocol.quality.Quality`` as an int: bits a newer gateway adds pass.
+QualityBits = Annotated[int, Field(strict=True, ge=0, lt=1 << 16)]
 #: UTC seconds since the epoch, inside the sane range of ``protocol.limits``.
 Timestamp = Annotated[float, Field(ge=MIN_TIMESTAMP, le=MAX_TIMESTAMP, allow_inf_nan=False)]
 #: A measured value: finite and no larger than a float32 register can hold.
@@ -65,13 +66,13 @@ GatewayId = Annotated[str, Field(pattern=GATEWAY_ID_PATTERN)]
 
 #: One reading on the wire, a JSON array ``[seq, ts, channel, value, quality]``:
 #: ``ts`` in UTC seconds since the epoch (ms resolution), ``value`` null for NaN,
-#: ``quality`` the bits of ``drivers.model.Quality`` (0 is a good sample).
-ReadingRow = tuple[Seq, Timestamp, ChannelName, ReadingValue | None, Quality]
+#: ``quality`` the bits of ``protocol.quality.Quality`` (0 is a good sample).
+ReadingRow = tuple[Seq, Timestamp, ChannelName, ReadingValue | None, QualityBits]
 #: Values in one ``ReadingRow``.
 READING_FIELDS = 5
 
-_OUT_OF_RANGE = QUALITY_BITS["out_of_range"]
-_CLOCK_UNSYNCED = QUALITY_BITS["clock_unsynced"]
+_OUT_OF_RANGE = int(Quality.OUT_OF_RANGE)
+_CLOCK_UNSYNCED = int(Quality.CLOCK_UNSYNCED)
 
 
 def sendable_reading(

@@ -316,6 +316,20 @@ def test_alarm_events_open_raise_acknowledge_and_close_one_episode(
     assert repository.get_gateway(GW).alarm_level == 0
 
 
+def test_alarm_events_of_any_gateway_release_are_tracked(repository: SQLiteRepository) -> None:
+    older = event(1, 3, detail="level 2.4 m >= 2.2")  # no from/to/kind/metric/at yet
+    garbled = event(2, 4).model_copy(
+        update={"detail": {"detail": ["not", "text"], "kind": "sideways", "metric": "?"}}
+    )
+    repository.commit([events(older)])
+    [raised] = repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    assert (raised.level, raised.detail) == (3, "level 2.4 m >= 2.2")
+    repository.commit([events(garbled, event(3, 4, "ack"))])
+    [alarm] = repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    assert (alarm.id, alarm.peak_level, alarm.detail) == (raised.id, 4, "level 2.4 m >= 2.2")
+    assert alarm.acknowledged_by == "local (at the gateway)"
+
+
 OLD_API_TOKENS = """
 CREATE TABLE api_tokens (
     id INTEGER PRIMARY KEY,

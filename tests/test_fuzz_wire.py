@@ -42,6 +42,7 @@ from ota.document import (
 from protocol import (
     MAX_WIRE_INT,
     Ack,
+    AckAlarmArgs,
     Command,
     CommandResult,
     DataBatch,
@@ -133,6 +134,7 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
         "topic_prefix": f"hw/v1/{GW}",
     },
     EnrollmentRefusal: {"v": 1, "detail": "token already used"},
+    AckAlarmArgs: {"rule": "creek_level", "by": "operator"},
     OfflineBundle: {
         "format": "hazardwatch-enrollment-bundle",
         "fleet_url": "https://fleet.example",

@@ -11,20 +11,24 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from drivers.model import BAD_QUALITY, Quality
+import drivers.model
 from protocol import (
+    BAD_QUALITY,
     BAD_QUALITY_MASK,
     MAX_EVENT_ROWS,
     MAX_READING_ROWS,
     MIN_TIMESTAMP,
-    QUALITY_BITS,
     Ack,
+    AckAlarmArgs,
+    AckEvent,
+    AlarmEvent,
     DataBatch,
     EnrollmentRequest,
     EventBatch,
     GatewayState,
     Health,
     OfflineBundle,
+    Quality,
     Stream,
     Topic,
     enrollment_message,
@@ -32,6 +36,7 @@ from protocol import (
     parse_topic,
     subscription,
 )
+from protocol.broker_url import parse_broker_url
 from protocol.payloads import finite_json, sendable_reading
 
 
@@ -123,9 +128,25 @@ def test_unknown_fields_are_ignored_but_another_version_is_refused() -> None:
         GatewayState.model_validate({"v": 2, "state": "online"})
 
 
-def test_quality_bits_match_the_drivers_model() -> None:
-    assert {str(q.name).lower(): int(q) for q in Quality if q.value} == QUALITY_BITS
-    assert int(BAD_QUALITY) == BAD_QUALITY_MASK
+def test_quality_bits_keep_the_values_stored_in_files_and_sent_on_the_wire() -> None:
+    assert {str(q.name).lower(): int(q) for q in Quality if q.value} == {
+        "timeout": 1,
+        "crc_error": 2,
+        "exception": 4,
+        "out_of_range": 8,
+        "stuck": 16,
+        "spike": 32,
+        "clock_unsynced": 64,
+        "simulated": 128,
+        "no_connection": 256,
+    }
+    assert BAD_QUALITY_MASK == int(BAD_QUALITY) == 0b1_0011_1111
+    assert (Quality.SPIKE | Quality.CLOCK_UNSYNCED).names() == ["spike", "clock_unsynced"]
+
+
+def test_drivers_carry_the_protocols_quality_type_not_a_copy() -> None:
+    assert drivers.model.Quality is Quality
+    assert drivers.model.BAD_QUALITY is BAD_QUALITY
 
 
 def test_acks_health_and_bundles_parse_their_documented_shapes() -> None:
@@ -220,7 +241,7 @@ def test_health_refuses_numbers_storage_and_json_cannot_hold(field: str, value: 
 
 
 def test_a_sender_flags_what_the_wire_cannot_carry_and_still_sends_it() -> None:
-    bits = QUALITY_BITS
+    bits = {str(q.name).lower(): int(q) for q in Quality if q.value}
     rows = [
         sendable_reading(1, T0, "a", 2.5, 0),
         sendable_reading(2, T0, "a", math.inf, 0),
@@ -292,3 +313,75 @@ def test_levels_read_as_county_staff_read_them_never_as_a_bare_number() -> None:
     ]
     assert AlarmLevel.RED.display_en == "Red warning (level I)"
     assert AlarmLevel.NORMAL.display_zh == "正常"
+
+
+def test_broker_urls_parse_with_the_default_port_of_their_scheme() -> None:
+    assert parse_broker_url("mqtt://fleet.example") == ("mqtt", "fleet.example", 1883)
+    assert parse_broker_url("mqtts://fleet.example") == ("mqtts", "fleet.example", 8883)
+    secure = parse_broker_url("mqtts://10.0.0.5:9883")
+    assert (secure.host, secure.port, secure.tls) == ("10.0.0.5", 9883, True)
+    assert not parse_broker_url("mqtt://[::1]:1884").tls
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http://fleet.example:1883", "must look like mqtt://host:port or mqtts://host:port"),
+        ("mqtt://:1883", "must look like mqtt://host:port or mqtts://host:port"),
+        ("fleet.example:1883", "must look like mqtt://host:port or mqtts://host:port"),
+        ("mqtt://fleet.example:99999", "has no usable port (Port out of range 0-65535)"),
+        ("mqtt://fleet.example:eighty", "has no usable port (Port could not be cast"),
+        ("mqtt://fleet.example:0", "has no usable port (0); ports are 1 to 65535"),
+    ],
+)
+def test_a_bad_broker_url_is_refused_naming_the_url_on_both_sides(url: str, error: str) -> None:
+    from fleet.mqtt_connection import BrokerConnection  # noqa: PLC0415 - the fleet's side
+
+    with pytest.raises(ValueError, match=re.escape(f"broker URL {url!r}")) as parsed:
+        parse_broker_url(url)
+    assert error in str(parsed.value)
+    with pytest.raises(ValueError, match=re.escape(error)):
+        _ = BrokerConnection(url).port
+
+
+def test_an_alarm_event_is_written_in_the_shape_older_fleets_read() -> None:
+    event = AlarmEvent(
+        from_level="yellow",
+        to_level="red",
+        kind="rise",
+        metric=51.5,
+        detail="1h window 51.5 mm >= 50 (red)",
+        at=T0,
+    )
+    assert event.wire() == {
+        "from": "yellow",
+        "to": "red",
+        "kind": "rise",
+        "metric": 51.5,
+        "detail": "1h window 51.5 mm >= 50 (red)",
+        "at": T0,
+    }
+    assert AlarmEvent.tolerant(finite_json(event.wire())) == event
+    unmeasured = AlarmEvent(kind="ack", metric=math.nan)
+    sent = finite_json(unmeasured.wire())
+    assert sent == {"kind": "ack", "metric": "nan"}
+    assert math.isnan(AlarmEvent.tolerant(sent).metric or 0.0)
+
+
+def test_alarm_event_details_from_any_gateway_release_are_read_not_refused() -> None:
+    older = AlarmEvent.tolerant({"detail": "level 2.4 m >= 2.2"})
+    assert older == AlarmEvent(detail="level 2.4 m >= 2.2")
+    newer = AlarmEvent.tolerant({"to": "red", "kind": "rise", "confidence": 0.9})
+    assert (newer.to_level, newer.kind) == ("red", "rise")
+    garbled = AlarmEvent.tolerant({"from": 3, "kind": "sideways", "detail": "kept", "at": "x"})
+    assert garbled == AlarmEvent(detail="kept")
+    assert AckEvent.tolerant({}).by == "local"
+    assert AckEvent.tolerant({"by": ["not", "a", "name"]}).by == "local"
+
+
+def test_ack_alarm_arguments_are_what_the_fleet_sends() -> None:
+    args = AckAlarmArgs(rule="creek_level", by="operator").model_dump()
+    assert args == {"rule": "creek_level", "by": "operator"}
+    assert AckAlarmArgs.model_validate(args | {"note": "later field"}).rule == "creek_level"
+    with pytest.raises(ValidationError, match="rule"):
+        AckAlarmArgs.model_validate({"by": "operator"})

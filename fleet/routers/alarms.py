@@ -27,7 +27,7 @@ from fleet.dependencies import (
 from fleet.escalation_schemas import AlarmDetailOut
 from fleet.repository import ConflictError, NotFoundError, Role
 from fleet.schemas import AcknowledgeIn, AlarmOut, ReceiptIn
-from protocol import ACK_ALARM_COMMAND
+from protocol import ACK_ALARM_COMMAND, AckAlarmArgs
 
 router = APIRouter(
     prefix="/api/v1/alarms",
@@ -83,7 +83,7 @@ def acknowledge_alarm(
     repository.queue_command(
         alarm.gateway_id,
         ACK_ALARM_COMMAND,
-        {"rule": alarm.rule, "by": principal.name},
+        AckAlarmArgs(rule=alarm.rule, by=principal.name).model_dump(),
         principal.name,
         now,
     )

@@ -1,0 +1,200 @@
+"""The control socket's messages: each request a typed model, the main replies too.
+
+A request is one JSON object ``{"cmd": NAME, ...args}``; ``parse_request`` turns it into
+its model or a ``BadRequestError`` whose text says exactly what is wrong, for the agent to
+send back. Replies keep the JSON shape ``edge status --json`` and ``edge alarms --json``
+print. Only data and validation here: nothing in this module may touch a socket, the
+store or an output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+
+class BadRequestError(ValueError):
+    """A control request the agent cannot act on; the text is the reply's ``error``."""
+
+
+class _Request(BaseModel):
+    # A misspelt argument is refused, not ignored: a technician must see the typo.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class StatusRequest(_Request):
+    """``edge status``: buses, devices, channels, alarm levels, store."""
+
+    cmd: Literal["status"] = "status"
+
+
+class AlarmsRequest(_Request):
+    """``edge alarms``: the level of each rule and the last alarm and ack events."""
+
+    cmd: Literal["alarms"] = "alarms"
+
+
+class AckRequest(_Request):
+    """``edge ack RULE``: acknowledge a rule's latched alarm; ``by`` goes in the event log."""
+
+    cmd: Literal["ack"] = "ack"
+    rule: Annotated[str, Field(min_length=1, max_length=128)]
+    by: Annotated[str, Field(min_length=1, max_length=128)] = "local"
+
+
+class SirenTestRequest(_Request):
+    """``edge siren test``: read every relay back, or sound the test pattern (``audible``)."""
+
+    cmd: Literal["siren_test"] = "siren_test"
+    audible: bool = False
+
+
+class UplinkRequest(_Request):
+    """``edge uplink status``: the live link's state."""
+
+    cmd: Literal["uplink"] = "uplink"
+
+
+class UpdateRequest(_Request):
+    """``edge update status``: the running release and the configuration update's state."""
+
+    cmd: Literal["update"] = "update"
+
+
+ControlRequest = Annotated[
+    StatusRequest | AlarmsRequest | AckRequest | SirenTestRequest | UplinkRequest | UpdateRequest,
+    Field(discriminator="cmd"),
+]
+_REQUEST: TypeAdapter[ControlRequest] = TypeAdapter(ControlRequest)
+
+
+def parse_request(line: bytes, commands: Collection[str]) -> ControlRequest:
+    """The request on ``line`` for one of ``commands`` (the ones this agent serves).
+
+    Raises:
+        BadRequestError: naming what is wrong (not JSON, unknown command, a bad argument)
+            and, where it helps, the commands there are.
+    """
+    known = ", ".join(sorted(commands))
+    try:
+        data = json.loads(line)
+    except ValueError:
+        msg = f'bad request: not one JSON object such as {{"cmd": "status"}}; commands: {known}'
+        raise BadRequestError(msg) from None
+    if not isinstance(data, dict) or not isinstance(data.get("cmd"), str):
+        msg = f'bad request: no "cmd" naming a command; commands: {known}'
+        raise BadRequestError(msg)
+    command = data["cmd"]
+    if command not in commands:
+        msg = f"unknown command {command!r}; commands: {known}"
+        raise BadRequestError(msg)
+    try:
+        return _REQUEST.validate_python(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'][1:]) or 'request'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        msg = f"bad {command!r} request: {problems}"
+        raise BadRequestError(msg) from None
+
+
+class ControlReply(BaseModel):
+    """A typed reply; ``wire`` is what goes back on the socket."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def wire(self) -> dict[str, Any]:
+        """The reply as sent, JSON-ready (a NaN reading stays NaN, as ``edge`` shows it)."""
+        return self.model_dump()
+
+
+class ErrorReply(ControlReply):
+    """Any request the agent refused: ``error`` says why."""
+
+    ok: Literal[False] = False
+    error: str
+
+
+class AlarmStatus(ControlReply):
+    """One rule (or siren-node fallback) now: its level name and its headline metrics."""
+
+    level: str
+    metrics: dict[str, float]
+
+
+class BusStatus(ControlReply):
+    """One bus's counters: transactions, failures by quality name, last success time."""
+
+    transactions: int
+    failures: dict[str, int]
+    last_success: float | None
+
+
+class DeviceStatus(ControlReply):
+    """One device: when it last answered a poll, faults by quality name."""
+
+    last_poll: float | None
+    faults: dict[str, int]
+
+
+class ChannelStatus(ControlReply):
+    """One channel's latest reading; ``quality`` lists the set bits (``["ok"]`` if none)."""
+
+    value: float
+    unit: str
+    quality: list[str]
+    t: float
+
+
+class StatusReply(ControlReply):
+    """The reply to ``status``; ``village_call`` only on a gateway that texts villagers."""
+
+    ok: Literal[True] = True
+    site: str
+    version: str
+    uptime_s: float
+    now: float
+    level: str
+    buses: dict[str, BusStatus]
+    devices: dict[str, DeviceStatus]
+    channels: dict[str, ChannelStatus]
+    alarms: dict[str, AlarmStatus]
+    actuators: dict[str, Any]
+    store: dict[str, Any]
+    village_call: dict[str, Any] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The reply as sent: ``village_call`` left out where there is none."""
+        data = super().wire()
+        if data["village_call"] is None:
+            del data["village_call"]
+        return data
+
+
+class AlarmHistoryEntry(ControlReply):
+    """One ``alarm`` or ``ack`` event: time, rule, then the event's own detail fields."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    t: float
+    rule: str | None
+
+
+class AlarmsReply(ControlReply):
+    """The reply to ``alarms``: each rule's level now, and the recent events, oldest first."""
+
+    ok: Literal[True] = True
+    active: dict[str, AlarmStatus]
+    history: list[AlarmHistoryEntry]
+
+
+class AckReply(ControlReply):
+    """The reply to ``ack``: the rule's level after the acknowledgement."""
+
+    ok: Literal[True] = True
+    rule: str
+    level: str

@@ -1,0 +1,91 @@
+"""Alarm vocabulary between gateway and fleet: ``alarm``/``ack`` event details, ack args.
+
+An ``EventRow`` carries a free ``detail`` object; for these kinds this module says what
+is in it, so the gateway writes and the fleet reads one shape. Reading is tolerant: a
+gateway of any release sends its own fields, so unknown fields are ignored, every field
+may be missing, and a field that does not parse is dropped rather than losing the event.
+``AckAlarmArgs`` are the arguments of the fleet's ``ack_alarm`` command. Nothing here may
+import anything of the project but ``protocol``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+#: ``EventRow.kind`` of a rule's level change; ``subject`` the rule, ``level`` the new one.
+ALARM_EVENT_KIND: Final = "alarm"
+#: ``EventRow.kind`` of an acknowledgement of a rule's latched alarm; ``subject`` the rule.
+ACK_EVENT_KIND: Final = "ack"
+
+
+class _EventDetail(BaseModel):
+    # The gateway builds these on its alarm path, before the sirens switch: no validator
+    # may refuse what the alarm engine produces (a NaN metric, a long detail text).
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def tolerant(cls, detail: Mapping[str, Any]) -> Self:
+        """Parse ``detail`` as sent by any gateway release; never raises.
+
+        A field that does not parse is dropped (read as missing), the others are kept.
+        """
+        try:
+            return cls.model_validate(detail)
+        except ValidationError as exc:
+            bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+            return cls.model_validate({k: v for k, v in detail.items() if k not in bad})
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON object stored with the event and sent in its ``EventRow.detail``."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class AlarmEvent(_EventDetail):
+    """Detail of an ``alarm`` event: one rule's level changed, or its latch was acknowledged.
+
+    ``from``/``to`` are level names (``AlarmLevel.colour``); ``kind`` is ``rise``, ``fall``
+    or ``ack``; ``metric`` the rule's headline value then (NaN when it has none); ``detail``
+    says it in words, e.g. ``"1h window 47.2 mm >= 45 (yellow)"``; ``at`` the time of the
+    sample that decided it. The new level itself is ``EventRow.level``.
+    """
+
+    # Separate aliases, not ``alias``: ``from`` is a keyword, so code builds by field name.
+    from_level: Annotated[
+        str | None, Field(validation_alias="from", serialization_alias="from", max_length=16)
+    ] = None
+    to_level: Annotated[
+        str | None, Field(validation_alias="to", serialization_alias="to", max_length=16)
+    ] = None
+    kind: Literal["rise", "fall", "ack"] | None = None
+    metric: float | None = None
+    detail: str | None = None
+    at: float | None = None
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric_from_text(cls, value: Any) -> Any:
+        # The uplink sends a NaN metric as the string "nan" (JSON has no NaN).
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                return None
+        return value
+
+
+class AckEvent(_EventDetail):
+    """Detail of an ``ack`` event: who acknowledged (``local`` at the gateway by default)."""
+
+    by: str = "local"
+
+
+class AckAlarmArgs(BaseModel):
+    """``Command.args`` of ``ack_alarm``: the fleet acknowledges ``rule``'s latched alarm."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
+
+    rule: Annotated[str, Field(min_length=1, max_length=128)]
+    by: Annotated[str, Field(min_length=1)]
