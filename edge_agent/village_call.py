@@ -30,13 +30,14 @@ from edge_agent.store import LocalStore, StoredEvent
 from edge_agent.village_call_config import VillageCallSpec, VillagePerson
 from protocol import Stream
 from protocol.contacts import international, is_answer, mask_phone
+from protocol.events import ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND, VILLAGE_CALL_EVENT_KIND
 from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 
 LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
-CALL = "village_call"
-ANSWER = "village_answer"
+CALL = VILLAGE_CALL_EVENT_KIND
+ANSWER = VILLAGE_ANSWER_EVENT_KIND
 
 
 class Incoming(Protocol):
@@ -132,7 +133,7 @@ class VillageCaller:
         for rule, level in self.levels().items():
             if level < self.spec.from_level:
                 continue
-            raised = self.store.last_event("alarm", rule)
+            raised = self.store.last_event(ALARM_EVENT_KIND, rule)
             if raised is None or raised.level != level:
                 continue  # its event is still held in memory: next round
             if self._answered(rule, raised.seq):

@@ -14,8 +14,11 @@ from typing import Any
 import sqlite_utils
 
 from fleet.sqlite_ota import read_snapshot
+from protocol.events import ACK_EVENT_KIND, ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND
 from protocol.levels import LEVEL_NAMES
 
+#: Events that change what an alarm shows: a level, an acknowledgement, an answer.
+LEVEL_EVENT_KINDS = (ALARM_EVENT_KIND, ACK_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND)
 #: A batch committed a little after another may carry an earlier receipt time: look back.
 _RECEIPT_SLACK_S = 5.0
 
@@ -64,9 +67,9 @@ def _levels(db: sqlite_utils.Database, cursor: LiveCursor) -> list[LiveChange]:
         "(SELECT a.level FROM alarms a WHERE a.gw = e.gw AND a.rule = e.subject "
         " ORDER BY a.id DESC LIMIT 1) "
         "FROM events e JOIN gateways g ON g.num = e.gw "
-        "WHERE e.kind IN ('alarm', 'ack', 'village_answer') AND e.received_at > ? "
+        "WHERE e.kind IN (?, ?, ?) AND e.received_at > ? "
         "ORDER BY e.received_at, e.gw, e.seq",
-        [cursor.received_at - _RECEIPT_SLACK_S],
+        [*LEVEL_EVENT_KINDS, cursor.received_at - _RECEIPT_SLACK_S],
     ).fetchall()
     changes = []
     newest = cursor.received_at

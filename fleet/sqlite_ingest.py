@@ -27,7 +27,13 @@ from fleet.sqlite_ota import record_ota_report
 from ota.crash_points import freeze
 from ota.report import OTA_EVENT_KIND
 from protocol import CommandResult, DataBatch, EventBatch, EventRow, GatewayState, Health, Stream
-from protocol.events import ACK_EVENT_KIND, ALARM_EVENT_KIND, AckEvent, AlarmEvent
+from protocol.events import (
+    ACK_EVENT_KIND,
+    ALARM_EVENT_KIND,
+    VILLAGE_ANSWER_EVENT_KIND,
+    AckEvent,
+    AlarmEvent,
+)
 from protocol.limits import MAX_READING_ROWS
 from protocol.payloads import READING_FIELDS
 
@@ -378,7 +384,7 @@ def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
     ).fetchone()
     if open_alarm is not None and event.seq < open_alarm[1]:
         return
-    if event.kind == VILLAGE_ANSWER:
+    if event.kind == VILLAGE_ANSWER_EVENT_KIND:
         if open_alarm is not None:
             _village_answer(conn, open_alarm[0], event)
         return
@@ -409,10 +415,6 @@ def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
         "detail = coalesce(?, detail), cleared_at = CASE WHEN ? = 0 THEN ? END WHERE id = ?",
         (event.level, event.level, event.seq, detail, event.level, event.ts, open_alarm[0]),
     )
-
-
-#: The event a gateway records when a village person answered it (edge_agent.village_call).
-VILLAGE_ANSWER = "village_answer"
 
 
 def _village_answer(conn: sqlite3.Connection, alarm_id: int, event: EventRow) -> None:

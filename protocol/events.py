@@ -19,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ALARM_EVENT_KIND: Final = "alarm"
 #: ``EventRow.kind`` of an acknowledgement of a rule's latched alarm; ``subject`` the rule.
 ACK_EVENT_KIND: Final = "ack"
+#: ``EventRow.kind`` of a text the gateway sent the village itself (叫应 while cut off);
+#: ``detail``: ``alarm_seq``, ``person`` (name and tier), ``to`` (masked), ``status``.
+VILLAGE_CALL_EVENT_KIND: Final = "village_call"
+#: ``EventRow.kind`` of a village answer the gateway took (reply SMS, confirm button);
+#: ``detail``: ``alarm_seq``, ``person``, ``via``, ``at``. The fleet stops calling the tier.
+VILLAGE_ANSWER_EVENT_KIND: Final = "village_answer"
 
 
 class _EventDetail(BaseModel):
