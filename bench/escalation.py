@@ -57,7 +57,8 @@ from fleet.roster import PersonIn, Tier  # noqa: E402
 from fleet.sqlite_repository import SQLiteRepository  # noqa: E402
 from protocol import EventBatch, EventRow  # noqa: E402
 from tests.callans_parts import Kannel, WebhookInbox, kannel_installed  # noqa: E402
-from tests.mosquitto import free_port, port_open, wait_until  # noqa: E402
+from tests.mosquitto import free_port, port_open  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 _T = TypeVar("_T")
 SEED = 20261203

@@ -32,7 +32,7 @@ from agent_harness_bench import emit  # noqa: E402
 from drivers.clock import ManualClock  # noqa: E402
 from fleet.repository import RolloutState  # noqa: E402
 from fleet.rollouts import RolloutTiming  # noqa: E402
-from tests.agent_harness import events, wait_for  # noqa: E402
+from tests.agent_harness import events  # noqa: E402
 from tests.mosquitto import fleet_with_mosquitto  # noqa: E402
 from tests.release_harness import (  # noqa: E402
     admin_token,
@@ -43,6 +43,7 @@ from tests.release_harness import (  # noqa: E402
 )
 from tests.test_rollout_mosquitto import Rig  # noqa: E402
 from tests.uplink_harness import make_clock, running_broker, running_fleet  # noqa: E402
+from tests.waiting import wait_for  # noqa: E402
 
 
 async def one_gateway(tmp: Path) -> dict[str, Any]:

@@ -12,8 +12,7 @@ import os
 import signal
 import sqlite3
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,16 +155,3 @@ def readings(data_dir: Path, channel: str) -> list[tuple[float, float | None, in
         ).fetchall()
     finally:
         conn.close()
-
-
-async def wait_for(condition: Callable[[], Any], within_s: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after a while."""
-    deadline = time.monotonic() + within_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            msg = f"timed out after {within_s} s waiting for {what}"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.05)

@@ -29,7 +29,8 @@ from urllib.parse import quote, unquote_to_bytes
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.mosquitto import free_port, port_open, wait_until
+from tests.mosquitto import free_port, port_open
+from tests.waiting import wait_until
 
 BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
 SMSBOX = shutil.which("smsbox") or "/usr/sbin/smsbox"

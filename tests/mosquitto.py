@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from fleet.settings import FleetSettings
 from fleet.simgateway import SimulatedGateway, enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import EnrollmentResponse
+from tests.waiting import wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -48,33 +49,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            msg = f"timed out after {timeout} s waiting for {what}"
-            raise AssertionError(msg)
-        time.sleep(0.02)
-
-
-async def eventually(
-    condition: Callable[[], bool | Awaitable[bool]], within: float, what: str
-) -> None:
-    """Poll ``condition`` (plain or async) on the event loop until it holds, or fail."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            msg = f"timed out after {within} s waiting for {what}"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.02)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

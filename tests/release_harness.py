@@ -30,8 +30,9 @@ from ota.bundle import WHEELS_DIR, build_release
 from ota.crash_points import ENV as CRASH_ENV
 from ota.manifest import ReleaseManifest
 from ota.slots import SUPERVISOR_FILE, SlotTree
-from tests.agent_harness import events, iso, sim_site, wait_for
+from tests.agent_harness import events, iso, sim_site
 from tests.uplink_harness import SITE, FleetProcess, enroll, storm_station
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL_CACHE = REPO / ".cache" / "ota-wheels"

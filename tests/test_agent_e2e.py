@@ -23,7 +23,8 @@ from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
-from tests.agent_harness import events, readings, sim_site, wait_for
+from tests.agent_harness import events, readings, sim_site
+from tests.waiting import wait_for
 
 PROFILES = builtin_profiles()
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()

@@ -40,7 +40,8 @@ from fleet.sqlite_escalation import Call, PlannedCall
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import EventBatch, EventRow
 from tests.callans_parts import Kannel, SmtpInbox, WebhookInbox, kannel_installed
-from tests.mosquitto import auth, eventually, free_port
+from tests.mosquitto import auth, free_port
+from tests.waiting import wait_for
 
 SITE = "creek-village"
 GW = "gw-0123456789"
@@ -163,7 +164,7 @@ async def _fleet(
     app = create_app(settings, escalation_clock=clock)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))
     serving = asyncio.create_task(server.serve())
-    await eventually(lambda: server.started, 20, "the fleet to serve")
+    await wait_for(lambda: server.started, 20, "the fleet to serve")
     repository: SQLiteRepository = app.state.repository
     tokens = {role: repository.create_api_token(role.value, role, time.time())[1] for role in Role}
     _token, secret = repository.create_enrollment_token(
@@ -246,7 +247,7 @@ async def test_red_calls_the_village_escalates_to_the_township_and_a_reply_sms_s
     calls = await fleet.tick()
     assert sorted(c.channel for c in calls) == ["email", "sms", "webhook"]
     assert {c.person for c in calls} == {"王建国 (village)"}
-    await eventually(lambda: len(kannel.received()) == 1, 20, "the village SMS at the fake SMSC")
+    await wait_for(lambda: len(kannel.received()) == 1, 20, "the village SMS at the fake SMSC")
     sms = kannel.received()[0]
     assert (sms.to, "红色预警" in sms.text, "/a/" in sms.text) == (VILLAGE_MOBILE, True, True)
     assert len(smtp.to("wang@village.example.cn")) == 1
@@ -256,18 +257,18 @@ async def test_red_calls_the_village_escalates_to_the_township_and_a_reply_sms_s
     async def delivered() -> bool:
         return ("delivery", "王建国 (village)", "sms") in await fleet.record(alarm_id)
 
-    await eventually(delivered, 20, "Kannel's delivery report")
+    await wait_for(delivered, 20, "Kannel's delivery report")
 
     # unanswered: repeated after repeat_s (120 s), not before
     assert await fleet.tick(60) == []
     repeated = await fleet.tick(60)
     assert sorted(c.channel for c in repeated) == ["email", "sms", "webhook"]
-    await eventually(lambda: len(kannel.received()) == 2, 20, "the repeated SMS")
+    await wait_for(lambda: len(kannel.received()) == 2, 20, "the repeated SMS")
 
     # nobody answered by the village deadline (300 s): the township is called
     escalated = await fleet.tick(180)
     assert {c.person for c in escalated} == {"李敏 (township)"}
-    await eventually(
+    await wait_for(
         lambda: [s.to for s in kannel.received()][-1] == TOWNSHIP_MOBILE, 20, "the township SMS"
     )
 
@@ -278,7 +279,7 @@ async def test_red_calls_the_village_escalates_to_the_township_and_a_reply_sms_s
     async def ended() -> bool:
         return (await fleet.alarm_view(alarm_id))["escalation"][0]["ended_at"] is not None
 
-    await eventually(ended, 20, "the reply SMS to end the escalation")
+    await wait_for(ended, 20, "the reply SMS to end the escalation")
     assert await fleet.tick(600) == []
 
     view = await fleet.alarm_view(alarm_id)
@@ -305,7 +306,7 @@ async def test_an_answer_link_stops_the_escalation_once(
 ) -> None:
     alarm_id = fleet.alarm(4)
     await fleet.tick()
-    await eventually(lambda: len(smtp.messages) == 1, 10, "the village e-mail")
+    await wait_for(lambda: len(smtp.messages) == 1, 10, "the village e-mail")
     body = smtp.messages[0].get_payload(decode=True)
     assert isinstance(body, bytes)
     match = re.search(r"(http://\S+/a/[A-Za-z0-9_-]+)", body.decode())

@@ -24,7 +24,8 @@ from fleet.sqlite_repository import SQLiteRepository
 from ota.crash_points import crash_test_env
 from protocol import EventBatch, EventRow
 from tests.callans_parts import WebhookInbox
-from tests.mosquitto import free_port, port_open, wait_until
+from tests.mosquitto import free_port, port_open
+from tests.waiting import wait_until
 
 SITE = "creek-village"
 GW = "gw-0123456789"

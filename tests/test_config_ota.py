@@ -23,7 +23,7 @@ from fleet.repository import Role
 from fleet.signing import SigningKey
 from hardware_sim.scenarios import DesignStorm
 from ota.document import Document, DocumentKind, Target, sign_document
-from tests.agent_harness import AgentProcess, events, sim_site, wait_for
+from tests.agent_harness import AgentProcess, events, sim_site
 from tests.uplink_harness import (
     ORIGIN,
     SITE,
@@ -32,6 +32,7 @@ from tests.uplink_harness import (
     make_clock,
     storm_station,
 )
+from tests.waiting import wait_for
 
 
 async def publish_config(fleet_dir: Path, port: int, gateway_id: str, envelope: bytes) -> None:

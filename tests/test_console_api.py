@@ -27,7 +27,8 @@ from fleet.repository import NewGateway, Received, Role
 from fleet.settings import EscalationSettings, FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import EventBatch, EventRow, GatewayState, Health
-from tests.mosquitto import auth, eventually, free_port
+from tests.mosquitto import auth, free_port
+from tests.waiting import wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 
@@ -72,7 +73,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
-    await eventually(lambda: server.started, 20, "the fleet to serve")
+    await wait_for(lambda: server.started, 20, "the fleet to serve")
     repository: SQLiteRepository = app.state.repository
     viewer = repository.create_api_token("duty", Role.VIEWER, time.time())[1]
     try:
@@ -139,14 +140,14 @@ async def test_the_live_feed_carries_level_changes_and_health_within_two_seconds
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         reader = asyncio.create_task(read_events(response, received))
-        await eventually(lambda: bool(received), 5, "the feed to open")
+        await wait_for(lambda: bool(received), 5, "the feed to open")
         stored = time.monotonic()
         fleet.alarm("gw-0000000001", "creek", 4)
-        await eventually(lambda: any(k == "level" for k, _ in received), 5, "the level change")
+        await wait_for(lambda: any(k == "level" for k, _ in received), 5, "the level change")
         assert time.monotonic() - stored < 2.0
         health = Health(gateway_id="gw-0000000001", ts=time.time(), uptime_s=5, agent_version="x")
         fleet.send("gw-0000000001", health)
-        await eventually(lambda: any(k == "health" for k, _ in received), 5, "the health")
+        await wait_for(lambda: any(k == "health" for k, _ in received), 5, "the health")
         reader.cancel()
     levels = [d for k, d in received if k == "level"]
     assert [(d["rule"], d["level_name"], d["site_id"]) for d in levels] == [

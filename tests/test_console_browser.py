@@ -31,8 +31,9 @@ from fleet.repository import Role
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
 from protocol.levels import AlarmLevel
-from tests.agent_harness import sim_site, wait_for
+from tests.agent_harness import sim_site
 from tests.uplink_harness import FleetProcess, enroll, running_broker, running_fleet
+from tests.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.clock import ScaledClock
 from fleet.signing import SigningKey
-from tests.agent_harness import sim_site, wait_for
+from tests.agent_harness import sim_site
 from tests.uplink_harness import (
     FLEET,
     SITE,
@@ -33,6 +33,7 @@ from tests.uplink_harness import (
     running_fleet,
     storm_station,
 )
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -38,14 +38,8 @@ from protocol import (
     gateway_topic,
 )
 from tests.either_broker import BROKERS, BrokerKind, running_broker
-from tests.mosquitto import (
-    auth,
-    eventually,
-    fleet_with_mosquitto,
-    free_port,
-    make_tls_files,
-    running_mosquitto,
-)
+from tests.mosquitto import auth, fleet_with_mosquitto, free_port, make_tls_files, running_mosquitto
+from tests.waiting import wait_for
 
 T0 = 1_750_000_000.0
 
@@ -145,7 +139,7 @@ async def test_a_gateway_that_lost_its_enrollment_answer_enrolls_again_with_its_
             except aiomqtt.MqttError:
                 return True
 
-        await eventually(stale_password_refused, 10, "mosquitto to drop the lost password")
+        await wait_for(stale_password_refused, 10, "mosquitto to drop the lost password")
         async with fleet.gateway(kept) as gateway:
             await gateway.publish(Topic.DATA, one_batch(kept.gateway_id))
             await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 3), 10)
@@ -319,12 +313,12 @@ async def test_a_fresh_gateway_receives_no_retained_message_of_another_gateway(
                 await gateway_b.subscribe(gateway_topic(b, Topic.CMD), qos=1)
                 for topic in (Topic.HEALTH, Topic.STATE):
                     await gateway_b.publish(gateway_topic(b, topic), b"b's", qos=1, retain=True)
-                await eventually(lambda: len(seen) >= 4, 10, "the fleet to see B's messages")
+                await wait_for(lambda: len(seen) >= 4, 10, "the fleet to see B's messages")
             async with broker.gateway("a").client(a) as gateway_a, inbox(gateway_a) as got:
                 # Anything leaked on connect arrives before the answers to these subscriptions.
                 for topic in GATEWAY_SUBSCRIBES:
                     await gateway_a.subscribe(gateway_topic(a, topic), qos=1)
-                await eventually(
+                await wait_for(
                     lambda: (gateway_topic(a, Topic.CONFIG), b"a's config") in got,
                     10,
                     "A's own retained config",
@@ -358,7 +352,7 @@ async def test_a_gateway_can_neither_read_nor_write_another_gateways_topics(
             await gateway_a.publish(gateway_topic(a, Topic.DATA), b"a's own", qos=1)
             await fleet.publish(gateway_topic(b, Topic.CMD), b"for b", qos=1)
             await fleet.publish(gateway_topic(a, Topic.CMD), b"for a", qos=1)
-            await eventually(lambda: all([fleet_got, b_got, a_got]), 10, "every sentinel")
+            await wait_for(lambda: all([fleet_got, b_got, a_got]), 10, "every sentinel")
     assert fleet_got == [(gateway_topic(a, Topic.DATA), b"a's own")]
     assert b_got == [(gateway_topic(b, Topic.CMD), b"for b")]
     assert a_got == [(gateway_topic(a, Topic.CMD), b"for a")]
@@ -379,11 +373,11 @@ async def test_anonymous_clients_and_wrong_passwords_are_refused_and_logged(
         async with broker.gateway("a").client(a):
             pass
         if kind == "embedded":
-            await eventually(lambda: broker.log().count("refused") == 2, 10, "two refusals")
+            await wait_for(lambda: broker.log().count("refused") == 2, 10, "two refusals")
             assert f"refused {a!r} from 127.0.0.1" in broker.log()
             assert "wrong password" in broker.log()
         else:  # mosquitto logs each refusal, but names the client only when it can
-            await eventually(lambda: broker.log().count("not authorised") == 2, 10, "refusals")
+            await wait_for(lambda: broker.log().count("not authorised") == 2, 10, "refusals")
         assert "not-the-password" not in broker.log()
 
 
@@ -407,7 +401,7 @@ async def test_no_gateway_can_knock_another_off_with_its_client_id(
             except aiomqtt.MqttError:
                 assert kind == "embedded"
             await fleet.publish(gateway_topic(b, Topic.CMD), b"still there?", qos=1)
-            await eventually(lambda: len(b_got) == 1, 10, "B to get the fleet's command")
+            await wait_for(lambda: len(b_got) == 1, 10, "B to get the fleet's command")
             await gateway_b.publish(gateway_topic(b, Topic.STATE), b"yes", qos=1)
         if kind == "mosquitto":
             assert "closing old connection" not in broker.log()
@@ -432,11 +426,11 @@ async def test_a_gateways_last_will_cannot_speak_for_another_gateway(
             assert answer[:2] in (b"\x20\x02", b"")
             async with broker.gateway("a").client(a) as gateway_a:
                 await gateway_a.publish(gateway_topic(a, Topic.STATE), b"a's own", qos=1)
-            await eventually(lambda: (gateway_topic(a, Topic.STATE), b"a's own") in got, 10, "A")
+            await wait_for(lambda: (gateway_topic(a, Topic.STATE), b"a's own") in got, 10, "A")
         async with broker.fleet_connection().client("fleet-late") as late, inbox(late) as kept:
             await late.subscribe(f"{TOPIC_ROOT}/+/state", qos=1)
             await late.publish(f"{TOPIC_ROOT}/sentinel/state", b"end", qos=1)
-            await eventually(lambda: (f"{TOPIC_ROOT}/sentinel/state", b"end") in kept, 10, "end")
+            await wait_for(lambda: (f"{TOPIC_ROOT}/sentinel/state", b"end") in kept, 10, "end")
     assert all(topic != gateway_topic(b, Topic.STATE) for topic, _ in got + kept), got + kept
 
 

@@ -19,14 +19,8 @@ from fleet.mqtt_connection import BrokerConnection
 from fleet.simgateway import EncodedBatch, SimulatedGateway, enrollment_request
 from ota.crash_points import crash_test_env
 from protocol import DataBatch, EnrollmentResponse, Stream
-from tests.mosquitto import (
-    Mosquitto,
-    eventually,
-    free_port,
-    port_open,
-    running_mosquitto,
-    wait_until,
-)
+from tests.mosquitto import Mosquitto, free_port, port_open, running_mosquitto
+from tests.waiting import wait_for, wait_until
 
 T0 = 1_750_000_000.0
 BATCHES, ROWS = 20, 500
@@ -95,7 +89,7 @@ async def test_sigkill_inside_a_commit_loses_and_duplicates_nothing(
     try:
         base = f"http://127.0.0.1:{fleet.port}"
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-            await eventually(lambda: ingest_ready(http, token), 20, "the ingest to subscribe")
+            await wait_for(lambda: ingest_ready(http, token), 20, "the ingest to subscribe")
             created = await http.post(
                 "/api/v1/enrollment-tokens",
                 json={"site_id": "creek-village"},

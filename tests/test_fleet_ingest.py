@@ -32,7 +32,8 @@ from protocol import (
     Topic,
     gateway_topic,
 )
-from tests.mosquitto import FleetUnderTest, auth, eventually, fleet_with_mosquitto
+from tests.mosquitto import FleetUnderTest, auth, fleet_with_mosquitto
+from tests.waiting import wait_for
 
 T0 = 1_750_000_000.0
 
@@ -179,8 +180,8 @@ async def test_unusable_numbers_are_refused_and_never_acked(fleet: FleetUnderTes
             gateway_id=gid, first_seq=3, last_seq=3, rows=[EventRow(seq=3, ts=T0, kind="fault")]
         )
         await gateway.publish(Topic.EVENTS, ok_event.model_dump_json())
-        await eventually(lambda: stored_seqs(fleet, gid) == [4, 5, 6], 10, "readings 4..6")
-        await eventually(lambda: fleet.ingest.stats.rejected["schema"] == 6, 10, "6 refusals")
+        await wait_for(lambda: stored_seqs(fleet, gid) == [4, 5, 6], 10, "readings 4..6")
+        await wait_for(lambda: fleet.ingest.stats.rejected["schema"] == 6, 10, "6 refusals")
         # Neither stream was acked past what was refused: 4..6 and event 3 wait for 1..3.
         assert gateway.acked == {Stream.READINGS: 0, Stream.EVENTS: 0}
         detail = await fleet.http.get(f"/api/v1/gateways/{gid}", headers=auth(fleet.admin_token))
@@ -283,7 +284,7 @@ async def test_health_and_last_will_show_online_then_offline(
     process.kill()
     await process.wait()
 
-    await eventually(
+    await wait_for(
         lambda: fleet.repository.get_gateway(gid).state == "offline", 10, "the Last Will"
     )
     listed = (await fleet.http.get("/api/v1/gateways", headers=auth(fleet.admin_token))).json()
@@ -425,6 +426,6 @@ async def test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage
                 await asyncio.wait_for(gateway.wait_acked(Stream.READINGS, 10), 0.25)
             return gateway.acked[Stream.READINGS] >= 10
 
-        await eventually(acked, 30, "ingest to take batches again")
+        await wait_for(acked, 30, "ingest to take batches again")
     assert time.monotonic() - back_at < 4.0
     assert stored_seqs(fleet, gid) == list(range(1, 11))

@@ -30,9 +30,10 @@ from ota.document import DocumentKind, verify_document
 from ota.manifest import MANIFEST_FILE
 from ota.report import OtaReport, OtaState, OtaSubject
 from protocol import EnrollmentResponse
-from tests.mosquitto import auth, eventually, free_port
+from tests.mosquitto import auth, free_port
 from tests.ota_fixtures import commit_ota_report, manifest_of
 from tests.ota_fixtures import register_release as register_via_rest
+from tests.waiting import wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 SITE = (EXAMPLES / "creek_village.toml").read_text()
@@ -566,7 +567,7 @@ async def test_release_publish_and_rollout_commands_drive_a_running_fleet(tmp_pa
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     try:
-        await eventually(lambda: server.started, 10, "the fleet to listen")
+        await wait_for(lambda: server.started, 10, "the fleet to listen")
         repository: SQLiteRepository = app.state.repository
         admin = repository.create_api_token("release-manager", Role.ADMIN, time.time())[1]
         fleet = ["--fleet", f"http://127.0.0.1:{port}", "--token", admin]

@@ -26,9 +26,10 @@ from drivers.model import Quality, Reading
 from edge_agent.control import SOCKET_NAME, request
 from edge_agent.store import LocalStore
 from hardware_sim.device import SimulatedDevice
-from tests.agent_harness import events, sim_site, wait_for
+from tests.agent_harness import events, sim_site
 from tests.full_disk import SmallDisk, small_disk
 from tests.test_agent_e2e import PROFILES, make_clock, site_text
+from tests.waiting import wait_for
 
 
 def reading(t: float) -> Reading:

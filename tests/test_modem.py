@@ -19,7 +19,7 @@ from drivers.modem import IncomingSms, ModemError, SmsModem
 from drivers.sms_text import split_for_sms, to_ucs2_hex
 from hardware_sim.modem import SentSms, SimulatedModem
 from hardware_sim.pty_link import PtyPair
-from tests.wire import wait_until
+from tests.waiting import wait_for
 
 VILLAGE_HEAD = "+8613800000001"
 MONITOR = "+8613800000002"
@@ -284,7 +284,7 @@ async def test_a_send_cancelled_while_waiting_for_the_prompt_leaves_the_modem_us
 ) -> None:
     sim.prompt_delay_s = 1.0
     sending = asyncio.create_task(modem.send_sms(VILLAGE_HEAD, WARNING))
-    await wait_until(lambda: any(c.startswith("AT+CMGS") for c in sim.commands), 5.0)
+    await wait_for(lambda: any(c.startswith("AT+CMGS") for c in sim.commands), 5.0)
 
     sending.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -301,7 +301,7 @@ async def test_a_modem_left_waiting_for_text_by_a_crash_sends_nothing_stray(
 ) -> None:
     with serial.Serial(str(pty_pair.agent_end), 115200, timeout=1) as crashed:
         crashed.write(b'AT+CMGF=1\rAT+CMGS="+8613800000001"\r')
-        await wait_until(lambda: any(c.startswith("AT+CMGS") for c in sim.commands), 5.0)
+        await wait_for(lambda: any(c.startswith("AT+CMGS") for c in sim.commands), 5.0)
 
     async with SmsModem(str(pty_pair.agent_end), timeout_s=TIMEOUT_S) as client:
         ref = await client.send_sms(MONITOR, "测试")
@@ -371,7 +371,7 @@ async def answer_once(device: serial.Serial, command: bytes, reply: bytes) -> No
         heard.extend(device.read(device.in_waiting or 1))
         return command in heard
 
-    await wait_until(arrived, 5.0)
+    await wait_for(arrived, 5.0)
     device.write(reply)
 
 
@@ -465,7 +465,7 @@ class Terminal:
             self.heard.extend(self.port.read(self.port.in_waiting or 1))
             return any(end.encode() in self.heard for end in until)
 
-        await wait_until(answered, 5.0)
+        await wait_for(answered, 5.0)
         return self.heard.decode()
 
 

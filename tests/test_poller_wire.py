@@ -19,7 +19,8 @@ from drivers.poller import DeviceConfig, Poller
 from drivers.profiles import builtin_profiles, load_profile
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.server import serve_tcp
-from tests.wire import TRANSPORTS, served, wait_until
+from tests.waiting import wait_for
+from tests.wire import TRANSPORTS, served
 
 ALL_TYPES = load_profile(Path(__file__).parent / "data" / "all_types.toml")
 PROFILES = builtin_profiles()
@@ -133,7 +134,7 @@ async def test_a_dead_slave_does_not_hold_up_the_live_devices_on_its_bus():
         ]
         poller = Poller([bus], configs, clock, sink)
         task = asyncio.create_task(poller.run())
-        await wait_until(lambda: min(len(polls["rain"]), len(polls["radar"])) >= 10, within_s=15)
+        await wait_for(lambda: min(len(polls["rain"]), len(polls["radar"])) >= 10, within_s=15)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -274,9 +275,11 @@ async def test_polling_survives_an_unreachable_gateway_and_recovers_when_it_retu
     poller = Poller([TcpBusConfig("field", "127.0.0.1", port)], [config], clock, got.extend)
     task = asyncio.create_task(poller.run())
     try:
-        await wait_until(lambda: any(r.quality == Quality.NO_CONNECTION for r in got))
+        await wait_for(
+            lambda: any(r.quality == Quality.NO_CONNECTION for r in got), 10, "no connection"
+        )
         async with serve_tcp([gauge], port=port):
-            await wait_until(lambda: got[-1].quality == Quality.OK)
+            await wait_for(lambda: got[-1].quality == Quality.OK, 10, "a good reading again")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

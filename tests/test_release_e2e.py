@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ota.crash_points import crash_test_env
-from tests.agent_harness import events, wait_for
+from tests.agent_harness import events
 from tests.release_harness import (
     Release,
     admin_token,
@@ -39,6 +39,7 @@ from tests.uplink_harness import (
     running_broker,
     running_fleet,
 )
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,9 @@ from fleet.sim_ota_gateway import Fetch, OtaPlan, SimulatedOtaGateway
 from ota.document import DocumentKind
 from ota.manifest import ReleaseFile
 from protocol import EnrollmentResponse
-from tests.mosquitto import FleetUnderTest, auth, eventually, fleet_with_mosquitto
+from tests.mosquitto import FleetUnderTest, auth, fleet_with_mosquitto
 from tests.ota_fixtures import register_release
+from tests.waiting import wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 SITE = (EXAMPLES / "creek_village.toml").read_text()
@@ -89,7 +90,7 @@ class Rig:
         return self.fleet.repository.ota.get_rollout(rollout_id)
 
     async def until(self, rollout_id: int, state: RolloutState, within: float = 30) -> Rollout:
-        await eventually(lambda: self.get(rollout_id).state is state, within, f"{state.value}")
+        await wait_for(lambda: self.get(rollout_id).state is state, within, f"{state.value}")
         return self.get(rollout_id)
 
 
@@ -185,7 +186,7 @@ async def test_a_silent_gateway_times_out_and_a_delivered_one_is_not_a_success(r
             "applied",
         ]
 
-    await eventually(settled, 30, "every gateway to receive and report")
+    await wait_for(settled, 30, "every gateway to receive and report")
     rollout = rig.get(rollout_id)
     assert rollout.state is RolloutState.RUNNING
     assert [d.state for d in rollout.devices[:2]] == [DeviceState.IN_PROGRESS] * 2
@@ -213,7 +214,7 @@ async def test_pause_resume_and_abort_steer_a_live_rollout(rig: Rig) -> None:
     canary = await rig.connect(enrolled[0])  # gets the retained document on connecting
     second = [await rig.connect(enrolled[1])]  # enrolled[2] stays offline for now
     third = [await rig.connect(e) for e in enrolled[3:]]
-    await eventually(
+    await wait_for(
         lambda: rig.get(rollout_id).devices[0].state is DeviceState.SUCCEEDED, 30, "the canary"
     )
     held = await asyncio.to_thread(rig.fleet.app.state.rollouts.advance, rollout_id)
@@ -222,7 +223,7 @@ async def test_pause_resume_and_abort_steer_a_live_rollout(rig: Rig) -> None:
 
     resumed = await http.post(f"/api/v1/rollouts/{rollout_id}/resume", headers=operator)
     assert (resumed.json()["state"], resumed.json()["current_wave"]) == ("running", 2)
-    await eventually(
+    await wait_for(
         lambda: rig.get(rollout_id).devices[1].state is DeviceState.SUCCEEDED, 30, "wave 2"
     )
     aborted = await http.post(f"/api/v1/rollouts/{rollout_id}/abort", headers=operator)
@@ -238,7 +239,7 @@ async def test_pause_resume_and_abort_steer_a_live_rollout(rig: Rig) -> None:
     # The offline gateway of wave 2 still gets its retained document when it comes back;
     # the aborted rollout records the report but no longer counts it.
     late = await rig.connect(enrolled[2])
-    await eventually(lambda: rig.get(rollout_id).devices[2].reported == "applied", 30, "report")
+    await wait_for(lambda: rig.get(rollout_id).devices[2].reported == "applied", 30, "report")
     assert late.versions(DocumentKind.RELEASE) == [2]
     assert rig.get(rollout_id).devices[2].state is DeviceState.CANCELLED
     assert all(g.received == [] for g in third)
@@ -263,13 +264,13 @@ async def test_an_offline_gateway_gets_the_newest_config_and_its_state_shows_it(
         history = (await rig.fleet.http.get(url, headers=configurator)).json()["history"]
         return history[0]["version"] == 2 and history[0]["published_at"] is not None
 
-    await eventually(published, 30, "the broker to hold the newest config")
+    await wait_for(published, 30, "the broker to hold the newest config")
     gateway = await rig.connect(enrolled)
 
     async def applied() -> bool:
         return (await rig.fleet.http.get(url, headers=configurator)).json()["state"] == "applied"
 
-    await eventually(applied, 30, "the gateway to apply it")
+    await wait_for(applied, 30, "the gateway to apply it")
     shown = (await rig.fleet.http.get(url, headers=configurator)).json()
     assert (shown["version"], shown["reason"]) == (2, None)
     assert [(h["version"], h["state"]) for h in shown["history"]] == [

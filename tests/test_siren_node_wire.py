@@ -35,7 +35,7 @@ from drivers.siren_node.registers import (
 )
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.siren_node import SimulatedSirenNode, serve_siren_node
-from tests.wire import wait_until
+from tests.waiting import wait_for
 
 T0 = 1_700_000_000.0
 UNIT = DEFAULT_UNIT_ID
@@ -211,7 +211,7 @@ async def put_corrupted(
     for damaged in corruptions(frame):
         counted = crc_errors_reach(node, node.node.slave.crc_errors + 1)
         line.write(damaged)
-        await wait_until(counted)
+        await wait_for(counted, 10, "the node to count the damaged frame")
         # The line falls silent: the node drops what is left of the frame.
         clock.advance(0.01)
         await node.settle()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hardware_sim.scenarios import DesignStorm
 from ota.crash_points import crash_test_env
-from tests.agent_harness import events, sim_site, wait_for
+from tests.agent_harness import events, sim_site
 from tests.uplink_harness import (
     ORIGIN,
     SITE,
@@ -32,6 +32,7 @@ from tests.uplink_harness import (
     running_fleet,
     storm_station,
 )
+from tests.waiting import wait_for
 
 
 def acked(data_dir: Path, stream: str = "readings") -> int:

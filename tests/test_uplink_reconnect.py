@@ -14,8 +14,8 @@ from edge_agent.uplink import Uplink
 from fleet.broker_files import FleetAccount, write_access_files
 from fleet.credentials import mosquitto_hash
 from protocol import MqttCredentials
-from tests.mosquitto import eventually
 from tests.uplink_harness import BrokerProcess
+from tests.waiting import wait_for
 
 GATEWAY = "gw-0123456789"
 PASSWORD = "gateway-secret"
@@ -54,12 +54,12 @@ async def test_the_uplink_is_back_within_5_s_of_the_broker_even_with_a_long_back
             uplink = Uplink(data_dir, store, settings, "0.0.0-test", rng=random.Random(7))
             task = asyncio.create_task(uplink.run())
             try:
-                await eventually(lambda: uplink.state == "connected", 10, "the first session")
+                await wait_for(lambda: uplink.state == "connected", 10, "the first session")
                 broker.stop()
-                await eventually(lambda: uplink.state == "waiting", 10, "the session to drop")
+                await wait_for(lambda: uplink.state == "waiting", 10, "the session to drop")
                 broker.start()
                 back_at = time.monotonic()
-                await eventually(lambda: uplink.counters["connects"] == 2, 30, "the return")
+                await wait_for(lambda: uplink.counters["connects"] == 2, 30, "the return")
                 returned_after = time.monotonic() - back_at
             finally:
                 task.cancel()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drivers.clock import ScaledClock
-from tests.agent_harness import sim_site, wait_for
+from tests.agent_harness import sim_site
 from tests.mosquitto import make_tls_files
 from tests.uplink_harness import (
     SITE,
@@ -20,6 +20,7 @@ from tests.uplink_harness import (
     running_fleet,
     storm_station,
 )
+from tests.waiting import wait_for
 
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
 

@@ -29,7 +29,7 @@ from edge_agent.site_errors import SiteConfigError
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.modem import SimulatedModem
 from hardware_sim.pty_link import PtyPair
-from tests.agent_harness import events, readings, sim_site, wait_for
+from tests.agent_harness import events, readings, sim_site
 from tests.uplink_harness import (
     SITE_ID,
     assert_exactly_once,
@@ -38,6 +38,7 @@ from tests.uplink_harness import (
     fleet_caught_up,
     gateway_marks,
 )
+from tests.waiting import wait_for
 
 PROFILES = builtin_profiles()
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()

@@ -34,7 +34,8 @@ from fleet.repository import Role
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
-from tests.mosquitto import MOSQUITTO, Mosquitto, TlsFiles, free_port, port_open, wait_until
+from tests.mosquitto import MOSQUITTO, Mosquitto, TlsFiles, free_port, port_open
+from tests.waiting import wait_until
 
 EDGE = [sys.executable, "-m", "edge_agent.cli"]
 FLEET = [sys.executable, "-m", "fleet.cli"]

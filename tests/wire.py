@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
@@ -28,13 +26,3 @@ async def served(
     with PtyPair() as pty:
         async with serve_rtu(devices, str(pty.device_end)) as bus:
             yield SerialBusConfig(name, str(pty.agent_end)), bus
-
-
-async def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Wait until ``condition()`` holds, checking often; fail after ``within_s`` seconds."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            msg = f"condition not met within {within_s} s"
-            raise AssertionError(msg)
-        await asyncio.sleep(0.01)
