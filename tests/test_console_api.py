@@ -157,3 +157,22 @@ async def test_the_live_feed_carries_level_changes_and_health_within_two_seconds
 async def test_the_live_feed_needs_a_viewer(fleet: Fleet) -> None:
     async with httpx.AsyncClient(base_url=fleet.url) as http:
         assert (await http.get("/api/v1/stream")).status_code == 401
+
+
+async def test_a_site_is_read_by_its_own_gateways_not_by_listing_the_county(fleet: Fleet) -> None:
+    # GET /api/v1/sites/{id} (the site page, and each falling level on the map) asks the
+    # store for one site's gateways: at 1,000 sites, listing them all cost ~25 ms a call.
+    fleet.gateway("creek-village", "gw-0000000001")
+    fleet.gateway("creek-village", "gw-0000000002")
+    fleet.gateway("slope-road", "gw-0000000003")
+    fleet.alarm("gw-0000000002", "creek", 3)
+    gateways = fleet.repository.site_gateways("creek-village")
+    assert [(g.id, g.alarm_level) for g in gateways] == [
+        ("gw-0000000001", 0),
+        ("gw-0000000002", 3),
+    ]
+    assert fleet.repository.site_gateways("no-such-site") == []
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        detail = (await http.get("/api/v1/sites/creek-village")).json()
+    assert [g["gateway_id"] for g in detail["gateways"]] == ["gw-0000000001", "gw-0000000002"]
+    assert detail["level"] == 3
