@@ -18,9 +18,10 @@ Measured in one run:
 2. level change to colour: with one overview open and its live feed on, C level changes
    are committed one at a time through ``repository.commit`` in this process (the file
    the fleet reads), alternately a quiet site rising and that site falling back to
-   normal; from the commit's return (``time.time()``) to the animation frame after the
-   marker's fill turned to the level's colour (``Date.now()`` in the page: the same
-   host's wall clock).
+   normal, each after a random pause of up to 0.5 s (the fleet's look-for-changes
+   interval, so commits fall at every point of its cycle); from the commit's return
+   (``time.time()``) to the animation frame after the marker's fill turned to the
+   level's colour (``Date.now()`` in the page: the same host's wall clock).
 3. the site page's 30-day chart of the 43,200-reading channel: a new tab opens
    ``/#/site/ID?period=30d``; from navigation start to the animation frame after the
    page's readiness signal with the chart's canvas drawn (720 points).
@@ -64,11 +65,13 @@ from protocol import (  # noqa: E402
     EventBatch,
     EventRow,
     GatewayState,
+    ReadingRow,
     SiteChannel,
     SiteRule,
     SiteSummary,
 )
 from protocol.levels import LEVEL_NAMES  # noqa: E402
+from protocol.payloads import LevelValues  # noqa: E402
 from tests.mosquitto import free_port, port_open, wait_until  # noqa: E402
 
 SEED = 20261203
@@ -77,11 +80,15 @@ TARGET_LOAD_S = 2.0
 TARGET_CHANGE_P99_S = 2.0
 TARGET_CHART_S = 1.0
 FLEET_START_S = 60.0
+#: Up to this long between one change showing and the next commit, at random: the fleet
+#: looks for changes every 0.5 s, and a commit made right after each change shows would
+#: land at the same point of that cycle every time (always just after a look: the worst).
+PACING_S = 0.5
 #: How long one level change may take to show before the run counts it as lost.
 CHANGE_TIMEOUT_S = 15.0
 CHANNEL = "creek.water_level"
 RULE = "creek_level"
-THRESHOLDS = {"blue": 806.0, "yellow": 810.0, "orange": 815.0, "red": 820.0}
+THRESHOLDS: LevelValues = {"blue": 806.0, "yellow": 810.0, "orange": 815.0, "red": 820.0}
 #: The page's fill colours of levels 0..4 (fleet/console/static/js/fleet.js LEVEL_COLOURS).
 LEVEL_COLOURS = ["#3d7a45", "#1f5fbf", "#f2c300", "#f07800", "#d00000"]
 CHART_DAYS = 30
@@ -109,6 +116,10 @@ WATCH = """
             alarms: document.querySelectorAll("#active-alarms .alarm").length,
             canvases: document.querySelectorAll("figure.chart canvas").length,
             points: Number(document.querySelector("figure.chart")?.dataset.points ?? 0),
+            requests: performance.getEntriesByType("resource").map((r) => [
+              r.name.replace(location.origin, ""), r.responseEnd,
+            ]),
+            dom_ms: performance.getEntriesByType("navigation")[0]?.domContentLoadedEventEnd,
           };
         });
       } else if (m.attributeName === "fill" && el.classList?.contains("site-marker")) {
@@ -118,7 +129,7 @@ WATCH = """
         });
       }
     }
-  }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-ready", "fill"] });
+  }).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-ready", "fill"]});
 })();
 """
 
@@ -152,9 +163,7 @@ class Site:
             lat=self.lat,
             lon=self.lon,
             channels=[SiteChannel(channel=CHANNEL, quantity="water_level", unit="cm")],
-            rules=[
-                SiteRule(id=RULE, kind="water_level", channel=CHANNEL, thresholds=THRESHOLDS)
-            ],
+            rules=[SiteRule(id=RULE, kind="water_level", channel=CHANNEL, thresholds=THRESHOLDS)],
         )
 
 
@@ -232,7 +241,7 @@ def seed_fleet(
         store.alarm(site, levels[site.site_id], 0)
     chart = alarmed[0] if alarmed else sites[0]
     start_ts = now - CHART_DAYS * 86400
-    rows = [
+    rows: list[ReadingRow] = [
         (
             seq,
             start_ts + (seq - 1) * READING_STEP_S,
@@ -281,7 +290,7 @@ def fleet_process(data_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]
 async def baseline(url: str, viewer: str, chart: Site, repeats: int) -> dict[str, Any]:
     """Median seconds of each bare REST call the measured pages make."""
     until = time.time()
-    calls = {
+    calls: dict[str, tuple[str, dict[str, str | float]]] = {
         "sites_s": ("/api/v1/sites", {}),
         "active_alarms_s": ("/api/v1/alarms", {"active": "true", "limit": 500}),
         "readings_30d_s": (
@@ -309,7 +318,35 @@ async def baseline(url: str, viewer: str, chart: Site, repeats: int) -> dict[str
     return result
 
 
-async def open_tab(context: BrowserContext, route: str, page_name: str) -> tuple[Page, dict[str, Any]]:
+#: Where a page's time goes: the moment each of these requests was answered (the last of
+#: several), by the path it starts with.
+PHASES = {
+    "overview": {
+        "sites_answered": "/api/v1/sites",
+        "alarms_answered": "/api/v1/alarms?",
+        "alarm_details_answered": "/api/v1/alarms/",
+    },
+    "site": {"site_answered": "/api/v1/sites/", "readings_answered": "/api/v1/gateways/"},
+}
+
+
+def phases(page_name: str, seen: dict[str, Any]) -> dict[str, Any]:
+    """Milliseconds from navigation start to each phase of a page's load."""
+    out = {"scripts_loaded": seen["dom_ms"]}
+    for phase, prefix in PHASES[page_name].items():
+        ends = [end for path, end in seen["requests"] if path.startswith(prefix)]
+        if ends:
+            out[phase] = max(ends)
+        if phase == "alarm_details_answered":
+            out["alarm_details"] = len(ends)
+    out["ready"] = seen["signal_ms"]
+    out["frame"] = seen["frame_ms"]
+    return {k: round(v) for k, v in out.items()}
+
+
+async def open_tab(
+    context: BrowserContext, route: str, page_name: str
+) -> tuple[Page, dict[str, Any]]:
     """A new tab at ``route``; what the WATCH script saw when ``page_name`` was ready."""
     tab = await context.new_page()
     tab.set_default_timeout(60_000)
@@ -321,9 +358,13 @@ async def open_tab(context: BrowserContext, route: str, page_name: str) -> tuple
 
 async def overview_loads(
     context: BrowserContext, repeats: int, sites: int, alarms: int
-) -> tuple[list[float], Page]:
-    """Seconds from navigation to the overview ready, ``repeats`` times; the last tab stays."""
-    times = []
+) -> tuple[list[float], Page, dict[str, Any]]:
+    """Seconds from navigation to the overview ready, ``repeats`` times; the last tab stays.
+
+    Also the phases of the slowest load.
+    """
+    times: list[float] = []
+    slowest: dict[str, Any] = {}
     tab: Page | None = None
     for _ in range(repeats):
         if tab is not None:
@@ -332,9 +373,11 @@ async def overview_loads(
         if seen["markers"] != sites or seen["alarms"] != alarms:
             msg = f"the overview showed {seen['markers']} markers and {seen['alarms']} alarms"
             raise RuntimeError(msg)
+        if not times or seen["frame_ms"] / 1000 > max(times):
+            slowest = phases("overview", seen)
         times.append(seen["frame_ms"] / 1000)
     assert tab is not None
-    return times, tab
+    return times, tab, slowest
 
 
 async def level_changes(
@@ -353,6 +396,7 @@ async def level_changes(
         else:
             (site, previous), level = risen, 0
         key = f"{site.site_id}:{LEVEL_COLOURS[level]}"
+        await asyncio.sleep(rng.uniform(0, PACING_S))  # pacing, not waiting for anything
         await tab.evaluate(f"delete window.__hw.fills[{key!r}]")
         committed = store.alarm(site, level, previous)
         await tab.wait_for_function(
@@ -366,17 +410,25 @@ async def level_changes(
     return rises, falls
 
 
-async def site_charts(context: BrowserContext, site: Site, repeats: int) -> list[float]:
-    """Seconds from navigation to the site's 30-day chart drawn, ``repeats`` times."""
-    times = []
+async def site_charts(
+    context: BrowserContext, site: Site, repeats: int
+) -> tuple[list[float], dict[str, Any]]:
+    """Seconds from navigation to the site's 30-day chart drawn, ``repeats`` times.
+
+    Also the phases of the slowest.
+    """
+    times: list[float] = []
+    slowest: dict[str, Any] = {}
     for _ in range(repeats):
         tab, seen = await open_tab(context, f"/#/site/{site.site_id}?period=30d", "site")
         await tab.close()
         if seen["canvases"] < 1 or seen["points"] != 720:
             msg = f"the 30-day chart showed {seen['canvases']} canvases, {seen['points']} points"
             raise RuntimeError(msg)
+        if not times or seen["frame_ms"] / 1000 > max(times):
+            slowest = phases("site", seen)
         times.append(seen["frame_ms"] / 1000)
-    return times
+    return times, slowest
 
 
 async def in_browser(
@@ -402,20 +454,27 @@ async def in_browser(
             await first.wait_for_function("() => window.__hw?.ready.overview")
             await first.close()
             say(f"overview loads ({args.loads})")
-            loads, tab = await overview_loads(
+            loads, tab, load_phases = await overview_loads(
                 context, args.loads, len(rig.sites), len(rig.alarmed)
             )
             say(f"level changes ({args.changes})")
             rises, falls = await level_changes(tab, rig.store, rig.quiet, args.changes, rng)
             await tab.close()
             say(f"30-day charts ({args.charts})")
-            charts = await site_charts(context, rig.chart, args.charts)
+            charts, chart_phases = await site_charts(context, rig.chart, args.charts)
             await context.close()
         finally:
             await browser.close()
     if faults:
         raise RuntimeError(f"the page threw: {faults[:3]}")
-    return {"loads": loads, "rises": rises, "falls": falls, "charts": charts}
+    return {
+        "loads": loads,
+        "rises": rises,
+        "falls": falls,
+        "charts": charts,
+        "load_phases": load_phases,
+        "chart_phases": chart_phases,
+    }
 
 
 @dataclass
@@ -470,6 +529,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result["level_change_s"]["rises"] = stats(measured["rises"])
     result["level_change_s"]["falls"] = stats(measured["falls"])
     result["chart_30d_s"] = stats(measured["charts"])
+    result["slowest_phases_ms"] = {
+        "overview": measured["load_phases"],
+        "chart_30d": measured["chart_phases"],
+    }
     base = result["baseline_s"]
     result["overview_load_vs_bare_sites"] = round(
         result["overview_load_s"]["median"] / base["sites_s"], 1
