@@ -637,6 +637,10 @@ class Repository(Protocol):
         """One gateway; raises NotFoundError."""
         ...
 
+    def site_gateways(self, site_id: str) -> list[Gateway]:
+        """The gateways of ``site_id`` (none for an unknown site), as ``list_gateways``."""
+        ...
+
     def commit(self, received: Sequence[Received]) -> CommitResult:
         """Store messages; each batch all-or-nothing, rows already held ignored."""
         ...

@@ -524,6 +524,10 @@ class SQLiteRepository:
             raise NotFoundError(f"no gateway {gateway_id!r}")
         return found[0]
 
+    def site_gateways(self, site_id: str) -> list[Gateway]:
+        """The gateways of ``site_id`` (none for an unknown site), as ``list_gateways``."""
+        return self._gateways("WHERE g.site_id = ?", [site_id])
+
     def _gateways(self, where: str, params: Sequence[Any] = ()) -> list[Gateway]:
         db = self._db()
         marks: dict[int, dict[str, int]] = {}

@@ -39,6 +39,7 @@ MARKS = {
         "test_ota_crash.py",
     },
     "slow": {
+        "test_bench_console.py",
         "test_bench_escalation.py",
         "test_enroll.py",
         "test_ota_slots.py",

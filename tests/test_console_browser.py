@@ -540,6 +540,17 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
     assert await level.get_attribute("data-bands") == "4"
     assert await hourly.get_attribute("data-bands") == "4"
     assert await rain.get_attribute("data-bands") == "0"
+    # Every chart's readings were asked for before the site's alarms came back, not one
+    # after another behind them (a 30-day chart is the page's slowest answer).
+    asked = await page.evaluate(
+        """() => performance.getEntriesByType("resource").map((r) => [r.name, r.startTime,
+            r.responseEnd])"""
+    )
+    readings_sent = [start for url, start, _ in asked if "/readings?" in url]
+    alarms_back = [end for url, _, end in asked if "/api/v1/alarms?gateway_id=" in url]
+    assert len(readings_sent) == 2
+    assert alarms_back
+    assert max(readings_sent) < min(alarms_back), asked
     band_canvases = {
         "water level": '[data-channel="creek.water_level"] canvas',
         "hourly rain": '[data-channel="rain.rain_total"][data-window="1h"] canvas',

@@ -33,6 +33,7 @@ KNOWN = {
     # These benches drive the same real agent and fleet harness the tests use; it is to
     # move into a package of its own.
     ("bench/chaos_kill.py", "tests"),
+    ("bench/console.py", "tests"),
     ("bench/escalation.py", "tests"),
     ("bench/ota_updates.py", "tests"),
 }

@@ -122,7 +122,7 @@ def list_sites(repository: Repo) -> list[SiteOut]:
 @router.get("/{site_id}", responses=refusals(404))
 def get_site(site_id: SiteIdPath, repository: Repo) -> SiteDetail:
     """One site with its channels and rules (empty until a gateway has told them)."""
-    gateways = _by_site(repository).get(site_id)
+    gateways = repository.site_gateways(site_id)
     if not gateways:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no gateway of site {site_id!r}")
     out, summary = _site(site_id, gateways, time.time())

@@ -241,9 +241,10 @@ function fillJump(select, index) {
 }
 
 /**
- * The active alarms, most urgent first. The 叫应 state of each (one request per alarm)
- * is kept between renders: only alarms not seen before and those in `stale` (named by
- * an event) are asked for again, so a burst of level changes costs a few requests.
+ * The active alarms, most urgent first. The 叫应 state of each is kept between renders:
+ * only alarms not seen before and those in `stale` (named by an event) are asked for
+ * again, all in one request, so neither a first load nor a burst of level changes costs
+ * a request per alarm.
  */
 async function renderAlarms(list, index, details, stale = new Set()) {
   const alarms = (await api.get("/api/v1/alarms", { active: true, limit: 500 })).sort(byUrgency);
@@ -256,16 +257,26 @@ async function renderAlarms(list, index, details, stale = new Set()) {
   list.replaceChildren(...items);
   const active = new Set(alarms.map((a) => a.id));
   for (const id of details.keys()) if (!active.has(id)) details.delete(id);
-  await Promise.all(
-    items.slice(0, MAX_DETAILS).map((item, i) => {
-      const id = alarms[i].id;
-      if (details.has(id) && !stale.has(id)) {
-        showCalls(item, details.get(id));
-        return null;
+  const shown = items.slice(0, MAX_DETAILS).map((item, i) => [item, alarms[i].id]);
+  const missing = shown.filter(([, id]) => !details.has(id) || stale.has(id)).map(([, id]) => id);
+  let failure = null;
+  if (missing.length) {
+    try {
+      for (const detail of await api.get("/api/v1/alarms/details", { ids: missing.join(",") })) {
+        details.set(detail.id, detail);
       }
-      return refreshCalls(item, id, details);
-    }),
-  );
+    } catch (error) {
+      failure = error;
+    }
+  }
+  for (const [item, id] of shown) {
+    if (details.has(id) && !(failure && missing.includes(id))) showCalls(item, details.get(id));
+    else if (failure) showCallsError(item, failure);
+  }
+}
+
+function showCallsError(item, error) {
+  item.querySelector(".alarm-calls").replaceChildren(h("p.muted", {}, t("error", { detail: error.message })));
 }
 
 function showCalls(item, detail) {
@@ -295,7 +306,7 @@ async function refreshCalls(item, alarmId, details) {
     details.set(alarmId, detail);
     showCalls(item, detail);
   } catch (error) {
-    item.querySelector(".alarm-calls").replaceChildren(h("p.muted", {}, t("error", { detail: error.message })));
+    showCallsError(item, error);
   }
 }
 
