@@ -9,11 +9,15 @@ Each test file is marked by what it runs, so a developer can leave the slow part
   enrollment against a running fleet).
 """
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from hardware_sim.pty_link import PtyPair
+from tests.agent_harness import NUMBA_CACHE
 
 MARKS = {
     "e2e": {
@@ -54,6 +58,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for mark, files in MARKS.items():
             if item.path.name in files:
                 item.add_marker(mark)
+
+
+@pytest.fixture(scope="session")
+def _numba_cache_warm() -> None:
+    """Compile every alarm kernel into the agents' numba cache, once per test run."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from edge_agent.alarms.preload import preload_kernels; preload_kernels('auto')",
+        ],
+        env={**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)},
+        check=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _kernels_compiled_before_agents_start(request: pytest.FixtureRequest) -> None:
+    # In a clean clone the first agent would compile its kernels at start, tens of seconds
+    # on a loaded machine, while a test's simulated storm (on a fast clock that is
+    # already running) goes by unseen. Tests that start agents get a warm cache first.
+    if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("crash"):
+        request.getfixturevalue("_numba_cache_warm")
 
 
 @pytest.fixture
