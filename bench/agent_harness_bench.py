@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,3 +121,50 @@ def percentile(values: list[float], q: float) -> float:
 def emit(result: dict[str, object]) -> None:
     """Print the benchmark record as the last line."""
     print(json.dumps(result))
+
+
+@contextmanager
+def fleet_process(
+    data_dir: Path, port: int, *extra: str, start_s: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``fleet serve`` on ``port`` (embedded broker on a free port) until the block ends.
+
+    ``extra`` goes on its command line; its log is ``fleet.log`` beside ``data_dir``. Ends
+    with SIGTERM, then SIGKILL after 20 s.
+    """
+    fleet = Path(sys.executable).with_name("fleet")
+    argv = [str(fleet), "serve", "--data-dir", str(data_dir), "--port", str(port)]
+    argv += ["--broker-port", str(_free_port()), *extra]
+    log_path = data_dir.parent / "fleet.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_s
+        while not _port_open(port):
+            if process.poll() is not None:
+                msg = f"fleet serve exited with {process.returncode}; see {log_path}"
+                raise RuntimeError(msg)
+            if time.monotonic() > deadline:
+                msg = f"fleet serve did not listen within {start_s:g} s; see {log_path}"
+                raise RuntimeError(msg)
+            time.sleep(0.05)
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -39,13 +39,11 @@ import asyncio
 import contextlib
 import math
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
-from agent_harness_bench import emit, percentile  # noqa: E402
+from agent_harness_bench import emit, fleet_process, percentile  # noqa: E402
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright  # noqa: E402
 
 from fleet.repository import NewGateway, Received, Role  # noqa: E402
@@ -72,8 +70,7 @@ from protocol import (  # noqa: E402
 )
 from protocol.levels import LEVEL_NAMES  # noqa: E402
 from protocol.payloads import LevelValues  # noqa: E402
-from tests.mosquitto import free_port, port_open  # noqa: E402
-from tests.waiting import wait_until  # noqa: E402
+from tests.mosquitto import free_port  # noqa: E402
 
 SEED = 20261203
 CHROMIUM = Path("/usr/bin/chromium")
@@ -260,29 +257,6 @@ def seed_fleet(
         repository.commit([Received(chart.gateway_id, now, batch)])
     viewer = repository.create_api_token("bench-viewer", Role.VIEWER, now)[1]
     return store, viewer, levels
-
-
-@contextlib.contextmanager
-def fleet_process(data_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """``fleet serve`` on ``port`` until the block ends (SIGTERM, then SIGKILL)."""
-    fleet = Path(sys.executable).with_name("fleet")
-    argv = [str(fleet), "serve", "--data-dir", str(data_dir), "--port", str(port)]
-    argv += ["--broker-port", str(free_port()), "--log-level", "warning"]
-    with (data_dir.parent / "fleet.log").open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: port_open(port) or process.poll() is not None, FLEET_START_S, "fleet")
-        if process.poll() is not None:
-            msg = f"fleet serve exited with {process.returncode}; see {log.name}"
-            raise RuntimeError(msg)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -518,7 +492,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.callback(store.repository.close)
         rig = Rig(sites, alarmed, quiet, alarmed[0] if alarmed else sites[0], store)
         port = free_port()
-        stack.enter_context(fleet_process(data_dir, port))
+        stack.enter_context(
+            fleet_process(data_dir, port, "--log-level", "warning", start_s=FLEET_START_S)
+        )
         url = f"http://127.0.0.1:{port}"
         say("baseline REST calls")
         result["baseline_s"] = await baseline(url, viewer, rig.chart, args.loads)

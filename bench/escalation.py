@@ -29,9 +29,7 @@ import contextlib
 import os
 import random
 import re
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 import aiosmtplib  # noqa: E402
 import httpx  # noqa: E402
-from agent_harness_bench import emit, percentile  # noqa: E402
+from agent_harness_bench import emit, fleet_process, percentile  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 from aiosmtpd.smtp import SMTP, Envelope, Session  # noqa: E402
 
@@ -57,8 +55,7 @@ from fleet.roster import PersonIn, Tier  # noqa: E402
 from fleet.sqlite_repository import SQLiteRepository  # noqa: E402
 from protocol import EventBatch, EventRow  # noqa: E402
 from tests.callans_parts import Kannel, WebhookInbox, kannel_installed  # noqa: E402
-from tests.mosquitto import free_port, port_open  # noqa: E402
-from tests.waiting import wait_until  # noqa: E402
+from tests.mosquitto import free_port  # noqa: E402
 
 _T = TypeVar("_T")
 SEED = 20261203
@@ -243,29 +240,6 @@ class CpuMark:
             "receivers_s": round(bench, 2),
             "kannel_and_others_s": round(max(machine - fleet - bench, 0.0), 2),
         }
-
-
-@contextlib.contextmanager
-def fleet_process(data_dir: Path, port: int, settings: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``fleet serve`` on ``port`` until the block ends (SIGTERM, then SIGKILL)."""
-    fleet = Path(sys.executable).with_name("fleet")
-    argv = [str(fleet), "serve", "--data-dir", str(data_dir), "--port", str(port)]
-    argv += ["--broker-port", str(free_port()), "--escalation", str(settings)]
-    with (data_dir.parent / "fleet.log").open("wb") as log:
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: port_open(port) or process.poll() is not None, FLEET_START_S, "fleet")
-        if process.poll() is not None:
-            msg = f"fleet serve exited with {process.returncode}; see {log.name}"
-            raise RuntimeError(msg)
-        yield process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- baselines ------------------------------------------------------------------------------
@@ -581,7 +555,9 @@ def rig_running(count: int, with_sms: bool, tick_s: float, keep: Path | None) ->
         set_up_sites(data_dir / "fleet.sqlite", sites, robots)
         settings = tmp / "escalation.toml"
         settings.write_text(escalation_toml(smtp.port, kannel, tick_s))
-        fleet = stack.enter_context(fleet_process(data_dir, port, settings))
+        fleet = stack.enter_context(
+            fleet_process(data_dir, port, "--escalation", str(settings), start_s=FLEET_START_S)
+        )
         url = f"http://127.0.0.1:{port}"
         yield Rig(sites, data_dir / "fleet.sqlite", url, robots, smtp, kannel, watch, fleet.pid)
 
