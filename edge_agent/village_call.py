@@ -31,11 +31,10 @@ from edge_agent.village_call_config import VillageCallSpec, VillagePerson
 from protocol import Stream
 from protocol.contacts import international, is_answer, mask_phone
 from protocol.events import ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND, VILLAGE_CALL_EVENT_KIND
-from protocol.levels import LEVEL_NAMES
+from protocol.levels import LEVEL_NAMES, AlarmLevel
 
 log = logging.getLogger(__name__)
 
-LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
 CALL = VILLAGE_CALL_EVENT_KIND
 ANSWER = VILLAGE_ANSWER_EVENT_KIND
 
@@ -95,7 +94,7 @@ class OpenCall:
 
 def warning_text(site_id: str, rule: str, level: int) -> str:
     """The SMS: short enough for one UCS-2 message (70 characters) on a usual site name."""
-    words = LEVEL_WORDS.get(level, LEVEL_NAMES[level])
+    words = AlarmLevel(level).colour_zh
     # Chinese text uses full-width punctuation, as the people reading it expect.
     return f"【HazardWatch {words}预警】{site_id} {rule}。断网，本机发送。请回复1或收到确认。"  # noqa: RUF001
 

@@ -38,7 +38,7 @@ from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, S
 from fleet.worker_threads import in_thread
 from ota.crash_points import armed
 from protocol.contacts import international, is_answer
-from protocol.levels import LEVEL_NAMES
+from protocol.levels import LEVEL_NAMES, AlarmLevel
 
 if TYPE_CHECKING:
     from fleet.settings import EscalationSettings
@@ -57,7 +57,6 @@ CHANNEL_CONCURRENCY = 8
 #: E-mail has no pool: each message is a session of six round trips, each waiting on a
 #: loop that is busy in a burst, so more sessions at once keep the relay busy.
 SMTP_CONCURRENCY = 32
-LEVEL_WORDS = {1: "蓝色", 2: "黄色", 3: "橙色", 4: "红色"}
 
 
 class AnswerRefusedError(ValueError):
@@ -355,7 +354,7 @@ class EscalationEngine:
     def message(self, escalation: Escalation, call: Call) -> CallMessage:
         """The warning text of one call, with its answer link."""
         link = f"{self.answer_url}/a/{self.links.token(call.id, self.clock())}"
-        level = LEVEL_WORDS.get(escalation.level, str(escalation.level))
+        level = AlarmLevel(escalation.level).colour_zh
         name = LEVEL_NAMES[escalation.level].upper()
         subject = f"[HazardWatch] {name} {level}预警 {escalation.site_id}"
         # Chinese text uses full-width punctuation, as the people reading it expect.

@@ -26,6 +26,11 @@ class AlarmLevel(enum.IntEnum):
         return self.name.lower()
 
     @property
+    def colour_zh(self) -> str:
+        """``红色`` ... ``蓝色`` (``正常`` for normal): the word a warning text starts with."""
+        return _COLOUR_ZH[self]
+
+    @property
     def display_zh(self) -> str:
         """How county staff read it, from ``红色预警 (Ⅰ级)`` to ``蓝色预警 (Ⅳ级)``, or ``正常``."""
         return _ZH[self]
@@ -39,6 +44,13 @@ class AlarmLevel(enum.IntEnum):
 #: Level names by number, as site files, the REST API and logs spell them.
 LEVEL_NAMES: tuple[str, ...] = tuple(level.colour for level in AlarmLevel)
 
+_COLOUR_ZH = {
+    AlarmLevel.NORMAL: "正常",
+    AlarmLevel.BLUE: "蓝色",
+    AlarmLevel.YELLOW: "黄色",
+    AlarmLevel.ORANGE: "橙色",
+    AlarmLevel.RED: "红色",
+}
 _ZH = {
     AlarmLevel.NORMAL: "正常",
     AlarmLevel.BLUE: "蓝色预警（Ⅳ级）",  # noqa: RUF001 - full-width brackets, as printed

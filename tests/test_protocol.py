@@ -313,6 +313,7 @@ def test_levels_read_as_county_staff_read_them_never_as_a_bare_number() -> None:
     ]
     assert AlarmLevel.RED.display_en == "Red warning (level I)"
     assert AlarmLevel.NORMAL.display_zh == "正常"
+    assert [AlarmLevel(n).colour_zh for n in (1, 2, 3, 4)] == ["蓝色", "黄色", "橙色", "红色"]
 
 
 def test_broker_urls_parse_with_the_default_port_of_their_scheme() -> None:
