@@ -183,7 +183,7 @@ def _session_token(
             f"missing or wrong CSRF token: a console request that changes something "
             f"sends the header {CSRF_HEADER}",
         )
-    token = next((t for t in repository.list_api_tokens() if t.id == session.token_id), None)
+    token = repository.api_token(session.token_id)
     if token is None or token.revoked_at is not None:
         return None
     if token.expires_at is not None and now >= token.expires_at:

@@ -601,6 +601,10 @@ class Repository(Protocol):
         """All API tokens, revoked ones included."""
         ...
 
+    def api_token(self, token_id: int) -> ApiToken | None:
+        """One API token by id (revoked and expired ones too), or None."""
+        ...
+
     def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
         """Revoke a token; raises NotFoundError."""
         ...

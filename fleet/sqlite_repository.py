@@ -380,6 +380,11 @@ class SQLiteRepository:
         """All API tokens, revoked ones included."""
         return [_api_token(r) for r in self._db().query("SELECT * FROM api_tokens ORDER BY id")]
 
+    def api_token(self, token_id: int) -> ApiToken | None:
+        """One API token by id (revoked and expired ones too), or None."""
+        rows = list(self._db().query("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
+        return _api_token(rows[0]) if rows else None
+
     def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
         """Revoke a token; raises NotFoundError."""
         with self._write() as db:
