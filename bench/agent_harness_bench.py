@@ -132,9 +132,11 @@ def fleet_process(
     ``extra`` goes on its command line; its log is ``fleet.log`` beside ``data_dir``. Ends
     with SIGTERM, then SIGKILL after 20 s.
     """
+    from hardware_sim.demo_fleet import free_port  # noqa: PLC0415 - after the benches' path set-up
+
     fleet = Path(sys.executable).with_name("fleet")
     argv = [str(fleet), "serve", "--data-dir", str(data_dir), "--port", str(port)]
-    argv += ["--broker-port", str(_free_port()), *extra]
+    argv += ["--broker-port", str(free_port()), *extra]
     log_path = data_dir.parent / "fleet.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -156,12 +158,6 @@ def fleet_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
