@@ -121,7 +121,12 @@ class WebhookChannel:
         return person.webhook is not None
 
     async def send(self, person: Person, message: CallMessage) -> SendResult:
-        """One POST; any 2xx counts as taken."""
+        """One POST; taken on a 2xx unless the robot's JSON answer has a non-zero errcode.
+
+        Robots answer 200 even when they refuse a message (``{"errcode": 93000, ...}`` for
+        a robot removed from its group), so the status alone would record a call as sent
+        that nobody will see.
+        """
         assert person.webhook is not None
         body = {"msgtype": "text", "text": {"content": f"{message.subject}\n{message.text}"}}
         try:
@@ -134,9 +139,26 @@ class WebhookChannel:
             return SendResult(
                 False, f"webhook {mask_webhook(person.webhook)} answered {answer.status_code}"
             )
+        errcode = _robot_errcode(answer)
+        if errcode:
+            return SendResult(
+                False, f"webhook {mask_webhook(person.webhook)} refused it: errcode {errcode}"
+            )
         return SendResult(
             True, f"webhook {mask_webhook(person.webhook)} answered {answer.status_code}"
         )
+
+
+def _robot_errcode(answer: httpx.Response) -> int:
+    """A robot's ``errcode`` (0 when absent or not JSON: then the 2xx status speaks)."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return 0
+    code = body.get("errcode") if isinstance(body, dict) else None
+    if isinstance(code, bool) or not isinstance(code, int):
+        return 0
+    return code
 
 
 @dataclass(frozen=True, slots=True)

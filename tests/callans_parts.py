@@ -71,14 +71,42 @@ class SmtpInbox:
         self._controller.stop()
 
 
+#: A WeChat Work robot's text message holds at most this many UTF-8 bytes.
+ROBOT_TEXT_BYTES = 2048
+
+
+def robot_errcode(body: bytes) -> int:
+    """0 for a text message a robot takes; its error code otherwise (as the robot answers)."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return 40001  # not JSON
+    if not isinstance(message, dict) or message.get("msgtype") != "text":
+        return 40008  # invalid message type
+    text = message.get("text")
+    content = text.get("content") if isinstance(text, dict) else None
+    if not isinstance(content, str) or not content:
+        return 44004  # empty content
+    if len(content.encode()) > ROBOT_TEXT_BYTES:
+        return 40058  # content too long
+    return 0
+
+
 @dataclass
 class WebhookInbox:
-    """A local HTTP server standing in for work-chat robots: keeps every POSTed JSON body."""
+    """A local HTTP server standing in for work-chat robots: keeps every message it takes.
+
+    Like a WeChat Work robot it answers 200 with ``{"errcode": 0}`` only for a text message
+    (``msgtype`` "text", ``text.content`` of 1 to 2,048 UTF-8 bytes); anything else gets
+    200 with a non-zero ``errcode`` and is not kept. ``refuse``: robots answering 500;
+    ``disabled``: robots answering 200 with errcode 93000 (a robot removed from its group).
+    """
 
     posts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     received_at: list[tuple[str, float]] = field(default_factory=list)
     port: int = 0
     refuse: set[str] = field(default_factory=set)
+    disabled: set[str] = field(default_factory=set)
     #: How long the robot takes over each post (a slow robot), and the most posts it was
     #: handling at one moment.
     answer_s: float = 0.0
@@ -112,17 +140,25 @@ class WebhookInbox:
                 with inbox._count_lock:
                     inbox._at_once += 1
                     inbox.most_at_once = max(inbox.most_at_once, inbox._at_once)
-                if self.path.rsplit("/", 1)[-1] in inbox.refuse:
+                robot = self.path.rsplit("/", 1)[-1]
+                errcode = 0
+                if robot in inbox.refuse:
                     self.send_response(500)
                 else:
-                    inbox.posts.append((self.path, json.loads(body)))
-                    inbox.received_at.append((self.path, time.time()))
+                    errcode = 93000 if robot in inbox.disabled else robot_errcode(body)
+                    if errcode == 0:
+                        inbox.posts.append((self.path, json.loads(body)))
+                        inbox.received_at.append((self.path, time.time()))
                     self.send_response(200)
                 if inbox.answer_s:
                     time.sleep(inbox.answer_s)  # the robot's own work, not a wait on anything
                 with inbox._count_lock:
                     inbox._at_once -= 1
-                reply = b'{"errcode": 0}'
+                reply = json.dumps(
+                    {"errcode": errcode, "errmsg": "ok" if not errcode else "refused"}
+                )
+                reply = reply.encode()
+                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)

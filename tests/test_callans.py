@@ -687,3 +687,20 @@ def test_a_batch_of_writes_commits_once_and_a_failed_write_undoes_only_itself(
     assert [p.name for p in store.roster(SITE)] == ["甲", "乙"]
     watcher.close()
     repository.close()
+
+
+async def test_a_robot_that_answers_200_with_an_error_code_is_a_failed_call(
+    fleet: Fleet, robots: WebhookInbox
+) -> None:
+    # A robot removed from its group still answers 200, with errcode 93000: nobody saw it.
+    robots.disabled.add("village")
+    alarm_id = fleet.alarm(4)
+    await fleet.tick()
+    record = (await fleet.alarm_view(alarm_id))["escalation"][0]["record"]
+    failed = [(s["channel"], s["detail"]) for s in record if s["kind"] == "call_failed"]
+    assert failed == [("webhook", "webhook http://127.0.0.1/*** refused it: errcode 93000")]
+    assert robots.to("village") == []
+    robots.disabled.clear()
+    retried = await fleet.tick(30)
+    assert [c.channel for c in retried] == ["webhook"]
+    assert len(robots.to("village")) == 1
