@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ota.crash_points import ENV, POINTS, armed, crash_test_env
+from tests.waiting import wait_until
 
 
 def test_unarmed_nothing_freezes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,12 +53,8 @@ def test_an_armed_process_freezes_there_and_says_so(tmp_path: Path) -> None:
         cwd=Path(__file__).parent.parent,
     )  # fmt: skip
     try:
-        deadline_s = 30
-        started = time.monotonic()
-        while not marker.exists():
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() - started < deadline_s, "the process never froze"
-            time.sleep(0.02)
+        wait_until(lambda: marker.exists() or process.poll() is not None, 30, "the freeze")
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
         assert marker.read_text().strip() == str(process.pid)
         assert process.poll() is None  # frozen, not finished
     finally:
