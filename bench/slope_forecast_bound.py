@@ -4,9 +4,18 @@ For each failure record of ``hardware_sim.slope_corpus`` with noise up to 0.05 m
 scope of the targets), the Fisher information of hourly bins over the fit window gives the
 smallest standard deviation an unbiased estimate of the failure time can have, ``lead``
 hours before failure, for the model the forecast rule fits (steady creep plus Voight's
-accelerating creep, five parameters). It prints the share of records whose bound allows a
-forecast within 10 % of the remaining time with 90 % confidence, for alpha unknown (as the
-rule must) and alpha known, as a JSON object on the last line.
+accelerating creep, five parameters). For alpha unknown (as the rule must) and alpha known
+it prints, as a JSON object on the last line:
+
+- ``expected_within_10pct``: the largest share of records an efficient unbiased estimate
+  can put within 10 % of the remaining time (the mean over records of the chance that a
+  normal error with the bound's deviation stays inside 10 %); the target's own measure;
+- ``share_within_10pct``: the share whose bound allows it with 90 % confidence.
+
+The bound leaves out the daily cycles, outliers and gaps of the corpus, so real fits do
+worse. An estimate biased towards alpha 2, or a Bayesian one averaging over alpha, can beat
+it on some records only by losing on others: on the check set neither raised the share
+within 10 % at the first red above the fitted rule's.
 
     .venv/bin/python bench/slope_forecast_bound.py [--records 400] [--window-h 336]
 """
@@ -84,8 +93,10 @@ def main() -> None:
                 for r in records
             ]
             share = sum(1 for sd in sds if Z_90 * sd <= 0.1 * lead) / len(sds)
+            expected = sum(math.erf(0.1 * lead / (sd * math.sqrt(2.0))) for sd in sds) / len(sds)
             key = f"lead_{lead:g}h_alpha_{'known' if known else 'unknown'}"
             report[key] = {
+                "expected_within_10pct": round(expected, 3),
                 "share_within_10pct": round(share, 3),
                 "median_sd_h": round(float(np.median(sds)), 2),
             }
