@@ -29,7 +29,7 @@ from drivers.model import Reading
 from edge_agent.store import LocalStore, StoredEvent
 from edge_agent.village_call_config import VillageCallSpec, VillagePerson
 from protocol import Stream
-from protocol.contacts import international, is_answer, mask_phone
+from protocol.contacts import is_answer, mask_phone, sender_numbers
 from protocol.events import ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND, VILLAGE_CALL_EVENT_KIND
 from protocol.levels import LEVEL_NAMES, AlarmLevel
 
@@ -218,9 +218,15 @@ class VillageCaller:
         # After (re)opening, every message: one listed (so marked read) by a run that died
         # before deleting it is still waiting. Then only the new ones.
         for sms in await (modem.received() if everything else modem.unread()):
-            person = by_number.get(international(sms.sender))
+            numbers = sender_numbers(sms.sender, self.spec.country_code)
+            person = next((by_number[n] for n in numbers if n in by_number), None)
             if person is None:
-                log.warning("SMS from %s, not on the village list: ignored", mask_phone(sms.sender))
+                hint = ""
+                if self.spec.country_code is None and not sms.sender.startswith("+"):
+                    hint = " (a domestic number? set [village_call] country_code)"
+                log.warning(
+                    "SMS from %s, not on the village list: ignored%s", mask_phone(sms.sender), hint
+                )
             elif not is_answer(sms.text):
                 log.info('SMS from %s is not an answer ("1" or "收到")', person.label)
             else:

@@ -12,6 +12,7 @@ modem, and an error never repeats a phone number in clear.
     grace_s = 300                 # how long the county may take to receive the alarm
     repeat_s = 600                # an unanswered text is sent again this often
     confirm = ["relay.input1"]    # bool inputs whose press answers (a button at the siren)
+    country_code = "86"           # replies reported in domestic form (13800000001) match
 
     [[village_call.person]]
     name = "李四"
@@ -30,7 +31,7 @@ from pydantic import Field, ValidationError, field_validator
 from drivers.poller import DeviceConfig
 from drivers.toml_schema import TomlTable, table_problem
 from edge_agent.site_errors import SiteConfigError
-from protocol.contacts import E164, mask_phone
+from protocol.contacts import COUNTRY_CODE, E164, mask_phone
 from protocol.levels import LEVEL_NAMES
 
 ITEM = "[village_call]"
@@ -64,7 +65,16 @@ class VillageCallTable(TomlTable):
     repeat_s: float = Field(600.0, ge=60.0, le=86400.0)
     poll_s: float = Field(10.0, gt=0.0, le=600.0)
     confirm: list[Name] = Field(default_factory=list, max_length=16)
+    country_code: str | None = None
     person: list[VillagePersonTable] = Field(default_factory=list, max_length=50)
+
+    @field_validator("country_code")
+    @classmethod
+    def _country_code(cls, value: str | None) -> str | None:
+        if value is not None and not COUNTRY_CODE.match(value):
+            msg = f"country_code {value!r} is not a country calling code such as \"86\" (no '+')"
+            raise ValueError(msg)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,8 @@ class VillageCallSpec:
     poll_s: float
     confirm: tuple[str, ...]
     persons: tuple[VillagePerson, ...]
+    #: Replies whose sender the modem reports in this country's domestic form match too.
+    country_code: str | None = None
 
 
 def parse_village_call(
@@ -145,4 +157,5 @@ def parse_village_call(
         poll_s=table.poll_s,
         confirm=tuple(table.confirm),
         persons=tuple(VillagePerson(p.name, p.role, p.mobile) for p in table.person),
+        country_code=table.country_code,
     )

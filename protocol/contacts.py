@@ -14,6 +14,10 @@ import re
 E164 = re.compile(r"^\+[1-9]\d{7,14}$")
 #: SMS replies that mean "received" (叫应's answer), compared after ``reply_word``.
 ANSWER_WORDS = frozenset({"1", "收到", "ok"})
+#: A country calling code (ITU-T E.164 assigns one to three digits, never starting with 0).
+COUNTRY_CODE = re.compile(r"^[1-9]\d{0,2}$")
+#: The national (trunk) prefix a domestic number may be written with, as in China's 0.
+TRUNK_PREFIX = "0"
 #: Trailing punctuation a reply may carry: ASCII and full-width full stops and exclamations.
 _REPLY_PUNCTUATION = ".!\u3002\uff01"
 
@@ -37,3 +41,25 @@ def international(sender: str) -> str:
     """A sender as an SMS centre or modem reports it, written the E.164 way (leading '+')."""
     number = sender.strip()
     return number if number.startswith("+") else "+" + number.lstrip("0")
+
+
+def sender_numbers(sender: str, country_code: str | None = None) -> tuple[str, ...]:
+    """The E.164 numbers a reported sender can stand for, to look up exactly.
+
+    A modem reports a reply's sender in international form (``+8613800000001``, or
+    ``008613800000001``) or, on many networks, in the domestic form
+    (``13800000001``). Without ``country_code`` only the international reading is given;
+    with it, digits without a prefix are also read as a domestic number of that country
+    (a leading trunk ``0`` dropped). Never a match by a number's ending: a different,
+    shorter number that ends the same way stands for nobody on the list.
+    """
+    number = sender.strip()
+    if number.startswith("+"):
+        return (number,)
+    if number.startswith("00"):
+        return ("+" + number[2:],)
+    forms = ["+" + number.lstrip("0")]
+    if country_code is not None and number.isdigit():
+        domestic = number.removeprefix(TRUNK_PREFIX)
+        forms.append(f"+{country_code}{domestic}")
+    return tuple(dict.fromkeys(f for f in forms if E164.match(f)))

@@ -37,6 +37,7 @@ from protocol import (
     subscription,
 )
 from protocol.broker_url import parse_broker_url
+from protocol.contacts import sender_numbers
 from protocol.payloads import finite_json, sendable_reading
 
 
@@ -386,3 +387,32 @@ def test_ack_alarm_arguments_are_what_the_fleet_sends() -> None:
     assert AckAlarmArgs.model_validate(args | {"note": "later field"}).rule == "creek_level"
     with pytest.raises(ValidationError, match="rule"):
         AckAlarmArgs.model_validate({"by": "operator"})
+
+
+@pytest.mark.parametrize(
+    ("sender", "country_code", "numbers"),
+    [
+        ("+8613800000001", None, ("+8613800000001",)),
+        ("+8613800000001", "86", ("+8613800000001",)),
+        ("008613800000001", "86", ("+8613800000001",)),
+        ("8613800000001", None, ("+8613800000001",)),
+        # domestic: only with a country code, then read both ways (looked up exactly)
+        ("13800000001", None, ("+13800000001",)),
+        ("13800000001", "86", ("+13800000001", "+8613800000001")),
+        # a landline with its trunk prefix
+        ("075512345678", "86", ("+75512345678", "+8675512345678")),
+        # a short code or a name is no number at all
+        ("10086", "86", ()),
+        ("China Mobile", "86", ()),
+    ],
+)
+def test_a_reported_sender_stands_for_these_e164_numbers(
+    sender: str, country_code: str | None, numbers: tuple[str, ...]
+) -> None:
+    assert sender_numbers(sender, country_code) == numbers
+
+
+def test_a_shorter_number_ending_like_a_listed_one_stands_for_nobody_on_the_list() -> None:
+    listed = "+8613800000001"
+    for sender in ("3800000001", "800000001", "00000001"):
+        assert listed not in sender_numbers(sender, "86")

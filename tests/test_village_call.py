@@ -45,6 +45,7 @@ ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
 MONITOR = "+8613800000001"
 HEAD = "+8613800000002"
 STRANGER = "+8613999999999"
+MONITOR_DOMESTIC = "13800000001"
 
 SITE = """
 [site]
@@ -86,6 +87,7 @@ grace_s = 120
 repeat_s = 600
 poll_s = 5
 confirm = ["relays.input1"]
+country_code = "86"
 
 [[village_call.person]]
 name = "王建国"
@@ -167,7 +169,12 @@ async def test_cut_off_the_gateway_texts_the_village_and_a_reply_sms_answers_onc
         assert [(c["rule"], c["level"]) for c in village["calling"]] == [("creek", "red")]
 
         sim.deliver(STRANGER, "收到")  # not on the list: no answer
-        sim.deliver(MONITOR, "收到。")
+        # Shorter, different numbers that end like the monitor's stand for nobody.
+        sim.deliver(MONITOR_DOMESTIC[1:], "收到")
+        sim.deliver(MONITOR_DOMESTIC[2:], "收到")
+        # Many networks report the sender in the domestic form; country_code = "86" says how
+        # to read it.
+        sim.deliver(MONITOR_DOMESTIC, "收到。")
         (answer,) = await wait_for(lambda: answers(agent.data_dir), 60, "the reply to count")
         assert (answer["person"], answer["via"]) == ("王建国 (village)", "sms reply")
         assert answer["alarm_seq"] == raised[0]["seq"]
@@ -179,7 +186,9 @@ async def test_cut_off_the_gateway_texts_the_village_and_a_reply_sms_answers_onc
         assert len(answers(agent.data_dir)) == 1
         log = agent.log.read_text()
         assert MONITOR not in log
+        assert MONITOR_DOMESTIC not in log
         assert STRANGER not in log
+        assert log.count("not on the village list") == 3
         assert await agent.stop() == 0
 
 
@@ -234,6 +243,10 @@ def test_a_village_call_table_is_checked_when_the_site_loads() -> None:
     twice = base.replace("+8613800000002", MONITOR)
     with pytest.raises(SiteConfigError, match="listed twice"):
         parse_site_text(twice, "site.toml")
+    for code in ('"+86"', '"086"', '"8613"', "86"):
+        bad_code = base.replace('country_code = "86"', f"country_code = {code}")
+        with pytest.raises(SiteConfigError, match="country_code"):
+            parse_site_text(bad_code, "site.toml")
 
 
 async def test_answers_taken_during_a_broker_outage_reach_the_fleet_once_when_it_returns(
