@@ -16,6 +16,8 @@ import typer
 from fleet.roster import RosterError, mask_email, mask_webhook, parse_roster_csv
 from fleet.service import open_repository
 from fleet.settings import FleetSettings
+from fleet.signing import SigningKey
+from fleet.village_config_refresh import refresh_village_configs, village_tier
 from protocol.contacts import mask_phone
 
 roster_app = typer.Typer(
@@ -38,7 +40,12 @@ def roster_import(
     file: Annotated[Path, typer.Argument(help="CSV: site_id,tier,name,role,mobile,email,webhook")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Replace the roster of every site named in FILE (sites not in it are left alone)."""
+    """Replace the roster of every site named in FILE (sites not in it are left alone).
+
+    A site whose village tier changed has its gateways' configs sent again, re-signed with
+    the new numbers (those that text the village themselves, ``[village_call]``); a running
+    fleet delivers them within seconds.
+    """
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -49,12 +56,22 @@ def roster_import(
     except RosterError as exc:
         typer.echo(f"{file}: {exc}; nothing was imported", err=True)
         raise typer.Exit(2) from exc
-    repository = open_repository(FleetSettings(data_dir=data_dir))
+    settings = FleetSettings(data_dir=data_dir)
+    repository = open_repository(settings)
     try:
         now = time.time()
         for site_id, persons in by_site.items():
+            before = village_tier(repository.escalation.roster(site_id))
             repository.escalation.replace_roster(site_id, persons, now)
             typer.echo(f"{site_id}: {len(persons)} person(s)")
+            if village_tier(repository.escalation.roster(site_id)) == before:
+                continue
+            key = SigningKey.load_or_create(settings.data_dir)
+            outcome = refresh_village_configs(repository, site_id, key, now, "fleet roster import")
+            for gateway_id, config_id in outcome.sent:
+                typer.echo(f"  {gateway_id}: config {config_id} sent with the new village tier")
+            for gateway_id, why in outcome.not_sent:
+                typer.echo(f"  {gateway_id}: keeps its old village list: {why}", err=True)
     finally:
         repository.close()
 

@@ -7,6 +7,7 @@ arrive; the MQTT round trip itself is in ``test_rollout_mosquitto``.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -667,3 +668,122 @@ async def test_the_village_tier_of_the_roster_goes_into_the_signed_config_and_no
     )
     assert refused.status_code == 422
     assert "must not list persons" in refused.text
+
+
+VILLAGE_SITE = (
+    SITE + '\n[village_call]\nmodem = "/dev/ttyUSB2"\nconfirm = ["siren_relays.input1"]\n'
+)
+
+
+def signed_village_list(console: Console, gateway_id: str, queued: bytes) -> list[tuple[str, str]]:
+    """The village persons in a queued config document, as the gateway will read them."""
+    document = verify_document(
+        queued, console.key.public_key_b64, gateway_id, DocumentKind.CONFIG, 0
+    )
+    parsed = parse_site_text(document.payload["site_toml"], "site.toml")
+    assert parsed.village_call is not None
+    return [(p.name, p.mobile) for p in parsed.village_call.persons]
+
+
+async def test_a_new_village_monitor_reaches_the_gateway_at_once_in_a_re_signed_config(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway_id = (await console.enroll()).gateway_id
+    other_site = (await console.enroll("hill-road")).gateway_id
+    admin = console.as_(Role.ADMIN)
+    roster_url = "/api/v1/sites/creek-village/roster"
+    township = {"tier": "township", "name": "李敏", "role": "乡镇值班", "mobile": "+8613900000002"}
+    old = {"tier": "village", "name": "王建国", "role": "群测群防员", "mobile": "+8613800000001"}
+    put = await console.http.put(roster_url, json=[old, township], headers=admin)
+    assert put.status_code == 200, put.text
+    site = VILLAGE_SITE
+    body = {"gateway_id": gateway_id, "site_toml": site, "note": "first"}
+    configurator = console.as_(Role.CONFIGURATOR)
+    created = await console.http.post("/api/v1/configs", json=body, headers=configurator)
+    assert created.status_code == 201, created.text
+    # a gateway of another site, with a config of its own that texts nobody
+    plain = {"gateway_id": other_site, "site_toml": SITE.replace("creek-village", "hill-road")}
+    assert (await console.http.post("/api/v1/configs", json=plain, headers=configurator)).is_success
+    assert len(console.repository.ota.claim_documents(time.time())) == 2
+
+    def village_list(queued: bytes) -> list[tuple[str, str]]:
+        return signed_village_list(console, gateway_id, queued)
+
+    # The township changes: nothing the gateway holds changed, nothing is sent.
+    township["mobile"] = "+8613900000003"
+    assert (await console.http.put(roster_url, json=[old, township], headers=admin)).is_success
+    assert console.repository.ota.claim_documents(time.time()) == []
+
+    # A new village monitor: the same site file goes again, signed with the new number.
+    new = {"tier": "village", "name": "赵红", "role": "群测群防员", "mobile": "+8613800000007"}
+    assert (await console.http.put(roster_url, json=[new, township], headers=admin)).is_success
+    [queued] = console.repository.ota.claim_documents(time.time())
+    assert village_list(queued.document) == [("赵红", "+8613800000007")]
+    configs = (
+        await console.http.get("/api/v1/configs", params={"gateway_id": gateway_id}, headers=admin)
+    ).json()
+    assert [(c["note"], c["site_toml"]) for c in configs][:2] == [
+        ("sent again: the village tier of the site's roster changed", site),
+        ("first", site),
+    ]
+
+    # Adding a second village person and deleting one each send the list again.
+    added = await console.http.post(roster_url, json=old, headers=admin)
+    assert added.status_code == 201, added.text
+    [queued] = console.repository.ota.claim_documents(time.time())
+    assert sorted(village_list(queued.document)) == [
+        ("王建国", "+8613800000001"),
+        ("赵红", "+8613800000007"),
+    ]
+    gone = await console.http.delete(f"{roster_url}/{added.json()['id']}", headers=admin)
+    assert gone.status_code == 204
+    [queued] = console.repository.ota.claim_documents(time.time())
+    assert village_list(queued.document) == [("赵红", "+8613800000007")]
+
+    # Nobody left to text: the gateway keeps its old list (and the log says so), rather
+    # than a config it would have to refuse.
+    caplog.clear()
+    assert (await console.http.put(roster_url, json=[township], headers=admin)).is_success
+    assert console.repository.ota.claim_documents(time.time()) == []
+    assert f"{gateway_id} keeps its old list" in caplog.text
+    assert "no village person with a mobile" in caplog.text
+    assert "+86138" not in caplog.text
+
+
+async def test_a_roster_imported_with_the_cli_sends_the_new_village_list_too(
+    console: Console, tmp_path: Path
+) -> None:
+    gateway_id = (await console.enroll()).gateway_id
+    monitor = {
+        "tier": "village",
+        "name": "王建国",
+        "role": "群测群防员",
+        "mobile": "+8613800000001",
+    }
+    roster_url = "/api/v1/sites/creek-village/roster"
+    put = await console.http.put(roster_url, json=[monitor], headers=console.as_(Role.ADMIN))
+    assert put.status_code == 200, put.text
+    body = {"gateway_id": gateway_id, "site_toml": VILLAGE_SITE}
+    created = await console.http.post(
+        "/api/v1/configs", json=body, headers=console.as_(Role.CONFIGURATOR)
+    )
+    assert created.status_code == 201, created.text
+    assert len(console.repository.ota.claim_documents(time.time())) == 1
+    # The county's spreadsheet, imported with the CLI beside the running fleet.
+    sheet = tmp_path / "roster.csv"
+    sheet.write_text(
+        "site_id,tier,name,role,mobile,email,webhook\n"
+        "creek-village,village,钱多,群测群防员,+8613800000009,,\n",
+        encoding="utf-8",
+    )
+    imported = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fleet.cli", "roster", "import", str(sheet),
+        "--data-dir", str(tmp_path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(imported.communicate(), 60)
+    assert imported.returncode == 0, err.decode()
+    assert f"{gateway_id}: config " in out.decode()
+    assert "+86138" not in (out + err).decode()
+    [queued] = console.repository.ota.claim_documents(time.time())
+    assert signed_village_list(console, gateway_id, queued.document) == [("钱多", "+8613800000009")]

@@ -18,6 +18,8 @@ from fleet.dependencies import (
     Admin,
     Calls,
     Configurator,
+    Ingest,
+    Repo,
     RowIdPath,
     Viewer,
     refusals,
@@ -29,7 +31,9 @@ from fleet.escalation_schemas import PersonIn, PersonOut, PolicyOut
 from fleet.repository import NotFoundError, Role
 from fleet.roster import PersonIn as ValidPerson
 from fleet.roster import RosterError, validate_person
+from fleet.routers.configs import FleetKey
 from fleet.schemas import SITE_ID_PATTERN
+from fleet.village_config_refresh import refresh_village_configs, village_tier
 
 router = APIRouter(
     prefix="/api/v1/sites/{site_id}",
@@ -45,6 +49,28 @@ def _known(site_id: str, calls: EscalationEngine) -> None:
     if not calls.store.site_known(site_id):
         msg = f"no site {site_id!r}: no gateway, enrollment token or roster names it"
         raise HTTPException(status.HTTP_404_NOT_FOUND, msg)
+
+
+class RosterChange:
+    """Sends the site's gateways their config again if the change touched the village tier."""
+
+    def __init__(
+        self, site_id: str, calls: EscalationEngine, repository: Repo, key: FleetKey, ingest: Ingest
+    ) -> None:
+        self.site_id = site_id
+        self.calls = calls
+        self.repository = repository
+        self.key = key
+        self.ingest = ingest
+        self.before = village_tier(calls.store.roster(site_id))
+
+    def done(self, by: str) -> None:
+        """After the change is stored: re-sign and queue configs if the village tier moved."""
+        if village_tier(self.calls.store.roster(self.site_id)) == self.before:
+            return
+        outcome = refresh_village_configs(self.repository, self.site_id, self.key, time.time(), by)
+        if outcome.sent and self.ingest is not None:
+            self.ingest.wake_outbox()
 
 
 def _valid(person: PersonIn) -> ValidPerson:
@@ -70,10 +96,21 @@ def get_roster(site_id: SitePath, principal: Viewer, calls: Calls) -> list[Perso
 
 @router.put("/roster", responses=refusals(404))
 def replace_roster(
-    site_id: SitePath, persons: list[PersonIn], principal: Admin, calls: Calls
+    site_id: SitePath,
+    persons: list[PersonIn],
+    principal: Admin,
+    calls: Calls,
+    repository: Repo,
+    key: FleetKey,
+    ingest: Ingest,
 ) -> list[PersonOut]:
-    """Replace the whole roster of the site (all persons checked before any is stored)."""
+    """Replace the whole roster of the site (all persons checked before any is stored).
+
+    A change to the village tier sends each gateway of the site that texts its village
+    (``[village_call]``) its config again, re-signed with the new numbers.
+    """
     _known(site_id, calls)
+    change = RosterChange(site_id, calls, repository, key, ingest)
     valid = []
     for i, person in enumerate(persons):
         try:
@@ -81,26 +118,47 @@ def replace_roster(
         except HTTPException as exc:
             raise HTTPException(exc.status_code, f"person {i}: {exc.detail}") from exc
     calls.store.replace_roster(site_id, valid, time.time())
+    change.done(principal.name)
     return [PersonOut.of(p, principal.role) for p in calls.store.roster(site_id)]
 
 
 @router.post("/roster", status_code=status.HTTP_201_CREATED, responses=refusals(404))
-def add_person(site_id: SitePath, person: PersonIn, principal: Admin, calls: Calls) -> PersonOut:
-    """Add one person to the site's roster."""
+def add_person(
+    site_id: SitePath,
+    person: PersonIn,
+    principal: Admin,
+    calls: Calls,
+    repository: Repo,
+    key: FleetKey,
+    ingest: Ingest,
+) -> PersonOut:
+    """Add one person to the site's roster (a village person's number reaches the gateways)."""
     _known(site_id, calls)
+    change = RosterChange(site_id, calls, repository, key, ingest)
     stored = calls.store.add_person(site_id, _valid(person), time.time())
+    change.done(principal.name)
     return PersonOut.of(stored, principal.role)
 
 
 @router.delete(
     "/roster/{person_id}", status_code=status.HTTP_204_NO_CONTENT, responses=refusals(404)
 )
-def delete_person(site_id: SitePath, person_id: RowIdPath, _admin: Admin, calls: Calls) -> None:
-    """Remove a person from the site's roster."""
+def delete_person(
+    site_id: SitePath,
+    person_id: RowIdPath,
+    principal: Admin,
+    calls: Calls,
+    repository: Repo,
+    key: FleetKey,
+    ingest: Ingest,
+) -> None:
+    """Remove a person from the site's roster (a village person leaves the gateways' list)."""
+    change = RosterChange(site_id, calls, repository, key, ingest)
     try:
         calls.store.delete_person(site_id, person_id)
     except NotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    change.done(principal.name)
 
 
 @router.get("/escalation-policy", responses=refusals(404))
