@@ -24,6 +24,7 @@ from drivers.model import Quality, Reading
 from drivers.poller import Poller
 from edge_agent.actuation import Actuation
 from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
+from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_site
 from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
 from edge_agent.control import SOCKET_NAME, serve_control
@@ -65,21 +66,6 @@ from protocol.levels import LEVEL_NAMES
 log = logging.getLogger(__name__)
 
 AGENT_VERSION = own_version()  # the installed release, not a constant
-
-
-def system_clock_synced() -> bool:
-    """Return True when the kernel says the wall clock is synchronised (adjtimex)."""
-    import ctypes  # noqa: PLC0415 - only real gateways ask the kernel
-
-    class Timex(ctypes.Structure):
-        _fields_ = [("modes", ctypes.c_uint), ("pad", ctypes.c_byte * 512)]
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        state = libc.adjtimex(ctypes.byref(Timex()))
-    except (OSError, AttributeError):
-        return True  # cannot tell: do not mark every reading as suspect
-    return bool(state != 5)
 
 
 #: How long a stopping agent waits for the uplink to say goodbye to the broker.

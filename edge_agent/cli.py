@@ -25,6 +25,7 @@ from rich.table import Table as RichTable
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
 from edge_agent.cli_console import console, err_console, fail, warn
+from edge_agent.doctor_cli import doctor
 from edge_agent.site_errors import SiteConfigError
 from edge_agent.update_cli import update_app
 from edge_agent.uplink_cli import enroll, uplink_app
@@ -408,6 +409,7 @@ def ack(
 siren_app = typer.Typer(help="Siren commands.", no_args_is_help=True)
 app.add_typer(siren_app, name="siren")
 app.command()(enroll)
+app.command()(doctor)
 app.add_typer(uplink_app, name="uplink")
 app.add_typer(update_app, name="update")
 

@@ -54,7 +54,8 @@ async def _line(config: BusConfig, live: Mapping[str, ModbusBus]) -> AsyncIterat
             await probe.close()
 
 
-async def _probe_device(bus: ModbusBus, device: DeviceConfig) -> str | None:
+async def probe_device(bus: ModbusBus, device: DeviceConfig) -> str | None:
+    """None when ``device`` answers the first read of its plan, else why not (in words)."""
     blocks = plan_profile(device.profile, device.channels)
     if not blocks:
         return None
@@ -81,7 +82,7 @@ async def probe_site(site: SiteConfig, live: Mapping[str, ModbusBus]) -> str | N
             return f"{_describe(bus_config)}: serial device {bus_config.device} does not exist"
         for device in (d for d in site.devices if d.bus == bus_config.name):
             async with _line(bus_config, live) as bus:
-                problem = await _probe_device(bus, device)
+                problem = await probe_device(bus, device)
             if problem:
                 return f"{_describe(bus_config)}: {problem}"
         for spec in (a for a in site.actuation.actuators if a.device.bus == bus_config.name):

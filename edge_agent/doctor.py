@@ -1,0 +1,304 @@
+"""``edge doctor``: the technician's on-site check of what the gateway needs to warn.
+
+Each check gives a verdict and a line the technician can act on:
+
+- **fail**: the gateway cannot warn as configured (a serial port it cannot open, a
+  device or the siren relay not answering, a store it cannot write, a full disk);
+- **warn**: it warns, but worse (the clock not synchronised, the county out of reach,
+  the alarm kernels not compiled yet, a disk filling up);
+- **ok**.
+
+It never writes to a device: the siren relay's coils are only read back, never switched.
+With the agent running, device and siren results come from the agent's own polls, never
+from a second opening of a line the agent owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import importlib.util
+import os
+import shutil
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from drivers.bus import ModbusBus, SerialBusConfig, TransactionError
+from edge_agent.actuation import RelayActuator
+from edge_agent.clock_sync import system_clock_synced
+from edge_agent.config_probe import probe_device
+from edge_agent.control_messages import StatusReply
+from edge_agent.enroll import enrollment_state, load_enrollment
+from edge_agent.site_config import SiteConfig
+from protocol.broker_url import parse_broker_url
+
+Verdict = Literal["ok", "warn", "fail"]
+
+#: Free space below this stops the store from taking readings for long: a fail.
+MIN_FREE_BYTES = 64 * 2**20
+#: How long the doctor waits for the county's broker to accept a connection.
+BROKER_TIMEOUT_S = 5.0
+#: A device the running agent has not heard from in this many poll intervals is down.
+STALE_POLLS = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One check's verdict and what it found, in words a technician can act on."""
+
+    check: str
+    verdict: Verdict
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Surroundings:
+    """What the doctor asks of the machine itself; tests give their own (see the test)."""
+
+    clock_synced: Callable[[], bool] = system_clock_synced
+    disk_usage: Callable[[Path], tuple[int, int, int]] = shutil.disk_usage
+    numba_installed: Callable[[], bool] = lambda: importlib.util.find_spec("numba") is not None
+    mounts: Callable[[], str] = lambda: Path("/proc/mounts").read_text()
+
+
+def verdict_of(findings: list[Finding]) -> Verdict:
+    """The worst verdict among ``findings``."""
+    verdicts = {f.verdict for f in findings}
+    return "fail" if "fail" in verdicts else "warn" if "warn" in verdicts else "ok"
+
+
+# --- ports -------------------------------------------------------------------------------
+
+
+def check_port(path: str, what: str) -> Finding:
+    """Whether the serial port ``path`` is there and this user may open it (no opening)."""
+    check = f"port {path}"
+    if not os.path.exists(path):
+        hint = "is the adapter plugged in? `ls -l /dev/serial/by-id` lists what is there"
+        return Finding(check, "fail", f"{what}: no such device; {hint}")
+    if not os.access(path, os.R_OK | os.W_OK):
+        user = getpass.getuser()
+        hint = f"add the user to the dialout group (sudo usermod -aG dialout {user}), log in again"
+        return Finding(check, "fail", f"{what}: permission denied; {hint}")
+    return Finding(check, "ok", f"{what}: present, readable and writable")
+
+
+def _ports(site: SiteConfig) -> Iterator[tuple[str, str]]:
+    for bus in site.buses:
+        if isinstance(bus, SerialBusConfig):
+            yield bus.device, f"bus {bus.name}"
+    if site.village_call is not None:
+        yield site.village_call.modem, "village-call modem"
+
+
+# --- devices and the siren ---------------------------------------------------------------
+
+
+async def _probe_bus(site: SiteConfig, bus_name: str, port_missing: bool) -> list[Finding]:
+    config = next(b for b in site.buses if b.name == bus_name)
+    devices = [d for d in site.devices if d.bus == bus_name]
+    actuators = [a for a in site.actuation.actuators if a.device.bus == bus_name]
+    if port_missing:
+        why = "not probed: its serial port cannot be opened (see above)"
+        return [Finding(f"device {d.name}", "fail", why) for d in devices] + [
+            Finding(f"siren {a.id}", "fail", why) for a in actuators
+        ]
+    findings = []
+    bus = ModbusBus(config)
+    try:
+        for device in devices:
+            problem = await probe_device(bus, device)
+            if problem is None:
+                what = f"answered (unit {device.unit_id}, profile {device.profile.name})"
+                findings.append(Finding(f"device {device.name}", "ok", what))
+            else:
+                findings.append(Finding(f"device {device.name}", "fail", problem))
+        for spec in actuators:
+            try:
+                coils = await RelayActuator(spec, bus, lambda *_: None).read_back()
+            except TransactionError as exc:
+                why = f"relay module (unit {spec.device.unit_id}) did not read back: {exc.detail}"
+                findings.append(Finding(f"siren {spec.id}", "fail", why))
+                continue
+            on = ", ".join(sorted(c for c, v in coils.items() if v)) or "none"
+            what = f"relay module read back {len(coils)} coils (on: {on}); not switched"
+            findings.append(Finding(f"siren {spec.id}", "ok", what))
+    finally:
+        await bus.close()
+    return findings
+
+
+def _from_agent(site: SiteConfig, status: StatusReply) -> list[Finding]:
+    findings = []
+    for device in site.devices:
+        check = f"device {device.name}"
+        seen = status.devices.get(device.name)
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(seen.faults.items())) if seen else ""
+        if seen is None or seen.last_poll is None:
+            why = "has not answered since the agent started" + (f" ({faults})" if faults else "")
+            findings.append(Finding(check, "fail", why))
+            continue
+        ago = status.now - seen.last_poll
+        if ago > STALE_POLLS * device.poll_interval_s + 30.0:
+            why = f"last answered {ago:.0f} s ago" + (f" ({faults})" if faults else "")
+            findings.append(Finding(check, "fail", why))
+            continue
+        what = f"answering the running agent, last {ago:.0f} s ago"
+        findings.append(
+            Finding(check, "ok", what + (f"; faults so far: {faults}" if faults else ""))
+        )
+    for spec in site.actuation.actuators:
+        state = status.actuators.get(spec.id) or {}
+        if state.get("fault"):
+            findings.append(
+                Finding(f"siren {spec.id}", "fail", "the running agent reports a fault")
+            )
+        elif state.get("read_back") is None:
+            what = "not read back by the running agent yet"
+            findings.append(Finding(f"siren {spec.id}", "warn", what))
+        else:
+            findings.append(Finding(f"siren {spec.id}", "ok", "the running agent reads it back"))
+    return findings
+
+
+# --- the machine -------------------------------------------------------------------------
+
+
+def check_clock(surroundings: Surroundings) -> Finding:
+    """Whether the kernel says the clock is synchronised."""
+    if surroundings.clock_synced():
+        return Finding("clock", "ok", "synchronised")
+    hint = "turn on NTP (timedatectl set-ntp true) or a GNSS time source; there is no RTC"
+    return Finding("clock", "warn", f"not synchronised: readings get suspect timestamps; {hint}")
+
+
+def _mount_of(path: Path, mounts: str) -> tuple[str, str, str] | None:
+    """(device, mount point, options) of the filesystem holding ``path``."""
+    best = None
+    resolved = str(path.resolve())
+    for line in mounts.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        device, point, _kind, options = parts[:4]
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) > len(best[1])):
+            best = (device, point, options)
+    return best
+
+
+def check_disk(data_dir: Path, quota_bytes: int, surroundings: Surroundings) -> Finding:
+    """Free space for the store, and the SD-card hints."""
+    where = data_dir if data_dir.exists() else data_dir.parent
+    _total, _used, free = surroundings.disk_usage(where)
+    free_mb = free / 2**20
+    if free < MIN_FREE_BYTES:
+        return Finding("disk", "fail", f"{free_mb:.0f} MB free: the store cannot keep readings")
+    notes = []
+    verdict: Verdict = "ok"
+    if free < quota_bytes:
+        notes.append(f"less than the store quota ({quota_bytes / 2**20:.0f} MB)")
+        verdict = "warn"
+    try:
+        mount = _mount_of(where, surroundings.mounts())
+    except OSError:
+        mount = None
+    if mount is not None and mount[0].startswith("/dev/mmcblk"):
+        notes.append(f"on the SD card ({mount[0]})")
+        if "noatime" not in mount[2].split(","):
+            notes.append(f"mount {mount[1]} with noatime, or every read writes the card")
+            verdict = "warn"
+    detail = f"{free_mb:.0f} MB free" + ("; " + "; ".join(notes) if notes else "")
+    return Finding("disk", verdict, detail)
+
+
+def check_store(data_dir: Path) -> Finding:
+    """Whether the agent can write its store in ``data_dir``."""
+    if data_dir.exists():
+        ok = os.access(data_dir, os.W_OK | os.X_OK)
+    else:
+        ok = os.access(data_dir.parent, os.W_OK | os.X_OK)
+    if ok:
+        return Finding("store", "ok", f"{data_dir} is writable")
+    return Finding("store", "fail", f"{data_dir} is not writable by {getpass.getuser()}")
+
+
+def check_numba(data_dir: Path, surroundings: Surroundings) -> Finding:
+    """Whether the alarm kernels are compiled and cached (a warm start), or pure Python."""
+    if not surroundings.numba_installed():
+        why = "numba is not installed (no wheel for this platform): the pure-Python engine runs"
+        return Finding("numba", "warn", why)
+    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or data_dir / "numba-cache")
+    compiled = list(cache.rglob("*.nbi")) if cache.is_dir() else []
+    if compiled:
+        return Finding(
+            "numba", "ok", f"alarm kernels compiled and cached ({len(compiled)} in {cache})"
+        )
+    why = f"no compiled kernels in {cache}: the first start compiles them (seconds to a minute)"
+    return Finding("numba", "warn", why)
+
+
+async def check_county(data_dir: Path, timeout_s: float = BROKER_TIMEOUT_S) -> Finding:
+    """The enrollment, and whether the county's broker accepts a connection (TLS checked)."""
+    state = enrollment_state(data_dir)
+    local = "alarms sound here, and readings wait in the store"
+    if state == "none":
+        return Finding("county", "warn", f"not enrolled (edge enroll): {local}")
+    if state in ("pending", "refused"):
+        return Finding("county", "warn", f"enrollment {state}: {local}")
+    enrollment = load_enrollment(data_dir)
+    if enrollment is None:
+        return Finding("county", "fail", "enrollment.json cannot be read: enroll again")
+    scheme, host, port = parse_broker_url(enrollment.broker_url)
+    tls = None
+    if scheme == "mqtts":
+        tls = ssl.create_default_context(cadata=enrollment.broker_ca_pem or None)
+    started = time.monotonic()
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls), timeout_s
+        )
+    except (OSError, TimeoutError, ssl.SSLError) as exc:
+        why = str(exc) or type(exc).__name__
+        return Finding("county", "warn", f"broker {host}:{port} out of reach ({why}): {local}")
+    writer.close()
+    ms = (time.monotonic() - started) * 1000
+    how = "TLS verified" if tls is not None else "plain TCP"
+    what = f"enrolled as {enrollment.gateway_id}; broker {host}:{port} answers ({how}, {ms:.0f} ms)"
+    return Finding("county", "ok", what)
+
+
+# --- all of it ---------------------------------------------------------------------------
+
+
+async def examine(
+    site: SiteConfig,
+    data_dir: Path,
+    running: StatusReply | None,
+    surroundings: Surroundings | None = None,
+) -> list[Finding]:
+    """Every check, in the order a technician would go through them."""
+    surroundings = surroundings or Surroundings()
+    findings = []
+    missing = set()
+    for path, what in _ports(site):
+        finding = check_port(path, what)
+        findings.append(finding)
+        if finding.verdict == "fail":
+            missing.add(path)
+    if running is not None:
+        findings.extend(_from_agent(site, running))
+    else:
+        for bus in site.buses:
+            port_missing = isinstance(bus, SerialBusConfig) and bus.device in missing
+            findings.extend(await _probe_bus(site, bus.name, port_missing))
+    findings.append(check_clock(surroundings))
+    findings.append(check_store(data_dir))
+    findings.append(check_disk(data_dir, site.agent.quota_bytes, surroundings))
+    findings.append(check_numba(data_dir, surroundings))
+    findings.append(await check_county(data_dir))
+    return findings
