@@ -156,6 +156,14 @@ class Frame:
             raise BadValueError(f"body of {size} bytes exceeds the 4095 the length field holds")
 
 
+def _function(code: int) -> int:
+    """``code`` as a ``FunctionCode`` when this codec knows it, else the plain integer."""
+    try:
+        return FunctionCode(code)
+    except ValueError:
+        return code
+
+
 def encode_frame(frame: Frame) -> bytes:
     """The bytes of ``frame``, CRC included (high byte first)."""
     head = frame.header
@@ -239,6 +247,6 @@ def decode_frame(data: bytes) -> Frame:
         centre,
         StationAddress.of(station),
         int.from_bytes(data[8:10], "big"),
-        data[10],
+        _function(data[10]),
     )
     return Frame(header, text, end, packet)
