@@ -46,6 +46,12 @@ class DeviceConfig:
         """Return the site-wide id of one of this device's channels."""
         return f"{self.name}.{channel}"
 
+    def polled_channels(self) -> tuple[str, ...]:
+        """The channels each poll reads: those named in the site file, else every readable one."""
+        if self.channels is not None:
+            return self.channels
+        return tuple(c.name for c in self.profile.readable_channels)
+
 
 @dataclass
 class DeviceHealth:

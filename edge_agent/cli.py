@@ -117,7 +117,9 @@ AnchorOpt = Annotated[
 def poll(
     config: Annotated[Path, typer.Option("--config", "-c", help="Site file (TOML).")],
     once: Annotated[bool, typer.Option(help="Poll every device once and exit.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines: one compact object per reading.")
+    ] = False,
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many real seconds.")
     ] = None,
@@ -131,7 +133,7 @@ def poll(
     """
     import asyncio  # noqa: PLC0415
 
-    from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
+    from edge_agent.poll_view import reading_table, readings_json_lines  # noqa: PLC0415
 
     site = _load(config, opens_ports=True)
     clock = make_clock(speed, origin, anchor)
@@ -142,7 +144,8 @@ def poll(
     if once:
         readings = asyncio.run(_poll_once(site, clock))
         if json_out:
-            console.print_json(readings_json_line(readings))
+            sys.stdout.write(readings_json_lines(readings))
+            sys.stdout.flush()
         else:
             latest = {r.channel_id: r for r in readings}
             console.print(reading_table(latest, {}, f"{site.name}: one poll"))
@@ -167,13 +170,13 @@ async def _poll_live(
     site: SiteConfig, clock: Clock, json_out: bool, duration: float | None
 ) -> None:
     from drivers.poller import Poller  # noqa: PLC0415
-    from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
+    from edge_agent.poll_view import reading_table, readings_json_lines  # noqa: PLC0415
 
     title = f"{site.name} ({site.source})"
     if json_out:
 
         def emit(readings: list[Reading]) -> None:
-            sys.stdout.write(readings_json_line(readings) + "\n")
+            sys.stdout.write(readings_json_lines(readings))
             sys.stdout.flush()
 
         await _run_for(Poller(site.buses, site.devices, clock, emit), duration)

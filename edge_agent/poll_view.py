@@ -70,9 +70,9 @@ def reading_json(reading: Reading) -> dict[str, object]:
     }
 
 
-def readings_json_line(readings: Iterable[Reading]) -> str:
-    """Return one JSON line holding a batch of readings."""
-    return json.dumps({"readings": [reading_json(r) for r in readings]})
+def readings_json_lines(readings: Iterable[Reading]) -> str:
+    """Return JSON lines: one compact object per reading, each line ending in a newline."""
+    return "".join(json.dumps(reading_json(r), separators=(",", ":")) + "\n" for r in readings)
 
 
 def _level_style(level: str) -> str:

@@ -287,6 +287,12 @@ def _parse_device(
                 f"profile '{profile.name}' has no channel(s) {', '.join(missing)} "
                 f"(channels: {', '.join(sorted(known))})"
             )
+        if write_only := [c for c in table.channels if not profile.channel(c).readable]:
+            raise fail(
+                f"channel(s) {', '.join(write_only)} of profile '{profile.name}' are write-only "
+                "(readable = false: the device answers a read with an exception), so they "
+                "cannot be polled"
+            )
     return DeviceConfig(
         name=table.name,
         bus=table.bus,
@@ -477,8 +483,7 @@ def channel_infos(devices: Sequence[DeviceConfig]) -> dict[str, ChannelInfo]:
     """
     infos: dict[str, ChannelInfo] = {}
     for device in devices:
-        names = device.channels or tuple(c.name for c in device.profile.channels)
-        for name in names:
+        for name in device.polled_channels():
             ch = device.profile.channel(name)
             modulus = None
             if ch.dtype in ("uint16", "uint32") and ch.quantity in ("rain_total", "rain_tips"):
@@ -502,7 +507,7 @@ def _checked_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tu
     polls = {
         device.channel_id(name): device.poll_interval_s
         for device in devices
-        for name in (device.channels or tuple(c.name for c in device.profile.channels))
+        for name in device.polled_channels()
     }
     check_sample_counts(source, rules, polls)
     return rules

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus import TcpBusConfig
+from drivers.bus import ModbusBus, TcpBusConfig, TransactionError
 from drivers.clock import SystemClock
-from drivers.profiles import builtin_profiles
+from drivers.profiles import Table, builtin_profiles
 from edge_agent.scan import parse_id_range, scan_bus
 from hardware_sim.device import SimulatedDevice
 from tests.wire import served
@@ -77,12 +77,16 @@ async def test_poll_once_json_prints_every_channel_with_value_unit_and_quality(t
         site.write_text(SITE.format(port=bus.port))
         code, out, err = await edge("poll", "--config", str(site), "--once", "--json")
     assert code == 0, err
-    readings = {r["channel"]: r for r in json.loads(out)["readings"]}
+    readings = {r["channel"]: r for r in map(json.loads, out.splitlines())}
     assert set(readings) == {"rain.rain_total", "rain.tips", "tilt.tilt_x", "tilt.tilt_y"}
     assert readings["rain.rain_total"]["value"] == 42.5
     assert readings["rain.rain_total"]["unit"] == "mm"
     assert readings["tilt.tilt_y"]["value"] == -1.25
     assert {q for r in readings.values() for q in r["quality"]} == {"ok"}
+    # JSON lines, as the README promises: one compact object per reading, per line.
+    lines = out.splitlines()
+    assert len(lines) == 4
+    assert all(line == json.dumps(json.loads(line), separators=(",", ":")) for line in lines)
 
 
 async def test_poll_once_exits_1_and_flags_a_silent_device(tmp_path: Path):
@@ -93,7 +97,7 @@ async def test_poll_once_exits_1_and_flags_a_silent_device(tmp_path: Path):
         site.write_text(SITE.format(port=bus.port))
         code, out, _ = await edge("poll", "--config", str(site), "--once", "--json")
     assert code == 1
-    readings = {r["channel"]: r for r in json.loads(out)["readings"]}
+    readings = {r["channel"]: r for r in map(json.loads, out.splitlines())}
     assert readings["tilt.tilt_x"]["quality"] == ["timeout"]
     assert readings["tilt.tilt_x"]["value"] is None
     assert readings["rain.rain_total"]["quality"] == ["ok"]
@@ -124,13 +128,76 @@ async def test_scan_finds_who_answers_and_what_it_probably_is():
     found = {h.unit_id: h for h in hits}
     assert set(found) == {3, 10, 192}
     assert found[192].matches[0] == "dfrobot_sen0575"
-    assert found[3].matches[0] == "inclinometer_dual_axis"
+    # Now that the generic rain gauge reads only holding 0..2, the inclinometer's four
+    # registers fit it too: both are named, the scan cannot tell them apart.
+    assert set(found[3].matches) == {"inclinometer_dual_axis", "generic_rs485_rain"}
     assert found[10].matches == ("relay_module_8ch",)
     assert code == 0, err
-    assert {(h["unit_id"], h["matches"][0]) for h in json.loads(out)} == {
-        (3, "inclinometer_dual_axis"),
-        (192, "dfrobot_sen0575"),
+    assert {(h["unit_id"], frozenset(h["matches"])) for h in json.loads(out)} == {
+        (3, frozenset({"inclinometer_dual_axis", "generic_rs485_rain"})),
+        (192, frozenset({"dfrobot_sen0575"})),
     }
+
+
+GENERIC_GAUGE_SITE = """
+[site]
+id = "gauge-site"
+
+[[bus]]
+name = "field"
+kind = "tcp"
+host = "127.0.0.1"
+port = {port}
+
+[[device]]
+name = "rain"
+bus = "field"
+profile = "generic_rs485_rain"
+"""
+
+
+async def test_a_healthy_generic_rain_gauge_polls_and_scans_clean(tmp_path: Path):
+    # The gauge answers as its manual says: 0x1000 (its unit id) is a write target only,
+    # and a read of it gets exception 02 (issue 16).
+    gauge = SimulatedDevice(
+        PROFILES["generic_rs485_rain"], 2, SystemClock(), values={"rain_total": 12.3}
+    )
+    async with served("tcp", [gauge]) as (bus, _):
+        assert isinstance(bus, TcpBusConfig)
+        owner = ModbusBus(bus)
+        try:
+            with pytest.raises(TransactionError) as refused:
+                await owner.read(2, Table.HOLDING, 0x1000, 1, 0.5)
+        finally:
+            await owner.close()
+        site = tmp_path / "site.toml"
+        site.write_text(GENERIC_GAUGE_SITE.format(port=bus.port))
+        poll_code, out, err = await edge("poll", "--config", str(site), "--once", "--json")
+        scan_code, scan_out, scan_err = await edge(
+            "scan", "--tcp", f"127.0.0.1:{bus.port}", "--ids", "1-3", "--json", "--timeout", "0.1"
+        )
+    assert refused.value.exception_code == 2
+    assert poll_code == 0, err
+    readings = {r["channel"]: r for r in map(json.loads, out.splitlines())}
+    assert set(readings) == {"rain.rain_total", "rain.rain_acc2", "rain.rain_acc3"}
+    assert readings["rain.rain_total"]["value"] == pytest.approx(12.3)
+    assert all(r["quality"] == ["ok"] for r in readings.values())
+    assert (0x03, 0x1000, 1) not in gauge.request_log[1:]
+    assert scan_code == 0, scan_err
+    assert [(h["unit_id"], h["matches"][0]) for h in json.loads(scan_out)] == [
+        (2, "generic_rs485_rain")
+    ]
+
+
+async def test_a_site_file_may_not_poll_a_write_only_channel(tmp_path: Path):
+    site = tmp_path / "site.toml"
+    site.write_text(GENERIC_GAUGE_SITE.format(port=502) + 'channels = ["device_address"]\n')
+    code, _, err = await edge("poll", "--config", str(site), "--once")
+    assert code == 2
+    assert (
+        f"{site}: device 'rain': channel(s) device_address of profile 'generic_rs485_rain' "
+        "are write-only"
+    ) in " ".join(err.split())
 
 
 def test_id_ranges_parse_and_bad_ones_say_why():
