@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
@@ -33,7 +35,7 @@ from edge_agent.uplink_cli import enroll, uplink_app
 if TYPE_CHECKING:
     from drivers.bus import BusConfig
     from drivers.clock import Clock
-    from drivers.poller import Poller
+    from drivers.poller import DeviceHealth, Poller
     from edge_agent.local_settings import LocalSettings
     from edge_agent.scan import ScanHit
     from edge_agent.site_config import SiteConfig
@@ -133,7 +135,11 @@ def poll(
     """
     import asyncio  # noqa: PLC0415
 
-    from edge_agent.poll_view import reading_table, readings_json_lines  # noqa: PLC0415
+    from edge_agent.poll_view import (  # noqa: PLC0415
+        device_problems,
+        reading_table,
+        readings_json_lines,
+    )
 
     site = _load(config, opens_ports=True)
     clock = make_clock(speed, origin, anchor)
@@ -141,14 +147,22 @@ def poll(
     from drivers.bus import quiet_pymodbus  # noqa: PLC0415 - with the bus, only when polling
 
     quiet_pymodbus()
+    # edge poll prints each device's problems itself (device_problems), with the hint;
+    # the poller's log lines would only repeat them, and break the live table.
+    logging.getLogger("drivers.poller").setLevel(logging.CRITICAL)
     if once:
-        readings = asyncio.run(_poll_once(site, clock))
+        readings, health = asyncio.run(_poll_once(site, clock))
+        problems = device_problems(health)
         if json_out:
             sys.stdout.write(readings_json_lines(readings))
             sys.stdout.flush()
         else:
             latest = {r.channel_id: r for r in readings}
             console.print(reading_table(latest, {}, f"{site.name}: one poll"))
+        # On stderr beside JSON lines, so a script's stdout stays one reading per line.
+        out = err_console if json_out else console
+        for line in problems:
+            out.print(line, markup=False, highlight=False)
         if any(r.quality & COMM_FAILURE for r in readings):
             raise typer.Exit(code=1)
         return
@@ -156,21 +170,28 @@ def poll(
         asyncio.run(_poll_live(site, clock, json_out, duration))
 
 
-async def _poll_once(site: SiteConfig, clock: Clock) -> list[Reading]:
+async def _poll_once(
+    site: SiteConfig, clock: Clock
+) -> tuple[list[Reading], dict[str, DeviceHealth]]:
     from drivers.poller import Poller  # noqa: PLC0415
 
     poller = Poller(site.buses, site.devices, clock)
     try:
-        return await poller.poll_all_once()
+        readings = await poller.poll_all_once()
     finally:
         await poller.close()
+    return readings, {d.config.name: d.health for d in poller.devices}
 
 
 async def _poll_live(
     site: SiteConfig, clock: Clock, json_out: bool, duration: float | None
 ) -> None:
     from drivers.poller import Poller  # noqa: PLC0415
-    from edge_agent.poll_view import reading_table, readings_json_lines  # noqa: PLC0415
+    from edge_agent.poll_view import (  # noqa: PLC0415
+        device_problems,
+        reading_table,
+        readings_json_lines,
+    )
 
     title = f"{site.name} ({site.source})"
     if json_out:
@@ -183,9 +204,10 @@ async def _poll_live(
         return
     poller = Poller(site.buses, site.devices, clock)
 
-    def render() -> RichTable:
+    def render() -> Group:
         health = {d.config.name: d.health for d in poller.devices}
-        return reading_table(poller.latest, health, title)
+        problems = [Text(line) for line in device_problems(health)]
+        return Group(reading_table(poller.latest, health, title), *problems)
 
     with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
         poller.sink = lambda _readings: live.update(render())

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from drivers.bus import BusConfig, ModbusBus, TransactionError
 from drivers.codec import decode
+from drivers.modbus_exceptions import exception_meaning
 from drivers.model import Quality
 from drivers.plan import plan_profile
 from drivers.profiles import DeviceProfile, Table
@@ -32,8 +33,11 @@ async def _answers(bus: ModbusBus, unit_id: int, timeout_s: float) -> str | None
     try:
         await bus.read(unit_id, Table.HOLDING, 0, 1, timeout_s)
     except TransactionError as exc:
+        if exc.exception_code is not None:
+            code = exc.exception_code
+            return f"exception {code:02d} ({exception_meaning(code)})"
         if exc.quality == Quality.EXCEPTION:
-            return f"exception {exc.exception_code}"
+            return "a short answer"
         return None
     return "registers"
 

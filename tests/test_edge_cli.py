@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pwd
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from drivers.clock import SystemClock
 from drivers.profiles import Table, builtin_profiles
 from edge_agent.scan import parse_id_range, scan_bus
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.pty_link import PtyPair
 from tests.wire import served
 
 PROFILES = builtin_profiles()
@@ -198,6 +204,67 @@ async def test_a_site_file_may_not_poll_a_write_only_channel(tmp_path: Path):
         f"{site}: device 'rain': channel(s) device_address of profile 'generic_rs485_rain' "
         "are write-only"
     ) in " ".join(err.split())
+
+
+SERIAL_SITE = """
+[site]
+id = "serial-site"
+
+[[bus]]
+name = "rs485"
+kind = "serial"
+device = "{device}"
+
+[[device]]
+name = "rain"
+bus = "rs485"
+profile = "generic_rs485_rain"
+"""
+
+
+async def test_a_missing_serial_port_is_named_with_the_os_reason(tmp_path: Path):
+    port = tmp_path / "ttyUSB7"
+    site = tmp_path / "site.toml"
+    site.write_text(SERIAL_SITE.format(device=port))
+    code, out, _ = await edge("poll", "--config", str(site), "--once")
+    assert code == 1
+    assert (
+        f"rain: cannot open bus rs485: {port}: No such file or directory (errno ENOENT): is "
+        "the USB-RS485 adapter plugged in? `ls /dev/serial/by-id` lists the adapters"
+    ) in out.splitlines()
+
+
+def test_a_serial_port_the_user_may_not_open_says_to_join_dialout():
+    # A real pty; the poll runs as a user who may not open it (nobody, when the tests run
+    # as root, who may open anything).
+    folder = Path(tempfile.mkdtemp(prefix="hw-dialout-"))
+    try:
+        folder.chmod(0o755)
+        with PtyPair(folder / "agent", folder / "device") as pty:
+            tty = Path(os.path.realpath(pty.agent_end))
+            site = folder / "site.toml"
+            site.write_text(SERIAL_SITE.format(device=pty.agent_end))
+            site.chmod(0o644)
+            if os.geteuid() == 0:
+                tty.chmod(0o600)
+                user = "nobody"
+                prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+            else:
+                tty.chmod(0o000)
+                user = pwd.getpwuid(os.geteuid()).pw_name
+                prefix = []
+            done = subprocess.run(
+                [*prefix, *EDGE, "poll", "--config", str(site), "--once"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"rain: cannot open bus rs485: {pty.agent_end}: Permission denied (errno EACCES): add "
+        f"the user to the dialout group (`sudo usermod -aG dialout {user}`, then log in again "
+        "or restart the service)"
+    ) in done.stdout.splitlines()
 
 
 def test_id_ranges_parse_and_bad_ones_say_why():
