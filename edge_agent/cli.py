@@ -20,7 +20,15 @@ import typer
 from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import Progress, TaskID
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -264,19 +272,41 @@ def scan(
         rates = [int(b) for b in bauds.split(",")] if serial else [0]
     except ValueError as exc:
         raise fail(str(exc)) from None
+    from drivers.bus import quiet_pymodbus  # noqa: PLC0415 - with the bus, only when scanning
+
+    # pymodbus logs every silent unit id with a frame dump: 247 of them bury the progress.
+    quiet_pymodbus()
     profiles = list(builtin_profiles().values())
     hits: list[ScanHit] = []
-    with Progress(console=err_console, transient=True) as progress:
+    # On a terminal (stderr) a bar with ids done, devices found and the time left; in a
+    # pipe or a log, nothing at all: the result is the table (or JSON) on stdout.
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ids, {task.fields[found]} answered"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
         for rate in rates:
             bus = _bus_from_options(tcp, serial, rate or 9600)
             label = f"{serial} @ {rate} baud" if serial else f"tcp {tcp}"
-            task = progress.add_task(f"scanning {label}", total=len(unit_ids))
+            task = progress.add_task(f"scanning {label}", total=len(unit_ids), found=0)
 
             def advance(_unit_id: int, task: TaskID = task) -> None:
                 progress.advance(task)
 
+            def found(_hit: ScanHit, task: TaskID = task) -> None:
+                progress.update(task, found=progress.tasks[task].fields["found"] + 1)
+
             hits += asyncio.run(
-                scan_bus(bus, unit_ids, profiles, timeout, rate or None, progress=advance)
+                scan_bus(
+                    bus, unit_ids, profiles, timeout, rate or None, progress=advance, found=found
+                )
             )
     if json_out:
         console.print_json(
@@ -557,12 +587,24 @@ def _epoch(text: str | None) -> float | None:
 @app.command()
 def profiles() -> None:
     """List the device profiles shipped with HazardWatch."""
+    from rich.measure import Measurement  # noqa: PLC0415
+
     table = RichTable(title="Shipped device profiles")
-    for column in ("name", "model", "vendor", "unit id", "channels"):
-        table.add_column(column)
+    # A name is what a site file's `profile =` takes: it is never wrapped or cut short.
+    table.add_column("name", no_wrap=True)
+    for column in ("model", "vendor", "unit id", "channels"):
+        table.add_column(column, overflow="fold")
     for name, p in builtin_profiles().items():
         table.add_row(name, p.model, p.vendor, str(p.default_unit_id), str(len(p.channels)))
-    console.print(table)
+    # Narrower than the names need (a pipe is 80 columns), the table grows past the
+    # width rather than cutting them: the console never folds its lines.
+    narrowest = Measurement.get(console, console.options.update_width(1000), table).minimum
+    width = console.width
+    console.width = max(width, narrowest)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 if __name__ == "__main__":

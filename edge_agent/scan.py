@@ -64,10 +64,12 @@ async def scan_bus(
     timeout_s: float = 0.2,
     baudrate: int | None = None,
     progress: Callable[[int], None] | None = None,
+    found: Callable[[ScanHit], None] | None = None,
 ) -> list[ScanHit]:
     """Probe each unit id once; identify the ones that answer against ``profiles``.
 
-    Profiles whose default unit id equals the found id are listed first.
+    Profiles whose default unit id equals the found id are listed first. ``progress`` is
+    called with each unit id once it is done, ``found`` with each hit as it is made.
     """
     bus = ModbusBus(config)
     hits: list[ScanHit] = []
@@ -76,11 +78,12 @@ async def scan_bus(
         for unit_id in unit_ids:
             answer = await _answers(bus, unit_id, timeout_s)
             if answer is not None:
-                found = [p for p in candidates if await _matches(bus, unit_id, p, timeout_s)]
-                found.sort(key=lambda p: (p.default_unit_id != unit_id, p.name))
-                hits.append(
-                    ScanHit(config.name, unit_id, baudrate, answer, tuple(p.name for p in found))
-                )
+                likely = [p for p in candidates if await _matches(bus, unit_id, p, timeout_s)]
+                likely.sort(key=lambda p: (p.default_unit_id != unit_id, p.name))
+                hit = ScanHit(config.name, unit_id, baudrate, answer, tuple(p.name for p in likely))
+                hits.append(hit)
+                if found is not None:
+                    found(hit)
             if progress is not None:
                 progress(unit_id)
     finally:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -267,6 +269,43 @@ def test_a_serial_port_the_user_may_not_open_says_to_join_dialout():
     ) in done.stdout.splitlines()
 
 
+def run_on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """Run ``edge`` with stdout and stderr on a pseudo-terminal; return its status and text."""
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
+    process = subprocess.Popen(
+        [*EDGE, *args], stdout=terminal, stderr=terminal, stdin=subprocess.DEVNULL, env=env
+    )
+    os.close(terminal)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return process.wait(timeout=60), b"".join(chunks).decode(errors="replace")
+
+
+async def test_scan_shows_progress_on_a_terminal_and_nothing_in_a_pipe():
+    async with served("tcp", stations()) as (bus, _):
+        assert isinstance(bus, TcpBusConfig)
+        args = ["scan", "--tcp", f"127.0.0.1:{bus.port}", "--ids", "1-12", "--timeout", "0.1"]
+        tty_code, screen = await asyncio.to_thread(run_on_a_terminal, args)
+        pipe_code, out, err = await edge(*args)
+    assert tty_code == 0, screen
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
+    assert f"scanning tcp 127.0.0.1:{bus.port}" in plain
+    assert "12/12 ids, 2 answered" in plain  # units 3 and 10 of 1-12
+    assert "2 device(s) answered" in plain
+    assert pipe_code == 0
+    assert err == ""  # no bar and no pymodbus frame dumps in a pipe or a log
+    assert "2 device(s) answered" in out
+
+
 def test_id_ranges_parse_and_bad_ones_say_why():
     assert parse_id_range("1-3,10") == [1, 2, 3, 10]
     with pytest.raises(ValueError, match=r"within 1\.\.247"):
@@ -280,3 +319,14 @@ async def test_edge_help_lists_the_commands():
     assert code == 0
     for command in ("poll", "scan", "profiles"):
         assert command in out
+
+
+@pytest.mark.parametrize("columns", ["80", "30"])
+def test_edge_profiles_never_cuts_a_name(columns: str):
+    done = subprocess.run(
+        [*EDGE, "profiles"],
+        capture_output=True, text=True, timeout=60, check=True,
+        env={**os.environ, "COLUMNS": columns},
+    )  # fmt: skip
+    rows = [line.split("\u2502")[1].strip() for line in done.stdout.splitlines()[4:-1]]
+    assert {row for row in rows if row} == set(PROFILES)
