@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import pty
 import pwd
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 from drivers.bus import ModbusBus, TcpBusConfig, TransactionError
-from drivers.clock import SystemClock
+from drivers.clock import Clock, SystemClock
+from drivers.model import BAD_QUALITY, Quality
 from drivers.profiles import Table, builtin_profiles
 from edge_agent.scan import parse_id_range, scan_bus
 from hardware_sim.device import SimulatedDevice
@@ -164,12 +168,26 @@ profile = "generic_rs485_rain"
 """
 
 
+def gauge_as_its_manual_says(clock: Clock, rain_total: float) -> SimulatedDevice:
+    """The generic RS485 gauge as its manual describes it, whatever our profile says.
+
+    Its unit id at 0x1000 is a write target only: a read of it is answered with
+    exception 02, as the gauge in issue 16 did.
+    """
+    profile = PROFILES["generic_rs485_rain"]
+    manual = dataclasses.replace(
+        profile,
+        channels=tuple(
+            dataclasses.replace(c, readable=c.address != 0x1000) for c in profile.channels
+        ),
+    )
+    return SimulatedDevice(manual, 2, clock, values={"rain_total": rain_total})
+
+
 async def test_a_healthy_generic_rain_gauge_polls_and_scans_clean(tmp_path: Path):
     # The gauge answers as its manual says: 0x1000 (its unit id) is a write target only,
     # and a read of it gets exception 02 (issue 16).
-    gauge = SimulatedDevice(
-        PROFILES["generic_rs485_rain"], 2, SystemClock(), values={"rain_total": 12.3}
-    )
+    gauge = gauge_as_its_manual_says(SystemClock(), 12.3)
     async with served("tcp", [gauge]) as (bus, _):
         assert isinstance(bus, TcpBusConfig)
         owner = ModbusBus(bus)
@@ -195,6 +213,32 @@ async def test_a_healthy_generic_rain_gauge_polls_and_scans_clean(tmp_path: Path
     assert [(h["unit_id"], h["matches"][0]) for h in json.loads(scan_out)] == [
         (2, "generic_rs485_rain")
     ]
+
+
+async def test_edge_run_reports_no_sensor_fault_for_a_healthy_generic_gauge(tmp_path: Path):
+    from drivers.clock import ScaledClock  # noqa: PLC0415
+    from tests.agent_harness import events, readings, sim_site  # noqa: PLC0415
+    from tests.waiting import wait_for  # noqa: PLC0415
+
+    clock = ScaledClock(20.0, origin=1_780_000_000.0, anchor=round(time.time(), 3))
+    gauge = gauge_as_its_manual_says(clock, 3)
+    site_text = GENERIC_GAUGE_SITE + "poll_interval_s = 10\n"
+
+    def polls(data_dir: Path) -> int:
+        try:
+            return len(readings(data_dir, "rain.rain_acc3"))
+        except sqlite3.OperationalError:  # the agent has not created its store yet
+            return 0
+
+    async with sim_site(tmp_path, [gauge], site_text, clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: polls(agent.data_dir) >= 3, 90, "three polls")
+        await agent.stop()
+    qualities = [Quality(q) for _, _, q in readings(agent.data_dir, "rain.rain_total")]
+    assert len(qualities) >= 3
+    assert not any(q & BAD_QUALITY for q in qualities)
+    assert events(agent.data_dir, "sensor_fault") == []
+    assert (0x03, 0x1000, 1) not in gauge.request_log
 
 
 async def test_a_site_file_may_not_poll_a_write_only_channel(tmp_path: Path):
