@@ -155,9 +155,11 @@ def poll(
     from drivers.bus import quiet_pymodbus  # noqa: PLC0415 - with the bus, only when polling
 
     quiet_pymodbus()
-    # edge poll prints each device's problems itself (device_problems), with the hint;
-    # the poller's log lines would only repeat them, and break the live table.
-    logging.getLogger("drivers.poller").setLevel(logging.CRITICAL)
+    if once or not json_out:
+        # Here edge poll prints each device's problems itself (device_problems), with the
+        # hint; the poller's log lines would only repeat them, and break the live table.
+        # Live JSON lines keep them: the log on stderr is then where problems are told.
+        logging.getLogger("drivers.poller").setLevel(logging.CRITICAL)
     if once:
         readings, health = asyncio.run(_poll_once(site, clock))
         problems = device_problems(health)

@@ -244,3 +244,17 @@ async def test_scan_names_the_exception_a_device_answers():
     assert [(h["unit_id"], h["answer"], h["matches"]) for h in json.loads(out)] == [
         (2, "exception 04 (server device failure)", [])
     ]
+
+
+async def test_live_json_lines_keep_stdout_clean_and_log_the_exception_once(tmp_path: Path):
+    async with served("tcp", [gauge()]) as (bus, _):
+        assert isinstance(bus, TcpBusConfig)
+        site = site_files(tmp_path, bus.port)
+        site.write_text(site.read_text() + "poll_interval_s = 0.5\ntimeout_s = 0.2\n")
+        code, out, err = await edge("poll", "--config", str(site), "--json", "--duration", "2")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) >= 4  # two channels, at least two polls
+    assert {r["channel"] for r in lines} == {"gauge.total", "gauge.level"}
+    assert err.count(f"answered {FC03_40001}") == 1
+    assert err.count(f"answered {FC04_0}") == 1
