@@ -168,7 +168,7 @@ def poll(
             sys.stdout.flush()
         else:
             latest = {r.channel_id: r for r in readings}
-            console.print(reading_table(latest, {}, f"{site.name}: one poll"))
+            console.print(reading_table(latest, health, f"{site.name}: one poll"))
         # On stderr beside JSON lines, so a script's stdout stays one reading per line.
         out = err_console if json_out else console
         for line in problems:
