@@ -28,10 +28,8 @@ from pydantic import Field, ValidationError
 
 from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
+from edge_agent.alarms.rule_files import rule_file_path, shipped_rule_files
 from edge_agent.site_errors import SiteConfigError
-
-#: The shipped rule tables, included by their name (the file's stem).
-SHIPPED_DIR = Path(__file__).parent / "alarms" / "examples"
 
 #: A channel placeholder: the whole value is ``{name}``.
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -62,11 +60,6 @@ class IncludedRules:
     rules: tuple[dict[str, Any], ...]
 
 
-def shipped_rule_files() -> dict[str, Path]:
-    """The shipped rule tables by name."""
-    return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.toml"))}
-
-
 def include_lines(text: str | None) -> list[int]:
     """The line number of each ``[[include]]`` header of a site file's text, in order."""
     if text is None:
@@ -80,14 +73,11 @@ def _where(index: int, lines: list[int]) -> str:
 
 
 def _find(ref: str, base_dir: Path | None, source: str, where: str) -> Path:
-    shipped = shipped_rule_files()
-    if ref in shipped:
-        return shipped[ref]
-    known = ", ".join(shipped) or "none"
-    if base_dir is None:
+    path = rule_file_path(ref, base_dir)
+    known = ", ".join(shipped_rule_files()) or "none"
+    if path is None:
         problem = f"'rules' = {ref!r}: a pushed configuration may include shipped rule "
         raise SiteConfigError(source, problem + f"tables only ({known})", where)
-    path = Path(ref) if Path(ref).is_absolute() else base_dir / ref
     if not path.is_file():
         problem = f"'rules' = {ref!r}: no such rule file ({path} does not exist; shipped: {known})"
         raise SiteConfigError(source, problem, where)

@@ -161,3 +161,16 @@ def test_a_pushed_configuration_includes_shipped_tables_only(tmp_path: Path):
         f"pushed: [[include]] #1 (line {INCLUDE_LINE}): 'rules' = '{tmp_path}/mine.toml': a "
         "pushed configuration may include shipped rule tables only (jianghua)"
     )
+
+
+def test_edge_run_preloads_the_kernels_of_included_rules(tmp_path: Path):
+    from edge_agent.alarms.preload import rule_kinds  # noqa: PLC0415
+
+    # The site's own [[rule]] left out: its only rules come from the include.
+    only_included = SITE[: SITE.index("[[rule]]")] + SITE[SITE.index("[[include]]") :]
+    path = write(tmp_path, only_included)
+    assert [r.id for r in load_site(path).rules] == ["jianghua_critical_rainfall"]
+    assert rule_kinds(path) == {"rain_windows"}
+    # A file that cannot be found: every kernel loads, and the site loader says why.
+    write(tmp_path, only_included.replace('"jianghua"', '"missing.toml"'))
+    assert rule_kinds(path) is None
