@@ -24,7 +24,9 @@ from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ModbusPDU
 
 from drivers.bus_turns import BusTurns
+from drivers.modbus_exceptions import ModbusRequest, describe_exception, exception_hint
 from drivers.model import Quality
+from drivers.port_problem import serial_port_problem
 from drivers.profiles import Table
 
 log = logging.getLogger(__name__)
@@ -84,13 +86,31 @@ def same_line(a: BusConfig, b: BusConfig) -> bool:
 
 
 class TransactionError(Exception):
-    """A Modbus transaction produced no usable answer; ``quality`` says why."""
+    """A Modbus transaction produced no usable answer; ``quality`` says why.
 
-    def __init__(self, quality: Quality, detail: str, exception_code: int | None = None) -> None:
+    An exception answer carries its code and the request that drew it, and its ``detail``
+    says both in words (``exception 02 (illegal data address) to FC03 ...``).
+    """
+
+    def __init__(
+        self,
+        quality: Quality,
+        detail: str,
+        exception_code: int | None = None,
+        request: ModbusRequest | None = None,
+    ) -> None:
         self.quality = quality
         self.detail = detail
         self.exception_code = exception_code
+        self.request = request
         super().__init__(detail)
+
+    @property
+    def hint(self) -> str | None:
+        """For an exception answer, what to check in the profile (None if nothing)."""
+        if self.exception_code is None:
+            return None
+        return exception_hint(self.exception_code, self.request)
 
 
 @dataclass
@@ -205,7 +225,8 @@ class ModbusBus:
             }
             return readers[table](address, count=count, device_id=unit_id)
 
-        response = await self._transact(unit_id, timeout_s, call, urgent)
+        request = ModbusRequest.read(table, address, count)
+        response = await self._transact(unit_id, timeout_s, call, urgent, request)
         if table.is_bits:
             # pymodbus pads bits to whole bytes, but a device may send fewer bytes than
             # asked: too few bits are a failed read like too few registers, not a value.
@@ -245,6 +266,7 @@ class ModbusBus:
                 timeout_s,
                 lambda c: c.write_coil(address, bool(values[0]), device_id=unit_id),
                 urgent,
+                ModbusRequest(5, address, 1),
             )
         else:
             await self._transact(
@@ -252,6 +274,7 @@ class ModbusBus:
                 timeout_s,
                 lambda c: c.write_coils(address, list(values), device_id=unit_id),
                 urgent,
+                ModbusRequest(15, address, len(values)),
             )
 
     async def write_registers(
@@ -266,6 +289,7 @@ class ModbusBus:
             unit_id,
             timeout_s,
             lambda c: c.write_registers(address, list(values), device_id=unit_id),
+            request=ModbusRequest(16, address, len(values)),
         )
 
     async def _transact(
@@ -274,11 +298,12 @@ class ModbusBus:
         timeout_s: float,
         call: Callable[[Any], Awaitable[ModbusPDU]],
         urgent: bool = False,
+        request: ModbusRequest | None = None,
     ) -> ModbusPDU:
         async with self._turns.turn(urgent):
             self.stats.transactions += 1
             try:
-                response = await self._execute(timeout_s, call)
+                response = await self._execute(timeout_s, call, request)
             except TransactionError as failure:
                 self.stats.failures[failure.quality.names()[0]] += 1
                 raise
@@ -286,13 +311,16 @@ class ModbusBus:
             return response
 
     async def _execute(
-        self, timeout_s: float, call: Callable[[Any], Awaitable[ModbusPDU]]
+        self,
+        timeout_s: float,
+        call: Callable[[Any], Awaitable[ModbusPDU]],
+        request: ModbusRequest | None,
     ) -> ModbusPDU:
         if self._client is None:
             self._client = self._make_client(timeout_s)
         client = self._client
         if not client.connected and not await client.connect():
-            raise TransactionError(Quality.NO_CONNECTION, f"cannot connect to bus {self.name}")
+            raise TransactionError(Quality.NO_CONNECTION, self._connect_failure())
         # pymodbus reads the response timeout from its comm params on every request, so
         # setting it here gives each device its own timeout on a shared connection.
         client.ctx.comm_params.timeout_connect = timeout_s
@@ -310,8 +338,15 @@ class ModbusBus:
             self._last_activity = time.monotonic()
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
-            raise TransactionError(Quality.EXCEPTION, f"exception response {code}", code)
+            detail = describe_exception(code, request)
+            raise TransactionError(Quality.EXCEPTION, detail, code, request)
         return response
+
+    def _connect_failure(self) -> str:
+        cfg = self.config
+        if isinstance(cfg, SerialBusConfig):
+            return f"cannot open bus {self.name}: {serial_port_problem(cfg.device)}"
+        return f"cannot connect to bus {self.name} at {cfg.host}:{cfg.port}"
 
     def _silence_failure(self, timeout_s: float) -> TransactionError:
         raw = bytes(self._received)

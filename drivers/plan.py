@@ -50,8 +50,12 @@ def plan_reads(
 
 
 def plan_profile(profile: DeviceProfile, names: Iterable[str] | None = None) -> list[ReadBlock]:
-    """Plan the reads for a profile, optionally restricted to the named channels."""
-    channels = profile.channels if names is None else [profile.channel(n) for n in names]
+    """Plan the reads for a profile, optionally restricted to the named channels.
+
+    Write-only channels (``readable = false``) are never read, named or not.
+    """
+    chosen = profile.channels if names is None else [profile.channel(n) for n in names]
+    channels = [c for c in chosen if c.readable]
     return plan_reads(channels, profile.max_registers, profile.max_bits, profile.max_gap)
 
 

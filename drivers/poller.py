@@ -46,10 +46,33 @@ class DeviceConfig:
         """Return the site-wide id of one of this device's channels."""
         return f"{self.name}.{channel}"
 
+    def polled_channels(self) -> tuple[str, ...]:
+        """The channels each poll reads: those named in the site file, else every readable one."""
+        if self.channels is not None:
+            return self.channels
+        return tuple(c.name for c in self.profile.readable_channels)
+
+
+@dataclass
+class ExceptionAnswers:
+    """One kind of exception answer a device gave: what, to which request, how often."""
+
+    detail: str
+    hint: str | None
+    channels: tuple[str, ...]
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+
 
 @dataclass
 class DeviceHealth:
-    """What the poller knows about one device, for status displays and health reports."""
+    """What the poller knows about one device, for status displays and health reports.
+
+    ``exceptions`` keeps each distinct exception answer (code and request) with its count:
+    a device that answers one block with an exception still answers, so these never make
+    it "failing", but a technician must see them.
+    """
 
     consecutive_failures: int = 0
     polls: int = 0
@@ -57,6 +80,7 @@ class DeviceHealth:
     last_success: float | None = None
     last_error: str | None = None
     faults: Counter[str] = field(default_factory=Counter)
+    exceptions: dict[str, ExceptionAnswers] = field(default_factory=dict)
 
 
 def _bits_that_stop_a_cycle() -> Quality:
@@ -149,7 +173,29 @@ class DevicePoller:
     def _failed(self, block: ReadBlock, failure: TransactionError) -> list[Reading]:
         t = self.clock.now()
         self.health.faults[failure.quality.names()[0]] += len(block.channels)
+        if failure.exception_code is not None:
+            self._note_exception(block, failure, t)
         return [self._reading(ch, t, math.nan, failure.quality) for ch in block.channels]
+
+    def _note_exception(self, block: ReadBlock, failure: TransactionError, t: float) -> None:
+        """Log an exception answer the first time this device gives it, then count it."""
+        seen = self.health.exceptions.get(failure.detail)
+        if seen is None:
+            names = tuple(ch.name for ch in block.channels)
+            seen = ExceptionAnswers(failure.detail, failure.hint, names, first=t)
+            self.health.exceptions[failure.detail] = seen
+            hint = f"; hint: {seen.hint}" if seen.hint else ""
+            log.warning(
+                "device %s (unit %d) answered %s, so %s read(s) as exception; counted from "
+                "now on without a log line%s",
+                self.config.name,
+                self.config.unit_id,
+                failure.detail,
+                ", ".join(names),
+                hint,
+            )
+        seen.count += 1
+        seen.last = t
 
     def _reading(self, ch: ChannelSpec, t: float, value: float, quality: Quality) -> Reading:
         return Reading(t, self.config.channel_id(ch.name), value, ch.unit, quality)
@@ -168,8 +214,10 @@ class DevicePoller:
             return
         self.health.consecutive_failures += 1
         self.health.last_error = failure.detail
-        # The first failure is worth an ERROR; a device dead for a week must not flood the log.
-        level = logging.ERROR if self.health.consecutive_failures == 1 else logging.DEBUG
+        # The first failure is worth an ERROR; a device dead for a week must not flood the
+        # log. An exception answer was logged already, once, by _note_exception.
+        first = self.health.consecutive_failures == 1 and failure.exception_code is None
+        level = logging.ERROR if first else logging.DEBUG
         log.log(level, "device %s (unit %d): %s", name, self.config.unit_id, failure.detail)
 
 

@@ -39,6 +39,7 @@ from edge_agent.control_messages import (
     ChannelStatus,
     DeviceStatus,
     ErrorReply,
+    ExceptionAnswerStatus,
     SirenTestRequest,
     StatusReply,
     StatusRequest,
@@ -418,7 +419,19 @@ class Agent:
             },
             devices={
                 d.config.name: DeviceStatus(
-                    last_poll=d.health.last_poll, faults=dict(d.health.faults)
+                    last_poll=d.health.last_poll,
+                    faults=dict(d.health.faults),
+                    last_error=d.health.last_error if d.health.consecutive_failures else None,
+                    exceptions=[
+                        ExceptionAnswerStatus(
+                            detail=e.detail,
+                            hint=e.hint,
+                            channels=list(e.channels),
+                            count=e.count,
+                            last=e.last,
+                        )
+                        for e in d.health.exceptions.values()
+                    ],
                 )
                 for d in self.poller.devices
             },

@@ -17,10 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import Progress, TaskID
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
@@ -33,7 +43,7 @@ from edge_agent.uplink_cli import enroll, uplink_app
 if TYPE_CHECKING:
     from drivers.bus import BusConfig
     from drivers.clock import Clock
-    from drivers.poller import Poller
+    from drivers.poller import DeviceHealth, Poller
     from edge_agent.local_settings import LocalSettings
     from edge_agent.scan import ScanHit
     from edge_agent.site_config import SiteConfig
@@ -117,7 +127,9 @@ AnchorOpt = Annotated[
 def poll(
     config: Annotated[Path, typer.Option("--config", "-c", help="Site file (TOML).")],
     once: Annotated[bool, typer.Option(help="Poll every device once and exit.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines: one compact object per reading.")
+    ] = False,
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many real seconds.")
     ] = None,
@@ -131,7 +143,11 @@ def poll(
     """
     import asyncio  # noqa: PLC0415
 
-    from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
+    from edge_agent.poll_view import (  # noqa: PLC0415
+        device_problems,
+        reading_table,
+        readings_json_lines,
+    )
 
     site = _load(config, opens_ports=True)
     clock = make_clock(speed, origin, anchor)
@@ -139,13 +155,24 @@ def poll(
     from drivers.bus import quiet_pymodbus  # noqa: PLC0415 - with the bus, only when polling
 
     quiet_pymodbus()
+    if once or not json_out:
+        # Here edge poll prints each device's problems itself (device_problems), with the
+        # hint; the poller's log lines would only repeat them, and break the live table.
+        # Live JSON lines keep them: the log on stderr is then where problems are told.
+        logging.getLogger("drivers.poller").setLevel(logging.CRITICAL)
     if once:
-        readings = asyncio.run(_poll_once(site, clock))
+        readings, health = asyncio.run(_poll_once(site, clock))
+        problems = device_problems(health)
         if json_out:
-            console.print_json(readings_json_line(readings))
+            sys.stdout.write(readings_json_lines(readings))
+            sys.stdout.flush()
         else:
             latest = {r.channel_id: r for r in readings}
-            console.print(reading_table(latest, {}, f"{site.name}: one poll"))
+            console.print(reading_table(latest, health, f"{site.name}: one poll"))
+        # On stderr beside JSON lines, so a script's stdout stays one reading per line.
+        out = err_console if json_out else console
+        for line in problems:
+            out.print(line, markup=False, highlight=False)
         if any(r.quality & COMM_FAILURE for r in readings):
             raise typer.Exit(code=1)
         return
@@ -153,36 +180,44 @@ def poll(
         asyncio.run(_poll_live(site, clock, json_out, duration))
 
 
-async def _poll_once(site: SiteConfig, clock: Clock) -> list[Reading]:
+async def _poll_once(
+    site: SiteConfig, clock: Clock
+) -> tuple[list[Reading], dict[str, DeviceHealth]]:
     from drivers.poller import Poller  # noqa: PLC0415
 
     poller = Poller(site.buses, site.devices, clock)
     try:
-        return await poller.poll_all_once()
+        readings = await poller.poll_all_once()
     finally:
         await poller.close()
+    return readings, {d.config.name: d.health for d in poller.devices}
 
 
 async def _poll_live(
     site: SiteConfig, clock: Clock, json_out: bool, duration: float | None
 ) -> None:
     from drivers.poller import Poller  # noqa: PLC0415
-    from edge_agent.poll_view import reading_table, readings_json_line  # noqa: PLC0415
+    from edge_agent.poll_view import (  # noqa: PLC0415
+        device_problems,
+        reading_table,
+        readings_json_lines,
+    )
 
     title = f"{site.name} ({site.source})"
     if json_out:
 
         def emit(readings: list[Reading]) -> None:
-            sys.stdout.write(readings_json_line(readings) + "\n")
+            sys.stdout.write(readings_json_lines(readings))
             sys.stdout.flush()
 
         await _run_for(Poller(site.buses, site.devices, clock, emit), duration)
         return
     poller = Poller(site.buses, site.devices, clock)
 
-    def render() -> RichTable:
+    def render() -> Group:
         health = {d.config.name: d.health for d in poller.devices}
-        return reading_table(poller.latest, health, title)
+        problems = [Text(line) for line in device_problems(health)]
+        return Group(reading_table(poller.latest, health, title), *problems)
 
     with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
         poller.sink = lambda _readings: live.update(render())
@@ -239,19 +274,41 @@ def scan(
         rates = [int(b) for b in bauds.split(",")] if serial else [0]
     except ValueError as exc:
         raise fail(str(exc)) from None
+    from drivers.bus import quiet_pymodbus  # noqa: PLC0415 - with the bus, only when scanning
+
+    # pymodbus logs every silent unit id with a frame dump: 247 of them bury the progress.
+    quiet_pymodbus()
     profiles = list(builtin_profiles().values())
     hits: list[ScanHit] = []
-    with Progress(console=err_console, transient=True) as progress:
+    # On a terminal (stderr) a bar with ids done, devices found and the time left; in a
+    # pipe or a log, nothing at all: the result is the table (or JSON) on stdout.
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("ids, {task.fields[found]} answered"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    ) as progress:
         for rate in rates:
             bus = _bus_from_options(tcp, serial, rate or 9600)
             label = f"{serial} @ {rate} baud" if serial else f"tcp {tcp}"
-            task = progress.add_task(f"scanning {label}", total=len(unit_ids))
+            task = progress.add_task(f"scanning {label}", total=len(unit_ids), found=0)
 
             def advance(_unit_id: int, task: TaskID = task) -> None:
                 progress.advance(task)
 
+            def found(_hit: ScanHit, task: TaskID = task) -> None:
+                progress.update(task, found=progress.tasks[task].fields["found"] + 1)
+
             hits += asyncio.run(
-                scan_bus(bus, unit_ids, profiles, timeout, rate or None, progress=advance)
+                scan_bus(
+                    bus, unit_ids, profiles, timeout, rate or None, progress=advance, found=found
+                )
             )
     if json_out:
         console.print_json(
@@ -532,12 +589,24 @@ def _epoch(text: str | None) -> float | None:
 @app.command()
 def profiles() -> None:
     """List the device profiles shipped with HazardWatch."""
+    from rich.measure import Measurement  # noqa: PLC0415
+
     table = RichTable(title="Shipped device profiles")
-    for column in ("name", "model", "vendor", "unit id", "channels"):
-        table.add_column(column)
+    # A name is what a site file's `profile =` takes: it is never wrapped or cut short.
+    table.add_column("name", no_wrap=True)
+    for column in ("model", "vendor", "unit id", "channels"):
+        table.add_column(column, overflow="fold")
     for name, p in builtin_profiles().items():
         table.add_row(name, p.model, p.vendor, str(p.default_unit_id), str(len(p.channels)))
-    console.print(table)
+    # Narrower than the names need (a pipe is 80 columns), the table grows past the
+    # width rather than cutting them: the console never folds its lines.
+    narrowest = Measurement.get(console, console.options.update_width(1000), table).minimum
+    width = console.width
+    console.width = max(width, narrowest)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 if __name__ == "__main__":

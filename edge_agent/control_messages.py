@@ -134,11 +134,27 @@ class BusStatus(ControlReply):
     last_success: float | None
 
 
+class ExceptionAnswerStatus(ControlReply):
+    """One kind of Modbus exception a device answers: code, meaning and request in words."""
+
+    detail: str
+    hint: str | None = None
+    channels: list[str]
+    count: int
+    last: float
+
+
 class DeviceStatus(ControlReply):
-    """One device: when it last answered a poll, faults by quality name."""
+    """One device: when it last answered a poll, faults by quality name, what went wrong.
+
+    ``last_error`` is set while the device does not answer at all; ``exceptions`` lists
+    the exception answers it gave to any of its requests since the agent started.
+    """
 
     last_poll: float | None
     faults: dict[str, int]
+    last_error: str | None = None
+    exceptions: list[ExceptionAnswerStatus] = Field(default_factory=list)
 
 
 class ChannelStatus(ControlReply):

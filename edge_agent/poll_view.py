@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from drivers.model import Reading
 from drivers.poller import DeviceHealth
@@ -59,6 +60,24 @@ def reading_table(
     return table
 
 
+def device_problems(health: Mapping[str, DeviceHealth]) -> list[str]:
+    """One line per device problem a technician can act on, each hint on a line of its own.
+
+    A device that did not answer at all gives its last error (a missing port names the
+    device file and the operating system's reason); a device that answered a request with
+    a Modbus exception gives the code, its meaning, the request and how often.
+    """
+    lines: list[str] = []
+    for device, h in sorted(health.items()):
+        if h.last_error is not None and h.consecutive_failures:
+            lines.append(f"{device}: {h.last_error}")
+        for answer in h.exceptions.values():
+            lines += _answer_lines(
+                device, answer.detail, answer.channels, answer.count, answer.hint
+            )
+    return lines
+
+
 def reading_json(reading: Reading) -> dict[str, object]:
     """Return a JSON-ready dict for one reading (NaN becomes null)."""
     return {
@@ -70,9 +89,9 @@ def reading_json(reading: Reading) -> dict[str, object]:
     }
 
 
-def readings_json_line(readings: Iterable[Reading]) -> str:
-    """Return one JSON line holding a batch of readings."""
-    return json.dumps({"readings": [reading_json(r) for r in readings]})
+def readings_json_lines(readings: Iterable[Reading]) -> str:
+    """Return JSON lines: one compact object per reading, each line ending in a newline."""
+    return "".join(json.dumps(reading_json(r), separators=(",", ":")) + "\n" for r in readings)
 
 
 def _level_style(level: str) -> str:
@@ -113,7 +132,29 @@ def status_tables(status: Mapping[str, Any]) -> Group:
         failures = ", ".join(f"{k}={v}" for k, v in info["failures"].items())
         last = "never" if info["last_success"] is None else _when(info["last_success"])
         buses.add_row(name, str(info["transactions"]), failures, last)
-    return Group(alarms, actuators, channels, buses)
+    problems = [Text(line) for line in status_problems(status.get("devices", {}))]
+    return Group(alarms, actuators, channels, buses, *problems)
+
+
+def status_problems(devices: Mapping[str, Any]) -> list[str]:
+    """The problem lines of a status reply's devices, worded as ``device_problems`` does."""
+    lines: list[str] = []
+    for name, info in sorted(devices.items()):
+        if info.get("last_error"):
+            lines.append(f"{name}: {info['last_error']}")
+        for answer in info.get("exceptions", []):
+            lines += _answer_lines(
+                name, answer["detail"], answer["channels"], answer["count"], answer.get("hint")
+            )
+    return lines
+
+
+def _answer_lines(
+    device: str, detail: str, channels: Iterable[str], count: int, hint: str | None
+) -> list[str]:
+    times = "once" if count == 1 else f"{count} times"
+    lines = [f"{device}: answered {detail} ({', '.join(channels)}), {times}"]
+    return [*lines, f"  hint: {hint}"] if hint else lines
 
 
 def alarm_tables(reply: Mapping[str, Any]) -> Group:

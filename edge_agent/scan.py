@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from drivers.bus import BusConfig, ModbusBus, TransactionError
 from drivers.codec import decode
+from drivers.modbus_exceptions import exception_meaning
 from drivers.model import Quality
 from drivers.plan import plan_profile
 from drivers.profiles import DeviceProfile, Table
@@ -32,8 +33,11 @@ async def _answers(bus: ModbusBus, unit_id: int, timeout_s: float) -> str | None
     try:
         await bus.read(unit_id, Table.HOLDING, 0, 1, timeout_s)
     except TransactionError as exc:
+        if exc.exception_code is not None:
+            code = exc.exception_code
+            return f"exception {code:02d} ({exception_meaning(code)})"
         if exc.quality == Quality.EXCEPTION:
-            return f"exception {exc.exception_code}"
+            return "a short answer"
         return None
     return "registers"
 
@@ -60,10 +64,12 @@ async def scan_bus(
     timeout_s: float = 0.2,
     baudrate: int | None = None,
     progress: Callable[[int], None] | None = None,
+    found: Callable[[ScanHit], None] | None = None,
 ) -> list[ScanHit]:
     """Probe each unit id once; identify the ones that answer against ``profiles``.
 
-    Profiles whose default unit id equals the found id are listed first.
+    Profiles whose default unit id equals the found id are listed first. ``progress`` is
+    called with each unit id once it is done, ``found`` with each hit as it is made.
     """
     bus = ModbusBus(config)
     hits: list[ScanHit] = []
@@ -72,11 +78,12 @@ async def scan_bus(
         for unit_id in unit_ids:
             answer = await _answers(bus, unit_id, timeout_s)
             if answer is not None:
-                found = [p for p in candidates if await _matches(bus, unit_id, p, timeout_s)]
-                found.sort(key=lambda p: (p.default_unit_id != unit_id, p.name))
-                hits.append(
-                    ScanHit(config.name, unit_id, baudrate, answer, tuple(p.name for p in found))
-                )
+                likely = [p for p in candidates if await _matches(bus, unit_id, p, timeout_s)]
+                likely.sort(key=lambda p: (p.default_unit_id != unit_id, p.name))
+                hit = ScanHit(config.name, unit_id, baudrate, answer, tuple(p.name for p in likely))
+                hits.append(hit)
+                if found is not None:
+                    found(hit)
             if progress is not None:
                 progress(unit_id)
     finally:

@@ -25,6 +25,7 @@ from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
 from edge_agent.actuation import ActuationSpec
 from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
+from edge_agent.rule_includes import IncludedRules, check_clashes, expand_includes
 from edge_agent.rule_sampling import check_sample_counts
 from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
 from edge_agent.site_actuation import parse_actuation
@@ -140,6 +141,7 @@ class SiteFile(TomlTable):
     siren_node: Any = None
     uplink: Any = None
     village_call: Any = None
+    include: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +289,12 @@ def _parse_device(
                 f"profile '{profile.name}' has no channel(s) {', '.join(missing)} "
                 f"(channels: {', '.join(sorted(known))})"
             )
+        if write_only := [c for c in table.channels if not profile.channel(c).readable]:
+            raise fail(
+                f"channel(s) {', '.join(write_only)} of profile '{profile.name}' are write-only "
+                "(readable = false: the device answers a read with an exception), so they "
+                "cannot be polled"
+            )
     return DeviceConfig(
         name=table.name,
         bus=table.bus,
@@ -308,12 +316,15 @@ def _unique(source: str, kind: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> SiteConfig:
+def parse_site(
+    data: Mapping[str, Any], source: str, base_dir: Path | None, text: str | None = None
+) -> SiteConfig:
     """Validate an already-parsed site document.
 
-    ``base_dir`` is the directory of a local site file, where its profile paths start;
-    None for a pushed configuration, which may name shipped profiles, serial ports under
-    /dev and its player by name only.
+    ``base_dir`` is the directory of a local site file, where its profile and rule-file
+    paths start; None for a pushed configuration, which may name shipped profiles and rule
+    tables, serial ports under /dev and its player by name only. ``text``, the document
+    as written, lets an error about an ``[[include]]`` name its line.
 
     Raises:
         SiteConfigError: naming ``source``, the bus or device, and the problem.
@@ -385,7 +396,12 @@ def parse_site(data: Mapping[str, Any], source: str, base_dir: Path | None) -> S
             agent.test_duration_s,
             pushed=base_dir is None,
         ),
-        rules=_checked_rules(source, data.get("rule", []), devices),
+        rules=_checked_rules(
+            source,
+            data.get("rule", []),
+            devices,
+            expand_includes(source, data.get("include"), base_dir, text),
+        ),
         siren_nodes=tuple(
             _parse_siren_node(source, raw, i, by_device)
             for i, raw in enumerate(data.get("siren_node", []))
@@ -477,8 +493,7 @@ def channel_infos(devices: Sequence[DeviceConfig]) -> dict[str, ChannelInfo]:
     """
     infos: dict[str, ChannelInfo] = {}
     for device in devices:
-        names = device.channels or tuple(c.name for c in device.profile.channels)
-        for name in names:
+        for name in device.polled_channels():
             ch = device.profile.channel(name)
             modulus = None
             if ch.dtype in ("uint16", "uint32") and ch.quantity in ("rain_total", "rain_tips"):
@@ -487,22 +502,32 @@ def channel_infos(devices: Sequence[DeviceConfig]) -> dict[str, ChannelInfo]:
     return infos
 
 
-def _parse_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tuple[RuleSpec, ...]:
+def _parse_rules(
+    source: str, raw: Any, devices: Sequence[DeviceConfig], included: list[IncludedRules]
+) -> tuple[RuleSpec, ...]:
     if not isinstance(raw, list):
         raise SiteConfigError(source, "[[rule]] must be an array of tables")
+    origin = check_clashes(source, raw, included)
+    every = [*raw, *(rule for block in included for rule in block.rules)]
     try:
-        return parse_rules(raw, source, channel_infos(devices))
+        return parse_rules(every, source, channel_infos(devices))
     except RuleError as exc:
+        rule_id = exc.rule.removeprefix("rule '").removesuffix("'")
+        if rule_id in origin:
+            # A rule of an included file: name the include it came from.
+            raise SiteConfigError(source, exc.problem, f"{origin[rule_id]}: {exc.rule}") from None
         # RuleError already reads "FILE: rule 'id': problem"; keep it whole.
         raise SiteConfigError(source, str(exc).removeprefix(f"{source}: ")) from None
 
 
-def _checked_rules(source: str, raw: Any, devices: Sequence[DeviceConfig]) -> tuple[RuleSpec, ...]:
-    rules = _parse_rules(source, raw, devices)
+def _checked_rules(
+    source: str, raw: Any, devices: Sequence[DeviceConfig], included: list[IncludedRules]
+) -> tuple[RuleSpec, ...]:
+    rules = _parse_rules(source, raw, devices, included)
     polls = {
         device.channel_id(name): device.poll_interval_s
         for device in devices
-        for name in (device.channels or tuple(c.name for c in device.profile.channels))
+        for name in device.polled_channels()
     }
     check_sample_counts(source, rules, polls)
     return rules
@@ -537,7 +562,7 @@ def parse_site_text(text: Any, source: str) -> SiteConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SiteConfigError(source, f"not valid TOML: {exc}") from None
-    return parse_site(raw, source, None)
+    return parse_site(raw, source, None, text)
 
 
 def load_site(path: str | Path) -> SiteConfig:
@@ -548,4 +573,6 @@ def load_site(path: str | Path) -> SiteConfig:
     """
     path = Path(path)
     data = read_toml(path, "site file", SiteConfigError)
-    return parse_site(data, str(path), path.parent)
+    # read_toml has checked it is UTF-8; the text is only for naming lines in errors.
+    text = path.read_text(encoding="utf-8", errors="replace") if "include" in data else None
+    return parse_site(data, str(path), path.parent, text)

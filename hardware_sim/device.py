@@ -102,7 +102,9 @@ class SimulatedDevice:
     Channels bound to a signal are recomputed from ``signal(clock.now())`` on every read.
     Other channels hold a value: the power-up value from ``values`` (zero when absent),
     changed by ``set_value`` or by client writes to writable registers and coils. A client
-    write to a bound channel offsets it (the way presetting a rain counter does).
+    write to a bound channel offsets it (the way presetting a rain counter does). A read
+    that touches a write-only channel (``readable = false``) is answered with exception 02,
+    illegal data address, as the real device does.
 
     Attributes:
         requests: requests that reached the device, by function code.
@@ -296,6 +298,9 @@ class SimulatedDevice:
         is_read = function_code in _READ_FUNCTIONS
         if is_read and not self._faults.stuck:
             self._refresh(self.clock.now())
+        if is_read and self._write_only(table, address, 1 if table.is_bits else count):
+            # As the real device does: its manual lists the register as a write target only.
+            return ExcCodes.ILLEGAL_ADDRESS
         if table.is_bits:
             if address not in self._owner[table]:
                 return ExcCodes.ILLEGAL_ADDRESS
@@ -303,6 +308,10 @@ class SimulatedDevice:
         else:
             self._fill_registers(table, start_address, address, count, registers, is_read)
         return None
+
+    def _write_only(self, table: Table, address: int, count: int) -> bool:
+        owners = self._owner[table]
+        return any(a in owners and not owners[a].readable for a in range(address, address + count))
 
     def _apply_write(
         self, table: Table, address: int, set_values: list[int] | list[bool]

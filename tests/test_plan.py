@@ -9,8 +9,9 @@ def spans(blocks):
 
 
 def test_sen0575_input_registers_fit_one_request():
+    # Its holding registers 6 and 7 are write-only (readable = false): never read.
     blocks = plan_profile(builtin_profiles()["dfrobot_sen0575"])
-    assert spans(blocks) == [("holding", 6, 2), ("input", 6, 7)]
+    assert spans(blocks) == [("input", 6, 7)]
 
 
 def test_block_limit_splits_adjacent_registers():

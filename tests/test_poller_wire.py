@@ -100,9 +100,9 @@ async def test_reads_are_coalesced_into_the_fewest_requests(kind):
             poller = Poller([bus], [config], clock)
             await poller.poll_all_once()
             await poller.close()
-    # Seven adjacent input registers in one FC04, two holding registers in one FC03;
-    # then the subset: registers 8..11 in one FC04.
-    assert gauge.request_log == [(3, 6, 2), (4, 6, 7), (4, 8, 4)]
+    # Seven adjacent input registers in one FC04 (the write-only holding registers are
+    # never read); then the subset: registers 8..11 in one FC04.
+    assert gauge.request_log == [(4, 6, 7), (4, 8, 4)]
 
 
 async def test_a_dead_slave_does_not_hold_up_the_live_devices_on_its_bus():

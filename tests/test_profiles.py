@@ -154,3 +154,66 @@ def test_bool_type_outside_bit_tables_is_refused(tmp_path):
         ProfileError, match="channel 'level': type 'bool' only fits coil or discrete"
     ):
         load_profile(path)
+
+
+#: What each shipped profile's stated source says a reader may read, per table, as
+#: inclusive address ranges. A profile must never plan a read outside them: a device
+#: answers a read of a write-only register with exception 02 (issue 16).
+READABLE_PER_SOURCE: dict[str, dict[Table, list[tuple[int, int]]]] = {
+    # DFRobot_RainfallSensor reads input registers 0x0000..0x000C (FC04) and only writes
+    # holding 0x0006 and 0x0007 (FC16).
+    "dfrobot_sen0575": {Table.INPUT: [(0x0000, 0x000C)]},
+    # The vendor manual: FC03 on 0x0000..0x0002; the unit id at 0x1000 is written only.
+    "generic_rs485_rain": {Table.HOLDING: [(0x0000, 0x0002)]},
+    # The HLK-LD8001H / SEN0676 register table: 0x0001, 0x0003 read; 0x0005, 0x03F4,
+    # 0x03F6 and 0x07D4 read and write.
+    "hlk_ld8001h": {
+        Table.HOLDING: [(a, a) for a in (0x0001, 0x0003, 0x0005, 0x03F4, 0x03F6, 0x07D4)]
+    },
+    # The minimalmodbus driver the profile comes from reads holding 0..3 (two int32).
+    "inclinometer_dual_axis": {Table.HOLDING: [(0x0000, 0x0003)]},
+    "pressure_level_transmitter": {Table.HOLDING: [(0x0004, 0x0005), (0x0010, 0x0011)]},
+    "wire_extensometer": {Table.INPUT: [(0x0000, 0x0005)]},
+    "gnss_displacement": {Table.INPUT: [(0x0000, 0x0008)]},
+    "relay_module_8ch": {Table.COIL: [(0, 7)], Table.DISCRETE: [(0, 1)]},
+    # drivers/siren_node/registers.py: coils 0..5, holding 0..4 and the status block
+    # 16..29; 5..15 read as 0 (the firmware answers the whole 0..29 span).
+    "siren_node": {Table.COIL: [(0, 5)], Table.HOLDING: [(0, 29)]},
+}
+
+
+def test_every_shipped_profile_reads_only_what_its_source_says_is_readable():
+    from drivers.plan import plan_profile  # noqa: PLC0415
+
+    shipped = builtin_profiles()
+    assert set(shipped) == set(READABLE_PER_SOURCE)
+    for name, profile in shipped.items():
+        readable = READABLE_PER_SOURCE[name]
+        for block in plan_profile(profile):
+            for address in range(block.address, block.address + block.count):
+                assert any(lo <= address <= hi for lo, hi in readable.get(block.table, [])), (
+                    f"{name} reads {block.table.value} {address:#06x}, which its source "
+                    "does not list as readable"
+                )
+
+
+def test_a_write_only_channel_is_never_planned_and_must_be_writable(tmp_path):
+    from drivers.plan import plan_profile  # noqa: PLC0415
+
+    rain = builtin_profiles()["generic_rs485_rain"]
+    assert not rain.channel("device_address").readable
+    assert rain.channel("device_address").writable
+    planned = {c.name for block in plan_profile(rain) for c in block.channels}
+    assert planned == {"rain_total", "rain_acc2", "rain_acc3"}
+    assert {
+        c.name
+        for block in plan_profile(rain, ["rain_total", "device_address"])
+        for c in block.channels
+    } == {"rain_total"}
+    path = write(tmp_path, GOOD.replace("range = [0, 5000]", "range = [0, 5000]\nreadable = false"))
+    with pytest.raises(ProfileError) as err:
+        load_profile(path)
+    assert str(err.value) == (
+        f"{path}: channel 'level': readable = false needs writable = true: a channel that can "
+        "be neither read nor written serves no purpose"
+    )

@@ -1,7 +1,9 @@
 """Device profiles: declarative TOML register maps, loaded and validated at the door.
 
 A new vendor's sensor needs a profile file, not code. The loader rejects a bad file with
-a message naming the file, the channel and the problem; it never guesses.
+a message naming the file, the channel and the problem; it never guesses. A channel its
+source lists only as a write target is ``readable = false``: nothing ever reads it, since
+the device answers such a read with an exception.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class ChannelSpec:
     max_rate: float | None = None
     stuck_after_s: float | None = None
     description: str = ""
+    readable: bool = True
 
     @property
     def width(self) -> int:
@@ -179,6 +182,11 @@ class DeviceProfile:
         msg = f"profile '{self.name}' has no channel '{name}' (channels: {known})"
         raise KeyError(msg)
 
+    @property
+    def readable_channels(self) -> tuple[ChannelSpec, ...]:
+        """The channels a poll or a scan may read: not the write-only ones."""
+        return tuple(c for c in self.channels if c.readable)
+
 
 class SerialDefaultsTable(TomlTable):
     """``[device.serial]``: the line settings the device ships with."""
@@ -218,6 +226,7 @@ class ChannelTable(TomlTable):
     offset: float = 0.0
     valid_range: list[float] | None = Field(None, alias="range")
     writable: bool = False
+    readable: bool = True
     max_rate: float | None = None
     stuck_after_s: float | None = None
     description: str = ""
@@ -328,6 +337,13 @@ def _parse_channel(source: str, index: int, raw: Any, max_registers: int) -> Cha
         raise ProfileError(
             source, f"a {table.value} channel is read-only and cannot be writable", name
         )
+    if not ch.readable and not ch.writable:
+        raise ProfileError(
+            source,
+            "readable = false needs writable = true: a channel that can be neither read nor "
+            "written serves no purpose",
+            name,
+        )
     return ChannelSpec(
         name=name,
         quantity=ch.quantity,
@@ -338,6 +354,7 @@ def _parse_channel(source: str, index: int, raw: Any, max_registers: int) -> Cha
         word_order=cast(WordOrder, ch.word_order),
         byte_order=cast(ByteOrder, ch.byte_order),
         writable=ch.writable,
+        readable=ch.readable,
         description=ch.description,
         **numbers,
     )

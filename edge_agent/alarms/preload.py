@@ -19,8 +19,10 @@ import sys
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge_agent.alarms.backends import resolve_backend
+from edge_agent.alarms.rule_files import rule_file_path
 from edge_agent.alarms.specs import (
     AntecedentRainRule,
     CombinationRule,
@@ -107,14 +109,33 @@ def preload_kernels(backend: str, rules: Sequence[RuleSpec] | None = None) -> st
     return resolved
 
 
-def rule_kinds(config: Path) -> set[str] | None:
-    """The rule kinds a site file names, read cheaply; None when it cannot be read."""
+def _rules_of(path: Path) -> list[Any] | None:
     try:
-        rules = tomllib.loads(config.read_text()).get("rule", [])
+        rules = tomllib.loads(path.read_text()).get("rule", [])
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None  # the site loader reports the problem; meanwhile every kernel loads
-    if not isinstance(rules, list):
+    return rules if isinstance(rules, list) else None
+
+
+def rule_kinds(config: Path) -> set[str] | None:
+    """The rule kinds a site file names, its included rule files' too, read cheaply.
+
+    None when the file or an included one cannot be read (then every kernel loads).
+    """
+    rules = _rules_of(config)
+    if rules is None:
         return None
+    try:
+        includes = tomllib.loads(config.read_text()).get("include", [])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    for include in includes if isinstance(includes, list) else [None]:
+        ref = include.get("rules") if isinstance(include, dict) else None
+        path = rule_file_path(ref, config.parent) if isinstance(ref, str) else None
+        included = None if path is None else _rules_of(path)
+        if included is None:
+            return None
+        rules = [*rules, *included]
     return {str(rule.get("kind")) for rule in rules if isinstance(rule, dict)}
 
 
