@@ -738,6 +738,13 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
     ).first.wait_for()
     await page.screenshot(path=county.shots / "site-slope.png", full_page=True)
 
+    await page.locator("#lang").click()
+    await ready(page, "site")
+    state = rule.locator(".forecast-state")
+    await state.get_by_text("slope_forecast: failure predicted").wait_for()
+    await chart.locator("figcaption").get_by_text("Inverse velocity 1/v (days/mm)").wait_for()
+    await page.screenshot(path=county.shots / "site-slope-en.png", full_page=True)
+
 
 async def test_the_gateways_page_lists_every_gateway_with_its_health(
     page: Page, county: County

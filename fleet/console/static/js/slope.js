@@ -108,7 +108,7 @@ function inverseChart(box, rule, since, until) {
     "p.muted.iv-notes",
     {},
     iv.problem ?? t("iv_method", { hours: iv.hours }),
-    skipped.length ? ` ${skipped.join(t("list_sep"))}` : "",
+    skipped.length ? ` ${skipped.join(" ")}` : "",
     failureT !== null && !drawnFailure ? ` ${t("failure_beyond", { at: when(failureT) })}` : "",
   );
   if (!iv.points.length) {
