@@ -130,7 +130,13 @@ export async function showSite(view, siteId, params) {
     }
   }
   const stop = onLive("level", (event) => {
-    if (event.site_id === siteId) badge.replaceChildren(levelBadge(event.level));
+    if (event.site_id !== siteId) return;
+    badge.replaceChildren(levelBadge(event.level));
+    // The recent events follow too (the charts keep their period as it was asked for).
+    api
+      .get(`/api/v1/sites/${encodeURIComponent(siteId)}/events`, { since, limit: 500 })
+      .then((fresh) => renderEvents(view.querySelector("#site-events"), fresh))
+      .catch(() => {});
   });
   return () => {
     stop();
