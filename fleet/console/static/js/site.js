@@ -11,6 +11,7 @@ import { h, when } from "./dom.js";
 import { LEVEL_COLOURS, levelBadge, levelNumber } from "./fleet.js";
 import { levelName, t } from "./i18n.js";
 import { onLive } from "./live.js";
+import { TIME_AXIS, fittedPlot } from "./plot_frame.js";
 import { actuationMarks, renderEvents } from "./site_events.js";
 import { hasSlopeRules, showSlope } from "./slope.js";
 
@@ -300,13 +301,11 @@ function plotInto(box, data, bands, marks, series, legend) {
   if (legend) box.append(legend);
   const lines = [{}, { label: "avg", stroke: "#1d3f73", width: 1.5 }];
   const options = {
-    width: Math.max(280, holder.clientWidth || box.clientWidth || 600),
-    height: 220,
     scales: {
       x: { time: true, range: [series.since, series.until] },
       y: { range: [yRange[0] - pad, yRange[1] + pad] },
     },
-    axes: [{ values: (_u, splits, _axis, _space, incr) => splits.map((v) => timeLabel(v, incr)) }, {}],
+    axes: [TIME_AXIS, {}],
     series: lines,
     legend: { show: false },
     hooks: {
@@ -319,27 +318,7 @@ function plotInto(box, data, bands, marks, series, legend) {
     lines.push({ label: "max", stroke: "rgba(29,63,115,0.35)", width: 1 });
     options.bands = [{ series: [3, 2], fill: "rgba(29,63,115,0.12)" }];
   }
-  const plot = new window.uPlot(options, data, holder);
-  const resize = new ResizeObserver(() => {
-    const width = Math.max(280, holder.clientWidth);
-    if (width !== plot.width) plot.setSize({ width, height: 220 });
-  });
-  resize.observe(holder);
-  const destroy = plot.destroy.bind(plot);
-  plot.destroy = () => {
-    resize.disconnect();
-    destroy();
-  };
-  return plot;
-}
-
-/** "14:00" within a day ("07-01" at midnight), "07-01" for steps of a day or more. */
-function timeLabel(epochSeconds, step) {
-  const d = new Date(epochSeconds * 1000);
-  const pad = (n) => String(n).padStart(2, "0");
-  const day = `${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  if (step >= 86400 || (d.getHours() === 0 && d.getMinutes() === 0)) return day;
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return fittedPlot(options, data, holder, 220, box);
 }
 
 function drawBands(u, bands) {

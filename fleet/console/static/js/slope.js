@@ -8,6 +8,7 @@ import { api } from "./api.js";
 import { h, when } from "./dom.js";
 import { LEVEL_COLOURS, levelBadge, levelNumber } from "./fleet.js";
 import { levelName, t } from "./i18n.js";
+import { TIME_AXIS, fittedPlot } from "./plot_frame.js";
 
 //: Rule kinds whose forecast the page shows (as fleet/site_forecast.py).
 export const SLOPE_KINDS = new Set(["failure_forecast", "inverse_velocity"]);
@@ -123,11 +124,10 @@ function inverseChart(box, rule, since, until) {
   const xEnd = drawnFailure ? Math.max(until, (f.failure_t_high ?? failureT) + 6 * 3600, failureT + 6 * 3600) : until;
   const holder = h("div.plot");
   figure.append(holder, notes, horizonLegend(rule.horizons_h));
-  const plot = new window.uPlot(
+  return fittedPlot(
     {
-      width: Math.max(280, holder.clientWidth || figure.clientWidth || 600),
-      height: 240,
       scales: { x: { time: true, range: [since, xEnd] }, y: { range: [0, top] } },
+      axes: [TIME_AXIS, {}],
       series: [
         {},
         {
@@ -146,18 +146,9 @@ function inverseChart(box, rule, since, until) {
     },
     [xs, ys],
     holder,
+    240,
+    figure,
   );
-  const resize = new ResizeObserver(() => {
-    const width = Math.max(280, holder.clientWidth);
-    if (width !== plot.width) plot.setSize({ width, height: 240 });
-  });
-  resize.observe(holder);
-  const destroy = plot.destroy.bind(plot);
-  plot.destroy = () => {
-    resize.disconnect();
-    destroy();
-  };
-  return plot;
 }
 
 function horizonLegend(horizons) {
