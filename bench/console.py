@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import math
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -294,14 +295,19 @@ async def baseline(url: str, viewer: str, chart: Site, repeats: int) -> dict[str
 
 
 #: Where a page's time goes: the moment each of these requests was answered (the last of
-#: several), by the path it starts with.
+#: several), by a pattern its path starts with.
 PHASES = {
     "overview": {
-        "sites_answered": "/api/v1/sites",
-        "alarms_answered": "/api/v1/alarms?",
-        "alarm_details_answered": "/api/v1/alarms/",
+        "sites_answered": r"/api/v1/sites",
+        "alarms_answered": r"/api/v1/alarms\?",
+        "alarm_details_answered": r"/api/v1/alarms/",
     },
-    "site": {"site_answered": "/api/v1/sites/", "readings_answered": "/api/v1/gateways/"},
+    "site": {
+        "site_answered": r"/api/v1/sites/[^/?]+$",
+        "readings_answered": r"/api/v1/gateways/",
+        "alarms_answered": r"/api/v1/alarms\?",
+        "events_answered": r"/api/v1/sites/[^/?]+/events",
+    },
 }
 
 
@@ -309,7 +315,7 @@ def phases(page_name: str, seen: dict[str, Any]) -> dict[str, Any]:
     """Milliseconds from navigation start to each phase of a page's load."""
     out = {"scripts_loaded": seen["dom_ms"]}
     for phase, prefix in PHASES[page_name].items():
-        ends = [end for path, end in seen["requests"] if path.startswith(prefix)]
+        ends = [end for path, end in seen["requests"] if re.match(prefix, path)]
         if ends:
             out[phase] = max(ends)
         if phase == "alarm_details_answered":

@@ -21,6 +21,7 @@ from typing import Any
 from drivers.bus import ModbusBus, TransactionError
 from drivers.poller import DeviceConfig, raise_if_cancelled
 from drivers.profiles import ChannelSpec
+from protocol.events import ACTUATION_EVENT_KIND, BROADCAST_EVENT_KIND
 from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ class ClipPlayer:
             self.emit("actuator_fault", "player", level, {"detail": f"{command[0]}: {exc}"})
             return
         self._process = process
-        self.emit("broadcast", clip, level, {"command": command, "started": time.time()})
+        self.emit(BROADCAST_EVENT_KIND, clip, level, {"command": command, "started": time.time()})
         code = await process.wait()
         if code not in (0, -15):  # -15: cut off by a newer clip
             self.emit("actuator_fault", "player", level, {"detail": f"player exited {code}"})
@@ -261,7 +262,7 @@ class Actuation:
             ", ".join(f"{r.spec.id}={r.pattern or 'off'}" for r in self.relays) or "no relays",
         )
         self.emit(
-            "actuation",
+            ACTUATION_EVENT_KIND,
             "site",
             level,
             {"from": LEVEL_NAMES[old], "to": LEVEL_NAMES[level], "cause": cause,

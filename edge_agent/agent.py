@@ -24,6 +24,7 @@ from drivers.model import Quality, Reading
 from drivers.poller import Poller
 from edge_agent.actuation import Actuation
 from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
+from edge_agent.alarms.details import FORECAST_VALUES
 from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_site
 from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater
@@ -61,7 +62,14 @@ from ota.own_version import own_version
 from ota.report import OTA_EVENT_KIND, OtaReport
 from ota.slots import SlotTree
 from protocol import ACK_ALARM_COMMAND, Topic
-from protocol.events import ACK_EVENT_KIND, ALARM_EVENT_KIND, AckAlarmArgs, AckEvent, AlarmEvent
+from protocol.events import (
+    ACK_EVENT_KIND,
+    ALARM_EVENT_KIND,
+    AckAlarmArgs,
+    AckEvent,
+    AlarmEvent,
+    FailureForecast,
+)
 from protocol.levels import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -71,6 +79,13 @@ AGENT_VERSION = own_version()  # the installed release, not a constant
 
 #: How long a stopping agent waits for the uplink to say goodbye to the broker.
 UPLINK_STOP_S = 5.0
+
+
+def _forecast(change: LevelChange) -> FailureForecast | None:
+    """A failure forecast's numbers, when ``change`` is a failure-forecast rule's."""
+    if set(FORECAST_VALUES) - set(change.values):
+        return None
+    return FailureForecast.model_validate({name: change.values[name] for name in FORECAST_VALUES})
 
 
 def _alarm_event(change: LevelChange) -> dict[str, Any]:
@@ -83,6 +98,7 @@ def _alarm_event(change: LevelChange) -> dict[str, Any]:
             metric=change.metric,
             detail=change.detail,
             at=change.t,
+            forecast=_forecast(change),
         )
     except ValueError:  # not expected: the model takes what LevelChange holds
         log.exception("alarm event of %s kept as text only", change.rule_id)

@@ -28,6 +28,8 @@ from fleet.routers import (
     releases,
     rollouts,
     roster,
+    site_events,
+    site_slope,
     sites,
     stream,
 )
@@ -98,6 +100,8 @@ def create_app(
         ingest,
         roster,
         sites,
+        site_slope,
+        site_events,
         stream,
         console_session,
     ):

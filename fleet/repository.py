@@ -155,6 +155,19 @@ class ReadingBucket:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event a gateway uploaded, as stored (``detail`` is its JSON object)."""
+
+    gateway_id: str
+    seq: int
+    ts: float
+    kind: str
+    subject: str | None
+    level: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """A responsible person confirmed they received an alarm's warning."""
 
@@ -664,6 +677,19 @@ class Repository(Protocol):
         self, gateway_id: str, channel: str, since: float, until: float, step: float
     ) -> list[ReadingBucket]:
         """Min/avg/max of good readings per ``step`` seconds; empty buckets are left out."""
+        ...
+
+    def events(
+        self,
+        gateway_ids: Sequence[str],
+        *,
+        kinds: Sequence[str] | None = None,
+        subject: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int,
+    ) -> list[StoredEvent]:
+        """Events of these gateways with ``since <= ts < until``, newest first."""
         ...
 
     # --- alarms and commands ------------------------------------------------------------

@@ -43,6 +43,7 @@ from fleet.repository import (
     Receipt,
     Received,
     Role,
+    StoredEvent,
 )
 from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
@@ -189,6 +190,15 @@ CREATE INDEX IF NOT EXISTS commands_pending ON commands (status, issued_at);
 def iso(ts: float) -> str:
     """A timestamp as ISO 8601 UTC to the second, for messages people read."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A stored event's detail; one that is not a JSON object reads as empty."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class SQLiteRepository:
@@ -679,6 +689,47 @@ class SQLiteRepository:
         )
         return [
             ReadingBucket(since + b * step, n, bad, lo, avg, hi) for b, n, bad, lo, avg, hi in rows
+        ]
+
+    def events(
+        self,
+        gateway_ids: Sequence[str],
+        *,
+        kinds: Sequence[str] | None = None,
+        subject: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int,
+    ) -> list[StoredEvent]:
+        """Events of these gateways with ``since <= ts < until``, newest first."""
+        if not gateway_ids:
+            return []
+        clauses = [f"g.id IN ({','.join('?' * len(gateway_ids))})"]
+        params: list[object] = list(gateway_ids)
+        if kinds is not None:
+            if not kinds:
+                return []
+            clauses.append(f"e.kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        if subject is not None:
+            clauses.append("e.subject = ?")
+            params.append(subject)
+        if since is not None:
+            clauses.append("e.ts >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("e.ts < ?")
+            params.append(until)
+        params.append(limit)
+        rows = self._db().conn.execute(
+            "SELECT g.id, e.seq, e.ts, e.kind, e.subject, e.level, e.detail FROM events e "
+            f"JOIN gateways g ON g.num = e.gw WHERE {' AND '.join(clauses)} "
+            "ORDER BY e.ts DESC, e.seq DESC LIMIT ?",
+            params,
+        )
+        return [
+            StoredEvent(gateway_id, seq, ts, kind, subject, level, _json_object(detail))
+            for gateway_id, seq, ts, kind, subject, level, detail in rows
         ]
 
     # --- alarms and commands ------------------------------------------------------------------

@@ -5,11 +5,12 @@ is in it, so the gateway writes and the fleet reads one shape. Reading is tolera
 gateway of any release sends its own fields, so unknown fields are ignored, every field
 may be missing, and a field that does not parse is dropped rather than losing the event.
 ``AckAlarmArgs`` are the arguments of the fleet's ``ack_alarm`` command. Nothing here may
-import anything of the project but ``protocol``.
+import anything of the project but ``protocol``, and no reader here may refuse an event.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, Self
 
@@ -25,6 +26,11 @@ VILLAGE_CALL_EVENT_KIND: Final = "village_call"
 #: ``EventRow.kind`` of a village answer the gateway took (reply SMS, confirm button);
 #: ``detail``: ``alarm_seq``, ``person``, ``via``, ``at``. The fleet stops calling the tier.
 VILLAGE_ANSWER_EVENT_KIND: Final = "village_answer"
+#: ``EventRow.kind`` of the site's outputs following a new site level; ``subject`` is
+#: ``"site"``, ``level`` the new site level, ``detail`` an ``ActuationEvent``.
+ACTUATION_EVENT_KIND: Final = "actuation"
+#: ``EventRow.kind`` of a broadcast clip started; ``subject`` the clip, ``level`` the level.
+BROADCAST_EVENT_KIND: Final = "broadcast"
 
 
 class _EventDetail(BaseModel):
@@ -49,6 +55,31 @@ class _EventDetail(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+class FailureForecast(_EventDetail):
+    """A failure-forecast rule's forecast when its level changed (``AlarmEvent.forecast``).
+
+    Times are epoch seconds; ``failure_t_low``/``failure_t_high`` bound the 95 % interval;
+    ``evidence`` is the F statistic of acceleration against steady creep. A value the
+    forecast did not have (no acceleration: no failure time) is missing, never infinite.
+    """
+
+    lead_h: float | None = None
+    failure_t: float | None = None
+    failure_t_low: float | None = None
+    failure_t_high: float | None = None
+    alpha: float | None = None
+    velocity_mm_day: float | None = None
+    evidence: float | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite_only(cls, value: Any) -> Any:
+        # JSON has no infinity: the uplink sends one as text; here it is simply unknown.
+        if isinstance(value, str) or (isinstance(value, float) and not math.isfinite(value)):
+            return None
+        return value
+
+
 class AlarmEvent(_EventDetail):
     """Detail of an ``alarm`` event: one rule's level changed, or its latch was acknowledged.
 
@@ -69,6 +100,8 @@ class AlarmEvent(_EventDetail):
     metric: float | None = None
     detail: str | None = None
     at: float | None = None
+    #: Only a failure-forecast rule's events carry it (gateways from 0.14 on).
+    forecast: FailureForecast | None = None
 
     @field_validator("metric", mode="before")
     @classmethod
@@ -80,6 +113,29 @@ class AlarmEvent(_EventDetail):
             except ValueError:
                 return None
         return value
+
+
+class ActuationEvent(_EventDetail):
+    """Detail of an ``actuation`` event: what the site's relays were set to, and why.
+
+    ``patterns`` maps each relay actuator to its pattern now (``"siren"``, ``"light"`` ...)
+    or None when it is off; ``from``/``to`` are the site level's names before and after;
+    ``cause`` the rule changes that moved it, in words.
+    """
+
+    from_level: Annotated[
+        str | None, Field(validation_alias="from", serialization_alias="from", max_length=16)
+    ] = None
+    to_level: Annotated[
+        str | None, Field(validation_alias="to", serialization_alias="to", max_length=16)
+    ] = None
+    cause: str | None = None
+    patterns: dict[str, str | None] = Field(default_factory=dict)
+
+    @property
+    def switched_on(self) -> bool:
+        """True when some actuator is on after this event."""
+        return any(p is not None for p in self.patterns.values())
 
 
 class AckEvent(_EventDetail):

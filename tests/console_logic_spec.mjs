@@ -15,6 +15,8 @@ const static_ = new URL("../fleet/console/static/js/", import.meta.url);
 const i18n = await import(new URL("i18n.js", static_));
 const fleet = await import(new URL("fleet.js", static_));
 const site = await import(new URL("site.js", static_));
+const slope = await import(new URL("slope.js", static_));
+const siteEvents = await import(new URL("site_events.js", static_));
 
 // Levels: never a bare number; Chinese first, English remembered.
 assert.equal(i18n.levelName(4), "红色预警（Ⅰ级）");
@@ -121,5 +123,47 @@ assert.equal(fleet.callState({ escalation: [], receipts: [] }), null);
 assert.equal(fleet.faultCount({ rain: 2, creek: 1 }), 3);
 assert.equal(fleet.faultCount(4), 4);
 assert.equal(fleet.faultCount(null), 0);
+
+// A failure forecast's level horizons on the time axis: each level from its horizon before
+// the failure to the next level's, red up to the failure; nothing without a failure time.
+const failure = 1_000_000;
+assert.deepEqual(slope.horizonBands(failure, { red: 36, yellow: 168, orange: 96 }), [
+  [failure - 168 * 3600, failure - 96 * 3600, 2],
+  [failure - 96 * 3600, failure - 36 * 3600, 3],
+  [failure - 36 * 3600, failure, 4],
+]);
+assert.deepEqual(slope.horizonBands(null, { red: 36 }), []);
+assert.deepEqual(slope.horizonBands(failure, {}), []);
+// The 1/v axis: one near-still hour (1/v = 1000) does not flatten the other nineteen.
+const inverses = [...Array.from({ length: 19 }, (_, i) => 0.5 + i / 100), 1000];
+assert.ok(Math.abs(slope.inverseTop(inverses) - 1.2 * 0.68) < 1e-9);
+assert.equal(slope.inverseTop([]), 1);
+assert.ok(slope.hasSlopeRules({ rules: [{ kind: "water_level" }, { kind: "failure_forecast" }] }));
+assert.ok(!slope.hasSlopeRules({ rules: [{ kind: "displacement_velocity" }] }));
+
+// Actuation marks: on while some output is on, off when all are; oldest first.
+const switches = [
+  { kind: "actuation", ts: 30, level: 0, outputs: { siren: null, light: null } },
+  { kind: "alarm", ts: 15, level: 4 },
+  { kind: "actuation", ts: 10, level: 4, outputs: { siren: "siren", light: null } },
+];
+assert.deepEqual(siteEvents.actuationMarks(switches), [
+  { t: 10, on: true, level: 4 },
+  { t: 30, on: false, level: 0 },
+]);
+assert.equal(siteEvents.outputsText({ siren: "warble", light: null }), "siren: warble");
+assert.equal(siteEvents.outputsText({ siren: null }), "全部关闭");
+assert.equal(
+  siteEvents.eventText({ kind: "alarm", rule: "creek", change: "fall", words: "level 805" }),
+  "creek 回落 · level 805",
+);
+assert.equal(
+  siteEvents.eventText({ kind: "village_call", person: "王建国", status: "failed" }),
+  "短信呼叫 王建国：失败",
+);
+assert.equal(
+  siteEvents.eventText({ kind: "fleet_answer", person: "李四", via: "phone", by: "duty" }),
+  "李四 应答（电话），duty 登记",
+);
 
 console.log("console logic: ok");

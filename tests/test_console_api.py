@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
 from fleet.settings import EscalationSettings, FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
-from protocol import EventBatch, EventRow, GatewayState, Health
+from protocol import MAX_READING_ROWS, DataBatch, EventBatch, EventRow, GatewayState, Health
+from protocol.events import AlarmEvent, FailureForecast
+from protocol.payloads import finite_json
 from tests.mosquitto import auth, free_port
 from tests.waiting import wait_for
 
@@ -253,3 +256,226 @@ async def test_the_active_alarms_come_with_their_calls_in_one_request(fleet: Fle
             assert refused.status_code == 422, bad
     async with httpx.AsyncClient(base_url=fleet.url) as http:
         assert (await http.get("/api/v1/alarms/details", params={"ids": "1"})).status_code == 401
+
+
+def readings(fleet: Fleet, gateway_id: str, rows: list[tuple[float, str, float]]) -> None:
+    """Commit ``(ts, channel, value)`` readings of ``gateway_id`` as one gateway's batches."""
+    numbered = [(seq, ts, channel, value, 0) for seq, (ts, channel, value) in enumerate(rows, 1)]
+    for first in range(0, len(numbered), MAX_READING_ROWS):
+        part = numbered[first : first + MAX_READING_ROWS]
+        batch = DataBatch(
+            gateway_id=gateway_id, first_seq=part[0][0], last_seq=part[-1][0], rows=part
+        )
+        fleet.send(gateway_id, batch)
+
+
+def event(fleet: Fleet, gateway_id: str, ts: float, kind: str, subject: str | None,
+          level: int | None, detail: dict[str, Any]) -> None:  # fmt: skip
+    """Commit one event of ``gateway_id`` as its uplink sends it (infinity as text)."""
+    seq = fleet.seqs[gateway_id] = fleet.seqs.get(gateway_id, 0) + 1
+    row = EventRow(
+        seq=seq, ts=ts, kind=kind, subject=subject, level=level, detail=finite_json(detail)
+    )
+    fleet.send(
+        gateway_id, EventBatch(gateway_id=gateway_id, first_seq=seq, last_seq=seq, rows=[row])
+    )
+
+
+EXTENSION = "scarp_extensometer.extension"
+HOUR = 3600.0
+
+
+def slope_site(fleet: Fleet, gateway_id: str) -> tuple[float, float]:
+    """A slope-road gateway with 48 h of extension readings; returns (start, until)."""
+    slope = site_summary(load_site(EXAMPLES / "slope_road.toml"))
+    fleet.gateway("slope-road", gateway_id)
+    fleet.send(gateway_id, GatewayState(state="online", ts=time.time(), site=slope))
+    until = math.floor(time.time() / HOUR) * HOUR
+    start = until - 48 * HOUR
+    # Every 10 minutes: 2 mm/day for 20 h, then at rest for 12 h, then nothing for 6 h
+    # (the gauge off), then 2 mm/day again for the last 10 h.
+    rows: list[tuple[float, str, float]] = []
+    for k in range(48 * 6):
+        t = start + k * 600
+        hour = k // 6
+        if hour < 20:
+            rows.append((t, EXTENSION, 2.0 * (t - start) / 86400))
+        elif hour < 32:
+            rows.append((t, EXTENSION, 2.0 * 20 / 24))
+        elif hour >= 38:
+            rows.append((t, EXTENSION, 2.0 * 20 / 24 + 2.0 * (t - start - 38 * HOUR) / 86400))
+    readings(fleet, gateway_id, rows)
+    return start, until
+
+
+async def slope_rule(http: httpx.AsyncClient, start: float, until: float) -> dict[str, Any]:
+    """The slope page's answer for slope-road's one forecast rule."""
+    answer = await http.get(
+        "/api/v1/sites/slope-road/slope", params={"since": start, "until": until}
+    )
+    assert answer.status_code == 200, answer.text
+    rules = answer.json()["rules"]
+    # Only the forecast rule draws 1/v; the velocity rule has its thresholds chart.
+    assert [r["rule"] for r in rules] == ["slope_forecast"]
+    return dict(rules[0])
+
+
+async def test_a_slope_site_draws_inverse_velocity_and_skips_what_has_none(fleet: Fleet) -> None:
+    start, until = slope_site(fleet, "gw-0000000005")
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        quiet = await slope_rule(http, start, until)
+        assert quiet["forecast"]["state"] == "not_reported"
+        assert (quiet["channel"], quiet["unit"]) == (EXTENSION, "mm")
+        assert quiet["horizons_h"] == {"yellow": 168, "orange": 96, "red": 36}
+        picture = quiet["inverse_velocity"]
+        assert picture["gateway_id"] == "gw-0000000005"
+        assert picture["hours"] == 48 - 6
+        points = picture["points"]
+        # Inside the steady stretches the fit is exact: 2 mm/day, 0.5 day/mm.
+        steady = [p for p in points if p["t"] < start + 17 * HOUR]
+        assert len(steady) == 17 - 1  # the first hour has 4 means of its window, too few
+        for p in steady:
+            assert p["velocity"] == pytest.approx(2.0)
+            assert p["inverse"] == pytest.approx(0.5)
+        # At rest, 1/v is undefined: those hours are counted, never drawn as a number.
+        assert picture["not_moving"] >= 12 - 2 * 3
+        assert all(p["velocity"] > 0 and math.isfinite(p["inverse"]) for p in points)
+        assert not any(start + 23 * HOUR < p["t"] < start + 29 * HOUR for p in points)
+        assert picture["gaps"] > 0
+        assert len(points) + picture["not_moving"] + picture["gaps"] == picture["hours"]
+
+    async with httpx.AsyncClient(base_url=fleet.url) as http:
+        assert (await http.get("/api/v1/sites/slope-road/slope")).status_code == 401
+
+
+async def test_a_slope_site_gives_the_forecast_its_gateway_last_reported(fleet: Fleet) -> None:
+    start, until = slope_site(fleet, "gw-0000000005")
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        assert (await slope_rule(http, start, until))["forecast"]["state"] == "not_reported"
+        # An older gateway: the lead time only; the failure time follows from it.
+        at = until - 2 * HOUR
+        older = {"from": "normal", "to": "yellow", "kind": "rise", "metric": 150.0, "at": at,
+                 "detail": "predicted failure ... in 150.0 h"}  # fmt: skip
+        event(fleet, "gw-0000000005", at, "alarm", "slope_forecast", 2, older)
+        forecast = (await slope_rule(http, start, until))["forecast"]
+        assert (forecast["state"], forecast["level_name"]) == ("forecast", "yellow")
+        assert forecast["failure_t"] == pytest.approx(at + 150 * HOUR)
+        assert (forecast["failure_t_low"], forecast["alpha"]) == (None, None)
+
+        # The newest event's numbers win; an unbounded interval stays unbounded.
+        at = until - HOUR
+        numbers = FailureForecast(
+            lead_h=30.0, failure_t=at + 30 * HOUR, failure_t_low=at + 20 * HOUR,
+            failure_t_high=math.inf, alpha=1.9, velocity_mm_day=14.5, evidence=52.0,
+        )  # fmt: skip
+        newer = AlarmEvent(from_level="yellow", to_level="red", kind="rise", metric=30.0,
+                           detail="predicted failure ...", at=at, forecast=numbers)  # fmt: skip
+        event(fleet, "gw-0000000005", at, "alarm", "slope_forecast", 4, newer.wire())
+        forecast = (await slope_rule(http, start, until))["forecast"]
+        assert forecast == {
+            "state": "forecast", "gateway_id": "gw-0000000005", "as_of": at, "level": 4,
+            "level_name": "red", "lead_h": 30.0, "failure_t": at + 30 * HOUR,
+            "failure_t_low": at + 20 * HOUR, "failure_t_high": None, "alpha": 1.9,
+            "velocity_mm_day": 14.5, "evidence": 52.0, "words": "predicted failure ...",
+        }  # fmt: skip
+
+        # No failure in sight (the gateway's metric is infinite): said so, no time given.
+        calm = {"from": "red", "to": "normal", "kind": "ack", "metric": math.inf, "at": until}
+        event(fleet, "gw-0000000005", until, "alarm", "slope_forecast", 0, calm)
+        forecast = (await slope_rule(http, start, until))["forecast"]
+        assert (forecast["state"], forecast["failure_t"], forecast["as_of"]) == (
+            "not_accelerating",
+            None,
+            until,
+        )
+
+        for params, words in (
+            ({"since": until, "until": until}, "must be before"),
+            ({"since": until - 61 * 86400, "until": until}, "at most 60"),
+        ):
+            refused = await http.get("/api/v1/sites/slope-road/slope", params=params)
+            assert refused.status_code == 400
+            assert words in refused.json()["detail"]
+        assert (await http.get("/api/v1/sites/nowhere/slope")).status_code == 404
+
+
+async def test_a_site_tells_its_recent_events_newest_first_without_contacts(
+    fleet: Fleet,
+) -> None:
+    fleet.gateway("creek-village", "gw-0000000006")
+    gw = "gw-0000000006"
+    t0 = time.time() - 600
+    event(fleet, gw, t0, "alarm", "creek", 4,
+          {"from": "normal", "to": "red", "kind": "rise", "metric": 821.0,
+           "detail": "water level 821 >= 820 (red)"})  # fmt: skip
+    event(fleet, gw, t0 + 1, "actuation", "site", 4,
+          {"from": "normal", "to": "red", "cause": "creek: water level 821 >= 820 (red)",
+           "patterns": {"siren": "warble"}})  # fmt: skip
+    event(
+        fleet,
+        gw,
+        t0 + 2,
+        "broadcast",
+        "evacuate_now",
+        4,
+        {"command": ["aplay", "-q", "/opt/clips/evacuate_now.wav"], "started": t0 + 2},
+    )
+    event(fleet, gw, t0 + 3, "village_call", "creek", 4,
+          {"alarm_seq": 1, "person": "王建国 (village)", "to": "+86138****0000",
+           "via": "gateway modem", "status": "sent"})  # fmt: skip
+    event(
+        fleet,
+        gw,
+        t0 + 4,
+        "village_answer",
+        "creek",
+        4,
+        {"alarm_seq": 1, "person": "王建国 (village)", "via": "sms", "at": t0 + 4},
+    )
+    event(fleet, gw, t0 + 5, "sensor_fault", "creek", None, {"detail": "timeout"})
+    alarm = fleet.repository.alarms(active=True, gateway_id=gw, since=None, until=None, limit=1)[0]
+    fleet.repository.acknowledge_alarm(alarm.id, "duty-officer", "已通知", t0 + 6)
+    fleet.repository.confirm_receipt(alarm.id, "李四", "phone", None, "duty-officer", t0 + 7)
+    event(fleet, gw, t0 + 8, "alarm", "creek", 0,
+          {"from": "red", "to": "normal", "kind": "fall", "metric": 805.0})  # fmt: skip
+    event(
+        fleet,
+        gw,
+        t0 + 9,
+        "actuation",
+        "site",
+        0,
+        {"from": "red", "to": "normal", "cause": "creek", "patterns": {"siren": None}},
+    )
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        answer = await http.get("/api/v1/sites/creek-village/events")
+        assert answer.status_code == 200
+        events = answer.json()
+        assert (await http.get("/api/v1/sites/nowhere/events")).status_code == 404
+        assert (await http.get("/api/v1/sites/creek-village/events", params={"limit": 0})
+                ).status_code == 422  # fmt: skip
+        two = (await http.get("/api/v1/sites/creek-village/events", params={"limit": 2})).json()
+    assert [e["kind"] for e in events] == [
+        "actuation", "alarm", "fleet_answer", "fleet_ack", "village_answer", "village_call",
+        "broadcast", "actuation", "alarm",
+    ]  # fmt: skip
+    assert two == events[:2]
+    assert [e["ts"] for e in events] == sorted((e["ts"] for e in events), reverse=True)
+    off, fall, answered, acked, village, call, broadcast, on, rise = events
+    assert (on["outputs"], off["outputs"]) == ({"siren": "warble"}, {"siren": None})
+    assert (on["level_name"], off["level_name"]) == ("red", "normal")
+    assert (rise["change"], rise["level_name"], rise["rule"]) == ("rise", "red", "creek")
+    assert rise["words"] == "water level 821 >= 820 (red)"
+    assert (fall["change"], fall["level"]) == ("fall", 0)
+    assert (acked["by"], acked["words"]) == ("duty-officer", "已通知")
+    assert (answered["person"], answered["via"], answered["by"]) == (
+        "李四",
+        "phone",
+        "duty-officer",
+    )
+    assert (village["person"], village["via"]) == ("王建国 (village)", "sms")
+    assert (call["status"], call["person"]) == ("sent", "王建国 (village)")
+    assert broadcast["clip"] == "evacuate_now"
+    text = json.dumps(events, ensure_ascii=False)
+    assert "138" not in text  # no phone number, even masked
+    assert "aplay" not in text  # no player's command line

@@ -76,6 +76,16 @@ def test_every_asset_the_page_names_is_served_from_the_package(tmp_path: Path) -
         assert http.get(name).status_code == 200, name
 
 
+def test_the_page_preloads_every_module_so_they_load_at_once_not_import_by_import(
+    tmp_path: Path,
+) -> None:
+    page = client(tmp_path).get("/").text
+    preloaded = set(
+        re.findall(r'<link rel="modulepreload" href="/console/static/js/([\w-]+\.js)"', page)
+    )
+    assert preloaded == {p.name for p in (STATIC / "js").glob("*.js")} - {"app.js"}
+
+
 def test_the_page_is_public_and_the_countys_map_needs_a_viewer(tmp_path: Path) -> None:
     anonymous = client(tmp_path, role=None)
     assert anonymous.get("/").status_code == 200  # the sign-in form is on it

@@ -3,14 +3,19 @@
 Mosquitto, ``fleet serve`` and two enrolled gateways (``edge run``) polling simulated
 stations over Modbus TCP. ``upper-village`` rains from the start, so it has a red alarm,
 readings and marks to show; ``lower-village`` stays dry until a test opens its rain,
-and the open map must turn it red without a reload. Playwright drives Debian's
-``/usr/bin/chromium`` (no browser download). Screenshots of every page go to
-``HAZARDWATCH_SCREENSHOTS`` (default: a pytest temporary directory, printed at the end).
+and the open map must turn it red without a reload. Each village's siren relays switch
+with its level. ``slope-road`` is a slope site whose gateway's record (a seeded creeping
+slope accelerating to failure) and failure-forecast events, made by the gateway's own
+alarm engine over that record, are committed to the fleet's store as ingest would.
+Playwright drives Debian's ``/usr/bin/chromium`` (no browser download). Screenshots of
+every page go to ``HAZARDWATCH_SCREENSHOTS`` (default: a pytest temporary directory,
+printed at the end).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sqlite3
@@ -21,15 +26,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
-from fleet.repository import Role
+from edge_agent.agent import _alarm_event
+from edge_agent.alarms import AlarmEngine
+from edge_agent.site_config import load_site
+from edge_agent.site_summary import site_summary
+from edge_agent.upload_source import event_row
+from fleet.repository import NewGateway, Received, Role
+from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
+from hardware_sim.slope_corpus import failure_record
+from protocol import MAX_READING_ROWS, DataBatch, EventBatch, GatewayState
+from protocol.events import ALARM_EVENT_KIND
 from protocol.levels import AlarmLevel
 from tests.agent_harness import sim_site
 from tests.uplink_harness import FleetProcess, enroll, running_broker, running_fleet
@@ -108,12 +123,42 @@ channel = "rain.rain_total"
 latch_from = "red"
 windows = {{ "1h" = {{ blue = 5, yellow = 12, orange = 20, red = 30 }} }}
 
+[[device]]
+name = "relays"
+bus = "field"
+profile = "relay_module_8ch"
+poll_interval_s = 60
+timeout_s = 0.5
+channels = ["relay1", "relay2"]
+
 [[rule]]
 id = "creek_level"
 kind = "water_level"
 channel = "creek.water_level"
 thresholds = {{ blue = 806, yellow = 810, orange = 815, red = 820 }}
+
+[[actuator]]
+id = "siren"
+device = "relays"
+patterns = {{ strobe = ["relay2"], warble = ["relay1", "relay2"] }}
+
+[actions]
+orange = {{ siren = "strobe" }}
+red = {{ siren = "warble" }}
 """
+
+#: The slope site: the example site file of the slope above the road.
+SLOPE = "slope-road"
+SLOPE_FILE = Path(__file__).parent.parent / "edge_agent" / "examples" / "slope_road.toml"
+SLOPE_GATEWAY = "gw-5107e00001"
+EXTENSION = "scarp_extensometer.extension"
+#: The seeded slope fails this long after the module starts (its forecast is red by then).
+SLOPE_AHEAD_S = 30 * 3600
+#: Failure record 7: yellow, then orange days ahead, red ten hours before the module.
+SLOPE_RECORD = 7
+#: The colour of the predicted failure's line on the 1/v chart, and of actuation marks.
+FAILURE_INK = (0x1A, 0x1A, 0x1A)
+ACTUATION_INK = (0x7B, 0x1F, 0xA2)
 
 SITES = {
     UPPER: ("上游村", 25.235, 111.52),
@@ -152,7 +197,56 @@ def station(clock: ScaledClock, tap: RainTap) -> list[SimulatedDevice]:
     creek = SimulatedDevice(
         PROFILES["hlk_ld8001h"], 1, clock, {"water_level": lambda t: 800 + 4 * math.sin(t / 3438)}
     )
-    return [rain, creek]
+    relays = SimulatedDevice(PROFILES["relay_module_8ch"], 10, clock)
+    return [rain, creek, relays]
+
+
+def seed_slope_site(fleet_dir: Path, now: float) -> None:
+    """slope-road's gateway: 20 days of its extensometer up to ``now``, and its forecast.
+
+    The record is ``hardware_sim.slope_corpus`` failure record 7 (10-minute readings),
+    moved to fail ``SLOPE_AHEAD_S`` after ``now``. The gateway's own alarm engine (as in
+    ``edge run``) evaluates the site file's rules over it, and each level change becomes
+    the event the agent stores (``_alarm_event``) and uploads (``event_row``); both streams
+    are committed to the fleet's store the way ingest commits a gateway's batches.
+    """
+    site = load_site(SLOPE_FILE)
+    record = failure_record(SLOPE_RECORD, 600.0)
+    ts = record.t + (now + SLOPE_AHEAD_S - record.failure_t)
+    keep = (ts < now) & (ts >= now - 20 * 86400)
+    ts, xs = ts[keep], record.x[keep]
+    changes = AlarmEngine(site.rules, "auto").replay(
+        {EXTENSION: (ts, xs, np.ones(len(ts), dtype=np.bool_))}
+    )
+    assert any(c.rule_id == "slope_forecast" and c.new == 4 for c in changes), changes
+    repository = SQLiteRepository(fleet_dir / "fleet.sqlite")
+    try:
+        _token, secret = repository.create_enrollment_token(SLOPE, now + 60, None, None, now)
+        gateway = NewGateway(SLOPE_GATEWAY, "k" * 44, "$7$x", None, None)
+        repository.redeem_enrollment_token(secret, gateway, now)
+        state = GatewayState(state="online", ts=now, site=site_summary(site))
+        batches: list[Any] = [state]
+        rows = [
+            (seq, float(t), EXTENSION, float(x), 0)
+            for seq, (t, x) in enumerate(zip(ts, xs, strict=True), 1)
+        ]
+        for first in range(0, len(rows), MAX_READING_ROWS):
+            part = rows[first : first + MAX_READING_ROWS]
+            batches.append(
+                DataBatch(
+                    gateway_id=SLOPE_GATEWAY, first_seq=part[0][0], last_seq=part[-1][0], rows=part
+                )
+            )
+        events = [
+            event_row(seq, c.t, ALARM_EVENT_KIND, c.rule_id, c.new, json.dumps(_alarm_event(c)))
+            for seq, c in enumerate(changes, 1)
+        ]
+        batches.append(
+            EventBatch(gateway_id=SLOPE_GATEWAY, first_seq=1, last_seq=len(events), rows=events)
+        )
+        repository.commit([Received(SLOPE_GATEWAY, now, batch) for batch in batches])
+    finally:
+        repository.close()
 
 
 @dataclass
@@ -195,6 +289,7 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
     with ExitStack() as processes:
         broker = processes.enter_context(running_broker(tmp / "fleet", tmp / "mosquitto"))
         fleet = processes.enter_context(running_fleet(tmp / "fleet", broker))
+        seed_slope_site(fleet.data_dir, now)
         gateways = {}
         async with AsyncExitStack() as sites:
             for site_id, (name, lat, lon) in SITES.items():
@@ -548,7 +643,8 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
     )
     readings_sent = [start for url, start, _ in asked if "/readings?" in url]
     alarms_back = [end for url, _, end in asked if "/api/v1/alarms?gateway_id=" in url]
-    assert len(readings_sent) == 2
+    channels = county.fleet.rest("GET", f"/api/v1/sites/{UPPER}", Role.VIEWER)["channels"]
+    assert len(readings_sent) == len(channels) == 4  # rain, creek and the two siren relays
     assert alarms_back
     assert max(readings_sent) < min(alarms_back), asked
     band_canvases = {
@@ -564,6 +660,22 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
     # The red alarm is marked on the time axis, in the red of the level.
     counter = '[data-channel="rain.rain_total"]:not([data-window]) canvas'
     assert await colour_pixels(page, counter, RED, 1.0) > 20
+    # So are the sirens switching: on (strobe at orange, warble at red) and off before.
+    switched = county.fleet.rest("GET", f"/api/v1/sites/{UPPER}/events", params={"limit": 500})
+    actuations = [e for e in switched if e["kind"] == "actuation"]
+    assert any(e["outputs"] == {"siren": "warble"} for e in actuations), actuations
+    assert int(await rain.get_attribute("data-actuations") or 0) == len(actuations)
+    assert await colour_pixels(page, counter, ACTUATION_INK, 1.0) > 20
+    # The recent events, newest first: the sirens by what they do, levels by name.
+    panel = page.locator("#site-events")
+    await panel.locator('li[data-kind="actuation"]', has_text="siren: warble").first.wait_for()
+    await panel.locator('li[data-kind="alarm"] .level', has_text=RED_ZH).first.wait_for()
+    names = {level.display_zh for level in AlarmLevel}
+    assert set(await panel.locator(".level").all_inner_texts()) <= names
+    times = await panel.locator("li time").evaluate_all(
+        "(items) => items.map((item) => Date.parse(item.getAttribute('datetime')))"
+    )
+    assert times == sorted(times, reverse=True)
     roster = page.locator("#roster")
     await roster.get_by_text("王建国").wait_for()
     assert "13800000000" not in await roster.inner_text()  # a viewer sees the mobile masked
@@ -573,6 +685,65 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
     await page.locator('.periods a[aria-current="true"]', has_text="7 天").wait_for()
     await ready(page, "site")
     await level.locator("canvas").wait_for()
+
+
+async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
+    page: Page, county: County
+) -> None:
+    slope = county.fleet.rest("GET", f"/api/v1/sites/{SLOPE}/slope", Role.VIEWER)
+    forecast = slope["rules"][0]["forecast"]
+    assert (forecast["state"], forecast["level_name"]) == ("forecast", "red")
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.goto(f"/#/site/{SLOPE}")
+    await ready(page, "site")
+
+    rule = page.locator('#slope .slope-rule[data-rule="slope_forecast"]')
+    assert await rule.get_attribute("data-forecast-state") == "forecast"
+    # The forecast as the gateway reported it: time, interval, lead, alpha, evidence, as of.
+    local = """(t) => { const d = new Date(t * 1000); const p = (n) => String(n).padStart(2, "0");
+        return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+               `${p(d.getHours())}:${p(d.getMinutes())}`; }"""
+    failure_at = await page.evaluate(local, forecast["failure_t"])
+    assert await page.locator("#failure-slope_forecast").inner_text() == failure_at
+    facts = await rule.locator(".facts").inner_text()
+    for told in (
+        await page.evaluate(local, forecast["failure_t_low"]),
+        f"{forecast['lead_h']:.1f}",
+        f"{forecast['alpha']:.2f}",
+        f"{forecast['evidence']:.0f}",
+        await page.evaluate(local, forecast["as_of"]),
+        RED_ZH,
+    ):
+        assert told in facts, (told, facts)
+
+    chart = rule.locator("figure.iv-chart")
+    await chart.locator("canvas").wait_for()
+    picture = slope["rules"][0]["inverse_velocity"]
+    assert int(await chart.get_attribute("data-points") or 0) == len(picture["points"]) > 100
+    # Hours that had no positive velocity are said, not drawn.
+    if picture["not_moving"]:
+        await chart.locator(".iv-notes").get_by_text("速度为零或负").wait_for()
+    # The level horizons (yellow 168 h, orange 96 h, red 36 h before the predicted failure)
+    # as bands on the time axis, and the predicted failure marked on it.
+    assert await chart.get_attribute("data-bands") == "3"
+    canvas = '#slope figure.iv-chart[data-rule="slope_forecast"] canvas'
+    for name in ("yellow", "orange", "red"):
+        painted = await colour_pixels(page, canvas, BAND_TINTS[name], 0.2)
+        assert painted > 100, f"the {name} horizon band is not drawn"
+    assert await colour_pixels(page, canvas, FAILURE_INK, 1.0) > 20
+    await chart.locator(".thresholds").get_by_text(f"{RED_ZH} ≤ 36 h").wait_for()
+    # The gateway's alarm events are the site's recent events.
+    await page.locator(
+        '#site-events li[data-kind="alarm"]', has_text="slope_forecast"
+    ).first.wait_for()
+    await page.screenshot(path=county.shots / "site-slope.png", full_page=True)
+
+    await page.locator("#lang").click()
+    await ready(page, "site")
+    state = rule.locator(".forecast-state")
+    await state.get_by_text("slope_forecast: failure predicted").wait_for()
+    await chart.locator("figcaption").get_by_text("Inverse velocity 1/v (days/mm)").wait_for()
+    await page.screenshot(path=county.shots / "site-slope-en.png", full_page=True)
 
 
 async def test_the_gateways_page_lists_every_gateway_with_its_health(

@@ -38,6 +38,7 @@ from protocol import (
 )
 from protocol.broker_url import parse_broker_url
 from protocol.contacts import sender_numbers
+from protocol.events import ActuationEvent, FailureForecast
 from protocol.payloads import finite_json, sendable_reading
 
 
@@ -379,6 +380,38 @@ def test_alarm_event_details_from_any_gateway_release_are_read_not_refused() -> 
     assert garbled == AlarmEvent(detail="kept")
     assert AckEvent.tolerant({}).by == "local"
     assert AckEvent.tolerant({"by": ["not", "a", "name"]}).by == "local"
+
+
+def test_a_failure_forecast_goes_with_its_alarm_event_and_infinity_is_left_out() -> None:
+    forecast = FailureForecast(
+        lead_h=30.0, failure_t=T0 + 108_000, failure_t_low=T0 + 90_000, alpha=2.0, evidence=41.0
+    )
+    event = AlarmEvent(to_level="orange", kind="rise", metric=30.0, forecast=forecast)
+    sent = finite_json(event.wire())
+    assert sent["forecast"] == {
+        "lead_h": 30.0,
+        "failure_t": T0 + 108_000,
+        "failure_t_low": T0 + 90_000,
+        "alpha": 2.0,
+        "evidence": 41.0,
+    }
+    assert AlarmEvent.tolerant(sent) == event
+    # An unbounded interval (the uplink sends infinity as text) is read as unknown.
+    sent["forecast"]["failure_t_high"] = "inf"
+    assert AlarmEvent.tolerant(sent).forecast == forecast
+    # A forecast that does not parse is dropped; the alarm event itself is kept.
+    garbled = AlarmEvent.tolerant({"to": "red", "forecast": ["not", "a", "forecast"]})
+    assert (garbled.to_level, garbled.forecast) == ("red", None)
+
+
+def test_an_actuation_event_says_which_outputs_are_on() -> None:
+    on = ActuationEvent.tolerant(
+        {"from": "yellow", "to": "red", "cause": "r: x", "patterns": {"siren": "siren"}}
+    )
+    assert (on.from_level, on.to_level, on.switched_on) == ("yellow", "red", True)
+    off = ActuationEvent.tolerant({"from": "red", "to": "normal", "patterns": {"siren": None}})
+    assert not off.switched_on
+    assert ActuationEvent.tolerant({"patterns": "siren"}) == ActuationEvent()
 
 
 def test_ack_alarm_arguments_are_what_the_fleet_sends() -> None:

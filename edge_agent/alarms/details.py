@@ -173,4 +173,5 @@ def describe(
         )
     else:
         detail = f"acknowledged {level_name(raw.old)}; {what}; now {level_name(raw.new)}"
-    return LevelChange(rule.id, t, raw.old, raw.new, kind, metric, detail)
+    values = named_values(rule, raw.values)
+    return LevelChange(rule.id, t, raw.old, raw.new, kind, metric, detail, values)

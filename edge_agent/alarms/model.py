@@ -6,7 +6,7 @@ Plain data and a protocol; nothing here evaluates a rule or depends on numba.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, TypeAlias
 
 import numpy as np
@@ -32,6 +32,9 @@ class LevelChange:
     kind: Literal["rise", "fall", "ack"]
     metric: float
     detail: str
+    #: The rule's metric snapshot by name (``details.value_names``); empty for combinations.
+    #: Not compared: it may hold NaN, and ``metric`` and ``detail`` already say what changed.
+    values: Mapping[str, float] = field(default_factory=dict, compare=False)
 
 
 class RawChange(NamedTuple):

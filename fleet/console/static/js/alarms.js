@@ -54,15 +54,19 @@ export async function showAlarms(view, params, session) {
   // A live change reloads the table, but never under an operator's half-typed form: the
   // reload waits until the form is sent or cancelled.
   let waiting = false;
+  const formOpen = () => {
+    if (!rows.querySelector("form")) return false;
+    waiting = true;
+    rows.dataset.reloadWaiting = "true";
+    return true;
+  };
   const load = async () => {
-    if (rows.querySelector("form")) {
-      waiting = true;
-      rows.dataset.reloadWaiting = "true";
-      return;
-    }
+    if (formOpen()) return;
     waiting = false;
     delete rows.dataset.reloadWaiting;
     const alarms = await fetchAlarms(filters, index);
+    // A form may have opened while the alarms were on their way: it is not wiped either.
+    if (formOpen()) return;
     count.textContent = t("count_alarms", { n: alarms.length });
     rows.replaceChildren(...alarms.map((a) => alarmRow(a, index, operator)));
   };

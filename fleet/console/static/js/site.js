@@ -1,5 +1,7 @@
 // One site: a chart per channel over 24 h / 7 d / 30 d (min-avg-max per bucket), the rule
-// thresholds as coloured bands, alarm marks on the time axis, the roster and recent alarms.
+// thresholds as coloured bands, alarm and actuation (siren/light on, off) marks on the time
+// axis, a slope site's failure forecast and 1/v (slope.js), the roster, recent alarms and
+// recent events (site_events.js).
 // A threshold is drawn only against the values it applies to: a water level's on the
 // channel itself, a rain window's on the rain of that window (computed here from the
 // gauge's cumulative counter), never a window's threshold against the counter.
@@ -9,11 +11,18 @@ import { h, when } from "./dom.js";
 import { LEVEL_COLOURS, levelBadge, levelNumber } from "./fleet.js";
 import { levelName, t } from "./i18n.js";
 import { onLive } from "./live.js";
+import { TIME_AXIS, fittedPlot } from "./plot_frame.js";
+import { actuationMarks, renderEvents } from "./site_events.js";
+import { hasSlopeRules, showSlope } from "./slope.js";
 
 const PERIODS = { "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400 };
 const BUCKETS = 720;
 const BAND_ORDER = ["blue", "yellow", "orange", "red"];
 const WINDOW_UNITS = { s: 1, min: 60, m: 60, h: 3600, d: 86400 };
+//: The 1/v picture spans at least a failure forecast's default window.
+const SLOPE_SPAN_S = 14 * 86400;
+//: Actuation marks: a colour no level and no series uses.
+export const ACTUATION_COLOUR = "#7b1fa2";
 
 export async function showSite(view, siteId, params) {
   const period = params.get("period") in PERIODS ? params.get("period") : "24h";
@@ -30,6 +39,7 @@ export async function showSite(view, siteId, params) {
   const until = Date.now() / 1000;
   const since = until - PERIODS[period];
   const charts = h("div.charts");
+  const slopePanel = hasSlopeRules(site) ? h("section.panel", { id: "slope" }) : null;
   const badge = h("span", { id: "site-level" }, levelBadge(site.level));
   view.replaceChildren(
     h(
@@ -42,8 +52,15 @@ export async function showSite(view, siteId, params) {
         site.gateways.map((g) => h(`span.chip.${g.state}`, {}, `${g.gateway_id} · ${t(g.state)}`)),
       ),
       periodSwitch(siteId, period),
+      slopePanel,
       charts,
-      h("div.site-lower", {}, rosterPanel(siteId), h("section.panel", { id: "site-alarms" })),
+      h(
+        "div.site-lower",
+        {},
+        rosterPanel(siteId),
+        h("section.panel", { id: "site-alarms" }),
+        h("section.panel", { id: "site-events" }),
+      ),
     ),
   );
 
@@ -64,6 +81,13 @@ export async function showSite(view, siteId, params) {
       ),
     )
   ).flat();
+  const plots = [];
+  const slopeShown = slopePanel
+    ? showSlope(slopePanel, siteId, until - Math.max(PERIODS[period], SLOPE_SPAN_S), until)
+    : Promise.resolve([]);
+  slopeShown.catch(() => {}); // awaited below
+  const eventsAsked = api.get(`/api/v1/sites/${encodeURIComponent(siteId)}/events`, { since, until, limit: 500 });
+  eventsAsked.catch(() => {}); // awaited below
   const alarms = (
     await Promise.all(
       site.gateways.map((g) =>
@@ -72,23 +96,48 @@ export async function showSite(view, siteId, params) {
     )
   ).flat();
   renderRecentAlarms(view.querySelector("#site-alarms"), alarms);
-  const plots = [];
+  const events = await eventsAsked;
+  renderEvents(view.querySelector("#site-events"), events);
+  const marks = { alarms, actuations: actuationMarks(events) };
   for (const { channel, series: asked } of wanted) {
     const rules = (site.rules ?? []).filter((r) => sameChannel(r.channel, channel.channel));
-    const series = await asked;
     const box = h("figure.chart", { dataset: { channel: channel.channel } });
     charts.append(box);
-    plots.push(channelChart(box, channel, series, rules, alarms));
+    let series;
+    try {
+      series = await asked;
+    } catch (error) {
+      // A channel the site file names but the gateway has not sent yet: this chart says
+      // so, the others are still drawn.
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      box.dataset.points = "0";
+      box.append(h("figcaption", {}, title(channel)), h("p.muted", {}, t("no_readings_channel")));
+      continue;
+    }
+    plots.push(channelChart(box, channel, series, rules, marks));
     for (const rule of rules) {
       for (const [name, thresholds] of Object.entries(rule.windows ?? {})) {
         const windowBox = h("figure.chart", { dataset: { channel: channel.channel, window: name } });
         charts.append(windowBox);
-        plots.push(windowChart(windowBox, channel, series, rule, name, thresholds, alarms));
+        plots.push(windowChart(windowBox, channel, series, rule, name, thresholds, marks));
       }
     }
   }
+  if (slopePanel) {
+    try {
+      plots.push(...(await slopeShown));
+    } catch (error) {
+      slopePanel.replaceChildren(h("h3", {}, t("slope_forecast")), h("p.muted", {}, t("error", { detail: error.message })));
+    }
+  }
   const stop = onLive("level", (event) => {
-    if (event.site_id === siteId) badge.replaceChildren(levelBadge(event.level));
+    if (event.site_id !== siteId) return;
+    badge.replaceChildren(levelBadge(event.level));
+    // The recent events follow too (the charts keep their period as it was asked for).
+    api
+      .get(`/api/v1/sites/${encodeURIComponent(siteId)}/events`, { since, limit: 500 })
+      .then((fresh) => renderEvents(view.querySelector("#site-events"), fresh))
+      .catch(() => {});
   });
   return () => {
     stop();
@@ -161,7 +210,7 @@ function thresholdList(items) {
 }
 
 /** The channel's own values, with the bands of the rules whose thresholds are on them. */
-function channelChart(box, channel, series, rules, alarms) {
+function channelChart(box, channel, series, rules, marks) {
   const buckets = series.buckets ?? [];
   const valueRules = rules.filter((r) => hasLevels(r.thresholds));
   const bands = valueRules.flatMap((r) => thresholdBands(r.thresholds));
@@ -176,11 +225,11 @@ function channelChart(box, channel, series, rules, alarms) {
     buckets.map((b) => b.max),
   ];
   const legend = thresholdList([...valueRules.map((r) => [`${r.id} (${r.kind})`, r.thresholds]), ...horizons]);
-  return plotInto(box, data, bands, alarms, series, legend);
+  return plotInto(box, data, bands, marks, series, legend);
 }
 
 /** Rain over one of a rule's windows, from the gauge's counter, with that window's bands. */
-function windowChart(box, channel, series, rule, name, thresholds, alarms) {
+function windowChart(box, channel, series, rule, name, thresholds, marks) {
   const buckets = series.buckets ?? [];
   const windowS = windowSeconds(name);
   box.append(h("figcaption", {}, `${rule.id}: ${t("window_rain", { window: name })}${channel.unit ? ` (${channel.unit})` : ""}`));
@@ -193,7 +242,7 @@ function windowChart(box, channel, series, rule, name, thresholds, alarms) {
   }
   const xs = buckets.map((b) => b.start + series.step / 2);
   const sums = windowSums(xs, buckets.map((b) => b.max), windowS);
-  return plotInto(box, [xs, sums], thresholdBands(thresholds), alarms, series, legend);
+  return plotInto(box, [xs, sums], thresholdBands(thresholds), marks, series, legend);
 }
 
 /** "1h" -> 3600; null when the name is not a duration. */
@@ -226,9 +275,9 @@ export function windowSums(xs, counter, windowS) {
 
 /**
  * uPlot into `box` over the whole period of `series` (since..until): data series 1 is the
- * value, 2 and 3 (if given) its min and max per bucket.
+ * value, 2 and 3 (if given) its min and max per bucket; `marks` the alarms and actuations.
  */
-function plotInto(box, data, bands, alarms, series, legend) {
+function plotInto(box, data, bands, marks, series, legend) {
   const values = data.slice(1).flat().filter((v) => v !== null && v !== undefined);
   box.dataset.bands = String(bands.length);
   box.dataset.points = String(data[1].filter((v) => v !== null).length);
@@ -243,24 +292,25 @@ function plotInto(box, data, bands, alarms, series, legend) {
     yRange[1] = Math.max(yRange[1], lower);
   }
   const pad = (yRange[1] - yRange[0]) * 0.08 || 1;
-  const marks = alarms.filter((a) => a.raised_at >= series.since && a.raised_at <= series.until);
+  const alarmMarks = marks.alarms.filter((a) => a.raised_at >= series.since && a.raised_at <= series.until);
+  const switched = marks.actuations.filter((m) => m.t >= series.since && m.t <= series.until);
+  box.dataset.actuations = String(switched.length);
   const holder = h("div.plot");
   box.append(holder);
+  if (switched.length) box.append(h("p.muted.actuation-legend", {}, t("actuation_marks")));
   if (legend) box.append(legend);
   const lines = [{}, { label: "avg", stroke: "#1d3f73", width: 1.5 }];
   const options = {
-    width: Math.max(280, holder.clientWidth || box.clientWidth || 600),
-    height: 220,
     scales: {
       x: { time: true, range: [series.since, series.until] },
       y: { range: [yRange[0] - pad, yRange[1] + pad] },
     },
-    axes: [{ values: (_u, splits, _axis, _space, incr) => splits.map((v) => timeLabel(v, incr)) }, {}],
+    axes: [TIME_AXIS, {}],
     series: lines,
     legend: { show: false },
     hooks: {
       drawClear: [(u) => drawBands(u, bands)],
-      draw: [(u) => drawAlarmMarks(u, marks)],
+      draw: [(u) => drawAlarmMarks(u, alarmMarks), (u) => drawActuationMarks(u, switched)],
     },
   };
   if (data.length === 4) {
@@ -268,27 +318,7 @@ function plotInto(box, data, bands, alarms, series, legend) {
     lines.push({ label: "max", stroke: "rgba(29,63,115,0.35)", width: 1 });
     options.bands = [{ series: [3, 2], fill: "rgba(29,63,115,0.12)" }];
   }
-  const plot = new window.uPlot(options, data, holder);
-  const resize = new ResizeObserver(() => {
-    const width = Math.max(280, holder.clientWidth);
-    if (width !== plot.width) plot.setSize({ width, height: 220 });
-  });
-  resize.observe(holder);
-  const destroy = plot.destroy.bind(plot);
-  plot.destroy = () => {
-    resize.disconnect();
-    destroy();
-  };
-  return plot;
-}
-
-/** "14:00" within a day ("07-01" at midnight), "07-01" for steps of a day or more. */
-function timeLabel(epochSeconds, step) {
-  const d = new Date(epochSeconds * 1000);
-  const pad = (n) => String(n).padStart(2, "0");
-  const day = `${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  if (step >= 86400 || (d.getHours() === 0 && d.getMinutes() === 0)) return day;
-  return `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return fittedPlot(options, data, holder, 220, box);
 }
 
 function drawBands(u, bands) {
@@ -322,6 +352,28 @@ function drawAlarmMarks(u, alarms) {
     ctx.beginPath();
     ctx.moveTo(x, bbox.top);
     ctx.lineTo(x, bbox.top + bbox.height);
+    ctx.stroke();
+  }
+  ctx.restore();
+}
+
+/** ▲ at the top of the plot where sirens or lights went on, △ where all went off. */
+function drawActuationMarks(u, marks) {
+  const { ctx, bbox } = u;
+  const size = 7 * (window.devicePixelRatio || 1);
+  ctx.save();
+  ctx.strokeStyle = ACTUATION_COLOUR;
+  ctx.fillStyle = ACTUATION_COLOUR;
+  ctx.lineWidth = 1.5;
+  for (const mark of marks) {
+    const x = u.valToPos(mark.t, "x", true);
+    if (x < bbox.left || x > bbox.left + bbox.width) continue;
+    ctx.beginPath();
+    ctx.moveTo(x, bbox.top);
+    ctx.lineTo(x - size, bbox.top + 1.6 * size);
+    ctx.lineTo(x + size, bbox.top + 1.6 * size);
+    ctx.closePath();
+    if (mark.on) ctx.fill();
     ctx.stroke();
   }
   ctx.restore();
