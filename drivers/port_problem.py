@@ -20,7 +20,8 @@ def _user() -> str:
         return str(os.geteuid())
 
 
-def _fix(code: int | None, device: str) -> str:
+def fix_for(code: int | None, device: str) -> str:
+    """What to do about ``device`` failing with errno ``code`` (empty when nothing is known)."""
     if code == errno.ENOENT:
         return "is the USB-RS485 adapter plugged in? `ls /dev/serial/by-id` lists the adapters"
     if code in (errno.EACCES, errno.EPERM):
@@ -45,7 +46,7 @@ def serial_port_problem(device: str) -> str:
     except OSError as exc:
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         text = f"{device}: {exc.strerror} (errno {name})"
-        fix = _fix(exc.errno, device)
+        fix = fix_for(exc.errno, device)
         return f"{text}: {fix}" if fix else text
     os.close(fd)
     return f"{device} opens, but the Modbus client could not use it (check its line settings)"

@@ -16,6 +16,7 @@ from a second opening of a line the agent owns.
 from __future__ import annotations
 
 import asyncio
+import errno
 import getpass
 import importlib.util
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from drivers.bus import ModbusBus, SerialBusConfig, TransactionError
+from drivers.port_problem import fix_for
 from edge_agent.actuation import RelayActuator
 from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_device
@@ -78,12 +80,10 @@ def check_port(path: str, what: str) -> Finding:
     """Whether the serial port ``path`` is there and this user may open it (no opening)."""
     check = f"port {path}"
     if not os.path.exists(path):
-        hint = "is the adapter plugged in? `ls -l /dev/serial/by-id` lists what is there"
-        return Finding(check, "fail", f"{what}: no such device; {hint}")
+        return Finding(check, "fail", f"{what}: no such device; {fix_for(errno.ENOENT, path)}")
     if not os.access(path, os.R_OK | os.W_OK):
-        user = getpass.getuser()
-        hint = f"add the user to the dialout group (sudo usermod -aG dialout {user}), log in again"
-        return Finding(check, "fail", f"{what}: permission denied; {hint}")
+        fix = fix_for(errno.EACCES, path)
+        return Finding(check, "fail", f"{what}: permission denied; {fix}")
     return Finding(check, "ok", f"{what}: present, readable and writable")
 
 
@@ -137,17 +137,28 @@ def _from_agent(site: SiteConfig, status: StatusReply) -> list[Finding]:
     for device in site.devices:
         check = f"device {device.name}"
         seen = status.devices.get(device.name)
-        faults = ", ".join(f"{k} {v}" for k, v in sorted(seen.faults.items())) if seen else ""
         if seen is None or seen.last_poll is None:
-            why = "has not answered since the agent started" + (f" ({faults})" if faults else "")
+            why = "has not answered since the agent started"
+            if seen is not None and seen.last_error:
+                why += f": {seen.last_error}"
             findings.append(Finding(check, "fail", why))
             continue
         ago = status.now - seen.last_poll
         if ago > STALE_POLLS * device.poll_interval_s + 30.0:
-            why = f"last answered {ago:.0f} s ago" + (f" ({faults})" if faults else "")
+            why = f"last answered {ago:.0f} s ago" + (
+                f": {seen.last_error}" if seen.last_error else ""
+            )
             findings.append(Finding(check, "fail", why))
             continue
         what = f"answering the running agent, last {ago:.0f} s ago"
+        if seen.exceptions:
+            # it answers, but refuses some of its reads: those channels stay without values
+            refused = "; ".join(
+                e.detail + (f" ({e.hint})" if e.hint else "") for e in seen.exceptions
+            )
+            findings.append(Finding(check, "warn", f"{what}, but refuses: {refused}"))
+            continue
+        faults = ", ".join(f"{k} {v}" for k, v in sorted(seen.faults.items()))
         findings.append(
             Finding(check, "ok", what + (f"; faults so far: {faults}" if faults else ""))
         )
