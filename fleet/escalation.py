@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from fleet.alarm_watch import AlarmWatch
 from fleet.answer_link import AnswerLinks, LinkError
 from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import (
@@ -54,6 +55,9 @@ RETRY_S = 30.0
 #: busy with a few; more cost the pool's bookkeeping, which looks at every connection it
 #: holds for each request.
 CHANNEL_CONCURRENCY = 8
+#: How often the engine looks whether an alarm was committed (by any process), so that a
+#: new red alarm is decided within this, not a whole tick, after ingest commits it.
+ALARM_WATCH_S = 0.1
 #: E-mail has no pool: each message is a session of six round trips, each waiting on a
 #: loop that is busy in a burst, so more sessions at once keep the relay busy.
 SMTP_CONCURRENCY = 32
@@ -122,17 +126,50 @@ class EscalationEngine:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def run(self, tick_s: float = 1.0) -> None:
-        """Tick until cancelled; a failing tick is logged and the loop goes on."""
+    async def run(self, tick_s: float = 1.0, watch: AlarmWatch | None = None) -> None:
+        """Tick until cancelled; a failing tick is logged and the loop goes on.
+
+        With ``watch``, a tick also starts as soon as the watch sees the active alarms
+        change (every ``ALARM_WATCH_S``), rather than up to ``tick_s`` later.
+        """
         self._loop = asyncio.get_running_loop()
+        watching = None
+        if watch is not None:
+            # Its first look learns the alarms as they are now, which the first tick decides.
+            with contextlib.suppress(Exception):
+                await in_thread(watch.changed)
+            watching = asyncio.create_task(self._watch(watch), name="fleet-escalation-watch")
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("escalation tick failed; trying again")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), tick_s)
+                self._wake.clear()
+        finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+
+    async def _watch(self, watch: AlarmWatch) -> None:
+        """Wake the loop when an alarm changes; a failing look only costs the early tick."""
+        failing = False
         while True:
+            await asyncio.sleep(ALARM_WATCH_S)
             try:
-                await self.tick()
+                changed = await in_thread(watch.changed)
             except Exception:
-                log.exception("escalation tick failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick_s)
-            self._wake.clear()
+                # The tick still comes every tick_s: say so once, not ten times a second.
+                log.log(logging.DEBUG if failing else logging.WARNING,
+                        "the alarm watch cannot read the store", exc_info=not failing)  # fmt: skip
+                failing = True
+                continue
+            failing = False
+            if changed:
+                self._wake.set()
 
     def wake(self) -> None:
         """Tick soon (an answer was taken); safe to call from REST's worker threads."""
@@ -424,8 +461,12 @@ async def running_engine(
     data_dir: Path,
     fleet_url: str,
     clock: Callable[[], float] | None = None,
+    db_path: Path | None = None,
 ) -> AsyncIterator[EscalationEngine]:
-    """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``."""
+    """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``.
+
+    With ``db_path`` (the store's file) it also ticks as soon as an alarm is committed there.
+    """
     # Each HTTP channel has its own client, so one that hangs cannot take the other's
     # connections, sized to what the channel has in flight and all kept alive: with
     # httpx's defaults (20 kept of 100) a burst closes and reopens a connection per call,
@@ -459,7 +500,11 @@ async def running_engine(
         )
         task = None
         if settings.tick_s is not None:
-            task = asyncio.create_task(engine.run(settings.tick_s), name="fleet-escalation")
+            watch = None
+            if db_path is not None:
+                watch = AlarmWatch(db_path)
+                clients.callback(watch.close)  # after the task below has stopped
+            task = asyncio.create_task(engine.run(settings.tick_s, watch), name="fleet-escalation")
         try:
             yield engine
         finally:

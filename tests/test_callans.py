@@ -28,6 +28,7 @@ import httpx
 import pytest
 import uvicorn
 
+from fleet.alarm_watch import AlarmWatch
 from fleet.answer_link import AnswerLinks, LinkError
 from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import KannelSettings, SmtpSettings
@@ -141,7 +142,12 @@ def robots() -> AsyncIterator[WebhookInbox]:
 
 
 async def _fleet(
-    tmp_path: Path, smtp: SmtpInbox, robots: WebhookInbox, kannel: Kannel | None, port: int
+    tmp_path: Path,
+    smtp: SmtpInbox,
+    robots: WebhookInbox,
+    kannel: Kannel | None,
+    port: int,
+    tick_s: float | None = None,
 ) -> AsyncIterator[Fleet]:
     clock = Clock()
     escalation = EscalationSettings(
@@ -150,7 +156,7 @@ async def _fleet(
         if kannel
         else None,
         sms_callback_key=CALLBACK_KEY,
-        tick_s=None,
+        tick_s=tick_s,
     )
     url = f"http://127.0.0.1:{port}"
     settings = FleetSettings(
@@ -704,3 +710,63 @@ async def test_a_robot_that_answers_200_with_an_error_code_is_a_failed_call(
     retried = await fleet.tick(30)
     assert [c.channel for c in retried] == ["webhook"]
     assert len(robots.to("village")) == 1
+
+
+@pytest.fixture
+async def ticking_fleet(
+    tmp_path: Path, smtp: SmtpInbox, robots: WebhookInbox
+) -> AsyncIterator[Fleet]:
+    """The fleet's engine ticking by itself, once a minute (as if a long ``tick_s``)."""
+    async for f in _fleet(tmp_path, smtp, robots, None, free_port(), tick_s=60):
+        yield f
+
+
+async def test_an_alarm_another_process_commits_is_called_at_once_not_at_the_next_tick(
+    ticking_fleet: Fleet, robots: WebhookInbox, tmp_path: Path
+) -> None:
+    # A `fleet ingest` worker beside `fleet serve` commits the red alarm to the same file:
+    # the engine starts calling within its watch's look, not up to tick_s (60 s) later.
+    ingest = SQLiteRepository(tmp_path / "fleet" / "fleet.sqlite")
+    row = EventRow(seq=1, ts=time.time(), kind="alarm", subject="slope", level=4, detail={})
+    batch = EventBatch(gateway_id=GW, first_seq=1, last_seq=1, rows=[row])
+    ingest.commit([Received(GW, time.time(), batch)])
+    ingest.close()
+    # well inside the 60 s the next tick would take
+    await wait_for(lambda: robots.to("village"), 10, "the village's webhook call")
+    assert "红色预警" in robots.to("village")[0]["text"]["content"]
+
+
+def test_the_alarm_watch_sees_alarms_raised_raised_again_answered_and_cleared(
+    tmp_path: Path,
+) -> None:
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    _token, secret = repository.create_enrollment_token(SITE, 1e10, None, None, 0)
+    repository.redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), 0)
+    watch = AlarmWatch(tmp_path / "fleet.sqlite")
+    seq, T0 = 0, 1_800_000_000.0  # noqa: N806 - a fixed time
+
+    def report(kind: str, level: int, detail: dict[str, Any] | None = None) -> None:
+        nonlocal seq
+        seq += 1
+        row = EventRow(seq=seq, ts=T0 + seq, kind=kind, subject="slope", level=level,
+                       detail=detail or {})  # fmt: skip
+        batch = EventBatch(gateway_id=GW, first_seq=seq, last_seq=seq, rows=[row])
+        repository.commit([Received(GW, T0 + seq, batch)])
+
+    assert watch.changed() is False  # the first look only learns how things are
+    assert watch.changed() is False  # nothing committed since
+    village = PersonIn(Tier.VILLAGE, "甲", "监测员", email="a@v.cn")
+    repository.escalation.add_person(SITE, village, 0)
+    assert watch.changed() is False  # a commit, but no alarm changed
+    report("alarm", 2)
+    assert watch.changed() is True  # raised (yellow)
+    assert watch.changed() is False
+    report("alarm", 4)
+    assert watch.changed() is True  # the same alarm, raised to red
+    answer = {"alarm_seq": 2, "person": "甲 (village)", "via": "confirm button", "at": T0 + 3}
+    report("village_answer", 4, answer)
+    assert watch.changed() is True  # answered at the gateway
+    report("alarm", 0)
+    assert watch.changed() is True  # cleared
+    watch.close()
+    repository.close()
