@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Protocol
 
 import aiosmtplib
 import httpx
 
+from fleet.call_mail import call_mail
 from fleet.roster import Person, mask_email, mask_webhook
 from protocol.contacts import mask_phone
 
@@ -84,16 +84,22 @@ class EmailChannel:
     async def send(self, person: Person, message: CallMessage) -> SendResult:
         """One e-mail; the Message-ID carries the call id."""
         assert person.email is not None
-        mail = EmailMessage()
-        mail["From"] = self.settings.sender
-        mail["To"] = person.email
-        mail["Subject"] = message.subject
-        mail["Message-ID"] = f"<call-{message.call_id}@hazardwatch>"
-        mail.set_content(message.text)
         s = self.settings
+        try:
+            mail = call_mail(
+                s.sender,
+                person.email,
+                message.subject,
+                f"<call-{message.call_id}@hazardwatch>",
+                message.text,
+            )
+        except ValueError as exc:
+            return SendResult(False, f"e-mail not sent: {exc}")
         try:
             await aiosmtplib.send(
                 mail,
+                sender=s.sender,
+                recipients=[person.email],
                 hostname=s.host,
                 port=s.port,
                 username=s.username,
