@@ -33,6 +33,7 @@ from fleet.channels import (
     SendResult,
     WebhookChannel,
 )
+from fleet.delivery_reports import DeliveryRecorder
 from fleet.escalation_policy import EscalationPolicy, PolicyError, parse_policy
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
@@ -107,6 +108,7 @@ class EscalationEngine:
         self.retry_s = retry_s
         self.sms_callback_key = sms_callback_key
         self._hold_before_send = hold_before_send
+        self.deliveries = DeliveryRecorder(store)
         self._recovered = False
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None

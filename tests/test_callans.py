@@ -770,3 +770,57 @@ def test_the_alarm_watch_sees_alarms_raised_raised_again_answered_and_cleared(
     assert watch.changed() is True  # cleared
     watch.close()
     repository.close()
+
+
+async def test_a_delivery_report_before_the_send_is_recorded_keeps_its_status(
+    fleet: Fleet,
+) -> None:
+    # Kannel reports "delivered" (or "rejected") while the engine has not yet written that
+    # the send went: the send's outcome must not turn the call back into merely "sent".
+    alarm_id = fleet.alarm(4)
+    with fleet.engine.store.batch():
+        decided = fleet.engine._decide(fleet.clock())
+    email, webhook = (next(o.call for o in decided if o.call.channel == c)
+                      for c in ("email", "webhook"))  # fmt: skip
+    for call, report in ((email, 1), (webhook, 16)):
+        answer = await fleet.http.get(
+            "/api/v1/sms/dlr", params={"call": call.id, "type": report, "key": CALLBACK_KEY}
+        )
+        assert answer.json() == {"recorded": True}
+    fleet.engine.store.calls_done(
+        [(email, True, "accepted", fleet.clock()), (webhook, True, "answered 200", fleet.clock())]
+    )
+    calls = {c["id"]: c for c in (await fleet.alarm_view(alarm_id))["escalation"][0]["calls"]}
+    assert calls[email.id]["status"] == "delivered"
+    assert calls[webhook.id]["status"] == "failed"  # so it is retried
+    assert [c.channel for c in await fleet.tick(30)] == ["webhook"]
+
+
+async def test_delivery_reports_are_answered_once_committed_and_recorded_once_each(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    lock = os.open(tmp_path / "fleet" / "fleet.sqlite.write-lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another writer holds the store
+    try:
+        reports = [
+            asyncio.create_task(fleet.http.get("/api/v1/sms/dlr", params={
+                "call": call.id, "type": kind, "key": CALLBACK_KEY}))
+            for call in calls for kind in (8, 1, 1)  # Kannel says "delivered" twice
+        ]  # fmt: skip
+        await wait_for(lambda: fleet.engine.deliveries.unanswered == len(reports), 10,
+                       "the reports to arrive")  # fmt: skip
+        assert not any(r.done() for r in reports)  # nothing is answered before its commit
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    answers = await asyncio.gather(*reports)
+    assert [a.json() for a in answers] == [{"recorded": True}] * len(reports)
+    unknown = {"call": 999999, "type": 1, "key": CALLBACK_KEY}
+    assert (await fleet.http.get("/api/v1/sms/dlr", params=unknown)).json() == {"recorded": False}
+    view = (await fleet.alarm_view(alarm_id))["escalation"][0]
+    deliveries = [(s["channel"], s["detail"]) for s in view["record"] if s["kind"] == "delivery"]
+    assert sorted(deliveries) == sorted((c.channel, d) for c in calls
+                                for d in ("SMS accepted by the SMSC", "SMS delivered"))  # fmt: skip
+    assert {c["status"] for c in view["calls"]} == {"delivered"}
