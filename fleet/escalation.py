@@ -111,6 +111,7 @@ class EscalationEngine:
         self.deliveries = DeliveryRecorder(store)
         self._recovered = False
         self._wake = asyncio.Event()
+        self._rosters: dict[str, list[Person]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def policy_for(self, site_id: str) -> EscalationPolicy:
@@ -200,6 +201,14 @@ class EscalationEngine:
         return [Outgoing(c, persons.get(c.person_id), escalations[c.escalation_id]) for c in calls]
 
     def _decide_calls(self, now: float) -> list[Call]:
+        # A site's roster is read once a round, however many of its alarms are decided.
+        self._rosters = {}
+        try:
+            return self._decide_round(now)
+        finally:
+            self._rosters = {}
+
+    def _decide_round(self, now: float) -> list[Call]:
         calls: list[Call] = []
         if not self._recovered:
             # Planned before a crash, not known to be sent: send now rather than lose them.
@@ -333,7 +342,10 @@ class EscalationEngine:
         return False  # still planned: being sent right now
 
     def _persons(self, site_id: str, tier: Tier) -> list[Person]:
-        return [p for p in self.store.roster(site_id) if p.tier is tier]
+        roster = self._rosters.get(site_id)
+        if roster is None:
+            roster = self._rosters[site_id] = self.store.roster(site_id)
+        return [p for p in roster if p.tier is tier]
 
     # --- sending --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ record (``escalation_record``) names persons by label, never by number or addres
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -359,19 +360,12 @@ class SQLiteEscalation:
 
     def start_escalation(self, alarm: AlarmState, policy: LevelPolicy, now: float) -> Escalation:
         """Open an escalation at ``level`` with the policy as it is now (kept as it was)."""
+        stored = json.dumps(policy.to_json())
         with self._writing() as db:
             cursor = db.execute(
                 "INSERT INTO escalations (alarm_id, site_id, rule, level, policy, started_at, "
                 "step, step_since) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-                [
-                    alarm.alarm_id,
-                    alarm.site_id,
-                    alarm.rule,
-                    alarm.level,
-                    json.dumps(policy.to_json()),
-                    now,
-                    now,
-                ],
+                [alarm.alarm_id, alarm.site_id, alarm.rule, alarm.level, stored, now, now],
             )
             assert cursor.lastrowid is not None
             escalation_id = cursor.lastrowid
@@ -383,7 +377,19 @@ class SQLiteEscalation:
                 policy.steps[0].tier.value,
                 detail=f"level {alarm.level}",
             )
-        return self.escalation(escalation_id)
+        return Escalation(
+            escalation_id,
+            alarm.alarm_id,
+            alarm.site_id,
+            alarm.rule,
+            alarm.level,
+            _stored_policy(stored),
+            now,
+            0,
+            now,
+            None,
+            None,
+        )
 
     def escalation(self, escalation_id: int) -> Escalation:
         """One escalation; raises NotFoundError."""
@@ -697,6 +703,16 @@ def _person(r: dict[str, Any]) -> Person:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _stored_policy(text: str) -> LevelPolicy:
+    """A stored policy, parsed once per distinct text (a LevelPolicy is immutable).
+
+    Every open escalation is read every round, and a thousand of them hold a handful of
+    distinct policies.
+    """
+    return parse_level(json.loads(text), "stored policy")
+
+
 def _escalation(r: dict[str, Any]) -> Escalation:
     return Escalation(
         r["id"],
@@ -704,7 +720,7 @@ def _escalation(r: dict[str, Any]) -> Escalation:
         r["site_id"],
         r["rule"],
         r["level"],
-        parse_level(json.loads(r["policy"]), "stored policy"),
+        _stored_policy(r["policy"]),
         r["started_at"],
         r["step"],
         r["step_since"],

@@ -824,3 +824,18 @@ async def test_delivery_reports_are_answered_once_committed_and_recorded_once_ea
     assert sorted(deliveries) == sorted((c.channel, d) for c in calls
                                 for d in ("SMS accepted by the SMSC", "SMS delivered"))  # fmt: skip
     assert {c["status"] for c in view["calls"]} == {"delivered"}
+
+
+async def test_a_roster_changed_between_rounds_is_called_in_the_next(fleet: Fleet) -> None:
+    # Each round reads a site's roster once, for all its alarms; never a round's old copy.
+    fleet.alarm(4)
+    fleet.alarm(4, rule="creek")
+    first = await fleet.tick()
+    assert {c.person for c in first} == {"王建国 (village)"}
+    assert len(first) == 4  # two alarms, e-mail and webhook each
+    fleet.engine.store.add_person(
+        SITE, PersonIn(Tier.VILLAGE, "赵丽", "群测群防员", email="zhao@village.example.cn"),
+        fleet.clock(),
+    )  # fmt: skip
+    second = await fleet.tick(1)
+    assert sorted((c.person, c.channel) for c in second) == [("赵丽 (village)", "email")] * 2
