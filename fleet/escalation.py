@@ -17,14 +17,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 import httpx
 
 from fleet.alarm_watch import AlarmWatch
 from fleet.answer_link import AnswerLinks, LinkError
-from fleet.call_order import FirstContactQueue, Outgoing
+from fleet.call_order import Outgoing
+from fleet.call_outbox import CallOutbox
 from fleet.channels import (
     CallMessage,
     Channel,
@@ -59,9 +60,16 @@ CHANNEL_CONCURRENCY = 8
 #: How often the engine looks whether an alarm was committed (by any process), so that a
 #: new red alarm is decided within this, not a whole tick, after ingest commits it.
 ALARM_WATCH_S = 0.1
+#: While a burst is being sent, rounds nothing woke (no alarm, no answer) are this far apart.
+BUSY_TICK_S = 5.0
 #: E-mail has no pool: each message is a session of six round trips, each waiting on a
 #: loop that is busy in a burst, so more sessions at once keep the relay busy.
 SMTP_CONCURRENCY = 32
+
+
+def _senders(channel: str) -> int:
+    """How many calls ``channel`` may have in flight."""
+    return SMTP_CONCURRENCY if channel == EmailChannel.name else CHANNEL_CONCURRENCY
 
 
 class AnswerRefusedError(ValueError):
@@ -109,6 +117,9 @@ class EscalationEngine:
         self.sms_callback_key = sms_callback_key
         self._hold_before_send = hold_before_send
         self.deliveries = DeliveryRecorder(store)
+        #: Sends each channel a few at a time (8 per HTTP channel, 32 SMTP sessions),
+        #: breadth first, outcomes written in batches.
+        self.outbox = CallOutbox(self._send, store.calls_done, _senders, self.clock)
         self._recovered = False
         self._wake = asyncio.Event()
         self._rosters: dict[str, list[Person]] = {}
@@ -143,13 +154,23 @@ class EscalationEngine:
                 await in_thread(watch.changed)
             watching = asyncio.create_task(self._watch(watch), name="fleet-escalation-watch")
         try:
+            woken, last_round = True, 0.0
             while True:
-                try:
-                    await self.tick()
-                except Exception:
-                    log.exception("escalation tick failed; trying again")
+                # While a burst is being sent, a round nobody woke comes only every
+                # BUSY_TICK_S: it decides nothing new (deadlines and repeats are minutes
+                # apart) and costs the burst CPU. An alarm or an answer still wakes one.
+                if woken or not self.outbox.busy or time.monotonic() - last_round >= BUSY_TICK_S:
+                    last_round = time.monotonic()
+                    try:
+                        # Sending goes on in the outbox: the next round (an alarm raised in
+                        # the middle of a burst) does not wait for this one's calls.
+                        self.outbox.submit(await self._round())
+                    except Exception:
+                        log.exception("escalation tick failed; trying again")
+                woken = False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), tick_s)
+                    woken = True
                 self._wake.clear()
         finally:
             if watching is not None:
@@ -180,14 +201,18 @@ class EscalationEngine:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def tick(self) -> list[Call]:
-        """One round: decide (committed), then send; returns the calls it sent."""
-        now = self.clock()
-        outgoing = await in_thread(self._decide, now)
+        """One round: decide (committed), then send; the calls, once sent and recorded."""
+        outgoing = await self._round()
+        await asyncio.gather(*self.outbox.submit(outgoing))
+        return [o.call for o in outgoing]
+
+    async def _round(self) -> list[Outgoing]:
+        """Decide (committed before anything is sent); the calls to send."""
+        outgoing = await in_thread(self._decide, self.clock())
         if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
             await asyncio.Event().wait()  # until killed
-        await self._send_all(outgoing)
-        return [o.call for o in outgoing]
+        return outgoing
 
     # --- deciding -------------------------------------------------------------------------
 
@@ -349,48 +374,6 @@ class EscalationEngine:
 
     # --- sending --------------------------------------------------------------------------
 
-    async def _send_all(self, outgoing: Sequence[Outgoing]) -> None:
-        """Send every call, each channel a few at a time; record outcomes as they come.
-
-        Breadth first: every person is reached on one channel before anyone gets a second
-        (see ``fleet.call_order``). Outcomes are written in batches (one transaction for
-        all that finished while the previous batch was being written), so the record keeps
-        up with the channels.
-        """
-        queue = FirstContactQueue(outgoing)
-        finished: list[tuple[Call, bool, str, float]] = []
-        news = asyncio.Event()
-
-        async def sender(channel: str) -> None:
-            while (item := queue.take(channel)) is not None:
-                result = await self._send(item)
-                finished.append((item.call, result.sent, result.detail, self.clock()))
-                news.set()
-
-        senders = [
-            sender(c)
-            for c in queue.channels
-            for _ in range(SMTP_CONCURRENCY if c == EmailChannel.name else CHANNEL_CONCURRENCY)
-        ]
-        sending: asyncio.Future[Any] = asyncio.gather(*senders)
-        try:
-            while not sending.done() or finished:
-                if not finished:
-                    waiting: asyncio.Future[Any] = asyncio.ensure_future(news.wait())
-                    either: set[asyncio.Future[Any]] = {waiting, sending}
-                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                    waiting.cancel()
-                news.clear()
-                done, finished[:] = finished[:], []
-                await in_thread(self.store.calls_done, done)
-            await sending
-        except asyncio.CancelledError:
-            sending.cancel()
-            # What went out is recorded, so a restart does not send it again.
-            with contextlib.suppress(Exception):
-                await in_thread(self.store.calls_done, finished)
-            raise
-
     async def _send(self, item: Outgoing) -> SendResult:
         call, person = item.call, item.person
         channel = next((c for c in self.channels if c.name == call.channel), None)
@@ -526,3 +509,4 @@ async def running_engine(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await engine.outbox.close()

@@ -648,6 +648,23 @@ def test_each_person_is_reached_on_one_channel_before_anyone_gets_a_second() -> 
     assert [take("email"), take("email")] == [(9, "email"), None]
 
 
+def test_calls_queued_during_a_burst_reach_new_persons_before_second_channels() -> None:
+    def outgoing(first_id: int, escalation: int, person_id: int, *channels: str) -> list[Any]:
+        return [Outgoing(Call(first_id + i, escalation, person_id, f"p{person_id}", Tier.VILLAGE,
+                              channel, 0.0, None, "planned"), None, None)  # type: ignore[arg-type]
+                for i, channel in enumerate(channels)]  # fmt: skip
+
+    queue = FirstContactQueue(outgoing(1, 1, 7, "email", "webhook"))
+    first = queue.take("email")
+    assert first is not None
+    assert first.call.id == 1  # person 7 reached; their webhook call waits
+    # the next round: a new alarm's person 8, and person 7 again (a new channel, say)
+    queue.add([*outgoing(3, 2, 8, "webhook"), *outgoing(4, 1, 7, "sms")])
+    taken = [queue.take("webhook"), queue.take("webhook"), queue.take("sms"), queue.take("sms")]
+    assert [None if t is None else t.call.id for t in taken] == [3, 2, 4, None]
+    assert queue.take("webhook") is None
+
+
 async def test_a_round_with_nothing_new_takes_no_write_lock(fleet: Fleet, tmp_path: Path) -> None:
     # Every open escalation is looked at every second: if that took the write lock, ingest
     # and the console would wait on the engine all the time.
@@ -839,3 +856,37 @@ async def test_a_roster_changed_between_rounds_is_called_in_the_next(fleet: Flee
     )  # fmt: skip
     second = await fleet.tick(1)
     assert sorted((c.person, c.channel) for c in second) == [("赵丽 (village)", "email")] * 2
+
+
+async def test_an_alarm_raised_while_a_burst_is_being_sent_is_called_before_the_burst_ends(
+    ticking_fleet: Fleet, robots: WebhookInbox, smtp: SmtpInbox
+) -> None:
+    # A hundred village persons at one site, each called by e-mail and on a slow robot: a
+    # burst of a few seconds, most of it their second channel. Red at a second site
+    # meanwhile is decided at once, and its first call goes ahead of those second calls.
+    fleet = ticking_fleet
+    village = [
+        PersonIn(Tier.VILLAGE, f"监测员{i}", "群测群防员", email=f"v{i}@village.example.cn",
+                 webhook=robots.url(f"v{i}"))
+        for i in range(100)
+    ]  # fmt: skip
+    fleet.engine.store.replace_roster(SITE, village, fleet.clock())
+    ridge, ridge_gw = "ridge-village", "gw-0000000002"
+    _token, secret = fleet.repository.create_enrollment_token(ridge, 1e10, None, None, 0)
+    fleet.repository.redeem_enrollment_token(
+        secret, NewGateway(ridge_gw, "k" * 44, "$7$x", None, None), 0
+    )
+    fleet.engine.store.replace_roster(
+        ridge, [PersonIn(Tier.VILLAGE, "刘洋", "群测群防员", webhook=robots.url("ridge"))], 0
+    )
+    robots.answer_s = 0.2  # 100 posts, 8 at a time: about 2.5 s
+    fleet.alarm(4)
+    await wait_for(lambda: robots.received_at, 10, "the burst to start")
+    row = EventRow(seq=1, ts=time.time(), kind="alarm", subject="creek", level=4, detail={})
+    batch = EventBatch(gateway_id=ridge_gw, first_seq=1, last_seq=1, rows=[row])
+    fleet.repository.commit([Received(ridge_gw, time.time(), batch)])
+    await wait_for(lambda: robots.to("ridge"), 10, "the second site's call")
+    burst = [path for path, _at in robots.received_at if path != "/robot/ridge"]
+    assert len(burst) < 100, "the second site waited for the whole burst"
+    await wait_for(lambda: len(robots.received_at) == 101, 20, "the rest of the burst")
+    assert len(smtp.messages) == 100
