@@ -447,7 +447,11 @@ class EscalationEngine:
         reason = self._answered(escalation)
         if reason is not None:
             self.store.end_escalation(escalation_id, reason, now)
-        self.wake()
+        else:
+            # A tier below the required one answered: the next round calls on at once. An
+            # answer that ended the calling leaves the round nothing to do (a thousand
+            # answers would otherwise be a thousand rounds over every open escalation).
+            self.wake()
         return AnswerTaken(escalation_id, person, ended=reason is not None)
 
 

@@ -890,3 +890,24 @@ async def test_an_alarm_raised_while_a_burst_is_being_sent_is_called_before_the_
     assert len(burst) < 100, "the second site waited for the whole burst"
     await wait_for(lambda: len(robots.received_at) == 101, 20, "the rest of the burst")
     assert len(smtp.messages) == 100
+
+
+async def test_a_village_answer_short_of_the_required_tier_calls_the_next_at_once(
+    ticking_fleet: Fleet, robots: WebhookInbox
+) -> None:
+    # The engine ticks once a minute here: the township is called right after the village
+    # answers by link, not at the next tick.
+    fleet = ticking_fleet
+    policy = {"levels": {"red": {"tiers": [{"tier": "village", "deadline_s": 300},
+                                           {"tier": "township", "deadline_s": 600}],
+                                 "repeat_s": 120, "required_tier": "township"}}}  # fmt: skip
+    answer = await fleet.http.put(
+        f"/api/v1/sites/{SITE}/escalation-policy", json=policy, headers=fleet.as_(Role.ADMIN)
+    )
+    assert answer.status_code == 200, answer.text
+    fleet.alarm(4)
+    await wait_for(lambda: robots.to("village"), 10, "the village's webhook call")
+    link = re.search(r"http://\S+(/a/[A-Za-z0-9_-]+)", robots.to("village")[0]["text"]["content"])
+    assert link is not None
+    assert (await fleet.http.post(link.group(1))).status_code == 200
+    await wait_for(lambda: robots.to("township"), 10, "the township's webhook call")
