@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-import httpx
-
 from fleet.alarm_watch import AlarmWatch
 from fleet.answer_link import AnswerLinks, LinkError
+from fleet.call_http import poster
 from fleet.call_order import Outgoing
 from fleet.call_outbox import CallOutbox
 from fleet.channels import (
+    SEND_TIMEOUT_S,
     CallMessage,
     Channel,
     EmailChannel,
@@ -468,27 +468,24 @@ async def running_engine(
 
     With ``db_path`` (the store's file) it also ticks as soon as an alarm is committed there.
     """
-    # Each HTTP channel has its own client, so one that hangs cannot take the other's
-    # connections, sized to what the channel has in flight and all kept alive: with
-    # httpx's defaults (20 kept of 100) a burst closes and reopens a connection per call,
-    # and the pool's bookkeeping grows with every connection it holds.
-    limits = httpx.Limits(
-        max_connections=CHANNEL_CONCURRENCY, max_keepalive_connections=CHANNEL_CONCURRENCY
-    )
+    # Each HTTP channel has its own connections, so one that hangs cannot take the other's,
+    # as many as it has calls in flight and all kept alive.
     async with contextlib.AsyncExitStack() as clients:
         channels: list[Channel] = []
         if settings.smtp is not None:
             channels.append(EmailChannel(settings.smtp))
         if settings.webhooks:
-            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
-            channels.append(WebhookChannel(client))
+            http = poster(CHANNEL_CONCURRENCY, SEND_TIMEOUT_S)
+            clients.push_async_callback(http.aclose)
+            channels.append(WebhookChannel(http))
         if settings.kannel is not None:
             kannel = settings.kannel
             if kannel.dlr_url is None and settings.sms_callback_key:
                 query = urlencode({"key": settings.sms_callback_key})
                 kannel = replace(kannel, dlr_url=f"{fleet_url.rstrip('/')}/api/v1/sms/dlr?{query}")
-            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
-            channels.append(KannelSmsChannel(kannel, client))
+            http = poster(CHANNEL_CONCURRENCY, SEND_TIMEOUT_S)
+            clients.push_async_callback(http.aclose)
+            channels.append(KannelSmsChannel(kannel, http))
         engine = EscalationEngine(
             store,
             channels,
