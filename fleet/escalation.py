@@ -50,12 +50,11 @@ log = logging.getLogger(__name__)
 
 #: A failed send is tried again after this long (or the repeat interval, if shorter).
 RETRY_S = 30.0
-#: At most this many messages in flight on one channel. A thousand sites raising red at
-#: once plan thousands of calls: unbounded, they queue in the HTTP client's pool, whose
-#: cost grows with the square of its queue (httpcore looks through it for every request),
-#: and open a connection each to the SMTP relay. An HTTP channel keeps a local service
-#: busy with a few; more cost the pool's bookkeeping, which looks at every connection it
-#: holds for each request.
+#: At most this many messages in flight on one HTTP channel (and connections to it). A
+#: thousand sites raising red at once plan thousands of calls: unbounded, they would open
+#: a connection each to Kannel or the robots' server (and with httpx, where a proxy makes
+#: the channels use it, queue in a pool whose cost grows with the square of its queue). A
+#: few keep a service busy.
 CHANNEL_CONCURRENCY = 8
 #: How often the engine looks whether an alarm was committed (by any process), so that a
 #: new red alarm is decided within this, not a whole tick, after ingest commits it.
