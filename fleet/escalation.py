@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -121,7 +122,7 @@ class EscalationEngine:
         self.outbox = CallOutbox(self._send, store.calls_done, _senders, self.clock)
         self._recovered = False
         self._wake = asyncio.Event()
-        self._rosters: dict[str, list[Person]] = {}
+        self._this_round = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def policy_for(self, site_id: str) -> EscalationPolicy:
@@ -225,12 +226,13 @@ class EscalationEngine:
         return [Outgoing(c, persons.get(c.person_id), escalations[c.escalation_id]) for c in calls]
 
     def _decide_calls(self, now: float) -> list[Call]:
-        # A site's roster is read once a round, however many of its alarms are decided.
-        self._rosters = {}
+        # A site's roster is read once a round, however many of its alarms are decided (per
+        # thread: a test's tick and the loop's round may decide at the same time).
+        self._this_round.rosters = {}
         try:
             return self._decide_round(now)
         finally:
-            self._rosters = {}
+            self._this_round.rosters = None
 
     def _decide_round(self, now: float) -> list[Call]:
         calls: list[Call] = []
@@ -366,10 +368,12 @@ class EscalationEngine:
         return False  # still planned: being sent right now
 
     def _persons(self, site_id: str, tier: Tier) -> list[Person]:
-        roster = self._rosters.get(site_id)
-        if roster is None:
-            roster = self._rosters[site_id] = self.store.roster(site_id)
-        return [p for p in roster if p.tier is tier]
+        rosters: dict[str, list[Person]] | None = getattr(self._this_round, "rosters", None)
+        if rosters is None:
+            return [p for p in self.store.roster(site_id) if p.tier is tier]
+        if site_id not in rosters:
+            rosters[site_id] = self.store.roster(site_id)
+        return [p for p in rosters[site_id] if p.tier is tier]
 
     # --- sending --------------------------------------------------------------------------
 
