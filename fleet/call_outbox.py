@@ -6,8 +6,8 @@ reached yet goes before the second channels of earlier persons, so a red alarm r
 the middle of a burst is not held behind it. Outcomes are written in batches: every
 outcome that came in while the previous batch was being written, in one transaction.
 
-It sends and records; it never decides whether a call is due, never retries (the engine
-does, on its schedule), and never logs a contact.
+It sends and records; it never decides whether a call is due, never sends a call again
+(the engine does, on its schedule), and never logs a contact.
 """
 
 from __future__ import annotations
