@@ -30,28 +30,42 @@ class FirstContactQueue:
 
     def __init__(self, outgoing: Sequence[Outgoing]) -> None:
         self._calls: dict[tuple[int, int], list[Outgoing]] = {}
-        for item in outgoing:
-            key = (item.call.escalation_id, item.call.person_id)
-            self._calls.setdefault(key, []).append(item)
         self._first: dict[str, deque[tuple[int, int]]] = {}
         self._later: dict[str, deque[Outgoing]] = {}
-        for key, items in self._calls.items():
-            for item in items:
-                self._first.setdefault(item.call.channel, deque()).append(key)
-                self._later.setdefault(item.call.channel, deque())
         self._reached: set[tuple[int, int]] = set()
+        self.add(outgoing)
+
+    def add(self, outgoing: Sequence[Outgoing]) -> None:
+        """Queue more calls (a burst still being sent takes the next round's calls).
+
+        Their persons' first calls go after the first calls queued before and before
+        every later call; the calls of a person already reached are later calls.
+        """
+        batch: dict[tuple[int, int], list[Outgoing]] = {}
+        for item in outgoing:
+            batch.setdefault((item.call.escalation_id, item.call.person_id), []).append(item)
+        for key, items in batch.items():
+            for item in items:
+                self._later.setdefault(item.call.channel, deque())
+                if key in self._reached:
+                    self._later[item.call.channel].append(item)
+                else:
+                    self._first.setdefault(item.call.channel, deque()).append(key)
+            if key not in self._reached:
+                self._calls.setdefault(key, []).extend(items)
 
     @property
     def channels(self) -> list[str]:
-        """The channels that have calls to send."""
-        return list(self._first)
+        """The channels that have (or had) calls to send."""
+        return list(self._later)
 
     def take(self, channel: str) -> Outgoing | None:
         """The next call for ``channel``, or None when it has nothing left to send.
 
         Taking a person's first call puts their other calls behind every first call of
         those channels; once a channel's first calls are all taken, every later call it
-        will ever get is already queued, so None is final.
+        will get from the calls queued so far is already queued, so None is final until
+        ``add`` queues more.
         """
         first = self._first.get(channel)
         while first:
@@ -60,7 +74,7 @@ class FirstContactQueue:
                 continue
             self._reached.add(key)
             mine = None
-            for item in self._calls[key]:
+            for item in self._calls.pop(key):
                 if item.call.channel == channel and mine is None:
                     mine = item
                 else:

@@ -8,14 +8,15 @@ or a log line in clear.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Protocol
 
 import aiosmtplib
-import httpx
 
+from fleet.call_http import HttpAnswer, HttpError, Poster
+from fleet.call_mail import call_mail
 from fleet.roster import Person, mask_email, mask_webhook
 from protocol.contacts import mask_phone
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 #: No channel may take longer than this on one send; the engine sends in parallel anyway.
 SEND_TIMEOUT_S = 10.0
+_JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +86,22 @@ class EmailChannel:
     async def send(self, person: Person, message: CallMessage) -> SendResult:
         """One e-mail; the Message-ID carries the call id."""
         assert person.email is not None
-        mail = EmailMessage()
-        mail["From"] = self.settings.sender
-        mail["To"] = person.email
-        mail["Subject"] = message.subject
-        mail["Message-ID"] = f"<call-{message.call_id}@hazardwatch>"
-        mail.set_content(message.text)
         s = self.settings
+        try:
+            mail = call_mail(
+                s.sender,
+                person.email,
+                message.subject,
+                f"<call-{message.call_id}@hazardwatch>",
+                message.text,
+            )
+        except ValueError as exc:
+            return SendResult(False, f"e-mail not sent: {exc}")
         try:
             await aiosmtplib.send(
                 mail,
+                sender=s.sender,
+                recipients=[person.email],
                 hostname=s.host,
                 port=s.port,
                 username=s.username,
@@ -113,8 +121,8 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
+    def __init__(self, http: Poster) -> None:
+        self._http = http
 
     def reaches(self, person: Person) -> bool:
         """Has a webhook URL."""
@@ -130,29 +138,27 @@ class WebhookChannel:
         assert person.webhook is not None
         body = {"msgtype": "text", "text": {"content": f"{message.subject}\n{message.text}"}}
         try:
-            answer = await self._client.post(person.webhook, json=body, timeout=SEND_TIMEOUT_S)
-        except httpx.HTTPError as exc:
+            answer = await self._http.post(person.webhook, json.dumps(body).encode(), _JSON)
+        except HttpError as exc:
             where = mask_webhook(person.webhook)
-            log.warning("webhook %s failed: %s", where, type(exc).__name__)
-            return SendResult(False, f"webhook {where}: {type(exc).__name__}")
+            log.warning("webhook %s failed: %s", where, exc.kind)
+            return SendResult(False, f"webhook {where}: {exc.kind}")
         if not answer.is_success:
             return SendResult(
-                False, f"webhook {mask_webhook(person.webhook)} answered {answer.status_code}"
+                False, f"webhook {mask_webhook(person.webhook)} answered {answer.status}"
             )
         errcode = _robot_errcode(answer)
         if errcode:
             return SendResult(
                 False, f"webhook {mask_webhook(person.webhook)} refused it: errcode {errcode}"
             )
-        return SendResult(
-            True, f"webhook {mask_webhook(person.webhook)} answered {answer.status_code}"
-        )
+        return SendResult(True, f"webhook {mask_webhook(person.webhook)} answered {answer.status}")
 
 
-def _robot_errcode(answer: httpx.Response) -> int:
+def _robot_errcode(answer: HttpAnswer) -> int:
     """A robot's ``errcode`` (0 when absent or not JSON: then the 2xx status speaks)."""
     try:
-        body = answer.json()
+        body = json.loads(answer.body)
     except ValueError:
         return 0
     code = body.get("errcode") if isinstance(body, dict) else None
@@ -181,9 +187,9 @@ class KannelSmsChannel:
 
     name = "sms"
 
-    def __init__(self, settings: KannelSettings, client: httpx.AsyncClient) -> None:
+    def __init__(self, settings: KannelSettings, http: Poster) -> None:
         self.settings = settings
-        self._client = client
+        self._http = http
 
     def reaches(self, person: Person) -> bool:
         """Has a mobile number."""
@@ -193,7 +199,8 @@ class KannelSmsChannel:
         """One sendsms POST; Kannel answers 202 (queued) or 200 (sent) when it took it.
 
         POST with ``X-Kannel-*`` headers rather than GET with a query: URLs end up in logs
-        (httpx logs each request's URL), and this one would carry the number and password.
+        (proxies', and httpx's when it is used), and this one would carry the number and
+        password.
         """
         assert person.mobile is not None
         s = self.settings
@@ -209,18 +216,13 @@ class KannelSmsChannel:
             headers["X-Kannel-DLR-Mask"] = "31"  # delivered, failed, buffered, SMSC ack/nack
             headers["X-Kannel-DLR-Url"] = f"{s.dlr_url}&call={message.call_id}&type=%d"
         try:
-            answer = await self._client.post(
-                s.sendsms_url,
-                content=message.text.encode(),
-                headers=headers,
-                timeout=SEND_TIMEOUT_S,
-            )
-        except httpx.HTTPError as exc:
-            log.warning("SMS to %s failed: %s", mask_phone(person.mobile), type(exc).__name__)
-            return SendResult(False, f"Kannel: {type(exc).__name__}")
+            answer = await self._http.post(s.sendsms_url, message.text.encode(), headers)
+        except HttpError as exc:
+            log.warning("SMS to %s failed: %s", mask_phone(person.mobile), exc.kind)
+            return SendResult(False, f"Kannel: {exc.kind}")
         text = answer.text.strip()[:200]
-        if answer.status_code not in (200, 202):
-            return SendResult(False, f"Kannel answered {answer.status_code}: {text}")
+        if answer.status not in (200, 202):
+            return SendResult(False, f"Kannel answered {answer.status}: {text}")
         return SendResult(True, f"Kannel: {text} (to {mask_phone(person.mobile)})")
 
 

@@ -13,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-import httpx
-
+from fleet.alarm_watch import AlarmWatch
 from fleet.answer_link import AnswerLinks, LinkError
-from fleet.call_order import FirstContactQueue, Outgoing
+from fleet.call_http import poster
+from fleet.call_order import Outgoing
+from fleet.call_outbox import CallOutbox
 from fleet.channels import (
+    SEND_TIMEOUT_S,
     CallMessage,
     Channel,
     EmailChannel,
@@ -32,6 +35,7 @@ from fleet.channels import (
     SendResult,
     WebhookChannel,
 )
+from fleet.delivery_reports import DeliveryRecorder
 from fleet.escalation_policy import EscalationPolicy, PolicyError, parse_policy
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
@@ -47,16 +51,25 @@ log = logging.getLogger(__name__)
 
 #: A failed send is tried again after this long (or the repeat interval, if shorter).
 RETRY_S = 30.0
-#: At most this many messages in flight on one channel. A thousand sites raising red at
-#: once plan thousands of calls: unbounded, they queue in the HTTP client's pool, whose
-#: cost grows with the square of its queue (httpcore looks through it for every request),
-#: and open a connection each to the SMTP relay. An HTTP channel keeps a local service
-#: busy with a few; more cost the pool's bookkeeping, which looks at every connection it
-#: holds for each request.
+#: At most this many messages in flight on one HTTP channel (and connections to it). A
+#: thousand sites raising red at once plan thousands of calls: unbounded, they would open
+#: a connection each to Kannel or the robots' server (and with httpx, where a proxy makes
+#: the channels use it, queue in a pool whose cost grows with the square of its queue). A
+#: few keep a service busy.
 CHANNEL_CONCURRENCY = 8
+#: How often the engine looks whether an alarm was committed (by any process), so that a
+#: new red alarm is decided within this, not a whole tick, after ingest commits it.
+ALARM_WATCH_S = 0.1
+#: While a burst is being sent, rounds nothing woke (no alarm, no answer) are this far apart.
+BUSY_TICK_S = 5.0
 #: E-mail has no pool: each message is a session of six round trips, each waiting on a
 #: loop that is busy in a burst, so more sessions at once keep the relay busy.
 SMTP_CONCURRENCY = 32
+
+
+def _senders(channel: str) -> int:
+    """How many calls ``channel`` may have in flight."""
+    return SMTP_CONCURRENCY if channel == EmailChannel.name else CHANNEL_CONCURRENCY
 
 
 class AnswerRefusedError(ValueError):
@@ -103,8 +116,13 @@ class EscalationEngine:
         self.retry_s = retry_s
         self.sms_callback_key = sms_callback_key
         self._hold_before_send = hold_before_send
+        self.deliveries = DeliveryRecorder(store)
+        #: Sends each channel a few at a time (8 per HTTP channel, 32 SMTP sessions),
+        #: breadth first, outcomes written in batches.
+        self.outbox = CallOutbox(self._send, store.calls_done, _senders, self.clock)
         self._recovered = False
         self._wake = asyncio.Event()
+        self._this_round = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def policy_for(self, site_id: str) -> EscalationPolicy:
@@ -122,17 +140,60 @@ class EscalationEngine:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def run(self, tick_s: float = 1.0) -> None:
-        """Tick until cancelled; a failing tick is logged and the loop goes on."""
+    async def run(self, tick_s: float = 1.0, watch: AlarmWatch | None = None) -> None:
+        """Tick until cancelled; a failing tick is logged and the loop goes on.
+
+        With ``watch``, a tick also starts as soon as the watch sees the active alarms
+        change (every ``ALARM_WATCH_S``), rather than up to ``tick_s`` later.
+        """
         self._loop = asyncio.get_running_loop()
+        watching = None
+        if watch is not None:
+            # Its first look learns the alarms as they are now, which the first tick decides.
+            with contextlib.suppress(Exception):
+                await in_thread(watch.changed)
+            watching = asyncio.create_task(self._watch(watch), name="fleet-escalation-watch")
+        try:
+            woken, last_round = True, 0.0
+            while True:
+                # While a burst is being sent, a round nobody woke comes only every
+                # BUSY_TICK_S: it decides nothing new (deadlines and repeats are minutes
+                # apart) and costs the burst CPU. An alarm or an answer still wakes one.
+                if woken or not self.outbox.busy or time.monotonic() - last_round >= BUSY_TICK_S:
+                    last_round = time.monotonic()
+                    try:
+                        # Sending goes on in the outbox: the next round (an alarm raised in
+                        # the middle of a burst) does not wait for this one's calls.
+                        self.outbox.submit(await self._round())
+                    except Exception:
+                        log.exception("escalation tick failed; trying again")
+                woken = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), tick_s)
+                    woken = True
+                self._wake.clear()
+        finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+
+    async def _watch(self, watch: AlarmWatch) -> None:
+        """Wake the loop when an alarm changes; a failing look only costs the early tick."""
+        failing = False
         while True:
+            await asyncio.sleep(ALARM_WATCH_S)
             try:
-                await self.tick()
+                changed = await in_thread(watch.changed)
             except Exception:
-                log.exception("escalation tick failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), tick_s)
-            self._wake.clear()
+                # The tick still comes every tick_s: say so once, not ten times a second.
+                log.log(logging.DEBUG if failing else logging.WARNING,
+                        "the alarm watch cannot read the store", exc_info=not failing)  # fmt: skip
+                failing = True
+                continue
+            failing = False
+            if changed:
+                self._wake.set()
 
     def wake(self) -> None:
         """Tick soon (an answer was taken); safe to call from REST's worker threads."""
@@ -140,14 +201,18 @@ class EscalationEngine:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def tick(self) -> list[Call]:
-        """One round: decide (committed), then send; returns the calls it sent."""
-        now = self.clock()
-        outgoing = await in_thread(self._decide, now)
+        """One round: decide (committed), then send; the calls, once sent and recorded."""
+        outgoing = await self._round()
+        await asyncio.gather(*self.outbox.submit(outgoing))
+        return [o.call for o in outgoing]
+
+    async def _round(self) -> list[Outgoing]:
+        """Decide (committed before anything is sent); the calls to send."""
+        outgoing = await in_thread(self._decide, self.clock())
         if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
             await asyncio.Event().wait()  # until killed
-        await self._send_all(outgoing)
-        return [o.call for o in outgoing]
+        return outgoing
 
     # --- deciding -------------------------------------------------------------------------
 
@@ -161,6 +226,15 @@ class EscalationEngine:
         return [Outgoing(c, persons.get(c.person_id), escalations[c.escalation_id]) for c in calls]
 
     def _decide_calls(self, now: float) -> list[Call]:
+        # A site's roster is read once a round, however many of its alarms are decided (per
+        # thread: a test's tick and the loop's round may decide at the same time).
+        self._this_round.rosters = {}
+        try:
+            return self._decide_round(now)
+        finally:
+            self._this_round.rosters = None
+
+    def _decide_round(self, now: float) -> list[Call]:
         calls: list[Call] = []
         if not self._recovered:
             # Planned before a crash, not known to be sent: send now rather than lose them.
@@ -294,51 +368,14 @@ class EscalationEngine:
         return False  # still planned: being sent right now
 
     def _persons(self, site_id: str, tier: Tier) -> list[Person]:
-        return [p for p in self.store.roster(site_id) if p.tier is tier]
+        rosters: dict[str, list[Person]] | None = getattr(self._this_round, "rosters", None)
+        if rosters is None:
+            return [p for p in self.store.roster(site_id) if p.tier is tier]
+        if site_id not in rosters:
+            rosters[site_id] = self.store.roster(site_id)
+        return [p for p in rosters[site_id] if p.tier is tier]
 
     # --- sending --------------------------------------------------------------------------
-
-    async def _send_all(self, outgoing: Sequence[Outgoing]) -> None:
-        """Send every call, each channel a few at a time; record outcomes as they come.
-
-        Breadth first: every person is reached on one channel before anyone gets a second
-        (see ``fleet.call_order``). Outcomes are written in batches (one transaction for
-        all that finished while the previous batch was being written), so the record keeps
-        up with the channels.
-        """
-        queue = FirstContactQueue(outgoing)
-        finished: list[tuple[Call, bool, str, float]] = []
-        news = asyncio.Event()
-
-        async def sender(channel: str) -> None:
-            while (item := queue.take(channel)) is not None:
-                result = await self._send(item)
-                finished.append((item.call, result.sent, result.detail, self.clock()))
-                news.set()
-
-        senders = [
-            sender(c)
-            for c in queue.channels
-            for _ in range(SMTP_CONCURRENCY if c == EmailChannel.name else CHANNEL_CONCURRENCY)
-        ]
-        sending: asyncio.Future[Any] = asyncio.gather(*senders)
-        try:
-            while not sending.done() or finished:
-                if not finished:
-                    waiting: asyncio.Future[Any] = asyncio.ensure_future(news.wait())
-                    either: set[asyncio.Future[Any]] = {waiting, sending}
-                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-                    waiting.cancel()
-                news.clear()
-                done, finished[:] = finished[:], []
-                await in_thread(self.store.calls_done, done)
-            await sending
-        except asyncio.CancelledError:
-            sending.cancel()
-            # What went out is recorded, so a restart does not send it again.
-            with contextlib.suppress(Exception):
-                await in_thread(self.store.calls_done, finished)
-            raise
 
     async def _send(self, item: Outgoing) -> SendResult:
         call, person = item.call, item.person
@@ -413,7 +450,11 @@ class EscalationEngine:
         reason = self._answered(escalation)
         if reason is not None:
             self.store.end_escalation(escalation_id, reason, now)
-        self.wake()
+        else:
+            # A tier below the required one answered: the next round calls on at once. An
+            # answer that ended the calling leaves the round nothing to do (a thousand
+            # answers would otherwise be a thousand rounds over every open escalation).
+            self.wake()
         return AnswerTaken(escalation_id, person, ended=reason is not None)
 
 
@@ -424,29 +465,30 @@ async def running_engine(
     data_dir: Path,
     fleet_url: str,
     clock: Callable[[], float] | None = None,
+    db_path: Path | None = None,
 ) -> AsyncIterator[EscalationEngine]:
-    """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``."""
-    # Each HTTP channel has its own client, so one that hangs cannot take the other's
-    # connections, sized to what the channel has in flight and all kept alive: with
-    # httpx's defaults (20 kept of 100) a burst closes and reopens a connection per call,
-    # and the pool's bookkeeping grows with every connection it holds.
-    limits = httpx.Limits(
-        max_connections=CHANNEL_CONCURRENCY, max_keepalive_connections=CHANNEL_CONCURRENCY
-    )
+    """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``.
+
+    With ``db_path`` (the store's file) it also ticks as soon as an alarm is committed there.
+    """
+    # Each HTTP channel has its own connections, so one that hangs cannot take the other's,
+    # as many as it has calls in flight and all kept alive.
     async with contextlib.AsyncExitStack() as clients:
         channels: list[Channel] = []
         if settings.smtp is not None:
             channels.append(EmailChannel(settings.smtp))
         if settings.webhooks:
-            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
-            channels.append(WebhookChannel(client))
+            http = poster(CHANNEL_CONCURRENCY, SEND_TIMEOUT_S)
+            clients.push_async_callback(http.aclose)
+            channels.append(WebhookChannel(http))
         if settings.kannel is not None:
             kannel = settings.kannel
             if kannel.dlr_url is None and settings.sms_callback_key:
                 query = urlencode({"key": settings.sms_callback_key})
                 kannel = replace(kannel, dlr_url=f"{fleet_url.rstrip('/')}/api/v1/sms/dlr?{query}")
-            client = await clients.enter_async_context(httpx.AsyncClient(limits=limits))
-            channels.append(KannelSmsChannel(kannel, client))
+            http = poster(CHANNEL_CONCURRENCY, SEND_TIMEOUT_S)
+            clients.push_async_callback(http.aclose)
+            channels.append(KannelSmsChannel(kannel, http))
         engine = EscalationEngine(
             store,
             channels,
@@ -459,7 +501,11 @@ async def running_engine(
         )
         task = None
         if settings.tick_s is not None:
-            task = asyncio.create_task(engine.run(settings.tick_s), name="fleet-escalation")
+            watch = None
+            if db_path is not None:
+                watch = AlarmWatch(db_path)
+                clients.callback(watch.close)  # after the task below has stopped
+            task = asyncio.create_task(engine.run(settings.tick_s, watch), name="fleet-escalation")
         try:
             yield engine
         finally:
@@ -467,3 +513,4 @@ async def running_engine(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await engine.outbox.close()

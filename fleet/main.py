@@ -69,6 +69,7 @@ def create_app(
                     settings.data_dir,
                     settings.fleet_url,
                     escalation_clock,
+                    service.repository.path,
                 ) as engine,
             ):
                 app.state.rollouts = scheduler

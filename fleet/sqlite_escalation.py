@@ -8,6 +8,7 @@ record (``escalation_record``) names persons by label, never by number or addres
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -150,6 +151,16 @@ class PlannedCall:
     escalation_id: int
     person: Person
     channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """A network's word on a sent call (Kannel's DLR): ``outcome`` None only goes on the record."""
+
+    call_id: int
+    outcome: Literal["delivered", "failed"] | None
+    detail: str
+    at: float
 
 
 @dataclass(slots=True)
@@ -349,19 +360,12 @@ class SQLiteEscalation:
 
     def start_escalation(self, alarm: AlarmState, policy: LevelPolicy, now: float) -> Escalation:
         """Open an escalation at ``level`` with the policy as it is now (kept as it was)."""
+        stored = json.dumps(policy.to_json())
         with self._writing() as db:
             cursor = db.execute(
                 "INSERT INTO escalations (alarm_id, site_id, rule, level, policy, started_at, "
                 "step, step_since) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
-                [
-                    alarm.alarm_id,
-                    alarm.site_id,
-                    alarm.rule,
-                    alarm.level,
-                    json.dumps(policy.to_json()),
-                    now,
-                    now,
-                ],
+                [alarm.alarm_id, alarm.site_id, alarm.rule, alarm.level, stored, now, now],
             )
             assert cursor.lastrowid is not None
             escalation_id = cursor.lastrowid
@@ -373,7 +377,19 @@ class SQLiteEscalation:
                 policy.steps[0].tier.value,
                 detail=f"level {alarm.level}",
             )
-        return self.escalation(escalation_id)
+        return Escalation(
+            escalation_id,
+            alarm.alarm_id,
+            alarm.site_id,
+            alarm.rule,
+            alarm.level,
+            _stored_policy(stored),
+            now,
+            0,
+            now,
+            None,
+            None,
+        )
 
     def escalation(self, escalation_id: int) -> Escalation:
         """One escalation; raises NotFoundError."""
@@ -481,14 +497,19 @@ class SQLiteEscalation:
         self.calls_done([(call, sent, detail, now)])
 
     def calls_done(self, done: Sequence[tuple[Call, bool, str, float]]) -> None:
-        """Record many channels' answers (call, sent, detail, at) in one transaction."""
+        """Record many channels' answers (call, sent, detail, at) in one transaction.
+
+        A delivery report can come back before the send's answer is written: a call it
+        already settled (delivered, or failed and so to be retried) keeps that status.
+        """
         if not done:
             return
         with self._writing() as db:
             for call, sent, detail, now in done:
                 status = "sent" if sent else "failed"
                 db.execute(
-                    "UPDATE escalation_calls SET status = ?, sent_at = ?, detail = ? WHERE id = ?",
+                    "UPDATE escalation_calls SET status = CASE WHEN status = 'planned' "
+                    "THEN ? ELSE status END, sent_at = ?, detail = ? WHERE id = ?",
                     [status, now if sent else None, detail, call.id],
                 )
                 self._record(
@@ -506,40 +527,57 @@ class SQLiteEscalation:
     def delivery_report(
         self, call_id: int, outcome: Literal["delivered", "failed"] | None, detail: str, now: float
     ) -> bool:
-        """A delivery report (e.g. Kannel's DLR) for a call; False if the call is unknown.
+        """One delivery report (see ``delivery_reports``); False if the call is unknown."""
+        return self.delivery_reports([DeliveryReport(call_id, outcome, detail, now)])[0]
+
+    def delivery_reports(self, reports: Sequence[DeliveryReport]) -> list[bool]:
+        """Delivery reports (e.g. Kannel's DLRs) in one transaction; per report, call known.
 
         ``failed`` (the network could not deliver it) marks the call failed, so the engine
-        retries it like a send that failed; None (buffered, accepted) only goes on the record.
+        retries it like a send that failed; None (buffered, accepted) only goes on the
+        record. A report the record already holds (a network that reports again) changes
+        nothing, and no write is made for reports of unknown calls alone.
         """
-        calls = self.calls_by_id([call_id])
-        if not calls:
-            return False
-        call = calls[0]
+        calls = {c.id: c for c in self.calls_by_id(sorted({r.call_id for r in reports}))}
+        known = [r.call_id in calls for r in reports]
+        if not any(known):
+            return known
         with self._writing() as db:
-            if outcome == "delivered":
-                db.execute(
-                    "UPDATE escalation_calls SET status = 'delivered', delivered_at = ? "
-                    "WHERE id = ? AND status IN ('sent', 'planned')",
-                    [now, call_id],
+            for report in reports:
+                call = calls.get(report.call_id)
+                if (
+                    call is None
+                    or db.execute(
+                        "SELECT 1 FROM escalation_record WHERE escalation_id = ? AND call_id = ? "
+                        "AND kind = 'delivery' AND detail = ?",
+                        [call.escalation_id, call.id, report.detail],
+                    ).fetchone()
+                ):
+                    continue
+                if report.outcome == "delivered":
+                    db.execute(
+                        "UPDATE escalation_calls SET status = 'delivered', delivered_at = ? "
+                        "WHERE id = ? AND status IN ('sent', 'planned')",
+                        [report.at, call.id],
+                    )
+                elif report.outcome == "failed":
+                    db.execute(
+                        "UPDATE escalation_calls SET status = 'failed' "
+                        "WHERE id = ? AND status IN ('sent', 'planned')",
+                        [call.id],
+                    )
+                self._record(
+                    db,
+                    call.escalation_id,
+                    report.at,
+                    "delivery",
+                    call.tier.value,
+                    call.person,
+                    call.channel,
+                    call.id,
+                    report.detail,
                 )
-            elif outcome == "failed":
-                db.execute(
-                    "UPDATE escalation_calls SET status = 'failed' "
-                    "WHERE id = ? AND status IN ('sent', 'planned')",
-                    [call_id],
-                )
-            self._record(
-                db,
-                call.escalation_id,
-                now,
-                "delivery",
-                call.tier.value,
-                call.person,
-                call.channel,
-                call_id,
-                detail,
-            )
-        return True
+        return known
 
     # --- answers --------------------------------------------------------------------------
 
@@ -665,6 +703,16 @@ def _person(r: dict[str, Any]) -> Person:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _stored_policy(text: str) -> LevelPolicy:
+    """A stored policy, parsed once per distinct text (a LevelPolicy is immutable).
+
+    Every open escalation is read every round, and a thousand of them hold a handful of
+    distinct policies.
+    """
+    return parse_level(json.loads(text), "stored policy")
+
+
 def _escalation(r: dict[str, Any]) -> Escalation:
     return Escalation(
         r["id"],
@@ -672,7 +720,7 @@ def _escalation(r: dict[str, Any]) -> Escalation:
         r["site_id"],
         r["rule"],
         r["level"],
-        parse_level(json.loads(r["policy"]), "stored policy"),
+        _stored_policy(r["policy"]),
         r["started_at"],
         r["step"],
         r["step_since"],

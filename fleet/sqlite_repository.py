@@ -132,6 +132,8 @@ CREATE TABLE IF NOT EXISTS alarms (
     ack_note TEXT
 );
 CREATE INDEX IF NOT EXISTS alarms_by_rule ON alarms (gw, rule, cleared_at);
+-- the active alarms alone, for the 叫应 engine's watch (fleet/alarm_watch.py)
+CREATE INDEX IF NOT EXISTS alarms_active ON alarms (id, level, last_seq) WHERE cleared_at IS NULL;
 CREATE TABLE IF NOT EXISTS alarm_receipts (
     id INTEGER PRIMARY KEY,
     alarm_id INTEGER NOT NULL REFERENCES alarms(id),

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import uvicorn
 
+from fleet.alarm_watch import AlarmWatch
 from fleet.answer_link import AnswerLinks, LinkError
 from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import KannelSettings, SmtpSettings
@@ -141,7 +142,12 @@ def robots() -> AsyncIterator[WebhookInbox]:
 
 
 async def _fleet(
-    tmp_path: Path, smtp: SmtpInbox, robots: WebhookInbox, kannel: Kannel | None, port: int
+    tmp_path: Path,
+    smtp: SmtpInbox,
+    robots: WebhookInbox,
+    kannel: Kannel | None,
+    port: int,
+    tick_s: float | None = None,
 ) -> AsyncIterator[Fleet]:
     clock = Clock()
     escalation = EscalationSettings(
@@ -150,7 +156,7 @@ async def _fleet(
         if kannel
         else None,
         sms_callback_key=CALLBACK_KEY,
-        tick_s=None,
+        tick_s=tick_s,
     )
     url = f"http://127.0.0.1:{port}"
     settings = FleetSettings(
@@ -642,6 +648,23 @@ def test_each_person_is_reached_on_one_channel_before_anyone_gets_a_second() -> 
     assert [take("email"), take("email")] == [(9, "email"), None]
 
 
+def test_calls_queued_during_a_burst_reach_new_persons_before_second_channels() -> None:
+    def outgoing(first_id: int, escalation: int, person_id: int, *channels: str) -> list[Any]:
+        return [Outgoing(Call(first_id + i, escalation, person_id, f"p{person_id}", Tier.VILLAGE,
+                              channel, 0.0, None, "planned"), None, None)  # type: ignore[arg-type]
+                for i, channel in enumerate(channels)]  # fmt: skip
+
+    queue = FirstContactQueue(outgoing(1, 1, 7, "email", "webhook"))
+    first = queue.take("email")
+    assert first is not None
+    assert first.call.id == 1  # person 7 reached; their webhook call waits
+    # the next round: a new alarm's person 8, and person 7 again (a new channel, say)
+    queue.add([*outgoing(3, 2, 8, "webhook"), *outgoing(4, 1, 7, "sms")])
+    taken = [queue.take("webhook"), queue.take("webhook"), queue.take("sms"), queue.take("sms")]
+    assert [None if t is None else t.call.id for t in taken] == [3, 2, 4, None]
+    assert queue.take("webhook") is None
+
+
 async def test_a_round_with_nothing_new_takes_no_write_lock(fleet: Fleet, tmp_path: Path) -> None:
     # Every open escalation is looked at every second: if that took the write lock, ingest
     # and the console would wait on the engine all the time.
@@ -704,3 +727,187 @@ async def test_a_robot_that_answers_200_with_an_error_code_is_a_failed_call(
     retried = await fleet.tick(30)
     assert [c.channel for c in retried] == ["webhook"]
     assert len(robots.to("village")) == 1
+
+
+@pytest.fixture
+async def ticking_fleet(
+    tmp_path: Path, smtp: SmtpInbox, robots: WebhookInbox
+) -> AsyncIterator[Fleet]:
+    """The fleet's engine ticking by itself, once a minute (as if a long ``tick_s``)."""
+    async for f in _fleet(tmp_path, smtp, robots, None, free_port(), tick_s=60):
+        yield f
+
+
+async def test_an_alarm_another_process_commits_is_called_at_once_not_at_the_next_tick(
+    ticking_fleet: Fleet, robots: WebhookInbox, tmp_path: Path
+) -> None:
+    # A `fleet ingest` worker beside `fleet serve` commits the red alarm to the same file:
+    # the engine starts calling within its watch's look, not up to tick_s (60 s) later.
+    ingest = SQLiteRepository(tmp_path / "fleet" / "fleet.sqlite")
+    row = EventRow(seq=1, ts=time.time(), kind="alarm", subject="slope", level=4, detail={})
+    batch = EventBatch(gateway_id=GW, first_seq=1, last_seq=1, rows=[row])
+    ingest.commit([Received(GW, time.time(), batch)])
+    ingest.close()
+    # well inside the 60 s the next tick would take
+    await wait_for(lambda: robots.to("village"), 10, "the village's webhook call")
+    assert "红色预警" in robots.to("village")[0]["text"]["content"]
+
+
+def test_the_alarm_watch_sees_alarms_raised_raised_again_answered_and_cleared(
+    tmp_path: Path,
+) -> None:
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite")
+    _token, secret = repository.create_enrollment_token(SITE, 1e10, None, None, 0)
+    repository.redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), 0)
+    watch = AlarmWatch(tmp_path / "fleet.sqlite")
+    seq, T0 = 0, 1_800_000_000.0  # noqa: N806 - a fixed time
+
+    def report(kind: str, level: int, detail: dict[str, Any] | None = None) -> None:
+        nonlocal seq
+        seq += 1
+        row = EventRow(seq=seq, ts=T0 + seq, kind=kind, subject="slope", level=level,
+                       detail=detail or {})  # fmt: skip
+        batch = EventBatch(gateway_id=GW, first_seq=seq, last_seq=seq, rows=[row])
+        repository.commit([Received(GW, T0 + seq, batch)])
+
+    assert watch.changed() is False  # the first look only learns how things are
+    assert watch.changed() is False  # nothing committed since
+    village = PersonIn(Tier.VILLAGE, "甲", "监测员", email="a@v.cn")
+    repository.escalation.add_person(SITE, village, 0)
+    assert watch.changed() is False  # a commit, but no alarm changed
+    report("alarm", 2)
+    assert watch.changed() is True  # raised (yellow)
+    assert watch.changed() is False
+    report("alarm", 4)
+    assert watch.changed() is True  # the same alarm, raised to red
+    answer = {"alarm_seq": 2, "person": "甲 (village)", "via": "confirm button", "at": T0 + 3}
+    report("village_answer", 4, answer)
+    assert watch.changed() is True  # answered at the gateway
+    report("alarm", 0)
+    assert watch.changed() is True  # cleared
+    watch.close()
+    repository.close()
+
+
+async def test_a_delivery_report_before_the_send_is_recorded_keeps_its_status(
+    fleet: Fleet,
+) -> None:
+    # Kannel reports "delivered" (or "rejected") while the engine has not yet written that
+    # the send went: the send's outcome must not turn the call back into merely "sent".
+    alarm_id = fleet.alarm(4)
+    with fleet.engine.store.batch():
+        decided = fleet.engine._decide(fleet.clock())
+    email, webhook = (next(o.call for o in decided if o.call.channel == c)
+                      for c in ("email", "webhook"))  # fmt: skip
+    for call, report in ((email, 1), (webhook, 16)):
+        answer = await fleet.http.get(
+            "/api/v1/sms/dlr", params={"call": call.id, "type": report, "key": CALLBACK_KEY}
+        )
+        assert answer.json() == {"recorded": True}
+    fleet.engine.store.calls_done(
+        [(email, True, "accepted", fleet.clock()), (webhook, True, "answered 200", fleet.clock())]
+    )
+    calls = {c["id"]: c for c in (await fleet.alarm_view(alarm_id))["escalation"][0]["calls"]}
+    assert calls[email.id]["status"] == "delivered"
+    assert calls[webhook.id]["status"] == "failed"  # so it is retried
+    assert [c.channel for c in await fleet.tick(30)] == ["webhook"]
+
+
+async def test_delivery_reports_are_answered_once_committed_and_recorded_once_each(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    alarm_id = fleet.alarm(4)
+    calls = await fleet.tick()
+    lock = os.open(tmp_path / "fleet" / "fleet.sqlite.write-lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another writer holds the store
+    try:
+        reports = [
+            asyncio.create_task(fleet.http.get("/api/v1/sms/dlr", params={
+                "call": call.id, "type": kind, "key": CALLBACK_KEY}))
+            for call in calls for kind in (8, 1, 1)  # Kannel says "delivered" twice
+        ]  # fmt: skip
+        await wait_for(lambda: fleet.engine.deliveries.unanswered == len(reports), 10,
+                       "the reports to arrive")  # fmt: skip
+        assert not any(r.done() for r in reports)  # nothing is answered before its commit
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    answers = await asyncio.gather(*reports)
+    assert [a.json() for a in answers] == [{"recorded": True}] * len(reports)
+    unknown = {"call": 999999, "type": 1, "key": CALLBACK_KEY}
+    assert (await fleet.http.get("/api/v1/sms/dlr", params=unknown)).json() == {"recorded": False}
+    view = (await fleet.alarm_view(alarm_id))["escalation"][0]
+    deliveries = [(s["channel"], s["detail"]) for s in view["record"] if s["kind"] == "delivery"]
+    assert sorted(deliveries) == sorted((c.channel, d) for c in calls
+                                for d in ("SMS accepted by the SMSC", "SMS delivered"))  # fmt: skip
+    assert {c["status"] for c in view["calls"]} == {"delivered"}
+
+
+async def test_a_roster_changed_between_rounds_is_called_in_the_next(fleet: Fleet) -> None:
+    # Each round reads a site's roster once, for all its alarms; never a round's old copy.
+    fleet.alarm(4)
+    fleet.alarm(4, rule="creek")
+    first = await fleet.tick()
+    assert {c.person for c in first} == {"王建国 (village)"}
+    assert len(first) == 4  # two alarms, e-mail and webhook each
+    fleet.engine.store.add_person(
+        SITE, PersonIn(Tier.VILLAGE, "赵丽", "群测群防员", email="zhao@village.example.cn"),
+        fleet.clock(),
+    )  # fmt: skip
+    second = await fleet.tick(1)
+    assert sorted((c.person, c.channel) for c in second) == [("赵丽 (village)", "email")] * 2
+
+
+async def test_an_alarm_raised_while_a_burst_is_being_sent_is_called_before_the_burst_ends(
+    ticking_fleet: Fleet, robots: WebhookInbox, smtp: SmtpInbox
+) -> None:
+    # A hundred village persons at one site, each called by e-mail and on a slow robot: a
+    # burst of a few seconds, most of it their second channel. Red at a second site
+    # meanwhile is decided at once, and its first call goes ahead of those second calls.
+    fleet = ticking_fleet
+    village = [
+        PersonIn(Tier.VILLAGE, f"监测员{i}", "群测群防员", email=f"v{i}@village.example.cn",
+                 webhook=robots.url(f"v{i}"))
+        for i in range(100)
+    ]  # fmt: skip
+    fleet.engine.store.replace_roster(SITE, village, fleet.clock())
+    ridge, ridge_gw = "ridge-village", "gw-0000000002"
+    _token, secret = fleet.repository.create_enrollment_token(ridge, 1e10, None, None, 0)
+    fleet.repository.redeem_enrollment_token(
+        secret, NewGateway(ridge_gw, "k" * 44, "$7$x", None, None), 0
+    )
+    fleet.engine.store.replace_roster(
+        ridge, [PersonIn(Tier.VILLAGE, "刘洋", "群测群防员", webhook=robots.url("ridge"))], 0
+    )
+    robots.answer_s = 0.2  # 100 posts, 8 at a time: about 2.5 s
+    fleet.alarm(4)
+    await wait_for(lambda: robots.received_at, 10, "the burst to start")
+    row = EventRow(seq=1, ts=time.time(), kind="alarm", subject="creek", level=4, detail={})
+    batch = EventBatch(gateway_id=ridge_gw, first_seq=1, last_seq=1, rows=[row])
+    fleet.repository.commit([Received(ridge_gw, time.time(), batch)])
+    await wait_for(lambda: robots.to("ridge"), 10, "the second site's call")
+    burst = [path for path, _at in robots.received_at if path != "/robot/ridge"]
+    assert len(burst) < 100, "the second site waited for the whole burst"
+    await wait_for(lambda: len(robots.received_at) == 101, 20, "the rest of the burst")
+    assert len(smtp.messages) == 100
+
+
+async def test_a_village_answer_short_of_the_required_tier_calls_the_next_at_once(
+    ticking_fleet: Fleet, robots: WebhookInbox
+) -> None:
+    # The engine ticks once a minute here: the township is called right after the village
+    # answers by link, not at the next tick.
+    fleet = ticking_fleet
+    policy = {"levels": {"red": {"tiers": [{"tier": "village", "deadline_s": 300},
+                                           {"tier": "township", "deadline_s": 600}],
+                                 "repeat_s": 120, "required_tier": "township"}}}  # fmt: skip
+    answer = await fleet.http.put(
+        f"/api/v1/sites/{SITE}/escalation-policy", json=policy, headers=fleet.as_(Role.ADMIN)
+    )
+    assert answer.status_code == 200, answer.text
+    fleet.alarm(4)
+    await wait_for(lambda: robots.to("village"), 10, "the village's webhook call")
+    link = re.search(r"http://\S+(/a/[A-Za-z0-9_-]+)", robots.to("village")[0]["text"]["content"])
+    assert link is not None
+    assert (await fleet.http.post(link.group(1))).status_code == 200
+    await wait_for(lambda: robots.to("township"), 10, "the township's webhook call")

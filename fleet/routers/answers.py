@@ -19,7 +19,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
 
 from fleet.dependencies import Calls, refusals
-from fleet.escalation import AnswerRefusedError
+from fleet.escalation import AnswerRefusedError, EscalationEngine
+from fleet.sqlite_escalation import DeliveryReport
 from fleet.sqlite_repository import iso
 from protocol.contacts import mask_phone
 
@@ -92,17 +93,24 @@ def _check_key(key: str, calls: Calls) -> None:
 
 
 @sms_router.get("/dlr", responses=refusals(404))
-def delivery_report(
+async def delivery_report(
+    request: Request,
     key: str,
     call: Annotated[int, Query(ge=1)],
     report: Annotated[int, Query(alias="type", description="Kannel's %d")],
-    calls: Calls,
 ) -> dict[str, bool]:
-    """Kannel's delivery report for a call (its dlr-url)."""
+    """Kannel's delivery report for a call (its dlr-url), answered once it is committed.
+
+    On the event loop, with no dependency run on a worker thread: a burst of SMS brings
+    two of these per message, and they are written in groups (``fleet.delivery_reports``).
+    """
+    calls: EscalationEngine = request.app.state.escalation
     _check_key(key, calls)
     word = DLR_WORDS.get(report, f"report type {report}")
     outcome = DLR_OUTCOMES.get(report)
-    known = calls.store.delivery_report(call, outcome, f"SMS {word}", calls.clock())
+    known = await calls.deliveries.record(
+        DeliveryReport(call, outcome, f"SMS {word}", calls.clock())
+    )
     return {"recorded": known}
 
 
