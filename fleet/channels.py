@@ -173,6 +173,8 @@ class KannelSettings:
 
     ``dlr_url`` is the fleet's own callback with its key (see ``fleet.routers.sms``);
     Kannel fills in ``%d`` (the report type) and the fleet adds the call id.
+    ``country_code`` (``"86"``) says how to read a reply's sender reported as
+    ``13800000001``; without it only international forms match a roster number.
     """
 
     sendsms_url: str
@@ -180,6 +182,8 @@ class KannelSettings:
     password: str
     sender: str
     dlr_url: str | None = None
+    #: Replies whose sender Kannel reports in this country's domestic form match too.
+    country_code: str | None = None
 
 
 class KannelSmsChannel:

@@ -41,7 +41,7 @@ from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
 from ota.crash_points import armed
-from protocol.contacts import international, is_answer
+from protocol.contacts import is_answer, sender_numbers
 from protocol.levels import LEVEL_NAMES, AlarmLevel
 
 if TYPE_CHECKING:
@@ -106,6 +106,7 @@ class EscalationEngine:
         retry_s: float = RETRY_S,
         sms_callback_key: str | None = None,
         hold_before_send: Path | None = None,
+        sms_country_code: str | None = None,
     ) -> None:
         self.store = store
         self.channels = list(channels)
@@ -115,6 +116,8 @@ class EscalationEngine:
         self.clock = clock
         self.retry_s = retry_s
         self.sms_callback_key = sms_callback_key
+        #: How to read a reply's sender that the SMS centre reports in domestic form.
+        self.sms_country_code = sms_country_code
         self._hold_before_send = hold_before_send
         self.deliveries = DeliveryRecorder(store)
         #: Sends each channel a few at a time (8 per HTTP channel, 32 SMTP sessions),
@@ -425,9 +428,13 @@ class EscalationEngine:
         now = self.clock()
         if not is_answer(text):
             return []
-        number = international(sender)
+        persons = {
+            p.id: p
+            for number in sender_numbers(sender, self.sms_country_code)
+            for p in self.store.persons_with_mobile(number)
+        }
         taken: list[AnswerTaken] = []
-        for person in self.store.persons_with_mobile(number):
+        for person in persons.values():
             for escalation_id in self.store.recent_sms_escalations(person.id):
                 self.store.record_answer(escalation_id, person.label, person.tier, "sms reply", now)
                 taken.append(self._settled(escalation_id, person.label, now))
@@ -497,6 +504,7 @@ async def running_engine(
             fleet_url,
             clock=clock or time.time,
             sms_callback_key=settings.sms_callback_key,
+            sms_country_code=settings.kannel.country_code if settings.kannel else None,
             hold_before_send=armed("fleet.escalation.send"),  # crash tests only
         )
         task = None

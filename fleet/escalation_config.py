@@ -19,6 +19,7 @@ Example::
     username = "fleet"
     password = "..."
     sender = "10086"
+    country_code = "86"     # replies from 13800000001 answer for +8613800000001
 
     [policy.levels.red]
     tiers = [{tier = "village", deadline_s = 300}, {tier = "township", deadline_s = 600}]
@@ -37,10 +38,11 @@ from typing import Any
 from fleet.channels import KannelSettings, SmtpSettings
 from fleet.escalation_policy import DEFAULT_POLICY, PolicyError, parse_policy
 from fleet.settings import EscalationSettings
+from protocol.contacts import COUNTRY_CODE
 
 _TOP = {"sms_callback_key", "tick_s", "webhooks", "smtp", "kannel", "policy"}
 _SMTP = {"host", "port", "sender", "username", "password", "start_tls", "use_tls"}
-_KANNEL = {"sendsms_url", "username", "password", "sender", "dlr_url"}
+_KANNEL = {"sendsms_url", "username", "password", "sender", "dlr_url", "country_code"}
 
 
 def _table(doc: dict[str, Any], name: str, allowed: set[str], required: set[str]) -> dict[str, Any]:
@@ -84,6 +86,10 @@ def _settings(doc: dict[str, Any]) -> EscalationSettings:
         smtp = SmtpSettings(**t)
     if "kannel" in doc:
         t = _table(doc, "kannel", _KANNEL, {"sendsms_url", "username", "password", "sender"})
+        code = t.get("country_code")
+        if code is not None and (not isinstance(code, str) or not COUNTRY_CODE.match(code)):
+            msg = '[kannel] country_code: a country calling code such as "86" (no "+")'
+            raise ValueError(msg)
         kannel = KannelSettings(**t)
     policy = parse_policy(doc["policy"]) if "policy" in doc else DEFAULT_POLICY
     tick = doc.get("tick_s", 1.0)

@@ -492,6 +492,30 @@ async def test_a_reply_sms_answers_only_with_1_or_shoudao(
     assert ended == ("answered by 王建国 (village) via sms reply" if answers else None)
 
 
+async def test_a_reply_from_a_domestic_sender_answers_once_the_country_code_is_set(
+    fleet: Fleet,
+) -> None:
+    # Many SMS centres report the sender as 13800000001, not +8613800000001.
+    alarm_id = fleet.alarm(4)
+    await fleet.tick()
+    escalation = fleet.engine.store.escalations_of(alarm_id)[0]
+    village = fleet.engine.store.roster(SITE)[0]
+    (sms,) = fleet.engine.store.plan_calls([PlannedCall(escalation.id, village, "sms")], 0)
+    fleet.engine.store.call_done(sms, True, "Kannel: 0: Accepted for delivery", fleet.clock())
+    domestic = VILLAGE_MOBILE.removeprefix("+86")
+
+    async def reply(sender: str) -> Any:
+        query = f"key={CALLBACK_KEY}&from={sender}&to=10086&text=1&charset=UTF-8"
+        return (await fleet.http.get(f"/api/v1/sms/mo?{query}")).json()
+
+    assert await reply(domestic) == {"answered": 0}  # read as +13800000001: nobody
+    fleet.engine.sms_country_code = "86"  # what [kannel] country_code = "86" sets
+    assert await reply(domestic[1:]) == {"answered": 0}  # a shorter number is nobody
+    assert await reply(domestic) == {"answered": 1}
+    ended = (await fleet.alarm_view(alarm_id))["escalation"][0]["end_reason"]
+    assert ended == "answered by 王建国 (village) via sms reply"
+
+
 async def test_a_damaged_record_or_policy_silences_no_other_alarm(
     fleet: Fleet, robots: WebhookInbox, caplog: pytest.LogCaptureFixture
 ) -> None:

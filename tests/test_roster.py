@@ -240,3 +240,14 @@ def test_the_escalation_file_is_checked_and_names_the_bad_key(tmp_path: Path) ->
     assert settings.smtp is not None
     assert settings.smtp.port == 25
     assert list(settings.policy.levels) == [4]
+    kannel = (
+        'sms_callback_key = "0123456789abcdef"\n[kannel]\nsendsms_url = "http://x"\n'
+        'username = "u"\npassword = "p"\nsender = "10086"\ncountry_code = '
+    )
+    path.write_text(kannel + '"86"\n')
+    settings = load_escalation_settings(path)
+    assert settings.kannel is not None
+    assert settings.kannel.country_code == "86"
+    path.write_text(kannel + '"+86"\n')
+    with pytest.raises(ValueError, match=r"\[kannel\] country_code: a country calling code"):
+        load_escalation_settings(path)
