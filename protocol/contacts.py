@@ -37,12 +37,6 @@ def is_answer(text: str) -> bool:
     return text.strip().rstrip(_REPLY_PUNCTUATION).strip().lower() in ANSWER_WORDS
 
 
-def international(sender: str) -> str:
-    """A sender as an SMS centre or modem reports it, written the E.164 way (leading '+')."""
-    number = sender.strip()
-    return number if number.startswith("+") else "+" + number.lstrip("0")
-
-
 def sender_numbers(sender: str, country_code: str | None = None) -> tuple[str, ...]:
     """The E.164 numbers a reported sender can stand for, to look up exactly.
 
