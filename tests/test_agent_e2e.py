@@ -175,6 +175,9 @@ async def test_storm_raises_each_level_at_the_first_crossing_sample_and_switches
         agent = await site.start_agent()
         await wait_for(lambda: "red" in rises(agent.data_dir, "rain_1h"), 90, "a red rain alarm")
         await wait_for(lambda: coil_on_times(relays, 0), 10, "the siren coil")
+        # The agent stops the clip playing when it stops: let the red one start first.
+        clip_log = tmp_path / "clips.log"
+        await wait_for(lambda: "evacuate_now" in clip_log.read_text(), 10, "the red clip")
         await agent.stop()
     levels = rises(agent.data_dir, "rain_1h")
     samples = [t for t, _, q in readings(agent.data_dir, "rain.rain_total") if q == 0]
