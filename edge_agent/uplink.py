@@ -25,7 +25,7 @@ from typing import Any, Literal
 import aiomqtt
 from pydantic import ValidationError
 
-from edge_agent.control_messages import UplinkRequest
+from edge_agent.control_messages import UplinkReply, UplinkRequest
 from edge_agent.enroll import (
     EnrollmentError,
     EnrollmentRefusedError,
@@ -175,9 +175,9 @@ class Uplink:
             },
         }
 
-    async def control(self, _request: UplinkRequest) -> dict[str, Any]:
+    async def control(self, _request: UplinkRequest) -> UplinkReply:
         """Control-socket handler: the status with ``ok``."""
-        return {"ok": True, **self.status()}
+        return UplinkReply.model_validate({"ok": True, **self.status()})
 
     # --- enrollment ----------------------------------------------------------------------------
 
