@@ -19,7 +19,8 @@ from fleet.broker_files import FleetAccount
 from fleet.ingest import MAX_COMMIT_BYTES, IngestWorker, group_size
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import CommitResult, Received, Role
-from fleet.service import INGEST_GROUP
+from fleet.service import INGEST_GROUP, run_fleet
+from fleet.settings import FleetSettings
 from fleet.simgateway import EncodedBatch
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import (
@@ -486,3 +487,34 @@ async def test_a_failed_round_of_acks_is_logged_and_counted_and_no_task_outlives
     assert stored_seqs(fleet, gid) == list(range(1, 21))
     # Every task the worker started ended with it: none left running, none left unawaited.
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("test-acks")]
+
+
+async def test_an_ingest_that_fails_says_so_at_once_not_at_shutdown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handed_out = tmp_path / "gateway-ca.pem"
+    handed_out.write_text("the CA gateways are given\n")
+    settings = FleetSettings(
+        data_dir=tmp_path / "fleet",
+        broker="external",
+        mqtt_url="mqtts://127.0.0.1:8883",
+        mqtt_ca=tmp_path / "removed-ca.pem",  # the fleet's own CA file is gone
+        public_broker_ca=handed_out,
+    )
+    stack = contextlib.AsyncExitStack()
+    service = await stack.enter_async_context(run_fleet(settings))
+    try:
+        assert service.ingest_task is not None
+        await wait_for(service.ingest_task.done, 10, "ingest to fail")
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            await stack.aclose()
+        raise
+    # Said while the fleet still runs, not first at its stop ...
+    [said] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert said.name == "fleet.service"
+    assert said.message.startswith("ingest stopped: no gateway data is stored")
+    assert said.exc_info is not None
+    with pytest.raises(ExceptionGroup) as stopped:  # ... and the stop still reports it.
+        await stack.aclose()
+    assert stopped.group_contains(FileNotFoundError)
