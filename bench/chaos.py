@@ -2,7 +2,7 @@
 
 ``reconnect``: N gateway uplinks hold sessions on a real mosquitto; the broker is stopped
 (SIGTERM, sessions persisted) for ``--outage-s`` and started again on the same ports.
-Each gateway reconnects with the uplink's own schedule (``edge_agent.reconnect``: cheap
+Each gateway reconnects with the uplink's own schedule (``protocol.reconnect``: cheap
 TCP probes, jittered backoff of full sessions; ``--policy backoff`` is the old plain
 backoff, for comparison) and sets up its session as the uplink does: its own account,
 persistent session, Last Will, four downlink subscriptions, the retained online state.
@@ -49,12 +49,11 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent.reconnect import ReconnectTiming, ReconnectWait, tcp_probe
-from edge_agent.upload_progress import Backoff
 from fleet.broker_files import FleetAccount, Listener, mosquitto_conf, write_access_files
 from fleet.credentials import mosquitto_hash, new_secret
 from fleet.mqtt_connection import BrokerConnection
 from protocol import GATEWAY_SUBSCRIBES, GatewayState, Topic, gateway_topic
+from protocol.reconnect import Backoff, ReconnectTiming, ReconnectWait, tcp_probe
 
 P95_TARGET_S = 5.0
 #: The uplink's defaults (``[uplink] reconnect_min_s`` / ``reconnect_max_s``).

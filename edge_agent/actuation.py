@@ -27,6 +27,8 @@ from protocol.levels import LEVEL_NAMES
 log = logging.getLogger(__name__)
 
 SHIPPED_CLIPS = Path(__file__).parent / "clips"
+#: How long a player cut off (SIGTERM) may take to exit before it is killed.
+PLAYER_STOP_S = 2.0
 
 #: kind, subject, level, detail: hands an event to the store without waiting for it.
 EventSink = Callable[[str, str | None, int | None, dict[str, Any]], None]
@@ -183,21 +185,52 @@ class RelayActuator:
 
 
 class ClipPlayer:
-    """Plays one broadcast clip at a time through the configured command."""
+    """Plays one broadcast clip at a time through the configured command.
+
+    ``play`` only records the clip wanted; ``run`` (a task of the actuation loop) plays
+    it, each clip in a task of its own TaskGroup, cutting off the one playing. A clip that
+    fails in any way is an ``actuator_fault`` event, never an error that stops the relays.
+    """
 
     def __init__(self, spec: PlayerSpec, emit: EventSink) -> None:
         self.spec = spec
         self.emit = emit
         self._process: asyncio.subprocess.Process | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._wanted: tuple[str, int] | None = None
+        self._wake = asyncio.Event()
 
     def play(self, clip: str, level: int) -> None:
         """Start playing ``clip``, cutting off whatever is playing; never waits."""
-        task = asyncio.get_running_loop().create_task(self._play(clip, level))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._wanted = (clip, level)  # a newer clip replaces one not yet started
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Play what ``play`` asks for, until cancelled; stops the clip playing on exit."""
+        async with asyncio.TaskGroup() as clips:
+            playing: asyncio.Task[None] | None = None
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._wanted is None:
+                    continue
+                (clip, level), self._wanted = self._wanted, None
+                if playing is not None and not playing.done():
+                    playing.cancel()
+                    await asyncio.wait([playing])  # it stops its process before it ends
+                playing = clips.create_task(self._play(clip, level), name=f"broadcast {clip}")
 
     async def _play(self, clip: str, level: int) -> None:
+        try:
+            await self._play_clip(clip, level)
+        except asyncio.CancelledError:
+            await self.stop()  # cut off by a newer clip, or the agent stops
+            raise
+        except Exception as exc:  # a bug must cost the clip, not the relays
+            log.exception("broadcast of clip %s failed", clip)
+            detail = f"clip {clip!r} failed: {type(exc).__name__}: {exc}"
+            self.emit("actuator_fault", "player", level, {"detail": detail})
+
+    async def _play_clip(self, clip: str, level: int) -> None:
         path = self.spec.clips.get(clip)
         if path is None:
             self.emit("actuator_fault", "player", level, {"detail": f"no clip named {clip!r}"})
@@ -222,7 +255,11 @@ class ClipPlayer:
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
             process.terminate()
-            await process.wait()
+            try:
+                await asyncio.wait_for(process.wait(), PLAYER_STOP_S)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 class Actuation:
@@ -273,7 +310,16 @@ class Actuation:
         self._wake.set()
 
     async def run(self) -> None:
-        """Assert the outputs now, then on every change and every ``reassert_s``."""
+        """Assert the outputs now, then on every change and every ``reassert_s``.
+
+        The clip player, if any, runs beside the relays in the same TaskGroup.
+        """
+        async with asyncio.TaskGroup() as group:
+            if self.player is not None:
+                group.create_task(self.player.run(), name="broadcast player")
+            group.create_task(self._assert_outputs(), name="relays")
+
+    async def _assert_outputs(self) -> None:
         reason = "start"
         while True:
             self._wake.clear()

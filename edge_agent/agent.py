@@ -41,6 +41,7 @@ from edge_agent.control_messages import (
     DeviceStatus,
     ErrorReply,
     ExceptionAnswerStatus,
+    SirenTestReply,
     SirenTestRequest,
     StatusReply,
     StatusRequest,
@@ -520,8 +521,8 @@ class Agent:
         self._emit(ACK_EVENT_KIND, rule, None, AckEvent(by=by).wire())
         await self.store.write_events()
 
-    async def _siren_test(self, request: SirenTestRequest) -> dict[str, Any]:
-        return await self.actuation.self_test(audible=request.audible)
+    async def _siren_test(self, request: SirenTestRequest) -> SirenTestReply:
+        return SirenTestReply.model_validate(await self.actuation.self_test(request.audible))
 
     # --- run -------------------------------------------------------------------------------
 

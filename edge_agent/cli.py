@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from drivers.bus import BusConfig
     from drivers.clock import Clock
     from drivers.poller import DeviceHealth, Poller
+    from edge_agent.control_messages import ControlRequest, ReplyT
     from edge_agent.local_settings import LocalSettings
     from edge_agent.scan import ScanHit
     from edge_agent.site_config import SiteConfig
@@ -387,18 +388,16 @@ def run(
     run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline, slots, settings)
 
 
-def _ask(data_dir: Path, command: str, **args: Any) -> dict[str, Any]:
+def _ask(data_dir: Path, message: ControlRequest, reply: type[ReplyT]) -> ReplyT:
+    """``message`` to the running agent, its answer as ``reply``; a refusal exits with its text."""
     import asyncio  # noqa: PLC0415
 
-    from edge_agent.control import SOCKET_NAME, ControlError, request  # noqa: PLC0415
+    from edge_agent.control import SOCKET_NAME, ControlError, ask  # noqa: PLC0415
 
     try:
-        reply = asyncio.run(request(data_dir / SOCKET_NAME, command, **args))
+        return asyncio.run(ask(data_dir / SOCKET_NAME, message, reply))
     except ControlError as exc:
         raise fail(str(exc)) from None
-    if not reply.get("ok", False):
-        raise fail(str(reply.get("error") or reply.get("detail") or reply))
-    return reply
 
 
 @app.command()
@@ -407,15 +406,17 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the running agent: buses, last polls, channel values, alarm levels, backlog."""
-    reply = _ask(data_dir, "status")
+    from edge_agent.control_messages import StatusReply, StatusRequest  # noqa: PLC0415
+
+    reply = _ask(data_dir, StatusRequest(), StatusReply)
     if json_out:
-        console.print_json(data=reply)
+        console.print_json(data=reply.wire())
         return
     console.print(
-        f"[bold]{reply['site']}[/] agent {reply['version']}, up {reply['uptime_s']} s, "
-        f"site level [bold]{reply['level']}[/], backlog {reply['store']['backlog']} readings"
+        f"[bold]{reply.site}[/] agent {reply.version}, up {reply.uptime_s} s, "
+        f"site level [bold]{reply.level}[/], backlog {reply.store['backlog']} readings"
     )
-    store = reply["store"]
+    store = reply.store
     if store.get("unwritable"):
         console.print(
             f"[bold red]store cannot write[/] ({escape(store['unwritable'])}): "
@@ -424,7 +425,7 @@ def status(
             f"readings thinned, {store['events_lost']} events lost",
             highlight=False,
         )
-    if (calls := reply.get("village_call")) is not None:
+    if (calls := reply.village_call) is not None:
         modem = "[red]" + escape(calls["modem_error"]) + "[/]" if calls["modem_error"] else "ok"
         calling = ", ".join(f"{c['rule']} ({c['level']})" for c in calls["calling"]) or "nobody"
         console.print(
@@ -434,7 +435,7 @@ def status(
         )
     from edge_agent.poll_view import status_tables  # noqa: PLC0415
 
-    console.print(status_tables(reply))
+    console.print(status_tables(reply.wire()))
 
 
 @app.command()
@@ -443,13 +444,15 @@ def alarms(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List alarm levels per rule and the recent alarm history."""
-    reply = _ask(data_dir, "alarms")
+    from edge_agent.control_messages import AlarmsReply, AlarmsRequest  # noqa: PLC0415
+
+    reply = _ask(data_dir, AlarmsRequest(), AlarmsReply)
     if json_out:
-        console.print_json(data=reply)
+        console.print_json(data=reply.wire())
         return
     from edge_agent.poll_view import alarm_tables  # noqa: PLC0415
 
-    console.print(alarm_tables(reply))
+    console.print(alarm_tables(reply.wire()))
 
 
 @app.command()
@@ -459,8 +462,16 @@ def ack(
     by: Annotated[str, typer.Option(help="Who acknowledges (kept in the event log).")] = "local",
 ) -> None:
     """Acknowledge a latched alarm so its level may fall again."""
-    reply = _ask(data_dir, "ack", rule=rule, by=by)
-    console.print(f"acknowledged {rule}; its level is now {reply['level']}")
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from edge_agent.control_messages import AckReply, AckRequest, problems  # noqa: PLC0415
+
+    try:
+        request = AckRequest(rule=rule, by=by)
+    except ValidationError as exc:
+        raise fail(f"edge ack: {problems(exc)}") from None
+    reply = _ask(data_dir, request, AckReply)
+    console.print(f"acknowledged {reply.rule}; its level is now {reply.level}")
 
 
 siren_app = typer.Typer(help="Siren commands.", no_args_is_help=True)
@@ -477,8 +488,12 @@ def siren_test(
     audible: Annotated[bool, typer.Option(help="Sound the test pattern briefly.")] = False,
 ) -> None:
     """Read every relay back (silent), or sound the test pattern (--audible)."""
-    reply = _ask(data_dir, "siren_test", audible=audible)
-    console.print_json(data=reply)
+    from edge_agent.control_messages import SirenTestReply, SirenTestRequest  # noqa: PLC0415
+
+    reply = _ask(data_dir, SirenTestRequest(audible=audible), SirenTestReply)
+    if not reply.ok:
+        raise fail(reply.detail or json.dumps(reply.wire()))
+    console.print_json(data=reply.wire())
 
 
 @app.command()

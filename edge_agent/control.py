@@ -1,8 +1,9 @@
 """The local control channel: a Unix socket, owner-only, speaking one JSON line each way.
 
 The technician's ``edge status``, ``edge alarms``, ``edge ack`` and ``edge siren test``
-talk to the running agent through it; each request is validated into its model
-(``edge_agent.control_messages``) before a handler sees it. It never needs the network.
+talk to the running agent through it with ``ask``: a typed request out, its typed reply
+back (``edge_agent.control_messages``); the agent validates each request into its model
+before a handler sees it. It never needs the network.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_agent.control_messages import BadRequestError, ControlReply, ErrorReply, parse_request
+from edge_agent.control_messages import (
+    BadReplyError,
+    BadRequestError,
+    ControlReply,
+    ControlRequest,
+    ErrorReply,
+    ReplyT,
+    parse_reply,
+    parse_request,
+)
 
 #: Takes the request model of its command (``AckRequest`` for ``ack`` ...) and returns a
 #: reply model, or a plain JSON object for the replies without a model of their own.
@@ -26,7 +36,11 @@ MAX_REQUEST = 64 * 1024
 
 
 class ControlError(Exception):
-    """The agent could not be reached or refused the request."""
+    """The agent could not be reached, refused the request or answered nonsense."""
+
+
+class ControlRefusedError(ControlError):
+    """The agent refused the request; the text is its ``error``."""
 
 
 async def serve_control(path: Path, handlers: Mapping[str, Handler]) -> asyncio.Server:
@@ -66,11 +80,11 @@ async def serve_control(path: Path, handlers: Mapping[str, Handler]) -> asyncio.
     return server
 
 
-async def request(path: Path, command: str, **args: Any) -> dict[str, Any]:
-    """Send one command to the agent listening on ``path`` and return its reply.
+async def exchange(path: Path, message: ControlRequest) -> bytes:
+    """Send ``message`` to the agent listening on ``path``; its reply line, unparsed.
 
     Raises:
-        ControlError: when no agent listens there.
+        ControlError: when no agent listens there or it closes without answering.
     """
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
@@ -78,7 +92,7 @@ async def request(path: Path, command: str, **args: Any) -> dict[str, Any]:
         msg = f"no agent is running with its control socket at {path} ({exc.strerror})"
         raise ControlError(msg) from None
     try:
-        writer.write(json.dumps({"cmd": command, **args}).encode() + b"\n")
+        writer.write(message.model_dump_json().encode() + b"\n")
         await writer.drain()
         line = await reader.readline()
     finally:
@@ -86,5 +100,21 @@ async def request(path: Path, command: str, **args: Any) -> dict[str, Any]:
     if not line:
         msg = f"the agent at {path} closed the connection without answering"
         raise ControlError(msg)
-    reply: dict[str, Any] = json.loads(line)
-    return reply
+    return line
+
+
+async def ask(path: Path, message: ControlRequest, reply: type[ReplyT]) -> ReplyT:
+    """Send ``message`` to the agent at ``path`` and return its reply as ``reply``.
+
+    Raises:
+        ControlRefusedError: with the agent's own error text when it refused.
+        ControlError: when no agent listens there or its answer is not a ``reply``.
+    """
+    line = await exchange(path, message)
+    try:
+        answer = parse_reply(line, reply)
+    except BadReplyError as exc:
+        raise ControlError(str(exc)) from None
+    if isinstance(answer, ErrorReply):
+        raise ControlRefusedError(answer.error)
+    return answer

@@ -3,21 +3,26 @@
 A request is one JSON object ``{"cmd": NAME, ...args}``; ``parse_request`` turns it into
 its model or a ``BadRequestError`` whose text says exactly what is wrong, for the agent to
 send back. Replies keep the JSON shape ``edge status --json`` and ``edge alarms --json``
-print. Only data and validation here: nothing in this module may touch a socket, the
-store or an output.
+print; ``parse_reply`` reads one back into its model on the ``edge`` side, so both ends
+of the socket speak the same types. Only data and validation here: nothing in this module
+may touch a socket, the store or an output.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class BadRequestError(ValueError):
     """A control request the agent cannot act on; the text is the reply's ``error``."""
+
+
+class BadReplyError(ValueError):
+    """An agent's answer that is not the reply its request expects (say, another version)."""
 
 
 class _Request(BaseModel):
@@ -94,12 +99,20 @@ def parse_request(line: bytes, commands: Collection[str]) -> ControlRequest:
     try:
         return _REQUEST.validate_python(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'][1:]) or 'request'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        msg = f"bad {command!r} request: {problems}"
+        # The first part of each location is the union's tag (the command): left out.
+        msg = f"bad {command!r} request: {problems(exc, skip=1, whole='request')}"
         raise BadRequestError(msg) from None
+
+
+def problems(exc: ValidationError, *, skip: int = 0, whole: str = "request") -> str:
+    """Each error as ``field: message``, joined by ``; ``; ``whole`` names a top-level one.
+
+    ``skip`` leaves out that many leading parts of each location.
+    """
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'][skip:]) or whole}: {error['msg']}"
+        for error in exc.errors()
+    )
 
 
 class ControlReply(BaseModel):
@@ -214,3 +227,59 @@ class AckReply(ControlReply):
     ok: Literal[True] = True
     rule: str
     level: str
+
+
+class SirenTestReply(ControlReply):
+    """The reply to ``siren_test``: per relay True or what was wrong; ``detail`` if refused.
+
+    ``ok`` is False when a relay failed (``results`` says which) and when an audible test
+    was refused while an alarm is active (``detail`` says why).
+    """
+
+    ok: bool
+    results: dict[str, bool | str] = {}
+    detail: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The reply as sent: ``detail`` only on a refusal, ``results`` only after a test."""
+        data = super().wire()
+        if data["detail"] is None:
+            del data["detail"]
+        if not data["results"] and "detail" in data:
+            del data["results"]
+        return data
+
+
+class UplinkReply(ControlReply):
+    """The reply to ``uplink``: the live link's state; its fields as ``edge uplink status``."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    ok: Literal[True] = True
+
+
+ReplyT = TypeVar("ReplyT", bound=ControlReply)
+
+
+def parse_reply(line: bytes, reply: type[ReplyT]) -> ReplyT | ErrorReply:
+    """The agent's answer on ``line``: the ``reply`` model, or the ``ErrorReply`` it refused with.
+
+    Raises:
+        BadReplyError: when the line is neither (not JSON, or not the expected shape).
+    """
+    try:
+        data = json.loads(line)
+    except ValueError:
+        msg = f"the agent's reply is not JSON: {line[:80]!r}"
+        raise BadReplyError(msg) from None
+    if isinstance(data, dict) and data.get("ok") is False and "error" in data:
+        return _validated(ErrorReply, data, reply.__name__)
+    return _validated(reply, data, reply.__name__)
+
+
+def _validated(model: type[ReplyT], data: object, expected: str) -> ReplyT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        msg = f"the agent's reply is not a {expected}: {problems(exc, whole='reply')}"
+        raise BadReplyError(msg) from None

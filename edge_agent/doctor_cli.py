@@ -41,8 +41,8 @@ def doctor(
     With the agent running, devices and the siren are judged from its own polls; stopped,
     they are probed (the siren's relay is only read back, never switched).
     """
-    from edge_agent.control import SOCKET_NAME, ControlError, request  # noqa: PLC0415
-    from edge_agent.control_messages import StatusReply  # noqa: PLC0415
+    from edge_agent.control import SOCKET_NAME, ControlError, ask  # noqa: PLC0415
+    from edge_agent.control_messages import StatusReply, StatusRequest  # noqa: PLC0415
     from edge_agent.doctor import examine, verdict_of  # noqa: PLC0415
     from edge_agent.site_config import load_site  # noqa: PLC0415
 
@@ -52,10 +52,11 @@ def doctor(
         raise fail(str(exc)) from None
 
     async def run() -> tuple[list[Finding], bool]:
+        running: StatusReply | None
         try:
-            reply = await asyncio.wait_for(request(data_dir / SOCKET_NAME, "status"), 5.0)
-            running = StatusReply.model_validate(reply) if reply.get("ok") else None
-        except (ControlError, TimeoutError, ValueError, OSError):
+            asked = ask(data_dir / SOCKET_NAME, StatusRequest(), StatusReply)
+            running = await asyncio.wait_for(asked, 5.0)
+        except (ControlError, TimeoutError, OSError):  # a refusal or a bad reply included
             running = None
         return await examine(site, data_dir, running), running is not None
 

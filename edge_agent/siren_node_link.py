@@ -63,7 +63,7 @@ class SirenNodeLink:
         self.level = 0
         self.heartbeats = 0
         self._last: dict[str, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._settings_due = asyncio.Event()
 
     def _values(self) -> dict[str, float]:
         s = self.spec
@@ -111,7 +111,25 @@ class SirenNodeLink:
             self._fallback_started({"seen": "at agent start"})
 
     async def run(self) -> None:
-        """Write the heartbeat register every poll interval, forever."""
+        """Heartbeat every poll interval and settings after each node restart, forever.
+
+        Both are tasks of one TaskGroup: neither outlives the link, and the settings
+        writer contains its own failures so the heartbeat never stops for them.
+        """
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._heartbeat(), name=f"heartbeat {self.spec.device.name}")
+            group.create_task(self._rewrite_settings(), name=f"settings {self.spec.device.name}")
+
+    async def _rewrite_settings(self) -> None:
+        while True:
+            await self._settings_due.wait()
+            self._settings_due.clear()
+            try:
+                await self.write_settings()
+            except Exception:  # a bug must cost these settings, not the heartbeat
+                log.exception("siren node %s: settings not written", self.spec.device.name)
+
+    async def _heartbeat(self) -> None:
         device = self.spec.device
         address = device.profile.channel("heartbeat").address
         while True:
@@ -151,7 +169,7 @@ class SirenNodeLink:
             self.emit(
                 "siren_node_restart", self.spec.device.name, None, {"uptime_s": now["uptime_s"]}
             )
-            self._spawn(self.write_settings())
+            self._settings_due.set()  # written again by ``run``, off the poller's callback
         if now.get("crc_errors", 0.0) > was.get("crc_errors", now.get("crc_errors", 0.0)):
             self.emit(
                 "siren_node_crc_errors", self.spec.device.name, None, {"count": now["crc_errors"]}
@@ -175,8 +193,3 @@ class SirenNodeLink:
     def acknowledge(self) -> None:
         """A person confirmed the node's fallback; it no longer holds the site level up."""
         self.level = 0
-
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

@@ -2,7 +2,7 @@
 
 Batches go out with QoS 1, events before the readings backlog; the watermark advances
 only on the fleet's ack of its highest contiguous seq, and every (re)connection resends
-from watermark + 1. It reconnects forever (``edge_agent.reconnect``: jittered backoff
+from watermark + 1. It reconnects forever (``protocol.reconnect``: jittered backoff
 between full sessions, cheap probes that bring it back within seconds of a broker's
 return) and contains every failure of its own, so trouble on the link never reaches
 polling, alarms or actuation; it never blocks the event loop on the network or the disk.
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import aiomqtt
 from pydantic import ValidationError
 
-from edge_agent.control_messages import UplinkRequest
+from edge_agent.control_messages import UplinkReply, UplinkRequest
 from edge_agent.enroll import (
     EnrollmentError,
     EnrollmentRefusedError,
@@ -35,10 +35,9 @@ from edge_agent.enroll import (
     load_enrollment,
 )
 from edge_agent.health import AgentView, build_health, config_version, host_health
-from edge_agent.reconnect import ReconnectTiming, ReconnectWait, tcp_probe
 from edge_agent.site_config import UplinkSettings
 from edge_agent.store import LocalStore
-from edge_agent.upload_progress import Backoff, StreamProgress
+from edge_agent.upload_progress import StreamProgress
 from edge_agent.upload_source import UploadSource
 from protocol import (
     Ack,
@@ -52,6 +51,7 @@ from protocol import (
 )
 from protocol.broker_url import parse_broker_url
 from protocol.payloads import sendable_timestamp
+from protocol.reconnect import Backoff, ReconnectTiming, ReconnectWait, tcp_probe
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,9 @@ class Uplink:
             },
         }
 
-    async def control(self, _request: UplinkRequest) -> dict[str, Any]:
+    async def control(self, _request: UplinkRequest) -> UplinkReply:
         """Control-socket handler: the status with ``ok``."""
-        return {"ok": True, **self.status()}
+        return UplinkReply.model_validate({"ok": True, **self.status()})
 
     # --- enrollment ----------------------------------------------------------------------------
 

@@ -108,13 +108,16 @@ def _live(data_dir: Path) -> dict[str, Any] | None:
     """The running agent's uplink state; ``{"state": "off"}`` when it runs without one."""
     import asyncio  # noqa: PLC0415 - `edge run` imports this module before its kernels load
 
-    from edge_agent.control import SOCKET_NAME, ControlError, request  # noqa: PLC0415
+    from edge_agent.control import SOCKET_NAME, ControlError, ControlRefusedError, ask  # noqa: PLC0415
+    from edge_agent.control_messages import UplinkReply, UplinkRequest  # noqa: PLC0415
 
     try:
-        reply = asyncio.run(request(data_dir / SOCKET_NAME, "uplink"))
+        reply = asyncio.run(ask(data_dir / SOCKET_NAME, UplinkRequest(), UplinkReply))
+    except ControlRefusedError:  # an agent without an uplink does not serve ``uplink``
+        return {"state": "off"}
     except ControlError:
         return None
-    return reply if reply.get("ok") else {"state": "off"}
+    return reply.wire()
 
 
 def uplink_report(data_dir: Path) -> dict[str, Any]:

@@ -6,33 +6,10 @@ tests; it never does I/O and never decides on its own to skip a seq.
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from dataclasses import dataclass, field
 
 from protocol import Stream
-
-
-class Backoff:
-    """Exponential delays between ``low`` and ``high`` seconds, each drawn from its upper half.
-
-    The jitter keeps a county's gateways from reconnecting in lockstep after a broker
-    restart.
-    """
-
-    def __init__(self, low: float, high: float, rng: random.Random) -> None:
-        self.low, self.high, self.rng = low, high, rng
-        self.attempt = 0
-
-    def next(self) -> float:
-        """The delay before the next attempt."""
-        ceiling = min(self.high, self.low * 2.0**self.attempt)
-        self.attempt += 1
-        return self.rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        """Start again from ``low`` (after a success)."""
-        self.attempt = 0
 
 
 @dataclass

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -163,6 +164,20 @@ def _settings(
     )
 
 
+#: GIL switch interval of a fleet process (Python's default is 5 ms). sqlite3 gives up the
+#: GIL for every statement and must get it back from the event loop thread; at the default
+#: a commit holding the write lock can wait up to 5 ms per statement that way. It is a
+#: choice for the whole process, so it is made here, where the process starts, never by a
+#: library class (``fleet.ingest`` runs in tests and benches too).
+SWITCH_INTERVAL_S = 0.0005
+
+
+def _process_wide(level: str) -> None:
+    """What a fleet process sets for itself before it starts: logging, the switch interval."""
+    _logging(level)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -191,7 +206,7 @@ def serve(
     escalation: EscalationFile = None,
 ) -> None:
     """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan."""
-    _logging(log_level)
+    _process_wide(log_level)
     settings = _settings(
         data_dir,
         broker,
@@ -240,7 +255,7 @@ def ingest(
     Workers and serve share one subscription, so the broker splits messages among them
     and SQLite serialises their commits; acks stay exact whichever worker commits.
     """
-    _logging(log_level)
+    _process_wide(log_level)
     settings = FleetSettings(
         data_dir=data_dir,
         broker="external",

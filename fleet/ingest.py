@@ -5,35 +5,37 @@ groups, validates a group, then commits it in one transaction; an ack is publish
 after its batch's transaction has committed. Validating outside the write lock lets
 another ingest process (``fleet ingest``) commit meanwhile, and keeps the event loop from
 competing with a commit for the GIL, which sqlite3 takes back after every statement (a
-busy event loop would hold it up to the 5 ms switch interval each time). A bad
+busy event loop would hold it up to the switch interval each time: ``fleet serve`` and
+``fleet ingest`` shorten it for their whole process, this module leaves it alone). A bad
 message is counted and logged (first time per gateway and reason at WARNING) and never
-stops ingest. Queued commands and signed documents (configs, releases) are delivered to
-gateways from here too.
+stops ingest. Every task it starts (connections, the commit loop, each round of acks, the
+outbox) lives in one TaskGroup: none outlives the worker, and a failed round of acks is
+logged with its traceback and counted, never lost. Queued commands and signed documents
+go out through ``fleet.outbox`` on the worker's connection; this module never publishes
+them itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sys
+import random
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
 import aiomqtt
 from pydantic import ValidationError
 
-from fleet.mqtt_connection import BrokerConnection, wait_for_broker
-from fleet.repository import CommitResult, OutboxDocument, Received, Repository
-from fleet.worker_threads import in_thread
+from fleet.mqtt_connection import BrokerConnection
+from fleet.outbox import OutboxPublisher
+from fleet.repository import CommitResult, Received, Repository
 from protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
-    Command,
     CommandResult,
     DataBatch,
     EventBatch,
@@ -45,6 +47,7 @@ from protocol import (
     parse_topic,
     subscription,
 )
+from protocol.reconnect import Backoff, ReconnectTiming, ReconnectWait, tcp_probe
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +64,12 @@ UPLINK: dict[
 #: Most payload bytes one commit takes (about 50,000 readings); bigger groups gain little
 #: and delay the first acks. A single larger message is still taken whole.
 MAX_COMMIT_BYTES = 2 * 1024 * 1024
-#: How often queued commands are looked for when nobody wakes the outbox.
-OUTBOX_POLL_S = 5.0
-#: GIL switch interval while ingest runs (Python's default is 5 ms). sqlite3 gives up the
-#: GIL for every statement and must get it back from the event loop thread; at the default
-#: a commit holding the write lock can wait up to 5 ms per statement that way.
-SWITCH_INTERVAL_S = 0.0005
-_RECONNECT_MAX_S = 30.0
+#: Backoff between full sessions of one ingest connection (``protocol.reconnect``).
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
+#: Probe the broker's port twice a second while waiting; the fleet's few connections come
+#: back at once when it answers again (no spread: they are not a county of gateways).
+RECONNECT_TIMING = ReconnectTiming(probe_interval_s=0.5, return_spread_s=0.0, probe_timeout_s=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,7 @@ class IngestStats:
     rows_duplicate: int = 0
     commits: int = 0
     acks_sent: int = 0
-    commands_sent: int = 0
+    acks_failed: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
 
@@ -152,7 +154,8 @@ class IngestWorker:
     subscription (``$share/{group}/...``, mosquitto only): the broker hands each message to
     one member, so several connections and several ``fleet ingest`` processes split the
     load. ``client_id`` must be unique per process. Run with ``await worker.run()``;
-    ``ready`` is set once every connection has subscribed.
+    ``ready`` is set once every connection has subscribed. ``outbox`` delivers queued
+    commands and documents on the first connected client. ``rng`` jitters reconnections.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class IngestWorker:
         client_id: str = "hazardwatch-fleet-ingest",
         connections: int = 1,
         shared_group: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.repository = repository
         self.broker = broker
@@ -175,42 +179,39 @@ class IngestWorker:
         self._subscribed: set[int] = set()
         self._pending: list[RawMessage] = []
         self._has_pending = asyncio.Event()
-        self._outbox_wake = asyncio.Event()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-commit")
         self._logged: set[tuple[str | None, str]] = set()
         self._commit_failing = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._rng = rng or random.Random()
+        self.outbox = OutboxPublisher(repository, self._client)
 
     # --- lifecycle --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run until cancelled: the connections, the commit loop and the command outbox."""
-        self._loop = asyncio.get_running_loop()
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL_S))
+        """Run until cancelled: the connections, the commit loop, its acks and the outbox."""
         try:
             async with asyncio.TaskGroup() as group:
+                # Task names start with the client id: whose task it is shows in a dump.
                 for index in range(self.connections):
-                    group.create_task(self._connection(index), name=f"ingest-{index}")
-                group.create_task(self._commit_loop(), name="ingest-commit")
-                group.create_task(self._outbox(), name="ingest-outbox")
+                    name = f"{self.client_id}-{index}"
+                    group.create_task(self._connection(index), name=name)
+                group.create_task(self._commit_loop(group), name=f"{self.client_id} commit")
+                group.create_task(self.outbox.run(), name=f"{self.client_id} outbox")
         finally:
-            for task in list(self._tasks):
-                task.cancel()
             self._writer.shutdown(wait=True)
-            sys.setswitchinterval(switch_interval)
 
     def wake_outbox(self) -> None:
-        """Deliver queued commands now; safe to call from any thread."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._outbox_wake.set)
+        """Deliver queued commands and documents now; safe to call from any thread."""
+        self.outbox.wake()
 
     # --- receiving --------------------------------------------------------------------------
 
     async def _connection(self, index: int) -> None:
-        delay = 1.0
         identifier = f"{self.client_id}-{index}"
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S, self._rng)
+        wait = ReconnectWait(backoff, self._rng, RECONNECT_TIMING)
+        timing = RECONNECT_TIMING
+        probe = partial(tcp_probe, self.broker.host, self.broker.port, timing.probe_timeout_s)
         while True:
             try:
                 # A clean session: the gateways' stores are the buffer, not the broker. A
@@ -224,7 +225,7 @@ class IngestWorker:
                     if len(self._subscribed) == self.connections:
                         self.ready.set()
                     log.info("ingest connection %d subscribed at %s", index, self.broker.url)
-                    delay = 1.0
+                    backoff.reset()
                     async for message in client.messages:
                         try:
                             self._on_message(message)
@@ -232,12 +233,12 @@ class IngestWorker:
                             log.exception("could not handle a message on %s", message.topic)
                             self.stats.rejected["internal_error"] += 1
             except aiomqtt.MqttError as exc:
-                level = logging.ERROR if delay == 1.0 else logging.DEBUG
+                # The first failure after a working session at ERROR, its repeats quietly.
+                level = logging.ERROR if backoff.attempt == 0 else logging.DEBUG
                 log.log(level, "ingest connection %d to %s lost: %s", index, self.broker.url, exc)
             finally:
                 self._clients[index] = None
-            await wait_for_broker(self.broker, delay)
-            delay = min(delay * 2, _RECONNECT_MAX_S)
+            await wait.wait(probe)
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         self.stats.messages += 1
@@ -279,7 +280,8 @@ class IngestWorker:
                 received.append(decoded)
         return received, rejected
 
-    async def _commit_loop(self) -> None:
+    async def _commit_loop(self, tasks: asyncio.TaskGroup) -> None:
+        """Commit group after group; each commit's acks go out in a task of ``tasks``."""
         loop = asyncio.get_running_loop()
         while True:
             await self._has_pending.wait()
@@ -304,7 +306,7 @@ class IngestWorker:
                 self._commit_failing = False
             self._account(group, result)
             if result.acks:
-                self._spawn(self._send_acks(result.acks))
+                tasks.create_task(self._send_acks(result.acks), name=f"{self.client_id} acks")
 
     def _account(self, group: Sequence[Received], result: CommitResult) -> None:
         self.stats.commits += 1
@@ -317,89 +319,34 @@ class IngestWorker:
     def _client(self) -> aiomqtt.Client | None:
         return next((c for c in self._clients if c is not None), None)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _send_acks(self, acks: dict[tuple[str, Stream], int]) -> None:
+        """Publish one commit's acks. Never raises: a failure costs acks, not the ingest.
+
+        Gateways whose ack is lost resend after their ack timeout and are acked then.
+        """
+        try:
+            await self._publish_acks(acks)
+        except Exception:  # a bug: logged and counted, and the task group goes on
+            log.exception("could not send %d acks; those gateways will resend", len(acks))
+            self.stats.acks_failed += len(acks)
+
+    async def _publish_acks(self, acks: dict[tuple[str, Stream], int]) -> None:
         client = self._client()
         if client is None:
-            return  # the gateways resend after their ack timeout and are acked then
+            self.stats.acks_failed += len(acks)
+            return
+        # Every message is built before the first publish starts, so a bad one fails the
+        # round before any publish is under way.
+        messages = [
+            (gateway_topic(gateway_id, Topic.ACK), Ack(stream=stream, seq=seq).model_dump_json())
+            for (gateway_id, stream), seq in acks.items()
+        ]
         results = await asyncio.gather(
-            *(
-                client.publish(
-                    gateway_topic(gateway_id, Topic.ACK),
-                    Ack(stream=stream, seq=seq).model_dump_json(),
-                    qos=1,
-                )
-                for (gateway_id, stream), seq in acks.items()
-            ),
+            *(client.publish(topic, payload, qos=1) for topic, payload in messages),
             return_exceptions=True,
         )
         failed = sum(isinstance(r, BaseException) for r in results)
         self.stats.acks_sent += len(results) - failed
+        self.stats.acks_failed += failed
         if failed:
             log.debug("%d acks not published; those gateways will resend", failed)
-
-    # --- commands ------------------------------------------------------------------------------
-
-    async def _outbox(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox_wake.wait(), OUTBOX_POLL_S)
-            self._outbox_wake.clear()
-            client = self._client()
-            if client is None:
-                continue
-            try:
-                await self._deliver_commands(client)
-                await self._deliver_documents(client)
-            except Exception:
-                log.exception("could not deliver commands or documents; will try again")
-
-    async def _deliver_commands(self, client: aiomqtt.Client) -> None:
-        claimed = await in_thread(self.repository.claim_commands, time.time())
-        for queued in claimed:
-            command = Command(
-                id=queued.id,
-                name=queued.name,
-                args=queued.args,
-                issued_at=queued.issued_at,
-                issued_by=queued.issued_by,
-            )
-            try:
-                await client.publish(
-                    gateway_topic(queued.gateway_id, Topic.CMD),
-                    command.model_dump_json(),
-                    qos=1,
-                )
-                self.stats.commands_sent += 1
-            except aiomqtt.MqttError as exc:
-                log.warning("could not deliver command %s, will retry: %s", queued.id, exc)
-                await in_thread(self.repository.release_command, queued.id)
-
-    async def _deliver_documents(self, client: aiomqtt.Client) -> None:
-        """Publish signed configs and releases, retained, so an offline gateway gets the last."""
-        claimed = await in_thread(self.repository.ota.claim_documents, time.time())
-        if not claimed:
-            return
-        results = await asyncio.gather(
-            *(
-                client.publish(
-                    gateway_topic(doc.gateway_id, Topic(doc.kind.value)),
-                    doc.document,
-                    qos=1,
-                    retain=True,
-                )
-                for doc in claimed
-            ),
-            return_exceptions=True,
-        )
-        published: list[OutboxDocument] = []
-        failed: list[OutboxDocument] = []
-        for doc, result in zip(claimed, results, strict=True):
-            (failed if isinstance(result, Exception) else published).append(doc)
-        if failed:
-            log.warning("could not publish %d signed documents, will retry", len(failed))
-        await in_thread(self.repository.ota.finish_documents, published, failed, time.time())

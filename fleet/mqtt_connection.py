@@ -1,17 +1,14 @@
 """How to reach a broker: ``mqtt://`` or ``mqtts://`` URL, credentials and CA, as aiomqtt clients.
 
 Every client made here logs through a logger held at ERROR: aiomqtt warns on each burst
-of concurrent publishes, which at fleet rates would flood the log. ``wait_for_broker``
-is the pause between reconnections: it never opens an MQTT session, only probes the port.
+of concurrent publishes, which at fleet rates would flood the log. This module only makes
+clients; when to reconnect is ``protocol.reconnect``'s, as for the gateways.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,36 +82,3 @@ class BrokerConnection:
         )
         client.pending_calls_threshold = 1_000_000
         return client
-
-
-#: How often a reconnecting fleet connection probes the broker's port (a bare TCP connect).
-PROBE_INTERVAL_S = 0.5
-
-
-async def _port_answers(host: str, port: int) -> bool:
-    try:
-        async with asyncio.timeout(PROBE_INTERVAL_S * 2):
-            _reader, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-async def wait_for_broker(connection: BrokerConnection, delay_s: float) -> None:
-    """Wait ``delay_s`` before reconnecting, or less: return once a broker seen down is back.
-
-    The backoff protects a broker that answers but fails sessions; after an outage the
-    fleet must be back within a probe interval of the broker, not a grown backoff later.
-    """
-    deadline = time.monotonic() + delay_s
-    seen_down = False
-    while (left := deadline - time.monotonic()) > 0:
-        if await _port_answers(connection.host, connection.port):
-            if not seen_down:
-                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
-            return
-        seen_down = True
-        await asyncio.sleep(min(left, PROBE_INTERVAL_S))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
 from fleet.sqlite_repository import SQLiteRepository
 from ota.crash_points import armed
+
+log = logging.getLogger(__name__)
 
 #: The shared subscription every ingest connection joins on an external broker, so that
 #: ``fleet serve`` and any number of ``fleet ingest`` workers split the messages.
@@ -95,8 +98,19 @@ async def run_fleet(
                 shared_group=INGEST_GROUP if settings.broker == "external" else None,
             )
             task = asyncio.create_task(worker.run(), name="fleet-ingest")
+            task.add_done_callback(_report_ingest_stopped)
             stack.push_async_callback(_cancel, task)
         yield FleetService(settings, repository, enrollment, worker, task)
+
+
+def _report_ingest_stopped(task: asyncio.Task[None]) -> None:
+    """Say at once, not at shutdown, that ingest failed: nothing is stored or acked now."""
+    if task.cancelled() or task.exception() is None:
+        return
+    log.critical(
+        "ingest stopped: no gateway data is stored or acknowledged until the fleet restarts",
+        exc_info=task.exception(),
+    )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

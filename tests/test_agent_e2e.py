@@ -21,6 +21,17 @@ import pytest
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
+from edge_agent.control import SOCKET_NAME, ControlRefusedError, ask
+from edge_agent.control_messages import (
+    AckReply,
+    AckRequest,
+    ControlRequest,
+    ReplyT,
+    SirenTestReply,
+    SirenTestRequest,
+    StatusReply,
+    StatusRequest,
+)
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
 from tests.agent_harness import events, readings, sim_site
@@ -175,6 +186,9 @@ async def test_storm_raises_each_level_at_the_first_crossing_sample_and_switches
         agent = await site.start_agent()
         await wait_for(lambda: "red" in rises(agent.data_dir, "rain_1h"), 90, "a red rain alarm")
         await wait_for(lambda: coil_on_times(relays, 0), 10, "the siren coil")
+        # The agent stops the clip playing when it stops: let the red one start first.
+        clip_log = tmp_path / "clips.log"
+        await wait_for(lambda: "evacuate_now" in clip_log.read_text(), 10, "the red clip")
         await agent.stop()
     levels = rises(agent.data_dir, "rain_1h")
     samples = [t for t, _, q in readings(agent.data_dir, "rain.rain_total") if q == 0]
@@ -271,12 +285,12 @@ async def test_sigkill_mid_storm_keeps_the_latch_the_window_sums_and_reasserts_t
         await wait_for(lambda: relays.coil(0) and relays.coil(1), 30, "the siren re-asserted")
         assert rain.requests[4] <= polls_before + 2
         await wait_for(lambda: rain.requests[4] > polls_before + 3, 30, "polling after restart")
-        status = await control(restarted.data_dir, "status")
+        status = await control(restarted.data_dir, StatusRequest(), StatusReply)
         await restarted.stop()
-    assert status["alarms"]["rain_1h"]["level"] == "red"  # still latched
+    assert status.alarms["rain_1h"].level == "red"  # still latched
     samples = [t for t, _, q in readings(restarted.data_dir, "rain.rain_total") if q == 0]
-    metrics = status["alarms"]["rain_1h"]["metrics"]
-    last = max(s for s in samples if s <= status["now"])
+    metrics = status.alarms["rain_1h"].metrics
+    last = max(s for s in samples if s <= status.now)
     expected = window_sum_at(samples, storm, last, 3600)
     assert metrics["1h_mm"] == pytest.approx(expected, abs=0.01)
     conn = sqlite3.connect(restarted.data_dir / "store.sqlite")
@@ -298,10 +312,8 @@ async def test_power_cycled_relay_module_is_restored_within_the_reassert_period(
     assert restored <= 1.0 + 0.5  # reassert_s = 1 in the site file, plus scheduling slack
 
 
-async def control(data_dir: Path, command: str, **args):
-    from edge_agent.control import SOCKET_NAME, request  # noqa: PLC0415
-
-    return await request(data_dir / SOCKET_NAME, command, **args)
+async def control(data_dir: Path, message: ControlRequest, reply: type[ReplyT]) -> ReplyT:
+    return await ask(data_dir / SOCKET_NAME, message, reply)
 
 
 async def test_control_socket_acks_a_latched_alarm_and_refuses_an_unknown_rule(tmp_path):
@@ -313,12 +325,11 @@ async def test_control_socket_acks_a_latched_alarm_and_refuses_an_unknown_rule(t
         await wait_for(lambda: "red" in rises(agent.data_dir, "rain_1h"), 90, "a red rain alarm")
         sock = agent.data_dir / "control.sock"
         assert oct(sock.stat().st_mode & 0o777) == "0o600"
-        refused = await control(agent.data_dir, "ack", rule="nope")
-        acked = await control(agent.data_dir, "ack", rule="rain_1h", by="technician")
+        with pytest.raises(ControlRefusedError, match="no rule 'nope'"):
+            await control(agent.data_dir, AckRequest(rule="nope"), AckReply)
+        acked = await control(agent.data_dir, AckRequest(rule="rain_1h", by="technician"), AckReply)
         await agent.stop()
-    assert refused["ok"] is False
-    assert "no rule 'nope'" in refused["error"]
-    assert acked["ok"] is True
+    assert acked.rule == "rain_1h"
     assert [e["by"] for e in events(agent.data_dir, "ack")] == ["technician"]
 
 
@@ -329,12 +340,12 @@ async def test_siren_test_reads_back_silently_and_sounds_briefly_when_audible(tm
         agent = await site.start_agent()
         await wait_for(lambda: relays.requests[1] > 0, 30, "the relay module polled")
         await wait_for((agent.data_dir / "control.sock").exists, 30, "the agent")
-        silent = await control(agent.data_dir, "siren_test", audible=False)
-        audible = await control(agent.data_dir, "siren_test", audible=True)
+        silent = await control(agent.data_dir, SirenTestRequest(audible=False), SirenTestReply)
+        audible = await control(agent.data_dir, SirenTestRequest(audible=True), SirenTestReply)
         await wait_for(lambda: not relays.coil(0), 10, "the siren off after the test")
         await agent.stop()
-    assert silent == {"ok": True, "results": {"siren": True}}
-    assert audible["ok"] is True
+    assert silent.wire() == {"ok": True, "results": {"siren": True}}
+    assert audible.ok is True
     switched = [(c.address, c.value) for c in relays.coil_log]
     assert switched == [(0, True), (1, True), (0, False), (1, False)]  # warble, then off
     kinds = [e["kind"] for e in events(agent.data_dir) if e["kind"] in ("self_test", "broadcast")]

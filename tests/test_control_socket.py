@@ -1,41 +1,60 @@
 """The control socket: requests are validated into their models; a bad one gets a clear error.
 
 A real Unix socket served by ``serve_control``; the handlers are small stand-ins for the
-agent's (the agent's own are exercised end to end in test_agent_e2e.py).
+agent's (the agent's own are exercised end to end in test_agent_e2e.py). The ``edge``
+side sends typed requests and reads typed replies (``ask``), also through the real CLI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from edge_agent.control import MAX_REQUEST, SOCKET_NAME, request, serve_control
+from edge_agent.control import (
+    MAX_REQUEST,
+    SOCKET_NAME,
+    ControlError,
+    ControlRefusedError,
+    ask,
+    exchange,
+    serve_control,
+)
 from edge_agent.control_messages import (
     AckReply,
     AckRequest,
     AlarmHistoryEntry,
     AlarmsReply,
+    AlarmsRequest,
     AlarmStatus,
+    ErrorReply,
+    SirenTestReply,
     SirenTestRequest,
 )
+
+EDGE = [sys.executable, "-m", "edge_agent.cli"]
 
 
 @pytest.fixture
 async def agent_socket(tmp_path: Path) -> AsyncIterator[tuple[Path, list[object]]]:
     seen: list[object] = []
 
-    async def ack(req: AckRequest) -> AckReply:
+    async def ack(req: AckRequest) -> AckReply | ErrorReply:
         seen.append(req)
+        if req.rule == "nope":
+            return ErrorReply(error="no rule 'nope' (rules: rain_1h)")
         return AckReply(rule=req.rule, level="red")
 
     async def siren_test(req: SirenTestRequest) -> dict[str, Any]:
         seen.append(req)
-        return {"ok": True, "results": {"siren": True}}
+        if req.audible:
+            return {"ok": False, "detail": "alarm level red is active"}
+        return {"ok": True, "results": {"siren": True, "strobe": "no answer: timeout"}}
 
     async def alarms(_req: object) -> AlarmsReply:
         entry = AlarmHistoryEntry.model_validate(
@@ -95,11 +114,9 @@ async def test_an_over_long_request_is_refused_and_the_socket_keeps_serving(
     path, seen = agent_socket
     too_long = await send_line(path, b'{"cmd": "ack", "rule": "' + b"x" * MAX_REQUEST + b'"}\n')
     assert too_long == {"ok": False, "error": f"bad request: longer than {MAX_REQUEST} bytes"}
-    assert await request(path, "ack", rule="rain_1h") == {
-        "ok": True,
-        "rule": "rain_1h",
-        "level": "red",
-    }
+    assert await ask(path, AckRequest(rule="rain_1h"), AckReply) == AckReply(
+        rule="rain_1h", level="red"
+    )
     assert seen == [AckRequest(rule="rain_1h", by="local")]
 
 
@@ -107,13 +124,90 @@ async def test_handlers_get_typed_requests_and_replies_keep_their_json_shape(
     agent_socket: tuple[Path, list[object]],
 ) -> None:
     path, seen = agent_socket
-    acked = await request(path, "ack", rule="rain_1h", by="technician")
-    tested = await request(path, "siren_test", audible=True)
-    alarms = await request(path, "alarms")
+    acked = json.loads(await exchange(path, AckRequest(rule="rain_1h", by="technician")))
+    tested = json.loads(await exchange(path, SirenTestRequest(audible=False)))
+    alarms = json.loads(await exchange(path, AlarmsRequest()))
     assert acked == {"ok": True, "rule": "rain_1h", "level": "red"}
-    assert tested == {"ok": True, "results": {"siren": True}}
-    assert seen == [AckRequest(rule="rain_1h", by="technician"), SirenTestRequest(audible=True)]
+    assert tested == {"ok": True, "results": {"siren": True, "strobe": "no answer: timeout"}}
+    assert seen == [AckRequest(rule="rain_1h", by="technician"), SirenTestRequest(audible=False)]
     [entry] = alarms["history"]
     assert alarms["active"] == {"rain_1h": {"level": "red", "metrics": {"sum_1h": 51.0}}}
     assert list(entry) == ["t", "rule", "from", "to", "metric"]
     assert entry["metric"] != entry["metric"]  # NaN stays NaN, as `edge alarms` shows it
+
+
+async def test_edge_reads_each_reply_into_its_model_and_a_refusal_carries_the_agents_words(
+    agent_socket: tuple[Path, list[object]],
+) -> None:
+    path, seen = agent_socket
+    alarms = await ask(path, AlarmsRequest(), AlarmsReply)
+    tested = await ask(path, SirenTestRequest(), SirenTestReply)
+    refused_test = await ask(path, SirenTestRequest(audible=True), SirenTestReply)
+    with pytest.raises(ControlRefusedError, match=r"^no rule 'nope' \(rules: rain_1h\)$"):
+        await ask(path, AckRequest(rule="nope"), AckReply)
+    assert alarms.active == {"rain_1h": AlarmStatus(level="red", metrics={"sum_1h": 51.0})}
+    [entry] = alarms.history
+    assert (entry.t, entry.rule, entry.model_extra) == (
+        1.5,
+        "rain_1h",
+        {"from": "normal", "to": "red", "metric": entry.model_extra["metric"]},
+    )
+    assert tested == SirenTestReply(
+        ok=True, results={"siren": True, "strobe": "no answer: timeout"}
+    )
+    assert refused_test.wire() == {"ok": False, "detail": "alarm level red is active"}
+    assert seen[-1] == AckRequest(rule="nope")
+
+
+async def test_a_reply_of_the_wrong_shape_or_no_agent_is_a_clear_control_error(
+    agent_socket: tuple[Path, list[object]], tmp_path: Path
+) -> None:
+    path, _seen = agent_socket
+    with pytest.raises(ControlError, match=r"reply is not a AckReply: rule: Field required"):
+        await ask(path, SirenTestRequest(), AckReply)
+    with pytest.raises(ControlError, match="no agent is running with its control socket at"):
+        await ask(tmp_path / "elsewhere.sock", AlarmsRequest(), AlarmsReply)
+
+
+async def edge(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *EDGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_the_edge_cli_sends_typed_requests_and_prints_the_typed_replies(
+    agent_socket: tuple[Path, list[object]],
+) -> None:
+    path, seen = agent_socket
+    data_dir = str(path.parent)
+    acked = await edge("ack", "rain_1h", "-d", data_dir, "--by", "technician")
+    refused = await edge("ack", "nope", "-d", data_dir)
+    empty = await edge("ack", "", "-d", data_dir)
+    tested = await edge("siren", "test", "-d", data_dir)
+    audible = await edge("siren", "test", "--audible", "-d", data_dir)
+    alarms = await edge("alarms", "-d", data_dir, "--json")
+    assert acked[:2] == (0, "acknowledged rain_1h; its level is now red\n")
+    assert refused[0] == 2
+    assert "no rule 'nope' (rules: rain_1h)" in refused[2]
+    assert empty[0] == 2
+    assert "edge ack: rule: String should have at least 1 character" in empty[2]
+    assert tested[0] == 0
+    assert json.loads(tested[1]) == {
+        "ok": True,
+        "results": {"siren": True, "strobe": "no answer: timeout"},
+    }
+    assert audible[0] == 2
+    assert "alarm level red is active" in audible[2]
+    assert alarms[0] == 0
+    assert json.loads(alarms[1])["active"] == {
+        "rain_1h": {"level": "red", "metrics": {"sum_1h": 51.0}}
+    }
+    assert seen == [  # the empty rule never left the CLI
+        AckRequest(rule="rain_1h", by="technician"),
+        AckRequest(rule="nope", by="local"),
+        SirenTestRequest(audible=False),
+        SirenTestRequest(audible=True),
+    ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ import pytest
 from fleet.broker_files import FleetAccount
 from fleet.ingest import MAX_COMMIT_BYTES, IngestWorker, group_size
 from fleet.mqtt_connection import BrokerConnection
-from fleet.repository import Role
-from fleet.service import INGEST_GROUP
+from fleet.repository import CommitResult, Received, Role
+from fleet.service import INGEST_GROUP, run_fleet
+from fleet.settings import FleetSettings
 from fleet.simgateway import EncodedBatch
 from fleet.sqlite_repository import SQLiteRepository
 from protocol import (
@@ -412,8 +415,9 @@ async def test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage
     gid = enrolled.gateway_id
     batch = data_batch(gid, 1, 10).model_dump_json()
     fleet.mosquitto.stop()
-    # The outage itself (not synchronisation): ingest's retries at 1, 3 and 7 s fail, so a
-    # plain backoff would next try 8 s later, at 15 s.
+    # The outage itself (not synchronisation): ingest's backoff (protocol.reconnect, from
+    # 1 s doubling, jittered) has failed a few times, so a plain backoff would next try
+    # several seconds later; the port probes bring it back at once.
     await asyncio.sleep(8)
     fleet.mosquitto.restart()
     back_at = time.monotonic()
@@ -429,3 +433,88 @@ async def test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage
         await wait_for(acked, 30, "ingest to take batches again")
     assert time.monotonic() - back_at < 4.0
     assert stored_seqs(fleet, gid) == list(range(1, 11))
+
+
+class FirstAcksUnbuildable(SQLiteRepository):
+    """Real storage whose first commit result also carries an ack for no valid gateway id.
+
+    It stands in for a bug between the commit and the publish: that round of acks fails.
+    """
+
+    poisoned = True
+
+    def commit(self, received: Sequence[Received]) -> CommitResult:
+        result = super().commit(received)
+        if self.poisoned:
+            self.poisoned = False
+            result.acks[("not/a/gateway", Stream.READINGS)] = 1
+        return result
+
+
+async def test_a_failed_round_of_acks_is_logged_and_counted_and_no_task_outlives_the_worker(
+    fleet: FleetUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    enrolled = await fleet.enroll()
+    gid = enrolled.gateway_id
+    account = FleetAccount.load_or_create(fleet.settings.data_dir)
+    worker = IngestWorker(  # a plain subscription: it sees every message besides the fleet's
+        FirstAcksUnbuildable(fleet.settings.db_path),
+        BrokerConnection(fleet.settings.broker_url, account.username, account.password),
+        client_id="test-acks",
+    )
+    switch_interval = sys.getswitchinterval()
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        # A process-wide choice belongs to the process (fleet serve, fleet ingest).
+        assert sys.getswitchinterval() == switch_interval
+        async with fleet.gateway(enrolled) as gateway:
+            await gateway.publish(Topic.DATA, data_batch(gid, 1, 10).model_dump_json())
+            await wait_for(lambda: worker.stats.acks_failed > 0, 10, "the failed round of acks")
+            await gateway.publish(Topic.DATA, data_batch(gid, 11, 20).model_dump_json())
+            await wait_for(lambda: worker.stats.acks_sent > 0, 10, "the next round of acks")
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    errors = [r for r in caplog.records if r.name == "fleet.ingest" and r.levelno >= logging.ERROR]
+    [failed] = errors
+    lost = re.fullmatch(r"could not send (\d+) acks; those gateways will resend", failed.message)
+    assert lost is not None
+    assert int(lost[1]) == worker.stats.acks_failed
+    assert failed.exc_info is not None
+    assert "invalid gateway id 'not/a/gateway'" in str(failed.exc_info[1])
+    assert stored_seqs(fleet, gid) == list(range(1, 21))
+    # Every task the worker started ended with it: none left running, none left unawaited.
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("test-acks")]
+
+
+async def test_an_ingest_that_fails_says_so_at_once_not_at_shutdown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    handed_out = tmp_path / "gateway-ca.pem"
+    handed_out.write_text("the CA gateways are given\n")
+    settings = FleetSettings(
+        data_dir=tmp_path / "fleet",
+        broker="external",
+        mqtt_url="mqtts://127.0.0.1:8883",
+        mqtt_ca=tmp_path / "removed-ca.pem",  # the fleet's own CA file is gone
+        public_broker_ca=handed_out,
+    )
+    stack = contextlib.AsyncExitStack()
+    service = await stack.enter_async_context(run_fleet(settings))
+    try:
+        assert service.ingest_task is not None
+        await wait_for(service.ingest_task.done, 10, "ingest to fail")
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            await stack.aclose()
+        raise
+    # Said while the fleet still runs, not first at its stop ...
+    [said] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert said.name == "fleet.service"
+    assert said.message.startswith("ingest stopped: no gateway data is stored")
+    assert said.exc_info is not None
+    with pytest.raises(ExceptionGroup) as stopped:  # ... and the stop still reports it.
+        await stack.aclose()
+    assert stopped.group_contains(FileNotFoundError)

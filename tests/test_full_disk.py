@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from drivers.model import Quality, Reading
-from edge_agent.control import SOCKET_NAME, request
+from edge_agent.control import SOCKET_NAME, ask
+from edge_agent.control_messages import StatusReply, StatusRequest
 from edge_agent.store import LocalStore
 from hardware_sim.device import SimulatedDevice
 from tests.agent_harness import events, sim_site
@@ -164,7 +165,7 @@ async def status_when(data_dir: Path, check: Callable[[dict[str, Any]], bool], w
     """Ask the running agent's status until ``check`` holds (30 s at most)."""
     deadline = time.monotonic() + 30
     while True:
-        status = await request(data_dir / SOCKET_NAME, "status")
+        status = (await ask(data_dir / SOCKET_NAME, StatusRequest(), StatusReply)).wire()
         if check(status):
             return status
         assert time.monotonic() < deadline, f"timed out waiting for {what}: {status['store']}"

@@ -201,7 +201,8 @@ async def test_an_exception_is_logged_once_per_device_then_counted(tmp_path, cap
 
 async def test_edge_status_and_the_agent_log_name_the_exception(tmp_path: Path):
     from drivers.clock import ScaledClock  # noqa: PLC0415
-    from edge_agent.control import SOCKET_NAME, request  # noqa: PLC0415
+    from edge_agent.control import SOCKET_NAME, ControlError, ask  # noqa: PLC0415
+    from edge_agent.control_messages import StatusReply, StatusRequest  # noqa: PLC0415
     from tests.agent_harness import sim_site  # noqa: PLC0415
     from tests.waiting import wait_for  # noqa: PLC0415
 
@@ -213,11 +214,11 @@ async def test_edge_status_and_the_agent_log_name_the_exception(tmp_path: Path):
 
         async def counted() -> bool:
             try:
-                status = await request(agent.data_dir / SOCKET_NAME, "status")
-            except Exception:
+                status = await ask(agent.data_dir / SOCKET_NAME, StatusRequest(), StatusReply)
+            except ControlError:  # not listening yet
                 return False
-            answers = status["devices"]["gauge"]["exceptions"]
-            return bool(answers) and min(a["count"] for a in answers) >= 3
+            answers = status.devices["gauge"].exceptions
+            return bool(answers) and min(a.count for a in answers) >= 3
 
         await wait_for(counted, 90, "three polls answered with exceptions")
         code, out, err = await edge("status", "-d", str(agent.data_dir))

@@ -10,9 +10,8 @@ import pytest
 
 from drivers.model import Quality, Reading
 from edge_agent.health import cpu_temperature, host_health, memory
-from edge_agent.reconnect import ReconnectTiming, ReconnectWait
 from edge_agent.store import LocalStore
-from edge_agent.upload_progress import Backoff, StreamProgress
+from edge_agent.upload_progress import StreamProgress
 from edge_agent.upload_source import UploadSource, event_row, stored_progress
 from protocol import (
     MAX_PAYLOAD_BYTES,
@@ -22,6 +21,7 @@ from protocol import (
     EventBatch,
     Stream,
 )
+from protocol.reconnect import Backoff, ReconnectTiming, ReconnectWait
 
 GATEWAY = "gw-0123456789"
 #: A time inside the wire's range (2025-06-15).

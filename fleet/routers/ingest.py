@@ -31,6 +31,6 @@ def ingest_stats(ingest: Ingest) -> IngestOut:
         rows_duplicate=s.rows_duplicate,
         commits=s.commits,
         acks_sent=s.acks_sent,
-        commands_sent=s.commands_sent,
+        commands_sent=ingest.outbox.commands_sent,
         rejected=dict(s.rejected),
     )

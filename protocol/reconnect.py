@@ -1,12 +1,16 @@
-"""When the uplink tries the broker again: cheap probes often, full sessions with backoff.
+"""How a client of the county broker comes back after losing it: one backoff for all.
 
-A failed MQTT session makes the uplink wait a jittered exponential backoff (up to
-``reconnect_max_s``) before the next full session, so a broker that answers but refuses
-or chokes is not hammered. While it waits it probes the broker's port with a bare TCP
-connect every second or so; a broker it saw down that answers again cuts the wait to a
-short jittered spread, so a county's gateways return within seconds of the broker, however
-long the outage, without all arriving in the same instant. This module never opens an MQTT
-session and never waits longer than the backoff; the clock, sleep and probe are passed in.
+Gateways (the uplink) and the fleet's ingest connections reconnect with the same
+schedule. A failed MQTT session waits a jittered exponential backoff (``Backoff``, up to
+its ``high``) before the next full session, so a broker that answers but refuses or chokes
+is not hammered. While it waits, ``ReconnectWait`` probes the broker's port with a bare
+TCP connect every ``probe_interval_s`` or so; a broker it saw down that answers again cuts
+the wait to a short jittered spread, so a county's gateways return within seconds of the
+broker, however long the outage, without all arriving in the same instant. Part of the
+contract because the broker relies on its clients not reconnecting in lockstep.
+
+This module never opens an MQTT session and never waits longer than the backoff; the
+clock, sleep, probe and random source are passed in. It imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -18,7 +22,28 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from edge_agent.upload_progress import Backoff
+
+class Backoff:
+    """Exponential delays between ``low`` and ``high`` seconds, each drawn from its upper half.
+
+    The jitter keeps a county's gateways from reconnecting in lockstep after a broker
+    restart.
+    """
+
+    def __init__(self, low: float, high: float, rng: random.Random) -> None:
+        self.low, self.high, self.rng = low, high, rng
+        self.attempt = 0
+
+    def next(self) -> float:
+        """The delay before the next attempt."""
+        ceiling = min(self.high, self.low * 2.0**self.attempt)
+        self.attempt += 1
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Start again from ``low`` (after a success)."""
+        self.attempt = 0
+
 
 #: Answers True when the broker's port accepts a TCP connection.
 Probe = Callable[[], Awaitable[bool]]
