@@ -9,11 +9,14 @@ timeouts.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from drivers.at_channel import AtChannel, InfoLine, ModemError
 from drivers.sms_text import (
@@ -25,7 +28,7 @@ from drivers.sms_text import (
 )
 from protocol.contacts import mask_phone
 
-__all__ = ["IncomingSms", "ModemError", "SmsModem"]
+__all__ = ["IncomingSms", "ModemError", "RingOutcome", "SmsModem"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,11 @@ _KNOWN_STATS = (*_RECEIVED, "STO UNSENT", "STO SENT")
 #: Store every new message and announce it with +CMTI: one routed straight to the port
 #: (+CMT, as another program may have set) is gone if nobody is reading just then.
 _STORE_NEW_MESSAGES = "AT+CNMI=2,1,0,0,0"
+#: ``AT+CLCC`` call state of a call the other side has picked up (3GPP TS 27.007 7.18).
+_CALL_ACTIVE = "0"
+#: What a ring came to: picked up, rung out unanswered, or ended by the network or the
+#: other side (busy, refused, switched off) before either.
+RingOutcome = Literal["picked up", "not picked up", "ended"]
 #: SMS-SUBMIT, relative validity 24 h, no protocol id, data coding scheme 8: UCS2.
 _SUBMIT_PARAMETERS = "AT+CSMP=17,167,0,8"
 
@@ -290,6 +298,48 @@ class SmsModem:
             msg = f"AT+CMGD: the index must be a non-negative integer, got {index!r}"
             raise ModemError(msg)
         await self._channel.command(f"AT+CMGD={index}")
+
+    async def ring(
+        self,
+        number: str,
+        ring_s: float,
+        *,
+        poll_s: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> RingOutcome:
+        """Ring ``number`` as a voice call with no sound, then hang up.
+
+        A phone that rings wakes a village monitor at night where a text may not. The
+        call is held until it is picked up, the other side or the network ends it, or
+        ``ring_s`` has passed (``sleep`` paces the checks, so a sped-up clock may drive
+        it); it is hung up in every case, even when this is cancelled. Picking up is no
+        answer to the warning: that is still a reply or the confirm button.
+
+        Raises:
+            ModemError: a number that cannot be dialled, or the modem refused the call.
+        """
+        if not _DIALLABLE.match(number):
+            msg = f"ATD: {mask_phone(number)} is not a number the modem can dial"
+            raise ModemError(msg)
+        await self._channel.command(f"ATD{number};", label=f"ATD{mask_phone(number)};")
+        outcome: RingOutcome = "not picked up"
+        try:
+            waited = 0.0
+            while waited < ring_s:
+                await sleep(poll_s)
+                waited += poll_s
+                calls = await self._channel.command("AT+CLCC", info="+CLCC:")
+                states = [_fields(line.head, "+CLCC:")[2:3] for line in calls]
+                if not calls:
+                    outcome = "ended"
+                    break
+                if [_CALL_ACTIVE] in states:
+                    outcome = "picked up"
+                    break
+        finally:
+            with contextlib.suppress(ModemError):
+                await asyncio.shield(self._channel.command("ATH"))
+        return outcome
 
     async def signal(self) -> int | None:
         """The received signal strength index 0 (-113 dBm or less) to 31 (-51 dBm or more).

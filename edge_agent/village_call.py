@@ -77,6 +77,12 @@ class SmsLine(Protocol):
         """Delete a message from the modem's storage."""
         ...
 
+    async def ring(
+        self, number: str, ring_s: float, *, sleep: Callable[[float], Awaitable[None]]
+    ) -> str:
+        """Ring ``number`` for at most ``ring_s`` (paced by ``sleep``); how it went."""
+        ...
+
 
 #: Records one event durably and returns its seq (``LocalStore.record_event``).
 RecordEvent = Callable[[float, str, str, int, dict[str, Any]], Awaitable[int]]
@@ -276,6 +282,20 @@ class VillageCaller:
             {**detail, "status": "sent", "detail": f"message reference {reference}"},
         )
         log.warning("alarm %s: the county is out of reach; texted %s", call.rule, person.label)
+        if self.spec.ring_s > 0:
+            await self._ring(modem, call, person, detail)
+
+    async def _ring(
+        self, modem: SmsLine, call: OpenCall, person: VillagePerson, detail: dict[str, Any]
+    ) -> None:
+        # A ringing phone wakes someone a text may not; picking up is still no answer.
+        try:
+            outcome = await modem.ring(person.mobile, self.spec.ring_s, sleep=self.clock.sleep)
+        except Exception as exc:
+            outcome = f"the modem could not call: {str(exc)[:160]}"
+        rang = {**detail, "via": "gateway modem, ringing", "status": "rang", "detail": outcome}
+        await self.record(self.clock.now(), CALL, call.rule, call.level, rang)
+        log.warning("alarm %s: rang %s (%s)", call.rule, person.label, outcome)
 
     # --- the loop ------------------------------------------------------------------------
 

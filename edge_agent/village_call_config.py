@@ -13,6 +13,7 @@ modem, and an error never repeats a phone number in clear.
     repeat_s = 600                # an unanswered text is sent again this often
     confirm = ["relay.input1"]    # bool inputs whose press answers (a button at the siren)
     country_code = "86"           # replies reported in domestic form (13800000001) match
+    ring_s = 30                   # after each text, ring the phone this long (0: off)
 
     [[village_call.person]]
     name = "李四"
@@ -64,6 +65,7 @@ class VillageCallTable(TomlTable):
     grace_s: float = Field(300.0, ge=0.0, le=86400.0)
     repeat_s: float = Field(600.0, ge=60.0, le=86400.0)
     poll_s: float = Field(10.0, gt=0.0, le=600.0)
+    ring_s: float = Field(0.0, ge=0.0, le=120.0)
     confirm: list[Name] = Field(default_factory=list, max_length=16)
     country_code: str | None = None
     person: list[VillagePersonTable] = Field(default_factory=list, max_length=50)
@@ -105,6 +107,8 @@ class VillageCallSpec:
     persons: tuple[VillagePerson, ...]
     #: Replies whose sender the modem reports in this country's domestic form match too.
     country_code: str | None = None
+    #: After each text, the person's phone is rung this long (0: texts only).
+    ring_s: float = 0.0
 
 
 def parse_village_call(
@@ -158,4 +162,5 @@ def parse_village_call(
         confirm=tuple(table.confirm),
         persons=tuple(VillagePerson(p.name, p.role, p.mobile) for p in table.person),
         country_code=table.country_code,
+        ring_s=table.ring_s,
     )

@@ -45,6 +45,8 @@ _ZONE_QUARTERS = 32
 _STATS = ("REC UNREAD", "REC READ", "STO UNSENT", "STO SENT", "ALL")
 _CNMI = re.compile(r"^AT\+CNMI=([0-3])(?:,([0-3]))?(?:,[0-3]){0,3}$")
 _CSMP = re.compile(r"^AT\+CSMP=(\d{1,3}),(\d{1,3}),(\d{1,3}),(\d{1,3})$")
+#: A voice call: ATD, the number, and the ';' that makes it voice rather than data.
+_ATD = re.compile(r"^ATD(\+?[0-9]{3,20});$")
 
 
 @dataclass
@@ -54,6 +56,17 @@ class SentSms:
     number: str
     text: str
     ref: int
+
+
+@dataclass
+class Ring:
+    """One voice call the gateway made: to whom, and how it went (``AT+CLCC`` states)."""
+
+    number: str
+    #: 3 alerting (ringing), 0 active (picked up); ``ended`` once it was hung up
+    state: int = 3
+    ended: bool = False
+    checks: int = 0
 
 
 @dataclass
@@ -77,6 +90,7 @@ class SimulatedModem:
         on_command: called with each command line, and with ``"<text>"`` when message
             text ends, before the modem answers (tests use it to interleave URCs).
         on_sent: called with each SMS the gateway sent, once it is in the outbox.
+        rings: every voice call the gateway made, in order (``pick_up`` answers one).
         prompt_delay_s: how long ``AT+CMGS`` takes to prompt for text (a slow modem); it
             takes text, and ESC, at once.
     """
@@ -88,6 +102,10 @@ class SimulatedModem:
         self.clock = clock
         self.rssi = rssi
         self.outbox: list[SentSms] = []
+        self.rings: list[Ring] = []
+        #: numbers whose phone is picked up as soon as it rings, or refuses (busy)
+        self.picks_up: set[str] = set()
+        self.busy: set[str] = set()
         self.storage: dict[int, StoredSms] = {}
         self.commands: list[str] = []
         self.on_command: Callable[[str], None] | None = None
@@ -352,7 +370,36 @@ class SimulatedModem:
             return self._read(line[len("AT+CMGR=") :])
         if upper.startswith("AT+CMGD="):
             return self._delete(line[len("AT+CMGD=") :])
+        if match := _ATD.match(upper):
+            return self._dial(match.group(1))
+        if upper == "AT+CLCC":
+            return self._calls()
+        if upper in ("ATH", "AT+CHUP"):
+            for ring in self.rings:
+                ring.ended = True
+            return []
         raise _CommandError("ERROR")
+
+    def _dial(self, number: str) -> list[str]:
+        if any(not r.ended for r in self.rings):
+            raise _CommandError("ERROR")  # one call at a time
+        ring = Ring(number)
+        if number in self.busy:
+            ring.ended = True  # the network says busy at once: no call is listed
+        self.rings.append(ring)
+        return []
+
+    def _calls(self) -> list[str]:
+        lines = []
+        for index, ring in enumerate(self.rings, start=1):
+            if ring.ended:
+                continue
+            ring.checks += 1
+            if ring.number in self.picks_up:
+                ring.state = 0
+            kind = 145 if ring.number.startswith("+") else 129
+            lines.append(f'+CLCC: {index},0,{ring.state},0,0,"{ring.number}",{kind}')
+        return lines
 
     def _select_charset(self, argument: str) -> list[str]:
         name = self._string(argument.strip('"')) if argument.startswith('"') else ""

@@ -535,3 +535,55 @@ async def test_the_simulator_reads_lists_and_deletes_stored_messages(
     )
     assert await terminal.type(f"AT+CMGD={index}\r") == "\r\nOK\r\n"
     assert await terminal.type(f"AT+CMGR={index}\r") == "\r\n+CMS ERROR: 321\r\n"
+
+
+async def test_a_ring_that_is_picked_up_is_hung_up_and_said_so(
+    modem: SmsModem, sim: SimulatedModem
+) -> None:
+    sim.picks_up.add("+8613800000001")
+    checks: list[float] = []
+
+    async def no_wait(seconds: float) -> None:  # the ring's pacing, driven by the test
+        checks.append(seconds)
+
+    outcome = await modem.ring("+8613800000001", 30.0, poll_s=1.0, sleep=no_wait)
+    assert outcome == "picked up"
+    assert [(r.number, r.ended) for r in sim.rings] == [("+8613800000001", True)]
+    assert sim.commands[-1] == "ATH"
+    assert checks == [1.0]
+
+
+async def test_an_unanswered_ring_rings_for_its_time_then_hangs_up(
+    modem: SmsModem, sim: SimulatedModem
+) -> None:
+    async def no_wait(_seconds: float) -> None:
+        pass
+
+    outcome = await modem.ring("+8613800000002", 30.0, poll_s=5.0, sleep=no_wait)
+    assert outcome == "not picked up"
+    (ring,) = sim.rings
+    assert ring.checks == 6  # 30 s of ringing, looked at every 5 s
+    assert ring.ended
+    assert sim.commands[-1] == "ATH"
+
+
+async def test_a_busy_phone_ends_the_ring_and_a_bad_number_is_refused(
+    modem: SmsModem, sim: SimulatedModem, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def no_wait(_seconds: float) -> None:
+        pass
+
+    sim.busy.add("+8613800000003")
+    assert await modem.ring("+8613800000003", 30.0, sleep=no_wait) == "ended"
+    with pytest.raises(ModemError, match=r"ATD: \+861\*+7; is not a number the modem can dial"):
+        await modem.ring("+86138000007;", 30.0, sleep=no_wait)
+    assert "13800000003" not in caplog.text
+
+
+async def test_a_cancelled_ring_still_hangs_up(modem: SmsModem, sim: SimulatedModem) -> None:
+    ringing = asyncio.create_task(modem.ring("+8613800000004", 3600.0, poll_s=0.05))
+    await wait_for(lambda: sim.rings and sim.rings[0].checks >= 1, 10, "the phone to ring")
+    ringing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ringing
+    await wait_for(lambda: sim.rings[0].ended, 10, "the call to be hung up")

@@ -226,6 +226,39 @@ async def test_a_press_of_the_confirm_button_answers_and_a_restart_does_not_text
         assert await agent.stop() == 0
 
 
+async def test_with_ring_s_each_text_is_followed_by_a_ring_and_its_outcome_is_recorded(
+    tmp_path: Path, modem: tuple[SimulatedModem, Path]
+) -> None:
+    sim, port = modem
+    sim.picks_up.add(HEAD)  # the village head picks up; the monitor sleeps through it
+    clock = ScaledClock(60, origin=ORIGIN)
+    creek = Creek()
+    devices = [
+        SimulatedDevice(PROFILES["hlk_ld8001h"], 1, clock, {"water_level": creek}),
+        SimulatedDevice(PROFILES["relay_module_8ch"], 10, clock),
+    ]
+    text = SITE.replace("MODEM", str(port)).replace("poll_s = 5\n", "poll_s = 5\nring_s = 40\n")
+    async with sim_site(tmp_path, devices, text, clock) as site:
+        agent = await site.start_agent()
+        creek.level_mm = 3800.0
+
+        def rang() -> list[dict[str, Any]]:
+            return [e for e in events(agent.data_dir, "village_call") if e["status"] == "rang"]
+
+        rings = await wait_for(lambda: rang()[:2] if len(rang()) >= 2 else None, 90, "two rings")
+        outcomes = {r["person"]: r["detail"] for r in rings}
+        assert outcomes == {"王建国 (village)": "not picked up", "张村长 (village)": "picked up"}
+        # every ring follows that person's text, and every call was hung up
+        assert [r.number for r in sim.rings[:2]] == [m.number for m in sim.outbox[:2]]
+        assert all(r.ended for r in sim.rings)
+        unanswered = next(r for r in sim.rings if r.number == MONITOR)
+        assert unanswered.checks >= 30  # rang its 40 s, looked at every second
+        # picking up is not an answer: nobody has answered yet
+        assert answers(agent.data_dir) == []
+        assert MONITOR not in agent.log.read_text()
+        assert await agent.stop() == 0
+
+
 def test_a_village_call_table_is_checked_when_the_site_loads() -> None:
     base = SITE.replace("{port}", "1502").replace("MODEM", "/dev/ttyUSB2")
     assert parse_site_text(base, "site.toml").village_call is not None
