@@ -315,13 +315,19 @@ class ReceivingCentre:
         self, upload: _Upload | None, packet: Message, size: int, peer: str
     ) -> tuple[_Upload | None, Message | None]:
         """Add an M3 packet; the upload state to keep and the whole message once complete."""
+        number = packet.packet
+        assert number is not None
         now = self._monotonic()
         if upload is not None and now - upload.started > self.settings.upload_timeout_s:
             log.warning("SL 651: M3 upload from %s took too long; dropped", peer)
             upload = None
+        if upload is not None and (
+            upload.reassembly.header != packet.header or upload.reassembly.count != number.count
+        ):
+            log.warning("SL 651: %s started another M3 upload; the unfinished one dropped", peer)
+            upload = None
         if upload is None:
             upload = _Upload(Reassembly(), now)
-        assert packet.packet is not None
         upload.size += size
         if upload.size > self.settings.max_upload_bytes:
             self._bad_frame(
@@ -330,14 +336,12 @@ class ReceivingCentre:
             raise _CloseConnectionError
         try:
             whole = upload.reassembly.add(packet)
-        except Sl651Error as exc:
-            # A packet of another upload: the station gave up the old one.
-            log.warning("SL 651: %s started another M3 upload (%s)", peer, exc)
-            upload = _Upload(Reassembly(), now, size)
-            whole = upload.reassembly.add(packet)
+        except Sl651Error as exc:  # the joined body does not decode: unanswered, resent whole
+            self._bad_frame(peer, exc.reason.value, f"M3 upload refused: {exc}")
+            return None, None
         if whole is None:
             return upload, None
-        return None, _with_packet(whole, packet.packet)
+        return None, _with_packet(whole, number)
 
     async def _answer(self, station: Station, message: Message, peer: str) -> Message | None:
         """Store what ``message`` carries; the acknowledgement to send, if any."""

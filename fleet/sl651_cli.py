@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -114,6 +115,7 @@ def serve(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    _open_files_for(max_connections)
     registry = _open(data_dir)
 
     async def run() -> None:
@@ -125,3 +127,27 @@ def serve(
             asyncio.run(run())
     finally:
         registry.close()
+
+
+#: File descriptors the process needs beside its stations' sockets (database, logs, ...).
+SPARE_FILES = 64
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise this process's open-file limit for ``connections`` sockets, or say it cannot.
+
+    A process-wide choice, so it is made here, where the process starts.
+    """
+    wanted = connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return
+    limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    if limit < wanted:
+        logging.getLogger(__name__).warning(
+            "open files are limited to %d: fewer than --max-connections %d stations can "
+            "connect; raise the hard limit (LimitNOFILE= in the systemd unit)",
+            limit,
+            connections,
+        )

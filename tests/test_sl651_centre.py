@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -366,3 +369,40 @@ def test_an_equal_interval_series_is_stored_value_by_value_from_the_observation_
         (utc(OBSERVED) + 300, "water_level", None, Quality.TIMEOUT),
         (utc(OBSERVED) + 600, "water_level", 1.7, Quality.OK),
     ]
+
+
+async def test_fleet_sl651_serve_takes_a_registered_station_s_reports(tmp_path: Path) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    added = CliRunner().invoke(
+        app, ["sl651", "add-station", ADDRESS, "--password", "5A7C", "--site", SITE, *data]
+    )
+    assert added.exit_code == 0, added.output
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "fleet.cli", "sl651", "serve", "--port", str(port), *data]
+    process = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
+    try:
+
+        async def listening() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await wait_for(listening, 30, "fleet sl651 serve listening")
+        field_station = Sl651Station(ADDRESS, PASSWORD, "127.0.0.1", port)
+        async with field_station:
+            delivery = await field_station.timed_report(OBSERVED, SENT, water_level="7.250")
+        assert delivery.answer.end is Control.EOT
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    repository = SQLiteRepository(tmp_path / "fleet.sqlite", durable=False)
+    try:
+        assert [r.value for r in readings(repository, "water_level")] == [7.25]
+    finally:
+        repository.close()
