@@ -192,12 +192,6 @@ class ReceivingCentre:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._storage.shutdown(wait=True)
 
-    async def serve_forever(self) -> None:
-        """Serve until cancelled."""
-        if self._server is None:
-            raise RuntimeError("enter the centre first (async with)")
-        await self._server.serve_forever()
-
     # --- connections -------------------------------------------------------------------
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -8,9 +8,9 @@ directory. A station's password is never printed or logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import resource
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -100,7 +100,7 @@ def serve(
     ] = 0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run the receiving centre: stations report over TCP, readings go to the fleet's store."""
+    """Run the receiving centre until SIGINT or SIGTERM: stations report over TCP."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -119,12 +119,16 @@ def serve(
     registry = _open(data_dir)
 
     async def run() -> None:
-        async with ReceivingCentre(registry, settings) as running:
-            await running.serve_forever()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with ReceivingCentre(registry, settings):
+            await stop.wait()
+        logging.getLogger(__name__).info("SL 651 centre stopped")
 
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run())
+        asyncio.run(run())
     finally:
         registry.close()
 

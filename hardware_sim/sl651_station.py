@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Self
@@ -42,6 +44,13 @@ from protocol.sl651 import (
     split,
 )
 from protocol.sl651.frame import HEADER_SIZE
+
+#: SL 651 stations keep Beijing time.
+CHINA_STANDARD_TIME = timedelta(hours=8)
+FIVE_MINUTES_S = 300.0
+#: The largest 5-minute rainfall (F4, one byte of 0.1 mm) and relative level (F5, 0.01 m).
+MAX_RAIN_5MIN = Decimal("25.4")
+MAX_LEVEL_5MIN = Decimal("655.34")
 
 
 class NoAcknowledgementError(Exception):
@@ -207,3 +216,99 @@ async def read_frame(reader: asyncio.StreamReader) -> Message:
     if size is None:
         raise Sl651Error("no frame header")
     return decode(head + await reader.readexactly(size - len(head)))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the station measures at simulated UTC time ``t``: rain and water level.
+
+    ``rain_mm`` is the rain since the start (mm), ``level_m`` the level (m); either may
+    be absent.
+    """
+
+    rain_mm: Callable[[float], float] | None = None
+    level_m: Callable[[float], float] | None = None
+
+
+def station_time(t: float, utc_offset: timedelta = CHINA_STANDARD_TIME) -> datetime:
+    """UTC epoch ``t`` on the station's clock (naive, whole seconds)."""
+    return datetime.fromtimestamp(int(t), UTC).replace(tzinfo=None) + utc_offset
+
+
+async def report_scenario(
+    station: Sl651Station,
+    now: Callable[[], float],
+    scenario: Scenario,
+    *,
+    every_s: float = FIVE_MINUTES_S,
+    speed: float = 1.0,
+    lose_every: int = 0,
+    on_delivery: Callable[[str, Delivery | None], None] | None = None,
+    utc_offset: timedelta = CHINA_STANDARD_TIME,
+) -> None:
+    """Report ``scenario`` until cancelled, as a field station does.
+
+    A timed report (32) every ``every_s`` simulated seconds on the grid of that step, and
+    an hourly report (34) with the hour's 5-minute rainfall and levels on each full hour.
+    ``now`` is the simulated clock, running ``speed`` times the wall clock. Every
+    ``lose_every``-th report loses its answer (the link drops after sending), so the
+    station resends it. ``on_delivery`` hears each report's outcome (None: unanswered).
+    """
+    sent = 0
+    next_t = math.floor(now() / every_s) * every_s + every_s
+    while True:
+        await asyncio.sleep(max(0.0, (next_t - now()) / speed))
+        t = next_t
+        next_t += every_s
+        kinds = ["timed"] + (["hourly"] if t % 3600 == 0 else [])
+        for kind in kinds:
+            sent += 1
+            if lose_every and sent % lose_every == 0:
+                station.drop_link_after_send = 1
+            observed = station_time(t, utc_offset)
+            at = station_time(now(), utc_offset)
+            try:
+                if kind == "timed":
+                    delivery = await station.timed_report(
+                        observed,
+                        at,
+                        rainfall_accumulated=_rain(scenario, t),
+                        water_level=_level(scenario, t),
+                    )
+                else:
+                    delivery = await _hourly(station, scenario, t, observed, at)
+            except (NoAcknowledgementError, OSError):
+                delivery = None
+            if on_delivery is not None:
+                on_delivery(kind, delivery)
+
+
+def _rain(scenario: Scenario, t: float) -> Decimal | None:
+    if scenario.rain_mm is None:
+        return None
+    return Decimal(f"{scenario.rain_mm(t):.1f}")
+
+
+def _level(scenario: Scenario, t: float) -> Decimal | None:
+    if scenario.level_m is None:
+        return None
+    return Decimal(f"{scenario.level_m(t):.3f}")
+
+
+async def _hourly(
+    station: Sl651Station, scenario: Scenario, t: float, observed: datetime, at: datetime
+) -> Delivery:
+    marks = [t - 3600 + FIVE_MINUTES_S * n for n in range(13)]
+    rain: list[Decimal | None] = [None] * 12
+    level: list[Decimal | None] = [None] * 12
+    if scenario.rain_mm is not None:
+        totals = [scenario.rain_mm(m) for m in marks]
+        rain = [
+            min(MAX_RAIN_5MIN, Decimal(f"{max(0.0, b - a):.1f}"))
+            for a, b in itertools.pairwise(totals)
+        ]
+    if scenario.level_m is not None:
+        level = [
+            min(MAX_LEVEL_5MIN, Decimal(f"{max(0.0, scenario.level_m(m)):.2f}")) for m in marks[1:]
+        ]
+    return await station.hourly_report(observed, at, rain, level)

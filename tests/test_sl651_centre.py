@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,13 +21,21 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from drivers.clock import ScaledClock
 from fleet.cli import app
 from fleet.repository import ReadingPoint
 from fleet.sl651_centre import CentreSettings, ReceivingCentre
 from fleet.sl651_observations import observations
 from fleet.sl651_stations import StationRegistry
 from fleet.sqlite_repository import SQLiteRepository
-from hardware_sim.sl651_station import NoAcknowledgementError, Sl651Station, read_frame
+from hardware_sim.sl651_station import (
+    Delivery,
+    NoAcknowledgementError,
+    Scenario,
+    Sl651Station,
+    read_frame,
+    report_scenario,
+)
 from protocol import Quality
 from protocol.sl651 import (
     Acknowledgement,
@@ -398,7 +407,7 @@ async def test_fleet_sl651_serve_takes_a_registered_station_s_reports(tmp_path: 
             delivery = await field_station.timed_report(OBSERVED, SENT, water_level="7.250")
         assert delivery.answer.end is Control.EOT
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # as systemd stops it
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, stderr.decode()
     repository = SQLiteRepository(tmp_path / "fleet.sqlite", durable=False)
@@ -406,3 +415,34 @@ async def test_fleet_sl651_serve_takes_a_registered_station_s_reports(tmp_path: 
         assert [r.value for r in readings(repository, "water_level")] == [7.25]
     finally:
         repository.close()
+
+
+async def test_a_station_reporting_a_scenario_resends_lost_answers_and_is_stored_once(
+    centre: ReceivingCentre, repository: SQLiteRepository
+) -> None:
+    start = datetime(2026, 7, 18, 0, 50, tzinfo=UTC).timestamp()
+    clock = ScaledClock(3000.0, start, time.time())  # a 5-minute step every 0.1 s
+    scenario = Scenario(rain_mm=lambda t: (t - start) / 600, level_m=lambda t: 0.5)
+    heard: list[tuple[str, Delivery | None]] = []
+    async with station(centre) as field_station, asyncio.TaskGroup() as group:
+        reporting = group.create_task(
+            report_scenario(
+                field_station,
+                clock.now,
+                scenario,
+                speed=3000.0,
+                lose_every=2,
+                on_delivery=lambda kind, delivery: heard.append((kind, delivery)),
+            )
+        )
+        await wait_for(lambda: len(heard) >= 4, 30, "four reports answered")
+        reporting.cancel()
+    assert all(delivery is not None for _, delivery in heard)
+    sends = [delivery.sends for _, delivery in heard if delivery is not None]
+    assert sends[:4] == [1, 2, 1, 2]  # every second answer lost, the report sent again
+    # 01:00 UTC is on the hour: the timed and the hourly report.
+    assert [kind for kind, _ in heard[:4]] == ["timed", "timed", "hourly", "timed"]
+    times = [r.ts for r in readings(repository, "water_level")]
+    assert len(times) == len(set(times))  # each observation once, resent or not
+    assert times[:3] == [start + 300, start + 600, start + 900]
+    assert len(readings(repository, "rainfall_5min")) == 12
