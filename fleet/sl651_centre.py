@@ -75,7 +75,8 @@ class CentreSettings:
     ``idle_timeout_s``: a whole frame must arrive within this long after the previous
     one (so a silent or trickling station is closed). ``max_frame_bytes`` refuses larger
     frames before reading them. An M3 upload may hold at most ``max_upload_bytes`` and
-    must complete within ``upload_timeout_s``. ``utc_offset``: the stations' clock
+    must complete within ``upload_timeout_s``; all uploads being reassembled at once hold
+    at most ``max_uploads_bytes``. ``utc_offset``: the stations' clock
     (SL 651 times carry no zone). ``centre_address``: 0 accepts reports to any centre.
     """
 
@@ -85,6 +86,7 @@ class CentreSettings:
     idle_timeout_s: float = 300.0
     max_frame_bytes: int = LARGEST_FRAME
     max_upload_bytes: int = 1 << 20
+    max_uploads_bytes: int = 64 << 20
     upload_timeout_s: float = 600.0
     utc_offset: timedelta = CHINA_STANDARD_TIME
     centre_address: int = 0
@@ -129,6 +131,13 @@ class _Upload:
     size: int = 0
 
 
+@dataclass
+class _Uploading:
+    """The M3 upload a connection is sending, if any."""
+
+    upload: _Upload | None = None
+
+
 class ReceivingCentre:
     """The TCP server; use ``async with`` (``port`` is the bound port once entered).
 
@@ -152,6 +161,8 @@ class ReceivingCentre:
         self._monotonic = monotonic
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        #: Bytes held by every M3 upload being reassembled (``max_uploads_bytes``).
+        self.upload_bytes = 0
         self._storage = ThreadPoolExecutor(1, thread_name_prefix="sl651-storage")
 
     @property
@@ -228,7 +239,19 @@ class ReceivingCentre:
     async def _converse(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
     ) -> None:
-        upload: _Upload | None = None
+        uploading = _Uploading()
+        try:
+            await self._frames(reader, writer, peer, uploading)
+        finally:
+            self._drop_upload(uploading)
+
+    async def _frames(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        uploading: _Uploading,
+    ) -> None:
         while True:
             data = await self._read_frame(reader, peer)
             if data is None:
@@ -243,7 +266,7 @@ class ReceivingCentre:
                 continue
             station = await self._authenticate(message, peer)
             if message.packet is not None:
-                upload, whole = self._reassemble(upload, message, len(data), peer)
+                whole = self._reassemble(uploading, message, len(data), peer)
                 if whole is None:
                     continue
                 message = whole
@@ -306,36 +329,51 @@ class ReceivingCentre:
         raise _CloseConnectionError
 
     def _reassemble(
-        self, upload: _Upload | None, packet: Message, size: int, peer: str
-    ) -> tuple[_Upload | None, Message | None]:
-        """Add an M3 packet; the upload state to keep and the whole message once complete."""
+        self, uploading: _Uploading, packet: Message, size: int, peer: str
+    ) -> Message | None:
+        """Add an M3 packet to the connection's upload; the whole message once complete."""
         number = packet.packet
         assert number is not None
         now = self._monotonic()
+        upload = uploading.upload
         if upload is not None and now - upload.started > self.settings.upload_timeout_s:
             log.warning("SL 651: M3 upload from %s took too long; dropped", peer)
-            upload = None
-        if upload is not None and (
+            self._drop_upload(uploading)
+        elif upload is not None and (
             upload.reassembly.header != packet.header or upload.reassembly.count != number.count
         ):
             log.warning("SL 651: %s started another M3 upload; the unfinished one dropped", peer)
-            upload = None
-        if upload is None:
-            upload = _Upload(Reassembly(), now)
-        upload.size += size
-        if upload.size > self.settings.max_upload_bytes:
+            self._drop_upload(uploading)
+        upload = uploading.upload = uploading.upload or _Upload(Reassembly(), now)
+        settings = self.settings
+        if upload.size + size > settings.max_upload_bytes:
             self._bad_frame(
-                peer, "upload too large", f"an M3 upload past {self.settings.max_upload_bytes} B"
+                peer, "upload too large", f"an M3 upload past {settings.max_upload_bytes} B"
             )
             raise _CloseConnectionError
+        if self.upload_bytes + size > settings.max_uploads_bytes:
+            self._bad_frame(
+                peer, "uploads too large", f"M3 uploads past {settings.max_uploads_bytes} B"
+            )
+            raise _CloseConnectionError
+        upload.size += size
+        self.upload_bytes += size
         try:
             whole = upload.reassembly.add(packet)
         except Sl651Error as exc:  # the joined body does not decode: unanswered, resent whole
+            self._drop_upload(uploading)
             self._bad_frame(peer, exc.reason.value, f"M3 upload refused: {exc}")
-            return None, None
+            return None
         if whole is None:
-            return upload, None
-        return None, _with_packet(whole, number)
+            return None
+        self._drop_upload(uploading)
+        return _with_packet(whole, number)
+
+    def _drop_upload(self, uploading: _Uploading) -> None:
+        """Let go of the connection's upload and the bytes it held."""
+        if uploading.upload is not None:
+            self.upload_bytes -= uploading.upload.size
+            uploading.upload = None
 
     async def _answer(self, station: Station, message: Message, peer: str) -> Message | None:
         """Store what ``message`` carries; the acknowledgement to send, if any."""

@@ -52,6 +52,7 @@ from protocol.sl651 import (
     TimeStep,
     encode,
     number,
+    split,
 )
 from tests.waiting import wait_for
 
@@ -325,6 +326,7 @@ async def test_an_upload_past_its_size_bound_closes_the_connection(
             with pytest.raises(NoAcknowledgementError):
                 await field_station.upload(message, slice_size=20)
         assert running.counters.by_reason == {"upload too large": 1}
+        await wait_for(lambda: running.upload_bytes == 0, 10, "the upload let go")
     assert repository.channels(GATEWAY) == []
 
 
@@ -446,3 +448,40 @@ async def test_a_station_reporting_a_scenario_resends_lost_answers_and_is_stored
     assert len(times) == len(set(times))  # each observation once, resent or not
     assert times[:3] == [start + 300, start + 600, start + 900]
     assert len(readings(repository, "rainfall_5min")) == 12
+
+
+async def test_uploads_together_are_bounded_and_release_what_they_held(
+    registry: StationRegistry, repository: SQLiteRepository
+) -> None:
+    def packets(field_station: Sl651Station) -> list[bytes]:
+        groups = [
+            ObservationGroup(
+                OBSERVED + timedelta(minutes=5 * n),
+                (number(ElementId.WATER_LEVEL, Decimal("2.000")),),
+            )
+            for n in range(12)
+        ]
+        message = field_station.report(FunctionCode.TIMED, SENT, groups)
+        return split(message.header, message.body, 20)
+
+    budget = settings(max_uploads_bytes=500)
+    async with ReceivingCentre(registry, budget, clock=lambda: NOW) as running:
+        first = packets(station(running))
+        assert 300 < sum(map(len, first[:-1])) < 500 < sum(map(len, first)) * 2
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(b"".join(first[:-1]))  # all but the last packet: held by the centre
+        await writer.drain()
+        await wait_for(lambda: running.upload_bytes > 300, 10, "the first upload held")
+        other_reader, other_writer = await asyncio.open_connection("127.0.0.1", running.port)
+        other_writer.write(b"".join(packets(station(running))))
+        await other_writer.drain()
+        assert await asyncio.wait_for(other_reader.read(), 10) == b""  # over the budget
+        other_writer.close()
+        writer.write(first[-1])
+        await writer.drain()
+        answer = await asyncio.wait_for(read_frame(reader), 10)
+        writer.close()
+        assert answer.end is Control.EOT
+        assert running.counters.by_reason == {"uploads too large": 1}
+        await wait_for(lambda: running.upload_bytes == 0, 10, "every upload let go")
+    assert len(readings(repository, "water_level")) == 12
