@@ -380,7 +380,10 @@ class ReceivingCentre:
         body = message.body
         now = self._clock()
         if isinstance(body, LinkKeepAlive):
-            await self._in_storage(self.registry.seen, station, now)
+            try:
+                await self._in_storage(self.registry.seen, station, now)
+            except sqlite3.Error as exc:  # it carries no data: answered all the same
+                log.error("SL 651: station %s last seen not stored: %s", station.address, exc)
             return acknowledge(message, self._station_time(now), Control.ESC)
         if not isinstance(body, Report):
             log.info(

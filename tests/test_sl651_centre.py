@@ -54,6 +54,7 @@ from protocol.sl651 import (
     number,
     split,
 )
+from tests.full_disk import small_disk
 from tests.waiting import wait_for
 
 ADDRESS = "0012345678"
@@ -485,3 +486,36 @@ async def test_uploads_together_are_bounded_and_release_what_they_held(
         assert running.counters.by_reason == {"uploads too large": 1}
         await wait_for(lambda: running.upload_bytes == 0, 10, "every upload let go")
     assert len(readings(repository, "water_level")) == 12
+
+
+async def test_a_report_the_full_disk_refused_is_not_acknowledged_and_its_resend_is_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with small_disk(tmp_path / "disk") as disk:
+        repository = SQLiteRepository(disk.path / "fleet.sqlite", durable=False)
+        registry = StationRegistry(repository.path, durable=False)
+        try:
+            registry.add_station(ADDRESS, PASSWORD, SITE, NOW)
+            async with ReceivingCentre(registry, settings(), clock=lambda: NOW) as running:
+                field_station = station(running, tries=1, ack_timeout_s=2.0)
+                groups = [
+                    ObservationGroup(
+                        OBSERVED + timedelta(minutes=5 * n),
+                        (number(ElementId.WATER_LEVEL, Decimal(f"{n}.000")),),
+                    )
+                    for n in range(200)
+                ]
+                message = field_station.report(FunctionCode.TIMED, SENT, groups)
+                frame = encode(message)
+                disk.fill()
+                with pytest.raises(NoAcknowledgementError):
+                    await field_station.send(frame, 1)
+                assert "not stored; not acknowledged" in caplog.text
+                disk.free()
+                delivery = await field_station.send(frame, 1)  # the same frame again
+                await field_station.hang_up()
+            assert delivery.answer.body == Acknowledgement(1, datetime(2026, 7, 18, 10, 0, 20))
+            assert len(readings(repository, "water_level")) == 200
+        finally:
+            registry.close()
+            repository.close()
