@@ -519,3 +519,37 @@ async def test_a_report_the_full_disk_refused_is_not_acknowledged_and_its_resend
         finally:
             registry.close()
             repository.close()
+
+
+async def test_an_upload_not_completed_in_time_is_dropped_and_a_fresh_one_taken(
+    registry: StationRegistry, repository: SQLiteRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    monotonic = [0.0]
+    timing = settings(upload_timeout_s=10.0)
+    async with ReceivingCentre(
+        registry, timing, clock=lambda: NOW, monotonic=lambda: monotonic[0]
+    ) as running:
+        field_station = station(running)
+        groups = [
+            ObservationGroup(
+                OBSERVED + timedelta(minutes=5 * n),
+                (number(ElementId.WATER_LEVEL, Decimal("2.000")),),
+            )
+            for n in range(12)
+        ]
+        message = field_station.report(FunctionCode.TIMED, SENT, groups)
+        packets = split(message.header, message.body, 20)
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(b"".join(packets[:-1]))
+        await writer.drain()
+        held = sum(map(len, packets[:-1]))
+        await wait_for(lambda: running.upload_bytes == held, 10, "the upload held")
+        monotonic[0] = 11.0  # the station took longer than upload_timeout_s
+        writer.write(b"".join(packets))  # it sends the whole upload again
+        await writer.drain()
+        answer = await asyncio.wait_for(read_frame(reader), 10)
+        writer.close()
+        assert answer.end is Control.EOT
+        assert "took too long; dropped" in caplog.text
+        assert running.upload_bytes == 0
+    assert len(readings(repository, "water_level")) == 12
