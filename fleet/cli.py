@@ -40,6 +40,7 @@ from fleet.roster_cli import roster_app
 from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import open_enrollment, open_repository, run_fleet
 from fleet.settings import FleetSettings
+from fleet.sl651_cli import sl651_app
 from fleet.sqlite_repository import iso
 
 #: How long `fleet serve` lets requests finish after SIGTERM.
@@ -53,6 +54,7 @@ app.add_typer(apitoken_app, name="apitoken")
 app.add_typer(release_app, name="release")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(roster_app, name="roster")
+app.add_typer(sl651_app, name="sl651")
 
 DataDir = Annotated[
     Path,

@@ -8,6 +8,7 @@ It runs in the foreground until Ctrl-C or SIGTERM and only ever listens on loopb
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from contextlib import AsyncExitStack, ExitStack
@@ -28,9 +29,10 @@ from hardware_sim.demo import run_demo
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.modem import SentSms, SimulatedModem
 from hardware_sim.pty_link import PtyLinkError, PtyPair
-from hardware_sim.scenarios import DesignStorm
+from hardware_sim.scenarios import CreekLevel, DesignStorm
 from hardware_sim.server import LOOPBACK, serve_rtu, serve_tcp
 from hardware_sim.siren_node import RainSignal, serve_siren_node
+from hardware_sim.sl651_station import Delivery, Scenario, Sl651Station, report_scenario
 from hardware_sim.station import (
     LinkSpec,
     Station,
@@ -309,6 +311,84 @@ async def _run_modem(path: Path, reply: str | None, rssi: int) -> None:
             console.print("serving; Ctrl-C or SIGTERM stops")
             await stop.wait()
     console.print(f"stopped; {len(modem.outbox)} SMS sent")
+
+
+async def _run_sl651_station(
+    field_station: Sl651Station, clock: ScaledClock, scenario: Scenario, every_s: float, lose: int
+) -> None:
+    def heard(kind: str, delivery: Delivery | None) -> None:
+        if delivery is None:
+            console.print(f"{kind} report serial {field_station.serial}: [red]no answer[/]")
+            return
+        again = f" after {delivery.sends} sends" if delivery.sends > 1 else ""
+        end = delivery.answer.end.name
+        console.print(f"{kind} report serial {delivery.serial}: answered {end}{again}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with field_station, asyncio.TaskGroup() as group:
+        reporting = group.create_task(
+            report_scenario(
+                field_station,
+                clock.now,
+                scenario,
+                every_s=every_s,
+                speed=clock.speed,
+                lose_every=lose,
+                on_delivery=heard,
+            )
+        )
+        await stop.wait()
+        reporting.cancel()
+
+
+@app.command("sl651-station")
+def sl651_station(
+    station: Annotated[
+        str,
+        typer.Argument(help="Station file or shipped station whose storm and creek it reports."),
+    ] = "creek_village",
+    centre: Annotated[str, typer.Option(help="The receiving centre, HOST:PORT.")] = (
+        "127.0.0.1:5005"
+    ),
+    address: Annotated[str, typer.Option(help="Station address, 10 hex digits.")] = "0012345678",
+    password: Annotated[str, typer.Option(help="Station password, 4 hex digits.")] = "5A7C",
+    every: Annotated[float, typer.Option(help="Simulated seconds between timed reports.")] = 300.0,
+    lose_every: Annotated[
+        int, typer.Option(min=0, help="Lose the answer to every Nth report (0: never).")
+    ] = 0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    origin: OriginOpt = None,
+    anchor: AnchorOpt = None,
+) -> None:
+    """Report a station file's storm and creek to an SL 651 centre until Ctrl-C or SIGTERM.
+
+    Timed reports (32) every --every seconds and hourly reports (34) on the hour; a report
+    whose answer is lost is sent again, same serial and times.
+    """
+    host, _, port = centre.rpartition(":")
+    if not port.isdigit() or not host:
+        raise typer.BadParameter(f"{centre!r}: give HOST:PORT", param_hint="--centre")
+    if not re.fullmatch(r"[0-9A-Fa-f]{10}", address):
+        raise typer.BadParameter("10 hex digits, e.g. 0012345678", param_hint="--address")
+    if not re.fullmatch(r"[0-9A-Fa-f]{4}", password):
+        raise typer.BadParameter("4 hex digits, e.g. 5A7C", param_hint="--password")
+    if every <= 0:
+        raise typer.BadParameter(f"must be positive, got {every}", param_hint="--every")
+    spec = _load_or_exit(station)
+    clock = _clock(speed, origin, anchor)
+    built = spec.build(clock, clock.origin).scenarios
+    storm, creek = built.get("storm"), built.get("creek")
+    scenario = Scenario(
+        storm.cumulative_mm if isinstance(storm, DesignStorm) else None,
+        creek.level_m if isinstance(creek, CreekLevel) else None,
+    )
+    _print_clock(clock)
+    field_station = Sl651Station(address.upper(), int(password, 16), host, int(port))
+    console.print(f"[bold]SL 651 station {field_station.address}[/] reporting to {escape(centre)}")
+    asyncio.run(_run_sl651_station(field_station, clock, scenario, every, lose_every))
 
 
 @app.command("modem")

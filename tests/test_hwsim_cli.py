@@ -1,4 +1,4 @@
-"""The ``hwsim`` command line: help, profile listing, and serving a shipped station."""
+"""The ``hwsim`` command line: help, profile listing, serving a shipped station, SL 651 settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from typer.testing import CliRunner
 
@@ -95,3 +96,20 @@ async def test_serve_answers_on_tcp_with_the_shared_clock_and_stops_on_sigterm()
     assert 0 < low - 0.0001 <= served <= high + 0.0001
     assert process.returncode == 0
     assert b"stopped" in output
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--centre", "127.0.0.1", "HOST:PORT"),
+        ("--address", "12345", "10 hex digits"),
+        ("--password", "secret", "4 hex digits"),
+        ("--every", "0", "must be positive"),
+    ],
+)
+def test_sl651_station_refuses_bad_settings_with_the_reason(
+    option: str, value: str, said: str
+) -> None:
+    result = runner.invoke(app, ["sl651-station", option, value])
+    assert result.exit_code == 2
+    assert said in result.output

@@ -1,0 +1,458 @@
+"""The fleet's SL 651-2014 receiving centre (中心站): telemetry stations report over TCP.
+
+Frames a byte stream with the codec's ``frame_size``, checks each frame's station and
+password against the registry, stores a report's readings (exactly once, see
+``fleet.sl651_stations``) and only then acknowledges it; a link keep-alive (2F) is
+answered too. A connection that is idle, trickles, sends an oversized frame or a
+multi-packet (M3) upload beyond its bounds is closed, and the number of connections is
+bounded. This module must never acknowledge a report before its readings are committed,
+never log a station's password, and never let one station's fault stop another's
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self, TypeVar
+
+from fleet.sl651_observations import CHINA_STANDARD_TIME, observations
+from fleet.sl651_stations import (
+    Station,
+    StationRegistry,
+    Stored,
+    UnknownStationError,
+    WrongPasswordError,
+)
+from protocol.sl651 import (
+    Control,
+    Direction,
+    FunctionCode,
+    LinkKeepAlive,
+    Message,
+    Packet,
+    Reassembly,
+    Report,
+    Sl651Error,
+    acknowledge,
+    decode,
+    encode,
+    frame_size,
+)
+from protocol.sl651.frame import HEADER_SIZE, MAX_BODY, TRAILER_SIZE
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: The largest frame the length field can announce.
+LARGEST_FRAME = HEADER_SIZE + MAX_BODY + TRAILER_SIZE
+#: Reports the centre acknowledges (answers to its own queries, 37-3A, are not).
+ACKNOWLEDGED = frozenset(
+    {
+        FunctionCode.TEST,
+        FunctionCode.EQUAL_INTERVAL,
+        FunctionCode.TIMED,
+        FunctionCode.ADD,
+        FunctionCode.HOURLY,
+        FunctionCode.PICTURE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CentreSettings:
+    """Where the centre listens and how long it lets a station hold a connection.
+
+    ``idle_timeout_s``: a whole frame must arrive within this long after the previous
+    one (so a silent or trickling station is closed). ``max_frame_bytes`` refuses larger
+    frames before reading them. An M3 upload may hold at most ``max_upload_bytes`` and
+    must complete within ``upload_timeout_s``; all uploads being reassembled at once hold
+    at most ``max_uploads_bytes``. ``utc_offset``: the stations' clock
+    (SL 651 times carry no zone). ``centre_address``: 0 accepts reports to any centre.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5005
+    max_connections: int = 6000
+    idle_timeout_s: float = 300.0
+    max_frame_bytes: int = LARGEST_FRAME
+    max_upload_bytes: int = 1 << 20
+    max_uploads_bytes: int = 64 << 20
+    upload_timeout_s: float = 600.0
+    utc_offset: timedelta = CHINA_STANDARD_TIME
+    centre_address: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections {self.max_connections}: at least 1")
+        if not self.idle_timeout_s > 0 or not self.upload_timeout_s > 0:
+            raise ValueError("idle_timeout_s and upload_timeout_s must be above 0")
+        if not HEADER_SIZE + TRAILER_SIZE < self.max_frame_bytes <= LARGEST_FRAME:
+            msg = f"max_frame_bytes {self.max_frame_bytes}: 18..{LARGEST_FRAME}"
+            raise ValueError(msg)
+        if not 0 <= self.centre_address <= 0xFF:
+            raise ValueError(f"centre_address {self.centre_address} is outside 0..255")
+
+
+@dataclass
+class CentreCounters:
+    """What the centre has done since it started (for logs, the bench and tests)."""
+
+    connections: int = 0
+    refused_connections: int = 0
+    refused_stations: int = 0
+    bad_frames: int = 0
+    reports: int = 0
+    readings_stored: int = 0
+    readings_duplicate: int = 0
+    idle_closed: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class _CloseConnectionError(Exception):
+    """End this connection (the reason is already logged)."""
+
+
+@dataclass
+class _Upload:
+    """An M3 upload being reassembled on one connection."""
+
+    reassembly: Reassembly
+    started: float
+    size: int = 0
+
+
+@dataclass
+class _Uploading:
+    """The M3 upload a connection is sending, if any."""
+
+    upload: _Upload | None = None
+
+
+class ReceivingCentre:
+    """The TCP server; use ``async with`` (``port`` is the bound port once entered).
+
+    ``clock`` gives UTC epoch seconds (acknowledgement send times, last seen);
+    ``monotonic`` measures M3 upload ages. Storage runs on one thread of its own, so a
+    commit never blocks the event loop.
+    """
+
+    def __init__(
+        self,
+        registry: StationRegistry,
+        settings: CentreSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings or CentreSettings()
+        self.counters = CentreCounters()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        #: Bytes held by every M3 upload being reassembled (``max_uploads_bytes``).
+        self.upload_bytes = 0
+        self._storage = ThreadPoolExecutor(1, thread_name_prefix="sl651-storage")
+
+    @property
+    def port(self) -> int:
+        """The port the centre listens on."""
+        if self._server is None:
+            raise RuntimeError("the centre is not running")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def open_connections(self) -> int:
+        """How many stations are connected now."""
+        return len(self._connections)
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(
+            self._accept, self.settings.host, self.settings.port, limit=LARGEST_FRAME
+        )
+        log.info("SL 651 centre listening on %s:%s", self.settings.host, self.port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop listening, close every connection, and finish the storage thread."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._storage.shutdown(wait=True)
+
+    # --- connections -------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._connections) >= self.settings.max_connections:
+            self.counters.refused_connections += 1
+            log.warning(
+                "SL 651: %s refused, %d stations connected already (the limit)",
+                peer,
+                len(self._connections),
+            )
+            await _close(writer)
+            return
+        self._connections.add(task)
+        self.counters.connections += 1
+        try:
+            await self._converse(reader, writer, peer)
+        except _CloseConnectionError:
+            pass
+        except asyncio.CancelledError:
+            # ``stop`` cancelled it; the handler ends here, its owner awaits it. Raised on,
+            # Python 3.11's stream callback would log the cancelled handler as an error.
+            log.debug("SL 651: connection from %s closed as the centre stops", peer)
+        except (ConnectionError, OSError) as exc:
+            log.info("SL 651: %s dropped the link (%s)", peer, exc)
+        except Exception:
+            log.exception("SL 651: connection from %s failed; closing it", peer)
+        finally:
+            self._connections.discard(task)
+            await _close(writer)
+
+    async def _converse(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> None:
+        uploading = _Uploading()
+        try:
+            await self._frames(reader, writer, peer, uploading)
+        finally:
+            self._drop_upload(uploading)
+
+    async def _frames(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str,
+        uploading: _Uploading,
+    ) -> None:
+        while True:
+            data = await self._read_frame(reader, peer)
+            if data is None:
+                return
+            try:
+                message = decode(data)
+            except Sl651Error as exc:
+                self._bad_frame(peer, exc.reason.value, str(exc))
+                continue
+            if message.header.direction is not Direction.UP:
+                self._bad_frame(peer, "direction", "a down-going frame sent to the centre")
+                continue
+            station = await self._authenticate(message, peer)
+            if message.packet is not None:
+                whole = self._reassemble(uploading, message, len(data), peer)
+                if whole is None:
+                    continue
+                message = whole
+            answer = await self._answer(station, message, peer)
+            if answer is not None:
+                writer.write(encode(answer))
+                await writer.drain()
+
+    async def _read_frame(self, reader: asyncio.StreamReader, peer: str) -> bytes | None:
+        """The next whole frame; None at a clean end of stream (closing on anything else)."""
+        settings = self.settings
+        try:
+            async with asyncio.timeout(settings.idle_timeout_s):
+                head = await reader.readexactly(HEADER_SIZE - 1)
+                size = frame_size(head)
+                if size is None or size > settings.max_frame_bytes:
+                    self._bad_frame(peer, "too large", f"a frame of {size} bytes announced")
+                    raise _CloseConnectionError
+                return head + await reader.readexactly(size - len(head))
+        except TimeoutError:
+            self.counters.idle_closed += 1
+            log.info(
+                "SL 651: %s sent no whole frame for %.0f s; closed", peer, settings.idle_timeout_s
+            )
+            raise _CloseConnectionError from None
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                self._bad_frame(peer, "truncated", f"the link closed inside a frame ({exc})")
+            return None
+        except Sl651Error as exc:  # not 7E7E: the stream cannot be resynchronised safely
+            self._bad_frame(peer, exc.reason.value, str(exc))
+            raise _CloseConnectionError from None
+
+    def _bad_frame(self, peer: str, reason: str, detail: str) -> None:
+        self.counters.bad_frames += 1
+        self.counters.by_reason[reason] = self.counters.by_reason.get(reason, 0) + 1
+        log.warning("SL 651: frame from %s refused: %s", peer, detail)
+
+    async def _authenticate(self, message: Message, peer: str) -> Station:
+        head = message.header
+        address = head.station.hex
+        if self.settings.centre_address and head.centre != self.settings.centre_address:
+            self.counters.refused_stations += 1
+            log.warning(
+                "SL 651: station %s from %s reports to centre %d, not this one (%d); closed",
+                address,
+                peer,
+                head.centre,
+                self.settings.centre_address,
+            )
+            raise _CloseConnectionError
+        try:
+            return await self._in_storage(self.registry.authenticate, address, head.password)
+        except UnknownStationError:
+            self.counters.refused_stations += 1
+            log.warning("SL 651: unknown station %s from %s refused; closed", address, peer)
+        except WrongPasswordError:
+            self.counters.refused_stations += 1
+            log.warning("SL 651: station %s from %s: wrong password; closed", address, peer)
+        raise _CloseConnectionError
+
+    def _reassemble(
+        self, uploading: _Uploading, packet: Message, size: int, peer: str
+    ) -> Message | None:
+        """Add an M3 packet to the connection's upload; the whole message once complete."""
+        number = packet.packet
+        assert number is not None
+        now = self._monotonic()
+        upload = uploading.upload
+        if upload is not None and now - upload.started > self.settings.upload_timeout_s:
+            log.warning("SL 651: M3 upload from %s took too long; dropped", peer)
+            self._drop_upload(uploading)
+        elif upload is not None and (
+            upload.reassembly.header != packet.header or upload.reassembly.count != number.count
+        ):
+            log.warning("SL 651: %s started another M3 upload; the unfinished one dropped", peer)
+            self._drop_upload(uploading)
+        upload = uploading.upload = uploading.upload or _Upload(Reassembly(), now)
+        settings = self.settings
+        if upload.size + size > settings.max_upload_bytes:
+            self._bad_frame(
+                peer, "upload too large", f"an M3 upload past {settings.max_upload_bytes} B"
+            )
+            raise _CloseConnectionError
+        if self.upload_bytes + size > settings.max_uploads_bytes:
+            self._bad_frame(
+                peer, "uploads too large", f"M3 uploads past {settings.max_uploads_bytes} B"
+            )
+            raise _CloseConnectionError
+        upload.size += size
+        self.upload_bytes += size
+        try:
+            whole = upload.reassembly.add(packet)
+        except Sl651Error as exc:  # the joined body does not decode: unanswered, resent whole
+            self._drop_upload(uploading)
+            self._bad_frame(peer, exc.reason.value, f"M3 upload refused: {exc}")
+            return None
+        if whole is None:
+            return None
+        self._drop_upload(uploading)
+        return _with_packet(whole, number)
+
+    def _drop_upload(self, uploading: _Uploading) -> None:
+        """Let go of the connection's upload and the bytes it held."""
+        if uploading.upload is not None:
+            self.upload_bytes -= uploading.upload.size
+            uploading.upload = None
+
+    async def _answer(self, station: Station, message: Message, peer: str) -> Message | None:
+        """Store what ``message`` carries; the acknowledgement to send, if any."""
+        body = message.body
+        now = self._clock()
+        if isinstance(body, LinkKeepAlive):
+            try:
+                await self._in_storage(self.registry.seen, station, now)
+            except sqlite3.Error as exc:  # it carries no data: answered all the same
+                log.error("SL 651: station %s last seen not stored: %s", station.address, exc)
+            return acknowledge(message, self._station_time(now), Control.ESC)
+        if not isinstance(body, Report):
+            log.info(
+                "SL 651: station %s sent function %02X, which the centre does not take",
+                station.address,
+                message.header.function,
+            )
+            return None
+        self.counters.reports += 1
+        found = observations(body, station.address, self.settings.utc_offset)
+        foreign = _foreign(body, station.address)
+        if foreign:
+            log.warning(
+                "SL 651: report %d of station %s also names %s; only its own values are kept",
+                body.serial,
+                station.address,
+                ", ".join(foreign),
+            )
+        try:
+            stored: Stored = await self._in_storage(self.registry.store, station, found, now)
+        except sqlite3.Error:
+            # Not acknowledged: the station resends, and nothing is lost.
+            log.exception(
+                "SL 651: report %d of station %s not stored; not acknowledged",
+                body.serial,
+                station.address,
+            )
+            return None
+        self.counters.readings_stored += stored.new
+        self.counters.readings_duplicate += stored.duplicate
+        log.debug(
+            "SL 651: station %s report %d (function %02X) from %s: %d new, %d held already",
+            station.address,
+            body.serial,
+            message.header.function,
+            peer,
+            stored.new,
+            stored.duplicate,
+        )
+        if message.header.function not in ACKNOWLEDGED:
+            return None
+        return acknowledge(message, self._station_time(now), Control.EOT, message.packet)
+
+    def _station_time(self, now: float) -> datetime:
+        """``now`` on the stations' clock (naive, as SL 651 carries it)."""
+        return datetime.fromtimestamp(now, UTC).replace(tzinfo=None) + self.settings.utc_offset
+
+    async def _in_storage(self, function: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._storage, function, *args)
+
+
+def _foreign(report: Report, station: str) -> list[str]:
+    return [block.station.hex for block in report.stations if block.station.hex != station]
+
+
+def _with_packet(message: Message, last: Packet) -> Message:
+    """A reassembled upload keeps its packet count, so its answer numbers the last packet."""
+    return Message(message.header, message.body, message.end, Packet(last.count, last.count))
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    name = writer.get_extra_info("peername")
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"{name[0]}:{name[1]}"
+    return str(name)
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()

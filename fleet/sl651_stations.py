@@ -1,0 +1,307 @@
+"""SL 651 telemetry stations at the fleet: their registry, and their readings stored once.
+
+Each registered station is a gateway-like record (``gateways`` row ``sl651-<address>`` at
+its site), so its readings land in the ``readings`` table the console charts read. A
+reading is stored exactly once per (station, observation time, element): stations resend
+a report with its original serial and times when an acknowledgement is lost, and
+``sl651_observations`` remembers what is held, in the same transaction as the readings.
+Plain ``sqlite3`` on the fleet's database file, writing under the fleet's write lock. This
+module must never log a station's password, and never acknowledge anything itself: the
+receiving centre acknowledges only after ``store`` has committed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet.credentials import mosquitto_hash
+from fleet.schemas import SITE_ID_PATTERN
+from protocol import Stream
+
+#: Gateway ids of stations: enrolled gateways are ``gw-<hex>``, so these never collide.
+GATEWAY_PREFIX = "sl651-"
+#: What a station's gateway record says where a gateway says its agent version.
+STATION_AGENT = "SL 651-2014 station"
+#: The lock file every fleet writer takes (``fleet.sqlite_repository``'s ``write-lock``).
+WRITE_LOCK_SUFFIX = ".write-lock"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sl651_stations (
+    address TEXT PRIMARY KEY,
+    password INTEGER NOT NULL,
+    site_id TEXT NOT NULL,
+    gw INTEGER NOT NULL UNIQUE,
+    added_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sl651_observations (
+    address TEXT NOT NULL,
+    observed_at REAL NOT NULL,
+    element TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (address, observed_at, element)
+) WITHOUT ROWID;
+"""
+
+_ADDRESS = re.compile(r"^[0-9A-F]{10}$")
+
+
+class StationError(ValueError):
+    """A registration the registry refuses (bad address, password or site id)."""
+
+
+class UnknownStationError(LookupError):
+    """A station that is not registered (its address, never its password, is the message)."""
+
+
+class WrongPasswordError(PermissionError):
+    """A registered station's address with another password than the registered one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Station:
+    """A registered station: its address (10 hex digits), site and gateway record."""
+
+    address: str
+    site_id: str
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value a station observed: UTC time, the element's channel name, value, quality.
+
+    ``element`` is the dedupe key's element (the channel name, which names the element).
+    """
+
+    ts: float
+    channel: str
+    value: float | None
+    quality: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What ``store`` did with a report's observations."""
+
+    new: int
+    duplicate: int
+
+
+def parse_address(text: str) -> str:
+    """A station address as the registry keeps it: 10 upper-case hex digits."""
+    address = text.strip().upper()
+    if not _ADDRESS.match(address):
+        msg = f"station address {text!r}: give the 10 hex digits of its 5 bytes, e.g. 0012345678"
+        raise StationError(msg)
+    return address
+
+
+def parse_password(text: str) -> int:
+    """A station password as on the wire: 4 hex digits (2 bytes), e.g. 1234."""
+    if not re.fullmatch(r"[0-9A-Fa-f]{4}", text.strip()):
+        raise StationError("the password is 4 hex digits (2 bytes on the wire), e.g. 1234")
+    return int(text.strip(), 16)
+
+
+class StationRegistry:
+    """The stations and their stored observations, on the fleet's SQLite file.
+
+    Open it after ``fleet.service.open_repository`` has created the fleet's tables. Each
+    thread gets its own connection.
+    """
+
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
+        self.path = path
+        self._synchronous = "FULL" if durable else "NORMAL"
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock_fds: list[int] = []
+        with self._write() as conn:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A transaction under the fleet's write lock (the same lock file ingest takes)."""
+        conn = self._conn()
+        fd: int | None = getattr(self._local, "lock_fd", None)
+        if fd is None:
+            lock_path = self.path.with_name(self.path.name + WRITE_LOCK_SUFFIX)
+            fd = self._local.lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            with self._lock:
+                self._lock_fds.append(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close every thread's connection and lock file."""
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            for fd in self._lock_fds:
+                os.close(fd)
+            self._connections.clear()
+            self._lock_fds.clear()
+        self._local = threading.local()
+
+    def add_station(self, address: str, password: int, site_id: str, now: float) -> Station:
+        """Register a station at ``site_id``, or change its password and site.
+
+        The gateway record has no broker account anyone can use: its MQTT password hash
+        is of a random secret that is never kept.
+        """
+        address = parse_address(address)
+        if not re.fullmatch(SITE_ID_PATTERN, site_id):
+            msg = f"site id {site_id!r}: use lower-case letters, digits, '-' and '_'"
+            raise StationError(msg)
+        if not 0 <= password <= 0xFFFF:
+            raise StationError(f"password {password} is outside 0..FFFF (2 bytes)")
+        gateway_id = GATEWAY_PREFIX + address.lower()
+        with self._write() as conn:
+            row = conn.execute("SELECT num FROM gateways WHERE id = ?", (gateway_id,)).fetchone()
+            if row is None:
+                cursor = conn.execute(
+                    "INSERT INTO gateways (id, site_id, public_key, mqtt_password_hash, "
+                    "hostname, agent_version, enrolled_at) VALUES (?, ?, '', ?, ?, ?, ?)",
+                    (
+                        gateway_id,
+                        site_id,
+                        mosquitto_hash(secrets.token_urlsafe(32)),
+                        address,
+                        STATION_AGENT,
+                        now,
+                    ),
+                )
+                gw = cursor.lastrowid
+            else:
+                gw = int(row[0])
+                conn.execute("UPDATE gateways SET site_id = ? WHERE num = ?", (site_id, gw))
+            conn.execute(
+                "INSERT INTO sl651_stations (address, password, site_id, gw, added_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET "
+                "password = excluded.password, site_id = excluded.site_id",
+                (address, password, site_id, gw, now),
+            )
+        return Station(address, site_id, gateway_id)
+
+    def stations(self) -> list[Station]:
+        """Every registered station, by address."""
+        rows = self._conn().execute("SELECT address, site_id FROM sl651_stations ORDER BY address")
+        return [Station(a, s, GATEWAY_PREFIX + a.lower()) for a, s in rows]
+
+    def authenticate(self, address: str, password: int) -> Station:
+        """The station at ``address`` if ``password`` is its own.
+
+        Raises ``UnknownStationError`` or ``WrongPasswordError``.
+        """
+        row = (
+            self._conn()
+            .execute("SELECT password, site_id FROM sl651_stations WHERE address = ?", (address,))
+            .fetchone()
+        )
+        if row is None:
+            raise UnknownStationError(f"station {address} is not registered")
+        if not secrets.compare_digest(int(row[0]).to_bytes(2, "big"), password.to_bytes(2, "big")):
+            raise WrongPasswordError(f"station {address} sent a password that is not its own")
+        return Station(address, row[1], GATEWAY_PREFIX + address.lower())
+
+    def store(self, station: Station, observations: Sequence[Observation], now: float) -> Stored:
+        """Store the observations not yet held, in one transaction, and mark the station seen.
+
+        Each new one gets the next seq of the station's readings stream, so the stream
+        stays contiguous and its mark tells how many readings the station has.
+        """
+        new = 0
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT gw FROM sl651_stations WHERE address = ?", (station.address,)
+            ).fetchone()
+            if row is None:
+                raise StationError(f"station {station.address} is not registered")
+            gw = int(row[0])
+            mark = conn.execute(
+                "SELECT contiguous FROM stream_marks WHERE gw = ? AND stream = ?",
+                (gw, Stream.READINGS.value),
+            ).fetchone()
+            seq = int(mark[0]) if mark else 0
+            channel_ids: dict[str, int] = {}
+            for obs in observations:
+                key = (station.address, obs.ts, obs.channel)
+                held = conn.execute(
+                    "INSERT INTO sl651_observations (address, observed_at, element, seq) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (*key, seq + 1),
+                )
+                if held.rowcount == 0:
+                    continue
+                seq += 1
+                new += 1
+                channel = channel_ids.get(obs.channel)
+                if channel is None:
+                    channel = channel_ids[obs.channel] = _channel_id(conn, gw, obs.channel)
+                conn.execute(
+                    "INSERT INTO readings (gw, seq, ts, channel, value, quality) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (gw, seq, obs.ts, channel, obs.value, obs.quality),
+                )
+            if new:
+                conn.execute(
+                    "INSERT INTO stream_marks (gw, stream, contiguous) VALUES (?, ?, ?) "
+                    "ON CONFLICT (gw, stream) DO UPDATE SET contiguous = excluded.contiguous",
+                    (gw, Stream.READINGS.value, seq),
+                )
+            conn.execute(
+                "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE num = ?",
+                (now, gw),
+            )
+        return Stored(new, len(observations) - new)
+
+    def seen(self, station: Station, now: float) -> None:
+        """Mark the station seen at ``now`` (a keep-alive)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?",
+                (now, station.gateway_id),
+            )
+
+
+def _channel_id(conn: sqlite3.Connection, gw: int, name: str) -> int:
+    conn.execute(
+        "INSERT INTO channels (gw, name) VALUES (?, ?) ON CONFLICT (gw, name) DO NOTHING",
+        (gw, name),
+    )
+    row = conn.execute("SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, name)).fetchone()
+    return int(row[0])
