@@ -8,10 +8,9 @@ between two looks (the cursors are ids and times the store wrote).
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
-
-import sqlite_utils
 
 from fleet.sqlite_ota import read_snapshot
 from protocol.events import ACK_EVENT_KIND, ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND
@@ -41,7 +40,7 @@ class LiveChange:
     data: dict[str, Any]
 
 
-def start_cursor(db: sqlite_utils.Database) -> LiveCursor:
+def start_cursor(db: sqlite3.Connection) -> LiveCursor:
     """A cursor at the present: only what changes from now on is reported."""
     cursor = LiveCursor()
     row = db.execute("SELECT max(received_at), (SELECT max(id) FROM escalation_record) FROM events")
@@ -53,13 +52,13 @@ def start_cursor(db: sqlite_utils.Database) -> LiveCursor:
     return cursor
 
 
-def changes_since(db: sqlite_utils.Database, cursor: LiveCursor) -> list[LiveChange]:
+def changes_since(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
     """Every change after ``cursor``, which is moved past them."""
     with read_snapshot(db):
         return [*_levels(db, cursor), *_health(db, cursor), *_escalation(db, cursor)]
 
 
-def _levels(db: sqlite_utils.Database, cursor: LiveCursor) -> list[LiveChange]:
+def _levels(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
     rows = db.execute(
         "SELECT e.gw, e.seq, e.ts, e.subject, e.received_at, g.id, g.site_id, "
         "(SELECT a.id FROM alarms a WHERE a.gw = e.gw AND a.rule = e.subject "
@@ -100,7 +99,7 @@ def _levels(db: sqlite_utils.Database, cursor: LiveCursor) -> list[LiveChange]:
     return changes
 
 
-def _health(db: sqlite_utils.Database, cursor: LiveCursor) -> list[LiveChange]:
+def _health(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
     changes = []
     for gateway_id, site_id, state, state_at, health_at, last_seen in db.execute(
         "SELECT id, site_id, state, state_at, health_at, last_seen FROM gateways"
@@ -124,7 +123,7 @@ def _health(db: sqlite_utils.Database, cursor: LiveCursor) -> list[LiveChange]:
     return changes
 
 
-def _escalation(db: sqlite_utils.Database, cursor: LiveCursor) -> list[LiveChange]:
+def _escalation(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
     rows = db.execute(
         "SELECT r.id, e.alarm_id, e.site_id, r.kind, r.tier, r.person, r.channel, r.at "
         "FROM escalation_record r JOIN escalations e ON e.id = r.escalation_id "

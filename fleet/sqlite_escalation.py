@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import sqlite_utils
 
 from fleet.escalation_policy import LevelPolicy, parse_level
 from fleet.repository import NotFoundError
@@ -168,7 +167,7 @@ class _Batch:
     """The one transaction a thread's writes share inside ``SQLiteEscalation.batch``."""
 
     stack: ExitStack
-    db: sqlite_utils.Database | None = None
+    db: sqlite3.Connection | None = None
 
 
 class SQLiteEscalation:
@@ -176,15 +175,15 @@ class SQLiteEscalation:
 
     def __init__(
         self,
-        db: Callable[[], sqlite_utils.Database],
-        write: Callable[[], AbstractContextManager[sqlite_utils.Database]],
+        db: Callable[[], sqlite3.Connection],
+        write: Callable[[], AbstractContextManager[sqlite3.Connection]],
     ) -> None:
         self._db = db
         self._write = write
         self._batches = threading.local()
         db().executescript(SCHEMA)
 
-    def _read(self) -> AbstractContextManager[sqlite_utils.Database]:
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         return read_snapshot(self._db())
 
     @contextmanager
@@ -206,7 +205,7 @@ class SQLiteEscalation:
                 self._batches.open = None
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite_utils.Database]:
+    def _writing(self) -> Iterator[sqlite3.Connection]:
         """A write transaction of its own, or a savepoint in this thread's open batch."""
         batch: _Batch | None = getattr(self._batches, "open", None)
         if batch is None:
@@ -216,14 +215,14 @@ class SQLiteEscalation:
         if batch.db is None:
             batch.db = batch.stack.enter_context(self._write())
         db = batch.db
-        db.conn.execute("SAVEPOINT escalation_write")
+        db.execute("SAVEPOINT escalation_write")
         try:
             yield db
         except BaseException:
-            db.conn.execute("ROLLBACK TO escalation_write")
-            db.conn.execute("RELEASE escalation_write")
+            db.execute("ROLLBACK TO escalation_write")
+            db.execute("RELEASE escalation_write")
             raise
-        db.conn.execute("RELEASE escalation_write")
+        db.execute("RELEASE escalation_write")
 
     # --- roster ---------------------------------------------------------------------------
 
@@ -241,7 +240,7 @@ class SQLiteEscalation:
         return self.person(person_id)
 
     @staticmethod
-    def _insert_person(db: sqlite_utils.Database, site_id: str, p: PersonIn, now: float) -> int:
+    def _insert_person(db: sqlite3.Connection, site_id: str, p: PersonIn, now: float) -> int:
         cursor = db.execute(
             "INSERT INTO roster_persons (site_id, tier, name, role, mobile, email, webhook, "
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -264,14 +263,14 @@ class SQLiteEscalation:
         wanted = sorted(set(ids))
         if not wanted:
             return {}
-        rows = self._db().query(
+        rows = self._db().execute(
             f"SELECT * FROM roster_persons WHERE id IN ({','.join('?' * len(wanted))})", wanted
         )
         return {r["id"]: _person(r) for r in rows}
 
     def person(self, person_id: int) -> Person:
         """One person; raises NotFoundError."""
-        rows = list(self._db().query("SELECT * FROM roster_persons WHERE id = ?", [person_id]))
+        rows = list(self._db().execute("SELECT * FROM roster_persons WHERE id = ?", [person_id]))
         if not rows:
             raise NotFoundError(f"no person with id {person_id}")
         return _person(rows[0])
@@ -292,7 +291,7 @@ class SQLiteEscalation:
 
     def roster(self, site_id: str) -> list[Person]:
         """A site's persons, by tier then name."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT * FROM roster_persons WHERE site_id = ? ORDER BY "
             "CASE tier WHEN 'village' THEN 0 WHEN 'township' THEN 1 ELSE 2 END, name, id",
             [site_id],
@@ -301,7 +300,7 @@ class SQLiteEscalation:
 
     def persons_with_mobile(self, mobile: str) -> list[Person]:
         """Every person reached at ``mobile`` (E.164)."""
-        rows = self._db().query("SELECT * FROM roster_persons WHERE mobile = ?", [mobile])
+        rows = self._db().execute("SELECT * FROM roster_persons WHERE mobile = ?", [mobile])
         return [_person(r) for r in rows]
 
     # --- policies -------------------------------------------------------------------------
@@ -309,7 +308,9 @@ class SQLiteEscalation:
     def site_policy(self, site_id: str) -> dict[str, Any] | None:
         """The site's own policy document, or None (the fleet default applies)."""
         rows = list(
-            self._db().query("SELECT policy FROM escalation_policies WHERE site_id = ?", [site_id])
+            self._db().execute(
+                "SELECT policy FROM escalation_policies WHERE site_id = ?", [site_id]
+            )
         )
         return json.loads(rows[0]["policy"]) if rows else None
 
@@ -333,7 +334,7 @@ class SQLiteEscalation:
 
     def alarm_states(self) -> list[AlarmState]:
         """Active alarms, and alarms whose escalation is still open (whatever their state)."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT a.id, g.site_id, a.rule, a.level, a.cleared_at, a.acknowledged_at, "
             "a.acknowledged_by, a.ack_note, "
             "(SELECT max(level) FROM escalations e WHERE e.alarm_id = a.id) AS highest, "
@@ -393,7 +394,7 @@ class SQLiteEscalation:
 
     def escalation(self, escalation_id: int) -> Escalation:
         """One escalation; raises NotFoundError."""
-        rows = list(self._db().query("SELECT * FROM escalations WHERE id = ?", [escalation_id]))
+        rows = list(self._db().execute("SELECT * FROM escalations WHERE id = ?", [escalation_id]))
         if not rows:
             raise NotFoundError(f"no escalation with id {escalation_id}")
         return _escalation(rows[0])
@@ -403,14 +404,14 @@ class SQLiteEscalation:
         wanted = sorted(set(ids))
         if not wanted:
             return {}
-        rows = self._db().query(
+        rows = self._db().execute(
             f"SELECT * FROM escalations WHERE id IN ({','.join('?' * len(wanted))})", wanted
         )
         return {r["id"]: _escalation(r) for r in rows}
 
     def escalations_of(self, alarm_id: int) -> list[Escalation]:
         """An alarm's escalations, oldest first."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT * FROM escalations WHERE alarm_id = ? ORDER BY id", [alarm_id]
         )
         return [_escalation(r) for r in rows]
@@ -444,7 +445,7 @@ class SQLiteEscalation:
 
     def last_calls(self, escalation_id: int) -> dict[tuple[int, str], Call]:
         """The latest call to each (person, channel) in an escalation."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT * FROM escalation_calls WHERE id IN (SELECT max(id) FROM escalation_calls "
             "WHERE escalation_id = ? GROUP BY person_id, channel)",
             [escalation_id],
@@ -478,7 +479,7 @@ class SQLiteEscalation:
         """Calls by id, in id order."""
         if not ids:
             return []
-        rows = self._db().query(
+        rows = self._db().execute(
             f"SELECT * FROM escalation_calls WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id",
             list(ids),
         )
@@ -486,7 +487,7 @@ class SQLiteEscalation:
 
     def unsent_calls(self) -> list[Call]:
         """Calls planned but not known to be sent (a fleet that stopped in between)."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT c.* FROM escalation_calls c JOIN escalations e ON e.id = c.escalation_id "
             "WHERE c.status = 'planned' AND e.ended_at IS NULL ORDER BY c.id"
         )
@@ -635,7 +636,7 @@ class SQLiteEscalation:
 
     def answers(self, escalation_id: int) -> list[tuple[str, Tier, str, float]]:
         """(person, tier, via, at) of each answer, oldest first."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT person, tier, via, at FROM escalation_answers WHERE escalation_id = ? "
             "ORDER BY at, id",
             [escalation_id],
@@ -644,7 +645,7 @@ class SQLiteEscalation:
 
     def recent_sms_escalations(self, person_id: int) -> list[int]:
         """Open escalations that texted this person, latest call first."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT c.escalation_id FROM escalation_calls c JOIN escalations e "
             "ON e.id = c.escalation_id WHERE c.person_id = ? AND c.channel = 'sms' "
             "AND e.ended_at IS NULL GROUP BY c.escalation_id ORDER BY max(c.id) DESC",
@@ -657,7 +658,7 @@ class SQLiteEscalation:
     def record(self, escalation_id: int) -> list[dict[str, Any]]:
         """Every step of an escalation in time order, as stored."""
         with self._read() as db:
-            rows = db.query(
+            rows = db.execute(
                 "SELECT at, kind, tier, person, channel, call_id, detail FROM escalation_record "
                 "WHERE escalation_id = ? ORDER BY at, id",
                 [escalation_id],
@@ -666,14 +667,14 @@ class SQLiteEscalation:
 
     def calls(self, escalation_id: int) -> list[Call]:
         """An escalation's calls, in order."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT * FROM escalation_calls WHERE escalation_id = ? ORDER BY id", [escalation_id]
         )
         return [_call(r) for r in rows]
 
     @staticmethod
     def _record(
-        db: sqlite_utils.Database,
+        db: sqlite3.Connection,
         escalation_id: int,
         at: float,
         kind: str,
@@ -690,7 +691,7 @@ class SQLiteEscalation:
         )
 
 
-def _person(r: dict[str, Any]) -> Person:
+def _person(r: sqlite3.Row) -> Person:
     return Person(
         r["id"],
         r["site_id"],
@@ -713,7 +714,7 @@ def _stored_policy(text: str) -> LevelPolicy:
     return parse_level(json.loads(text), "stored policy")
 
 
-def _escalation(r: dict[str, Any]) -> Escalation:
+def _escalation(r: sqlite3.Row) -> Escalation:
     return Escalation(
         r["id"],
         r["alarm_id"],
@@ -729,7 +730,7 @@ def _escalation(r: dict[str, Any]) -> Escalation:
     )
 
 
-def _call(r: dict[str, Any]) -> Call:
+def _call(r: sqlite3.Row) -> Call:
     return Call(
         r["id"],
         r["escalation_id"],

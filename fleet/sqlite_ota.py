@@ -20,8 +20,6 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from fleet.repository import (
     ConfigDelivery,
     ConfigState,
@@ -315,16 +313,16 @@ def _check_not_in_rollout(
 
 
 @contextmanager
-def read_snapshot(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+def read_snapshot(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One consistent snapshot for several queries (inside a write, that write's view)."""
-    if db.conn.in_transaction:
+    if db.in_transaction:
         yield db
         return
-    db.conn.execute("BEGIN")
+    db.execute("BEGIN")
     try:
         yield db
     finally:
-        db.conn.execute("COMMIT")
+        db.execute("COMMIT")
 
 
 class SQLiteOta:
@@ -332,8 +330,8 @@ class SQLiteOta:
 
     def __init__(
         self,
-        db: Callable[[], sqlite_utils.Database],
-        write: Callable[[], AbstractContextManager[sqlite_utils.Database]],
+        db: Callable[[], sqlite3.Connection],
+        write: Callable[[], AbstractContextManager[sqlite3.Connection]],
         files_dir: Path,
     ) -> None:
         self._db = db
@@ -341,7 +339,7 @@ class SQLiteOta:
         self.files_dir = files_dir
         db().executescript(SCHEMA)
 
-    def _read(self) -> AbstractContextManager[sqlite_utils.Database]:
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         return read_snapshot(self._db())
 
     # --- groups ---------------------------------------------------------------------------
@@ -349,14 +347,14 @@ class SQLiteOta:
     def set_group(self, name: str, gateway_ids: Sequence[str], now: float) -> GatewayGroup:
         """Create or replace a group; raises NotFoundError for an unknown gateway."""
         with self._write() as db:
-            targets = _gateway_nums(db.conn, list(dict.fromkeys(gateway_ids)))
-            db.conn.execute(
+            targets = _gateway_nums(db, list(dict.fromkeys(gateway_ids)))
+            db.execute(
                 "INSERT INTO gateway_groups (name, created_at, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at",
                 (name, now, now),
             )
-            db.conn.execute("DELETE FROM group_members WHERE grp = ?", (name,))
-            db.conn.executemany(
+            db.execute("DELETE FROM group_members WHERE grp = ?", (name,))
+            db.executemany(
                 "INSERT INTO group_members (grp, gw) VALUES (?, ?)",
                 [(name, num) for _, num in targets],
             )
@@ -375,10 +373,10 @@ class SQLiteOta:
 
     def _groups(self, where: str, params: list[Any]) -> list[GatewayGroup]:
         with self._read() as db:
-            rows = list(db.query(f"SELECT * FROM gateway_groups {where} ORDER BY name", params))
+            rows = list(db.execute(f"SELECT * FROM gateway_groups {where} ORDER BY name", params))
             names = [r["name"] for r in rows]
             members: dict[str, list[str]] = {}
-            for r in db.query(
+            for r in db.execute(
                 "SELECT m.grp, g.id FROM group_members m JOIN gateways g ON g.num = m.gw "
                 f"WHERE m.grp IN ({','.join('?' * len(names))}) ORDER BY g.id",
                 names,
@@ -403,8 +401,7 @@ class SQLiteOta:
         if target is None:
             msg = "a config needs a gateway or a group"
             raise ValueError(msg)
-        with self._write() as db:
-            conn = db.conn
+        with self._write() as conn:
             if scope == "group":
                 ids = self._members(conn, target)
                 if not ids:
@@ -458,7 +455,7 @@ class SQLiteOta:
 
     def get_config(self, config_id: int) -> SiteConfigRecord:
         """One config; raises NotFoundError."""
-        rows = list(self._db().query("SELECT * FROM site_configs WHERE id = ?", [config_id]))
+        rows = list(self._db().execute("SELECT * FROM site_configs WHERE id = ?", [config_id]))
         if not rows:
             raise NotFoundError(f"no config with id {config_id}")
         return _config(rows[0])
@@ -467,7 +464,7 @@ class SQLiteOta:
         self, *, gateway_id: str | None, group: str | None, limit: int
     ) -> list[SiteConfigRecord]:
         """Configs newest first, optionally those addressing a gateway or a group."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT * FROM site_configs c WHERE (:gw IS NULL OR EXISTS "
             "(SELECT 1 FROM json_each(c.gateways) WHERE value = :gw)) "
             "AND (:grp IS NULL OR (c.scope = 'group' AND c.target = :grp)) "
@@ -479,9 +476,9 @@ class SQLiteOta:
     def config_deliveries(self, gateway_id: str, limit: int) -> list[ConfigDelivery]:
         """A gateway's configuration documents, newest first; raises NotFoundError."""
         with self._read() as db:
-            ((_, gw),) = _gateway_nums(db.conn, [gateway_id])
+            ((_, gw),) = _gateway_nums(db, [gateway_id])
             rows = list(
-                db.query(
+                db.execute(
                     "SELECT d.*, c.revision FROM config_deliveries d "
                     "JOIN site_configs c ON c.id = d.config_id WHERE d.gw = ? "
                     "ORDER BY d.version DESC LIMIT ?",
@@ -510,11 +507,11 @@ class SQLiteOta:
         """Register a release; the same manifest again is a no-op, another one ConflictError."""
         text = manifest.model_dump_json()
         with self._write() as db:
-            row = db.conn.execute(
+            row = db.execute(
                 "SELECT manifest FROM releases WHERE version = ?", (manifest.version,)
             ).fetchone()
             if row is None:
-                db.conn.execute(
+                db.execute(
                     "INSERT INTO releases (version, manifest, created_at, created_by) "
                     "VALUES (?, ?, ?, ?)",
                     (manifest.version, text, now, by),
@@ -541,11 +538,11 @@ class SQLiteOta:
     def _releases(self, where: str, params: list[Any]) -> list[ReleaseRecord]:
         with self._read() as db:
             rows = list(
-                db.query(f"SELECT * FROM releases {where} ORDER BY created_at DESC", params)
+                db.execute(f"SELECT * FROM releases {where} ORDER BY created_at DESC", params)
             )
             versions = [r["version"] for r in rows]
             uploaded: dict[str, set[str]] = {}
-            for r in db.query(
+            for r in db.execute(
                 "SELECT version, name FROM release_files "
                 f"WHERE version IN ({','.join('?' * len(versions))})",
                 versions,
@@ -601,7 +598,7 @@ class SQLiteOta:
             with contextlib.suppress(FileNotFoundError):
                 upload.unlink()
         with self._write() as db:
-            db.conn.execute(
+            db.execute(
                 "INSERT OR REPLACE INTO release_files (version, name, stored_at) VALUES (?, ?, ?)",
                 (version, name, now),
             )
@@ -618,7 +615,7 @@ class SQLiteOta:
         """The gateway's MQTT password hash (gateways download releases with it), or None."""
         row = (
             self._db()
-            .conn.execute("SELECT mqtt_password_hash FROM gateways WHERE id = ?", (gateway_id,))
+            .execute("SELECT mqtt_password_hash FROM gateways WHERE id = ?", (gateway_id,))
             .fetchone()
         )
         return None if row is None else str(row[0])
@@ -628,8 +625,7 @@ class SQLiteOta:
     def create_rollout(self, rollout: NewRollout, now: float) -> Rollout:
         """Store a rollout (running, no wave started); NotFoundError or ConflictError."""
         ids = [g for _, gateways in rollout.waves for g in gateways]
-        with self._write() as db:
-            conn = db.conn
+        with self._write() as conn:
             targets = _gateway_nums(conn, ids)
             if rollout.release_version is not None:
                 release = self.get_release(rollout.release_version)
@@ -689,24 +685,24 @@ class SQLiteOta:
 
     def active_rollout_ids(self) -> list[int]:
         """Rollouts that may still change by themselves (running, paused, halted)."""
-        rows = self._db().conn.execute(
+        rows = self._db().execute(
             f"SELECT id FROM rollouts WHERE state IN ({_marks(len(_ACTIVE))}) ORDER BY id", _ACTIVE
         )
         return [rollout_id for (rollout_id,) in rows]
 
     def _rollouts(self, tail: str, params: list[Any]) -> list[Rollout]:
         with self._read() as db:
-            rows = list(db.query(f"SELECT * FROM rollouts {tail}", params))
+            rows = list(db.execute(f"SELECT * FROM rollouts {tail}", params))
             ids = [r["id"] for r in rows]
-            waves: dict[int, list[dict[str, Any]]] = {}
-            devices: dict[int, list[dict[str, Any]]] = {}
+            waves: dict[int, list[sqlite3.Row]] = {}
+            devices: dict[int, list[sqlite3.Row]] = {}
             if ids:
                 marks = _marks(len(ids))
-                for w in db.query(
+                for w in db.execute(
                     f"SELECT * FROM rollout_waves WHERE rollout_id IN ({marks}) ORDER BY idx", ids
                 ):
                     waves.setdefault(w["rollout_id"], []).append(w)
-                for d in db.query(
+                for d in db.execute(
                     "SELECT d.*, g.id AS gateway_id FROM rollout_devices d "
                     f"JOIN gateways g ON g.num = d.gw WHERE d.rollout_id IN ({marks}) "
                     "ORDER BY d.pos",
@@ -728,9 +724,7 @@ class SQLiteOta:
             RolloutState.ABORTED: "aborted",
         }[state]
         with self._write() as db:
-            row = db.conn.execute(
-                "SELECT state FROM rollouts WHERE id = ?", (rollout_id,)
-            ).fetchone()
+            row = db.execute("SELECT state FROM rollouts WHERE id = ?", (rollout_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"no rollout with id {rollout_id}")
             current = RolloutState(row[0])
@@ -742,12 +736,12 @@ class SQLiteOta:
                 msg = f"rollout {rollout_id} is {current.value} and cannot be {verb}: {hint}"
                 raise ConflictError(msg)
             if state is RolloutState.ABORTED:
-                db.conn.execute(
+                db.execute(
                     "UPDATE rollout_devices SET state = 'cancelled', reason = ?, updated_at = ? "
                     "WHERE rollout_id = ? AND state IN (?, ?)",
                     (f"rollout {verb}", now, rollout_id, *_OPEN_DEVICE),
                 )
-            db.conn.execute(
+            db.execute(
                 "UPDATE rollouts SET state = ?, reason = ?, revision = revision + 1, "
                 "updated_at = ? WHERE id = ?",
                 (state.value, f"{verb} by {by}", now, rollout_id),
@@ -758,8 +752,7 @@ class SQLiteOta:
         self, step: RolloutStep, now: float, issue: DocumentIssuer | None
     ) -> bool:
         """Apply ``step`` if the rollout is still at ``step.revision``; False if it moved."""
-        with self._write() as db:
-            conn = db.conn
+        with self._write() as conn:
             row = conn.execute(
                 "SELECT revision, kind, config_id, device_timeout_s, current_wave FROM rollouts "
                 "WHERE id = ?",
@@ -827,10 +820,10 @@ class SQLiteOta:
             "SELECT 1 FROM ota_outbox WHERE status = 'pending' "
             "OR (status = 'publishing' AND claimed_at < ?) LIMIT 1"
         )
-        if self._db().conn.execute(waiting, (now - STALE_CLAIM_S,)).fetchone() is None:
+        if self._db().execute(waiting, (now - STALE_CLAIM_S,)).fetchone() is None:
             return []
         with self._write() as db:
-            rows = db.conn.execute(
+            rows = db.execute(
                 "UPDATE ota_outbox SET status = 'publishing', claimed_at = ? "
                 "WHERE status = 'pending' OR (status = 'publishing' AND claimed_at < ?) "
                 "RETURNING (SELECT id FROM gateways WHERE num = ota_outbox.gw), kind, version",
@@ -839,7 +832,7 @@ class SQLiteOta:
             # A wave's gateways share one document: read each once, hand out the same bytes.
             documents = {
                 (kind, version): bytes(
-                    db.conn.execute(
+                    db.execute(
                         "SELECT document FROM ota_documents WHERE kind = ? AND version = ?",
                         (kind, version),
                     ).fetchone()[0]
@@ -864,8 +857,7 @@ class SQLiteOta:
         if not published and not failed:
             return
         key = "gw = (SELECT num FROM gateways WHERE id = ?) AND kind = ?"
-        with self._write() as db:
-            conn = db.conn
+        with self._write() as conn:
             keyed = [(d.gateway_id, d.kind.value, d.version) for d in published]
             conn.executemany(
                 "UPDATE ota_outbox SET status = 'published', published_at = ? "
@@ -897,7 +889,7 @@ def rowid(cursor: sqlite3.Cursor) -> int:
     return cursor.lastrowid
 
 
-def _config(row: dict[str, Any]) -> SiteConfigRecord:
+def _config(row: sqlite3.Row) -> SiteConfigRecord:
     return SiteConfigRecord(
         id=row["id"],
         scope=row["scope"],
@@ -913,9 +905,7 @@ def _config(row: dict[str, Any]) -> SiteConfigRecord:
     )
 
 
-def _rollout(
-    row: dict[str, Any], waves: list[dict[str, Any]], devices: list[dict[str, Any]]
-) -> Rollout:
+def _rollout(row: sqlite3.Row, waves: list[sqlite3.Row], devices: list[sqlite3.Row]) -> Rollout:
     members: dict[int, list[str]] = {}
     for d in devices:
         members.setdefault(d["wave"], []).append(d["gateway_id"])

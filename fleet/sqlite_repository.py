@@ -1,4 +1,4 @@
-"""The embedded storage backend: one SQLite file (WAL) through sqlite-utils.
+"""The embedded storage backend: one SQLite file (WAL) through the standard ``sqlite3``.
 
 Readings and events are keyed by (gateway, seq), so a resent row is ignored, and
 ``stream_marks`` holds each stream's highest contiguous seq, updated in the same
@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils
 
 from fleet.credentials import new_secret, token_hash
 from fleet.live_changes import LiveChange, LiveCursor, changes_since, start_cursor
@@ -249,17 +247,17 @@ class SQLiteRepository:
         API tokens made before tokens expired get the default lifetime from now: they keep
         working for that long, then need ``fleet apitoken rotate``.
         """
-        gateway_columns = {r["name"] for r in self._db().query("PRAGMA table_info(gateways)")}
+        gateway_columns = {r["name"] for r in self._db().execute("PRAGMA table_info(gateways)")}
         if "site_summary" not in gateway_columns:
             with self._write() as db:
-                columns = {r["name"] for r in db.query("PRAGMA table_info(gateways)")}
+                columns = {r["name"] for r in db.execute("PRAGMA table_info(gateways)")}
                 if "site_summary" not in columns:  # what the gateway says of its site file
                     db.execute("ALTER TABLE gateways ADD COLUMN site_summary TEXT")
-        columns = {r["name"] for r in self._db().query("PRAGMA table_info(api_tokens)")}
+        columns = {r["name"] for r in self._db().execute("PRAGMA table_info(api_tokens)")}
         if "expires_at" in columns:
             return
         with self._write() as db:  # another process may be migrating too: look again inside
-            columns = {r["name"] for r in db.query("PRAGMA table_info(api_tokens)")}
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(api_tokens)")}
             if "expires_at" not in columns:
                 db.execute("ALTER TABLE api_tokens ADD COLUMN expires_at REAL")
                 db.execute("UPDATE api_tokens SET expires_at = ?", [now + API_TOKEN_TTL_S])
@@ -270,15 +268,23 @@ class SQLiteRepository:
 
     # --- connections ----------------------------------------------------------------------
 
-    def _db(self) -> sqlite_utils.Database:
-        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+    def _db(self) -> sqlite3.Connection:
+        """The connection of this thread: rows by name, and no transaction but the ones we begin.
+
+        ``isolation_level=None``: a lone statement commits at once, and a transaction is
+        always an explicit ``BEGIN`` (``_write``, the ingest commit, ``read_snapshot``),
+        never one sqlite3 opens behind a write and leaves open.
+        """
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            db = sqlite_utils.Database(conn, execute_plugins=False)
+            db = sqlite3.connect(
+                self.path, timeout=60, check_same_thread=False, isolation_level=None
+            )
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
             self._local.db = db
             with self._lock:
-                self._connections.append(conn)
+                self._connections.append(db)
         return db
 
     @contextmanager
@@ -314,18 +320,18 @@ class SQLiteRepository:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite_utils.Database]:
+    def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the write lock from the start (no upgrade deadlocks)."""
         db = self._db()
         with self._write_lock():
-            db.conn.execute("BEGIN IMMEDIATE")
+            db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
             except BaseException:
-                if db.conn.in_transaction:
-                    db.conn.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.conn.execute("COMMIT")
+            db.execute("COMMIT")
 
     def close(self) -> None:
         """Close every thread's connection."""
@@ -355,7 +361,7 @@ class SQLiteRepository:
 
     def api_token_for_secret(self, secret: str, now: float) -> ApiToken | None:
         """The token with this secret if it is neither revoked nor expired at ``now``."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL "
             "AND coalesce(expires_at, 0) > ?",
             [token_hash(secret), now],
@@ -372,7 +378,7 @@ class SQLiteRepository:
         """
         secret = new_secret("hwt_")
         with self._write() as db:
-            row = next(db.query("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
+            row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
             if row is None:
                 raise NotFoundError(f"no API token with id {token_id}")
             if row["revoked_at"] is not None:
@@ -385,16 +391,16 @@ class SQLiteRepository:
                 "UPDATE api_tokens SET token_hash = ?, expires_at = ? WHERE id = ?",
                 [token_hash(secret), now + ttl_s, token_id],
             )
-            row = next(db.query("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
+            row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
         return _api_token(row), secret
 
     def list_api_tokens(self) -> list[ApiToken]:
         """All API tokens, revoked ones included."""
-        return [_api_token(r) for r in self._db().query("SELECT * FROM api_tokens ORDER BY id")]
+        return [_api_token(r) for r in self._db().execute("SELECT * FROM api_tokens ORDER BY id")]
 
     def api_token(self, token_id: int) -> ApiToken | None:
         """One API token by id (revoked and expired ones too), or None."""
-        rows = list(self._db().query("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
+        rows = list(self._db().execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
         return _api_token(rows[0]) if rows else None
 
     def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
@@ -404,7 +410,7 @@ class SQLiteRepository:
                 "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
                 [now, token_id],
             )
-            row = next(db.query("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
+            row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
         if row is None:
             raise NotFoundError(f"no API token with id {token_id}")
         return _api_token(row)
@@ -427,13 +433,13 @@ class SQLiteRepository:
 
     def list_enrollment_tokens(self) -> list[EnrollmentToken]:
         """All enrollment tokens, newest first."""
-        rows = self._db().query("SELECT * FROM enrollment_tokens ORDER BY id DESC")
+        rows = self._db().execute("SELECT * FROM enrollment_tokens ORDER BY id DESC")
         return [_enrollment_token(r) for r in rows]
 
     def revoke_enrollment_token(self, token_id: int, now: float) -> EnrollmentToken:
         """Revoke an unused token; raises NotFoundError or ConflictError."""
         with self._write() as db:
-            row = next(db.query("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]), None)
+            row = next(db.execute("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]), None)
             if row is None:
                 raise NotFoundError(f"no enrollment token with id {token_id}")
             if row["used_at"] is not None:
@@ -443,7 +449,7 @@ class SQLiteRepository:
                 "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
                 [now, token_id],
             )
-            row = next(db.query("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]))
+            row = next(db.execute("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]))
         return _enrollment_token(row)
 
     def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
@@ -455,7 +461,7 @@ class SQLiteRepository:
         """
         with self._write() as db:
             row = next(
-                db.query(
+                db.execute(
                     "SELECT * FROM enrollment_tokens WHERE token_hash = ?", [token_hash(secret)]
                 ),
                 None,
@@ -508,7 +514,7 @@ class SQLiteRepository:
         return self.get_gateway(gateway.gateway_id)
 
     @staticmethod
-    def _reissue(db: sqlite_utils.Database, gateway_id: str, gateway: NewGateway) -> bool:
+    def _reissue(db: sqlite3.Connection, gateway_id: str, gateway: NewGateway) -> bool:
         """Give ``gateway_id`` the new password if it holds ``gateway``'s public key."""
         cursor = db.execute(
             "UPDATE gateways SET mqtt_password_hash = ?, hostname = coalesce(?, hostname), "
@@ -525,7 +531,7 @@ class SQLiteRepository:
 
     def broker_accounts(self) -> list[tuple[str, str]]:
         """``(username, mosquitto password hash)`` of every enrolled gateway."""
-        rows = self._db().query("SELECT id, mqtt_password_hash FROM gateways ORDER BY id")
+        rows = self._db().execute("SELECT id, mqtt_password_hash FROM gateways ORDER BY id")
         return [(r["id"], r["mqtt_password_hash"]) for r in rows]
 
     # --- gateways ----------------------------------------------------------------------------
@@ -548,9 +554,9 @@ class SQLiteRepository:
     def _gateways(self, where: str, params: Sequence[Any] = ()) -> list[Gateway]:
         db = self._db()
         marks: dict[int, dict[str, int]] = {}
-        for r in db.query("SELECT gw, stream, contiguous FROM stream_marks"):
+        for r in db.execute("SELECT gw, stream, contiguous FROM stream_marks"):
             marks.setdefault(r["gw"], {})[r["stream"]] = r["contiguous"]
-        rows = db.query(
+        rows = db.execute(
             "SELECT g.*, (SELECT max(a.level) FROM alarms a WHERE a.gw = g.num "
             f"AND a.cleared_at IS NULL) AS alarm_level FROM gateways g {where} ORDER BY g.id",
             list(params),
@@ -580,7 +586,7 @@ class SQLiteRepository:
         if num is None:
             row = (
                 self._db()
-                .conn.execute("SELECT num FROM gateways WHERE id = ?", (gateway_id,))
+                .execute("SELECT num FROM gateways WHERE id = ?", (gateway_id,))
                 .fetchone()
             )
             if row is None:
@@ -616,7 +622,7 @@ class SQLiteRepository:
         return result
 
     def _ingest_connection(self) -> sqlite3.Connection:
-        conn = self._db().conn
+        conn = self._db()
         if not getattr(self._local, "manual_checkpoints", False):
             conn.execute("PRAGMA wal_autocheckpoint=0")
             self._local.manual_checkpoints = True
@@ -647,7 +653,7 @@ class SQLiteRepository:
             raise NotFoundError(f"no gateway {gateway_id!r}")
         row = (
             self._db()
-            .conn.execute("SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, channel))
+            .execute("SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, channel))
             .fetchone()
         )
         if row is None:
@@ -657,7 +663,7 @@ class SQLiteRepository:
 
     def channels(self, gateway_id: str) -> list[str]:
         """Names of the channels a gateway has uploaded readings of."""
-        rows = self._db().query(
+        rows = self._db().execute(
             "SELECT c.name FROM channels c JOIN gateways g ON g.num = c.gw WHERE g.id = ? "
             "ORDER BY c.name",
             [gateway_id],
@@ -669,7 +675,7 @@ class SQLiteRepository:
     ) -> list[ReadingPoint]:
         """Readings of a channel with ``since <= ts < until``, oldest first."""
         cid = self._channel_id(gateway_id, channel)
-        rows = self._db().conn.execute(
+        rows = self._db().execute(
             "SELECT seq, ts, value, quality FROM readings WHERE channel = ? AND ts >= ? "
             "AND ts < ? ORDER BY ts, seq LIMIT ?",
             (cid, since, until, limit),
@@ -681,7 +687,7 @@ class SQLiteRepository:
     ) -> list[ReadingBucket]:
         """Min/avg/max of good readings per ``step`` seconds; empty buckets are left out."""
         cid = self._channel_id(gateway_id, channel)
-        rows = self._db().conn.execute(
+        rows = self._db().execute(
             "SELECT CAST((ts - :since) / :step AS INTEGER) AS bucket, count(v), "
             "count(*) - count(v), min(v), avg(v), max(v) FROM ("
             "  SELECT ts, CASE WHEN (quality & :bad) = 0 THEN value END AS v FROM readings"
@@ -723,7 +729,7 @@ class SQLiteRepository:
             clauses.append("e.ts < ?")
             params.append(until)
         params.append(limit)
-        rows = self._db().conn.execute(
+        rows = self._db().execute(
             "SELECT g.id, e.seq, e.ts, e.kind, e.subject, e.level, e.detail FROM events e "
             f"JOIN gateways g ON g.num = e.gw WHERE {' AND '.join(clauses)} "
             "ORDER BY e.ts DESC, e.seq DESC LIMIT ?",
@@ -766,7 +772,7 @@ class SQLiteRepository:
     def _alarms(self, tail: str, params: Sequence[Any]) -> list[Alarm]:
         db = self._db()
         rows = list(
-            db.query(
+            db.execute(
                 "SELECT a.*, g.id AS gateway_id FROM alarms a "
                 f"JOIN gateways g ON g.num = a.gw {tail}",
                 list(params),
@@ -775,7 +781,7 @@ class SQLiteRepository:
         receipts: dict[int, list[Receipt]] = {}
         if rows:
             ids = [r["id"] for r in rows]
-            for r in db.query(
+            for r in db.execute(
                 f"SELECT * FROM alarm_receipts WHERE alarm_id IN ({','.join('?' * len(ids))}) "
                 "ORDER BY confirmed_at",
                 ids,
@@ -866,10 +872,10 @@ class SQLiteRepository:
         Atomic, so with several ingest workers each command is delivered by one of them.
         """
         pending = "SELECT 1 FROM commands WHERE status = 'pending' LIMIT 1"
-        if self._db().conn.execute(pending).fetchone() is None:
+        if self._db().execute(pending).fetchone() is None:
             return []
         with self._write() as db:
-            rows = db.conn.execute(
+            rows = db.execute(
                 "UPDATE commands SET status = 'sent', sent_at = ? WHERE status = 'pending' "
                 "RETURNING id, gw, name, args, issued_at, issued_by",
                 (now,),
@@ -890,10 +896,10 @@ class SQLiteRepository:
             )
 
     def _gateway_ids(self) -> list[tuple[str, int]]:
-        return [(r["id"], r["num"]) for r in self._db().query("SELECT id, num FROM gateways")]
+        return [(r["id"], r["num"]) for r in self._db().execute("SELECT id, num FROM gateways")]
 
 
-def _api_token(row: dict[str, Any]) -> ApiToken:
+def _api_token(row: sqlite3.Row) -> ApiToken:
     return ApiToken(
         row["id"],
         row["name"],
@@ -913,7 +919,7 @@ def create_private(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
-def _enrollment_token(row: dict[str, Any]) -> EnrollmentToken:
+def _enrollment_token(row: sqlite3.Row) -> EnrollmentToken:
     return EnrollmentToken(
         id=row["id"],
         site_id=row["site_id"],

@@ -526,7 +526,6 @@ async def test_a_damaged_record_or_policy_silences_no_other_alarm(
     db.execute(
         "INSERT INTO escalation_policies VALUES (?, '{\"levels\": {\"red\": 1}}', 'x', 0)", [SITE]
     )
-    db.conn.commit()
     fleet.alarm(4, rule="rain")
     calls = await fleet.tick(1)
     assert sorted(c.channel for c in calls) == ["email", "webhook"]  # by the default policy

@@ -124,7 +124,7 @@ async def test_a_revoked_or_unknown_api_token_is_refused(console: Console) -> No
     assert answer.json()["detail"].startswith("unknown, revoked or expired API token")
     stored = [t.name for t in console.repository.list_api_tokens()]
     assert "script" in stored
-    with console.repository._db().conn as db:
+    with console.repository._db() as db:
         hashes = [h for (h,) in db.execute("SELECT token_hash FROM api_tokens")]
     assert secret not in hashes
 
@@ -309,7 +309,7 @@ async def test_a_stored_health_with_an_infinity_still_shows_the_gateway(console:
     # Stored by a version that let Infinity through: the page answered 500.
     gateway_id = (await console.enroll(await console.new_token())).json()["gateway_id"]
     health = f'{{"gateway_id":"{gateway_id}","ts":{T0},"uptime_s":Infinity,"agent_version":"0.1"}}'
-    with console.repository._db().conn as db:
+    with console.repository._db() as db:
         db.execute(
             "UPDATE gateways SET health = ?, health_at = ? WHERE id = ?", (health, T0, gateway_id)
         )

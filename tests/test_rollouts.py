@@ -372,7 +372,7 @@ def test_document_versions_never_repeat_across_rollouts(fleet: Fleet) -> None:
     assert versions == {2}
     stored = (
         fleet.repository._db()
-        .conn.execute("SELECT kind, version, gateways FROM ota_documents ORDER BY version")
+        .execute("SELECT kind, version, gateways FROM ota_documents ORDER BY version")
         .fetchall()
     )
     assert [(k, v, json.loads(g)) for k, v, g in stored] == [
