@@ -132,7 +132,7 @@ def fleet_process(
     ``extra`` goes on its command line; its log is ``fleet.log`` beside ``data_dir``. Ends
     with SIGTERM, then SIGKILL after 20 s.
     """
-    from hardware_sim.demo_fleet import free_port  # noqa: PLC0415 - after the benches' path set-up
+    from hardware_sim.harness.ports import free_port  # noqa: PLC0415 - after the benches' path set-up
 
     fleet = Path(sys.executable).with_name("fleet")
     argv = [str(fleet), "serve", "--data-dir", str(data_dir), "--port", str(port)]

@@ -35,14 +35,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script: the harnesses live in tests/
+if str(REPO) not in sys.path:  # run as a script: this checkout's packages, harness included
     sys.path.insert(0, str(REPO))
 
 from hardware_sim.device import CoilChange, SimulatedDevice  # noqa: E402
-from hardware_sim.scenarios import DesignStorm  # noqa: E402
-from ota.crash_points import crash_test_env  # noqa: E402
-from tests.agent_harness import AgentProcess, SimSite, sim_site  # noqa: E402
-from tests.uplink_harness import (  # noqa: E402
+from hardware_sim.harness.agent import AgentProcess, SimSite, sim_site  # noqa: E402
+from hardware_sim.harness.uplink import (  # noqa: E402
     EDGE,
     ORIGIN,
     PROFILES,
@@ -54,7 +52,9 @@ from tests.uplink_harness import (  # noqa: E402
     make_clock,
     storm_station,
 )
-from tests.waiting import wait_for  # noqa: E402
+from hardware_sim.harness.waiting import wait_for  # noqa: E402
+from hardware_sim.scenarios import DesignStorm  # noqa: E402
+from ota.crash_points import crash_test_env  # noqa: E402
 
 #: What a trial can kill. ``..._in_commit`` kills the part, restarts it with its fault
 #: hook and kills it again while it holds a transaction open, just before COMMIT: the

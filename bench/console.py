@@ -58,6 +58,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from fleet.repository import NewGateway, Received, Role  # noqa: E402
 from fleet.sqlite_repository import SQLiteRepository  # noqa: E402
+from hardware_sim.harness.ports import free_port  # noqa: E402
 from protocol import (  # noqa: E402
     MAX_READING_ROWS,
     DataBatch,
@@ -71,7 +72,6 @@ from protocol import (  # noqa: E402
 )
 from protocol.levels import LEVEL_NAMES  # noqa: E402
 from protocol.payloads import LevelValues  # noqa: E402
-from tests.mosquitto import free_port  # noqa: E402
 
 SEED = 20261203
 CHROMIUM = Path("/usr/bin/chromium")

@@ -53,9 +53,10 @@ from fleet.escalation import CHANNEL_CONCURRENCY  # noqa: E402
 from fleet.repository import NewGateway, Received  # noqa: E402
 from fleet.roster import PersonIn, Tier  # noqa: E402
 from fleet.sqlite_repository import SQLiteRepository  # noqa: E402
+from hardware_sim.harness.kannel import Kannel, kannel_installed  # noqa: E402
+from hardware_sim.harness.ports import free_port  # noqa: E402
+from hardware_sim.harness.webhook_inbox import WebhookInbox  # noqa: E402
 from protocol import EventBatch, EventRow  # noqa: E402
-from tests.callans_parts import Kannel, WebhookInbox, kannel_installed  # noqa: E402
-from tests.mosquitto import free_port  # noqa: E402
 
 _T = TypeVar("_T")
 SEED = 20261203

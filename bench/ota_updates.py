@@ -32,18 +32,18 @@ from agent_harness_bench import emit  # noqa: E402
 from drivers.clock import ManualClock  # noqa: E402
 from fleet.repository import RolloutState  # noqa: E402
 from fleet.rollouts import RolloutTiming  # noqa: E402
-from tests.agent_harness import events  # noqa: E402
-from tests.mosquitto import fleet_with_mosquitto  # noqa: E402
-from tests.release_harness import (  # noqa: E402
+from hardware_sim.harness.agent import events  # noqa: E402
+from hardware_sim.harness.mosquitto import fleet_with_mosquitto  # noqa: E402
+from hardware_sim.harness.ota_rig import RolloutRig  # noqa: E402
+from hardware_sim.harness.release import (  # noqa: E402
     admin_token,
     build,
     create_rollout,
     run_fleet_cli,
     slot_gateway,
 )
-from tests.test_rollout_mosquitto import Rig  # noqa: E402
-from tests.uplink_harness import make_clock, running_broker, running_fleet  # noqa: E402
-from tests.waiting import wait_for  # noqa: E402
+from hardware_sim.harness.uplink import make_clock, running_broker, running_fleet  # noqa: E402
+from hardware_sim.harness.waiting import wait_for  # noqa: E402
 
 
 async def one_gateway(tmp: Path) -> dict[str, Any]:
@@ -97,7 +97,7 @@ async def twenty_gateways(tmp: Path) -> dict[str, Any]:
         fleet_with_mosquitto(tmp, rollout_timing=timing) as fleet,
         AsyncExitStack() as stack,
     ):
-        rig = Rig(fleet, clock, stack)
+        rig = RolloutRig(fleet, clock, stack)
         enrolled = [await fleet.enroll() for _ in range(20)]
         await rig.release()
         for gateway in enrolled:

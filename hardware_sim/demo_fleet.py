@@ -10,22 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from hardware_sim.harness.ports import free_port
+
 #: Far enough in the future for every simulated timestamp of a demo.
 _UNTIL = 4_102_444_800.0  # 2100-01-01
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def run_cli(*args: str) -> str:

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from hardware_sim.harness.agent import NUMBA_CACHE
 from hardware_sim.pty_link import PtyPair
-from tests.agent_harness import NUMBA_CACHE
 
 MARKS = {
     "e2e": {

@@ -18,7 +18,8 @@ from fleet.broker_files import FleetAccount, write_access_files
 from fleet.credentials import mosquitto_hash
 from fleet.embedded_broker import EmbeddedBroker
 from fleet.mqtt_connection import BrokerConnection
-from tests.mosquitto import free_port, running_mosquitto
+from hardware_sim.harness.mosquitto import running_mosquitto
+from hardware_sim.harness.ports import free_port
 
 BrokerKind = Literal["mosquitto", "embedded"]
 BROKERS: tuple[BrokerKind, ...] = ("mosquitto", "embedded")

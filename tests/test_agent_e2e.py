@@ -33,9 +33,9 @@ from edge_agent.control_messages import (
     StatusRequest,
 )
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.agent import events, readings, sim_site
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import DesignStorm
-from tests.agent_harness import events, readings, sim_site
-from tests.waiting import wait_for
 
 PROFILES = builtin_profiles()
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge_agent.store import LocalStore
-from tests.agent_harness import events, sim_site
-from tests.uplink_harness import PROFILES, SITE, gateway_marks, make_clock, storm_station
-from tests.waiting import wait_for
+from hardware_sim.harness.agent import events, sim_site
+from hardware_sim.harness.uplink import PROFILES, SITE, gateway_marks, make_clock, storm_station
+from hardware_sim.harness.waiting import wait_for
 
 #: The test site without an uplink: this is about the gateway alone.
 LOCAL_SITE = SITE[: SITE.index("[uplink]")] + SITE[SITE.index("[[bus]]") :]

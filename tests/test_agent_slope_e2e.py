@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.agent import events, sim_site
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import CreepingSlope, ExtensometerProjection
-from tests.agent_harness import events, sim_site
-from tests.waiting import wait_for
 
 ORIGIN = datetime(2026, 8, 1, tzinfo=UTC).timestamp()
 ONSET = ORIGIN + 12 * 3600

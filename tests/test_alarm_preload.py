@@ -10,7 +10,7 @@ from typing import get_args
 
 from edge_agent.alarms.preload import SLOPE_KINDS, rules_for_kinds, warm_up_rules
 from edge_agent.alarms.specs import AnySlopeRule
-from tests.agent_harness import NUMBA_CACHE
+from hardware_sim.harness.agent import NUMBA_CACHE
 
 PROBE = """
 import json, re

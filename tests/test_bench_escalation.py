@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.callans_parts import kannel_installed
+from hardware_sim.harness.kannel import kannel_installed
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from fleet.call_http import HttpError, HttpxPoster, LeanHttp, poster
-from tests.mosquitto import free_port, make_tls_files
-from tests.waiting import wait_for
+from hardware_sim.harness.mosquitto import make_tls_files
+from hardware_sim.harness.ports import free_port
+from hardware_sim.harness.waiting import wait_for
 
 
 class Server(ThreadingHTTPServer):

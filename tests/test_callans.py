@@ -39,10 +39,13 @@ from fleet.roster import PersonIn, Tier
 from fleet.settings import EscalationSettings, FleetSettings
 from fleet.sqlite_escalation import Call, PlannedCall
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.kannel import Kannel, kannel_installed
+from hardware_sim.harness.mosquitto import auth
+from hardware_sim.harness.ports import free_port
+from hardware_sim.harness.waiting import wait_for
+from hardware_sim.harness.webhook_inbox import WebhookInbox
 from protocol import EventBatch, EventRow
-from tests.callans_parts import Kannel, SmtpInbox, WebhookInbox, kannel_installed
-from tests.mosquitto import auth, free_port
-from tests.waiting import wait_for
+from tests.callans_parts import SmtpInbox
 
 SITE = "creek-village"
 GW = "gw-0123456789"

@@ -21,11 +21,11 @@ import pytest
 from fleet.repository import NewGateway, Received
 from fleet.roster import PersonIn, Tier
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.ports import free_port, port_open
+from hardware_sim.harness.waiting import wait_until
+from hardware_sim.harness.webhook_inbox import WebhookInbox
 from ota.crash_points import crash_test_env
 from protocol import EventBatch, EventRow
-from tests.callans_parts import WebhookInbox
-from tests.mosquitto import free_port, port_open
-from tests.waiting import wait_until
 
 SITE = "creek-village"
 GW = "gw-0123456789"

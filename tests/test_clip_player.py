@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.actuation import ClipPlayer, PlayerSpec
-from tests.waiting import wait_for
+from hardware_sim.harness.waiting import wait_for
 
 #: Writes the player's pid next to the clip, then plays "forever" (until cut off).
 COMMAND = ("/bin/sh", "-c", "echo $$ > {clip}.pid; exec sleep 60")

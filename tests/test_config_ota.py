@@ -21,10 +21,8 @@ from edge_agent.config_state import candidate_path
 from fleet.broker_files import FleetAccount
 from fleet.repository import Role
 from fleet.signing import SigningKey
-from hardware_sim.scenarios import DesignStorm
-from ota.document import Document, DocumentKind, Target, sign_document
-from tests.agent_harness import AgentProcess, events, sim_site
-from tests.uplink_harness import (
+from hardware_sim.harness.agent import AgentProcess, events, sim_site
+from hardware_sim.harness.uplink import (
     ORIGIN,
     SITE,
     FleetProcess,
@@ -32,7 +30,9 @@ from tests.uplink_harness import (
     make_clock,
     storm_station,
 )
-from tests.waiting import wait_for
+from hardware_sim.harness.waiting import wait_for
+from hardware_sim.scenarios import DesignStorm
+from ota.document import Document, DocumentKind, Target, sign_document
 
 
 async def publish_config(fleet_dir: Path, port: int, gateway_id: str, envelope: bytes) -> None:

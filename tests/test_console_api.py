@@ -27,11 +27,12 @@ from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
 from fleet.settings import EscalationSettings, FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import auth
+from hardware_sim.harness.ports import free_port
+from hardware_sim.harness.waiting import wait_for
 from protocol import MAX_READING_ROWS, DataBatch, EventBatch, EventRow, GatewayState, Health
 from protocol.events import AlarmEvent, FailureForecast
 from protocol.payloads import finite_json
-from tests.mosquitto import auth, free_port
-from tests.waiting import wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 
@@ -172,7 +173,7 @@ def test_fleet_serve_stops_on_sigterm_while_a_console_listens(tmp_path: Path) ->
     import threading  # noqa: PLC0415
 
     from fleet.cli import SHUTDOWN_GRACE_S  # noqa: PLC0415
-    from tests.waiting import wait_until  # noqa: PLC0415
+    from hardware_sim.harness.waiting import wait_until  # noqa: PLC0415
 
     cli = [sys.executable, "-m", "fleet.cli"]
     created = subprocess.run(

@@ -41,14 +41,14 @@ from edge_agent.upload_source import event_row
 from fleet.repository import NewGateway, Received, Role
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.agent import sim_site
+from hardware_sim.harness.uplink import FleetProcess, enroll, running_broker, running_fleet
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.slope_corpus import failure_record
 from protocol import MAX_READING_ROWS, DataBatch, EventBatch, GatewayState
 from protocol.events import ALARM_EVENT_KIND
 from protocol.levels import AlarmLevel
-from tests.agent_harness import sim_site
-from tests.uplink_harness import FleetProcess, enroll, running_broker, running_fleet
-from tests.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hardware_sim.harness.waiting import wait_until
 from ota.crash_points import ENV, POINTS, armed, crash_test_env
-from tests.waiting import wait_until
 
 
 def test_unarmed_nothing_freezes(monkeypatch: pytest.MonkeyPatch) -> None:

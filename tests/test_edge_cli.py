@@ -217,8 +217,8 @@ async def test_a_healthy_generic_rain_gauge_polls_and_scans_clean(tmp_path: Path
 
 async def test_edge_run_reports_no_sensor_fault_for_a_healthy_generic_gauge(tmp_path: Path):
     from drivers.clock import ScaledClock  # noqa: PLC0415
-    from tests.agent_harness import events, readings, sim_site  # noqa: PLC0415
-    from tests.waiting import wait_for  # noqa: PLC0415
+    from hardware_sim.harness.agent import events, readings, sim_site  # noqa: PLC0415
+    from hardware_sim.harness.waiting import wait_for  # noqa: PLC0415
 
     clock = ScaledClock(20.0, origin=1_780_000_000.0, anchor=round(time.time(), 3))
     gauge = gauge_as_its_manual_says(clock, 3)

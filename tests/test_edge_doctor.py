@@ -22,8 +22,8 @@ from drivers.profiles import builtin_profiles
 from edge_agent.doctor import Surroundings, examine, verdict_of
 from edge_agent.site_config import parse_site_text
 from hardware_sim.device import SimulatedDevice
-from tests.agent_harness import sim_site
-from tests.waiting import wait_for
+from hardware_sim.harness.agent import sim_site
+from hardware_sim.harness.waiting import wait_for
 from tests.wire import served
 
 PROFILES = builtin_profiles()

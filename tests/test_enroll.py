@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.clock import ScaledClock
 from fleet.signing import SigningKey
-from tests.agent_harness import sim_site
-from tests.uplink_harness import (
+from hardware_sim.harness.agent import sim_site
+from hardware_sim.harness.uplink import (
     FLEET,
     SITE,
     SITE_ID,
@@ -33,7 +33,7 @@ from tests.uplink_harness import (
     running_fleet,
     storm_station,
 )
-from tests.waiting import wait_for
+from hardware_sim.harness.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,14 @@ from fleet.repository import Role
 from fleet.settings import FleetSettings
 from fleet.simgateway import SimulatedGateway, enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import (
+    auth,
+    fleet_with_mosquitto,
+    make_tls_files,
+    running_mosquitto,
+)
+from hardware_sim.harness.ports import free_port
+from hardware_sim.harness.waiting import wait_for
 from protocol import (
     GATEWAY_SUBSCRIBES,
     TOPIC_ROOT,
@@ -38,8 +46,6 @@ from protocol import (
     gateway_topic,
 )
 from tests.either_broker import BROKERS, BrokerKind, running_broker
-from tests.mosquitto import auth, fleet_with_mosquitto, free_port, make_tls_files, running_mosquitto
-from tests.waiting import wait_for
 
 T0 = 1_750_000_000.0
 

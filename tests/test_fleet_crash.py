@@ -17,10 +17,11 @@ import pytest
 from fleet.broker_files import FleetAccount, write_access_files
 from fleet.mqtt_connection import BrokerConnection
 from fleet.simgateway import EncodedBatch, SimulatedGateway, enrollment_request
+from hardware_sim.harness.mosquitto import Mosquitto, running_mosquitto
+from hardware_sim.harness.ports import free_port, port_open
+from hardware_sim.harness.waiting import wait_for, wait_until
 from ota.crash_points import crash_test_env
 from protocol import DataBatch, EnrollmentResponse, Stream
-from tests.mosquitto import Mosquitto, free_port, port_open, running_mosquitto
-from tests.waiting import wait_for, wait_until
 
 T0 = 1_750_000_000.0
 BATCHES, ROWS = 20, 500

@@ -23,6 +23,8 @@ from fleet.service import INGEST_GROUP, run_fleet
 from fleet.settings import FleetSettings
 from fleet.simgateway import EncodedBatch
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import FleetUnderTest, auth, fleet_with_mosquitto
+from hardware_sim.harness.waiting import wait_for
 from protocol import (
     MAX_PAYLOAD_BYTES,
     MAX_READING_ROWS,
@@ -35,8 +37,6 @@ from protocol import (
     Topic,
     gateway_topic,
 )
-from tests.mosquitto import FleetUnderTest, auth, fleet_with_mosquitto
-from tests.waiting import wait_for
 
 T0 = 1_750_000_000.0
 

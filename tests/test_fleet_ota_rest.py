@@ -27,14 +27,16 @@ from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
 from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import auth
+from hardware_sim.harness.ports import free_port
+from hardware_sim.harness.release_rest import manifest_of
+from hardware_sim.harness.release_rest import register_release as register_via_rest
+from hardware_sim.harness.waiting import wait_for
 from ota.document import DocumentKind, verify_document
 from ota.manifest import MANIFEST_FILE
 from ota.report import OtaReport, OtaState, OtaSubject
 from protocol import EnrollmentResponse
-from tests.mosquitto import auth, free_port
-from tests.ota_fixtures import commit_ota_report, manifest_of
-from tests.ota_fixtures import register_release as register_via_rest
-from tests.waiting import wait_for
+from tests.ota_fixtures import commit_ota_report
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 SITE = (EXAMPLES / "creek_village.toml").read_text()

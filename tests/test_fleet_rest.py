@@ -16,8 +16,8 @@ from fleet.repository import API_TOKEN_TTL_S, Received, Role
 from fleet.settings import FleetSettings
 from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import auth
 from protocol import BAD_QUALITY_MASK, DataBatch, EnrollmentResponse
-from tests.mosquitto import auth
 
 T0 = 1_750_000_000.0
 

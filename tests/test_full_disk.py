@@ -27,10 +27,10 @@ from edge_agent.control import SOCKET_NAME, ask
 from edge_agent.control_messages import StatusReply, StatusRequest
 from edge_agent.store import LocalStore
 from hardware_sim.device import SimulatedDevice
-from tests.agent_harness import events, sim_site
+from hardware_sim.harness.agent import events, sim_site
+from hardware_sim.harness.waiting import wait_for
 from tests.full_disk import SmallDisk, small_disk
 from tests.test_agent_e2e import PROFILES, make_clock, site_text
-from tests.waiting import wait_for
 
 
 def reading(t: float) -> Reading:

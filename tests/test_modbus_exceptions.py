@@ -203,8 +203,8 @@ async def test_edge_status_and_the_agent_log_name_the_exception(tmp_path: Path):
     from drivers.clock import ScaledClock  # noqa: PLC0415
     from edge_agent.control import SOCKET_NAME, ControlError, ask  # noqa: PLC0415
     from edge_agent.control_messages import StatusReply, StatusRequest  # noqa: PLC0415
-    from tests.agent_harness import sim_site  # noqa: PLC0415
-    from tests.waiting import wait_for  # noqa: PLC0415
+    from hardware_sim.harness.agent import sim_site  # noqa: PLC0415
+    from hardware_sim.harness.waiting import wait_for  # noqa: PLC0415
 
     (tmp_path / "gauge.toml").write_text(MISTAKEN_PROFILE)
     clock = ScaledClock(20.0, origin=1_780_000_000.0, anchor=round(time.time(), 3))

@@ -17,9 +17,9 @@ import serial
 from drivers.at_channel import AtChannel, InfoLine
 from drivers.modem import IncomingSms, ModemError, SmsModem
 from drivers.sms_text import split_for_sms, to_ucs2_hex
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.modem import SentSms, SimulatedModem
 from hardware_sim.pty_link import PtyPair
-from tests.waiting import wait_for
 
 VILLAGE_HEAD = "+8613800000001"
 MONITOR = "+8613800000002"

@@ -25,6 +25,7 @@ import pytest
 from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment, write_private
 from edge_agent.store import LocalStore
 from fleet.signing import SigningKey
+from hardware_sim.harness.release import Release, agent_env, build, build_broken, supervisor_command
 from ota.bundle import WHEELS_DIR
 from ota.crash_points import crash_test_env
 from ota.document import Document, DocumentKind, Target, sign_document
@@ -34,7 +35,6 @@ from ota.slots import SlotTree
 from ota.supervisor import APPLIED, ROLLED_BACK, SlotState
 from protocol import MqttCredentials
 from tests.http_files import ReleaseFileServer
-from tests.release_harness import Release, agent_env, build, build_broken, supervisor_command
 
 GATEWAY = "gw-creek-1"
 MAX_BOOTS = 2

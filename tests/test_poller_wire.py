@@ -18,8 +18,8 @@ from drivers.model import Quality, Reading
 from drivers.poller import DeviceConfig, Poller
 from drivers.profiles import builtin_profiles, load_profile
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.server import serve_tcp
-from tests.waiting import wait_for
 from tests.wire import TRANSPORTS, served
 
 ALL_TYPES = load_profile(Path(__file__).parent / "data" / "all_types.toml")

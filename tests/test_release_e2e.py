@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from ota.crash_points import crash_test_env
-from tests.agent_harness import events
-from tests.release_harness import (
+from hardware_sim.harness.agent import events
+from hardware_sim.harness.release import (
     Release,
     admin_token,
     build,
@@ -31,7 +30,7 @@ from tests.release_harness import (
     run_fleet_cli,
     slot_gateway,
 )
-from tests.uplink_harness import (
+from hardware_sim.harness.uplink import (
     FleetProcess,
     enroll,
     fleet_gateway,
@@ -39,7 +38,8 @@ from tests.uplink_harness import (
     running_broker,
     running_fleet,
 )
-from tests.waiting import wait_for
+from hardware_sim.harness.waiting import wait_for
+from ota.crash_points import crash_test_env
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,9 @@ import pytest
 from fleet.repository import Received, Role
 from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import auth
+from hardware_sim.harness.ports import free_port
 from protocol import DataBatch, EventBatch, GatewayState, Health
-from tests.mosquitto import auth, free_port
 
 EXAMPLES = int(os.environ.get("HAZARDWATCH_SCHEMATHESIS_EXAMPLES", "10"))
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"

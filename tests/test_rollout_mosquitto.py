@@ -11,98 +11,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from drivers.clock import ManualClock
-from fleet.mqtt_connection import BrokerConnection
-from fleet.repository import DeviceState, Role, Rollout, RolloutState
+from fleet.repository import DeviceState, Role, RolloutState
 from fleet.rollouts import RolloutTiming
-from fleet.sim_ota_gateway import Fetch, OtaPlan, SimulatedOtaGateway
+from fleet.sim_ota_gateway import OtaPlan, SimulatedOtaGateway
+from hardware_sim.harness.mosquitto import auth, fleet_with_mosquitto
+from hardware_sim.harness.ota_rig import RolloutRig
+from hardware_sim.harness.waiting import wait_for
 from ota.document import DocumentKind
-from ota.manifest import ReleaseFile
-from protocol import EnrollmentResponse
-from tests.mosquitto import FleetUnderTest, auth, fleet_with_mosquitto
-from tests.ota_fixtures import register_release
-from tests.waiting import wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 SITE = (EXAMPLES / "creek_village.toml").read_text()
-WHEELS = {
-    "hazardwatch-1.4.0-py3-none-any.whl": b"hazardwatch wheel " * 200,
-    "tinydep-2.0-py3-none-any.whl": b"dependency wheel " * 50,
-}
-
-
-@dataclass
-class Rig:
-    fleet: FleetUnderTest
-    clock: ManualClock
-    stack: AsyncExitStack
-
-    @property
-    def admin(self) -> dict[str, str]:
-        return auth(self.fleet.admin_token)
-
-    def fetch(self, enrolled: EnrollmentResponse) -> Fetch:
-        credentials = httpx.BasicAuth(enrolled.mqtt.username, enrolled.mqtt.password)
-
-        async def fetch(version: str, file: ReleaseFile) -> bytes:
-            answer = await self.fleet.http.get(
-                f"/api/v1/releases/{version}/files/{file.name}", auth=credentials
-            )
-            answer.raise_for_status()
-            return answer.content
-
-        return fetch
-
-    async def connect(
-        self, enrolled: EnrollmentResponse, plan: OtaPlan = OtaPlan.APPLY
-    ) -> SimulatedOtaGateway:
-        """A simulated gateway with the enrolled credentials, connected."""
-        broker = BrokerConnection(
-            enrolled.broker_url, enrolled.mqtt.username, enrolled.mqtt.password
-        )
-        gateway = SimulatedOtaGateway(
-            enrolled.gateway_id, broker, enrolled.fleet_signing_key, plan, self.fetch(enrolled)
-        )
-        return await self.stack.enter_async_context(gateway)
-
-    async def release(self) -> None:
-        await register_release(self.fleet.http, self.admin, WHEELS)
-
-    async def rollout(self, gateways: Sequence[str], **body: Any) -> int:
-        answer = await self.fleet.http.post(
-            "/api/v1/rollouts",
-            json={"release": "1.4.0", "gateways": list(gateways)} | body,
-            headers=self.admin,
-        )
-        assert answer.status_code == 201, answer.text
-        return int(answer.json()["id"])
-
-    def get(self, rollout_id: int) -> Rollout:
-        return self.fleet.repository.ota.get_rollout(rollout_id)
-
-    async def until(self, rollout_id: int, state: RolloutState, within: float = 30) -> Rollout:
-        await wait_for(lambda: self.get(rollout_id).state is state, within, f"{state.value}")
-        return self.get(rollout_id)
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path) -> AsyncIterator[RolloutRig]:
     clock = ManualClock(time.time())
     timing = RolloutTiming(clock=clock.now, tick_s=0.05)
     async with (
         fleet_with_mosquitto(tmp_path, rollout_timing=timing) as fleet,
         AsyncExitStack() as stack,
     ):
-        yield Rig(fleet, clock, stack)
+        yield RolloutRig(fleet, clock, stack)
 
 
 def first(gateway: SimulatedOtaGateway, step: str) -> float:
@@ -113,7 +49,7 @@ def last(gateway: SimulatedOtaGateway, step: str) -> float:
     return max(t for t, what, _ in gateway.timeline if what == step)
 
 
-async def test_a_release_rolls_out_wave_by_wave_across_20_gateways(rig: Rig) -> None:
+async def test_a_release_rolls_out_wave_by_wave_across_20_gateways(rig: RolloutRig) -> None:
     enrolled = [await rig.fleet.enroll() for _ in range(20)]
     await rig.release()
     gateways = [await rig.connect(e) for e in enrolled]
@@ -137,7 +73,7 @@ async def test_a_release_rolls_out_wave_by_wave_across_20_gateways(rig: Rig) -> 
 
 
 async def test_a_rollout_halts_when_a_waves_failure_rate_passes_the_error_threshold(
-    rig: Rig,
+    rig: RolloutRig,
 ) -> None:
     enrolled = [await rig.fleet.enroll() for _ in range(20)]
     await rig.release()
@@ -164,7 +100,9 @@ async def test_a_rollout_halts_when_a_waves_failure_rate_passes_the_error_thresh
     assert [w["status"] for w in shown.json()["waves"]] == ["succeeded", "failed", "waiting"]
 
 
-async def test_a_silent_gateway_times_out_and_a_delivered_one_is_not_a_success(rig: Rig) -> None:
+async def test_a_silent_gateway_times_out_and_a_delivered_one_is_not_a_success(
+    rig: RolloutRig,
+) -> None:
     enrolled = [await rig.fleet.enroll() for _ in range(4)]
     await rig.release()
     plans = [OtaPlan.SILENT, OtaPlan.STALL, OtaPlan.APPLY, OtaPlan.APPLY]
@@ -200,7 +138,7 @@ async def test_a_silent_gateway_times_out_and_a_delivered_one_is_not_a_success(r
     assert rollout.reason == "2 of 4 gateways updated in 1 waves"
 
 
-async def test_pause_resume_and_abort_steer_a_live_rollout(rig: Rig) -> None:
+async def test_pause_resume_and_abort_steer_a_live_rollout(rig: RolloutRig) -> None:
     enrolled = [await rig.fleet.enroll() for _ in range(6)]
     ids = [e.gateway_id for e in enrolled]
     await rig.release()
@@ -247,7 +185,7 @@ async def test_pause_resume_and_abort_steer_a_live_rollout(rig: Rig) -> None:
 
 
 async def test_an_offline_gateway_gets_the_newest_config_and_its_state_shows_it(
-    rig: Rig,
+    rig: RolloutRig,
 ) -> None:
     enrolled = await rig.fleet.enroll()
     url = f"/api/v1/gateways/{enrolled.gateway_id}/config"

@@ -32,9 +32,10 @@ from fleet.rollouts import (
 )
 from fleet.signing import SigningKey
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.release_rest import manifest_of
 from ota.document import DocumentKind, read_unverified, verify_document
 from ota.report import OtaReport, OtaState, OtaSubject
-from tests.ota_fixtures import commit_ota_report, manifest_of
+from tests.ota_fixtures import commit_ota_report
 
 T0 = 1_790_000_000.0
 GATEWAYS = [f"gw-{i:02d}-sim" for i in range(20)]

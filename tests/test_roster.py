@@ -21,8 +21,8 @@ from fleet.repository import Role
 from fleet.roster import RosterError, parse_roster_csv
 from fleet.settings import FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import auth
 from protocol.contacts import mask_phone
-from tests.mosquitto import auth
 
 MOBILE = "+8613812345678"
 HEADER = "site_id,tier,name,role,mobile,email,webhook\n"

@@ -9,10 +9,10 @@ import time
 from datetime import UTC, datetime
 
 from drivers.clock import ScaledClock
+from hardware_sim.harness.agent import SimSite, events
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.siren_node import serve_siren_node
-from tests.agent_harness import SimSite, events
-from tests.waiting import wait_for
 
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
 SPEED = 120.0

@@ -23,8 +23,8 @@ from drivers.siren_node.registers import (
     REG_HEARTBEAT_TIMEOUT_S,
 )
 from edge_agent.siren_node_link import SirenNodeLink, SirenNodeSpec
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.siren_node import serve_siren_node
-from tests.waiting import wait_for
 
 T0 = 1_700_000_000.0
 PROFILE = builtin_profiles()["siren_node"]

@@ -33,9 +33,9 @@ from drivers.siren_node.registers import (
     REG_HEARTBEAT_TIMEOUT_S,
     REG_RAIN_WINDOW,
 )
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.siren_node import SimulatedSirenNode, serve_siren_node
-from tests.waiting import wait_for
 
 T0 = 1_700_000_000.0
 UNIT = DEFAULT_UNIT_ID

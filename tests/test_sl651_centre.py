@@ -28,6 +28,7 @@ from fleet.sl651_centre import CentreSettings, ReceivingCentre
 from fleet.sl651_observations import observations
 from fleet.sl651_stations import StationRegistry
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.waiting import wait_for
 from hardware_sim.sl651_station import (
     Delivery,
     NoAcknowledgementError,
@@ -55,7 +56,6 @@ from protocol.sl651 import (
     split,
 )
 from tests.full_disk import small_disk
-from tests.waiting import wait_for
 
 ADDRESS = "0012345678"
 PASSWORD = 0x5A7C

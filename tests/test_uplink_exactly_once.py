@@ -12,10 +12,8 @@ import json
 import signal
 from pathlib import Path
 
-from hardware_sim.scenarios import DesignStorm
-from ota.crash_points import crash_test_env
-from tests.agent_harness import events, sim_site
-from tests.uplink_harness import (
+from hardware_sim.harness.agent import events, sim_site
+from hardware_sim.harness.uplink import (
     ORIGIN,
     SITE,
     BrokerObserver,
@@ -32,7 +30,9 @@ from tests.uplink_harness import (
     running_fleet,
     storm_station,
 )
-from tests.waiting import wait_for
+from hardware_sim.harness.waiting import wait_for
+from hardware_sim.scenarios import DesignStorm
+from ota.crash_points import crash_test_env
 
 
 def acked(data_dir: Path, stream: str = "readings") -> int:

@@ -13,9 +13,9 @@ from edge_agent.store import LocalStore
 from edge_agent.uplink import Uplink
 from fleet.broker_files import FleetAccount, write_access_files
 from fleet.credentials import mosquitto_hash
+from hardware_sim.harness.uplink import BrokerProcess
+from hardware_sim.harness.waiting import wait_for
 from protocol import MqttCredentials
-from tests.uplink_harness import BrokerProcess
-from tests.waiting import wait_for
 
 GATEWAY = "gw-0123456789"
 PASSWORD = "gateway-secret"

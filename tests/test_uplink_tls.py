@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from drivers.clock import ScaledClock
-from tests.agent_harness import sim_site
-from tests.mosquitto import make_tls_files
-from tests.uplink_harness import (
+from hardware_sim.harness.agent import sim_site
+from hardware_sim.harness.mosquitto import make_tls_files
+from hardware_sim.harness.uplink import (
     SITE,
     edge,
     enroll,
@@ -20,7 +20,7 @@ from tests.uplink_harness import (
     running_fleet,
     storm_station,
 )
-from tests.waiting import wait_for
+from hardware_sim.harness.waiting import wait_for
 
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
 

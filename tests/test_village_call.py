@@ -27,10 +27,8 @@ from drivers.profiles import builtin_profiles
 from edge_agent.site_config import parse_site_text
 from edge_agent.site_errors import SiteConfigError
 from hardware_sim.device import SimulatedDevice
-from hardware_sim.modem import SimulatedModem
-from hardware_sim.pty_link import PtyPair
-from tests.agent_harness import events, readings, sim_site
-from tests.uplink_harness import (
+from hardware_sim.harness.agent import events, readings, sim_site
+from hardware_sim.harness.uplink import (
     SITE_ID,
     assert_exactly_once,
     drain,
@@ -38,7 +36,9 @@ from tests.uplink_harness import (
     fleet_caught_up,
     gateway_marks,
 )
-from tests.waiting import wait_for
+from hardware_sim.harness.waiting import wait_for
+from hardware_sim.modem import SimulatedModem
+from hardware_sim.pty_link import PtyPair
 
 PROFILES = builtin_profiles()
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()

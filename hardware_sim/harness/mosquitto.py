@@ -15,7 +15,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -38,24 +37,11 @@ from fleet.rollouts import RolloutTiming
 from fleet.settings import FleetSettings
 from fleet.simgateway import SimulatedGateway, enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.ports import free_port, port_open
+from hardware_sim.harness.waiting import wait_until
 from protocol import EnrollmentResponse
-from tests.waiting import wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """True when something accepts TCP connections on ``host:port``."""
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-        return True
-    return False
 
 
 @dataclass(frozen=True, slots=True)

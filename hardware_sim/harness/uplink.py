@@ -33,9 +33,10 @@ from fleet.broker_files import FleetAccount, Listener, mosquitto_conf, write_acc
 from fleet.repository import Role
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.mosquitto import MOSQUITTO, Mosquitto, TlsFiles
+from hardware_sim.harness.ports import free_port, port_open
+from hardware_sim.harness.waiting import wait_until
 from hardware_sim.scenarios import DesignStorm
-from tests.mosquitto import MOSQUITTO, Mosquitto, TlsFiles, free_port, port_open
-from tests.waiting import wait_until
 
 EDGE = [sys.executable, "-m", "edge_agent.cli"]
 FLEET = [sys.executable, "-m", "fleet.cli"]
@@ -484,7 +485,7 @@ class BrokerObserver:
                         await client.subscribe(f"hw/v1/{self.gateway_id}/{kind}", qos=1)
                     self._subscribed.set()
                     async for message in client.messages:
-                        body = json.loads(message.payload)  # type: ignore[arg-type]
+                        body = json.loads(message.payload)
                         kind = str(message.topic).rsplit("/", 1)[1]
                         self.seen.append(Observed(kind, body["first_seq"], body["last_seq"]))
             except aiomqtt.MqttError:

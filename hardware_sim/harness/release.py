@@ -26,13 +26,13 @@ from typing import Any
 from drivers.clock import ScaledClock
 from fleet.repository import Role
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.agent import events, iso, sim_site
+from hardware_sim.harness.uplink import SITE, FleetProcess, enroll, storm_station
+from hardware_sim.harness.waiting import wait_for
 from ota.bundle import WHEELS_DIR, build_release
 from ota.crash_points import ENV as CRASH_ENV
 from ota.manifest import ReleaseManifest
 from ota.slots import SUPERVISOR_FILE, SlotTree
-from tests.agent_harness import events, iso, sim_site
-from tests.uplink_harness import SITE, FleetProcess, enroll, storm_station
-from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL_CACHE = REPO / ".cache" / "ota-wheels"

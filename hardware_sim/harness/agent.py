@@ -58,6 +58,7 @@ class SimSite:
 
     @property
     def site_path(self) -> Path:
+        """The site file, written on first use with the bus's port filled in."""
         path = self.tmp / "site.toml"
         if not path.exists():
             port = "" if self.bus is None else str(self.bus.port)

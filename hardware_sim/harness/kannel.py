@@ -1,0 +1,187 @@
+"""Kannel as Debian ships it, for tests and benches: bearerbox, smsbox and a fake SMSC.
+
+bearerbox and smsbox run with a generated configuration on free ports, and Kannel's own
+test SMSC (fakesmsc) stands in for the mobile network. It prints every message it is
+sent, and a reply is sent by restarting it with that reply (bearerbox's fake SMSC serves
+one connection at a time).
+
+Never imported by the production packages; never imports ``tests`` or ``bench``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote_to_bytes
+
+from hardware_sim.harness.ports import free_port, port_open
+from hardware_sim.harness.waiting import wait_until
+
+BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
+SMSBOX = shutil.which("smsbox") or "/usr/sbin/smsbox"
+FAKESMSC = "/usr/lib/kannel/test/fakesmsc"
+SHORT_CODE = "10086"
+
+
+def kannel_installed() -> bool:
+    """Whether bearerbox, smsbox and fakesmsc are here (Debian: kannel, kannel-extras)."""
+    return all(os.access(p, os.X_OK) for p in (BEARERBOX, SMSBOX, FAKESMSC))
+
+
+@dataclass(frozen=True, slots=True)
+class Sms:
+    """A message the fake SMSC received from Kannel."""
+
+    sender: str
+    to: str
+    text: str
+
+
+class Kannel:
+    """bearerbox + smsbox + fakesmsc on free ports, replies going to ``mo_url``."""
+
+    def __init__(self, directory: Path, mo_url: str) -> None:
+        self.directory = directory
+        self.admin_port, self.box_port, self.smsc_port, self.sendsms_port = (
+            free_port() for _ in range(4)
+        )
+        self.conf = directory / "kannel.conf"
+        self.conf.write_text(self._config(mo_url))
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._phone: subprocess.Popen[bytes] | None = None
+        self._phone_logs: list[Path] = []
+
+    @property
+    def sendsms_url(self) -> str:
+        """The HTTP sendsms interface of smsbox."""
+        return f"http://127.0.0.1:{self.sendsms_port}/cgi-bin/sendsms"
+
+    def _config(self, mo_url: str) -> str:
+        d = self.directory
+        return f"""
+group = core
+admin-port = {self.admin_port}
+admin-password = admin-{self.admin_port}
+smsbox-port = {self.box_port}
+log-file = "{d}/bearerbox.log"
+log-level = 1
+access-log = "{d}/access.log"
+store-type = file
+store-location = "{d}/store"
+dlr-storage = internal
+
+group = smsc
+smsc = fake
+smsc-id = fake
+port = {self.smsc_port}
+connect-allow-ip = 127.0.0.1
+
+group = smsbox
+bearerbox-host = 127.0.0.1
+bearerbox-port = {self.box_port}
+sendsms-port = {self.sendsms_port}
+log-file = "{d}/smsbox.log"
+log-level = 1
+
+group = sendsms-user
+username = fleet
+password = fleet-password
+max-messages = 5
+concatenation = true
+
+group = sms-service
+keyword = default
+catch-all = true
+max-messages = 0
+get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
+"""
+
+    def start(self) -> None:
+        """Start bearerbox, smsbox and the fake SMSC; wait until each listens."""
+        self._spawn([BEARERBOX, str(self.conf)], "bearerbox.out")
+        wait_until(lambda: port_open(self.box_port), 20, "bearerbox's smsbox port")
+        wait_until(lambda: port_open(self.smsc_port), 20, "bearerbox's fake SMSC port")
+        self._spawn([SMSBOX, str(self.conf)], "smsbox.out")
+        wait_until(lambda: port_open(self.sendsms_port), 20, "smsbox's sendsms port")
+        self._start_phone([])
+
+    def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = (self.directory / log_name).open("wb")
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self._processes.append(process)
+        return process
+
+    def _start_phone(self, messages: list[str]) -> None:
+        log_path = self.directory / f"fakesmsc-{len(self._phone_logs)}.log"
+        self._phone_logs.append(log_path)
+        argv = [FAKESMSC, "-H", "127.0.0.1", "-r", str(self.smsc_port)]
+        # -m 0 sends nothing and only listens; -m 1 sends the reply once, then listens
+        argv += ["-i", "0.01", "-m", str(len(messages)), *(messages or ["0 0 text none"])]
+        with log_path.open("wb") as log:
+            self._phone = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def _stop_phone(self) -> None:
+        if self._phone is not None:
+            self._phone.send_signal(signal.SIGTERM)
+            try:
+                self._phone.wait(5)
+            except subprocess.TimeoutExpired:
+                self._phone.kill()
+                self._phone.wait()
+
+    def reply(self, sender: str, text: str) -> None:
+        """``sender`` (E.164 without '+', as SMSCs give it) texts ``text`` to the short code."""
+        self._stop_phone()
+        ucs2 = quote(text.encode("utf-16-be"), safe="")
+        self._start_phone([f"{sender} {SHORT_CODE} ucs2 {ucs2}"])
+
+    @property
+    def phone_logs(self) -> list[Path]:
+        """The fake SMSC's logs, oldest first (one per start; ``received`` reads them)."""
+        return list(self._phone_logs)
+
+    def received(self) -> list[Sms]:
+        """Every message the fake SMSC was sent, in order, long ones reassembled.
+
+        fakesmsc prints ``<from to coding data>``, or ``<from to udh UDH coding data>`` for
+        one part of a concatenated message (UDH ``05 00 03 ref total seq``).
+        """
+        found: list[Sms] = []
+        parts: dict[tuple[str, int], dict[int, bytes]] = {}
+        pattern = re.compile(r"Got message \d+: <([^>]*)>")
+        for path in self._phone_logs:
+            for match in pattern.finditer(path.read_text(errors="replace")):
+                fields = match.group(1).split(" ")
+                sender, to = fields[0], fields[1]
+                if fields[2] == "udh":
+                    udh = unquote_to_bytes(fields[3])
+                    raw = unquote_to_bytes(fields[5].replace("+", " "))
+                    ref, total, seq = udh[3], udh[4], udh[5]
+                    got = parts.setdefault((to, ref), {})
+                    got[seq] = raw
+                    if len(got) < total:
+                        continue
+                    raw = b"".join(got[i] for i in range(1, total + 1))
+                    coding = "ucs-2"
+                else:
+                    coding, raw = fields[2], unquote_to_bytes(fields[3].replace("+", " "))
+                text = raw.decode("utf-16-be" if coding == "ucs-2" else "latin-1")
+                found.append(Sms(sender, to, text))
+        return found
+
+    def stop(self) -> None:
+        """Stop everything this started (SIGTERM, then SIGKILL if it lingers)."""
+        self._stop_phone()
+        for process in reversed(self._processes):
+            process.send_signal(signal.SIGTERM)
+        for process in self._processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
