@@ -1,7 +1,8 @@
 """Shared fixtures (a socat pty pair standing in for an RS485 cable) and the suite's marks.
 
 Each test file is marked by what it runs, so a developer can leave the slow parts out
-(``./dev test --quick`` runs ``-m "not e2e and not crash and not slow"``; CI runs all):
+(``./dev test --quick`` runs ``-m "not e2e and not crash and not slow"``; CI runs all).
+A file of quick tests with one end-to-end test in it names that test (``FILE::TEST``):
 
 - ``e2e``: the real agent, fleet, broker or browser as processes, end to end;
 - ``crash``: processes SIGKILLed at chosen points and started again;
@@ -26,6 +27,8 @@ MARKS = {
         "test_agent_slope_e2e.py",
         "test_config_ota.py",
         "test_console_browser.py",
+        # `fleet serve` as a process with a live feed open, stopped by SIGTERM (5 s grace).
+        "test_console_api.py::test_fleet_serve_stops_on_sigterm_while_a_console_listens",
         "test_demo.py",
         "test_full_disk.py",
         "test_release_e2e.py",
@@ -46,6 +49,8 @@ MARKS = {
         "test_bench_console.py",
         "test_bench_escalation.py",
         "test_enroll.py",
+        # An 8 s broker outage, in real time: ingest's backoff must not outlast it.
+        "test_fleet_ingest.py::test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage",
         "test_ota_slots.py",
         "test_rest_schemathesis.py",
     },
@@ -53,10 +58,11 @@ MARKS = {
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its file (see MARKS)."""
+    """Mark each test by its file, or by its own name in its file (see MARKS)."""
     for item in items:
-        for mark, files in MARKS.items():
-            if item.path.name in files:
+        name = getattr(item, "originalname", item.name)  # without parameters
+        for mark, entries in MARKS.items():
+            if item.path.name in entries or f"{item.path.name}::{name}" in entries:
                 item.add_marker(mark)
 
 
