@@ -22,7 +22,8 @@ from drivers.clock import ScaledClock
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.server import SimulatedBus, serve_tcp
 
-REPO = Path(__file__).resolve().parent.parent
+#: The checkout this harness runs from (it is hardware_sim/harness/agent.py in it).
+REPO = Path(__file__).resolve().parents[2]
 # One compile of the numba kernels serves every test run.
 NUMBA_CACHE = REPO / ".cache" / "numba"
 

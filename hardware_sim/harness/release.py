@@ -34,7 +34,8 @@ from ota.crash_points import ENV as CRASH_ENV
 from ota.manifest import ReleaseManifest
 from ota.slots import SUPERVISOR_FILE, SlotTree
 
-REPO = Path(__file__).resolve().parents[1]
+#: The checkout releases are built from (this is hardware_sim/harness/release.py in it).
+REPO = Path(__file__).resolve().parents[2]
 WHEEL_CACHE = REPO / ".cache" / "ota-wheels"
 SYSTEM_PYTHON = getattr(sys, "_base_executable", sys.executable)
 NOT_SOURCE = shutil.ignore_patterns(
