@@ -160,3 +160,10 @@ def test_broker_config_writes_password_file_acl_and_config(tmp_path: Path) -> No
 
 def _fleet_password(data_dir: Path) -> str:
     return str(json.loads((data_dir / "mqtt_account.json").read_text())["password"])
+
+
+def test_only_serve_loads_the_web_app() -> None:
+    # Token, roster and rollout commands start without FastAPI and the routers.
+    probe = "import sys, fleet.cli; print('fleet.main' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
