@@ -2,6 +2,8 @@
 
 Agent and simulator share a ScaledClock (same origin, anchor and speed), so a storm of
 hours replays in seconds; everything else is real: sockets, the SQLite file, SIGKILL.
+
+Never imported by the production packages; never imports ``tests`` or ``bench``.
 """
 
 from __future__ import annotations

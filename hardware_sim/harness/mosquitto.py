@@ -4,6 +4,8 @@
 same password file and ACL the fleet maintains), optionally adds a TLS listener with a
 certificate from a throwaway CA made here, and returns once the ports accept connections.
 ``fleet_with_mosquitto`` adds the fleet app (lifespan running) connected to it.
+
+Never imported by the production packages; never imports ``tests`` or ``bench``.
 """
 
 from __future__ import annotations

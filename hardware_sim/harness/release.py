@@ -6,6 +6,8 @@ then starts ``edge run --slots`` from whatever slot ``current`` points at, and s
 again whenever it exits (``Restart=always``). Releases are built from this source tree
 with ``ota.bundle.build_release`` and published with the ``fleet`` CLI, as an operator
 would.
+
+Never imported by the production packages; never imports ``tests`` or ``bench``.
 """
 
 from __future__ import annotations

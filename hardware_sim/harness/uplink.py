@@ -5,6 +5,8 @@ file and ACL (and session persistence, so a clean broker restart keeps sessions)
 fleet as a subprocess that can be SIGKILLed or SIGSTOPped, the agent as a subprocess on
 a fast clock. Evidence is read from the fleet's and the gateway's SQLite files, and from
 an observer on the broker that records what reached it, in order.
+
+Never imported by the production packages; never imports ``tests`` or ``bench``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Waiting on a condition in tests: the one way, never a bare sleep.
+"""Waiting on a condition in tests and benches: the one way, never a bare sleep.
 
 ``wait_for`` polls on the event loop (the condition may be a plain function or return an
 awaitable) and returns the condition's first truthy value; ``wait_until`` is the same for
 code outside an event loop (threads, plain tests). Both fail with an AssertionError that
 names what was awaited and for how long.
+
+Never imported by the production packages; never imports ``tests`` or ``bench``.
 """
 
 from __future__ import annotations
