@@ -9,6 +9,7 @@ imported to check it.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,15 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-def crossings() -> set[tuple[str, str]]:
+@functools.cache  # read every file once per run, not once per test
+def crossings() -> frozenset[tuple[str, str]]:
     found = set()
     for package in PROJECT:
         for path in sorted((ROOT / package).rglob("*.py")):
             for target in imports(path):
                 if (package, target) in FORBIDDEN:
                     found.add((path.relative_to(ROOT).as_posix(), target))
-    return found
+    return frozenset(found)
 
 
 def test_no_package_imports_one_it_must_never_import() -> None:
