@@ -64,9 +64,9 @@ from fleet.credentials import mosquitto_hash, new_secret
 from fleet.ingest import group_size
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import NewGateway, Role
-from fleet.simgateway import EncodedBatch, SimulatedGateway
 from fleet.sqlite_ingest import insert_readings
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.simgateway import EncodedBatch, SimulatedGateway
 from protocol import DataBatch, Stream, Topic, subscription
 
 T0 = 1_750_000_000.0

@@ -26,7 +26,6 @@ from fleet.main import create_app
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import Role
 from fleet.settings import FleetSettings
-from fleet.simgateway import SimulatedGateway, enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.mosquitto import (
     auth,
@@ -36,6 +35,7 @@ from hardware_sim.harness.mosquitto import (
 )
 from hardware_sim.harness.ports import free_port
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.simgateway import SimulatedGateway, enrollment_request
 from protocol import (
     GATEWAY_SUBSCRIBES,
     TOPIC_ROOT,

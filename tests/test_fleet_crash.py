@@ -16,10 +16,10 @@ import pytest
 
 from fleet.broker_files import FleetAccount, write_access_files
 from fleet.mqtt_connection import BrokerConnection
-from fleet.simgateway import EncodedBatch, SimulatedGateway, enrollment_request
 from hardware_sim.harness.mosquitto import Mosquitto, running_mosquitto
 from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.waiting import wait_for, wait_until
+from hardware_sim.simgateway import EncodedBatch, SimulatedGateway, enrollment_request
 from ota.crash_points import crash_test_env
 from protocol import DataBatch, EnrollmentResponse, Stream
 

@@ -21,10 +21,10 @@ from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import CommitResult, Received, Role
 from fleet.service import INGEST_GROUP, run_fleet
 from fleet.settings import FleetSettings
-from fleet.simgateway import EncodedBatch
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.mosquitto import FleetUnderTest, auth, fleet_with_mosquitto
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.simgateway import EncodedBatch
 from protocol import (
     MAX_PAYLOAD_BYTES,
     MAX_READING_ROWS,
@@ -299,7 +299,7 @@ async def test_health_and_last_will_show_online_then_offline(
 DYING_GATEWAY = """
 import asyncio, sys
 from fleet.mqtt_connection import BrokerConnection
-from fleet.simgateway import SimulatedGateway
+from hardware_sim.simgateway import SimulatedGateway
 
 async def main():
     url, gid, password = sys.argv[1:]

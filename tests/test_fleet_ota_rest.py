@@ -25,13 +25,13 @@ from fleet.main import create_app
 from fleet.repository import Role
 from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
-from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.mosquitto import auth
 from hardware_sim.harness.ports import free_port
 from hardware_sim.harness.release_rest import manifest_of
 from hardware_sim.harness.release_rest import register_release as register_via_rest
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.simgateway import enrollment_request
 from ota.document import DocumentKind, verify_document
 from ota.manifest import MANIFEST_FILE
 from ota.report import OtaReport, OtaState, OtaSubject

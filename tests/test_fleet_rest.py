@@ -14,9 +14,9 @@ import pytest
 from fleet.main import create_app
 from fleet.repository import API_TOKEN_TTL_S, Received, Role
 from fleet.settings import FleetSettings
-from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.mosquitto import auth
+from hardware_sim.simgateway import enrollment_request
 from protocol import BAD_QUALITY_MASK, DataBatch, EnrollmentResponse
 
 T0 = 1_750_000_000.0

@@ -24,10 +24,10 @@ import httpx
 import pytest
 
 from fleet.repository import Received, Role
-from fleet.simgateway import enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.mosquitto import auth
 from hardware_sim.harness.ports import free_port
+from hardware_sim.simgateway import enrollment_request
 from protocol import DataBatch, EventBatch, GatewayState, Health
 
 EXAMPLES = int(os.environ.get("HAZARDWATCH_SCHEMATHESIS_EXAMPLES", "10"))

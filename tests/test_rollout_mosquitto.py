@@ -20,10 +20,10 @@ import pytest
 from drivers.clock import ManualClock
 from fleet.repository import DeviceState, Role, RolloutState
 from fleet.rollouts import RolloutTiming
-from fleet.sim_ota_gateway import OtaPlan, SimulatedOtaGateway
 from hardware_sim.harness.mosquitto import auth, fleet_with_mosquitto
 from hardware_sim.harness.ota_rig import RolloutRig
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.sim_ota_gateway import OtaPlan, SimulatedOtaGateway
 from ota.document import DocumentKind
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"

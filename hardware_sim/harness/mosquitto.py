@@ -37,10 +37,10 @@ from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import Role
 from fleet.rollouts import RolloutTiming
 from fleet.settings import FleetSettings
-from fleet.simgateway import SimulatedGateway, enrollment_request
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.waiting import wait_until
+from hardware_sim.simgateway import SimulatedGateway, enrollment_request
 from protocol import EnrollmentResponse
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -18,10 +18,10 @@ import httpx
 from drivers.clock import ManualClock
 from fleet.mqtt_connection import BrokerConnection
 from fleet.repository import Rollout, RolloutState
-from fleet.sim_ota_gateway import Fetch, OtaPlan, SimulatedOtaGateway
 from hardware_sim.harness.mosquitto import FleetUnderTest, auth
 from hardware_sim.harness.release_rest import register_release
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.sim_ota_gateway import Fetch, OtaPlan, SimulatedOtaGateway
 from ota.manifest import ReleaseFile
 from protocol import EnrollmentResponse
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
 from fleet.mqtt_connection import BrokerConnection
-from fleet.simgateway import EncodedBatch, SimulatedGateway, cancel_and_wait
+from hardware_sim.simgateway import EncodedBatch, SimulatedGateway, cancel_and_wait
 from ota.document import (
     Document,
     DocumentKind,
