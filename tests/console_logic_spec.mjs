@@ -61,16 +61,16 @@ assert.equal(sums[8], null);
 assert.equal(sums[9], 6);
 
 // 叫应: the tier, who was called, who answered, when the next tier is called.
+// The escalation's policy is its level's alone (EscalationOut.policy, LevelPolicy.to_json):
+// test_console_browser.py draws the countdown from a real fleet's answer of this shape.
 const policy = {
-  levels: {
-    red: {
-      tiers: [
-        { tier: "village", deadline_s: 300 },
-        { tier: "township", deadline_s: 600 },
-        { tier: "county", deadline_s: 900 },
-      ],
-    },
-  },
+  tiers: [
+    { tier: "village", deadline_s: 300 },
+    { tier: "township", deadline_s: 600 },
+    { tier: "county", deadline_s: 900 },
+  ],
+  repeat_s: 120,
+  required_tier: "village",
 };
 const escalation = (overrides) => ({
   level: 4,
@@ -108,6 +108,22 @@ state = fleet.callState({
 });
 assert.equal(state.nextTierAt, 1900); // 600 s after the move to the township tier
 assert.deepEqual(state.answered, ["李秀英", "张伟"]); // answers and recorded receipts
+
+// The fleet labels a roster person with their tier ("李梅 (village)"): the name is shown.
+state = fleet.callState({
+  escalation: [
+    escalation({
+      calls: [{ person: "李梅 (village)", tier: "village", channel: "webhook", status: "sent" }],
+      record: [
+        { at: 1000, kind: "started", tier: "village" },
+        { at: 1100, kind: "answer", tier: "village", person: "李梅 (village)" },
+      ],
+    }),
+  ],
+  receipts: [],
+});
+assert.deepEqual(state.called, ["李梅（接口·已发送）"]);
+assert.deepEqual(state.answered, ["李梅"]);
 
 state = fleet.callState({ escalation: [escalation({ tier: "county" })], receipts: [] });
 assert.equal(state.nextTierAt, null); // the last tier: nobody above to call
@@ -165,5 +181,14 @@ assert.equal(
   siteEvents.eventText({ kind: "fleet_answer", person: "李四", via: "phone", by: "duty" }),
   "李四 应答（电话），duty 登记",
 );
+
+// A gateway's clock: in step within five minutes of the fleet's, else ahead or behind by
+// how much; unknown without health. A live health event's times win over the stored offset.
+assert.deepEqual(fleet.clockState({ clock_offset_s: -42 }), { state: "in_step", text: "正常" });
+assert.deepEqual(fleet.clockState({ clock_offset_s: -3600 }), { state: "behind", text: "慢 60 分" });
+assert.deepEqual(fleet.clockState({ clock_offset_s: 2 * 86400 }), { state: "ahead", text: "快 48 小时" });
+assert.deepEqual(fleet.clockState({ clock_offset_s: null }), { state: "unknown", text: "未知" });
+assert.equal(fleet.clockState({ clock_offset_s: -3600, health_at: 1000, last_seen: 1010 }).state, "in_step");
+assert.equal(fleet.clockState(undefined).state, "unknown");
 
 console.log("console logic: ok");
