@@ -17,6 +17,7 @@ const fleet = await import(new URL("fleet.js", static_));
 const site = await import(new URL("site.js", static_));
 const slope = await import(new URL("slope.js", static_));
 const siteEvents = await import(new URL("site_events.js", static_));
+const steps = await import(new URL("step_words.js", static_));
 
 // Levels: never a bare number; Chinese first, English remembered.
 assert.equal(i18n.levelName(4), "红色预警（Ⅰ级）");
@@ -124,6 +125,24 @@ state = fleet.callState({
 });
 assert.deepEqual(state.called, ["李梅（接口·已发送）"]);
 assert.deepEqual(state.answered, ["李梅"]);
+state = fleet.callState({
+  escalation: [
+    escalation({
+      record: [
+        { at: 1000, kind: "started", tier: "village", detail: "level 4" },
+        { at: 1001, kind: "call_sent", tier: "village", person: "李梅 (village)", channel: "webhook",
+          detail: "webhook http://127.0.0.1/*** answered 200" },
+      ],
+    }),
+  ],
+  receipts: [],
+});
+assert.ok(state.lastStep.endsWith(" 李梅（接口·已发送）"), state.lastStep); // the robot's words left out
+state = fleet.callState({
+  escalation: [escalation({ record: [{ at: 1000, kind: "started", tier: "village", detail: "level 4" }] })],
+  receipts: [],
+});
+assert.ok(state.lastStep.endsWith(" 红色预警（Ⅰ级）"), state.lastStep); // never "level 4"
 
 state = fleet.callState({ escalation: [escalation({ tier: "county" })], receipts: [] });
 assert.equal(state.nextTierAt, null); // the last tier: nobody above to call
@@ -190,5 +209,23 @@ assert.deepEqual(fleet.clockState({ clock_offset_s: 2 * 86400 }), { state: "ahea
 assert.deepEqual(fleet.clockState({ clock_offset_s: null }), { state: "unknown", text: "未知" });
 assert.equal(fleet.clockState({ clock_offset_s: -3600, health_at: 1000, last_seen: 1010 }).state, "in_step");
 assert.equal(fleet.clockState(undefined).state, "unknown");
+
+// The fleet's 叫应 words in Chinese, a level by its name, an unknown reason as sent.
+assert.equal(steps.stepWords("level 4"), "红色预警（Ⅰ级）");
+assert.equal(steps.stepWords("nobody answered the village tier by its deadline"), "村级到期无人应答");
+assert.equal(
+  steps.stepWords("nobody on the roster for the county tier; every tier has been called, the last keeps being called"),
+  "县级没有登记责任人；各层级均已呼叫，继续呼叫最后一级",
+);
+assert.equal(steps.stepWords("level fell back to yellow"), "级别回落到黄色预警（Ⅲ级）");
+assert.equal(steps.stepWords("answered by 李梅 (village) via sms"), "李梅（村级） 已应答（短信）");
+assert.equal(steps.stepWords("acknowledged by duty with the note: 已通知"), "duty 已确认，备注：已通知");
+assert.equal(steps.stepWords("webhook http://127.0.0.1/*** answered 200"), "webhook http://127.0.0.1/*** answered 200");
+assert.equal(steps.stepWords(null), "");
+i18n.setLang("en");
+assert.equal(steps.stepWords("level 3"), "Orange warning (level II)");
+assert.equal(steps.stepWords("level rose to red: a new escalation calls again"), "level rose to Red warning (level I): a new escalation calls again");
+assert.equal(steps.stepWords("nobody answered the village tier by its deadline"), "nobody answered the village tier by its deadline");
+i18n.setLang("zh");
 
 console.log("console logic: ok");

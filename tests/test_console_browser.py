@@ -582,7 +582,10 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
     # nobody can be reached and the calling moves up the tiers).
     tier = await lower_alarm.locator(".calls dl div").first.locator("dd").inner_text()
     assert tier in {"村级", "乡镇级", "县级"}
-    await lower_alarm.locator(".calls .calls-step").wait_for()
+    step = lower_alarm.locator(".calls .calls-step")
+    await step.wait_for()
+    # Chinese first: the fleet's words for the step are in Chinese too, a level by name.
+    assert not re.search(r"[A-Za-z]", await step.inner_text()), await step.inner_text()
     await page.screenshot(path=county.shots / "overview-storm.png")
 
 

@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { h, when } from "./dom.js";
 import { LEVEL_BY_NAME, levelName, t } from "./i18n.js";
+import { stepWords } from "./step_words.js";
 
 //: Fill colours of the levels (0 normal .. 4 red); text on them is chosen for contrast.
 export const LEVEL_COLOURS = ["#3d7a45", "#1f5fbf", "#f2c300", "#f07800", "#d00000"];
@@ -104,14 +105,29 @@ export function callState(detail) {
   }
   const last = escalation.record.at(-1);
   return {
-    lastStep: last?.detail ? `${when(last.at)} ${last.detail}` : null,
+    lastStep: last ? stepText(last) : null,
     tier: escalation.tier,
     called,
     answered,
     nextTierAt,
     endedAt: escalation.ended_at,
-    endReason: escalation.end_reason,
+    endReason: escalation.end_reason === null ? null : stepWords(escalation.end_reason),
   };
+}
+
+/**
+ * The latest step of the calling in the page's language: a call by whom, on what and how
+ * it went (with the channel's own words when it failed), else the fleet's words.
+ */
+function stepText(step) {
+  const kind = step.kind ?? "";
+  if (kind.startsWith("call_") && step.person) {
+    const status = kind.slice("call_".length);
+    const call = t("called_as", { person: personName(step), channel: word("channel", step.channel), status: word("call", status) });
+    const why = status === "failed" && step.detail ? ` · ${step.detail}` : "";
+    return `${when(step.at)} ${call}${why}`;
+  }
+  return step.detail ? `${when(step.at)} ${stepWords(step.detail)}` : null;
 }
 
 /**
