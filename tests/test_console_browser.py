@@ -44,7 +44,7 @@ from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.slope_corpus import failure_record
-from protocol import MAX_READING_ROWS, DataBatch, EventBatch, GatewayState
+from protocol import MAX_READING_ROWS, DataBatch, EventBatch, GatewayState, Health
 from protocol.events import ALARM_EVENT_KIND
 from protocol.levels import AlarmLevel
 from tests.agent_harness import sim_site
@@ -587,6 +587,33 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
     # Chinese first: the fleet's words for the step are in Chinese too, a level by name.
     assert not re.search(r"[A-Za-z]", await step.inner_text()), await step.inner_text()
     await page.screenshot(path=county.shots / "overview-storm.png")
+
+
+async def test_the_health_strip_follows_a_gateways_backlog_and_battery_live(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator('#live[data-state="on"]').wait_for()
+    await page.evaluate("window.sameDocument = true")
+    # slope-road's gateway reports a backlog and a low battery, committed as ingest would.
+    repository = SQLiteRepository(county.fleet.data_dir / "fleet.sqlite")
+    try:
+        now = time.time()
+        health = Health(
+            gateway_id=SLOPE_GATEWAY,
+            ts=now,
+            uptime_s=600,
+            agent_version="1.0",
+            backlog_readings=777,
+            battery_v=10.9,
+        )
+        repository.commit([Received(SLOPE_GATEWAY, now, health)])
+    finally:
+        repository.close()
+    chip = page.locator(f'#health-strip .chip[data-gateway-id="{SLOPE_GATEWAY}"]')
+    await chip.get_by_text("待上传 777").wait_for(timeout=20_000)
+    assert "电池 10.9 V" in await chip.inner_text()
+    assert await page.evaluate("window.sameDocument") is True  # no reload
 
 
 async def test_an_operator_acknowledges_an_alarm_and_records_an_answer(

@@ -2,7 +2,7 @@
 // the config and release rollouts with their waves. Read-only: rollouts are driven from
 // the CLI or REST by a configurator. A health event redraws the table at once with what
 // it says (state, last seen, clock) and asks the fleet for the rest (backlog, battery,
-// faults) at most every few seconds.
+// faults) at most every 10 s.
 
 import { api } from "./api.js";
 import { h, when } from "./dom.js";
@@ -11,7 +11,7 @@ import { t } from "./i18n.js";
 import { onLive } from "./live.js";
 
 //: A burst of health events asks the fleet again at most this often.
-export const HEALTH_REFRESH_MS = 3000;
+export const HEALTH_REFRESH_MS = 10000;
 
 export async function showGateways(view) {
   const [index, gateways, rollouts] = await Promise.all([

@@ -23,7 +23,7 @@ const MAX_DETAILS = 50;
 const MAX_STRIP = 30;
 const LOW_BATTERY_V = 11.5;
 //: A burst of health events asks the fleet for backlog, battery and faults at most this often.
-const HEALTH_REFRESH_MS = 3000;
+const HEALTH_REFRESH_MS = 10000;
 
 export async function showOverview(view) {
   const mapBox = h("div.map", { id: "map", role: "region", "aria-label": t("map") });
