@@ -564,6 +564,11 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
         LOWER,
     )
 
+    # The keyboard is on an alarm's site link: the list redrawn under it keeps it there.
+    first = page.locator("#active-alarms .alarm").first
+    kept = await first.get_attribute("data-alarm-id")
+    await first.locator("a").focus()
+
     county.taps[LOWER].open(county.clock.now())
     marker = page.locator(f'path.site-marker[data-site-id="{LOWER}"][data-level="4"]')
     await marker.wait_for(state="attached", timeout=90_000)
@@ -578,6 +583,10 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
     assert any(a["level"] == 4 for a in red)
     lower_alarm = page.locator(f'#active-alarms .alarm[data-alarm-id="{red[0]["id"]}"]')
     await lower_alarm.locator(".level-4").get_by_text(RED_ZH).wait_for()
+    focus = await page.evaluate(
+        "document.activeElement.closest('[data-alarm-id]')?.dataset.alarmId ?? null"
+    )
+    assert focus == kept
     # Its 叫应 state: the tier being called, by name (the fleet here has no channel, so
     # nobody can be reached and the calling moves up the tiers).
     tier = await lower_alarm.locator(".calls dl div").first.locator("dd").inner_text()

@@ -292,7 +292,12 @@ async function renderAlarms(list, index, details, stale = new Set()) {
     return;
   }
   const items = alarms.map((alarm) => alarmItem(alarm, index));
+  // The keyboard keeps its place: a focused site link is focused again in its new item.
+  const focused = list.contains(document.activeElement)
+    ? document.activeElement.closest("[data-alarm-id]")?.dataset.alarmId
+    : null;
   list.replaceChildren(...items);
+  if (focused) list.querySelector(`[data-alarm-id="${Number(focused)}"] a`)?.focus();
   const active = new Set(alarms.map((a) => a.id));
   for (const id of details.keys()) if (!active.has(id)) details.delete(id);
   const shown = items.slice(0, MAX_DETAILS).map((item, i) => [item, alarms[i].id]);
