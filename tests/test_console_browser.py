@@ -44,7 +44,14 @@ from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.slope_corpus import failure_record
-from protocol import MAX_READING_ROWS, DataBatch, EventBatch, GatewayState, Health
+from protocol import (
+    MAX_READING_ROWS,
+    DataBatch,
+    EventBatch,
+    EventRow,
+    GatewayState,
+    Health,
+)
 from protocol.events import ALARM_EVENT_KIND
 from protocol.levels import AlarmLevel
 from tests.agent_harness import sim_site
@@ -711,6 +718,31 @@ async def test_the_overview_counts_down_to_the_next_tier(page: Page, county: Cou
     await page.screenshot(path=county.shots / "overview-countdown.png")
 
 
+def old_ended_alarm(county: County, now: float) -> int:
+    """A gateway of ``old-ford`` whose yellow rose 3 days before ``now`` and fell 2 days before.
+
+    Its events are committed to the fleet's store as ingest would; returns the alarm's id.
+    """
+    gateway_id = "gw-01d0000001"
+    repository = SQLiteRepository(county.fleet.data_dir / "fleet.sqlite")
+    try:
+        _token, secret = repository.create_enrollment_token("old-ford", now + 60, None, None, now)
+        repository.redeem_enrollment_token(
+            secret, NewGateway(gateway_id, "k" * 44, "$7$x", None, None), now
+        )
+        rows = [
+            EventRow(seq=1, ts=now - 3 * 86400, kind="alarm", subject="ford", level=2, detail={}),
+            EventRow(seq=2, ts=now - 2 * 86400, kind="alarm", subject="ford", level=0, detail={}),
+        ]
+        batch = EventBatch(gateway_id=gateway_id, first_seq=1, last_seq=2, rows=rows)
+        repository.commit([Received(gateway_id, now, batch)])
+    finally:
+        repository.close()
+    (alarm,) = county.fleet.rest("GET", "/api/v1/alarms", params={"gateway_id": gateway_id})
+    assert alarm["cleared_at"] is not None
+    return int(alarm["id"])
+
+
 async def test_the_alarm_history_filters_by_site_level_and_answer(
     page: Page, county: County
 ) -> None:
@@ -737,6 +769,26 @@ async def test_the_alarm_history_filters_by_site_level_and_answer(
     assert await page.locator("#alarm-rows .level").all_inner_texts() == [RED_ZH] * len(reds)
     # The filters show what is chosen, for the keyboard as for the eye.
     assert await page.locator("#filter-level").input_value() == "4"
+    # The period: the alarms active at any time in it (still active, or ended within it),
+    # such as slope-road's red, raised days ago and still active, in the last 24 h; not a
+    # gateway's yellow that rose three days ago and fell the day after.
+    now = time.time()
+    ended = old_ended_alarm(county, now)
+    everything = county.fleet.rest("GET", "/api/v1/alarms", params={"limit": 2000})
+
+    def active_within(days: int) -> set[int]:
+        return {
+            a["id"]
+            for a in everything
+            if a["cleared_at"] is None or a["cleared_at"] >= now - days * 86400
+        }
+
+    assert ended not in await shown("period=24h")
+    assert ended in await shown("period=7d")
+    assert await shown("period=24h") == active_within(1)
+    assert await shown("period=30d") == active_within(30)
+    slope = county.fleet.rest("GET", "/api/v1/alarms", params={"gateway_id": SLOPE_GATEWAY})
+    assert any(a["raised_at"] < now - 86400 for a in slope if a["id"] in active_within(1))
 
 
 async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_refused(

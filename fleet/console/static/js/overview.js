@@ -157,6 +157,9 @@ class SiteMap {
     this.index = index;
     this.markers = new Map();
     this.map = window.L.map(box, { zoomSnap: 0.25, attributionControl: false });
+    // The map takes what the strip and the note leave, which change live: Leaflet is told.
+    this.resize = new ResizeObserver(() => this.map.invalidateSize());
+    this.resize.observe(box);
   }
 
   async draw(county, note) {
@@ -242,6 +245,7 @@ class SiteMap {
   }
 
   remove() {
+    this.resize.disconnect();
     this.map.remove();
   }
 }
