@@ -17,6 +17,7 @@ const fleet = await import(new URL("fleet.js", static_));
 const site = await import(new URL("site.js", static_));
 const slope = await import(new URL("slope.js", static_));
 const siteEvents = await import(new URL("site_events.js", static_));
+const steps = await import(new URL("step_words.js", static_));
 
 // Levels: never a bare number; Chinese first, English remembered.
 assert.equal(i18n.levelName(4), "红色预警（Ⅰ级）");
@@ -61,16 +62,16 @@ assert.equal(sums[8], null);
 assert.equal(sums[9], 6);
 
 // 叫应: the tier, who was called, who answered, when the next tier is called.
+// The escalation's policy is its level's alone (EscalationOut.policy, LevelPolicy.to_json):
+// test_console_browser.py draws the countdown from a real fleet's answer of this shape.
 const policy = {
-  levels: {
-    red: {
-      tiers: [
-        { tier: "village", deadline_s: 300 },
-        { tier: "township", deadline_s: 600 },
-        { tier: "county", deadline_s: 900 },
-      ],
-    },
-  },
+  tiers: [
+    { tier: "village", deadline_s: 300 },
+    { tier: "township", deadline_s: 600 },
+    { tier: "county", deadline_s: 900 },
+  ],
+  repeat_s: 120,
+  required_tier: "village",
 };
 const escalation = (overrides) => ({
   level: 4,
@@ -108,6 +109,40 @@ state = fleet.callState({
 });
 assert.equal(state.nextTierAt, 1900); // 600 s after the move to the township tier
 assert.deepEqual(state.answered, ["李秀英", "张伟"]); // answers and recorded receipts
+
+// The fleet labels a roster person with their tier ("李梅 (village)"): the name is shown.
+state = fleet.callState({
+  escalation: [
+    escalation({
+      calls: [{ person: "李梅 (village)", tier: "village", channel: "webhook", status: "sent" }],
+      record: [
+        { at: 1000, kind: "started", tier: "village" },
+        { at: 1100, kind: "answer", tier: "village", person: "李梅 (village)" },
+      ],
+    }),
+  ],
+  receipts: [],
+});
+assert.deepEqual(state.called, ["李梅（接口·已发送）"]);
+assert.deepEqual(state.answered, ["李梅"]);
+state = fleet.callState({
+  escalation: [
+    escalation({
+      record: [
+        { at: 1000, kind: "started", tier: "village", detail: "level 4" },
+        { at: 1001, kind: "call_sent", tier: "village", person: "李梅 (village)", channel: "webhook",
+          detail: "webhook http://127.0.0.1/*** answered 200" },
+      ],
+    }),
+  ],
+  receipts: [],
+});
+assert.ok(state.lastStep.endsWith(" 李梅（接口·已发送）"), state.lastStep); // the robot's words left out
+state = fleet.callState({
+  escalation: [escalation({ record: [{ at: 1000, kind: "started", tier: "village", detail: "level 4" }] })],
+  receipts: [],
+});
+assert.ok(state.lastStep.endsWith(" 红色预警（Ⅰ级）"), state.lastStep); // never "level 4"
 
 state = fleet.callState({ escalation: [escalation({ tier: "county" })], receipts: [] });
 assert.equal(state.nextTierAt, null); // the last tier: nobody above to call
@@ -165,5 +200,32 @@ assert.equal(
   siteEvents.eventText({ kind: "fleet_answer", person: "李四", via: "phone", by: "duty" }),
   "李四 应答（电话），duty 登记",
 );
+
+// A gateway's clock: in step within five minutes of the fleet's, else ahead or behind by
+// how much; unknown without health. A live health event's times win over the stored offset.
+assert.deepEqual(fleet.clockState({ clock_offset_s: -42 }), { state: "in_step", text: "正常" });
+assert.deepEqual(fleet.clockState({ clock_offset_s: -3600 }), { state: "behind", text: "慢 60 分" });
+assert.deepEqual(fleet.clockState({ clock_offset_s: 2 * 86400 }), { state: "ahead", text: "快 48 小时" });
+assert.deepEqual(fleet.clockState({ clock_offset_s: null }), { state: "unknown", text: "未知" });
+assert.equal(fleet.clockState({ clock_offset_s: -3600, health_at: 1000, last_seen: 1010 }).state, "in_step");
+assert.equal(fleet.clockState(undefined).state, "unknown");
+
+// The fleet's 叫应 words in Chinese, a level by its name, an unknown reason as sent.
+assert.equal(steps.stepWords("level 4"), "红色预警（Ⅰ级）");
+assert.equal(steps.stepWords("nobody answered the village tier by its deadline"), "村级到期无人应答");
+assert.equal(
+  steps.stepWords("nobody on the roster for the county tier; every tier has been called, the last keeps being called"),
+  "县级没有登记责任人；各层级均已呼叫，继续呼叫最后一级",
+);
+assert.equal(steps.stepWords("level fell back to yellow"), "级别回落到黄色预警（Ⅲ级）");
+assert.equal(steps.stepWords("answered by 李梅 (village) via sms"), "李梅（村级） 已应答（短信）");
+assert.equal(steps.stepWords("acknowledged by duty with the note: 已通知"), "duty 已确认，备注：已通知");
+assert.equal(steps.stepWords("webhook http://127.0.0.1/*** answered 200"), "webhook http://127.0.0.1/*** answered 200");
+assert.equal(steps.stepWords(null), "");
+i18n.setLang("en");
+assert.equal(steps.stepWords("level 3"), "Orange warning (level II)");
+assert.equal(steps.stepWords("level rose to red: a new escalation calls again"), "level rose to Red warning (level I): a new escalation calls again");
+assert.equal(steps.stepWords("nobody answered the village tier by its deadline"), "nobody answered the village tier by its deadline");
+i18n.setLang("zh");
 
 console.log("console logic: ok");

@@ -119,6 +119,35 @@ async def test_sites_are_placed_and_described_by_what_their_gateways_said(fleet:
         assert (await http.get("/api/v1/sites/no-such-site")).status_code == 404
 
 
+async def test_a_gateways_clock_is_told_against_the_fleets(fleet: Fleet) -> None:
+    fleet.gateway("creek-village", "gw-0000000001")
+    fleet.gateway("slope-road", "gw-0000000002")
+    now = time.time()
+    # One gateway's clock is right; the other's lost an hour (no NTP, no GNSS fix yet).
+    for gateway_id, ts in (("gw-0000000001", now), ("gw-0000000002", now - 3600)):
+        fleet.repository.commit(
+            [
+                Received(
+                    gateway_id,
+                    now,
+                    Health(gateway_id=gateway_id, ts=ts, uptime_s=5, agent_version="x"),
+                )
+            ]
+        )
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        sites = {s["site_id"]: s for s in (await http.get("/api/v1/sites")).json()}
+    right = sites["creek-village"]["gateways"][0]
+    wrong = sites["slope-road"]["gateways"][0]
+    assert right["clock_offset_s"] == 0.0
+    assert right["health_at"] == pytest.approx(now)
+    assert wrong["clock_offset_s"] == pytest.approx(-3600, abs=0.1)
+    # A gateway that never sent health has no clock to tell.
+    fleet.gateway("lower-village", "gw-0000000003")
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        silent = (await http.get("/api/v1/sites/lower-village")).json()["gateways"][0]
+    assert (silent["health_at"], silent["clock_offset_s"]) == (None, None)
+
+
 async def read_events(response: httpx.Response, into: list[tuple[str, dict[str, Any]]]) -> None:
     kind = None
     async for line in response.aiter_lines():

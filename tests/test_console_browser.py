@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -44,9 +45,17 @@ from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import sim_site
 from hardware_sim.harness.uplink import FleetProcess, enroll, running_broker, running_fleet
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.harness.webhook_inbox import WebhookInbox
 from hardware_sim.scenarios import DesignStorm
 from hardware_sim.slope_corpus import failure_record
-from protocol import MAX_READING_ROWS, DataBatch, EventBatch, GatewayState
+from protocol import (
+    MAX_READING_ROWS,
+    DataBatch,
+    EventBatch,
+    EventRow,
+    GatewayState,
+    Health,
+)
 from protocol.events import ALARM_EVENT_KIND
 from protocol.levels import AlarmLevel
 
@@ -256,6 +265,7 @@ class County:
     gateways: dict[str, str]
     taps: dict[str, RainTap]
     shots: Path
+    robots: WebhookInbox
     secrets: dict[Role, str] = field(default_factory=dict)
 
     def secret(self, role: Role) -> str:
@@ -290,6 +300,9 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
         broker = processes.enter_context(running_broker(tmp / "fleet", tmp / "mosquitto"))
         fleet = processes.enter_context(running_fleet(tmp / "fleet", broker))
         seed_slope_site(fleet.data_dir, now)
+        # middle-village's 群测群防员 is called on a work-chat robot, which takes the call:
+        # the calling then waits on the village tier, and the overview counts down.
+        robots = processes.enter_context(WebhookInbox().running())
         gateways = {}
         async with AsyncExitStack() as sites:
             for site_id, (name, lat, lon) in SITES.items():
@@ -299,7 +312,20 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
                     sim_site(tmp / site_id, station(clock, taps[site_id]), text, clock)
                 )
                 await site.start_agent("gw")
-            county = County(fleet, clock, gateways, taps, shots)
+            county = County(fleet, clock, gateways, taps, shots, robots)
+            fleet.rest(
+                "PUT",
+                f"/api/v1/sites/{MIDDLE}/roster",
+                Role.ADMIN,
+                json=[
+                    {
+                        "tier": "village",
+                        "name": "李梅",
+                        "role": "群测群防员",
+                        "webhook": robots.url("middle"),
+                    }
+                ],
+            )
             await wait_for(
                 lambda: any(a["level"] == 4 for a in county.alarms(UPPER, active="true")),
                 90,
@@ -400,6 +426,110 @@ def stored_at(county: County, site_id: str, level: str) -> float:
     return float(row[0])
 
 
+#: Pieces of the page that run past their box by design: Leaflet's panes (clipped by the
+#: map), tables that scroll sideways in their own frame, and the skip link until focused.
+CUT_OFF_EXEMPT = ".leaflet-pane, .leaflet-control-container, .table-wrap, .skip"
+
+
+async def cut_off(page: Page) -> list[str]:
+    """Visible elements that stick out of the viewport's width or whose text is clipped."""
+    found: list[str] = await page.evaluate(
+        """(exempt) => {
+            const width = document.documentElement.clientWidth;
+            const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+                [...el.classList].map((c) => "." + c).join("");
+            const found = [];
+            for (const el of document.querySelectorAll("body *")) {
+                if (el.closest(exempt)) continue;
+                const style = getComputedStyle(el);
+                if (style.visibility === "hidden") continue;
+                const box = el.getBoundingClientRect();
+                if (box.width === 0 || box.height === 0) continue;
+                if (box.left < -1 || box.right > width + 1) {
+                    const span = `${Math.round(box.left)}..${Math.round(box.right)}`;
+                    found.push(`${name(el)} spans ${span}`);
+                }
+                const hides = ["hidden", "clip"].includes(style.overflowX);
+                const map = el.classList.contains("leaflet-container");
+                if (hides && !map && el.scrollWidth > el.clientWidth + 1) {
+                    found.push(`${name(el)} clips ${el.scrollWidth - el.clientWidth} px`);
+                }
+            }
+            return found;
+        }""",
+        CUT_OFF_EXEMPT,
+    )
+    return found
+
+
+def contrast_ratio(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """WCAG contrast of two sRGB colours (0..255 channels)."""
+
+    def luminance(rgb: tuple[float, ...]) -> float:
+        linear = [
+            c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+            for c in (v / 255 for v in rgb[:3])
+        ]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+async def text_colours(page: Page) -> list[dict[str, Any]]:
+    """Each visible piece of text with its colour and the opaque ground under it.
+
+    The ground is the element's own background or its nearest ancestor's, blended down to
+    the first opaque one (the page's white otherwise). Disabled controls are left out (WCAG
+    exempts them), as is text over the map's tiles or canvases.
+    """
+    rows: list[dict[str, Any]] = await page.evaluate(
+        r"""() => {
+            const rgba = (text) => (text.match(/[\d.]+/g) || []).map(Number);
+            const out = [];
+            const seen = new Set();
+            const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                if (!node.textContent.trim()) continue;
+                const el = node.parentElement;
+                const skip = "[hidden], .leaflet-pane, button:disabled, script, style";
+                if (!el || el.closest(skip)) continue;
+                const style = getComputedStyle(el);
+                if (style.visibility === "hidden" || style.display === "none") continue;
+                const box = el.getBoundingClientRect();
+                if (box.width === 0 || box.height === 0 || box.right < 0) continue;
+                let ground = [255, 255, 255];
+                const layers = [];
+                for (let at = el; at; at = at.parentElement) {
+                    const [r, g, b, a = 1] = rgba(getComputedStyle(at).backgroundColor);
+                    if (a > 0) layers.push([r, g, b, a]);
+                    if (a >= 1) break;
+                }
+                const over = (top, under) => top.slice(0, 3).map(
+                    (c, i) => c * (top[3] ?? 1) + under[i] * (1 - (top[3] ?? 1)));
+                for (const layer of layers.reverse()) ground = over(layer, ground);
+                const ink = over(rgba(style.color), ground);
+                const key = `${ink}|${ground}`;
+                if (seen.has(key)) continue;
+                seen.add(key);
+                out.push({text: node.textContent.trim().slice(0, 40), ink, ground,
+                          cls: el.className && String(el.className)});
+            }
+            return out;
+        }"""
+    )
+    return rows
+
+
+async def low_contrast(page: Page) -> list[str]:
+    """Text on the page below WCAG AA (4.5:1), each as 'text: ratio'."""
+    return [
+        f"{row['text']!r} ({row['cls']}): {contrast_ratio(row['ink'], row['ground']):.2f}:1"
+        for row in await text_colours(page)
+        if contrast_ratio(row["ink"], row["ground"]) < 4.5
+    ]
+
+
 async def test_sign_in_refuses_a_bad_token_and_opens_the_overview_with_a_good_one(
     page: Page, county: County
 ) -> None:
@@ -441,6 +571,11 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
         LOWER,
     )
 
+    # The keyboard is on an alarm's site link: the list redrawn under it keeps it there.
+    first = page.locator("#active-alarms .alarm").first
+    kept = await first.get_attribute("data-alarm-id")
+    await first.locator("a").focus()
+
     county.taps[LOWER].open(county.clock.now())
     marker = page.locator(f'path.site-marker[data-site-id="{LOWER}"][data-level="4"]')
     await marker.wait_for(state="attached", timeout=90_000)
@@ -455,12 +590,46 @@ async def test_a_storm_turns_its_site_red_on_the_open_map_without_a_reload(
     assert any(a["level"] == 4 for a in red)
     lower_alarm = page.locator(f'#active-alarms .alarm[data-alarm-id="{red[0]["id"]}"]')
     await lower_alarm.locator(".level-4").get_by_text(RED_ZH).wait_for()
+    focus = await page.evaluate(
+        "document.activeElement.closest('[data-alarm-id]')?.dataset.alarmId ?? null"
+    )
+    assert focus == kept
     # Its 叫应 state: the tier being called, by name (the fleet here has no channel, so
     # nobody can be reached and the calling moves up the tiers).
     tier = await lower_alarm.locator(".calls dl div").first.locator("dd").inner_text()
     assert tier in {"村级", "乡镇级", "县级"}
-    await lower_alarm.locator(".calls .calls-step").wait_for()
+    step = lower_alarm.locator(".calls .calls-step")
+    await step.wait_for()
+    # Chinese first: the fleet's words for the step are in Chinese too, a level by name.
+    assert not re.search(r"[A-Za-z]", await step.inner_text()), await step.inner_text()
     await page.screenshot(path=county.shots / "overview-storm.png")
+
+
+async def test_the_health_strip_follows_a_gateways_backlog_and_battery_live(
+    page: Page, county: County
+) -> None:
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator('#live[data-state="on"]').wait_for()
+    await page.evaluate("window.sameDocument = true")
+    # slope-road's gateway reports a backlog and a low battery, committed as ingest would.
+    repository = SQLiteRepository(county.fleet.data_dir / "fleet.sqlite")
+    try:
+        now = time.time()
+        health = Health(
+            gateway_id=SLOPE_GATEWAY,
+            ts=now,
+            uptime_s=600,
+            agent_version="1.0",
+            backlog_readings=777,
+            battery_v=10.9,
+        )
+        repository.commit([Received(SLOPE_GATEWAY, now, health)])
+    finally:
+        repository.close()
+    chip = page.locator(f'#health-strip .chip[data-gateway-id="{SLOPE_GATEWAY}"]')
+    await chip.get_by_text("待上传 777").wait_for(timeout=20_000)
+    assert "电池 10.9 V" in await chip.inner_text()
+    assert await page.evaluate("window.sameDocument") is True  # no reload
 
 
 async def test_an_operator_acknowledges_an_alarm_and_records_an_answer(
@@ -526,6 +695,54 @@ async def test_a_live_change_waits_while_an_operator_types_an_answer(
     await page.locator(f'#alarm-rows tr[data-alarm-id="{middle["id"]}"]').wait_for()
 
 
+async def test_the_overview_counts_down_to_the_next_tier(page: Page, county: County) -> None:
+    if county.taps[MIDDLE].storm is None:  # run on its own: the storm of middle-village
+        county.taps[MIDDLE].open(county.clock.now())
+    await wait_for(lambda: county.robots.to("middle"), 90, "the village tier called")
+    alarm = next(a for a in county.alarms(MIDDLE, active="true") if a["level"] >= 3)
+    await sign_in(page, county.secret(Role.VIEWER))
+    item = page.locator(f'#active-alarms .alarm[data-alarm-id="{alarm["id"]}"]')
+    # Who was called, on what, and that the call went out; nobody has answered yet.
+    called = re.compile("李梅（接口·已(发送|送达)）")  # noqa: RUF001 - as the page writes it
+    await item.locator(".calls dd", has_text=called).wait_for()
+    await item.locator(".calls dd.warn", has_text="未应答").wait_for()
+    # The time left before the township tier is called, from the policy's village deadline.
+    countdown = item.locator(".countdown")
+    await countdown.wait_for()
+    deadline = float(await countdown.get_attribute("data-deadline") or 0)
+    left_min = (deadline - time.time()) / 60
+    assert 0 < left_min <= 10
+    shown = re.fullmatch(r"(\d+) 分 后升级呼叫", await countdown.inner_text())
+    assert shown is not None
+    assert abs(int(shown.group(1)) - left_min) <= 1
+    await page.screenshot(path=county.shots / "overview-countdown.png")
+
+
+def old_ended_alarm(county: County, now: float) -> int:
+    """A gateway of ``old-ford`` whose yellow rose 3 days before ``now`` and fell 2 days before.
+
+    Its events are committed to the fleet's store as ingest would; returns the alarm's id.
+    """
+    gateway_id = "gw-01d0000001"
+    repository = SQLiteRepository(county.fleet.data_dir / "fleet.sqlite")
+    try:
+        _token, secret = repository.create_enrollment_token("old-ford", now + 60, None, None, now)
+        repository.redeem_enrollment_token(
+            secret, NewGateway(gateway_id, "k" * 44, "$7$x", None, None), now
+        )
+        rows = [
+            EventRow(seq=1, ts=now - 3 * 86400, kind="alarm", subject="ford", level=2, detail={}),
+            EventRow(seq=2, ts=now - 2 * 86400, kind="alarm", subject="ford", level=0, detail={}),
+        ]
+        batch = EventBatch(gateway_id=gateway_id, first_seq=1, last_seq=2, rows=rows)
+        repository.commit([Received(gateway_id, now, batch)])
+    finally:
+        repository.close()
+    (alarm,) = county.fleet.rest("GET", "/api/v1/alarms", params={"gateway_id": gateway_id})
+    assert alarm["cleared_at"] is not None
+    return int(alarm["id"])
+
+
 async def test_the_alarm_history_filters_by_site_level_and_answer(
     page: Page, county: County
 ) -> None:
@@ -552,6 +769,26 @@ async def test_the_alarm_history_filters_by_site_level_and_answer(
     assert await page.locator("#alarm-rows .level").all_inner_texts() == [RED_ZH] * len(reds)
     # The filters show what is chosen, for the keyboard as for the eye.
     assert await page.locator("#filter-level").input_value() == "4"
+    # The period: the alarms active at any time in it (still active, or ended within it),
+    # such as slope-road's red, raised days ago and still active, in the last 24 h; not a
+    # gateway's yellow that rose three days ago and fell the day after.
+    now = time.time()
+    ended = old_ended_alarm(county, now)
+    everything = county.fleet.rest("GET", "/api/v1/alarms", params={"limit": 2000})
+
+    def active_within(days: int) -> set[int]:
+        return {
+            a["id"]
+            for a in everything
+            if a["cleared_at"] is None or a["cleared_at"] >= now - days * 86400
+        }
+
+    assert ended not in await shown("period=24h")
+    assert ended in await shown("period=7d")
+    assert await shown("period=24h") == active_within(1)
+    assert await shown("period=30d") == active_within(30)
+    slope = county.fleet.rest("GET", "/api/v1/alarms", params={"gateway_id": SLOPE_GATEWAY})
+    assert any(a["raised_at"] < now - 86400 for a in slope if a["id"] in active_within(1))
 
 
 async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_refused(
@@ -563,6 +800,17 @@ async def test_a_viewer_sees_no_buttons_and_a_post_without_the_csrf_token_is_ref
     await ready(page, "alarms")
     assert await page.locator("#alarm-rows tr").count() > 0
     assert await page.locator("#view button").count() == 0
+    # No page shows a viewer a button (the top bar's language and sign-out are not in it,
+    # nor are the map's zoom controls, links that change nothing).
+    for route, name in (
+        ("#/overview", "overview"),
+        (f"#/site/{UPPER}", "site"),
+        (f"#/site/{SLOPE}", "site"),
+        ("#/gateways", "gateways"),
+    ):
+        await page.goto(f"/{route}")
+        await ready(page, name)
+        assert await page.locator("#view button").count() == 0, route
 
     # An operator's session whose page (or another site) posts without the CSRF token.
     context = await browser.new_context(base_url=county.fleet.url)
@@ -756,6 +1004,11 @@ async def test_the_gateways_page_lists_every_gateway_with_its_health(
         row = page.locator(f'#gateway-rows tr[data-gateway-id="{gateway_id}"]')
         await row.get_by_text(SITES[site_id][0]).wait_for()
         assert await row.locator(".chip.online").inner_text() == "在线"
+        # Its clock against the fleet's: these gateways run on simulated time, which began
+        # 22 h back and runs fast, so each is told hours behind (unlike a real gateway).
+        clock = row.locator("td.clock")
+        assert await clock.get_attribute("class") == "clock clock-behind"
+        assert re.fullmatch(r"慢 \d+ (小时|分)", await clock.inner_text())
     await page.locator("#rollouts").get_by_text("没有推送任务。").wait_for()
     await page.screenshot(path=county.shots / "gateways.png", full_page=True)
 
@@ -770,10 +1023,20 @@ async def test_the_keyboard_opens_a_site_and_signs_out(page: Page, county: Count
     await page.goto("/#/overview")
     await ready(page, "overview")
 
+    # The list of every site: arrow keys walk it without leaving the page, Enter opens.
     await page.locator("#site-jump").focus()
     await page.keyboard.press("ArrowDown")  # the first site, the most alarmed
+    await page.keyboard.press("ArrowDown")
+    assert page.url.endswith("#/overview")
+    chosen = await page.locator("#site-jump").input_value()
+    await page.keyboard.press("Enter")
     await ready(page, "site")
-    assert page.url.split("#")[1].startswith("/site/")
+    assert page.url.endswith(f"#/site/{chosen}")
+    # A period chosen with the keyboard redraws the page and keeps the keyboard's place.
+    await page.locator("#period-7d").focus()
+    await page.keyboard.press("Enter")
+    await page.locator('#view[data-ready="true"][data-route$="period=7d"]').wait_for()
+    assert await page.evaluate("document.activeElement.id") == "period-7d"
 
     await page.locator("#signout").focus()
     await page.keyboard.press("Enter")
@@ -783,13 +1046,180 @@ async def test_the_keyboard_opens_a_site_and_signs_out(page: Page, county: Count
     assert gone == 401
 
 
-async def test_the_overview_fits_a_phone(page: Page, county: County) -> None:
+async def test_every_page_fits_a_phone_with_nothing_cut_off(page: Page, county: County) -> None:
     await page.set_viewport_size({"width": 390, "height": 844})
-    await sign_in(page, county.secret(Role.VIEWER))
-    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
-    await page.screenshot(path=county.shots / "overview-phone.png", full_page=True)
-    for route, name in ((f"#/site/{UPPER}", "site"), ("#/alarms", "alarms")):
+    await sign_in(page, county.secret(Role.OPERATOR))  # the operator's buttons too
+    await page.locator("#active-alarms .alarm .calls").first.wait_for()
+    for route, name, drawn in (
+        ("#/overview", "overview", "#map path.site-marker"),
+        (f"#/site/{UPPER}", "site", 'figure.chart[data-channel="creek.water_level"] canvas'),
+        (f"#/site/{SLOPE}", "site", "#slope figure.iv-chart canvas"),
+        ("#/alarms", "alarms", "#alarm-rows tr"),
+        ("#/gateways", "gateways", "#gateway-rows tr"),
+    ):
         await page.goto(f"/{route}")
         await ready(page, name)
-        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, name
-        await page.screenshot(path=county.shots / f"{name}-phone.png", full_page=True)
+        await page.locator(drawn).first.wait_for(state="attached")
+        # No sideways scrolling, and nothing sticks out of the screen or is clipped.
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, route
+        assert await cut_off(page) == [], route
+        shot = f"{name}-{route.rsplit('/', 1)[-1]}" if name == "site" else name
+        await page.screenshot(path=county.shots / f"{shot}-phone.png", full_page=True)
+    # One column in reading order, the order the keyboard takes: health, alarms, map.
+    await page.goto("/#/overview")
+    await ready(page, "overview")
+    tops = await page.evaluate(
+        """() => [".health-panel", ".alarms-panel", ".map-panel"].map(
+            (s) => document.querySelector(s).getBoundingClientRect().top)"""
+    )
+    assert tops == sorted(tops), tops
+
+
+async def test_the_wide_layout_fits_1366_by_768(page: Page, county: County) -> None:
+    await sign_in(page, county.secret(Role.OPERATOR))
+    await page.locator("#active-alarms .alarm .calls").first.wait_for()
+    # The overview fills one screen: map beside the alarms, nothing below the fold.
+    assert await page.evaluate("document.documentElement.scrollHeight") <= 768
+    map_box = await page.locator(".map-panel").bounding_box()
+    alarms_box = await page.locator(".alarms-panel").bounding_box()
+    assert map_box is not None
+    assert alarms_box is not None
+    assert map_box["x"] + map_box["width"] <= alarms_box["x"]
+    for route, name in (
+        ("#/overview", "overview"),
+        (f"#/site/{UPPER}", "site"),
+        ("#/alarms", "alarms"),
+        ("#/gateways", "gateways"),
+    ):
+        await page.goto(f"/{route}")
+        await ready(page, name)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 1366, route
+        assert await cut_off(page) == [], route
+
+
+async def focused(locator: Any) -> bool:
+    return bool(await locator.evaluate("(el) => el === document.activeElement"))
+
+
+async def tab_to(page: Page, target: Any, most: int = 60) -> list[float]:
+    """Press Tab until ``target`` has the focus; the top of each line the focus visited."""
+    tops: list[float] = []
+    for _ in range(most):
+        await page.keyboard.press("Tab")
+        tops.append(
+            await page.evaluate(
+                """() => { const el = document.activeElement;
+                    const line = el.closest("tr, .filters, header") || el;
+                    return line.getBoundingClientRect().top; }"""
+            )
+        )
+        if await focused(target):
+            return tops
+    raise AssertionError(f"{most} presses of Tab never reached {target}")
+
+
+async def test_the_keyboard_alone_acknowledges_an_alarm_and_records_an_answer(
+    page: Page, county: County
+) -> None:
+    if county.taps[LOWER].storm is None:  # run on its own: the storm of lower-village
+        county.taps[LOWER].open(county.clock.now())
+    alarm = await wait_for(
+        lambda: next(
+            (a for a in county.alarms(LOWER, active="true") if a["acknowledged_at"] is None),
+            None,
+        ),
+        90,
+        "an alarm not yet acknowledged at lower-village",
+    )
+    await sign_in(page, county.secret(Role.OPERATOR))
+    await page.goto(f"/#/alarms?site={LOWER}")
+    await ready(page, "alarms")
+    row = page.locator(f'#alarm-rows tr[data-alarm-id="{alarm["id"]}"]')
+    ack = row.locator(".act-ack")
+    await ack.wait_for()
+
+    # Tab from the top of the page, as a person would, until acknowledge has the focus;
+    # on the way the focus follows the page's reading order (never jumps back up).
+    await page.locator("body").focus()
+    tops = await tab_to(page, ack)
+    assert tops == sorted(tops), tops
+    # The focus shows: a ring drawn around the button.
+    ring = await ack.evaluate(
+        """(el) => { const s = getComputedStyle(el);
+            return [el.matches(":focus-visible"), s.outlineStyle, parseFloat(s.outlineWidth)]; }"""
+    )
+    assert ring[0] is True, ring
+    assert ring[1] == "solid", ring
+    assert ring[2] >= 2, ring
+    await page.screenshot(path=county.shots / "alarms-keyboard.png")
+
+    # Enter opens the form with the keyboard in it; Escape cancels back to the button.
+    await page.keyboard.press("Enter")
+    note = row.locator(".ack-form input[name=note]")
+    await note.wait_for()
+    assert await focused(note)
+    await page.keyboard.press("Escape")
+    await row.locator(".ack-form").wait_for(state="detached")
+    assert await focused(ack)
+    await page.keyboard.press("Enter")
+    await note.wait_for()
+    await page.keyboard.type("键盘确认")
+    await page.keyboard.press("Enter")
+    await row.get_by_text("test-operator").first.wait_for()
+    stored = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")
+    assert (stored["acknowledged_by"], stored["ack_note"]) == ("test-operator", "键盘确认")
+
+    # The keyboard goes on to the row's next action: recording who answered.
+    answer = row.locator(".act-answer")
+    await wait_for(lambda: focused(answer), 5, "the focus on record-answer")
+    await page.keyboard.press("Enter")
+    person = row.locator(".answer-form input[name=person]")
+    await person.wait_for()
+    assert await focused(person)
+    await page.keyboard.type("李强")
+    await page.keyboard.press("Tab")  # how they answered: phone, then SMS
+    await page.keyboard.press("ArrowDown")
+    await page.keyboard.press("Tab")  # to the submit button
+    await page.keyboard.press("Enter")
+    await row.get_by_text("李强 (短信)").wait_for()
+    receipts = county.fleet.rest("GET", f"/api/v1/alarms/{alarm['id']}")["receipts"]
+    assert [(r["person"], r["via"]) for r in receipts][-1] == ("李强", "sms")
+
+
+async def test_every_pages_text_reads_at_wcag_aa_contrast(page: Page, county: County) -> None:
+    # Every colour of text on every page as drawn, Chinese and English, including the
+    # level badges of all the levels on show and an operator's buttons.
+    await sign_in(page, county.secret(Role.OPERATOR))
+    await page.locator("#active-alarms .alarm .calls").first.wait_for()
+    problems: dict[str, list[str]] = {}
+    checked = 0
+    for route, name in (
+        ("#/overview", "overview"),
+        (f"#/site/{UPPER}", "site"),
+        (f"#/site/{SLOPE}", "site"),
+        ("#/alarms?period=all", "alarms"),
+        ("#/gateways", "gateways"),
+    ):
+        await page.goto(f"/{route}")
+        await ready(page, name)
+        checked += len(await text_colours(page))
+        if found := await low_contrast(page):
+            problems[route] = found
+    # A form open, with its buttons; and the notice bar's warning.
+    await page.goto("/#/alarms?period=all")
+    await ready(page, "alarms")
+    await page.locator(".act-answer").first.click()
+    await page.evaluate(
+        """() => { const n = document.getElementById("notice"); n.hidden = false;
+            n.textContent = "test notice"; }"""
+    )
+    if found := await low_contrast(page):
+        problems["alarms with a form"] = found
+    badges = set(
+        await page.locator("#alarm-rows .level").evaluate_all(
+            "(els) => els.map((el) => el.dataset.level)"
+        )
+    )
+    assert {"4"} <= badges
+    assert checked > 50
+    assert problems == {}, problems

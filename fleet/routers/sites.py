@@ -42,6 +42,14 @@ class SiteGatewayOut(Out):
     faults: int = Field(description="sensor fault events since the agent started")
     agent_version: str | None
     config_version: str | None
+    health_at: float | None = Field(description="the gateway's own clock in its last health")
+    clock_offset_s: float | None = Field(
+        description=(
+            "health_at - last_seen: how far the gateway's clock is ahead (+) or behind (-) "
+            "the fleet's, give or take a health interval (the last message seen may have "
+            "come after the health); null without health"
+        )
+    )
 
     @classmethod
     def of(cls, gateway: Gateway, now: float) -> SiteGatewayOut:
@@ -58,7 +66,22 @@ class SiteGatewayOut(Out):
             faults=sum(int(n) for n in (health.get("sensor_faults") or {}).values()),
             agent_version=gateway.agent_version,
             config_version=health.get("config_version"),
+            health_at=gateway.health_at,
+            clock_offset_s=clock_offset(gateway),
         )
+
+
+def clock_offset(gateway: Gateway) -> float | None:
+    """The gateway's clock against the fleet's: its last health's time minus when last seen.
+
+    Both are stamped as the health is stored, the first by the gateway and the second by
+    the fleet, so a clock off by hours shows as hours. Later messages move ``last_seen``
+    on by up to a health interval (60 s), so the figure is coarse: the console calls a
+    clock in step within five minutes.
+    """
+    if gateway.health_at is None or gateway.last_seen is None:
+        return None
+    return round(gateway.health_at - gateway.last_seen, 1)
 
 
 class SiteOut(Out):

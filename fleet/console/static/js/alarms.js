@@ -68,7 +68,16 @@ export async function showAlarms(view, params, session) {
     // A form may have opened while the alarms were on their way: it is not wiped either.
     if (formOpen()) return;
     count.textContent = t("count_alarms", { n: alarms.length });
+    // The keyboard keeps its place: a focused button is focused again in its new row.
+    const focused = document.activeElement;
+    const place = rows.contains(focused)
+      ? [focused.closest("tr")?.dataset.alarmId, [...focused.classList].find((c) => c.startsWith("act-"))]
+      : null;
     rows.replaceChildren(...alarms.map((a) => alarmRow(a, index, operator)));
+    if (place?.[0]) {
+      const row = rows.querySelector(`tr[data-alarm-id="${Number(place[0])}"]`);
+      (row?.querySelector(place[1] ? `.${place[1]}` : ".actions button") ?? row?.querySelector("a"))?.focus();
+    }
   };
   rows.addEventListener("formclosed", () => waiting && load());
   await load();
@@ -144,13 +153,17 @@ function alarmRow(alarm, index, operator) {
     if (operator) {
       if (!current.acknowledged_at) {
         actions.append(
-          h("button.act-ack", { type: "button", onclick: () => openForm(actions, ackForm(current, fill)) }, t("acknowledge")),
+          h(
+            "button.act-ack",
+            { type: "button", onclick: (event) => openForm(actions, ackForm(current, fill), event.currentTarget) },
+            t("acknowledge"),
+          ),
         );
       }
       actions.append(
         h(
           "button.act-answer",
-          { type: "button", onclick: () => openForm(actions, answerForm(current, fill)) },
+          { type: "button", onclick: (event) => openForm(actions, answerForm(current, fill), event.currentTarget) },
           t("record_answer"),
         ),
       );
@@ -177,15 +190,22 @@ function viaName(via) {
   return VIAS.includes(via) ? t(`via_${via}`) : via;
 }
 
-/** Remove a form and tell the table, which may have a reload waiting. */
+/**
+ * Remove a form (the keyboard goes back to the button that opened it) and tell the table,
+ * which may have a reload waiting.
+ */
 function closeForm(form) {
   const table = form.closest("tbody");
+  const opener = form.opener;
   form.remove();
+  if (opener?.isConnected) opener.focus();
   table?.dispatchEvent(new Event("formclosed"));
 }
 
-function openForm(cell, form) {
+/** Open `form` in `cell` with the keyboard in its first field; Escape cancels it. */
+function openForm(cell, form, opener) {
   for (const open of cell.querySelectorAll("form")) open.remove();
+  form.opener = opener;
   cell.append(form);
   form.querySelector("input, select")?.focus();
 }
@@ -196,16 +216,31 @@ function actionForm(className, fields, submitText, send) {
     `form.${className}`,
     {},
     fields,
-    h("div.form-buttons", {}, h("button", { type: "submit" }, submitText), h("button", { type: "button", onclick: () => closeForm(form) }, t("cancel"))),
+    h(
+      "div.form-buttons",
+      {},
+      h("button", { type: "submit" }, submitText),
+      h("button", { type: "button", title: t("press_escape"), onclick: () => closeForm(form) }, t("cancel")),
+    ),
     error,
   );
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      closeForm(form);
+    }
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     const table = form.closest("tbody");
+    const row = form.closest("tr");
     try {
       await send(new FormData(form));
+      // The row is drawn again without the form: the keyboard goes to its next action
+      // (after an acknowledgement, recording an answer), else to the row's site.
+      (row?.querySelector(".actions button") ?? row?.querySelector("a"))?.focus();
       table?.dispatchEvent(new Event("formclosed"));
     } catch (failure) {
       error.hidden = false;

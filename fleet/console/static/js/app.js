@@ -75,6 +75,9 @@ function signInPage(message) {
 async function route() {
   if (!session) return;
   const ticket = ++rendering;
+  // A filter or period chosen on the page redraws it: the keyboard stays where it was.
+  const focused = view.contains(document.activeElement) ? document.activeElement.id : "";
+  const before = view.dataset.page;
   leavePage();
   leavePage = () => {};
   notice(null);
@@ -98,6 +101,7 @@ async function route() {
     view.dataset.page = page;
     view.dataset.route = window.location.hash || "#/overview";
     view.dataset.ready = "true";
+    if (focused && before === page && ticket === rendering) document.getElementById(focused)?.focus();
   } catch (failure) {
     if (failure instanceof ApiError && failure.status === 401) return;
     notice(t("error", { detail: failure.message }));

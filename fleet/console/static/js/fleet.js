@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { h, when } from "./dom.js";
 import { LEVEL_BY_NAME, levelName, t } from "./i18n.js";
+import { stepWords } from "./step_words.js";
 
 //: Fill colours of the levels (0 normal .. 4 red); text on them is chosen for contrast.
 export const LEVEL_COLOURS = ["#3d7a45", "#1f5fbf", "#f2c300", "#f07800", "#d00000"];
@@ -82,19 +83,19 @@ export function callState(detail) {
   const latest = new Map();
   for (const call of escalation.calls) latest.set(call.person, call);
   const called = [...latest.values()].map((c) =>
-    t("called_as", { person: c.person, channel: word("channel", c.channel), status: word("call", c.status) }),
+    t("called_as", { person: personName(c), channel: word("channel", c.channel), status: word("call", c.status) }),
   );
   // An answer the operator recorded on the alarm counts too, after the calling ended.
   const answered = [
     ...new Set([
-      ...escalation.record.filter((r) => r.kind === "answer").map((r) => r.person),
+      ...escalation.record.filter((r) => r.kind === "answer").map(personName),
       ...(detail.receipts ?? []).map((r) => r.person),
     ]),
   ].filter(Boolean);
   let nextTierAt = null;
   if (escalation.ended_at === null) {
-    const levelPolicy = escalation.policy?.levels?.[escalation.level_name];
-    const tiers = levelPolicy?.tiers ?? [];
+    // The policy of the escalation's own level: {tiers: [{tier, deadline_s}], ...}.
+    const tiers = escalation.policy?.tiers ?? [];
     const index = tiers.findIndex((step) => step.tier === escalation.tier);
     if (index >= 0 && index < tiers.length - 1) {
       const moves = escalation.record.filter((r) => r.kind === "escalated");
@@ -104,14 +105,39 @@ export function callState(detail) {
   }
   const last = escalation.record.at(-1);
   return {
-    lastStep: last?.detail ? `${when(last.at)} ${last.detail}` : null,
+    lastStep: last ? stepText(last) : null,
     tier: escalation.tier,
     called,
     answered,
     nextTierAt,
     endedAt: escalation.ended_at,
-    endReason: escalation.end_reason,
+    endReason: escalation.end_reason === null ? null : stepWords(escalation.end_reason),
   };
+}
+
+/**
+ * The latest step of the calling in the page's language: a call by whom, on what and how
+ * it went (with the channel's own words when it failed), else the fleet's words.
+ */
+function stepText(step) {
+  const kind = step.kind ?? "";
+  if (kind.startsWith("call_") && step.person) {
+    const status = kind.slice("call_".length);
+    const call = t("called_as", { person: personName(step), channel: word("channel", step.channel), status: word("call", status) });
+    const why = status === "failed" && step.detail ? ` · ${step.detail}` : "";
+    return `${when(step.at)} ${call}${why}`;
+  }
+  return step.detail ? `${when(step.at)} ${stepWords(step.detail)}` : null;
+}
+
+/**
+ * A called or answering person's name: the fleet labels a roster person "李梅 (village)";
+ * the tier is shown by its own word, so the English tag is left off.
+ */
+function personName(step) {
+  const tag = step.tier ? ` (${step.tier})` : null;
+  const person = step.person ?? "";
+  return tag && person.endsWith(tag) ? person.slice(0, -tag.length) : person;
 }
 
 /** The word for a known value (`call_sent`, `channel_sms`), else the value itself. */
@@ -159,6 +185,25 @@ export function startCountdownTicker() {
   setInterval(() => {
     for (const el of document.querySelectorAll("[data-deadline]")) tickCountdown(el);
   }, 1000);
+}
+
+//: A gateway's clock within this of the fleet's is in step (the figure is coarse: the
+//: fleet's last sight of the gateway may come up to a health interval after its health).
+export const CLOCK_TOLERANCE_S = 300;
+
+/**
+ * A gateway's clock as the fleet tells it (`clock_offset_s`, or `health_at - last_seen`
+ * from a live health event): {state: in_step | ahead | behind | unknown, text}.
+ */
+export function clockState(gateway) {
+  // health_at and last_seen first: a live health event updates those, not the offset.
+  const { health_at: healthAt, last_seen: lastSeen } = gateway ?? {};
+  const offset =
+    typeof healthAt === "number" && typeof lastSeen === "number" ? healthAt - lastSeen : gateway?.clock_offset_s;
+  if (typeof offset !== "number" || !Number.isFinite(offset)) return { state: "unknown", text: t("clock_unknown") };
+  if (Math.abs(offset) <= CLOCK_TOLERANCE_S) return { state: "in_step", text: t("clock_in_step") };
+  const state = offset > 0 ? "ahead" : "behind";
+  return { state, text: t(`clock_${state}`, { t: duration(Math.abs(offset)) }) };
 }
 
 /** Total fault count of a gateway, whatever shape `faults` has (count, map or list). */

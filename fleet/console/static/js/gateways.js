@@ -1,12 +1,17 @@
-// The gateway health table (last seen, versions, backlog, battery, faults) and the
-// config and release rollouts with their waves. Read-only: rollouts are driven from
-// the CLI or REST by a configurator.
+// The gateway health table (last seen, versions, backlog, clock, battery, faults) and
+// the config and release rollouts with their waves. Read-only: rollouts are driven from
+// the CLI or REST by a configurator. A health event redraws the table at once with what
+// it says (state, last seen, clock) and asks the fleet for the rest (backlog, battery,
+// faults) at most every 10 s.
 
 import { api } from "./api.js";
 import { h, when } from "./dom.js";
-import { faultCount, levelBadge, loadSites } from "./fleet.js";
+import { clockState, faultCount, levelBadge, loadSites } from "./fleet.js";
 import { t } from "./i18n.js";
 import { onLive } from "./live.js";
+
+//: A burst of health events asks the fleet again at most this often.
+export const HEALTH_REFRESH_MS = 10000;
 
 export async function showGateways(view) {
   const [index, gateways, rollouts] = await Promise.all([
@@ -15,7 +20,10 @@ export async function showGateways(view) {
     api.get("/api/v1/rollouts", { limit: 50 }),
   ]);
   const health = new Map();
-  for (const site of index.list()) for (const g of site.gateways ?? []) health.set(g.gateway_id, g);
+  const learn = (sites) => {
+    for (const site of sites.list()) for (const g of site.gateways ?? []) health.set(g.gateway_id, g);
+  };
+  learn(index);
   const body = h("tbody", { id: "gateway-rows" });
   const render = () =>
     body.replaceChildren(
@@ -41,7 +49,7 @@ export async function showGateways(view) {
             h(
               "tr",
               {},
-              [t("gateway"), t("site"), t("state"), t("level"), t("last_seen"), t("agent_version"), t("config_version"), t("backlog"), t("battery"), t("faults")].map(
+              [t("gateway"), t("site"), t("state"), t("level"), t("last_seen"), t("agent_version"), t("config_version"), t("backlog"), t("clock"), t("battery"), t("faults")].map(
                 (w) => h("th", { scope: "col" }, w),
               ),
             ),
@@ -52,10 +60,26 @@ export async function showGateways(view) {
     ),
     rolloutPanel(rollouts),
   );
+  let asking = null;
+  const askAgain = () => {
+    asking ??= new Promise((resolve) => setTimeout(resolve, HEALTH_REFRESH_MS))
+      .then(() => Promise.all([loadSites(), api.get("/api/v1/gateways")]))
+      .then(([sites, fresh]) => {
+        learn(sites);
+        for (const site of sites.list()) index.put(site);
+        gateways.splice(0, gateways.length, ...fresh);
+        render();
+      })
+      .catch(() => {}) // the next health event asks again
+      .finally(() => {
+        asking = null;
+      });
+  };
   return onLive("health", (event) => {
     const row = health.get(event.gateway_id);
     if (row) Object.assign(row, event);
     render();
+    askAgain();
   });
 }
 
@@ -64,6 +88,7 @@ function gatewayRow(gateway, health, index) {
   const state = health.state ?? gateway.status;
   const battery = typeof health.battery_v === "number" ? `${health.battery_v.toFixed(1)} ${t("unit_v")}` : "—";
   const faults = faultCount(health.faults);
+  const clock = clockState(health);
   return h(
     "tr",
     { dataset: { gatewayId: gateway.id } },
@@ -75,6 +100,7 @@ function gatewayRow(gateway, health, index) {
     h("td", {}, gateway.agent_version ?? "—"),
     h("td", {}, health.config_version ?? "—"),
     h("td", {}, String(gateway.backlog ?? "—")),
+    h("td", { class: `clock clock-${clock.state}` }, clock.text),
     h("td", {}, battery),
     h("td", { class: faults ? "warn" : null }, String(faults)),
   );
@@ -93,8 +119,8 @@ function rolloutPanel(rollouts) {
             h(
               "li",
               {},
-              h("strong", {}, `#${r.id} ${r.kind} ${r.release ?? `config ${r.config_id}`}`),
-              ` · ${r.state}${r.reason ? ` (${r.reason})` : ""} · ${when(r.created_at)}`,
+              h("strong", {}, `#${r.id} ${word("rollout", r.kind)} ${r.release ?? `#${r.config_id}`}`),
+              ` · ${word("rollout_state", r.state)}${r.reason ? ` (${r.reason})` : ""} · ${when(r.created_at)}`,
               h(
                 "ol.waves",
                 {},
@@ -102,7 +128,7 @@ function rolloutPanel(rollouts) {
                   h(
                     "li",
                     {},
-                    `${t("rollout_wave")} ${w.number} (${w.spec}, ${w.size}): ${w.status} · ✓${w.succeeded} ✗${w.failed} ⧗${w.in_progress + w.waiting}`,
+                    `${t("rollout_wave")} ${w.number} (${w.spec}, ${w.size}): ${word("wave", w.status)} · ✓${w.succeeded} ✗${w.failed} ⧗${w.in_progress + w.waiting}`,
                   ),
                 ),
               ),
@@ -111,4 +137,11 @@ function rolloutPanel(rollouts) {
         )
       : h("p.muted", {}, t("no_rollouts")),
   );
+}
+
+/** The word for a known value (`wave_failed`), else the value as the fleet sent it. */
+function word(prefix, value) {
+  const key = `${prefix}_${value}`;
+  const text = t(key);
+  return text === key ? value : text;
 }

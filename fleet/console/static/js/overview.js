@@ -10,6 +10,7 @@ import {
   byUrgency,
   callState,
   callStateView,
+  clockState,
   faultCount,
   levelBadge,
   levelNumber,
@@ -21,27 +22,34 @@ import { onLive } from "./live.js";
 const MAX_DETAILS = 50;
 const MAX_STRIP = 30;
 const LOW_BATTERY_V = 11.5;
+//: A burst of health events asks the fleet for backlog, battery and faults at most this often.
+const HEALTH_REFRESH_MS = 10000;
 
 export async function showOverview(view) {
   const mapBox = h("div.map", { id: "map", role: "region", "aria-label": t("map") });
   const mapNote = h("p.map-note", { hidden: true });
   const alarmList = h("ol.alarm-list", { id: "active-alarms", "aria-live": "polite" });
   const strip = h("div.strip", { id: "health-strip" });
-  const jump = h("select", { id: "site-jump", "aria-label": t("open_site") });
+  const jump = h("select", { id: "site-jump", name: "site", "aria-label": t("open_site") });
+  // A link, not a button: it changes nothing (a viewer sees no button anywhere).
+  const jumpOpen = h("a.button-link", { id: "site-jump-open", href: "#/overview", "aria-disabled": "true" }, t("open"));
+  const jumpForm = h("form.site-jump", {}, jump, jumpOpen);
   view.replaceChildren(
     h(
       "div.overview",
       {},
+      // In reading order on a phone (one column) and for the keyboard: health, the alarms,
+      // then the map; the wide layout puts the map left of the alarms.
       h("section.panel.health-panel", {}, h("h2", {}, t("health")), strip),
-      h("section.panel.map-panel", {}, h("h2", {}, t("map")), mapBox, mapNote, jump),
       h("section.panel.alarms-panel", {}, h("h2", {}, t("active_alarms")), alarmList),
+      h("section.panel.map-panel", {}, h("h2", {}, t("map")), mapBox, mapNote, jumpForm),
     ),
   );
 
   const [index, county] = await Promise.all([loadSites(), api.get("/console/map")]);
   const map = new SiteMap(mapBox, index);
   await map.draw(county, mapNote);
-  fillJump(jump, index);
+  fillJump(jumpForm, jump, jumpOpen, index);
   renderStrip(strip, index);
   const details = new Map();
   await renderAlarms(alarmList, index, details);
@@ -58,6 +66,24 @@ export async function showOverview(view) {
     renderNow();
   };
   const redrawStrip = debounce(() => renderStrip(strip, index), 500);
+  // A health event says a gateway's state, last sight and clock; its backlog, battery and
+  // faults are asked for again (one request for a burst of events).
+  let asking = null;
+  const askHealth = () => {
+    asking ??= new Promise((resolve) => setTimeout(resolve, HEALTH_REFRESH_MS))
+      .then(() => loadSites())
+      .then((fresh) => {
+        for (const site of fresh.list()) {
+          const known = index.sites.get(site.site_id);
+          if (known) known.gateways = site.gateways;
+        }
+        renderStrip(strip, index);
+      })
+      .catch(() => {}) // the next health event asks again
+      .finally(() => {
+        asking = null;
+      });
+  };
   const unsubscribe = [
     onLive("level", async (event) => {
       const level = levelNumber(event.level);
@@ -79,6 +105,7 @@ export async function showOverview(view) {
       const gateway = site?.gateways.find((g) => g.gateway_id === event.gateway_id);
       if (gateway) Object.assign(gateway, event);
       redrawStrip();
+      askHealth();
     }),
     onLive("escalation", (event) => {
       const item = alarmList.querySelector(`[data-alarm-id="${Number(event.alarm_id)}"]`);
@@ -130,6 +157,9 @@ class SiteMap {
     this.index = index;
     this.markers = new Map();
     this.map = window.L.map(box, { zoomSnap: 0.25, attributionControl: false });
+    // The map takes what the strip and the note leave, which change live: Leaflet is told.
+    this.resize = new ResizeObserver(() => this.map.invalidateSize());
+    this.resize.observe(box);
   }
 
   async draw(county, note) {
@@ -215,6 +245,7 @@ class SiteMap {
   }
 
   remove() {
+    this.resize.disconnect();
     this.map.remove();
   }
 }
@@ -229,14 +260,25 @@ function markerStyle(level) {
   };
 }
 
-function fillJump(select, index) {
+/**
+ * The list of every site under the map. Choosing only selects (arrow keys walk the list
+ * without leaving the page); the link beside it, or Enter, opens the site.
+ */
+function fillJump(form, select, link, index) {
   const sites = index.list().sort((a, b) => b.level - a.level || a.name.localeCompare(b.name));
   select.replaceChildren(
     h("option", { value: "" }, `${t("open_site")}…`),
     ...sites.map((s) => h("option", { value: s.site_id }, `${s.name} · ${levelName(s.level)}`)),
   );
+  const target = () => (select.value ? `#/site/${encodeURIComponent(select.value)}` : null);
   select.addEventListener("change", () => {
-    if (select.value) window.location.hash = `#/site/${encodeURIComponent(select.value)}`;
+    link.href = target() ?? "#/overview";
+    if (select.value) link.removeAttribute("aria-disabled");
+    else link.setAttribute("aria-disabled", "true");
+  });
+  form.addEventListener("submit", (event) => event.preventDefault());
+  select.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && target()) window.location.hash = target();
   });
 }
 
@@ -254,7 +296,12 @@ async function renderAlarms(list, index, details, stale = new Set()) {
     return;
   }
   const items = alarms.map((alarm) => alarmItem(alarm, index));
+  // The keyboard keeps its place: a focused site link is focused again in its new item.
+  const focused = list.contains(document.activeElement)
+    ? document.activeElement.closest("[data-alarm-id]")?.dataset.alarmId
+    : null;
   list.replaceChildren(...items);
+  if (focused) list.querySelector(`[data-alarm-id="${Number(focused)}"] a`)?.focus();
   const active = new Set(alarms.map((a) => a.id));
   for (const id of details.keys()) if (!active.has(id)) details.delete(id);
   const shown = items.slice(0, MAX_DETAILS).map((item, i) => [item, alarms[i].id]);
@@ -320,6 +367,8 @@ function gatewayProblems(gateway) {
   }
   const faults = faultCount(gateway.faults);
   if (faults > 0) problems.push(`${t("faults")} ${faults}`);
+  const clock = clockState(gateway);
+  if (clock.state === "ahead" || clock.state === "behind") problems.push(`${t("clock")} ${clock.text}`);
   return problems;
 }
 

@@ -153,6 +153,7 @@ function periodSwitch(siteId, current) {
       h(
         "a.period",
         {
+          id: `period-${key}`,
           href: `#/site/${encodeURIComponent(siteId)}?period=${key}`,
           "aria-current": key === current ? "true" : null,
         },
