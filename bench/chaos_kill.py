@@ -307,8 +307,10 @@ def siren_outages(
 
 
 def siren_on_s(needed: list[tuple[float, frozenset[int]]], end: float) -> float:
-    """Simulated seconds the level needed the siren on."""
+    """Simulated seconds the level needed the siren on (none when the level never moved)."""
     total = 0.0
+    if not needed:
+        return total
     for (t, coils), (t_next, _) in zip(needed, [*needed[1:], (end, frozenset())], strict=True):
         if coils:
             total += t_next - t

@@ -18,6 +18,7 @@ from bench.chaos_kill import (
     compare,
     deck,
     run_campaign,
+    siren_on_s,
     siren_outages,
 )
 from hardware_sim.device import CoilChange
@@ -60,6 +61,10 @@ def test_a_needed_coil_dropping_out_is_an_outage_but_switching_late_is_not() -> 
         (RELAY2, 400.0, 100.0),
     ]
     assert siren_outages(needed, log[:2] + log[-1:], 600.0) == []
+    assert siren_on_s(needed, 600.0) == 400.0
+    # a campaign too short for the storm to move the level: nothing was needed, no outage
+    assert siren_on_s([], 600.0) == 0.0
+    assert siren_outages([], log, 600.0) == []
 
 
 def test_every_part_gets_killed_even_in_a_short_campaign() -> None:
