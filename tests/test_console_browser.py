@@ -158,6 +158,9 @@ red = {{ siren = "warble" }}
 
 #: The slope site: the example site file of the slope above the road.
 SLOPE = "slope-road"
+EXAMPLE_SITE = (
+    Path(__file__).parent.parent / "edge_agent" / "examples" / "creek_village.toml"
+).read_text()
 SLOPE_FILE = Path(__file__).parent.parent / "edge_agent" / "examples" / "slope_road.toml"
 SLOPE_GATEWAY = "gw-5107e00001"
 EXTENSION = "scarp_extensometer.extension"
@@ -1011,6 +1014,79 @@ async def test_the_gateways_page_lists_every_gateway_with_its_health(
         assert re.fullmatch(r"慢 \d+ (小时|分)", await clock.inner_text())
     await page.locator("#rollouts").get_by_text("没有推送任务。").wait_for()
     await page.screenshot(path=county.shots / "gateways.png", full_page=True)
+
+
+def config_rollout_in_waves(county: County, now: float) -> dict[str, Any]:
+    """A config rolled out through REST in two waves to three gateways of ``east-ford``.
+
+    The gateways are enrolled straight in the store and grouped; the first wave is one of
+    them, the second the other two.
+
+    The gateways never connect, so the first wave stays in progress and the second waits.
+    """
+    gateways = [f"gw-ea5f0{n:05d}" for n in range(1, 4)]
+    repository = SQLiteRepository(county.fleet.data_dir / "fleet.sqlite")
+    try:
+        for gateway_id in gateways:
+            _token, secret = repository.create_enrollment_token(
+                "east-ford", now + 60, None, None, now
+            )
+            repository.redeem_enrollment_token(
+                secret, NewGateway(gateway_id, "k" * 44, "$7$x", None, None), now
+            )
+    finally:
+        repository.close()
+    configurator = Role.CONFIGURATOR
+    county.fleet.rest("PUT", "/api/v1/groups/east", configurator, json={"gateways": gateways})
+    config = county.fleet.rest(
+        "POST",
+        "/api/v1/configs",
+        configurator,
+        json={"group": "east", "site_toml": EXAMPLE_SITE, "publish": False},
+    )
+    rollout: dict[str, Any] = county.fleet.rest(
+        "POST",
+        "/api/v1/rollouts",
+        configurator,
+        json={"config_id": config["id"], "waves": ["1", "100%"]},
+    )
+    assert [(w["spec"], w["size"], w["status"]) for w in rollout["waves"]] == [
+        ("1", 1, "in_progress"),
+        ("100%", 2, "waiting"),
+    ]
+    return rollout
+
+
+async def test_the_gateways_page_shows_a_config_rollout_with_its_waves(
+    page: Page, county: County
+) -> None:
+    rollout = config_rollout_in_waves(county, time.time())
+    await sign_in(page, county.secret(Role.VIEWER))
+    await page.locator('#nav a[data-route="gateways"]').click()
+    await ready(page, "gateways")
+    shown = page.locator("#rollouts ul.rollouts > li").filter(
+        has=page.locator("strong", has_text=f"#{rollout['id']} ")
+    )
+    head = shown.locator("strong")
+    await head.wait_for()
+    assert await head.inner_text() == f"#{rollout['id']} 配置 #{rollout['config_id']}"
+    assert " · 进行中 · " in await shown.inner_text()
+    waves = shown.locator("ol.waves > li")
+    assert await waves.all_inner_texts() == [
+        "批次 1 (1, 1): 进行中 · 成功 0 · 失败 0 · 未完成 1",
+        "批次 2 (100%, 2): 等待 · 成功 0 · 失败 0 · 未完成 2",
+    ]
+    await page.screenshot(path=county.shots / "gateways-rollout.png", full_page=True)
+
+    await page.locator("#lang").click()
+    await ready(page, "gateways")
+    await head.get_by_text(f"#{rollout['id']} config #{rollout['config_id']}").wait_for()
+    assert " · running · " in await shown.inner_text()
+    assert await waves.all_inner_texts() == [
+        "Wave 1 (1, 1): in progress · done 0 · failed 0 · pending 1",
+        "Wave 2 (100%, 2): waiting · done 0 · failed 0 · pending 2",
+    ]
+    await page.screenshot(path=county.shots / "gateways-rollout-en.png", full_page=True)
 
 
 async def test_the_keyboard_opens_a_site_and_signs_out(page: Page, county: County) -> None:

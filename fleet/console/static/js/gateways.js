@@ -128,7 +128,7 @@ function rolloutPanel(rollouts) {
                   h(
                     "li",
                     {},
-                    `${t("rollout_wave")} ${w.number} (${w.spec}, ${w.size}): ${word("wave", w.status)} · ✓${w.succeeded} ✗${w.failed} ⧗${w.in_progress + w.waiting}`,
+                    `${t("rollout_wave")} ${w.number} (${w.spec}, ${w.size}): ${word("wave", w.status)} · ${t("wave_count_succeeded")} ${w.succeeded} · ${t("wave_count_failed")} ${w.failed} · ${t("wave_count_pending")} ${w.in_progress + w.waiting}`,
                   ),
                 ),
               ),

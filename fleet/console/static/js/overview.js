@@ -96,6 +96,17 @@ export async function showOverview(view) {
         if (typeof fresh.lat === "number" && typeof fresh.lon === "number") map.addMarker(fresh);
         return;
       }
+      if (!map.markers.has(site.site_id)) {
+        // A site without coordinates when the page loaded may have them now (its
+        // gateway's first upload brings its site file): ask, and put it on the map.
+        const fresh = await api.get(`/api/v1/sites/${encodeURIComponent(event.site_id)}`);
+        const placed = typeof fresh.lat === "number" && typeof fresh.lon === "number";
+        if (placed && !map.markers.has(site.site_id)) {
+          Object.assign(site, { lat: fresh.lat, lon: fresh.lon, level: levelNumber(fresh.level) });
+          map.addMarker(site);
+        }
+        return;
+      }
       site.events = (site.events ?? 0) + 1;
       if (level > site.level) map.setLevel(site, level);
       else if (level < site.level) await confirmLevel(map, site);
