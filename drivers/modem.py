@@ -329,11 +329,11 @@ class SmsModem:
                 await sleep(poll_s)
                 waited += poll_s
                 calls = await self._channel.command("AT+CLCC", info="+CLCC:")
-                states = [_fields(line.head, "+CLCC:")[2:3] for line in calls]
                 if not calls:
                     outcome = "ended"
                     break
-                if [_CALL_ACTIVE] in states:
+                # +CLCC: <id>,<dir>,<stat>,...: the third field is the call's state
+                if any(_fields(c.head, "+CLCC:")[2:3] == [_CALL_ACTIVE] for c in calls):
                     outcome = "picked up"
                     break
         finally:

@@ -16,6 +16,7 @@ from a second opening of a line the agent owns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import getpass
 import importlib.util
@@ -34,9 +35,8 @@ from edge_agent.actuation import RelayActuator
 from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_device
 from edge_agent.control_messages import StatusReply
-from edge_agent.enroll import enrollment_state, load_enrollment
+from edge_agent.enroll import broker_endpoint, enrollment_state, load_enrollment
 from edge_agent.site_config import SiteConfig
-from protocol.broker_url import parse_broker_url
 
 Verdict = Literal["ok", "warn", "fail"]
 
@@ -264,10 +264,10 @@ async def check_county(data_dir: Path, timeout_s: float = BROKER_TIMEOUT_S) -> F
     enrollment = load_enrollment(data_dir)
     if enrollment is None:
         return Finding("county", "fail", "enrollment.json cannot be read: enroll again")
-    scheme, host, port = parse_broker_url(enrollment.broker_url)
-    tls = None
-    if scheme == "mqtts":
-        tls = ssl.create_default_context(cadata=enrollment.broker_ca_pem or None)
+    try:
+        host, port, tls = broker_endpoint(enrollment)
+    except ValueError as exc:
+        return Finding("county", "fail", f"enrollment.json: {exc}: enroll again")
     started = time.monotonic()
     try:
         _reader, writer = await asyncio.wait_for(
@@ -276,8 +276,10 @@ async def check_county(data_dir: Path, timeout_s: float = BROKER_TIMEOUT_S) -> F
     except (OSError, TimeoutError, ssl.SSLError) as exc:
         why = str(exc) or type(exc).__name__
         return Finding("county", "warn", f"broker {host}:{port} out of reach ({why}): {local}")
-    writer.close()
     ms = (time.monotonic() - started) * 1000
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
     how = "TLS verified" if tls is not None else "plain TCP"
     what = f"enrolled as {enrollment.gateway_id}; broker {host}:{port} answers ({how}, {ms:.0f} ms)"
     return Finding("county", "ok", what)

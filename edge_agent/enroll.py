@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from edge_agent.atomic_file import write_atomic
 from protocol import EnrollmentRequest, EnrollmentResponse, OfflineBundle, enrollment_message
+from protocol.broker_url import parse_broker_url
 
 KEY_FILE = "gateway_key.pem"
 ENROLLMENT_FILE = "enrollment.json"
@@ -52,6 +54,18 @@ class StoredEnrollment(EnrollmentResponse):
 
     fleet_url: str
     enrolled_at: float
+
+
+def broker_endpoint(enrollment: StoredEnrollment) -> tuple[str, int, ssl.SSLContext | None]:
+    """Host, port and TLS context of the county's broker (None: plain ``mqtt://``).
+
+    With the fleet's CA in the enrollment only that CA is trusted, otherwise the system's.
+    Raises ValueError (naming the URL) for a broker URL that is not one.
+    """
+    scheme, host, port = parse_broker_url(enrollment.broker_url)
+    if scheme != "mqtts":
+        return host, port, None
+    return host, port, ssl.create_default_context(cadata=enrollment.broker_ca_pem or None)
 
 
 class PendingEnrollment(OfflineBundle):

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +29,7 @@ from edge_agent.enroll import (
     EnrollmentError,
     EnrollmentRefusedError,
     StoredEnrollment,
+    broker_endpoint,
     complete_pending,
     enrollment_state,
     load_enrollment,
@@ -260,11 +260,7 @@ class Uplink:
         self._failing = True
 
     def _client(self, enrollment: StoredEnrollment) -> aiomqtt.Client:
-        scheme, host, port = parse_broker_url(enrollment.broker_url)
-        tls = None
-        if scheme == "mqtts":
-            # With the fleet's CA, only that CA is trusted; otherwise the system's.
-            tls = ssl.create_default_context(cadata=enrollment.broker_ca_pem or None)
+        host, port, tls = broker_endpoint(enrollment)
         offline = GatewayState(state="offline", agent_version=self.agent_version)
         return aiomqtt.Client(
             host,
