@@ -128,16 +128,12 @@ def make_tls_files(directory: Path, ca_name: str, hostname: str = "localhost") -
     return files
 
 
-@dataclass
-class Mosquitto:
-    """A running mosquitto process and how to reach it."""
+class BrokerUrls:
+    """The URLs of a test broker's listeners, from its ports."""
 
-    process: subprocess.Popen[bytes]
     port: int
-    tls_port: int | None
-    pid_file: Path
-    log_file: Path
     fleet_port: int
+    tls_port: int | None
 
     @property
     def url(self) -> str:
@@ -151,8 +147,20 @@ class Mosquitto:
 
     @property
     def tls_url(self) -> str:
-        """MQTT over TLS URL (the certificate names localhost)."""
+        """MQTT over TLS (the certificate names localhost)."""
         return f"mqtts://localhost:{self.tls_port}"
+
+
+@dataclass
+class Mosquitto(BrokerUrls):
+    """A running mosquitto process and how to reach it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    tls_port: int | None
+    pid_file: Path
+    log_file: Path
+    fleet_port: int
 
     def log(self) -> str:
         """What mosquitto logged so far."""

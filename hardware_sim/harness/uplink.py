@@ -35,7 +35,7 @@ from fleet.broker_files import FleetAccount, Listener, mosquitto_conf, write_acc
 from fleet.repository import Role
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
-from hardware_sim.harness.mosquitto import MOSQUITTO, Mosquitto, TlsFiles
+from hardware_sim.harness.mosquitto import MOSQUITTO, BrokerUrls, Mosquitto, TlsFiles
 from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.waiting import wait_until
 from hardware_sim.scenarios import DesignStorm
@@ -140,7 +140,7 @@ def storm_station(clock: ScaledClock, storm: DesignStorm | None) -> list[Simulat
 # --- the broker ------------------------------------------------------------------------------
 
 
-class BrokerProcess:
+class BrokerProcess(BrokerUrls):
     """Mosquitto with the fleet's access files and session persistence, on free ports.
 
     ``stop`` and ``start`` again keep the ports, the config and the persisted sessions,
@@ -168,21 +168,6 @@ class BrokerProcess:
             conf += "user root\n"  # the mosquitto user could not read the private temp dir
         (work_dir / "mosquitto.conf").write_text(conf)
         self.mosquitto: Mosquitto | None = None
-
-    @property
-    def url(self) -> str:
-        """Plain MQTT URL of the gateway listener."""
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    @property
-    def fleet_url(self) -> str:
-        """The fleet's own listener (the fleet account only, client ids kept)."""
-        return f"mqtt://127.0.0.1:{self.fleet_port}"
-
-    @property
-    def tls_url(self) -> str:
-        """MQTT over TLS (the certificate names localhost)."""
-        return f"mqtts://localhost:{self.tls_port}"
 
     def log(self) -> str:
         """What mosquitto logged so far, across restarts."""
