@@ -37,7 +37,9 @@ class Backoff:
     def next(self) -> float:
         """The delay before the next attempt."""
         ceiling = min(self.high, self.low * 2.0**self.attempt)
-        self.attempt += 1
+        if ceiling < self.high and self.attempt < 64:
+            # once at the ceiling, stop counting: 2.0**1024 would overflow after a day offline
+            self.attempt += 1
         return self.rng.uniform(ceiling / 2, ceiling)
 
     def reset(self) -> None:

@@ -158,6 +158,15 @@ def test_backoff_grows_to_its_cap_with_jitter_and_resets() -> None:
     assert backoff.next() <= 0.5
 
 
+def test_backoff_keeps_going_through_a_week_offline() -> None:
+    # An attempt counter that kept growing overflowed 2.0**n after about a day at 120 s.
+    backoff = Backoff(1.0, 120.0, random.Random(2))
+    delays = [backoff.next() for _ in range(7 * 24 * 30)]
+    assert all(60.0 <= d <= 120.0 for d in delays[7:])
+    tiny = Backoff(1e-30, 120.0, random.Random(3))
+    assert all(0.0 < tiny.next() <= 120.0 for _ in range(5000))
+
+
 class FakeClock:
     """Monotonic time that moves only when the code under test sleeps."""
 
