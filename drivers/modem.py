@@ -321,9 +321,10 @@ class SmsModem:
         if not _DIALLABLE.match(number):
             msg = f"ATD: {mask_phone(number)} is not a number the modem can dial"
             raise ModemError(msg)
-        await self._channel.command(f"ATD{number};", label=f"ATD{mask_phone(number)};")
         outcome: RingOutcome = "not picked up"
         try:
+            # inside the try: a dial that timed out may still have dialled, and is hung up
+            await self._channel.command(f"ATD{number};", label=f"ATD{mask_phone(number)};")
             waited = 0.0
             while waited < ring_s:
                 await sleep(poll_s)

@@ -250,15 +250,20 @@ class VillageCaller:
         await self.record(now, ANSWER, call.rule, call.level, detail)
         log.warning("alarm %s: answered by %s (%s)", call.rule, person, via)
 
-    async def _send(
-        self, modem: SmsLine, call: OpenCall, person: VillagePerson, now: float
-    ) -> None:
-        detail: dict[str, Any] = {
+    @staticmethod
+    def _detail(call: OpenCall, person: VillagePerson, via: str) -> dict[str, Any]:
+        return {
             "alarm_seq": call.alarm_seq,
             "person": person.label,
             "to": mask_phone(person.mobile),
-            "via": "gateway modem",
+            "via": via,
         }
+
+    async def _send(
+        self, modem: SmsLine, call: OpenCall, person: VillagePerson, now: float
+    ) -> bool:
+        """Text ``person`` about ``call``; True when the modem took the message."""
+        detail = self._detail(call, person, "gateway modem")
         await self.record(now, CALL, call.rule, call.level, {**detail, "status": "sending"})
         try:
             reference = await modem.send_sms(
@@ -266,34 +271,26 @@ class VillageCaller:
             )
         except Exception as exc:
             log.warning("SMS to %s failed: %s", person.label, exc)
-            await self.record(
-                self.clock.now(),
-                CALL,
-                call.rule,
-                call.level,
-                {**detail, "status": "failed", "detail": str(exc)[:200]},
-            )
-            return
-        await self.record(
-            self.clock.now(),
-            CALL,
-            call.rule,
-            call.level,
-            {**detail, "status": "sent", "detail": f"message reference {reference}"},
-        )
+            failed = {**detail, "status": "failed", "detail": str(exc)[:200]}
+            await self.record(self.clock.now(), CALL, call.rule, call.level, failed)
+            return False
+        sent = {**detail, "status": "sent", "detail": f"message reference {reference}"}
+        await self.record(self.clock.now(), CALL, call.rule, call.level, sent)
         log.warning("alarm %s: the county is out of reach; texted %s", call.rule, person.label)
-        if self.spec.ring_s > 0:
-            await self._ring(modem, call, person, detail)
+        return True
 
-    async def _ring(
-        self, modem: SmsLine, call: OpenCall, person: VillagePerson, detail: dict[str, Any]
-    ) -> None:
+    async def _ring(self, modem: SmsLine, call: OpenCall, person: VillagePerson) -> None:
         # A ringing phone wakes someone a text may not; picking up is still no answer.
+        detail = self._detail(call, person, "gateway modem, ringing")
         try:
             outcome = await modem.ring(person.mobile, self.spec.ring_s, sleep=self.clock.sleep)
         except Exception as exc:
-            outcome = f"the modem could not call: {str(exc)[:160]}"
-        rang = {**detail, "via": "gateway modem, ringing", "status": "rang", "detail": outcome}
+            # not "failed": that status sends the text again; the text did go out
+            why = {**detail, "status": "ring failed", "detail": str(exc)[:200]}
+            await self.record(self.clock.now(), CALL, call.rule, call.level, why)
+            log.warning("alarm %s: could not ring %s: %s", call.rule, person.label, exc)
+            return
+        rang = {**detail, "status": "rang", "detail": outcome}
         await self.record(self.clock.now(), CALL, call.rule, call.level, rang)
         log.warning("alarm %s: rang %s (%s)", call.rule, person.label, outcome)
 
@@ -306,8 +303,18 @@ class VillageCaller:
         if modem is None:
             return
         await self._take_replies(modem, now, everything=first)
-        for call, person in self.due(now):
-            await self._send(modem, call, person, now)
+        texted = [(c, p) for c, p in self.due(now) if await self._send(modem, c, p, now)]
+        if self.spec.ring_s <= 0:
+            return
+        # Every text goes out before any phone rings (a ring holds the modem for up to
+        # ring_s); before each ring, answers are taken, and whoever has answered, or an
+        # alarm the county now has, is not rung.
+        for call, person in texted:
+            await self._take_presses(self.clock.now())
+            await self._take_replies(modem, self.clock.now(), everything=False)
+            if self._answered(call.rule, call.alarm_seq) or self._county_has_it(call):
+                continue
+            await self._ring(modem, call, person)
 
     async def run(self) -> None:
         """Rounds every ``poll_s`` until cancelled; the modem is reopened after a fault."""

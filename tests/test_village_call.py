@@ -250,6 +250,9 @@ async def test_with_ring_s_each_text_is_followed_by_a_ring_and_its_outcome_is_re
         assert outcomes == {"王建国 (village)": "not picked up", "张村长 (village)": "picked up"}
         # every ring follows that person's text, and every call was hung up
         assert [r.number for r in sim.rings[:2]] == [m.number for m in sim.outbox[:2]]
+        # both texts went out before the first phone rang (a ring holds the modem)
+        order = [c.split("=")[0][:6] for c in sim.commands if c.startswith(("AT+CMGS", "ATD"))]
+        assert order[:3] == ["AT+CMG", "AT+CMG", "ATD+86"], order[:3]
         assert all(r.ended for r in sim.rings)
         unanswered = next(r for r in sim.rings if r.number == MONITOR)
         assert unanswered.checks >= 30  # rang its 40 s, looked at every second
