@@ -39,6 +39,10 @@ class ControlError(Exception):
     """The agent could not be reached, refused the request or answered nonsense."""
 
 
+class NoAgentError(ControlError):
+    """Nothing listens on the control socket: no agent is running with that data directory."""
+
+
 class ControlRefusedError(ControlError):
     """The agent refused the request; the text is its ``error``."""
 
@@ -90,7 +94,7 @@ async def exchange(path: Path, message: ControlRequest) -> bytes:
         reader, writer = await asyncio.open_unix_connection(str(path))
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         msg = f"no agent is running with its control socket at {path} ({exc.strerror})"
-        raise ControlError(msg) from None
+        raise NoAgentError(msg) from None
     try:
         writer.write(message.model_dump_json().encode() + b"\n")
         await writer.drain()

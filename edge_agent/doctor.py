@@ -291,10 +291,15 @@ async def check_county(data_dir: Path, timeout_s: float = BROKER_TIMEOUT_S) -> F
 async def examine(
     site: SiteConfig,
     data_dir: Path,
-    running: StatusReply | None,
+    running: StatusReply | str | None,
     surroundings: Surroundings | None = None,
 ) -> list[Finding]:
-    """Every check, in the order a technician would go through them."""
+    """Every check, in the order a technician would go through them.
+
+    ``running`` is the running agent's status, None when no agent runs (the doctor then
+    probes the lines itself), or why a running agent's status could not be read (the
+    devices are then not judged: the agent owns their lines).
+    """
     surroundings = surroundings or Surroundings()
     findings = []
     missing = set()
@@ -303,7 +308,11 @@ async def examine(
         findings.append(finding)
         if finding.verdict == "fail":
             missing.add(path)
-    if running is not None:
+    if isinstance(running, str):
+        why = f"not probed: an agent runs but its status could not be read ({running})"
+        findings.extend(Finding(f"device {d.name}", "warn", why) for d in site.devices)
+        findings.extend(Finding(f"siren {a.id}", "warn", why) for a in site.actuation.actuators)
+    elif running is not None:
         findings.extend(_from_agent(site, running))
     else:
         for bus in site.buses:

@@ -41,7 +41,7 @@ def doctor(
     With the agent running, devices and the siren are judged from its own polls; stopped,
     they are probed (the siren's relay is only read back, never switched).
     """
-    from edge_agent.control import SOCKET_NAME, ControlError, ask  # noqa: PLC0415
+    from edge_agent.control import SOCKET_NAME, ControlError, NoAgentError, ask  # noqa: PLC0415
     from edge_agent.control_messages import StatusReply, StatusRequest  # noqa: PLC0415
     from edge_agent.doctor import examine, verdict_of  # noqa: PLC0415
     from edge_agent.site_config import load_site  # noqa: PLC0415
@@ -52,12 +52,18 @@ def doctor(
         raise fail(str(exc)) from None
 
     async def run() -> tuple[list[Finding], bool]:
-        running: StatusReply | None
+        # Only when nothing listens may the doctor open the lines itself: an agent that
+        # refuses, answers oddly or is slow (compiling its kernels) still owns them.
+        running: StatusReply | str | None
         try:
             asked = ask(data_dir / SOCKET_NAME, StatusRequest(), StatusReply)
             running = await asyncio.wait_for(asked, 5.0)
-        except (ControlError, TimeoutError, OSError):  # a refusal or a bad reply included
+        except NoAgentError:
             running = None
+        except TimeoutError:
+            running = "it did not answer within 5 s"
+        except (ControlError, OSError) as exc:
+            running = str(exc) or type(exc).__name__
         return await examine(site, data_dir, running), running is not None
 
     findings, running = asyncio.run(run())

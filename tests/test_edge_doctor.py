@@ -142,6 +142,8 @@ async def test_a_dead_device_and_a_missing_adapter_fail_and_the_siren_is_only_re
     assert "not switched" in detail
     assert relays.value("relay1") == 0.0
     assert relays.value("relay2") == 1.0
+    assert relays.requests[1] > 0  # its coils were read (FC01)...
+    assert relays.requests[5] == relays.requests[15] == 0  # ...and never written
     # not enrolled: it warns locally, nothing reaches the county
     assert seen["county"][0] == "warn"
     assert "not enrolled" in seen["county"][1]
@@ -249,3 +251,19 @@ async def test_with_the_agent_running_devices_are_judged_from_its_own_polls(
         assert "answering the running agent" in seen["device rain"][1]
         assert seen["siren siren"] == ("ok", "the running agent reads it back")
         assert await agent.stop() == 0
+
+
+async def test_an_agent_that_runs_but_cannot_be_read_keeps_its_lines(tmp_path: Path) -> None:
+    # A refusal, an odd answer or a slow agent (compiling its kernels) still owns the lines:
+    # the doctor must not open them beside it, and says why the devices are not judged.
+    station = devices()
+    async with served("tcp", station) as (bus, _):
+        site = parse_site_text(STATION.replace("{port}", str(bus.port)), "site.toml")
+        findings = await examine(site, tmp_path, "it did not answer within 5 s")
+    assert all(not device.requests for device in station)  # no line was opened
+    seen = {f.check: (f.verdict, f.detail) for f in findings}
+    why = (
+        "not probed: an agent runs but its status could not be read (it did not answer within 5 s)"
+    )
+    assert seen["device rain"] == ("warn", why)
+    assert seen["siren siren"] == ("warn", why)
