@@ -227,11 +227,11 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[HttpAnswer, bool]:
     if "chunked" in fields.get("transfer-encoding", "").lower():
         body = await _chunked(reader)
     elif "content-length" in fields:
-        try:
-            length = int(fields["content-length"])
-        except ValueError:
-            raise HttpError("a bad Content-Length in the answer") from None
-        if not 0 <= length <= MAX_ANSWER_BYTES:
+        text = fields["content-length"]
+        if not (text.isascii() and text.isdigit()):  # int() would take "+5", "1_0", " 5"
+            raise HttpError("a bad Content-Length in the answer")
+        length = int(text)
+        if length > MAX_ANSWER_BYTES:
             raise HttpError("an answer too long")
         body = await reader.readexactly(length)
     elif status in (204, 304):
@@ -246,6 +246,10 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[HttpAnswer, bool]:
     return HttpAnswer(status, body), keep
 
 
+#: An answer with more header lines than this is refused (a robot sends a handful).
+MAX_HEADER_FIELDS = 100
+
+
 def _status_line(line: bytes) -> tuple[str, int]:
     version, _, rest = line.decode("latin-1").strip().partition(" ")
     code = rest[:3]
@@ -257,6 +261,8 @@ def _status_line(line: bytes) -> tuple[str, int]:
 async def _fields(reader: asyncio.StreamReader) -> dict[str, str]:
     fields: dict[str, str] = {}
     while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        if len(fields) >= MAX_HEADER_FIELDS:
+            raise HttpError("too many header fields in the answer")
         name, sep, value = line.decode("latin-1").partition(":")
         if not sep:
             raise HttpError("a broken header in the answer")

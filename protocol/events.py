@@ -150,4 +150,4 @@ class AckAlarmArgs(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", strict=True)
 
     rule: Annotated[str, Field(min_length=1, max_length=128)]
-    by: Annotated[str, Field(min_length=1)]
+    by: Annotated[str, Field(min_length=1, max_length=128)]

@@ -52,6 +52,19 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n")
             return
+        if self.path in ("/plus-length", "/many-headers"):
+            # what a broken or hostile server might send: "+2" int() would take; 500 fields
+            self.send_response(200)
+            if self.path == "/plus-length":
+                self.send_header("Content-Length", "+2")
+            else:
+                for n in range(500):
+                    self.send_header(f"X-Field-{n}", "x")
+                self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            self.close_connection = True
+            return
         if self.path == "/until-close":
             self.send_response(202)
             self.send_header("Connection", "close")
@@ -146,6 +159,10 @@ async def test_no_answer_a_refused_port_or_a_bad_header_is_an_http_error() -> No
         with pytest.raises(HttpError, match="Timeout"):
             await LeanHttp(1, 0.5).post(url(server, "/hang"), b"", {})
         assert time.monotonic() - started < 5
+        with pytest.raises(HttpError, match="a bad Content-Length"):
+            await LeanHttp(1, 5).post(url(server, "/plus-length"), b"", {})
+        with pytest.raises(HttpError, match="too many header fields"):
+            await LeanHttp(1, 5).post(url(server, "/many-headers"), b"", {})
     with pytest.raises(HttpError, match="ConnectError"):
         await LeanHttp(1, 5).post(f"http://127.0.0.1:{free_port()}/robot", b"", {})
     with pytest.raises(HttpError, match="line break") as refused:

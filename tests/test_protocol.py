@@ -420,6 +420,9 @@ def test_ack_alarm_arguments_are_what_the_fleet_sends() -> None:
     assert AckAlarmArgs.model_validate(args | {"note": "later field"}).rule == "creek_level"
     with pytest.raises(ValidationError, match="rule"):
         AckAlarmArgs.model_validate({"by": "operator"})
+    # the agent's own ack request takes a name of at most 128 characters: so does this
+    with pytest.raises(ValidationError, match="by"):
+        AckAlarmArgs.model_validate({"rule": "creek_level", "by": "x" * 129})
 
 
 @pytest.mark.parametrize(
