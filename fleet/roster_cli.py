@@ -17,7 +17,7 @@ from fleet.roster import RosterError, mask_email, mask_webhook, parse_roster_csv
 from fleet.service import open_repository
 from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
-from fleet.village_config_refresh import refresh_village_configs, village_tier
+from fleet.village_config_refresh import refresh_if_village_changed, village_tier
 from protocol.contacts import mask_phone
 
 roster_app = typer.Typer(
@@ -61,13 +61,19 @@ def roster_import(
     try:
         now = time.time()
         for site_id, persons in by_site.items():
-            before = village_tier(repository.escalation.roster(site_id))
+            before = village_tier(repository.roster(site_id))
             repository.escalation.replace_roster(site_id, persons, now)
             typer.echo(f"{site_id}: {len(persons)} person(s)")
-            if village_tier(repository.escalation.roster(site_id)) == before:
+            outcome = refresh_if_village_changed(
+                repository,
+                site_id,
+                before,
+                lambda: SigningKey.load_or_create(settings.data_dir),
+                now,
+                "fleet roster import",
+            )
+            if outcome is None:
                 continue
-            key = SigningKey.load_or_create(settings.data_dir)
-            outcome = refresh_village_configs(repository, site_id, key, now, "fleet roster import")
             for gateway_id, config_id in outcome.sent:
                 typer.echo(f"  {gateway_id}: config {config_id} sent with the new village tier")
             for gateway_id, why in outcome.not_sent:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from fastapi import HTTPException
@@ -108,3 +108,26 @@ def refresh_village_configs(
             why,
         )
     return outcome
+
+
+def refresh_if_village_changed(
+    repository: Repository,
+    site_id: str,
+    before: frozenset[tuple[str, str, str]],
+    key: Callable[[], SigningKey],
+    now: float,
+    by: str | None,
+) -> RefreshOutcome | None:
+    """After a roster change: refresh the site's configs if its village tier moved.
+
+    ``before`` is ``village_tier`` of the roster before the change. None when nothing the
+    gateways hold changed. The roster change is already stored, so a failure here is
+    logged and reported as an outcome, never raised into the change that succeeded.
+    """
+    if village_tier(repository.roster(site_id)) == before:
+        return None
+    try:
+        return refresh_village_configs(repository, site_id, key(), now, by)
+    except Exception as exc:
+        log.exception("site %s: village roster changed; its configs were not sent again", site_id)
+        return RefreshOutcome(not_sent=[("*", f"configs not sent again: {type(exc).__name__}")])

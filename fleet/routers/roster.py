@@ -33,7 +33,7 @@ from fleet.roster import PersonIn as ValidPerson
 from fleet.roster import RosterError, validate_person
 from fleet.routers.configs import FleetKey
 from fleet.schemas import SITE_ID_PATTERN
-from fleet.village_config_refresh import refresh_village_configs, village_tier
+from fleet.village_config_refresh import refresh_if_village_changed, village_tier
 
 router = APIRouter(
     prefix="/api/v1/sites/{site_id}",
@@ -54,22 +54,19 @@ def _known(site_id: str, calls: EscalationEngine) -> None:
 class RosterChange:
     """Sends the site's gateways their config again if the change touched the village tier."""
 
-    def __init__(
-        self, site_id: str, calls: EscalationEngine, repository: Repo, key: FleetKey, ingest: Ingest
-    ) -> None:
+    def __init__(self, site_id: str, repository: Repo, key: FleetKey, ingest: Ingest) -> None:
         self.site_id = site_id
-        self.calls = calls
         self.repository = repository
         self.key = key
         self.ingest = ingest
-        self.before = village_tier(calls.store.roster(site_id))
+        self.before = village_tier(repository.roster(site_id))
 
     def done(self, by: str) -> None:
         """After the change is stored: re-sign and queue configs if the village tier moved."""
-        if village_tier(self.calls.store.roster(self.site_id)) == self.before:
-            return
-        outcome = refresh_village_configs(self.repository, self.site_id, self.key, time.time(), by)
-        if outcome.sent and self.ingest is not None:
+        outcome = refresh_if_village_changed(
+            self.repository, self.site_id, self.before, lambda: self.key, time.time(), by
+        )
+        if outcome is not None and outcome.sent and self.ingest is not None:
             self.ingest.wake_outbox()
 
 
@@ -110,7 +107,7 @@ def replace_roster(
     (``[village_call]``) its config again, re-signed with the new numbers.
     """
     _known(site_id, calls)
-    change = RosterChange(site_id, calls, repository, key, ingest)
+    change = RosterChange(site_id, repository, key, ingest)
     valid = []
     for i, person in enumerate(persons):
         try:
@@ -134,7 +131,7 @@ def add_person(
 ) -> PersonOut:
     """Add one person to the site's roster (a village person's number reaches the gateways)."""
     _known(site_id, calls)
-    change = RosterChange(site_id, calls, repository, key, ingest)
+    change = RosterChange(site_id, repository, key, ingest)
     stored = calls.store.add_person(site_id, _valid(person), time.time())
     change.done(principal.name)
     return PersonOut.of(stored, principal.role)
@@ -153,7 +150,7 @@ def delete_person(
     ingest: Ingest,
 ) -> None:
     """Remove a person from the site's roster (a village person leaves the gateways' list)."""
-    change = RosterChange(site_id, calls, repository, key, ingest)
+    change = RosterChange(site_id, repository, key, ingest)
     try:
         calls.store.delete_person(site_id, person_id)
     except NotFoundError as exc:
