@@ -25,14 +25,13 @@ from pathlib import Path
 
 from fleet.credentials import mosquitto_hash
 from fleet.schemas import SITE_ID_PATTERN
+from fleet.sqlite_repository import WRITE_LOCK
 from protocol import Stream
 
 #: Gateway ids of stations: enrolled gateways are ``gw-<hex>``, so these never collide.
 GATEWAY_PREFIX = "sl651-"
 #: What a station's gateway record says where a gateway says its agent version.
 STATION_AGENT = "SL 651-2014 station"
-#: The lock file every fleet writer takes (``fleet.sqlite_repository``'s ``write-lock``).
-WRITE_LOCK_SUFFIX = ".write-lock"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sl651_stations (
@@ -149,7 +148,7 @@ class StationRegistry:
         conn = self._conn()
         fd: int | None = getattr(self._local, "lock_fd", None)
         if fd is None:
-            lock_path = self.path.with_name(self.path.name + WRITE_LOCK_SUFFIX)
+            lock_path = self.path.with_name(f"{self.path.name}.{WRITE_LOCK}")
             fd = self._local.lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             with self._lock:
                 self._lock_fds.append(fd)

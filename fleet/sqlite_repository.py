@@ -54,6 +54,10 @@ from protocol import (
 
 log = logging.getLogger(__name__)
 
+#: Every fleet writer holds ``<database>.write-lock`` (ingest, REST, 叫应, the SL 651 centre),
+#: so commits queue on one lock instead of on SQLite's busy polling.
+WRITE_LOCK = "write-lock"
+
 #: WAL length, in pages, past which an ingest commit restarts the WAL (see ``commit``):
 #: about 16 MB, a few commits' worth.
 WAL_RESTART_FRAMES = 4096
@@ -295,7 +299,7 @@ class SQLiteRepository:
         from several processes would starve each other and the console; a blocking
         ``flock`` hands the lock over the moment it is released.
         """
-        with self._flock("write-lock", wait=True):
+        with self._flock(WRITE_LOCK, wait=True):
             yield
 
     @contextmanager
