@@ -447,6 +447,8 @@ async def test_a_station_reporting_a_scenario_resends_lost_answers_and_is_stored
     assert [kind for kind, _ in heard[:4]] == ["timed", "timed", "hourly", "timed"]
     times = [r.ts for r in readings(repository, "water_level")]
     assert len(times) == len(set(times))  # each observation once, resent or not
+    # ...and resent reports did reach the centre and were recognised, not just never stored
+    assert centre.counters.readings_duplicate > 0
     assert times[:3] == [start + 300, start + 600, start + 900]
     assert len(readings(repository, "rainfall_5min")) == 12
 
