@@ -173,7 +173,13 @@ class Sl651Station:
         return await self.send(b"".join(packets), message.body.serial)
 
     async def send(self, frames: bytes, serial: int) -> Delivery:
-        """Send ``frames`` until the centre answers; resends carry the very same bytes."""
+        """Send ``frames`` until the centre answers them; resends carry the very same bytes.
+
+        As a real station does, it takes only an answer to this very frame (from the
+        centre, same function, same serial); a garbled or unrelated answer is no answer.
+        """
+        first = frame_size(frames[: HEADER_SIZE - 1]) or len(frames)
+        function = decode(frames[:first]).header.function
         for attempt in range(1, self.tries + 1):
             reader, writer = await self._connect()
             writer.write(frames)
@@ -185,7 +191,14 @@ class Sl651Station:
                     await self.hang_up()
                     continue
                 answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
-            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, Sl651Error):
+                await self.hang_up()
+                continue
+            if (
+                answer.header.direction is not Direction.DOWN
+                or answer.header.function != function
+                or getattr(answer.body, "serial", serial) != serial
+            ):
                 await self.hang_up()
                 continue
             return Delivery(serial, answer, attempt)
