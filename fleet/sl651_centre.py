@@ -68,6 +68,14 @@ ACKNOWLEDGED = frozenset(
 )
 
 
+#: A station address with this many wrong passwords within GUESS_WINDOW_S is refused
+#: until the oldest of them is that old: the two-byte password cannot be guessed by trying.
+MAX_WRONG_PASSWORDS = 5
+GUESS_WINDOW_S = 600.0
+#: Addresses whose wrong passwords are remembered at once (bounded memory).
+MAX_GUESSED_STATIONS = 10_000
+
+
 @dataclass(frozen=True, slots=True)
 class CentreSettings:
     """Where the centre listens and how long it lets a station hold a connection.
@@ -142,8 +150,8 @@ class ReceivingCentre:
     """The TCP server; use ``async with`` (``port`` is the bound port once entered).
 
     ``clock`` gives UTC epoch seconds (acknowledgement send times, last seen);
-    ``monotonic`` measures M3 upload ages. Storage runs on one thread of its own, so a
-    commit never blocks the event loop.
+    ``monotonic`` measures M3 upload ages and the window of wrong passwords. Storage runs
+    on one thread of its own, so a commit never blocks the event loop.
     """
 
     def __init__(
@@ -159,6 +167,8 @@ class ReceivingCentre:
         self.counters = CentreCounters()
         self._clock = clock
         self._monotonic = monotonic
+        #: wrong passwords per station address, monotonic times within GUESS_WINDOW_S
+        self._wrong: dict[str, list[float]] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         #: Bytes held by every M3 upload being reassembled (``max_uploads_bytes``).
@@ -252,6 +262,7 @@ class ReceivingCentre:
         peer: str,
         uploading: _Uploading,
     ) -> None:
+        known: tuple[str, int, Station] | None = None
         while True:
             data = await self._read_frame(reader, peer)
             if data is None:
@@ -264,7 +275,11 @@ class ReceivingCentre:
             if message.header.direction is not Direction.UP:
                 self._bad_frame(peer, "direction", "a down-going frame sent to the centre")
                 continue
-            station = await self._authenticate(message, peer)
+            head = message.header
+            if known is None or known[:2] != (head.station.hex, head.password):
+                # once per connection (and when a frame names another station or password)
+                known = (head.station.hex, head.password, await self._authenticate(message, peer))
+            station = known[2]
             if message.packet is not None:
                 whole = self._reassemble(uploading, message, len(data), peer)
                 if whole is None:
@@ -318,6 +333,20 @@ class ReceivingCentre:
                 self.settings.centre_address,
             )
             raise _CloseConnectionError
+        now = self._monotonic()
+        recent = [t for t in self._wrong.get(address, []) if now - t < GUESS_WINDOW_S]
+        if len(recent) >= MAX_WRONG_PASSWORDS:
+            # The password is two bytes: without this, 65,536 tries over many connections
+            # would find it. The station's own frames wait out the window like a guesser's.
+            self.counters.refused_stations += 1
+            log.warning(
+                "SL 651: station %s from %s: %d wrong passwords within %.0f s; refused for now",
+                address,
+                peer,
+                len(recent),
+                GUESS_WINDOW_S,
+            )
+            raise _CloseConnectionError
         try:
             return await self._in_storage(self.registry.authenticate, address, head.password)
         except UnknownStationError:
@@ -325,6 +354,13 @@ class ReceivingCentre:
             log.warning("SL 651: unknown station %s from %s refused; closed", address, peer)
         except WrongPasswordError:
             self.counters.refused_stations += 1
+            if len(self._wrong) >= MAX_GUESSED_STATIONS and address not in self._wrong:
+                self._wrong = {
+                    a: [t for t in ts if now - t < GUESS_WINDOW_S] for a, ts in self._wrong.items()
+                }
+                self._wrong = {a: ts for a, ts in self._wrong.items() if ts}
+            if len(self._wrong) < MAX_GUESSED_STATIONS or address in self._wrong:
+                self._wrong[address] = [*recent, now]
             log.warning("SL 651: station %s from %s: wrong password; closed", address, peer)
         raise _CloseConnectionError
 

@@ -555,3 +555,26 @@ async def test_an_upload_not_completed_in_time_is_dropped_and_a_fresh_one_taken(
         assert "took too long; dropped" in caplog.text
         assert running.upload_bytes == 0
     assert len(readings(repository, "water_level")) == 12
+
+
+async def test_guessing_a_stations_password_locks_that_address_for_a_while(
+    registry: StationRegistry, repository: SQLiteRepository
+) -> None:
+    # The password is two bytes: unbounded tries would find it. After five wrong ones the
+    # address is refused, right password or not, until the window has passed.
+    now = [1000.0]
+    async with ReceivingCentre(
+        registry, settings(), clock=lambda: NOW, monotonic=lambda: now[0]
+    ) as running:
+        async with station(running, password=0x4E21, tries=5) as guesser:
+            with pytest.raises(NoAcknowledgementError):
+                await guesser.timed_report(OBSERVED, SENT, water_level="99.000")
+        async with station(running, tries=1) as owner:
+            with pytest.raises(NoAcknowledgementError):
+                await owner.timed_report(OBSERVED, SENT, water_level="1.000")
+        assert running.counters.refused_stations == 6
+        assert repository.channels(GATEWAY) == []
+        now[0] += 601.0  # the window has passed
+        async with station(running, tries=1) as owner:
+            delivery = await owner.timed_report(OBSERVED, SENT, water_level="1.000")
+        assert delivery.sends == 1
