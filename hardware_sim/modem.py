@@ -67,6 +67,8 @@ class Ring:
     state: int = 3
     ended: bool = False
     checks: int = 0
+    #: when it started ringing, on the modem's clock
+    started: float = 0.0
 
 
 @dataclass
@@ -90,7 +92,9 @@ class SimulatedModem:
         on_command: called with each command line, and with ``"<text>"`` when message
             text ends, before the modem answers (tests use it to interleave URCs).
         on_sent: called with each SMS the gateway sent, once it is in the outbox.
-        rings: every voice call the gateway made, in order (``pick_up`` answers one).
+        rings: every voice call the gateway made, in order; numbers in ``picks_up`` are
+            answered as soon as they ring, those in ``busy`` refused, and the network ends
+            an unanswered call after ``no_answer_s`` (on ``clock``), as real networks do.
         prompt_delay_s: how long ``AT+CMGS`` takes to prompt for text (a slow modem); it
             takes text, and ESC, at once.
     """
@@ -106,6 +110,8 @@ class SimulatedModem:
         #: numbers whose phone is picked up as soon as it rings, or refuses (busy)
         self.picks_up: set[str] = set()
         self.busy: set[str] = set()
+        #: the network gives up on a call nobody picks up after this long (NO CARRIER)
+        self.no_answer_s = 60.0
         self.storage: dict[int, StoredSms] = {}
         self.commands: list[str] = []
         self.on_command: Callable[[str], None] | None = None
@@ -383,10 +389,12 @@ class SimulatedModem:
     def _dial(self, number: str) -> list[str]:
         if any(not r.ended for r in self.rings):
             raise _CommandError("ERROR")  # one call at a time
-        ring = Ring(number)
-        if number in self.busy:
-            ring.ended = True  # the network says busy at once: no call is listed
+        ring = Ring(number, started=self.clock())
         self.rings.append(ring)
+        if number in self.busy:
+            # the network says busy: OK to the dial, then BUSY, and no call is listed
+            ring.ended = True
+            asyncio.get_running_loop().call_soon(self.emit_urc, "BUSY")
         return []
 
     def _calls(self) -> list[str]:
@@ -397,6 +405,10 @@ class SimulatedModem:
             ring.checks += 1
             if ring.number in self.picks_up:
                 ring.state = 0
+            elif self.clock() - ring.started >= self.no_answer_s:
+                ring.ended = True  # nobody picked up: the network ends the call
+                asyncio.get_running_loop().call_soon(self.emit_urc, "NO CARRIER")
+                continue
             kind = 145 if ring.number.startswith("+") else 129
             lines.append(f'+CLCC: {index},0,{ring.state},0,0,"{ring.number}",{kind}')
         return lines

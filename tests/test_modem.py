@@ -587,3 +587,17 @@ async def test_a_cancelled_ring_still_hangs_up(modem: SmsModem, sim: SimulatedMo
     with pytest.raises(asyncio.CancelledError):
         await ringing
     await wait_for(lambda: sim.rings[0].ended, 10, "the call to be hung up")
+
+
+async def test_the_network_ends_a_ring_nobody_picks_up(
+    modem: SmsModem, sim: SimulatedModem
+) -> None:
+    sim.no_answer_s = 0.0  # the network's own no-answer time has passed at the first look
+
+    async def no_wait(_seconds: float) -> None:
+        pass
+
+    assert await modem.ring("+8613800000005", 120.0, sleep=no_wait) == "ended"
+    assert sim.rings[0].ended
+    # the NO CARRIER that followed is unsolicited: the next command is answered as usual
+    assert await modem.signal() == 21
