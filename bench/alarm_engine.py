@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.alarms import (
-    AlarmEngine,
+from edge_agent.alarms import AlarmEngine
+from edge_agent.alarms.vectorised import replay_rain_windows, replay_water_level
+from hardware_sim.scenarios import DesignStorm
+from site_schema.rule_specs import (
     AntecedentRainRule,
     DisplacementVelocityRule,
     IntensityDurationRule,
@@ -38,8 +40,6 @@ from edge_agent.alarms import (
     TangentAngleRule,
     WaterLevelRule,
 )
-from edge_agent.alarms.vectorised import replay_rain_windows, replay_water_level
-from hardware_sim.scenarios import DesignStorm
 
 Array = npt.NDArray[np.float64]
 Series = tuple[Array, Array, npt.NDArray[np.bool_]]

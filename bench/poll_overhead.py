@@ -19,9 +19,11 @@ import subprocess
 import sys
 import time
 
-from drivers.bus import BITS_PER_CHAR, SerialBusConfig, rtu_silence_s
+from drivers.bus import BITS_PER_CHAR, rtu_silence_s
+from drivers.bus_config import SerialBusConfig
 from drivers.clock import SystemClock
-from drivers.poller import DeviceConfig, DevicePoller, Poller
+from drivers.device_config import DeviceConfig
+from drivers.poller import DevicePoller, Poller
 from drivers.profiles import builtin_profiles
 
 BAUD = 9600

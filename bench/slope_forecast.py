@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.alarms import AlarmEngine, FailureForecastRule, level_name
-from edge_agent.site_config import load_site
+from edge_agent.alarms import AlarmEngine
+from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import failure_record, quiet_site_year
+from site_schema.rule_specs import FailureForecastRule, level_name
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "edge_agent" / "examples" / "slope_road.toml"
 CHECK_SEED = 1000

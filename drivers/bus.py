@@ -23,6 +23,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import ModbusPDU
 
+from drivers.bus_config import BusConfig, SerialBusConfig
 from drivers.bus_turns import BusTurns
 from drivers.modbus_exceptions import ModbusRequest, describe_exception, exception_hint
 from drivers.model import Quality
@@ -50,39 +51,6 @@ BITS_PER_CHAR = 11
 def rtu_silence_s(baudrate: int) -> float:
     """Return the inter-frame silence t3.5 (fixed at 1.75 ms above 19200 baud)."""
     return 0.00175 if baudrate > 19200 else 3.5 * BITS_PER_CHAR / baudrate
-
-
-@dataclass(frozen=True, slots=True)
-class SerialBusConfig:
-    """An RS485 line driven through a serial port."""
-
-    name: str
-    device: str
-    baudrate: int = 9600
-    parity: str = "N"
-    stopbits: int = 1
-    bytesize: int = 8
-
-
-@dataclass(frozen=True, slots=True)
-class TcpBusConfig:
-    """A Modbus TCP server or TCP-to-RS485 gateway."""
-
-    name: str
-    host: str
-    port: int = 502
-
-
-BusConfig = SerialBusConfig | TcpBusConfig
-
-
-def same_line(a: BusConfig, b: BusConfig) -> bool:
-    """Whether two bus settings address the same physical line (port or TCP endpoint)."""
-    if isinstance(a, SerialBusConfig) and isinstance(b, SerialBusConfig):
-        return a.device == b.device
-    if isinstance(a, TcpBusConfig) and isinstance(b, TcpBusConfig):
-        return (a.host, a.port) == (b.host, b.port)
-    return False
 
 
 class TransactionError(Exception):

@@ -15,42 +15,19 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from drivers.bus import BusConfig, ModbusBus, TransactionError
+from drivers.bus import ModbusBus, TransactionError
+from drivers.bus_config import BusConfig
 from drivers.clock import Clock
 from drivers.codec import decode
+from drivers.device_config import DeviceConfig
 from drivers.model import Quality, Reading
 from drivers.plan import ReadBlock, plan_profile
 from drivers.plausibility import PlausibilityCheck
-from drivers.profiles import ChannelSpec, DeviceProfile
+from drivers.profiles import ChannelSpec
 
 log = logging.getLogger(__name__)
 
 ReadingSink = Callable[[list[Reading]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceConfig:
-    """One device on one bus, as the site configuration describes it."""
-
-    name: str
-    bus: str
-    profile: DeviceProfile
-    unit_id: int
-    poll_interval_s: float
-    timeout_s: float
-    retries: int = 1
-    backoff_max_s: float = 60.0
-    channels: tuple[str, ...] | None = None
-
-    def channel_id(self, channel: str) -> str:
-        """Return the site-wide id of one of this device's channels."""
-        return f"{self.name}.{channel}"
-
-    def polled_channels(self) -> tuple[str, ...]:
-        """The channels each poll reads: those named in the site file, else every readable one."""
-        if self.channels is not None:
-            return self.channels
-        return tuple(c.name for c in self.profile.readable_channels)
 
 
 @dataclass

@@ -14,15 +14,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drivers.bus import ModbusBus, TransactionError
-from drivers.poller import DeviceConfig, raise_if_cancelled
+from drivers.poller import raise_if_cancelled
 from drivers.profiles import ChannelSpec
 from protocol.events import ACTUATION_EVENT_KIND, BROADCAST_EVENT_KIND
 from protocol.levels import LEVEL_NAMES
+from site_schema.actuation_spec import ActuationSpec, LevelAction, RelayActuatorSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +36,6 @@ EventSink = Callable[[str, str | None, int | None, dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
-class RelayActuatorSpec:
-    """A relay module whose coils drive a siren controller, strobes and the like.
-
-    Each pattern names the coils that are on; every other coil of the actuator is off.
-    """
-
-    id: str
-    device: DeviceConfig
-    patterns: Mapping[str, tuple[str, ...]]
-    test_pattern: str | None = None
-
-    @property
-    def coils(self) -> list[ChannelSpec]:
-        """Every coil any pattern of this actuator uses, in address order."""
-        names = {c for coils in self.patterns.values() for c in coils}
-        return sorted((self.device.profile.channel(n) for n in names), key=lambda c: c.address)
-
-
-#: The player a site file gets when it names none (``aplay -q {clip}``, always allowed).
-DEFAULT_PLAYER_NAME = "aplay"
-
-
-@dataclass(frozen=True, slots=True)
 class PlayerSpec:
     """How to play a clip: an allowed command with ``{clip}`` standing for the file path.
 
@@ -67,37 +45,6 @@ class PlayerSpec:
 
     command: tuple[str, ...]
     clips: Mapping[str, Path]
-
-
-@dataclass(frozen=True, slots=True)
-class PlayerChoice:
-    """Which of the gateway's allowed players a site file asks for.
-
-    By ``name``, or (site files written before players moved to the agent settings) by
-    the exact ``command`` of an allowed player. It is a request, never something to run.
-    """
-
-    name: str = DEFAULT_PLAYER_NAME
-    command: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LevelAction:
-    """What one alarm level does: a pattern per relay actuator, and a clip to broadcast."""
-
-    patterns: Mapping[str, str] = field(default_factory=dict)
-    clip: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ActuationSpec:
-    """The site's actuators and what each level makes them do."""
-
-    actuators: tuple[RelayActuatorSpec, ...] = ()
-    player: PlayerChoice = field(default_factory=PlayerChoice)
-    actions: Mapping[int, LevelAction] = field(default_factory=dict)
-    reassert_s: float = 10.0
-    test_duration_s: float = 5.0
 
 
 def _runs(coils: list[ChannelSpec]) -> list[list[ChannelSpec]]:

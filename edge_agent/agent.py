@@ -23,7 +23,7 @@ from drivers.clock import Clock
 from drivers.model import Quality, Reading
 from drivers.poller import Poller
 from edge_agent.actuation import Actuation
-from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
+from edge_agent.alarms import AlarmEngine, LevelChange
 from edge_agent.alarms.details import FORECAST_VALUES
 from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_site
@@ -53,7 +53,6 @@ from edge_agent.local_settings import LocalSettings, bind_player
 from edge_agent.release_intake import ReleaseIntake
 from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
-from edge_agent.site_config import SiteConfig
 from edge_agent.site_summary import site_summary
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater, wait_healthy
@@ -72,6 +71,8 @@ from protocol.events import (
     FailureForecast,
 )
 from protocol.levels import LEVEL_NAMES
+from site_schema.rule_specs import ChannelRule
+from site_schema.site_config import SiteConfig
 
 log = logging.getLogger(__name__)
 

@@ -36,18 +36,18 @@ from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
 from edge_agent.cli_console import console, err_console, fail, warn
 from edge_agent.doctor_cli import doctor
-from edge_agent.site_errors import SiteConfigError
 from edge_agent.update_cli import update_app
 from edge_agent.uplink_cli import enroll, uplink_app
+from site_schema.site_errors import SiteConfigError
 
 if TYPE_CHECKING:
-    from drivers.bus import BusConfig
+    from drivers.bus_config import BusConfig
     from drivers.clock import Clock
     from drivers.poller import DeviceHealth, Poller
     from edge_agent.control_messages import ControlRequest, ReplyT
     from edge_agent.local_settings import LocalSettings
     from edge_agent.scan import ScanHit
-    from edge_agent.site_config import SiteConfig
+    from site_schema.site_config import SiteConfig
 
 # asyncio, Modbus, the site parser and the views are imported inside the commands that
 # use them: `edge run` loads its alarm kernels before anything else (see
@@ -69,7 +69,7 @@ def _load(config: Path, *, opens_ports: bool = False) -> SiteConfig:
     keep the gateway's other buses from polling and its sirens from sounding. Its devices
     read as no connection until it appears.
     """
-    from edge_agent.site_config import absent_serial_ports, load_site  # noqa: PLC0415
+    from edge_agent.site_file import absent_serial_ports, load_site  # noqa: PLC0415
 
     try:
         site = load_site(config)
@@ -241,7 +241,7 @@ async def _run_for(poller: Poller, duration: float | None) -> None:
 
 
 def _bus_from_options(tcp: str | None, serial: str | None, baud: int) -> BusConfig:
-    from drivers.bus import SerialBusConfig, TcpBusConfig  # noqa: PLC0415
+    from drivers.bus_config import SerialBusConfig, TcpBusConfig  # noqa: PLC0415
 
     if (tcp is None) == (serial is None):
         raise fail("give exactly one of --tcp HOST:PORT or --serial DEVICE")

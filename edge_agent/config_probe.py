@@ -15,11 +15,12 @@ import dataclasses
 import os.path
 from collections.abc import AsyncIterator, Mapping
 
-from drivers.bus import BusConfig, ModbusBus, SerialBusConfig, TransactionError, same_line
+from drivers.bus import ModbusBus, TransactionError
+from drivers.bus_config import BusConfig, SerialBusConfig, same_line
+from drivers.device_config import DeviceConfig
 from drivers.plan import plan_profile
-from drivers.poller import DeviceConfig
 from edge_agent.actuation import RelayActuator
-from edge_agent.site_config import SiteConfig
+from site_schema.site_config import SiteConfig
 
 
 def _describe(bus: BusConfig) -> str:

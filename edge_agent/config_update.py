@@ -40,14 +40,14 @@ from edge_agent.config_state import (
 )
 from edge_agent.document_inbox import DocumentInbox, verify_offered
 from edge_agent.local_settings import LocalSettings, bind_player
-from edge_agent.site_config import SiteConfig, parse_site_text
-from edge_agent.site_errors import SiteConfigError
 from ota.document import (
     DocumentKind,
     claimed_version,
     digest,
 )
 from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject, parse_report
+from site_schema.site_config import SiteConfig, parse_site_text
+from site_schema.site_errors import SiteConfigError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from drivers.bus import quiet_pymodbus
 from drivers.clock import Clock, ScaledClock, SystemClock
 from edge_agent.agent import Agent
 from edge_agent.local_settings import LocalSettings
-from edge_agent.site_config import SiteConfig
+from site_schema.site_config import SiteConfig
 
 #: Longest a clean stop may take before the process dumps its stacks and exits anyway.
 STOP_GRACE_S = 25.0

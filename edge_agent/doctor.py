@@ -29,14 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from drivers.bus import ModbusBus, SerialBusConfig, TransactionError
+from drivers.bus import ModbusBus, TransactionError
+from drivers.bus_config import SerialBusConfig
 from drivers.port_problem import fix_for
 from edge_agent.actuation import RelayActuator
 from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_device
 from edge_agent.control_messages import StatusReply
 from edge_agent.enroll import broker_endpoint, enrollment_state, load_enrollment
-from edge_agent.site_config import SiteConfig
+from site_schema.site_config import SiteConfig
 
 Verdict = Literal["ok", "warn", "fail"]
 

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from edge_agent.cli_console import console, fail
-from edge_agent.site_errors import SiteConfigError
+from site_schema.site_errors import SiteConfigError
 
 if TYPE_CHECKING:
     from edge_agent.doctor import Finding
@@ -44,7 +44,7 @@ def doctor(
     from edge_agent.control import SOCKET_NAME, ControlError, NoAgentError, ask  # noqa: PLC0415
     from edge_agent.control_messages import StatusReply, StatusRequest  # noqa: PLC0415
     from edge_agent.doctor import examine, verdict_of  # noqa: PLC0415
-    from edge_agent.site_config import load_site  # noqa: PLC0415
+    from edge_agent.site_file import load_site  # noqa: PLC0415
 
     try:
         site = load_site(config)

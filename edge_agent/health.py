@@ -21,9 +21,9 @@ from typing import Protocol
 from drivers.clock import Clock
 from drivers.poller import Poller
 from edge_agent.faults import FaultTracker
-from edge_agent.site_config import SiteConfig
 from protocol import BusHealth, Health, Stream
 from protocol.payloads import sendable_timestamp
+from site_schema.site_config import SiteConfig
 
 THERMAL_DIR = Path("/sys/class/thermal")
 MEMINFO = Path("/proc/meminfo")

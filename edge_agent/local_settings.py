@@ -17,11 +17,12 @@ from pydantic import Field, ValidationError
 
 from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
-from edge_agent.actuation import DEFAULT_PLAYER_NAME, SHIPPED_CLIPS, PlayerSpec
-from edge_agent.site_actuation import SYMBOL
-from edge_agent.site_config import SiteConfig
-from edge_agent.site_errors import SiteConfigError
+from edge_agent.actuation import SHIPPED_CLIPS, PlayerSpec
 from protocol.levels import LEVEL_NAMES
+from site_schema.actuation_spec import DEFAULT_PLAYER_NAME
+from site_schema.site_actuation import SYMBOL
+from site_schema.site_config import SiteConfig
+from site_schema.site_errors import SiteConfigError
 
 SETTINGS_FILE = "agent.toml"
 #: Always allowed, and what a site file without ``[player]`` gets.

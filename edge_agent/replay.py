@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.alarms import AlarmEngine, ChannelRule, LevelChange
-from edge_agent.site_config import SiteConfig
+from edge_agent.alarms import AlarmEngine, LevelChange
 from edge_agent.store import LocalStore
 from protocol.levels import LEVEL_NAMES
+from site_schema.rule_specs import ChannelRule
+from site_schema.site_config import SiteConfig
 
 
 def replay_store(

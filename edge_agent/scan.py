@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from drivers.bus import BusConfig, ModbusBus, TransactionError
+from drivers.bus import ModbusBus, TransactionError
+from drivers.bus_config import BusConfig
 from drivers.codec import decode
 from drivers.modbus_exceptions import exception_meaning
 from drivers.model import Quality

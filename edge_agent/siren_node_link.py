@@ -13,43 +13,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from drivers.bus import ModbusBus, TransactionError
 from drivers.clock import Clock
 from drivers.codec import encode
 from drivers.model import Reading
-from drivers.poller import DeviceConfig
 from edge_agent.actuation import EventSink
 from protocol.levels import LEVEL_NAMES
+from site_schema.siren_node import SETTINGS, SirenNodeSpec
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("heartbeat_timeout_s", "fallback_rain", "fallback_window_s", "mm_per_tip")
 FALLBACK_ENDS = {
     0: "not ended",
     1: "gateway siren write",
     2: "gateway acknowledge",
     3: "local button",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class SirenNodeSpec:
-    """A siren node on one of the site's buses and the fallback settings it is given."""
-
-    device: DeviceConfig
-    heartbeat_timeout_s: float = 120.0
-    fallback_rain_mm: float = 30.0
-    fallback_window_s: float = 3600.0
-    mm_per_tip: float = 0.2
-    fallback_level: int = 4
-
-    @property
-    def alarm_id(self) -> str:
-        """The id under which the node's fallback shows among the alarms (for ``edge ack``)."""
-        return f"siren_node:{self.device.name}"
 
 
 class SirenNodeLink:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from edge_agent.alarms.specs import (
+from protocol import SiteChannel, SiteRule, SiteSummary
+from protocol.levels import LEVEL_NAMES
+from site_schema.rule_specs import (
     FailureForecastRule,
     InverseVelocityRule,
     LevelThresholds,
@@ -18,9 +20,7 @@ from edge_agent.alarms.specs import (
     RuleSpec,
     WaterLevelRule,
 )
-from edge_agent.site_config import SiteConfig, channel_infos
-from protocol import SiteChannel, SiteRule, SiteSummary
-from protocol.levels import LEVEL_NAMES
+from site_schema.site_config import SiteConfig, channel_infos
 
 LevelName = Literal["blue", "yellow", "orange", "red"]
 _LEVELS: tuple[LevelName, ...] = ("blue", "yellow", "orange", "red")

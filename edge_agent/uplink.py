@@ -35,7 +35,6 @@ from edge_agent.enroll import (
     load_enrollment,
 )
 from edge_agent.health import AgentView, build_health, config_version, host_health
-from edge_agent.site_config import UplinkSettings
 from edge_agent.store import LocalStore
 from edge_agent.upload_progress import StreamProgress
 from edge_agent.upload_source import UploadSource
@@ -52,6 +51,7 @@ from protocol import (
 from protocol.broker_url import parse_broker_url
 from protocol.payloads import sendable_timestamp
 from protocol.reconnect import Backoff, ReconnectTiming, ReconnectWait, tcp_probe
+from site_schema.site_config import UplinkSettings
 
 log = logging.getLogger(__name__)
 

@@ -212,10 +212,10 @@ def drain(
 
     from edge_agent.agent import AGENT_VERSION  # noqa: PLC0415
     from edge_agent.enroll import enrollment_state  # noqa: PLC0415
-    from edge_agent.site_config import UplinkSettings  # noqa: PLC0415
     from edge_agent.store import LocalStore  # noqa: PLC0415
     from edge_agent.uplink import Uplink  # noqa: PLC0415
     from edge_agent.upload_source import stored_progress  # noqa: PLC0415
+    from site_schema.site_config import UplinkSettings  # noqa: PLC0415
 
     if _live(data_dir) is not None:
         raise fail("the agent is running and uploads by itself; stop it first to drain")

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 from drivers.clock import Clock
 from drivers.model import Reading
 from edge_agent.store import LocalStore, StoredEvent
-from edge_agent.village_call_config import VillageCallSpec, VillagePerson
 from protocol import Stream
 from protocol.contacts import is_answer, mask_phone, sender_numbers
 from protocol.events import ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND, VILLAGE_CALL_EVENT_KIND
 from protocol.levels import LEVEL_NAMES, AlarmLevel
+from site_schema.village_call_config import VillageCallSpec, VillagePerson
 
 log = logging.getLogger(__name__)
 

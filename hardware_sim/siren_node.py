@@ -20,7 +20,7 @@ from typing import Self
 
 import serial
 
-from drivers.bus import SerialBusConfig
+from drivers.bus_config import SerialBusConfig
 from drivers.clock import Clock
 from drivers.siren_node.hal import NodeHal
 from drivers.siren_node.node import SirenNode

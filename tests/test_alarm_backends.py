@@ -21,6 +21,7 @@ SCENARIO = textwrap.dedent(
     import json, math, sys
     import numpy as np
     from edge_agent.alarms import *
+    from site_schema.rule_specs import *
 
     T0 = 1_750_000_000.0
     n = 400

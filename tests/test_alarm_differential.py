@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.alarms import (
-    AlarmEngine,
+from edge_agent.alarms import AlarmEngine
+from edge_agent.alarms.vectorised import replay_rain_windows, replay_water_level
+from site_schema.rule_specs import (
     AntecedentRainRule,
     CombinationRule,
     DisplacementAccelerationRule,
@@ -25,7 +26,6 @@ from edge_agent.alarms import (
     TangentAngleRule,
     WaterLevelRule,
 )
-from edge_agent.alarms.vectorised import replay_rain_windows, replay_water_level
 
 pytest.importorskip("numba")
 

@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from edge_agent.alarms import AlarmEngine, FailureForecastRule
-from edge_agent.site_config import SiteConfigError, load_site
+from edge_agent.alarms import AlarmEngine
+from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
+from site_schema.rule_specs import FailureForecastRule
+from site_schema.site_errors import SiteConfigError
 
 pytest.importorskip("numba")
 

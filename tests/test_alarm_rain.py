@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.alarms import (
-    AlarmEngine,
+from edge_agent.alarms import AlarmEngine
+from hardware_sim.scenarios import DesignStorm
+from site_schema.rule_specs import (
     AntecedentRainRule,
     IntensityDurationRule,
     PowerLaw,
     RainWindow,
     RainWindowRule,
 )
-from hardware_sim.scenarios import DesignStorm
 
 T0 = 1_750_000_000.0
 # Published worked values, with their sources in the header lines (tests/data/README.md).

@@ -8,21 +8,20 @@ from typing import Any
 
 import pytest
 
-from edge_agent.alarms import (
-    AlarmEngine,
+from edge_agent.alarms import AlarmEngine
+from site_schema.rule_specs import (
     ChannelInfo,
     CombinationRule,
     IntensityDurationRule,
     InverseVelocityRule,
     RainWindowRule,
     RateOfRiseRule,
-    RuleError,
     TangentAngleRule,
-    parse_rules,
 )
+from site_schema.rules import RuleError, parse_rules
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "edge_agent" / "alarms" / "examples" / "jianghua.toml"
+EXAMPLE = REPO / "site_schema" / "rule_tables" / "jianghua.toml"
 # The county's own table, with its source in its header lines (tests/data/README.md).
 JIANGHUA_CSV = REPO / "tests" / "data" / "jianghua_critical_rainfall.csv"
 

@@ -6,8 +6,9 @@ Tangent-angle levels climb in order and inverse velocity predicts the failure in
 import numpy as np
 import pytest
 
-from edge_agent.alarms import AlarmEngine, InverseVelocityRule, TangentAngleRule
+from edge_agent.alarms import AlarmEngine
 from hardware_sim.scenarios import CreepingSlope
+from site_schema.rule_specs import InverseVelocityRule, TangentAngleRule
 
 pytest.importorskip("numba")
 

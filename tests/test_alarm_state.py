@@ -8,13 +8,8 @@ import math
 
 import pytest
 
-from edge_agent.alarms import (
-    AlarmEngine,
-    CombinationRule,
-    RainWindow,
-    RainWindowRule,
-    WaterLevelRule,
-)
+from edge_agent.alarms import AlarmEngine
+from site_schema.rule_specs import CombinationRule, RainWindow, RainWindowRule, WaterLevelRule
 
 T0 = 1_750_000_000.0
 BACKENDS = ["numba", "reference"]

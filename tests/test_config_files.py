@@ -21,11 +21,12 @@ import pytest
 from drivers.profiles import ProfileError, load_profile
 from edge_agent.config_probe import probe_site
 from edge_agent.local_settings import LocalSettingsError, load_local_settings
-from edge_agent.site_actuation import ActionsTable
-from edge_agent.site_config import absent_serial_ports, load_site, parse_site_text
-from edge_agent.site_errors import SiteConfigError
+from edge_agent.site_file import absent_serial_ports, load_site
 from hardware_sim.station import StationError, load_station
 from protocol.levels import LEVEL_NAMES
+from site_schema.site_actuation import ActionsTable
+from site_schema.site_config import parse_site_text
+from site_schema.site_errors import SiteConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = """

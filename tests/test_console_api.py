@@ -21,7 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
-from edge_agent.site_config import load_site
+from edge_agent.site_file import load_site
 from edge_agent.site_summary import site_summary
 from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role

@@ -36,7 +36,7 @@ from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from edge_agent.agent import _alarm_event
 from edge_agent.alarms import AlarmEngine
-from edge_agent.site_config import load_site
+from edge_agent.site_file import load_site
 from edge_agent.site_summary import site_summary
 from edge_agent.upload_source import event_row
 from fleet.repository import NewGateway, Received, Role

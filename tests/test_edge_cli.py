@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus import ModbusBus, TcpBusConfig, TransactionError
+from drivers.bus import ModbusBus, TransactionError
+from drivers.bus_config import TcpBusConfig
 from drivers.clock import Clock, SystemClock
 from drivers.model import BAD_QUALITY, Quality
 from drivers.profiles import Table, builtin_profiles

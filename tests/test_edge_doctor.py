@@ -20,10 +20,10 @@ from typing import Any
 from drivers.clock import ScaledClock, SystemClock
 from drivers.profiles import builtin_profiles
 from edge_agent.doctor import Surroundings, examine, verdict_of
-from edge_agent.site_config import parse_site_text
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import sim_site
 from hardware_sim.harness.waiting import wait_for
+from site_schema.site_config import parse_site_text
 from tests.wire import served
 
 PROFILES = builtin_profiles()

@@ -19,7 +19,6 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from edge_agent.site_config import parse_site_text
 from fleet.cli import app as fleet_cli
 from fleet.main import create_app
 from fleet.repository import Role
@@ -36,6 +35,7 @@ from ota.document import DocumentKind, verify_document
 from ota.manifest import MANIFEST_FILE
 from ota.report import OtaReport, OtaState, OtaSubject
 from protocol import EnrollmentResponse
+from site_schema.site_config import parse_site_text
 from tests.ota_fixtures import commit_ota_report
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"

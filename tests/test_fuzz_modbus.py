@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from drivers.bus import ModbusBus, TcpBusConfig, TransactionError
+from drivers.bus import ModbusBus, TransactionError
+from drivers.bus_config import TcpBusConfig
 from drivers.codec import BYTE_ORDERS, DATA_TYPES, WORD_ORDERS, decode, register_width
 from drivers.model import BAD_QUALITY, Quality
 from drivers.plausibility import PlausibilityCheck

@@ -1,7 +1,8 @@
 """The packages' one-way flow, checked: a forbidden import fails here, naming the file.
 
 drivers -> edge_agent -> protocol (MQTT) -> fleet, with ``ota`` beside them and
-``hardware_sim`` (simulators, and the harness tests and benches share) outside. Read from
+``hardware_sim`` (simulators, and the harness tests and benches share) outside; the
+site-file schema (``site_schema``) is imported by both sides and imports neither. Read from
 the source with ``ast`` (every import, lazy ones inside functions too), so nothing is
 imported to check it.
 """
@@ -15,13 +16,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-PROJECT = ("drivers", "edge_agent", "fleet", "protocol", "ota", "hardware_sim", "bench", "tests")
-PRODUCTION = ("drivers", "edge_agent", "fleet", "protocol", "ota", "hardware_sim")
+PROJECT = (
+    "drivers",
+    "edge_agent",
+    "fleet",
+    "protocol",
+    "site_schema",
+    "ota",
+    "hardware_sim",
+    "bench",
+    "tests",
+)
+PRODUCTION = ("drivers", "edge_agent", "fleet", "protocol", "site_schema", "ota", "hardware_sim")
 
 #: (package, package it must never import)
 FORBIDDEN = {
-    *(("drivers", p) for p in ("edge_agent", "fleet", "hardware_sim")),
+    *(("drivers", p) for p in ("edge_agent", "fleet", "hardware_sim", "site_schema")),
     ("fleet", "edge_agent"),
+    # The site-file schema is imported by both sides, so it imports neither.
+    *(("site_schema", p) for p in ("edge_agent", "fleet", "ota", "hardware_sim")),
     # Simulators and the harness (hardware_sim.harness) run the real parts from outside.
     *((p, "hardware_sim") for p in ("edge_agent", "fleet", "ota")),
     *(("protocol", p) for p in PROJECT if p != "protocol"),
@@ -29,25 +42,43 @@ FORBIDDEN = {
     ("bench", "tests"),
 }
 
-#: Known crossings, each with its reason; a new one fails the test.
-KNOWN = {
-    # The fleet checks a site file with the gateway's own parser before signing it, until
-    # the site-file schema moves to a package both sides import.
-    ("fleet/site_validation.py", "edge_agent"),
-}
+#: From ``drivers``, the site-file schema may import plain settings and profiles only:
+#: never the Modbus runtime (``drivers.bus``, ``drivers.poller``) and what it brings.
+SCHEMA_DRIVERS = frozenset(
+    {
+        "drivers.bus_config",
+        "drivers.codec",
+        "drivers.device_config",
+        "drivers.profiles",
+        "drivers.toml_schema",
+        "drivers.tomlfile",
+    }
+)
+#: Third-party modules neither the site-file schema nor those drivers modules may import:
+#: the fleet validates site files with it and must not load a JIT compiler or a Modbus stack.
+SCHEMA_NEVER = frozenset({"numba", "pymodbus", "serial", "aiomqtt", "amqtt", "fastapi"})
+
+
+def module_names(path: Path) -> set[str]:
+    """Every module ``path`` imports (dotted, as written), anywhere in the file."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
 
 
 def imports(path: Path) -> set[str]:
     """Top-level project packages ``path`` imports, anywhere in the file."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        found.update(n.split(".")[0] for n in names if n.split(".")[0] in PROJECT)
-    return found
+    return {n.split(".")[0] for n in module_names(path) if n.split(".")[0] in PROJECT}
+
+
+def module_path(module: str) -> Path:
+    """The source file of a project module."""
+    base = ROOT.joinpath(*module.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
 
 
 @functools.cache  # read every file once per run, not once per test
@@ -62,12 +93,31 @@ def crossings() -> frozenset[tuple[str, str]]:
 
 
 def test_no_package_imports_one_it_must_never_import() -> None:
-    assert crossings() - KNOWN == set()
+    # No exceptions: the fleet checks site files with site_schema, not the gateway's code.
+    assert crossings() == set()
 
 
-def test_each_known_crossing_is_still_there_or_leaves_the_list() -> None:
-    # When a known crossing is removed, so must its entry be: the list stays the truth.
-    assert KNOWN - crossings() == set()
+def test_the_site_schema_takes_plain_settings_and_profiles_only_from_drivers() -> None:
+    wrong = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for path in sorted((ROOT / "site_schema").rglob("*.py"))
+        for name in module_names(path)
+        if name.split(".")[0] == "drivers" and name not in SCHEMA_DRIVERS
+    }
+    assert wrong == set()
+
+
+def test_what_the_site_schema_imports_brings_no_jit_and_no_modbus_stack() -> None:
+    # Followed through the drivers modules it may import, so none of them can bring one.
+    files = [*sorted((ROOT / "site_schema").rglob("*.py")), *map(module_path, SCHEMA_DRIVERS)]
+    wrong = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for path in files
+        for name in module_names(path)
+        if name.split(".")[0] in SCHEMA_NEVER
+        or (name.split(".")[0] == "drivers" and name not in SCHEMA_DRIVERS)
+    }
+    assert wrong == set()
 
 
 @pytest.mark.parametrize("package", PROJECT)

@@ -20,8 +20,9 @@ from edge_agent.local_settings import (
     bind_player,
     load_local_settings,
 )
-from edge_agent.site_config import load_site, parse_site_text
-from edge_agent.site_errors import SiteConfigError
+from edge_agent.site_file import load_site
+from site_schema.site_config import parse_site_text
+from site_schema.site_errors import SiteConfigError
 
 SITE = """
 [site]

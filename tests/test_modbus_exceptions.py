@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus import TcpBusConfig
+from drivers.bus_config import TcpBusConfig
 from drivers.clock import ManualClock, SystemClock
+from drivers.device_config import DeviceConfig
 from drivers.modbus_exceptions import ModbusRequest, describe_exception, exception_hint
-from drivers.poller import DeviceConfig, DevicePoller, Poller
+from drivers.poller import DevicePoller, Poller
 from drivers.profiles import Table, builtin_profiles, load_profile
 from hardware_sim.device import SimulatedDevice
 from tests.wire import served

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from drivers.bus import TcpBusConfig
+from drivers.bus_config import TcpBusConfig
 from drivers.clock import ManualClock, SystemClock
+from drivers.device_config import DeviceConfig
 from drivers.model import Quality, Reading
-from drivers.poller import DeviceConfig, Poller
+from drivers.poller import Poller
 from drivers.profiles import builtin_profiles, load_profile
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.waiting import wait_for

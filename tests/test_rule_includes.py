@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.alarms.specs import RainWindowRule
-from edge_agent.site_config import load_site, parse_site_text
-from edge_agent.site_errors import SiteConfigError
+from edge_agent.site_file import load_site
+from site_schema.rule_specs import RainWindowRule
+from site_schema.site_config import parse_site_text
+from site_schema.site_errors import SiteConfigError
 
 SITE = """[site]
 id = "two-gauges"

@@ -13,8 +13,8 @@ from typing import Any
 
 from drivers.bus import ModbusBus
 from drivers.clock import ManualClock
+from drivers.device_config import DeviceConfig
 from drivers.model import Quality, Reading
-from drivers.poller import DeviceConfig
 from drivers.profiles import builtin_profiles
 from drivers.siren_node.registers import (
     DEFAULT_UNIT_ID,
@@ -22,9 +22,10 @@ from drivers.siren_node.registers import (
     REG_HEARTBEAT,
     REG_HEARTBEAT_TIMEOUT_S,
 )
-from edge_agent.siren_node_link import SirenNodeLink, SirenNodeSpec
+from edge_agent.siren_node_link import SirenNodeLink
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.siren_node import serve_siren_node
+from site_schema.siren_node import SirenNodeSpec
 
 T0 = 1_700_000_000.0
 PROFILE = builtin_profiles()["siren_node"]

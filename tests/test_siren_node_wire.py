@@ -15,10 +15,11 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from drivers.bus import SerialBusConfig
+from drivers.bus_config import SerialBusConfig
 from drivers.clock import ManualClock
+from drivers.device_config import DeviceConfig
 from drivers.model import Quality
-from drivers.poller import DeviceConfig, Poller
+from drivers.poller import Poller
 from drivers.profiles import builtin_profiles
 from drivers.siren_node.crc import with_crc
 from drivers.siren_node.fallback import END_LOCAL_ACK, REASON_SILENT_GATEWAY_RAIN, SOUNDING

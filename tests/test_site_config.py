@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.bus import SerialBusConfig, TcpBusConfig
-from edge_agent.site_config import load_site
-from edge_agent.site_errors import SiteConfigError
+from drivers.bus_config import SerialBusConfig, TcpBusConfig
+from edge_agent.site_file import load_site
+from site_schema.site_errors import SiteConfigError
 
 GOOD = """
 [site]

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment
-from edge_agent.site_config import UplinkSettings
 from edge_agent.store import LocalStore
 from edge_agent.uplink import Uplink
 from fleet.broker_files import FleetAccount, write_access_files
@@ -16,6 +15,7 @@ from fleet.credentials import mosquitto_hash
 from hardware_sim.harness.uplink import BrokerProcess
 from hardware_sim.harness.waiting import wait_for
 from protocol import MqttCredentials
+from site_schema.site_config import UplinkSettings
 
 GATEWAY = "gw-0123456789"
 PASSWORD = "gateway-secret"

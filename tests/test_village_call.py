@@ -24,8 +24,6 @@ import pytest
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
-from edge_agent.site_config import parse_site_text
-from edge_agent.site_errors import SiteConfigError
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import events, readings, sim_site
 from hardware_sim.harness.uplink import (
@@ -39,6 +37,8 @@ from hardware_sim.harness.uplink import (
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.modem import SimulatedModem
 from hardware_sim.pty_link import PtyPair
+from site_schema.site_config import parse_site_text
+from site_schema.site_errors import SiteConfigError
 
 PROFILES = builtin_profiles()
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()

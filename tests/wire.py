@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
-from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
+from drivers.bus_config import BusConfig, SerialBusConfig, TcpBusConfig
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.pty_link import PtyPair
 from hardware_sim.server import SimulatedBus, serve_rtu, serve_tcp

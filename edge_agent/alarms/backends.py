@@ -12,7 +12,7 @@ from typing import Literal
 
 from edge_agent.alarms.model import BoolArray, ChannelEvaluator, FloatArray, RawChange
 from edge_agent.alarms.reference import ReferenceRule
-from edge_agent.alarms.specs import SampleRule
+from site_schema.rule_specs import SampleRule
 
 Backend = Literal["numba", "reference"]
 BACKENDS = ("auto", "numba", "reference")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from edge_agent.alarms.model import LevelChange, RawChange
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     AntecedentRainRule,
     DisplacementAccelerationRule,
     DisplacementVelocityRule,

@@ -26,8 +26,7 @@ from edge_agent.alarms.model import (
     RawChange,
     RuleState,
 )
-from edge_agent.alarms.rules import combination_order
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     MAX_LEVEL,
     CombinationRule,
     RuleSpec,
@@ -35,6 +34,7 @@ from edge_agent.alarms.specs import (
     history_needed_s,
     level_name,
 )
+from site_schema.rules import combination_order
 
 Series = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]
 """(times, values, good flags) of one channel."""

@@ -18,7 +18,7 @@ from edge_agent.alarms import kernels as k
 from edge_agent.alarms import slope_kernels as sk
 from edge_agent.alarms.kernels import IntArray
 from edge_agent.alarms.model import BoolArray, FloatArray, RawChange
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     FIT_MIN_COVERAGE,
     FIT_MIN_SAMPLES,
     MAX_RAIN_RATE_MM_S,

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.alarms.backends import resolve_backend
-from edge_agent.alarms.rule_files import rule_file_path
-from edge_agent.alarms.specs import (
+from site_schema.rule_files import rule_file_path
+from site_schema.rule_specs import (
     AntecedentRainRule,
     CombinationRule,
     IntensityDurationRule,

@@ -22,7 +22,7 @@ from edge_agent.alarms.reference_metrics import (
     WaterLevel,
 )
 from edge_agent.alarms.reference_slope import SlopeMetric
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     AntecedentRainRule,
     FailureForecastRule,
     IntensityDurationRule,

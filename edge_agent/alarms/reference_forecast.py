@@ -27,7 +27,7 @@ from edge_agent.alarms.forecast_layout import (
     STEP_SCALES,
 )
 from edge_agent.alarms.reference_metrics import NAN, Evaluation, negated, threshold_levels
-from edge_agent.alarms.specs import FailureForecastRule
+from site_schema.rule_specs import FailureForecastRule
 
 INF = math.inf
 

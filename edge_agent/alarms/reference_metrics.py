@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     MAX_RAIN_RATE_MM_S,
     AntecedentRainRule,
     IntensityDurationRule,

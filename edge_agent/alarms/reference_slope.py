@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from edge_agent.alarms.reference_metrics import NAN, Evaluation, negated, threshold_levels
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     FIT_MIN_COVERAGE,
     FIT_MIN_SAMPLES,
     AnySlopeRule,

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_agent.alarms.model import BoolArray, FloatArray, RawChange
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     MAX_RAIN_RATE_MM_S,
     LevelThresholds,
     RainWindowRule,

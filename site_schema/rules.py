@@ -55,7 +55,7 @@ from typing import Annotated, Any, Literal, NoReturn
 from pydantic import Field, TypeAdapter, ValidationError
 
 from drivers.toml_schema import TomlTable, table_problem
-from edge_agent.alarms.specs import (
+from site_schema.rule_specs import (
     LEVEL_BY_NAME,
     AntecedentRainRule,
     ChannelInfo,

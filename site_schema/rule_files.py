@@ -1,9 +1,9 @@
 """Where rule files are: the shipped county tables, and the file an include names.
 
 A site file's ``[[include]] rules = NAME`` names a shipped table (a file of
-``edge_agent/alarms/examples`` by its stem) or, for a local site file only, a path
+``site_schema/rule_tables`` by its stem) or, for a local site file only, a path
 relative to it. This module only finds the file; it never reads it and never decides
-whether an include is allowed (``edge_agent.rule_includes`` does).
+whether an include is allowed (``site_schema.rule_includes`` does).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: The shipped rule tables, included by their name (the file's stem).
-SHIPPED_DIR = Path(__file__).parent / "examples"
+SHIPPED_DIR = Path(__file__).parent / "rule_tables"
 
 
 def shipped_rule_files() -> dict[str, Path]:

@@ -29,11 +29,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from drivers.poller import DeviceConfig
+from drivers.device_config import DeviceConfig
 from drivers.toml_schema import TomlTable, table_problem
-from edge_agent.site_errors import SiteConfigError
 from protocol.contacts import COUNTRY_CODE, E164, mask_phone
 from protocol.levels import LEVEL_NAMES
+from site_schema.site_errors import SiteConfigError
 
 ITEM = "[village_call]"
 Name = Annotated[str, Field(min_length=1, max_length=64)]

@@ -1,6 +1,6 @@
 """Rule files a site file includes, with their channels bound at the include.
 
-A county's rule table (``edge_agent/alarms/examples/jianghua.toml``) is written once, its
+A county's rule table (``site_schema/rule_tables/jianghua.toml``) is written once, its
 rules naming a channel by a placeholder such as ``channel = "{rain}"``; a site includes it
 and binds each placeholder to one of its own channels::
 
@@ -28,8 +28,8 @@ from pydantic import Field, ValidationError
 
 from drivers.toml_schema import TomlTable, table_problem
 from drivers.tomlfile import read_toml
-from edge_agent.alarms.rule_files import rule_file_path, shipped_rule_files
-from edge_agent.site_errors import SiteConfigError
+from site_schema.rule_files import rule_file_path, shipped_rule_files
+from site_schema.site_errors import SiteConfigError
 
 #: A channel placeholder: the whole value is ``{name}``.
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

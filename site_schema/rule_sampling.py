@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from edge_agent.alarms import (
+from site_schema.rule_specs import (
     DisplacementAccelerationRule,
     DisplacementVelocityRule,
     FailureForecastRule,
@@ -18,7 +18,7 @@ from edge_agent.alarms import (
     RuleSpec,
     TangentAngleRule,
 )
-from edge_agent.site_errors import SiteConfigError
+from site_schema.site_errors import SiteConfigError
 
 #: A velocity window (and the inverse-velocity fit) must hold at least this many samples.
 MIN_WINDOW_SAMPLES = 6

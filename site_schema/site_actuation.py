@@ -13,17 +13,12 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, ValidationError
 
-from drivers.poller import DeviceConfig
+from drivers.device_config import DeviceConfig
 from drivers.profiles import Table
 from drivers.toml_schema import TomlTable, table_problem
-from edge_agent.actuation import (
-    ActuationSpec,
-    LevelAction,
-    PlayerChoice,
-    RelayActuatorSpec,
-)
-from edge_agent.site_errors import SiteConfigError
 from protocol.levels import LEVEL_NAMES
+from site_schema.actuation_spec import ActuationSpec, LevelAction, PlayerChoice, RelayActuatorSpec
+from site_schema.site_errors import SiteConfigError
 
 #: A player or clip name: letters, digits, '_' and '-', so it can never be a path.
 SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")

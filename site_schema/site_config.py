@@ -1,7 +1,10 @@
 """The site file: which buses a gateway has and which devices sit on them.
 
 Validated completely at load time; an error names the file, the bus or device, and the
-problem, so a technician can fix the file at the site. Never opens a port. A pushed
+problem, so a technician can fix the file at the site. Never opens a port. It is given
+the document: the gateway reads its local file (``edge_agent.site_file``), the fleet
+gives the text it is about to sign (``parse_site_text``); the only files read here are
+shipped profiles and rule tables, and those a local file names beside it. A pushed
 configuration (from the fleet) is held to more: it may name shipped profiles only and
 serial ports under /dev only, so it can never make the gateway read or write other files.
 """
@@ -18,19 +21,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from drivers.bus import BusConfig, SerialBusConfig, TcpBusConfig
-from drivers.poller import DeviceConfig
+from drivers.bus_config import BusConfig, SerialBusConfig, TcpBusConfig
+from drivers.device_config import DeviceConfig
 from drivers.profiles import ProfileError, builtin_profiles, resolve_profile
 from drivers.toml_schema import TomlTable, table_problem
-from drivers.tomlfile import read_toml
-from edge_agent.actuation import ActuationSpec
-from edge_agent.alarms import ChannelInfo, RuleError, RuleSpec, parse_rules
-from edge_agent.rule_includes import IncludedRules, check_clashes, expand_includes
-from edge_agent.rule_sampling import check_sample_counts
-from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
-from edge_agent.site_actuation import parse_actuation
-from edge_agent.site_errors import SiteConfigError
-from edge_agent.village_call_config import VillageCallSpec, parse_village_call
 from protocol import (
     ACK_TIMEOUT_S,
     HEALTH_INTERVAL_S,
@@ -39,6 +33,15 @@ from protocol import (
     MAX_READING_ROWS,
 )
 from protocol.levels import LEVEL_NAMES
+from site_schema.actuation_spec import ActuationSpec
+from site_schema.rule_includes import IncludedRules, check_clashes, expand_includes
+from site_schema.rule_sampling import check_sample_counts
+from site_schema.rule_specs import ChannelInfo, RuleSpec
+from site_schema.rules import RuleError, parse_rules
+from site_schema.siren_node import SETTINGS, SirenNodeSpec
+from site_schema.site_actuation import parse_actuation
+from site_schema.site_errors import SiteConfigError
+from site_schema.village_call_config import VillageCallSpec, parse_village_call
 
 #: Serial ports a pushed configuration may open: tty devices (ttyS0, ttyUSB0, ttyAMA0,
 #: ttyACM0 ...), the Raspberry Pi's serialN aliases and udev's stable links. Consoles
@@ -533,22 +536,10 @@ def _checked_rules(
     return rules
 
 
-def absent_serial_ports(site: SiteConfig) -> list[str]:
-    """One message per serial bus whose device file does not exist on this machine.
-
-    Checked where the file is used, never where it is parsed: the fleet validates a
-    configuration for a gateway whose ports it cannot see. Looks the path up only; never
-    opens it.
-    """
-    return [
-        f"{site.source}: bus '{bus.name}': serial device {bus.device} does not exist"
-        for bus in site.buses
-        if isinstance(bus, SerialBusConfig) and not os.path.exists(bus.device)
-    ]
-
-
 def parse_site_text(text: Any, source: str) -> SiteConfig:
     """Validate a pushed configuration's text: as ``load_site`` does, with no local files.
+
+    (``load_site``, which reads a gateway's own site file, is ``edge_agent.site_file``.)
 
     The gateway runs this on every configuration it receives and the fleet on every one
     before it signs it, so both refuse the same files with the same message.
@@ -563,16 +554,3 @@ def parse_site_text(text: Any, source: str) -> SiteConfig:
     except tomllib.TOMLDecodeError as exc:
         raise SiteConfigError(source, f"not valid TOML: {exc}") from None
     return parse_site(raw, source, None, text)
-
-
-def load_site(path: str | Path) -> SiteConfig:
-    """Load and validate a site file.
-
-    Raises:
-        SiteConfigError: when the file is missing, is not TOML, or is invalid.
-    """
-    path = Path(path)
-    data = read_toml(path, "site file", SiteConfigError)
-    # read_toml has checked it is UTF-8; the text is only for naming lines in errors.
-    text = path.read_text(encoding="utf-8", errors="replace") if "include" in data else None
-    return parse_site(data, str(path), path.parent, text)
