@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from fleet.sl651_stations import StationRegistry
+from hardware_sim.harness.ports import free_port, port_open
+from hardware_sim.harness.waiting import wait_until
 from hardware_sim.sl651_station import Sl651Station
 
 PASSWORD = 0x5A7C
@@ -54,27 +55,15 @@ async def station_reports(port: int, n: int, reports: int, latencies: list[float
             latencies.append(time.perf_counter() - began)
 
 
-async def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Until the centre accepts connections (or its process ends)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Until the centre accepts connections (failing at once if its process ends)."""
+
+    def listening() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"fleet sl651 serve ended with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-    raise RuntimeError("fleet sl651 serve did not listen within 60 s")
+        return port_open(port)
 
-
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    wait_until(listening, 60, "fleet sl651 serve listening")
 
 
 def main() -> None:
@@ -92,7 +81,7 @@ def main() -> None:
         serve = [*fleet, "sl651", "serve", "--port", str(port), "--log-level", "warning", *data]
         process = subprocess.Popen(serve)
         try:
-            asyncio.run(wait_listening(port, process))
+            wait_listening(port, process)
             latencies: list[float] = []
 
             async def run_all() -> float:

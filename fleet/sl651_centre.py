@@ -86,6 +86,8 @@ class CentreSettings:
     must complete within ``upload_timeout_s``; all uploads being reassembled at once hold
     at most ``max_uploads_bytes``. ``utc_offset``: the stations' clock
     (SL 651 times carry no zone). ``centre_address``: 0 accepts reports to any centre.
+    ``seen_flush_s``: keep-alives are answered at once, but the stations they show alive
+    are written together this often (and when the centre stops), not one write each.
     """
 
     host: str = "127.0.0.1"
@@ -98,12 +100,13 @@ class CentreSettings:
     upload_timeout_s: float = 600.0
     utc_offset: timedelta = CHINA_STANDARD_TIME
     centre_address: int = 0
+    seen_flush_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
             raise ValueError(f"max_connections {self.max_connections}: at least 1")
-        if not self.idle_timeout_s > 0 or not self.upload_timeout_s > 0:
-            raise ValueError("idle_timeout_s and upload_timeout_s must be above 0")
+        if not all(t > 0 for t in (self.idle_timeout_s, self.upload_timeout_s, self.seen_flush_s)):
+            raise ValueError("idle_timeout_s, upload_timeout_s and seen_flush_s must be above 0")
         if not HEADER_SIZE + TRAILER_SIZE < self.max_frame_bytes <= LARGEST_FRAME:
             msg = f"max_frame_bytes {self.max_frame_bytes}: 18..{LARGEST_FRAME}"
             raise ValueError(msg)
@@ -123,6 +126,8 @@ class CentreCounters:
     readings_stored: int = 0
     readings_duplicate: int = 0
     idle_closed: int = 0
+    keep_alives: int = 0
+    seen_writes: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -174,6 +179,9 @@ class ReceivingCentre:
         #: Bytes held by every M3 upload being reassembled (``max_uploads_bytes``).
         self.upload_bytes = 0
         self._storage = ThreadPoolExecutor(1, thread_name_prefix="sl651-storage")
+        #: Stations a keep-alive showed alive since the last write, and when.
+        self._seen: dict[Station, float] = {}
+        self._seen_writer: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -191,6 +199,7 @@ class ReceivingCentre:
         self._server = await asyncio.start_server(
             self._accept, self.settings.host, self.settings.port, limit=LARGEST_FRAME
         )
+        self._seen_writer = asyncio.create_task(self._write_seen_every(), name="sl651-seen")
         log.info("SL 651 centre listening on %s:%s", self.settings.host, self.port)
         return self
 
@@ -211,7 +220,32 @@ class ReceivingCentre:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._seen_writer is not None:
+            self._seen_writer.cancel()
+            await asyncio.gather(self._seen_writer, return_exceptions=True)
+            self._seen_writer = None
+        await self._write_seen()
         self._storage.shutdown(wait=True)
+
+    async def _write_seen_every(self) -> None:
+        """Write the keep-alives' last-seen times every ``seen_flush_s``, until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.seen_flush_s)
+            await self._write_seen()
+
+    async def _write_seen(self) -> None:
+        """Write the stations keep-alives showed alive, in one transaction."""
+        if not self._seen:
+            return
+        seen, self._seen = self._seen, {}
+        try:
+            await self._in_storage(self.registry.seen, seen)
+        except sqlite3.Error as exc:  # kept for the next write; a later time wins there
+            log.error("SL 651: last seen of %d stations not stored: %s", len(seen), exc)
+            for station, ts in seen.items():
+                self._seen[station] = max(ts, self._seen.get(station, ts))
+            return
+        self.counters.seen_writes += 1
 
     # --- connections -------------------------------------------------------------------
 
@@ -416,10 +450,9 @@ class ReceivingCentre:
         body = message.body
         now = self._clock()
         if isinstance(body, LinkKeepAlive):
-            try:
-                await self._in_storage(self.registry.seen, station, now)
-            except sqlite3.Error as exc:  # it carries no data: answered all the same
-                log.error("SL 651: station %s last seen not stored: %s", station.address, exc)
+            # No write per keep-alive: the station's last-seen goes with the next group.
+            self.counters.keep_alives += 1
+            self._seen[station] = max(now, self._seen.get(station, now))
             return acknowledge(message, self._station_time(now), Control.ESC)
         if not isinstance(body, Report):
             log.info(

@@ -18,13 +18,15 @@ import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fleet.credentials import mosquitto_hash
 from fleet.schemas import SITE_ID_PATTERN
+from fleet.sqlite_ingest import advance_stream, assign_channel_ids, insert_readings, stream_mark
 from fleet.sqlite_repository import WRITE_LOCK
 from protocol import Stream
 
@@ -241,66 +243,50 @@ class StationRegistry:
         """Store the observations not yet held, in one transaction, and mark the station seen.
 
         Each new one gets the next seq of the station's readings stream, so the stream
-        stays contiguous and its mark tells how many readings the station has.
+        stays contiguous and its mark tells how many readings the station has. The rows go
+        in by ingest's own path (``fleet.sqlite_ingest``): channel ids, one multi-row
+        insert, the stream mark.
         """
-        new = 0
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT gw FROM sl651_stations WHERE address = ?", (station.address,)
-            ).fetchone()
-            if row is None:
-                raise StationError(f"station {station.address} is not registered")
-            gw = int(row[0])
-            mark = conn.execute(
-                "SELECT contiguous FROM stream_marks WHERE gw = ? AND stream = ?",
-                (gw, Stream.READINGS.value),
-            ).fetchone()
-            seq = int(mark[0]) if mark else 0
-            channel_ids: dict[str, int] = {}
+            gw = self._gateway_num(conn, station)
+            held = stream_mark(conn, gw, Stream.READINGS)
+            ids = assign_channel_ids(conn, gw, (obs.channel for obs in observations), {})
+            values: list[Any] = [gw]
+            seq = held
             for obs in observations:
                 key = (station.address, obs.ts, obs.channel)
-                held = conn.execute(
+                fresh = conn.execute(
                     "INSERT INTO sl651_observations (address, observed_at, element, seq) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (*key, seq + 1),
                 )
-                if held.rowcount == 0:
-                    continue
-                seq += 1
-                new += 1
-                channel = channel_ids.get(obs.channel)
-                if channel is None:
-                    channel = channel_ids[obs.channel] = _channel_id(conn, gw, obs.channel)
-                conn.execute(
-                    "INSERT INTO readings (gw, seq, ts, channel, value, quality) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (gw, seq, obs.ts, channel, obs.value, obs.quality),
-                )
-            if new:
-                conn.execute(
-                    "INSERT INTO stream_marks (gw, stream, contiguous) VALUES (?, ?, ?) "
-                    "ON CONFLICT (gw, stream) DO UPDATE SET contiguous = excluded.contiguous",
-                    (gw, Stream.READINGS.value, seq),
-                )
+                if fresh.rowcount == 1:
+                    seq += 1
+                    values += (seq, obs.ts, ids[obs.channel], obs.value, obs.quality)
+            new = insert_readings(conn, values)
+            if seq > held:
+                advance_stream(conn, gw, Stream.READINGS, held + 1, seq)
             conn.execute(
                 "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE num = ?",
                 (now, gw),
             )
         return Stored(new, len(observations) - new)
 
-    def seen(self, station: Station, now: float) -> None:
-        """Mark the station seen at ``now`` (a keep-alive)."""
+    def seen(self, last_seen: Mapping[Station, float]) -> None:
+        """Mark stations seen (keep-alives), all in one transaction."""
+        if not last_seen:
+            return
         with self._write() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?",
-                (now, station.gateway_id),
+                [(ts, station.gateway_id) for station, ts in last_seen.items()],
             )
 
-
-def _channel_id(conn: sqlite3.Connection, gw: int, name: str) -> int:
-    conn.execute(
-        "INSERT INTO channels (gw, name) VALUES (?, ?) ON CONFLICT (gw, name) DO NOTHING",
-        (gw, name),
-    )
-    row = conn.execute("SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, name)).fetchone()
-    return int(row[0])
+    @staticmethod
+    def _gateway_num(conn: sqlite3.Connection, station: Station) -> int:
+        row = conn.execute(
+            "SELECT gw FROM sl651_stations WHERE address = ?", (station.address,)
+        ).fetchone()
+        if row is None:
+            raise StationError(f"station {station.address} is not registered")
+        return int(row[0])

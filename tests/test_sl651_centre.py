@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from fleet.sl651_centre import CentreSettings, ReceivingCentre
 from fleet.sl651_observations import observations
 from fleet.sl651_stations import StationRegistry
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.sl651_station import (
     Delivery,
@@ -180,14 +180,38 @@ async def test_a_report_resent_to_a_restarted_centre_is_stored_once(
 
 
 async def test_keep_alive_is_answered_with_esc_so_the_link_stays(
-    centre: ReceivingCentre, repository: SQLiteRepository
+    registry: StationRegistry, repository: SQLiteRepository
 ) -> None:
-    async with station(centre, serial=41) as field_station:
-        delivery = await field_station.keep_alive(SENT)
-    assert delivery.answer.end is Control.ESC
-    assert delivery.answer.header.function == FunctionCode.LINK_KEEPALIVE
-    assert delivery.answer.body == Acknowledgement(41, datetime(2026, 7, 18, 10, 0, 20))
+    async with ReceivingCentre(registry, settings(), clock=lambda: NOW) as running:
+        async with station(running, serial=41) as field_station:
+            delivery = await field_station.keep_alive(SENT)
+        assert delivery.answer.end is Control.ESC
+        assert delivery.answer.header.function == FunctionCode.LINK_KEEPALIVE
+        assert delivery.answer.body == Acknowledgement(41, datetime(2026, 7, 18, 10, 0, 20))
+    # written when the centre stops, if no group was written before
     assert repository.get_gateway(GATEWAY).last_seen == NOW
+
+
+async def test_keep_alives_are_written_together_not_one_transaction_each(
+    registry: StationRegistry, repository: SQLiteRepository
+) -> None:
+    others = [f"00123456{n:02d}" for n in range(90, 99)]
+    for address in others:
+        registry.add_station(address, PASSWORD, SITE, NOW)
+    clock = iter(NOW + n for n in range(1000))
+    async with ReceivingCentre(
+        registry, settings(seen_flush_s=3600), clock=lambda: next(clock)
+    ) as running:
+        for address in [ADDRESS, *others]:
+            async with station(running, address=address) as field_station:
+                for n in range(3):
+                    await field_station.keep_alive(SENT + timedelta(seconds=n))
+        assert running.counters.keep_alives == 30
+        assert running.counters.seen_writes == 0  # answered, nothing written yet
+        assert repository.get_gateway(GATEWAY).last_seen is None  # registered, never seen
+    assert running.counters.seen_writes == 1  # thirty keep-alives, one transaction
+    last = [repository.get_gateway(f"sl651-{a}").last_seen for a in [ADDRESS, *others]]
+    assert last == [NOW + 2 + 3 * n for n in range(10)]  # each station's latest
 
 
 @pytest.mark.parametrize(
@@ -389,22 +413,11 @@ async def test_fleet_sl651_serve_takes_a_registered_station_s_reports(tmp_path: 
         app, ["sl651", "add-station", ADDRESS, "--password", "5A7C", "--site", SITE, *data]
     )
     assert added.exit_code == 0, added.output
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "fleet.cli", "sl651", "serve", "--port", str(port), *data]
     process = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
     try:
-
-        async def listening() -> bool:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await wait_for(listening, 30, "fleet sl651 serve listening")
+        await wait_for(lambda: port_open(port), 30, "fleet sl651 serve listening")
         field_station = Sl651Station(ADDRESS, PASSWORD, "127.0.0.1", port)
         async with field_station:
             delivery = await field_station.timed_report(OBSERVED, SENT, water_level="7.250")
