@@ -5,9 +5,10 @@ password against the registry, stores a report's readings (exactly once, see
 ``fleet.sl651_stations``) and only then acknowledges it; a link keep-alive (2F) is
 answered too. A connection that is idle, trickles, sends an oversized frame or a
 multi-packet (M3) upload beyond its bounds is closed, and the number of connections is
-bounded. This module must never acknowledge a report before its readings are committed,
-never log a station's password, and never let one station's fault stop another's
-connection.
+bounded. With the site's rules (``fleet.station_alarms``), a report's new readings are
+evaluated and the alarm events committed with them. This module must never acknowledge
+a report before its readings are committed, never log a station's password, and never
+let one station's fault stop another's connection.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from typing import Self, TypeVar
 
 from fleet.sl651_observations import CHINA_STANDARD_TIME, observations
 from fleet.sl651_stations import (
+    Observation,
     Station,
     StationRegistry,
     Stored,
     UnknownStationError,
     WrongPasswordError,
 )
+from fleet.station_alarms import RulesFor, StationRules
 from protocol.sl651 import (
     Control,
     Direction,
@@ -127,6 +130,8 @@ class CentreCounters:
     readings_duplicate: int = 0
     idle_closed: int = 0
     keep_alives: int = 0
+    alarm_events: int = 0
+    rules_faults: int = 0
     seen_writes: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -156,7 +161,9 @@ class ReceivingCentre:
 
     ``clock`` gives UTC epoch seconds (acknowledgement send times, last seen);
     ``monotonic`` measures M3 upload ages and the window of wrong passwords. Storage runs
-    on one thread of its own, so a commit never blocks the event loop.
+    on one thread of its own, so a commit never blocks the event loop. ``rules_for``
+    gives a station's site rules (``fleet.station_alarms``): each report's new readings
+    are evaluated, and the alarm events committed with them, before it is acknowledged.
     """
 
     def __init__(
@@ -166,8 +173,13 @@ class ReceivingCentre:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        rules_for: RulesFor | None = None,
     ) -> None:
         self.registry = registry
+        self._rules_for = rules_for
+        #: Each station's rules (None: its site has none), built at its first report; used
+        #: on the storage thread only.
+        self._rules: dict[str, StationRules | None] = {}
         self.settings = settings or CentreSettings()
         self.counters = CentreCounters()
         self._clock = clock
@@ -472,7 +484,7 @@ class ReceivingCentre:
                 ", ".join(foreign),
             )
         try:
-            stored: Stored = await self._in_storage(self.registry.store, station, found, now)
+            stored: Stored = await self._in_storage(self._store, station, found, now)
         except sqlite3.Error:
             # Not acknowledged: the station resends, and nothing is lost.
             log.exception(
@@ -482,6 +494,7 @@ class ReceivingCentre:
             )
             return None
         self.counters.readings_stored += stored.new
+        self.counters.alarm_events += stored.alarms
         self.counters.readings_duplicate += stored.duplicate
         log.debug(
             "SL 651: station %s report %d (function %02X) from %s: %d new, %d held already",
@@ -495,6 +508,42 @@ class ReceivingCentre:
         if message.header.function not in ACKNOWLEDGED:
             return None
         return acknowledge(message, self._station_time(now), Control.EOT, message.packet)
+
+    def _store(self, station: Station, found: list[Observation], now: float) -> Stored:
+        """Store a report's observations with the alarm events of its rules (storage thread).
+
+        After a failed commit or a fault in the rules, the station's rules are dropped and
+        rebuilt from the stored history at its next report, so they never run ahead of, or
+        behind, what the store holds.
+        """
+        rules = self._station_rules(station, now)
+        try:
+            stored = self.registry.store(station, found, now, rules)
+        except BaseException:
+            self._rules.pop(station.address, None)
+            raise
+        if stored.rules_fault:
+            self.counters.rules_faults += 1
+            self._rules.pop(station.address, None)
+        return stored
+
+    def _station_rules(self, station: Station, now: float) -> StationRules | None:
+        """The station's rules, built and brought up to date with its history the first time."""
+        if self._rules_for is None:
+            return None
+        if station.address in self._rules:
+            return self._rules[station.address]
+        try:
+            rules = self._rules_for(station)
+            if rules is not None:
+                rules.replay(self.registry.history(station, now - rules.history_s))
+        except Exception:
+            # Tried again at the next report; this one's readings are stored all the same.
+            log.exception("SL 651: station %s: its site rules could not be built", station.address)
+            self.counters.rules_faults += 1
+            return None
+        self._rules[station.address] = rules
+        return rules
 
     def _station_time(self, now: float) -> datetime:
         """``now`` on the stations' clock (naive, as SL 651 carries it)."""

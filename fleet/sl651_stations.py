@@ -13,6 +13,7 @@ receiving centre acknowledges only after ``store`` has committed.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -26,8 +27,15 @@ from typing import Any
 
 from fleet.credentials import mosquitto_hash
 from fleet.schemas import SITE_ID_PATTERN
-from fleet.sqlite_ingest import advance_stream, assign_channel_ids, insert_readings, stream_mark
+from fleet.sqlite_ingest import (
+    advance_stream,
+    assign_channel_ids,
+    insert_events,
+    insert_readings,
+    stream_mark,
+)
 from fleet.sqlite_repository import WRITE_LOCK
+from fleet.station_alarms import StationRules, alarm_events
 from protocol import Stream
 
 #: Gateway ids of stations: enrolled gateways are ``gw-<hex>``, so these never collide.
@@ -51,6 +59,8 @@ CREATE TABLE IF NOT EXISTS sl651_observations (
     PRIMARY KEY (address, observed_at, element)
 ) WITHOUT ROWID;
 """
+
+log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r"^[0-9A-F]{10}$")
 
@@ -95,6 +105,10 @@ class Stored:
 
     new: int
     duplicate: int
+    #: Alarm events the site's rules raised from the new observations.
+    alarms: int = 0
+    #: The rules failed on these observations (logged); the readings are stored all the same.
+    rules_fault: bool = False
 
 
 def parse_address(text: str) -> str:
@@ -239,19 +253,29 @@ class StationRegistry:
             raise WrongPasswordError(f"station {address} sent a password that is not its own")
         return Station(address, row[1], GATEWAY_PREFIX + address.lower())
 
-    def store(self, station: Station, observations: Sequence[Observation], now: float) -> Stored:
+    def store(
+        self,
+        station: Station,
+        observations: Sequence[Observation],
+        now: float,
+        rules: StationRules | None = None,
+    ) -> Stored:
         """Store the observations not yet held, in one transaction, and mark the station seen.
 
         Each new one gets the next seq of the station's readings stream, so the stream
         stays contiguous and its mark tells how many readings the station has. The rows go
         in by ingest's own path (``fleet.sqlite_ingest``): channel ids, one multi-row
-        insert, the stream mark.
+        insert, the stream mark. With ``rules``, the new observations (each once, in time
+        order) are evaluated, and the level changes go in, in the same transaction, as
+        ``alarm`` events on the station's events stream: the alarm episode opens with the
+        readings that raised it, or neither is stored.
         """
         with self._write() as conn:
             gw = self._gateway_num(conn, station)
             held = stream_mark(conn, gw, Stream.READINGS)
             ids = assign_channel_ids(conn, gw, (obs.channel for obs in observations), {})
             values: list[Any] = [gw]
+            fresh_ones: list[Observation] = []
             seq = held
             for obs in observations:
                 key = (station.address, obs.ts, obs.channel)
@@ -263,14 +287,28 @@ class StationRegistry:
                 if fresh.rowcount == 1:
                     seq += 1
                     values += (seq, obs.ts, ids[obs.channel], obs.value, obs.quality)
+                    fresh_ones.append(obs)
             new = insert_readings(conn, values)
             if seq > held:
                 advance_stream(conn, gw, Stream.READINGS, held + 1, seq)
+            alarms, fault = 0, False
+            if rules is not None and fresh_ones:
+                alarms, fault = _evaluate(conn, gw, station, rules, fresh_ones, now)
             conn.execute(
                 "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE num = ?",
                 (now, gw),
             )
-        return Stored(new, len(observations) - new)
+        return Stored(new, len(observations) - new, alarms, fault)
+
+    def history(self, station: Station, since: float) -> list[Observation]:
+        """The station's stored readings observed at or after ``since``, in time order."""
+        rows = self._conn().execute(
+            "SELECT r.ts, c.name, r.value, r.quality FROM readings r "
+            "JOIN channels c ON c.id = r.channel JOIN sl651_stations s ON s.gw = r.gw "
+            "WHERE s.address = ? AND r.ts >= ? ORDER BY r.ts, r.seq",
+            (station.address, since),
+        )
+        return [Observation(ts, name, value, quality) for ts, name, value, quality in rows]
 
     def seen(self, last_seen: Mapping[Station, float]) -> None:
         """Mark stations seen (keep-alives), all in one transaction."""
@@ -290,3 +328,31 @@ class StationRegistry:
         if row is None:
             raise StationError(f"station {station.address} is not registered")
         return int(row[0])
+
+
+def _evaluate(
+    conn: sqlite3.Connection,
+    gw: int,
+    station: Station,
+    rules: StationRules,
+    fresh: Sequence[Observation],
+    received_at: float,
+) -> tuple[int, bool]:
+    """Evaluate ``fresh`` and store the alarm events; (events stored, whether the rules failed).
+
+    A fault in the rules (a bug, a sample they refuse) is logged and costs the alarms of
+    this report only: the readings are stored and acknowledged all the same, and the
+    centre rebuilds the station's rules from the stored history.
+    """
+    try:
+        changes = rules.evaluate(sorted(fresh, key=lambda obs: obs.ts))
+    except Exception:
+        log.exception("SL 651: station %s: its site rules failed on a report", station.address)
+        return 0, True
+    if not changes:
+        return 0, False
+    first = stream_mark(conn, gw, Stream.EVENTS) + 1
+    events = alarm_events(changes, first)
+    stored = insert_events(conn, gw, events, received_at)
+    advance_stream(conn, gw, Stream.EVENTS, first, events[-1].seq)
+    return stored, False
