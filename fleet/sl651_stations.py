@@ -36,12 +36,8 @@ from fleet.sqlite_ingest import (
 )
 from fleet.sqlite_repository import WRITE_LOCK
 from fleet.station_alarms import StationRules, alarm_events
+from fleet.station_ids import GATEWAY_PREFIX, STATION_AGENT
 from protocol import Stream
-
-#: Gateway ids of stations: enrolled gateways are ``gw-<hex>``, so these never collide.
-GATEWAY_PREFIX = "sl651-"
-#: What a station's gateway record says where a gateway says its agent version.
-STATION_AGENT = "SL 651-2014 station"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sl651_stations (
@@ -236,6 +232,13 @@ class StationRegistry:
         """Every registered station, by address."""
         rows = self._conn().execute("SELECT address, site_id FROM sl651_stations ORDER BY address")
         return [Station(a, s, GATEWAY_PREFIX + a.lower()) for a, s in rows]
+
+    def last_seen(self) -> dict[str, float | None]:
+        """When each registered station last reported or sent a keep-alive, by address."""
+        rows = self._conn().execute(
+            "SELECT s.address, g.last_seen FROM sl651_stations s JOIN gateways g ON g.num = s.gw"
+        )
+        return dict(rows.fetchall())
 
     def authenticate(self, address: str, password: int) -> Station:
         """The station at ``address`` if ``password`` is its own.

@@ -364,7 +364,7 @@ def test_cli_registers_a_station_and_refuses_a_bad_password(tmp_path: Path) -> N
     assert added.exit_code == 0, added.output
     assert "5a7c" not in added.output.lower()
     listed = runner.invoke(app, ["sl651", "stations", *data])
-    assert listed.output.split() == ["0012345678", SITE, GATEWAY]
+    assert listed.output.split() == ["0012345678", SITE, GATEWAY, "never", "never_seen"]
     refused = runner.invoke(
         app, ["sl651", "add-station", "0012345679", "--password", "12", "--site", SITE, *data]
     )
