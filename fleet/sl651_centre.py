@@ -3,12 +3,13 @@
 Frames a byte stream with the codec's ``frame_size``, checks each frame's station and
 password against the registry, stores a report's readings (exactly once, see
 ``fleet.sl651_stations``) and only then acknowledges it; a link keep-alive (2F) is
-answered too. A connection that is idle, trickles, sends an oversized frame or a
-multi-packet (M3) upload beyond its bounds is closed, and the number of connections is
-bounded. With the site's rules (``fleet.station_alarms``), a report's new readings are
-evaluated and the alarm events committed with them. This module must never acknowledge
-a report before its readings are committed, never log a station's password, and never
-let one station's fault stop another's connection.
+answered too. A multi-packet (M3) upload whose end came with packets missing gets a NAK
+naming the first of them, until it is whole. A connection that is idle, trickles, sends
+an oversized frame or a multi-packet (M3) upload beyond its bounds is closed, and the
+number of connections is bounded. With the site's rules (``fleet.station_alarms``), a
+report's new readings are evaluated and the alarm events committed with them. This module
+must never acknowledge a report before its readings are committed, never log a station's
+password, and never let one station's fault stop another's connection.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class CentreCounters:
     readings_duplicate: int = 0
     idle_closed: int = 0
     keep_alives: int = 0
+    naks: int = 0
     alarm_events: int = 0
     rules_faults: int = 0
     seen_writes: int = 0
@@ -329,6 +331,10 @@ class ReceivingCentre:
             if message.packet is not None:
                 whole = self._reassemble(uploading, message, len(data), peer)
                 if whole is None:
+                    nak = self._missing_packet(uploading, station)
+                    if nak is not None:
+                        writer.write(encode(nak))
+                        await writer.drain()
                     continue
                 message = whole
             answer = await self._answer(station, message, peer)
@@ -450,6 +456,22 @@ class ReceivingCentre:
             return None
         self._drop_upload(uploading)
         return _with_packet(whole, number)
+
+    def _missing_packet(self, uploading: _Uploading, station: Station) -> Message | None:
+        """The NAK asking again for the upload's first missing packet, once its end came."""
+        upload = uploading.upload
+        if upload is None:
+            return None
+        nak = upload.reassembly.negative_acknowledge(self._station_time(self._clock()))
+        if nak is not None and nak.packet is not None:
+            self.counters.naks += 1
+            log.info(
+                "SL 651: station %s: M3 packet %d of %d missing; asked for it again (NAK)",
+                station.address,
+                nak.packet.number,
+                nak.packet.count,
+            )
+        return nak
 
     def _drop_upload(self, uploading: _Uploading) -> None:
         """Let go of the connection's upload and the bytes it held."""

@@ -335,6 +335,33 @@ async def test_a_multi_packet_upload_is_stored_and_acknowledged_once_complete(
     assert len(readings(repository, "water_level")) == 12
 
 
+@pytest.mark.parametrize("lost", [{2}, {1, 3}], ids=["one-packet", "first-and-third"])
+async def test_a_missing_upload_packet_is_asked_for_again_with_nak_and_stored_once(
+    centre: ReceivingCentre, repository: SQLiteRepository, lost: set[int]
+) -> None:
+    async with station(centre) as field_station:
+        groups = [
+            ObservationGroup(
+                OBSERVED + timedelta(minutes=5 * n),
+                (number(ElementId.WATER_LEVEL, Decimal(f"{2 + n / 1000:.3f}")),),
+            )
+            for n in range(12)
+        ]
+        message = field_station.report(FunctionCode.TIMED, SENT, groups)
+        delivery = await field_station.upload(message, slice_size=20, lose=lost)
+    # the centre named each missing packet, first missing first, and the station sent it
+    assert field_station.naks == sorted(lost)
+    assert centre.counters.naks == len(lost)
+    assert delivery.sends == 1  # no resend of the whole upload
+    assert delivery.answer.end is Control.EOT
+    assert delivery.answer.packet is not None
+    assert delivery.answer.packet.number == delivery.answer.packet.count > 3
+    assert delivery.answer.body == Acknowledgement(
+        delivery.serial, datetime(2026, 7, 18, 10, 0, 20)
+    )
+    assert len(readings(repository, "water_level")) == 12
+
+
 async def test_an_upload_past_its_size_bound_closes_the_connection(
     registry: StationRegistry, repository: SQLiteRepository
 ) -> None:
