@@ -204,16 +204,8 @@ class Sl651Station:
                     await self.hang_up()
                     continue
                 answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
-                asked = 0  # a centre that asks for ever is no answer: bounded
-                while packets and _asks_again(answer, function, len(packets)):
-                    assert answer.packet is not None
-                    asked += 1
-                    if asked > 3 * len(packets):
-                        raise TimeoutError("the centre keeps asking for packets")
-                    self.naks.append(answer.packet.number)
-                    writer.write(packets[answer.packet.number - 1])
-                    await writer.drain()
-                    answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
+                if packets:
+                    answer = await self._resend_asked(reader, writer, answer, function, packets)
             except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, Sl651Error):
                 await self.hang_up()
                 continue
@@ -227,6 +219,28 @@ class Sl651Station:
             return Delivery(serial, answer, attempt)
         msg = f"station {self.address}: no acknowledgement of serial {serial} in {self.tries} tries"
         raise NoAcknowledgementError(msg)
+
+    async def _resend_asked(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        answer: Message,
+        function: int,
+        packets: Sequence[bytes],
+    ) -> Message:
+        """Send each packet the centre NAKs again; its first answer that is not a NAK.
+
+        A centre that keeps asking (more than three times the packets) is no answer.
+        """
+        for _ in range(3 * len(packets)):
+            if not _asks_again(answer, function, len(packets)):
+                return answer
+            assert answer.packet is not None
+            self.naks.append(answer.packet.number)
+            writer.write(packets[answer.packet.number - 1])
+            await writer.drain()
+            answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
+        raise TimeoutError("the centre keeps asking for packets")
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._link is None:

@@ -295,6 +295,19 @@ async def test_a_frame_larger_than_allowed_closes_the_connection(
         assert running.counters.by_reason == {"too large": 1}
 
 
+async def test_an_ascii_mode_station_is_told_apart_and_closed(
+    centre: ReceivingCentre, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fleet.sl651_centre")
+    reader, writer = await asyncio.open_connection("127.0.0.1", centre.port)
+    writer.write(b"\x01" + b"010012345678" + b"5A7C2F0008\x02")  # an ASCII-mode header
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
+    writer.close()
+    assert centre.counters.by_reason == {"bad frame": 1}
+    assert "ASCII-mode frame (SOH, 01)" in caplog.text  # the log says what to change
+
+
 async def test_a_frame_with_a_bad_crc_is_not_acknowledged_and_the_next_one_is(
     centre: ReceivingCentre, repository: SQLiteRepository
 ) -> None:

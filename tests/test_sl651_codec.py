@@ -748,6 +748,17 @@ def test_m3_reassembly_asks_for_the_first_missing_packet_once_the_upload_has_end
     )
 
 
+def test_an_ascii_mode_frame_is_refused_by_name() -> None:
+    # ASCII mode starts with SOH and spells the header in hex digits (here a keep-alive's
+    # start: centre 01, station 0012345678); the codec reads HEX/BCD only and says so.
+    ascii_frame = b"\x01" + b"010012345678" + b"5A7C2F0008\x02"
+    with pytest.raises(BadFrameError, match=r"ASCII-mode frame \(SOH, 01\).*HEX/BCD") as refused:
+        decode(ascii_frame)
+    assert refused.value.reason is Reason.BAD_FRAME
+    with pytest.raises(BadFrameError, match="ASCII-mode"):
+        frame_size(ascii_frame[:1])  # known from its first byte, before a header is read
+
+
 # --- Hypothesis ----------------------------------------------------------------------------
 def decodes_losslessly_or_refuses(data: bytes) -> None:
     """The codec's contract on any input: a message that encodes back to ``data``.
