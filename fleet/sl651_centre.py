@@ -550,7 +550,10 @@ class ReceivingCentre:
         return stored
 
     def _station_rules(self, station: Station, now: float) -> StationRules | None:
-        """The station's rules, built and brought up to date with its history the first time."""
+        """The station's rules, built and brought up to date the first time.
+
+        Up to date: its stored history replayed, then its open alarms' levels restored.
+        """
         if self._rules_for is None:
             return None
         if station.address in self._rules:
@@ -559,6 +562,7 @@ class ReceivingCentre:
             rules = self._rules_for(station)
             if rules is not None:
                 rules.replay(self.registry.history(station, now - rules.history_s))
+                rules.restore(self.registry.open_alarms(station))
         except Exception:
             # Tried again at the next report; this one's readings are stored all the same.
             log.exception("SL 651: station %s: its site rules could not be built", station.address)

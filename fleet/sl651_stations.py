@@ -303,6 +303,15 @@ class StationRegistry:
             )
         return Stored(new, len(observations) - new, alarms, fault)
 
+    def open_alarms(self, station: Station) -> dict[str, int]:
+        """The level of each of the station's open alarms, by rule."""
+        rows = self._conn().execute(
+            "SELECT a.rule, a.level FROM alarms a JOIN sl651_stations s ON s.gw = a.gw "
+            "WHERE s.address = ? AND a.cleared_at IS NULL",
+            (station.address,),
+        )
+        return dict(rows.fetchall())
+
     def history(self, station: Station, since: float) -> list[Observation]:
         """The station's stored readings observed at or after ``since``, in time order."""
         rows = self._conn().execute(

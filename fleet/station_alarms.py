@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -54,8 +54,9 @@ class StationRules(Protocol):
     """One station's site rules, evaluated on its observations in time order.
 
     The centre builds one per station at its first report after a start (or after a
-    fault), replays ``history_s`` of the station's stored readings into it, and from then
-    on hands it each report's new observations, in time order, once each.
+    fault), replays ``history_s`` of the station's stored readings into it, restores the
+    levels of its open alarms, and from then on hands it each report's new observations,
+    in time order, once each.
     """
 
     @property
@@ -65,6 +66,15 @@ class StationRules(Protocol):
 
     def replay(self, observations: Sequence[Observation]) -> None:
         """Bring the rules up to date with stored history; its changes are already recorded."""
+        ...
+
+    def restore(self, levels: Mapping[str, int]) -> None:
+        """After the replay, re-apply the levels of the station's open alarms, by rule.
+
+        The history a replay sees may be shorter than what raised them (a water-level
+        rule needs none): without this, a rule would start at normal while its alarm is
+        open, and could never report the fall that closes it.
+        """
         ...
 
     def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:

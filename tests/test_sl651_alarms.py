@@ -10,7 +10,7 @@ HTTP server). Real SQLite throughout; the centre's and the engine's clocks are i
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +74,10 @@ class EngineRules:
 
     def replay(self, observations: Sequence[Observation]) -> None:
         self._push(observations)
+
+    def restore(self, levels: Mapping[str, int]) -> None:
+        for rule_id, level in levels.items():
+            self.engine.restore_level(rule_id, level)
 
     def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
         self.evaluated += observations
@@ -154,6 +158,11 @@ async def storm(running: ReceivingCentre, reports: range, *, lose_answers: bool 
             )
 
 
+def utc_of(local: datetime) -> float:
+    """A station-local (Beijing) time as UTC epoch seconds."""
+    return (local - timedelta(hours=8)).replace(tzinfo=UTC).timestamp()
+
+
 def station_alarms(repository: SQLiteRepository) -> list[Alarm]:
     return repository.alarms(active=True, gateway_id=GATEWAY, since=None, until=None, limit=10)
 
@@ -208,6 +217,34 @@ async def test_a_restarted_centre_rebuilds_the_rules_from_the_stored_history(
         if e.subject == "station_rain"
     ]
     assert levels == [1, 2, 3, 4]  # blue not raised twice, nothing skipped
+
+
+async def test_a_restarted_centre_restores_an_open_alarm_so_its_fall_closes_it(
+    db: tuple[SQLiteRepository, StationRegistry],
+) -> None:
+    repository, registry = db
+    creek = WaterLevelRule(
+        id="creek", channel="water_level", thresholds=(1.0, 2.0, 3.0, 4.0), hold_s=600.0
+    )
+
+    async def levels(running: ReceivingCentre, first: int, values: Sequence[str]) -> None:
+        async with Sl651Station(ADDRESS, PASSWORD, "127.0.0.1", running.port) as field:
+            for n, value in enumerate(values, start=first):
+                observed = START + timedelta(minutes=5 * n)
+                await field.timed_report(observed, observed, water_level=value)
+
+    clock = Clock()
+    async with centre(registry, lambda station: EngineRules([creek]), clock) as running:
+        await levels(running, 0, ["4.50"])  # red
+    assert [(a.rule, a.level) for a in station_alarms(repository)] == [("creek", 4)]
+    clock.now = NOW + 3600  # a water-level rule replays no history: only the restore tells
+    async with centre(registry, lambda station: EngineRules([creek]), clock) as running:
+        await levels(running, 1, ["0.50"] * 4)  # 15 minutes below, past the 10-minute hold
+    assert station_alarms(repository) == []  # the fall closed the episode
+    (closed,) = repository.alarms(
+        active=False, gateway_id=GATEWAY, since=None, until=None, limit=10
+    )
+    assert (closed.peak_level, closed.cleared_at) == (4, utc_of(START + timedelta(minutes=15)))
 
 
 async def test_a_fault_in_the_rules_stores_the_readings_and_rebuilds_the_rules(

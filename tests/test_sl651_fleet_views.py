@@ -8,7 +8,7 @@ it; rollouts and configs through REST and storage, with a station in the group.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +221,9 @@ class WaterLevelRules:
     history_s: float = 0.0
 
     def replay(self, observations: Sequence[Observation]) -> None:
+        pass
+
+    def restore(self, levels: Mapping[str, int]) -> None:
         pass
 
     def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
