@@ -7,7 +7,7 @@ timed reports (32: accumulated rain, water level, voltage) one after another, ea
 for its acknowledgement. Reports the rate and the acknowledgement latency (send to
 answer, p50/p99/max), and checks that every reading was stored once. What a county needs:
 5,000 stations reporting every 5 minutes are about 17 reports per second. How many
-stations one process holds connected is the next slice's bench (bench/sl651.py).
+stations one process holds connected while they report: bench/sl651.py.
 Prints a JSON object as its last line.
 """
 
@@ -17,30 +17,27 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from fleet.sl651_stations import StationRegistry
+from hardware_sim.harness.sl651_centre import (
+    PASSWORD,
+    count_readings,
+    register_stations,
+    serving_centre,
+    station_address,
+)
 from hardware_sim.sl651_station import Sl651Station
-
-PASSWORD = 0x5A7C
-
-
-def address(n: int) -> str:
-    """The address of simulated station ``n``."""
-    return f"{1_000_000_000 + n:010d}"
 
 
 async def station_reports(port: int, n: int, reports: int, latencies: list[float]) -> None:
     """One station: ``reports`` timed reports, one after another, each acknowledged."""
-    async with Sl651Station(address(n), PASSWORD, "127.0.0.1", port, ack_timeout_s=30) as sim:
+    async with Sl651Station(
+        station_address(n), PASSWORD, "127.0.0.1", port, ack_timeout_s=30
+    ) as sim:
         start = datetime(2026, 7, 18, 0, 0)
         for r in range(reports):
             observed = start + timedelta(minutes=5 * r)
@@ -54,45 +51,15 @@ async def station_reports(port: int, n: int, reports: int, latencies: list[float
             latencies.append(time.perf_counter() - began)
 
 
-async def wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Until the centre accepts connections (or its process ends)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"fleet sl651 serve ended with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-    raise RuntimeError("fleet sl651 serve did not listen within 60 s")
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stations", type=int, default=200, help="stations connected at once")
     parser.add_argument("--reports", type=int, default=10, help="reports per station")
     args = parser.parse_args()
-    fleet = [sys.executable, "-m", "fleet.cli"]
     with tempfile.TemporaryDirectory() as tmp:
-        data = ["--data-dir", tmp]
-        add = [*fleet, "sl651", "add-station", address(0), "--password", "5A7C", "--site", "s"]
-        subprocess.run([*add, *data], check=True, capture_output=True)
-        _register_rest(Path(tmp), args.stations)
-        port = free_port()
-        serve = [*fleet, "sl651", "serve", "--port", str(port), "--log-level", "warning", *data]
-        process = subprocess.Popen(serve)
-        try:
-            asyncio.run(wait_listening(port, process))
+        data_dir = Path(tmp)
+        register_stations(data_dir, args.stations)
+        with serving_centre(data_dir) as (port, _pid):
             latencies: list[float] = []
 
             async def run_all() -> float:
@@ -103,10 +70,7 @@ def main() -> None:
                 return time.perf_counter() - began
 
             elapsed = asyncio.run(run_all())
-        finally:
-            process.terminate()
-            process.wait(30)
-        stored = _count(Path(tmp) / "fleet.sqlite")
+        stored = count_readings(data_dir)
     total = args.stations * args.reports
     latencies.sort()
     result = {
@@ -124,21 +88,6 @@ def main() -> None:
     }
     print(f"{total} reports from {args.stations} stations in {elapsed:.1f} s")
     print(json.dumps(result))
-
-
-def _register_rest(data_dir: Path, stations: int) -> None:
-    """Register stations 1.. directly (the CLI registered station 0 and made the schema)."""
-    registry = StationRegistry(data_dir / "fleet.sqlite")
-    try:
-        for n in range(1, stations):
-            registry.add_station(address(n), PASSWORD, "s", time.time())
-    finally:
-        registry.close()
-
-
-def _count(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet.repository import API_TOKEN_TTL_S, Alarm, ApiToken, EnrollmentToken, Gateway, Role
+from fleet.station_ids import STATION_OFFLINE_AFTER_S, DeviceKind, device_kind, is_station
 from protocol import OFFLINE_AFTER_S, Health
 from protocol.levels import LEVEL_NAMES
 
@@ -26,10 +27,15 @@ class Out(BaseModel):
 
 
 def gateway_status(gateway: Gateway, now: float) -> GatewayStatus:
-    """Online while its state says so and it spoke within ``OFFLINE_AFTER_S``."""
+    """Online while its state says so and it spoke within ``OFFLINE_AFTER_S``.
+
+    An SL 651 station has no health message: it is online while it reported (or sent a
+    keep-alive) within ``STATION_OFFLINE_AFTER_S``.
+    """
     if gateway.last_seen is None:
         return "never_seen"
-    if gateway.state == "offline" or now - gateway.last_seen > OFFLINE_AFTER_S:
+    quiet = STATION_OFFLINE_AFTER_S if is_station(gateway.id) else OFFLINE_AFTER_S
+    if gateway.state == "offline" or now - gateway.last_seen > quiet:
         return "offline"
     return "online"
 
@@ -38,6 +44,7 @@ class GatewaySummary(Out):
     """One row of the gateway list."""
 
     id: str
+    kind: DeviceKind = Field(description="gateway, or sl651_station (reports only; no OTA)")
     site_id: str
     hostname: str | None
     status: GatewayStatus
@@ -56,6 +63,7 @@ class GatewaySummary(Out):
             backlog = int(health.get("backlog_readings", 0)) + int(health.get("backlog_events", 0))
         return cls(
             id=gateway.id,
+            kind=device_kind(gateway.id),
             site_id=gateway.site_id,
             hostname=gateway.hostname,
             status=gateway_status(gateway, now),

@@ -3,11 +3,13 @@
 Frames a byte stream with the codec's ``frame_size``, checks each frame's station and
 password against the registry, stores a report's readings (exactly once, see
 ``fleet.sl651_stations``) and only then acknowledges it; a link keep-alive (2F) is
-answered too. A connection that is idle, trickles, sends an oversized frame or a
-multi-packet (M3) upload beyond its bounds is closed, and the number of connections is
-bounded. This module must never acknowledge a report before its readings are committed,
-never log a station's password, and never let one station's fault stop another's
-connection.
+answered too. A multi-packet (M3) upload whose end came with packets missing gets a NAK
+naming the first of them, until it is whole. A connection that is idle, trickles, sends
+an oversized frame or a multi-packet (M3) upload beyond its bounds is closed, and the
+number of connections is bounded. With the site's rules (``fleet.station_alarms``), a
+report's new readings are evaluated and the alarm events committed with them. This module
+must never acknowledge a report before its readings are committed, never log a station's
+password, and never let one station's fault stop another's connection.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from typing import Self, TypeVar
 
 from fleet.sl651_observations import CHINA_STANDARD_TIME, observations
 from fleet.sl651_stations import (
+    Observation,
     Station,
     StationRegistry,
     Stored,
     UnknownStationError,
     WrongPasswordError,
 )
+from fleet.station_alarms import RulesFor, StationRules
 from protocol.sl651 import (
     Control,
     Direction,
@@ -86,6 +90,8 @@ class CentreSettings:
     must complete within ``upload_timeout_s``; all uploads being reassembled at once hold
     at most ``max_uploads_bytes``. ``utc_offset``: the stations' clock
     (SL 651 times carry no zone). ``centre_address``: 0 accepts reports to any centre.
+    ``seen_flush_s``: keep-alives are answered at once, but the stations they show alive
+    are written together this often (and when the centre stops), not one write each.
     """
 
     host: str = "127.0.0.1"
@@ -98,12 +104,13 @@ class CentreSettings:
     upload_timeout_s: float = 600.0
     utc_offset: timedelta = CHINA_STANDARD_TIME
     centre_address: int = 0
+    seen_flush_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
             raise ValueError(f"max_connections {self.max_connections}: at least 1")
-        if not self.idle_timeout_s > 0 or not self.upload_timeout_s > 0:
-            raise ValueError("idle_timeout_s and upload_timeout_s must be above 0")
+        if not all(t > 0 for t in (self.idle_timeout_s, self.upload_timeout_s, self.seen_flush_s)):
+            raise ValueError("idle_timeout_s, upload_timeout_s and seen_flush_s must be above 0")
         if not HEADER_SIZE + TRAILER_SIZE < self.max_frame_bytes <= LARGEST_FRAME:
             msg = f"max_frame_bytes {self.max_frame_bytes}: 18..{LARGEST_FRAME}"
             raise ValueError(msg)
@@ -123,6 +130,11 @@ class CentreCounters:
     readings_stored: int = 0
     readings_duplicate: int = 0
     idle_closed: int = 0
+    keep_alives: int = 0
+    naks: int = 0
+    alarm_events: int = 0
+    rules_faults: int = 0
+    seen_writes: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -151,7 +163,9 @@ class ReceivingCentre:
 
     ``clock`` gives UTC epoch seconds (acknowledgement send times, last seen);
     ``monotonic`` measures M3 upload ages and the window of wrong passwords. Storage runs
-    on one thread of its own, so a commit never blocks the event loop.
+    on one thread of its own, so a commit never blocks the event loop. ``rules_for``
+    gives a station's site rules (``fleet.station_alarms``): each report's new readings
+    are evaluated, and the alarm events committed with them, before it is acknowledged.
     """
 
     def __init__(
@@ -161,8 +175,13 @@ class ReceivingCentre:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        rules_for: RulesFor | None = None,
     ) -> None:
         self.registry = registry
+        self._rules_for = rules_for
+        #: Each station's rules (None: its site has none), built at its first report; used
+        #: on the storage thread only.
+        self._rules: dict[str, StationRules | None] = {}
         self.settings = settings or CentreSettings()
         self.counters = CentreCounters()
         self._clock = clock
@@ -174,6 +193,9 @@ class ReceivingCentre:
         #: Bytes held by every M3 upload being reassembled (``max_uploads_bytes``).
         self.upload_bytes = 0
         self._storage = ThreadPoolExecutor(1, thread_name_prefix="sl651-storage")
+        #: Stations a keep-alive showed alive since the last write, and when.
+        self._seen: dict[Station, float] = {}
+        self._seen_writer: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -191,6 +213,7 @@ class ReceivingCentre:
         self._server = await asyncio.start_server(
             self._accept, self.settings.host, self.settings.port, limit=LARGEST_FRAME
         )
+        self._seen_writer = asyncio.create_task(self._write_seen_every(), name="sl651-seen")
         log.info("SL 651 centre listening on %s:%s", self.settings.host, self.port)
         return self
 
@@ -211,7 +234,32 @@ class ReceivingCentre:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._seen_writer is not None:
+            self._seen_writer.cancel()
+            await asyncio.gather(self._seen_writer, return_exceptions=True)
+            self._seen_writer = None
+        await self._write_seen()
         self._storage.shutdown(wait=True)
+
+    async def _write_seen_every(self) -> None:
+        """Write the keep-alives' last-seen times every ``seen_flush_s``, until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.seen_flush_s)
+            await self._write_seen()
+
+    async def _write_seen(self) -> None:
+        """Write the stations keep-alives showed alive, in one transaction."""
+        if not self._seen:
+            return
+        seen, self._seen = self._seen, {}
+        try:
+            await self._in_storage(self.registry.seen, seen)
+        except sqlite3.Error as exc:  # kept for the next write; a later time wins there
+            log.error("SL 651: last seen of %d stations not stored: %s", len(seen), exc)
+            for station, ts in seen.items():
+                self._seen[station] = max(ts, self._seen.get(station, ts))
+            return
+        self.counters.seen_writes += 1
 
     # --- connections -------------------------------------------------------------------
 
@@ -283,6 +331,10 @@ class ReceivingCentre:
             if message.packet is not None:
                 whole = self._reassemble(uploading, message, len(data), peer)
                 if whole is None:
+                    nak = self._missing_packet(uploading, station)
+                    if nak is not None:
+                        writer.write(encode(nak))
+                        await writer.drain()
                     continue
                 message = whole
             answer = await self._answer(station, message, peer)
@@ -405,6 +457,22 @@ class ReceivingCentre:
         self._drop_upload(uploading)
         return _with_packet(whole, number)
 
+    def _missing_packet(self, uploading: _Uploading, station: Station) -> Message | None:
+        """The NAK asking again for the upload's first missing packet, once its end came."""
+        upload = uploading.upload
+        if upload is None:
+            return None
+        nak = upload.reassembly.negative_acknowledge(self._station_time(self._clock()))
+        if nak is not None and nak.packet is not None:
+            self.counters.naks += 1
+            log.info(
+                "SL 651: station %s: M3 packet %d of %d missing; asked for it again (NAK)",
+                station.address,
+                nak.packet.number,
+                nak.packet.count,
+            )
+        return nak
+
     def _drop_upload(self, uploading: _Uploading) -> None:
         """Let go of the connection's upload and the bytes it held."""
         if uploading.upload is not None:
@@ -416,10 +484,9 @@ class ReceivingCentre:
         body = message.body
         now = self._clock()
         if isinstance(body, LinkKeepAlive):
-            try:
-                await self._in_storage(self.registry.seen, station, now)
-            except sqlite3.Error as exc:  # it carries no data: answered all the same
-                log.error("SL 651: station %s last seen not stored: %s", station.address, exc)
+            # No write per keep-alive: the station's last-seen goes with the next group.
+            self.counters.keep_alives += 1
+            self._seen[station] = max(now, self._seen.get(station, now))
             return acknowledge(message, self._station_time(now), Control.ESC)
         if not isinstance(body, Report):
             log.info(
@@ -439,7 +506,7 @@ class ReceivingCentre:
                 ", ".join(foreign),
             )
         try:
-            stored: Stored = await self._in_storage(self.registry.store, station, found, now)
+            stored: Stored = await self._in_storage(self._store, station, found, now)
         except sqlite3.Error:
             # Not acknowledged: the station resends, and nothing is lost.
             log.exception(
@@ -449,6 +516,7 @@ class ReceivingCentre:
             )
             return None
         self.counters.readings_stored += stored.new
+        self.counters.alarm_events += stored.alarms
         self.counters.readings_duplicate += stored.duplicate
         log.debug(
             "SL 651: station %s report %d (function %02X) from %s: %d new, %d held already",
@@ -462,6 +530,46 @@ class ReceivingCentre:
         if message.header.function not in ACKNOWLEDGED:
             return None
         return acknowledge(message, self._station_time(now), Control.EOT, message.packet)
+
+    def _store(self, station: Station, found: list[Observation], now: float) -> Stored:
+        """Store a report's observations with the alarm events of its rules (storage thread).
+
+        After a failed commit or a fault in the rules, the station's rules are dropped and
+        rebuilt from the stored history at its next report, so they never run ahead of, or
+        behind, what the store holds.
+        """
+        rules = self._station_rules(station, now)
+        try:
+            stored = self.registry.store(station, found, now, rules)
+        except BaseException:
+            self._rules.pop(station.address, None)
+            raise
+        if stored.rules_fault:
+            self.counters.rules_faults += 1
+            self._rules.pop(station.address, None)
+        return stored
+
+    def _station_rules(self, station: Station, now: float) -> StationRules | None:
+        """The station's rules, built and brought up to date the first time.
+
+        Up to date: its stored history replayed, then its open alarms' levels restored.
+        """
+        if self._rules_for is None:
+            return None
+        if station.address in self._rules:
+            return self._rules[station.address]
+        try:
+            rules = self._rules_for(station)
+            if rules is not None:
+                rules.replay(self.registry.history(station, now - rules.history_s))
+                rules.restore(self.registry.open_alarms(station))
+        except Exception:
+            # Tried again at the next report; this one's readings are stored all the same.
+            log.exception("SL 651: station %s: its site rules could not be built", station.address)
+            self.counters.rules_faults += 1
+            return None
+        self._rules[station.address] = rules
+        return rules
 
     def _station_time(self, now: float) -> datetime:
         """``now`` on the stations' clock (naive, as SL 651 carries it)."""

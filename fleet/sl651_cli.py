@@ -12,7 +12,7 @@ import logging
 import resource
 import signal
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +22,7 @@ from fleet.service import open_repository
 from fleet.settings import FleetSettings
 from fleet.sl651_centre import CentreSettings, ReceivingCentre
 from fleet.sl651_stations import StationError, StationRegistry, parse_password
+from fleet.station_ids import STATION_OFFLINE_AFTER_S
 
 sl651_app = typer.Typer(
     help="SL 651-2014 telemetry stations (遥测站): registry and receiving centre.",
@@ -72,11 +73,25 @@ def add_station(
 
 @sl651_app.command("stations")
 def list_stations(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
-    """Every registered station: address, site, gateway id (never its password)."""
+    """Every registered station: address, site, gateway id, last report (UTC) and state.
+
+    Never its password. A station is offline after two hours without a report or a
+    keep-alive (keep-alives are written once a minute by a running centre).
+    """
     registry = _open(data_dir)
     try:
+        seen = registry.last_seen()
+        now = time.time()
         for station in registry.stations():
-            typer.echo(f"{station.address}\t{station.site_id}\t{station.gateway_id}")
+            last = seen.get(station.address)
+            if last is None:
+                when, state = "never", "never_seen"
+            else:
+                when = datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+                state = "offline" if now - last > STATION_OFFLINE_AFTER_S else "online"
+            typer.echo(
+                f"{station.address}\t{station.site_id}\t{station.gateway_id}\t{when}\t{state}"
+            )
     finally:
         registry.close()
 

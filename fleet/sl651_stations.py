@@ -13,25 +13,31 @@ receiving centre acknowledges only after ``store`` has committed.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fleet.credentials import mosquitto_hash
 from fleet.schemas import SITE_ID_PATTERN
+from fleet.sqlite_ingest import (
+    advance_stream,
+    assign_channel_ids,
+    insert_events,
+    insert_readings,
+    stream_mark,
+)
 from fleet.sqlite_repository import WRITE_LOCK
+from fleet.station_alarms import StationRules, alarm_events
+from fleet.station_ids import GATEWAY_PREFIX, STATION_AGENT
 from protocol import Stream
-
-#: Gateway ids of stations: enrolled gateways are ``gw-<hex>``, so these never collide.
-GATEWAY_PREFIX = "sl651-"
-#: What a station's gateway record says where a gateway says its agent version.
-STATION_AGENT = "SL 651-2014 station"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sl651_stations (
@@ -49,6 +55,8 @@ CREATE TABLE IF NOT EXISTS sl651_observations (
     PRIMARY KEY (address, observed_at, element)
 ) WITHOUT ROWID;
 """
+
+log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r"^[0-9A-F]{10}$")
 
@@ -93,6 +101,10 @@ class Stored:
 
     new: int
     duplicate: int
+    #: Alarm events the site's rules raised from the new observations.
+    alarms: int = 0
+    #: The rules failed on these observations (logged); the readings are stored all the same.
+    rules_fault: bool = False
 
 
 def parse_address(text: str) -> str:
@@ -221,6 +233,13 @@ class StationRegistry:
         rows = self._conn().execute("SELECT address, site_id FROM sl651_stations ORDER BY address")
         return [Station(a, s, GATEWAY_PREFIX + a.lower()) for a, s in rows]
 
+    def last_seen(self) -> dict[str, float | None]:
+        """When each registered station last reported or sent a keep-alive, by address."""
+        rows = self._conn().execute(
+            "SELECT s.address, g.last_seen FROM sl651_stations s JOIN gateways g ON g.num = s.gw"
+        )
+        return dict(rows.fetchall())
+
     def authenticate(self, address: str, password: int) -> Station:
         """The station at ``address`` if ``password`` is its own.
 
@@ -237,70 +256,115 @@ class StationRegistry:
             raise WrongPasswordError(f"station {address} sent a password that is not its own")
         return Station(address, row[1], GATEWAY_PREFIX + address.lower())
 
-    def store(self, station: Station, observations: Sequence[Observation], now: float) -> Stored:
+    def store(
+        self,
+        station: Station,
+        observations: Sequence[Observation],
+        now: float,
+        rules: StationRules | None = None,
+    ) -> Stored:
         """Store the observations not yet held, in one transaction, and mark the station seen.
 
         Each new one gets the next seq of the station's readings stream, so the stream
-        stays contiguous and its mark tells how many readings the station has.
+        stays contiguous and its mark tells how many readings the station has. The rows go
+        in by ingest's own path (``fleet.sqlite_ingest``): channel ids, one multi-row
+        insert, the stream mark. With ``rules``, the new observations (each once, in time
+        order) are evaluated, and the level changes go in, in the same transaction, as
+        ``alarm`` events on the station's events stream: the alarm episode opens with the
+        readings that raised it, or neither is stored.
         """
-        new = 0
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT gw FROM sl651_stations WHERE address = ?", (station.address,)
-            ).fetchone()
-            if row is None:
-                raise StationError(f"station {station.address} is not registered")
-            gw = int(row[0])
-            mark = conn.execute(
-                "SELECT contiguous FROM stream_marks WHERE gw = ? AND stream = ?",
-                (gw, Stream.READINGS.value),
-            ).fetchone()
-            seq = int(mark[0]) if mark else 0
-            channel_ids: dict[str, int] = {}
+            gw = self._gateway_num(conn, station)
+            held = stream_mark(conn, gw, Stream.READINGS)
+            ids = assign_channel_ids(conn, gw, (obs.channel for obs in observations), {})
+            values: list[Any] = [gw]
+            fresh_ones: list[Observation] = []
+            seq = held
             for obs in observations:
                 key = (station.address, obs.ts, obs.channel)
-                held = conn.execute(
+                fresh = conn.execute(
                     "INSERT INTO sl651_observations (address, observed_at, element, seq) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (*key, seq + 1),
                 )
-                if held.rowcount == 0:
-                    continue
-                seq += 1
-                new += 1
-                channel = channel_ids.get(obs.channel)
-                if channel is None:
-                    channel = channel_ids[obs.channel] = _channel_id(conn, gw, obs.channel)
-                conn.execute(
-                    "INSERT INTO readings (gw, seq, ts, channel, value, quality) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (gw, seq, obs.ts, channel, obs.value, obs.quality),
-                )
-            if new:
-                conn.execute(
-                    "INSERT INTO stream_marks (gw, stream, contiguous) VALUES (?, ?, ?) "
-                    "ON CONFLICT (gw, stream) DO UPDATE SET contiguous = excluded.contiguous",
-                    (gw, Stream.READINGS.value, seq),
-                )
+                if fresh.rowcount == 1:
+                    seq += 1
+                    values += (seq, obs.ts, ids[obs.channel], obs.value, obs.quality)
+                    fresh_ones.append(obs)
+            new = insert_readings(conn, values)
+            if seq > held:
+                advance_stream(conn, gw, Stream.READINGS, held + 1, seq)
+            alarms, fault = 0, False
+            if rules is not None and fresh_ones:
+                alarms, fault = _evaluate(conn, gw, station, rules, fresh_ones, now)
             conn.execute(
                 "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE num = ?",
                 (now, gw),
             )
-        return Stored(new, len(observations) - new)
+        return Stored(new, len(observations) - new, alarms, fault)
 
-    def seen(self, station: Station, now: float) -> None:
-        """Mark the station seen at ``now`` (a keep-alive)."""
+    def open_alarms(self, station: Station) -> dict[str, int]:
+        """The level of each of the station's open alarms, by rule."""
+        rows = self._conn().execute(
+            "SELECT a.rule, a.level FROM alarms a JOIN sl651_stations s ON s.gw = a.gw "
+            "WHERE s.address = ? AND a.cleared_at IS NULL",
+            (station.address,),
+        )
+        return dict(rows.fetchall())
+
+    def history(self, station: Station, since: float) -> list[Observation]:
+        """The station's stored readings observed at or after ``since``, in time order."""
+        rows = self._conn().execute(
+            "SELECT r.ts, c.name, r.value, r.quality FROM readings r "
+            "JOIN channels c ON c.id = r.channel JOIN sl651_stations s ON s.gw = r.gw "
+            "WHERE s.address = ? AND r.ts >= ? ORDER BY r.ts, r.seq",
+            (station.address, since),
+        )
+        return [Observation(ts, name, value, quality) for ts, name, value, quality in rows]
+
+    def seen(self, last_seen: Mapping[Station, float]) -> None:
+        """Mark stations seen (keep-alives), all in one transaction."""
+        if not last_seen:
+            return
         with self._write() as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?",
-                (now, station.gateway_id),
+                [(ts, station.gateway_id) for station, ts in last_seen.items()],
             )
 
+    @staticmethod
+    def _gateway_num(conn: sqlite3.Connection, station: Station) -> int:
+        row = conn.execute(
+            "SELECT gw FROM sl651_stations WHERE address = ?", (station.address,)
+        ).fetchone()
+        if row is None:
+            raise StationError(f"station {station.address} is not registered")
+        return int(row[0])
 
-def _channel_id(conn: sqlite3.Connection, gw: int, name: str) -> int:
-    conn.execute(
-        "INSERT INTO channels (gw, name) VALUES (?, ?) ON CONFLICT (gw, name) DO NOTHING",
-        (gw, name),
-    )
-    row = conn.execute("SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, name)).fetchone()
-    return int(row[0])
+
+def _evaluate(
+    conn: sqlite3.Connection,
+    gw: int,
+    station: Station,
+    rules: StationRules,
+    fresh: Sequence[Observation],
+    received_at: float,
+) -> tuple[int, bool]:
+    """Evaluate ``fresh`` and store the alarm events; (events stored, whether the rules failed).
+
+    A fault in the rules (a bug, a sample they refuse) is logged and costs the alarms of
+    this report only: the readings are stored and acknowledged all the same, and the
+    centre rebuilds the station's rules from the stored history.
+    """
+    try:
+        changes = rules.evaluate(sorted(fresh, key=lambda obs: obs.ts))
+    except Exception:
+        log.exception("SL 651: station %s: its site rules failed on a report", station.address)
+        return 0, True
+    if not changes:
+        return 0, False
+    first = stream_mark(conn, gw, Stream.EVENTS) + 1
+    events = alarm_events(changes, first)
+    stored = insert_events(conn, gw, events, received_at)
+    advance_stream(conn, gw, Stream.EVENTS, first, events[-1].seq)
+    return stored, False

@@ -16,7 +16,7 @@ import logging
 import math
 import sqlite3
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -191,7 +191,9 @@ class IngestWriter:
                 last_seen[gw] = max(last_seen.get(gw, 0.0), item.received_at)
             payload = item.payload
             if isinstance(payload, DataBatch):
-                held, mark = self._advance(conn, gw, Stream.READINGS, payload)
+                held, mark = advance_stream(
+                    conn, gw, Stream.READINGS, payload.first_seq, payload.last_seq
+                )
                 result.acks[(item.gateway_id, Stream.READINGS)] = mark
                 stored = 0
                 if payload.last_seq > held:
@@ -200,10 +202,12 @@ class IngestWriter:
                 result.rows_stored += stored
                 result.rows_duplicate += len(payload.rows) - stored
             elif isinstance(payload, EventBatch):
-                held, mark = self._advance(conn, gw, Stream.EVENTS, payload)
+                held, mark = advance_stream(
+                    conn, gw, Stream.EVENTS, payload.first_seq, payload.last_seq
+                )
                 result.acks[(item.gateway_id, Stream.EVENTS)] = mark
                 new = [e for e in payload.rows if e.seq > held]
-                stored = self._insert_events(conn, gw, new, item.received_at)
+                stored = insert_events(conn, gw, new, item.received_at)
                 result.rows_stored += stored
                 result.rows_duplicate += len(payload.rows) - stored
             else:
@@ -222,46 +226,6 @@ class IngestWriter:
             num = self._gateway_nums[gateway_id] = int(row[0])
         return num
 
-    def _advance(
-        self, conn: sqlite3.Connection, gw: int, stream: Stream, batch: DataBatch | EventBatch
-    ) -> tuple[int, int]:
-        """Record that ``batch``'s range is committed; return (mark before, mark after).
-
-        Every seq up to the mark before is already held, so those rows are skipped.
-        """
-        row = conn.execute(
-            "SELECT contiguous FROM stream_marks WHERE gw = ? AND stream = ?", (gw, stream.value)
-        ).fetchone()
-        held = int(row[0]) if row else 0
-        if batch.last_seq <= held:
-            return held, held
-        if batch.first_seq > held + 1:
-            # Committed, but not joined to the contiguous part yet: remember the range.
-            conn.execute(
-                "INSERT INTO stream_ranges (gw, stream, first_seq, last_seq) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (gw, stream, first_seq) DO UPDATE "
-                "SET last_seq = max(last_seq, excluded.last_seq)",
-                (gw, stream.value, batch.first_seq, batch.last_seq),
-            )
-            return held, held
-        mark = batch.last_seq
-        while joined := conn.execute(
-            "SELECT first_seq, last_seq FROM stream_ranges WHERE gw = ? AND stream = ? "
-            "AND first_seq <= ? ORDER BY first_seq LIMIT 1",
-            (gw, stream.value, mark + 1),
-        ).fetchone():
-            conn.execute(
-                "DELETE FROM stream_ranges WHERE gw = ? AND stream = ? AND first_seq = ?",
-                (gw, stream.value, joined[0]),
-            )
-            mark = max(mark, int(joined[1]))
-        conn.execute(
-            "INSERT INTO stream_marks (gw, stream, contiguous) VALUES (?, ?, ?) "
-            "ON CONFLICT (gw, stream) DO UPDATE SET contiguous = excluded.contiguous",
-            (gw, stream.value, mark),
-        )
-        return held, mark
-
     def _known_channel_values(self, gw: int, batch: DataBatch) -> list[Any] | None:
         """``gw`` and the batch's flat rows with channel ids, if every id is known."""
         ids = self._channel_ids.get(gw)
@@ -276,42 +240,10 @@ class IngestWriter:
     def _channel_values(self, conn: sqlite3.Connection, gw: int, batch: DataBatch) -> list[Any]:
         """Like ``_known_channel_values``, first giving new channels an id (in the lock)."""
         ids = self._channel_ids.setdefault(gw, {})
-        for name in set(batch.flat_rows()[2::READING_FIELDS]) - ids.keys():
-            conn.execute("INSERT OR IGNORE INTO channels (gw, name) VALUES (?, ?)", (gw, name))
-            found = conn.execute(
-                "SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, name)
-            ).fetchone()
-            ids[name] = int(found[0])
+        assign_channel_ids(conn, gw, batch.flat_rows()[2::READING_FIELDS], ids)
         values = self._known_channel_values(gw, batch)
         assert values is not None  # every name has an id now
         return values
-
-    def _insert_events(
-        self, conn: sqlite3.Connection, gw: int, events: Sequence[EventRow], received_at: float
-    ) -> int:
-        stored = 0
-        for event in events:
-            cur = conn.execute(
-                "INSERT INTO events (gw, seq, ts, kind, subject, level, detail, "
-                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gw, seq) DO NOTHING",
-                (
-                    gw,
-                    event.seq,
-                    event.ts,
-                    event.kind,
-                    event.subject,
-                    event.level,
-                    json.dumps(event.detail, default=str),
-                    received_at,
-                ),
-            )
-            if cur.rowcount == 1:
-                stored += 1
-                if event.subject:
-                    _track_alarm(conn, gw, event)
-                if event.kind == OTA_EVENT_KIND:
-                    record_ota_report(conn, gw, event, received_at)
-        return stored
 
     @staticmethod
     def _apply_status(conn: sqlite3.Connection, gw: int, item: Received) -> None:
@@ -342,6 +274,102 @@ class IngestWriter:
                     gw,
                 ),
             )
+
+
+def advance_stream(
+    conn: sqlite3.Connection, gw: int, stream: Stream, first_seq: int, last_seq: int
+) -> tuple[int, int]:
+    """Record that ``first_seq..last_seq`` of a stream is committed: (mark before, after).
+
+    Every seq up to the mark before is already held, so those rows are skipped. A range
+    above the mark that does not join it is remembered until the gap is filled.
+    """
+    row = conn.execute(
+        "SELECT contiguous FROM stream_marks WHERE gw = ? AND stream = ?", (gw, stream.value)
+    ).fetchone()
+    held = int(row[0]) if row else 0
+    if last_seq <= held:
+        return held, held
+    if first_seq > held + 1:
+        # Committed, but not joined to the contiguous part yet: remember the range.
+        conn.execute(
+            "INSERT INTO stream_ranges (gw, stream, first_seq, last_seq) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (gw, stream, first_seq) DO UPDATE "
+            "SET last_seq = max(last_seq, excluded.last_seq)",
+            (gw, stream.value, first_seq, last_seq),
+        )
+        return held, held
+    mark = last_seq
+    while joined := conn.execute(
+        "SELECT first_seq, last_seq FROM stream_ranges WHERE gw = ? AND stream = ? "
+        "AND first_seq <= ? ORDER BY first_seq LIMIT 1",
+        (gw, stream.value, mark + 1),
+    ).fetchone():
+        conn.execute(
+            "DELETE FROM stream_ranges WHERE gw = ? AND stream = ? AND first_seq = ?",
+            (gw, stream.value, joined[0]),
+        )
+        mark = max(mark, int(joined[1]))
+    conn.execute(
+        "INSERT INTO stream_marks (gw, stream, contiguous) VALUES (?, ?, ?) "
+        "ON CONFLICT (gw, stream) DO UPDATE SET contiguous = excluded.contiguous",
+        (gw, stream.value, mark),
+    )
+    return held, mark
+
+
+def stream_mark(conn: sqlite3.Connection, gw: int, stream: Stream) -> int:
+    """The highest seq of ``stream`` up to which every row is committed (0 for none)."""
+    row = conn.execute(
+        "SELECT contiguous FROM stream_marks WHERE gw = ? AND stream = ?", (gw, stream.value)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def assign_channel_ids(
+    conn: sqlite3.Connection, gw: int, names: Iterable[str], ids: dict[str, int]
+) -> dict[str, int]:
+    """Fill ``ids`` with the id of each channel ``names`` names, creating new ones (in the lock)."""
+    for name in set(names) - ids.keys():
+        conn.execute("INSERT OR IGNORE INTO channels (gw, name) VALUES (?, ?)", (gw, name))
+        found = conn.execute(
+            "SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, name)
+        ).fetchone()
+        ids[name] = int(found[0])
+    return ids
+
+
+def insert_events(
+    conn: sqlite3.Connection, gw: int, events: Sequence[EventRow], received_at: float
+) -> int:
+    """Insert one gateway's events (those not held yet) and follow their alarm episodes.
+
+    Returns how many were new. An ``alarm`` event opens, raises or clears the rule's
+    episode in ``alarms``, which is what 叫应 escalation acts on.
+    """
+    stored = 0
+    for event in events:
+        cur = conn.execute(
+            "INSERT INTO events (gw, seq, ts, kind, subject, level, detail, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (gw, seq) DO NOTHING",
+            (
+                gw,
+                event.seq,
+                event.ts,
+                event.kind,
+                event.subject,
+                event.level,
+                json.dumps(event.detail, default=str),
+                received_at,
+            ),
+        )
+        if cur.rowcount == 1:
+            stored += 1
+            if event.subject:
+                _track_alarm(conn, gw, event)
+            if event.kind == OTA_EVENT_KIND:
+                record_ota_report(conn, gw, event, received_at)
+    return stored
 
 
 def _rejection(item: Received, exc: Exception) -> tuple[str, str, str]:

@@ -39,6 +39,7 @@ from fleet.repository import (
     RolloutWave,
     SiteConfigRecord,
 )
+from fleet.station_ids import is_station
 from ota.document import DocumentKind
 from ota.download import sha256_file
 from ota.manifest import ReleaseManifest
@@ -271,6 +272,13 @@ def _issue(
     return version
 
 
+def _refuse_stations(gateway_ids: Sequence[str]) -> None:
+    """ConflictError for SL 651 stations: they run no agent, so no document reaches them."""
+    if stations := [g for g in gateway_ids if is_station(g)]:
+        msg = f"{', '.join(stations)}: SL 651 stations take no signed config or release"
+        raise ConflictError(msg)
+
+
 def _gateway_nums(conn: sqlite3.Connection, gateway_ids: Sequence[str]) -> list[tuple[str, int]]:
     """``(id, num)`` for each id, in order; NotFoundError naming every unknown one."""
     found: dict[str, int] = {}
@@ -403,11 +411,13 @@ class SQLiteOta:
             raise ValueError(msg)
         with self._write() as conn:
             if scope == "group":
-                ids = self._members(conn, target)
+                # SL 651 stations in a group take no signed document: left out.
+                ids = [g for g in self._members(conn, target) if not is_station(g)]
                 if not ids:
                     msg = f"group {target!r} has no gateways: add some to it first"
                     raise ConflictError(msg)
             else:
+                _refuse_stations([target])
                 ids = [target]
             targets = _gateway_nums(conn, ids)
             if issue is not None:
@@ -625,6 +635,7 @@ class SQLiteOta:
     def create_rollout(self, rollout: NewRollout, now: float) -> Rollout:
         """Store a rollout (running, no wave started); NotFoundError or ConflictError."""
         ids = [g for _, gateways in rollout.waves for g in gateways]
+        _refuse_stations(ids)
         with self._write() as conn:
             targets = _gateway_nums(conn, ids)
             if rollout.release_version is not None:

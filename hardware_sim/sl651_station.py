@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -86,6 +86,8 @@ class Sl651Station:
     serial: int = 0
     sends: int = 0
     connects: int = 0
+    #: The packet numbers the centre asked for again (NAK), in order.
+    naks: list[int] = field(default_factory=list)
     _link: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = field(
         default=None, repr=False
     )
@@ -166,17 +168,28 @@ class Sl651Station:
         message = Message(self.header(FunctionCode.LINK_KEEPALIVE), body, Control.ETX)
         return await self.send(encode(message), self.serial)
 
-    async def upload(self, message: Message, slice_size: int) -> Delivery:
-        """Send ``message`` as an M3 multi-packet upload; the answer comes after the last."""
+    async def upload(
+        self, message: Message, slice_size: int, *, lose: Collection[int] = ()
+    ) -> Delivery:
+        """Send ``message`` as an M3 multi-packet upload; the answer comes after the last.
+
+        ``lose``: numbers of packets lost on the way the first time (the centre's NAK asks
+        for each again, and the station sends it again).
+        """
         packets = split(message.header, message.body, slice_size)
         assert isinstance(message.body, Report)
-        return await self.send(b"".join(packets), message.body.serial)
+        first = b"".join(p for n, p in enumerate(packets, start=1) if n not in lose)
+        return await self.send(first, message.body.serial, packets=packets)
 
-    async def send(self, frames: bytes, serial: int) -> Delivery:
+    async def send(
+        self, frames: bytes, serial: int, *, packets: Sequence[bytes] | None = None
+    ) -> Delivery:
         """Send ``frames`` until the centre answers them; resends carry the very same bytes.
 
         As a real station does, it takes only an answer to this very frame (from the
         centre, same function, same serial); a garbled or unrelated answer is no answer.
+        With ``packets`` (an M3 upload), a NAK naming one of them is answered by sending
+        that packet again (counted in ``naks``), and the answer is awaited anew.
         """
         first = frame_size(frames[: HEADER_SIZE - 1]) or len(frames)
         function = decode(frames[:first]).header.function
@@ -191,6 +204,8 @@ class Sl651Station:
                     await self.hang_up()
                     continue
                 answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
+                if packets:
+                    answer = await self._resend_asked(reader, writer, answer, function, packets)
             except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, Sl651Error):
                 await self.hang_up()
                 continue
@@ -204,6 +219,28 @@ class Sl651Station:
             return Delivery(serial, answer, attempt)
         msg = f"station {self.address}: no acknowledgement of serial {serial} in {self.tries} tries"
         raise NoAcknowledgementError(msg)
+
+    async def _resend_asked(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        answer: Message,
+        function: int,
+        packets: Sequence[bytes],
+    ) -> Message:
+        """Send each packet the centre NAKs again; its first answer that is not a NAK.
+
+        A centre that keeps asking (more than three times the packets) is no answer.
+        """
+        for _ in range(3 * len(packets)):
+            if not _asks_again(answer, function, len(packets)):
+                return answer
+            assert answer.packet is not None
+            self.naks.append(answer.packet.number)
+            writer.write(packets[answer.packet.number - 1])
+            await writer.drain()
+            answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
+        raise TimeoutError("the centre keeps asking for packets")
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self._link is None:
@@ -220,6 +257,18 @@ class Sl651Station:
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()
+
+
+def _asks_again(answer: Message, function: int, count: int) -> bool:
+    """Whether ``answer`` is the centre's NAK for one of an upload's ``count`` packets."""
+    return (
+        answer.end is Control.NAK
+        and answer.header.direction is Direction.DOWN
+        and answer.header.function == function
+        and answer.packet is not None
+        and answer.packet.count == count
+        and 1 <= answer.packet.number <= count
+    )
 
 
 async def read_frame(reader: asyncio.StreamReader) -> Message:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from fleet.sl651_centre import CentreSettings, ReceivingCentre
 from fleet.sl651_observations import observations
 from fleet.sl651_stations import StationRegistry
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.sl651_station import (
     Delivery,
@@ -180,14 +180,38 @@ async def test_a_report_resent_to_a_restarted_centre_is_stored_once(
 
 
 async def test_keep_alive_is_answered_with_esc_so_the_link_stays(
-    centre: ReceivingCentre, repository: SQLiteRepository
+    registry: StationRegistry, repository: SQLiteRepository
 ) -> None:
-    async with station(centre, serial=41) as field_station:
-        delivery = await field_station.keep_alive(SENT)
-    assert delivery.answer.end is Control.ESC
-    assert delivery.answer.header.function == FunctionCode.LINK_KEEPALIVE
-    assert delivery.answer.body == Acknowledgement(41, datetime(2026, 7, 18, 10, 0, 20))
+    async with ReceivingCentre(registry, settings(), clock=lambda: NOW) as running:
+        async with station(running, serial=41) as field_station:
+            delivery = await field_station.keep_alive(SENT)
+        assert delivery.answer.end is Control.ESC
+        assert delivery.answer.header.function == FunctionCode.LINK_KEEPALIVE
+        assert delivery.answer.body == Acknowledgement(41, datetime(2026, 7, 18, 10, 0, 20))
+    # written when the centre stops, if no group was written before
     assert repository.get_gateway(GATEWAY).last_seen == NOW
+
+
+async def test_keep_alives_are_written_together_not_one_transaction_each(
+    registry: StationRegistry, repository: SQLiteRepository
+) -> None:
+    others = [f"00123456{n:02d}" for n in range(90, 99)]
+    for address in others:
+        registry.add_station(address, PASSWORD, SITE, NOW)
+    clock = iter(NOW + n for n in range(1000))
+    async with ReceivingCentre(
+        registry, settings(seen_flush_s=3600), clock=lambda: next(clock)
+    ) as running:
+        for address in [ADDRESS, *others]:
+            async with station(running, address=address) as field_station:
+                for n in range(3):
+                    await field_station.keep_alive(SENT + timedelta(seconds=n))
+        assert running.counters.keep_alives == 30
+        assert running.counters.seen_writes == 0  # answered, nothing written yet
+        assert repository.get_gateway(GATEWAY).last_seen is None  # registered, never seen
+    assert running.counters.seen_writes == 1  # thirty keep-alives, one transaction
+    last = [repository.get_gateway(f"sl651-{a}").last_seen for a in [ADDRESS, *others]]
+    assert last == [NOW + 2 + 3 * n for n in range(10)]  # each station's latest
 
 
 @pytest.mark.parametrize(
@@ -271,6 +295,19 @@ async def test_a_frame_larger_than_allowed_closes_the_connection(
         assert running.counters.by_reason == {"too large": 1}
 
 
+async def test_an_ascii_mode_station_is_told_apart_and_closed(
+    centre: ReceivingCentre, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fleet.sl651_centre")
+    reader, writer = await asyncio.open_connection("127.0.0.1", centre.port)
+    writer.write(b"\x01" + b"010012345678" + b"5A7C2F0008\x02")  # an ASCII-mode header
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed, nothing answered
+    writer.close()
+    assert centre.counters.by_reason == {"bad frame": 1}
+    assert "ASCII-mode frame (SOH, 01)" in caplog.text  # the log says what to change
+
+
 async def test_a_frame_with_a_bad_crc_is_not_acknowledged_and_the_next_one_is(
     centre: ReceivingCentre, repository: SQLiteRepository
 ) -> None:
@@ -311,6 +348,33 @@ async def test_a_multi_packet_upload_is_stored_and_acknowledged_once_complete(
     assert len(readings(repository, "water_level")) == 12
 
 
+@pytest.mark.parametrize("lost", [{2}, {1, 3}], ids=["one-packet", "first-and-third"])
+async def test_a_missing_upload_packet_is_asked_for_again_with_nak_and_stored_once(
+    centre: ReceivingCentre, repository: SQLiteRepository, lost: set[int]
+) -> None:
+    async with station(centre) as field_station:
+        groups = [
+            ObservationGroup(
+                OBSERVED + timedelta(minutes=5 * n),
+                (number(ElementId.WATER_LEVEL, Decimal(f"{2 + n / 1000:.3f}")),),
+            )
+            for n in range(12)
+        ]
+        message = field_station.report(FunctionCode.TIMED, SENT, groups)
+        delivery = await field_station.upload(message, slice_size=20, lose=lost)
+    # the centre named each missing packet, first missing first, and the station sent it
+    assert field_station.naks == sorted(lost)
+    assert centre.counters.naks == len(lost)
+    assert delivery.sends == 1  # no resend of the whole upload
+    assert delivery.answer.end is Control.EOT
+    assert delivery.answer.packet is not None
+    assert delivery.answer.packet.number == delivery.answer.packet.count > 3
+    assert delivery.answer.body == Acknowledgement(
+        delivery.serial, datetime(2026, 7, 18, 10, 0, 20)
+    )
+    assert len(readings(repository, "water_level")) == 12
+
+
 async def test_an_upload_past_its_size_bound_closes_the_connection(
     registry: StationRegistry, repository: SQLiteRepository
 ) -> None:
@@ -340,7 +404,7 @@ def test_cli_registers_a_station_and_refuses_a_bad_password(tmp_path: Path) -> N
     assert added.exit_code == 0, added.output
     assert "5a7c" not in added.output.lower()
     listed = runner.invoke(app, ["sl651", "stations", *data])
-    assert listed.output.split() == ["0012345678", SITE, GATEWAY]
+    assert listed.output.split() == ["0012345678", SITE, GATEWAY, "never", "never_seen"]
     refused = runner.invoke(
         app, ["sl651", "add-station", "0012345679", "--password", "12", "--site", SITE, *data]
     )
@@ -389,22 +453,11 @@ async def test_fleet_sl651_serve_takes_a_registered_station_s_reports(tmp_path: 
         app, ["sl651", "add-station", ADDRESS, "--password", "5A7C", "--site", SITE, *data]
     )
     assert added.exit_code == 0, added.output
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "fleet.cli", "sl651", "serve", "--port", str(port), *data]
     process = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
     try:
-
-        async def listening() -> bool:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await wait_for(listening, 30, "fleet sl651 serve listening")
+        await wait_for(lambda: port_open(port), 30, "fleet sl651 serve listening")
         field_station = Sl651Station(ADDRESS, PASSWORD, "127.0.0.1", port)
         async with field_station:
             delivery = await field_station.timed_report(OBSERVED, SENT, water_level="7.250")

@@ -714,6 +714,51 @@ def test_m3_split_and_reassemble_round_trip_and_answers() -> None:
         Reassembly().add(decode(bytes.fromhex(TIMED_32_UP)))
 
 
+def test_m3_reassembly_asks_for_the_first_missing_packet_once_the_upload_has_ended() -> None:
+    header = up(0x05, "0011223344", 0x03E8, FunctionCode.EQUAL_INTERVAL)
+    when = datetime(2024, 6, 1, 8, 0)
+    values = tuple(D(n).scaleb(-3) for n in range(1000, 1400))
+    series = Series(ElementId.WATER_LEVEL, values, 4, 3)
+    body = report(7, when, "0011223344", StationType.RIVER, (when, (TimeStep(minutes=5), series)))
+    packets = [decode(frame) for frame in split(header, body, 500)]
+    answered_at = datetime(2024, 6, 1, 8, 0, 30)
+    reassembly = Reassembly()
+    assert reassembly.add(packets[0]) is None
+    assert reassembly.negative_acknowledge(answered_at) is None  # still sending: no NAK yet
+    assert reassembly.add(packets[2]) is None
+    assert reassembly.add(packets[3]) is None  # the end (ETX) came, packet 2 did not
+    nak = reassembly.negative_acknowledge(answered_at)
+    assert nak is not None
+    down = Header(Direction.DOWN, 0x05, header.station, 0x03E8, FunctionCode.EQUAL_INTERVAL)
+    assert nak == Message(down, Acknowledgement(7, answered_at), Control.NAK, Packet(4, 2))
+    data = encode(nak)
+    assert data[-3] == Control.NAK
+    assert decode(data) == nak  # on the wire and back
+    assert reassembly.add(packets[1]) == Message(header, body, Control.ETX)
+    assert reassembly.negative_acknowledge(answered_at) is None  # whole: nothing to ask
+    # the first packet carries the serial: while it is the one missing, the NAK says 0
+    without_first = Reassembly()
+    for packet in packets[1:]:
+        without_first.add(packet)
+    first_missing = without_first.negative_acknowledge(answered_at)
+    assert first_missing is not None
+    assert (first_missing.body, first_missing.packet) == (
+        Acknowledgement(0, answered_at),
+        Packet(4, 1),
+    )
+
+
+def test_an_ascii_mode_frame_is_refused_by_name() -> None:
+    # ASCII mode starts with SOH and spells the header in hex digits (here a keep-alive's
+    # start: centre 01, station 0012345678); the codec reads HEX/BCD only and says so.
+    ascii_frame = b"\x01" + b"010012345678" + b"5A7C2F0008\x02"
+    with pytest.raises(BadFrameError, match=r"ASCII-mode frame \(SOH, 01\).*HEX/BCD") as refused:
+        decode(ascii_frame)
+    assert refused.value.reason is Reason.BAD_FRAME
+    with pytest.raises(BadFrameError, match="ASCII-mode"):
+        frame_size(ascii_frame[:1])  # known from its first byte, before a header is read
+
+
 # --- Hypothesis ----------------------------------------------------------------------------
 def decodes_losslessly_or_refuses(data: bytes) -> None:
     """The codec's contract on any input: a message that encodes back to ``data``.

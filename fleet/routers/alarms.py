@@ -1,7 +1,8 @@
 """Alarms: active and history, acknowledge (operator), confirm receipt of the warning (operator).
 
 Acknowledging also queues an ``ack_alarm`` command, so a latched siren at the gateway is
-released; the alarm stays active until the gateway reports its level back to normal.
+released; the alarm stays active until the gateway reports its level back to normal. An
+SL 651 station takes no command, so none is queued for a station's alarm.
 A receipt is an answer to 叫应 too: it stops the alarm's escalation. One alarm's view
 carries its escalation record (persons by name and tier, never their contacts).
 """
@@ -27,6 +28,7 @@ from fleet.dependencies import (
 from fleet.escalation_schemas import AlarmDetailOut
 from fleet.repository import ConflictError, NotFoundError, Role
 from fleet.schemas import AcknowledgeIn, AlarmOut, ReceiptIn
+from fleet.station_ids import is_station
 from protocol import ACK_ALARM_COMMAND, AckAlarmArgs
 
 router = APIRouter(
@@ -111,6 +113,8 @@ def acknowledge_alarm(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except ConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    if is_station(alarm.gateway_id):  # no agent to release a latch: nothing to deliver
+        return AlarmOut.of(alarm)
     repository.queue_command(
         alarm.gateway_id,
         ACK_ALARM_COMMAND,

@@ -36,6 +36,7 @@ from fleet.rollouts import RolloutScheduler, WaveSpec, plan_waves, verdict, wave
 from fleet.routers.configs import GroupName
 from fleet.schemas import Out
 from fleet.site_validation import checked_for_signing
+from fleet.station_ids import is_station
 from ota.document import DocumentKind
 from protocol import MAX_WIRE_INT
 
@@ -165,6 +166,13 @@ class RolloutOut(Out):
     updated_at: float
     waves: list[WaveOut]
     devices: list[DeviceOut] | None = None
+    skipped: list[str] = Field(
+        default_factory=list,
+        description=(
+            "targets left out when the rollout was created: SL 651 stations, which run no "
+            "agent and take no signed document (only in the answer that creates it)"
+        ),
+    )
 
     @classmethod
     def of(cls, rollout: Rollout, *, devices: bool = True) -> RolloutOut:
@@ -221,7 +229,8 @@ def create_rollout(
 
     403 unless an admin rolls out a release or a configurator a config; 409 when the
     release still lacks files or a gateway is in another active rollout of the same kind;
-    422 when the waves do not fit the gateways or the stored site file is invalid.
+    422 when the waves do not fit the gateways or the stored site file is invalid. SL 651
+    stations among the targets are left out (``skipped``): they take no OTA.
     """
     kind = DocumentKind.RELEASE if body.release is not None else DocumentKind.CONFIG
     # Each wave is signed by the fleet: a release is the admin's to send, a site
@@ -250,6 +259,12 @@ def create_rollout(
             checked_for_signing(ota.get_config(body.config_id).site_toml, repository.roster)
     except NotFoundError as exc:
         raise http_error(exc) from exc
+    # A group or a config may name SL 651 stations beside gateways: they take no OTA.
+    skipped = [g for g in gateways if is_station(g)]
+    gateways = [g for g in gateways if not is_station(g)]
+    if skipped and not gateways:
+        detail = f"only SL 651 stations are targeted ({', '.join(skipped)}): they take no OTA"
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail)
     try:
         waves = plan_waves(gateways, [WaveSpec.parse(w) for w in body.waves])
     except ValueError as exc:
@@ -269,7 +284,8 @@ def create_rollout(
         rollout = ota.create_rollout(new, time.time())
     except (NotFoundError, ConflictError) as exc:
         raise http_error(exc) from exc
-    return RolloutOut.of(scheduler.advance(rollout.id))
+    created = RolloutOut.of(scheduler.advance(rollout.id))
+    return created.model_copy(update={"skipped": skipped}) if skipped else created
 
 
 @router.get("")

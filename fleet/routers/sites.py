@@ -16,6 +16,7 @@ from pydantic import Field
 from fleet.dependencies import TOKEN_REFUSALS, Repo, refusals, require
 from fleet.repository import Gateway, Role
 from fleet.schemas import SITE_ID_PATTERN, GatewayStatus, Out, gateway_status
+from fleet.station_ids import DeviceKind, device_kind
 from protocol import SiteChannel, SiteRule, SiteSummary
 from protocol.levels import LEVEL_NAMES
 
@@ -33,6 +34,7 @@ class SiteGatewayOut(Out):
     """One gateway of a site, as the health strip shows it."""
 
     gateway_id: str
+    kind: DeviceKind = Field(description="gateway, or sl651_station (reports only; no OTA)")
     state: GatewayStatus
     last_seen: float | None
     backlog_readings: int | None
@@ -57,6 +59,7 @@ class SiteGatewayOut(Out):
         health: dict[str, Any] = gateway.health or {}
         return cls(
             gateway_id=gateway.id,
+            kind=device_kind(gateway.id),
             state=gateway_status(gateway, now),
             last_seen=gateway.last_seen,
             backlog_readings=health.get("backlog_readings"),

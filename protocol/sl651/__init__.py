@@ -6,7 +6,8 @@ Wire vocabulary for hydrological telemetry stations (遥测站) and their receiv
 uploads. Every refusal is an ``Sl651Error`` with a ``Reason`` (CRC, length, truncated,
 unknown element, bad BCD, bad time, bad frame, bad value). Pure functions over bytes:
 this package must never import anything of the project (not even the rest of
-``protocol``), never do I/O and never read a clock. Not covered yet: the ASCII encoding,
+``protocol``), never do I/O and never read a clock. Not covered yet: the ASCII encoding
+(refused by name: its bodies are mnemonic text, not the HEX body spelled in hex digits),
 function codes 35 and 39-51 (their bodies stay ``RawBody``), user-defined FFxx elements.
 """
 

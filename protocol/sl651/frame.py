@@ -22,6 +22,8 @@ from protocol.sl651.errors import (
 from protocol.sl651.wire import crc16
 
 START = b"\x7e\x7e"
+#: What starts a frame in ASCII mode, which this codec refuses by name (see ``frame_size``).
+SOH = b"\x01"
 STX = 0x02
 SYN = 0x16
 #: start (2) + addresses (6) + password (2) + function (1) + direction/length (2) + STX (1)
@@ -194,6 +196,11 @@ def frame_size(data: bytes) -> int | None:
     For a stream reader: read until ``len(buffer) >= frame_size(buffer)``. Raises
     ``BadFrameError`` when ``data`` does not start a frame.
     """
+    if data[:1] == SOH:
+        raise BadFrameError(
+            "an ASCII-mode frame (SOH, 01): this codec takes HEX/BCD frames (7E7E) only; "
+            "set the station to HEX/BCD"
+        )
     if data[:2] != START[: len(data[:2])]:
         raise BadFrameError(f"a frame starts with 7E7E, not {data[:2].hex().upper()}")
     if len(data) < HEADER_SIZE - 1:

@@ -8,7 +8,9 @@ only ``Sl651Error`` subclasses.
 
 from __future__ import annotations
 
-from protocol.sl651.body import Body, RawBody
+from datetime import datetime
+
+from protocol.sl651.body import Acknowledgement, Body, RawBody
 from protocol.sl651.errors import BadFrameError, BadValueError
 from protocol.sl651.frame import (
     MAX_BODY,
@@ -48,13 +50,17 @@ class Reassembly:
     """Collects the packets of one M3 upload; ``add`` returns the message once complete.
 
     A packet sent again replaces the earlier copy (a resend after NAK). Packets of
-    another station, function or count are refused: one ``Reassembly`` per upload.
+    another station, function or count are refused: one ``Reassembly`` per upload. Once
+    the last packet (ETX) has come, ``negative_acknowledge`` asks again for the first
+    packet still missing (6.4.3, M3: the centre NAKs a missing packet by its number).
     """
 
     def __init__(self) -> None:
         self.header: Header | None = None
         self.count = 0
         self.parts: dict[int, bytes] = {}
+        #: Whether the packet that ends the upload (ETX, the count-th) has come.
+        self.ended = False
 
     def missing(self) -> list[int]:
         """Numbers of the packets not yet received (to NAK), in order."""
@@ -77,7 +83,28 @@ class Reassembly:
         if not isinstance(packet.body, RawBody):
             raise BadFrameError("an M3 packet's body is a raw slice (decode leaves it so)")
         self.parts[number.number] = packet.body.data
+        self.ended = self.ended or packet.end is Control.ETX or number.number == self.count
         if self.missing():
             return None
         data = b"".join(self.parts[n] for n in range(1, self.count + 1))
         return Message(self.header, decode_body(self.header, data, Control.ETX), Control.ETX)
+
+    def serial(self) -> int | None:
+        """The upload's serial, once its first packet (the only one to carry it) has come."""
+        first = self.parts.get(1)
+        return int.from_bytes(first[:2], "big") if first is not None and len(first) >= 2 else None
+
+    def negative_acknowledge(self, sent_at: datetime) -> Message | None:
+        """The centre's NAK for the first missing packet, once the upload's end has come.
+
+        None while the station is still sending (the end has not come) or once nothing is
+        missing. The NAK carries the upload's serial, or 0 while its first packet (the one
+        that carries it) is the one missing, and names the packet to send again.
+        """
+        missing = self.missing()
+        if self.header is None or not self.ended or not missing:
+            return None
+        head = self.header
+        header = Header(Direction.DOWN, head.centre, head.station, head.password, head.function)
+        body = Acknowledgement(self.serial() or 0, sent_at)
+        return Message(header, body, Control.NAK, Packet(self.count, missing[0]))

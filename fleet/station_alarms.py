@@ -1,0 +1,111 @@
+"""A site's alarm rules on SL 651 stations' readings, at the fleet: the seam, and its events.
+
+A telemetry station has no rule engine of its own, so the fleet evaluates the site's
+rules on what it reports. The engine is the gateway's (``edge_agent.alarms``: the rain and
+water-level kernels and their reference), which ``fleet`` must never import
+(``tests/test_import_boundaries.py``). So this module says what the receiving centre needs
+of an engine (``StationRules``: replay a station's stored history, then evaluate its new
+observations) and turns the level changes it reports into ``alarm`` events on the
+station's own events stream, worded as a gateway words them. Committed with the readings
+by ``fleet.sl651_stations.StationRegistry.store`` through ingest's ``insert_events``, they
+open, raise and clear the same alarm episode a gateway's events do, and 叫应 escalation
+acts on it the same way.
+
+This module must never decide a level itself, and never let a fault in the rules stop a
+station's readings being stored or acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from protocol import EventRow
+from protocol.events import ALARM_EVENT_KIND, AlarmEvent
+from protocol.levels import LEVEL_NAMES
+
+if TYPE_CHECKING:
+    from fleet.sl651_stations import Observation, Station
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmChange:
+    """A rule's level changed at ``t`` (the deciding sample's time), as an engine reports it.
+
+    The same fields as the gateway engine's ``LevelChange``: ``metric`` the rule's headline
+    value then, ``detail`` it in words (``"1h window 47.2 mm >= 45 (yellow)"``).
+    """
+
+    rule_id: str
+    t: float
+    old: int
+    new: int
+    kind: Literal["rise", "fall", "ack"]
+    metric: float
+    detail: str
+
+
+class StationRules(Protocol):
+    """One station's site rules, evaluated on its observations in time order.
+
+    The centre builds one per station at its first report after a start (or after a
+    fault), replays ``history_s`` of the station's stored readings into it, restores the
+    levels of its open alarms, and from then on hands it each report's new observations,
+    in time order, once each.
+    """
+
+    @property
+    def history_s(self) -> float:
+        """How far back the rules need the readings to be where they stood (window sizes)."""
+        ...
+
+    def replay(self, observations: Sequence[Observation]) -> None:
+        """Bring the rules up to date with stored history; its changes are already recorded."""
+        ...
+
+    def restore(self, levels: Mapping[str, int]) -> None:
+        """After the replay, re-apply the levels of the station's open alarms, by rule.
+
+        The history a replay sees may be shorter than what raised them (a water-level
+        rule needs none): without this, a rule would start at normal while its alarm is
+        open, and could never report the fall that closes it.
+        """
+        ...
+
+    def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
+        """Evaluate new observations; the level changes they cause, in order."""
+        ...
+
+
+#: Builds a station's rules, or None for a station whose site has no rules for it.
+RulesFor = Callable[["Station"], "StationRules | None"]
+
+
+def alarm_events(changes: Sequence[AlarmChange], first_seq: int) -> list[EventRow]:
+    """``changes`` as the ``alarm`` events a gateway sends, numbered from ``first_seq``."""
+    return [_event(change, first_seq + n) for n, change in enumerate(changes)]
+
+
+def _event(change: AlarmChange, seq: int) -> EventRow:
+    metric = change.metric if math.isfinite(change.metric) else None
+    detail = AlarmEvent(
+        from_level=LEVEL_NAMES[change.old],
+        to_level=LEVEL_NAMES[change.new],
+        kind=change.kind,
+        metric=metric,
+        detail=change.detail,
+        at=change.t,
+    ).wire()
+    return EventRow(
+        seq=seq,
+        ts=change.t,
+        kind=ALARM_EVENT_KIND,
+        subject=change.rule_id,
+        level=change.new,
+        detail=detail,
+    )
