@@ -17,14 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.alarms import (
-    AlarmEngine,
-    LevelChange,
-    RainWindow,
-    RainWindowRule,
-    RuleSpec,
-    WaterLevelRule,
-)
+from edge_agent.alarms import AlarmEngine, LevelChange
 from fleet.escalation import EscalationEngine, running_engine
 from fleet.repository import Alarm
 from fleet.roster import PersonIn, Tier
@@ -38,6 +31,7 @@ from hardware_sim.harness.webhook_inbox import WebhookInbox
 from hardware_sim.sl651_station import Sl651Station
 from protocol import Quality
 from protocol.events import AlarmEvent
+from site_schema.rule_specs import RainWindow, RainWindowRule, RuleSpec, WaterLevelRule
 
 ADDRESS = "0012345678"
 PASSWORD = 0x5A7C

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from edge_agent.alarms import AlarmEngine, WaterLevelRule
+from edge_agent.alarms import AlarmEngine
 from fleet.cli import app as fleet_cli
 from fleet.main import create_app
 from fleet.repository import ConflictError, NewRollout, Role
@@ -30,6 +30,7 @@ from hardware_sim.harness.release_rest import register_release
 from hardware_sim.simgateway import enrollment_request
 from ota.document import DocumentKind
 from protocol import EnrollmentResponse, Quality
+from site_schema.rule_specs import WaterLevelRule
 
 SITE = "creek-village"
 STATION = "sl651-0012345678"
