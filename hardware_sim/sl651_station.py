@@ -11,7 +11,6 @@ and the demo; production code must never import it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -33,17 +32,14 @@ from protocol.sl651 import (
     Message,
     ObservationGroup,
     Report,
-    Sl651Error,
     StationAddress,
     StationBlock,
     StationType,
-    decode,
     encode,
-    frame_size,
     number,
     split,
 )
-from protocol.sl651.frame import HEADER_SIZE
+from protocol.sl651_link import NoAnswerError, StationLink, first_frame
 
 #: SL 651 stations keep Beijing time.
 CHINA_STANDARD_TIME = timedelta(hours=8)
@@ -86,9 +82,7 @@ class Sl651Station:
     serial: int = 0
     sends: int = 0
     connects: int = 0
-    _link: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = field(
-        default=None, repr=False
-    )
+    _link: StationLink | None = field(default=None, repr=False)
 
     async def __aenter__(self) -> Self:
         return self
@@ -178,57 +172,38 @@ class Sl651Station:
         As a real station does, it takes only an answer to this very frame (from the
         centre, same function, same serial); a garbled or unrelated answer is no answer.
         """
-        first = frame_size(frames[: HEADER_SIZE - 1]) or len(frames)
-        function = decode(frames[:first]).header.function
+        function = first_frame(frames).header.function
         for attempt in range(1, self.tries + 1):
-            reader, writer = await self._connect()
-            writer.write(frames)
+            await self.link.connect()
+            self.connects = self.link.connects
             self.sends += 1
             try:
-                await writer.drain()
-                if self.drop_link_after_send:
-                    self.drop_link_after_send -= 1
-                    await self.hang_up()
-                    continue
-                answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
-            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, Sl651Error):
+                await self.link.send(frames)
+            except ConnectionError:
+                continue
+            if self.drop_link_after_send:
+                self.drop_link_after_send -= 1
                 await self.hang_up()
                 continue
-            if (
-                answer.header.direction is not Direction.DOWN
-                or answer.header.function != function
-                or getattr(answer.body, "serial", serial) != serial
-            ):
-                await self.hang_up()
+            try:
+                answer = await self.link.answer(function, serial, self.ack_timeout_s)
+            except NoAnswerError:
                 continue
             return Delivery(serial, answer, attempt)
         msg = f"station {self.address}: no acknowledgement of serial {serial} in {self.tries} tries"
         raise NoAcknowledgementError(msg)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    @property
+    def link(self) -> StationLink:
+        """The TCP link to the centre (shared code with the gateway's SL 651 uplink)."""
         if self._link is None:
-            self._link = await asyncio.open_connection(self.host, self.port)
-            self.connects += 1
+            self._link = StationLink(self.host, self.port)
         return self._link
 
     async def hang_up(self) -> None:
         """Close the link (the next send connects again)."""
-        if self._link is None:
-            return
-        _, writer = self._link
-        self._link = None
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Message:
-    """The next frame on ``reader``, decoded (``Sl651Error`` if it is not one)."""
-    head = await reader.readexactly(HEADER_SIZE - 1)
-    size = frame_size(head)
-    if size is None:
-        raise Sl651Error("no frame header")
-    return decode(head + await reader.readexactly(size - len(head)))
+        if self._link is not None:
+            await self._link.hang_up()
 
 
 @dataclass(frozen=True)
