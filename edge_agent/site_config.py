@@ -30,6 +30,7 @@ from edge_agent.rule_sampling import check_sample_counts
 from edge_agent.siren_node_link import SETTINGS, SirenNodeSpec
 from edge_agent.site_actuation import parse_actuation
 from edge_agent.site_errors import SiteConfigError
+from edge_agent.sl651_uplink_config import Sl651UplinkSpec, parse_sl651_uplink
 from edge_agent.village_call_config import VillageCallSpec, parse_village_call
 from protocol import (
     ACK_TIMEOUT_S,
@@ -141,6 +142,7 @@ class SiteFile(TomlTable):
     siren_node: Any = None
     uplink: Any = None
     village_call: Any = None
+    sl651_uplink: Any = None
     include: Any = None
 
 
@@ -208,6 +210,7 @@ class SiteConfig:
     siren_nodes: tuple[SirenNodeSpec, ...] = ()
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     village_call: VillageCallSpec | None = None
+    sl651_uplink: Sl651UplinkSpec | None = None
     lat: float | None = None
     lon: float | None = None
 
@@ -410,6 +413,7 @@ def parse_site(
         village_call=_parse_village_call(
             source, data.get("village_call"), by_device, buses, pushed=base_dir is None
         ),
+        sl651_uplink=parse_sl651_uplink(source, data.get("sl651_uplink"), by_device),
     )
 
 
