@@ -197,11 +197,28 @@ def _five_minute_series(
     return items
 
 
+def lookback_s(spec: Sl651UplinkSpec, channel: str, due: Due) -> float:
+    """How far before ``due.at`` a channel's readings are read for that report.
+
+    Its longest period (a rainfall period, the report's period, the hour of an hourly
+    report's series), plus the age a baseline reading before it may have.
+    """
+    periods = [MAX_AGE_S, period_s(spec, due.function)]
+    periods += [
+        RAIN_PERIODS.get(m.element, 0) * 60.0 for m in spec.elements if m.channel == channel
+    ]
+    if due.function is FunctionCode.HOURLY:
+        periods.append(HOUR_S)
+    return max(periods) + MAX_AGE_S
+
+
 def report_items(spec: Sl651UplinkSpec, due: Due, history: History) -> tuple[Item, ...]:
     """The items of a timed or hourly report at ``due.at``, read through ``history``."""
     period = period_s(spec, due.function)
-    lookback = max(MAX_AGE_S, period, *(m * 60.0 for m in RAIN_PERIODS.values())) + HOUR_S
-    histories = {channel: history(channel, due.at - lookback, due.at) for channel in spec.channels}
+    histories = {
+        channel: history(channel, due.at - lookback_s(spec, channel, due), due.at)
+        for channel in spec.channels
+    }
     items: list[Item] = []
     if due.function is FunctionCode.HOURLY:
         items.extend(_five_minute_series(spec, histories, due.at))

@@ -33,6 +33,7 @@ from drivers.model import Reading
 from edge_agent.alarms import LevelChange
 from edge_agent.sl651_outbox import COMPOSED, OutboxFrame, OutboxState, Sl651Outbox
 from edge_agent.sl651_reports import (
+    MAX_AGE_S,
     Due,
     History,
     add_items,
@@ -43,7 +44,7 @@ from edge_agent.sl651_reports import (
 )
 from edge_agent.sl651_uplink_config import Sl651UplinkSpec
 from protocol.reconnect import Backoff, ReconnectWait, tcp_probe
-from protocol.sl651 import Control, FunctionCode
+from protocol.sl651 import Control, FunctionCode, Sl651Error
 from protocol.sl651_link import NoAnswerError, Silence, StationLink
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 #: A report is composed this long after its time, once the store has committed the
 #: readings up to it (the store commits at least every second).
 SETTLE_S = 10.0
+#: Add reports held in memory while the outbox cannot store them (a full disk).
+MAX_PENDING_ADDS = 100
 
 
 class Sl651Uplink:
@@ -111,7 +114,16 @@ class Sl651Uplink:
         if not risen:
             return
         at = minute_floor(max(c.t for c in risen))
-        values = {channel: value for channel, (_t, value) in self._latest.items()}
+        values = {
+            channel: value
+            for channel, (t, value) in self._latest.items()
+            if t > at - MAX_AGE_S  # a gauge silent for long has no value now
+        }
+        if len(self._adds) >= MAX_PENDING_ADDS:  # only while the disk refuses them all
+            log.warning(
+                "SL 651: %d add reports wait to be stored; the oldest left out", len(self._adds)
+            )
+            del self._adds[0]
         self._adds.append((at, values))
         self._add_waiting.set()
 
@@ -198,7 +210,10 @@ class Sl651Uplink:
             items = add_items(self.spec, values)
             now = self.clock.now()
             build = partial(self._build, FunctionCode.ADD, at, now, items)
-            await self.outbox.compose(FunctionCode.ADD, at, now, build)
+            try:
+                await self.outbox.compose(FunctionCode.ADD, at, now, build)
+            except Sl651Error:  # cannot be encoded, now or ever: not a reason to stop
+                log.exception("SL 651: the add report of %s cannot be encoded; left out", at)
             self._adds.pop(0)
             self._frames_waiting.set()
             await self._refresh()
@@ -223,7 +238,11 @@ class Sl651Uplink:
         items = await asyncio.to_thread(report_items, self.spec, due, self.history)
         now = self.clock.now()
         build = partial(self._build, due.function, due.at, now, items)
-        await self.outbox.compose(due.function, due.at, now, build)
+        try:
+            await self.outbox.compose(due.function, due.at, now, build)
+        except Sl651Error:  # cannot be encoded, now or ever: the next report times go on
+            log.exception("SL 651: the report of %s cannot be encoded; left out", due)
+            await self.outbox.set_progress(COMPOSED[due.function], due.at)
         self._frames_waiting.set()
         await self._refresh()
 
@@ -279,18 +298,31 @@ class Sl651Uplink:
                 self.state = "idle"
             await self._frames_waiting.wait()
             return
+        reused = self.link.connected
         try:
             answer_end = await self._deliver(frame)
-        except (OSError, TimeoutError, NoAnswerError) as exc:
+        except NoAnswerError as exc:
             await self.link.hang_up()
-            self._failed(frame, exc)
-            await self._refresh()
-            await self.reconnect.wait(self._probe)
+            if reused and exc.silence is Silence.CLOSED:
+                return  # a link the centre had closed meanwhile: sent again on a new one
+            await self._no_answer(frame, exc)
+            return
+        except (OSError, TimeoutError) as exc:
+            await self.link.hang_up()
+            if reused and isinstance(exc, ConnectionError):
+                return  # as above: the write found the old link closed
+            await self._no_answer(frame, exc)
             return
         self._answered(frame)
         await self._refresh()
         if answer_end is Control.EOT and self._progress and not self._progress.backlog:
             await self.link.hang_up()  # the centre lets the station hang up
+
+    async def _no_answer(self, frame: OutboxFrame, exc: BaseException) -> None:
+        """Say why, then wait the backoff (probing the centre) before the frame goes again."""
+        self._failed(frame, exc)
+        await self._refresh()
+        await self.reconnect.wait(self._probe)
 
     async def _refresh(self) -> None:
         """Read the outbox's watermark and backlog for ``status``."""

@@ -21,6 +21,7 @@ import pytest
 from drivers.clock import ManualClock
 from drivers.model import Quality, Reading
 from edge_agent.agent import Agent
+from edge_agent.control_messages import StatusRequest
 from edge_agent.site_config import SiteConfig, parse_site_text
 from edge_agent.site_errors import SiteConfigError
 from edge_agent.sl651_outbox import OutboxFrame
@@ -344,6 +345,38 @@ async def test_a_resend_after_a_lost_answer_carries_the_original_serial_and_time
     assert len(centre_readings(registry)) == len(held)
 
 
+async def test_reports_composed_in_an_outage_survive_a_restart_of_the_gateway(
+    store: LocalStore, registry: StationRegistry, centre: ReceivingCentre
+) -> None:
+    clock = ManualClock(START)
+    port = centre.port
+    await centre.stop()
+    spec = site(port).sl651_uplink
+    assert spec is not None
+    first = Sl651Uplink(spec, store.path, store.history, clock)
+    async with running(first):
+        await poll_until(clock, store, START + 900 + SETTLE_S + 1)  # 10:05, 10:10, 10:15
+        await wait_for(lambda: first.status()["backlog"] == 3, 20, "three reports held")
+        held = await first.outbox.frames()
+    # the agent restarts (a new uplink on the same store) while the centre is still down
+    second = Sl651Uplink(spec, store.path, store.history, clock)
+    async with ReceivingCentre(registry, centre_settings(port), clock=lambda: START) as back:
+        async with running(second):
+            await poll_until(clock, store, START + 1200 + SETTLE_S + 1)  # and 10:20
+            await wait_for(
+                lambda: (second.status()["last_frame"], second.status()["backlog"]) == (4, 0),
+                20,
+                "the backlog and 10:20 to go",
+            )
+            frames = await second.outbox.frames()
+        assert back.counters.reports == 4
+    # the frames held before the restart went out as they were composed, then the next
+    assert [(f.serial, f.frame) for f in frames[:3]] == [(f.serial, f.frame) for f in held]
+    assert [f.serial for f in frames] == [1, 2, 3, 4]
+    assert [f.observed_at for f in frames] == [START + 300 * n for n in range(1, 5)]
+    assert held_at_centre(registry) == sent_by_gateway(frames)
+
+
 async def test_an_add_report_reaches_the_centre_within_one_poll_of_a_raised_level(
     tmp_path: Path, registry: StationRegistry, centre: ReceivingCentre
 ) -> None:
@@ -362,6 +395,7 @@ async def test_an_add_report_reaches_the_centre_within_one_poll_of_a_raised_leve
             await wait_for(lambda: uplink.answered == 1, 10, "the add report's answer")
             assert clock.now() < raised_at + POLL_S
             frames = await uplink.outbox.frames()
+            status = (await agent._status(StatusRequest())).wire()["sl651_uplink"]
     finally:
         await asyncio.to_thread(agent.store.close)
     (add,) = frames
@@ -373,6 +407,10 @@ async def test_an_add_report_reaches_the_centre_within_one_poll_of_a_raised_leve
     }
     assert (raised_at, "water_level") in held_at_centre(registry)
     assert centre.counters.reports == 1
+    # what `edge status` shows
+    assert status["centre"] == f"127.0.0.1:{centre.port}"
+    assert (status["watermark"], status["last_frame"], status["backlog"]) == (1, 1, 0)
+    assert status["state"] in ("connected", "idle")
 
 
 async def test_a_refusing_centre_is_a_clear_error_without_the_password(
@@ -433,3 +471,8 @@ def test_a_bad_password_is_refused_without_repeating_it() -> None:
         site(5005, password="SECRETPW")
     assert "password: 4 hex digits" in str(refused.value)
     assert "SECRETPW" not in str(refused.value)
+    spec = site(5005).sl651_uplink
+    assert spec is not None
+    assert spec.password == 0x5A7C
+    assert PASSWORD not in repr(spec)
+    assert str(0x5A7C) not in repr(spec)
