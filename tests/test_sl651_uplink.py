@@ -17,10 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from drivers.clock import ManualClock
 from drivers.model import Quality, Reading
 from edge_agent.agent import Agent
+from edge_agent.cli import app as edge_app
+from edge_agent.control import SOCKET_NAME, serve_control
 from edge_agent.control_messages import StatusRequest
 from edge_agent.site_config import SiteConfig, parse_site_text
 from edge_agent.site_errors import SiteConfigError
@@ -396,6 +399,14 @@ async def test_an_add_report_reaches_the_centre_within_one_poll_of_a_raised_leve
             assert clock.now() < raised_at + POLL_S
             frames = await uplink.outbox.frames()
             status = (await agent._status(StatusRequest())).wire()["sl651_uplink"]
+            # and as `edge status` prints it, over the agent's control socket
+            server = await serve_control(agent.data_dir / SOCKET_NAME, {"status": agent._status})
+            try:
+                shown = await asyncio.to_thread(
+                    CliRunner().invoke, edge_app, ["status", "-d", str(agent.data_dir)]
+                )
+            finally:
+                server.close()
     finally:
         await asyncio.to_thread(agent.store.close)
     (add,) = frames
@@ -411,6 +422,9 @@ async def test_an_add_report_reaches_the_centre_within_one_poll_of_a_raised_leve
     assert status["centre"] == f"127.0.0.1:{centre.port}"
     assert (status["watermark"], status["last_frame"], status["backlog"]) == (1, 1, 0)
     assert status["state"] in ("connected", "idle")
+    assert shown.exit_code == 0, shown.output
+    assert f"SL 651 uplink to 127.0.0.1:{centre.port} as station 0012345678" in shown.output
+    assert "watermark 1 of 1 frames, backlog 0" in shown.output
 
 
 async def test_a_refusing_centre_is_a_clear_error_without_the_password(
