@@ -54,6 +54,7 @@ from edge_agent.release_intake import ReleaseIntake
 from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_summary import site_summary
+from edge_agent.sl651_uplink import Sl651Uplink
 from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
 from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
@@ -178,6 +179,12 @@ class Agent:
             if village_call is not None
             else None
         )
+        # The SL 651 uplink to a provincial centre, besides MQTT, where the site asks for it.
+        self.sl651_uplink = (
+            Sl651Uplink(site.sl651_uplink, self.store.path, self.store.history, clock)
+            if site.sl651_uplink is not None
+            else None
+        )
         self.faults = FaultTracker(
             lambda kind, subject, detail: self._emit(kind, subject, None, detail)
         )
@@ -242,6 +249,8 @@ class Agent:
         changes: list[LevelChange] = []
         if self.village_call is not None:
             self.village_call.observe(readings)
+        if self.sl651_uplink is not None:
+            self.sl651_uplink.observe(readings)
         for reading in readings:
             self.faults.update(reading)
             if reading.channel_id in self._watched:
@@ -268,6 +277,12 @@ class Agent:
                 self._emit(ALARM_EVENT_KIND, change.rule_id, change.new, _alarm_event(change))
         cause = "; ".join(f"{c.rule_id}: {c.detail}" for c in changes[-3:])
         self.actuation.set_level(self.site_level(), cause)
+        if self.sl651_uplink is not None:
+            # after the sirens: it only notes the rise and wakes the uplink's own task
+            try:
+                self.sl651_uplink.levels_changed(changes)
+            except Exception:
+                log.exception("SL 651: the add report of %s could not be queued", cause)
 
     def site_level(self) -> int:
         """The highest level of any rule or siren-node fallback: what the sirens show."""
@@ -468,6 +483,7 @@ class Agent:
                 **dataclasses.asdict(self.store.condition()),
             },
             village_call=self.village_call.status() if self.village_call else None,
+            sl651_uplink=self.sl651_uplink.status() if self.sl651_uplink else None,
         )
 
     def _alarm_table(self) -> dict[str, AlarmStatus]:
@@ -578,6 +594,8 @@ class Agent:
                 group.create_task(self.village_call.run(), name="village-call")
             if self.uplink is not None:
                 group.create_task(_bounded_stop(self.uplink.run()), name="uplink")
+            if self.sl651_uplink is not None:
+                group.create_task(self.sl651_uplink.run(), name="sl651-uplink")
             if self.config_updater is not None:
                 group.create_task(self.config_updater.run(), name="config-update")
             if self.release_intake is not None:

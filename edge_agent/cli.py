@@ -433,6 +433,15 @@ def status(
             f"{calls['persons']} persons; texting about {calling}",
             highlight=False,
         )
+    if (sl651 := reply.sl651_uplink) is not None:
+        error = f"; [red]{escape(sl651['last_error'])}[/]" if sl651["last_error"] else ""
+        console.print(
+            f"SL 651 uplink to {escape(sl651['centre'])} as station {sl651['station']}: "
+            f"{sl651['state']}, {'connected' if sl651['connected'] else 'not connected'}; "
+            f"watermark {sl651['watermark']} of {sl651['last_frame']} frames, "
+            f"backlog {sl651['backlog']}{error}",
+            highlight=False,
+        )
     from edge_agent.poll_view import status_tables  # noqa: PLC0415
 
     console.print(status_tables(reply.wire()))

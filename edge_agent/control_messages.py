@@ -180,7 +180,11 @@ class ChannelStatus(ControlReply):
 
 
 class StatusReply(ControlReply):
-    """The reply to ``status``; ``village_call`` only on a gateway that texts villagers."""
+    """The reply to ``status``.
+
+    ``village_call`` only on a gateway that texts villagers, ``sl651_uplink`` only on one
+    that reports to an SL 651 centre.
+    """
 
     ok: Literal[True] = True
     site: str
@@ -195,12 +199,14 @@ class StatusReply(ControlReply):
     actuators: dict[str, Any]
     store: dict[str, Any]
     village_call: dict[str, Any] | None = None
+    sl651_uplink: dict[str, Any] | None = None
 
     def wire(self) -> dict[str, Any]:
-        """The reply as sent: ``village_call`` left out where there is none."""
+        """The reply as sent: ``village_call`` and ``sl651_uplink`` left out where none."""
         data = super().wire()
-        if data["village_call"] is None:
-            del data["village_call"]
+        for optional in ("village_call", "sl651_uplink"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 

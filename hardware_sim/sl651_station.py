@@ -11,7 +11,6 @@ and the demo; production code must never import it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 from collections.abc import Callable, Collection, Sequence
@@ -33,17 +32,14 @@ from protocol.sl651 import (
     Message,
     ObservationGroup,
     Report,
-    Sl651Error,
     StationAddress,
     StationBlock,
     StationType,
-    decode,
     encode,
-    frame_size,
     number,
     split,
 )
-from protocol.sl651.frame import HEADER_SIZE
+from protocol.sl651_link import NoAnswerError, Silence, StationLink, answers, first_frame
 
 #: SL 651 stations keep Beijing time.
 CHINA_STANDARD_TIME = timedelta(hours=8)
@@ -88,9 +84,7 @@ class Sl651Station:
     connects: int = 0
     #: The packet numbers the centre asked for again (NAK), in order.
     naks: list[int] = field(default_factory=list)
-    _link: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = field(
-        default=None, repr=False
-    )
+    _link: StationLink | None = field(default=None, repr=False)
 
     async def __aenter__(self) -> Self:
         return self
@@ -191,72 +185,60 @@ class Sl651Station:
         With ``packets`` (an M3 upload), a NAK naming one of them is answered by sending
         that packet again (counted in ``naks``), and the answer is awaited anew.
         """
-        first = frame_size(frames[: HEADER_SIZE - 1]) or len(frames)
-        function = decode(frames[:first]).header.function
+        function = first_frame(frames).header.function
         for attempt in range(1, self.tries + 1):
-            reader, writer = await self._connect()
-            writer.write(frames)
+            await self.link.connect()
+            self.connects = self.link.connects
             self.sends += 1
             try:
-                await writer.drain()
-                if self.drop_link_after_send:
-                    self.drop_link_after_send -= 1
-                    await self.hang_up()
-                    continue
-                answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
-                if packets:
-                    answer = await self._resend_asked(reader, writer, answer, function, packets)
-            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, Sl651Error):
+                await self.link.send(frames)
+            except ConnectionError:
+                continue
+            if self.drop_link_after_send:
+                self.drop_link_after_send -= 1
                 await self.hang_up()
                 continue
-            if (
-                answer.header.direction is not Direction.DOWN
-                or answer.header.function != function
-                or getattr(answer.body, "serial", serial) != serial
-            ):
-                await self.hang_up()
+            try:
+                if packets:
+                    answer = await self._resend_asked(function, serial, packets)
+                else:
+                    answer = await self.link.answer(function, serial, self.ack_timeout_s)
+            except (NoAnswerError, ConnectionError):
                 continue
             return Delivery(serial, answer, attempt)
         msg = f"station {self.address}: no acknowledgement of serial {serial} in {self.tries} tries"
         raise NoAcknowledgementError(msg)
 
-    async def _resend_asked(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        answer: Message,
-        function: int,
-        packets: Sequence[bytes],
-    ) -> Message:
-        """Send each packet the centre NAKs again; its first answer that is not a NAK.
+    async def _resend_asked(self, function: int, serial: int, packets: Sequence[bytes]) -> Message:
+        """Send each packet the centre NAKs again; its answer to the whole upload.
 
         A centre that keeps asking (more than three times the packets) is no answer.
         """
+        answer = await self.link.frame(self.ack_timeout_s)
         for _ in range(3 * len(packets)):
             if not _asks_again(answer, function, len(packets)):
-                return answer
+                if answers(answer, function, serial):
+                    return answer
+                await self.hang_up()
+                raise NoAnswerError(Silence.UNRELATED)
             assert answer.packet is not None
             self.naks.append(answer.packet.number)
-            writer.write(packets[answer.packet.number - 1])
-            await writer.drain()
-            answer = await asyncio.wait_for(read_frame(reader), self.ack_timeout_s)
-        raise TimeoutError("the centre keeps asking for packets")
+            await self.link.send(packets[answer.packet.number - 1])
+            answer = await self.link.frame(self.ack_timeout_s)
+        await self.hang_up()
+        raise NoAnswerError(Silence.TIMEOUT)
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    @property
+    def link(self) -> StationLink:
+        """The TCP link to the centre (shared code with the gateway's SL 651 uplink)."""
         if self._link is None:
-            self._link = await asyncio.open_connection(self.host, self.port)
-            self.connects += 1
+            self._link = StationLink(self.host, self.port)
         return self._link
 
     async def hang_up(self) -> None:
         """Close the link (the next send connects again)."""
-        if self._link is None:
-            return
-        _, writer = self._link
-        self._link = None
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
+        if self._link is not None:
+            await self._link.hang_up()
 
 
 def _asks_again(answer: Message, function: int, count: int) -> bool:
@@ -269,15 +251,6 @@ def _asks_again(answer: Message, function: int, count: int) -> bool:
         and answer.packet.count == count
         and 1 <= answer.packet.number <= count
     )
-
-
-async def read_frame(reader: asyncio.StreamReader) -> Message:
-    """The next frame on ``reader``, decoded (``Sl651Error`` if it is not one)."""
-    head = await reader.readexactly(HEADER_SIZE - 1)
-    size = frame_size(head)
-    if size is None:
-        raise Sl651Error("no frame header")
-    return decode(head + await reader.readexactly(size - len(head)))
 
 
 @dataclass(frozen=True)

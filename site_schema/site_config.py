@@ -41,6 +41,7 @@ from site_schema.rules import RuleError, parse_rules
 from site_schema.siren_node import SETTINGS, SirenNodeSpec
 from site_schema.site_actuation import parse_actuation
 from site_schema.site_errors import SiteConfigError
+from site_schema.sl651_uplink_config import Sl651UplinkSpec, parse_sl651_uplink
 from site_schema.village_call_config import VillageCallSpec, parse_village_call
 
 #: Serial ports a pushed configuration may open: tty devices (ttyS0, ttyUSB0, ttyAMA0,
@@ -144,6 +145,7 @@ class SiteFile(TomlTable):
     siren_node: Any = None
     uplink: Any = None
     village_call: Any = None
+    sl651_uplink: Any = None
     include: Any = None
 
 
@@ -211,6 +213,7 @@ class SiteConfig:
     siren_nodes: tuple[SirenNodeSpec, ...] = ()
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     village_call: VillageCallSpec | None = None
+    sl651_uplink: Sl651UplinkSpec | None = None
     lat: float | None = None
     lon: float | None = None
 
@@ -413,6 +416,7 @@ def parse_site(
         village_call=_parse_village_call(
             source, data.get("village_call"), by_device, buses, pushed=base_dir is None
         ),
+        sl651_uplink=parse_sl651_uplink(source, data.get("sl651_uplink"), by_device),
     )
 
 

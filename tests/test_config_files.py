@@ -309,5 +309,6 @@ def test_an_unknown_table_of_a_site_file_is_named_with_the_allowed_ones() -> Non
         parse_site_text(RELAY_SITE + "[players]\n", "site.toml")
     assert str(caught.value) == (
         "site.toml: unknown key(s) in the top level: players (allowed: actions, actuator, "
-        "agent, bus, device, include, player, rule, siren_node, site, uplink, village_call)"
+        "agent, bus, device, include, player, rule, siren_node, site, sl651_uplink, uplink, "
+        "village_call)"
     )

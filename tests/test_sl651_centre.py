@@ -34,7 +34,6 @@ from hardware_sim.sl651_station import (
     NoAcknowledgementError,
     Scenario,
     Sl651Station,
-    read_frame,
     report_scenario,
 )
 from protocol import Quality
@@ -55,6 +54,7 @@ from protocol.sl651 import (
     number,
     split,
 )
+from protocol.sl651_link import read_frame
 from tests.full_disk import small_disk
 
 ADDRESS = "0012345678"
