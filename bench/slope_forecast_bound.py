@@ -12,12 +12,20 @@ it prints, as a JSON object on the last line:
   normal error with the bound's deviation stays inside 10 %); the target's own measure;
 - ``share_within_10pct``: the share whose bound allows it with 90 % confidence.
 
-The bound leaves out the daily cycles, outliers and gaps of the corpus, so real fits do
-worse. An estimate biased towards alpha 2, or a Bayesian one averaging over alpha, can beat
-it on some records only by losing on others: on the check set neither raised the share
-within 10 % at the first red above the fitted rule's.
+The bound is for unbiased estimates. A biased one can do better on some records, so the
+bench also runs the best biased one for this measure: ``bayes_within_10pct`` simulates
+each record's hourly bins (the clean model plus noise of the known deviation, several
+draws), computes the posterior of the failure time on a grid (alpha uniform on the
+corpus's own range 1.5-2.5, the lead log-uniform, the linear terms integrated out), and
+answers the failure time that holds the most posterior mass within 10 %; it is scored on
+the true failure time. No estimate from the same data can put more records within 10 %
+on average, so this is the ceiling of the target's measure, and ``ml_within_10pct`` is
+the plain best fit on the same draws.
+
+Both leave out the daily cycles, outliers and gaps of the corpus, so real fits do worse.
 
     .venv/bin/python bench/slope_forecast_bound.py [--records 400] [--window-h 336]
+        [--bayes-draws 3]   # about a minute per lead on this 2-core machine
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import math
 
 import numpy as np
 
-from hardware_sim.slope_corpus import failure_record
+from hardware_sim.slope_corpus import SlopeRecord, failure_record
 
 Z_90 = 1.645
 
@@ -68,10 +76,80 @@ def failure_time_sd(
     return float(math.sqrt(covariance[3, 3]))
 
 
+def _g(tau: np.ndarray, alpha: float) -> np.ndarray:
+    p = 1.0 / (alpha - 1.0)
+    if abs(p - 1.0) < 1e-9:
+        return np.asarray(-np.log(tau))
+    return np.asarray(tau ** (1.0 - p) / (p - 1.0))
+
+
+def lead_posterior(
+    u: np.ndarray, y: np.ndarray, sd: float, leads: np.ndarray, alphas: np.ndarray
+) -> np.ndarray:
+    """Posterior of the lead on ``leads`` (log grid): alpha uniform, linear terms integrated."""
+    n = float(u.shape[0])
+    log_post = np.empty((leads.shape[0], alphas.shape[0]))
+    for j, alpha in enumerate(alphas):
+        g = np.stack([_g(lead - u, float(alpha)) for lead in leads])
+        xtx = np.zeros((leads.shape[0], 3, 3))
+        xtx[:, 0, 0] = n
+        xtx[:, 0, 1] = xtx[:, 1, 0] = u.sum()
+        xtx[:, 1, 1] = (u * u).sum()
+        xtx[:, 0, 2] = xtx[:, 2, 0] = g.sum(axis=1)
+        xtx[:, 1, 2] = xtx[:, 2, 1] = g @ u
+        xtx[:, 2, 2] = (g * g).sum(axis=1)
+        xty = np.stack([np.full(leads.shape[0], y.sum()), np.full(leads.shape[0], u @ y), g @ y], 1)
+        beta = np.linalg.solve(xtx, xty[..., None])[..., 0]
+        rss = y @ y - (beta * xty).sum(axis=1)
+        _, log_det = np.linalg.slogdet(xtx)
+        column = -0.5 * rss / sd**2 - 0.5 * log_det
+        column[beta[:, 2] <= 0.0] = -np.inf  # the accelerating term must accelerate
+        log_post[:, j] = column
+    weight = np.exp(log_post - log_post.max())
+    posterior = weight.sum(axis=1)
+    return np.asarray(posterior / posterior.sum())
+
+
+def bayes_ceiling(
+    records: list[SlopeRecord], lead_h: float, window_h: float, draws: int
+) -> dict[str, float]:
+    """Share within 10 % of the Bayes-optimal answer and of the best fit, ``lead_h`` ahead."""
+    rng = np.random.default_rng(5)
+    u = -np.arange(window_h, 0.0, -1.0) + 0.5
+    leads = np.exp(np.linspace(math.log(3.0), math.log(400.0), 500))
+    alphas = np.linspace(1.5, 2.5, 41)
+    bayes_hits = fit_hits = tries = 0
+    for r in records:
+        c = r.params["creep_mm_day"] / 24.0
+        alpha = r.params["alpha"]
+        b = c * r.params["tertiary_h"] ** (1.0 / (alpha - 1.0))
+        sd = r.noise_mm / math.sqrt(3600.0 / r.interval_s)
+        clean = c * u + b * _g(lead_h - u, alpha)
+        for _ in range(draws):
+            posterior = lead_posterior(
+                u, clean + rng.normal(0.0, sd, u.shape[0]), sd, leads, alphas
+            )
+            cdf = np.concatenate([[0.0], np.cumsum(posterior)])
+            mass = (
+                cdf[np.searchsorted(leads, leads / 0.9)] - cdf[np.searchsorted(leads, leads / 1.1)]
+            )
+            answer = float(leads[int(np.argmax(mass))])
+            best_fit = float(leads[int(np.argmax(posterior))])
+            bayes_hits += abs(answer - lead_h) <= 0.1 * lead_h
+            fit_hits += abs(best_fit - lead_h) <= 0.1 * lead_h
+            tries += 1
+    return {
+        "bayes_within_10pct": round(bayes_hits / tries, 3),
+        "ml_within_10pct": round(fit_hits / tries, 3),
+        "draws": tries,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=400, help="failure seeds to look at")
     parser.add_argument("--window-h", type=float, default=336.0, help="fit window, hours")
+    parser.add_argument("--bayes-draws", type=int, default=3, help="noise draws per record")
     args = parser.parse_args()
     report: dict[str, object] = {"window_h": args.window_h}
     records = [failure_record(seed) for seed in range(args.records)]
@@ -100,6 +178,10 @@ def main() -> None:
                 "share_within_10pct": round(share, 3),
                 "median_sd_h": round(float(np.median(sds)), 2),
             }
+        if args.bayes_draws > 0 and lead in (24.0, 48.0):
+            report[f"lead_{lead:g}h_bayes"] = bayes_ceiling(
+                records, lead, args.window_h, args.bayes_draws
+            )
     print(json.dumps(report))
 
 
