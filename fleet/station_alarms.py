@@ -1,7 +1,7 @@
 """A site's alarm rules on SL 651 stations' readings, at the fleet: the seam, and its events.
 
 A telemetry station has no rule engine of its own, so the fleet evaluates the site's
-rules on what it reports. The engine is the gateway's (``edge_agent.alarms``: the rain and
+rules on what it reports. The engine is the gateway's (``alarm_engine``: the rain and
 water-level kernels and their reference), which ``fleet`` must never import
 (``tests/test_import_boundaries.py``). So this module says what the receiving centre needs
 of an engine (``StationRules``: replay a station's stored history, then evaluate its new

@@ -73,7 +73,7 @@ def _numba_cache_warm() -> None:
         [
             sys.executable,
             "-c",
-            "from edge_agent.alarms.preload import preload_kernels; preload_kernels('auto')",
+            "from edge_agent.alarm_preload import preload_kernels; preload_kernels('auto')",
         ],
         env={**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)},
         check=True,

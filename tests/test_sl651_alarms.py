@@ -1,7 +1,7 @@
 """The site's alarm rules on SL 651 stations' readings at the fleet, end to end.
 
 A simulated station reports a storm over real TCP to the receiving centre; the gateway's
-own rule engine (``edge_agent.alarms``, behind the fleet's ``StationRules`` seam) evaluates
+own rule engine (``alarm_engine``, behind the fleet's ``StationRules`` seam) evaluates
 it; the alarm events are committed with the readings, open the same alarm episode a
 gateway's events open, and the 叫应 engine calls the village's work-chat robot (a real
 HTTP server). Real SQLite throughout; the centre's and the engine's clocks are injected.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.alarms import AlarmEngine, LevelChange
+from alarm_engine import AlarmEngine, LevelChange
 from fleet.escalation import EscalationEngine, running_engine
 from fleet.repository import Alarm
 from fleet.roster import PersonIn, Tier

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 from fleet.cli import app as fleet_cli
 from fleet.main import create_app
 from fleet.repository import ConflictError, NewRollout, Role
