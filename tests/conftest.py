@@ -34,6 +34,7 @@ MARKS = {
         "test_release_e2e.py",
         "test_rollout_mosquitto.py",
         "test_siren_node_agent.py",
+        "test_sl651_rules_e2e.py",
         "test_uplink_exactly_once.py",
         "test_uplink_reconnect.py",
         "test_uplink_tls.py",
