@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.alarms import AlarmEngine
-from edge_agent.alarms.vectorised import replay_rain_windows, replay_water_level
+from alarm_engine import AlarmEngine
+from alarm_engine.vectorised import replay_rain_windows, replay_water_level
 from hardware_sim.scenarios import DesignStorm
 from site_schema.rule_specs import (
     AntecedentRainRule,
@@ -240,7 +240,7 @@ COMPILE_PROBE = """
 import time
 start = time.perf_counter()
 from bench.alarm_engine import make_series, rules_for
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 series = make_series(5000, 1, 1, 1, seed=0)
 AlarmEngine(rules_for(series), backend="numba").replay(series)
 print(time.perf_counter() - start)

@@ -23,9 +23,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from alarm_engine import LevelChange
 from drivers.clock import ManualClock
 from drivers.model import Quality, Reading
-from edge_agent.alarms import LevelChange
 from edge_agent.sl651_uplink import SETTLE_S, Sl651Uplink
 from edge_agent.store import LocalStore
 from fleet.sl651_centre import CentreSettings, ReceivingCentre

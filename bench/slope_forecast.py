@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import failure_record, quiet_site_year
 from site_schema.rule_specs import FailureForecastRule, level_name

@@ -19,12 +19,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from alarm_engine import AlarmEngine, LevelChange
+from alarm_engine.details import FORECAST_VALUES
 from drivers.clock import Clock
 from drivers.model import Quality, Reading
 from drivers.poller import Poller
 from edge_agent.actuation import Actuation
-from edge_agent.alarms import AlarmEngine, LevelChange
-from edge_agent.alarms.details import FORECAST_VALUES
 from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_site
 from edge_agent.config_update import CONFIRM_DEADLINE_S, ConfigUpdater

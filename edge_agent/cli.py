@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 # asyncio, Modbus, the site parser and the views are imported inside the commands that
 # use them: `edge run` loads its alarm kernels before anything else (see
-# edge_agent.alarms.preload), and every module imported before that raises its peak.
+# edge_agent.alarm_preload), and every module imported before that raises its peak.
 
 app = typer.Typer(
     help="HazardWatch edge agent: run a monitoring gateway, poll and scan its buses.",
@@ -366,7 +366,7 @@ def run(
     ] = None,
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
-    from edge_agent.alarms.preload import preload_for_site  # noqa: PLC0415 - numba is heavy
+    from edge_agent.alarm_preload import preload_for_site  # noqa: PLC0415 - numba is heavy
     from edge_agent.config_state import prepare_start  # noqa: PLC0415
 
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """``edge run`` once the kernels are loaded: the agent until a signal, and restarts in place.
 
-Imported by the CLI only after ``edge_agent.alarms.preload`` has run, so asyncio, Modbus,
+Imported by the CLI only after ``edge_agent.alarm_preload`` has run, so asyncio, Modbus,
 the uplink and the models load after the alarm kernels (see that module for why).
 """
 

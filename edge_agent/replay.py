@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.alarms import AlarmEngine, LevelChange
+from alarm_engine import AlarmEngine, LevelChange
 from edge_agent.store import LocalStore
 from protocol.levels import LEVEL_NAMES
 from site_schema.rule_specs import ChannelRule

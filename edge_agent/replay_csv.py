@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.alarms import AlarmEngine, LevelChange
+from alarm_engine import AlarmEngine, LevelChange
 from protocol.limits import MAX_TIMESTAMP, MIN_TIMESTAMP
 from site_schema.rule_specs import ChannelRule, FailureForecastRule
 from site_schema.site_config import SiteConfig

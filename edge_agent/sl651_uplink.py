@@ -28,9 +28,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from alarm_engine import LevelChange
 from drivers.clock import Clock
 from drivers.model import Reading
-from edge_agent.alarms import LevelChange
 from edge_agent.sl651_outbox import COMPOSED, OutboxFrame, OutboxState, Sl651Outbox
 from edge_agent.sl651_reports import (
     MAX_AGE_S,

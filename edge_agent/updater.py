@@ -100,7 +100,7 @@ def warm_kernels(slot: Path, timeout_s: float = 900.0) -> float | None:
             [
                 str(slot / "bin" / "python"),
                 "-c",
-                "from edge_agent.alarms.preload import preload_kernels; preload_kernels('auto')",
+                "from edge_agent.alarm_preload import preload_kernels; preload_kernels('auto')",
             ],
             cwd=slot,
             capture_output=True,

@@ -6,7 +6,7 @@ password against the registry, stores a report's readings (exactly once, see
 answered too. A multi-packet (M3) upload whose end came with packets missing gets a NAK
 naming the first of them, until it is whole. A connection that is idle, trickles, sends
 an oversized frame or a multi-packet (M3) upload beyond its bounds is closed, and the
-number of connections is bounded. With the site's rules (``fleet.station_alarms``), a
+number of connections is bounded. With each station's rules (``fleet.station_alarms``), a
 report's new readings are evaluated and the alarm events committed with them. This module
 must never acknowledge a report before its readings are committed, never log a station's
 password, and never let one station's fault stop another's connection.
@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +36,8 @@ from fleet.sl651_stations import (
     UnknownStationError,
     WrongPasswordError,
 )
-from fleet.station_alarms import RulesFor, StationRules
+from fleet.station_alarms import AlarmChange, RulesFor, StationRules
+from protocol.levels import LEVEL_NAMES
 from protocol.sl651 import (
     Control,
     Direction,
@@ -179,9 +181,9 @@ class ReceivingCentre:
     ) -> None:
         self.registry = registry
         self._rules_for = rules_for
-        #: Each station's rules (None: its site has none), built at its first report; used
-        #: on the storage thread only.
-        self._rules: dict[str, StationRules | None] = {}
+        #: Each station's rules (None: it has none), built at its first report and again
+        #: when they are set anew; used on the storage thread only.
+        self._rules: dict[str, _HeldRules] = {}
         self.settings = settings or CentreSettings()
         self.counters = CentreCounters()
         self._clock = clock
@@ -538,38 +540,53 @@ class ReceivingCentre:
         rebuilt from the stored history at its next report, so they never run ahead of, or
         behind, what the store holds.
         """
-        rules = self._station_rules(station, now)
+        held = self._station_rules(station, now)
+        acks: dict[int, tuple[str, float]] = {}
+        if held is not None and held.rules is not None:
+            acknowledged = self.registry.acknowledged(station)
+            held.applied &= acknowledged.keys()  # closed alarms drop out
+            acks = {i: ack for i, ack in acknowledged.items() if i not in held.applied}
+        rules, carried = (None, []) if held is None else (held.rules, held.carried)
         try:
-            stored = self.registry.store(station, found, now, rules)
+            stored = self.registry.store(station, found, now, rules, list(acks.values()), carried)
         except BaseException:
             self._rules.pop(station.address, None)
             raise
         if stored.rules_fault:
             self.counters.rules_faults += 1
             self._rules.pop(station.address, None)
+        elif held is not None:
+            held.applied |= acks.keys()
+            held.carried = []
         return stored
 
-    def _station_rules(self, station: Station, now: float) -> StationRules | None:
+    def _station_rules(self, station: Station, now: float) -> _HeldRules | None:
         """The station's rules, built and brought up to date the first time.
 
-        Up to date: its stored history replayed, then its open alarms' levels restored.
+        Up to date: its stored history replayed, then its open alarms' levels restored;
+        built anew when its rules were set again since (their revision moved).
         """
         if self._rules_for is None:
             return None
-        if station.address in self._rules:
-            return self._rules[station.address]
+        revision = self.registry.rules_revision(station.address)
+        held = self._rules.get(station.address)
+        if held is not None and held.revision == revision:
+            return held
+        carried: list[AlarmChange] = []
         try:
             rules = self._rules_for(station)
             if rules is not None:
+                open_levels = self.registry.open_alarms(station)
                 rules.replay(self.registry.history(station, now - rules.history_s))
-                rules.restore(self.registry.open_alarms(station))
+                rules.restore(open_levels)
+                carried = _catching_up(rules.levels(), open_levels, now)
         except Exception:
             # Tried again at the next report; this one's readings are stored all the same.
-            log.exception("SL 651: station %s: its site rules could not be built", station.address)
+            log.exception("SL 651: station %s: its rules could not be built", station.address)
             self.counters.rules_faults += 1
             return None
-        self._rules[station.address] = rules
-        return rules
+        held = self._rules[station.address] = _HeldRules(revision, rules, carried)
+        return held
 
     def _station_time(self, now: float) -> datetime:
         """``now`` on the stations' clock (naive, as SL 651 carries it)."""
@@ -578,6 +595,45 @@ class ReceivingCentre:
     async def _in_storage(self, function: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._storage, function, *args)
+
+
+@dataclass
+class _HeldRules:
+    """A station's rules as built from one revision, and the acknowledgements they applied.
+
+    ``applied``: ids of open alarms whose acknowledgement the rules have seen; an
+    acknowledgement is applied once, so a later re-latch in the same episode holds.
+    """
+
+    revision: int
+    rules: StationRules | None
+    #: Rises the stored readings gave rules just built, not yet stored (``_catching_up``).
+    carried: list[AlarmChange] = field(default_factory=list)
+    applied: set[int] = field(default_factory=set)
+
+
+def _catching_up(
+    levels: Mapping[str, int], open_levels: Mapping[str, int], now: float
+) -> list[AlarmChange]:
+    """Rules the replayed history put above their open alarm (or with none): rises to store.
+
+    A replay's changes are taken as recorded, which holds after a restart; rules set anew
+    (or given for the first time) never recorded theirs, and a station already in red
+    under them must not wait for a further rise to say so.
+    """
+    return [
+        AlarmChange(
+            rule_id,
+            now,
+            open_levels.get(rule_id, 0),
+            level,
+            "rise",
+            math.nan,
+            f"{LEVEL_NAMES[level]} on the station's stored readings, as its rules now stand",
+        )
+        for rule_id, level in levels.items()
+        if level > open_levels.get(rule_id, 0)
+    ]
 
 
 def _foreign(report: Report, station: str) -> list[str]:

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fleet.credentials import mosquitto_hash
 from fleet.schemas import SITE_ID_PATTERN
@@ -35,7 +35,7 @@ from fleet.sqlite_ingest import (
     stream_mark,
 )
 from fleet.sqlite_repository import WRITE_LOCK
-from fleet.station_alarms import StationRules, alarm_events
+from fleet.station_alarms import AlarmChange, StationRules, alarm_events
 from fleet.station_ids import GATEWAY_PREFIX, STATION_AGENT
 from protocol import Stream
 
@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS sl651_stations (
     password INTEGER NOT NULL,
     site_id TEXT NOT NULL,
     gw INTEGER NOT NULL UNIQUE,
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    rules TEXT,
+    rules_rev INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sl651_observations (
     address TEXT NOT NULL,
@@ -59,6 +61,8 @@ CREATE TABLE IF NOT EXISTS sl651_observations (
 log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r"^[0-9A-F]{10}$")
+#: Columns added since the table was first shipped, for a database made before them.
+_ADDED_COLUMNS = {"rules": "TEXT", "rules_rev": "INTEGER NOT NULL DEFAULT 0"}
 
 
 class StationError(ValueError):
@@ -141,6 +145,10 @@ class StationRegistry:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(sl651_stations)")}
+            for column, declared in _ADDED_COLUMNS.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE sl651_stations ADD COLUMN {column} {declared}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -228,6 +236,69 @@ class StationRegistry:
             )
         return Station(address, site_id, gateway_id)
 
+    def set_rules(self, address: str, text: str | None) -> int:
+        """Keep ``text`` (a rules file, checked by the caller) as the station's rules.
+
+        None takes its rules away. Returns the rules' new revision, by which a running
+        centre sees the change at the station's next report.
+
+        Raises:
+            UnknownStationError: the station is not registered.
+        """
+        address = parse_address(address)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE sl651_stations SET rules = ?, rules_rev = rules_rev + 1 "
+                "WHERE address = ? RETURNING rules_rev",
+                (text, address),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise UnknownStationError(f"station {address} is not registered")
+        return int(row[0])
+
+    def rules_text(self, address: str) -> tuple[str | None, int]:
+        """The station's rules file as kept (None: it has none), and its revision.
+
+        Raises:
+            UnknownStationError: the station is not registered.
+        """
+        row = (
+            self._conn()
+            .execute("SELECT rules, rules_rev FROM sl651_stations WHERE address = ?", (address,))
+            .fetchone()
+        )
+        if row is None:
+            raise UnknownStationError(f"station {address} is not registered")
+        return row[0], int(row[1])
+
+    def rules_revision(self, address: str) -> int:
+        """The revision of the station's rules: it changes whenever they are set."""
+        row = (
+            self._conn()
+            .execute("SELECT rules_rev FROM sl651_stations WHERE address = ?", (address,))
+            .fetchone()
+        )
+        return -1 if row is None else int(row[0])
+
+    def stations_with_rules(self) -> list[tuple[Station, str]]:
+        """Every station that has rules, and their text, by address."""
+        rows = self._conn().execute(
+            "SELECT address, site_id, rules FROM sl651_stations WHERE rules IS NOT NULL "
+            "ORDER BY address"
+        )
+        return [(Station(a, s, GATEWAY_PREFIX + a.lower()), text) for a, s, text in rows]
+
+    def acknowledged(self, station: Station) -> dict[int, tuple[str, float]]:
+        """The station's open alarms acknowledged at the fleet: id -> (rule, when)."""
+        rows = self._conn().execute(
+            "SELECT a.id, a.rule, a.acknowledged_at FROM alarms a "
+            "JOIN sl651_stations s ON s.gw = a.gw WHERE s.address = ? "
+            "AND a.cleared_at IS NULL AND a.acknowledged_at IS NOT NULL",
+            (station.address,),
+        )
+        return {alarm_id: (rule, at) for alarm_id, rule, at in rows}
+
     def stations(self) -> list[Station]:
         """Every registered station, by address."""
         rows = self._conn().execute("SELECT address, site_id FROM sl651_stations ORDER BY address")
@@ -262,6 +333,8 @@ class StationRegistry:
         observations: Sequence[Observation],
         now: float,
         rules: StationRules | None = None,
+        acks: Sequence[tuple[str, float]] = (),
+        carried: Sequence[AlarmChange] = (),
     ) -> Stored:
         """Store the observations not yet held, in one transaction, and mark the station seen.
 
@@ -271,7 +344,11 @@ class StationRegistry:
         insert, the stream mark. With ``rules``, the new observations (each once, in time
         order) are evaluated, and the level changes go in, in the same transaction, as
         ``alarm`` events on the station's events stream: the alarm episode opens with the
-        readings that raised it, or neither is stored.
+        readings that raised it, or neither is stored. ``carried``: changes the rules made
+        before these observations (where the stored readings put newly built rules), stored
+        first. ``acks`` (rule, when), acknowledged at the fleet since the rules last saw
+        them, release those rules' latches after the evaluation, and what that changes goes
+        in the same way.
         """
         with self._write() as conn:
             gw = self._gateway_num(conn, station)
@@ -295,8 +372,9 @@ class StationRegistry:
             if seq > held:
                 advance_stream(conn, gw, Stream.READINGS, held + 1, seq)
             alarms, fault = 0, False
-            if rules is not None and fresh_ones:
-                alarms, fault = _evaluate(conn, gw, station, rules, fresh_ones, now)
+            if rules is not None and (fresh_ones or acks or carried):
+                evaluation = _Evaluation(rules, fresh_ones, acks, carried)
+                alarms, fault = _evaluate(conn, gw, station, evaluation, now)
             conn.execute(
                 "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE num = ?",
                 (now, gw),
@@ -342,12 +420,20 @@ class StationRegistry:
         return int(row[0])
 
 
+class _Evaluation(NamedTuple):
+    """What ``store`` hands the rules: new observations, acknowledgements, carried changes."""
+
+    rules: StationRules
+    fresh: Sequence[Observation]
+    acks: Sequence[tuple[str, float]]
+    carried: Sequence[AlarmChange]
+
+
 def _evaluate(
     conn: sqlite3.Connection,
     gw: int,
     station: Station,
-    rules: StationRules,
-    fresh: Sequence[Observation],
+    evaluation: _Evaluation,
     received_at: float,
 ) -> tuple[int, bool]:
     """Evaluate ``fresh`` and store the alarm events; (events stored, whether the rules failed).
@@ -356,8 +442,10 @@ def _evaluate(
     this report only: the readings are stored and acknowledged all the same, and the
     centre rebuilds the station's rules from the stored history.
     """
+    rules, fresh, acks, carried = evaluation
     try:
-        changes = rules.evaluate(sorted(fresh, key=lambda obs: obs.ts))
+        changes = [*carried, *rules.evaluate(sorted(fresh, key=lambda obs: obs.ts))]
+        changes += [change for rule, at in acks for change in rules.acknowledge(rule, at)]
     except Exception:
         log.exception("SL 651: station %s: its site rules failed on a report", station.address)
         return 0, True

@@ -1,12 +1,12 @@
 """A site's alarm rules on SL 651 stations' readings, at the fleet: the seam, and its events.
 
-A telemetry station has no rule engine of its own, so the fleet evaluates the site's
-rules on what it reports. The engine is the gateway's (``edge_agent.alarms``: the rain and
-water-level kernels and their reference), which ``fleet`` must never import
-(``tests/test_import_boundaries.py``). So this module says what the receiving centre needs
-of an engine (``StationRules``: replay a station's stored history, then evaluate its new
-observations) and turns the level changes it reports into ``alarm`` events on the
-station's own events stream, worded as a gateway words them. Committed with the readings
+A telemetry station has no rule engine of its own, so the fleet evaluates its rules on
+what it reports. This module says what the receiving centre needs of an engine
+(``StationRules``: replay a station's stored history, then evaluate its new observations,
+and release a latch the console acknowledged) and turns the level changes it reports into
+``alarm`` events on the station's own events stream, worded as a gateway words them. The
+engine behind it is the gateway's own (``alarm_engine``), built from the station's rules
+file by ``fleet.sl651_rules``. Committed with the readings
 by ``fleet.sl651_stations.StationRegistry.store`` through ingest's ``insert_events``, they
 open, raise and clear the same alarm episode a gateway's events do, and 叫应 escalation
 acts on it the same way.
@@ -73,12 +73,25 @@ class StationRules(Protocol):
 
         The history a replay sees may be shorter than what raised them (a water-level
         rule needs none): without this, a rule would start at normal while its alarm is
-        open, and could never report the fall that closes it.
+        open, and could never report the fall that closes it. A level a rule latches at
+        latches again (the centre then re-applies the acknowledgements already made). A
+        rule the station no longer has is left out.
         """
         ...
 
     def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
         """Evaluate new observations; the level changes they cause, in order."""
+        ...
+
+    def levels(self) -> Mapping[str, int]:
+        """Each rule's level now (after the replay: where the stored readings put it)."""
+        ...
+
+    def acknowledge(self, rule_id: str, t: float) -> list[AlarmChange]:
+        """Release the latch of ``rule_id`` (acknowledged at ``t``); the changes that causes.
+
+        Empty when the rule is not latched, or is no longer one of the station's rules.
+        """
         ...
 
 

@@ -34,6 +34,7 @@ MARKS = {
         "test_release_e2e.py",
         "test_rollout_mosquitto.py",
         "test_siren_node_agent.py",
+        "test_sl651_rules_e2e.py",
         "test_uplink_exactly_once.py",
         "test_uplink_reconnect.py",
         "test_uplink_tls.py",
@@ -73,7 +74,7 @@ def _numba_cache_warm() -> None:
         [
             sys.executable,
             "-c",
-            "from edge_agent.alarms.preload import preload_kernels; preload_kernels('auto')",
+            "from edge_agent.alarm_preload import preload_kernels; preload_kernels('auto')",
         ],
         env={**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)},
         check=True,

@@ -20,7 +20,7 @@ SCENARIO = textwrap.dedent(
     """
     import json, math, sys
     import numpy as np
-    from edge_agent.alarms import *
+    from alarm_engine import *
     from site_schema.rule_specs import *
 
     T0 = 1_750_000_000.0
@@ -113,7 +113,7 @@ def test_auto_falls_back_to_the_reference_with_one_warning_when_numba_is_missing
         """
         import logging
         logging.basicConfig(level=logging.WARNING)
-        from edge_agent.alarms import AlarmEngine
+        from alarm_engine import AlarmEngine
         AlarmEngine([], backend="auto")
         """
     )

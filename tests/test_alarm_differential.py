@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.alarms import AlarmEngine
-from edge_agent.alarms.vectorised import replay_rain_windows, replay_water_level
+from alarm_engine import AlarmEngine
+from alarm_engine.vectorised import replay_rain_windows, replay_water_level
 from site_schema.rule_specs import (
     AntecedentRainRule,
     CombinationRule,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
 from site_schema.rule_specs import FailureForecastRule

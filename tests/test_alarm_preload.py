@@ -8,14 +8,14 @@ import subprocess
 import sys
 from typing import get_args
 
-from edge_agent.alarms.preload import SLOPE_KINDS, rules_for_kinds, warm_up_rules
+from edge_agent.alarm_preload import SLOPE_KINDS, rules_for_kinds, warm_up_rules
 from hardware_sim.harness.agent import NUMBA_CACHE
 from site_schema.rule_specs import AnySlopeRule
 
 PROBE = """
 import json, re
-from edge_agent.alarms.preload import preload_kernels
-from edge_agent.alarms import AlarmEngine
+from edge_agent.alarm_preload import preload_kernels
+from alarm_engine import AlarmEngine
 from site_schema.rule_specs import WaterLevelRule
 
 def llvm_rss_kb():

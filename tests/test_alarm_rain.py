@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 from hardware_sim.scenarios import DesignStorm
 from site_schema.rule_specs import (
     AntecedentRainRule,

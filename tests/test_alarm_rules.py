@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 from site_schema.rule_specs import (
     ChannelInfo,
     CombinationRule,

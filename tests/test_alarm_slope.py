@@ -6,7 +6,7 @@ Tangent-angle levels climb in order and inverse velocity predicts the failure in
 import numpy as np
 import pytest
 
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 from hardware_sim.scenarios import CreepingSlope
 from site_schema.rule_specs import InverseVelocityRule, TangentAngleRule
 

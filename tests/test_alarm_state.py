@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from edge_agent.alarms import AlarmEngine
+from alarm_engine import AlarmEngine
 from site_schema.rule_specs import CombinationRule, RainWindow, RainWindowRule, WaterLevelRule
 
 T0 = 1_750_000_000.0

@@ -32,10 +32,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
 
+from alarm_engine import AlarmEngine
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from edge_agent.agent import _alarm_event
-from edge_agent.alarms import AlarmEngine
 from edge_agent.site_file import load_site
 from edge_agent.site_summary import site_summary
 from edge_agent.upload_source import event_row

@@ -2,7 +2,8 @@
 
 drivers -> edge_agent -> protocol (MQTT) -> fleet, with ``ota`` beside them and
 ``hardware_sim`` (simulators, and the harness tests and benches share) outside; the
-site-file schema (``site_schema``) is imported by both sides and imports neither. Read from
+site-file schema (``site_schema``) and the alarm engine (``alarm_engine``) are imported by
+both sides and import neither. Read from
 the source with ``ast`` (every import, lazy ones inside functions too), so nothing is
 imported to check it.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).parent.parent
 PROJECT = (
+    "alarm_engine",
     "drivers",
     "edge_agent",
     "fleet",
@@ -27,14 +30,29 @@ PROJECT = (
     "bench",
     "tests",
 )
-PRODUCTION = ("drivers", "edge_agent", "fleet", "protocol", "site_schema", "ota", "hardware_sim")
+PRODUCTION = (
+    "alarm_engine",
+    "drivers",
+    "edge_agent",
+    "fleet",
+    "protocol",
+    "site_schema",
+    "ota",
+    "hardware_sim",
+)
 
 #: (package, package it must never import)
 FORBIDDEN = {
-    *(("drivers", p) for p in ("edge_agent", "fleet", "hardware_sim", "site_schema")),
+    *(
+        ("drivers", p)
+        for p in ("alarm_engine", "edge_agent", "fleet", "hardware_sim", "site_schema")
+    ),
     ("fleet", "edge_agent"),
     # The site-file schema is imported by both sides, so it imports neither.
-    *(("site_schema", p) for p in ("edge_agent", "fleet", "ota", "hardware_sim")),
+    *(("site_schema", p) for p in ("alarm_engine", "edge_agent", "fleet", "ota", "hardware_sim")),
+    # The alarm engine runs at the gateway and at the fleet: it knows neither side, nor the
+    # Modbus stack; it takes its rules from site_schema and its words from protocol.
+    *(("alarm_engine", p) for p in ("edge_agent", "fleet", "drivers", "ota", "hardware_sim")),
     # Simulators and the harness (hardware_sim.harness) run the real parts from outside.
     *((p, "hardware_sim") for p in ("edge_agent", "fleet", "ota")),
     *(("protocol", p) for p in PROJECT if p != "protocol"),
@@ -116,6 +134,22 @@ def test_what_the_site_schema_imports_brings_no_jit_and_no_modbus_stack() -> Non
         for name in module_names(path)
         if name.split(".")[0] in SCHEMA_NEVER
         or (name.split(".")[0] == "drivers" and name not in SCHEMA_DRIVERS)
+    }
+    assert wrong == set()
+
+
+#: All the alarm engine may import besides the standard library and itself.
+ENGINE_MAY_IMPORT = frozenset({"numba", "numpy", "protocol", "site_schema"})
+
+
+def test_the_alarm_engine_imports_only_the_schema_protocol_and_numerics() -> None:
+    # The fleet loads it as it is, so it must bring nothing of either side nor any I/O stack.
+    wrong = {
+        (path.relative_to(ROOT).as_posix(), name)
+        for path in sorted((ROOT / "alarm_engine").rglob("*.py"))
+        for name in module_names(path)
+        if name.split(".")[0] not in {*ENGINE_MAY_IMPORT, "alarm_engine"}
+        and name.split(".")[0] not in sys.stdlib_module_names
     }
     assert wrong == set()
 

@@ -165,7 +165,7 @@ def test_a_pushed_configuration_includes_shipped_tables_only(tmp_path: Path):
 
 
 def test_edge_run_preloads_the_kernels_of_included_rules(tmp_path: Path):
-    from edge_agent.alarms.preload import rule_kinds  # noqa: PLC0415
+    from edge_agent.alarm_preload import rule_kinds  # noqa: PLC0415
 
     # The site's own [[rule]] left out: its only rules come from the include.
     only_included = SITE[: SITE.index("[[rule]]")] + SITE[SITE.index("[[include]]") :]

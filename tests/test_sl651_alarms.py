@@ -1,7 +1,7 @@
 """The site's alarm rules on SL 651 stations' readings at the fleet, end to end.
 
 A simulated station reports a storm over real TCP to the receiving centre; the gateway's
-own rule engine (``edge_agent.alarms``, behind the fleet's ``StationRules`` seam) evaluates
+own rule engine (``alarm_engine``, behind the fleet's ``StationRules`` seam) evaluates
 it; the alarm events are committed with the readings, open the same alarm episode a
 gateway's events open, and the 叫应 engine calls the village's work-chat robot (a real
 HTTP server). Real SQLite throughout; the centre's and the engine's clocks are injected.
@@ -10,14 +10,14 @@ HTTP server). Real SQLite throughout; the centre's and the engine's clocks are i
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from edge_agent.alarms import AlarmEngine, LevelChange
+from fleet import sl651_rules
 from fleet.escalation import EscalationEngine, running_engine
 from fleet.repository import Alarm
 from fleet.roster import PersonIn, Tier
@@ -29,7 +29,6 @@ from fleet.station_alarms import AlarmChange, RulesFor, StationRules, alarm_even
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.harness.webhook_inbox import WebhookInbox
 from hardware_sim.sl651_station import Sl651Station
-from protocol import Quality
 from protocol.events import AlarmEvent
 from site_schema.rule_specs import RainWindow, RainWindowRule, RuleSpec, WaterLevelRule
 
@@ -51,42 +50,20 @@ RULES: tuple[RuleSpec, ...] = (
 )
 
 
-class EngineRules:
-    """The gateway's engine as one station's rules: what the seam's other side would be.
+class EngineRules(sl651_rules.EngineRules):
+    """The fleet's engine behind the seam, remembering what it was asked to evaluate.
 
     ``backend="reference"``: the pure-Python kernels, which the numba ones match bit for
     bit, so the test does not wait for a compile.
     """
 
     def __init__(self, rules: Sequence[RuleSpec]) -> None:
-        self.engine = AlarmEngine(rules, backend="reference")
+        super().__init__(rules, backend="reference")
         self.evaluated: list[Observation] = []
-
-    @property
-    def history_s(self) -> float:
-        return self.engine.history_needed_s
-
-    def replay(self, observations: Sequence[Observation]) -> None:
-        self._push(observations)
-
-    def restore(self, levels: Mapping[str, int]) -> None:
-        for rule_id, level in levels.items():
-            self.engine.restore_level(rule_id, level)
 
     def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
         self.evaluated += observations
-        return [
-            AlarmChange(c.rule_id, c.t, c.old, c.new, c.kind, c.metric, c.detail)
-            for c in self._push(observations)
-        ]
-
-    def _push(self, observations: Sequence[Observation]) -> list[LevelChange]:
-        changes: list[LevelChange] = []
-        for obs in observations:
-            value = math.nan if obs.value is None else obs.value
-            good = obs.value is not None and obs.quality == Quality.OK
-            changes += self.engine.push(obs.channel, obs.ts, value, good)
-        return changes
+        return super().evaluate(observations)
 
 
 @dataclass

@@ -8,7 +8,7 @@ it; rollouts and configs through REST and storage, with a station in the group.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from edge_agent.alarms import AlarmEngine
 from fleet.cli import app as fleet_cli
 from fleet.main import create_app
 from fleet.repository import ConflictError, NewRollout, Role
 from fleet.settings import FleetSettings
+from fleet.sl651_rules import EngineRules
 from fleet.sl651_stations import Observation, StationRegistry
 from fleet.sqlite_repository import SQLiteRepository
-from fleet.station_alarms import AlarmChange
 from hardware_sim.harness.mosquitto import auth
 from hardware_sim.harness.release_rest import register_release
 from hardware_sim.simgateway import enrollment_request
@@ -196,7 +195,7 @@ async def test_acknowledging_a_station_s_alarm_queues_no_command_it_could_never_
     console: Console,
 ) -> None:
     level = WaterLevelRule(id="creek_level", channel="water_level", thresholds=(1, 2, 3, 4))
-    rules = WaterLevelRules(AlarmEngine([level], backend="reference"))
+    rules = EngineRules([level], backend="reference")
     station = console.registry.add_station("0012345678", 0x5A7C, SITE, time.time())
     now = time.time()
     stored = console.registry.store(
@@ -212,26 +211,3 @@ async def test_acknowledging_a_station_s_alarm_queues_no_command_it_could_never_
     assert acked.status_code == 200, acked.text
     assert acked.json()["acknowledged_by"] == "operator"
     assert console.repository.claim_commands(time.time()) == []  # nothing for the station
-
-
-@dataclass
-class WaterLevelRules:
-    """The gateway's engine behind the fleet's seam, on water levels only."""
-
-    engine: AlarmEngine
-    history_s: float = 0.0
-
-    def replay(self, observations: Sequence[Observation]) -> None:
-        pass
-
-    def restore(self, levels: Mapping[str, int]) -> None:
-        pass
-
-    def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
-        changes = []
-        for obs in observations:
-            for c in self.engine.push(obs.channel, obs.ts, obs.value or 0.0, True):
-                changes.append(
-                    AlarmChange(c.rule_id, c.t, c.old, c.new, c.kind, c.metric, c.detail)
-                )
-        return changes

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.alarms.model import BoolArray, FloatArray
+from alarm_engine.model import BoolArray, FloatArray
 
 IntArray: TypeAlias = npt.NDArray[np.int64]
 _F = TypeVar("_F", bound=Callable[..., Any])

@@ -16,9 +16,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.alarms.backends import make_evaluators, resolve_backend
-from edge_agent.alarms.details import describe, named_values
-from edge_agent.alarms.model import (
+from alarm_engine.backends import make_evaluators, resolve_backend
+from alarm_engine.details import describe, named_values
+from alarm_engine.model import (
     BoolArray,
     ChannelEvaluator,
     FloatArray,

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.alarms import forecast_kernels as fk
-from edge_agent.alarms import forecast_layout as fl
-from edge_agent.alarms import kernels as k
-from edge_agent.alarms import slope_kernels as sk
-from edge_agent.alarms.kernels import IntArray
-from edge_agent.alarms.model import BoolArray, FloatArray, RawChange
+from alarm_engine import forecast_kernels as fk
+from alarm_engine import forecast_layout as fl
+from alarm_engine import kernels as k
+from alarm_engine import slope_kernels as sk
+from alarm_engine.kernels import IntArray
+from alarm_engine.model import BoolArray, FloatArray, RawChange
 from site_schema.rule_specs import (
     FIT_MIN_COVERAGE,
     FIT_MIN_SAMPLES,

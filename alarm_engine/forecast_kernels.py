@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 
-from edge_agent.alarms.forecast_layout import (
+from alarm_engine.forecast_layout import (
     ALPHA,
     ALPHA_FLOOR,
     ALPHA_MARGIN,
@@ -69,7 +69,7 @@ from edge_agent.alarms.forecast_layout import (
     TRIED,
     VELOCITY,
 )
-from edge_agent.alarms.kernels import (
+from alarm_engine.kernels import (
     CHAIN,
     EVENTS_FULL,
     IntArray,
@@ -78,8 +78,8 @@ from edge_agent.alarms.kernels import (
     sm_evaluate,
     threshold_levels,
 )
-from edge_agent.alarms.model import BoolArray, FloatArray
-from edge_agent.alarms.slope_kernels import expire
+from alarm_engine.model import BoolArray, FloatArray
+from alarm_engine.slope_kernels import expire
 
 # Layout of the rule's cfg.
 (

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from edge_agent.alarms.model import BoolArray, ChannelEvaluator, FloatArray, RawChange
-from edge_agent.alarms.reference import ReferenceRule
+from alarm_engine.model import BoolArray, ChannelEvaluator, FloatArray, RawChange
+from alarm_engine.reference import ReferenceRule
 from site_schema.rule_specs import SampleRule
 
 Backend = Literal["numba", "reference"]
@@ -34,7 +34,7 @@ def resolve_backend(name: str) -> Backend:
     if name == "reference":
         return "reference"
     try:
-        import edge_agent.alarms.numba_backend  # noqa: F401, PLC0415 - numba is optional
+        import alarm_engine.numba_backend  # noqa: F401, PLC0415 - numba is optional
     except ImportError as exc:
         if name == "numba":
             msg = f"alarm backend 'numba' is not available: {exc}"
@@ -94,7 +94,7 @@ class ReferenceEvaluator:
 def make_evaluators(rules: list[SampleRule], backend: Backend) -> list[ChannelEvaluator]:
     """Evaluators for the rules of one channel in a backend ``resolve_backend`` returned."""
     if backend == "numba":
-        from edge_agent.alarms.numba_backend import evaluators  # noqa: PLC0415 - optional
+        from alarm_engine.numba_backend import evaluators  # noqa: PLC0415 - optional
 
         return list(evaluators(rules))
     return [ReferenceEvaluator(rule) for rule in rules]

@@ -10,7 +10,7 @@ import math
 from datetime import UTC, datetime
 from typing import Literal
 
-from edge_agent.alarms.model import LevelChange, RawChange
+from alarm_engine.model import LevelChange, RawChange
 from site_schema.rule_specs import (
     AntecedentRainRule,
     DisplacementAccelerationRule,

@@ -11,17 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from edge_agent.alarms.details import FORECAST_VALUES
-from edge_agent.alarms.model import RawChange
-from edge_agent.alarms.reference_forecast import ForecastMetric
-from edge_agent.alarms.reference_metrics import (
+from alarm_engine.details import FORECAST_VALUES
+from alarm_engine.model import RawChange
+from alarm_engine.reference_forecast import ForecastMetric
+from alarm_engine.reference_metrics import (
     NAN,
     AntecedentRain,
     IntensityDuration,
     RainWindows,
     WaterLevel,
 )
-from edge_agent.alarms.reference_slope import SlopeMetric
+from alarm_engine.reference_slope import SlopeMetric
 from site_schema.rule_specs import (
     AntecedentRainRule,
     FailureForecastRule,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from edge_agent.alarms.kernels import (
+from alarm_engine.kernels import (
     CHAIN,
     EVENTS_FULL,
     IntArray,
@@ -23,7 +23,7 @@ from edge_agent.alarms.kernels import (
     sm_evaluate,
     threshold_levels,
 )
-from edge_agent.alarms.model import BoolArray, FloatArray
+from alarm_engine.model import BoolArray, FloatArray
 
 # Slope modes; reference.py numbers them the same way.
 RATE, VELOCITY, ACCELERATION, TANGENT, INVERSE = range(5)

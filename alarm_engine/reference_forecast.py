@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from edge_agent.alarms.forecast_layout import (
+from alarm_engine.forecast_layout import (
     ALPHA_FLOOR,
     ALPHA_MARGIN,
     ALPHA_REFINE,
@@ -26,7 +26,7 @@ from edge_agent.alarms.forecast_layout import (
     REFINE,
     STEP_SCALES,
 )
-from edge_agent.alarms.reference_metrics import NAN, Evaluation, negated, threshold_levels
+from alarm_engine.reference_metrics import NAN, Evaluation, negated, threshold_levels
 from site_schema.rule_specs import FailureForecastRule
 
 INF = math.inf

@@ -12,7 +12,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
-from edge_agent.alarms.reference_metrics import NAN, Evaluation, negated, threshold_levels
+from alarm_engine.reference_metrics import NAN, Evaluation, negated, threshold_levels
 from site_schema.rule_specs import (
     FIT_MIN_COVERAGE,
     FIT_MIN_SAMPLES,

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent.alarms.backends import resolve_backend
+from alarm_engine.backends import resolve_backend
 from site_schema.rule_files import rule_file_path
 from site_schema.rule_specs import (
     AntecedentRainRule,
@@ -100,7 +100,7 @@ def preload_kernels(backend: str, rules: Sequence[RuleSpec] | None = None) -> st
     resolved = resolve_backend(backend)
     if resolved != "numba":
         return resolved
-    from edge_agent.alarms.numba_backend import load_kernels  # noqa: PLC0415 - numba is optional
+    from alarm_engine.numba_backend import load_kernels  # noqa: PLC0415 - numba is optional
 
     release_compiler_pages()  # numba's own start-up touched them; loading touches fewer
     load_kernels([r for r in rules if not isinstance(r, CombinationRule)])

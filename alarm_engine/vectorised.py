@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.alarms.model import BoolArray, FloatArray, RawChange
+from alarm_engine.model import BoolArray, FloatArray, RawChange
 from site_schema.rule_specs import (
     MAX_RAIN_RATE_MM_S,
     LevelThresholds,
