@@ -53,6 +53,8 @@ MARKS = {
         "test_fleet_ingest.py::test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage",
         "test_ota_slots.py",
         "test_rest_schemathesis.py",
+        # Builds a release bundle and installs it twice into venv slots.
+        "test_update_install.py",
     },
 }
 
