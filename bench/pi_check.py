@@ -26,6 +26,7 @@ Needs root. Never touches the host's system outside the cached roots (binfmt_mis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shlex
@@ -35,7 +36,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -390,31 +391,64 @@ class SimClock:
         return self.anchor + (simulated - self.origin.timestamp()) / self.speed
 
 
-def run_storm(root: PiRoot, minutes: float, speed: float, log: Path) -> dict[str, Any]:
-    """The simulator on this host, the agent in the root as systemd would start it."""
-    port = free_port()
-    install_site(root, port)
-    # The storm of the station file starts 1800 s after its origin: begin just before it.
-    clock = SimClock(speed, datetime(2026, 7, 1, tzinfo=UTC), time.time() - 1500 / speed, log)
+@contextlib.contextmanager
+def station(clock: SimClock, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``hwsim serve creek_village`` on this host, on ``port``, until the block ends."""
     hwsim = shutil.which("hwsim", path=str(Path(sys.executable).parent)) or "hwsim"
     simulator = subprocess.Popen(
         [hwsim, "serve", "creek_village", *clock.options(), "--tcp-port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    agent = None
     try:
         wait_until(lambda: port_open(port), 60, "hwsim to listen")
-        agent = start_agent(root, clock.options(), log)
-        return watch_storm(root, agent, port, minutes * 60, clock)
+        yield simulator
     finally:
-        stop(agent)
         stop(simulator)
 
 
-def check(arch: PiArch, minutes: float, speed: float, work: Path) -> dict[str, Any]:
-    """The whole check on one architecture; its figures (``passed`` False with ``error``)."""
+def storm_clock(speed: float, log: Path) -> SimClock:
+    """The station file's storm starts 1800 s after its origin: begin just before it."""
+    return SimClock(speed, datetime(2026, 7, 1, tzinfo=UTC), time.time() - 1500 / speed, log)
+
+
+def run_storm(root: PiRoot, minutes: float, speed: float, log: Path) -> dict[str, Any]:
+    """The simulator on this host, the agent in the root as systemd would start it."""
+    port = free_port()
+    install_site(root, port)
+    clock = storm_clock(speed, log)
+    agent = None
+    with station(clock, port):
+        try:
+            agent = start_agent(root, clock.options(), log)
+            return watch_storm(root, agent, port, minutes * 60, clock)
+        finally:
+            stop(agent)
+
+
+def poll_once(root: PiRoot, log: Path) -> dict[str, Any]:
+    """The short check: one ``edge poll --once --json`` of every device, as the agent's user."""
+    port = free_port()
+    install_site(root, port)
+    with station(storm_clock(1.0, log), port):
+        started = time.monotonic()
+        command = f"sudo -u {AGENT_USER} edge poll -c {SITE} --once --json"
+        done = in_root(root, SUDO + command, "edge poll --once in the root", timeout=600)
+        seconds = time.monotonic() - started
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    say(f"edge poll --once: {len(lines)} readings in {seconds:.1f} s")
+    return {"poll_once_s": round(seconds, 1), "readings": len(lines)}
+
+
+def check(
+    arch: PiArch, minutes: float, speed: float, work: Path, smoke: bool = False
+) -> dict[str, Any]:
+    """The check on one architecture; its figures (``passed`` False with ``error``).
+
+    ``smoke``: the bundle's install and one poll of every device only (CI's short check).
+    """
     result: dict[str, Any] = {"arch": arch.debian, "passed": False}
+    log = work / f"agent-{arch.debian}.log"
     try:
         root, _ = timed(f"{arch.debian} root", lambda: ensure_root(arch))
         result |= {"root_build_s": round(root.build_s, 1), "root_cached": root.cached}
@@ -426,9 +460,13 @@ def check(arch: PiArch, minutes: float, speed: float, work: Path) -> dict[str, A
             install = SUDO + guide_block()
             _, install_s = timed("the guide's install", lambda: in_root(root, install, "install"))
             result["install_s"] = round(install_s, 1)
+            if smoke:
+                result |= poll_once(root, log)
+                result["passed"] = result["readings"] > 0
+                return result
             kernels, _ = timed("alarm kernels, cold and warm", lambda: kernel_times(root))
             result |= kernels
-            result |= run_storm(root, minutes, speed, work / f"agent-{arch.debian}.log")
+            result |= run_storm(root, minutes, speed, log)
     except (PiRootError, AssertionError, OSError) as exc:
         result["error"] = str(exc)
         say(f"{arch.debian} FAILED: {exc}")
@@ -448,10 +486,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=3.0, help="How long the agent runs.")
     parser.add_argument("--speed", type=float, default=120.0, help="Simulated s per real s.")
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "pi-check")
+    parser.add_argument(
+        "--smoke", action="store_true", help="Install the bundle and poll once; no storm."
+    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     names = list(ARCHES) if args.arch == "all" else [args.arch]
-    results = {name: check(ARCHES[name], args.minutes, args.speed, args.work) for name in names}
+    results = {
+        name: check(ARCHES[name], args.minutes, args.speed, args.work, args.smoke) for name in names
+    }
     print(json.dumps(results))
     return 0 if all(r["passed"] for r in results.values()) else 1
 

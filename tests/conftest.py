@@ -55,6 +55,8 @@ MARKS = {
         "test_rest_schemathesis.py",
         # Builds a release bundle and installs it twice into venv slots.
         "test_update_install.py",
+        # The bundle installed in an arm64 root under qemu (minutes; only with a cached root).
+        "test_pi_check_smoke.py",
     },
 }
 
