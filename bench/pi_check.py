@@ -6,7 +6,9 @@ built once with debootstrap and cached):
 1. a release bundle for that machine is put on the root's "USB stick" (``/media/usb``):
    arm64's built on this host with ``ota.bundle`` for aarch64 (numba on its aarch64
    wheel); armhf's gathered with pip inside the root, which builds the wheels PyPI lacks
-   for armv7l (numpy, cffi) once into a wheelhouse kept in the root;
+   for armv7l (numpy, cffi, psutil, pyyaml, argon2-cffi-bindings) once into a wheelhouse
+   kept in the root. Under emulation that first build takes well over an hour (numpy);
+   ``--armv7l-wheels DIR`` seeds the wheelhouse with wheels built on a real Pi instead;
 2. the install block of ``docs/install-pi.md`` runs there verbatim, as root (the guide's
    ``sudo`` is the identity);
 3. the alarm kernels are loaded twice as the agent's user, cold (numba compiles them into
@@ -122,8 +124,12 @@ def fresh_gateway(root: PiRoot) -> None:
         root.host_path(inside).unlink(missing_ok=True)
 
 
-def put_bundle(root: PiRoot, version: str) -> Path:
-    """The release bundle for the root's machine, in ``/media/usb/hazardwatch-VERSION``."""
+def put_bundle(root: PiRoot, version: str, seed: Path | None = None) -> Path:
+    """The release bundle for the root's machine, in ``/media/usb/hazardwatch-VERSION``.
+
+    ``seed``: a folder of armv7l wheels built elsewhere (on a Pi running the 32-bit OS, say)
+    for the wheelhouse, so that pip in the armhf root need not build them under emulation.
+    """
     inside = f"/media/usb/hazardwatch-{version}"
     bundle = root.host_path(inside)
     if root.arch.machine in TARGETS:
@@ -136,6 +142,9 @@ def put_bundle(root: PiRoot, version: str) -> Path:
     project = f"hazardwatch-{version}-py3-none-any.whl"
     pip_wheel = next(f.name for f in host.files if f.name.startswith("pip-"))
     root.host_path(WHEELHOUSE).mkdir(parents=True, exist_ok=True)
+    for wheel in sorted(seed.glob("*armv7l*.whl")) if seed is not None else []:
+        if not root.host_path(WHEELHOUSE).joinpath(wheel.name).exists():
+            shutil.copyfile(wheel, root.host_path(WHEELHOUSE) / wheel.name)
     (bundle / WHEELS_DIR).mkdir(parents=True)
     # pip in the root trusts what this host's pip trusts (an intercepting proxy's CA, say).
     shutil.copyfile(HOST_CA, own / "host-ca.crt")
@@ -441,7 +450,12 @@ def poll_once(root: PiRoot, log: Path) -> dict[str, Any]:
 
 
 def check(
-    arch: PiArch, minutes: float, speed: float, work: Path, smoke: bool = False
+    arch: PiArch,
+    minutes: float,
+    speed: float,
+    work: Path,
+    smoke: bool = False,
+    seed: Path | None = None,
 ) -> dict[str, Any]:
     """The check on one architecture; its figures (``passed`` False with ``error``).
 
@@ -455,7 +469,7 @@ def check(
         with entered(root):
             fresh_gateway(root)
             version = project_version()
-            _, bundle_s = timed("bundle", lambda: put_bundle(root, version))
+            _, bundle_s = timed("bundle", lambda: put_bundle(root, version, seed))
             result["bundle_s"] = round(bundle_s, 1)
             install = SUDO + guide_block()
             _, install_s = timed("the guide's install", lambda: in_root(root, install, "install"))
@@ -489,11 +503,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="Install the bundle and poll once; no storm."
     )
+    parser.add_argument(
+        "--armv7l-wheels",
+        type=Path,
+        help="Folder of armv7l wheels built elsewhere (numpy, cffi, ...) for the armhf root.",
+    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     names = list(ARCHES) if args.arch == "all" else [args.arch]
     results = {
-        name: check(ARCHES[name], args.minutes, args.speed, args.work, args.smoke) for name in names
+        name: check(
+            ARCHES[name], args.minutes, args.speed, args.work, args.smoke, args.armv7l_wheels
+        )
+        for name in names
     }
     print(json.dumps(results))
     return 0 if all(r["passed"] for r in results.values()) else 1
