@@ -383,7 +383,8 @@ class Agent:
             if recorded is not None:
                 self.engine.restore_level(rule_id, recorded.level or 0)
         log.info(
-            "replayed %d level changes from %d channels; levels now %s",
+            "alarm kernels %s; replayed %d level changes from %d channels; levels now %s",
+            self.engine.backend,
             len(replayed),
             len(series),
             self.engine.levels(),
@@ -442,6 +443,7 @@ class Agent:
             uptime_s=round(time.monotonic() - self.started, 1),
             now=self.clock.now(),
             level=LEVEL_NAMES[self.site_level()],
+            alarm_backend=self.engine.backend,
             buses={
                 name: BusStatus(
                     transactions=bus.stats.transactions,

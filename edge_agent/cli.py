@@ -414,7 +414,8 @@ def status(
         return
     console.print(
         f"[bold]{reply.site}[/] agent {reply.version}, up {reply.uptime_s} s, "
-        f"site level [bold]{reply.level}[/], backlog {reply.store['backlog']} readings"
+        f"site level [bold]{reply.level}[/], backlog {reply.store['backlog']} readings, "
+        f"alarm kernels {reply.alarm_backend}"
     )
     store = reply.store
     if store.get("unwritable"):

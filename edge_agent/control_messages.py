@@ -192,6 +192,9 @@ class StatusReply(ControlReply):
     uptime_s: float
     now: float
     level: str
+    #: The alarm kernels evaluating the rules: "numba", or "reference" (pure Python) where
+    #: numba is not installed (Raspberry Pi OS 32-bit) or not asked for.
+    alarm_backend: str
     buses: dict[str, BusStatus]
     devices: dict[str, DeviceStatus]
     channels: dict[str, ChannelStatus]

@@ -1,10 +1,12 @@
 """``edge update``: the agent release slots of this gateway, as a technician sees them.
 
 ``status`` shows the current, previous and pending slot, the starts counted for a version
-on trial and the last outcome. The hidden ``apply`` and ``confirm`` run a signed release
-document through ``ReleaseUpdater`` and one agent start's confirmation; crash tests and
-manual recovery use them, and they store their reports in the agent's store as the agent
-does. Also runnable as ``python -m edge_agent.update_cli``.
+on trial and the last outcome. ``install`` puts a release bundle (a USB stick) into the
+slots and switches to it: a gateway's first install, or one with no network. The hidden
+``apply`` and ``confirm`` run a signed release document through ``ReleaseUpdater`` and
+one agent start's confirmation; crash tests and manual recovery use them, and they store
+their reports in the agent's store as the agent does.
+Also runnable as ``python -m edge_agent.update_cli``.
 """
 
 from __future__ import annotations
@@ -110,6 +112,54 @@ def status(
     unfinished = f" (unfinished: {', '.join(view.partial)})" if view.partial else ""
     console.print(f"slots     {', '.join(view.slots) or 'none'}{unfinished}", markup=False)
     console.print(f"last      {_outcome(view.last_outcome)}", markup=False, highlight=False)
+
+
+@update_app.command()
+def install(
+    bundle: Annotated[
+        Path, typer.Argument(help="A release bundle: a folder with manifest.json and wheels/.")
+    ],
+    root: RootOpt = DEFAULT_ROOT,
+    compile_bytecode: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="Precompile the slot.")
+    ] = True,
+) -> None:
+    """Install a release bundle offline into a slot and switch to it (first install, USB).
+
+    Every wheel's hash is checked against the bundle's manifest before anything is
+    installed. A first install is committed at once (there is nothing to fall back to)
+    and puts the boot supervisor in the root's bin folder; on a gateway already running a release
+    the new one goes on trial, as one received over the air: the agent's next start
+    confirms it, or the supervisor goes back after three failed starts.
+    """
+    from ota.bundle import WHEELS_DIR  # noqa: PLC0415
+    from ota.manifest import MANIFEST_FILE, ReleaseManifest  # noqa: PLC0415
+    from ota.slots import ReleaseRefusedError, SlotError, SlotTree  # noqa: PLC0415
+
+    try:
+        manifest = ReleaseManifest.model_validate_json((bundle / MANIFEST_FILE).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise fail(f"{bundle / MANIFEST_FILE}: not a release manifest: {exc}") from None
+    tree = SlotTree(root, compile_bytecode=compile_bytecode)
+    try:
+        committed = tree.state().committed
+        if committed is not None and committed.version == manifest.version:
+            console.print(f"release {manifest.version} is already current", highlight=False)
+            return
+        tree.admit(manifest, revert=False)
+        done = tree.install(manifest, bundle / WHEELS_DIR)
+        # Release document 0: no signed document was involved, the technician was.
+        tree.switch(manifest.version, 0, max_boots=3, health_deadline_s=120)
+        if committed is None:
+            tree.commit()
+            tree.mark_reported(tree.unreported())
+    except (ReleaseRefusedError, SlotError, StateFileError, OSError) as exc:
+        raise fail(f"cannot install {bundle}: {exc}") from None
+    console.print(
+        f"release {manifest.version} installed in {done.seconds:.0f} s: "
+        + ("current" if committed is None else "on trial until the agent's next start"),
+        highlight=False,
+    )
 
 
 async def _with_reports(data_dir: Path, work: Callable[[Emit], Awaitable[T]]) -> T:

@@ -97,12 +97,34 @@ def release_build(
     wheel_cache: Annotated[
         Path | None, typer.Option("--wheel-cache", help="Reuse dependency wheels from here.")
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="The gateways' machine when not this host's: aarch64 (Raspberry Pi OS "
+            "64-bit) or x86_64; Debian bookworm's glibc and Python 3.11.",
+        ),
+    ] = None,
 ) -> None:
     """Build a release bundle (manifest.json + wheels/) with ``ota.bundle``."""
-    from ota.bundle import BundleError, build_release  # noqa: PLC0415 - only when asked
+    from ota.bundle import TARGETS, BundleError, build_release  # noqa: PLC0415 - only when asked
 
+    if target is not None and target not in TARGETS:
+        typer.echo(
+            f"--target {target!r}: not a machine bundles are built for here "
+            f"(targets: {', '.join(TARGETS)}; armv7l is built on an armv7l machine)",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
-        manifest = build_release(source, out, version, min_upgrade_from, wheel_cache)
+        manifest = build_release(
+            source,
+            out,
+            version,
+            min_upgrade_from,
+            wheel_cache,
+            None if target is None else TARGETS[target],
+        )
     except BundleError as exc:
         typer.echo(f"cannot build release {version}: {exc}", err=True)
         raise typer.Exit(1) from None

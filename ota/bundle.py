@@ -4,11 +4,18 @@
 the copy (the real tree is never touched) and writes ``out_dir/wheels/*.whl`` and
 ``out_dir/manifest.json``. It runs where releases are made, with pip and a package index
 or a warm wheel cache; never on a gateway.
+
+A bundle is for one machine and Python: by default this host's; with ``target`` (a
+``Target``, e.g. ``TARGETS["aarch64"]`` for Raspberry Pi OS 64-bit) pip picks the
+dependency wheels of that platform instead. pip evaluates environment markers for the
+machine it runs on, so a target whose markers give other dependencies (armv7l, where
+numba is left out) cannot be built here and is refused: build it on such a machine.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -16,6 +23,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +59,40 @@ _PROJECT_TABLE = re.compile(r"(?ms)^\[project\][ \t]*$(.*?)(?=^\[|\Z)")
 _STATIC_VERSION = re.compile(r'(?m)^version\s*=\s*"[^"\n]*"')
 
 
+@dataclass(frozen=True)
+class Target:
+    """The gateway a bundle is for: its machine, its glibc and its Python (``X.Y``)."""
+
+    machine: str
+    glibc: tuple[int, int]
+    python: str
+
+    def pip_options(self) -> list[str]:
+        """The pip options choosing this target's binary wheels (pure ones always fit).
+
+        pip takes each platform tag literally, so every manylinux tag this glibc satisfies
+        is named, down to manylinux2014 (glibc 2.17).
+        """
+        major, newest = self.glibc
+        abi = "cp" + self.python.replace(".", "")
+        platforms = [f"manylinux_{major}_{minor}_{self.machine}" for minor in range(newest, 16, -1)]
+        platforms += [f"manylinux2014_{self.machine}", f"linux_{self.machine}"]
+        return [
+            *(option for tag in platforms for option in ("--platform", tag)),
+            *("--python-version", self.python, "--implementation", "cp"),
+            *("--abi", abi, "--abi", "abi3", "--abi", "none"),
+        ]
+
+
+#: Debian bookworm (Raspberry Pi OS 12): glibc 2.36, Python 3.11.
+TARGETS = {
+    "aarch64": Target("aarch64", (2, 36), "3.11"),
+    "x86_64": Target("x86_64", (2, 36), "3.11"),
+}
+#: Machines where the project's environment markers differ from an x86_64/aarch64 host's.
+_OTHER_MARKERS = frozenset({"armv7l", "armv6l"})
+
+
 class BundleError(Exception):
     """A release could not be built; the message says which step failed and how."""
 
@@ -61,14 +103,26 @@ def build_release(
     version: str,
     min_upgrade_from: str,
     wheel_cache: Path | None = None,
+    target: Target | None = None,
 ) -> ReleaseManifest:
     """Build the release ``version`` of the project at ``source`` into ``out_dir``.
 
     Dependency wheels are resolved from the built wheel's own requirements, the same way
     the gateway's offline install will resolve them. With ``wheel_cache`` they (and the
     build backend) are looked up there first and only fetched from the index when
-    missing, so repeated builds are offline.
+    missing, so repeated builds are offline. ``target``: the gateway's platform, when it
+    is not this host's.
     """
+    host = platform.machine()
+    if target is not None and target.machine == host:
+        target = None  # this host's own platform
+    elif target is not None and {target.machine, host} & _OTHER_MARKERS:
+        msg = (
+            f"a bundle for {target.machine} cannot be resolved on {host}: its dependencies "
+            "differ by environment marker (numba is left out on armv7l and armv6l); build "
+            "it on a machine of that kind"
+        )
+        raise BundleError(msg)
     try:
         version = str(Version(version))
     except InvalidVersion:
@@ -90,17 +144,30 @@ def build_release(
         wheels.mkdir(parents=True)
         requirements = [str(own), INSTALLER]
         resolve: list[str | Path] = ["download", "--only-binary=:all:", "--find-links", dist]
-        _offline_or_fill(cache, [*resolve, "-d", wheels, *requirements], requirements, dist)
+        resolve += target.pip_options() if target is not None else []
+        _offline_or_fill(cache, [*resolve, "-d", wheels, *requirements], requirements, dist, target)
         for stray in cache.glob(f"{own.name.split('-')[0]}-*.whl"):
             stray.unlink()  # the project's own wheels do not belong in the dependency cache
+    python_requires = project["project"].get("requires-python", ">=3.11")
+    return write_manifest(out_dir, version, min_upgrade_from, python_requires)
+
+
+def write_manifest(
+    out_dir: Path, version: str, min_upgrade_from: str, python_requires: str
+) -> ReleaseManifest:
+    """Write ``out_dir/manifest.json`` listing every wheel in ``out_dir/wheels``.
+
+    ``build_release`` ends with it; a bundle whose wheels were gathered on the gateway's
+    own kind of machine (armv7l) is finished with it too.
+    """
     manifest = ReleaseManifest(
         version=version,
         min_upgrade_from=min_upgrade_from,
-        python_requires=project["project"].get("requires-python", ">=3.11"),
+        python_requires=python_requires,
         created_at=time.time(),
         files=tuple(
             ReleaseFile(name=p.name, sha256=sha256_file(p), size=p.stat().st_size)
-            for p in sorted(wheels.glob("*.whl"))
+            for p in sorted((out_dir / WHEELS_DIR).glob("*.whl"))
         ),
     )
     write_durably(out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode())
@@ -136,7 +203,11 @@ def _own_wheel(dist: Path, version: str) -> Path:
 
 
 def _offline_or_fill(
-    cache: Path, pip_args: list[str | Path], needs: list[str], links: Path | None = None
+    cache: Path,
+    pip_args: list[str | Path],
+    needs: list[str],
+    links: Path | None = None,
+    target: Target | None = None,
 ) -> None:
     """Run pip offline against ``cache``; when that fails, fetch ``needs`` into it and retry."""
     offline = [pip_args[0], "--no-index", "--find-links", cache, *pip_args[1:]]
@@ -144,6 +215,7 @@ def _offline_or_fill(
         _pip(*offline, quiet_failure=True)
     except BundleError:
         extra: list[str | Path] = ["--find-links", links] if links is not None else []
+        extra += target.pip_options() if target is not None else []
         _pip("download", "--only-binary=:all:", *extra, "-d", cache, *needs)
         _pip(*offline)
 

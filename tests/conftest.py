@@ -54,6 +54,10 @@ MARKS = {
         "test_fleet_ingest.py::test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage",
         "test_ota_slots.py",
         "test_rest_schemathesis.py",
+        # Builds a release bundle and installs it twice into venv slots.
+        "test_update_install.py",
+        # The bundle installed in an arm64 root under qemu (minutes; only with a cached root).
+        "test_pi_check_smoke.py",
     },
 }
 

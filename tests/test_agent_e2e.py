@@ -378,3 +378,24 @@ def test_systemd_unit_restarts_always_and_uses_the_watchdog():
     assert service["Type"] == "notify"
     assert int(service["WatchdogSec"]) > 0
     assert "edge run" in service["ExecStart"]
+
+
+async def test_edge_status_names_the_alarm_kernels(tmp_path):
+    """`edge status` says which backend evaluates the rules (Pi OS 32-bit has no numba)."""
+    clock = make_clock(60)
+    rain, creek, relays = station(clock, None)
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent("gw", "--backend", "reference")
+        await wait_for((agent.data_dir / SOCKET_NAME).exists, 30, "the agent's control socket")
+        edge = [sys.executable, "-m", "edge_agent.cli", "status", "-d", str(agent.data_dir)]
+        shown = await asyncio.create_subprocess_exec(*edge, stdout=asyncio.subprocess.PIPE)
+        as_json = await asyncio.create_subprocess_exec(
+            *edge, "--json", stdout=asyncio.subprocess.PIPE
+        )
+        text, _ = await asyncio.wait_for(shown.communicate(), 60)
+        data, _ = await asyncio.wait_for(as_json.communicate(), 60)
+        await agent.stop()
+    assert (shown.returncode, as_json.returncode) == (0, 0)
+    assert "alarm kernels reference" in text.decode()
+    assert json.loads(data)["alarm_backend"] == "reference"
+    assert "alarm kernels reference" in agent.log.read_text()
