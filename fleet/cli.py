@@ -40,7 +40,7 @@ from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import open_enrollment, open_repository, run_fleet
 from fleet.settings import FleetSettings
 from fleet.sl651_cli import sl651_app
-from fleet.sqlite_repository import iso
+from fleet.timestamps import iso
 
 #: How long `fleet serve` lets requests finish after SIGTERM.
 SHUTDOWN_GRACE_S = 5

@@ -19,6 +19,7 @@ from fleet.embedded_broker import EmbeddedBroker
 from fleet.enrollment import BrokerAddress, Enrollment
 from fleet.ingest import IngestWorker
 from fleet.mqtt_connection import BrokerConnection
+from fleet.repository import Repository
 from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
 from fleet.sqlite_repository import SQLiteRepository
@@ -36,13 +37,13 @@ class FleetService:
     """The running parts; ``ingest_task`` is None when ingest is off."""
 
     settings: FleetSettings
-    repository: SQLiteRepository
+    repository: Repository
     enrollment: Enrollment
     ingest: IngestWorker | None
     ingest_task: asyncio.Task[None] | None
 
 
-def open_repository(settings: FleetSettings) -> SQLiteRepository:
+def open_repository(settings: FleetSettings) -> Repository:
     """The repository for ``settings`` (also used by the CLI's offline commands)."""
     return SQLiteRepository(
         settings.db_path,
@@ -51,7 +52,7 @@ def open_repository(settings: FleetSettings) -> SQLiteRepository:
     )
 
 
-def open_enrollment(settings: FleetSettings, repository: SQLiteRepository) -> Enrollment:
+def open_enrollment(settings: FleetSettings, repository: Repository) -> Enrollment:
     """The enrollment service for ``settings``; creates the signing key and account once."""
     ca = settings.gateway_broker_ca
     return Enrollment(
