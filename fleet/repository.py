@@ -743,7 +743,17 @@ class AlarmStore(Protocol):
         ...
 
 
-class Repository(TokenStore, GatewayStore, ReadingStore, AlarmStore, Protocol):
+class CoreStore(TokenStore, GatewayStore, ReadingStore, AlarmStore, Protocol):
+    """The stores of every backend: tokens, gateways, readings and events, alarms.
+
+    ``tests/test_storage_contract.py`` runs the same tests on each backend through this.
+    """
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class Repository(CoreStore, Protocol):
     """Everything the fleet stores: each resource's store, OTA and 叫应 beside them.
 
     Implementations must make ``commit`` atomic per batch.
@@ -758,9 +768,6 @@ class Repository(TokenStore, GatewayStore, ReadingStore, AlarmStore, Protocol):
     def escalation(self) -> EscalationStore:
         """叫应: roster, policies and the record of every escalation."""
         ...
-
-    def close(self) -> None:
-        """Release connections."""
 
     def open_alarm_watch(self) -> AlarmWatcher | None:
         """A cheap watch on the active alarms (any process's commits), or None if none."""

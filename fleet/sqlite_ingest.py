@@ -383,16 +383,29 @@ def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
         conn.execute(
             "INSERT INTO alarms (gw, rule, level, peak_level, raised_at, last_seq, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (gw, change.rule, change.level, change.level, change.raised_at, change.seq,
-             change.detail),
-        )  # fmt: skip
+            (
+                gw,
+                change.rule,
+                change.level,
+                change.level,
+                change.raised_at,
+                change.seq,
+                change.detail,
+            ),
+        )
     elif isinstance(change, MoveAlarm):
         conn.execute(
             "UPDATE alarms SET level = ?, peak_level = max(peak_level, ?), last_seq = ?, "
             "detail = coalesce(?, detail), cleared_at = ? WHERE id = ?",
-            (change.level, change.level, change.seq, change.detail, change.cleared_at,
-             change.alarm_id),
-        )  # fmt: skip
+            (
+                change.level,
+                change.level,
+                change.seq,
+                change.detail,
+                change.cleared_at,
+                change.alarm_id,
+            ),
+        )
     elif isinstance(change, AcknowledgeAtGateway):
         conn.execute(
             "UPDATE alarms SET acknowledged_at = coalesce(acknowledged_at, ?), "

@@ -193,9 +193,8 @@ def record_ota_report(
         conn.execute(
             "UPDATE rollout_devices SET state = ?, reported = ?, reason = coalesce(?, reason), "
             "updated_at = ? WHERE rollout_id = ? AND gw = ?",
-            (device.state.value, device.reported.value, device.reason, received_at,
-             rollout_id, gw),
-        )  # fmt: skip
+            (device.state.value, device.reported.value, device.reason, received_at, rollout_id, gw),
+        )
         conn.execute(
             "UPDATE rollouts SET revision = revision + 1, updated_at = ? WHERE id = ?",
             (received_at, rollout_id),
