@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.postgres_repository import PostgresRepository
 from fleet.repository import (
     ConflictError,
     CoreStore,
@@ -31,7 +32,7 @@ from protocol import BAD_QUALITY_MASK, DataBatch, EventBatch, EventRow, GatewayS
 T0 = 1_750_000_000.0
 GW = "gw-0123456789"
 OTHER = "gw-abcdefabcd"
-BACKENDS = ("sqlite",)
+BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +51,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CoreStore]
         yield sqlite
         sqlite.close()
         return
-    raise AssertionError(f"no backend {request.param}")
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    with cluster.fresh_schema() as url:
+        postgres = PostgresRepository(url)
+        try:
+            yield postgres
+        finally:
+            postgres.close()
 
 
 @pytest.fixture
