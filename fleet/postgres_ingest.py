@@ -49,7 +49,7 @@ from protocol import (
 
 log = logging.getLogger(__name__)
 
-#: Advisory lock key (first half) of one gateway's streams; the second half is its number.
+#: Advisory lock key of one gateway's streams: this in the high 32 bits, its number below.
 GATEWAY_LOCK = 0x4857_0002
 
 #: Rollup tables and their bucket, in seconds.
@@ -59,21 +59,11 @@ Conn = psycopg.Connection[Any]
 
 
 @dataclass
-class _Rollup:
-    """One channel's rollup bucket as the new rows of a commit add to it."""
-
-    good: int = 0
-    bad: int = 0
-    total: float = 0.0
-    low: float | None = None
-    high: float | None = None
-
-
-@dataclass
 class _Transaction:
-    """What one transaction handed out: channel ids, valid only if it commits."""
+    """What one transaction made: channel ids, a staging table; valid only if it commits."""
 
     channel_ids: dict[tuple[int, str], int] = field(default_factory=dict)
+    staging: int | None = None  # the session whose staging table this transaction made
 
 
 class PostgresIngestWriter:
@@ -84,6 +74,8 @@ class PostgresIngestWriter:
         #: Channel ids known committed: (gateway number, name) -> id.
         self._channel_ids: dict[tuple[int, str], int] = {}
         self._days: set[int] = set()
+        #: Sessions (backend pids) that have the staging table.
+        self._staging: set[int] = set()
 
     def commit(
         self, conn: Conn, received: Sequence[Received], *, days_checked: bool = False
@@ -113,6 +105,8 @@ class PostgresIngestWriter:
                 return CommitResult(rejected=[_rejection(received[0], exc)])
             return self._one_by_one(conn, received)
         self._channel_ids.update(tx.channel_ids)
+        if tx.staging is not None:
+            self._staging.add(tx.staging)
         return result
 
     def _one_by_one(self, conn: Conn, received: Sequence[Received]) -> CommitResult:
@@ -138,9 +132,24 @@ class PostgresIngestWriter:
     def _write(
         self, conn: Conn, received: Sequence[Received], result: CommitResult, tx: _Transaction
     ) -> None:
+        """One round trip per kind of work for the whole group, not per batch.
+
+        Locks, marks and ranges are read once; the group's new readings go in by one
+        COPY, its rollups and moved marks by one statement each.
+        """
         nums = {item.gateway_id: self._gateway_num(conn, item.gateway_id) for item in received}
-        for num in sorted({n for n in nums.values() if n is not None}):
-            _execute(conn, "SELECT pg_advisory_xact_lock(%s, %s)", (GATEWAY_LOCK, num))
+        locked = sorted({n for n in nums.values() if n is not None})
+        if locked:
+            _execute(
+                conn,
+                "SELECT pg_advisory_xact_lock((%s::bigint << 32) | n) "
+                "FROM unnest(%s::bigint[]) AS n",
+                (GATEWAY_LOCK, locked),
+            )
+        held = _load_held(conn, locked)
+        self._resolve_channels(conn, received, nums, tx)
+        moved: set[tuple[int, Stream]] = set()
+        readings: list[tuple[Any, ...]] = []
         last_seen: dict[int, float] = {}
         for item in received:
             gw = nums[item.gateway_id]
@@ -151,29 +160,49 @@ class PostgresIngestWriter:
                 last_seen[gw] = max(last_seen.get(gw, 0.0), item.received_at)
             payload = item.payload
             if isinstance(payload, DataBatch):
-                held = self._held(conn, gw, Stream.READINGS)
-                rows = [r for r in payload.rows if not held.covers(r[0])]
-                stored = self._insert_readings(conn, gw, rows, tx) if rows else 0
-                mark = self._advance(conn, gw, Stream.READINGS, payload, held)
-                result.acks[(item.gateway_id, Stream.READINGS)] = mark
-                result.rows_stored += stored
-                result.rows_duplicate += len(payload.rows) - stored
+                stream = held.setdefault((gw, Stream.READINGS), _Held(0, []))
+                rows = stream.new_rows(payload)
+                if rows:
+                    ids = tx.channel_ids
+                    readings += [(gw, r[0], r[1], ids[(gw, r[2])], r[3], r[4]) for r in rows]
+                if _advance(conn, gw, Stream.READINGS, payload, stream):
+                    moved.add((gw, Stream.READINGS))
+                result.acks[(item.gateway_id, Stream.READINGS)] = stream.mark
+                result.rows_stored += len(rows)
+                result.rows_duplicate += len(payload.rows) - len(rows)
             elif isinstance(payload, EventBatch):
-                held = self._held(conn, gw, Stream.EVENTS)
-                new = [e for e in payload.rows if not held.covers(e.seq)]
+                stream = held.setdefault((gw, Stream.EVENTS), _Held(0, []))
+                new = [e for e in payload.rows if not stream.covers(e.seq)]
                 stored = self._insert_events(conn, gw, new, item.received_at)
-                mark = self._advance(conn, gw, Stream.EVENTS, payload, held)
-                result.acks[(item.gateway_id, Stream.EVENTS)] = mark
+                if _advance(conn, gw, Stream.EVENTS, payload, stream):
+                    moved.add((gw, Stream.EVENTS))
+                result.acks[(item.gateway_id, Stream.EVENTS)] = stream.mark
                 result.rows_stored += stored
                 result.rows_duplicate += len(payload.rows) - stored
             else:
                 _apply_status(conn, gw, item)
-        for gw, ts in sorted(last_seen.items()):
+        if readings:
+            self._store_readings(conn, readings, tx)
+        if moved:
+            keys = sorted(moved)
             _execute(
                 conn,
-                "UPDATE gateways SET last_seen = greatest(coalesce(last_seen, 0), %s) "
-                "WHERE num = %s",
-                (ts, gw),
+                "INSERT INTO stream_marks (gw, stream, contiguous) "
+                "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) "
+                "ON CONFLICT (gw, stream) DO UPDATE SET contiguous = excluded.contiguous",
+                (
+                    [gw for gw, _ in keys],
+                    [stream.value for _, stream in keys],
+                    [held[key].mark for key in keys],
+                ),
+            )
+        if last_seen:
+            seen = sorted(last_seen.items())
+            _execute(
+                conn,
+                "UPDATE gateways g SET last_seen = greatest(coalesce(g.last_seen, 0), v.ts) "
+                "FROM unnest(%s::bigint[], %s::float8[]) AS v(num, ts) WHERE g.num = v.num",
+                ([gw for gw, _ in seen], [ts for _, ts in seen]),
             )
 
     def _gateway_num(self, conn: Conn, gateway_id: str) -> int | None:
@@ -185,91 +214,55 @@ class PostgresIngestWriter:
             num = self._gateway_nums[gateway_id] = int(row[0])
         return num
 
-    @staticmethod
-    def _held(conn: Conn, gw: int, stream: Stream) -> _Held:
-        row = _execute(
-            conn,
-            "SELECT contiguous FROM stream_marks WHERE gw = %s AND stream = %s",
-            (gw, stream.value),
-        ).fetchone()
-        ranges = _execute(
-            conn,
-            "SELECT first_seq, last_seq FROM stream_ranges WHERE gw = %s AND stream = %s",
-            (gw, stream.value),
-        ).fetchall()
-        return _Held(int(row[0]) if row else 0, [(int(a), int(b)) for a, b in ranges])
+    def _resolve_channels(
+        self,
+        conn: Conn,
+        received: Sequence[Received],
+        nums: dict[str, int | None],
+        tx: _Transaction,
+    ) -> None:
+        """Put the id of every channel the group's batches name in ``tx.channel_ids``.
 
-    @staticmethod
-    def _advance(
-        conn: Conn, gw: int, stream: Stream, batch: DataBatch | EventBatch, held: _Held
-    ) -> int:
-        """Record that ``batch``'s range is committed; return the mark after it."""
-        if batch.last_seq <= held.mark:
-            return held.mark
-        if batch.first_seq > held.mark + 1:
-            # Committed, but not joined to the contiguous part yet: remember the range.
-            _execute(
-                conn,
-                "INSERT INTO stream_ranges (gw, stream, first_seq, last_seq) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (gw, stream, first_seq) DO UPDATE "
-                "SET last_seq = greatest(stream_ranges.last_seq, excluded.last_seq)",
-                (gw, stream.value, batch.first_seq, batch.last_seq),
-            )
-            return held.mark
-        mark = batch.last_seq
-        joined = []
-        for first, last in sorted(held.ranges):
-            if first > mark + 1:
-                break
-            mark = max(mark, last)
-            joined.append(first)
-        if joined:
-            _execute(
-                conn,
-                "DELETE FROM stream_ranges WHERE gw = %s AND stream = %s AND first_seq = ANY(%s)",
-                (gw, stream.value, joined),
-            )
-        _execute(
-            conn,
-            "INSERT INTO stream_marks (gw, stream, contiguous) VALUES (%s, %s, %s) "
-            "ON CONFLICT (gw, stream) DO UPDATE SET contiguous = excluded.contiguous",
-            (gw, stream.value, mark),
-        )
-        return mark
+        Known ids come from the cache; the others are looked up, and the ones that do not
+        exist yet are created, each in one statement for the whole group.
+        """
+        needed: set[tuple[int, str]] = set()
+        for item in received:
+            gw = nums[item.gateway_id]
+            if gw is not None and isinstance(item.payload, DataBatch):
+                needed.update((gw, name) for name in set(item.payload.flat_rows()[2::5]))
+        tx.channel_ids.update((k, self._channel_ids[k]) for k in needed & self._channel_ids.keys())
+        missing = sorted(needed - tx.channel_ids.keys())
+        for query in (_FIND_CHANNELS, _CREATE_CHANNELS, _FIND_CHANNELS):
+            if not missing:
+                return
+            arrays = ([gw for gw, _ in missing], [name for _, name in missing])
+            for gw, name, cid in _execute(conn, query, arrays):
+                tx.channel_ids[(int(gw), str(name))] = int(cid)
+            missing = [k for k in missing if k not in tx.channel_ids]
+        raise RuntimeError(f"channels not created: {missing[:3]}")
 
-    def _insert_readings(
-        self, conn: Conn, gw: int, rows: list[tuple[Any, ...]], tx: _Transaction
-    ) -> int:
-        """COPY the new rows of one gateway and add them to the rollups."""
-        ids = self._channels(conn, gw, {r[2] for r in rows}, tx)
+    def _store_readings(self, conn: Conn, rows: list[tuple[Any, ...]], tx: _Transaction) -> None:
+        """COPY the group's new rows to a staging table, then into their day partitions.
+
+        PostgreSQL aggregates the same staged rows into the per-minute and per-hour
+        rollups, so no row is handled twice in Python.
+        """
+        if conn.info.backend_pid not in self._staging:
+            _execute(conn, _STAGING)  # known to exist once this transaction commits
+            tx.staging = conn.info.backend_pid
         with (
             conn.cursor() as cur,
-            cur.copy("COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN") as copy,
+            cur.copy(
+                "COPY incoming_readings (gw, seq, ts, channel, value, quality) FROM STDIN"
+            ) as copy,
         ):
-            for seq, ts, name, value, quality in rows:
-                copy.write_row((gw, seq, ts, ids[name], value, quality))
+            for row in rows:
+                copy.write_row(row)
+        _execute(conn, "INSERT INTO readings SELECT * FROM incoming_readings")
         for table, step in ROLLUPS:
-            _add_to_rollup(conn, table, step, [(ids[r[2]], r[1], r[3], r[4]) for r in rows])
-        return len(rows)
-
-    def _channels(self, conn: Conn, gw: int, names: set[str], tx: _Transaction) -> dict[str, int]:
-        ids = {}
-        for name in sorted(names):
-            key = (gw, name)
-            found = self._channel_ids.get(key) or tx.channel_ids.get(key)
-            if found is None:
-                _execute(
-                    conn,
-                    "INSERT INTO channels (gw, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (gw, name),
-                )
-                row = _execute(
-                    conn, "SELECT id FROM channels WHERE gw = %s AND name = %s", (gw, name)
-                ).fetchone()
-                assert row is not None  # inserted above, or by a commit before ours
-                found = tx.channel_ids[key] = int(row[0])
-            ids[name] = found
-        return ids
+            _execute(conn, _rollup_sql(table, step), (BAD_QUALITY_MASK,))
+        _execute(conn, "DELETE FROM incoming_readings")
 
     @staticmethod
     def _insert_events(conn: Conn, gw: int, events: Sequence[EventRow], received_at: float) -> int:
@@ -297,9 +290,13 @@ class PostgresIngestWriter:
         return stored
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Held:
-    """What a stream already holds: every seq up to ``mark``, and each range above it."""
+    """What a stream holds: every seq up to ``mark``, and each committed range above it.
+
+    Read once per commit and kept current as the group's batches are applied, so a batch
+    sees what an earlier batch of the same group stored.
+    """
 
     mark: int
     ranges: list[tuple[int, int]]
@@ -307,33 +304,104 @@ class _Held:
     def covers(self, seq: int) -> bool:
         return seq <= self.mark or any(a <= seq <= b for a, b in self.ranges)
 
+    def new_rows(self, batch: DataBatch) -> list[Any]:
+        """The batch's rows this stream does not hold (all of them, mostly: no loop then)."""
+        if batch.first_seq > self.mark and not any(
+            a <= batch.last_seq and batch.first_seq <= b for a, b in self.ranges
+        ):
+            return list(batch.rows)
+        return [r for r in batch.rows if not self.covers(r[0])]
 
-def _add_to_rollup(
-    conn: Conn, table: str, step: int, rows: list[tuple[int, float, float | None, int]]
-) -> None:
-    """Add new readings (channel, ts, value, quality) to a rollup table's buckets."""
-    buckets: dict[tuple[int, float], _Rollup] = {}
-    for channel, ts, value, quality in rows:
-        bucket = buckets.setdefault((channel, float(int(ts // step) * step)), _Rollup())
-        if value is None or quality & BAD_QUALITY_MASK:
-            bucket.bad += 1
-            continue
-        bucket.good += 1
-        bucket.total += value
-        bucket.low = value if bucket.low is None else min(bucket.low, value)
-        bucket.high = value if bucket.high is None else max(bucket.high, value)
-    with conn.cursor() as cur:
-        cur.executemany(
-            f"INSERT INTO {table} AS r (channel, start, good, bad, total, low, high) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (channel, start) DO UPDATE SET "
-            "good = r.good + excluded.good, bad = r.bad + excluded.bad, "
-            "total = r.total + excluded.total, low = least(r.low, excluded.low), "
-            "high = greatest(r.high, excluded.high)",
-            [
-                (c, s, b.good, b.bad, b.total, b.low, b.high)
-                for (c, s), b in sorted(buckets.items())
-            ],
+
+def _load_held(conn: Conn, gateways: list[int]) -> dict[tuple[int, Stream], _Held]:
+    """The marks and ranges of these gateways' streams (their locks are held)."""
+    held: dict[tuple[int, Stream], _Held] = {}
+    if not gateways:
+        return held
+    for gw, stream, mark in _execute(
+        conn, "SELECT gw, stream, contiguous FROM stream_marks WHERE gw = ANY(%s)", (gateways,)
+    ):
+        held[(int(gw), Stream(stream))] = _Held(int(mark), [])
+    for gw, stream, first, last in _execute(
+        conn,
+        "SELECT gw, stream, first_seq, last_seq FROM stream_ranges WHERE gw = ANY(%s)",
+        (gateways,),
+    ):
+        key = (int(gw), Stream(stream))
+        held.setdefault(key, _Held(0, [])).ranges.append((int(first), int(last)))
+    return held
+
+
+def _advance(
+    conn: Conn, gw: int, stream: Stream, batch: DataBatch | EventBatch, held: _Held
+) -> bool:
+    """Record that ``batch``'s range is committed; True if the contiguous mark moved.
+
+    A range not joined to the mark is stored at once (rare); a moved mark is left to the
+    caller, which writes every moved mark of the group in one statement.
+    """
+    if batch.last_seq <= held.mark:
+        return False
+    if batch.first_seq > held.mark + 1:
+        # Committed, but not joined to the contiguous part yet: remember the range.
+        _execute(
+            conn,
+            "INSERT INTO stream_ranges (gw, stream, first_seq, last_seq) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (gw, stream, first_seq) DO UPDATE "
+            "SET last_seq = greatest(stream_ranges.last_seq, excluded.last_seq)",
+            (gw, stream.value, batch.first_seq, batch.last_seq),
         )
+        last = max([batch.last_seq, *(b for a, b in held.ranges if a == batch.first_seq)])
+        held.ranges = [r for r in held.ranges if r[0] != batch.first_seq]
+        held.ranges.append((batch.first_seq, last))
+        return False
+    mark = batch.last_seq
+    joined = []
+    for first, last in sorted(held.ranges):
+        if first > mark + 1:
+            break
+        mark = max(mark, last)
+        joined.append(first)
+    if joined:
+        _execute(
+            conn,
+            "DELETE FROM stream_ranges WHERE gw = %s AND stream = %s AND first_seq = ANY(%s)",
+            (gw, stream.value, joined),
+        )
+        held.ranges = [r for r in held.ranges if r[0] not in joined]
+    held.mark = mark
+    return True
+
+
+#: A session's staging table for one commit's new readings (emptied before it commits).
+_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS incoming_readings (gw BIGINT, seq BIGINT, "
+    "ts DOUBLE PRECISION, channel BIGINT, value DOUBLE PRECISION, quality INTEGER)"
+)
+_FIND_CHANNELS = (
+    "SELECT c.gw, c.name, c.id FROM channels c "
+    "JOIN unnest(%s::bigint[], %s::text[]) AS u(gw, name) ON c.gw = u.gw AND c.name = u.name"
+)
+_CREATE_CHANNELS = (
+    "INSERT INTO channels (gw, name) SELECT * FROM unnest(%s::bigint[], %s::text[]) "
+    "ON CONFLICT DO NOTHING RETURNING gw, name, id"
+)
+
+
+def _rollup_sql(table: str, step: int) -> str:
+    """Add the staged readings to ``table``'s ``step``-second buckets (bad counted apart)."""
+    return (
+        f"INSERT INTO {table} AS r (channel, start, good, bad, total, low, high) "
+        f"SELECT channel, floor(ts / {step}) * {step}, count(*) FILTER (WHERE ok), "
+        "count(*) FILTER (WHERE NOT ok), coalesce(sum(value) FILTER (WHERE ok), 0), "
+        "min(value) FILTER (WHERE ok), max(value) FILTER (WHERE ok) FROM ("
+        "  SELECT channel, ts, value, value IS NOT NULL AND (quality & %s) = 0 AS ok "
+        "  FROM incoming_readings"
+        ") AS i GROUP BY 1, 2 ON CONFLICT (channel, start) DO UPDATE SET "
+        "good = r.good + excluded.good, bad = r.bad + excluded.bad, "
+        "total = r.total + excluded.total, low = least(r.low, excluded.low), "
+        "high = greatest(r.high, excluded.high)"
+    )
 
 
 def _track_alarm(conn: Conn, gw: int, event: EventRow) -> None:

@@ -1,7 +1,8 @@
 """The PostgreSQL storage backend of the fleet's core stores, through psycopg 3 and its pool.
 
-``PostgresRepository`` is a ``CoreStore``: API tokens, gateways and enrollment, readings
-and events (the exactly-once ingest commit, ``fleet.postgres_ingest``), alarms. It passes
+``PostgresRepository`` is a ``CoreStore`` (API tokens, gateways and enrollment, readings
+and events with the exactly-once ingest commit of ``fleet.postgres_ingest``, alarms) and
+an ``IngestStore`` (its ``ota`` is the document outbox, ``fleet.postgres_documents``). It passes
 the same contract as SQLite (``tests/test_storage_contract.py``). Any number of fleet
 processes may share one database: nothing here is process-local but caches of ids that
 never change once committed.
@@ -29,6 +30,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from fleet.credentials import new_secret, token_hash
+from fleet.postgres_documents import PostgresDocuments
 from fleet.postgres_ingest import PostgresIngestWriter
 from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.repository import (
@@ -76,6 +78,7 @@ class PostgresRepository:
             name="hazardwatch-fleet",
         )
         self._ingest = PostgresIngestWriter()
+        self.ota = PostgresDocuments(self._pool)
         with self._pool.connection() as conn:
             create_schema(conn)
 

@@ -172,6 +172,37 @@ CREATE TABLE IF NOT EXISTS commands (
     result_detail TEXT
 );
 CREATE INDEX IF NOT EXISTS commands_pending ON commands (status, issued_at);
+CREATE TABLE IF NOT EXISTS ota_documents (
+    kind TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    gateways TEXT NOT NULL,
+    issued_at DOUBLE PRECISION NOT NULL,
+    document BYTEA NOT NULL,
+    PRIMARY KEY (kind, version)
+);
+CREATE TABLE IF NOT EXISTS ota_outbox (
+    gw BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    queued_at DOUBLE PRECISION NOT NULL,
+    claimed_at DOUBLE PRECISION,
+    published_at DOUBLE PRECISION,
+    PRIMARY KEY (gw, kind)
+);
+CREATE INDEX IF NOT EXISTS ota_outbox_waiting ON ota_outbox (status, claimed_at);
+CREATE TABLE IF NOT EXISTS config_deliveries (
+    gw BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    config_id BIGINT NOT NULL,
+    rollout_id BIGINT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    issued_at DOUBLE PRECISION NOT NULL,
+    published_at DOUBLE PRECISION,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (gw, version)
+);
 """
 
 

@@ -462,7 +462,21 @@ class OutboxDocument:
     document: bytes
 
 
-class OtaRepository(Protocol):
+class DocumentOutbox(Protocol):
+    """Signed documents waiting to be published on gateways' retained topics."""
+
+    def claim_documents(self, now: float) -> list[OutboxDocument]:
+        """Take the documents waiting to be published (and claims older than a minute)."""
+        ...
+
+    def finish_documents(
+        self, published: Sequence[OutboxDocument], failed: Sequence[OutboxDocument], now: float
+    ) -> None:
+        """Record what was published; put failed ones back for the next attempt."""
+        ...
+
+
+class OtaRepository(DocumentOutbox, Protocol):
     """Storage of over-the-air configs, releases and rollouts (``Repository.ota``)."""
 
     # --- groups ---------------------------------------------------------------------------
@@ -562,17 +576,6 @@ class OtaRepository(Protocol):
 
         Starting a wave signs one document (``issue``) for the wave's gateways and queues it.
         """
-        ...
-
-    # --- outbox ---------------------------------------------------------------------------
-    def claim_documents(self, now: float) -> list[OutboxDocument]:
-        """Take the documents waiting to be published (and claims older than a minute)."""
-        ...
-
-    def finish_documents(
-        self, published: Sequence[OutboxDocument], failed: Sequence[OutboxDocument], now: float
-    ) -> None:
-        """Record what was published; put failed ones back for the next attempt."""
         ...
 
 
@@ -705,6 +708,26 @@ class ReadingStore(Protocol):
     ) -> list[StoredEvent]:
         """Events of these gateways with ``since <= ts < until``, newest first."""
         ...
+
+
+class IngestStore(ReadingStore, Protocol):
+    """What an ingest worker needs: the commit, and the outboxes it publishes from."""
+
+    @property
+    def ota(self) -> DocumentOutbox:
+        """Signed documents to publish (configs, releases)."""
+        ...
+
+    def claim_commands(self, now: float) -> list[QueuedCommand]:
+        """Atomically take the pending commands for delivery, oldest first."""
+        ...
+
+    def release_command(self, command_id: str) -> None:
+        """Put a claimed command back for the next delivery attempt."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
 
 
 class AlarmStore(Protocol):

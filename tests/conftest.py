@@ -27,6 +27,8 @@ MARKS = {
         "test_agent_slope_e2e.py",
         "test_config_ota.py",
         "test_console_browser.py",
+        # `fleet ingest --database` processes on mosquitto and PostgreSQL, one SIGKILLed.
+        "test_postgres_ingest.py",
         # `fleet serve` as a process with a live feed open, stopped by SIGTERM (5 s grace).
         "test_console_api.py::test_fleet_serve_stops_on_sigterm_while_a_console_listens",
         "test_demo.py",
