@@ -7,16 +7,19 @@ shares are in ``tests/test_storage_contract.py``.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
+from fleet.postgres_documents import STALE_CLAIM_S
 from fleet.postgres_repository import PostgresRepository, cover
 from fleet.postgres_schema import DAY_S, partition_name, partitions
 from fleet.repository import NewGateway, Received
 from hardware_sim.harness.postgres import PostgresCluster, postgres_installed, running_postgres
+from ota.document import DocumentKind
 from protocol import DataBatch, Stream
 
 DAY0 = 1_750_032_000  # a UTC midnight
@@ -146,3 +149,54 @@ def test_workers_sharing_a_gateway_store_each_row_once_in_any_order(url: str) ->
     assert [p.seq for p in held] == list(range(1, 301))
     for worker in workers:
         worker.close()
+
+
+def queue_document(url: str, kind: str, version: int, document: bytes) -> None:
+    """What issuing a signed document leaves behind (OTA is not on PostgreSQL yet)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ota_documents (kind, version, gateways, issued_at, document) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (kind, version, json.dumps([GW]), DAY0, document),
+        )
+        conn.execute(
+            "INSERT INTO ota_outbox (gw, kind, version, status, queued_at) "
+            "SELECT num, %s, %s, 'pending', %s FROM gateways WHERE id = %s "
+            "ON CONFLICT (gw, kind) DO UPDATE SET version = excluded.version, "
+            "status = 'pending', claimed_at = NULL",
+            (kind, version, DAY0, GW),
+        )
+
+
+def test_workers_claim_each_document_once_and_a_failed_or_abandoned_one_comes_back(
+    store: PostgresRepository, url: str
+) -> None:
+    other = PostgresRepository(url)
+    queue_document(url, "config", 7, b"signed-7")
+    first = store.ota.claim_documents(DAY0 + 1)
+    assert [(d.gateway_id, d.kind, d.version, d.document) for d in first] == [
+        (GW, DocumentKind.CONFIG, 7, b"signed-7")
+    ]
+    assert other.ota.claim_documents(DAY0 + 1) == []  # one worker publishes it
+    store.ota.finish_documents([], first, DAY0 + 2)  # its publish failed: queued again
+    again = other.ota.claim_documents(DAY0 + 3)
+    assert [d.version for d in again] == [7]
+    other.ota.finish_documents(again, [], DAY0 + 4)
+    assert store.ota.claim_documents(DAY0 + 5) == []
+    # A worker that claims and dies: the claim is taken again after a minute.
+    queue_document(url, "release", 3, b"release-3")
+    assert [d.version for d in store.ota.claim_documents(DAY0 + 10)] == [3]
+    assert other.ota.claim_documents(DAY0 + 10 + STALE_CLAIM_S - 1) == []
+    assert [d.version for d in other.ota.claim_documents(DAY0 + 11 + STALE_CLAIM_S)] == [3]
+    other.close()
+
+
+def test_a_newer_document_claimed_meanwhile_is_published_again_after_the_older_one(
+    store: PostgresRepository, url: str
+) -> None:
+    queue_document(url, "config", 1, b"one")
+    [older] = store.ota.claim_documents(DAY0 + 1)
+    queue_document(url, "config", 2, b"two")  # issued while version 1 was being published
+    store.ota.finish_documents([older], [], DAY0 + 2)
+    # The broker must end up retaining version 2, whichever publish finished last.
+    assert [d.document for d in store.ota.claim_documents(DAY0 + 3)] == [b"two"]
