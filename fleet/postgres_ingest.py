@@ -46,6 +46,7 @@ from protocol import (
     Health,
     Stream,
 )
+from protocol.payloads import READING_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,10 @@ class PostgresIngestWriter:
         A day partition that another process's retention dropped is made again (late
         readings), never a reason to refuse a batch.
         """
-        self._ensure_days(conn, received)
         result = CommitResult()
         tx = _Transaction()
         try:
+            self._ensure_days(conn, received)  # a time no partition can hold costs its batch
             with conn.transaction():
                 self._write(conn, received, result, tx)
         except psycopg.OperationalError:
@@ -124,7 +125,7 @@ class PostgresIngestWriter:
         days: set[int] = set()
         for item in received:
             if isinstance(item.payload, DataBatch):
-                days |= days_needed(item.payload.flat_rows()[1::5])
+                days |= days_needed(item.payload.flat_rows()[1::READING_FIELDS])
         if missing := days - self._days:
             ensure_partitions(conn, missing)
             self._days |= missing
@@ -230,7 +231,8 @@ class PostgresIngestWriter:
         for item in received:
             gw = nums[item.gateway_id]
             if gw is not None and isinstance(item.payload, DataBatch):
-                needed.update((gw, name) for name in set(item.payload.flat_rows()[2::5]))
+                names = set(item.payload.flat_rows()[2::READING_FIELDS])
+                needed.update((gw, name) for name in names)
         tx.channel_ids.update((k, self._channel_ids[k]) for k in needed & self._channel_ids.keys())
         missing = sorted(needed - tx.channel_ids.keys())
         for query in (_FIND_CHANNELS, _CREATE_CHANNELS, _FIND_CHANNELS):

@@ -200,3 +200,16 @@ def test_a_newer_document_claimed_meanwhile_is_published_again_after_the_older_o
     store.ota.finish_documents([older], [], DAY0 + 2)
     # The broker must end up retaining version 2, whichever publish finished last.
     assert [d.document for d in store.ota.claim_documents(DAY0 + 3)] == [b"two"]
+
+
+def test_a_time_no_day_partition_can_hold_costs_its_batch_only(
+    store: PostgresRepository, url: str
+) -> None:
+    # The wire models refuse such a time; if one slipped through, only its batch is refused.
+    rows = [(1, 1e12, "rain", 1.0, 0)]
+    far = DataBatch.model_construct(gateway_id=GW, first_seq=1, last_seq=1, rows=rows)
+    result = store.commit([Received(GW, DAY0, far)])
+    assert [(g, reason) for g, reason, _ in result.rejected] == [(GW, "internal_error")]
+    assert result.acks == {}
+    assert store.commit([batch(1, 3, DAY0, 1)]).acks == {(GW, Stream.READINGS): 3}
+    assert raw_rows(url) == 3
