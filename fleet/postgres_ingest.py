@@ -183,7 +183,21 @@ class PostgresIngestWriter:
             else:
                 _apply_status(conn, gw, item)
         if readings:
-            self._store_readings(conn, readings, tx)
+            self._stage_readings(conn, readings, tx)
+        # The rest needs no answer: one round trip (COPY cannot be in a pipeline).
+        with conn.pipeline():
+            if readings:
+                self._move_staged(conn)
+            self._finish(conn, held, moved, last_seen)
+
+    @staticmethod
+    def _finish(
+        conn: Conn,
+        held: dict[tuple[int, Stream], _Held],
+        moved: set[tuple[int, Stream]],
+        last_seen: dict[int, float],
+    ) -> None:
+        """Write the moved marks and the gateways' last-seen times (one statement each)."""
         if moved:
             keys = sorted(moved)
             _execute(
@@ -244,10 +258,10 @@ class PostgresIngestWriter:
             missing = [k for k in missing if k not in tx.channel_ids]
         raise RuntimeError(f"channels not created: {missing[:3]}")
 
-    def _store_readings(self, conn: Conn, rows: list[tuple[Any, ...]], tx: _Transaction) -> None:
-        """COPY the group's new rows to a staging table, then into their day partitions.
+    def _stage_readings(self, conn: Conn, rows: list[tuple[Any, ...]], tx: _Transaction) -> None:
+        """COPY the group's new rows to the session's staging table (``_move_staged``).
 
-        PostgreSQL aggregates the same staged rows into the per-minute and per-hour
+        PostgreSQL then aggregates the staged rows into the per-minute and per-hour
         rollups, so no row is handled twice in Python.
         """
         if conn.info.backend_pid not in self._staging:
@@ -261,6 +275,10 @@ class PostgresIngestWriter:
         ):
             for row in rows:
                 copy.write_row(row)
+
+    @staticmethod
+    def _move_staged(conn: Conn) -> None:
+        """Staged rows into their day partitions and the rollups; the stage emptied."""
         _execute(conn, "INSERT INTO readings SELECT * FROM incoming_readings")
         for table, step in ROLLUPS:
             _execute(conn, _rollup_sql(table, step), (BAD_QUALITY_MASK,))
