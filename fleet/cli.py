@@ -23,6 +23,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from fleet.backup import BackupError, backup_postgres, backup_sqlite
 from fleet.broker_files import (
     ACL_FILE,
     CONF_FILE,
@@ -360,6 +361,29 @@ def token_bundle(
     with os.fdopen(fd, "w") as file:
         file.write(bundle.model_dump_json(indent=2) + "\n")
     typer.echo(f"wrote {out}: site {site}, valid until {iso(bundle.expires_at)}, works once")
+
+
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option("--out", help="The copy to write (never over a file).")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
+) -> None:
+    """Write a consistent copy of the fleet's database while the fleet runs.
+
+    SQLite (the default): its online backup API, checked afterwards. PostgreSQL
+    (``--database``): pg_dump's custom format, for pg_restore. The copy is mode 0600.
+    """
+    url = _database(database)
+    try:
+        if url is None:
+            backup_sqlite(FleetSettings(data_dir=data_dir).db_path, out)
+        else:
+            backup_postgres(url, out)
+    except BackupError as exc:
+        typer.echo(f"backup failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
 
 
 @app.command("broker-config")
