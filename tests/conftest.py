@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from hardware_sim.harness.agent import NUMBA_CACHE
+from hardware_sim.harness.postgres import PostgresCluster, postgres_installed, running_postgres
 from hardware_sim.pty_link import PtyPair
 
 MARKS = {
@@ -91,6 +92,15 @@ def _kernels_compiled_before_agents_start(request: pytest.FixtureRequest) -> Non
     # already running) goes by unseen. Tests that start agents get a warm cache first.
     if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("crash"):
         request.getfixturevalue("_numba_cache_warm")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the run; each test takes a fresh schema of it."""
+    if not postgres_installed():
+        pytest.fail("PostgreSQL is not installed (./dev setup installs Debian's postgresql)")
+    with running_postgres() as cluster:
+        yield cluster
 
 
 @pytest.fixture

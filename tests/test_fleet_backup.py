@@ -10,17 +10,15 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from fleet.backup import postgres_tool
 from fleet.postgres_repository import PostgresRepository
 from fleet.repository import CoreStore, NewGateway, Received
 from fleet.sqlite_repository import SQLiteRepository
-from hardware_sim.harness.postgres import PostgresCluster, postgres_installed, running_postgres
+from hardware_sim.harness.postgres import PostgresCluster
 from protocol import DataBatch
 
 T0 = 1_750_000_000.0
@@ -39,14 +37,6 @@ def fill(store: CoreStore) -> None:
     store.redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), T0)
     rows = [(s, T0 + s, "rain", s * 0.5, 0) for s in range(1, 501)]
     store.commit([Received(GW, T0, DataBatch(gateway_id=GW, first_seq=1, last_seq=500, rows=rows))])
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    if not postgres_installed():
-        pytest.fail("PostgreSQL is not installed (./dev setup installs Debian's postgresql)")
-    with running_postgres() as cluster:
-        yield cluster
 
 
 def test_a_sqlite_backup_is_a_private_readable_copy_and_never_replaces_a_file(

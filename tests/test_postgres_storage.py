@@ -18,20 +18,12 @@ from fleet.postgres_documents import STALE_CLAIM_S
 from fleet.postgres_repository import PostgresRepository, cover
 from fleet.postgres_schema import DAY_S, partition_name, partitions
 from fleet.repository import NewGateway, Received
-from hardware_sim.harness.postgres import PostgresCluster, postgres_installed, running_postgres
+from hardware_sim.harness.postgres import PostgresCluster
 from ota.document import DocumentKind
 from protocol import DataBatch, Stream
 
 DAY0 = 1_750_032_000  # a UTC midnight
 GW = "gw-0123456789"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    if not postgres_installed():
-        pytest.fail("PostgreSQL is not installed (./dev setup installs Debian's postgresql)")
-    with running_postgres() as cluster:
-        yield cluster
 
 
 @pytest.fixture

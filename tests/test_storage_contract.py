@@ -26,21 +26,13 @@ from fleet.repository import (
     Role,
 )
 from fleet.sqlite_repository import SQLiteRepository
-from hardware_sim.harness.postgres import PostgresCluster, postgres_installed, running_postgres
+from hardware_sim.harness.postgres import PostgresCluster
 from protocol import BAD_QUALITY_MASK, DataBatch, EventBatch, EventRow, GatewayState, Health, Stream
 
 T0 = 1_750_000_000.0
 GW = "gw-0123456789"
 OTHER = "gw-abcdefabcd"
 BACKENDS = ("sqlite", "postgresql")
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    if not postgres_installed():
-        pytest.fail("PostgreSQL is not installed (./dev setup installs Debian's postgresql)")
-    with running_postgres() as cluster:
-        yield cluster
 
 
 @pytest.fixture(params=BACKENDS)
