@@ -1,7 +1,7 @@
 """``fleet backup`` of both backends, run as the real command, restored and read back.
 
 SQLite through its online backup API; PostgreSQL through pg_dump into a real cluster the
-module starts, restored with pg_restore into a new database.
+session starts, restored with pg_restore into a new database.
 """
 
 from __future__ import annotations
