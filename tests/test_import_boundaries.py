@@ -93,6 +93,8 @@ BACKENDS = ("fleet/sqlite_", "fleet/postgres")
 KNOWN_BELOW_SEAM = {
     # The one place that picks the backend for the fleet's settings.
     "fleet/service.py",
+    # fleet backup copies each backend's database with that backend's own tool.
+    "fleet/backup.py",
     # SQLite's own parts: the 叫应 engine's data_version watch and the live feed's reads,
     # handed out by SQLiteRepository (open_alarm_watch, live_changes).
     "fleet/alarm_watch.py",
