@@ -12,8 +12,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fleet.escalation_store import Call, Escalation
 from fleet.roster import Person
-from fleet.sqlite_escalation import Call, Escalation
 
 
 @dataclass(frozen=True, slots=True)

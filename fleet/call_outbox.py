@@ -21,7 +21,7 @@ from typing import Any
 
 from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import SendResult
-from fleet.sqlite_escalation import Call
+from fleet.escalation_store import Call
 from fleet.worker_threads import in_thread
 
 log = logging.getLogger(__name__)

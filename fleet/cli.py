@@ -23,6 +23,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from fleet.backup import BackupError, backup_postgres, backup_sqlite
 from fleet.broker_files import (
     ACL_FILE,
     CONF_FILE,
@@ -31,16 +32,22 @@ from fleet.broker_files import (
     Listener,
     mosquitto_conf,
 )
+from fleet.database_url import DatabaseUrlError, check_database
 from fleet.enrollment import BUNDLE_TTL_S
 from fleet.escalation_config import load_escalation_settings
 from fleet.repository import ApiToken, ConflictError, NotFoundError, Role
 from fleet.rollout_cli import release_app, rollout_app
 from fleet.roster_cli import roster_app
 from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
-from fleet.service import open_enrollment, open_repository, run_fleet
+from fleet.service import (
+    BackendNotReadyError,
+    open_enrollment,
+    open_repository,
+    run_ingest_worker,
+)
 from fleet.settings import FleetSettings
 from fleet.sl651_cli import sl651_app
-from fleet.sqlite_repository import iso
+from fleet.timestamps import iso
 
 #: How long `fleet serve` lets requests finish after SIGTERM.
 SHUTDOWN_GRACE_S = 5
@@ -127,6 +134,25 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+Database = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="PostgreSQL URL, e.g. postgresql://fleet@db/hazardwatch (default: fleet.sqlite "
+        "in the data directory). So far for ingest workers only.",
+    ),
+]
+
+
+def _database(url: str | None) -> str | None:
+    if url is None:
+        return None
+    try:
+        return check_database(url)
+    except DatabaseUrlError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--database") from None
+
+
 def _site(site: str) -> str:
     if not re.fullmatch(SITE_ID_PATTERN, site):
         msg = f"site id {site!r}: use lower-case letters, digits, '-' and '_' (e.g. creek-village)"
@@ -205,9 +231,15 @@ def serve(
     ingest_connections: Connections = 1,
     log_level: LogLevel = "info",
     escalation: EscalationFile = None,
+    database: Database = None,
 ) -> None:
     """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan."""
     _process_wide(log_level)
+    if database is not None:
+        try:  # raises for every database so far: serve needs stores PostgreSQL lacks
+            open_repository(FleetSettings(data_dir=data_dir, database=_database(database)))
+        except BackendNotReadyError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--database") from None
     settings = _settings(
         data_dir,
         broker,
@@ -254,11 +286,13 @@ def ingest(
     ] = "1",
     ingest_connections: Connections = 1,
     log_level: LogLevel = "info",
+    database: Database = None,
 ) -> None:
     """Run an extra MQTT ingest worker beside ``fleet serve`` (same data directory).
 
-    Workers and serve share one subscription, so the broker splits messages among them
-    and SQLite serialises their commits; acks stay exact whichever worker commits.
+    Workers and serve share one subscription, so the broker splits messages among them;
+    SQLite serialises their commits, PostgreSQL (``--database``) lets them commit side by
+    side. Acks stay exact whichever worker commits.
     """
     _process_wide(log_level)
     settings = FleetSettings(
@@ -267,13 +301,13 @@ def ingest(
         mqtt_url=mqtt,
         mqtt_ca=mqtt_ca,
         ingest_connections=ingest_connections,
+        database=_database(database),
     )
 
     async def run() -> None:
         client_id = f"hazardwatch-fleet-worker-{worker}"
-        async with run_fleet(settings, client_id=client_id, as_worker=True) as service:
-            assert service.ingest_task is not None
-            await service.ingest_task
+        async with run_ingest_worker(settings, client_id=client_id) as task:
+            await task
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
@@ -327,6 +361,29 @@ def token_bundle(
     with os.fdopen(fd, "w") as file:
         file.write(bundle.model_dump_json(indent=2) + "\n")
     typer.echo(f"wrote {out}: site {site}, valid until {iso(bundle.expires_at)}, works once")
+
+
+@app.command()
+def backup(
+    out: Annotated[Path, typer.Option("--out", help="The copy to write (never over a file).")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
+) -> None:
+    """Write a consistent copy of the fleet's database while the fleet runs.
+
+    SQLite (the default): its online backup API, checked afterwards. PostgreSQL
+    (``--database``): pg_dump's custom format, for pg_restore. The copy is mode 0600.
+    """
+    url = _database(database)
+    try:
+        if url is None:
+            backup_sqlite(FleetSettings(data_dir=data_dir).db_path, out)
+        else:
+            backup_postgres(url, out)
+    except BackupError as exc:
+        typer.echo(f"backup failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
 
 
 @app.command("broker-config")

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import asyncio
 
-from fleet.sqlite_escalation import DeliveryReport, SQLiteEscalation
+from fleet.escalation_store import DeliveryReport, EscalationStore
 from fleet.worker_threads import in_thread
 
 
 class DeliveryRecorder:
     """Writes the reports handed to ``record``; at most one group is being written at once."""
 
-    def __init__(self, store: SQLiteEscalation) -> None:
+    def __init__(self, store: EscalationStore) -> None:
         self._store = store
         self._waiting: list[tuple[DeliveryReport, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from fleet.alarm_watch import AlarmWatch
 from fleet.answer_link import AnswerLinks, LinkError
 from fleet.call_http import poster
 from fleet.call_order import Outgoing
@@ -37,8 +36,15 @@ from fleet.channels import (
 )
 from fleet.delivery_reports import DeliveryRecorder
 from fleet.escalation_policy import EscalationPolicy, PolicyError, parse_policy
+from fleet.escalation_store import (
+    AlarmState,
+    AlarmWatcher,
+    Call,
+    Escalation,
+    EscalationStore,
+    PlannedCall,
+)
 from fleet.roster import Person, Tier
-from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
 from ota.crash_points import armed
 from protocol.contacts import is_answer, sender_numbers
@@ -97,7 +103,7 @@ class EscalationEngine:
 
     def __init__(
         self,
-        store: SQLiteEscalation,
+        store: EscalationStore,
         channels: Sequence[Channel],
         links: AnswerLinks,
         default_policy: EscalationPolicy,
@@ -143,7 +149,7 @@ class EscalationEngine:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def run(self, tick_s: float = 1.0, watch: AlarmWatch | None = None) -> None:
+    async def run(self, tick_s: float = 1.0, watch: AlarmWatcher | None = None) -> None:
         """Tick until cancelled; a failing tick is logged and the loop goes on.
 
         With ``watch``, a tick also starts as soon as the watch sees the active alarms
@@ -181,7 +187,7 @@ class EscalationEngine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watching
 
-    async def _watch(self, watch: AlarmWatch) -> None:
+    async def _watch(self, watch: AlarmWatcher) -> None:
         """Wake the loop when an alarm changes; a failing look only costs the early tick."""
         failing = False
         while True:
@@ -467,16 +473,17 @@ class EscalationEngine:
 
 @contextlib.asynccontextmanager
 async def running_engine(
-    store: SQLiteEscalation,
+    store: EscalationStore,
     settings: EscalationSettings,
     data_dir: Path,
     fleet_url: str,
     clock: Callable[[], float] | None = None,
-    db_path: Path | None = None,
+    open_watch: Callable[[], AlarmWatcher | None] | None = None,
 ) -> AsyncIterator[EscalationEngine]:
     """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``.
 
-    With ``db_path`` (the store's file) it also ticks as soon as an alarm is committed there.
+    With ``open_watch`` (the store's ``AlarmWatcher``) it also ticks as soon as an alarm is
+    committed, by any process.
     """
     # Each HTTP channel has its own connections, so one that hangs cannot take the other's,
     # as many as it has calls in flight and all kept alive.
@@ -509,9 +516,8 @@ async def running_engine(
         )
         task = None
         if settings.tick_s is not None:
-            watch = None
-            if db_path is not None:
-                watch = AlarmWatch(db_path)
+            watch = open_watch() if open_watch is not None else None
+            if watch is not None:
                 clients.callback(watch.close)  # after the task below has stopped
             task = asyncio.create_task(engine.run(settings.tick_s, watch), name="fleet-escalation")
         try:

@@ -10,10 +10,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleet.escalation_store import Call, Escalation, EscalationStore
 from fleet.repository import Alarm, Role
 from fleet.roster import Person, Tier, mask_email, mask_webhook
 from fleet.schemas import AlarmOut
-from fleet.sqlite_escalation import Call, Escalation, SQLiteEscalation
 from protocol.contacts import mask_phone
 from protocol.levels import LEVEL_NAMES
 
@@ -148,7 +148,7 @@ class AlarmDetailOut(AlarmOut):
     escalation: list[EscalationOut]
 
     @classmethod
-    def with_escalation(cls, alarm: Alarm, store: SQLiteEscalation) -> AlarmDetailOut:
+    def with_escalation(cls, alarm: Alarm, store: EscalationStore) -> AlarmDetailOut:
         """The alarm and the record of calling its responsible persons."""
         return cls(
             **AlarmOut.of(alarm).model_dump(),

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from fleet.mqtt_connection import BrokerConnection
 from fleet.outbox import OutboxPublisher
-from fleet.repository import CommitResult, Received, Repository
+from fleet.repository import CommitResult, IngestStore, Received
 from protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
@@ -160,7 +160,7 @@ class IngestWorker:
 
     def __init__(
         self,
-        repository: Repository,
+        repository: IngestStore,
         broker: BrokerConnection,
         *,
         client_id: str = "hazardwatch-fleet-ingest",

@@ -69,7 +69,7 @@ def create_app(
                     settings.data_dir,
                     settings.fleet_url,
                     escalation_clock,
-                    service.repository.path,
+                    service.repository.open_alarm_watch,
                 ) as engine,
             ):
                 app.state.rollouts = scheduler

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import aiomqtt
 
-from fleet.repository import OutboxDocument, Repository
+from fleet.repository import IngestStore, OutboxDocument
 from fleet.worker_threads import in_thread
 from protocol import Command, Topic, gateway_topic
 
@@ -40,7 +40,7 @@ class OutboxPublisher:
 
     def __init__(
         self,
-        repository: Repository,
+        repository: IngestStore,
         client: Callable[[], aiomqtt.Client | None],
         *,
         poll_s: float = OUTBOX_POLL_S,

@@ -1,8 +1,16 @@
 """The storage interface of the fleet: what routers, enrollment and ingest may ask of a store.
 
-Routers and the ingest worker see only ``Repository`` and the plain records below, so a
-PostgreSQL backend can replace ``fleet.sqlite_repository`` without touching them. Every
-method is synchronous and may block on the disk: call it from a worker thread.
+Routers and the ingest worker see only these protocols and the plain records below, so a
+storage backend can replace ``fleet.sqlite_repository`` without touching them. The
+interface is split by resource: ``TokenStore`` (API tokens), ``GatewayStore`` (gateways,
+enrollment, broker accounts, commands), ``ReadingStore`` (the exactly-once ingest commit,
+readings, events), ``AlarmStore`` (alarm episodes), ``OtaRepository`` (documents, releases
+and rollouts) and ``fleet.escalation_store.EscalationStore`` (叫应); ``Repository`` is all
+of them. Domain rules stay above the seam (``fleet.alarm_episodes``, ``fleet.ota_reports``):
+a backend applies their decisions, it does not make them. Every method is synchronous and
+may block on the disk or the network: call it from a worker thread.
+
+This module must never import a database driver.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ from ota.document import DocumentKind
 from ota.manifest import ReleaseManifest
 from protocol import CommandResult, DataBatch, EventBatch, GatewayState, Health, Stream
 
-if TYPE_CHECKING:  # the live feed's cursor; imported lazily to keep this module light
+if TYPE_CHECKING:  # the live feed's cursor and 叫应's store; imported lazily (no cycles)
+    from fleet.escalation_store import AlarmWatcher, EscalationStore
     from fleet.live_changes import LiveChange, LiveCursor
 
 
@@ -453,7 +462,21 @@ class OutboxDocument:
     document: bytes
 
 
-class OtaRepository(Protocol):
+class DocumentOutbox(Protocol):
+    """Signed documents waiting to be published on gateways' retained topics."""
+
+    def claim_documents(self, now: float) -> list[OutboxDocument]:
+        """Take the documents waiting to be published (and claims older than a minute)."""
+        ...
+
+    def finish_documents(
+        self, published: Sequence[OutboxDocument], failed: Sequence[OutboxDocument], now: float
+    ) -> None:
+        """Record what was published; put failed ones back for the next attempt."""
+        ...
+
+
+class OtaRepository(DocumentOutbox, Protocol):
     """Storage of over-the-air configs, releases and rollouts (``Repository.ota``)."""
 
     # --- groups ---------------------------------------------------------------------------
@@ -555,42 +578,10 @@ class OtaRepository(Protocol):
         """
         ...
 
-    # --- outbox ---------------------------------------------------------------------------
-    def claim_documents(self, now: float) -> list[OutboxDocument]:
-        """Take the documents waiting to be published (and claims older than a minute)."""
-        ...
 
-    def finish_documents(
-        self, published: Sequence[OutboxDocument], failed: Sequence[OutboxDocument], now: float
-    ) -> None:
-        """Record what was published; put failed ones back for the next attempt."""
-        ...
+class TokenStore(Protocol):
+    """API tokens of console users and scripts (the secret itself is never stored)."""
 
-
-class Repository(Protocol):
-    """Everything the fleet stores. Implementations must make ``commit`` atomic per batch."""
-
-    @property
-    def ota(self) -> OtaRepository:
-        """Over-the-air configs, releases and rollouts."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-
-    def roster(self, site_id: str) -> list[Person]:
-        """The responsible persons of ``site_id`` (叫应), every tier."""
-        ...
-
-    def live_cursor(self) -> LiveCursor:
-        """A cursor at the present for ``live_changes``."""
-        ...
-
-    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
-        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
-        ...
-
-    # --- API tokens ---------------------------------------------------------------------
     def create_api_token(
         self, name: str, role: Role, now: float, ttl_s: float = API_TOKEN_TTL_S
     ) -> tuple[ApiToken, str]:
@@ -622,7 +613,10 @@ class Repository(Protocol):
         """Revoke a token; raises NotFoundError."""
         ...
 
-    # --- enrollment ---------------------------------------------------------------------
+
+class GatewayStore(Protocol):
+    """Gateways and their credentials: enrollment, broker accounts, commands to gateways."""
+
     def create_enrollment_token(
         self, site_id: str, expires_at: float, created_by: str | None, note: str | None, now: float
     ) -> tuple[EnrollmentToken, str]:
@@ -645,7 +639,6 @@ class Repository(Protocol):
         """``(username, mosquitto password hash)`` of every enrolled gateway."""
         ...
 
-    # --- gateways and ingest ------------------------------------------------------------
     def list_gateways(self) -> list[Gateway]:
         """All gateways with their last state, health and highest active alarm level."""
         ...
@@ -658,11 +651,35 @@ class Repository(Protocol):
         """The gateways of ``site_id`` (none for an unknown site), as ``list_gateways``."""
         ...
 
+    def queue_command(
+        self, gateway_id: str, name: str, args: dict[str, Any], by: str | None, now: float
+    ) -> QueuedCommand:
+        """Queue a command for delivery to a gateway."""
+        ...
+
+    def claim_commands(self, now: float) -> list[QueuedCommand]:
+        """Atomically take the pending commands for delivery, oldest first."""
+        ...
+
+    def release_command(self, command_id: str) -> None:
+        """Put a claimed command back for the next delivery attempt."""
+        ...
+
+
+class ReadingStore(Protocol):
+    """What gateways upload: readings and events, committed exactly once per (gateway, seq).
+
+    ``commit`` is the one writer: each batch all-or-nothing in one transaction with its
+    stream's watermark, so an ack computed from it is true after any crash; a batch already
+    held (a resend after a lost ack) stores nothing and is acknowledged again. Alarm
+    episodes (``fleet.alarm_episodes``) and OTA reports (``fleet.ota_reports``) follow
+    from the events in the same transaction.
+    """
+
     def commit(self, received: Sequence[Received]) -> CommitResult:
         """Store messages; each batch all-or-nothing, rows already held ignored."""
         ...
 
-    # --- readings -----------------------------------------------------------------------
     def channels(self, gateway_id: str) -> list[str]:
         """Names of the channels a gateway has uploaded readings of."""
         ...
@@ -692,7 +709,30 @@ class Repository(Protocol):
         """Events of these gateways with ``since <= ts < until``, newest first."""
         ...
 
-    # --- alarms and commands ------------------------------------------------------------
+
+class IngestStore(ReadingStore, Protocol):
+    """What an ingest worker needs: the commit, and the outboxes it publishes from."""
+
+    @property
+    def ota(self) -> DocumentOutbox:
+        """Signed documents to publish (configs, releases)."""
+        ...
+
+    def claim_commands(self, now: float) -> list[QueuedCommand]:
+        """Atomically take the pending commands for delivery, oldest first."""
+        ...
+
+    def release_command(self, command_id: str) -> None:
+        """Put a claimed command back for the next delivery attempt."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class AlarmStore(Protocol):
+    """Alarm episodes as ingest follows them, with acknowledgements and receipts."""
+
     def alarms(
         self,
         *,
@@ -725,16 +765,45 @@ class Repository(Protocol):
         """Record that ``person`` confirmed receiving the warning; raises NotFoundError."""
         ...
 
-    def queue_command(
-        self, gateway_id: str, name: str, args: dict[str, Any], by: str | None, now: float
-    ) -> QueuedCommand:
-        """Queue a command for delivery to a gateway."""
+
+class CoreStore(TokenStore, GatewayStore, ReadingStore, AlarmStore, Protocol):
+    """The stores of every backend: tokens, gateways, readings and events, alarms.
+
+    ``tests/test_storage_contract.py`` runs the same tests on each backend through this.
+    """
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class Repository(CoreStore, Protocol):
+    """Everything the fleet stores: each resource's store, OTA and 叫应 beside them.
+
+    Implementations must make ``commit`` atomic per batch.
+    """
+
+    @property
+    def ota(self) -> OtaRepository:
+        """Over-the-air configs, releases and rollouts."""
         ...
 
-    def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Atomically take the pending commands for delivery, oldest first."""
+    @property
+    def escalation(self) -> EscalationStore:
+        """叫应: roster, policies and the record of every escalation."""
         ...
 
-    def release_command(self, command_id: str) -> None:
-        """Put a claimed command back for the next delivery attempt."""
+    def open_alarm_watch(self) -> AlarmWatcher | None:
+        """A cheap watch on the active alarms (any process's commits), or None if none."""
+        ...
+
+    def roster(self, site_id: str) -> list[Person]:
+        """The responsible persons of ``site_id`` (叫应), every tier."""
+        ...
+
+    def live_cursor(self) -> LiveCursor:
+        """A cursor at the present for ``live_changes``."""
+        ...
+
+    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
+        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
         ...

@@ -1,8 +1,10 @@
 """Starting and stopping the fleet's parts in order: storage, keys, broker, ingest.
 
-Shared by ``fleet serve`` (inside the FastAPI lifespan) and ``fleet ingest`` (without
-REST). On start the broker's access files are rewritten, so the fleet's own account and
-every enrolled gateway can connect.
+``run_fleet`` is ``fleet serve``'s (inside the FastAPI lifespan); ``run_ingest_worker`` is
+``fleet ingest``'s (no REST, no broker files). On start ``fleet serve`` rewrites the
+broker's access files, so the fleet's own account and every enrolled gateway can connect.
+``open_repository`` and ``open_ingest_store`` are the one place a backend is chosen: the
+SQLite file in the data directory, or PostgreSQL for ``settings.database``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from fleet.broker_files import FleetAccount
+from fleet.database_url import check_database, redacted
 from fleet.embedded_broker import EmbeddedBroker
 from fleet.enrollment import BrokerAddress, Enrollment
 from fleet.ingest import IngestWorker
 from fleet.mqtt_connection import BrokerConnection
+from fleet.repository import IngestStore, Repository
 from fleet.settings import FleetSettings
 from fleet.signing import SigningKey
 from fleet.sqlite_repository import SQLiteRepository
@@ -36,14 +40,30 @@ class FleetService:
     """The running parts; ``ingest_task`` is None when ingest is off."""
 
     settings: FleetSettings
-    repository: SQLiteRepository
+    repository: Repository
     enrollment: Enrollment
     ingest: IngestWorker | None
     ingest_task: asyncio.Task[None] | None
 
 
-def open_repository(settings: FleetSettings) -> SQLiteRepository:
-    """The repository for ``settings`` (also used by the CLI's offline commands)."""
+class BackendNotReadyError(RuntimeError):
+    """The chosen database cannot hold everything this command needs yet."""
+
+
+def open_repository(settings: FleetSettings) -> Repository:
+    """The repository for ``settings`` (also used by the CLI's offline commands).
+
+    Raises BackendNotReadyError for PostgreSQL: it holds the core stores and ingest, not
+    yet configs, releases, rollouts, 叫应 or the live feed, which ``fleet serve`` needs.
+    """
+    if settings.database is not None:
+        msg = (
+            f"{redacted(settings.database)}: on PostgreSQL the fleet so far stores gateways, "
+            "readings, events and alarms (fleet ingest --database), not yet configs, "
+            "releases, rollouts, 叫应 or the live feed that fleet serve needs; run fleet "
+            "serve on SQLite for now (issue 14)"
+        )
+        raise BackendNotReadyError(msg)
     return SQLiteRepository(
         settings.db_path,
         durable=settings.durable,
@@ -51,7 +71,18 @@ def open_repository(settings: FleetSettings) -> SQLiteRepository:
     )
 
 
-def open_enrollment(settings: FleetSettings, repository: SQLiteRepository) -> Enrollment:
+def open_ingest_store(settings: FleetSettings) -> IngestStore:
+    """Where ``fleet ingest`` commits: PostgreSQL for ``settings.database``, else SQLite."""
+    if settings.database is None:
+        return open_repository(settings)
+    # psycopg is the 'fleet' extra: a county on SQLite runs without it.
+    from fleet.postgres_repository import PostgresRepository  # noqa: PLC0415
+
+    log.info("ingest commits to PostgreSQL at %s", redacted(settings.database))
+    return PostgresRepository(check_database(settings.database), pool_size=4)
+
+
+def open_enrollment(settings: FleetSettings, repository: Repository) -> Enrollment:
     """The enrollment service for ``settings``; creates the signing key and account once."""
     ca = settings.gateway_broker_ca
     return Enrollment(
@@ -67,20 +98,18 @@ def open_enrollment(settings: FleetSettings, repository: SQLiteRepository) -> En
 
 @asynccontextmanager
 async def run_fleet(
-    settings: FleetSettings, *, client_id: str = "hazardwatch-fleet", as_worker: bool = False
+    settings: FleetSettings, *, client_id: str = "hazardwatch-fleet"
 ) -> AsyncIterator[FleetService]:
     """Start everything ``settings`` asks for; stop it all (ingest first) on exit.
 
     ``client_id`` prefixes the ingest connections' MQTT client ids (unique per process).
-    ``as_worker`` (``fleet ingest``) leaves the broker and its access files to ``fleet serve``.
     """
     repository = open_repository(settings)
     async with AsyncExitStack() as stack:
         stack.callback(repository.close)
         enrollment = open_enrollment(settings, repository)
-        if not as_worker:
-            enrollment.sync_broker()
-        if settings.broker == "embedded" and not as_worker:
+        enrollment.sync_broker()
+        if settings.broker == "embedded":
             await stack.enter_async_context(
                 EmbeddedBroker(settings.broker_dir, settings.embedded_host, settings.embedded_port)
             )
@@ -101,6 +130,35 @@ async def run_fleet(
             task.add_done_callback(_report_ingest_stopped)
             stack.push_async_callback(_cancel, task)
         yield FleetService(settings, repository, enrollment, worker, task)
+
+
+@asynccontextmanager
+async def run_ingest_worker(
+    settings: FleetSettings, *, client_id: str
+) -> AsyncIterator[asyncio.Task[None]]:
+    """``fleet ingest``: one more ingest worker on the external broker; yields its task.
+
+    It joins the shared subscription of ``fleet serve`` and every other worker, so the
+    broker splits the gateways' messages among them; the broker, its access files and
+    the fleet's keys are ``fleet serve``'s (only the fleet's broker account is read here).
+    """
+    store = open_ingest_store(settings)
+    async with AsyncExitStack() as stack:
+        stack.callback(store.close)
+        account = FleetAccount.load_or_create(settings.data_dir)
+        worker = IngestWorker(
+            store,
+            BrokerConnection(
+                settings.broker_url, account.username, account.password, settings.mqtt_ca
+            ),
+            client_id=client_id,
+            connections=settings.ingest_connections,
+            shared_group=INGEST_GROUP,
+        )
+        task = asyncio.create_task(worker.run(), name="fleet-ingest")
+        task.add_done_callback(_report_ingest_stopped)
+        stack.push_async_callback(_cancel, task)
+        yield task
 
 
 def _report_ingest_stopped(task: asyncio.Task[None]) -> None:

@@ -53,6 +53,8 @@ class FleetSettings:
     ingest: bool = True
     ingest_connections: int = 1
     durable: bool = True
+    #: A ``postgresql://`` URL; None: the SQLite file ``db_path`` (one county's default).
+    database: str | None = None
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
 
     @property

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fleet.escalation_policy import LevelPolicy, parse_level
+from fleet.escalation_store import AlarmState, Call, DeliveryReport, Escalation, PlannedCall
 from fleet.repository import NotFoundError
 from fleet.roster import Person, PersonIn, Tier
 from fleet.sqlite_ota import read_snapshot
@@ -95,73 +96,6 @@ CREATE TABLE IF NOT EXISTS escalation_answers (
 """
 
 
-@dataclass(frozen=True, slots=True)
-class AlarmState:
-    """What the engine needs to know of an active alarm (or one with an open escalation)."""
-
-    alarm_id: int
-    site_id: str
-    rule: str
-    level: int
-    cleared: bool
-    acknowledged_at: float | None
-    acknowledged_by: str | None
-    ack_note: str | None
-    highest_escalated: int
-    open_escalation: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Escalation:
-    """One escalation of an alarm at one level."""
-
-    id: int
-    alarm_id: int
-    site_id: str
-    rule: str
-    level: int
-    policy: LevelPolicy
-    started_at: float
-    step: int
-    step_since: float
-    ended_at: float | None
-    end_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One message to one person over one channel."""
-
-    id: int
-    escalation_id: int
-    person_id: int
-    person: str
-    tier: Tier
-    channel: str
-    planned_at: float
-    sent_at: float | None
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedCall:
-    """A call the engine decided to make, before it is stored."""
-
-    escalation_id: int
-    person: Person
-    channel: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-    """A network's word on a sent call (Kannel's DLR): ``outcome`` None only goes on the record."""
-
-    call_id: int
-    outcome: Literal["delivered", "failed"] | None
-    detail: str
-    at: float
-
-
 @dataclass(slots=True)
 class _Batch:
     """The one transaction a thread's writes share inside ``SQLiteEscalation.batch``."""
@@ -171,7 +105,7 @@ class _Batch:
 
 
 class SQLiteEscalation:
-    """Roster, policies and escalation record on the repository's SQLite file."""
+    """``EscalationStore`` on the repository's SQLite file."""
 
     def __init__(
         self,

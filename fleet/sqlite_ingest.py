@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
@@ -22,18 +21,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fleet.alarm_episodes import (
+    AcknowledgeAtGateway,
+    MoveAlarm,
+    OpenAlarm,
+    OpenEpisode,
+    VillageAnswer,
+    episode_change,
+)
 from fleet.repository import CommitResult, Received
 from fleet.sqlite_ota import record_ota_report
 from ota.crash_points import freeze
 from ota.report import OTA_EVENT_KIND
 from protocol import CommandResult, DataBatch, EventBatch, EventRow, GatewayState, Health, Stream
-from protocol.events import (
-    ACK_EVENT_KIND,
-    ALARM_EVENT_KIND,
-    VILLAGE_ANSWER_EVENT_KIND,
-    AckEvent,
-    AlarmEvent,
-)
 from protocol.limits import MAX_READING_ROWS
 from protocol.payloads import READING_FIELDS
 
@@ -401,66 +401,52 @@ def _seen_now(item: Received) -> bool:
 
 
 def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
-    """Follow a rule's alarm episode from ``alarm`` and ``ack`` events.
-
-    An event older than the last one applied to the episode stays in ``events`` but does
-    not move the alarm back in time.
-    """
-    open_alarm = conn.execute(
+    """Apply what ``event`` does to its rule's alarm episode (``fleet.alarm_episodes``)."""
+    row = conn.execute(
         "SELECT id, last_seq FROM alarms WHERE gw = ? AND rule = ? AND cleared_at IS NULL",
         (gw, event.subject),
     ).fetchone()
-    if open_alarm is not None and event.seq < open_alarm[1]:
-        return
-    if event.kind == VILLAGE_ANSWER_EVENT_KIND:
-        if open_alarm is not None:
-            _village_answer(conn, open_alarm[0], event)
-        return
-    if event.kind == ACK_EVENT_KIND:
-        if open_alarm is not None:
-            by = f"{AckEvent.tolerant(event.detail).by} (at the gateway)"
-            conn.execute(
-                "UPDATE alarms SET acknowledged_at = coalesce(acknowledged_at, ?), "
-                "acknowledged_by = coalesce(acknowledged_by, ?) WHERE id = ?",
-                (event.ts, by, open_alarm[0]),
-            )
-        return
-    if event.kind != ALARM_EVENT_KIND or event.level is None:
-        return
-    # The level is the row's own; the detail is words only, so a gateway of any release
-    # (or one sending a malformed detail) still opens, raises and clears its alarm.
-    detail = AlarmEvent.tolerant(event.detail).detail
-    if open_alarm is None:
-        if event.level > 0:
-            conn.execute(
-                "INSERT INTO alarms (gw, rule, level, peak_level, raised_at, last_seq, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (gw, event.subject, event.level, event.level, event.ts, event.seq, detail),
-            )
-        return
-    conn.execute(
-        "UPDATE alarms SET level = ?, peak_level = max(peak_level, ?), last_seq = ?, "
-        "detail = coalesce(?, detail), cleared_at = CASE WHEN ? = 0 THEN ? END WHERE id = ?",
-        (event.level, event.level, event.seq, detail, event.level, event.ts, open_alarm[0]),
-    )
-
-
-def _village_answer(conn: sqlite3.Connection, alarm_id: int, event: EventRow) -> None:
-    """A village answer taken at the gateway: a receipt on the alarm, and one for 叫应.
-
-    The escalation engine reads ``gateway_answers`` and stops calling the village tier.
-    Gateways send these exactly once, so there is no duplicate to guard against here.
-    """
-    person = str(event.detail.get("person", "village"))[:128]
-    via = f"{str(event.detail.get('via', 'answer'))[:64]} (at the gateway)"
-    at = event.detail.get("at")
-    confirmed_at = float(at) if isinstance(at, int | float) and math.isfinite(at) else event.ts
-    conn.execute(
-        "INSERT INTO alarm_receipts (alarm_id, person, via, note, confirmed_at, recorded_by) "
-        "VALUES (?, ?, ?, NULL, ?, 'gateway')",
-        (alarm_id, person, via, confirmed_at),
-    )
-    conn.execute(
-        "INSERT INTO gateway_answers (alarm_id, level, person, via, at) VALUES (?, ?, ?, ?, ?)",
-        (alarm_id, event.level or 0, person, via, confirmed_at),
-    )
+    change = episode_change(None if row is None else OpenEpisode(row[0], row[1]), event)
+    if isinstance(change, OpenAlarm):
+        conn.execute(
+            "INSERT INTO alarms (gw, rule, level, peak_level, raised_at, last_seq, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                gw,
+                change.rule,
+                change.level,
+                change.level,
+                change.raised_at,
+                change.seq,
+                change.detail,
+            ),
+        )
+    elif isinstance(change, MoveAlarm):
+        conn.execute(
+            "UPDATE alarms SET level = ?, peak_level = max(peak_level, ?), last_seq = ?, "
+            "detail = coalesce(?, detail), cleared_at = ? WHERE id = ?",
+            (
+                change.level,
+                change.level,
+                change.seq,
+                change.detail,
+                change.cleared_at,
+                change.alarm_id,
+            ),
+        )
+    elif isinstance(change, AcknowledgeAtGateway):
+        conn.execute(
+            "UPDATE alarms SET acknowledged_at = coalesce(acknowledged_at, ?), "
+            "acknowledged_by = coalesce(acknowledged_by, ?) WHERE id = ?",
+            (change.at, change.by, change.alarm_id),
+        )
+    elif isinstance(change, VillageAnswer):
+        conn.execute(
+            "INSERT INTO alarm_receipts (alarm_id, person, via, note, confirmed_at, "
+            "recorded_by) VALUES (?, ?, ?, NULL, ?, 'gateway')",
+            (change.alarm_id, change.person, change.via, change.confirmed_at),
+        )
+        conn.execute(
+            "INSERT INTO gateway_answers (alarm_id, level, person, via, at) VALUES (?, ?, ?, ?, ?)",
+            (change.alarm_id, change.level, change.person, change.via, change.confirmed_at),
+        )

@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from fleet.ota_reports import config_change, device_change, read_report
 from fleet.repository import (
     ConfigDelivery,
     ConfigState,
@@ -43,7 +44,6 @@ from fleet.station_ids import is_station
 from ota.document import DocumentKind
 from ota.download import sha256_file
 from ota.manifest import ReleaseManifest
-from ota.report import OtaState, parse_report
 from protocol import EventRow
 
 SCHEMA = """
@@ -160,17 +160,6 @@ CREATE INDEX IF NOT EXISTS rollout_devices_by_document ON rollout_devices (gw, d
 STALE_CLAIM_S = 60.0
 _ACTIVE = tuple(s.value for s in RolloutState if s.active)
 _OPEN_DEVICE = tuple(s.value for s in DeviceState if not s.final)
-#: What a gateway's report makes of a configuration's state, and the states it may replace.
-_CONFIG_STATE = {
-    OtaState.DELIVERED: ConfigState.DELIVERED,
-    OtaState.DOWNLOADING: ConfigState.DELIVERED,
-    OtaState.INSTALLED: ConfigState.DELIVERED,
-    OtaState.APPLIED: ConfigState.APPLIED,
-    OtaState.REJECTED: ConfigState.REJECTED,
-    OtaState.ROLLED_BACK: ConfigState.ROLLED_BACK,
-}
-_NOT_FINAL = tuple(s.value for s in ConfigState if not s.final)
-_BEFORE_DELIVERED = (ConfigState.PENDING.value,)
 
 
 def _marks(count: int) -> str:
@@ -180,22 +169,17 @@ def _marks(count: int) -> str:
 def record_ota_report(
     conn: sqlite3.Connection, gw: int, event: EventRow, received_at: float
 ) -> None:
-    """Apply a newly stored ``ota`` event to config states and rollout devices.
-
-    A final state is never replaced by a later step, so reports arriving out of order (or a
-    duplicate document answered ``stale_version``) cannot undo an outcome.
-    """
-    report = parse_report(event.kind, event.subject, event.detail)
-    if report is None:
+    """Apply a newly stored ``ota`` event (``fleet.ota_reports``) to configs and rollouts."""
+    read = read_report(event)
+    if read is None:
         return
-    kind = DocumentKind(report.subject.value)
-    if kind is DocumentKind.CONFIG:
-        state = _CONFIG_STATE[report.state]
-        replaceable = _BEFORE_DELIVERED if state is ConfigState.DELIVERED else _NOT_FINAL
+    kind, report = read
+    if (config := config_change(kind, report)) is not None:
+        replaceable = [s.value for s in config.replaceable]
         conn.execute(
             f"UPDATE config_deliveries SET state = ?, reason = ?, updated_at = ? "
             f"WHERE gw = ? AND version = ? AND state IN ({_marks(len(replaceable))})",
-            (state.value, report.reason, received_at, gw, report.version, *replaceable),
+            (config.state.value, config.reason, received_at, gw, config.version, *replaceable),
         )
     rows = conn.execute(
         "SELECT d.rollout_id, d.state, d.reported FROM rollout_devices d "
@@ -204,18 +188,13 @@ def record_ota_report(
         (gw, report.version, kind.value),
     ).fetchall()
     for rollout_id, state_text, reported in rows:
-        if reported is not None and OtaState(reported).final:
+        device = device_change(DeviceState(state_text), reported, report)
+        if device is None:
             continue
-        new_state = DeviceState(state_text)
-        reason: str | None = None
-        if new_state is DeviceState.IN_PROGRESS and report.state.final:
-            applied = report.state is OtaState.APPLIED
-            new_state = DeviceState.SUCCEEDED if applied else DeviceState.FAILED
-            reason = None if applied else f"{report.state.value}: {report.reason or 'no reason'}"
         conn.execute(
             "UPDATE rollout_devices SET state = ?, reported = ?, reason = coalesce(?, reason), "
             "updated_at = ? WHERE rollout_id = ? AND gw = ?",
-            (new_state.value, report.state.value, reason, received_at, rollout_id, gw),
+            (device.state.value, device.reported.value, device.reason, received_at, rollout_id, gw),
         )
         conn.execute(
             "UPDATE rollouts SET revision = revision + 1, updated_at = ? WHERE id = ?",

@@ -18,10 +18,10 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fleet.alarm_watch import AlarmWatch
 from fleet.credentials import new_secret, token_hash
 from fleet.live_changes import LiveChange, LiveCursor, changes_since, start_cursor
 from fleet.repository import (
@@ -47,6 +47,7 @@ from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
 from fleet.sqlite_ota import SQLiteOta, rowid
+from fleet.timestamps import iso
 from protocol import (
     BAD_QUALITY_MASK,
     Stream,
@@ -191,11 +192,6 @@ CREATE INDEX IF NOT EXISTS commands_pending ON commands (status, issued_at);
 """
 
 
-def iso(ts: float) -> str:
-    """A timestamp as ISO 8601 UTC to the second, for messages people read."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _json_object(text: str) -> dict[str, Any]:
     """A stored event's detail; one that is not a JSON object reads as empty."""
     try:
@@ -236,6 +232,10 @@ class SQLiteRepository:
     def roster(self, site_id: str) -> list[Person]:
         """The responsible persons of ``site_id`` (叫应), every tier."""
         return self.escalation.roster(site_id)
+
+    def open_alarm_watch(self) -> AlarmWatch:
+        """A watch on the active alarms of this file (``fleet.alarm_watch``)."""
+        return AlarmWatch(self.path)
 
     def live_cursor(self) -> LiveCursor:
         """A cursor at the present for ``live_changes``."""

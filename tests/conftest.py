@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from hardware_sim.harness.agent import NUMBA_CACHE
+from hardware_sim.harness.postgres import PostgresCluster, postgres_installed, running_postgres
 from hardware_sim.pty_link import PtyPair
 
 MARKS = {
@@ -27,6 +28,8 @@ MARKS = {
         "test_agent_slope_e2e.py",
         "test_config_ota.py",
         "test_console_browser.py",
+        # `fleet ingest --database` processes on mosquitto and PostgreSQL, one SIGKILLed.
+        "test_postgres_ingest.py",
         # `fleet serve` as a process with a live feed open, stopped by SIGTERM (5 s grace).
         "test_console_api.py::test_fleet_serve_stops_on_sigterm_while_a_console_listens",
         "test_demo.py",
@@ -49,6 +52,7 @@ MARKS = {
     "slow": {
         "test_bench_console.py",
         "test_bench_escalation.py",
+        "test_bench_postgres.py",
         "test_enroll.py",
         # An 8 s broker outage, in real time: ingest's backoff must not outlast it.
         "test_fleet_ingest.py::test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage",
@@ -93,6 +97,15 @@ def _kernels_compiled_before_agents_start(request: pytest.FixtureRequest) -> Non
     # already running) goes by unseen. Tests that start agents get a warm cache first.
     if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("crash"):
         request.getfixturevalue("_numba_cache_warm")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the run; each test takes a fresh schema of it."""
+    if not postgres_installed():
+        pytest.fail("PostgreSQL is not installed (./dev setup installs Debian's postgresql)")
+    with running_postgres() as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -33,11 +33,11 @@ from fleet.answer_link import AnswerLinks, LinkError
 from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import KannelSettings, SmtpSettings
 from fleet.escalation import CHANNEL_CONCURRENCY, EscalationEngine
+from fleet.escalation_store import Call, PlannedCall
 from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
 from fleet.roster import PersonIn, Tier
 from fleet.settings import EscalationSettings, FleetSettings
-from fleet.sqlite_escalation import Call, PlannedCall
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.kannel import Kannel, kannel_installed
 from hardware_sim.harness.mosquitto import auth

@@ -167,3 +167,35 @@ def test_only_serve_loads_the_web_app() -> None:
     probe = "import sys, fleet.cli; print('fleet.main' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def said(done: subprocess.CompletedProcess[str]) -> str:
+    """What the command told the user, without the box it drew round it."""
+    return " ".join(done.stderr.replace("│", " ").split())
+
+
+def test_database_must_be_a_postgresql_url_and_its_password_is_never_shown(
+    tmp_path: Path,
+) -> None:
+    data_dir = ("--data-dir", str(tmp_path))
+    done = fleet("ingest", "--mqtt", "mqtt://127.0.0.1:1", *data_dir, "--database", "mysql://a@b/c")
+    assert done.returncode == 2
+    assert "is not a postgresql:// URL" in said(done)
+    done = fleet(
+        "ingest", "--mqtt", "mqtt://127.0.0.1:1", *data_dir,
+        "--database", "postgresql://fleet:s3cret@db.example:5432",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "names no database" in said(done)
+    assert "s3cret" not in said(done).replace(" ", "")
+    assert "fleet:***@db.example:5432" in said(done)
+
+
+def test_serve_on_postgresql_says_what_is_missing_instead_of_starting(tmp_path: Path) -> None:
+    done = fleet(
+        "serve", "--data-dir", str(tmp_path),
+        "--database", "postgresql://fleet:s3cret@db.example/hazardwatch",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "not yet configs, releases, rollouts" in said(done)
+    assert "s3cret" not in said(done).replace(" ", "")

@@ -20,8 +20,8 @@ from fastapi.responses import HTMLResponse
 
 from fleet.dependencies import Calls, refusals
 from fleet.escalation import AnswerRefusedError, EscalationEngine
-from fleet.sqlite_escalation import DeliveryReport
-from fleet.sqlite_repository import iso
+from fleet.escalation_store import DeliveryReport
+from fleet.timestamps import iso
 from protocol.contacts import mask_phone
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,282 @@
+"""The PostgreSQL schema of the fleet's core stores, and the readings' time partitions.
+
+Readings are partitioned by time (declarative range partitioning on ``ts``, seconds since
+the epoch), one partition per UTC day, made on demand before a batch that needs it is
+written; retention drops whole partitions. ``readings_minute`` and ``readings_hour`` hold
+each channel's good-reading count, sum, min and max (and the bad-reading count) per minute
+and per hour, kept current in the transaction that stores the rows, so a chart over 30
+days reads rollups instead of raw rows.
+
+A partitioned table cannot have a unique key without the partition key, so (gateway, seq)
+is made unique by the ingest rule (``stream_marks`` and ``stream_ranges``, see
+``fleet.postgres_ingest``), and the key ``(gw, seq, ts)`` is the safety net in each day.
+
+This module must never drop a partition that still holds a reading younger than the
+retention cut-off, and never create a partition for a non-finite time.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
+
+DAY_S = 86400
+
+#: Advisory lock key (first half) of schema changes: creating or dropping partitions.
+SCHEMA_LOCK = 0x4857_0001
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS gateways (
+    num BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    site_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    mqtt_password_hash TEXT NOT NULL,
+    hostname TEXT,
+    agent_version TEXT,
+    enrolled_at DOUBLE PRECISION NOT NULL,
+    state TEXT,
+    state_at DOUBLE PRECISION,
+    last_seen DOUBLE PRECISION,
+    health TEXT,
+    health_at DOUBLE PRECISION,
+    site_summary TEXT
+);
+CREATE INDEX IF NOT EXISTS gateways_by_site ON gateways (site_id);
+CREATE TABLE IF NOT EXISTS stream_marks (
+    gw BIGINT NOT NULL,
+    stream TEXT NOT NULL,
+    contiguous BIGINT NOT NULL,
+    PRIMARY KEY (gw, stream)
+);
+CREATE TABLE IF NOT EXISTS stream_ranges (
+    gw BIGINT NOT NULL,
+    stream TEXT NOT NULL,
+    first_seq BIGINT NOT NULL,
+    last_seq BIGINT NOT NULL,
+    PRIMARY KEY (gw, stream, first_seq)
+);
+CREATE TABLE IF NOT EXISTS channels (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gw BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (gw, name)
+);
+CREATE TABLE IF NOT EXISTS readings (
+    gw BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL
+        CHECK (ts > '-Infinity' AND ts < 'Infinity' AND ts <> 'NaN'),
+    channel BIGINT NOT NULL,
+    value DOUBLE PRECISION,
+    quality INTEGER NOT NULL,
+    PRIMARY KEY (gw, seq, ts)
+) PARTITION BY RANGE (ts);
+CREATE INDEX IF NOT EXISTS readings_by_channel ON readings (channel, ts);
+CREATE TABLE IF NOT EXISTS readings_minute (
+    channel BIGINT NOT NULL,
+    start DOUBLE PRECISION NOT NULL,
+    good BIGINT NOT NULL,
+    bad BIGINT NOT NULL,
+    total DOUBLE PRECISION NOT NULL,
+    low DOUBLE PRECISION,
+    high DOUBLE PRECISION,
+    PRIMARY KEY (channel, start)
+);
+CREATE TABLE IF NOT EXISTS readings_hour (LIKE readings_minute INCLUDING ALL);
+CREATE TABLE IF NOT EXISTS events (
+    gw BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL
+        CHECK (ts > '-Infinity' AND ts < 'Infinity' AND ts <> 'NaN'),
+    kind TEXT NOT NULL,
+    subject TEXT,
+    level INTEGER,
+    detail TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (gw, seq)
+);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (gw, ts);
+CREATE TABLE IF NOT EXISTS alarms (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    gw BIGINT NOT NULL,
+    rule TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    peak_level INTEGER NOT NULL,
+    raised_at DOUBLE PRECISION NOT NULL,
+    cleared_at DOUBLE PRECISION,
+    last_seq BIGINT NOT NULL,
+    detail TEXT,
+    acknowledged_at DOUBLE PRECISION,
+    acknowledged_by TEXT,
+    ack_note TEXT
+);
+CREATE INDEX IF NOT EXISTS alarms_by_rule ON alarms (gw, rule, cleared_at);
+CREATE INDEX IF NOT EXISTS alarms_active ON alarms (id, level, last_seq)
+    WHERE cleared_at IS NULL;
+CREATE TABLE IF NOT EXISTS alarm_receipts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alarm_id BIGINT NOT NULL REFERENCES alarms(id),
+    person TEXT NOT NULL,
+    via TEXT,
+    note TEXT,
+    confirmed_at DOUBLE PRECISION NOT NULL,
+    recorded_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS receipts_by_alarm ON alarm_receipts (alarm_id);
+CREATE TABLE IF NOT EXISTS gateway_answers (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    alarm_id BIGINT NOT NULL REFERENCES alarms(id),
+    level INTEGER NOT NULL,
+    person TEXT NOT NULL,
+    via TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gateway_answers_by_alarm ON gateway_answers (alarm_id);
+CREATE TABLE IF NOT EXISTS enrollment_tokens (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    token_hash TEXT NOT NULL UNIQUE,
+    site_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    created_by TEXT,
+    note TEXT,
+    used_at DOUBLE PRECISION,
+    gateway_id TEXT,
+    revoked_at DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION,
+    expires_at DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY,
+    gw BIGINT NOT NULL,
+    name TEXT NOT NULL,
+    args TEXT NOT NULL,
+    issued_at DOUBLE PRECISION NOT NULL,
+    issued_by TEXT,
+    status TEXT NOT NULL,
+    sent_at DOUBLE PRECISION,
+    result_at DOUBLE PRECISION,
+    result_detail TEXT
+);
+CREATE INDEX IF NOT EXISTS commands_pending ON commands (status, issued_at);
+CREATE TABLE IF NOT EXISTS ota_documents (
+    kind TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    gateways TEXT NOT NULL,
+    issued_at DOUBLE PRECISION NOT NULL,
+    document BYTEA NOT NULL,
+    PRIMARY KEY (kind, version)
+);
+CREATE TABLE IF NOT EXISTS ota_outbox (
+    gw BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    queued_at DOUBLE PRECISION NOT NULL,
+    claimed_at DOUBLE PRECISION,
+    published_at DOUBLE PRECISION,
+    PRIMARY KEY (gw, kind)
+);
+CREATE INDEX IF NOT EXISTS ota_outbox_waiting ON ota_outbox (status, claimed_at);
+CREATE TABLE IF NOT EXISTS config_deliveries (
+    gw BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    config_id BIGINT NOT NULL,
+    rollout_id BIGINT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    issued_at DOUBLE PRECISION NOT NULL,
+    published_at DOUBLE PRECISION,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (gw, version)
+);
+"""
+
+
+def create_schema(conn: psycopg.Connection[Any]) -> None:
+    """Create every table that is missing (one transaction, under the schema lock)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(SCHEMA.encode())
+
+
+def day_of(ts: float) -> int:
+    """The start of the UTC day holding ``ts``, in seconds since the epoch."""
+    return int(ts // DAY_S) * DAY_S
+
+
+def partition_name(day: int) -> str:
+    """``readings_YYYYMMDD`` for the day starting at ``day``."""
+    return "readings_" + datetime.fromtimestamp(day, UTC).strftime("%Y%m%d")
+
+
+def days_needed(timestamps: list[float]) -> set[int]:
+    """The days of the finite timestamps (a non-finite one is left to the CHECK to refuse)."""
+    return {day_of(ts) for ts in timestamps if math.isfinite(ts)}
+
+
+def ensure_partitions(conn: psycopg.Connection[Any], days: set[int]) -> None:
+    """Create the readings partitions of ``days`` that are missing (own transaction).
+
+    Several ingest workers may need the same day at once: the schema lock makes them take
+    turns, and a partition another one made meanwhile is left alone.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        existing = set(partitions(conn))
+        for day in sorted(days - existing):
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
+                ).format(
+                    sql.Identifier(partition_name(day)), sql.Literal(day), sql.Literal(day + DAY_S)
+                )
+            )
+
+
+def partitions(conn: psycopg.Connection[Any]) -> list[int]:
+    """The day starts of the readings partitions in this schema, oldest first."""
+    rows = (
+        conn.cursor(row_factory=tuple_row)
+        .execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'readings'::regclass"
+        )
+        .fetchall()
+    )
+    days = []
+    for row in rows:
+        digits = str(row[0]).removeprefix("readings_")
+        stamp = datetime.strptime(digits, "%Y%m%d").replace(tzinfo=UTC)
+        days.append(int(stamp.timestamp()))
+    return sorted(days)
+
+
+def drop_partitions_before(conn: psycopg.Connection[Any], cutoff: float) -> list[str]:
+    """Drop the readings partitions whose every reading is older than ``cutoff``.
+
+    The per-minute and per-hour rollups stay: charts over older times still draw. Returns
+    the names of the partitions dropped.
+    """
+    dropped = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        for day in partitions(conn):
+            if day + DAY_S <= cutoff:
+                name = partition_name(day)
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                dropped.append(name)
+    return dropped

@@ -1,0 +1,207 @@
+"""What only the PostgreSQL backend has: day partitions, retention, rollups, shared writers.
+
+Runs on a real PostgreSQL cluster the session starts in a temporary directory
+(``hardware_sim/harness/postgres.py``), a fresh schema per test. The rules every backend
+shares are in ``tests/test_storage_contract.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from fleet.postgres_documents import STALE_CLAIM_S
+from fleet.postgres_repository import PostgresRepository, cover
+from fleet.postgres_schema import DAY_S, partition_name, partitions
+from fleet.repository import NewGateway, Received
+from hardware_sim.harness.postgres import PostgresCluster
+from ota.document import DocumentKind
+from protocol import DataBatch, Stream
+
+DAY0 = 1_750_032_000  # a UTC midnight
+GW = "gw-0123456789"
+
+
+@pytest.fixture
+def url(postgres: PostgresCluster) -> Iterator[str]:
+    with postgres.fresh_schema() as schema_url:
+        yield schema_url
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[PostgresRepository]:
+    repository = PostgresRepository(url)
+    _token, secret = repository.create_enrollment_token("site", DAY0 + 60, None, None, DAY0)
+    repository.redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), DAY0)
+    yield repository
+    repository.close()
+
+
+def batch(first: int, last: int, start: float, every_s: float) -> Received:
+    rows = [(s, start + (s - first) * every_s, "rain", 1.0, 0) for s in range(first, last + 1)]
+    return Received(GW, start, DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows))
+
+
+def raw_rows(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM readings").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_readings_go_to_one_partition_per_utc_day(store: PostgresRepository, url: str) -> None:
+    # 3 days of one reading an hour, in one batch.
+    store.commit([batch(1, 72, DAY0, 3600)])
+    with psycopg.connect(url) as conn:
+        assert partitions(conn) == [DAY0, DAY0 + DAY_S, DAY0 + 2 * DAY_S]
+        per_day = conn.execute(
+            "SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert per_day == [(partition_name(DAY0 + d * DAY_S), 24) for d in range(3)]
+
+
+def test_retention_drops_whole_old_days_and_the_chart_still_draws_them(
+    store: PostgresRepository, url: str
+) -> None:
+    store.commit([batch(1, 72, DAY0, 3600)])
+    before = store.reading_buckets(GW, "rain", DAY0, DAY0 + 3 * DAY_S, DAY_S)
+    # The cut-off is inside the second day: only the first day is all older.
+    dropped = store.drop_readings_before(DAY0 + DAY_S + 3600)
+    assert dropped == [partition_name(DAY0)]
+    assert raw_rows(url) == 48
+    assert [p.seq for p in store.readings(GW, "rain", DAY0, DAY0 + DAY_S, 100)] == []
+    # Whole-day buckets read the hour rollups, which retention keeps.
+    assert store.reading_buckets(GW, "rain", DAY0, DAY0 + 3 * DAY_S, DAY_S) == before
+    assert [b.count for b in before] == [24, 24, 24]
+    # A resend of the dropped day is still recognised: the marks, not the rows, decide.
+    result = store.commit([batch(1, 24, DAY0, 3600)])
+    assert (result.rows_stored, result.acks) == (0, {(GW, Stream.READINGS): 72})
+    assert raw_rows(url) == 48
+
+
+def test_late_readings_of_a_day_another_worker_dropped_are_stored_not_refused(
+    store: PostgresRepository, url: str
+) -> None:
+    store.commit([batch(1, 10, DAY0 + 100, 1)])  # this worker knows the day's partition
+    other = PostgresRepository(url)
+    assert other.drop_readings_before(DAY0 + DAY_S) == [partition_name(DAY0)]
+    other.close()
+    late = batch(11, 12, DAY0 + 200, 1)  # same day, after retention took it
+    result = store.commit([late])
+    assert (result.rows_stored, result.rejected) == (2, [])
+    assert result.acks == {(GW, Stream.READINGS): 12}
+    assert raw_rows(url) == 2
+
+
+def test_the_thirty_day_chart_reads_rollups_and_at_most_a_minute_of_raw_rows_a_bucket() -> None:
+    # The console asks for 720 hourly buckets back from "now", on no boundary: each bucket
+    # is 59 whole minutes from the minute rollup and under a minute of raw rows.
+    now = DAY0 + 30 * DAY_S + 1234.5
+    plan = cover(now - 30 * DAY_S, now, 3600)
+    assert (len(plan.hours), len(plan.minutes)) == (0, 720)
+    assert sum(hi - lo for lo, hi in plan.raw) == pytest.approx(720 * 60)
+    covered = sum(hi - lo for lo, hi in [*plan.hours, *plan.minutes, *plan.raw])
+    assert covered == pytest.approx(30 * DAY_S)
+    # On the hour, it is 720 hour rows and nothing else.
+    aligned = cover(DAY0, DAY0 + 30 * DAY_S, 3600)
+    assert (len(aligned.hours), aligned.minutes, aligned.raw) == (720, [], [])
+
+
+def test_workers_sharing_a_gateway_store_each_row_once_in_any_order(url: str) -> None:
+    # Three ingest workers get one gateway's batches out of order, with resends, at once.
+    workers = [PostgresRepository(url, pool_size=2) for _ in range(3)]
+    _token, secret = workers[0].create_enrollment_token("site", DAY0 + 60, None, None, DAY0)
+    workers[0].redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), DAY0)
+    batches = [batch(first, first + 9, DAY0 + first, 1) for first in range(1, 300, 10)]
+    shares = [batches[2::3] + batches[:5], batches[1::3][::-1], batches[0::3] + batches[10:12]]
+    start = threading.Barrier(len(workers))
+    acks: list[int] = []
+    stored: list[int] = []
+
+    def work(index: int) -> None:
+        start.wait()
+        for one in shares[index]:
+            result = workers[index].commit([one])
+            acks.append(result.acks[(GW, Stream.READINGS)])
+            stored.append(result.rows_stored)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(stored) == 300
+    assert raw_rows(url) == 300
+    assert workers[0].get_gateway(GW).streams["readings"] == 300
+    held = workers[1].readings(GW, "rain", 0, DAY0 + 1000, 1000)
+    assert [p.seq for p in held] == list(range(1, 301))
+    for worker in workers:
+        worker.close()
+
+
+def queue_document(url: str, kind: str, version: int, document: bytes) -> None:
+    """What issuing a signed document leaves behind (OTA is not on PostgreSQL yet)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ota_documents (kind, version, gateways, issued_at, document) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (kind, version, json.dumps([GW]), DAY0, document),
+        )
+        conn.execute(
+            "INSERT INTO ota_outbox (gw, kind, version, status, queued_at) "
+            "SELECT num, %s, %s, 'pending', %s FROM gateways WHERE id = %s "
+            "ON CONFLICT (gw, kind) DO UPDATE SET version = excluded.version, "
+            "status = 'pending', claimed_at = NULL",
+            (kind, version, DAY0, GW),
+        )
+
+
+def test_workers_claim_each_document_once_and_a_failed_or_abandoned_one_comes_back(
+    store: PostgresRepository, url: str
+) -> None:
+    other = PostgresRepository(url)
+    queue_document(url, "config", 7, b"signed-7")
+    first = store.ota.claim_documents(DAY0 + 1)
+    assert [(d.gateway_id, d.kind, d.version, d.document) for d in first] == [
+        (GW, DocumentKind.CONFIG, 7, b"signed-7")
+    ]
+    assert other.ota.claim_documents(DAY0 + 1) == []  # one worker publishes it
+    store.ota.finish_documents([], first, DAY0 + 2)  # its publish failed: queued again
+    again = other.ota.claim_documents(DAY0 + 3)
+    assert [d.version for d in again] == [7]
+    other.ota.finish_documents(again, [], DAY0 + 4)
+    assert store.ota.claim_documents(DAY0 + 5) == []
+    # A worker that claims and dies: the claim is taken again after a minute.
+    queue_document(url, "release", 3, b"release-3")
+    assert [d.version for d in store.ota.claim_documents(DAY0 + 10)] == [3]
+    assert other.ota.claim_documents(DAY0 + 10 + STALE_CLAIM_S - 1) == []
+    assert [d.version for d in other.ota.claim_documents(DAY0 + 11 + STALE_CLAIM_S)] == [3]
+    other.close()
+
+
+def test_a_newer_document_claimed_meanwhile_is_published_again_after_the_older_one(
+    store: PostgresRepository, url: str
+) -> None:
+    queue_document(url, "config", 1, b"one")
+    [older] = store.ota.claim_documents(DAY0 + 1)
+    queue_document(url, "config", 2, b"two")  # issued while version 1 was being published
+    store.ota.finish_documents([older], [], DAY0 + 2)
+    # The broker must end up retaining version 2, whichever publish finished last.
+    assert [d.document for d in store.ota.claim_documents(DAY0 + 3)] == [b"two"]
+
+
+def test_a_time_no_day_partition_can_hold_costs_its_batch_only(
+    store: PostgresRepository, url: str
+) -> None:
+    # The wire models refuse such a time; if one slipped through, only its batch is refused.
+    rows = [(1, 1e12, "rain", 1.0, 0)]
+    far = DataBatch.model_construct(gateway_id=GW, first_seq=1, last_seq=1, rows=rows)
+    result = store.commit([Received(GW, DAY0, far)])
+    assert [(g, reason) for g, reason, _ in result.rejected] == [(GW, "internal_error")]
+    assert result.acks == {}
+    assert store.commit([batch(1, 3, DAY0, 1)]).acks == {(GW, Stream.READINGS): 3}
+    assert raw_rows(url) == 3
