@@ -99,8 +99,9 @@ from alarm_engine.slope_kernels import expire
     HYSTERESIS,
     HOLD_S,
     LATCH_FROM,
-) = range(16)
-CFG_SIZE = 16
+    MAX_DRIFT,
+) = range(17)
+CFG_SIZE = 17
 # Columns of the scratch array: raw (t, x, keep), bins (u, x, w), profile (lead, rss).
 S_T, S_X, S_KEEP, S_U, S_BX, S_W, S_G, S_LEAD, S_RSS = range(9)
 SCRATCH_COLS = 9
@@ -489,11 +490,11 @@ def accepted_failure_t(fout: FloatArray, cfg: FloatArray) -> float:
 
 
 @jit
-def confirmed_lead(ks: FloatArray, confirm: int, t_now: float, max_spread: float) -> float:
+def confirmed_lead(ks: FloatArray, confirm: int, t_now: float, max_drift: float) -> float:
     """Hours to the latest of the last ``confirm`` accepted failure times; inf if unconfirmed.
 
     They confirm each other when every one passed and they agree to within half of
-    ``max_spread`` of that lead: a forecast that keeps receding is no forecast.
+    ``max_drift`` times that lead: a forecast that keeps receding is no forecast.
     """
     latest = ks[KS_HISTORY]
     earliest = ks[KS_HISTORY]
@@ -503,7 +504,7 @@ def confirmed_lead(ks: FloatArray, confirm: int, t_now: float, max_spread: float
     if not latest < math.inf:
         return math.inf
     lead = (latest - t_now) / 3600.0
-    if (latest - earliest) / 3600.0 > 0.5 * max_spread * lead:
+    if (latest - earliest) / 3600.0 > max_drift * lead:
         return math.inf
     return float(lead)
 
@@ -563,7 +564,7 @@ def forecast_kernel(
         if not ok:
             sm[CHAIN] = 0.0
             continue
-        metric = -confirmed_lead(ks, confirm, ti, cfg[MAX_SPREAD])
+        metric = -confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT])
         up, hold = threshold_levels(metric, thresholds, cfg[HYSTERESIS])
         old = sm_evaluate(sm, ti, up, hold, cfg[HOLD_S], cfg[LATCH_FROM])
         if old >= 0:

@@ -324,7 +324,7 @@ def accepted_failure_t(forecast: tuple[float, ...], rule: FailureForecastRule) -
     return failure_t
 
 
-def confirmed_lead(history: deque[float], t_now: float, max_spread: float) -> float:
+def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> float:
     """Hours to the latest of the confirming failure times; inf if they do not confirm."""
     latest = history[0]
     earliest = history[0]
@@ -334,7 +334,7 @@ def confirmed_lead(history: deque[float], t_now: float, max_spread: float) -> fl
     if not latest < INF:
         return INF
     lead = (latest - t_now) / 3600.0
-    if (latest - earliest) / 3600.0 > 0.5 * max_spread * lead:
+    if (latest - earliest) / 3600.0 > max_drift * lead:
         return INF
     return lead
 
@@ -364,5 +364,5 @@ class ForecastMetric:
         )
         if forecast is None:
             return (NAN,) * OUT_SIZE, None
-        lead = confirmed_lead(self.history, t, self.rule.max_spread)
+        lead = confirmed_lead(self.history, t, self.rule.drift)
         return forecast, threshold_levels(-lead, self.thresholds, self.rule.hysteresis)

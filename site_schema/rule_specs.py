@@ -189,8 +189,10 @@ class FailureForecastRule(ChannelRule):
     ``alpha``. A forecast counts only when its evidence (the F statistic against steady
     creep) reaches ``min_evidence`` from at least ``min_bins`` bins spanning ``min_span_s``,
     its alpha lies in ``alpha_range`` and its 95 % interval is at most ``max_spread`` times
-    its lead time; level L needs ``confirm`` counting forecasts in a row that agree and put
-    the failure within ``horizons_h[L]`` hours. ``hysteresis`` is in hours.
+    its lead time; level L needs ``confirm`` counting forecasts in a row that agree (their
+    failure times no further apart than ``max_drift`` times the lead; by default half of
+    ``max_spread``) and put the failure within ``horizons_h[L]`` hours. ``hysteresis`` is
+    in hours.
     """
 
     kind: ClassVar[str] = "failure_forecast"
@@ -202,8 +204,14 @@ class FailureForecastRule(ChannelRule):
     alpha_range: tuple[float, float] = (1.5, 2.5)
     min_evidence: float = 100.0
     max_spread: float = 0.5
+    max_drift: float | None = None
     confirm: int = 2
     horizons_h: LevelThresholds
+
+    @property
+    def drift(self) -> float:
+        """How far apart, as a share of the lead, confirming failure times may lie."""
+        return 0.5 * self.max_spread if self.max_drift is None else self.max_drift
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,11 +1,15 @@
 """The failure-forecast rule: exact on clean records, silent on steady creep, backends agree."""
 
 import math
+from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from alarm_engine import AlarmEngine
+from alarm_engine import forecast_kernels as fk
+from alarm_engine.reference_forecast import confirmed_lead as reference_confirmed_lead
 from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
 from site_schema.rule_specs import FailureForecastRule
@@ -16,6 +20,7 @@ pytest.importorskip("numba")
 HOUR = 3600.0
 DAY = 86400.0
 CHANNEL = "scarp.extension"
+EXAMPLE = Path(__file__).resolve().parent.parent / "edge_agent" / "examples" / "slope_road.toml"
 
 
 def forecast_rule(**overrides):
@@ -90,7 +95,10 @@ def test_a_sensor_reinstallation_step_is_not_an_acceleration():
     assert not engine.metrics()["forecast"]["lead_h"] < math.inf
 
 
-def test_numba_and_the_reference_agree_exactly_on_awkward_input():
+@pytest.mark.parametrize(
+    ("confirm", "max_drift"), [(1, None), (2, 1.0)], ids=["one-forecast", "two-agreeing"]
+)
+def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_drift):
     rng = np.random.default_rng(3)
     t, x, _ = failing_slope(6, creep_mm_day=1.0, tertiary_h=60.0, alpha=1.8)
     x = x + rng.normal(0.0, 0.02, t.shape[0])
@@ -105,13 +113,46 @@ def test_numba_and_the_reference_agree_exactly_on_awkward_input():
         eval_every_s=2 * HOUR,
         min_evidence=10.0,
         max_spread=2.0,
-        confirm=1,
+        max_drift=max_drift,
+        confirm=confirm,
     )
     compiled, compiled_changes = replay(rule, t, x, "numba")
     reference, reference_changes = replay(rule, t, x, "reference")
     assert compiled_changes == reference_changes
     assert compiled.metrics() == reference.metrics()
     assert compiled_changes, "the record should raise a level"
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_a_forecast_that_recedes_hour_by_hour_never_confirms(backend):
+    """Failure times 32, 38 and 55 h ahead in three hourly forecasts never confirm.
+
+    That is a seasonal acceleration's retreating singularity. A quarter of the lead
+    refuses them; a whole lead lets them confirm, at the latest of the three.
+    """
+    now = ORIGIN
+    newest_first = [now + 55 * HOUR, now + 38 * HOUR, now + 32 * HOUR]
+    leads = {}
+    for drift in (0.25, 1.0):
+        if backend == "numba":
+            ks = np.array([0.0, *newest_first])
+            leads[drift] = fk.confirmed_lead(ks, 3, now, drift)
+        else:
+            leads[drift] = reference_confirmed_lead(deque(newest_first), now, drift)
+    assert leads[0.25] == math.inf
+    assert leads[1.0] == pytest.approx(55.0)
+
+
+def test_max_drift_defaults_to_half_the_spread_and_must_be_positive(tmp_path):
+    assert forecast_rule(max_spread=2.0).drift == 1.0
+    assert forecast_rule(max_spread=2.0, max_drift=0.25).drift == 0.25
+    example = load_site(EXAMPLE)
+    (rule,) = (r for r in example.rules if isinstance(r, FailureForecastRule))
+    assert rule.drift == rule.max_drift == 0.25
+    bad = tmp_path / "site.toml"
+    bad.write_text(EXAMPLE.read_text().replace("max_drift = 0.25", "max_drift = 0"))
+    with pytest.raises(SiteConfigError, match="max_drift"):
+        load_site(bad)
 
 
 def test_live_batches_equal_one_replay():
@@ -183,7 +224,7 @@ def test_the_shipped_slope_example_uses_the_forecast_and_loads():
     assert "failure_forecast" in kinds
     assert not kinds & {"inverse_velocity", "tangent_angle"}
     forecast = next(rule for rule in site.rules if rule.kind == "failure_forecast")
-    assert forecast.latch_from == 4
+    assert forecast.latch_from == 3  # orange and red hold until someone acknowledges them
 
 
 @pytest.mark.parametrize(

@@ -214,3 +214,15 @@ def test_nothing_above_the_storage_seam_imports_a_database_or_a_backend() -> Non
         if not name.startswith(BACKENDS) and _storage_imports(path):
             reaching.add(name)
     assert reaching == KNOWN_BELOW_SEAM
+
+
+def test_no_script_beside_the_packages_shadows_one() -> None:
+    """``python bench/x.py`` puts ``bench/`` first on the import path.
+
+    A script named like a package of the project (``bench/alarm_engine.py``) would be
+    imported in that package's place, and the bench would fail or measure the wrong code.
+    """
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    for folder in ("bench", "tests"):
+        shadows = {p.stem for p in (ROOT / folder).glob("*.py")} & packages
+        assert not shadows, f"{folder}/ has scripts named like packages: {sorted(shadows)}"

@@ -239,7 +239,7 @@ def subset_rate(series: dict[str, Series], backend: str) -> float:
 COMPILE_PROBE = """
 import time
 start = time.perf_counter()
-from bench.alarm_engine import make_series, rules_for
+from bench.alarm_speed import make_series, rules_for
 from alarm_engine import AlarmEngine
 series = make_series(5000, 1, 1, 1, seed=0)
 AlarmEngine(rules_for(series), backend="numba").replay(series)
@@ -314,7 +314,7 @@ def main() -> None:
     print(f"replay {fleet_samples / 1e6:.1f} M samples: {replay_s:.2f} s", file=sys.stderr)
 
     result = {
-        "bench": "alarm_engine",
+        "bench": "alarm_speed",
         "cpus": os.cpu_count(),
         "numba_compile_cold_s": round(cold_s, 2),
         "numba_compile_warm_s": round(warm_s, 2),
