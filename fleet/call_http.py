@@ -74,12 +74,27 @@ class Poster(Protocol):
 class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
+    spoilt: bool = False
 
-    def usable(self) -> bool:
-        # A server that closed a kept-alive connection has fed EOF, or sent something
-        # unasked (a 408 before closing): a request written there would be lost or misread.
-        unasked = bool(self.reader._buffer)  # type: ignore[attr-defined] # no public peek
-        return not (self.writer.is_closing() or self.reader.at_eof() or unasked)
+    async def usable(self) -> bool:
+        """Whether a request may go on this idle connection.
+
+        A server that closed a kept-alive connection has fed EOF, or sent something unasked
+        (a 408 before closing): a request written there would be lost or misread. With no
+        public peek, a read that may not wait tells: it returns at once only if something
+        came (or EOF), and is called off before it waits otherwise. What it took is lost
+        with the connection, which is never used again.
+        """
+        if self.spoilt or self.writer.is_closing() or self.reader.at_eof():
+            self.spoilt = True
+            return False
+        try:
+            async with asyncio.timeout(0):
+                await self.reader.read(1)
+        except TimeoutError:
+            return True  # nothing there
+        self.spoilt = True
+        return False
 
     def close(self) -> None:
         self.writer.close()
@@ -110,7 +125,7 @@ class LeanHttp:
         connection = None
         try:
             async with asyncio.timeout(self._timeout_s), gate:
-                connection = self._idle_connection(origin) or await self._connect(origin)
+                connection = await self._idle_connection(origin) or await self._connect(origin)
                 connection.writer.write(request)
                 answer, keep = await _read_answer(connection.reader)
         except TimeoutError:
@@ -128,16 +143,19 @@ class LeanHttp:
             connection.close()
         return answer
 
-    @property
-    def kept(self) -> int:
-        """Kept-alive connections still usable (a server may close one while it is idle)."""
-        return sum(c.usable() for idle in self._idle.values() for c in idle)
+    async def kept(self) -> int:
+        """Kept-alive connections still usable (a server may close one while it is idle).
 
-    def _idle_connection(self, origin: _Origin) -> _Connection | None:
+        For tests and diagnostics, while no request is being made.
+        """
+        idle = [c for connections in self._idle.values() for c in connections]
+        return sum([await c.usable() for c in idle])
+
+    async def _idle_connection(self, origin: _Origin) -> _Connection | None:
         idle = self._idle.get(origin, [])
         while idle:
             connection = idle.pop()
-            if connection.usable():
+            if await connection.usable():
                 return connection
             connection.close()
         return None
