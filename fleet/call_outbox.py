@@ -54,11 +54,13 @@ class CallOutbox:
         self._running: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._recorded: dict[int, asyncio.Future[None]] = {}
+        #: Calls a service had no room for yet (``SendResult.retry_after_s``), by call id.
+        self._deferred: dict[int, asyncio.TimerHandle] = {}
 
     @property
     def busy(self) -> bool:
-        """Whether calls are queued, in flight, or waiting for their outcome to be written."""
-        return bool(self._tasks or self._outcomes.unanswered or self._recorded)
+        """Whether calls are queued, in flight, waiting for room, or for their outcome written."""
+        return bool(self._tasks or self._deferred or self._outcomes.unanswered or self._recorded)
 
     def submit(self, outgoing: Sequence[Outgoing]) -> list[asyncio.Future[None]]:
         """Queue committed calls; per call, a future done once its outcome is written."""
@@ -70,11 +72,14 @@ class CallOutbox:
             future = self._recorded.setdefault(item.call.id, loop.create_future())
             recorded.append(future)
         self._queue.add(outgoing)
+        self._start_senders()
+        return recorded
+
+    def _start_senders(self) -> None:
         for channel in self._queue.channels:
             while self._running[channel] < self._senders(channel):
                 self._running[channel] += 1
                 self._spawn(self._sender(channel))
-        return recorded
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -91,6 +96,9 @@ class CallOutbox:
                     self._running[channel] -= 1
                     return
                 result = await self._send(item)
+                if result.retry_after_s is not None:
+                    self._defer(item, result.retry_after_s)
+                    continue
                 outcome = (item.call, result.sent, result.detail, self._clock())
                 self._outcomes.add(outcome).add_done_callback(
                     functools.partial(self._written, item.call.id)
@@ -98,6 +106,16 @@ class CallOutbox:
         except BaseException:
             self._running[channel] -= 1
             raise
+
+    def _defer(self, item: Outgoing, delay_s: float) -> None:
+        """Queue ``item`` again after ``delay_s``, holding no sender meanwhile (still planned)."""
+        loop = asyncio.get_running_loop()
+        self._deferred[item.call.id] = loop.call_later(delay_s, self._undefer, item)
+
+    def _undefer(self, item: Outgoing) -> None:
+        del self._deferred[item.call.id]
+        self._queue.add([item])
+        self._start_senders()
 
     def _written(self, call_id: int, written: asyncio.Future[None]) -> None:
         future = self._recorded.pop(call_id, None)
@@ -110,6 +128,9 @@ class CallOutbox:
 
     async def close(self) -> None:
         """Stop sending; write the outcomes of the calls that went out (no resend on restart)."""
+        for handle in self._deferred.values():
+            handle.cancel()  # still planned: a restart sends them
+        self._deferred.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -36,6 +36,7 @@ from fleet.channels import (
 )
 from fleet.delivery_reports import DeliveryRecorder
 from fleet.escalation_policy import EscalationPolicy, PolicyError, parse_policy
+from fleet.robot_pace import RobotPace
 from fleet.roster import Person, Tier
 from fleet.sqlite_escalation import AlarmState, Call, Escalation, PlannedCall, SQLiteEscalation
 from fleet.worker_threads import in_thread
@@ -491,7 +492,7 @@ async def running_engine(
         if settings.webhooks:
             http = poster(CHANNEL_CONCURRENCY, SEND_TIMEOUT_S)
             clients.push_async_callback(http.aclose)
-            channels.append(WebhookChannel(http))
+            channels.append(WebhookChannel(http, RobotPace(settings.robot_limit)))
         if settings.kannel is not None:
             kannel = settings.kannel
             if kannel.dlr_url is None and settings.sms_callback_key:
