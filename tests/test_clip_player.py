@@ -22,6 +22,7 @@ from drivers.clock import ManualClock
 from drivers.profiles import builtin_profiles
 from edge_agent.actuation import Actuation, ClipPlayer, PlayerSpec
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.relay_site import relay_site
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.server import serve_tcp
 from site_schema.site_config import parse_site_text
@@ -106,31 +107,6 @@ WAV_PLAYER = (
     "import sys, wave; w = wave.open(sys.argv[1]); w.readframes(w.getnframes())",
     "{clip}",
 )
-RELAY_SITE = """
-[site]
-id = "creek"
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "relays"
-bus = "field"
-profile = "relay_module_8ch"
-unit_id = 10
-
-[[actuator]]
-id = "siren"
-device = "relays"
-patterns = {{ warble = ["relay1"] }}
-
-[actions]
-orange = {{ siren = "warble", clip = "missing" }}
-red = {{ siren = "warble", clip = "corrupt" }}
-"""
 
 
 @pytest.mark.parametrize(("level", "clip"), [(3, "missing"), (4, "corrupt")])
@@ -142,7 +118,8 @@ async def test_a_clip_the_player_cannot_play_is_logged_and_the_siren_still_sound
     relays = SimulatedDevice(builtin_profiles()["relay_module_8ch"], 10, ManualClock(0.0))
     events: list[tuple[Any, ...]] = []
     async with serve_tcp([relays]) as server:
-        site = parse_site_text(RELAY_SITE.format(port=server.port), "site.toml")
+        text = relay_site(server.port, {"orange": "missing", "red": "corrupt"})
+        site = parse_site_text(text, "site.toml")
         buses = {b.name: ModbusBus(b) for b in site.buses}
         actuation = Actuation(
             site.actuation, buses, lambda *e: events.append(e), PlayerSpec(WAV_PLAYER, clips)
