@@ -137,9 +137,9 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> 
     http = LeanHttp(connections=1, timeout_s=5)
     with serving() as server:
         await http.post(url(server, "/robot/x"), b"1", {})
-        assert await http.kept() == 1
+        assert http.kept == 1
         await http.post(url(server, "/quiet-close"), b"2", {})
-        await wait_for(lambda: _none_kept(http), 5, "the client to see the close")
+        await wait_for(lambda: http.kept == 0, 5, "the client to see the close")
         answer = await http.post(url(server, "/robot/x"), b"3", {})
         assert answer.status == 200
         assert server.bodies == [b"1", b"2", b"3"]
@@ -152,16 +152,12 @@ async def test_a_connection_with_an_unasked_answer_waiting_is_not_used_again() -
     http = LeanHttp(connections=1, timeout_s=5)
     with serving() as server:
         await http.post(url(server, "/then-408"), b"1", {})
-        await wait_for(lambda: _none_kept(http), 5, "the client to see the unasked answer")
+        await wait_for(lambda: http.kept == 0, 5, "the client to see the unasked answer")
         answer = await http.post(url(server, "/robot/x"), b"2", {})
         assert answer.status == 200
         assert server.bodies == [b"1", b"2"]
         assert server.connections == 2
     await http.aclose()
-
-
-async def _none_kept(http: LeanHttp) -> bool:
-    return await http.kept() == 0
 
 
 async def test_tls_is_verified_against_the_trusted_ca_only(tmp_path: Path) -> None:
