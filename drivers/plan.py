@@ -52,10 +52,14 @@ def plan_reads(
 def plan_profile(profile: DeviceProfile, names: Iterable[str] | None = None) -> list[ReadBlock]:
     """Plan the reads for a profile, optionally restricted to the named channels.
 
-    Write-only channels (``readable = false``) are never read, named or not.
+    Write-only channels (``readable = false``) are never read, named or not: the names
+    only pick among ``profile.readable_channels``. An unknown name is a KeyError that
+    lists the profile's channels.
     """
-    chosen = profile.channels if names is None else [profile.channel(n) for n in names]
-    channels = [c for c in chosen if c.readable]
+    channels = profile.readable_channels
+    if names is not None:
+        wanted = {profile.channel(n).name for n in names}
+        channels = tuple(c for c in channels if c.name in wanted)
     return plan_reads(channels, profile.max_registers, profile.max_bits, profile.max_gap)
 
 

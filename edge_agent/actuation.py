@@ -189,12 +189,15 @@ class ClipPlayer:
                 *command, stdin=asyncio.subprocess.DEVNULL
             )
         except OSError as exc:
+            log.warning("clip %r: the player could not start: %s", clip, exc)
             self.emit("actuator_fault", "player", level, {"detail": f"{command[0]}: {exc}"})
             return
         self._process = process
         self.emit(BROADCAST_EVENT_KIND, clip, level, {"command": command, "started": time.time()})
         code = await process.wait()
         if code not in (0, -15):  # -15: cut off by a newer clip
+            # A missing or damaged clip file: the relays sound on, the technician must know.
+            log.warning("clip %r: player exited %s", clip, code)
             self.emit("actuator_fault", "player", level, {"detail": f"player exited {code}"})
 
     async def stop(self) -> None:

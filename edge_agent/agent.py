@@ -40,7 +40,6 @@ from edge_agent.control_messages import (
     ChannelStatus,
     DeviceStatus,
     ErrorReply,
-    ExceptionAnswerStatus,
     SirenTestReply,
     SirenTestRequest,
     StatusReply,
@@ -452,24 +451,7 @@ class Agent:
                 )
                 for name, bus in self.poller.buses.items()
             },
-            devices={
-                d.config.name: DeviceStatus(
-                    last_poll=d.health.last_poll,
-                    faults=dict(d.health.faults),
-                    last_error=d.health.last_error if d.health.consecutive_failures else None,
-                    exceptions=[
-                        ExceptionAnswerStatus(
-                            detail=e.detail,
-                            hint=e.hint,
-                            channels=list(e.channels),
-                            count=e.count,
-                            last=e.last,
-                        )
-                        for e in d.health.exceptions.values()
-                    ],
-                )
-                for d in self.poller.devices
-            },
+            devices={d.config.name: DeviceStatus.of(d.health) for d in self.poller.devices},
             channels={
                 ch: ChannelStatus(
                     value=r.value, unit=r.unit, quality=r.quality.names(), t=r.timestamp

@@ -144,6 +144,7 @@ def poll(
     """
     import asyncio  # noqa: PLC0415
 
+    from edge_agent.control_messages import DeviceStatus  # noqa: PLC0415
     from edge_agent.poll_view import (  # noqa: PLC0415
         device_problems,
         reading_table,
@@ -163,7 +164,7 @@ def poll(
         logging.getLogger("drivers.poller").setLevel(logging.CRITICAL)
     if once:
         readings, health = asyncio.run(_poll_once(site, clock))
-        problems = device_problems(health)
+        problems = device_problems({n: DeviceStatus.of(h) for n, h in health.items()})
         if json_out:
             sys.stdout.write(readings_json_lines(readings))
             sys.stdout.flush()
@@ -198,6 +199,7 @@ async def _poll_live(
     site: SiteConfig, clock: Clock, json_out: bool, duration: float | None
 ) -> None:
     from drivers.poller import Poller  # noqa: PLC0415
+    from edge_agent.control_messages import DeviceStatus  # noqa: PLC0415
     from edge_agent.poll_view import (  # noqa: PLC0415
         device_problems,
         reading_table,
@@ -217,7 +219,8 @@ async def _poll_live(
 
     def render() -> Group:
         health = {d.config.name: d.health for d in poller.devices}
-        problems = [Text(line) for line in device_problems(health)]
+        devices = {n: DeviceStatus.of(h) for n, h in health.items()}
+        problems = [Text(line) for line in device_problems(devices)]
         return Group(reading_table(poller.latest, health, title), *problems)
 
     with Live(render(), console=console, refresh_per_second=4, transient=False) as live:
@@ -445,7 +448,7 @@ def status(
         )
     from edge_agent.poll_view import status_tables  # noqa: PLC0415
 
-    console.print(status_tables(reply.wire()))
+    console.print(status_tables(reply))
 
 
 @app.command()

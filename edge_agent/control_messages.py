@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+if TYPE_CHECKING:
+    from drivers.poller import DeviceHealth
 
 
 class BadRequestError(ValueError):
@@ -168,6 +171,25 @@ class DeviceStatus(ControlReply):
     faults: dict[str, int]
     last_error: str | None = None
     exceptions: list[ExceptionAnswerStatus] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, health: DeviceHealth) -> DeviceStatus:
+        """What the poller knows of one device, as the status reply (and ``edge poll``) tell it."""
+        return cls(
+            last_poll=health.last_poll,
+            faults=dict(health.faults),
+            last_error=health.last_error if health.consecutive_failures else None,
+            exceptions=[
+                ExceptionAnswerStatus(
+                    detail=e.detail,
+                    hint=e.hint,
+                    channels=list(e.channels),
+                    count=e.count,
+                    last=e.last,
+                )
+                for e in health.exceptions.values()
+            ],
+        )
 
 
 class ChannelStatus(ControlReply):

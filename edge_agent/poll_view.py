@@ -17,6 +17,7 @@ from rich.text import Text
 
 from drivers.model import Reading
 from drivers.poller import DeviceHealth
+from edge_agent.control_messages import DeviceStatus, StatusReply
 
 
 def _when(timestamp: float) -> str:
@@ -60,21 +61,26 @@ def reading_table(
     return table
 
 
-def device_problems(health: Mapping[str, DeviceHealth]) -> list[str]:
+def device_problems(devices: Mapping[str, DeviceStatus]) -> list[str]:
     """One line per device problem a technician can act on, each hint on a line of its own.
 
-    A device that did not answer at all gives its last error (a missing port names the
-    device file and the operating system's reason); a device that answered a request with
-    a Modbus exception gives the code, its meaning, the request and how often.
+    The same for ``edge poll`` (its poller's ``DeviceStatus.of`` each device's health) and
+    ``edge status`` (the agent's reply). A device that did not answer at all gives its
+    last error (a missing port names the device file and the operating system's reason);
+    a device that answered a request with a Modbus exception gives the code, its meaning,
+    the request and how often.
     """
     lines: list[str] = []
-    for device, h in sorted(health.items()):
-        if h.last_error is not None and h.consecutive_failures:
-            lines.append(f"{device}: {h.last_error}")
-        for answer in h.exceptions.values():
-            lines += _answer_lines(
-                device, answer.detail, answer.channels, answer.count, answer.hint
+    for device, status in sorted(devices.items()):
+        if status.last_error:
+            lines.append(f"{device}: {status.last_error}")
+        for answer in status.exceptions:
+            times = "once" if answer.count == 1 else f"{answer.count} times"
+            lines.append(
+                f"{device}: answered {answer.detail} ({', '.join(answer.channels)}), {times}"
             )
+            if answer.hint:
+                lines.append(f"  hint: {answer.hint}")
     return lines
 
 
@@ -100,61 +106,36 @@ def _level_style(level: str) -> str:
     )
 
 
-def status_tables(status: Mapping[str, Any]) -> Group:
-    """Render the agent's status reply: alarms, actuators, channels, buses."""
+def status_tables(status: StatusReply) -> Group:
+    """Render the agent's status reply: alarms, actuators, channels, buses, device problems."""
     alarms = RichTable(title="alarm rules")
     for column in ("rule", "level", "metrics"):
         alarms.add_column(column)
-    for rule, info in status["alarms"].items():
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in info["metrics"].items())
-        alarms.add_row(rule, info["level"], metrics, style=_level_style(info["level"]))
+    for rule, alarm in status.alarms.items():
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in alarm.metrics.items())
+        alarms.add_row(rule, alarm.level, metrics, style=_level_style(alarm.level))
     actuators = RichTable(title="actuators")
     for column in ("actuator", "pattern", "wanted", "read back", "fault"):
         actuators.add_column(column)
-    for name, info in status["actuators"].items():
+    for name, info in status.actuators.items():
         on = ", ".join(k for k, v in info["wanted"].items() if v) or "all off"
         back = ", ".join(k for k, v in info["read_back"].items() if v) or "all off"
         actuators.add_row(name, str(info["pattern"]), on, back, "yes" if info["fault"] else "")
     channels = RichTable(title="channels")
     for column in ("channel", "value", "unit", "quality", "UTC"):
         channels.add_column(column)
-    for channel, info in status["channels"].items():
-        value = (
-            "—"
-            if info["value"] is None or info["value"] != info["value"]
-            else f"{info['value']:.4g}"
-        )
-        channels.add_row(channel, value, info["unit"], ",".join(info["quality"]), _when(info["t"]))
+    for channel, reading in status.channels.items():
+        value = "—" if math.isnan(reading.value) else f"{reading.value:.4g}"
+        channels.add_row(channel, value, reading.unit, ",".join(reading.quality), _when(reading.t))
     buses = RichTable(title="buses")
     for column in ("bus", "transactions", "failures", "last success"):
         buses.add_column(column)
-    for name, info in status["buses"].items():
-        failures = ", ".join(f"{k}={v}" for k, v in info["failures"].items())
-        last = "never" if info["last_success"] is None else _when(info["last_success"])
-        buses.add_row(name, str(info["transactions"]), failures, last)
-    problems = [Text(line) for line in status_problems(status.get("devices", {}))]
+    for name, bus in status.buses.items():
+        failures = ", ".join(f"{k}={v}" for k, v in bus.failures.items())
+        last = "never" if bus.last_success is None else _when(bus.last_success)
+        buses.add_row(name, str(bus.transactions), failures, last)
+    problems = [Text(line) for line in device_problems(status.devices)]
     return Group(alarms, actuators, channels, buses, *problems)
-
-
-def status_problems(devices: Mapping[str, Any]) -> list[str]:
-    """The problem lines of a status reply's devices, worded as ``device_problems`` does."""
-    lines: list[str] = []
-    for name, info in sorted(devices.items()):
-        if info.get("last_error"):
-            lines.append(f"{name}: {info['last_error']}")
-        for answer in info.get("exceptions", []):
-            lines += _answer_lines(
-                name, answer["detail"], answer["channels"], answer["count"], answer.get("hint")
-            )
-    return lines
-
-
-def _answer_lines(
-    device: str, detail: str, channels: Iterable[str], count: int, hint: str | None
-) -> list[str]:
-    times = "once" if count == 1 else f"{count} times"
-    lines = [f"{device}: answered {detail} ({', '.join(channels)}), {times}"]
-    return [*lines, f"  hint: {hint}"] if hint else lines
 
 
 def alarm_tables(reply: Mapping[str, Any]) -> Group:

@@ -20,9 +20,9 @@ import base64
 import contextlib
 import ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, SupportsIndex
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -70,16 +70,55 @@ class Poster(Protocol):
         ...
 
 
+class _AnswerReader(asyncio.StreamReader):
+    """A StreamReader that knows whether it holds bytes nobody has read: fed minus read.
+
+    ``StreamReader`` has no public peek; counting what comes in and what the answer parser
+    takes out (``read``, ``readexactly``, ``readuntil``: all it uses) tells the same.
+    """
+
+    fed = 0
+    taken = 0
+
+    @property
+    def unread(self) -> int:
+        """Bytes received and not yet read."""
+        return self.fed - self.taken
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        chunk = bytes(data)  # the same object when it is bytes, as the transport gives
+        self.fed += len(chunk)
+        super().feed_data(chunk)
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await super().read(n)
+        self.taken += len(data)
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await super().readexactly(n)
+        self.taken += len(data)
+        return data
+
+    # The stubs type the separator with a private alias of any buffer; bytes is all we pass.
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:  # type: ignore[override]
+        data = await super().readuntil(separator)
+        self.taken += len(data)
+        return data
+
+
 @dataclass(slots=True)
 class _Connection:
-    reader: asyncio.StreamReader
+    reader: _AnswerReader
     writer: asyncio.StreamWriter
 
     def usable(self) -> bool:
-        # A server that closed a kept-alive connection has fed EOF, or sent something
-        # unasked (a 408 before closing): a request written there would be lost or misread.
-        unasked = bool(self.reader._buffer)  # type: ignore[attr-defined] # no public peek
-        return not (self.writer.is_closing() or self.reader.at_eof() or unasked)
+        """Whether a request may go on this idle connection.
+
+        A server that closed a kept-alive connection has fed EOF, or sent something unasked
+        (a 408 before closing): a request written there would be lost or misread.
+        """
+        return not (self.writer.is_closing() or self.reader.at_eof() or self.reader.unread)
 
     def close(self) -> None:
         self.writer.close()
@@ -149,10 +188,14 @@ class LeanHttp:
             if self._tls is None:
                 self._tls = httpx.create_ssl_context()  # httpx's CA bundle, as before
             tls = self._tls
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=tls, server_hostname=host if tls else None, limit=MAX_ANSWER_BYTES
+        # asyncio.open_connection, with the reader that counts what it holds unread.
+        loop = asyncio.get_running_loop()
+        reader = _AnswerReader(limit=MAX_ANSWER_BYTES, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        transport, _ = await loop.create_connection(
+            lambda: protocol, host, port, ssl=tls, server_hostname=host if tls else None
         )
-        return _Connection(reader, writer)
+        return _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def aclose(self) -> None:
         """Close the kept-alive connections."""

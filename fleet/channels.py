@@ -17,6 +17,7 @@ import aiosmtplib
 
 from fleet.call_http import HttpAnswer, HttpError, Poster
 from fleet.call_mail import call_mail
+from fleet.robot_pace import ERRCODE_OVER_LIMIT, RobotPace
 from fleet.roster import Person, mask_email, mask_webhook
 from protocol.contacts import mask_phone
 
@@ -38,10 +39,15 @@ class CallMessage:
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
-    """A channel's answer: ``sent`` true if the service took the message."""
+    """A channel's answer: ``sent`` true if the service took the message.
+
+    ``retry_after_s``: not sent yet, and not failed: the service has no room for it now
+    (a robot's messages a minute); the outbox sends it again after that long.
+    """
 
     sent: bool
     detail: str
+    retry_after_s: float | None = None
 
 
 class Channel(Protocol):
@@ -121,8 +127,9 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, http: Poster) -> None:
+    def __init__(self, http: Poster, pace: RobotPace | None = None) -> None:
         self._http = http
+        self._pace = pace or RobotPace()
 
     def reaches(self, person: Person) -> bool:
         """Has a webhook URL."""
@@ -133,9 +140,13 @@ class WebhookChannel:
 
         Robots answer 200 even when they refuse a message (``{"errcode": 93000, ...}`` for
         a robot removed from its group), so the status alone would record a call as sent
-        that nobody will see.
+        that nobody will see. A robot's 20 messages a minute (``fleet.robot_pace``) are
+        kept: a call beyond them, or one the robot refuses for them (45009), is sent
+        again at its next free slot, never dropped.
         """
         assert person.webhook is not None
+        if wait_s := self._pace.wait_s(person.webhook):
+            return self._later(person.webhook, wait_s, "its messages a minute are used")
         body = {"msgtype": "text", "text": {"content": f"{message.subject}\n{message.text}"}}
         try:
             answer = await self._http.post(person.webhook, json.dumps(body).encode(), _JSON)
@@ -148,11 +159,19 @@ class WebhookChannel:
                 False, f"webhook {mask_webhook(person.webhook)} answered {answer.status}"
             )
         errcode = _robot_errcode(answer)
+        if errcode == ERRCODE_OVER_LIMIT:
+            full_s = self._pace.full(person.webhook)
+            return self._later(person.webhook, full_s, "refused it for its rate (errcode 45009)")
         if errcode:
             return SendResult(
                 False, f"webhook {mask_webhook(person.webhook)} refused it: errcode {errcode}"
             )
         return SendResult(True, f"webhook {mask_webhook(person.webhook)} answered {answer.status}")
+
+    @staticmethod
+    def _later(url: str, wait_s: float, why: str) -> SendResult:
+        detail = f"webhook {mask_webhook(url)}: {why}; sent again in {wait_s:.1f} s"
+        return SendResult(False, detail, retry_after_s=wait_s)
 
 
 def _robot_errcode(answer: HttpAnswer) -> int:

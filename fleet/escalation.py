@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -44,6 +43,7 @@ from fleet.escalation_store import (
     EscalationStore,
     PlannedCall,
 )
+from fleet.robot_pace import RobotPace
 from fleet.roster import Person, Tier
 from fleet.worker_threads import in_thread
 from ota.crash_points import armed
@@ -76,6 +76,25 @@ SMTP_CONCURRENCY = 32
 def _senders(channel: str) -> int:
     """How many calls ``channel`` may have in flight."""
     return SMTP_CONCURRENCY if channel == EmailChannel.name else CHANNEL_CONCURRENCY
+
+
+class RoundRosters:
+    """The rosters one round of decisions reads: each site's once, however many alarms.
+
+    Made afresh for each round (a roster changed between rounds is read anew) and handed
+    along its decisions, so two rounds deciding at once (a test's tick beside the loop's
+    round) never share one.
+    """
+
+    def __init__(self, read: Callable[[str], list[Person]]) -> None:
+        self._read = read
+        self._by_site: dict[str, list[Person]] = {}
+
+    def persons(self, site_id: str, tier: Tier) -> list[Person]:
+        """The site's persons of ``tier``, from the roster as this round first read it."""
+        if site_id not in self._by_site:
+            self._by_site[site_id] = self._read(site_id)
+        return [p for p in self._by_site[site_id] if p.tier is tier]
 
 
 class AnswerRefusedError(ValueError):
@@ -131,7 +150,6 @@ class EscalationEngine:
         self.outbox = CallOutbox(self._send, store.calls_done, _senders, self.clock)
         self._recovered = False
         self._wake = asyncio.Event()
-        self._this_round = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def policy_for(self, site_id: str) -> EscalationPolicy:
@@ -229,21 +247,12 @@ class EscalationEngine:
         # One transaction for the round: a thousand alarms at once are one commit, not
         # thousands, and it is still committed before anything is sent.
         with self.store.batch():
-            calls = self._decide_calls(now)
+            calls = self._decide_round(now, RoundRosters(self.store.roster))
         persons = self.store.persons_by_id(c.person_id for c in calls)
         escalations = self.store.escalations_by_id(c.escalation_id for c in calls)
         return [Outgoing(c, persons.get(c.person_id), escalations[c.escalation_id]) for c in calls]
 
-    def _decide_calls(self, now: float) -> list[Call]:
-        # A site's roster is read once a round, however many of its alarms are decided (per
-        # thread: a test's tick and the loop's round may decide at the same time).
-        self._this_round.rosters = {}
-        try:
-            return self._decide_round(now)
-        finally:
-            self._this_round.rosters = None
-
-    def _decide_round(self, now: float) -> list[Call]:
+    def _decide_round(self, now: float, rosters: RoundRosters) -> list[Call]:
         calls: list[Call] = []
         if not self._recovered:
             # Planned before a crash, not known to be sent: send now rather than lose them.
@@ -256,13 +265,15 @@ class EscalationEngine:
         planned: list[PlannedCall] = []
         for alarm in self.store.alarm_states():
             try:
-                planned.extend(self._decide_alarm(alarm, now))
+                planned.extend(self._decide_alarm(alarm, now, rosters))
             except Exception:  # one alarm's fault must not silence the others
                 log.exception("escalation of alarm %d failed this round", alarm.alarm_id)
         calls.extend(self.store.plan_calls(planned, now))
         return calls
 
-    def _decide_alarm(self, alarm: AlarmState, now: float) -> list[PlannedCall]:
+    def _decide_alarm(
+        self, alarm: AlarmState, now: float, rosters: RoundRosters
+    ) -> list[PlannedCall]:
         escalation = None
         if alarm.open_escalation is not None:
             escalation = self.store.escalation(alarm.open_escalation)
@@ -280,7 +291,7 @@ class EscalationEngine:
             if reason is not None:
                 self.store.end_escalation(escalation.id, reason, now)
                 return []
-        return self._due_calls(escalation, now)
+        return self._due_calls(escalation, now, rosters)
 
     def _end_reason(self, alarm: AlarmState, escalation: Escalation) -> str | None:
         if alarm.cleared:
@@ -320,7 +331,9 @@ class EscalationEngine:
         )
         return escalation
 
-    def _due_calls(self, escalation: Escalation, now: float) -> list[PlannedCall]:
+    def _due_calls(
+        self, escalation: Escalation, now: float, rosters: RoundRosters
+    ) -> list[PlannedCall]:
         steps = escalation.policy.steps
         step, since = escalation.step, escalation.step_since
         answered = {tier for _person, tier, _via, _at in self.store.answers(escalation.id)}
@@ -337,7 +350,7 @@ class EscalationEngine:
                 )
                 step, since = step + 1, now
                 continue
-            on_roster = self._persons(escalation.site_id, tier)
+            on_roster = rosters.persons(escalation.site_id, tier)
             persons = [p for p in on_roster if any(c.reaches(p) for c in self.channels)]
             deadline = since + steps[step].deadline_s
             if persons and now < deadline:
@@ -360,7 +373,7 @@ class EscalationEngine:
         current = steps[min(step, len(steps) - 1)].tier
         last = self.store.last_calls(escalation.id)
         due: list[PlannedCall] = []
-        for person in self._persons(escalation.site_id, current):
+        for person in rosters.persons(escalation.site_id, current):
             for channel in self.channels:
                 if not channel.reaches(person):
                     continue
@@ -375,14 +388,6 @@ class EscalationEngine:
         if previous.status in ("sent", "delivered"):
             return now >= previous.planned_at + escalation.policy.repeat_s
         return False  # still planned: being sent right now
-
-    def _persons(self, site_id: str, tier: Tier) -> list[Person]:
-        rosters: dict[str, list[Person]] | None = getattr(self._this_round, "rosters", None)
-        if rosters is None:
-            return [p for p in self.store.roster(site_id) if p.tier is tier]
-        if site_id not in rosters:
-            rosters[site_id] = self.store.roster(site_id)
-        return [p for p in rosters[site_id] if p.tier is tier]
 
     # --- sending --------------------------------------------------------------------------
 
@@ -494,7 +499,7 @@ async def running_engine(
         if settings.webhooks:
             http = poster(CHANNEL_CONCURRENCY, SEND_TIMEOUT_S)
             clients.push_async_callback(http.aclose)
-            channels.append(WebhookChannel(http))
+            channels.append(WebhookChannel(http, RobotPace(settings.robot_limit)))
         if settings.kannel is not None:
             kannel = settings.kannel
             if kannel.dlr_url is None and settings.sms_callback_key:

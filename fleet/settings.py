@@ -8,6 +8,7 @@ from typing import Literal
 
 from fleet.channels import KannelSettings, SmtpSettings
 from fleet.escalation_policy import DEFAULT_POLICY, EscalationPolicy
+from fleet.robot_pace import RobotLimit
 
 DB_FILE = "fleet.sqlite"
 
@@ -19,6 +20,7 @@ class EscalationSettings:
     ``smtp`` / ``kannel`` None: that channel is off (webhooks need nothing configured).
     ``sms_callback_key`` guards the routes Kannel calls back (delivery reports, replies).
     ``tick_s`` None: the engine does not run by itself (tests tick it with their clock).
+    ``robot_limit``: the posts a work-chat robot takes (20 a minute; tests shorten it).
     """
 
     policy: EscalationPolicy = DEFAULT_POLICY
@@ -27,6 +29,7 @@ class EscalationSettings:
     webhooks: bool = True
     sms_callback_key: str | None = None
     tick_s: float | None = 1.0
+    robot_limit: RobotLimit = field(default_factory=RobotLimit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,10 @@ the retained signed ``config`` and ``release`` documents, verifies each with
 ``ota.document.verify_document`` against the fleet key, and reports each step as an
 ``ota`` event through the events stream, as the edge agent does. Its ``OtaPlan`` decides
 the outcome: applied, rolled back, delivered and then nothing, or nothing at all.
+
+A download that fails (the fleet refuses, the link drops) is what the edge agent makes of
+it (``edge_agent.release_intake``): logged, the update stays ``downloading``, and the
+download is tried again after ``retry_after_s``; it never stops the gateway's worker.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
+from edge_agent.release_intake import RETRY_AFTER_S
 from fleet.mqtt_connection import BrokerConnection
 from hardware_sim.simgateway import EncodedBatch, SimulatedGateway, cancel_and_wait
 from ota.document import (
@@ -29,6 +35,8 @@ from ota.document import (
 from ota.manifest import ReleaseFile, ReleaseManifest
 from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject
 from protocol import EventBatch, EventRow, Stream, Topic, gateway_topic
+
+log = logging.getLogger(__name__)
 
 #: Downloads one file of a release: ``fetch(version, file)`` returns its bytes.
 Fetch = Callable[[str, ReleaseFile], Awaitable[bytes]]
@@ -49,7 +57,8 @@ class SimulatedOtaGateway:
     ``received`` lists the documents that verified, ``refused`` the refusals and
     ``reports`` what was reported, in order; ``timeline`` has ``(monotonic time, step,
     version)`` for each receipt (step ``received``) and report. With ``fetch``, a release's
-    files are downloaded and their sha256 checked before it counts as applied.
+    files are downloaded and their sha256 checked before it counts as applied; each failed
+    download is in ``download_failures`` and is tried again after ``retry_after_s``.
     """
 
     def __init__(
@@ -59,11 +68,14 @@ class SimulatedOtaGateway:
         trust_anchor: str,
         plan: OtaPlan | Mapping[DocumentKind, OtaPlan] = OtaPlan.APPLY,
         fetch: Fetch | None = None,
+        retry_after_s: float = RETRY_AFTER_S,
     ) -> None:
         self.gateway_id = gateway_id
         self.trust_anchor = trust_anchor
         self.plans = dict.fromkeys(DocumentKind, plan) if isinstance(plan, OtaPlan) else dict(plan)
         self.fetch = fetch
+        self.retry_after_s = retry_after_s
+        self.download_failures: list[str] = []
         self.uplink = SimulatedGateway(gateway_id, broker)
         self.seen: dict[DocumentKind, int] = dict.fromkeys(DocumentKind, 0)
         self.received: list[Document] = []
@@ -129,17 +141,32 @@ class SimulatedOtaGateway:
         if kind is DocumentKind.RELEASE and self.fetch is not None:
             manifest = ReleaseManifest.model_validate(document.payload)
             await self._report(kind, document.version, OtaState.DOWNLOADING)
-            for file in manifest.files:
-                content = await self.fetch(manifest.version, file)
-                if hashlib.sha256(content).hexdigest() != file.sha256:
-                    reason = f"{file.name}: sha256 does not match the manifest"
-                    await self._report(kind, document.version, OtaState.ROLLED_BACK, reason)
-                    return
+            mismatch = await self._download(manifest)
+            if mismatch is not None:
+                await self._report(kind, document.version, OtaState.ROLLED_BACK, mismatch)
+                return
         if plan is OtaPlan.APPLY:
             await self._report(kind, document.version, OtaState.APPLIED)
         else:
             reason = "health check failed after the switch (simulated)"
             await self._report(kind, document.version, OtaState.ROLLED_BACK, reason)
+
+    async def _download(self, manifest: ReleaseManifest) -> str | None:
+        """Fetch every file until all came; the first sha256 that does not match, if any."""
+        assert self.fetch is not None
+        while True:
+            try:
+                contents = [await self.fetch(manifest.version, file) for file in manifest.files]
+            except Exception as exc:  # as the agent: logged, still downloading, tried again
+                self.download_failures.append(f"{type(exc).__name__}: {exc}")
+                log.warning("release %s: download failed, trying again in %g s: %s",
+                            manifest.version, self.retry_after_s, exc)  # fmt: skip
+                await asyncio.sleep(self.retry_after_s)
+                continue
+            for file, content in zip(manifest.files, contents, strict=True):
+                if hashlib.sha256(content).hexdigest() != file.sha256:
+                    return f"{file.name}: sha256 does not match the manifest"
+            return None
 
     async def _report(
         self, kind: DocumentKind, version: int, state: OtaState, reason: str | None = None

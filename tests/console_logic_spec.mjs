@@ -196,6 +196,21 @@ assert.equal(
   siteEvents.eventText({ kind: "village_call", person: "王建国", status: "failed" }),
   "短信呼叫 王建国：失败",
 );
+// The gateway's phone rings are told as rings, in words, never the raw status "rang".
+assert.equal(
+  siteEvents.eventText({ kind: "village_call", person: "王建国", status: "rang" }),
+  "电话振铃 王建国：已振铃",
+);
+assert.equal(
+  siteEvents.eventText({ kind: "village_call", person: "王建国", status: "ring failed" }),
+  "电话振铃 王建国：振铃失败",
+);
+i18n.setLang("en");
+assert.equal(
+  siteEvents.eventText({ kind: "village_call", person: "Wang", status: "rang" }),
+  "phoned Wang: rang",
+);
+i18n.setLang("zh");
 assert.equal(
   siteEvents.eventText({ kind: "fleet_answer", person: "李四", via: "phone", by: "duty" }),
   "李四 应答（电话），duty 登记",

@@ -23,6 +23,9 @@ from hardware_sim.harness.mosquitto import make_tls_files
 from hardware_sim.harness.ports import free_port
 from hardware_sim.harness.waiting import wait_for
 
+#: What a server may send unasked on an idle kept-alive connection before it closes it.
+UNASKED_408 = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
 
 class Server(ThreadingHTTPServer):
     """Counts the connections it accepted and the bodies it was posted."""
@@ -81,6 +84,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
         if self.path == "/quiet-close":
             self.close_connection = True
+        if self.path == "/then-408":  # a server that gives up on the idle connection early
+            self.wfile.write(UNASKED_408)
+            self.wfile.flush()
 
     def log_message(self, *_args: object) -> None:
         pass
@@ -137,6 +143,19 @@ async def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> 
         answer = await http.post(url(server, "/robot/x"), b"3", {})
         assert answer.status == 200
         assert server.bodies == [b"1", b"2", b"3"]
+        assert server.connections == 2
+    await http.aclose()
+
+
+async def test_a_connection_with_an_unasked_answer_waiting_is_not_used_again() -> None:
+    # The 408 must never be taken for the next request's answer.
+    http = LeanHttp(connections=1, timeout_s=5)
+    with serving() as server:
+        await http.post(url(server, "/then-408"), b"1", {})
+        await wait_for(lambda: http.kept == 0, 5, "the client to see the unasked answer")
+        answer = await http.post(url(server, "/robot/x"), b"2", {})
+        assert answer.status == 200
+        assert server.bodies == [b"1", b"2"]
         assert server.connections == 2
     await http.aclose()
 

@@ -36,6 +36,7 @@ from fleet.escalation import CHANNEL_CONCURRENCY, EscalationEngine
 from fleet.escalation_store import Call, PlannedCall
 from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
+from fleet.robot_pace import RobotLimit
 from fleet.roster import PersonIn, Tier
 from fleet.settings import EscalationSettings, FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
@@ -151,6 +152,7 @@ async def _fleet(
     kannel: Kannel | None,
     port: int,
     tick_s: float | None = None,
+    robot_limit: RobotLimit | None = None,
 ) -> AsyncIterator[Fleet]:
     clock = Clock()
     escalation = EscalationSettings(
@@ -160,6 +162,7 @@ async def _fleet(
         else None,
         sms_callback_key=CALLBACK_KEY,
         tick_s=tick_s,
+        robot_limit=robot_limit or RobotLimit(),
     )
     url = f"http://127.0.0.1:{port}"
     settings = FleetSettings(
@@ -648,6 +651,33 @@ async def test_many_calls_go_out_a_few_at_a_time_on_each_channel(
     assert robots.most_at_once < 100  # not the whole burst at once
     sent = [c for c in fleet.engine.store.calls(calls[0].escalation_id) if c.status == "sent"]
     assert len(sent) == 100
+
+
+async def test_a_storm_to_one_robot_keeps_its_rate_and_loses_no_call_to_45009(
+    tmp_path: Path, smtp: SmtpInbox
+) -> None:
+    # Ten persons of the site share one duty group's robot, which takes 4 messages in any
+    # second here (20 a minute in life); someone else has just used all 4.
+    with WebhookInbox(per_minute=4, minute_s=1.0).running() as robots:
+        pace = RobotLimit(per_window=4, window_s=1.2)
+        async for fleet in _fleet(tmp_path, smtp, robots, None, free_port(), robot_limit=pace):
+            group = robots.url("duty-group")
+            village = [
+                PersonIn(Tier.VILLAGE, f"监测员{i}", "群测群防员", webhook=group) for i in range(10)
+            ]
+            fleet.engine.store.replace_roster(SITE, village, fleet.clock())
+            async with httpx.AsyncClient() as other:
+                for _ in range(4):
+                    await other.post(group, json={"msgtype": "text", "text": {"content": "值班"}})
+            fleet.alarm(4)
+            calls = await fleet.tick()
+            assert len(calls) == 10
+            # every call reached the group, none lost to 45009
+            assert len(robots.to("duty-group")) == 4 + 10
+            # refused only at first, before the fleet knew the robot was full: its first slots
+            assert 1 <= robots.over_limit <= pace.per_window
+            stored = fleet.engine.store.calls(calls[0].escalation_id)
+            assert [c.status for c in stored] == ["sent"] * 10
 
 
 def test_each_person_is_reached_on_one_channel_before_anyone_gets_a_second() -> None:

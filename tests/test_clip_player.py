@@ -1,7 +1,9 @@
 """The broadcast player owns its clips: a failure is an event, a newer clip cuts one off.
 
 Real player processes (``/bin/sh`` writing its pid, then ``sleep``); the player runs as
-the actuation loop runs it, one task whose TaskGroup holds each clip's task.
+the actuation loop runs it, one task whose TaskGroup holds each clip's task. A missing or
+damaged clip goes to a real WAV reader beside a simulated relay board over Modbus TCP: the
+failure is logged and an event, and the siren relay sounds all the same.
 """
 
 from __future__ import annotations
@@ -9,11 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.actuation import ClipPlayer, PlayerSpec
+import pytest
+
+from drivers.bus import ModbusBus
+from drivers.clock import ManualClock
+from drivers.profiles import builtin_profiles
+from edge_agent.actuation import Actuation, ClipPlayer, PlayerSpec
+from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.relay_site import relay_site
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.server import serve_tcp
+from site_schema.site_config import parse_site_text
 
 #: Writes the player's pid next to the clip, then plays "forever" (until cut off).
 COMMAND = ("/bin/sh", "-c", "echo $$ > {clip}.pid; exec sleep 60")
@@ -85,3 +97,46 @@ async def test_a_newer_clip_cuts_off_the_playing_one_and_stopping_stops_the_last
     assert not running(second_pid)  # the player's stop took its clip with it
     assert [e[:3] for e in events] == [("broadcast", "first", 3), ("broadcast", "second", 4)]
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("broadcast")]
+
+
+#: A real clip player for the failure paths: reads the WAV file through, as aplay would;
+#: a missing file or one that is no WAV makes it exit 1 with Python's traceback.
+WAV_PLAYER = (
+    sys.executable,
+    "-c",
+    "import sys, wave; w = wave.open(sys.argv[1]); w.readframes(w.getnframes())",
+    "{clip}",
+)
+
+
+@pytest.mark.parametrize(("level", "clip"), [(3, "missing"), (4, "corrupt")])
+async def test_a_clip_the_player_cannot_play_is_logged_and_the_siren_still_sounds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, level: int, clip: str
+) -> None:
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00not a wave at all")
+    clips = {"missing": tmp_path / "missing.wav", "corrupt": tmp_path / "corrupt.wav"}
+    relays = SimulatedDevice(builtin_profiles()["relay_module_8ch"], 10, ManualClock(0.0))
+    events: list[tuple[Any, ...]] = []
+    async with serve_tcp([relays]) as server:
+        text = relay_site(server.port, {"orange": "missing", "red": "corrupt"})
+        site = parse_site_text(text, "site.toml")
+        buses = {b.name: ModbusBus(b) for b in site.buses}
+        actuation = Actuation(
+            site.actuation, buses, lambda *e: events.append(e), PlayerSpec(WAV_PLAYER, clips)
+        )
+        running = asyncio.create_task(actuation.run())
+        try:
+            actuation.set_level(level, "test")
+            await wait_for(lambda: relays.coil(0), 10, "the siren relay on")
+            await wait_for(lambda: any(e[0] == "actuator_fault" for e in events), 10, "the fault")
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            for bus in buses.values():
+                await bus.close()
+    kinds = [e[0] for e in events]
+    assert kinds == ["actuation", "broadcast", "actuator_fault"]
+    assert events[-1] == ("actuator_fault", "player", level, {"detail": "player exited 1"})
+    assert f"clip {clip!r}: player exited 1" in caplog.text
+    assert relays.coil(0)  # the siren sounds though its clip could not be played

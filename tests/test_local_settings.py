@@ -21,37 +21,13 @@ from edge_agent.local_settings import (
     load_local_settings,
 )
 from edge_agent.site_file import load_site
+from hardware_sim.harness.relay_site import relay_site
 from site_schema.site_config import parse_site_text
 from site_schema.site_errors import SiteConfigError
 
-SITE = """
-[site]
-id = "creek-village"
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = 5020
-
-[[device]]
-name = "relays"
-bus = "field"
-profile = "relay_module_8ch"
-unit_id = 10
-
-[[actuator]]
-id = "siren"
-device = "relays"
-patterns = { warble = ["relay1"] }
-@PLAYER@
-[actions]
-red = { siren = "warble", clip = "@CLIP@" }
-"""
-
 
 def site_text(player: str = "", clip: str = "evacuate_now") -> str:
-    return SITE.replace("@CLIP@", clip).replace("@PLAYER@", player)
+    return relay_site(clips={"red": clip}, player=player)
 
 
 def local_site(tmp_path: Path, player: str = "", clip: str = "evacuate_now") -> Path:

@@ -25,6 +25,7 @@ from hardware_sim.harness.ota_rig import RolloutRig
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.sim_ota_gateway import OtaPlan, SimulatedOtaGateway
 from ota.document import DocumentKind
+from ota.manifest import ReleaseFile
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 SITE = (EXAMPLES / "creek_village.toml").read_text()
@@ -136,6 +137,29 @@ async def test_a_silent_gateway_times_out_and_a_delivered_one_is_not_a_success(
         (DeviceState.TIMED_OUT, "no final report within 120 s (last report: delivered)"),
     ]
     assert rollout.reason == "2 of 4 gateways updated in 1 waves"
+
+
+async def test_a_failed_download_is_tried_again_as_the_agent_does_and_then_applies(
+    rig: RolloutRig,
+) -> None:
+    # The fleet refuses the first download (wrong password: 401); the gateway keeps
+    # "downloading", tries again, and applies: it neither stops nor reports a final failure.
+    enrolled = await rig.fleet.enroll()
+    await rig.release()
+    refused, allowed = rig.fetch(enrolled, password="not-its-password"), rig.fetch(enrolled)
+    attempts: list[str] = []
+
+    async def flaky(version: str, file: ReleaseFile) -> bytes:
+        attempts.append(file.name)
+        return await (refused if len(attempts) == 1 else allowed)(version, file)
+
+    gateway = await rig.connect(enrolled, fetch=flaky, retry_after_s=0.1)
+    rollout_id = await rig.rollout([enrolled.gateway_id], waves=["100%"])
+    rollout = await rig.until(rollout_id, RolloutState.COMPLETED)
+    assert [d.state for d in rollout.devices] == [DeviceState.SUCCEEDED]
+    assert len(gateway.download_failures) == 1
+    assert "401" in gateway.download_failures[0]
+    assert [r.state.value for r in gateway.reports] == ["delivered", "downloading", "applied"]
 
 
 async def test_pause_resume_and_abort_steer_a_live_rollout(rig: RolloutRig) -> None:

@@ -26,6 +26,8 @@ BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
 SMSBOX = shutil.which("smsbox") or "/usr/sbin/smsbox"
 FAKESMSC = "/usr/lib/kannel/test/fakesmsc"
 SHORT_CODE = "10086"
+#: Kannel's ``coding`` of a UCS-2 message (0 is 7-bit text, 1 8-bit data).
+UCS2_CODING = 2
 
 
 def kannel_installed() -> bool:
@@ -148,31 +150,47 @@ get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
     def received(self) -> list[Sms]:
         """Every message the fake SMSC was sent, in order, long ones reassembled.
 
-        fakesmsc prints ``<from to coding data>``, or ``<from to udh UDH coding data>`` for
-        one part of a concatenated message (UDH ``05 00 03 ref total seq``).
+        fakesmsc prints ``<from to coding data>``, or ``<from to udh UDH data DATA>`` for
+        one part of a concatenated message (UDH ``05 00 03 ref total seq``), which does not
+        say the coding. Each message is decoded by the coding Kannel sent it with, as its
+        access log records it (``flags:mclass:coding:...``): UCS-2, else text (Latin-1).
+        A message not yet in the access log is not yet counted.
         """
+        codings = self._codings()
         found: list[Sms] = []
         parts: dict[tuple[str, int], dict[int, bytes]] = {}
         pattern = re.compile(r"Got message \d+: <([^>]*)>")
         for path in self._phone_logs:
             for match in pattern.finditer(path.read_text(errors="replace")):
-                fields = match.group(1).split(" ")
+                fields = match.group(1).split(" ", 3)
                 sender, to = fields[0], fields[1]
                 if fields[2] == "udh":
-                    udh = unquote_to_bytes(fields[3])
-                    raw = unquote_to_bytes(fields[5].replace("+", " "))
+                    udh_field, _data_word, data = fields[3].split(" ", 2)
+                    udh = unquote_to_bytes(udh_field)
                     ref, total, seq = udh[3], udh[4], udh[5]
                     got = parts.setdefault((to, ref), {})
-                    got[seq] = raw
+                    got[seq] = _data(data)
                     if len(got) < total:
                         continue
                     raw = b"".join(got[i] for i in range(1, total + 1))
-                    coding = "ucs-2"
                 else:
-                    coding, raw = fields[2], unquote_to_bytes(fields[3].replace("+", " "))
-                text = raw.decode("utf-16-be" if coding == "ucs-2" else "latin-1")
-                found.append(Sms(sender, to, text))
+                    kind, data = fields[2], fields[3]
+                    raw = data.encode("latin-1", "replace") if kind == "text" else _data(data)
+                sent_as = codings.get(to, [])
+                nth = sum(1 for sms in found if sms.to == to)
+                if nth >= len(sent_as):
+                    continue  # Kannel has not logged it yet
+                found.append(Sms(sender, to, _decode(sent_as[nth], raw)))
         return found
+
+    def _codings(self) -> dict[str, list[int]]:
+        """Per receiver, the coding of each message Kannel sent, in order (access log)."""
+        log_path = self.directory / "access.log"
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        codings: dict[str, list[int]] = {}
+        for to, coding in re.findall(r"Sent SMS .*?\[to:([^\]]*)\] \[flags:-?\d+:(-?\d+):", text):
+            codings.setdefault(to, []).append(int(coding))
+        return codings
 
     def stop(self) -> None:
         """Stop everything this started (SIGTERM, then SIGKILL if it lingers)."""
@@ -185,3 +203,13 @@ get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _data(field: str) -> bytes:
+    """A fakesmsc data field: URL-encoded, ``+`` for a space."""
+    return unquote_to_bytes(field.replace("+", " "))
+
+
+def _decode(coding: int, raw: bytes) -> str:
+    """A message's text by Kannel's coding: 2 is UCS-2; 0, 1 or unset (-1) text as Latin-1."""
+    return raw.decode("utf-16-be" if coding == UCS2_CODING else "latin-1")

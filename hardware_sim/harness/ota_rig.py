@@ -45,9 +45,12 @@ class RolloutRig:
         """Headers of the fleet's admin token."""
         return auth(self.fleet.admin_token)
 
-    def fetch(self, enrolled: EnrollmentResponse) -> Fetch:
-        """How the gateway ``enrolled`` downloads a release file: over REST, its own credentials."""
-        credentials = httpx.BasicAuth(enrolled.mqtt.username, enrolled.mqtt.password)
+    def fetch(self, enrolled: EnrollmentResponse, password: str | None = None) -> Fetch:
+        """How the gateway ``enrolled`` downloads a release file: over REST, its own credentials.
+
+        ``password`` instead of its own: the fleet refuses the download (401).
+        """
+        credentials = httpx.BasicAuth(enrolled.mqtt.username, password or enrolled.mqtt.password)
 
         async def fetch(version: str, file: ReleaseFile) -> bytes:
             answer = await self.fleet.http.get(
@@ -59,14 +62,27 @@ class RolloutRig:
         return fetch
 
     async def connect(
-        self, enrolled: EnrollmentResponse, plan: OtaPlan = OtaPlan.APPLY
+        self,
+        enrolled: EnrollmentResponse,
+        plan: OtaPlan = OtaPlan.APPLY,
+        fetch: Fetch | None = None,
+        retry_after_s: float = 60.0,
     ) -> SimulatedOtaGateway:
-        """A simulated gateway with the enrolled credentials, connected."""
+        """A simulated gateway with the enrolled credentials, connected.
+
+        ``fetch`` downloads its release files (default ``self.fetch(enrolled)``); a failed
+        download is tried again after ``retry_after_s``.
+        """
         broker = BrokerConnection(
             enrolled.broker_url, enrolled.mqtt.username, enrolled.mqtt.password
         )
         gateway = SimulatedOtaGateway(
-            enrolled.gateway_id, broker, enrolled.fleet_signing_key, plan, self.fetch(enrolled)
+            enrolled.gateway_id,
+            broker,
+            enrolled.fleet_signing_key,
+            plan,
+            fetch or self.fetch(enrolled),
+            retry_after_s,
         )
         return await self.stack.enter_async_context(gateway)
 

@@ -12,13 +12,16 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 #: A WeChat Work robot's text message holds at most this many UTF-8 bytes.
 ROBOT_TEXT_BYTES = 2048
+#: A WeChat Work robot takes this many messages a minute; beyond, it answers 45009.
+ROBOT_PER_MINUTE = 20
 
 
 def robot_errcode(body: bytes) -> int:
@@ -46,6 +49,9 @@ class WebhookInbox:
     (``msgtype`` "text", ``text.content`` of 1 to 2,048 UTF-8 bytes); anything else gets
     200 with a non-zero ``errcode`` and is not kept. ``refuse``: robots answering 500;
     ``disabled``: robots answering 200 with errcode 93000 (a robot removed from its group).
+    Each robot takes ``per_minute`` messages in any ``minute_s`` (20 a minute, as a real
+    one; None: no cap); beyond, it answers errcode 45009 and keeps nothing, counted in
+    ``over_limit``. ``clock`` (monotonic seconds) times the cap.
     """
 
     posts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -57,6 +63,11 @@ class WebhookInbox:
     #: handling at one moment.
     answer_s: float = 0.0
     most_at_once: int = 0
+    per_minute: int | None = ROBOT_PER_MINUTE
+    minute_s: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    over_limit: int = 0
+    _taken: dict[str, deque[float]] = field(default_factory=dict)
     _at_once: int = 0
     _count_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -71,6 +82,21 @@ class WebhookInbox:
     def to(self, name: str) -> list[dict[str, Any]]:
         """Bodies posted to ``name``'s robot."""
         return [body for path, body in self.posts if path == f"/robot/{name}"]
+
+    def _room(self, robot: str) -> bool:
+        """Whether ``robot`` takes one more message now; if so, it is counted."""
+        if self.per_minute is None:
+            return True
+        with self._count_lock:
+            now = self.clock()
+            taken = self._taken.setdefault(robot, deque())
+            while taken and taken[0] <= now - self.minute_s:
+                taken.popleft()
+            if len(taken) >= self.per_minute:
+                self.over_limit += 1
+                return False
+            taken.append(now)
+            return True
 
     @contextlib.contextmanager
     def running(self) -> Iterator[WebhookInbox]:
@@ -92,6 +118,8 @@ class WebhookInbox:
                     self.send_response(500)
                 else:
                     errcode = 93000 if robot in inbox.disabled else robot_errcode(body)
+                    if errcode == 0 and not inbox._room(robot):
+                        errcode = 45009  # over its messages a minute
                     if errcode == 0:
                         inbox.posts.append((self.path, json.loads(body)))
                         inbox.received_at.append((self.path, time.time()))

@@ -8,6 +8,11 @@ import { levelBadge } from "./fleet.js";
 import { t } from "./i18n.js";
 
 const CALL_STATUSES = new Set(["sending", "sent", "failed"]);
+// The gateway's phone calls (a ring wakes someone a text may not): their statuses' words.
+const RING_STATUSES = new Map([
+  ["rang", "call_rang"],
+  ["ring failed", "call_ring_failed"],
+]);
 const VIAS = new Set(["phone", "sms", "radio", "in_person"]);
 
 /** The word for a value the console knows, else the value itself. */
@@ -45,6 +50,9 @@ export function eventText(e) {
     case "ack":
       return t("event_ack_gateway", { rule: e.rule ?? "", by: e.by ?? "" });
     case "village_call":
+      if (RING_STATUSES.has(e.status)) {
+        return t("event_village_ring", { person: e.person ?? "", status: t(RING_STATUSES.get(e.status)) });
+      }
       return t("event_village_call", { person: e.person ?? "", status: known(CALL_STATUSES, "call_", e.status) });
     case "village_answer":
       return t("event_village_answer", { person: e.person ?? "", via: e.via ?? "" });
