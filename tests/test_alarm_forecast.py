@@ -148,9 +148,9 @@ def test_max_drift_defaults_to_half_the_spread_and_must_be_positive(tmp_path):
     assert forecast_rule(max_spread=2.0, max_drift=0.25).drift == 0.25
     example = load_site(EXAMPLE)
     (rule,) = (r for r in example.rules if isinstance(r, FailureForecastRule))
-    assert rule.drift == rule.max_drift == 0.25
+    assert rule.drift == rule.max_drift == 0.3
     bad = tmp_path / "site.toml"
-    bad.write_text(EXAMPLE.read_text().replace("max_drift = 0.25", "max_drift = 0"))
+    bad.write_text(EXAMPLE.read_text().replace("max_drift = 0.3", "max_drift = 0"))
     with pytest.raises(SiteConfigError, match="max_drift"):
         load_site(bad)
 
