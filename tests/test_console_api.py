@@ -356,7 +356,7 @@ async def test_a_slope_site_draws_inverse_velocity_and_skips_what_has_none(fleet
         quiet = await slope_rule(http, start, until)
         assert quiet["forecast"]["state"] == "not_reported"
         assert (quiet["channel"], quiet["unit"]) == (EXTENSION, "mm")
-        assert quiet["horizons_h"] == {"yellow": 168, "orange": 96, "red": 36}
+        assert quiet["horizons_h"] == {"yellow": 168, "orange": 144, "red": 48}
         picture = quiet["inverse_velocity"]
         assert picture["gateway_id"] == "gw-0000000005"
         assert picture["hours"] == 48 - 6
