@@ -63,7 +63,10 @@ class MoveAlarm:
 
 @dataclass(frozen=True, slots=True)
 class AcknowledgeAtGateway:
-    """Record the gateway's acknowledgement, unless the alarm was acknowledged before."""
+    """Record the gateway's acknowledgement, unless the alarm was acknowledged before.
+
+    The backend stores where it was taken as ``ack_origin`` ``gateway``, not in the words.
+    """
 
     alarm_id: int
     at: float

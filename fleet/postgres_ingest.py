@@ -465,7 +465,8 @@ def _track_alarm(conn: Conn, gw: int, event: EventRow) -> None:
         _execute(
             conn,
             "UPDATE alarms SET acknowledged_at = coalesce(acknowledged_at, %s), "
-            "acknowledged_by = coalesce(acknowledged_by, %s) WHERE id = %s",
+            "acknowledged_by = coalesce(acknowledged_by, %s), ack_origin = CASE WHEN "
+            "acknowledged_at IS NULL THEN 'gateway' ELSE ack_origin END WHERE id = %s",
             (change.at, change.by, change.alarm_id),
         )
     elif isinstance(change, VillageAnswer):

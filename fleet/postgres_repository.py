@@ -51,6 +51,7 @@ from fleet.repository import (
     Received,
     Role,
     StoredEvent,
+    ack_origin_of,
 )
 from fleet.timestamps import iso
 from protocol import BAD_QUALITY_MASK, Stream
@@ -509,19 +510,19 @@ class PostgresRepository:
         self,
         *,
         active: bool | None,
-        gateway_id: str | None,
+        gateway_ids: Sequence[str] | None,
         since: float | None,
         until: float | None,
         limit: int,
     ) -> list[Alarm]:
-        """Alarms, newest first; ``active`` True for those not back to normal."""
+        """Alarms, newest first, in one query; ``active`` True for those not back to normal."""
         clauses: list[str] = []
         params: list[Any] = []
         if active is not None:
             clauses.append("a.cleared_at IS NULL" if active else "a.cleared_at IS NOT NULL")
-        if gateway_id is not None:
-            clauses.append("g.id = %s")
-            params.append(gateway_id)
+        if gateway_ids is not None:
+            clauses.append("g.id = ANY(%s)")
+            params.append(list(gateway_ids))
         if since is not None:
             clauses.append("coalesce(a.cleared_at, 'Infinity') >= %s")
             params.append(since)
@@ -564,6 +565,7 @@ class PostgresRepository:
                 acknowledged_at=r["acknowledged_at"],
                 acknowledged_by=r["acknowledged_by"],
                 ack_note=r["ack_note"],
+                ack_origin=ack_origin_of(r["ack_origin"]),
                 receipts=tuple(receipts.get(r["id"], ())),
             )
             for r in rows
@@ -579,8 +581,8 @@ class PostgresRepository:
     def acknowledge_alarm(self, alarm_id: int, by: str, note: str | None, now: float) -> Alarm:
         """Record who acknowledged an alarm; raises NotFoundError or ConflictError."""
         row = self._one(
-            "UPDATE alarms SET acknowledged_at = %s, acknowledged_by = %s, ack_note = %s "
-            "WHERE id = %s AND acknowledged_at IS NULL RETURNING id",
+            "UPDATE alarms SET acknowledged_at = %s, acknowledged_by = %s, ack_note = %s, "
+            "ack_origin = 'fleet' WHERE id = %s AND acknowledged_at IS NULL RETURNING id",
             [now, by, note, alarm_id],
         )
         alarm = self.get_alarm(alarm_id)

@@ -25,6 +25,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from fleet.repository import ACK_ORIGIN_FROM_WORDS
+
 DAY_S = 86400
 
 #: Advisory lock key (first half) of schema changes: creating or dropping partitions.
@@ -114,7 +116,9 @@ CREATE TABLE IF NOT EXISTS alarms (
     detail TEXT,
     acknowledged_at DOUBLE PRECISION,
     acknowledged_by TEXT,
-    ack_note TEXT
+    ack_note TEXT,
+    -- where the acknowledgement was taken (fleet.repository.AckOrigin); NULL: not yet
+    ack_origin TEXT CHECK (ack_origin IN ('gateway', 'fleet'))
 );
 CREATE INDEX IF NOT EXISTS alarms_by_rule ON alarms (gw, rule, cleared_at);
 CREATE INDEX IF NOT EXISTS alarms_active ON alarms (id, level, last_seq)
@@ -211,6 +215,21 @@ def create_schema(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA.encode())
+        _migrate_ack_origin(conn)
+
+
+def _migrate_ack_origin(conn: psycopg.Connection[Any]) -> None:
+    """Give an older ``alarms`` its ``ack_origin``, derived once from the words of its rows."""
+    found = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'alarms' AND column_name = 'ack_origin'"
+    ).fetchone()
+    if found is not None:
+        return
+    conn.execute(
+        "ALTER TABLE alarms ADD COLUMN ack_origin TEXT CHECK (ack_origin IN ('gateway', 'fleet'))"
+    )
+    conn.execute(ACK_ORIGIN_FROM_WORDS.encode())
 
 
 def day_of(ts: float) -> int:

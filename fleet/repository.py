@@ -19,7 +19,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fleet.roster import Person
 from ota.document import DocumentKind
@@ -187,6 +187,32 @@ class Receipt:
     recorded_by: str
 
 
+#: Where an alarm's acknowledgement was taken: ``gateway`` (its button, panel or ``edge
+#: ack``, stored by ingest from the gateway's ``ack`` event) or ``fleet`` (the REST API:
+#: the console or an API client). Stored as its own column, never read from the words.
+AckOrigin = Literal["gateway", "fleet"]
+
+
+def ack_origin_of(stored: str | None) -> AckOrigin | None:
+    """The ``AckOrigin`` a backend stored (None: not acknowledged); raises on anything else."""
+    if stored is None:
+        return None
+    if stored == "gateway":
+        return "gateway"
+    if stored == "fleet":
+        return "fleet"
+    raise ValueError(f"unknown acknowledgement origin {stored!r}: expected gateway or fleet")
+
+
+#: The one migration of ``ack_origin`` that every SQL backend runs on alarms stored before
+#: the column: ingest ended a gateway's ``acknowledged_by`` with ``(at the gateway)``, and
+#: every other acknowledgement came through the REST API.
+ACK_ORIGIN_FROM_WORDS = (
+    "UPDATE alarms SET ack_origin = CASE WHEN acknowledged_by LIKE '%(at the gateway)' "
+    "THEN 'gateway' ELSE 'fleet' END WHERE acknowledged_at IS NOT NULL"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Alarm:
     """One alarm episode of a rule on a gateway: from the first raise until back to normal."""
@@ -202,6 +228,7 @@ class Alarm:
     acknowledged_at: float | None
     acknowledged_by: str | None
     ack_note: str | None
+    ack_origin: AckOrigin | None
     receipts: tuple[Receipt, ...] = ()
 
 
@@ -737,12 +764,15 @@ class AlarmStore(Protocol):
         self,
         *,
         active: bool | None,
-        gateway_id: str | None,
+        gateway_ids: Sequence[str] | None,
         since: float | None,
         until: float | None,
         limit: int,
     ) -> list[Alarm]:
-        """Alarms, newest first; ``active`` True for those not back to normal."""
+        """Alarms, newest first, in one query; ``active`` True for those not back to normal.
+
+        ``gateway_ids`` None: of every gateway; a list: of those gateways only (empty: none).
+        """
         ...
 
     def get_alarm(self, alarm_id: int) -> Alarm:
@@ -750,7 +780,10 @@ class AlarmStore(Protocol):
         ...
 
     def acknowledge_alarm(self, alarm_id: int, by: str, note: str | None, now: float) -> Alarm:
-        """Record who acknowledged an alarm; raises NotFoundError or ConflictError."""
+        """Record who acknowledged an alarm at the fleet (``ack_origin`` ``fleet``).
+
+        Raises NotFoundError or ConflictError.
+        """
         ...
 
     def confirm_receipt(

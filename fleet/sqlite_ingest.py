@@ -437,7 +437,8 @@ def _track_alarm(conn: sqlite3.Connection, gw: int, event: EventRow) -> None:
     elif isinstance(change, AcknowledgeAtGateway):
         conn.execute(
             "UPDATE alarms SET acknowledged_at = coalesce(acknowledged_at, ?), "
-            "acknowledged_by = coalesce(acknowledged_by, ?) WHERE id = ?",
+            "acknowledged_by = coalesce(acknowledged_by, ?), ack_origin = CASE WHEN "
+            "acknowledged_at IS NULL THEN 'gateway' ELSE ack_origin END WHERE id = ?",
             (change.at, change.by, change.alarm_id),
         )
     elif isinstance(change, VillageAnswer):

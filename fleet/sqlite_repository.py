@@ -25,6 +25,7 @@ from fleet.alarm_watch import AlarmWatch
 from fleet.credentials import new_secret, token_hash
 from fleet.live_changes import LiveChange, LiveCursor, changes_since, start_cursor
 from fleet.repository import (
+    ACK_ORIGIN_FROM_WORDS,
     API_TOKEN_TTL_S,
     Alarm,
     ApiToken,
@@ -42,6 +43,7 @@ from fleet.repository import (
     Received,
     Role,
     StoredEvent,
+    ack_origin_of,
 )
 from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
@@ -132,7 +134,9 @@ CREATE TABLE IF NOT EXISTS alarms (
     detail TEXT,
     acknowledged_at REAL,
     acknowledged_by TEXT,
-    ack_note TEXT
+    ack_note TEXT,
+    -- where the acknowledgement was taken (fleet.repository.AckOrigin); NULL: not yet
+    ack_origin TEXT CHECK (ack_origin IN ('gateway', 'fleet'))
 );
 CREATE INDEX IF NOT EXISTS alarms_by_rule ON alarms (gw, rule, cleared_at);
 -- the active alarms alone, for the 叫应 engine's watch (fleet/alarm_watch.py)
@@ -251,6 +255,7 @@ class SQLiteRepository:
         API tokens made before tokens expired get the default lifetime from now: they keep
         working for that long, then need ``fleet apitoken rotate``.
         """
+        self._migrate_ack_origin()
         gateway_columns = {r["name"] for r in self._db().execute("PRAGMA table_info(gateways)")}
         if "site_summary" not in gateway_columns:
             with self._write() as db:
@@ -269,6 +274,25 @@ class SQLiteRepository:
                     "API tokens now expire: existing ones work until %s",
                     iso(now + API_TOKEN_TTL_S),
                 )
+
+    def _migrate_ack_origin(self) -> None:
+        """Give ``alarms`` its ``ack_origin``, derived once from the words of older rows.
+
+        Before the column, ingest marked a gateway's acknowledgement only by ending
+        ``acknowledged_by`` with ``(at the gateway)``; every other acknowledgement was the
+        fleet's REST API.
+        """
+        columns = {r["name"] for r in self._db().execute("PRAGMA table_info(alarms)")}
+        if "ack_origin" in columns:
+            return
+        with self._write() as db:  # another process may be migrating too: look again inside
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(alarms)")}
+            if "ack_origin" not in columns:
+                db.execute(
+                    "ALTER TABLE alarms ADD COLUMN ack_origin TEXT "
+                    "CHECK (ack_origin IN ('gateway', 'fleet'))"
+                )
+                db.execute(ACK_ORIGIN_FROM_WORDS)
 
     # --- connections ----------------------------------------------------------------------
 
@@ -750,19 +774,19 @@ class SQLiteRepository:
         self,
         *,
         active: bool | None,
-        gateway_id: str | None,
+        gateway_ids: Sequence[str] | None,
         since: float | None,
         until: float | None,
         limit: int,
     ) -> list[Alarm]:
-        """Alarms, newest first; ``active`` True for those not back to normal."""
+        """Alarms, newest first, in one query; ``active`` True for those not back to normal."""
         clauses: list[str] = []
         params: list[object] = []
         if active is not None:
             clauses.append("a.cleared_at IS NULL" if active else "a.cleared_at IS NOT NULL")
-        if gateway_id is not None:
-            clauses.append("g.id = ?")
-            params.append(gateway_id)
+        if gateway_ids is not None:
+            clauses.append(f"g.id IN ({','.join('?' * len(gateway_ids))})")
+            params.extend(gateway_ids)
         if since is not None:
             clauses.append("coalesce(a.cleared_at, 1e300) >= ?")
             params.append(since)
@@ -806,6 +830,7 @@ class SQLiteRepository:
                 acknowledged_at=r["acknowledged_at"],
                 acknowledged_by=r["acknowledged_by"],
                 ack_note=r["ack_note"],
+                ack_origin=ack_origin_of(r["ack_origin"]),
                 receipts=tuple(receipts.get(r["id"], ())),
             )
             for r in rows
@@ -829,8 +854,8 @@ class SQLiteRepository:
             raise ConflictError(msg)
         with self._write() as db:
             db.execute(
-                "UPDATE alarms SET acknowledged_at = ?, acknowledged_by = ?, ack_note = ? "
-                "WHERE id = ? AND acknowledged_at IS NULL",
+                "UPDATE alarms SET acknowledged_at = ?, acknowledged_by = ?, ack_note = ?, "
+                "ack_origin = 'fleet' WHERE id = ? AND acknowledged_at IS NULL",
                 [now, by, note, alarm_id],
             )
         return self.get_alarm(alarm_id)

@@ -93,9 +93,9 @@ class Fleet:
         )
         batch = EventBatch(gateway_id=GW, first_seq=self.seq, last_seq=self.seq, rows=[row])
         self.repository.commit([Received(GW, self.clock(), batch)])
-        return self.repository.alarms(active=None, gateway_id=GW, since=None, until=None, limit=1)[
-            0
-        ].id
+        return self.repository.alarms(
+            active=None, gateway_ids=[GW], since=None, until=None, limit=1
+        )[0].id
 
     def events(self, *rows: tuple[str, str, int, dict[str, Any]]) -> None:
         """The gateway's (kind, rule, level, detail) events, in one batch as after an outage."""
@@ -576,9 +576,9 @@ async def test_a_village_answer_taken_at_the_gateway_stops_the_calling_before_it
             {"alarm_seq": 1, "person": "王建国 (village)", "via": "sms reply", "at": answered_at},
         ),
     )
-    alarm_id = fleet.repository.alarms(active=None, gateway_id=GW, since=None, until=None, limit=1)[
-        0
-    ].id
+    alarm_id = fleet.repository.alarms(
+        active=None, gateway_ids=[GW], since=None, until=None, limit=1
+    )[0].id
     assert await fleet.tick() == []  # nobody is called
     view = await fleet.alarm_view(alarm_id)
     (escalation,) = view["escalation"]
@@ -615,9 +615,9 @@ async def test_a_village_answer_at_the_gateway_sends_the_calling_on_to_the_requi
     calls = await fleet.tick()
     # the village answered the gateway: the township is called at once, the village not again
     assert {c.person for c in calls} == {"李敏 (township)"}
-    alarm_id = fleet.repository.alarms(active=None, gateway_id=GW, since=None, until=None, limit=1)[
-        0
-    ].id
+    alarm_id = fleet.repository.alarms(
+        active=None, gateway_ids=[GW], since=None, until=None, limit=1
+    )[0].id
     record = await fleet.record(alarm_id)
     assert ("answer", "王建国 (village)", "confirm button (at the gateway)") in record
     # An answer given to an orange alarm does not answer it once it is red.

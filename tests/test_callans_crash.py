@@ -108,7 +108,7 @@ def test_a_fleet_killed_mid_escalation_resumes_it_losing_no_call_and_doubling_no
         wait_until(hold.exists, 20, "the fleet to plan the village call")
         fleet.kill()
         assert robots.to("village") == []
-        alarm = repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=1)[0]
+        alarm = repository.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=1)[0]
         escalation = repository.escalation.escalations_of(alarm.id)[0]
         (planned,) = repository.escalation.calls(escalation.id)
         assert (planned.status, planned.channel) == ("planned", "webhook")

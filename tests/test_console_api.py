@@ -463,7 +463,9 @@ async def test_a_site_tells_its_recent_events_newest_first_without_contacts(
         {"alarm_seq": 1, "person": "王建国 (village)", "via": "sms", "at": t0 + 4},
     )
     event(fleet, gw, t0 + 5, "sensor_fault", "creek", None, {"detail": "timeout"})
-    alarm = fleet.repository.alarms(active=True, gateway_id=gw, since=None, until=None, limit=1)[0]
+    alarm = fleet.repository.alarms(active=True, gateway_ids=[gw], since=None, until=None, limit=1)[
+        0
+    ]
     fleet.repository.acknowledge_alarm(alarm.id, "duty-officer", "已通知", t0 + 6)
     fleet.repository.confirm_receipt(alarm.id, "李四", "phone", None, "duty-officer", t0 + 7)
     event(fleet, gw, t0 + 8, "alarm", "creek", 0,
@@ -509,3 +511,30 @@ async def test_a_site_tells_its_recent_events_newest_first_without_contacts(
     text = json.dumps(events, ensure_ascii=False)
     assert "138" not in text  # no phone number, even masked
     assert "aplay" not in text  # no player's command line
+
+
+async def test_a_site_tells_each_acknowledgement_once_by_where_it_was_taken(
+    fleet: Fleet,
+) -> None:
+    upper, lower = "gw-0000000016", "gw-0000000017"
+    fleet.gateway("ridge-village", upper)
+    fleet.gateway("ridge-village", lower)
+    t0 = time.time() - 600
+    event(fleet, upper, t0, "alarm", "slope", 3, {"kind": "rise"})
+    event(fleet, lower, t0 + 1, "alarm", "creek", 4, {"kind": "rise"})
+    event(fleet, upper, t0 + 2, "ack", "slope", 3, {"by": "button"})
+    [creek] = fleet.repository.alarms(
+        active=True, gateway_ids=[lower], since=None, until=None, limit=1
+    )
+    # an operator's name is words: it never makes the county's acknowledgement the gateway's
+    fleet.repository.acknowledge_alarm(creek.id, "ops (at the gateway)", None, t0 + 3)
+    async with httpx.AsyncClient(base_url=fleet.url, headers=auth(fleet.viewer)) as http:
+        answer = await http.get("/api/v1/sites/ridge-village/events")
+    assert answer.status_code == 200
+    told = [(e["kind"], e["gateway_id"], e["rule"], e["by"]) for e in answer.json()]
+    assert told == [
+        ("fleet_ack", lower, "creek", "ops (at the gateway)"),
+        ("ack", upper, "slope", "button"),
+        ("alarm", lower, "creek", None),
+        ("alarm", upper, "slope", None),
+    ]

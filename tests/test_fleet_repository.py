@@ -303,15 +303,15 @@ def test_alarm_events_open_raise_acknowledge_and_close_one_episode(
     repository: SQLiteRepository,
 ) -> None:
     repository.commit([events(event(1, 2), event(2, 4), event(3, 0, "ack", by="button"))])
-    [alarm] = repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    [alarm] = repository.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
     assert (alarm.level, alarm.peak_level, alarm.raised_at) == (4, 4, T0 + 1)
     assert alarm.acknowledged_by == "button (at the gateway)"
     assert repository.get_gateway(GW).alarm_level == 4
     # A resend of old events changes nothing; the fall to normal ends the episode.
     repository.commit([events(event(1, 2), event(2, 4))])
     repository.commit([events(event(4, 1), event(5, 0))])
-    assert repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10) == []
-    [ended] = repository.alarms(active=False, gateway_id=GW, since=None, until=None, limit=10)
+    assert repository.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10) == []
+    [ended] = repository.alarms(active=False, gateway_ids=[GW], since=None, until=None, limit=10)
     assert (ended.id, ended.peak_level, ended.cleared_at) == (alarm.id, 4, T0 + 5)
     assert repository.get_gateway(GW).alarm_level == 0
 
@@ -322,10 +322,10 @@ def test_alarm_events_of_any_gateway_release_are_tracked(repository: SQLiteRepos
         update={"detail": {"detail": ["not", "text"], "kind": "sideways", "metric": "?"}}
     )
     repository.commit([events(older)])
-    [raised] = repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    [raised] = repository.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
     assert (raised.level, raised.detail) == (3, "level 2.4 m >= 2.2")
     repository.commit([events(garbled, event(3, 4, "ack"))])
-    [alarm] = repository.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    [alarm] = repository.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
     assert (alarm.id, alarm.peak_level, alarm.detail) == (raised.id, 4, "level 2.4 m >= 2.2")
     assert alarm.acknowledged_by == "local (at the gateway)"
 

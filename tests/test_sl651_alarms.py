@@ -135,7 +135,7 @@ def utc_of(local: datetime) -> float:
 
 
 def station_alarms(repository: SQLiteRepository) -> list[Alarm]:
-    return repository.alarms(active=True, gateway_id=GATEWAY, since=None, until=None, limit=10)
+    return repository.alarms(active=True, gateway_ids=[GATEWAY], since=None, until=None, limit=10)
 
 
 async def test_a_station_s_storm_raises_the_alarm_and_the_village_is_called(
@@ -213,7 +213,7 @@ async def test_a_restarted_centre_restores_an_open_alarm_so_its_fall_closes_it(
         await levels(running, 1, ["0.50"] * 4)  # 15 minutes below, past the 10-minute hold
     assert station_alarms(repository) == []  # the fall closed the episode
     (closed,) = repository.alarms(
-        active=False, gateway_id=GATEWAY, since=None, until=None, limit=10
+        active=False, gateway_ids=[GATEWAY], since=None, until=None, limit=10
     )
     assert (closed.peak_level, closed.cleared_at) == (4, utc_of(START + timedelta(minutes=15)))
 

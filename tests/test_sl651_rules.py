@@ -91,7 +91,7 @@ def said(output: str) -> str:
 
 
 def open_alarms(repository: SQLiteRepository) -> list[Alarm]:
-    return repository.alarms(active=True, gateway_id=GATEWAY, since=None, until=None, limit=10)
+    return repository.alarms(active=True, gateway_ids=[GATEWAY], since=None, until=None, limit=10)
 
 
 # --- the rules file --------------------------------------------------------------------
@@ -237,7 +237,7 @@ async def test_acknowledging_a_latched_station_alarm_releases_it_at_the_next_rep
         await levels(running, 5, ["0.50"])
     assert open_alarms(repository) == []  # released: the level fell at once
     (closed,) = repository.alarms(
-        active=False, gateway_id=GATEWAY, since=None, until=None, limit=10
+        active=False, gateway_ids=[GATEWAY], since=None, until=None, limit=10
     )
     assert closed.peak_level == 4
     assert closed.cleared_at == NOW + 1500  # at the acknowledgement

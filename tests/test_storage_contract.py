@@ -80,13 +80,13 @@ def event(seq: int, level: int | None, kind: str = "alarm", **detail: object) ->
     return EventRow(seq=seq, ts=T0 + seq, kind=kind, subject="slope", level=level, detail=detail)
 
 
-def events(*rows: EventRow) -> Received:
-    batch = EventBatch(gateway_id=GW, first_seq=rows[0].seq, last_seq=rows[-1].seq, rows=rows)
-    return Received(GW, T0, batch)
+def events(*rows: EventRow, gateway: str = GW) -> Received:
+    batch = EventBatch(gateway_id=gateway, first_seq=rows[0].seq, last_seq=rows[-1].seq, rows=rows)
+    return Received(gateway, T0, batch)
 
 
 def active(store: CoreStore) -> list[int]:
-    found = store.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    found = store.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
     return [a.level for a in found]
 
 
@@ -359,14 +359,14 @@ def test_events_are_listed_newest_first_by_kind_subject_and_time(enrolled: CoreS
 
 def test_alarm_events_open_raise_acknowledge_and_close_one_episode(enrolled: CoreStore) -> None:
     enrolled.commit([events(event(1, 2), event(2, 4), event(3, 0, "ack", by="button"))])
-    [alarm] = enrolled.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    [alarm] = enrolled.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
     assert (alarm.level, alarm.peak_level, alarm.raised_at) == (4, 4, T0 + 1)
     assert alarm.acknowledged_by == "button (at the gateway)"
     assert enrolled.get_gateway(GW).alarm_level == 4
     enrolled.commit([events(event(1, 2), event(2, 4))])  # a resend changes nothing
     enrolled.commit([events(event(4, 1), event(5, 0))])
     assert active(enrolled) == []
-    [ended] = enrolled.alarms(active=False, gateway_id=GW, since=None, until=None, limit=10)
+    [ended] = enrolled.alarms(active=False, gateway_ids=[GW], since=None, until=None, limit=10)
     assert (ended.id, ended.peak_level, ended.cleared_at) == (alarm.id, 4, T0 + 5)
     assert enrolled.get_gateway(GW).alarm_level == 0
 
@@ -376,7 +376,7 @@ def test_a_village_answer_at_the_gateway_is_a_receipt_on_the_open_alarm(
 ) -> None:
     answer = event(2, 3, "village_answer", person="Li Wei", via="sms", at=T0 + 1.5)
     enrolled.commit([events(event(1, 3), answer)])
-    [alarm] = enrolled.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    [alarm] = enrolled.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
     [receipt] = alarm.receipts
     assert (receipt.person, receipt.via, receipt.confirmed_at, receipt.recorded_by) == (
         "Li Wei",
@@ -388,7 +388,7 @@ def test_a_village_answer_at_the_gateway_is_a_receipt_on_the_open_alarm(
 
 def test_the_console_acknowledges_once_and_records_receipts(enrolled: CoreStore) -> None:
     enrolled.commit([events(event(1, 3))])
-    [alarm] = enrolled.alarms(active=True, gateway_id=GW, since=None, until=None, limit=10)
+    [alarm] = enrolled.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
     done = enrolled.acknowledge_alarm(alarm.id, "operator", "on my way", T0 + 10)
     assert (done.acknowledged_by, done.ack_note, done.acknowledged_at) == (
         "operator",
@@ -405,12 +405,53 @@ def test_the_console_acknowledges_once_and_records_receipts(enrolled: CoreStore)
         enrolled.get_alarm(alarm.id + 1000)
 
 
+def test_an_acknowledgement_records_where_it_was_taken(enrolled: CoreStore) -> None:
+    slope = event(1, 3)
+    creek = EventRow(seq=2, ts=T0 + 2, kind="alarm", subject="creek", level=3, detail={})
+    enrolled.commit([events(slope, creek, event(3, 0, "ack", by="button"))])
+    by_rule = {
+        a.rule: a
+        for a in enrolled.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
+    }
+    assert (by_rule["slope"].ack_origin, by_rule["creek"].ack_origin) == ("gateway", None)
+    # the words are the operator's to choose: they never make an acknowledgement the gateway's
+    done = enrolled.acknowledge_alarm(by_rule["creek"].id, "ops (at the gateway)", None, T0 + 4)
+    assert (done.ack_origin, done.acknowledged_by) == ("fleet", "ops (at the gateway)")
+    late = EventRow(seq=4, ts=T0 + 5, kind="ack", subject="creek", level=0, detail={"by": "b"})
+    enrolled.commit([events(late)])  # the gateway's ack after the fleet's changes nothing
+    again = enrolled.get_alarm(done.id)
+    assert (again.ack_origin, again.acknowledged_by, again.acknowledged_at) == (
+        "fleet",
+        "ops (at the gateway)",
+        T0 + 4,
+    )
+
+
+def test_alarms_of_several_gateways_come_in_one_list(enrolled: CoreStore) -> None:
+    enroll(enrolled, OTHER, "m" * 44, site="other-site")
+    enrolled.commit([events(event(1, 2))])
+    enrolled.commit([events(event(1, 4), gateway=OTHER)])
+
+    def gateways(ids: list[str] | None) -> list[tuple[str, int]]:
+        found = enrolled.alarms(active=None, gateway_ids=ids, since=None, until=None, limit=10)
+        return [(a.gateway_id, a.level) for a in found]
+
+    assert gateways([GW, OTHER]) == [(OTHER, 4), (GW, 2)]
+    assert gateways(None) == [(OTHER, 4), (GW, 2)]
+    assert gateways([GW]) == [(GW, 2)]
+    assert gateways(["gw-ffffffffff"]) == []
+    assert gateways([]) == []
+
+
 def test_alarms_are_listed_newest_first_within_a_time_window(enrolled: CoreStore) -> None:
     enrolled.commit([events(event(1, 2), event(2, 0), event(3, 4))])
-    every = enrolled.alarms(active=None, gateway_id=None, since=None, until=None, limit=10)
+    every = enrolled.alarms(active=None, gateway_ids=None, since=None, until=None, limit=10)
     assert [(a.raised_at, a.cleared_at) for a in every] == [(T0 + 3, None), (T0 + 1, T0 + 2)]
     assert (
-        len(enrolled.alarms(active=None, gateway_id=GW, since=T0 + 2.5, until=None, limit=10)) == 1
+        len(enrolled.alarms(active=None, gateway_ids=[GW], since=T0 + 2.5, until=None, limit=10))
+        == 1
     )
-    assert len(enrolled.alarms(active=None, gateway_id=GW, since=None, until=T0 + 2, limit=10)) == 1
-    assert enrolled.alarms(active=None, gateway_id=OTHER, since=None, until=None, limit=10) == []
+    assert (
+        len(enrolled.alarms(active=None, gateway_ids=[GW], since=None, until=T0 + 2, limit=10)) == 1
+    )
+    assert enrolled.alarms(active=None, gateway_ids=[OTHER], since=None, until=None, limit=10) == []

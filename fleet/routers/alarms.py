@@ -52,7 +52,11 @@ def list_alarms(
 ) -> list[AlarmOut]:
     """Alarms, newest first."""
     alarms = repository.alarms(
-        active=active, gateway_id=gateway_id, since=since, until=until, limit=limit
+        active=active,
+        gateway_ids=None if gateway_id is None else [gateway_id],
+        since=since,
+        until=until,
+        limit=limit,
     )
     return [AlarmOut.of(a) for a in alarms]
 

@@ -143,11 +143,8 @@ def from_fleet(alarm: Alarm, since: float, until: float) -> list[SiteEventOut]:
     out: list[SiteEventOut] = []
     common: dict[str, Any] = {"gateway_id": alarm.gateway_id, "rule": alarm.rule}
     at = alarm.acknowledged_at
-    if (
-        at is not None
-        and since <= at < until
-        and "(at the gateway)" not in (alarm.acknowledged_by or "")
-    ):
+    # An acknowledgement at the gateway is its own ack event already.
+    if at is not None and since <= at < until and alarm.ack_origin != "gateway":
         out.append(
             SiteEventOut(
                 ts=at, kind=FLEET_ACK, by=alarm.acknowledged_by, words=alarm.ack_note, **common
@@ -196,11 +193,14 @@ def get_site_events(
         gateway_ids, kinds=SHOWN_KINDS, since=since, until=until, limit=limit
     )
     events = [from_gateway(e) for e in stored]
-    for gateway_id in gateway_ids:
-        alarms = repository.alarms(
-            active=None, gateway_id=gateway_id, since=since, until=until, limit=MAX_EVENTS
-        )
-        for alarm in alarms:
-            events.extend(from_fleet(alarm, since, until))
+    alarms = repository.alarms(
+        active=None,
+        gateway_ids=gateway_ids,
+        since=since,
+        until=until,
+        limit=MAX_EVENTS * len(gateway_ids),
+    )
+    for alarm in alarms:
+        events.extend(from_fleet(alarm, since, until))
     events.sort(key=lambda e: e.ts, reverse=True)
     return events[:limit]
