@@ -249,9 +249,33 @@ def start_workers(data_dir: Path, broker: Broker, url: str, count: int, tag: str
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    """User + system CPU seconds of a process so far (Linux); 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(parent: int) -> dict[int, float]:
+    """CPU seconds so far of ``parent`` and each of its children (PostgreSQL's backends)."""
+    found = {parent: cpu_seconds(parent)}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == parent:
+            found[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf(
+                "SC_CLK_TCK"
+            )
+    return found
+
+
+def tree_cpu_since(parent: int, before: dict[int, float]) -> float:
+    """CPU seconds ``parent``'s tree used since ``before`` (a child gone meanwhile: lost)."""
+    now = tree_cpu_seconds(parent)
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in now.items())
 
 
 # --- simulated gateways -------------------------------------------------------------------------
@@ -379,6 +403,7 @@ async def _steady(
     await connect_all(uplinks, port)
     pinger = asyncio.create_task(keep_alive(uplinks))
     await asyncio.to_thread(barrier.wait)
+    cpu_start = time.process_time()
     period = SIMULATED_PERIOD_S / args["speed"]
     cycles = args["cycles"] + 1  # the first is the warm-up
     rows = args["rows"]
@@ -427,6 +452,7 @@ async def _steady(
             "resends": sum(u.resends for u in uplinks),
             "least_held": min(least_held, held(uplinks)),
             "held_at_end": held(uplinks),
+            "cpu": time.process_time() - cpu_start,
         }
     )
     for uplink in uplinks:
@@ -461,6 +487,7 @@ async def _flush(
             uplink.unacked.append((first + count - 1, encode(uplink.gid, first, count), 0.0))
     await connect_all(uplinks, port)
     await asyncio.to_thread(barrier.wait)
+    cpu_start = time.process_time()
 
     async def upload(uplink: Uplink) -> None:
         uplink.last_progress = loop.time()
@@ -473,7 +500,9 @@ async def _flush(
                 uplink.resend_if_stalled(loop.time(), ACK_TIMEOUT_S)
 
     await asyncio.gather(*(upload(u) for u in uplinks))
-    results.put({"done": time.time(), "resends": sum(u.resends for u in uplinks)})
+    done = time.time()
+    cpu = time.process_time() - cpu_start
+    results.put({"done": done, "resends": sum(u.resends for u in uplinks), "cpu": cpu})
     for uplink in uplinks:
         if uplink.client is not None:
             uplink.client.close()
@@ -524,10 +553,12 @@ def steady_load(
                 "nice": args.gateway_nice,
             }
             cpu_before = [cpu_seconds(p) for p in [*workers.pids, broker.process.pid]]
+            postgres_before = tree_cpu_seconds(cluster.process.pid)
             start, reports = run_gateways(
                 steady_process, args.gateways, broker.port, options, args.gateway_processes
             )
             seconds = time.time() - start
+            postgres_cpu = tree_cpu_since(cluster.process.pid, postgres_before)
             cpu = [
                 cpu_seconds(p) - b
                 for p, b in zip([*workers.pids, broker.process.pid], cpu_before, strict=True)
@@ -568,7 +599,12 @@ def steady_load(
         "rows_expected": expected,
         "readings_bytes_per_row": round(readings_bytes / stored, 1) if stored else None,
         "wall_s": round(seconds, 1),
-        "cpu_s": {"workers": round(sum(cpu[:-1]), 1), "broker": round(cpu[-1], 1)},
+        "cpu_s": {
+            "workers": round(sum(cpu[:-1]), 1),
+            "broker": round(cpu[-1], 1),
+            "postgres": round(postgres_cpu, 1),
+            "gateways": round(sum(r["cpu"] for r in reports), 1),
+        },
     }
     print(f"steady: {json.dumps(result)}")
     return result
@@ -644,9 +680,14 @@ def backlog_flush(
                 "window": MAX_INFLIGHT_BATCHES,
                 "nice": args.gateway_nice,
             }
+            watched = [*workers.pids, broker.process.pid]
+            cpu_before = [cpu_seconds(p) for p in watched]
+            postgres_before = tree_cpu_seconds(cluster.process.pid)
             start, reports = run_gateways(
                 flush_process, args.flush_gateways, broker.port, options, args.flush_processes
             )
+            cpu = [cpu_seconds(p) - b for p, b in zip(watched, cpu_before, strict=True)]
+            postgres_cpu = tree_cpu_since(cluster.process.pid, postgres_before)
         finally:
             workers.stop()
         done = max(r["done"] for r in reports)
@@ -669,6 +710,13 @@ def backlog_flush(
         "rows_per_s": round(total / seconds),
         "seconds": round(seconds, 2),
         "resends": sum(r["resends"] for r in reports),
+        # From the gateways' connecting on: the flush itself is most of it.
+        "cpu_s": {
+            "workers": round(sum(cpu[:-1]), 1),
+            "broker": round(cpu[-1], 1),
+            "postgres": round(postgres_cpu, 1),
+            "gateways": round(sum(r["cpu"] for r in reports), 1),
+        },
     }
 
 
