@@ -23,9 +23,13 @@ generated password file and ACL (every gateway its own account):
   last gateway's last ack, then checked: the database holds every row once and every
   stream's contiguous mark is the gateway's last seq. Target: >= 80 % of the ceiling.
 
-Gateways are lightweight asyncio MQTT clients (``hardware_sim.mqtt_lite``), thousands per
-process, in ``--gateway-processes`` processes run niced (they stand for machines in the
-field). Prints a JSON object as its last line.
+Every gateway's readings are those of six channels polled every 12 s, a reading every
+2 s (``reading_rows``), so a steady batch of 30 is the minute before it and a flush
+backlog of 1,000 is 33 minutes of one gateway. Gateways are lightweight asyncio MQTT
+clients (``hardware_sim.mqtt_lite``), thousands per process, in ``--gateway-processes``
+processes run niced (they stand for machines in the field). CPU seconds of each part
+(workers, broker, PostgreSQL's processes, gateways) are reported per phase, since the
+machine may be shared. Prints a JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ SEED = 14
 T0 = 1_750_000_000.0
 SIMULATED_PERIOD_S = 60.0
 CHANNELS = ("rain_total", "rain_rate", "water_level", "tilt_x", "tilt_y", "battery_v")
+#: Seconds between two readings of one gateway (each channel every 12 s).
+READING_INTERVAL_S = 2.0
 ACK_DELAY_TARGET_S = 10.0
 RATIO_TARGET = 0.8
 KEEPALIVE_S = 60
@@ -90,9 +96,13 @@ Row = tuple[int, float, str, float | None, int]
 
 
 def reading_rows(first: int, count: int) -> list[Row]:
-    """Readings ``first..first+count-1``, one every 10 simulated seconds."""
+    """Readings ``first..first+count-1`` of a gateway polling its six channels every 12 s.
+
+    That is a reading every 2 s, 30 a minute: a steady batch of 30 is the minute before it
+    is sent, and the minute rollup gets one row per channel and minute (5 readings each).
+    """
     return [
-        (seq, T0 + seq * 10.0, CHANNELS[seq % len(CHANNELS)], (seq % 977) * 0.25, 0)
+        (seq, T0 + seq * READING_INTERVAL_S, CHANNELS[seq % len(CHANNELS)], (seq % 977) * 0.25, 0)
         for seq in range(first, first + count)
     ]
 
@@ -315,8 +325,8 @@ class Uplink:
         self.acked = ack.seq
         self.last_progress = now
         while self.unacked and self.unacked[0][0] <= ack.seq:
-            _last, _payload, due = self.unacked.popleft()
-            self.delays.append((_last, now - due))
+            last, _payload, due = self.unacked.popleft()
+            self.delays.append((last, now - due))
             self.sent = max(self.sent - 1, 0)
         self.acked_changed.set()
 
@@ -670,7 +680,7 @@ def backlog_flush(
     with cluster.fresh_schema() as url:
         enroll(url, args.flush_gateways)
         with psycopg.connect(url, autocommit=True) as conn:
-            stamps = [T0 + 10.0, T0 + 10.0 * args.backlog]
+            stamps = [T0 + READING_INTERVAL_S, T0 + READING_INTERVAL_S * args.backlog]
             ensure_partitions(conn, days_needed(stamps))
         workers = start_workers(data_dir, broker, url, workers_n, f"flush{workers_n}")
         try:
@@ -725,7 +735,9 @@ def main() -> None:
     parser.add_argument("--gateways", type=int, default=10_000, help="held connected at once")
     parser.add_argument("--speed", type=float, default=4.0, help="simulated s per real s")
     parser.add_argument("--cycles", type=int, default=4, help="measured 60 s cycles")
-    parser.add_argument("--rows", type=int, default=30, help="readings per steady batch")
+    parser.add_argument(
+        "--rows", type=int, default=30, help="readings per steady batch (30: one a minute)"
+    )
     parser.add_argument("--steady-workers", type=int, default=2)
     parser.add_argument("--gateway-processes", type=int, default=4)
     parser.add_argument("--gateway-nice", type=int, default=10)
