@@ -53,6 +53,7 @@ MARKS = {
         "test_bench_console.py",
         "test_bench_escalation.py",
         "test_bench_postgres.py",
+        "test_bench_scale.py",
         "test_enroll.py",
         # An 8 s broker outage, in real time: ingest's backoff must not outlast it.
         "test_fleet_ingest.py::test_ingest_is_back_within_seconds_of_a_broker_restart_after_an_outage",
