@@ -221,7 +221,7 @@ class LocalStore:
         self._marks_lock = threading.Lock()
         self._watermarks: dict[str, int] = {}
         self._marks_written: dict[str, int] = {}
-        self._marks_at = -math.inf
+        self._marks_at: dict[str, float] = {}  # when each stream's was last written
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -476,9 +476,7 @@ class LocalStore:
             )
             if hours:
                 conn.executemany(_ADD_HOUR, list(hours.items()))
-            moved = (
-                self._write_watermarks(conn) if now - self._marks_at >= WATERMARK_EVERY_S else []
-            )
+            moved = self._write_watermarks(conn) if self._marks_due(now) else []
             if self._hold_before_commit is not None:
                 freeze(self._hold_before_commit)  # the rows are written, not committed
         self._marks_written.update(moved)
@@ -690,7 +688,7 @@ class LocalStore:
             if seq <= self._watermarks.get(stream, 0):
                 return
             self._watermarks[stream] = seq
-        if time.monotonic() - self._marks_at >= WATERMARK_EVERY_S:
+        if self._marks_due(time.monotonic()):
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._writer, self._set_watermark_sync)
 
@@ -702,6 +700,18 @@ class LocalStore:
             self._refused(exc)  # written with a later commit
             return
         self._marks_written.update(moved)
+
+    def _marks_due(self, now: float) -> bool:
+        """Whether a stream's watermark moved and was last written ``WATERMARK_EVERY_S`` ago.
+
+        So the first acknowledgement of each stream is written at once.
+        """
+        with self._marks_lock:
+            return any(
+                self._marks_written.get(stream) != seq
+                and now - self._marks_at.get(stream, -math.inf) >= WATERMARK_EVERY_S
+                for stream, seq in self._watermarks.items()
+            )
 
     def _write_watermarks(self, conn: sqlite3.Connection) -> list[tuple[str, int]]:
         """Write the watermarks that moved, inside the caller's transaction; return them.
@@ -716,7 +726,8 @@ class LocalStore:
                 "ON CONFLICT(stream) DO UPDATE SET seq = max(seq, excluded.seq)",
                 moved,
             )
-        self._marks_at = time.monotonic()
+        now = time.monotonic()
+        self._marks_at.update((stream, now) for stream, _ in moved)
         return moved
 
     def size_bytes(self) -> int:
