@@ -78,13 +78,15 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 """
 
-#: Stores written before 0.x had one index entry per reading in (channel, ts): every
-#: commit rewrote one index page per channel. It goes on upgrade; ``reading_hours`` is
-#: filled from the readings once.
+#: Stores of earlier releases had one index entry per reading in (channel, ts): every
+#: commit rewrote one index page per channel. It goes on upgrade, and ``reading_hours``
+#: is filled from the readings (again after a rollback to such a release, which
+#: recreates the index and writes readings ``reading_hours`` does not know).
 _UPGRADE = """
 DROP INDEX IF EXISTS readings_channel_ts;
-INSERT OR IGNORE INTO reading_hours(hour, first_seq)
-    SELECT CAST(ts / 3600 AS INTEGER) AS h, min(seq) FROM readings GROUP BY h;
+INSERT INTO reading_hours(hour, first_seq)
+    SELECT CAST(ts / 3600 AS INTEGER) AS h, min(seq) FROM readings WHERE true GROUP BY h
+    ON CONFLICT(hour) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq);
 """
 
 #: Page size of a new store: a commit of one poll round appends whole pages to the WAL.

@@ -443,3 +443,22 @@ async def test_a_store_written_by_the_previous_release_is_upgraded_in_place(tmp_
     assert "readings_channel_ts" not in indexes
     assert list(history.value) == [float(i) for i in range(150, 200, 2)]
     assert list(new.value) == [-1.0]
+
+
+async def test_readings_written_by_an_older_release_after_a_rollback_are_found(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(36_000.0 + 60 * i) for i in range(10)])  # hour 10
+        await store.flush()
+    # An update rolled back: the older release recreates its index and appends readings
+    # of hour 13, which reading_hours does not know.
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    with db:
+        db.execute("CREATE INDEX readings_channel_ts ON readings(channel, ts)")
+        db.executemany(
+            "INSERT INTO readings(ts, channel, value, quality) VALUES (?, 1, 7, 0)",
+            [(46_800.0 + 60 * i,) for i in range(5)],
+        )
+    db.close()
+    async with LocalStore(tmp_path) as store:
+        history = store.history("rain.total", since=46_800)
+    assert list(history.t) == [46_800.0 + 60 * i for i in range(5)]
