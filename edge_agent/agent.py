@@ -54,7 +54,7 @@ from edge_agent.sdnotify import notify, watchdog_interval_s
 from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_summary import site_summary
 from edge_agent.sl651_uplink import Sl651Uplink
-from edge_agent.store import FLUSH_INTERVAL_S, LocalStore
+from edge_agent.store import GROUP_COMMIT_S, RETRY_S, LocalStore
 from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
 from edge_agent.village_call import VillageCaller, open_modem
@@ -190,6 +190,7 @@ class Agent:
         self.ready = asyncio.Event()
         self.started = time.monotonic()
         self._events_waiting = asyncio.Event()
+        self._readings_waiting = asyncio.Event()
         self._watched = {r.channel for r in site.rules if isinstance(r, ChannelRule)}
         self._synced = True
         self.restart_requested = asyncio.Event()
@@ -240,6 +241,7 @@ class Agent:
                 for r in readings
             ]
         self.store.add_readings(readings)
+        self._readings_waiting.set()
         node_level = self._node_level()
         for node in self.nodes:
             node.observe(
@@ -402,9 +404,21 @@ class Agent:
             except Exception:
                 log.exception("could not write events; they stay held")
 
-    async def _flush_readings(self) -> None:
+    async def _commit_readings(self) -> None:
+        """Commit each poll round as it comes: ``GROUP_COMMIT_S`` after its first reading.
+
+        The window is real time (the bus's transactions are): it gathers the round's
+        devices into one commit. While the disk refuses writes, held rows are tried again
+        every ``RETRY_S`` even with no new reading.
+        """
         while True:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
+            if self.store.condition().unwritable is None:
+                await self._readings_waiting.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._readings_waiting.wait(), RETRY_S)
+            await asyncio.sleep(GROUP_COMMIT_S)
+            self._readings_waiting.clear()
             try:
                 await self.store.flush()
             except Exception:
@@ -568,7 +582,7 @@ class Agent:
             group.create_task(self.actuation.run(), name="actuation")
             group.create_task(self.poller.run(), name="poller")
             group.create_task(self._write_events(), name="events")
-            group.create_task(self._flush_readings(), name="flush")
+            group.create_task(self._commit_readings(), name="commit")
             group.create_task(self._watch_clock(), name="clock")
             group.create_task(self._feed_watchdog(), name="watchdog")
             group.create_task(self._self_test_daily(), name="self-test")

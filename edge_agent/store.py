@@ -1,12 +1,20 @@
 """The gateway's local store: readings, events and upload watermarks in one SQLite file.
 
-WAL mode with synchronous=FULL: an event is on disk when ``record_event`` returns, and
-readings are committed in batches at least every second, so a SIGKILL or a power cut
-loses at most the last uncommitted second of readings and never a recorded event. All
-writes happen on one dedicated thread; callers on the event loop never wait on the disk
-except when they choose to await durability. When the disk refuses a write (full), rows
-wait in memory (``edge_agent.held_rows``) and are written, in order, once it accepts them;
-the store never raises on the alarm path and never deletes an event the fleet lacks.
+It spares the SD card: readings are appended in seq order (no per-channel index: a
+small ``reading_hours`` table finds where an hour begins) and committed with
+synchronous=NORMAL, so a commit adds a page or two to the WAL and waits for no fsync;
+events are committed with synchronous=FULL, so an event is on disk when ``record_event``
+or ``write_events`` returns (that fsync also makes every reading before it durable).
+A SIGKILL loses only readings not yet committed, never a committed one nor an event; a
+power cut may also lose the readings committed since the last fsync (at most
+``DURABLE_EVERY_S``), and their seqs are never handed out again: seqs are reserved on
+disk, with FULL sync, ahead of use (``sqlite_sequence`` holds the reservation, so a
+commit of readings does not write it). Watermarks are kept in memory and written at most
+every ``WATERMARK_EVERY_S`` (an older one on disk only means a resend the fleet dedupes).
+All writes happen on one dedicated thread; callers on the event loop never wait on the
+disk except when they choose to await durability. When the disk refuses a write (full),
+rows wait in memory (``edge_agent.held_rows``) and are written, in order, once it accepts
+them; the store never raises on the alarm path and never deletes an event the fleet lacks.
 """
 
 from __future__ import annotations
@@ -18,8 +26,10 @@ import logging
 import math
 import os
 import sqlite3
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +59,10 @@ CREATE TABLE IF NOT EXISTS readings (
     boot_id TEXT,
     mono REAL
 );
-CREATE INDEX IF NOT EXISTS readings_channel_ts ON readings(channel, ts);
+CREATE TABLE IF NOT EXISTS reading_hours (
+    hour INTEGER PRIMARY KEY,
+    first_seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -65,8 +78,32 @@ CREATE TABLE IF NOT EXISTS watermarks (
 );
 """
 
-#: How often the reading buffer is committed (the most a crash can lose).
-FLUSH_INTERVAL_S = 1.0
+#: Stores of earlier releases had one index entry per reading in (channel, ts): every
+#: commit rewrote one index page per channel. It goes on upgrade, and ``reading_hours``
+#: is filled from the readings (again after a rollback to such a release, which
+#: recreates the index and writes readings ``reading_hours`` does not know).
+_UPGRADE = """
+DROP INDEX IF EXISTS readings_channel_ts;
+INSERT INTO reading_hours(hour, first_seq)
+    SELECT CAST(ts / 3600 AS INTEGER) AS h, min(seq) FROM readings WHERE true GROUP BY h
+    ON CONFLICT(hour) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq);
+"""
+
+#: Page size of a new store: a commit of one poll round appends whole pages to the WAL.
+PAGE_SIZE = 2048
+#: Seconds the agent waits after the first reading of a poll round before committing,
+#: so the round's other devices go in the same commit (see ``Agent._commit_readings``).
+GROUP_COMMIT_S = 0.1
+#: While the disk refuses writes, how often held rows are tried again.
+RETRY_S = 1.0
+#: Seqs reserved on disk ahead of use; one FULL commit per this many readings.
+#: ``sqlite_sequence`` holds the reservation while the store is open; so the highest seq
+#: stored is ``LAST_SEQS_SQL``'s, not ``sqlite_sequence``'s.
+SEQ_RESERVE = 10_000
+#: Watermarks are written at most this often (and when the store closes).
+WATERMARK_EVERY_S = 300.0
+#: Readings committed with synchronous=NORMAL are fsynced at least this often.
+DURABLE_EVERY_S = 300.0
 #: Most readings committed in one transaction: after a full disk, what was held goes in
 #: slices, so a little free space already takes the oldest of them.
 READINGS_PER_COMMIT = 5000
@@ -123,10 +160,22 @@ def _connect(path: Path) -> sqlite3.Connection:
     # site's whole history. SQLite gives its -wal and -shm files the same mode.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a new file
     conn.execute("PRAGMA journal_mode=WAL")
-    # FULL: every commit is fsynced, so a committed event survives a power cut.
-    conn.execute("PRAGMA synchronous=FULL")
+    # NORMAL for readings, watermarks and housekeeping: a commit is in the WAL (safe from
+    # a SIGKILL) with no fsync. Events switch to FULL for their commit (``_durable``).
+    conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+@contextlib.contextmanager
+def _durable(conn: sqlite3.Connection) -> Iterator[None]:
+    """Commits inside are fsynced (synchronous=FULL): on disk when the commit returns."""
+    conn.execute("PRAGMA synchronous=FULL")
+    try:
+        yield
+    finally:
+        conn.execute("PRAGMA synchronous=NORMAL")
 
 
 class LocalStore:
@@ -134,9 +183,11 @@ class LocalStore:
 
     Use ``open`` (or the async context manager) to create it; ``add_readings`` and
     ``add_event`` hold rows in memory, ``flush`` commits held events, then readings (the
-    agent's flusher calls it every ``FLUSH_INTERVAL_S``), ``write_events`` commits held
-    events at once, ``record_event`` commits one event or raises. A refused write (a full
-    disk) is logged once and counted in ``condition()``; the rows stay held.
+    agent calls it once per poll round, ``GROUP_COMMIT_S`` after its first reading),
+    ``write_events`` commits held events at once, ``record_event`` commits one event or
+    raises. After each commit that added rows, the listeners given to ``on_commit`` are
+    called on the event loop (the uplink's wake-up). A refused write (a full disk) is
+    logged once and counted in ``condition()``; the rows stay held.
     """
 
     def __init__(
@@ -162,6 +213,17 @@ class LocalStore:
         self._event_bytes: int | None = None
         # crash tests and `bench/chaos.py kill`: freeze inside the first readings commit
         self._hold_before_commit = armed("edge.store.commit")
+        self._commit_listeners: list[Callable[[], None]] = []
+        # Reading seqs: the next to hand out, and the highest reserved on disk.
+        self._next_seq = 1
+        self._reserved = 0
+        self._hours: set[int] = set()  # hours that have a reading_hours row
+        self._durable_at = time.monotonic()
+        # Watermarks as acknowledged (memory) and as last written.
+        self._marks_lock = threading.Lock()
+        self._watermarks: dict[str, int] = {}
+        self._marks_written: dict[str, int] = {}
+        self._marks_at: dict[str, float] = {}  # when each stream's was last written
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -175,7 +237,19 @@ class LocalStore:
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("VACUUM")
         conn.executescript(SCHEMA)
+        if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'readings_channel_ts'"
+        ).fetchone():
+            log.warning("upgrading the store: dropping the per-channel index of readings")
+            conn.executescript(f"BEGIN IMMEDIATE;{_UPGRADE}COMMIT;")
         self._channel_ids = {name: cid for cid, name in conn.execute(SELECT_CHANNELS)}
+        # After an unclean stop the seqs reserved may have reached the fleet in readings a
+        # power cut then took from the WAL: they are never used again.
+        self._next_seq = _sequence(conn, "readings") + 1
+        self._reserved = self._next_seq - 1
+        self._hours = {hour for (hour,) in conn.execute("SELECT hour FROM reading_hours")}
+        self._watermarks = dict(conn.execute("SELECT stream, seq FROM watermarks").fetchall())
+        self._marks_written = dict(self._watermarks)
         self._conn = conn
         # Reads from the event loop get their own read-only connection: the writer thread
         # may hold a transaction open on ``conn`` at any moment, and reads on it would see
@@ -190,6 +264,7 @@ class LocalStore:
         if self._conn is None:
             return
         self._writer.submit(self._flush_sync).result()
+        self._writer.submit(self._close_sync).result()
         self._writer.shutdown(wait=True)
         if self._reader is not None:
             self._reader.close()
@@ -215,6 +290,35 @@ class LocalStore:
                 event.level,
                 event.detail,
             )
+
+    def _close_sync(self) -> None:
+        """Write the watermarks, and free the seqs reserved beyond the last one used."""
+        conn = self.conn
+        with self._marks_lock:
+            marks_moved = self._watermarks != self._marks_written
+        if not marks_moved and self._reserved <= self._next_seq - 1:
+            return  # nothing to say (a tool that only read, or a store that only read)
+        try:
+            with _durable(conn), conn:
+                conn.execute("BEGIN IMMEDIATE")
+                moved = self._write_watermarks(conn)
+                if self._reserved > self._next_seq - 1:  # this store reserved seqs
+                    conn.execute(
+                        "UPDATE sqlite_sequence SET seq = ? WHERE name = 'readings'",
+                        (self._next_seq - 1,),
+                    )
+            self._marks_written.update(moved)
+        except sqlite3.DatabaseError as exc:
+            # The next start skips the reserved seqs, and resends what the fleet has.
+            log.warning("could not write the watermarks on closing: %s", exc)
+
+    def on_commit(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` on the event loop after each commit that added rows."""
+        self._commit_listeners.append(listener)
+
+    def _committed(self) -> None:
+        for listener in self._commit_listeners:
+            listener()
 
     async def __aenter__(self) -> LocalStore:
         return self.open()
@@ -266,7 +370,10 @@ class LocalStore:
         Nothing is committed while the held events are refused: events go first.
         """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._flush_sync)
+        written = await loop.run_in_executor(self._writer, self._flush_sync)
+        if written:
+            self._committed()
+        return written
 
     def _refused(self, exc: sqlite3.DatabaseError) -> None:
         """Count a write the disk refused; say so once, without a traceback per retry."""
@@ -335,36 +442,84 @@ class LocalStore:
         return written
 
     def _insert_readings(self, batch: list[Reading]) -> None:
+        """Append ``batch`` with the next seqs, in one NORMAL commit (FULL when one is due)."""
         conn = self.conn
-        with conn:
+        first = self._next_seq
+        last = first + len(batch) - 1
+        if last > self._reserved:
+            self._reserve(last + SEQ_RESERVE)
+        now = time.monotonic()
+        durable = now - self._durable_at >= DURABLE_EVERY_S
+        hours: dict[int, int] = {}
+        with _durable(conn) if durable else contextlib.nullcontext(), conn:
             conn.execute("BEGIN IMMEDIATE")
-            rows = [
-                (
-                    r.timestamp,
-                    self._channel_id(conn, r),
-                    None if r.value != r.value else r.value,  # NaN is stored as NULL
-                    int(r.quality),
-                    self.boot_id,
-                    r.mono if r.quality & Quality.CLOCK_UNSYNCED else None,
+            rows = []
+            for seq, r in enumerate(batch, start=first):
+                rows.append(
+                    (
+                        seq,
+                        r.timestamp,
+                        self._channel_id(conn, r),
+                        None if r.value != r.value else r.value,  # NaN is stored as NULL
+                        int(r.quality),
+                        # Which boot and when on its monotonic clock: only what
+                        # ``correct_unsynced`` needs, so only while the clock is unsynced.
+                        self.boot_id if r.quality & Quality.CLOCK_UNSYNCED else None,
+                        r.mono if r.quality & Quality.CLOCK_UNSYNCED else None,
+                    )
                 )
-                for r in batch
-            ]
+                hour = _hour(r.timestamp)
+                if hour not in self._hours:
+                    hours.setdefault(hour, seq)
             conn.executemany(
-                "INSERT INTO readings(ts, channel, value, quality, boot_id, mono) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO readings(seq, ts, channel, value, quality, boot_id, mono) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if hours:
+                conn.executemany(_ADD_HOUR, list(hours.items()))
+            moved = self._write_watermarks(conn) if self._marks_due(now) else []
             if self._hold_before_commit is not None:
                 freeze(self._hold_before_commit)  # the rows are written, not committed
+        self._marks_written.update(moved)
+        self._next_seq = last + 1
+        self._hours.update(hours)
+        if durable:
+            self._durable_at = now
+
+    def _reserve(self, upto: int) -> None:
+        """Reserve reading seqs up to ``upto`` on disk (FULL) before any is handed out."""
+        conn = self.conn
+        with _durable(conn), conn:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'readings'", (upto,)
+            )
+            if cur.rowcount == 0:
+                conn.execute(
+                    "INSERT INTO sqlite_sequence(name, seq) VALUES ('readings', ?)", (upto,)
+                )
+        self._reserved = upto
+        self._durable_at = time.monotonic()
 
     def history(self, channel_id: str, since: float, until: float | None = None) -> ChannelHistory:
-        """Return a channel's readings with ``since <= ts (<= until)``, in time order."""
+        """Return a channel's readings with ``since <= ts (<= until)``, in time order.
+
+        It reads every channel's readings from the first seq of ``since``'s hour on
+        (``reading_hours``), and keeps this channel's.
+        """
         cid = self._channel_ids.get(channel_id)
+        empty = np.empty(0)
+        nothing = ChannelHistory(empty, empty.copy(), np.empty(0, dtype=bool))
         if cid is None:
-            empty = np.empty(0)
-            return ChannelHistory(empty, empty.copy(), np.empty(0, dtype=bool))
-        query = "SELECT ts, value, quality FROM readings WHERE channel = ? AND ts >= ?"
-        args: list[Any] = [cid, since]
+            return nothing
+        (start,) = self.reader.execute(
+            "SELECT min(first_seq) FROM reading_hours WHERE hour >= ?", (_hour(since) - 1,)
+        ).fetchone()
+        if start is None:
+            return nothing
+        query = "SELECT ts, value, quality FROM readings WHERE seq >= ? AND channel = ? AND ts >= ?"
+        args: list[Any] = [start, cid, since]
         if until is not None:
             query += " AND ts <= ?"
             args.append(until)
@@ -384,11 +539,8 @@ class LocalStore:
         return int(self.reader.execute("SELECT count(*) FROM readings").fetchone()[0])
 
     def last_reading_seq(self) -> int:
-        """Highest reading seq ever assigned (0 when none)."""
-        row = self.reader.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name='readings'"
-        ).fetchone()
-        return int(row[0]) if row else 0
+        """Highest reading seq stored, or acknowledged and deleted since (0 when none)."""
+        return int(dict(self.reader.execute(LAST_SEQS_SQL).fetchall())["readings"])
 
     # --- events ----------------------------------------------------------------------
 
@@ -411,6 +563,8 @@ class LocalStore:
         """Commit the held events in one transaction; return how many (0 when refused)."""
         loop = asyncio.get_running_loop()
         written = await loop.run_in_executor(self._writer, self._write_events_sync)
+        if written:
+            self._committed()
         return len(written or ())
 
     async def record_event(
@@ -431,7 +585,9 @@ class LocalStore:
         event = _held_event(ts, kind, subject, level, detail)
         self._held.add_event(event)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._record_sync, event)
+        seq = await loop.run_in_executor(self._writer, self._record_sync, event)
+        self._committed()
+        return seq
 
     def _record_sync(self, event: HeldEvent) -> int:
         try:
@@ -453,7 +609,8 @@ class LocalStore:
         written: list[tuple[HeldEvent, int]] = []
         conn = self.conn
         try:
-            with conn:
+            # FULL: the event is on disk when this returns (and so is every reading before).
+            with _durable(conn), conn:
                 conn.execute("BEGIN IMMEDIATE")
                 for event in batch:
                     cur = conn.execute(
@@ -470,6 +627,7 @@ class LocalStore:
             if raise_refusal:
                 raise
             return None
+        self._durable_at = time.monotonic()
         if self._event_bytes is not None:
             self._event_bytes += sum(_event_bytes(event) for event in batch)
         return written
@@ -519,20 +677,60 @@ class LocalStore:
 
     def watermark(self, stream: str) -> int:
         """Highest seq of ``stream`` the fleet has acknowledged (0 when none)."""
-        return _watermark(self.reader, stream)
+        with self._marks_lock:
+            return self._watermarks.get(stream, 0)
 
     async def set_watermark(self, stream: str, seq: int) -> None:
-        """Advance (never move back) the acknowledged seq of ``stream``."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._set_watermark_sync, stream, seq)
+        """Advance (never move back) the acknowledged seq of ``stream``.
 
-    def _set_watermark_sync(self, stream: str, seq: int) -> None:
-        with self.conn:
-            self.conn.execute(
+        It is written at once when the last write is ``WATERMARK_EVERY_S`` old, else with
+        the next readings commit or write after that, or when the store closes.
+        """
+        with self._marks_lock:
+            if seq <= self._watermarks.get(stream, 0):
+                return
+            self._watermarks[stream] = seq
+        if self._marks_due(time.monotonic()):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._writer, self._set_watermark_sync)
+
+    def _set_watermark_sync(self) -> None:
+        try:
+            with self.conn:
+                moved = self._write_watermarks(self.conn)
+        except sqlite3.OperationalError as exc:
+            self._refused(exc)  # written with a later commit
+            return
+        self._marks_written.update(moved)
+
+    def _marks_due(self, now: float) -> bool:
+        """Whether a stream's watermark moved and was last written ``WATERMARK_EVERY_S`` ago.
+
+        So the first acknowledgement of each stream is written at once.
+        """
+        with self._marks_lock:
+            return any(
+                self._marks_written.get(stream) != seq
+                and now - self._marks_at.get(stream, -math.inf) >= WATERMARK_EVERY_S
+                for stream, seq in self._watermarks.items()
+            )
+
+    def _write_watermarks(self, conn: sqlite3.Connection) -> list[tuple[str, int]]:
+        """Write the watermarks that moved, inside the caller's transaction; return them.
+
+        The caller marks them written (``_marks_written``) once its transaction committed.
+        """
+        with self._marks_lock:
+            moved = [(s, q) for s, q in self._watermarks.items() if self._marks_written.get(s) != q]
+        if moved:
+            conn.executemany(
                 "INSERT INTO watermarks(stream, seq) VALUES (?, ?) "
                 "ON CONFLICT(stream) DO UPDATE SET seq = max(seq, excluded.seq)",
-                (stream, seq),
+                moved,
             )
+        now = time.monotonic()
+        self._marks_at.update((stream, now) for stream, _ in moved)
+        return moved
 
     def size_bytes(self) -> int:
         """Bytes the database occupies (pages in use)."""
@@ -548,7 +746,7 @@ class LocalStore:
         conn = self.conn
         # 1. Events beyond their share that the fleet holds, oldest first.
         self._trim_events_sync(int(quota * EVENT_SHARE))
-        acked = _watermark(conn, "readings")
+        acked = self.watermark("readings")
         # 2. Readings the fleet already holds, oldest first.
         while self.size_bytes() > quota:
             with conn:
@@ -593,7 +791,7 @@ class LocalStore:
         if self.event_bytes() <= share:
             return
         conn = self.conn
-        acked = _watermark(self.conn, "events")
+        acked = self.watermark("events")
         latch_state = [
             seq
             for (seq,) in conn.execute(
@@ -629,12 +827,22 @@ class LocalStore:
 
     def _correct_sync(self, wall_now: float, mono_now: float) -> int:
         flag = int(Quality.CLOCK_UNSYNCED)
-        with self.conn:
-            cur = self.conn.execute(
+        conn = self.conn
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            cur = conn.execute(
                 "UPDATE readings SET ts = ? - (? - mono), quality = quality & ? "
                 "WHERE boot_id = ? AND mono IS NOT NULL AND (quality & ?) != 0",
                 (wall_now, mono_now, ~flag, self.boot_id, flag),
             )
+            # The corrected times belong to other hours: ``history`` must find them there.
+            hours = conn.execute(
+                "SELECT CAST(ts / 3600 AS INTEGER) AS h, min(seq) FROM readings "
+                "WHERE boot_id = ? AND mono IS NOT NULL GROUP BY h",
+                (self.boot_id,),
+            ).fetchall()
+            conn.executemany(_ADD_HOUR, hours)
+        self._hours.update(hour for hour, _ in hours)
         return cur.rowcount
 
     def integrity_check(self) -> str:
@@ -643,11 +851,38 @@ class LocalStore:
 
 
 SELECT_CHANNELS = "SELECT id, name FROM channels"
+_ADD_HOUR = (
+    "INSERT INTO reading_hours(hour, first_seq) VALUES (?, ?) "
+    "ON CONFLICT(hour) DO UPDATE SET first_seq = min(first_seq, excluded.first_seq)"
+)
+#: ``_hour`` keeps hours within what SQLite's integers hold.
+_HOUR_LIMIT = 2**62
 
 
-def _watermark(conn: sqlite3.Connection, stream: str) -> int:
-    row = conn.execute("SELECT seq FROM watermarks WHERE stream = ?", (stream,)).fetchone()
+def _hour(ts: float) -> int:
+    """The hour (since the epoch) of ``ts``, as ``reading_hours`` counts it."""
+    if math.isnan(ts):
+        return -_HOUR_LIMIT
+    if math.isinf(ts):
+        return _HOUR_LIMIT if ts > 0 else -_HOUR_LIMIT
+    return max(-_HOUR_LIMIT, min(_HOUR_LIMIT, math.floor(ts / 3600)))
+
+
+def _sequence(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchone()
     return int(row[0]) if row else 0
+
+
+#: ``(stream, highest seq)`` of both streams: for readings the highest stored, or the
+#: watermark when the quota deleted every reading up to it (``sqlite_sequence`` holds
+#: the reservation); for events the highest ever assigned.
+LAST_SEQS_SQL = """
+SELECT 'readings', max(
+    ifnull((SELECT max(seq) FROM readings), 0),
+    ifnull((SELECT seq FROM watermarks WHERE stream = 'readings'), 0))
+UNION ALL
+SELECT 'events', ifnull((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)
+"""
 
 
 def _held_event(

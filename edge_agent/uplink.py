@@ -59,8 +59,9 @@ log = logging.getLogger(__name__)
 MQTT_LOGGER = logging.getLogger("edge_agent.uplink.mqtt")
 MQTT_LOGGER.setLevel(logging.ERROR)
 
-#: How often the store is looked at for new rows (readings are committed every second).
-STORE_POLL_S = 0.5
+#: How often the store is looked at for new rows when no commit woke the uplink (each
+#: commit of the store does: ``LocalStore.on_commit``).
+STORE_POLL_S = 2.0
 #: Seconds to wait for the broker at connect and for each PUBACK.
 MQTT_TIMEOUT_S = 10.0
 #: MQTT keepalive: the broker publishes the Last Will after 1.5 of these of silence.
@@ -122,6 +123,7 @@ class Uplink:
         self.last_error: str | None = None
         self.counters: Counter[str] = Counter()
         self._wake = asyncio.Event()
+        store.on_commit(self._wake.set)
         self._failing = False
         self._config_version: str | None = None
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge_agent.store import LAST_SEQS_SQL
 from protocol import MAX_PAYLOAD_BYTES, DataBatch, EventBatch, EventRow, ReadingRow, Stream
 from protocol.payloads import finite_json, sendable_reading, sendable_timestamp
 
@@ -117,7 +118,7 @@ class UploadSource:
         """The highest seq ever assigned in each stream (0 when none)."""
 
         def read(conn: sqlite3.Connection) -> dict[Stream, int]:
-            rows = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+            rows = dict(conn.execute(LAST_SEQS_SQL).fetchall())
             return {s: int(rows.get(s.value, 0)) for s in Stream}
 
         return await self._run(read)
@@ -191,7 +192,7 @@ def stored_progress(store_path: Path) -> dict[Stream, tuple[int, int]]:
         return dict.fromkeys(Stream, (0, 0))
     conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=10)
     try:
-        last = dict(conn.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+        last = dict(conn.execute(LAST_SEQS_SQL).fetchall())
         acked = dict(conn.execute("SELECT stream, seq FROM watermarks").fetchall())
     except sqlite3.OperationalError:
         return dict.fromkeys(Stream, (0, 0))  # the agent has not created its schema yet

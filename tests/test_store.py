@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -248,7 +250,8 @@ async def test_events_the_fleet_lacks_and_the_latch_state_are_never_deleted(tmp_
         store.add_readings([reading(t) for t in range(1000)])
         await store.flush()
         store.quota_bytes = store.size_bytes()
-        store.add_readings([reading(5000 + t) for t in range(100)])
+        # Enough readings to need new pages (a reading row is about 30 bytes).
+        store.add_readings([reading(5000 + t) for t in range(1000)])
         await store.flush()
         last = store.events()[-1].seq
         remaining = store.events()
@@ -279,3 +282,183 @@ async def test_reads_off_the_writer_see_committed_rows_only_and_last_gives_the_n
         last = store.last_event("alarm", "x")
         assert last is not None
         assert last.level == 1
+
+
+async def test_a_commit_calls_the_listeners_of_new_rows(tmp_path):
+    woken: list[str] = []
+    async with LocalStore(tmp_path) as store:
+        store.on_commit(lambda: woken.append("commit"))
+        assert await store.flush() == 0
+        assert woken == []  # nothing held, nothing committed
+        store.add_readings([reading(1), reading(2)])
+        await store.flush()
+        assert woken == ["commit"]
+        await store.record_event(3, "alarm", "rain_1h", 2, {"kind": "rise"})
+        assert woken == ["commit", "commit"]
+
+
+async def test_history_finds_readings_whose_clock_went_back(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        # Hours 10 and 11, then the clock is set back into hour 9 and runs on.
+        store.add_readings([reading(36_000 + t) for t in (0, 1800, 3600, 5400)])
+        await store.flush()
+        store.add_readings([reading(33_000 + t, value=2) for t in (0, 600, 1200, 5000)])
+        await store.flush()
+        history = store.history("rain.total", since=37_000)
+        assert sorted(history.t) == list(history.t)
+        assert list(history.t) == [37_800.0, 38_000.0, 39_600.0, 41_400.0]
+        assert list(store.history("rain.total", since=33_500, until=34_000).t) == [33_600.0]
+
+
+async def test_corrected_readings_are_found_at_their_real_time(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(5.0, quality=Quality.CLOCK_UNSYNCED, mono=100.0)])
+        store.add_readings([reading(1_799_999_000.0)])
+        await store.flush()
+        await store.correct_unsynced(wall_now=1_800_000_000.0, mono_now=110.0)
+        history = store.history("rain.total", since=1_799_999_900.0)
+    assert list(history.t) == [1_799_999_990.0]
+
+
+POWER_CUT_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from drivers.model import Quality, Reading
+    from edge_agent.store import LocalStore
+
+    async def main():
+        store = LocalStore(Path(sys.argv[1])).open()
+        for t in range(1, 40):
+            store.add_readings([Reading(float(t), "rain.total", t, "mm", Quality.OK)])
+            await store.flush()
+            print(store.last_reading_seq(), flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_power_cut_that_takes_committed_readings_never_lets_their_seq_return(tmp_path):
+    # Readings are committed without an fsync: a SIGKILL keeps them (the page cache does),
+    # a power cut may not. Their seqs may already be at the fleet, so they must not be
+    # handed out again: the store reserves seqs on disk, with an fsync, before using them.
+    child = subprocess.Popen(
+        [sys.executable, "-c", POWER_CUT_CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    handed_out = [int(child.stdout.readline()) for _ in range(39)]  # then the child waits
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert handed_out == list(range(1, 40))
+    # What a power cut can leave: the WAL frames of the last commits lost, the reservation
+    # (fsynced before any of them) kept.
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    with db:
+        db.execute("DELETE FROM readings WHERE seq > 30")
+    db.close()
+
+    async def restart_and_poll() -> int:
+        async with LocalStore(tmp_path) as store:
+            store.add_readings([reading(100.0)])
+            await store.flush()
+            return store.last_reading_seq()
+
+    assert asyncio.run(restart_and_poll()) > max(handed_out)
+
+
+async def test_a_clean_stop_leaves_no_gap_in_the_seqs(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(t) for t in range(5)])
+        await store.flush()
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(10)])
+        await store.flush()
+        seqs = [s for (s,) in store.conn.execute("SELECT seq FROM readings ORDER BY seq")]
+    assert seqs == [1, 2, 3, 4, 5, 6]
+
+
+async def test_watermarks_are_kept_in_memory_and_written_at_close(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        await store.set_watermark("readings", 3)  # the first is written at once
+        assert stored_watermarks(tmp_path) == {"readings": 3}
+        await store.set_watermark("readings", 7)  # later ones wait (WATERMARK_EVERY_S)
+        assert store.watermark("readings") == 7
+        assert stored_watermarks(tmp_path) == {"readings": 3}
+    assert stored_watermarks(tmp_path) == {"readings": 7}
+
+
+def stored_watermarks(data_dir: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{data_dir / 'store.sqlite'}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT stream, seq FROM watermarks").fetchall())
+    finally:
+        db.close()
+
+
+#: The schema of stores written before the per-channel index was dropped (0b8743b).
+SCHEMA_BEFORE = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE channels (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, unit TEXT NOT NULL);
+CREATE TABLE readings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,
+    channel INTEGER NOT NULL REFERENCES channels(id), value REAL, quality INTEGER NOT NULL,
+    boot_id TEXT, mono REAL
+);
+CREATE INDEX readings_channel_ts ON readings(channel, ts);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, kind TEXT NOT NULL,
+    subject TEXT, level INTEGER, detail TEXT NOT NULL
+);
+CREATE INDEX events_kind ON events(kind, subject);
+CREATE TABLE watermarks (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+
+
+async def test_a_store_written_by_the_previous_release_is_upgraded_in_place(tmp_path):
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    db.executescript(SCHEMA_BEFORE)
+    with db:
+        db.execute("INSERT INTO channels VALUES (1, 'rain.total', 'mm'), (2, 'level.mm', 'mm')")
+        db.executemany(
+            "INSERT INTO readings(ts, channel, value, quality, boot_id) VALUES (?, ?, ?, 0, 'b')",
+            [(7200.0 + 60 * i, 1 + i % 2, float(i)) for i in range(200)],
+        )
+        db.execute(
+            "INSERT INTO events(ts, kind, subject, level, detail) "
+            "VALUES (10, 'alarm', 'rain_1h', 4, '{\"kind\": \"rise\"}')"
+        )
+        db.execute("INSERT INTO watermarks VALUES ('readings', 150), ('events', 1)")
+    db.close()
+    async with LocalStore(tmp_path) as store:
+        indexes = {n for (n,) in store.conn.execute("SELECT name FROM sqlite_master")}
+        history = store.history("rain.total", since=7200.0 + 60 * 150)
+        assert store.watermark("readings") == 150
+        assert store.last_event("alarm", "rain_1h") is not None
+        store.add_readings([reading(20_000.0, value=-1)])
+        await store.flush()
+        new = store.history("rain.total", since=19_500)
+        assert store.last_reading_seq() == 201
+    assert "readings_channel_ts" not in indexes
+    assert list(history.value) == [float(i) for i in range(150, 200, 2)]
+    assert list(new.value) == [-1.0]
+
+
+async def test_readings_written_by_an_older_release_after_a_rollback_are_found(tmp_path):
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(36_000.0 + 60 * i) for i in range(10)])  # hour 10
+        await store.flush()
+    # An update rolled back: the older release recreates its index and appends readings
+    # of hour 13, which reading_hours does not know.
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    with db:
+        db.execute("CREATE INDEX readings_channel_ts ON readings(channel, ts)")
+        db.executemany(
+            "INSERT INTO readings(ts, channel, value, quality) VALUES (?, 1, 7, 0)",
+            [(46_800.0 + 60 * i,) for i in range(5)],
+        )
+    db.close()
+    async with LocalStore(tmp_path) as store:
+        history = store.history("rain.total", since=46_800)
+    assert list(history.t) == [46_800.0 + 60 * i for i in range(5)]

@@ -210,8 +210,13 @@ async def test_agent_sigkilled_mid_upload_resends_and_the_fleet_keeps_each_row_o
                 "the fleet to commit the batches in flight",
             )
             restarted = await site.start_agent("gw")
+            # Each poll round is uploaded as soon as it is committed, so the fleet may hold
+            # every stored reading already: wait for new ones from the restarted agent too.
             await wait_for(
-                lambda: fleet_caught_up(fleet.data_dir, gateway_id, restarted.data_dir),
+                lambda: (
+                    gateway_marks(restarted.data_dir)["readings"][0] > stored
+                    and fleet_caught_up(fleet.data_dir, gateway_id, restarted.data_dir)
+                ),
                 60,
                 "the fleet to catch up after the agent's restart",
             )

@@ -31,6 +31,7 @@ import httpx
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
+from edge_agent.store import LAST_SEQS_SQL
 from fleet.broker_files import FleetAccount, Listener, mosquitto_conf, write_access_files
 from fleet.repository import Role
 from fleet.sqlite_repository import SQLiteRepository
@@ -366,7 +367,7 @@ def gateway_marks(data_dir: Path) -> dict[str, tuple[int, int]]:
         return {"readings": (0, 0), "events": (0, 0)}
     with contextlib.closing(_ro(path)) as db:
         try:
-            last = dict(db.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
+            last = dict(db.execute(LAST_SEQS_SQL).fetchall())
             acked = dict(db.execute("SELECT stream, seq FROM watermarks").fetchall())
         except sqlite3.OperationalError:
             return {"readings": (0, 0), "events": (0, 0)}
