@@ -386,6 +386,43 @@ def backup(
     typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
 
 
+@app.command()
+def migrate(
+    source: Annotated[
+        Path, typer.Option("--from", help="The SQLite fleet file, e.g. fleet-data/fleet.sqlite.")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="The PostgreSQL database, e.g. postgresql://fleet@db/hw.")
+    ],
+    chunk: Annotated[int, typer.Option("--chunk", min=1, help="Rows per transaction.")] = 5000,
+) -> None:
+    """Copy a SQLite fleet into an empty PostgreSQL database; run it again to resume.
+
+    Stop the fleet first. A run cut short (killed, a lost connection) goes on from its last
+    committed chunk when run again; the result is the same as one clean run.
+    """
+    url = _database(to)
+    assert url is not None
+    # psycopg is the 'fleet' extra: a county on SQLite runs without it.
+    from fleet.migrate import MigrateError, run_migration  # noqa: PLC0415
+
+    try:
+        result = run_migration(source, url, chunk=chunk)
+    except MigrateError as exc:
+        typer.echo(f"migrate failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if result.already_done:
+        typer.echo("already copied: nothing to do")
+    for table, rows in result.copied.items():
+        if rows:
+            typer.echo(f"{table}: {rows:,} rows copied")
+    for table, rows in result.left_behind.items():
+        typer.echo(
+            f"not copied: {table} ({rows:,} rows): PostgreSQL has no store for it yet", err=True
+        )
+    typer.echo("migration finished")
+
+
 @app.command("broker-config")
 def broker_config(
     data_dir: DataDir = DEFAULT_DATA_DIR,

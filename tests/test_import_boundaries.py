@@ -179,6 +179,8 @@ KNOWN_BELOW_SEAM = {
     "fleet/service.py",
     # fleet backup copies each backend's database with that backend's own tool.
     "fleet/backup.py",
+    # fleet migrate reads a SQLite fleet and writes it into PostgreSQL, table by table.
+    "fleet/migrate.py",
     # SQLite's own parts: the 叫应 engine's data_version watch and the live feed's reads,
     # handed out by SQLiteRepository (open_alarm_watch, live_changes).
     "fleet/alarm_watch.py",
