@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from fleet.credentials import new_secret, token_hash
+from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_documents import PostgresDocuments
 from fleet.postgres_ingest import PostgresIngestWriter
 from fleet.postgres_schema import create_schema, drop_partitions_before
@@ -85,6 +86,10 @@ class PostgresRepository:
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
+
+    def open_alarm_watch(self) -> PostgresAlarmWatch:
+        """A LISTEN/NOTIFY watch on the active alarms (``fleet.postgres_alarm_watch``)."""
+        return PostgresAlarmWatch(self.url)
 
     def drop_readings_before(self, cutoff: float) -> list[str]:
         """Retention: drop the day partitions of readings all older than ``cutoff``."""
