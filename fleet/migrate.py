@@ -8,9 +8,10 @@ as one clean run. The per-minute and per-hour rollups are rebuilt from the copie
 at the end (one transaction), and each identity column's sequence is moved past the
 copied ids, so rows made afterwards never take a copied id.
 
-Only the tables PostgreSQL has (the core stores and the document outbox) are copied; the
-tables it lacks so far (configs, releases, rollouts, 叫应) are named to the operator as left
-behind, never dropped silently. The fleet must be stopped while it runs.
+Only the tables PostgreSQL has (the core stores, the document outbox and 叫应's roster,
+policies and escalation record) are copied; the tables it lacks so far (configs, releases,
+rollouts) are named to the operator as left behind, never dropped silently. The fleet
+must be stopped while it runs.
 
 This module must never write to the SQLite file, never copy into a database that holds
 a fleet it did not copy from this source, and never record progress for rows it did not
@@ -29,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from fleet.database_url import redacted
+from fleet.postgres_escalation import SCHEMA as ESCALATION_SCHEMA
 from fleet.postgres_ingest import ROLLUPS
 from fleet.postgres_schema import create_schema, days_needed, ensure_partitions
 from protocol import BAD_QUALITY_MASK
@@ -61,6 +63,12 @@ TABLES = (
     Table("alarm_receipts", ("id",), identity=True),
     Table("gateway_answers", ("id",), identity=True),
     Table("commands", ("id",)),
+    Table("roster_persons", ("id",), identity=True),
+    Table("escalation_policies", ("site_id",)),
+    Table("escalations", ("id",), identity=True),
+    Table("escalation_calls", ("id",), identity=True),
+    Table("escalation_record", ("id",), identity=True),
+    Table("escalation_answers", ("id",), identity=True),
     Table("ota_documents", ("kind", "version")),
     Table("ota_outbox", ("gw", "kind")),
     Table("config_deliveries", ("gw", "version")),
@@ -120,6 +128,8 @@ def _run(
     """One run over an open source; psycopg's errors are left to the caller."""
     with psycopg.connect(url, autocommit=True) as dst:
         create_schema(dst)
+        with dst.transaction():
+            dst.execute(ESCALATION_SCHEMA.encode())
         identity = str(source.resolve())
         already = _claim_target(dst, identity)
         copied = {}

@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool
 from fleet.credentials import new_secret, token_hash
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_documents import PostgresDocuments
+from fleet.postgres_escalation import PostgresEscalation
 from fleet.postgres_ingest import PostgresIngestWriter
 from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.repository import (
@@ -82,6 +83,7 @@ class PostgresRepository:
         self.ota = PostgresDocuments(self._pool)
         with self._pool.connection() as conn:
             create_schema(conn)
+        self.escalation = PostgresEscalation(self._pool)
 
     def close(self) -> None:
         """Close the pool's connections."""

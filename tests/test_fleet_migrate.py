@@ -18,9 +18,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from fleet.escalation_policy import DEFAULT_POLICY
+from fleet.escalation_store import PlannedCall
 from fleet.migrate import TABLES, MigrateError, run_migration
 from fleet.postgres_repository import PostgresRepository
 from fleet.repository import NewGateway, Received, Role
+from fleet.roster import PersonIn, Tier
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.uplink import FLEET
@@ -65,6 +68,15 @@ def sqlite_fleet(path: Path) -> None:
         store.create_api_token("console", Role.OPERATOR, T0)
         alarm = store.alarms(active=True, gateway_id=None, since=None, until=None, limit=1)[0]
         store.confirm_receipt(alarm.id, "village head", "phone", None, "operator", T0 + 60)
+        person = store.escalation.add_person(
+            "creek", PersonIn(Tier.VILLAGE, "甲", "monitor", mobile="+8613800000001"), T0
+        )
+        state = next(s for s in store.escalation.alarm_states() if s.alarm_id == alarm.id)
+        escalation = store.escalation.start_escalation(state, DEFAULT_POLICY.levels[4], T0 + 61)
+        (call,) = store.escalation.plan_calls([PlannedCall(escalation.id, person, "sms")], T0 + 62)
+        store.escalation.record_answer(
+            escalation.id, person.label, Tier.VILLAGE, "sms", T0 + 63, call.id
+        )
     finally:
         store.close()
 
@@ -167,6 +179,12 @@ def test_the_copy_serves_as_the_fleet_store_and_new_rows_take_new_ids(
         copied_ids = {t.id for t in store.list_api_tokens()}
         token, _secret = store.create_api_token("new", Role.VIEWER, T0 + 100)
         assert token.id > max(copied_ids)
+        (person,) = store.escalation.roster("creek")
+        assert person.mobile == "+8613800000001"
+        (open_id,) = [
+            s.open_escalation for s in store.escalation.alarm_states() if s.open_escalation
+        ]
+        assert [r["kind"] for r in store.escalation.record(open_id)] == ["started", "answer"]
     finally:
         store.close()
 
