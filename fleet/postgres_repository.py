@@ -22,14 +22,16 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from fleet.credentials import new_secret, token_hash
+from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_documents import PostgresDocuments
 from fleet.postgres_escalation import PostgresEscalation
@@ -88,6 +90,28 @@ class PostgresRepository:
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
+
+    def live_cursor(self) -> LiveCursor:
+        """A cursor at the present for ``live_changes``."""
+        with self._snapshot() as read:
+            return start_cursor(read)
+
+    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
+        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
+        with self._snapshot() as read:
+            return changes_since(read, cursor)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Read]:
+        """``fleet.live_changes``'s view: one REPEATABLE READ snapshot, rows as tuples."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            rows = conn.cursor(row_factory=tuple_row)
+
+            def read(query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                return rows.execute(query.replace("?", "%s").encode(), params).fetchall()
+
+            yield read
 
     def open_alarm_watch(self) -> PostgresAlarmWatch:
         """A LISTEN/NOTIFY watch on the active alarms (``fleet.postgres_alarm_watch``)."""

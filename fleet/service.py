@@ -53,14 +53,14 @@ class BackendNotReadyError(RuntimeError):
 def open_repository(settings: FleetSettings) -> Repository:
     """The repository for ``settings`` (also used by the CLI's offline commands).
 
-    Raises BackendNotReadyError for PostgreSQL: it holds the core stores, ingest and 叫应,
-    not yet configs, releases, rollouts or the live feed, which ``fleet serve`` needs.
+    Raises BackendNotReadyError for PostgreSQL: it holds the core stores, ingest, 叫应 and
+    the live feed, not yet configs, releases and rollouts, which ``fleet serve`` needs.
     """
     if settings.database is not None:
         msg = (
             f"{redacted(settings.database)}: on PostgreSQL the fleet so far stores gateways, "
-            "readings, events, alarms (fleet ingest --database) and 叫应, not yet configs, "
-            "releases, rollouts or the live feed that fleet serve needs; run fleet "
+            "readings, events, alarms (fleet ingest --database), 叫应 and the live feed, "
+            "not yet configs, releases and rollouts that fleet serve needs; run fleet "
             "serve on SQLite for now (issue 14)"
         )
         raise BackendNotReadyError(msg)

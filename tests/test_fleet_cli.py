@@ -197,5 +197,5 @@ def test_serve_on_postgresql_says_what_is_missing_instead_of_starting(tmp_path: 
         "--database", "postgresql://fleet:s3cret@db.example/hazardwatch",
     )  # fmt: skip
     assert done.returncode == 2
-    assert "not yet configs, releases, rollouts" in said(done)
+    assert "not yet configs, releases and rollouts" in said(done)
     assert "s3cret" not in said(done).replace(" ", "")
