@@ -24,6 +24,7 @@ import math
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -33,9 +34,9 @@ from psycopg_pool import ConnectionPool
 from fleet.credentials import new_secret, token_hash
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
-from fleet.postgres_documents import PostgresDocuments
 from fleet.postgres_escalation import PostgresEscalation
 from fleet.postgres_ingest import PostgresIngestWriter
+from fleet.postgres_ota import PostgresOta
 from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.repository import (
     API_TOKEN_TTL_S,
@@ -71,7 +72,7 @@ class PostgresRepository:
     schema is created on first use.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, files_dir: Path | None = None) -> None:
         self.url = url
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url,
@@ -82,9 +83,11 @@ class PostgresRepository:
             name="hazardwatch-fleet",
         )
         self._ingest = PostgresIngestWriter()
-        self.ota = PostgresDocuments(self._pool)
         with self._pool.connection() as conn:
             create_schema(conn)
+        # Release files need a directory (fleet serve's data directory); ingest workers
+        # publish documents and apply OTA reports, which need the tables only.
+        self.ota = PostgresOta(self._pool, files_dir)
         self.escalation = PostgresEscalation(self._pool)
 
     def close(self) -> None:
