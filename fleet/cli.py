@@ -40,7 +40,8 @@ from fleet.rollout_cli import release_app, rollout_app
 from fleet.roster_cli import roster_app
 from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import (
-    BackendNotReadyError,
+    DatabaseUnreachableError,
+    check_reachable,
     open_enrollment,
     open_repository,
     run_ingest_worker,
@@ -139,7 +140,7 @@ Database = Annotated[
     typer.Option(
         "--database",
         help="PostgreSQL URL, e.g. postgresql://fleet@db/hazardwatch (default: fleet.sqlite "
-        "in the data directory). So far for ingest workers only.",
+        "in the data directory).",
     ),
 ]
 
@@ -235,11 +236,6 @@ def serve(
 ) -> None:
     """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan."""
     _process_wide(log_level)
-    if database is not None:
-        try:  # raises for every database so far: serve needs stores PostgreSQL lacks
-            open_repository(FleetSettings(data_dir=data_dir, database=_database(database)))
-        except BackendNotReadyError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--database") from None
     settings = _settings(
         data_dir,
         broker,
@@ -253,6 +249,12 @@ def serve(
         mosquitto_pid_file,
         ingest_connections,
     )
+    settings = replace(settings, database=_database(database))
+    if settings.database is not None:
+        try:
+            check_reachable(settings.database)
+        except DatabaseUnreachableError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--database") from None
     if escalation is not None:
         try:
             settings = replace(settings, escalation=load_escalation_settings(escalation))

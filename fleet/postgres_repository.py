@@ -57,6 +57,7 @@ from fleet.repository import (
     Role,
     StoredEvent,
 )
+from fleet.roster import Person
 from fleet.timestamps import iso
 from protocol import BAD_QUALITY_MASK, Stream
 
@@ -93,6 +94,10 @@ class PostgresRepository:
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
+
+    def roster(self, site_id: str) -> list[Person]:
+        """The responsible persons of ``site_id`` (叫应), every tier."""
+        return self.escalation.roster(site_id)
 
     def live_cursor(self) -> LiveCursor:
         """A cursor at the present for ``live_changes``."""
