@@ -8,10 +8,10 @@ as one clean run. The per-minute and per-hour rollups are rebuilt from the copie
 at the end (one transaction), and each identity column's sequence is moved past the
 copied ids, so rows made afterwards never take a copied id.
 
-Only the tables PostgreSQL has (the core stores, the document outbox and 叫应's roster,
-policies and escalation record) are copied; the tables it lacks so far (configs, releases,
-rollouts) are named to the operator as left behind, never dropped silently. The fleet
-must be stopped while it runs.
+Every store's tables are copied (core, OTA, 叫应); release files stay where they are, in
+the data directory's ``releases/``, which ``fleet serve --database`` reads too. A table
+PostgreSQL has no store for (the SL 651 centre's, which stays on SQLite) is named to the
+operator as left behind, never dropped silently. The fleet must be stopped while it runs.
 
 This module must never write to the SQLite file, never copy into a database that holds
 a fleet it did not copy from this source, and never record progress for rows it did not
@@ -32,6 +32,7 @@ from psycopg import sql
 from fleet.database_url import redacted
 from fleet.postgres_escalation import SCHEMA as ESCALATION_SCHEMA
 from fleet.postgres_ingest import ROLLUPS
+from fleet.postgres_ota import SCHEMA as OTA_SCHEMA
 from fleet.postgres_schema import create_schema, days_needed, ensure_partitions
 from protocol import BAD_QUALITY_MASK
 
@@ -69,6 +70,15 @@ TABLES = (
     Table("escalation_calls", ("id",), identity=True),
     Table("escalation_record", ("id",), identity=True),
     Table("escalation_answers", ("id",), identity=True),
+    Table("ota_counters", ("kind",)),
+    Table("gateway_groups", ("name",)),
+    Table("group_members", ("grp", "gw")),
+    Table("site_configs", ("id",), identity=True),
+    Table("releases", ("version",)),
+    Table("release_files", ("version", "name")),
+    Table("rollouts", ("id",), identity=True),
+    Table("rollout_waves", ("rollout_id", "idx")),
+    Table("rollout_devices", ("rollout_id", "gw")),
     Table("ota_documents", ("kind", "version")),
     Table("ota_outbox", ("gw", "kind")),
     Table("config_deliveries", ("gw", "version")),
@@ -130,6 +140,7 @@ def _run(
         create_schema(dst)
         with dst.transaction():
             dst.execute(ESCALATION_SCHEMA.encode())
+            dst.execute(OTA_SCHEMA.encode())
         identity = str(source.resolve())
         already = _claim_target(dst, identity)
         copied = {}

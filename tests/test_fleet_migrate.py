@@ -22,7 +22,7 @@ from fleet.escalation_policy import DEFAULT_POLICY
 from fleet.escalation_store import PlannedCall
 from fleet.migrate import TABLES, MigrateError, run_migration
 from fleet.postgres_repository import PostgresRepository
-from fleet.repository import NewGateway, Received, Role
+from fleet.repository import NewGateway, NewSiteConfig, Received, Role
 from fleet.roster import PersonIn, Tier
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.postgres import PostgresCluster
@@ -66,6 +66,10 @@ def sqlite_fleet(path: Path) -> None:
             store.commit([Received(gid, T0 + 40, events)])
             store.queue_command(gid, "reboot", {}, "cli", T0 + 50)
         store.create_api_token("console", Role.OPERATOR, T0)
+        store.ota.set_group("north", list(GATEWAYS), T0)
+        store.ota.create_config(
+            NewSiteConfig('[site]\nid = "creek"\n', None, "north", None, "ana"), T0, sign
+        )
         alarm = store.alarms(active=True, gateway_id=None, since=None, until=None, limit=1)[0]
         store.confirm_receipt(alarm.id, "village head", "phone", None, "operator", T0 + 60)
         person = store.escalation.add_person(
@@ -79,6 +83,11 @@ def sqlite_fleet(path: Path) -> None:
         )
     finally:
         store.close()
+
+
+def sign(version: int, gateways: tuple[str, ...]) -> bytes:
+    """A stand-in signer (the copy keeps the bytes as they are)."""
+    return f"{version}:{','.join(gateways)}".encode()
 
 
 def contents(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -181,6 +190,15 @@ def test_the_copy_serves_as_the_fleet_store_and_new_rows_take_new_ids(
         assert token.id > max(copied_ids)
         (person,) = store.escalation.roster("creek")
         assert person.mobile == "+8613800000001"
+        (group,) = store.ota.list_groups()
+        assert group.gateways == GATEWAYS
+        (config,) = store.ota.list_configs(gateway_id=None, group="north", limit=10)
+        again = NewSiteConfig(config.site_toml, None, "north", None, "ana")
+        newer = store.ota.create_config(again, T0 + 200, sign)  # counters copied: no reuse
+        assert config.version is not None
+        assert newer.version is not None
+        assert newer.version > config.version
+        assert newer.id > config.id
         (open_id,) = [
             s.open_escalation for s in store.escalation.alarm_states() if s.open_escalation
         ]
