@@ -40,7 +40,8 @@ from fleet.rollout_cli import release_app, rollout_app
 from fleet.roster_cli import roster_app
 from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import (
-    BackendNotReadyError,
+    DatabaseUnreachableError,
+    check_reachable,
     open_enrollment,
     open_repository,
     run_ingest_worker,
@@ -139,7 +140,7 @@ Database = Annotated[
     typer.Option(
         "--database",
         help="PostgreSQL URL, e.g. postgresql://fleet@db/hazardwatch (default: fleet.sqlite "
-        "in the data directory). So far for ingest workers only.",
+        "in the data directory).",
     ),
 ]
 
@@ -235,11 +236,6 @@ def serve(
 ) -> None:
     """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan."""
     _process_wide(log_level)
-    if database is not None:
-        try:  # raises for every database so far: serve needs stores PostgreSQL lacks
-            open_repository(FleetSettings(data_dir=data_dir, database=_database(database)))
-        except BackendNotReadyError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--database") from None
     settings = _settings(
         data_dir,
         broker,
@@ -253,6 +249,12 @@ def serve(
         mosquitto_pid_file,
         ingest_connections,
     )
+    settings = replace(settings, database=_database(database))
+    if settings.database is not None:
+        try:
+            check_reachable(settings.database)
+        except DatabaseUnreachableError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--database") from None
     if escalation is not None:
         try:
             settings = replace(settings, escalation=load_escalation_settings(escalation))
@@ -384,6 +386,43 @@ def backup(
         typer.echo(f"backup failed: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")
+
+
+@app.command()
+def migrate(
+    source: Annotated[
+        Path, typer.Option("--from", help="The SQLite fleet file, e.g. fleet-data/fleet.sqlite.")
+    ],
+    to: Annotated[
+        str, typer.Option("--to", help="The PostgreSQL database, e.g. postgresql://fleet@db/hw.")
+    ],
+    chunk: Annotated[int, typer.Option("--chunk", min=1, help="Rows per transaction.")] = 5000,
+) -> None:
+    """Copy a SQLite fleet into an empty PostgreSQL database; run it again to resume.
+
+    Stop the fleet first. A run cut short (killed, a lost connection) goes on from its last
+    committed chunk when run again; the result is the same as one clean run.
+    """
+    url = _database(to)
+    assert url is not None
+    # psycopg is the 'fleet' extra: a county on SQLite runs without it.
+    from fleet.migrate import MigrateError, run_migration  # noqa: PLC0415
+
+    try:
+        result = run_migration(source, url, chunk=chunk)
+    except MigrateError as exc:
+        typer.echo(f"migrate failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if result.already_done:
+        typer.echo("already copied: nothing to do")
+    for table, rows in result.copied.items():
+        if rows:
+            typer.echo(f"{table}: {rows:,} rows copied")
+    for table, rows in result.left_behind.items():
+        typer.echo(
+            f"not copied: {table} ({rows:,} rows): PostgreSQL has no store for it yet", err=True
+        )
+    typer.echo("migration finished")
 
 
 @app.command("broker-config")

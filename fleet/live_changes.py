@@ -4,20 +4,26 @@ The console's live feed polls this; it works the same whether ingest runs in thi
 process or another (``fleet ingest`` beside ``fleet serve``), because it reads the store,
 not the ingest's memory. Read only; a change is reported once per cursor, never lost
 between two looks (the cursors are ids and times the store wrote).
+
+It knows no database: each backend hands it a ``Read`` (a query with ``?`` placeholders
+and its parameters, to rows as tuples) on one consistent snapshot, SQLite's or PostgreSQL's
+(``SQLiteRepository.live_changes``, ``PostgresRepository.live_changes``); both keep the same
+tables. It must never write.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.sqlite_ota import read_snapshot
 from protocol.events import ACK_EVENT_KIND, ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND
 from protocol.levels import LEVEL_NAMES
 
 #: Events that change what an alarm shows: a level, an acknowledgement, an answer.
 LEVEL_EVENT_KINDS = (ALARM_EVENT_KIND, ACK_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND)
+#: One query (``?`` placeholders) with its parameters, to its rows as tuples.
+Read = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 #: A batch committed a little after another may carry an earlier receipt time: look back.
 _RECEIPT_SLACK_S = 5.0
 
@@ -40,11 +46,11 @@ class LiveChange:
     data: dict[str, Any]
 
 
-def start_cursor(db: sqlite3.Connection) -> LiveCursor:
+def start_cursor(db: Read) -> LiveCursor:
     """A cursor at the present: only what changes from now on is reported."""
     cursor = LiveCursor()
-    row = db.execute("SELECT max(received_at), (SELECT max(id) FROM escalation_record) FROM events")
-    received_at, record_id = row.fetchone()
+    (row,) = db("SELECT max(received_at), (SELECT max(id) FROM escalation_record) FROM events", [])
+    received_at, record_id = row
     cursor.received_at = float(received_at or 0.0)
     cursor.record_id = int(record_id or 0)
     _levels(db, cursor)  # what the look-back would return is already known
@@ -52,14 +58,13 @@ def start_cursor(db: sqlite3.Connection) -> LiveCursor:
     return cursor
 
 
-def changes_since(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
-    """Every change after ``cursor``, which is moved past them."""
-    with read_snapshot(db):
-        return [*_levels(db, cursor), *_health(db, cursor), *_escalation(db, cursor)]
+def changes_since(db: Read, cursor: LiveCursor) -> list[LiveChange]:
+    """Every change after ``cursor``, which is moved past them (``db``: one snapshot)."""
+    return [*_levels(db, cursor), *_health(db, cursor), *_escalation(db, cursor)]
 
 
-def _levels(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
-    rows = db.execute(
+def _levels(db: Read, cursor: LiveCursor) -> list[LiveChange]:
+    rows = db(
         "SELECT e.gw, e.seq, e.ts, e.subject, e.received_at, g.id, g.site_id, "
         "(SELECT a.id FROM alarms a WHERE a.gw = e.gw AND a.rule = e.subject "
         " ORDER BY a.id DESC LIMIT 1), "
@@ -69,7 +74,7 @@ def _levels(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
         "WHERE e.kind IN (?, ?, ?) AND e.received_at > ? "
         "ORDER BY e.received_at, e.gw, e.seq",
         [*LEVEL_EVENT_KINDS, cursor.received_at - _RECEIPT_SLACK_S],
-    ).fetchall()
+    )
     changes = []
     newest = cursor.received_at
     seen = set(cursor.seen_events)
@@ -99,11 +104,11 @@ def _levels(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
     return changes
 
 
-def _health(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
+def _health(db: Read, cursor: LiveCursor) -> list[LiveChange]:
     changes = []
-    for gateway_id, site_id, state, state_at, health_at, last_seen in db.execute(
-        "SELECT id, site_id, state, state_at, health_at, last_seen FROM gateways"
-    ).fetchall():
+    for gateway_id, site_id, state, state_at, health_at, last_seen in db(
+        "SELECT id, site_id, state, state_at, health_at, last_seen FROM gateways", []
+    ):
         key = (state, state_at, health_at)
         if cursor.gateways.get(gateway_id) == key:
             continue
@@ -123,13 +128,13 @@ def _health(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
     return changes
 
 
-def _escalation(db: sqlite3.Connection, cursor: LiveCursor) -> list[LiveChange]:
-    rows = db.execute(
+def _escalation(db: Read, cursor: LiveCursor) -> list[LiveChange]:
+    rows = db(
         "SELECT r.id, e.alarm_id, e.site_id, r.kind, r.tier, r.person, r.channel, r.at "
         "FROM escalation_record r JOIN escalations e ON e.id = r.escalation_id "
         "WHERE r.id > ? ORDER BY r.id LIMIT 1000",
         [cursor.record_id],
-    ).fetchall()
+    )
     changes = []
     for record_id, alarm_id, site_id, kind, tier, person, channel, at in rows:
         cursor.record_id = record_id

@@ -34,8 +34,11 @@ from fleet.alarm_episodes import (
     VillageAnswer,
     episode_change,
 )
+from fleet.postgres_ota import OTA_LOCK, record_ota_report
+from fleet.postgres_ota import Conn as OtaConn
 from fleet.postgres_schema import days_needed, ensure_partitions
 from fleet.repository import CommitResult, Received
+from ota.report import OTA_EVENT_KIND
 from protocol import (
     BAD_QUALITY_MASK,
     CommandResult,
@@ -307,6 +310,11 @@ class PostgresIngestWriter:
                 stored += 1
                 if event.subject:
                     _track_alarm(conn, gw, event)
+                if event.kind == OTA_EVENT_KIND:
+                    # OTA writes take turns on one lock (fleet.postgres_ota); counted once,
+                    # in the transaction that stores the report.
+                    _execute(conn, "SELECT pg_advisory_xact_lock(%s)", (OTA_LOCK,))
+                    record_ota_report(OtaConn(conn), gw, event, received_at)
         return stored
 
 

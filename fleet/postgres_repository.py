@@ -22,16 +22,21 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from fleet.credentials import new_secret, token_hash
-from fleet.postgres_documents import PostgresDocuments
+from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
+from fleet.postgres_alarm_watch import PostgresAlarmWatch
+from fleet.postgres_escalation import PostgresEscalation
 from fleet.postgres_ingest import PostgresIngestWriter
+from fleet.postgres_ota import PostgresOta
 from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.repository import (
     API_TOKEN_TTL_S,
@@ -53,6 +58,7 @@ from fleet.repository import (
     StoredEvent,
     ack_origin_of,
 )
+from fleet.roster import Person
 from fleet.timestamps import iso
 from protocol import BAD_QUALITY_MASK, Stream
 
@@ -68,7 +74,7 @@ class PostgresRepository:
     schema is created on first use.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, files_dir: Path | None = None) -> None:
         self.url = url
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url,
@@ -79,13 +85,46 @@ class PostgresRepository:
             name="hazardwatch-fleet",
         )
         self._ingest = PostgresIngestWriter()
-        self.ota = PostgresDocuments(self._pool)
         with self._pool.connection() as conn:
             create_schema(conn)
+        # Release files need a directory (fleet serve's data directory); ingest workers
+        # publish documents and apply OTA reports, which need the tables only.
+        self.ota = PostgresOta(self._pool, files_dir)
+        self.escalation = PostgresEscalation(self._pool)
 
     def close(self) -> None:
         """Close the pool's connections."""
         self._pool.close()
+
+    def roster(self, site_id: str) -> list[Person]:
+        """The responsible persons of ``site_id`` (叫应), every tier."""
+        return self.escalation.roster(site_id)
+
+    def live_cursor(self) -> LiveCursor:
+        """A cursor at the present for ``live_changes``."""
+        with self._snapshot() as read:
+            return start_cursor(read)
+
+    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
+        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
+        with self._snapshot() as read:
+            return changes_since(read, cursor)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Read]:
+        """``fleet.live_changes``'s view: one REPEATABLE READ snapshot, rows as tuples."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            rows = conn.cursor(row_factory=tuple_row)
+
+            def read(query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+                return rows.execute(query.replace("?", "%s").encode(), params).fetchall()
+
+            yield read
+
+    def open_alarm_watch(self) -> PostgresAlarmWatch:
+        """A LISTEN/NOTIFY watch on the active alarms (``fleet.postgres_alarm_watch``)."""
+        return PostgresAlarmWatch(self.url)
 
     def drop_readings_before(self, cutoff: float) -> list[str]:
         """Retention: drop the day partitions of readings all older than ``cutoff``."""

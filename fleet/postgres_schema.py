@@ -207,6 +207,17 @@ CREATE TABLE IF NOT EXISTS config_deliveries (
     updated_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (gw, version)
 );
+CREATE OR REPLACE FUNCTION hazardwatch_alarm_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('hazardwatch_alarms', '');
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER alarms_changed
+    AFTER INSERT OR UPDATE OF level, last_seq, cleared_at ON alarms
+    FOR EACH STATEMENT EXECUTE FUNCTION hazardwatch_alarm_changed();
+CREATE OR REPLACE TRIGGER gateway_answers_changed
+    AFTER INSERT ON gateway_answers
+    FOR EACH STATEMENT EXECUTE FUNCTION hazardwatch_alarm_changed();
 """
 
 

@@ -46,24 +46,37 @@ class FleetService:
     ingest_task: asyncio.Task[None] | None
 
 
-class BackendNotReadyError(RuntimeError):
-    """The chosen database cannot hold everything this command needs yet."""
+class DatabaseUnreachableError(RuntimeError):
+    """The PostgreSQL database cannot be reached; the message never holds a password."""
+
+
+def check_reachable(url: str, timeout_s: int = 10) -> None:
+    """Connect to ``url`` once, so a command says at once why the database is not usable."""
+    import psycopg  # noqa: PLC0415 - the 'fleet' extra, as in open_repository
+
+    try:
+        psycopg.connect(check_database(url), connect_timeout=timeout_s).close()
+    except psycopg.Error as exc:
+        # libpq's own words name the host and port, never the password.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"{redacted(url)}: cannot connect: {reason}"
+        raise DatabaseUnreachableError(msg) from None
 
 
 def open_repository(settings: FleetSettings) -> Repository:
     """The repository for ``settings`` (also used by the CLI's offline commands).
 
-    Raises BackendNotReadyError for PostgreSQL: it holds the core stores and ingest, not
-    yet configs, releases, rollouts, 叫应 or the live feed, which ``fleet serve`` needs.
+    PostgreSQL for ``settings.database`` (release files stay in the data directory's
+    ``releases/``), else SQLite in the data directory.
     """
     if settings.database is not None:
-        msg = (
-            f"{redacted(settings.database)}: on PostgreSQL the fleet so far stores gateways, "
-            "readings, events and alarms (fleet ingest --database), not yet configs, "
-            "releases, rollouts, 叫应 or the live feed that fleet serve needs; run fleet "
-            "serve on SQLite for now (issue 14)"
+        # psycopg is the 'fleet' extra: a county on SQLite runs without it.
+        from fleet.postgres_repository import PostgresRepository  # noqa: PLC0415
+
+        log.info("the fleet stores in PostgreSQL at %s", redacted(settings.database))
+        return PostgresRepository(
+            check_database(settings.database), files_dir=settings.data_dir / "releases"
         )
-        raise BackendNotReadyError(msg)
     return SQLiteRepository(
         settings.db_path,
         durable=settings.durable,

@@ -12,7 +12,7 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,6 +22,9 @@ from fleet.escalation_store import AlarmState, Call, DeliveryReport, Escalation,
 from fleet.repository import NotFoundError
 from fleet.roster import Person, PersonIn, Tier
 from fleet.sqlite_ota import read_snapshot
+
+#: A row as either backend reads it (``fleet.postgres_escalation`` reads dicts).
+StoredRow = sqlite3.Row | Mapping[str, Any]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS roster_persons (
@@ -625,7 +628,7 @@ class SQLiteEscalation:
         )
 
 
-def _person(r: sqlite3.Row) -> Person:
+def _person(r: StoredRow) -> Person:
     return Person(
         r["id"],
         r["site_id"],
@@ -648,7 +651,7 @@ def _stored_policy(text: str) -> LevelPolicy:
     return parse_level(json.loads(text), "stored policy")
 
 
-def _escalation(r: sqlite3.Row) -> Escalation:
+def _escalation(r: StoredRow) -> Escalation:
     return Escalation(
         r["id"],
         r["alarm_id"],
@@ -664,7 +667,7 @@ def _escalation(r: sqlite3.Row) -> Escalation:
     )
 
 
-def _call(r: sqlite3.Row) -> Call:
+def _call(r: StoredRow) -> Call:
     return Call(
         r["id"],
         r["escalation_id"],

@@ -23,7 +23,7 @@ from typing import Any
 
 from fleet.alarm_watch import AlarmWatch
 from fleet.credentials import new_secret, token_hash
-from fleet.live_changes import LiveChange, LiveCursor, changes_since, start_cursor
+from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.repository import (
     ACK_ORIGIN_FROM_WORDS,
     API_TOKEN_TTL_S,
@@ -48,7 +48,7 @@ from fleet.repository import (
 from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
-from fleet.sqlite_ota import SQLiteOta, rowid
+from fleet.sqlite_ota import SQLiteOta, read_snapshot, rowid
 from fleet.timestamps import iso
 from protocol import (
     BAD_QUALITY_MASK,
@@ -196,6 +196,15 @@ CREATE INDEX IF NOT EXISTS commands_pending ON commands (status, issued_at);
 """
 
 
+def _reader(db: sqlite3.Connection) -> Read:
+    """``fleet.live_changes``'s view of one connection: rows as plain tuples."""
+
+    def read(query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in db.execute(query, params)]
+
+    return read
+
+
 def _json_object(text: str) -> dict[str, Any]:
     """A stored event's detail; one that is not a JSON object reads as empty."""
     try:
@@ -243,11 +252,13 @@ class SQLiteRepository:
 
     def live_cursor(self) -> LiveCursor:
         """A cursor at the present for ``live_changes``."""
-        return start_cursor(self._db())
+        with read_snapshot(self._db()) as db:
+            return start_cursor(_reader(db))
 
     def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
         """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
-        return changes_since(self._db(), cursor)
+        with read_snapshot(self._db()) as db:
+            return changes_since(_reader(db), cursor)
 
     def _migrate(self, now: float) -> None:
         """Bring a database made by an older version up to ``SCHEMA``.

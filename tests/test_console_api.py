@@ -24,11 +24,11 @@ import uvicorn
 from edge_agent.site_file import load_site
 from edge_agent.site_summary import site_summary
 from fleet.main import create_app
-from fleet.repository import NewGateway, Received, Role
+from fleet.repository import NewGateway, Received, Repository, Role
 from fleet.settings import EscalationSettings, FleetSettings
-from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.mosquitto import auth
 from hardware_sim.harness.ports import free_port
+from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_for
 from protocol import MAX_READING_ROWS, DataBatch, EventBatch, EventRow, GatewayState, Health
 from protocol.events import AlarmEvent, FailureForecast
@@ -40,7 +40,7 @@ EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
 @dataclass
 class Fleet:
     url: str
-    repository: SQLiteRepository
+    repository: Repository
     viewer: str
     seqs: dict[str, int]
 
@@ -63,8 +63,20 @@ class Fleet:
         )
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+@pytest.fixture(params=("sqlite", "postgresql"))
+async def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Fleet]:
+    """The console served on each backend (``fleet serve --database`` for PostgreSQL)."""
+    if request.param == "sqlite":
+        async for served in _fleet(tmp_path, None):
+            yield served
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    with cluster.fresh_schema() as url:
+        async for served in _fleet(tmp_path, url):
+            yield served
+
+
+async def _fleet(tmp_path: Path, database: str | None) -> AsyncIterator[Fleet]:
     port = free_port()
     settings = FleetSettings(
         data_dir=tmp_path,
@@ -73,12 +85,13 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
         ingest=False,
         fleet_url=f"http://127.0.0.1:{port}",
         escalation=EscalationSettings(tick_s=None),
+        database=database,
     )
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     await wait_for(lambda: server.started, 20, "the fleet to serve")
-    repository: SQLiteRepository = app.state.repository
+    repository: Repository = app.state.repository
     viewer = repository.create_api_token("duty", Role.VIEWER, time.time())[1]
     try:
         yield Fleet(f"http://127.0.0.1:{port}", repository, viewer, {})

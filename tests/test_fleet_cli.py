@@ -191,11 +191,12 @@ def test_database_must_be_a_postgresql_url_and_its_password_is_never_shown(
     assert "fleet:***@db.example:5432" in said(done)
 
 
-def test_serve_on_postgresql_says_what_is_missing_instead_of_starting(tmp_path: Path) -> None:
+def test_serve_on_an_unreachable_postgresql_says_so_instead_of_starting(tmp_path: Path) -> None:
     done = fleet(
         "serve", "--data-dir", str(tmp_path),
-        "--database", "postgresql://fleet:s3cret@db.example/hazardwatch",
+        "--database", "postgresql://fleet:s3cret@127.0.0.1:9/hazardwatch",
     )  # fmt: skip
     assert done.returncode == 2
-    assert "not yet configs, releases, rollouts" in said(done)
+    assert "cannot connect" in said(done)
+    assert "fleet:***@127.0.0.1:9" in said(done).replace(" ", "")
     assert "s3cret" not in said(done).replace(" ", "")

@@ -7,15 +7,19 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from fleet.main import create_app
-from fleet.repository import API_TOKEN_TTL_S, Received, Role
+from fleet.postgres_repository import PostgresRepository
+from fleet.repository import API_TOKEN_TTL_S, Received, Repository, Role
 from fleet.settings import FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.mosquitto import auth
+from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.simgateway import enrollment_request
 from protocol import BAD_QUALITY_MASK, DataBatch, EnrollmentResponse
 
@@ -25,7 +29,7 @@ T0 = 1_750_000_000.0
 @dataclass
 class Console:
     http: httpx.AsyncClient
-    repository: SQLiteRepository
+    repository: Repository
     tokens: dict[Role, str]
 
     def as_(self, role: Role) -> dict[str, str]:
@@ -46,15 +50,31 @@ class Console:
         )
 
 
-@pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[Console]:
+@pytest.fixture(params=("sqlite", "postgresql"))
+async def console(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Console]:
+    """The console on each backend (``fleet serve --database`` for PostgreSQL)."""
+    if request.param == "sqlite":
+        async for console in _console(tmp_path, None):
+            yield console
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    with cluster.fresh_schema() as url:
+        async for console in _console(tmp_path, url):
+            yield console
+
+
+async def _console(tmp_path: Path, database: str | None) -> AsyncIterator[Console]:
     # REST alone: no broker, no ingest (as with `fleet serve` beside a separate `fleet ingest`).
     settings = FleetSettings(
-        data_dir=tmp_path, broker="external", mqtt_url="mqtt://127.0.0.1:9", ingest=False
+        data_dir=tmp_path,
+        broker="external",
+        mqtt_url="mqtt://127.0.0.1:9",
+        ingest=False,
+        database=database,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        repository: SQLiteRepository = app.state.repository
+        repository: Repository = app.state.repository
         tokens = {
             role: repository.create_api_token(role.value, role, time.time())[1] for role in Role
         }
@@ -124,8 +144,7 @@ async def test_a_revoked_or_unknown_api_token_is_refused(console: Console) -> No
     assert answer.json()["detail"].startswith("unknown, revoked or expired API token")
     stored = [t.name for t in console.repository.list_api_tokens()]
     assert "script" in stored
-    with console.repository._db() as db:
-        hashes = [h for (h,) in db.execute("SELECT token_hash FROM api_tokens")]
+    hashes = [h for (h,) in stored_rows(console, "SELECT token_hash FROM api_tokens")]
     assert secret not in hashes
 
 
@@ -309,10 +328,13 @@ async def test_a_stored_health_with_an_infinity_still_shows_the_gateway(console:
     # Stored by a version that let Infinity through: the page answered 500.
     gateway_id = (await console.enroll(await console.new_token())).json()["gateway_id"]
     health = f'{{"gateway_id":"{gateway_id}","ts":{T0},"uptime_s":Infinity,"agent_version":"0.1"}}'
-    with console.repository._db() as db:
-        db.execute(
-            "UPDATE gateways SET health = ?, health_at = ? WHERE id = ?", (health, T0, gateway_id)
-        )
+    stored_rows(
+        console,
+        "UPDATE gateways SET health = ?, health_at = ? WHERE id = ?",
+        health,
+        T0,
+        gateway_id,
+    )
     answer = await console.http.get(
         f"/api/v1/gateways/{gateway_id}", headers=console.as_(Role.VIEWER)
     )
@@ -320,12 +342,26 @@ async def test_a_stored_health_with_an_infinity_still_shows_the_gateway(console:
     assert (answer.json()["health"], answer.json()["health_at"]) == (None, T0)
 
 
+def stored_rows(console: Console, query: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run ``query`` (``?`` placeholders) on the console's database itself, committed."""
+    repository = console.repository
+    if isinstance(repository, SQLiteRepository):
+        with repository._db() as db:
+            return [tuple(row) for row in db.execute(query, params)]
+    assert isinstance(repository, PostgresRepository)
+    with psycopg.connect(repository.url) as conn:
+        cursor = conn.execute(query.replace("?", "%s").encode(), params)
+        return cursor.fetchall() if cursor.description else []
+
+
 def owner_only(path: Path) -> bool:
     return path.stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("console", ["sqlite"], indirect=True)  # PostgreSQL owns its files
 async def test_the_database_file_is_readable_by_the_owner_only(console: Console) -> None:
     # Created under this process's umask (0022 unless the caller set another).
+    assert isinstance(console.repository, SQLiteRepository)
     database = console.repository.path
     for name in (database.name, f"{database.name}-wal", f"{database.name}-shm"):
         assert owner_only(database.with_name(name)), name

@@ -179,10 +179,11 @@ KNOWN_BELOW_SEAM = {
     "fleet/service.py",
     # fleet backup copies each backend's database with that backend's own tool.
     "fleet/backup.py",
-    # SQLite's own parts: the 叫应 engine's data_version watch and the live feed's reads,
-    # handed out by SQLiteRepository (open_alarm_watch, live_changes).
+    # fleet migrate reads a SQLite fleet and writes it into PostgreSQL, table by table.
+    "fleet/migrate.py",
+    # SQLite's own part: the 叫应 engine's data_version watch, handed out by
+    # SQLiteRepository (open_alarm_watch).
     "fleet/alarm_watch.py",
-    "fleet/live_changes.py",
     # The SL 651 centre keeps its station registry in the fleet's SQLite file (issue 15),
     # not behind the storage interface yet.
     "fleet/sl651_centre.py",

@@ -38,8 +38,10 @@ from protocol import DataBatch, Stream
 T0 = 1_750_000_000.0
 GATEWAYS = [f"gw-pg-{n:04d}" for n in range(3)]
 READINGS = 6_000  # per gateway, in batches of 100
-#: How long the broker is away in the outage test (issue 14 asks for 60 s; see the test).
-OUTAGE_S = 10.0
+#: How long the broker is away in the outage test: issue 14's 60 s, longer than every
+#: backoff of the gateways and workers, so each one's retries run out into a dead broker
+#: and the reconnect after it is what is tested (the test is marked slow for it).
+OUTAGE_S = 60.0
 
 
 def batches(gateway_id: str) -> list[EncodedBatch]:
@@ -152,7 +154,7 @@ async def test_three_workers_store_each_reading_once_across_a_broker_outage(rig:
     rig.broker.stop()
     at_stop = count(rig.url)
     # The outage itself (not synchronisation): gateways and workers lose the broker, and
-    # come back on their own backoff once it listens again (the issue's 60 s, shortened).
+    # come back on their own backoff once it listens again (the issue's 60 s).
     await asyncio.sleep(OUTAGE_S)
     assert all(worker.poll() is None for worker in rig.workers)  # no worker gave up
     rig.broker.restart()

@@ -20,7 +20,7 @@ from fleet.postgres_schema import DAY_S, partition_name, partitions
 from fleet.repository import NewGateway, Received
 from hardware_sim.harness.postgres import PostgresCluster
 from ota.document import DocumentKind
-from protocol import DataBatch, Stream
+from protocol import DataBatch, EventBatch, EventRow, Stream
 
 DAY0 = 1_750_032_000  # a UTC midnight
 GW = "gw-0123456789"
@@ -205,3 +205,40 @@ def test_a_time_no_day_partition_can_hold_costs_its_batch_only(
     assert result.acks == {}
     assert store.commit([batch(1, 3, DAY0, 1)]).acks == {(GW, Stream.READINGS): 3}
     assert raw_rows(url) == 3
+
+
+def test_the_alarm_watch_hears_alarms_raised_raised_again_answered_and_cleared(
+    store: PostgresRepository,
+) -> None:
+    # The same looks as the SQLite watch's test (tests/test_callans.py), on NOTIFY.
+    watch = store.open_alarm_watch()
+    seq = 0
+
+    def report(kind: str, level: int, detail: dict[str, object] | None = None) -> None:
+        nonlocal seq
+        seq += 1
+        row = EventRow(seq=seq, ts=DAY0 + seq, kind=kind, subject="slope", level=level,
+                       detail=detail or {})  # fmt: skip
+        events = EventBatch(gateway_id=GW, first_seq=seq, last_seq=seq, rows=[row])
+        store.commit([Received(GW, DAY0 + seq, events)])
+
+    try:
+        assert watch.changed() is False  # the first look only learns how things are
+        assert watch.changed() is False  # nothing committed since
+        store.commit([batch(1, 10, DAY0, 1)])
+        assert watch.changed() is False  # a commit, but no alarm changed
+        report("alarm", 2)
+        assert watch.changed() is True  # raised (yellow)
+        assert watch.changed() is False
+        report("alarm", 4)
+        assert watch.changed() is True  # the same alarm, raised to red
+        answer = {"alarm_seq": 2, "person": "甲 (village)", "via": "confirm button", "at": DAY0}
+        report("village_answer", 4, answer)
+        assert watch.changed() is True  # answered at the gateway
+        alarm = store.alarms(active=True, gateway_id=GW, since=None, until=None, limit=1)[0]
+        store.acknowledge_alarm(alarm.id, "operator", None, DAY0 + 9)
+        assert watch.changed() is False  # acknowledged: nothing the engine acts on
+        report("alarm", 0)
+        assert watch.changed() is True  # cleared
+    finally:
+        watch.close()
