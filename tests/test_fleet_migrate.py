@@ -70,7 +70,7 @@ def sqlite_fleet(path: Path) -> None:
         store.ota.create_config(
             NewSiteConfig('[site]\nid = "creek"\n', None, "north", None, "ana"), T0, sign
         )
-        alarm = store.alarms(active=True, gateway_id=None, since=None, until=None, limit=1)[0]
+        alarm = store.alarms(active=True, gateway_ids=None, since=None, until=None, limit=1)[0]
         store.confirm_receipt(alarm.id, "village head", "phone", None, "operator", T0 + 60)
         person = store.escalation.add_person(
             "creek", PersonIn(Tier.VILLAGE, "甲", "monitor", mobile="+8613800000001"), T0
@@ -171,7 +171,7 @@ def test_the_copy_serves_as_the_fleet_store_and_new_rows_take_new_ids(
         assert [g.id for g in store.list_gateways()] == list(GATEWAYS)
         gateway = store.get_gateway(GATEWAYS[0])
         assert gateway.streams["readings"] == READINGS
-        active = store.alarms(active=True, gateway_id=None, since=None, until=None, limit=10)
+        active = store.alarms(active=True, gateway_ids=None, since=None, until=None, limit=10)
         assert sorted((a.gateway_id, a.rule) for a in active) == [(g, "rain") for g in GATEWAYS]
         points = store.readings(GATEWAYS[0], "rain", T0, T0 + READINGS * 4.0 + 1, 100_000)
         assert len(points) == READINGS // 2

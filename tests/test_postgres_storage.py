@@ -235,7 +235,7 @@ def test_the_alarm_watch_hears_alarms_raised_raised_again_answered_and_cleared(
         answer = {"alarm_seq": 2, "person": "甲 (village)", "via": "confirm button", "at": DAY0}
         report("village_answer", 4, answer)
         assert watch.changed() is True  # answered at the gateway
-        alarm = store.alarms(active=True, gateway_id=GW, since=None, until=None, limit=1)[0]
+        alarm = store.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=1)[0]
         store.acknowledge_alarm(alarm.id, "operator", None, DAY0 + 9)
         assert watch.changed() is False  # acknowledged: nothing the engine acts on
         report("alarm", 0)
