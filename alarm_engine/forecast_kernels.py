@@ -32,8 +32,10 @@ How it stands to the published methods:
 - Intrieri et al. (2019) review slope-scale forecasting: a forecast needs its
   uncertainty, and temporary accelerations cause the false alarms. Each forecast carries
   its 95 % interval; it counts only when the interval is bounded and narrow enough
-  (``max_spread``) and alpha lies in range. Seasonal accelerations, which have no
-  power-law singularity, fail those tests and their forecasts recede.
+  (``max_spread``), alpha lies in range and the evidence is strong, and a level needs
+  ``confirm`` forecasts in a row that agree (``max_drift``). Seasonal accelerations,
+  which slow down again, fit Voight's law for a while, but their forecast failure
+  recedes hour by hour (32, 38, 55 h ahead), so they never confirm.
 - The SLO method (Mufundirwa et al. 2010) plots ``t * v`` against ``v``, a line whose
   slope is the failure time when alpha = 2: no division by small velocities, but still
   differentiated and still alpha = 2.
