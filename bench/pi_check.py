@@ -5,10 +5,9 @@ built once with debootstrap and cached):
 
 1. a release bundle for that machine is put on the root's "USB stick" (``/media/usb``):
    arm64's built on this host with ``ota.bundle`` for aarch64 (numba on its aarch64
-   wheel); armhf's gathered with pip inside the root, which builds the wheels PyPI lacks
-   for armv7l (numpy, cffi, psutil, pyyaml, argon2-cffi-bindings) once into a wheelhouse
-   kept in the root. Under emulation that first build takes well over an hour (numpy);
-   ``--armv7l-wheels DIR`` seeds the wheelhouse with wheels built on a real Pi instead;
+   wheel); armhf's gathered with pip inside the root after the guide's 32-bit step has
+   installed Debian's numpy and cffi (PyPI has no armv7l wheel of either): pip resolves
+   against those, pinned to the system's versions, and builds nothing;
 2. the install block of ``docs/install-pi.md`` runs there verbatim, as root (the guide's
    ``sudo`` is the identity);
 3. the alarm kernels are loaded twice as the agent's user, cold (numba compiles them into
@@ -62,14 +61,15 @@ from hardware_sim.harness.pi_root import (
 from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.waiting import wait_until
 from ota.bundle import TARGETS, WHEELS_DIR, build_release, write_manifest
+from ota.system_packages import DEBIAN_PACKAGES
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "install-pi.md"
 #: The marker before the guide's block this check runs verbatim.
 INSTALL_MARKER = "<!-- pi-check: install -->"
+#: The marker before the guide's 32-bit step (Debian's numpy and cffi), run before it on armhf.
+ARMHF_MARKER = "<!-- pi-check: armhf -->"
 WHEEL_CACHE = REPO / ".cache" / "ota-wheels"
-#: armv7l wheels built in the root (numpy, cffi, ...), kept with it between runs.
-WHEELHOUSE = "/var/cache/hazardwatch-wheelhouse"
 UNIT = "/etc/systemd/system/hazardwatch-edge-slots.service"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 DATA_DIR = "/var/lib/hazardwatch"
@@ -124,44 +124,51 @@ def fresh_gateway(root: PiRoot) -> None:
         root.host_path(inside).unlink(missing_ok=True)
 
 
-def put_bundle(root: PiRoot, version: str, seed: Path | None = None) -> Path:
+def put_bundle(root: PiRoot, version: str) -> Path:
     """The release bundle for the root's machine, in ``/media/usb/hazardwatch-VERSION``.
 
-    ``seed``: a folder of armv7l wheels built elsewhere (on a Pi running the 32-bit OS, say)
-    for the wheelhouse, so that pip in the armhf root need not build them under emulation.
+    armv7l: pip in the root resolves the agent's dependencies against Debian's numpy and
+    cffi (``ota.system_packages``, installed by the guide's 32-bit step), pinned to the
+    system's versions, so it never builds a wheel; the bundle holds the rest.
     """
     inside = f"/media/usb/hazardwatch-{version}"
     bundle = root.host_path(inside)
     if root.arch.machine in TARGETS:
         build_release(REPO, bundle, version, version, WHEEL_CACHE, TARGETS[root.arch.machine])
         return bundle
-    # armv7l: the dependencies differ by marker (no numba), so pip resolves them in the
-    # root; the project's own wheel (pure Python) and pip come from a host build.
+    # The project's own wheel (pure Python) and pip come from a host build.
     own = root.host_path("/tmp/hw-own")
     host = build_release(REPO, own, version, version, WHEEL_CACHE)
-    project = f"hazardwatch-{version}-py3-none-any.whl"
+    project = f"/tmp/hw-own/wheels/hazardwatch-{version}-py3-none-any.whl"
     pip_wheel = next(f.name for f in host.files if f.name.startswith("pip-"))
-    root.host_path(WHEELHOUSE).mkdir(parents=True, exist_ok=True)
-    for wheel in sorted(seed.glob("*armv7l*.whl")) if seed is not None else []:
-        if not root.host_path(WHEELHOUSE).joinpath(wheel.name).exists():
-            shutil.copyfile(wheel, root.host_path(WHEELHOUSE) / wheel.name)
     (bundle / WHEELS_DIR).mkdir(parents=True)
     # pip in the root trusts what this host's pip trusts (an intercepting proxy's CA, say).
     shutil.copyfile(HOST_CA, own / "host-ca.crt")
-    script = (
-        f"PIP_CERT=/tmp/hw-own/host-ca.crt "
-        f"python3 /tmp/hw-own/wheels/{pip_wheel}/pip wheel --quiet --prefer-binary "
-        f"--find-links {WHEELHOUSE} -w {inside}/wheels /tmp/hw-own/wheels/{project} "
-        f"/tmp/hw-own/wheels/{pip_wheel}"
+    system = " ".join(DEBIAN_PACKAGES)
+    pins = (
+        "import json; r = json.load(open('/tmp/hw-own/report.json'));"
+        " print('\\n'.join(f\"{i['metadata']['name']}=={i['metadata']['version']}\""
+        " for i in r['install']))"
     )
-    in_root(root, script, "gathering the armv7l wheels in the root", timeout=7200)
-    for wheel in (bundle / WHEELS_DIR).glob("*.whl"):
-        kept = root.host_path(WHEELHOUSE) / wheel.name
-        if not wheel.name.startswith("hazardwatch-") and not kept.exists():
-            shutil.copyfile(wheel, kept)
+    script = (
+        "rm -rf /tmp/hw-resolver\n"
+        "python3 -m venv --without-pip --system-site-packages /tmp/hw-resolver\n"
+        "export PIP_CERT=/tmp/hw-own/host-ca.crt\n"
+        f"PIP='/tmp/hw-resolver/bin/python /tmp/hw-own/wheels/{pip_wheel}/pip'\n"
+        "/tmp/hw-resolver/bin/python -c 'import importlib.metadata as m, sys; "
+        'print(*(f"{n}=={m.version(n)}" for n in sys.argv[1:]), sep="\\n")\' '
+        f"{system} > /tmp/hw-own/system.txt\n"
+        "$PIP install --quiet --dry-run --only-binary=:all: -c /tmp/hw-own/system.txt "
+        "--find-links /tmp/hw-own/wheels --report /tmp/hw-own/report.json "
+        f"{project} /tmp/hw-own/wheels/{pip_wheel}\n"
+        f"python3 -c {shlex.quote(pins)} > /tmp/hw-own/pins.txt\n"
+        "$PIP download --quiet --no-deps --only-binary=:all: --find-links /tmp/hw-own/wheels "
+        f"-d {inside}/wheels -r /tmp/hw-own/pins.txt\n"
+        "rm -rf /tmp/hw-resolver\n"
+    )
+    in_root(root, script, "gathering the armv7l wheels in the root")
     shutil.rmtree(own)
-    python_requires = host.python_requires
-    write_manifest(bundle, version, version, python_requires)
+    write_manifest(bundle, version, version, host.python_requires)
     return bundle
 
 
@@ -175,7 +182,7 @@ def kernel_times(root: PiRoot) -> dict[str, Any]:
         "    imported = round(time.perf_counter() - t0, 2)\n"
         "except ImportError:\n"
         "    imported = None\n"
-        "from edge_agent.alarms.preload import preload_kernels\n"
+        "from edge_agent.alarm_preload import preload_kernels\n"
         "t1 = time.perf_counter()\n"
         "backend = preload_kernels('auto')\n"
         "print(json.dumps({'backend': backend, 'numba_import_s': imported,\n"
@@ -455,7 +462,6 @@ def check(
     speed: float,
     work: Path,
     smoke: bool = False,
-    seed: Path | None = None,
 ) -> dict[str, Any]:
     """The check on one architecture; its figures (``passed`` False with ``error``).
 
@@ -469,7 +475,11 @@ def check(
         with entered(root):
             fresh_gateway(root)
             version = project_version()
-            _, bundle_s = timed("bundle", lambda: put_bundle(root, version, seed))
+            if arch.debian == "armhf":
+                apt = SUDO + guide_block(ARMHF_MARKER)
+                _, apt_s = timed("the guide's 32-bit step", lambda: in_root(root, apt, "apt-get"))
+                result["system_packages_s"] = round(apt_s, 1)
+            _, bundle_s = timed("bundle", lambda: put_bundle(root, version))
             result["bundle_s"] = round(bundle_s, 1)
             install = SUDO + guide_block()
             _, install_s = timed("the guide's install", lambda: in_root(root, install, "install"))
@@ -503,19 +513,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="Install the bundle and poll once; no storm."
     )
-    parser.add_argument(
-        "--armv7l-wheels",
-        type=Path,
-        help="Folder of armv7l wheels built elsewhere (numpy, cffi, ...) for the armhf root.",
-    )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     names = list(ARCHES) if args.arch == "all" else [args.arch]
     results = {
-        name: check(
-            ARCHES[name], args.minutes, args.speed, args.work, args.smoke, args.armv7l_wheels
-        )
-        for name in names
+        name: check(ARCHES[name], args.minutes, args.speed, args.work, args.smoke) for name in names
     }
     print(json.dumps(results))
     return 0 if all(r["passed"] for r in results.values()) else 1

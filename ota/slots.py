@@ -26,7 +26,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from ota import supervisor
+from ota import supervisor, system_packages
 from ota.download import Checkpoint, WheelCache, no_checkpoint, sha256_file
 from ota.manifest import ReleaseManifest
 from ota.supervisor import (
@@ -119,14 +119,21 @@ class SlotTree:
     ``--python`` into them, so it needs pip; every slot gets pip, so the agent running in
     one can install the next. ``compile_bytecode`` precompiles each slot, because the
     agent's user cannot write ``__pycache__`` into ``/opt`` and would recompile each start.
+    On Raspberry Pi OS 32-bit (``machine`` armv7l or armv6l) a slot's venv sees the
+    system's site-packages, where Debian's numpy and cffi are (``ota.system_packages``).
     """
 
     def __init__(
-        self, root: Path = DEFAULT_ROOT, python: str | None = None, compile_bytecode: bool = True
+        self,
+        root: Path = DEFAULT_ROOT,
+        python: str | None = None,
+        compile_bytecode: bool = True,
+        machine: str | None = None,
     ) -> None:
         self.root = root
         self.python = python or sys.executable
         self.compile_bytecode = compile_bytecode
+        self.machine = machine or platform.machine()
         self.cache = WheelCache(root / "cache")
 
     # --- reading -----------------------------------------------------------------------
@@ -396,8 +403,15 @@ class SlotTree:
         if any(f.name.startswith("pip-") for f in manifest.files):
             wanted.append("pip")
         python = str(slot / "bin" / "python")
+        system = system_packages.uses_system_packages(self.machine)
+        venv = [self.python, "-m", "venv", "--without-pip", str(slot)]
+        if system:
+            venv.insert(-1, "--system-site-packages")
+        self._run(venv, manifest)
+        if system and (advice := system_packages.missing_advice(python)) is not None:
+            msg = f"installing {manifest.version} needs what the system lacks: {advice}"
+            raise SlotError(msg)
         steps = [
-            [self.python, "-m", "venv", "--without-pip", str(slot)],
             [
                 self.python, "-m", "pip", "--python", python, "install", "--no-index",
                 "--no-cache-dir", "--only-binary=:all:", "--no-compile",
@@ -407,13 +421,17 @@ class SlotTree:
         if self.compile_bytecode:
             steps.append([python, "-m", "compileall", "-q", "-j", "0", str(slot / "lib")])
         for command in steps:
-            done = subprocess.run(
-                command, capture_output=True, text=True, env=_clean_pip_env(), check=False
-            )
-            if done.returncode != 0:
-                detail = (done.stderr.strip() or done.stdout.strip())[-2000:]
-                msg = f"installing {manifest.version} failed at {command[2]}: {detail}"
-                raise SlotError(msg)
+            self._run(command, manifest)
+
+    @staticmethod
+    def _run(command: list[str], manifest: ReleaseManifest) -> None:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=_clean_pip_env(), check=False
+        )
+        if done.returncode != 0:
+            detail = (done.stderr.strip() or done.stdout.strip())[-2000:]
+            msg = f"installing {manifest.version} failed at {command[2]}: {detail}"
+            raise SlotError(msg)
 
     def _prune(self, state: SlotState) -> None:
         keep = _versions(state)

@@ -4,6 +4,8 @@ Each command of its ``sh`` blocks is one of:
 
 - in the install block, which ``./dev pi-check`` runs verbatim in the arm64 and armhf roots
   (``bench/pi_check.py`` reads it by its marker);
+- in the 32-bit step (Debian's numpy and cffi), which it runs verbatim in the armhf root
+  before the install block;
 - an ``edge`` command that parses with the real CLI, option by option, and that a named
   test of this suite (and, where it needs a running agent, the pi-check) runs;
 - a command the check runs too (installing the site file);
@@ -28,7 +30,9 @@ from edge_agent.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
-from pi_check import GUIDE, INSTALL_MARKER, guide_block  # noqa: E402
+from pi_check import ARMHF_MARKER, GUIDE, INSTALL_MARKER, guide_block  # noqa: E402
+
+from ota.system_packages import DEBIAN_PACKAGES  # noqa: E402
 
 PI_CHECK = (REPO / "bench" / "pi_check.py").read_text()
 
@@ -101,7 +105,8 @@ def edge_command(words: list[str]) -> tuple[str, Any, list[str]]:
 
 
 GUIDE_TEXT = GUIDE.read_text()
-OTHER_BLOCKS = [b for before, b in blocks(GUIDE_TEXT) if before.strip() != INSTALL_MARKER]
+RUN_VERBATIM = {INSTALL_MARKER, ARMHF_MARKER}
+OTHER_BLOCKS = [b for before, b in blocks(GUIDE_TEXT) if before.strip() not in RUN_VERBATIM]
 EDGE_LINES = [w for b in OTHER_BLOCKS for w in commands(b) if w[0] == "edge"]
 
 
@@ -114,6 +119,19 @@ def test_the_install_block_is_the_one_the_pi_check_runs() -> None:
     assert "edge update install" in install
     assert "99-hazardwatch-rs485.rules" in install
     assert "hazardwatch-edge-slots.service" in install
+
+
+def test_the_32_bit_step_is_run_in_the_armhf_root_and_installs_what_slots_take() -> None:
+    marked = [b for before, b in blocks(GUIDE_TEXT) if before.strip() == ARMHF_MARKER]
+    assert len(marked) == 1
+    assert guide_block(ARMHF_MARKER) == marked[0]
+    assert "guide_block(ARMHF_MARKER)" in PI_CHECK
+    lines = commands(marked[0])
+    assert lines[0] == ["apt-get", "update"]
+    assert lines[1][:3] == ["apt-get", "install", "-y"]
+    assert set(lines[1][3:]) == set(DEBIAN_PACKAGES.values())
+    # The installer venv must see them too, or its pip finds no numpy in the 32-bit bundle.
+    assert "venv --without-pip --system-site-packages /tmp/hw-installer" in guide_block()
 
 
 @pytest.mark.parametrize("words", EDGE_LINES, ids=lambda w: " ".join(w[:3]))

@@ -18,7 +18,8 @@ import pytest
 
 from ota.bundle import WHEELS_DIR, build_release
 from ota.manifest import ReleaseManifest
-from ota.slots import SUPERVISOR_FILE
+from ota.slots import SUPERVISOR_FILE, SlotError, SlotTree
+from ota.system_packages import DEBIAN_PACKAGES, installed_versions
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL_CACHE = REPO / ".cache" / "ota-wheels"
@@ -84,3 +85,51 @@ def test_a_tampered_bundle_is_refused_before_anything_is_installed(
     assert not (root / "slots" / "0.1.1").exists()
     assert missing.returncode == 2
     assert "manifest.json: not a release manifest" in missing.stderr
+
+
+def test_on_pi_os_32_bit_the_slot_takes_numpy_and_cffi_from_the_system(
+    bundle: tuple[Path, ReleaseManifest], tmp_path: Path
+) -> None:
+    out, manifest = bundle
+    base = sys._base_executable  # the interpreter slots are made from (the venv's base)
+    if set(installed_versions(base)) != set(DEBIAN_PACKAGES):
+        pytest.skip(f"{base} lacks numpy or cffi: it cannot stand in for Pi OS 32-bit's Python")
+    root = tmp_path / "opt-hazardwatch"
+    tree = SlotTree(root, compile_bytecode=False, machine="armv7l")
+    tree.install(manifest, out / WHEELS_DIR)
+    slot = tree.slot("0.1.1")
+    assert "include-system-site-packages = true" in (slot / "pyvenv.cfg").read_text()
+    # pip found them satisfied: not installed again in the slot, imported from the system.
+    site = next((slot / "lib").glob("python3*/site-packages"))
+    assert not list(site.glob("numpy*"))
+    assert not list(site.glob("cffi*"))
+    where = subprocess.run(
+        [slot / "bin" / "python", "-c", "import numpy, cffi; print(numpy.__file__, cffi.__file__)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert str(slot) not in where.stdout
+    # Elsewhere a slot stays on its own packages.
+    other = SlotTree(tmp_path / "opt-64", compile_bytecode=False, machine="aarch64")
+    other.install(manifest, out / WHEELS_DIR)
+    cfg = (other.slot("0.1.1") / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg
+
+
+def test_on_pi_os_32_bit_missing_debian_packages_are_named_with_the_apt_line(
+    bundle: tuple[Path, ReleaseManifest], tmp_path: Path
+) -> None:
+    out, manifest = bundle
+    bare = "/usr/bin/python3"  # Debian's own Python, without python3-numpy or python3-cffi
+    if not Path(bare).exists() or installed_versions(bare):
+        pytest.skip(f"{bare} is absent or has numpy or cffi: no bare system Python here")
+    root = tmp_path / "opt-hazardwatch"
+    tree = SlotTree(root, python=bare, compile_bytecode=False, machine="armv7l")
+    with pytest.raises(SlotError) as refused:
+        tree.install(manifest, out / WHEELS_DIR)
+    assert str(refused.value) == (
+        "installing 0.1.1 needs what the system lacks: Raspberry Pi OS 32-bit takes "
+        "python3-numpy, python3-cffi from Debian: "
+        "sudo apt-get install -y python3-numpy python3-cffi"
+    )
+    assert not tree.slot("0.1.1").exists()
+    assert not (root / "current").exists()

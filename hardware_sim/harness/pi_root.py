@@ -45,13 +45,15 @@ class PiArch:
     debian: str
     machine: str
     qemu: str
-    #: Beyond Python: what building wheels with no binary on PyPI needs (armhf: numpy, cffi).
+    #: Beyond ``BASE_PACKAGES``, what a root of this architecture starts with.
     extra_packages: tuple[str, ...] = ()
 
 
+#: armhf needs no compiler: numpy and cffi come from Debian, installed by the guide's own
+#: 32-bit step (``apt-get install python3-numpy python3-cffi``), which the check runs.
 ARCHES = {
     "arm64": PiArch("arm64", "aarch64", "qemu-aarch64"),
-    "armhf": PiArch("armhf", "armv7l", "qemu-arm", ("build-essential", "python3-dev")),
+    "armhf": PiArch("armhf", "armv7l", "qemu-arm"),
 }
 #: Pi OS Lite has Python 3 and venv; ca-certificates lets pip reach the index (armhf).
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
@@ -127,7 +129,8 @@ def ensure_root(arch: PiArch, mirror: str | None = None) -> PiRoot:
     stamp = path / STAMP
     if stamp.is_file():
         recorded = json.loads(stamp.read_text())
-        if recorded.get("packages") == packages:
+        # A root holding more than asked for (an older armhf one had a compiler) will do.
+        if set(packages) <= set(recorded.get("packages", ())):
             return PiRoot(path, arch, float(recorded["build_s"]), cached=True)
     partial = path.with_name(path.name + ".partial")
     for leftover in (partial, path):
