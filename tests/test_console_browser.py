@@ -165,8 +165,8 @@ SLOPE_FILE = Path(__file__).parent.parent / "edge_agent" / "examples" / "slope_r
 SLOPE_GATEWAY = "gw-5107e00001"
 EXTENSION = "scarp_extensometer.extension"
 #: The seeded slope fails this long after the module starts (its forecast is red by then).
-SLOPE_AHEAD_S = 30 * 3600
-#: Failure record 7: yellow, then orange days ahead, red ten hours before the module.
+SLOPE_AHEAD_S = 48 * 3600
+#: Failure record 7: yellow and orange days ahead, red eleven hours before the module.
 SLOPE_RECORD = 7
 #: The colour of the predicted failure's line on the 1/v chart, and of actuation marks.
 FAILURE_INK = (0x1A, 0x1A, 0x1A)
@@ -974,7 +974,7 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
     # Hours that had no positive velocity are said, not drawn.
     if picture["not_moving"]:
         await chart.locator(".iv-notes").get_by_text("速度为零或负").wait_for()
-    # The level horizons (yellow 168 h, orange 96 h, red 36 h before the predicted failure)
+    # The level horizons (yellow 168 h, orange 144 h, red 48 h before the predicted failure)
     # as bands on the time axis, and the predicted failure marked on it.
     assert await chart.get_attribute("data-bands") == "3"
     canvas = '#slope figure.iv-chart[data-rule="slope_forecast"] canvas'
@@ -982,7 +982,7 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
         painted = await colour_pixels(page, canvas, BAND_TINTS[name], 0.2)
         assert painted > 100, f"the {name} horizon band is not drawn"
     assert await colour_pixels(page, canvas, FAILURE_INK, 1.0) > 20
-    await chart.locator(".thresholds").get_by_text(f"{RED_ZH} ≤ 36 h").wait_for()
+    await chart.locator(".thresholds").get_by_text(f"{RED_ZH} ≤ 48 h").wait_for()
     # The gateway's alarm events are the site's recent events.
     await page.locator(
         '#site-events li[data-kind="alarm"]', has_text="slope_forecast"
