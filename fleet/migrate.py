@@ -34,6 +34,7 @@ from fleet.postgres_escalation import SCHEMA as ESCALATION_SCHEMA
 from fleet.postgres_ingest import ROLLUPS
 from fleet.postgres_ota import SCHEMA as OTA_SCHEMA
 from fleet.postgres_schema import create_schema, days_needed, ensure_partitions
+from fleet.sqlite_repository import SQLiteRepository
 from protocol import BAD_QUALITY_MASK
 
 
@@ -119,6 +120,9 @@ def run_migration(
         raise MigrateError(f"chunk {chunk}: must be at least 1 row")
     if not source.is_file():
         raise MigrateError(f"{source}: no such SQLite file")
+    # A file an older release wrote lacks what the store adds when it opens one (such as
+    # alarms.ack_origin, derived from older rows): open it once as the fleet would.
+    SQLiteRepository(source).close()
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
         return _run(src, source, url, chunk, progress)

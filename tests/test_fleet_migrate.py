@@ -9,6 +9,7 @@ copy works as a store afterwards.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +225,29 @@ def test_a_missing_source_or_an_unreachable_database_is_said_plainly(
         run_migration(tmp_path / "nowhere.sqlite", "postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(MigrateError, match=r"postgresql://nobody:\*\*\*@127\.0\.0\.1:1/none"):
         run_migration(source, "postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_a_file_an_older_release_wrote_is_brought_up_to_date_before_it_is_copied(
+    tmp_path: Path, url: str
+) -> None:
+    """An older fleet.sqlite has no ``ack_origin``; the copy still says where each ack was taken.
+
+    It is derived from the acknowledgement's words, as the store derives it.
+    """
+    path = tmp_path / "fleet.sqlite"
+    sqlite_fleet(path)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE alarms SET acknowledged_at = ?, acknowledged_by = 'button (at the gateway)'"
+            " WHERE acknowledged_at IS NULL",
+            (T0 + 70,),
+        )
+        db.execute("ALTER TABLE alarms DROP COLUMN ack_origin")  # as an older release wrote it
+    db.close()
+    run_migration(path, url)
+    with psycopg.connect(url) as conn:
+        origins = conn.execute(
+            "SELECT acknowledged_by, ack_origin FROM alarms WHERE acknowledged_at IS NOT NULL"
+        ).fetchall()
+    assert origins, "the fleet has acknowledged alarms"
+    assert set(origins) == {("button (at the gateway)", "gateway")}, origins
