@@ -43,7 +43,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,9 @@ from fleet.ingest import group_size
 from fleet.postgres_repository import PostgresRepository
 from fleet.postgres_schema import days_needed, ensure_partitions
 from fleet.repository import NewGateway
+from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.postgres import PostgresCluster, running_postgres
+from hardware_sim.harness.waiting import wait_until
 from hardware_sim.mqtt_lite import LiteClient
 from protocol import ACK_TIMEOUT_S, MAX_INFLIGHT_BATCHES, Ack, DataBatch, Topic, gateway_topic
 
@@ -128,28 +129,6 @@ def raise_file_limit() -> int:
     return wanted
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no {what} after {timeout} s")
-        time.sleep(0.05)
-
-
-def port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-    except OSError:
-        return False
-    return True
-
-
 @dataclass
 class Broker:
     """The mosquitto under test (started with the raised file limit it inherits)."""
@@ -173,7 +152,7 @@ def start_mosquitto(broker_dir: Path, work: Path) -> Broker:
     (work / "mosquitto.conf").write_text(conf)
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     process = subprocess.Popen([mosquitto, "-c", str(work / "mosquitto.conf")])
-    wait_for(lambda: port_open(port) and port_open(fleet_port), 10, "mosquitto listening")
+    wait_until(lambda: port_open(port) and port_open(fleet_port), 10, "mosquitto listening")
     return Broker(process, port, fleet_port)
 
 
@@ -239,7 +218,7 @@ def start_workers(data_dir: Path, broker: Broker, url: str, count: int, tag: str
     log.close()
     workers = Workers(processes, log_path)
     try:
-        wait_for(
+        wait_until(
             lambda: (
                 log_path.read_text().count("subscribed at") >= count
                 or any(p.poll() is not None for p in processes)
@@ -248,7 +227,7 @@ def start_workers(data_dir: Path, broker: Broker, url: str, count: int, tag: str
             "ingest worker subscribed",
         )
         stopped = any(p.poll() is not None for p in processes)
-    except RuntimeError:
+    except AssertionError:  # wait_until timed out
         stopped = True
     if stopped:
         sys.stderr.write(log_path.read_text()[-4000:])
