@@ -32,6 +32,7 @@ from fleet.broker_files import (
     Listener,
     mosquitto_conf,
 )
+from fleet.cli_options import DEFAULT_DATA_DIR, DataDir
 from fleet.database_url import DatabaseUrlError, check_database
 from fleet.enrollment import BUNDLE_TTL_S
 from fleet.escalation_config import load_escalation_settings
@@ -63,15 +64,6 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(roster_app, name="roster")
 app.add_typer(sl651_app, name="sl651")
 
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar="HAZARDWATCH_FLEET_DIR",
-        help="Database, signing key and broker files live here.",
-    ),
-]
-DEFAULT_DATA_DIR = Path("fleet-data")
 Mqtt = Annotated[
     str | None,
     typer.Option(

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from fleet.cli_options import DEFAULT_DATA_DIR, DataDir
 from fleet.roster import RosterError, mask_email, mask_webhook, parse_roster_csv
 from fleet.service import open_repository
 from fleet.settings import FleetSettings
@@ -23,16 +24,6 @@ from protocol.contacts import mask_phone
 roster_app = typer.Typer(
     help="The responsible persons (责任人) of each site, by tier.", no_args_is_help=True
 )
-
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar="HAZARDWATCH_FLEET_DIR",
-        help="Database, signing key and broker files live here.",
-    ),
-]
-DEFAULT_DATA_DIR = Path("fleet-data")
 
 
 @roster_app.command("import")

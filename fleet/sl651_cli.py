@@ -21,6 +21,7 @@ from typing import Annotated
 
 import typer
 
+from fleet.cli_options import DEFAULT_DATA_DIR, DataDir
 from fleet.service import open_repository
 from fleet.settings import FleetSettings
 from fleet.sl651_centre import CentreSettings, ReceivingCentre
@@ -39,15 +40,6 @@ sl651_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar="HAZARDWATCH_FLEET_DIR",
-        help="Database, signing key and broker files live here.",
-    ),
-]
-DEFAULT_DATA_DIR = Path("fleet-data")
 RulesFile = Annotated[
     Path | None,
     typer.Option(
