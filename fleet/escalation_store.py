@@ -1,7 +1,7 @@
 """叫应 storage interface: the roster, per-site policies, and the record of every escalation.
 
 The escalation engine, the call outbox, delivery reports and the routers see only
-``EscalationStore`` and the records below; ``fleet.sqlite_escalation`` is one implementation.
+``EscalationStore`` and the records below; ``fleet.escalation_tables`` implements it.
 A call is stored as ``planned`` (committed) before any channel sends it, which is what lets
 a restarted fleet finish an escalation without losing a call.
 

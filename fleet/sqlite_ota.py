@@ -15,8 +15,8 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from fleet.repository import (
     RolloutWave,
     SiteConfigRecord,
 )
+from fleet.sqlite_statements import read_snapshot
 from fleet.station_ids import is_station
 from ota.document import DocumentKind
 from ota.download import sha256_file
@@ -297,19 +298,6 @@ def _check_not_in_rollout(
                 "abort that rollout first or leave them out"
             )
             raise ConflictError(msg)
-
-
-@contextmanager
-def read_snapshot(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One consistent snapshot for several queries (inside a write, that write's view)."""
-    if db.in_transaction:
-        yield db
-        return
-    db.execute("BEGIN")
-    try:
-        yield db
-    finally:
-        db.execute("COMMIT")
 
 
 class SQLiteOta:
