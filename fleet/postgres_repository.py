@@ -2,7 +2,7 @@
 
 ``PostgresRepository`` is a ``CoreStore`` (API tokens, gateways and enrollment, readings
 and events with the exactly-once ingest commit of ``fleet.postgres_ingest``, alarms) and
-an ``IngestStore`` (its ``ota`` is the document outbox, ``fleet.postgres_documents``). It passes
+an ``IngestStore`` (its ``ota`` is the document outbox, ``fleet.postgres_ota``). It passes
 the same contract as SQLite (``tests/test_storage_contract.py``). Any number of fleet
 processes may share one database: nothing here is process-local but caches of ids that
 never change once committed.

@@ -48,8 +48,8 @@ from fleet.repository import (
 from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
-from fleet.sqlite_ota import SQLiteOta, rowid
-from fleet.sqlite_statements import read_snapshot
+from fleet.sqlite_ota import SQLiteOta
+from fleet.sqlite_statements import read_snapshot, rowid
 from fleet.timestamps import iso
 from protocol import (
     BAD_QUALITY_MASK,

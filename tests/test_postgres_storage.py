@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from fleet.postgres_documents import STALE_CLAIM_S
+from fleet.ota_tables import STALE_CLAIM_S
 from fleet.postgres_repository import PostgresRepository, cover
 from fleet.postgres_schema import DAY_S, partition_name, partitions
 from fleet.repository import NewGateway, Received
