@@ -31,6 +31,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
+from fleet import store_rows
 from fleet.credentials import new_secret, token_hash
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
@@ -56,11 +57,10 @@ from fleet.repository import (
     Received,
     Role,
     StoredEvent,
-    ack_origin_of,
 )
 from fleet.roster import Person
 from fleet.timestamps import iso
-from protocol import BAD_QUALITY_MASK, Stream
+from protocol import BAD_QUALITY_MASK
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class PostgresRepository:
             [name, role.value, token_hash(secret), now, now + ttl_s],
         )
         assert row is not None
-        return _api_token(row), secret
+        return store_rows.api_token(row), secret
 
     def api_token_for_secret(self, secret: str, now: float) -> ApiToken | None:
         """The token with this secret if it is neither revoked nor expired at ``now``."""
@@ -161,7 +161,7 @@ class PostgresRepository:
             "AND coalesce(expires_at, 0) > %s",
             [token_hash(secret), now],
         )
-        return _api_token(row) if row else None
+        return store_rows.api_token(row) if row else None
 
     def rotate_api_token(
         self, token_id: int, now: float, ttl_s: float = API_TOKEN_TTL_S
@@ -185,16 +185,16 @@ class PostgresRepository:
                 [token_hash(secret), now + ttl_s, token_id],
             ).fetchone()
         assert row is not None
-        return _api_token(row), secret
+        return store_rows.api_token(row), secret
 
     def list_api_tokens(self) -> list[ApiToken]:
         """All API tokens, revoked ones included."""
-        return [_api_token(r) for r in self._all("SELECT * FROM api_tokens ORDER BY id")]
+        return [store_rows.api_token(r) for r in self._all("SELECT * FROM api_tokens ORDER BY id")]
 
     def api_token(self, token_id: int) -> ApiToken | None:
         """One API token by id (revoked and expired ones too), or None."""
         row = self._one("SELECT * FROM api_tokens WHERE id = %s", [token_id])
-        return _api_token(row) if row else None
+        return store_rows.api_token(row) if row else None
 
     def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
         """Revoke a token; raises NotFoundError."""
@@ -204,7 +204,7 @@ class PostgresRepository:
         )
         if row is None:
             raise NotFoundError(f"no API token with id {token_id}")
-        return _api_token(row)
+        return store_rows.api_token(row)
 
     # --- enrollment -------------------------------------------------------------------------
 
@@ -219,12 +219,12 @@ class PostgresRepository:
             [token_hash(secret), site_id, now, expires_at, created_by, note],
         )
         assert row is not None
-        return _enrollment_token(row), secret
+        return store_rows.enrollment_token(row), secret
 
     def list_enrollment_tokens(self) -> list[EnrollmentToken]:
         """All enrollment tokens, newest first."""
         rows = self._all("SELECT * FROM enrollment_tokens ORDER BY id DESC")
-        return [_enrollment_token(r) for r in rows]
+        return [store_rows.enrollment_token(r) for r in rows]
 
     def revoke_enrollment_token(self, token_id: int, now: float) -> EnrollmentToken:
         """Revoke an unused token; raises NotFoundError or ConflictError."""
@@ -243,7 +243,7 @@ class PostgresRepository:
                 [now, token_id],
             ).fetchone()
         assert row is not None
-        return _enrollment_token(row)
+        return store_rows.enrollment_token(row)
 
     def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
         """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
@@ -337,25 +337,7 @@ class PostgresRepository:
                 f"WHERE m.gw = g.num) AS marks FROM gateways g {where} ORDER BY g.id".encode(),
                 params,
             ).fetchall()
-        return [
-            Gateway(
-                id=r["id"],
-                site_id=r["site_id"],
-                public_key=r["public_key"],
-                hostname=r["hostname"],
-                agent_version=r["agent_version"],
-                enrolled_at=r["enrolled_at"],
-                state=r["state"],
-                state_at=r["state_at"],
-                last_seen=r["last_seen"],
-                health=json.loads(r["health"]) if r["health"] else None,
-                health_at=r["health_at"],
-                alarm_level=r["alarm_level"] or 0,
-                streams={s.value: int((r["marks"] or {}).get(s.value, 0)) for s in Stream},
-                site=json.loads(r["site_summary"]) if r["site_summary"] else None,
-            )
-            for r in rows
-        ]
+        return [store_rows.gateway(r, (r["marks"] or {})) for r in rows]
 
     def _gateway_num(self, gateway_id: str) -> int | None:
         row = self._one("SELECT num FROM gateways WHERE id = %s", [gateway_id])
@@ -538,7 +520,7 @@ class PostgresRepository:
                 r["kind"],
                 r["subject"],
                 r["level"],
-                _json_object(r["detail"]),
+                store_rows.json_object(r["detail"]),
             )
             for r in rows
         ]
@@ -586,29 +568,8 @@ class PostgresRepository:
                     "ORDER BY confirmed_at, id",
                     [[r["id"] for r in rows]],
                 ):
-                    receipts.setdefault(r["alarm_id"], []).append(
-                        Receipt(
-                            r["person"], r["via"], r["note"], r["confirmed_at"], r["recorded_by"]
-                        )
-                    )
-        return [
-            Alarm(
-                id=r["id"],
-                gateway_id=r["gateway_id"],
-                rule=r["rule"],
-                level=r["level"],
-                peak_level=r["peak_level"],
-                raised_at=r["raised_at"],
-                cleared_at=r["cleared_at"],
-                detail=r["detail"],
-                acknowledged_at=r["acknowledged_at"],
-                acknowledged_by=r["acknowledged_by"],
-                ack_note=r["ack_note"],
-                ack_origin=ack_origin_of(r["ack_origin"]),
-                receipts=tuple(receipts.get(r["id"], ())),
-            )
-            for r in rows
-        ]
+                    receipts.setdefault(r["alarm_id"], []).append(store_rows.receipt(r))
+        return [store_rows.alarm(r, receipts.get(r["id"], ())) for r in rows]
 
     def get_alarm(self, alarm_id: int) -> Alarm:
         """One alarm with its receipts; raises NotFoundError."""
@@ -733,37 +694,3 @@ def _reissue(conn: psycopg.Connection[Row], gateway_id: str, gateway: NewGateway
         ],
     )
     return cursor.rowcount == 1
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    """A stored event's detail; one that is not a JSON object reads as empty."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _api_token(row: Row) -> ApiToken:
-    return ApiToken(
-        row["id"],
-        row["name"],
-        Role(row["role"]),
-        row["created_at"],
-        row["revoked_at"],
-        row["expires_at"],
-    )
-
-
-def _enrollment_token(row: Row) -> EnrollmentToken:
-    return EnrollmentToken(
-        id=row["id"],
-        site_id=row["site_id"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        created_by=row["created_by"],
-        note=row["note"],
-        used_at=row["used_at"],
-        gateway_id=row["gateway_id"],
-        revoked_at=row["revoked_at"],
-    )

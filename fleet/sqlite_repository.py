@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fleet import store_rows
 from fleet.alarm_watch import AlarmWatch
 from fleet.credentials import new_secret, token_hash
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
@@ -43,7 +44,6 @@ from fleet.repository import (
     Received,
     Role,
     StoredEvent,
-    ack_origin_of,
 )
 from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
@@ -51,10 +51,7 @@ from fleet.sqlite_ingest import IngestWriter
 from fleet.sqlite_ota import SQLiteOta
 from fleet.sqlite_statements import read_snapshot, rowid
 from fleet.timestamps import iso
-from protocol import (
-    BAD_QUALITY_MASK,
-    Stream,
-)
+from protocol import BAD_QUALITY_MASK
 
 log = logging.getLogger(__name__)
 
@@ -204,15 +201,6 @@ def _reader(db: sqlite3.Connection) -> Read:
         return [tuple(row) for row in db.execute(query, params)]
 
     return read
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    """A stored event's detail; one that is not a JSON object reads as empty."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class SQLiteRepository:
@@ -407,7 +395,7 @@ class SQLiteRepository:
             [token_hash(secret), now],
         )
         row = next(rows, None)
-        return _api_token(row) if row else None
+        return store_rows.api_token(row) if row else None
 
     def rotate_api_token(
         self, token_id: int, now: float, ttl_s: float = API_TOKEN_TTL_S
@@ -432,16 +420,19 @@ class SQLiteRepository:
                 [token_hash(secret), now + ttl_s, token_id],
             )
             row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
-        return _api_token(row), secret
+        return store_rows.api_token(row), secret
 
     def list_api_tokens(self) -> list[ApiToken]:
         """All API tokens, revoked ones included."""
-        return [_api_token(r) for r in self._db().execute("SELECT * FROM api_tokens ORDER BY id")]
+        return [
+            store_rows.api_token(r)
+            for r in self._db().execute("SELECT * FROM api_tokens ORDER BY id")
+        ]
 
     def api_token(self, token_id: int) -> ApiToken | None:
         """One API token by id (revoked and expired ones too), or None."""
         rows = list(self._db().execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
-        return _api_token(rows[0]) if rows else None
+        return store_rows.api_token(rows[0]) if rows else None
 
     def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
         """Revoke a token; raises NotFoundError."""
@@ -453,7 +444,7 @@ class SQLiteRepository:
             row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
         if row is None:
             raise NotFoundError(f"no API token with id {token_id}")
-        return _api_token(row)
+        return store_rows.api_token(row)
 
     # --- enrollment ------------------------------------------------------------------------
 
@@ -474,7 +465,7 @@ class SQLiteRepository:
     def list_enrollment_tokens(self) -> list[EnrollmentToken]:
         """All enrollment tokens, newest first."""
         rows = self._db().execute("SELECT * FROM enrollment_tokens ORDER BY id DESC")
-        return [_enrollment_token(r) for r in rows]
+        return [store_rows.enrollment_token(r) for r in rows]
 
     def revoke_enrollment_token(self, token_id: int, now: float) -> EnrollmentToken:
         """Revoke an unused token; raises NotFoundError or ConflictError."""
@@ -490,7 +481,7 @@ class SQLiteRepository:
                 [now, token_id],
             )
             row = next(db.execute("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]))
-        return _enrollment_token(row)
+        return store_rows.enrollment_token(row)
 
     def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
         """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
@@ -601,25 +592,7 @@ class SQLiteRepository:
             f"AND a.cleared_at IS NULL) AS alarm_level FROM gateways g {where} ORDER BY g.id",
             list(params),
         )
-        return [
-            Gateway(
-                id=r["id"],
-                site_id=r["site_id"],
-                public_key=r["public_key"],
-                hostname=r["hostname"],
-                agent_version=r["agent_version"],
-                enrolled_at=r["enrolled_at"],
-                state=r["state"],
-                state_at=r["state_at"],
-                last_seen=r["last_seen"],
-                health=json.loads(r["health"]) if r["health"] else None,
-                health_at=r["health_at"],
-                alarm_level=r["alarm_level"] or 0,
-                streams={s.value: marks.get(r["num"], {}).get(s.value, 0) for s in Stream},
-                site=json.loads(r["site_summary"]) if r["site_summary"] else None,
-            )
-            for r in rows
-        ]
+        return [store_rows.gateway(r, marks.get(r["num"], {})) for r in rows]
 
     def _gateway_num(self, gateway_id: str) -> int | None:
         num = self._gateway_nums.get(gateway_id)
@@ -776,7 +749,7 @@ class SQLiteRepository:
             params,
         )
         return [
-            StoredEvent(gateway_id, seq, ts, kind, subject, level, _json_object(detail))
+            StoredEvent(gateway_id, seq, ts, kind, subject, level, store_rows.json_object(detail))
             for gateway_id, seq, ts, kind, subject, level, detail in rows
         ]
 
@@ -826,27 +799,8 @@ class SQLiteRepository:
                 "ORDER BY confirmed_at",
                 ids,
             ):
-                receipts.setdefault(r["alarm_id"], []).append(
-                    Receipt(r["person"], r["via"], r["note"], r["confirmed_at"], r["recorded_by"])
-                )
-        return [
-            Alarm(
-                id=r["id"],
-                gateway_id=r["gateway_id"],
-                rule=r["rule"],
-                level=r["level"],
-                peak_level=r["peak_level"],
-                raised_at=r["raised_at"],
-                cleared_at=r["cleared_at"],
-                detail=r["detail"],
-                acknowledged_at=r["acknowledged_at"],
-                acknowledged_by=r["acknowledged_by"],
-                ack_note=r["ack_note"],
-                ack_origin=ack_origin_of(r["ack_origin"]),
-                receipts=tuple(receipts.get(r["id"], ())),
-            )
-            for r in rows
-        ]
+                receipts.setdefault(r["alarm_id"], []).append(store_rows.receipt(r))
+        return [store_rows.alarm(r, receipts.get(r["id"], ())) for r in rows]
 
     def get_alarm(self, alarm_id: int) -> Alarm:
         """One alarm with its receipts; raises NotFoundError."""
@@ -940,17 +894,6 @@ class SQLiteRepository:
         return [(r["id"], r["num"]) for r in self._db().execute("SELECT id, num FROM gateways")]
 
 
-def _api_token(row: sqlite3.Row) -> ApiToken:
-    return ApiToken(
-        row["id"],
-        row["name"],
-        Role(row["role"]),
-        row["created_at"],
-        row["revoked_at"],
-        row["expires_at"],
-    )
-
-
 def create_private(path: Path) -> None:
     """Create the database file readable by its owner only (0600), if it does not exist.
 
@@ -958,17 +901,3 @@ def create_private(path: Path) -> None:
     umask's mode (often 0644). SQLite gives its -wal and -shm files the same mode.
     """
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-
-
-def _enrollment_token(row: sqlite3.Row) -> EnrollmentToken:
-    return EnrollmentToken(
-        id=row["id"],
-        site_id=row["site_id"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        created_by=row["created_by"],
-        note=row["note"],
-        used_at=row["used_at"],
-        gateway_id=row["gateway_id"],
-        revoked_at=row["revoked_at"],
-    )
