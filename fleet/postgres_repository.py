@@ -32,34 +32,29 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool
 
 from fleet import store_rows
-from fleet.credentials import new_secret, token_hash
+from fleet.alarm_tables import AlarmTables
+from fleet.credentials import token_hash
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_escalation import PostgresEscalation
 from fleet.postgres_ingest import PostgresIngestWriter
 from fleet.postgres_ota import PostgresOta
 from fleet.postgres_schema import create_schema, drop_partitions_before
+from fleet.postgres_statements import PostgresStatements
 from fleet.repository import (
-    API_TOKEN_TTL_S,
-    Alarm,
-    ApiToken,
     CommitResult,
-    ConflictError,
     EnrollmentRefusedError,
-    EnrollmentToken,
     Gateway,
     NewGateway,
     NotFoundError,
     QueuedCommand,
     ReadingBucket,
     ReadingPoint,
-    Receipt,
     Received,
-    Role,
-    StoredEvent,
 )
 from fleet.roster import Person
 from fleet.timestamps import iso
+from fleet.token_tables import TokenTables
 from protocol import BAD_QUALITY_MASK
 
 log = logging.getLogger(__name__)
@@ -67,7 +62,7 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 
 
-class PostgresRepository:
+class PostgresRepository(TokenTables, AlarmTables):
     """``CoreStore`` on a PostgreSQL database (``url``: ``postgresql://…``).
 
     ``pool_size`` connections at most; each call borrows one for its transaction. The
@@ -85,6 +80,7 @@ class PostgresRepository:
             name="hazardwatch-fleet",
         )
         self._ingest = PostgresIngestWriter()
+        self._sql = PostgresStatements(self._pool)
         with self._pool.connection() as conn:
             create_schema(conn)
         # Release files need a directory (fleet serve's data directory); ingest workers
@@ -139,111 +135,7 @@ class PostgresRepository:
         with self._pool.connection() as conn:
             return conn.execute(query.encode(), params).fetchall()
 
-    # --- API tokens -------------------------------------------------------------------------
-
-    def create_api_token(
-        self, name: str, role: Role, now: float, ttl_s: float = API_TOKEN_TTL_S
-    ) -> tuple[ApiToken, str]:
-        """Store a new API token valid for ``ttl_s``; return it with its secret (shown once)."""
-        secret = new_secret("hwt_")
-        row = self._one(
-            "INSERT INTO api_tokens (name, role, token_hash, created_at, expires_at) "
-            "VALUES (%s, %s, %s, %s, %s) RETURNING *",
-            [name, role.value, token_hash(secret), now, now + ttl_s],
-        )
-        assert row is not None
-        return store_rows.api_token(row), secret
-
-    def api_token_for_secret(self, secret: str, now: float) -> ApiToken | None:
-        """The token with this secret if it is neither revoked nor expired at ``now``."""
-        row = self._one(
-            "SELECT * FROM api_tokens WHERE token_hash = %s AND revoked_at IS NULL "
-            "AND coalesce(expires_at, 0) > %s",
-            [token_hash(secret), now],
-        )
-        return store_rows.api_token(row) if row else None
-
-    def rotate_api_token(
-        self, token_id: int, now: float, ttl_s: float = API_TOKEN_TTL_S
-    ) -> tuple[ApiToken, str]:
-        """Give a token a new secret valid for ``ttl_s`` (the old one stops at once)."""
-        secret = new_secret("hwt_")
-        with self._pool.connection() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT * FROM api_tokens WHERE id = %s FOR UPDATE", [token_id]
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"no API token with id {token_id}")
-            if row["revoked_at"] is not None:
-                msg = (
-                    f"API token {token_id} was revoked at {iso(row['revoked_at'])}; "
-                    "create a new one instead"
-                )
-                raise ConflictError(msg)
-            row = conn.execute(
-                "UPDATE api_tokens SET token_hash = %s, expires_at = %s WHERE id = %s RETURNING *",
-                [token_hash(secret), now + ttl_s, token_id],
-            ).fetchone()
-        assert row is not None
-        return store_rows.api_token(row), secret
-
-    def list_api_tokens(self) -> list[ApiToken]:
-        """All API tokens, revoked ones included."""
-        return [store_rows.api_token(r) for r in self._all("SELECT * FROM api_tokens ORDER BY id")]
-
-    def api_token(self, token_id: int) -> ApiToken | None:
-        """One API token by id (revoked and expired ones too), or None."""
-        row = self._one("SELECT * FROM api_tokens WHERE id = %s", [token_id])
-        return store_rows.api_token(row) if row else None
-
-    def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
-        """Revoke a token; raises NotFoundError."""
-        row = self._one(
-            "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, %s) WHERE id = %s RETURNING *",
-            [now, token_id],
-        )
-        if row is None:
-            raise NotFoundError(f"no API token with id {token_id}")
-        return store_rows.api_token(row)
-
-    # --- enrollment -------------------------------------------------------------------------
-
-    def create_enrollment_token(
-        self, site_id: str, expires_at: float, created_by: str | None, note: str | None, now: float
-    ) -> tuple[EnrollmentToken, str]:
-        """Store a one-time token for ``site_id``; return it with its secret."""
-        secret = new_secret("hwe_")
-        row = self._one(
-            "INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at, "
-            "created_by, note) VALUES (%s, %s, %s, %s, %s, %s) RETURNING *",
-            [token_hash(secret), site_id, now, expires_at, created_by, note],
-        )
-        assert row is not None
-        return store_rows.enrollment_token(row), secret
-
-    def list_enrollment_tokens(self) -> list[EnrollmentToken]:
-        """All enrollment tokens, newest first."""
-        rows = self._all("SELECT * FROM enrollment_tokens ORDER BY id DESC")
-        return [store_rows.enrollment_token(r) for r in rows]
-
-    def revoke_enrollment_token(self, token_id: int, now: float) -> EnrollmentToken:
-        """Revoke an unused token; raises NotFoundError or ConflictError."""
-        with self._pool.connection() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT * FROM enrollment_tokens WHERE id = %s FOR UPDATE", [token_id]
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"no enrollment token with id {token_id}")
-            if row["used_at"] is not None:
-                msg = f"enrollment token {token_id} was already used by gateway {row['gateway_id']}"
-                raise ConflictError(msg)
-            row = conn.execute(
-                "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, %s) "
-                "WHERE id = %s RETURNING *",
-                [now, token_id],
-            ).fetchone()
-        assert row is not None
-        return store_rows.enrollment_token(row)
+    # --- enrollment ------------------------------------------------------------------------
 
     def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
         """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
@@ -477,141 +369,6 @@ class PostgresRepository:
             ReadingBucket(since + b * step, good, bad, low, (total / good) if good else None, high)
             for b, (good, bad, total, low, high) in sorted(sums.items())
         ]
-
-    def events(
-        self,
-        gateway_ids: Sequence[str],
-        *,
-        kinds: Sequence[str] | None = None,
-        subject: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int,
-    ) -> list[StoredEvent]:
-        """Events of these gateways with ``since <= ts < until``, newest first."""
-        if not gateway_ids or (kinds is not None and not kinds):
-            return []
-        clauses = ["g.id = ANY(%s)"]
-        params: list[Any] = [list(gateway_ids)]
-        if kinds is not None:
-            clauses.append("e.kind = ANY(%s)")
-            params.append(list(kinds))
-        if subject is not None:
-            clauses.append("e.subject = %s")
-            params.append(subject)
-        if since is not None:
-            clauses.append("e.ts >= %s")
-            params.append(since)
-        if until is not None:
-            clauses.append("e.ts < %s")
-            params.append(until)
-        params.append(limit)
-        rows = self._all(
-            "SELECT g.id AS gateway_id, e.seq, e.ts, e.kind, e.subject, e.level, e.detail "
-            f"FROM events e JOIN gateways g ON g.num = e.gw WHERE {' AND '.join(clauses)} "
-            "ORDER BY e.ts DESC, e.seq DESC LIMIT %s",
-            params,
-        )
-        return [
-            StoredEvent(
-                r["gateway_id"],
-                r["seq"],
-                r["ts"],
-                r["kind"],
-                r["subject"],
-                r["level"],
-                store_rows.json_object(r["detail"]),
-            )
-            for r in rows
-        ]
-
-    # --- alarms -----------------------------------------------------------------------------
-
-    def alarms(
-        self,
-        *,
-        active: bool | None,
-        gateway_ids: Sequence[str] | None,
-        since: float | None,
-        until: float | None,
-        limit: int,
-    ) -> list[Alarm]:
-        """Alarms, newest first, in one query; ``active`` True for those not back to normal."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        if active is not None:
-            clauses.append("a.cleared_at IS NULL" if active else "a.cleared_at IS NOT NULL")
-        if gateway_ids is not None:
-            clauses.append("g.id = ANY(%s)")
-            params.append(list(gateway_ids))
-        if since is not None:
-            clauses.append("coalesce(a.cleared_at, 'Infinity') >= %s")
-            params.append(since)
-        if until is not None:
-            clauses.append("a.raised_at < %s")
-            params.append(until)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        params.append(limit)
-        return self._alarms(f"{where} ORDER BY a.raised_at DESC, a.id DESC LIMIT %s", params)
-
-    def _alarms(self, tail: str, params: list[Any]) -> list[Alarm]:
-        with self._pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT a.*, g.id AS gateway_id FROM alarms a "
-                f"JOIN gateways g ON g.num = a.gw {tail}".encode(),
-                params,
-            ).fetchall()
-            receipts: dict[int, list[Receipt]] = {}
-            if rows:
-                for r in conn.execute(
-                    "SELECT * FROM alarm_receipts WHERE alarm_id = ANY(%s) "
-                    "ORDER BY confirmed_at, id",
-                    [[r["id"] for r in rows]],
-                ):
-                    receipts.setdefault(r["alarm_id"], []).append(store_rows.receipt(r))
-        return [store_rows.alarm(r, receipts.get(r["id"], ())) for r in rows]
-
-    def get_alarm(self, alarm_id: int) -> Alarm:
-        """One alarm with its receipts; raises NotFoundError."""
-        found = self._alarms("WHERE a.id = %s", [alarm_id])
-        if not found:
-            raise NotFoundError(f"no alarm with id {alarm_id}")
-        return found[0]
-
-    def acknowledge_alarm(self, alarm_id: int, by: str, note: str | None, now: float) -> Alarm:
-        """Record who acknowledged an alarm; raises NotFoundError or ConflictError."""
-        row = self._one(
-            "UPDATE alarms SET acknowledged_at = %s, acknowledged_by = %s, ack_note = %s, "
-            "ack_origin = 'fleet' WHERE id = %s AND acknowledged_at IS NULL RETURNING id",
-            [now, by, note, alarm_id],
-        )
-        alarm = self.get_alarm(alarm_id)
-        if row is None:
-            assert alarm.acknowledged_at is not None
-            msg = (
-                f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} "
-                f"at {iso(alarm.acknowledged_at)}"
-            )
-            raise ConflictError(msg)
-        return alarm
-
-    def confirm_receipt(
-        self,
-        alarm_id: int,
-        person: str,
-        via: str | None,
-        note: str | None,
-        recorded_by: str,
-        now: float,
-    ) -> Alarm:
-        """Record that ``person`` confirmed receiving the warning; raises NotFoundError."""
-        self.get_alarm(alarm_id)
-        self._one(
-            "INSERT INTO alarm_receipts (alarm_id, person, via, note, confirmed_at, "
-            "recorded_by) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            [alarm_id, person, via, note, now, recorded_by],
-        )
-        return self.get_alarm(alarm_id)
 
 
 class BucketPlan:

@@ -22,35 +22,30 @@ from pathlib import Path
 from typing import Any
 
 from fleet import store_rows
+from fleet.alarm_tables import AlarmTables
 from fleet.alarm_watch import AlarmWatch
-from fleet.credentials import new_secret, token_hash
+from fleet.credentials import token_hash
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.repository import (
     ACK_ORIGIN_FROM_WORDS,
     API_TOKEN_TTL_S,
-    Alarm,
-    ApiToken,
     CommitResult,
-    ConflictError,
     EnrollmentRefusedError,
-    EnrollmentToken,
     Gateway,
     NewGateway,
     NotFoundError,
     QueuedCommand,
     ReadingBucket,
     ReadingPoint,
-    Receipt,
     Received,
-    Role,
-    StoredEvent,
 )
 from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
 from fleet.sqlite_ota import SQLiteOta
-from fleet.sqlite_statements import read_snapshot, rowid
+from fleet.sqlite_statements import SQLiteStatements, read_snapshot
 from fleet.timestamps import iso
+from fleet.token_tables import TokenTables
 from protocol import BAD_QUALITY_MASK
 
 log = logging.getLogger(__name__)
@@ -203,7 +198,7 @@ def _reader(db: sqlite3.Connection) -> Read:
     return read
 
 
-class SQLiteRepository:
+class SQLiteRepository(TokenTables, AlarmTables):
     """``Repository`` on one SQLite file; safe to share between threads.
 
     ``durable`` (the default) fsyncs every commit, so an ack is never sent for rows a
@@ -228,6 +223,7 @@ class SQLiteRepository:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
         self._migrate(time.time())
+        self._sql = SQLiteStatements(self._db, self._write)
         self.ota = SQLiteOta(self._db, self._write, path.parent / "releases")
         self.escalation = SQLiteEscalation(self._db, self._write)
 
@@ -372,116 +368,7 @@ class SQLiteRepository:
             self._lock_fds.clear()
         self._local = threading.local()
 
-    # --- API tokens -------------------------------------------------------------------------
-
-    def create_api_token(
-        self, name: str, role: Role, now: float, ttl_s: float = API_TOKEN_TTL_S
-    ) -> tuple[ApiToken, str]:
-        """Store a new API token valid for ``ttl_s``; return it with its secret (shown once)."""
-        secret = new_secret("hwt_")
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO api_tokens (name, role, token_hash, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [name, role.value, token_hash(secret), now, now + ttl_s],
-            )
-        return ApiToken(rowid(cursor), name, role, now, None, now + ttl_s), secret
-
-    def api_token_for_secret(self, secret: str, now: float) -> ApiToken | None:
-        """The token with this secret if it is neither revoked nor expired at ``now``."""
-        rows = self._db().execute(
-            "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL "
-            "AND coalesce(expires_at, 0) > ?",
-            [token_hash(secret), now],
-        )
-        row = next(rows, None)
-        return store_rows.api_token(row) if row else None
-
-    def rotate_api_token(
-        self, token_id: int, now: float, ttl_s: float = API_TOKEN_TTL_S
-    ) -> tuple[ApiToken, str]:
-        """Give a token a new secret valid for ``ttl_s`` (the old one stops at once).
-
-        Raises NotFoundError, or ConflictError for a revoked token.
-        """
-        secret = new_secret("hwt_")
-        with self._write() as db:
-            row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
-            if row is None:
-                raise NotFoundError(f"no API token with id {token_id}")
-            if row["revoked_at"] is not None:
-                msg = (
-                    f"API token {token_id} was revoked at {iso(row['revoked_at'])}; "
-                    "create a new one instead"
-                )
-                raise ConflictError(msg)
-            db.execute(
-                "UPDATE api_tokens SET token_hash = ?, expires_at = ? WHERE id = ?",
-                [token_hash(secret), now + ttl_s, token_id],
-            )
-            row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
-        return store_rows.api_token(row), secret
-
-    def list_api_tokens(self) -> list[ApiToken]:
-        """All API tokens, revoked ones included."""
-        return [
-            store_rows.api_token(r)
-            for r in self._db().execute("SELECT * FROM api_tokens ORDER BY id")
-        ]
-
-    def api_token(self, token_id: int) -> ApiToken | None:
-        """One API token by id (revoked and expired ones too), or None."""
-        rows = list(self._db().execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]))
-        return store_rows.api_token(rows[0]) if rows else None
-
-    def revoke_api_token(self, token_id: int, now: float) -> ApiToken:
-        """Revoke a token; raises NotFoundError."""
-        with self._write() as db:
-            db.execute(
-                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
-                [now, token_id],
-            )
-            row = next(db.execute("SELECT * FROM api_tokens WHERE id = ?", [token_id]), None)
-        if row is None:
-            raise NotFoundError(f"no API token with id {token_id}")
-        return store_rows.api_token(row)
-
     # --- enrollment ------------------------------------------------------------------------
-
-    def create_enrollment_token(
-        self, site_id: str, expires_at: float, created_by: str | None, note: str | None, now: float
-    ) -> tuple[EnrollmentToken, str]:
-        """Store a one-time token for ``site_id``; return it with its secret."""
-        secret = new_secret("hwe_")
-        with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO enrollment_tokens (token_hash, site_id, created_at, expires_at, "
-                "created_by, note) VALUES (?, ?, ?, ?, ?, ?)",
-                [token_hash(secret), site_id, now, expires_at, created_by, note],
-            )
-        token = EnrollmentToken(rowid(cursor), site_id, now, expires_at, created_by, note)
-        return token, secret
-
-    def list_enrollment_tokens(self) -> list[EnrollmentToken]:
-        """All enrollment tokens, newest first."""
-        rows = self._db().execute("SELECT * FROM enrollment_tokens ORDER BY id DESC")
-        return [store_rows.enrollment_token(r) for r in rows]
-
-    def revoke_enrollment_token(self, token_id: int, now: float) -> EnrollmentToken:
-        """Revoke an unused token; raises NotFoundError or ConflictError."""
-        with self._write() as db:
-            row = next(db.execute("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]), None)
-            if row is None:
-                raise NotFoundError(f"no enrollment token with id {token_id}")
-            if row["used_at"] is not None:
-                msg = f"enrollment token {token_id} was already used by gateway {row['gateway_id']}"
-                raise ConflictError(msg)
-            db.execute(
-                "UPDATE enrollment_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?",
-                [now, token_id],
-            )
-            row = next(db.execute("SELECT * FROM enrollment_tokens WHERE id = ?", [token_id]))
-        return store_rows.enrollment_token(row)
 
     def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
         """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
@@ -711,139 +598,6 @@ class SQLiteRepository:
         return [
             ReadingBucket(since + b * step, n, bad, lo, avg, hi) for b, n, bad, lo, avg, hi in rows
         ]
-
-    def events(
-        self,
-        gateway_ids: Sequence[str],
-        *,
-        kinds: Sequence[str] | None = None,
-        subject: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int,
-    ) -> list[StoredEvent]:
-        """Events of these gateways with ``since <= ts < until``, newest first."""
-        if not gateway_ids:
-            return []
-        clauses = [f"g.id IN ({','.join('?' * len(gateway_ids))})"]
-        params: list[object] = list(gateway_ids)
-        if kinds is not None:
-            if not kinds:
-                return []
-            clauses.append(f"e.kind IN ({','.join('?' * len(kinds))})")
-            params.extend(kinds)
-        if subject is not None:
-            clauses.append("e.subject = ?")
-            params.append(subject)
-        if since is not None:
-            clauses.append("e.ts >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("e.ts < ?")
-            params.append(until)
-        params.append(limit)
-        rows = self._db().execute(
-            "SELECT g.id, e.seq, e.ts, e.kind, e.subject, e.level, e.detail FROM events e "
-            f"JOIN gateways g ON g.num = e.gw WHERE {' AND '.join(clauses)} "
-            "ORDER BY e.ts DESC, e.seq DESC LIMIT ?",
-            params,
-        )
-        return [
-            StoredEvent(gateway_id, seq, ts, kind, subject, level, store_rows.json_object(detail))
-            for gateway_id, seq, ts, kind, subject, level, detail in rows
-        ]
-
-    # --- alarms and commands ------------------------------------------------------------------
-
-    def alarms(
-        self,
-        *,
-        active: bool | None,
-        gateway_ids: Sequence[str] | None,
-        since: float | None,
-        until: float | None,
-        limit: int,
-    ) -> list[Alarm]:
-        """Alarms, newest first, in one query; ``active`` True for those not back to normal."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if active is not None:
-            clauses.append("a.cleared_at IS NULL" if active else "a.cleared_at IS NOT NULL")
-        if gateway_ids is not None:
-            clauses.append(f"g.id IN ({','.join('?' * len(gateway_ids))})")
-            params.extend(gateway_ids)
-        if since is not None:
-            clauses.append("coalesce(a.cleared_at, 1e300) >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("a.raised_at < ?")
-            params.append(until)
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        params.append(limit)
-        return self._alarms(f"{where} ORDER BY a.raised_at DESC, a.id DESC LIMIT ?", params)
-
-    def _alarms(self, tail: str, params: Sequence[Any]) -> list[Alarm]:
-        db = self._db()
-        rows = list(
-            db.execute(
-                "SELECT a.*, g.id AS gateway_id FROM alarms a "
-                f"JOIN gateways g ON g.num = a.gw {tail}",
-                list(params),
-            )
-        )
-        receipts: dict[int, list[Receipt]] = {}
-        if rows:
-            ids = [r["id"] for r in rows]
-            for r in db.execute(
-                f"SELECT * FROM alarm_receipts WHERE alarm_id IN ({','.join('?' * len(ids))}) "
-                "ORDER BY confirmed_at",
-                ids,
-            ):
-                receipts.setdefault(r["alarm_id"], []).append(store_rows.receipt(r))
-        return [store_rows.alarm(r, receipts.get(r["id"], ())) for r in rows]
-
-    def get_alarm(self, alarm_id: int) -> Alarm:
-        """One alarm with its receipts; raises NotFoundError."""
-        found = self._alarms("WHERE a.id = ?", [alarm_id])
-        if not found:
-            raise NotFoundError(f"no alarm with id {alarm_id}")
-        return found[0]
-
-    def acknowledge_alarm(self, alarm_id: int, by: str, note: str | None, now: float) -> Alarm:
-        """Record who acknowledged an alarm; raises NotFoundError or ConflictError."""
-        alarm = self.get_alarm(alarm_id)
-        if alarm.acknowledged_at is not None:
-            msg = (
-                f"alarm {alarm_id} was already acknowledged by {alarm.acknowledged_by} "
-                f"at {iso(alarm.acknowledged_at)}"
-            )
-            raise ConflictError(msg)
-        with self._write() as db:
-            db.execute(
-                "UPDATE alarms SET acknowledged_at = ?, acknowledged_by = ?, ack_note = ?, "
-                "ack_origin = 'fleet' WHERE id = ? AND acknowledged_at IS NULL",
-                [now, by, note, alarm_id],
-            )
-        return self.get_alarm(alarm_id)
-
-    def confirm_receipt(
-        self,
-        alarm_id: int,
-        person: str,
-        via: str | None,
-        note: str | None,
-        recorded_by: str,
-        now: float,
-    ) -> Alarm:
-        """Record that ``person`` confirmed receiving the warning; raises NotFoundError."""
-        self.get_alarm(alarm_id)
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO alarm_receipts (alarm_id, person, via, note, confirmed_at, "
-                "recorded_by) VALUES (?, ?, ?, ?, ?, ?)",
-                [alarm_id, person, via, note, now, recorded_by],
-            )
-        return self.get_alarm(alarm_id)
 
     def queue_command(
         self, gateway_id: str, name: str, args: dict[str, Any], by: str | None, now: float
