@@ -33,7 +33,6 @@ from psycopg_pool import ConnectionPool
 
 from fleet import store_rows
 from fleet.alarm_tables import AlarmTables
-from fleet.credentials import token_hash
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_escalation import PostgresEscalation
@@ -43,9 +42,7 @@ from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.postgres_statements import PostgresStatements
 from fleet.repository import (
     CommitResult,
-    EnrollmentRefusedError,
     Gateway,
-    NewGateway,
     NotFoundError,
     QueuedCommand,
     ReadingBucket,
@@ -53,7 +50,6 @@ from fleet.repository import (
     Received,
 )
 from fleet.roster import Person
-from fleet.timestamps import iso
 from fleet.token_tables import TokenTables
 from protocol import BAD_QUALITY_MASK
 
@@ -134,74 +130,6 @@ class PostgresRepository(TokenTables, AlarmTables):
     def _all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._pool.connection() as conn:
             return conn.execute(query.encode(), params).fetchall()
-
-    # --- enrollment ------------------------------------------------------------------------
-
-    def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
-        """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
-
-        A used token presented again, before it expires, with the key of the gateway it
-        enrolled is that gateway retrying after it lost the answer: it keeps its id and
-        gets the new password in place of the old one.
-        """
-        with self._pool.connection() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT * FROM enrollment_tokens WHERE token_hash = %s FOR UPDATE",
-                [token_hash(secret)],
-            ).fetchone()
-            if row is None:
-                msg = (
-                    "unknown enrollment token: check that it was copied completely, "
-                    "or ask the county for a new one"
-                )
-                raise EnrollmentRefusedError(msg, gone=False)
-            if row["revoked_at"] is not None:
-                msg = f"this enrollment token was revoked at {iso(row['revoked_at'])}"
-                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
-            retry = row["used_at"] is not None and now < row["expires_at"]
-            if retry and _reissue(conn, row["gateway_id"], gateway):
-                log.warning(
-                    "enrollment token %s redeemed again by gateway %s (same key): "
-                    "credentials issued anew",
-                    row["id"],
-                    row["gateway_id"],
-                )
-                enrolled = str(row["gateway_id"])
-            elif row["used_at"] is not None:
-                # Not which gateway: whoever holds a copy of the token must learn nothing.
-                msg = (
-                    f"this enrollment token was already used at {iso(row['used_at'])}; "
-                    "a token works once, ask the county for a new one"
-                )
-                raise EnrollmentRefusedError(msg, gone=True)
-            elif now >= row["expires_at"]:
-                msg = f"this enrollment token expired at {iso(row['expires_at'])}"
-                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
-            else:
-                conn.execute(
-                    "INSERT INTO gateways (id, site_id, public_key, mqtt_password_hash, "
-                    "hostname, agent_version, enrolled_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        gateway.gateway_id,
-                        row["site_id"],
-                        gateway.public_key,
-                        gateway.mqtt_password_hash,
-                        gateway.hostname,
-                        gateway.agent_version,
-                        now,
-                    ],
-                )
-                conn.execute(
-                    "UPDATE enrollment_tokens SET used_at = %s, gateway_id = %s WHERE id = %s",
-                    [now, gateway.gateway_id, row["id"]],
-                )
-                enrolled = gateway.gateway_id
-        return self.get_gateway(enrolled)
-
-    def broker_accounts(self) -> list[tuple[str, str]]:
-        """``(username, mosquitto password hash)`` of every enrolled gateway."""
-        rows = self._all("SELECT id, mqtt_password_hash FROM gateways ORDER BY id")
-        return [(r["id"], r["mqtt_password_hash"]) for r in rows]
 
     # --- gateways ---------------------------------------------------------------------------
 
@@ -435,19 +363,3 @@ def _add(sums: dict[int, list[Any]], bucket: int, row: Row) -> None:
         entry[2] += row["total"]
         entry[3] = row["low"] if entry[3] is None else min(entry[3], row["low"])
         entry[4] = row["high"] if entry[4] is None else max(entry[4], row["high"])
-
-
-def _reissue(conn: psycopg.Connection[Row], gateway_id: str, gateway: NewGateway) -> bool:
-    """Give ``gateway_id`` the new password if it holds ``gateway``'s public key."""
-    cursor = conn.execute(
-        "UPDATE gateways SET mqtt_password_hash = %s, hostname = coalesce(%s, hostname), "
-        "agent_version = coalesce(%s, agent_version) WHERE id = %s AND public_key = %s",
-        [
-            gateway.mqtt_password_hash,
-            gateway.hostname,
-            gateway.agent_version,
-            gateway_id,
-            gateway.public_key,
-        ],
-    )
-    return cursor.rowcount == 1

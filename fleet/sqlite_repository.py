@@ -24,15 +24,12 @@ from typing import Any
 from fleet import store_rows
 from fleet.alarm_tables import AlarmTables
 from fleet.alarm_watch import AlarmWatch
-from fleet.credentials import token_hash
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.repository import (
     ACK_ORIGIN_FROM_WORDS,
     API_TOKEN_TTL_S,
     CommitResult,
-    EnrollmentRefusedError,
     Gateway,
-    NewGateway,
     NotFoundError,
     QueuedCommand,
     ReadingBucket,
@@ -367,90 +364,6 @@ class SQLiteRepository(TokenTables, AlarmTables):
             self._connections.clear()
             self._lock_fds.clear()
         self._local = threading.local()
-
-    # --- enrollment ------------------------------------------------------------------------
-
-    def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
-        """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
-
-        A used token presented again, before it expires, with the key of the gateway it
-        enrolled is that gateway retrying after it lost the answer (a dropped connection,
-        a power cut): it keeps its id and gets the new password in place of the old one.
-        """
-        with self._write() as db:
-            row = next(
-                db.execute(
-                    "SELECT * FROM enrollment_tokens WHERE token_hash = ?", [token_hash(secret)]
-                ),
-                None,
-            )
-            if row is None:
-                msg = (
-                    "unknown enrollment token: check that it was copied completely, "
-                    "or ask the county for a new one"
-                )
-                raise EnrollmentRefusedError(msg, gone=False)
-            if row["revoked_at"] is not None:
-                msg = f"this enrollment token was revoked at {iso(row['revoked_at'])}"
-                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
-            retry = row["used_at"] is not None and now < row["expires_at"]
-            if retry and self._reissue(db, row["gateway_id"], gateway):
-                log.warning(
-                    "enrollment token %s redeemed again by gateway %s (same key): "
-                    "credentials issued anew",
-                    row["id"],
-                    row["gateway_id"],
-                )
-                return self.get_gateway(row["gateway_id"])
-            if row["used_at"] is not None:
-                # Not which gateway: whoever holds a copy of the token must learn nothing.
-                msg = (
-                    f"this enrollment token was already used at {iso(row['used_at'])}; "
-                    "a token works once, ask the county for a new one"
-                )
-                raise EnrollmentRefusedError(msg, gone=True)
-            if now >= row["expires_at"]:
-                msg = f"this enrollment token expired at {iso(row['expires_at'])}"
-                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
-            db.execute(
-                "INSERT INTO gateways (id, site_id, public_key, mqtt_password_hash, hostname, "
-                "agent_version, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    gateway.gateway_id,
-                    row["site_id"],
-                    gateway.public_key,
-                    gateway.mqtt_password_hash,
-                    gateway.hostname,
-                    gateway.agent_version,
-                    now,
-                ],
-            )
-            db.execute(
-                "UPDATE enrollment_tokens SET used_at = ?, gateway_id = ? WHERE id = ?",
-                [now, gateway.gateway_id, row["id"]],
-            )
-        return self.get_gateway(gateway.gateway_id)
-
-    @staticmethod
-    def _reissue(db: sqlite3.Connection, gateway_id: str, gateway: NewGateway) -> bool:
-        """Give ``gateway_id`` the new password if it holds ``gateway``'s public key."""
-        cursor = db.execute(
-            "UPDATE gateways SET mqtt_password_hash = ?, hostname = coalesce(?, hostname), "
-            "agent_version = coalesce(?, agent_version) WHERE id = ? AND public_key = ?",
-            [
-                gateway.mqtt_password_hash,
-                gateway.hostname,
-                gateway.agent_version,
-                gateway_id,
-                gateway.public_key,
-            ],
-        )
-        return cursor.rowcount == 1
-
-    def broker_accounts(self) -> list[tuple[str, str]]:
-        """``(username, mosquitto password hash)`` of every enrolled gateway."""
-        rows = self._db().execute("SELECT id, mqtt_password_hash FROM gateways ORDER BY id")
-        return [(r["id"], r["mqtt_password_hash"]) for r in rows]
 
     # --- gateways ----------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """API and enrollment tokens written once: what both storage backends store of a token.
 
 ``TokenTables`` is the part of ``SQLiteRepository`` and ``PostgresRepository`` that keeps
-API tokens (``TokenStore``) and makes, lists and revokes enrollment tokens; its
-statements run through the repository's ``fleet.statements.Statements``. Redeeming an
-enrollment token registers a gateway, which each backend does on its own.
+API tokens (``TokenStore``) and enrollment tokens, and registers the gateway that redeems
+one (with the broker accounts that follow from it); its statements run through the
+repository's ``fleet.statements.Statements``.
 
 This module must never store or log a token's secret: only its hash is kept, and the
 secret is returned once, to the caller that made it.
@@ -11,18 +11,25 @@ secret is returned once, to the caller that made it.
 
 from __future__ import annotations
 
+import logging
+
 from fleet import store_rows
 from fleet.credentials import new_secret, token_hash
 from fleet.repository import (
     API_TOKEN_TTL_S,
     ApiToken,
     ConflictError,
+    EnrollmentRefusedError,
     EnrollmentToken,
+    Gateway,
+    NewGateway,
     NotFoundError,
     Role,
 )
-from fleet.statements import Row, Statements
+from fleet.statements import Row, Statements, Transaction
 from fleet.timestamps import iso
+
+log = logging.getLogger(__name__)
 
 
 def _made(row: Row | None) -> Row:
@@ -37,6 +44,10 @@ class TokenTables:
     """API tokens and enrollment tokens of the repository's database."""
 
     _sql: Statements
+
+    def get_gateway(self, gateway_id: str) -> Gateway:
+        """One gateway (the repository's own); raises NotFoundError."""
+        raise NotImplementedError
 
     # --- API tokens -------------------------------------------------------------------------
 
@@ -145,3 +156,85 @@ class TokenTables:
                 [now, token_id],
             )
         return store_rows.enrollment_token(_made(row))
+
+    def redeem_enrollment_token(self, secret: str, gateway: NewGateway, now: float) -> Gateway:
+        """Atomically use the token and register the gateway; raises EnrollmentRefusedError.
+
+        A used token presented again, before it expires, with the key of the gateway it
+        enrolled is that gateway retrying after it lost the answer (a dropped connection,
+        a power cut): it keeps its id and gets the new password in place of the old one.
+        """
+        with self._sql.writing() as db:
+            row = db.row(
+                f"SELECT * FROM enrollment_tokens WHERE token_hash = ?{self._sql.for_update}",
+                [token_hash(secret)],
+            )
+            if row is None:
+                msg = (
+                    "unknown enrollment token: check that it was copied completely, "
+                    "or ask the county for a new one"
+                )
+                raise EnrollmentRefusedError(msg, gone=False)
+            if row["revoked_at"] is not None:
+                msg = f"this enrollment token was revoked at {iso(row['revoked_at'])}"
+                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
+            retry = row["used_at"] is not None and now < row["expires_at"]
+            if retry and _reissue(db, row["gateway_id"], gateway):
+                log.warning(
+                    "enrollment token %s redeemed again by gateway %s (same key): "
+                    "credentials issued anew",
+                    row["id"],
+                    row["gateway_id"],
+                )
+                enrolled = str(row["gateway_id"])
+            elif row["used_at"] is not None:
+                # Not which gateway: whoever holds a copy of the token must learn nothing.
+                msg = (
+                    f"this enrollment token was already used at {iso(row['used_at'])}; "
+                    "a token works once, ask the county for a new one"
+                )
+                raise EnrollmentRefusedError(msg, gone=True)
+            elif now >= row["expires_at"]:
+                msg = f"this enrollment token expired at {iso(row['expires_at'])}"
+                raise EnrollmentRefusedError(msg + "; ask the county for a new one", gone=True)
+            else:
+                db.execute(
+                    "INSERT INTO gateways (id, site_id, public_key, mqtt_password_hash, "
+                    "hostname, agent_version, enrolled_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        gateway.gateway_id,
+                        row["site_id"],
+                        gateway.public_key,
+                        gateway.mqtt_password_hash,
+                        gateway.hostname,
+                        gateway.agent_version,
+                        now,
+                    ],
+                )
+                db.execute(
+                    "UPDATE enrollment_tokens SET used_at = ?, gateway_id = ? WHERE id = ?",
+                    [now, gateway.gateway_id, row["id"]],
+                )
+                enrolled = gateway.gateway_id
+        return self.get_gateway(enrolled)
+
+    def broker_accounts(self) -> list[tuple[str, str]]:
+        """``(username, mosquitto password hash)`` of every enrolled gateway."""
+        rows = self._sql.rows("SELECT id, mqtt_password_hash FROM gateways ORDER BY id")
+        return [(r["id"], r["mqtt_password_hash"]) for r in rows]
+
+
+def _reissue(db: Transaction, gateway_id: str, gateway: NewGateway) -> bool:
+    """Give ``gateway_id`` the new password if it holds ``gateway``'s public key."""
+    cursor = db.execute(
+        "UPDATE gateways SET mqtt_password_hash = ?, hostname = coalesce(?, hostname), "
+        "agent_version = coalesce(?, agent_version) WHERE id = ? AND public_key = ?",
+        [
+            gateway.mqtt_password_hash,
+            gateway.hostname,
+            gateway.agent_version,
+            gateway_id,
+            gateway.public_key,
+        ],
+    )
+    return cursor.rowcount == 1
