@@ -18,10 +18,8 @@ never log one.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,10 +41,7 @@ from fleet.postgres_statements import PostgresStatements
 from fleet.repository import (
     CommitResult,
     Gateway,
-    NotFoundError,
-    QueuedCommand,
     ReadingBucket,
-    ReadingPoint,
     Received,
 )
 from fleet.roster import Person
@@ -64,6 +59,14 @@ class PostgresRepository(TokenTables, AlarmTables):
     ``pool_size`` connections at most; each call borrows one for its transaction. The
     schema is created on first use.
     """
+
+    #: Each pending command to one ingest worker: rows another is claiming are skipped.
+    command_claim_statement = (
+        "UPDATE commands c SET status = 'sent', sent_at = ? FROM gateways g "
+        "WHERE g.num = c.gw AND c.id IN (SELECT id FROM commands WHERE status = 'pending' "
+        "FOR UPDATE SKIP LOCKED) "
+        "RETURNING c.id, g.id AS gateway_id, c.name, c.args, c.issued_at, c.issued_by"
+    )
 
     def __init__(self, url: str, *, pool_size: int = 8, files_dir: Path | None = None) -> None:
         self.url = url
@@ -133,84 +136,19 @@ class PostgresRepository(TokenTables, AlarmTables):
 
     # --- gateways ---------------------------------------------------------------------------
 
-    def list_gateways(self) -> list[Gateway]:
-        """All gateways with their last state, health and highest active alarm level."""
-        return self._gateways("", [])
-
-    def get_gateway(self, gateway_id: str) -> Gateway:
-        """One gateway; raises NotFoundError."""
-        found = self._gateways("WHERE g.id = %s", [gateway_id])
-        if not found:
-            raise NotFoundError(f"no gateway {gateway_id!r}")
-        return found[0]
-
-    def site_gateways(self, site_id: str) -> list[Gateway]:
-        """The gateways of ``site_id`` (none for an unknown site), as ``list_gateways``."""
-        return self._gateways("WHERE g.site_id = %s", [site_id])
-
-    def _gateways(self, where: str, params: list[Any]) -> list[Gateway]:
-        with self._pool.connection() as conn, conn.transaction():
-            rows = conn.execute(
-                "SELECT g.*, (SELECT max(a.level) FROM alarms a WHERE a.gw = g.num "
-                "AND a.cleared_at IS NULL) AS alarm_level, "
-                "(SELECT json_object_agg(m.stream, m.contiguous) FROM stream_marks m "
-                f"WHERE m.gw = g.num) AS marks FROM gateways g {where} ORDER BY g.id".encode(),
-                params,
-            ).fetchall()
+    def _gateways(self, where: str, params: Sequence[Any] = ()) -> list[Gateway]:
+        rows = self._sql.rows(
+            "SELECT g.*, (SELECT max(a.level) FROM alarms a WHERE a.gw = g.num "
+            "AND a.cleared_at IS NULL) AS alarm_level, "
+            "(SELECT json_object_agg(m.stream, m.contiguous) FROM stream_marks m "
+            f"WHERE m.gw = g.num) AS marks FROM gateways g {where} ORDER BY g.id",
+            list(params),
+        )
         return [store_rows.gateway(r, (r["marks"] or {})) for r in rows]
 
     def _gateway_num(self, gateway_id: str) -> int | None:
         row = self._one("SELECT num FROM gateways WHERE id = %s", [gateway_id])
         return None if row is None else int(row["num"])
-
-    def queue_command(
-        self, gateway_id: str, name: str, args: dict[str, Any], by: str | None, now: float
-    ) -> QueuedCommand:
-        """Queue a command for delivery to a gateway."""
-        gw = self._gateway_num(gateway_id)
-        if gw is None:
-            raise NotFoundError(f"no gateway {gateway_id!r}")
-        command = QueuedCommand(uuid.uuid4().hex, gateway_id, name, args, now, by, "pending")
-        self._one(
-            "INSERT INTO commands (id, gw, name, args, issued_at, issued_by, status) "
-            "VALUES (%s, %s, %s, %s, %s, %s, 'pending') RETURNING id",
-            [command.id, gw, name, json.dumps(args), now, by],
-        )
-        return command
-
-    def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Take the pending commands for delivery (marked sent), oldest first.
-
-        Atomic (``FOR UPDATE SKIP LOCKED``), so with several ingest workers each command is
-        delivered by one of them.
-        """
-        rows = self._all(
-            "UPDATE commands c SET status = 'sent', sent_at = %s FROM gateways g "
-            "WHERE g.num = c.gw AND c.id IN (SELECT id FROM commands WHERE status = 'pending' "
-            "FOR UPDATE SKIP LOCKED) "
-            "RETURNING c.id, g.id AS gateway_id, c.name, c.args, c.issued_at, c.issued_by",
-            [now],
-        )
-        commands = [
-            QueuedCommand(
-                r["id"],
-                r["gateway_id"],
-                r["name"],
-                json.loads(r["args"]),
-                r["issued_at"],
-                r["issued_by"],
-                "sent",
-            )
-            for r in rows
-        ]
-        return sorted(commands, key=lambda c: c.issued_at)
-
-    def release_command(self, command_id: str) -> None:
-        """Put a claimed command back for the next delivery attempt."""
-        self._one(
-            "UPDATE commands SET status = 'pending', sent_at = NULL WHERE id = %s RETURNING id",
-            [command_id],
-        )
 
     # --- ingest and readings ----------------------------------------------------------------
 
@@ -220,37 +158,6 @@ class PostgresRepository(TokenTables, AlarmTables):
         ordered = sorted(received, key=lambda item: item.gateway_id)
         with self._pool.connection() as conn:
             return self._ingest.commit(conn, ordered)
-
-    def _channel_id(self, gateway_id: str, channel: str) -> int:
-        gw = self._gateway_num(gateway_id)
-        if gw is None:
-            raise NotFoundError(f"no gateway {gateway_id!r}")
-        row = self._one("SELECT id FROM channels WHERE gw = %s AND name = %s", [gw, channel])
-        if row is None:
-            known = ", ".join(self.channels(gateway_id)) or "none yet"
-            raise NotFoundError(f"gateway {gateway_id} has no channel {channel!r} (has: {known})")
-        return int(row["id"])
-
-    def channels(self, gateway_id: str) -> list[str]:
-        """Names of the channels a gateway has uploaded readings of."""
-        rows = self._all(
-            "SELECT c.name FROM channels c JOIN gateways g ON g.num = c.gw WHERE g.id = %s "
-            "ORDER BY c.name",
-            [gateway_id],
-        )
-        return [r["name"] for r in rows]
-
-    def readings(
-        self, gateway_id: str, channel: str, since: float, until: float, limit: int
-    ) -> list[ReadingPoint]:
-        """Readings of a channel with ``since <= ts < until``, oldest first."""
-        cid = self._channel_id(gateway_id, channel)
-        rows = self._all(
-            "SELECT seq, ts, value, quality FROM readings WHERE channel = %s AND ts >= %s "
-            "AND ts < %s ORDER BY ts, seq LIMIT %s",
-            [cid, since, until, limit],
-        )
-        return [ReadingPoint(r["seq"], r["ts"], r["value"], r["quality"]) for r in rows]
 
     def reading_buckets(
         self, gateway_id: str, channel: str, since: float, until: float, step: float

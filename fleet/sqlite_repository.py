@@ -9,13 +9,11 @@ gets its own connection; SQLite serialises the writers.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,10 +28,7 @@ from fleet.repository import (
     API_TOKEN_TTL_S,
     CommitResult,
     Gateway,
-    NotFoundError,
-    QueuedCommand,
     ReadingBucket,
-    ReadingPoint,
     Received,
 )
 from fleet.roster import Person
@@ -367,21 +362,6 @@ class SQLiteRepository(TokenTables, AlarmTables):
 
     # --- gateways ----------------------------------------------------------------------------
 
-    def list_gateways(self) -> list[Gateway]:
-        """All gateways with their last state, health and highest active alarm level."""
-        return self._gateways("")
-
-    def get_gateway(self, gateway_id: str) -> Gateway:
-        """One gateway; raises NotFoundError."""
-        found = self._gateways("WHERE g.id = ?", [gateway_id])
-        if not found:
-            raise NotFoundError(f"no gateway {gateway_id!r}")
-        return found[0]
-
-    def site_gateways(self, site_id: str) -> list[Gateway]:
-        """The gateways of ``site_id`` (none for an unknown site), as ``list_gateways``."""
-        return self._gateways("WHERE g.site_id = ?", [site_id])
-
     def _gateways(self, where: str, params: Sequence[Any] = ()) -> list[Gateway]:
         db = self._db()
         marks: dict[int, dict[str, int]] = {}
@@ -460,41 +440,6 @@ class SQLiteRepository(TokenTables, AlarmTables):
 
     # --- readings -----------------------------------------------------------------------------
 
-    def _channel_id(self, gateway_id: str, channel: str) -> int:
-        gw = self._gateway_num(gateway_id)
-        if gw is None:
-            raise NotFoundError(f"no gateway {gateway_id!r}")
-        row = (
-            self._db()
-            .execute("SELECT id FROM channels WHERE gw = ? AND name = ?", (gw, channel))
-            .fetchone()
-        )
-        if row is None:
-            known = ", ".join(self.channels(gateway_id)) or "none yet"
-            raise NotFoundError(f"gateway {gateway_id} has no channel {channel!r} (has: {known})")
-        return int(row[0])
-
-    def channels(self, gateway_id: str) -> list[str]:
-        """Names of the channels a gateway has uploaded readings of."""
-        rows = self._db().execute(
-            "SELECT c.name FROM channels c JOIN gateways g ON g.num = c.gw WHERE g.id = ? "
-            "ORDER BY c.name",
-            [gateway_id],
-        )
-        return [r["name"] for r in rows]
-
-    def readings(
-        self, gateway_id: str, channel: str, since: float, until: float, limit: int
-    ) -> list[ReadingPoint]:
-        """Readings of a channel with ``since <= ts < until``, oldest first."""
-        cid = self._channel_id(gateway_id, channel)
-        rows = self._db().execute(
-            "SELECT seq, ts, value, quality FROM readings WHERE channel = ? AND ts >= ? "
-            "AND ts < ? ORDER BY ts, seq LIMIT ?",
-            (cid, since, until, limit),
-        )
-        return [ReadingPoint(*r) for r in rows]
-
     def reading_buckets(
         self, gateway_id: str, channel: str, since: float, until: float, step: float
     ) -> list[ReadingBucket]:
@@ -511,54 +456,6 @@ class SQLiteRepository(TokenTables, AlarmTables):
         return [
             ReadingBucket(since + b * step, n, bad, lo, avg, hi) for b, n, bad, lo, avg, hi in rows
         ]
-
-    def queue_command(
-        self, gateway_id: str, name: str, args: dict[str, Any], by: str | None, now: float
-    ) -> QueuedCommand:
-        """Queue a command for delivery to a gateway."""
-        gw = self._gateway_num(gateway_id)
-        if gw is None:
-            raise NotFoundError(f"no gateway {gateway_id!r}")
-        command = QueuedCommand(uuid.uuid4().hex, gateway_id, name, args, now, by, "pending")
-        with self._write() as db:
-            db.execute(
-                "INSERT INTO commands (id, gw, name, args, issued_at, issued_by, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                [command.id, gw, name, json.dumps(args), now, by],
-            )
-        return command
-
-    def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Take the pending commands for delivery (marked sent), oldest first.
-
-        Atomic, so with several ingest workers each command is delivered by one of them.
-        """
-        pending = "SELECT 1 FROM commands WHERE status = 'pending' LIMIT 1"
-        if self._db().execute(pending).fetchone() is None:
-            return []
-        with self._write() as db:
-            rows = db.execute(
-                "UPDATE commands SET status = 'sent', sent_at = ? WHERE status = 'pending' "
-                "RETURNING id, gw, name, args, issued_at, issued_by",
-                (now,),
-            ).fetchall()
-        names = {num: gid for gid, num in self._gateway_ids()}
-        commands = [
-            QueuedCommand(cid, names[gw], name, json.loads(args), issued, by, "sent")
-            for cid, gw, name, args, issued, by in rows
-        ]
-        return sorted(commands, key=lambda c: c.issued_at)
-
-    def release_command(self, command_id: str) -> None:
-        """Put a claimed command back for the next delivery attempt."""
-        with self._write() as db:
-            db.execute(
-                "UPDATE commands SET status = 'pending', sent_at = NULL WHERE id = ?",
-                [command_id],
-            )
-
-    def _gateway_ids(self) -> list[tuple[str, int]]:
-        return [(r["id"], r["num"]) for r in self._db().execute("SELECT id, num FROM gateways")]
 
 
 def create_private(path: Path) -> None:

@@ -15,6 +15,7 @@ import logging
 
 from fleet import store_rows
 from fleet.credentials import new_secret, token_hash
+from fleet.gateway_tables import GatewayTables
 from fleet.repository import (
     API_TOKEN_TTL_S,
     ApiToken,
@@ -40,14 +41,10 @@ def _made(row: Row | None) -> Row:
     return row
 
 
-class TokenTables:
+class TokenTables(GatewayTables):
     """API tokens and enrollment tokens of the repository's database."""
 
     _sql: Statements
-
-    def get_gateway(self, gateway_id: str) -> Gateway:
-        """One gateway (the repository's own); raises NotFoundError."""
-        raise NotImplementedError
 
     # --- API tokens -------------------------------------------------------------------------
 
