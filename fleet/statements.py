@@ -1,12 +1,14 @@
 """The statement runner the fleet's stores share: SQL written once, run on either backend.
 
-A store (``fleet.escalation_tables``, ``fleet.ota_tables``) writes each statement once with
-``?`` placeholders and runs it through a ``Statements``: ``rows``/``row`` for one read,
-``snapshot`` for several reads that must agree, ``writing`` for a write transaction, and
-``batch`` to make a thread's writes one transaction. The runner owns what differs between
-the backends: the placeholder style, the connection and its transaction, savepoints, the
-write lock and row access: ``fleet.sqlite_statements`` and ``fleet.postgres_statements``.
-Rows read by position and by column name alike.
+A store (``fleet.escalation_tables``, ``fleet.ota_tables``; the repositories' shared parts,
+``fleet.token_tables``, ``fleet.gateway_tables``, ``fleet.alarm_tables``) writes each
+statement once with ``?`` placeholders and runs it through a ``Statements``: ``rows`` and
+``row`` for one read, ``snapshot`` for several reads that must agree, ``writing`` for a
+write transaction, and ``batch`` to make a thread's writes one transaction. The runner
+owns what differs between the backends: the placeholder style, the connection and its
+transaction, savepoints, the write lock, row locks (``for_update``), JSON functions and
+row access: ``fleet.sqlite_statements`` and ``fleet.postgres_statements``. Rows read by
+position and by column name alike.
 
 This module must never know a database driver, never commit a write of an open ``batch``
 on its own (the batch's transaction commits or rolls back whole), and never hold SQL of
