@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleet import store_rows
-from fleet.repository import Alarm, ConflictError, NotFoundError, Receipt, StoredEvent
+from fleet.repository import Alarm, ConflictError, NotFoundError, StoredEvent
 from fleet.statements import Statements, marks
 from fleet.timestamps import iso
 
@@ -101,16 +101,15 @@ class AlarmTables:
                 f"JOIN gateways g ON g.num = a.gw {tail}",
                 list(params),
             )
-            receipts: dict[int, list[Receipt]] = {}
-            if rows:
-                ids = [r["id"] for r in rows]
-                for r in db.rows(
-                    f"SELECT * FROM alarm_receipts WHERE alarm_id IN ({marks(len(ids))}) "
-                    "ORDER BY confirmed_at, id",
-                    ids,
-                ):
-                    receipts.setdefault(r["alarm_id"], []).append(store_rows.receipt(r))
-        return [store_rows.alarm(r, receipts.get(r["id"], ())) for r in rows]
+            receipts = db.grouped(
+                "SELECT * FROM alarm_receipts WHERE alarm_id IN ({keys}) ORDER BY confirmed_at, id",
+                [r["id"] for r in rows],
+                "alarm_id",
+            )
+        return [
+            store_rows.alarm(r, [store_rows.receipt(c) for c in receipts.get(r["id"], ())])
+            for r in rows
+        ]
 
     def get_alarm(self, alarm_id: int) -> Alarm:
         """One alarm with its receipts; raises NotFoundError."""

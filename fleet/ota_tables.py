@@ -252,21 +252,18 @@ class OtaTables:
     def _groups(self, where: str, params: list[Any]) -> list[GatewayGroup]:
         with self._sql.snapshot() as db:
             rows = db.rows(f"SELECT * FROM gateway_groups {where} ORDER BY name", params)
-            names = [r["name"] for r in rows]
-            members: dict[str, list[str]] = {}
-            for r in (
-                db.rows(
-                    "SELECT m.grp, g.id FROM group_members m JOIN gateways g ON g.num = m.gw "
-                    f"WHERE m.grp IN ({marks(len(names))}) ORDER BY g.id",
-                    names,
-                )
-                if names
-                else ()
-            ):
-                members.setdefault(r["grp"], []).append(r["id"])
+            members = db.grouped(
+                "SELECT m.grp, g.id FROM group_members m JOIN gateways g ON g.num = m.gw "
+                "WHERE m.grp IN ({keys}) ORDER BY g.id",
+                [r["name"] for r in rows],
+                "grp",
+            )
         return [
             GatewayGroup(
-                r["name"], tuple(members.get(r["name"], ())), r["created_at"], r["updated_at"]
+                r["name"],
+                tuple(m["id"] for m in members.get(r["name"], ())),
+                r["created_at"],
+                r["updated_at"],
             )
             for r in rows
         ]
@@ -417,24 +414,17 @@ class OtaTables:
     def _releases(self, where: str, params: list[Any]) -> list[ReleaseRecord]:
         with self._sql.snapshot() as db:
             rows = db.rows(f"SELECT * FROM releases {where} ORDER BY created_at DESC", params)
-            versions = [r["version"] for r in rows]
-            uploaded: dict[str, set[str]] = {}
-            for r in (
-                db.rows(
-                    "SELECT version, name FROM release_files "
-                    f"WHERE version IN ({marks(len(versions))})",
-                    versions,
-                )
-                if versions
-                else ()
-            ):
-                uploaded.setdefault(r["version"], set()).add(r["name"])
+            uploaded = db.grouped(
+                "SELECT version, name FROM release_files WHERE version IN ({keys})",
+                [r["version"] for r in rows],
+                "version",
+            )
         return [
             ReleaseRecord(
                 ReleaseManifest.model_validate_json(r["manifest"]),
                 r["created_at"],
                 r["created_by"],
-                frozenset(uploaded.get(r["version"], ())),
+                frozenset(f["name"] for f in uploaded.get(r["version"], ())),
             )
             for r in rows
         ]
@@ -573,21 +563,17 @@ class OtaTables:
         with self._sql.snapshot() as db:
             rows = db.rows(f"SELECT * FROM rollouts {tail}", params)
             ids = [r["id"] for r in rows]
-            waves: dict[int, list[Row]] = {}
-            devices: dict[int, list[Row]] = {}
-            if ids:
-                in_ids = marks(len(ids))
-                for w in db.execute(
-                    f"SELECT * FROM rollout_waves WHERE rollout_id IN ({in_ids}) ORDER BY idx", ids
-                ):
-                    waves.setdefault(w["rollout_id"], []).append(w)
-                for d in db.execute(
-                    "SELECT d.*, g.id AS gateway_id FROM rollout_devices d "
-                    f"JOIN gateways g ON g.num = d.gw WHERE d.rollout_id IN ({in_ids}) "
-                    "ORDER BY d.pos",
-                    ids,
-                ):
-                    devices.setdefault(d["rollout_id"], []).append(d)
+            waves = db.grouped(
+                "SELECT * FROM rollout_waves WHERE rollout_id IN ({keys}) ORDER BY idx",
+                ids,
+                "rollout_id",
+            )
+            devices = db.grouped(
+                "SELECT d.*, g.id AS gateway_id FROM rollout_devices d "
+                "JOIN gateways g ON g.num = d.gw WHERE d.rollout_id IN ({keys}) ORDER BY d.pos",
+                ids,
+                "rollout_id",
+            )
         return [_rollout(r, waves.get(r["id"], []), devices.get(r["id"], [])) for r in rows]
 
     def control_rollout(self, rollout_id: int, state: RolloutState, by: str, now: float) -> Rollout:

@@ -66,6 +66,17 @@ class Transaction(ABC):
         """The first row of one query, or None."""
         return self.execute(sql, params).fetchone()
 
+    def grouped(self, sql: str, keys: Sequence[Any], by: str) -> dict[Any, list[Row]]:
+        """The rows of ``sql`` by their column ``by``, in order.
+
+        ``sql`` holds ``{keys}`` where the ``IN`` list of ``keys`` goes; no keys, no query.
+        """
+        found: dict[Any, list[Row]] = {}
+        if keys:
+            for row in self.rows(sql.replace("{keys}", marks(len(keys))), keys):
+                found.setdefault(row[by], []).append(row)
+        return found
+
     def insert(self, sql: str, params: Any = ()) -> int:
         """Run an ``INSERT … RETURNING id``; the id it made (an insert without one is a bug)."""
         made = self.execute(sql, params).fetchone()
