@@ -298,6 +298,36 @@ async def test_sigkill_mid_storm_keeps_the_latch_the_window_sums_and_reasserts_t
     conn.close()
 
 
+async def test_sigterm_while_starting_exits_as_after_start_up_and_keeps_the_store(tmp_path):
+    clock = make_clock(600)
+    rain, creek, relays = station(clock, None, level_mm=2200.0)  # creek at yellow
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: "yellow" in rises(agent.data_dir, "creek"), 60, "the creek alarm")
+        await wait_for(
+            lambda: len(readings(agent.data_dir, "creek.water_level")) >= 3, 30, "three polls"
+        )
+        after_start_up = await agent.stop()
+        stored = (events(agent.data_dir), readings(agent.data_dir, "creek.water_level"))
+        log_before = agent.log.stat().st_size
+        starting = await site.start_agent()  # same data directory and log
+
+        def own_log() -> str:
+            return starting.log.read_bytes()[log_before:].decode()
+
+        # The first thing the agent logs, once its stop signals are in hand.
+        await wait_for(lambda: "starting: site file" in own_log(), 30, "the first log line")
+        while_starting = await starting.stop()
+    assert after_start_up == 0
+    assert while_starting == after_start_up
+    assert "stopped by SIGTERM while starting; the agent did not run" in own_log()
+    # It stopped before opening the store: not even an agent_start event, nothing lost.
+    assert (events(agent.data_dir), readings(agent.data_dir, "creek.water_level")) == stored
+    conn = sqlite3.connect(agent.data_dir / "store.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
 async def test_power_cycled_relay_module_is_restored_within_the_reassert_period(tmp_path):
     clock = make_clock(600)
     rain, creek, relays = station(clock, None, level_mm=2700.0)  # creek at orange: warble
