@@ -34,6 +34,15 @@ from edge_agent.control_messages import (
 )
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import events, readings, sim_site
+from hardware_sim.harness.site_toml import (
+    CREEK_LEVEL_RULE,
+    CREEK_RADAR,
+    RAIN_1H_RULE,
+    RAIN_GAUGE,
+    SIREN_RELAYS,
+    siren_actuator,
+    tcp_site,
+)
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import DesignStorm
 
@@ -43,74 +52,23 @@ POLL_S = 60.0
 THRESHOLDS = {"blue": 5.0, "yellow": 12.0, "orange": 20.0, "red": 30.0}
 LEVELS = ["normal", "blue", "yellow", "orange", "red"]
 
-SITE = """
-[site]
-id = "test-village"
-
-[agent]
-reassert_s = 1
-test_duration_s = 0.5
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "rain"
-bus = "field"
-profile = "dfrobot_sen0575"
-poll_interval_s = 60
-timeout_s = 0.2
-channels = ["rain_total"]
-
-[[device]]
-name = "creek"
-bus = "field"
-profile = "hlk_ld8001h"
-poll_interval_s = 60
-timeout_s = 0.2
-channels = ["water_level"]
-
-[[device]]
-name = "relays"
-bus = "field"
-profile = "relay_module_8ch"
-poll_interval_s = 60
-timeout_s = 0.2
-channels = ["relay1", "relay2"]
-
-[[rule]]
-id = "rain_1h"
-kind = "rain_windows"
-channel = "rain.rain_total"
-latch_from = "red"
-hold_s = 1800
-windows = { "1h" = { blue = 5, yellow = 12, orange = 20, red = 30 } }
-
-[[rule]]
-id = "creek"
-kind = "water_level"
-channel = "creek.water_level"
-thresholds = { blue = 1500, yellow = 2000, orange = 2500, red = 3500 }
-hold_s = 600
-
-[[actuator]]
-id = "siren"
-device = "relays"
-patterns = { strobe = ["relay2"], warble = ["relay1", "relay2"] }
-test_pattern = "warble"
-
-[player]
-name = "cliplog"
-
-[actions]
+SITE = tcp_site(
+    "test-village",
+    [RAIN_GAUGE, CREEK_RADAR, SIREN_RELAYS],
+    poll_s=POLL_S,
+    before_bus=["[agent]\nreassert_s = 1\ntest_duration_s = 0.5"],
+    after_devices=[
+        RAIN_1H_RULE,
+        CREEK_LEVEL_RULE,
+        siren_actuator(test_pattern="warble"),
+        '[player]\nname = "cliplog"',
+        """[actions]
 blue = { siren = "strobe" }
 yellow = { siren = "strobe", clip = "prepare_to_evacuate" }
 orange = { siren = "warble", clip = "prepare_to_evacuate" }
-red = { siren = "warble", clip = "evacuate_now" }
-"""
+red = { siren = "warble", clip = "evacuate_now" }""",
+    ],
+)
 
 
 #: The gateway's own settings: a player that logs each clip it is given to CLIPLOG.
