@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from alarm_engine.level_change import LevelChange
 from fleet.credentials import mosquitto_hash
 from fleet.schemas import SITE_ID_PATTERN
 from fleet.sqlite_connections import ThreadConnections
@@ -31,7 +32,7 @@ from fleet.sqlite_ingest import (
     insert_readings,
     stream_mark,
 )
-from fleet.station_alarms import AlarmChange, StationRules, alarm_events
+from fleet.station_alarms import StationRules, alarm_events
 from fleet.station_ids import GATEWAY_PREFIX, STATION_AGENT
 from protocol import Stream
 
@@ -286,7 +287,7 @@ class StationRegistry:
         now: float,
         rules: StationRules | None = None,
         acks: Sequence[tuple[str, float]] = (),
-        carried: Sequence[AlarmChange] = (),
+        carried: Sequence[LevelChange] = (),
     ) -> Stored:
         """Store the observations not yet held, in one transaction, and mark the station seen.
 
@@ -378,7 +379,7 @@ class _Evaluation(NamedTuple):
     rules: StationRules
     fresh: Sequence[Observation]
     acks: Sequence[tuple[str, float]]
-    carried: Sequence[AlarmChange]
+    carried: Sequence[LevelChange]
 
 
 def _evaluate(
