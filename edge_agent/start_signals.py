@@ -10,7 +10,9 @@ a stop after start-up does: exit status 0, nothing stored touched.
 While the start only reads (imports, kernels, the site file), a signal ends it at once by
 raising ``StoppedWhileStarting``. Around a write (``writing``) it is only noted and acted
 on when the write is done. From ``hand_over`` on, a signal is only noted: the event loop
-installs its own handlers and asks ``requested`` for one that came in between.
+installs its own handlers and asks ``requested`` for one that came in between. A stop
+whose exception some library's broad ``except`` swallowed is still noted, and
+``hand_over`` ends the start for it.
 
 This module must never swallow a stop, never raise while a write is under way or once
 the event loop owns the signals, and imports nothing but the standard library's small

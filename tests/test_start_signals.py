@@ -7,6 +7,7 @@ to the agent, and puts the previous handlers back afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -69,6 +70,13 @@ def test_a_second_signal_does_not_cut_the_first_stop_short(signals: StartSignals
         sigterm_self()
     sigterm_self()  # systemd's stop and a technician's Ctrl-C: only the first one raises
     assert signals.requested == signal.SIGTERM
+
+
+def test_a_stop_a_library_swallowed_is_acted_on_at_the_hand_over(signals: StartSignals) -> None:
+    with contextlib.suppress(BaseException):  # a library's broad except, deep in a preload
+        sigterm_self()
+    with pytest.raises(StoppedWhileStarting):
+        signals.hand_over()
 
 
 def test_after_the_hand_over_a_stop_is_noted_and_the_agent_never_runs(
