@@ -10,7 +10,8 @@ import math
 from datetime import UTC, datetime
 from typing import Literal
 
-from alarm_engine.model import LevelChange, RawChange
+from alarm_engine.level_change import LevelChange
+from alarm_engine.model import RawChange
 from site_schema.rule_specs import (
     AntecedentRainRule,
     DisplacementAccelerationRule,

@@ -18,11 +18,11 @@ import numpy.typing as npt
 
 from alarm_engine.backends import make_evaluators, resolve_backend
 from alarm_engine.details import describe, named_values
+from alarm_engine.level_change import LevelChange
 from alarm_engine.model import (
     BoolArray,
     ChannelEvaluator,
     FloatArray,
-    LevelChange,
     RawChange,
     RuleState,
 )

@@ -1,40 +1,19 @@
-"""What the alarm engine reports and the contract every evaluation backend fulfils.
+"""The contract every evaluation backend fulfils, and the raw changes they report.
 
-Plain data and a protocol; nothing here evaluates a rule or depends on numba.
+Plain data and protocols; nothing here evaluates a rule or depends on numba. What the
+engine reports to its callers, ``LevelChange``, is ``alarm_engine.level_change``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol, TypeAlias
+from typing import NamedTuple, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray: TypeAlias = npt.NDArray[np.float64]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True, slots=True)
-class LevelChange:
-    """A rule's level changed (or its latch was acknowledged).
-
-    ``metric`` is the rule's headline value at that moment (the deciding window's sum, EAR,
-    intensity, velocity, angle, lead time in hours ...); ``detail`` says it in words,
-    e.g. ``"1h window 47.2 mm >= 45 (yellow)"``.
-    """
-
-    rule_id: str
-    t: float
-    old: int
-    new: int
-    kind: Literal["rise", "fall", "ack"]
-    metric: float
-    detail: str
-    #: The rule's metric snapshot by name (``details.value_names``); empty for combinations.
-    #: Not compared: it may hold NaN, and ``metric`` and ``detail`` already say what changed.
-    values: Mapping[str, float] = field(default_factory=dict, compare=False)
 
 
 class RawChange(NamedTuple):

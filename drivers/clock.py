@@ -3,11 +3,16 @@
 A clock answers "what time is it" in simulated UTC seconds and sleeps in simulated
 seconds, so a 24-hour storm can replay in minutes. Two processes that are given the same
 ``origin``, ``anchor`` and ``speed`` agree on the simulated time without talking.
+
+``sleep_until`` sleeps to a simulated time but ends early when an ``asyncio.Event`` is
+set (new work arrived), in the sleeping task itself: no helper tasks to start and reap.
+A clock never sets or clears the caller's event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Protocol
 
@@ -28,6 +33,19 @@ class Clock(Protocol):
         """Sleep for ``seconds`` of simulated time."""
         ...
 
+    async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
+        """Sleep until simulated time ``t`` or until ``wake`` is set; True if it was set."""
+        ...
+
+
+async def _wait_at_most(wake: asyncio.Event, real_s: float) -> bool:
+    """Wait for ``wake`` at most ``real_s`` real seconds; whether it is set."""
+    if real_s > 0 and not wake.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(real_s):
+                await wake.wait()
+    return wake.is_set()
+
 
 class SystemClock:
     """The real wall clock, at real speed."""
@@ -41,6 +59,10 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """Sleep in real seconds."""
         await asyncio.sleep(max(0.0, seconds))
+
+    async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
+        """Sleep until wall-clock time ``t`` or until ``wake`` is set; True if it was set."""
+        return await _wait_at_most(wake, t - self.now())
 
 
 class ScaledClock:
@@ -72,6 +94,10 @@ class ScaledClock:
         """Sleep ``seconds`` of simulated time."""
         await asyncio.sleep(max(0.0, seconds) / self._speed)
 
+    async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
+        """Sleep until simulated time ``t`` or until ``wake`` is set; True if it was set."""
+        return await _wait_at_most(wake, (t - self.now()) / self._speed)
+
 
 class ManualClock:
     """A clock that only moves when told to; for deterministic unit tests."""
@@ -81,6 +107,8 @@ class ManualClock:
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
         self._changed = asyncio.Event()
+        # Each ``sleep_until`` under way: its time and the timeout that ends it.
+        self._deadlines: dict[asyncio.Timeout, float] = {}
 
     def now(self) -> float:
         """Return the current manual time."""
@@ -90,6 +118,10 @@ class ManualClock:
         """Move time forward and wake every sleeper whose deadline has come."""
         self._now += seconds
         self._changed.set()
+        for timeout, t in list(self._deadlines.items()):
+            if t <= self._now:
+                del self._deadlines[timeout]
+                timeout.reschedule(0.0)  # a time already past: it ends at the next turn
 
     async def sleep(self, seconds: float) -> None:
         """Wait until another task has advanced the clock by ``seconds``."""
@@ -97,3 +129,16 @@ class ManualClock:
         while self._now < deadline:
             self._changed.clear()
             await self._changed.wait()
+
+    async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
+        """Wait until the clock is advanced to ``t`` or ``wake`` is set; True if it was set."""
+        if self._now >= t or wake.is_set():
+            return wake.is_set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None) as timeout:
+                self._deadlines[timeout] = t
+                try:
+                    await wake.wait()
+                finally:
+                    self._deadlines.pop(timeout, None)
+        return wake.is_set()

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from edge_agent.control_messages import ControlRequest, ReplyT
     from edge_agent.local_settings import LocalSettings
     from edge_agent.scan import ScanHit
+    from edge_agent.start_signals import StartSignals
     from site_schema.site_config import SiteConfig
 
 # asyncio, Modbus, the site parser and the views are imported inside the commands that
@@ -369,14 +370,47 @@ def run(
     ] = None,
 ) -> None:
     """Poll, store, detect and actuate until stopped; needs no network at all."""
+    from edge_agent.start_signals import StartSignals, StoppedWhileStarting  # noqa: PLC0415
+
+    # A stop while starting ends the run as one after start-up does (status 0).
+    signals = StartSignals()
+    signals.install()
+    try:
+        level = logging.getLevelNamesMapping()[log_level.upper()]
+    except KeyError:
+        raise fail(f"--log-level {log_level!r} is not DEBUG, INFO, WARNING or ERROR") from None
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("edge_agent")
+    log.info("starting: site file %s, data directory %s", config, data_dir)
+    try:
+        _start_and_run(
+            config, data_dir, (speed, origin, anchor), backend,
+            confirm_deadline, slots, agent_settings, signals,
+        )  # fmt: skip
+    except StoppedWhileStarting as stop:
+        log.warning("stopped by %s while starting; the agent did not run", stop)
+
+
+def _start_and_run(
+    config: Path,
+    data_dir: Path,
+    clock_options: tuple[float, str | None, float | None],
+    backend: str,
+    confirm_deadline: float,
+    slots: Path | None,
+    agent_settings: Path | None,
+    signals: StartSignals,
+) -> None:
+    """``edge run`` once its stop signals are held: prepare, load the kernels, run."""
     from edge_agent.alarm_preload import preload_for_site  # noqa: PLC0415 - numba is heavy
     from edge_agent.config_state import prepare_start  # noqa: PLC0415
 
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
     # A configuration that keeps the agent from starting is given up first, so that the
-    # kernels are chosen from the site file that will run.
-    prepare_start(config, data_dir)
+    # kernels are chosen from the site file that will run. It writes: a stop waits for it.
+    with signals.writing():
+        prepare_start(config, data_dir)
     # The alarm kernels load next, while the process is small, and the compiler's pages
     # are handed back before Modbus, asyncio, the uplink and the models are imported.
     try:
@@ -387,8 +421,8 @@ def run(
 
     site = _load(config, opens_ports=True)
     settings = _local_settings(agent_settings, data_dir, site)
-    clock = make_clock(speed, origin, anchor)
-    run_daemon(site, config, data_dir, clock, backend, log_level, confirm_deadline, slots, settings)
+    clock = make_clock(*clock_options)
+    run_daemon(site, config, data_dir, clock, backend, confirm_deadline, signals, slots, settings)
 
 
 def _ask(data_dir: Path, message: ControlRequest, reply: type[ReplyT]) -> ReplyT:

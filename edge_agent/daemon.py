@@ -23,6 +23,7 @@ from drivers.bus import quiet_pymodbus
 from drivers.clock import Clock, ScaledClock, SystemClock
 from edge_agent.agent import Agent
 from edge_agent.local_settings import LocalSettings
+from edge_agent.start_signals import STOP_SIGNALS, StartSignals
 from site_schema.site_config import SiteConfig
 
 #: Longest a clean stop may take before the process dumps its stacks and exits anyway.
@@ -35,19 +36,18 @@ def run_daemon(
     data_dir: Path,
     clock: Clock,
     backend: str,
-    log_level: str,
     confirm_deadline: float,
+    signals: StartSignals,
     slots_root: Path | None = None,
     settings: LocalSettings | None = None,
 ) -> None:
     """Run the agent until SIGTERM/SIGINT; restart in place when it asks to.
 
-    After switching release slots (or rolling one back) the process exits with status 0:
-    the service manager starts it again from the slot ``current`` now points at.
+    ``signals`` holds the stop signals until the event loop takes them; a stop that came
+    before then ends the run before the agent opens its store. After switching release
+    slots (or rolling one back) the process exits with status 0: the service manager
+    starts it again from the slot ``current`` now points at.
     """
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     quiet_pymodbus()
     synced = None if isinstance(clock, SystemClock) else (lambda: True)
     agent = Agent(
@@ -61,7 +61,8 @@ def run_daemon(
         slots_root=slots_root,
         settings=settings,
     )
-    asyncio.run(_run_until_signal(agent.run()))
+    signals.hand_over()
+    asyncio.run(_run_until_signal(agent.run(), signals))
     if agent.exit_for_update:
         logging.getLogger("edge_agent").warning("exiting so the service starts the other slot")
         return
@@ -117,7 +118,7 @@ def _stop_stuck(loop: asyncio.AbstractEventLoop) -> None:
     os._exit(1)
 
 
-async def _run_until_signal(work: Coroutine[Any, Any, None]) -> None:
+async def _run_until_signal(work: Coroutine[Any, Any, None], signals: StartSignals) -> None:
     task = asyncio.create_task(work)
     loop = asyncio.get_running_loop()
 
@@ -129,7 +130,13 @@ async def _run_until_signal(work: Coroutine[Any, Any, None]) -> None:
         timer.daemon = True
         timer.start()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop)
+    if signals.requested is not None:  # came after hand_over: the agent never starts
+        logging.getLogger("edge_agent").warning(
+            "stopped by %s while starting; the agent did not run",
+            signal.Signals(signals.requested).name,
+        )
+        stop()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -263,18 +263,7 @@ class Sl651Uplink:
         if self._adds:
             return
         self._add_waiting.clear()
-        sleeper = asyncio.ensure_future(self._sleep_until(wake_at))
-        waker = asyncio.ensure_future(self._add_waiting.wait())
-        try:
-            await asyncio.wait((sleeper, waker), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waker):
-                task.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
-
-    async def _sleep_until(self, wake_at: float) -> None:
-        # the delay is taken when the sleep starts, so a clock that moved meanwhile counts
-        await self.clock.sleep(max(0.0, wake_at - self.clock.now()))
+        await self.clock.sleep_until(wake_at, self._add_waiting)
 
     # --- sending ----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self, TypeVar
 
+from alarm_engine.level_change import LevelChange
 from fleet.sl651_observations import CHINA_STANDARD_TIME, observations
 from fleet.sl651_stations import (
     Observation,
@@ -36,7 +37,7 @@ from fleet.sl651_stations import (
     UnknownStationError,
     WrongPasswordError,
 )
-from fleet.station_alarms import AlarmChange, RulesFor, StationRules
+from fleet.station_alarms import RulesFor, StationRules
 from protocol.levels import LEVEL_NAMES
 from protocol.sl651 import (
     Control,
@@ -572,7 +573,7 @@ class ReceivingCentre:
         held = self._rules.get(station.address)
         if held is not None and held.revision == revision:
             return held
-        carried: list[AlarmChange] = []
+        carried: list[LevelChange] = []
         try:
             rules = self._rules_for(station)
             if rules is not None:
@@ -608,13 +609,13 @@ class _HeldRules:
     revision: int
     rules: StationRules | None
     #: Rises the stored readings gave rules just built, not yet stored (``_catching_up``).
-    carried: list[AlarmChange] = field(default_factory=list)
+    carried: list[LevelChange] = field(default_factory=list)
     applied: set[int] = field(default_factory=set)
 
 
 def _catching_up(
     levels: Mapping[str, int], open_levels: Mapping[str, int], now: float
-) -> list[AlarmChange]:
+) -> list[LevelChange]:
     """Rules the replayed history put above their open alarm (or with none): rises to store.
 
     A replay's changes are taken as recorded, which holds after a restart; rules set anew
@@ -622,7 +623,7 @@ def _catching_up(
     under them must not wait for a further rise to say so.
     """
     return [
-        AlarmChange(
+        LevelChange(
             rule_id,
             now,
             open_levels.get(rule_id, 0),

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from alarm_engine import AlarmEngine, LevelChange
 from fleet.sl651_rules_file import StationRulesError, parse_station_rules
 from fleet.sl651_stations import Observation, Station, StationRegistry
-from fleet.station_alarms import AlarmChange, RulesFor
+from fleet.station_alarms import RulesFor
 from protocol import Quality
 from site_schema.rule_specs import CombinationRule, RuleSpec, SampleRule
 
@@ -59,19 +59,19 @@ class EngineRules:
             self.engine.restore_level(rule_id, level)
             self.engine.restore_latch(rule_id, level)
 
-    def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
+    def evaluate(self, observations: Sequence[Observation]) -> list[LevelChange]:
         """The level changes the new observations cause, in order."""
-        return [_change(c) for c in self._push(observations)]
+        return self._push(observations)
 
     def levels(self) -> dict[str, int]:
         """Each rule's level now."""
         return self.engine.levels()
 
-    def acknowledge(self, rule_id: str, t: float) -> list[AlarmChange]:
+    def acknowledge(self, rule_id: str, t: float) -> list[LevelChange]:
         """Release a latch acknowledged at the fleet (nothing if none, or no such rule)."""
         if rule_id not in self._rules:
             return []
-        return [_change(c) for c in self.engine.acknowledge(rule_id, t)]
+        return self.engine.acknowledge(rule_id, t)
 
     def _push(self, observations: Sequence[Observation]) -> list[LevelChange]:
         changes: list[LevelChange] = []
@@ -80,10 +80,6 @@ class EngineRules:
             good = obs.value is not None and obs.quality == Quality.OK
             changes += self.engine.push(obs.channel, obs.ts, value, good)
         return changes
-
-
-def _change(c: LevelChange) -> AlarmChange:
-    return AlarmChange(c.rule_id, c.t, c.old, c.new, c.kind, c.metric, c.detail)
 
 
 def station_rules(text: str, address: str, backend: str = "auto") -> EngineRules:

@@ -12,21 +12,19 @@ receiving centre acknowledges only after ``store`` has committed.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import re
 import secrets
 import sqlite3
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from alarm_engine.level_change import LevelChange
 from fleet.credentials import mosquitto_hash
 from fleet.schemas import SITE_ID_PATTERN
+from fleet.sqlite_connections import ThreadConnections
 from fleet.sqlite_ingest import (
     advance_stream,
     assign_channel_ids,
@@ -34,8 +32,7 @@ from fleet.sqlite_ingest import (
     insert_readings,
     stream_mark,
 )
-from fleet.sqlite_repository import WRITE_LOCK
-from fleet.station_alarms import AlarmChange, StationRules, alarm_events
+from fleet.station_alarms import StationRules, alarm_events
 from fleet.station_ids import GATEWAY_PREFIX, STATION_AGENT
 from protocol import Stream
 
@@ -136,12 +133,8 @@ class StationRegistry:
 
     def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
-        self._synchronous = "FULL" if durable else "NORMAL"
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock_fds: list[int] = []
-        with self._write() as conn:
+        self._db = ThreadConnections(path, durable=durable)
+        with self._db.write() as conn:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -150,51 +143,9 @@ class StationRegistry:
                 if column not in have:
                     conn.execute(f"ALTER TABLE sl651_stations ADD COLUMN {column} {declared}")
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A transaction under the fleet's write lock (the same lock file ingest takes)."""
-        conn = self._conn()
-        fd: int | None = getattr(self._local, "lock_fd", None)
-        if fd is None:
-            lock_path = self.path.with_name(f"{self.path.name}.{WRITE_LOCK}")
-            fd = self._local.lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            with self._lock:
-                self._lock_fds.append(fd)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
     def close(self) -> None:
         """Close every thread's connection and lock file."""
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            for fd in self._lock_fds:
-                os.close(fd)
-            self._connections.clear()
-            self._lock_fds.clear()
-        self._local = threading.local()
+        self._db.close()
 
     def add_station(self, address: str, password: int, site_id: str, now: float) -> Station:
         """Register a station at ``site_id``, or change its password and site.
@@ -209,7 +160,7 @@ class StationRegistry:
         if not 0 <= password <= 0xFFFF:
             raise StationError(f"password {password} is outside 0..FFFF (2 bytes)")
         gateway_id = GATEWAY_PREFIX + address.lower()
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute("SELECT num FROM gateways WHERE id = ?", (gateway_id,)).fetchone()
             if row is None:
                 cursor = conn.execute(
@@ -246,7 +197,7 @@ class StationRegistry:
             UnknownStationError: the station is not registered.
         """
         address = parse_address(address)
-        with self._write() as conn:
+        with self._db.write() as conn:
             cursor = conn.execute(
                 "UPDATE sl651_stations SET rules = ?, rules_rev = rules_rev + 1 "
                 "WHERE address = ? RETURNING rules_rev",
@@ -264,7 +215,7 @@ class StationRegistry:
             UnknownStationError: the station is not registered.
         """
         row = (
-            self._conn()
+            self._db.connection()
             .execute("SELECT rules, rules_rev FROM sl651_stations WHERE address = ?", (address,))
             .fetchone()
         )
@@ -275,7 +226,7 @@ class StationRegistry:
     def rules_revision(self, address: str) -> int:
         """The revision of the station's rules: it changes whenever they are set."""
         row = (
-            self._conn()
+            self._db.connection()
             .execute("SELECT rules_rev FROM sl651_stations WHERE address = ?", (address,))
             .fetchone()
         )
@@ -283,7 +234,7 @@ class StationRegistry:
 
     def stations_with_rules(self) -> list[tuple[Station, str]]:
         """Every station that has rules, and their text, by address."""
-        rows = self._conn().execute(
+        rows = self._db.connection().execute(
             "SELECT address, site_id, rules FROM sl651_stations WHERE rules IS NOT NULL "
             "ORDER BY address"
         )
@@ -291,7 +242,7 @@ class StationRegistry:
 
     def acknowledged(self, station: Station) -> dict[int, tuple[str, float]]:
         """The station's open alarms acknowledged at the fleet: id -> (rule, when)."""
-        rows = self._conn().execute(
+        rows = self._db.connection().execute(
             "SELECT a.id, a.rule, a.acknowledged_at FROM alarms a "
             "JOIN sl651_stations s ON s.gw = a.gw WHERE s.address = ? "
             "AND a.cleared_at IS NULL AND a.acknowledged_at IS NOT NULL",
@@ -301,12 +252,14 @@ class StationRegistry:
 
     def stations(self) -> list[Station]:
         """Every registered station, by address."""
-        rows = self._conn().execute("SELECT address, site_id FROM sl651_stations ORDER BY address")
+        rows = self._db.connection().execute(
+            "SELECT address, site_id FROM sl651_stations ORDER BY address"
+        )
         return [Station(a, s, GATEWAY_PREFIX + a.lower()) for a, s in rows]
 
     def last_seen(self) -> dict[str, float | None]:
         """When each registered station last reported or sent a keep-alive, by address."""
-        rows = self._conn().execute(
+        rows = self._db.connection().execute(
             "SELECT s.address, g.last_seen FROM sl651_stations s JOIN gateways g ON g.num = s.gw"
         )
         return dict(rows.fetchall())
@@ -317,7 +270,7 @@ class StationRegistry:
         Raises ``UnknownStationError`` or ``WrongPasswordError``.
         """
         row = (
-            self._conn()
+            self._db.connection()
             .execute("SELECT password, site_id FROM sl651_stations WHERE address = ?", (address,))
             .fetchone()
         )
@@ -334,7 +287,7 @@ class StationRegistry:
         now: float,
         rules: StationRules | None = None,
         acks: Sequence[tuple[str, float]] = (),
-        carried: Sequence[AlarmChange] = (),
+        carried: Sequence[LevelChange] = (),
     ) -> Stored:
         """Store the observations not yet held, in one transaction, and mark the station seen.
 
@@ -350,7 +303,7 @@ class StationRegistry:
         them, release those rules' latches after the evaluation, and what that changes goes
         in the same way.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             gw = self._gateway_num(conn, station)
             held = stream_mark(conn, gw, Stream.READINGS)
             ids = assign_channel_ids(conn, gw, (obs.channel for obs in observations), {})
@@ -383,7 +336,7 @@ class StationRegistry:
 
     def open_alarms(self, station: Station) -> dict[str, int]:
         """The level of each of the station's open alarms, by rule."""
-        rows = self._conn().execute(
+        rows = self._db.connection().execute(
             "SELECT a.rule, a.level FROM alarms a JOIN sl651_stations s ON s.gw = a.gw "
             "WHERE s.address = ? AND a.cleared_at IS NULL",
             (station.address,),
@@ -392,7 +345,7 @@ class StationRegistry:
 
     def history(self, station: Station, since: float) -> list[Observation]:
         """The station's stored readings observed at or after ``since``, in time order."""
-        rows = self._conn().execute(
+        rows = self._db.connection().execute(
             "SELECT r.ts, c.name, r.value, r.quality FROM readings r "
             "JOIN channels c ON c.id = r.channel JOIN sl651_stations s ON s.gw = r.gw "
             "WHERE s.address = ? AND r.ts >= ? ORDER BY r.ts, r.seq",
@@ -404,7 +357,7 @@ class StationRegistry:
         """Mark stations seen (keep-alives), all in one transaction."""
         if not last_seen:
             return
-        with self._write() as conn:
+        with self._db.write() as conn:
             conn.executemany(
                 "UPDATE gateways SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?",
                 [(ts, station.gateway_id) for station, ts in last_seen.items()],
@@ -426,7 +379,7 @@ class _Evaluation(NamedTuple):
     rules: StationRules
     fresh: Sequence[Observation]
     acks: Sequence[tuple[str, float]]
-    carried: Sequence[AlarmChange]
+    carried: Sequence[LevelChange]
 
 
 def _evaluate(

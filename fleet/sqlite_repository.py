@@ -8,14 +8,13 @@ gets its own connection; SQLite serialises the writers.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from fleet.repository import (
     Received,
 )
 from fleet.roster import Person
+from fleet.sqlite_connections import ThreadConnections
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
 from fleet.sqlite_ota import SQLiteOta
@@ -41,10 +41,6 @@ from fleet.token_tables import TokenTables
 from protocol import BAD_QUALITY_MASK
 
 log = logging.getLogger(__name__)
-
-#: Every fleet writer holds ``<database>.write-lock`` (ingest, REST, 叫应, the SL 651 centre),
-#: so commits queue on one lock instead of on SQLite's busy polling.
-WRITE_LOCK = "write-lock"
 
 #: WAL length, in pages, past which an ingest commit restarts the WAL (see ``commit``):
 #: about 16 MB, a few commits' worth.
@@ -203,11 +199,7 @@ class SQLiteRepository(TokenTables, AlarmTables):
     ) -> None:
         self.path = path
         self._ingest = IngestWriter(hold_before_commit)
-        self._synchronous = "FULL" if durable else "NORMAL"
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock_fds: list[int] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(path, durable=durable, row_factory=sqlite3.Row)
         self._gateway_nums: dict[str, int] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         create_private(path)
@@ -291,74 +283,33 @@ class SQLiteRepository(TokenTables, AlarmTables):
         always an explicit ``BEGIN`` (``_write``, the ingest commit, ``read_snapshot``),
         never one sqlite3 opens behind a write and leaves open.
         """
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(
-                self.path, timeout=60, check_same_thread=False, isolation_level=None
-            )
-            db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+        return self._connections.connection()
 
-    @contextmanager
-    def _write_lock(self) -> Iterator[None]:
+    @property
+    def _local(self) -> threading.local:
+        """Per-thread state that lasts as long as the thread's connection (ingest's WAL)."""
+        return self._connections.local
+
+    def _write_lock(self) -> AbstractContextManager[None]:
         """Exclusive right to write, across threads and processes (ingest workers, REST).
 
         SQLite's own busy handler polls with growing sleeps, so back-to-back ingest commits
         from several processes would starve each other and the console; a blocking
         ``flock`` hands the lock over the moment it is released.
         """
-        with self._flock(WRITE_LOCK, wait=True):
-            yield
+        return self._connections.write_lock()
 
-    @contextmanager
-    def _flock(self, name: str, *, wait: bool) -> Iterator[bool]:
+    def _flock(self, name: str, *, wait: bool) -> AbstractContextManager[bool]:
         """Hold the lock file ``<database>.<name>``; yields False if taken and not ``wait``."""
-        fds: dict[str, int] = getattr(self._local, "lock_fds", None) or {}
-        self._local.lock_fds = fds
-        fd = fds.get(name)
-        if fd is None:
-            lock_path = self.path.with_name(f"{self.path.name}.{name}")
-            fd = fds[name] = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            with self._lock:
-                self._lock_fds.append(fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        return self._connections.lock_file(name, wait=wait)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction holding the write lock from the start (no upgrade deadlocks)."""
-        db = self._db()
-        with self._write_lock():
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        return self._connections.write()
 
     def close(self) -> None:
         """Close every thread's connection."""
-        with self._lock:
-            for conn in self._connections:
-                conn.close()
-            for fd in self._lock_fds:
-                os.close(fd)
-            self._connections.clear()
-            self._lock_fds.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     # --- gateways ----------------------------------------------------------------------------
 

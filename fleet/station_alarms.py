@@ -6,7 +6,9 @@ what it reports. This module says what the receiving centre needs of an engine
 and release a latch the console acknowledged) and turns the level changes it reports into
 ``alarm`` events on the station's own events stream, worded as a gateway words them. The
 engine behind it is the gateway's own (``alarm_engine``), built from the station's rules
-file by ``fleet.sl651_rules``. Committed with the readings
+file by ``fleet.sl651_rules``; its level changes are the engine's ``LevelChange``
+(``alarm_engine.level_change``, plain data: this seam, in every ``fleet serve``, loads
+neither numpy nor the engine). Committed with the readings
 by ``fleet.sl651_stations.StationRegistry.store`` through ingest's ``insert_events``, they
 open, raise and clear the same alarm episode a gateway's events do, and 叫应 escalation
 acts on it the same way.
@@ -20,9 +22,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from alarm_engine.level_change import LevelChange
 from protocol import EventRow
 from protocol.events import ALARM_EVENT_KIND, AlarmEvent
 from protocol.levels import LEVEL_NAMES
@@ -31,23 +33,6 @@ if TYPE_CHECKING:
     from fleet.sl651_stations import Observation, Station
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmChange:
-    """A rule's level changed at ``t`` (the deciding sample's time), as an engine reports it.
-
-    The same fields as the gateway engine's ``LevelChange``: ``metric`` the rule's headline
-    value then, ``detail`` it in words (``"1h window 47.2 mm >= 45 (yellow)"``).
-    """
-
-    rule_id: str
-    t: float
-    old: int
-    new: int
-    kind: Literal["rise", "fall", "ack"]
-    metric: float
-    detail: str
 
 
 class StationRules(Protocol):
@@ -79,7 +64,7 @@ class StationRules(Protocol):
         """
         ...
 
-    def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
+    def evaluate(self, observations: Sequence[Observation]) -> list[LevelChange]:
         """Evaluate new observations; the level changes they cause, in order."""
         ...
 
@@ -87,7 +72,7 @@ class StationRules(Protocol):
         """Each rule's level now (after the replay: where the stored readings put it)."""
         ...
 
-    def acknowledge(self, rule_id: str, t: float) -> list[AlarmChange]:
+    def acknowledge(self, rule_id: str, t: float) -> list[LevelChange]:
         """Release the latch of ``rule_id`` (acknowledged at ``t``); the changes that causes.
 
         Empty when the rule is not latched, or is no longer one of the station's rules.
@@ -99,12 +84,12 @@ class StationRules(Protocol):
 RulesFor = Callable[["Station"], "StationRules | None"]
 
 
-def alarm_events(changes: Sequence[AlarmChange], first_seq: int) -> list[EventRow]:
+def alarm_events(changes: Sequence[LevelChange], first_seq: int) -> list[EventRow]:
     """``changes`` as the ``alarm`` events a gateway sends, numbered from ``first_seq``."""
     return [_event(change, first_seq + n) for n, change in enumerate(changes)]
 
 
-def _event(change: AlarmChange, seq: int) -> EventRow:
+def _event(change: LevelChange, seq: int) -> EventRow:
     metric = change.metric if math.isfinite(change.metric) else None
     detail = AlarmEvent(
         from_level=LEVEL_NAMES[change.old],

@@ -34,6 +34,15 @@ from edge_agent.control_messages import (
 )
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import events, readings, sim_site
+from hardware_sim.harness.site_toml import (
+    CREEK_LEVEL_RULE,
+    CREEK_RADAR,
+    RAIN_1H_RULE,
+    RAIN_GAUGE,
+    SIREN_RELAYS,
+    siren_actuator,
+    tcp_site,
+)
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import DesignStorm
 
@@ -43,74 +52,23 @@ POLL_S = 60.0
 THRESHOLDS = {"blue": 5.0, "yellow": 12.0, "orange": 20.0, "red": 30.0}
 LEVELS = ["normal", "blue", "yellow", "orange", "red"]
 
-SITE = """
-[site]
-id = "test-village"
-
-[agent]
-reassert_s = 1
-test_duration_s = 0.5
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "rain"
-bus = "field"
-profile = "dfrobot_sen0575"
-poll_interval_s = 60
-timeout_s = 0.2
-channels = ["rain_total"]
-
-[[device]]
-name = "creek"
-bus = "field"
-profile = "hlk_ld8001h"
-poll_interval_s = 60
-timeout_s = 0.2
-channels = ["water_level"]
-
-[[device]]
-name = "relays"
-bus = "field"
-profile = "relay_module_8ch"
-poll_interval_s = 60
-timeout_s = 0.2
-channels = ["relay1", "relay2"]
-
-[[rule]]
-id = "rain_1h"
-kind = "rain_windows"
-channel = "rain.rain_total"
-latch_from = "red"
-hold_s = 1800
-windows = { "1h" = { blue = 5, yellow = 12, orange = 20, red = 30 } }
-
-[[rule]]
-id = "creek"
-kind = "water_level"
-channel = "creek.water_level"
-thresholds = { blue = 1500, yellow = 2000, orange = 2500, red = 3500 }
-hold_s = 600
-
-[[actuator]]
-id = "siren"
-device = "relays"
-patterns = { strobe = ["relay2"], warble = ["relay1", "relay2"] }
-test_pattern = "warble"
-
-[player]
-name = "cliplog"
-
-[actions]
+SITE = tcp_site(
+    "test-village",
+    [RAIN_GAUGE, CREEK_RADAR, SIREN_RELAYS],
+    poll_s=POLL_S,
+    before_bus=["[agent]\nreassert_s = 1\ntest_duration_s = 0.5"],
+    after_devices=[
+        RAIN_1H_RULE,
+        CREEK_LEVEL_RULE,
+        siren_actuator(test_pattern="warble"),
+        '[player]\nname = "cliplog"',
+        """[actions]
 blue = { siren = "strobe" }
 yellow = { siren = "strobe", clip = "prepare_to_evacuate" }
 orange = { siren = "warble", clip = "prepare_to_evacuate" }
-red = { siren = "warble", clip = "evacuate_now" }
-"""
+red = { siren = "warble", clip = "evacuate_now" }""",
+    ],
+)
 
 
 #: The gateway's own settings: a player that logs each clip it is given to CLIPLOG.
@@ -294,6 +252,36 @@ async def test_sigkill_mid_storm_keeps_the_latch_the_window_sums_and_reasserts_t
     expected = window_sum_at(samples, storm, last, 3600)
     assert metrics["1h_mm"] == pytest.approx(expected, abs=0.01)
     conn = sqlite3.connect(restarted.data_dir / "store.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+
+
+async def test_sigterm_while_starting_exits_as_after_start_up_and_keeps_the_store(tmp_path):
+    clock = make_clock(600)
+    rain, creek, relays = station(clock, None, level_mm=2200.0)  # creek at yellow
+    async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
+        agent = await site.start_agent()
+        await wait_for(lambda: "yellow" in rises(agent.data_dir, "creek"), 60, "the creek alarm")
+        await wait_for(
+            lambda: len(readings(agent.data_dir, "creek.water_level")) >= 3, 30, "three polls"
+        )
+        after_start_up = await agent.stop()
+        stored = (events(agent.data_dir), readings(agent.data_dir, "creek.water_level"))
+        log_before = agent.log.stat().st_size
+        starting = await site.start_agent()  # same data directory and log
+
+        def own_log() -> str:
+            return starting.log.read_bytes()[log_before:].decode()
+
+        # The first thing the agent logs, once its stop signals are in hand.
+        await wait_for(lambda: "starting: site file" in own_log(), 30, "the first log line")
+        while_starting = await starting.stop()
+    assert after_start_up == 0
+    assert while_starting == after_start_up
+    assert "stopped by SIGTERM while starting; the agent did not run" in own_log()
+    # It stopped before opening the store: not even an agent_start event, nothing lost.
+    assert (events(agent.data_dir), readings(agent.data_dir, "creek.water_level")) == stored
+    conn = sqlite3.connect(agent.data_dir / "store.sqlite")
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
 

@@ -26,36 +26,21 @@ from drivers.model import BAD_QUALITY, Quality
 from drivers.profiles import Table, builtin_profiles
 from edge_agent.scan import parse_id_range, scan_bus
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.site_toml import SiteDevice, tcp_site
 from hardware_sim.pty_link import PtyPair
 from tests.wire import served
 
 PROFILES = builtin_profiles()
 EDGE = [sys.executable, "-m", "edge_agent.cli"]
 
-SITE = """
-[site]
-id = "test-site"
-name = "Test site"
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "rain"
-bus = "field"
-profile = "dfrobot_sen0575"
-channels = ["rain_total", "tips"]
-
-[[device]]
-name = "tilt"
-bus = "field"
-profile = "inclinometer_dual_axis"
-unit_id = 3
-timeout_s = 0.2
-"""
+SITE = tcp_site(
+    "test-site",
+    [
+        SiteDevice("rain", "dfrobot_sen0575", ("rain_total", "tips"), timeout_s=None),
+        SiteDevice("tilt", "inclinometer_dual_axis", unit_id=3),
+    ],
+    name="Test site",
+)
 
 
 async def edge(*args: str) -> tuple[int, str, str]:
@@ -152,21 +137,9 @@ async def test_scan_finds_who_answers_and_what_it_probably_is():
     }
 
 
-GENERIC_GAUGE_SITE = """
-[site]
-id = "gauge-site"
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "rain"
-bus = "field"
-profile = "generic_rs485_rain"
-"""
+GENERIC_GAUGE_SITE = tcp_site(
+    "gauge-site", [SiteDevice("rain", "generic_rs485_rain", timeout_s=None)]
+)
 
 
 def gauge_as_its_manual_says(clock: Clock, rain_total: float) -> SimulatedDevice:

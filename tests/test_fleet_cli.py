@@ -169,6 +169,21 @@ def test_only_serve_loads_the_web_app() -> None:
     assert done.stdout.strip() == "False"
 
 
+def test_serve_loads_neither_numpy_nor_the_alarm_engine() -> None:
+    # The SL 651 centre carries the engine's level changes, and stays light for it: numpy
+    # and the engine load only when a station's rules are run (fleet.sl651_rules).
+    probe = (
+        "import sys, fleet.cli, fleet.main\n"
+        "from alarm_engine import LevelChange\n"
+        "from fleet import station_alarms\n"
+        "heavy = ('numpy', 'numba', 'alarm_engine.engine', 'alarm_engine.model')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(station_alarms.LevelChange is LevelChange)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
+
+
 def said(done: subprocess.CompletedProcess[str]) -> str:
     """What the command told the user, without the box it drew round it."""
     return " ".join(done.stderr.replace("│", " ").split())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from alarm_engine.level_change import LevelChange
 from fleet import sl651_rules
 from fleet.escalation import EscalationEngine, running_engine
 from fleet.repository import Alarm
@@ -25,7 +26,7 @@ from fleet.settings import EscalationSettings
 from fleet.sl651_centre import CentreSettings, ReceivingCentre
 from fleet.sl651_stations import Observation, Station, StationRegistry
 from fleet.sqlite_repository import SQLiteRepository
-from fleet.station_alarms import AlarmChange, RulesFor, StationRules, alarm_events
+from fleet.station_alarms import RulesFor, StationRules, alarm_events
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.harness.webhook_inbox import WebhookInbox
 from hardware_sim.sl651_station import Sl651Station
@@ -61,7 +62,7 @@ class EngineRules(sl651_rules.EngineRules):
         super().__init__(rules, backend="reference")
         self.evaluated: list[Observation] = []
 
-    def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
+    def evaluate(self, observations: Sequence[Observation]) -> list[LevelChange]:
         self.evaluated += observations
         return super().evaluate(observations)
 
@@ -225,7 +226,7 @@ async def test_a_fault_in_the_rules_stores_the_readings_and_rebuilds_the_rules(
     built: list[EngineRules] = []
 
     class Failing(EngineRules):
-        def evaluate(self, observations: Sequence[Observation]) -> list[AlarmChange]:
+        def evaluate(self, observations: Sequence[Observation]) -> list[LevelChange]:
             raise ZeroDivisionError("a bug in the rules")
 
     def rules_for(station: Station) -> StationRules:
@@ -242,7 +243,7 @@ async def test_a_fault_in_the_rules_stores_the_readings_and_rebuilds_the_rules(
 
 
 def test_alarm_events_are_worded_as_a_gateway_words_them() -> None:
-    change = AlarmChange("station_rain", 1.5e9, 0, 4, "rise", math.nan, "1h window 52 mm")
+    change = LevelChange("station_rain", 1.5e9, 0, 4, "rise", math.nan, "1h window 52 mm")
     (event,) = alarm_events([change], 7)
     assert (event.seq, event.kind, event.subject, event.level, event.ts) == (
         7,

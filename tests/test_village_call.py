@@ -12,6 +12,7 @@ that its village answers reach the real fleet once when it returns.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import sys
@@ -26,6 +27,7 @@ from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import events, readings, sim_site
+from hardware_sim.harness.site_toml import CREEK_LEVEL_RULE, CREEK_RADAR, SIREN_RELAYS, tcp_site
 from hardware_sim.harness.uplink import (
     SITE_ID,
     assert_exactly_once,
@@ -47,40 +49,13 @@ HEAD = "+8613800000002"
 STRANGER = "+8613999999999"
 MONITOR_DOMESTIC = "13800000001"
 
-SITE = """
-[site]
-id = "creek-village"
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "creek"
-bus = "field"
-profile = "hlk_ld8001h"
-poll_interval_s = 30
-timeout_s = 0.2
-channels = ["water_level"]
-
-[[device]]
-name = "relays"
-bus = "field"
-profile = "relay_module_8ch"
-poll_interval_s = 30
-timeout_s = 0.2
-channels = ["relay1", "input1"]
-
-[[rule]]
-id = "creek"
-kind = "water_level"
-channel = "creek.water_level"
-thresholds = { blue = 1500, yellow = 2000, orange = 2500, red = 3500 }
-hold_s = 600
-
-[village_call]
+SITE = tcp_site(
+    "creek-village",
+    [CREEK_RADAR, dataclasses.replace(SIREN_RELAYS, channels=("relay1", "input1"))],
+    poll_s=30,
+    after_devices=[
+        CREEK_LEVEL_RULE,
+        """[village_call]
 modem = "MODEM"
 from_level = "orange"
 grace_s = 120
@@ -98,7 +73,9 @@ mobile = "+8613800000001"
 name = "张村长"
 role = "村主任"
 mobile = "+8613800000002"
-"""
+""",
+    ],
+)
 
 
 class Creek:

@@ -38,6 +38,14 @@ from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.mosquitto import MOSQUITTO, BrokerUrls, Mosquitto, TlsFiles
 from hardware_sim.harness.ports import free_port, port_open
+from hardware_sim.harness.site_toml import (
+    CREEK_RADAR,
+    RAIN_1H_RULE,
+    RAIN_GAUGE,
+    SIREN_RELAYS,
+    siren_actuator,
+    tcp_site,
+)
 from hardware_sim.harness.waiting import wait_until
 from hardware_sim.scenarios import DesignStorm
 
@@ -48,69 +56,29 @@ SITE_ID = "test-village"
 
 #: A creek site polled every 10 simulated seconds, with an uplink tuned for tests: small
 #: batches (many in flight), a short ack timeout and quick reconnects.
-SITE = """
-[site]
-id = "test-village"
-
-[agent]
-reassert_s = 1
-
-[uplink]
+SITE = tcp_site(
+    SITE_ID,
+    [RAIN_GAUGE, CREEK_RADAR, SIREN_RELAYS],
+    poll_s=10,
+    before_bus=[
+        "[agent]\nreassert_s = 1",
+        """[uplink]
 batch_rows = 100
 max_inflight = 4
 ack_timeout_s = 2
 health_interval_s = 1
 reconnect_min_s = 0.2
-reconnect_max_s = 1
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "rain"
-bus = "field"
-profile = "dfrobot_sen0575"
-poll_interval_s = 10
-timeout_s = 0.2
-channels = ["rain_total"]
-
-[[device]]
-name = "creek"
-bus = "field"
-profile = "hlk_ld8001h"
-poll_interval_s = 10
-timeout_s = 0.2
-channels = ["water_level"]
-
-[[device]]
-name = "relays"
-bus = "field"
-profile = "relay_module_8ch"
-poll_interval_s = 10
-timeout_s = 0.2
-channels = ["relay1", "relay2"]
-
-[[rule]]
-id = "rain_1h"
-kind = "rain_windows"
-channel = "rain.rain_total"
-latch_from = "red"
-hold_s = 1800
-windows = { "1h" = { blue = 5, yellow = 12, orange = 20, red = 30 } }
-
-[[actuator]]
-id = "siren"
-device = "relays"
-patterns = { strobe = ["relay2"], warble = ["relay1", "relay2"] }
-
-[actions]
+reconnect_max_s = 1""",
+    ],
+    after_devices=[
+        RAIN_1H_RULE,
+        siren_actuator(),
+        """[actions]
 blue = { siren = "strobe" }
 orange = { siren = "warble" }
-red = { siren = "warble" }
-"""
+red = { siren = "warble" }""",
+    ],
+)
 
 
 #: Simulated time starts on 1 July 2026 (UTC), in the rainy season.
