@@ -36,6 +36,7 @@ from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, star
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_escalation import PostgresEscalation
 from fleet.postgres_ingest import PostgresIngestWriter
+from fleet.postgres_leases import PostgresLeases
 from fleet.postgres_ota import PostgresOta
 from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.repository import (
@@ -91,6 +92,7 @@ class PostgresRepository:
         # publish documents and apply OTA reports, which need the tables only.
         self.ota = PostgresOta(self._pool, files_dir)
         self.escalation = PostgresEscalation(self._pool)
+        self.leases = PostgresLeases(self._pool)
 
     def close(self) -> None:
         """Close the pool's connections."""

@@ -28,6 +28,7 @@ from protocol import CommandResult, DataBatch, EventBatch, GatewayState, Health,
 
 if TYPE_CHECKING:  # the live feed's cursor and 叫应's store; imported lazily (no cycles)
     from fleet.escalation_store import AlarmWatcher, EscalationStore
+    from fleet.leases import LeaseStore
     from fleet.live_changes import LiveChange, LiveCursor
 
 
@@ -823,6 +824,11 @@ class Repository(CoreStore, Protocol):
     @property
     def escalation(self) -> EscalationStore:
         """叫应: roster, policies and the record of every escalation."""
+        ...
+
+    @property
+    def leases(self) -> LeaseStore:
+        """Leader leases of the singleton loops (``fleet.leases``), shared by every replica."""
         ...
 
     def open_alarm_watch(self) -> AlarmWatcher | None:

@@ -48,6 +48,7 @@ from fleet.repository import (
 from fleet.roster import Person
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
+from fleet.sqlite_leases import SQLiteLeases
 from fleet.sqlite_ota import SQLiteOta, read_snapshot, rowid
 from fleet.timestamps import iso
 from protocol import (
@@ -241,6 +242,7 @@ class SQLiteRepository:
         self._migrate(time.time())
         self.ota = SQLiteOta(self._db, self._write, path.parent / "releases")
         self.escalation = SQLiteEscalation(self._db, self._write)
+        self.leases = SQLiteLeases(self._db, self._write)
 
     def roster(self, site_id: str) -> list[Person]:
         """The responsible persons of ``site_id`` (叫应), every tier."""
