@@ -41,6 +41,7 @@ from fleet.postgres_ota import PostgresOta
 from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.repository import (
     API_TOKEN_TTL_S,
+    COMMAND_CLAIM_S,
     Alarm,
     ApiToken,
     CommitResult,
@@ -379,17 +380,18 @@ class PostgresRepository:
         return command
 
     def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Take the pending commands for delivery (marked sent), oldest first.
+        """Take the pending commands (and claims older than ``COMMAND_CLAIM_S``), oldest first.
 
         Atomic (``FOR UPDATE SKIP LOCKED``), so with several ingest workers each command is
-        delivered by one of them.
+        delivered by one of them; a claim whose publisher died before ``command_sent`` is
+        taken again once it expires.
         """
         rows = self._all(
-            "UPDATE commands c SET status = 'sent', sent_at = %s FROM gateways g "
+            "UPDATE commands c SET status = 'publishing', sent_at = %s FROM gateways g "
             "WHERE g.num = c.gw AND c.id IN (SELECT id FROM commands WHERE status = 'pending' "
-            "FOR UPDATE SKIP LOCKED) "
+            "OR (status = 'publishing' AND sent_at < %s) FOR UPDATE SKIP LOCKED) "
             "RETURNING c.id, g.id AS gateway_id, c.name, c.args, c.issued_at, c.issued_by",
-            [now],
+            [now, now - COMMAND_CLAIM_S],
         )
         commands = [
             QueuedCommand(
@@ -399,16 +401,25 @@ class PostgresRepository:
                 json.loads(r["args"]),
                 r["issued_at"],
                 r["issued_by"],
-                "sent",
+                "publishing",
             )
             for r in rows
         ]
         return sorted(commands, key=lambda c: c.issued_at)
 
+    def command_sent(self, command_id: str) -> None:
+        """Record that the broker took a claimed command (its claim no longer expires)."""
+        self._one(
+            "UPDATE commands SET status = 'sent' WHERE id = %s AND status = 'publishing' "
+            "RETURNING id",
+            [command_id],
+        )
+
     def release_command(self, command_id: str) -> None:
         """Put a claimed command back for the next delivery attempt."""
         self._one(
-            "UPDATE commands SET status = 'pending', sent_at = NULL WHERE id = %s RETURNING id",
+            "UPDATE commands SET status = 'pending', sent_at = NULL "
+            "WHERE id = %s AND status = 'publishing' RETURNING id",
             [command_id],
         )
 

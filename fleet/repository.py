@@ -74,6 +74,9 @@ class EnrollmentRefusedError(PermissionError):
 #: work for ever. ``fleet apitoken rotate`` (or ``POST /api/v1/api-tokens/{id}/rotate``)
 #: gives it a new secret and a new expiry.
 API_TOKEN_TTL_S = 90 * 86400.0
+#: A command claimed for delivery whose publisher has not recorded it as sent within this
+#: (killed between claim and publish) is claimed again by another: at least once, never lost.
+COMMAND_CLAIM_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -686,7 +689,15 @@ class GatewayStore(Protocol):
         ...
 
     def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Atomically take the pending commands for delivery, oldest first."""
+        """Atomically take the pending commands for delivery, oldest first.
+
+        Claimed commands are ``publishing`` until ``command_sent``; a claim older than
+        ``COMMAND_CLAIM_S`` (its publisher died) is claimable again.
+        """
+        ...
+
+    def command_sent(self, command_id: str) -> None:
+        """Record that the broker took a claimed command (``sent``: never claimed again)."""
         ...
 
     def release_command(self, command_id: str) -> None:
@@ -747,7 +758,15 @@ class IngestStore(ReadingStore, Protocol):
         ...
 
     def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Atomically take the pending commands for delivery, oldest first."""
+        """Atomically take the pending commands for delivery, oldest first.
+
+        Claimed commands are ``publishing`` until ``command_sent``; a claim older than
+        ``COMMAND_CLAIM_S`` (its publisher died) is claimable again.
+        """
+        ...
+
+    def command_sent(self, command_id: str) -> None:
+        """Record that the broker took a claimed command (``sent``: never claimed again)."""
         ...
 
     def release_command(self, command_id: str) -> None:

@@ -27,6 +27,7 @@ from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, star
 from fleet.repository import (
     ACK_ORIGIN_FROM_WORDS,
     API_TOKEN_TTL_S,
+    COMMAND_CLAIM_S,
     Alarm,
     ApiToken,
     CommitResult,
@@ -909,36 +910,51 @@ class SQLiteRepository:
         return command
 
     def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Take the pending commands for delivery (marked sent), oldest first.
+        """Take the pending commands (and claims older than ``COMMAND_CLAIM_S``), oldest first.
 
-        Atomic, so with several ingest workers each command is delivered by one of them.
+        Atomic, so with several ingest workers each command is delivered by one of them; a
+        claim whose publisher died before ``command_sent`` is taken again once it expires.
         """
-        pending = "SELECT 1 FROM commands WHERE status = 'pending' LIMIT 1"
-        if self._db().execute(pending).fetchone() is None:
+        stale = now - COMMAND_CLAIM_S
+        pending = f"SELECT 1 FROM commands WHERE {_CLAIMABLE} LIMIT 1"
+        if self._db().execute(pending, (stale,)).fetchone() is None:
             return []
         with self._write() as db:
             rows = db.execute(
-                "UPDATE commands SET status = 'sent', sent_at = ? WHERE status = 'pending' "
+                f"UPDATE commands SET status = 'publishing', sent_at = ? WHERE {_CLAIMABLE} "
                 "RETURNING id, gw, name, args, issued_at, issued_by",
-                (now,),
+                (now, stale),
             ).fetchall()
         names = {num: gid for gid, num in self._gateway_ids()}
         commands = [
-            QueuedCommand(cid, names[gw], name, json.loads(args), issued, by, "sent")
+            QueuedCommand(cid, names[gw], name, json.loads(args), issued, by, "publishing")
             for cid, gw, name, args, issued, by in rows
         ]
         return sorted(commands, key=lambda c: c.issued_at)
+
+    def command_sent(self, command_id: str) -> None:
+        """Record that the broker took a claimed command (its claim no longer expires)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE commands SET status = 'sent' WHERE id = ? AND status = 'publishing'",
+                [command_id],
+            )
 
     def release_command(self, command_id: str) -> None:
         """Put a claimed command back for the next delivery attempt."""
         with self._write() as db:
             db.execute(
-                "UPDATE commands SET status = 'pending', sent_at = NULL WHERE id = ?",
+                "UPDATE commands SET status = 'pending', sent_at = NULL "
+                "WHERE id = ? AND status = 'publishing'",
                 [command_id],
             )
 
     def _gateway_ids(self) -> list[tuple[str, int]]:
         return [(r["id"], r["num"]) for r in self._db().execute("SELECT id, num FROM gateways")]
+
+
+#: A command waiting, or claimed by a publisher that has not said it sent it in time.
+_CLAIMABLE = "(status = 'pending' OR (status = 'publishing' AND sent_at < ?))"
 
 
 def _api_token(row: sqlite3.Row) -> ApiToken:
