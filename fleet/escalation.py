@@ -150,6 +150,9 @@ class EscalationEngine:
         #: breadth first, outcomes written in batches.
         self.outbox = CallOutbox(self._send, store.calls_done, _senders, self.clock)
         self._recovered = False
+        #: Whether this process may decide now (of replicas, the 叫应 lease's holder): looked
+        #: at before every round, so a holder that lost the lease decides nothing more.
+        self.deciding: Callable[[], bool] = lambda: True
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -239,6 +242,8 @@ class EscalationEngine:
 
     async def _round(self) -> list[Outgoing]:
         """Decide (committed before anything is sent); the calls to send."""
+        if not self.deciding():
+            return []
         outgoing = await in_thread(self._decide, self.clock())
         if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
@@ -529,6 +534,8 @@ async def running_engine(
         )
         task = None
         if settings.tick_s is not None:
+            if leadership is not None:  # (a caller that ticks the engine itself decides)
+                engine.deciding = lambda: leadership.held
             watch = open_watch() if open_watch is not None else None
             if watch is not None:
                 clients.callback(watch.close)  # after the task below has stopped
