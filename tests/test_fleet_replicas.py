@@ -1,18 +1,21 @@
 """Two ``fleet serve`` replicas on one database: one runs 叫应, the other takes over when killed.
 
 Real processes on one SQLite data directory, and on one PostgreSQL schema (a real cluster
-the session starts), each replica with its own REST port and embedded broker. The lease on
-the 叫应 engine is first held by a replica on a machine that vanished (a row this test
-wrote and stops renewing): no call goes out until it expires, then exactly one replica
-takes it and calls the village. That replica is SIGKILLed after the call is recorded; the
-other takes the lease over within the lease length and calls the township at the
-village's deadline. Every step happens once: one village call, one township call, one
-record line each. A console session opened on one replica works on the other, and the
-other's live feed (SSE) carries the red alarm this test commits as an ingest worker would.
+the session starts), each replica with its own REST port, both on one real mosquitto (the
+fleet listener, its shared ingest subscription). A gateway enrolls through the first
+replica (which rewrites the broker's files and signals mosquitto) and uploads a red alarm
+that the replicas' ingest stores. The lease on the 叫应 engine is first held by a replica
+on a machine that vanished (a row this test wrote and stops renewing): no call goes out
+until it expires, then exactly one replica takes it and calls the village. That replica is
+SIGKILLed after the call is recorded; the other takes the lease over within the lease
+length and calls the township at the village's deadline. Every step happens once: one
+village call, one township call, one record line each. A console session opened on one
+replica works on the other, and the second replica's live feed (SSE) carries the alarm.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -27,19 +30,23 @@ from typing import Any
 import httpx
 import pytest
 
+from fleet.broker_files import FleetAccount, write_access_files
 from fleet.leases import ESCALATION_LEASE, ROLLOUTS_LEASE
+from fleet.mqtt_connection import BrokerConnection
 from fleet.postgres_repository import PostgresRepository
-from fleet.repository import NewGateway, Received, Repository, Role
+from fleet.repository import Repository, Role
 from fleet.roster import PersonIn, Tier
+from fleet.settings import FleetSettings
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.mosquitto import Mosquitto, running_mosquitto
 from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_until
 from hardware_sim.harness.webhook_inbox import WebhookInbox
-from protocol import EventBatch, EventRow
+from hardware_sim.simgateway import EncodedBatch, SimulatedGateway, enrollment_request
+from protocol import EnrollmentResponse, EventBatch, EventRow, Stream
 
 SITE = "creek-village"
-GW = "gw-0123456789"
 LEASE_S = 3.0
 VILLAGE_DEADLINE_S = 15.0
 #: A replica on another machine that held the lease and vanished (its PID means nothing here).
@@ -49,13 +56,16 @@ VANISHED = "replica-on-a-lost-machine/4026531836/1/deadbeef"
 class Replica:
     """One ``fleet serve`` process on the shared data directory (and database)."""
 
-    def __init__(self, name: str, data_dir: Path, config: Path, database: str | None) -> None:
+    def __init__(
+        self, name: str, data_dir: Path, config: Path, database: str | None, broker: Mosquitto
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.log = data_dir.parent / f"{name}.log"
         command = [
             *(sys.executable, "-m", "fleet.cli", "serve", "--data-dir", str(data_dir)),
-            *("--port", str(self.port), "--broker-port", str(free_port())),
+            *("--port", str(self.port), "--mqtt", broker.fleet_url),
+            *("--mosquitto-pid-file", str(broker.pid_file), "--public-broker-url", broker.url),
             *("--escalation", str(config), "--lease-s", str(LEASE_S)),
             *("--log-level", "debug"),
             *(("--database", database) if database else ()),
@@ -122,10 +132,8 @@ def shared(
 
 
 def seed(repository: Repository, robots: WebhookInbox, data_dir: Path) -> tuple[str, Path]:
-    """A gateway, a roster, a viewer token and a 叫应 config; the token and the config."""
+    """A roster, a viewer token and a 叫应 config; the token and the config."""
     now = time.time()
-    _t, secret = repository.create_enrollment_token(SITE, now + 60, None, None, now)
-    repository.redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), now)
     _token, viewer = repository.create_api_token("duty officer", Role.VIEWER, now)
     repository.escalation.replace_roster(
         SITE,
@@ -157,11 +165,28 @@ def open_session_and_feed(
     wait_until(lambda: ("status", 200) in events, 20, "the other replica's live feed")
 
 
-def raise_red_alarm(repository: Repository) -> None:
-    """Commit a red slope alarm of GW, as whichever ingest worker took the batch would."""
+def enroll(replica: Replica, admin: str) -> EnrollmentResponse:
+    """Enroll a gateway of SITE through ``replica``'s REST API, as a gateway does."""
+    headers = {"Authorization": f"Bearer {admin}"}
+    created = httpx.post(
+        f"{replica.url}/api/v1/enrollment-tokens", json={"site_id": SITE}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    request = enrollment_request(created.json()["token"])
+    answer = httpx.post(f"{replica.url}/api/v1/enroll", json=request.model_dump())
+    assert answer.status_code == 201, answer.text
+    return EnrollmentResponse.model_validate(answer.json())
+
+
+async def upload_red_alarm(enrolled: EnrollmentResponse) -> None:
+    """The gateway sends a red slope alarm over mosquitto until the fleet acks it."""
+    connection = BrokerConnection(
+        enrolled.broker_url, enrolled.mqtt.username, enrolled.mqtt.password, None
+    )
     row = EventRow(seq=1, ts=time.time(), kind="alarm", subject="slope", level=4, detail={})
-    batch = EventBatch(gateway_id=GW, first_seq=1, last_seq=1, rows=[row])
-    repository.commit([Received(GW, time.time(), batch)])
+    batch = EventBatch(gateway_id=enrolled.gateway_id, first_seq=1, last_seq=1, rows=[row])
+    async with SimulatedGateway(enrolled.gateway_id, connection) as gateway:
+        await asyncio.wait_for(gateway.upload([EncodedBatch.of(batch)], Stream.EVENTS), 30)
 
 
 def test_two_replicas_share_one_engine_that_the_survivor_takes_over_after_a_sigkill(
@@ -171,9 +196,15 @@ def test_two_replicas_share_one_engine_that_the_survivor_takes_over_after_a_sigk
     data_dir = tmp_path / "fleet"
     # Held by a replica that vanished: until it expires, neither replica may call.
     repository.leases.take(ESCALATION_LEASE, VANISHED, time.time(), 120)
-    with WebhookInbox().running() as robots:
+    _token, admin = repository.create_api_token("admin", Role.ADMIN, time.time())
+    broker_dir = FleetSettings(data_dir=data_dir).broker_dir
+    write_access_files(broker_dir, FleetAccount.load_or_create(data_dir), [])
+    with (
+        WebhookInbox().running() as robots,
+        running_mosquitto(broker_dir, tmp_path / "mosquitto") as broker,
+    ):
         viewer, config = seed(repository, robots, data_dir)
-        replicas = [Replica(name, data_dir, config, database) for name in ("a", "b")]
+        replicas = [Replica(name, data_dir, config, database, broker) for name in ("a", "b")]
         events: list[tuple[str, Any]] = []
         try:
             for replica in replicas:
@@ -183,11 +214,12 @@ def test_two_replicas_share_one_engine_that_the_survivor_takes_over_after_a_sigk
                 lambda: holder_pid(repository, ROLLOUTS_LEASE) in by_pid, 30, "a rollouts holder"
             )
             open_session_and_feed(replicas[0], replicas[1], viewer, events)
+            enrolled = enroll(replicas[0], admin)
 
             # The vanished replica's last renewal; then the red alarm.
             vanished = repository.leases.take(ESCALATION_LEASE, VANISHED, time.time(), LEASE_S)
             assert vanished.holder == VANISHED
-            raise_red_alarm(repository)
+            asyncio.run(upload_red_alarm(enrolled))
             wait_until(
                 lambda: any(k == "level" and d["level_name"] == "red" for k, d in events),
                 20,
@@ -199,7 +231,7 @@ def test_two_replicas_share_one_engine_that_the_survivor_takes_over_after_a_sigk
             leader = by_pid[holder_pid(repository, ESCALATION_LEASE) or 0]
             survivor = next(r for r in replicas if r is not leader)
             alarm = repository.alarms(
-                active=True, gateway_ids=[GW], since=None, until=None, limit=1
+                active=True, gateway_ids=[enrolled.gateway_id], since=None, until=None, limit=1
             )[0]
             (escalation,) = repository.escalation.escalations_of(alarm.id)
             wait_until(
@@ -232,6 +264,8 @@ def test_two_replicas_share_one_engine_that_the_survivor_takes_over_after_a_sigk
             kinds = [s["kind"] for s in repository.escalation.record(escalation.id)]
             assert kinds == ["started", "call_sent", "escalated", "call_sent"]
             assert len(repository.escalation.escalations_of(alarm.id)) == 1
+            # Each replica's ingest has its own client id: neither knocked the other off.
+            assert "already connected" not in broker.log()
         finally:
             for replica in replicas:
                 replica.stop()
@@ -242,3 +276,4 @@ def test_two_replicas_share_one_engine_that_the_survivor_takes_over_after_a_sigk
     for log in logs.values():
         assert "/robot/" not in log  # a robot URL's path is its key
         assert viewer not in log
+        assert enrolled.mqtt.password not in log
