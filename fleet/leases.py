@@ -146,6 +146,8 @@ class Leadership:
         self.held_until = 0.0
         #: How many times this process took the lease from nobody or from another holder.
         self.taken = 0
+        #: How many times it looked (took, renewed or was refused the lease).
+        self.looks = 0
         self._failing = False
 
     @property
@@ -167,6 +169,7 @@ class Leadership:
             replacing = current.holder
             log.info("lease %s: its holder's process is gone; taking it over", self.name)
         lease = self.store.take(self.name, self.holder, now, self.ttl_s, replacing)
+        self.looks += 1
         if lease.holder != self.holder:
             self.held_until = 0.0
             return False

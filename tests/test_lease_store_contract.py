@@ -8,11 +8,14 @@ over once the first stops renewing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from fleet.leases import Leadership, LeaseStore, holder_is_gone, new_holder_id
 from fleet.postgres_repository import PostgresRepository
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.postgres import PostgresCluster
+from hardware_sim.harness.waiting import wait_for
 
 T0 = 1_750_000_000.0
 TTL = 10.0
@@ -140,3 +144,45 @@ def test_a_holder_whose_process_is_gone_is_replaced_at_once(leases: LeaseStore) 
 def test_a_lease_length_that_is_not_positive_is_refused(leases: LeaseStore) -> None:
     with pytest.raises(ValueError, match="ttl_s must be positive"):
         Leadership(leases, "escalation", A, 0)
+
+
+async def test_only_the_holders_loop_runs_and_the_other_starts_when_it_stops_or_loses_it(
+    leases: LeaseStore,
+) -> None:
+    running: dict[str, asyncio.Event] = {A: asyncio.Event(), B: asyncio.Event()}
+    overlaps: list[str] = []
+
+    def loop(holder: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def work() -> None:
+            if any(event.is_set() for event in running.values()):
+                overlaps.append(holder)
+            running[holder].set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                running[holder].clear()
+
+        return work
+
+    first = Leadership(leases, "rollouts", A, ttl_s=1.5)
+    second = Leadership(leases, "rollouts", B, ttl_s=1.5)
+    first_task = asyncio.create_task(first.run(loop(A)))
+    await wait_for(running[A].is_set, 10, "the first holder's loop")
+    second_task = asyncio.create_task(second.run(loop(B)))
+    await wait_for(lambda: second.looks >= 2, 5, "the second to look twice")
+    assert (second.taken, running[B].is_set()) == (0, False)
+
+    first_task.cancel()  # stopped cleanly: gives the lease up at once
+    await asyncio.gather(first_task, return_exceptions=True)
+    assert not running[A].is_set()
+    await wait_for(running[B].is_set, 5, "the second holder's loop")
+
+    # Another holder is named as replacing B (B's process was judged gone): B's loop stops.
+    leases.take("rollouts", A, time.time(), 60, replacing=B)
+    await wait_for(lambda: not running[B].is_set(), 5, "the loop of a holder that lost it")
+    second_task.cancel()
+    await asyncio.gather(second_task, return_exceptions=True)
+    lease = leases.lease("rollouts")
+    assert lease is not None
+    assert lease.holder == A  # B gave up nothing it did not hold
+    assert overlaps == []
