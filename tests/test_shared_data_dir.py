@@ -1,9 +1,13 @@
-"""Enrollments in two processes at once leave every gateway in the broker's password file.
+"""Replicas sharing a data directory: broker files under a cross-process lock, one key each.
+
+Enrollments in two processes at once leave every gateway in the broker's password file.
 
 Two real processes on one SQLite data directory (as two ``fleet serve`` replicas): while
 this one holds the access files (``fleet.broker_files.access_files_lock``) with a list of
 accounts read earlier, the other enrolls a gateway and must wait to rewrite the files, so
-the file written last lists it.
+the file written last lists it. Processes starting at once on a fresh data directory all
+read the one whole key that was linked into place (a key read while another process was
+still writing it would differ).
 """
 
 from __future__ import annotations
@@ -69,3 +73,28 @@ def test_an_enrollment_in_another_process_waits_for_the_lock_and_then_lists_ever
 def test_the_lock_is_reentrant_in_one_thread(tmp_path: Path) -> None:
     with access_files_lock(tmp_path), access_files_lock(tmp_path):
         assert (tmp_path / ".access-files.lock").exists()
+
+
+KEY_MAKER = """
+import sys
+from pathlib import Path
+from fleet.secret_key import load_or_create_key
+
+print(load_or_create_key(Path(sys.argv[1]), "console-session.key").hex(), flush=True)
+"""
+
+
+def test_replicas_starting_at_once_on_a_fresh_directory_share_one_whole_key(
+    tmp_path: Path,
+) -> None:
+    makers = [
+        subprocess.Popen(
+            [sys.executable, "-c", KEY_MAKER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    keys = {maker.communicate(timeout=60)[0].strip() for maker in makers}
+    assert [maker.returncode for maker in makers] == [0] * 6
+    assert keys == {(tmp_path / "console-session.key").read_bytes().hex()}
+    assert len(bytes.fromhex(keys.pop())) == 32
+    assert (tmp_path / "console-session.key").stat().st_mode & 0o777 == 0o600
