@@ -13,9 +13,10 @@ A holder on this machine whose process is gone (same host and PID namespace, no 
 PID) is replaced at once, so one county's fleet restarted after a crash does not wait a
 lease out before it calls anyone.
 
-It must never let two holders run a loop in the same lease period, and never stop a
-loop for good because a renewal failed: it keeps trying, and starts the loop again when
-it holds the lease again.
+It must never start or keep a loop past the expiry this process last wrote (so two live
+holders never overlap, short of a process frozen longer than a lease in mid-round), and
+never stop a loop for good because a renewal failed: it keeps trying, and starts the loop
+again when it holds the lease again.
 """
 
 from __future__ import annotations
