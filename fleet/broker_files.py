@@ -3,16 +3,21 @@
 Rewritten (atomically, mode 0640) from the repository on every enrollment and by
 ``fleet broker-config``; mosquitto rereads them on SIGHUP, the embedded broker on change.
 Each gateway's user name is its gateway id and the ACL confines it to its own prefix.
+Whoever reads the accounts and rewrites the files holds ``access_files_lock`` (a thread
+lock and ``flock`` on a lock file beside them), so replicas enrolling at once never leave
+a gateway out; it must never write the files outside that lock or half a file at a time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +92,45 @@ def password_text(accounts: Iterable[tuple[str, str]]) -> str:
     return "".join(f"{user}:{hashed}\n" for user, hashed in accounts)
 
 
-#: Enrollments may run in parallel request threads: hold this while reading the accounts
-#: and rewriting the files, so the last file written always lists every gateway.
-ACCESS_FILES_LOCK = threading.RLock()
+#: The lock file beside the access files: held across processes (``fleet serve`` replicas,
+#: ``fleet broker-config``) while the accounts are read and the files rewritten.
+LOCK_FILE = ".access-files.lock"
+
+#: Enrollments may run in parallel request threads (and the lock file is per process).
+_THREAD_LOCK = threading.RLock()
+_held = threading.local()
+
+
+@contextmanager
+def access_files_lock(broker_dir: Path) -> Iterator[None]:
+    """Hold the access files of ``broker_dir`` for one read-modify-write (re-entrant).
+
+    Read the accounts and rewrite the files inside it: of enrollments in several threads or
+    processes at once, the last file written then lists every gateway. A thread lock and
+    ``flock`` on ``broker_dir/.access-files.lock`` (one machine's processes; replicas on
+    several machines share the directory over a file system that honours ``flock``).
+    """
+    with _THREAD_LOCK:
+        depth = getattr(_held, "depth", 0)
+        if depth:
+            _held.depth = depth + 1
+            try:
+                yield
+            finally:
+                _held.depth = depth
+            return
+        broker_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(broker_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _held.depth = 1
+            try:
+                yield
+            finally:
+                _held.depth = 0
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 def _write_atomically(path: Path, text: str, mode: int = 0o640) -> None:
@@ -109,8 +150,7 @@ def write_access_files(
     broker_dir: Path, fleet: FleetAccount, gateways: Iterable[tuple[str, str]]
 ) -> None:
     """Write ``passwd`` and ``acl`` for the fleet account and the given gateway accounts."""
-    broker_dir.mkdir(parents=True, exist_ok=True)
-    with ACCESS_FILES_LOCK:
+    with access_files_lock(broker_dir):
         _write_access_files(broker_dir, fleet, gateways)
 
 

@@ -62,6 +62,10 @@ class CallOutbox:
         """Whether calls are queued, in flight, waiting for room, or for their outcome written."""
         return bool(self._tasks or self._deferred or self._outcomes.unanswered or self._recorded)
 
+    def holds(self, call_id: int) -> bool:
+        """Whether the call is queued, in flight or waiting here (not yet recorded)."""
+        return call_id in self._recorded or call_id in self._deferred
+
     def submit(self, outgoing: Sequence[Outgoing]) -> list[asyncio.Future[None]]:
         """Queue committed calls; per call, a future done once its outcome is written."""
         loop = asyncio.get_running_loop()

@@ -36,6 +36,7 @@ from fleet.cli_options import DEFAULT_DATA_DIR, DataDir
 from fleet.database_url import DatabaseUrlError, check_database
 from fleet.enrollment import BUNDLE_TTL_S
 from fleet.escalation_config import load_escalation_settings
+from fleet.leases import LEASE_S
 from fleet.repository import ApiToken, ConflictError, NotFoundError, Role
 from fleet.rollout_cli import release_app, rollout_app
 from fleet.roster_cli import roster_app
@@ -225,8 +226,21 @@ def serve(
     log_level: LogLevel = "info",
     escalation: EscalationFile = None,
     database: Database = None,
+    lease_s: Annotated[
+        float,
+        typer.Option(
+            "--lease-s",
+            min=1.0,
+            help="Seconds a replica's lease on 叫应 and rollouts lasts unless renewed: "
+            "another replica on the same database takes over within this after a crash.",
+        ),
+    ] = LEASE_S,
 ) -> None:
-    """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan."""
+    """Run the REST console (OpenAPI at /docs) with MQTT ingest in its lifespan.
+
+    Several replicas may serve one database (PostgreSQL, or one SQLite data directory):
+    the one holding a lease runs 叫应 and the rollout scheduler (docs/scaling.md).
+    """
     _process_wide(log_level)
     settings = _settings(
         data_dir,
@@ -241,7 +255,7 @@ def serve(
         mosquitto_pid_file,
         ingest_connections,
     )
-    settings = replace(settings, database=_database(database))
+    settings = replace(settings, database=_database(database), lease_s=lease_s)
     if settings.database is not None:
         try:
             check_reachable(settings.database)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet.broker_files import (
-    ACCESS_FILES_LOCK,
     FleetAccount,
+    access_files_lock,
     reload_mosquitto,
     write_access_files,
 )
@@ -128,7 +128,7 @@ class Enrollment:
 
     def sync_broker(self) -> None:
         """Rewrite the broker's password file and ACL, and make mosquitto reread them."""
-        with ACCESS_FILES_LOCK:
+        with access_files_lock(self.broker_dir):
             accounts = self.repository.broker_accounts()
             write_access_files(self.broker_dir, self.fleet_account, accounts)
         if self.mosquitto_pid_file is not None and not reload_mosquitto(self.mosquitto_pid_file):

@@ -14,10 +14,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from fleet.answer_link import AnswerLinks, LinkError
@@ -51,6 +51,7 @@ from protocol.contacts import is_answer, sender_numbers
 from protocol.levels import LEVEL_NAMES, AlarmLevel
 
 if TYPE_CHECKING:
+    from fleet.leases import Leadership
     from fleet.settings import EscalationSettings
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ class EscalationEngine:
         #: breadth first, outcomes written in batches.
         self.outbox = CallOutbox(self._send, store.calls_done, _senders, self.clock)
         self._recovered = False
+        #: Whether this process may decide now (of replicas, the 叫应 lease's holder): looked
+        #: at before every round, so a holder that lost the lease decides nothing more.
+        self.deciding: Callable[[], bool] = lambda: True
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -174,6 +178,9 @@ class EscalationEngine:
         change (every ``ALARM_WATCH_S``), rather than up to ``tick_s`` later.
         """
         self._loop = asyncio.get_running_loop()
+        # Started again (this replica holds the 叫应 lease again): the calls another
+        # replica planned and did not record as sent are this one's to send now.
+        self._recovered = False
         watching = None
         if watch is not None:
             # Its first look learns the alarms as they are now, which the first tick decides.
@@ -235,6 +242,8 @@ class EscalationEngine:
 
     async def _round(self) -> list[Outgoing]:
         """Decide (committed before anything is sent); the calls to send."""
+        if not self.deciding():
+            return []
         outgoing = await in_thread(self._decide, self.clock())
         if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
@@ -255,8 +264,9 @@ class EscalationEngine:
     def _decide_round(self, now: float, rosters: RoundRosters) -> list[Call]:
         calls: list[Call] = []
         if not self._recovered:
-            # Planned before a crash, not known to be sent: send now rather than lose them.
-            calls.extend(self.store.unsent_calls())
+            # Planned before a crash (or by a replica that lost the lease), not known to be
+            # sent: send now rather than lose them; those still in this outbox are on their way.
+            calls.extend(c for c in self.store.unsent_calls() if not self.outbox.holds(c.id))
             for call in calls:
                 self.store.note(
                     call.escalation_id, now, "resumed", f"call {call.id} planned before a restart"
@@ -484,11 +494,14 @@ async def running_engine(
     fleet_url: str,
     clock: Callable[[], float] | None = None,
     open_watch: Callable[[], AlarmWatcher | None] | None = None,
+    leadership: Leadership | None = None,
 ) -> AsyncIterator[EscalationEngine]:
     """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``.
 
     With ``open_watch`` (the store's ``AlarmWatcher``) it also ticks as soon as an alarm is
-    committed, by any process.
+    committed, by any process. With ``leadership`` it ticks only while this process holds
+    the 叫应 lease (``fleet.leases``): of several replicas, one decides and calls; the
+    others take answers and delivery reports into the store, which that one reads.
     """
     # Each HTTP channel has its own connections, so one that hangs cannot take the other's,
     # as many as it has calls in flight and all kept alive.
@@ -521,10 +534,18 @@ async def running_engine(
         )
         task = None
         if settings.tick_s is not None:
+            if leadership is not None:  # (a caller that ticks the engine itself decides)
+                engine.deciding = lambda: leadership.held
             watch = open_watch() if open_watch is not None else None
             if watch is not None:
                 clients.callback(watch.close)  # after the task below has stopped
-            task = asyncio.create_task(engine.run(settings.tick_s, watch), name="fleet-escalation")
+            tick_s = settings.tick_s
+
+            def ticking() -> Coroutine[Any, Any, None]:
+                return engine.run(tick_s, watch)
+
+            looping = leadership.run(ticking) if leadership is not None else ticking()
+            task = asyncio.create_task(looping, name="fleet-escalation")
         try:
             yield engine
         finally:

@@ -19,8 +19,18 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from fleet.repository import Gateway, NotFoundError, QueuedCommand, ReadingPoint
+from fleet.repository import (
+    COMMAND_CLAIM_S,
+    Gateway,
+    NotFoundError,
+    QueuedCommand,
+    ReadingPoint,
+)
 from fleet.statements import Statements
+
+#: A command waiting, or claimed by a publisher that has not said it sent it in time (one
+#: parameter: the oldest claim still held).
+CLAIMABLE = "(status = 'pending' OR (status = 'publishing' AND sent_at < ?))"
 
 
 class GatewayTables:
@@ -28,10 +38,11 @@ class GatewayTables:
 
     _sql: Statements
 
-    #: Marks the pending commands sent; RETURNING (id, gateway id, name, args, issued_at,
-    #: issued_by). Its one parameter: now.
+    #: Marks the claimable commands (pending, or claimed longer ago than
+    #: ``COMMAND_CLAIM_S``) as being published; RETURNING (id, gateway id, name, args,
+    #: issued_at, issued_by). Its parameters: now, then the oldest claim still held.
     command_claim_statement = (
-        "UPDATE commands SET status = 'sent', sent_at = ? WHERE status = 'pending' "
+        f"UPDATE commands SET status = 'publishing', sent_at = ? WHERE {CLAIMABLE} "
         "RETURNING id, (SELECT id FROM gateways WHERE num = commands.gw), name, args, "
         "issued_at, issued_by"
     )
@@ -115,24 +126,35 @@ class GatewayTables:
         return command
 
     def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Take the pending commands for delivery (marked sent), oldest first.
+        """Take the pending commands (and claims older than ``COMMAND_CLAIM_S``), oldest first.
 
-        Atomic, so with several ingest workers each command is delivered by one of them.
+        Atomic, so with several ingest workers each command is delivered by one of them; a
+        claim whose publisher died before ``command_sent`` is taken again once it expires.
         """
-        if self._sql.row("SELECT 1 FROM commands WHERE status = 'pending' LIMIT 1") is None:
+        stale = now - COMMAND_CLAIM_S
+        if self._sql.row(f"SELECT 1 FROM commands WHERE {CLAIMABLE} LIMIT 1", [stale]) is None:
             return []
         with self._sql.writing() as db:
-            rows = db.rows(self.command_claim_statement, [now])
+            rows = db.rows(self.command_claim_statement, [now, stale])
         commands = [
-            QueuedCommand(cid, gateway_id, name, json.loads(args), issued, by, "sent")
+            QueuedCommand(cid, gateway_id, name, json.loads(args), issued, by, "publishing")
             for cid, gateway_id, name, args, issued, by in rows
         ]
         return sorted(commands, key=lambda c: c.issued_at)
+
+    def command_sent(self, command_id: str) -> None:
+        """Record that the broker took a claimed command (its claim no longer expires)."""
+        with self._sql.writing() as db:
+            db.execute(
+                "UPDATE commands SET status = 'sent' WHERE id = ? AND status = 'publishing'",
+                [command_id],
+            )
 
     def release_command(self, command_id: str) -> None:
         """Put a claimed command back for the next delivery attempt."""
         with self._sql.writing() as db:
             db.execute(
-                "UPDATE commands SET status = 'pending', sent_at = NULL WHERE id = ?",
+                "UPDATE commands SET status = 'pending', sent_at = NULL "
+                "WHERE id = ? AND status = 'publishing'",
                 [command_id],
             )

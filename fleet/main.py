@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fleet import access_log, console
 from fleet.console_session import ConsoleSessions
 from fleet.escalation import running_engine
+from fleet.leases import ESCALATION_LEASE, ROLLOUTS_LEASE, Leadership, new_holder_id
 from fleet.live_feed import LiveFeed
 from fleet.rollouts import RolloutTiming, running_scheduler
 from fleet.routers import (
@@ -33,7 +34,7 @@ from fleet.routers import (
     sites,
     stream,
 )
-from fleet.service import run_fleet
+from fleet.service import ingest_client_id, run_fleet
 from fleet.settings import FleetSettings
 from ota.own_version import own_version
 
@@ -53,15 +54,27 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with run_fleet(settings) as service:
+        # One holder id per process: of several replicas on one database, the one holding
+        # a loop's lease runs it (fleet.leases); the others serve REST and the console.
+        holder = new_holder_id()
+        async with run_fleet(settings, client_id=ingest_client_id(settings)) as service:
             app.state.service = service
             app.state.repository = service.repository
             app.state.enrollment = service.enrollment
             app.state.ingest = service.ingest
             wake_outbox = service.ingest.wake_outbox if service.ingest else None
+            leases = service.repository.leases
+            app.state.leadership = {
+                name: Leadership(leases, name, holder, settings.lease_s)
+                for name in (ROLLOUTS_LEASE, ESCALATION_LEASE)
+            }
             async with (
                 running_scheduler(
-                    service.repository, service.enrollment.signing_key, rollout_timing, wake_outbox
+                    service.repository,
+                    service.enrollment.signing_key,
+                    rollout_timing,
+                    wake_outbox,
+                    app.state.leadership[ROLLOUTS_LEASE],
                 ) as scheduler,
                 running_engine(
                     service.repository.escalation,
@@ -70,6 +83,7 @@ def create_app(
                     settings.fleet_url,
                     escalation_clock,
                     service.repository.open_alarm_watch,
+                    app.state.leadership[ESCALATION_LEASE],
                 ) as engine,
             ):
                 app.state.rollouts = scheduler

@@ -280,6 +280,7 @@ def _finish(dst: psycopg.Connection[Any], identity: str) -> None:
 def _left_behind(src: sqlite3.Connection) -> dict[str, int]:
     """The SQLite tables with rows that PostgreSQL has no table for yet, with their counts."""
     copied = {table.name for table in TABLES}
+    copied.add("leases")  # who ran 叫应 and rollouts: the new database's replicas take them anew
     names = [
         str(row[0])
         for row in src.execute(

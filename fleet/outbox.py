@@ -8,7 +8,8 @@ thread) and every ``OUTBOX_POLL_S`` otherwise.
 
 It never opens a broker connection of its own (it borrows one of the ingest worker's),
 never reads, stores or acknowledges uplink messages, and never drops a claimed item on a
-failed publish: every failure is released back to the queue.
+failed publish: every failure is released back to the queue. A claim carries an expiry: a
+publisher killed between claim and publish leaves the command to the next (any process's).
 """
 
 from __future__ import annotations
@@ -92,10 +93,14 @@ class OutboxPublisher:
                     command.model_dump_json(),
                     qos=1,
                 )
-                self.commands_sent += 1
             except aiomqtt.MqttError as exc:
                 log.warning("could not deliver command %s, will retry: %s", queued.id, exc)
                 await in_thread(self.repository.release_command, queued.id)
+                continue
+            self.commands_sent += 1
+            # Until this is written the claim expires (COMMAND_CLAIM_S) and another
+            # publisher sends it again: a kill just here is the window for a duplicate.
+            await in_thread(self.repository.command_sent, queued.id)
 
     async def _deliver_documents(self, client: aiomqtt.Client) -> None:
         """Publish signed configs and releases, retained, so an offline gateway gets the last."""

@@ -31,10 +31,12 @@ from psycopg_pool import ConnectionPool
 
 from fleet import store_rows
 from fleet.alarm_tables import AlarmTables
+from fleet.gateway_tables import CLAIMABLE
 from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_escalation import PostgresEscalation
 from fleet.postgres_ingest import PostgresIngestWriter
+from fleet.postgres_leases import PostgresLeases
 from fleet.postgres_ota import PostgresOta
 from fleet.postgres_schema import create_schema, drop_partitions_before
 from fleet.postgres_statements import PostgresStatements
@@ -62,8 +64,8 @@ class PostgresRepository(TokenTables, AlarmTables):
 
     #: Each pending command to one ingest worker: rows another is claiming are skipped.
     command_claim_statement = (
-        "UPDATE commands c SET status = 'sent', sent_at = ? FROM gateways g "
-        "WHERE g.num = c.gw AND c.id IN (SELECT id FROM commands WHERE status = 'pending' "
+        "UPDATE commands c SET status = 'publishing', sent_at = ? FROM gateways g "
+        f"WHERE g.num = c.gw AND c.id IN (SELECT id FROM commands WHERE {CLAIMABLE} "
         "FOR UPDATE SKIP LOCKED) "
         "RETURNING c.id, g.id AS gateway_id, c.name, c.args, c.issued_at, c.issued_by"
     )
@@ -86,6 +88,7 @@ class PostgresRepository(TokenTables, AlarmTables):
         # publish documents and apply OTA reports, which need the tables only.
         self.ota = PostgresOta(self._pool, files_dir)
         self.escalation = PostgresEscalation(self._pool)
+        self.leases = PostgresLeases(self._pool)
 
     def close(self) -> None:
         """Close the pool's connections."""

@@ -28,6 +28,7 @@ from protocol import CommandResult, DataBatch, EventBatch, GatewayState, Health,
 
 if TYPE_CHECKING:  # the live feed's cursor and 叫应's store; imported lazily (no cycles)
     from fleet.escalation_store import AlarmWatcher, EscalationStore
+    from fleet.leases import LeaseStore
     from fleet.live_changes import LiveChange, LiveCursor
 
 
@@ -73,6 +74,9 @@ class EnrollmentRefusedError(PermissionError):
 #: work for ever. ``fleet apitoken rotate`` (or ``POST /api/v1/api-tokens/{id}/rotate``)
 #: gives it a new secret and a new expiry.
 API_TOKEN_TTL_S = 90 * 86400.0
+#: A command claimed for delivery whose publisher has not recorded it as sent within this
+#: (killed between claim and publish) is claimed again by another: at least once, never lost.
+COMMAND_CLAIM_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -685,7 +689,15 @@ class GatewayStore(Protocol):
         ...
 
     def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Atomically take the pending commands for delivery, oldest first."""
+        """Atomically take the pending commands for delivery, oldest first.
+
+        Claimed commands are ``publishing`` until ``command_sent``; a claim older than
+        ``COMMAND_CLAIM_S`` (its publisher died) is claimable again.
+        """
+        ...
+
+    def command_sent(self, command_id: str) -> None:
+        """Record that the broker took a claimed command (``sent``: never claimed again)."""
         ...
 
     def release_command(self, command_id: str) -> None:
@@ -746,7 +758,15 @@ class IngestStore(ReadingStore, Protocol):
         ...
 
     def claim_commands(self, now: float) -> list[QueuedCommand]:
-        """Atomically take the pending commands for delivery, oldest first."""
+        """Atomically take the pending commands for delivery, oldest first.
+
+        Claimed commands are ``publishing`` until ``command_sent``; a claim older than
+        ``COMMAND_CLAIM_S`` (its publisher died) is claimable again.
+        """
+        ...
+
+    def command_sent(self, command_id: str) -> None:
+        """Record that the broker took a claimed command (``sent``: never claimed again)."""
         ...
 
     def release_command(self, command_id: str) -> None:
@@ -823,6 +843,11 @@ class Repository(CoreStore, Protocol):
     @property
     def escalation(self) -> EscalationStore:
         """叫应: roster, policies and the record of every escalation."""
+        ...
+
+    @property
+    def leases(self) -> LeaseStore:
+        """Leader leases of the singleton loops (``fleet.leases``), shared by every replica."""
         ...
 
     def open_alarm_watch(self) -> AlarmWatcher | None:

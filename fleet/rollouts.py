@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fleet.leases import Leadership
 from fleet.repository import (
     DeviceState,
     DocumentIssuer,
@@ -362,10 +363,16 @@ async def running_scheduler(
     signer: Signer,
     timing: RolloutTiming | None = None,
     wake_outbox: Callable[[], None] | None = None,
+    leadership: Leadership | None = None,
 ) -> AsyncIterator[RolloutScheduler]:
-    """A scheduler running in a task for the duration of the ``async with``."""
+    """A scheduler running in a task for the duration of the ``async with``.
+
+    With ``leadership`` its loop runs only while this process holds the rollouts lease
+    (``fleet.leases``); ``advance`` (REST's, on creating a rollout) works in every replica.
+    """
     scheduler = RolloutScheduler(repository, signer, timing, wake_outbox)
-    task = asyncio.create_task(scheduler.run(), name="fleet-rollouts")
+    looping = leadership.run(scheduler.run) if leadership is not None else scheduler.run()
+    task = asyncio.create_task(looping, name="fleet-rollouts")
     try:
         yield scheduler
     finally:

@@ -7,23 +7,26 @@ return a key anywhere but to its caller, and never widen the file's mode.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 from pathlib import Path
 
+from fleet.credentials import create_private_file
+
 
 def load_or_create_key(data_dir: Path, name: str, size: int = 32) -> bytes:
-    """The key in ``data_dir/name``, made of ``size`` random bytes (mode 0600) on first use."""
+    """The key in ``data_dir/name``, made of ``size`` random bytes (mode 0600) on first use.
+
+    Replicas starting at once on a fresh data directory all get the one key that was
+    linked into place whole (``create_private_file``), never a file still being written.
+    """
     path = data_dir / name
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return path.read_bytes()  # another process made it first
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(size))
-    return path.read_bytes()
+        create_private_file(path, secrets.token_bytes(size))  # a racing process's may win
+    key = path.read_bytes()
+    if len(key) != size:
+        msg = f"{path}: a key of {len(key)} bytes, not {size}: damaged (remove it to make anew)"
+        raise ValueError(msg)
+    return key
 
 
 def b64(data: bytes) -> str:

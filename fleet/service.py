@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ def open_enrollment(settings: FleetSettings, repository: Repository) -> Enrollme
         settings.fleet_url,
         settings.mosquitto_pid_file,
     )
+
+
+def ingest_client_id(settings: FleetSettings) -> str:
+    """The MQTT client id prefix of this ``fleet serve``'s ingest connections.
+
+    On an external broker several replicas may connect at once: each process gets its own
+    (the connections are clean sessions, so nothing is kept under an old id).
+    """
+    if settings.broker == "external":
+        return f"hazardwatch-fleet-{secrets.token_hex(4)}"
+    return "hazardwatch-fleet"
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ from typing import Literal
 
 from fleet.channels import KannelSettings, SmtpSettings
 from fleet.escalation_policy import DEFAULT_POLICY, EscalationPolicy
+from fleet.leases import LEASE_S
 from fleet.robot_pace import RobotLimit
 
 DB_FILE = "fleet.sqlite"
@@ -59,6 +60,9 @@ class FleetSettings:
     #: A ``postgresql://`` URL; None: the SQLite file ``db_path`` (one county's default).
     database: str | None = None
     escalation: EscalationSettings = field(default_factory=EscalationSettings)
+    #: How long a replica's lease on a singleton loop lasts unless renewed (``fleet.leases``):
+    #: after a replica is killed, another takes its 叫应 and rollouts over within this.
+    lease_s: float = LEASE_S
 
     @property
     def db_path(self) -> Path:

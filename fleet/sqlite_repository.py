@@ -34,6 +34,7 @@ from fleet.roster import Person
 from fleet.sqlite_connections import ThreadConnections
 from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
+from fleet.sqlite_leases import SQLiteLeases
 from fleet.sqlite_ota import SQLiteOta
 from fleet.sqlite_statements import SQLiteStatements, read_snapshot
 from fleet.timestamps import iso
@@ -210,6 +211,7 @@ class SQLiteRepository(TokenTables, AlarmTables):
         self._sql = SQLiteStatements(self._db, self._write)
         self.ota = SQLiteOta(self._db, self._write, path.parent / "releases")
         self.escalation = SQLiteEscalation(self._db, self._write)
+        self.leases = SQLiteLeases(self._db, self._write)
 
     def roster(self, site_id: str) -> list[Person]:
         """The responsible persons of ``site_id`` (叫应), every tier."""

@@ -17,6 +17,7 @@ import pytest
 
 from fleet.postgres_repository import PostgresRepository
 from fleet.repository import (
+    COMMAND_CLAIM_S,
     ConflictError,
     CoreStore,
     EnrollmentRefusedError,
@@ -27,7 +28,16 @@ from fleet.repository import (
 )
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.postgres import PostgresCluster
-from protocol import BAD_QUALITY_MASK, DataBatch, EventBatch, EventRow, GatewayState, Health, Stream
+from protocol import (
+    BAD_QUALITY_MASK,
+    CommandResult,
+    DataBatch,
+    EventBatch,
+    EventRow,
+    GatewayState,
+    Health,
+    Stream,
+)
 
 T0 = 1_750_000_000.0
 GW = "gw-0123456789"
@@ -217,13 +227,38 @@ def test_a_command_is_claimed_by_one_delivery_and_may_be_put_back(enrolled: Core
         queued.id,
         GW,
         {"rule": "slope"},
-        "sent",
+        "publishing",
     )
     assert enrolled.claim_commands(T0 + 2) == []
     enrolled.release_command(queued.id)
     assert [c.id for c in enrolled.claim_commands(T0 + 3)] == [queued.id]
     with pytest.raises(NotFoundError):
         enrolled.queue_command(OTHER, "ack_alarm", {}, None, T0)
+
+
+def test_a_claim_whose_publisher_died_expires_and_a_sent_command_is_never_claimed_again(
+    enrolled: CoreStore,
+) -> None:
+    lost = enrolled.queue_command(GW, "ack_alarm", {"rule": "slope"}, "op", T0)
+    sent = enrolled.queue_command(GW, "ack_alarm", {"rule": "rain"}, "op", T0 + 1)
+    assert [c.id for c in enrolled.claim_commands(T0 + 10)] == [lost.id, sent.id]
+    enrolled.command_sent(sent.id)  # the broker took it; the other's publisher was killed
+    assert enrolled.claim_commands(T0 + 10 + COMMAND_CLAIM_S) == []  # not expired yet
+    [again] = enrolled.claim_commands(T0 + 10.001 + COMMAND_CLAIM_S)
+    assert (again.id, again.args) == (lost.id, {"rule": "slope"})
+    assert enrolled.claim_commands(T0 + 11 + COMMAND_CLAIM_S) == []  # its new claim is young
+
+
+def test_a_result_before_the_sent_record_is_kept_and_a_late_release_changes_nothing(
+    enrolled: CoreStore,
+) -> None:
+    queued = enrolled.queue_command(GW, "ack_alarm", {}, "op", T0)
+    enrolled.claim_commands(T0 + 1)
+    result = CommandResult(id=queued.id, ok=True, ts=T0 + 2, detail="done")
+    enrolled.commit([Received(GW, T0 + 2, result)])  # the gateway answered first
+    enrolled.command_sent(queued.id)
+    enrolled.release_command(queued.id)
+    assert enrolled.claim_commands(T0 + 10 * COMMAND_CLAIM_S) == []
 
 
 # --- ReadingStore ----------------------------------------------------------------------------
