@@ -695,10 +695,14 @@ def backlog_flush(
             f"flush with {workers_n} workers: {stored} rows, marks {marks}; expected {total}"
         )
     seconds = done - start
+    failed = workers.log.read_text(errors="replace").count("could not commit")
+    if failed:
+        sys.stderr.write(workers.log.read_text(errors="replace")[-6000:])
     return {
         "rows_per_s": round(total / seconds),
         "seconds": round(seconds, 2),
         "resends": sum(r["resends"] for r in reports),
+        "failed_commits": failed,
         # From the gateways' connecting on: the flush itself is most of it.
         "cpu_s": {
             "workers": round(sum(cpu[:-1]), 1),
