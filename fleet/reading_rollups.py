@@ -39,34 +39,45 @@ Buckets = dict[tuple[int, float], Bucket]
 def rollup_buckets(rows: Iterable[tuple[Any, ...]], bad_mask: int) -> tuple[Buckets, Buckets]:
     """The per-minute and per-hour buckets of ``rows``.
 
-    ``rows`` are ``readings`` rows: ``(gw, seq, ts, channel id, value, quality)``.
+    ``rows`` are ``readings`` rows: ``(gw, seq, ts, channel id, value, quality)``. Each
+    row is looked at once, for its minute; an hour is the sum of its minutes, the hour
+    of a minute's start being the hour of each of its readings (a minute never straddles
+    an hour, and ``floor(ts / 3600)`` equals ``floor(floor(ts / 60) * 60 / 3600)``).
     """
     minutes: Buckets = {}
-    hours: Buckets = {}
-    minute, hour = float(MINUTE_S), float(HOUR_S)
+    minute = float(MINUTE_S)
     for row in rows:
         ts, channel, value, quality = row[2], row[3], row[4], row[5]
-        m_key = (channel, floor(ts / minute) * minute)
-        h_key = (channel, floor(ts / hour) * hour)
-        m = minutes.get(m_key)
-        if m is None:
-            m = minutes[m_key] = Bucket()
-        h = hours.get(h_key)
-        if h is None:
-            h = hours[h_key] = Bucket()
+        key = (channel, floor(ts / minute) * minute)
+        bucket = minutes.get(key)
+        if bucket is None:
+            bucket = minutes[key] = Bucket()
         if value is None or quality & bad_mask:
-            m.bad += 1
-            h.bad += 1
+            bucket.bad += 1
             continue
-        _add_good(m, value)
-        _add_good(h, value)
-    return minutes, hours
+        bucket.good += 1
+        bucket.total += value
+        if bucket.low is None or value < bucket.low:
+            bucket.low = value
+        if bucket.high is None or value > bucket.high:
+            bucket.high = value
+    return minutes, _hours(minutes)
 
 
-def _add_good(bucket: Bucket, value: float) -> None:
-    bucket.good += 1
-    bucket.total += value
-    if bucket.low is None or value < bucket.low:
-        bucket.low = value
-    if bucket.high is None or value > bucket.high:
-        bucket.high = value
+def _hours(minutes: Buckets) -> Buckets:
+    hours: Buckets = {}
+    hour = float(HOUR_S)
+    for (channel, start), m in minutes.items():
+        key = (channel, floor(start / hour) * hour)
+        h = hours.get(key)
+        if h is None:
+            hours[key] = Bucket(m.good, m.bad, m.total, m.low, m.high)
+            continue
+        h.good += m.good
+        h.bad += m.bad
+        h.total += m.total
+        if m.low is not None and (h.low is None or m.low < h.low):
+            h.low = m.low
+        if m.high is not None and (h.high is None or m.high > h.high):
+            h.high = m.high
+    return hours
