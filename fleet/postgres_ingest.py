@@ -508,8 +508,8 @@ def _upsert_rollup(conn: Conn, table: str, buckets: Buckets) -> None:
     _execute(
         conn,
         f"INSERT INTO {table} AS r (channel, start, good, bad, total, low, high) "
-        "SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::bigint[], %s::bigint[], "
-        "%s::float8[], %s::float8[], %s::float8[]) ON CONFLICT (channel, start) DO UPDATE SET "
+        "SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::bigint[], %b::bigint[], "
+        "%b::float8[], %b::float8[], %b::float8[]) ON CONFLICT (channel, start) DO UPDATE SET "
         "good = r.good + excluded.good, bad = r.bad + excluded.bad, "
         "total = r.total + excluded.total, low = least(r.low, excluded.low), "
         "high = greatest(r.high, excluded.high)",
