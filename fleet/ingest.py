@@ -9,13 +9,12 @@ lock lets another ingest process (``fleet ingest``) commit meanwhile, and keeps 
 loop from competing with a commit for the GIL, which sqlite3 takes back after every
 statement (a busy event loop would hold it up to the switch interval each time: ``fleet
 serve`` and ``fleet ingest`` shorten it for their whole process, this module leaves it
-alone). A bad
-message is counted and logged (first time per gateway and reason at WARNING) and never
-stops ingest. Every task it starts (connections, the commit loop, each round of acks, the
-outbox) lives in one TaskGroup: none outlives the worker, and a failed round of acks is
-logged with its traceback and counted, never lost. Queued commands and signed documents
-go out through ``fleet.outbox`` on the worker's connection; this module never publishes
-them itself.
+alone). A bad message is counted and logged (first time per gateway and reason at
+WARNING) and never stops ingest. Every task it starts (connections, the commit loop, each
+group's commit with its round of acks, the outbox) lives in one TaskGroup: none outlives
+the worker, and a failed round of acks is logged with its traceback and counted, never
+lost. Queued commands and signed documents go out through ``fleet.outbox`` on the
+worker's connection; this module never publishes them itself.
 """
 
 from __future__ import annotations
