@@ -4,7 +4,8 @@ On a throwaway PostgreSQL cluster (``hardware_sim/harness/postgres.py``, fsync o
 production), the same rows are stored three ways, each into a fresh schema:
 
 - ceiling: PostgreSQL's own, one connection that ``COPY``s the rows straight into the
-  partitioned ``readings`` table, committing once per commit group as ingest does;
+  partitioned ``readings`` table (binary ``COPY``, as ingest copies them), committing
+  once per commit group as ingest does;
 - flush with 1, 2 and 4 writers: separate processes, each with its own
   ``PostgresRepository``, commit groups of batches through ``commit`` (exactly-once marks,
   gateway locks, COPY, per-minute and per-hour rollups). Batches are dealt to the writers
@@ -36,6 +37,10 @@ from protocol import DataBatch
 T0 = 1_750_000_000.0
 ROWS_PER_BATCH = 100
 CHANNELS = ("rain", "level", "tilt", "soil")
+#: The ceiling's COPY: binary, the columns and types ingest copies
+#: (``fleet.postgres_ingest.READING_TYPES``; spelt out, so the bench also runs older code).
+COPY_READINGS = "COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN (FORMAT BINARY)"
+READING_TYPES = ("int8", "int8", "float8", "int8", "float8", "int4")
 
 
 def gateway_id(n: int) -> str:
@@ -88,10 +93,8 @@ def copy_ceiling(url: str, gateways: int, every: list[DataBatch], group: int) ->
         channel = {name: i + 1 for i, name in enumerate(CHANNELS)}
         start = time.perf_counter()
         for part in groups(every, group):
-            with (
-                conn.cursor() as cur,
-                cur.copy("COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN") as copy,
-            ):
+            with conn.cursor() as cur, cur.copy(COPY_READINGS) as copy:
+                copy.set_types(READING_TYPES)
                 for batch in part:
                     gw = nums[batch.gateway_id]
                     for seq, ts, name, value, quality in batch.rows:

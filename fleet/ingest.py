@@ -1,18 +1,20 @@
 """MQTT ingest: validate gateway messages, commit them in groups, then ack what is stored.
 
-The event loop only receives and queues raw payloads. One writer thread takes them in
-groups, validates a group, then commits it in one transaction; an ack is published only
-after its batch's transaction has committed. Validating outside the write lock lets
-another ingest process (``fleet ingest``) commit meanwhile, and keeps the event loop from
-competing with a commit for the GIL, which sqlite3 takes back after every statement (a
-busy event loop would hold it up to the switch interval each time: ``fleet serve`` and
-``fleet ingest`` shorten it for their whole process, this module leaves it alone). A bad
-message is counted and logged (first time per gateway and reason at WARNING) and never
-stops ingest. Every task it starts (connections, the commit loop, each round of acks, the
-outbox) lives in one TaskGroup: none outlives the worker, and a failed round of acks is
-logged with its traceback and counted, never lost. Queued commands and signed documents
-go out through ``fleet.outbox`` on the worker's connection; this module never publishes
-them itself.
+The event loop only receives and queues raw payloads. A decoding thread takes them in
+groups and validates a group while the previous one commits; a writer thread commits each
+group in one transaction (``commit_threads`` writers commit groups side by side, for a
+store whose commits may overlap: PostgreSQL's take a lock per gateway); an ack is
+published only after its batch's transaction has committed. Validating outside the write
+lock lets another ingest process (``fleet ingest``) commit meanwhile, and keeps the event
+loop from competing with a commit for the GIL, which sqlite3 takes back after every
+statement (a busy event loop would hold it up to the switch interval each time: ``fleet
+serve`` and ``fleet ingest`` shorten it for their whole process, this module leaves it
+alone). A bad message is counted and logged (first time per gateway and reason at
+WARNING) and never stops ingest. Every task it starts (connections, the commit loop, each
+group's commit with its round of acks, the outbox) lives in one TaskGroup: none outlives
+the worker, and a failed round of acks is logged with its traceback and counted, never
+lost. Queued commands and signed documents go out through ``fleet.outbox`` on the
+worker's connection; this module never publishes them itself.
 """
 
 from __future__ import annotations
@@ -156,6 +158,9 @@ class IngestWorker:
     load. ``client_id`` must be unique per process. Run with ``await worker.run()``;
     ``ready`` is set once every connection has subscribed. ``outbox`` delivers queued
     commands and documents on the first connected client. ``rng`` jitters reconnections.
+    ``commit_threads`` groups may commit at once (1 unless ``repository.commit`` is safe
+    to call from several threads and its commits may overlap); each commit's acks go out
+    as soon as it has committed.
     """
 
     def __init__(
@@ -167,7 +172,10 @@ class IngestWorker:
         connections: int = 1,
         shared_group: str | None = None,
         rng: random.Random | None = None,
+        commit_threads: int = 1,
     ) -> None:
+        if commit_threads < 1:
+            raise ValueError(f"commit_threads must be at least 1, not {commit_threads}")
         self.repository = repository
         self.broker = broker
         self.client_id = client_id
@@ -179,7 +187,11 @@ class IngestWorker:
         self._subscribed: set[int] = set()
         self._pending: list[RawMessage] = []
         self._has_pending = asyncio.Event()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-commit")
+        self.commit_threads = commit_threads
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-decode")
+        self._writer = ThreadPoolExecutor(
+            max_workers=commit_threads, thread_name_prefix="fleet-commit"
+        )
         self._logged: set[tuple[str | None, str]] = set()
         self._commit_failing = False
         self._rng = rng or random.Random()
@@ -198,6 +210,7 @@ class IngestWorker:
                 group.create_task(self._commit_loop(group), name=f"{self.client_id} commit")
                 group.create_task(self.outbox.run(), name=f"{self.client_id} outbox")
         finally:
+            self._decoder.shutdown(wait=True)
             self._writer.shutdown(wait=True)
 
     def wake_outbox(self) -> None:
@@ -265,7 +278,7 @@ class IngestWorker:
 
     @staticmethod
     def _decode_group(group: Sequence[RawMessage]) -> tuple[list[Received], list[Rejection]]:
-        """Validate a group (on the writer thread, before it takes the write lock)."""
+        """Validate a group (on the decoding thread, while the previous group commits)."""
         received: list[Received] = []
         rejected: list[Rejection] = []
         for raw in group:
@@ -281,32 +294,45 @@ class IngestWorker:
         return received, rejected
 
     async def _commit_loop(self, tasks: asyncio.TaskGroup) -> None:
-        """Commit group after group; each commit's acks go out in a task of ``tasks``."""
+        """Decode group after group; each commits, then sends its acks, in a task of ``tasks``.
+
+        At most ``commit_threads`` groups commit at once; the next group is decoded
+        meanwhile, and waits for a free writer.
+        """
         loop = asyncio.get_running_loop()
+        writers = asyncio.Semaphore(self.commit_threads)
         while True:
             await self._has_pending.wait()
             raw = self._take_group()
-            group, rejected = await loop.run_in_executor(self._writer, self._decode_group, raw)
+            group, rejected = await loop.run_in_executor(self._decoder, self._decode_group, raw)
             for rejection in rejected:
                 self._reject(rejection.gateway_id, rejection.reason, rejection.detail)
             if not group:
                 continue
-            try:
-                result = await loop.run_in_executor(self._writer, self.repository.commit, group)
-            except Exception:
-                # Nothing is acked, so every gateway resends these; ingest goes on. The first
-                # failure is logged with its traceback, repeats quietly until a commit works.
-                level = logging.DEBUG if self._commit_failing else logging.ERROR
-                log.log(level, "could not commit %d messages", len(group), exc_info=True)
-                self._commit_failing = True
-                self.stats.rejected["storage_error"] += len(group)
-                continue
-            if self._commit_failing:
-                log.warning("commits work again")
-                self._commit_failing = False
-            self._account(group, result)
-            if result.acks:
-                tasks.create_task(self._send_acks(result.acks), name=f"{self.client_id} acks")
+            await writers.acquire()
+            tasks.create_task(self._commit(group, writers), name=f"{self.client_id} commit")
+
+    async def _commit(self, group: list[Received], writers: asyncio.Semaphore) -> None:
+        """Commit one group on a writer thread, then publish its acks. Never raises."""
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._writer, self.repository.commit, group)
+        except Exception:
+            # Nothing is acked, so every gateway resends these; ingest goes on. The first
+            # failure is logged with its traceback, repeats quietly until a commit works.
+            level = logging.DEBUG if self._commit_failing else logging.ERROR
+            log.log(level, "could not commit %d messages", len(group), exc_info=True)
+            self._commit_failing = True
+            self.stats.rejected["storage_error"] += len(group)
+            return
+        finally:
+            writers.release()
+        if self._commit_failing:
+            log.warning("commits work again")
+            self._commit_failing = False
+        self._account(group, result)
+        if result.acks:
+            await self._send_acks(result.acks)
 
     def _account(self, group: Sequence[Received], result: CommitResult) -> None:
         self.stats.commits += 1

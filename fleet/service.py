@@ -96,6 +96,16 @@ def open_ingest_store(settings: FleetSettings) -> IngestStore:
     return PostgresRepository(check_database(settings.database), pool_size=4)
 
 
+#: Groups one PostgreSQL ingest worker commits side by side: one fills its transaction
+#: while the other waits on the disk (SQLite has one writer, so one there).
+POSTGRES_COMMIT_THREADS = 2
+
+
+def commit_threads(settings: FleetSettings) -> int:
+    """How many groups an ingest worker of ``settings`` may commit at once."""
+    return POSTGRES_COMMIT_THREADS if settings.database is not None else 1
+
+
 def open_enrollment(settings: FleetSettings, repository: Repository) -> Enrollment:
     """The enrollment service for ``settings``; creates the signing key and account once."""
     ca = settings.gateway_broker_ca
@@ -150,6 +160,7 @@ async def run_fleet(
                 client_id=client_id,
                 connections=settings.ingest_connections,
                 shared_group=INGEST_GROUP if settings.broker == "external" else None,
+                commit_threads=commit_threads(settings),
             )
             task = asyncio.create_task(worker.run(), name="fleet-ingest")
             task.add_done_callback(_report_ingest_stopped)
@@ -179,6 +190,7 @@ async def run_ingest_worker(
             client_id=client_id,
             connections=settings.ingest_connections,
             shared_group=INGEST_GROUP,
+            commit_threads=commit_threads(settings),
         )
         task = asyncio.create_task(worker.run(), name="fleet-ingest")
         task.add_done_callback(_report_ingest_stopped)

@@ -15,12 +15,14 @@ import psycopg
 import pytest
 
 from fleet.ota_tables import STALE_CLAIM_S
+from fleet.postgres_ingest import GATEWAY_LOCK, ROLLUPS
 from fleet.postgres_repository import PostgresRepository, cover
 from fleet.postgres_schema import DAY_S, partition_name, partitions
 from fleet.repository import NewGateway, Received
 from hardware_sim.harness.postgres import PostgresCluster
+from hardware_sim.harness.waiting import wait_until
 from ota.document import DocumentKind
-from protocol import DataBatch, EventBatch, EventRow, Stream
+from protocol import BAD_QUALITY_MASK, DataBatch, EventBatch, EventRow, Quality, Stream
 
 DAY0 = 1_750_032_000  # a UTC midnight
 GW = "gw-0123456789"
@@ -141,6 +143,89 @@ def test_workers_sharing_a_gateway_store_each_row_once_in_any_order(url: str) ->
     assert [p.seq for p in held] == list(range(1, 301))
     for worker in workers:
         worker.close()
+
+
+def waiting_for_a_gateway_lock(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = %s",
+            (GATEWAY_LOCK,),
+        ).fetchone()
+    return row is not None and int(row[0]) > 0
+
+
+def test_rows_copied_before_the_locks_are_rolled_back_when_another_commit_took_them(
+    store: PostgresRepository, url: str
+) -> None:
+    # The channel exists, so the next commit copies its rows before it takes the lock.
+    store.commit([batch(1, 10, DAY0, 1)])
+    results = []
+    with psycopg.connect(url) as other:
+        other.execute(
+            "SELECT pg_advisory_xact_lock((%s::bigint << 32) | num) FROM gateways WHERE id = %s",
+            (GATEWAY_LOCK, GW),
+        )
+        committing = threading.Thread(
+            target=lambda: results.append(store.commit([batch(11, 20, DAY0 + 10, 1)]))
+        )
+        committing.start()
+        wait_until(lambda: waiting_for_a_gateway_lock(url), 10, "the commit to wait for the lock")
+        # Meanwhile another worker committed seqs 11..20 (its mark says so).
+        other.execute(
+            "UPDATE stream_marks SET contiguous = 20 FROM gateways g "
+            "WHERE g.id = %s AND stream_marks.gw = g.num AND stream = 'readings'",
+            (GW,),
+        )
+    committing.join(timeout=30)
+    (result,) = results
+    assert (result.rows_stored, result.rows_duplicate) == (0, 10)
+    assert result.acks == {(GW, Stream.READINGS): 20}
+    assert raw_rows(url) == 10  # the copied rows went back, and no rollup counts them
+    with psycopg.connect(url) as conn:
+        for table, _step in ROLLUPS:
+            counted = conn.execute(f"SELECT sum(good) FROM {table}").fetchone()
+            assert counted is not None
+            assert int(counted[0]) == 10
+
+
+def test_the_rollups_a_worker_sums_are_the_ones_sql_sums_from_the_raw_rows(
+    store: PostgresRepository, url: str
+) -> None:
+    bad = int(Quality.TIMEOUT)
+    assert bad & BAD_QUALITY_MASK
+    names = ("rain", "level")
+    values = [0.25, -3.5, None, 7.0, 2.75, 1.5, None, -0.25]
+    qualities = [0, 0, 0, bad, 0, bad, bad, 0]
+
+    def mixed(first: int, count: int) -> Received:
+        # One reading every 23 s from a minute before an hour, across both boundaries.
+        rows = [
+            (s, DAY0 + 3600 - 60 + 23 * s, names[s % 2], values[s % 8], qualities[s % 8])
+            for s in range(first, first + count)
+        ]
+        last = first + count - 1
+        payload = DataBatch(gateway_id=GW, first_seq=first, last_seq=last, rows=rows)
+        return Received(GW, DAY0, payload)
+
+    store.commit([mixed(1, 200), mixed(201, 150)])
+    store.commit([mixed(351, 250)])  # adds to the buckets the first commit made
+    with psycopg.connect(url) as conn:
+        for table, step in ROLLUPS:
+            held = conn.execute(
+                f"SELECT channel, start, good, bad, total, low, high FROM {table} ORDER BY 1, 2"
+            ).fetchall()
+            summed = conn.execute(
+                f"SELECT channel, floor(ts / {step}) * {step} AS start, "
+                "count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok), "
+                "coalesce(sum(value) FILTER (WHERE ok), 0), min(value) FILTER (WHERE ok), "
+                "max(value) FILTER (WHERE ok) FROM (SELECT channel, ts, value, "
+                "value IS NOT NULL AND (quality & %s) = 0 AS ok FROM readings) AS r "
+                "GROUP BY 1, 2 ORDER BY 1, 2",
+                (BAD_QUALITY_MASK,),
+            ).fetchall()
+            assert held == summed
+            assert len(held) > 2
 
 
 def queue_document(url: str, kind: str, version: int, document: bytes) -> None:
