@@ -16,7 +16,13 @@ The time is SIMULATED, and the kernel's writeback is not: on a real gateway a fi
 for 30 s is written back at the flusher's next wake-up (every 5 s), and a page written
 again after that counts again. So this bench plays the flusher on the simulated clock
 (``Flusher``: a file whose mtime moved 30 simulated s ago is fsynced at the next 5 s
-tick), and the fast day counts what a real day would.
+tick), and the fast day counts what a real day would. The pages each played writeback
+cleans are counted per file (``bench/page_cache.py``: ``cachestat``, Linux 6.5 or later);
+what SQLite wrote back itself is the rest of ``write_bytes``, ``db_and_sqlite_fsyncs``:
+the database's pages (only a checkpoint writes them, and it fsyncs them) and the WAL
+pages a checkpoint or a FULL commit fsynced before the played writeback came to them.
+``by_file`` in the JSON, per reading.
+``bench/sd_wear_floor.py`` measures the same split for the store alone, lever by lever.
 
 Phase ``live``: the same gateway at real speed for ``--live-s`` seconds; the fleet's
 database is looked at every 5 ms, and each reading's latency is the time it was first
@@ -48,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_harness_bench import emit, percentile
+from page_cache import write_back, write_bytes
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
@@ -222,27 +229,20 @@ def devices(clock: ScaledClock, storm: DesignStorm) -> list[SimulatedDevice]:
     ]  # fmt: skip
 
 
-def write_bytes(pid: int) -> int:
-    """What ``pid`` has sent to the storage layer so far (``/proc/PID/io``)."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    msg = f"no write_bytes in /proc/{pid}/io"
-    raise RuntimeError(msg)
-
-
 class Flusher:
     """The kernel's flusher on the simulated clock, for the store's files.
 
     A file counts as dirtied when its mtime moves (a write, or the first store to a clean
     page of the mmapped ``-shm``); at each 5 s tick a file dirtied 30 s ago or more is
-    written back (``fsync``), so the agent's next write to it dirties its pages again.
+    written back (``fsync``), so the agent's next write to it dirties its pages again;
+    ``written`` counts, per file, the bytes of the dirty pages each writeback cleaned.
     """
 
     def __init__(self, data_dir: Path, clock: ScaledClock) -> None:
         self.data_dir, self.clock = data_dir, clock
         self.seen: dict[str, int] = {}  # mtime at the last look
         self.dirtied: dict[str, float] = {}  # simulated time the file became dirty
+        self.written = dict.fromkeys(STORE_FILES, 0)
 
     def tick(self) -> None:
         """One wake-up of the flusher."""
@@ -258,12 +258,14 @@ class Flusher:
                     )
                 self.seen[name] = mtime
                 if name in self.dirtied and now - self.dirtied[name] >= DIRTY_EXPIRE_S:
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                    self.written[name] += write_back(path)
                     del self.dirtied[name]
+
+    def settle(self) -> None:
+        """Write every file back now (the start and the end of the measured day)."""
+        for name in STORE_FILES:
+            self.written[name] += write_back(self.data_dir / name)
+        self.dirtied.clear()
 
 
 def stored_readings(data_dir: Path) -> int:
@@ -345,12 +347,14 @@ async def simulated_day(
                 msg = f"the agent took more than {START_S:g} s to start"
                 raise RuntimeError(msg)
             await _until_sim(clock, ORIGIN)
+            flusher = Flusher(data_dir, clock)
+            flusher.settle()
+            flusher.written = dict.fromkeys(STORE_FILES, 0)
             first_seq, before = stored_readings(data_dir), write_bytes(gateway.pid)
             outage_start = ORIGIN + OUTAGE_START * day_s
             outage = (outage_start, outage_start + args.outage_h * 3600)
             broker_down = False
             end = ORIGIN + day_s
-            flusher = Flusher(data_dir, clock)
             next_tick = ORIGIN + FLUSHER_S
             while (now := clock.now()) < end:
                 if not broker_down and outage[0] <= now < outage[1]:
@@ -363,12 +367,22 @@ async def simulated_day(
                     flusher.tick()
                     next_tick += FLUSHER_S
                 await _until_sim(clock, min(next_tick, end))
+            flusher.settle()
             written = write_bytes(gateway.pid) - before
             last_seq = stored_readings(data_dir)
             alarms = _events(data_dir, "alarm")
         finally:
             await gateway.stop()
     readings = last_seq - first_seq
+    per_reading = max(readings, 1)
+    by_file = {
+        name.removeprefix("store.sqlite-"): round(b / per_reading, 1)
+        for name, b in flusher.written.items()
+        if name != "store.sqlite"  # checkpoints fsync it: its pages are in the rest
+    }
+    by_file["db_and_sqlite_fsyncs"] = round(
+        (written - sum(flusher.written.values())) / per_reading, 1
+    )
     return {
         "hours": args.day_h,
         "speed": args.speed,
@@ -377,6 +391,7 @@ async def simulated_day(
         "write_bytes": written,
         "bytes_per_reading": round(written / max(readings, 1), 1),
         "mb_per_day": round(written / 1e6 * DAY_S / day_s, 2),
+        "by_file": by_file,
     }
 
 

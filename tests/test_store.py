@@ -462,3 +462,33 @@ async def test_readings_written_by_an_older_release_after_a_rollback_are_found(t
     async with LocalStore(tmp_path) as store:
         history = store.history("rain.total", since=46_800)
     assert list(history.t) == [46_800.0 + 60 * i for i in range(5)]
+
+
+async def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(tmp_path):
+    new, old = tmp_path / "new", tmp_path / "old"
+    async with LocalStore(new) as store:
+        store.add_readings([reading(7200.0 + i) for i in range(50)])
+        await store.flush()
+        assert store.conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    # A store the previous release made, with its 2 KiB pages and readings in them.
+    old.mkdir()
+    db = sqlite3.connect(old / "store.sqlite")
+    db.execute("PRAGMA page_size=2048")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA_BEFORE)
+    with db:
+        db.execute("INSERT INTO channels VALUES (1, 'rain.total', 'mm')")
+        db.executemany(
+            "INSERT INTO readings(ts, channel, value, quality) VALUES (?, 1, ?, 0)",
+            [(7200.0 + i, float(i)) for i in range(50)],
+        )
+    db.close()
+    async with LocalStore(old) as store:
+        store.add_readings([reading(7300.0, value=-1)])
+        await store.flush()
+        page_size = store.conn.execute("PRAGMA page_size").fetchone()[0]
+        history = store.history("rain.total", since=7200.0)
+        integrity = store.integrity_check()
+    assert page_size == 2048
+    assert integrity == "ok"
+    assert list(history.value) == [float(i) for i in range(50)] + [-1.0]

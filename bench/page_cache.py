@@ -1,0 +1,71 @@
+"""Dirty pages of a file in the page cache, and the kernel's writeback played by hand.
+
+For the SD-card wear benches: ``/proc/PID/io`` says how much a process dirtied, not in
+which file; ``cachestat`` (Linux 6.5 and later) says how many of a file's pages are dirty,
+so the pages a played writeback cleans are counted per file. It only reads page-cache
+state and fsyncs files the bench names: it must never write to a file itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+from pathlib import Path
+
+#: ``cachestat`` has the same number on every architecture (the unified syscall table).
+SYS_CACHESTAT = 451
+#: The page cache's page, the unit ``write_bytes`` counts in.
+PAGE = 4096
+
+
+class _Range(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Stat(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("cache", "dirty", "writeback", "evicted", "recently_evicted")
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def dirty_pages(path: Path) -> int:
+    """How many of ``path``'s page-cache pages are dirty (0 when it does not exist)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return 0
+    try:
+        whole, stat = _Range(0, 0), _Stat()
+        if _libc.syscall(SYS_CACHESTAT, fd, ctypes.byref(whole), ctypes.byref(stat), 0) != 0:
+            errno = ctypes.get_errno()
+            msg = f"cachestat({path}) failed: {os.strerror(errno)} (needs Linux 6.5 or later)"
+            raise OSError(errno, msg)
+        return int(stat.dirty)
+    finally:
+        os.close(fd)
+
+
+def write_back(path: Path) -> int:
+    """Write ``path``'s dirty pages back (fsync) as the flusher would; the bytes it wrote."""
+    dirty = dirty_pages(path)
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return dirty * PAGE
+
+
+def write_bytes(pid: int | str = "self") -> int:
+    """What process ``pid`` has sent to the storage layer so far (``/proc/PID/io``)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    msg = f"no write_bytes in /proc/{pid}/io"
+    raise RuntimeError(msg)

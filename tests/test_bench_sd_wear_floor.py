@@ -1,0 +1,46 @@
+"""``bench/sd_wear_floor.py`` on two simulated hours runs end to end and splits what it counts.
+
+A smoke test of the benchmark itself (the real store and SQLite on /var/tmp, the kernel's
+``cachestat``): each variant's bytes are split by file and by cause without losing any,
+and the variant without a ``-shm`` file shows none. Its numbers are not judged here.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = platform.release().split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+@pytest.mark.skipif(
+    _kernel() < (6, 5), reason="the bench counts dirty pages with cachestat: Linux 6.5+"
+)
+@pytest.mark.timeout(120)
+def test_the_floor_bench_splits_the_bytes_by_file_and_cause() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "sd_wear_floor.py"), "--hours", "2",
+         "--only", "store", "sqlite_1024_no_shm"],
+        capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads(run.stdout.strip().splitlines()[-1])
+    variants = record["variants"]
+    assert sorted(variants) == ["sqlite_1024_no_shm", "store"]
+    for figures in variants.values():
+        total = figures["bytes_per_reading"]
+        assert total > record["raw_row_bytes"]  # at least the rows themselves
+        assert sum(figures["by_file"].values()) == pytest.approx(total, abs=0.3)
+        assert sum(figures["by_cause"].values()) == pytest.approx(total, abs=0.3)
+    assert variants["store"]["by_file"]["shm"] > 0
+    assert variants["sqlite_1024_no_shm"]["by_file"]["shm"] == 0
