@@ -2,8 +2,9 @@
 
 ``serve`` runs REST with ingest (and the embedded broker, for the demo and trials,
 unless ``--mqtt`` names mosquitto, the production setup); ``ingest`` runs only the MQTT
-worker. The token, API token and broker-config commands work on the data directory
-directly, with the service stopped or running.
+worker. The token, API token and broker-config commands work on the fleet's database
+directly (the SQLite file in the data directory, or ``--database``/``HAZARDWATCH_DATABASE``),
+with the service stopped or running.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ from fleet.broker_files import (
     Listener,
     mosquitto_conf,
 )
-from fleet.cli_options import DEFAULT_DATA_DIR, DataDir
-from fleet.database_url import DatabaseUrlError, check_database
+from fleet.cli_options import DEFAULT_DATA_DIR, Database, DataDir, checked_database
 from fleet.enrollment import BUNDLE_TTL_S
 from fleet.escalation_config import load_escalation_settings
 from fleet.leases import LEASE_S
@@ -42,8 +42,6 @@ from fleet.rollout_cli import release_app, rollout_app
 from fleet.roster_cli import roster_app
 from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import (
-    DatabaseUnreachableError,
-    check_reachable,
     open_enrollment,
     open_repository,
     run_ingest_worker,
@@ -126,25 +124,6 @@ def parse_duration(text: str) -> float:
         msg = f"{text!r} is not a duration like 3600, 15m, 24h or 30d"
         raise typer.BadParameter(msg)
     return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-Database = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        help="PostgreSQL URL, e.g. postgresql://fleet@db/hazardwatch (default: fleet.sqlite "
-        "in the data directory).",
-    ),
-]
-
-
-def _database(url: str | None) -> str | None:
-    if url is None:
-        return None
-    try:
-        return check_database(url)
-    except DatabaseUrlError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--database") from None
 
 
 def _site(site: str) -> str:
@@ -255,12 +234,9 @@ def serve(
         mosquitto_pid_file,
         ingest_connections,
     )
-    settings = replace(settings, database=_database(database), lease_s=lease_s)
-    if settings.database is not None:
-        try:
-            check_reachable(settings.database)
-        except DatabaseUnreachableError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--database") from None
+    settings = replace(
+        settings, database=checked_database(database, reachable=True), lease_s=lease_s
+    )
     if escalation is not None:
         try:
             settings = replace(settings, escalation=load_escalation_settings(escalation))
@@ -309,7 +285,7 @@ def ingest(
         mqtt_url=mqtt,
         mqtt_ca=mqtt_ca,
         ingest_connections=ingest_connections,
-        database=_database(database),
+        database=checked_database(database),
     )
 
     async def run() -> None:
@@ -327,9 +303,11 @@ def token_create(
     ttl: Annotated[str, typer.Option("--ttl", help="Validity, e.g. 24h or 7d.")] = "24h",
     note: Annotated[str | None, typer.Option(help="Free text, e.g. who installs it.")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
 ) -> None:
     """Create a one-time enrollment token and print it (shown only now)."""
-    repository = open_repository(FleetSettings(data_dir=data_dir))
+    url = checked_database(database, reachable=True)
+    repository = open_repository(FleetSettings(data_dir=data_dir, database=url))
     try:
         token, secret = repository.create_enrollment_token(
             _site(site), time.time() + parse_duration(ttl), "cli", note, time.time()
@@ -350,10 +328,12 @@ def token_bundle(
     public_broker_url: PublicBroker = None,
     public_broker_ca: PublicCa = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
 ) -> None:
     """Write an offline enrollment bundle for a USB stick (`edge enroll --bundle FILE`)."""
     settings = FleetSettings(
         data_dir=data_dir,
+        database=checked_database(database, reachable=True),
         fleet_url=fleet_url,
         public_broker_url=public_broker_url,
         public_broker_ca=public_broker_ca,
@@ -382,7 +362,7 @@ def backup(
     SQLite (the default): its online backup API, checked afterwards. PostgreSQL
     (``--database``): pg_dump's custom format, for pg_restore. The copy is mode 0600.
     """
-    url = _database(database)
+    url = checked_database(database)
     try:
         if url is None:
             backup_sqlite(FleetSettings(data_dir=data_dir).db_path, out)
@@ -409,7 +389,7 @@ def migrate(
     Stop the fleet first. A run cut short (killed, a lost connection) goes on from its last
     committed chunk when run again; the result is the same as one clean run.
     """
-    url = _database(to)
+    url = checked_database(to)
     assert url is not None
     # psycopg is the 'fleet' extra: a county on SQLite runs without it.
     from fleet.migrate import MigrateError, run_migration  # noqa: PLC0415
@@ -452,9 +432,14 @@ def broker_config(
     keyfile: Annotated[Path | None, typer.Option(help="Broker private key (TLS).")] = None,
     cafile: Annotated[Path | None, typer.Option(help="CA file for the TLS listener.")] = None,
     mosquitto_pid_file: PidFile = None,
+    database: Database = None,
 ) -> None:
     """Write mosquitto's password file, ACL and a config snippet for all enrolled gateways."""
-    settings = FleetSettings(data_dir=data_dir, mosquitto_pid_file=mosquitto_pid_file)
+    settings = FleetSettings(
+        data_dir=data_dir,
+        mosquitto_pid_file=mosquitto_pid_file,
+        database=checked_database(database, reachable=True),
+    )
     repository = open_repository(settings)
     try:
         open_enrollment(settings, repository).sync_broker()
@@ -522,10 +507,12 @@ def apitoken_create(
     ],
     ttl: ApiTokenTtl = "90d",
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
 ) -> None:
     """Create an API token and print it (shown only now; stored hashed)."""
     ttl_s = _api_token_ttl(ttl)
-    repository = open_repository(FleetSettings(data_dir=data_dir))
+    url = checked_database(database, reachable=True)
+    repository = open_repository(FleetSettings(data_dir=data_dir, database=url))
     try:
         token, secret = repository.create_api_token(name, role, time.time(), ttl_s)
     finally:
@@ -538,10 +525,12 @@ def apitoken_rotate(
     token_id: Annotated[int, typer.Argument(help="The token's id (see apitoken list).")],
     ttl: ApiTokenTtl = "90d",
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
 ) -> None:
     """Give a token a new secret and expiry, and print the secret; the old one stops now."""
     ttl_s = _api_token_ttl(ttl)
-    repository = open_repository(FleetSettings(data_dir=data_dir))
+    url = checked_database(database, reachable=True)
+    repository = open_repository(FleetSettings(data_dir=data_dir, database=url))
     try:
         token, secret = repository.rotate_api_token(token_id, time.time(), ttl_s)
     except (NotFoundError, ConflictError) as exc:
@@ -553,9 +542,10 @@ def apitoken_rotate(
 
 
 @apitoken_app.command("list")
-def apitoken_list(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def apitoken_list(data_dir: DataDir = DEFAULT_DATA_DIR, database: Database = None) -> None:
     """Every API token (never a secret): id, name, role, and until when it works."""
-    repository = open_repository(FleetSettings(data_dir=data_dir))
+    url = checked_database(database, reachable=True)
+    repository = open_repository(FleetSettings(data_dir=data_dir, database=url))
     try:
         tokens = repository.list_api_tokens()
     finally:

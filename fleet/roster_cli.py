@@ -1,6 +1,7 @@
 """``fleet roster``: import a county's roster spreadsheet (CSV) and show a site's roster.
 
-Works on the data directory directly, with the service stopped or running. A file with a
+Works on the fleet's database directly (the data directory's SQLite file, or
+``--database``/``HAZARDWATCH_DATABASE``), with the service stopped or running. A file with a
 bad row is refused whole, naming the line and the field; nothing of it is stored. Contact
 details are printed masked unless asked for, and are never logged.
 """
@@ -13,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from fleet.cli_options import DEFAULT_DATA_DIR, DataDir
+from fleet.cli_options import DEFAULT_DATA_DIR, Database, DataDir, checked_database
 from fleet.roster import RosterError, mask_email, mask_webhook, parse_roster_csv
 from fleet.service import open_repository
 from fleet.settings import FleetSettings
@@ -30,6 +31,7 @@ roster_app = typer.Typer(
 def roster_import(
     file: Annotated[Path, typer.Argument(help="CSV: site_id,tier,name,role,mobile,email,webhook")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
 ) -> None:
     """Replace the roster of every site named in FILE (sites not in it are left alone).
 
@@ -47,7 +49,7 @@ def roster_import(
     except RosterError as exc:
         typer.echo(f"{file}: {exc}; nothing was imported", err=True)
         raise typer.Exit(2) from exc
-    settings = FleetSettings(data_dir=data_dir)
+    settings = FleetSettings(data_dir=data_dir, database=checked_database(database, reachable=True))
     repository = open_repository(settings)
     try:
         now = time.time()
@@ -77,12 +79,14 @@ def roster_import(
 def roster_show(
     site_id: Annotated[str, typer.Argument(help="The site, e.g. creek-village.")],
     data_dir: DataDir = DEFAULT_DATA_DIR,
+    database: Database = None,
     unmasked: Annotated[
         bool, typer.Option("--unmasked", help="Print phone numbers and e-mail in clear.")
     ] = False,
 ) -> None:
     """A site's persons by tier: id, tier, name, role, mobile, e-mail, webhook (masked)."""
-    repository = open_repository(FleetSettings(data_dir=data_dir))
+    url = checked_database(database, reachable=True)
+    repository = open_repository(FleetSettings(data_dir=data_dir, database=url))
     try:
         persons = repository.escalation.roster(site_id)
     finally:
