@@ -17,6 +17,7 @@ from fleet.broker_files import PASSWORD_FILE
 from fleet.postgres_repository import PostgresRepository
 from fleet.repository import NewGateway, Role
 from hardware_sim.harness.postgres import PostgresCluster
+from protocol import OfflineBundle
 
 ROSTER = (
     "site_id,tier,name,role,mobile,email,webhook\n"
@@ -87,6 +88,30 @@ def test_an_enrollment_token_created_with_database_is_redeemed_there(
     assert broker.returncode == 0, broker.stderr
     assert "1 gateways" in broker.stderr  # the gateway enrolled on PostgreSQL
     assert "gw-aaaaaaaaaa:" in (tmp_path / "broker" / PASSWORD_FILE).read_text()
+    assert not (tmp_path / "fleet.sqlite").exists()
+
+
+def test_an_offline_bundle_written_with_database_is_redeemed_there(
+    tmp_path: Path, postgres: PostgresCluster
+) -> None:
+    out = tmp_path / "enroll.json"
+    with postgres.fresh_schema() as url:
+        done = fleet(
+            "token", "bundle", "--site", "ridge", "--out", str(out),
+            "--data-dir", str(tmp_path), database=url,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        bundle = OfflineBundle.model_validate_json(out.read_text())
+        repository = PostgresRepository(url)
+        try:
+            gateway = repository.redeem_enrollment_token(
+                bundle.token,
+                NewGateway("gw-bbbbbbbbbb", "k" * 44, "$7$x", None, None),
+                time.time(),
+            )
+        finally:
+            repository.close()
+    assert gateway.site_id == "ridge"
     assert not (tmp_path / "fleet.sqlite").exists()
 
 
