@@ -1,8 +1,9 @@
 """Alarms and events written once: the reads and the two operator writes both backends share.
 
 ``AlarmTables`` is the part of ``SQLiteRepository`` and ``PostgresRepository`` that reads
-stored events and alarm episodes (with their receipts) and records an acknowledgement or
-a confirmed receipt; its statements run through the repository's
+stored events and alarm episodes (with their receipts), records an acknowledgement or
+a confirmed receipt, and hands the console's live feed (``fleet.live_changes``) one
+snapshot per look; its statements run through the repository's
 ``fleet.statements.Statements``. Episodes themselves are written by the ingest commit of
 each backend (``fleet.sqlite_ingest``, ``fleet.postgres_ingest``), not here.
 
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleet import store_rows
+from fleet.live_changes import LiveChange, LiveCursor, changes_since, start_cursor
 from fleet.repository import Alarm, ConflictError, NotFoundError, StoredEvent
 from fleet.statements import Statements, marks
 from fleet.timestamps import iso
@@ -25,6 +27,16 @@ class AlarmTables:
     """Events and alarm episodes of the repository's database (``AlarmStore``'s reads)."""
 
     _sql: Statements
+
+    def live_cursor(self) -> LiveCursor:
+        """A cursor at the present for ``live_changes``."""
+        with self._sql.snapshot() as db:
+            return start_cursor(db.tuples)
+
+    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
+        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
+        with self._sql.snapshot() as db:
+            return changes_since(db.tuples, cursor)
 
     def events(
         self,

@@ -5,10 +5,10 @@ process or another (``fleet ingest`` beside ``fleet serve``), because it reads t
 not the ingest's memory. Read only; a change is reported once per cursor, never lost
 between two looks (the cursors are ids and times the store wrote).
 
-It knows no database: each backend hands it a ``Read`` (a query with ``?`` placeholders
-and its parameters, to rows as tuples) on one consistent snapshot, SQLite's or PostgreSQL's
-(``SQLiteRepository.live_changes``, ``PostgresRepository.live_changes``); both keep the same
-tables. It must never write.
+It knows no database: it is handed a ``Read`` (a query with ``?`` placeholders and its
+parameters, to rows as tuples) on one consistent snapshot of either backend
+(``fleet.alarm_tables.AlarmTables.live_changes``, through the repository's statement
+runner); both keep the same tables. It must never write.
 """
 
 from __future__ import annotations

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from fleet import store_rows
 from fleet.alarm_tables import AlarmTables
 from fleet.gateway_tables import CLAIMABLE
-from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.postgres_alarm_watch import PostgresAlarmWatch
 from fleet.postgres_escalation import PostgresEscalation
 from fleet.postgres_ingest import PostgresIngestWriter
@@ -98,28 +96,6 @@ class PostgresRepository(TokenTables, AlarmTables):
         """The responsible persons of ``site_id`` (叫应), every tier."""
         return self.escalation.roster(site_id)
 
-    def live_cursor(self) -> LiveCursor:
-        """A cursor at the present for ``live_changes``."""
-        with self._snapshot() as read:
-            return start_cursor(read)
-
-    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
-        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
-        with self._snapshot() as read:
-            return changes_since(read, cursor)
-
-    @contextmanager
-    def _snapshot(self) -> Iterator[Read]:
-        """``fleet.live_changes``'s view: one REPEATABLE READ snapshot, rows as tuples."""
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            rows = conn.cursor(row_factory=tuple_row)
-
-            def read(query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-                return rows.execute(query.replace("?", "%s").encode(), params).fetchall()
-
-            yield read
-
     def open_alarm_watch(self) -> PostgresAlarmWatch:
         """A LISTEN/NOTIFY watch on the active alarms (``fleet.postgres_alarm_watch``)."""
         return PostgresAlarmWatch(self.url)
@@ -128,14 +104,6 @@ class PostgresRepository(TokenTables, AlarmTables):
         """Retention: drop the day partitions of readings all older than ``cutoff``."""
         with self._pool.connection() as conn:
             return drop_partitions_before(conn, cutoff)
-
-    def _one(self, query: str, params: Sequence[Any] = ()) -> Row | None:
-        with self._pool.connection() as conn:
-            return conn.execute(query.encode(), params).fetchone()
-
-    def _all(self, query: str, params: Sequence[Any] = ()) -> list[Row]:
-        with self._pool.connection() as conn:
-            return conn.execute(query.encode(), params).fetchall()
 
     # --- gateways ---------------------------------------------------------------------------
 
@@ -150,7 +118,7 @@ class PostgresRepository(TokenTables, AlarmTables):
         return [store_rows.gateway(r, (r["marks"] or {})) for r in rows]
 
     def _gateway_num(self, gateway_id: str) -> int | None:
-        row = self._one("SELECT num FROM gateways WHERE id = %s", [gateway_id])
+        row = self._sql.row("SELECT num FROM gateways WHERE id = ?", [gateway_id])
         return None if row is None else int(row["num"])
 
     # --- ingest and readings ----------------------------------------------------------------

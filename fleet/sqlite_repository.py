@@ -21,7 +21,6 @@ from typing import Any
 from fleet import store_rows
 from fleet.alarm_tables import AlarmTables
 from fleet.alarm_watch import AlarmWatch
-from fleet.live_changes import LiveChange, LiveCursor, Read, changes_since, start_cursor
 from fleet.repository import (
     ACK_ORIGIN_FROM_WORDS,
     API_TOKEN_TTL_S,
@@ -36,7 +35,7 @@ from fleet.sqlite_escalation import SQLiteEscalation
 from fleet.sqlite_ingest import IngestWriter
 from fleet.sqlite_leases import SQLiteLeases
 from fleet.sqlite_ota import SQLiteOta
-from fleet.sqlite_statements import SQLiteStatements, read_snapshot
+from fleet.sqlite_statements import SQLiteStatements
 from fleet.timestamps import iso
 from fleet.token_tables import TokenTables
 from protocol import BAD_QUALITY_MASK
@@ -178,15 +177,6 @@ CREATE INDEX IF NOT EXISTS commands_pending ON commands (status, issued_at);
 """
 
 
-def _reader(db: sqlite3.Connection) -> Read:
-    """``fleet.live_changes``'s view of one connection: rows as plain tuples."""
-
-    def read(query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in db.execute(query, params)]
-
-    return read
-
-
 class SQLiteRepository(TokenTables, AlarmTables):
     """``Repository`` on one SQLite file; safe to share between threads.
 
@@ -220,16 +210,6 @@ class SQLiteRepository(TokenTables, AlarmTables):
     def open_alarm_watch(self) -> AlarmWatch:
         """A watch on the active alarms of this file (``fleet.alarm_watch``)."""
         return AlarmWatch(self.path)
-
-    def live_cursor(self) -> LiveCursor:
-        """A cursor at the present for ``live_changes``."""
-        with read_snapshot(self._db()) as db:
-            return start_cursor(_reader(db))
-
-    def live_changes(self, cursor: LiveCursor) -> list[LiveChange]:
-        """Level changes, health and 叫应 steps stored after ``cursor`` (moved past them)."""
-        with read_snapshot(self._db()) as db:
-            return changes_since(_reader(db), cursor)
 
     def _migrate(self, now: float) -> None:
         """Bring a database made by an older version up to ``SCHEMA``.

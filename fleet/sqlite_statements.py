@@ -86,11 +86,3 @@ class SQLiteStatements(Statements):
     def json_array_has(self, column: str) -> str:
         """SQL true when the JSON array of strings in ``column`` holds ``?``."""
         return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value = ?)"
-
-
-def rowid(cursor: sqlite3.Cursor) -> int:
-    """The id of the row an INSERT just made (an insert without one is a bug)."""
-    if cursor.lastrowid is None:
-        msg = "insert returned no row id"
-        raise RuntimeError(msg)
-    return cursor.lastrowid

@@ -66,6 +66,10 @@ class Transaction(ABC):
         """The first row of one query, or None."""
         return self.execute(sql, params).fetchone()
 
+    def tuples(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Every row of one query as a plain tuple (``fleet.live_changes``'s ``Read``)."""
+        return [tuple(row) for row in self.rows(sql, params)]
+
     def grouped(self, sql: str, keys: Sequence[Any], by: str) -> dict[Any, list[Row]]:
         """The rows of ``sql`` by their column ``by``, in order.
 

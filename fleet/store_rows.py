@@ -1,8 +1,8 @@
 """Rows to records: how every storage backend reads its core tables into ``fleet.repository``.
 
 Both ``SQLiteRepository`` and ``PostgresRepository`` read the same columns of the same tables;
-a row here is anything read by column name (``sqlite3.Row``, a psycopg dict row). The
-stores written once (``fleet.escalation_tables``, ``fleet.ota_tables``) keep their own.
+a row here is anything read by column name (a ``fleet.statements`` row). The stores written
+once (``fleet.escalation_tables``, ``fleet.ota_tables``) keep their own.
 
 This module must never run a statement nor know a database driver, and never put a
 secret or a token hash into a record.
