@@ -36,7 +36,17 @@ class PostgresRow(tuple):  # type: ignore[type-arg]
 
 
 def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
-    names = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return _row_class(tuple(column.name for column in cursor.description or ()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_class(columns: tuple[str, ...]) -> type[PostgresRow]:
+    """The row class of one set of columns, made once (psycopg asks at every execute).
+
+    A class made per statement cost ~5 µs and ~1.4 kB of garbage only the cyclic
+    collector frees, on every read of the 叫应 round and the ingest workers' polls.
+    """
+    names = {name: i for i, name in enumerate(columns)}
     return type("Row", (PostgresRow,), {"__slots__": (), "names": names})
 
 

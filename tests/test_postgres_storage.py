@@ -228,6 +228,20 @@ def test_the_rollups_a_worker_sums_are_the_ones_sql_sums_from_the_raw_rows(
             assert len(held) > 2
 
 
+def test_rows_of_one_statement_share_one_class_and_read_by_name_and_position(
+    store: PostgresRepository,
+) -> None:
+    read = "SELECT id, site_id FROM gateways WHERE id = ?"
+    first, again = store._sql.row(read, [GW]), store._sql.row(read, [GW])
+    assert first is not None
+    assert again is not None
+    assert type(first) is type(again)  # made once, not at every execute
+    assert (first["site_id"], first[0], dict(first)) == ("site", GW, {"id": GW, "site_id": "site"})
+    other = store._sql.row("SELECT site_id, id FROM gateways WHERE id = ?", [GW])
+    assert other is not None
+    assert (other["id"], other[0]) == (GW, "site")
+
+
 def queue_document(url: str, kind: str, version: int, document: bytes) -> None:
     """What issuing a signed document leaves behind (OTA is not on PostgreSQL yet)."""
     with psycopg.connect(url, autocommit=True) as conn:
