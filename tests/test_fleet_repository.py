@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from fleet.credentials import token_hash
-from fleet.repository import API_TOKEN_TTL_S, EnrollmentRefusedError, NewGateway, Received
+from fleet.repository import (
+    API_TOKEN_TTL_S,
+    ConflictError,
+    EnrollmentRefusedError,
+    NewGateway,
+    Received,
+)
+from fleet.sqlite_connections import WRITE_LOCK, ThreadConnections
 from fleet.sqlite_ingest import ROWS_PER_STATEMENT, insert_readings
 from fleet.sqlite_repository import SQLiteRepository
+from hardware_sim.harness.waiting import wait_until
 from protocol import DataBatch, EventBatch, EventRow, Stream
 
 T0 = 1_750_000_000.0
@@ -314,6 +324,40 @@ def test_alarm_events_open_raise_acknowledge_and_close_one_episode(
     [ended] = repository.alarms(active=False, gateway_ids=[GW], since=None, until=None, limit=10)
     assert (ended.id, ended.peak_level, ended.cleared_at) == (alarm.id, 4, T0 + 5)
     assert repository.get_gateway(GW).alarm_level == 0
+
+
+def writers_waiting(database: Path) -> int:
+    """How many writers wait for the database's write lock (``flock`` waiters, /proc/locks)."""
+    inode = os.stat(database.with_name(f"{database.name}.{WRITE_LOCK}")).st_ino
+    lines = Path("/proc/locks").read_text().splitlines()
+    return sum(1 for line in lines if "->" in line and line.split()[-3].endswith(f":{inode}"))
+
+
+def test_two_operators_acknowledging_at_once_get_one_success_and_one_conflict(
+    repository: SQLiteRepository,
+) -> None:
+    repository.commit([events(event(1, 3))])
+    [alarm] = repository.alarms(active=True, gateway_ids=[GW], since=None, until=None, limit=10)
+    outcomes: list[str] = []
+
+    def acknowledge(by: str) -> None:
+        try:
+            repository.acknowledge_alarm(alarm.id, by, None, T0 + 10)
+            outcomes.append("acknowledged")
+        except ConflictError:
+            outcomes.append("conflict")
+
+    other = ThreadConnections(repository.path)  # another writer (an ingest worker, say)
+    operators = [threading.Thread(target=acknowledge, args=(by,)) for by in ("ops-a", "ops-b")]
+    with other.write_lock():  # both consoles' requests arrive while it writes
+        for operator in operators:
+            operator.start()
+        wait_until(lambda: writers_waiting(repository.path) == 2, 10, "both to wait to write")
+    for operator in operators:
+        operator.join(timeout=10)
+    other.close()
+    assert sorted(outcomes) == ["acknowledged", "conflict"]
+    assert repository.get_alarm(alarm.id).acknowledged_by in {"ops-a", "ops-b"}
 
 
 def test_alarm_events_of_any_gateway_release_are_tracked(repository: SQLiteRepository) -> None:
