@@ -7,7 +7,6 @@ shares are in ``tests/test_storage_contract.py``.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ from fleet.ota_tables import STALE_CLAIM_S
 from fleet.postgres_ingest import GATEWAY_LOCK, ROLLUPS
 from fleet.postgres_repository import PostgresRepository, cover
 from fleet.postgres_schema import DAY_S, partition_name, partitions
-from fleet.repository import NewGateway, Received
+from fleet.repository import NewGateway, NewSiteConfig, Received
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_until
 from ota.document import DocumentKind
@@ -242,52 +241,43 @@ def test_rows_of_one_statement_share_one_class_and_read_by_name_and_position(
     assert (other["id"], other[0]) == (GW, "site")
 
 
-def queue_document(url: str, kind: str, version: int, document: bytes) -> None:
-    """What issuing a signed document leaves behind (OTA is not on PostgreSQL yet)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "INSERT INTO ota_documents (kind, version, gateways, issued_at, document) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (kind, version, json.dumps([GW]), DAY0, document),
-        )
-        conn.execute(
-            "INSERT INTO ota_outbox (gw, kind, version, status, queued_at) "
-            "SELECT num, %s, %s, 'pending', %s FROM gateways WHERE id = %s "
-            "ON CONFLICT (gw, kind) DO UPDATE SET version = excluded.version, "
-            "status = 'pending', claimed_at = NULL",
-            (kind, version, DAY0, GW),
-        )
+def issue_config(store: PostgresRepository, document: bytes) -> int:
+    """Sign a config for the gateway and queue it, as ``fleet config push`` does; its version."""
+    config = NewSiteConfig("[site]\n", GW, None, None, "operator")
+    version = store.ota.create_config(config, DAY0, lambda _version, _ids: document).version
+    assert version is not None
+    return version
 
 
 def test_workers_claim_each_document_once_and_a_failed_or_abandoned_one_comes_back(
     store: PostgresRepository, url: str
 ) -> None:
     other = PostgresRepository(url)
-    queue_document(url, "config", 7, b"signed-7")
+    version = issue_config(store, b"signed-1")
     first = store.ota.claim_documents(DAY0 + 1)
     assert [(d.gateway_id, d.kind, d.version, d.document) for d in first] == [
-        (GW, DocumentKind.CONFIG, 7, b"signed-7")
+        (GW, DocumentKind.CONFIG, version, b"signed-1")
     ]
     assert other.ota.claim_documents(DAY0 + 1) == []  # one worker publishes it
     store.ota.finish_documents([], first, DAY0 + 2)  # its publish failed: queued again
     again = other.ota.claim_documents(DAY0 + 3)
-    assert [d.version for d in again] == [7]
+    assert [d.version for d in again] == [version]
     other.ota.finish_documents(again, [], DAY0 + 4)
     assert store.ota.claim_documents(DAY0 + 5) == []
     # A worker that claims and dies: the claim is taken again after a minute.
-    queue_document(url, "release", 3, b"release-3")
-    assert [d.version for d in store.ota.claim_documents(DAY0 + 10)] == [3]
+    newer = issue_config(store, b"signed-2")
+    assert [d.version for d in store.ota.claim_documents(DAY0 + 10)] == [newer]
     assert other.ota.claim_documents(DAY0 + 10 + STALE_CLAIM_S - 1) == []
-    assert [d.version for d in other.ota.claim_documents(DAY0 + 11 + STALE_CLAIM_S)] == [3]
+    assert [d.version for d in other.ota.claim_documents(DAY0 + 11 + STALE_CLAIM_S)] == [newer]
     other.close()
 
 
 def test_a_newer_document_claimed_meanwhile_is_published_again_after_the_older_one(
-    store: PostgresRepository, url: str
+    store: PostgresRepository,
 ) -> None:
-    queue_document(url, "config", 1, b"one")
+    issue_config(store, b"one")
     [older] = store.ota.claim_documents(DAY0 + 1)
-    queue_document(url, "config", 2, b"two")  # issued while version 1 was being published
+    issue_config(store, b"two")  # issued while version 1 was being published
     store.ota.finish_documents([older], [], DAY0 + 2)
     # The broker must end up retaining version 2, whichever publish finished last.
     assert [d.document for d in store.ota.claim_documents(DAY0 + 3)] == [b"two"]
