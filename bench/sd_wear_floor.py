@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import shutil
 import sqlite3
@@ -37,7 +38,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,34 +165,46 @@ def _measure(
     }
 
 
+@contextlib.contextmanager
+def _store_module_on(clock: SimulatedTime, page_size: int) -> Iterator[None]:
+    """The store module on the simulated clock and at ``page_size``; as shipped after."""
+    shipped_page_size = store_module.PAGE_SIZE
+    vars(store_module)["time"] = clock  # its watermarks and fsyncs on the simulated clock
+    store_module.PAGE_SIZE = page_size
+    try:
+        yield
+    finally:
+        vars(store_module)["time"] = time
+        store_module.PAGE_SIZE = shipped_page_size
+
+
 def store_variant(tmp: Path, rounds: int, expire_s: float, page_size: int, marks: bool) -> Any:
     """The shipped store, as the agent drives it: a commit per round, watermarks acked."""
     clock = SimulatedTime()
-    vars(store_module)["time"] = clock  # its watermarks and fsyncs on the simulated clock
-    store_module.PAGE_SIZE = page_size
     rng = random.Random(16)
-    store = LocalStore(tmp).open()
-    loop = asyncio.new_event_loop()
+    with _store_module_on(clock, page_size), contextlib.closing(LocalStore(tmp).open()) as store:
+        loop = asyncio.new_event_loop()
 
-    def commit(i: int, op: Operation) -> None:
-        store.add_readings(_round(i, rng))
-        op("readings", lambda: loop.run_until_complete(store.flush()))
-        if marks:
-            seq = 0
+        def commit(i: int, op: Operation) -> None:
+            store.add_readings(_round(i, rng))
+            op("readings", lambda: loop.run_until_complete(store.flush()))
+            if marks:
+                seq = 0
 
-            def acked() -> None:  # the uplink reads what was committed
-                nonlocal seq
-                seq = store.last_reading_seq()
+                def acked() -> None:  # the uplink reads what was committed
+                    nonlocal seq
+                    seq = store.last_reading_seq()
 
-            op("reads", acked)
-            op("watermarks", lambda: loop.run_until_complete(store.set_watermark("readings", seq)))
+                op("reads", acked)
+                op(
+                    "watermarks",
+                    lambda: loop.run_until_complete(store.set_watermark("readings", seq)),
+                )
 
-    try:
-        return _measure(store.path, rounds, expire_s, commit, clock)
-    finally:
-        store.close()
-        loop.close()
-        vars(store_module)["time"] = time
+        try:
+            return _measure(store.path, rounds, expire_s, commit, clock)
+        finally:
+            loop.close()
 
 
 def sqlite_variant(
