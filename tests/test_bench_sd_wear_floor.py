@@ -71,3 +71,13 @@ def test_a_store_variant_leaves_the_store_module_as_shipped() -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     shipped, after, real_time = json.loads(run.stdout.strip().splitlines()[-1])
     assert (after, real_time) == (shipped, True)
+
+
+def test_a_page_size_sqlite_would_ignore_is_refused() -> None:
+    run = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "sd_wear_floor.py"), "--page-size", "3000",
+         "--hours", "0.01", "--only", "store"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "--page-size: invalid choice: 3000" in run.stderr
