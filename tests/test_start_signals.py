@@ -101,3 +101,21 @@ def test_after_the_hand_over_a_stop_is_noted_and_the_agent_never_runs(
     for timer in timers:
         timer.cancel()
     assert len(timers) == 1
+
+
+def test_a_stop_inside_nested_writes_waits_for_the_outermost_write(
+    signals: StartSignals,
+) -> None:
+    written: list[str] = []
+
+    def start() -> None:
+        with signals.writing():
+            with signals.writing():  # a step that writes, inside one that writes
+                sigterm_self()
+                written.append("the state file")
+            written.append("the marker that says it is whole")
+        written.append("the next step")
+
+    with pytest.raises(StoppedWhileStarting):
+        start()
+    assert written == ["the state file", "the marker that says it is whole"]
