@@ -19,8 +19,9 @@ from pathlib import Path
 
 #: ``cachestat`` has the same number on every architecture (the unified syscall table).
 SYS_CACHESTAT = 451
-#: The page cache's page, the unit ``write_bytes`` counts in.
-PAGE = 4096
+#: The page cache's page, the unit ``cachestat`` counts in: the kernel's page size, which
+#: is 4 KiB on x86 and a Pi 4 but 16 KiB on a Pi 5's default kernel.
+PAGE = os.sysconf("SC_PAGESIZE")
 
 
 class _Range(ctypes.Structure):
