@@ -17,7 +17,8 @@ for 30 s is written back at the flusher's next wake-up (every 5 s), and a page w
 again after that counts again. So this bench plays the flusher on the simulated clock
 (``Flusher``: a file whose mtime moved 30 simulated s ago is fsynced at the next 5 s
 tick), and the fast day counts what a real day would. The pages each played writeback
-cleans are counted per file (``bench/page_cache.py``: ``cachestat``, Linux 6.5 or later);
+cleans are counted per file (``bench/page_cache.py``: ``cachestat``, Linux 6.5 or later;
+on an older kernel ``by_file`` is null and the totals are measured all the same);
 what SQLite wrote back itself is the rest of ``write_bytes``, ``db_and_sqlite_fsyncs``:
 the database's pages (only a checkpoint writes them, and it fsyncs them) and the WAL
 pages a checkpoint or a FULL commit fsynced before the played writeback came to them.
@@ -54,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_harness_bench import emit, percentile
-from page_cache import write_back, write_bytes
+from page_cache import counts_dirty_pages, fsync_file, write_back, write_bytes
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
@@ -235,7 +236,8 @@ class Flusher:
     A file counts as dirtied when its mtime moves (a write, or the first store to a clean
     page of the mmapped ``-shm``); at each 5 s tick a file dirtied 30 s ago or more is
     written back (``fsync``), so the agent's next write to it dirties its pages again;
-    ``written`` counts, per file, the bytes of the dirty pages each writeback cleaned.
+    ``written`` counts, per file, the bytes of the dirty pages each writeback cleaned
+    (``counting``: only on a kernel that can say, the writeback is played all the same).
     """
 
     def __init__(self, data_dir: Path, clock: ScaledClock) -> None:
@@ -243,6 +245,15 @@ class Flusher:
         self.seen: dict[str, int] = {}  # mtime at the last look
         self.dirtied: dict[str, float] = {}  # simulated time the file became dirty
         self.written = dict.fromkeys(STORE_FILES, 0)
+        self.counting = counts_dirty_pages()
+
+    def write_back(self, name: str) -> None:
+        """Write the file ``name`` back now, counting what that cleaned if the kernel can."""
+        path = self.data_dir / name
+        if self.counting:
+            self.written[name] += write_back(path)
+        else:
+            fsync_file(path)
 
     def tick(self) -> None:
         """One wake-up of the flusher."""
@@ -258,13 +269,13 @@ class Flusher:
                     )
                 self.seen[name] = mtime
                 if name in self.dirtied and now - self.dirtied[name] >= DIRTY_EXPIRE_S:
-                    self.written[name] += write_back(path)
+                    self.write_back(name)
                     del self.dirtied[name]
 
     def settle(self) -> None:
         """Write every file back now (the start and the end of the measured day)."""
         for name in STORE_FILES:
-            self.written[name] += write_back(self.data_dir / name)
+            self.write_back(name)
         self.dirtied.clear()
 
 
@@ -375,14 +386,16 @@ async def simulated_day(
             await gateway.stop()
     readings = last_seq - first_seq
     per_reading = max(readings, 1)
-    by_file = {
-        name.removeprefix("store.sqlite-"): round(b / per_reading, 1)
-        for name, b in flusher.written.items()
-        if name != "store.sqlite"  # checkpoints fsync it: its pages are in the rest
-    }
-    by_file["db_and_sqlite_fsyncs"] = round(
-        (written - sum(flusher.written.values())) / per_reading, 1
-    )
+    by_file: dict[str, float] | None = None  # the kernel cannot say (no cachestat)
+    if flusher.counting:
+        by_file = {
+            name.removeprefix("store.sqlite-"): round(b / per_reading, 1)
+            for name, b in flusher.written.items()
+            if name != "store.sqlite"  # checkpoints fsync it: its pages are in the rest
+        }
+        by_file["db_and_sqlite_fsyncs"] = round(
+            (written - sum(flusher.written.values())) / per_reading, 1
+        )
     return {
         "hours": args.day_h,
         "speed": args.speed,

@@ -6,13 +6,16 @@ seconds, so a 24-hour storm can replay in minutes. Two processes that are given 
 
 ``sleep_until`` sleeps to a simulated time but ends early when an ``asyncio.Event`` is
 set (new work arrived), in the sleeping task itself: no helper tasks to start and reap.
-A clock never sets or clears the caller's event.
+A clock never sets or clears the caller's event, and refuses a NaN time (``ValueError``)
+on every clock alike: a wall clock would return at once (a caller's loop would spin), the
+manual one never.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import Protocol
 
@@ -36,6 +39,13 @@ class Clock(Protocol):
     async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
         """Sleep until simulated time ``t`` or until ``wake`` is set; True if it was set."""
         ...
+
+
+def _sleep_to(t: float) -> float:
+    """``t``, the time a ``sleep_until`` sleeps to, once it is known to be a time."""
+    if math.isnan(t):
+        raise ValueError("sleep_until needs a time to sleep to, not NaN")
+    return t
 
 
 async def _wait_at_most(wake: asyncio.Event, real_s: float) -> bool:
@@ -62,7 +72,7 @@ class SystemClock:
 
     async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
         """Sleep until wall-clock time ``t`` or until ``wake`` is set; True if it was set."""
-        return await _wait_at_most(wake, t - self.now())
+        return await _wait_at_most(wake, _sleep_to(t) - self.now())
 
 
 class ScaledClock:
@@ -96,7 +106,7 @@ class ScaledClock:
 
     async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
         """Sleep until simulated time ``t`` or until ``wake`` is set; True if it was set."""
-        return await _wait_at_most(wake, (t - self.now()) / self._speed)
+        return await _wait_at_most(wake, (_sleep_to(t) - self.now()) / self._speed)
 
 
 class ManualClock:
@@ -132,7 +142,7 @@ class ManualClock:
 
     async def sleep_until(self, t: float, wake: asyncio.Event) -> bool:
         """Wait until the clock is advanced to ``t`` or ``wake`` is set; True if it was set."""
-        if self._now >= t or wake.is_set():
+        if self._now >= _sleep_to(t) or wake.is_set():
             return wake.is_set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(None) as timeout:

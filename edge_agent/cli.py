@@ -372,17 +372,18 @@ def run(
     """Poll, store, detect and actuate until stopped; needs no network at all."""
     from edge_agent.start_signals import StartSignals, StoppedWhileStarting  # noqa: PLC0415
 
-    # A stop while starting ends the run as one after start-up does (status 0).
-    signals = StartSignals()
-    signals.install()
     try:
         level = logging.getLevelNamesMapping()[log_level.upper()]
     except KeyError:
         raise fail(f"--log-level {log_level!r} is not DEBUG, INFO, WARNING or ERROR") from None
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("edge_agent")
-    log.info("starting: site file %s, data directory %s", config, data_dir)
+    # A stop while starting ends the run as one after start-up does (status 0): from the
+    # moment the handlers are in, every step is inside the ``try`` that says so.
+    signals = StartSignals()
+    signals.install()
     try:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        log.info("starting: site file %s, data directory %s", config, data_dir)
         _start_and_run(
             config, data_dir, (speed, origin, anchor), backend,
             confirm_deadline, slots, agent_settings, signals,

@@ -59,13 +59,14 @@ class StartSignals:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """A step that writes: a stop waits for it to finish, then ends the start."""
+        """A step that writes: a stop waits for it (the outermost one), then ends the start."""
         self._writes += 1
         try:
             yield
         finally:
             self._writes -= 1
-        self.check()
+        if not self._writes:
+            self.check()
 
     def check(self) -> None:
         """End the start here if a stop came in while it could not be acted on."""

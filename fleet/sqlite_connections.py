@@ -91,18 +91,20 @@ class ThreadConnections:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding the write lock from the start (no upgrade deadlocks).
 
-        It commits when the block ends and rolls back when the block raises.
+        It commits when the block ends and rolls back when the block or the commit raises
+        (SQLite leaves the transaction open when COMMIT fails: a full disk, an I/O error, a
+        deferred constraint), so the thread's next write begins afresh.
         """
         conn = self.connection()
         with self.write_lock():
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close every thread's connection and lock file; a later use opens new ones."""

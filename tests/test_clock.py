@@ -7,6 +7,7 @@ on the wall clock, so their waits here are fractions of a second of real time.
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -107,3 +108,14 @@ async def test_a_wall_clock_sleeps_to_its_time_or_until_the_event(clock: Clock) 
     assert await asyncio.wait_for(task, 5) is True
     assert clock.now() < hour_away
     assert await clock.sleep_until(clock.now() - 1, asyncio.Event()) is False
+
+
+@pytest.mark.parametrize(
+    "clock",
+    [SystemClock(), ScaledClock(3600.0, origin=START), ManualClock(START)],
+    ids=["system", "scaled", "manual"],
+)
+async def test_every_clock_refuses_to_sleep_until_nan(clock: Clock) -> None:
+    # A wall clock would return at once (a loop around it would spin), the manual one never.
+    with pytest.raises(ValueError, match="not NaN"):
+        await asyncio.wait_for(clock.sleep_until(math.nan, asyncio.Event()), 1)

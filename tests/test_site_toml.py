@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from drivers.bus_config import TcpBusConfig
 from drivers.profiles import builtin_profiles
 from hardware_sim.harness.site_toml import (
@@ -14,7 +16,7 @@ from hardware_sim.harness.site_toml import (
     siren_actuator,
     tcp_site,
 )
-from site_schema.site_config import SiteConfig, parse_site_text
+from site_schema.site_config import SiteConfig, SiteConfigError, parse_site_text
 
 
 def loaded(text: str, port: int = 5020) -> SiteConfig:
@@ -68,3 +70,18 @@ def test_left_out_settings_are_the_site_files_and_profiles_defaults() -> None:
     assert loaded(polled).devices[0].poll_interval_s == 10
     assert "poll_interval_s = 10\n" in polled  # written as a person would, not 10.0
     assert loaded(polled).devices[0].timeout_s == 0.2
+
+
+def test_names_with_quotes_backslashes_and_chinese_are_written_as_toml_strings() -> None:
+    # Names as people write them: the builder must quote them, not break the TOML around them.
+    text = tcp_site(
+        "creek-village",
+        [SiteDevice("rain", "dfrobot_sen0575", ("rain_total",))],
+        name='张村 "upper" creek \\ ford',
+    )
+    site = loaded(text)
+    assert site.name == '张村 "upper" creek \\ ford'
+    with pytest.raises(SiteConfigError) as refused:  # the loader's own refusal, not TOML's
+        loaded(tcp_site("creek-village", [SiteDevice("rain", 'dfrobot"sen0575')]))
+    assert "not valid TOML" not in str(refused.value)
+    assert 'dfrobot"sen0575' in str(refused.value)

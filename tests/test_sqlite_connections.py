@@ -128,3 +128,33 @@ def test_the_repository_and_the_station_registry_write_under_the_same_lock(
         assert lock_free(path)
     registry.close()
     repository.close()
+
+
+def test_a_commit_that_fails_is_rolled_back_and_the_next_write_goes_through(
+    tmp_path: Path,
+) -> None:
+    # SQLite leaves the transaction open when COMMIT itself fails (here a deferred foreign
+    # key, checked only then; in the field a full disk or an I/O error can do the same).
+    path = tmp_path / "fleet.sqlite"
+    holder = made(path)
+    with holder.write() as conn:
+        conn.execute("CREATE TABLE stations (id INTEGER PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE reports (station INTEGER REFERENCES stations(id) "
+            "DEFERRABLE INITIALLY DEFERRED)"
+        )
+    holder.connection().execute("PRAGMA foreign_keys = ON")
+
+    def orphan_report() -> None:
+        with holder.write() as conn:
+            conn.execute("INSERT INTO notes VALUES ('with the orphan')")
+            conn.execute("INSERT INTO reports VALUES (7)")
+
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        orphan_report()
+    assert not holder.connection().in_transaction
+    assert lock_free(path)
+    with holder.write() as conn:
+        conn.execute("INSERT INTO notes VALUES ('after it')")
+    assert notes(path) == ["after it"]
+    holder.close()

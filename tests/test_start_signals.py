@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +103,37 @@ def test_after_the_hand_over_a_stop_is_noted_and_the_agent_never_runs(
     for timer in timers:
         timer.cancel()
     assert len(timers) == 1
+
+
+def test_a_stop_inside_nested_writes_waits_for_the_outermost_write(
+    signals: StartSignals,
+) -> None:
+    written: list[str] = []
+
+    def start() -> None:
+        with signals.writing():
+            with signals.writing():  # a step that writes, inside one that writes
+                sigterm_self()
+                written.append("the state file")
+            written.append("the marker that says it is whole")
+        written.append("the next step")
+
+    with pytest.raises(StoppedWhileStarting):
+        start()
+    assert written == ["the state file", "the marker that says it is whole"]
+
+
+def test_a_stop_while_edge_run_sets_up_its_log_ends_it_as_after_start_up(
+    signals: StartSignals, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stop comes the moment ``edge run`` has its handlers and sets up its log: the
+    # earliest step after them, run in this process.
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from edge_agent.cli import app  # noqa: PLC0415
+
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: sigterm_self())
+    args = ["run", "--config", str(tmp_path / "site.toml"), "--data-dir", str(tmp_path / "d")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "d").exists()  # it stopped before making its data directory

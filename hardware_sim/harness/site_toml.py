@@ -4,8 +4,9 @@ The tests and benches run the agent on the same few devices (the creek village's
 gauge, creek radar and siren relays) and differ in how often they poll and in the rules,
 outputs and tables they add. ``tcp_site`` writes the text once: the ``[site]`` table, the
 tables that go before the bus (``[agent]``, ``[uplink]``), the bus ``field`` at
-127.0.0.1 with its port left as ``{port}`` (``SimSite`` or ``str.format`` fills it in),
-one ``[[device]]`` table per device, then the rest, each block after a blank line.
+127.0.0.1 with its port left as ``{port}`` (``SimSite`` replaces it; ``str.format`` only
+does for a text with no inline table), one ``[[device]]`` table per device, then the rest,
+each block after a blank line. Names go in as TOML strings, whatever characters they hold.
 
 Never imported by the production packages; never imports ``tests`` or ``bench``. It only
 writes text: whether the site is valid is ``site_schema``'s to say, as for the agent.
@@ -13,6 +14,7 @@ writes text: whether the site is valid is ``site_schema``'s to say, as for the a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,8 +38,8 @@ class SiteDevice:
 
     def toml(self, poll_s: float | None) -> str:
         """The device's table, polled every ``poll_s`` (None: the site file's default)."""
-        lines = ["[[device]]", f'name = "{self.name}"', f'bus = "{BUS}"']
-        lines.append(f'profile = "{self.profile}"')
+        lines = ["[[device]]", f"name = {_string(self.name)}", f"bus = {_string(BUS)}"]
+        lines.append(f"profile = {_string(self.profile)}")
         if self.unit_id is not None:
             lines.append(f"unit_id = {self.unit_id}")
         if poll_s is not None:
@@ -45,7 +47,7 @@ class SiteDevice:
         if self.timeout_s is not None:
             lines.append(f"timeout_s = {_number(self.timeout_s)}")
         if self.channels:
-            lines.append("channels = [" + ", ".join(f'"{c}"' for c in self.channels) + "]")
+            lines.append("channels = [" + ", ".join(map(_string, self.channels)) + "]")
         return "\n".join(lines)
 
 
@@ -81,7 +83,7 @@ def siren_actuator(test_pattern: str | None = None) -> str:
         'patterns = { strobe = ["relay2"], warble = ["relay1", "relay2"] }',
     ]
     if test_pattern is not None:
-        lines.append(f'test_pattern = "{test_pattern}"')
+        lines.append(f"test_pattern = {_string(test_pattern)}")
     return "\n".join(lines)
 
 
@@ -101,7 +103,7 @@ def tcp_site(
     the other tables, each a block of TOML. Nothing is checked here: the agent's site
     loader refuses a wrong file with its own message, as it would in the field.
     """
-    site = [f'[site]\nid = "{site_id}"' + (f'\nname = "{name}"' if name else "")]
+    site = [f"[site]\nid = {_string(site_id)}" + (f"\nname = {_string(name)}" if name else "")]
     bus = f'[[bus]]\nname = "{BUS}"\nkind = "tcp"\nhost = "127.0.0.1"\nport = {{port}}'
     blocks = [
         *site,
@@ -116,3 +118,8 @@ def tcp_site(
 def _number(value: float) -> str:
     """A TOML number as a person writes it: 10, not 10.0; 0.2 as 0.2."""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _string(text: str) -> str:
+    """``text`` as a TOML basic string: JSON's escapes are TOML's, and DEL is escaped too."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
