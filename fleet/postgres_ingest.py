@@ -144,6 +144,8 @@ class PostgresIngestWriter:
         for item in received:
             if isinstance(item.payload, DataBatch):
                 stamps = item.payload.flat_rows()[1::READING_FIELDS]
+                if not stamps:
+                    continue  # every row of its range thinned on the gateway: no day
                 first, last = min(stamps), max(stamps)
                 if 0 <= last - first <= DAY_S:  # finite, and one day or two: no row by row
                     days |= {day_of(first), day_of(last)}

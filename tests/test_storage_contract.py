@@ -294,6 +294,17 @@ def test_a_resend_of_a_range_above_a_gap_stores_nothing_twice(enrolled: CoreStor
     assert len(enrolled.readings(GW, "rain", 0, T0 + 100, 100)) == 20
 
 
+def test_a_batch_whose_rows_were_all_thinned_is_acked_and_stores_nothing(
+    enrolled: CoreStore,
+) -> None:
+    # A gateway thins rows under its disk quota; a range may be left with none at all.
+    thinned = DataBatch(gateway_id=GW, first_seq=11, last_seq=20, rows=[])
+    result = enrolled.commit([data(1, 10), Received(GW, T0, thinned)])
+    assert (result.acks, result.rejected) == ({(GW, Stream.READINGS): 20}, [])
+    assert (result.rows_stored, result.rows_duplicate) == (10, 0)
+    assert ack(enrolled, Received(GW, T0, thinned)) == 20  # alone, and resent
+
+
 def test_readings_keep_their_channel_time_value_and_quality(enrolled: CoreStore) -> None:
     names = ("rain", "level", "tilt")
     enrolled.commit([data(1, 12, channels=names)])
