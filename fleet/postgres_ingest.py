@@ -602,8 +602,9 @@ def _apply_status(conn: Conn, gw: int, item: Received) -> None:
             conn,
             "UPDATE gateways SET state = %s, state_at = %s, "
             "agent_version = coalesce(%s, agent_version), "
-            "site_summary = coalesce(%s, site_summary) WHERE num = %s",
-            (payload.state, item.received_at, payload.agent_version, site, gw),
+            "site_summary = coalesce(%s, site_summary) "
+            "WHERE num = %s AND coalesce(state_at, 0) <= %s",
+            (payload.state, item.received_at, payload.agent_version, site, gw, item.received_at),
         )
     elif isinstance(payload, CommandResult):
         _execute(

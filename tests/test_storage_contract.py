@@ -219,6 +219,19 @@ def test_health_and_state_show_on_the_gateway_and_a_retained_state_is_not_seen_n
     assert enrolled.get_gateway(GW).health_at == T0 + 5
 
 
+def test_a_state_received_earlier_but_committed_later_changes_nothing(
+    enrolled: CoreStore,
+) -> None:
+    # A reconnect: the broker sends the old session's Last Will, then the new "online".
+    # Committed side by side (two commit threads, two workers), the Will may land last.
+    will = GatewayState(state="offline")
+    online = GatewayState(state="online", ts=T0 + 2, agent_version="1.3.0")
+    enrolled.commit([Received(GW, T0 + 2, online)])
+    enrolled.commit([Received(GW, T0 + 1, will)])
+    gateway = enrolled.get_gateway(GW)
+    assert (gateway.state, gateway.state_at, gateway.agent_version) == ("online", T0 + 2, "1.3.0")
+
+
 def test_a_command_is_claimed_by_one_delivery_and_may_be_put_back(enrolled: CoreStore) -> None:
     queued = enrolled.queue_command(GW, "ack_alarm", {"rule": "slope"}, "op", T0)
     assert queued.status == "pending"
