@@ -168,16 +168,23 @@ class PostgresIngestWriter:
 
         Locks, marks and ranges are read once; the group's new readings go in by one
         COPY, its rollups and moved marks by one statement each, in one round trip.
-        With ``copy_first``, and every channel the group names made already, the
-        readings are copied before the locks; ``_Overtaken`` if the marks read under the
-        locks hold a row copied. New channels are made under the locks only, so that a
-        commit never waits on another's uncommitted channel while holding a lock.
+        With ``copy_first``, readings in the group and every channel they name made
+        already, the readings are copied before the locks; ``_Overtaken`` if the marks
+        read under the locks hold a row copied. New channels are made under the locks
+        only, so that a commit never waits on another's uncommitted channel while holding
+        a lock.
         """
         nums = self._gateway_nums_of(conn, received)
         locked = sorted({n for n in nums.values() if n is not None})
         readings: list[tuple[Any, ...]] = []
         copied: dict[int, int] | None = None  # item index -> rows copied before the locks
-        if copy_first and self._resolve_channels(conn, received, nums, tx, create=False):
+        # Events and status alone (an alarm's path) have nothing to copy: locks first.
+        uploading = any(isinstance(item.payload, DataBatch) for item in received)
+        if (
+            copy_first
+            and uploading
+            and self._resolve_channels(conn, received, nums, tx, create=False)
+        ):
             readings, copied = self._copy_unlocked(conn, received, nums, locked, tx)
         _lock_gateways(conn, locked)
         held = _load_held(conn, locked)
