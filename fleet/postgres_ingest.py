@@ -100,7 +100,9 @@ class PostgresIngestWriter:
         If one message cannot be stored (PostgreSQL refuses its data, or anything else
         raises while it is written), the group is retried one message at a time, so only
         that message is rejected and not acked. Operational errors (connection lost,
-        deadlock, disk full) propagate: nothing is acked, and the gateways resend.
+        disk full, a deadlock but for the one a copy before the locks may meet, which is
+        done again with the locks first) propagate: nothing is acked, and the gateways
+        resend.
         A day partition that another process's retention dropped is made again (late
         readings), never a reason to refuse a batch.
         """
@@ -501,8 +503,10 @@ _CREATE_CHANNELS = (
 def _copy_readings(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
     """COPY the group's new rows straight into ``readings`` (binary: no text to parse).
 
-    PostgreSQL routes each row to its day partition; the rows were checked new against
-    the marks under the gateways' locks, so none can collide.
+    PostgreSQL routes each row to its day partition. Rows copied before the gateways'
+    locks may collide with a racing commit's (a ``UniqueViolation``, or ``_Overtaken``
+    once the marks are read under the locks): ``commit`` then does it all again with the
+    locks first, and rows checked new under the locks cannot collide.
     """
     with conn.cursor() as cur, cur.copy(_COPY_READINGS) as copy:
         copy.set_types(READING_TYPES)
