@@ -100,7 +100,9 @@ class PostgresIngestWriter:
         If one message cannot be stored (PostgreSQL refuses its data, or anything else
         raises while it is written), the group is retried one message at a time, so only
         that message is rejected and not acked. Operational errors (connection lost,
-        deadlock, disk full) propagate: nothing is acked, and the gateways resend.
+        disk full, a deadlock but for the one a copy before the locks may meet, which is
+        done again with the locks first) propagate: nothing is acked, and the gateways
+        resend.
         A day partition that another process's retention dropped is made again (late
         readings), never a reason to refuse a batch.
         """
@@ -144,6 +146,8 @@ class PostgresIngestWriter:
         for item in received:
             if isinstance(item.payload, DataBatch):
                 stamps = item.payload.flat_rows()[1::READING_FIELDS]
+                if not stamps:
+                    continue  # every row of its range thinned on the gateway: no day
                 first, last = min(stamps), max(stamps)
                 if 0 <= last - first <= DAY_S:  # finite, and one day or two: no row by row
                     days |= {day_of(first), day_of(last)}
@@ -166,16 +170,23 @@ class PostgresIngestWriter:
 
         Locks, marks and ranges are read once; the group's new readings go in by one
         COPY, its rollups and moved marks by one statement each, in one round trip.
-        With ``copy_first``, and every channel the group names made already, the
-        readings are copied before the locks; ``_Overtaken`` if the marks read under the
-        locks hold a row copied. New channels are made under the locks only, so that a
-        commit never waits on another's uncommitted channel while holding a lock.
+        With ``copy_first``, readings in the group and every channel they name made
+        already, the readings are copied before the locks; ``_Overtaken`` if the marks
+        read under the locks hold a row copied. New channels are made under the locks
+        only, so that a commit never waits on another's uncommitted channel while holding
+        a lock.
         """
         nums = self._gateway_nums_of(conn, received)
         locked = sorted({n for n in nums.values() if n is not None})
         readings: list[tuple[Any, ...]] = []
         copied: dict[int, int] | None = None  # item index -> rows copied before the locks
-        if copy_first and self._resolve_channels(conn, received, nums, tx, create=False):
+        # Events and status alone (an alarm's path) have nothing to copy: locks first.
+        uploading = any(isinstance(item.payload, DataBatch) for item in received)
+        if (
+            copy_first
+            and uploading
+            and self._resolve_channels(conn, received, nums, tx, create=False)
+        ):
             readings, copied = self._copy_unlocked(conn, received, nums, locked, tx)
         _lock_gateways(conn, locked)
         held = _load_held(conn, locked)
@@ -492,8 +503,10 @@ _CREATE_CHANNELS = (
 def _copy_readings(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
     """COPY the group's new rows straight into ``readings`` (binary: no text to parse).
 
-    PostgreSQL routes each row to its day partition; the rows were checked new against
-    the marks under the gateways' locks, so none can collide.
+    PostgreSQL routes each row to its day partition. Rows copied before the gateways'
+    locks may collide with a racing commit's (a ``UniqueViolation``, or ``_Overtaken``
+    once the marks are read under the locks): ``commit`` then does it all again with the
+    locks first, and rows checked new under the locks cannot collide.
     """
     with conn.cursor() as cur, cur.copy(_COPY_READINGS) as copy:
         copy.set_types(READING_TYPES)
@@ -600,8 +613,9 @@ def _apply_status(conn: Conn, gw: int, item: Received) -> None:
             conn,
             "UPDATE gateways SET state = %s, state_at = %s, "
             "agent_version = coalesce(%s, agent_version), "
-            "site_summary = coalesce(%s, site_summary) WHERE num = %s",
-            (payload.state, item.received_at, payload.agent_version, site, gw),
+            "site_summary = coalesce(%s, site_summary) "
+            "WHERE num = %s AND coalesce(state_at, 0) <= %s",
+            (payload.state, item.received_at, payload.agent_version, site, gw, item.received_at),
         )
     elif isinstance(payload, CommandResult):
         _execute(

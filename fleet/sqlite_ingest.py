@@ -259,8 +259,16 @@ class IngestWriter:
             conn.execute(
                 "UPDATE gateways SET state = ?, state_at = ?, "
                 "agent_version = coalesce(?, agent_version), "
-                "site_summary = coalesce(?, site_summary) WHERE num = ?",
-                (payload.state, item.received_at, payload.agent_version, site, gw),
+                "site_summary = coalesce(?, site_summary) "
+                "WHERE num = ? AND coalesce(state_at, 0) <= ?",
+                (
+                    payload.state,
+                    item.received_at,
+                    payload.agent_version,
+                    site,
+                    gw,
+                    item.received_at,
+                ),
             )
         elif isinstance(payload, CommandResult):
             conn.execute(

@@ -188,6 +188,47 @@ def test_rows_copied_before_the_locks_are_rolled_back_when_another_commit_took_t
             assert int(counted[0]) == 10
 
 
+def waiting_for_a_row_another_commit_copied(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+        ).fetchone()
+    return row is not None and int(row[0]) > 0
+
+
+def test_a_resend_copied_while_its_original_commits_is_done_again_and_stored_once(
+    store: PostgresRepository, url: str
+) -> None:
+    # The race the copy before the locks has: the same batch in two commits at once.
+    store.commit([batch(1, 10, DAY0, 1)])
+    results = []
+
+    def commit_it() -> None:
+        results.append(store.commit([batch(11, 20, DAY0 + 10, 1)]))
+
+    original, resend = threading.Thread(target=commit_it), threading.Thread(target=commit_it)
+    with psycopg.connect(url) as other:
+        other.execute(
+            "SELECT pg_advisory_xact_lock((%s::bigint << 32) | num) FROM gateways WHERE id = %s",
+            (GATEWAY_LOCK, GW),
+        )
+        original.start()  # copies its rows, then waits for the lock
+        wait_until(lambda: waiting_for_a_gateway_lock(url), 10, "the original to wait")
+        resend.start()  # its copy waits on the original's uncommitted rows
+        wait_until(lambda: waiting_for_a_row_another_commit_copied(url), 10, "the resend to wait")
+    original.join(timeout=30)
+    resend.join(timeout=30)
+    assert sorted((r.rows_stored, r.rows_duplicate) for r in results) == [(0, 10), (10, 0)]
+    assert [r.acks for r in results] == [{(GW, Stream.READINGS): 20}] * 2
+    assert [r.rejected for r in results] == [[], []]
+    assert raw_rows(url) == 20
+    with psycopg.connect(url) as conn:
+        for table, _step in ROLLUPS:
+            counted = conn.execute(f"SELECT sum(good) FROM {table}").fetchone()
+            assert counted is not None
+            assert int(counted[0]) == 20
+
+
 def test_the_rollups_a_worker_sums_are_the_ones_sql_sums_from_the_raw_rows(
     store: PostgresRepository, url: str
 ) -> None:

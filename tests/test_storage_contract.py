@@ -219,6 +219,19 @@ def test_health_and_state_show_on_the_gateway_and_a_retained_state_is_not_seen_n
     assert enrolled.get_gateway(GW).health_at == T0 + 5
 
 
+def test_a_state_received_earlier_but_committed_later_changes_nothing(
+    enrolled: CoreStore,
+) -> None:
+    # A reconnect: the broker sends the old session's Last Will, then the new "online".
+    # Committed side by side (two commit threads, two workers), the Will may land last.
+    will = GatewayState(state="offline")
+    online = GatewayState(state="online", ts=T0 + 2, agent_version="1.3.0")
+    enrolled.commit([Received(GW, T0 + 2, online)])
+    enrolled.commit([Received(GW, T0 + 1, will)])
+    gateway = enrolled.get_gateway(GW)
+    assert (gateway.state, gateway.state_at, gateway.agent_version) == ("online", T0 + 2, "1.3.0")
+
+
 def test_a_command_is_claimed_by_one_delivery_and_may_be_put_back(enrolled: CoreStore) -> None:
     queued = enrolled.queue_command(GW, "ack_alarm", {"rule": "slope"}, "op", T0)
     assert queued.status == "pending"
@@ -292,6 +305,17 @@ def test_a_resend_of_a_range_above_a_gap_stores_nothing_twice(enrolled: CoreStor
     assert enrolled.commit([data(11, 20)]).rows_stored == 0
     assert ack(enrolled, data(1, 10)) == 20
     assert len(enrolled.readings(GW, "rain", 0, T0 + 100, 100)) == 20
+
+
+def test_a_batch_whose_rows_were_all_thinned_is_acked_and_stores_nothing(
+    enrolled: CoreStore,
+) -> None:
+    # A gateway thins rows under its disk quota; a range may be left with none at all.
+    thinned = DataBatch(gateway_id=GW, first_seq=11, last_seq=20, rows=[])
+    result = enrolled.commit([data(1, 10), Received(GW, T0, thinned)])
+    assert (result.acks, result.rejected) == ({(GW, Stream.READINGS): 20}, [])
+    assert (result.rows_stored, result.rows_duplicate) == (10, 0)
+    assert ack(enrolled, Received(GW, T0, thinned)) == 20  # alone, and resent
 
 
 def test_readings_keep_their_channel_time_value_and_quality(enrolled: CoreStore) -> None:
