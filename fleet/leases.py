@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: How long a lease lasts unless renewed; a killed holder's loop is taken over after this.
 LEASE_S = 10.0
+#: The longest lease allowed: a killed holder's 叫应 waits this long for another replica.
+MAX_LEASE_S = 300.0
 #: The leases of ``fleet serve``'s singleton loops.
 ESCALATION_LEASE = "escalation"
 ROLLOUTS_LEASE = "rollouts"
@@ -81,6 +84,18 @@ class LeaseStore(Protocol):
         ...
 
 
+def check_lease_s(ttl_s: float) -> float:
+    """``ttl_s`` if it is a usable lease length (finite, above 0, at most ``MAX_LEASE_S``).
+
+    NaN would make every comparison false (a lease never held, or never expired) and a huge
+    one would leave a killed holder's 叫应 unrun for that long, so both are refused.
+    """
+    if not (math.isfinite(ttl_s) and 0 < ttl_s <= MAX_LEASE_S):
+        msg = f"a lease length must be above 0 and at most {MAX_LEASE_S:g} s, not {ttl_s}"
+        raise ValueError(msg)
+    return ttl_s
+
+
 def _pid_namespace() -> str:
     try:
         return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
@@ -121,8 +136,8 @@ class Leadership:
     """Runs ``work`` only while this process holds the lease ``name`` (see the module).
 
     ``clock`` is wall time as every replica sees it (the expiry is stored in it); replicas'
-    clocks must agree to well within ``ttl_s / 3``. ``renew_s`` defaults to a third of
-    ``ttl_s``.
+    clocks must agree to well within ``ttl_s / 3``. ``ttl_s`` is checked by
+    ``check_lease_s``; ``renew_s`` defaults to a third of it and must be shorter.
     """
 
     def __init__(
@@ -134,15 +149,16 @@ class Leadership:
         clock: Clock = time.time,
         renew_s: float | None = None,
     ) -> None:
-        if ttl_s <= 0:
-            msg = f"lease {name!r}: ttl_s must be positive, not {ttl_s}"
+        self.ttl_s = check_lease_s(ttl_s)
+        self.renew_s = renew_s if renew_s is not None else ttl_s / 3
+        if not (math.isfinite(self.renew_s) and 0 < self.renew_s < ttl_s):
+            # Renewing no sooner than it expires would stop and start the loop every time.
+            msg = f"lease {name!r}: renew_s must be above 0 and below ttl_s, not {renew_s}"
             raise ValueError(msg)
         self.store = store
         self.name = name
         self.holder = holder
-        self.ttl_s = ttl_s
         self.clock = clock
-        self.renew_s = renew_s if renew_s is not None else ttl_s / 3
         #: Until when (``clock``) this process may run ``work``; 0 when it does not hold it.
         self.held_until = 0.0
         #: How many times this process took the lease from nobody or from another holder.

@@ -9,6 +9,7 @@ over once the first stops renewing.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -19,7 +20,13 @@ from typing import Any
 
 import pytest
 
-from fleet.leases import Leadership, LeaseStore, holder_is_gone, new_holder_id
+from fleet.leases import (
+    MAX_LEASE_S,
+    Leadership,
+    LeaseStore,
+    holder_is_gone,
+    new_holder_id,
+)
 from fleet.postgres_repository import PostgresRepository
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.postgres import PostgresCluster
@@ -141,9 +148,19 @@ def test_a_holder_whose_process_is_gone_is_replaced_at_once(leases: LeaseStore) 
     )
 
 
-def test_a_lease_length_that_is_not_positive_is_refused(leases: LeaseStore) -> None:
-    with pytest.raises(ValueError, match="ttl_s must be positive"):
-        Leadership(leases, "escalation", A, 0)
+@pytest.mark.parametrize("ttl_s", [0.0, -1.0, math.nan, math.inf, MAX_LEASE_S + 1, 2.0**63])
+def test_a_lease_length_out_of_bounds_is_refused(leases: LeaseStore, ttl_s: float) -> None:
+    # NaN compares false with everything: such a lease would never be held, nor expire.
+    with pytest.raises(ValueError, match="a lease length must be above 0 and at most 300 s"):
+        Leadership(leases, "escalation", A, ttl_s)
+
+
+@pytest.mark.parametrize("renew_s", [0.0, -1.0, math.nan, TTL, TTL + 1])
+def test_a_renewal_period_not_shorter_than_the_lease_is_refused(
+    leases: LeaseStore, renew_s: float
+) -> None:
+    with pytest.raises(ValueError, match="renew_s must be above 0 and below ttl_s"):
+        Leadership(leases, "escalation", A, TTL, renew_s=renew_s)
 
 
 async def test_only_the_holders_loop_runs_and_the_other_starts_when_it_stops_or_loses_it(
