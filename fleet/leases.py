@@ -13,10 +13,14 @@ A holder on this machine whose process is gone (same host and PID namespace, no 
 PID) is replaced at once, so one county's fleet restarted after a crash does not wait a
 lease out before it calls anyone.
 
+A loop's work that is one transaction checks, last in it, that this process still holds
+the term it held when the work began (``HeldTerm.check``): a process frozen longer than a
+lease in mid-round, whose lease another has taken meanwhile, has its round rolled back
+rather than committed beside the new holder's.
+
 It must never start or keep a loop past the expiry this process last wrote (so two live
-holders never overlap, short of a process frozen longer than a lease in mid-round), and
-never stop a loop for good because a renewal failed: it keeps trying, and starts the loop
-again when it holds the lease again.
+holders never overlap), and never stop a loop for good because a renewal failed: it keeps
+trying, and starts the loop again when it holds the lease again.
 """
 
 from __future__ import annotations
@@ -31,9 +35,13 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from fleet import lease_sql
 from fleet.worker_threads import in_thread
+
+if TYPE_CHECKING:
+    from fleet.statements import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,31 @@ class Lease:
     holder: str
     expires_at: float
     term: int
+
+
+class LeaseLostError(RuntimeError):
+    """The lease was lost (or ran out) while its holder's transaction ran: roll it back."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTerm:
+    """The term of ``name`` this process held when a piece of work began."""
+
+    name: str
+    holder: str
+    term: int
+    clock: Clock
+
+    def check(self, tx: Transaction) -> None:
+        """Last in the work's transaction: raise ``LeaseLostError`` unless it still holds it.
+
+        The row stays locked (SQLite: the write lock; PostgreSQL: the row) until that
+        transaction ends, so no other holder takes the lease between the check and the commit.
+        """
+        still = tx.execute(lease_sql.STILL_HELD, (self.name, self.holder, self.term, self.clock()))
+        if still.rowcount != 1:
+            msg = f"lease {self.name}: term {self.term} is no longer this process's"
+            raise LeaseLostError(msg)
 
 
 class LeaseStore(Protocol):
@@ -161,6 +194,8 @@ class Leadership:
         self.clock = clock
         #: Until when (``clock``) this process may run ``work``; 0 when it does not hold it.
         self.held_until = 0.0
+        #: The term of the lease this process holds, or last held.
+        self.term = 0
         #: How many times this process took the lease from nobody or from another holder.
         self.taken = 0
         #: How many times it looked (took, renewed or was refused the lease).
@@ -171,6 +206,10 @@ class Leadership:
     def held(self) -> bool:
         """Whether this process holds the lease now (by its own clock)."""
         return self.clock() < self.held_until
+
+    def held_term(self) -> HeldTerm | None:
+        """The term held now, for work to check before it commits; None if not held."""
+        return HeldTerm(self.name, self.holder, self.term, self.clock) if self.held else None
 
     def try_take(self) -> bool:
         """One attempt to take or renew the lease (blocking); whether it is held now."""
@@ -193,6 +232,7 @@ class Leadership:
         if not self.held:
             self.taken += 1
             log.info("lease %s: held by this process (term %d)", self.name, lease.term)
+        self.term = lease.term  # (before held_until: held_term never pairs it with an old term)
         # Measured from before the statement: the others see it expire no sooner.
         self.held_until = now + self.ttl_s
         return True

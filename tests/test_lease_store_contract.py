@@ -23,11 +23,13 @@ import pytest
 from fleet.leases import (
     MAX_LEASE_S,
     Leadership,
+    LeaseLostError,
     LeaseStore,
     holder_is_gone,
     new_holder_id,
 )
 from fleet.postgres_repository import PostgresRepository
+from fleet.roster import PersonIn, Tier
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_for
@@ -38,20 +40,28 @@ A, B = "host-a/1/100/aa", "host-b/1/200/bb"
 
 
 @pytest.fixture(params=("sqlite", "postgresql"))
-def leases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LeaseStore]:
-    """An empty lease store of each backend."""
+def repository(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SQLiteRepository | PostgresRepository]:
+    """An empty repository of each backend."""
     if request.param == "sqlite":
         sqlite = SQLiteRepository(tmp_path / "fleet.sqlite", durable=False)
-        yield sqlite.leases
+        yield sqlite
         sqlite.close()
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     with cluster.fresh_schema() as url:
         postgres = PostgresRepository(url, pool_size=2)
         try:
-            yield postgres.leases
+            yield postgres
         finally:
             postgres.close()
+
+
+@pytest.fixture
+def leases(repository: SQLiteRepository | PostgresRepository) -> LeaseStore:
+    """An empty lease store of each backend."""
+    return repository.leases
 
 
 def test_a_free_lease_is_taken_and_the_other_holder_is_refused_until_it_expires(
@@ -203,3 +213,33 @@ async def test_only_the_holders_loop_runs_and_the_other_starts_when_it_stops_or_
     assert lease is not None
     assert lease.holder == A  # B gave up nothing it did not hold
     assert overlaps == []
+
+
+def test_work_commits_only_while_the_term_it_began_in_is_held(
+    repository: SQLiteRepository | PostgresRepository,
+) -> None:
+    # A replica frozen longer than its lease in mid-round: another took the lease meanwhile.
+    now = [T0]
+    first = Leadership(repository.leases, "escalation", A, TTL, lambda: now[0])
+    assert first.try_take()
+    held = first.held_term()
+    assert held is not None
+    assert held.term == 1
+    store = repository.escalation
+    person = PersonIn(Tier.VILLAGE, "王建国", "群测群防员", email="wang@village.example.cn")
+    with store.batch(held.check):
+        store.replace_roster("creek-village", [person], T0)
+    assert len(store.roster("creek-village")) == 1
+
+    now[0] = T0 + TTL  # past the expiry it wrote, nobody else holding it yet
+    with pytest.raises(LeaseLostError, match="term 1"), store.batch(held.check):
+        store.replace_roster("creek-village", [], now[0])
+    assert len(store.roster("creek-village")) == 1  # rolled back whole
+
+    now[0] = T0 + 1
+    repository.leases.take("escalation", B, now[0], TTL, replacing=A)
+    with pytest.raises(LeaseLostError), store.batch(held.check):
+        store.replace_roster("creek-village", [], now[0])
+    assert len(store.roster("creek-village")) == 1
+    with store.batch(held.check):  # wrote nothing: nothing to check, no lock taken
+        store.roster("creek-village")
