@@ -129,6 +129,10 @@ def check_lease_s(ttl_s: float) -> float:
     return ttl_s
 
 
+#: The largest PID Linux gives (``/proc/sys/kernel/pid_max`` is at most 2**22).
+_PID_MAX = 2**22
+
+
 def _pid_namespace() -> str:
     try:
         return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
@@ -149,7 +153,11 @@ def holder_is_gone(holder: str) -> bool:
     that is alive, or was reused): then only the lease's expiry frees it.
     """
     parts = holder.split("/")
-    if len(parts) != 4 or not parts[2].isdigit():
+    # A PID as new_holder_id writes it: ASCII digits ('²'.isdigit() too), and one the
+    # kernel could have given (os.kill overflows on a larger one).
+    if len(parts) != 4 or not (parts[2].isascii() and parts[2].isdigit()):
+        return False
+    if not 0 < int(parts[2]) <= _PID_MAX:
         return False
     host, namespace, pid = parts[0], parts[1], int(parts[2])
     if host != socket.gethostname().replace("/", "_") or namespace != _pid_namespace():

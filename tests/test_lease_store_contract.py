@@ -243,3 +243,10 @@ def test_work_commits_only_while_the_term_it_began_in_is_held(
     assert len(store.roster("creek-village")) == 1
     with store.batch(held.check):  # wrote nothing: nothing to check, no lock taken
         store.roster("creek-village")
+
+
+def test_a_holder_id_with_a_pid_no_process_could_have_is_not_judged_gone() -> None:
+    # Read from the database: a damaged or foreign id must not raise on every look.
+    host, namespace, _pid, _random = new_holder_id().split("/")
+    for pid in ("\u00b2", str(2**70), str(2**40), "0"):
+        assert not holder_is_gone(f"{host}/{namespace}/{pid}/aa"), pid
