@@ -77,7 +77,6 @@ class HeldTerm:
     name: str
     holder: str
     term: int
-    clock: Clock
 
     def check(self, tx: Transaction) -> None:
         """Last in the work's transaction: raise ``LeaseLostError`` unless it still holds it.
@@ -85,7 +84,7 @@ class HeldTerm:
         The row stays locked (SQLite: the write lock; PostgreSQL: the row) until that
         transaction ends, so no other holder takes the lease between the check and the commit.
         """
-        still = tx.execute(lease_sql.STILL_HELD, (self.name, self.holder, self.term, self.clock()))
+        still = tx.execute(lease_sql.STILL_HELD, (self.name, self.holder, self.term))
         if still.rowcount != 1:
             msg = f"lease {self.name}: term {self.term} is no longer this process's"
             raise LeaseLostError(msg)
@@ -217,7 +216,7 @@ class Leadership:
 
     def held_term(self) -> HeldTerm | None:
         """The term held now, for work to check before it commits; None if not held."""
-        return HeldTerm(self.name, self.holder, self.term, self.clock) if self.held else None
+        return HeldTerm(self.name, self.holder, self.term) if self.held else None
 
     def try_take(self) -> bool:
         """One attempt to take or renew the lease (blocking); whether it is held now."""
