@@ -67,7 +67,7 @@ class Lease:
 
 
 class LeaseLostError(RuntimeError):
-    """The lease was lost (or ran out) while its holder's transaction ran: roll it back."""
+    """Another holder took the lease while this holder's transaction ran: roll it back."""
 
 
 @dataclass(frozen=True, slots=True)
