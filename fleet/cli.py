@@ -36,7 +36,7 @@ from fleet.broker_files import (
 from fleet.cli_options import DEFAULT_DATA_DIR, Database, DataDir, checked_database
 from fleet.enrollment import BUNDLE_TTL_S
 from fleet.escalation_config import load_escalation_settings
-from fleet.leases import LEASE_S
+from fleet.leases import LEASE_S, MAX_LEASE_S, check_lease_s
 from fleet.repository import ApiToken, ConflictError, NotFoundError, Role
 from fleet.rollout_cli import release_app, rollout_app
 from fleet.roster_cli import roster_app
@@ -210,6 +210,7 @@ def serve(
         typer.Option(
             "--lease-s",
             min=1.0,
+            max=MAX_LEASE_S,
             help="Seconds a replica's lease on 叫应 and rollouts lasts unless renewed: "
             "another replica on the same database takes over within this after a crash.",
         ),
@@ -234,6 +235,10 @@ def serve(
         mosquitto_pid_file,
         ingest_connections,
     )
+    try:
+        check_lease_s(lease_s)  # typer's range lets NaN through
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--lease-s") from None
     settings = replace(
         settings, database=checked_database(database, reachable=True), lease_s=lease_s
     )

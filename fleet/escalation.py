@@ -43,6 +43,7 @@ from fleet.escalation_store import (
     EscalationStore,
     PlannedCall,
 )
+from fleet.leases import Leadership, LeaseLostError
 from fleet.robot_pace import RobotPace
 from fleet.roster import Person, Tier
 from fleet.worker_threads import in_thread
@@ -51,7 +52,6 @@ from protocol.contacts import is_answer, sender_numbers
 from protocol.levels import LEVEL_NAMES, AlarmLevel
 
 if TYPE_CHECKING:
-    from fleet.leases import Leadership
     from fleet.settings import EscalationSettings
 
 log = logging.getLogger(__name__)
@@ -150,9 +150,10 @@ class EscalationEngine:
         #: breadth first, outcomes written in batches.
         self.outbox = CallOutbox(self._send, store.calls_done, _senders, self.clock)
         self._recovered = False
-        #: Whether this process may decide now (of replicas, the 叫应 lease's holder): looked
-        #: at before every round, so a holder that lost the lease decides nothing more.
-        self.deciding: Callable[[], bool] = lambda: True
+        #: Of replicas, the 叫应 lease (None: this process always decides). Looked at before
+        #: every round, and last in the round's transaction: a holder that lost the lease,
+        #: even while frozen in mid-round, commits nothing and sends nothing.
+        self.leadership: Leadership | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -242,8 +243,6 @@ class EscalationEngine:
 
     async def _round(self) -> list[Outgoing]:
         """Decide (committed before anything is sent); the calls to send."""
-        if not self.deciding():
-            return []
         outgoing = await in_thread(self._decide, self.clock())
         if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
@@ -255,8 +254,18 @@ class EscalationEngine:
     def _decide(self, now: float) -> list[Outgoing]:
         # One transaction for the round: a thousand alarms at once are one commit, not
         # thousands, and it is still committed before anything is sent.
-        with self.store.batch():
-            calls = self._decide_round(now, RoundRosters(self.store.roster))
+        held = None
+        if self.leadership is not None:
+            held = self.leadership.held_term()
+            if held is None:
+                return []
+        try:
+            with self.store.batch(held.check if held is not None else None):
+                calls = self._decide_round(now, RoundRosters(self.store.roster))
+        except LeaseLostError as exc:
+            log.warning("%s: the round's decisions are rolled back", exc)
+            self._recovered = False  # its notes were rolled back with it
+            return []
         persons = self.store.persons_by_id(c.person_id for c in calls)
         escalations = self.store.escalations_by_id(c.escalation_id for c in calls)
         return [Outgoing(c, persons.get(c.person_id), escalations[c.escalation_id]) for c in calls]
@@ -534,8 +543,7 @@ async def running_engine(
         )
         task = None
         if settings.tick_s is not None:
-            if leadership is not None:  # (a caller that ticks the engine itself decides)
-                engine.deciding = lambda: leadership.held
+            engine.leadership = leadership  # (a caller that ticks the engine itself decides)
             watch = open_watch() if open_watch is not None else None
             if watch is not None:
                 clients.callback(watch.close)  # after the task below has stopped

@@ -11,13 +11,16 @@ This module must never know a database, and a store must never write a contact d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fleet.escalation_policy import LevelPolicy
 from fleet.roster import Person, PersonIn, Tier
+
+if TYPE_CHECKING:
+    from fleet.statements import Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +109,16 @@ class AlarmWatcher(Protocol):
 class EscalationStore(Protocol):
     """Roster, policies and escalation record (``Repository.escalation``)."""
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(
+        self, before_commit: Callable[[Transaction], None] | None = None
+    ) -> AbstractContextManager[None]:
         """Make the writes of this thread inside the block one transaction: one commit, one sync.
 
         The transaction begins at the first write, so a block that writes nothing takes no
         lock. Each write stays all-or-nothing on its own (a savepoint); an error escaping
-        the block rolls back every write in it.
+        the block rolls back every write in it. ``before_commit`` runs last in the
+        transaction if the block wrote (``fleet.leases.HeldTerm.check``); raising there rolls
+        the block back.
         """
         ...
 

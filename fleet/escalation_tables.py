@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -33,14 +33,18 @@ class EscalationTables:
     def __init__(self, statements: Statements) -> None:
         self._sql = statements
 
-    def batch(self) -> AbstractContextManager[None]:
+    def batch(
+        self, before_commit: Callable[[Transaction], None] | None = None
+    ) -> AbstractContextManager[None]:
         """Make the writes of this thread inside the block one transaction: one commit.
 
         The transaction begins at the first write, so a block that writes nothing takes no
         lock. Each write stays all-or-nothing on its own (a savepoint); an error escaping
-        the block rolls back every write in it.
+        the block rolls back every write in it. ``before_commit`` runs last in the
+        transaction if the block wrote (``fleet.leases.HeldTerm.check``); raising there rolls
+        the block back.
         """
-        return self._sql.batch()
+        return self._sql.batch(before_commit)
 
     # --- roster ---------------------------------------------------------------------------
 

@@ -31,3 +31,10 @@ GIVE_UP = "UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?"
 
 #: (name,)
 READ = "SELECT name, holder, expires_at, term FROM leases WHERE name = ?"
+
+#: (name, holder, term): run last in a singleton loop's transaction, locks the row (no
+#: other holder can take it before that transaction ends) if ``holder`` still holds the
+#: ``term`` it held when the work began; no row changed: another took it meanwhile. Expired
+#: and not taken is still held: nobody else can have worked in that term, and refusing it
+#: would roll back, every time, a round longer than the lease (its renewal waits on it).
+STILL_HELD = "UPDATE leases SET term = term WHERE name = ? AND holder = ? AND term = ?"

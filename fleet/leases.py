@@ -13,10 +13,14 @@ A holder on this machine whose process is gone (same host and PID namespace, no 
 PID) is replaced at once, so one county's fleet restarted after a crash does not wait a
 lease out before it calls anyone.
 
+A loop's work that is one transaction checks, last in it, that this process still holds
+the term it held when the work began (``HeldTerm.check``): a process frozen longer than a
+lease in mid-round, whose lease another has taken meanwhile, has its round rolled back
+rather than committed beside the new holder's.
+
 It must never start or keep a loop past the expiry this process last wrote (so two live
-holders never overlap, short of a process frozen longer than a lease in mid-round), and
-never stop a loop for good because a renewal failed: it keeps trying, and starts the loop
-again when it holds the lease again.
+holders never overlap), and never stop a loop for good because a renewal failed: it keeps
+trying, and starts the loop again when it holds the lease again.
 """
 
 from __future__ import annotations
@@ -24,20 +28,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import secrets
 import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from fleet import lease_sql
 from fleet.worker_threads import in_thread
+
+if TYPE_CHECKING:
+    from fleet.statements import Transaction
 
 log = logging.getLogger(__name__)
 
 #: How long a lease lasts unless renewed; a killed holder's loop is taken over after this.
 LEASE_S = 10.0
+#: The longest lease allowed: a killed holder's 叫应 waits this long for another replica.
+MAX_LEASE_S = 300.0
 #: The leases of ``fleet serve``'s singleton loops.
 ESCALATION_LEASE = "escalation"
 ROLLOUTS_LEASE = "rollouts"
@@ -53,6 +64,30 @@ class Lease:
     holder: str
     expires_at: float
     term: int
+
+
+class LeaseLostError(RuntimeError):
+    """Another holder took the lease while this holder's transaction ran: roll it back."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTerm:
+    """The term of ``name`` this process held when a piece of work began."""
+
+    name: str
+    holder: str
+    term: int
+
+    def check(self, tx: Transaction) -> None:
+        """Last in the work's transaction: raise ``LeaseLostError`` unless it still holds it.
+
+        The row stays locked (SQLite: the write lock; PostgreSQL: the row) until that
+        transaction ends, so no other holder takes the lease between the check and the commit.
+        """
+        still = tx.execute(lease_sql.STILL_HELD, (self.name, self.holder, self.term))
+        if still.rowcount != 1:
+            msg = f"lease {self.name}: term {self.term} is no longer this process's"
+            raise LeaseLostError(msg)
 
 
 class LeaseStore(Protocol):
@@ -81,6 +116,22 @@ class LeaseStore(Protocol):
         ...
 
 
+def check_lease_s(ttl_s: float) -> float:
+    """``ttl_s`` if it is a usable lease length (finite, above 0, at most ``MAX_LEASE_S``).
+
+    NaN would make every comparison false (a lease never held, or never expired) and a huge
+    one would leave a killed holder's 叫应 unrun for that long, so both are refused.
+    """
+    if not (math.isfinite(ttl_s) and 0 < ttl_s <= MAX_LEASE_S):
+        msg = f"a lease length must be above 0 and at most {MAX_LEASE_S:g} s, not {ttl_s}"
+        raise ValueError(msg)
+    return ttl_s
+
+
+#: The largest PID Linux gives (``/proc/sys/kernel/pid_max`` is at most 2**22).
+_PID_MAX = 2**22
+
+
 def _pid_namespace() -> str:
     try:
         return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
@@ -101,7 +152,11 @@ def holder_is_gone(holder: str) -> bool:
     that is alive, or was reused): then only the lease's expiry frees it.
     """
     parts = holder.split("/")
-    if len(parts) != 4 or not parts[2].isdigit():
+    # A PID as new_holder_id writes it: ASCII digits ('²'.isdigit() too), and one the
+    # kernel could have given (os.kill overflows on a larger one).
+    if len(parts) != 4 or not (parts[2].isascii() and parts[2].isdigit()):
+        return False
+    if not 0 < int(parts[2]) <= _PID_MAX:
         return False
     host, namespace, pid = parts[0], parts[1], int(parts[2])
     if host != socket.gethostname().replace("/", "_") or namespace != _pid_namespace():
@@ -121,8 +176,8 @@ class Leadership:
     """Runs ``work`` only while this process holds the lease ``name`` (see the module).
 
     ``clock`` is wall time as every replica sees it (the expiry is stored in it); replicas'
-    clocks must agree to well within ``ttl_s / 3``. ``renew_s`` defaults to a third of
-    ``ttl_s``.
+    clocks must agree to well within ``ttl_s / 3``. ``ttl_s`` is checked by
+    ``check_lease_s``; ``renew_s`` defaults to a third of it and must be shorter.
     """
 
     def __init__(
@@ -134,17 +189,20 @@ class Leadership:
         clock: Clock = time.time,
         renew_s: float | None = None,
     ) -> None:
-        if ttl_s <= 0:
-            msg = f"lease {name!r}: ttl_s must be positive, not {ttl_s}"
+        self.ttl_s = check_lease_s(ttl_s)
+        self.renew_s = renew_s if renew_s is not None else ttl_s / 3
+        if not (math.isfinite(self.renew_s) and 0 < self.renew_s < ttl_s):
+            # Renewing no sooner than it expires would stop and start the loop every time.
+            msg = f"lease {name!r}: renew_s must be above 0 and below ttl_s, not {renew_s}"
             raise ValueError(msg)
         self.store = store
         self.name = name
         self.holder = holder
-        self.ttl_s = ttl_s
         self.clock = clock
-        self.renew_s = renew_s if renew_s is not None else ttl_s / 3
         #: Until when (``clock``) this process may run ``work``; 0 when it does not hold it.
         self.held_until = 0.0
+        #: The term of the lease this process holds, or last held.
+        self.term = 0
         #: How many times this process took the lease from nobody or from another holder.
         self.taken = 0
         #: How many times it looked (took, renewed or was refused the lease).
@@ -155,6 +213,10 @@ class Leadership:
     def held(self) -> bool:
         """Whether this process holds the lease now (by its own clock)."""
         return self.clock() < self.held_until
+
+    def held_term(self) -> HeldTerm | None:
+        """The term held now, for work to check before it commits; None if not held."""
+        return HeldTerm(self.name, self.holder, self.term) if self.held else None
 
     def try_take(self) -> bool:
         """One attempt to take or renew the lease (blocking); whether it is held now."""
@@ -177,6 +239,7 @@ class Leadership:
         if not self.held:
             self.taken += 1
             log.info("lease %s: held by this process (term %d)", self.name, lease.term)
+        self.term = lease.term  # (before held_until: held_term never pairs it with an old term)
         # Measured from before the statement: the others see it expire no sooner.
         self.held_until = now + self.ttl_s
         return True

@@ -166,20 +166,23 @@ class Statements(ABC):
             yield tx
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, before_commit: Callable[[Transaction], None] | None = None) -> Iterator[None]:
         """Make the writes of this thread inside the block one transaction: one commit.
 
         The transaction begins at the first write, so a block that writes nothing takes no
         lock. Each write stays all-or-nothing on its own (a savepoint); an error escaping
-        the block rolls back every write in it.
+        the block rolls back every write in it. ``before_commit`` runs last in the
+        transaction, only if the block wrote; raising there rolls the whole block back.
         """
         if self._open_batch() is not None:
             yield
             return
         with ExitStack() as stack:
-            self._batches.open = _Batch(stack)
+            batch = self._batches.open = _Batch(stack)
             try:
                 yield
+                if before_commit is not None and batch.tx is not None:
+                    before_commit(batch.tx)
             finally:
                 self._batches.open = None
 

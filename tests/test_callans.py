@@ -34,6 +34,7 @@ from fleet.call_order import FirstContactQueue, Outgoing
 from fleet.channels import KannelSettings, SmtpSettings
 from fleet.escalation import CHANNEL_CONCURRENCY, EscalationEngine
 from fleet.escalation_store import Call, PlannedCall
+from fleet.leases import ESCALATION_LEASE, Leadership
 from fleet.main import create_app
 from fleet.repository import NewGateway, Received, Role
 from fleet.robot_pace import RobotLimit
@@ -967,3 +968,29 @@ async def test_a_village_answer_short_of_the_required_tier_calls_the_next_at_onc
     assert link is not None
     assert (await fleet.http.post(link.group(1))).status_code == 200
     await wait_for(lambda: robots.to("township"), 10, "the township's webhook call")
+
+
+async def test_a_holder_that_lost_the_lease_during_its_round_commits_and_calls_nothing(
+    fleet: Fleet,
+) -> None:
+    # A replica frozen past its lease in mid-round resumes believing it holds term 1, while
+    # another replica holds term 2: its round's transaction must not commit beside theirs.
+    leases = fleet.repository.leases
+    mine = Leadership(leases, ESCALATION_LEASE, "host-a/1/100/aa", clock=fleet.clock)
+    assert mine.try_take()
+    fleet.engine.leadership = mine
+    alarm_id = fleet.alarm(4)
+    other = "host-b/1/200/bb"
+    assert leases.take(ESCALATION_LEASE, other, fleet.clock(), 10.0, mine.holder).term == 2
+    assert mine.held  # its own view is stale, as a frozen process's is on waking
+
+    assert await fleet.tick() == []
+    states = fleet.repository.escalation.alarm_states()
+    assert [(s.alarm_id, s.open_escalation) for s in states] == [(alarm_id, None)]
+    assert fleet.repository.escalation.unsent_calls() == []
+
+    # Its lease back, it calls: the rolled-back round silenced nothing.
+    leases.give_up(ESCALATION_LEASE, other)
+    assert mine.try_take()
+    assert mine.term == 3
+    assert len(await fleet.tick()) == 2

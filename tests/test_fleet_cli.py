@@ -215,3 +215,15 @@ def test_serve_on_an_unreachable_postgresql_says_so_instead_of_starting(tmp_path
     assert "cannot connect" in said(done)
     assert "fleet:***@127.0.0.1:9" in said(done).replace(" ", "")
     assert "s3cret" not in said(done).replace(" ", "")
+
+
+def test_serve_refuses_a_lease_length_that_is_not_a_bounded_number(tmp_path: Path) -> None:
+    # typer's range check lets NaN through (every comparison with it is false).
+    for lease_s in ("nan", "inf", "1e9", "0.5"):
+        done = subprocess.run(
+            [sys.executable, "-m", "fleet.cli", "serve", "--data-dir", str(tmp_path),
+             "--lease-s", lease_s],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 2, (lease_s, done.stderr)
+        assert "--lease-s" in said(done), lease_s

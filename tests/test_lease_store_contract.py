@@ -9,6 +9,7 @@ over once the first stops renewing.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -19,8 +20,16 @@ from typing import Any
 
 import pytest
 
-from fleet.leases import Leadership, LeaseStore, holder_is_gone, new_holder_id
+from fleet.leases import (
+    MAX_LEASE_S,
+    Leadership,
+    LeaseLostError,
+    LeaseStore,
+    holder_is_gone,
+    new_holder_id,
+)
 from fleet.postgres_repository import PostgresRepository
+from fleet.roster import PersonIn, Tier
 from fleet.sqlite_repository import SQLiteRepository
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_for
@@ -31,20 +40,28 @@ A, B = "host-a/1/100/aa", "host-b/1/200/bb"
 
 
 @pytest.fixture(params=("sqlite", "postgresql"))
-def leases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LeaseStore]:
-    """An empty lease store of each backend."""
+def repository(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[SQLiteRepository | PostgresRepository]:
+    """An empty repository of each backend."""
     if request.param == "sqlite":
         sqlite = SQLiteRepository(tmp_path / "fleet.sqlite", durable=False)
-        yield sqlite.leases
+        yield sqlite
         sqlite.close()
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres")
     with cluster.fresh_schema() as url:
         postgres = PostgresRepository(url, pool_size=2)
         try:
-            yield postgres.leases
+            yield postgres
         finally:
             postgres.close()
+
+
+@pytest.fixture
+def leases(repository: SQLiteRepository | PostgresRepository) -> LeaseStore:
+    """An empty lease store of each backend."""
+    return repository.leases
 
 
 def test_a_free_lease_is_taken_and_the_other_holder_is_refused_until_it_expires(
@@ -141,9 +158,19 @@ def test_a_holder_whose_process_is_gone_is_replaced_at_once(leases: LeaseStore) 
     )
 
 
-def test_a_lease_length_that_is_not_positive_is_refused(leases: LeaseStore) -> None:
-    with pytest.raises(ValueError, match="ttl_s must be positive"):
-        Leadership(leases, "escalation", A, 0)
+@pytest.mark.parametrize("ttl_s", [0.0, -1.0, math.nan, math.inf, MAX_LEASE_S + 1, 2.0**63])
+def test_a_lease_length_out_of_bounds_is_refused(leases: LeaseStore, ttl_s: float) -> None:
+    # NaN compares false with everything: such a lease would never be held, nor expire.
+    with pytest.raises(ValueError, match="a lease length must be above 0 and at most 300 s"):
+        Leadership(leases, "escalation", A, ttl_s)
+
+
+@pytest.mark.parametrize("renew_s", [0.0, -1.0, math.nan, TTL, TTL + 1])
+def test_a_renewal_period_not_shorter_than_the_lease_is_refused(
+    leases: LeaseStore, renew_s: float
+) -> None:
+    with pytest.raises(ValueError, match="renew_s must be above 0 and below ttl_s"):
+        Leadership(leases, "escalation", A, TTL, renew_s=renew_s)
 
 
 async def test_only_the_holders_loop_runs_and_the_other_starts_when_it_stops_or_loses_it(
@@ -186,3 +213,42 @@ async def test_only_the_holders_loop_runs_and_the_other_starts_when_it_stops_or_
     assert lease is not None
     assert lease.holder == A  # B gave up nothing it did not hold
     assert overlaps == []
+
+
+def test_work_commits_only_while_the_term_it_began_in_is_held(
+    repository: SQLiteRepository | PostgresRepository,
+) -> None:
+    # A replica frozen longer than its lease in mid-round: another took the lease meanwhile.
+    now = [T0]
+    first = Leadership(repository.leases, "escalation", A, TTL, lambda: now[0])
+    assert first.try_take()
+    held = first.held_term()
+    assert held is not None
+    assert held.term == 1
+    store = repository.escalation
+    person = PersonIn(Tier.VILLAGE, "王建国", "群测群防员", email="wang@village.example.cn")
+    with store.batch(held.check):
+        store.replace_roster("creek-village", [person], T0)
+    assert len(store.roster("creek-village")) == 1
+
+    # Past the expiry it wrote, nobody else holding it: nobody else worked in that term (a
+    # round longer than the lease, its renewal waiting on the round, still commits).
+    now[0] = T0 + TTL + 1
+    with store.batch(held.check):
+        deputy = PersonIn(Tier.VILLAGE, "李敏", "群测群防员", email="li@village.example.cn")
+        store.replace_roster("creek-village", [person, deputy], now[0])
+    assert len(store.roster("creek-village")) == 2
+
+    repository.leases.take("escalation", B, now[0], TTL)
+    with pytest.raises(LeaseLostError, match="term 1"), store.batch(held.check):
+        store.replace_roster("creek-village", [], now[0])
+    assert len(store.roster("creek-village")) == 2  # rolled back whole
+    with store.batch(held.check):  # wrote nothing: nothing to check, no lock taken
+        store.roster("creek-village")
+
+
+def test_a_holder_id_with_a_pid_no_process_could_have_is_not_judged_gone() -> None:
+    # Read from the database: a damaged or foreign id must not raise on every look.
+    host, namespace, _pid, _random = new_holder_id().split("/")
+    for pid in ("\u00b2", str(2**70), str(2**40), "0"):
+        assert not holder_is_gone(f"{host}/{namespace}/{pid}/aa"), pid

@@ -12,12 +12,12 @@ still writing it would differ).
 
 from __future__ import annotations
 
-import select
 import subprocess
 import sys
 from pathlib import Path
 
 from fleet.broker_files import (
+    LOCK_FILE,
     PASSWORD_FILE,
     access_files_lock,
     read_password_file,
@@ -25,6 +25,7 @@ from fleet.broker_files import (
 )
 from fleet.service import open_enrollment, open_repository
 from fleet.settings import FleetSettings
+from hardware_sim.harness.waiting import wait_until
 
 SYNCER = """
 import sys, time
@@ -60,14 +61,26 @@ def test_an_enrollment_in_another_process_waits_for_the_lock_and_then_lists_ever
         )
         assert other.stdout is not None
         assert other.stdout.readline().strip() == "redeemed"
-        # It cannot write the files while this process holds them.
-        ready, _, _ = select.select([other.stdout], [], [], 1.0)
-        assert ready == [], "the other process rewrote the access files under our lock"
+        # It cannot write the files while this process holds them: it waits on the lock.
+        lock_file = settings.broker_dir / LOCK_FILE
+        wait_until(
+            lambda: waiting_on_flock(other.pid, lock_file), 30, "the other to wait on the lock"
+        )
         write_access_files(settings.broker_dir, enrollment.fleet_account, stale)
     assert other.stdout.readline().strip() == "synced"
     assert other.wait(timeout=60) == 0
     assert late in read_password_file(settings.broker_dir / PASSWORD_FILE)
     repository.close()
+
+
+def waiting_on_flock(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` is blocked taking a ``flock`` on ``path`` (``/proc/locks``)."""
+    inode = f":{path.stat().st_ino} "
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1:3] == ["->", "FLOCK"] and fields[5] == str(pid) and inode in line:
+            return True
+    return False
 
 
 def test_the_lock_is_reentrant_in_one_thread(tmp_path: Path) -> None:
