@@ -180,11 +180,20 @@ def _store_module_on(clock: SimulatedTime, page_size: int) -> Iterator[None]:
         store_module.PAGE_SIZE = shipped_page_size
 
 
-def store_variant(tmp: Path, rounds: int, expire_s: float, page_size: int, marks: bool) -> Any:
-    """The shipped store, as the agent drives it: a commit per round, watermarks acked."""
+def store_variant(
+    tmp: Path, rounds: int, expire_s: float, page_size: int, marks: bool, staged: bool = False
+) -> Any:
+    """The shipped store, as the agent drives it: a commit per round, watermarks acked.
+
+    ``staged``: with its stage on tmpfs (``/dev/shm``), as the shipped systemd unit runs it.
+    """
     clock = SimulatedTime()
     rng = random.Random(16)
-    with _store_module_on(clock, page_size), contextlib.closing(LocalStore(tmp).open()) as store:
+    stage_dir = None
+    if staged:
+        stage_dir = Path(tempfile.mkdtemp(prefix="hw-sdfloor-stage-", dir="/dev/shm"))
+    store = LocalStore(tmp, stage_dir=stage_dir)
+    with _store_module_on(clock, page_size), contextlib.closing(store.open()):
         loop = asyncio.new_event_loop()
 
         def commit(i: int, op: Operation) -> None:
@@ -207,6 +216,8 @@ def store_variant(tmp: Path, rounds: int, expire_s: float, page_size: int, marks
             return _measure(store.path, rounds, expire_s, commit, clock)
         finally:
             loop.close()
+            if stage_dir is not None:
+                shutil.rmtree(stage_dir, ignore_errors=True)
 
 
 def sqlite_variant(
@@ -281,6 +292,7 @@ def variants(page_size: int) -> dict[str, dict[str, Any]]:
     return {
         "store": {"kind": "store", "page_size": page_size, "marks": True},
         "store_no_marks": {"kind": "store", "page_size": page_size, "marks": False},
+        "store_staged": {"kind": "store", "page_size": page_size, "marks": True, "staged": True},
         "sqlite_4096": {"page_size": 4096},
         "sqlite_2048": {"page_size": 2048},
         "sqlite_1024": {"page_size": 1024},

@@ -134,7 +134,8 @@ class Agent:
     With ``config_path`` (the site file it was started from) it also takes signed
     configurations over the air; ``restart_requested`` is set when it stopped to start
     again on a new (or restored) site file. ``settings`` (the gateway's agent.toml) says
-    which players the site may name; a site asking for another is refused.
+    which players the site may name; a site asking for another is refused. ``stage_dir``
+    (tmpfs) holds readings between the store's moves (``edge_agent.reading_stage``).
     """
 
     def __init__(
@@ -148,13 +149,16 @@ class Agent:
         confirm_deadline_s: float = CONFIRM_DEADLINE_S,
         slots_root: Path | None = None,
         settings: LocalSettings | None = None,
+        stage_dir: Path | None = None,
     ) -> None:
         settings = settings or LocalSettings()
         self.site = site
         self.data_dir = data_dir
         self.clock = clock
         self.clock_synced = clock_synced
-        self.store = LocalStore(data_dir, site.agent.quota_bytes)
+        self.store = LocalStore(
+            data_dir, site.agent.quota_bytes, stage_dir=stage_dir, clock_speed=clock.speed
+        )
         self.engine = AlarmEngine(site.rules, backend)
         self.poller = Poller(site.buses, site.devices, clock, self._on_readings)
         self.actuation = Actuation(

@@ -40,6 +40,7 @@ def run_daemon(
     signals: StartSignals,
     slots_root: Path | None = None,
     settings: LocalSettings | None = None,
+    stage_dir: Path | None = None,
 ) -> None:
     """Run the agent until SIGTERM/SIGINT; restart in place when it asks to.
 
@@ -60,6 +61,7 @@ def run_daemon(
         confirm_deadline_s=confirm_deadline,
         slots_root=slots_root,
         settings=settings,
+        stage_dir=stage_dir,
     )
     signals.hand_over()
     asyncio.run(_run_until_signal(agent.run(), signals))

@@ -22,6 +22,7 @@ import getpass
 import importlib.util
 import os
 import shutil
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from typing import Literal
 from drivers.bus import ModbusBus, TransactionError
 from drivers.bus_config import SerialBusConfig
 from drivers.port_problem import fix_for
+from edge_agent import reading_stage
 from edge_agent.actuation import RelayActuator
 from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_device
@@ -188,18 +190,18 @@ def check_clock(surroundings: Surroundings) -> Finding:
     return Finding("clock", "warn", f"not synchronised: readings get suspect timestamps; {hint}")
 
 
-def _mount_of(path: Path, mounts: str) -> tuple[str, str, str] | None:
-    """(device, mount point, options) of the filesystem holding ``path``."""
+def _mount_of(path: Path, mounts: str) -> tuple[str, str, str, str] | None:
+    """(device, mount point, options, type) of the filesystem holding ``path``."""
     best = None
     resolved = str(path.resolve())
     for line in mounts.splitlines():
         parts = line.split()
         if len(parts) < 4:
             continue
-        device, point, _kind, options = parts[:4]
+        device, point, kind, options = parts[:4]
         inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) > len(best[1])):
-            best = (device, point, options)
+            best = (device, point, options, kind)
     return best
 
 
@@ -237,6 +239,37 @@ def check_store(data_dir: Path) -> Finding:
     if ok:
         return Finding("store", "ok", f"{data_dir} is writable")
     return Finding("store", "fail", f"{data_dir} is not writable by {getpass.getuser()}")
+
+
+def check_stage(data_dir: Path, surroundings: Surroundings) -> Finding:
+    """Whether the agent's last run staged its readings in RAM (``--stage-dir``)."""
+    store = data_dir / "store.sqlite"
+    stage = None
+    try:
+        mounts = surroundings.mounts()
+        if store.exists():
+            uri = f"file:{store}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+                stage = reading_stage.recorded(conn)
+    except (OSError, sqlite3.Error) as exc:
+        return Finding("stage", "warn", f"cannot tell: {exc}")
+    if stage is not None:
+        mount = _mount_of(stage.parent, mounts)
+        if mount is not None and mount[3] in {"tmpfs", "ramfs"}:
+            why = f"readings staged in RAM ({stage.parent}), moved to the store every 5 minutes"
+            return Finding("stage", "ok", why)
+        why = f"readings are staged in {stage.parent}, which is not tmpfs: use /run/hazardwatch"
+        return Finding("stage", "warn", why)
+    card = _mount_of(data_dir if data_dir.exists() else data_dir.parent, mounts)
+    if card is None or not card[0].startswith("/dev/mmcblk"):
+        return Finding("stage", "ok", "no stage: each round is committed in the store")
+    if not store.exists():
+        return Finding("stage", "ok", "the agent has not run here yet")
+    why = (
+        "each poll round is committed on the SD card: run `edge run` with --stage-dir "
+        "/run/hazardwatch (the systemd units do), which writes about a fifth as much"
+    )
+    return Finding("stage", "warn", why)
 
 
 def check_numba(data_dir: Path, surroundings: Surroundings) -> Finding:
@@ -322,6 +355,7 @@ async def examine(
     findings.append(check_clock(surroundings))
     findings.append(check_store(data_dir))
     findings.append(check_disk(data_dir, site.agent.quota_bytes, surroundings))
+    findings.append(check_stage(data_dir, surroundings))
     findings.append(check_numba(data_dir, surroundings))
     findings.append(await check_county(data_dir))
     return findings

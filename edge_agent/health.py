@@ -113,7 +113,7 @@ def host_health(data_dir: Path) -> HostHealth:
         disk = shutil.disk_usage(data_dir)
         disk_total, disk_free = int(disk.total), int(disk.free)
     store = 0
-    for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm"):
+    for name in ("store.sqlite", "store.sqlite-wal", "store.sqlite-shm", "store.sqlite-journal"):
         try:
             store += (data_dir / name).stat().st_size
         except OSError:

@@ -98,7 +98,7 @@ class Sl651Outbox:
         return self._conn
 
     async def open(self) -> None:
-        """Create the tables (the store has made the file and set WAL)."""
+        """Create the tables (the store has made the file and chosen its journal mode)."""
         await self._run(lambda _conn: None)
 
     def close(self) -> None:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edge_agent.store import LAST_SEQS_SQL
+from edge_agent import reading_stage
+from edge_agent.store import last_seqs_sql
 from protocol import MAX_PAYLOAD_BYTES, DataBatch, EventBatch, EventRow, ReadingRow, Stream
 from protocol.payloads import finite_json, sendable_reading, sendable_timestamp
 
@@ -81,6 +82,7 @@ class UploadSource:
         self.batch_rows = dict(batch_rows)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-reader")
         self._conn: sqlite3.Connection | None = None
+        self._staged = False  # whether the connection sees the store's stage
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -90,6 +92,7 @@ class UploadSource:
         if self._conn is None:
             uri = f"file:{self.store_path}?mode=ro"
             self._conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            self._staged = reading_stage.attach_recorded(self._conn)
         return self._conn
 
     def close(self) -> None:
@@ -118,7 +121,7 @@ class UploadSource:
         """The highest seq ever assigned in each stream (0 when none)."""
 
         def read(conn: sqlite3.Connection) -> dict[Stream, int]:
-            rows = dict(conn.execute(LAST_SEQS_SQL).fetchall())
+            rows = dict(conn.execute(last_seqs_sql(self._staged)).fetchall())
             return {s: int(rows.get(s.value, 0)) for s in Stream}
 
         return await self._run(read)
@@ -192,7 +195,8 @@ def stored_progress(store_path: Path) -> dict[Stream, tuple[int, int]]:
         return dict.fromkeys(Stream, (0, 0))
     conn = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=10)
     try:
-        last = dict(conn.execute(LAST_SEQS_SQL).fetchall())
+        staged = reading_stage.attach_recorded(conn)
+        last = dict(conn.execute(last_seqs_sql(staged)).fetchall())
         acked = dict(conn.execute("SELECT stream, seq FROM watermarks").fetchall())
     except sqlite3.OperationalError:
         return dict.fromkeys(Stream, (0, 0))  # the agent has not created its schema yet

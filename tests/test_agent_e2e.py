@@ -366,6 +366,15 @@ def test_systemd_unit_restarts_always_and_uses_the_watchdog():
     assert service["Type"] == "notify"
     assert int(service["WatchdogSec"]) > 0
     assert "edge run" in service["ExecStart"]
+    # readings are staged in RAM that outlives a restart (a killed agent's are moved later)
+    text = (
+        Path(__file__).parent.parent / "edge_agent/systemd/hazardwatch-edge.service"
+    ).read_text()
+    assert "Environment=HAZARDWATCH_STAGE_DIR=/run/hazardwatch" in text.splitlines()
+    assert (service["RuntimeDirectory"], service["RuntimeDirectoryPreserve"]) == (
+        "hazardwatch",
+        "yes",
+    )
 
 
 async def test_edge_status_names_the_alarm_kernels(tmp_path):

@@ -10,6 +10,7 @@ cannot be put in those states here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -19,7 +20,8 @@ from typing import Any
 
 from drivers.clock import ScaledClock, SystemClock
 from drivers.profiles import builtin_profiles
-from edge_agent.doctor import Surroundings, examine, verdict_of
+from edge_agent.doctor import Finding, Surroundings, check_stage, examine, verdict_of
+from edge_agent.store import LocalStore
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import sim_site
 from hardware_sim.harness.waiting import wait_for
@@ -226,6 +228,29 @@ async def test_an_unsynced_clock_a_full_card_and_no_numba_are_each_reported(
     assert "pure-Python engine" in seen["numba"][1]
     seen = await run(free=10 * 2**20)
     assert seen["disk"] == ("fail", "10 MB free: the store cannot keep readings")
+
+
+async def test_the_doctor_says_whether_readings_are_staged_in_ram(tmp_path: Path) -> None:
+    data, ram = tmp_path / "data", tmp_path / "ram"
+    mounts = f"/dev/mmcblk0p2 / ext4 rw,noatime 0 0\ntmpfs {ram} tmpfs rw 0 0\n"
+    surroundings = Surroundings(mounts=lambda: mounts)
+    assert check_stage(data, surroundings) == Finding(
+        "stage", "ok", "the agent has not run here yet"
+    )
+    with contextlib.closing(LocalStore(data).open()):  # a bare `edge run`: no stage
+        pass
+    plain = check_stage(data, surroundings)
+    with contextlib.closing(LocalStore(data, stage_dir=ram).open()):  # as the systemd unit
+        pass
+    staged = check_stage(data, surroundings)
+    on_disk = check_stage(data, Surroundings(mounts=lambda: "/dev/mmcblk0p2 / ext4 rw 0 0\n"))
+    assert plain.verdict == "warn"
+    assert "--stage-dir /run/hazardwatch" in plain.detail
+    assert staged == Finding(
+        "stage", "ok", f"readings staged in RAM ({ram}), moved to the store every 5 minutes"
+    )
+    assert on_disk.verdict == "warn"
+    assert "not tmpfs" in on_disk.detail
 
 
 async def test_with_the_agent_running_devices_are_judged_from_its_own_polls(

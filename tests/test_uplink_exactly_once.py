@@ -12,6 +12,8 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from hardware_sim.harness.agent import events, sim_site
 from hardware_sim.harness.uplink import (
     ORIGIN,
@@ -159,9 +161,13 @@ async def test_fleet_sigkilled_inside_a_batch_commit_loses_and_duplicates_nothin
     print(f"fleet SIGKILLed inside a commit: afterwards it holds {figures} rows, exactly once")
 
 
+@pytest.mark.parametrize("staged", [False, True], ids=["on_card", "staged_in_ram"])
 async def test_agent_sigkilled_mid_upload_resends_and_the_fleet_keeps_each_row_once(
-    tmp_path: Path,
+    tmp_path: Path, staged: bool
 ) -> None:
+    # Staged: each round is committed in the stage (as under systemd, --stage-dir) and the
+    # killed agent's staged readings are moved into the store by the restarted one.
+    env = {"HAZARDWATCH_STAGE_DIR": str(tmp_path / "ram")} if staged else {}
     clock = make_clock(600)
     devices = storm_station(clock, None)
     with (
@@ -174,7 +180,7 @@ async def test_agent_sigkilled_mid_upload_resends_and_the_fleet_keeps_each_row_o
             observer.running(broker.port),
             sim_site(tmp_path, devices, SITE, clock) as site,
         ):
-            agent = await site.start_agent("gw")
+            agent = await site.start_agent("gw", env=env)
             await wait_for(lambda: acked(agent.data_dir) > 0, 30, "the first acknowledged batch")
             await wait_for(
                 lambda: fleet_gateway(fleet.data_dir, gateway_id)["state"] == "online",
@@ -209,7 +215,7 @@ async def test_agent_sigkilled_mid_upload_resends_and_the_fleet_keeps_each_row_o
                 20,
                 "the fleet to commit the batches in flight",
             )
-            restarted = await site.start_agent("gw")
+            restarted = await site.start_agent("gw", env=env)
             # Each poll round is uploaded as soon as it is committed, so the fleet may hold
             # every stored reading already: wait for new ones from the restarted agent too.
             await wait_for(
@@ -226,6 +232,8 @@ async def test_agent_sigkilled_mid_upload_resends_and_the_fleet_keeps_each_row_o
         figures = assert_exactly_once(fleet.data_dir, gateway_id, restarted.data_dir)
         duplicates = fleet.ingest()["rows_duplicate"]
     assert duplicates >= in_flight - watermark  # resent after the crash, stored once
+    if staged:  # the rounds went through the stage
+        assert [p.name[:9] for p in (tmp_path / "ram").glob("*.sqlite")] == ["readings-"]
     # The retained health message the fleet keeps: uptime, versions, host and store figures.
     assert isinstance(health, str)
     report = json.loads(health)

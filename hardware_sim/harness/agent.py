@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.clock import ScaledClock
+from edge_agent import reading_stage
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.server import SimulatedBus, serve_tcp
 
@@ -152,6 +153,7 @@ def readings(data_dir: Path, channel: str) -> list[tuple[float, float | None, in
     """(ts, value, quality) of one channel, oldest first."""
     conn = sqlite3.connect(f"file:{data_dir / 'store.sqlite'}?mode=ro", uri=True, timeout=10)
     try:
+        reading_stage.attach_recorded(conn)  # readings not yet moved out of RAM too
         return conn.execute(
             "SELECT r.ts, r.value, r.quality FROM readings r JOIN channels c ON c.id = r.channel "
             "WHERE c.name = ? ORDER BY r.ts, r.seq",

@@ -31,7 +31,8 @@ import httpx
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
-from edge_agent.store import LAST_SEQS_SQL
+from edge_agent import reading_stage
+from edge_agent.store import last_seqs_sql
 from fleet.broker_files import FleetAccount, Listener, mosquitto_conf, write_access_files
 from fleet.repository import Role
 from fleet.sqlite_repository import SQLiteRepository
@@ -319,7 +320,10 @@ def enroll(data_dir: Path, fleet: FleetProcess, token: str | None = None) -> str
 
 
 def _ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    """A read-only connection to a gateway's store, its stage (if any) attached."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    reading_stage.attach_recorded(conn)
+    return conn
 
 
 def gateway_seqs(data_dir: Path, table: str = "readings") -> list[int]:
@@ -335,7 +339,7 @@ def gateway_marks(data_dir: Path) -> dict[str, tuple[int, int]]:
         return {"readings": (0, 0), "events": (0, 0)}
     with contextlib.closing(_ro(path)) as db:
         try:
-            last = dict(db.execute(LAST_SEQS_SQL).fetchall())
+            last = dict(db.execute(last_seqs_sql(reading_stage.attach_recorded(db))).fetchall())
             acked = dict(db.execute("SELECT stream, seq FROM watermarks").fetchall())
         except sqlite3.OperationalError:
             return {"readings": (0, 0), "events": (0, 0)}
