@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 from collections.abc import Awaitable
@@ -110,8 +111,8 @@ class AtChannel:
     """The single owner of a modem's AT port: one command at a time, each with a deadline."""
 
     def __init__(self, port: str, baudrate: int, timeout_s: float) -> None:
-        if timeout_s <= 0:
-            msg = f"timeout_s must be positive, got {timeout_s}"
+        if not 0 < timeout_s < math.inf:  # NaN too: each command needs a real deadline
+            msg = f"timeout_s must be a positive finite number of seconds, got {timeout_s}"
             raise ValueError(msg)
         self.port = port
         self.baudrate = baudrate

@@ -175,10 +175,11 @@ def drop_moved(conn: sqlite3.Connection, upto: int) -> None:
 
 
 def recover(conn: sqlite3.Connection, path: Path) -> int:
-    """Move what an earlier run left in the stage at ``path`` into the store; return how many.
+    """Move what the stage at ``path`` holds that the store lacks; return how many.
 
     For a start after a SIGKILL, or after the stage directory changed: the rows go into
-    the store in one FULL commit before anything else is written.
+    the store in one FULL commit before anything else is written. Safe beside a running
+    agent (a tool opening its store): rows are moved once and dropped only once moved.
     """
     if not path.exists():
         return 0
@@ -191,14 +192,13 @@ def recover(conn: sqlite3.Connection, path: Path) -> int:
             conn.execute("PRAGMA synchronous=FULL")
             try:
                 with conn:
-                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute("BEGIN IMMEDIATE")  # the stage too: no row comes in meanwhile
                     upto = move_into_store(conn)
             finally:
                 conn.execute("PRAGMA synchronous=NORMAL")
+            # Only up to what this transaction saw: a running agent stages new rows after.
             drop_moved(conn, upto)
             log.warning("moved %d readings an earlier run staged in %s into the store", left, path)
-        else:
-            drop_moved(conn, 2**63 - 1)  # all of them are in the store
     finally:
         conn.execute("DETACH DATABASE stage")
     return int(left)

@@ -167,14 +167,24 @@ class ChannelHistory:
     good: npt.NDArray[np.bool_]
 
 
-def _connect(path: Path, staged: bool = False) -> sqlite3.Connection:
+def _connect(path: Path) -> sqlite3.Connection:
     # Owner-only (0600) before sqlite3 creates it with the umask's mode: the store holds the
     # site's whole history. SQLite gives its -wal and -shm files the same mode.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect only on a new file
-    # With a stage the store takes a few large appends: a rollback journal writes their
-    # pages once (it saves only the few pages they change), where the WAL writes them twice.
+    # NORMAL for readings, watermarks and housekeeping: a commit is in the WAL (safe from
+    # a SIGKILL) with no fsync. Events switch to FULL for their commit (``_durable``).
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _journal(conn: sqlite3.Connection, staged: bool) -> None:
+    """WAL for a round committed at a time; a rollback journal for a staged store's moves.
+
+    A move is a few large appends: a rollback journal writes their pages once (it saves
+    only the few pages they change), where the WAL writes them twice.
+    """
     mode = "truncate" if staged else "wal"
     got = str(conn.execute(f"PRAGMA journal_mode={mode}").fetchone()[0]).lower()
     if got != mode:
@@ -182,10 +192,6 @@ def _connect(path: Path, staged: bool = False) -> sqlite3.Connection:
             "the store stays in %s journal mode (another process has it open); "
             "it works the same, and writes more", got,
         )  # fmt: skip
-    # NORMAL for readings, watermarks and housekeeping: a commit is in the WAL (safe from
-    # a SIGKILL) with no fsync. Events switch to FULL for their commit (``_durable``).
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
 
 
 @contextlib.contextmanager
@@ -266,7 +272,13 @@ class LocalStore:
     def open(self) -> LocalStore:
         """Create the data directory and schema; safe on an existing store."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        conn = _connect(self.path, staged=self.stage is not None)
+        conn = _connect(self.path)
+        # A store staged before keeps its stage while that is there (a tool opening the
+        # agent's store, or `edge run` without --stage-dir until a reboot empties /run).
+        earlier = reading_stage.recorded(conn)
+        if self.stage is None and earlier is not None and earlier.exists():
+            self.stage = earlier
+        _journal(conn, staged=self.stage is not None)
         # Incremental auto-vacuum lets the quota policy give pages back to the disk; it
         # only takes effect on an empty database or after a VACUUM. A staged store goes
         # without: each move would also rewrite a pointer-map page (``bench/sd_wear_floor``:
@@ -281,7 +293,7 @@ class LocalStore:
         ).fetchone():
             log.warning("upgrading the store: dropping the per-channel index of readings")
             conn.executescript(f"BEGIN IMMEDIATE;{_UPGRADE}COMMIT;")
-        self._open_stage(conn)
+        self._open_stage(conn, earlier)
         self._channel_ids = {name: cid for cid, name in conn.execute(SELECT_CHANNELS)}
         # After an unclean stop the seqs reserved may have reached the fleet in readings a
         # power cut then took from the WAL: they are never used again.
@@ -301,25 +313,61 @@ class LocalStore:
             reading_stage.attach(self._reader, self.stage, read_only=True)
         return self
 
-    def _open_stage(self, conn: sqlite3.Connection) -> None:
-        """Move what an earlier run staged into the store, then attach this run's stage."""
-        earlier = reading_stage.recorded(conn)
+    def _open_stage(self, conn: sqlite3.Connection, earlier: Path | None) -> None:
+        """Move what the ``earlier`` stage holds into the store, then attach this run's.
+
+        Neither a stage that cannot be read nor one that cannot be made keeps the agent
+        from starting: the first is set aside (and said), the second means no stage.
+        """
         if earlier is not None:
-            reading_stage.recover(conn, earlier)
+            try:
+                reading_stage.recover(conn, earlier)
+            except sqlite3.Error as exc:
+                log.error(
+                    "the readings an earlier run staged in %s could not be moved into the "
+                    "store (%s); they stay in that file%s",
+                    earlier, exc,
+                    "" if earlier == self.stage else f", until a start with --stage-dir "
+                    f"{earlier.parent}",
+                )  # fmt: skip
+        if self.stage is not None and not self._attach_stage(conn, self.stage):
+            self.stage = None
+            _journal(conn, staged=False)  # commits every round, as without one
         if earlier != self.stage:
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
                 reading_stage.record(conn, self.stage)
-        if self.stage is None:
-            return
-        self.stage.parent.mkdir(parents=True, exist_ok=True)
-        if reading_stage.in_ram(self.stage) is False:
-            log.warning(
-                "the readings' stage %s is not on tmpfs: it spares the SD card only in RAM "
-                "(under systemd: RuntimeDirectory=hazardwatch, --stage-dir /run/hazardwatch)",
-                self.stage.parent,
-            )
-        reading_stage.attach(conn, self.stage, read_only=False)
+
+    def _attach_stage(self, conn: sqlite3.Connection, stage: Path) -> bool:
+        """Attach ``stage`` for writing; a damaged file is set aside for a fresh one."""
+        try:
+            stage.parent.mkdir(parents=True, exist_ok=True)
+            if reading_stage.in_ram(stage) is False:
+                log.warning(
+                    "the readings' stage %s is not on tmpfs: it spares the SD card only in "
+                    "RAM (under systemd: RuntimeDirectory=hazardwatch, --stage-dir "
+                    "/run/hazardwatch)",
+                    stage.parent,
+                )
+            try:
+                reading_stage.attach(conn, stage, read_only=False)
+            except sqlite3.DatabaseError as exc:
+                aside = stage.with_name(f"{stage.name}.damaged-{int(time.time())}")
+                log.error("the readings' stage %s cannot be read (%s): set aside as %s",
+                          stage, exc, aside)  # fmt: skip
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("DETACH DATABASE stage")
+                stage.rename(aside)
+                reading_stage.attach(conn, stage, read_only=False)
+        except (OSError, sqlite3.Error) as exc:
+            log.error(
+                "no readings' stage in %s (%s): each round is committed in the store",
+                stage.parent, exc,
+            )  # fmt: skip
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("DETACH DATABASE stage")
+            return False
+        return True
 
     def close(self) -> None:
         """Commit what is held and close the file; what the disk still refuses is logged."""

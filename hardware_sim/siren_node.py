@@ -44,8 +44,8 @@ class PtyHal(NodeHal):
     def __init__(
         self, port: serial.Serial, clock: Clock, rain_mm: RainSignal | None, mm_per_tip: float
     ) -> None:
-        if mm_per_tip <= 0:
-            msg = f"mm_per_tip must be positive, got {mm_per_tip}"
+        if not 0 < mm_per_tip < math.inf:  # NaN too: it would count no rain at all
+            msg = f"mm_per_tip must be a positive finite number, got {mm_per_tip}"
             raise ValueError(msg)
         self.port = port
         self.clock = clock

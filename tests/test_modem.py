@@ -601,3 +601,9 @@ async def test_the_network_ends_a_ring_nobody_picks_up(
     assert sim.rings[0].ended
     # the NO CARRIER that followed is unsolicited: the next command is answered as usual
     assert await modem.signal() == 21
+
+
+@pytest.mark.parametrize("timeout_s", [0.0, -1.0, float("nan"), float("inf")])
+def test_an_at_channel_refuses_a_deadline_that_is_no_deadline(timeout_s: float) -> None:
+    with pytest.raises(ValueError, match="timeout_s must be a positive finite number"):
+        AtChannel("/dev/ttyUSB9", 115200, timeout_s)

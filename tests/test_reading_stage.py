@@ -134,24 +134,54 @@ async def test_an_event_takes_the_staged_readings_to_the_card_in_its_commit(
     assert events == [("alarm",)]
 
 
-async def test_closing_moves_everything_and_a_start_without_a_stage_keeps_the_store_whole(
+async def test_closing_moves_everything_and_the_store_keeps_its_stage_until_a_reboot(
     tmp_path: Path, clock: MovedTime
 ) -> None:
-    data = tmp_path / "data"
-    async with LocalStore(data, stage_dir=tmp_path / "ram") as store:
+    data, ram = tmp_path / "data", tmp_path / "ram"
+    async with LocalStore(data, stage_dir=ram) as store:
         store.add_readings(poll_round(0))
         await store.flush()
         await store.set_watermark("readings", 7)
     assert on_card(data / "store.sqlite", "SELECT count(*) FROM readings") == [(CHANNELS,)]
     assert on_card(data / "store.sqlite", "SELECT seq FROM watermarks") == [(7,)]
-    async with LocalStore(data) as plain:  # the stage directory was taken away
-        plain.add_readings(poll_round(1))
+    # A tool (edge update, edge replay) or `edge run` without --stage-dir keeps the stage.
+    async with LocalStore(data) as tool:
+        tool.add_readings(poll_round(1))
+        await tool.flush()
+        kept = (tool.stage, on_card(data / "store.sqlite", "SELECT count(*) FROM readings"))
+    assert kept == (store.stage, [(CHANNELS,)])
+    # A reboot empties /run: the next start without a stage commits every round again.
+    for leftover in ram.iterdir():
+        leftover.unlink()
+    async with LocalStore(data) as plain:
+        plain.add_readings(poll_round(2))
         await plain.flush()
         seqs = [s for (s,) in plain.reader.execute("SELECT seq FROM readings ORDER BY seq")]
         journal = plain.conn.execute("PRAGMA journal_mode").fetchone()[0]
         record = reading_stage.recorded(plain.conn)
-    assert seqs == list(range(1, 2 * CHANNELS + 1))
-    assert (journal, record) == ("wal", None)
+    assert seqs == list(range(1, 3 * CHANNELS + 1))
+    assert (plain.stage, journal, record) == (None, "wal", None)
+
+
+async def test_a_tool_opening_the_store_beside_the_agent_moves_nothing_twice(
+    tmp_path: Path, clock: MovedTime
+) -> None:
+    data, ram = tmp_path / "data", tmp_path / "ram"
+    async with LocalStore(data, stage_dir=ram) as agent:
+        agent.add_readings(poll_round(0))
+        await agent.flush()
+        async with LocalStore(data) as tool:  # moves the agent's staged round on opening
+            await tool.record_event(T0 + 1, "ota", "agent", None, {"step": "download"})
+            agent.add_readings(poll_round(1))  # the agent stages on meanwhile
+            await agent.flush()
+            seen_by_tool = tool.reading_count()
+        clock.now += DURABLE_EVERY_S
+        agent.add_readings(poll_round(2))
+        await agent.flush()
+        seqs = [s for (s,) in agent.reader.execute("SELECT seq FROM readings ORDER BY seq")]
+    card = [s for (s,) in on_card(data / "store.sqlite", "SELECT seq FROM readings ORDER BY seq")]
+    assert seen_by_tool == 2 * CHANNELS
+    assert seqs == card == list(range(1, 3 * CHANNELS + 1))
 
 
 async def test_rows_left_in_the_stage_after_their_move_are_never_seen_twice(
@@ -234,6 +264,39 @@ async def test_a_full_card_keeps_the_readings_in_the_stage_and_moves_them_once_i
     assert after.held_readings == 0
     assert sorted(values) == sorted(float(i * 100 + c) for i in range(9) for c in range(CHANNELS))
     assert sum("cannot write" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_damaged_stage_is_set_aside_and_the_agent_stores_on(
+    tmp_path: Path, clock: MovedTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    ram = tmp_path / "ram"
+    async with LocalStore(tmp_path / "data", stage_dir=ram) as store:
+        store.add_readings(poll_round(0))
+        await store.flush()
+    assert store.stage is not None
+    store.stage.write_bytes(b"not a database, a stray file of the same name " * 100)
+    async with LocalStore(tmp_path / "data", stage_dir=ram) as again:
+        again.add_readings(poll_round(1))
+        assert await again.flush() == CHANNELS
+        count = again.reading_count()
+    set_aside = [p.name for p in ram.iterdir() if ".damaged-" in p.name]
+    assert count == 2 * CHANNELS
+    assert len(set_aside) == 1
+    assert any("cannot be read" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_stage_directory_that_cannot_be_made_means_no_stage_not_no_agent(
+    tmp_path: Path, clock: MovedTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("a file where the stage directory should be")
+    async with LocalStore(tmp_path / "data", stage_dir=tmp_path / "file" / "ram") as store:
+        store.add_readings(poll_round(0))
+        assert await store.flush() == CHANNELS
+        card = on_card(store.path, "SELECT count(*) FROM readings")
+        journal = store.conn.execute("PRAGMA main.journal_mode").fetchone()[0]
+    assert store.stage is None
+    assert (card, journal) == ([(CHANNELS,)], "wal")
+    assert any("no readings' stage" in r.getMessage() for r in caplog.records)
 
 
 WRITER = """

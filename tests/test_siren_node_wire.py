@@ -35,8 +35,9 @@ from drivers.siren_node.registers import (
     REG_RAIN_WINDOW,
 )
 from hardware_sim.harness.waiting import wait_for
+from hardware_sim.pty_link import PtyPair
 from hardware_sim.scenarios import DesignStorm
-from hardware_sim.siren_node import SimulatedSirenNode, serve_siren_node
+from hardware_sim.siren_node import PtyHal, SimulatedSirenNode, serve_siren_node
 
 T0 = 1_700_000_000.0
 UNIT = DEFAULT_UNIT_ID
@@ -232,3 +233,10 @@ async def test_frames_with_a_bad_crc_are_ignored_and_never_switch_the_siren() ->
         errors = ok(await client.read_holding_registers(REG_CRC_ERRORS, count=1, device_id=UNIT))
     assert errors.registers == [6]
     assert [c.value for c in node.siren_log] == [True]
+
+
+@pytest.mark.parametrize("mm_per_tip", [0.0, -0.2, float("nan"), float("inf")])
+def test_a_simulated_node_refuses_a_bucket_that_counts_no_rain(mm_per_tip: float) -> None:
+    refused = pytest.raises(ValueError, match="mm_per_tip must be a positive finite number")
+    with PtyPair() as pty, serial.Serial(str(pty.device_end)) as port, refused:
+        PtyHal(port, ManualClock(), None, mm_per_tip)
