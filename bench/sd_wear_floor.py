@@ -37,7 +37,6 @@ import sqlite3
 import struct
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,18 +110,11 @@ class Writeback:
         self.dirtied.clear()
 
 
+@dataclass
 class SimulatedTime:
-    """``time`` for the store module, with ``monotonic`` on the simulated clock."""
+    """The simulated clock: the store's monotonic time (its watermarks, fsyncs and moves)."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        """The simulated monotonic clock."""
-        return self.now
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
+    now: float = 1000.0
 
 
 def _round(i: int, rng: random.Random) -> list[Reading]:
@@ -168,15 +160,13 @@ def _measure(
 
 
 @contextlib.contextmanager
-def _store_module_on(clock: SimulatedTime, page_size: int) -> Iterator[None]:
-    """The store module on the simulated clock and at ``page_size``; as shipped after."""
+def _store_module_at(page_size: int) -> Iterator[None]:
+    """The store module at ``page_size``; as shipped after."""
     shipped_page_size = store_module.PAGE_SIZE
-    vars(store_module)["time"] = clock  # its watermarks and fsyncs on the simulated clock
     store_module.PAGE_SIZE = page_size
     try:
         yield
     finally:
-        vars(store_module)["time"] = time
         store_module.PAGE_SIZE = shipped_page_size
 
 
@@ -192,8 +182,8 @@ def store_variant(
     stage_dir = None
     if staged:
         stage_dir = Path(tempfile.mkdtemp(prefix="hw-sdfloor-stage-", dir="/dev/shm"))
-    store = LocalStore(tmp, stage_dir=stage_dir)
-    with _store_module_on(clock, page_size), contextlib.closing(store.open()):
+    store = LocalStore(tmp, stage_dir=stage_dir, monotonic=lambda: clock.now)
+    with _store_module_at(page_size), contextlib.closing(store.open()):
         loop = asyncio.new_event_loop()
 
         def commit(i: int, op: Operation) -> None:

@@ -224,11 +224,13 @@ class LocalStore:
         max_held_events: int = MAX_HELD_EVENTS,
         stage_dir: Path | None = None,
         clock_speed: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.data_dir = data_dir
         #: Simulated seconds per real second of the agent's clock: the store's intervals
         #: (moves, fsyncs, watermark writes) run on the agent's time, as on a real gateway.
         self.clock_speed = clock_speed
+        self._clock = monotonic  # injectable for tests and benches
         if not 0 < clock_speed < math.inf:
             msg = f"clock_speed must be a positive finite number, not {clock_speed!r}"
             raise ValueError(msg)
@@ -265,7 +267,7 @@ class LocalStore:
 
     def _monotonic(self) -> float:
         """Seconds on the agent's clock, for the store's intervals (never goes back)."""
-        return time.monotonic() * self.clock_speed
+        return self._clock() * self.clock_speed
 
     # --- lifecycle -------------------------------------------------------------------
 

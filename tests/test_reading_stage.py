@@ -14,13 +14,12 @@ import signal
 import sqlite3
 import sys
 import textwrap
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import edge_agent.store as store_module
 from drivers.model import Quality, Reading
 from edge_agent import reading_stage
 from edge_agent.store import DURABLE_EVERY_S, LocalStore
@@ -34,24 +33,19 @@ T0 = 1_750_000_000.0  # 2025-06-15, inside the wire's range
 CHANNELS = 20
 
 
+@dataclass
 class MovedTime:
-    """``time`` for the store module with a monotonic clock the test moves."""
+    """The store's monotonic clock, moved by the test (``LocalStore(monotonic=...)``)."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    now: float = 1000.0
 
     def monotonic(self) -> float:
         return self.now
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> MovedTime:
-    moved = MovedTime()
-    monkeypatch.setattr(store_module, "time", moved)
-    return moved
+def clock() -> MovedTime:
+    return MovedTime()
 
 
 def poll_round(i: int, quality: Quality = Quality.OK) -> list[Reading]:
@@ -77,7 +71,7 @@ async def test_rounds_are_read_from_ram_and_reach_the_card_in_one_move(
     tmp_path: Path, clock: MovedTime
 ) -> None:
     ram = tmp_path / "ram"
-    async with LocalStore(tmp_path / "data", stage_dir=ram) as store:
+    async with LocalStore(tmp_path / "data", stage_dir=ram, monotonic=clock.monotonic) as store:
         assert store.stage is not None
         for i in range(3):
             store.add_readings(poll_round(i))
@@ -124,7 +118,9 @@ async def test_rounds_are_read_from_ram_and_reach_the_card_in_one_move(
 async def test_an_event_takes_the_staged_readings_to_the_card_in_its_commit(
     tmp_path: Path, clock: MovedTime
 ) -> None:
-    async with LocalStore(tmp_path / "data", stage_dir=tmp_path / "ram") as store:
+    async with LocalStore(
+        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
+    ) as store:
         store.add_readings(poll_round(0))
         await store.flush()
         await store.record_event(T0 + 5, "alarm", "rain_1h", 4, {"kind": "rise"})
@@ -138,14 +134,14 @@ async def test_closing_moves_everything_and_the_store_keeps_its_stage_until_a_re
     tmp_path: Path, clock: MovedTime
 ) -> None:
     data, ram = tmp_path / "data", tmp_path / "ram"
-    async with LocalStore(data, stage_dir=ram) as store:
+    async with LocalStore(data, stage_dir=ram, monotonic=clock.monotonic) as store:
         store.add_readings(poll_round(0))
         await store.flush()
         await store.set_watermark("readings", 7)
     assert on_card(data / "store.sqlite", "SELECT count(*) FROM readings") == [(CHANNELS,)]
     assert on_card(data / "store.sqlite", "SELECT seq FROM watermarks") == [(7,)]
     # A tool (edge update, edge replay) or `edge run` without --stage-dir keeps the stage.
-    async with LocalStore(data) as tool:
+    async with LocalStore(data, monotonic=clock.monotonic) as tool:
         tool.add_readings(poll_round(1))
         await tool.flush()
         kept = (tool.stage, on_card(data / "store.sqlite", "SELECT count(*) FROM readings"))
@@ -153,7 +149,7 @@ async def test_closing_moves_everything_and_the_store_keeps_its_stage_until_a_re
     # A reboot empties /run: the next start without a stage commits every round again.
     for leftover in ram.iterdir():
         leftover.unlink()
-    async with LocalStore(data) as plain:
+    async with LocalStore(data, monotonic=clock.monotonic) as plain:
         plain.add_readings(poll_round(2))
         await plain.flush()
         seqs = [s for (s,) in plain.reader.execute("SELECT seq FROM readings ORDER BY seq")]
@@ -167,10 +163,12 @@ async def test_a_tool_opening_the_store_beside_the_agent_moves_nothing_twice(
     tmp_path: Path, clock: MovedTime
 ) -> None:
     data, ram = tmp_path / "data", tmp_path / "ram"
-    async with LocalStore(data, stage_dir=ram) as agent:
+    async with LocalStore(data, stage_dir=ram, monotonic=clock.monotonic) as agent:
         agent.add_readings(poll_round(0))
         await agent.flush()
-        async with LocalStore(data) as tool:  # moves the agent's staged round on opening
+        async with LocalStore(
+            data, monotonic=clock.monotonic
+        ) as tool:  # moves the agent's staged round on opening
             await tool.record_event(T0 + 1, "ota", "agent", None, {"step": "download"})
             agent.add_readings(poll_round(1))  # the agent stages on meanwhile
             await agent.flush()
@@ -188,7 +186,9 @@ async def test_rows_left_in_the_stage_after_their_move_are_never_seen_twice(
     tmp_path: Path, clock: MovedTime
 ) -> None:
     """A SIGKILL between the move's commit and the stage's delete leaves both copies."""
-    async with LocalStore(tmp_path / "data", stage_dir=tmp_path / "ram") as store:
+    async with LocalStore(
+        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
+    ) as store:
         store.add_readings(poll_round(0))
         await store.flush()
         clock.now += DURABLE_EVERY_S
@@ -204,7 +204,9 @@ async def test_rows_left_in_the_stage_after_their_move_are_never_seen_twice(
         await store.flush()
         count = store.reading_count()
         seqs = [s for (s,) in store.reader.execute("SELECT seq FROM readings ORDER BY seq")]
-    async with LocalStore(tmp_path / "data", stage_dir=tmp_path / "ram") as again:
+    async with LocalStore(
+        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
+    ) as again:
         kept = on_card(again.path, "SELECT seq FROM readings ORDER BY seq")
     assert count == 3 * CHANNELS
     assert seqs == list(range(1, 3 * CHANNELS + 1))
@@ -214,7 +216,9 @@ async def test_rows_left_in_the_stage_after_their_move_are_never_seen_twice(
 async def test_unsynced_readings_are_corrected_on_the_card_and_in_the_stage(
     tmp_path: Path, clock: MovedTime
 ) -> None:
-    async with LocalStore(tmp_path / "data", stage_dir=tmp_path / "ram") as store:
+    async with LocalStore(
+        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
+    ) as store:
         store.add_readings(poll_round(0, Quality.CLOCK_UNSYNCED))
         await store.flush()
         clock.now += DURABLE_EVERY_S
@@ -238,6 +242,7 @@ async def test_a_full_card_keeps_the_readings_in_the_stage_and_moves_them_once_i
         async with LocalStore(
             disk.path,
             stage_dir=tmp_path / "ram",
+            monotonic=clock.monotonic,
             max_held_readings=5 * CHANNELS,
             max_held_events=10,
         ) as store:
@@ -270,12 +275,12 @@ async def test_a_damaged_stage_is_set_aside_and_the_agent_stores_on(
     tmp_path: Path, clock: MovedTime, caplog: pytest.LogCaptureFixture
 ) -> None:
     ram = tmp_path / "ram"
-    async with LocalStore(tmp_path / "data", stage_dir=ram) as store:
+    async with LocalStore(tmp_path / "data", stage_dir=ram, monotonic=clock.monotonic) as store:
         store.add_readings(poll_round(0))
         await store.flush()
     assert store.stage is not None
     store.stage.write_bytes(b"not a database, a stray file of the same name " * 100)
-    async with LocalStore(tmp_path / "data", stage_dir=ram) as again:
+    async with LocalStore(tmp_path / "data", stage_dir=ram, monotonic=clock.monotonic) as again:
         again.add_readings(poll_round(1))
         assert await again.flush() == CHANNELS
         count = again.reading_count()
@@ -289,7 +294,9 @@ async def test_a_stage_directory_that_cannot_be_made_means_no_stage_not_no_agent
     tmp_path: Path, clock: MovedTime, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "file").write_text("a file where the stage directory should be")
-    async with LocalStore(tmp_path / "data", stage_dir=tmp_path / "file" / "ram") as store:
+    async with LocalStore(
+        tmp_path / "data", stage_dir=tmp_path / "file" / "ram", monotonic=clock.monotonic
+    ) as store:
         store.add_readings(poll_round(0))
         assert await store.flush() == CHANNELS
         card = on_card(store.path, "SELECT count(*) FROM readings")
