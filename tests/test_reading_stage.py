@@ -48,6 +48,11 @@ def clock() -> MovedTime:
     return MovedTime()
 
 
+def staged_store(tmp_path: Path, clock: MovedTime) -> LocalStore:
+    """A store in ``tmp_path/data`` staged in ``tmp_path/ram``, on the test's clock."""
+    return LocalStore(tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic)
+
+
 def poll_round(i: int, quality: Quality = Quality.OK) -> list[Reading]:
     t = T0 + 10 * i
     return [
@@ -118,9 +123,7 @@ async def test_rounds_are_read_from_ram_and_reach_the_card_in_one_move(
 async def test_an_event_takes_the_staged_readings_to_the_card_in_its_commit(
     tmp_path: Path, clock: MovedTime
 ) -> None:
-    async with LocalStore(
-        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
-    ) as store:
+    async with staged_store(tmp_path, clock) as store:
         store.add_readings(poll_round(0))
         await store.flush()
         await store.record_event(T0 + 5, "alarm", "rain_1h", 4, {"kind": "rise"})
@@ -186,9 +189,7 @@ async def test_rows_left_in_the_stage_after_their_move_are_never_seen_twice(
     tmp_path: Path, clock: MovedTime
 ) -> None:
     """A SIGKILL between the move's commit and the stage's delete leaves both copies."""
-    async with LocalStore(
-        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
-    ) as store:
+    async with staged_store(tmp_path, clock) as store:
         store.add_readings(poll_round(0))
         await store.flush()
         clock.now += DURABLE_EVERY_S
@@ -204,9 +205,7 @@ async def test_rows_left_in_the_stage_after_their_move_are_never_seen_twice(
         await store.flush()
         count = store.reading_count()
         seqs = [s for (s,) in store.reader.execute("SELECT seq FROM readings ORDER BY seq")]
-    async with LocalStore(
-        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
-    ) as again:
+    async with staged_store(tmp_path, clock) as again:
         kept = on_card(again.path, "SELECT seq FROM readings ORDER BY seq")
     assert count == 3 * CHANNELS
     assert seqs == list(range(1, 3 * CHANNELS + 1))
@@ -216,9 +215,7 @@ async def test_rows_left_in_the_stage_after_their_move_are_never_seen_twice(
 async def test_unsynced_readings_are_corrected_on_the_card_and_in_the_stage(
     tmp_path: Path, clock: MovedTime
 ) -> None:
-    async with LocalStore(
-        tmp_path / "data", stage_dir=tmp_path / "ram", monotonic=clock.monotonic
-    ) as store:
+    async with staged_store(tmp_path, clock) as store:
         store.add_readings(poll_round(0, Quality.CLOCK_UNSYNCED))
         await store.flush()
         clock.now += DURABLE_EVERY_S
