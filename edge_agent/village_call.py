@@ -338,8 +338,8 @@ class VillageCaller:
                 await self._pause()
 
     async def _pause(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.spec.poll_s / self.clock.speed)
+        """Until the next round is due on the site's clock, or something wakes the call."""
+        await self.clock.sleep_until(self.clock.now() + self.spec.poll_s, self._wake)
         self._wake.clear()
 
 

@@ -23,8 +23,10 @@ from typing import Any
 
 import pytest
 
-from drivers.clock import ScaledClock
+from drivers.clock import ManualClock, ScaledClock
 from drivers.profiles import builtin_profiles
+from edge_agent.store import LocalStore
+from edge_agent.village_call import VillageCaller, open_modem
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import events, readings, sim_site
 from hardware_sim.harness.site_toml import CREEK_LEVEL_RULE, CREEK_RADAR, SIREN_RELAYS, tcp_site
@@ -41,6 +43,7 @@ from hardware_sim.modem import SimulatedModem
 from hardware_sim.pty_link import PtyPair
 from site_schema.site_config import parse_site_text
 from site_schema.site_errors import SiteConfigError
+from site_schema.village_call_config import VillageCallSpec
 
 PROFILES = builtin_profiles()
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
@@ -351,3 +354,29 @@ hold_s = 600
         drain(agent.data_dir)
         figures = assert_exactly_once(fleet.data_dir, gateway_id, agent.data_dir)
         assert figures["events"] > 0
+
+
+async def test_the_pause_between_rounds_ends_when_the_sites_clock_reaches_the_next_round(
+    tmp_path: Path,
+) -> None:
+    """On a manual clock the pause follows the clock, not the wall (an hour is not waited)."""
+    spec = VillageCallSpec(
+        modem="/dev/ttyUSB3", baudrate=115200, from_level=3, grace_s=60.0, repeat_s=600.0,
+        poll_s=3600.0, confirm=(), persons=(),
+    )  # fmt: skip
+    clock = ManualClock(ORIGIN)
+
+    async def record(*_args: Any) -> int:
+        raise AssertionError("a pause records nothing")
+
+    caller = VillageCaller(
+        spec, "site", LocalStore(tmp_path), clock, dict, record, lambda: open_modem(spec)
+    )
+    pause = asyncio.create_task(caller._pause())
+    advanced = 0.0
+    async with asyncio.timeout(5):
+        while not pause.done():
+            clock.advance(600.0)
+            advanced += 600.0
+            await asyncio.sleep(0)  # a turn of the loop for the pause, not a wait on time
+    assert spec.poll_s <= advanced < 2 * spec.poll_s  # not before its time, nor an hour late
