@@ -202,11 +202,24 @@ def kernel_times(root: PiRoot) -> dict[str, Any]:
     }
 
 
-def unit_commands(root: PiRoot) -> tuple[list[str], list[str], dict[str, str]]:
-    """The installed unit's ExecStartPre and ExecStart (argv) and its Environment."""
+@dataclass(frozen=True)
+class UnitCommands:
+    """What the installed unit runs, and with what: as systemd would start it."""
+
+    pre: list[str]  # ExecStartPre (argv)
+    start: list[str]  # ExecStart (argv)
+    env: dict[str, str]  # Environment
+    runtime_dirs: list[str]  # RuntimeDirectory: made under /run, owned by the unit's user
+    runtime_mode: str  # RuntimeDirectoryMode
+
+
+def unit_commands(root: PiRoot) -> UnitCommands:
+    """The installed unit's ExecStartPre, ExecStart, Environment and RuntimeDirectory."""
     pre: list[str] = []
     start: list[str] = []
     env: dict[str, str] = {}
+    runtime_dirs: list[str] = []
+    runtime_mode = "0755"
     for line in root.host_path(UNIT).read_text().splitlines():
         key, _, value = line.partition("=")
         if key == "ExecStartPre":
@@ -216,10 +229,14 @@ def unit_commands(root: PiRoot) -> tuple[list[str], list[str], dict[str, str]]:
         elif key == "Environment":
             name, _, setting = value.partition("=")
             env[name] = setting
+        elif key == "RuntimeDirectory":
+            runtime_dirs += value.split()
+        elif key == "RuntimeDirectoryMode":
+            runtime_mode = value.strip()
     if not start:
         msg = f"{UNIT} in the root has no ExecStart"
         raise PiRootError(msg)
-    return pre, start, env
+    return UnitCommands(pre, start, env, runtime_dirs, runtime_mode)
 
 
 def siren_coil_on(port: int) -> bool:
@@ -299,13 +316,19 @@ def install_site(root: PiRoot, port: int) -> None:
 
 def start_agent(root: PiRoot, clock: list[str], log: Path) -> subprocess.Popen[bytes]:
     """The installed unit's ExecStartPre, then its ExecStart (on ``clock``), as its user."""
-    pre, start, unit_env = unit_commands(root)
-    if pre:
-        in_root(root, shlex.join(pre), "the boot supervisor", AGENT_USER)
-    argv = chroot_command(root, "exec " + shlex.join([*start, *clock]), f"{AGENT_USER}:dialout")
+    unit = unit_commands(root)
+    for name in unit.runtime_dirs:  # as systemd makes them (in the root's /run: no tmpfs)
+        made = shlex.join(["/run/" + name])
+        script = f"install -d -m {unit.runtime_mode} -o {AGENT_USER} {made}"
+        in_root(root, script, f"the unit's runtime directory {name}")
+    if unit.pre:
+        in_root(root, shlex.join(unit.pre), "the boot supervisor", AGENT_USER)
+    argv = chroot_command(
+        root, "exec " + shlex.join([*unit.start, *clock]), f"{AGENT_USER}:dialout"
+    )
     with log.open("wb") as out:
         return subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=root_env(**unit_env)
+            argv, stdout=out, stderr=subprocess.STDOUT, env=root_env(**unit.env)
         )
 
 
