@@ -366,6 +366,7 @@ async def simulated_day(
         site.write_text(SITE.format(port=bus.port))
         gateway = Gateway(site, data_dir, tmp / "gw-day.log", clock, args.stage_dir)
         await gateway.start()
+        broker_down = False
         try:
             await wait_for(lambda: stored_readings(data_dir) > 0, 120, "the first reading")
             if clock.now() > ORIGIN:
@@ -378,7 +379,6 @@ async def simulated_day(
             first_seq, before = stored_readings(data_dir), write_bytes(gateway.pid)
             outage_start = ORIGIN + OUTAGE_START * day_s
             outage = (outage_start, outage_start + args.outage_h * 3600)
-            broker_down = False
             end = ORIGIN + day_s
             next_tick = ORIGIN + FLUSHER_S
             while (now := clock.now()) < end:
@@ -398,6 +398,8 @@ async def simulated_day(
             alarms = _events(data_dir, "alarm")
         finally:
             await gateway.stop()
+            if broker_down:  # a day shorter than its outage (--day-h): the live phase needs it
+                broker.start()
     readings = last_seq - first_seq
     per_reading = max(readings, 1)
     by_file: dict[str, float] | None = None  # the kernel cannot say (no cachestat)
