@@ -401,17 +401,6 @@ async def simulated_day(
             if broker_down:  # a day shorter than its outage (--day-h): the live phase needs it
                 broker.start()
     readings = last_seq - first_seq
-    per_reading = max(readings, 1)
-    by_file: dict[str, float] | None = None  # the kernel cannot say (no cachestat)
-    if flusher.counting:
-        by_file = {
-            name.removeprefix("store.sqlite-"): round(b / per_reading, 1)
-            for name, b in flusher.written.items()
-            if name != "store.sqlite"  # checkpoints fsync it: its pages are in the rest
-        }
-        by_file["db_and_sqlite_fsyncs"] = round(
-            (written - sum(flusher.written.values())) / per_reading, 1
-        )
     return {
         "hours": args.day_h,
         "speed": args.speed,
@@ -420,8 +409,24 @@ async def simulated_day(
         "write_bytes": written,
         "bytes_per_reading": round(written / max(readings, 1), 1),
         "mb_per_day": round(written / 1e6 * DAY_S / day_s, 2),
-        "by_file": by_file,
+        "by_file": _by_file(flusher, written, max(readings, 1)),
     }
+
+
+def _by_file(flusher: Flusher, written: int, readings: int) -> dict[str, float] | None:
+    """Bytes a reading per store file, as the played writeback counted them.
+
+    None when the kernel cannot say (no cachestat). What SQLite fsynced itself is the rest.
+    """
+    if not flusher.counting:
+        return None
+    by_file = {
+        name.removeprefix("store.sqlite-"): round(b / readings, 1)
+        for name, b in flusher.written.items()
+        if name != "store.sqlite"  # checkpoints fsync it: its pages are in the rest
+    }
+    by_file["db_and_sqlite_fsyncs"] = round((written - sum(flusher.written.values())) / readings, 1)
+    return by_file
 
 
 def _events(data_dir: Path, kind: str) -> int:
