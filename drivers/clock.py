@@ -83,9 +83,13 @@ class ScaledClock:
     """
 
     def __init__(self, speed: float, origin: float | None = None, anchor: float | None = None):
-        if speed <= 0:
-            msg = f"clock speed must be positive, got {speed}"
+        if not 0 < speed < math.inf:  # NaN and infinity too: time would stop or not be one
+            msg = f"clock speed must be a positive finite number, got {speed}"
             raise ValueError(msg)
+        for name, value in (("origin", origin), ("anchor", anchor)):
+            if value is not None and not math.isfinite(value):
+                msg = f"clock {name} must be a finite time, got {value}"
+                raise ValueError(msg)
         wall = time.time()
         self._speed = float(speed)
         self.anchor = wall if anchor is None else anchor

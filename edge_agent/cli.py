@@ -111,7 +111,10 @@ def make_clock(speed: float, origin: str | None, anchor: float | None) -> Clock:
             start = datetime.fromisoformat(origin).timestamp()
         except ValueError:
             raise fail(f"--origin {origin!r} is not an ISO 8601 time") from None
-    return ScaledClock(speed, origin=start, anchor=anchor)
+    try:
+        return ScaledClock(speed, origin=start, anchor=anchor)
+    except ValueError as exc:  # --speed nan, --anchor inf: click's range lets them through
+        raise fail(f"--speed/--anchor: {exc}") from None
 
 
 SpeedOpt = Annotated[

@@ -119,3 +119,15 @@ async def test_every_clock_refuses_to_sleep_until_nan(clock: Clock) -> None:
     # A wall clock would return at once (a loop around it would spin), the manual one never.
     with pytest.raises(ValueError, match="not NaN"):
         await asyncio.wait_for(clock.sleep_until(math.nan, asyncio.Event()), 1)
+
+
+@pytest.mark.parametrize(
+    ("speed", "origin", "anchor"),
+    [(math.nan, None, None), (math.inf, None, None), (0.0, None, None),
+     (60.0, math.nan, None), (60.0, None, math.inf)],
+)  # fmt: skip
+def test_a_scaled_clock_refuses_a_speed_or_time_that_is_no_number(
+    speed: float, origin: float | None, anchor: float | None
+) -> None:
+    with pytest.raises(ValueError, match=r"positive finite number|finite time"):
+        ScaledClock(speed, origin=origin, anchor=anchor)
