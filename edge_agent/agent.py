@@ -156,8 +156,12 @@ class Agent:
         self.data_dir = data_dir
         self.clock = clock
         self.clock_synced = clock_synced
+        speed = clock.speed
         self.store = LocalStore(
-            data_dir, site.agent.quota_bytes, stage_dir=stage_dir, clock_speed=clock.speed
+            data_dir,
+            site.agent.quota_bytes,
+            stage_dir=stage_dir,
+            monotonic=lambda: time.monotonic() * speed,  # the agent's seconds
         )
         self.engine = AlarmEngine(site.rules, backend)
         self.poller = Poller(site.buses, site.devices, clock, self._on_readings)

@@ -39,6 +39,7 @@ from edge_agent.clock_sync import system_clock_synced
 from edge_agent.config_probe import probe_device
 from edge_agent.control_messages import StatusReply
 from edge_agent.enroll import broker_endpoint, enrollment_state, load_enrollment
+from edge_agent.mounts import mount_of
 from site_schema.site_config import SiteConfig
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -190,21 +191,6 @@ def check_clock(surroundings: Surroundings) -> Finding:
     return Finding("clock", "warn", f"not synchronised: readings get suspect timestamps; {hint}")
 
 
-def _mount_of(path: Path, mounts: str) -> tuple[str, str, str, str] | None:
-    """(device, mount point, options, type) of the filesystem holding ``path``."""
-    best = None
-    resolved = str(path.resolve())
-    for line in mounts.splitlines():
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        device, point, kind, options = parts[:4]
-        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
-        if inside and (best is None or len(point) > len(best[1])):
-            best = (device, point, options, kind)
-    return best
-
-
 def check_disk(data_dir: Path, quota_bytes: int, surroundings: Surroundings) -> Finding:
     """Free space for the store, and the SD-card hints."""
     where = data_dir if data_dir.exists() else data_dir.parent
@@ -218,13 +204,13 @@ def check_disk(data_dir: Path, quota_bytes: int, surroundings: Surroundings) -> 
         notes.append(f"less than the store quota ({quota_bytes / 2**20:.0f} MB)")
         verdict = "warn"
     try:
-        mount = _mount_of(where, surroundings.mounts())
+        mount = mount_of(where, surroundings.mounts())
     except OSError:
         mount = None
-    if mount is not None and mount[0].startswith("/dev/mmcblk"):
-        notes.append(f"on the SD card ({mount[0]})")
-        if "noatime" not in mount[2].split(","):
-            notes.append(f"mount {mount[1]} with noatime, or every read writes the card")
+    if mount is not None and mount.device.startswith("/dev/mmcblk"):
+        notes.append(f"on the SD card ({mount.device})")
+        if "noatime" not in mount.options.split(","):
+            notes.append(f"mount {mount.point} with noatime, or every read writes the card")
             verdict = "warn"
     detail = f"{free_mb:.0f} MB free" + ("; " + "; ".join(notes) if notes else "")
     return Finding("disk", verdict, detail)
@@ -254,14 +240,14 @@ def check_stage(data_dir: Path, surroundings: Surroundings) -> Finding:
     except (OSError, sqlite3.Error) as exc:
         return Finding("stage", "warn", f"cannot tell: {exc}")
     if stage is not None:
-        mount = _mount_of(stage.parent, mounts)
-        if mount is not None and mount[3] in {"tmpfs", "ramfs"}:
+        mount = mount_of(stage.parent, mounts)
+        if mount is not None and mount.in_ram:
             why = f"readings staged in RAM ({stage.parent}), moved to the store every 5 minutes"
             return Finding("stage", "ok", why)
         why = f"readings are staged in {stage.parent}, which is not tmpfs: use /run/hazardwatch"
         return Finding("stage", "warn", why)
-    card = _mount_of(data_dir if data_dir.exists() else data_dir.parent, mounts)
-    if card is None or not card[0].startswith("/dev/mmcblk"):
+    card = mount_of(data_dir if data_dir.exists() else data_dir.parent, mounts)
+    if card is None or not card.device.startswith("/dev/mmcblk"):
         return Finding("stage", "ok", "no stage: each round is committed in the store")
     if not store.exists():
         return Finding("stage", "ok", "the agent has not run here yet")

@@ -71,23 +71,6 @@ def stage_path(stage_dir: Path, store_path: Path) -> Path:
     return stage_dir / f"readings-{digest}.sqlite"
 
 
-def in_ram(path: Path) -> bool | None:
-    """Whether ``path`` is on tmpfs; None when the file system cannot be asked."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
-            best = ("", "")
-            target = str(path.resolve())
-            for line in mounts:
-                fields = line.split()
-                mount_point, fs_type = fields[4], fields[fields.index("-") + 1]
-                inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-                if inside and len(mount_point) >= len(best[0]):
-                    best = (mount_point, fs_type)
-    except (OSError, ValueError, IndexError):
-        return None
-    return best[1] in {"tmpfs", "ramfs"} if best[0] else None
-
-
 def recorded(conn: sqlite3.Connection) -> Path | None:
     """The stage path the store records, or None (no stage, or a store of an older release)."""
     try:
@@ -178,8 +161,9 @@ def recover(conn: sqlite3.Connection, path: Path) -> int:
     """Move what the stage at ``path`` holds that the store lacks; return how many.
 
     For a start after a SIGKILL, or after the stage directory changed: the rows go into
-    the store in one FULL commit before anything else is written. Safe beside a running
-    agent (a tool opening its store): rows are moved once and dropped only once moved.
+    the store in one commit (the caller makes it FULL) before anything else is written.
+    Safe beside a running agent (a tool opening its store): rows are moved once and
+    dropped only once moved.
     """
     if not path.exists():
         return 0
@@ -189,13 +173,9 @@ def recover(conn: sqlite3.Connection, path: Path) -> int:
         left_sql = f"SELECT count(*) FROM stage.readings WHERE {NOT_IN_STORE}"
         (left,) = conn.execute(left_sql).fetchone()
         if left:
-            conn.execute("PRAGMA synchronous=FULL")
-            try:
-                with conn:
-                    conn.execute("BEGIN IMMEDIATE")  # the stage too: no row comes in meanwhile
-                    upto = move_into_store(conn)
-            finally:
-                conn.execute("PRAGMA synchronous=NORMAL")
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")  # the stage too: no row comes in meanwhile
+                upto = move_into_store(conn)
             # Only up to what this transaction saw: a running agent stages new rows after.
             drop_moved(conn, upto)
             log.warning("moved %d readings an earlier run staged in %s into the store", left, path)

@@ -46,6 +46,7 @@ import numpy.typing as npt
 from drivers.model import BAD_QUALITY, Quality, Reading
 from edge_agent import reading_stage
 from edge_agent.held_rows import MAX_HELD_EVENTS, MAX_HELD_READINGS, HeldEvent, HeldRows
+from edge_agent.mounts import system_mount_of
 from ota.crash_points import armed, freeze
 
 log = logging.getLogger(__name__)
@@ -223,17 +224,12 @@ class LocalStore:
         max_held_readings: int = MAX_HELD_READINGS,
         max_held_events: int = MAX_HELD_EVENTS,
         stage_dir: Path | None = None,
-        clock_speed: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.data_dir = data_dir
-        #: Simulated seconds per real second of the agent's clock: the store's intervals
-        #: (moves, fsyncs, watermark writes) run on the agent's time, as on a real gateway.
-        self.clock_speed = clock_speed
-        self._clock = monotonic  # injectable for tests and benches
-        if not 0 < clock_speed < math.inf:
-            msg = f"clock_speed must be a positive finite number, not {clock_speed!r}"
-            raise ValueError(msg)
+        #: The store's intervals (moves, fsyncs, watermark writes) run on this clock: the
+        #: agent gives its own (sped up with a simulated one), tests and benches theirs.
+        self._monotonic = monotonic
         self.path = data_dir / "store.sqlite"
         #: Readings are committed here (RAM) and moved into the store in bulk; None: direct.
         self.stage = None if stage_dir is None else reading_stage.stage_path(stage_dir, self.path)
@@ -256,7 +252,6 @@ class LocalStore:
         self._next_seq = 1
         self._reserved = 0
         self._hours: set[int] = set()  # hours that have a reading_hours row
-        self._staged_hours: dict[int, int] = {}  # hours of staged readings: first seq
         self._staged_rows = 0  # readings in the stage, not yet in the store
         self._durable_at = self._monotonic()
         # Watermarks as acknowledged (memory) and as last written.
@@ -264,10 +259,6 @@ class LocalStore:
         self._watermarks: dict[str, int] = {}
         self._marks_written: dict[str, int] = {}
         self._marks_at: dict[str, float] = {}  # when each stream's was last written
-
-    def _monotonic(self) -> float:
-        """Seconds on the agent's clock, for the store's intervals (never goes back)."""
-        return self._clock() * self.clock_speed
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -323,7 +314,8 @@ class LocalStore:
         """
         if earlier is not None:
             try:
-                reading_stage.recover(conn, earlier)
+                with _durable(conn):
+                    reading_stage.recover(conn, earlier)
             except sqlite3.Error as exc:
                 log.error(
                     "the readings an earlier run staged in %s could not be moved into the "
@@ -344,7 +336,8 @@ class LocalStore:
         """Attach ``stage`` for writing; a damaged file is set aside for a fresh one."""
         try:
             stage.parent.mkdir(parents=True, exist_ok=True)
-            if reading_stage.in_ram(stage) is False:
+            mount = system_mount_of(stage.parent)
+            if mount is not None and not mount.in_ram:
                 log.warning(
                     "the readings' stage %s is not on tmpfs: it spares the SD card only in "
                     "RAM (under systemd: RuntimeDirectory=hazardwatch, --stage-dir "
@@ -533,10 +526,11 @@ class LocalStore:
     def _flush_sync(self) -> int:
         if self._write_events_sync() is None:
             return 0
-        # While the card refuses, try the move first, so held rows go in after the staged.
-        tried = self.stage is not None and self._unwritable is not None
-        if tried:
-            self._try_move()  # refused: the stage keeps its rows and takes more up to a limit
+        # Staged: a move that is due goes first (so rows held while the card refused go in
+        # after the staged ones); refused, the stage keeps its rows and takes more.
+        moved = self.stage is not None and self._staged_rows > 0 and self._move_due()
+        if moved:
+            moved = self._try_move()
         batch = self._held.take_readings()
         written = 0
         while written < len(batch):
@@ -556,10 +550,9 @@ class LocalStore:
         else:
             if self.stage is None:
                 self._accepted()
-        staged_due = self.stage is not None and self._staged_rows and self._move_due()
-        if staged_due and not tried and not self._try_move():
-            return written
-        if written and self.quota_bytes is not None:
+        # The quota is the card's: staged, it changes only with a move.
+        grew = moved if self.stage is not None else written > 0
+        if grew and self.quota_bytes is not None:
             try:
                 self._enforce_quota_sync()
             except sqlite3.OperationalError as exc:
@@ -577,8 +570,7 @@ class LocalStore:
     def _try_move(self) -> bool:
         """Move what is staged; False when the card refused (the rows wait in the stage)."""
         try:
-            if self._staged_rows:
-                self._move_sync()
+            self._move_sync()
         except sqlite3.OperationalError as exc:
             self._refused(exc)
             return False
@@ -605,8 +597,6 @@ class LocalStore:
         """After the store's commit holding a move: the stage may drop those rows."""
         upto, marks = moved
         self._marks_written.update(marks)
-        self._hours.update(self._staged_hours)
-        self._staged_hours.clear()
         self._staged_rows = 0
         self._durable_at = self._monotonic()
         try:
@@ -652,7 +642,7 @@ class LocalStore:
                     )
                 )
                 hour = _hour(r.timestamp)
-                if hour not in self._hours and hour not in self._staged_hours:
+                if not staged and hour not in self._hours:  # staged: the move adds them
                     hours.setdefault(hour, seq)
             table = "stage.readings" if staged else "main.readings"
             conn.executemany(
@@ -660,18 +650,16 @@ class LocalStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            if hours and not staged:
+            if hours:
                 conn.executemany(_ADD_HOUR, list(hours.items()))
             moved = self._write_watermarks(conn) if self._marks_due(now) else []
             if self._hold_before_commit is not None:
                 freeze(self._hold_before_commit)  # the rows are written, not committed
         self._marks_written.update(moved)
         self._next_seq = last + 1
+        self._hours.update(hours)
         if staged:
-            self._staged_hours.update(hours)
             self._staged_rows += len(batch)
-        else:
-            self._hours.update(hours)
         if durable:
             self._durable_at = now
 
@@ -704,10 +692,10 @@ class LocalStore:
         (start,) = self.reader.execute(
             "SELECT min(first_seq) FROM reading_hours WHERE hour >= ?", (_hour(since) - 1,)
         ).fetchone()
-        first = _hour(since) - 1
-        staged = [seq for hour, seq in self._staged_hours.copy().items() if hour >= first]
-        if staged:
-            start = min(staged) if start is None else min(start, *staged)
+        if self.stage is not None:  # the stage's rows have no reading_hours yet: all of them
+            (first,) = self.reader.execute("SELECT min(seq) FROM stage.readings").fetchone()
+            if first is not None:
+                start = first if start is None else min(start, first)
         if start is None:
             return nothing
         query = "SELECT ts, value, quality FROM readings WHERE seq >= ? AND channel = ? AND ts >= ?"

@@ -96,7 +96,7 @@ async def test_rounds_are_read_from_ram_and_reach_the_card_in_one_move(
             source.close()
         progress = stored_progress(store.path)
         harness = harness_readings(store.data_dir, "dev0.ch1")
-        # A round after DURABLE_EVERY_S moves all of them, the new round included.
+        # The first flush after DURABLE_EVERY_S moves what is staged, then stages its round.
         clock.now += DURABLE_EVERY_S
         store.add_readings(poll_round(3))
         await store.flush()
@@ -114,9 +114,9 @@ async def test_rounds_are_read_from_ram_and_reach_the_card_in_one_move(
     assert batch is not None
     rows = DataBatch.model_validate_json(batch.payload).rows
     assert [row[0] for row in rows] == list(range(1, 3 * CHANNELS + 1))
-    assert [seq for (seq,) in card_after] == list(range(1, 4 * CHANNELS + 1))
+    assert [seq for (seq,) in card_after] == list(range(1, 3 * CHANNELS + 1))
     assert hours == [(int(T0 // 3600), 1)]
-    assert stage_after == 0
+    assert stage_after == CHANNELS
     assert journal == [("truncate",)]  # appends are written once, not WAL then checkpoint
 
 
@@ -137,7 +137,7 @@ async def test_closing_moves_everything_and_the_store_keeps_its_stage_until_a_re
     tmp_path: Path, clock: MovedTime
 ) -> None:
     data, ram = tmp_path / "data", tmp_path / "ram"
-    async with LocalStore(data, stage_dir=ram, monotonic=clock.monotonic) as store:
+    async with staged_store(tmp_path, clock) as store:
         store.add_readings(poll_round(0))
         await store.flush()
         await store.set_watermark("readings", 7)
@@ -165,8 +165,8 @@ async def test_closing_moves_everything_and_the_store_keeps_its_stage_until_a_re
 async def test_a_tool_opening_the_store_beside_the_agent_moves_nothing_twice(
     tmp_path: Path, clock: MovedTime
 ) -> None:
-    data, ram = tmp_path / "data", tmp_path / "ram"
-    async with LocalStore(data, stage_dir=ram, monotonic=clock.monotonic) as agent:
+    data = tmp_path / "data"
+    async with staged_store(tmp_path, clock) as agent:
         agent.add_readings(poll_round(0))
         await agent.flush()
         async with LocalStore(
