@@ -4,9 +4,11 @@ The same exactly-once rule as SQLite: each stream keeps its highest contiguous s
 (``stream_marks``) and the committed ranges above it (``stream_ranges``), changed in the
 transaction that stores the rows, so an ack computed here is true after any crash; rows a
 mark or a range already covers are left out before they are written, so a resent batch
-stores nothing. Readings go straight into their day partitions by one binary ``COPY``;
-the per-minute and per-hour rollups are summed from the same new rows
-(``fleet.reading_rollups``) and upserted in the same transaction.
+stores nothing. Readings go straight into their day partitions by one binary ``COPY``
+(``fleet.binary_copy``, numpy columns, no Python call per row); the per-minute and
+per-hour rollups are summed from the same new rows (``fleet.reading_rollups``) in the same
+transaction: the minute sums are copied as new rows (a commit's share of a minute; readers
+add the rows of a minute up), the hour sums upserted.
 
 Several ingest workers may commit batches of one gateway at once (shared subscriptions):
 a transaction takes a transaction-scoped advisory lock per gateway, in gateway order, so
@@ -27,11 +29,14 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg.rows import tuple_row
 
+from fleet import binary_copy
 from fleet.alarm_episodes import (
     AcknowledgeAtGateway,
     MoveAlarm,
@@ -40,10 +45,11 @@ from fleet.alarm_episodes import (
     VillageAnswer,
     episode_change,
 )
+from fleet.binary_copy import Column, UnencodableError
 from fleet.postgres_ota import OTA_LOCK, record_ota_report
 from fleet.postgres_ota import Conn as OtaConn
 from fleet.postgres_schema import DAY_S, day_of, days_needed, ensure_partitions
-from fleet.reading_rollups import HOUR_S, MINUTE_S, Buckets, rollup_buckets
+from fleet.reading_rollups import HOUR_S, MINUTE_S, ReadingColumns, Rollup, or_null, rollups
 from fleet.repository import CommitResult, Received
 from ota.report import OTA_EVENT_KIND
 from protocol import (
@@ -70,8 +76,6 @@ GATEWAY_LOCK = 0x4857_0002
 
 #: Rollup tables and their bucket, in seconds.
 ROLLUPS = (("readings_minute", MINUTE_S), ("readings_hour", HOUR_S))
-#: PostgreSQL types of a ``readings`` row, in ``_COPY_READINGS``' column order (binary COPY).
-READING_TYPES = ("int8", "int8", "float8", "int8", "float8", "int4")
 
 Conn = psycopg.Connection[Any]
 
@@ -178,7 +182,7 @@ class PostgresIngestWriter:
         """
         nums = self._gateway_nums_of(conn, received)
         locked = sorted({n for n in nums.values() if n is not None})
-        readings: list[tuple[Any, ...]] = []
+        readings = _NewReadings()
         copied: dict[int, int] | None = None  # item index -> rows copied before the locks
         # Events and status alone (an alarm's path) have nothing to copy: locks first.
         uploading = any(isinstance(item.payload, DataBatch) for item in received)
@@ -204,32 +208,33 @@ class PostgresIngestWriter:
             payload = item.payload
             if isinstance(payload, DataBatch):
                 stream = held.setdefault((gw, Stream.READINGS), _Held(0, []))
-                rows = stream.new_rows(payload)
+                flat = stream.new_rows(payload)
+                count = len(flat) // READING_FIELDS
                 if copied is not None:
-                    if len(rows) != copied[index]:  # fewer: another commit stored some
+                    if count != copied[index]:  # fewer: another commit stored some
                         raise _Overtaken
-                elif rows:
-                    ids = tx.channel_ids
-                    readings += [(gw, r[0], r[1], ids[(gw, r[2])], r[3], r[4]) for r in rows]
+                elif flat:
+                    readings.add(gw, flat, tx.channel_ids)
                 if _advance(conn, gw, Stream.READINGS, payload, stream):
                     moved.add((gw, Stream.READINGS))
                 result.acks[(item.gateway_id, Stream.READINGS)] = stream.mark
-                result.rows_stored += len(rows)
-                result.rows_duplicate += len(payload.rows) - len(rows)
+                result.rows_stored += count
+                result.rows_duplicate += len(payload.rows) - count
             elif isinstance(payload, EventBatch):
                 stream = held.setdefault((gw, Stream.EVENTS), _Held(0, []))
                 if self._store_events(conn, gw, item, payload, stream, result):
                     moved.add((gw, Stream.EVENTS))
             else:
                 _apply_status(conn, gw, item)
+        hours = None
         if readings and copied is None:
-            _copy_readings(conn, readings)
+            hours = _copy_readings(conn, readings.columns())
+        elif readings:
+            hours = readings.hours
         # The rest needs no answer: one round trip (COPY cannot be in a pipeline).
         with conn.pipeline():
-            if readings:
-                minutes, hours = rollup_buckets(readings, BAD_QUALITY_MASK)
-                _upsert_rollup(conn, "readings_minute", minutes)
-                _upsert_rollup(conn, "readings_hour", hours)
+            if hours is not None:
+                _upsert_hours(conn, hours)
             self._finish(conn, held, moved, last_seen)
 
     def _store_events(
@@ -257,28 +262,29 @@ class PostgresIngestWriter:
         nums: dict[str, int | None],
         locked: list[int],
         tx: _Transaction,
-    ) -> tuple[list[tuple[Any, ...]], dict[int, int]]:
+    ) -> tuple[_NewReadings, dict[int, int]]:
         """COPY the rows the committed marks do not hold yet, before taking any lock.
 
-        Returns the rows copied and how many of each batch (by its index in ``received``),
-        for ``_write`` to check under the locks.
+        Returns the rows copied (with their hour sums, still to be upserted) and how many
+        of each batch (by its index in ``received``), for ``_write`` to check under the
+        locks.
         """
         held = _load_held(conn, locked)
-        readings: list[tuple[Any, ...]] = []
+        readings = _NewReadings()
         copied: dict[int, int] = {}
-        ids = tx.channel_ids
         for index, item in enumerate(received):
             gw = nums[item.gateway_id]
             payload = item.payload
             if gw is None or not isinstance(payload, DataBatch):
                 continue
             stream = held.setdefault((gw, Stream.READINGS), _Held(0, []))
-            rows = stream.new_rows(payload)
-            copied[index] = len(rows)
-            readings += [(gw, r[0], r[1], ids[(gw, r[2])], r[3], r[4]) for r in rows]
+            flat = stream.new_rows(payload)
+            copied[index] = len(flat) // READING_FIELDS
+            if flat:
+                readings.add(gw, flat, tx.channel_ids)
             stream.take(payload.first_seq, payload.last_seq)  # a later batch sees these
         if readings:
-            _copy_readings(conn, readings)
+            readings.hours = _copy_readings(conn, readings.columns())
         return readings, copied
 
     @staticmethod
@@ -426,12 +432,15 @@ class _Held:
         return True, False, joined
 
     def new_rows(self, batch: DataBatch) -> list[Any]:
-        """The batch's rows this stream does not hold (all of them, mostly: no loop then)."""
+        """The batch's rows this stream does not hold, flat (``DataBatch.flat_rows``).
+
+        All of them, mostly: the batch's own flat list then, no loop and no copy.
+        """
         if batch.first_seq > self.mark and not any(
             a <= batch.last_seq and batch.first_seq <= b for a, b in self.ranges
         ):
-            return list(batch.rows)
-        return [r for r in batch.rows if not self.covers(r[0])]
+            return batch.flat_rows()
+        return list(chain.from_iterable(r for r in batch.rows if not self.covers(r[0])))
 
 
 def _lock_gateways(conn: Conn, gateways: list[int]) -> None:
@@ -490,6 +499,9 @@ def _advance(
 
 
 _COPY_READINGS = "COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN (FORMAT BINARY)"
+_COPY_MINUTES = (
+    "COPY readings_minute (channel, start, good, bad, total, low, high) FROM STDIN (FORMAT BINARY)"
+)
 _FIND_CHANNELS = (
     "SELECT c.gw, c.name, c.id FROM channels c "
     "JOIN unnest(%s::bigint[], %s::text[]) AS u(gw, name) ON c.gw = u.gw AND c.name = u.name"
@@ -500,40 +512,104 @@ _CREATE_CHANNELS = (
 )
 
 
-def _copy_readings(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
-    """COPY the group's new rows straight into ``readings`` (binary: no text to parse).
+class _NewReadings:
+    """A group's new readings, gathered batch by batch into column lists.
 
-    PostgreSQL routes each row to its day partition. Rows copied before the gateways'
-    locks may collide with a racing commit's (a ``UniqueViolation``, or ``_Overtaken``
-    once the marks are read under the locks): ``commit`` then does it all again with the
-    locks first, and rows checked new under the locks cannot collide.
+    ``hours`` holds the hour sums of rows copied before the locks, to upsert under them.
     """
-    with conn.cursor() as cur, cur.copy(_COPY_READINGS) as copy:
-        copy.set_types(READING_TYPES)
-        for row in rows:
-            copy.write_row(row)
+
+    def __init__(self) -> None:
+        self.gw: list[int] = []
+        self.flat: list[Any] = []
+        self.channel: list[int] = []
+        self.hours: Rollup | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.flat)
+
+    def add(self, gw: int, flat: list[Any], channel_ids: dict[tuple[int, str], int]) -> None:
+        """Add one batch's new rows (flat: seq, ts, channel, value, quality, seq, ...)."""
+        self.gw += [gw] * (len(flat) // READING_FIELDS)
+        self.flat += flat
+        self.channel += [channel_ids[(gw, name)] for name in flat[2::READING_FIELDS]]
+
+    def columns(self) -> ReadingColumns:
+        """The rows as numpy columns (a missing value as NaN)."""
+        flat, step = self.flat, READING_FIELDS
+        return ReadingColumns(
+            gw=np.array(self.gw, dtype=np.int64),
+            seq=np.array(flat[0::step], dtype=np.int64),
+            ts=np.array(flat[1::step], dtype=np.float64),
+            channel=np.array(self.channel, dtype=np.int64),
+            value=np.array(flat[3::step], dtype=np.float64),
+            quality=np.array(flat[4::step], dtype=np.int32),
+        )
 
 
-def _upsert_rollup(conn: Conn, table: str, buckets: Buckets) -> None:
-    """Add ``buckets`` to ``table``'s rows, in one statement (bad readings counted apart)."""
-    keys = sorted(buckets)
-    sums = [buckets[key] for key in keys]
+def _copy_readings(conn: Conn, rows: ReadingColumns) -> Rollup:
+    """COPY the group's new rows into ``readings`` and their minute sums; the hour sums.
+
+    Binary, built by numpy: no text to parse, no Python call per row. PostgreSQL routes
+    each row to its day partition. The minute sums go in as rows of their own (a minute
+    another commit summed too has a row from each; readers add them up), so no minute is
+    looked up; the hour sums, a small fraction, are returned for ``_upsert_hours``.
+    Rows copied before the gateways' locks may collide with a racing commit's (a
+    ``UniqueViolation``, or ``_Overtaken`` once the marks are read under the locks):
+    ``commit`` then does it all again with the locks first, and rows checked new under
+    the locks cannot collide.
+    """
+    _copy(
+        conn,
+        _COPY_READINGS,
+        [
+            Column(rows.gw, "int8"),
+            Column(rows.seq, "int8"),
+            Column(rows.ts, "float8"),
+            Column(rows.channel, "int8"),
+            Column(rows.value, "float8", nullable=True),
+            Column(rows.quality, "int4"),
+        ],
+    )
+    minutes, hours = rollups(rows, BAD_QUALITY_MASK)
+    _copy(conn, _COPY_MINUTES, _rollup_columns(minutes))
+    return hours
+
+
+def _rollup_columns(rollup: Rollup) -> list[Column]:
+    return [
+        Column(rollup.channel, "int8"),
+        Column(rollup.start, "float8"),
+        Column(rollup.good, "int8"),
+        Column(rollup.bad, "int8"),
+        Column(rollup.total, "float8"),
+        Column(rollup.low, "float8", nullable=True),
+        Column(rollup.high, "float8", nullable=True),
+    ]
+
+
+def _copy(conn: Conn, statement: str, columns: list[Column]) -> None:
+    with conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(binary_copy.encode(columns))
+
+
+def _upsert_hours(conn: Conn, hours: Rollup) -> None:
+    """Add ``hours`` to ``readings_hour``'s rows, in one statement (bad readings apart)."""
     _execute(
         conn,
-        f"INSERT INTO {table} AS r (channel, start, good, bad, total, low, high) "
+        "INSERT INTO readings_hour AS r (channel, start, good, bad, total, low, high) "
         "SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::bigint[], %b::bigint[], "
         "%b::float8[], %b::float8[], %b::float8[]) ON CONFLICT (channel, start) DO UPDATE SET "
         "good = r.good + excluded.good, bad = r.bad + excluded.bad, "
         "total = r.total + excluded.total, low = least(r.low, excluded.low), "
         "high = greatest(r.high, excluded.high)",
         (
-            [channel for channel, _ in keys],
-            [start for _, start in keys],
-            [b.good for b in sums],
-            [b.bad for b in sums],
-            [b.total for b in sums],
-            [b.low for b in sums],
-            [b.high for b in sums],
+            hours.channel.tolist(),
+            hours.start.tolist(),
+            hours.good.tolist(),
+            hours.bad.tolist(),
+            hours.total.tolist(),
+            or_null(hours.low),
+            or_null(hours.high),
         ),
     )
 
@@ -637,9 +713,9 @@ def _no_partition(exc: Exception) -> bool:
 
 
 def _rejection(item: Received, exc: Exception) -> tuple[str, str, str]:
-    """Why ``item`` was not stored: ``storage_error`` if PostgreSQL refused its data."""
+    """Why ``item`` was not stored: ``storage_error`` if its data cannot be stored."""
     what = type(item.payload).__name__
-    if isinstance(exc, psycopg.Error):
+    if isinstance(exc, psycopg.Error | UnencodableError):
         return (item.gateway_id, "storage_error", f"{what}: {exc}")
     log.error("could not store a %s from %s", what, item.gateway_id, exc_info=exc)
     return (item.gateway_id, "internal_error", f"{what}: {type(exc).__name__}: {exc}")

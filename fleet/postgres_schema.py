@@ -5,7 +5,10 @@ the epoch), one partition per UTC day, made on demand before a batch that needs 
 written; retention drops whole partitions. ``readings_minute`` and ``readings_hour`` hold
 each channel's good-reading count, sum, min and max (and the bad-reading count) per minute
 and per hour, kept current in the transaction that stores the rows, so a chart over 30
-days reads rollups instead of raw rows.
+days reads rollups instead of raw rows. An hour has one row; a minute has one row per
+commit that stored readings of it (each commit copies its own sums, with no lookup), so
+a reader of ``readings_minute`` adds a minute's rows up. A minute table made with a
+primary key by an earlier release loses it when the schema is next created.
 
 A partitioned table cannot have a unique key without the partition key, so (gateway, seq)
 is made unique by the ingest rule (``stream_marks`` and ``stream_ranges``, see
@@ -87,10 +90,19 @@ CREATE TABLE IF NOT EXISTS readings_minute (
     bad BIGINT NOT NULL,
     total DOUBLE PRECISION NOT NULL,
     low DOUBLE PRECISION,
+    high DOUBLE PRECISION
+);
+CREATE INDEX IF NOT EXISTS readings_minute_by_channel ON readings_minute (channel, start);
+CREATE TABLE IF NOT EXISTS readings_hour (
+    channel BIGINT NOT NULL,
+    start DOUBLE PRECISION NOT NULL,
+    good BIGINT NOT NULL,
+    bad BIGINT NOT NULL,
+    total DOUBLE PRECISION NOT NULL,
+    low DOUBLE PRECISION,
     high DOUBLE PRECISION,
     PRIMARY KEY (channel, start)
 );
-CREATE TABLE IF NOT EXISTS readings_hour (LIKE readings_minute INCLUDING ALL);
 CREATE TABLE IF NOT EXISTS events (
     gw BIGINT NOT NULL,
     seq BIGINT NOT NULL,
@@ -227,6 +239,7 @@ def create_schema(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA.encode())
         _migrate_ack_origin(conn)
+        _migrate_minute_key(conn)
 
 
 def _migrate_ack_origin(conn: psycopg.Connection[Any]) -> None:
@@ -241,6 +254,16 @@ def _migrate_ack_origin(conn: psycopg.Connection[Any]) -> None:
         "ALTER TABLE alarms ADD COLUMN ack_origin TEXT CHECK (ack_origin IN ('gateway', 'fleet'))"
     )
     conn.execute(ACK_ORIGIN_FROM_WORDS.encode())
+
+
+def _migrate_minute_key(conn: psycopg.Connection[Any]) -> None:
+    """Drop an older ``readings_minute``'s primary key: a minute now has a row per commit."""
+    found = conn.execute(
+        "SELECT 1 FROM pg_constraint WHERE conname = 'readings_minute_pkey' "
+        "AND conrelid = 'readings_minute'::regclass"
+    ).fetchone()
+    if found is not None:
+        conn.execute("ALTER TABLE readings_minute DROP CONSTRAINT readings_minute_pkey")
 
 
 def day_of(ts: float) -> int:

@@ -16,7 +16,7 @@ import pytest
 from fleet.ota_tables import STALE_CLAIM_S
 from fleet.postgres_ingest import GATEWAY_LOCK, ROLLUPS
 from fleet.postgres_repository import PostgresRepository, cover
-from fleet.postgres_schema import DAY_S, partition_name, partitions
+from fleet.postgres_schema import DAY_S, create_schema, partition_name, partitions
 from fleet.repository import NewGateway, NewSiteConfig, Received
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_until
@@ -251,10 +251,21 @@ def test_the_rollups_a_worker_sums_are_the_ones_sql_sums_from_the_raw_rows(
     store.commit([mixed(1, 200), mixed(201, 150)])
     store.commit([mixed(351, 250)])  # adds to the buckets the first commit made
     with psycopg.connect(url) as conn:
+        # A minute has a row per commit that summed readings of it; an hour has one.
+        split = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM readings_minute GROUP BY channel, start "
+            "HAVING count(*) > 1) AS m"
+        ).fetchone()
+        assert split is not None
+        assert split[0] >= 1
         for table, step in ROLLUPS:
             held = conn.execute(
-                f"SELECT channel, start, good, bad, total, low, high FROM {table} ORDER BY 1, 2"
+                f"SELECT channel, start, sum(good), sum(bad), sum(total), min(low), max(high) "
+                f"FROM {table} GROUP BY 1, 2 ORDER BY 1, 2"
             ).fetchall()
+            if table == "readings_hour":
+                count = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                assert count == (len(held),)
             summed = conn.execute(
                 f"SELECT channel, floor(ts / {step}) * {step} AS start, "
                 "count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok), "
@@ -372,3 +383,31 @@ def test_the_alarm_watch_hears_alarms_raised_raised_again_answered_and_cleared(
         assert watch.changed() is True  # cleared
     finally:
         watch.close()
+
+
+def test_a_minute_table_with_an_older_releases_primary_key_loses_it_and_takes_commits(
+    url: str,
+) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE readings_minute (channel BIGINT NOT NULL, start DOUBLE PRECISION "
+            "NOT NULL, good BIGINT NOT NULL, bad BIGINT NOT NULL, total DOUBLE PRECISION NOT "
+            "NULL, low DOUBLE PRECISION, high DOUBLE PRECISION, PRIMARY KEY (channel, start))"
+        )
+        create_schema(conn)
+        keys = conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'readings_minute'::regclass"
+        ).fetchone()
+        assert keys == (0,)
+    store = PostgresRepository(url)
+    try:
+        _token, secret = store.create_enrollment_token("site", DAY0 + 60, None, None, DAY0)
+        store.redeem_enrollment_token(secret, NewGateway(GW, "k" * 44, "$7$x", None, None), DAY0)
+        # Both batches end mid-minute: the second commit's share of a minute is a row too.
+        store.commit([batch(1, 7, DAY0, 10.0)])
+        store.commit([batch(8, 14, DAY0 + 70.0, 10.0)])
+    finally:
+        store.close()
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT count(*), sum(good) FROM readings_minute").fetchone()
+    assert rows == (4, 14)  # minutes 0 and 2 once, minute 1 from each commit

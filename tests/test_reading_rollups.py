@@ -8,11 +8,31 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
-from fleet.reading_rollups import Bucket, rollup_buckets
+import numpy as np
+
+from fleet.reading_rollups import Bucket, ReadingColumns, rollups
 from protocol import BAD_QUALITY_MASK, Quality
 
 HOUR0 = 1_750_032_000.0  # a UTC midnight
+
+
+def rollup_buckets(
+    rows: list[tuple[Any, ...]], bad_mask: int
+) -> tuple[dict[tuple[int, float], Bucket], dict[tuple[int, float], Bucket]]:
+    """The minute and hour buckets of ``(gw, seq, ts, channel, value, quality)`` rows."""
+    gw, seq, ts, channel, value, quality = zip(*rows, strict=True)
+    columns = ReadingColumns(
+        gw=np.array(gw, dtype=np.int64),
+        seq=np.array(seq, dtype=np.int64),
+        ts=np.array(ts, dtype=np.float64),
+        channel=np.array(channel, dtype=np.int64),
+        value=np.array(value, dtype=np.float64),
+        quality=np.array(quality, dtype=np.int32),
+    )
+    minutes, hours = rollups(columns, bad_mask)
+    return minutes.buckets(), hours.buckets()
 
 
 def test_a_reading_a_hair_before_an_hour_counts_in_the_hour_sql_puts_it_in() -> None:
@@ -50,3 +70,27 @@ def test_a_minute_of_only_bad_readings_has_no_least_nor_greatest() -> None:
     minutes, hours = rollup_buckets(rows, BAD_QUALITY_MASK)
     assert minutes[(7, HOUR0)] == Bucket(good=0, bad=1, total=0.0, low=None, high=None)
     assert hours[(7, HOUR0)] == Bucket(good=1, bad=1, total=5.0, low=5.0, high=5.0)
+
+
+def test_buckets_come_sorted_by_channel_and_start_whatever_the_row_order() -> None:
+    rng = random.Random(7)
+    rows = [
+        (1, n, HOUR0 + rng.uniform(0, 7200), rng.choice((3, 9, 5)), rng.uniform(-5, 5), 0)
+        for n in range(500)
+    ]
+    minutes, hours = rollup_buckets(rows, BAD_QUALITY_MASK)
+    assert list(minutes) == sorted(minutes)
+    assert sum(b.good for b in minutes.values()) == sum(b.good for b in hours.values()) == 500
+    for (channel, start), bucket in hours.items():
+        inside = [r[4] for r in rows if r[3] == channel and start <= r[2] < start + 3600]
+        assert bucket.good == len(inside)
+        assert (bucket.low, bucket.high) == (min(inside), max(inside))
+        assert math.isclose(bucket.total, sum(inside), abs_tol=1e-9)
+
+
+def test_no_readings_make_no_buckets() -> None:
+    empty = np.array([], dtype=np.int64)
+    none = np.array([], dtype=np.float64)
+    columns = ReadingColumns(empty, empty, none, empty, none, np.array([], dtype=np.int32))
+    minutes, hours = rollups(columns, BAD_QUALITY_MASK)
+    assert (len(minutes), len(hours)) == (0, 0)
