@@ -32,6 +32,7 @@ from functools import partial
 import aiomqtt
 from pydantic import ValidationError
 
+from fleet.batch_decoder import decode_data_batch
 from fleet.mqtt_connection import BrokerConnection
 from fleet.outbox import OutboxPublisher
 from fleet.repository import CommitResult, IngestStore, Received
@@ -53,6 +54,8 @@ from protocol.reconnect import Backoff, ReconnectTiming, ReconnectWait, tcp_prob
 
 log = logging.getLogger(__name__)
 
+#: A message a gateway sends the fleet.
+Uplink = DataBatch | EventBatch | Health | GatewayState | CommandResult
 UPLINK: dict[
     Topic,
     type[DataBatch] | type[EventBatch] | type[Health] | type[GatewayState] | type[CommandResult],
@@ -96,8 +99,12 @@ def decode(topic: str, payload: bytes, *, retained: bool, now: float) -> Receive
     if len(payload) > MAX_PAYLOAD_BYTES:
         detail = f"{kind.value} payload of {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}"
         return Rejection(gateway_id, "oversize", detail)
+    # Most messages are readings batches: the fast decoder takes the valid ones, and
+    # pydantic (the protocol's definition, and its error messages) everything else.
+    message: Uplink | None = decode_data_batch(payload) if kind is Topic.DATA else None
     try:
-        message = UPLINK[kind].model_validate_json(payload)
+        if message is None:
+            message = UPLINK[kind].model_validate_json(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "payload"

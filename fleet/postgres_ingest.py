@@ -174,28 +174,23 @@ class PostgresIngestWriter:
 
         Locks, marks and ranges are read once; the group's new readings go in by one
         COPY, its rollups and moved marks by one statement each, in one round trip.
-        With ``copy_first``, readings in the group and every channel they name made
-        already, the readings are copied before the locks; ``_Overtaken`` if the marks
-        read under the locks hold a row copied. New channels are made under the locks
-        only, so that a commit never waits on another's uncommitted channel while holding
-        a lock.
+        With ``copy_first``, the readings are copied before the locks; ``_Overtaken``
+        if the marks read under the locks hold a row copied. The channels the group names
+        are found or made before any lock, in one statement in (gateway, name) order, so
+        a commit waits on another's uncommitted channel only while it holds no lock, and
+        two commits making the same channels take them in the same order.
         """
         nums = self._gateway_nums_of(conn, received)
         locked = sorted({n for n in nums.values() if n is not None})
         readings = _NewReadings()
         copied: dict[int, int] | None = None  # item index -> rows copied before the locks
         # Events and status alone (an alarm's path) have nothing to copy: locks first.
-        uploading = any(isinstance(item.payload, DataBatch) for item in received)
-        if (
-            copy_first
-            and uploading
-            and self._resolve_channels(conn, received, nums, tx, create=False)
-        ):
-            readings, copied = self._copy_unlocked(conn, received, nums, locked, tx)
+        if any(isinstance(item.payload, DataBatch) for item in received):
+            self._resolve_channels(conn, received, nums, tx)
+            if copy_first:
+                readings, copied = self._copy_unlocked(conn, received, nums, locked, tx)
         _lock_gateways(conn, locked)
         held = _load_held(conn, locked)
-        if copied is None:
-            self._resolve_channels(conn, received, nums, tx)
         moved: set[tuple[int, Stream]] = set()
         last_seen: dict[int, float] = {}
         for index, item in enumerate(received):
@@ -333,14 +328,12 @@ class PostgresIngestWriter:
         received: Sequence[Received],
         nums: dict[str, int | None],
         tx: _Transaction,
-        *,
-        create: bool = True,
-    ) -> bool:
+    ) -> None:
         """Put the id of every channel the group's batches name in ``tx.channel_ids``.
 
         Known ids come from the cache; the others are looked up, and the ones that do not
-        exist yet are created (unless not ``create``), each in one statement for the
-        whole group. True if every id was found or made.
+        exist yet are created, each in one statement for the whole group, in (gateway,
+        name) order.
         """
         needed: set[tuple[int, str]] = set()
         for item in received:
@@ -350,16 +343,15 @@ class PostgresIngestWriter:
                 needed.update((gw, name) for name in names)
         tx.channel_ids.update((k, self._channel_ids[k]) for k in needed & self._channel_ids.keys())
         missing = sorted(needed - tx.channel_ids.keys())
-        for query in (_FIND_CHANNELS, _CREATE_CHANNELS, _FIND_CHANNELS)[: 3 if create else 1]:
+        for query in (_FIND_CHANNELS, _CREATE_CHANNELS, _FIND_CHANNELS):
             if not missing:
-                return True
+                return
             arrays = ([gw for gw, _ in missing], [name for _, name in missing])
             for gw, name, cid in _execute(conn, query, arrays):
                 tx.channel_ids[(int(gw), str(name))] = int(cid)
             missing = [k for k in missing if k not in tx.channel_ids]
-        if not missing or not create:
-            return not missing
-        raise RuntimeError(f"channels not created: {missing[:3]}")
+        if missing:
+            raise RuntimeError(f"channels not created: {missing[:3]}")
 
     @staticmethod
     def _insert_events(conn: Conn, gw: int, events: Sequence[EventRow], received_at: float) -> int:

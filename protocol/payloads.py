@@ -183,8 +183,12 @@ class DataBatch(_Batch):
 
     @model_validator(mode="after")
     def _rows_in_range(self) -> Self:
-        self._check_range(self.flat_rows()[::READING_FIELDS])
+        self.check_rows()
         return self
+
+    def check_rows(self) -> None:
+        """Raise ValueError unless the rows' seqs rise strictly inside the batch's range."""
+        self._check_range(self.flat_rows()[::READING_FIELDS])
 
     def flat_rows(self) -> list[Any]:
         """The rows as one list ``seq, ts, channel, value, quality, seq, ts, ...``.

@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,11 +117,12 @@ class PostgresCluster:
                 self.process.wait()
 
 
-def start_postgres(*, durable: bool = False) -> PostgresCluster:
+def start_postgres(*, durable: bool = False, settings: Sequence[str] = ()) -> PostgresCluster:
     """``initdb`` a cluster in a new temporary directory and start it; return once it accepts.
 
     The directory is made outside any test's private temporary directory, since the
-    unprivileged server must be able to enter it.
+    unprivileged server must be able to enter it. ``settings`` are more ``name=value``
+    server settings (a bench's production-like sizes), applied after the defaults here.
     """
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
@@ -150,7 +151,7 @@ def start_postgres(*, durable: bool = False) -> PostgresCluster:
         group=gid,
     )
     port = free_port()
-    settings = [
+    options = [
         "-c",
         "listen_addresses=127.0.0.1",
         "-p",
@@ -163,11 +164,13 @@ def start_postgres(*, durable: bool = False) -> PostgresCluster:
         "shared_buffers=64MB",
     ]
     if not durable:
-        settings += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
-        settings += ["-c", "full_page_writes=off"]
+        options += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+        options += ["-c", "full_page_writes=off"]
+    for setting in settings:
+        options += ["-c", setting]
     log_file = (directory / "postgres.log").open("wb")
     process = subprocess.Popen(
-        [str(bin_dir / "postgres"), "-D", str(data), *settings],
+        [str(bin_dir / "postgres"), "-D", str(data), *options],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         user=uid,
@@ -191,9 +194,11 @@ def start_postgres(*, durable: bool = False) -> PostgresCluster:
 
 
 @contextlib.contextmanager
-def running_postgres(*, durable: bool = False) -> Iterator[PostgresCluster]:
+def running_postgres(
+    *, durable: bool = False, settings: Sequence[str] = ()
+) -> Iterator[PostgresCluster]:
     """``start_postgres`` as a context manager that always stops it and removes its files."""
-    cluster = start_postgres(durable=durable)
+    cluster = start_postgres(durable=durable, settings=settings)
     try:
         yield cluster
     finally:
