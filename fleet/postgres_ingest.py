@@ -523,7 +523,9 @@ class _NewReadings:
         """Add one batch's new rows (flat: seq, ts, channel, value, quality, seq, ...)."""
         self.gw += [gw] * (len(flat) // READING_FIELDS)
         self.flat += flat
-        self.channel += [channel_ids[(gw, name)] for name in flat[2::READING_FIELDS]]
+        names = flat[2::READING_FIELDS]
+        ids = {name: channel_ids[(gw, name)] for name in set(names)}  # a batch names few
+        self.channel += map(ids.__getitem__, names)
 
     def columns(self) -> ReadingColumns:
         """The rows as numpy columns (a missing value as NaN)."""

@@ -25,7 +25,7 @@ def test_the_small_scale_bench_holds_its_gateways_and_flushes_through_each_worke
     run = subprocess.run(
         [sys.executable, str(REPO / "bench" / "scale.py"), "--gateways", "60", "--speed", "60",
          "--cycles", "1", "--gateway-processes", "2", "--flush-gateways", "20",
-         "--backlog", "300", "--batch", "100", "--workers", "1", "2"],
+         "--backlog", "300", "--batch", "100", "--workers", "1", "2", "--repeat", "1"],
         capture_output=True, text=True, timeout=280, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
