@@ -266,6 +266,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine's cores have spent busy so far (Linux).
+
+    The kernel's own work (I/O, writeback) included, which no process's figure shows.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_seconds(parent: int) -> dict[int, float]:
     """CPU seconds so far of ``parent`` and each of its children (PostgreSQL's backends)."""
     found = {parent: cpu_seconds(parent)}
@@ -542,7 +552,9 @@ def run_gateways(
         child.start()
     barrier.wait(timeout=600)
     start = time.time()
+    busy = machine_busy_seconds()
     reports = [results.get(timeout=1800) for _ in children]
+    reports[0]["machine_busy_s"] = machine_busy_seconds() - busy
     for child in children:
         child.join(timeout=60)
         if child.exitcode != 0:
@@ -650,8 +662,11 @@ def checkpoint(cluster: PostgresCluster) -> None:
     cluster.psql("CHECKPOINT")
 
 
-def copy_ceiling(cluster: PostgresCluster, args: argparse.Namespace) -> float:
-    """Rows/s of ``COPY`` of the flush's rows, one transaction per ingest commit group."""
+def copy_ceiling(cluster: PostgresCluster, args: argparse.Namespace) -> tuple[float, float]:
+    """Rows/s of ``COPY`` of the flush's rows, and the machine's busy CPU seconds meanwhile.
+
+    One transaction per ingest commit group.
+    """
     batches = flush_batches(args)
     total = sum(len(rows) for _gid, rows, _size in batches)
     with cluster.fresh_schema() as url:
@@ -677,16 +692,18 @@ def copy_ceiling(cluster: PostgresCluster, args: argparse.Namespace) -> float:
                 streams.append(reading_copy(rows))
                 index += taken
             checkpoint(cluster)
+            busy = machine_busy_seconds()
             start = time.perf_counter()
             for stream in streams:
                 with conn.cursor() as cur, cur.copy(COPY_READINGS) as copy:
                     copy.write(stream)
                 conn.commit()
             seconds = time.perf_counter() - start
+            busy = machine_busy_seconds() - busy
             row = conn.execute("SELECT count(*) FROM readings").fetchone()
             assert row is not None
             assert int(row[0]) == total, row
-    return total / seconds
+    return total / seconds, busy
 
 
 def backlog_flush(
@@ -762,6 +779,8 @@ def backlog_flush(
             "broker": round(cpu[-1], 1),
             "postgres": round(postgres_cpu, 1),
             "gateways": round(sum(r["cpu"] for r in reports), 1),
+            # Every core, from the first publish to the last ack: the kernel's I/O too.
+            "machine": round(reports[0]["machine_busy_s"], 1),
         },
     }
 
@@ -780,11 +799,13 @@ def flushes(
     for workers_n in args.workers:
         runs = []
         for _ in range(args.repeat):
-            ceiling = copy_ceiling(cluster, args)  # under the load the flush will see
+            ceiling, ceiling_busy = copy_ceiling(cluster, args)  # under the flush's load
             print(f"COPY ceiling: {ceiling:,.0f} rows/s")
             ceilings.append(ceiling)
             flush = backlog_flush(cluster, data_dir, broker, args, workers_n)
             flush["ceiling_rows_per_s"] = round(ceiling)
+            # The ceiling's own use of the machine: PostgreSQL and the kernel's I/O.
+            flush["ceiling_machine_cpu_s"] = round(ceiling_busy, 1)
             flush["of_ceiling"] = round(flush["rows_per_s"] / ceiling, 3)
             print(f"flush, {workers_n} worker(s): {json.dumps(flush)}")
             runs.append(flush)
