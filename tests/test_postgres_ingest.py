@@ -3,8 +3,9 @@
 Three ``fleet ingest`` processes share the gateways' messages through the broker's shared
 subscription and commit into one PostgreSQL database, which the session starts in a
 temporary directory. One worker is SIGKILLed, or the broker stopped, while gateways
-upload; the gateways resend what was not acknowledged, and afterwards the database holds
-each (gateway, seq) the gateways sent exactly once.
+upload, or a gateway never hears the acks of batches the fleet stored; the gateways
+resend what was not acknowledged, and afterwards the database holds each (gateway, seq)
+the gateways sent exactly once.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.uplink import FLEET
 from hardware_sim.harness.waiting import wait_for, wait_until
 from hardware_sim.simgateway import EncodedBatch, SimulatedGateway
-from protocol import DataBatch, Stream
+from protocol import DataBatch, Stream, Topic, gateway_topic
 
 T0 = 1_750_000_000.0
 GATEWAYS = [f"gw-pg-{n:04d}" for n in range(3)]
@@ -161,3 +162,24 @@ async def test_three_workers_store_each_reading_once_across_a_broker_outage(rig:
     await asyncio.wait_for(asyncio.gather(*uploads), 180)
     rig.assert_each_reading_once()
     assert at_stop < len(GATEWAYS) * READINGS  # the outage came while gateways uploaded
+
+
+async def test_three_workers_store_each_reading_once_when_a_gateway_resends_after_lost_acks(
+    rig: Rig,
+) -> None:
+    lost = GATEWAYS[0]
+    first_window = batches(lost)[:8]
+    # A connection that never subscribes to its acks: every ack the workers publish for
+    # these batches is lost, as when a gateway's link drops right after it uploaded.
+    connection = BrokerConnection(rig.broker.url, lost, rig.passwords[lost])
+    async with connection.client(lost) as client:
+        for batch in first_window:
+            await client.publish(gateway_topic(lost, Topic.DATA), batch.payload, qos=1)
+    held = first_window[-1].last_seq
+    await wait_for(lambda: count(rig.url) >= held, 60, "the first window stored")
+    assert rig.store.get_gateway(lost).streams[Stream.READINGS.value] == held  # acked, unheard
+    # Its watermark is still 0, so it starts again from seq 1 (the others from scratch):
+    # the fleet recognises the 800 readings it holds, acks them again and stores the rest.
+    uploads = [asyncio.create_task(rig.upload(gid)) for gid in GATEWAYS]
+    await asyncio.wait_for(asyncio.gather(*uploads), 120)
+    rig.assert_each_reading_once()
