@@ -526,19 +526,22 @@ class OtaTables:
                 ),
             )
             nums = dict(targets)
-            position = 0
-            for index, (spec, gateways) in enumerate(rollout.waves):
-                conn.execute(
-                    "INSERT INTO rollout_waves (rollout_id, idx, spec) VALUES (?, ?, ?)",
-                    (rollout_id, index, spec),
-                )
-                for gateway_id in gateways:
-                    conn.execute(
-                        "INSERT INTO rollout_devices (rollout_id, gw, wave, pos, state, "
-                        "updated_at) VALUES (?, ?, ?, ?, 'waiting', ?)",
-                        (rollout_id, nums[gateway_id], index, position, now),
-                    )
-                    position += 1
+            conn.executemany(
+                "INSERT INTO rollout_waves (rollout_id, idx, spec) VALUES (?, ?, ?)",
+                [(rollout_id, index, spec) for index, (spec, _) in enumerate(rollout.waves)],
+            )
+            # One statement for every device (a county's rollout names thousands), in wave
+            # order: a device's position counts on across the waves.
+            devices = [
+                (rollout_id, nums[gateway_id], index)
+                for index, (_, gateways) in enumerate(rollout.waves)
+                for gateway_id in gateways
+            ]
+            conn.executemany(
+                "INSERT INTO rollout_devices (rollout_id, gw, wave, pos, state, updated_at) "
+                "VALUES (?, ?, ?, ?, 'waiting', ?)",
+                [(*device, position, now) for position, device in enumerate(devices)],
+            )
         return self.get_rollout(rollout_id)
 
     def get_rollout(self, rollout_id: int) -> Rollout:
