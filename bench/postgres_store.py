@@ -27,10 +27,11 @@ import time
 from multiprocessing.synchronize import Barrier
 
 import psycopg
-from copy_rows import reading_copy
 
+from fleet.postgres_ingest import COPY_READINGS, readings_copy
 from fleet.postgres_repository import PostgresRepository
 from fleet.postgres_schema import days_needed, ensure_partitions
+from fleet.reading_rollups import ReadingColumns
 from fleet.repository import NewGateway, Received
 from hardware_sim.harness.postgres import running_postgres
 from protocol import DataBatch
@@ -38,8 +39,6 @@ from protocol import DataBatch
 T0 = 1_750_000_000.0
 ROWS_PER_BATCH = 100
 CHANNELS = ("rain", "level", "tilt", "soil")
-#: The ceiling's COPY: binary, the columns ingest copies, encoded as ingest encodes them.
-COPY_READINGS = "COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN (FORMAT BINARY)"
 
 
 def gateway_id(n: int) -> str:
@@ -92,12 +91,14 @@ def copy_ceiling(url: str, gateways: int, every: list[DataBatch], group: int) ->
         channel = {name: i + 1 for i, name in enumerate(CHANNELS)}
         # Encoded before the clock starts: the ceiling is the server's, not the client's.
         streams = [
-            reading_copy(
-                [
-                    (nums[batch.gateway_id], seq, ts, channel[name], value, quality)
-                    for batch in part
-                    for seq, ts, name, value, quality in batch.rows
-                ]
+            readings_copy(
+                ReadingColumns.of_rows(
+                    [
+                        (nums[batch.gateway_id], seq, ts, channel[name], value, quality)
+                        for batch in part
+                        for seq, ts, name, value, quality in batch.rows
+                    ]
+                )
             )
             for part in groups(every, group)
         ]

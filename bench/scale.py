@@ -66,13 +66,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from copy_rows import reading_copy
 
 from fleet.broker_files import FleetAccount, Listener, mosquitto_conf, write_access_files
 from fleet.credentials import mosquitto_hash
 from fleet.ingest import group_size
+from fleet.postgres_ingest import COPY_READINGS, readings_copy
 from fleet.postgres_repository import PostgresRepository
 from fleet.postgres_schema import days_needed, ensure_partitions
+from fleet.reading_rollups import ReadingColumns
 from fleet.repository import NewGateway
 from hardware_sim.harness.ports import free_port, port_open
 from hardware_sim.harness.postgres import PostgresCluster, running_postgres
@@ -89,8 +90,6 @@ READING_INTERVAL_S = 2.0
 ACK_DELAY_TARGET_S = 10.0
 RATIO_TARGET = 0.8
 KEEPALIVE_S = 60
-#: The ceiling's COPY: binary, the columns ingest copies, encoded as ingest encodes them.
-COPY_READINGS = "COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN (FORMAT BINARY)"
 #: The server's sizes, as for a production PostgreSQL on a machine of this size (the tests'
 #: harness runs a small one): the flush's million rows and their indexes fit in the
 #: buffers, and the WAL of a whole run fits before a size-triggered checkpoint, so each
@@ -538,8 +537,12 @@ async def _flush(
 
 def run_gateways(
     target: Any, count: int, port: int, args: dict[str, Any], processes: int
-) -> tuple[float, list[dict[str, Any]]]:
-    """Run gateways 0..count-1 in ``processes``; returns (time all connected, reports)."""
+) -> tuple[float, list[dict[str, Any]], float]:
+    """Run gateways 0..count-1 in ``processes``.
+
+    Returns the time all were connected, each process's report, and the machine's busy
+    CPU seconds from then until the last report.
+    """
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(processes + 1)
     results: mp.Queue[Any] = ctx.Queue()
@@ -554,12 +557,12 @@ def run_gateways(
     start = time.time()
     busy = machine_busy_seconds()
     reports = [results.get(timeout=1800) for _ in children]
-    reports[0]["machine_busy_s"] = machine_busy_seconds() - busy
+    busy = machine_busy_seconds() - busy
     for child in children:
         child.join(timeout=60)
         if child.exitcode != 0:
             raise RuntimeError(f"a gateway process failed with exit code {child.exitcode}")
-    return start, reports
+    return start, reports, busy
 
 
 # --- the three measurements ---------------------------------------------------------------------
@@ -584,7 +587,7 @@ def steady_load(
             }
             cpu_before = [cpu_seconds(p) for p in [*workers.pids, broker.process.pid]]
             postgres_before = tree_cpu_seconds(cluster.process.pid)
-            start, reports = run_gateways(
+            start, reports, _busy = run_gateways(
                 steady_process, args.gateways, broker.port, options, args.gateway_processes
             )
             seconds = time.time() - start
@@ -689,7 +692,7 @@ def copy_ceiling(cluster: PostgresCluster, args: argparse.Namespace) -> tuple[fl
                     for gid, batch_rows, _size in batches[index : index + taken]
                     for seq, ts, name, value, quality in batch_rows
                 ]
-                streams.append(reading_copy(rows))
+                streams.append(readings_copy(ReadingColumns.of_rows(rows)))
                 index += taken
             checkpoint(cluster)
             busy = machine_busy_seconds()
@@ -739,7 +742,7 @@ def backlog_flush(
             checkpoint(cluster)
             cpu_before = [cpu_seconds(p) for p in watched]
             postgres_before = tree_cpu_seconds(cluster.process.pid)
-            start, reports = run_gateways(
+            start, reports, busy = run_gateways(
                 flush_process, args.flush_gateways, broker.port, options, args.flush_processes
             )
             cpu = [cpu_seconds(p) - b for p, b in zip(watched, cpu_before, strict=True)]
@@ -780,7 +783,7 @@ def backlog_flush(
             "postgres": round(postgres_cpu, 1),
             "gateways": round(sum(r["cpu"] for r in reports), 1),
             # Every core, from the first publish to the last ack: the kernel's I/O too.
-            "machine": round(reports[0]["machine_busy_s"], 1),
+            "machine": round(busy, 1),
         },
     }
 

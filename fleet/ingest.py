@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from fleet.batch_decoder import decode_data_batch
 from fleet.mqtt_connection import BrokerConnection
 from fleet.outbox import OutboxPublisher
-from fleet.repository import CommitResult, IngestStore, Received
+from fleet.repository import CommitResult, IngestStore, Received, Uplink
 from protocol import (
     MAX_PAYLOAD_BYTES,
     Ack,
@@ -54,12 +54,7 @@ from protocol.reconnect import Backoff, ReconnectTiming, ReconnectWait, tcp_prob
 
 log = logging.getLogger(__name__)
 
-#: A message a gateway sends the fleet.
-Uplink = DataBatch | EventBatch | Health | GatewayState | CommandResult
-UPLINK: dict[
-    Topic,
-    type[DataBatch] | type[EventBatch] | type[Health] | type[GatewayState] | type[CommandResult],
-] = {
+UPLINK: dict[Topic, type[Uplink]] = {
     Topic.DATA: DataBatch,
     Topic.EVENTS: EventBatch,
     Topic.HEALTH: Health,

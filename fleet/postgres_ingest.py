@@ -184,11 +184,12 @@ class PostgresIngestWriter:
         locked = sorted({n for n in nums.values() if n is not None})
         readings = _NewReadings()
         copied: dict[int, int] | None = None  # item index -> rows copied before the locks
+        hours: Rollup | None = None  # the copied rows' hour sums, upserted under the locks
         # Events and status alone (an alarm's path) have nothing to copy: locks first.
         if any(isinstance(item.payload, DataBatch) for item in received):
             self._resolve_channels(conn, received, nums, tx)
             if copy_first:
-                readings, copied = self._copy_unlocked(conn, received, nums, locked, tx)
+                hours, copied = self._copy_unlocked(conn, received, nums, locked, tx)
         _lock_gateways(conn, locked)
         held = _load_held(conn, locked)
         moved: set[tuple[int, Stream]] = set()
@@ -221,11 +222,8 @@ class PostgresIngestWriter:
                     moved.add((gw, Stream.EVENTS))
             else:
                 _apply_status(conn, gw, item)
-        hours = None
-        if readings and copied is None:
+        if readings:  # gathered under the locks (not ``copy_first``)
             hours = _copy_readings(conn, readings.columns())
-        elif readings:
-            hours = readings.hours
         # The rest needs no answer: one round trip (COPY cannot be in a pipeline).
         with conn.pipeline():
             if hours is not None:
@@ -257,10 +255,10 @@ class PostgresIngestWriter:
         nums: dict[str, int | None],
         locked: list[int],
         tx: _Transaction,
-    ) -> tuple[_NewReadings, dict[int, int]]:
+    ) -> tuple[Rollup | None, dict[int, int]]:
         """COPY the rows the committed marks do not hold yet, before taking any lock.
 
-        Returns the rows copied (with their hour sums, still to be upserted) and how many
+        Returns the copied rows' hour sums (None if none), still to be upserted, and how many
         of each batch (by its index in ``received``), for ``_write`` to check under the
         locks.
         """
@@ -278,9 +276,7 @@ class PostgresIngestWriter:
             if flat:
                 readings.add(gw, flat, tx.channel_ids)
             stream.take(payload.first_seq, payload.last_seq)  # a later batch sees these
-        if readings:
-            readings.hours = _copy_readings(conn, readings.columns())
-        return readings, copied
+        return (_copy_readings(conn, readings.columns()) if readings else None), copied
 
     @staticmethod
     def _finish(
@@ -490,7 +486,8 @@ def _advance(
     return moved
 
 
-_COPY_READINGS = "COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN (FORMAT BINARY)"
+#: The readings' COPY; ``readings_copy`` encodes its stream (the benches' ceilings use both).
+COPY_READINGS = "COPY readings (gw, seq, ts, channel, value, quality) FROM STDIN (FORMAT BINARY)"
 _COPY_MINUTES = (
     "COPY readings_minute (channel, start, good, bad, total, low, high) FROM STDIN (FORMAT BINARY)"
 )
@@ -505,16 +502,12 @@ _CREATE_CHANNELS = (
 
 
 class _NewReadings:
-    """A group's new readings, gathered batch by batch into column lists.
-
-    ``hours`` holds the hour sums of rows copied before the locks, to upsert under them.
-    """
+    """A group's new readings, gathered batch by batch into column lists."""
 
     def __init__(self) -> None:
         self.gw: list[int] = []
         self.flat: list[Any] = []
         self.channel: list[int] = []
-        self.hours: Rollup | None = None
 
     def __bool__(self) -> bool:
         return bool(self.flat)
@@ -552,9 +545,29 @@ def _copy_readings(conn: Conn, rows: ReadingColumns) -> Rollup:
     ``commit`` then does it all again with the locks first, and rows checked new under
     the locks cannot collide.
     """
+    _copy(conn, COPY_READINGS, readings_copy(rows))
+    minutes, hours = rollups(rows, BAD_QUALITY_MASK)
     _copy(
         conn,
-        _COPY_READINGS,
+        _COPY_MINUTES,
+        binary_copy.encode(
+            [
+                Column(minutes.channel, "int8"),
+                Column(minutes.start, "float8"),
+                Column(minutes.good, "int8"),
+                Column(minutes.bad, "int8"),
+                Column(minutes.total, "float8"),
+                Column(minutes.low, "float8", nullable=True),
+                Column(minutes.high, "float8", nullable=True),
+            ]
+        ),
+    )
+    return hours
+
+
+def readings_copy(rows: ReadingColumns) -> bytes:
+    """The binary stream ``COPY_READINGS`` takes for ``rows`` (a missing value as NULL)."""
+    return binary_copy.encode(
         [
             Column(rows.gw, "int8"),
             Column(rows.seq, "int8"),
@@ -562,28 +575,13 @@ def _copy_readings(conn: Conn, rows: ReadingColumns) -> Rollup:
             Column(rows.channel, "int8"),
             Column(rows.value, "float8", nullable=True),
             Column(rows.quality, "int4"),
-        ],
+        ]
     )
-    minutes, hours = rollups(rows, BAD_QUALITY_MASK)
-    _copy(conn, _COPY_MINUTES, _rollup_columns(minutes))
-    return hours
 
 
-def _rollup_columns(rollup: Rollup) -> list[Column]:
-    return [
-        Column(rollup.channel, "int8"),
-        Column(rollup.start, "float8"),
-        Column(rollup.good, "int8"),
-        Column(rollup.bad, "int8"),
-        Column(rollup.total, "float8"),
-        Column(rollup.low, "float8", nullable=True),
-        Column(rollup.high, "float8", nullable=True),
-    ]
-
-
-def _copy(conn: Conn, statement: str, columns: list[Column]) -> None:
+def _copy(conn: Conn, statement: str, stream: bytes) -> None:
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.write(binary_copy.encode(columns))
+        copy.write(stream)
 
 
 def _upsert_hours(conn: Conn, hours: Rollup) -> None:

@@ -15,8 +15,10 @@ it is given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import isnan
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +55,19 @@ class ReadingColumns:
     def __len__(self) -> int:
         return len(self.seq)
 
+    @classmethod
+    def of_rows(cls, rows: Sequence[tuple[Any, ...]]) -> ReadingColumns:
+        """Columns of ``(gw, seq, ts, channel id, value, quality)`` rows (``value`` None: NaN)."""
+        gw, seq, ts, channel, value, quality = zip(*rows, strict=True) if rows else ((),) * 6
+        return cls(
+            gw=np.array(gw, dtype=np.int64),
+            seq=np.array(seq, dtype=np.int64),
+            ts=np.array(ts, dtype=np.float64),
+            channel=np.array(channel, dtype=np.int64),
+            value=np.array(value, dtype=np.float64),
+            quality=np.array(quality, dtype=np.int32),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Rollup:
@@ -72,24 +87,18 @@ class Rollup:
     def buckets(self) -> dict[tuple[int, float], Bucket]:
         """The buckets by (channel, start), for reading them one at a time."""
         return {
-            (int(c), float(s)): Bucket(
-                int(g), int(b), float(t), _or_none(float(lo)), _or_none(float(hi))
-            )
+            (c, s): Bucket(g, b, t, lo, hi)
             for c, s, g, b, t, lo, hi in zip(
-                self.channel,
-                self.start,
-                self.good,
-                self.bad,
-                self.total,
-                self.low,
-                self.high,
+                self.channel.tolist(),
+                self.start.tolist(),
+                self.good.tolist(),
+                self.bad.tolist(),
+                self.total.tolist(),
+                or_null(self.low),
+                or_null(self.high),
                 strict=True,
             )
         }
-
-
-def _or_none(value: float) -> float | None:
-    return None if isnan(value) else value
 
 
 def or_null(values: Floats) -> list[float | None]:

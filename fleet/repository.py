@@ -249,6 +249,10 @@ class QueuedCommand:
     status: str
 
 
+#: A message a gateway sends the fleet, validated.
+Uplink = DataBatch | EventBatch | Health | GatewayState | CommandResult
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     """A validated message from a gateway, waiting to be committed.
@@ -259,7 +263,7 @@ class Received:
 
     gateway_id: str
     received_at: float
-    payload: DataBatch | EventBatch | Health | GatewayState | CommandResult
+    payload: Uplink
     retained: bool = False
 
 

@@ -10,8 +10,6 @@ import math
 import random
 from typing import Any
 
-import numpy as np
-
 from fleet.reading_rollups import Bucket, ReadingColumns, rollups
 from protocol import BAD_QUALITY_MASK, Quality
 
@@ -22,16 +20,7 @@ def rollup_buckets(
     rows: list[tuple[Any, ...]], bad_mask: int
 ) -> tuple[dict[tuple[int, float], Bucket], dict[tuple[int, float], Bucket]]:
     """The minute and hour buckets of ``(gw, seq, ts, channel, value, quality)`` rows."""
-    gw, seq, ts, channel, value, quality = zip(*rows, strict=True)
-    columns = ReadingColumns(
-        gw=np.array(gw, dtype=np.int64),
-        seq=np.array(seq, dtype=np.int64),
-        ts=np.array(ts, dtype=np.float64),
-        channel=np.array(channel, dtype=np.int64),
-        value=np.array(value, dtype=np.float64),
-        quality=np.array(quality, dtype=np.int32),
-    )
-    minutes, hours = rollups(columns, bad_mask)
+    minutes, hours = rollups(ReadingColumns.of_rows(rows), bad_mask)
     return minutes.buckets(), hours.buckets()
 
 
@@ -89,8 +78,5 @@ def test_buckets_come_sorted_by_channel_and_start_whatever_the_row_order() -> No
 
 
 def test_no_readings_make_no_buckets() -> None:
-    empty = np.array([], dtype=np.int64)
-    none = np.array([], dtype=np.float64)
-    columns = ReadingColumns(empty, empty, none, empty, none, np.array([], dtype=np.int32))
-    minutes, hours = rollups(columns, BAD_QUALITY_MASK)
+    minutes, hours = rollups(ReadingColumns.of_rows([]), BAD_QUALITY_MASK)
     assert (len(minutes), len(hours)) == (0, 0)
