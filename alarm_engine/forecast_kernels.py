@@ -1,12 +1,14 @@
 """Numba kernels of the failure-forecast rule: Voight's law fitted to the displacement.
 
 ``forecast_window`` cleans the raw samples of the fit window (isolated outliers dropped,
-sensor re-installation steps taken out), averages them into bins, and fits
-``x(t) = a + c t + b G(t_f - t; alpha)`` (steady creep plus Voight's accelerating creep,
-integrated: ``G' = (t_f - t) ** -p`` with ``p = 1 / (alpha - 1)``) by weighted least
-squares over a grid of failure times, with alpha refined continuously. It reports the
-failure time, its 95 % profile-likelihood interval, alpha, the velocity now and the
-evidence (an F statistic) that the fit explains the record better than steady creep.
+sensor re-installation steps taken out, the motion across a telemetry gap kept), averages
+them into bins, and fits ``x(t) = a + c t + b G(t_f - t; alpha) + d1 cos(wt) + d2 sin(wt)``
+(steady creep plus Voight's accelerating creep, integrated: ``G' = (t_f - t) ** -p`` with
+``p = 1 / (alpha - 1)``, plus the daily temperature cycle, ``w`` one turn a day) by
+weighted least squares over a grid of failure times, with alpha refined continuously. It
+reports the failure time, its 95 % profile-likelihood interval, alpha, the velocity now
+and the evidence (an F statistic) that the fit explains the record better than steady
+creep (with its daily cycle).
 ``forecast_kernel`` runs it over a batch of samples and turns forecasts into levels.
 Like ``kernels.py`` it mirrors its reference (``reference_forecast.py``) formula by
 formula, never allocates and never raises on data.
@@ -57,11 +59,14 @@ from alarm_engine.forecast_layout import (
     ALPHA_REFINE,
     CHI2_95,
     COARSE,
+    CYCLE_MIN_NORM,
     EVIDENCE,
     FAILURE_HI,
     FAILURE_LO,
     FAILURE_T,
     FINE,
+    GAP_INTERVALS,
+    GAP_SPAN_S,
     GATE_EVIDENCE,
     LEAD_H,
     MIN_LEAD_H,
@@ -82,6 +87,9 @@ from alarm_engine.kernels import (
 )
 from alarm_engine.model import BoolArray, FloatArray
 from alarm_engine.slope_kernels import expire
+
+#: A window's sums (see ``_fit_sums``).
+FitSums = tuple[float, float, float, float, float, float, float, float, float, float]
 
 # Layout of the rule's cfg.
 (
@@ -104,9 +112,10 @@ from alarm_engine.slope_kernels import expire
     MAX_DRIFT,
 ) = range(17)
 CFG_SIZE = 17
-# Columns of the scratch array: raw (t, x, keep), bins (u, x, w), profile (lead, rss).
-S_T, S_X, S_KEEP, S_U, S_BX, S_W, S_G, S_LEAD, S_RSS = range(9)
-SCRATCH_COLS = 9
+# Columns of the scratch array: raw (t, x, keep), bins (u, x, w), profile (lead, rss),
+# the daily cycle's two basis functions at the bins.
+S_T, S_X, S_KEEP, S_U, S_BX, S_W, S_G, S_LEAD, S_RSS, S_C1, S_C2 = range(11)
+SCRATCH_COLS = 11
 #: Extra cells ``work`` needs beyond one per raw sample: the profile over the grid.
 WORK_EXTRA = 2 * TRIED
 # ks layout: next evaluation time, then the last CONFIRM failure times (newest first).
@@ -132,6 +141,63 @@ def median_of(a: FloatArray, n: int) -> float:
 
 
 @jit
+def _side_rate(s: FloatArray, lo: int, hi: int) -> float:
+    """Least-squares rate of the raw rows ``lo..hi`` (inclusive); NaN for fewer than three."""
+    count = hi - lo + 1
+    if count < 3:
+        return math.nan
+    mt = 0.0
+    mx = 0.0
+    for j in range(lo, hi + 1):
+        mt += s[j, S_T]
+        mx += s[j, S_X]
+    mt /= count
+    mx /= count
+    stt = 0.0
+    stx = 0.0
+    for j in range(lo, hi + 1):
+        dt = s[j, S_T] - mt
+        stt += dt * dt
+        stx += dt * (s[j, S_X] - mx)
+    if not stt > 0.0:
+        return math.nan
+    return stx / stt
+
+
+@jit
+def expected_motion(s: FloatArray, n: int, rate: float, gap_s: float) -> None:
+    """Put the motion expected over each increment ``j -> j + 1`` in ``s[j, S_G]``.
+
+    A regular increment is expected to move at the window's median ``rate``. One that
+    spans a telemetry gap (longer than ``gap_s``) is expected to move at the local rate:
+    the mean of the rates fitted over ``GAP_SPAN_S`` (or the gap, if longer) on either
+    side of it, so a slope that accelerated while the gateway was silent keeps that
+    motion instead of having it taken out as a re-installation step.
+    """
+    hi_row = 0
+    for j in range(n - 1):
+        dt = s[j + 1, S_T] - s[j, S_T]
+        s[j, S_G] = rate * dt
+        if not dt > gap_s:
+            continue
+        span = max(dt, GAP_SPAN_S)
+        lo_row = j
+        while lo_row > 0 and s[j, S_T] - s[lo_row - 1, S_T] <= span:
+            lo_row -= 1
+        hi_row = j + 1
+        while hi_row < n - 1 and s[hi_row + 1, S_T] - s[j + 1, S_T] <= span:
+            hi_row += 1
+        before = _side_rate(s, lo_row, j)
+        after = _side_rate(s, j + 1, hi_row)
+        if math.isfinite(before) and math.isfinite(after):
+            s[j, S_G] = 0.5 * (before + after) * dt
+        elif math.isfinite(before):
+            s[j, S_G] = before * dt
+        elif math.isfinite(after):
+            s[j, S_G] = after * dt
+
+
+@jit
 def clean_window(
     buf: FloatArray, start: int, end: int, k_sigma: float, s: FloatArray, work: FloatArray
 ) -> int:
@@ -141,7 +207,8 @@ def clean_window(
     than ``STEP_SCALES`` robust scales with quiet increments on both sides (a sensor
     re-installed) is taken out of every later sample;
     a last sample that jumps after a quiet increment waits for the next one to confirm it.
-    Increments are judged against the median rate and a robust (MAD) scale.
+    Increments are judged against the motion expected over them (``expected_motion``)
+    and a robust (MAD) scale.
     """
     n = end - start
     for j in range(n):
@@ -155,7 +222,10 @@ def clean_window(
         work[j] = (s[j + 1, S_X] - s[j, S_X]) / (s[j + 1, S_T] - s[j, S_T])
     rate = median_of(work, m)
     for j in range(m):
-        work[j] = abs(s[j + 1, S_X] - s[j, S_X] - rate * (s[j + 1, S_T] - s[j, S_T]))
+        work[j] = s[j + 1, S_T] - s[j, S_T]
+    expected_motion(s, n, rate, GAP_INTERVALS * median_of(work, m))
+    for j in range(m):
+        work[j] = abs(s[j + 1, S_X] - s[j, S_X] - s[j, S_G])
     scale = 1.4826 * median_of(work, m)
     threshold = k_sigma * scale
     step = STEP_SCALES * scale
@@ -164,13 +234,13 @@ def clean_window(
     offset = 0.0
     previous = 0.0
     for j in range(m):
-        r = s[j + 1, S_X] - s[j, S_X] - rate * (s[j + 1, S_T] - s[j, S_T])
+        r = s[j + 1, S_X] - s[j, S_X] - s[j, S_G]
         s[j, S_X] -= offset
         if abs(r) <= threshold:
             previous = r
             continue
         if j + 2 <= m:
-            r_next = s[j + 2, S_X] - s[j + 1, S_X] - rate * (s[j + 2, S_T] - s[j + 1, S_T])
+            r_next = s[j + 2, S_X] - s[j + 1, S_X] - s[j + 1, S_G]
             if abs(r_next) > threshold and r * r_next < 0.0 and abs(r + r_next) <= threshold:
                 s[j + 1, S_KEEP] = 0.0
             elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
@@ -222,38 +292,37 @@ def _log_taus(s: FloatArray, nb: int, lead_h: float) -> None:
 
 
 @jit
-def _voight_rss(
-    s: FloatArray, nb: int, p: float, mu: float, mx: float, sw: float
-) -> tuple[float, float, float]:
+def _voight_rss(s: FloatArray, nb: int, p: float, fit: FitSums) -> tuple[float, float, float]:
     """Weighted residual sum of squares of the Voight fit over the bins.
 
-    The S_LEAD column holds ln(tau) for the failure time tried (see ``_log_taus``).
-    Returns (rss, steady rate c, accelerating coefficient b); rss is inf when the fit is
-    degenerate or does not accelerate (b <= 0).
+    The S_LEAD column holds ln(tau) for the failure time tried (see ``_log_taus``);
+    ``fit`` holds the window's sums (see ``_fit_sums``): the mean level and the daily
+    cycle are fitted alongside. Returns (rss, steady rate c, accelerating coefficient b);
+    rss is inf when the fit is degenerate or does not accelerate (b <= 0).
     """
+    sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2 = fit
     sg = 0.0
     for i in range(nb):
         g = -s[i, S_LEAD] if p == 1.0 else math.exp((1.0 - p) * s[i, S_LEAD]) / (p - 1.0)
         s[i, S_G] = g
         sg += s[i, S_W] * g
     mg = sg / sw
-    suu = 0.0
     sug = 0.0
     sgg = 0.0
-    sux = 0.0
     sgx = 0.0
-    sxx = 0.0
+    ge1 = 0.0
+    ge2 = 0.0
     for i in range(nb):
         w = s[i, S_W]
-        du = s[i, S_U] - mu
         dg = s[i, S_G] - mg
-        dx = s[i, S_BX] - mx
-        suu += w * du * du
-        sug += w * du * dg
+        sug += w * (s[i, S_U] - mu) * dg
         sgg += w * dg * dg
-        sux += w * du * dx
-        sgx += w * dg * dx
-        sxx += w * dx * dx
+        sgx += w * dg * (s[i, S_BX] - mx)
+        ge1 += w * dg * s[i, S_C1]
+        ge2 += w * dg * s[i, S_C2]
+    sug -= ge1 * ue1 + ge2 * ue2
+    sgg -= ge1 * ge1 + ge2 * ge2
+    sgx -= ge1 * xe1 + ge2 * xe2
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
         return math.inf, math.nan, math.nan
@@ -266,17 +335,17 @@ def _voight_rss(
 
 
 @jit
-def _rss_at(s: FloatArray, nb: int, alpha: float, mu: float, mx: float, sw: float) -> float:
+def _rss_at(s: FloatArray, nb: int, alpha: float, fit: FitSums) -> float:
     """The Voight fit's rss at exponent ``alpha`` (inf at or below ``ALPHA_FLOOR``)."""
     if not alpha > ALPHA_FLOOR:
         return math.inf
-    rss, _, _ = _voight_rss(s, nb, 1.0 / (alpha - 1.0), mu, mx, sw)
+    rss, _, _ = _voight_rss(s, nb, 1.0 / (alpha - 1.0), fit)
     return float(rss)
 
 
 @jit
 def _profile(
-    s: FloatArray, nb: int, lead: float, cfg: FloatArray, mu: float, mx: float, sw: float
+    s: FloatArray, nb: int, lead: float, cfg: FloatArray, fit: FitSums
 ) -> tuple[float, float]:
     """Best rss over alpha for a failure ``lead`` hours ahead, and its p = 1 / (alpha - 1).
 
@@ -289,19 +358,19 @@ def _profile(
     best_alpha = math.nan
     for a in range(int(cfg[N_ALPHA])):
         alpha = max(cfg[ALPHA_MIN] + (a - ALPHA_MARGIN) * h, ALPHA_FLOOR + h / 8.0)
-        rss = _rss_at(s, nb, alpha, mu, mx, sw)
+        rss = _rss_at(s, nb, alpha, fit)
         if rss < best:
             best, best_alpha = rss, alpha
     if not best < math.inf:
         return best, math.nan
     for _ in range(ALPHA_REFINE):
-        left = _rss_at(s, nb, best_alpha - h, mu, mx, sw)
-        right = _rss_at(s, nb, best_alpha + h, mu, mx, sw)
+        left = _rss_at(s, nb, best_alpha - h, fit)
+        right = _rss_at(s, nb, best_alpha + h, fit)
         curvature = left - 2.0 * best + right
         if not (left < math.inf and right < math.inf and curvature > 0.0):
             break
         alpha = best_alpha + 0.5 * h * (left - right) / curvature
-        rss = _rss_at(s, nb, alpha, mu, mx, sw)
+        rss = _rss_at(s, nb, alpha, fit)
         if rss < best:
             best, best_alpha = rss, alpha
         h = h / 4.0
@@ -350,8 +419,56 @@ def upward_curvature(s: FloatArray, nb: int, mu: float, mx: float, sw: float) ->
 
 
 @jit
-def _weighted_line(s: FloatArray, nb: int) -> tuple[float, float, float, float, float, float]:
-    """Weighted sums of the bins about their means: (sw, mean u, mean x, suu, sux, sxx)."""
+def _cycle_basis(s: FloatArray, nb: int, sw: float) -> None:
+    """Put the daily cycle's basis at the bins in columns S_C1 and S_C2.
+
+    The cosine and sine of the hour of day, centred and orthonormal under the bin
+    weights; zeros when the window cannot tell a cycle from its mean (shorter than about
+    a day).
+    """
+    mc = 0.0
+    ms = 0.0
+    for i in range(nb):
+        angle = 2.0 * math.pi * s[i, S_U] / 24.0
+        s[i, S_C1] = math.cos(angle)
+        s[i, S_C2] = math.sin(angle)
+        mc += s[i, S_W] * s[i, S_C1]
+        ms += s[i, S_W] * s[i, S_C2]
+    mc /= sw
+    ms /= sw
+    n1 = 0.0
+    for i in range(nb):
+        s[i, S_C1] -= mc
+        s[i, S_C2] -= ms
+        n1 += s[i, S_W] * s[i, S_C1] * s[i, S_C1]
+    if not n1 > CYCLE_MIN_NORM * sw:
+        n1 = math.inf
+    n1 = math.sqrt(n1)
+    proj = 0.0
+    for i in range(nb):
+        s[i, S_C1] /= n1
+        proj += s[i, S_W] * s[i, S_C1] * s[i, S_C2]
+    n2 = 0.0
+    for i in range(nb):
+        s[i, S_C2] -= proj * s[i, S_C1]
+        n2 += s[i, S_W] * s[i, S_C2] * s[i, S_C2]
+    if not (n1 < math.inf and n2 > CYCLE_MIN_NORM * sw):
+        n2 = math.inf
+    n2 = math.sqrt(n2)
+    for i in range(nb):
+        s[i, S_C2] /= n2
+        if not n2 < math.inf:
+            s[i, S_C1] = 0.0
+
+
+@jit
+def _fit_sums(s: FloatArray, nb: int) -> FitSums:
+    """The window's weighted sums, with the mean level and the daily cycle fitted out.
+
+    Fills the cycle's basis (``_cycle_basis``). Returns (sw, mean u, mean x, then suu,
+    sux, sxx of the residuals from level and cycle, and the projections u.e1, u.e2, x.e1,
+    x.e2).
+    """
     sw = 0.0
     su = 0.0
     sx = 0.0
@@ -361,21 +478,34 @@ def _weighted_line(s: FloatArray, nb: int) -> tuple[float, float, float, float, 
         sx += s[i, S_W] * s[i, S_BX]
     mu = su / sw
     mx = sx / sw
+    _cycle_basis(s, nb, sw)
     suu = 0.0
     sux = 0.0
     sxx = 0.0
+    ue1 = 0.0
+    ue2 = 0.0
+    xe1 = 0.0
+    xe2 = 0.0
     for i in range(nb):
+        w = s[i, S_W]
         du = s[i, S_U] - mu
         dx = s[i, S_BX] - mx
-        suu += s[i, S_W] * du * du
-        sux += s[i, S_W] * du * dx
-        sxx += s[i, S_W] * dx * dx
-    return sw, mu, mx, suu, sux, sxx
+        suu += w * du * du
+        sux += w * du * dx
+        sxx += w * dx * dx
+        ue1 += w * du * s[i, S_C1]
+        ue2 += w * du * s[i, S_C2]
+        xe1 += w * dx * s[i, S_C1]
+        xe2 += w * dx * s[i, S_C2]
+    suu -= ue1 * ue1 + ue2 * ue2
+    sux -= ue1 * xe1 + ue2 * xe2
+    sxx -= xe1 * xe1 + xe2 * xe2
+    return sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2
 
 
 @jit
 def _search(
-    s: FloatArray, nb: int, cfg: FloatArray, mu: float, mx: float, sw: float, work: FloatArray
+    s: FloatArray, nb: int, cfg: FloatArray, fit: FitSums, work: FloatArray
 ) -> tuple[float, float, float]:
     """Best (rss, lead hours, p) over a coarse grid of failure times, then finer ones.
 
@@ -389,7 +519,7 @@ def _search(
     best_p = math.nan
     for k in range(COARSE):
         lead = MIN_LEAD_H * math.exp(step * k)
-        profile, p = _profile(s, nb, lead, cfg, mu, mx, sw)
+        profile, p = _profile(s, nb, lead, cfg, fit)
         work[k] = lead
         work[TRIED + k] = profile
         if profile < best:
@@ -400,7 +530,7 @@ def _search(
         step = 2.0 * step / (FINE + 1)
         for f in range(FINE):
             lead = lo * math.exp(step * (f + 1))
-            profile, p = _profile(s, nb, lead, cfg, mu, mx, sw)
+            profile, p = _profile(s, nb, lead, cfg, fit)
             work[n] = lead
             work[TRIED + n] = profile
             n += 1
@@ -447,22 +577,23 @@ def forecast_window(
     nb = bin_window(s, n, t_now, cfg[BIN_S], bin_count(cfg[WINDOW_S], cfg[BIN_S]))
     if nb < cfg[MIN_BINS] or (s[nb - 1, S_U] - s[0, S_U]) * 3600.0 < cfg[MIN_SPAN_S]:
         return False
-    sw, mu, mx, suu, sux, sxx = _weighted_line(s, nb)
+    fit = _fit_sums(s, nb)
+    sw, mu, mx, suu, sux, sxx = fit[0], fit[1], fit[2], fit[3], fit[4], fit[5]
     out[VELOCITY] = sux / suu * 24.0
     out[LEAD_H] = math.inf
     out[FAILURE_T] = math.inf
     out[FAILURE_LO] = math.inf
     out[FAILURE_HI] = math.inf
     out[EVIDENCE] = upward_curvature(s, nb, mu, mx, sw)
-    if not out[EVIDENCE] >= GATE_EVIDENCE or nb < 6:
+    if not out[EVIDENCE] >= GATE_EVIDENCE or nb < 8:
         return True
-    best, lead, p = _search(s, nb, cfg, mu, mx, sw, work)
+    best, lead, p = _search(s, nb, cfg, fit, work)
     if not best < math.inf:
         return True
-    sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0)
+    sigma2 = max(best, 1e-12 * sxx) / (nb - 7.0)
     lead_lo, lead_hi = _interval(work, best + CHI2_95 * sigma2, cfg[MAX_LEAD_H])
     _log_taus(s, nb, lead)
-    _, c, b = _voight_rss(s, nb, p, mu, mx, sw)
+    _, c, b = _voight_rss(s, nb, p, fit)
     out[EVIDENCE] = max(sxx - sux * sux / suu - best, 0.0) / sigma2
     out[ALPHA] = 1.0 + 1.0 / p
     out[VELOCITY] = (c + b * math.exp(-p * math.log(lead))) * 24.0

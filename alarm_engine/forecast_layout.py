@@ -17,6 +17,9 @@ MIN_LEAD_H = 0.25
 GATE_EVIDENCE = 10.0
 #: 95 % point of chi-square with one degree of freedom: the profile interval of t_f.
 CHI2_95 = 3.841
+#: The daily cycle is fitted only when its basis keeps this share of its weighted
+#: variance once the mean is taken out (a window shorter than about a day does not).
+CYCLE_MIN_NORM = 0.05
 #: Layout of a forecast (the rule's value snapshot).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
 OUT_SIZE = 7
@@ -33,5 +36,10 @@ ALPHA_FLOOR = 1.05
 #: real motion out of the record would be far worse than leaving a small step in.
 OUTLIER_SCALES = 6.0
 STEP_SCALES = 20.0
+#: An increment longer than GAP_INTERVALS median increments spans a telemetry gap: the
+#: motion expected over it is the local rate, fitted over GAP_SPAN_S (or the gap, if
+#: longer) on each side, not the window's median rate.
+GAP_INTERVALS = 2.5
+GAP_SPAN_S = 6 * 3600.0
 #: Failure further ahead than this many hours is "no failure in sight".
 MAX_LEAD_HOURS = 1000.0

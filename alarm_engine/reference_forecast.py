@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import NamedTuple
 
 from alarm_engine.forecast_layout import (
     ALPHA_FLOOR,
@@ -16,7 +17,10 @@ from alarm_engine.forecast_layout import (
     ALPHA_REFINE,
     CHI2_95,
     COARSE,
+    CYCLE_MIN_NORM,
     FINE,
+    GAP_INTERVALS,
+    GAP_SPAN_S,
     GATE_EVIDENCE,
     MAX_LEAD_HOURS,
     MIN_LEAD_H,
@@ -42,6 +46,51 @@ def median_of(values: list[float]) -> float:
     return 0.5 * (a[half - 1] + a[half])
 
 
+def _side_rate(ts: list[float], xs: list[float], lo: int, hi: int) -> float:
+    """Least-squares rate of samples ``lo..hi`` (inclusive); NaN for fewer than three."""
+    count = hi - lo + 1
+    if count < 3:
+        return NAN
+    mt = sum(ts[lo : hi + 1]) / count
+    mx = sum(xs[lo : hi + 1]) / count
+    stt = 0.0
+    stx = 0.0
+    for j in range(lo, hi + 1):
+        dt = ts[j] - mt
+        stt += dt * dt
+        stx += dt * (xs[j] - mx)
+    if not stt > 0.0:
+        return NAN
+    return stx / stt
+
+
+def expected_motion(ts: list[float], xs: list[float], rate: float, gap_s: float) -> list[float]:
+    """The motion expected over each increment (see ``forecast_kernels.expected_motion``)."""
+    n = len(ts)
+    expected = []
+    for j in range(n - 1):
+        dt = ts[j + 1] - ts[j]
+        motion = rate * dt
+        if dt > gap_s:
+            span = max(dt, GAP_SPAN_S)
+            lo_row = j
+            while lo_row > 0 and ts[j] - ts[lo_row - 1] <= span:
+                lo_row -= 1
+            hi_row = j + 1
+            while hi_row < n - 1 and ts[hi_row + 1] - ts[j + 1] <= span:
+                hi_row += 1
+            before = _side_rate(ts, xs, lo_row, j)
+            after = _side_rate(ts, xs, j + 1, hi_row)
+            if math.isfinite(before) and math.isfinite(after):
+                motion = 0.5 * (before + after) * dt
+            elif math.isfinite(before):
+                motion = before * dt
+            elif math.isfinite(after):
+                motion = after * dt
+        expected.append(motion)
+    return expected
+
+
 def clean_window(
     samples: deque[tuple[float, float]], k_sigma: float
 ) -> tuple[list[float], list[float], list[bool]]:
@@ -54,9 +103,9 @@ def clean_window(
         return ts, xs, keep
     m = n - 1
     rate = median_of([(xs[j + 1] - xs[j]) / (ts[j + 1] - ts[j]) for j in range(m)])
-    scale = 1.4826 * median_of(
-        [abs(xs[j + 1] - xs[j] - rate * (ts[j + 1] - ts[j])) for j in range(m)]
-    )
+    gap_s = GAP_INTERVALS * median_of([ts[j + 1] - ts[j] for j in range(m)])
+    expected = expected_motion(ts, xs, rate, gap_s)
+    scale = 1.4826 * median_of([abs(xs[j + 1] - xs[j] - expected[j]) for j in range(m)])
     threshold = k_sigma * scale
     step = STEP_SCALES * scale
     if not threshold > 0.0:
@@ -64,13 +113,13 @@ def clean_window(
     offset = 0.0
     previous = 0.0
     for j in range(m):
-        r = xs[j + 1] - xs[j] - rate * (ts[j + 1] - ts[j])
+        r = xs[j + 1] - xs[j] - expected[j]
         xs[j] -= offset
         if abs(r) <= threshold:
             previous = r
             continue
         if j + 2 <= m:
-            r_next = xs[j + 2] - xs[j + 1] - rate * (ts[j + 2] - ts[j + 1])
+            r_next = xs[j + 2] - xs[j + 1] - expected[j + 1]
             if abs(r_next) > threshold and r * r_next < 0.0 and abs(r + r_next) <= threshold:
                 keep[j + 1] = False
             elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
@@ -115,6 +164,9 @@ class Bins:
             self.x.append(total_x[k] / count[k])
             self.w.append(count[k])
         self.log_tau: list[float] = []
+        #: The daily cycle's basis at the bins (see ``fit_sums``).
+        self.c1: list[float] = []
+        self.c2: list[float] = []
 
     def __len__(self) -> int:
         return len(self.u)
@@ -125,8 +177,23 @@ def bin_count(window_s: float, bin_s: float) -> int:
     return math.ceil(window_s / bin_s) + 1
 
 
-def weighted_line(b: Bins) -> tuple[float, float, float, float, float, float]:
-    """Weighted sums about the means: (sw, mean u, mean x, suu, sux, sxx)."""
+class FitSums(NamedTuple):
+    """The window's weighted sums, with the mean level and the daily cycle fitted out."""
+
+    sw: float
+    mu: float
+    mx: float
+    suu: float
+    sux: float
+    sxx: float
+    ue1: float
+    ue2: float
+    xe1: float
+    xe2: float
+
+
+def fit_sums(b: Bins) -> FitSums:
+    """The window's sums; sets ``b.c1`` and ``b.c2`` (see ``forecast_kernels._fit_sums``)."""
     sw = 0.0
     su = 0.0
     sx = 0.0
@@ -136,16 +203,53 @@ def weighted_line(b: Bins) -> tuple[float, float, float, float, float, float]:
         sx += w * x
     mu = su / sw
     mx = sx / sw
-    suu = 0.0
-    sux = 0.0
-    sxx = 0.0
-    for u, x, w in zip(b.u, b.x, b.w, strict=True):
+    c1 = [math.cos(2.0 * math.pi * u / 24.0) for u in b.u]
+    c2 = [math.sin(2.0 * math.pi * u / 24.0) for u in b.u]
+    mc = 0.0
+    ms = 0.0
+    for w, c, s in zip(b.w, c1, c2, strict=True):
+        mc += w * c
+        ms += w * s
+    mc /= sw
+    ms /= sw
+    c1 = [c - mc for c in c1]
+    c2 = [s - ms for s in c2]
+    n1 = 0.0
+    for w, c in zip(b.w, c1, strict=True):
+        n1 += w * c * c
+    if not n1 > CYCLE_MIN_NORM * sw:
+        n1 = INF
+    n1 = math.sqrt(n1)
+    c1 = [c / n1 for c in c1]
+    proj = 0.0
+    for w, c, s in zip(b.w, c1, c2, strict=True):
+        proj += w * c * s
+    c2 = [s - proj * c for c, s in zip(c1, c2, strict=True)]
+    n2 = 0.0
+    for w, s in zip(b.w, c2, strict=True):
+        n2 += w * s * s
+    if not (n1 < INF and n2 > CYCLE_MIN_NORM * sw):
+        n2 = INF
+    n2 = math.sqrt(n2)
+    c2 = [s / n2 for s in c2]
+    if not n2 < INF:
+        c1 = [0.0] * len(c1)
+    b.c1, b.c2 = c1, c2
+    suu = sux = sxx = ue1 = ue2 = xe1 = xe2 = 0.0
+    for u, x, w, e1, e2 in zip(b.u, b.x, b.w, c1, c2, strict=True):
         du = u - mu
         dx = x - mx
         suu += w * du * du
         sux += w * du * dx
         sxx += w * dx * dx
-    return sw, mu, mx, suu, sux, sxx
+        ue1 += w * du * e1
+        ue2 += w * du * e2
+        xe1 += w * dx * e1
+        xe2 += w * dx * e2
+    suu -= ue1 * ue1 + ue2 * ue2
+    sux -= ue1 * xe1 + ue2 * xe2
+    sxx -= xe1 * xe1 + xe2 * xe2
+    return FitSums(sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2)
 
 
 def upward_curvature(b: Bins, mu: float, mx: float, sw: float) -> float:
@@ -179,24 +283,25 @@ def upward_curvature(b: Bins, mu: float, mx: float, sw: float) -> float:
     return (rss_line - rss_quad) / (rss_quad / (nb - 3.0))
 
 
-def voight_rss(b: Bins, p: float, mu: float, mx: float, sw: float) -> tuple[float, float, float]:
+def voight_rss(b: Bins, p: float, fit: FitSums) -> tuple[float, float, float]:
     """Weighted rss of the Voight fit for ``b.log_tau``: (rss, steady c, accelerating b)."""
     g_values = [-lt if p == 1.0 else math.exp((1.0 - p) * lt) / (p - 1.0) for lt in b.log_tau]
     sg = 0.0
     for g, w in zip(g_values, b.w, strict=True):
         sg += w * g
-    mg = sg / sw
-    suu = sug = sgg = sux = sgx = sxx = 0.0
-    for u, x, w, g in zip(b.u, b.x, b.w, g_values, strict=True):
-        du = u - mu
+    mg = sg / fit.sw
+    sug = sgg = sgx = ge1 = ge2 = 0.0
+    for u, x, w, g, e1, e2 in zip(b.u, b.x, b.w, g_values, b.c1, b.c2, strict=True):
         dg = g - mg
-        dx = x - mx
-        suu += w * du * du
-        sug += w * du * dg
+        sug += w * (u - fit.mu) * dg
         sgg += w * dg * dg
-        sux += w * du * dx
-        sgx += w * dg * dx
-        sxx += w * dx * dx
+        sgx += w * dg * (x - fit.mx)
+        ge1 += w * dg * e1
+        ge2 += w * dg * e2
+    sug -= ge1 * fit.ue1 + ge2 * fit.ue2
+    sgg -= ge1 * ge1 + ge2 * ge2
+    sgx -= ge1 * fit.xe1 + ge2 * fit.xe2
+    suu, sux, sxx = fit.suu, fit.sux, fit.sxx
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
         return INF, NAN, NAN
@@ -207,17 +312,15 @@ def voight_rss(b: Bins, p: float, mu: float, mx: float, sw: float) -> tuple[floa
     return max(sxx - c * sux - acc * sgx, 0.0), c, acc
 
 
-def rss_at(b: Bins, alpha: float, mu: float, mx: float, sw: float) -> float:
+def rss_at(b: Bins, alpha: float, fit: FitSums) -> float:
     """The Voight fit's rss at exponent ``alpha`` (inf at or below the floor)."""
     if not alpha > ALPHA_FLOOR:
         return INF
-    rss, _, _ = voight_rss(b, 1.0 / (alpha - 1.0), mu, mx, sw)
+    rss, _, _ = voight_rss(b, 1.0 / (alpha - 1.0), fit)
     return rss
 
 
-def profile(
-    b: Bins, lead: float, rule: FailureForecastRule, mu: float, mx: float, sw: float
-) -> tuple[float, float]:
+def profile(b: Bins, lead: float, rule: FailureForecastRule, fit: FitSums) -> tuple[float, float]:
     """Best rss over alpha for a failure ``lead`` hours ahead, and its p = 1 / (alpha - 1)."""
     b.log_tau = [math.log(lead - u) for u in b.u]
     low, high = rule.alpha_range
@@ -226,19 +329,19 @@ def profile(
     best_alpha = NAN
     for a in range(N_ALPHA_STEPS):
         alpha = max(low + (a - ALPHA_MARGIN) * h, ALPHA_FLOOR + h / 8.0)
-        rss = rss_at(b, alpha, mu, mx, sw)
+        rss = rss_at(b, alpha, fit)
         if rss < best:
             best, best_alpha = rss, alpha
     if not best < INF:
         return best, NAN
     for _ in range(ALPHA_REFINE):
-        left = rss_at(b, best_alpha - h, mu, mx, sw)
-        right = rss_at(b, best_alpha + h, mu, mx, sw)
+        left = rss_at(b, best_alpha - h, fit)
+        right = rss_at(b, best_alpha + h, fit)
         curvature = left - 2.0 * best + right
         if not (left < INF and right < INF and curvature > 0.0):
             break
         alpha = best_alpha + 0.5 * h * (left - right) / curvature
-        rss = rss_at(b, alpha, mu, mx, sw)
+        rss = rss_at(b, alpha, fit)
         if rss < best:
             best, best_alpha = rss, alpha
         h = h / 4.0
@@ -246,7 +349,7 @@ def profile(
 
 
 def search(
-    b: Bins, rule: FailureForecastRule, mu: float, mx: float, sw: float
+    b: Bins, rule: FailureForecastRule, fit: FitSums
 ) -> tuple[float, float, float, list[tuple[float, float]]]:
     """Best (rss, lead, p) over the coarse then the finer grids, and every (lead, rss) tried."""
     step = math.log(MAX_LEAD_HOURS / MIN_LEAD_H) / (COARSE - 1)
@@ -256,7 +359,7 @@ def search(
     tried: list[tuple[float, float]] = []
     for k in range(COARSE):
         lead = MIN_LEAD_H * math.exp(step * k)
-        rss, p = profile(b, lead, rule, mu, mx, sw)
+        rss, p = profile(b, lead, rule, fit)
         tried.append((lead, rss))
         if rss < best:
             best, best_lead, best_p = rss, lead, p
@@ -265,7 +368,7 @@ def search(
         step = 2.0 * step / (FINE + 1)
         for f in range(FINE):
             lead = lo * math.exp(step * (f + 1))
-            rss, p = profile(b, lead, rule, mu, mx, sw)
+            rss, p = profile(b, lead, rule, fit)
             tried.append((lead, rss))
             if rss < best:
                 best, best_lead, best_p = rss, lead, p
@@ -281,15 +384,16 @@ def forecast_window(
     nb = len(b)
     if nb < rule.min_bins or (b.u[nb - 1] - b.u[0]) * 3600.0 < rule.min_span_s:
         return None
-    sw, mu, mx, suu, sux, sxx = weighted_line(b)
+    fit = fit_sums(b)
+    sw, mu, mx, suu, sux, sxx = fit[:6]
     curving = upward_curvature(b, mu, mx, sw)
     steady = (INF, INF, INF, INF, NAN, sux / suu * 24.0, curving)
-    if not curving >= GATE_EVIDENCE or nb < 6:
+    if not curving >= GATE_EVIDENCE or nb < 8:
         return steady
-    best, lead, p, tried = search(b, rule, mu, mx, sw)
+    best, lead, p, tried = search(b, rule, fit)
     if not best < INF:
         return steady
-    sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0)
+    sigma2 = max(best, 1e-12 * sxx) / (nb - 7.0)
     limit = best + CHI2_95 * sigma2
     lead_lo = INF
     lead_hi = 0.0
@@ -300,7 +404,7 @@ def forecast_window(
     if lead_hi >= MAX_LEAD_HOURS:
         lead_hi = INF
     b.log_tau = [math.log(lead - u) for u in b.u]
-    _, c, acc = voight_rss(b, p, mu, mx, sw)
+    _, c, acc = voight_rss(b, p, fit)
     return (
         lead,
         t_now + lead * 3600.0,

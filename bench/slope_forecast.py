@@ -78,6 +78,7 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
     changes = engine.replay({"slope.x": (record.t, record.x, good)})
     first: dict[int, float] = {}
     red_forecast = math.nan
+    red_interval = (math.nan, math.nan)
     rises = dict.fromkeys((2, 3, 4), 0)
     for change in changes:
         if change.kind != "rise" or change.rule_id != rule.id:
@@ -88,6 +89,7 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
             first.setdefault(level, change.t)
         if change.new == 4 and math.isnan(red_forecast):
             red_forecast = change.t + change.metric * 3600.0
+            red_interval = (change.values["failure_t_low"], change.values["failure_t_high"])
     out: dict[str, Any] = {
         "family": family,
         "seed": seed,
@@ -105,6 +107,9 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
         if 4 in first:
             remaining = record.failure_t - first[4]
             out["red_error"] = abs(red_forecast - record.failure_t) / remaining
+            low, high = red_interval
+            out["red_covered"] = bool(low <= record.failure_t <= high)
+            out["red_interval_width"] = (high - low) / remaining
     return out
 
 
@@ -133,6 +138,12 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         out["red_error_within_10pct"] = round(
             sum(1 for e in errors if e <= 0.10) / len(failures), 3
         )
+        covered = [r["red_covered"] for r in failures if "red_covered" in r]
+        widths = [r["red_interval_width"] for r in failures if "red_interval_width" in r]
+        # the stated 95 % interval at the first red: how often it holds the true failure,
+        # and how wide it is as a share of the time then remaining
+        out["red_interval_covers"] = round(sum(covered) / len(covered), 3) if covered else None
+        out["red_interval_width_pct"] = _quantiles([100.0 * w for w in widths if math.isfinite(w)])
     if quiet:
         years = len(quiet)
         out["false_per_site_year"] = {
