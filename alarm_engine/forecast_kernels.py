@@ -540,16 +540,51 @@ def _search(
 
 
 @jit
+def crossing(inside: float, rss_in: float, outside: float, rss_out: float, limit: float) -> float:
+    """Where the profile crosses ``limit`` between two leads tried, linear in log lead.
+
+    ``inside`` is within the limit, ``outside`` beyond it; with no finite rss outside,
+    the crossing is taken at ``inside``.
+    """
+    if not rss_out < math.inf or not rss_out > rss_in:
+        return inside
+    share = (limit - rss_in) / (rss_out - rss_in)
+    return math.exp(math.log(inside) + share * (math.log(outside) - math.log(inside)))
+
+
+@jit
 def _interval(work: FloatArray, limit: float, max_lead: float) -> tuple[float, float]:
-    """Lowest and highest lead tried whose profile rss is within ``limit`` (inf: unbounded)."""
+    """The leads where the profile rss crosses ``limit`` (inf: unbounded).
+
+    The lowest and highest leads tried within the limit, each moved out to where the
+    profile crosses it on the way to the next lead tried: the coarse grid is 19 % a step,
+    and stopping at the last lead tried would state a narrower interval than the data give.
+    """
     lead_lo = math.inf
     lead_hi = 0.0
+    rss_lo = math.inf
+    rss_hi = math.inf
     for k in range(TRIED):
         if work[TRIED + k] <= limit:
-            lead_lo = min(lead_lo, work[k])
-            lead_hi = max(lead_hi, work[k])
+            if work[k] < lead_lo:
+                lead_lo, rss_lo = work[k], work[TRIED + k]
+            if work[k] > lead_hi:
+                lead_hi, rss_hi = work[k], work[TRIED + k]
+    below = 0.0
+    below_rss = math.inf
+    above = math.inf
+    above_rss = math.inf
+    for k in range(TRIED):
+        if below < work[k] < lead_lo:
+            below, below_rss = work[k], work[TRIED + k]
+        if lead_hi < work[k] < above:
+            above, above_rss = work[k], work[TRIED + k]
     if lead_hi >= max_lead:
-        lead_hi = math.inf
+        return crossing(lead_lo, rss_lo, below, below_rss, limit), math.inf
+    if below > 0.0:
+        lead_lo = crossing(lead_lo, rss_lo, below, below_rss, limit)
+    if above < math.inf:
+        lead_hi = crossing(lead_hi, rss_hi, above, above_rss, limit)
     return lead_lo, lead_hi
 
 

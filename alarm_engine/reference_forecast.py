@@ -375,6 +375,44 @@ def search(
     return best, best_lead, best_p, tried
 
 
+def crossing(inside: float, rss_in: float, outside: float, rss_out: float, limit: float) -> float:
+    """Where the profile crosses ``limit`` between two leads tried (see the kernel's)."""
+    if not rss_out < INF or not rss_out > rss_in:
+        return inside
+    share = (limit - rss_in) / (rss_out - rss_in)
+    return math.exp(math.log(inside) + share * (math.log(outside) - math.log(inside)))
+
+
+def interval(tried: list[tuple[float, float]], limit: float) -> tuple[float, float]:
+    """The leads where the profile crosses ``limit`` (see ``forecast_kernels._interval``)."""
+    lead_lo = INF
+    lead_hi = 0.0
+    rss_lo = INF
+    rss_hi = INF
+    for lead, rss in tried:
+        if rss <= limit:
+            if lead < lead_lo:
+                lead_lo, rss_lo = lead, rss
+            if lead > lead_hi:
+                lead_hi, rss_hi = lead, rss
+    below = 0.0
+    below_rss = INF
+    above = INF
+    above_rss = INF
+    for lead, rss in tried:
+        if below < lead < lead_lo:
+            below, below_rss = lead, rss
+        if lead_hi < lead < above:
+            above, above_rss = lead, rss
+    if lead_hi >= MAX_LEAD_HOURS:
+        return crossing(lead_lo, rss_lo, below, below_rss, limit), INF
+    if below > 0.0:
+        lead_lo = crossing(lead_lo, rss_lo, below, below_rss, limit)
+    if above < INF:
+        lead_hi = crossing(lead_hi, rss_hi, above, above_rss, limit)
+    return lead_lo, lead_hi
+
+
 def forecast_window(
     samples: deque[tuple[float, float]], t_now: float, rule: FailureForecastRule
 ) -> tuple[float, ...] | None:
@@ -395,14 +433,7 @@ def forecast_window(
         return steady
     sigma2 = max(best, 1e-12 * sxx) / (nb - 7.0)
     limit = best + CHI2_95 * sigma2
-    lead_lo = INF
-    lead_hi = 0.0
-    for tried_lead, rss in tried:
-        if rss <= limit:
-            lead_lo = min(lead_lo, tried_lead)
-            lead_hi = max(lead_hi, tried_lead)
-    if lead_hi >= MAX_LEAD_HOURS:
-        lead_hi = INF
+    lead_lo, lead_hi = interval(tried, limit)
     b.log_tau = [math.log(lead - u) for u in b.u]
     _, c, acc = voight_rss(b, p, fit)
     return (

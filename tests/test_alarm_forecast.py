@@ -10,6 +10,7 @@ import pytest
 from alarm_engine import AlarmEngine
 from alarm_engine import forecast_kernels as fk
 from alarm_engine.reference_forecast import confirmed_lead as reference_confirmed_lead
+from alarm_engine.reference_forecast import interval as reference_interval
 from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
 from site_schema.rule_specs import FailureForecastRule
@@ -146,6 +147,30 @@ def test_a_reinstallation_step_inside_a_telemetry_gap_is_still_taken_out():
     engine, changes = replay(forecast_rule(min_evidence=30.0), t, x)
     assert changes == []
     assert not engine.metrics()["forecast"]["lead_h"] < math.inf
+
+
+def test_the_interval_ends_where_the_profile_crosses_its_limit_not_at_the_last_lead_tried():
+    """A profile rising 100 per unit of log lead either side of 20 h crosses 10 at 20 e^(+-0.1).
+
+    The leads tried are 10 % apart, so stopping at the last one inside would state an
+    interval up to that much narrower than the data give. Both backends agree.
+    """
+    leads = np.geomspace(1.0, 1000.0, fk.TRIED)
+    log_ratio = np.log(leads / 20.0)
+    for profile, limit, expected in (
+        (100.0 * np.abs(log_ratio), 10.0, (20.0 * math.exp(-0.1), 20.0 * math.exp(0.1))),
+        # rising slowly beyond 20 h: still within the limit at the last lead tried
+        (np.where(log_ratio < 0.0, -100.0 * log_ratio, 10.0 * log_ratio), 200.0, None),
+    ):
+        work = np.concatenate([leads, profile])
+        compiled = fk._interval(work, limit, 1000.0)
+        reference = reference_interval(list(zip(leads, profile, strict=True)), limit)
+        assert reference == compiled
+        if expected is None:
+            assert compiled[0] == pytest.approx(20.0 * math.exp(-2.0), rel=1e-12)
+            assert compiled[1] == math.inf
+        else:
+            assert compiled == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize(
