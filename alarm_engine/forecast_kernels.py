@@ -59,7 +59,7 @@ from alarm_engine.forecast_layout import (
     ALPHA_REFINE,
     CHI2_95,
     COARSE,
-    CYCLE_MIN_NORM,
+    CYCLE_MIN_SPAN_H,
     EVIDENCE,
     FAILURE_HI,
     FAILURE_LO,
@@ -89,7 +89,7 @@ from alarm_engine.model import BoolArray, FloatArray
 from alarm_engine.slope_kernels import expire
 
 #: A window's sums (see ``_fit_sums``).
-FitSums = tuple[float, float, float, float, float, float, float, float, float, float]
+FitSums = tuple[float, float, float, float, float, float, float, float, float, float, float]
 
 # Layout of the rule's cfg.
 (
@@ -174,7 +174,6 @@ def expected_motion(s: FloatArray, n: int, rate: float, gap_s: float) -> None:
     side of it, so a slope that accelerated while the gateway was silent keeps that
     motion instead of having it taken out as a re-installation step.
     """
-    hi_row = 0
     for j in range(n - 1):
         dt = s[j + 1, S_T] - s[j, S_T]
         s[j, S_G] = rate * dt
@@ -300,7 +299,7 @@ def _voight_rss(s: FloatArray, nb: int, p: float, fit: FitSums) -> tuple[float, 
     cycle are fitted alongside. Returns (rss, steady rate c, accelerating coefficient b);
     rss is inf when the fit is degenerate or does not accelerate (b <= 0).
     """
-    sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2 = fit
+    sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, _ = fit
     sg = 0.0
     for i in range(nb):
         g = -s[i, S_LEAD] if p == 1.0 else math.exp((1.0 - p) * s[i, S_LEAD]) / (p - 1.0)
@@ -378,36 +377,38 @@ def _profile(
 
 
 @jit
-def upward_curvature(s: FloatArray, nb: int, mu: float, mx: float, sw: float) -> float:
+def upward_curvature(s: FloatArray, nb: int, fit: FitSums) -> float:
     """F statistic of a parabola against a line through the bins, 0 if it curves down.
 
     The cheap first look: a record that does not curve upward is not accelerating, and
-    the costly Voight fit is skipped.
+    the costly Voight fit is skipped. The daily cycle is fitted out of both, as in the
+    Voight fit (``fit`` from ``_fit_sums``).
     """
-    suu = 0.0
-    sqq = 0.0
-    suq = 0.0
-    sux = 0.0
-    sqx = 0.0
-    sxx = 0.0
+    sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, terms = fit
     mq = 0.0
     for i in range(nb):
         du = s[i, S_U] - mu
         mq += s[i, S_W] * du * du
     mq /= sw
+    sqq = 0.0
+    suq = 0.0
+    sqx = 0.0
+    qe1 = 0.0
+    qe2 = 0.0
     for i in range(nb):
         w = s[i, S_W]
         du = s[i, S_U] - mu
         dq = du * du - mq
-        dx = s[i, S_BX] - mx
-        suu += w * du * du
         sqq += w * dq * dq
         suq += w * du * dq
-        sux += w * du * dx
-        sqx += w * dq * dx
-        sxx += w * dx * dx
+        sqx += w * dq * (s[i, S_BX] - mx)
+        qe1 += w * dq * s[i, S_C1]
+        qe2 += w * dq * s[i, S_C2]
+    sqq -= qe1 * qe1 + qe2 * qe2
+    suq -= ue1 * qe1 + ue2 * qe2
+    sqx -= qe1 * xe1 + qe2 * xe2
     det = suu * sqq - suq * suq
-    if not det > 1e-12 * suu * sqq or nb < 4:
+    if not det > 1e-12 * suu * sqq or nb < 4 + terms:
         return 0.0
     c = (sqq * sux - suq * sqx) / det
     q = (suu * sqx - suq * sux) / det
@@ -415,50 +416,45 @@ def upward_curvature(s: FloatArray, nb: int, mu: float, mx: float, sw: float) ->
         return 0.0
     rss_quad = max(sxx - c * sux - q * sqx, 1e-12 * sxx)
     rss_line = max(sxx - sux * sux / suu, 0.0)
-    return (rss_line - rss_quad) / (rss_quad / (nb - 3.0))
+    return (rss_line - rss_quad) / (rss_quad / (nb - 3.0 - terms))
 
 
 @jit
-def _cycle_basis(s: FloatArray, nb: int, sw: float) -> None:
-    """Put the daily cycle's basis at the bins in columns S_C1 and S_C2.
+def _cycle_basis(s: FloatArray, nb: int, sw: float) -> float:
+    """Put the daily cycle's basis at the bins in columns S_C1 and S_C2; return its terms.
 
     The cosine and sine of the hour of day, centred and orthonormal under the bin
-    weights; zeros when the window cannot tell a cycle from its mean (shorter than about
-    a day).
+    weights: 2 terms. A window spanning less than ``CYCLE_MIN_SPAN_H`` gets zeros and 0
+    terms: over a day or so a cosine and a sine look like a curve and a slope, and would
+    take the acceleration for a cycle.
     """
+    fitted = (s[nb - 1, S_U] - s[0, S_U]) >= CYCLE_MIN_SPAN_H
     mc = 0.0
     ms = 0.0
     for i in range(nb):
         angle = 2.0 * math.pi * s[i, S_U] / 24.0
-        s[i, S_C1] = math.cos(angle)
-        s[i, S_C2] = math.sin(angle)
+        s[i, S_C1] = math.cos(angle) if fitted else 0.0
+        s[i, S_C2] = math.sin(angle) if fitted else 0.0
         mc += s[i, S_W] * s[i, S_C1]
         ms += s[i, S_W] * s[i, S_C2]
-    mc /= sw
-    ms /= sw
+    if not fitted:
+        return 0.0
     n1 = 0.0
     for i in range(nb):
-        s[i, S_C1] -= mc
-        s[i, S_C2] -= ms
+        s[i, S_C1] -= mc / sw
+        s[i, S_C2] -= ms / sw
         n1 += s[i, S_W] * s[i, S_C1] * s[i, S_C1]
-    if not n1 > CYCLE_MIN_NORM * sw:
-        n1 = math.inf
-    n1 = math.sqrt(n1)
     proj = 0.0
     for i in range(nb):
-        s[i, S_C1] /= n1
+        s[i, S_C1] /= math.sqrt(n1)
         proj += s[i, S_W] * s[i, S_C1] * s[i, S_C2]
     n2 = 0.0
     for i in range(nb):
         s[i, S_C2] -= proj * s[i, S_C1]
         n2 += s[i, S_W] * s[i, S_C2] * s[i, S_C2]
-    if not (n1 < math.inf and n2 > CYCLE_MIN_NORM * sw):
-        n2 = math.inf
-    n2 = math.sqrt(n2)
     for i in range(nb):
-        s[i, S_C2] /= n2
-        if not n2 < math.inf:
-            s[i, S_C1] = 0.0
+        s[i, S_C2] /= math.sqrt(n2)
+    return 2.0
 
 
 @jit
@@ -466,8 +462,8 @@ def _fit_sums(s: FloatArray, nb: int) -> FitSums:
     """The window's weighted sums, with the mean level and the daily cycle fitted out.
 
     Fills the cycle's basis (``_cycle_basis``). Returns (sw, mean u, mean x, then suu,
-    sux, sxx of the residuals from level and cycle, and the projections u.e1, u.e2, x.e1,
-    x.e2).
+    sux, sxx of the residuals from level and cycle, the projections u.e1, u.e2, x.e1,
+    x.e2, and the number of cycle terms fitted).
     """
     sw = 0.0
     su = 0.0
@@ -478,7 +474,7 @@ def _fit_sums(s: FloatArray, nb: int) -> FitSums:
         sx += s[i, S_W] * s[i, S_BX]
     mu = su / sw
     mx = sx / sw
-    _cycle_basis(s, nb, sw)
+    terms = _cycle_basis(s, nb, sw)
     suu = 0.0
     sux = 0.0
     sxx = 0.0
@@ -500,7 +496,7 @@ def _fit_sums(s: FloatArray, nb: int) -> FitSums:
     suu -= ue1 * ue1 + ue2 * ue2
     sux -= ue1 * xe1 + ue2 * xe2
     sxx -= xe1 * xe1 + xe2 * xe2
-    return sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2
+    return sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, terms
 
 
 @jit
@@ -543,8 +539,8 @@ def _search(
 def crossing(inside: float, rss_in: float, outside: float, rss_out: float, limit: float) -> float:
     """Where the profile crosses ``limit`` between two leads tried, linear in log lead.
 
-    ``inside`` is within the limit, ``outside`` beyond it; with no finite rss outside,
-    the crossing is taken at ``inside``.
+    ``inside`` is within the limit, ``outside`` beyond it; with no finite rss outside
+    (no lead tried there, or no accelerating fit), the crossing is taken at ``inside``.
     """
     if not rss_out < math.inf or not rss_out > rss_in:
         return inside
@@ -579,13 +575,10 @@ def _interval(work: FloatArray, limit: float, max_lead: float) -> tuple[float, f
             below, below_rss = work[k], work[TRIED + k]
         if lead_hi < work[k] < above:
             above, above_rss = work[k], work[TRIED + k]
+    lead_lo = crossing(lead_lo, rss_lo, below, below_rss, limit)
     if lead_hi >= max_lead:
-        return crossing(lead_lo, rss_lo, below, below_rss, limit), math.inf
-    if below > 0.0:
-        lead_lo = crossing(lead_lo, rss_lo, below, below_rss, limit)
-    if above < math.inf:
-        lead_hi = crossing(lead_hi, rss_hi, above, above_rss, limit)
-    return lead_lo, lead_hi
+        return lead_lo, math.inf
+    return lead_lo, crossing(lead_hi, rss_hi, above, above_rss, limit)
 
 
 @jit
@@ -613,19 +606,19 @@ def forecast_window(
     if nb < cfg[MIN_BINS] or (s[nb - 1, S_U] - s[0, S_U]) * 3600.0 < cfg[MIN_SPAN_S]:
         return False
     fit = _fit_sums(s, nb)
-    sw, mu, mx, suu, sux, sxx = fit[0], fit[1], fit[2], fit[3], fit[4], fit[5]
+    suu, sux, sxx, terms = fit[3], fit[4], fit[5], fit[10]
     out[VELOCITY] = sux / suu * 24.0
     out[LEAD_H] = math.inf
     out[FAILURE_T] = math.inf
     out[FAILURE_LO] = math.inf
     out[FAILURE_HI] = math.inf
-    out[EVIDENCE] = upward_curvature(s, nb, mu, mx, sw)
-    if not out[EVIDENCE] >= GATE_EVIDENCE or nb < 8:
+    out[EVIDENCE] = upward_curvature(s, nb, fit)
+    if not out[EVIDENCE] >= GATE_EVIDENCE or nb < 6 + terms:
         return True
     best, lead, p = _search(s, nb, cfg, fit, work)
     if not best < math.inf:
         return True
-    sigma2 = max(best, 1e-12 * sxx) / (nb - 7.0)
+    sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0 - terms)
     lead_lo, lead_hi = _interval(work, best + CHI2_95 * sigma2, cfg[MAX_LEAD_H])
     _log_taus(s, nb, lead)
     _, c, b = _voight_rss(s, nb, p, fit)

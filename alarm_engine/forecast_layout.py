@@ -17,9 +17,9 @@ MIN_LEAD_H = 0.25
 GATE_EVIDENCE = 10.0
 #: 95 % point of chi-square with one degree of freedom: the profile interval of t_f.
 CHI2_95 = 3.841
-#: The daily cycle is fitted only when its basis keeps this share of its weighted
-#: variance once the mean is taken out (a window shorter than about a day does not).
-CYCLE_MIN_NORM = 0.05
+#: The daily cycle is fitted only over a window spanning at least this many hours (two
+#: turns): over less, a cosine and a sine pass for a curve and a slope.
+CYCLE_MIN_SPAN_H = 48.0
 #: Layout of a forecast (the rule's value snapshot).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
 OUT_SIZE = 7

@@ -17,7 +17,7 @@ from alarm_engine.forecast_layout import (
     ALPHA_REFINE,
     CHI2_95,
     COARSE,
-    CYCLE_MIN_NORM,
+    CYCLE_MIN_SPAN_H,
     FINE,
     GAP_INTERVALS,
     GAP_SPAN_S,
@@ -190,10 +190,43 @@ class FitSums(NamedTuple):
     ue2: float
     xe1: float
     xe2: float
+    terms: float
+
+
+def cycle_basis(b: Bins, sw: float) -> float:
+    """Set the daily cycle's basis ``b.c1``, ``b.c2``; return its terms (see the kernel's)."""
+    fitted = (b.u[-1] - b.u[0]) >= CYCLE_MIN_SPAN_H
+    if not fitted:
+        b.c1 = [0.0] * len(b.u)
+        b.c2 = [0.0] * len(b.u)
+        return 0.0
+    c1 = [math.cos(2.0 * math.pi * u / 24.0) for u in b.u]
+    c2 = [math.sin(2.0 * math.pi * u / 24.0) for u in b.u]
+    mc = 0.0
+    ms = 0.0
+    for w, c, s in zip(b.w, c1, c2, strict=True):
+        mc += w * c
+        ms += w * s
+    c1 = [c - mc / sw for c in c1]
+    c2 = [s - ms / sw for s in c2]
+    n1 = 0.0
+    for w, c in zip(b.w, c1, strict=True):
+        n1 += w * c * c
+    c1 = [c / math.sqrt(n1) for c in c1]
+    proj = 0.0
+    for w, c, s in zip(b.w, c1, c2, strict=True):
+        proj += w * c * s
+    c2 = [s - proj * c for c, s in zip(c1, c2, strict=True)]
+    n2 = 0.0
+    for w, s in zip(b.w, c2, strict=True):
+        n2 += w * s * s
+    b.c1 = c1
+    b.c2 = [s / math.sqrt(n2) for s in c2]
+    return 2.0
 
 
 def fit_sums(b: Bins) -> FitSums:
-    """The window's sums; sets ``b.c1`` and ``b.c2`` (see ``forecast_kernels._fit_sums``)."""
+    """The window's sums, the cycle fitted out (see ``forecast_kernels._fit_sums``)."""
     sw = 0.0
     su = 0.0
     sx = 0.0
@@ -203,40 +236,9 @@ def fit_sums(b: Bins) -> FitSums:
         sx += w * x
     mu = su / sw
     mx = sx / sw
-    c1 = [math.cos(2.0 * math.pi * u / 24.0) for u in b.u]
-    c2 = [math.sin(2.0 * math.pi * u / 24.0) for u in b.u]
-    mc = 0.0
-    ms = 0.0
-    for w, c, s in zip(b.w, c1, c2, strict=True):
-        mc += w * c
-        ms += w * s
-    mc /= sw
-    ms /= sw
-    c1 = [c - mc for c in c1]
-    c2 = [s - ms for s in c2]
-    n1 = 0.0
-    for w, c in zip(b.w, c1, strict=True):
-        n1 += w * c * c
-    if not n1 > CYCLE_MIN_NORM * sw:
-        n1 = INF
-    n1 = math.sqrt(n1)
-    c1 = [c / n1 for c in c1]
-    proj = 0.0
-    for w, c, s in zip(b.w, c1, c2, strict=True):
-        proj += w * c * s
-    c2 = [s - proj * c for c, s in zip(c1, c2, strict=True)]
-    n2 = 0.0
-    for w, s in zip(b.w, c2, strict=True):
-        n2 += w * s * s
-    if not (n1 < INF and n2 > CYCLE_MIN_NORM * sw):
-        n2 = INF
-    n2 = math.sqrt(n2)
-    c2 = [s / n2 for s in c2]
-    if not n2 < INF:
-        c1 = [0.0] * len(c1)
-    b.c1, b.c2 = c1, c2
+    terms = cycle_basis(b, sw)
     suu = sux = sxx = ue1 = ue2 = xe1 = xe2 = 0.0
-    for u, x, w, e1, e2 in zip(b.u, b.x, b.w, c1, c2, strict=True):
+    for u, x, w, e1, e2 in zip(b.u, b.x, b.w, b.c1, b.c2, strict=True):
         du = u - mu
         dx = x - mx
         suu += w * du * du
@@ -249,30 +251,32 @@ def fit_sums(b: Bins) -> FitSums:
     suu -= ue1 * ue1 + ue2 * ue2
     sux -= ue1 * xe1 + ue2 * xe2
     sxx -= xe1 * xe1 + xe2 * xe2
-    return FitSums(sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2)
+    return FitSums(sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, terms)
 
 
-def upward_curvature(b: Bins, mu: float, mx: float, sw: float) -> float:
+def upward_curvature(b: Bins, fit: FitSums) -> float:
     """F statistic of a parabola against a line, 0 if it curves down (the kernel's gate)."""
     nb = len(b)
     mq = 0.0
     for u, w in zip(b.u, b.w, strict=True):
-        du = u - mu
+        du = u - fit.mu
         mq += w * du * du
-    mq /= sw
-    suu = sqq = suq = sux = sqx = sxx = 0.0
-    for u, x, w in zip(b.u, b.x, b.w, strict=True):
-        du = u - mu
+    mq /= fit.sw
+    sqq = suq = sqx = qe1 = qe2 = 0.0
+    for u, x, w, e1, e2 in zip(b.u, b.x, b.w, b.c1, b.c2, strict=True):
+        du = u - fit.mu
         dq = du * du - mq
-        dx = x - mx
-        suu += w * du * du
         sqq += w * dq * dq
         suq += w * du * dq
-        sux += w * du * dx
-        sqx += w * dq * dx
-        sxx += w * dx * dx
+        sqx += w * dq * (x - fit.mx)
+        qe1 += w * dq * e1
+        qe2 += w * dq * e2
+    sqq -= qe1 * qe1 + qe2 * qe2
+    suq -= fit.ue1 * qe1 + fit.ue2 * qe2
+    sqx -= qe1 * fit.xe1 + qe2 * fit.xe2
+    suu, sux, sxx = fit.suu, fit.sux, fit.sxx
     det = suu * sqq - suq * suq
-    if not det > 1e-12 * suu * sqq or nb < 4:
+    if not det > 1e-12 * suu * sqq or nb < 4 + fit.terms:
         return 0.0
     c = (sqq * sux - suq * sqx) / det
     q = (suu * sqx - suq * sux) / det
@@ -280,7 +284,7 @@ def upward_curvature(b: Bins, mu: float, mx: float, sw: float) -> float:
         return 0.0
     rss_quad = max(sxx - c * sux - q * sqx, 1e-12 * sxx)
     rss_line = max(sxx - sux * sux / suu, 0.0)
-    return (rss_line - rss_quad) / (rss_quad / (nb - 3.0))
+    return (rss_line - rss_quad) / (rss_quad / (nb - 3.0 - fit.terms))
 
 
 def voight_rss(b: Bins, p: float, fit: FitSums) -> tuple[float, float, float]:
@@ -404,13 +408,10 @@ def interval(tried: list[tuple[float, float]], limit: float) -> tuple[float, flo
             below, below_rss = lead, rss
         if lead_hi < lead < above:
             above, above_rss = lead, rss
+    lead_lo = crossing(lead_lo, rss_lo, below, below_rss, limit)
     if lead_hi >= MAX_LEAD_HOURS:
-        return crossing(lead_lo, rss_lo, below, below_rss, limit), INF
-    if below > 0.0:
-        lead_lo = crossing(lead_lo, rss_lo, below, below_rss, limit)
-    if above < INF:
-        lead_hi = crossing(lead_hi, rss_hi, above, above_rss, limit)
-    return lead_lo, lead_hi
+        return lead_lo, INF
+    return lead_lo, crossing(lead_hi, rss_hi, above, above_rss, limit)
 
 
 def forecast_window(
@@ -423,15 +424,15 @@ def forecast_window(
     if nb < rule.min_bins or (b.u[nb - 1] - b.u[0]) * 3600.0 < rule.min_span_s:
         return None
     fit = fit_sums(b)
-    sw, mu, mx, suu, sux, sxx = fit[:6]
-    curving = upward_curvature(b, mu, mx, sw)
+    suu, sux, sxx = fit.suu, fit.sux, fit.sxx
+    curving = upward_curvature(b, fit)
     steady = (INF, INF, INF, INF, NAN, sux / suu * 24.0, curving)
-    if not curving >= GATE_EVIDENCE or nb < 8:
+    if not curving >= GATE_EVIDENCE or nb < 6 + fit.terms:
         return steady
     best, lead, p, tried = search(b, rule, fit)
     if not best < INF:
         return steady
-    sigma2 = max(best, 1e-12 * sxx) / (nb - 7.0)
+    sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0 - fit.terms)
     limit = best + CHI2_95 * sigma2
     lead_lo, lead_hi = interval(tried, limit)
     b.log_tau = [math.log(lead - u) for u in b.u]

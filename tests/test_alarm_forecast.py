@@ -200,9 +200,11 @@ def test_the_interval_ends_where_the_profile_crosses_its_limit_not_at_the_last_l
 
 
 @pytest.mark.parametrize(
-    ("confirm", "max_drift"), [(1, None), (2, 1.0)], ids=["one-forecast", "two-agreeing"]
+    ("confirm", "max_drift", "window_days"),
+    [(1, None, 2), (2, 1.0, 2), (1, None, 3)],
+    ids=["one-forecast", "two-agreeing", "daily-cycle-fitted"],
 )
-def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_drift):
+def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_drift, window_days):
     rng = np.random.default_rng(3)
     t, x, _ = failing_slope(6, creep_mm_day=1.0, tertiary_h=60.0, alpha=1.8)
     x = x + rng.normal(0.0, 0.02, t.shape[0])
@@ -212,7 +214,7 @@ def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_dri
     keep[100:107] = False  # a telemetry gap while the slope accelerates
     t, x = t[keep], x[keep]
     rule = forecast_rule(
-        window_s=2 * DAY,
+        window_s=window_days * DAY,  # the daily cycle is fitted once the window spans 2 days
         min_span_s=DAY,
         min_bins=12,
         eval_every_s=2 * HOUR,
