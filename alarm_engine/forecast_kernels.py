@@ -291,20 +291,18 @@ def _log_taus(s: FloatArray, nb: int, lead_h: float) -> None:
 
 
 @jit
-def _voight_rss(s: FloatArray, nb: int, p: float, fit: FitSums) -> tuple[float, float, float]:
-    """Weighted residual sum of squares of the Voight fit over the bins.
+def _two_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, float]:
+    """Fit the bins to time and the regressor in column S_G, beside the mean and the cycle.
 
-    The S_LEAD column holds ln(tau) for the failure time tried (see ``_log_taus``);
-    ``fit`` holds the window's sums (see ``_fit_sums``): the mean level and the daily
-    cycle are fitted alongside. Returns (rss, steady rate c, accelerating coefficient b);
-    rss is inf when the fit is degenerate or does not accelerate (b <= 0).
+    ``fit`` holds the window's sums (see ``_fit_sums``); the regressor is centred and the
+    daily cycle taken out of it, as ``_fit_sums`` does for time. Returns (rss, the rate
+    on time, the coefficient on S_G); (inf, nan, nan) when the two are collinear. The
+    rss is not clamped: callers clamp it as their test needs.
     """
     sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, _ = fit
     sg = 0.0
     for i in range(nb):
-        g = -s[i, S_LEAD] if p == 1.0 else math.exp((1.0 - p) * s[i, S_LEAD]) / (p - 1.0)
-        s[i, S_G] = g
-        sg += s[i, S_W] * g
+        sg += s[i, S_W] * s[i, S_G]
     mg = sg / sw
     sug = 0.0
     sgg = 0.0
@@ -327,9 +325,23 @@ def _voight_rss(s: FloatArray, nb: int, p: float, fit: FitSums) -> tuple[float, 
         return math.inf, math.nan, math.nan
     c = (sgg * sux - sug * sgx) / det
     b = (suu * sgx - sug * sux) / det
+    return sxx - c * sux - b * sgx, c, b
+
+
+@jit
+def _voight_rss(s: FloatArray, nb: int, p: float, fit: FitSums) -> tuple[float, float, float]:
+    """Weighted residual sum of squares of the Voight fit over the bins.
+
+    The S_LEAD column holds ln(tau) for the failure time tried (see ``_log_taus``);
+    ``fit`` holds the window's sums (see ``_fit_sums``): the mean level and the daily
+    cycle are fitted alongside. Returns (rss, steady rate c, accelerating coefficient b);
+    rss is inf when the fit is degenerate or does not accelerate (b <= 0).
+    """
+    for i in range(nb):
+        s[i, S_G] = -s[i, S_LEAD] if p == 1.0 else math.exp((1.0 - p) * s[i, S_LEAD]) / (p - 1.0)
+    rss, c, b = _two_term_fit(s, nb, fit)
     if not b > 0.0:
         return math.inf, c, b
-    rss = sxx - c * sux - b * sgx
     return max(rss, 0.0), c, b
 
 
@@ -384,37 +396,14 @@ def upward_curvature(s: FloatArray, nb: int, fit: FitSums) -> float:
     the costly Voight fit is skipped. The daily cycle is fitted out of both, as in the
     Voight fit (``fit`` from ``_fit_sums``).
     """
-    sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, terms = fit
-    mq = 0.0
+    _, mu, _, suu, sux, sxx, _, _, _, _, terms = fit
     for i in range(nb):
         du = s[i, S_U] - mu
-        mq += s[i, S_W] * du * du
-    mq /= sw
-    sqq = 0.0
-    suq = 0.0
-    sqx = 0.0
-    qe1 = 0.0
-    qe2 = 0.0
-    for i in range(nb):
-        w = s[i, S_W]
-        du = s[i, S_U] - mu
-        dq = du * du - mq
-        sqq += w * dq * dq
-        suq += w * du * dq
-        sqx += w * dq * (s[i, S_BX] - mx)
-        qe1 += w * dq * s[i, S_C1]
-        qe2 += w * dq * s[i, S_C2]
-    sqq -= qe1 * qe1 + qe2 * qe2
-    suq -= ue1 * qe1 + ue2 * qe2
-    sqx -= qe1 * xe1 + qe2 * xe2
-    det = suu * sqq - suq * suq
-    if not det > 1e-12 * suu * sqq or nb < 4 + terms:
+        s[i, S_G] = du * du
+    rss_quad, _, q = _two_term_fit(s, nb, fit)
+    if not q > 0.0 or nb < 4 + terms:
         return 0.0
-    c = (sqq * sux - suq * sqx) / det
-    q = (suu * sqx - suq * sux) / det
-    if not q > 0.0:
-        return 0.0
-    rss_quad = max(sxx - c * sux - q * sqx, 1e-12 * sxx)
+    rss_quad = max(rss_quad, 1e-12 * sxx)
     rss_line = max(sxx - sux * sux / suu, 0.0)
     return (rss_line - rss_quad) / (rss_quad / (nb - 3.0 - terms))
 

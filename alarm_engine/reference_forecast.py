@@ -254,42 +254,11 @@ def fit_sums(b: Bins) -> FitSums:
     return FitSums(sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, terms)
 
 
-def upward_curvature(b: Bins, fit: FitSums) -> float:
-    """F statistic of a parabola against a line, 0 if it curves down (the kernel's gate)."""
-    nb = len(b)
-    mq = 0.0
-    for u, w in zip(b.u, b.w, strict=True):
-        du = u - fit.mu
-        mq += w * du * du
-    mq /= fit.sw
-    sqq = suq = sqx = qe1 = qe2 = 0.0
-    for u, x, w, e1, e2 in zip(b.u, b.x, b.w, b.c1, b.c2, strict=True):
-        du = u - fit.mu
-        dq = du * du - mq
-        sqq += w * dq * dq
-        suq += w * du * dq
-        sqx += w * dq * (x - fit.mx)
-        qe1 += w * dq * e1
-        qe2 += w * dq * e2
-    sqq -= qe1 * qe1 + qe2 * qe2
-    suq -= fit.ue1 * qe1 + fit.ue2 * qe2
-    sqx -= qe1 * fit.xe1 + qe2 * fit.xe2
-    suu, sux, sxx = fit.suu, fit.sux, fit.sxx
-    det = suu * sqq - suq * suq
-    if not det > 1e-12 * suu * sqq or nb < 4 + fit.terms:
-        return 0.0
-    c = (sqq * sux - suq * sqx) / det
-    q = (suu * sqx - suq * sux) / det
-    if not q > 0.0:
-        return 0.0
-    rss_quad = max(sxx - c * sux - q * sqx, 1e-12 * sxx)
-    rss_line = max(sxx - sux * sux / suu, 0.0)
-    return (rss_line - rss_quad) / (rss_quad / (nb - 3.0 - fit.terms))
+def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, float, float]:
+    """Fit the bins to time and ``g_values`` beside the mean and the cycle (the kernel's).
 
-
-def voight_rss(b: Bins, p: float, fit: FitSums) -> tuple[float, float, float]:
-    """Weighted rss of the Voight fit for ``b.log_tau``: (rss, steady c, accelerating b)."""
-    g_values = [-lt if p == 1.0 else math.exp((1.0 - p) * lt) / (p - 1.0) for lt in b.log_tau]
+    Returns (rss unclamped, rate on time, coefficient on g); (inf, nan, nan) when collinear.
+    """
     sg = 0.0
     for g, w in zip(g_values, b.w, strict=True):
         sg += w * g
@@ -310,10 +279,28 @@ def voight_rss(b: Bins, p: float, fit: FitSums) -> tuple[float, float, float]:
     if not det > 1e-12 * suu * sgg:
         return INF, NAN, NAN
     c = (sgg * sux - sug * sgx) / det
-    acc = (suu * sgx - sug * sux) / det
+    coefficient = (suu * sgx - sug * sux) / det
+    return sxx - c * sux - coefficient * sgx, c, coefficient
+
+
+def upward_curvature(b: Bins, fit: FitSums) -> float:
+    """F statistic of a parabola against a line, 0 if it curves down (the kernel's gate)."""
+    squares = [(u - fit.mu) * (u - fit.mu) for u in b.u]
+    rss_quad, _, q = two_term_fit(b, squares, fit)
+    if not q > 0.0 or len(b) < 4 + fit.terms:
+        return 0.0
+    rss_quad = max(rss_quad, 1e-12 * fit.sxx)
+    rss_line = max(fit.sxx - fit.sux * fit.sux / fit.suu, 0.0)
+    return (rss_line - rss_quad) / (rss_quad / (len(b) - 3.0 - fit.terms))
+
+
+def voight_rss(b: Bins, p: float, fit: FitSums) -> tuple[float, float, float]:
+    """Weighted rss of the Voight fit for ``b.log_tau``: (rss, steady c, accelerating b)."""
+    g_values = [-lt if p == 1.0 else math.exp((1.0 - p) * lt) / (p - 1.0) for lt in b.log_tau]
+    rss, c, acc = two_term_fit(b, g_values, fit)
     if not acc > 0.0:
         return INF, c, acc
-    return max(sxx - c * sux - acc * sgx, 0.0), c, acc
+    return max(rss, 0.0), c, acc
 
 
 def rss_at(b: Bins, alpha: float, fit: FitSums) -> float:
