@@ -141,38 +141,34 @@ def median_of(a: FloatArray, n: int) -> float:
 
 
 @jit
-def _side_rate(s: FloatArray, lo: int, hi: int) -> float:
-    """Least-squares rate of the raw rows ``lo..hi`` (inclusive); NaN for fewer than three."""
+def _side_rate(s: FloatArray, lo: int, hi: int, work: FloatArray) -> float:
+    """Robust rate of the raw rows ``lo..hi`` (inclusive); NaN for fewer than three.
+
+    The median of the rates between each row and the row half the span later: the pairs
+    share no row, so one outlier spoils at most one of them, where it would tilt a
+    least-squares line. ``work`` holds the pairs' rates.
+    """
     count = hi - lo + 1
     if count < 3:
         return math.nan
-    mt = 0.0
-    mx = 0.0
-    for j in range(lo, hi + 1):
-        mt += s[j, S_T]
-        mx += s[j, S_X]
-    mt /= count
-    mx /= count
-    stt = 0.0
-    stx = 0.0
-    for j in range(lo, hi + 1):
-        dt = s[j, S_T] - mt
-        stt += dt * dt
-        stx += dt * (s[j, S_X] - mx)
-    if not stt > 0.0:
-        return math.nan
-    return stx / stt
+    half = (count + 1) // 2
+    pairs = count - half
+    for i in range(pairs):
+        a = lo + i
+        work[i] = (s[a + half, S_X] - s[a, S_X]) / (s[a + half, S_T] - s[a, S_T])
+    return median_of(work, pairs)
 
 
 @jit
-def expected_motion(s: FloatArray, n: int, rate: float, gap_s: float) -> None:
+def expected_motion(s: FloatArray, n: int, rate: float, gap_s: float, work: FloatArray) -> None:
     """Put the motion expected over each increment ``j -> j + 1`` in ``s[j, S_G]``.
 
     A regular increment is expected to move at the window's median ``rate``. One that
     spans a telemetry gap (longer than ``gap_s``) is expected to move at the local rate:
-    the mean of the rates fitted over ``GAP_SPAN_S`` (or the gap, if longer) on either
-    side of it, so a slope that accelerated while the gateway was silent keeps that
-    motion instead of having it taken out as a re-installation step.
+    the mean of the robust rates (``_side_rate``) over ``GAP_SPAN_S`` (or the gap, if
+    longer) on either side of it, so a slope that accelerated while the gateway was
+    silent keeps that motion instead of having it taken out as a re-installation step,
+    and an outlier beside the gap does not tilt it. ``work`` is scratch, one cell per row.
     """
     for j in range(n - 1):
         dt = s[j + 1, S_T] - s[j, S_T]
@@ -186,14 +182,29 @@ def expected_motion(s: FloatArray, n: int, rate: float, gap_s: float) -> None:
         hi_row = j + 1
         while hi_row < n - 1 and s[hi_row + 1, S_T] - s[j + 1, S_T] <= span:
             hi_row += 1
-        before = _side_rate(s, lo_row, j)
-        after = _side_rate(s, j + 1, hi_row)
+        before = _side_rate(s, lo_row, j, work)
+        after = _side_rate(s, j + 1, hi_row, work)
         if math.isfinite(before) and math.isfinite(after):
             s[j, S_G] = 0.5 * (before + after) * dt
         elif math.isfinite(before):
             s[j, S_G] = before * dt
         elif math.isfinite(after):
             s[j, S_G] = after * dt
+
+
+@jit
+def _isolated(r: float, r_next: float, threshold: float) -> bool:
+    """Whether increments ``r`` then ``r_next`` are one sample's jump that comes back.
+
+    Each increment is less its expected motion. The jump is half their difference; half
+    their sum is motion the two share that the expected rate missed: on an accelerating
+    slope the local rate is far above the window's median, and a return judged against
+    the median would never come back, so the outlier would stay in the fit. The jump
+    must pass the threshold and be at least twice the shared motion; a step (the first
+    increment jumps, the next is quiet) shares as much as it jumps and is not one.
+    """
+    jump = 0.5 * abs(r - r_next)
+    return jump > threshold and abs(r + r_next) <= jump
 
 
 @jit
@@ -222,7 +233,7 @@ def clean_window(
     rate = median_of(work, m)
     for j in range(m):
         work[j] = s[j + 1, S_T] - s[j, S_T]
-    expected_motion(s, n, rate, GAP_INTERVALS * median_of(work, m))
+    expected_motion(s, n, rate, GAP_INTERVALS * median_of(work, m), work)
     for j in range(m):
         work[j] = abs(s[j + 1, S_X] - s[j, S_X] - s[j, S_G])
     scale = 1.4826 * median_of(work, m)
@@ -240,7 +251,7 @@ def clean_window(
             continue
         if j + 2 <= m:
             r_next = s[j + 2, S_X] - s[j + 1, S_X] - s[j + 1, S_G]
-            if abs(r_next) > threshold and r * r_next < 0.0 and abs(r + r_next) <= threshold:
+            if _isolated(r, r_next, threshold):
                 s[j + 1, S_KEEP] = 0.0
             elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
                 offset += r

@@ -47,21 +47,14 @@ def median_of(values: list[float]) -> float:
 
 
 def _side_rate(ts: list[float], xs: list[float], lo: int, hi: int) -> float:
-    """Least-squares rate of samples ``lo..hi`` (inclusive); NaN for fewer than three."""
+    """Robust rate of samples ``lo..hi`` (see ``forecast_kernels._side_rate``)."""
     count = hi - lo + 1
     if count < 3:
         return NAN
-    mt = sum(ts[lo : hi + 1]) / count
-    mx = sum(xs[lo : hi + 1]) / count
-    stt = 0.0
-    stx = 0.0
-    for j in range(lo, hi + 1):
-        dt = ts[j] - mt
-        stt += dt * dt
-        stx += dt * (xs[j] - mx)
-    if not stt > 0.0:
-        return NAN
-    return stx / stt
+    half = (count + 1) // 2
+    return median_of(
+        [(xs[a + half] - xs[a]) / (ts[a + half] - ts[a]) for a in range(lo, hi + 1 - half)]
+    )
 
 
 def expected_motion(ts: list[float], xs: list[float], rate: float, gap_s: float) -> list[float]:
@@ -89,6 +82,12 @@ def expected_motion(ts: list[float], xs: list[float], rate: float, gap_s: float)
                 motion = after * dt
         expected.append(motion)
     return expected
+
+
+def isolated(r: float, r_next: float, threshold: float) -> bool:
+    """Whether two increments are one sample's jump that comes straight back (the kernel's)."""
+    jump = 0.5 * abs(r - r_next)
+    return jump > threshold and abs(r + r_next) <= jump
 
 
 def clean_window(
@@ -120,7 +119,7 @@ def clean_window(
             continue
         if j + 2 <= m:
             r_next = xs[j + 2] - xs[j + 1] - expected[j + 1]
-            if abs(r_next) > threshold and r * r_next < 0.0 and abs(r + r_next) <= threshold:
+            if isolated(r, r_next, threshold):
                 keep[j + 1] = False
             elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
                 offset += r

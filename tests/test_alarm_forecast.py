@@ -10,6 +10,7 @@ import pytest
 from alarm_engine import AlarmEngine
 from alarm_engine import forecast_kernels as fk
 from alarm_engine.reference_forecast import confirmed_lead as reference_confirmed_lead
+from alarm_engine.reference_forecast import expected_motion as reference_expected_motion
 from alarm_engine.reference_forecast import forecast_window as reference_forecast_window
 from alarm_engine.reference_forecast import interval as reference_interval
 from edge_agent.site_file import load_site
@@ -162,6 +163,52 @@ def test_motion_during_a_telemetry_gap_is_kept_not_taken_out_as_a_step(backend):
     remaining = failure_t - t[before][-1]
     assert abs(forecast_t - failure_t) / remaining < 0.05
     assert low <= failure_t <= high
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_an_outlier_while_the_slope_accelerates_is_taken_out_not_fitted(backend):
+    """A reading 1.5 mm (30 sigma) low, 72 h before failure, on hourly polling.
+
+    Its jump and return were judged against the window's median rate; by then the slope
+    moved 0.5 mm an hour more than that, so the return never looked like one, the reading
+    stayed in the fit and the forecast two days ahead was 7 % early. Judged by the jump
+    against the motion the two increments share, it is taken out.
+    """
+    rng = np.random.default_rng(0)
+    t, x, failure_t = failing_slope(20, creep_mm_day=1.0, tertiary_h=330.0, alpha=1.6)
+    x = x + rng.normal(0.0, 0.05, t.shape[0])
+    clean_t, _, _, _ = forecast_at_last_sample(
+        forecast_rule(), t[t <= failure_t - 48 * HOUR], x[t <= failure_t - 48 * HOUR], backend
+    )
+    x[np.searchsorted(t, failure_t - 72 * HOUR)] -= 1.5
+    before = t <= failure_t - 48 * HOUR
+    forecast_t, low, high, _ = forecast_at_last_sample(
+        forecast_rule(), t[before], x[before], backend
+    )
+    remaining = failure_t - t[before][-1]
+    assert abs(forecast_t - clean_t) / remaining < 0.002
+    assert abs(forecast_t - failure_t) / remaining < 0.02
+    assert low <= failure_t <= high
+
+
+def test_an_outlier_beside_a_telemetry_gap_does_not_tilt_the_motion_expected_over_it():
+    """Steady 0.1 mm/h with an 8 h gap; the reading furthest before it is 1.5 mm high.
+
+    A least-squares rate on that side tilts 0.1 mm/h on the one reading, to none at all,
+    and expects half the motion over the gap (0.4 mm, not 0.8); the median of disjoint
+    pairs' rates ignores it. Kernel and reference agree.
+    """
+    t = np.arange(0.0, 40 * HOUR, HOUR)
+    x = 0.1 * t / HOUR
+    t, x = without(t, x, 20 * HOUR, 27 * HOUR)  # rows 19 -> 20 span 19 h -> 27 h
+    x[11] += 1.5  # the first of the nine readings in the 8 h before the gap
+    s = np.zeros((t.shape[0], fk.SCRATCH_COLS))
+    s[:, fk.S_T] = t
+    s[:, fk.S_X] = x
+    fk.expected_motion(s, t.shape[0], 0.1 / HOUR, 2.5 * HOUR, np.zeros(t.shape[0]))
+    reference = reference_expected_motion(list(t), list(x), 0.1 / HOUR, 2.5 * HOUR)
+    assert s[19, fk.S_G] == pytest.approx(0.8, abs=1e-9)
+    assert reference[19] == pytest.approx(0.8, abs=1e-9)
 
 
 def test_a_reinstallation_step_inside_a_telemetry_gap_is_still_taken_out():
