@@ -480,7 +480,14 @@ class ForecastMetric:
         if t < self.next_eval:
             return None
         self.next_eval = t + self.rule.eval_every_s
-        forecast = forecast_window(self.samples, t, self.rule)
+        return self.judge(t, forecast_window(self.samples, t, self.rule))
+
+    def judge(self, t: float, forecast: tuple[float, ...] | None) -> Evaluation:
+        """Take the forecast made at ``t`` (None: too little data); its levels, if any.
+
+        The rule's acceptance, confirmation and horizons, apart from the fit: a tuning
+        bench replays stored forecasts through it under other settings.
+        """
         self.history.appendleft(
             INF if forecast is None else accepted_failure_t(forecast, self.rule)
         )

@@ -190,7 +190,8 @@ def run(jobs: Iterable[tuple[str, int, dict[str, Any]]], workers: int) -> list[d
     """Evaluate jobs on ``workers`` processes; results in job order, JSON-shaped."""
     with ProcessPoolExecutor(workers) as pool:
         results = list(pool.map(evaluate, jobs, chunksize=4))
-    return json.loads(json.dumps(results))
+    shaped: list[dict[str, Any]] = json.loads(json.dumps(results))
+    return shaped
 
 
 def main(argv: list[str] | None = None) -> None:

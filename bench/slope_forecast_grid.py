@@ -1,0 +1,212 @@
+r"""Tune the slope warning's level settings in seconds: replay stored forecasts, not fits.
+
+The fit is the costly part of ``bench/slope_forecast.py`` (minutes for the corpus); which
+level it raises is cheap. This bench fits every record of the corpus once, hourly as the
+engine does, with the shipped rule's fit settings (``--fit NAME=VALUE`` to change them),
+and keeps every forecast. It then replays the rule's acceptance, confirmation, horizons,
+hysteresis and hold over the stored forecasts for each combination of ``--grid``, through
+the alarm engine's own code (``ForecastMetric.judge``, ``LevelState``), and scores them
+as ``bench/slope_forecast.py`` does.
+
+A combination is clean when it raises no false orange or red and at most two false
+yellows a site-year on the tuning set (seeds below 1000). The clean ones are ranked by the
+smaller of red >= 24 h and orange >= 48 h, then by the share within 10 % at the first red;
+the best is then scored once on the check set. A setting that also shapes the fit
+(``alpha_range`` bounds the exponents searched as well as those accepted) is replayed
+for acceptance only: change it with ``--fit`` to see its whole effect.
+
+    .venv/bin/python bench/slope_forecast_grid.py \\
+        --grid '{"max_drift": [0.2, 0.25, 0.3], "confirm": [2, 3]}'
+
+It must never be the judge of a rule: ``bench/slope_forecast.py`` runs the real engine
+over the samples, and its figures are the ones to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
+import pickle
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alarm_engine import forecast_kernels as fk
+from alarm_engine import forecast_layout as fl
+from alarm_engine.numba_backend import forecast_cfg
+from alarm_engine.reference import LevelState
+from alarm_engine.reference_forecast import ForecastMetric
+from hardware_sim.slope_corpus import SlopeRecord, failure_record, quiet_site_year
+from site_schema.rule_specs import FailureForecastRule, level_name
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slope_forecast import CHECK_SEED, _rule_for, verdict
+
+#: A stored record: what ``verdict`` needs of it, and its forecasts, one row per
+#: evaluation: time, 1 if there was enough data, then the kernel's output.
+Stored = tuple[dict[str, Any], float, np.ndarray]
+
+
+def forecasts(record: SlopeRecord, rule: FailureForecastRule) -> np.ndarray:
+    """Every forecast the engine makes over the record, in order (see ``Stored``)."""
+    cfg = forecast_cfg(rule)
+    t, x = record.t, record.x
+    buf = np.ascontiguousarray(np.stack([t, x], 1))
+    rows = max(t.shape[0], fk.bin_count(rule.window_s, rule.bin_s))
+    scratch = np.zeros((rows, fk.SCRATCH_COLS))
+    work = np.zeros(rows + fk.WORK_EXTRA)
+    out = np.zeros(fl.OUT_SIZE)
+    made: list[list[float]] = []
+    next_eval = -math.inf
+    start = 0
+    for i in range(t.shape[0]):
+        while t[start] <= t[i] - rule.window_s:  # the window holds (t - window_s, t]
+            start += 1
+        if t[i] < next_eval:
+            continue
+        next_eval = t[i] + rule.eval_every_s
+        enough = fk.forecast_window(buf, start, i + 1, t[i], cfg, scratch, work, out)
+        made.append([t[i], float(enough), *out])
+    return np.array(made)
+
+
+def collect(job: tuple[str, int, dict[str, Any]]) -> Stored:
+    """Fit one record of the corpus at every evaluation."""
+    family, seed, fit = job
+    record = failure_record(seed) if family == "failure" else quiet_site_year(seed)
+    about = {
+        "family": family,
+        "seed": seed,
+        "interval_s": record.interval_s,
+        "noise_mm": record.noise_mm,
+        "params": record.params,
+    }
+    failure_t = record.failure_t if record.fails else math.nan
+    return about, failure_t, forecasts(record, _rule_for(fit))
+
+
+def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
+    """Replay the rule's levels over the stored forecasts: ``slope_forecast.evaluate``'s result."""
+    about, failure_t, made = stored
+    metric = ForecastMetric(rule)
+    state = LevelState(rule.hold_s, rule.latch_from)
+    first: dict[int, float] = {}
+    rises = dict.fromkeys((2, 3, 4), 0)
+    red: tuple[float, ...] | None = None
+    for row in made:
+        t = float(row[0])
+        forecast = tuple(float(v) for v in row[2:]) if row[1] else None
+        values, up_hold = metric.judge(t, forecast)
+        if up_hold is None:
+            state.pause()
+            continue
+        old = state.evaluate(t, *up_hold)
+        if old is None or state.level <= old:
+            continue
+        for level in range(old + 1, state.level + 1):
+            if level in rises:
+                rises[level] += 1
+            first.setdefault(level, t)
+        if state.level == 4 and red is None:
+            red = values
+    result: dict[str, Any] = about | {"rises": rises}
+    if math.isfinite(failure_t):
+        result["lead_h"] = {
+            level_name(level): (failure_t - first[level]) / 3600.0
+            for level in (2, 3, 4)
+            if level in first
+        }
+        if red is not None:
+            remaining = failure_t - first[4]
+            _, red_t, low, high, *_ = red
+            result["red_error"] = abs(red_t - failure_t) / remaining
+            result["red_covered"] = bool(low <= failure_t <= high)
+            result["red_interval_width"] = (high - low) / remaining
+    return result
+
+
+def score(stored: list[Stored], rule: FailureForecastRule) -> dict[str, Any]:
+    """The targets' figures (``slope_forecast.verdict``) of the rule over stored records."""
+    return verdict(json.loads(json.dumps([levels(s, rule) for s in stored])))
+
+
+def _ranked(
+    tuning: list[Stored], base: FailureForecastRule, grid: dict[str, list[Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every clean combination with its tuning figures, best first."""
+    clean = []
+    for values in itertools.product(*grid.values()):
+        combo = dict(zip(grid, values, strict=True))
+        measured = score(tuning, dataclasses.replace(base, **combo))["measured"]
+        if measured["false_red_or_orange"] == 0 and measured["false_yellow_per_site_year"] <= 2:
+            clean.append((combo, measured))
+
+    def rank(item: tuple[dict[str, Any], dict[str, Any]]) -> tuple[float, float]:
+        m = item[1]
+        return (min(m["red_24h"] or 0.0, m["orange_48h"] or 0.0), m["red_error_10pct"] or 0.0)
+
+    return sorted(clean, key=rank, reverse=True)
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", default="{}", help="JSON: rule setting -> values to try")
+    parser.add_argument("--fit", action="append", default=[], help="fit setting NAME=VALUE")
+    parser.add_argument("--failures", type=int, default=200, help="failure records per set")
+    parser.add_argument("--quiet", type=int, default=50, help="quiet site-years per set")
+    parser.add_argument("--cache", type=Path, help="keep the fitted forecasts here and reuse them")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    # a list in JSON is a tuple in a rule (``horizons_h``, ``alpha_range``)
+    grid: dict[str, list[Any]] = {
+        name: [tuple(v) if isinstance(v, list) else v for v in values]
+        for name, values in json.loads(args.grid).items()
+    }
+    fit = {name: _value(value) for name, value in (f.split("=", 1) for f in args.fit)}
+    if args.cache is not None and args.cache.exists():
+        with args.cache.open("rb") as f:
+            stored: list[Stored] = pickle.load(f)
+    else:
+        jobs = [
+            (family, base + i, fit)
+            for base in (0, CHECK_SEED)
+            for family, count in (("failure", args.failures), ("quiet", args.quiet))
+            for i in range(count)
+        ]
+        with ProcessPoolExecutor(args.workers) as pool:
+            stored = list(pool.map(collect, jobs, chunksize=4))
+        if args.cache is not None:
+            with args.cache.open("wb") as f:
+                pickle.dump(stored, f)
+    tuning = [s for s in stored if s[0]["seed"] < CHECK_SEED]
+    check = [s for s in stored if s[0]["seed"] >= CHECK_SEED]
+    base = _rule_for(fit)
+    ranked = _ranked(tuning, base, grid)
+    for combo, measured in ranked[:10]:
+        print("tuning", json.dumps(combo), json.dumps(measured))
+    report: dict[str, Any] = {"combinations": math.prod(len(v) for v in grid.values())}
+    report["clean"] = len(ranked)
+    if ranked:
+        best = ranked[0][0]
+        report["best"] = best
+        report["tuning"] = ranked[0][1]
+        report["check"] = score(check, dataclasses.replace(base, **best))["measured"]
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
