@@ -428,17 +428,19 @@ def _cycle_basis(s: FloatArray, nb: int, sw: float) -> float:
     terms: over a day or so a cosine and a sine look like a curve and a slope, and would
     take the acceleration for a cycle.
     """
-    fitted = (s[nb - 1, S_U] - s[0, S_U]) >= CYCLE_MIN_SPAN_H
+    if not (s[nb - 1, S_U] - s[0, S_U]) >= CYCLE_MIN_SPAN_H:
+        for i in range(nb):
+            s[i, S_C1] = 0.0
+            s[i, S_C2] = 0.0
+        return 0.0
     mc = 0.0
     ms = 0.0
     for i in range(nb):
         angle = 2.0 * math.pi * s[i, S_U] / 24.0
-        s[i, S_C1] = math.cos(angle) if fitted else 0.0
-        s[i, S_C2] = math.sin(angle) if fitted else 0.0
+        s[i, S_C1] = math.cos(angle)
+        s[i, S_C2] = math.sin(angle)
         mc += s[i, S_W] * s[i, S_C1]
         ms += s[i, S_W] * s[i, S_C2]
-    if not fitted:
-        return 0.0
     n1 = 0.0
     for i in range(nb):
         s[i, S_C1] -= mc / sw

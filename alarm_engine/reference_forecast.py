@@ -194,8 +194,7 @@ class FitSums(NamedTuple):
 
 def cycle_basis(b: Bins, sw: float) -> float:
     """Set the daily cycle's basis ``b.c1``, ``b.c2``; return its terms (see the kernel's)."""
-    fitted = (b.u[-1] - b.u[0]) >= CYCLE_MIN_SPAN_H
-    if not fitted:
+    if not (b.u[-1] - b.u[0]) >= CYCLE_MIN_SPAN_H:
         b.c1 = [0.0] * len(b.u)
         b.c2 = [0.0] * len(b.u)
         return 0.0
