@@ -186,6 +186,15 @@ def verdict(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"measured": measured, "met": met, "all_met": all(met.values())}
 
 
+def overrides_from(items: list[str]) -> dict[str, Any]:
+    """Rule settings from ``NAME=VALUE`` arguments, each VALUE in JSON."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        overrides[name] = json.loads(value)
+    return overrides
+
+
 def run(jobs: Iterable[tuple[str, int, dict[str, Any]]], workers: int) -> list[dict[str, Any]]:
     """Evaluate jobs on ``workers`` processes; results in job order, JSON-shaped."""
     with ProcessPoolExecutor(workers) as pool:
@@ -203,10 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], help="rule override NAME=VALUE")
     parser.add_argument("--details", type=Path, help="write every record's result here")
     args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        overrides[name] = json.loads(value)
+    overrides = overrides_from(args.set)
     report: dict[str, Any] = {"overrides": overrides}
     details: dict[str, Any] = {}
     started = time.perf_counter()

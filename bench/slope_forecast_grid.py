@@ -47,7 +47,7 @@ from hardware_sim.slope_corpus import SlopeRecord, failure_record, quiet_site_ye
 from site_schema.rule_specs import FailureForecastRule, level_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slope_forecast import CHECK_SEED, _rule_for, verdict
+from slope_forecast import CHECK_SEED, _rule_for, overrides_from, verdict
 
 #: A stored record: what ``verdict`` needs of it, and its forecasts, one row per
 #: evaluation: time, 1 if there was enough data, then the kernel's output.
@@ -155,17 +155,37 @@ def _ranked(
     return sorted(clean, key=rank, reverse=True)
 
 
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def _stored(args: argparse.Namespace, fit: dict[str, Any]) -> list[Stored]:
+    """The corpus's forecasts: fitted now, or read from ``--cache`` if made the same way."""
+    made_with = {"fit": fit, "failures": args.failures, "quiet": args.quiet}
+    if args.cache is not None and args.cache.exists():
+        with args.cache.open("rb") as f:
+            cached = pickle.load(f)  # a file this bench wrote: pickle only your own
+        if cached["made_with"] != made_with:
+            sys.exit(
+                f"{args.cache} holds forecasts made with {cached['made_with']}, not"
+                f" {made_with}: give another --cache file or delete it"
+            )
+        stored: list[Stored] = cached["stored"]
+        return stored
+    jobs = [
+        (family, base + i, fit)
+        for base in (0, CHECK_SEED)
+        for family, count in (("failure", args.failures), ("quiet", args.quiet))
+        for i in range(count)
+    ]
+    with ProcessPoolExecutor(args.workers) as pool:
+        stored = list(pool.map(collect, jobs, chunksize=4))
+    if args.cache is not None:
+        with args.cache.open("wb") as f:
+            pickle.dump({"made_with": made_with, "stored": stored}, f)
+    return stored
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default="{}", help="JSON: rule setting -> values to try")
-    parser.add_argument("--fit", action="append", default=[], help="fit setting NAME=VALUE")
+    parser.add_argument("--fit", action="append", default=[], help="fit setting NAME=VALUE (JSON)")
     parser.add_argument("--failures", type=int, default=200, help="failure records per set")
     parser.add_argument("--quiet", type=int, default=50, help="quiet site-years per set")
     parser.add_argument("--cache", type=Path, help="keep the fitted forecasts here and reuse them")
@@ -176,22 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         name: [tuple(v) if isinstance(v, list) else v for v in values]
         for name, values in json.loads(args.grid).items()
     }
-    fit = {name: _value(value) for name, value in (f.split("=", 1) for f in args.fit)}
-    if args.cache is not None and args.cache.exists():
-        with args.cache.open("rb") as f:
-            stored: list[Stored] = pickle.load(f)
-    else:
-        jobs = [
-            (family, base + i, fit)
-            for base in (0, CHECK_SEED)
-            for family, count in (("failure", args.failures), ("quiet", args.quiet))
-            for i in range(count)
-        ]
-        with ProcessPoolExecutor(args.workers) as pool:
-            stored = list(pool.map(collect, jobs, chunksize=4))
-        if args.cache is not None:
-            with args.cache.open("wb") as f:
-                pickle.dump(stored, f)
+    fit = overrides_from(args.fit)
+    stored = _stored(args, fit)
     tuning = [s for s in stored if s[0]["seed"] < CHECK_SEED]
     check = [s for s in stored if s[0]["seed"] >= CHECK_SEED]
     base = _rule_for(fit)
