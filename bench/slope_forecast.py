@@ -15,7 +15,10 @@ tuning and is reported on its own.
 Prints per set: lead times per level, the failure-time error at the first red as a
 fraction of the remaining time, false levels per site-year, each also split by sampling
 interval and noise, and whether the targets hold (for hourly or faster sampling and noise
-up to 0.05 mm). The last line is a JSON object.
+up to 0.05 mm). ``misses_by_signal`` ranks the targets' failures by how plainly each
+accelerates a day before failure and gives the ranks of the late reds and oranges: ranks
+near 1 mean the rule loses only the records that carry least. The last line is a JSON
+object.
 
     .venv/bin/python bench/slope_forecast.py                # both sets, 2 processes
     .venv/bin/python bench/slope_forecast.py --failures 40 --quiet 10   # a quick look
@@ -39,7 +42,7 @@ import numpy as np
 
 from alarm_engine import AlarmEngine
 from edge_agent.site_file import load_site
-from hardware_sim.slope_corpus import failure_record, quiet_site_year
+from hardware_sim.slope_corpus import failure_record, quiet_site_year, tertiary_signal
 from site_schema.rule_specs import FailureForecastRule, level_name
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "edge_agent" / "examples" / "slope_road.toml"
@@ -99,6 +102,7 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
         "rises": rises,
     }
     if record.fails:
+        out["signal_24h"] = tertiary_signal(record, 24.0, rule.window_s)
         out["lead_h"] = {
             level_name(level): (record.failure_t - first[level]) / 3600.0
             for level in (2, 3, 4)
@@ -160,6 +164,24 @@ def _split(results: list[dict[str, Any]]) -> dict[str, Any]:
         noise = "noise<=0.05" if r["noise_mm"] <= 0.05 else "noise>0.05"
         groups.setdefault(f"{every},{noise}", []).append(r)
     return {name: summarise(group) for name, group in sorted(groups.items())}
+
+
+def misses_by_signal(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where the late warnings fall when the targets' failures are ranked by their signal.
+
+    The failures with noise up to 0.05 mm are ranked by ``signal_24h`` (1 = the weakest
+    acceleration a day before failure, ``hardware_sim.slope_corpus.tertiary_signal``);
+    the ranks of those whose red came later than 24 h, or orange later than 48 h, before
+    failure. Misses all at the bottom say the rule loses the records that carry least.
+    """
+    scope = [r for r in results if r["family"] == "failure" and r["noise_mm"] <= 0.05]
+    ranked = sorted(scope, key=lambda r: r["signal_24h"])
+    out: dict[str, Any] = {"failure_series": len(ranked)}
+    for colour, hours in (("red", 24.0), ("orange", 48.0)):
+        out[f"{colour}_{hours:g}h_missed_ranks"] = [
+            rank for rank, r in enumerate(ranked, 1) if r["lead_h"].get(colour, -math.inf) < hours
+        ]
+    return out
 
 
 def verdict(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -228,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
             "all": summarise(results),
             "split": _split(results),
             "targets": verdict(results),
+            "misses_by_signal": misses_by_signal(results),
         }
         print(f"{name}: {json.dumps(report[name]['targets'])}", file=sys.stderr)
     report["seconds"] = round(time.perf_counter() - started, 1)

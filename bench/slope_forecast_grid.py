@@ -43,7 +43,12 @@ from alarm_engine import forecast_layout as fl
 from alarm_engine.numba_backend import forecast_cfg
 from alarm_engine.reference import LevelState
 from alarm_engine.reference_forecast import ForecastMetric
-from hardware_sim.slope_corpus import SlopeRecord, failure_record, quiet_site_year
+from hardware_sim.slope_corpus import (
+    SlopeRecord,
+    failure_record,
+    quiet_site_year,
+    tertiary_signal,
+)
 from site_schema.rule_specs import FailureForecastRule, level_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -88,8 +93,12 @@ def collect(job: tuple[str, int, dict[str, Any]]) -> Stored:
         "noise_mm": record.noise_mm,
         "params": record.params,
     }
-    failure_t = record.failure_t if record.fails else math.nan
-    return about, failure_t, forecasts(record, _rule_for(fit))
+    rule = _rule_for(fit)
+    failure_t = math.nan
+    if record.fails:
+        failure_t = record.failure_t
+        about["signal_24h"] = tertiary_signal(record, 24.0, rule.window_s)
+    return about, failure_t, forecasts(record, rule)
 
 
 def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
