@@ -50,7 +50,7 @@ from fleet.postgres_ota import OTA_LOCK, record_ota_report
 from fleet.postgres_ota import Conn as OtaConn
 from fleet.postgres_schema import DAY_S, day_of, days_needed, ensure_partitions
 from fleet.reading_rollups import HOUR_S, MINUTE_S, ReadingColumns, Rollup, or_null, rollups
-from fleet.repository import CommitResult, Received
+from fleet.repository import HEALTH_AHEAD_S, CommitResult, Received
 from ota.report import OTA_EVENT_KIND
 from protocol import (
     BAD_QUALITY_MASK,
@@ -672,8 +672,15 @@ def _apply_status(conn: Conn, gw: int, item: Received) -> None:
         _execute(
             conn,
             "UPDATE gateways SET health = %s, health_at = %s, agent_version = %s "
-            "WHERE num = %s AND coalesce(health_at, 0) <= %s",
-            (payload.model_dump_json(), payload.ts, payload.agent_version, gw, payload.ts),
+            "WHERE num = %s AND (coalesce(health_at, 0) <= %s OR health_at > %s)",
+            (
+                payload.model_dump_json(),
+                payload.ts,
+                payload.agent_version,
+                gw,
+                payload.ts,
+                item.received_at + HEALTH_AHEAD_S,
+            ),
         )
     elif isinstance(payload, GatewayState):
         site = payload.site.model_dump_json() if payload.site is not None else None

@@ -77,6 +77,11 @@ API_TOKEN_TTL_S = 90 * 86400.0
 #: A command claimed for delivery whose publisher has not recorded it as sent within this
 #: (killed between claim and publish) is claimed again by another: at least once, never lost.
 COMMAND_CLAIM_S = 60.0
+#: A gateway's health reports are kept in the order of the gateway's own clock (a resent
+#: older one changes nothing), unless the one stored is stamped more than this ahead of
+#: the fleet's clock when the next arrives: a clock that once ran years ahead must not
+#: hide every later health report (battery, backlog, faults) for good.
+HEALTH_AHEAD_S = 86400.0
 
 
 @dataclass(frozen=True, slots=True)

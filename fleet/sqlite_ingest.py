@@ -29,7 +29,7 @@ from fleet.alarm_episodes import (
     VillageAnswer,
     episode_change,
 )
-from fleet.repository import CommitResult, Received
+from fleet.repository import HEALTH_AHEAD_S, CommitResult, Received
 from fleet.sqlite_ota import record_ota_report
 from ota.crash_points import freeze
 from ota.report import OTA_EVENT_KIND
@@ -251,8 +251,15 @@ class IngestWriter:
         if isinstance(payload, Health):
             conn.execute(
                 "UPDATE gateways SET health = ?, health_at = ?, agent_version = ? "
-                "WHERE num = ? AND coalesce(health_at, 0) <= ?",
-                (payload.model_dump_json(), payload.ts, payload.agent_version, gw, payload.ts),
+                "WHERE num = ? AND (coalesce(health_at, 0) <= ? OR health_at > ?)",
+                (
+                    payload.model_dump_json(),
+                    payload.ts,
+                    payload.agent_version,
+                    gw,
+                    payload.ts,
+                    item.received_at + HEALTH_AHEAD_S,
+                ),
             )
         elif isinstance(payload, GatewayState):
             site = payload.site.model_dump_json() if payload.site is not None else None

@@ -219,6 +219,24 @@ def test_health_and_state_show_on_the_gateway_and_a_retained_state_is_not_seen_n
     assert enrolled.get_gateway(GW).health_at == T0 + 5
 
 
+def test_a_health_stamped_years_ahead_does_not_hide_the_reports_after_it(
+    enrolled: CoreStore,
+) -> None:
+    # the gateway's clock ran to 2099 for a while (a bad time source), then was put right
+    years = 74 * 365 * 86400.0
+    ahead = Health(gateway_id=GW, ts=T0 + years, agent_version="1.3.0", uptime_s=60)
+    enrolled.commit([Received(GW, T0 + 7, ahead)])
+    assert enrolled.get_gateway(GW).health_at == T0 + years
+    put_right = Health(gateway_id=GW, ts=T0 + 70, agent_version="1.3.0", uptime_s=120)
+    enrolled.commit([Received(GW, T0 + 71, put_right)])
+    gateway = enrolled.get_gateway(GW)
+    assert gateway.health is not None
+    assert (gateway.health_at, gateway.health["uptime_s"]) == (T0 + 70, 120)
+    older = Health(gateway_id=GW, ts=T0 + 65, agent_version="1.3.0", uptime_s=115)
+    enrolled.commit([Received(GW, T0 + 72, older)])  # order by the gateway's clock again
+    assert enrolled.get_gateway(GW).health_at == T0 + 70
+
+
 def test_a_state_received_earlier_but_committed_later_changes_nothing(
     enrolled: CoreStore,
 ) -> None:
