@@ -41,9 +41,11 @@ from typing import Any
 import numpy as np
 
 from alarm_engine import AlarmEngine
-from edge_agent.site_file import load_site
+from drivers.tomlfile import read_toml
 from hardware_sim.slope_corpus import failure_record, quiet_site_year, tertiary_signal
 from site_schema.rule_specs import FailureForecastRule, level_name
+from site_schema.site_config import parse_site
+from site_schema.site_errors import SiteConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "edge_agent" / "examples" / "slope_road.toml"
 CHECK_SEED = 1000
@@ -58,17 +60,25 @@ TARGETS = {
 
 def example_rule() -> FailureForecastRule:
     """The shipped forecast rule (one rule serves 10-minute and hourly polling)."""
-    site = load_site(EXAMPLE)
-    (rule,) = (r for r in site.rules if isinstance(r, FailureForecastRule))
-    return rule
+    return _rule_for({})
 
 
 def _rule_for(overrides: dict[str, Any]) -> FailureForecastRule:
-    rule = example_rule()
-    fields = {f.name: getattr(rule, f.name) for f in dataclasses.fields(rule)}
-    fields.update(overrides)
-    fields["channel"] = "slope.x"
-    return FailureForecastRule(**fields)
+    """The shipped rule with ``overrides`` (keys and values as in a site file's rule table).
+
+    The changed rule goes through the site file's own checks, so a setting a site file
+    could not hold is refused with the message a site file would get.
+
+    Raises:
+        SiteConfigError: naming the rule and the setting refused.
+    """
+    data = read_toml(EXAMPLE, "site file", SiteConfigError)
+    (table,) = (r for r in data["rule"] if r.get("kind") == "failure_forecast")
+    table.update(overrides)
+    source = f"{EXAMPLE.name} with {json.dumps(overrides)}" if overrides else str(EXAMPLE)
+    site = parse_site(data, source, EXAMPLE.parent)
+    (rule,) = (r for r in site.rules if isinstance(r, FailureForecastRule))
+    return dataclasses.replace(rule, channel="slope.x")
 
 
 def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
@@ -213,7 +223,10 @@ def overrides_from(items: list[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for item in items:
         name, _, value = item.partition("=")
-        overrides[name] = json.loads(value)
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError as exc:
+            sys.exit(f'{item!r}: the value must be JSON ({exc}); a table is {{"red": 36}}')
     return overrides
 
 
@@ -235,6 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--details", type=Path, help="write every record's result here")
     args = parser.parse_args(argv)
     overrides = overrides_from(args.set)
+    try:
+        _rule_for(overrides)
+    except SiteConfigError as exc:
+        sys.exit(f"--set refused: {exc}")
     report: dict[str, Any] = {"overrides": overrides}
     details: dict[str, Any] = {}
     started = time.perf_counter()

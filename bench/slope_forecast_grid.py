@@ -18,6 +18,11 @@ for acceptance only: change it with ``--fit`` to see its whole effect.
     .venv/bin/python bench/slope_forecast_grid.py \\
         --grid '{"max_drift": [0.2, 0.25, 0.3], "confirm": [2, 3]}'
 
+Settings are written as in a site file's rule table (``"horizons_h": [{"yellow": 168,
+"orange": 144, "red": 36}]`` tries one table), and every combination goes through the
+site file's checks before any fit: one a site file could not hold stops the bench with
+the message a site file would get.
+
 It must never be the judge of a rule: ``bench/slope_forecast.py`` runs the real engine
 over the samples, and its figures are the ones to quote.
 """
@@ -25,12 +30,10 @@ over the samples, and its figures are the ones to quote.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import math
 import os
-import pickle
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -50,6 +53,7 @@ from hardware_sim.slope_corpus import (
     tertiary_signal,
 )
 from site_schema.rule_specs import FailureForecastRule, level_name
+from site_schema.site_errors import SiteConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slope_forecast import CHECK_SEED, _rule_for, overrides_from, verdict
@@ -146,14 +150,28 @@ def score(stored: list[Stored], rule: FailureForecastRule) -> dict[str, Any]:
     return verdict(json.loads(json.dumps([levels(s, rule) for s in stored])))
 
 
+def combinations(
+    grid: dict[str, list[Any]], fit: dict[str, Any]
+) -> list[tuple[dict[str, Any], FailureForecastRule]]:
+    """Every combination of the grid and its rule, each checked as a site file's rule is.
+
+    Raises:
+        SiteConfigError: for the first combination a site file could not hold.
+    """
+    made = []
+    for values in itertools.product(*grid.values()):
+        combo = dict(zip(grid, values, strict=True))
+        made.append((combo, _rule_for(fit | combo)))
+    return made
+
+
 def _ranked(
-    tuning: list[Stored], base: FailureForecastRule, grid: dict[str, list[Any]]
+    tuning: list[Stored], rules: list[tuple[dict[str, Any], FailureForecastRule]]
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """Every clean combination with its tuning figures, best first."""
     clean = []
-    for values in itertools.product(*grid.values()):
-        combo = dict(zip(grid, values, strict=True))
-        measured = score(tuning, dataclasses.replace(base, **combo))["measured"]
+    for combo, rule in rules:
+        measured = score(tuning, rule)["measured"]
         if measured["false_red_or_orange"] == 0 and measured["false_yellow_per_site_year"] <= 2:
             clean.append((combo, measured))
 
@@ -164,18 +182,40 @@ def _ranked(
     return sorted(clean, key=rank, reverse=True)
 
 
+def _write_cache(path: Path, made_with: dict[str, Any], stored: list[Stored]) -> None:
+    """Keep the forecasts as JSON and arrays (``.npz``): loading them runs no code."""
+    index = {"made_with": made_with, "records": [[about, ft] for about, ft, _ in stored]}
+    with path.open("wb") as f:  # arr_0 the index, arr_1... each record's forecasts
+        np.savez_compressed(f, np.array(json.dumps(index)), *(made for _, _, made in stored))
+
+
+def _read_cache(path: Path) -> tuple[dict[str, Any], list[Stored]]:
+    """What ``_write_cache`` kept: how the forecasts were made, and the forecasts."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            index = json.loads(str(kept["arr_0"]))
+            stored = [
+                (about, float(ft), kept[f"arr_{i}"])
+                for i, (about, ft) in enumerate(index["records"], 1)
+            ]
+    except OSError as exc:
+        sys.exit(f"{path}: cannot read the forecast cache: {exc.strerror}")
+    except (ValueError, KeyError):  # a pickle among them: refused, never loaded
+        sys.exit(f"{path} is not a forecast cache this bench wrote: delete it")
+    made_with: dict[str, Any] = index["made_with"]
+    return made_with, stored
+
+
 def _stored(args: argparse.Namespace, fit: dict[str, Any]) -> list[Stored]:
     """The corpus's forecasts: fitted now, or read from ``--cache`` if made the same way."""
     made_with = {"fit": fit, "failures": args.failures, "quiet": args.quiet}
     if args.cache is not None and args.cache.exists():
-        with args.cache.open("rb") as f:
-            cached = pickle.load(f)  # a file this bench wrote: pickle only your own
-        if cached["made_with"] != made_with:
+        cached_with, stored = _read_cache(args.cache)
+        if cached_with != made_with:
             sys.exit(
-                f"{args.cache} holds forecasts made with {cached['made_with']}, not"
+                f"{args.cache} holds forecasts made with {cached_with}, not"
                 f" {made_with}: give another --cache file or delete it"
             )
-        stored: list[Stored] = cached["stored"]
         return stored
     jobs = [
         (family, base + i, fit)
@@ -186,9 +226,19 @@ def _stored(args: argparse.Namespace, fit: dict[str, Any]) -> list[Stored]:
     with ProcessPoolExecutor(args.workers) as pool:
         stored = list(pool.map(collect, jobs, chunksize=4))
     if args.cache is not None:
-        with args.cache.open("wb") as f:
-            pickle.dump({"made_with": made_with, "stored": stored}, f)
+        _write_cache(args.cache, made_with, stored)
     return stored
+
+
+def _grid_from(text: str) -> dict[str, list[Any]]:
+    """``--grid``: a JSON object of rule settings, each with a list of values to try."""
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as exc:
+        sys.exit(f"--grid must be a JSON object ({exc})")
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        sys.exit('--grid must map each setting to a list of values, e.g. {"confirm": [2, 3]}')
+    return grid
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,26 +250,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, help="keep the fitted forecasts here and reuse them")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    # a list in JSON is a tuple in a rule (``horizons_h``, ``alpha_range``)
-    grid: dict[str, list[Any]] = {
-        name: [tuple(v) if isinstance(v, list) else v for v in values]
-        for name, values in json.loads(args.grid).items()
-    }
+    grid = _grid_from(args.grid)
     fit = overrides_from(args.fit)
+    try:
+        rules = combinations(grid, fit)
+    except SiteConfigError as exc:
+        sys.exit(f"--grid or --fit refused: {exc}")
     stored = _stored(args, fit)
     tuning = [s for s in stored if s[0]["seed"] < CHECK_SEED]
     check = [s for s in stored if s[0]["seed"] >= CHECK_SEED]
-    base = _rule_for(fit)
-    ranked = _ranked(tuning, base, grid)
+    ranked = _ranked(tuning, rules)
     for combo, measured in ranked[:10]:
         print("tuning", json.dumps(combo), json.dumps(measured))
-    report: dict[str, Any] = {"combinations": math.prod(len(v) for v in grid.values())}
+    report: dict[str, Any] = {"combinations": len(rules)}
     report["clean"] = len(ranked)
     if ranked:
         best = ranked[0][0]
         report["best"] = best
         report["tuning"] = ranked[0][1]
-        report["check"] = score(check, dataclasses.replace(base, **best))["measured"]
+        report["check"] = score(check, _rule_for(fit | best))["measured"]
     print(json.dumps(report))
 
 

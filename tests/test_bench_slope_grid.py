@@ -7,9 +7,12 @@ drifted from the engine, a grid would rank settings on levels the agent never ra
 
 from __future__ import annotations
 
+import pickle
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("numba")
@@ -17,7 +20,7 @@ pytest.importorskip("numba")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from slope_forecast import _rule_for, evaluate  # noqa: E402
-from slope_forecast_grid import collect, levels  # noqa: E402
+from slope_forecast_grid import _read_cache, _write_cache, collect, levels  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -32,3 +35,42 @@ def test_replaying_stored_forecasts_gives_the_engines_levels(seed, overrides):
     replayed = levels(stored, _rule_for(overrides))
     assert replayed == engine
     assert "red" in engine["lead_h"]  # the records reach red: the comparison covers it
+
+
+def test_a_setting_a_site_file_could_not_hold_stops_the_grid_before_any_fit():
+    grid = REPO / "bench" / "slope_forecast_grid.py"
+    refused = subprocess.run(
+        [sys.executable, str(grid), "--grid", '{"confirm": [2, 10]}'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "--grid or --fit refused" in refused.stderr
+    assert "rule 'slope_forecast': 'confirm' = 10 must be at most 6" in refused.stderr
+    unknown = subprocess.run(
+        [sys.executable, str(grid), "--fit", "alpha_ragne=[1.5, 3]"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert unknown.returncode == 1
+    assert "unknown key(s): alpha_ragne" in unknown.stderr
+
+
+def test_the_forecast_cache_gives_back_the_forecasts_and_never_unpickles(tmp_path):
+    stored = [collect(("failure", 4, {})), collect(("quiet", 4, {}))]
+    path = tmp_path / "forecasts.npz"
+    _write_cache(path, {"fit": {}, "failures": 1, "quiet": 1}, stored)
+    made_with, kept = _read_cache(path)
+    assert made_with == {"fit": {}, "failures": 1, "quiet": 1}
+    for (about, failure_t, made), (kept_about, kept_t, kept_made) in zip(stored, kept, strict=True):
+        assert kept_about == about
+        assert kept_t == failure_t or (np.isnan(kept_t) and np.isnan(failure_t))
+        assert np.array_equal(kept_made, made, equal_nan=True)
+    assert levels(kept[0], _rule_for({})) == levels(stored[0], _rule_for({}))
+    path.write_bytes(pickle.dumps({"made_with": made_with, "stored": stored}))
+    with pytest.raises(SystemExit, match="not a forecast cache this bench wrote"):
+        _read_cache(path)
