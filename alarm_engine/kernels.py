@@ -10,8 +10,11 @@ match bit for bit.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 
 import numba
@@ -22,6 +25,30 @@ from alarm_engine.model import BoolArray, FloatArray
 
 IntArray: TypeAlias = npt.NDArray[np.int64]
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def engine_cache_dir(base: str, package: Path) -> str:
+    """Where compiled kernels are kept: under ``base``, named by the engine's source digest.
+
+    numba keys a cached kernel by its own file alone, but a kernel freezes in the
+    constants it reads from other modules (``forecast_layout``, this one): a constant
+    changed there, with the kernel's file untouched, would go on running the kernel
+    compiled with the old value. Keyed by every source file of the engine, a changed
+    engine compiles afresh, and the previous version's kernels stay for a rollback.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(package.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return os.path.join(base, f"engine-{digest.hexdigest()[:16]}")
+
+
+# Before any kernel below is decorated: numba picks each kernel's cache place then. With
+# no NUMBA_CACHE_DIR numba would cache beside the sources; the same place, keyed.
+# (numba's stubs do not declare its config's attributes.)
+_HERE = Path(__file__).resolve().parent
+_BASE = getattr(numba.config, "CACHE_DIR", "") or str(_HERE / "__pycache__" / "numba")
+setattr(numba.config, "CACHE_DIR", engine_cache_dir(_BASE, _HERE))  # noqa: B010
 
 
 def jit(fn: _F) -> _F:
