@@ -6,7 +6,8 @@ them into bins, and fits ``x(t) = a + c t + b G(t_f - t; alpha) + d1 cos(wt) + d
 (steady creep plus Voight's accelerating creep, integrated: ``G' = (t_f - t) ** -p`` with
 ``p = 1 / (alpha - 1)``, plus the daily temperature cycle, ``w`` one turn a day) by
 weighted least squares over a grid of failure times, with alpha refined continuously. It
-reports the failure time, its 95 % profile-likelihood interval, alpha, the velocity now
+reports the failure time, its 95 % profile-likelihood interval (calibrated on the
+corpus: ``INTERVAL_CHI2``), alpha, the velocity now
 and the evidence (an F statistic) that the fit explains the record better than steady
 creep (with its daily cycle).
 ``forecast_kernel`` runs it over a batch of samples and turns forecasts into levels.
@@ -57,7 +58,6 @@ from alarm_engine.forecast_layout import (
     ALPHA_FLOOR,
     ALPHA_MARGIN,
     ALPHA_REFINE,
-    CHI2_95,
     COARSE,
     CYCLE_MIN_SPAN_H,
     EVIDENCE,
@@ -68,6 +68,7 @@ from alarm_engine.forecast_layout import (
     GAP_INTERVALS,
     GAP_SPAN_S,
     GATE_EVIDENCE,
+    INTERVAL_CHI2,
     LEAD_H,
     MIN_LEAD_H,
     OUT_SIZE,
@@ -621,7 +622,7 @@ def forecast_window(
     if not best < math.inf:
         return True
     sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0 - terms)
-    lead_lo, lead_hi = _interval(work, best + CHI2_95 * sigma2, cfg[MAX_LEAD_H])
+    lead_lo, lead_hi = _interval(work, best + INTERVAL_CHI2 * sigma2, cfg[MAX_LEAD_H])
     _log_taus(s, nb, lead)
     _, c, b = _voight_rss(s, nb, p, fit)
     out[EVIDENCE] = max(sxx - sux * sux / suu - best, 0.0) / sigma2

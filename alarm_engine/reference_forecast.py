@@ -15,13 +15,13 @@ from alarm_engine.forecast_layout import (
     ALPHA_FLOOR,
     ALPHA_MARGIN,
     ALPHA_REFINE,
-    CHI2_95,
     COARSE,
     CYCLE_MIN_SPAN_H,
     FINE,
     GAP_INTERVALS,
     GAP_SPAN_S,
     GATE_EVIDENCE,
+    INTERVAL_CHI2,
     MAX_LEAD_HOURS,
     MIN_LEAD_H,
     N_ALPHA_STEPS,
@@ -418,7 +418,7 @@ def forecast_window(
     if not best < INF:
         return steady
     sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0 - fit.terms)
-    limit = best + CHI2_95 * sigma2
+    limit = best + INTERVAL_CHI2 * sigma2
     lead_lo, lead_hi = interval(tried, limit)
     b.log_tau = [math.log(lead - u) for u in b.u]
     _, c, acc = voight_rss(b, p, fit)
