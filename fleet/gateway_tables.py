@@ -21,16 +21,40 @@ from typing import Any
 
 from fleet.repository import (
     COMMAND_CLAIM_S,
+    HEALTH_AHEAD_S,
     Gateway,
     NotFoundError,
     QueuedCommand,
     ReadingPoint,
+    Received,
 )
 from fleet.statements import Statements
+from protocol import Health
 
 #: A command waiting, or claimed by a publisher that has not said it sent it in time (one
 #: parameter: the oldest claim still held).
 CLAIMABLE = "(status = 'pending' OR (status = 'publishing' AND sent_at < ?))"
+
+
+def health_update(gw: int, item: Received, health: Health) -> tuple[str, tuple[Any, ...]]:
+    """The ingest commit's statement keeping a gateway's newest health report (``?`` style).
+
+    Newest by the gateway's clock, so a resent older report changes nothing, unless the
+    one stored is more than ``HEALTH_AHEAD_S`` ahead of the fleet's clock when ``item``
+    arrived.
+    """
+    return (
+        "UPDATE gateways SET health = ?, health_at = ?, agent_version = ? "
+        "WHERE num = ? AND (coalesce(health_at, 0) <= ? OR health_at > ?)",
+        (
+            health.model_dump_json(),
+            health.ts,
+            health.agent_version,
+            gw,
+            health.ts,
+            item.received_at + HEALTH_AHEAD_S,
+        ),
+    )
 
 
 class GatewayTables:

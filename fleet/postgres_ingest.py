@@ -46,11 +46,12 @@ from fleet.alarm_episodes import (
     episode_change,
 )
 from fleet.binary_copy import Column, UnencodableError
+from fleet.gateway_tables import health_update
 from fleet.postgres_ota import OTA_LOCK, record_ota_report
 from fleet.postgres_ota import Conn as OtaConn
 from fleet.postgres_schema import DAY_S, day_of, days_needed, ensure_partitions
 from fleet.reading_rollups import HOUR_S, MINUTE_S, ReadingColumns, Rollup, or_null, rollups
-from fleet.repository import HEALTH_AHEAD_S, CommitResult, Received
+from fleet.repository import CommitResult, Received
 from ota.report import OTA_EVENT_KIND
 from protocol import (
     BAD_QUALITY_MASK,
@@ -669,19 +670,8 @@ def _track_alarm(conn: Conn, gw: int, event: EventRow) -> None:
 def _apply_status(conn: Conn, gw: int, item: Received) -> None:
     payload = item.payload
     if isinstance(payload, Health):
-        _execute(
-            conn,
-            "UPDATE gateways SET health = %s, health_at = %s, agent_version = %s "
-            "WHERE num = %s AND (coalesce(health_at, 0) <= %s OR health_at > %s)",
-            (
-                payload.model_dump_json(),
-                payload.ts,
-                payload.agent_version,
-                gw,
-                payload.ts,
-                item.received_at + HEALTH_AHEAD_S,
-            ),
-        )
+        statement, values = health_update(gw, item, payload)
+        _execute(conn, statement.replace("?", "%s"), values)
     elif isinstance(payload, GatewayState):
         site = payload.site.model_dump_json() if payload.site is not None else None
         _execute(

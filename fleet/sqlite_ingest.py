@@ -29,7 +29,8 @@ from fleet.alarm_episodes import (
     VillageAnswer,
     episode_change,
 )
-from fleet.repository import HEALTH_AHEAD_S, CommitResult, Received
+from fleet.gateway_tables import health_update
+from fleet.repository import CommitResult, Received
 from fleet.sqlite_ota import record_ota_report
 from ota.crash_points import freeze
 from ota.report import OTA_EVENT_KIND
@@ -249,18 +250,7 @@ class IngestWriter:
     def _apply_status(conn: sqlite3.Connection, gw: int, item: Received) -> None:
         payload = item.payload
         if isinstance(payload, Health):
-            conn.execute(
-                "UPDATE gateways SET health = ?, health_at = ?, agent_version = ? "
-                "WHERE num = ? AND (coalesce(health_at, 0) <= ? OR health_at > ?)",
-                (
-                    payload.model_dump_json(),
-                    payload.ts,
-                    payload.agent_version,
-                    gw,
-                    payload.ts,
-                    item.received_at + HEALTH_AHEAD_S,
-                ),
-            )
+            conn.execute(*health_update(gw, item, payload))
         elif isinstance(payload, GatewayState):
             site = payload.site.model_dump_json() if payload.site is not None else None
             conn.execute(

@@ -37,25 +37,17 @@ def test_replaying_stored_forecasts_gives_the_engines_levels(seed, overrides):
     assert "red" in engine["lead_h"]  # the records reach red: the comparison covers it
 
 
+def _grid(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(REPO / "bench" / "slope_forecast_grid.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_a_setting_a_site_file_could_not_hold_stops_the_grid_before_any_fit():
-    grid = REPO / "bench" / "slope_forecast_grid.py"
-    refused = subprocess.run(
-        [sys.executable, str(grid), "--grid", '{"confirm": [2, 10]}'],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    refused = _grid("--grid", '{"confirm": [2, 10]}')
     assert refused.returncode == 1
     assert "--grid or --fit refused" in refused.stderr
     assert "rule 'slope_forecast': 'confirm' = 10 must be at most 6" in refused.stderr
-    unknown = subprocess.run(
-        [sys.executable, str(grid), "--fit", "alpha_ragne=[1.5, 3]"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    unknown = _grid("--fit", "alpha_ragne=[1.5, 3]")
     assert unknown.returncode == 1
     assert "unknown key(s): alpha_ragne" in unknown.stderr
 
