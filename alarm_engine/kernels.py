@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -27,6 +27,15 @@ IntArray: TypeAlias = npt.NDArray[np.int64]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
+def source_digest(sources: Iterable[Path]) -> str:
+    """A short digest of the files' names and contents: any change to any of them changes it."""
+    digest = hashlib.sha256()
+    for source in sorted(sources):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def engine_cache_dir(base: str, package: Path) -> str:
     """Where compiled kernels are kept: under ``base``, named by the engine's source digest.
 
@@ -36,11 +45,7 @@ def engine_cache_dir(base: str, package: Path) -> str:
     compiled with the old value. Keyed by every source file of the engine, a changed
     engine compiles afresh, and the previous version's kernels stay for a rollback.
     """
-    digest = hashlib.sha256()
-    for source in sorted(package.glob("*.py")):
-        digest.update(source.name.encode())
-        digest.update(source.read_bytes())
-    return os.path.join(base, f"engine-{digest.hexdigest()[:16]}")
+    return os.path.join(base, f"engine-{source_digest(package.glob('*.py'))}")
 
 
 # Before any kernel below is decorated: numba picks each kernel's cache place then. With

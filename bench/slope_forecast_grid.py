@@ -43,9 +43,11 @@ import numpy as np
 
 from alarm_engine import forecast_kernels as fk
 from alarm_engine import forecast_layout as fl
+from alarm_engine.kernels import source_digest
 from alarm_engine.numba_backend import forecast_cfg
 from alarm_engine.reference import LevelState
 from alarm_engine.reference_forecast import ForecastMetric
+from hardware_sim import slope_corpus
 from hardware_sim.slope_corpus import (
     SlopeRecord,
     failure_record,
@@ -58,6 +60,7 @@ from site_schema.site_errors import SiteConfigError
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slope_forecast import CHECK_SEED, _rule_for, overrides_from, verdict
 
+ENGINE = Path(fk.__file__).resolve().parent
 #: A stored record: what ``verdict`` needs of it, and its forecasts, one row per
 #: evaluation: time, 1 if there was enough data, then the kernel's output.
 Stored = tuple[dict[str, Any], float, np.ndarray]
@@ -207,8 +210,17 @@ def _read_cache(path: Path) -> tuple[dict[str, Any], list[Stored]]:
 
 
 def _stored(args: argparse.Namespace, fit: dict[str, Any]) -> list[Stored]:
-    """The corpus's forecasts: fitted now, or read from ``--cache`` if made the same way."""
-    made_with = {"fit": fit, "failures": args.failures, "quiet": args.quiet}
+    """The corpus's forecasts: fitted now, or read from ``--cache`` if made the same way.
+
+    The same way: the same fit settings and corpus size, and the same alarm engine and
+    corpus sources, since forecasts kept from another version would score that version.
+    """
+    made_with = {
+        "fit": fit,
+        "failures": args.failures,
+        "quiet": args.quiet,
+        "sources": source_digest([*ENGINE.glob("*.py"), Path(slope_corpus.__file__)]),
+    }
     if args.cache is not None and args.cache.exists():
         cached_with, stored = _read_cache(args.cache)
         if cached_with != made_with:

@@ -7,6 +7,7 @@ drifted from the engine, a grid would rank settings on levels the agent never ra
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import subprocess
 import sys
@@ -20,7 +21,7 @@ pytest.importorskip("numba")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from slope_forecast import _rule_for, evaluate  # noqa: E402
-from slope_forecast_grid import _read_cache, _write_cache, collect, levels  # noqa: E402
+from slope_forecast_grid import _read_cache, _stored, _write_cache, collect, levels  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -55,14 +56,19 @@ def test_a_setting_a_site_file_could_not_hold_stops_the_grid_before_any_fit():
 def test_the_forecast_cache_gives_back_the_forecasts_and_never_unpickles(tmp_path):
     stored = [collect(("failure", 4, {})), collect(("quiet", 4, {}))]
     path = tmp_path / "forecasts.npz"
-    _write_cache(path, {"fit": {}, "failures": 1, "quiet": 1}, stored)
+    older = {"fit": {}, "failures": 1, "quiet": 1, "sources": "an older engine"}
+    _write_cache(path, older, stored)
     made_with, kept = _read_cache(path)
-    assert made_with == {"fit": {}, "failures": 1, "quiet": 1}
+    assert made_with == older
     for (about, failure_t, made), (kept_about, kept_t, kept_made) in zip(stored, kept, strict=True):
         assert kept_about == about
         assert kept_t == failure_t or (np.isnan(kept_t) and np.isnan(failure_t))
         assert np.array_equal(kept_made, made, equal_nan=True)
     assert levels(kept[0], _rule_for({})) == levels(stored[0], _rule_for({}))
+    # forecasts kept by another version of the engine or the corpus are not reused
+    args = argparse.Namespace(cache=path, failures=1, quiet=1, workers=1)
+    with pytest.raises(SystemExit, match=r"holds forecasts made with .*an older engine"):
+        _stored(args, {})
     path.write_bytes(pickle.dumps({"made_with": made_with, "stored": stored}))
     with pytest.raises(SystemExit, match="not a forecast cache this bench wrote"):
         _read_cache(path)
