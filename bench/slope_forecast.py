@@ -27,7 +27,9 @@ object.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -42,7 +44,12 @@ import numpy as np
 
 from alarm_engine import AlarmEngine
 from drivers.tomlfile import read_toml
-from hardware_sim.slope_corpus import failure_record, quiet_site_year, tertiary_signal
+from hardware_sim.slope_corpus import (
+    SlopeRecord,
+    failure_record,
+    quiet_site_year,
+    tertiary_signal,
+)
 from site_schema.rule_specs import FailureForecastRule, level_name
 from site_schema.site_config import parse_site
 from site_schema.site_errors import SiteConfigError
@@ -63,6 +70,12 @@ def example_rule() -> FailureForecastRule:
     return _rule_for({})
 
 
+@functools.cache
+def _example_document() -> dict[str, Any]:
+    """The shipped site file, parsed once per process (callers get a copy)."""
+    return read_toml(EXAMPLE, "site file", SiteConfigError)
+
+
 def _rule_for(overrides: dict[str, Any]) -> FailureForecastRule:
     """The shipped rule with ``overrides`` (keys and values as in a site file's rule table).
 
@@ -72,13 +85,59 @@ def _rule_for(overrides: dict[str, Any]) -> FailureForecastRule:
     Raises:
         SiteConfigError: naming the rule and the setting refused.
     """
-    data = read_toml(EXAMPLE, "site file", SiteConfigError)
+    data = copy.deepcopy(_example_document())
     (table,) = (r for r in data["rule"] if r.get("kind") == "failure_forecast")
     table.update(overrides)
     source = f"{EXAMPLE.name} with {json.dumps(overrides)}" if overrides else str(EXAMPLE)
     site = parse_site(data, source, EXAMPLE.parent)
     (rule,) = (r for r in site.rules if isinstance(r, FailureForecastRule))
     return dataclasses.replace(rule, channel="slope.x")
+
+
+def about_record(
+    family: str, seed: int, record: SlopeRecord, rule: FailureForecastRule
+) -> dict[str, Any]:
+    """What a result says of its record: which one, how sampled, and its true parameters."""
+    about: dict[str, Any] = {
+        "family": family,
+        "seed": seed,
+        "interval_s": record.interval_s,
+        "noise_mm": record.noise_mm,
+        "params": record.params,
+    }
+    if record.fails:
+        about["signal_24h"] = tertiary_signal(record, 24.0, rule.window_s)
+    return about
+
+
+def outcome(
+    about: dict[str, Any],
+    failure_t: float,
+    rises: dict[int, int],
+    first: dict[int, float],
+    red: tuple[float, float, float] | None,
+) -> dict[str, Any]:
+    """One record's result: when each level first rose, and the error of the first red.
+
+    ``red`` is (failure time, interval low, high) as forecast at the first red;
+    ``failure_t`` is NaN for a record that does not fail. Shared by ``evaluate`` (the
+    engine over the readings) and the tuning bench's replay, so the two cannot drift.
+    """
+    out = about | {"rises": rises}
+    if math.isnan(failure_t):
+        return out
+    out["lead_h"] = {
+        level_name(level): (failure_t - first[level]) / 3600.0
+        for level in (2, 3, 4)
+        if level in first
+    }
+    if 4 in first and red is not None:
+        remaining = failure_t - first[4]
+        forecast_t, low, high = red
+        out["red_error"] = abs(forecast_t - failure_t) / remaining
+        out["red_covered"] = bool(low <= failure_t <= high)
+        out["red_interval_width"] = (high - low) / remaining
+    return out
 
 
 def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
@@ -90,8 +149,7 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
     good = np.ones(record.t.shape[0], dtype=bool)
     changes = engine.replay({"slope.x": (record.t, record.x, good)})
     first: dict[int, float] = {}
-    red_forecast = math.nan
-    red_interval = (math.nan, math.nan)
+    red: tuple[float, float, float] | None = None
     rises = dict.fromkeys((2, 3, 4), 0)
     for change in changes:
         if change.kind != "rise" or change.rule_id != rule.id:
@@ -100,31 +158,11 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
             if level in rises:
                 rises[level] += 1
             first.setdefault(level, change.t)
-        if change.new == 4 and math.isnan(red_forecast):
-            red_forecast = change.t + change.metric * 3600.0
-            red_interval = (change.values["failure_t_low"], change.values["failure_t_high"])
-    out: dict[str, Any] = {
-        "family": family,
-        "seed": seed,
-        "interval_s": record.interval_s,
-        "noise_mm": record.noise_mm,
-        "params": record.params,
-        "rises": rises,
-    }
-    if record.fails:
-        out["signal_24h"] = tertiary_signal(record, 24.0, rule.window_s)
-        out["lead_h"] = {
-            level_name(level): (record.failure_t - first[level]) / 3600.0
-            for level in (2, 3, 4)
-            if level in first
-        }
-        if 4 in first:
-            remaining = record.failure_t - first[4]
-            out["red_error"] = abs(red_forecast - record.failure_t) / remaining
-            low, high = red_interval
-            out["red_covered"] = bool(low <= record.failure_t <= high)
-            out["red_interval_width"] = (high - low) / remaining
-    return out
+        if change.new == 4 and red is None:
+            low, high = change.values["failure_t_low"], change.values["failure_t_high"]
+            red = (change.t + change.metric * 3600.0, low, high)
+    failure_t = record.failure_t if record.fails else math.nan
+    return outcome(about_record(family, seed, record, rule), failure_t, rises, first, red)
 
 
 def _quantiles(values: list[float]) -> dict[str, float] | None:

@@ -52,13 +52,12 @@ from hardware_sim.slope_corpus import (
     SlopeRecord,
     failure_record,
     quiet_site_year,
-    tertiary_signal,
 )
-from site_schema.rule_specs import FailureForecastRule, level_name
+from site_schema.rule_specs import FailureForecastRule
 from site_schema.site_errors import SiteConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slope_forecast import CHECK_SEED, _rule_for, overrides_from, verdict
+from slope_forecast import CHECK_SEED, _rule_for, about_record, outcome, overrides_from, verdict
 
 ENGINE = Path(fk.__file__).resolve().parent
 #: A stored record: what ``verdict`` needs of it, and its forecasts, one row per
@@ -93,19 +92,9 @@ def collect(job: tuple[str, int, dict[str, Any]]) -> Stored:
     """Fit one record of the corpus at every evaluation."""
     family, seed, fit = job
     record = failure_record(seed) if family == "failure" else quiet_site_year(seed)
-    about = {
-        "family": family,
-        "seed": seed,
-        "interval_s": record.interval_s,
-        "noise_mm": record.noise_mm,
-        "params": record.params,
-    }
     rule = _rule_for(fit)
-    failure_t = math.nan
-    if record.fails:
-        failure_t = record.failure_t
-        about["signal_24h"] = tertiary_signal(record, 24.0, rule.window_s)
-    return about, failure_t, forecasts(record, rule)
+    failure_t = record.failure_t if record.fails else math.nan
+    return about_record(family, seed, record, rule), failure_t, forecasts(record, rule)
 
 
 def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
@@ -115,7 +104,7 @@ def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
     state = LevelState(rule.hold_s, rule.latch_from)
     first: dict[int, float] = {}
     rises = dict.fromkeys((2, 3, 4), 0)
-    red: tuple[float, ...] | None = None
+    red: tuple[float, float, float] | None = None
     for row in made:
         t = float(row[0])
         forecast = tuple(float(v) for v in row[2:]) if row[1] else None
@@ -131,21 +120,8 @@ def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
                 rises[level] += 1
             first.setdefault(level, t)
         if state.level == 4 and red is None:
-            red = values
-    result: dict[str, Any] = about | {"rises": rises}
-    if math.isfinite(failure_t):
-        result["lead_h"] = {
-            level_name(level): (failure_t - first[level]) / 3600.0
-            for level in (2, 3, 4)
-            if level in first
-        }
-        if red is not None:
-            remaining = failure_t - first[4]
-            _, red_t, low, high, *_ = red
-            result["red_error"] = abs(red_t - failure_t) / remaining
-            result["red_covered"] = bool(low <= failure_t <= high)
-            result["red_interval_width"] = (high - low) / remaining
-    return result
+            red = (values[fl.FAILURE_T], values[fl.FAILURE_LO], values[fl.FAILURE_HI])
+    return outcome(about, failure_t, rises, first, red)
 
 
 def score(stored: list[Stored], rule: FailureForecastRule) -> dict[str, Any]:
