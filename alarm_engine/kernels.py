@@ -10,10 +10,8 @@ match bit for bit.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar, cast
 
@@ -21,31 +19,11 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from alarm_engine.kernel_cache import engine_cache_dir
 from alarm_engine.model import BoolArray, FloatArray
 
 IntArray: TypeAlias = npt.NDArray[np.int64]
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def source_digest(sources: Iterable[Path]) -> str:
-    """A short digest of the files' names and contents: any change to any of them changes it."""
-    digest = hashlib.sha256()
-    for source in sorted(sources):
-        digest.update(source.name.encode())
-        digest.update(source.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def engine_cache_dir(base: str, package: Path) -> str:
-    """Where compiled kernels are kept: under ``base``, named by the engine's source digest.
-
-    numba keys a cached kernel by its own file alone, but a kernel freezes in the
-    constants it reads from other modules (``forecast_layout``, this one): a constant
-    changed there, with the kernel's file untouched, would go on running the kernel
-    compiled with the old value. Keyed by every source file of the engine, a changed
-    engine compiles afresh, and the previous version's kernels stay for a rollback.
-    """
-    return os.path.join(base, f"engine-{source_digest(package.glob('*.py'))}")
 
 
 # Before any kernel below is decorated: numba picks each kernel's cache place then. With
@@ -53,7 +31,7 @@ def engine_cache_dir(base: str, package: Path) -> str:
 # (numba's stubs do not declare its config's attributes.)
 _HERE = Path(__file__).resolve().parent
 _BASE = getattr(numba.config, "CACHE_DIR", "") or str(_HERE / "__pycache__" / "numba")
-setattr(numba.config, "CACHE_DIR", engine_cache_dir(_BASE, _HERE))  # noqa: B010
+setattr(numba.config, "CACHE_DIR", engine_cache_dir(_BASE))  # noqa: B010
 
 
 def jit(fn: _F) -> _F:

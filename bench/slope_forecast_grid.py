@@ -43,7 +43,7 @@ import numpy as np
 
 from alarm_engine import forecast_kernels as fk
 from alarm_engine import forecast_layout as fl
-from alarm_engine.kernels import source_digest
+from alarm_engine.kernel_cache import source_digest
 from alarm_engine.numba_backend import forecast_cfg
 from alarm_engine.reference import LevelState
 from alarm_engine.reference_forecast import ForecastMetric

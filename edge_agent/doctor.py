@@ -5,7 +5,8 @@ Each check gives a verdict and a line the technician can act on:
 - **fail**: the gateway cannot warn as configured (a serial port it cannot open, a
   device or the siren relay not answering, a store it cannot write, a full disk);
 - **warn**: it warns, but worse (the clock not synchronised, the county out of reach,
-  the alarm kernels not compiled yet, a disk filling up);
+  the alarm kernels not compiled yet, a disk filling up, a slope forecast's sensor
+  polled too seldom to warn a day ahead);
 - **ok**.
 
 It never writes to a device: the siren relay's coils are only read back, never switched.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from alarm_engine.kernel_cache import engine_cache_dir
 from drivers.bus import ModbusBus, TransactionError
 from drivers.bus_config import SerialBusConfig
 from drivers.port_problem import fix_for
@@ -40,6 +42,7 @@ from edge_agent.config_probe import probe_device
 from edge_agent.control_messages import StatusReply
 from edge_agent.enroll import broker_endpoint, enrollment_state, load_enrollment
 from edge_agent.mounts import mount_of
+from site_schema.rule_specs import FailureForecastRule
 from site_schema.site_config import SiteConfig
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -48,6 +51,9 @@ Verdict = Literal["ok", "warn", "fail"]
 MIN_FREE_BYTES = 64 * 2**20
 #: How long the doctor waits for the county's broker to accept a connection.
 BROKER_TIMEOUT_S = 5.0
+#: A failure forecast's displacement polled slower than this warns later (see
+#: ``check_slope_polling``).
+FORECAST_POLL_S = 600.0
 #: A device the running agent has not heard from in this many poll intervals is down.
 STALE_POLLS = 3.0
 
@@ -259,18 +265,56 @@ def check_stage(data_dir: Path, surroundings: Surroundings) -> Finding:
 
 
 def check_numba(data_dir: Path, surroundings: Surroundings) -> Finding:
-    """Whether the alarm kernels are compiled and cached (a warm start), or pure Python."""
+    """Whether this version's alarm kernels are compiled and cached (a warm start).
+
+    The cache keeps a directory per engine version (``alarm_engine.kernel_cache``); only
+    this version's counts, since a previous version's kernels are never loaded.
+    """
     if not surroundings.numba_installed():
         why = "numba is not installed (no wheel for this platform): the pure-Python engine runs"
         return Finding("numba", "warn", why)
-    cache = Path(os.environ.get("NUMBA_CACHE_DIR") or data_dir / "numba-cache")
+    base = Path(os.environ.get("NUMBA_CACHE_DIR") or data_dir / "numba-cache")
+    cache = Path(engine_cache_dir(str(base)))
     compiled = list(cache.rglob("*.nbi")) if cache.is_dir() else []
     if compiled:
         return Finding(
             "numba", "ok", f"alarm kernels compiled and cached ({len(compiled)} in {cache})"
         )
+    others = len(list(base.glob("engine-*"))) if base.is_dir() else 0
+    kept = f"; {base} keeps {others} other version(s)' kernels, not this one's" if others else ""
     why = f"no compiled kernels in {cache}: the first start compiles them (seconds to a minute)"
-    return Finding("numba", "warn", why)
+    return Finding("numba", "warn", why + kept)
+
+
+def check_slope_polling(site: SiteConfig) -> list[Finding]:
+    """Whether each failure forecast's displacement is polled often enough to warn a day ahead.
+
+    On the validation corpus (README, "Slope failure forecast") the forecast warned a day
+    ahead of every failure with 10-minute readings and of 86 % with hourly ones: an hourly
+    bin of one noisy reading hides the start of a short tertiary phase on slow creep.
+    """
+    polls = {
+        device.channel_id(name): device.poll_interval_s
+        for device in site.devices
+        for name in device.polled_channels()
+    }
+    findings = []
+    for rule in site.rules:
+        if not isinstance(rule, FailureForecastRule) or rule.channel not in polls:
+            continue
+        poll_s = polls[rule.channel]
+        check = f"forecast {rule.id}"
+        if poll_s <= FORECAST_POLL_S:
+            findings.append(Finding(check, "ok", f"{rule.channel} polled every {poll_s:g} s"))
+            continue
+        why = (
+            f"{rule.channel} polled every {poll_s:g} s: the forecast warns later on slow creep"
+            f" than with readings every {FORECAST_POLL_S:g} s (a day ahead of 86 % of the"
+            f" corpus's failures hourly, of all at 10 minutes); set poll_interval_s ="
+            f" {FORECAST_POLL_S:g} or less if the sensor allows"
+        )
+        findings.append(Finding(check, "warn", why))
+    return findings
 
 
 async def check_county(data_dir: Path, timeout_s: float = BROKER_TIMEOUT_S) -> Finding:
@@ -338,6 +382,7 @@ async def examine(
         for bus in site.buses:
             port_missing = isinstance(bus, SerialBusConfig) and bus.device in missing
             findings.extend(await _probe_bus(site, bus.name, port_missing))
+    findings.extend(check_slope_polling(site))
     findings.append(check_clock(surroundings))
     findings.append(check_store(data_dir))
     findings.append(check_disk(data_dir, site.agent.quota_bytes, surroundings))

@@ -18,9 +18,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alarm_engine.kernel_cache import engine_cache_dir
 from drivers.clock import ScaledClock, SystemClock
 from drivers.profiles import builtin_profiles
-from edge_agent.doctor import Finding, Surroundings, check_stage, examine, verdict_of
+from edge_agent.doctor import (
+    Finding,
+    Surroundings,
+    check_numba,
+    check_slope_polling,
+    check_stage,
+    examine,
+    verdict_of,
+)
 from edge_agent.store import LocalStore
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import sim_site
@@ -292,3 +301,60 @@ async def test_an_agent_that_runs_but_cannot_be_read_keeps_its_lines(tmp_path: P
     )
     assert seen["device rain"] == ("warn", why)
     assert seen["siren siren"] == ("warn", why)
+
+
+SLOPE_EXAMPLE = Path(__file__).resolve().parents[1] / "edge_agent" / "examples" / "slope_road.toml"
+
+
+def test_a_slope_forecast_polled_hourly_is_a_warning_naming_the_rule_and_the_fix() -> None:
+    text = SLOPE_EXAMPLE.read_text()
+    shipped = check_slope_polling(parse_site_text(text, "slope_road.toml"))
+    assert [(f.check, f.verdict) for f in shipped] == [("forecast slope_forecast", "ok")]
+    assert "polled every 300 s" in shipped[0].detail
+    hourly_text = text.replace(
+        "unit_id = 3\npoll_interval_s = 300", "unit_id = 3\npoll_interval_s = 3600"
+    )
+    assert hourly_text != text
+    hourly = check_slope_polling(parse_site_text(hourly_text, "slope_road.toml"))
+    assert [(f.check, f.verdict) for f in hourly] == [("forecast slope_forecast", "warn")]
+    assert "scarp_extensometer.extension polled every 3600 s" in hourly[0].detail
+    assert "set poll_interval_s = 600 or less" in hourly[0].detail
+    rain_only = parse_site_text(STATION.replace("{port}", "1"), "site.toml")
+    assert check_slope_polling(rain_only) == []
+
+
+PROBE_KERNEL = """
+from alarm_engine.kernels import jit
+
+
+@jit
+def probe() -> float:
+    return 1.0
+"""
+
+
+def test_the_numba_check_counts_only_this_versions_kernels(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    data = tmp_path / "data"
+    base = data / "numba-cache"
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    # an older engine's kernels, left for a rollback: never loaded by this version
+    older = base / "engine-0123456789abcdef"
+    older.mkdir(parents=True)
+    (older / "kernels.probe-1.py311.nbi").write_bytes(b"")
+    finding = check_numba(data, Surroundings(numba_installed=lambda: True))
+    assert finding.verdict == "warn"
+    assert "keeps 1 other version(s)' kernels, not this one's" in finding.detail
+    # this engine compiles a kernel into the cache, as the agent's first start does
+    (tmp_path / "probe_kernel.py").write_text(PROBE_KERNEL)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{root}", "NUMBA_CACHE_DIR": str(base)}
+    subprocess.run(
+        [sys.executable, "-c", "from probe_kernel import probe; print(probe())"],
+        env=env, cwd=tmp_path, capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert list(Path(engine_cache_dir(str(base))).rglob("*.nbi"))
+    finding = check_numba(data, Surroundings(numba_installed=lambda: True))
+    assert finding.verdict == "ok"
+    assert engine_cache_dir(str(base)) in finding.detail
