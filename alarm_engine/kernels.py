@@ -31,7 +31,9 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # (numba's stubs do not declare its config's attributes.)
 _HERE = Path(__file__).resolve().parent
 _BASE = getattr(numba.config, "CACHE_DIR", "") or str(_HERE / "__pycache__" / "numba")
-setattr(numba.config, "CACHE_DIR", engine_cache_dir(_BASE))  # noqa: B010
+#: This engine's kernel directory.
+CACHE_DIR = engine_cache_dir(_BASE)
+setattr(numba.config, "CACHE_DIR", CACHE_DIR)  # noqa: B010
 
 
 def jit(fn: _F) -> _F:

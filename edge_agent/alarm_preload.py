@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from alarm_engine.backends import resolve_backend
+from alarm_engine.kernel_cache import prune_other_versions
 from site_schema.rule_files import rule_file_path
 from site_schema.rule_specs import (
     AntecedentRainRule,
@@ -104,6 +105,10 @@ def preload_kernels(backend: str, rules: Sequence[RuleSpec] | None = None) -> st
 
     release_compiler_pages()  # numba's own start-up touched them; loading touches fewer
     load_kernels([r for r in rules if not isinstance(r, CombinationRule)])
+    from alarm_engine.kernels import CACHE_DIR  # noqa: PLC0415 - loaded with the kernels
+
+    for old in prune_other_versions(CACHE_DIR):
+        log.info("removed an older engine version's compiled kernels: %s", old)
     advised = release_compiler_pages()
     log.debug("alarm kernels loaded; %.0f MB of compiler pages handed back", advised / 2**20)
     return resolved

@@ -50,6 +50,7 @@ from fleet.gateway_tables import health_update
 from fleet.postgres_ota import OTA_LOCK, record_ota_report
 from fleet.postgres_ota import Conn as OtaConn
 from fleet.postgres_schema import DAY_S, day_of, days_needed, ensure_partitions
+from fleet.postgres_statements import postgres_sql
 from fleet.reading_rollups import HOUR_S, MINUTE_S, ReadingColumns, Rollup, or_null, rollups
 from fleet.repository import CommitResult, Received
 from ota.report import OTA_EVENT_KIND
@@ -671,7 +672,7 @@ def _apply_status(conn: Conn, gw: int, item: Received) -> None:
     payload = item.payload
     if isinstance(payload, Health):
         statement, values = health_update(gw, item, payload)
-        _execute(conn, statement.replace("?", "%s"), values)
+        conn.cursor(row_factory=tuple_row).execute(postgres_sql(statement), values)
     elif isinstance(payload, GatewayState):
         site = payload.site.model_dump_json() if payload.site is not None else None
         _execute(

@@ -15,13 +15,10 @@ from psycopg_pool import ConnectionPool
 
 from fleet import lease_sql
 from fleet.leases import Lease
+from fleet.postgres_statements import postgres_sql
 
 #: Serialises the ``CREATE TABLE IF NOT EXISTS`` of replicas starting at once.
 _SCHEMA_LOCK = 0x4857_0003
-
-
-def _pg(statement: str) -> bytes:
-    return statement.replace("?", "%s").encode()
 
 
 class PostgresLeases:
@@ -39,20 +36,22 @@ class PostgresLeases:
         """Take or renew ``name`` for ``holder``; the lease as it is now (``LeaseStore``)."""
         with self._pool.connection() as conn, conn.transaction():
             cursor = conn.cursor(row_factory=tuple_row)
-            cursor.execute(_pg(lease_sql.TAKE), (name, holder, now + ttl_s, now, replacing))
-            row = cursor.execute(_pg(lease_sql.READ), (name,)).fetchone()
+            cursor.execute(
+                postgres_sql(lease_sql.TAKE), (name, holder, now + ttl_s, now, replacing)
+            )
+            row = cursor.execute(postgres_sql(lease_sql.READ), (name,)).fetchone()
         assert row is not None  # the upsert made or kept it
         return _lease(row)
 
     def give_up(self, name: str, holder: str) -> None:
         """End ``holder``'s lease on ``name`` at once."""
         with self._pool.connection() as conn:
-            conn.execute(_pg(lease_sql.GIVE_UP), (name, holder))
+            conn.execute(postgres_sql(lease_sql.GIVE_UP), (name, holder))
 
     def lease(self, name: str) -> Lease | None:
         """The lease on ``name`` as stored, or None."""
         with self._pool.connection() as conn:
-            row = conn.cursor(row_factory=tuple_row).execute(_pg(lease_sql.READ), (name,))
+            row = conn.cursor(row_factory=tuple_row).execute(postgres_sql(lease_sql.READ), (name,))
             found = row.fetchone()
         return None if found is None else _lease(found)
 

@@ -51,8 +51,11 @@ def _row_class(columns: tuple[str, ...]) -> type[PostgresRow]:
 
 
 @functools.lru_cache(maxsize=1024)
-def _postgres_sql(sql: str) -> bytes:
-    """``sql`` with psycopg's placeholders (``%s``) for ``?`` (a literal ``%`` doubled)."""
+def postgres_sql(sql: str) -> bytes:
+    """``sql`` with psycopg's placeholders (``%s``) for ``?`` (a literal ``%`` doubled).
+
+    The one translation for every statement written for both backends.
+    """
     return sql.replace("%", "%%").replace("?", "%s").encode()
 
 
@@ -65,12 +68,12 @@ class PostgresTransaction(Transaction):
 
     def execute(self, sql: str, params: Any = ()) -> Result:
         """Run one statement written with ``?`` placeholders."""
-        return self._cursor.execute(_postgres_sql(sql), params)
+        return self._cursor.execute(postgres_sql(sql), params)
 
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         """Run one statement once per parameter set."""
         if params:
-            self._cursor.executemany(_postgres_sql(sql), params)
+            self._cursor.executemany(postgres_sql(sql), params)
 
 
 class PostgresStatements(Statements):
