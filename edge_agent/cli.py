@@ -578,14 +578,20 @@ def replay(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="With --csv: draw 1/v and the forecast here.")
     ] = None,
+    utc_offset: Annotated[
+        str | None,
+        typer.Option("--utc-offset", help="With --csv: zone of zoneless times (+08:00)."),
+    ] = None,
     backend: Annotated[str, typer.Option(help="auto, numba or reference.")] = "auto",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Re-evaluate the site's rules over stored history, or backtest them on a CSV record."""
     site = _load(config)
     if csv_file is not None:
-        _replay_csv(site, csv_file, channel, plot, backend, json_out)
+        _replay_csv(site, csv_file, channel, plot, utc_offset, backend, json_out)
         return
+    if utc_offset is not None:
+        raise fail("--utc-offset goes with --csv: a gateway's store keeps UTC times")
     if data_dir is None:
         raise fail("give --data-dir (a gateway's store) or --csv FILE --channel NAME")
     os.environ.setdefault("NUMBA_CACHE_DIR", str(data_dir / "numba-cache"))
@@ -618,6 +624,7 @@ def _replay_csv(
     csv_file: Path,
     channel: str | None,
     plot: Path | None,
+    utc_offset: str | None,
     backend: str,
     json_out: bool,
 ) -> None:
@@ -626,6 +633,7 @@ def _replay_csv(
         RecordError,
         backtest,
         forecast_steps,
+        parse_utc_offset,
         plot_inverse_velocity,
         read_record,
     )
@@ -633,8 +641,11 @@ def _replay_csv(
     if channel is None:
         raise fail("--csv needs --channel NAME: the site channel the record stands for")
     try:
-        t, x = read_record(csv_file)
-        result = backtest(site, channel, t, x, backend)
+        zone = UTC if utc_offset is None else parse_utc_offset(utc_offset)
+        record = read_record(csv_file, zone)
+        for note in record.notes(zone):  # on stderr: --json keeps stdout to JSON lines
+            err_console.print(f"{csv_file}: {note}", highlight=False, markup=False, soft_wrap=True)
+        result = backtest(site, channel, record.t, record.x, backend)
         if plot is not None:
             plot_inverse_velocity(site, result, plot)
     except RecordError as exc:

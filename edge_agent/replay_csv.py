@@ -1,8 +1,9 @@
 """Backtesting: run a site's rules over a displacement (or any channel) record from a CSV.
 
-Columns: time (ISO 8601 or Unix seconds), value. Reads the file and prints; it never writes
-to a store and never touches a bus. Optionally draws the inverse-velocity picture with
-matplotlib (an optional extra: ``pip install hazardwatch[plot]``).
+Columns: time (ISO 8601 or Unix seconds), value, as loggers and spreadsheets export them
+(``,``, ``;`` or tab separated; empty or NaN values are gaps). Reads the file and prints;
+it never writes to a store and never touches a bus. Optionally draws the inverse-velocity
+picture with matplotlib (an optional extra: ``pip install hazardwatch[plot]``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,63 @@ class Backtest:
     x: Any = None
 
 
-def _time(text: str, where: str) -> float:
+#: Value cells that mean "no reading" in logger exports: the row is a gap, not an error.
+MISSING_VALUES = frozenset({"", "nan", "na", "n/a", "null", "none", "-", "--"})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record as read: times and values, and what was left out or assumed on the way."""
+
+    t: np.ndarray
+    x: np.ndarray
+    missing: int = 0
+    repeated: int = 0
+    zoneless: bool = False
+
+    def notes(self, utc_offset: timezone) -> list[str]:
+        """What a technician should know about how the file was read."""
+        said = []
+        if self.missing:
+            said.append(f"{self.missing} row(s) without a value left out as missing readings")
+        if self.repeated:
+            said.append(f"{self.repeated} repeated row(s) (same time, same value) read once")
+        if self.zoneless:
+            said.append(
+                f"times without a zone read as UTC{_offset_text(utc_offset)}"
+                " (give --utc-offset, e.g. +08:00, if the logger kept local time)"
+            )
+        return said
+
+
+def _offset_text(zone: timezone) -> str:
+    offset = zone.utcoffset(None)
+    if not offset:
+        return ""
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def parse_utc_offset(text: str) -> timezone:
+    """``+08:00``, ``-0530`` or ``0`` as a zone; raises ``RecordError`` for anything else."""
+    cleaned = text.strip()
+    if cleaned in ("0", "Z", "z", "UTC"):
+        return UTC
     try:
-        return float(text)
+        offset = datetime.strptime(cleaned, "%z").utcoffset()
+    except ValueError:
+        offset = None
+    if offset is None or abs(offset.total_seconds()) > 14 * 3600:
+        msg = f"--utc-offset {text!r} must look like +08:00 or -05:30 (at most 14 h)"
+        raise RecordError(msg)
+    return timezone(offset)
+
+
+def _time(text: str, where: str, zone: timezone) -> tuple[float, bool]:
+    """Seconds since the epoch, and whether the text carried no zone of its own."""
+    try:
+        return float(text), False
     except ValueError:
         pass
     try:
@@ -47,24 +102,68 @@ def _time(text: str, where: str) -> float:
         msg = f"{where}: time {text!r} is neither ISO 8601 nor Unix seconds"
         raise RecordError(msg) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        return moment.replace(tzinfo=zone).timestamp(), True
+    return moment.timestamp(), False
 
 
-def read_record(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _dialect(lines: list[str]) -> tuple[str, bool]:
+    """The column separator, and whether values may write a decimal comma (``12,5``).
+
+    A spreadsheet set to a decimal comma exports with ``;`` (or a tab) between columns;
+    with either, a comma in a value can only be a decimal one.
+    """
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        for separator in (";", "\t"):
+            if separator in line:
+                return separator, True
+        break
+    return ",", False
+
+
+def _value(text: str, where: str, decimal_comma: bool) -> float | None:
+    """The reading, or None for a cell that says there was none."""
+    cleaned = text.strip()
+    if cleaned.lower() in MISSING_VALUES:
+        return None
+    if decimal_comma:
+        cleaned = cleaned.replace(",", ".")
+    try:
+        value = float(cleaned)
+    except ValueError:
+        msg = f"{where}: value {text!r} is not a number"
+        raise RecordError(msg) from None
+    if not math.isfinite(value):
+        msg = f"{where}: value must be a finite number"
+        raise RecordError(msg)
+    return value
+
+
+def read_record(path: Path, zone: timezone = UTC) -> Record:
     """Times and values of a two-column CSV (a header row is optional).
+
+    Columns are separated by ``,``, or by ``;`` or a tab (values may then write a decimal
+    comma). Times without a zone are read in ``zone``. A row whose value cell is empty or
+    says NaN, NA or null is a missing reading and is left out; a row repeated exactly
+    (same time, same value, as a logger that resends writes) is read once. Both are
+    counted in the record's notes.
 
     Raises:
         RecordError: for an unreadable file, a bad row, or times that do not increase.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"{path}: cannot read the record: {exc}"
         raise RecordError(msg) from None
+    lines = text.splitlines()
+    separator, decimal_comma = _dialect(lines)
     times: list[float] = []
     values: list[float] = []
-    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+    missing = repeated = 0
+    zoneless = False
+    for number, row in enumerate(csv.reader(lines, delimiter=separator), start=1):
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
         where = f"{path}: line {number}"
@@ -73,30 +172,31 @@ def read_record(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise RecordError(msg)
         if number == 1 and not times:
             try:
-                float(row[1])
+                float(row[1].replace(",", ".") if decimal_comma else row[1])
             except ValueError:
-                continue  # a header
-        t = _time(row[0].strip(), where)
-        try:
-            value = float(row[1])
-        except ValueError:
-            msg = f"{where}: value {row[1]!r} is not a number"
-            raise RecordError(msg) from None
-        if not math.isfinite(value):
-            msg = f"{where}: value must be a finite number"
-            raise RecordError(msg)
+                if row[1].strip().lower() not in MISSING_VALUES:
+                    continue  # a header
+        t, naive = _time(row[0].strip(), where, zone)
         if not MIN_TIMESTAMP <= t <= MAX_TIMESTAMP:
             msg = f"{where}: time {row[0].strip()} is outside 2000-2100"
             raise RecordError(msg)
+        value = _value(row[1], where, decimal_comma)
+        zoneless = zoneless or naive
+        if value is None:
+            missing += 1
+            continue
+        if times and t == times[-1] and value == values[-1]:
+            repeated += 1
+            continue
         if times and t <= times[-1]:
             msg = f"{where}: time {row[0].strip()} does not come after the previous row"
             raise RecordError(msg)
         times.append(t)
         values.append(value)
     if not times:
-        msg = f"{path}: no rows"
+        msg = f"{path}: no rows with a value"
         raise RecordError(msg)
-    return np.array(times), np.array(values)
+    return Record(np.array(times), np.array(values), missing, repeated, zoneless)
 
 
 def backtest(

@@ -3,7 +3,7 @@
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -74,6 +74,13 @@ def test_replay_csv_draws_the_inverse_velocity_plot(failing_record, tmp_path):
     ("content", "channel", "message"),
     [
         ("time,value\n2026-01-01T00:00:00,1.0\n2026-01-01T00:00:00,1.1\n", CHANNEL, "line 3"),
+        ("time,value\n2026-01-01T00:00:00,1.0\n2026-01-01T01:00:00,1.0.5\n", CHANNEL, "line 3"),
+        ("time;value\n2026-01-01T00:00:00;1.234,5\n", CHANNEL, "value '1.234,5' is not a number"),
+        (
+            "time,value\n2026-01-01T00:00:00,\n2026-01-01T01:00:00,NaN\n",
+            CHANNEL,
+            "no rows with a value",
+        ),
         ("time,value\n2026-01-01T00:00:00,abc\n", CHANNEL, "value 'abc' is not a number"),
         ("time,value\nyesterday,1.0\n", CHANNEL, "neither ISO 8601 nor Unix seconds"),
         ("time,value\n1e300,1.0\n", CHANNEL, "outside 2000-2100"),
@@ -89,3 +96,69 @@ def test_replay_csv_refuses_a_bad_record_with_the_line(tmp_path, content, channe
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _export(failing_record, tmp_path, separator, decimal, zone_hours):
+    """The record as a logger or spreadsheet writes it: zoneless local times, gaps, resends."""
+    path, _ = failing_record
+    rows = path.read_text().splitlines()[1:]
+    local = timezone(timedelta(hours=zone_hours))
+    out = [f"Zeit{separator}Weg (mm)"]
+    for number, row in enumerate(rows):
+        when, value = row.split(",")
+        moment = datetime.fromisoformat(when).astimezone(local).replace(tzinfo=None)
+        cell = value.replace(".", decimal)
+        if number % 97 == 5:
+            cell = "" if number % 2 else "NaN"  # the logger had no reading
+        out.append(f"{moment.isoformat(sep=' ')}{separator}{cell}")
+        if number % 101 == 7:
+            out.append(out[-1])  # a resend
+    exported = tmp_path / "export.csv"
+    exported.write_text("\ufeff" + "\n".join(out) + "\n")  # with the BOM Excel writes
+    return exported
+
+
+def _reds(result):
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    return [c["t"] for c in lines if c.get("rule") == "slope_forecast" and c.get("to") == "red"]
+
+
+def test_a_spreadsheet_export_in_local_time_backtests_like_the_clean_record(
+    failing_record, tmp_path
+):
+    clean = edge(
+        "replay", "-c", EXAMPLE, "--csv", str(failing_record[0]), "--channel", CHANNEL, "--json"
+    )
+    assert clean.returncode == 0, clean.stderr
+    exported = _export(failing_record, tmp_path, ";", ",", 8)
+    result = edge(
+        "replay", "-c", EXAMPLE, "--csv", str(exported), "--channel", CHANNEL,
+        "--utc-offset", "+08:00", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "row(s) without a value left out as missing readings" in result.stderr
+    assert "repeated row(s) (same time, same value) read once" in result.stderr
+    assert "times without a zone read as UTC+08:00" in result.stderr
+    # the same moments, so the red comes at the same time (give or take the gaps' hour)
+    assert _reds(clean)
+    assert _reds(result)
+    assert abs(_reds(result)[0] - _reds(clean)[0]) <= HOUR
+    # read as UTC, the same file's red comes eight hours late: the note says why
+    as_utc = edge("replay", "-c", EXAMPLE, "--csv", str(exported), "--channel", CHANNEL, "--json")
+    assert as_utc.returncode == 0, as_utc.stderr
+    assert "give --utc-offset, e.g. +08:00, if the logger kept local time" in as_utc.stderr
+    assert abs(_reds(as_utc)[0] - _reds(clean)[0] - 8 * HOUR) <= HOUR
+
+
+def test_a_tab_separated_record_and_a_bad_utc_offset(failing_record, tmp_path):
+    exported = _export(failing_record, tmp_path, "\t", ".", 0)
+    result = edge("replay", "-c", EXAMPLE, "--csv", str(exported), "--channel", CHANNEL, "--json")
+    assert result.returncode == 0, result.stderr
+    assert _reds(result)
+    refused = edge(
+        "replay", "-c", EXAMPLE, "--csv", str(exported), "--channel", CHANNEL,
+        "--utc-offset", "Beijing",
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "--utc-offset 'Beijing' must look like +08:00" in refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
