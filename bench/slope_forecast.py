@@ -12,6 +12,10 @@ the real alarm engine over synthetic records from ``hardware_sim.slope_corpus``:
 Seeds below 1000 are the tuning set; the check set (seeds from 1000) was never used for
 tuning and is reported on its own.
 
+Each failure record in the targets' scope is also run with an abrupt onset (the same
+parameters, samples and noise; steady creep, then Voight's law alone: Fukuzono's picture),
+reported as ``abrupt_onset``: a method must not depend on the corpus's gradual form.
+
 Prints per set: lead times per level, the failure-time error at the first red as a
 fraction of the remaining time, false levels per site-year, each also split by sampling
 interval and noise, and whether the targets hold (for hourly or faster sampling and noise
@@ -140,10 +144,18 @@ def outcome(
     return out
 
 
+def _record(family: str, seed: int) -> SlopeRecord:
+    """``failure`` (gradual onset), ``abrupt`` (the same record, abrupt onset) or ``quiet``."""
+    if family == "quiet":
+        return quiet_site_year(seed)
+    return failure_record(seed, onset="abrupt" if family == "abrupt" else "gradual")
+
+
 def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
     """Run the rule over one record; return what the report needs of it."""
-    family, seed, overrides = job
-    record = failure_record(seed) if family == "failure" else quiet_site_year(seed)
+    kind, seed, overrides = job
+    record = _record(kind, seed)
+    family = "quiet" if kind == "quiet" else "failure"
     rule = _rule_for(overrides)
     engine = AlarmEngine([rule], "numba")
     good = np.ones(record.t.shape[0], dtype=bool)
@@ -297,17 +309,32 @@ def main(argv: list[str] | None = None) -> None:
         base = CHECK_SEED if name == "check" else 0
         jobs = [("failure", base + i, overrides) for i in range(args.failures)]
         jobs += [("quiet", base + i, overrides) for i in range(args.quiet)]
+        # the same failures with an abrupt onset, those in the targets' scope only
+        abrupt = [
+            ("abrupt", base + i, overrides)
+            for i in range(args.failures)
+            if failure_record(base + i).noise_mm <= 0.05
+        ]
         t0 = time.perf_counter()
-        results = run(jobs, args.workers)
-        details[name] = results
+        everything = run(jobs + abrupt, args.workers)
+        results, abrupt_results = everything[: len(jobs)], everything[len(jobs) :]
+        quiet = [r for r in results if r["family"] == "quiet"]
+        details[name] = everything
         report[name] = {
             "seconds": round(time.perf_counter() - t0, 1),
             "all": summarise(results),
             "split": _split(results),
             "targets": verdict(results),
             "misses_by_signal": misses_by_signal(results),
+            "abrupt_onset": {
+                "split": _split(abrupt_results),
+                "targets": verdict(abrupt_results + quiet),
+                "misses_by_signal": misses_by_signal(abrupt_results),
+            },
         }
         print(f"{name}: {json.dumps(report[name]['targets'])}", file=sys.stderr)
+        abrupt_targets = report[name]["abrupt_onset"]["targets"]
+        print(f"{name}, abrupt onset: {json.dumps(abrupt_targets)}", file=sys.stderr)
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.details:
         args.details.write_text(json.dumps(details, indent=1))

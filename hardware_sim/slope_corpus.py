@@ -8,7 +8,11 @@ Two families, each drawn from a seed so that a record can be rebuilt exactly:
   failure at which the accelerating part equals the steady creep (the velocity has
   doubled); before that it fades out, as measured creep curves do at the onset of
   acceleration. For ``alpha = 2`` the inverse velocity of the accelerating part is a
-  straight line to zero at ``t_f`` (Fukuzono 1985).
+  straight line to zero at ``t_f`` (Fukuzono 1985). With ``onset="abrupt"`` the same
+  record (same parameters, samples and noise) creeps steadily until ``T`` before failure
+  and then accelerates as Voight's law alone, ``v = v_s * (T / (t_f - t)) ** p``: the
+  velocity is continuous, its rise starts at once. That is Fukuzono's picture (a straight
+  1/v line from the onset) and the form the simulator's creeping slope takes.
 - **quiet site-years**: a year of steady creep with rain-driven seasonal accelerations that
   slow down again, a sensor re-installation step, and daily temperature cycles, and no
   failure.
@@ -70,6 +74,26 @@ def tertiary_displacement(
     return np.asarray(v_s * tertiary_s * scaled / (p - 1.0), dtype=np.float64)
 
 
+def accelerating_part(params: dict[str, float], tau_s: FloatArray) -> FloatArray:
+    """A failure record's motion beyond its steady creep, ``tau_s`` seconds before failure.
+
+    Up to a constant; for either onset (``params["abrupt_onset"]`` 1 for abrupt).
+    """
+    creep, alpha = params["creep_mm_day"], params["alpha"]
+    tertiary_s = params["tertiary_h"] * HOUR
+    if not params.get("abrupt_onset"):
+        return tertiary_displacement(tau_s, creep, tertiary_s, alpha)
+    v_s = creep / DAY
+    p = 1.0 / (alpha - 1.0)
+    inside = np.minimum(tau_s, tertiary_s) / tertiary_s
+    if abs(p - 1.0) < 1e-12:
+        voight = -v_s * tertiary_s * np.log(inside)
+    else:
+        voight = v_s * tertiary_s * (1.0 - inside ** (1.0 - p)) / (1.0 - p)
+    # steady creep stops counting at the onset: the Voight motion replaces it
+    return np.asarray(voight + v_s * (np.minimum(tau_s, tertiary_s) - tertiary_s), dtype=np.float64)
+
+
 def tertiary_signal(record: SlopeRecord, lead_h: float, window_s: float = 14 * DAY) -> float:
     """How plainly a failure record's acceleration shows ``lead_h`` hours before failure.
 
@@ -84,10 +108,7 @@ def tertiary_signal(record: SlopeRecord, lead_h: float, window_s: float = 14 * D
         return 0.0
     end = record.failure_t - lead_h * HOUR
     t = np.arange(end - window_s, end, HOUR) + HOUR
-    p = record.params
-    tail = tertiary_displacement(
-        record.failure_t - t, p["creep_mm_day"], p["tertiary_h"] * HOUR, p["alpha"]
-    )
+    tail = accelerating_part(record.params, record.failure_t - t)
     turn = 2.0 * math.pi * (t - ORIGIN) / DAY
     creep_and_cycle = np.stack([np.ones_like(t), (t - t[0]) / DAY, np.cos(turn), np.sin(turn)], 1)
     fitted, *_ = np.linalg.lstsq(creep_and_cycle, tail, rcond=None)
@@ -116,8 +137,21 @@ def _outliers(rng: np.random.Generator, x: FloatArray, noise_mm: float, rate: fl
     return np.asarray(np.where(hit, x + size, x), dtype=np.float64)
 
 
-def failure_record(seed: int, interval_s: float | None = None) -> SlopeRecord:
-    """A creeping slope that accelerates to failure, drawn from ``seed``."""
+def failure_record(
+    seed: int, interval_s: float | None = None, onset: str = "gradual"
+) -> SlopeRecord:
+    """A creeping slope that accelerates to failure, drawn from ``seed``.
+
+    ``onset`` is ``"gradual"`` (the accelerating part superposed on the creep) or
+    ``"abrupt"`` (steady creep, then Voight's law alone); the two records of a seed share
+    every parameter, sample time and noise draw.
+
+    Raises:
+        ValueError: for another ``onset``.
+    """
+    if onset not in ("gradual", "abrupt"):
+        msg = f"onset must be 'gradual' or 'abrupt', not {onset!r}"
+        raise ValueError(msg)
     rng = np.random.default_rng([11, seed])
     interval = interval_s if interval_s is not None else float(rng.choice([600.0, 3600.0]))
     creep = float(math.exp(rng.uniform(math.log(0.1), math.log(2.0))))
@@ -127,21 +161,21 @@ def failure_record(seed: int, interval_s: float | None = None) -> SlopeRecord:
     before_s = tertiary_s + rng.uniform(10.0, 20.0) * DAY
     failure_t = ORIGIN + before_s + rng.uniform(0.0, interval)
     t = _sample_times(rng, ORIGIN, failure_t, interval, missing=rng.uniform(0.0, 0.05))
-    tau = failure_t - t
-    x = 100.0 + creep / DAY * (t - ORIGIN)
-    x += tertiary_displacement(tau, creep, tertiary_s, alpha)
+    params = {
+        "creep_mm_day": creep,
+        "alpha": alpha,
+        "tertiary_h": tertiary_s / HOUR,
+        "abrupt_onset": 1.0 if onset == "abrupt" else 0.0,
+    }
+    x = 100.0 + creep / DAY * (t - ORIGIN) + accelerating_part(params, failure_t - t)
     x -= x[0] - 100.0
     cycle_mm = rng.uniform(0.0, 1.0) * noise
     x += cycle_mm * np.sin(2 * math.pi * (t - ORIGIN) / DAY + rng.uniform(0, 2 * math.pi))
     x += rng.normal(0.0, noise, t.shape[0])
     x = _outliers(rng, x, noise, rate=rng.uniform(0.0, 0.003))
-    params = {
-        "creep_mm_day": creep,
-        "alpha": alpha,
-        "tertiary_h": tertiary_s / HOUR,
-        "cycle_mm": cycle_mm,
-    }
-    return SlopeRecord(f"failure-{seed}", t, x, interval, noise, failure_t, params)
+    params["cycle_mm"] = cycle_mm
+    name = f"failure-{seed}" if onset == "gradual" else f"failure-{seed}-abrupt"
+    return SlopeRecord(name, t, x, interval, noise, failure_t, params)
 
 
 def _seasonal_velocity_factor(
