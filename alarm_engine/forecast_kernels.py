@@ -10,6 +10,10 @@ reports the failure time, its 95 % profile-likelihood interval (calibrated on th
 corpus: ``INTERVAL_CHI2``), alpha, the velocity now
 and the evidence (an F statistic) that the fit explains the record better than steady
 creep (with its daily cycle).
+When that forecast fails the evidence test, ``windowed_forecast`` fits the window's
+latest quarter, then its latest eighth (``WINDOW_SHARES``), and takes the first that
+passes: a slope whose tertiary creep began abruptly inside the window is no fit for
+steady creep plus Voight's law over the whole of it, but is over the part after the onset.
 ``forecast_kernel`` runs it over a batch of samples and turns forecasts into levels.
 Like ``kernels.py`` it mirrors its reference (``reference_forecast.py``) formula by
 formula, never allocates and never raises on data.
@@ -30,7 +34,8 @@ How it stands to the published methods:
 - Carla et al. (2017) give guidelines for filtering inverse velocity (short- and
   long-term moving averages) and for picking the onset of acceleration before fitting.
   The evidence test against steady creep, the alpha range and the agreement of
-  consecutive forecasts take the place of a hand-picked onset; hourly bins and the
+  consecutive forecasts take the place of a hand-picked onset, and fitting the window's
+  later parts when the whole fails finds an abrupt onset inside it; hourly bins and the
   robust cleaning take the place of the filters.
 - Intrieri et al. (2019) review slope-scale forecasting: a forecast needs its
   uncertainty, and temporary accelerations cause the false alarms. Each forecast carries
@@ -76,6 +81,7 @@ from alarm_engine.forecast_layout import (
     STEP_SCALES,
     TRIED,
     VELOCITY,
+    WINDOW_SHARES,
 )
 from alarm_engine.kernels import (
     CHAIN,
@@ -674,6 +680,40 @@ def confirmed_lead(ks: FloatArray, confirm: int, t_now: float, max_drift: float)
 
 
 @jit
+def windowed_forecast(
+    buf: FloatArray,
+    start: int,
+    end: int,
+    t_now: float,
+    cfg: FloatArray,
+    s: FloatArray,
+    work: FloatArray,
+    out: FloatArray,
+) -> bool:
+    """The forecast over the whole window or, when that one is set aside, over its latest part.
+
+    The window's later parts (``WINDOW_SHARES``), longest first, are fitted in turn; the
+    first whose forecast is accepted (``accepted_failure_t``) stands, else the whole
+    window's does. False when the whole window holds too little data.
+    """
+    ok = forecast_window(buf, start, end, t_now, cfg, s, work, out)
+    if not ok or accepted_failure_t(out, cfg) < math.inf:
+        return ok
+    kept = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
+    first = start
+    for j in range(1, len(WINDOW_SHARES)):
+        edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[j]
+        while first < end and buf[first, 0] <= edge:
+            first += 1
+        fitted = forecast_window(buf, first, end, t_now, cfg, s, work, out)
+        if fitted and accepted_failure_t(out, cfg) < math.inf:
+            return True
+    for k in range(OUT_SIZE):
+        out[k] = kept[k]
+    return True
+
+
+@jit
 def forecast_kernel(
     t: FloatArray,
     v: FloatArray,
@@ -721,7 +761,7 @@ def forecast_kernel(
         if ti < ks[KS_NEXT]:
             continue
         ks[KS_NEXT] = ti + cfg[EVAL_EVERY_S]
-        ok = forecast_window(buf, ip[0], ip[1], ti, cfg, s, work, snap)
+        ok = windowed_forecast(buf, ip[0], ip[1], ti, cfg, s, work, snap)
         for k in range(confirm - 1, 0, -1):
             ks[KS_HISTORY + k] = ks[KS_HISTORY + k - 1]
         ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok else math.inf

@@ -25,6 +25,13 @@ INTERVAL_CHI2 = 6.635
 #: The daily cycle is fitted only over a window spanning at least this many hours (two
 #: turns): over less, a cosine and a sine pass for a curve and a slope.
 CYCLE_MIN_SPAN_H = 48.0
+#: The shares of the rule's window fitted, longest first: the whole window, then, when its
+#: forecast is set aside, its latest quarter and eighth (3.5 and 1.75 days of 14). A slope
+#: whose tertiary creep began abruptly inside the window (steady creep, then Voight's law
+#: alone) is no fit for steady creep plus Voight's law over the whole of it; over the part
+#: after the onset it is. Measured with ``bench/slope_forecast.py``'s ``abrupt_onset``; a
+#: half-window share was left out: it took a seasonal acceleration for an onset.
+WINDOW_SHARES = (1.0, 0.25, 0.125)
 #: Layout of a forecast (the rule's value snapshot).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
 OUT_SIZE = 7

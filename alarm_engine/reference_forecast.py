@@ -29,6 +29,7 @@ from alarm_engine.forecast_layout import (
     OUTLIER_SCALES,
     REFINE,
     STEP_SCALES,
+    WINDOW_SHARES,
 )
 from alarm_engine.reference_metrics import NAN, Evaluation, negated, threshold_levels
 from site_schema.rule_specs import FailureForecastRule
@@ -445,6 +446,22 @@ def accepted_failure_t(forecast: tuple[float, ...], rule: FailureForecastRule) -
     return failure_t
 
 
+def windowed_forecast(
+    samples: deque[tuple[float, float]], t_now: float, rule: FailureForecastRule
+) -> tuple[float, ...] | None:
+    """The whole window's forecast, or its latest part's (see ``forecast_kernels``)."""
+    forecast = forecast_window(samples, t_now, rule)
+    if forecast is None or accepted_failure_t(forecast, rule) < INF:
+        return forecast
+    for share in WINDOW_SHARES[1:]:
+        edge = t_now - rule.window_s * share
+        later = deque(sample for sample in samples if sample[0] > edge)
+        trial = forecast_window(later, t_now, rule)
+        if trial is not None and accepted_failure_t(trial, rule) < INF:
+            return trial
+    return forecast
+
+
 def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> float:
     """Hours to the latest of the confirming failure times; inf if they do not confirm."""
     latest = history[0]
@@ -479,7 +496,7 @@ class ForecastMetric:
         if t < self.next_eval:
             return None
         self.next_eval = t + self.rule.eval_every_s
-        return self.judge(t, forecast_window(self.samples, t, self.rule))
+        return self.judge(t, windowed_forecast(self.samples, t, self.rule))
 
     def judge(self, t: float, forecast: tuple[float, ...] | None) -> Evaluation:
         """Take the forecast made at ``t`` (None: too little data); its levels, if any.

@@ -13,7 +13,10 @@ yellows a site-year on the tuning set (seeds below 1000). The clean ones are ran
 smaller of red >= 24 h and orange >= 48 h, then by the share within 10 % at the first red;
 the best is then scored once on the check set. A setting that also shapes the fit
 (``alpha_range`` bounds the exponents searched as well as those accepted) is replayed
-for acceptance only: change it with ``--fit`` to see its whole effect.
+for acceptance only: change it with ``--fit`` to see its whole effect. So are the
+acceptance settings (``min_evidence``, ``alpha_range``, ``max_spread``) in one more way:
+they also choose, as the fit runs, whether a later part of the window is fitted instead
+of the whole (``forecast_kernels.windowed_forecast``).
 
     .venv/bin/python bench/slope_forecast_grid.py \\
         --grid '{"max_drift": [0.2, 0.25, 0.3], "confirm": [2, 3]}'
@@ -83,7 +86,7 @@ def forecasts(record: SlopeRecord, rule: FailureForecastRule) -> np.ndarray:
         if t[i] < next_eval:
             continue
         next_eval = t[i] + rule.eval_every_s
-        enough = fk.forecast_window(buf, start, i + 1, t[i], cfg, scratch, work, out)
+        enough = fk.windowed_forecast(buf, start, i + 1, t[i], cfg, scratch, work, out)
         made.append([t[i], float(enough), *out])
     return np.array(made)
 

@@ -11,10 +11,10 @@ from alarm_engine import AlarmEngine
 from alarm_engine import forecast_kernels as fk
 from alarm_engine.reference_forecast import confirmed_lead as reference_confirmed_lead
 from alarm_engine.reference_forecast import expected_motion as reference_expected_motion
-from alarm_engine.reference_forecast import forecast_window as reference_forecast_window
 from alarm_engine.reference_forecast import interval as reference_interval
+from alarm_engine.reference_forecast import windowed_forecast as reference_windowed_forecast
 from edge_agent.site_file import load_site
-from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
+from hardware_sim.slope_corpus import ORIGIN, accelerating_part, tertiary_displacement
 from site_schema.rule_specs import FailureForecastRule
 from site_schema.site_errors import SiteConfigError
 
@@ -45,6 +45,23 @@ def failing_slope(days, creep_mm_day=0.5, tertiary_h=100.0, alpha=2.0, every_s=H
     return t, x, failure_t
 
 
+def abrupt_slope(days, creep_mm_day=0.5, tertiary_h=100.0, alpha=2.0, every_s=HOUR):
+    """A noise-free slope: steady creep, then Voight's law alone from ``tertiary_h`` before failure.
+
+    That is Fukuzono's picture, 1/v a straight line from the onset.
+    """
+    failure_t = ORIGIN + days * DAY + 0.5
+    t = np.arange(ORIGIN, failure_t - every_s / 2, every_s)
+    params = {
+        "creep_mm_day": creep_mm_day,
+        "alpha": alpha,
+        "tertiary_h": tertiary_h,
+        "abrupt_onset": 1.0,
+    }
+    x = 100.0 + creep_mm_day / DAY * (t - ORIGIN) + accelerating_part(params, failure_t - t)
+    return t, x, failure_t
+
+
 def replay(rule, t, x, backend="numba"):
     engine = AlarmEngine([rule], backend)
     changes = engine.replay({CHANNEL: (t, x, np.ones(t.shape[0], dtype=bool))})
@@ -68,7 +85,8 @@ def forecast_at_last_sample(rule, t, x, backend):
             forecast["alpha"],
         )
     inside = t > t[-1] - rule.window_s
-    result = reference_forecast_window(deque(zip(t[inside], x[inside], strict=True)), t[-1], rule)
+    samples = deque(zip(t[inside], x[inside], strict=True))
+    result = reference_windowed_forecast(samples, t[-1], rule)
     assert result is not None
     _, failure_t, low, high, alpha, _, _ = result
     return failure_t, low, high, alpha
@@ -115,6 +133,21 @@ def test_red_comes_a_day_ahead_with_the_forecast_in_the_event():
     assert [c.new for c in changes if c.kind == "rise"] == sorted(
         c.new for c in changes if c.kind == "rise"
     )
+
+
+def test_an_abrupt_onset_is_forecast_from_the_latest_part_of_the_window():
+    """Steady creep then a pure Voight curve: no fit for the whole 14-day window.
+
+    Over the whole window the fit settles on an exponent out of range; over its latest
+    quarter or eighth, after the onset, it is exact. Red comes a day ahead.
+    """
+    t, x, failure_t = abrupt_slope(20, tertiary_h=100.0)
+    _, changes = replay(forecast_rule(), t, x)
+    reds = [c for c in changes if c.new == 4]
+    assert reds, [c.detail for c in changes]
+    assert failure_t - reds[0].t >= 24 * HOUR
+    forecast_t = reds[0].t + reds[0].metric * HOUR
+    assert abs(forecast_t - failure_t) / (failure_t - reds[0].t) < 0.05
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -275,6 +308,29 @@ def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_dri
     assert compiled_changes == reference_changes
     assert compiled.metrics() == reference.metrics()
     assert compiled_changes, "the record should raise a level"
+
+
+def test_numba_and_the_reference_agree_when_a_later_part_of_the_window_is_fitted():
+    rng = np.random.default_rng(5)
+    t, x, failure_t = abrupt_slope(9, creep_mm_day=1.0, tertiary_h=70.0, alpha=1.9)
+    x = x + rng.normal(0.0, 0.001, t.shape[0])
+    x[150] += 1.5  # an outlier inside the later part
+    rule = forecast_rule(
+        window_s=8 * DAY,  # its quarter and eighth span 2 days and 1 day
+        min_span_s=DAY / 2,
+        min_bins=12,
+        eval_every_s=3 * HOUR,
+        min_evidence=200.0,
+    )
+    compiled, compiled_changes = replay(rule, t, x, "numba")
+    reference, reference_changes = replay(rule, t, x, "reference")
+    assert compiled_changes == reference_changes
+    assert compiled.metrics() == reference.metrics()
+    rises = [c for c in compiled_changes if c.kind == "rise"]
+    # the whole window's fit sets alpha near 1.16 until the last hours; the rise half a
+    # day ahead or more comes from a later part of it
+    assert rises, "the record should rise"
+    assert failure_t - rises[0].t >= 12 * HOUR
 
 
 @pytest.mark.parametrize("backend", ["numba", "reference"])
