@@ -643,7 +643,7 @@ def _replay_csv(
     try:
         zone = UTC if utc_offset is None else parse_utc_offset(utc_offset)
         record = read_record(csv_file, zone)
-        for note in record.notes(zone):  # on stderr: --json keeps stdout to JSON lines
+        for note in record.notes():  # on stderr: --json keeps stdout to JSON lines
             err_console.print(f"{csv_file}: {note}", highlight=False, markup=False, soft_wrap=True)
         result = backtest(site, channel, record.t, record.x, backend)
         if plot is not None:

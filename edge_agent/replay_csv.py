@@ -47,11 +47,12 @@ class Record:
 
     t: np.ndarray
     x: np.ndarray
+    zone: timezone = UTC
     missing: int = 0
     repeated: int = 0
     zoneless: bool = False
 
-    def notes(self, utc_offset: timezone) -> list[str]:
+    def notes(self) -> list[str]:
         """What a technician should know about how the file was read."""
         said = []
         if self.missing:
@@ -60,19 +61,10 @@ class Record:
             said.append(f"{self.repeated} repeated row(s) (same time, same value) read once")
         if self.zoneless:
             said.append(
-                f"times without a zone read as UTC{_offset_text(utc_offset)}"
+                f"times without a zone read as {self.zone.tzname(None)}"
                 " (give --utc-offset, e.g. +08:00, if the logger kept local time)"
             )
         return said
-
-
-def _offset_text(zone: timezone) -> str:
-    offset = zone.utcoffset(None)
-    if not offset:
-        return ""
-    minutes = int(offset.total_seconds() // 60)
-    sign = "+" if minutes >= 0 else "-"
-    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def parse_utc_offset(text: str) -> timezone:
@@ -122,15 +114,17 @@ def _dialect(lines: list[str]) -> tuple[str, bool]:
     return ",", False
 
 
+def _number(text: str, decimal_comma: bool) -> float:
+    """A cell as a number; raises ``ValueError`` for one that is not."""
+    return float(text.strip().replace(",", ".") if decimal_comma else text)
+
+
 def _value(text: str, where: str, decimal_comma: bool) -> float | None:
     """The reading, or None for a cell that says there was none."""
-    cleaned = text.strip()
-    if cleaned.lower() in MISSING_VALUES:
+    if text.strip().lower() in MISSING_VALUES:
         return None
-    if decimal_comma:
-        cleaned = cleaned.replace(",", ".")
     try:
-        value = float(cleaned)
+        value = _number(text, decimal_comma)
     except ValueError:
         msg = f"{where}: value {text!r} is not a number"
         raise RecordError(msg) from None
@@ -172,7 +166,7 @@ def read_record(path: Path, zone: timezone = UTC) -> Record:
             raise RecordError(msg)
         if number == 1 and not times:
             try:
-                float(row[1].replace(",", ".") if decimal_comma else row[1])
+                _number(row[1], decimal_comma)
             except ValueError:
                 if row[1].strip().lower() not in MISSING_VALUES:
                     continue  # a header
@@ -196,7 +190,7 @@ def read_record(path: Path, zone: timezone = UTC) -> Record:
     if not times:
         msg = f"{path}: no rows with a value"
         raise RecordError(msg)
-    return Record(np.array(times), np.array(values), missing, repeated, zoneless)
+    return Record(np.array(times), np.array(values), zone, missing, repeated, zoneless)
 
 
 def backtest(
