@@ -42,6 +42,7 @@ from edge_agent.config_probe import probe_device
 from edge_agent.control_messages import StatusReply
 from edge_agent.enroll import broker_endpoint, enrollment_state, load_enrollment
 from edge_agent.mounts import mount_of
+from site_schema.rule_sampling import poll_intervals
 from site_schema.rule_specs import FailureForecastRule
 from site_schema.site_config import SiteConfig
 
@@ -293,11 +294,7 @@ def check_slope_polling(site: SiteConfig) -> list[Finding]:
     ahead of every failure with 10-minute readings and of 86 % with hourly ones: an hourly
     bin of one noisy reading hides the start of a short tertiary phase on slow creep.
     """
-    polls = {
-        device.channel_id(name): device.poll_interval_s
-        for device in site.devices
-        for name in device.polled_channels()
-    }
+    polls = poll_intervals(site.devices)
     findings = []
     for rule in site.rules:
         if not isinstance(rule, FailureForecastRule) or rule.channel not in polls:

@@ -7,8 +7,9 @@ reads parsed configuration only; it never evaluates a sample.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+from drivers.device_config import DeviceConfig
 from site_schema.rule_specs import (
     DisplacementAccelerationRule,
     DisplacementVelocityRule,
@@ -46,6 +47,15 @@ def _windows(rule: RuleSpec, poll_s: float) -> list[tuple[str, float, float, int
             return [("window_s", rule.window_s, held, rule.min_bins)]
         case _:
             return []
+
+
+def poll_intervals(devices: Sequence[DeviceConfig]) -> dict[str, float]:
+    """Each polled channel's site-wide id and its device's poll interval in seconds."""
+    return {
+        device.channel_id(name): device.poll_interval_s
+        for device in devices
+        for name in device.polled_channels()
+    }
 
 
 def check_sample_counts(

@@ -35,7 +35,7 @@ from protocol import (
 from protocol.levels import LEVEL_NAMES
 from site_schema.actuation_spec import ActuationSpec
 from site_schema.rule_includes import IncludedRules, check_clashes, expand_includes
-from site_schema.rule_sampling import check_sample_counts
+from site_schema.rule_sampling import check_sample_counts, poll_intervals
 from site_schema.rule_specs import ChannelInfo, RuleSpec
 from site_schema.rules import RuleError, parse_rules
 from site_schema.siren_node import SETTINGS, SirenNodeSpec
@@ -531,12 +531,7 @@ def _checked_rules(
     source: str, raw: Any, devices: Sequence[DeviceConfig], included: list[IncludedRules]
 ) -> tuple[RuleSpec, ...]:
     rules = _parse_rules(source, raw, devices, included)
-    polls = {
-        device.channel_id(name): device.poll_interval_s
-        for device in devices
-        for name in device.polled_channels()
-    }
-    check_sample_counts(source, rules, polls)
+    check_sample_counts(source, rules, poll_intervals(devices))
     return rules
 
 
