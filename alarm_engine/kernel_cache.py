@@ -53,7 +53,7 @@ def prune_other_versions(current: str, keep: int = KEEP_OTHER_VERSIONS) -> list[
     try:
         os.utime(here)  # used now: the version running is the most recent
         others = sorted(
-            (d for d in here.parent.glob("engine-*") if d.is_dir() and d != here and _named(d)),
+            (d for d in version_dirs(here.parent) if d != here),
             key=lambda d: d.stat().st_mtime,
             reverse=True,
         )
@@ -63,6 +63,16 @@ def prune_other_versions(current: str, keep: int = KEEP_OTHER_VERSIONS) -> list[
     for directory in removed:
         shutil.rmtree(directory, ignore_errors=True)
     return removed
+
+
+def version_dirs(base: Path) -> list[Path]:
+    """The engine versions' kernel directories under ``base``: those named like one.
+
+    Anything else there (a note, a directory an operator made) is not a version's.
+    """
+    if not base.is_dir():
+        return []
+    return [d for d in base.glob("engine-*") if d.is_dir() and _named(d)]
 
 
 def _named(directory: Path) -> bool:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from alarm_engine.kernel_cache import engine_cache_dir
+from alarm_engine.kernel_cache import engine_cache_dir, version_dirs
 from drivers.bus import ModbusBus, TransactionError
 from drivers.bus_config import SerialBusConfig
 from drivers.port_problem import fix_for
@@ -281,7 +281,7 @@ def check_numba(data_dir: Path, surroundings: Surroundings) -> Finding:
         return Finding(
             "numba", "ok", f"alarm kernels compiled and cached ({len(compiled)} in {cache})"
         )
-    others = len(list(base.glob("engine-*"))) if base.is_dir() else 0
+    others = len(version_dirs(base))
     kept = f"; {base} keeps {others} other version(s)' kernels, not this one's" if others else ""
     why = f"no compiled kernels in {cache}: the first start compiles them (seconds to a minute)"
     return Finding("numba", "warn", why + kept)

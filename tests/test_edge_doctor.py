@@ -343,6 +343,7 @@ def test_the_numba_check_counts_only_this_versions_kernels(
     older = base / "engine-0123456789abcdef"
     older.mkdir(parents=True)
     (older / "kernels.probe-1.py311.nbi").write_bytes(b"")
+    (base / "engine-notes").mkdir()  # not a version's: an operator's, say
     finding = check_numba(data, Surroundings(numba_installed=lambda: True))
     assert finding.verdict == "warn"
     assert "keeps 1 other version(s)' kernels, not this one's" in finding.detail
