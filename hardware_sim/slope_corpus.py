@@ -97,24 +97,26 @@ def accelerating_part(params: dict[str, float], tau_s: FloatArray) -> FloatArray
 def tertiary_signal(record: SlopeRecord, lead_h: float, window_s: float = 14 * DAY) -> float:
     """How plainly a failure record's acceleration shows ``lead_h`` hours before failure.
 
-    The accelerating part of the record's true motion, in hourly bins over the
-    ``window_s`` ending then, after the best steady creep and daily cycle are taken out
-    of it, as a sum of squares over the noise variance of one bin (the noncentrality of a
-    test for acceleration with the noise known). It grows with the creep rate, the
-    tertiary phase and the readings per hour, and falls with the noise. It is what the
-    record carries, not what any rule makes of it; zero for a record that does not fail.
+    The accelerating part of the record's true motion at the samples the record holds in
+    the ``window_s`` ending then, after the best steady creep and daily cycle are taken
+    out of it, as a sum of squares over the noise variance (the noncentrality of a test
+    for acceleration with the noise known). It grows with the creep rate, the tertiary
+    phase and the readings held, and falls with the noise; missing samples and a
+    telemetry gap late in the window take from it. It is what the record carries, not
+    what any rule makes of it; zero for a record that does not fail.
     """
     if not record.fails:
         return 0.0
     end = record.failure_t - lead_h * HOUR
-    t = np.arange(end - window_s, end, HOUR) + HOUR
+    t = record.t[(record.t > end - window_s) & (record.t <= end)]
+    if t.shape[0] < 5:
+        return 0.0
     tail = accelerating_part(record.params, record.failure_t - t)
     turn = 2.0 * math.pi * (t - ORIGIN) / DAY
     creep_and_cycle = np.stack([np.ones_like(t), (t - t[0]) / DAY, np.cos(turn), np.sin(turn)], 1)
     fitted, *_ = np.linalg.lstsq(creep_and_cycle, tail, rcond=None)
     left = tail - creep_and_cycle @ fitted
-    bin_variance = record.noise_mm**2 * record.interval_s / HOUR
-    return float(left @ left / bin_variance)
+    return float(left @ left / record.noise_mm**2)
 
 
 def _sample_times(

@@ -12,23 +12,40 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from hardware_sim.slope_corpus import failure_record, quiet_site_year, tertiary_signal
+from hardware_sim.slope_corpus import SlopeRecord, failure_record, quiet_site_year, tertiary_signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from slope_forecast import misses_by_signal
+
+
+def every(record: SlopeRecord, interval_s: float) -> SlopeRecord:
+    """The record's slope sampled every ``interval_s``, with none missing, up to failure."""
+    t = np.arange(record.failure_t - 30 * 86400.0, record.failure_t, interval_s)
+    return dataclasses.replace(record, t=t, x=np.zeros_like(t), interval_s=interval_s)
 
 
 def test_the_signal_grows_as_failure_nears_and_with_readings_and_falls_with_noise() -> None:
     record = failure_record(3)
     day, two_days, week = (tertiary_signal(record, h) for h in (24.0, 48.0, 168.0))
     assert day > two_days > week > 0.0
-    hourly = dataclasses.replace(record, interval_s=3600.0)
-    ten_minute = dataclasses.replace(record, interval_s=600.0)
-    assert tertiary_signal(ten_minute, 24.0) == pytest.approx(6.0 * tertiary_signal(hourly, 24.0))
+    hourly = tertiary_signal(every(record, 3600.0), 24.0)
+    ten_minute = tertiary_signal(every(record, 600.0), 24.0)
+    assert ten_minute == pytest.approx(6.0 * hourly, rel=0.05)
     noisier = dataclasses.replace(record, noise_mm=2.0 * record.noise_mm)
     assert tertiary_signal(noisier, 24.0) == pytest.approx(day / 4.0)
+
+
+def test_readings_the_record_does_not_hold_carry_no_signal() -> None:
+    whole = every(failure_record(3), 3600.0)
+    before = tertiary_signal(whole, 24.0)
+    # the last two days before the evaluation lost, as when a battery ran flat
+    end = whole.failure_t - 24 * 3600.0
+    kept = (whole.t <= end - 48 * 3600.0) | (whole.t > end)
+    gap = dataclasses.replace(whole, t=whole.t[kept], x=whole.x[kept])
+    assert 0.0 < tertiary_signal(gap, 24.0) < 0.8 * before
 
 
 def test_steady_creep_and_a_failure_far_off_carry_nothing_to_tell() -> None:
