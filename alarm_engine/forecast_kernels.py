@@ -14,6 +14,10 @@ When that forecast fails the evidence test, ``windowed_forecast`` fits the windo
 latest quarter, then its latest eighth (``WINDOW_SHARES``), and takes the first that
 passes: a slope whose tertiary creep began abruptly inside the window is no fit for
 steady creep plus Voight's law over the whole of it, but is over the part after the onset.
+Over the eighth it also fits Voight's law alone (``c = 0``), as the slope moves after an
+abrupt onset, and keeps that fit unless the steady creep term improves it by more than
+the interval's chi-square point (a likelihood-ratio test): over a day or two, steady creep
+and the exponent trade off within the noise, and the fit with both wanders.
 ``forecast_kernel`` runs it over a batch of samples and turns forecasts into levels.
 Like ``kernels.py`` it mirrors its reference (``reference_forecast.py``) formula by
 formula, never allocates and never raises on data.
@@ -35,8 +39,9 @@ How it stands to the published methods:
   long-term moving averages) and for picking the onset of acceleration before fitting.
   The evidence test against steady creep, the alpha range and the agreement of
   consecutive forecasts take the place of a hand-picked onset, and fitting the window's
-  later parts when the whole fails finds an abrupt onset inside it; hourly bins and the
-  robust cleaning take the place of the filters.
+  later parts when the whole fails finds an abrupt onset inside it (over the latest,
+  Voight's law alone when the data allow: Fukuzono's straight 1/v line from the onset);
+  hourly bins and the robust cleaning take the place of the filters.
 - Intrieri et al. (2019) review slope-scale forecasting: a forecast needs its
   uncertainty, and temporary accelerations cause the false alarms. Each forecast carries
   its 95 % interval; it counts only when the interval is bounded and narrow enough
@@ -347,34 +352,72 @@ def _two_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, f
 
 
 @jit
-def _voight_rss(s: FloatArray, nb: int, p: float, fit: FitSums) -> tuple[float, float, float]:
+def _one_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float]:
+    """Fit the bins to the regressor in column S_G alone, beside the mean and the cycle.
+
+    As ``_two_term_fit`` with no rate on time: (rss, the coefficient on S_G); (inf, nan)
+    when the regressor is constant once the cycle is out of it.
+    """
+    sw, _, mx, _, _, sxx, _, _, xe1, xe2, _ = fit
+    sg = 0.0
+    for i in range(nb):
+        sg += s[i, S_W] * s[i, S_G]
+    mg = sg / sw
+    sgg = 0.0
+    sgx = 0.0
+    ge1 = 0.0
+    ge2 = 0.0
+    for i in range(nb):
+        w = s[i, S_W]
+        dg = s[i, S_G] - mg
+        sgg += w * dg * dg
+        sgx += w * dg * (s[i, S_BX] - mx)
+        ge1 += w * dg * s[i, S_C1]
+        ge2 += w * dg * s[i, S_C2]
+    sgg -= ge1 * ge1 + ge2 * ge2
+    sgx -= ge1 * xe1 + ge2 * xe2
+    if not sgg > 0.0:
+        return math.inf, math.nan
+    b = sgx / sgg
+    return sxx - b * sgx, b
+
+
+@jit
+def _voight_rss(
+    s: FloatArray, nb: int, p: float, fit: FitSums, alone: bool
+) -> tuple[float, float, float]:
     """Weighted residual sum of squares of the Voight fit over the bins.
 
     The S_LEAD column holds ln(tau) for the failure time tried (see ``_log_taus``);
     ``fit`` holds the window's sums (see ``_fit_sums``): the mean level and the daily
-    cycle are fitted alongside. Returns (rss, steady rate c, accelerating coefficient b);
-    rss is inf when the fit is degenerate or does not accelerate (b <= 0).
+    cycle are fitted alongside, and the steady creep too unless ``alone`` (Voight's law
+    alone, c = 0). Returns (rss, steady rate c, accelerating coefficient b); rss is inf
+    when the fit is degenerate or does not accelerate (b <= 0).
     """
     for i in range(nb):
         s[i, S_G] = -s[i, S_LEAD] if p == 1.0 else math.exp((1.0 - p) * s[i, S_LEAD]) / (p - 1.0)
-    rss, c, b = _two_term_fit(s, nb, fit)
+    if alone:
+        rss, b = _one_term_fit(s, nb, fit)
+        c = 0.0
+    else:
+        rss, c, b = _two_term_fit(s, nb, fit)
     if not b > 0.0:
         return math.inf, c, b
     return max(rss, 0.0), c, b
 
 
 @jit
-def _rss_at(s: FloatArray, nb: int, alpha: float, fit: FitSums) -> float:
+def _rss_at(s: FloatArray, nb: int, alpha: float, fit: FitSums, alone: bool) -> float:
     """The Voight fit's rss at exponent ``alpha`` (inf at or below ``ALPHA_FLOOR``)."""
     if not alpha > ALPHA_FLOOR:
         return math.inf
-    rss, _, _ = _voight_rss(s, nb, 1.0 / (alpha - 1.0), fit)
+    rss, _, _ = _voight_rss(s, nb, 1.0 / (alpha - 1.0), fit, alone)
     return float(rss)
 
 
 @jit
 def _profile(
-    s: FloatArray, nb: int, lead: float, cfg: FloatArray, fit: FitSums
+    s: FloatArray, nb: int, lead: float, cfg: FloatArray, fit: FitSums, alone: bool
 ) -> tuple[float, float]:
     """Best rss over alpha for a failure ``lead`` hours ahead, and its p = 1 / (alpha - 1).
 
@@ -387,19 +430,19 @@ def _profile(
     best_alpha = math.nan
     for a in range(int(cfg[N_ALPHA])):
         alpha = max(cfg[ALPHA_MIN] + (a - ALPHA_MARGIN) * h, ALPHA_FLOOR + h / 8.0)
-        rss = _rss_at(s, nb, alpha, fit)
+        rss = _rss_at(s, nb, alpha, fit, alone)
         if rss < best:
             best, best_alpha = rss, alpha
     if not best < math.inf:
         return best, math.nan
     for _ in range(ALPHA_REFINE):
-        left = _rss_at(s, nb, best_alpha - h, fit)
-        right = _rss_at(s, nb, best_alpha + h, fit)
+        left = _rss_at(s, nb, best_alpha - h, fit, alone)
+        right = _rss_at(s, nb, best_alpha + h, fit, alone)
         curvature = left - 2.0 * best + right
         if not (left < math.inf and right < math.inf and curvature > 0.0):
             break
         alpha = best_alpha + 0.5 * h * (left - right) / curvature
-        rss = _rss_at(s, nb, alpha, fit)
+        rss = _rss_at(s, nb, alpha, fit, alone)
         if rss < best:
             best, best_alpha = rss, alpha
         h = h / 4.0
@@ -510,7 +553,7 @@ def _fit_sums(s: FloatArray, nb: int) -> FitSums:
 
 @jit
 def _search(
-    s: FloatArray, nb: int, cfg: FloatArray, fit: FitSums, work: FloatArray
+    s: FloatArray, nb: int, cfg: FloatArray, fit: FitSums, work: FloatArray, alone: bool
 ) -> tuple[float, float, float]:
     """Best (rss, lead hours, p) over a coarse grid of failure times, then finer ones.
 
@@ -524,7 +567,7 @@ def _search(
     best_p = math.nan
     for k in range(COARSE):
         lead = MIN_LEAD_H * math.exp(step * k)
-        profile, p = _profile(s, nb, lead, cfg, fit)
+        profile, p = _profile(s, nb, lead, cfg, fit, alone)
         work[k] = lead
         work[TRIED + k] = profile
         if profile < best:
@@ -535,7 +578,7 @@ def _search(
         step = 2.0 * step / (FINE + 1)
         for f in range(FINE):
             lead = lo * math.exp(step * (f + 1))
-            profile, p = _profile(s, nb, lead, cfg, fit)
+            profile, p = _profile(s, nb, lead, cfg, fit, alone)
             work[n] = lead
             work[TRIED + n] = profile
             n += 1
@@ -600,13 +643,17 @@ def forecast_window(
     s: FloatArray,
     work: FloatArray,
     out: FloatArray,
+    try_alone: bool,
 ) -> bool:
     """Fit Voight's law to the window ``buf[start:end]``; fill ``out``; False if too little data.
 
     ``out`` = [lead hours, failure time, its 95 % low and high, alpha, velocity now in
     mm/day, evidence]. With no accelerating fit the lead and times are inf and the
     evidence is that of a parabola (see ``upward_curvature``); otherwise it is the F
-    statistic of the Voight fit against steady creep (a straight line).
+    statistic of the Voight fit against steady creep (a straight line). With
+    ``try_alone``, Voight's law alone (no steady creep beside it) is fitted too, and its
+    forecast stands when the steady creep term does not improve the fit by more than the
+    interval's chi-square point (a likelihood-ratio test): the record is all tertiary creep.
     """
     for k in range(OUT_SIZE):
         out[k] = math.nan
@@ -624,13 +671,21 @@ def forecast_window(
     out[EVIDENCE] = upward_curvature(s, nb, fit)
     if not out[EVIDENCE] >= GATE_EVIDENCE or nb < 6 + terms:
         return True
-    best, lead, p = _search(s, nb, cfg, fit, work)
+    best, lead, p = _search(s, nb, cfg, fit, work, False)
     if not best < math.inf:
         return True
     sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0 - terms)
     lead_lo, lead_hi = _interval(work, best + INTERVAL_CHI2 * sigma2, cfg[MAX_LEAD_H])
+    alone = False
+    if try_alone:
+        best_alone, lead_alone, p_alone = _search(s, nb, cfg, fit, work, True)
+        if best_alone - best <= INTERVAL_CHI2 * sigma2:
+            alone = True
+            best, lead, p = best_alone, lead_alone, p_alone
+            sigma2 = max(best, 1e-12 * sxx) / (nb - 4.0 - terms)
+            lead_lo, lead_hi = _interval(work, best + INTERVAL_CHI2 * sigma2, cfg[MAX_LEAD_H])
     _log_taus(s, nb, lead)
-    _, c, b = _voight_rss(s, nb, p, fit)
+    _, c, b = _voight_rss(s, nb, p, fit, alone)
     out[EVIDENCE] = max(sxx - sux * sux / suu - best, 0.0) / sigma2
     out[ALPHA] = 1.0 + 1.0 / p
     out[VELOCITY] = (c + b * math.exp(-p * math.log(lead))) * 24.0
@@ -694,18 +749,23 @@ def windowed_forecast(
 
     The window's later parts (``WINDOW_SHARES``), longest first, are fitted in turn; the
     first whose forecast is accepted (``accepted_failure_t``) stands, else the whole
-    window's does. False when the whole window holds too little data.
+    window's does. Over the last (shortest) part, Voight's law alone is tried too
+    (``forecast_window``'s ``try_alone``): only there, since over a longer part a
+    seasonal acceleration's rising limb passes for it (measured: 5 false oranges and reds
+    in 50 quiet site-years when the quarter tried it too). False when the whole window
+    holds too little data.
     """
-    ok = forecast_window(buf, start, end, t_now, cfg, s, work, out)
+    ok = forecast_window(buf, start, end, t_now, cfg, s, work, out, False)
     if not ok or accepted_failure_t(out, cfg) < math.inf:
         return ok
     kept = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
     first = start
+    last = len(WINDOW_SHARES) - 1
     for j in range(1, len(WINDOW_SHARES)):
         edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[j]
         while first < end and buf[first, 0] <= edge:
             first += 1
-        fitted = forecast_window(buf, first, end, t_now, cfg, s, work, out)
+        fitted = forecast_window(buf, first, end, t_now, cfg, s, work, out, j == last)
         if fitted and accepted_failure_t(out, cfg) < math.inf:
             return True
     for k in range(OUT_SIZE):

@@ -30,7 +30,8 @@ CYCLE_MIN_SPAN_H = 48.0
 #: whose tertiary creep began abruptly inside the window (steady creep, then Voight's law
 #: alone) is no fit for steady creep plus Voight's law over the whole of it; over the part
 #: after the onset it is. Measured with ``bench/slope_forecast.py``'s ``abrupt_onset``; a
-#: half-window share was left out: it took a seasonal acceleration for an onset.
+#: half-window share was left out: it took a seasonal acceleration for an onset. The last
+#: share is also fitted with Voight's law alone (no steady creep beside it).
 WINDOW_SHARES = (1.0, 0.25, 0.125)
 #: Layout of a forecast (the rule's value snapshot).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)

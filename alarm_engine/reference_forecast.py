@@ -282,6 +282,30 @@ def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, f
     return sxx - c * sux - coefficient * sgx, c, coefficient
 
 
+def one_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, float]:
+    """Fit the bins to ``g_values`` alone beside the mean and the cycle (the kernel's).
+
+    Returns (rss unclamped, coefficient on g); (inf, nan) when g is constant.
+    """
+    sg = 0.0
+    for g, w in zip(g_values, b.w, strict=True):
+        sg += w * g
+    mg = sg / fit.sw
+    sgg = sgx = ge1 = ge2 = 0.0
+    for x, w, g, e1, e2 in zip(b.x, b.w, g_values, b.c1, b.c2, strict=True):
+        dg = g - mg
+        sgg += w * dg * dg
+        sgx += w * dg * (x - fit.mx)
+        ge1 += w * dg * e1
+        ge2 += w * dg * e2
+    sgg -= ge1 * ge1 + ge2 * ge2
+    sgx -= ge1 * fit.xe1 + ge2 * fit.xe2
+    if not sgg > 0.0:
+        return INF, NAN
+    coefficient = sgx / sgg
+    return fit.sxx - coefficient * sgx, coefficient
+
+
 def upward_curvature(b: Bins, fit: FitSums) -> float:
     """F statistic of a parabola against a line, 0 if it curves down (the kernel's gate)."""
     squares = [(u - fit.mu) * (u - fit.mu) for u in b.u]
@@ -293,24 +317,33 @@ def upward_curvature(b: Bins, fit: FitSums) -> float:
     return (rss_line - rss_quad) / (rss_quad / (len(b) - 3.0 - fit.terms))
 
 
-def voight_rss(b: Bins, p: float, fit: FitSums) -> tuple[float, float, float]:
-    """Weighted rss of the Voight fit for ``b.log_tau``: (rss, steady c, accelerating b)."""
+def voight_rss(b: Bins, p: float, fit: FitSums, alone: bool) -> tuple[float, float, float]:
+    """Weighted rss of the Voight fit for ``b.log_tau``: (rss, steady c, accelerating b).
+
+    With ``alone``, Voight's law alone: no steady creep beside it (c = 0).
+    """
     g_values = [-lt if p == 1.0 else math.exp((1.0 - p) * lt) / (p - 1.0) for lt in b.log_tau]
-    rss, c, acc = two_term_fit(b, g_values, fit)
+    if alone:
+        rss, acc = one_term_fit(b, g_values, fit)
+        c = 0.0
+    else:
+        rss, c, acc = two_term_fit(b, g_values, fit)
     if not acc > 0.0:
         return INF, c, acc
     return max(rss, 0.0), c, acc
 
 
-def rss_at(b: Bins, alpha: float, fit: FitSums) -> float:
+def rss_at(b: Bins, alpha: float, fit: FitSums, alone: bool) -> float:
     """The Voight fit's rss at exponent ``alpha`` (inf at or below the floor)."""
     if not alpha > ALPHA_FLOOR:
         return INF
-    rss, _, _ = voight_rss(b, 1.0 / (alpha - 1.0), fit)
+    rss, _, _ = voight_rss(b, 1.0 / (alpha - 1.0), fit, alone)
     return rss
 
 
-def profile(b: Bins, lead: float, rule: FailureForecastRule, fit: FitSums) -> tuple[float, float]:
+def profile(
+    b: Bins, lead: float, rule: FailureForecastRule, fit: FitSums, alone: bool
+) -> tuple[float, float]:
     """Best rss over alpha for a failure ``lead`` hours ahead, and its p = 1 / (alpha - 1)."""
     b.log_tau = [math.log(lead - u) for u in b.u]
     low, high = rule.alpha_range
@@ -319,19 +352,19 @@ def profile(b: Bins, lead: float, rule: FailureForecastRule, fit: FitSums) -> tu
     best_alpha = NAN
     for a in range(N_ALPHA_STEPS):
         alpha = max(low + (a - ALPHA_MARGIN) * h, ALPHA_FLOOR + h / 8.0)
-        rss = rss_at(b, alpha, fit)
+        rss = rss_at(b, alpha, fit, alone)
         if rss < best:
             best, best_alpha = rss, alpha
     if not best < INF:
         return best, NAN
     for _ in range(ALPHA_REFINE):
-        left = rss_at(b, best_alpha - h, fit)
-        right = rss_at(b, best_alpha + h, fit)
+        left = rss_at(b, best_alpha - h, fit, alone)
+        right = rss_at(b, best_alpha + h, fit, alone)
         curvature = left - 2.0 * best + right
         if not (left < INF and right < INF and curvature > 0.0):
             break
         alpha = best_alpha + 0.5 * h * (left - right) / curvature
-        rss = rss_at(b, alpha, fit)
+        rss = rss_at(b, alpha, fit, alone)
         if rss < best:
             best, best_alpha = rss, alpha
         h = h / 4.0
@@ -339,7 +372,7 @@ def profile(b: Bins, lead: float, rule: FailureForecastRule, fit: FitSums) -> tu
 
 
 def search(
-    b: Bins, rule: FailureForecastRule, fit: FitSums
+    b: Bins, rule: FailureForecastRule, fit: FitSums, alone: bool
 ) -> tuple[float, float, float, list[tuple[float, float]]]:
     """Best (rss, lead, p) over the coarse then the finer grids, and every (lead, rss) tried."""
     step = math.log(MAX_LEAD_HOURS / MIN_LEAD_H) / (COARSE - 1)
@@ -349,7 +382,7 @@ def search(
     tried: list[tuple[float, float]] = []
     for k in range(COARSE):
         lead = MIN_LEAD_H * math.exp(step * k)
-        rss, p = profile(b, lead, rule, fit)
+        rss, p = profile(b, lead, rule, fit, alone)
         tried.append((lead, rss))
         if rss < best:
             best, best_lead, best_p = rss, lead, p
@@ -358,7 +391,7 @@ def search(
         step = 2.0 * step / (FINE + 1)
         for f in range(FINE):
             lead = lo * math.exp(step * (f + 1))
-            rss, p = profile(b, lead, rule, fit)
+            rss, p = profile(b, lead, rule, fit, alone)
             tried.append((lead, rss))
             if rss < best:
                 best, best_lead, best_p = rss, lead, p
@@ -401,7 +434,10 @@ def interval(tried: list[tuple[float, float]], limit: float) -> tuple[float, flo
 
 
 def forecast_window(
-    samples: deque[tuple[float, float]], t_now: float, rule: FailureForecastRule
+    samples: deque[tuple[float, float]],
+    t_now: float,
+    rule: FailureForecastRule,
+    try_alone: bool = False,
 ) -> tuple[float, ...] | None:
     """The forecast from the window's samples (see ``forecast_kernels.forecast_window``)."""
     ts, xs, keep = clean_window(samples, OUTLIER_SCALES)
@@ -415,14 +451,21 @@ def forecast_window(
     steady = (INF, INF, INF, INF, NAN, sux / suu * 24.0, curving)
     if not curving >= GATE_EVIDENCE or nb < 6 + fit.terms:
         return steady
-    best, lead, p, tried = search(b, rule, fit)
+    best, lead, p, tried = search(b, rule, fit, False)
     if not best < INF:
         return steady
     sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0 - fit.terms)
-    limit = best + INTERVAL_CHI2 * sigma2
-    lead_lo, lead_hi = interval(tried, limit)
+    lead_lo, lead_hi = interval(tried, best + INTERVAL_CHI2 * sigma2)
+    alone = False
+    if try_alone:
+        best_alone, lead_alone, p_alone, tried_alone = search(b, rule, fit, True)
+        if best_alone - best <= INTERVAL_CHI2 * sigma2:
+            alone = True
+            best, lead, p = best_alone, lead_alone, p_alone
+            sigma2 = max(best, 1e-12 * sxx) / (nb - 4.0 - fit.terms)
+            lead_lo, lead_hi = interval(tried_alone, best + INTERVAL_CHI2 * sigma2)
     b.log_tau = [math.log(lead - u) for u in b.u]
-    _, c, acc = voight_rss(b, p, fit)
+    _, c, acc = voight_rss(b, p, fit, alone)
     return (
         lead,
         t_now + lead * 3600.0,
@@ -449,14 +492,17 @@ def accepted_failure_t(forecast: tuple[float, ...], rule: FailureForecastRule) -
 def windowed_forecast(
     samples: deque[tuple[float, float]], t_now: float, rule: FailureForecastRule
 ) -> tuple[float, ...] | None:
-    """The whole window's forecast, or its latest part's (see ``forecast_kernels``)."""
+    """The whole window's forecast, or its latest part's (see ``forecast_kernels``).
+
+    Over the last part Voight's law alone is tried too (``forecast_window``'s ``try_alone``).
+    """
     forecast = forecast_window(samples, t_now, rule)
     if forecast is None or accepted_failure_t(forecast, rule) < INF:
         return forecast
     for share in WINDOW_SHARES[1:]:
         edge = t_now - rule.window_s * share
         later = deque(sample for sample in samples if sample[0] > edge)
-        trial = forecast_window(later, t_now, rule)
+        trial = forecast_window(later, t_now, rule, share == WINDOW_SHARES[-1])
         if trial is not None and accepted_failure_t(trial, rule) < INF:
             return trial
     return forecast
