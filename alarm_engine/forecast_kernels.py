@@ -314,15 +314,13 @@ def _log_taus(s: FloatArray, nb: int, lead_h: float) -> None:
 
 
 @jit
-def _two_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, float]:
-    """Fit the bins to time and the regressor in column S_G, beside the mean and the cycle.
+def _regressor_sums(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, float]:
+    """The regressor in column S_G against time, itself and the record: (sug, sgg, sgx).
 
-    ``fit`` holds the window's sums (see ``_fit_sums``); the regressor is centred and the
-    daily cycle taken out of it, as ``_fit_sums`` does for time. Returns (rss, the rate
-    on time, the coefficient on S_G); (inf, nan, nan) when the two are collinear. The
-    rss is not clamped: callers clamp it as their test needs.
+    The regressor is centred and the daily cycle taken out of it, as ``_fit_sums`` does
+    for time; ``fit`` holds the window's sums.
     """
-    sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, _ = fit
+    sw, mu, mx, _, _, _, ue1, ue2, xe1, xe2, _ = fit
     sg = 0.0
     for i in range(nb):
         sg += s[i, S_W] * s[i, S_G]
@@ -343,6 +341,20 @@ def _two_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, f
     sug -= ge1 * ue1 + ge2 * ue2
     sgg -= ge1 * ge1 + ge2 * ge2
     sgx -= ge1 * xe1 + ge2 * xe2
+    return sug, sgg, sgx
+
+
+@jit
+def _two_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, float]:
+    """Fit the bins to time and the regressor in column S_G, beside the mean and the cycle.
+
+    ``fit`` holds the window's sums (see ``_fit_sums``; the regressor's, see
+    ``_regressor_sums``). Returns (rss, the rate on time, the coefficient on S_G); (inf,
+    nan, nan) when the two are collinear. The rss is not clamped: callers clamp it as
+    their test needs.
+    """
+    suu, sux, sxx = fit[3], fit[4], fit[5]
+    sug, sgg, sgx = _regressor_sums(s, nb, fit)
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
         return math.inf, math.nan, math.nan
@@ -358,28 +370,11 @@ def _one_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float]:
     As ``_two_term_fit`` with no rate on time: (rss, the coefficient on S_G); (inf, nan)
     when the regressor is constant once the cycle is out of it.
     """
-    sw, _, mx, _, _, sxx, _, _, xe1, xe2, _ = fit
-    sg = 0.0
-    for i in range(nb):
-        sg += s[i, S_W] * s[i, S_G]
-    mg = sg / sw
-    sgg = 0.0
-    sgx = 0.0
-    ge1 = 0.0
-    ge2 = 0.0
-    for i in range(nb):
-        w = s[i, S_W]
-        dg = s[i, S_G] - mg
-        sgg += w * dg * dg
-        sgx += w * dg * (s[i, S_BX] - mx)
-        ge1 += w * dg * s[i, S_C1]
-        ge2 += w * dg * s[i, S_C2]
-    sgg -= ge1 * ge1 + ge2 * ge2
-    sgx -= ge1 * xe1 + ge2 * xe2
+    _, sgg, sgx = _regressor_sums(s, nb, fit)
     if not sgg > 0.0:
         return math.inf, math.nan
     b = sgx / sgg
-    return sxx - b * sgx, b
+    return fit[5] - b * sgx, b
 
 
 @jit

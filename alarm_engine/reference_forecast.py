@@ -253,11 +253,8 @@ def fit_sums(b: Bins) -> FitSums:
     return FitSums(sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, terms)
 
 
-def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, float, float]:
-    """Fit the bins to time and ``g_values`` beside the mean and the cycle (the kernel's).
-
-    Returns (rss unclamped, rate on time, coefficient on g); (inf, nan, nan) when collinear.
-    """
+def regressor_sums(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, float, float]:
+    """``g_values`` against time, itself and the record, cycle out (the kernel's)."""
     sg = 0.0
     for g, w in zip(g_values, b.w, strict=True):
         sg += w * g
@@ -273,6 +270,15 @@ def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, f
     sug -= ge1 * fit.ue1 + ge2 * fit.ue2
     sgg -= ge1 * ge1 + ge2 * ge2
     sgx -= ge1 * fit.xe1 + ge2 * fit.xe2
+    return sug, sgg, sgx
+
+
+def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, float, float]:
+    """Fit the bins to time and ``g_values`` beside the mean and the cycle (the kernel's).
+
+    Returns (rss unclamped, rate on time, coefficient on g); (inf, nan, nan) when collinear.
+    """
+    sug, sgg, sgx = regressor_sums(b, g_values, fit)
     suu, sux, sxx = fit.suu, fit.sux, fit.sxx
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
@@ -287,19 +293,7 @@ def one_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, f
 
     Returns (rss unclamped, coefficient on g); (inf, nan) when g is constant.
     """
-    sg = 0.0
-    for g, w in zip(g_values, b.w, strict=True):
-        sg += w * g
-    mg = sg / fit.sw
-    sgg = sgx = ge1 = ge2 = 0.0
-    for x, w, g, e1, e2 in zip(b.x, b.w, g_values, b.c1, b.c2, strict=True):
-        dg = g - mg
-        sgg += w * dg * dg
-        sgx += w * dg * (x - fit.mx)
-        ge1 += w * dg * e1
-        ge2 += w * dg * e2
-    sgg -= ge1 * ge1 + ge2 * ge2
-    sgx -= ge1 * fit.xe1 + ge2 * fit.xe2
+    _, sgg, sgx = regressor_sums(b, g_values, fit)
     if not sgg > 0.0:
         return INF, NAN
     coefficient = sgx / sgg

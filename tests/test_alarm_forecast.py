@@ -367,44 +367,42 @@ def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_dri
     assert compiled_changes, "the record should raise a level"
 
 
+#: An 8-day window, whose quarter and eighth span 2 days and 1 day, fitted every 3 hours.
+SHORT_WINDOW = {
+    "window_s": 8 * DAY,
+    "min_span_s": DAY / 2,
+    "min_bins": 12,
+    "eval_every_s": 3 * HOUR,
+    "min_evidence": 200.0,
+}
+
+
+def rises_both_backends_agree_on(rule, t, x):
+    """The level rises of a replay, after checking that numba and the reference agree."""
+    compiled, compiled_changes = replay(rule, t, x, "numba")
+    reference, reference_changes = replay(rule, t, x, "reference")
+    assert compiled_changes == reference_changes
+    assert compiled.metrics() == reference.metrics()
+    rises = [c for c in compiled_changes if c.kind == "rise"]
+    assert rises, "the record should rise"
+    return rises
+
+
 def test_numba_and_the_reference_agree_when_a_later_part_of_the_window_is_fitted():
     rng = np.random.default_rng(5)
     t, x, failure_t = abrupt_slope(9, creep_mm_day=1.0, tertiary_h=70.0, alpha=1.9)
     x = x + rng.normal(0.0, 0.001, t.shape[0])
     x[150] += 1.5  # an outlier inside the later part
-    rule = forecast_rule(
-        window_s=8 * DAY,  # its quarter and eighth span 2 days and 1 day
-        min_span_s=DAY / 2,
-        min_bins=12,
-        eval_every_s=3 * HOUR,
-        min_evidence=200.0,
-    )
-    compiled, compiled_changes = replay(rule, t, x, "numba")
-    reference, reference_changes = replay(rule, t, x, "reference")
-    assert compiled_changes == reference_changes
-    assert compiled.metrics() == reference.metrics()
-    rises = [c for c in compiled_changes if c.kind == "rise"]
+    rises = rises_both_backends_agree_on(forecast_rule(**SHORT_WINDOW), t, x)
     # the whole window's fit sets alpha near 1.16 until the last hours; the rise half a
     # day ahead or more comes from a later part of it
-    assert rises, "the record should rise"
     assert failure_t - rises[0].t >= 12 * HOUR
 
 
 def test_numba_and_the_reference_agree_when_voights_law_alone_is_fitted():
     t, x, _ = noisy_fukuzono_slope(3, days=9, every_s=HOUR, noise_mm=0.02)
-    rule = forecast_rule(
-        window_s=8 * DAY,  # its eighth spans a day, inside the 72 h after the onset
-        min_span_s=DAY / 2,
-        min_bins=12,
-        eval_every_s=3 * HOUR,
-        min_evidence=200.0,
-    )
-    compiled, compiled_changes = replay(rule, t, x, "numba")
-    reference, reference_changes = replay(rule, t, x, "reference")
-    assert compiled_changes == reference_changes
-    assert compiled.metrics() == reference.metrics()
-    rises = [c for c in compiled_changes if c.kind == "rise"]
-    assert rises, "the record should rise"
+    rule = forecast_rule(**SHORT_WINDOW)  # the eighth lies inside the 72 h after the onset
+    rises = rises_both_backends_agree_on(rule, t, x)
     # the forecast that raised it was Voight's law alone over the window's eighth
     inside = (t > rises[0].t - rule.window_s / 8) & (t <= rises[0].t)
     eighth = deque(zip(t[inside], x[inside], strict=True))
