@@ -49,7 +49,7 @@ from hardware_sim.station import Station, builtin_stations, load_station
 #: so the demo shows a dead sensor reported while the rest of the bus carries on.
 DEMO_OUTAGE_S = (9000.0, 10800.0)
 DEMO_OUTAGE_DEVICE = "rain_generic"
-#: The slope runs faster than the storm so that its two days of creep end, inside the
+#: The slope runs faster than the storm so that its four days of creep end, inside the
 #: demo, in the failure its gateway must warn of; this is the share of the demo it takes.
 SLOPE_SHARE = 0.9
 AGENT_STOP_S = 30.0

@@ -111,6 +111,8 @@ def test_demo_storm_sounds_sirens_reaches_the_fleet_and_every_reading_arrives_on
     assert "red" in row(alarms, "creek_village", "rain_county")
     assert "red" in row(alarms, "river_gauge", "river_stage")
     assert "slope_velocity" in alarms
+    # The slope's failure forecast warned: its four-day record leaves 72 h after the onset.
+    assert "red" in row(alarms, "slope", "slope_forecast")
     # The sirens (relay1) and strobes (relay2) switched on in the flooded places.
     coils = out[out.index("relay coil changes") :]
     for station in ("creek_village", "river_gauge"):
