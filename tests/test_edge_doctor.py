@@ -319,6 +319,11 @@ def test_a_slope_forecast_polled_hourly_is_a_warning_naming_the_rule_and_the_fix
     assert [(f.check, f.verdict) for f in hourly] == [("forecast slope_forecast", "warn")]
     assert "scarp_extensometer.extension polled every 3600 s" in hourly[0].detail
     assert "set poll_interval_s = 600 or less" in hourly[0].detail
+    # The figure it quotes is the README's measured one for hourly readings.
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    hourly_row = next(line for line in readme.splitlines() if line.startswith("| hourly, noise"))
+    day_ahead = hourly_row.split("|")[2].strip()
+    assert f"a day ahead of {day_ahead} of the corpus's failures hourly" in hourly[0].detail
     rain_only = parse_site_text(STATION.replace("{port}", "1"), "site.toml")
     assert check_slope_polling(rain_only) == []
 
