@@ -435,8 +435,7 @@ def test_a_forecast_that_recedes_hour_by_hour_never_confirms(backend):
 def test_max_drift_defaults_to_half_the_spread_and_must_be_positive(tmp_path):
     assert forecast_rule(max_spread=2.0).drift == 1.0
     assert forecast_rule(max_spread=2.0, max_drift=0.25).drift == 0.25
-    example = load_site(EXAMPLE)
-    (rule,) = (r for r in example.rules if isinstance(r, FailureForecastRule))
+    rule = shipped_forecast_rule()
     assert rule.drift == rule.max_drift == 0.25
     bad = tmp_path / "site.toml"
     bad.write_text(EXAMPLE.read_text().replace("max_drift = 0.25", "max_drift = 0"))
