@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from drivers.clock import ManualClock
-from hardware_sim.scenarios import DesignStorm
+from edge_agent.replay_csv import backtest
+from edge_agent.site_file import load_site
+from hardware_sim.scenarios import CreepingSlope, DesignStorm, ExtensometerProjection
 from hardware_sim.station import (
     StationError,
     builtin_stations,
@@ -16,6 +19,7 @@ from hardware_sim.station import (
 )
 
 ORIGIN = 1_726_552_800.0
+SLOPE_EXAMPLE = Path(__file__).resolve().parents[1] / "edge_agent" / "examples" / "slope_road.toml"
 
 GOOD = """
 [station]
@@ -225,3 +229,25 @@ def test_level_gauges_at_rest_show_sensor_noise_not_a_frozen_value() -> None:
         readings.add(round(radar.value("water_level")))
     assert len(readings) > 1
     assert max(readings) - min(readings) < 20
+
+
+def test_the_demo_slope_is_warned_a_day_ahead_by_its_gateways_failure_forecast() -> None:
+    """The demo's slope station, read every 5 minutes and backtested with the example rules.
+
+    It creeps for a day, then accelerates for 72 h: enough record after the onset for the
+    failure forecast to go red more than a day ahead, with the failure inside its interval.
+    """
+    station = load_station(resolve_station("slope")).build(ManualClock(ORIGIN), ORIGIN)
+    slope = station.scenarios["slope"]
+    extensometer = station.scenarios["extensometer"]
+    assert isinstance(slope, CreepingSlope)
+    assert isinstance(extensometer, ExtensometerProjection)
+    t = np.arange(ORIGIN, slope.failure_time - 60.0, 300.0)
+    x = np.array([extensometer.extension_mm(ti) for ti in t])
+    site = load_site(SLOPE_EXAMPLE)
+    result = backtest(site, "scarp_extensometer.extension", t, x)
+    reds = [c for c in result.changes if c.rule_id == "slope_forecast" and c.new == 4]
+    assert reds, [(c.rule_id, c.new) for c in result.changes]
+    red = reds[0]
+    assert slope.failure_time - red.t >= 24 * 3600.0
+    assert red.values["failure_t_low"] <= slope.failure_time <= red.values["failure_t_high"]
