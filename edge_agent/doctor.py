@@ -285,7 +285,7 @@ def check_numba(data_dir: Path, surroundings: Surroundings) -> Finding:
         return Finding(
             "numba", "ok", f"alarm kernels compiled and cached ({len(compiled)} in {cache})"
         )
-    others = len(version_dirs(base))
+    others = sum(1 for d in version_dirs(base) if d != cache)
     kept = f"; {base} keeps {others} other version(s)' kernels, not this one's" if others else ""
     why = f"no compiled kernels in {cache}: the first start compiles them (seconds to a minute)"
     return Finding("numba", "warn", why + kept)

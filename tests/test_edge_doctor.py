@@ -349,6 +349,8 @@ def test_the_numba_check_counts_only_this_versions_kernels(
     older.mkdir(parents=True)
     (older / "kernels.probe-1.py311.nbi").write_bytes(b"")
     (base / "engine-notes").mkdir()  # not a version's: an operator's, say
+    # this version's directory, made but holding no kernel yet (a first start cut short)
+    Path(engine_cache_dir(str(base))).mkdir()
     finding = check_numba(data, Surroundings(numba_installed=lambda: True))
     assert finding.verdict == "warn"
     assert "keeps 1 other version(s)' kernels, not this one's" in finding.detail
