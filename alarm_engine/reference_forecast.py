@@ -449,15 +449,16 @@ def forecast_window(
     if not best < INF:
         return steady
     sigma2 = max(best, 1e-12 * sxx) / (nb - 5.0 - fit.terms)
-    lead_lo, lead_hi = interval(tried, best + INTERVAL_CHI2 * sigma2)
     alone = False
     if try_alone:
         best_alone, lead_alone, p_alone, tried_alone = search(b, rule, fit, True)
         if best_alone - best <= INTERVAL_CHI2 * sigma2:
             alone = True
-            best, lead, p = best_alone, lead_alone, p_alone
+            best, lead, p, tried = best_alone, lead_alone, p_alone, tried_alone
             sigma2 = max(best, 1e-12 * sxx) / (nb - 4.0 - fit.terms)
-            lead_lo, lead_hi = interval(tried_alone, best + INTERVAL_CHI2 * sigma2)
+    # The kernel states the fuller fit's interval before its scratch holds the other
+    # profile; here each search keeps its own, so only the fit that stands is bounded.
+    lead_lo, lead_hi = interval(tried, best + INTERVAL_CHI2 * sigma2)
     b.log_tau = [math.log(lead - u) for u in b.u]
     _, c, acc = voight_rss(b, p, fit, alone)
     return (
