@@ -109,7 +109,7 @@ def tertiary_signal(record: SlopeRecord, lead_h: float, window_s: float = 14 * D
         return 0.0
     end = record.failure_t - lead_h * HOUR
     t = record.t[(record.t > end - window_s) & (record.t <= end)]
-    if t.shape[0] < 5:
+    if t.shape[0] < 5:  # no more readings than the 4 terms taken out: nothing shows
         return 0.0
     tail = accelerating_part(record.params, record.failure_t - t)
     turn = 2.0 * math.pi * (t - ORIGIN) / DAY
