@@ -236,6 +236,9 @@ class LocalStore:
         self.quota_bytes = quota_bytes
         self.boot_id = uuid.uuid4().hex[:12]
         self._held = HeldRows(max_held_readings, max_held_events)
+        # Events a ``record_event`` caller awaits -> their seq once committed (None before).
+        # Any flush may commit such an event first: the seq is kept here for the caller.
+        self._awaited: dict[HeldEvent, int | None] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -764,21 +767,27 @@ class LocalStore:
                 again without a duplicate.
         """
         event = _held_event(ts, kind, subject, level, detail)
+        self._awaited[event] = None
         self._held.add_event(event)
         loop = asyncio.get_running_loop()
-        seq = await loop.run_in_executor(self._writer, self._record_sync, event)
+        try:
+            seq = await loop.run_in_executor(self._writer, self._record_sync, event)
+        finally:
+            del self._awaited[event]
         self._committed()
         return seq
 
     def _record_sync(self, event: HeldEvent) -> int:
+        # A flush queued ahead of this call may have committed the event already.
+        if (seq := self._awaited[event]) is not None:
+            return seq
         try:
-            written = self._write_events_sync(raise_refusal=True)
+            self._write_events_sync(raise_refusal=True)
         except sqlite3.DatabaseError:
             self._held.withdraw_event(event)
             raise
-        for held, seq in written or ():
-            if held is event:
-                return seq
+        if (seq := self._awaited[event]) is not None:
+            return seq
         msg = "the event was dropped from memory before it could be written"
         raise RuntimeError(msg)
 
@@ -812,6 +821,9 @@ class LocalStore:
             if raise_refusal:
                 raise
             return None
+        for event, seq in written:
+            if event in self._awaited:
+                self._awaited[event] = seq
         if moved is not None:
             self._moved(moved)
         self._durable_at = self._monotonic()

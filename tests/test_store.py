@@ -63,6 +63,34 @@ async def test_watermark_only_moves_forward(tmp_path):
         assert store.watermark("events") == 0
 
 
+async def test_an_event_a_queued_flush_writes_first_is_still_recorded_once_with_its_seq(tmp_path):
+    """``record_event`` while flushes wait for the writer: one of them commits the event.
+
+    Another connection holds the file's write lock, so the first flush (readings) waits
+    in the writer and the second is queued behind it when the event is recorded; that
+    second flush takes the event before the record's own write runs. An agent met this as
+    an update abandoned with "the event was dropped from memory".
+    """
+    async with LocalStore(tmp_path) as store:
+        store.add_readings([reading(1)])
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        blocked = asyncio.ensure_future(store.flush())
+        thief = asyncio.ensure_future(store.flush())
+        recorded = asyncio.ensure_future(
+            store.record_event(5, "ota", "release", None, {"state": "downloading"})
+        )
+        # Runs after the three have queued their work with the writer (FIFO ready queue).
+        loop.call_soon(other.rollback)
+        assert await blocked == 1
+        await thief
+        seq = await recorded
+        other.close()
+        stored = store.events(kinds=["ota"])
+    assert [(e.seq, e.ts, e.detail) for e in stored] == [(seq, 5, {"state": "downloading"})]
+
+
 CHILD = textwrap.dedent(
     """
     import asyncio, sys

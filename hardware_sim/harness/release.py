@@ -99,6 +99,10 @@ def install_first(root: Path, release: Release) -> SlotTree:
     return tree
 
 
+#: Lines of the agent's log a failing test shows.
+LOG_TAIL_LINES = 60
+
+
 @dataclass
 class SlotService:
     """``edge run --slots`` under a restart-always supervisor loop, like systemd."""
@@ -213,6 +217,11 @@ async def slot_gateway(
         try:
             await wait_for(lambda: len(events(data, "agent_start")) == 1, 60, "the first start")
             yield gateway_id, service
+        except Exception:
+            # pytest shows this with the failure: what the agent said, not only what timed out.
+            print(f"--- the agent's log, last {LOG_TAIL_LINES} lines ({service.log}) ---")
+            print(*service.log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:], sep="\n")
+            raise
         finally:
             await service.stop()
 
