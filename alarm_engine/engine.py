@@ -26,9 +26,11 @@ from alarm_engine.model import (
     RawChange,
     RuleState,
 )
+from alarm_engine.standing_forecast import StandingForecast, StandingForecasts
 from site_schema.rule_specs import (
     MAX_LEVEL,
     CombinationRule,
+    FailureForecastRule,
     RuleSpec,
     SampleRule,
     history_needed_s,
@@ -127,6 +129,7 @@ class AlarmEngine:
             for evaluator in self._channel_evaluators[channel]:
                 self._states.update(evaluator.states)
         self._last_t: dict[str, float] = {}
+        self._standing = StandingForecasts(r for r in rules if isinstance(r, FailureForecastRule))
         self.history_needed_s: float = max((history_needed_s(r) for r in rules), default=0.0)
 
     def rules_for(self, channel_id: str) -> tuple[SampleRule, ...]:
@@ -145,6 +148,19 @@ class AlarmEngine:
                 out[rule_id] = {"level": float(self._by_combination[rule_id].level)}
             else:
                 out[rule_id] = named_values(rule, self._states[rule_id].values)
+        return out
+
+    def standing_forecasts(self) -> dict[str, StandingForecast]:
+        """The newest accepted forecast of each raised failure-forecast rule.
+
+        Only rules above normal are given: a forecast is news while the level it supports
+        stands. A rule none of whose forecasts passed yet is left out.
+        """
+        out: dict[str, StandingForecast] = {}
+        for rule_id in sorted(self._standing.rule_ids):
+            latest = self._standing.latest(rule_id)
+            if latest is not None and self._states[rule_id].level > 0:
+                out[rule_id] = latest
         return out
 
     def push(self, channel_id: str, t: float, value: float, good: bool) -> list[LevelChange]:
@@ -211,6 +227,7 @@ class AlarmEngine:
         merged.sort(key=lambda item: item[:4])
         for channel, batch in batches.items():
             self._last_t[channel] = float(batch[0][-1])
+            self._observe_forecasts(channel)
         return self._emit([(item[0], item[4], item[5]) for item in merged])
 
     def acknowledge(self, rule_id: str, t: float) -> list[LevelChange]:
@@ -361,7 +378,14 @@ class AlarmEngine:
         ]
         raw.sort(key=lambda item: (item[0], item[1]))
         self._last_t[channel_id] = float(batch[0][-1])
+        self._observe_forecasts(channel_id)
         return self._emit([(float(batch[0][i]), rule, change) for i, _, rule, change in raw])
+
+    def _observe_forecasts(self, channel_id: str) -> None:
+        """Let ``_standing`` see the channel's forecast rules' latest snapshots."""
+        for rule in self._by_channel[channel_id]:
+            if isinstance(rule, FailureForecastRule):
+                self._standing.observe(rule.id, self._states[rule.id].values)
 
     def _emit(self, changes: list[tuple[float, SampleRule, RawChange]]) -> list[LevelChange]:
         """Word time-ordered rule changes and let combinations follow each in turn.

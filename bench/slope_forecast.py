@@ -19,10 +19,12 @@ reported as ``abrupt_onset``: a method must not depend on the corpus's gradual f
 Prints per set: lead times per level, the failure-time error at the first red as a
 fraction of the remaining time, false levels per site-year, each also split by sampling
 interval and noise, and whether the targets hold (for hourly or faster sampling and noise
-up to 0.05 mm). ``misses_by_signal`` ranks the targets' failures by how plainly each
-accelerates a day before failure and gives the ranks of the late reds and oranges: ranks
-near 1 mean the rule loses only the records that carry least. The last line is a JSON
-object.
+up to 0.05 mm). ``shown_after_red`` scores, 24, 12 and 6 h before failure, the failure
+time a console shows once a red has latched: the first red's (its level change) and the
+newest accepted forecast (the gateway's health reports). ``misses_by_signal`` ranks the
+targets' failures by how plainly each accelerates a day before failure and gives the
+ranks of the late reds and oranges: ranks near 1 mean the rule loses only the records
+that carry least. The last line is a JSON object.
 
     .venv/bin/python bench/slope_forecast.py                # both sets, 2 processes
     .venv/bin/python bench/slope_forecast.py --failures 40 --quiet 10   # a quick look
@@ -46,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from alarm_engine import AlarmEngine
+from alarm_engine import AlarmEngine, LevelChange
 from drivers.tomlfile import read_toml
 from hardware_sim.slope_corpus import (
     SlopeRecord,
@@ -67,6 +69,10 @@ TARGETS = {
     "false_red_or_orange": 0,
     "false_yellow_per_site_year": 2.0,
 }
+
+
+#: Hours before failure at which the failure time shown after a red is scored.
+SHOWN_BEFORE_H = (24.0, 12.0, 6.0)
 
 
 def example_rule() -> FailureForecastRule:
@@ -151,6 +157,63 @@ def _record(family: str, seed: int) -> SlopeRecord:
     return failure_record(seed, onset="abrupt" if family == "abrupt" else "gradual")
 
 
+def _run_failure(
+    engine: AlarmEngine, rule: FailureForecastRule, record: SlopeRecord
+) -> tuple[list[LevelChange], list[tuple[float, float]]]:
+    """The engine over a failure record, and after its first red the forecast standing.
+
+    The samples go in a day at a time until the first red, then an hour at a time, as
+    they would live; the levels are those of one replay (the engine's batches are
+    independent of how the samples are cut). After each hour past the first red: (time
+    of its last sample, the failure time of ``engine.standing_forecasts``, NaN if none).
+    """
+    t, x = record.t, record.x
+    good = np.ones(t.shape[0], dtype=bool)
+    changes: list[LevelChange] = []
+    standing: list[tuple[float, float]] = []
+    red = False
+    start = 0
+    edge = float(t[0])
+    while start < t.shape[0]:
+        edge += rule.eval_every_s if red else 86400.0
+        end = int(np.searchsorted(t, edge, side="right"))
+        if end == start:
+            continue
+        changes += engine.push_many("slope.x", t[start:end], x[start:end], good[start:end])
+        start = end
+        red = red or any(c.rule_id == rule.id and c.new == 4 for c in changes)
+        if red:
+            latest = engine.standing_forecasts().get(rule.id)
+            standing.append(
+                (float(t[end - 1]), latest.values[1] if latest is not None else math.nan)
+            )
+    return changes, standing
+
+
+def shown_after_red(
+    failure_t: float, red_failure_t: float, standing: list[tuple[float, float]]
+) -> dict[str, dict[str, float | None]]:
+    """The failure time the console shows ``SHOWN_BEFORE_H`` hours before failure, as errors.
+
+    At the last hour at or before each point: the error, as a fraction of the time then
+    remaining, of the first red's forecast (``level_change``, what a latched red's event
+    says) and of the newest accepted forecast (``latest``, what the health reports).
+    Points before the first red are left out.
+    """
+    out: dict[str, dict[str, float | None]] = {}
+    for hours in SHOWN_BEFORE_H:
+        before = [(t, ft) for t, ft in standing if t <= failure_t - hours * 3600.0]
+        if not before:
+            continue
+        t, latest = before[-1]
+        remaining = failure_t - t
+        out[f"{hours:g}h"] = {
+            "level_change": (red_failure_t - failure_t) / remaining,
+            "latest": (latest - failure_t) / remaining if math.isfinite(latest) else None,
+        }
+    return out
+
+
 def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
     """Run the rule over one record; return what the report needs of it."""
     kind, seed, overrides = job
@@ -158,8 +221,12 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
     family = "quiet" if kind == "quiet" else "failure"
     rule = _rule_for(overrides)
     engine = AlarmEngine([rule], "numba")
-    good = np.ones(record.t.shape[0], dtype=bool)
-    changes = engine.replay({"slope.x": (record.t, record.x, good)})
+    standing: list[tuple[float, float]] = []
+    if record.fails:
+        changes, standing = _run_failure(engine, rule, record)
+    else:
+        good = np.ones(record.t.shape[0], dtype=bool)
+        changes = engine.replay({"slope.x": (record.t, record.x, good)})
     first: dict[int, float] = {}
     red: tuple[float, float, float] | None = None
     rises = dict.fromkeys((2, 3, 4), 0)
@@ -174,7 +241,10 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
             low, high = change.values["failure_t_low"], change.values["failure_t_high"]
             red = (change.t + change.metric * 3600.0, low, high)
     failure_t = record.failure_t if record.fails else math.nan
-    return outcome(about_record(family, seed, record, rule), failure_t, rises, first, red)
+    result = outcome(about_record(family, seed, record, rule), failure_t, rises, first, red)
+    if red is not None:
+        result["shown"] = shown_after_red(failure_t, red[0], standing)
+    return result
 
 
 def _quantiles(values: list[float]) -> dict[str, float] | None:
@@ -208,12 +278,36 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         # and how wide it is as a share of the time then remaining
         out["red_interval_covers"] = round(sum(covered) / len(covered), 3) if covered else None
         out["red_interval_width_pct"] = _quantiles([100.0 * w for w in widths if math.isfinite(w)])
+        out["shown_after_red"] = _shown_summary(failures)
     if quiet:
         years = len(quiet)
         out["false_per_site_year"] = {
             level_name(level): round(sum(r["rises"][str(level)] for r in quiet) / years, 3)
             for level in (2, 3, 4)
         }
+    return out
+
+
+def _shown_summary(failures: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per point before failure: how often the failure time shown is within 10 %.
+
+    Over the records that had gone red by then (``shown_after_red``); ``latest`` counts a
+    record without an accepted forecast as not within.
+    """
+    out: dict[str, Any] = {}
+    for hours in SHOWN_BEFORE_H:
+        point = f"{hours:g}h"
+        shown = [r["shown"][point] for r in failures if point in r.get("shown", {})]
+        if not shown:
+            continue
+        summary: dict[str, Any] = {"records": len(shown)}
+        for source in ("level_change", "latest"):
+            errors = [abs(e[source]) if e[source] is not None else math.inf for e in shown]
+            summary[f"{source}_within_10pct"] = round(
+                sum(1 for e in errors if e <= 0.10) / len(shown), 3
+            )
+            summary[f"{source}_median_error_pct"] = round(100.0 * float(np.median(errors)), 1)
+        out[point] = summary
     return out
 
 

@@ -69,6 +69,7 @@ from protocol.events import (
     AckEvent,
     AlarmEvent,
     FailureForecast,
+    StandingForecast,
 )
 from protocol.levels import LEVEL_NAMES
 from site_schema.rule_specs import ChannelRule
@@ -88,6 +89,16 @@ def _forecast(change: LevelChange) -> FailureForecast | None:
     if set(FORECAST_VALUES) - set(change.values):
         return None
     return FailureForecast.model_validate({name: change.values[name] for name in FORECAST_VALUES})
+
+
+def wire_forecasts(engine: AlarmEngine) -> dict[str, StandingForecast]:
+    """``engine.standing_forecasts()`` as the health report sends them."""
+    return {
+        rule_id: StandingForecast.model_validate(
+            {**dict(zip(FORECAST_VALUES, standing.values, strict=True)), "at": standing.at}
+        )
+        for rule_id, standing in engine.standing_forecasts().items()
+    }
 
 
 def _alarm_event(change: LevelChange) -> dict[str, Any]:
@@ -296,6 +307,10 @@ class Agent:
     def site_level(self) -> int:
         """The highest level of any rule or siren-node fallback: what the sirens show."""
         return max(*self.engine.levels().values(), self._node_level(), 0)
+
+    def standing_forecasts(self) -> dict[str, StandingForecast]:
+        """Each raised forecast rule's newest accepted forecast, for the health report."""
+        return wire_forecasts(self.engine)
 
     def _node_level(self) -> int:
         return max((n.level for n in self.nodes), default=0)

@@ -22,6 +22,7 @@ from drivers.clock import Clock
 from drivers.poller import Poller
 from edge_agent.faults import FaultTracker
 from protocol import BusHealth, Health, Stream
+from protocol.events import StandingForecast
 from protocol.payloads import sendable_timestamp
 from site_schema.site_config import SiteConfig
 
@@ -52,6 +53,8 @@ class AgentView(Protocol):
     def started(self) -> float: ...  # noqa: D102
 
     def site_level(self) -> int: ...  # noqa: D102
+
+    def standing_forecasts(self) -> dict[str, StandingForecast]: ...  # noqa: D102
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,7 @@ def build_health(
         sensor_faults=dict(agent.faults.counts),
         supply_v=_finite(found.get("supply_v")),
         battery_v=_finite(found.get("battery_v")),
+        forecasts=agent.standing_forecasts(),
     )
 
 

@@ -1,10 +1,12 @@
 """A slope rule's failure forecast as its gateway last reported it, for the console.
 
-A gateway evaluates its forecast every hour but reports it only with the rule's alarm
-events (each level change), so the newest of those is the fleet's forecast, as of the
-sample that decided it. Gateways from 0.14 on send the numbers (``AlarmEvent.forecast``);
+A gateway evaluates its forecast every hour. Each alarm event (a level change) carries the
+forecast of that hour: gateways from 0.14 on send the numbers (``AlarmEvent.forecast``);
 from older ones only the lead time (the event's ``metric``) and the words are known, and
-the failure time is the lead time after the sample.
+the failure time is the lead time after the sample. While a rule is raised, newer
+gateways also send, with every health report, the rule's newest forecast that passed its
+evidence test (``Health.forecasts``): a latched red's event grows old, that one does not.
+The newer of the two is the fleet's forecast, and it says which it is.
 
 This module must never make a forecast of its own, nor present an old one as current:
 it says when the forecast is from, and says plainly when there is none.
@@ -13,16 +15,20 @@ it says when the forecast is from, and says plainly when there is none.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from fleet.repository import StoredEvent
-from protocol.events import AlarmEvent
+from protocol.events import AlarmEvent, StandingForecast
 
 #: Rule kinds whose alarms carry a failure time (``SiteRule.kind``).
 SLOPE_FORECAST_KINDS = frozenset({"failure_forecast", "inverse_velocity"})
 
 ForecastState = Literal["forecast", "not_accelerating", "no_forecast_yet", "not_reported"]
+#: Where the forecast shown comes from: the rule's newest alarm event, or the newest
+#: accepted forecast its gateway reported with its health since.
+ForecastSource = Literal["level_change", "latest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +37,12 @@ class SiteForecast:
 
     ``state``: ``forecast`` (a failure time is predicted), ``not_accelerating`` (the
     gateway found no failure in sight), ``no_forecast_yet`` (too little record to fit),
-    ``not_reported`` (no alarm event of the rule has reached the fleet).
+    ``not_reported`` (no alarm event of the rule has reached the fleet). ``source``: see
+    ``ForecastSource``; ``level`` is always the rule's level from its newest alarm event.
     """
 
     state: ForecastState
+    source: ForecastSource = "level_change"
     gateway_id: str | None = None
     as_of: float | None = None
     level: int = 0
@@ -82,4 +90,50 @@ def site_forecast(newest: StoredEvent | None) -> SiteForecast:
         failure_t_high=numbers.failure_t_high if numbers else None,
         alpha=numbers.alpha if numbers else None,
         evidence=numbers.evidence if numbers else None,
+    )
+
+
+def standing_of(health: Mapping[str, Any] | None, rule_id: str) -> StandingForecast | None:
+    """The rule's standing forecast in a stored health report; None if it has none."""
+    forecasts = (health or {}).get("forecasts")
+    found = forecasts.get(rule_id) if isinstance(forecasts, Mapping) else None
+    if not isinstance(found, Mapping):
+        return None
+    standing = StandingForecast.tolerant(found)
+    if standing.at is None or standing.failure_t is None or standing.lead_h is None:
+        return None
+    return standing
+
+
+def newest_forecast(
+    newest: StoredEvent | None, standing: Iterable[tuple[str, StandingForecast]]
+) -> SiteForecast:
+    """``site_forecast`` of the newest event, or a gateway's standing forecast if newer.
+
+    ``standing`` pairs a gateway id with the forecast in its last health report. One counts
+    only while the event has the rule raised, and only when made after the event's sample.
+    """
+    reported = site_forecast(newest)
+    if reported.level <= 0:
+        return reported
+    candidates = [(f.at, g, f) for g, f in standing if f.at is not None]
+    if not candidates:
+        return reported
+    at, gateway_id, latest = max(candidates, key=lambda item: item[0])
+    if reported.as_of is not None and at <= reported.as_of:
+        return reported
+    return replace(
+        reported,
+        state="forecast",
+        source="latest",
+        gateway_id=gateway_id,
+        as_of=at,
+        lead_h=latest.lead_h,
+        failure_t=latest.failure_t,
+        failure_t_low=latest.failure_t_low,
+        failure_t_high=latest.failure_t_high,
+        alpha=latest.alpha,
+        velocity_mm_day=latest.velocity_mm_day,
+        evidence=latest.evidence,
+        words=None,
     )

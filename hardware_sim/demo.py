@@ -32,6 +32,7 @@ from rich.live import Live
 from drivers.clock import ScaledClock
 from hardware_sim.demo_calls import VILLAGE_DEADLINE_S, DemoRobots, RobotMessage, red_policy
 from hardware_sim.demo_fleet import DemoFleet, run_cli
+from hardware_sim.demo_slope import SlopeWatch
 from hardware_sim.demo_view import (
     Exactness,
     GatewayView,
@@ -61,6 +62,10 @@ WARM_UP_S = 8.0
 #: After the storm, how long the demo waits for a township to have been called and to
 #: answer (a red alarm raised late in the storm reaches the township this much later).
 TOWNSHIP_WAIT_S = VILLAGE_DEADLINE_S + 20.0
+#: Appended to each example site file: on clocks hundreds of times fast, the default
+#: minute between health reports is hours of simulated time, and a slope's newest
+#: forecast would reach the fleet after the demo had ended.
+DEMO_UPLINK = "\n[uplink]\nhealth_interval_s = 1\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,9 @@ class DemoGateway:
         """What the live view shows of this gateway."""
         assert self.station is not None
         assert self.clock is not None
-        return GatewayView(self.site.station, self.gateway_id, self.station, self.clock, self.log)
+        return GatewayView(
+            self.site.station, self.gateway_id, self.station, self.clock, self.log, self.site_id
+        )
 
 
 def _speed(station: Station, origin: float, speed: float, duration_s: float) -> float:
@@ -247,13 +254,18 @@ async def _serve_and_start(
     )
     assert bus.port is not None
     site_file = folder / f"{gateway.site.station}.toml"
-    site_file.write_text(example_site(gateway.site.example, gateway.site.port_line, bus.port))
+    site_text = example_site(gateway.site.example, gateway.site.port_line, bus.port)
+    site_file.write_text(site_text + DEMO_UPLINK)
     await _start_agent(gateway, site_file, _numba_cache())
     stack.push_async_callback(_stop_agent, gateway)
 
 
 async def _watch(
-    gateways: list[DemoGateway], fleet: DemoFleet, until: float, console: Console
+    gateways: list[DemoGateway],
+    fleet: DemoFleet,
+    until: float,
+    console: Console,
+    slope: SlopeWatch,
 ) -> None:
     """The live view until wall time ``until``, a gateway dies, or Ctrl-C (then the checks)."""
     views = [g.view() for g in gateways]
@@ -264,6 +276,7 @@ async def _watch(
             ):
                 await asyncio.sleep(1.0)
                 live.update(await live_view(views, fleet))
+                await slope.look(fleet)
         except asyncio.CancelledError:
             console.print("stopped early; checking what was stored so far")
 
@@ -324,13 +337,16 @@ async def _show_escalation(
     console.print("[bold red]叫应: the township's answer is not on the alarm's record[/]")
 
 
-async def _finish(gateways: list[DemoGateway], fleet: DemoFleet, console: Console) -> int:
+async def _finish(
+    gateways: list[DemoGateway], fleet: DemoFleet, console: Console, slope: SlopeWatch
+) -> int:
     """Stop and drain the gateways, show what happened, and check the fleet holds it all."""
     codes = await asyncio.gather(*(_stop_agent(g) for g in gateways))
     console.print("gateways stopped; draining what they stored since the last ack ...")
     checks = await asyncio.gather(*(_check(g, fleet) for g in gateways))
     views = [g.view() for g in gateways]
     console.print(await alarm_table(views, fleet))
+    console.print(slope.table())
     console.print(coil_table(views))
     console.print(exactness_table(checks))
     ingest = await fleet.get("/api/v1/ingest")
@@ -383,14 +399,15 @@ async def run_demo(duration_s: float, speed: float, console: Console) -> int:
         origin = round(time.time() + WARM_UP_S, 3)
         for gateway in gateways:
             await _serve_and_start(gateway, stack, folder, origin, speed, duration_s)
-        await _watch(gateways, fleet, origin + duration_s, console)
+        slope = SlopeWatch([g.view() for g in gateways])
+        await _watch(gateways, fleet, origin + duration_s, console, slope)
         placed = [
             f"{s['site_id']} ({s['lat']:.4f}, {s['lon']:.4f}) {s['level_name']}"
             for s in await fleet.get("/api/v1/sites")
             if s["lat"] is not None
         ]
         console.print(f"on the console's map: {'; '.join(placed) or 'no site'}", highlight=False)
-        code = await _finish(gateways, fleet, console)
+        code = await _finish(gateways, fleet, console, slope)
         await _show_escalation(gateways, fleet, answering, console)
         return code
     raise AssertionError  # unreachable: the block returns

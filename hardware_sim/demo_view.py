@@ -48,6 +48,7 @@ class GatewayView:
     station: Station
     clock: ScaledClock
     log: Path
+    site_id: str = ""
 
     @property
     def relays(self) -> SimulatedDevice | None:

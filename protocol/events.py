@@ -80,6 +80,18 @@ class FailureForecast(_EventDetail):
         return value
 
 
+class StandingForecast(FailureForecast):
+    """A failure-forecast rule's newest accepted forecast (``Health.forecasts``).
+
+    A rule forecasts every hour or so, but its events carry a forecast only when its level
+    changes; while the rule is raised, the gateway reports its newest forecast that passed
+    the evidence test with each health report. ``at`` is the time of the sample it was made
+    at. Older gateways send none.
+    """
+
+    at: float | None = None
+
+
 class AlarmEvent(_EventDetail):
     """Detail of an ``alarm`` event: one rule's level changed, or its latch was acknowledged.
 

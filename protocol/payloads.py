@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from protocol.events import StandingForecast
 from protocol.limits import (
     MAX_EVENT_ROWS,
     MAX_READING_MAGNITUDE,
@@ -253,6 +254,10 @@ class BusHealth(BaseModel):
     failures: Count = 0
 
 
+#: Forecast rules a health report speaks of at most.
+MAX_STANDING_FORECASTS = 64
+
+
 class Health(_Payload):
     """Periodic gateway health (every ``HEALTH_INTERVAL_S``, retained).
 
@@ -281,6 +286,11 @@ class Health(_Payload):
     sensor_faults: dict[str, Count] = Field(default_factory=dict)
     supply_v: Finite | None = None
     battery_v: Finite | None = None
+    #: Each raised failure-forecast rule's newest accepted forecast, by rule id.
+    forecasts: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=128)], StandingForecast],
+        Field(max_length=MAX_STANDING_FORECASTS),
+    ] = Field(default_factory=dict)
 
 
 Name = Annotated[str, Field(min_length=1, max_length=128)]

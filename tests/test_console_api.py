@@ -31,7 +31,7 @@ from hardware_sim.harness.ports import free_port
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_for
 from protocol import MAX_READING_ROWS, DataBatch, EventBatch, EventRow, GatewayState, Health
-from protocol.events import AlarmEvent, FailureForecast
+from protocol.events import AlarmEvent, FailureForecast, StandingForecast
 from protocol.payloads import finite_json
 
 EXAMPLES = Path(__file__).parent.parent / "edge_agent" / "examples"
@@ -324,6 +324,15 @@ def event(fleet: Fleet, gateway_id: str, ts: float, kind: str, subject: str | No
     )
 
 
+def health(fleet: Fleet, gateway_id: str, forecasts: dict[str, StandingForecast]) -> None:
+    """A health report from ``gateway_id`` with its standing forecasts, stored as ingest does."""
+    report = Health(
+        gateway_id=gateway_id, ts=time.time(), uptime_s=60.0, agent_version="0.1.0",
+        forecasts=forecasts,
+    )  # fmt: skip
+    fleet.send(gateway_id, report)
+
+
 EXTENSION = "scarp_extensometer.extension"
 HOUR = 3600.0
 
@@ -416,11 +425,37 @@ async def test_a_slope_site_gives_the_forecast_its_gateway_last_reported(fleet: 
         event(fleet, "gw-0000000005", at, "alarm", "slope_forecast", 4, newer.wire())
         forecast = (await slope_rule(http, start, until))["forecast"]
         assert forecast == {
-            "state": "forecast", "gateway_id": "gw-0000000005", "as_of": at, "level": 4,
-            "level_name": "red", "lead_h": 30.0, "failure_t": at + 30 * HOUR,
-            "failure_t_low": at + 20 * HOUR, "failure_t_high": None, "alpha": 1.9,
-            "velocity_mm_day": 14.5, "evidence": 52.0, "words": "predicted failure ...",
+            "state": "forecast", "source": "level_change", "gateway_id": "gw-0000000005",
+            "as_of": at, "level": 4, "level_name": "red", "lead_h": 30.0,
+            "failure_t": at + 30 * HOUR, "failure_t_low": at + 20 * HOUR,
+            "failure_t_high": None, "alpha": 1.9, "velocity_mm_day": 14.5, "evidence": 52.0,
+            "words": "predicted failure ...",
         }  # fmt: skip
+
+        # The red latched; the gateway forecasts on and reports its newest accepted forecast
+        # with its health: newer than the event, it is the one shown, and says so.
+        red_at = at
+        later = red_at + 0.5 * HOUR
+        standing = StandingForecast(
+            lead_h=24.0, failure_t=later + 24 * HOUR, failure_t_low=later + 21 * HOUR,
+            failure_t_high=later + 28 * HOUR, alpha=2.1, velocity_mm_day=18.0, evidence=900.0,
+            at=later,
+        )  # fmt: skip
+        health(fleet, "gw-0000000005", {"slope_forecast": standing})
+        forecast = (await slope_rule(http, start, until))["forecast"]
+        assert forecast == {
+            "state": "forecast", "source": "latest", "gateway_id": "gw-0000000005",
+            "as_of": later, "level": 4, "level_name": "red", "lead_h": 24.0,
+            "failure_t": later + 24 * HOUR, "failure_t_low": later + 21 * HOUR,
+            "failure_t_high": later + 28 * HOUR, "alpha": 2.1, "velocity_mm_day": 18.0,
+            "evidence": 900.0, "words": None,
+        }  # fmt: skip
+        # One made before the event (a health report from before the red) does not win.
+        older = standing.model_copy(update={"at": red_at - 0.5 * HOUR})
+        health(fleet, "gw-0000000005", {"slope_forecast": older})
+        forecast = (await slope_rule(http, start, until))["forecast"]
+        assert (forecast["source"], forecast["as_of"]) == ("level_change", red_at)
+        health(fleet, "gw-0000000005", {"slope_forecast": standing})
 
         # No failure in sight (the gateway's metric is infinite): said so, no time given.
         calm = {"from": "red", "to": "normal", "kind": "ack", "metric": math.inf, "at": until}
@@ -431,6 +466,11 @@ async def test_a_slope_site_gives_the_forecast_its_gateway_last_reported(fleet: 
             None,
             until,
         )
+        # Back to normal, a standing forecast is no news, however new.
+        newest = standing.model_copy(update={"at": until + 60})
+        health(fleet, "gw-0000000005", {"slope_forecast": newest})
+        forecast = (await slope_rule(http, start, until))["forecast"]
+        assert (forecast["state"], forecast["source"]) == ("not_accelerating", "level_change")
 
         for params, words in (
             ({"since": until, "until": until}, "must be before"),

@@ -35,7 +35,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from alarm_engine import AlarmEngine
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
-from edge_agent.agent import _alarm_event
+from edge_agent.agent import _alarm_event, wire_forecasts
 from edge_agent.site_file import load_site
 from edge_agent.site_summary import site_summary
 from edge_agent.upload_source import event_row
@@ -213,24 +213,29 @@ def station(clock: ScaledClock, tap: RainTap) -> list[SimulatedDevice]:
     return [rain, creek, relays]
 
 
-def seed_slope_site(fleet_dir: Path, now: float) -> None:
+def seed_slope_site(fleet_dir: Path, now: float) -> float:
     """slope-road's gateway: 20 days of its extensometer up to ``now``, and its forecast.
 
     The record is ``hardware_sim.slope_corpus`` failure record 7 (10-minute readings),
     moved to fail ``SLOPE_AHEAD_S`` after ``now``. The gateway's own alarm engine (as in
     ``edge run``) evaluates the site file's rules over it, and each level change becomes
     the event the agent stores (``_alarm_event``) and uploads (``event_row``); both streams
-    are committed to the fleet's store the way ingest commits a gateway's batches.
+    are committed to the fleet's store the way ingest commits a gateway's batches, and so
+    is its health report, with the newest forecast since the red (``wire_forecasts``).
+    Returns the time of the red's level change.
     """
     site = load_site(SLOPE_FILE)
     record = failure_record(SLOPE_RECORD, 600.0)
     ts = record.t + (now + SLOPE_AHEAD_S - record.failure_t)
     keep = (ts < now) & (ts >= now - 20 * 86400)
     ts, xs = ts[keep], record.x[keep]
-    changes = AlarmEngine(site.rules, "auto").replay(
-        {EXTENSION: (ts, xs, np.ones(len(ts), dtype=np.bool_))}
-    )
+    engine = AlarmEngine(site.rules, "auto")
+    changes = engine.replay({EXTENSION: (ts, xs, np.ones(len(ts), dtype=np.bool_))})
     assert any(c.rule_id == "slope_forecast" and c.new == 4 for c in changes), changes
+    # The red latched hours ago; the gateway's health carries its newest forecast since.
+    standing = wire_forecasts(engine)
+    red_at = next(c.t for c in changes if c.rule_id == "slope_forecast" and c.new == 4)
+    assert (standing["slope_forecast"].at or 0.0) > red_at + 3600
     repository = SQLiteRepository(fleet_dir / "fleet.sqlite")
     try:
         _token, secret = repository.create_enrollment_token(SLOPE, now + 60, None, None, now)
@@ -256,9 +261,16 @@ def seed_slope_site(fleet_dir: Path, now: float) -> None:
         batches.append(
             EventBatch(gateway_id=SLOPE_GATEWAY, first_seq=1, last_seq=len(events), rows=events)
         )
+        batches.append(
+            Health(
+                gateway_id=SLOPE_GATEWAY, ts=now, uptime_s=3600.0, agent_version="0.1.0",
+                alarm_level=4, forecasts=standing,
+            )
+        )  # fmt: skip
         repository.commit([Received(SLOPE_GATEWAY, now, batch) for batch in batches])
     finally:
         repository.close()
+    return red_at
 
 
 @dataclass
@@ -269,6 +281,7 @@ class County:
     taps: dict[str, RainTap]
     shots: Path
     robots: WebhookInbox
+    slope_red_at: float  # when slope-road's forecast went red (its level change)
     secrets: dict[Role, str] = field(default_factory=dict)
 
     def secret(self, role: Role) -> str:
@@ -302,7 +315,7 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
     with ExitStack() as processes:
         broker = processes.enter_context(running_broker(tmp / "fleet", tmp / "mosquitto"))
         fleet = processes.enter_context(running_fleet(tmp / "fleet", broker))
-        seed_slope_site(fleet.data_dir, now)
+        slope_red_at = seed_slope_site(fleet.data_dir, now)
         # middle-village's 群测群防员 is called on a work-chat robot, which takes the call:
         # the calling then waits on the village tier, and the overview counts down.
         robots = processes.enter_context(WebhookInbox().running())
@@ -315,7 +328,7 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
                     sim_site(tmp / site_id, station(clock, taps[site_id]), text, clock)
                 )
                 await site.start_agent("gw")
-            county = County(fleet, clock, gateways, taps, shots, robots)
+            county = County(fleet, clock, gateways, taps, shots, robots, slope_red_at)
             fleet.rest(
                 "PUT",
                 f"/api/v1/sites/{MIDDLE}/roster",
@@ -944,6 +957,9 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
     slope = county.fleet.rest("GET", f"/api/v1/sites/{SLOPE}/slope", Role.VIEWER)
     forecast = slope["rules"][0]["forecast"]
     assert (forecast["state"], forecast["level_name"]) == ("forecast", "red")
+    # The red's event is hours old; the forecast shown is the gateway's newest since.
+    assert forecast["source"] == "latest"
+    assert forecast["as_of"] > county.slope_red_at + 3600
     await sign_in(page, county.secret(Role.VIEWER))
     await page.goto(f"/#/site/{SLOPE}")
     await ready(page, "site")
@@ -966,6 +982,8 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
         RED_ZH,
     ):
         assert told in facts, (told, facts)
+    source = await page.locator("#source-slope_forecast").inner_text()
+    assert source == "网关最新预报（级别升高期间随健康报告更新）"  # noqa: RUF001 - as the page
 
     chart = rule.locator("figure.iv-chart")
     await chart.locator("canvas").wait_for()

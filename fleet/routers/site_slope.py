@@ -1,10 +1,11 @@
 """A slope site's failure forecast and inverse-velocity picture, for the console's site page.
 
 ``GET /api/v1/sites/{site_id}/slope``: for each failure-forecast (or inverse-velocity)
-rule of the site, the forecast its gateway last reported and 1/v of the rule's channel
-from the stored readings (hourly means, see ``fleet.inverse_velocity``), with the rule's
-level horizons. Read only, viewer role, like the rest of ``/api/v1/sites``; it must never
-compute a forecast of its own nor hide that there is none.
+rule of the site, the forecast its gateway last reported (see ``fleet.site_forecast``) and
+1/v of the rule's channel from the stored readings (hourly means, see
+``fleet.inverse_velocity``), with the rule's level horizons. Read only, viewer role, like
+the rest of ``/api/v1/sites``; it must never compute a forecast of its own nor hide that
+there is none.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from fleet.dependencies import TOKEN_REFUSALS, FiniteQuery, Repo, refusals, requ
 from fleet.inverse_velocity import BIN_S, METHOD, inverse_velocity
 from fleet.repository import Gateway, NotFoundError, Repository, Role
 from fleet.schemas import SITE_ID_PATTERN, Out
-from fleet.site_forecast import SLOPE_FORECAST_KINDS, ForecastState, site_forecast
+from fleet.site_forecast import (
+    SLOPE_FORECAST_KINDS,
+    ForecastSource,
+    ForecastState,
+    newest_forecast,
+    standing_of,
+)
 from protocol import SiteSummary
 from protocol.events import ALARM_EVENT_KIND
 from protocol.levels import LEVEL_NAMES
@@ -41,10 +48,14 @@ MAX_SPAN_S = 60 * 86400.0
 
 
 class ForecastOut(Out):
-    """A rule's failure forecast as its gateway last reported it (with a level change)."""
+    """A rule's failure forecast as its gateway last reported it (see ``fleet.site_forecast``)."""
 
     state: ForecastState = Field(
         description="forecast | not_accelerating | no_forecast_yet | not_reported"
+    )
+    source: ForecastSource = Field(
+        description="level_change: the rule's newest alarm event; latest: the newest "
+        "accepted forecast its gateway reported with its health since (while raised)"
     )
     gateway_id: str | None
     as_of: float | None = Field(description="time of the sample the forecast was made at")
@@ -57,7 +68,9 @@ class ForecastOut(Out):
     alpha: float | None
     velocity_mm_day: float | None
     evidence: float | None
-    words: str | None = Field(description="the gateway's own words for the level change")
+    words: str | None = Field(
+        description="the gateway's own words for the level change (null for source latest)"
+    )
 
 
 class InversePointOut(Out):
@@ -181,7 +194,8 @@ def get_slope(
         if rule.kind not in SLOPE_FORECAST_KINDS:
             continue
         newest = repository.events(gateway_ids, kinds=[ALARM_EVENT_KIND], subject=rule.id, limit=1)
-        forecast = site_forecast(newest[0] if newest else None)
+        standing = [(g.id, f) for g in gateways if (f := standing_of(g.health, rule.id))]
+        forecast = newest_forecast(newest[0] if newest else None, standing)
         # The gateway that reported the forecast first: its readings are the ones it fitted.
         ordered = sorted(gateway_ids, key=lambda g: g != forecast.gateway_id)
         rules.append(
@@ -193,6 +207,7 @@ def get_slope(
                 horizons_h=rule.horizons_h,
                 forecast=ForecastOut(
                     state=forecast.state,
+                    source=forecast.source,
                     gateway_id=forecast.gateway_id,
                     as_of=forecast.as_of,
                     level=forecast.level,

@@ -78,6 +78,7 @@ function forecastFacts(rule) {
       [t("lead_time"), t("lead_hours", { h: number(f.lead_h), now: number((f.failure_t - Date.now() / 1000) / 3600) })],
     );
     facts.push([t("alpha"), number(f.alpha, 2)], [t("evidence"), number(f.evidence, 0)]);
+    facts.push([t("forecast_source"), h("span", { id: `source-${rule.rule}` }, t(`source_${f.source}`))]);
   }
   facts.push([t("velocity"), `${number(f.velocity_mm_day, 2)} ${rule.unit ?? "mm"}/${t("per_day")}`]);
   return h(
