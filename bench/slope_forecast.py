@@ -311,6 +311,11 @@ def _shown_summary(failures: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _in_scope(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The failure records the targets speak of (noise up to 0.05 mm)."""
+    return [r for r in results if r["family"] == "failure" and r["noise_mm"] <= 0.05]
+
+
 def _split(results: list[dict[str, Any]]) -> dict[str, Any]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
@@ -419,10 +424,12 @@ def main(argv: list[str] | None = None) -> None:
             "all": summarise(results),
             "split": _split(results),
             "targets": verdict(results),
+            "shown_after_red": _shown_summary(_in_scope(results)),
             "misses_by_signal": misses_by_signal(results),
             "abrupt_onset": {
                 "split": _split(abrupt_results),
                 "targets": verdict(abrupt_results + quiet),
+                "shown_after_red": _shown_summary(_in_scope(abrupt_results)),
                 "misses_by_signal": misses_by_signal(abrupt_results),
             },
         }
