@@ -72,6 +72,7 @@ from protocol.events import (
     StandingForecast,
 )
 from protocol.levels import LEVEL_NAMES
+from protocol.limits import MAX_STANDING_FORECASTS
 from site_schema.rule_specs import ChannelRule
 from site_schema.site_config import SiteConfig
 
@@ -92,12 +93,17 @@ def _forecast(change: LevelChange) -> FailureForecast | None:
 
 
 def wire_forecasts(engine: AlarmEngine) -> dict[str, StandingForecast]:
-    """``engine.standing_forecasts()`` as the health report sends them."""
+    """``engine.standing_forecasts()`` as the health report sends them (never raises).
+
+    At most ``MAX_STANDING_FORECASTS`` of them, in rule id order: a health report with
+    more would be refused whole.
+    """
+    standing = list(engine.standing_forecasts().items())[:MAX_STANDING_FORECASTS]
     return {
         rule_id: StandingForecast.model_validate(
-            {**dict(zip(FORECAST_VALUES, standing.values, strict=True)), "at": standing.at}
+            {**dict(zip(FORECAST_VALUES, forecast.values, strict=True)), "at": forecast.at}
         )
-        for rule_id, standing in engine.standing_forecasts().items()
+        for rule_id, forecast in standing
     }
 
 

@@ -23,6 +23,8 @@ MAX_INFLIGHT_BATCHES = 4
 ACK_TIMEOUT_S = 15.0
 #: How often a gateway publishes ``Health``.
 HEALTH_INTERVAL_S = 60.0
+#: Most failure-forecast rules one ``Health`` reports a standing forecast of.
+MAX_STANDING_FORECASTS = 64
 #: The fleet shows a gateway offline after this long without any message from it.
 OFFLINE_AFTER_S = 3 * HEALTH_INTERVAL_S
 

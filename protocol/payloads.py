@@ -41,6 +41,7 @@ from protocol.limits import (
     MAX_EVENT_ROWS,
     MAX_READING_MAGNITUDE,
     MAX_READING_ROWS,
+    MAX_STANDING_FORECASTS,
     MAX_TIMESTAMP,
     MAX_WIRE_INT,
     MIN_TIMESTAMP,
@@ -252,10 +253,6 @@ class BusHealth(BaseModel):
     last_success: Timestamp | None = None
     transactions: Count = 0
     failures: Count = 0
-
-
-#: Forecast rules a health report speaks of at most.
-MAX_STANDING_FORECASTS = 64
 
 
 class Health(_Payload):
