@@ -56,7 +56,7 @@ from protocol import (
     GatewayState,
     Health,
 )
-from protocol.events import ALARM_EVENT_KIND
+from protocol.events import ALARM_EVENT_KIND, StandingForecast
 from protocol.levels import AlarmLevel
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -213,7 +213,7 @@ def station(clock: ScaledClock, tap: RainTap) -> list[SimulatedDevice]:
     return [rain, creek, relays]
 
 
-def seed_slope_site(fleet_dir: Path, now: float) -> float:
+def seed_slope_site(fleet_dir: Path, now: float) -> tuple[float, dict[str, StandingForecast]]:
     """slope-road's gateway: 20 days of its extensometer up to ``now``, and its forecast.
 
     The record is ``hardware_sim.slope_corpus`` failure record 7 (10-minute readings),
@@ -222,7 +222,7 @@ def seed_slope_site(fleet_dir: Path, now: float) -> float:
     the event the agent stores (``_alarm_event``) and uploads (``event_row``); both streams
     are committed to the fleet's store the way ingest commits a gateway's batches, and so
     is its health report, with the newest forecast since the red (``wire_forecasts``).
-    Returns the time of the red's level change.
+    Returns the time of the red's level change, and the gateway's standing forecasts.
     """
     site = load_site(SLOPE_FILE)
     record = failure_record(SLOPE_RECORD, 600.0)
@@ -270,7 +270,21 @@ def seed_slope_site(fleet_dir: Path, now: float) -> float:
         repository.commit([Received(SLOPE_GATEWAY, now, batch) for batch in batches])
     finally:
         repository.close()
-    return red_at
+    return red_at, standing
+
+
+def slope_health(county: County, forecasts: dict[str, StandingForecast]) -> None:
+    """A health report from slope-road's gateway with ``forecasts``, committed as ingest would."""
+    repository = SQLiteRepository(county.fleet.data_dir / "fleet.sqlite")
+    try:
+        now = time.time()
+        report = Health(
+            gateway_id=SLOPE_GATEWAY, ts=now, uptime_s=7200.0, agent_version="0.1.0",
+            alarm_level=4, forecasts=forecasts,
+        )  # fmt: skip
+        repository.commit([Received(SLOPE_GATEWAY, now, report)])
+    finally:
+        repository.close()
 
 
 @dataclass
@@ -282,6 +296,7 @@ class County:
     shots: Path
     robots: WebhookInbox
     slope_red_at: float  # when slope-road's forecast went red (its level change)
+    slope_standing: dict[str, StandingForecast]  # its gateway's newest forecasts since
     secrets: dict[Role, str] = field(default_factory=dict)
 
     def secret(self, role: Role) -> str:
@@ -315,7 +330,7 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
     with ExitStack() as processes:
         broker = processes.enter_context(running_broker(tmp / "fleet", tmp / "mosquitto"))
         fleet = processes.enter_context(running_fleet(tmp / "fleet", broker))
-        slope_red_at = seed_slope_site(fleet.data_dir, now)
+        slope_red_at, slope_standing = seed_slope_site(fleet.data_dir, now)
         # middle-village's 群测群防员 is called on a work-chat robot, which takes the call:
         # the calling then waits on the village tier, and the overview counts down.
         robots = processes.enter_context(WebhookInbox().running())
@@ -328,7 +343,9 @@ async def county(tmp_path_factory: pytest.TempPathFactory, shots: Path) -> Async
                     sim_site(tmp / site_id, station(clock, taps[site_id]), text, clock)
                 )
                 await site.start_agent("gw")
-            county = County(fleet, clock, gateways, taps, shots, robots, slope_red_at)
+            county = County(
+                fleet, clock, gateways, taps, shots, robots, slope_red_at, slope_standing
+            )
             fleet.rest(
                 "PUT",
                 f"/api/v1/sites/{MIDDLE}/roster",
@@ -954,6 +971,9 @@ async def test_the_site_page_draws_its_charts_with_threshold_bands_and_alarm_mar
 async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
     page: Page, county: County
 ) -> None:
+    # The gateway's health carries its newest forecast (as seeded; another test may have
+    # sent a health report of its own since).
+    slope_health(county, county.slope_standing)
     slope = county.fleet.rest("GET", f"/api/v1/sites/{SLOPE}/slope", Role.VIEWER)
     forecast = slope["rules"][0]["forecast"]
     assert (forecast["state"], forecast["level_name"]) == ("forecast", "red")
@@ -984,6 +1004,20 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
         assert told in facts, (told, facts)
     source = await page.locator("#source-slope_forecast").inner_text()
     assert source == "网关最新预报（级别升高期间随健康报告更新）"  # noqa: RUF001 - as the page
+
+    # An hour on, the gateway's next report puts the failure two hours later: the page
+    # follows it live, without a reload.
+    await page.evaluate("window.sameDocument = true")
+    standing = county.slope_standing["slope_forecast"]
+    assert standing.at is not None
+    assert standing.failure_t is not None
+    later = standing.model_copy(
+        update={"at": standing.at + 3600, "failure_t": standing.failure_t + 7200}
+    )
+    slope_health(county, {"slope_forecast": later})
+    moved = await page.evaluate(local, later.failure_t)
+    await page.locator("#failure-slope_forecast", has_text=moved).wait_for(timeout=20_000)
+    assert await page.evaluate("window.sameDocument") is True
 
     chart = rule.locator("figure.iv-chart")
     await chart.locator("canvas").wait_for()

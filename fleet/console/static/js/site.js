@@ -123,16 +123,34 @@ export async function showSite(view, siteId, params) {
       }
     }
   }
+  let slopePlots = [];
   if (slopePanel) {
     try {
-      plots.push(...(await slopeShown));
+      slopePlots = await slopeShown;
     } catch (error) {
       slopePanel.replaceChildren(h("h3", {}, t("slope_forecast")), h("p.muted", {}, t("error", { detail: error.message })));
     }
   }
+  // A gateway of the site reported (its health carries its newest forecast while a slope
+  // rule is raised) or a level changed: the forecast and its picture are asked for again.
+  let refreshing = null; // one at a time: a report during a refresh waits for the next
+  const refreshSlope = (event) => {
+    if (!slopePanel || event.site_id !== siteId || refreshing) return;
+    refreshing = showSlope(slopePanel, siteId, until - Math.max(PERIODS[period], SLOPE_SPAN_S), Date.now() / 1000)
+      .then((fresh) => {
+        for (const plot of slopePlots) plot?.destroy();
+        slopePlots = fresh;
+      })
+      .catch(() => {}) // the forecast shown stays; the next report tries again
+      .finally(() => {
+        refreshing = null;
+      });
+  };
+  const stopHealth = onLive("health", refreshSlope);
   const stop = onLive("level", (event) => {
     if (event.site_id !== siteId) return;
     badge.replaceChildren(levelBadge(event.level));
+    refreshSlope(event);
     // The recent events follow too (the charts keep their period as it was asked for).
     api
       .get(`/api/v1/sites/${encodeURIComponent(siteId)}/events`, { since, limit: 500 })
@@ -141,7 +159,8 @@ export async function showSite(view, siteId, params) {
   });
   return () => {
     stop();
-    for (const plot of plots) plot?.destroy();
+    stopHealth();
+    for (const plot of [...plots, ...slopePlots]) plot?.destroy();
   };
 }
 
