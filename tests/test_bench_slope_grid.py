@@ -34,8 +34,12 @@ def test_replaying_stored_forecasts_gives_the_engines_levels(seed, overrides):
     stored = collect(("failure", seed, {}))
     engine = evaluate(("failure", seed, overrides))
     replayed = levels(stored, _rule_for(overrides))
+    # The grid replays levels only; the forecast shown after a red is scored by the engine
+    # run alone (``shown_after_red``), from its standing forecasts.
+    shown = engine.pop("shown")
     assert replayed == engine
     assert "red" in engine["lead_h"]  # the records reach red: the comparison covers it
+    assert "6h" in shown
 
 
 def _grid(*args: str) -> subprocess.CompletedProcess[str]:
