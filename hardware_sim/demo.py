@@ -346,7 +346,8 @@ async def _finish(
     checks = await asyncio.gather(*(_check(g, fleet) for g in gateways))
     views = [g.view() for g in gateways]
     console.print(await alarm_table(views, fleet))
-    console.print(slope.table())
+    for table in slope.tables():
+        console.print(table)
     console.print(coil_table(views))
     console.print(exactness_table(checks))
     ingest = await fleet.get("/api/v1/ingest")

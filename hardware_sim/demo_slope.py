@@ -2,7 +2,7 @@
 
 While the demo runs, ``SlopeWatch.look`` asks the fleet for each simulated slope's
 forecast (``GET /api/v1/sites/{site}/slope``) and notes it with the slope's simulated
-time; at the end, ``table`` shows what a duty officer would have read a day and a half,
+time; at the end, ``tables`` show what a duty officer would have read a day and a half,
 a day, 12 h and 6 h before the simulated failure, and how far off it was. Presentation
 only: it never changes anything it shows, and a fleet that does not answer is skipped.
 """
@@ -55,42 +55,49 @@ class SlopeWatch:
                     key = (view.site_id, rule["rule"])
                     self.shown.setdefault(key, []).append(Shown(now, rule["forecast"]))
 
-    def table(self) -> Table:
-        """The forecast shown ``SHOWN_BEFORE_H`` before each slope's failure, and its error."""
-        table = Table(title="slope failure forecast as the fleet showed it (simulated time)")
-        columns = ("site", "rule", "when", "at", "predicted failure", "95 % interval")
-        for column in (*columns, "made at", "from", "error"):
-            table.add_column(column)
+    def tables(self) -> list[Table]:
+        """Per slope rule: the forecast shown ``SHOWN_BEFORE_H`` before the failure, its error."""
+        tables = []
         for view, slope in self.slopes:
             failure = slope.failure_time
             for (site_id, rule_id), seen in self.shown.items():
                 if site_id != view.site_id:
                     continue
+                table = Table(title=f"{site_id} {rule_id}: the failure forecast the fleet showed")
+                columns = ("before failure", "predicted", "95 % interval", "made at", "from")
+                for column in (*columns, "error"):
+                    table.add_column(column)
                 for hours in SHOWN_BEFORE_H:
-                    moment = failure - hours * 3600.0
-                    before = [s for s in seen if s.seen_at <= moment]
-                    when = (site_id, rule_id, f"{hours:g} h before", view.hours(moment))
+                    before = [s for s in seen if s.seen_at <= failure - hours * 3600.0]
                     if not before:
-                        table.add_row(*when, "no forecast yet", "", "", "", "")
+                        table.add_row(f"{hours:g} h", "none yet", "", "", "", "")
                         continue
                     f = before[-1].forecast
-                    low, high = f["failure_t_low"], f["failure_t_high"]
-                    interval = (
-                        f"{view.hours(low) if low is not None else '-'} .. "
-                        f"{view.hours(high) if high is not None else '-'}"
-                    )
                     error = (f["failure_t"] - failure) / (failure - before[-1].seen_at)
                     table.add_row(
-                        *when,
-                        view.hours(f["failure_t"]),
-                        interval,
-                        view.hours(f["as_of"]),
+                        f"{hours:g} h",
+                        _sim_h(view, f["failure_t"]),
+                        _interval(view, f["failure_t_low"], f["failure_t_high"]),
+                        _sim_h(view, f["as_of"]),
                         SOURCES.get(f["source"], f["source"]),
                         f"{100 * error:+.0f} %",
                     )
-            table.caption = (
-                f"{view.site_id}: the simulated slope fails at {view.hours(failure)}; error: "
-                "of the time then left (late is positive); from: the rule's level change or "
-                "the gateway's newest forecast since (its health)"
-            )
-        return table
+                table.caption = (
+                    f"simulated time; the slope fails at {_sim_h(view, failure)}. error: of "
+                    "the time then left, late positive. from: the rule's level change, or the "
+                    "gateway's newest forecast since (sent with its health)"
+                )
+                tables.append(table)
+        return tables
+
+
+def _sim_h(view: GatewayView, t: float) -> str:
+    """Simulated time as hours since the origin, to a tenth: 't+88.1 h'."""
+    return f"t{(t - view.clock.origin) / 3600:+.1f} h"
+
+
+def _interval(view: GatewayView, low: float | None, high: float | None) -> str:
+    """'t+82.8..+97.1 h'; an unbounded end is '?'."""
+    lo = "?" if low is None else f"{(low - view.clock.origin) / 3600:+.1f}"
+    hi = "?" if high is None else f"{(high - view.clock.origin) / 3600:+.1f}"
+    return f"t{lo}..{hi} h"
