@@ -20,7 +20,7 @@ from hardware_sim.scenarios import CreepingSlope
 #: Hours before the simulated failure at which the table shows the fleet's forecast.
 SHOWN_BEFORE_H = (36.0, 24.0, 12.0, 6.0)
 #: How the table names a forecast's source (``fleet.site_forecast.ForecastSource``).
-SOURCES = {"level_change": "level change", "latest": "newest"}
+SOURCES = {"level_change": "event", "latest": "newest"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class SlopeWatch:
                 if site_id != view.site_id:
                     continue
                 table = Table(title=f"{site_id} {rule_id}: the failure forecast the fleet showed")
-                columns = ("before failure", "predicted", "95 % interval", "made at", "from")
+                columns = ("before", "predicted", "95 % interval", "made at", "from")
                 for column in (*columns, "error"):
                     table.add_column(column)
                 for hours in SHOWN_BEFORE_H:
@@ -83,9 +83,10 @@ class SlopeWatch:
                         f"{100 * error:+.0f} %",
                     )
                 table.caption = (
-                    f"simulated time; the slope fails at {_sim_h(view, failure)}. error: of "
-                    "the time then left, late positive. from: the rule's level change, or the "
-                    "gateway's newest forecast since (sent with its health)"
+                    f"simulated time; the slope fails at {_sim_h(view, failure)}. before: "
+                    "hours before the failure. error: of the time then left, late positive. "
+                    "from: the rule's level change event, or the gateway's newest forecast "
+                    "since (sent with its health)"
                 )
                 tables.append(table)
         return tables
