@@ -129,7 +129,12 @@ class AlarmEngine:
             for evaluator in self._channel_evaluators[channel]:
                 self._states.update(evaluator.states)
         self._last_t: dict[str, float] = {}
-        self._standing = StandingForecasts(r for r in rules if isinstance(r, FailureForecastRule))
+        forecasts = [r for r in rules if isinstance(r, FailureForecastRule)]
+        self._standing = StandingForecasts(forecasts)
+        # Per channel, its forecast rules: looked at after every batch, so found once here.
+        self._forecasts_of: dict[str, list[str]] = {}
+        for rule in forecasts:
+            self._forecasts_of.setdefault(rule.channel, []).append(rule.id)
         self.history_needed_s: float = max((history_needed_s(r) for r in rules), default=0.0)
 
     def rules_for(self, channel_id: str) -> tuple[SampleRule, ...]:
@@ -383,9 +388,8 @@ class AlarmEngine:
 
     def _observe_forecasts(self, channel_id: str) -> None:
         """Let ``_standing`` see the channel's forecast rules' latest snapshots."""
-        for rule in self._by_channel[channel_id]:
-            if isinstance(rule, FailureForecastRule):
-                self._standing.observe(rule.id, self._states[rule.id].values)
+        for rule_id in self._forecasts_of.get(channel_id, ()):
+            self._standing.observe(rule_id, self._states[rule_id].values)
 
     def _emit(self, changes: list[tuple[float, SampleRule, RawChange]]) -> list[LevelChange]:
         """Word time-ordered rule changes and let combinations follow each in turn.

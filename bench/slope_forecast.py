@@ -179,9 +179,10 @@ def _run_failure(
         end = int(np.searchsorted(t, edge, side="right"))
         if end == start:
             continue
-        changes += engine.push_many("slope.x", t[start:end], x[start:end], good[start:end])
+        batch = engine.push_many("slope.x", t[start:end], x[start:end], good[start:end])
+        changes += batch
         start = end
-        red = red or any(c.rule_id == rule.id and c.new == 4 for c in changes)
+        red = red or any(c.rule_id == rule.id and c.new == 4 for c in batch)
         if red:
             latest = engine.standing_forecasts().get(rule.id)
             standing.append(

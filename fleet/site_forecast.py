@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from fleet.repository import StoredEvent
 from protocol.events import AlarmEvent, StandingForecast
+from protocol.limits import MIN_TIMESTAMP
 
 #: Rule kinds whose alarms carry a failure time (``SiteRule.kind``).
 SLOPE_FORECAST_KINDS = frozenset({"failure_forecast", "inverse_velocity"})
@@ -101,6 +102,11 @@ def standing_of(health: Mapping[str, Any] | None, rule_id: str) -> StandingForec
         return None
     standing = StandingForecast.tolerant(found)
     if standing.at is None or standing.failure_t is None or standing.lead_h is None:
+        return None
+    # Made before the report that carries it, on the same clock: a time ahead of that is
+    # no forecast, and would outrank every later level change.
+    sent = health.get("ts") if health else None
+    if not isinstance(sent, int | float) or not MIN_TIMESTAMP <= standing.at <= sent:
         return None
     return standing
 

@@ -455,6 +455,12 @@ async def test_a_slope_site_gives_the_forecast_its_gateway_last_reported(fleet: 
         health(fleet, "gw-0000000005", {"slope_forecast": older})
         forecast = (await slope_rule(http, start, until))["forecast"]
         assert (forecast["source"], forecast["as_of"]) == ("level_change", red_at)
+        # One stamped after the report that carries it is no forecast (it would outrank
+        # every later level change).
+        ahead = standing.model_copy(update={"at": time.time() + 86400})
+        health(fleet, "gw-0000000005", {"slope_forecast": ahead})
+        forecast = (await slope_rule(http, start, until))["forecast"]
+        assert (forecast["source"], forecast["as_of"]) == ("level_change", red_at)
         health(fleet, "gw-0000000005", {"slope_forecast": standing})
 
         # No failure in sight (the gateway's metric is infinite): said so, no time given.
