@@ -273,13 +273,19 @@ def seed_slope_site(fleet_dir: Path, now: float) -> tuple[float, dict[str, Stand
     return red_at, standing
 
 
-def slope_health(county: County, forecasts: dict[str, StandingForecast]) -> None:
-    """A health report from slope-road's gateway with ``forecasts``, committed as ingest would."""
+def slope_health(
+    county: County, forecasts: dict[str, StandingForecast], sent: float | None = None
+) -> None:
+    """A health report from slope-road's gateway with ``forecasts``, committed as ingest would.
+
+    ``sent`` is the report's time on the gateway's clock (default now); the fleet takes no
+    forecast made after the report that carries it.
+    """
     repository = SQLiteRepository(county.fleet.data_dir / "fleet.sqlite")
     try:
         now = time.time()
         report = Health(
-            gateway_id=SLOPE_GATEWAY, ts=now, uptime_s=7200.0, agent_version="0.1.0",
+            gateway_id=SLOPE_GATEWAY, ts=sent or now, uptime_s=7200.0, agent_version="0.1.0",
             alarm_level=4, forecasts=forecasts,
         )  # fmt: skip
         repository.commit([Received(SLOPE_GATEWAY, now, report)])
@@ -1014,7 +1020,7 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
     later = standing.model_copy(
         update={"at": standing.at + 3600, "failure_t": standing.failure_t + 7200}
     )
-    slope_health(county, {"slope_forecast": later})
+    slope_health(county, {"slope_forecast": later}, sent=max(time.time(), standing.at + 3660))
     moved = await page.evaluate(local, later.failure_t)
     await page.locator("#failure-slope_forecast", has_text=moved).wait_for(timeout=20_000)
     assert await page.evaluate("window.sameDocument") is True
