@@ -1,11 +1,13 @@
 """The Kannel harness reads back what real Kannel sent its fake SMSC, by each message's coding.
 
 Long messages arrive at the fake SMSC in parts (UDH); a part in 7-bit text must not be read
-as UCS-2, nor a UCS-2 one as text.
+as UCS-2, nor a UCS-2 one as text. A port taken by another program between choosing it and
+bearerbox binding it must not fail the tests that need Kannel.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -47,3 +49,26 @@ def test_long_messages_are_reassembled_and_decoded_by_their_own_coding(tmp_path:
         assert any("udh" in log.read_text() for log in kannel.phone_logs)  # sent in parts
     finally:
         kannel.stop()
+
+
+def test_a_port_taken_before_bearerbox_binds_it_is_replaced_and_kannel_still_sends(
+    tmp_path: Path,
+) -> None:
+    kannel = Kannel(tmp_path, "http://127.0.0.1:9/mo?key=unused")
+    with socket.socket() as squatter:  # another program takes the smsbox port first
+        squatter.bind(("127.0.0.1", kannel.box_port))
+        squatter.listen()
+        taken = kannel.box_port
+        kannel.start()
+        try:
+            assert kannel.box_port != taken
+            answer = httpx.get(
+                kannel.sendsms_url,
+                params={"username": "fleet", "password": "fleet-password",
+                        "to": "8613800000009", "from": "10086", "text": "still here"},
+            )  # fmt: skip
+            assert answer.status_code == 202, answer.text
+            wait_until(kannel.received, 20, "the message at the fake SMSC")
+            assert [sms.text for sms in kannel.received()] == ["still here"]
+        finally:
+            kannel.stop()

@@ -28,6 +28,10 @@ FAKESMSC = "/usr/lib/kannel/test/fakesmsc"
 SHORT_CODE = "10086"
 #: Kannel's ``coding`` of a UCS-2 message (0 is 7-bit text, 1 8-bit data).
 UCS2_CODING = 2
+#: How many times ``Kannel.start`` tries, on fresh ports each time.
+START_ATTEMPTS = 3
+#: How long each box gets to listen on a port.
+BOX_START_S = 20.0
 
 
 def kannel_installed() -> bool:
@@ -49,11 +53,9 @@ class Kannel:
 
     def __init__(self, directory: Path, mo_url: str) -> None:
         self.directory = directory
-        self.admin_port, self.box_port, self.smsc_port, self.sendsms_port = (
-            free_port() for _ in range(4)
-        )
+        self._mo_url = mo_url
         self.conf = directory / "kannel.conf"
-        self.conf.write_text(self._config(mo_url))
+        self._choose_ports()
         self._processes: list[subprocess.Popen[bytes]] = []
         self._phone: subprocess.Popen[bytes] | None = None
         self._phone_logs: list[Path] = []
@@ -103,18 +105,64 @@ max-messages = 0
 get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
 """
 
+    def _choose_ports(self) -> None:
+        self.admin_port, self.box_port, self.smsc_port, self.sendsms_port = (
+            free_port() for _ in range(4)
+        )
+        self.conf.write_text(self._config(self._mo_url))
+
     def start(self) -> None:
-        """Start bearerbox, smsbox and the fake SMSC; wait until each listens."""
-        self._spawn([BEARERBOX, str(self.conf)], "bearerbox.out")
-        wait_until(lambda: port_open(self.box_port), 20, "bearerbox's smsbox port")
-        wait_until(lambda: port_open(self.smsc_port), 20, "bearerbox's fake SMSC port")
-        self._spawn([SMSBOX, str(self.conf)], "smsbox.out")
-        wait_until(lambda: port_open(self.sendsms_port), 20, "smsbox's sendsms port")
-        self._start_phone([])
+        """Start bearerbox, smsbox and the fake SMSC; wait until each listens.
+
+        A port chosen free can be taken by another program before bearerbox or smsbox
+        binds it; the box then exits at once. Each such start is retried on fresh ports,
+        up to ``START_ATTEMPTS`` times, and the error names what each attempt printed.
+        """
+        failures: list[str] = []
+        for _ in range(START_ATTEMPTS):
+            try:
+                self._start_boxes()
+            except _BoxStartError as failure:
+                failures.append(str(failure))
+                self._stop_boxes()
+                self._choose_ports()
+                continue
+            self._start_phone([])
+            return
+        raise AssertionError("Kannel did not start:\n" + "\n".join(failures))
+
+    def _start_boxes(self) -> None:
+        bearerbox = self._spawn([BEARERBOX, str(self.conf)], "bearerbox.out")
+        self._await_port(bearerbox, self.box_port, "bearerbox's smsbox port")
+        self._await_port(bearerbox, self.smsc_port, "bearerbox's fake SMSC port")
+        smsbox = self._spawn([SMSBOX, str(self.conf)], "smsbox.out")
+        self._await_port(smsbox, self.sendsms_port, "smsbox's sendsms port")
+        for box in (bearerbox, smsbox):  # another program may hold a port it wanted
+            if box.poll() is not None:
+                raise _BoxStartError(self._exited(box))
+
+    def _await_port(self, box: subprocess.Popen[bytes], port: int, what: str) -> None:
+        def listening() -> bool:
+            if box.poll() is not None:
+                raise _BoxStartError(self._exited(box))
+            return port_open(port)
+
+        try:
+            wait_until(listening, BOX_START_S, what)
+        except AssertionError as timeout:
+            raise _BoxStartError(f"{timeout}; it printed:\n{self._tail(box)}") from None
+
+    def _exited(self, box: subprocess.Popen[bytes]) -> str:
+        return f"{_program(box)} exited with {box.returncode}; it printed:\n{self._tail(box)}"
+
+    def _tail(self, box: subprocess.Popen[bytes]) -> str:
+        log = self.directory / f"{_program(box)}.out"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        return "\n".join(lines[-15:])
 
     def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = (self.directory / log_name).open("wb")
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        with (self.directory / log_name).open("wb") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         self._processes.append(process)
         return process
 
@@ -195,14 +243,30 @@ get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
     def stop(self) -> None:
         """Stop everything this started (SIGTERM, then SIGKILL if it lingers)."""
         self._stop_phone()
+        self._stop_boxes()
+
+    def _stop_boxes(self) -> None:
         for process in reversed(self._processes):
-            process.send_signal(signal.SIGTERM)
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         for process in self._processes:
             try:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        self._processes.clear()
+
+
+class _BoxStartError(Exception):
+    """bearerbox or smsbox exited, or did not listen in time; the message says which."""
+
+
+def _program(box: subprocess.Popen[bytes]) -> str:
+    """The name of the program ``box`` runs (bearerbox, smsbox)."""
+    argv = box.args
+    first = argv[0] if isinstance(argv, list) else argv
+    return Path(str(first)).name
 
 
 def _data(field: str) -> bytes:
