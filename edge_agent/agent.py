@@ -515,8 +515,13 @@ class Agent:
 
     def _alarm_table(self) -> dict[str, AlarmStatus]:
         metrics = self.engine.metrics()
+        forecasts = wire_forecasts(self.engine)
         table = {
-            rule: AlarmStatus(level=LEVEL_NAMES[level], metrics=metrics.get(rule, {}))
+            rule: AlarmStatus(
+                level=LEVEL_NAMES[level],
+                metrics=metrics.get(rule, {}),
+                forecast=forecasts.get(rule),
+            )
             for rule, level in self.engine.levels().items()
         }
         for node in self.nodes:

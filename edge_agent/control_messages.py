@@ -14,7 +14,17 @@ import json
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
+
+from protocol.events import StandingForecast
 
 if TYPE_CHECKING:
     from drivers.poller import DeviceHealth
@@ -136,10 +146,23 @@ class ErrorReply(ControlReply):
 
 
 class AlarmStatus(ControlReply):
-    """One rule (or siren-node fallback) now: its level name and its headline metrics."""
+    """One rule (or siren-node fallback) now: its level name and its headline metrics.
+
+    ``forecast`` only for a raised failure-forecast rule that has an accepted forecast:
+    its newest one, as the health report sends it (``metrics`` are the latest evaluation,
+    which may have failed the evidence test). Left out of the JSON when there is none.
+    """
 
     level: str
     metrics: dict[str, float]
+    forecast: StandingForecast | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_forecast(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("forecast", 0) is None:
+            del data["forecast"]
+        return data
 
 
 class BusStatus(ControlReply):

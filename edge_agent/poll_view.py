@@ -106,6 +106,44 @@ def _level_style(level: str) -> str:
     )
 
 
+def _forecast_table(status: StatusReply) -> RichTable | None:
+    """Each raised failure-forecast rule's newest accepted forecast; None when there is none."""
+    standing = {rule: a.forecast for rule, a in status.alarms.items() if a.forecast is not None}
+    if not standing:
+        return None
+    table = RichTable(title="failure forecasts standing (newest accepted)")
+    for column in ("rule", "failure UTC", "95 % interval", "from now", "made UTC"):
+        table.add_column(column)
+    for rule, forecast in standing.items():
+        low, high = forecast.failure_t_low, forecast.failure_t_high
+        interval = _interval(low, high)
+        left = f"{(forecast.failure_t - status.now) / 3600:.1f} h" if forecast.failure_t else "—"
+        table.add_row(
+            rule,
+            _day_time(forecast.failure_t),
+            interval,
+            left,
+            _day_time(forecast.at),
+            style=_level_style(status.alarms[rule].level),
+        )
+    return table
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    """``12-06 03:00 to 10:00``: the end's date only when it is another day."""
+    if low is None or high is None:
+        return "—"
+    end = _day_time(high)
+    same_day = end[:5] == _day_time(low)[:5]
+    return f"{_day_time(low)} to {end[6:] if same_day else end}"
+
+
+def _day_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "—"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%m-%d %H:%M")
+
+
 def status_tables(status: StatusReply) -> Group:
     """Render the agent's status reply: alarms, actuators, channels, buses, device problems."""
     alarms = RichTable(title="alarm rules")
@@ -114,6 +152,7 @@ def status_tables(status: StatusReply) -> Group:
     for rule, alarm in status.alarms.items():
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in alarm.metrics.items())
         alarms.add_row(rule, alarm.level, metrics, style=_level_style(alarm.level))
+    forecasts = _forecast_table(status)
     actuators = RichTable(title="actuators")
     for column in ("actuator", "pattern", "wanted", "read back", "fault"):
         actuators.add_column(column)
@@ -135,7 +174,8 @@ def status_tables(status: StatusReply) -> Group:
         last = "never" if bus.last_success is None else _when(bus.last_success)
         buses.add_row(name, str(bus.transactions), failures, last)
     problems = [Text(line) for line in device_problems(status.devices)]
-    return Group(alarms, actuators, channels, buses, *problems)
+    shown = (alarms, forecasts) if forecasts is not None else (alarms,)
+    return Group(*shown, actuators, channels, buses, *problems)
 
 
 def alarm_tables(reply: Mapping[str, Any]) -> Group:

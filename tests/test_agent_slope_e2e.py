@@ -1,16 +1,24 @@
 """A creeping slope that accelerates to failure: the agent warns in order, before it fails.
 
 The extensometer follows an inverse-velocity (Fukuzono/Voight) slope with a known failure
-time; the real agent polls it over Modbus TCP on a clock running 6000x.
+time; the real agent polls it over Modbus TCP on a clock running 6000x. Once the shipped
+failure-forecast rule is red, `edge status` follows its newest accepted forecast.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import time
+import tomllib
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
+from edge_agent.control import SOCKET_NAME
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import events, sim_site
 from hardware_sim.harness.waiting import wait_for
@@ -110,3 +118,102 @@ async def test_slope_levels_rise_in_order_before_failure_and_the_lead_time_is_re
     said = predicted[0]["detail"]
     print(f"red lead time: {lead_h:.2f} h before the known failure; agent said: {said}")
     assert lead_h > 0.5
+
+
+EXAMPLE = Path(__file__).parents[1] / "edge_agent" / "examples" / "slope_road.toml"
+FORECAST_SITE = """
+[site]
+id = "scarp"
+
+[[bus]]
+name = "field"
+kind = "tcp"
+host = "127.0.0.1"
+port = {port}
+
+[[device]]
+name = "scarp_extensometer"
+bus = "field"
+profile = "wire_extensometer"
+poll_interval_s = 300
+timeout_s = 0.2
+channels = ["extension"]
+"""
+
+
+def example_forecast_rule() -> str:
+    """The shipped ``slope_forecast`` rule, as TOML, unchanged."""
+    rule = next(
+        r for r in tomllib.loads(EXAMPLE.read_text())["rule"] if r["id"] == "slope_forecast"
+    )
+    lines = ["[[rule]]"]
+    for key, value in rule.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{key} = {{ {inner} }}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+async def edge_status(data_dir: Path, *more: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge_agent.cli", "status", "-d", str(data_dir), *more,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_after_the_forecast_red_edge_status_shows_the_newest_accepted_forecast(tmp_path):
+    """The shipped rule's red latches; `edge status` then shows the newer forecasts.
+
+    The demo's slope (a day of 4 mm/day creep, 72 h tertiary, noise 0.1 mm), polled every
+    5 minutes: red comes a day or more ahead; hours later `edge status` shows a forecast
+    made after the red's, with the failure inside its interval, while the red's own
+    forecast stays in its alarm event.
+    """
+    origin = ORIGIN
+    failure = origin + 96 * 3600
+    clock = ScaledClock(6000, origin=origin, anchor=round(time.time(), 3))
+    slope = CreepingSlope.from_creep_rate(
+        failure, origin + 86400, 4.0, origin, noise_mm=0.1, seed=7
+    )
+    extensometer = SimulatedDevice(
+        builtin_profiles()["wire_extensometer"], 3, clock,
+        {"extension": ExtensometerProjection(slope).extension_mm},
+    )  # fmt: skip
+    site_text = FORECAST_SITE + example_forecast_rule()
+    async with sim_site(tmp_path, [extensometer], site_text, clock) as site:
+        agent = await site.start_agent()
+
+        def red() -> dict[str, Any] | None:
+            return next(
+                (e for e in events(agent.data_dir, "alarm")
+                 if e["subject"] == "slope_forecast" and e["to"] == "red"),
+                None,
+            )  # fmt: skip
+
+        raised = await wait_for(red, 90, "the failure forecast's red")
+        await wait_for((agent.data_dir / SOCKET_NAME).exists, 30, "the control socket")
+
+        async def newer_standing() -> dict[str, Any] | None:
+            status = json.loads(await edge_status(agent.data_dir, "--json"))
+            alarm = status["alarms"]["slope_forecast"]
+            forecast = alarm.get("forecast")
+            if forecast and forecast["at"] >= raised["at"] + 2 * 3600:
+                return {"level": alarm["level"], **forecast}
+            return None
+
+        standing = await wait_for(newer_standing, 60, "a forecast two hours newer than the red")
+        shown = await edge_status(agent.data_dir)
+        await agent.stop()
+    assert failure - raised["at"] >= 24 * 3600
+    assert raised["forecast"]["failure_t"] != standing["failure_t"]
+    assert standing["level"] == "red"  # latched
+    assert standing["at"] < failure
+    assert standing["failure_t_low"] <= failure <= standing["failure_t_high"]
+    assert "failure forecasts standing" in shown
+    made = datetime.fromtimestamp(standing["at"], UTC).strftime("%m-%d %H:%M")
+    assert any("slope_forecast" in line and made in line for line in shown.splitlines())

@@ -35,7 +35,9 @@ from edge_agent.control_messages import (
     ErrorReply,
     SirenTestReply,
     SirenTestRequest,
+    StatusReply,
 )
+from protocol.events import StandingForecast
 
 EDGE = [sys.executable, "-m", "edge_agent.cli"]
 
@@ -211,3 +213,79 @@ async def test_the_edge_cli_sends_typed_requests_and_prints_the_typed_replies(
         SirenTestRequest(audible=False),
         SirenTestRequest(audible=True),
     ]
+
+
+NOW = 1_796_428_800.0  # 2026-12-05 00:00 UTC
+SLOPE_FORECAST = StandingForecast(
+    lead_h=30.0,
+    failure_t=NOW + 30 * 3600,
+    failure_t_low=NOW + 27 * 3600,
+    failure_t_high=NOW + 34 * 3600,
+    alpha=2.0,
+    velocity_mm_day=12.0,
+    evidence=410.0,
+    at=NOW,
+)
+
+
+def status_reply(now: float) -> StatusReply:
+    return StatusReply(
+        site="slope-village", version="test", uptime_s=60.0, now=now, level="red",
+        alarm_backend="numba", buses={}, devices={}, channels={}, actuators={},
+        store={"backlog": 0},
+        alarms={
+            "rain_1h": AlarmStatus(level="red", metrics={"sum_1h": 51.0}),
+            # the latest evaluation failed its evidence test; the standing forecast is older
+            "slope_forecast": AlarmStatus(
+                level="red", metrics={"lead_h": float("inf")}, forecast=SLOPE_FORECAST
+            ),
+        },
+    )  # fmt: skip
+
+
+async def test_edge_status_shows_a_raised_slope_rules_standing_forecast_and_json_carries_it(
+    tmp_path: Path,
+) -> None:
+    """The table names the failure time, its interval, the time left and when it was made."""
+
+    async def status(_req: object) -> StatusReply:
+        return status_reply(NOW + 6 * 3600)  # six hours after the forecast was made
+
+    path = tmp_path / SOCKET_NAME
+    server = await serve_control(path, {"status": status})
+    try:
+        code, shown, err = await edge("status", "-d", str(tmp_path))
+        json_code, as_json, _ = await edge("status", "-d", str(tmp_path), "--json")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (code, json_code) == (0, 0), err
+    assert "failure forecasts standing" in shown
+    row = next(line for line in shown.splitlines() if "slope_forecast" in line and "12-06" in line)
+    assert "12-06 06:00" in row  # the failure, 30 h after it was made
+    assert "12-06 03:00 to 10:00" in row  # its 95 % interval
+    assert "24.0 h" in row  # left now, six hours on
+    assert "12-05 00:00" in row  # when it was made
+    alarms = json.loads(as_json)["alarms"]
+    assert "forecast" not in alarms["rain_1h"]
+    assert alarms["slope_forecast"]["forecast"]["failure_t"] == NOW + 30 * 3600
+    assert alarms["slope_forecast"]["forecast"]["at"] == NOW
+    assert StatusReply.model_validate(json.loads(as_json)) == status_reply(NOW + 6 * 3600)
+
+
+async def test_edge_status_shows_no_forecast_table_while_no_forecast_stands(tmp_path: Path) -> None:
+    async def status(_req: object) -> StatusReply:
+        reply = status_reply(NOW)
+        quiet = {"rain_1h": AlarmStatus(level="normal", metrics={"sum_1h": 0.0})}
+        return reply.model_copy(update={"alarms": quiet})
+
+    path = tmp_path / SOCKET_NAME
+    server = await serve_control(path, {"status": status})
+    try:
+        code, shown, err = await edge("status", "-d", str(tmp_path))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == 0, err
+    assert "rain_1h" in shown
+    assert "failure forecasts" not in shown
