@@ -1011,20 +1011,6 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
     source = await page.locator("#source-slope_forecast").inner_text()
     assert source == "网关最新预报（级别升高期间随健康报告更新）"  # noqa: RUF001 - as the page
 
-    # An hour on, the gateway's next report puts the failure two hours later: the page
-    # follows it live, without a reload.
-    await page.evaluate("window.sameDocument = true")
-    standing = county.slope_standing["slope_forecast"]
-    assert standing.at is not None
-    assert standing.failure_t is not None
-    later = standing.model_copy(
-        update={"at": standing.at + 3600, "failure_t": standing.failure_t + 7200}
-    )
-    slope_health(county, {"slope_forecast": later}, sent=max(time.time(), standing.at + 3660))
-    moved = await page.evaluate(local, later.failure_t)
-    await page.locator("#failure-slope_forecast", has_text=moved).wait_for(timeout=20_000)
-    assert await page.evaluate("window.sameDocument") is True
-
     chart = rule.locator("figure.iv-chart")
     await chart.locator("canvas").wait_for()
     picture = slope["rules"][0]["inverse_velocity"]
@@ -1053,6 +1039,24 @@ async def test_a_slope_sites_page_shows_its_forecast_and_draws_inverse_velocity(
     await state.get_by_text("slope_forecast: failure predicted").wait_for()
     await chart.locator("figcaption").get_by_text("Inverse velocity 1/v (days/mm)").wait_for()
     await page.screenshot(path=county.shots / "site-slope-en.png", full_page=True)
+
+    # An hour on, the gateway's next report puts the failure two hours later: the page
+    # follows it live, without a reload.
+    await page.evaluate("window.sameDocument = true")
+    standing = county.slope_standing["slope_forecast"]
+    assert standing.at is not None
+    assert standing.failure_t is not None
+    later = standing.model_copy(
+        update={
+            "at": standing.at + 3600,
+            "failure_t": standing.failure_t + 7200,
+            "lead_h": (standing.lead_h or 0.0) + 1.0,
+        }
+    )
+    slope_health(county, {"slope_forecast": later}, sent=max(time.time(), standing.at + 3660))
+    moved = await page.evaluate(local, later.failure_t)
+    await page.locator("#failure-slope_forecast", has_text=moved).wait_for(timeout=20_000)
+    assert await page.evaluate("window.sameDocument") is True
 
 
 async def test_the_gateways_page_lists_every_gateway_with_its_health(
