@@ -73,6 +73,11 @@ class ReferenceEvaluator:
         """Metric snapshot of the latest evaluation."""
         return self._rule.values
 
+    @property
+    def accepted(self) -> tuple[float, tuple[float, ...]] | None:
+        """A failure-forecast rule's newest accepted forecast (see ``RuleState``)."""
+        return self._rule.accepted
+
     def process(self, t: FloatArray, v: FloatArray, good: BoolArray) -> list[tuple[str, RawChange]]:
         """Evaluate a batch sample by sample."""
         changes = self._rule.process(t.tolist(), v.tolist(), good.tolist())

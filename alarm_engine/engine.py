@@ -26,7 +26,7 @@ from alarm_engine.model import (
     RawChange,
     RuleState,
 )
-from alarm_engine.standing_forecast import StandingForecast, StandingForecasts
+from alarm_engine.standing_forecast import StandingForecast, standing_forecasts
 from site_schema.rule_specs import (
     MAX_LEVEL,
     CombinationRule,
@@ -129,12 +129,7 @@ class AlarmEngine:
             for evaluator in self._channel_evaluators[channel]:
                 self._states.update(evaluator.states)
         self._last_t: dict[str, float] = {}
-        forecasts = [r for r in rules if isinstance(r, FailureForecastRule)]
-        self._standing = StandingForecasts(forecasts)
-        # Per channel, its forecast rules: looked at after every batch, so found once here.
-        self._forecasts_of: dict[str, list[str]] = {}
-        for rule in forecasts:
-            self._forecasts_of.setdefault(rule.channel, []).append(rule.id)
+        self._forecast_rules = [r.id for r in rules if isinstance(r, FailureForecastRule)]
         self.history_needed_s: float = max((history_needed_s(r) for r in rules), default=0.0)
 
     def rules_for(self, channel_id: str) -> tuple[SampleRule, ...]:
@@ -161,12 +156,7 @@ class AlarmEngine:
         Only rules above normal are given: a forecast is news while the level it supports
         stands. A rule none of whose forecasts passed yet is left out.
         """
-        out: dict[str, StandingForecast] = {}
-        for rule_id in sorted(self._standing.rule_ids):
-            latest = self._standing.latest(rule_id)
-            if latest is not None and self._states[rule_id].level > 0:
-                out[rule_id] = latest
-        return out
+        return standing_forecasts(self._states, self._forecast_rules)
 
     def push(self, channel_id: str, t: float, value: float, good: bool) -> list[LevelChange]:
         """Evaluate one live sample; return the level changes it causes, in order.
@@ -232,7 +222,6 @@ class AlarmEngine:
         merged.sort(key=lambda item: item[:4])
         for channel, batch in batches.items():
             self._last_t[channel] = float(batch[0][-1])
-            self._observe_forecasts(channel)
         return self._emit([(item[0], item[4], item[5]) for item in merged])
 
     def acknowledge(self, rule_id: str, t: float) -> list[LevelChange]:
@@ -383,13 +372,7 @@ class AlarmEngine:
         ]
         raw.sort(key=lambda item: (item[0], item[1]))
         self._last_t[channel_id] = float(batch[0][-1])
-        self._observe_forecasts(channel_id)
         return self._emit([(float(batch[0][i]), rule, change) for i, _, rule, change in raw])
-
-    def _observe_forecasts(self, channel_id: str) -> None:
-        """Let ``_standing`` see the channel's forecast rules' latest snapshots."""
-        for rule_id in self._forecasts_of.get(channel_id, ()):
-            self._standing.observe(rule_id, self._states[rule_id].values)
 
     def _emit(self, changes: list[tuple[float, SampleRule, RawChange]]) -> list[LevelChange]:
         """Word time-ordered rule changes and let combinations follow each in turn.

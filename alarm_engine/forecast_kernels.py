@@ -784,6 +784,7 @@ def forecast_kernel(
     s: FloatArray,
     work: FloatArray,
     snap: FloatArray,
+    acc: FloatArray,
     ev_idx: IntArray,
     ev_old: IntArray,
     ev_new: IntArray,
@@ -797,9 +798,10 @@ def forecast_kernel(
     as buf and as the window has bins. The metric is minus the lead time of the latest of
     the last ``CONFIRM`` failure times, so a level rises only when that many forecasts in
     a row put the failure within its horizon (thresholds arrive negated). snap is the
-    forecast (see ``OUT_SIZE``). Returns (next sample, event count, code): 1 when buf and
-    the scratch must grow before resuming at that sample, ``EVENTS_FULL`` when the events
-    must be flushed, else 0.
+    forecast (see ``OUT_SIZE``); acc = [time, forecast] of the newest forecast that passed
+    its evidence test, left as it was while none does. Returns (next sample, event count,
+    code): 1 when buf and the scratch must grow before resuming at that sample,
+    ``EVENTS_FULL`` when the events must be flushed, else 0.
     """
     confirm = int(cfg[CONFIRM])
     for i in range(i0, t.shape[0]):
@@ -820,6 +822,10 @@ def forecast_kernel(
         for k in range(confirm - 1, 0, -1):
             ks[KS_HISTORY + k] = ks[KS_HISTORY + k - 1]
         ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok else math.inf
+        if ks[KS_HISTORY] < math.inf:
+            acc[0] = ti
+            for j in range(snap.shape[0]):
+                acc[1 + j] = snap[j]
         if not ok:
             sm[CHAIN] = 0.0
             continue

@@ -58,6 +58,16 @@ class RuleState(Protocol):
         """Metric snapshot of the latest evaluation (NaN before the first one)."""
         ...
 
+    @property
+    def accepted(self) -> tuple[float, tuple[float, ...]] | None:
+        """A failure-forecast rule's newest forecast that passed its evidence test.
+
+        (time of the sample it was made at, its snapshot as ``values``); None before one
+        has passed, and always for other kinds of rule. Kept across batches, so a replay
+        in one batch leaves the same as the samples pushed one by one.
+        """
+        ...
+
     def acknowledge(self) -> RawChange | None:
         """Release the latch; fall at once to the level the latest metric supports.
 

@@ -112,6 +112,11 @@ class _LevelState:
         """Metric snapshot of the latest evaluation."""
         return tuple(float(x) for x in self._snap)
 
+    @property
+    def accepted(self) -> tuple[float, tuple[float, ...]] | None:
+        """None: only a failure-forecast rule has forecasts to accept."""
+        return None
+
     def acknowledge(self) -> RawChange | None:
         """Release the latch (see ``kernels.sm_acknowledge``)."""
         old = k.sm_acknowledge(self._sm)
@@ -360,6 +365,15 @@ class NumbaForecastRule(_LevelState):
         self._buf = np.zeros((INITIAL_ROWS, 2), dtype=np.float64)
         self._size_scratch()
         self._events = _Events(fl.OUT_SIZE)
+        # [time, forecast] of the newest forecast that passed its evidence test
+        self._acc = np.full(1 + fl.OUT_SIZE, math.nan, dtype=np.float64)
+
+    @property
+    def accepted(self) -> tuple[float, tuple[float, ...]] | None:
+        """(time, snapshot) of the newest forecast that passed its evidence test, or None."""
+        if math.isnan(self._acc[0]):
+            return None
+        return float(self._acc[0]), tuple(float(x) for x in self._acc[1:])
 
     def _size_scratch(self) -> None:
         """Scratch for as many rows as the buffer holds and the window has bins."""
@@ -392,6 +406,7 @@ class NumbaForecastRule(_LevelState):
                 self._scratch,
                 self._work,
                 self._snap,
+                self._acc,
                 *self._events.arrays(),
             )
             changes += self._events.take(self.rule.id, n_ev)

@@ -146,6 +146,11 @@ class ReferenceRule:
         """True while a latched level waits for an acknowledgement."""
         return self.state.latched
 
+    @property
+    def accepted(self) -> tuple[float, tuple[float, ...]] | None:
+        """A failure-forecast rule's newest accepted forecast (see ``ForecastMetric``)."""
+        return self._metric.accepted if isinstance(self._metric, ForecastMetric) else None
+
     def process(
         self, t: Sequence[float], v: Sequence[float], good: Sequence[bool]
     ) -> list[RawChange]:

@@ -527,6 +527,8 @@ class ForecastMetric:
         self.next_eval = -INF
         self.history: deque[float] = deque([INF] * rule.confirm, maxlen=rule.confirm)
         self.thresholds = negated(rule.horizons_h)
+        #: (time, forecast) of the newest forecast that passed the evidence test.
+        self.accepted: tuple[float, tuple[float, ...]] | None = None
 
     def update(self, t: float, x: float) -> Evaluation | None:
         """Take the good sample ``x`` at ``t``; None between evaluations."""
@@ -548,6 +550,8 @@ class ForecastMetric:
         self.history.appendleft(
             INF if forecast is None else accepted_failure_t(forecast, self.rule)
         )
+        if forecast is not None and self.history[0] < INF:
+            self.accepted = (t, forecast)
         if forecast is None:
             return (NAN,) * OUT_SIZE, None
         lead = confirmed_lead(self.history, t, self.rule.drift)

@@ -1,60 +1,49 @@
-"""Each failure-forecast rule's newest forecast that passed its evidence test, and when.
+"""Each raised failure-forecast rule's newest forecast that passed its evidence test.
 
 A failure-forecast rule forecasts again every ``eval_every_s``, but its level changes carry
 a forecast only when the level moves: once a red has latched, the forecast it carried
-grows older by the hour while the gateway keeps forecasting. This keeps, per rule, the
-newest forecast that passed the evidence test (``accepted_failure_t``, the same test a
-level rises on) and the time of the sample it was made at, so that the gateway can report
-it while the rule is raised.
+grows older by the hour while the gateway keeps forecasting. The rule's evaluator keeps
+its newest forecast that passed the evidence test (``accepted_failure_t``, the same test
+a level rises on) and the time of the sample it was made at (``RuleState.accepted``), in
+the kernel as in the reference, across batches: a restart's replay of the stored record
+in one batch leaves the same forecast standing as the live samples did one by one. This
+gives it, for the rules that are raised, for the gateway to report.
 
-It must never change a level, and never keep a forecast that failed its evidence test:
+It must never change a level, and never give a forecast that failed its evidence test:
 a newer forecast that failed leaves the last accepted one standing, with its own time.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from alarm_engine.reference_forecast import accepted_failure_t
-from site_schema.rule_specs import FailureForecastRule
+from alarm_engine.model import RuleState
 
 
 @dataclass(frozen=True, slots=True)
 class StandingForecast:
     """A rule's accepted forecast: ``values`` in ``details.FORECAST_VALUES`` order.
 
-    ``at`` is the time of the sample it was made at (its failure time minus its lead).
+    ``at`` is the time of the sample it was made at.
     """
 
     at: float
     values: tuple[float, ...]
 
 
-class StandingForecasts:
-    """The newest accepted forecast of each failure-forecast rule (see the module)."""
+def standing_forecasts(
+    states: Mapping[str, RuleState], forecast_rules: Iterable[str]
+) -> dict[str, StandingForecast]:
+    """The accepted forecast of each of ``forecast_rules`` that is raised, in id order.
 
-    def __init__(self, rules: Iterable[FailureForecastRule]) -> None:
-        self._rules = {rule.id: rule for rule in rules}
-        self._seen: dict[str, tuple[float, ...]] = {}
-        self._latest: dict[str, StandingForecast] = {}
-
-    @property
-    def rule_ids(self) -> frozenset[str]:
-        """The failure-forecast rules followed."""
-        return frozenset(self._rules)
-
-    def observe(self, rule_id: str, values: tuple[float, ...]) -> None:
-        """Look at a rule's latest metric snapshot; keep it if it is new and accepted."""
-        rule = self._rules.get(rule_id)
-        if rule is None or values == self._seen.get(rule_id):
-            return
-        self._seen[rule_id] = values
-        if accepted_failure_t(values, rule) < math.inf:
-            lead_h, failure_t = values[0], values[1]
-            self._latest[rule_id] = StandingForecast(failure_t - lead_h * 3600.0, values)
-
-    def latest(self, rule_id: str) -> StandingForecast | None:
-        """The rule's newest accepted forecast, or None when none has passed yet."""
-        return self._latest.get(rule_id)
+    Only rules above normal are given: a forecast is news while the level it supports
+    stands. A rule none of whose forecasts passed yet is left out.
+    """
+    out: dict[str, StandingForecast] = {}
+    for rule_id in sorted(forecast_rules):
+        state = states[rule_id]
+        accepted = state.accepted
+        if accepted is not None and state.level > 0:
+            out[rule_id] = StandingForecast(*accepted)
+    return out

@@ -364,6 +364,7 @@ def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_dri
     reference, reference_changes = replay(rule, t, x, "reference")
     assert compiled_changes == reference_changes
     assert compiled.metrics() == reference.metrics()
+    assert compiled.standing_forecasts() == reference.standing_forecasts()
     assert compiled_changes, "the record should raise a level"
 
 
@@ -383,6 +384,7 @@ def rises_both_backends_agree_on(rule, t, x):
     reference, reference_changes = replay(rule, t, x, "reference")
     assert compiled_changes == reference_changes
     assert compiled.metrics() == reference.metrics()
+    assert compiled.standing_forecasts() == reference.standing_forecasts()
     rises = [c for c in compiled_changes if c.kind == "rise"]
     assert rises, "the record should rise"
     return rises

@@ -4,14 +4,11 @@ A latched red carries the forecast of the hour it rose; the rule goes on forecas
 hour. ``AlarmEngine.standing_forecasts`` is what the gateway reports of it with its health.
 """
 
-import math
-
 import numpy as np
 import pytest
 
 from alarm_engine import AlarmEngine
 from alarm_engine.details import FORECAST_VALUES
-from alarm_engine.standing_forecast import StandingForecasts
 from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
 from site_schema.rule_specs import FailureForecastRule
 
@@ -66,33 +63,36 @@ def test_after_a_latched_red_the_standing_forecast_is_the_newest_hours_and_exact
     assert red.values["failure_t"] != values["failure_t"]
 
 
-def test_a_forecast_that_fails_its_evidence_test_leaves_the_last_accepted_one_standing():
-    rule = forecast_rule()
-    standing = StandingForecasts([rule])
-    at = ORIGIN + 10 * DAY
-    passed = (30.0, at + 30 * HOUR, at + 26 * HOUR, at + 35 * HOUR, 2.0, 12.0, 400.0)
-    standing.observe("forecast", passed)
-    first = standing.latest("forecast")
-    assert first is not None
-    assert first.at == pytest.approx(at)
-    assert first.values == passed
+def test_a_restarts_replay_leaves_the_forecast_the_live_samples_left_standing():
+    """Red latched; then the extensometer reads back for six hours (a re-tensioned wire).
 
-    later = at + HOUR
-    for failed in (
-        (29.0, later + 29 * HOUR, later + 25 * HOUR, later + 33 * HOUR, 2.0, 12.0, 1.0),  # evidence
-        (29.0, later + 29 * HOUR, later + 25 * HOUR, later + 33 * HOUR, 9.0, 12.0, 400.0),  # alpha
-        (29.0, later + 29 * HOUR, later, math.inf, 2.0, 12.0, 400.0),  # unbounded interval
-        (math.inf, math.inf, math.inf, math.inf, math.nan, 3.0, 0.5),  # no acceleration
-        tuple([math.nan] * 7),  # too little record
-    ):
-        standing.observe("forecast", failed)
-        assert standing.latest("forecast") == first
+    The first of those hours still forecasts (the failure further off); from the second on
+    the forecasts fail their evidence test, so that first one stands. A gateway restarted
+    then replays its stored record in one batch: the same forecast must stand as live,
+    not none.
+    """
+    failure_t = ORIGIN + 20 * DAY + 0.5
+    t = np.arange(ORIGIN, failure_t - 12 * HOUR, HOUR)
+    x = (
+        100.0
+        + 0.5 / DAY * (t - ORIGIN)
+        + tertiary_displacement(failure_t - t, 0.5, 100 * HOUR, 2.0)
+    )
+    t = np.concatenate([t, t[-1] + HOUR * np.arange(1, 7)])
+    x = np.concatenate([x, x[-1] - 0.3 * np.arange(1, 7)])
+    live = AlarmEngine([forecast_rule()], "numba")
+    for k in range(t.shape[0]):
+        live.push(CHANNEL, float(t[k]), float(x[k]), True)
+    restarted = AlarmEngine([forecast_rule()], "numba")
+    restarted.replay({CHANNEL: (t, x, np.ones(t.shape[0], dtype=bool))})
 
-    newer = tuple(v + HOUR if k in (1, 2, 3) else v for k, v in enumerate(passed))
-    newer = (newer[0] - 1.0, *newer[1:])  # an hour later, an hour less to go
-    standing.observe("forecast", newer)
-    latest = standing.latest("forecast")
-    assert latest is not None
-    assert latest.at == pytest.approx(at + 2 * HOUR)
-    standing.observe("another rule", passed)  # not a forecast rule: ignored
-    assert standing.latest("another rule") is None
+    assert live.levels()["forecast"] == restarted.levels()["forecast"] == 4
+    latest = restarted.metrics()["forecast"]
+    assert latest["lead_h"] > 100.0  # the newest forecast recedes: it failed its test
+    standing = live.standing_forecasts()
+    assert restarted.standing_forecasts() == standing
+    made = standing["forecast"]
+    assert made.at == t[-6]  # the first hour the readings went back
+    values = dict(zip(FORECAST_VALUES, made.values, strict=True))
+    assert values["lead_h"] < latest["lead_h"]
+    assert made.at < values["failure_t"] < failure_t + DAY
