@@ -25,19 +25,21 @@ def forecast_rule() -> FailureForecastRule:
     )
 
 
+def failing_record(stops_h: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Hourly, noise-free: 0.5 mm/day creep, alpha = 2 over 100 h; ends ``stops_h`` early."""
+    failure_t = ORIGIN + 20 * DAY + 0.5
+    t = np.arange(ORIGIN, failure_t - stops_h * HOUR, HOUR)
+    x = 100.0 + 0.5 / DAY * (t - ORIGIN)
+    return t, x + tertiary_displacement(failure_t - t, 0.5, 100 * HOUR, 2.0), failure_t
+
+
 def test_after_a_latched_red_the_standing_forecast_is_the_newest_hours_and_exact():
     """Noise-free alpha = 2, hourly: red latches a day or more ahead.
 
     6 h before the failure the forecast standing is the latest hour's, within 1 % of the
     failure, while the red's is a day old.
     """
-    failure_t = ORIGIN + 20 * DAY + 0.5
-    t = np.arange(ORIGIN, failure_t - 6 * HOUR, HOUR)
-    x = (
-        100.0
-        + 0.5 / DAY * (t - ORIGIN)
-        + tertiary_displacement(failure_t - t, 0.5, 100 * HOUR, 2.0)
-    )
+    t, x, failure_t = failing_record(stops_h=6)
     engine = AlarmEngine([forecast_rule()], "numba")
     red = None
     for k in range(t.shape[0]):
@@ -71,13 +73,7 @@ def test_a_restarts_replay_leaves_the_forecast_the_live_samples_left_standing():
     then replays its stored record in one batch: the same forecast must stand as live,
     not none.
     """
-    failure_t = ORIGIN + 20 * DAY + 0.5
-    t = np.arange(ORIGIN, failure_t - 12 * HOUR, HOUR)
-    x = (
-        100.0
-        + 0.5 / DAY * (t - ORIGIN)
-        + tertiary_displacement(failure_t - t, 0.5, 100 * HOUR, 2.0)
-    )
+    t, x, failure_t = failing_record(stops_h=12)
     t = np.concatenate([t, t[-1] + HOUR * np.arange(1, 7)])
     x = np.concatenate([x, x[-1] - 0.3 * np.arange(1, 7)])
     live = AlarmEngine([forecast_rule()], "numba")
