@@ -160,7 +160,7 @@ class AlarmStatus(ControlReply):
     @model_serializer(mode="wrap")
     def _without_absent_forecast(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and data.get("forecast", 0) is None:
+        if isinstance(data, dict) and "forecast" in data and data["forecast"] is None:
             del data["forecast"]
         return data
 

@@ -115,13 +115,12 @@ def _forecast_table(status: StatusReply) -> RichTable | None:
     for column in ("rule", "failure UTC", "95 % interval", "from now", "made UTC"):
         table.add_column(column)
     for rule, forecast in standing.items():
-        low, high = forecast.failure_t_low, forecast.failure_t_high
-        interval = _interval(low, high)
-        left = f"{(forecast.failure_t - status.now) / 3600:.1f} h" if forecast.failure_t else "—"
+        failure_t = forecast.failure_t
+        left = "—" if failure_t is None else f"{(failure_t - status.now) / 3600:.1f} h"
         table.add_row(
             rule,
-            _day_time(forecast.failure_t),
-            interval,
+            _day_time(failure_t),
+            _interval(forecast.failure_t_low, forecast.failure_t_high),
             left,
             _day_time(forecast.at),
             style=_level_style(status.alarms[rule].level),
@@ -133,9 +132,9 @@ def _interval(low: float | None, high: float | None) -> str:
     """``12-06 03:00 to 10:00``: the end's date only when it is another day."""
     if low is None or high is None:
         return "—"
-    end = _day_time(high)
-    same_day = end[:5] == _day_time(low)[:5]
-    return f"{_day_time(low)} to {end[6:] if same_day else end}"
+    same_day = datetime.fromtimestamp(low, UTC).date() == datetime.fromtimestamp(high, UTC).date()
+    end = datetime.fromtimestamp(high, UTC).strftime("%H:%M") if same_day else _day_time(high)
+    return f"{_day_time(low)} to {end}"
 
 
 def _day_time(timestamp: float | None) -> str:
