@@ -28,10 +28,8 @@ ORIGIN = datetime(2026, 8, 1, tzinfo=UTC).timestamp()
 ONSET = ORIGIN + 12 * 3600
 FAILURE = ORIGIN + 48 * 3600
 
-SITE = """
-[site]
-id = "slope-village"
-
+#: The line and the extensometer on it, read every 5 minutes: the part both sites share.
+EXTENSOMETER_LINE = """
 [[bus]]
 name = "field"
 kind = "tcp"
@@ -45,7 +43,15 @@ profile = "wire_extensometer"
 poll_interval_s = 300
 timeout_s = 0.2
 channels = ["extension"]
+"""
 
+SITE = (
+    """
+[site]
+id = "slope-village"
+"""
+    + EXTENSOMETER_LINE
+    + """
 [[device]]
 name = "relays"
 bus = "field"
@@ -88,6 +94,7 @@ patterns = { on = ["relay1"] }
 [actions]
 red = { siren = "on" }
 """
+)
 
 
 async def test_slope_levels_rise_in_order_before_failure_and_the_lead_time_is_reported(tmp_path):
@@ -121,31 +128,15 @@ async def test_slope_levels_rise_in_order_before_failure_and_the_lead_time_is_re
 
 
 EXAMPLE = Path(__file__).parents[1] / "edge_agent" / "examples" / "slope_road.toml"
-FORECAST_SITE = """
-[site]
-id = "scarp"
-
-[[bus]]
-name = "field"
-kind = "tcp"
-host = "127.0.0.1"
-port = {port}
-
-[[device]]
-name = "scarp_extensometer"
-bus = "field"
-profile = "wire_extensometer"
-poll_interval_s = 300
-timeout_s = 0.2
-channels = ["extension"]
-"""
+FORECAST_SITE = '[site]\nid = "scarp"\n' + EXTENSOMETER_LINE
 
 
-def example_forecast_rule() -> str:
-    """The shipped ``slope_forecast`` rule, as TOML, unchanged."""
+def example_forecast_rule(channel: str) -> str:
+    """The shipped ``slope_forecast`` rule, as TOML, unchanged but for its ``channel``."""
     rule = next(
         r for r in tomllib.loads(EXAMPLE.read_text())["rule"] if r["id"] == "slope_forecast"
     )
+    rule["channel"] = channel
     lines = ["[[rule]]"]
     for key, value in rule.items():
         if isinstance(value, dict):
@@ -184,7 +175,7 @@ async def test_after_the_forecast_red_edge_status_shows_the_newest_accepted_fore
         builtin_profiles()["wire_extensometer"], 3, clock,
         {"extension": ExtensometerProjection(slope).extension_mm},
     )  # fmt: skip
-    site_text = FORECAST_SITE + example_forecast_rule()
+    site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
     async with sim_site(tmp_path, [extensometer], site_text, clock) as site:
         agent = await site.start_agent()
 
