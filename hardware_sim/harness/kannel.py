@@ -16,10 +16,13 @@ import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
-from hardware_sim.harness.ports import free_port, port_open
+import httpx
+
+from hardware_sim.harness.ports import free_port, wait_listening
 from hardware_sim.harness.waiting import wait_until
 
 BEARERBOX = shutil.which("bearerbox") or "/usr/sbin/bearerbox"
@@ -28,10 +31,10 @@ FAKESMSC = "/usr/lib/kannel/test/fakesmsc"
 SHORT_CODE = "10086"
 #: Kannel's ``coding`` of a UCS-2 message (0 is 7-bit text, 1 8-bit data).
 UCS2_CODING = 2
-#: How many times ``Kannel.start`` tries, on fresh ports each time.
-START_ATTEMPTS = 3
 #: How long each box gets to listen on a port.
 BOX_START_S = 20.0
+#: Lines of a box's output quoted when it did not start.
+QUOTED_LINES = 15
 
 
 def kannel_installed() -> bool:
@@ -53,10 +56,13 @@ class Kannel:
 
     def __init__(self, directory: Path, mo_url: str) -> None:
         self.directory = directory
-        self._mo_url = mo_url
+        self.admin_port, self.box_port, self.smsc_port, self.sendsms_port = (
+            free_port() for _ in range(4)
+        )
         self.conf = directory / "kannel.conf"
-        self._choose_ports()
+        self.conf.write_text(self._config(mo_url))
         self._processes: list[subprocess.Popen[bytes]] = []
+        self._box_logs: list[Path] = []
         self._phone: subprocess.Popen[bytes] | None = None
         self._phone_logs: list[Path] = []
 
@@ -105,63 +111,46 @@ max-messages = 0
 get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
 """
 
-    def _choose_ports(self) -> None:
-        self.admin_port, self.box_port, self.smsc_port, self.sendsms_port = (
-            free_port() for _ in range(4)
-        )
-        self.conf.write_text(self._config(self._mo_url))
-
     def start(self) -> None:
-        """Start bearerbox, smsbox and the fake SMSC; wait until each listens.
+        """Start bearerbox, smsbox and the fake SMSC; return once smsbox is bearerbox's.
 
-        A port chosen free can be taken by another program before bearerbox or smsbox
-        binds it; the box then exits at once. Each such start is retried on fresh ports,
-        up to ``START_ATTEMPTS`` times, and the error names what each attempt printed.
+        A port open is not proof enough: another program may hold it (bearerbox then
+        panics, and smsbox may have connected to that program). Ready is bearerbox's own
+        status page listing smsbox as connected. A box that exits fails the start at
+        once, and the error quotes what the boxes said went wrong.
         """
-        failures: list[str] = []
-        for _ in range(START_ATTEMPTS):
-            try:
-                self._start_boxes()
-            except _BoxStartError as failure:
-                failures.append(str(failure))
-                self._stop_boxes()
-                self._choose_ports()
-                continue
-            self._start_phone([])
-            return
-        raise AssertionError("Kannel did not start:\n" + "\n".join(failures))
-
-    def _start_boxes(self) -> None:
-        bearerbox = self._spawn([BEARERBOX, str(self.conf)], "bearerbox.out")
-        self._await_port(bearerbox, self.box_port, "bearerbox's smsbox port")
-        self._await_port(bearerbox, self.smsc_port, "bearerbox's fake SMSC port")
-        smsbox = self._spawn([SMSBOX, str(self.conf)], "smsbox.out")
-        self._await_port(smsbox, self.sendsms_port, "smsbox's sendsms port")
-        for box in (bearerbox, smsbox):  # another program may hold a port it wanted
-            if box.poll() is not None:
-                raise _BoxStartError(self._exited(box))
-
-    def _await_port(self, box: subprocess.Popen[bytes], port: int, what: str) -> None:
-        def listening() -> bool:
-            if box.poll() is not None:
-                raise _BoxStartError(self._exited(box))
-            return port_open(port)
-
         try:
-            wait_until(listening, BOX_START_S, what)
-        except AssertionError as timeout:
-            raise _BoxStartError(f"{timeout}; it printed:\n{self._tail(box)}") from None
+            bearerbox = self._spawn([BEARERBOX, str(self.conf)], "bearerbox.out")
+            wait_listening(bearerbox, self.admin_port, BOX_START_S, "bearerbox's admin port")
+            wait_listening(bearerbox, self.smsc_port, BOX_START_S, "bearerbox's fake SMSC port")
+            smsbox = self._spawn([SMSBOX, str(self.conf)], "smsbox.out")
+            wait_listening(smsbox, self.sendsms_port, BOX_START_S, "smsbox's sendsms port")
+            wait_until(
+                lambda: self._smsbox_connected(bearerbox), BOX_START_S, "smsbox on bearerbox"
+            )
+        except AssertionError as failure:
+            printed = "\n".join(
+                f"{log.name}:\n{_complaints(log)}" for log in self._box_logs if log.exists()
+            )
+            self.stop()
+            raise AssertionError(f"Kannel did not start: {failure}\n{printed}") from None
+        self._start_phone([])
 
-    def _exited(self, box: subprocess.Popen[bytes]) -> str:
-        return f"{_program(box)} exited with {box.returncode}; it printed:\n{self._tail(box)}"
-
-    def _tail(self, box: subprocess.Popen[bytes]) -> str:
-        log = self.directory / f"{_program(box)}.out"
-        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-        return "\n".join(lines[-15:])
+    def _smsbox_connected(self, bearerbox: subprocess.Popen[bytes]) -> bool:
+        """Whether bearerbox's status page lists an smsbox; raises once bearerbox exited."""
+        if bearerbox.poll() is not None:
+            msg = f"bearerbox exited with {bearerbox.returncode}"
+            raise AssertionError(msg)
+        status = f"http://127.0.0.1:{self.admin_port}/status.txt"
+        try:
+            page = httpx.get(status, params={"password": f"admin-{self.admin_port}"}, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return page.status_code == HTTPStatus.OK and "smsbox:" in page.text
 
     def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        with (self.directory / log_name).open("wb") as log:
+        self._box_logs.append(self.directory / log_name)
+        with self._box_logs[-1].open("wb") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         self._processes.append(process)
         return process
@@ -243,9 +232,6 @@ get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
     def stop(self) -> None:
         """Stop everything this started (SIGTERM, then SIGKILL if it lingers)."""
         self._stop_phone()
-        self._stop_boxes()
-
-    def _stop_boxes(self) -> None:
         for process in reversed(self._processes):
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -255,18 +241,13 @@ get-url = "{mo_url}&from=%p&to=%P&text=%b&charset=%C"
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        self._processes.clear()
 
 
-class _BoxStartError(Exception):
-    """bearerbox or smsbox exited, or did not listen in time; the message says which."""
-
-
-def _program(box: subprocess.Popen[bytes]) -> str:
-    """The name of the program ``box`` runs (bearerbox, smsbox)."""
-    argv = box.args
-    first = argv[0] if isinstance(argv, list) else argv
-    return Path(str(first)).name
+def _complaints(log: Path) -> str:
+    """What a box said went wrong: its first ERROR and PANIC lines, else its last lines."""
+    lines = log.read_text(errors="replace").splitlines()
+    wrong = [line for line in lines if "] ERROR: " in line or "] PANIC: " in line]
+    return "\n".join(wrong[:QUOTED_LINES] if wrong else lines[-QUOTED_LINES:])
 
 
 def _data(field: str) -> bytes:

@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fleet.sl651_stations import StationRegistry
-from hardware_sim.harness.ports import free_port, port_open
-from hardware_sim.harness.waiting import wait_until
+from hardware_sim.harness.ports import free_port, wait_listening
 
 #: Every simulated station's password (5A7C on the command line).
 PASSWORD = 0x5A7C
@@ -48,13 +47,7 @@ def serving_centre(data_dir: Path, options: Sequence[str] = ()) -> Iterator[tupl
     serve = [*FLEET, "sl651", "serve", "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen([*serve, *options, "--data-dir", str(data_dir)])
     try:
-
-        def listening() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"fleet sl651 serve ended with {process.returncode}")
-            return port_open(port)
-
-        wait_until(listening, 60, "fleet sl651 serve listening")
+        wait_listening(process, port, 60, "fleet sl651 serve listening")
         yield port, process.pid
     finally:
         process.terminate()
