@@ -7,9 +7,7 @@ failure-forecast rule is red, `edge status` follows its newest accepted forecast
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import time
 import tomllib
 from datetime import UTC, datetime
@@ -20,7 +18,7 @@ from drivers.clock import ScaledClock
 from drivers.profiles import builtin_profiles
 from edge_agent.control import SOCKET_NAME
 from hardware_sim.device import SimulatedDevice
-from hardware_sim.harness.agent import events, sim_site
+from hardware_sim.harness.agent import edge_cli, events, sim_site
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import CreepingSlope, ExtensometerProjection
 
@@ -148,13 +146,9 @@ def example_forecast_rule(channel: str) -> str:
 
 
 async def edge_status(data_dir: Path, *more: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge_agent.cli", "status", "-d", str(data_dir), *more,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    return out.decode()
+    code, out, err = await edge_cli("status", "-d", str(data_dir), *more)
+    assert code == 0, err
+    return out
 
 
 async def test_after_the_forecast_red_edge_status_shows_the_newest_accepted_forecast(tmp_path):

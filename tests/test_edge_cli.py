@@ -12,7 +12,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +25,12 @@ from drivers.model import BAD_QUALITY, Quality
 from drivers.profiles import Table, builtin_profiles
 from edge_agent.scan import parse_id_range, scan_bus
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.agent import EDGE, edge_cli
 from hardware_sim.harness.site_toml import SiteDevice, tcp_site
 from hardware_sim.pty_link import PtyPair
 from tests.wire import served
 
 PROFILES = builtin_profiles()
-EDGE = [sys.executable, "-m", "edge_agent.cli"]
 
 SITE = tcp_site(
     "test-site",
@@ -41,15 +40,6 @@ SITE = tcp_site(
     ],
     name="Test site",
 )
-
-
-async def edge(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *EDGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def stations() -> list[SimulatedDevice]:
@@ -73,7 +63,7 @@ async def test_poll_once_json_prints_every_channel_with_value_unit_and_quality(t
         assert isinstance(bus, TcpBusConfig)
         site = tmp_path / "site.toml"
         site.write_text(SITE.format(port=bus.port))
-        code, out, err = await edge("poll", "--config", str(site), "--once", "--json")
+        code, out, err = await edge_cli("poll", "--config", str(site), "--once", "--json")
     assert code == 0, err
     readings = {r["channel"]: r for r in map(json.loads, out.splitlines())}
     assert set(readings) == {"rain.rain_total", "rain.tips", "tilt.tilt_x", "tilt.tilt_y"}
@@ -93,7 +83,7 @@ async def test_poll_once_exits_1_and_flags_a_silent_device(tmp_path: Path):
     async with served("tcp", devices) as (bus, _):
         site = tmp_path / "site.toml"
         site.write_text(SITE.format(port=bus.port))
-        code, out, _ = await edge("poll", "--config", str(site), "--once", "--json")
+        code, out, _ = await edge_cli("poll", "--config", str(site), "--once", "--json")
     assert code == 1
     readings = {r["channel"]: r for r in map(json.loads, out.splitlines())}
     assert readings["tilt.tilt_x"]["quality"] == ["timeout"]
@@ -104,7 +94,7 @@ async def test_poll_once_exits_1_and_flags_a_silent_device(tmp_path: Path):
 async def test_poll_refuses_a_bad_site_file_with_the_reason(tmp_path: Path):
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(port=502).replace("unit_id = 3", "unit_id = 0"))
-    code, _, err = await edge("poll", "--config", str(site), "--once")
+    code, _, err = await edge_cli("poll", "--config", str(site), "--once")
     assert code == 2
     assert f"{site}: device 'tilt': 'unit_id' = 0 is outside 1..247" in " ".join(err.split())
 
@@ -113,7 +103,7 @@ async def test_scan_finds_who_answers_and_what_it_probably_is():
     async with served("tcp", stations()) as (bus, _):
         assert isinstance(bus, TcpBusConfig)
         hits = await scan_bus(bus, [*range(1, 12), 192, 200], PROFILES.values(), timeout_s=0.1)
-        code, out, err = await edge(
+        code, out, err = await edge_cli(
             "scan",
             "--tcp",
             f"127.0.0.1:{bus.port}",
@@ -172,8 +162,8 @@ async def test_a_healthy_generic_rain_gauge_polls_and_scans_clean(tmp_path: Path
             await owner.close()
         site = tmp_path / "site.toml"
         site.write_text(GENERIC_GAUGE_SITE.format(port=bus.port))
-        poll_code, out, err = await edge("poll", "--config", str(site), "--once", "--json")
-        scan_code, scan_out, scan_err = await edge(
+        poll_code, out, err = await edge_cli("poll", "--config", str(site), "--once", "--json")
+        scan_code, scan_out, scan_err = await edge_cli(
             "scan", "--tcp", f"127.0.0.1:{bus.port}", "--ids", "1-3", "--json", "--timeout", "0.1"
         )
     assert refused.value.exception_code == 2
@@ -218,7 +208,7 @@ async def test_edge_run_reports_no_sensor_fault_for_a_healthy_generic_gauge(tmp_
 async def test_a_site_file_may_not_poll_a_write_only_channel(tmp_path: Path):
     site = tmp_path / "site.toml"
     site.write_text(GENERIC_GAUGE_SITE.format(port=502) + 'channels = ["device_address"]\n')
-    code, _, err = await edge("poll", "--config", str(site), "--once")
+    code, _, err = await edge_cli("poll", "--config", str(site), "--once")
     assert code == 2
     assert (
         f"{site}: device 'rain': channel(s) device_address of profile 'generic_rs485_rain' "
@@ -246,7 +236,7 @@ async def test_a_missing_serial_port_is_named_with_the_os_reason(tmp_path: Path)
     port = tmp_path / "ttyUSB7"
     site = tmp_path / "site.toml"
     site.write_text(SERIAL_SITE.format(device=port))
-    code, out, _ = await edge("poll", "--config", str(site), "--once")
+    code, out, _ = await edge_cli("poll", "--config", str(site), "--once")
     assert code == 1
     assert (
         f"rain: cannot open bus rs485: {port}: No such file or directory (errno ENOENT): is "
@@ -313,7 +303,7 @@ async def test_scan_shows_progress_on_a_terminal_and_nothing_in_a_pipe():
         assert isinstance(bus, TcpBusConfig)
         args = ["scan", "--tcp", f"127.0.0.1:{bus.port}", "--ids", "1-12", "--timeout", "0.1"]
         tty_code, screen = await asyncio.to_thread(run_on_a_terminal, args)
-        pipe_code, out, err = await edge(*args)
+        pipe_code, out, err = await edge_cli(*args)
     assert tty_code == 0, screen
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)
     assert f"scanning tcp 127.0.0.1:{bus.port}" in plain
@@ -333,7 +323,7 @@ def test_id_ranges_parse_and_bad_ones_say_why():
 
 
 async def test_edge_help_lists_the_commands():
-    code, out, _ = await edge("--help")
+    code, out, _ = await edge_cli("--help")
     assert code == 0
     for command in ("poll", "scan", "profiles"):
         assert command in out

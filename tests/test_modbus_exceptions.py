@@ -6,10 +6,8 @@ profile file beside the site file.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +20,10 @@ from drivers.modbus_exceptions import ModbusRequest, describe_exception, excepti
 from drivers.poller import DevicePoller, Poller
 from drivers.profiles import Table, builtin_profiles, load_profile
 from hardware_sim.device import SimulatedDevice
+from hardware_sim.harness.agent import edge_cli
 from tests.wire import served
 
 PROFILES = builtin_profiles()
-EDGE = [sys.executable, "-m", "edge_agent.cli"]
 
 #: A gauge profile written from a manual that numbers registers PLC-style (40001) and
 #: whose water level sits in the input table where the gauge keeps it in holding.
@@ -92,15 +90,6 @@ def site_files(tmp_path: Path, port: int) -> Path:
     return site
 
 
-async def edge(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *EDGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 def test_each_exception_code_is_named_with_the_request_that_drew_it():
     read = ModbusRequest.read(Table.HOLDING, 0x1000, 1)
     assert describe_exception(2, read) == (
@@ -160,8 +149,8 @@ async def test_poll_once_names_code_meaning_request_and_hint(tmp_path: Path):
     async with served("tcp", [gauge()]) as (bus, _):
         assert isinstance(bus, TcpBusConfig)
         site = site_files(tmp_path, bus.port)
-        code, out, _ = await edge("poll", "--config", str(site), "--once")
-        json_code, json_out, json_err = await edge(
+        code, out, _ = await edge_cli("poll", "--config", str(site), "--once")
+        json_code, json_out, json_err = await edge_cli(
             "poll", "--config", str(site), "--once", "--json"
         )
     assert code == 1
@@ -222,7 +211,7 @@ async def test_edge_status_and_the_agent_log_name_the_exception(tmp_path: Path):
             return bool(answers) and min(a.count for a in answers) >= 3
 
         await wait_for(counted, 90, "three polls answered with exceptions")
-        code, out, err = await edge("status", "-d", str(agent.data_dir))
+        code, out, err = await edge_cli("status", "-d", str(agent.data_dir))
         await agent.stop()
     assert code == 0, err
     lines = out.splitlines()
@@ -239,7 +228,7 @@ async def test_scan_names_the_exception_a_device_answers():
     failing.faults.exception_code = 4
     async with served("tcp", [failing]) as (bus, _):
         assert isinstance(bus, TcpBusConfig)
-        code, out, err = await edge(
+        code, out, err = await edge_cli(
             "scan", "--tcp", f"127.0.0.1:{bus.port}", "--ids", "1-3", "--json", "--timeout", "0.1"
         )
     assert code == 0, err
@@ -253,7 +242,7 @@ async def test_live_json_lines_keep_stdout_clean_and_log_the_exception_once(tmp_
         assert isinstance(bus, TcpBusConfig)
         site = site_files(tmp_path, bus.port)
         site.write_text(site.read_text() + "poll_interval_s = 0.5\ntimeout_s = 0.2\n")
-        code, out, err = await edge("poll", "--config", str(site), "--json", "--duration", "2")
+        code, out, err = await edge_cli("poll", "--config", str(site), "--json", "--duration", "2")
     assert code == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert len(lines) >= 4  # two channels, at least two polls

@@ -29,6 +29,22 @@ from hardware_sim.server import SimulatedBus, serve_tcp
 REPO = Path(__file__).resolve().parents[2]
 # One compile of the numba kernels serves every test run.
 NUMBA_CACHE = REPO / ".cache" / "numba"
+#: The technician's CLI, as a command line.
+EDGE = [sys.executable, "-m", "edge_agent.cli"]
+
+
+async def edge_cli(*args: str, timeout_s: float = 60) -> tuple[int, str, str]:
+    """Run one ``edge`` command: (exit code, stdout, stderr).
+
+    It runs beside the event loop, never blocking it: the simulated devices the agent
+    polls are served from that loop.
+    """
+    process = await asyncio.create_subprocess_exec(
+        *EDGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=timeout_s)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 @dataclass
