@@ -132,15 +132,25 @@ def _interval(low: float | None, high: float | None) -> str:
     """``12-06 03:00 to 10:00``: the end's date only when it is another day."""
     if low is None or high is None:
         return "—"
-    same_day = datetime.fromtimestamp(low, UTC).date() == datetime.fromtimestamp(high, UTC).date()
-    end = datetime.fromtimestamp(high, UTC).strftime("%H:%M") if same_day else _day_time(high)
-    return f"{_day_time(low)} to {end}"
+    start, end = _utc(low), _utc(high)
+    if start is not None and end is not None and start.date() == end.date():
+        return f"{_day_time(low)} to {end:%H:%M}"
+    return f"{_day_time(low)} to {_day_time(high)}"
 
 
 def _day_time(timestamp: float | None) -> str:
+    """``12-06 03:00`` (UTC); a time no calendar holds (another agent's bug) as it came."""
     if timestamp is None:
         return "—"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%m-%d %H:%M")
+    when = _utc(timestamp)
+    return f"t={timestamp:.6g}" if when is None else f"{when:%m-%d %H:%M}"
+
+
+def _utc(timestamp: float) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(timestamp, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def status_tables(status: StatusReply) -> Group:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,8 @@ from edge_agent.control_messages import (
     SirenTestRequest,
     StatusReply,
 )
+from hardware_sim.harness.agent import edge_cli
 from protocol.events import StandingForecast
-
-EDGE = [sys.executable, "-m", "edge_agent.cli"]
 
 
 @pytest.fixture
@@ -171,26 +169,17 @@ async def test_a_reply_of_the_wrong_shape_or_no_agent_is_a_clear_control_error(
         await ask(tmp_path / "elsewhere.sock", AlarmsRequest(), AlarmsReply)
 
 
-async def edge(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *EDGE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 async def test_the_edge_cli_sends_typed_requests_and_prints_the_typed_replies(
     agent_socket: tuple[Path, list[object]],
 ) -> None:
     path, seen = agent_socket
     data_dir = str(path.parent)
-    acked = await edge("ack", "rain_1h", "-d", data_dir, "--by", "technician")
-    refused = await edge("ack", "nope", "-d", data_dir)
-    empty = await edge("ack", "", "-d", data_dir)
-    tested = await edge("siren", "test", "-d", data_dir)
-    audible = await edge("siren", "test", "--audible", "-d", data_dir)
-    alarms = await edge("alarms", "-d", data_dir, "--json")
+    acked = await edge_cli("ack", "rain_1h", "-d", data_dir, "--by", "technician")
+    refused = await edge_cli("ack", "nope", "-d", data_dir)
+    empty = await edge_cli("ack", "", "-d", data_dir)
+    tested = await edge_cli("siren", "test", "-d", data_dir)
+    audible = await edge_cli("siren", "test", "--audible", "-d", data_dir)
+    alarms = await edge_cli("alarms", "-d", data_dir, "--json")
     assert acked[:2] == (0, "acknowledged rain_1h; its level is now red\n")
     assert refused[0] == 2
     assert "no rule 'nope' (rules: rain_1h)" in refused[2]
@@ -254,8 +243,8 @@ async def test_edge_status_shows_a_raised_slope_rules_standing_forecast_and_json
     path = tmp_path / SOCKET_NAME
     server = await serve_control(path, {"status": status})
     try:
-        code, shown, err = await edge("status", "-d", str(tmp_path))
-        json_code, as_json, _ = await edge("status", "-d", str(tmp_path), "--json")
+        code, shown, err = await edge_cli("status", "-d", str(tmp_path))
+        json_code, as_json, _ = await edge_cli("status", "-d", str(tmp_path), "--json")
     finally:
         server.close()
         await server.wait_closed()
@@ -282,10 +271,33 @@ async def test_edge_status_shows_no_forecast_table_while_no_forecast_stands(tmp_
     path = tmp_path / SOCKET_NAME
     server = await serve_control(path, {"status": status})
     try:
-        code, shown, err = await edge("status", "-d", str(tmp_path))
+        code, shown, err = await edge_cli("status", "-d", str(tmp_path))
     finally:
         server.close()
         await server.wait_closed()
     assert code == 0, err
     assert "rain_1h" in shown
     assert "failure forecasts" not in shown
+
+
+async def test_edge_status_shows_a_forecast_time_no_calendar_holds_as_it_came(
+    tmp_path: Path,
+) -> None:
+    """A reply from a faulty agent (a failure 10**15 s on) is shown, not a crash."""
+    far = SLOPE_FORECAST.model_copy(update={"failure_t": 1e15, "failure_t_high": 1e15})
+
+    async def status(_req: object) -> StatusReply:
+        reply = status_reply(NOW)
+        alarms = {"slope_forecast": AlarmStatus(level="red", metrics={}, forecast=far)}
+        return reply.model_copy(update={"alarms": alarms})
+
+    path = tmp_path / SOCKET_NAME
+    server = await serve_control(path, {"status": status})
+    try:
+        code, shown, err = await edge_cli("status", "-d", str(tmp_path))
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert code == 0, err
+    assert shown.count("t=1e+15") == 2  # the failure and the interval's end
+    assert "12-06 03:00 to" in shown  # the interval's start, a real time, as a date
