@@ -232,22 +232,29 @@ def status_reply(now: float) -> StatusReply:
     )  # fmt: skip
 
 
+async def status_as_edge_shows(
+    data_dir: Path, reply: StatusReply, *more: str
+) -> tuple[int, str, str]:
+    """`edge status` against a control socket that answers ``reply``."""
+
+    async def status(_req: object) -> StatusReply:
+        return reply
+
+    server = await serve_control(data_dir / SOCKET_NAME, {"status": status})
+    try:
+        return await edge_cli("status", "-d", str(data_dir), *more)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_edge_status_shows_a_raised_slope_rules_standing_forecast_and_json_carries_it(
     tmp_path: Path,
 ) -> None:
     """The table names the failure time, its interval, the time left and when it was made."""
-
-    async def status(_req: object) -> StatusReply:
-        return status_reply(NOW + 6 * 3600)  # six hours after the forecast was made
-
-    path = tmp_path / SOCKET_NAME
-    server = await serve_control(path, {"status": status})
-    try:
-        code, shown, err = await edge_cli("status", "-d", str(tmp_path))
-        json_code, as_json, _ = await edge_cli("status", "-d", str(tmp_path), "--json")
-    finally:
-        server.close()
-        await server.wait_closed()
+    reply = status_reply(NOW + 6 * 3600)  # six hours after the forecast was made
+    code, shown, err = await status_as_edge_shows(tmp_path, reply)
+    json_code, as_json, _ = await status_as_edge_shows(tmp_path, reply, "--json")
     assert (code, json_code) == (0, 0), err
     assert "failure forecasts standing" in shown
     row = next(line for line in shown.splitlines() if "slope_forecast" in line and "12-06" in line)
@@ -263,18 +270,9 @@ async def test_edge_status_shows_a_raised_slope_rules_standing_forecast_and_json
 
 
 async def test_edge_status_shows_no_forecast_table_while_no_forecast_stands(tmp_path: Path) -> None:
-    async def status(_req: object) -> StatusReply:
-        reply = status_reply(NOW)
-        quiet = {"rain_1h": AlarmStatus(level="normal", metrics={"sum_1h": 0.0})}
-        return reply.model_copy(update={"alarms": quiet})
-
-    path = tmp_path / SOCKET_NAME
-    server = await serve_control(path, {"status": status})
-    try:
-        code, shown, err = await edge_cli("status", "-d", str(tmp_path))
-    finally:
-        server.close()
-        await server.wait_closed()
+    quiet = {"rain_1h": AlarmStatus(level="normal", metrics={"sum_1h": 0.0})}
+    reply = status_reply(NOW).model_copy(update={"alarms": quiet})
+    code, shown, err = await status_as_edge_shows(tmp_path, reply)
     assert code == 0, err
     assert "rain_1h" in shown
     assert "failure forecasts" not in shown
@@ -285,19 +283,9 @@ async def test_edge_status_shows_a_forecast_time_no_calendar_holds_as_it_came(
 ) -> None:
     """A reply from a faulty agent (a failure 10**15 s on) is shown, not a crash."""
     far = SLOPE_FORECAST.model_copy(update={"failure_t": 1e15, "failure_t_high": 1e15})
-
-    async def status(_req: object) -> StatusReply:
-        reply = status_reply(NOW)
-        alarms = {"slope_forecast": AlarmStatus(level="red", metrics={}, forecast=far)}
-        return reply.model_copy(update={"alarms": alarms})
-
-    path = tmp_path / SOCKET_NAME
-    server = await serve_control(path, {"status": status})
-    try:
-        code, shown, err = await edge_cli("status", "-d", str(tmp_path))
-    finally:
-        server.close()
-        await server.wait_closed()
+    alarms = {"slope_forecast": AlarmStatus(level="red", metrics={}, forecast=far)}
+    reply = status_reply(NOW).model_copy(update={"alarms": alarms})
+    code, shown, err = await status_as_edge_shows(tmp_path, reply)
     assert code == 0, err
     assert shown.count("t=1e+15") == 2  # the failure and the interval's end
     assert "12-06 03:00 to" in shown  # the interval's start, a real time, as a date
