@@ -132,25 +132,16 @@ def _interval(low: float | None, high: float | None) -> str:
     """``12-06 03:00 to 10:00``: the end's date only when it is another day."""
     if low is None or high is None:
         return "—"
-    start, end = _utc(low), _utc(high)
-    if start is not None and end is not None and start.date() == end.date():
-        return f"{_day_time(low)} to {end:%H:%M}"
-    return f"{_day_time(low)} to {_day_time(high)}"
+    end = datetime.fromtimestamp(high, UTC)
+    same_day = datetime.fromtimestamp(low, UTC).date() == end.date()
+    return (
+        f"{_day_time(low)} to {end:%H:%M}" if same_day else f"{_day_time(low)} to {end:%m-%d %H:%M}"
+    )
 
 
 def _day_time(timestamp: float | None) -> str:
-    """``12-06 03:00`` (UTC); a time no calendar holds (another agent's bug) as it came."""
-    if timestamp is None:
-        return "—"
-    when = _utc(timestamp)
-    return f"t={timestamp:.6g}" if when is None else f"{when:%m-%d %H:%M}"
-
-
-def _utc(timestamp: float) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(timestamp, UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
+    """``12-06 03:00`` (UTC); the reply's times lie in 2000-2100 (``StandingForecast``)."""
+    return "—" if timestamp is None else f"{datetime.fromtimestamp(timestamp, UTC):%m-%d %H:%M}"
 
 
 def status_tables(status: StatusReply) -> Group:

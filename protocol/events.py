@@ -16,6 +16,8 @@ from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from protocol.limits import MAX_TIMESTAMP, MIN_TIMESTAMP
+
 #: ``EventRow.kind`` of a rule's level change; ``subject`` the rule, ``level`` the new one.
 ALARM_EVENT_KIND: Final = "alarm"
 #: ``EventRow.kind`` of an acknowledgement of a rule's latched alarm; ``subject`` the rule.
@@ -60,7 +62,8 @@ class FailureForecast(_EventDetail):
 
     Times are epoch seconds; ``failure_t_low``/``failure_t_high`` bound the 95 % interval;
     ``evidence`` is the F statistic of acceleration against steady creep. A value the
-    forecast did not have (no acceleration: no failure time) is missing, never infinite.
+    forecast did not have (no acceleration: no failure time) is missing, never infinite;
+    so is a time outside the wire's range (2000-2100), which only a fault can give.
     """
 
     lead_h: float | None = None
@@ -79,6 +82,12 @@ class FailureForecast(_EventDetail):
             return None
         return value
 
+    @field_validator("failure_t", "failure_t_low", "failure_t_high")
+    @classmethod
+    def _a_wire_time(cls, value: float | None) -> float | None:
+        # A time outside the wire's range (2000-2100) is no forecast anyone can show.
+        return value if value is None or MIN_TIMESTAMP <= value <= MAX_TIMESTAMP else None
+
 
 class StandingForecast(FailureForecast):
     """A failure-forecast rule's newest accepted forecast (``Health.forecasts``).
@@ -90,6 +99,11 @@ class StandingForecast(FailureForecast):
     """
 
     at: float | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _made_at_a_wire_time(cls, value: float | None) -> float | None:
+        return value if value is None or MIN_TIMESTAMP <= value <= MAX_TIMESTAMP else None
 
 
 class AlarmEvent(_EventDetail):

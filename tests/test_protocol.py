@@ -38,7 +38,7 @@ from protocol import (
 )
 from protocol.broker_url import parse_broker_url
 from protocol.contacts import sender_numbers
-from protocol.events import ActuationEvent, FailureForecast
+from protocol.events import ActuationEvent, FailureForecast, StandingForecast
 from protocol.payloads import finite_json, sendable_reading
 
 
@@ -399,6 +399,12 @@ def test_a_failure_forecast_goes_with_its_alarm_event_and_infinity_is_left_out()
     # An unbounded interval (the uplink sends infinity as text) is read as unknown.
     sent["forecast"]["failure_t_high"] = "inf"
     assert AlarmEvent.tolerant(sent).forecast == forecast
+    # A time no wire carries (a faulty gateway's) is unknown too, never shown as a date.
+    sent["forecast"]["failure_t_high"] = 1e300
+    sent["forecast"]["failure_t"] = -5.0
+    assert AlarmEvent.tolerant(sent).forecast == forecast.model_copy(update={"failure_t": None})
+    standing = StandingForecast.tolerant({**sent["forecast"], "at": 2.0**63})
+    assert (standing.at, standing.failure_t_low) == (None, T0 + 90_000)
     # A forecast that does not parse is dropped; the alarm event itself is kept.
     garbled = AlarmEvent.tolerant({"to": "red", "forecast": ["not", "a", "forecast"]})
     assert (garbled.to_level, garbled.forecast) == ("red", None)
