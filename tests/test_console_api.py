@@ -568,7 +568,9 @@ async def test_a_site_tells_its_recent_events_newest_first_without_contacts(
     assert (call["status"], call["person"]) == ("sent", "王建国 (village)")
     assert broadcast["clip"] == "evacuate_now"
     text = json.dumps(events, ensure_ascii=False)
-    assert "138" not in text  # no phone number, even masked
+    # No phone number, even masked (a bare "138" would also match the digits of a time).
+    assert "+86138" not in text
+    assert "****" not in text
     assert "aplay" not in text  # no player's command line
 
 
