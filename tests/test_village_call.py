@@ -133,7 +133,12 @@ async def test_cut_off_the_gateway_texts_the_village_and_a_reply_sms_answers_onc
         assert first >= raised[0]["ts"] + 120
         assert {m.number for m in sim.outbox} == {MONITOR, HEAD}
         assert all("红色预警" in m.text and "creek-village" in m.text for m in sim.outbox)
-        calls = await wait_for(lambda: sent(agent.data_dir)[:2], 30, "the texts recorded as sent")
+
+        def both_sent() -> list[dict[str, Any]] | None:
+            recorded = sent(agent.data_dir)[:2]
+            return recorded if len(recorded) == 2 else None
+
+        calls = await wait_for(both_sent, 30, "both texts recorded as sent")
         assert {c["person"] for c in calls} == {"王建国 (village)", "张村长 (village)"}
         # The record names the person and a masked number, never the number itself.
         assert all(MONITOR not in str(c) and HEAD not in str(c) for c in calls)
