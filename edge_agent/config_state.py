@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,9 @@ from ota.report import OtaReport, OtaState, OtaSubject
 log = logging.getLogger(__name__)
 
 STATE_FILE = "config_ota.json"
+#: The configuration being taken (delivered, no outcome yet) and its tries so far. A file of
+#: its own, so that a version rolled back to, which knows nothing of it, still reads the state.
+TAKING_FILE = "config_taking.json"
 #: Starts allowed while a new configuration awaits confirmation before it is given up.
 MAX_CONFIRM_STARTS = 3
 
@@ -40,15 +43,63 @@ class ConfigOtaState:
 
     @classmethod
     def load(cls, data_dir: Path) -> ConfigOtaState:
-        """Read the state; a missing file is the initial state."""
+        """Read the state; a missing file is the initial state.
+
+        Keys this version does not know (a newer version wrote them before a roll-back)
+        are left out, so they never stop the agent from starting.
+        """
         path = data_dir / STATE_FILE
         if not path.exists():
             return cls()
-        return cls(**json.loads(path.read_text()))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
     def save(self, data_dir: Path) -> None:
         """Write the state atomically."""
         write_atomic(data_dir / STATE_FILE, json.dumps(asdict(self), indent=1).encode(), 0o600)
+
+
+@dataclass
+class Taking:
+    """A verified configuration on its way to an outcome, and how often it was tried.
+
+    ``tries`` counts starts of the procedure; one that never ended (the agent died in the
+    probe) is counted by the next start. ``delivered`` is set once the ``delivered`` report
+    is stored. ``failure`` is the last try's error, if it raised.
+    """
+
+    version: int
+    tries: int = 0
+    delivered: bool = False
+    failure: str | None = None
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Taking | None:
+        """The configuration being taken, or None (also for a file that cannot be read)."""
+        path = data_dir / TAKING_FILE
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            failure = data.get("failure")
+            return cls(
+                int(data["version"]),
+                int(data.get("tries", 0)),
+                bool(data.get("delivered", False)),
+                None if failure is None else str(failure),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("%s cannot be read; the configuration's tries start again", path)
+            return None
+
+    def save(self, data_dir: Path) -> None:
+        """Write it atomically."""
+        write_atomic(data_dir / TAKING_FILE, json.dumps(asdict(self)).encode(), 0o600)
+
+    @staticmethod
+    def clear(data_dir: Path) -> None:
+        """No configuration is being taken any more."""
+        (data_dir / TAKING_FILE).unlink(missing_ok=True)
 
 
 def candidate_path(config_path: Path) -> Path:

@@ -20,7 +20,16 @@ A signed configuration arrives on the gateway's retained ``config`` topic. In or
 
 A configuration that crashes the agent at every start is caught before the site file is
 loaded (``prepare_start``): after ``MAX_CONFIRM_STARTS`` the previous file is restored.
-State lives in ``DATA_DIR/config_ota.json``, written atomically.
+
+Steps 2-5 are one try. A try that raises (a full disk, a report the store could not take,
+a probe that failed unexpectedly) is tried again after a backoff of up to 60 s doubling to an
+hour, since the retained document comes again only after a reconnect; a try the agent died
+in is tried again when the document comes back after the restart. After
+``MAX_TAKE_TRIES`` tries the configuration is reported ``rejected`` with the last error, so
+the duty officer is never left looking at ``delivered``. A document counts as dealt with
+(``handled_version``) only once its outcome is stored. State lives in
+``DATA_DIR/config_ota.json`` and ``DATA_DIR/config_taking.json``, written atomically. This
+module never switches a file that did not pass its probe.
 """
 
 from __future__ import annotations
@@ -28,17 +37,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from edge_agent.atomic_file import replace_durably, write_atomic
 from edge_agent.config_state import (
     ConfigOtaState,
+    Taking,
     candidate_path,
     previous_path,
     restore_previous,
 )
-from edge_agent.document_inbox import DocumentInbox, verify_offered
+from edge_agent.document_inbox import DocumentInbox, retry_backoff, verify_offered
 from edge_agent.local_settings import LocalSettings, bind_player
 from ota.document import (
     DocumentKind,
@@ -46,6 +57,7 @@ from ota.document import (
     digest,
 )
 from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, OtaSubject, parse_report
+from protocol.reconnect import Backoff
 from site_schema.site_config import SiteConfig, parse_site_text
 from site_schema.site_errors import SiteConfigError
 
@@ -53,6 +65,10 @@ log = logging.getLogger(__name__)
 
 #: Default time the restarted agent has to show the new configuration working.
 CONFIRM_DEADLINE_S = 60.0
+#: Tries of one configuration (each that raised or that the agent died in) before giving up.
+MAX_TAKE_TRIES = 5
+#: The longest error text carried in a ``rejected`` report.
+FAILURE_CHARS = 200
 
 Probe = Callable[[SiteConfig], Awaitable[str | None]]
 Confirm = Callable[[float], Awaitable[str | None]]
@@ -71,6 +87,7 @@ class ConfigUpdater:
         restart: Callable[[], None],
         confirm_deadline_s: float = CONFIRM_DEADLINE_S,
         settings: LocalSettings | None = None,
+        retry: Backoff | None = None,
     ) -> None:
         self.config_path = config_path
         self.settings = settings or LocalSettings()
@@ -82,17 +99,24 @@ class ConfigUpdater:
         self.confirm_deadline_s = confirm_deadline_s
         self.state = ConfigOtaState.load(data_dir)
         self.inbox = DocumentInbox()
+        self.retry = retry or retry_backoff()
 
     def offer(self, data: bytes) -> None:
         """Hand over a document from the uplink; never blocks the receiver."""
         self.inbox.offer(data)
 
     def status(self) -> dict[str, Any]:
-        """For ``edge status`` and health: versions, a pending confirmation, the last outcome."""
+        """For ``edge status`` and health: versions, a pending confirmation, the last outcome.
+
+        ``taking`` is the configuration on its way to an outcome, with its tries and the
+        last one's error (None when there is none).
+        """
+        taking = Taking.load(self.data_dir)
         return {
             "installed_version": self.state.installed_version,
             "confirming": self.state.confirming,
             "last": self.state.last,
+            "taking": None if taking is None else asdict(taking),
         }
 
     async def run(self) -> None:
@@ -115,8 +139,17 @@ class ConfigUpdater:
             data = await self.inbox.get()
             try:
                 await self._handle(data)
-            except Exception:
-                log.exception("configuration update failed unexpectedly; nothing was switched")
+            except Exception as exc:
+                delay = self.retry.next()
+                log.exception(
+                    "configuration update failed unexpectedly; nothing was switched; "
+                    "trying it again in %.0f s",
+                    delay,
+                )
+                self._note_failure(exc)
+                self.inbox.retry_later(data, delay)
+            else:
+                self.retry.reset()
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -158,14 +191,29 @@ class ConfigUpdater:
         if isinstance(document, str):
             await self._refuse(data, claimed, document)
             return
-        self.state.handled_version = document.version
-        self._save()
-        await self._report(OtaReport(OtaSubject.CONFIG, document.version, OtaState.DELIVERED))
-        text = document.payload.get("site_toml")
-        site = await self._validate(document.version, text)
-        if site is None or not isinstance(text, str):
-            return
+        version = document.version
+        taking = Taking.load(self.data_dir)
+        if taking is None or taking.version != version:
+            taking = Taking(version)
         candidate = candidate_path(self.config_path)
+        if taking.tries >= MAX_TAKE_TRIES:
+            candidate.unlink(missing_ok=True)
+            why = taking.failure or "the agent stopped while taking it"
+            reason = f"gave up after {taking.tries} tries; the last: {why}"
+            await self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.REJECTED, reason))
+            self._dealt_with(version)
+            return
+        taking.tries += 1
+        taking.save(self.data_dir)
+        if not taking.delivered:
+            await self._report(OtaReport(OtaSubject.CONFIG, version, OtaState.DELIVERED))
+            taking.delivered = True
+            taking.save(self.data_dir)
+        text = document.payload.get("site_toml")
+        site = await self._validate(version, text)
+        if site is None or not isinstance(text, str):
+            self._dealt_with(version)
+            return
         write_atomic(candidate, text.encode())
         problem = await self.probe(site)
         if problem is not None:
@@ -173,13 +221,30 @@ class ConfigUpdater:
             await self._report(
                 OtaReport(
                     OtaSubject.CONFIG,
-                    document.version,
+                    version,
                     OtaState.ROLLED_BACK,
                     f"health probe failed, previous configuration kept: {problem}",
                 )
             )
+            self._dealt_with(version)
             return
-        self._switch(document.version, candidate)
+        self._switch(version, candidate)
+
+    def _dealt_with(self, version: int) -> None:
+        """``version`` has its outcome stored: its retained copy is no news from now on."""
+        self.state.handled_version = version
+        self._save()
+        Taking.clear(self.data_dir)
+
+    def _note_failure(self, exc: Exception) -> None:
+        """Keep the error of a try that raised, for the report if the tries run out."""
+        try:
+            taking = Taking.load(self.data_dir)
+            if taking is not None:
+                taking.failure = f"{type(exc).__name__}: {exc}"[:FAILURE_CHARS]
+                taking.save(self.data_dir)
+        except (OSError, ValueError, KeyError):
+            log.warning("could not keep the error of the failed configuration try", exc_info=True)
 
     async def _validate(self, version: int, text: Any) -> SiteConfig | None:
         try:
@@ -196,7 +261,9 @@ class ConfigUpdater:
         self.state.previous_version = self.state.installed_version
         self.state.confirming = version
         self.state.confirm_starts = 0
+        self.state.handled_version = version
         self._save()
+        Taking.clear(self.data_dir)
         replace_durably(candidate, self.config_path)
         log.warning("configuration v%d passed its probe; restarting on it", version)
         self.restart()

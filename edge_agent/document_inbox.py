@@ -1,18 +1,36 @@
 """Signed documents on their way from the uplink to the updater that acts on them.
 
 The uplink hands over each document from a retained topic (``config``, ``release``) and
-must never wait; only the newest matters, so a full inbox drops its oldest. Verifying an
-offered document against the trust anchor pinned at enrollment is the same for every
-kind, so it lives here too.
+must never wait; only the newest matters, so a full inbox drops its oldest. A retained
+document arrives again only after a reconnect, which on a steady link may be months away,
+so an update that failed for a passing reason (a full disk, a lost download) is put back
+here after a backoff (``retry_later``); a newer document offered meanwhile wins. Verifying
+an offered document against the trust anchor pinned at enrollment is the same for every
+kind, so it lives here too. Nothing here ever acts on a document.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 from edge_agent.enroll import load_enrollment
 from ota.document import Document, DocumentKind, DocumentRefusedError, verify_document
+from protocol.reconnect import Backoff
+
+#: First wait before an update that failed is tried again; it doubles up to the ceiling.
+RETRY_FIRST_S = 60.0
+#: Longest wait between tries of an update that keeps failing.
+RETRY_CEILING_S = 3600.0
+
+
+def retry_backoff(rng: random.Random | None = None) -> Backoff:
+    """The waits between tries of a failed update: up to 60 s, doubling to an hour.
+
+    Each wait is drawn from the upper half of its step, so gateways do not retry in step.
+    """
+    return Backoff(RETRY_FIRST_S, RETRY_CEILING_S, rng or random.Random())
 
 
 class DocumentInbox:
@@ -20,17 +38,28 @@ class DocumentInbox:
 
     def __init__(self, size: int = 4) -> None:
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+        self._offered = 0  # documents offered from outside, to tell whether a retry is stale
 
     def offer(self, data: bytes) -> None:
         """Hand over a document from the uplink; never blocks the receiver."""
+        self._offered += 1
         if self._queue.full():
             self._queue.get_nowait()  # only the newest retained document matters
         self._queue.put_nowait(data)
 
-    def offer_again(self, data: bytes) -> None:
-        """Put ``data`` back for another try, unless something newer is already waiting."""
-        if self._queue.empty():
-            self._queue.put_nowait(data)
+    def retry_later(self, data: bytes, delay_s: float) -> None:
+        """Offer ``data`` again after ``delay_s``, unless a document is offered meanwhile.
+
+        A document offered in between is newer (or the same one again after a reconnect),
+        so the retry would only repeat or undo it.
+        """
+        offered = self._offered
+
+        def again() -> None:
+            if self._offered == offered and self._queue.empty():
+                self._queue.put_nowait(data)
+
+        asyncio.get_running_loop().call_later(delay_s, again)
 
     async def get(self) -> bytes:
         """The next document."""

@@ -8,16 +8,21 @@ release documents from the retained ``release`` topic are verified against the t
 anchor and handed to ``ReleaseUpdater`` one at a time; a switch ends with the agent
 exiting so the new slot starts. Without a slot tree (``edge run`` without ``--slots``)
 every release is refused with that reason.
+
+A release that fails for any reason short of a refusal (a lost download, a busy slot
+tree, a full disk, a report the store could not take) is tried again after a backoff of
+up to 60 s doubling to an hour, for as long as it stays the newest document offered; the
+partial files stay for the next try. This module never lets a failed update stop the
+running version.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from edge_agent.document_inbox import DocumentInbox, verify_offered
+from edge_agent.document_inbox import DocumentInbox, retry_backoff, verify_offered
 from edge_agent.updater import AfterApply, HealthProbe, ReleaseUpdater
 from ota.document import (
     DocumentKind,
@@ -27,11 +32,9 @@ from ota.document import (
 from ota.download import DownloadError
 from ota.report import OtaReport, OtaState, OtaSubject
 from ota.slots import SlotBusyError
+from protocol.reconnect import Backoff
 
 log = logging.getLogger(__name__)
-
-#: Wait before trying a release again after the link failed mid-download.
-RETRY_AFTER_S = 60.0
 
 
 class ReleaseIntake:
@@ -43,12 +46,14 @@ class ReleaseIntake:
         updater: ReleaseUpdater | None,
         emit: Callable[[OtaReport], Awaitable[None]],
         exit_for_update: Callable[[], None],
+        retry: Backoff | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.updater = updater
         self.emit = emit
         self.exit_for_update = exit_for_update
         self.inbox = DocumentInbox()
+        self.retry = retry or retry_backoff()
         self._refused: str | None = None
 
     def offer(self, data: bytes) -> None:
@@ -68,18 +73,27 @@ class ReleaseIntake:
             try:
                 await self._handle(data)
             except (DownloadError, SlotBusyError) as exc:
-                log.warning("release download failed, trying again in %g s: %s", RETRY_AFTER_S, exc)
-                asyncio.get_running_loop().call_later(RETRY_AFTER_S, self.inbox.offer_again, data)
+                delay = self.retry.next()
+                log.warning("release download failed, trying again in %.0f s: %s", delay, exc)
+                self.inbox.retry_later(data, delay)
             except Exception:
-                log.exception("release update failed unexpectedly; this version keeps running")
+                delay = self.retry.next()
+                log.exception(
+                    "release update failed unexpectedly; this version keeps running; "
+                    "trying it again in %.0f s",
+                    delay,
+                )
+                self.inbox.retry_later(data, delay)
+            else:
+                self.retry.reset()
 
     async def _refuse(self, data: bytes, version: int, reason: str) -> None:
         refused = digest(data)
         if refused == self._refused:
             return  # the same retained document again after a reconnect
-        self._refused = refused
         log.warning("release document v%d refused: %s", version, reason)
         await self.emit(OtaReport(OtaSubject.RELEASE, version, OtaState.REJECTED, reason))
+        self._refused = refused  # only once stored: a failed store is tried again
 
     async def _handle(self, data: bytes) -> None:
         claimed = claimed_version(data)

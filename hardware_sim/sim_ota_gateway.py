@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 
-from edge_agent.release_intake import RETRY_AFTER_S
+from edge_agent.document_inbox import RETRY_FIRST_S
 from fleet.mqtt_connection import BrokerConnection
 from hardware_sim.simgateway import EncodedBatch, SimulatedGateway, cancel_and_wait
 from ota.document import (
@@ -68,7 +68,7 @@ class SimulatedOtaGateway:
         trust_anchor: str,
         plan: OtaPlan | Mapping[DocumentKind, OtaPlan] = OtaPlan.APPLY,
         fetch: Fetch | None = None,
-        retry_after_s: float = RETRY_AFTER_S,
+        retry_after_s: float = RETRY_FIRST_S,
     ) -> None:
         self.gateway_id = gateway_id
         self.trust_anchor = trust_anchor

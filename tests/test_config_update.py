@@ -8,6 +8,8 @@ find, so the state machine's every branch is reached without waiting on devices.
 from __future__ import annotations
 
 import asyncio
+import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +17,20 @@ import pytest
 
 from edge_agent.config_state import (
     MAX_CONFIRM_STARTS,
+    STATE_FILE,
+    TAKING_FILE,
     ConfigOtaState,
+    Taking,
     candidate_path,
     prepare_start,
     previous_path,
 )
-from edge_agent.config_update import ConfigUpdater
-from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment, write_private
+from edge_agent.config_update import MAX_TAKE_TRIES, ConfigUpdater
 from fleet.signing import SigningKey
+from hardware_sim.harness.enrolled import write_enrollment
 from ota.document import Document, DocumentKind, Target, sign_document
 from ota.report import OtaReport
-from protocol import MqttCredentials
+from protocol.reconnect import Backoff
 
 GATEWAY = "gw-unit-1"
 OLD = """
@@ -54,33 +59,36 @@ def key(tmp_path: Path) -> SigningKey:
 
 @pytest.fixture
 def site(tmp_path: Path, key: SigningKey) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    enrollment = StoredEnrollment(
-        gateway_id=GATEWAY,
-        site_id="unit",
-        mqtt=MqttCredentials(username=GATEWAY, password="x" * 24, client_id=GATEWAY),
-        broker_url="mqtt://127.0.0.1:1",
-        fleet_signing_key=key.public_key_b64,
-        topic_prefix=f"hw/v1/{GATEWAY}",
-        fleet_url="http://127.0.0.1:1",
-        enrolled_at=1.0,
-    )
-    write_private(data / ENROLLMENT_FILE, enrollment.model_dump_json().encode())
+    write_enrollment(tmp_path / "data", GATEWAY, key.public_key_b64, fleet_url="http://127.0.0.1:1")
     path = tmp_path / "site.toml"
     path.write_text(OLD)
     return path
 
 
 class Harness:
-    """A ConfigUpdater whose probe and confirmation answer as told."""
+    """A ConfigUpdater whose probe and confirmation answer as told.
 
-    def __init__(self, site: Path, probe: str | None = None, confirm: str | None = None):
+    ``full_store`` reports fail to be stored first, as on a full disk; ``probe_raises`` makes
+    the probe fail unexpectedly at every try. Tries are 10-40 ms apart, not minutes.
+    """
+
+    def __init__(
+        self,
+        site: Path,
+        probe: str | None = None,
+        confirm: str | None = None,
+        *,
+        full_store: int = 0,
+        probe_raises: bool = False,
+    ):
         self.reports: list[OtaReport] = []
         self.restarts = 0
+        self.probes = 0
         self.changed = asyncio.Event()
         self.probe_answer = probe
         self.confirm_answer = confirm
+        self.full_store = full_store
+        self.probe_raises = probe_raises
         self.updater = ConfigUpdater(
             site,
             site.parent / "data",
@@ -89,15 +97,24 @@ class Harness:
             self._confirm,
             self._restart,
             confirm_deadline_s=1.0,
+            retry=Backoff(0.02, 0.04, random.Random(7)),
         )
 
     async def _probe(self, _site: Any) -> str | None:
+        self.probes += 1
+        self.changed.set()
+        if self.probe_raises:
+            msg = f"probe failed unexpectedly (try {self.probes})"
+            raise RuntimeError(msg)
         return self.probe_answer
 
     async def _confirm(self, _deadline: float) -> str | None:
         return self.confirm_answer
 
     async def _report(self, report: OtaReport) -> None:
+        if self.full_store > 0:
+            self.full_store -= 1
+            raise OSError("database or disk is full")
         self.reports.append(report)
         self.changed.set()
 
@@ -220,3 +237,94 @@ async def test_left_over_reports_stay_saved_until_they_are_stored(site: Path) ->
         async with asyncio.timeout(10):
             await harness.updater.run()
     assert ConfigOtaState.load(data).unreported == [left_over]
+
+
+async def test_a_report_the_store_could_not_take_is_tried_again_and_the_config_applied(
+    site: Path, key: SigningKey
+) -> None:
+    # The first report fails to be stored (a full disk). The retained document will not
+    # come again until a reconnect, so the updater must try it again by itself.
+    harness = Harness(site, full_store=1)
+    harness.updater.offer(_doc(key, 3, NEW))
+    await harness.run_until(1, restarts=1)
+    assert harness.states() == [(3, "delivered")]
+    assert text(site) == NEW
+    state = ConfigOtaState.load(site.parent / "data")
+    assert (state.confirming, state.handled_version) == (3, 3)
+    assert Taking.load(site.parent / "data") is None
+
+
+async def test_a_try_that_keeps_raising_is_given_up_with_its_error_reported(
+    site: Path, key: SigningKey
+) -> None:
+    harness = Harness(site, probe_raises=True)
+    harness.updater.offer(_doc(key, 3, NEW))
+    await harness.run_until(2)
+    assert harness.states() == [(3, "delivered"), (3, "rejected")]
+    assert harness.probes == MAX_TAKE_TRIES
+    reason = str(harness.reports[1].reason)
+    assert f"gave up after {MAX_TAKE_TRIES} tries" in reason
+    assert f"RuntimeError: probe failed unexpectedly (try {MAX_TAKE_TRIES})" in reason
+    assert text(site) == OLD
+    assert not candidate_path(site).exists()
+    data = site.parent / "data"
+    assert ConfigOtaState.load(data).handled_version == 3
+    assert Taking.load(data) is None
+    assert harness.updater.status()["taking"] is None
+    # The retained copy after a reconnect is no news: it is not tried again. A newer
+    # version offered behind it shows the updater has taken it.
+    harness.probe_raises = False
+    harness.updater.offer(_doc(key, 3, NEW))
+    harness.updater.offer(_doc(key, 4, NEW))
+    await harness.run_until(3, restarts=1)
+    assert harness.states()[2:] == [(4, "delivered")]
+    assert harness.probes == MAX_TAKE_TRIES + 1
+
+
+async def test_an_agent_that_dies_in_the_probe_tries_again_then_gives_up(
+    site: Path, key: SigningKey
+) -> None:
+    # Each agent dies while its probe runs: the task is cancelled at the probe, which leaves
+    # the data directory as a killed process would (everything here lives in files).
+    data = site.parent / "data"
+    for deaths in range(1, MAX_TAKE_TRIES + 1):
+        harness = Harness(site)
+        probing = asyncio.Event()
+
+        async def probe_never_returns(_site: Any, probing: asyncio.Event = probing) -> str | None:
+            probing.set()
+            await asyncio.Event().wait()
+            return None
+
+        harness.updater.probe = probe_never_returns
+        harness.updater.offer(_doc(key, 3, NEW))  # the retained document after each start
+        task = asyncio.create_task(harness.updater.run())
+        async with asyncio.timeout(10):
+            await probing.wait()
+        task.cancel()
+        assert Taking.load(data) == Taking(3, deaths, delivered=True)
+        taking = {"version": 3, "tries": deaths, "delivered": True, "failure": None}
+        assert harness.updater.status()["taking"] == taking
+        assert harness.states() == ([(3, "delivered")] if deaths == 1 else [])
+    # The next start reports the configuration given up, without trying it again.
+    last = Harness(site)
+    last.updater.offer(_doc(key, 3, NEW))
+    await last.run_until(1)
+    assert last.states() == [(3, "rejected")]
+    assert "the agent stopped while taking it" in str(last.reports[0].reason)
+    assert text(site) == OLD
+
+
+def test_state_written_by_a_newer_version_still_loads(site: Path) -> None:
+    # After a roll-back, the older version reads what the newer one wrote.
+    data = site.parent / "data"
+    (data / STATE_FILE).write_text(json.dumps({"handled_version": 4, "a_later_field": [1]}))
+    assert ConfigOtaState.load(data).handled_version == 4
+
+
+def test_an_unreadable_count_of_tries_starts_the_count_again(site: Path) -> None:
+    data = site.parent / "data"
+    Taking(3, 2, delivered=True).save(data)
+    assert Taking.load(data) == Taking(3, 2, delivered=True)
+    (data / TAKING_FILE).write_text('{"version": "three"')
+    assert Taking.load(data) is None

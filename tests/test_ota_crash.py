@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment, write_private
 from edge_agent.store import LocalStore
 from fleet.signing import SigningKey
+from hardware_sim.harness.enrolled import write_enrollment
 from hardware_sim.harness.release import Release, agent_env, build, build_broken, supervisor_command
 from ota.bundle import WHEELS_DIR
 from ota.crash_points import crash_test_env
@@ -33,7 +33,6 @@ from ota.download import fetch_release
 from ota.report import OTA_EVENT_KIND, OtaReport, OtaState, parse_report
 from ota.slots import SlotTree
 from ota.supervisor import APPLIED, ROLLED_BACK, SlotState
-from protocol import MqttCredentials
 from tests.http_files import ReleaseFileServer
 
 GATEWAY = "gw-creek-1"
@@ -116,17 +115,15 @@ def _gateway(
 ) -> Gateway:
     _lay(site.templates / template, site.root)
     data = tmp_path / "data"
-    enrollment = StoredEnrollment(
-        gateway_id=GATEWAY,
-        site_id="creek",
-        mqtt=MqttCredentials(username=GATEWAY, password="secret", client_id=GATEWAY),
-        broker_url="mqtt://127.0.0.1:1883",
-        fleet_signing_key=key.public_key_b64,
-        topic_prefix=f"hw/v1/{GATEWAY}",
+    write_enrollment(
+        data,
+        GATEWAY,
+        key.public_key_b64,
         fleet_url=server.url,
-        enrolled_at=time.time(),
+        broker_url="mqtt://127.0.0.1:1883",
+        site_id="creek",
+        password="secret",
     )
-    write_private(data / ENROLLMENT_FILE, enrollment.model_dump_json().encode())
     server.log.clear()
     server.replaced.clear()
     server.cut_after.clear()

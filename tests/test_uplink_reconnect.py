@@ -7,14 +7,13 @@ import random
 import time
 from pathlib import Path
 
-from edge_agent.enroll import ENROLLMENT_FILE, StoredEnrollment
 from edge_agent.store import LocalStore
 from edge_agent.uplink import Uplink
 from fleet.broker_files import FleetAccount, write_access_files
 from fleet.credentials import mosquitto_hash
+from hardware_sim.harness.enrolled import write_enrollment
 from hardware_sim.harness.uplink import BrokerProcess
 from hardware_sim.harness.waiting import wait_for
-from protocol import MqttCredentials
 from site_schema.site_config import UplinkSettings
 
 GATEWAY = "gw-0123456789"
@@ -23,18 +22,14 @@ PASSWORD = "gateway-secret"
 
 def enrolled(data_dir: Path, broker_url: str) -> None:
     """Write the enrollment a gateway keeps, as ``edge enroll`` would."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    stored = StoredEnrollment(
-        gateway_id=GATEWAY,
-        site_id="test-village",
-        mqtt=MqttCredentials(username=GATEWAY, password=PASSWORD, client_id=GATEWAY),
+    write_enrollment(
+        data_dir,
+        GATEWAY,
+        "A" * 43,
         broker_url=broker_url,
-        fleet_signing_key="A" * 43,
-        topic_prefix=f"hw/v1/{GATEWAY}",
-        fleet_url="http://127.0.0.1:9",
-        enrolled_at=time.time(),
+        site_id="test-village",
+        password=PASSWORD,
     )
-    (data_dir / ENROLLMENT_FILE).write_text(stored.model_dump_json())
 
 
 async def test_the_uplink_is_back_within_5_s_of_the_broker_even_with_a_long_backoff(
