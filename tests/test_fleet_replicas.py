@@ -94,6 +94,27 @@ def holder_pid(repository: Repository, name: str) -> int | None:
     return int(parts[2]) if lease.holder != VANISHED else None
 
 
+def kill_and_see_the_survivor_take_over(
+    repository: Repository, leader: Replica, survivor: Replica
+) -> None:
+    """SIGKILL the 叫应 leader; the survivor must be its very next holder."""
+    leader.kill()
+    held = repository.leases.lease(ESCALATION_LEASE)  # the dead leader's last renewal
+    assert held is not None
+    wait_until(
+        lambda: holder_pid(repository, ESCALATION_LEASE) == survivor.process.pid,
+        LEASE_S + 5,
+        "the survivor to take the 叫应 lease over",
+    )
+    taken = repository.leases.lease(ESCALATION_LEASE)
+    assert taken is not None
+    assert taken.term == held.term + 1  # the very next holder
+    # On one host it need not wait for the lease to run out: it saw the process gone.
+    # (How soon is the wait's bound above; a timed figure belongs in bench/.)
+    gone = f"lease {ESCALATION_LEASE}: its holder's process is gone; taking it over"
+    assert gone in survivor.log.read_text()
+
+
 def read_events(url: str, cookies: dict[str, str], into: list[tuple[str, Any]]) -> None:
     """Collect the live feed's events until the stream closes (runs in a thread)."""
     kind = None
@@ -240,21 +261,7 @@ def test_two_replicas_share_one_engine_that_the_survivor_takes_over_after_a_sigk
                 "the village call recorded as sent",
             )
 
-            leader.kill()
-            held = repository.leases.lease(ESCALATION_LEASE)  # the dead leader's last renewal
-            assert held is not None
-            wait_until(
-                lambda: holder_pid(repository, ESCALATION_LEASE) == survivor.process.pid,
-                LEASE_S + 5,
-                "the survivor to take the 叫应 lease over",
-            )
-            taken = repository.leases.lease(ESCALATION_LEASE)
-            assert taken is not None
-            assert taken.term == held.term + 1  # the very next holder
-            # On one host it need not wait for the lease to run out: it saw the process gone.
-            # (How soon is the wait's bound above; a timed figure belongs in bench/.)
-            gone = f"lease {ESCALATION_LEASE}: its holder's process is gone; taking it over"
-            assert gone in survivor.log.read_text()
+            kill_and_see_the_survivor_take_over(repository, leader, survivor)
 
             wait_until(lambda: len(robots.to("township")) == 1, 40, "the township call")
             assert robots.times("township")[0] >= escalation.started_at + VILLAGE_DEADLINE_S
