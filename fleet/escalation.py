@@ -69,6 +69,13 @@ CHANNEL_CONCURRENCY = 8
 ALARM_WATCH_S = 0.1
 #: While a burst is being sent, rounds nothing woke (no alarm, no answer) are this far apart.
 BUSY_TICK_S = 5.0
+#: A call reads its alarm's failure forecast afresh after this long (calls of one round share it).
+FORECAST_READ_S = 60.0
+#: Forecast words kept for this many escalations before the stale ones are dropped.
+FORECASTS_KEPT = 4096
+#: Forecasts read per trip to a worker thread (about 0.15 ms each on SQLite): the first
+#: calls of a burst wait for one chunk, not for the round's every forecast.
+FORECAST_CHUNK = 32
 #: E-mail has no pool: each message is a session of six round trips, each waiting on a
 #: loop that is busy in a burst, so more sessions at once keep the relay busy.
 SMTP_CONCURRENCY = 32
@@ -133,6 +140,7 @@ class EscalationEngine:
         sms_callback_key: str | None = None,
         hold_before_send: Path | None = None,
         sms_country_code: str | None = None,
+        forecast_words: Callable[[Escalation], str | None] | None = None,
     ) -> None:
         self.store = store
         self.channels = list(channels)
@@ -145,6 +153,11 @@ class EscalationEngine:
         #: How to read a reply's sender that the SMS centre reports in domestic form.
         self.sms_country_code = sms_country_code
         self._hold_before_send = hold_before_send
+        #: Reads the failure forecast of an escalation's alarm in a call's words (blocking:
+        #: run on a worker thread); None for an alarm without one.
+        self.forecast_words = forecast_words
+        self._words: dict[int, tuple[float, asyncio.Future[str | None]]] = {}
+        self._reading: set[asyncio.Task[None]] = set()
         self.deliveries = DeliveryRecorder(store)
         #: Sends each channel a few at a time (8 per HTTP channel, 32 SMTP sessions),
         #: breadth first, outcomes written in batches.
@@ -244,6 +257,7 @@ class EscalationEngine:
     async def _round(self) -> list[Outgoing]:
         """Decide (committed before anything is sent); the calls to send."""
         outgoing = await in_thread(self._decide, self.clock())
+        self._want_forecasts([o.escalation for o in outgoing])
         if outgoing and self._hold_before_send is not None:
             self._hold_before_send.touch()
             await asyncio.Event().wait()  # until killed
@@ -415,14 +429,17 @@ class EscalationEngine:
         channel = next((c for c in self.channels if c.name == call.channel), None)
         if channel is None or person is None or not channel.reaches(person):
             return SendResult(False, "the person or the channel is no longer configured")
+        forecast = await self._forecast(item.escalation)
         try:
-            return await channel.send(person, self.message(item.escalation, call))
+            return await channel.send(person, self.message(item.escalation, call, forecast))
         except Exception as exc:  # a channel bug must not stop the other calls
             log.exception("channel %s failed on call %d", call.channel, call.id)
             return SendResult(False, f"{type(exc).__name__} in the {call.channel} channel")
 
-    def message(self, escalation: Escalation, call: Call) -> CallMessage:
-        """The warning text of one call, with its answer link."""
+    def message(
+        self, escalation: Escalation, call: Call, forecast: str | None = None
+    ) -> CallMessage:
+        """The warning text of one call, with the alarm's failure forecast and the answer link."""
         link = f"{self.answer_url}/a/{self.links.token(call.id, self.clock())}"
         level = AlarmLevel(escalation.level).colour_zh
         name = LEVEL_NAMES[escalation.level].upper()
@@ -430,9 +447,75 @@ class EscalationEngine:
         # Chinese text uses full-width punctuation, as the people reading it expect.
         text = (
             f"【HazardWatch {level}预警】站点 {escalation.site_id}（{escalation.rule}）。"  # noqa: RUF001
+            f"{forecast or ''}"
             f"请回复 1 或 收到 确认，或打开 {link}"  # noqa: RUF001
         )
         return CallMessage(call.id, subject, text)
+
+    async def _forecast(self, escalation: Escalation) -> str | None:
+        """The alarm's forecast in words (see ``_want_forecasts``); None if it has none."""
+        if self.forecast_words is None:
+            return None
+        self._want_forecasts([escalation])
+        return await asyncio.shield(self._words[escalation.id][1])
+
+    def _want_forecasts(self, escalations: Sequence[Escalation]) -> None:
+        """Start reading the forecasts of ``escalations`` not read in ``FORECAST_READ_S``.
+
+        A round's are read together, a chunk per trip to a worker thread, while its calls
+        start: the calls of one escalation, on every channel, share one read. A forecast
+        that cannot be read costs the call its words, never the call.
+        """
+        if self.forecast_words is None:
+            return
+        now = self.clock()
+        if len(self._words) >= FORECASTS_KEPT:
+            self._words = {k: v for k, v in self._words.items() if now - v[0] < FORECAST_READ_S}
+        wanted: dict[int, tuple[Escalation, asyncio.Future[str | None]]] = {}
+        for escalation in escalations:
+            kept = self._words.get(escalation.id)
+            if escalation.id in wanted or (kept is not None and now - kept[0] < FORECAST_READ_S):
+                continue
+            future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+            self._words[escalation.id] = (now, future)
+            wanted[escalation.id] = (escalation, future)
+        if wanted:
+            reading = asyncio.create_task(self._read_forecasts(list(wanted.values())))
+            self._reading.add(reading)
+            reading.add_done_callback(self._reading.discard)
+
+    async def _read_forecasts(
+        self, wanted: list[tuple[Escalation, asyncio.Future[str | None]]]
+    ) -> None:
+        try:
+            for start in range(0, len(wanted), FORECAST_CHUNK):
+                chunk = wanted[start : start + FORECAST_CHUNK]
+                words = await in_thread(self._read_chunk, [e for e, _ in chunk])
+                for (_, future), said in zip(chunk, words, strict=True):
+                    if not future.done():
+                        future.set_result(said)
+        finally:
+            for _, future in wanted:  # cancelled (shutdown) or failed: no words, no wait
+                if not future.done():
+                    future.set_result(None)
+
+    async def stop_reading(self) -> None:
+        """Cancel the forecast reads under way (at shutdown); their calls go without words."""
+        reading = list(self._reading)
+        for task in reading:
+            task.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)
+
+    def _read_chunk(self, escalations: Sequence[Escalation]) -> list[str | None]:
+        assert self.forecast_words is not None
+        words: list[str | None] = []
+        for escalation in escalations:
+            try:
+                words.append(self.forecast_words(escalation))
+            except Exception:
+                log.exception("the forecast of escalation %d could not be read", escalation.id)
+                words.append(None)
+        return words
 
     # --- answers --------------------------------------------------------------------------
 
@@ -504,13 +587,16 @@ async def running_engine(
     clock: Callable[[], float] | None = None,
     open_watch: Callable[[], AlarmWatcher | None] | None = None,
     leadership: Leadership | None = None,
+    forecast_words: Callable[[Escalation], str | None] | None = None,
 ) -> AsyncIterator[EscalationEngine]:
     """The engine with the channels ``settings`` turn on, ticking every ``settings.tick_s``.
 
     With ``open_watch`` (the store's ``AlarmWatcher``) it also ticks as soon as an alarm is
     committed, by any process. With ``leadership`` it ticks only while this process holds
     the 叫应 lease (``fleet.leases``): of several replicas, one decides and calls; the
-    others take answers and delivery reports into the store, which that one reads.
+    others take answers and delivery reports into the store, which that one reads. With
+    ``forecast_words`` (``fleet.call_forecast.forecast_reader``), a call for an alarm with a
+    failure forecast tells its times.
     """
     # Each HTTP channel has its own connections, so one that hangs cannot take the other's,
     # as many as it has calls in flight and all kept alive.
@@ -540,6 +626,7 @@ async def running_engine(
             sms_callback_key=settings.sms_callback_key,
             sms_country_code=settings.kannel.country_code if settings.kannel else None,
             hold_before_send=armed("fleet.escalation.send"),  # crash tests only
+            forecast_words=forecast_words,
         )
         task = None
         if settings.tick_s is not None:
@@ -561,4 +648,5 @@ async def running_engine(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await engine.stop_reading()
             await engine.outbox.close()

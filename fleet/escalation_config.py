@@ -5,6 +5,7 @@ Example::
     sms_callback_key = "a long random string, also in Kannel's sms-service get-url"
     tick_s = 1.0
     webhooks = true
+    utc_offset_h = 8        # the county's clock for a forecast's times in calls (北京时间)
 
     [smtp]
     host = "smtp.county.example.cn"
@@ -40,7 +41,7 @@ from fleet.escalation_policy import DEFAULT_POLICY, PolicyError, parse_policy
 from fleet.settings import EscalationSettings
 from protocol.contacts import COUNTRY_CODE
 
-_TOP = {"sms_callback_key", "tick_s", "webhooks", "smtp", "kannel", "policy"}
+_TOP = {"sms_callback_key", "tick_s", "webhooks", "utc_offset_h", "smtp", "kannel", "policy"}
 _SMTP = {"host", "port", "sender", "username", "password", "start_tls", "use_tls"}
 _KANNEL = {"sendsms_url", "username", "password", "sender", "dlr_url", "country_code"}
 
@@ -96,6 +97,10 @@ def _settings(doc: dict[str, Any]) -> EscalationSettings:
     if isinstance(tick, bool) or not isinstance(tick, int | float) or not 0.05 <= tick <= 60:
         msg = "tick_s: seconds between 0.05 and 60"
         raise ValueError(msg)
+    offset = doc.get("utc_offset_h", 8.0)
+    if isinstance(offset, bool) or not isinstance(offset, int | float) or not -12 <= offset <= 14:
+        msg = "utc_offset_h: the county's offset from UTC in hours, -12 to 14 (8 for 北京时间)"
+        raise ValueError(msg)
     key = doc.get("sms_callback_key")
     if key is not None and (not isinstance(key, str) or len(key) < 16):
         msg = "sms_callback_key: a string of at least 16 characters"
@@ -110,4 +115,5 @@ def _settings(doc: dict[str, Any]) -> EscalationSettings:
         webhooks=bool(doc.get("webhooks", True)),
         sms_callback_key=key,
         tick_s=float(tick),
+        utc_offset_h=float(offset),
     )

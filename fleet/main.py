@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from fleet import access_log, console
+from fleet.call_forecast import forecast_reader
 from fleet.console_session import ConsoleSessions
 from fleet.escalation import running_engine
 from fleet.leases import ESCALATION_LEASE, ROLLOUTS_LEASE, Leadership, new_holder_id
@@ -84,6 +85,7 @@ def create_app(
                     escalation_clock,
                     service.repository.open_alarm_watch,
                     app.state.leadership[ESCALATION_LEASE],
+                    forecast_reader(service.repository, settings.escalation.utc_offset_h),
                 ) as engine,
             ):
                 app.state.rollouts = scheduler

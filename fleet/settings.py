@@ -22,6 +22,7 @@ class EscalationSettings:
     ``sms_callback_key`` guards the routes Kannel calls back (delivery reports, replies).
     ``tick_s`` None: the engine does not run by itself (tests tick it with their clock).
     ``robot_limit``: the posts a work-chat robot takes (20 a minute; tests shorten it).
+    ``utc_offset_h``: the county's clock, in which calls tell a failure forecast's times.
     """
 
     policy: EscalationPolicy = DEFAULT_POLICY
@@ -31,6 +32,7 @@ class EscalationSettings:
     sms_callback_key: str | None = None
     tick_s: float | None = 1.0
     robot_limit: RobotLimit = field(default_factory=RobotLimit)
+    utc_offset_h: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)

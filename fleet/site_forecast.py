@@ -6,7 +6,8 @@ from older ones only the lead time (the event's ``metric``) and the words are kn
 the failure time is the lead time after the sample. While a rule is raised, newer
 gateways also send, with every health report, the rule's newest forecast that passed its
 evidence test (``Health.forecasts``): a latched red's event grows old, that one does not.
-The newer of the two is the fleet's forecast, and it says which it is.
+The newer of the two is the fleet's forecast, and it says which it is. The console's slope
+page and the 叫应 calls (``fleet.call_forecast``) read it the same way (``rule_forecast``).
 
 This module must never make a forecast of its own, nor present an old one as current:
 it says when the forecast is from, and says plainly when there is none.
@@ -15,12 +16,12 @@ it says when the forecast is from, and says plainly when there is none.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from fleet.repository import StoredEvent
-from protocol.events import AlarmEvent, StandingForecast
+from fleet.repository import Gateway, Repository, StoredEvent
+from protocol.events import ALARM_EVENT_KIND, AlarmEvent, StandingForecast
 from protocol.limits import MIN_TIMESTAMP
 
 #: Rule kinds whose alarms carry a failure time (``SiteRule.kind``).
@@ -143,3 +144,27 @@ def newest_forecast(
         evidence=latest.evidence,
         words=None,
     )
+
+
+def newest_alarm_event(
+    repository: Repository, gateways: Sequence[Gateway], rule_id: str
+) -> StoredEvent | None:
+    """The rule's newest alarm event from any of ``gateways``, or None."""
+    gateway_ids = [g.id for g in gateways]
+    newest = repository.events(gateway_ids, kinds=[ALARM_EVENT_KIND], subject=rule_id, limit=1)
+    return newest[0] if newest else None
+
+
+def standing_forecasts(
+    gateways: Sequence[Gateway], rule_id: str
+) -> list[tuple[str, StandingForecast]]:
+    """Each gateway's standing forecast of the rule in its last health report, if any."""
+    return [(g.id, f) for g in gateways if (f := standing_of(g.health, rule_id))]
+
+
+def rule_forecast(
+    repository: Repository, gateways: Sequence[Gateway], rule_id: str
+) -> SiteForecast:
+    """The rule's forecast as the fleet shows it, from the store (``newest_forecast``)."""
+    newest = newest_alarm_event(repository, gateways, rule_id)
+    return newest_forecast(newest, standing_forecasts(gateways, rule_id))

@@ -298,7 +298,12 @@ class SQLiteRepository(TokenTables, AlarmTables):
     def _gateways(self, where: str, params: Sequence[Any] = ()) -> list[Gateway]:
         db = self._db()
         marks: dict[int, dict[str, int]] = {}
-        for r in db.execute("SELECT gw, stream, contiguous FROM stream_marks"):
+        # Only the selected gateways' marks: one gateway's page must not read the fleet's.
+        for r in db.execute(
+            "SELECT m.gw, m.stream, m.contiguous FROM stream_marks m "
+            f"JOIN gateways g ON g.num = m.gw {where}",
+            list(params),
+        ):
             marks.setdefault(r["gw"], {})[r["stream"]] = r["contiguous"]
         rows = db.execute(
             "SELECT g.*, (SELECT max(a.level) FROM alarms a WHERE a.gw = g.num "

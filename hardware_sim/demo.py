@@ -320,7 +320,8 @@ async def _show_escalation(
             "township was called"
         )
         return
-    robot = answering.result().robot
+    message = answering.result()
+    robot = message.robot
     gateway = next(g for g in gateways if robot == f"{g.site_id}-township")
     for alarm in await fleet.get("/api/v1/alarms", gateway_id=gateway.gateway_id, limit=100):
         detail = await fleet.get(f"/api/v1/alarms/{alarm['id']}")
@@ -333,6 +334,7 @@ async def _show_escalation(
                 f"the village did not answer in {VILLAGE_DEADLINE_S} s so the township was "
                 f"called, and the escalation ended: {escalation['end_reason']}"
             )
+            console.print(f"the township's message: {message.text}", markup=False)
             return
     console.print("[bold red]叫应: the township's answer is not on the alarm's record[/]")
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +47,8 @@ from hardware_sim.harness.mosquitto import auth
 from hardware_sim.harness.ports import free_port
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.harness.webhook_inbox import WebhookInbox
-from protocol import EventBatch, EventRow
+from protocol import EventBatch, EventRow, Health
+from protocol.events import StandingForecast
 from tests.callans_parts import SmtpInbox
 
 SITE = "creek-village"
@@ -443,6 +445,81 @@ async def test_a_level_that_rises_starts_a_new_escalation_that_calls_again(fleet
         "level rose to red: a new escalation calls again",
     )
     assert (second["level_name"], second["ended_at"]) == ("red", None)
+
+
+def beijing(t: float) -> str:
+    """``t`` as a call tells it to the village: month, day and time in 北京时间 (UTC+8)."""
+    local = datetime.fromtimestamp(t, UTC) + timedelta(hours=8)
+    return f"{local.month}月{local.day}日{local:%H:%M}"
+
+
+async def test_a_slope_red_call_tells_the_forecast_failure_and_a_repeat_the_newer_one(
+    fleet: Fleet, smtp: SmtpInbox, robots: WebhookInbox
+) -> None:
+    now = fleet.clock()
+    forecast = {
+        "lead_h": 30.0,
+        "failure_t": now + 30 * 3600,
+        "failure_t_low": now + 21 * 3600,
+        "failure_t_high": now + 44 * 3600,
+        "alpha": 2.0,
+        "velocity_mm_day": 12.0,
+        "evidence": 5200.0,
+    }
+    detail = {"from": "orange", "to": "red", "kind": "rise", "metric": 30.0, "at": now,
+              "detail": "failure forecast in 30 h (red)", "forecast": forecast}  # fmt: skip
+    fleet.events(("alarm", "slope_forecast", 4, detail), ("alarm", "rain_1h", 4, {"metric": 52.0}))
+    calls = await fleet.tick()
+    assert len(calls) == 4  # two alarms, the village by e-mail and webhook each
+    await wait_for(lambda: len(robots.to("village")) == 2, 20, "the two village posts")
+    texts = [post["text"]["content"] for post in robots.to("village")]
+    (slope,) = [t for t in texts if "slope_forecast" in t]
+    (rain,) = [t for t in texts if "rain_1h" in t]
+    earliest, likely = beijing(now + 21 * 3600), beijing(now + 30 * 3600)
+    told = f"滑坡预测：最早{earliest}，最可能{likely}（北京时间）。"  # noqa: RUF001
+    assert told in slope
+    assert slope.index(told) < slope.index("请回复")  # before the answer, not lost after the link
+    assert "滑坡预测" not in rain
+    await wait_for(lambda: len(smtp.to("wang@village.example.cn")) == 2, 20, "the two e-mails")
+    mails = [m.get_payload(decode=True) for m in smtp.to("wang@village.example.cn")]
+    assert sum(isinstance(body, bytes) and told in body.decode() for body in mails) == 1
+
+    # Then the gateway's health carries a newer forecast (failure 2 h sooner, the interval
+    # narrower); the repeat call two minutes on (the policy's repeat_s) tells that one.
+    newer = StandingForecast(
+        lead_h=28.0, failure_t=now + 28 * 3600, failure_t_low=now + 24 * 3600,
+        failure_t_high=now + 33 * 3600, alpha=2.0, velocity_mm_day=14.0, evidence=9000.0,
+        at=now + 100,
+    )  # fmt: skip
+    report = Health(gateway_id=GW, ts=now + 100, uptime_s=60.0, agent_version="0.1.0",
+                    forecasts={"slope_forecast": newer})  # fmt: skip
+    fleet.repository.commit([Received(GW, now + 100, report)])
+    fleet.clock.advance(120)
+    repeated = await fleet.tick()
+    assert len(repeated) == 4
+    await wait_for(lambda: len(robots.to("village")) == 4, 20, "the repeated posts")
+    later = [
+        p["text"]["content"]
+        for p in robots.to("village")[2:]
+        if "slope_forecast" in p["text"]["content"]
+    ]
+    assert f"最早{beijing(now + 24 * 3600)}，最可能{beijing(now + 28 * 3600)}" in later[0]  # noqa: RUF001
+
+
+async def test_a_forecast_that_cannot_be_read_costs_its_words_not_the_call(
+    fleet: Fleet, robots: WebhookInbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreadable(_escalation: object) -> str | None:
+        raise sqlite3.OperationalError("database is locked")
+
+    fleet.engine.forecast_words = unreadable
+    fleet.alarm(4, rule="slope_forecast")
+    await fleet.tick()
+    await wait_for(lambda: len(robots.to("village")) == 1, 20, "the village post")
+    text = robots.to("village")[0]["text"]["content"]
+    assert "红色预警" in text
+    assert "滑坡预测" not in text
+    assert "the forecast of escalation 1 could not be read" in caplog.text
 
 
 def test_an_answer_link_is_refused_once_expired_or_forged(tmp_path: Path) -> None:

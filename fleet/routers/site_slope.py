@@ -25,11 +25,9 @@ from fleet.site_forecast import (
     SLOPE_FORECAST_KINDS,
     ForecastSource,
     ForecastState,
-    newest_forecast,
-    standing_of,
+    rule_forecast,
 )
 from protocol import SiteSummary
-from protocol.events import ALARM_EVENT_KIND
 from protocol.levels import LEVEL_NAMES
 from protocol.payloads import LevelValues
 
@@ -193,9 +191,7 @@ def get_slope(
     for rule in summary.rules if summary else []:
         if rule.kind not in SLOPE_FORECAST_KINDS:
             continue
-        newest = repository.events(gateway_ids, kinds=[ALARM_EVENT_KIND], subject=rule.id, limit=1)
-        standing = [(g.id, f) for g in gateways if (f := standing_of(g.health, rule.id))]
-        forecast = newest_forecast(newest[0] if newest else None, standing)
+        forecast = rule_forecast(repository, gateways, rule.id)
         # The gateway that reported the forecast first: its readings are the ones it fitted.
         ordered = sorted(gateway_ids, key=lambda g: g != forecast.gateway_id)
         rules.append(
