@@ -199,6 +199,7 @@ class Agent:
                 self.engine.levels,
                 self.store.record_event,
                 lambda: open_modem(village_call),
+                lambda: wire_forecasts(self.engine),
             )
             if village_call is not None
             else None

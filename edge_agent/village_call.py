@@ -7,7 +7,10 @@ the gateway texts each village person through its own cellular modem, again ever
 of a confirm button at the village. Every call and answer is an event in the gateway's
 store, written before the modem is touched (calls) or before the SMS is deleted (answers),
 so they survive a crash and reach the fleet exactly once, with the other events, when the
-link returns. The fleet then does not call the village tier again.
+link returns. The fleet then does not call the village tier again. For a slope rule whose
+alarm carries a failure forecast, a second text follows the warning with the earliest and
+the likely failure time in the county's clock (``protocol.forecast_words``): the newer of
+the raising event's forecast and the rule's standing one.
 
 It must never run anything a message says, never log or record a number in clear, never
 hold up the alarm path (a dead modem is retried, logged, and changes no level), and never
@@ -29,7 +32,14 @@ from drivers.model import Reading
 from edge_agent.store import LocalStore, StoredEvent
 from protocol import Stream
 from protocol.contacts import is_answer, mask_phone, sender_numbers
-from protocol.events import ALARM_EVENT_KIND, VILLAGE_ANSWER_EVENT_KIND, VILLAGE_CALL_EVENT_KIND
+from protocol.events import (
+    ALARM_EVENT_KIND,
+    VILLAGE_ANSWER_EVENT_KIND,
+    VILLAGE_CALL_EVENT_KIND,
+    AlarmEvent,
+    StandingForecast,
+)
+from protocol.forecast_words import failure_words
 from protocol.levels import LEVEL_NAMES, AlarmLevel
 from site_schema.village_call_config import VillageCallSpec, VillagePerson
 
@@ -117,6 +127,7 @@ class VillageCaller:
         levels: Callable[[], Mapping[str, int]],
         record: RecordEvent,
         modem: Callable[[], AbstractAsyncContextManager[SmsLine]],
+        forecasts: Callable[[], Mapping[str, StandingForecast]] | None = None,
     ) -> None:
         self.spec = spec
         self.site_id = site_id
@@ -125,6 +136,8 @@ class VillageCaller:
         self.levels = levels
         self.record = record
         self.modem = modem
+        #: The raised rules' standing forecasts (``agent.wire_forecasts``; never raises).
+        self.forecasts = forecasts
         self._buttons: dict[str, bool] = {}
         self._presses: list[str] = []
         self._wake = asyncio.Event()
@@ -159,6 +172,30 @@ class VillageCaller:
             if event.subject == call.rule and event.detail.get("alarm_seq") == call.alarm_seq:
                 last[str(event.detail.get("person"))] = event
         return last
+
+    def forecast_text(self, call: OpenCall) -> str | None:
+        """The failure forecast of ``call``'s alarm in words, or None if it carries none.
+
+        The newer of the forecast its raising event carried and the rule's standing one.
+        """
+        newest: tuple[float, float, float | None] | None = None  # (made at, likely, earliest)
+        raised = self.store.last_event(ALARM_EVENT_KIND, call.rule)
+        if raised is not None and raised.seq == call.alarm_seq:
+            event = AlarmEvent.tolerant(raised.detail)
+            forecast = event.forecast
+            if forecast is not None and forecast.failure_t is not None:
+                newest = (event.at or raised.ts, forecast.failure_t, forecast.failure_t_low)
+        standing = self.forecasts().get(call.rule) if self.forecasts is not None else None
+        if (
+            standing is not None
+            and standing.failure_t is not None
+            and standing.at is not None
+            and (newest is None or standing.at > newest[0])
+        ):
+            newest = (standing.at, standing.failure_t, standing.failure_t_low)
+        if newest is None:
+            return None
+        return failure_words(newest[1], newest[2], self.spec.utc_offset_h)
 
     def due(self, now: float) -> list[tuple[OpenCall, VillagePerson]]:
         """Texts to send now: past the grace, the county silent, not sent within repeat_s."""
@@ -277,6 +314,17 @@ class VillageCaller:
         sent = {**detail, "status": "sent", "detail": f"message reference {reference}"}
         await self.record(self.clock.now(), CALL, call.rule, call.level, sent)
         log.warning("alarm %s: the county is out of reach; texted %s", call.rule, person.label)
+        try:
+            words = self.forecast_text(call)
+        except Exception:  # the warning went: a bad forecast record costs only its time
+            log.exception("alarm %s: its forecast could not be worded", call.rule)
+            words = None
+        if words is not None:
+            # A text of its own: the warning fits one SMS, and a split would cut a time.
+            try:
+                await modem.send_sms(person.mobile, words)
+            except Exception as exc:  # the warning went: the call stands, without the time
+                log.warning("forecast SMS to %s failed: %s", person.label, exc)
         return True
 
     async def _ring(self, modem: SmsLine, call: OpenCall, person: VillagePerson) -> None:

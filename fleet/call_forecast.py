@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 from fleet.escalation_store import Escalation
 from fleet.repository import Repository
@@ -26,43 +25,18 @@ from fleet.site_forecast import (
     standing_forecasts,
 )
 from protocol.events import AlarmEvent
-
-#: The county's clock, as the persons read it: China Standard Time (北京时间).
-CHINA_STANDARD_TIME_H = 8.0
-
-
-def _zone_name(utc_offset_h: float) -> str:
-    if utc_offset_h == CHINA_STANDARD_TIME_H:
-        return "北京时间"
-    hours = int(utc_offset_h)
-    minutes = round(abs(utc_offset_h - hours) * 60)
-    sign = "-" if utc_offset_h < 0 else "+"
-    return f"UTC{sign}{abs(hours):d}" + (f":{minutes:02d}" if minutes else "")
-
-
-def _clock(t: float, utc_offset_h: float) -> str:
-    local = datetime.fromtimestamp(t, UTC) + timedelta(hours=utc_offset_h)
-    return f"{local.month}月{local.day}日{local:%H:%M}"
+from protocol.forecast_words import CHINA_STANDARD_TIME_H, failure_words
 
 
 def forecast_words(forecast: SiteForecast, utc_offset_h: float) -> str | None:
-    """The forecast as a call says it: one Chinese sentence with full-width punctuation.
+    """The forecast as a call says it (``protocol.forecast_words``); None without a time.
 
-    It gives the earliest time of the interval (最早) and the likely time (最可能) with the
-    zone's name, or only the likely time (约) when the interval has no earlier bound.
     None when there is no failure time to tell (no forecast, or not accelerating).
     """
     likely = forecast.failure_t
     if forecast.state != "forecast" or likely is None or not math.isfinite(likely):
         return None
-    zone = _zone_name(utc_offset_h)
-    earliest = forecast.failure_t_low
-    if earliest is None or not math.isfinite(earliest) or earliest >= likely:
-        return f"滑坡预测：约{_clock(likely, utc_offset_h)}（{zone}）。"  # noqa: RUF001
-    return (
-        f"滑坡预测：最早{_clock(earliest, utc_offset_h)}，"  # noqa: RUF001
-        f"最可能{_clock(likely, utc_offset_h)}（{zone}）。"  # noqa: RUF001
-    )
+    return failure_words(likely, forecast.failure_t_low, utc_offset_h)
 
 
 def alarm_forecast(repository: Repository, site_id: str, rule_id: str) -> SiteForecast | None:

@@ -14,6 +14,7 @@ modem, and an error never repeats a phone number in clear.
     confirm = ["relay.input1"]    # bool inputs whose press answers (a button at the siren)
     country_code = "86"           # replies reported in domestic form (13800000001) match
     ring_s = 30                   # after each text, ring the phone this long (0: off)
+    utc_offset_h = 8              # the clock a slope forecast's times are texted in (北京时间)
 
     [[village_call.person]]
     name = "李四"
@@ -66,6 +67,7 @@ class VillageCallTable(TomlTable):
     repeat_s: float = Field(600.0, ge=60.0, le=86400.0)
     poll_s: float = Field(10.0, gt=0.0, le=600.0)
     ring_s: float = Field(0.0, ge=0.0, le=120.0)
+    utc_offset_h: float = Field(8.0, ge=-12.0, le=14.0)
     confirm: list[Name] = Field(default_factory=list, max_length=16)
     country_code: str | None = None
     person: list[VillagePersonTable] = Field(default_factory=list, max_length=50)
@@ -109,6 +111,8 @@ class VillageCallSpec:
     country_code: str | None = None
     #: After each text, the person's phone is rung this long (0: texts only).
     ring_s: float = 0.0
+    #: The county's clock, in which a slope forecast's times are texted (8: 北京时间).
+    utc_offset_h: float = 8.0
 
 
 def parse_village_call(
@@ -163,4 +167,5 @@ def parse_village_call(
         persons=tuple(VillagePerson(p.name, p.role, p.mobile) for p in table.person),
         country_code=table.country_code,
         ring_s=table.ring_s,
+        utc_offset_h=table.utc_offset_h,
     )

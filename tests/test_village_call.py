@@ -41,9 +41,10 @@ from hardware_sim.harness.uplink import (
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.modem import SimulatedModem
 from hardware_sim.pty_link import PtyPair
+from protocol.events import StandingForecast
 from site_schema.site_config import parse_site_text
 from site_schema.site_errors import SiteConfigError
-from site_schema.village_call_config import VillageCallSpec
+from site_schema.village_call_config import VillageCallSpec, VillagePerson
 
 PROFILES = builtin_profiles()
 ORIGIN = datetime(2026, 7, 1, tzinfo=UTC).timestamp()
@@ -268,6 +269,11 @@ def test_a_village_call_table_is_checked_when_the_site_loads() -> None:
         bad_code = base.replace('country_code = "86"', f"country_code = {code}")
         with pytest.raises(SiteConfigError, match="country_code"):
             parse_site_text(bad_code, "site.toml")
+    zone = base.replace('country_code = "86"', 'country_code = "86"\nutc_offset_h = 5.75')
+    assert parse_site_text(zone, "site.toml").village_call.utc_offset_h == 5.75  # type: ignore[union-attr]
+    far = base.replace('country_code = "86"', 'country_code = "86"\nutc_offset_h = 15')
+    with pytest.raises(SiteConfigError, match="utc_offset_h"):
+        parse_site_text(far, "site.toml")
 
 
 async def test_answers_taken_during_a_broker_outage_reach_the_fleet_once_when_it_returns(
@@ -385,3 +391,52 @@ async def test_the_pause_between_rounds_ends_when_the_sites_clock_reaches_the_ne
             advanced += 600.0
             await asyncio.sleep(0)  # a turn of the loop for the pause, not a wait on time
     assert spec.poll_s <= advanced < 2 * spec.poll_s  # not before its time, nor an hour late
+
+
+def beijing(t: float) -> str:
+    """``t`` as a text tells it: month, day and time of day in 北京时间 (UTC+8)."""
+    local = datetime.fromtimestamp(t + 8 * 3600, UTC)
+    return f"{local.month}月{local.day}日{local:%H:%M}"
+
+
+async def test_a_slope_forecast_red_is_followed_by_a_text_with_its_failure_time(
+    tmp_path: Path, modem: tuple[SimulatedModem, Path]
+) -> None:
+    """The real modem driver on the simulated modem; the caller on a manual clock."""
+    sim, port = modem
+    spec = VillageCallSpec(
+        modem=str(port), baudrate=115200, from_level=3, grace_s=60.0, repeat_s=600.0,
+        poll_s=5.0, confirm=(), persons=(VillagePerson("王建国", "群测群防员", MONITOR),),
+    )  # fmt: skip
+    clock = ManualClock(ORIGIN)
+    red_forecast = {
+        "lead_h": 30.0,
+        "failure_t": ORIGIN + 30 * 3600,
+        "failure_t_low": ORIGIN + 21 * 3600,
+        "failure_t_high": ORIGIN + 44 * 3600,
+    }
+    standing: dict[str, StandingForecast] = {}
+    async with LocalStore(tmp_path / "data") as store:
+        detail = {"from": "orange", "to": "red", "kind": "rise", "at": ORIGIN,
+                  "forecast": red_forecast}  # fmt: skip
+        await store.record_event(ORIGIN, "alarm", "slope_forecast", 4, detail)
+        caller = VillageCaller(
+            spec, "slope-road", store, clock, lambda: {"slope_forecast": 4},
+            store.record_event, lambda: open_modem(spec), lambda: standing,
+        )  # fmt: skip
+        clock.advance(120.0)  # past the grace: the county has not taken the alarm
+        async with open_modem(spec) as line:
+            await caller.round(line, first=True)
+            warning, words = [m.text for m in sim.outbox]
+            assert "红色预警" in warning
+            earliest, likely = beijing(ORIGIN + 21 * 3600), beijing(ORIGIN + 30 * 3600)
+            assert words == f"滑坡预测：最早{earliest}，最可能{likely}（北京时间）。"  # noqa: RUF001
+            # The rule's standing forecast, made after the red, is the one a repeat tells.
+            standing["slope_forecast"] = StandingForecast(
+                failure_t=ORIGIN + 28 * 3600, failure_t_low=ORIGIN + 24 * 3600, at=ORIGIN + 3600
+            )
+            clock.advance(600.0)
+            await caller.round(line)
+            assert len(sim.outbox) == 4
+            assert f"最早{beijing(ORIGIN + 24 * 3600)}" in sim.outbox[3].text
+    assert [e["status"] for e in sent(tmp_path / "data")] == ["sent", "sent"]
