@@ -81,6 +81,13 @@ FORECAST_CHUNK = 32
 SMTP_CONCURRENCY = 32
 
 
+def headline(escalation: Escalation) -> str:
+    """The warning's first sentence: level, site and rule."""
+    level = AlarmLevel(escalation.level).colour_zh
+    # Chinese text uses full-width punctuation, as the people reading it expect.
+    return f"【HazardWatch {level}预警】站点 {escalation.site_id}（{escalation.rule}）。"  # noqa: RUF001
+
+
 def _senders(channel: str) -> int:
     """How many calls ``channel`` may have in flight."""
     return SMTP_CONCURRENCY if channel == EmailChannel.name else CHANNEL_CONCURRENCY
@@ -444,13 +451,29 @@ class EscalationEngine:
         level = AlarmLevel(escalation.level).colour_zh
         name = LEVEL_NAMES[escalation.level].upper()
         subject = f"[HazardWatch] {name} {level}预警 {escalation.site_id}"
-        # Chinese text uses full-width punctuation, as the people reading it expect.
         text = (
-            f"【HazardWatch {level}预警】站点 {escalation.site_id}（{escalation.rule}）。"  # noqa: RUF001
-            f"{forecast or ''}"
+            f"{headline(escalation)}{forecast or ''}"
             f"请回复 1 或 收到 确认，或打开 {link}"  # noqa: RUF001
         )
         return CallMessage(call.id, subject, text)
+
+    def warning_of_call(self, call_id: int) -> str | None:
+        """What call ``call_id`` warned of, with its alarm's forecast as now known (blocking).
+
+        For the answer link's page: the person confirms a warning they can read there.
+        None for a call the store does not hold.
+        """
+        found = self.store.calls_by_id([call_id])
+        if not found:
+            return None
+        escalation = self.store.escalation(found[0].escalation_id)
+        words = None
+        if self.forecast_words is not None:
+            try:
+                words = self.forecast_words(escalation)
+            except Exception:
+                log.exception("the forecast of escalation %d could not be read", escalation.id)
+        return f"{headline(escalation)}{words or ''}"
 
     async def _forecast(self, escalation: Escalation) -> str | None:
         """The alarm's forecast in words (see ``_want_forecasts``); None if it has none."""

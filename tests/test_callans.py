@@ -331,6 +331,7 @@ async def test_an_answer_link_stops_the_escalation_once(
     # opening the link (as a chat app's preview does) shows the page but answers nothing
     page = await fleet.http.get(link)
     assert (page.status_code, "<form" in page.text) == (200, True)
+    assert f"红色预警】站点 {SITE}（slope）" in page.text  # what is being confirmed  # noqa: RUF001
     assert sorted(await fleet.record(alarm_id), key=str) == [
         ("call_sent", "王建国 (village)", "email"),
         ("call_sent", "王建国 (village)", "webhook"),
@@ -498,6 +499,10 @@ async def test_a_slope_red_call_tells_the_forecast_failure_and_a_repeat_the_newe
     repeated = await fleet.tick()
     assert len(repeated) == 4
     await wait_for(lambda: len(robots.to("village")) == 4, 20, "the repeated posts")
+    link = re.search(r"(http://\S+/a/[A-Za-z0-9_-]+)", slope)
+    assert link is not None
+    page = await fleet.http.get(link.group(1))  # the answer page tells the newest forecast
+    assert f"最早{beijing(now + 24 * 3600)}，最可能{beijing(now + 28 * 3600)}" in page.text  # noqa: RUF001
     later = [
         p["text"]["content"]
         for p in robots.to("village")[2:]

@@ -1,10 +1,11 @@
 """Answers without logging in: the answer link of each message, and Kannel's callbacks.
 
-``/a/{token}``: GET shows the warning's confirm page, POST records the answer (a bad,
-used or expired link gets 404 or 410 with ``detail``, like every refusal). Opening
-alone does not answer, because chat apps and mail scanners fetch links by themselves and
-would silence the call for nobody. The SMS callbacks are guarded by a key in the URL that
-only Kannel's configuration knows; a caller without it learns nothing.
+``/a/{token}``: GET shows the warning (with its slope forecast as now known) and a confirm
+button, POST records the answer (a bad, used or expired link gets 404 or 410 with
+``detail``, like every refusal). Opening alone does not answer, because chat apps and
+mail scanners fetch links by themselves and would silence the call for nobody. The SMS
+callbacks are guarded by a key in the URL that only Kannel's configuration knows; a
+caller without it learns nothing.
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ _HTML_PAGE: dict[int | str, dict[str, Any]] = {
 def answer_page(token: str, calls: Calls) -> HTMLResponse:
     """The confirm page of an answer link (nothing is recorded until it is posted)."""
     try:
-        calls.links.call_id(token, calls.clock())
+        call_id = calls.links.call_id(token, calls.clock())
     except ValueError as exc:
         gone = "expired" in str(exc)
         code = status.HTTP_410_GONE if gone else status.HTTP_404_NOT_FOUND
         raise HTTPException(code, str(exc)) from exc
-    return _page(
-        "HazardWatch 预警", "请确认您已收到预警。Confirm that you received the warning.", form=True
-    )
+    warning = calls.warning_of_call(call_id) or ""
+    confirm = "请确认您已收到预警。Confirm that you received the warning."
+    return _page("HazardWatch 预警", f"{warning}{confirm}", form=True)
 
 
 @link_router.post("/a/{token}", responses={**_HTML_PAGE, **refusals(404, 410)})
