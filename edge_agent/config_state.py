@@ -26,6 +26,8 @@ STATE_FILE = "config_ota.json"
 TAKING_FILE = "config_taking.json"
 #: Starts allowed while a new configuration awaits confirmation before it is given up.
 MAX_CONFIRM_STARTS = 3
+#: Tries of one configuration (each that raised or that the agent died in) before giving up.
+MAX_TAKE_TRIES = 5
 
 
 @dataclass

@@ -43,6 +43,7 @@ from typing import Any
 
 from edge_agent.atomic_file import replace_durably, write_atomic
 from edge_agent.config_state import (
+    MAX_TAKE_TRIES,
     ConfigOtaState,
     Taking,
     candidate_path,
@@ -65,8 +66,6 @@ log = logging.getLogger(__name__)
 
 #: Default time the restarted agent has to show the new configuration working.
 CONFIRM_DEADLINE_S = 60.0
-#: Tries of one configuration (each that raised or that the agent died in) before giving up.
-MAX_TAKE_TRIES = 5
 #: The longest error text carried in a ``rejected`` report.
 FAILURE_CHARS = 200
 

@@ -15,6 +15,7 @@ import importlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -78,12 +79,47 @@ def _status_json(view: SlotStatus) -> dict[str, Any]:
     }
 
 
+def _config_status(data_dir: Path) -> tuple[str, dict[str, Any]]:
+    """The configuration update's state in the data directory: a line and its JSON."""
+    from edge_agent.config_state import MAX_TAKE_TRIES, ConfigOtaState, Taking  # noqa: PLC0415
+
+    state = ConfigOtaState.load(data_dir)
+    taking = Taking.load(data_dir)
+    words = [f"v{state.installed_version} installed" if state.installed_version else "local file"]
+    if state.confirming is not None:
+        words.append(f"v{state.confirming} switched to, confirming (start {state.confirm_starts})")
+    if taking is not None:
+        tried = f"v{taking.version} being taken: try {taking.tries} of {MAX_TAKE_TRIES}"
+        words.append(tried + (f" (last error: {taking.failure})" if taking.failure else ""))
+    last = state.last
+    if last is not None:
+        reason = f": {last['reason']}" if last.get("reason") else ""
+        words.append(f"last {last.get('state')} v{last.get('version')}{reason}")
+    data = {
+        "installed_version": state.installed_version,
+        "confirming": state.confirming,
+        "taking": None if taking is None else asdict(taking),
+        "last": last,
+    }
+    return "; ".join(words), data
+
+
 @update_app.command()
 def status(
     root: RootOpt = DEFAULT_ROOT,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", "-d", help="Also the configuration update's state in this data directory."
+        ),
+    ] = None,
 ) -> None:
-    """Show the current, previous and pending release slots and the last outcome."""
+    """Show the current, previous and pending release slots and the last outcome.
+
+    With ``--data-dir``, also the configuration update's: the installed version, one being
+    confirmed, one being taken with its tries and last error, and the last outcome.
+    """
     from ota.slots import SlotTree  # noqa: PLC0415
 
     if not root.is_dir():
@@ -92,8 +128,20 @@ def status(
         view = SlotTree(root).status()
     except StateFileError as exc:
         raise fail(str(exc)) from None
+    config = None
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            raise fail(f"no data directory {data_dir}")
+        try:
+            config = _config_status(data_dir)
+        except (OSError, ValueError, TypeError) as exc:
+            problem = f"the configuration update's state in {data_dir} cannot be read: {exc}"
+            raise fail(problem) from None
     if as_json:
-        console.print_json(json.dumps(_status_json(view)))
+        shown = _status_json(view)
+        if config is not None:
+            shown["config"] = config[1]
+        console.print_json(json.dumps(shown))
         return
     state = view.state
     pending = state.pending
@@ -112,6 +160,8 @@ def status(
     unfinished = f" (unfinished: {', '.join(view.partial)})" if view.partial else ""
     console.print(f"slots     {', '.join(view.slots) or 'none'}{unfinished}", markup=False)
     console.print(f"last      {_outcome(view.last_outcome)}", markup=False, highlight=False)
+    if config is not None:
+        console.print(f"config    {config[0]}", markup=False, highlight=False)
 
 
 @update_app.command()

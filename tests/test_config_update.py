@@ -17,6 +17,7 @@ import pytest
 
 from edge_agent.config_state import (
     MAX_CONFIRM_STARTS,
+    MAX_TAKE_TRIES,
     STATE_FILE,
     TAKING_FILE,
     ConfigOtaState,
@@ -25,7 +26,7 @@ from edge_agent.config_state import (
     prepare_start,
     previous_path,
 )
-from edge_agent.config_update import MAX_TAKE_TRIES, ConfigUpdater
+from edge_agent.config_update import ConfigUpdater
 from fleet.signing import SigningKey
 from hardware_sim.harness.enrolled import write_enrollment
 from ota.document import Document, DocumentKind, Target, sign_document

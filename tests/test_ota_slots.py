@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from edge_agent.config_state import MAX_TAKE_TRIES, ConfigOtaState, Taking
 from edge_agent.update_cli import update_app
 from edge_agent.updater import AfterApply, AfterStart, ReleaseUpdater
 from ota.bundle import WHEELS_DIR, build_release
@@ -347,6 +348,26 @@ def test_update_status_shows_the_trial_and_the_last_outcome(tree: SlotTree) -> N
     status = json.loads(as_json.output)
     assert status["pending"]["release"] == {"version": "0.1.2", "doc_version": 3}
     assert status["links"] == {"current": "slots/0.1.2", "previous": "slots/0.1.1"}
+
+
+def test_update_status_shows_a_configuration_being_taken_with_its_tries(
+    tree: SlotTree, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    ConfigOtaState(installed_version=2, handled_version=2).save(data)
+    Taking(3, 2, delivered=True, failure="OSError: database or disk is full").save(data)
+    args = ["status", "--root", str(tree.root), "--data-dir", str(data)]
+    shown = CliRunner().invoke(update_app, args)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[-1] == (
+        f"config    v2 installed; v3 being taken: try 2 of {MAX_TAKE_TRIES} "
+        "(last error: OSError: database or disk is full)"
+    )
+    status = json.loads(CliRunner().invoke(update_app, [*args, "--json"]).output)
+    assert status["config"]["taking"]["tries"] == 2
+    missing = CliRunner().invoke(update_app, ["status", "--root", str(tree.root), "-d", "/nope"])
+    assert (missing.exit_code, "no data directory /nope" in missing.output) == (2, True)
 
 
 @dataclass(frozen=True)
