@@ -24,8 +24,9 @@ from fleet.site_forecast import (
     newest_forecast,
     standing_forecasts,
 )
+from protocol.county_clock import CHINA_STANDARD_TIME_H
 from protocol.events import AlarmEvent
-from protocol.forecast_words import CHINA_STANDARD_TIME_H, failure_words
+from protocol.forecast_words import failure_words
 
 
 def forecast_words(forecast: SiteForecast, utc_offset_h: float) -> str | None:

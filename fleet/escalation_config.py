@@ -40,6 +40,7 @@ from fleet.channels import KannelSettings, SmtpSettings
 from fleet.escalation_policy import DEFAULT_POLICY, PolicyError, parse_policy
 from fleet.settings import EscalationSettings
 from protocol.contacts import COUNTRY_CODE
+from protocol.county_clock import CHINA_STANDARD_TIME_H, MAX_UTC_OFFSET_H, MIN_UTC_OFFSET_H
 
 _TOP = {"sms_callback_key", "tick_s", "webhooks", "utc_offset_h", "smtp", "kannel", "policy"}
 _SMTP = {"host", "port", "sender", "username", "password", "start_tls", "use_tls"}
@@ -97,8 +98,12 @@ def _settings(doc: dict[str, Any]) -> EscalationSettings:
     if isinstance(tick, bool) or not isinstance(tick, int | float) or not 0.05 <= tick <= 60:
         msg = "tick_s: seconds between 0.05 and 60"
         raise ValueError(msg)
-    offset = doc.get("utc_offset_h", 8.0)
-    if isinstance(offset, bool) or not isinstance(offset, int | float) or not -12 <= offset <= 14:
+    offset = doc.get("utc_offset_h", CHINA_STANDARD_TIME_H)
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, int | float)
+        or not MIN_UTC_OFFSET_H <= offset <= MAX_UTC_OFFSET_H
+    ):
         msg = "utc_offset_h: the county's offset from UTC in hours, -12 to 14 (8 for 北京时间)"
         raise ValueError(msg)
     key = doc.get("sms_callback_key")

@@ -10,6 +10,7 @@ from fleet.channels import KannelSettings, SmtpSettings
 from fleet.escalation_policy import DEFAULT_POLICY, EscalationPolicy
 from fleet.leases import LEASE_S
 from fleet.robot_pace import RobotLimit
+from protocol.county_clock import CHINA_STANDARD_TIME_H
 
 DB_FILE = "fleet.sqlite"
 
@@ -32,7 +33,7 @@ class EscalationSettings:
     sms_callback_key: str | None = None
     tick_s: float | None = 1.0
     robot_limit: RobotLimit = field(default_factory=RobotLimit)
-    utc_offset_h: float = 8.0
+    utc_offset_h: float = CHINA_STANDARD_TIME_H
 
 
 @dataclass(frozen=True, slots=True)

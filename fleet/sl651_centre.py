@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from alarm_engine.level_change import LevelChange
-from fleet.sl651_observations import CHINA_STANDARD_TIME, observations
+from fleet.sl651_observations import observations
 from fleet.sl651_stations import (
     Observation,
     Station,
@@ -38,6 +38,7 @@ from fleet.sl651_stations import (
     WrongPasswordError,
 )
 from fleet.station_alarms import RulesFor, StationRules
+from protocol.county_clock import CHINA_STANDARD_TIME
 from protocol.levels import LEVEL_NAMES
 from protocol.sl651 import (
     Control,

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from fleet.sl651_stations import Observation
 from protocol import Quality
+from protocol.county_clock import CHINA_STANDARD_TIME  # SL 651 stations keep it
 from protocol.sl651 import (
     ElementId,
     FiveMinuteSeries,
@@ -26,8 +27,6 @@ from protocol.sl651 import (
     TimeStep,
 )
 
-#: SL 651 stations keep Beijing time (UTC+8) unless the county says otherwise.
-CHINA_STANDARD_TIME = timedelta(hours=8)
 FIVE_MINUTES = timedelta(minutes=5)
 SERIES_CHANNELS = {ElementId.RAINFALL_5MIN_SERIES: ElementId.RAINFALL_5MIN.name.lower()} | {
     element: f"relative_level_{n}"

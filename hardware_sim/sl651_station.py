@@ -20,6 +20,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Self
 
+from protocol.county_clock import CHINA_STANDARD_TIME  # SL 651 stations keep it
 from protocol.sl651 import (
     Control,
     Direction,
@@ -41,8 +42,6 @@ from protocol.sl651 import (
 )
 from protocol.sl651_link import NoAnswerError, Silence, StationLink, answers, first_frame
 
-#: SL 651 stations keep Beijing time.
-CHINA_STANDARD_TIME = timedelta(hours=8)
 FIVE_MINUTES_S = 300.0
 #: The largest 5-minute rainfall (F4, one byte of 0.1 mm) and relative level (F5, 0.01 m).
 MAX_RAIN_5MIN = Decimal("25.4")

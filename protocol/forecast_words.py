@@ -10,26 +10,8 @@ given; it never makes or judges a forecast.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
 
-#: The county's clock unless a site or the fleet says otherwise: China Standard Time.
-CHINA_STANDARD_TIME_H = 8.0
-
-
-def zone_name(utc_offset_h: float) -> str:
-    """``北京时间`` for UTC+8, else ``UTC+5:45``, ``UTC-3:30``, ``UTC+0``."""
-    if utc_offset_h == CHINA_STANDARD_TIME_H:
-        return "北京时间"
-    hours = int(utc_offset_h)
-    minutes = round(abs(utc_offset_h - hours) * 60)
-    sign = "-" if utc_offset_h < 0 else "+"
-    return f"UTC{sign}{abs(hours):d}" + (f":{minutes:02d}" if minutes else "")
-
-
-def clock_words(t: float, utc_offset_h: float) -> str:
-    """``t`` as month, day and time of day in the zone, e.g. ``12月7日00:30``."""
-    local = datetime.fromtimestamp(t, UTC) + timedelta(hours=utc_offset_h)
-    return f"{local.month}月{local.day}日{local:%H:%M}"
+from protocol.county_clock import clock_words, zone_name
 
 
 def failure_words(likely_t: float, earliest_t: float | None, utc_offset_h: float) -> str:

@@ -34,6 +34,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from drivers.device_config import DeviceConfig
 from drivers.toml_schema import TomlTable, table_problem
+from protocol.county_clock import CHINA_STANDARD_TIME_H, MAX_UTC_OFFSET_H, MIN_UTC_OFFSET_H
 from protocol.levels import LEVEL_NAMES
 from protocol.sl651 import NUMBERS, ElementId, StationType
 from site_schema.site_errors import SiteConfigError
@@ -73,7 +74,7 @@ class Sl651UplinkTable(TomlTable):
     password: str
     centre_address: int = Field(1, ge=0, le=255)
     station_type: str = "H"
-    utc_offset_h: float = Field(8.0, ge=-12.0, le=14.0)
+    utc_offset_h: float = Field(CHINA_STANDARD_TIME_H, ge=MIN_UTC_OFFSET_H, le=MAX_UTC_OFFSET_H)
     timed_every_min: int = Field(5, ge=0, le=1440)
     hourly: bool = True
     add_from: Literal["blue", "yellow", "orange", "red"] = "blue"

@@ -33,6 +33,7 @@ from pydantic import Field, ValidationError, field_validator
 from drivers.device_config import DeviceConfig
 from drivers.toml_schema import TomlTable, table_problem
 from protocol.contacts import COUNTRY_CODE, E164, mask_phone
+from protocol.county_clock import CHINA_STANDARD_TIME_H, MAX_UTC_OFFSET_H, MIN_UTC_OFFSET_H
 from protocol.levels import LEVEL_NAMES
 from site_schema.site_errors import SiteConfigError
 
@@ -67,7 +68,7 @@ class VillageCallTable(TomlTable):
     repeat_s: float = Field(600.0, ge=60.0, le=86400.0)
     poll_s: float = Field(10.0, gt=0.0, le=600.0)
     ring_s: float = Field(0.0, ge=0.0, le=120.0)
-    utc_offset_h: float = Field(8.0, ge=-12.0, le=14.0)
+    utc_offset_h: float = Field(CHINA_STANDARD_TIME_H, ge=MIN_UTC_OFFSET_H, le=MAX_UTC_OFFSET_H)
     confirm: list[Name] = Field(default_factory=list, max_length=16)
     country_code: str | None = None
     person: list[VillagePersonTable] = Field(default_factory=list, max_length=50)
@@ -112,7 +113,7 @@ class VillageCallSpec:
     #: After each text, the person's phone is rung this long (0: texts only).
     ring_s: float = 0.0
     #: The county's clock, in which a slope forecast's times are texted (8: 北京时间).
-    utc_offset_h: float = 8.0
+    utc_offset_h: float = CHINA_STANDARD_TIME_H
 
 
 def parse_village_call(
