@@ -104,6 +104,16 @@ class Taking:
         (data_dir / TAKING_FILE).unlink(missing_ok=True)
 
 
+def config_status(state: ConfigOtaState, taking: Taking | None) -> dict[str, Any]:
+    """The configuration update as status shows it: installed, confirming, taking, last."""
+    return {
+        "installed_version": state.installed_version,
+        "confirming": state.confirming,
+        "last": state.last,
+        "taking": None if taking is None else asdict(taking),
+    }
+
+
 def candidate_path(config_path: Path) -> Path:
     """Where a new configuration waits for its probe."""
     return config_path.with_name(config_path.name + ".candidate")

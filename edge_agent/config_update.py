@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from edge_agent.config_state import (
     ConfigOtaState,
     Taking,
     candidate_path,
+    config_status,
     previous_path,
     restore_previous,
 )
@@ -110,13 +110,7 @@ class ConfigUpdater:
         ``taking`` is the configuration on its way to an outcome, with its tries and the
         last one's error (None when there is none).
         """
-        taking = Taking.load(self.data_dir)
-        return {
-            "installed_version": self.state.installed_version,
-            "confirming": self.state.confirming,
-            "last": self.state.last,
-            "taking": None if taking is None else asdict(taking),
-        }
+        return config_status(self.state, Taking.load(self.data_dir))
 
     async def run(self) -> None:
         """Send left-over reports, confirm a fresh switch, then handle documents forever.
@@ -134,21 +128,9 @@ class ConfigUpdater:
             self._save()
         if self.state.confirming is not None:
             await self._confirm()
-        while True:
-            data = await self.inbox.get()
-            try:
-                await self._handle(data)
-            except Exception as exc:
-                delay = self.retry.next()
-                log.exception(
-                    "configuration update failed unexpectedly; nothing was switched; "
-                    "trying it again in %.0f s",
-                    delay,
-                )
-                self._note_failure(exc)
-                self.inbox.retry_later(data, delay)
-            else:
-                self.retry.reset()
+        await self.inbox.take_each(
+            self._handle, self.retry, "configuration update", failed=self._note_failure
+        )
 
     # --- steps -------------------------------------------------------------------------------
 

@@ -12,12 +12,16 @@ kind, so it lives here too. Nothing here ever acts on a document.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from edge_agent.enroll import load_enrollment
 from ota.document import Document, DocumentKind, DocumentRefusedError, verify_document
 from protocol.reconnect import Backoff
+
+log = logging.getLogger(__name__)
 
 #: First wait before an update that failed is tried again; it doubles up to the ceiling.
 RETRY_FIRST_S = 60.0
@@ -64,6 +68,39 @@ class DocumentInbox:
     async def get(self) -> bytes:
         """The next document."""
         return await self._queue.get()
+
+    async def take_each(
+        self,
+        handle: Callable[[bytes], Awaitable[None]],
+        retry: Backoff,
+        what: str,
+        expected: tuple[type[Exception], ...] = (),
+        failed: Callable[[Exception], None] | None = None,
+    ) -> None:
+        """Hand each document to ``handle``, for ever; one that raises is tried again later.
+
+        The wait is ``retry``'s next (reset by a document handled); ``expected`` failures
+        (a lost link) are logged without their traceback. ``failed`` is told each failure.
+        """
+        while True:
+            data = await self.get()
+            try:
+                await handle(data)
+            except Exception as exc:
+                delay = retry.next()
+                if isinstance(exc, expected):
+                    log.warning("%s failed, trying again in %.0f s: %s", what, delay, exc)
+                else:
+                    log.exception(
+                        "%s failed unexpectedly, nothing was switched; trying it again in %.0f s",
+                        what,
+                        delay,
+                    )
+                if failed is not None:
+                    failed(exc)
+                self.retry_later(data, delay)
+            else:
+                retry.reset()
 
 
 def verify_offered(

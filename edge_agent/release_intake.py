@@ -68,24 +68,9 @@ class ReleaseIntake:
             if decided.restart:
                 self.exit_for_update()
                 return
-        while True:
-            data = await self.inbox.get()
-            try:
-                await self._handle(data)
-            except (DownloadError, SlotBusyError) as exc:
-                delay = self.retry.next()
-                log.warning("release download failed, trying again in %.0f s: %s", delay, exc)
-                self.inbox.retry_later(data, delay)
-            except Exception:
-                delay = self.retry.next()
-                log.exception(
-                    "release update failed unexpectedly; this version keeps running; "
-                    "trying it again in %.0f s",
-                    delay,
-                )
-                self.inbox.retry_later(data, delay)
-            else:
-                self.retry.reset()
+        await self.inbox.take_each(
+            self._handle, self.retry, "release update", (DownloadError, SlotBusyError)
+        )
 
     async def _refuse(self, data: bytes, version: int, reason: str) -> None:
         refused = digest(data)

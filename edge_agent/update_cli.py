@@ -15,7 +15,6 @@ import importlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -81,7 +80,12 @@ def _status_json(view: SlotStatus) -> dict[str, Any]:
 
 def _config_status(data_dir: Path) -> tuple[str, dict[str, Any]]:
     """The configuration update's state in the data directory: a line and its JSON."""
-    from edge_agent.config_state import MAX_TAKE_TRIES, ConfigOtaState, Taking  # noqa: PLC0415
+    from edge_agent.config_state import (  # noqa: PLC0415
+        MAX_TAKE_TRIES,
+        ConfigOtaState,
+        Taking,
+        config_status,
+    )
 
     state = ConfigOtaState.load(data_dir)
     taking = Taking.load(data_dir)
@@ -95,13 +99,7 @@ def _config_status(data_dir: Path) -> tuple[str, dict[str, Any]]:
     if last is not None:
         reason = f": {last['reason']}" if last.get("reason") else ""
         words.append(f"last {last.get('state')} v{last.get('version')}{reason}")
-    data = {
-        "installed_version": state.installed_version,
-        "confirming": state.confirming,
-        "taking": None if taking is None else asdict(taking),
-        "last": last,
-    }
-    return "; ".join(words), data
+    return "; ".join(words), config_status(state, taking)
 
 
 @update_app.command()
