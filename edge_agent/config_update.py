@@ -52,6 +52,7 @@ from edge_agent.config_state import (
 )
 from edge_agent.document_inbox import DocumentInbox, retry_backoff, verify_offered
 from edge_agent.local_settings import LocalSettings, bind_player
+from ota.crash_points import armed, freeze
 from ota.document import (
     DocumentKind,
     claimed_version,
@@ -99,6 +100,7 @@ class ConfigUpdater:
         self.state = ConfigOtaState.load(data_dir)
         self.inbox = DocumentInbox()
         self.retry = retry or retry_backoff()
+        self._freeze_in_probe = armed("edge.config.probe")  # crash tests only
 
     def offer(self, data: bytes) -> None:
         """Hand over a document from the uplink; never blocks the receiver."""
@@ -196,6 +198,8 @@ class ConfigUpdater:
             self._dealt_with(version)
             return
         write_atomic(candidate, text.encode())
+        if self._freeze_in_probe is not None:
+            freeze(self._freeze_in_probe)
         problem = await self.probe(site)
         if problem is not None:
             candidate.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ ENV = "HAZARDWATCH_CRASH_TEST"
 #: Every point, and where it is.
 POINTS = {
     "edge.store.commit": "the gateway's readings transaction, before COMMIT",
+    "edge.config.probe": "a pushed configuration: delivered, its probe about to start",
     "fleet.ingest.commit": "the fleet's first ingest transaction, before COMMIT",
     "fleet.escalation.send": "the fleet's first 叫应 calls, planned and not yet sent",
     "ota.download": "a release: downloading",

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomqtt
 
-from edge_agent.config_state import candidate_path
+from edge_agent.config_state import Taking, candidate_path
 from fleet.broker_files import FleetAccount
 from fleet.repository import Role
 from fleet.signing import SigningKey
@@ -32,6 +32,7 @@ from hardware_sim.harness.uplink import (
 )
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import DesignStorm
+from ota.crash_points import crash_test_env
 from ota.document import Document, DocumentKind, Target, sign_document
 
 
@@ -143,6 +144,38 @@ async def test_a_good_configuration_is_applied_after_a_restart_in_place_keeping_
             applied = [r["version"] for r in ota_reports(agent) if r["state"] == "applied"]
             assert applied == [version, newer]
             assert await agent.stop() == 0
+
+
+async def test_an_agent_killed_in_the_probe_takes_the_configuration_again_after_its_restart(
+    tmp_path: Path,
+) -> None:
+    """SIGKILLed in the probe, as in a power cut: after the restart it is taken again.
+
+    The retained document comes again; it is reported delivered once, then applied.
+    """
+    clock = make_clock(600)
+    storm = DesignStorm(ORIGIN + 7 * 86400, 7200, 60.0, step_s=300, seed=3)  # days away
+    devices = storm_station(clock, storm)
+    with fleet_and_gateway(tmp_path) as (_broker, fleet, gateway_id):
+        async with sim_site(tmp_path, devices, SITE, clock) as site:
+            assert site.bus is not None
+            marker = tmp_path / "frozen-in-probe"
+            frozen = await site.start_agent("gw", env=crash_test_env("edge.config.probe", marker))
+            await wait_for(lambda: starts(frozen) == 1, 30, "the agent to start")
+            new_text = site_text(site.bus.port, ("reassert_s = 1", "reassert_s = 2"))
+            version = post_config(fleet, gateway_id, new_text)
+            await wait_for(marker.exists, 60, "the agent frozen in the probe")
+            frozen.kill()
+            await frozen.process.wait()
+            assert Taking.load(frozen.data_dir) == Taking(version, 1, delivered=True)
+
+            again = await site.start_agent("gw")
+            await wait_for(lambda: report(again, version, "applied"), 90, "applied after restart")
+            delivered = [r for r in ota_reports(again) if r["version"] == version]
+            assert [r["state"] for r in delivered] == ["delivered", "applied"]
+            assert site.site_path.read_text() == new_text
+            assert Taking.load(again.data_dir) is None
+            assert await again.stop() == 0
 
 
 async def test_a_configuration_that_breaks_the_bus_is_rolled_back_and_alarms_keep_working(

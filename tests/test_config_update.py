@@ -286,7 +286,8 @@ async def test_an_agent_that_dies_in_the_probe_tries_again_then_gives_up(
     site: Path, key: SigningKey
 ) -> None:
     # Each agent dies while its probe runs: the task is cancelled at the probe, which leaves
-    # the data directory as a killed process would (everything here lives in files).
+    # the data directory as a killed process would (everything here lives in files). One
+    # real SIGKILL in the probe: tests/test_config_ota.py.
     data = site.parent / "data"
     for deaths in range(1, MAX_TAKE_TRIES + 1):
         harness = Harness(site)
