@@ -467,13 +467,7 @@ class EscalationEngine:
         if not found:
             return None
         escalation = self.store.escalation(found[0].escalation_id)
-        words = None
-        if self.forecast_words is not None:
-            try:
-                words = self.forecast_words(escalation)
-            except Exception:
-                log.exception("the forecast of escalation %d could not be read", escalation.id)
-        return f"{headline(escalation)}{words or ''}"
+        return f"{headline(escalation)}{self._read_words(escalation) or ''}"
 
     async def _forecast(self, escalation: Escalation) -> str | None:
         """The alarm's forecast in words (see ``_want_forecasts``); None if it has none."""
@@ -530,15 +524,17 @@ class EscalationEngine:
         await asyncio.gather(*reading, return_exceptions=True)
 
     def _read_chunk(self, escalations: Sequence[Escalation]) -> list[str | None]:
-        assert self.forecast_words is not None
-        words: list[str | None] = []
-        for escalation in escalations:
-            try:
-                words.append(self.forecast_words(escalation))
-            except Exception:
-                log.exception("the forecast of escalation %d could not be read", escalation.id)
-                words.append(None)
-        return words
+        return [self._read_words(escalation) for escalation in escalations]
+
+    def _read_words(self, escalation: Escalation) -> str | None:
+        """The escalation's forecast words, read now (blocking); None on any failure."""
+        if self.forecast_words is None:
+            return None
+        try:
+            return self.forecast_words(escalation)
+        except Exception:
+            log.exception("the forecast of escalation %d could not be read", escalation.id)
+            return None
 
     # --- answers --------------------------------------------------------------------------
 
