@@ -32,6 +32,7 @@ from hardware_sim.harness.enrolled import write_enrollment
 from ota.document import Document, DocumentKind, Target, sign_document
 from ota.report import OtaReport
 from protocol.reconnect import Backoff
+from tests.ota_fixtures import ReportStore
 
 GATEWAY = "gw-unit-1"
 OLD = """
@@ -82,18 +83,18 @@ class Harness:
         full_store: int = 0,
         probe_raises: bool = False,
     ):
-        self.reports: list[OtaReport] = []
         self.restarts = 0
         self.probes = 0
         self.changed = asyncio.Event()
         self.probe_answer = probe
         self.confirm_answer = confirm
-        self.full_store = full_store
+        self.store = ReportStore(self.changed, full_store)
+        self.reports = self.store.reports
         self.probe_raises = probe_raises
         self.updater = ConfigUpdater(
             site,
             site.parent / "data",
-            self._report,
+            self.store,
             self._probe,
             self._confirm,
             self._restart,
@@ -111,13 +112,6 @@ class Harness:
 
     async def _confirm(self, _deadline: float) -> str | None:
         return self.confirm_answer
-
-    async def _report(self, report: OtaReport) -> None:
-        if self.full_store > 0:
-            self.full_store -= 1
-            raise OSError("database or disk is full")
-        self.reports.append(report)
-        self.changed.set()
 
     def _restart(self) -> None:
         self.restarts += 1

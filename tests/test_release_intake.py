@@ -22,9 +22,10 @@ from fleet.signing import SigningKey
 from hardware_sim.harness.enrolled import write_enrollment
 from ota.document import Document, DocumentKind, Target, sign_document
 from ota.manifest import ReleaseFile, ReleaseManifest
-from ota.report import OtaReport, OtaState
+from ota.report import OtaState
 from ota.slots import SLOT_RECORD, SlotTree
 from protocol.reconnect import Backoff
+from tests.ota_fixtures import ReportStore
 
 GATEWAY = "gw-intake-1"
 
@@ -33,27 +34,20 @@ class Intake:
     """A ``ReleaseIntake`` whose reports are kept in a list; the first ``full_store`` fail."""
 
     def __init__(self, data: Path, updater_tree: SlotTree | None, full_store: int = 0) -> None:
-        self.reports: list[OtaReport] = []
-        self.full_store = full_store
         self.changed = asyncio.Event()
+        self.store = ReportStore(self.changed, full_store)
+        self.reports = self.store.reports
         self.exits = 0
         updater = (
             None
             if updater_tree is None
             else ReleaseUpdater(
-                updater_tree, "http://127.0.0.1:9", self._emit, running_version="0.1.1"
+                updater_tree, "http://127.0.0.1:9", self.store, running_version="0.1.1"
             )
         )
         self.intake = ReleaseIntake(
-            data, updater, self._emit, self._exit, retry=Backoff(0.01, 0.04, random.Random(3))
+            data, updater, self.store, self._exit, retry=Backoff(0.01, 0.04, random.Random(3))
         )
-
-    async def _emit(self, report: OtaReport) -> None:
-        if self.full_store > 0:
-            self.full_store -= 1
-            raise OSError("database or disk is full")
-        self.reports.append(report)
-        self.changed.set()
 
     def _exit(self) -> None:
         self.exits += 1
