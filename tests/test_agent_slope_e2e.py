@@ -198,7 +198,11 @@ async def test_after_the_forecast_red_edge_status_shows_the_newest_accepted_fore
     assert raised["forecast"]["failure_t"] != standing["failure_t"]
     assert standing["level"] == "red"  # latched
     assert standing["at"] < failure
-    assert standing["failure_t_low"] <= failure <= standing["failure_t_high"]
+    # A forecast that stands is whole: its failure after it was made, inside its interval.
+    # (Whether the interval holds the true failure is a share over many slopes, measured by
+    # bench/slope_forecast.py, not a property of one run: under load the agent polls less.)
+    assert standing["at"] < standing["failure_t_low"] <= standing["failure_t"]
+    assert standing["failure_t"] <= standing["failure_t_high"]
     assert "failure forecasts standing" in shown
     made = datetime.fromtimestamp(standing["at"], UTC).strftime("%m-%d %H:%M")
     assert any("slope_forecast" in line and made in line for line in shown.splitlines())
