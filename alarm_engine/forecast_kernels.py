@@ -227,7 +227,10 @@ def clean_window(
 
     An isolated outlier (a jump that comes straight back) gets keep = 0; a step of more
     than ``STEP_SCALES`` robust scales with quiet increments on both sides (a sensor
-    re-installed) is taken out of every later sample;
+    re-installed) is taken out of every later sample, and every sample up to it gets
+    keep = 0: the step is measured on one increment, so its size is off by that
+    increment's noise, and that error left in the record passes for acceleration (a fit
+    days later put a quiet slope's failure hours ahead), so the fit starts after it;
     a last sample that jumps after a quiet increment waits for the next one to confirm it.
     Increments are judged against the motion expected over them (``expected_motion``)
     and a robust (MAD) scale.
@@ -255,6 +258,7 @@ def clean_window(
         return n
     offset = 0.0
     previous = 0.0
+    last_step = -1
     for j in range(m):
         r = s[j + 1, S_X] - s[j, S_X] - s[j, S_G]
         s[j, S_X] -= offset
@@ -267,10 +271,13 @@ def clean_window(
                 s[j + 1, S_KEEP] = 0.0
             elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
                 offset += r
+                last_step = j
         elif abs(previous) <= threshold:
             s[j + 1, S_KEEP] = 0.0
         previous = r
     s[m, S_X] -= offset
+    for j in range(last_step + 1):
+        s[j, S_KEEP] = 0.0
     return n
 
 

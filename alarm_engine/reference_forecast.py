@@ -94,7 +94,10 @@ def isolated(r: float, r_next: float, threshold: float) -> bool:
 def clean_window(
     samples: deque[tuple[float, float]], k_sigma: float
 ) -> tuple[list[float], list[float], list[bool]]:
-    """The window's (times, values, keep flags): outliers dropped, steps taken out."""
+    """The window's (times, values, keep flags): outliers dropped, steps taken out.
+
+    Every sample up to the last step is dropped too (see ``forecast_kernels.clean_window``).
+    """
     ts = [t for t, _ in samples]
     xs = [x for _, x in samples]
     keep = [True] * len(ts)
@@ -112,6 +115,7 @@ def clean_window(
         return ts, xs, keep
     offset = 0.0
     previous = 0.0
+    last_step = -1
     for j in range(m):
         r = xs[j + 1] - xs[j] - expected[j]
         xs[j] -= offset
@@ -124,10 +128,13 @@ def clean_window(
                 keep[j + 1] = False
             elif abs(r) > step and abs(r_next) <= threshold and abs(previous) <= threshold:
                 offset += r
+                last_step = j
         elif abs(previous) <= threshold:
             keep[j + 1] = False
         previous = r
     xs[m] -= offset
+    for j in range(last_step + 1):
+        keep[j] = False
     return ts, xs, keep
 
 

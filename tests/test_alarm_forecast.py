@@ -16,7 +16,12 @@ from alarm_engine.reference_forecast import forecast_window as reference_forecas
 from alarm_engine.reference_forecast import interval as reference_interval
 from alarm_engine.reference_forecast import windowed_forecast as reference_windowed_forecast
 from edge_agent.site_file import load_site
-from hardware_sim.slope_corpus import ORIGIN, accelerating_part, tertiary_displacement
+from hardware_sim.slope_corpus import (
+    ORIGIN,
+    accelerating_part,
+    quiet_site_year,
+    tertiary_displacement,
+)
 from site_schema.rule_specs import FailureForecastRule
 from site_schema.site_errors import SiteConfigError
 
@@ -226,6 +231,27 @@ def test_a_sensor_reinstallation_step_is_not_an_acceleration():
     engine, changes = replay(forecast_rule(min_evidence=30.0), t, x)
     assert changes == []
     assert not engine.metrics()["forecast"]["lead_h"] < math.inf
+
+
+@pytest.mark.parametrize(("seed", "steps_h"), [(43, 2271.0), (49, 983.2)])
+def test_a_step_before_a_wet_season_leaves_nothing_that_passes_for_a_failure(seed, steps_h):
+    """Two quiet years of the corpus whose sensor was re-installed a day before a short
+    seasonal rise. The step is measured on one increment, so its size is off by that
+    increment's noise (0.22 mm on year 43), and that error left in the record once made
+    the fit put the failure hours ahead (alpha 2-2.5 where, without the step, it was 1.19):
+    with evidence of 300 the shipped rule went orange and red. Now the fit starts after
+    the step, and the same rule raises nothing there.
+    """
+    record = quiet_site_year(seed)
+    step_t = record.t[0] + steps_h * HOUR
+    assert abs(record.params["step_mm"]) > 5.0  # the corpus put a step there
+    near = (record.t > step_t - 15 * DAY) & (record.t < step_t + 12 * DAY)
+    t, x = record.t[near], record.x[near]
+    rule = dataclasses.replace(shipped_forecast_rule(), min_evidence=300.0)
+    engine, changes = replay(rule, t, x)
+    assert [c for c in changes if c.new >= 3] == []
+    # and the window still forecasts once it holds enough readings after the step
+    assert engine.metrics()[rule.id]["evidence"] > 0.0
 
 
 def without(t, x, start, end):
