@@ -235,12 +235,13 @@ def test_a_sensor_reinstallation_step_is_not_an_acceleration():
 
 @pytest.mark.parametrize(("seed", "steps_h"), [(43, 2271.0), (49, 983.2)])
 def test_a_step_before_a_wet_season_leaves_nothing_that_passes_for_a_failure(seed, steps_h):
-    """Two quiet years of the corpus whose sensor was re-installed a day before a short
-    seasonal rise. The step is measured on one increment, so its size is off by that
-    increment's noise (0.22 mm on year 43), and that error left in the record once made
-    the fit put the failure hours ahead (alpha 2-2.5 where, without the step, it was 1.19):
-    with evidence of 300 the shipped rule went orange and red. Now the fit starts after
-    the step, and the same rule raises nothing there.
+    """Two quiet years re-installed a day before a short seasonal rise raise no level.
+
+    The corpus's tuning years 43 and 49. The step is measured on one increment, so its
+    size is off by that increment's noise (0.22 mm on year 43), and that error left in
+    the record once made the fit put the failure hours ahead (alpha 2-2.5 where, without
+    the step, it was 1.19): with evidence of 300 the shipped rule went orange and red. Now
+    the fit starts after the step, and the same rule raises nothing there.
     """
     record = quiet_site_year(seed)
     step_t = record.t[0] + steps_h * HOUR
