@@ -172,20 +172,17 @@ def ideal_failure_window(seed: int, lead_h: float) -> Window:
 def ideal_quiet_bins(seed: int) -> tuple[FloatArray, float]:
     """Quiet year ``seed``'s seasonal motion, hourly, plus noise; the readings an hour holds.
 
-    The seasonal accelerations are the corpus's own (drawn in the corpus's order), without
-    its daily cycle, sensor step and outliers.
+    The seasonal accelerations are the year's own (``slope_corpus.quiet_seasonal_factor``),
+    without its daily cycle, sensor step and outliers.
     """
-    rng = np.random.default_rng([23, seed])
-    every = float(rng.choice([600.0, 3600.0]))
-    creep = float(math.exp(rng.uniform(math.log(0.1), math.log(2.0))))
-    noise = float(rng.uniform(0.02, 0.1))
-    end = slope_corpus.ORIGIN + 365 * DAY
-    slope_corpus._sample_times(rng, slope_corpus.ORIGIN, end, every, rng.uniform(0.0, 0.05))
+    year = quiet_site_year(seed)
     hours = np.asarray(slope_corpus.ORIGIN + (np.arange(365 * 24) + 0.5) * HOUR, np.float64)
-    factor, _ = slope_corpus._seasonal_velocity_factor(rng, hours, end)
-    sd = noise / math.sqrt(HOUR / every)
+    factor = slope_corpus.quiet_seasonal_factor(seed, hours)
+    per_hour = HOUR / year.interval_s
+    sd = year.noise_mm / math.sqrt(per_hour)
     drawn = np.random.default_rng([6, seed]).normal(0.0, sd, factor.shape[0])
-    return np.asarray(np.cumsum(creep / 24.0 * factor) + drawn, dtype=np.float64), HOUR / every
+    motion = np.cumsum(year.params["creep_mm_day"] / 24.0 * factor) + drawn
+    return np.asarray(motion, dtype=np.float64), per_hour
 
 
 def failure_job(job: tuple[str, int, list[float], float]) -> dict[str, Any]:

@@ -201,14 +201,37 @@ def _seasonal_velocity_factor(
     return factor, peaks
 
 
-def quiet_site_year(seed: int, interval_s: float | None = None) -> SlopeRecord:
-    """A year of a slow-moving slope that never fails, drawn from ``seed``."""
+def _quiet_draws(
+    seed: int, interval_s: float | None
+) -> tuple[np.random.Generator, float, float, float, float, FloatArray]:
+    """Quiet year ``seed``'s draws before its seasonal accelerations, which come next.
+
+    Returns the generator after them, the sampling interval, creep rate, noise, end and
+    sample times.
+    """
     rng = np.random.default_rng([23, seed])
     interval = interval_s if interval_s is not None else float(rng.choice([600.0, 3600.0]))
     creep = float(math.exp(rng.uniform(math.log(0.1), math.log(2.0))))
     noise = float(rng.uniform(0.02, 0.1))
     end = ORIGIN + 365 * DAY
     t = _sample_times(rng, ORIGIN, end, interval, missing=rng.uniform(0.0, 0.05))
+    return rng, interval, creep, noise, end, t
+
+
+def quiet_seasonal_factor(seed: int, at: FloatArray) -> FloatArray:
+    """Quiet year ``seed``'s creep-rate factor (1 + its seasonal accelerations) at ``at``.
+
+    The same accelerations ``quiet_site_year(seed)`` moves by, evaluated at any times: a
+    study can take the year's motion without its samples, noise, cycle or step.
+    """
+    rng, _, _, _, end, _ = _quiet_draws(seed, None)
+    factor, _ = _seasonal_velocity_factor(rng, at, end)
+    return factor
+
+
+def quiet_site_year(seed: int, interval_s: float | None = None) -> SlopeRecord:
+    """A year of a slow-moving slope that never fails, drawn from ``seed``."""
+    rng, interval, creep, noise, end, t = _quiet_draws(seed, interval_s)
     factor, peaks = _seasonal_velocity_factor(rng, t, end)
     dt = np.diff(t, prepend=t[0])
     x = 100.0 + np.cumsum(creep / DAY * factor * dt)
