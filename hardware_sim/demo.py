@@ -53,6 +53,12 @@ DEMO_OUTAGE_DEVICE = "rain_generic"
 #: The slope runs faster than the storm so that its four days of creep end, inside the
 #: demo, in the failure its gateway must warn of; this is the share of the demo it takes.
 SLOPE_SHARE = 0.9
+#: The slope's clock runs no faster than this many simulated seconds per real second,
+#: even in a short demo: its four days then take at least 43 real seconds. The gateway
+#: polls the slope as fast as the machine lets it, and on a slower machine at a faster
+#: clock its record thins to a reading every 20-30 simulated minutes, on which the
+#: forecast goes red only hours before the failure (a short demo then runs longer).
+MAX_SLOPE_SPEED = 8000.0
 AGENT_STOP_S = 30.0
 #: Real seconds between starting the gateways and the simulation origin. A gateway
 #: compiles its alarm kernels on its first samples; on a fast clock a stall of seconds
@@ -132,11 +138,28 @@ class DemoGateway:
         )
 
 
-def _speed(station: Station, origin: float, speed: float, duration_s: float) -> float:
+def station_speed(station: Station, origin: float, speed: float, duration_s: float) -> float:
+    """The clock speed of ``station``: the storm's, a slope's faster up to ``MAX_SLOPE_SPEED``."""
     slope = station.scenarios.get("slope")
     if isinstance(slope, CreepingSlope):
-        return max(speed, (slope.failure_time - origin) / (SLOPE_SHARE * duration_s))
+        fitting = (slope.failure_time - origin) / (SLOPE_SHARE * duration_s)
+        return max(speed, min(fitting, MAX_SLOPE_SPEED))
     return speed
+
+
+def demo_end(gateways: list[DemoGateway], origin: float, duration_s: float) -> float:
+    """Wall time the live part ends: the storm's duration, or later if a slope is slower.
+
+    A slope fails at ``SLOPE_SHARE`` of the demo, leaving the rest for its red to show.
+    """
+    end = origin + duration_s
+    for gateway in gateways:
+        clock, station = gateway.clock, gateway.station
+        slope = station.scenarios.get("slope") if station else None
+        if isinstance(slope, CreepingSlope) and clock is not None:
+            to_failure_s = (slope.failure_time - clock.origin) / clock.speed
+            end = max(end, clock.anchor + to_failure_s / SLOPE_SHARE)
+    return end
 
 
 async def _enroll(gateway: DemoGateway, fleet: DemoFleet, token: str) -> None:
@@ -244,7 +267,7 @@ async def _serve_and_start(
     spec = load_station(builtin_stations()[gateway.site.station])
     # Built once at the storm's speed to learn the scenario, then on its own clock.
     at_storm_speed = spec.build(ScaledClock(speed, wall, wall), wall)
-    gateway.clock = ScaledClock(_speed(at_storm_speed, wall, speed, duration_s), wall, wall)
+    gateway.clock = ScaledClock(station_speed(at_storm_speed, wall, speed, duration_s), wall, wall)
     station = gateway.station = spec.build(gateway.clock, wall)
     if DEMO_OUTAGE_DEVICE in station.devices:
         start, end = DEMO_OUTAGE_S
@@ -403,7 +426,7 @@ async def run_demo(duration_s: float, speed: float, console: Console) -> int:
         for gateway in gateways:
             await _serve_and_start(gateway, stack, folder, origin, speed, duration_s)
         slope = SlopeWatch([g.view() for g in gateways])
-        await _watch(gateways, fleet, origin + duration_s, console, slope)
+        await _watch(gateways, fleet, demo_end(gateways, origin, duration_s), console, slope)
         placed = [
             f"{s['site_id']} ({s['lat']:.4f}, {s['lon']:.4f}) {s['level_name']}"
             for s in await fleet.get("/api/v1/sites")
