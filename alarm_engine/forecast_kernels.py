@@ -48,7 +48,9 @@ How it stands to the published methods:
   (``max_spread``), alpha lies in range and the evidence is strong, and a level needs
   ``confirm`` forecasts in a row that agree (``max_drift``). Seasonal accelerations,
   which slow down again, fit Voight's law for a while, but their forecast failure
-  recedes hour by hour (32, 38, 55 h ahead), so they never confirm.
+  recedes hour by hour (32, 38, 55 h ahead), so they never confirm. A sharp one can
+  overshoot instead (alpha above the range, failure hours ahead); when such a forecast's
+  interval passes with no failure, no forecast counts for ``REFUTED_HOLD_S`` (``refuted``).
 - The SLO method (Mufundirwa et al. 2010) plots ``t * v`` against ``v``, a line whose
   slope is the failure time when alpha = 2: no division by small velocities, but still
   differentiated and still alpha = 2.
@@ -83,6 +85,7 @@ from alarm_engine.forecast_layout import (
     MIN_LEAD_H,
     OUT_SIZE,
     REFINE,
+    REFUTED_HOLD_S,
     STEP_SCALES,
     TRIED,
     VELOCITY,
@@ -130,9 +133,13 @@ S_T, S_X, S_KEEP, S_U, S_BX, S_W, S_G, S_LEAD, S_RSS, S_C1, S_C2 = range(11)
 SCRATCH_COLS = 11
 #: Extra cells ``work`` needs beyond one per raw sample: the profile over the grid.
 WORK_EXTRA = 2 * TRIED
-# ks layout: next evaluation time, then the last CONFIRM failure times (newest first).
+# ks layout: next evaluation time; the earliest upper end of the strong forecasts' intervals
+# still pending, and when the last one was refuted (``refuted``); then the last CONFIRM
+# failure times (newest first).
 KS_NEXT = 0
-KS_HISTORY = 1
+KS_PENDING = 1
+KS_REFUTED = 2
+KS_HISTORY = 3
 MAX_CONFIRM = 6
 
 
@@ -717,6 +724,24 @@ def accepted_failure_t(fout: FloatArray, cfg: FloatArray) -> float:
 
 
 @jit
+def refuted(ks: FloatArray, fout: FloatArray, ok: bool, t_now: float, cfg: FloatArray) -> bool:
+    """Whether a forecast was refuted within ``REFUTED_HOLD_S`` of ``t_now``; notes this one.
+
+    A forecast is refuted when the upper end of its interval passes with no failure. The
+    forecasts that accelerate faster than the rule accepts (alpha above its range, F of
+    ``MIN_EVIDENCE``, a bounded interval) made since the last refutation are held to the
+    earliest of their upper ends (``KS_PENDING``).
+    """
+    if ks[KS_PENDING] < t_now:
+        ks[KS_REFUTED] = ks[KS_PENDING]
+        ks[KS_PENDING] = math.inf
+    strong = ok and fout[EVIDENCE] >= cfg[MIN_EVIDENCE] and fout[LEAD_H] < math.inf
+    if strong and fout[ALPHA] > cfg[ALPHA_MAX] + 1e-9 and math.isfinite(fout[FAILURE_HI]):
+        ks[KS_PENDING] = min(ks[KS_PENDING], fout[FAILURE_HI])
+    return bool(t_now - ks[KS_REFUTED] < REFUTED_HOLD_S)
+
+
+@jit
 def confirmed_lead(ks: FloatArray, confirm: int, t_now: float, max_drift: float) -> float:
     """Hours to the latest of the last ``confirm`` accepted failure times; inf if unconfirmed.
 
@@ -799,16 +824,17 @@ def forecast_kernel(
 ) -> tuple[int, int, int]:
     """Failure forecasts over a batch of samples, and the rule's level from them.
 
-    ks = [next evaluation time, failure times of the last ``CONFIRM`` forecasts, newest
-    first, inf where a forecast failed its evidence test]; ip = [start, end of buf], the
-    raw samples inside the fit window; s and work are scratch with at least as many rows
+    ks = [next evaluation time, the pending upper end and the last refutation (``refuted``),
+    failure times of the last ``CONFIRM`` forecasts, newest first, inf where a forecast
+    failed its evidence test or came too soon after a refutation]; ip = [start, end of buf],
+    the raw samples inside the fit window; s and work are scratch with at least as many rows
     as buf and as the window has bins. The metric is minus the lead time of the latest of
-    the last ``CONFIRM`` failure times, so a level rises only when that many forecasts in
-    a row put the failure within its horizon (thresholds arrive negated). snap is the
-    forecast (see ``OUT_SIZE``); acc = [time, forecast] of the newest forecast that passed
-    its evidence test, left as it was while none does. Returns (next sample, event count,
-    code): 1 when buf and the scratch must grow before resuming at that sample,
-    ``EVENTS_FULL`` when the events must be flushed, else 0.
+    the last ``CONFIRM`` failure times, so a level rises only when that many forecasts in a
+    row put the failure within its horizon (thresholds arrive negated). snap is the forecast
+    (see ``OUT_SIZE``); acc = [time, forecast] of the newest forecast that passed its
+    evidence test, left as it was while none does. Returns (next sample, event count, code):
+    1 when buf and the scratch must grow before resuming at that sample, ``EVENTS_FULL``
+    when the events must be flushed, else 0.
     """
     confirm = int(cfg[CONFIRM])
     for i in range(i0, t.shape[0]):
@@ -826,9 +852,10 @@ def forecast_kernel(
             continue
         ks[KS_NEXT] = ti + cfg[EVAL_EVERY_S]
         ok = windowed_forecast(buf, ip[0], ip[1], ti, cfg, s, work, snap)
+        held = refuted(ks, snap, ok, ti, cfg)
         for k in range(confirm - 1, 0, -1):
             ks[KS_HISTORY + k] = ks[KS_HISTORY + k - 1]
-        ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok else math.inf
+        ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok and not held else math.inf
         if ks[KS_HISTORY] < math.inf:
             acc[0] = ti
             for j in range(snap.shape[0]):

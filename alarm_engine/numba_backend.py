@@ -360,6 +360,7 @@ class NumbaForecastRule(_LevelState):
         self._thresholds = _thresholds(rule.horizons_h, negate=True)
         self._ks = np.full(fk.KS_HISTORY + rule.confirm, math.inf, dtype=np.float64)
         self._ks[fk.KS_NEXT] = -math.inf
+        self._ks[fk.KS_REFUTED] = -math.inf
         self._ip: IntArray = np.zeros(2, dtype=np.int64)
         self._bins = fk.bin_count(rule.window_s, rule.bin_s)
         self._buf = np.zeros((INITIAL_ROWS, 2), dtype=np.float64)

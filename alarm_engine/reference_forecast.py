@@ -28,6 +28,7 @@ from alarm_engine.forecast_layout import (
     OUT_SIZE,
     OUTLIER_SCALES,
     REFINE,
+    REFUTED_HOLD_S,
     STEP_SCALES,
     WINDOW_SHARES,
 )
@@ -536,6 +537,10 @@ class ForecastMetric:
         self.thresholds = negated(rule.horizons_h)
         #: (time, forecast) of the newest forecast that passed the evidence test.
         self.accepted: tuple[float, tuple[float, ...]] | None = None
+        #: The earliest upper end of the strong forecasts' intervals since the last
+        #: refutation, and when that was (``forecast_kernels.refuted``).
+        self.pending = INF
+        self.refuted = -INF
 
     def update(self, t: float, x: float) -> Evaluation | None:
         """Take the good sample ``x`` at ``t``; None between evaluations."""
@@ -554,8 +559,9 @@ class ForecastMetric:
         The rule's acceptance, confirmation and horizons, apart from the fit: a tuning
         bench replays stored forecasts through it under other settings.
         """
+        held = self.held(t, forecast)
         self.history.appendleft(
-            INF if forecast is None else accepted_failure_t(forecast, self.rule)
+            INF if forecast is None or held else accepted_failure_t(forecast, self.rule)
         )
         if forecast is not None and self.history[0] < INF:
             self.accepted = (t, forecast)
@@ -563,3 +569,20 @@ class ForecastMetric:
             return (NAN,) * OUT_SIZE, None
         lead = confirmed_lead(self.history, t, self.rule.drift)
         return forecast, threshold_levels(-lead, self.thresholds, self.rule.hysteresis)
+
+    def held(self, t: float, forecast: tuple[float, ...] | None) -> bool:
+        """Whether a forecast was refuted within ``REFUTED_HOLD_S``; notes this one's word.
+
+        A forecast is refuted when the upper end of its interval passes with no failure;
+        only those that accelerate faster than the rule accepts count (alpha above its
+        range, F of ``min_evidence``, a bounded interval).
+        """
+        if self.pending < t:
+            self.refuted, self.pending = self.pending, INF
+        if forecast is not None:
+            lead, _, _, high_t, alpha, _, evidence = forecast
+            strong = evidence >= self.rule.min_evidence and lead < INF
+            above = alpha > self.rule.alpha_range[1] + 1e-9
+            if strong and above and math.isfinite(high_t):
+                self.pending = min(self.pending, high_t)
+        return t - self.refuted < REFUTED_HOLD_S

@@ -10,6 +10,7 @@ import pytest
 
 from alarm_engine import AlarmEngine
 from alarm_engine import forecast_kernels as fk
+from alarm_engine.reference_forecast import ForecastMetric as ReferenceForecastMetric
 from alarm_engine.reference_forecast import confirmed_lead as reference_confirmed_lead
 from alarm_engine.reference_forecast import expected_motion as reference_expected_motion
 from alarm_engine.reference_forecast import forecast_window as reference_forecast_window
@@ -258,6 +259,66 @@ def test_a_step_before_a_wet_season_leaves_nothing_that_passes_for_a_failure(see
     assert engine.metrics()[rule.id]["evidence"] > 0.0
 
 
+def test_a_sharp_seasonal_rise_whose_forecast_came_and_went_raises_no_red():
+    """Quiet year 3044: its forecasts put a failure hours ahead, the hours passed, no red.
+
+    A 5.5-day seasonal rise to 4.6 times the creep rate on top of a longer one (hourly,
+    noise 0.054 mm). Its fits had alpha 3-4.9 and failure 8-20 h ahead, then, with alpha
+    back in range, three in a row put the failure 22-33 h ahead, and the shipped rule went
+    straight to red at any evidence threshold. The earlier fits' intervals had passed with
+    no failure: a forecast accelerating faster than the rule accepts is held to its word,
+    and for 48 h after it is refuted none counts. (The numba engine replays 19 days hourly
+    in a second; the plain-Python reference would take minutes. Its hold is the next
+    test's, and the differential tests hold the two backends to each other.)
+    """
+    record = quiet_site_year(3044)
+    hours = (record.t - record.t[0]) / HOUR
+    near = (hours > 7500.0) & (hours < 7960.0)
+    t, x = record.t[near], record.x[near]
+    rule = shipped_forecast_rule()
+    engine, changes = replay(rule, t, x)
+    assert [(c.t, c.new) for c in changes if c.new >= 2] == []
+    # the fits were strong, so the rule had something to refuse
+    assert engine.metrics()[rule.id]["evidence"] > rule.min_evidence
+
+
+def test_a_refuted_forecast_holds_every_forecast_for_48_hours():
+    """The reference's acceptance, forecast by forecast, as the tuning bench replays it."""
+    rule = shipped_forecast_rule()
+    metric = ReferenceForecastMetric(rule)
+    t0 = 1_800_000_000.0
+
+    def judge(h, lead_h, alpha=2.2, evidence=5000.0):
+        at = t0 + h * HOUR
+        failure = at + lead_h * HOUR
+        made = (lead_h, failure, failure - 0.2 * lead_h * HOUR, failure + 0.3 * lead_h * HOUR,
+                alpha, 3.0, evidence)  # fmt: skip
+        return metric.judge(at, made)[1]
+
+    # strong, alpha above the range: it does not count, but it is held to its word (13 h)
+    assert judge(0, 10.0, alpha=4.5) == (0, 0)
+    assert metric.accepted is None
+    # until its interval has passed, an accepted forecast counts
+    judge(12, 30.0)
+    assert metric.accepted is not None
+    assert metric.accepted[0] == t0 + 12 * HOUR
+    # once it has passed with no failure, nothing counts for 48 h, however strong
+    for h in (14, 15, 16):
+        assert judge(h, 100.0) == (0, 0), h
+    for h in (40, 41, 42):
+        assert judge(h, 30.0) == (0, 0), h
+    assert metric.accepted[0] == t0 + 12 * HOUR
+    # from 61 h (13 h + 48 h), three forecasts that agree go red
+    assert [judge(h, 30.0)[0] for h in (62, 63, 64)] == [0, 0, 4]
+    assert metric.accepted[0] == t0 + 64 * HOUR
+    # a forecast with alpha in range is not held to its word: the 64 h forecast's interval
+    # (to 103 h) passes, and three more that agree still go red
+    assert [judge(h, 30.0)[0] for h in (104, 105, 106)] == [0, 0, 4]
+    # one above the range is: at 110 h its interval (to 123 h) has passed
+    judge(110, 10.0, alpha=3.0)
+    assert [judge(h, 30.0)[0] for h in (124, 125, 126)] == [0, 0, 0]
+
+
 def without(t, x, start, end):
     """The record with its samples in ``[start, end)`` missing (the gateway was silent)."""
     kept = (t < start) | (t >= end)
@@ -456,7 +517,7 @@ def test_a_forecast_that_recedes_hour_by_hour_never_confirms(backend):
     leads = {}
     for drift in (0.25, 1.0):
         if backend == "numba":
-            ks = np.array([0.0, *newest_first])
+            ks = np.array([0.0] * fk.KS_HISTORY + newest_first)  # the history after the rest
             leads[drift] = fk.confirmed_lead(ks, 3, now, drift)
         else:
             leads[drift] = reference_confirmed_lead(deque(newest_first), now, drift)
