@@ -27,6 +27,7 @@ from site_schema.rule_files import rule_file_path
 from site_schema.rule_specs import (
     AntecedentRainRule,
     CombinationRule,
+    FailureForecastRule,
     IntensityDurationRule,
     PowerLaw,
     RainWindow,
@@ -71,10 +72,12 @@ def release_compiler_pages() -> int:
 
 
 def warm_up_rules() -> list[RuleSpec]:
-    """One rule of each kernel: rain windows, antecedent rain, intensity-duration, level, slope.
+    """One rule of each kernel: rain, antecedent rain, intensity, level, slope, forecast.
 
     Every slope rule (rate of rise, velocity, acceleration, tangent angle, inverse
-    velocity) runs on the same two kernels, so one of them stands for all.
+    velocity) runs on the same two kernels, so one of them stands for all. The failure
+    forecast has a kernel of its own; left out, it would compile (or load) on the agent's
+    first reading, with the polling stopped meanwhile.
     """
     levels = (1.0, 2.0, 3.0, 4.0)
     return [
@@ -83,6 +86,7 @@ def warm_up_rules() -> list[RuleSpec]:
         IntensityDurationRule(id="i", channel="r", curves=(PowerLaw(2.2, -0.44), None, None, None)),
         WaterLevelRule(id="l", channel="c", thresholds=levels),
         RateOfRiseRule(id="s", channel="c", window_s=600.0, thresholds=levels),
+        FailureForecastRule(id="f", channel="c", horizons_h=(None, 168.0, 144.0, 48.0)),
     ]
 
 

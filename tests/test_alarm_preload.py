@@ -16,7 +16,7 @@ PROBE = """
 import json, re
 from edge_agent.alarm_preload import preload_kernels
 from alarm_engine import AlarmEngine
-from site_schema.rule_specs import WaterLevelRule
+from site_schema.rule_specs import FailureForecastRule, WaterLevelRule
 
 def llvm_rss_kb():
     # Private pages only: pages another process (this test run's pytest) also maps are
@@ -32,9 +32,16 @@ def llvm_rss_kb():
 preload_kernels("numba")
 after_preload = llvm_rss_kb()
 engine = AlarmEngine(
-    [WaterLevelRule(id="creek", channel="c", thresholds=(1.0, 2.0, 3.0, 4.0))], "numba"
+    [
+        WaterLevelRule(id="creek", channel="c", thresholds=(1.0, 2.0, 3.0, 4.0)),
+        # The forecast has a kernel of its own: preloaded too, or LLVM comes back here.
+        FailureForecastRule(id="scarp", channel="x", horizons_h=(None, 168.0, 144.0, 48.0)),
+    ],
+    "numba",
 )
 changes = engine.push("c", 10.0, 3.5, True)
+for hour in range(30):
+    engine.push("x", 3600.0 * hour, 0.1 * hour, True)
 print(json.dumps({
     "after_preload_kb": after_preload,
     "after_use_kb": llvm_rss_kb(),
@@ -46,8 +53,9 @@ print(json.dumps({
 
 def test_one_warm_up_rule_per_kernel_and_slope_kinds_share_one() -> None:
     kinds = [rule.kind for rule in warm_up_rules()]
-    assert len(kinds) == len(set(kinds)) == 5
+    assert len(kinds) == len(set(kinds)) == 6
     assert [r.kind for r in rules_for_kinds({"tangent_angle"})] == ["rate_of_rise"]
+    assert [r.kind for r in rules_for_kinds({"failure_forecast"})] == ["failure_forecast"]
     assert {r.kind for r in rules_for_kinds({"water_level", "rain_windows"})} == {
         "water_level",
         "rain_windows",
