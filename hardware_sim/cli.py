@@ -209,8 +209,7 @@ def demo(
     console.print(
         f"[bold]HazardWatch demo[/]: the fleet and three gateways; the storm at {speed:g}x for "
         f"{duration:g} s (about {duration * speed / 3600:.1f} simulated hours; it starts 30 min "
-        "in), the slope faster so that its creep ends within the demo (a short demo runs on "
-        "until it has). Ctrl-C stops."
+        "in), the slope faster so that its creep ends within the demo. Ctrl-C stops."
     )
     try:
         status = asyncio.run(run_demo(duration, speed, console))

@@ -53,18 +53,16 @@ DEMO_OUTAGE_DEVICE = "rain_generic"
 #: The slope runs faster than the storm so that its four days of creep end, inside the
 #: demo, in the failure its gateway must warn of; this is the share of the demo it takes.
 SLOPE_SHARE = 0.9
-#: The slope's clock runs no faster than this many simulated seconds per real second,
-#: even in a short demo: its four days then take at least 43 real seconds. The gateway
-#: polls the slope as fast as the machine lets it, and on a slower machine at a faster
-#: clock its record thins to a reading every 20-30 simulated minutes, on which the
-#: forecast goes red only hours before the failure (a short demo then runs longer).
-MAX_SLOPE_SPEED = 8000.0
 AGENT_STOP_S = 30.0
-#: Real seconds between starting the gateways and the simulation origin. A gateway
-#: compiles its alarm kernels on its first samples; on a fast clock a stall of seconds
-#: would be hours of missing data, so the gateways start early, in the calm before the
-#: storm, and the storm's clock starts once they are warm.
+#: Real seconds between starting the gateways and the simulation origin. A gateway loads
+#: its alarm kernels (compiled beforehand, ``warm_kernels``) before it polls; on a fast
+#: clock a stall of seconds would be hours of missing data, so the gateways start early,
+#: in the calm before the storm, and the storm's clock starts once they are up.
 WARM_UP_S = 8.0
+#: How long the first demo on a machine may take to compile the alarm kernels.
+KERNEL_COMPILE_TIMEOUT_S = 900.0
+#: Compiles (or, once cached, loads) every alarm kernel in a process of its own.
+PRELOAD = "from edge_agent.alarm_preload import preload_kernels; preload_kernels('auto')"
 #: After the storm, how long the demo waits for a township to have been called and to
 #: answer (a red alarm raised late in the storm reaches the township this much later).
 TOWNSHIP_WAIT_S = VILLAGE_DEADLINE_S + 20.0
@@ -108,6 +106,13 @@ def example_site(name: str, port_line: str, port: int) -> str:
     return text.replace(port_line, f"port = {port}")
 
 
+async def _cancelled(task: asyncio.Task[float]) -> None:
+    """Cancel ``task`` if it still runs (the demo ended early) and wait for it."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+        await task
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
@@ -138,28 +143,11 @@ class DemoGateway:
         )
 
 
-def station_speed(station: Station, origin: float, speed: float, duration_s: float) -> float:
-    """The clock speed of ``station``: the storm's, a slope's faster up to ``MAX_SLOPE_SPEED``."""
+def _speed(station: Station, origin: float, speed: float, duration_s: float) -> float:
     slope = station.scenarios.get("slope")
     if isinstance(slope, CreepingSlope):
-        fitting = (slope.failure_time - origin) / (SLOPE_SHARE * duration_s)
-        return max(speed, min(fitting, MAX_SLOPE_SPEED))
+        return max(speed, (slope.failure_time - origin) / (SLOPE_SHARE * duration_s))
     return speed
-
-
-def demo_end(gateways: list[DemoGateway], origin: float, duration_s: float) -> float:
-    """Wall time the live part ends: the storm's duration, or later if a slope is slower.
-
-    A slope fails at ``SLOPE_SHARE`` of the demo, leaving the rest for its red to show.
-    """
-    end = origin + duration_s
-    for gateway in gateways:
-        clock, station = gateway.clock, gateway.station
-        slope = station.scenarios.get("slope") if station else None
-        if isinstance(slope, CreepingSlope) and clock is not None:
-            to_failure_s = (slope.failure_time - clock.origin) / clock.speed
-            end = max(end, clock.anchor + to_failure_s / SLOPE_SHARE)
-    return end
 
 
 async def _enroll(gateway: DemoGateway, fleet: DemoFleet, token: str) -> None:
@@ -181,6 +169,36 @@ def _numba_cache() -> Path:
         return Path(configured)
     cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache_home) / "hazardwatch" / "numba"
+
+
+async def warm_kernels(numba_cache: Path) -> float:
+    """Compile every alarm kernel into ``numba_cache`` before any clock starts; seconds taken.
+
+    A gateway loads its kernels before it polls. On the first demo on a machine it would
+    compile them there, tens of seconds while its station's clock ran days ahead.
+
+    Raises:
+        RuntimeError: when they do not compile (the compiler's last words).
+    """
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PRELOAD,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)},
+    )  # fmt: skip
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), KERNEL_COMPILE_TIMEOUT_S)
+    except TimeoutError:
+        msg = f"the alarm kernels did not compile within {KERNEL_COMPILE_TIMEOUT_S:g} s"
+        raise RuntimeError(msg) from None
+    finally:
+        if process.returncode is None:  # timed out, or the demo was stopped meanwhile
+            process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        msg = f"the alarm kernels did not compile: {err.decode(errors='replace').strip()[-500:]}"
+        raise RuntimeError(msg)
+    return time.monotonic() - started
 
 
 async def _start_agent(gateway: DemoGateway, site_file: Path, numba_cache: Path) -> None:
@@ -267,7 +285,7 @@ async def _serve_and_start(
     spec = load_station(builtin_stations()[gateway.site.station])
     # Built once at the storm's speed to learn the scenario, then on its own clock.
     at_storm_speed = spec.build(ScaledClock(speed, wall, wall), wall)
-    gateway.clock = ScaledClock(station_speed(at_storm_speed, wall, speed, duration_s), wall, wall)
+    gateway.clock = ScaledClock(_speed(at_storm_speed, wall, speed, duration_s), wall, wall)
     station = gateway.station = spec.build(gateway.clock, wall)
     if DEMO_OUTAGE_DEVICE in station.devices:
         start, end = DEMO_OUTAGE_S
@@ -397,6 +415,9 @@ async def run_demo(duration_s: float, speed: float, console: Console) -> int:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hwsim-demo-")))
         fleet = DemoFleet(folder)
         stack.push_async_callback(fleet.stop)
+        # The kernels compile (first demo on this machine) while the fleet starts.
+        kernels = asyncio.create_task(warm_kernels(_numba_cache()))
+        stack.push_async_callback(_cancelled, kernels)
         console.print("starting the county fleet (REST, SQLite, embedded MQTT broker) ...")
         await fleet.start()
         console.print(
@@ -422,11 +443,18 @@ async def run_demo(duration_s: float, speed: float, console: Console) -> int:
             highlight=False,
         )
         answering = asyncio.create_task(_township_answers(robots, fleet))
+        if not kernels.done():
+            console.print(
+                f"compiling the alarm kernels into {_numba_cache()} (the first demo on a "
+                "machine only; up to a minute) ...",
+                highlight=False,
+            )
+        console.print(f"alarm kernels ready ({await kernels:.1f} s)")
         origin = round(time.time() + WARM_UP_S, 3)
         for gateway in gateways:
             await _serve_and_start(gateway, stack, folder, origin, speed, duration_s)
         slope = SlopeWatch([g.view() for g in gateways])
-        await _watch(gateways, fleet, demo_end(gateways, origin, duration_s), console, slope)
+        await _watch(gateways, fleet, origin + duration_s, console, slope)
         placed = [
             f"{s['site_id']} ({s['lat']:.4f}, {s['lon']:.4f}) {s['level_name']}"
             for s in await fleet.get("/api/v1/sites")
