@@ -170,6 +170,7 @@ class Agent:
     ) -> None:
         settings = settings or LocalSettings()
         self.site = site
+        self.config_path = config_path
         self.data_dir = data_dir
         self.clock = clock
         self.clock_synced = clock_synced
@@ -343,7 +344,7 @@ class Agent:
         updater = None
         if slots_root is not None:
             updater = ReleaseUpdater.for_enrollment(
-                SlotTree(slots_root), enrollment, self._store_report
+                SlotTree(slots_root), enrollment, self._store_report, site_config=self.config_path
             )
         return ReleaseIntake(self.data_dir, updater, self._store_report, self._exit_for_update)
 
