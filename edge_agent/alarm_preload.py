@@ -152,3 +152,21 @@ def preload_for_site(config: Path, backend: str) -> str:
     """Preload the kernels a site file's rules need (all of them if it cannot be read)."""
     kinds = rule_kinds(config)
     return preload_kernels(backend, None if kinds is None else rules_for_kinds(kinds))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m edge_agent.alarm_preload [SITE_FILE]``: compile the kernels into the cache.
+
+    The kernels a site file's rules run on, or every kernel without one, into
+    ``NUMBA_CACHE_DIR``. The updater runs it in a new slot before the switch, the demo
+    before its clocks start, the tests before any agent does.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args:
+        preload_for_site(Path(args[0]), "auto")
+    else:
+        preload_kernels("auto")
+
+
+if __name__ == "__main__":
+    main()

@@ -83,16 +83,6 @@ def pause_for_crash_tests() -> Checkpoint:
     return checkpoint
 
 
-#: Run in the new slot: load (compiling) the kernels a site file's rules run on.
-WARM_FOR_SITE = (
-    "import sys; from pathlib import Path; "
-    "from edge_agent.alarm_preload import preload_for_site; "
-    "preload_for_site(Path(sys.argv[1]), 'auto')"
-)
-#: Run in the new slot when the site file is not known: every kernel.
-WARM_ALL = "from edge_agent.alarm_preload import preload_kernels; preload_kernels('auto')"
-
-
 def warm_kernels(
     slot: Path, timeout_s: float = 900.0, site_config: Path | None = None
 ) -> float | None:
@@ -111,9 +101,8 @@ def warm_kernels(
     started = time.monotonic()
     try:
         result = subprocess.run(
-            [str(slot / "bin" / "python"), "-c", WARM_ALL]
-            if site_config is None
-            else [str(slot / "bin" / "python"), "-c", WARM_FOR_SITE, str(site_config.absolute())],
+            [str(slot / "bin" / "python"), "-m", "edge_agent.alarm_preload"]
+            + ([] if site_config is None else [str(site_config.absolute())]),
             cwd=slot,
             capture_output=True,
             text=True,

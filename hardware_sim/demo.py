@@ -61,8 +61,6 @@ AGENT_STOP_S = 30.0
 WARM_UP_S = 8.0
 #: How long the first demo on a machine may take to compile the alarm kernels.
 KERNEL_COMPILE_TIMEOUT_S = 900.0
-#: Compiles (or, once cached, loads) every alarm kernel in a process of its own.
-PRELOAD = "from edge_agent.alarm_preload import preload_kernels; preload_kernels('auto')"
 #: After the storm, how long the demo waits for a township to have been called and to
 #: answer (a red alarm raised late in the storm reaches the township this much later).
 TOWNSHIP_WAIT_S = VILLAGE_DEADLINE_S + 20.0
@@ -182,7 +180,7 @@ async def warm_kernels(numba_cache: Path) -> float:
     """
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", PRELOAD,
+        sys.executable, "-m", "edge_agent.alarm_preload",  # every kernel, compiled or loaded
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "NUMBA_CACHE_DIR": str(numba_cache)},
     )  # fmt: skip

@@ -86,11 +86,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _numba_cache_warm() -> None:
     """Compile every alarm kernel into the agents' numba cache, once per test run."""
     subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from edge_agent.alarm_preload import preload_kernels; preload_kernels('auto')",
-        ],
+        [sys.executable, "-m", "edge_agent.alarm_preload"],
         env={**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)},
         check=True,
         timeout=900,
