@@ -10,7 +10,7 @@ from typing import get_args
 
 from edge_agent.alarm_preload import SLOPE_KINDS, rules_for_kinds, warm_up_rules
 from hardware_sim.harness.agent import NUMBA_CACHE
-from site_schema.rule_specs import AnySlopeRule
+from site_schema.rule_specs import AnySlopeRule, SampleRule
 
 PROBE = """
 import json, re
@@ -64,6 +64,13 @@ def test_one_warm_up_rule_per_kernel_and_slope_kinds_share_one() -> None:
     # Preloading must stay light (no rule models imported), so it names the slope kinds
     # itself: they must be exactly the kinds of the slope rule specs.
     assert {rule.kind for rule in get_args(AnySlopeRule)} == SLOPE_KINDS
+
+
+def test_every_rule_kind_a_site_can_name_has_its_kernel_preloaded() -> None:
+    # A kind left out compiles on the agent's first reading, polling nothing meanwhile
+    # (the failure forecast once did): a new rule kind must come with its warm-up rule.
+    for spec in get_args(SampleRule):
+        assert rules_for_kinds({spec.kind}), spec.kind
 
 
 def test_after_preloading_the_compiler_pages_are_released_and_kernels_still_run() -> None:
