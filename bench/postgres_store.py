@@ -77,7 +77,7 @@ def prepare(url: str, gateways: int, every: list[DataBatch]) -> None:
     store.close()
     with psycopg.connect(url, autocommit=True) as conn:
         stamps = [row[1] for batch in every for row in batch.rows]
-        ensure_partitions(conn, days_needed(stamps))
+        ensure_partitions(conn, days_needed(stamps), max(stamps))  # the rows' own now
 
 
 def groups(batches: list[DataBatch], size: int) -> list[list[DataBatch]]:

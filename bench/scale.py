@@ -675,8 +675,8 @@ def copy_ceiling(cluster: PostgresCluster, args: argparse.Namespace) -> tuple[fl
     with cluster.fresh_schema() as url:
         enroll(url, args.flush_gateways)
         with psycopg.connect(url, autocommit=True) as conn:
-            ensure_partitions(conn, days_needed([rows[0][1] for _g, rows, _s in batches]))
-            ensure_partitions(conn, days_needed([rows[-1][1] for _g, rows, _s in batches]))
+            edges = [rows[k][1] for _g, rows, _s in batches for k in (0, -1)]
+            ensure_partitions(conn, days_needed(edges), max(edges))  # the rows' own now
         with psycopg.connect(url) as conn:
             nums: dict[str, int] = dict(conn.execute("SELECT id, num FROM gateways").fetchall())
             conn.commit()
@@ -721,7 +721,7 @@ def backlog_flush(
         enroll(url, args.flush_gateways)
         with psycopg.connect(url, autocommit=True) as conn:
             stamps = [T0 + READING_INTERVAL_S, T0 + READING_INTERVAL_S * args.backlog]
-            ensure_partitions(conn, days_needed(stamps))
+            ensure_partitions(conn, days_needed(stamps), max(stamps))
             if not args.first_contact:
                 # The gateways reported before the outage they are flushing after: their
                 # channels exist, as the ceiling's do.

@@ -21,6 +21,7 @@ commit.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,7 +212,8 @@ def _copy_table(
         query = select.format(after if last else "")
         rows = src.execute(query, [*(last or []), chunk]).fetchall()
         if table.name == "readings" and rows:
-            ensure_partitions(dst, days_needed([float(r[columns.index("ts")]) for r in rows]))
+            stamps = [float(r[columns.index("ts")]) for r in rows]
+            ensure_partitions(dst, days_needed(stamps), time.time())
         with dst.transaction():
             if rows:
                 with dst.cursor() as cur:

@@ -109,8 +109,10 @@ class PostgresIngestWriter:
         disk full, a deadlock but for the one a copy before the locks may meet, which is
         done again with the locks first) propagate: nothing is acked, and the gateways
         resend.
-        A day partition that another process's retention dropped is made again (late
-        readings), never a reason to refuse a batch.
+        Late readings of a day that another process's retention dropped are stored all the
+        same (in the day's partition, made again, or in the default one), never a reason
+        to refuse a batch; readings stamped days ahead of the fleet's clock wait in the
+        default partition (``fleet.postgres_schema``).
         """
         result = CommitResult()
         tx = _Transaction()
@@ -160,8 +162,10 @@ class PostgresIngestWriter:
                 else:
                     days |= days_needed(stamps)
         if missing := days - self._days:
-            ensure_partitions(conn, missing)
-            self._days |= missing
+            # The fleet's clock, as the group's receipt stamped it: a day further ahead
+            # waits in readings_ahead, and is looked for again by the next batch needing it.
+            now = max(item.received_at for item in received)
+            self._days |= ensure_partitions(conn, missing, now)
 
     def _write(
         self,

@@ -2,10 +2,18 @@
 
 Readings are partitioned by time (declarative range partitioning on ``ts``, seconds since
 the epoch), one partition per UTC day, made on demand before a batch that needs it is
-written; retention drops whole partitions. ``readings_minute`` and ``readings_hour`` hold
-each channel's good-reading count, sum, min and max (and the bad-reading count) per minute
-and per hour, kept current in the transaction that stores the rows, so a chart over 30
-days reads rollups instead of raw rows. An hour has one row; a minute has one row per
+written; retention drops whole partitions. A day is given a partition only once it starts
+within ``PARTITION_AHEAD_S`` of the fleet's clock: a reading stamped further ahead (a
+gateway whose clock runs days or years fast) goes to the default partition,
+``readings_default``, and moves to its day's partition when that day is made, so a wrong
+clock can never make partitions, one a day or thousands a batch, that retention would
+not reach for decades. Late readings of a day that retention dropped go there too, and
+the next retention run deletes them with the other rows older than its cut-off.
+
+``readings_minute`` and ``readings_hour`` hold each channel's good-reading count, sum, min
+and max (and the bad-reading count) per minute and per hour, kept current in the
+transaction that stores the rows, so a chart over 30 days reads rollups instead of raw
+rows. An hour has one row; a minute has one row per
 commit that stored readings of it (each commit copies its own sums, with no lookup), so
 a reader of ``readings_minute`` adds a minute's rows up. A minute table made with a
 primary key by an earlier release loses it when the schema is next created.
@@ -15,12 +23,15 @@ is made unique by the ingest rule (``stream_marks`` and ``stream_ranges``, see
 ``fleet.postgres_ingest``), and the key ``(gw, seq, ts)`` is the safety net in each day.
 
 This module must never drop a partition that still holds a reading younger than the
-retention cut-off, and never create a partition for a non-finite time.
+retention cut-off, never create a partition for a non-finite time or for a day further
+ahead of the fleet's clock than ``PARTITION_AHEAD_S``, and never lose a reading moved out
+of ``readings_default``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +42,12 @@ from psycopg.rows import tuple_row
 from fleet.repository import ACK_ORIGIN_FROM_WORDS
 
 DAY_S = 86400
+#: A day gets its partition once it starts no later than this after the fleet's clock;
+#: readings stamped later wait in ``readings_default`` (the default partition).
+PARTITION_AHEAD_S = 7 * DAY_S
+#: The default partition: readings of days that have no partition of their own.
+DEFAULT_PARTITION = "readings_default"
+_DAY_PARTITION = re.compile(r"readings_(\d{8})")
 
 #: Advisory lock key (first half) of schema changes: creating or dropping partitions.
 SCHEMA_LOCK = 0x4857_0001
@@ -82,6 +99,7 @@ CREATE TABLE IF NOT EXISTS readings (
     quality INTEGER NOT NULL,
     PRIMARY KEY (gw, seq, ts)
 ) PARTITION BY RANGE (ts);
+CREATE TABLE IF NOT EXISTS readings_default PARTITION OF readings DEFAULT;
 CREATE INDEX IF NOT EXISTS readings_by_channel ON readings (channel, ts);
 CREATE TABLE IF NOT EXISTS readings_minute (
     channel BIGINT NOT NULL,
@@ -281,27 +299,54 @@ def days_needed(timestamps: list[float]) -> set[int]:
     return {day_of(ts) for ts in timestamps if math.isfinite(ts)}
 
 
-def ensure_partitions(conn: psycopg.Connection[Any], days: set[int]) -> None:
+def ensure_partitions(conn: psycopg.Connection[Any], days: set[int], now: float) -> set[int]:
     """Create the readings partitions of ``days`` that are missing (own transaction).
 
-    Several ingest workers may need the same day at once: the schema lock makes them take
-    turns, and a partition another one made meanwhile is left alone.
+    Only days that start within ``PARTITION_AHEAD_S`` of ``now`` (the fleet's clock) get
+    one; the rows of a later day go to ``readings_default``. Rows of a day that waited there
+    are moved into its partition as it is made, in the same transaction. Several ingest
+    workers may need the same day at once: the schema lock makes them take turns, and a
+    partition another one made meanwhile is left alone. Returns the days of ``days`` that
+    have their partition now.
     """
+    due = {day for day in days if day <= now + PARTITION_AHEAD_S}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         existing = set(partitions(conn))
-        for day in sorted(days - existing):
+        missing = sorted(due - existing)
+        if missing:
+            # Making a partition scans the default one for rows that belong to it, so no
+            # writer may put one there between the move below and the partition.
             conn.execute(
-                sql.SQL(
-                    "CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})"
-                ).format(
-                    sql.Identifier(partition_name(day)), sql.Literal(day), sql.Literal(day + DAY_S)
+                sql.SQL("LOCK TABLE ONLY readings, ONLY {} IN ACCESS EXCLUSIVE MODE").format(
+                    sql.Identifier(DEFAULT_PARTITION)
                 )
             )
+        for day in missing:
+            _make_day(conn, day)
+    return due
+
+
+def _make_day(conn: psycopg.Connection[Any], day: int) -> None:
+    """Make the partition of ``day``, moving in the rows that waited in ``readings_default``."""
+    conn.execute("CREATE TEMPORARY TABLE waiting (LIKE readings)")
+    conn.execute(
+        sql.SQL(
+            "WITH moved AS (DELETE FROM {} WHERE ts >= {} AND ts < {} RETURNING *) "
+            "INSERT INTO waiting SELECT * FROM moved"
+        ).format(sql.Identifier(DEFAULT_PARTITION), sql.Literal(day), sql.Literal(day + DAY_S))
+    )
+    conn.execute(
+        sql.SQL("CREATE TABLE {} PARTITION OF readings FOR VALUES FROM ({}) TO ({})").format(
+            sql.Identifier(partition_name(day)), sql.Literal(day), sql.Literal(day + DAY_S)
+        )
+    )
+    conn.execute("INSERT INTO readings SELECT * FROM waiting")
+    conn.execute("DROP TABLE waiting")
 
 
 def partitions(conn: psycopg.Connection[Any]) -> list[int]:
-    """The day starts of the readings partitions in this schema, oldest first."""
+    """The day starts of the readings' day partitions in this schema, oldest first."""
     rows = (
         conn.cursor(row_factory=tuple_row)
         .execute(
@@ -312,8 +357,10 @@ def partitions(conn: psycopg.Connection[Any]) -> list[int]:
     )
     days = []
     for row in rows:
-        digits = str(row[0]).removeprefix("readings_")
-        stamp = datetime.strptime(digits, "%Y%m%d").replace(tzinfo=UTC)
+        named = _DAY_PARTITION.fullmatch(str(row[0]))
+        if named is None:
+            continue  # the default partition
+        stamp = datetime.strptime(named.group(1), "%Y%m%d").replace(tzinfo=UTC)
         days.append(int(stamp.timestamp()))
     return sorted(days)
 
@@ -321,8 +368,9 @@ def partitions(conn: psycopg.Connection[Any]) -> list[int]:
 def drop_partitions_before(conn: psycopg.Connection[Any], cutoff: float) -> list[str]:
     """Drop the readings partitions whose every reading is older than ``cutoff``.
 
-    The per-minute and per-hour rollups stay: charts over older times still draw. Returns
-    the names of the partitions dropped.
+    Rows older than ``cutoff`` that wait in ``readings_default`` (their day was never made)
+    are deleted too. The per-minute and per-hour rollups stay: charts over older times
+    still draw. Returns the names of the partitions dropped.
     """
     dropped = []
     with conn.transaction():
@@ -332,4 +380,8 @@ def drop_partitions_before(conn: psycopg.Connection[Any], cutoff: float) -> list
                 name = partition_name(day)
                 conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
                 dropped.append(name)
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE ts < %s").format(sql.Identifier(DEFAULT_PARTITION)),
+            (cutoff,),
+        )
     return dropped

@@ -16,7 +16,13 @@ import pytest
 from fleet.ota_tables import STALE_CLAIM_S
 from fleet.postgres_ingest import GATEWAY_LOCK, ROLLUPS
 from fleet.postgres_repository import PostgresRepository, cover
-from fleet.postgres_schema import DAY_S, create_schema, partition_name, partitions
+from fleet.postgres_schema import (
+    DAY_S,
+    DEFAULT_PARTITION,
+    create_schema,
+    partition_name,
+    partitions,
+)
 from fleet.repository import NewGateway, NewSiteConfig, Received
 from hardware_sim.harness.postgres import PostgresCluster
 from hardware_sim.harness.waiting import wait_until
@@ -335,17 +341,66 @@ def test_a_newer_document_claimed_meanwhile_is_published_again_after_the_older_o
     assert [d.document for d in store.ota.claim_documents(DAY0 + 3)] == [b"two"]
 
 
-def test_a_time_no_day_partition_can_hold_costs_its_batch_only(
+def test_a_time_no_day_partition_could_hold_is_stored_in_the_default_partition(
     store: PostgresRepository, url: str
 ) -> None:
-    # The wire models refuse such a time; if one slipped through, only its batch is refused.
+    # The wire models refuse such a time (year 33658); if one slipped through, it is
+    # stored and acked, and no partition is made for it.
     rows = [(1, 1e12, "rain", 1.0, 0)]
     far = DataBatch.model_construct(gateway_id=GW, first_seq=1, last_seq=1, rows=rows)
     result = store.commit([Received(GW, DAY0, far)])
-    assert [(g, reason) for g, reason, _ in result.rejected] == [(GW, "internal_error")]
-    assert result.acks == {}
-    assert store.commit([batch(1, 3, DAY0, 1)]).acks == {(GW, Stream.READINGS): 3}
-    assert raw_rows(url) == 3
+    assert (result.rows_stored, result.rejected) == (1, [])
+    assert result.acks == {(GW, Stream.READINGS): 1}
+    assert store.commit([batch(2, 3, DAY0, 1)]).acks == {(GW, Stream.READINGS): 3}
+    assert where_rows_are(url) == {DEFAULT_PARTITION: 1, partition_name(DAY0): 2}
+
+
+def where_rows_are(url: str) -> dict[str, int]:
+    """How many readings each partition holds (the ones holding any)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1"
+        ).fetchall()
+    return {str(name).rsplit(".", 1)[-1]: int(count) for name, count in rows}
+
+
+def test_readings_stamped_days_ahead_of_the_fleets_clock_make_no_partition_until_their_day(
+    store: PostgresRepository, url: str
+) -> None:
+    # A gateway whose clock runs a year fast sends 400 readings, a day apart: before, each
+    # made a day partition that retention would not reach for a year and more.
+    year_ahead = DAY0 + 366 * DAY_S
+    fast = batch(1, 400, year_ahead, DAY_S)
+    fast = Received(GW, DAY0, fast.payload)  # received now, by the fleet's clock
+    result = store.commit([fast])
+    assert (result.rows_stored, result.acks) == (400, {(GW, Stream.READINGS): 400})
+    with psycopg.connect(url) as conn:
+        assert partitions(conn) == []
+    assert where_rows_are(url) == {DEFAULT_PARTITION: 400}
+    # They are readings like any other: the gateway's chart shows them.
+    shown = store.readings(GW, "rain", year_ahead, year_ahead + 3 * DAY_S, 10)
+    assert [p.seq for p in shown] == [1, 2, 3]
+    # A day 7 days ahead gets its partition; a day 8 days ahead does not.
+    store.commit([Received(GW, DAY0, batch(401, 401, DAY0 + 7 * DAY_S, 1).payload)])
+    store.commit([Received(GW, DAY0, batch(402, 402, DAY0 + 8 * DAY_S, 1).payload)])
+    with psycopg.connect(url) as conn:
+        assert partitions(conn) == [DAY0 + 7 * DAY_S]
+    # A year on, the first fast reading's day is made, and its reading moves into it.
+    now = year_ahead + 3600
+    result = store.commit([Received(GW, now, batch(403, 403, now, 1).payload)])
+    assert (result.rows_stored, result.rejected) == (1, [])
+    assert where_rows_are(url) == {
+        DEFAULT_PARTITION: 400,  # 399 fast ones left, and the one 8 days ahead
+        partition_name(DAY0 + 7 * DAY_S): 1,
+        partition_name(year_ahead): 2,
+    }
+    assert raw_rows(url) == 403
+    # A resend of the fast batch stores nothing: the marks, not the rows, decide.
+    again = store.commit([Received(GW, now, fast.payload)])
+    assert (again.rows_stored, again.rows_duplicate) == (0, 400)
+    # Retention deletes the waiting rows older than its cut-off with the old days.
+    store.drop_readings_before(year_ahead + 10 * DAY_S)
+    assert raw_rows(url) == 390  # the fast rows from 10 days after the first on
 
 
 def test_the_alarm_watch_hears_alarms_raised_raised_again_answered_and_cleared(
