@@ -425,6 +425,49 @@ def migrate(
     typer.echo("migration finished")
 
 
+#: The least ``prune-readings --older-than`` takes: a slip of the keyboard must not empty
+#: the readings of the day being watched.
+MIN_PRUNE_AGE_S = 86400.0
+
+
+@app.command("prune-readings")
+def prune_readings(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Raw readings older than this go, e.g. 90d.")
+    ],
+    database: Database = None,
+) -> None:
+    """Drop raw readings older than a duration, whole days at a time (PostgreSQL only).
+
+    The charts keep the dropped days through the hour and minute rollups, and the stream
+    marks, not the rows, recognise a resend, so a resent old batch is still ignored. Run it
+    from a timer (daily, say): nothing runs it on its own.
+    """
+    age_s = parse_duration(older_than)
+    if age_s < MIN_PRUNE_AGE_S:
+        msg = f"{older_than!r} is under a day: raw readings are kept at least 1d"
+        raise typer.BadParameter(msg, param_hint="--older-than")
+    url = checked_database(database, reachable=True)
+    if url is None:
+        typer.echo(
+            "prune-readings is for PostgreSQL (--database): the SQLite store's charts read"
+            " the raw readings themselves, so it keeps every one",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from fleet.postgres_repository import PostgresRepository  # noqa: PLC0415
+
+    cutoff = time.time() - age_s
+    store = PostgresRepository(url)
+    try:
+        dropped = store.drop_readings_before(cutoff)
+    finally:
+        store.close()
+    typer.echo(f"readings before {iso(cutoff)}: {len(dropped)} day partitions dropped")
+    for name in dropped:
+        typer.echo(f"  {name}")
+
+
 @app.command("broker-config")
 def broker_config(
     data_dir: DataDir = DEFAULT_DATA_DIR,

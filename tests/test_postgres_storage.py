@@ -8,11 +8,14 @@ shares are in ``tests/test_storage_contract.py``.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from fleet import cli as fleet_cli
 from fleet.ota_tables import STALE_CLAIM_S
 from fleet.postgres_ingest import GATEWAY_LOCK, ROLLUPS
 from fleet.postgres_repository import PostgresRepository, cover
@@ -466,3 +469,30 @@ def test_a_minute_table_with_an_older_releases_primary_key_loses_it_and_takes_co
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT count(*), sum(good) FROM readings_minute").fetchone()
     assert rows == (4, 14)  # minutes 0 and 2 once, minute 1 from each commit
+
+
+def test_fleet_prune_readings_drops_days_older_than_asked_and_the_chart_keeps_them(
+    store: PostgresRepository, url: str
+) -> None:
+    store.commit([batch(1, 72, DAY0, 3600)])  # three days of June 2025
+    now = time.time()
+    store.commit([Received(GW, now, batch(73, 74, now - 120, 60).payload)])
+    before = store.reading_buckets(GW, "rain", DAY0, DAY0 + 3 * DAY_S, DAY_S)
+    pruned = CliRunner().invoke(
+        fleet_cli.app, ["prune-readings", "--older-than", "90d", "--database", url]
+    )
+    assert pruned.exit_code == 0, pruned.output
+    assert "3 day partitions dropped" in pruned.output
+    assert partition_name(DAY0) in pruned.output
+    assert raw_rows(url) == 2  # today's two are kept
+    assert store.reading_buckets(GW, "rain", DAY0, DAY0 + 3 * DAY_S, DAY_S) == before
+    # Under a day is refused, and so is SQLite, whose charts read the raw rows.
+    slip = CliRunner().invoke(
+        fleet_cli.app, ["prune-readings", "--older-than", "30m", "--database", url]
+    )
+    assert slip.exit_code == 2
+    assert "under a day" in slip.output
+    assert raw_rows(url) == 2
+    sqlite = CliRunner().invoke(fleet_cli.app, ["prune-readings", "--older-than", "90d"])
+    assert sqlite.exit_code == 2
+    assert "for PostgreSQL" in sqlite.output
