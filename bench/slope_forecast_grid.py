@@ -100,14 +100,17 @@ def collect(job: tuple[str, int, dict[str, Any]]) -> Stored:
     return about_record(family, seed, record, rule), failure_t, forecasts(record, rule)
 
 
-def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
-    """Replay the rule's levels over the stored forecasts: ``slope_forecast.evaluate``'s result."""
-    about, failure_t, made = stored
+def changes(
+    made: np.ndarray, rule: FailureForecastRule
+) -> list[tuple[float, int, int, tuple[float, ...]]]:
+    """Every level change the rule makes over stored forecasts: (time, old, new, forecast).
+
+    Through the engine's own level code; an evaluation with too little data is no
+    evidence for the next interval (``LevelState.pause``), as in the kernel.
+    """
     metric = ForecastMetric(rule)
     state = LevelState(rule.hold_s, rule.latch_from)
-    first: dict[int, float] = {}
-    rises = dict.fromkeys((2, 3, 4), 0)
-    red: tuple[float, float, float] | None = None
+    made_changes = []
     for row in made:
         t = float(row[0])
         forecast = tuple(float(v) for v in row[2:]) if row[1] else None
@@ -116,13 +119,25 @@ def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
             state.pause()
             continue
         old = state.evaluate(t, *up_hold)
-        if old is None or state.level <= old:
+        if old is not None:
+            made_changes.append((t, old, state.level, values))
+    return made_changes
+
+
+def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
+    """Replay the rule's levels over the stored forecasts: ``slope_forecast.evaluate``'s result."""
+    about, failure_t, made = stored
+    first: dict[int, float] = {}
+    rises = dict.fromkeys((2, 3, 4), 0)
+    red: tuple[float, float, float] | None = None
+    for t, old, new, values in changes(made, rule):
+        if new <= old:
             continue
-        for level in range(old + 1, state.level + 1):
+        for level in range(old + 1, new + 1):
             if level in rises:
                 rises[level] += 1
             first.setdefault(level, t)
-        if state.level == 4 and red is None:
+        if new == 4 and red is None:
             red = (values[fl.FAILURE_T], values[fl.FAILURE_LO], values[fl.FAILURE_HI])
     return outcome(about, failure_t, rises, first, red)
 

@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,7 +22,18 @@ pytest.importorskip("numba")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from slope_forecast import _rule_for, evaluate  # noqa: E402
-from slope_forecast_grid import _read_cache, _stored, _write_cache, collect, levels  # noqa: E402
+from slope_forecast_grid import (  # noqa: E402
+    _read_cache,
+    _stored,
+    _write_cache,
+    changes,
+    collect,
+    forecasts,
+    levels,
+)
+
+from alarm_engine.engine import AlarmEngine  # noqa: E402
+from hardware_sim.slope_corpus import failure_record  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -76,3 +88,32 @@ def test_the_forecast_cache_gives_back_the_forecasts_and_never_unpickles(tmp_pat
     path.write_bytes(pickle.dumps({"made_with": made_with, "stored": stored}))
     with pytest.raises(SystemExit, match="not a forecast cache this bench wrote"):
         _read_cache(path)
+
+
+def test_a_silent_gateway_holds_a_level_in_the_replay_as_in_the_engine():
+    # An orange that does not latch, then the gateway falls silent for 15 days (more than
+    # the 14-day window). Back, its window holds too little data for a day: no evidence,
+    # so the engine counts the 48 h hold from the first forecast after that. A replay that
+    # forgot it (``LevelState.pause``) would count the silent days and drop the level at
+    # once, 47 h early on this record.
+    rule = _rule_for({"latch_from": "red"})
+    record = failure_record(4)
+    every = np.ones(record.t.shape[0], dtype=bool)
+    risen = AlarmEngine([rule], "numba").replay({"slope.x": (record.t, record.x, every)})
+    before = record.t <= risen[0].t + 6 * 3600.0
+    t1, x1 = record.t[before], record.x[before]
+    rng = np.random.default_rng(4)
+    t2 = t1[-1] + 15 * 86400.0 + np.arange(0.0, 5 * 86400.0, record.interval_s)
+    creep = record.params["creep_mm_day"] / 86400.0
+    x2 = x1[-1] + creep * (t2 - t1[-1]) + rng.normal(0.0, record.noise_mm, t2.shape[0])
+    t, x = np.concatenate([t1, t2]), np.concatenate([x1, x2])
+    good = np.ones(t.shape[0], dtype=bool)
+    engine = AlarmEngine([rule], "numba").replay({"slope.x": (t, x, good)})
+    made = forecasts(SimpleNamespace(t=t, x=x), rule)
+    replayed = [(t, old, new) for t, old, new, _ in changes(made, rule)]
+    assert replayed == [(c.t, c.old, c.new) for c in engine]
+    (rise, fall) = replayed
+    assert rise[2] >= 2  # it rose before the silence
+    assert fall[2] == 0  # and fell after it, about two days after the first forecast back
+    back = made[(made[:, 0] > t2[0]) & (made[:, 1] == 1.0), 0][0]
+    assert fall[0] - back > 0.9 * rule.hold_s
