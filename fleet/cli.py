@@ -43,6 +43,7 @@ from fleet.rollout_cli import release_app, rollout_app
 from fleet.roster_cli import roster_app
 from fleet.schemas import MAX_API_TOKEN_TTL_S, SITE_ID_PATTERN
 from fleet.service import (
+    drop_old_readings,
     open_enrollment,
     open_repository,
     run_ingest_worker,
@@ -455,14 +456,8 @@ def prune_readings(
             err=True,
         )
         raise typer.Exit(2)
-    from fleet.postgres_repository import PostgresRepository  # noqa: PLC0415
-
     cutoff = time.time() - age_s
-    store = PostgresRepository(url)
-    try:
-        dropped = store.drop_readings_before(cutoff)
-    finally:
-        store.close()
+    dropped = drop_old_readings(url, cutoff)
     typer.echo(f"readings before {iso(cutoff)}: {len(dropped)} day partitions dropped")
     for name in dropped:
         typer.echo(f"  {name}")

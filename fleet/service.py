@@ -85,6 +85,20 @@ def open_repository(settings: FleetSettings) -> Repository:
     )
 
 
+def drop_old_readings(database_url: str, cutoff: float) -> list[str]:
+    """Retention (PostgreSQL): drop the day partitions of raw readings older than ``cutoff``.
+
+    Returns the partitions dropped (see ``PostgresRepository.drop_readings_before``).
+    """
+    from fleet.postgres_repository import PostgresRepository  # noqa: PLC0415 - the 'fleet' extra
+
+    store = PostgresRepository(check_database(database_url))
+    try:
+        return store.drop_readings_before(cutoff)
+    finally:
+        store.close()
+
+
 def open_ingest_store(settings: FleetSettings) -> IngestStore:
     """Where ``fleet ingest`` commits: PostgreSQL for ``settings.database``, else SQLite."""
     if settings.database is None:
