@@ -163,7 +163,7 @@ class PostgresIngestWriter:
                     days |= days_needed(stamps)
         if missing := days - self._days:
             # The fleet's clock, as the group's receipt stamped it: a day further ahead
-            # waits in readings_ahead, and is looked for again by the next batch needing it.
+            # waits in readings_default, and is looked for again by the next batch needing it.
             now = max(item.received_at for item in received)
             self._days |= ensure_partitions(conn, missing, now)
 

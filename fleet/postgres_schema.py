@@ -13,10 +13,10 @@ the next retention run deletes them with the other rows older than its cut-off.
 ``readings_minute`` and ``readings_hour`` hold each channel's good-reading count, sum, min
 and max (and the bad-reading count) per minute and per hour, kept current in the
 transaction that stores the rows, so a chart over 30 days reads rollups instead of raw
-rows. An hour has one row; a minute has one row per
-commit that stored readings of it (each commit copies its own sums, with no lookup), so
-a reader of ``readings_minute`` adds a minute's rows up. A minute table made with a
-primary key by an earlier release loses it when the schema is next created.
+rows. An hour has one row; a minute has one row per commit that stored readings of it
+(each commit copies its own sums, with no lookup), so a reader of ``readings_minute``
+adds a minute's rows up. A minute table made with a primary key by an earlier release
+loses it when the schema is next created.
 
 A partitioned table cannot have a unique key without the partition key, so (gateway, seq)
 is made unique by the ingest rule (``stream_marks`` and ``stream_ranges``, see
