@@ -39,12 +39,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from slope_forecast import SET_SEEDS, TARGET_NOISE_MM, _rule_for
-from slope_forecast_grid import ENGINE, Stored, _read_cache, _write_cache, collect
+from slope_forecast_grid import ENGINE, Stored, _read_cache, _write_cache, collect, judged
 
 from alarm_engine import forecast_layout as fl
 from alarm_engine.kernel_cache import source_digest
-from alarm_engine.reference import LevelState
-from alarm_engine.reference_forecast import ForecastMetric
 from hardware_sim import slope_corpus
 from site_schema.rule_specs import FailureForecastRule
 
@@ -55,21 +53,11 @@ FirstRed = tuple[float, tuple[float, ...], list[float], list[tuple[float, float]
 
 def first_red(stored: Stored, rule: FailureForecastRule) -> FirstRed | None:
     """The moment the rule first goes red over the stored forecasts, and what it knew."""
-    _about, _failure_t, made = stored
-    metric = ForecastMetric(rule)
-    state = LevelState(rule.hold_s, rule.latch_from)
     accepted: list[tuple[float, float]] = []
-    for row in made:
-        t = float(row[0])
-        forecast = tuple(float(v) for v in row[2:]) if row[1] else None
-        values, up_hold = metric.judge(t, forecast)
+    for t, old, level, values, metric in judged(stored[2], rule):
         if metric.history[0] < math.inf:
             accepted.append((t, metric.history[0]))
-        if up_hold is None:
-            state.pause()
-            continue
-        old = state.evaluate(t, *up_hold)
-        if old is not None and old < 4 <= state.level:
+        if old is not None and old < 4 <= level:
             return t, values, list(metric.history), accepted
     return None
 

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -100,28 +101,38 @@ def collect(job: tuple[str, int, dict[str, Any]]) -> Stored:
     return about_record(family, seed, record, rule), failure_t, forecasts(record, rule)
 
 
-def changes(
+def judged(
     made: np.ndarray, rule: FailureForecastRule
-) -> list[tuple[float, int, int, tuple[float, ...]]]:
-    """Every level change the rule makes over stored forecasts: (time, old, new, forecast).
+) -> Iterator[tuple[float, int | None, int, tuple[float, ...], ForecastMetric]]:
+    """Each stored forecast judged in turn, with the level after it.
 
-    Through the engine's own level code; an evaluation with too little data is no
+    Yields (time, the old level if it changed else None, level, forecast, the metric after
+    it). Through the engine's own level code; an evaluation with too little data is no
     evidence for the next interval (``LevelState.pause``), as in the kernel.
     """
     metric = ForecastMetric(rule)
     state = LevelState(rule.hold_s, rule.latch_from)
-    made_changes = []
     for row in made:
         t = float(row[0])
         forecast = tuple(float(v) for v in row[2:]) if row[1] else None
         values, up_hold = metric.judge(t, forecast)
         if up_hold is None:
             state.pause()
-            continue
-        old = state.evaluate(t, *up_hold)
-        if old is not None:
-            made_changes.append((t, old, state.level, values))
-    return made_changes
+            old = None
+        else:
+            old = state.evaluate(t, *up_hold)
+        yield t, old, state.level, values, metric
+
+
+def changes(
+    made: np.ndarray, rule: FailureForecastRule
+) -> list[tuple[float, int, int, tuple[float, ...]]]:
+    """Every level change the rule makes over stored forecasts: (time, old, new, forecast)."""
+    return [
+        (t, old, level, values)
+        for t, old, level, values, _ in judged(made, rule)
+        if old is not None
+    ]
 
 
 def levels(stored: Stored, rule: FailureForecastRule) -> dict[str, Any]:
