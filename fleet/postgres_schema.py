@@ -299,6 +299,11 @@ def days_needed(timestamps: list[float]) -> set[int]:
     return {day_of(ts) for ts in timestamps if math.isfinite(ts)}
 
 
+def partition_due(day: int, now: float) -> bool:
+    """Whether the day starting at ``day`` may have its partition by the fleet's clock ``now``."""
+    return day <= now + PARTITION_AHEAD_S
+
+
 def ensure_partitions(conn: psycopg.Connection[Any], days: set[int], now: float) -> set[int]:
     """Create the readings partitions of ``days`` that are missing (own transaction).
 
@@ -309,7 +314,7 @@ def ensure_partitions(conn: psycopg.Connection[Any], days: set[int], now: float)
     partition another one made meanwhile is left alone. Returns the days of ``days`` that
     have their partition now.
     """
-    due = {day for day in days if day <= now + PARTITION_AHEAD_S}
+    due = {day for day in days if partition_due(day, now)}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         existing = set(partitions(conn))

@@ -22,7 +22,9 @@ from fleet.postgres_repository import PostgresRepository, cover
 from fleet.postgres_schema import (
     DAY_S,
     DEFAULT_PARTITION,
+    SCHEMA_LOCK,
     create_schema,
+    ensure_partitions,
     partition_name,
     partitions,
 )
@@ -404,6 +406,61 @@ def test_readings_stamped_days_ahead_of_the_fleets_clock_make_no_partition_until
     # Retention deletes the waiting rows older than its cut-off with the old days.
     store.drop_readings_before(year_ahead + 10 * DAY_S)
     assert raw_rows(url) == 390  # the fast rows from 10 days after the first on
+
+
+def test_a_batch_stamped_days_ahead_is_stored_while_another_worker_holds_the_schema_lock(
+    store: PostgresRepository, url: str
+) -> None:
+    # Retention, or a worker making a day partition, holds the schema lock. A gateway whose
+    # clock runs a month fast needs no partition, so its batches do not queue behind it.
+    store.commit([batch(1, 1, DAY0, 1)])  # today's partition, made and known
+    ahead = Received(GW, DAY0 + 60, batch(2, 50, DAY0 + 30 * DAY_S, 3600).payload)
+    results = []
+    with psycopg.connect(url) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        committing = threading.Thread(target=lambda: results.append(store.commit([ahead])))
+        committing.start()
+        committing.join(timeout=20)
+        assert not committing.is_alive(), "the batch waited for the schema lock"
+    (result,) = results
+    assert (result.rows_stored, result.acks) == (49, {(GW, Stream.READINGS): 50})
+    assert where_rows_are(url) == {partition_name(DAY0): 1, DEFAULT_PARTITION: 49}
+
+
+def waiting_for_a_table_lock(url: str) -> bool:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND NOT granted"
+        ).fetchone()
+    return row is not None and int(row[0]) > 0
+
+
+def test_a_day_made_while_its_reading_waits_uncommitted_in_the_default_partition_takes_it(
+    store: PostgresRepository, url: str
+) -> None:
+    # A worker whose group was received before the day was due wrote a reading of that day
+    # to readings_default and has not committed yet, while another worker makes the day.
+    # The maker waits for it, then moves the reading in; had it moved the rows first, the
+    # new partition would meet that reading in the default one and fail.
+    day = DAY0 + 2 * DAY_S
+    made: list[set[int]] = []
+    failed: list[Exception] = []
+
+    def make_the_day() -> None:
+        with psycopg.connect(url) as conn:
+            try:
+                made.append(ensure_partitions(conn, {day}, now=day))
+            except psycopg.Error as exc:
+                failed.append(exc)
+
+    with psycopg.connect(url) as writer:
+        writer.execute("INSERT INTO readings VALUES (1, 1, %s, 1, 2.5, 0)", (day + 60,))
+        maker = threading.Thread(target=make_the_day)
+        maker.start()
+        wait_until(lambda: waiting_for_a_table_lock(url), 10, "the maker to wait for the writer")
+    maker.join(timeout=30)
+    assert (failed, made) == ([], [{day}])
+    assert where_rows_are(url) == {partition_name(day): 1}
 
 
 def test_the_alarm_watch_hears_alarms_raised_raised_again_answered_and_cleared(
