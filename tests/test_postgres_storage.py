@@ -155,14 +155,19 @@ def test_workers_sharing_a_gateway_store_each_row_once_in_any_order(url: str) ->
         worker.close()
 
 
-def waiting_for_a_gateway_lock(url: str) -> bool:
+def waiting_for_a_lock(url: str, locktype: str, classid: int | None = None) -> bool:
+    """Whether some session waits for a lock of ``locktype`` (of ``classid``, if given)."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-            "AND classid = %s",
-            (GATEWAY_LOCK,),
+            "SELECT count(*) FROM pg_locks WHERE locktype = %s AND NOT granted "
+            "AND (%s::bigint IS NULL OR classid = %s::bigint)",
+            (locktype, classid, classid),
         ).fetchone()
     return row is not None and int(row[0]) > 0
+
+
+def waiting_for_a_gateway_lock(url: str) -> bool:
+    return waiting_for_a_lock(url, "advisory", GATEWAY_LOCK)
 
 
 def test_rows_copied_before_the_locks_are_rolled_back_when_another_commit_took_them(
@@ -200,11 +205,7 @@ def test_rows_copied_before_the_locks_are_rolled_back_when_another_commit_took_t
 
 
 def waiting_for_a_row_another_commit_copied(url: str) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
-        ).fetchone()
-    return row is not None and int(row[0]) > 0
+    return waiting_for_a_lock(url, "transactionid")
 
 
 def test_a_resend_copied_while_its_original_commits_is_done_again_and_stored_once(
@@ -427,14 +428,6 @@ def test_a_batch_stamped_days_ahead_is_stored_while_another_worker_holds_the_sch
     assert where_rows_are(url) == {partition_name(DAY0): 1, DEFAULT_PARTITION: 49}
 
 
-def waiting_for_a_table_lock(url: str) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND NOT granted"
-        ).fetchone()
-    return row is not None and int(row[0]) > 0
-
-
 def test_a_day_made_while_its_reading_waits_uncommitted_in_the_default_partition_takes_it(
     store: PostgresRepository, url: str
 ) -> None:
@@ -457,7 +450,7 @@ def test_a_day_made_while_its_reading_waits_uncommitted_in_the_default_partition
         writer.execute("INSERT INTO readings VALUES (1, 1, %s, 1, 2.5, 0)", (day + 60,))
         maker = threading.Thread(target=make_the_day)
         maker.start()
-        wait_until(lambda: waiting_for_a_table_lock(url), 10, "the maker to wait for the writer")
+        wait_until(lambda: waiting_for_a_lock(url, "relation"), 10, "the maker to wait")
     maker.join(timeout=30)
     assert (failed, made) == ([], [{day}])
     assert where_rows_are(url) == {partition_name(day): 1}
