@@ -155,13 +155,16 @@ def test_workers_sharing_a_gateway_store_each_row_once_in_any_order(url: str) ->
         worker.close()
 
 
-def waiting_for_a_lock(url: str, locktype: str, classid: int | None = None) -> bool:
-    """Whether some session waits for a lock of ``locktype`` (of ``classid``, if given)."""
+def waiting_for_a_lock(
+    url: str, locktype: str, classid: int | None = None, pid: int | None = None
+) -> bool:
+    """Whether a session (``pid``, if given) waits for a lock of ``locktype`` (``classid``)."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = %s AND NOT granted "
-            "AND (%s::bigint IS NULL OR classid = %s::bigint)",
-            (locktype, classid, classid),
+            "AND (%s::bigint IS NULL OR classid = %s::bigint) "
+            "AND (%s::integer IS NULL OR pid = %s::integer)",
+            (locktype, classid, classid, pid, pid),
         ).fetchone()
     return row is not None and int(row[0]) > 0
 
@@ -438,9 +441,11 @@ def test_a_day_made_while_its_reading_waits_uncommitted_in_the_default_partition
     day = DAY0 + 2 * DAY_S
     made: list[set[int]] = []
     failed: list[Exception] = []
+    maker_pid: list[int] = []
 
     def make_the_day() -> None:
         with psycopg.connect(url) as conn:
+            maker_pid.append(conn.info.backend_pid)
             try:
                 made.append(ensure_partitions(conn, {day}, now=day))
             except psycopg.Error as exc:
@@ -450,7 +455,11 @@ def test_a_day_made_while_its_reading_waits_uncommitted_in_the_default_partition
         writer.execute("INSERT INTO readings VALUES (1, 1, %s, 1, 2.5, 0)", (day + 60,))
         maker = threading.Thread(target=make_the_day)
         maker.start()
-        wait_until(lambda: waiting_for_a_lock(url, "relation"), 10, "the maker to wait")
+        wait_until(
+            lambda: bool(maker_pid) and waiting_for_a_lock(url, "relation", pid=maker_pid[0]),
+            10,
+            "the maker to wait for the writer",
+        )
     maker.join(timeout=30)
     assert (failed, made) == ([], [{day}])
     assert where_rows_are(url) == {partition_name(day): 1}
