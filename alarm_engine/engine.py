@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from alarm_engine.backends import make_evaluators, resolve_backend
+from alarm_engine.daemon_threads import map_on_daemon_threads
 from alarm_engine.details import describe, named_values
 from alarm_engine.level_change import LevelChange
 from alarm_engine.model import (
@@ -210,8 +210,9 @@ class AlarmEngine:
         batches = {ch: self._prepare(ch, s) for ch, s in series.items() if ch in self._by_channel}
         batches = {ch: b for ch, b in batches.items() if len(b[0])}
         tasks = [(ch, ev) for ch in batches for ev in self._channel_evaluators[ch]]
-        with ThreadPoolExecutor(max(1, min(len(tasks), self._threads))) as pool:
-            results = list(pool.map(lambda task: self._process(task[1], batches[task[0]]), tasks))
+        results = map_on_daemon_threads(
+            lambda task: self._process(task[1], batches[task[0]]), tasks, self._threads
+        )
         order = {ch: n for n, ch in enumerate(batches)}
         merged: list[tuple[float, int, int, int, SampleRule, RawChange]] = []
         for (channel, _), changes in zip(tasks, results, strict=True):

@@ -50,11 +50,17 @@ from edge_agent.enroll import enrollment_state, load_enrollment
 from edge_agent.faults import FaultTracker
 from edge_agent.local_settings import LocalSettings, bind_player
 from edge_agent.release_intake import ReleaseIntake
-from edge_agent.sdnotify import notify, watchdog_interval_s
+from edge_agent.sdnotify import (
+    STARTING_EXTENSION_US,
+    notify,
+    starting_note_interval_s,
+    watchdog_interval_s,
+)
 from edge_agent.siren_node_link import SirenNodeLink
 from edge_agent.site_summary import site_summary
 from edge_agent.sl651_uplink import Sl651Uplink
 from edge_agent.store import GROUP_COMMIT_S, RETRY_S, LocalStore
+from edge_agent.thread_future import in_daemon_thread
 from edge_agent.updater import ReleaseUpdater, wait_healthy
 from edge_agent.uplink import Uplink
 from edge_agent.village_call import VillageCaller, open_modem
@@ -395,13 +401,30 @@ class Agent:
 
     # --- start-up ------------------------------------------------------------------------
 
-    def _replay_history(self) -> None:
+    async def _replay_history(self) -> None:
+        """Rebuild the rules' state from the stored readings, telling systemd it takes time.
+
+        The replay runs in a daemon thread (nothing else uses the engine before the tasks
+        start), so the event loop goes on asking systemd for more start-up time, and a
+        stop is not kept waiting for it (the thread ends with the process): a slope
+        forecast's replay on a gateway without numba (Pi OS 32-bit) takes longer than the
+        unit's ``TimeoutStartSec``, and a start killed at that limit would be killed again
+        at every restart, leaving the village without a siren for good.
+        """
         since = self.clock.now() - self.engine.history_needed_s
         series = {}
         for channel in sorted(self._watched):
             history = self.store.history(channel, since)
             series[channel] = (history.t, history.value, history.good)
-        replayed = self.engine.replay(series)
+        started = time.monotonic()
+        replay = in_daemon_thread(lambda: self.engine.replay(series))
+        interval = starting_note_interval_s()
+        while not (await asyncio.wait({replay}, timeout=interval))[0]:
+            notify(
+                f"EXTEND_TIMEOUT_USEC={STARTING_EXTENSION_US}\nSTATUS=rebuilding alarm state "
+                f"from stored readings ({time.monotonic() - started:.0f} s)"
+            )
+        replayed = replay.result()
         # Per rule, its newest events only (not the whole event log): the last rise, the
         # last acknowledgement, and the level its last alarm event set.
         for rule_id in list(self.engine.levels()):
@@ -415,10 +438,11 @@ class Agent:
             if recorded is not None:
                 self.engine.restore_level(rule_id, recorded.level or 0)
         log.info(
-            "alarm kernels %s; replayed %d level changes from %d channels; levels now %s",
+            "alarm kernels %s; replayed %d level changes from %d channels in %.1f s; levels now %s",
             self.engine.backend,
             len(replayed),
             len(series),
+            time.monotonic() - started,
             self.engine.levels(),
         )
 
@@ -583,7 +607,7 @@ class Agent:
         server: asyncio.Server | None = None
         try:
             self._synced = self.clock_synced()
-            self._replay_history()
+            await self._replay_history()
             self._emit(
                 "agent_start", None, None, {"version": AGENT_VERSION, "site": self.site.site_id}
             )

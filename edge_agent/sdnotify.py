@@ -1,6 +1,10 @@
 """systemd's notify protocol: tell the service manager we are ready, and feed its watchdog.
 
 A datagram to $NOTIFY_SOCKET; without that variable (not under systemd) it does nothing.
+While a start takes long (the alarm state rebuilt from stored readings), the agent asks
+for more start-up time with ``EXTEND_TIMEOUT_USEC`` (systemd 236 and later) instead of
+being killed at the unit's ``TimeoutStartSec`` and restarted into the same long start.
+Never sends READY=1 itself: only the agent knows when it polls.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ def notify(state: str) -> bool:
         sock.connect(address)
         sock.sendall(state.encode())
     return True
+
+
+#: Each note while starting asks for this much more time (microseconds): three notes' worth.
+STARTING_EXTENSION_US = 60_000_000
+#: Notes while starting are sent at most this far apart.
+STARTING_NOTE_S = 20.0
+
+
+def starting_note_interval_s() -> float:
+    """How often to ask for more start-up time: 20 s, or the watchdog's interval if shorter."""
+    watchdog = watchdog_interval_s()
+    return STARTING_NOTE_S if watchdog is None else min(STARTING_NOTE_S, watchdog)
 
 
 def watchdog_interval_s() -> float | None:

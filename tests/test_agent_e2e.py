@@ -368,11 +368,17 @@ async def test_agent_tells_systemd_it_is_ready_and_feeds_the_watchdog(tmp_path):
     try:
         async with sim_site(tmp_path, [rain, creek, relays], site_text(tmp_path), clock) as site:
             agent = await site.start_agent("gw", env=extra)
-            messages = [await asyncio.wait_for(loop.sock_recv(sock, 64), 30) for _ in range(3)]
+            messages: list[bytes] = []
+            while messages.count(b"WATCHDOG=1") < 2:
+                messages.append(await asyncio.wait_for(loop.sock_recv(sock, 256), 30))
             await agent.stop()
     finally:
         sock.close()
-    assert messages == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1"]
+    # A slow start's replay asks for more start-up time first (test_agent_slope_e2e.py);
+    # this one has no history, but a loaded machine may still take a note's interval.
+    ready = messages.index(b"READY=1")
+    assert all(m.startswith(b"EXTEND_TIMEOUT_USEC=") for m in messages[:ready])
+    assert messages[ready:] == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1"]
 
 
 def test_systemd_unit_restarts_always_and_uses_the_watchdog():

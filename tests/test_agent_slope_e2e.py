@@ -7,8 +7,11 @@ failure-forecast rule is red, `edge status` follows its newest accepted forecast
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import re
+import socket
 import time
 import tomllib
 from datetime import UTC, datetime
@@ -19,9 +22,11 @@ import numpy as np
 
 from alarm_engine import AlarmEngine
 from drivers.clock import ScaledClock
+from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
 from edge_agent.control import SOCKET_NAME
 from edge_agent.replay import replay_store
+from edge_agent.store import LocalStore
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.agent import edge_cli, events, sim_site
 from hardware_sim.harness.waiting import wait_for
@@ -241,3 +246,88 @@ async def test_after_the_forecast_red_edge_status_shows_the_newest_accepted_fore
     shown_made = re.findall(r"\d\d-\d\d \d\d:\d\d", row)[-1]
     made = datetime.fromtimestamp(standing["at"], UTC).strftime("%m-%d %H:%M")
     assert made <= shown_made < datetime.fromtimestamp(failure, UTC).strftime("%m-%d %H:%M")
+
+
+async def store_an_accelerating_slope(data_dir: Path) -> CreepingSlope:
+    """Four days of the demo's slope every 10 minutes, tertiary creep for the last three.
+
+    Replayed without numba (as on Pi OS 32-bit) that takes seconds here, minutes on a Pi.
+    """
+    slope = demo_slope(ORIGIN - 4 * 86400, ORIGIN + 30 * 3600)
+    extension = ExtensometerProjection(slope).extension_mm
+    async with LocalStore(data_dir) as store:
+        t = np.arange(ORIGIN - 4 * 86400, ORIGIN, 600.0)
+        store.add_readings(
+            [Reading(float(s), "ext.extension", extension(float(s)), "mm", Quality.OK) for s in t]
+        )
+        assert await store.flush() == len(t)
+    return slope
+
+
+def notify_socket(tmp_path: Path) -> tuple[socket.socket, dict[str, str]]:
+    """A datagram socket standing in for systemd's, and the agent's environment for it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    return sock, {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
+
+
+async def test_a_long_replay_at_start_asks_systemd_for_more_time_then_says_ready(tmp_path):
+    """A replay longer than systemd allows: the agent asks for more time, then is ready.
+
+    The replay outlasts the watchdog's interval here (and the unit's 60 s start limit on
+    a Pi): meanwhile the agent asks systemd for more start-up time, saying why, instead of
+    being killed at the limit and restarted into the same replay. Then it is ready, with
+    the forecast the replay made.
+    """
+    clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
+    slope = await store_an_accelerating_slope(tmp_path / "gw")
+    extensometer = SimulatedDevice(
+        builtin_profiles()["wire_extensometer"], 3, clock,
+        {"extension": ExtensometerProjection(slope).extension_mm},
+    )  # fmt: skip
+    sock, env = notify_socket(tmp_path)
+    loop = asyncio.get_running_loop()
+    site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
+    try:
+        async with sim_site(tmp_path, [extensometer], site_text, clock) as site:
+            agent = await site.start_agent("gw", "--backend", "reference", env=env)
+            messages: list[bytes] = []
+            while b"READY=1" not in messages:
+                messages.append(await asyncio.wait_for(loop.sock_recv(sock, 256), 120))
+            status = json.loads(await edge_status(agent.data_dir, "--json"))
+            await agent.stop()
+    finally:
+        sock.close()
+    before_ready = messages[: messages.index(b"READY=1")]
+    assert before_ready, "the replay should take longer than the watchdog's 0.2 s"
+    for note in before_ready:
+        extend, said = note.decode().split("\n")
+        assert extend == "EXTEND_TIMEOUT_USEC=60000000"
+        assert said.startswith("STATUS=rebuilding alarm state from stored readings (")
+    forecast = status["alarms"]["slope_forecast"]["metrics"]
+    assert ORIGIN < forecast["failure_t"] < math.inf  # the replay's forecast is kept
+    said = agent.log.read_text()
+    assert re.search(r"replayed \d+ level changes from 1 channels in [\d.]+ s", said)
+
+
+async def test_a_stop_during_the_replay_at_start_ends_the_agent_at_once(tmp_path):
+    """SIGTERM while the replay runs: exit 0 in seconds, not when the replay is done."""
+    clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
+    await store_an_accelerating_slope(tmp_path / "gw")
+    sock, env = notify_socket(tmp_path)
+    loop = asyncio.get_running_loop()
+    site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
+    try:
+        async with sim_site(tmp_path, [], site_text, clock) as site:
+            agent = await site.start_agent("gw", "--backend", "reference", env=env)
+            note = await asyncio.wait_for(loop.sock_recv(sock, 256), 120)
+            asked = time.monotonic()
+            code = await agent.stop()
+            took = time.monotonic() - asked
+    finally:
+        sock.close()
+    assert note.startswith(b"EXTEND_TIMEOUT_USEC=")  # the replay was under way
+    assert code == 0
+    assert took < 10.0  # the daemon's own limit for a stuck stop is 25 s (exit 1)
+    assert "replayed" not in agent.log.read_text()
