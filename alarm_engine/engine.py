@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -39,7 +40,12 @@ from site_schema.rule_specs import (
 from site_schema.rules import combination_order
 
 Series = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]
+Batch = tuple[FloatArray, FloatArray, BoolArray]
 """(times, values, good flags) of one channel."""
+
+
+class RuleCatchingUpError(Exception):
+    """A rule whose replay was deferred cannot be acknowledged until it has caught up."""
 
 
 def _non_finite(channel_id: str, index: int, t: float) -> str:
@@ -67,6 +73,24 @@ class _Combination:
     def detail(self, levels: Mapping[str, int]) -> str:
         members = ", ".join(f"{m}={level_name(levels[m])}" for m in self.rule.members)
         return f"{self.rule.kind}({members})"
+
+
+@dataclass
+class _CatchUp:
+    """Failure-forecast rules whose replay was left for ``catch_up``, and what waits for it.
+
+    ``queued`` holds the live batches of their channels in arrival order; ``restores`` the
+    ``restore_latch`` and ``restore_level`` calls made meanwhile; ``shown`` the levels the
+    rules show until they are caught up (what was restored, never a level mid-replay).
+    """
+
+    work: list[tuple[str, ChannelEvaluator, Batch]]
+    rules: frozenset[str]
+    evaluators: frozenset[int]
+    shown: dict[str, int]
+    queued: list[tuple[str, Batch]] = field(default_factory=list)
+    restores: list[tuple[str, str, int]] = field(default_factory=list)
+    done: bool = False
 
 
 class AlarmEngine:
@@ -130,6 +154,7 @@ class AlarmEngine:
                 self._states.update(evaluator.states)
         self._last_t: dict[str, float] = {}
         self._forecast_rules = [r.id for r in rules if isinstance(r, FailureForecastRule)]
+        self._catching_up: _CatchUp | None = None
         self.history_needed_s: float = max((history_needed_s(r) for r in rules), default=0.0)
 
     def rules_for(self, channel_id: str) -> tuple[SampleRule, ...]:
@@ -146,6 +171,8 @@ class AlarmEngine:
         for rule_id, rule in self._rules.items():
             if isinstance(rule, CombinationRule):
                 out[rule_id] = {"level": float(self._by_combination[rule_id].level)}
+            elif self.catching_up(rule_id):  # its state is being rebuilt on another thread
+                out[rule_id] = named_values(rule, (math.nan,) * len(self._states[rule_id].values))
             else:
                 out[rule_id] = named_values(rule, self._states[rule_id].values)
         return out
@@ -156,7 +183,8 @@ class AlarmEngine:
         Only rules above normal are given: a forecast is news while the level it supports
         stands. A rule none of whose forecasts passed yet is left out.
         """
-        return standing_forecasts(self._states, self._forecast_rules)
+        rules = [r for r in self._forecast_rules if not self.catching_up(r)]
+        return standing_forecasts(self._states, rules)
 
     def push(self, channel_id: str, t: float, value: float, good: bool) -> list[LevelChange]:
         """Evaluate one live sample; return the level changes it causes, in order.
@@ -196,7 +224,9 @@ class AlarmEngine:
             return []
         return self._run(channel_id, batch)
 
-    def replay(self, series: Mapping[str, Series]) -> list[LevelChange]:
+    def replay(
+        self, series: Mapping[str, Series], *, defer_forecasts: bool = False
+    ) -> list[LevelChange]:
         """Evaluate histories of several channels as if pushed in time order across channels.
 
         Channels are independent until combined, so each channel's rules run over its whole
@@ -204,12 +234,19 @@ class AlarmEngine:
         changes are then merged by time (ties: channel order in ``series``, then sample
         order, then rule order) and combinations follow them in that order.
 
+        With ``defer_forecasts`` the failure-forecast rules' replay (minutes without numba)
+        is left for ``catch_up``, which may run on another thread while live samples are
+        pushed: until ``finish_catch_up`` those rules show the level restored for them and
+        no metrics, and their live samples wait (see ``catching_up``).
+
         Raises:
             ValueError: as ``push_many``, for any channel; nothing is evaluated then.
         """
         batches = {ch: self._prepare(ch, s) for ch, s in series.items() if ch in self._by_channel}
         batches = {ch: b for ch, b in batches.items() if len(b[0])}
         tasks = [(ch, ev) for ch in batches for ev in self._channel_evaluators[ch]]
+        if defer_forecasts:
+            tasks = self._defer_forecasts(tasks, batches)
         results = map_on_daemon_threads(
             lambda task: self._process(task[1], batches[task[0]]), tasks, self._threads
         )
@@ -258,6 +295,9 @@ class AlarmEngine:
             )
             levels[rule_id] = combination.level
             return [change, *self._follow_combinations(t, levels)]
+        if self.catching_up(rule_id):
+            msg = f"rule '{rule_id}' is still rebuilding its state from the stored readings"
+            raise RuleCatchingUpError(msg)
         raw = self._states[rule_id].acknowledge()
         if raw is None:
             return []
@@ -286,6 +326,9 @@ class AlarmEngine:
             combination = self._by_combination[rule_id]
             combination.level = max(combination.level, level)
             combination.latched = True
+        elif (waiting := self._catching_up) is not None and rule_id in waiting.rules:
+            waiting.restores.append(("latch", rule_id, level))
+            waiting.shown[rule_id] = max(waiting.shown[rule_id], level)
         else:
             self._states[rule_id].restore_latch(level)
         self._follow_combinations(math.nan, self.levels())
@@ -309,7 +352,11 @@ class AlarmEngine:
             raise ValueError(msg)
         if isinstance(rule, CombinationRule):
             return
-        self._states[rule_id].restore_level(level)
+        if (waiting := self._catching_up) is not None and rule_id in waiting.rules:
+            waiting.restores.append(("level", rule_id, level))
+            waiting.shown[rule_id] = max(waiting.shown[rule_id], level)
+        else:
+            self._states[rule_id].restore_level(level)
         self._follow_combinations(math.nan, self.levels())
 
     def _rule(self, rule_id: str) -> RuleSpec:
@@ -322,7 +369,83 @@ class AlarmEngine:
     def _level(self, rule_id: str) -> int:
         if rule_id in self._by_combination:
             return self._by_combination[rule_id].level
+        if (waiting := self._catching_up) is not None and rule_id in waiting.rules:
+            return waiting.shown[rule_id]
         return self._states[rule_id].level
+
+    # --- a forecast's replay left for later (``replay(defer_forecasts=True)``) ---------------
+
+    def catching_up(self, rule_id: str | None = None) -> bool:
+        """Whether ``rule_id`` (any rule, when None) waits for ``finish_catch_up``."""
+        waiting = self._catching_up
+        return waiting is not None and (rule_id is None or rule_id in waiting.rules)
+
+    def catch_up(self) -> int:
+        """Replay the deferred forecast rules' history; returns how many changes it made.
+
+        May run on another thread while ``push`` runs on the caller's: it touches only the
+        deferred rules' own evaluators, whose samples ``push`` queues meanwhile. The
+        history's changes are not reported: as with the restart's other rules, the levels
+        come from them and from ``restore_latch`` and ``restore_level``.
+        """
+        waiting = self._catching_up
+        if waiting is None or waiting.done:
+            return 0
+        changes = sum(len(self._process(e, batch)) for _, e, batch in waiting.work)
+        waiting.done = True
+        return changes
+
+    def finish_catch_up(self) -> list[LevelChange]:
+        """After ``catch_up``: apply the restores, then the queued live samples, in order.
+
+        Returns the queued samples' level changes, as ``push`` would have. The deferred
+        rules show their own levels from now on; the caller re-asserts its outputs, since a
+        replayed level above the restored one is adopted without a change (as at start).
+
+        Raises:
+            RuntimeError: when ``catch_up`` has not finished.
+        """
+        waiting = self._catching_up
+        if waiting is None:
+            return []
+        if not waiting.done:
+            msg = "finish_catch_up before catch_up finished"
+            raise RuntimeError(msg)
+        self._catching_up = None
+        for kind, rule_id, level in waiting.restores:
+            if kind == "latch":
+                self._states[rule_id].restore_latch(level)
+            else:
+                self._states[rule_id].restore_level(level)
+        self._follow_combinations(math.nan, self.levels())
+        out: list[LevelChange] = []
+        for channel_id, batch in waiting.queued:
+            raw = [
+                change
+                for evaluator in self._channel_evaluators[channel_id]
+                if id(evaluator) in waiting.evaluators
+                for change in self._process(evaluator, batch)
+            ]
+            raw.sort(key=lambda item: (item[0], item[1]))
+            out += self._emit([(float(batch[0][i]), rule, c) for i, _, rule, c in raw])
+        return out
+
+    def _defer_forecasts(
+        self, tasks: list[tuple[str, ChannelEvaluator]], batches: Mapping[str, Batch]
+    ) -> list[tuple[str, ChannelEvaluator]]:
+        """Set aside the forecast rules' evaluators of ``tasks``; return the rest."""
+        forecast = set(self._forecast_rules)
+        deferred = [(ch, e) for ch, e in tasks if forecast & set(e.states)]
+        if not deferred:
+            return tasks
+        rules = frozenset(r for _, e in deferred for r in e.states)
+        self._catching_up = _CatchUp(
+            work=[(ch, e, batches[ch]) for ch, e in deferred],
+            rules=rules,
+            evaluators=frozenset(id(e) for _, e in deferred),
+            shown={r: self._states[r].level for r in rules},
+        )
+        return [(ch, e) for ch, e in tasks if (ch, e) not in deferred]
 
     def _prepare(self, channel_id: str, series: Series) -> tuple[FloatArray, FloatArray, BoolArray]:
         t = np.ascontiguousarray(series[0], dtype=np.float64)
@@ -366,11 +489,12 @@ class AlarmEngine:
         self, channel_id: str, batch: tuple[FloatArray, FloatArray, BoolArray]
     ) -> list[LevelChange]:
         """Evaluate a validated, non-empty batch of one channel."""
-        raw = [
-            change
-            for evaluator in self._channel_evaluators[channel_id]
-            for change in self._process(evaluator, batch)
-        ]
+        evaluators = self._channel_evaluators[channel_id]
+        if (waiting := self._catching_up) is not None:
+            if any(id(e) in waiting.evaluators for e in evaluators):
+                waiting.queued.append((channel_id, batch))
+            evaluators = [e for e in evaluators if id(e) not in waiting.evaluators]
+        raw = [change for evaluator in evaluators for change in self._process(evaluator, batch)]
         raw.sort(key=lambda item: (item[0], item[1]))
         self._last_t[channel_id] = float(batch[0][-1])
         return self._emit([(float(batch[0][i]), rule, change) for i, _, rule, change in raw])

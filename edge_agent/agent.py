@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from alarm_engine import AlarmEngine, LevelChange
 from alarm_engine.details import FORECAST_VALUES
+from alarm_engine.engine import RuleCatchingUpError
 from drivers.clock import Clock
 from drivers.model import Quality, Reading
 from drivers.poller import Poller
@@ -376,6 +377,8 @@ class Agent:
             return silent
         if not self.ready.is_set():
             return "the alarm engine is not ready"
+        if self.engine.catching_up():
+            return "the failure forecasts are still rebuilding their state"
         uplink = self.uplink
         if uplink is not None and uplink.state != "connected" and uplink.last_error is None:
             return "the uplink has not connected yet and reports no reason"
@@ -394,6 +397,33 @@ class Agent:
     async def _update_status(self, _request: UpdateRequest) -> dict[str, Any]:
         config = self.config_updater.status() if self.config_updater else None
         return {"ok": True, "version": AGENT_VERSION, "config": config}
+
+    async def _catch_up_forecasts(self) -> None:
+        """Rebuild the deferred forecast rules' state on a thread while the agent polls.
+
+        Their live readings wait in the engine meanwhile and are evaluated, in order, once
+        the replay is done; their levels stay those the stored alarm events set.
+        """
+        if not self.engine.catching_up():
+            return
+        started = time.monotonic()
+        log.info(
+            "failure forecasts: rebuilding their state from stored readings while polling "
+            "(no numba here); until then they show the level stored before the restart"
+        )
+        replayed = await in_daemon_thread(self.engine.catch_up)
+        changes = self.engine.finish_catch_up()
+        if changes:
+            self._apply(changes, record=True)
+        self.actuation.set_level(self.site_level(), "failure forecasts rebuilt")
+        log.info(
+            "failure forecasts rebuilt in %.1f s (%d level changes replayed, %d from readings "
+            "taken meanwhile); levels now %s",
+            time.monotonic() - started,
+            replayed,
+            len(changes),
+            self.engine.levels(),
+        )
 
     async def _restart_on_request(self) -> None:
         await self.restart_requested.wait()
@@ -417,7 +447,10 @@ class Agent:
             history = self.store.history(channel, since)
             series[channel] = (history.t, history.value, history.good)
         started = time.monotonic()
-        replay = in_daemon_thread(lambda: self.engine.replay(series))
+        # Without numba a forecast's replay takes minutes: it is left for the background
+        # (``_catch_up_forecasts``), and the other rules go live at once.
+        defer = self.engine.backend == "reference"
+        replay = in_daemon_thread(lambda: self.engine.replay(series, defer_forecasts=defer))
         interval = starting_note_interval_s()
         while not (await asyncio.wait({replay}, timeout=interval))[0]:
             notify(
@@ -574,7 +607,10 @@ class Agent:
                 return AckReply(rule=rule, level=LEVEL_NAMES[node.level])
         if rule not in self.engine.levels():
             return ErrorReply(error=f"no rule '{rule}' (rules: {', '.join(self.engine.levels())})")
-        changes = self.engine.acknowledge(rule, self.clock.now())
+        try:
+            changes = self.engine.acknowledge(rule, self.clock.now())
+        except RuleCatchingUpError as exc:
+            return ErrorReply(error=f"{exc}; acknowledge it again in a few minutes")
         await self._record_ack(rule, request.by)
         if changes:
             self._apply(changes, record=True)
@@ -661,3 +697,4 @@ class Agent:
                     self.release_intake.run(self._release_healthy), name="release-update"
                 )
             group.create_task(self._restart_on_request(), name="restart")
+            group.create_task(self._catch_up_forecasts(), name="forecast-catch-up")

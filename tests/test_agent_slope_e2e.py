@@ -8,12 +8,14 @@ failure-forecast rule is red, `edge status` follows its newest accepted forecast
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
 import socket
 import time
 import tomllib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -248,15 +250,15 @@ async def test_after_the_forecast_red_edge_status_shows_the_newest_accepted_fore
     assert made <= shown_made < datetime.fromtimestamp(failure, UTC).strftime("%m-%d %H:%M")
 
 
-async def store_an_accelerating_slope(data_dir: Path) -> CreepingSlope:
-    """Four days of the demo's slope every 10 minutes, tertiary creep for the last three.
+async def store_an_accelerating_slope(data_dir: Path, days: float = 4.0) -> CreepingSlope:
+    """``days`` of the demo's slope every 10 minutes, in tertiary creep for all but a day.
 
     Replayed without numba (as on Pi OS 32-bit) that takes seconds here, minutes on a Pi.
     """
-    slope = demo_slope(ORIGIN - 4 * 86400, ORIGIN + 30 * 3600)
+    slope = demo_slope(ORIGIN - days * 86400, ORIGIN + 30 * 3600)
     extension = ExtensometerProjection(slope).extension_mm
     async with LocalStore(data_dir) as store:
-        t = np.arange(ORIGIN - 4 * 86400, ORIGIN, 600.0)
+        t = np.arange(ORIGIN - days * 86400, ORIGIN, 600.0)
         store.add_readings(
             [Reading(float(s), "ext.extension", extension(float(s)), "mm", Quality.OK) for s in t]
         )
@@ -264,41 +266,60 @@ async def store_an_accelerating_slope(data_dir: Path) -> CreepingSlope:
     return slope
 
 
-def notify_socket(tmp_path: Path) -> tuple[socket.socket, dict[str, str]]:
-    """A datagram socket standing in for systemd's, and the agent's environment for it."""
+@contextlib.asynccontextmanager
+async def systemd_notes(tmp_path: Path, watchdog_us: int) -> AsyncIterator[tuple[dict, list]]:
+    """Stand in for systemd's notify socket: (the agent's environment, the notes so far).
+
+    Every note is read as it comes, as systemd does: an unread socket fills, and the
+    agent's next note would then wait.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.setblocking(False)
-    return sock, {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
+    loop = asyncio.get_running_loop()
+    notes: list[bytes] = []
+
+    async def read() -> None:
+        while True:
+            notes.append(await loop.sock_recv(sock, 256))
+
+    reader = asyncio.create_task(read())
+    env = {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": str(watchdog_us)}
+    try:
+        yield env, notes
+    finally:
+        reader.cancel()
+        sock.close()
 
 
-async def test_a_long_replay_at_start_asks_systemd_for_more_time_then_says_ready(tmp_path):
-    """A replay longer than systemd allows: the agent asks for more time, then is ready.
+def slope_station(clock: ScaledClock, slope: CreepingSlope) -> list[SimulatedDevice]:
+    return [
+        SimulatedDevice(
+            builtin_profiles()["wire_extensometer"], 3, clock,
+            {"extension": ExtensometerProjection(slope).extension_mm},
+        )
+    ]  # fmt: skip
 
-    The replay outlasts the watchdog's interval here (and the unit's 60 s start limit on
-    a Pi): meanwhile the agent asks systemd for more start-up time, saying why, instead of
-    being killed at the limit and restarted into the same replay. Then it is ready, with
-    the forecast the replay made.
+
+async def test_a_replay_at_start_asks_systemd_for_more_time_then_says_ready(tmp_path):
+    """While the stored history is replayed the agent asks systemd for more start-up time.
+
+    A start killed at the unit's limit (60 s) would be killed again at every restart. The
+    watchdog's interval is 0.2 s here, so even this replay (numba, 14 days of 10-minute
+    readings) is long enough to show the notes; then the agent is ready, with the forecast
+    the replay made.
     """
     clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
-    slope = await store_an_accelerating_slope(tmp_path / "gw")
-    extensometer = SimulatedDevice(
-        builtin_profiles()["wire_extensometer"], 3, clock,
-        {"extension": ExtensometerProjection(slope).extension_mm},
-    )  # fmt: skip
-    sock, env = notify_socket(tmp_path)
-    loop = asyncio.get_running_loop()
+    slope = await store_an_accelerating_slope(tmp_path / "gw", days=14.0)
     site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
-    try:
-        async with sim_site(tmp_path, [extensometer], site_text, clock) as site:
-            agent = await site.start_agent("gw", "--backend", "reference", env=env)
-            messages: list[bytes] = []
-            while b"READY=1" not in messages:
-                messages.append(await asyncio.wait_for(loop.sock_recv(sock, 256), 120))
-            status = json.loads(await edge_status(agent.data_dir, "--json"))
-            await agent.stop()
-    finally:
-        sock.close()
+    async with (
+        systemd_notes(tmp_path, 400_000) as (env, messages),
+        sim_site(tmp_path, slope_station(clock, slope), site_text, clock) as site,
+    ):
+        agent = await site.start_agent("gw", "--backend", "numba", env=env)
+        await wait_for(lambda: b"READY=1" in messages, 120, "READY=1")
+        status = json.loads(await edge_status(agent.data_dir, "--json"))
+        await agent.stop()
     before_ready = messages[: messages.index(b"READY=1")]
     assert before_ready, "the replay should take longer than the watchdog's 0.2 s"
     for note in before_ready:
@@ -311,23 +332,59 @@ async def test_a_long_replay_at_start_asks_systemd_for_more_time_then_says_ready
     assert re.search(r"replayed \d+ level changes from 1 channels in [\d.]+ s", said)
 
 
-async def test_a_stop_during_the_replay_at_start_ends_the_agent_at_once(tmp_path):
-    """SIGTERM while the replay runs: exit 0 in seconds, not when the replay is done."""
+async def test_without_numba_the_agent_polls_while_a_forecast_rebuilds_its_state(tmp_path):
+    """Pi OS 32-bit: the forecast's replay (minutes there) runs while the agent polls.
+
+    The agent is ready, polling and storing readings, before the forecast has caught up;
+    an acknowledgement of the forecast meanwhile is refused, saying why. Then the readings
+    taken meanwhile are evaluated and the forecast stands as the replay left it.
+    """
     clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
-    await store_an_accelerating_slope(tmp_path / "gw")
-    sock, env = notify_socket(tmp_path)
-    loop = asyncio.get_running_loop()
+    slope = await store_an_accelerating_slope(tmp_path / "gw")
     site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
-    try:
-        async with sim_site(tmp_path, [], site_text, clock) as site:
-            agent = await site.start_agent("gw", "--backend", "reference", env=env)
-            note = await asyncio.wait_for(loop.sock_recv(sock, 256), 120)
-            asked = time.monotonic()
-            code = await agent.stop()
-            took = time.monotonic() - asked
-    finally:
-        sock.close()
-    assert note.startswith(b"EXTEND_TIMEOUT_USEC=")  # the replay was under way
+    async with (
+        systemd_notes(tmp_path, 400_000) as (env, messages),
+        sim_site(tmp_path, slope_station(clock, slope), site_text, clock) as site,
+    ):
+        agent = await site.start_agent("gw", "--backend", "reference", env=env)
+        await wait_for(lambda: b"READY=1" in messages, 120, "READY=1")
+        log = agent.log.read_text()
+        code, _, refused = await edge_cli(
+            "ack", "slope_forecast", "-d", str(agent.data_dir), "--by", "technician"
+        )
+        await wait_for(
+            lambda: "failure forecasts rebuilt" in agent.log.read_text(), 120, "the catch-up"
+        )
+        status = json.loads(await edge_status(agent.data_dir, "--json"))
+        await agent.stop()
+    assert "while polling" in log
+    assert "failure forecasts rebuilt" not in log
+    assert code != 0
+    assert "'slope_forecast' is still rebuilding its state from the stored readings" in refused
+    with contextlib.closing(LocalStore(agent.data_dir).open()) as store:
+        polled = store.conn.execute("SELECT count(*) FROM readings WHERE ts >= ?", (ORIGIN,))
+        assert polled.fetchone()[0] >= 1
+    # What the rule gives over the stored readings, replayed at once (numba).
+    replayed = replay_store(parse_site_text(site_text.replace("{port}", "502"), "site"),
+                            agent.data_dir, None, None)  # fmt: skip
+    levels = [r["to"] for r in replayed if r["rule"] == "slope_forecast"]
+    alarm = status["alarms"]["slope_forecast"]
+    assert levels
+    assert alarm["level"] == levels[-1]
+    assert ORIGIN < alarm["metrics"]["failure_t"] < math.inf
+
+
+async def test_a_stop_while_a_forecast_rebuilds_ends_the_agent_at_once(tmp_path):
+    """SIGTERM during the forecast's catch-up: exit 0 in seconds, not when it is done."""
+    clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
+    slope = await store_an_accelerating_slope(tmp_path / "gw")
+    site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
+    async with sim_site(tmp_path, slope_station(clock, slope), site_text, clock) as site:
+        agent = await site.start_agent("gw", "--backend", "reference")
+        await wait_for(lambda: "while polling" in agent.log.read_text(), 120, "the catch-up")
+        asked = time.monotonic()
+        code = await agent.stop()
+        took = time.monotonic() - asked
     assert code == 0
     assert took < 10.0  # the daemon's own limit for a stuck stop is 25 s (exit 1)
-    assert "replayed" not in agent.log.read_text()
+    assert "failure forecasts rebuilt" not in agent.log.read_text()
