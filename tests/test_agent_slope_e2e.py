@@ -30,7 +30,7 @@ from edge_agent.control import SOCKET_NAME
 from edge_agent.replay import replay_store
 from edge_agent.store import LocalStore
 from hardware_sim.device import SimulatedDevice
-from hardware_sim.harness.agent import edge_cli, events, sim_site
+from hardware_sim.harness.agent import AgentProcess, edge_cli, events, sim_site
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.scenarios import CreepingSlope, ExtensometerProjection
 from site_schema.site_config import parse_site_text
@@ -250,7 +250,7 @@ async def test_after_the_forecast_red_edge_status_shows_the_newest_accepted_fore
     assert made <= shown_made < datetime.fromtimestamp(failure, UTC).strftime("%m-%d %H:%M")
 
 
-async def store_an_accelerating_slope(data_dir: Path, days: float = 4.0) -> CreepingSlope:
+async def store_an_accelerating_slope(data_dir: Path, days: float) -> CreepingSlope:
     """``days`` of the demo's slope every 10 minutes, in tertiary creep for all but a day.
 
     Replayed without numba (as on Pi OS 32-bit) that takes seconds here, minutes on a Pi.
@@ -301,6 +301,28 @@ def slope_station(clock: ScaledClock, slope: CreepingSlope) -> list[SimulatedDev
     ]  # fmt: skip
 
 
+FORECAST_ONLY = FORECAST_SITE + example_forecast_rule("ext.extension")
+
+
+@contextlib.asynccontextmanager
+async def ready_slope_agent(
+    tmp_path: Path, days: float, backend: str
+) -> AsyncIterator[tuple[AgentProcess, list[bytes]]]:
+    """An agent on ``days`` of a stored accelerating slope, once it told systemd it is ready.
+
+    Yields the agent and the notes it sent so far (and sends while the block runs).
+    """
+    clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
+    slope = await store_an_accelerating_slope(tmp_path / "gw", days)
+    async with (
+        systemd_notes(tmp_path, 400_000) as (env, notes),
+        sim_site(tmp_path, slope_station(clock, slope), FORECAST_ONLY, clock) as site,
+    ):
+        agent = await site.start_agent("gw", "--backend", backend, env=env)
+        await wait_for(lambda: b"READY=1" in notes, 120, "READY=1")
+        yield agent, notes
+
+
 async def test_a_replay_at_start_asks_systemd_for_more_time_then_says_ready(tmp_path):
     """While the stored history is replayed the agent asks systemd for more start-up time.
 
@@ -309,15 +331,7 @@ async def test_a_replay_at_start_asks_systemd_for_more_time_then_says_ready(tmp_
     readings) is long enough to show the notes; then the agent is ready, with the forecast
     the replay made.
     """
-    clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
-    slope = await store_an_accelerating_slope(tmp_path / "gw", days=14.0)
-    site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
-    async with (
-        systemd_notes(tmp_path, 400_000) as (env, messages),
-        sim_site(tmp_path, slope_station(clock, slope), site_text, clock) as site,
-    ):
-        agent = await site.start_agent("gw", "--backend", "numba", env=env)
-        await wait_for(lambda: b"READY=1" in messages, 120, "READY=1")
+    async with ready_slope_agent(tmp_path, 14.0, "numba") as (agent, messages):
         status = json.loads(await edge_status(agent.data_dir, "--json"))
         await agent.stop()
     before_ready = messages[: messages.index(b"READY=1")]
@@ -339,15 +353,7 @@ async def test_without_numba_the_agent_polls_while_a_forecast_rebuilds_its_state
     an acknowledgement of the forecast meanwhile is refused, saying why. Then the readings
     taken meanwhile are evaluated and the forecast stands as the replay left it.
     """
-    clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
-    slope = await store_an_accelerating_slope(tmp_path / "gw")
-    site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
-    async with (
-        systemd_notes(tmp_path, 400_000) as (env, messages),
-        sim_site(tmp_path, slope_station(clock, slope), site_text, clock) as site,
-    ):
-        agent = await site.start_agent("gw", "--backend", "reference", env=env)
-        await wait_for(lambda: b"READY=1" in messages, 120, "READY=1")
+    async with ready_slope_agent(tmp_path, 4.0, "reference") as (agent, _):
         log = agent.log.read_text()
         code, _, refused = await edge_cli(
             "ack", "slope_forecast", "-d", str(agent.data_dir), "--by", "technician"
@@ -365,7 +371,7 @@ async def test_without_numba_the_agent_polls_while_a_forecast_rebuilds_its_state
         polled = store.conn.execute("SELECT count(*) FROM readings WHERE ts >= ?", (ORIGIN,))
         assert polled.fetchone()[0] >= 1
     # What the rule gives over the stored readings, replayed at once (numba).
-    replayed = replay_store(parse_site_text(site_text.replace("{port}", "502"), "site"),
+    replayed = replay_store(parse_site_text(FORECAST_ONLY.replace("{port}", "502"), "site"),
                             agent.data_dir, None, None)  # fmt: skip
     levels = [r["to"] for r in replayed if r["rule"] == "slope_forecast"]
     alarm = status["alarms"]["slope_forecast"]
@@ -376,11 +382,7 @@ async def test_without_numba_the_agent_polls_while_a_forecast_rebuilds_its_state
 
 async def test_a_stop_while_a_forecast_rebuilds_ends_the_agent_at_once(tmp_path):
     """SIGTERM during the forecast's catch-up: exit 0 in seconds, not when it is done."""
-    clock = ScaledClock(1, origin=ORIGIN, anchor=round(time.time(), 3))
-    slope = await store_an_accelerating_slope(tmp_path / "gw")
-    site_text = FORECAST_SITE + example_forecast_rule("ext.extension")
-    async with sim_site(tmp_path, slope_station(clock, slope), site_text, clock) as site:
-        agent = await site.start_agent("gw", "--backend", "reference")
+    async with ready_slope_agent(tmp_path, 4.0, "reference") as (agent, _):
         await wait_for(lambda: "while polling" in agent.log.read_text(), 120, "the catch-up")
         asked = time.monotonic()
         code = await agent.stop()
