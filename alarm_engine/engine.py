@@ -40,8 +40,9 @@ from site_schema.rule_specs import (
 from site_schema.rules import combination_order
 
 Series = tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]
-Batch = tuple[FloatArray, FloatArray, BoolArray]
 """(times, values, good flags) of one channel."""
+Batch = tuple[FloatArray, FloatArray, BoolArray]
+"""A ``Series`` checked and made contiguous (``_prepare``), as the evaluators take it."""
 
 
 class RuleCatchingUpError(Exception):

@@ -436,10 +436,10 @@ class Agent:
 
         The replay runs in a daemon thread (nothing else uses the engine before the tasks
         start), so the event loop goes on asking systemd for more start-up time, and a
-        stop is not kept waiting for it (the thread ends with the process): a slope
-        forecast's replay on a gateway without numba (Pi OS 32-bit) takes longer than the
-        unit's ``TimeoutStartSec``, and a start killed at that limit would be killed again
-        at every restart, leaving the village without a siren for good.
+        stop is not kept waiting for it (the thread ends with the process). A start killed
+        at the unit's ``TimeoutStartSec`` would be killed again at every restart, leaving
+        the village without a siren for good. Without numba (Pi OS 32-bit) the forecast
+        rules, whose replay takes minutes there, are left for ``_catch_up_forecasts``.
         """
         since = self.clock.now() - self.engine.history_needed_s
         series = {}
