@@ -39,8 +39,11 @@ def starting_note_interval_s() -> float:
 
 
 def watchdog_interval_s() -> float | None:
-    """Half the watchdog timeout systemd asked for, or None when there is no watchdog."""
+    """Half the watchdog timeout systemd asked for, or None when there is no watchdog.
+
+    0, or anything but digits, is no watchdog: a zero interval would send notes in a loop.
+    """
     usec = os.environ.get("WATCHDOG_USEC")
-    if not usec or not usec.isdigit():
+    if not usec or not usec.isdigit() or int(usec) == 0:
         return None
     return int(usec) / 2_000_000
