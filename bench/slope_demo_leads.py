@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import statistics
 import sys
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alarm_engine import AlarmEngine
 from bench.slope_forecast import example_rule
 from hardware_sim.scenarios import ExtensometerProjection
-from hardware_sim.station import build_scenarios, load_station
+from hardware_sim.station import StationSpec, build_scenarios, load_station
 
 STATION = Path(__file__).resolve().parent.parent / "hardware_sim" / "stations" / "slope.toml"
 #: 2026-08-01 00:00 UTC, the first draw's origin.
@@ -36,9 +37,15 @@ FIRST_ORIGIN = 1_785_542_400.0
 ORANGE, RED = 3, 4
 
 
+@functools.cache
+def _station() -> StationSpec:
+    """The demo's slope station, read once."""
+    return load_station(STATION)
+
+
 def first_levels(origin: float, poll_s: float, noise_mm: float | None) -> dict[str, float]:
     """Hours before failure of the first orange and red for the slope started at ``origin``."""
-    spec = load_station(STATION)
+    spec = _station()
     params = {k: dict(v) for k, v in spec.scenarios.items()}
     if noise_mm is not None:
         params["slope"]["noise_mm"] = noise_mm

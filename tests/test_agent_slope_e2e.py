@@ -381,12 +381,16 @@ async def test_without_numba_the_agent_polls_while_a_forecast_rebuilds_its_state
 
 
 async def test_a_stop_while_a_forecast_rebuilds_ends_the_agent_at_once(tmp_path):
-    """SIGTERM during the forecast's catch-up: exit 0 in seconds, not when it is done."""
-    async with ready_slope_agent(tmp_path, 4.0, "reference") as (agent, _):
+    """SIGTERM during the forecast's catch-up: exit 0 in seconds, not when it is done.
+
+    Six days take about 20 s to catch up here; an agent that waited for it (the engine's
+    replay on an executor, whose threads the interpreter joins) took the rest of that.
+    """
+    async with ready_slope_agent(tmp_path, 6.0, "reference") as (agent, _):
         await wait_for(lambda: "while polling" in agent.log.read_text(), 120, "the catch-up")
         asked = time.monotonic()
         code = await agent.stop()
         took = time.monotonic() - asked
     assert code == 0
-    assert took < 10.0  # the daemon's own limit for a stuck stop is 25 s (exit 1)
+    assert took < 8.0  # the daemon's own limit for a stuck stop is 25 s (exit 1)
     assert "failure forecasts rebuilt" not in agent.log.read_text()
