@@ -2,7 +2,7 @@
 
 ``bench/slope_forecast_separable.py`` asks whether a failure shows itself, hours ahead, as
 acceleration faster than exponential. These check the statistic on windows of known form,
-including the compound seasonal rise the README names as the one that fools it.
+including the compound seasonal rise docs/slope-forecast.md names as the one that fools it.
 """
 
 from __future__ import annotations
