@@ -4,25 +4,41 @@ A datagram to $NOTIFY_SOCKET; without that variable (not under systemd) it does 
 While a start takes long (the alarm state rebuilt from stored readings), the agent asks
 for more start-up time with ``EXTEND_TIMEOUT_USEC`` (systemd 236 and later) instead of
 being killed at the unit's ``TimeoutStartSec`` and restarted into the same long start.
-Never sends READY=1 itself: only the agent knows when it polls.
+Never sends READY=1 itself: only the agent knows when it polls, and never blocks or
+raises: a notify socket nobody reads, or one that is gone, must not stop the event loop
+that polls the sensors and sounds the sirens.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
+_log = logging.getLogger(__name__)
+_unsent: set[str] = set()
+
 
 def notify(state: str) -> bool:
-    """Send ``state`` (e.g. "READY=1", "WATCHDOG=1"); return True when it was sent."""
+    """Send ``state`` (e.g. "READY=1", "WATCHDOG=1"); return True when it was sent.
+
+    False without ``$NOTIFY_SOCKET``, and when the socket is gone or its queue is full
+    (nobody reads it): the first such failure per socket is logged, none is raised.
+    """
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return False
-    if address.startswith("@"):  # abstract namespace socket
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.connect(address)
-        sock.sendall(state.encode())
+    target = "\0" + address[1:] if address.startswith("@") else address  # @: abstract
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.connect(target)
+            sock.send(state.encode())
+    except OSError as exc:
+        if address not in _unsent:
+            _unsent.add(address)
+            _log.warning("systemd notify socket %s: note not sent (%s)", address, exc)
+        return False
     return True
 
 
