@@ -136,6 +136,9 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
                 f"[95% {_iso(low_t)} .. {_iso(high_t)}], alpha {alpha:.2f}, "
                 f"v {velocity:.2f} mm/day, evidence {evidence:.0f}"
             )
+            if rule.caution > 0.0:
+                cautious = lead_h - rule.caution * (failure_t - low_t) / 3600.0
+                what += f", cautious time in {cautious:.1f} h (caution {rule.caution:g})"
             return lead_h, what, _number(horizon, " h")
         case AntecedentRainRule():
             what, threshold = f"EAR {values[0]:.1f} mm", rule.thresholds[level - 1]

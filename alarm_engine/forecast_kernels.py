@@ -125,8 +125,9 @@ FitSums = tuple[float, float, float, float, float, float, float, float, float, f
     HOLD_S,
     LATCH_FROM,
     MAX_DRIFT,
-) = range(17)
-CFG_SIZE = 17
+    CAUTION,
+) = range(18)
+CFG_SIZE = 18
 # Columns of the scratch array: raw (t, x, keep), bins (u, x, w), profile (lead, rss),
 # the daily cycle's two basis functions at the bins.
 S_T, S_X, S_KEEP, S_U, S_BX, S_W, S_G, S_LEAD, S_RSS, S_C1, S_C2 = range(11)
@@ -762,6 +763,19 @@ def confirmed_lead(ks: FloatArray, confirm: int, t_now: float, max_drift: float)
 
 
 @jit
+def judged_lead(lead: float, fout: FloatArray, cfg: FloatArray) -> float:
+    """The confirmed ``lead`` shortened by ``CAUTION`` times the newest forecast's early half.
+
+    The early half-interval is the forecast failure time less the early end of its 95 %
+    interval: 0 judges the most likely time, 1 the earliest the newest forecast allows. The
+    confirmation itself is untouched, so caution only ever raises a level sooner.
+    """
+    if not lead < math.inf:
+        return lead
+    return float(lead - cfg[CAUTION] * (fout[FAILURE_T] - fout[FAILURE_LO]) / 3600.0)
+
+
+@jit
 def windowed_forecast(
     buf: FloatArray,
     start: int,
@@ -863,7 +877,7 @@ def forecast_kernel(
         if not ok:
             sm[CHAIN] = 0.0
             continue
-        metric = -confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT])
+        metric = -judged_lead(confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT]), snap, cfg)
         up, hold = threshold_levels(metric, thresholds, cfg[HYSTERESIS])
         old = sm_evaluate(sm, ti, up, hold, cfg[HOLD_S], cfg[LATCH_FROM])
         if old >= 0:

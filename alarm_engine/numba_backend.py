@@ -344,6 +344,7 @@ def forecast_cfg(rule: FailureForecastRule) -> FloatArray:
     cfg[fk.MAX_LEAD_H] = fl.MAX_LEAD_HOURS
     cfg[fk.MAX_SPREAD] = rule.max_spread
     cfg[fk.MAX_DRIFT] = rule.drift
+    cfg[fk.CAUTION] = rule.caution
     cfg[fk.HYSTERESIS] = rule.hysteresis
     cfg[fk.HOLD_S] = rule.hold_s
     cfg[fk.LATCH_FROM] = float(rule.latch_from)

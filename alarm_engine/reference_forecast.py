@@ -17,6 +17,8 @@ from alarm_engine.forecast_layout import (
     ALPHA_REFINE,
     COARSE,
     CYCLE_MIN_SPAN_H,
+    FAILURE_LO,
+    FAILURE_T,
     FINE,
     GAP_INTERVALS,
     GAP_SPAN_S,
@@ -526,6 +528,13 @@ def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> flo
     return lead
 
 
+def judged_lead(lead: float, forecast: tuple[float, ...], rule: FailureForecastRule) -> float:
+    """The confirmed ``lead`` the horizons judge, shortened for caution (``forecast_kernels``)."""
+    if not lead < INF:
+        return lead
+    return lead - rule.caution * (forecast[FAILURE_T] - forecast[FAILURE_LO]) / 3600.0
+
+
 class ForecastMetric:
     """The failure-forecast rule's metric, sample by sample (see ``SlopeMetric``)."""
 
@@ -567,7 +576,7 @@ class ForecastMetric:
             self.accepted = (t, forecast)
         if forecast is None:
             return (NAN,) * OUT_SIZE, None
-        lead = confirmed_lead(self.history, t, self.rule.drift)
+        lead = judged_lead(confirmed_lead(self.history, t, self.rule.drift), forecast, self.rule)
         return forecast, threshold_levels(-lead, self.thresholds, self.rule.hysteresis)
 
     def held(self, t: float, forecast: tuple[float, ...] | None) -> bool:

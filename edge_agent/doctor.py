@@ -58,7 +58,7 @@ FORECAST_POLL_S = 600.0
 #: Share of the check set's failures (in the targets' scope) the shipped forecast warns a
 #: day ahead of with hourly readings: the README's lead-time table, whose hourly row a
 #: test holds equal to this, so that the warning does not go stale when the method moves.
-HOURLY_DAY_AHEAD_PCT = 86
+HOURLY_DAY_AHEAD_PCT = 93
 #: A device the running agent has not heard from in this many poll intervals is down.
 STALE_POLLS = 3.0
 

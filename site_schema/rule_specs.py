@@ -191,7 +191,10 @@ class FailureForecastRule(ChannelRule):
     its alpha lies in ``alpha_range`` and its 95 % interval is at most ``max_spread`` times
     its lead time; level L needs ``confirm`` counting forecasts in a row that agree (their
     failure times no further apart than ``max_drift`` times the lead; by default half of
-    ``max_spread``) and put the failure within ``horizons_h[L]`` hours. ``hysteresis`` is
+    ``max_spread``) and put the failure within ``horizons_h[L]`` hours. The lead they are
+    judged by is shortened by ``caution`` times the newest forecast's early half-interval
+    (its failure time less the early end of its 95 % interval; 0: the most likely time,
+    1: the earliest the data allow), so caution only ever warns sooner. ``hysteresis`` is
     in hours.
     """
 
@@ -206,6 +209,7 @@ class FailureForecastRule(ChannelRule):
     max_spread: float = 0.5
     max_drift: float | None = None
     confirm: int = 2
+    caution: float = 0.0
     horizons_h: LevelThresholds
 
     @property

@@ -40,8 +40,8 @@ orange, red, strictly increasing with level; horizons strictly decreasing)::
                                    # eval_every_s = 3600, bin_s = 3600, min_bins = 24,
                                    # min_span_s = 86400, alpha_range = [1.5, 2.5],
                                    # min_evidence = 100, max_spread = 0.5,
-                                   # max_drift = max_spread / 2, confirm = 2, horizons_h =
-                                   # { yellow = 168, orange = 72, red = 36 }
+                                   # max_drift = max_spread / 2, confirm = 2, caution = 0,
+                                   # horizons_h = { yellow = 168, orange = 72, red = 36 }
     kind = "all_of" | "any_of"     # rules = ["id1", "id2"]; optional latch_from, description
 """
 
@@ -210,6 +210,7 @@ class FailureForecastTable(_ChannelRule):
     max_spread: float = Field(_FORECAST.max_spread, gt=0.0)
     max_drift: float | None = Field(None, gt=0.0)
     confirm: float = Field(_FORECAST.confirm, ge=1.0, le=MAX_CONFIRM)
+    caution: float = Field(_FORECAST.caution, ge=0.0, le=1.0)
     horizons_h: Table | None = None
 
 
@@ -511,6 +512,7 @@ def _forecast(
         max_spread=t.max_spread,
         max_drift=t.max_drift,
         confirm=int(t.confirm),
+        caution=t.caution,
         horizons_h=r.levels("horizons_h", t.horizons_h, descending=True, positive=True),
     )
 

@@ -10,11 +10,13 @@ import pytest
 
 from alarm_engine import AlarmEngine
 from alarm_engine import forecast_kernels as fk
+from alarm_engine.numba_backend import forecast_cfg
 from alarm_engine.reference_forecast import ForecastMetric as ReferenceForecastMetric
 from alarm_engine.reference_forecast import confirmed_lead as reference_confirmed_lead
 from alarm_engine.reference_forecast import expected_motion as reference_expected_motion
 from alarm_engine.reference_forecast import forecast_window as reference_forecast_window
 from alarm_engine.reference_forecast import interval as reference_interval
+from alarm_engine.reference_forecast import judged_lead as reference_judged_lead
 from alarm_engine.reference_forecast import windowed_forecast as reference_windowed_forecast
 from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import (
@@ -428,11 +430,13 @@ def test_the_interval_ends_where_the_profile_crosses_its_limit_not_at_the_last_l
 
 
 @pytest.mark.parametrize(
-    ("confirm", "max_drift", "window_days"),
-    [(1, None, 2), (2, 1.0, 2), (1, None, 3)],
-    ids=["one-forecast", "two-agreeing", "daily-cycle-fitted"],
+    ("confirm", "max_drift", "window_days", "caution"),
+    [(1, None, 2, 0.0), (2, 1.0, 2, 0.0), (1, None, 3, 0.0), (2, 1.0, 2, 0.5)],
+    ids=["one-forecast", "two-agreeing", "daily-cycle-fitted", "judged-with-caution"],
 )
-def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_drift, window_days):
+def test_numba_and_the_reference_agree_exactly_on_awkward_input(
+    confirm, max_drift, window_days, caution
+):
     rng = np.random.default_rng(3)
     t, x, _ = failing_slope(6, creep_mm_day=1.0, tertiary_h=60.0, alpha=1.8)
     x = x + rng.normal(0.0, 0.02, t.shape[0])
@@ -450,6 +454,7 @@ def test_numba_and_the_reference_agree_exactly_on_awkward_input(confirm, max_dri
         max_spread=2.0,
         max_drift=max_drift,
         confirm=confirm,
+        caution=caution,
     )
     compiled, compiled_changes = replay(rule, t, x, "numba")
     reference, reference_changes = replay(rule, t, x, "reference")
@@ -523,6 +528,59 @@ def test_a_forecast_that_recedes_hour_by_hour_never_confirms(backend):
             leads[drift] = reference_confirmed_lead(deque(newest_first), now, drift)
     assert leads[0.25] == math.inf
     assert leads[1.0] == pytest.approx(55.0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_caution_shortens_the_lead_by_a_share_of_the_early_half_interval(backend):
+    now = ORIGIN
+    # failure 40 h ahead, its interval 20-90 h ahead, alpha 2, F 5000
+    forecast = (40.0, now + 40 * HOUR, now + 20 * HOUR, now + 90 * HOUR, 2.0, 1.0, 5000.0)
+    judged = {}
+    for caution, lead in ((0.0, 44.0), (0.5, 44.0), (1.0, 44.0), (0.5, math.inf)):
+        rule = forecast_rule(caution=caution)
+        if backend == "numba":
+            judged[caution, lead] = fk.judged_lead(lead, np.array(forecast), forecast_cfg(rule))
+        else:
+            judged[caution, lead] = reference_judged_lead(lead, forecast, rule)
+    # the confirmed lead (44 h, to the latest confirming forecast) less 0, 10 or 20 h
+    assert judged == {
+        (0.0, 44.0): 44.0,
+        (0.5, 44.0): 34.0,
+        (1.0, 44.0): 24.0,
+        (0.5, math.inf): math.inf,  # unconfirmed stays unconfirmed
+    }
+
+
+def test_caution_only_ever_warns_sooner_and_the_event_states_the_most_likely_time():
+    rng = np.random.default_rng(0)
+    t, x, failure_t = failing_slope(20, creep_mm_day=0.5, tertiary_h=120.0, alpha=2.0)
+    x = x + rng.normal(0.0, 0.05, t.shape[0])
+    shipped = dataclasses.replace(shipped_forecast_rule(), id="forecast", channel=CHANNEL)
+    rises = {}
+    for caution in (0.0, 0.5):
+        _, changes = replay(dataclasses.replace(shipped, caution=caution), t, x)
+        rises[caution] = {c.new: c for c in changes if c.kind == "rise"}
+    for level, rise in rises[0.0].items():
+        assert rises[0.5][level].t <= rise.t
+    red = rises[0.5][4]
+    assert red.t < rises[0.0][4].t
+    assert failure_t - red.t >= 48 * HOUR  # from 48 h ahead without caution
+    # the event carries the forecast itself: its most likely time lay beyond the 48 h red
+    # horizon when the red rose; the time it was judged by, inside it
+    values = red.values
+    assert values["failure_t_low"] < values["failure_t"] < values["failure_t_high"]
+    assert values["failure_t"] - red.t > 48 * HOUR
+    # and its words give the time the horizon judged this forecast by
+    cautious = values["failure_t"] - (values["failure_t"] - values["failure_t_low"]) / 2 - red.t
+    assert f"cautious time in {cautious / HOUR:.1f} h (caution 0.5) <= 48 h (red)" in red.detail
+    assert "caution" not in rises[0.0][4].detail
+
+
+def test_caution_must_lie_between_0_and_1(tmp_path):
+    bad = tmp_path / "site.toml"
+    bad.write_text(EXAMPLE.read_text().replace("caution = 0.5", "caution = 1.5"))
+    with pytest.raises(SiteConfigError, match="caution"):
+        load_site(bad)
 
 
 def test_max_drift_defaults_to_half_the_spread_and_must_be_positive(tmp_path):

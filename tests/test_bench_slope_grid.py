@@ -95,8 +95,9 @@ def test_a_silent_gateway_holds_a_level_in_the_replay_as_in_the_engine():
     # the 14-day window). Back, its window holds too little data for a day: no evidence,
     # so the engine counts the 48 h hold from the first forecast after that. A replay that
     # forgot it (``LevelState.pause``) would count the silent days and drop the level at
-    # once, 47 h early on this record.
-    rule = _rule_for({"latch_from": "red"})
+    # once, 47 h early on this record. Without caution: with it, this record goes red
+    # before the silence, and red latches.
+    rule = _rule_for({"latch_from": "red", "caution": 0})
     record = failure_record(4)
     every = np.ones(record.t.shape[0], dtype=bool)
     risen = AlarmEngine([rule], "numba").replay({"slope.x": (record.t, record.x, every)})
