@@ -12,6 +12,7 @@ from typing import Literal
 
 from alarm_engine.level_change import LevelChange
 from alarm_engine.model import RawChange
+from alarm_engine.reference_forecast import judged_lead
 from site_schema.rule_specs import (
     AntecedentRainRule,
     DisplacementAccelerationRule,
@@ -137,7 +138,7 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
                 f"v {velocity:.2f} mm/day, evidence {evidence:.0f}"
             )
             if rule.caution > 0.0:
-                cautious = lead_h - rule.caution * (failure_t - low_t) / 3600.0
+                cautious = judged_lead(lead_h, values, rule)
                 what += f", cautious time in {cautious:.1f} h (caution {rule.caution:g})"
             return lead_h, what, _number(horizon, " h")
         case AntecedentRainRule():
