@@ -54,12 +54,18 @@ def starting_note_interval_s() -> float:
     return STARTING_NOTE_S if watchdog is None else min(STARTING_NOTE_S, watchdog)
 
 
+#: Notes to the watchdog go at most this often, however short the timeout asked for: a
+#: microsecond timeout would otherwise spin the event loop on notes.
+MIN_WATCHDOG_NOTE_S = 0.05
+
+
 def watchdog_interval_s() -> float | None:
     """Half the watchdog timeout systemd asked for, or None when there is no watchdog.
 
-    0, or anything but digits, is no watchdog: a zero interval would send notes in a loop.
+    0, or anything but digits, is no watchdog: a zero interval would send notes in a loop;
+    a timeout shorter than ``2 * MIN_WATCHDOG_NOTE_S`` is fed every ``MIN_WATCHDOG_NOTE_S``.
     """
     usec = os.environ.get("WATCHDOG_USEC")
     if not usec or not usec.isdigit() or int(usec) == 0:
         return None
-    return int(usec) / 2_000_000
+    return max(int(usec) / 2_000_000, MIN_WATCHDOG_NOTE_S)

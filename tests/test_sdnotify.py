@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.sdnotify import (
+    MIN_WATCHDOG_NOTE_S,
     STARTING_NOTE_S,
     notify,
     starting_note_interval_s,
@@ -19,7 +20,16 @@ from edge_agent.sdnotify import (
 
 @pytest.mark.parametrize(
     ("usec", "interval"),
-    [(None, None), ("30000000", 15.0), ("0", None), ("-5", None), ("1e6", None), ("", None)],
+    [
+        (None, None),
+        ("30000000", 15.0),
+        ("0", None),
+        ("-5", None),
+        ("1e6", None),
+        ("", None),
+        ("1", MIN_WATCHDOG_NOTE_S),  # a microsecond: fed at the floor, not in a spin
+        ("9" * 40, int("9" * 40) / 2_000_000),  # absurdly long is only rarely fed
+    ],
 )
 def test_the_watchdog_interval_is_half_the_timeout_or_none(monkeypatch, usec, interval) -> None:
     if usec is None:
