@@ -31,8 +31,15 @@ CYCLE_MIN_SPAN_H = 48.0
 #: alone) is no fit for steady creep plus Voight's law over the whole of it; over the part
 #: after the onset it is. Measured with ``bench/slope_forecast.py``'s ``abrupt_onset``; a
 #: half-window share was left out: it took a seasonal acceleration for an onset. The last
-#: share is also fitted with Voight's law alone (no steady creep beside it).
+#: share is also fitted with Voight's law alone (no steady creep beside it), and it
+#: overrules a longer share's accepted forecast whose interval lies wholly after its own.
 WINDOW_SHARES = (1.0, 0.25, 0.125)
+#: The last share overrules a longer share's accepted forecast only when the longer fit
+#: leaves this many times the residuals over the last share that the last share's own
+#: curve does (``forecast_kernels.overruled``). Measured on the tuning set's records a
+#: day to 6 h before failure: a gradual failure's longer fit reached 1.2 where the two
+#: intervals did not meet; across an abrupt onset, 2.3-43 where the last share was right.
+LAG_MISFIT = 2.0
 #: Layout of a forecast (the rule's value snapshot).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
 OUT_SIZE = 7

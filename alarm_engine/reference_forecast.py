@@ -12,11 +12,13 @@ from collections import deque
 from typing import NamedTuple
 
 from alarm_engine.forecast_layout import (
+    ALPHA,
     ALPHA_FLOOR,
     ALPHA_MARGIN,
     ALPHA_REFINE,
     COARSE,
     CYCLE_MIN_SPAN_H,
+    FAILURE_HI,
     FAILURE_LO,
     FAILURE_T,
     FINE,
@@ -24,6 +26,8 @@ from alarm_engine.forecast_layout import (
     GAP_SPAN_S,
     GATE_EVIDENCE,
     INTERVAL_CHI2,
+    LAG_MISFIT,
+    LEAD_H,
     MAX_LEAD_HOURS,
     MIN_LEAD_H,
     N_ALPHA_STEPS,
@@ -321,12 +325,17 @@ def upward_curvature(b: Bins, fit: FitSums) -> float:
     return (rss_line - rss_quad) / (rss_quad / (len(b) - 3.0 - fit.terms))
 
 
+def voight_regressor(b: Bins, p: float) -> list[float]:
+    """Voight's integrated law ``G`` for ``p`` at ``b.log_tau`` (the kernel's)."""
+    return [-lt if p == 1.0 else math.exp((1.0 - p) * lt) / (p - 1.0) for lt in b.log_tau]
+
+
 def voight_rss(b: Bins, p: float, fit: FitSums, alone: bool) -> tuple[float, float, float]:
     """Weighted rss of the Voight fit for ``b.log_tau``: (rss, steady c, accelerating b).
 
     With ``alone``, Voight's law alone: no steady creep beside it (c = 0).
     """
-    g_values = [-lt if p == 1.0 else math.exp((1.0 - p) * lt) / (p - 1.0) for lt in b.log_tau]
+    g_values = voight_regressor(b, p)
     if alone:
         rss, acc = one_term_fit(b, g_values, fit)
         c = 0.0
@@ -494,23 +503,101 @@ def accepted_failure_t(forecast: tuple[float, ...], rule: FailureForecastRule) -
     return failure_t
 
 
+def tail_rss(
+    samples: deque[tuple[float, float]],
+    t_now: float,
+    rule: FailureForecastRule,
+    lead: float,
+    alpha: float,
+    tail_h: float,
+) -> float:
+    """Weighted rss over the last ``tail_h`` hours' bins of a fit (``forecast_kernels``)."""
+    ts, xs, keep = clean_window(samples, OUTLIER_SCALES)
+    b = Bins(ts, xs, keep, t_now, rule)
+    fit = fit_sums(b)
+    b.log_tau = [math.log(lead - u) for u in b.u]
+    g_values = voight_regressor(b, 1.0 / (alpha - 1.0))
+    sug, sgg, sgx = regressor_sums(b, g_values, fit)
+    det = fit.suu * sgg - sug * sug
+    if not det > 1e-12 * fit.suu * sgg:
+        return INF
+    c = (sgg * fit.sux - sug * sgx) / det
+    acc = (fit.suu * sgx - sug * fit.sux) / det
+    mg = 0.0
+    for w, g in zip(b.w, g_values, strict=True):
+        mg += w * g
+    mg /= fit.sw
+    ge1 = ge2 = 0.0
+    for w, g, e1, e2 in zip(b.w, g_values, b.c1, b.c2, strict=True):
+        ge1 += w * (g - mg) * e1
+        ge2 += w * (g - mg) * e2
+    d1 = fit.xe1 - c * fit.ue1 - acc * ge1
+    d2 = fit.xe2 - c * fit.ue2 - acc * ge2
+    rss = 0.0
+    for u, x, w, g, e1, e2 in zip(b.u, b.x, b.w, g_values, b.c1, b.c2, strict=True):
+        if not u > -tail_h:
+            continue
+        r = x - fit.mx - c * (u - fit.mu) - acc * (g - mg)
+        r -= d1 * e1 + d2 * e2
+        rss += w * r * r
+    return rss
+
+
+def overruled(
+    samples: deque[tuple[float, float]],
+    t_now: float,
+    rule: FailureForecastRule,
+    longer: tuple[float, ...],
+) -> tuple[float, ...] | None:
+    """The last part's forecast if it overrules ``longer``, made from ``samples`` (the kernel's)."""
+    edge = t_now - rule.window_s * WINDOW_SHARES[-1]
+    later = deque(sample for sample in samples if sample[0] > edge)
+    trial = forecast_window(later, t_now, rule, True)
+    if trial is None or not accepted_failure_t(trial, rule) < INF:
+        return None
+    if not trial[FAILURE_HI] < longer[FAILURE_LO]:
+        return None
+    tail_h = (t_now - edge) / 3600.0
+    own = tail_rss(later, t_now, rule, trial[LEAD_H], trial[ALPHA], INF)
+    lagging = tail_rss(samples, t_now, rule, longer[LEAD_H], longer[ALPHA], tail_h)
+    return trial if lagging >= LAG_MISFIT * own else None
+
+
 def windowed_forecast(
     samples: deque[tuple[float, float]], t_now: float, rule: FailureForecastRule
 ) -> tuple[float, ...] | None:
     """The whole window's forecast, or its latest part's (see ``forecast_kernels``).
 
-    Over the last part Voight's law alone is tried too (``forecast_window``'s ``try_alone``).
+    Over the last part Voight's law alone is tried too (``forecast_window``'s ``try_alone``),
+    and the last part overrules a longer part's accepted forecast that lags it
+    (``overruled``).
     """
     forecast = forecast_window(samples, t_now, rule)
-    if forecast is None or accepted_failure_t(forecast, rule) < INF:
+    if forecast is None:
         return forecast
-    for share in WINDOW_SHARES[1:]:
-        edge = t_now - rule.window_s * share
-        later = deque(sample for sample in samples if sample[0] > edge)
-        trial = forecast_window(later, t_now, rule, share == WINDOW_SHARES[-1])
-        if trial is not None and accepted_failure_t(trial, rule) < INF:
-            return trial
-    return forecast
+    standing = forecast
+    share = WINDOW_SHARES[0]
+    for share in WINDOW_SHARES:
+        if share != WINDOW_SHARES[0]:
+            edge = t_now - rule.window_s * share
+            later = deque(sample for sample in samples if sample[0] > edge)
+            trial = forecast_window(later, t_now, rule, share == WINDOW_SHARES[-1])
+            if trial is None:
+                continue
+            standing = trial
+        if accepted_failure_t(standing, rule) < INF:
+            break
+    else:
+        return forecast
+    if share != WINDOW_SHARES[-1]:
+        longer = samples
+        if share != WINDOW_SHARES[0]:
+            edge = t_now - rule.window_s * share
+            longer = deque(sample for sample in samples if sample[0] > edge)
+        sooner = overruled(longer, t_now, rule, standing)
+        if sooner is not None:
+            return sooner
+    return standing
 
 
 def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> float:
