@@ -656,6 +656,21 @@ def _interval(work: FloatArray, limit: float, max_lead: float) -> tuple[float, f
 
 
 @jit
+def cleaned_bins(
+    buf: FloatArray,
+    start: int,
+    end: int,
+    t_now: float,
+    cfg: FloatArray,
+    s: FloatArray,
+    work: FloatArray,
+) -> int:
+    """Clean ``buf[start:end]`` (``clean_window``) and bin it into ``s``; the bins filled."""
+    n = clean_window(buf, start, end, cfg[OUTLIER_K], s, work)
+    return bin_window(s, n, t_now, cfg[BIN_S], bin_count(cfg[WINDOW_S], cfg[BIN_S]))
+
+
+@jit
 def forecast_window(
     buf: FloatArray,
     start: int,
@@ -679,8 +694,7 @@ def forecast_window(
     """
     for k in range(OUT_SIZE):
         out[k] = math.nan
-    n = clean_window(buf, start, end, cfg[OUTLIER_K], s, work)
-    nb = bin_window(s, n, t_now, cfg[BIN_S], bin_count(cfg[WINDOW_S], cfg[BIN_S]))
+    nb = cleaned_bins(buf, start, end, t_now, cfg, s, work)
     if nb < cfg[MIN_BINS] or (s[nb - 1, S_U] - s[0, S_U]) * 3600.0 < cfg[MIN_SPAN_S]:
         return False
     fit = _fit_sums(s, nb)
@@ -806,8 +820,7 @@ def tail_rss(
     steady creep beside Voight's law, the mean and the daily cycle are fitted to the
     bins by least squares, as ``forecast_window`` does; inf when degenerate.
     """
-    n = clean_window(buf, start, end, cfg[OUTLIER_K], s, work)
-    nb = bin_window(s, n, t_now, cfg[BIN_S], bin_count(cfg[WINDOW_S], cfg[BIN_S]))
+    nb = cleaned_bins(buf, start, end, t_now, cfg, s, work)
     fit = _fit_sums(s, nb)
     sw, mu, mx, suu, sux, _, ue1, ue2, xe1, xe2, _ = fit
     _log_taus(s, nb, lead_h)
