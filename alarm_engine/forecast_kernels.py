@@ -822,15 +822,12 @@ def tail_rss(
     """
     nb = cleaned_bins(buf, start, end, t_now, cfg, s, work)
     fit = _fit_sums(s, nb)
-    sw, mu, mx, suu, sux, _, ue1, ue2, xe1, xe2, _ = fit
+    sw, mu, mx, _, _, _, ue1, ue2, xe1, xe2, _ = fit
     _log_taus(s, nb, lead_h)
     _voight_regressor(s, nb, 1.0 / (alpha - 1.0))
-    sug, sgg, sgx = _regressor_sums(s, nb, fit)
-    det = suu * sgg - sug * sug
-    if not det > 1e-12 * suu * sgg:
+    rss, c, b = _two_term_fit(s, nb, fit)
+    if not rss < math.inf:
         return math.inf
-    c = (sgg * sux - sug * sgx) / det
-    b = (suu * sgx - sug * sux) / det
     mg = 0.0
     for i in range(nb):
         mg += s[i, S_W] * s[i, S_G]
@@ -888,6 +885,8 @@ def overruled(
         return False
     tail_h = (t_now - edge) / 3600.0
     own = tail_rss(buf, last, end, t_now, cfg, s, work, out[LEAD_H], out[ALPHA], math.inf)
+    if not own < math.inf:
+        return False
     lagging = tail_rss(buf, first, end, t_now, cfg, s, work, longer[0], longer[1], tail_h)
     return bool(lagging >= LAG_MISFIT * own)
 
@@ -922,7 +921,6 @@ def windowed_forecast(
     if not ok:
         return ok
     whole = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
-    kept = whole
     first = start
     last = len(WINDOW_SHARES) - 1
     j = 0
@@ -931,15 +929,16 @@ def windowed_forecast(
         edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[j]
         while first < end and buf[first, 0] <= edge:
             first += 1
-        fitted = forecast_window(buf, first, end, t_now, cfg, s, work, out, j == last)
-        if fitted and accepted_failure_t(out, cfg) < math.inf:
-            kept = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
-    if not accepted_failure_t(out, cfg) < math.inf:
-        kept = whole
-    elif j < last and overruled(
-        buf, first, end, t_now, cfg, s, work, out, (kept[LEAD_H], kept[ALPHA], kept[FAILURE_LO])
-    ):
-        return True
+        forecast_window(buf, first, end, t_now, cfg, s, work, out, j == last)
+    kept = whole
+    if accepted_failure_t(out, cfg) < math.inf:
+        if j == last:
+            return True
+        kept = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
+        if overruled(
+            buf, first, end, t_now, cfg, s, work, out, (kept[LEAD_H], kept[ALPHA], kept[FAILURE_LO])
+        ):
+            return True
     for k in range(OUT_SIZE):
         out[k] = kept[k]
     return True

@@ -517,12 +517,9 @@ def tail_rss(
     fit = fit_sums(b)
     b.log_tau = [math.log(lead - u) for u in b.u]
     g_values = voight_regressor(b, 1.0 / (alpha - 1.0))
-    sug, sgg, sgx = regressor_sums(b, g_values, fit)
-    det = fit.suu * sgg - sug * sug
-    if not det > 1e-12 * fit.suu * sgg:
+    rss, c, acc = two_term_fit(b, g_values, fit)
+    if not rss < INF:
         return INF
-    c = (sgg * fit.sux - sug * sgx) / det
-    acc = (fit.suu * sgx - sug * fit.sux) / det
     mg = 0.0
     for w, g in zip(b.w, g_values, strict=True):
         mg += w * g
@@ -559,6 +556,8 @@ def overruled(
         return None
     tail_h = (t_now - edge) / 3600.0
     own = tail_rss(later, t_now, rule, trial[LEAD_H], trial[ALPHA], INF)
+    if not own < INF:
+        return None
     lagging = tail_rss(samples, t_now, rule, longer[LEAD_H], longer[ALPHA], tail_h)
     return trial if lagging >= LAG_MISFIT * own else None
 
@@ -575,29 +574,19 @@ def windowed_forecast(
     forecast = forecast_window(samples, t_now, rule)
     if forecast is None:
         return forecast
-    standing = forecast
-    share = WINDOW_SHARES[0]
-    for share in WINDOW_SHARES:
-        if share != WINDOW_SHARES[0]:
-            edge = t_now - rule.window_s * share
-            later = deque(sample for sample in samples if sample[0] > edge)
-            trial = forecast_window(later, t_now, rule, share == WINDOW_SHARES[-1])
-            if trial is None:
-                continue
-            standing = trial
+    standing, part, last = forecast, samples, False
+    for share in WINDOW_SHARES[1:]:
         if accepted_failure_t(standing, rule) < INF:
             break
-    else:
+        edge = t_now - rule.window_s * share
+        part = deque(sample for sample in samples if sample[0] > edge)
+        last = share == WINDOW_SHARES[-1]
+        standing = forecast_window(part, t_now, rule, last) or standing
+    if not accepted_failure_t(standing, rule) < INF:
         return forecast
-    if share != WINDOW_SHARES[-1]:
-        longer = samples
-        if share != WINDOW_SHARES[0]:
-            edge = t_now - rule.window_s * share
-            longer = deque(sample for sample in samples if sample[0] > edge)
-        sooner = overruled(longer, t_now, rule, standing)
-        if sooner is not None:
-            return sooner
-    return standing
+    if last:
+        return standing
+    return overruled(part, t_now, rule, standing) or standing
 
 
 def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> float:

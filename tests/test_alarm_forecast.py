@@ -98,9 +98,7 @@ def forecast_at_last_sample(rule, t, x, backend):
             forecast["failure_t_high"],
             forecast["alpha"],
         )
-    inside = t > t[-1] - rule.window_s
-    samples = deque(zip(t[inside], x[inside], strict=True))
-    result = reference_windowed_forecast(samples, t[-1], rule)
+    result = reference_windowed_forecast(last_samples(t, x, rule.window_s), t[-1], rule)
     assert result is not None
     _, failure_t, low, high, alpha, _, _ = result
     return failure_t, low, high, alpha
