@@ -14,6 +14,7 @@ from alarm_engine.level_change import LevelChange
 from alarm_engine.model import RawChange
 from alarm_engine.reference_forecast import judged_lead
 from site_schema.rule_specs import (
+    LEVEL_BY_NAME,
     AntecedentRainRule,
     DisplacementAccelerationRule,
     DisplacementVelocityRule,
@@ -137,9 +138,15 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
                 f"[95% {_iso(low_t)} .. {_iso(high_t)}], alpha {alpha:.2f}, "
                 f"v {velocity:.2f} mm/day, evidence {evidence:.0f}"
             )
+            cautious = judged_lead(lead_h, values, rule)
             if rule.caution > 0.0:
-                cautious = judged_lead(lead_h, values, rule)
                 what += f", cautious time in {cautious:.1f} h (caution {rule.caution:g})"
+            watch = rule.unconfirmed_h
+            if level == LEVEL_BY_NAME["yellow"] and watch is not None and cautious <= watch:
+                # Yellow with the failure this close can only be the unconfirmed path: a
+                # confirmed forecast this close is orange or red (``watched``).
+                what += f", not confirmed yet ({rule.confirm} forecasts in a row must agree)"
+                return lead_h, what, _number(watch, " h")
             return lead_h, what, _number(horizon, " h")
         case AntecedentRainRule():
             what, threshold = f"EAR {values[0]:.1f} mm", rule.thresholds[level - 1]

@@ -56,6 +56,9 @@ How it stands to the published methods:
   recedes hour by hour (32, 38, 55 h ahead), so they never confirm. A sharp one can
   overshoot instead (alpha above the range, failure hours ahead); when such a forecast's
   interval passes with no failure, no forecast counts for ``REFUTED_HOLD_S`` (``refuted``).
+  A forecast not yet confirmed may raise yellow, never more (``unconfirmed_h``,
+  ``watched``): on an abrupt onset read hourly, forecasts can disagree until the last
+  hours, and a slope must not fail with no level while the rule holds a forecast.
 - The SLO method (Mufundirwa et al. 2010) plots ``t * v`` against ``v``, a line whose
   slope is the failure time when alpha = 2: no division by small velocities, but still
   differentiated and still alpha = 2.
@@ -96,6 +99,7 @@ from alarm_engine.forecast_layout import (
     TRIED,
     VELOCITY,
     WINDOW_SHARES,
+    YELLOW,
 )
 from alarm_engine.kernels import (
     CHAIN,
@@ -132,8 +136,9 @@ FitSums = tuple[float, float, float, float, float, float, float, float, float, f
     LATCH_FROM,
     MAX_DRIFT,
     CAUTION,
-) = range(18)
-CFG_SIZE = 18
+    UNCONFIRMED_H,
+) = range(19)
+CFG_SIZE = 19
 # Columns of the scratch array: raw (t, x, keep), bins (u, x, w), profile (lead, rss),
 # the daily cycle's two basis functions at the bins.
 S_T, S_X, S_KEEP, S_U, S_BX, S_W, S_G, S_LEAD, S_RSS, S_C1, S_C2 = range(11)
@@ -802,6 +807,26 @@ def judged_lead(lead: float, fout: FloatArray, cfg: FloatArray) -> float:
 
 
 @jit
+def watched(
+    metric: float, newest: float, t_now: float, fout: FloatArray, cfg: FloatArray, yellow: float
+) -> float:
+    """The metric, raised to the yellow threshold by an unconfirmed forecast close ahead.
+
+    ``newest`` is the newest forecast's accepted failure time (inf if it failed the
+    evidence test), ``yellow`` the negated yellow horizon. A forecast that passed but is
+    not confirmed yet counts when its lead, shortened for caution, is at most
+    ``UNCONFIRMED_H`` hours (NaN: never): it then supports yellow, and never more, so a
+    single forecast cannot raise orange or red.
+    """
+    if not newest < math.inf or math.isnan(yellow):
+        return metric
+    lead = judged_lead((newest - t_now) / 3600.0, fout, cfg)
+    if lead <= cfg[UNCONFIRMED_H] and not metric >= yellow:
+        return yellow
+    return metric
+
+
+@jit
 def tail_rss(
     buf: FloatArray,
     start: int,
@@ -1008,6 +1033,7 @@ def forecast_kernel(
             sm[CHAIN] = 0.0
             continue
         metric = -judged_lead(confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT]), snap, cfg)
+        metric = watched(metric, ks[KS_HISTORY], ti, snap, cfg, thresholds[YELLOW])
         up, hold = threshold_levels(metric, thresholds, cfg[HYSTERESIS])
         old = sm_evaluate(sm, ti, up, hold, cfg[HOLD_S], cfg[LATCH_FROM])
         if old >= 0:

@@ -40,6 +40,9 @@ WINDOW_SHARES = (1.0, 0.25, 0.125)
 #: day to 6 h before failure: a gradual failure's longer fit reached 1.2 where the two
 #: intervals did not meet; across an abrupt onset, 2.3-43 where the last share was right.
 LAG_MISFIT = 2.0
+#: Where the yellow horizon sits in a rule's horizons (blue, yellow, orange, red): the one
+#: level an unconfirmed forecast can raise (``forecast_kernels.watched``).
+YELLOW = 1
 #: Layout of a forecast (the rule's value snapshot).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
 OUT_SIZE = 7

@@ -345,6 +345,7 @@ def forecast_cfg(rule: FailureForecastRule) -> FloatArray:
     cfg[fk.MAX_SPREAD] = rule.max_spread
     cfg[fk.MAX_DRIFT] = rule.drift
     cfg[fk.CAUTION] = rule.caution
+    cfg[fk.UNCONFIRMED_H] = math.nan if rule.unconfirmed_h is None else rule.unconfirmed_h
     cfg[fk.HYSTERESIS] = rule.hysteresis
     cfg[fk.HOLD_S] = rule.hold_s
     cfg[fk.LATCH_FROM] = float(rule.latch_from)

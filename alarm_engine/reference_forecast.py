@@ -37,6 +37,7 @@ from alarm_engine.forecast_layout import (
     REFUTED_HOLD_S,
     STEP_SCALES,
     WINDOW_SHARES,
+    YELLOW,
 )
 from alarm_engine.reference_metrics import NAN, Evaluation, negated, threshold_levels
 from site_schema.rule_specs import FailureForecastRule
@@ -611,6 +612,22 @@ def judged_lead(lead: float, forecast: tuple[float, ...], rule: FailureForecastR
     return lead - rule.caution * (forecast[FAILURE_T] - forecast[FAILURE_LO]) / 3600.0
 
 
+def watched(
+    lead: float, newest: float, t_now: float, forecast: tuple[float, ...], rule: FailureForecastRule
+) -> float:
+    """The judged ``lead``, cut to the yellow horizon by an unconfirmed forecast close ahead.
+
+    See ``forecast_kernels.watched``: the newest forecast, accepted (``newest`` its failure
+    time) but not confirmed, counts when its cautious lead is at most ``unconfirmed_h``.
+    """
+    yellow = rule.horizons_h[YELLOW]
+    if rule.unconfirmed_h is None or yellow is None or not newest < INF:
+        return lead
+    if judged_lead((newest - t_now) / 3600.0, forecast, rule) <= rule.unconfirmed_h:
+        return min(lead, yellow)
+    return lead
+
+
 class ForecastMetric:
     """The failure-forecast rule's metric, sample by sample (see ``SlopeMetric``)."""
 
@@ -653,6 +670,7 @@ class ForecastMetric:
         if forecast is None:
             return (NAN,) * OUT_SIZE, None
         lead = judged_lead(confirmed_lead(self.history, t, self.rule.drift), forecast, self.rule)
+        lead = watched(lead, self.history[0], t, forecast, self.rule)
         return forecast, threshold_levels(-lead, self.thresholds, self.rule.hysteresis)
 
     def held(self, t: float, forecast: tuple[float, ...] | None) -> bool:

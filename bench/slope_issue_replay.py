@@ -10,10 +10,11 @@ writes each as a CSV (time, value) and runs the real command on it, as an engine
 
     .venv/bin/python bench/slope_issue_replay.py [--slopes 20] [--years 5]
 
-For each slope it reports when the forecast rule first went orange and red (hours before
-failure), the failure time stated at the first red (its error as a share of the time
-then left; positive: late), and the velocity rule's first level; for each quiet year, the
-level changes. Its last line is a JSON object with the totals.
+For each slope it reports when the forecast rule first went yellow, orange and red (hours
+before failure; a yellow may come from a forecast not confirmed yet, ``unconfirmed_h``),
+the failure time stated at the first red (its error as a share of the time then left;
+positive: late), and the velocity rule's first level; for each quiet year, the level
+changes. Its last line is a JSON object with the totals.
 
 It must never be the judge of a rule: ``bench/slope_forecast.py`` scores the corpus. This
 is one narrow case (abrupt onsets, hourly, noise at the top of the targets' scope) run
@@ -103,6 +104,7 @@ def about_slope(rows: list[dict[str, Any]], failure_t: float) -> dict[str, Any]:
     velocity = first_levels(rows, "slope_velocity")
     lead = {level: (failure_t - change["t"]) / HOUR for level, change in forecast.items()}
     result: dict[str, Any] = {
+        "yellow_h": lead.get("yellow"),
         "orange_h": lead.get("orange"),
         "red_h": lead.get("red"),
         "velocity_first_h": min(
@@ -148,8 +150,12 @@ def main(argv: list[str] | None = None) -> None:
                 "slopes": len(slopes),
                 "red_at_least_24h": sum(s["red_h"] >= 24.0 for s in reds),
                 "red_later": sum(s["red_h"] < 24.0 for s in reds),
-                "no_forecast_level": sum(
+                "no_orange_or_red": sum(
                     s["orange_h"] is None and s["red_h"] is None for s in slopes
+                ),
+                "no_forecast_level": sum(s["yellow_h"] is None for s in slopes),
+                "yellow_lead_h": sorted(
+                    round(s["yellow_h"], 1) for s in slopes if s["yellow_h"] is not None
                 ),
                 "orange_at_least_48h": sum((s["orange_h"] or 0.0) >= 48.0 for s in slopes),
                 "red_within_10pct": sum(abs(s["red_error"]) <= 0.1 for s in reds),

@@ -194,8 +194,10 @@ class FailureForecastRule(ChannelRule):
     ``max_spread``) and put the failure within ``horizons_h[L]`` hours. The lead they are
     judged by is shortened by ``caution`` times the newest forecast's early half-interval
     (its failure time less the early end of its 95 % interval; 0: the most likely time,
-    1: the earliest the data allow), so caution only ever warns sooner. ``hysteresis`` is
-    in hours.
+    1: the earliest the data allow), so caution only ever warns sooner. With
+    ``unconfirmed_h``, a forecast that passed the evidence test but is not confirmed yet
+    raises yellow (never more) when its lead, so shortened, is at most ``unconfirmed_h``
+    hours. ``hysteresis`` is in hours.
     """
 
     kind: ClassVar[str] = "failure_forecast"
@@ -210,6 +212,7 @@ class FailureForecastRule(ChannelRule):
     max_drift: float | None = None
     confirm: int = 2
     caution: float = 0.0
+    unconfirmed_h: float | None = None
     horizons_h: LevelThresholds
 
     @property

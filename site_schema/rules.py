@@ -41,6 +41,7 @@ orange, red, strictly increasing with level; horizons strictly decreasing)::
                                    # min_span_s = 86400, alpha_range = [1.5, 2.5],
                                    # min_evidence = 100, max_spread = 0.5,
                                    # max_drift = max_spread / 2, confirm = 2, caution = 0,
+                                   # unconfirmed_h (unset: an unconfirmed forecast raises nothing),
                                    # horizons_h = { yellow = 168, orange = 72, red = 36 }
     kind = "all_of" | "any_of"     # rules = ["id1", "id2"]; optional latch_from, description
 """
@@ -211,6 +212,7 @@ class FailureForecastTable(_ChannelRule):
     max_drift: float | None = Field(None, gt=0.0)
     confirm: float = Field(_FORECAST.confirm, ge=1.0, le=MAX_CONFIRM)
     caution: float = Field(_FORECAST.caution, ge=0.0, le=1.0)
+    unconfirmed_h: float | None = None
     horizons_h: Table | None = None
 
 
@@ -500,6 +502,19 @@ def _forecast(
     high = r.number("alpha_range[1]", value=t.alpha_range[1], at_least=low, at_most=4.0)
     if t.confirm != int(t.confirm) or t.min_bins != int(t.min_bins):
         r.fail("'confirm' and 'min_bins' must be whole numbers")
+    horizons = r.levels("horizons_h", t.horizons_h, descending=True, positive=True)
+    unconfirmed_h = None
+    if t.unconfirmed_h is not None:
+        yellow = horizons[LEVEL_BY_NAME["yellow"] - 1]
+        if yellow is None:
+            r.fail("'unconfirmed_h' raises yellow, so 'horizons_h' must set yellow")
+        unconfirmed_h = r.number("unconfirmed_h", value=t.unconfirmed_h, above=0.0)
+        if unconfirmed_h > yellow:
+            r.fail(
+                f"'unconfirmed_h' = {unconfirmed_h:g} reaches past the yellow horizon"
+                f" ({yellow:g} h): an unconfirmed forecast would warn where a confirmed"
+                " one does not"
+            )
     return FailureForecastRule(
         **_common(r, t),
         window_s=t.window_s,
@@ -513,7 +528,8 @@ def _forecast(
         max_drift=t.max_drift,
         confirm=int(t.confirm),
         caution=t.caution,
-        horizons_h=r.levels("horizons_h", t.horizons_h, descending=True, positive=True),
+        unconfirmed_h=unconfirmed_h,
+        horizons_h=horizons,
     )
 
 

@@ -20,6 +20,7 @@ from alarm_engine.reference_forecast import forecast_window as reference_forecas
 from alarm_engine.reference_forecast import interval as reference_interval
 from alarm_engine.reference_forecast import judged_lead as reference_judged_lead
 from alarm_engine.reference_forecast import tail_rss as reference_tail_rss
+from alarm_engine.reference_forecast import watched as reference_watched
 from alarm_engine.reference_forecast import windowed_forecast as reference_windowed_forecast
 from edge_agent.site_file import load_site
 from hardware_sim.slope_corpus import (
@@ -394,7 +395,9 @@ def test_a_sharp_seasonal_rise_whose_forecast_came_and_went_raises_no_red():
     t, x = record.t[near], record.x[near]
     rule = shipped_forecast_rule()
     engine, changes = replay(rule, t, x)
-    assert [(c.t, c.new) for c in changes if c.new >= 2] == []
+    # Its unconfirmed forecasts may raise yellow (``unconfirmed_h``), never more: a rise
+    # that steep is worth watching, and yellow is the one level a false forecast may cost.
+    assert [(c.t, c.new) for c in changes if c.new >= 3] == []
     # the fits were strong, so the rule had something to refuse
     assert engine.metrics()[rule.id]["evidence"] > rule.min_evidence
 
@@ -425,12 +428,13 @@ def test_a_refuted_forecast_holds_every_forecast_for_48_hours():
     for h in (40, 41, 42):
         assert judge(h, 30.0) == (0, 0), h
     assert metric.accepted[0] == t0 + 12 * HOUR
-    # from 61 h (13 h + 48 h), three forecasts that agree go red
-    assert [judge(h, 30.0)[0] for h in (62, 63, 64)] == [0, 0, 4]
+    # from 61 h (13 h + 48 h) they count again: the first two, not confirmed yet, are
+    # yellow (their cautious lead, 27 h, is within unconfirmed_h), and three that agree red
+    assert [judge(h, 30.0)[0] for h in (62, 63, 64)] == [2, 2, 4]
     assert metric.accepted[0] == t0 + 64 * HOUR
     # a forecast with alpha in range is not held to its word: the 64 h forecast's interval
     # (to 103 h) passes, and three more that agree still go red
-    assert [judge(h, 30.0)[0] for h in (104, 105, 106)] == [0, 0, 4]
+    assert [judge(h, 30.0)[0] for h in (104, 105, 106)] == [2, 2, 4]
     # one above the range is: at 110 h its interval (to 123 h) has passed
     judge(110, 10.0, alpha=3.0)
     assert [judge(h, 30.0)[0] for h in (124, 125, 126)] == [0, 0, 0]
@@ -545,12 +549,24 @@ def test_the_interval_ends_where_the_profile_crosses_its_limit_not_at_the_last_l
 
 
 @pytest.mark.parametrize(
-    ("confirm", "max_drift", "window_days", "caution"),
-    [(1, None, 2, 0.0), (2, 1.0, 2, 0.0), (1, None, 3, 0.0), (2, 1.0, 2, 0.5)],
-    ids=["one-forecast", "two-agreeing", "daily-cycle-fitted", "judged-with-caution"],
+    ("confirm", "max_drift", "window_days", "caution", "unconfirmed_h"),
+    [
+        (1, None, 2, 0.0, None),
+        (2, 1.0, 2, 0.0, None),
+        (1, None, 3, 0.0, None),
+        (2, 1.0, 2, 0.5, None),
+        (3, 0.1, 2, 0.5, 36.0),
+    ],
+    ids=[
+        "one-forecast",
+        "two-agreeing",
+        "daily-cycle-fitted",
+        "judged-with-caution",
+        "unconfirmed-yellow",
+    ],
 )
 def test_numba_and_the_reference_agree_exactly_on_awkward_input(
-    confirm, max_drift, window_days, caution
+    confirm, max_drift, window_days, caution, unconfirmed_h
 ):
     rng = np.random.default_rng(3)
     t, x, _ = failing_slope(6, creep_mm_day=1.0, tertiary_h=60.0, alpha=1.8)
@@ -570,6 +586,7 @@ def test_numba_and_the_reference_agree_exactly_on_awkward_input(
         max_drift=max_drift,
         confirm=confirm,
         caution=caution,
+        unconfirmed_h=unconfirmed_h,
     )
     compiled, compiled_changes = replay(rule, t, x, "numba")
     reference, reference_changes = replay(rule, t, x, "reference")
@@ -679,6 +696,89 @@ def test_caution_shortens_the_lead_by_a_share_of_the_early_half_interval(backend
         (1.0, 44.0): 24.0,
         (0.5, math.inf): math.inf,  # unconfirmed stays unconfirmed
     }
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_an_unconfirmed_forecast_supports_yellow_and_never_more(backend):
+    now = ORIGIN
+    # failure 40 h ahead, its interval 20-90 h ahead: 30 h ahead judged with caution 0.5
+    forecast = (40.0, now + 40 * HOUR, now + 20 * HOUR, now + 90 * HOUR, 2.0, 1.0, 5000.0)
+    newest = forecast[1]
+    judged = {}
+    for unconfirmed_h, lead, accepted in (
+        (48.0, math.inf, True),  # unconfirmed, 30 h <= 48 h: the yellow horizon
+        (24.0, math.inf, True),  # unconfirmed, 30 h > 24 h: nothing
+        (None, math.inf, True),  # the setting unset: nothing, as before it existed
+        (48.0, 20.0, True),  # confirmed within the red horizon: left as it is
+        (48.0, math.inf, False),  # the newest forecast failed its test: nothing
+    ):
+        rule = forecast_rule(caution=0.5, unconfirmed_h=unconfirmed_h)
+        at = newest if accepted else math.inf
+        if backend == "numba":
+            yellow = -rule.horizons_h[1]
+            metric = fk.watched(-lead, at, now, np.array(forecast), forecast_cfg(rule), yellow)
+            judged[unconfirmed_h, lead, accepted] = -metric
+        else:
+            judged[unconfirmed_h, lead, accepted] = reference_watched(lead, at, now, forecast, rule)
+    assert judged == {
+        (48.0, math.inf, True): 168.0,
+        (24.0, math.inf, True): math.inf,
+        (None, math.inf, True): math.inf,
+        (48.0, 20.0, True): 20.0,
+        (48.0, math.inf, False): math.inf,
+    }
+
+
+#: Abrupt onsets read hourly with 0.05 mm of noise, the case that started this work:
+#: (creep mm/day, tertiary phase h, noise seed). No three forecasts in a row agree on
+#: them before the failure, so without ``unconfirmed_h`` they fail with no level at all.
+SILENT_ONSETS = [(0.26, 150.5, 1), (0.22, 144.2, 0)]
+
+
+@pytest.mark.parametrize(("creep", "tertiary_h", "seed"), SILENT_ONSETS)
+def test_an_unconfirmed_forecast_raises_yellow_where_no_level_would_rise(creep, tertiary_h, seed):
+    t, x, failure_t = abrupt_slope(20 + tertiary_h / 24, creep_mm_day=creep, tertiary_h=tertiary_h)
+    x = x + np.random.default_rng(seed).normal(0.0, 0.05, t.shape[0])
+    shipped = shipped_forecast_rule()
+    assert shipped.unconfirmed_h == 48.0
+    _, silent = replay(dataclasses.replace(shipped, unconfirmed_h=None), t, x)
+    assert silent == []
+    _, changes = replay(shipped, t, x)
+    rises = [c for c in changes if c.kind == "rise"]
+    assert [c.new for c in rises] == [2]  # yellow, and never more from such forecasts
+    yellow = rises[0]
+    assert failure_t - yellow.t >= 12 * HOUR
+    # the forecast it came from puts the failure within 48 h, judged with caution
+    values = yellow.values
+    cautious = values["failure_t"] - 0.5 * (values["failure_t"] - values["failure_t_low"])
+    assert cautious - yellow.t <= 48 * HOUR
+    # and its words say why it is not red
+    assert "not confirmed yet (3 forecasts in a row must agree) <= 48 h (yellow)" in yellow.detail
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ("unconfirmed_h = 200", "reaches past the yellow horizon"),
+        ("unconfirmed_h = 0", "'unconfirmed_h' = 0.0 must be above 0"),
+        ("unconfirmed_h = inf", "'unconfirmed_h' must be a finite number"),
+    ],
+)
+def test_unconfirmed_h_is_refused_outside_the_yellow_horizon(tmp_path, setting, problem):
+    bad = tmp_path / "site.toml"
+    bad.write_text(EXAMPLE.read_text().replace("unconfirmed_h = 48", setting))
+    with pytest.raises(SiteConfigError, match=problem):
+        load_site(bad)
+
+
+def test_unconfirmed_h_needs_a_yellow_horizon(tmp_path):
+    bad = tmp_path / "site.toml"
+    text = EXAMPLE.read_text()
+    table = "horizons_h = { yellow = 168, orange = 144, red = 48 }"
+    assert table in text
+    bad.write_text(text.replace(table, "horizons_h = { orange = 144, red = 48 }"))
+    with pytest.raises(SiteConfigError, match="'horizons_h' must set yellow"):
+        load_site(bad)
 
 
 def test_caution_only_ever_warns_sooner_and_the_event_states_the_most_likely_time():

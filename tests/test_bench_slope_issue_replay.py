@@ -30,7 +30,7 @@ def test_a_jump_past_a_level_counts_as_reaching_it() -> None:
         "red": 3.0,
     }
     found = about_slope(rows, failure_t=3.0 + 10 * 3600.0)
-    assert found["red_h"] == pytest.approx(10.0)
+    assert found["red_h"] == found["yellow_h"] == pytest.approx(10.0)
     assert found["velocity_first_h"] == pytest.approx(10.0 + 1 / 3600.0)
     # the red stated the forecast made at t = 1: failure at 1 + 5 h, 5 h early of 10 left
     assert found["red_error"] == pytest.approx(-0.5, abs=1e-3)
@@ -58,5 +58,8 @@ def test_one_slope_through_the_command_line() -> None:
     # Slope 0 goes red late, within a day of its failure: counted so, and as not in time.
     assert 0.0 < row["red_h"] < 24.0
     assert (total["red_at_least_24h"], total["red_later"], total["no_forecast_level"]) == (0, 1, 0)
+    # its forecasts went yellow first, more than a day ahead, while they did not yet agree
+    assert row["yellow_h"] > 24.0
+    assert total["yellow_lead_h"] == [round(row["yellow_h"], 1)]
     assert total["red_lead_h"] == [round(row["red_h"], 1)]
     assert row["red_error"] is not None
