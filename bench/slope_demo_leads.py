@@ -8,8 +8,9 @@ The noise is a hash of the station's seed and the time, so each draw moves the o
 (by three days and 1,234 s a draw) and the slope with it. A draw of 0 mm noise is run
 first, once.
 
-Prints each draw's first orange and red, in hours before the failure, and as its last
-line a JSON object with the leads and their range. Never writes a file.
+Prints each draw's first yellow, orange and red, in hours before the failure (a yellow
+may come from a forecast not confirmed yet, ``unconfirmed_h``), and as its last line a
+JSON object with the leads and their range. Never writes a file.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from hardware_sim.station import StationSpec, build_scenarios, load_station
 STATION = Path(__file__).resolve().parent.parent / "hardware_sim" / "stations" / "slope.toml"
 #: 2026-08-01 00:00 UTC, the first draw's origin.
 FIRST_ORIGIN = 1_785_542_400.0
-ORANGE, RED = 3, 4
+YELLOW, ORANGE, RED = 2, 3, 4
 
 
 @functools.cache
@@ -44,7 +45,7 @@ def _station() -> StationSpec:
 
 
 def first_levels(origin: float, poll_s: float, noise_mm: float | None) -> dict[str, float]:
-    """Hours before failure of the first orange and red for the slope started at ``origin``."""
+    """Hours before failure of the first yellow, orange and red for the slope from ``origin``."""
     spec = _station()
     params = {k: dict(v) for k, v in spec.scenarios.items()}
     if noise_mm is not None:
@@ -58,7 +59,7 @@ def first_levels(origin: float, poll_s: float, noise_mm: float | None) -> dict[s
     changes = AlarmEngine([rule], "numba").replay({"ext.extension": (t, x, np.ones(len(t), bool))})
     leads: dict[str, float] = {}
     for change in changes:
-        for name, level in (("orange", ORANGE), ("red", RED)):
+        for name, level in (("yellow", YELLOW), ("orange", ORANGE), ("red", RED)):
             if change.new >= level and name not in leads:
                 leads[name] = round((failure - change.t) / 3600, 1)
     return leads
@@ -77,6 +78,7 @@ def main() -> None:
         print(f"draw {k}: {leads}", flush=True)
         draws.append(leads)
     reds = [d["red"] for d in draws if "red" in d]
+    yellows = [d["yellow"] for d in draws if "yellow" in d]
     print(
         json.dumps(
             {
@@ -88,6 +90,8 @@ def main() -> None:
                 "red_max_h": max(reds, default=None),
                 "no_red": len(draws) - len(reds),
                 "orange_first": sum(1 for d in draws if d.get("orange", 0) > d.get("red", 0)),
+                "yellow_median_h": statistics.median(yellows) if yellows else None,
+                "yellow_first": sum(1 for d in draws if d.get("yellow", 0) > d.get("orange", 0)),
             }
         )
     )
