@@ -492,16 +492,24 @@ def forecast_window(
     )
 
 
-def accepted_failure_t(forecast: tuple[float, ...], rule: FailureForecastRule) -> float:
-    """The forecast's failure time if it passed the evidence test, else inf."""
-    lead, failure_t, low_t, high_t, alpha, _, evidence = forecast
-    if not evidence >= rule.min_evidence or not lead < INF:
-        return INF
-    if not rule.alpha_range[0] - 1e-9 <= alpha <= rule.alpha_range[1] + 1e-9:
-        return INF
+def set_aside(forecast: tuple[float, ...], rule: FailureForecastRule) -> str | None:
+    """Why the forecast fails the evidence test, in words; None when it passes."""
+    lead, _, low_t, high_t, alpha, _, evidence = forecast
+    if not evidence >= rule.min_evidence:
+        return f"evidence {evidence:.0f} < {rule.min_evidence:g}"
+    if not lead < INF:
+        return "no failure in sight"
+    low, high = rule.alpha_range
+    if not low - 1e-9 <= alpha <= high + 1e-9:
+        return f"alpha {alpha:.2f} outside {low:g}-{high:g}"
     if not (high_t - low_t) / 3600.0 <= rule.max_spread * lead:
-        return INF
-    return failure_t
+        return f"95 % interval wider than {rule.max_spread:g} times the lead"
+    return None
+
+
+def accepted_failure_t(forecast: tuple[float, ...], rule: FailureForecastRule) -> float:
+    """The forecast's failure time if it passed the evidence test (``set_aside``), else inf."""
+    return INF if set_aside(forecast, rule) is not None else forecast[FAILURE_T]
 
 
 def tail_rss(

@@ -658,7 +658,8 @@ def _replay_csv(
             console.print(
                 f"{when}  {step['rule']:<24} forecast: failure in {step['lead_h']:.1f} h "
                 f"(alpha {step['alpha']:.2f}, v {step['velocity_mm_day']:.3g} mm/day, "
-                f"evidence {step['evidence']:.0f})",
+                f"evidence {step['evidence']:.0f})"
+                + ("" if step["passes"] else f"; set aside: {step['set_aside']}"),
                 highlight=False,
                 markup=False,
             )

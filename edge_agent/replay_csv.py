@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from alarm_engine import AlarmEngine, LevelChange
+from alarm_engine.details import FORECAST_VALUES
+from alarm_engine.reference_forecast import set_aside
 from protocol.limits import MAX_TIMESTAMP, MIN_TIMESTAMP
 from site_schema.rule_specs import ChannelRule, FailureForecastRule
 from site_schema.site_config import SiteConfig
@@ -223,18 +225,24 @@ def backtest(
 
 
 def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
-    """The failure forecasts among the steps, one row per evaluation that changed them."""
-    forecast_ids = {r.id for r in site.rules if isinstance(r, FailureForecastRule)}
+    """The failure forecasts among the steps, one row per evaluation that changed them.
+
+    Each row also says whether the forecast passed the rule's evidence test (``passes``)
+    and, if not, why (``set_aside``): only a forecast that passed can raise a level.
+    """
+    rules = {r.id: r for r in site.rules if isinstance(r, FailureForecastRule)}
     rows: list[dict[str, Any]] = []
     last: dict[str, tuple[float, ...]] = {}
     for step in result.steps:
-        if step["rule"] not in forecast_ids:
+        rule = rules.get(step["rule"])
+        if rule is None:
             continue
         key = tuple(v for k, v in step.items() if k not in ("t", "rule"))
         if last.get(step["rule"]) == key:
             continue
         last[step["rule"]] = key
-        rows.append(step)
+        why = set_aside(tuple(float(step[name]) for name in FORECAST_VALUES), rule)
+        rows.append(step | {"passes": why is None, "set_aside": why})
     return rows
 
 
@@ -257,7 +265,7 @@ def observed_inverse_velocity(
 
 
 def plot_inverse_velocity(site: SiteConfig, result: Backtest, out: Path) -> None:
-    """Draw 1/v against time, the fit at the first red (or the last forecast), level bands.
+    """Draw 1/v against time, the fit at the first red (or the last that passed), level bands.
 
     Raises:
         RecordError: when matplotlib is not installed.
@@ -289,7 +297,7 @@ def plot_inverse_velocity(site: SiteConfig, result: Backtest, out: Path) -> None
     for level, colour in colours.items():
         if level in level_t:
             ax.axvspan(float(hours(level_t[level])), end_h, color=colour, alpha=0.12, lw=0)
-    steps = [r for r in forecast_steps(site, result) if math.isfinite(r["lead_h"])]
+    steps = [r for r in forecast_steps(site, result) if r["passes"]]
     chosen = [r for r in steps if 4 in level_t and r["t"] >= level_t[4]] or steps[-1:]
     if chosen:
         fit = chosen[0]

@@ -59,6 +59,30 @@ def test_replay_csv_prints_the_forecasts_and_the_levels_in_order(failing_record)
     assert [c["to"] for c in rises] == ["yellow", "orange", "red"][-len(rises) :]
 
 
+def test_replay_csv_says_which_forecasts_passed_the_evidence_test(failing_record):
+    path, _ = failing_record
+    result = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL, "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    forecasts = [line["forecast"] for line in lines if "forecast" in line]
+    passed = [f for f in forecasts if f["passes"]]
+    set_aside = [f for f in forecasts if not f["passes"]]
+    assert passed
+    assert set_aside
+    assert all(f["set_aside"] is None for f in passed)
+    # the steady creep before the acceleration shows no evidence of one
+    assert set_aside[0]["set_aside"].startswith("evidence ")
+    assert set_aside[0]["set_aside"].endswith(" < 600")
+    # the red came from a forecast that passed
+    red = next(c for c in lines if c.get("rule") == "slope_forecast" and c.get("to") == "red")
+    assert [f for f in forecasts if f["t"] <= red["t"]][-1]["passes"]
+    # in words, a forecast set aside says why
+    words = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL)
+    assert words.returncode == 0, words.stderr
+    marked = [line for line in words.stdout.splitlines() if "; set aside: " in line]
+    assert len(marked) == sum(1 for f in set_aside if f["lead_h"] < float("inf"))
+
+
 def test_replay_csv_draws_the_inverse_velocity_plot(failing_record, tmp_path):
     path, _ = failing_record
     out = tmp_path / "iv.png"
