@@ -43,13 +43,19 @@ def failing_record(tmp_path_factory):
     return path, failure_t
 
 
-def test_replay_csv_prints_the_forecasts_and_the_levels_in_order(failing_record):
-    path, failure_t = failing_record
+def replay_lines(path):
+    """``edge replay --csv --json`` of the record with the shipped site: (forecasts, changes)."""
     result = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL, "--json")
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    forecasts = [line["forecast"] for line in lines if "forecast" in line]
-    changes = [line for line in lines if "rule" in line]
+    return [line["forecast"] for line in lines if "forecast" in line], [
+        line for line in lines if "rule" in line
+    ]
+
+
+def test_replay_csv_prints_the_forecasts_and_the_levels_in_order(failing_record):
+    path, failure_t = failing_record
+    forecasts, changes = replay_lines(path)
     assert forecasts, "a forecast at each evaluation step"
     reds = [c for c in changes if c["rule"] == "slope_forecast" and c["to"] == "red"]
     assert reds, changes
@@ -61,10 +67,7 @@ def test_replay_csv_prints_the_forecasts_and_the_levels_in_order(failing_record)
 
 def test_replay_csv_says_which_forecasts_passed_the_evidence_test(failing_record):
     path, _ = failing_record
-    result = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL, "--json")
-    assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    forecasts = [line["forecast"] for line in lines if "forecast" in line]
+    forecasts, changes = replay_lines(path)
     passed = [f for f in forecasts if f["passes"]]
     set_aside = [f for f in forecasts if not f["passes"]]
     assert passed
@@ -74,7 +77,7 @@ def test_replay_csv_says_which_forecasts_passed_the_evidence_test(failing_record
     assert set_aside[0]["set_aside"].startswith("evidence ")
     assert set_aside[0]["set_aside"].endswith(" < 600")
     # the red came from a forecast that passed
-    red = next(c for c in lines if c.get("rule") == "slope_forecast" and c.get("to") == "red")
+    red = next(c for c in changes if c["rule"] == "slope_forecast" and c["to"] == "red")
     assert [f for f in forecasts if f["t"] <= red["t"]][-1]["passes"]
     # in words, a forecast set aside says why
     words = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL)
