@@ -340,11 +340,14 @@ def _log_taus(s: FloatArray, nb: int, lead_h: float) -> None:
 
 
 @jit
-def _regressor_sums(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, float]:
-    """The regressor in column S_G against time, itself and the record: (sug, sgg, sgx).
+def _regressor_sums(
+    s: FloatArray, nb: int, fit: FitSums
+) -> tuple[float, float, float, float, float, float]:
+    """The regressor in column S_G against time, itself and the record: (sug, sgg, sgx, ...).
 
     The regressor is centred and the daily cycle taken out of it, as ``_fit_sums`` does
-    for time; ``fit`` holds the window's sums.
+    for time; ``fit`` holds the window's sums. The last three are its weighted mean and
+    its projections on the cycle's two basis functions, which a fitted curve needs.
     """
     sw, mu, mx, _, _, _, ue1, ue2, xe1, xe2, _ = fit
     sg = 0.0
@@ -367,7 +370,7 @@ def _regressor_sums(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float,
     sug -= ge1 * ue1 + ge2 * ue2
     sgg -= ge1 * ge1 + ge2 * ge2
     sgx -= ge1 * xe1 + ge2 * xe2
-    return sug, sgg, sgx
+    return sug, sgg, sgx, mg, ge1, ge2
 
 
 @jit
@@ -380,7 +383,7 @@ def _two_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, f
     their test needs.
     """
     suu, sux, sxx = fit[3], fit[4], fit[5]
-    sug, sgg, sgx = _regressor_sums(s, nb, fit)
+    sug, sgg, sgx, _, _, _ = _regressor_sums(s, nb, fit)
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
         return math.inf, math.nan, math.nan
@@ -396,7 +399,7 @@ def _one_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float]:
     As ``_two_term_fit`` with no rate on time: (rss, the coefficient on S_G); (inf, nan)
     when the regressor is constant once the cycle is out of it.
     """
-    _, sgg, sgx = _regressor_sums(s, nb, fit)
+    _, sgg, sgx, _, _, _ = _regressor_sums(s, nb, fit)
     if not sgg > 0.0:
         return math.inf, math.nan
     b = sgx / sgg
@@ -847,21 +850,13 @@ def tail_rss(
     """
     nb = cleaned_bins(buf, start, end, t_now, cfg, s, work)
     fit = _fit_sums(s, nb)
-    sw, mu, mx, _, _, _, ue1, ue2, xe1, xe2, _ = fit
+    _, mu, mx, _, _, _, ue1, ue2, xe1, xe2, _ = fit
     _log_taus(s, nb, lead_h)
     _voight_regressor(s, nb, 1.0 / (alpha - 1.0))
     rss, c, b = _two_term_fit(s, nb, fit)
     if not rss < math.inf:
         return math.inf
-    mg = 0.0
-    for i in range(nb):
-        mg += s[i, S_W] * s[i, S_G]
-    mg /= sw
-    ge1 = 0.0
-    ge2 = 0.0
-    for i in range(nb):
-        ge1 += s[i, S_W] * (s[i, S_G] - mg) * s[i, S_C1]
-        ge2 += s[i, S_W] * (s[i, S_G] - mg) * s[i, S_C2]
+    _, _, _, mg, ge1, ge2 = _regressor_sums(s, nb, fit)
     d1 = xe1 - c * ue1 - b * ge1
     d2 = xe2 - c * ue2 - b * ge2
     rss = 0.0

@@ -268,8 +268,13 @@ def fit_sums(b: Bins) -> FitSums:
     return FitSums(sw, mu, mx, suu, sux, sxx, ue1, ue2, xe1, xe2, terms)
 
 
-def regressor_sums(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, float, float]:
-    """``g_values`` against time, itself and the record, cycle out (the kernel's)."""
+def regressor_sums(
+    b: Bins, g_values: list[float], fit: FitSums
+) -> tuple[float, float, float, float, float, float]:
+    """``g_values`` against time, itself and the record, cycle out; its mean and cycle terms.
+
+    (sug, sgg, sgx, mean, projection on cos, on sin): the kernel's ``_regressor_sums``.
+    """
     sg = 0.0
     for g, w in zip(g_values, b.w, strict=True):
         sg += w * g
@@ -285,7 +290,7 @@ def regressor_sums(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float,
     sug -= ge1 * fit.ue1 + ge2 * fit.ue2
     sgg -= ge1 * ge1 + ge2 * ge2
     sgx -= ge1 * fit.xe1 + ge2 * fit.xe2
-    return sug, sgg, sgx
+    return sug, sgg, sgx, mg, ge1, ge2
 
 
 def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, float, float]:
@@ -293,7 +298,7 @@ def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, f
 
     Returns (rss unclamped, rate on time, coefficient on g); (inf, nan, nan) when collinear.
     """
-    sug, sgg, sgx = regressor_sums(b, g_values, fit)
+    sug, sgg, sgx, _, _, _ = regressor_sums(b, g_values, fit)
     suu, sux, sxx = fit.suu, fit.sux, fit.sxx
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
@@ -308,7 +313,7 @@ def one_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, f
 
     Returns (rss unclamped, coefficient on g); (inf, nan) when g is constant.
     """
-    _, sgg, sgx = regressor_sums(b, g_values, fit)
+    _, sgg, sgx, _, _, _ = regressor_sums(b, g_values, fit)
     if not sgg > 0.0:
         return INF, NAN
     coefficient = sgx / sgg
@@ -529,14 +534,7 @@ def tail_rss(
     rss, c, acc = two_term_fit(b, g_values, fit)
     if not rss < INF:
         return INF
-    mg = 0.0
-    for w, g in zip(b.w, g_values, strict=True):
-        mg += w * g
-    mg /= fit.sw
-    ge1 = ge2 = 0.0
-    for w, g, e1, e2 in zip(b.w, g_values, b.c1, b.c2, strict=True):
-        ge1 += w * (g - mg) * e1
-        ge2 += w * (g - mg) * e2
+    _, _, _, mg, ge1, ge2 = regressor_sums(b, g_values, fit)
     d1 = fit.xe1 - c * fit.ue1 - acc * ge1
     d2 = fit.xe2 - c * fit.ue2 - acc * ge2
     rss = 0.0
