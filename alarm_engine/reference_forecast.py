@@ -500,6 +500,8 @@ def forecast_window(
 def set_aside(forecast: tuple[float, ...], rule: FailureForecastRule) -> str | None:
     """Why the forecast fails the evidence test, in words; None when it passes."""
     lead, _, low_t, high_t, alpha, _, evidence = forecast
+    if math.isnan(evidence):  # the window held too little data for any fit
+        return "no forecast yet: too few readings"
     if not evidence >= rule.min_evidence:
         return f"evidence {evidence:.0f} < {rule.min_evidence:g}"
     if not lead < INF:
