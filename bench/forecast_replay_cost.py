@@ -62,9 +62,18 @@ def measure(seed: int, rule: FailureForecastRule, days: float) -> dict[str, Any]
     keep = (record.t <= end) & (record.t > end - days * DAY)
     t, x = record.t[keep], record.x[keep]
     shipped: Callable[..., Any] = rf.overruled
-    seconds = {"with": replay_seconds(rule, t, x)}
-    rf.overruled = lambda *args, **kwargs: None  # never overrules: the rule before it
+    checks = 0
+
+    def counted(*args: Any) -> Any:
+        nonlocal checks
+        checks += 1
+        return shipped(*args)
+
+    seconds = {}
     try:
+        rf.overruled = counted
+        seconds["with"] = replay_seconds(rule, t, x)
+        rf.overruled = lambda *args: None  # never overrules: the rule before it
         seconds["without"] = replay_seconds(rule, t, x)
     finally:
         rf.overruled = shipped
@@ -73,6 +82,7 @@ def measure(seed: int, rule: FailureForecastRule, days: float) -> dict[str, Any]
         "interval_s": record.interval_s,
         "abrupt_onset": bool(record.params.get("abrupt_onset")),
         "readings": int(t.shape[0]),
+        "overruling_checks": checks,
         "with_s": round(seconds["with"], 1),
         "without_s": round(seconds["without"], 1),
         "ratio": round(seconds["with"] / seconds["without"], 3),
