@@ -31,7 +31,8 @@ ahead can expect more records within 10 % than that confidence, as far as the po
 is calibrated; the bench prints the realised share beside it, at the oracle's moment and
 at 24 h, to show how far it is. ``rule`` does the same for a rule that cannot know the
 failure time: on the same posterior it fires red at the first lead whose answer is
-within 48 h with at least a given confidence.
+within 48 h with at least a given confidence (``rule_every_600s`` and ``_3600s``: the
+records polled every 10 minutes and every hour).
 
 All leave out the daily cycles, outliers and gaps of the corpus, so real fits do worse.
 The posterior's grids must be finer than the posterior (see ``ALPHAS``); the figures this
@@ -303,6 +304,13 @@ def first_red_ceiling(
                 float(conf[rows].max(axis=1).mean()), 3
             )
     report["rule"] = {f"{c:g}": _rule_fires(conf, hit, answers, c) for c in RULE_CONFIDENCES}
+    for every in (600.0, 3600.0):
+        rows = np.array([r.interval_s == every for r in records])
+        if rows.any():
+            report[f"rule_every_{int(every)}s"] = {
+                f"{c:g}": _rule_fires(conf[rows], hit[rows], answers[rows], c)
+                for c in RULE_CONFIDENCES
+            }
     return report
 
 
