@@ -32,7 +32,10 @@ is calibrated; the bench prints the realised share beside it, at the oracle's mo
 at 24 h, to show how far it is. ``rule`` does the same for a rule that cannot know the
 failure time: on the same posterior it fires red at the first lead whose answer is
 within 48 h with at least a given confidence (``rule_every_600s`` and ``_3600s``: the
-records polled every 10 minutes and every hour).
+records polled every 10 minutes and every hour). ``quiet_rule`` runs that rule over the
+quiet site-years' own seasonal accelerations (clean hourly bins with their noise) and
+counts the years it would turn red, at each confidence: the rule knows every record
+fails, so a wet season's rise is a failure to it.
 
 All leave out the daily cycles, outliers and gaps of the corpus, so real fits do worse.
 The posterior's grids must be finer than the posterior (see ``ALPHAS``); the figures this
@@ -40,7 +43,8 @@ bench printed before they were (57 % within 10 % a day ahead, 55 % for the oracl
 the coarse grid's, not the data's.
 
     .venv/bin/python bench/slope_forecast_bound.py [--records 400] [--window-h 336]
-        [--bayes-draws 3] [--oracle-leads-h 24:120:4]   # about 10 minutes on 2 cores
+        [--bayes-draws 3] [--oracle-leads-h 24:120:4] [--quiet-years 12]
+        # about 20 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ from multiprocessing.pool import Pool as WorkerPool
 
 import numpy as np
 
-from hardware_sim.slope_corpus import SlopeRecord, failure_record
+from hardware_sim.slope_corpus import (
+    ORIGIN,
+    SlopeRecord,
+    failure_record,
+    quiet_seasonal_factor,
+    quiet_site_year,
+)
 
 Z_90 = 1.645
 
@@ -314,6 +324,53 @@ def first_red_ceiling(
     return report
 
 
+#: The quiet-year check looks where the creep runs this much faster than its steady rate.
+QUIET_FACTOR_FROM = 1.2
+
+
+def _quiet_year(job: tuple[int, float]) -> float | None:
+    """The ideal rule's surest red over quiet year ``seed``; None out of scope.
+
+    The year's own seasonal accelerations (``quiet_seasonal_factor``) on its steady
+    creep, hourly bins with its noise, no cycle, step or outliers. Every 4 h where the
+    creep runs ``QUIET_FACTOR_FROM`` times its steady rate or faster, the Bayes answer of
+    the failures' posterior; returns the highest confidence among the answers within
+    ``RULE_HORIZON_H`` (each would be a false red for a rule waiting for no more), or
+    -1.0 if none was.
+    """
+    seed, window_h = job
+    record = quiet_site_year(seed)
+    if record.noise_mm > 0.05:
+        return None
+    hours = ORIGIN + 3600.0 * (np.arange(365 * 24, dtype=np.float64) + 0.5)
+    factor = quiet_seasonal_factor(seed, hours)
+    motion = np.cumsum(record.params["creep_mm_day"] / 24.0 * factor)
+    sd = _bin_sd(record)
+    y_all = motion + np.random.default_rng([9, seed]).normal(0.0, sd, motion.shape[0])
+    window = int(window_h)
+    u = -np.arange(window_h, 0.0, -1.0) + 0.5
+    surest = -1.0
+    for end in range(window, motion.shape[0], 4):
+        if factor[end - 1] < QUIET_FACTOR_FROM:
+            continue
+        answer, mass = best_answer(lead_posterior(u, y_all[end - window : end], sd))
+        if answer <= RULE_HORIZON_H:
+            surest = max(surest, mass)
+            if surest >= max(RULE_CONFIDENCES):
+                break
+    return surest
+
+
+def quiet_ceiling(years: int, window_h: float, pool: WorkerPool) -> dict[str, object]:
+    """How many of quiet years 0..``years`` in scope the ideal rule would turn red."""
+    found = pool.map(_quiet_year, [(seed, window_h) for seed in range(years)])
+    surest = [s for s in found if s is not None]
+    report: dict[str, object] = {"site_years": len(surest)}
+    for c in RULE_CONFIDENCES:
+        report[f"red_at_{c:g}"] = sum(1 for s in surest if s >= 0.0 and s >= c)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=400, help="failure seeds to look at")
@@ -323,6 +380,12 @@ def main() -> None:
         "--oracle-leads-h",
         default="24:120:4",
         help="FIRST:LAST:STEP leads the first-red oracle may fire at ('' to skip)",
+    )
+    parser.add_argument(
+        "--quiet-years",
+        type=int,
+        default=12,
+        help="quiet site-years (seeds from 0) to run the ideal rule over (0 to skip)",
     )
     args = parser.parse_args()
     with Pool() as pool:
@@ -367,6 +430,8 @@ def measure(args: argparse.Namespace, pool: WorkerPool) -> dict[str, object]:
         first, last, step = (float(v) for v in args.oracle_leads_h.split(":"))
         leads = [float(v) for v in np.arange(first, last + step / 2, step)]
         report["first_red_oracle"] = first_red_ceiling(records, args.window_h, leads, pool)
+    if args.quiet_years:
+        report["quiet_rule"] = quiet_ceiling(args.quiet_years, args.window_h, pool)
     return report
 
 
