@@ -382,8 +382,14 @@ def _two_term_fit(s: FloatArray, nb: int, fit: FitSums) -> tuple[float, float, f
     nan, nan) when the two are collinear. The rss is not clamped: callers clamp it as
     their test needs.
     """
-    suu, sux, sxx = fit[3], fit[4], fit[5]
     sug, sgg, sgx, _, _, _ = _regressor_sums(s, nb, fit)
+    return _two_term_solve(fit, sug, sgg, sgx)
+
+
+@jit
+def _two_term_solve(fit: FitSums, sug: float, sgg: float, sgx: float) -> tuple[float, float, float]:
+    """``_two_term_fit`` from the regressor's sums, for a caller that needs them too."""
+    suu, sux, sxx = fit[3], fit[4], fit[5]
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
         return math.inf, math.nan, math.nan
@@ -853,10 +859,10 @@ def tail_rss(
     _, mu, mx, _, _, _, ue1, ue2, xe1, xe2, _ = fit
     _log_taus(s, nb, lead_h)
     _voight_regressor(s, nb, 1.0 / (alpha - 1.0))
-    rss, c, b = _two_term_fit(s, nb, fit)
+    sug, sgg, sgx, mg, ge1, ge2 = _regressor_sums(s, nb, fit)
+    rss, c, b = _two_term_solve(fit, sug, sgg, sgx)
     if not rss < math.inf:
         return math.inf
-    _, _, _, mg, ge1, ge2 = _regressor_sums(s, nb, fit)
     d1 = xe1 - c * ue1 - b * ge1
     d2 = xe2 - c * ue2 - b * ge2
     rss = 0.0

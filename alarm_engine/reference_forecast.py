@@ -299,6 +299,11 @@ def two_term_fit(b: Bins, g_values: list[float], fit: FitSums) -> tuple[float, f
     Returns (rss unclamped, rate on time, coefficient on g); (inf, nan, nan) when collinear.
     """
     sug, sgg, sgx, _, _, _ = regressor_sums(b, g_values, fit)
+    return two_term_solve(fit, sug, sgg, sgx)
+
+
+def two_term_solve(fit: FitSums, sug: float, sgg: float, sgx: float) -> tuple[float, float, float]:
+    """``two_term_fit`` from the regressor's sums, for a caller that needs them too."""
     suu, sux, sxx = fit.suu, fit.sux, fit.sxx
     det = suu * sgg - sug * sug
     if not det > 1e-12 * suu * sgg:
@@ -533,10 +538,10 @@ def tail_rss(
     fit = fit_sums(b)
     b.log_tau = [math.log(lead - u) for u in b.u]
     g_values = voight_regressor(b, 1.0 / (alpha - 1.0))
-    rss, c, acc = two_term_fit(b, g_values, fit)
+    sug, sgg, sgx, mg, ge1, ge2 = regressor_sums(b, g_values, fit)
+    rss, c, acc = two_term_solve(fit, sug, sgg, sgx)
     if not rss < INF:
         return INF
-    _, _, _, mg, ge1, ge2 = regressor_sums(b, g_values, fit)
     d1 = fit.xe1 - c * fit.ue1 - acc * ge1
     d2 = fit.xe2 - c * fit.ue2 - acc * ge2
     rss = 0.0
