@@ -307,20 +307,17 @@ def first_red_ceiling(
         "fixed_lead_confidence": round(float(conf[:, 0].mean()), 3),
         "fixed_lead_realised": round(float(hit[:, 0].mean()), 3),
     }
-    for every in (600.0, 3600.0):
-        rows = np.array([r.interval_s == every for r in records])
-        if rows.any():
-            report[f"oracle_confidence_every_{int(every)}s"] = round(
-                float(conf[rows].max(axis=1).mean()), 3
-            )
     report["rule"] = {f"{c:g}": _rule_fires(conf, hit, answers, c) for c in RULE_CONFIDENCES}
     for every in (600.0, 3600.0):
         rows = np.array([r.interval_s == every for r in records])
-        if rows.any():
-            report[f"rule_every_{int(every)}s"] = {
-                f"{c:g}": _rule_fires(conf[rows], hit[rows], answers[rows], c)
-                for c in RULE_CONFIDENCES
-            }
+        if not rows.any():
+            continue
+        report[f"oracle_confidence_every_{int(every)}s"] = round(
+            float(conf[rows].max(axis=1).mean()), 3
+        )
+        report[f"rule_every_{int(every)}s"] = {
+            f"{c:g}": _rule_fires(conf[rows], hit[rows], answers[rows], c) for c in RULE_CONFIDENCES
+        }
     return report
 
 
@@ -367,7 +364,7 @@ def quiet_ceiling(years: int, window_h: float, pool: WorkerPool) -> dict[str, ob
     surest = [s for s in found if s is not None]
     report: dict[str, object] = {"site_years": len(surest)}
     for c in RULE_CONFIDENCES:
-        report[f"red_at_{c:g}"] = sum(1 for s in surest if s >= 0.0 and s >= c)
+        report[f"red_at_{c:g}"] = sum(1 for s in surest if s >= c)  # none red: -1
     return report
 
 
