@@ -10,6 +10,7 @@ import math
 from datetime import UTC, datetime
 from typing import Literal
 
+from alarm_engine.forecast_layout import CONFIRMED_H, LEAD_H
 from alarm_engine.level_change import LevelChange
 from alarm_engine.model import RawChange
 from alarm_engine.reference_forecast import judged_lead
@@ -30,7 +31,8 @@ from site_schema.rule_specs import (
 )
 
 _YEAR_10000 = 253402300800.0
-#: The snapshot of a failure forecast, in the kernel's order (``forecast_kernels.OUT_SIZE``).
+#: A failure forecast, in the kernel's order (``forecast_layout.OUT_SIZE``): what a gateway
+#: reports of it to the fleet.
 FORECAST_VALUES = (
     "lead_h",
     "failure_t",
@@ -40,6 +42,9 @@ FORECAST_VALUES = (
     "velocity_mm_day",
     "evidence",
 )
+#: A failure-forecast rule's snapshot: the newest forecast, then the lead its horizons
+#: judged (``forecast_layout.CONFIRMED_H``).
+FORECAST_SNAPSHOT = (*FORECAST_VALUES, "confirmed_h")
 
 
 def value_names(rule: SampleRule) -> tuple[str, ...]:
@@ -64,7 +69,7 @@ def value_names(rule: SampleRule) -> tuple[str, ...]:
         case InverseVelocityRule():
             return ("lead_h", "failure_t", "velocity_mm_day", "r2")
         case FailureForecastRule():
-            return FORECAST_VALUES
+            return FORECAST_SNAPSHOT
 
 
 def named_values(rule: SampleRule, values: tuple[float, ...]) -> dict[str, float]:
@@ -90,6 +95,34 @@ def _rain_window(rule: RainWindowRule, values: tuple[float, ...], level: int) ->
         if threshold is not None and values[w] / threshold > best_ratio:
             best, best_ratio = w, values[w] / threshold
     return best
+
+
+def _judged(rule: FailureForecastRule, values: tuple[float, ...], level: int) -> tuple[str, str]:
+    """The time a forecast's ``level`` was judged by, in words, and the horizon it met.
+
+    Confirmed forecasts are judged by the lead in the snapshot's ``confirmed_h`` (the
+    latest of the agreeing failure times, shortened for caution), which may be hours more
+    than the newest forecast's own: the words give that lead, never another. A yellow with
+    no confirmed lead inside the yellow horizon came from the newest forecast alone
+    (``unconfirmed_h``), judged by its own cautious time.
+    """
+    confirmed = values[CONFIRMED_H]
+    caution = f"caution {rule.caution:g}" if rule.caution > 0.0 else ""
+    horizon = _number(rule.horizons_h[level - 1], " h")
+    yellow = LEVEL_BY_NAME["yellow"]
+    yellow_h = rule.horizons_h[yellow - 1]
+    from_newest = level == yellow and not (yellow_h is not None and confirmed <= yellow_h)
+    if math.isfinite(confirmed) and not from_newest:
+        kind = "cautious" if caution else "confirmed"
+        agree = ", ".join(w for w in (f"{rule.confirm} forecasts in a row agree", caution) if w)
+        return f", {kind} time in {confirmed:.1f} h ({agree})", horizon
+    cautious = judged_lead(values[LEAD_H], values, rule)
+    words = f", cautious time in {cautious:.1f} h ({caution})" if caution else ""
+    words += f", not confirmed yet ({rule.confirm} forecasts in a row must agree)"
+    watch = rule.unconfirmed_h
+    if from_newest and watch is not None and cautious <= watch:
+        return words, _number(watch, " h")
+    return words, horizon
 
 
 def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[float, str, str]:
@@ -118,7 +151,7 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
             what = f"predicted failure at {_iso(failure_t)} (t={failure_t:.0f}), in {lead_h:.1f} h"
             return lead_h, what, _number(horizon, " h")
         case FailureForecastRule():
-            lead_h, failure_t, low_t, high_t, alpha, velocity, evidence = values
+            lead_h, failure_t, low_t, high_t, alpha, velocity, evidence, _ = values
             horizon = rule.horizons_h[level - 1]
             if not math.isfinite(lead_h):
                 what = (
@@ -138,16 +171,8 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
                 f"[95% {_iso(low_t)} .. {_iso(high_t)}], alpha {alpha:.2f}, "
                 f"v {velocity:.2f} mm/day, evidence {evidence:.0f}"
             )
-            cautious = judged_lead(lead_h, values, rule)
-            if rule.caution > 0.0:
-                what += f", cautious time in {cautious:.1f} h (caution {rule.caution:g})"
-            watch = rule.unconfirmed_h
-            if level == LEVEL_BY_NAME["yellow"] and watch is not None and cautious <= watch:
-                # Yellow with the failure this close can only be the unconfirmed path: a
-                # confirmed forecast this close is orange or red (``watched``).
-                what += f", not confirmed yet ({rule.confirm} forecasts in a row must agree)"
-                return lead_h, what, _number(watch, " h")
-            return lead_h, what, _number(horizon, " h")
+            judged, threshold_words = _judged(rule, values, level)
+            return lead_h, what + judged, threshold_words
         case AntecedentRainRule():
             what, threshold = f"EAR {values[0]:.1f} mm", rule.thresholds[level - 1]
         case WaterLevelRule():

@@ -79,6 +79,7 @@ from alarm_engine.forecast_layout import (
     ALPHA_MARGIN,
     ALPHA_REFINE,
     COARSE,
+    CONFIRMED_H,
     CYCLE_MIN_SPAN_H,
     EVIDENCE,
     FAILURE_HI,
@@ -1001,10 +1002,11 @@ def forecast_kernel(
     as buf and as the window has bins. The metric is minus the lead time of the latest of
     the last ``CONFIRM`` failure times, so a level rises only when that many forecasts in a
     row put the failure within its horizon (thresholds arrive negated). snap is the forecast
-    (see ``OUT_SIZE``); acc = [time, forecast] of the newest forecast that passed its
-    evidence test, left as it was while none does. Returns (next sample, event count, code):
-    1 when buf and the scratch must grow before resuming at that sample, ``EVENTS_FULL``
-    when the events must be flushed, else 0.
+    (see ``OUT_SIZE``) and the lead its horizons judged (``CONFIRMED_H``, before an
+    unconfirmed forecast's yellow, ``watched``); acc = [time, forecast] of the newest
+    forecast that passed its evidence test, left as it was while none does. Returns (next
+    sample, event count, code): 1 when buf and the scratch must grow before resuming at
+    that sample, ``EVENTS_FULL`` when the events must be flushed, else 0.
     """
     confirm = int(cfg[CONFIRM])
     for i in range(i0, t.shape[0]):
@@ -1028,13 +1030,14 @@ def forecast_kernel(
         ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok and not held else math.inf
         if ks[KS_HISTORY] < math.inf:
             acc[0] = ti
-            for j in range(snap.shape[0]):
+            for j in range(OUT_SIZE):
                 acc[1 + j] = snap[j]
         if not ok:
+            snap[CONFIRMED_H] = math.nan
             sm[CHAIN] = 0.0
             continue
-        metric = -judged_lead(confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT]), snap, cfg)
-        metric = watched(metric, ks[KS_HISTORY], ti, snap, cfg, thresholds[YELLOW])
+        snap[CONFIRMED_H] = judged_lead(confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT]), snap, cfg)
+        metric = watched(-snap[CONFIRMED_H], ks[KS_HISTORY], ti, snap, cfg, thresholds[YELLOW])
         up, hold = threshold_levels(metric, thresholds, cfg[HYSTERESIS])
         old = sm_evaluate(sm, ti, up, hold, cfg[HOLD_S], cfg[LATCH_FROM])
         if old >= 0:

@@ -43,9 +43,15 @@ LAG_MISFIT = 2.0
 #: Where the yellow horizon sits in a rule's horizons (blue, yellow, orange, red): the one
 #: level an unconfirmed forecast can raise (``forecast_kernels.watched``).
 YELLOW = 1
-#: Layout of a forecast (the rule's value snapshot).
+#: Layout of a forecast (what the fit makes, and what a gateway reports of it).
 LEAD_H, FAILURE_T, FAILURE_LO, FAILURE_HI, ALPHA, VELOCITY, EVIDENCE = range(7)
 OUT_SIZE = 7
+#: The rule's value snapshot is the newest forecast, then the lead its horizons judged:
+#: hours to the latest of the confirming forecasts' failure times, shortened for caution;
+#: inf while they do not confirm, NaN with too little data. An event's words state it, so
+#: they never show one time and judge by another (``details``).
+CONFIRMED_H = OUT_SIZE
+SNAP_SIZE = OUT_SIZE + 1
 #: Exponents tried: N_ALPHA_STEPS evenly spaced, the rule's alpha_range ends on the grid
 #: and ALPHA_MARGIN steps beyond each end (never below 1.05). A best fit outside the
 #: range says the record does not accelerate the Voight way.

@@ -356,7 +356,7 @@ class NumbaForecastRule(_LevelState):
     """A failure-forecast rule run by ``forecast_kernel``."""
 
     def __init__(self, rule: FailureForecastRule) -> None:
-        super().__init__(fl.OUT_SIZE)
+        super().__init__(fl.SNAP_SIZE)
         self.rule = rule
         self._cfg = forecast_cfg(rule)
         self._thresholds = _thresholds(rule.horizons_h, negate=True)
@@ -367,7 +367,7 @@ class NumbaForecastRule(_LevelState):
         self._bins = fk.bin_count(rule.window_s, rule.bin_s)
         self._buf = np.zeros((INITIAL_ROWS, 2), dtype=np.float64)
         self._size_scratch()
-        self._events = _Events(fl.OUT_SIZE)
+        self._events = _Events(fl.SNAP_SIZE)
         # [time, forecast] of the newest forecast that passed its evidence test
         self._acc = np.full(1 + fl.OUT_SIZE, math.nan, dtype=np.float64)
 

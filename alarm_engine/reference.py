@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from alarm_engine.details import FORECAST_VALUES
+from alarm_engine.details import FORECAST_SNAPSHOT
 from alarm_engine.model import RawChange
 from alarm_engine.reference_forecast import ForecastMetric
 from alarm_engine.reference_metrics import (
@@ -122,7 +122,7 @@ def _metric_for(rule: SampleRule) -> tuple[_Metric, int]:
         case WaterLevelRule():
             return WaterLevel(rule), 1
         case FailureForecastRule():
-            return ForecastMetric(rule), len(FORECAST_VALUES)
+            return ForecastMetric(rule), len(FORECAST_SNAPSHOT)
         case _:
             return SlopeMetric(rule), 4
 

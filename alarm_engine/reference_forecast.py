@@ -31,10 +31,10 @@ from alarm_engine.forecast_layout import (
     MAX_LEAD_HOURS,
     MIN_LEAD_H,
     N_ALPHA_STEPS,
-    OUT_SIZE,
     OUTLIER_SCALES,
     REFINE,
     REFUTED_HOLD_S,
+    SNAP_SIZE,
     STEP_SCALES,
     WINDOW_SHARES,
     YELLOW,
@@ -681,10 +681,13 @@ class ForecastMetric:
         if forecast is not None and self.history[0] < INF:
             self.accepted = (t, forecast)
         if forecast is None:
-            return (NAN,) * OUT_SIZE, None
-        lead = judged_lead(confirmed_lead(self.history, t, self.rule.drift), forecast, self.rule)
-        lead = watched(lead, self.history[0], t, forecast, self.rule)
-        return forecast, threshold_levels(-lead, self.thresholds, self.rule.hysteresis)
+            return (NAN,) * SNAP_SIZE, None
+        confirmed = judged_lead(
+            confirmed_lead(self.history, t, self.rule.drift), forecast, self.rule
+        )
+        lead = watched(confirmed, self.history[0], t, forecast, self.rule)
+        levels = threshold_levels(-lead, self.thresholds, self.rule.hysteresis)
+        return (*forecast, confirmed), levels
 
     def held(self, t: float, forecast: tuple[float, ...] | None) -> bool:
         """Whether a forecast was refuted within ``REFUTED_HOLD_S``; notes this one's word.

@@ -10,7 +10,9 @@ import pytest
 
 from alarm_engine import AlarmEngine
 from alarm_engine import forecast_kernels as fk
+from alarm_engine.details import FORECAST_SNAPSHOT, describe
 from alarm_engine.forecast_layout import LAG_MISFIT, WINDOW_SHARES
+from alarm_engine.model import RawChange
 from alarm_engine.numba_backend import forecast_cfg
 from alarm_engine.reference_forecast import ForecastMetric as ReferenceForecastMetric
 from alarm_engine.reference_forecast import accepted_failure_t as reference_accepted_failure_t
@@ -800,10 +802,71 @@ def test_caution_only_ever_warns_sooner_and_the_event_states_the_most_likely_tim
     values = red.values
     assert values["failure_t_low"] < values["failure_t"] < values["failure_t_high"]
     assert values["failure_t"] - red.t > 48 * HOUR
-    # and its words give the time the horizon judged this forecast by
+    # and its words give the time the horizon judged it by: the latest of the agreeing
+    # forecasts' failure times (never sooner than the newest's), shortened for caution
     cautious = values["failure_t"] - (values["failure_t"] - values["failure_t_low"]) / 2 - red.t
-    assert f"cautious time in {cautious / HOUR:.1f} h (caution 0.5) <= 48 h (red)" in red.detail
+    judged = values["confirmed_h"]
+    assert cautious / HOUR - 1e-6 <= judged <= 48
+    agree = "3 forecasts in a row agree, caution 0.5"
+    assert f"cautious time in {judged:.1f} h ({agree}) <= 48 h (red)" in red.detail
     assert "caution" not in rises[0.0][4].detail
+    judged = rises[0.0][4].values["confirmed_h"]
+    assert f"confirmed time in {judged:.1f} h (3 forecasts in a row agree) <= 48 h (red)" in (
+        rises[0.0][4].detail
+    )
+
+
+def test_the_words_give_the_lead_the_horizons_judged_not_the_newest_forecasts():
+    # A failure of the corpus's fresh set (seed 3187, read hourly). When its orange rose,
+    # the newest forecast's cautious time was inside the 48 h red horizon, but the level
+    # is judged by the latest of the three agreeing forecasts: beyond it. The words once
+    # gave the newest forecast's time with "(orange)" beside it, a contradiction a duty
+    # officer could not resolve.
+    record = failure_record(3187)
+    _, changes = replay(shipped_forecast_rule(), record.t, record.x)
+    orange = next(c for c in changes if c.kind == "rise" and c.new == 3)
+    values = orange.values
+    newest = values["failure_t"] - (values["failure_t"] - values["failure_t_low"]) / 2 - orange.t
+    assert newest / HOUR < 48 < values["confirmed_h"] <= 144
+    agree = "3 forecasts in a row agree, caution 0.5"
+    judged = f"cautious time in {values['confirmed_h']:.1f} h ({agree}) <= 144 h (orange)"
+    assert judged in orange.detail
+    assert f"{newest / HOUR:.1f} h" not in orange.detail
+
+
+def test_a_confirmed_yellow_is_worded_as_confirmed_whatever_the_newest_forecast_says():
+    # With a wide max_drift three forecasts 160, 100 and 40 h ahead agree: the horizons
+    # judge the latest, a yellow. The newest alone would have raised that yellow too
+    # (unconfirmed_h = 48), and words inferred from the level called it "not confirmed
+    # yet"; the snapshot says what was judged.
+    rule = dataclasses.replace(shipped_forecast_rule(), max_drift=1.0)
+    metric = ReferenceForecastMetric(rule)
+    for i, ahead_h in enumerate((160.0, 100.0, 40.0)):
+        t = i * HOUR
+        failure_t = t + ahead_h * HOUR
+        forecast = (ahead_h, failure_t, failure_t - HOUR, failure_t + 2 * HOUR, 2.0, 1.0, 5e3)
+        values, levels = metric.judge(t, forecast)
+    assert levels == (2, 2)
+    judged = dict(zip(FORECAST_SNAPSHOT, values, strict=True))["confirmed_h"]
+    assert judged == pytest.approx(157.5)  # 160 h from t = 0, judged at 2 h, less 0.5 h
+    detail = describe(rule, RawChange(0, 0, 2, values), t, "rise").detail
+    agree = "3 forecasts in a row agree, caution 0.5"
+    assert detail.endswith(f"cautious time in 157.5 h ({agree}) <= 168 h (yellow)")
+    # the same newest forecast after one that failed the evidence test: the unconfirmed
+    # yellow
+    lone = ReferenceForecastMetric(rule)
+    for i, (ahead_h, evidence) in enumerate(((160.0, 5e3), (100.0, 10.0), (40.0, 5e3))):
+        t = i * HOUR
+        failure_t = t + ahead_h * HOUR
+        forecast = (ahead_h, failure_t, failure_t - HOUR, failure_t + 2 * HOUR, 2.0, 1.0, evidence)
+        values, levels = lone.judge(t, forecast)
+    assert levels == (2, 2)
+    assert math.isinf(values[-1])
+    detail = describe(rule, RawChange(0, 0, 2, values), t, "rise").detail
+    assert detail.endswith(
+        "cautious time in 39.5 h (caution 0.5), not confirmed yet"
+        " (3 forecasts in a row must agree) <= 48 h (yellow)"
+    )
 
 
 def test_caution_must_lie_between_0_and_1(tmp_path):
