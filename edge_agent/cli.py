@@ -605,9 +605,11 @@ def replay(
 
 
 def _print_changes(changes: list[dict[str, Any]], json_out: bool) -> None:
+    from protocol.payloads import finite_json  # noqa: PLC0415 - only when printing JSON
+
     for change in changes:
         if json_out:
-            sys.stdout.write(json.dumps(change) + "\n")
+            sys.stdout.write(json.dumps(finite_json(change), allow_nan=False) + "\n")
         else:
             console.print(
                 f"{change['time']}  {change['rule']:<24} {change['from']:>7} -> {change['to']:<7} "
@@ -637,6 +639,7 @@ def _replay_csv(
         plot_inverse_velocity,
         read_record,
     )
+    from protocol.payloads import finite_json  # noqa: PLC0415
 
     if channel is None:
         raise fail("--csv needs --channel NAME: the site channel the record stands for")
@@ -652,8 +655,9 @@ def _replay_csv(
         raise fail(str(exc)) from None
     for step in forecast_steps(site, result):
         when = datetime.fromtimestamp(step["t"], UTC).isoformat(timespec="seconds")
-        if json_out:
-            sys.stdout.write(json.dumps({"forecast": step, "time": when}) + "\n")
+        if json_out:  # strict JSON: an infinite lead ("no failure in sight") as "inf"
+            line = finite_json({"forecast": step, "time": when})
+            sys.stdout.write(json.dumps(line, allow_nan=False) + "\n")
         elif math.isfinite(step["lead_h"]):
             console.print(
                 f"{when}  {step['rule']:<24} forecast: failure in {step['lead_h']:.1f} h "

@@ -43,11 +43,15 @@ def failing_record(tmp_path_factory):
     return path, failure_t
 
 
+def _not_json(constant):
+    raise AssertionError(f"{constant} is not JSON: a strict parser refuses the line")
+
+
 def replay_lines(path):
     """``edge replay --csv --json`` of the record with the shipped site: (forecasts, changes)."""
     result = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL, "--json")
     assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = [json.loads(line, parse_constant=_not_json) for line in result.stdout.splitlines()]
     return [line["forecast"] for line in lines if "forecast" in line], [
         line for line in lines if "rule" in line
     ]
@@ -85,7 +89,15 @@ def test_replay_csv_says_which_forecasts_passed_the_evidence_test(failing_record
     words = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL)
     assert words.returncode == 0, words.stderr
     marked = [line for line in words.stdout.splitlines() if "; set aside: " in line]
-    assert len(marked) == sum(1 for f in set_aside if f["lead_h"] < float("inf"))
+    assert len(marked) == sum(1 for f in set_aside if isinstance(f["lead_h"], float))
+    # numbers that are not finite are written as the wire writes them, in strict JSON
+    assert set_aside[0]["lead_h"] == "nan"
+    # the first forecast that passes is not confirmed yet: three in a row must agree
+    assert passed[0]["confirmed_h"] == "inf"
+    # the red's forecast step carries the lead its horizon judged
+    judged = [f for f in forecasts if f["t"] <= red["t"]][-1]["confirmed_h"]
+    assert judged <= 48
+    assert f"time in {judged:.1f} h (3 forecasts in a row agree" in red["detail"]
 
 
 def test_replay_csv_draws_the_inverse_velocity_plot(failing_record, tmp_path):
