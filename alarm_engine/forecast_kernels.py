@@ -887,25 +887,27 @@ def overruled(
     work: FloatArray,
     out: FloatArray,
     longer: tuple[float, float, float],
+    share: int,
 ) -> bool:
-    """Whether the window's last part overrules a longer part's accepted forecast.
+    """Whether the window's later part ``share`` overrules a longer part's accepted forecast.
 
     ``longer`` is (lead hours, alpha, early end of the interval) of the forecast made from
-    ``buf[first:end]``, a longer part of the window. The last part's own forecast
-    (Voight's law alone if it stands there) is left in ``out``. It overrules when it
-    passed the evidence test, the late end of its interval comes before the early end of
-    the longer one's (the two cannot both be right, and the last part puts the failure
-    sooner), and the longer fit leaves ``LAG_MISFIT`` times the residuals
-    over the last part that the last part's own curve (steady creep beside it) does: the
-    longer fit lags the slope there. A gradual failure's longer fit follows its last part
-    (at most 1.2 times on the corpus's tuning records); one across an abrupt onset does
-    not (2.3-43 times where the last part was the nearer).
+    ``buf[first:end]``, a longer part of the window. The later part's own forecast
+    (Voight's law alone if it stands there, over the last part) is left in ``out``. It
+    overrules when it passed the evidence test, the late end of its interval comes before
+    the early end of the longer one's (the two cannot both be right, and the later part
+    puts the failure sooner), and the longer fit leaves ``LAG_MISFIT`` times the
+    residuals over the later part that the later part's own curve (steady creep beside
+    it) does: the longer fit lags the slope there. A gradual failure's longer fit follows
+    its later parts (at most 1.2 times on the corpus's tuning records); one across an
+    abrupt onset does not (2.3-43 times where the later part was the nearer).
     """
-    edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[len(WINDOW_SHARES) - 1]
+    edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[share]
     last = first
     while last < end and buf[last, 0] <= edge:
         last += 1
-    fitted = forecast_window(buf, last, end, t_now, cfg, s, work, out, True)
+    alone = share == len(WINDOW_SHARES) - 1
+    fitted = forecast_window(buf, last, end, t_now, cfg, s, work, out, alone)
     if not (fitted and accepted_failure_t(out, cfg) < math.inf):
         return False
     if not out[FAILURE_HI] < longer[2]:
@@ -939,10 +941,11 @@ def windowed_forecast(
     in 50 quiet site-years when the quarter tried it too). False when the whole window
     holds too little data.
 
-    An accepted forecast from a longer part is overruled by the last part's when their
-    intervals do not meet and the last part's comes first (``overruled``): after an
-    abrupt onset a fit across the onset can pass the evidence test and still lag the
-    slope, putting the failure late, while the record since the onset says it is near.
+    An accepted forecast from a longer part is overruled by a later part's (the last
+    part's, else the quarter's) when their intervals do not meet, the later part's comes
+    first and the longer fit lags the later part's record (``overruled``):
+    after an abrupt onset a fit across the onset can pass the evidence test and still lag
+    the slope, putting the failure late, while the record since the onset says it is near.
     """
     ok = forecast_window(buf, start, end, t_now, cfg, s, work, out, False)
     if not ok:
@@ -962,10 +965,10 @@ def windowed_forecast(
         if j == last:
             return True
         kept = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
-        if overruled(
-            buf, first, end, t_now, cfg, s, work, out, (kept[LEAD_H], kept[ALPHA], kept[FAILURE_LO])
-        ):
-            return True
+        longer = (kept[LEAD_H], kept[ALPHA], kept[FAILURE_LO])
+        for later in range(last, j, -1):
+            if overruled(buf, first, end, t_now, cfg, s, work, out, longer, later):
+                return True
     for k in range(OUT_SIZE):
         out[k] = kept[k]
     return True

@@ -559,11 +559,15 @@ def overruled(
     t_now: float,
     rule: FailureForecastRule,
     longer: tuple[float, ...],
+    share: int,
 ) -> tuple[float, ...] | None:
-    """The last part's forecast if it overrules ``longer``, made from ``samples`` (the kernel's)."""
-    edge = t_now - rule.window_s * WINDOW_SHARES[-1]
+    """The forecast of the window's part ``share`` if it overrules ``longer`` (the kernel's).
+
+    ``longer`` was made from ``samples``, a longer part of the window.
+    """
+    edge = t_now - rule.window_s * WINDOW_SHARES[share]
     later = deque(sample for sample in samples if sample[0] > edge)
-    trial = forecast_window(later, t_now, rule, True)
+    trial = forecast_window(later, t_now, rule, share == len(WINDOW_SHARES) - 1)
     if trial is None or not accepted_failure_t(trial, rule) < INF:
         return None
     if not trial[FAILURE_HI] < longer[FAILURE_LO]:
@@ -582,25 +586,25 @@ def windowed_forecast(
     """The whole window's forecast, or its latest part's (see ``forecast_kernels``).
 
     Over the last part Voight's law alone is tried too (``forecast_window``'s ``try_alone``),
-    and the last part overrules a longer part's accepted forecast that lags it
-    (``overruled``).
+    and a later part (the last, else the quarter) overrules a longer part's accepted
+    forecast that lags it (``overruled``).
     """
     forecast = forecast_window(samples, t_now, rule)
     if forecast is None:
         return forecast
-    standing, part, last = forecast, samples, False
-    for share in WINDOW_SHARES[1:]:
-        if accepted_failure_t(standing, rule) < INF:
-            break
-        edge = t_now - rule.window_s * share
+    standing, part, j = forecast, samples, 0
+    while not accepted_failure_t(standing, rule) < INF and j < len(WINDOW_SHARES) - 1:
+        j += 1
+        edge = t_now - rule.window_s * WINDOW_SHARES[j]
         part = deque(sample for sample in samples if sample[0] > edge)
-        last = share == WINDOW_SHARES[-1]
-        standing = forecast_window(part, t_now, rule, last) or standing
+        standing = forecast_window(part, t_now, rule, j == len(WINDOW_SHARES) - 1) or standing
     if not accepted_failure_t(standing, rule) < INF:
         return forecast
-    if last:
-        return standing
-    return overruled(part, t_now, rule, standing) or standing
+    for later in range(len(WINDOW_SHARES) - 1, j, -1):
+        trial = overruled(part, t_now, rule, standing, later)
+        if trial is not None:
+            return trial
+    return standing
 
 
 def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> float:

@@ -289,6 +289,37 @@ def test_the_record_since_an_abrupt_onset_overrules_a_fit_across_it_that_lags(
     assert abs(compiled[0] - failure_t) / remaining < 0.1
 
 
+def test_the_quarter_overrules_a_whole_window_that_lags_an_abrupt_onset():
+    """An onset eight days back: the quarter is all after it, and right.
+
+    The corpus's abrupt-onset record 164 (10-minute readings, 0.025 mm of noise, 195 h of
+    tertiary creep) 6 h before failure: the whole window's fit, across the onset, passes
+    the test with the failure 17 h ahead and an interval wholly after the truth. The
+    window's eighth does not pass (its alpha is above the range), so before, nothing
+    overruled the whole window. The quarter's forecast passes, its interval ends before
+    the whole window's begins, and the whole window's fit leaves more than ``LAG_MISFIT``
+    times the quarter's own residuals over the quarter: it stands, within 10 %.
+    """
+    rule = shipped_forecast_rule()
+    record = failure_record(164, onset="abrupt")
+    t, x = until(record.t, record.x, record.failure_t - 6 * HOUR)
+    remaining = record.failure_t - t[-1]
+    whole = part_forecast(rule, t, x, rule.window_s)
+    assert reference_accepted_failure_t(whole, rule) < math.inf
+    assert whole[2] > record.failure_t  # late, and sure of it
+    tail_s = rule.window_s * WINDOW_SHARES[-1]
+    eighth = reference_forecast_window(last_samples(t, x, tail_s), t[-1], rule, True)
+    assert not reference_accepted_failure_t(eighth, rule) < math.inf
+    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
+    assert quarter[3] < whole[2]
+    forecast = reference_windowed_forecast(last_samples(t, x, rule.window_s), t[-1], rule)
+    assert forecast == quarter
+    assert abs(forecast[1] - record.failure_t) / remaining < 0.1
+    compiled = forecast_at_last_sample(rule, t, x, "numba")
+    assert compiled[0] < whole[1]
+    assert abs(compiled[0] - record.failure_t) / remaining < 0.1
+
+
 def test_a_later_part_never_overrules_a_gradual_failures_whole_window():
     """Steady creep with the acceleration growing out of it: the whole window is right.
 
