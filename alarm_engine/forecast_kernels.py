@@ -942,8 +942,9 @@ def windowed_forecast(
     holds too little data.
 
     An accepted forecast from a longer part is overruled by a later part's (the last
-    part's, else the quarter's) when their intervals do not meet, the later part's comes
-    first and the longer fit lags the later part's record (``overruled``):
+    part's, else, when the last part's fails its evidence test, the quarter's) when their
+    intervals do not meet, the later part's comes first and the longer fit lags the later
+    part's record (``overruled``):
     after an abrupt onset a fit across the onset can pass the evidence test and still lag
     the slope, putting the failure late, while the record since the onset says it is near.
     """
@@ -969,6 +970,8 @@ def windowed_forecast(
         for later in range(last, j, -1):
             if overruled(buf, first, end, t_now, cfg, s, work, out, longer, later):
                 return True
+            if accepted_failure_t(out, cfg) < math.inf:
+                break  # it passed and follows the longer fit: a longer later part would too
     for k in range(OUT_SIZE):
         out[k] = kept[k]
     return True

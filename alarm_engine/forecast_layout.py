@@ -32,8 +32,9 @@ CYCLE_MIN_SPAN_H = 48.0
 #: after the onset it is. Measured with ``bench/slope_forecast.py``'s ``abrupt_onset``; a
 #: half-window share was left out: it took a seasonal acceleration for an onset. The last
 #: share is also fitted with Voight's law alone (no steady creep beside it). A later
-#: share (the last, else the quarter) overrules a longer share's accepted forecast whose
-#: interval lies wholly after its own.
+#: share (the last, else, when the last one's forecast fails the evidence test, the
+#: quarter) overrules a longer share's accepted forecast whose interval lies wholly after
+#: its own.
 WINDOW_SHARES = (1.0, 0.25, 0.125)
 #: A later share overrules a longer share's accepted forecast only when the longer fit
 #: leaves this many times the residuals over the later share that the later share's own

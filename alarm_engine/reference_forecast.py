@@ -560,24 +560,24 @@ def overruled(
     rule: FailureForecastRule,
     longer: tuple[float, ...],
     share: int,
-) -> tuple[float, ...] | None:
-    """The forecast of the window's part ``share`` if it overrules ``longer`` (the kernel's).
+) -> tuple[tuple[float, ...] | None, bool]:
+    """The forecast of the window's part ``share``, and whether it overrules ``longer``.
 
-    ``longer`` was made from ``samples``, a longer part of the window.
+    ``longer`` was made from ``samples``, a longer part of the window (the kernel's).
     """
     edge = t_now - rule.window_s * WINDOW_SHARES[share]
     later = deque(sample for sample in samples if sample[0] > edge)
     trial = forecast_window(later, t_now, rule, share == len(WINDOW_SHARES) - 1)
     if trial is None or not accepted_failure_t(trial, rule) < INF:
-        return None
+        return trial, False
     if not trial[FAILURE_HI] < longer[FAILURE_LO]:
-        return None
+        return trial, False
     tail_h = (t_now - edge) / 3600.0
     own = tail_rss(later, t_now, rule, trial[LEAD_H], trial[ALPHA], INF)
     if not own < INF:
-        return None
+        return trial, False
     lagging = tail_rss(samples, t_now, rule, longer[LEAD_H], longer[ALPHA], tail_h)
-    return trial if lagging >= LAG_MISFIT * own else None
+    return trial, lagging >= LAG_MISFIT * own
 
 
 def windowed_forecast(
@@ -586,8 +586,8 @@ def windowed_forecast(
     """The whole window's forecast, or its latest part's (see ``forecast_kernels``).
 
     Over the last part Voight's law alone is tried too (``forecast_window``'s ``try_alone``),
-    and a later part (the last, else the quarter) overrules a longer part's accepted
-    forecast that lags it (``overruled``).
+    and a later part (the last, else, when the last fails its evidence test, the quarter)
+    overrules a longer part's accepted forecast that lags it (``overruled``).
     """
     forecast = forecast_window(samples, t_now, rule)
     if forecast is None:
@@ -601,9 +601,11 @@ def windowed_forecast(
     if not accepted_failure_t(standing, rule) < INF:
         return forecast
     for later in range(len(WINDOW_SHARES) - 1, j, -1):
-        trial = overruled(part, t_now, rule, standing, later)
-        if trial is not None:
+        trial, overrules = overruled(part, t_now, rule, standing, later)
+        if trial is not None and overrules:
             return trial
+        if trial is not None and accepted_failure_t(trial, rule) < INF:
+            break  # it passed and follows the longer fit: a longer later part would too
     return standing
 
 

@@ -1,17 +1,19 @@
-"""What the last share's overruling costs a gateway without numba, replaying its record.
+"""What the later shares' overruling costs a gateway without numba, replaying its record.
 
 A gateway on Pi OS 32-bit has no numba, so at every start it rebuilds its failure
 forecasts' state by replaying the stored record through the plain-Python reference
 (README, "Running the agent"). Each hourly evaluation fits the whole window, and while
-that forecast passes, the window's eighth as well, to see whether it overrules a fit that
-lags an abrupt onset (``reference_forecast.overruled``). This bench times the reference
+that forecast passes, the window's eighth as well (and its quarter when the eighth's
+forecast fails the evidence test), to see whether it overrules a fit that lags an abrupt
+onset (``reference_forecast.overruled``). This bench times the reference
 replay of corpus records (16 days, up to 6 h before failure, the shipped rule) with the
 overruling as shipped and with it switched off, in one run, and reports the ratio:
 
     .venv/bin/python bench/forecast_replay_cost.py [--seeds 4,6,3] [--days 16]
 
 The default seeds are two hourly records and one read every 10 minutes, all gradual
-failures (the whole window's forecast passes for days, so the eighth is fitted most).
+failures (the whole window's forecast passes for days, so the later shares are fitted
+most).
 Its last line is a JSON object. It must never change the engine for anything but its
 own timing: the switch is undone before it returns.
 """
@@ -73,7 +75,7 @@ def measure(seed: int, rule: FailureForecastRule, days: float) -> dict[str, Any]
     try:
         rf.overruled = counted
         seconds["with"] = replay_seconds(rule, t, x)
-        rf.overruled = lambda *args: None  # never overrules: the rule before it
+        rf.overruled = lambda *args: (None, False)  # never overrules: the rule before it
         seconds["without"] = replay_seconds(rule, t, x)
     finally:
         rf.overruled = shipped
