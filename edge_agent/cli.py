@@ -604,12 +604,17 @@ def replay(
     _print_changes(changes, json_out)
 
 
-def _print_changes(changes: list[dict[str, Any]], json_out: bool) -> None:
+def _write_json_line(row: dict[str, Any]) -> None:
+    """One strict JSON line: a non-finite number written as the wire writes it ("inf")."""
     from protocol.payloads import finite_json  # noqa: PLC0415 - only when printing JSON
 
+    sys.stdout.write(json.dumps(finite_json(row), allow_nan=False) + "\n")
+
+
+def _print_changes(changes: list[dict[str, Any]], json_out: bool) -> None:
     for change in changes:
         if json_out:
-            sys.stdout.write(json.dumps(finite_json(change), allow_nan=False) + "\n")
+            _write_json_line(change)
         else:
             console.print(
                 f"{change['time']}  {change['rule']:<24} {change['from']:>7} -> {change['to']:<7} "
@@ -639,7 +644,6 @@ def _replay_csv(
         plot_inverse_velocity,
         read_record,
     )
-    from protocol.payloads import finite_json  # noqa: PLC0415
 
     if channel is None:
         raise fail("--csv needs --channel NAME: the site channel the record stands for")
@@ -655,9 +659,8 @@ def _replay_csv(
         raise fail(str(exc)) from None
     for step in forecast_steps(site, result):
         when = datetime.fromtimestamp(step["t"], UTC).isoformat(timespec="seconds")
-        if json_out:  # strict JSON: an infinite lead ("no failure in sight") as "inf"
-            line = finite_json({"forecast": step, "time": when})
-            sys.stdout.write(json.dumps(line, allow_nan=False) + "\n")
+        if json_out:  # an infinite lead ("no failure in sight") as "inf"
+            _write_json_line({"forecast": step, "time": when})
         elif math.isfinite(step["lead_h"]):
             console.print(
                 f"{when}  {step['rule']:<24} forecast: failure in {step['lead_h']:.1f} h "
