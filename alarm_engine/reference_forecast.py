@@ -602,7 +602,7 @@ def windowed_forecast(
         return forecast
     for later in range(len(WINDOW_SHARES) - 1, j, -1):
         trial, overrules = overruled(part, t_now, rule, standing, later)
-        if trial is not None and overrules:
+        if overrules:
             return trial
         if trial is not None and accepted_failure_t(trial, rule) < INF:
             break  # it passed and follows the longer fit: a longer later part would too

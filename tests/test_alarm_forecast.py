@@ -871,12 +871,18 @@ def test_a_confirmed_yellow_is_worded_as_confirmed_whatever_the_newest_forecast_
     # (unconfirmed_h = 48), and words inferred from the level called it "not confirmed
     # yet"; the snapshot says what was judged.
     rule = dataclasses.replace(shipped_forecast_rule(), max_drift=1.0)
-    metric = ReferenceForecastMetric(rule)
-    for i, ahead_h in enumerate((160.0, 100.0, 40.0)):
-        t = i * HOUR
-        failure_t = t + ahead_h * HOUR
-        forecast = (ahead_h, failure_t, failure_t - HOUR, failure_t + 2 * HOUR, 2.0, 1.0, 5e3)
-        values, levels = metric.judge(t, forecast)
+
+    def judged_after(forecasts):
+        """(snapshot, levels) after hourly forecasts of (hours ahead, evidence)."""
+        metric = ReferenceForecastMetric(rule)
+        for i, (ahead_h, evidence) in enumerate(forecasts):
+            failure_t = i * HOUR + ahead_h * HOUR
+            forecast = (ahead_h, failure_t, failure_t - HOUR, failure_t + 2 * HOUR, 2.0, 1.0)
+            values, levels = metric.judge(i * HOUR, (*forecast, evidence))
+        return values, levels
+
+    values, levels = judged_after([(160.0, 5e3), (100.0, 5e3), (40.0, 5e3)])
+    t = 2 * HOUR
     assert levels == (2, 2)
     judged = dict(zip(FORECAST_SNAPSHOT, values, strict=True))["confirmed_h"]
     assert judged == pytest.approx(157.5)  # 160 h from t = 0, judged at 2 h, less 0.5 h
@@ -885,12 +891,7 @@ def test_a_confirmed_yellow_is_worded_as_confirmed_whatever_the_newest_forecast_
     assert detail.endswith(f"cautious time in 157.5 h ({agree}) <= 168 h (yellow)")
     # the same newest forecast after one that failed the evidence test: the unconfirmed
     # yellow
-    lone = ReferenceForecastMetric(rule)
-    for i, (ahead_h, evidence) in enumerate(((160.0, 5e3), (100.0, 10.0), (40.0, 5e3))):
-        t = i * HOUR
-        failure_t = t + ahead_h * HOUR
-        forecast = (ahead_h, failure_t, failure_t - HOUR, failure_t + 2 * HOUR, 2.0, 1.0, evidence)
-        values, levels = lone.judge(t, forecast)
+    values, levels = judged_after([(160.0, 5e3), (100.0, 10.0), (40.0, 5e3)])
     assert levels == (2, 2)
     assert math.isinf(values[-1])
     detail = describe(rule, RawChange(0, 0, 2, values), t, "rise").detail
