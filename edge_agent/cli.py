@@ -34,7 +34,7 @@ from rich.text import Text
 
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
-from edge_agent.cli_console import console, err_console, fail, warn
+from edge_agent.cli_console import console, err_console, fail, print_json, warn
 from edge_agent.doctor_cli import doctor
 from edge_agent.update_cli import update_app
 from edge_agent.uplink_cli import enroll, uplink_app
@@ -319,8 +319,8 @@ def scan(
                 )
             )
     if json_out:
-        console.print_json(
-            data=[
+        print_json(
+            [
                 {
                     "unit_id": h.unit_id,
                     "baudrate": h.baudrate,
@@ -464,7 +464,7 @@ def status(
 
     reply = _ask(data_dir, StatusRequest(), StatusReply)
     if json_out:
-        console.print_json(data=reply.wire())
+        print_json(reply.wire())
         return
     console.print(
         f"[bold]{reply.site}[/] agent {reply.version}, up {reply.uptime_s} s, "
@@ -512,7 +512,7 @@ def alarms(
 
     reply = _ask(data_dir, AlarmsRequest(), AlarmsReply)
     if json_out:
-        console.print_json(data=reply.wire())
+        print_json(reply.wire())
         return
     from edge_agent.poll_view import alarm_tables  # noqa: PLC0415
 
@@ -557,7 +557,7 @@ def siren_test(
     reply = _ask(data_dir, SirenTestRequest(audible=audible), SirenTestReply)
     if not reply.ok:
         raise fail(reply.detail or json.dumps(reply.wire()))
-    console.print_json(data=reply.wire())
+    print_json(reply.wire())
 
 
 @app.command()

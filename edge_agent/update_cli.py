@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from edge_agent.cli_console import console, fail
+from edge_agent.cli_console import console, fail, print_json
 from ota.supervisor import DEFAULT_ROOT, Outcome, SlotRelease, StateFileError
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def status(
         shown = _status_json(view)
         if config is not None:
             shown["config"] = config[1]
-        console.print_json(json.dumps(shown))
+        print_json(shown)
         return
     state = view.state
     pending = state.pending

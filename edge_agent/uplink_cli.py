@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edge_agent.cli_console import console, fail
+from edge_agent.cli_console import console, fail, print_json
 
 uplink_app = typer.Typer(
     help="The gateway's link to the county fleet: status, and draining a stopped gateway.",
@@ -158,7 +158,7 @@ def status(
     """Show the enrollment, what the fleet has acknowledged, and the live link if running."""
     report = uplink_report(data_dir)
     if json_out:
-        console.print_json(data=report)
+        print_json(report)
         return
     enrollment = report["enrollment"]
     state = enrollment["state"]

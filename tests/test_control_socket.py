@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -186,14 +187,14 @@ async def test_the_edge_cli_sends_typed_requests_and_prints_the_typed_replies(
     assert empty[0] == 2
     assert "edge ack: rule: String should have at least 1 character" in empty[2]
     assert tested[0] == 0
-    assert json.loads(tested[1]) == {
+    assert strict_json(tested[1]) == {
         "ok": True,
         "results": {"siren": True, "strobe": "no answer: timeout"},
     }
     assert audible[0] == 2
     assert "alarm level red is active" in audible[2]
     assert alarms[0] == 0
-    assert json.loads(alarms[1])["active"] == {
+    assert strict_json(alarms[1])["active"] == {
         "rain_1h": {"level": "red", "metrics": {"sum_1h": 51.0}}
     }
     assert seen == [  # the empty rule never left the CLI
@@ -226,7 +227,9 @@ def status_reply(now: float) -> StatusReply:
             "rain_1h": AlarmStatus(level="red", metrics={"sum_1h": 51.0}),
             # the latest evaluation failed its evidence test; the standing forecast is older
             "slope_forecast": AlarmStatus(
-                level="red", metrics={"lead_h": float("inf")}, forecast=SLOPE_FORECAST
+                level="red",
+                metrics={"lead_h": float("inf"), "confirmed_h": float("nan")},
+                forecast=SLOPE_FORECAST,
             ),
         },
     )  # fmt: skip
@@ -262,11 +265,26 @@ async def test_edge_status_shows_a_raised_slope_rules_standing_forecast_and_json
     assert "12-06 03:00 to 10:00" in row  # its 95 % interval
     assert "24.0 h" in row  # left now, six hours on
     assert "12-05 00:00" in row  # when it was made
-    alarms = json.loads(as_json)["alarms"]
+    alarms = strict_json(as_json)["alarms"]
     assert "forecast" not in alarms["rain_1h"]
     assert alarms["slope_forecast"]["forecast"]["failure_t"] == NOW + 30 * 3600
     assert alarms["slope_forecast"]["forecast"]["at"] == NOW
-    assert StatusReply.model_validate(json.loads(as_json)) == status_reply(NOW + 6 * 3600)
+    # no failure in sight and too little data: strings, as on the fleet's wire
+    assert alarms["slope_forecast"]["metrics"] == {"lead_h": "inf", "confirmed_h": "nan"}
+    shown_back = StatusReply.model_validate(strict_json(as_json))
+    assert shown_back.alarms["slope_forecast"].metrics["lead_h"] == float("inf")
+    assert math.isnan(shown_back.alarms["slope_forecast"].metrics["confirmed_h"])
+    assert shown_back.alarms["rain_1h"] == status_reply(NOW).alarms["rain_1h"]
+    assert shown_back.alarms["slope_forecast"].forecast == SLOPE_FORECAST
+
+
+def strict_json(text: str) -> Any:
+    """``text`` parsed as a strict parser (jq, JavaScript) would: no NaN or Infinity."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 async def test_edge_status_shows_no_forecast_table_while_no_forecast_stands(tmp_path: Path) -> None:
