@@ -22,7 +22,10 @@ A forecast that passed from the whole window or its quarter is overruled by the 
 (``overruled``) when that one passes too and its interval ends before the longer one's
 begins: hours before the failure of an abrupt onset, a fit reaching back past the onset
 passes the test while lagging the slope, the failure late and the truth outside its
-interval, where the record since the onset puts it within a few percent.
+interval, where the record since the onset puts it within a few percent. Where a later
+part passes beside the forecast without overruling it, the interval stated with the
+forecast takes in that part's too (``windowed_forecast``'s ``stated``); the levels judge
+the forecast's own.
 ``forecast_kernel`` runs it over a batch of samples and turns forecasts into levels.
 Like ``kernels.py`` it mirrors its reference (``reference_forecast.py``) formula by
 formula, never allocates and never raises on data.
@@ -147,12 +150,14 @@ SCRATCH_COLS = 11
 #: Extra cells ``work`` needs beyond one per raw sample: the profile over the grid.
 WORK_EXTRA = 2 * TRIED
 # ks layout: next evaluation time; the earliest upper end of the strong forecasts' intervals
-# still pending, and when the last one was refuted (``refuted``); then the last CONFIRM
+# still pending, and when the last one was refuted (``refuted``); the interval the newest
+# forecast states (``windowed_forecast``'s ``stated``, two cells); then the last CONFIRM
 # failure times (newest first).
 KS_NEXT = 0
 KS_PENDING = 1
 KS_REFUTED = 2
-KS_HISTORY = 3
+KS_STATED = 3
+KS_HISTORY = 5
 MAX_CONFIRM = 6
 
 
@@ -921,6 +926,14 @@ def overruled(
 
 
 @jit
+def disagree(
+    failure_t: float, low: float, high: float, other_t: float, other_low: float, other_high: float
+) -> bool:
+    """Whether either of two forecasts' failure times lies outside the other's interval."""
+    return not (low <= other_t <= high and other_low <= failure_t <= other_high)
+
+
+@jit
 def windowed_forecast(
     buf: FloatArray,
     start: int,
@@ -930,6 +943,7 @@ def windowed_forecast(
     s: FloatArray,
     work: FloatArray,
     out: FloatArray,
+    stated: FloatArray,
 ) -> bool:
     """The forecast over the whole window or, when that one is set aside, over its latest part.
 
@@ -947,9 +961,21 @@ def windowed_forecast(
     part's record (``overruled``):
     after an abrupt onset a fit across the onset can pass the evidence test and still lag
     the slope, putting the failure late, while the record since the onset says it is near.
+
+    ``stated`` gets the interval to state with the forecast: its own 95 % interval, widened
+    to take in the interval of a later part fitted beside it whose forecast passed the test
+    without overruling it, when the two disagree (``disagree``: either failure time lies
+    outside the other's interval). After an abrupt onset the whole window's interval can
+    lie wholly after the truth while a later part's holds it: the fit's own interval then
+    claims more than the record knows. A later part that agrees adds nothing but its own,
+    usually wider, spread. ``out`` keeps the forecast's own interval, which the
+    acceptance, the caution and the refutation judge, so the levels are those of the
+    forecast alone. No part is fitted for this that was not fitted already.
     """
     ok = forecast_window(buf, start, end, t_now, cfg, s, work, out, False)
     if not ok:
+        stated[0] = math.nan
+        stated[1] = math.nan
         return ok
     whole = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
     first = start
@@ -962,18 +988,30 @@ def windowed_forecast(
             first += 1
         forecast_window(buf, first, end, t_now, cfg, s, work, out, j == last)
     kept = whole
+    low, high = whole[FAILURE_LO], whole[FAILURE_HI]
     if accepted_failure_t(out, cfg) < math.inf:
         if j == last:
+            stated[0] = out[FAILURE_LO]
+            stated[1] = out[FAILURE_HI]
             return True
         kept = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
+        low, high = kept[FAILURE_LO], kept[FAILURE_HI]
         longer = (kept[LEAD_H], kept[ALPHA], kept[FAILURE_LO])
         for later in range(last, j, -1):
             if overruled(buf, first, end, t_now, cfg, s, work, out, longer, later):
+                stated[0] = out[FAILURE_LO]
+                stated[1] = out[FAILURE_HI]
                 return True
             if accepted_failure_t(out, cfg) < math.inf:
+                beside = (out[FAILURE_T], out[FAILURE_LO], out[FAILURE_HI])
+                if disagree(kept[FAILURE_T], low, high, *beside):
+                    low = min(low, out[FAILURE_LO])
+                    high = max(high, out[FAILURE_HI])
                 break  # it passed and follows the longer fit: a longer later part would too
     for k in range(OUT_SIZE):
         out[k] = kept[k]
+    stated[0] = low
+    stated[1] = high
     return True
 
 
@@ -1029,21 +1067,26 @@ def forecast_kernel(
         if ti < ks[KS_NEXT]:
             continue
         ks[KS_NEXT] = ti + cfg[EVAL_EVERY_S]
-        ok = windowed_forecast(buf, ip[0], ip[1], ti, cfg, s, work, snap)
+        ok = windowed_forecast(
+            buf, ip[0], ip[1], ti, cfg, s, work, snap, ks[KS_STATED : KS_STATED + 2]
+        )
         held = refuted(ks, snap, ok, ti, cfg)
         for k in range(confirm - 1, 0, -1):
             ks[KS_HISTORY + k] = ks[KS_HISTORY + k - 1]
         ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok and not held else math.inf
-        if ks[KS_HISTORY] < math.inf:
-            acc[0] = ti
-            for j in range(OUT_SIZE):
-                acc[1 + j] = snap[j]
         if not ok:
             snap[CONFIRMED_H] = math.nan
             sm[CHAIN] = 0.0
             continue
         snap[CONFIRMED_H] = judged_lead(confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT]), snap, cfg)
         metric = watched(-snap[CONFIRMED_H], ks[KS_HISTORY], ti, snap, cfg, thresholds[YELLOW])
+        # judged on the forecast's own interval; stated, and kept, with the window's parts'
+        snap[FAILURE_LO] = ks[KS_STATED]
+        snap[FAILURE_HI] = ks[KS_STATED + 1]
+        if ks[KS_HISTORY] < math.inf:
+            acc[0] = ti
+            for j in range(OUT_SIZE):
+                acc[1 + j] = snap[j]
         up, hold = threshold_levels(metric, thresholds, cfg[HYSTERESIS])
         old = sm_evaluate(sm, ti, up, hold, cfg[HOLD_S], cfg[LATCH_FROM])
         if old >= 0:

@@ -589,9 +589,29 @@ def windowed_forecast(
     and a later part (the last, else, when the last fails its evidence test, the quarter)
     overrules a longer part's accepted forecast that lags it (``overruled``).
     """
+    return stated_forecast(samples, t_now, rule)[0]
+
+
+def disagree(forecast: tuple[float, ...], other: tuple[float, ...]) -> bool:
+    """Whether either forecast's failure time lies outside the other's interval."""
+    return not (
+        forecast[FAILURE_LO] <= other[FAILURE_T] <= forecast[FAILURE_HI]
+        and other[FAILURE_LO] <= forecast[FAILURE_T] <= other[FAILURE_HI]
+    )
+
+
+def stated_forecast(
+    samples: deque[tuple[float, float]], t_now: float, rule: FailureForecastRule
+) -> tuple[tuple[float, ...] | None, tuple[float, float]]:
+    """``windowed_forecast``, and the interval to state with it (NaN with too little data).
+
+    The forecast's own interval, widened to take in a later part's that was fitted beside
+    it, passed the test without overruling it and disagrees with it (``disagree``;
+    ``forecast_kernels.windowed_forecast``).
+    """
     forecast = forecast_window(samples, t_now, rule)
     if forecast is None:
-        return forecast
+        return forecast, (NAN, NAN)
     standing, part, j = forecast, samples, 0
     while not accepted_failure_t(standing, rule) < INF and j < len(WINDOW_SHARES) - 1:
         j += 1
@@ -599,14 +619,18 @@ def windowed_forecast(
         part = deque(sample for sample in samples if sample[0] > edge)
         standing = forecast_window(part, t_now, rule, j == len(WINDOW_SHARES) - 1) or standing
     if not accepted_failure_t(standing, rule) < INF:
-        return forecast
+        return forecast, (forecast[FAILURE_LO], forecast[FAILURE_HI])
+    low, high = standing[FAILURE_LO], standing[FAILURE_HI]
     for later in range(len(WINDOW_SHARES) - 1, j, -1):
         trial, overrules = overruled(part, t_now, rule, standing, later)
+        if trial is None or not accepted_failure_t(trial, rule) < INF:
+            continue  # only a forecast that passed can overrule (``overruled``)
         if overrules:
-            return trial
-        if trial is not None and accepted_failure_t(trial, rule) < INF:
-            break  # it passed and follows the longer fit: a longer later part would too
-    return standing
+            return trial, (trial[FAILURE_LO], trial[FAILURE_HI])
+        if disagree(standing, trial):
+            low, high = min(low, trial[FAILURE_LO]), max(high, trial[FAILURE_HI])
+        break  # it passed and follows the longer fit: a longer later part would too
+    return standing, (low, high)
 
 
 def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> float:
@@ -672,20 +696,26 @@ class ForecastMetric:
         if t < self.next_eval:
             return None
         self.next_eval = t + self.rule.eval_every_s
-        return self.judge(t, windowed_forecast(self.samples, t, self.rule))
+        forecast, stated = stated_forecast(self.samples, t, self.rule)
+        return self.judge(t, forecast, stated)
 
-    def judge(self, t: float, forecast: tuple[float, ...] | None) -> Evaluation:
+    def judge(
+        self,
+        t: float,
+        forecast: tuple[float, ...] | None,
+        stated: tuple[float, float] | None = None,
+    ) -> Evaluation:
         """Take the forecast made at ``t`` (None: too little data); its levels, if any.
 
         The rule's acceptance, confirmation and horizons, apart from the fit: a tuning
-        bench replays stored forecasts through it under other settings.
+        bench replays stored forecasts through it under other settings. They judge the
+        forecast's own interval; the snapshot and ``accepted`` carry ``stated`` (the
+        interval to state, ``stated_forecast``) in its place when given.
         """
         held = self.held(t, forecast)
         self.history.appendleft(
             INF if forecast is None or held else accepted_failure_t(forecast, self.rule)
         )
-        if forecast is not None and self.history[0] < INF:
-            self.accepted = (t, forecast)
         if forecast is None:
             return (NAN,) * SNAP_SIZE, None
         confirmed = judged_lead(
@@ -693,6 +723,12 @@ class ForecastMetric:
         )
         lead = watched(confirmed, self.history[0], t, forecast, self.rule)
         levels = threshold_levels(-lead, self.thresholds, self.rule.hysteresis)
+        if stated is not None:
+            shown = list(forecast)
+            shown[FAILURE_LO], shown[FAILURE_HI] = stated
+            forecast = tuple(shown)
+        if self.history[0] < INF:
+            self.accepted = (t, forecast)
         return (*forecast, confirmed), levels
 
     def held(self, t: float, forecast: tuple[float, ...] | None) -> bool:

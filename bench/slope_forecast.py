@@ -162,20 +162,25 @@ def _record(family: str, seed: int) -> SlopeRecord:
     return failure_record(seed, onset="abrupt" if family == "abrupt" else "gradual")
 
 
+#: After a red, hourly: (time, the standing forecast's failure time, its stated interval).
+Standing = list[tuple[float, float, float, float]]
+
+
 def _run_failure(
     engine: AlarmEngine, rule: FailureForecastRule, record: SlopeRecord
-) -> tuple[list[LevelChange], list[tuple[float, float]]]:
+) -> tuple[list[LevelChange], Standing]:
     """The engine over a failure record, and after its first red the forecast standing.
 
     The samples go in a day at a time until the first red, then an hour at a time, as
     they would live; the levels are those of one replay (the engine's batches are
     independent of how the samples are cut). After each hour past the first red: (time
-    of its last sample, the failure time of ``engine.standing_forecasts``, NaN if none).
+    of its last sample, the failure time of ``engine.standing_forecasts`` and its
+    interval, NaN if none).
     """
     t, x = record.t, record.x
     good = np.ones(t.shape[0], dtype=bool)
     changes: list[LevelChange] = []
-    standing: list[tuple[float, float]] = []
+    standing: Standing = []
     red = False
     start = 0
     edge = float(t[0])
@@ -190,32 +195,38 @@ def _run_failure(
         red = red or any(c.rule_id == rule.id and c.new == 4 for c in batch)
         if red:
             latest = engine.standing_forecasts().get(rule.id)
-            standing.append(
-                (float(t[end - 1]), latest.values[1] if latest is not None else math.nan)
-            )
+            # FORECAST_VALUES order: the failure time, its interval's early and late ends
+            failure, low, high = latest.values[1:4] if latest else (math.nan,) * 3
+            standing.append((float(t[end - 1]), failure, low, high))
     return changes, standing
 
 
 def shown_after_red(
-    failure_t: float, red_failure_t: float, standing: list[tuple[float, float]]
+    failure_t: float, red_failure_t: float, standing: Standing
 ) -> dict[str, dict[str, float | None]]:
     """The failure time the console shows ``SHOWN_BEFORE_H`` hours before failure, as errors.
 
     At the last hour at or before each point: the error, as a fraction of the time then
     remaining, of the first red's forecast (``level_change``, what a latched red's event
-    says) and of the newest accepted forecast (``latest``, what the health reports).
+    says) and of the newest accepted forecast (``latest``, what the health reports), and
+    where the failure lies against the latter's stated interval (``latest_side``: -1
+    before its early end, the unsafe side, 0 inside, 1 after; None without a forecast).
     Points before the first red are left out.
     """
     out: dict[str, dict[str, float | None]] = {}
     for hours in SHOWN_BEFORE_H:
-        before = [(t, ft) for t, ft in standing if t <= failure_t - hours * 3600.0]
+        before = [row for row in standing if row[0] <= failure_t - hours * 3600.0]
         if not before:
             continue
-        t, latest = before[-1]
+        t, latest, low, high = before[-1]
         remaining = failure_t - t
+        known = math.isfinite(latest)
         out[f"{hours:g}h"] = {
             "level_change": (red_failure_t - failure_t) / remaining,
-            "latest": (latest - failure_t) / remaining if math.isfinite(latest) else None,
+            "latest": (latest - failure_t) / remaining if known else None,
+            "latest_side": (-1 if failure_t < low else 1 if failure_t > high else 0)
+            if known
+            else None,
         }
     return out
 
@@ -227,7 +238,7 @@ def evaluate(job: tuple[str, int, dict[str, Any]]) -> dict[str, Any]:
     family = "quiet" if kind == "quiet" else "failure"
     rule = _rule_for(overrides)
     engine = AlarmEngine([rule], "numba")
-    standing: list[tuple[float, float]] = []
+    standing: Standing = []
     if record.fails:
         changes, standing = _run_failure(engine, rule, record)
     else:
@@ -313,6 +324,10 @@ def _shown_summary(failures: list[dict[str, Any]]) -> dict[str, Any]:
                 sum(1 for e in errors if e <= 0.10) / len(shown), 3
             )
             summary[f"{source}_median_error_pct"] = round(100.0 * float(np.median(errors)), 1)
+        sides = [e.get("latest_side") for e in shown]
+        # the failure inside the newest forecast's stated interval, and before its early end
+        summary["latest_interval_covers"] = round(sides.count(0) / len(shown), 3)
+        summary["latest_failure_before_interval"] = round(sides.count(-1) / len(shown), 3)
         out[point] = summary
     return out
 

@@ -65,7 +65,8 @@ from slope_forecast import CHECK_SEED, _rule_for, about_record, outcome, overrid
 
 ENGINE = Path(fk.__file__).resolve().parent
 #: A stored record: what ``verdict`` needs of it, and its forecasts, one row per
-#: evaluation: time, 1 if there was enough data, then the kernel's output.
+#: evaluation: time, 1 if there was enough data, the kernel's output, then the interval it
+#: states (``windowed_forecast``'s ``stated``).
 Stored = tuple[dict[str, Any], float, np.ndarray]
 
 
@@ -78,6 +79,7 @@ def forecasts(record: SlopeRecord, rule: FailureForecastRule) -> np.ndarray:
     scratch = np.zeros((rows, fk.SCRATCH_COLS))
     work = np.zeros(rows + fk.WORK_EXTRA)
     out = np.zeros(fl.OUT_SIZE)
+    stated = np.zeros(2)
     made: list[list[float]] = []
     next_eval = -math.inf
     start = 0
@@ -87,8 +89,8 @@ def forecasts(record: SlopeRecord, rule: FailureForecastRule) -> np.ndarray:
         if t[i] < next_eval:
             continue
         next_eval = t[i] + rule.eval_every_s
-        enough = fk.windowed_forecast(buf, start, i + 1, t[i], cfg, scratch, work, out)
-        made.append([t[i], float(enough), *out])
+        enough = fk.windowed_forecast(buf, start, i + 1, t[i], cfg, scratch, work, out, stated)
+        made.append([t[i], float(enough), *out, *stated])
     return np.array(made)
 
 
@@ -114,8 +116,9 @@ def judged(
     state = LevelState(rule.hold_s, rule.latch_from)
     for row in made:
         t = float(row[0])
-        forecast = tuple(float(v) for v in row[2:]) if row[1] else None
-        values, up_hold = metric.judge(t, forecast)
+        forecast = tuple(float(v) for v in row[2 : 2 + fl.OUT_SIZE]) if row[1] else None
+        stated = (float(row[2 + fl.OUT_SIZE]), float(row[3 + fl.OUT_SIZE]))
+        values, up_hold = metric.judge(t, forecast, stated)
         if up_hold is None:
             state.pause()
             old = None

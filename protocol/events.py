@@ -60,7 +60,8 @@ class _EventDetail(BaseModel):
 class FailureForecast(_EventDetail):
     """A failure-forecast rule's forecast when its level changed (``AlarmEvent.forecast``).
 
-    Times are epoch seconds; ``failure_t_low``/``failure_t_high`` bound the 95 % interval;
+    Times are epoch seconds; ``failure_t_low``/``failure_t_high`` bound the stated 95 %
+    interval (the fit's own, widened where a later part of the window disagrees);
     ``evidence`` is the F statistic of acceleration against steady creep. A value the
     forecast did not have (no acceleration: no failure time) is missing, never infinite;
     so is a time outside the wire's range (2000-2100), which only a fault can give.

@@ -17,10 +17,12 @@ from alarm_engine.numba_backend import forecast_cfg
 from alarm_engine.reference_forecast import ForecastMetric as ReferenceForecastMetric
 from alarm_engine.reference_forecast import accepted_failure_t as reference_accepted_failure_t
 from alarm_engine.reference_forecast import confirmed_lead as reference_confirmed_lead
+from alarm_engine.reference_forecast import disagree as reference_disagree
 from alarm_engine.reference_forecast import expected_motion as reference_expected_motion
 from alarm_engine.reference_forecast import forecast_window as reference_forecast_window
 from alarm_engine.reference_forecast import interval as reference_interval
 from alarm_engine.reference_forecast import judged_lead as reference_judged_lead
+from alarm_engine.reference_forecast import stated_forecast as reference_stated_forecast
 from alarm_engine.reference_forecast import tail_rss as reference_tail_rss
 from alarm_engine.reference_forecast import watched as reference_watched
 from alarm_engine.reference_forecast import windowed_forecast as reference_windowed_forecast
@@ -318,6 +320,71 @@ def test_the_quarter_overrules_a_whole_window_that_lags_an_abrupt_onset():
     compiled = forecast_at_last_sample(rule, t, x, "numba")
     assert compiled[0] < whole[1]
     assert abs(compiled[0] - record.failure_t) / remaining < 0.1
+
+
+@pytest.mark.parametrize(
+    ("other", "widens"),
+    [
+        ((20.0, 10.0, 60.0), False),  # wider, and each time inside the other's interval
+        ((24.5, 23.0, 26.0), False),  # narrower, and each time inside the other's interval
+        ((9.6, 7.3, 12.5), True),  # its time before the interval: the quarter's of record 94
+        ((40.0, 30.0, 80.0), True),  # the forecast's time before the other's interval
+    ],
+)
+def test_a_later_part_widens_the_stated_interval_only_where_the_two_disagree(other, widens):
+    """A later part that agrees adds only its own, usually wider, spread: nothing is taken in."""
+    forecast = (0.0, 24.0, 18.0, 30.0)  # (lead, failure time, its interval), hours
+    beside = (0.0, *other)
+    compiled = fk.disagree(forecast[1], forecast[2], forecast[3], *other)
+    assert compiled is reference_disagree(forecast, beside) is widens
+
+
+def test_the_stated_interval_takes_in_a_later_part_that_passed_beside_the_forecast():
+    """The quarter's interval lies after the truth; the eighth's, beside it, holds it.
+
+    The corpus's abrupt-onset record 94 (hourly, 80 h of tertiary creep after the onset)
+    6 h before failure: the whole window's fit is set aside, the quarter's passes with
+    the failure 9.6 h ahead and an interval (7.3-12.5 h) wholly after the truth. The
+    eighth's passes too (6.6 h, 5.6-7.9 h) but meets the quarter's interval, so it does
+    not overrule it. The forecast stands; the interval stated with it takes in the
+    eighth's and holds the failure. The levels judge the forecast's own interval: fed the
+    same forecasts, a rule told the stated interval raises the same levels at the same
+    judged lead.
+    """
+    rule = shipped_forecast_rule()
+    record = failure_record(94, onset="abrupt")
+    t, x = until(record.t, record.x, record.failure_t - 6 * HOUR)
+    whole = part_forecast(rule, t, x, rule.window_s)
+    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
+    eighth = reference_forecast_window(
+        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
+    )
+    assert not reference_accepted_failure_t(whole, rule) < math.inf
+    assert reference_accepted_failure_t(quarter, rule) < math.inf
+    assert reference_accepted_failure_t(eighth, rule) < math.inf
+    assert record.failure_t < quarter[2]  # the quarter's own interval: wholly late
+    assert eighth[2] <= record.failure_t <= eighth[3]
+    assert eighth[3] >= quarter[2]  # the two intervals meet: no overruling
+    forecast, stated = reference_stated_forecast(last_samples(t, x, rule.window_s), t[-1], rule)
+    assert forecast == quarter
+    assert stated == (eighth[2], quarter[3])
+    compiled = forecast_at_last_sample(rule, t, x, "numba")
+    assert compiled[0] == pytest.approx(quarter[1], abs=1.0)
+    assert compiled[1] == pytest.approx(stated[0], abs=1.0)
+    assert compiled[2] == pytest.approx(stated[1], abs=1.0)
+    assert compiled[1] <= record.failure_t <= compiled[2]
+
+    judged_own, judged_stated = ReferenceForecastMetric(rule), ReferenceForecastMetric(rule)
+    for hours in (7, 6):  # the last two hourly forecasts, each with its stated interval
+        tt, xx = until(record.t, record.x, record.failure_t - hours * HOUR)
+        made, shown = reference_stated_forecast(last_samples(tt, xx, rule.window_s), tt[-1], rule)
+        own_snapshot, own_levels = judged_own.judge(tt[-1], made)
+        stated_snapshot, stated_levels = judged_stated.judge(tt[-1], made, shown)
+        assert stated_levels == own_levels
+        assert stated_snapshot[-1] == own_snapshot[-1]  # the judged lead (``confirmed_h``)
+        assert stated_snapshot[2:4] == shown
+    assert judged_stated.accepted is not None
+    assert judged_stated.accepted[1][2:4] == stated
 
 
 def test_a_later_part_never_overrules_a_gradual_failures_whole_window():
