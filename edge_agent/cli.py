@@ -34,7 +34,14 @@ from rich.text import Text
 
 from drivers.model import Quality, Reading
 from drivers.profiles import builtin_profiles
-from edge_agent.cli_console import console, err_console, fail, print_json, warn
+from edge_agent.cli_console import (
+    console,
+    err_console,
+    fail,
+    print_json,
+    warn,
+    write_json_line,
+)
 from edge_agent.doctor_cli import doctor
 from edge_agent.update_cli import update_app
 from edge_agent.uplink_cli import enroll, uplink_app
@@ -604,17 +611,10 @@ def replay(
     _print_changes(changes, json_out)
 
 
-def _write_json_line(row: dict[str, Any]) -> None:
-    """One strict JSON line: a non-finite number written as the wire writes it ("inf")."""
-    from protocol.payloads import finite_json  # noqa: PLC0415 - only when printing JSON
-
-    sys.stdout.write(json.dumps(finite_json(row), allow_nan=False) + "\n")
-
-
 def _print_changes(changes: list[dict[str, Any]], json_out: bool) -> None:
     for change in changes:
         if json_out:
-            _write_json_line(change)
+            write_json_line(change)
         else:
             console.print(
                 f"{change['time']}  {change['rule']:<24} {change['from']:>7} -> {change['to']:<7} "
@@ -660,7 +660,7 @@ def _replay_csv(
     for step in forecast_steps(site, result):
         when = datetime.fromtimestamp(step["t"], UTC).isoformat(timespec="seconds")
         if json_out:  # an infinite lead ("no failure in sight") as "inf"
-            _write_json_line({"forecast": step, "time": when})
+            write_json_line({"forecast": step, "time": when})
         elif math.isfinite(step["lead_h"]):
             console.print(
                 f"{when}  {step['rule']:<24} forecast: failure in {step['lead_h']:.1f} h "

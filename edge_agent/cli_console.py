@@ -9,6 +9,8 @@ refuses.
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import typer
@@ -42,3 +44,10 @@ def print_json(data: Any) -> None:
     from protocol.payloads import finite_json  # noqa: PLC0415 - pydantic only when printing JSON
 
     console.print_json(data=finite_json(data), allow_nan=False)
+
+
+def write_json_line(data: Any) -> None:
+    """``print_json``'s strict JSON as one compact line on stdout, for JSON-lines output."""
+    from protocol.payloads import finite_json  # noqa: PLC0415 - pydantic only when printing JSON
+
+    sys.stdout.write(json.dumps(finite_json(data), allow_nan=False) + "\n")
