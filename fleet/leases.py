@@ -284,6 +284,15 @@ class Leadership:
 
 
 async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel the loop ``task`` and wait until it has ended.
+
+    It waits with ``asyncio.wait``, not by awaiting the task under a suppressed
+    ``CancelledError``: that would also swallow a cancel of ``run`` itself arriving while it
+    waits (the fleet shutting down just as the lease is lost), and ``run`` would go on
+    looking for the lease after its caller had stopped it. A loop that fails as it stops is
+    logged, not raised, so it cannot end ``run`` either.
+    """
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s: its loop failed as it stopped", task.get_name(), exc_info=task.exception())

@@ -215,6 +215,36 @@ async def test_only_the_holders_loop_runs_and_the_other_starts_when_it_stops_or_
     assert overlaps == []
 
 
+async def test_a_holder_cancelled_just_as_it_loses_the_lease_stops(leases: LeaseStore) -> None:
+    # The fleet shutting down (run's task cancelled) while run waits for the loop of a lease
+    # it lost to stop: the cancel must end run, not be taken for the stopping loop's own.
+    running = asyncio.Event()
+    leader: asyncio.Task[None] | None = None
+
+    async def work() -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            assert leader is not None
+            leader.cancel()  # the shutdown, while run waits for this loop to end
+
+    leadership = Leadership(leases, "rollouts", A, ttl_s=1.5)
+    leader = asyncio.create_task(leadership.run(work))
+    try:
+        await wait_for(running.is_set, 10, "the holder's loop")
+        leases.take("rollouts", B, time.time(), 60, replacing=A)
+        done, _ = await asyncio.wait({leader}, timeout=10)
+        assert done == {leader}, "run went on looking for the lease after it was cancelled"
+        assert leader.cancelled()
+        lease = leases.lease("rollouts")
+        assert lease is not None
+        assert lease.holder == B  # A gave up nothing it did not hold
+    finally:
+        leader.cancel()
+        await asyncio.wait({leader}, timeout=10)
+
+
 def test_work_commits_only_while_the_term_it_began_in_is_held(
     repository: SQLiteRepository | PostgresRepository,
 ) -> None:
