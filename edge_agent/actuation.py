@@ -3,7 +3,9 @@
 ``set_level`` never blocks: it records what the outputs should be and wakes the
 actuation loop, which writes the coils ahead of any queued poll, reads them back, and
 re-asserts them periodically so a relay module that power-cycled returns to the right
-state. Actuation never waits on the network, the upload or the disk; events go out
+state. A write that did not take is tried again within a second, backing off to the
+re-assertion period, so a siren the module missed at the alarm's onset is not left off
+until then. Actuation never waits on the network, the upload or the disk; events go out
 through a non-blocking callback.
 """
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 SHIPPED_CLIPS = Path(__file__).parent / "clips"
 #: How long a player cut off (SIGTERM) may take to exit before it is killed.
 PLAYER_STOP_S = 2.0
+#: How soon relays that failed to take their state are tried again; it doubles on each
+#: failure in a row, up to the site's ``reassert_s``.
+FAULT_RETRY_S = 0.5
 
 #: kind, subject, level, detail: hands an event to the store without waiting for it.
 EventSink = Callable[[str, str | None, int | None, dict[str, Any]], None]
@@ -271,15 +276,23 @@ class Actuation:
 
     async def _assert_outputs(self) -> None:
         reason = "start"
+        retry_s = FAULT_RETRY_S
         while True:
             self._wake.clear()
+            wait_s = self.spec.reassert_s
             if not self._testing:
-                await asyncio.gather(*(r.assert_state(reason) for r in self.relays))
+                asserted = await asyncio.gather(*(r.assert_state(reason) for r in self.relays))
                 raise_if_cancelled()
+                if all(asserted):
+                    retry_s = FAULT_RETRY_S
+                else:
+                    # A siren that did not take (module unreachable, read back wrong) is
+                    # tried again soon, backing off to reassert_s, not left off till then.
+                    wait_s, retry_s = min(retry_s, wait_s), min(2 * retry_s, wait_s)
             with contextlib.suppress(TimeoutError):
                 # Real time on purpose: re-assertion is about the physical relays, and a
                 # simulated clock running 100x must not flood the bus.
-                await asyncio.wait_for(self._wake.wait(), self.spec.reassert_s)
+                await asyncio.wait_for(self._wake.wait(), wait_s)
                 reason = "level change"
                 continue
             reason = "re-assert"
