@@ -934,6 +934,41 @@ def disagree(
 
 
 @jit
+def beside_overruling(
+    buf: FloatArray,
+    first: int,
+    end: int,
+    t_now: float,
+    cfg: FloatArray,
+    s: FloatArray,
+    work: FloatArray,
+    out: FloatArray,
+    stated: FloatArray,
+    share: int,
+) -> None:
+    """Widen ``stated`` to take in the part ``share``'s interval beside ``out``'s forecast.
+
+    ``out`` holds a later part's forecast that overruled the one made from
+    ``buf[first:end]``; ``share`` is the next longer part between the two. Where that
+    part's forecast passes the test and disagrees with the overruling one, ``stated``
+    takes in its interval. ``out`` is left as it was.
+    """
+    taken = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
+    edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[share]
+    inner = first
+    while inner < end and buf[inner, 0] <= edge:
+        inner += 1
+    fitted = forecast_window(buf, inner, end, t_now, cfg, s, work, out, False)
+    if fitted and accepted_failure_t(out, cfg) < math.inf:
+        beside = (out[FAILURE_T], out[FAILURE_LO], out[FAILURE_HI])
+        if disagree(taken[FAILURE_T], taken[FAILURE_LO], taken[FAILURE_HI], *beside):
+            stated[0] = min(stated[0], out[FAILURE_LO])
+            stated[1] = max(stated[1], out[FAILURE_HI])
+    for k in range(OUT_SIZE):
+        out[k] = taken[k]
+
+
+@jit
 def windowed_forecast(
     buf: FloatArray,
     start: int,
@@ -968,9 +1003,14 @@ def windowed_forecast(
     outside the other's interval). After an abrupt onset the whole window's interval can
     lie wholly after the truth while a later part's holds it: the fit's own interval then
     claims more than the record knows. A later part that agrees adds nothing but its own,
-    usually wider, spread. ``out`` keeps the forecast's own interval, which the
+    usually wider, spread. Beside a later part's forecast that overrules, the next longer
+    part between the two (the quarter, beside the eighth overruling the whole window) is
+    fitted too and taken in the same way (``beside_overruling``): the eighth's narrow
+    interval, over a few hours of record, can lie just beside the truth where the
+    quarter's holds it. ``out`` keeps the forecast's own interval, which the
     acceptance, the caution and the refutation judge, so the levels are those of the
-    forecast alone. No part is fitted for this that was not fitted already.
+    forecast alone. No other part is fitted for this, and that one only where a later
+    part overrules.
     """
     ok = forecast_window(buf, start, end, t_now, cfg, s, work, out, False)
     if not ok:
@@ -1001,6 +1041,8 @@ def windowed_forecast(
             if overruled(buf, first, end, t_now, cfg, s, work, out, longer, later):
                 stated[0] = out[FAILURE_LO]
                 stated[1] = out[FAILURE_HI]
+                if later - 1 > j:
+                    beside_overruling(buf, first, end, t_now, cfg, s, work, out, stated, later - 1)
                 return True
             if accepted_failure_t(out, cfg) < math.inf:
                 beside = (out[FAILURE_T], out[FAILURE_LO], out[FAILURE_HI])

@@ -600,13 +600,39 @@ def disagree(forecast: tuple[float, ...], other: tuple[float, ...]) -> bool:
     )
 
 
+def _beside_overruling(
+    samples: deque[tuple[float, float]],
+    t_now: float,
+    rule: FailureForecastRule,
+    overruling: tuple[float, ...],
+    share: int,
+) -> tuple[float, float]:
+    """The interval to state with a later part's ``overruling`` forecast.
+
+    Its own, widened to take in the interval of the next longer part ``share`` of
+    ``samples`` when that part's forecast passes and disagrees (no part when ``share`` is
+    0; ``forecast_kernels.windowed_forecast``).
+    """
+    low, high = overruling[FAILURE_LO], overruling[FAILURE_HI]
+    if share == 0:
+        return low, high
+    edge = t_now - rule.window_s * WINDOW_SHARES[share]
+    beside = forecast_window(deque(x for x in samples if x[0] > edge), t_now, rule)
+    passed = beside is not None and accepted_failure_t(beside, rule) < INF
+    if passed and beside is not None and disagree(overruling, beside):
+        low, high = min(low, beside[FAILURE_LO]), max(high, beside[FAILURE_HI])
+    return low, high
+
+
 def stated_forecast(
     samples: deque[tuple[float, float]], t_now: float, rule: FailureForecastRule
 ) -> tuple[tuple[float, ...] | None, tuple[float, float]]:
     """``windowed_forecast``, and the interval to state with it (NaN with too little data).
 
     The forecast's own interval, widened to take in a later part's that was fitted beside
-    it, passed the test without overruling it and disagrees with it (``disagree``;
+    it, passed the test without overruling it and disagrees with it (``disagree``); or,
+    for a later part's forecast that overrules, the interval of the next longer part
+    between the two, where that one passes and disagrees (``_beside_overruling``;
     ``forecast_kernels.windowed_forecast``).
     """
     forecast = forecast_window(samples, t_now, rule)
@@ -626,7 +652,8 @@ def stated_forecast(
         if trial is None or not accepted_failure_t(trial, rule) < INF:
             continue  # only a forecast that passed can overrule (``overruled``)
         if overrules:
-            return trial, (trial[FAILURE_LO], trial[FAILURE_HI])
+            between = later - 1 if later - 1 > j else 0
+            return trial, _beside_overruling(part, t_now, rule, trial, between)
         if disagree(standing, trial):
             low, high = min(low, trial[FAILURE_LO]), max(high, trial[FAILURE_HI])
         break  # it passed and follows the longer fit: a longer later part would too

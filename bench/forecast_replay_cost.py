@@ -9,11 +9,13 @@ onset (``reference_forecast.overruled``). This bench times the reference
 replay of corpus records (16 days, up to 6 h before failure, the shipped rule) with the
 overruling as shipped and with it switched off, in one run, and reports the ratio:
 
-    .venv/bin/python bench/forecast_replay_cost.py [--seeds 4,6,3] [--days 16]
+    .venv/bin/python bench/forecast_replay_cost.py [--seeds 4,6,3] [--days 16] [--abrupt]
 
 The default seeds are two hourly records and one read every 10 minutes, all gradual
 failures (the whole window's forecast passes for days, so the later shares are fitted
-most).
+most). ``--abrupt`` replays the same seeds' abrupt-onset records instead, where a later
+share does overrule in the last hours, and the quarter is then fitted beside the eighth
+for the interval stated (``reference_forecast.stated_forecast``).
 Its last line is a JSON object. It must never change the engine for anything but its
 own timing: the switch is undone before it returns.
 """
@@ -57,19 +59,23 @@ def replay_seconds(rule: FailureForecastRule, t: np.ndarray, x: np.ndarray) -> f
     return time.perf_counter() - started
 
 
-def measure(seed: int, rule: FailureForecastRule, days: float) -> dict[str, Any]:
+def measure(
+    seed: int, rule: FailureForecastRule, days: float, onset: str = "gradual"
+) -> dict[str, Any]:
     """Seconds to replay ``days`` of record ``seed`` with the overruling and without."""
-    record = failure_record(seed)
+    record = failure_record(seed, onset=onset)
     end = record.failure_t - BEFORE_H * HOUR
     keep = (record.t <= end) & (record.t > end - days * DAY)
     t, x = record.t[keep], record.x[keep]
     shipped: Callable[..., Any] = rf.overruled
-    checks = 0
+    checks = overrulings = 0
 
     def counted(*args: Any) -> Any:
-        nonlocal checks
+        nonlocal checks, overrulings
         checks += 1
-        return shipped(*args)
+        trial, overrules = shipped(*args)
+        overrulings += bool(overrules)
+        return trial, overrules
 
     seconds = {}
     try:
@@ -82,9 +88,10 @@ def measure(seed: int, rule: FailureForecastRule, days: float) -> dict[str, Any]
     return {
         "seed": seed,
         "interval_s": record.interval_s,
-        "abrupt_onset": bool(record.params.get("abrupt_onset")),
+        "abrupt_onset": onset == "abrupt",
         "readings": int(t.shape[0]),
         "overruling_checks": checks,
+        "overrulings": overrulings,
         "with_s": round(seconds["with"], 1),
         "without_s": round(seconds["without"], 1),
         "ratio": round(seconds["with"] / seconds["without"], 3),
@@ -95,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="4,6,3", help="comma-separated corpus failure seeds")
     parser.add_argument("--days", type=float, default=16.0, help="days of record replayed")
+    parser.add_argument("--abrupt", action="store_true", help="the seeds' abrupt-onset records")
     args = parser.parse_args(argv)
+    onset = "abrupt" if args.abrupt else "gradual"
     rule = shipped_rule()
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows.append(measure(seed, rule, args.days))
+        rows.append(measure(seed, rule, args.days, onset))
         print(json.dumps(rows[-1]), flush=True)
     ratios = [r["ratio"] for r in rows]
     print(json.dumps({"records": rows, "ratio_min": min(ratios), "ratio_max": max(ratios)}))

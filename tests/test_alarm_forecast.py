@@ -387,6 +387,65 @@ def test_the_stated_interval_takes_in_a_later_part_that_passed_beside_the_foreca
     assert judged_stated.accepted[1][2:4] == stated
 
 
+def test_beside_an_eighth_that_overrules_the_stated_interval_takes_in_the_quarter():
+    """The eighth overrules the lagging whole window, its interval just after the truth.
+
+    The corpus's abrupt-onset record 1022 (a check record, 10-minute), 6.8 h before
+    failure: the whole window's fit passes with the failure 15.9 h ahead and lags the
+    slope; the eighth's passes (7.5 h, 6.9-8.1 h) and overrules it, its interval wholly
+    after the truth. The quarter, between the two, passes too (6.9 h, 6.5-7.4 h), holds
+    the failure and disagrees with the eighth, so the interval stated with the eighth's
+    forecast takes in the quarter's. The forecast itself is the eighth's.
+    """
+    rule = shipped_forecast_rule()
+    record = failure_record(1022, onset="abrupt")
+    t, x = until(record.t, record.x, record.failure_t - 6.8 * HOUR)
+    whole = part_forecast(rule, t, x, rule.window_s)
+    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
+    eighth = reference_forecast_window(
+        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
+    )
+    for passed in (whole, quarter, eighth):
+        assert reference_accepted_failure_t(passed, rule) < math.inf
+    assert eighth[3] < whole[2]  # the eighth overrules the whole window's fit ...
+    assert lag_misfit(rule, t, x, whole, 1.0) >= LAG_MISFIT
+    assert record.failure_t < eighth[2]  # ... its own interval wholly late
+    assert quarter[2] <= record.failure_t <= quarter[3]
+    assert not quarter[2] <= eighth[1] <= quarter[3]  # the two disagree
+    forecast, stated = reference_stated_forecast(last_samples(t, x, rule.window_s), t[-1], rule)
+    assert forecast == eighth
+    assert stated == (min(eighth[2], quarter[2]), max(eighth[3], quarter[3]))
+    assert stated[0] <= record.failure_t <= stated[1]
+    compiled = forecast_at_last_sample(rule, t, x, "numba")
+    assert compiled[0] == pytest.approx(eighth[1], abs=1.0)
+    assert compiled[1] == pytest.approx(stated[0], abs=1.0)
+    assert compiled[2] == pytest.approx(stated[1], abs=1.0)
+
+
+def test_beside_an_eighth_that_overrules_a_quarter_that_agrees_is_not_taken_in():
+    """Tuning abrupt-onset record 182 (10-minute), 6.4 h before failure.
+
+    The eighth (4.9 h, 4.0-6.1 h) overrules the whole window; the quarter (5.4 h,
+    3.9-7.3 h) passes and agrees with it, so the stated interval is the eighth's own,
+    though the quarter's would have held the failure: an agreeing part adds only its
+    own spread (``disagree``). (The reference alone: a replay evaluates this 10-minute
+    record on the rule's hourly grid, ``eval_every_s``, not at this sample; the
+    differential tests hold the kernel to the reference over whole replays.)
+    """
+    rule = shipped_forecast_rule()
+    record = failure_record(182, onset="abrupt")
+    t, x = until(record.t, record.x, record.failure_t - 6.37 * HOUR)
+    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
+    eighth = reference_forecast_window(
+        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
+    )
+    assert reference_accepted_failure_t(quarter, rule) < math.inf
+    assert not reference_disagree(eighth, quarter)
+    forecast, stated = reference_stated_forecast(last_samples(t, x, rule.window_s), t[-1], rule)
+    assert forecast == eighth
+    assert stated == (eighth[2], eighth[3])
+
+
 def test_a_later_part_never_overrules_a_gradual_failures_whole_window():
     """Steady creep with the acceleration growing out of it: the whole window is right.
 
@@ -753,7 +812,14 @@ def test_numba_and_the_reference_agree_when_the_last_part_overrules_a_longer_one
     standing = engine.standing_forecasts()[rule.id]
     t, x = until(t, x, standing.at)
     _, longer = longer_forecast(rule, t, x)
-    assert standing.values[3] < longer[2]
+    eighth = reference_forecast_window(
+        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
+    )
+    assert eighth[3] < longer[2]
+    assert standing.values[1] == pytest.approx(eighth[1], abs=1.0)
+    # the interval stated holds the eighth's own (the quarter's beside it may widen it)
+    assert standing.values[2] <= eighth[2] + 1.0
+    assert standing.values[3] >= eighth[3] - 1.0
     assert abs(standing.values[1] - failure_t) < 0.15 * (failure_t - standing.at)
 
 

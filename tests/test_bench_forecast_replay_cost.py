@@ -25,6 +25,8 @@ def test_two_days_of_one_record_are_timed_both_ways(capsys: pytest.CaptureFixtur
     assert 40 <= row["readings"] <= 48  # two days read hourly, up to 6 h before failure
     # the timed replay went through the overruling, so switching it off measured something
     assert row["overruling_checks"] > 0
+    assert 0 <= row["overrulings"] <= row["overruling_checks"]
+    assert row["abrupt_onset"] is False
     assert row["with_s"] > 0
     assert row["without_s"] > 0
     assert total["ratio_min"] == total["ratio_max"] == row["ratio"]
