@@ -882,6 +882,17 @@ def tail_rss(
 
 
 @jit
+def part_start(
+    buf: FloatArray, first: int, end: int, t_now: float, cfg: FloatArray, share: int
+) -> int:
+    """Index of the first sample of ``buf[first:end]`` inside the window's later part ``share``."""
+    edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[share]
+    while first < end and buf[first, 0] <= edge:
+        first += 1
+    return first
+
+
+@jit
 def overruled(
     buf: FloatArray,
     first: int,
@@ -908,9 +919,7 @@ def overruled(
     abrupt onset does not (2.3-43 times where the later part was the nearer).
     """
     edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[share]
-    last = first
-    while last < end and buf[last, 0] <= edge:
-        last += 1
+    last = part_start(buf, first, end, t_now, cfg, share)
     alone = share == len(WINDOW_SHARES) - 1
     fitted = forecast_window(buf, last, end, t_now, cfg, s, work, out, alone)
     if not (fitted and accepted_failure_t(out, cfg) < math.inf):
@@ -954,10 +963,7 @@ def beside_overruling(
     takes in its interval. ``out`` is left as it was.
     """
     taken = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
-    edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[share]
-    inner = first
-    while inner < end and buf[inner, 0] <= edge:
-        inner += 1
+    inner = part_start(buf, first, end, t_now, cfg, share)
     fitted = forecast_window(buf, inner, end, t_now, cfg, s, work, out, False)
     if fitted and accepted_failure_t(out, cfg) < math.inf:
         beside = (out[FAILURE_T], out[FAILURE_LO], out[FAILURE_HI])
@@ -1023,9 +1029,7 @@ def windowed_forecast(
     j = 0
     while not accepted_failure_t(out, cfg) < math.inf and j < last:
         j += 1
-        edge = t_now - cfg[WINDOW_S] * WINDOW_SHARES[j]
-        while first < end and buf[first, 0] <= edge:
-            first += 1
+        first = part_start(buf, first, end, t_now, cfg, j)
         forecast_window(buf, first, end, t_now, cfg, s, work, out, j == last)
     kept = whole
     low, high = whole[FAILURE_LO], whole[FAILURE_HI]

@@ -248,6 +248,16 @@ def longer_forecast(rule, t, x):
     raise AssertionError("neither the whole window's nor its quarter's forecast passed")
 
 
+def parts_forecasts(rule, t, x):
+    """The reference's forecasts of the whole window, its quarter and its eighth (alone)."""
+    whole = part_forecast(rule, t, x, rule.window_s)
+    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
+    eighth = reference_forecast_window(
+        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
+    )
+    return whole, quarter, eighth
+
+
 def lag_misfit(rule, t, x, longer, share):
     """How many times the residuals of the last part's own curve ``longer``'s fit leaves there."""
     tail_s = rule.window_s * WINDOW_SHARES[-1]
@@ -354,11 +364,7 @@ def test_the_stated_interval_takes_in_a_later_part_that_passed_beside_the_foreca
     rule = shipped_forecast_rule()
     record = failure_record(94, onset="abrupt")
     t, x = until(record.t, record.x, record.failure_t - 6 * HOUR)
-    whole = part_forecast(rule, t, x, rule.window_s)
-    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
-    eighth = reference_forecast_window(
-        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
-    )
+    whole, quarter, eighth = parts_forecasts(rule, t, x)
     assert not reference_accepted_failure_t(whole, rule) < math.inf
     assert reference_accepted_failure_t(quarter, rule) < math.inf
     assert reference_accepted_failure_t(eighth, rule) < math.inf
@@ -400,11 +406,7 @@ def test_beside_an_eighth_that_overrules_the_stated_interval_takes_in_the_quarte
     rule = shipped_forecast_rule()
     record = failure_record(1022, onset="abrupt")
     t, x = until(record.t, record.x, record.failure_t - 6.8 * HOUR)
-    whole = part_forecast(rule, t, x, rule.window_s)
-    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
-    eighth = reference_forecast_window(
-        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
-    )
+    whole, quarter, eighth = parts_forecasts(rule, t, x)
     for passed in (whole, quarter, eighth):
         assert reference_accepted_failure_t(passed, rule) < math.inf
     assert eighth[3] < whole[2]  # the eighth overrules the whole window's fit ...
@@ -435,10 +437,7 @@ def test_beside_an_eighth_that_overrules_a_quarter_that_agrees_is_not_taken_in()
     rule = shipped_forecast_rule()
     record = failure_record(182, onset="abrupt")
     t, x = until(record.t, record.x, record.failure_t - 6.37 * HOUR)
-    quarter = part_forecast(rule, t, x, rule.window_s * WINDOW_SHARES[1])
-    eighth = reference_forecast_window(
-        last_samples(t, x, rule.window_s * WINDOW_SHARES[-1]), t[-1], rule, True
-    )
+    _, quarter, eighth = parts_forecasts(rule, t, x)
     assert reference_accepted_failure_t(quarter, rule) < math.inf
     assert not reference_disagree(eighth, quarter)
     forecast, stated = reference_stated_forecast(last_samples(t, x, rule.window_s), t[-1], rule)

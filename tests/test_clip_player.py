@@ -22,7 +22,7 @@ from drivers.clock import ManualClock
 from drivers.profiles import builtin_profiles
 from edge_agent.actuation import Actuation, ClipPlayer, PlayerSpec
 from hardware_sim.device import SimulatedDevice
-from hardware_sim.harness.relay_site import relay_site
+from hardware_sim.harness.relay_site import relay_site, running_actuation
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.server import serve_tcp
 from site_schema.site_config import parse_site_text
@@ -124,17 +124,10 @@ async def test_a_clip_the_player_cannot_play_is_logged_and_the_siren_still_sound
         actuation = Actuation(
             site.actuation, buses, lambda *e: events.append(e), PlayerSpec(WAV_PLAYER, clips)
         )
-        running = asyncio.create_task(actuation.run())
-        try:
+        async with running_actuation(actuation, buses):
             actuation.set_level(level, "test")
             await wait_for(lambda: relays.coil(0), 10, "the siren relay on")
             await wait_for(lambda: any(e[0] == "actuator_fault" for e in events), 10, "the fault")
-        finally:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
-            for bus in buses.values():
-                await bus.close()
     kinds = [e[0] for e in events]
     assert kinds == ["actuation", "broadcast", "actuator_fault"]
     assert events[-1] == ("actuator_fault", "player", level, {"detail": "player exited 1"})

@@ -7,8 +7,6 @@ whole re-assertion period (here a minute) later.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -18,7 +16,7 @@ from drivers.profiles import builtin_profiles
 from edge_agent.actuation import Actuation
 from hardware_sim.device import SimulatedDevice
 from hardware_sim.harness.ports import free_port
-from hardware_sim.harness.relay_site import relay_site
+from hardware_sim.harness.relay_site import relay_site, running_actuation
 from hardware_sim.harness.waiting import wait_for
 from hardware_sim.server import serve_tcp
 from site_schema.site_config import parse_site_text
@@ -35,8 +33,7 @@ async def test_a_siren_write_that_failed_is_retried_long_before_the_next_reasser
     buses = {b.name: ModbusBus(b) for b in site.buses}
     events: list[tuple[Any, ...]] = []
     actuation = Actuation(site.actuation, buses, lambda *e: events.append(e))
-    running = asyncio.create_task(actuation.run())
-    try:
+    async with running_actuation(actuation, buses):
         actuation.set_level(4, "test")
         await wait_for(lambda: any(e[0] == "actuator_fault" for e in events), 10, "the fault")
         fault = next(e for e in events if e[0] == "actuator_fault")
@@ -48,10 +45,4 @@ async def test_a_siren_write_that_failed_is_retried_long_before_the_next_reasser
             await wait_for(lambda: relays.coil(0), 10, "the siren relay on")
             assert time.monotonic() - up < REASSERT_S / 4
             await wait_for(lambda: events[-1][0] == "actuator_ok", 10, "the actuator's recovery")
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        for bus in buses.values():
-            await bus.close()
     assert [e[0] for e in events] == ["actuation", "actuator_fault", "actuator_ok"]

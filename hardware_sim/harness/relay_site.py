@@ -1,9 +1,18 @@
 """A site file of one relay board with a siren, for tests of actuation, players and settings.
 
+Also ``running_actuation``, which runs an actuation loop for a test and stops it after.
 Never imported by the production packages; never imports ``tests`` or ``bench``.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from drivers.bus import ModbusBus
+from edge_agent.actuation import Actuation
 
 #: A relay module (unit 10) on a Modbus TCP bus; relay 1 is the siren's ``warble``.
 RELAY_SITE = """
@@ -50,3 +59,19 @@ def relay_site(
         .replace("@PLAYER@", player)
         .replace("@ACTIONS@", actions)
     )
+
+
+@asynccontextmanager
+async def running_actuation(
+    actuation: Actuation, buses: Mapping[str, ModbusBus]
+) -> AsyncIterator[None]:
+    """Run ``actuation``'s loop for the ``async with``; then stop it and close ``buses``."""
+    running = asyncio.create_task(actuation.run())
+    try:
+        yield
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        for bus in buses.values():
+            await bus.close()
