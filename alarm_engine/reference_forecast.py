@@ -605,21 +605,24 @@ def _beside_overruling(
     t_now: float,
     rule: FailureForecastRule,
     overruling: tuple[float, ...],
-    share: int,
+    share: int | None,
 ) -> tuple[float, float]:
     """The interval to state with a later part's ``overruling`` forecast.
 
     Its own, widened to take in the interval of the next longer part ``share`` of
-    ``samples`` when that part's forecast passes and disagrees (no part when ``share`` is
-    0; ``forecast_kernels.windowed_forecast``).
+    ``samples`` (None: there is none between) when that part's forecast passes and
+    disagrees (``forecast_kernels.windowed_forecast``).
     """
     low, high = overruling[FAILURE_LO], overruling[FAILURE_HI]
-    if share == 0:
+    if share is None:
         return low, high
     edge = t_now - rule.window_s * WINDOW_SHARES[share]
     beside = forecast_window(deque(x for x in samples if x[0] > edge), t_now, rule)
-    passed = beside is not None and accepted_failure_t(beside, rule) < INF
-    if passed and beside is not None and disagree(overruling, beside):
+    if (
+        beside is not None
+        and accepted_failure_t(beside, rule) < INF
+        and disagree(overruling, beside)
+    ):
         low, high = min(low, beside[FAILURE_LO]), max(high, beside[FAILURE_HI])
     return low, high
 
@@ -652,7 +655,7 @@ def stated_forecast(
         if trial is None or not accepted_failure_t(trial, rule) < INF:
             continue  # only a forecast that passed can overrule (``overruled``)
         if overrules:
-            between = later - 1 if later - 1 > j else 0
+            between = later - 1 if later - 1 > j else None
             return trial, _beside_overruling(part, t_now, rule, trial, between)
         if disagree(standing, trial):
             low, high = min(low, trial[FAILURE_LO]), max(high, trial[FAILURE_HI])
