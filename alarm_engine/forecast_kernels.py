@@ -943,6 +943,24 @@ def disagree(
 
 
 @jit
+def take_in(
+    stated: FloatArray, failure_t: float, low: float, high: float, out: FloatArray, cfg: FloatArray
+) -> bool:
+    """Whether ``out``'s forecast passed the test; if so, and it disagrees, widen ``stated``.
+
+    ``stated`` takes in ``out``'s interval where either failure time lies outside the
+    other's interval, ``out``'s and the forecast's (``failure_t``, ``low``, ``high``) whose
+    interval is to be stated (``disagree``).
+    """
+    if not accepted_failure_t(out, cfg) < math.inf:
+        return False
+    if disagree(failure_t, low, high, out[FAILURE_T], out[FAILURE_LO], out[FAILURE_HI]):
+        stated[0] = min(stated[0], out[FAILURE_LO])
+        stated[1] = max(stated[1], out[FAILURE_HI])
+    return True
+
+
+@jit
 def beside_overruling(
     buf: FloatArray,
     first: int,
@@ -958,18 +976,13 @@ def beside_overruling(
     """Widen ``stated`` to take in the part ``share``'s interval beside ``out``'s forecast.
 
     ``out`` holds a later part's forecast that overruled the one made from
-    ``buf[first:end]``; ``share`` is the next longer part between the two. Where that
-    part's forecast passes the test and disagrees with the overruling one, ``stated``
-    takes in its interval. ``out`` is left as it was.
+    ``buf[first:end]``; ``share`` is the next longer part between the two, taken in as
+    ``take_in`` says. ``out`` is left as it was.
     """
     taken = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
     inner = part_start(buf, first, end, t_now, cfg, share)
-    fitted = forecast_window(buf, inner, end, t_now, cfg, s, work, out, False)
-    if fitted and accepted_failure_t(out, cfg) < math.inf:
-        beside = (out[FAILURE_T], out[FAILURE_LO], out[FAILURE_HI])
-        if disagree(taken[FAILURE_T], taken[FAILURE_LO], taken[FAILURE_HI], *beside):
-            stated[0] = min(stated[0], out[FAILURE_LO])
-            stated[1] = max(stated[1], out[FAILURE_HI])
+    if forecast_window(buf, inner, end, t_now, cfg, s, work, out, False):
+        take_in(stated, taken[FAILURE_T], taken[FAILURE_LO], taken[FAILURE_HI], out, cfg)
     for k in range(OUT_SIZE):
         out[k] = taken[k]
 
@@ -1031,15 +1044,17 @@ def windowed_forecast(
         j += 1
         first = part_start(buf, first, end, t_now, cfg, j)
         forecast_window(buf, first, end, t_now, cfg, s, work, out, j == last)
+    passed = accepted_failure_t(out, cfg) < math.inf
+    if passed and j == last:
+        stated[0] = out[FAILURE_LO]
+        stated[1] = out[FAILURE_HI]
+        return True
     kept = whole
-    low, high = whole[FAILURE_LO], whole[FAILURE_HI]
-    if accepted_failure_t(out, cfg) < math.inf:
-        if j == last:
-            stated[0] = out[FAILURE_LO]
-            stated[1] = out[FAILURE_HI]
-            return True
+    if passed:
         kept = (out[0], out[1], out[2], out[3], out[4], out[5], out[6])
-        low, high = kept[FAILURE_LO], kept[FAILURE_HI]
+    stated[0] = kept[FAILURE_LO]
+    stated[1] = kept[FAILURE_HI]
+    if passed:
         longer = (kept[LEAD_H], kept[ALPHA], kept[FAILURE_LO])
         for later in range(last, j, -1):
             if overruled(buf, first, end, t_now, cfg, s, work, out, longer, later):
@@ -1048,16 +1063,11 @@ def windowed_forecast(
                 if later - 1 > j:
                     beside_overruling(buf, first, end, t_now, cfg, s, work, out, stated, later - 1)
                 return True
-            if accepted_failure_t(out, cfg) < math.inf:
-                beside = (out[FAILURE_T], out[FAILURE_LO], out[FAILURE_HI])
-                if disagree(kept[FAILURE_T], low, high, *beside):
-                    low = min(low, out[FAILURE_LO])
-                    high = max(high, out[FAILURE_HI])
+            ft, lo, hi = kept[FAILURE_T], kept[FAILURE_LO], kept[FAILURE_HI]
+            if take_in(stated, ft, lo, hi, out, cfg):
                 break  # it passed and follows the longer fit: a longer later part would too
     for k in range(OUT_SIZE):
         out[k] = kept[k]
-    stated[0] = low
-    stated[1] = high
     return True
 
 

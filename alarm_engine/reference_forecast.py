@@ -600,6 +600,23 @@ def disagree(forecast: tuple[float, ...], other: tuple[float, ...]) -> bool:
     )
 
 
+def _taken_in(
+    interval: tuple[float, float],
+    forecast: tuple[float, ...],
+    other: tuple[float, ...] | None,
+    rule: FailureForecastRule,
+) -> tuple[float, float]:
+    """``interval``, widened to ``other``'s where that passed the test and disagrees.
+
+    ``forecast`` is the one whose ``interval`` is stated (``forecast_kernels.take_in``).
+    """
+    if other is None or not accepted_failure_t(other, rule) < INF:
+        return interval
+    if not disagree(forecast, other):
+        return interval
+    return min(interval[0], other[FAILURE_LO]), max(interval[1], other[FAILURE_HI])
+
+
 def _beside_overruling(
     samples: deque[tuple[float, float]],
     t_now: float,
@@ -610,21 +627,15 @@ def _beside_overruling(
     """The interval to state with a later part's ``overruling`` forecast.
 
     Its own, widened to take in the interval of the next longer part ``share`` of
-    ``samples`` (None: there is none between) when that part's forecast passes and
-    disagrees (``forecast_kernels.windowed_forecast``).
+    ``samples`` (None: there is none between) as ``_taken_in`` says
+    (``forecast_kernels.beside_overruling``).
     """
-    low, high = overruling[FAILURE_LO], overruling[FAILURE_HI]
+    own = (overruling[FAILURE_LO], overruling[FAILURE_HI])
     if share is None:
-        return low, high
+        return own
     edge = t_now - rule.window_s * WINDOW_SHARES[share]
     beside = forecast_window(deque(x for x in samples if x[0] > edge), t_now, rule)
-    if (
-        beside is not None
-        and accepted_failure_t(beside, rule) < INF
-        and disagree(overruling, beside)
-    ):
-        low, high = min(low, beside[FAILURE_LO]), max(high, beside[FAILURE_HI])
-    return low, high
+    return _taken_in(own, overruling, beside, rule)
 
 
 def stated_forecast(
@@ -649,7 +660,7 @@ def stated_forecast(
         standing = forecast_window(part, t_now, rule, j == len(WINDOW_SHARES) - 1) or standing
     if not accepted_failure_t(standing, rule) < INF:
         return forecast, (forecast[FAILURE_LO], forecast[FAILURE_HI])
-    low, high = standing[FAILURE_LO], standing[FAILURE_HI]
+    own = (standing[FAILURE_LO], standing[FAILURE_HI])
     for later in range(len(WINDOW_SHARES) - 1, j, -1):
         trial, overrules = overruled(part, t_now, rule, standing, later)
         if trial is None or not accepted_failure_t(trial, rule) < INF:
@@ -657,10 +668,9 @@ def stated_forecast(
         if overrules:
             between = later - 1 if later - 1 > j else None
             return trial, _beside_overruling(part, t_now, rule, trial, between)
-        if disagree(standing, trial):
-            low, high = min(low, trial[FAILURE_LO]), max(high, trial[FAILURE_HI])
-        break  # it passed and follows the longer fit: a longer later part would too
-    return standing, (low, high)
+        # it passed and follows the longer fit: a longer later part would too
+        return standing, _taken_in(own, standing, trial, rule)
+    return standing, own
 
 
 def confirmed_lead(history: deque[float], t_now: float, max_drift: float) -> float:
