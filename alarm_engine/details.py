@@ -10,10 +10,9 @@ import math
 from datetime import UTC, datetime
 from typing import Literal
 
-from alarm_engine.forecast_layout import CONFIRMED_H, LEAD_H
+from alarm_engine.forecast_layout import CONFIRMED_H, NEWEST_H
 from alarm_engine.level_change import LevelChange
 from alarm_engine.model import RawChange
-from alarm_engine.reference_forecast import judged_lead
 from site_schema.rule_specs import (
     LEVEL_BY_NAME,
     AntecedentRainRule,
@@ -43,8 +42,9 @@ FORECAST_VALUES = (
     "evidence",
 )
 #: A failure-forecast rule's snapshot: the newest forecast, then the lead its horizons
-#: judged (``forecast_layout.CONFIRMED_H``).
-FORECAST_SNAPSHOT = (*FORECAST_VALUES, "confirmed_h")
+#: judged (``forecast_layout.CONFIRMED_H``) and the newest forecast's own cautious lead
+#: (``forecast_layout.NEWEST_H``).
+FORECAST_SNAPSHOT = (*FORECAST_VALUES, "confirmed_h", "newest_h")
 
 
 def value_names(rule: SampleRule) -> tuple[str, ...]:
@@ -104,7 +104,9 @@ def _judged(rule: FailureForecastRule, values: tuple[float, ...], level: int) ->
     latest of the agreeing failure times, shortened for caution), which may be hours more
     than the newest forecast's own: the words give that lead, never another. A yellow with
     no confirmed lead inside the yellow horizon came from the newest forecast alone
-    (``unconfirmed_h``), judged by its own cautious time.
+    (``unconfirmed_h``), judged by its own cautious time, ``newest_h``: judged on the fit's
+    own interval, which the stated interval (the snapshot's) may widen, so it is never
+    worked out again from the snapshot.
     """
     confirmed = values[CONFIRMED_H]
     caution = f"caution {rule.caution:g}" if rule.caution > 0.0 else ""
@@ -116,11 +118,16 @@ def _judged(rule: FailureForecastRule, values: tuple[float, ...], level: int) ->
         kind = "cautious" if caution else "confirmed"
         agree = ", ".join(w for w in (f"{rule.confirm} forecasts in a row agree", caution) if w)
         return f", {kind} time in {confirmed:.1f} h ({agree})", horizon
-    cautious = judged_lead(values[LEAD_H], values, rule)
-    words = f", cautious time in {cautious:.1f} h ({caution})" if caution else ""
+    newest = values[NEWEST_H]
+    if not math.isfinite(newest):
+        words = ", set aside (outside the rule's alpha range or spread, or refuted)"
+    elif caution:
+        words = f", cautious time in {newest:.1f} h ({caution})"
+    else:
+        words = ""
     words += f", not confirmed yet ({rule.confirm} forecasts in a row must agree)"
     watch = rule.unconfirmed_h
-    if from_newest and watch is not None and cautious <= watch:
+    if from_newest and watch is not None and newest <= watch:
         return words, _number(watch, " h")
     return words, horizon
 
@@ -151,7 +158,7 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
             what = f"predicted failure at {_iso(failure_t)} (t={failure_t:.0f}), in {lead_h:.1f} h"
             return lead_h, what, _number(horizon, " h")
         case FailureForecastRule():
-            lead_h, failure_t, low_t, high_t, alpha, velocity, evidence, _ = values
+            lead_h, failure_t, low_t, high_t, alpha, velocity, evidence, *_ = values
             horizon = rule.horizons_h[level - 1]
             if not math.isfinite(lead_h):
                 what = (

@@ -96,6 +96,7 @@ from alarm_engine.forecast_layout import (
     LAG_MISFIT,
     LEAD_H,
     MIN_LEAD_H,
+    NEWEST_H,
     OUT_SIZE,
     REFINE,
     REFUTED_HOLD_S,
@@ -822,21 +823,18 @@ def judged_lead(lead: float, fout: FloatArray, cfg: FloatArray) -> float:
 
 
 @jit
-def watched(
-    metric: float, newest: float, t_now: float, fout: FloatArray, cfg: FloatArray, yellow: float
-) -> float:
+def watched(metric: float, newest_h: float, cfg: FloatArray, yellow: float) -> float:
     """The metric, raised to the yellow threshold by an unconfirmed forecast close ahead.
 
-    ``newest`` is the newest forecast's accepted failure time (inf if it failed the
-    evidence test), ``yellow`` the negated yellow horizon. A forecast that passed but is
-    not confirmed yet counts when its lead, shortened for caution, is at most
-    ``UNCONFIRMED_H`` hours (NaN: never): it then supports yellow, and never more, so a
-    single forecast cannot raise orange or red.
+    ``newest_h`` is the newest forecast's lead shortened for caution (``NEWEST_H``; inf if
+    it failed the evidence test), ``yellow`` the negated yellow horizon. A forecast that
+    passed but is not confirmed yet counts when that lead is at most ``UNCONFIRMED_H``
+    hours (NaN: never): it then supports yellow, and never more, so a single forecast
+    cannot raise orange or red.
     """
-    if not newest < math.inf or math.isnan(yellow):
+    if not newest_h < math.inf or math.isnan(yellow):
         return metric
-    lead = judged_lead((newest - t_now) / 3600.0, fout, cfg)
-    if lead <= cfg[UNCONFIRMED_H] and not metric >= yellow:
+    if newest_h <= cfg[UNCONFIRMED_H] and not metric >= yellow:
         return yellow
     return metric
 
@@ -1102,11 +1100,12 @@ def forecast_kernel(
     as buf and as the window has bins. The metric is minus the lead time of the latest of
     the last ``CONFIRM`` failure times, so a level rises only when that many forecasts in a
     row put the failure within its horizon (thresholds arrive negated). snap is the forecast
-    (see ``OUT_SIZE``) and the lead its horizons judged (``CONFIRMED_H``, before an
-    unconfirmed forecast's yellow, ``watched``); acc = [time, forecast] of the newest
-    forecast that passed its evidence test, left as it was while none does. Returns (next
-    sample, event count, code): 1 when buf and the scratch must grow before resuming at
-    that sample, ``EVENTS_FULL`` when the events must be flushed, else 0.
+    (see ``OUT_SIZE``), the lead its horizons judged (``CONFIRMED_H``) and the newest
+    forecast's own cautious lead (``NEWEST_H``: it may raise yellow, ``watched``); acc =
+    [time, forecast] of the newest forecast that passed its evidence test, left as it was
+    while none does. Returns (next sample, event count, code): 1 when buf and the scratch
+    must grow before resuming at that sample, ``EVENTS_FULL`` when the events must be
+    flushed, else 0.
     """
     confirm = int(cfg[CONFIRM])
     for i in range(i0, t.shape[0]):
@@ -1132,10 +1131,12 @@ def forecast_kernel(
         ks[KS_HISTORY] = accepted_failure_t(snap, cfg) if ok and not held else math.inf
         if not ok:
             snap[CONFIRMED_H] = math.nan
+            snap[NEWEST_H] = math.nan
             sm[CHAIN] = 0.0
             continue
         snap[CONFIRMED_H] = judged_lead(confirmed_lead(ks, confirm, ti, cfg[MAX_DRIFT]), snap, cfg)
-        metric = watched(-snap[CONFIRMED_H], ks[KS_HISTORY], ti, snap, cfg, thresholds[YELLOW])
+        snap[NEWEST_H] = judged_lead((ks[KS_HISTORY] - ti) / 3600.0, snap, cfg)
+        metric = watched(-snap[CONFIRMED_H], snap[NEWEST_H], cfg, thresholds[YELLOW])
         # judged on the forecast's own interval; stated, and kept, with the window's parts'
         snap[FAILURE_LO] = ks[KS_STATED]
         snap[FAILURE_HI] = ks[KS_STATED + 1]

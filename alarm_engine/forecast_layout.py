@@ -55,7 +55,11 @@ OUT_SIZE = 7
 #: inf while they do not confirm, NaN with too little data. An event's words state it, so
 #: they never show one time and judge by another (``details``).
 CONFIRMED_H = OUT_SIZE
-SNAP_SIZE = OUT_SIZE + 1
+#: Then the newest forecast's own lead, shortened for caution on its own interval (not
+#: the stated one): what an unconfirmed forecast's yellow is judged by (``unconfirmed_h``);
+#: inf when it failed the evidence test, NaN with too little data.
+NEWEST_H = OUT_SIZE + 1
+SNAP_SIZE = OUT_SIZE + 2
 #: Exponents tried: N_ALPHA_STEPS evenly spaced, the rule's alpha_range ends on the grid
 #: and ALPHA_MARGIN steps beyond each end (never below 1.05). A best fit outside the
 #: range says the record does not accelerate the Voight way.

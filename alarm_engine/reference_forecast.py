@@ -695,18 +695,17 @@ def judged_lead(lead: float, forecast: tuple[float, ...], rule: FailureForecastR
     return lead - rule.caution * (forecast[FAILURE_T] - forecast[FAILURE_LO]) / 3600.0
 
 
-def watched(
-    lead: float, newest: float, t_now: float, forecast: tuple[float, ...], rule: FailureForecastRule
-) -> float:
+def watched(lead: float, newest_h: float, rule: FailureForecastRule) -> float:
     """The judged ``lead``, cut to the yellow horizon by an unconfirmed forecast close ahead.
 
-    See ``forecast_kernels.watched``: the newest forecast, accepted (``newest`` its failure
-    time) but not confirmed, counts when its cautious lead is at most ``unconfirmed_h``.
+    See ``forecast_kernels.watched``: ``newest_h`` is the newest forecast's lead shortened
+    for caution (inf if it failed the evidence test); it counts when at most
+    ``unconfirmed_h``.
     """
     yellow = rule.horizons_h[YELLOW]
-    if rule.unconfirmed_h is None or yellow is None or not newest < INF:
+    if rule.unconfirmed_h is None or yellow is None or not newest_h < INF:
         return lead
-    if judged_lead((newest - t_now) / 3600.0, forecast, rule) <= rule.unconfirmed_h:
+    if newest_h <= rule.unconfirmed_h:
         return min(lead, yellow)
     return lead
 
@@ -761,7 +760,8 @@ class ForecastMetric:
         confirmed = judged_lead(
             confirmed_lead(self.history, t, self.rule.drift), forecast, self.rule
         )
-        lead = watched(confirmed, self.history[0], t, forecast, self.rule)
+        newest = judged_lead((self.history[0] - t) / 3600.0, forecast, self.rule)
+        lead = watched(confirmed, newest, self.rule)
         levels = threshold_levels(-lead, self.thresholds, self.rule.hysteresis)
         if stated is not None:
             shown = list(forecast)
@@ -769,7 +769,7 @@ class ForecastMetric:
             forecast = tuple(shown)
         if self.history[0] < INF:
             self.accepted = (t, forecast)
-        return (*forecast, confirmed), levels
+        return (*forecast, confirmed, newest), levels
 
     def held(self, t: float, forecast: tuple[float, ...] | None) -> bool:
         """Whether a forecast was refuted within ``REFUTED_HOLD_S``; notes this one's word.

@@ -11,7 +11,7 @@ import pytest
 from alarm_engine import AlarmEngine
 from alarm_engine import forecast_kernels as fk
 from alarm_engine.details import FORECAST_SNAPSHOT, describe
-from alarm_engine.forecast_layout import LAG_MISFIT, WINDOW_SHARES
+from alarm_engine.forecast_layout import CONFIRMED_H, LAG_MISFIT, NEWEST_H, WINDOW_SHARES
 from alarm_engine.model import RawChange
 from alarm_engine.numba_backend import forecast_cfg
 from alarm_engine.reference_forecast import ForecastMetric as ReferenceForecastMetric
@@ -387,7 +387,8 @@ def test_the_stated_interval_takes_in_a_later_part_that_passed_beside_the_foreca
         own_snapshot, own_levels = judged_own.judge(tt[-1], made)
         stated_snapshot, stated_levels = judged_stated.judge(tt[-1], made, shown)
         assert stated_levels == own_levels
-        assert stated_snapshot[-1] == own_snapshot[-1]  # the judged lead (``confirmed_h``)
+        # the judged leads (``confirmed_h``, ``newest_h``)
+        assert stated_snapshot[CONFIRMED_H:] == own_snapshot[CONFIRMED_H:]
         assert stated_snapshot[2:4] == shown
     assert judged_stated.accepted is not None
     assert judged_stated.accepted[1][2:4] == stated
@@ -868,7 +869,6 @@ def test_an_unconfirmed_forecast_supports_yellow_and_never_more(backend):
     now = ORIGIN
     # failure 40 h ahead, its interval 20-90 h ahead: 30 h ahead judged with caution 0.5
     forecast = (40.0, now + 40 * HOUR, now + 20 * HOUR, now + 90 * HOUR, 2.0, 1.0, 5000.0)
-    newest = forecast[1]
     judged = {}
     for unconfirmed_h, lead, accepted in (
         (48.0, math.inf, True),  # unconfirmed, 30 h <= 48 h: the yellow horizon
@@ -878,13 +878,15 @@ def test_an_unconfirmed_forecast_supports_yellow_and_never_more(backend):
         (48.0, math.inf, False),  # the newest forecast failed its test: nothing
     ):
         rule = forecast_rule(caution=0.5, unconfirmed_h=unconfirmed_h)
-        at = newest if accepted else math.inf
+        at = forecast[1] if accepted else math.inf
         if backend == "numba":
             yellow = -rule.horizons_h[1]
-            metric = fk.watched(-lead, at, now, np.array(forecast), forecast_cfg(rule), yellow)
-            judged[unconfirmed_h, lead, accepted] = -metric
+            cfg = forecast_cfg(rule)
+            newest = fk.judged_lead((at - now) / HOUR, np.array(forecast), cfg)
+            judged[unconfirmed_h, lead, accepted] = -fk.watched(-lead, newest, cfg, yellow)
         else:
-            judged[unconfirmed_h, lead, accepted] = reference_watched(lead, at, now, forecast, rule)
+            newest = reference_judged_lead((at - now) / HOUR, forecast, rule)
+            judged[unconfirmed_h, lead, accepted] = reference_watched(lead, newest, rule)
     assert judged == {
         (48.0, math.inf, True): 168.0,
         (24.0, math.inf, True): math.inf,
@@ -1025,12 +1027,39 @@ def test_a_confirmed_yellow_is_worded_as_confirmed_whatever_the_newest_forecast_
     # yellow
     values, levels = judged_after([(160.0, 5e3), (100.0, 10.0), (40.0, 5e3)])
     assert levels == (2, 2)
-    assert math.isinf(values[-1])
+    assert math.isinf(values[CONFIRMED_H])
     detail = describe(rule, RawChange(0, 0, 2, values), t, "rise").detail
     assert detail.endswith(
         "cautious time in 39.5 h (caution 0.5), not confirmed yet"
         " (3 forecasts in a row must agree) <= 48 h (yellow)"
     )
+
+
+def test_an_unconfirmed_yellow_states_the_cautious_time_it_was_judged_by():
+    # The stated interval can reach earlier than the fit's own (it takes in a later part
+    # of the window that disagrees), but the horizons judge the fit's own: the words must
+    # give the time that was judged, not one worked out again from the stated interval.
+    rule = shipped_forecast_rule()
+    t = 10 * HOUR
+    failure_t = t + 50 * HOUR
+    own = (50.0, failure_t, failure_t - 6 * HOUR, failure_t + 30 * HOUR, 2.0, 1.0, 5e3)
+    stated = (failure_t - 30 * HOUR, failure_t + 30 * HOUR)
+    metric = ReferenceForecastMetric(rule)
+    values, levels = metric.judge(t, own, stated)
+    assert levels == (2, 2)  # 50 h less half of 6 h: 47 h <= unconfirmed_h (48 h)
+    assert values[2:4] == stated
+    assert values[NEWEST_H] == pytest.approx(47.0)
+    detail = describe(rule, RawChange(0, 0, 2, values), t, "rise").detail
+    assert detail.endswith(
+        "cautious time in 47.0 h (caution 0.5), not confirmed yet"
+        " (3 forecasts in a row must agree) <= 48 h (yellow)"
+    )
+    assert "35.0 h" not in detail  # 50 h less half of the stated early half (30 h)
+    # a yellow held after its forecast was set aside says so, with no time
+    aside = (*values[:NEWEST_H], math.inf)
+    detail = describe(rule, RawChange(0, 2, 0, aside), t, "fall").detail
+    assert "set aside (outside the rule's alpha range or spread, or refuted)" in detail
+    assert "cautious time" not in detail
 
 
 def test_caution_must_lie_between_0_and_1(tmp_path):
