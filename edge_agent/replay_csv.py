@@ -19,6 +19,7 @@ import numpy as np
 
 from alarm_engine import AlarmEngine, LevelChange
 from alarm_engine.details import FORECAST_VALUES
+from alarm_engine.forecast_layout import REFUTED_HOLD_S
 from alarm_engine.reference_forecast import set_aside
 from protocol.limits import MAX_TIMESTAMP, MIN_TIMESTAMP
 from site_schema.rule_specs import ChannelRule, FailureForecastRule
@@ -224,11 +225,22 @@ def backtest(
     return result
 
 
+def held_words(rule: FailureForecastRule) -> str:
+    """Why a forecast that passed the evidence test did not count: a refutation's hold."""
+    return (
+        f"within {REFUTED_HOLD_S / 3600.0:g} h of a refuted forecast (alpha above "
+        f"{rule.alpha_range[1]:g}; its interval passed with no failure)"
+    )
+
+
 def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
     """The failure forecasts among the steps, one row per evaluation that changed them.
 
-    Each row also says whether the forecast passed the rule's evidence test (``passes``)
-    and, if not, why (``set_aside``): only a forecast that passed can raise a level.
+    Each row also says whether the forecast counted (``passes``) and, if not, why
+    (``set_aside``): only a forecast that counted can raise a level. Whether it counted
+    is the rule's own answer (its snapshot's ``newest_h`` is finite), never worked out
+    again here: a forecast that passes the evidence test on its numbers may still have
+    been held after a refuted one (``held_words``).
     """
     rules = {r.id: r for r in site.rules if isinstance(r, FailureForecastRule)}
     rows: list[dict[str, Any]] = []
@@ -241,8 +253,12 @@ def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
         if last.get(step["rule"]) == key:
             continue
         last[step["rule"]] = key
-        why = set_aside(tuple(float(step[name]) for name in FORECAST_VALUES), rule)
-        rows.append(step | {"passes": why is None, "set_aside": why})
+        passes = math.isfinite(step["newest_h"])
+        why = None
+        if not passes:
+            numbers = tuple(float(step[name]) for name in FORECAST_VALUES)
+            why = set_aside(numbers, rule) or held_words(rule)
+        rows.append(step | {"passes": passes, "set_aside": why})
     return rows
 
 

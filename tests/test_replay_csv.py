@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from hardware_sim.slope_corpus import ORIGIN, tertiary_displacement
+from hardware_sim.slope_corpus import ORIGIN, quiet_site_year, tertiary_displacement
 
 EDGE = [sys.executable, "-m", "edge_agent.cli"]
 EXAMPLE = "edge_agent/examples/slope_road.toml"
@@ -98,6 +98,36 @@ def test_replay_csv_says_which_forecasts_passed_the_evidence_test(failing_record
     judged = [f for f in forecasts if f["t"] <= red["t"]][-1]["confirmed_h"]
     assert judged <= 48
     assert f"time in {judged:.1f} h (3 forecasts in a row agree" in red["detail"]
+
+
+def test_replay_csv_says_which_forecasts_a_refutation_held(tmp_path):
+    # Quiet year 3044's sharp seasonal rise (hourly): fits accelerating faster than the
+    # rule accepts put the failure hours ahead, the hours passed, and the next fits, alpha
+    # back in range and strong, would have confirmed a red. The rule held them for 48 h
+    # after the refutation; the backtest once printed them as passing, 22-33 h ahead, with
+    # no red to show for it.
+    record = quiet_site_year(3044)
+    hours = (record.t - record.t[0]) / HOUR
+    near = (hours > 7500.0) & (hours < 7960.0)
+    path = tmp_path / "rise.csv"
+    rows = ["time,extension_mm"]
+    rows += [f"{ti:.0f},{xi:.4f}" for ti, xi in zip(record.t[near], record.x[near], strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+    forecasts, changes = replay_lines(path)
+    held = (
+        "within 48 h of a refuted forecast (alpha above 2.75; its interval passed with no failure)"
+    )
+    holds = [f for f in forecasts if f["set_aside"] == held]
+    assert holds
+    # on their own numbers they pass the evidence test: only the hold set them aside
+    assert all(f["evidence"] >= 600 and 1.5 <= f["alpha"] <= 2.75 for f in holds)
+    assert min(f["lead_h"] for f in holds) < 48
+    # a forecast shown as passing is one the rule counted
+    assert all(f["newest_h"] != "inf" for f in forecasts if f["passes"])
+    assert not [c for c in changes if c["to"] in ("orange", "red")]
+    words = edge("replay", "-c", EXAMPLE, "--csv", str(path), "--channel", CHANNEL)
+    assert words.returncode == 0, words.stderr
+    assert f"; set aside: {held}" in words.stdout
 
 
 def test_replay_csv_draws_the_inverse_velocity_plot(failing_record, tmp_path):
