@@ -97,7 +97,9 @@ def _rain_window(rule: RainWindowRule, values: tuple[float, ...], level: int) ->
     return best
 
 
-def _judged(rule: FailureForecastRule, values: tuple[float, ...], level: int) -> tuple[str, str]:
+def _judged(
+    rule: FailureForecastRule, values: tuple[float, ...], level: int, rising: bool
+) -> tuple[str, str, bool]:
     """The time a forecast's ``level`` was judged by, in words, and the horizon it met.
 
     Confirmed forecasts are judged by the lead in the snapshot's ``confirmed_h`` (the
@@ -106,18 +108,23 @@ def _judged(rule: FailureForecastRule, values: tuple[float, ...], level: int) ->
     no confirmed lead inside the yellow horizon came from the newest forecast alone
     (``unconfirmed_h``), judged by its own cautious time, ``newest_h``: judged on the fit's
     own interval, which the stated interval (the snapshot's) may widen, so it is never
-    worked out again from the snapshot.
+    worked out again from the snapshot. A yellow left while no forecasts confirm was the
+    newest forecast's, which stops holding it once its time passes ``unconfirmed_h``, with
+    no hysteresis. The last value says whether the rule's hysteresis applies.
     """
     confirmed = values[CONFIRMED_H]
     caution = f"caution {rule.caution:g}" if rule.caution > 0.0 else ""
     horizon = _number(rule.horizons_h[level - 1], " h")
     yellow = LEVEL_BY_NAME["yellow"]
     yellow_h = rule.horizons_h[yellow - 1]
-    from_newest = level == yellow and not (yellow_h is not None and confirmed <= yellow_h)
+    if rising:
+        from_newest = level == yellow and not (yellow_h is not None and confirmed <= yellow_h)
+    else:
+        from_newest = level == yellow and not math.isfinite(confirmed)
     if math.isfinite(confirmed) and not from_newest:
         kind = "cautious" if caution else "confirmed"
         agree = ", ".join(w for w in (f"{rule.confirm} forecasts in a row agree", caution) if w)
-        return f", {kind} time in {confirmed:.1f} h ({agree})", horizon
+        return f", {kind} time in {confirmed:.1f} h ({agree})", horizon, True
     newest = values[NEWEST_H]
     if not math.isfinite(newest):
         words = ", set aside (outside the rule's alpha range or spread, or refuted)"
@@ -127,36 +134,41 @@ def _judged(rule: FailureForecastRule, values: tuple[float, ...], level: int) ->
         words = ""
     words += f", not confirmed yet ({rule.confirm} forecasts in a row must agree)"
     watch = rule.unconfirmed_h
-    if from_newest and watch is not None and newest <= watch:
-        return words, _number(watch, " h")
-    return words, horizon
+    if from_newest and watch is not None and (not rising or newest <= watch):
+        return words, _number(watch, " h"), False
+    return words, horizon, True
 
 
-def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[float, str, str]:
-    """Return (metric, what it is in words, its threshold for ``level`` in words)."""
+def _headline(
+    rule: SampleRule, values: tuple[float, ...], level: int, rising: bool
+) -> tuple[float, str, str, bool]:
+    """Return (metric, its words, its threshold for ``level`` in words, hysteresis).
+
+    The last says whether the rule's hysteresis applies to that threshold on a fall.
+    """
     threshold: float | None
     match rule:
         case RainWindowRule():
             w = _rain_window(rule, values, level)
             window = rule.windows[w]
             what = f"{window.name} window {values[w]:.1f} mm"
-            return values[w], what, _number(window.thresholds[level - 1])
+            return values[w], what, _number(window.thresholds[level - 1]), True
         case IntensityDurationRule():
             intensity, duration_h, event_mm = values
             what = f"event of {duration_h:.1f} h, {event_mm:.1f} mm, at {intensity:.2f} mm/h"
             curve = rule.curves[level - 1]
             if curve is None:
-                return intensity, what, "-"
+                return intensity, what, "-", True
             at = curve.at(duration_h) if duration_h > 0 else math.inf
-            return intensity, what, f"{at:.2f} mm/h = {curve.a:g}*D^{curve.b:g}"
+            return intensity, what, f"{at:.2f} mm/h = {curve.a:g}*D^{curve.b:g}", True
         case InverseVelocityRule():
             lead_h, failure_t, _, _ = values
             horizon = rule.horizons_h[level - 1]
             if not math.isfinite(lead_h):
                 what = "no velocity trend yet" if math.isnan(lead_h) else "no failure predicted"
-                return lead_h, what, _number(horizon, " h")
+                return lead_h, what, _number(horizon, " h"), True
             what = f"predicted failure at {_iso(failure_t)} (t={failure_t:.0f}), in {lead_h:.1f} h"
-            return lead_h, what, _number(horizon, " h")
+            return lead_h, what, _number(horizon, " h"), True
         case FailureForecastRule():
             lead_h, failure_t, low_t, high_t, alpha, velocity, evidence, *_ = values
             horizon = rule.horizons_h[level - 1]
@@ -166,20 +178,20 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
                     if math.isnan(lead_h)
                     else f"no failure in sight (v {velocity:.2f} mm/day)"
                 )
-                return lead_h, what, _number(horizon, " h")
+                return lead_h, what, _number(horizon, " h"), True
             if evidence < rule.min_evidence:
                 what = (
                     f"no failure in sight (acceleration evidence {evidence:.0f} "
                     f"< {rule.min_evidence:g}, v {velocity:.2f} mm/day)"
                 )
-                return math.inf, what, _number(horizon, " h")
+                return math.inf, what, _number(horizon, " h"), True
             what = (
                 f"predicted failure at {_iso(failure_t)} (t={failure_t:.0f}), in {lead_h:.1f} h "
                 f"[95% {_iso(low_t)} .. {_iso(high_t)}], alpha {alpha:.2f}, "
                 f"v {velocity:.2f} mm/day, evidence {evidence:.0f}"
             )
-            judged, threshold_words = _judged(rule, values, level)
-            return lead_h, what + judged, threshold_words
+            judged, threshold_words, hysteresis = _judged(rule, values, level, rising)
+            return lead_h, what + judged, threshold_words, hysteresis
         case AntecedentRainRule():
             what, threshold = f"EAR {values[0]:.1f} mm", rule.thresholds[level - 1]
         case WaterLevelRule():
@@ -194,7 +206,7 @@ def _headline(rule: SampleRule, values: tuple[float, ...], level: int) -> tuple[
         case TangentAngleRule():
             what = f"tangent angle {values[0]:.1f} deg (v {values[1]:.2f} mm/day)"
             threshold = rule.thresholds[level - 1]
-    return values[0], what, _number(threshold)
+    return values[0], what, _number(threshold), True
 
 
 def describe(
@@ -204,13 +216,15 @@ def describe(
     # The threshold that matters is the higher level's: the one met on a rise, the one
     # left (or released) on a fall or acknowledgement.
     level = max(raw.old, raw.new, 1)
-    metric, what, threshold = _headline(rule, raw.values, level)
+    metric, what, threshold, hysteresis = _headline(rule, raw.values, level, kind == "rise")
     colour = level_name(level)
     horizon = isinstance(rule, InverseVelocityRule | FailureForecastRule)
     if kind == "rise":
         detail = f"{what} {'<=' if horizon else '>='} {threshold} ({colour})"
     elif kind == "fall":
-        margin = f" {'+' if horizon else '-'} {rule.hysteresis:g}" if rule.hysteresis else ""
+        margin = ""
+        if rule.hysteresis and hysteresis:
+            margin = f" {'+' if horizon else '-'} {rule.hysteresis:g}"
         detail = (
             f"{what} {'>' if horizon else '<'} {threshold}{margin} ({colour}) "
             f"for {rule.hold_s:g} s, now {level_name(raw.new)}"

@@ -1062,6 +1062,28 @@ def test_an_unconfirmed_yellow_states_the_cautious_time_it_was_judged_by():
     assert "cautious time" not in detail
 
 
+def test_a_yellow_that_falls_states_the_time_compared_and_the_horizon_it_left():
+    # An unconfirmed yellow falls once its forecast's cautious time passes unconfirmed_h
+    # (no hysteresis there); a confirmed one once the confirmed time passes the yellow
+    # horizon and its hysteresis. The words once compared the newest forecast's 60 h with
+    # the 168 h horizon, and called forecasts confirmed at 195 h "not confirmed yet".
+    rule = shipped_forecast_rule()
+    failure_t = 60 * HOUR
+    forecast = (60.0, failure_t, failure_t - 6 * HOUR, failure_t + 30 * HOUR, 2.0, 1.0, 5e3)
+    unconfirmed = (*forecast, math.inf, 57.0)
+    detail = describe(rule, RawChange(0, 2, 0, unconfirmed), 0.0, "fall").detail
+    assert detail.endswith(
+        "cautious time in 57.0 h (caution 0.5), not confirmed yet (3 forecasts in a row must"
+        " agree) > 48 h (yellow) for 172800 s, now normal"
+    )
+    confirmed = (*forecast, 195.0, 57.0)
+    detail = describe(rule, RawChange(0, 2, 0, confirmed), 0.0, "fall").detail
+    assert detail.endswith(
+        "cautious time in 195.0 h (3 forecasts in a row agree, caution 0.5) > 168 h + 12"
+        " (yellow) for 172800 s, now normal"
+    )
+
+
 def test_caution_must_lie_between_0_and_1(tmp_path):
     bad = tmp_path / "site.toml"
     bad.write_text(EXAMPLE.read_text().replace("caution = 0.5", "caution = 1.5"))
