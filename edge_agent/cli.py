@@ -687,7 +687,7 @@ def _epoch(text: str | None) -> float | None:
 @app.command()
 def profiles() -> None:
     """List the device profiles shipped with HazardWatch."""
-    from rich.measure import Measurement  # noqa: PLC0415
+    from drivers.profile_listing import print_uncut  # noqa: PLC0415
 
     table = RichTable(title="Shipped device profiles")
     # A name is what a site file's `profile =` takes: it is never wrapped or cut short.
@@ -696,15 +696,7 @@ def profiles() -> None:
         table.add_column(column, overflow="fold")
     for name, p in builtin_profiles().items():
         table.add_row(name, p.model, p.vendor, str(p.default_unit_id), str(len(p.channels)))
-    # Narrower than the names need (a pipe is 80 columns), the table grows past the
-    # width rather than cutting them: the console never folds its lines.
-    narrowest = Measurement.get(console, console.options.update_width(1000), table).minimum
-    width = console.width
-    console.width = max(width, narrowest)
-    try:
-        console.print(table)
-    finally:
-        console.width = width
+    print_uncut(console, table)
 
 
 if __name__ == "__main__":

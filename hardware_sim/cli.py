@@ -23,6 +23,7 @@ from rich.table import Table
 
 from drivers.bus import quiet_pymodbus
 from drivers.clock import ScaledClock
+from drivers.profile_listing import print_uncut
 from drivers.profiles import builtin_profiles
 from drivers.siren_node.registers import DEFAULT_UNIT_ID
 from hardware_sim.demo import run_demo
@@ -225,8 +226,10 @@ def demo(
 def profiles() -> None:
     """List the device profiles shipped with HazardWatch."""
     table = Table(show_header=True, header_style="bold")
-    for column in ("profile", "model", "vendor", "unit", "channels"):
-        table.add_column(column)
+    # A name is what a station file's `profile =` takes: it is never wrapped or cut short.
+    table.add_column("profile", no_wrap=True)
+    for column in ("model", "vendor", "unit", "channels"):
+        table.add_column(column, overflow="fold")
     for name, profile in builtin_profiles().items():
         table.add_row(
             name,
@@ -235,7 +238,7 @@ def profiles() -> None:
             str(profile.default_unit_id),
             ", ".join(c.name for c in profile.channels),
         )
-    console.print(table)
+    print_uncut(console, table)
 
 
 async def _run_siren_node(
