@@ -519,6 +519,18 @@ def set_aside(forecast: tuple[float, ...], rule: FailureForecastRule) -> str | N
     return None
 
 
+def held_aside(rule: FailureForecastRule) -> str:
+    """Why a forecast that passes ``set_aside`` did not count: the hold after a refutation.
+
+    Only forecasts accelerating faster than the rule accepts are held to their word
+    (``ForecastMetric.held``); for ``REFUTED_HOLD_S`` after one is refuted none counts.
+    """
+    return (
+        f"within {REFUTED_HOLD_S / 3600.0:g} h of a refuted forecast (alpha above "
+        f"{rule.alpha_range[1]:g}; its interval passed with no failure)"
+    )
+
+
 def accepted_failure_t(forecast: tuple[float, ...], rule: FailureForecastRule) -> float:
     """The forecast's failure time if it passed the evidence test (``set_aside``), else inf."""
     return INF if set_aside(forecast, rule) is not None else forecast[FAILURE_T]

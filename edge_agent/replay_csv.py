@@ -19,8 +19,7 @@ import numpy as np
 
 from alarm_engine import AlarmEngine, LevelChange
 from alarm_engine.details import FORECAST_VALUES
-from alarm_engine.forecast_layout import REFUTED_HOLD_S
-from alarm_engine.reference_forecast import set_aside
+from alarm_engine.reference_forecast import held_aside, set_aside
 from protocol.limits import MAX_TIMESTAMP, MIN_TIMESTAMP
 from site_schema.rule_specs import ChannelRule, FailureForecastRule
 from site_schema.site_config import SiteConfig
@@ -225,14 +224,6 @@ def backtest(
     return result
 
 
-def held_words(rule: FailureForecastRule) -> str:
-    """Why a forecast that passed the evidence test did not count: a refutation's hold."""
-    return (
-        f"within {REFUTED_HOLD_S / 3600.0:g} h of a refuted forecast (alpha above "
-        f"{rule.alpha_range[1]:g}; its interval passed with no failure)"
-    )
-
-
 def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
     """The failure forecasts among the steps, one row per evaluation that changed them.
 
@@ -240,7 +231,7 @@ def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
     (``set_aside``): only a forecast that counted can raise a level. Whether it counted
     is the rule's own answer (its snapshot's ``newest_h`` is finite), never worked out
     again here: a forecast that passes the evidence test on its numbers may still have
-    been held after a refuted one (``held_words``).
+    been held after a refuted one (``held_aside``).
     """
     rules = {r.id: r for r in site.rules if isinstance(r, FailureForecastRule)}
     rows: list[dict[str, Any]] = []
@@ -257,7 +248,7 @@ def forecast_steps(site: SiteConfig, result: Backtest) -> list[dict[str, Any]]:
         why = None
         if not passes:
             numbers = tuple(float(step[name]) for name in FORECAST_VALUES)
-            why = set_aside(numbers, rule) or held_words(rule)
+            why = set_aside(numbers, rule) or held_aside(rule)
         rows.append(step | {"passes": passes, "set_aside": why})
     return rows
 
